@@ -1,0 +1,92 @@
+//! Tensors stored outside the protobuf (`data_location = EXTERNAL`).
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+
+use crate::ir::tensor::{external_entry, is_external};
+use crate::proto::TensorProto;
+
+/// Resolves external tensor payloads, mapping each data file at most once.
+#[derive(Debug)]
+pub struct ExternalData {
+    dir: PathBuf,
+    files: Mutex<HashMap<String, Bytes>>,
+}
+
+impl ExternalData {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The folder locations are relative to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Payload of `t`: its `raw_data` (shared) or a view of its external file.
+    /// `None` when the tensor keeps its values in typed fields (`float_data`...).
+    pub fn payload(&self, t: &TensorProto) -> Result<Option<Bytes>> {
+        if !is_external(t) {
+            return Ok(t.raw_data.clone());
+        }
+        let name = t.name();
+        let location = external_entry(t, "location")
+            .with_context(|| format!("external tensor '{name}' has no location"))?;
+        check_location(location).with_context(|| format!("external tensor '{name}'"))?;
+        let offset: usize = match external_entry(t, "offset") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("external tensor '{name}': bad offset {v:?}"))?,
+            None => 0,
+        };
+        let file = self.file(location)?;
+        let length: usize = match external_entry(t, "length") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("external tensor '{name}': bad length {v:?}"))?,
+            None => file.len().saturating_sub(offset),
+        };
+        ensure!(
+            offset
+                .checked_add(length)
+                .is_some_and(|end| end <= file.len()),
+            "external tensor '{name}' reads bytes {offset}..{} of {location}, which holds {} bytes",
+            offset.saturating_add(length),
+            file.len()
+        );
+        Ok(Some(file.slice(offset..offset + length)))
+    }
+
+    fn file(&self, location: &str) -> Result<Bytes> {
+        let mut files = self.files.lock().expect("external data cache poisoned");
+        if let Some(b) = files.get(location) {
+            return Ok(b.clone());
+        }
+        let path = self.dir.join(location);
+        let bytes = super::map_file(&path)
+            .with_context(|| format!("cannot read external data file {}", path.display()))?;
+        files.insert(location.to_string(), bytes.clone());
+        Ok(bytes)
+    }
+}
+
+/// External locations must stay inside the model's folder.
+fn check_location(location: &str) -> Result<()> {
+    let p = Path::new(location);
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
+        bail!(
+            "external data location {location:?} must be a relative path inside the model's folder"
+        );
+    }
+    Ok(())
+}

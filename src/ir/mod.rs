@@ -1,0 +1,586 @@
+//! The intermediate representation: an ONNX graph on a petgraph `StableDiGraph`.
+//!
+//! Nodes keep their `NodeProto` verbatim (op type, domain, attributes,
+//! subgraphs, doc strings, metadata): unknown and custom-domain ops pass
+//! through untouched, and no pass can lose a field it did not look at. Edges
+//! are derived from value names: one edge from a value's producer to each
+//! node that reads it, including reads from inside If/Loop/Scan bodies
+//! (outer-scope reads), so a value used only inside a subgraph is still used.
+//!
+//! Initializers are kept by name in their original order; everything else of
+//! the graph (inputs, outputs, value_info, sparse initializers, annotations,
+//! metadata) and of the model (opsets, functions, training info, metadata)
+//! stays in its protobuf message and is written back as it was read.
+//!
+//! Export walks the nodes in a stable topological order that reproduces the
+//! original order wherever the graph allows, so a model that no pass touched is
+//! written back byte for byte.
+
+pub mod builder;
+mod dump;
+pub mod tensor;
+pub mod walk;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use indexmap::IndexMap;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use crate::io::ExternalData;
+use crate::patch::Patch;
+use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+
+pub use dump::dump;
+
+pub type NodeId = NodeIndex;
+
+/// A node: its protobuf, verbatim, and a key that keeps export order stable.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub proto: NodeProto,
+    /// Original position (major) and insertion sequence (minor).
+    pub order: (u64, u64),
+}
+
+impl Node {
+    pub fn op(&self) -> &str {
+        self.proto.op_type()
+    }
+    pub fn name(&self) -> &str {
+        self.proto.name()
+    }
+    /// Whether the op is in the default ONNX domain.
+    pub fn is_onnx(&self) -> bool {
+        matches!(self.proto.domain(), "" | "ai.onnx")
+    }
+    /// Name for messages: the node's name, or its op type and first output.
+    pub fn label(&self) -> String {
+        if self.name().is_empty() {
+            format!(
+                "{} -> {}",
+                self.op(),
+                self.proto.output.first().map_or("", |s| s)
+            )
+        } else {
+            self.name().to_string()
+        }
+    }
+}
+
+/// Edge from a value's producer to one of its readers.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub value: String,
+    /// Read from inside a subgraph of the consumer, not a direct input.
+    pub implicit: bool,
+}
+
+/// Broken invariants of a graph. Callers branch on these (load refuses the
+/// model; the pass driver names the pass that broke it).
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum IrError {
+    #[error("node '{node}' reads '{value}', which no node, graph input or initializer defines")]
+    DanglingInput { node: String, value: String },
+    #[error("value '{value}' is defined more than once")]
+    DuplicateDefinition { value: String },
+    #[error("the graph has a cycle through node '{node}'")]
+    Cycle { node: String },
+    #[error("graph output '{value}' is not defined by any node, input or initializer")]
+    UndefinedOutput { value: String },
+}
+
+/// One graph (the main graph; subgraphs stay in their attributes).
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub nodes: StableDiGraph<Node, Edge>,
+    /// Initializers by name, in file order.
+    pub initializers: IndexMap<String, TensorProto>,
+    /// The graph message without `node` and `initializer`: everything else, verbatim.
+    pub rest: GraphProto,
+    producers: HashMap<String, NodeId>,
+    next_seq: u64,
+}
+
+impl Graph {
+    /// Import a graph message. Fails on duplicate initializer names (they
+    /// cannot be told apart); other invariants are checked by [`Graph::validate`].
+    pub fn from_proto(mut g: GraphProto) -> Result<Graph> {
+        let nodes_in = std::mem::take(&mut g.node);
+        let inits_in = std::mem::take(&mut g.initializer);
+        let mut nodes = StableDiGraph::with_capacity(nodes_in.len(), nodes_in.len() * 2);
+        for (i, proto) in nodes_in.into_iter().enumerate() {
+            nodes.add_node(Node {
+                proto,
+                order: (i as u64, 0),
+            });
+        }
+        let mut initializers = IndexMap::with_capacity(inits_in.len());
+        for t in inits_in {
+            let name = t.name().to_string();
+            if initializers.insert(name.clone(), t).is_some() {
+                return Err(IrError::DuplicateDefinition { value: name }.into());
+            }
+        }
+        let mut graph = Graph {
+            nodes,
+            initializers,
+            rest: g,
+            producers: HashMap::new(),
+            next_seq: 1,
+        };
+        graph.reindex();
+        Ok(graph)
+    }
+
+    /// The graph message: nodes in stable topological order, initializers in order.
+    pub fn to_proto(&self) -> GraphProto {
+        let mut g = self.rest.clone();
+        g.node = self
+            .topo_order()
+            .into_iter()
+            .map(|n| self.nodes[n].proto.clone())
+            .collect();
+        g.initializer = self.initializers.values().cloned().collect();
+        g
+    }
+
+    /// Rebuild the producer index and the edges from value names.
+    pub fn reindex(&mut self) {
+        self.nodes.clear_edges();
+        self.producers.clear();
+        for id in self.nodes.node_indices() {
+            for o in &self.nodes[id].proto.output {
+                if !o.is_empty() {
+                    self.producers.entry(o.clone()).or_insert(id);
+                }
+            }
+        }
+        let ids: Vec<NodeId> = self.nodes.node_indices().collect();
+        for id in ids {
+            let (direct, implicit) = reads(&self.nodes[id].proto);
+            for (value, is_implicit) in direct
+                .into_iter()
+                .map(|v| (v, false))
+                .chain(implicit.into_iter().map(|v| (v, true)))
+            {
+                if let Some(&p) = self.producers.get(&value) {
+                    self.nodes.add_edge(
+                        p,
+                        id,
+                        Edge {
+                            value,
+                            implicit: is_implicit,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Check the invariants every pass must keep.
+    pub fn validate(&self) -> std::result::Result<(), IrError> {
+        let mut defined: HashSet<&str> = HashSet::new();
+        for i in &self.rest.input {
+            defined.insert(i.name());
+        }
+        for name in self.initializers.keys() {
+            defined.insert(name);
+        }
+        for s in &self.rest.sparse_initializer {
+            if let Some(v) = &s.values {
+                defined.insert(v.name());
+            }
+        }
+        for id in self.nodes.node_indices() {
+            for o in &self.nodes[id].proto.output {
+                if o.is_empty() {
+                    continue;
+                }
+                let produced_here = self.producers.get(o) == Some(&id);
+                if !defined.insert(o) || !produced_here {
+                    return Err(IrError::DuplicateDefinition { value: o.clone() });
+                }
+            }
+        }
+        for id in self.nodes.node_indices() {
+            let (direct, implicit) = reads(&self.nodes[id].proto);
+            for v in direct.iter().chain(implicit.iter()) {
+                if !defined.contains(v.as_str()) {
+                    return Err(IrError::DanglingInput {
+                        node: self.nodes[id].label(),
+                        value: v.clone(),
+                    });
+                }
+            }
+        }
+        for o in &self.rest.output {
+            if !defined.contains(o.name()) {
+                return Err(IrError::UndefinedOutput {
+                    value: o.name().to_string(),
+                });
+            }
+        }
+        petgraph::algo::toposort(&self.nodes, None).map_err(|c| IrError::Cycle {
+            node: self.nodes[c.node_id()].label(),
+        })?;
+        Ok(())
+    }
+
+    /// Nodes in topological order; ties broken by original position, so an
+    /// unchanged graph comes out in the order it went in.
+    pub fn topo_order(&self) -> Vec<NodeId> {
+        let mut indeg: HashMap<NodeId, usize> = HashMap::new();
+        for id in self.nodes.node_indices() {
+            indeg.insert(
+                id,
+                self.nodes.edges_directed(id, Direction::Incoming).count(),
+            );
+        }
+        let mut heap: BinaryHeap<Reverse<((u64, u64), NodeId)>> = indeg
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&id, _)| Reverse((self.nodes[id].order, id)))
+            .collect();
+        let mut out = Vec::with_capacity(self.nodes.node_count());
+        while let Some(Reverse((_, id))) = heap.pop() {
+            out.push(id);
+            for e in self.nodes.edges_directed(id, Direction::Outgoing) {
+                let t = e.target();
+                let d = indeg.get_mut(&t).expect("every node has an in-degree");
+                *d -= 1;
+                if *d == 0 {
+                    heap.push(Reverse((self.nodes[t].order, t)));
+                }
+            }
+        }
+        if out.len() < self.nodes.node_count() {
+            // A cycle: keep the remaining nodes in original order so nothing is lost.
+            let seen: HashSet<NodeId> = out.iter().copied().collect();
+            let mut rest: Vec<NodeId> = self
+                .nodes
+                .node_indices()
+                .filter(|n| !seen.contains(n))
+                .collect();
+            rest.sort_by_key(|&n| self.nodes[n].order);
+            out.extend(rest);
+        }
+        out
+    }
+
+    /// The node that produces `value`, if a node does.
+    pub fn producer(&self, value: &str) -> Option<NodeId> {
+        self.producers.get(value).copied()
+    }
+
+    /// Nodes that read `value` (directly or from inside a subgraph), each once.
+    pub fn consumers(&self, value: &str) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = match self.producer(value) {
+            Some(p) => self
+                .nodes
+                .edges_directed(p, Direction::Outgoing)
+                .filter(|e| e.weight().value == value)
+                .map(|e| e.target())
+                .collect(),
+            None => self
+                .nodes
+                .node_indices()
+                .filter(|&n| {
+                    let (d, i) = reads(&self.nodes[n].proto);
+                    d.iter().chain(i.iter()).any(|v| v == value)
+                })
+                .collect(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn is_graph_output(&self, value: &str) -> bool {
+        self.rest.output.iter().any(|o| o.name() == value)
+    }
+    pub fn is_graph_input(&self, value: &str) -> bool {
+        self.rest.input.iter().any(|i| i.name() == value)
+    }
+
+    /// An initializer that is a true constant: not also listed as a graph
+    /// input (older models list initializers as overridable inputs).
+    pub fn constant(&self, value: &str) -> Option<&TensorProto> {
+        if self.is_graph_input(value) {
+            return None;
+        }
+        self.initializers.get(value)
+    }
+
+    /// Whether anything defines `value`.
+    pub fn is_defined(&self, value: &str) -> bool {
+        self.producers.contains_key(value)
+            || self.initializers.contains_key(value)
+            || self.is_graph_input(value)
+            || self
+                .rest
+                .sparse_initializer
+                .iter()
+                .any(|s| s.values.as_ref().is_some_and(|v| v.name() == value))
+    }
+
+    /// A value name not used anywhere in the graph, derived from `base`.
+    pub fn fresh_name(&self, base: &str) -> String {
+        if !self.is_defined(base) {
+            return base.to_string();
+        }
+        (1..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !self.is_defined(n))
+            .expect("an unused name exists")
+    }
+
+    fn next_order(&mut self, major: u64) -> (u64, u64) {
+        self.next_seq += 1;
+        (major, self.next_seq)
+    }
+}
+
+/// Names a node reads: its direct inputs, and values its subgraphs read from
+/// enclosing scopes.
+pub fn reads(n: &NodeProto) -> (Vec<String>, Vec<String>) {
+    let direct: Vec<String> = n.input.iter().filter(|i| !i.is_empty()).cloned().collect();
+    let mut implicit = Vec::new();
+    for g in walk::subgraphs(n) {
+        walk::outer_scope_reads(g, &mut implicit);
+    }
+    (direct, implicit)
+}
+
+/// A model: the main graph as IR, everything else verbatim.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The model message with `graph` taken out.
+    pub proto: ModelProto,
+    pub graph: Graph,
+    /// Where external tensor payloads are read from.
+    pub external: Arc<ExternalData>,
+}
+
+impl Model {
+    /// Import a decoded model. Fails on a model whose graph breaks the IR invariants.
+    pub fn from_proto(mut proto: ModelProto, external: Arc<ExternalData>) -> Result<Model> {
+        let g = proto.graph.take().context("the model has no graph")?;
+        let graph = Graph::from_proto(g)?;
+        graph.validate().context("the model's graph is invalid")?;
+        Ok(Model {
+            proto,
+            graph,
+            external,
+        })
+    }
+
+    /// Load a model file into the IR.
+    pub fn load(path: &std::path::Path) -> Result<(Model, crate::io::Loaded)> {
+        let mut loaded = crate::io::load(path)?;
+        let proto = std::mem::take(&mut loaded.proto);
+        let external = Arc::new(crate::io::ExternalData::new(
+            loaded.external.dir().to_path_buf(),
+        ));
+        let model = Model::from_proto(proto, external)
+            .with_context(|| format!("cannot use {}", path.display()))?;
+        Ok((model, loaded))
+    }
+
+    /// Export the whole model message.
+    pub fn to_proto(&self) -> ModelProto {
+        let mut m = self.proto.clone();
+        m.graph = Some(self.graph.to_proto());
+        m
+    }
+
+    /// Payload bytes of a tensor (raw data or external file view; shared).
+    pub fn payload(&self, t: &TensorProto) -> Result<Option<Bytes>> {
+        self.external.payload(t)
+    }
+
+    /// Version of the default ONNX opset the model imports.
+    pub fn opset(&self) -> i64 {
+        self.proto
+            .opset_import
+            .iter()
+            .find(|o| matches!(o.domain(), "" | "ai.onnx"))
+            .map(|o| o.version())
+            .unwrap_or(1)
+    }
+
+    /// Number of weights (elements of all initializers).
+    pub fn param_count(&self) -> u64 {
+        self.graph
+            .initializers
+            .values()
+            .map(|t| tensor::numel(&t.dims).unwrap_or(0) as u64)
+            .sum::<u64>()
+            + constant_node_params(&self.graph)
+    }
+
+    /// Bytes of all tensor payloads (initializers and Constant nodes).
+    pub fn weight_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        let mut m = ModelProto {
+            graph: Some(self.graph.rest.clone()),
+            ..Default::default()
+        };
+        if let Some(g) = m.graph.as_mut() {
+            g.node = self
+                .graph
+                .nodes
+                .node_weights()
+                .map(|n| n.proto.clone())
+                .collect();
+        }
+        walk::for_each_tensor_mut(&mut m, &mut |t| total += tensor::stored_bytes(t));
+        total
+            + self
+                .graph
+                .initializers
+                .values()
+                .map(tensor::stored_bytes)
+                .sum::<u64>()
+    }
+
+    /// Apply a patch: the one place the graph is mutated. The graph is
+    /// validated afterwards; on error the model is left unchanged.
+    pub fn apply(&mut self, patch: &Patch) -> Result<()> {
+        let mut g = self.graph.clone_structure();
+        apply_to(&mut g, patch)?;
+        g.validate()
+            .with_context(|| format!("patch '{}' broke the graph", patch.label))?;
+        self.graph = g;
+        Ok(())
+    }
+}
+
+impl Graph {
+    /// Cheap clone: node protos and tensor metadata are copied, payloads shared.
+    fn clone_structure(&self) -> Graph {
+        self.clone()
+    }
+}
+
+fn constant_node_params(g: &Graph) -> u64 {
+    g.nodes
+        .node_weights()
+        .filter(|n| n.op() == "Constant")
+        .flat_map(|n| n.proto.attribute.iter())
+        .filter_map(|a| a.t.as_ref())
+        .map(|t| tensor::numel(&t.dims).unwrap_or(0) as u64)
+        .sum()
+}
+
+fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {
+    let mut gone: Vec<String> = Vec::new();
+    let anchor = patch
+        .anchor
+        .and_then(|a| g.nodes.node_weight(a))
+        .map(|n| n.order.0)
+        .unwrap_or(u64::MAX / 2);
+    for &id in &patch.remove_nodes {
+        let node = g
+            .nodes
+            .remove_node(id)
+            .with_context(|| format!("patch '{}' removes a node that is gone", patch.label))?;
+        gone.extend(node.proto.output.into_iter().filter(|o| !o.is_empty()));
+    }
+    for name in &patch.remove_initializers {
+        g.initializers.shift_remove(name);
+        gone.push(name.clone());
+    }
+    for t in &patch.add_initializers {
+        match g.initializers.get_mut(t.name()) {
+            Some(slot) => *slot = t.clone(),
+            None => {
+                g.initializers.insert(t.name().to_string(), t.clone());
+            }
+        }
+    }
+    for n in &patch.add_nodes {
+        let order = g.next_order(anchor);
+        g.nodes.add_node(Node {
+            proto: n.clone(),
+            order,
+        });
+    }
+    g.reindex();
+    for (old, new) in &patch.shunts {
+        if g.is_graph_output(old) {
+            let renamable = g.producer(new).is_some()
+                && !g.is_graph_output(new)
+                && !g.is_graph_input(new)
+                && !g.initializers.contains_key(new)
+                && !g.is_defined(old);
+            if renamable {
+                rename_value(g, new, old);
+                gone.push(new.clone());
+            } else {
+                let order = g.next_order(anchor);
+                g.nodes.add_node(Node {
+                    proto: NodeProto {
+                        input: vec![new.clone()],
+                        output: vec![old.clone()],
+                        name: Some(format!("{old}_identity")),
+                        op_type: Some("Identity".into()),
+                        ..Default::default()
+                    },
+                    order,
+                });
+            }
+        } else {
+            rename_reads(g, old, new);
+        }
+        g.reindex();
+    }
+    // value_info of values that no longer exist would describe nothing.
+    let gone: HashSet<String> = gone.into_iter().filter(|v| !g.is_defined(v)).collect();
+    if !gone.is_empty() {
+        g.rest.value_info.retain(|vi| !gone.contains(vi.name()));
+    }
+    Ok(())
+}
+
+/// Make every reader of `from` read `to` (direct inputs and subgraph reads).
+fn rename_reads(g: &mut Graph, from: &str, to: &str) {
+    for id in g.consumers(from) {
+        let p = &mut g.nodes[id].proto;
+        for i in &mut p.input {
+            if i == from {
+                *i = to.to_string();
+            }
+        }
+        for a in &mut p.attribute {
+            if let Some(sg) = a.g.as_mut() {
+                walk::rename_outer_reads(sg, from, to);
+            }
+            for sg in &mut a.graphs {
+                walk::rename_outer_reads(sg, from, to);
+            }
+        }
+    }
+}
+
+/// Rename a node-produced value everywhere: its producer's output and its readers.
+fn rename_value(g: &mut Graph, from: &str, to: &str) {
+    rename_reads(g, from, to);
+    if let Some(p) = g.producer(from) {
+        for o in &mut g.nodes[p].proto.output {
+            if o == from {
+                *o = to.to_string();
+            }
+        }
+    }
+    for vi in &mut g.rest.value_info {
+        if vi.name() == from {
+            vi.name = Some(to.to_string());
+        }
+    }
+}

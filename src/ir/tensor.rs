@@ -1,0 +1,200 @@
+//! Reading and writing tensor payloads of `TensorProto`.
+//!
+//! Weight bytes are `bytes::Bytes` slices of the memory-mapped model (or of an
+//! external data file): reading a tensor shares them, and only a pass that
+//! changes a tensor allocates a new buffer for it.
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+
+use crate::proto::{tensor_proto::DataType, TensorProto};
+
+/// Element type of a tensor, as the ONNX `TensorProto.DataType` code.
+pub fn data_type(t: &TensorProto) -> DataType {
+    DataType::try_from(t.data_type.unwrap_or(0)).unwrap_or(DataType::Undefined)
+}
+
+/// Size in bits of one element of `dt`, or `None` for strings and undefined.
+pub fn element_bits(dt: DataType) -> Option<usize> {
+    use DataType::*;
+    Some(match dt {
+        Float | Int32 | Uint32 => 32,
+        Double | Int64 | Uint64 | Complex64 => 64,
+        Complex128 => 128,
+        Float16 | Bfloat16 | Int16 | Uint16 => 16,
+        Int8 | Uint8 | Bool | Float8e4m3fn | Float8e4m3fnuz | Float8e5m2 | Float8e5m2fnuz
+        | Float8e8m0 => 8,
+        Int4 | Uint4 | Float4e2m1 => 4,
+        Float6e2m3 | Float6e3m2 => 6,
+        Int2 | Uint2 => 2,
+        String | Undefined => return None,
+    })
+}
+
+/// Number of elements given by `dims` (1 for a scalar).
+pub fn numel(dims: &[i64]) -> Result<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| {
+        ensure!(d >= 0, "negative dimension {d}");
+        acc.checked_mul(d as usize)
+            .context("tensor element count overflows")
+    })
+}
+
+/// Whether the tensor's payload lives in an external file.
+pub fn is_external(t: &TensorProto) -> bool {
+    t.data_location == Some(crate::proto::tensor_proto::DataLocation::External as i32)
+}
+
+/// Value of one `external_data` key of a tensor.
+pub fn external_entry<'a>(t: &'a TensorProto, key: &str) -> Option<&'a str> {
+    t.external_data
+        .iter()
+        .find(|e| e.key.as_deref() == Some(key))
+        .and_then(|e| e.value.as_deref())
+}
+
+/// Payload size in bytes as stored (raw data, typed fields or external length).
+pub fn stored_bytes(t: &TensorProto) -> u64 {
+    if is_external(t) {
+        return external_entry(t, "length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+    }
+    if let Some(raw) = &t.raw_data {
+        return raw.len() as u64;
+    }
+    (t.float_data.len() * 4
+        + t.int32_data.len() * 4
+        + t.int64_data.len() * 8
+        + t.double_data.len() * 8
+        + t.uint64_data.len() * 8
+        + t.string_data.iter().map(|s| s.len()).sum::<usize>()) as u64
+}
+
+/// A dense tensor decoded to `f32`, with its dims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Tensor {
+    pub dims: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+/// Decode a float tensor whose payload is `raw` (already resolved for external data)
+/// or the typed `float_data` field.
+pub fn to_f32(t: &TensorProto, raw: Option<&Bytes>) -> Result<F32Tensor> {
+    let n = numel(&t.dims)?;
+    let dt = data_type(t);
+    let data: Vec<f32> = match (dt, raw) {
+        (DataType::Float, Some(raw)) => {
+            ensure!(
+                raw.len() == n * 4,
+                "raw data holds {} bytes, expected {}",
+                raw.len(),
+                n * 4
+            );
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+        (DataType::Float, None) => t.float_data.clone(),
+        (DataType::Double, Some(raw)) => {
+            ensure!(
+                raw.len() == n * 8,
+                "raw data holds {} bytes, expected {}",
+                raw.len(),
+                n * 8
+            );
+            raw.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
+                .collect()
+        }
+        (DataType::Double, None) => t.double_data.iter().map(|&v| v as f32).collect(),
+        (DataType::Float16, Some(raw)) => {
+            ensure!(
+                raw.len() == n * 2,
+                "raw data holds {} bytes, expected {}",
+                raw.len(),
+                n * 2
+            );
+            raw.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect()
+        }
+        (DataType::Float16, None) => t
+            .int32_data
+            .iter()
+            .map(|&v| half::f16::from_bits(v as u16).to_f32())
+            .collect(),
+        (other, _) => bail!("tensor of type {other:?} cannot be read as float"),
+    };
+    ensure!(
+        data.len() == n,
+        "tensor '{}' holds {} values, dims {:?} need {n}",
+        t.name(),
+        data.len(),
+        t.dims
+    );
+    Ok(F32Tensor {
+        dims: t.dims.clone(),
+        data,
+    })
+}
+
+/// Read an integer tensor (any int type, little-endian raw data or typed fields) as i64.
+pub fn to_i64(t: &TensorProto, raw: Option<&Bytes>) -> Result<Vec<i64>> {
+    let n = numel(&t.dims)?;
+    let dt = data_type(t);
+    let v: Vec<i64> = match raw {
+        Some(raw) => {
+            let width = element_bits(dt).context("not a numeric tensor")? / 8;
+            ensure!(
+                width > 0 && raw.len() == n * width,
+                "raw data size does not match dims"
+            );
+            raw.chunks_exact(width)
+                .map(|c| match dt {
+                    DataType::Int64 => Ok(i64::from_le_bytes(c.try_into()?)),
+                    DataType::Int32 => Ok(i32::from_le_bytes(c.try_into()?) as i64),
+                    DataType::Int16 => Ok(i16::from_le_bytes(c.try_into()?) as i64),
+                    DataType::Int8 => Ok(c[0] as i8 as i64),
+                    DataType::Uint8 | DataType::Bool => Ok(c[0] as i64),
+                    DataType::Uint16 => Ok(u16::from_le_bytes(c.try_into()?) as i64),
+                    DataType::Uint32 => Ok(u32::from_le_bytes(c.try_into()?) as i64),
+                    DataType::Uint64 => Ok(u64::from_le_bytes(c.try_into()?) as i64),
+                    other => bail!("tensor of type {other:?} is not an integer tensor"),
+                })
+                .collect::<Result<_>>()?
+        }
+        None => match dt {
+            DataType::Int64 => t.int64_data.clone(),
+            DataType::Uint64 => t.uint64_data.iter().map(|&v| v as i64).collect(),
+            DataType::Int32
+            | DataType::Int16
+            | DataType::Int8
+            | DataType::Uint8
+            | DataType::Uint16
+            | DataType::Bool => t.int32_data.iter().map(|&v| v as i64).collect(),
+            other => bail!("tensor of type {other:?} is not an integer tensor"),
+        },
+    };
+    ensure!(
+        v.len() == n,
+        "tensor holds {} values, dims need {n}",
+        v.len()
+    );
+    Ok(v)
+}
+
+/// A float32 `TensorProto` with little-endian `raw_data`.
+pub fn from_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    let mut raw = Vec::with_capacity(data.len() * 4);
+    for v in data {
+        raw.extend_from_slice(&v.to_le_bytes());
+    }
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,150 @@
+//! Visiting every tensor and every subgraph of a model, wherever it is stored.
+
+use crate::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+
+/// Call `f` on every `TensorProto` of the model: initializers, sparse
+/// initializers, tensor attributes, in the main graph, every subgraph, every
+/// function and the training info.
+pub fn for_each_tensor_mut(model: &mut ModelProto, f: &mut dyn FnMut(&mut TensorProto)) {
+    if let Some(g) = model.graph.as_mut() {
+        graph_tensors_mut(g, f);
+    }
+    for func in &mut model.functions {
+        for n in &mut func.node {
+            node_tensors_mut(n, f);
+        }
+    }
+    for ti in &mut model.training_info {
+        for g in [&mut ti.initialization, &mut ti.algorithm]
+            .into_iter()
+            .flatten()
+        {
+            graph_tensors_mut(g, f);
+        }
+    }
+}
+
+/// [`for_each_tensor_mut`] for one graph and its subgraphs.
+pub fn graph_tensors_mut(g: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto)) {
+    for t in &mut g.initializer {
+        f(t);
+    }
+    for s in &mut g.sparse_initializer {
+        for t in [&mut s.values, &mut s.indices].into_iter().flatten() {
+            f(t);
+        }
+    }
+    for n in &mut g.node {
+        node_tensors_mut(n, f);
+    }
+}
+
+fn node_tensors_mut(n: &mut NodeProto, f: &mut dyn FnMut(&mut TensorProto)) {
+    for a in &mut n.attribute {
+        attr_tensors_mut(a, f);
+    }
+}
+
+fn attr_tensors_mut(a: &mut AttributeProto, f: &mut dyn FnMut(&mut TensorProto)) {
+    if let Some(t) = a.t.as_mut() {
+        f(t);
+    }
+    for t in &mut a.tensors {
+        f(t);
+    }
+    for s in a
+        .sparse_tensor
+        .iter_mut()
+        .chain(a.sparse_tensors.iter_mut())
+    {
+        for t in [&mut s.values, &mut s.indices].into_iter().flatten() {
+            f(t);
+        }
+    }
+    if let Some(g) = a.g.as_mut() {
+        graph_tensors_mut(g, f);
+    }
+    for g in &mut a.graphs {
+        graph_tensors_mut(g, f);
+    }
+}
+
+/// Subgraphs held by a node's attributes (If branches, Loop/Scan bodies).
+pub fn subgraphs(n: &NodeProto) -> impl Iterator<Item = &GraphProto> {
+    n.attribute
+        .iter()
+        .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+}
+
+/// Names a subgraph reads from enclosing scopes: used by its nodes (at any
+/// depth) but defined neither inside it nor by its inputs and initializers.
+pub fn outer_scope_reads(g: &GraphProto, out: &mut Vec<String>) {
+    let mut defined: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for i in &g.input {
+        defined.insert(i.name());
+    }
+    for t in &g.initializer {
+        defined.insert(t.name());
+    }
+    for s in &g.sparse_initializer {
+        if let Some(v) = &s.values {
+            defined.insert(v.name());
+        }
+    }
+    for n in &g.node {
+        for o in &n.output {
+            defined.insert(o);
+        }
+    }
+    let push = |name: &str, out: &mut Vec<String>| {
+        if !name.is_empty() && !defined.contains(name) && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    };
+    for n in &g.node {
+        for i in &n.input {
+            push(i, out);
+        }
+        for sg in subgraphs(n) {
+            let mut inner = Vec::new();
+            outer_scope_reads(sg, &mut inner);
+            for i in inner {
+                push(&i, out);
+            }
+        }
+    }
+    for o in &g.output {
+        push(o.name(), out);
+    }
+}
+
+/// Rename every read of the outer value `from` to `to` inside a subgraph,
+/// stopping where the subgraph defines a value of that name itself.
+pub fn rename_outer_reads(g: &mut GraphProto, from: &str, to: &str) {
+    let shadows = g.input.iter().any(|i| i.name() == from)
+        || g.initializer.iter().any(|t| t.name() == from)
+        || g.node.iter().any(|n| n.output.iter().any(|o| o == from));
+    if shadows {
+        return;
+    }
+    for n in &mut g.node {
+        for i in &mut n.input {
+            if i == from {
+                *i = to.to_string();
+            }
+        }
+        for a in &mut n.attribute {
+            if let Some(sg) = a.g.as_mut() {
+                rename_outer_reads(sg, from, to);
+            }
+            for sg in &mut a.graphs {
+                rename_outer_reads(sg, from, to);
+            }
+        }
+    }
+    for o in &mut g.output {
+        if o.name() == from {
+            o.name = Some(to.to_string());
+        }
+    }
+}

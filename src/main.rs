@@ -1,0 +1,443 @@
+//! The command line. It parses, calls the library, prints; nothing else.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use onnx_squeeze::ir::Model;
+use onnx_squeeze::pass::{Tolerance, REGISTRY};
+use onnx_squeeze::pipeline::Pipeline;
+use onnx_squeeze::report::{ModelStats, RunReport};
+use onnx_squeeze::verify::{self, Status, VerifyOptions, VerifyReport};
+use onnx_squeeze::{inspect, io};
+
+const EXIT_HELP: &str = "\
+Exit codes:
+  0  done
+  1  the tool could not do it (bad input, bad usage, I/O); nothing is written
+  3  verification failed or could not run; nothing is written unless --force";
+
+/// Make ONNX models smaller and faster, and prove they still compute the same thing.
+///
+/// `run` loads a model, applies passes, runs the original and the result in
+/// tract on the same inputs, compares every output, and writes the result
+/// only if it is within tolerance. Writes are atomic: a failed run never
+/// leaves a half-written file, and the input is never modified.
+#[derive(Parser)]
+#[command(name = "onnx-squeeze", version, after_help = EXIT_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply passes to a model, verify the result and write it.
+    #[command(after_help = EXIT_HELP)]
+    Run(RunArgs),
+    /// Describe a model: opsets, inputs/outputs, ops, parameters, bytes by type, where weights live.
+    Inspect {
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run two models in tract on the same inputs and compare every output.
+    #[command(after_help = EXIT_HELP)]
+    Verify {
+        original: PathBuf,
+        rewritten: PathBuf,
+        #[command(flatten)]
+        verify: VerifyArgs,
+    },
+    /// List every pass with its parameters, defaults and what it promises.
+    Passes {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Passes to apply, comma-separated: NAME or NAME(key=value,...), e.g. 'clean'.
+    /// No passes: the model is written back unchanged.
+    #[arg(long, conflicts_with = "recipe")]
+    passes: Option<String>,
+    /// A TOML recipe (see passes/ in the repository) instead of --passes.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    #[command(flatten)]
+    verify: VerifyArgs,
+    /// Write a JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write the result even if verification fails or cannot run.
+    #[arg(long)]
+    force: bool,
+    /// Do not verify (the report says "not_verified").
+    #[arg(long)]
+    no_verify: bool,
+    /// Store weights as external data beside the output: always (true) or never (false).
+    /// Default: where the input had it, or where the model exceeds 2 GiB.
+    #[arg(long)]
+    external_data: Option<bool>,
+    /// Print the graph after the passes (a readable text dump) to stderr.
+    #[arg(long)]
+    dump: bool,
+    input: PathBuf,
+    output: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Inputs for verification: an .npz with one array per model input, or an .npy for a one-input model.
+    /// Default: seeded random inputs that respect each input's type and shape.
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// Bind a symbolic dimension, e.g. --dim batch=4 (default 1).
+    #[arg(long = "dim", value_name = "NAME=N")]
+    dims: Vec<String>,
+    /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3.
+    #[arg(long = "tolerance", value_name = "KEY=VALUE")]
+    tolerance: Vec<String>,
+    /// Number of random samples.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of the random inputs.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl VerifyArgs {
+    fn options(
+        &self,
+        base: Tolerance,
+        recipe: &onnx_squeeze::pipeline::VerifySettings,
+    ) -> Result<VerifyOptions> {
+        let mut dims = HashMap::new();
+        for d in &self.dims {
+            let (k, v) = d
+                .split_once('=')
+                .with_context(|| format!("--dim expects NAME=N, got '{d}'"))?;
+            let n: usize = v
+                .trim()
+                .parse()
+                .with_context(|| format!("--dim {d}: '{v}' is not a positive integer"))?;
+            ensure!(n > 0, "--dim {d}: the size must be at least 1");
+            dims.insert(k.trim().to_string(), n);
+        }
+        let mut tol = base;
+        if let Some(v) = recipe.atol {
+            tol.atol = v;
+        }
+        if let Some(v) = recipe.rtol {
+            tol.rtol = v;
+        }
+        if let Some(v) = recipe.min_cosine {
+            tol.min_cosine = v;
+        }
+        for t in &self.tolerance {
+            let (k, v) = t
+                .split_once('=')
+                .with_context(|| format!("--tolerance expects KEY=VALUE, got '{t}'"))?;
+            let x: f64 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("--tolerance {t}: '{v}' is not a number"))?;
+            ensure!(
+                x.is_finite() && x >= 0.0,
+                "--tolerance {t}: must be a finite number >= 0"
+            );
+            match k.trim() {
+                "atol" => tol.atol = x,
+                "rtol" => tol.rtol = x,
+                "min_cosine" | "cosine" => {
+                    ensure!(x <= 1.0, "--tolerance {t}: a cosine is at most 1");
+                    tol.min_cosine = x
+                }
+                other => {
+                    bail!("--tolerance: unknown key '{other}'; valid keys: atol, rtol, min_cosine")
+                }
+            }
+        }
+        let samples = self.samples.or(recipe.samples).unwrap_or(2);
+        ensure!(samples >= 1, "--samples must be at least 1");
+        Ok(VerifyOptions {
+            samples,
+            seed: self.seed.or(recipe.seed).unwrap_or(0),
+            dims,
+            inputs: self.inputs.clone(),
+            tolerance: tol,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Inspect { model, json } => inspect_cmd(&model, json).map(|_| 0),
+        Command::Verify {
+            original,
+            rewritten,
+            verify,
+        } => verify_cmd(&original, &rewritten, &verify),
+        Command::Passes { json } => passes_cmd(json).map(|_| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn load(path: &Path, pb: &ProgressBar) -> Result<(Model, u64)> {
+    pb.set_message(format!("loading {}", path.display()));
+    let (model, loaded) = Model::load(path)?;
+    for w in &loaded.warnings {
+        pb.suspend(|| eprintln!("warning: {w}"));
+    }
+    let ext = external_bytes(&model);
+    Ok((model, loaded.file_bytes + ext))
+}
+
+fn external_bytes(m: &Model) -> u64 {
+    m.graph
+        .initializers
+        .values()
+        .filter(|t| onnx_squeeze::ir::tensor::is_external(t))
+        .map(onnx_squeeze::ir::tensor::stored_bytes)
+        .sum()
+}
+
+/// Fail early, before any work, if the output cannot be written.
+fn check_output(input: &Path, output: &Path) -> Result<()> {
+    if output.is_dir() {
+        bail!("cannot write {}: it is a directory", output.display());
+    }
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
+        ensure!(
+            a != b,
+            "the output {} is the input; choose another path (the input is never modified)",
+            output.display()
+        );
+    }
+    let dir = io::model_dir(output);
+    ensure!(
+        dir.is_dir(),
+        "cannot write {}: folder {} does not exist",
+        output.display(),
+        dir.display()
+    );
+    tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("cannot write to folder {}", dir.display()))?;
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<u8> {
+    let pipeline = match (&args.passes, &args.recipe) {
+        (Some(spec), _) => Pipeline::from_spec(spec)?,
+        (None, Some(r)) => Pipeline::from_recipe(r)?,
+        (None, None) => Pipeline::empty(),
+    };
+    let vopts = args
+        .verify
+        .options(pipeline.tolerance(), &pipeline.verify)?;
+    check_output(&args.input, &args.output)?;
+
+    let pb = spinner("loading");
+    let (mut model, in_bytes) = load(&args.input, &pb)?;
+    let original = model.clone();
+    let input_stats = ModelStats {
+        bytes: in_bytes,
+        nodes: model.graph.nodes.node_count(),
+        params: model.param_count(),
+    };
+
+    let passes = pipeline.run(&mut model, &mut |name| {
+        pb.set_message(format!("pass {name}"))
+    })?;
+    if args.dump {
+        pb.suspend(|| eprint!("{}", onnx_squeeze::ir::dump(&model.graph)));
+    }
+    let changed = passes.iter().any(|p| !p.changes.is_empty());
+    let verify = if args.no_verify {
+        VerifyReport::not_verified("skipped (--no-verify)")
+    } else if !changed {
+        VerifyReport {
+            status: Status::Passed,
+            reason: None,
+            samples: 0,
+            tolerance: vopts.tolerance,
+            outputs: vec![],
+            notes: vec![
+                "no pass changed the graph: the output is the input, written back as read".into(),
+            ],
+            seconds: 0.0,
+        }
+    } else {
+        pb.set_message("verifying in tract");
+        verify::verify(&original, &model, &vopts)
+    };
+    drop(original);
+
+    let ok = match verify.status {
+        Status::Passed => true,
+        Status::NotVerified => args.no_verify,
+        Status::Failed => false,
+    };
+    let mut report = RunReport {
+        input: input_stats,
+        output: None,
+        passes,
+        verify,
+        written: false,
+        warnings: vec![],
+    };
+    if ok || args.force {
+        pb.set_message(format!("writing {}", args.output.display()));
+        let stats = io::save(
+            model.to_proto(),
+            &model.external,
+            &args.output,
+            &io::SaveOptions {
+                external: args.external_data,
+            },
+        )?;
+        report.output = Some(ModelStats {
+            bytes: stats.model_bytes + stats.external_bytes,
+            nodes: model.graph.nodes.node_count(),
+            params: model.param_count(),
+        });
+        report.written = true;
+    }
+    pb.finish_and_clear();
+    print!("{}", report.table());
+    if let Some(path) = &args.report {
+        write_json(path, &report)?;
+    }
+    if report.written {
+        println!("wrote {}", args.output.display());
+    }
+    Ok(match (ok, report.verify.status) {
+        (true, _) => 0,
+        (false, Status::NotVerified) => {
+            eprintln!("error: the result could not be verified, so it was {}; pass --no-verify to skip verification", if args.force { "written anyway (--force)" } else { "not written" });
+            3
+        }
+        _ => {
+            eprintln!(
+                "error: verification failed, so the result was {}",
+                if args.force {
+                    "written anyway (--force)"
+                } else {
+                    "not written (--force writes it anyway)"
+                }
+            );
+            3
+        }
+    })
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    let dir = io::model_dir(path);
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn inspect_cmd(path: &Path, json: bool) -> Result<()> {
+    let (model, loaded) = Model::load(path)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let summary = inspect::summarize(&model, loaded.file_bytes);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.text());
+    }
+    Ok(())
+}
+
+fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
+    let opts = args.options(Tolerance::FLOAT_ROUNDING, &Default::default())?;
+    let pb = spinner("loading");
+    let (ma, _) = load(a, &pb)?;
+    let (mb, _) = load(b, &pb)?;
+    pb.set_message("verifying in tract");
+    let report = verify::verify(&ma, &mb, &opts);
+    pb.finish_and_clear();
+    print!("{}", report.table());
+    Ok(match report.status {
+        Status::Passed => 0,
+        Status::Failed => 3,
+        Status::NotVerified => bail!("could not verify: {}", report.reason.unwrap_or_default()),
+    })
+}
+
+fn passes_cmd(json: bool) -> Result<()> {
+    if json {
+        let infos: Vec<_> = REGISTRY.iter().map(|e| e.info).collect();
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(());
+    }
+    for e in REGISTRY {
+        let i = e.info;
+        println!("{}: {}", i.name, i.summary);
+        println!("  matches:  {}", i.matches);
+        println!(
+            "  promises: {} (atol {}, rtol {}, min cosine {}){}",
+            i.promise,
+            i.tolerance.atol,
+            i.tolerance.rtol,
+            i.tolerance.min_cosine,
+            if i.idempotent {
+                "; running it twice equals once"
+            } else {
+                ""
+            }
+        );
+        println!("  parameters:");
+        for p in i.params {
+            println!(
+                "    {:<16} {:<8} default {:<10} {}  ({})",
+                p.name, p.kind, p.default, p.doc, p.range
+            );
+        }
+        println!();
+    }
+    println!("Use: --passes 'NAME' or --passes 'NAME(key=value,...)', comma-separated.");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The pass framework: what a pass declares, and the registry of passes.
+//!
+//! A pass is one file in `src/passes/`, opening with a doc block (before,
+//! after, when it fires, what it preserves, its cost in fidelity). It declares:
+//! * its name and a one-line summary;
+//! * its parameters: a serde struct with defaults and `deny_unknown_fields`,
+//!   described by [`ParamInfo`] for `onnx-squeeze passes`, checked when the
+//!   pipeline is built, before any graph work;
+//! * its contract: exact, or within a tolerance that verification enforces;
+//! * whether running it twice equals running it once.
+//!
+//! Passes propose [`Patch`]es against `&Model`; the driver in
+//! [`crate::pipeline`] applies them and loops until the pass proposes nothing,
+//! under explicit limits.
+
+use anyhow::{bail, Result};
+
+use crate::ir::Model;
+use crate::patch::Patch;
+
+/// How close to the original a pass promises the outputs stay.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tolerance {
+    /// Largest allowed |a - b| beyond the relative part.
+    pub atol: f64,
+    /// Allowed |a - b| relative to |a|.
+    pub rtol: f64,
+    /// Smallest allowed cosine similarity per output.
+    pub min_cosine: f64,
+}
+
+impl Tolerance {
+    /// What float rounding alone can explain.
+    pub const FLOAT_ROUNDING: Tolerance = Tolerance {
+        atol: 1e-4,
+        rtol: 1e-3,
+        min_cosine: 0.99999,
+    };
+
+    /// The looser of two tolerances, field by field.
+    pub fn loosest(self, o: Tolerance) -> Tolerance {
+        Tolerance {
+            atol: self.atol.max(o.atol),
+            rtol: self.rtol.max(o.rtol),
+            min_cosine: self.min_cosine.min(o.min_cosine),
+        }
+    }
+}
+
+/// A parameter as `onnx-squeeze passes` lists it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ParamInfo {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub default: &'static str,
+    pub range: &'static str,
+    pub doc: &'static str,
+}
+
+/// What a pass is, as declared once in its file.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PassInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// What the pass matches.
+    pub matches: &'static str,
+    /// What it promises about the outputs.
+    pub promise: &'static str,
+    pub tolerance: Tolerance,
+    pub idempotent: bool,
+    pub params: &'static [ParamInfo],
+}
+
+/// Context a pass may use while proposing patches.
+#[derive(Default)]
+pub struct PassCtx {
+    /// Things the pass chose not to do, and why ("did not fire because ...").
+    pub notes: Vec<String>,
+}
+
+pub trait Pass: Send + Sync {
+    fn info(&self) -> &'static PassInfo;
+    /// Parameters as given (after defaults), for the report.
+    fn params(&self) -> serde_json::Value;
+    /// Propose patches against the current model. An empty list means done.
+    fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>>;
+}
+
+/// A registry entry: the declaration and a constructor from parameters.
+pub struct PassEntry {
+    pub info: &'static PassInfo,
+    pub build: fn(toml::Table) -> Result<Box<dyn Pass>>,
+}
+
+/// Every pass, in the order `onnx-squeeze passes` lists them.
+pub static REGISTRY: &[&PassEntry] = &[&crate::passes::clean::ENTRY];
+
+/// Build a pass by name from its parameters.
+pub fn build(name: &str, params: toml::Table) -> Result<Box<dyn Pass>> {
+    match REGISTRY.iter().find(|e| e.info.name == name) {
+        Some(e) => (e.build)(params)
+            .map_err(|err| err.context(format!("bad parameters for pass '{name}'"))),
+        None => bail!(
+            "unknown pass '{name}'; valid passes: {}",
+            REGISTRY
+                .iter()
+                .map(|e| e.info.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Deserialize a pass's parameters, rejecting unknown keys with the valid ones listed.
+pub fn parse_params<T: serde::de::DeserializeOwned>(
+    params: toml::Table,
+    info: &PassInfo,
+) -> Result<T> {
+    toml::Value::Table(params).try_into::<T>().map_err(|e| {
+        anyhow::anyhow!(
+            "{}; parameters of '{}': {}",
+            e.to_string().trim(),
+            info.name,
+            info.params
+                .iter()
+                .map(|p| format!("{} ({}, default {})", p.name, p.kind, p.default))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}

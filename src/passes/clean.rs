@@ -1,0 +1,498 @@
+//! `clean`: the tidy-up every compression pipeline needs first.
+//!
+//! Rewrites, tried in this order each round (the first that fires is applied,
+//! then the round starts again, so later rules see the earlier ones' results):
+//!
+//! 1. **Constant nodes to initializers.** `Constant(value=T) -> c` becomes the
+//!    initializer `c`. Several exporters keep every weight in Constant nodes,
+//!    which quantizers cannot see.
+//! 2. **Identity and inference-mode Dropout removed.** `y = Identity(x)`:
+//!    readers of `y` read `x`. A graph output keeps its name (the producer of
+//!    `x` is renamed instead); where that is impossible the node stays.
+//! 3. **BatchNormalization folded** into the Conv or Gemm before it, when the
+//!    Conv/Gemm output feeds only the BN and all parameters are float32
+//!    constants: `W' = W * s / sqrt(v + eps)` per output channel,
+//!    `B' = (B - m) * s / sqrt(v + eps) + b`.
+//! 4. **Constant subgraphs folded**: nodes whose inputs are all constants are
+//!    evaluated with tract and replaced by initializers, except where the
+//!    result would exceed `fold_max_bytes` and its inputs.
+//! 5. **If with a constant condition** replaced by the branch it takes.
+//! 6. **Dead code removed**: nodes nothing reads (not graph outputs, not read
+//!    from any subgraph) and unused initializers. Graph inputs always stay.
+//!
+//! Preserves: graph inputs and outputs (names, types), every node it does not
+//! rewrite, metadata. Idempotent: a second run finds nothing to do.
+//! Cost in fidelity: float rounding only (BN folding and constant folding
+//! reorder float operations).
+
+use anyhow::{ensure, Result};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use crate::ir::{tensor, Graph, Model, NodeId};
+use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
+use crate::patch::Patch;
+use crate::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, TensorProto,
+};
+
+pub static INFO: PassInfo = PassInfo {
+    name: "clean",
+    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs",
+    matches: "Constant, Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, unused nodes and initializers",
+    promise: "outputs equal to the original within float rounding",
+    tolerance: Tolerance::FLOAT_ROUNDING,
+    idempotent: true,
+    params: &[
+        ParamInfo { name: "fold_constants", kind: "bool", default: "true", range: "true|false", doc: "evaluate nodes whose inputs are all constant and store the results as initializers" },
+        ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
+        ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
+        ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
+    ],
+};
+
+pub static ENTRY: PassEntry = PassEntry { info: &INFO, build };
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub fold_constants: bool,
+    pub fold_max_bytes: u64,
+    pub fold_batchnorm: bool,
+    pub inline_if: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            fold_constants: true,
+            fold_max_bytes: 1 << 20,
+            fold_batchnorm: true,
+            inline_if: true,
+        }
+    }
+}
+
+fn build(params: toml::Table) -> Result<Box<dyn Pass>> {
+    if let Some(v) = params.get("fold_max_bytes") {
+        ensure!(
+            v.as_integer().is_some_and(|i| i >= 0),
+            "fold_max_bytes must be an integer >= 0, got {v}"
+        );
+    }
+    Ok(Box::new(Clean {
+        params: parse_params(params, &INFO)?,
+    }))
+}
+
+pub struct Clean {
+    pub params: Params,
+}
+
+impl Pass for Clean {
+    fn info(&self) -> &'static PassInfo {
+        &INFO
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+    fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
+        let g = &model.graph;
+        let p = constants_to_initializers(g);
+        if !p.is_empty() {
+            return Ok(p);
+        }
+        let p = remove_identities(model);
+        if !p.is_empty() {
+            return Ok(p);
+        }
+        if self.params.fold_batchnorm {
+            let p = fold_batchnorms(model, ctx)?;
+            if !p.is_empty() {
+                return Ok(p);
+            }
+        }
+        if self.params.fold_constants {
+            let p = super::fold::fold_constants(model, self.params.fold_max_bytes, &mut ctx.notes)?;
+            if !p.is_empty() {
+                return Ok(p);
+            }
+        }
+        if self.params.inline_if {
+            let p = super::fold::inline_constant_ifs(model)?;
+            if !p.is_empty() {
+                return Ok(p);
+            }
+        }
+        Ok(remove_dead_code(g))
+    }
+}
+
+/// The tensor a Constant node defines, named after its output.
+fn constant_value(node: &crate::proto::NodeProto) -> Option<TensorProto> {
+    let a = node.attribute.first()?;
+    if node.attribute.len() != 1 {
+        return None;
+    }
+    let name = node.output.first()?.clone();
+    let scalar = |dt: DataType, dims: Vec<i64>| TensorProto {
+        name: Some(name.clone()),
+        data_type: Some(dt as i32),
+        dims,
+        ..Default::default()
+    };
+    let t = match a.name() {
+        "value" => {
+            let mut t = a.t.clone()?;
+            t.name = Some(name.clone());
+            t
+        }
+        "value_float" => TensorProto {
+            float_data: vec![a.f()],
+            ..scalar(DataType::Float, vec![])
+        },
+        "value_floats" => TensorProto {
+            float_data: a.floats.clone(),
+            ..scalar(DataType::Float, vec![a.floats.len() as i64])
+        },
+        "value_int" => TensorProto {
+            int64_data: vec![a.i()],
+            ..scalar(DataType::Int64, vec![])
+        },
+        "value_ints" => TensorProto {
+            int64_data: a.ints.clone(),
+            ..scalar(DataType::Int64, vec![a.ints.len() as i64])
+        },
+        "value_string" => TensorProto {
+            string_data: vec![a.s.clone()?],
+            ..scalar(DataType::String, vec![])
+        },
+        "value_strings" => TensorProto {
+            string_data: a.strings.clone(),
+            ..scalar(DataType::String, vec![a.strings.len() as i64])
+        },
+        _ => return None, // sparse_value stays a node
+    };
+    Some(t)
+}
+
+fn constants_to_initializers(g: &Graph) -> Vec<Patch> {
+    let mut out = Vec::new();
+    for id in g.nodes.node_indices() {
+        let n = &g.nodes[id];
+        if n.op() != "Constant" || !n.is_onnx() || n.proto.output.len() != 1 {
+            continue;
+        }
+        let name = &n.proto.output[0];
+        if g.is_graph_output(name) || g.initializers.contains_key(name) {
+            continue;
+        }
+        let Some(t) = constant_value(&n.proto) else {
+            continue;
+        };
+        let mut p = Patch::new("Constant node turned into an initializer");
+        p.anchor = Some(id);
+        p.remove_nodes.push(id);
+        p.add_initializers.push(t);
+        out.push(p);
+    }
+    out
+}
+
+/// Whether Dropout `n` is the identity on its first output at inference.
+fn dropout_is_identity(model: &Model, id: NodeId) -> bool {
+    let g = &model.graph;
+    let p = &g.nodes[id].proto;
+    if p.output
+        .get(1)
+        .is_some_and(|m| !m.is_empty() && (!g.consumers(m).is_empty() || g.is_graph_output(m)))
+    {
+        return false;
+    }
+    if let Some(a) = p.attribute.iter().find(|a| a.name() == "is_test") {
+        if a.i() == 0 && model.opset() < 7 {
+            return false;
+        }
+    }
+    match p.input.get(2).filter(|s| !s.is_empty()) {
+        None => true,
+        Some(tm) => g.constant(tm).is_some_and(|t| {
+            model.payload(t).ok().flatten().map_or_else(
+                || tensor::to_i64(t, None).is_ok_and(|v| v.iter().all(|&x| x == 0)),
+                |b| tensor::to_i64(t, Some(&b)).is_ok_and(|v| v.iter().all(|&x| x == 0)),
+            )
+        }),
+    }
+}
+
+fn remove_identities(model: &Model) -> Vec<Patch> {
+    let g = &model.graph;
+    let mut out = Vec::new();
+    for id in g.nodes.node_indices() {
+        let n = &g.nodes[id];
+        if !n.is_onnx() || n.proto.input.is_empty() || n.proto.output.is_empty() {
+            continue;
+        }
+        let label = match n.op() {
+            "Identity" => "Identity removed",
+            "Dropout" if dropout_is_identity(model, id) => "inference Dropout removed",
+            _ => continue,
+        };
+        let x = &n.proto.input[0];
+        let y = &n.proto.output[0];
+        if g.is_graph_output(y) {
+            // The output name must stay: only possible by renaming x's producer.
+            let renamable =
+                g.producer(x).is_some() && !g.is_graph_output(x) && !g.is_graph_input(x);
+            if !renamable {
+                continue;
+            }
+        }
+        out.push(Patch::bypass(label, g, id, 0, x));
+    }
+    out
+}
+
+fn attr<'a>(p: &'a crate::proto::NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    p.attribute.iter().find(|a| a.name() == name)
+}
+
+fn f32_const(model: &Model, name: &str) -> Option<tensor::F32Tensor> {
+    let t = model.graph.constant(name)?;
+    if tensor::data_type(t) != DataType::Float {
+        return None;
+    }
+    let payload = model.payload(t).ok()?;
+    tensor::to_f32(t, payload.as_ref()).ok()
+}
+
+fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
+    let g = &model.graph;
+    let mut out = Vec::new();
+    for bn in g.nodes.node_indices() {
+        let b = &g.nodes[bn];
+        if b.op() != "BatchNormalization" || !b.is_onnx() || b.proto.input.len() != 5 {
+            continue;
+        }
+        if b.proto.output.iter().skip(1).any(|o| !o.is_empty())
+            || attr(&b.proto, "training_mode").is_some_and(|a| a.i() != 0)
+        {
+            continue;
+        }
+        let x = &b.proto.input[0];
+        let Some(prod) = g.producer(x) else { continue };
+        let pn = &g.nodes[prod];
+        if !pn.is_onnx() || !matches!(pn.op(), "Conv" | "Gemm") || g.is_graph_output(x) {
+            continue;
+        }
+        let readers = g
+            .nodes
+            .edges_directed(prod, Direction::Outgoing)
+            .filter(|e| e.weight().value == *x)
+            .map(|e| e.target())
+            .collect::<std::collections::HashSet<_>>();
+        if readers.len() != 1 {
+            continue;
+        }
+        let params: Option<Vec<_>> = b.proto.input[1..5]
+            .iter()
+            .map(|n| f32_const(model, n))
+            .collect();
+        let Some(params) = params else {
+            ctx.notes.push(format!(
+                "did not fold '{}': its parameters are not float32 constants",
+                b.label()
+            ));
+            continue;
+        };
+        let eps = attr(&b.proto, "epsilon").map_or(1e-5, |a| a.f());
+        let c = params[0].data.len();
+        if params.iter().any(|t| t.data.len() != c) {
+            continue;
+        }
+        // y = f * x + shift, per channel.
+        let f: Vec<f32> = (0..c)
+            .map(|i| params[0].data[i] / (params[3].data[i] + eps).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..c)
+            .map(|i| params[1].data[i] - params[2].data[i] * f[i])
+            .collect();
+        let patch = match pn.op() {
+            "Conv" => fold_into_conv(model, prod, bn, &f, &shift),
+            _ => fold_into_gemm(model, prod, bn, &f, &shift),
+        };
+        match patch {
+            Some(p) => out.push(p),
+            None => ctx.notes.push(format!(
+                "did not fold '{}' into '{}': unsupported weight layout",
+                b.label(),
+                pn.label()
+            )),
+        }
+    }
+    Ok(out)
+}
+
+fn fold_into_conv(
+    model: &Model,
+    conv: NodeId,
+    bn: NodeId,
+    f: &[f32],
+    shift: &[f32],
+) -> Option<Patch> {
+    let g = &model.graph;
+    let cp = &g.nodes[conv].proto;
+    let w = f32_const(model, cp.input.get(1)?)?;
+    let m = *w.dims.first()? as usize;
+    if m != f.len() || w.dims.len() < 3 {
+        return None;
+    }
+    let per = w.data.len() / m;
+    let mut wd = w.data;
+    for (oc, chunk) in wd.chunks_mut(per).enumerate() {
+        chunk.iter_mut().for_each(|v| *v *= f[oc]);
+    }
+    let bias: Vec<f32> = match cp.input.get(2).filter(|s| !s.is_empty()) {
+        Some(bname) => {
+            let b = f32_const(model, bname)?;
+            if b.data.len() != m {
+                return None;
+            }
+            (0..m).map(|i| b.data[i] * f[i] + shift[i]).collect()
+        }
+        None => shift.to_vec(),
+    };
+    let wname = g.fresh_name(&format!("{}_bnfold", cp.input[1]));
+    let bname = g.fresh_name(&format!("{}_bnfold_bias", g.nodes[conv].label()));
+    let mut node = cp.clone();
+    node.input.truncate(2);
+    node.input[1] = wname.clone();
+    node.input.push(bname.clone());
+    node.output[0] = g.nodes[bn].proto.output[0].clone();
+    let mut p = Patch::new("BatchNormalization folded into Conv");
+    p.anchor = Some(conv);
+    p.remove_nodes = vec![bn, conv];
+    p.add_initializers
+        .push(tensor::from_f32(&wname, &w.dims, &wd));
+    p.add_initializers
+        .push(tensor::from_f32(&bname, &[m as i64], &bias));
+    p.add_nodes.push(node);
+    Some(p)
+}
+
+fn fold_into_gemm(
+    model: &Model,
+    gemm: NodeId,
+    bn: NodeId,
+    f: &[f32],
+    shift: &[f32],
+) -> Option<Patch> {
+    let g = &model.graph;
+    let gp = &g.nodes[gemm].proto;
+    let w = f32_const(model, gp.input.get(1)?)?;
+    if w.dims.len() != 2 {
+        return None;
+    }
+    let trans_b = attr(gp, "transB").is_some_and(|a| a.i() != 0);
+    let beta = attr(gp, "beta").map_or(1.0, |a| a.f());
+    let (k, n) = if trans_b {
+        (w.dims[1] as usize, w.dims[0] as usize)
+    } else {
+        (w.dims[0] as usize, w.dims[1] as usize)
+    };
+    if n != f.len() {
+        return None;
+    }
+    let mut wd = w.data;
+    for kk in 0..k {
+        for nn in 0..n {
+            let idx = if trans_b { nn * k + kk } else { kk * n + nn };
+            wd[idx] *= f[nn];
+        }
+    }
+    let c: Vec<f32> = match gp.input.get(2).filter(|s| !s.is_empty()) {
+        Some(cname) => {
+            let c = f32_const(model, cname)?;
+            let get = |i: usize| {
+                if c.data.len() == 1 {
+                    c.data[0]
+                } else {
+                    c.data[i]
+                }
+            };
+            if c.data.len() != 1
+                && (c.data.len() != n || c.dims.iter().rev().skip(1).any(|&d| d != 1))
+            {
+                return None;
+            }
+            (0..n).map(|i| f[i] * beta * get(i) + shift[i]).collect()
+        }
+        None => shift.to_vec(),
+    };
+    let wname = g.fresh_name(&format!("{}_bnfold", gp.input[1]));
+    let cname = g.fresh_name(&format!("{}_bnfold_bias", g.nodes[gemm].label()));
+    let mut node = gp.clone();
+    node.input.truncate(2);
+    node.input[1] = wname.clone();
+    node.input.push(cname.clone());
+    node.output[0] = g.nodes[bn].proto.output[0].clone();
+    node.attribute.retain(|a| a.name() != "beta");
+    node.attribute.push(AttributeProto {
+        name: Some("beta".into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(1.0),
+        ..Default::default()
+    });
+    let mut p = Patch::new("BatchNormalization folded into Gemm");
+    p.anchor = Some(gemm);
+    p.remove_nodes = vec![bn, gemm];
+    p.add_initializers
+        .push(tensor::from_f32(&wname, &w.dims, &wd));
+    p.add_initializers
+        .push(tensor::from_f32(&cname, &[n as i64], &c));
+    p.add_nodes.push(node);
+    Some(p)
+}
+
+/// Nodes no graph output depends on, and initializers no node reads.
+fn remove_dead_code(g: &Graph) -> Vec<Patch> {
+    let mut live = std::collections::HashSet::new();
+    let mut stack: Vec<NodeId> = g
+        .rest
+        .output
+        .iter()
+        .filter_map(|o| g.producer(o.name()))
+        .collect();
+    while let Some(n) = stack.pop() {
+        if live.insert(n) {
+            stack.extend(
+                g.nodes
+                    .edges_directed(n, Direction::Incoming)
+                    .map(|e| e.source()),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    // Readers first, so each removal leaves a valid graph.
+    for id in g.topo_order().into_iter().rev() {
+        if !live.contains(&id) {
+            let mut p = Patch::new("dead node removed");
+            p.remove_nodes.push(id);
+            out.push(p);
+        }
+    }
+    let mut read = std::collections::HashSet::new();
+    for id in &live {
+        let (d, i) = crate::ir::reads(&g.nodes[*id].proto);
+        read.extend(d);
+        read.extend(i);
+    }
+    for name in g.initializers.keys() {
+        if !read.contains(name) && !g.is_graph_output(name) && !g.is_graph_input(name) {
+            let mut p = Patch::new("unused initializer removed");
+            p.remove_initializers.push(name.clone());
+            out.push(p);
+        }
+    }
+    out
+}

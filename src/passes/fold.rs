@@ -1,0 +1,285 @@
+//! Rewrites shared by `clean` and the verifier's specialisation: evaluating
+//! constant subgraphs with tract, and inlining the taken branch of an `If`
+//! whose condition is constant.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, Result};
+
+use crate::ir::{tensor, Graph, Model, NodeId};
+use crate::patch::Patch;
+use crate::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, GraphProto, ModelProto, TensorProto,
+    ValueInfoProto,
+};
+use crate::verify::tract as tr;
+
+/// Ops never folded: random, stateful in spirit, control flow, or
+/// quantization boundaries that later passes and runtimes rely on.
+const NEVER_FOLD: &[&str] = &[
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "If",
+    "Loop",
+    "Scan",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "Constant",
+];
+
+/// Fold every node whose inputs are all constant into initializers, in
+/// topological order, evaluating each node alone with tract. A node is not
+/// folded when its outputs would be larger than `max_bytes` and larger than
+/// its inputs (an `Expand` must not blow up the file), when it produces a
+/// graph output, or when tract cannot evaluate it (noted, not an error).
+pub fn fold_constants(
+    model: &Model,
+    max_bytes: u64,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Patch>> {
+    let g = &model.graph;
+    let mut known: HashMap<String, TensorProto> = HashMap::new();
+    let mut patches = Vec::new();
+    for id in g.topo_order() {
+        let node = &g.nodes[id];
+        let p = &node.proto;
+        if !node.is_onnx()
+            || NEVER_FOLD.contains(&p.op_type())
+            || p.attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty())
+            || p.output.iter().any(|o| g.is_graph_output(o))
+            || p.input.iter().all(|i| i.is_empty())
+        {
+            continue;
+        }
+        let mut inputs = Vec::new();
+        let mut all_const = true;
+        for i in p.input.iter().filter(|i| !i.is_empty()) {
+            if let Some(t) = known.get(i) {
+                inputs.push(t.clone());
+            } else if let Some(t) = g.constant(i) {
+                if tensor::data_type(t) == DataType::Undefined {
+                    all_const = false;
+                    break;
+                }
+                let mut t = t.clone();
+                if tensor::is_external(&t) {
+                    t.raw_data = model.payload(&t)?;
+                    t.data_location = None;
+                    t.external_data.clear();
+                }
+                inputs.push(t);
+            } else {
+                all_const = false;
+                break;
+            }
+        }
+        if !all_const {
+            continue;
+        }
+        let mini = mini_model(model, p.clone(), inputs.clone());
+        let in_bytes: u64 = inputs.iter().map(tensor::stored_bytes).sum();
+        let facts = match tr::output_facts(&mini) {
+            Ok(f) => f,
+            Err(e) => {
+                notes.push(format!(
+                    "did not fold '{}': tract cannot type it ({e})",
+                    node.label()
+                ));
+                continue;
+            }
+        };
+        let out_bytes: u64 = facts
+            .iter()
+            .map(|(dt, shape)| (dt.size_of() * shape.iter().product::<usize>()) as u64)
+            .sum();
+        if out_bytes > max_bytes && out_bytes > in_bytes {
+            notes.push(format!(
+                "did not fold '{}': its {out_bytes}-byte result exceeds fold_max_bytes ({max_bytes}) and its inputs",
+                node.label()
+            ));
+            continue;
+        }
+        let values = match tr::eval_constant(&mini) {
+            Ok(v) => v,
+            Err(e) => {
+                notes.push(format!(
+                    "did not fold '{}': tract cannot evaluate it ({e:#})",
+                    node.label()
+                ));
+                continue;
+            }
+        };
+        let mut patch = Patch::new(format!("constant {} folded", p.op_type()));
+        patch.anchor = Some(id);
+        patch.remove_nodes.push(id);
+        let outs: Vec<&String> = p.output.iter().filter(|o| !o.is_empty()).collect();
+        for (name, v) in outs.into_iter().zip(values.iter()) {
+            let t = tr::to_onnx_tensor(name, v)
+                .with_context(|| format!("cannot store the folded value of '{}'", node.label()))?;
+            known.insert(name.clone(), t.clone());
+            patch.add_initializers.push(t);
+        }
+        patches.push(patch);
+    }
+    Ok(patches)
+}
+
+/// A one-node model whose inputs are initializers.
+fn mini_model(
+    model: &Model,
+    node: crate::proto::NodeProto,
+    inputs: Vec<TensorProto>,
+) -> ModelProto {
+    let output = node
+        .output
+        .iter()
+        .filter(|o| !o.is_empty())
+        .map(|o| ValueInfoProto {
+            name: Some(o.clone()),
+            ..Default::default()
+        })
+        .collect();
+    ModelProto {
+        ir_version: model.proto.ir_version,
+        opset_import: model.proto.opset_import.clone(),
+        graph: Some(GraphProto {
+            name: Some("fold".into()),
+            node: vec![node],
+            initializer: inputs,
+            output,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Value of a boolean scalar constant.
+fn const_bool(model: &Model, name: &str) -> Option<bool> {
+    let t = model.graph.constant(name)?;
+    if tensor::numel(&t.dims).ok()? != 1 {
+        return None;
+    }
+    let payload = model.payload(t).ok()?;
+    tensor::to_i64(t, payload.as_ref()).ok().map(|v| v[0] != 0)
+}
+
+/// Replace each `If` whose condition is a constant by the nodes of the branch
+/// it takes. Branch-local names are prefixed with the If's name so they stay
+/// unique; the If's outputs are rewired to the branch outputs.
+pub fn inline_constant_ifs(model: &Model) -> Result<Vec<Patch>> {
+    let g = &model.graph;
+    let mut patches = Vec::new();
+    for id in g.nodes.node_indices() {
+        let node = &g.nodes[id];
+        if node.op() != "If" || !node.is_onnx() {
+            continue;
+        }
+        let Some(cond) = node.proto.input.first().and_then(|c| const_bool(model, c)) else {
+            continue;
+        };
+        let branch_name = if cond { "then_branch" } else { "else_branch" };
+        let Some(branch) = node
+            .proto
+            .attribute
+            .iter()
+            .find(|a| a.name() == branch_name && a.r#type() == AttributeType::Graph)
+            .and_then(|a| a.g.as_ref())
+        else {
+            continue;
+        };
+        if !branch.sparse_initializer.is_empty() || branch.output.len() != node.proto.output.len() {
+            continue;
+        }
+        patches.push(inline_branch(g, id, branch)?);
+    }
+    Ok(patches)
+}
+
+fn inline_branch(g: &Graph, id: NodeId, branch: &GraphProto) -> Result<Patch> {
+    let node = &g.nodes[id];
+    let prefix = if node.name().is_empty() {
+        "if".to_string()
+    } else {
+        node.name().to_string()
+    };
+    let mut locals: HashSet<String> = branch
+        .initializer
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    for n in &branch.node {
+        locals.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+    }
+    let mut rename: HashMap<String, String> = HashMap::new();
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut sorted: Vec<&String> = locals.iter().collect();
+    sorted.sort();
+    for l in sorted {
+        let mut candidate = format!("{prefix}/{l}");
+        let mut i = 1;
+        while g.is_defined(&candidate) || taken.contains(&candidate) {
+            candidate = format!("{prefix}/{l}_{i}");
+            i += 1;
+        }
+        taken.insert(candidate.clone());
+        rename.insert(l.clone(), candidate);
+    }
+    let map = |s: &String| rename.get(s).cloned().unwrap_or_else(|| s.clone());
+    let mut patch = Patch::new(format!(
+        "If with constant condition replaced by its {}",
+        if branch.name().is_empty() {
+            "branch"
+        } else {
+            branch.name()
+        }
+    ));
+    patch.anchor = Some(id);
+    patch.remove_nodes.push(id);
+    for t in &branch.initializer {
+        let mut t = t.clone();
+        t.name = Some(map(&t.name().to_string()));
+        patch.add_initializers.push(t);
+    }
+    for n in &branch.node {
+        let mut n = n.clone();
+        n.input = n
+            .input
+            .iter()
+            .map(|i| if i.is_empty() { i.clone() } else { map(i) })
+            .collect();
+        n.output = n
+            .output
+            .iter()
+            .map(|o| if o.is_empty() { o.clone() } else { map(o) })
+            .collect();
+        for a in &mut n.attribute {
+            for (from, to) in &rename {
+                if let Some(sg) = a.g.as_mut() {
+                    crate::ir::walk::rename_outer_reads(sg, from, to);
+                }
+                for sg in &mut a.graphs {
+                    crate::ir::walk::rename_outer_reads(sg, from, to);
+                }
+            }
+        }
+        if let Some(name) = &n.name {
+            n.name = Some(format!("{prefix}/{name}"));
+        }
+        patch.add_nodes.push(n);
+    }
+    for (out, bout) in node.proto.output.iter().zip(&branch.output) {
+        if !out.is_empty() {
+            patch
+                .shunts
+                .push((out.clone(), map(&bout.name().to_string())));
+        }
+    }
+    Ok(patch)
+}

@@ -1,0 +1,118 @@
+//! Patches: rewrites built against a read-only model and applied by the driver.
+//!
+//! A pass never mutates the graph while it matches. It returns `Patch` values;
+//! [`crate::ir::Model::apply`] applies one at a time and validates the graph
+//! after each, naming the patch if it broke something.
+//!
+//! A patch holds:
+//! * `add_nodes` / `add_initializers`: new nodes and tensors (an initializer
+//!   with an existing name replaces it in place, keeping file order);
+//! * `remove_nodes` / `remove_initializers`;
+//! * `shunts` `(old, new)`: every reader of `old` reads `new` instead. When
+//!   `old` is a graph output its name is kept: the producer of `new` is renamed
+//!   to it, or an Identity is added where that is impossible;
+//! * `anchor`: the node whose position new nodes take in the export order;
+//! * `label`: what the change is, shown in the report.
+
+use std::collections::HashSet;
+
+use crate::ir::{Graph, NodeId};
+use crate::proto::{NodeProto, TensorProto};
+
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub label: String,
+    pub anchor: Option<NodeId>,
+    pub add_nodes: Vec<NodeProto>,
+    pub add_initializers: Vec<TensorProto>,
+    pub remove_nodes: Vec<NodeId>,
+    pub remove_initializers: Vec<String>,
+    pub shunts: Vec<(String, String)>,
+}
+
+impl Patch {
+    pub fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Remove `node` and make readers of its output `output_slot` read `with`.
+    pub fn bypass(
+        label: impl Into<String>,
+        g: &Graph,
+        node: NodeId,
+        output_slot: usize,
+        with: &str,
+    ) -> Self {
+        let mut p = Self::new(label);
+        p.anchor = Some(node);
+        p.remove_nodes.push(node);
+        if let Some(out) = g.nodes[node].proto.output.get(output_slot) {
+            p.shunts.push((out.clone(), with.to_string()));
+        }
+        p
+    }
+
+    /// Replace `node` by new nodes that define the same output names.
+    pub fn replace_node(label: impl Into<String>, node: NodeId, with: Vec<NodeProto>) -> Self {
+        let mut p = Self::new(label);
+        p.anchor = Some(node);
+        p.remove_nodes.push(node);
+        p.add_nodes = with;
+        p
+    }
+
+    /// Insert nodes on a wire: readers of `value` read `new_value` instead,
+    /// where the inserted nodes compute `new_value` from `value` (e.g. Q then DQ).
+    pub fn intercept(
+        label: impl Into<String>,
+        value: &str,
+        nodes: Vec<NodeProto>,
+        new_value: &str,
+    ) -> Self {
+        let mut p = Self::new(label);
+        p.add_nodes = nodes;
+        p.shunts.push((value.to_string(), new_value.to_string()));
+        p
+    }
+
+    /// Whether the patch still makes sense on `g`: an earlier patch of the same
+    /// batch may have removed what it refers to. Stale patches are dropped and
+    /// the pass proposes again on the new graph.
+    pub fn is_applicable(&self, g: &Graph) -> bool {
+        if !self.remove_nodes.iter().all(|&n| g.nodes.contains_node(n)) {
+            return false;
+        }
+        if !self
+            .remove_initializers
+            .iter()
+            .all(|n| g.initializers.contains_key(n))
+        {
+            return false;
+        }
+        let removed_outputs: HashSet<&str> = self
+            .remove_nodes
+            .iter()
+            .flat_map(|&n| g.nodes[n].proto.output.iter().map(|s| s.as_str()))
+            .collect();
+        let mut local: HashSet<&str> = self.add_initializers.iter().map(|t| t.name()).collect();
+        for n in &self.add_nodes {
+            local.extend(n.output.iter().map(|s| s.as_str()));
+        }
+        let available = |v: &str| {
+            v.is_empty()
+                || local.contains(v)
+                || (g.is_defined(v)
+                    && !removed_outputs.contains(v)
+                    && !self.remove_initializers.iter().any(|r| r == v))
+        };
+        self.add_nodes
+            .iter()
+            .all(|n| n.input.iter().all(|i| available(i)))
+            && self.shunts.iter().all(|(old, new)| {
+                (g.is_defined(old) || local.contains(old.as_str())) && available(new)
+            })
+    }
+}

@@ -1,0 +1,321 @@
+//! Building a pipeline from `--passes` or a recipe, and driving its passes.
+//!
+//! `--passes 'clean,quant(per_channel=false)'`: a comma-separated list of
+//! `NAME` or `NAME(key=value,...)`; values are TOML values (`true`, `0.5`,
+//! `"text"`), and a bare word is taken as a string.
+//!
+//! A recipe (`passes/*.toml`) says the same in TOML, with the verification
+//! settings:
+//!
+//! ```toml
+//! [[pass]]
+//! name = "clean"
+//! params = { fold_max_bytes = 1048576 }
+//!
+//! [verify]
+//! samples = 2
+//! ```
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::ir::Model;
+use crate::pass::{self, Pass, PassCtx, Tolerance};
+use crate::report::PassReport;
+
+/// Limits against runaway rewrites (egg-style: stop and say why).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Rounds of propose/apply per pass.
+    pub max_rounds: usize,
+    /// Patches applied per pass in all.
+    pub max_patches: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_rounds: 64,
+            max_patches: 1_000_000,
+        }
+    }
+}
+
+/// Verification settings a recipe may carry.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySettings {
+    pub samples: Option<usize>,
+    pub seed: Option<u64>,
+    pub atol: Option<f64>,
+    pub rtol: Option<f64>,
+    pub min_cosine: Option<f64>,
+}
+
+/// A list of passes ready to run, built and checked before any graph work.
+pub struct Pipeline {
+    pub passes: Vec<Box<dyn Pass>>,
+    pub verify: VerifySettings,
+    pub limits: Limits,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipe {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    pass: Vec<RecipePass>,
+    #[serde(default)]
+    verify: VerifySettings,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipePass {
+    name: String,
+    #[serde(default)]
+    params: toml::Table,
+}
+
+impl Pipeline {
+    /// No passes: the model is written back as read.
+    pub fn empty() -> Pipeline {
+        Pipeline {
+            passes: vec![],
+            verify: VerifySettings::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Parse `--passes`.
+    pub fn from_spec(spec: &str) -> Result<Pipeline> {
+        let mut passes = Vec::new();
+        for item in split_top_level(spec)? {
+            let (name, params) = parse_item(&item)?;
+            passes.push(pass::build(&name, params)?);
+        }
+        Ok(Pipeline {
+            passes,
+            verify: VerifySettings::default(),
+            limits: Limits::default(),
+        })
+    }
+
+    /// Read a recipe file.
+    pub fn from_recipe(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read recipe {}", path.display()))?;
+        let recipe: Recipe = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))
+            .with_context(|| format!("bad recipe {}", path.display()))?;
+        let _ = recipe.description;
+        let mut passes = Vec::new();
+        for p in recipe.pass {
+            passes.push(
+                pass::build(&p.name, p.params)
+                    .with_context(|| format!("in recipe {}", path.display()))?,
+            );
+        }
+        Ok(Pipeline {
+            passes,
+            verify: recipe.verify,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The tolerance the pipeline promises: the loosest of its passes'.
+    pub fn tolerance(&self) -> Tolerance {
+        self.passes
+            .iter()
+            .map(|p| p.info().tolerance)
+            .fold(Tolerance::FLOAT_ROUNDING, Tolerance::loosest)
+    }
+
+    /// Run every pass in order. `progress` is told each pass's name as it starts.
+    pub fn run(
+        &self,
+        model: &mut Model,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Vec<PassReport>> {
+        let mut reports = Vec::new();
+        for p in &self.passes {
+            progress(p.info().name);
+            reports.push(run_pass(p.as_ref(), model, self.limits)?);
+        }
+        Ok(reports)
+    }
+}
+
+/// Drive one pass to its fixpoint, within limits.
+pub fn run_pass(p: &dyn Pass, model: &mut Model, limits: Limits) -> Result<PassReport> {
+    let name = p.info().name;
+    let start = Instant::now();
+    let nodes_before = model.graph.nodes.node_count();
+    let bytes_before = model.weight_bytes();
+    let params_before = model.param_count();
+    let mut changes: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut ctx = PassCtx::default();
+    let mut applied = 0usize;
+    let mut stop = "fixpoint: the pass proposes nothing more".to_string();
+    let mut round = 0;
+    loop {
+        if round == limits.max_rounds {
+            stop = format!("round limit ({}) reached", limits.max_rounds);
+            break;
+        }
+        round += 1;
+        let patches = p
+            .propose(model, &mut ctx)
+            .with_context(|| format!("pass '{name}' failed"))?;
+        if patches.is_empty() {
+            break;
+        }
+        let mut progressed = false;
+        for patch in patches {
+            if applied == limits.max_patches {
+                stop = format!("patch limit ({}) reached", limits.max_patches);
+                break;
+            }
+            if !patch.is_applicable(&model.graph) {
+                continue;
+            }
+            model
+                .apply(&patch)
+                .with_context(|| format!("pass '{name}' produced an invalid graph"))?;
+            *changes.entry(patch.label.clone()).or_default() += 1;
+            applied += 1;
+            progressed = true;
+        }
+        ensure!(
+            progressed,
+            "pass '{name}' proposed patches that could not be applied"
+        );
+        if applied == limits.max_patches {
+            break;
+        }
+    }
+    Ok(PassReport {
+        name: name.to_string(),
+        params: p.params(),
+        seconds: start.elapsed().as_secs_f64(),
+        nodes_before,
+        nodes_after: model.graph.nodes.node_count(),
+        bytes_before,
+        bytes_after: model.weight_bytes(),
+        params_before,
+        params_after: model.param_count(),
+        changes,
+        rounds: round,
+        stop,
+        notes: ctx.notes,
+    })
+}
+
+/// Split on commas that are not inside parentheses or quotes.
+fn split_top_level(spec: &str) -> Result<Vec<String>> {
+    let mut items = Vec::new();
+    let mut depth = 0i32;
+    let mut quote = false;
+    let mut cur = String::new();
+    for c in spec.chars() {
+        match c {
+            '"' => quote = !quote,
+            '(' if !quote => depth += 1,
+            ')' if !quote => depth -= 1,
+            ',' if depth == 0 && !quote => {
+                items.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        ensure!(depth >= 0, "unbalanced ')' in --passes '{spec}'");
+        cur.push(c);
+    }
+    ensure!(
+        depth == 0 && !quote,
+        "unbalanced '(' or '\"' in --passes '{spec}'"
+    );
+    items.push(cur);
+    let items: Vec<String> = items.into_iter().map(|s| s.trim().to_string()).collect();
+    if items.iter().any(|s| s.is_empty()) {
+        bail!("empty pass name in --passes '{spec}'");
+    }
+    Ok(items)
+}
+
+/// `name` or `name(k=v,...)` into a name and a TOML table.
+fn parse_item(item: &str) -> Result<(String, toml::Table)> {
+    let (name, args) = match item.find('(') {
+        Some(i) => {
+            ensure!(item.ends_with(')'), "expected ')' at the end of '{item}'");
+            (&item[..i], &item[i + 1..item.len() - 1])
+        }
+        None => (item, ""),
+    };
+    let name = name.trim();
+    ensure!(
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "bad pass name '{name}'"
+    );
+    let mut table = toml::Table::new();
+    if !args.trim().is_empty() {
+        for kv in split_top_level(args)? {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("expected key=value in '{item}', got '{kv}'"))?;
+            let k = k.trim();
+            let v = v.trim();
+            let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(v.to_string()));
+            ensure!(
+                table.insert(k.to_string(), value).is_none(),
+                "parameter '{k}' given twice in '{item}'"
+            );
+        }
+    }
+    Ok((name.to_string(), table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_parameters() {
+        let items = split_top_level("clean, quant(per_channel=false,exclude=\"a,b\")").unwrap();
+        assert_eq!(
+            items,
+            vec!["clean", "quant(per_channel=false,exclude=\"a,b\")"]
+        );
+        let (n, t) = parse_item(&items[1]).unwrap();
+        assert_eq!(n, "quant");
+        assert_eq!(t["per_channel"], toml::Value::Boolean(false));
+        assert_eq!(t["exclude"], toml::Value::String("a,b".into()));
+        let (_, t) = parse_item("p(x=3, mode=fast)").unwrap();
+        assert_eq!(t["x"], toml::Value::Integer(3));
+        assert_eq!(t["mode"], toml::Value::String("fast".into()));
+    }
+
+    #[test]
+    fn rejects_malformed_specs() {
+        assert!(split_top_level("clean(").is_err());
+        assert!(split_top_level("clean,,x").is_err());
+        assert!(parse_item("clean(x)").is_err());
+        assert!(parse_item("cl ean").is_err());
+    }
+
+    #[test]
+    fn unknown_pass_lists_valid_ones() {
+        let err = Pipeline::from_spec("nosuch").err().unwrap().to_string();
+        assert!(
+            err.contains("unknown pass 'nosuch'") && err.contains("clean"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Inputs for verification: seeded random tensors that respect each input's
+//! type and shape, or the user's `.npz` / `.npy` samples.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use tract_onnx::prelude::*;
+
+use crate::ir::Graph;
+use crate::proto::{
+    tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, type_proto,
+};
+
+/// One graph input as verification sees it.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: DataType,
+    /// Concrete shape chosen for this run.
+    pub shape: Vec<usize>,
+}
+
+/// The graph inputs that are not initializers, with concrete shapes: symbolic
+/// dims from `dims`, otherwise 1. Every choice made is described in `notes`.
+pub fn input_specs(
+    g: &Graph,
+    dims: &HashMap<String, usize>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<InputSpec>> {
+    let mut specs = Vec::new();
+    for vi in &g.rest.input {
+        if g.initializers.contains_key(vi.name()) {
+            continue;
+        }
+        let Some(type_proto::Value::TensorType(tt)) =
+            vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            bail!(
+                "input '{}' is not a tensor; verification supports tensor inputs only",
+                vi.name()
+            );
+        };
+        let dtype = DataType::try_from(tt.elem_type()).unwrap_or(DataType::Undefined);
+        let mut shape = Vec::new();
+        if let Some(s) = &tt.shape {
+            for (axis, d) in s.dim.iter().enumerate() {
+                shape.push(match &d.value {
+                    Some(Dim::DimValue(v)) if *v >= 0 => *v as usize,
+                    Some(Dim::DimParam(p)) => match dims.get(p) {
+                        Some(&v) => v,
+                        None => {
+                            let note = format!(
+                                "symbolic dim '{p}' set to 1 (bind it with --dim {p}=SIZE)"
+                            );
+                            if !notes.contains(&note) {
+                                notes.push(note);
+                            }
+                            1
+                        }
+                    },
+                    _ => {
+                        notes.push(format!(
+                            "input '{}' axis {axis} has no size; set to 1",
+                            vi.name()
+                        ));
+                        1
+                    }
+                });
+            }
+        }
+        specs.push(InputSpec {
+            name: vi.name().to_string(),
+            dtype,
+            shape,
+        });
+    }
+    Ok(specs)
+}
+
+/// `count` seeded random samples. Floats are standard normal; integers are in
+/// [0, 100) (valid token ids and byte values for typical models); bools are fair coins.
+pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Vec<Vec<Tensor>>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut sample = Vec::with_capacity(specs.len());
+        for s in specs {
+            let n: usize = s.shape.iter().product();
+            let t = match s.dtype {
+                DataType::Float => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.sample::<f32, _>(StandardNormal))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Double => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.sample::<f64, _>(StandardNormal))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Float16 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal)))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Int64 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(0..100i64))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Int32 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(0..100i32))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Int8 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(0..100i8))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Uint8 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(0..100u8))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Bool => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n).map(|_| rng.random_bool(0.5)).collect::<Vec<_>>(),
+                )?,
+                other => bail!(
+                    "cannot generate random values for input '{}' of type {other:?}; pass --inputs",
+                    s.name
+                ),
+            };
+            sample.push(t);
+        }
+        samples.push(sample);
+    }
+    Ok(samples)
+}
+
+/// Samples from a `.npz` (arrays named after the inputs) or a `.npy` (a model
+/// with one input). One sample per file.
+pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>> {
+    let is_npy = path.extension().is_some_and(|e| e == "npy");
+    let mut arrays: HashMap<String, Tensor> = HashMap::new();
+    if is_npy {
+        if specs.len() != 1 {
+            bail!("{} is a single array but the model has {} inputs; use an .npz with one array per input", path.display(), specs.len());
+        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let npy = npyz::NpyFile::new(&bytes[..])
+            .with_context(|| format!("{} is not a valid .npy file", path.display()))?;
+        arrays.insert(
+            specs[0].name.clone(),
+            npy_to_tensor(npy).with_context(|| format!("in {}", path.display()))?,
+        );
+    } else {
+        let mut npz = npyz::npz::NpzArchive::open(path)
+            .with_context(|| format!("cannot open {} as .npz", path.display()))?;
+        let names: Vec<String> = npz.array_names().map(|s| s.to_string()).collect();
+        for name in names {
+            let npy = npz
+                .by_name(&name)
+                .with_context(|| format!("cannot read array '{name}' of {}", path.display()))?
+                .with_context(|| format!("array '{name}' missing from {}", path.display()))?;
+            arrays.insert(
+                name.clone(),
+                npy_to_tensor(npy)
+                    .with_context(|| format!("array '{name}' of {}", path.display()))?,
+            );
+        }
+    }
+    let mut sample = Vec::new();
+    for s in specs {
+        let t = arrays.remove(&s.name).with_context(|| {
+            format!(
+                "{} has no array named '{}' (it has: {})",
+                path.display(),
+                s.name,
+                arrays.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        sample.push(t);
+    }
+    Ok(vec![sample])
+}
+
+fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
+    use npyz::{DType, TypeChar};
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if npy.order() == npyz::Order::Fortran {
+        bail!("Fortran-ordered arrays are not supported; save with np.ascontiguousarray");
+    }
+    let (tc, size) = match npy.dtype() {
+        DType::Plain(ts) => (ts.type_char(), ts.size_field()),
+        _ => bail!("structured arrays are not supported"),
+    };
+    Ok(match (tc, size) {
+        (TypeChar::Float, 4) => Tensor::from_shape(&shape, &npy.into_vec::<f32>()?)?,
+        (TypeChar::Float, 8) => Tensor::from_shape(&shape, &npy.into_vec::<f64>()?)?,
+        (TypeChar::Int, 8) => Tensor::from_shape(&shape, &npy.into_vec::<i64>()?)?,
+        (TypeChar::Int, 4) => Tensor::from_shape(&shape, &npy.into_vec::<i32>()?)?,
+        (TypeChar::Int, 1) => Tensor::from_shape(&shape, &npy.into_vec::<i8>()?)?,
+        (TypeChar::Uint, 1) => Tensor::from_shape(&shape, &npy.into_vec::<u8>()?)?,
+        (TypeChar::Bool, 1) => Tensor::from_shape(&shape, &npy.into_vec::<bool>()?)?,
+        (tc, size) => bail!("arrays of type {tc:?}{size} are not supported"),
+    })
+}

@@ -1,0 +1,180 @@
+//! Comparing one output of the original with the same output of the result.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OutputMetrics {
+    pub name: String,
+    pub max_abs: f64,
+    pub mean_abs: f64,
+    /// max |a - b| / |a| over elements where |a| > 1e-6.
+    pub max_rel: f64,
+    pub cosine: f64,
+    /// Fraction of rows whose argmax agrees, where the output is a score vector.
+    pub top1: Option<f64>,
+    pub passed: bool,
+}
+
+/// Running comparison of one output across samples.
+#[derive(Debug, Clone)]
+pub struct Accumulator {
+    name: String,
+    max_abs: f64,
+    sum_abs: f64,
+    count: usize,
+    max_rel: f64,
+    dot: f64,
+    na: f64,
+    nb: f64,
+    top1_hits: usize,
+    top1_rows: usize,
+    within: bool,
+}
+
+impl Accumulator {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            max_abs: 0.0,
+            sum_abs: 0.0,
+            count: 0,
+            max_rel: 0.0,
+            dot: 0.0,
+            na: 0.0,
+            nb: 0.0,
+            top1_hits: 0,
+            top1_rows: 0,
+            within: true,
+        }
+    }
+
+    /// Add one sample: `a` from the original, `b` from the result, with the
+    /// output's shape (for top-1 over the last axis).
+    pub fn add(&mut self, a: &[f64], b: &[f64], shape: &[usize], atol: f64, rtol: f64) {
+        for (&x, &y) in a.iter().zip(b) {
+            let d = (x - y).abs();
+            let d = if x.is_nan() && y.is_nan() || x == y {
+                0.0
+            } else if d.is_nan() {
+                f64::INFINITY
+            } else {
+                d
+            };
+            self.max_abs = self.max_abs.max(d);
+            self.sum_abs += d;
+            if x.abs() > 1e-6 {
+                self.max_rel = self.max_rel.max(d / x.abs());
+            }
+            if d > atol + rtol * x.abs() {
+                self.within = false;
+            }
+            if x.is_finite() && y.is_finite() {
+                self.dot += x * y;
+                self.na += x * x;
+                self.nb += y * y;
+            }
+        }
+        self.count += a.len();
+        let classes = shape.last().copied().unwrap_or(0);
+        if shape.len() >= 2 && classes >= 2 && a.len() == b.len() && !a.is_empty() {
+            for (ra, rb) in a.chunks(classes).zip(b.chunks(classes)) {
+                self.top1_rows += 1;
+                if argmax(ra) == argmax(rb) {
+                    self.top1_hits += 1;
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self, min_cosine: f64, atol: f64) -> OutputMetrics {
+        let cosine = if self.na == 0.0 && self.nb == 0.0 {
+            1.0
+        } else if self.na == 0.0 || self.nb == 0.0 {
+            0.0
+        } else {
+            self.dot / (self.na.sqrt() * self.nb.sqrt())
+        };
+        let top1 = (self.top1_rows > 0).then(|| self.top1_hits as f64 / self.top1_rows as f64);
+        OutputMetrics {
+            name: self.name.clone(),
+            max_abs: self.max_abs,
+            mean_abs: if self.count == 0 {
+                0.0
+            } else {
+                self.sum_abs / self.count as f64
+            },
+            max_rel: self.max_rel,
+            cosine,
+            top1,
+            // Element-wise tolerance must hold; the cosine must too, unless the
+            // differences are all below `atol` (near-zero outputs have a
+            // meaningless direction).
+            passed: self.within && (cosine >= min_cosine || self.max_abs <= atol),
+        }
+    }
+}
+
+fn argmax(v: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_outputs_are_exact() {
+        let mut acc = Accumulator::new("y");
+        acc.add(
+            &[1.0, -2.0, 3.0, 0.5],
+            &[1.0, -2.0, 3.0, 0.5],
+            &[2, 2],
+            0.0,
+            0.0,
+        );
+        let m = acc.finish(0.9999, 0.0);
+        assert_eq!((m.max_abs, m.mean_abs, m.max_rel), (0.0, 0.0, 0.0));
+        assert!((m.cosine - 1.0).abs() < 1e-12);
+        assert_eq!(m.top1, Some(1.0));
+        assert!(m.passed);
+    }
+
+    #[test]
+    fn known_differences() {
+        let mut acc = Accumulator::new("y");
+        // a = [1, 0], b = [0, 1]: orthogonal, max_abs 1, mean_abs 1, top-1 disagrees.
+        acc.add(&[1.0, 0.0], &[0.0, 1.0], &[1, 2], 1e-4, 1e-3);
+        let m = acc.finish(0.99, 1e-4);
+        assert_eq!(m.max_abs, 1.0);
+        assert_eq!(m.mean_abs, 1.0);
+        assert_eq!(m.max_rel, 1.0);
+        assert_eq!(m.cosine, 0.0);
+        assert_eq!(m.top1, Some(0.0));
+        assert!(!m.passed);
+    }
+
+    #[test]
+    fn tolerance_is_elementwise() {
+        let mut acc = Accumulator::new("y");
+        acc.add(&[100.0, 1.0], &[100.05, 1.0], &[2], 1e-4, 1e-3);
+        let m = acc.finish(0.99999, 1e-4);
+        assert!(m.passed, "0.05 on 100 is within rtol 1e-3");
+        assert!((m.max_rel - 5e-4).abs() < 1e-9);
+        let mut acc = Accumulator::new("y");
+        acc.add(&[1.0], &[1.01], &[1], 1e-4, 1e-3);
+        assert!(!acc.finish(0.0, 1e-4).passed);
+    }
+
+    #[test]
+    fn nan_in_result_fails() {
+        let mut acc = Accumulator::new("y");
+        acc.add(&[1.0], &[f64::NAN], &[1], 1.0, 1.0);
+        assert!(!acc.finish(0.0, 1e-4).passed);
+    }
+}

@@ -1,0 +1,319 @@
+//! Verification: run the original and the rewritten model in tract on the
+//! same inputs and compare every output.
+//!
+//! Both models go through the same verification copy first ([`lower`]): what
+//! tract cannot load is lowered to float math with the spec's semantics. Where
+//! a model has `If` nodes, inputs that are the same in every sample are made
+//! constant and the taken branch inlined (tract types both branches, and an
+//! untaken branch may not type for the given shapes); the report then says
+//! that only that branch was checked. A model tract cannot run is reported
+//! `not_verified` with the reason: never called verified.
+
+pub mod inputs;
+pub mod lower;
+pub mod metrics;
+pub mod tract;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tract_onnx::prelude::Tensor;
+
+use crate::ir::Model;
+use crate::pass::Tolerance;
+use crate::passes::fold;
+use metrics::{Accumulator, OutputMetrics};
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub samples: usize,
+    pub seed: u64,
+    /// Values of symbolic dims.
+    pub dims: HashMap<String, usize>,
+    /// The user's inputs (`.npz` or `.npy`) instead of random ones.
+    pub inputs: Option<PathBuf>,
+    pub tolerance: Tolerance,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            samples: 2,
+            seed: 0,
+            dims: HashMap::new(),
+            inputs: None,
+            tolerance: Tolerance::FLOAT_ROUNDING,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Failed,
+    NotVerified,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub status: Status,
+    /// Why it failed or was not verified.
+    pub reason: Option<String>,
+    pub samples: usize,
+    pub tolerance: Tolerance,
+    pub outputs: Vec<OutputMetrics>,
+    /// Choices made (dims, specialisation, lowering).
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
+
+impl VerifyReport {
+    pub fn not_verified(reason: impl Into<String>) -> Self {
+        Self {
+            status: Status::NotVerified,
+            reason: Some(reason.into()),
+            samples: 0,
+            tolerance: Tolerance::FLOAT_ROUNDING,
+            outputs: vec![],
+            notes: vec![],
+            seconds: 0.0,
+        }
+    }
+
+    /// Lines for people.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let status = match self.status {
+            Status::Passed => "passed",
+            Status::Failed => "FAILED",
+            Status::NotVerified => "NOT VERIFIED",
+        };
+        let _ = write!(s, "verify     {status}");
+        if self.samples > 0 {
+            let _ = write!(s, " on {} sample(s) in {:.2}s", self.samples, self.seconds);
+        }
+        if let Some(r) = &self.reason {
+            let _ = write!(s, ": {r}");
+        }
+        s.push('\n');
+        if !self.outputs.is_empty() {
+            let _ = writeln!(
+                s,
+                "    {:<24} {:>10} {:>10} {:>10} {:>10} {:>6}",
+                "output", "max_abs", "mean_abs", "max_rel", "cosine", "top1"
+            );
+            for o in &self.outputs {
+                let _ = writeln!(
+                    s,
+                    "    {:<24} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.6} {:>6} {}",
+                    o.name,
+                    o.max_abs,
+                    o.mean_abs,
+                    o.max_rel,
+                    o.cosine,
+                    o.top1.map_or("-".into(), |t| format!("{:.0}%", t * 100.0)),
+                    if o.passed { "" } else { "<- out of tolerance" }
+                );
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "    note: {n}");
+        }
+        s
+    }
+}
+
+/// Compare `original` and `result` on the same inputs.
+pub fn verify(original: &Model, result: &Model, opts: &VerifyOptions) -> VerifyReport {
+    let start = Instant::now();
+    let mut report = match verify_inner(original, result, opts) {
+        Ok(r) => r,
+        Err(e) => VerifyReport::not_verified(format!("{e:#}")),
+    };
+    report.tolerance = opts.tolerance;
+    report.seconds = start.elapsed().as_secs_f64();
+    report
+}
+
+fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let mut notes = Vec::new();
+    let specs = inputs::input_specs(&original.graph, &opts.dims, &mut notes)?;
+    let result_specs = inputs::input_specs(&result.graph, &opts.dims, &mut Vec::new())?;
+    anyhow::ensure!(
+        specs
+            .iter()
+            .map(|s| &s.name)
+            .eq(result_specs.iter().map(|s| &s.name)),
+        "the result's inputs differ from the original's"
+    );
+    let mut samples = match &opts.inputs {
+        Some(p) => inputs::load_samples(p, &specs)?,
+        None => {
+            if !specs.is_empty() {
+                notes.push(format!(
+                    "{} seeded random sample(s) (seed {}); pass --inputs for real data",
+                    opts.samples, opts.seed
+                ));
+            }
+            inputs::random_samples(&specs, opts.samples.max(1), opts.seed)?
+        }
+    };
+    for sample in &mut samples {
+        for (t, s) in sample.iter_mut().zip(&specs) {
+            let want = tract::datum_type(s.dtype)?;
+            if want != t.datum_type() {
+                let dt = want;
+                *t = t
+                    .cast_to_dt(dt)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .into_owned();
+            }
+        }
+    }
+
+    // Specialise If models on inputs that are the same in every sample.
+    let has_if = |m: &Model| m.graph.nodes.node_weights().any(|n| n.op() == "If");
+    let mut fixed: Vec<usize> = Vec::new();
+    if has_if(original) || has_if(result) {
+        for (i, s) in specs.iter().enumerate() {
+            let first = &samples[0][i];
+            if s.shape.iter().product::<usize>() <= 16 && samples.iter().all(|smp| &smp[i] == first)
+            {
+                fixed.push(i);
+            }
+        }
+    }
+    let (orig_copy, mut more) = verification_copy(original, &specs, &samples[0], &fixed)?;
+    notes.append(&mut more);
+    let (res_copy, _) = verification_copy(result, &specs, &samples[0], &fixed)?;
+    if has_if(original) && !fixed.is_empty() {
+        let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
+        let remaining = orig_copy
+            .graph
+            .as_ref()
+            .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
+        notes.push(format!(
+            "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
+        ));
+    }
+    let run_samples: Vec<Vec<Tensor>> = samples
+        .iter()
+        .map(|smp| {
+            smp.iter()
+                .enumerate()
+                .filter(|(i, _)| !fixed.contains(i))
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
+        .collect();
+
+    // Original first, then the result: one tract model in memory at a time.
+    let expected =
+        run_all(&orig_copy, &run_samples).context("the original model does not run in tract")?;
+    drop(orig_copy);
+    let got =
+        run_all(&res_copy, &run_samples).context("the rewritten model does not run in tract")?;
+
+    let out_names: Vec<String> = original
+        .graph
+        .rest
+        .output
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    let tol = opts.tolerance;
+    let mut outputs = Vec::new();
+    for (k, name) in out_names.iter().enumerate() {
+        let mut acc = Accumulator::new(name);
+        for (e, g) in expected.iter().zip(&got) {
+            let (a, b) = (&e[k], &g[k]);
+            anyhow::ensure!(
+                a.shape() == b.shape(),
+                "output '{name}' has shape {:?} in the original but {:?} in the result",
+                a.shape(),
+                b.shape()
+            );
+            acc.add(
+                &tract::to_f64(a)?,
+                &tract::to_f64(b)?,
+                a.shape(),
+                tol.atol,
+                tol.rtol,
+            );
+        }
+        outputs.push(acc.finish(tol.min_cosine, tol.atol));
+    }
+    let failed: Vec<&str> = outputs
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| o.name.as_str())
+        .collect();
+    let (status, reason) = if failed.is_empty() {
+        (Status::Passed, None)
+    } else {
+        (
+            Status::Failed,
+            Some(format!(
+                "outputs out of tolerance (atol {}, rtol {}, min cosine {}): {}",
+                tol.atol,
+                tol.rtol,
+                tol.min_cosine,
+                failed.join(", ")
+            )),
+        )
+    };
+    Ok(VerifyReport {
+        status,
+        reason,
+        samples: samples.len(),
+        tolerance: tol,
+        outputs,
+        notes,
+        seconds: 0.0,
+    })
+}
+
+fn run_all(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
+    let runner = tract::Runner::new(proto, &samples[0])?;
+    samples.iter().map(|s| runner.run(s)).collect()
+}
+
+/// The model as tract will see it: fixed inputs made constant (and the
+/// consequences folded), then lowered.
+fn verification_copy(
+    model: &Model,
+    specs: &[inputs::InputSpec],
+    sample: &[Tensor],
+    fixed: &[usize],
+) -> Result<(crate::proto::ModelProto, Vec<String>)> {
+    let mut m = model.clone();
+    if !fixed.is_empty() {
+        for &i in fixed {
+            let name = &specs[i].name;
+            m.graph.rest.input.retain(|vi| vi.name() != name);
+            let t = tract::to_onnx_tensor(name, &sample[i])?;
+            m.graph.initializers.insert(name.clone(), t);
+        }
+        m.graph.reindex();
+        for _ in 0..16 {
+            let mut n = Vec::new();
+            let mut patches = fold::fold_constants(&m, 1 << 20, &mut n)?;
+            patches.extend(fold::inline_constant_ifs(&m)?);
+            if patches.is_empty() {
+                break;
+            }
+            for p in patches {
+                if p.is_applicable(&m.graph) {
+                    m.apply(&p)?;
+                }
+            }
+        }
+    }
+    let notes = lower::lower(&mut m)?;
+    Ok((m.to_proto(), notes))
+}

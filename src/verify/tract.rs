@@ -1,0 +1,180 @@
+//! The bridge to tract: our `ModelProto` in, tract tensors out.
+//!
+//! tract has its own prost types, so a model crosses over as encoded bytes.
+//! Only verification copies and small constant subgraphs cross, never the
+//! file as loaded.
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use prost::Message;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::InferenceFact;
+
+use crate::proto::{tensor_proto::DataType, ModelProto, TensorProto};
+
+/// A model prepared for running with fixed input shapes.
+pub struct Runner {
+    plan: Arc<TypedRunnableModel>,
+}
+
+fn to_tract_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{e:#}")
+}
+
+/// Parse a model with tract, with the value_info shapes ignored (they
+/// reference symbols tract cannot unify with the concrete input shapes).
+fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
+    let buf = proto.encode_to_vec();
+    let onnx = tract_onnx::onnx().with_ignore_value_info(true);
+    let pb = onnx
+        .proto_model_for_read(&mut &buf[..])
+        .map_err(to_tract_error)?;
+    drop(buf);
+    onnx.model_for_proto_model(&pb).map_err(to_tract_error)
+}
+
+impl Runner {
+    /// Load `proto` and fix each input's type and shape from `inputs`.
+    pub fn new(proto: &ModelProto, inputs: &[Tensor]) -> Result<Runner> {
+        let mut model = inference_model(proto).context("tract cannot load the model")?;
+        for (i, t) in inputs.iter().enumerate() {
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+                .map_err(to_tract_error)?;
+        }
+        let plan = model
+            .into_optimized()
+            .map_err(to_tract_error)
+            .context("tract cannot analyse the model")?
+            .into_runnable()
+            .map_err(to_tract_error)?;
+        Ok(Runner { plan })
+    }
+
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let out = self
+            .plan
+            .run(inputs.iter().cloned().map(|t| t.into_tvalue()).collect())
+            .map_err(to_tract_error)
+            .context("tract failed to run the model")?;
+        Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+    }
+}
+
+/// Shapes and types of a constant subgraph's outputs, without running it.
+pub fn output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> {
+    let model = inference_model(proto)?
+        .into_typed()
+        .map_err(to_tract_error)?;
+    let mut out = Vec::new();
+    for o in model.output_outlets().map_err(to_tract_error)? {
+        let fact = model.outlet_fact(*o).map_err(to_tract_error)?;
+        let shape = fact
+            .shape
+            .as_concrete()
+            .ok_or_else(|| anyhow!("output shape {:?} is not concrete", fact.shape))?
+            .to_vec();
+        out.push((fact.datum_type, shape));
+    }
+    Ok(out)
+}
+
+/// Run a model that has no inputs (a constant subgraph).
+pub fn eval_constant(proto: &ModelProto) -> Result<Vec<Tensor>> {
+    Runner::new(proto, &[])?.run(&[])
+}
+
+/// ONNX element type of a tract datum type.
+pub fn onnx_type(dt: DatumType) -> Result<DataType> {
+    Ok(match dt.unquantized() {
+        DatumType::F32 => DataType::Float,
+        DatumType::F64 => DataType::Double,
+        DatumType::F16 => DataType::Float16,
+        DatumType::I8 => DataType::Int8,
+        DatumType::I16 => DataType::Int16,
+        DatumType::I32 => DataType::Int32,
+        DatumType::I64 => DataType::Int64,
+        DatumType::U8 => DataType::Uint8,
+        DatumType::U16 => DataType::Uint16,
+        DatumType::U32 => DataType::Uint32,
+        DatumType::U64 => DataType::Uint64,
+        DatumType::Bool => DataType::Bool,
+        DatumType::String => DataType::String,
+        other => bail!("tract type {other:?} has no ONNX equivalent here"),
+    })
+}
+
+/// A tract tensor as an ONNX initializer named `name` (little-endian raw data).
+pub fn to_onnx_tensor(name: &str, t: &Tensor) -> Result<TensorProto> {
+    let dt = onnx_type(t.datum_type())?;
+    let mut proto = TensorProto {
+        name: Some(name.to_string()),
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type: Some(dt as i32),
+        ..Default::default()
+    };
+    if dt == DataType::String {
+        let view = t.try_as_plain_ram().map_err(to_tract_error)?;
+        let strings = view.as_slice::<String>().map_err(to_tract_error)?;
+        proto.string_data = strings
+            .iter()
+            .map(|s| Bytes::from(s.clone().into_bytes()))
+            .collect();
+    } else {
+        // tract stores plain little-endian values on every platform we build for.
+        proto.raw_data = Some(Bytes::copy_from_slice(t.as_bytes()));
+    }
+    Ok(proto)
+}
+
+/// A tract tensor from an ONNX type, shape and little-endian bytes.
+pub fn tensor_from_bytes(dt: DataType, shape: &[usize], bytes: &[u8]) -> Result<Tensor> {
+    let tdt = datum_type(dt)?;
+    let n: usize = shape.iter().product();
+    if bytes.len() != n * tdt.size_of() {
+        bail!(
+            "{} bytes do not make a {:?} tensor of shape {:?}",
+            bytes.len(),
+            dt,
+            shape
+        );
+    }
+    // SAFETY: the length is checked above; every bit pattern is a valid value
+    // for these types except bool, whose bytes come from 0/1 sources.
+    unsafe { Tensor::from_raw_dt(tdt, shape, bytes) }.map_err(to_tract_error)
+}
+
+/// The tract datum type of an ONNX element type.
+pub fn datum_type(dt: DataType) -> Result<DatumType> {
+    Ok(match dt {
+        DataType::Float => f32::datum_type(),
+        DataType::Double => f64::datum_type(),
+        DataType::Float16 => f16::datum_type(),
+        DataType::Int8 => i8::datum_type(),
+        DataType::Int16 => i16::datum_type(),
+        DataType::Int32 => i32::datum_type(),
+        DataType::Int64 => i64::datum_type(),
+        DataType::Uint8 => u8::datum_type(),
+        DataType::Uint16 => u16::datum_type(),
+        DataType::Uint32 => u32::datum_type(),
+        DataType::Uint64 => u64::datum_type(),
+        DataType::Bool => bool::datum_type(),
+        other => bail!("tensors of type {other:?} are not supported"),
+    })
+}
+
+/// Values of a tensor as f64, for metrics.
+pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+    if t.datum_type() == bool::datum_type() {
+        let view = t.try_as_plain_ram().map_err(to_tract_error)?;
+        return Ok(view
+            .as_slice::<bool>()
+            .map_err(to_tract_error)?
+            .iter()
+            .map(|&b| b as u8 as f64)
+            .collect());
+    }
+    let c = t.cast_to::<f64>().map_err(to_tract_error)?;
+    let view = c.try_as_plain_ram().map_err(to_tract_error)?;
+    Ok(view.as_slice::<f64>().map_err(to_tract_error)?.to_vec())
+}
