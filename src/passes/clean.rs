@@ -176,7 +176,7 @@ fn constant_value(node: &crate::proto::NodeProto) -> Option<TensorProto> {
     Some(t)
 }
 
-fn constants_to_initializers(g: &Graph) -> Vec<Patch> {
+pub fn constants_to_initializers(g: &Graph) -> Vec<Patch> {
     let mut out = Vec::new();
     for id in g.nodes.node_indices() {
         let n = &g.nodes[id];

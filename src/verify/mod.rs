@@ -142,7 +142,11 @@ pub fn verify(original: &Model, result: &Model, opts: &VerifyOptions) -> VerifyR
 
 fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut notes = Vec::new();
-    let specs = inputs::input_specs(&original.graph, &opts.dims, &mut notes)?;
+    let mut dim_notes = Vec::new();
+    let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
+    if opts.inputs.is_none() {
+        notes.append(&mut dim_notes);
+    }
     let result_specs = inputs::input_specs(&result.graph, &opts.dims, &mut Vec::new())?;
     anyhow::ensure!(
         specs
@@ -188,9 +192,13 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
             }
         }
     }
-    let (orig_copy, mut more) = verification_copy(original, &specs, &samples[0], &fixed)?;
+    let run_samples: Vec<Vec<Tensor>> = samples
+        .iter()
+        .map(|smp| smp.iter().enumerate().filter(|(i, _)| !fixed.contains(i)).map(|(_, t)| t.clone()).collect())
+        .collect();
+    let (orig_copy, mut more) = verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
     notes.append(&mut more);
-    let (res_copy, _) = verification_copy(result, &specs, &samples[0], &fixed)?;
+    let (res_copy, _) = verification_copy(result, &specs, &samples[0], &fixed, &run_samples)?;
     if has_if(original) && !fixed.is_empty() {
         let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
         let remaining = orig_copy
@@ -290,6 +298,7 @@ fn verification_copy(
     specs: &[inputs::InputSpec],
     sample: &[Tensor],
     fixed: &[usize],
+    run_samples: &[Vec<Tensor>],
 ) -> Result<(crate::proto::ModelProto, Vec<String>)> {
     let mut m = model.clone();
     if !fixed.is_empty() {
@@ -300,10 +309,16 @@ fn verification_copy(
             m.graph.initializers.insert(name.clone(), t);
         }
         m.graph.reindex();
-        for _ in 0..16 {
+        for _ in 0..64 {
             let mut n = Vec::new();
-            let mut patches = fold::fold_constants(&m, 1 << 20, &mut n)?;
-            patches.extend(fold::inline_constant_ifs(&m)?);
+            let mut patches = crate::passes::clean::constants_to_initializers(&m.graph);
+            if patches.is_empty() {
+                patches = fold::fold_constants(&m, 1 << 20, &mut n)?;
+                patches.extend(fold::inline_constant_ifs(&m)?);
+            }
+            if patches.is_empty() {
+                patches = specialise_shapes(&m, run_samples)?;
+            }
             if patches.is_empty() {
                 break;
             }
@@ -316,4 +331,76 @@ fn verification_copy(
     }
     let notes = lower::lower(&mut m)?;
     Ok((m.to_proto(), notes))
+}
+
+/// `Shape` nodes before any `If` whose result is the same in every sample
+/// become constants: the part of the graph they read is run in tract (it
+/// holds no control flow) and the shapes it yields are stored. Conditions
+/// computed from shapes (common in exported If models) then fold.
+fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::patch::Patch>> {
+    use petgraph::visit::EdgeRef;
+    let g = &m.graph;
+    if !g.nodes.node_weights().any(|n| n.op() == "If") {
+        return Ok(vec![]);
+    }
+    let control = |n: &crate::ir::Node| matches!(n.op(), "If" | "Loop" | "Scan");
+    let mut wanted = Vec::new();
+    let mut keep = std::collections::HashSet::new();
+    for id in g.nodes.node_indices() {
+        if g.nodes[id].op() != "Shape" || g.nodes[id].proto.output.len() != 1 {
+            continue;
+        }
+        // Ancestors of the Shape node, which must hold no control flow.
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![id];
+        let mut ok = true;
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if control(&g.nodes[n]) {
+                ok = false;
+                break;
+            }
+            stack.extend(g.nodes.edges_directed(n, petgraph::Direction::Incoming).map(|e| e.source()));
+        }
+        if ok {
+            keep.extend(seen);
+            wanted.push(id);
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut sub = m.clone();
+    let drop: Vec<_> = sub.graph.nodes.node_indices().filter(|n| !keep.contains(n)).collect();
+    for n in drop {
+        sub.graph.nodes.remove_node(n);
+    }
+    sub.graph.rest.output = wanted
+        .iter()
+        .map(|&id| crate::proto::ValueInfoProto { name: Some(g.nodes[id].proto.output[0].clone()), ..Default::default() })
+        .collect();
+    sub.graph.rest.value_info.clear();
+    sub.graph.reindex();
+    let proto = sub.to_proto();
+    let runner = match tract::Runner::new(&proto, &samples[0]) {
+        Ok(r) => r,
+        // Not every prefix runs on its own; then nothing is specialised.
+        Err(_) => return Ok(vec![]),
+    };
+    let results: Vec<Vec<Tensor>> = samples.iter().map(|s| runner.run(s)).collect::<Result<_>>()?;
+    let mut patches = Vec::new();
+    for (k, &id) in wanted.iter().enumerate() {
+        let first = &results[0][k];
+        if results.iter().any(|r| &r[k] != first) {
+            continue;
+        }
+        let name = &g.nodes[id].proto.output[0];
+        let mut p = crate::patch::Patch::new("shape fixed for this verification");
+        p.remove_nodes.push(id);
+        p.add_initializers.push(tract::to_onnx_tensor(name, first)?);
+        patches.push(p);
+    }
+    Ok(patches)
 }

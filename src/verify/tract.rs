@@ -106,6 +106,11 @@ pub fn onnx_type(dt: DatumType) -> Result<DataType> {
 
 /// A tract tensor as an ONNX initializer named `name` (little-endian raw data).
 pub fn to_onnx_tensor(name: &str, t: &Tensor) -> Result<TensorProto> {
+    if t.datum_type() == DatumType::TDim {
+        // Shapes computed by tract (e.g. from `Shape`) are int64 in ONNX.
+        let c = t.cast_to::<i64>().map_err(to_tract_error)?;
+        return to_onnx_tensor(name, &c);
+    }
     let dt = onnx_type(t.datum_type())?;
     let mut proto = TensorProto {
         name: Some(name.to_string()),
