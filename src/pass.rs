@@ -119,7 +119,7 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(
     toml::Value::Table(params).try_into::<T>().map_err(|e| {
         anyhow::anyhow!(
             "{}; parameters of '{}': {}",
-            e.to_string().trim(),
+            e.message().trim(),
             info.name,
             info.params
                 .iter()

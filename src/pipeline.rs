@@ -109,7 +109,7 @@ impl Pipeline {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read recipe {}", path.display()))?;
         let recipe: Recipe = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))
+            .map_err(|e| anyhow::anyhow!("{}", e.message().trim()))
             .with_context(|| format!("bad recipe {}", path.display()))?;
         let _ = recipe.description;
         let mut passes = Vec::new();

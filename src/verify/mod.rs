@@ -194,9 +194,16 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
     }
     let run_samples: Vec<Vec<Tensor>> = samples
         .iter()
-        .map(|smp| smp.iter().enumerate().filter(|(i, _)| !fixed.contains(i)).map(|(_, t)| t.clone()).collect())
+        .map(|smp| {
+            smp.iter()
+                .enumerate()
+                .filter(|(i, _)| !fixed.contains(i))
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
         .collect();
-    let (orig_copy, mut more) = verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
+    let (orig_copy, mut more) =
+        verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
     notes.append(&mut more);
     let (res_copy, _) = verification_copy(result, &specs, &samples[0], &fixed, &run_samples)?;
     if has_if(original) && !fixed.is_empty() {
@@ -362,7 +369,11 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
                 ok = false;
                 break;
             }
-            stack.extend(g.nodes.edges_directed(n, petgraph::Direction::Incoming).map(|e| e.source()));
+            stack.extend(
+                g.nodes
+                    .edges_directed(n, petgraph::Direction::Incoming)
+                    .map(|e| e.source()),
+            );
         }
         if ok {
             keep.extend(seen);
@@ -373,13 +384,21 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
         return Ok(vec![]);
     }
     let mut sub = m.clone();
-    let drop: Vec<_> = sub.graph.nodes.node_indices().filter(|n| !keep.contains(n)).collect();
+    let drop: Vec<_> = sub
+        .graph
+        .nodes
+        .node_indices()
+        .filter(|n| !keep.contains(n))
+        .collect();
     for n in drop {
         sub.graph.nodes.remove_node(n);
     }
     sub.graph.rest.output = wanted
         .iter()
-        .map(|&id| crate::proto::ValueInfoProto { name: Some(g.nodes[id].proto.output[0].clone()), ..Default::default() })
+        .map(|&id| crate::proto::ValueInfoProto {
+            name: Some(g.nodes[id].proto.output[0].clone()),
+            ..Default::default()
+        })
         .collect();
     sub.graph.rest.value_info.clear();
     sub.graph.reindex();
@@ -389,7 +408,10 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
         // Not every prefix runs on its own; then nothing is specialised.
         Err(_) => return Ok(vec![]),
     };
-    let results: Vec<Vec<Tensor>> = samples.iter().map(|s| runner.run(s)).collect::<Result<_>>()?;
+    let results: Vec<Vec<Tensor>> = samples
+        .iter()
+        .map(|s| runner.run(s))
+        .collect::<Result<_>>()?;
     let mut patches = Vec::new();
     for (k, &id) in wanted.iter().enumerate() {
         let first = &results[0][k];

@@ -1,0 +1,267 @@
+//! The `clean` pass: snapshots of what it rewrites on the fixtures, that it
+//! fires where it should and not where it must not, that a second run does
+//! nothing, and that outputs match (tract here; onnxruntime and
+//! onnx.checker on the real models).
+
+mod common;
+use common::*;
+
+use onnx_squeeze::ir::{builder::*, dump, Model};
+use onnx_squeeze::pipeline::{run_pass, Limits, Pipeline};
+use onnx_squeeze::verify::{verify, Status, VerifyOptions};
+
+fn clean(model: &mut Model) -> onnx_squeeze::report::PassReport {
+    let p = onnx_squeeze::pass::build("clean", Default::default()).unwrap();
+    run_pass(p.as_ref(), model, Limits::default()).unwrap()
+}
+
+/// Before/after dumps, the changes, and the numeric check against the original.
+fn snapshot_of(fixture_name: &str) -> String {
+    let (original, _) = Model::load(&fixture(fixture_name)).unwrap();
+    let mut model = original.clone();
+    let report = clean(&mut model);
+    let again = clean(&mut model.clone());
+    assert!(
+        again.changes.is_empty(),
+        "{fixture_name}: a second clean changed {:?}",
+        again.changes
+    );
+    let v = verify(&original, &model, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{fixture_name}: {}", v.table());
+    format!(
+        "--- before\n{}--- after\n{}--- changes\n{}",
+        dump(&original.graph),
+        dump(&model.graph),
+        report
+            .changes
+            .iter()
+            .map(|(k, v)| format!("{v} x {k}\n"))
+            .collect::<String>()
+    )
+}
+
+#[test]
+fn snapshot_tiny_cnn() {
+    insta::assert_snapshot!(snapshot_of("tiny_cnn.onnx"));
+}
+
+#[test]
+fn snapshot_constants() {
+    insta::assert_snapshot!(snapshot_of("constants.onnx"));
+}
+
+#[test]
+fn snapshot_big_expand_is_not_materialised() {
+    let s = snapshot_of("big_expand.onnx");
+    assert!(
+        s.split("--- after").nth(1).unwrap().contains("Expand"),
+        "the 4 MB Expand must stay a node"
+    );
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn snapshot_dead_and_identity() {
+    insta::assert_snapshot!(snapshot_of("dead_and_identity.onnx"));
+}
+
+#[test]
+fn snapshot_if_branch_keeps_outer_scope_weights() {
+    let s = snapshot_of("if_branch.onnx");
+    let after = s.split("--- after").nth(1).unwrap();
+    assert!(
+        after.contains("init   W_then") && after.contains("init   W_else"),
+        "weights read only inside subgraphs must stay:\n{after}"
+    );
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn snapshot_custom_domain_untouched() {
+    let (m, _) = Model::load(&fixture("custom_domain.onnx")).unwrap();
+    let mut c = m.clone();
+    let r = clean(&mut c);
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    insta::assert_snapshot!(dump(&c.graph));
+}
+
+#[test]
+fn identity_feeding_graph_output_keeps_the_name() {
+    let mut m = ModelBuilder::new(17)
+        .input("x", &[2])
+        .node("r", "Relu", &["x"], &["t"])
+        .node("id", "Identity", &["t"], &["y"])
+        .output("y", &[2])
+        .build()
+        .unwrap();
+    clean(&mut m);
+    assert_eq!(
+        dump(&m.graph),
+        "input  x: float[2]\nnode   r: Relu(x) -> (y)\noutput y: float[2]\n"
+    );
+}
+
+#[test]
+fn identity_between_input_and_output_stays() {
+    let mut m = ModelBuilder::new(17)
+        .input("x", &[2])
+        .node("id", "Identity", &["x"], &["y"])
+        .output("y", &[2])
+        .build()
+        .unwrap();
+    let r = clean(&mut m);
+    assert!(r.changes.is_empty());
+    assert_eq!(m.graph.nodes.node_count(), 1);
+}
+
+#[test]
+fn batchnorm_folds_into_gemm_with_trans_b() {
+    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.1 - 0.5).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 4])
+        .init_f32("w", &[3, 4], &w)
+        .init_f32("c", &[3], &[0.1, -0.2, 0.3])
+        .init_f32("s", &[3], &[1.5, 0.5, 2.0])
+        .init_f32("b", &[3], &[0.0, 1.0, -1.0])
+        .init_f32("m", &[3], &[0.2, 0.1, 0.0])
+        .init_f32("v", &[3], &[1.0, 4.0, 0.25])
+        .node_with(
+            "fc",
+            "Gemm",
+            &["x", "w", "c"],
+            &["h"],
+            vec![attr_int("transB", 1), attr_float("beta", 0.5)],
+        )
+        .node(
+            "bn",
+            "BatchNormalization",
+            &["h", "s", "b", "m", "v"],
+            &["y"],
+        )
+        .output("y", &[1, 3])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("BatchNormalization folded into Gemm"),
+        Some(&1)
+    );
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+#[test]
+fn batchnorm_is_not_folded_when_conv_output_has_another_reader() {
+    let mut m = ModelBuilder::new(17)
+        .input("x", &[1, 1, 2, 2])
+        .init_f32("w", &[1, 1, 1, 1], &[2.0])
+        .init_f32("s", &[1], &[1.0])
+        .init_f32("b", &[1], &[0.0])
+        .init_f32("m", &[1], &[0.0])
+        .init_f32("v", &[1], &[1.0])
+        .node("conv", "Conv", &["x", "w"], &["h"])
+        .node(
+            "bn",
+            "BatchNormalization",
+            &["h", "s", "b", "m", "v"],
+            &["y"],
+        )
+        .node("other", "Relu", &["h"], &["z"])
+        .output("y", &[1, 1, 2, 2])
+        .output("z", &[1, 1, 2, 2])
+        .build()
+        .unwrap();
+    let r = clean(&mut m);
+    assert!(
+        !r.changes.keys().any(|k| k.contains("BatchNormalization")),
+        "{:?}",
+        r.changes
+    );
+}
+
+#[test]
+fn recipes_in_passes_folder_run() {
+    let dir = root().join("passes");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let pipeline =
+                Pipeline::from_recipe(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+            let mut m = original.clone();
+            pipeline.run(&mut m, &mut |_| {}).unwrap();
+            let v = verify(
+                &original,
+                &m,
+                &VerifyOptions {
+                    tolerance: pipeline.tolerance(),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(v.status, Status::Passed, "{}: {}", p.display(), v.table());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no recipe found in passes/");
+}
+
+/// On every real model: `clean` through the CLI (verified by tract), then
+/// onnx.checker (full check) and onnxruntime against the original.
+#[test]
+fn clean_on_real_models_passes_checker_and_onnxruntime() {
+    let dir = scratch("clean-real");
+    let sr = dir.path().join("silero_inputs.npz");
+    let mk = std::process::Command::new(python())
+        .args(["-c", &format!("import numpy as np; np.savez(r'{}', input=np.random.default_rng(0).standard_normal((1,512)).astype(np.float32), state=np.zeros((2,1,128),np.float32), sr=np.array(16000, dtype=np.int64))", sr.display())])
+        .output()
+        .unwrap();
+    assert!(mk.status.success(), "{}", text(&mk.stderr));
+    for (name, extra) in real_models() {
+        let input = asset(name);
+        let out = dir.path().join(name);
+        let mut args: Vec<String> = vec!["run".into(), "--passes".into(), "clean".into()];
+        if name.starts_with("silero") {
+            args.extend(["--inputs".into(), sr.to_string_lossy().into_owned()]);
+        } else {
+            args.extend(extra.clone());
+        }
+        args.extend([
+            input.to_string_lossy().into_owned(),
+            out.to_string_lossy().into_owned(),
+        ]);
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = run_cli(&a);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{name}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        let stdout = text(&o.stdout);
+        assert!(stdout.contains("verify     passed"), "{name}: {stdout}");
+        let mut py: Vec<String> = vec![
+            root()
+                .join("tests/py/ort_check.py")
+                .to_string_lossy()
+                .into_owned(),
+            input.to_string_lossy().into_owned(),
+            out.to_string_lossy().into_owned(),
+        ];
+        if name.starts_with("silero") {
+            py.extend(["--inputs".into(), sr.to_string_lossy().into_owned()]);
+        } else {
+            py.extend(extra);
+        }
+        let o = std::process::Command::new(python())
+            .args(&py)
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{name}: {}", text(&o.stderr)));
+        assert_eq!(r["checker"], "ok", "{name}: {r}");
+        assert_eq!(r["passed"], true, "{name}: {r}");
+    }
+}

@@ -1,0 +1,408 @@
+//! The command line on bad input: one clear line on stderr, exit 1, no panic,
+//! and nothing written.
+
+mod common;
+use common::*;
+
+fn assert_clean_failure(args: &[&str], out_path: &std::path::Path, expect: &str) {
+    let out = run_cli(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "args {args:?}: stderr {err}");
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line for {args:?}, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(err.contains(expect), "expected '{expect}' in: {err}");
+    assert!(!out_path.exists(), "{} was written", out_path.display());
+    let dir = out_path.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn bad_inputs_give_one_line_and_exit_1() {
+    let dir = scratch("cli");
+    let d = dir.path();
+    let out = d.join("out.onnx");
+    let good = std::fs::read(fixture("tiny_cnn.onnx")).unwrap();
+    std::fs::write(d.join("truncated.onnx"), &good[..good.len() / 2]).unwrap();
+    let mut rng = 12345u64;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) as u8
+        })
+        .collect();
+    std::fs::write(d.join("noise.onnx"), &noise).unwrap();
+    std::fs::write(d.join("empty.onnx"), b"").unwrap();
+    let p = |n: &str| d.join(n).to_string_lossy().into_owned();
+    let f = |n: &str| fixture(n).to_string_lossy().into_owned();
+    let o = out.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["run".into(), p("truncated.onnx"), o.clone()],
+            "not a valid ONNX model",
+        ),
+        (vec!["run".into(), p("noise.onnx"), o.clone()], "noise.onnx"),
+        (vec!["run".into(), p("empty.onnx"), o.clone()], "is empty"),
+        (
+            vec!["run".into(), p("missing.onnx"), o.clone()],
+            "cannot open",
+        ),
+        (
+            vec!["run".into(), d.to_string_lossy().into_owned(), o.clone()],
+            "directory",
+        ),
+        (
+            vec!["run".into(), f("invalid_dangling_input.onnx"), o.clone()],
+            "reads 'missing_value'",
+        ),
+        (
+            vec!["run".into(), f("invalid_cycle.onnx"), o.clone()],
+            "cycle",
+        ),
+        (
+            vec!["run".into(), f("invalid_duplicate_output.onnx"), o.clone()],
+            "defined more than once",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "nosuch".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "unknown pass 'nosuch'; valid passes: clean",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "clean(fold_max_bytes=-1)".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "fold_max_bytes must be",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "clean(bogus=1)".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "unknown field `bogus`",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "clean(fold_batchnorm=maybe)".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "fold_batchnorm",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--tolerance".into(),
+                "atol=x".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "not a number",
+        ),
+        (
+            vec!["run".into(), f("tiny_cnn.onnx"), p("no/such/dir/out.onnx")],
+            "does not exist",
+        ),
+        (
+            vec![
+                "run".into(),
+                f("tiny_cnn.onnx"),
+                d.to_string_lossy().into_owned(),
+            ],
+            "directory",
+        ),
+        (
+            vec!["run".into(), f("tiny_cnn.onnx"), f("tiny_cnn.onnx")],
+            "is the input",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--inputs".into(),
+                p("missing.npz"),
+                "--passes".into(),
+                "clean".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "missing.npz",
+        ),
+        (
+            vec!["inspect".into(), p("truncated.onnx")],
+            "not a valid ONNX model",
+        ),
+        (vec!["frobnicate".into()], "unrecognized subcommand"),
+    ];
+    for (args, expect) in cases {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        assert_clean_failure(&a, &out, expect);
+    }
+}
+
+#[test]
+fn unwritable_output_folder_is_refused_before_work() {
+    let dir = scratch("cli-ro");
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o555);
+    std::fs::set_permissions(&ro, perm).unwrap();
+    let out = ro.join("out.onnx");
+    // root ignores permission bits; only check where they apply.
+    if std::fs::write(ro.join("probe"), b"x").is_ok() {
+        std::fs::remove_file(ro.join("probe")).unwrap();
+        let f = std::fs::File::create(dir.path().join("file")).unwrap();
+        drop(f);
+        // A path whose parent is a regular file cannot be written by anyone.
+        let bad = dir.path().join("file").join("out.onnx");
+        let out = run_cli(&[
+            "run",
+            fixture("tiny_cnn.onnx").to_str().unwrap(),
+            bad.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).starts_with("error: "));
+        return;
+    }
+    let o = run_cli(&[
+        "run",
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("cannot write"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn help_explains_commands_and_exit_codes() {
+    let out = run_cli(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let h = text(&out.stdout);
+    for word in [
+        "run",
+        "inspect",
+        "verify",
+        "passes",
+        "Exit codes",
+        "3  verification failed",
+    ] {
+        assert!(h.contains(word), "--help lacks '{word}':\n{h}");
+    }
+    let out = run_cli(&["run", "--help"]);
+    let h = text(&out.stdout);
+    for word in [
+        "--passes",
+        "--recipe",
+        "--inputs",
+        "--dim",
+        "--tolerance",
+        "--report",
+        "--force",
+        "--no-verify",
+    ] {
+        assert!(h.contains(word), "run --help lacks '{word}'");
+    }
+}
+
+#[test]
+fn run_writes_report_and_summary() {
+    let dir = scratch("cli-report");
+    let out = dir.path().join("out.onnx");
+    let report = dir.path().join("report.json");
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        "--report",
+        report.to_str().unwrap(),
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let summary = text(&o.stdout);
+    assert!(
+        summary.contains("BatchNormalization folded into Conv")
+            && summary.contains("verify     passed"),
+        "{summary}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for k in ["bytes", "nodes", "params"] {
+        assert!(
+            r["input"][k].as_u64().unwrap() > 0 && r["output"][k].as_u64().unwrap() > 0,
+            "{k}"
+        );
+    }
+    let p = &r["passes"][0];
+    assert_eq!(p["name"], "clean");
+    for k in [
+        "params",
+        "seconds",
+        "nodes_before",
+        "nodes_after",
+        "bytes_before",
+        "bytes_after",
+        "changes",
+    ] {
+        assert!(!p[k].is_null(), "passes[0].{k} missing");
+    }
+    assert_eq!(p["changes"]["BatchNormalization folded into Conv"], 2);
+    assert!(p["nodes_after"].as_u64() < p["nodes_before"].as_u64());
+    assert_eq!(r["verify"]["status"], "passed");
+    assert_eq!(r["verify"]["samples"], 2);
+    let o0 = &r["verify"]["outputs"][0];
+    assert_eq!(o0["name"], "logits");
+    assert!(o0["cosine"].as_f64().unwrap() > 0.99999 && o0["max_abs"].as_f64().unwrap() < 1e-4);
+}
+
+#[test]
+fn verification_failure_exits_3_and_writes_nothing() {
+    let dir = scratch("cli-fail");
+    let out = dir.path().join("out.onnx");
+    let report = dir.path().join("r.json");
+    // A tolerance nothing can meet except bit-exact outputs; BN folding changes rounding.
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        "--tolerance",
+        "atol=0",
+        "--tolerance",
+        "rtol=0",
+        "--report",
+        report.to_str().unwrap(),
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(!out.exists());
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["verify"]["status"], "failed");
+    assert_eq!(r["written"], false);
+    // --force writes it anyway, still exit 3.
+    let o = run_cli(&[
+        "run",
+        "--force",
+        "--passes",
+        "clean",
+        "--tolerance",
+        "atol=0",
+        "--tolerance",
+        "rtol=0",
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(out.exists());
+}
+
+#[test]
+fn unverifiable_model_is_not_called_verified() {
+    let dir = scratch("cli-nv");
+    let out = dir.path().join("out.onnx");
+    // A custom-domain op tract cannot run; clean changes the graph, so verification must run.
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        fixture("custom_domain.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    if o.status.code() == Some(0) {
+        // clean found nothing to change: then nothing needed verifying.
+        assert!(all.contains("no pass changed the graph"), "{all}");
+    } else {
+        assert_eq!(o.status.code(), Some(3), "{all}");
+        assert!(all.contains("NOT VERIFIED") && !out.exists(), "{all}");
+        let o = run_cli(&[
+            "run",
+            "--no-verify",
+            "--passes",
+            "clean",
+            fixture("custom_domain.onnx").to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(text(&o.stdout).contains("NOT VERIFIED: skipped (--no-verify)"));
+    }
+}
+
+#[test]
+fn inspect_and_passes_describe_things() {
+    let o = run_cli(&["inspect", fixture("constants.onnx").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let t = text(&o.stdout);
+    for w in [
+        "opsets     ai.onnx 12",
+        "input      x: float[2,8]",
+        "Constant",
+        "stored in  Constant nodes",
+    ] {
+        assert!(t.contains(w), "inspect lacks '{w}':\n{t}");
+    }
+    let o = run_cli(&["passes"]);
+    let t = text(&o.stdout);
+    for w in ["clean:", "fold_max_bytes", "1048576", "promises"] {
+        assert!(t.contains(w), "passes lacks '{w}':\n{t}");
+    }
+}
+
+#[test]
+fn verify_command_compares_two_models() {
+    let o = run_cli(&[
+        "verify",
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        "--dim",
+        "N=3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("passed on 2 sample(s)"));
+    let o = run_cli(&[
+        "verify",
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        fixture("constants.onnx").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "different interfaces cannot be compared"
+    );
+}

@@ -1,0 +1,103 @@
+//! Shared helpers of the integration tests: where the binary, the fixtures,
+//! the real-model assets and the Python interop tools are. A missing
+//! prerequisite is a failure that says how to get it, never a skip.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_onnx-squeeze"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+const SETUP: &str = "run `bash tests/setup/setup.sh` first (it creates .venv and fetches the pinned real models into .cache/assets)";
+
+/// The test venv's Python (onnx, onnxruntime, numpy).
+pub fn python() -> PathBuf {
+    let p = root().join(".venv/bin/python");
+    assert!(p.exists(), "{} is missing: {SETUP}", p.display());
+    p
+}
+
+/// Folder of the fetched real-model assets.
+pub fn assets() -> PathBuf {
+    let dir = std::env::var_os("ONNX_SQUEEZE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/assets"));
+    assert!(
+        dir.join("manifest.json").exists(),
+        "{} has no manifest.json: {SETUP}",
+        dir.display()
+    );
+    dir
+}
+
+pub fn asset(name: &str) -> PathBuf {
+    let p = assets().join(name);
+    assert!(p.exists(), "{} is missing: {SETUP}", p.display());
+    p
+}
+
+/// The real models the test setup fetches, with the `--dim`/`--inputs`
+/// arguments they need to run.
+pub fn real_models() -> Vec<(&'static str, Vec<String>)> {
+    let d = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    vec![
+        ("silero_vad_16k_op15.onnx", d(&["--dim", "sequence=512"])),
+        (
+            "ch_PP-OCRv4_det_infer.onnx",
+            d(&[
+                "--dim",
+                "p2o.DynamicDimension.1=64",
+                "--dim",
+                "p2o.DynamicDimension.2=96",
+            ]),
+        ),
+        ("magika_standard_v3_3.onnx", d(&[])),
+        (
+            "nudenet_320n.onnx",
+            d(&["--dim", "height=320", "--dim", "width=320"]),
+        ),
+        (
+            "paraphrase-MiniLM-L3-v2.onnx",
+            d(&["--dim", "sequence_length=16"]),
+        ),
+    ]
+}
+
+/// A scratch folder under target/, removed when dropped.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    let base = root().join("target").join("test-scratch");
+    std::fs::create_dir_all(&base).expect("create target/test-scratch");
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(base)
+        .expect("create scratch dir")
+}
+
+pub fn run_cli(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("spawn onnx-squeeze")
+}
+
+pub fn run_py(script: &str, args: &[&Path]) -> Output {
+    Command::new(python())
+        .arg(root().join("tests/py").join(script))
+        .args(args)
+        .output()
+        .expect("spawn python")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
