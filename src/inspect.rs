@@ -72,8 +72,10 @@ pub fn summarize(model: &Model, file_bytes: u64) -> Summary {
                 );
             }
             for sg in a.g.iter().chain(a.graphs.iter()) {
-                let mut sg = sg.clone();
-                walk::graph_tensors_mut(&mut sg, &mut |t| add(t, "subgraphs"));
+                sg.initializer.iter().for_each(|t| add(t, "subgraphs"));
+                sg.node
+                    .iter()
+                    .for_each(|n| walk::node_tensors(n, &mut |t| add(t, "subgraphs")));
             }
         }
     }
@@ -82,18 +84,8 @@ pub fn summarize(model: &Model, file_bytes: u64) -> Summary {
             add(v, "sparse initializers");
         }
     }
-    let vt = |v: &crate::proto::ValueInfoProto| {
-        let mut dump = crate::ir::builder::ModelBuilder::new(1).proto();
-        dump.graph.as_mut().map(|g| g.input.push(v.clone()));
-        let g = crate::ir::Graph::from_proto(dump.graph.unwrap_or_default()).ok();
-        g.map(|g| {
-            crate::ir::dump(&g)
-                .trim_start_matches("input  ")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
-    };
+    let vt =
+        |v: &crate::proto::ValueInfoProto| format!("{}: {}", v.name(), crate::ir::value_type(v));
     Summary {
         ir_version: model.proto.ir_version(),
         producer: format!(

@@ -62,7 +62,8 @@ fn tensor_type(t: &TensorProto) -> String {
     format!("{}[{}]", dtype_name(t.data_type()), dims.join(","))
 }
 
-fn value_type(v: &ValueInfoProto) -> String {
+/// A value's type as text, e.g. `float[N,3,224,224]`.
+pub fn value_type(v: &ValueInfoProto) -> String {
     let Some(tp) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return "?".into();
     };
@@ -93,7 +94,7 @@ fn value_type(v: &ValueInfoProto) -> String {
 }
 
 fn attr(a: &AttributeProto) -> String {
-    let v = match AttributeType::try_from(a.r#type()).unwrap_or(AttributeType::Undefined) {
+    let v = match a.r#type() {
         AttributeType::Float => format!("{}", a.f()),
         AttributeType::Int => a.i().to_string(),
         AttributeType::String => format!("{:?}", String::from_utf8_lossy(a.s())),

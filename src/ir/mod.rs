@@ -36,7 +36,7 @@ use crate::io::ExternalData;
 use crate::patch::Patch;
 use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
-pub use dump::dump;
+pub use dump::{dump, value_type};
 
 pub type NodeId = NodeIndex;
 
@@ -424,47 +424,33 @@ impl Model {
             + constant_node_params(&self.graph)
     }
 
-    /// Bytes of all tensor payloads (initializers and Constant nodes).
+    /// Bytes of all tensor payloads: initializers, sparse initializers and
+    /// tensors held by nodes (Constant values, subgraph initializers).
     pub fn weight_bytes(&self) -> u64 {
-        let mut total = 0u64;
-        let mut m = ModelProto {
-            graph: Some(self.graph.rest.clone()),
-            ..Default::default()
-        };
-        if let Some(g) = m.graph.as_mut() {
-            g.node = self
-                .graph
-                .nodes
-                .node_weights()
-                .map(|n| n.proto.clone())
-                .collect();
+        let mut total: u64 = self
+            .graph
+            .initializers
+            .values()
+            .map(tensor::stored_bytes)
+            .sum();
+        let mut add = |t: &TensorProto| total += tensor::stored_bytes(t);
+        for s in &self.graph.rest.sparse_initializer {
+            s.values.iter().chain(s.indices.iter()).for_each(&mut add);
         }
-        walk::for_each_tensor_mut(&mut m, &mut |t| total += tensor::stored_bytes(t));
+        for n in self.graph.nodes.node_weights() {
+            walk::node_tensors(&n.proto, &mut add);
+        }
         total
-            + self
-                .graph
-                .initializers
-                .values()
-                .map(tensor::stored_bytes)
-                .sum::<u64>()
     }
 
     /// Apply a patch: the one place the graph is mutated. The graph is
-    /// validated afterwards; on error the model is left unchanged.
+    /// validated afterwards; an error names the patch (the model is then
+    /// not to be used further: the driver stops the run).
     pub fn apply(&mut self, patch: &Patch) -> Result<()> {
-        let mut g = self.graph.clone_structure();
-        apply_to(&mut g, patch)?;
-        g.validate()
-            .with_context(|| format!("patch '{}' broke the graph", patch.label))?;
-        self.graph = g;
-        Ok(())
-    }
-}
-
-impl Graph {
-    /// Cheap clone: node protos and tensor metadata are copied, payloads shared.
-    fn clone_structure(&self) -> Graph {
-        self.clone()
+        apply_to(&mut self.graph, patch)?;
+        self.graph
+            .validate()
+            .with_context(|| format!("patch '{}' broke the graph", patch.label))
     }
 }
 

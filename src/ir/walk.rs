@@ -148,3 +148,23 @@ pub fn rename_outer_reads(g: &mut GraphProto, from: &str, to: &str) {
         }
     }
 }
+
+/// Call `f` on every tensor a node holds: tensor attributes and, recursively,
+/// the initializers and node tensors of its subgraphs.
+pub fn node_tensors(n: &NodeProto, f: &mut dyn FnMut(&TensorProto)) {
+    for a in &n.attribute {
+        a.t.iter().chain(a.tensors.iter()).for_each(&mut *f);
+        for s in a.sparse_tensor.iter().chain(a.sparse_tensors.iter()) {
+            s.values.iter().chain(s.indices.iter()).for_each(&mut *f);
+        }
+        for g in a.g.iter().chain(a.graphs.iter()) {
+            g.initializer.iter().for_each(&mut *f);
+            for s in &g.sparse_initializer {
+                s.values.iter().chain(s.indices.iter()).for_each(&mut *f);
+            }
+            for inner in &g.node {
+                node_tensors(inner, f);
+            }
+        }
+    }
+}

@@ -405,9 +405,9 @@ fn fold_into_gemm(
     }
     let mut wd = w.data;
     for kk in 0..k {
-        for nn in 0..n {
+        for (nn, fac) in f.iter().enumerate() {
             let idx = if trans_b { nn * k + kk } else { kk * n + nn };
-            wd[idx] *= f[nn];
+            wd[idx] *= fac;
         }
     }
     let c: Vec<f32> = match gp.input.get(2).filter(|s| !s.is_empty()) {
