@@ -92,3 +92,25 @@ fn sparse_initializer_is_densified_and_verified() {
         v.notes
     );
 }
+
+#[test]
+fn ops_tract_computes_wrongly_are_not_verified() {
+    use onnx_squeeze::verify::{verify, Status};
+    for (case, ok) in [
+        ("test_qlinearmatmul_2D_int8_float32", false),
+        (
+            "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
+            false,
+        ),
+        ("test_qlinearmatmul_2D_uint8_float32", true),
+    ] {
+        let (m, _) = Model::load(&assets().join("node").join(case).join("model.onnx")).unwrap();
+        let v = verify(&m, &m, &Default::default());
+        if ok {
+            assert_eq!(v.status, Status::Passed, "{case}: {}", v.table());
+        } else {
+            assert_eq!(v.status, Status::NotVerified, "{case}: {}", v.table());
+            assert!(v.reason.unwrap().contains("wrongly"), "{case}");
+        }
+    }
+}
