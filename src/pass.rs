@@ -71,11 +71,21 @@ pub struct PassInfo {
     pub params: &'static [ParamInfo],
 }
 
+/// Where passes that need data (calibration) get it: the user's samples or
+/// seeded random inputs, with symbolic dims bound as for verification.
+#[derive(Debug, Clone, Default)]
+pub struct DataSource {
+    pub inputs: Option<std::path::PathBuf>,
+    pub dims: std::collections::HashMap<String, usize>,
+    pub seed: u64,
+}
+
 /// Context a pass may use while proposing patches.
 #[derive(Default)]
 pub struct PassCtx {
     /// Things the pass chose not to do, and why ("did not fire because ...").
     pub notes: Vec<String>,
+    pub data: DataSource,
 }
 
 pub trait Pass: Send + Sync {
@@ -93,7 +103,7 @@ pub struct PassEntry {
 }
 
 /// Every pass, in the order `onnx-squeeze passes` lists them.
-pub static REGISTRY: &[&PassEntry] = &[&crate::passes::clean::ENTRY];
+pub static REGISTRY: &[&PassEntry] = &[&crate::passes::clean::ENTRY, &crate::passes::quant::ENTRY];
 
 /// Build a pass by name from its parameters.
 pub fn build(name: &str, params: toml::Table) -> Result<Box<dyn Pass>> {

@@ -11,8 +11,11 @@
 //! * `shunts` `(old, new)`: every reader of `old` reads `new` instead. When
 //!   `old` is a graph output its name is kept: the producer of `new` is renamed
 //!   to it, or an Identity is added where that is impossible;
+//! * `rewires` `(node, slot, value)`: one input of an existing node now reads
+//!   `value` (e.g. the DequantizeLinear output meant for that reader only);
 //! * `anchor`: the node whose position new nodes take in the export order;
-//! * `label`: what the change is, shown in the report.
+//! * `label`: what the change is, shown in the report; `count`: how many
+//!   changes of that kind the patch makes (1 when 0).
 
 use std::collections::HashSet;
 
@@ -28,6 +31,8 @@ pub struct Patch {
     pub remove_nodes: Vec<NodeId>,
     pub remove_initializers: Vec<String>,
     pub shunts: Vec<(String, String)>,
+    pub rewires: Vec<(NodeId, usize, String)>,
+    pub count: usize,
 }
 
 impl Patch {

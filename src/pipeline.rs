@@ -22,6 +22,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::ir::Model;
+pub use crate::pass::DataSource;
 use crate::pass::{self, Pass, PassCtx, Tolerance};
 use crate::report::PassReport;
 
@@ -149,15 +150,20 @@ impl Pipeline {
     }
 }
 
-/// Drive one pass to its fixpoint, within limits.
+/// Drive one pass to its fixpoint, within limits, with random calibration data.
 pub fn run_pass(p: &dyn Pass, model: &mut Model, limits: Limits) -> Result<PassReport> {
+    run_pass_with(p, model, limits, &DataSource::default())
+}
+
+/// Drive one pass to its fixpoint, within limits.
+pub fn run_pass_with(p: &dyn Pass, model: &mut Model, limits: Limits, data: &DataSource) -> Result<PassReport> {
     let name = p.info().name;
     let start = Instant::now();
     let nodes_before = model.graph.nodes.node_count();
     let bytes_before = model.weight_bytes();
     let params_before = model.param_count();
     let mut changes: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut ctx = PassCtx::default();
+    let mut ctx = PassCtx { notes: vec![], data: data.clone() };
     let mut applied = 0usize;
     let mut stop = "fixpoint: the pass proposes nothing more".to_string();
     let mut round = 0;
@@ -185,7 +191,7 @@ pub fn run_pass(p: &dyn Pass, model: &mut Model, limits: Limits) -> Result<PassR
             model
                 .apply(&patch)
                 .with_context(|| format!("pass '{name}' produced an invalid graph"))?;
-            *changes.entry(patch.label.clone()).or_default() += 1;
+            *changes.entry(patch.label.clone()).or_default() += patch.count.max(1);
             applied += 1;
             progressed = true;
         }

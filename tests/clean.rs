@@ -191,7 +191,7 @@ fn recipes_in_passes_folder_run() {
                 Pipeline::from_recipe(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
             let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
             let mut m = original.clone();
-            pipeline.run(&mut m, &mut |_| {}).unwrap();
+            pipeline.run(&mut m, &Default::default(), &mut |_| {}).unwrap();
             let v = verify(
                 &original,
                 &m,

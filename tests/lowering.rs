@@ -114,3 +114,23 @@ fn ops_tract_computes_wrongly_are_not_verified() {
         }
     }
 }
+
+#[test]
+fn all_nan_outputs_are_not_verified() {
+    use onnx_squeeze::ir::builder::ModelBuilder;
+    use onnx_squeeze::verify::{verify, Status};
+    // sqrt(-(|x| + 1)) is NaN for every input: comparing NaN with NaN proves nothing.
+    let m = ModelBuilder::new(17)
+        .input("x", &[4])
+        .init_f32("one", &[], &[1.0])
+        .node("abs", "Abs", &["x"], &["a"])
+        .node("add", "Add", &["a", "one"], &["b"])
+        .node("neg", "Neg", &["b"], &["c"])
+        .node("sqrt", "Sqrt", &["c"], &["y"])
+        .output("y", &[4])
+        .build()
+        .unwrap();
+    let v = verify(&m, &m, &Default::default());
+    assert_eq!(v.status, Status::NotVerified, "{}", v.table());
+    assert!(v.reason.unwrap().contains("NaN"));
+}

@@ -490,6 +490,13 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {
             }
         }
     }
+    for (id, slot, value) in &patch.rewires {
+        let node = g
+            .nodes
+            .node_weight_mut(*id)
+            .with_context(|| format!("patch '{}' rewires a node that is gone", patch.label))?;
+        node.proto.input[*slot] = value.clone();
+    }
     for n in &patch.add_nodes {
         let order = g.next_order(anchor);
         g.nodes.add_node(Node {

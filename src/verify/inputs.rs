@@ -82,7 +82,9 @@ pub fn input_specs(
 }
 
 /// `count` seeded random samples. Floats are standard normal; integers are in
-/// [0, 100) (valid token ids and byte values for typical models); bools are fair coins.
+/// [0, 100) (valid token ids and byte values for typical models), except
+/// inputs named like masks or segment ids (`mask`, `token_type`, `segment`),
+/// which get 1s (masks) or 0s and 1s; bools are fair coins.
 pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Vec<Vec<Tensor>>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut samples = Vec::with_capacity(count);
@@ -90,6 +92,15 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
         let mut sample = Vec::with_capacity(specs.len());
         for s in specs {
             let n: usize = s.shape.iter().product();
+            let lname = s.name.to_lowercase();
+            let hi: i64 = if lname.contains("mask") {
+                1
+            } else if lname.contains("token_type") || lname.contains("segment") {
+                2
+            } else {
+                100
+            };
+            let lo: i64 = if lname.contains("mask") { 1 } else { 0 };
             let t = match s.dtype {
                 DataType::Float => Tensor::from_shape(
                     &s.shape,
@@ -112,25 +123,25 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 DataType::Int64 => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
-                        .map(|_| rng.random_range(0..100i64))
+                        .map(|_| rng.random_range(lo..hi.max(lo + 1)))
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Int32 => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
-                        .map(|_| rng.random_range(0..100i32))
+                        .map(|_| rng.random_range(lo as i32..hi.max(lo + 1) as i32))
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Int8 => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
-                        .map(|_| rng.random_range(0..100i8))
+                        .map(|_| rng.random_range(lo as i8..hi.max(lo + 1) as i8))
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Uint8 => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
-                        .map(|_| rng.random_range(0..100u8))
+                        .map(|_| rng.random_range(lo as u8..hi.max(lo + 1) as u8))
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Bool => Tensor::from_shape(

@@ -29,6 +29,8 @@ pub struct Accumulator {
     top1_hits: usize,
     top1_rows: usize,
     within: bool,
+    /// Values that are NaN or infinite in the original.
+    pub nonfinite: usize,
 }
 
 impl Accumulator {
@@ -45,6 +47,7 @@ impl Accumulator {
             top1_hits: 0,
             top1_rows: 0,
             within: true,
+            nonfinite: 0,
         }
     }
 
@@ -52,6 +55,9 @@ impl Accumulator {
     /// output's shape (for top-1 over the last axis).
     pub fn add(&mut self, a: &[f64], b: &[f64], shape: &[usize], atol: f64, rtol: f64) {
         for (&x, &y) in a.iter().zip(b) {
+            if !x.is_finite() {
+                self.nonfinite += 1;
+            }
             let d = (x - y).abs();
             let d = if x.is_nan() && y.is_nan() || x == y {
                 0.0
@@ -76,7 +82,8 @@ impl Accumulator {
         }
         self.count += a.len();
         let classes = shape.last().copied().unwrap_or(0);
-        if shape.len() >= 2 && classes >= 2 && a.len() == b.len() && !a.is_empty() {
+        // Top-1 only where the output is a score vector: [batch, classes].
+        if shape.len() == 2 && classes >= 2 && a.len() == b.len() && !a.is_empty() {
             for (ra, rb) in a.chunks(classes).zip(b.chunks(classes)) {
                 self.top1_rows += 1;
                 if argmax(ra) == argmax(rb) {
@@ -84,6 +91,11 @@ impl Accumulator {
                 }
             }
         }
+    }
+
+    /// Elements compared so far.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     pub fn finish(&self, min_cosine: f64, atol: f64) -> OutputMetrics {

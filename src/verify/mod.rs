@@ -313,6 +313,12 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
                 tol.rtol,
             );
         }
+        if acc.count() > 0 && acc.nonfinite == acc.count() {
+            anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
+        }
+        if acc.nonfinite > 0 {
+            notes.push(format!("output '{name}': {} of {} values of the original are NaN or infinite", acc.nonfinite, acc.count()));
+        }
         outputs.push(acc.finish(tol.min_cosine, tol.atol));
     }
     let failed: Vec<&str> = outputs
@@ -352,7 +358,7 @@ fn run_all(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<
 
 /// The model as tract will see it: fixed inputs made constant (and the
 /// consequences folded), then lowered.
-fn verification_copy(
+pub(crate) fn verification_copy(
     model: &Model,
     specs: &[inputs::InputSpec],
     sample: &[Tensor],

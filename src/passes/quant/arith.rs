@@ -1,0 +1,168 @@
+//! Quantization arithmetic, exactly as ONNX QuantizeLinear/DequantizeLinear
+//! define it: `q = saturate(round_half_even(x / scale) + zero_point)`,
+//! `x' = (q - zero_point) * scale`.
+//!
+//! Weights: signed, symmetric (zero point 0), per channel or per block, with
+//! the range `[-(2^(b-1) - 1), 2^(b-1) - 1]` (-127..127 for int8, -7..7 for
+//! int4) so that negating a weight never saturates. Activations: unsigned
+//! 8-bit, asymmetric, with 0 exactly representable.
+
+use rayon::prelude::*;
+
+/// Round half to even, as `std::nearbyint` in the default rounding mode (what
+/// onnxruntime's QuantizeLinear does).
+pub fn round_half_even(x: f32) -> f32 {
+    x.round_ties_even()
+}
+
+/// `saturate(round(x / scale) + zp)` into `[qmin, qmax]`.
+pub fn quantize(x: f32, scale: f32, zp: i32, qmin: i32, qmax: i32) -> i32 {
+    let v = round_half_even(x / scale) as i64 + zp as i64;
+    v.clamp(qmin as i64, qmax as i64) as i32
+}
+
+/// Scale for symmetric signed quantization of values whose largest magnitude
+/// is `absmax`, with `bits` bits. A zero range gets scale 1 (all zeros).
+pub fn symmetric_scale(absmax: f32, bits: u32) -> f32 {
+    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+    if absmax > 0.0 && absmax.is_finite() {
+        absmax / qmax
+    } else {
+        1.0
+    }
+}
+
+/// Scale and zero point for unsigned 8-bit asymmetric quantization of the
+/// range `[min, max]`, widened to include 0 (so zero padding is exact).
+pub fn asymmetric_u8(min: f32, max: f32) -> (f32, u8) {
+    let lo = min.min(0.0);
+    let hi = max.max(0.0);
+    if !(hi - lo).is_finite() || hi - lo <= 0.0 {
+        return (1.0, 0);
+    }
+    let scale = (hi - lo) / 255.0;
+    let zp = round_half_even(-lo / scale).clamp(0.0, 255.0) as u8;
+    (scale, zp)
+}
+
+/// Symmetric signed quantization of a weight laid out as `[outer, channels,
+/// inner]` along `axis`, one scale per channel. Returns values and scales.
+pub fn quantize_per_channel(w: &[f32], outer: usize, channels: usize, inner: usize, bits: u32) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(w.len(), outer * channels * inner);
+    let qmax = (1i32 << (bits - 1)) - 1;
+    let scales: Vec<f32> = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let mut m = 0f32;
+            for o in 0..outer {
+                let base = (o * channels + c) * inner;
+                for &v in &w[base..base + inner] {
+                    m = m.max(v.abs());
+                }
+            }
+            symmetric_scale(m, bits)
+        })
+        .collect();
+    let q: Vec<i8> = w
+        .par_iter()
+        .enumerate()
+        .map(|(i, &v)| quantize(v, scales[(i / inner) % channels], 0, -qmax, qmax) as i8)
+        .collect();
+    (q, scales)
+}
+
+/// Symmetric signed quantization per block of `block` consecutive elements
+/// along `axis` (the layout of opset 21 blocked DequantizeLinear): a weight
+/// `[outer, len, inner]` gets scales `[outer, ceil(len / block), inner]`.
+pub fn quantize_blocked(w: &[f32], outer: usize, len: usize, inner: usize, block: usize, bits: u32) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(w.len(), outer * len * inner);
+    let blocks = len.div_ceil(block);
+    let qmax = (1i32 << (bits - 1)) - 1;
+    let scales: Vec<f32> = (0..outer * blocks * inner)
+        .into_par_iter()
+        .map(|si| {
+            let o = si / (blocks * inner);
+            let b = (si / inner) % blocks;
+            let r = si % inner;
+            let mut m = 0f32;
+            for c in b * block..((b + 1) * block).min(len) {
+                m = m.max(w[(o * len + c) * inner + r].abs());
+            }
+            symmetric_scale(m, bits)
+        })
+        .collect();
+    let q: Vec<i8> = w
+        .par_iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let o = i / (len * inner);
+            let c = (i / inner) % len;
+            let r = i % inner;
+            quantize(v, scales[(o * blocks + c / block) * inner + r], 0, -qmax, qmax) as i8
+        })
+        .collect();
+    (q, scales)
+}
+
+/// Pack signed 4-bit values two to a byte, the first in the low nibble (the
+/// ONNX INT4 layout); an odd count leaves the last high nibble 0.
+pub fn pack_int4(v: &[i8]) -> Vec<u8> {
+    v.chunks(2)
+        .map(|p| {
+            let lo = (p[0] as u8) & 0x0f;
+            let hi = p.get(1).map_or(0, |&h| (h as u8) & 0x0f);
+            lo | (hi << 4)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_half_to_even() {
+        assert_eq!([0.5f32, 1.5, 2.5, -0.5, -1.5, 2.4999].map(round_half_even), [0.0, 2.0, 2.0, -0.0, -2.0, 2.0]);
+    }
+
+    #[test]
+    fn quantize_saturates() {
+        assert_eq!(quantize(1000.0, 1.0, 0, -127, 127), 127);
+        assert_eq!(quantize(-1000.0, 1.0, 0, -127, 127), -127);
+        assert_eq!(quantize(2.5, 1.0, 128, 0, 255), 130);
+        assert_eq!(quantize(-200.0, 1.0, 128, 0, 255), 0);
+    }
+
+    #[test]
+    fn asymmetric_range_contains_zero() {
+        let (s, z) = asymmetric_u8(-1.0, 3.0);
+        assert!((s - 4.0 / 255.0).abs() < 1e-7);
+        assert_eq!(z, 64); // round(1 / (4/255)) = round(63.75)
+        let (s, z) = asymmetric_u8(2.0, 4.0); // widened to [0, 4]
+        assert!((s - 4.0 / 255.0).abs() < 1e-7);
+        assert_eq!(z, 0);
+        assert_eq!(asymmetric_u8(0.0, 0.0), (1.0, 0));
+    }
+
+    #[test]
+    fn per_channel_known_values() {
+        // Two output channels (axis 0), three values each.
+        let (q, s) = quantize_per_channel(&[0.5, -1.0, 0.25, 2.0, 0.0, -0.01], 1, 2, 3, 8);
+        assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0]);
+        assert_eq!(q, vec![64, -127, 32, 127, 0, -1]);
+    }
+
+    #[test]
+    fn blocked_known_values() {
+        // One row of 5 with block 2 -> 3 blocks: [1, -2], [4, 0], [0.5].
+        let (q, s) = quantize_blocked(&[1.0, -2.0, 4.0, 0.0, 0.5], 1, 5, 1, 2, 4);
+        assert_eq!(s, vec![2.0 / 7.0, 4.0 / 7.0, 0.5 / 7.0]);
+        assert_eq!(q, vec![4, -7, 7, 0, 7]);
+    }
+
+    #[test]
+    fn int4_packing_low_nibble_first() {
+        assert_eq!(pack_int4(&[1, -2, 7]), vec![0xE1, 0x07]);
+        assert_eq!(pack_int4(&[-8, 7]), vec![0x78]);
+    }
+}

@@ -1,0 +1,394 @@
+//! `quant`: QuantizeLinear/DequantizeLinear insertion (QDQ form).
+//!
+//! **Weights** of Conv (output channels, axis 0), Gemm (axis 0 with
+//! `transB`, else 1) and MatMul (columns, axis 1) become int8 initializers,
+//! symmetric, one scale per output channel (per tensor below opset 13), with
+//! a DequantizeLinear that produces the weight's original name, so every
+//! reader (subgraphs included) sees the same tensor and tied weights stay
+//! tied. With `weights=int4`, MatMul weights are stored as packed INT4 in
+//! blocks of `block_size` along the reduction axis (opset 21 blocked
+//! DequantizeLinear). Embedding tables (Gather on axis 0) are stored as int8
+//! with one scale per row and dequantized after the lookup, so only the
+//! gathered rows are ever expanded.
+//!
+//! **Activations**, `static`: the float inputs and outputs of Conv, Gemm and
+//! MatMul (and of the ops between them that runtimes keep in int8: Add, Mul,
+//! Concat, pooling, Relu/Clip/Sigmoid, reshapes) get one shared
+//! QuantizeLinear -> DequantizeLinear pair per value (uint8, asymmetric),
+//! with ranges calibrated on the data source; Conv/Gemm biases become int32
+//! with scale = input scale x weight scale. `dynamic`: each MatMul with a
+//! constant weight becomes DynamicQuantizeLinear -> MatMulInteger -> Cast ->
+//! Mul, the form onnxruntime fuses into its dynamic int8 kernel. `auto`
+//! picks static for convolutional models and dynamic for the rest.
+//!
+//! When it does not fire: models that already hold quantization ops (left
+//! alone, with a note); nodes matched by `exclude` (node name, op type, or a
+//! `*` pattern on the node name); weights smaller than
+//! `min_weight_elements`; weights that are not float32 constants.
+//!
+//! Cost in fidelity: the rounding of weights to 8 (or 4) bits and of
+//! activations to 8 bits; the pass declares a tolerance on the cosine of
+//! every output, which verification enforces.
+
+pub mod arith;
+pub mod calibrate;
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{bail, ensure, Result};
+use bytes::Bytes;
+
+use crate::ir::{tensor, Model, NodeId};
+use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
+use crate::patch::Patch;
+use crate::proto::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
+use calibrate::Method;
+
+pub static INFO: PassInfo = PassInfo {
+    name: "quant",
+    summary: "int8/int4 weights and calibrated int8 activations in QDQ form",
+    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather; float activations around Conv/Gemm/MatMul",
+    promise: "outputs within the declared cosine of the original (the quantization error)",
+    tolerance: Tolerance { atol: f64::INFINITY, rtol: f64::INFINITY, min_cosine: 0.99 },
+    idempotent: true,
+    params: &[
+        ParamInfo { name: "weights", kind: "string", default: "int8", range: "int8 | int4", doc: "weight type; int4 applies to MatMul weights (blocked, opset >= 21), others stay int8" },
+        ParamInfo { name: "per_channel", kind: "bool", default: "true", range: "true|false", doc: "one scale per output channel (needs opset >= 13) instead of one per tensor" },
+        ParamInfo { name: "activations", kind: "string", default: "auto", range: "auto | static | dynamic | none", doc: "static: calibrated QDQ; dynamic: DynamicQuantizeLinear + MatMulInteger; none: weight-only" },
+        ParamInfo { name: "calibration", kind: "string", default: "percentile", range: "minmax | percentile", doc: "how activation ranges are taken from the calibration samples" },
+        ParamInfo { name: "percentile", kind: "float", default: "99.999", range: "(50, 100]", doc: "share of values the range keeps with calibration=percentile" },
+        ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
+        ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
+        ParamInfo { name: "min_weight_elements", kind: "integer", default: "1024", range: ">= 0", doc: "smaller weights stay float" },
+        ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
+        ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
+    ],
+};
+
+pub static ENTRY: PassEntry = PassEntry { info: &INFO, build };
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub weights: String,
+    pub per_channel: bool,
+    pub activations: String,
+    pub calibration: Method,
+    pub percentile: f64,
+    pub samples: usize,
+    pub block_size: usize,
+    pub min_weight_elements: usize,
+    pub gather: bool,
+    pub exclude: Vec<String>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            weights: "int8".into(),
+            per_channel: true,
+            activations: "auto".into(),
+            calibration: Method::Percentile,
+            percentile: 99.999,
+            samples: 8,
+            block_size: 32,
+            min_weight_elements: 1024,
+            gather: true,
+            exclude: vec![],
+        }
+    }
+}
+
+fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
+    // `exclude=a;b` on the command line: a string becomes a list.
+    if let Some(toml::Value::String(s)) = params.get("exclude").cloned() {
+        params.insert("exclude".into(), toml::Value::Array(s.split([';', ' ']).filter(|x| !x.is_empty()).map(|x| toml::Value::String(x.into())).collect()));
+    }
+    let p: Params = parse_params(params, &INFO)?;
+    ensure!(matches!(p.weights.as_str(), "int8" | "int4"), "weights must be int8 or int4, got '{}'", p.weights);
+    ensure!(matches!(p.activations.as_str(), "auto" | "static" | "dynamic" | "none"), "activations must be auto, static, dynamic or none, got '{}'", p.activations);
+    ensure!(p.percentile > 50.0 && p.percentile <= 100.0, "percentile must be in (50, 100], got {}", p.percentile);
+    ensure!(p.samples >= 1, "samples must be at least 1");
+    ensure!(p.block_size >= 16 && p.block_size.is_power_of_two(), "block_size must be a power of 2 >= 16, got {}", p.block_size);
+    Ok(Box::new(Quant { params: p }))
+}
+
+pub struct Quant {
+    pub params: Params,
+}
+
+/// Ops whose presence means the model is already quantized.
+const QUANT_OPS: &[&str] = &["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulNBits"];
+
+/// Ops whose float activations static mode surrounds with Q/DQ.
+const COMPUTE_OPS: &[&str] = &["Conv", "Gemm", "MatMul"];
+const PASSTHROUGH_OPS: &[&str] = &["Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"];
+
+impl Pass for Quant {
+    fn info(&self) -> &'static PassInfo {
+        &INFO
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+    fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
+        let g = &model.graph;
+        if let Some(n) = g.nodes.node_weights().find(|n| QUANT_OPS.contains(&n.op())) {
+            ctx.notes.push(format!("the model is already quantized ('{}' is a {}): left alone", n.label(), n.op()));
+            return Ok(vec![]);
+        }
+        let opset = model.opset();
+        let per_channel = self.params.per_channel && opset >= 13;
+        if self.params.per_channel && !per_channel {
+            ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor"));
+        }
+        let int4 = self.params.weights == "int4" && opset >= 21;
+        if self.params.weights == "int4" && !int4 {
+            ctx.notes.push(format!("opset {opset} has no INT4 (needs 21): MatMul weights stored as int8"));
+        }
+        let excluded = |id: NodeId| {
+            let n = &g.nodes[id];
+            self.params.exclude.iter().any(|p| p == n.op() || glob(p, n.name()))
+        };
+        let n_conv = g.nodes.node_weights().filter(|n| n.op() == "Conv").count();
+        let n_mm = g.nodes.node_weights().filter(|n| matches!(n.op(), "MatMul" | "Gemm")).count();
+        let mode = match self.params.activations.as_str() {
+            "auto" if n_conv >= n_mm => "static",
+            "auto" => "dynamic",
+            m => m,
+        };
+        if self.params.activations == "auto" {
+            ctx.notes.push(format!("activations: {mode} ({n_conv} Conv, {n_mm} MatMul/Gemm)"));
+        }
+
+        // Weights and the layout each reader needs.
+        let mut uses: BTreeMap<String, Vec<(NodeId, Use)>> = BTreeMap::new();
+        for id in g.nodes.node_indices() {
+            let n = &g.nodes[id];
+            if !n.is_onnx() || excluded(id) {
+                continue;
+            }
+            let (slot, u) = match n.op() {
+                "Conv" => (1, Use::Axis(0)),
+                "Gemm" => {
+                    let tb = n.proto.attribute.iter().any(|a| a.name() == "transB" && a.i() != 0);
+                    let ta = n.proto.attribute.iter().any(|a| a.name() == "transA" && a.i() != 0);
+                    if ta { continue; }
+                    (1, Use::Axis(if tb { 0 } else { 1 }))
+                }
+                "MatMul" => (1, Use::MatMul),
+                "Gather" if self.params.gather => {
+                    let axis = n.proto.attribute.iter().find(|a| a.name() == "axis").map_or(0, |a| a.i());
+                    if axis != 0 { continue; }
+                    (0, Use::Rows)
+                }
+                _ => continue,
+            };
+            let Some(w) = n.proto.input.get(slot) else { continue };
+            let Some(t) = g.constant(w) else { continue };
+            if tensor::data_type(t) != DataType::Float || tensor::numel(&t.dims).unwrap_or(0) < self.params.min_weight_elements.max(1) {
+                continue;
+            }
+            let rank_ok = match u {
+                Use::Axis(0) => t.dims.len() >= 2,
+                _ => t.dims.len() == 2,
+            };
+            if rank_ok {
+                uses.entry(w.clone()).or_default().push((id, u));
+            }
+        }
+
+        let mut patches = Vec::new();
+        let mut weight_scales: HashMap<String, Vec<f32>> = HashMap::new();
+        for (w, readers) in &uses {
+            let t = g.constant(w).expect("selected above");
+            let payload = model.payload(t)?;
+            let data = tensor::to_f32(t, payload.as_ref())?;
+            let all = |f: fn(&Use) -> bool| readers.iter().all(|(_, u)| f(u));
+            // A table read only by Gather: int8 rows, dequantized after the lookup.
+            if all(|u| *u == Use::Rows) {
+                patches.push(gather_rows(model, w, &data, readers)?);
+                continue;
+            }
+            let matmul_only = all(|u| *u == Use::MatMul);
+            if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
+                patches.push(int4_weight(model, w, &data, self.params.block_size)?);
+                continue;
+            }
+            // One layout for every reader, or per tensor where they disagree.
+            let axes: Vec<i64> = readers.iter().map(|(_, u)| match u { Use::Axis(a) => *a, Use::MatMul => 1, Use::Rows => 0 }).collect();
+            let axis = if per_channel && axes.iter().all(|&a| a == axes[0]) { Some(axes[0]) } else { None };
+            let (patch, scales) = int8_weight(model, w, &data, axis)?;
+            weight_scales.insert(w.clone(), scales);
+            patches.push(patch);
+        }
+        let _ = (COMPUTE_OPS, PASSTHROUGH_OPS, mode);
+        if patches.is_empty() {
+            ctx.notes.push("no float32 weight matched".into());
+        }
+        Ok(patches)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Use {
+    /// Per-channel along this axis.
+    Axis(i64),
+    /// MatMul right-hand side: columns (axis 1) or blocks along rows.
+    MatMul,
+    /// Gather table: per row.
+    Rows,
+}
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    if !pattern.contains('*') {
+        return pattern == name;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = name;
+    for (i, p) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(p) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(p);
+        } else {
+            match rest.find(p) {
+                Some(k) => rest = &rest[k + p.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+fn tensor_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(Bytes::from(v.iter().map(|&x| x as u8).collect::<Vec<_>>())),
+        ..Default::default()
+    }
+}
+
+fn attr_i(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(v), ..Default::default() }
+}
+
+fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+/// `[outer, channels, inner]` sizes of `dims` around `axis`.
+fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
+    let d: Vec<usize> = dims.iter().map(|&x| x as usize).collect();
+    (d[..axis].iter().product(), d[axis], d[axis + 1..].iter().product())
+}
+
+/// int8 symmetric weight with a DequantizeLinear producing the original name.
+fn int8_weight(model: &Model, w: &str, data: &tensor::F32Tensor, axis: Option<i64>) -> Result<(Patch, Vec<f32>)> {
+    let g = &model.graph;
+    let (q, scales) = match axis {
+        Some(a) => {
+            let (o, c, i) = split_dims(&data.dims, a as usize);
+            arith::quantize_per_channel(&data.data, o, c, i, 8)
+        }
+        None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
+    };
+    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let sn = g.fresh_name(&format!("{w}_scale"));
+    let zn = g.fresh_name(&format!("{w}_zero_point"));
+    let sdims: Vec<i64> = if axis.is_some() { vec![scales.len() as i64] } else { vec![] };
+    let mut p = Patch::new(if axis.is_some() { "weight quantized to int8 per channel" } else { "weight quantized to int8 per tensor" });
+    p.remove_initializers.push(w.to_string());
+    p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
+    p.add_initializers.push(tensor::from_f32(&sn, &sdims, &scales));
+    p.add_initializers.push(tensor_i8(&zn, &sdims, &vec![0i8; scales.len()]));
+    let attrs = axis.map(|a| vec![attr_i("axis", a)]).unwrap_or_default();
+    p.add_nodes.push(node(&format!("{w}_dequantize"), "DequantizeLinear", &[&qn, &sn, &zn], &[w], attrs));
+    p.anchor = g.consumers(w).first().copied();
+    Ok((p, scales))
+}
+
+/// Packed INT4 weight in blocks along the reduction axis (rows of a MatMul
+/// right-hand side), opset 21 blocked DequantizeLinear.
+fn int4_weight(model: &Model, w: &str, data: &tensor::F32Tensor, block: usize) -> Result<Patch> {
+    let g = &model.graph;
+    let (k, n) = (data.dims[0] as usize, data.dims[1] as usize);
+    let (q, scales) = arith::quantize_blocked(&data.data, 1, k, n, block, 4);
+    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let sn = g.fresh_name(&format!("{w}_scale"));
+    let mut p = Patch::new("MatMul weight quantized to int4 in blocks");
+    p.remove_initializers.push(w.to_string());
+    p.add_initializers.push(TensorProto {
+        name: Some(qn.clone()),
+        dims: data.dims.clone(),
+        data_type: Some(DataType::Int4 as i32),
+        raw_data: Some(Bytes::from(arith::pack_int4(&q))),
+        ..Default::default()
+    });
+    p.add_initializers.push(tensor::from_f32(&sn, &[k.div_ceil(block) as i64, n as i64], &scales));
+    p.add_nodes.push(node(&format!("{w}_dequantize"), "DequantizeLinear", &[&qn, &sn], &[w], vec![attr_i("axis", 0), attr_i("block_size", block as i64)]));
+    p.anchor = g.consumers(w).first().copied();
+    Ok(p)
+}
+
+/// An embedding table as int8 rows with one scale per row; each Gather reads
+/// the int8 table and its rows' scales, and multiplies after the lookup.
+fn gather_rows(model: &Model, w: &str, data: &tensor::F32Tensor, readers: &[(NodeId, Use)]) -> Result<Patch> {
+    let g = &model.graph;
+    let rows = data.dims[0];
+    let (q, scales) = arith::quantize_per_channel(&data.data, 1, rows as usize, data.dims[1] as usize, 8);
+    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let sn = g.fresh_name(&format!("{w}_row_scale"));
+    let mut p = Patch::new("embedding table quantized to int8 rows");
+    p.remove_initializers.push(w.to_string());
+    p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
+    p.add_initializers.push(tensor::from_f32(&sn, &[rows, 1], &scales));
+    for (id, _) in readers {
+        let gn = &g.nodes[*id];
+        if gn.proto.output.len() != 1 || gn.proto.input.len() != 2 {
+            bail!("Gather '{}' has an unexpected signature", gn.label());
+        }
+        let idx = gn.proto.input[1].clone();
+        let out = gn.proto.output[0].clone();
+        let base = gn.label();
+        let rq = g.fresh_name(&format!("{out}_rows_int8"));
+        let rs = g.fresh_name(&format!("{out}_rows_scale"));
+        let rf = g.fresh_name(&format!("{out}_rows_float"));
+        p.remove_nodes.push(*id);
+        p.add_nodes.push(node(&format!("{base}_int8"), "Gather", &[&qn, &idx], &[&rq], vec![attr_i("axis", 0)]));
+        p.add_nodes.push(node(&format!("{base}_scale"), "Gather", &[&sn, &idx], &[&rs], vec![attr_i("axis", 0)]));
+        p.add_nodes.push(node(&format!("{base}_cast"), "Cast", &[&rq], &[&rf], vec![attr_i("to", DataType::Float as i64)]));
+        p.add_nodes.push(node(&format!("{base}_dequantize"), "Mul", &[&rf, &rs], &[&out], vec![]));
+        p.anchor = Some(*id);
+    }
+    p.count = 1;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("*attention*", "/layer.0/attention/MatMul"));
+        assert!(glob("conv1", "conv1"));
+        assert!(!glob("conv1", "conv10"));
+        assert!(glob("head*", "head/fc"));
+        assert!(glob("*fc", "head/fc"));
+        assert!(!glob("*fc", "head/fc2"));
+    }
+}
