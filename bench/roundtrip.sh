@@ -120,7 +120,7 @@ measure() {
 }
 
 # bytes OUTDIR: total size of the files in OUTDIR (the model and its data file).
-bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
 PY_SAVE='
 import os, sys, onnx

@@ -279,7 +279,12 @@ fn run(args: RunArgs) -> Result<u8> {
         params: model.param_count(),
     };
 
-    let passes = pipeline.run(&mut model, &mut |name| {
+    let data = onnx_squeeze::pipeline::DataSource {
+        inputs: vopts.inputs.clone(),
+        dims: vopts.dims.clone(),
+        seed: vopts.seed,
+    };
+    let passes = pipeline.run(&mut model, &data, &mut |name| {
         pb.set_message(format!("pass {name}"))
     })?;
     if args.dump {

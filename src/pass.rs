@@ -86,6 +86,8 @@ pub struct PassCtx {
     /// Things the pass chose not to do, and why ("did not fire because ...").
     pub notes: Vec<String>,
     pub data: DataSource,
+    /// Which propose/apply round this is (1 for the first).
+    pub round: usize,
 }
 
 pub trait Pass: Send + Sync {

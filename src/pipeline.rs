@@ -135,16 +135,18 @@ impl Pipeline {
             .fold(Tolerance::FLOAT_ROUNDING, Tolerance::loosest)
     }
 
-    /// Run every pass in order. `progress` is told each pass's name as it starts.
+    /// Run every pass in order, with `data` for passes that calibrate.
+    /// `progress` is told each pass's name as it starts.
     pub fn run(
         &self,
         model: &mut Model,
+        data: &DataSource,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Vec<PassReport>> {
         let mut reports = Vec::new();
         for p in &self.passes {
             progress(p.info().name);
-            reports.push(run_pass(p.as_ref(), model, self.limits)?);
+            reports.push(run_pass_with(p.as_ref(), model, self.limits, data)?);
         }
         Ok(reports)
     }
@@ -163,7 +165,7 @@ pub fn run_pass_with(p: &dyn Pass, model: &mut Model, limits: Limits, data: &Dat
     let bytes_before = model.weight_bytes();
     let params_before = model.param_count();
     let mut changes: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut ctx = PassCtx { notes: vec![], data: data.clone() };
+    let mut ctx = PassCtx { notes: vec![], data: data.clone(), round: 0 };
     let mut applied = 0usize;
     let mut stop = "fixpoint: the pass proposes nothing more".to_string();
     let mut round = 0;
@@ -173,6 +175,7 @@ pub fn run_pass_with(p: &dyn Pass, model: &mut Model, limits: Limits, data: &Dat
             break;
         }
         round += 1;
+        ctx.round = round;
         let patches = p
             .propose(model, &mut ctx)
             .with_context(|| format!("pass '{name}' failed"))?;

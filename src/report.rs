@@ -78,6 +78,12 @@ impl RunReport {
             for (label, n) in &p.changes {
                 let _ = writeln!(s, "    {n:>6} x {label}");
             }
+            for note in p.notes.iter().take(8) {
+                let _ = writeln!(s, "    note: {note}");
+            }
+            if p.notes.len() > 8 {
+                let _ = writeln!(s, "    note: ... {} more in the JSON report", p.notes.len() - 8);
+            }
             if !p.stop.starts_with("fixpoint") {
                 let _ = writeln!(s, "    stopped: {}", p.stop);
             }

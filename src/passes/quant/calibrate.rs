@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use tract_onnx::prelude::Tensor;
+use tract_onnx::prelude::{Datum, Tensor};
 
 use crate::ir::Model;
 use crate::pass::DataSource;
@@ -88,6 +88,10 @@ pub fn calibrate(
             index
                 .iter()
                 .map(|&k| {
+                    // Only float32 activations are quantized.
+                    if out[k].datum_type() != f32::datum_type() {
+                        return Ok((f32::INFINITY, f32::NEG_INFINITY));
+                    }
                     let v = tr::to_f64(&out[k])?;
                     Ok(v.iter().filter(|x| x.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x as f32), hi.max(x as f32))))
                 })

@@ -133,6 +133,10 @@ impl Pass for Quant {
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let g = &model.graph;
+        if ctx.round > 1 {
+            // Quantization is decided and applied in one round.
+            return Ok(vec![]);
+        }
         if let Some(n) = g.nodes.node_weights().find(|n| QUANT_OPS.contains(&n.op())) {
             ctx.notes.push(format!("the model is already quantized ('{}' is a {}): left alone", n.label(), n.op()));
             return Ok(vec![]);
@@ -150,15 +154,25 @@ impl Pass for Quant {
             let n = &g.nodes[id];
             self.params.exclude.iter().any(|p| p == n.op() || glob(p, n.name()))
         };
-        let n_conv = g.nodes.node_weights().filter(|n| n.op() == "Conv").count();
-        let n_mm = g.nodes.node_weights().filter(|n| matches!(n.op(), "MatMul" | "Gemm")).count();
+        // Where the weights are decides the form: convolutional models gain
+        // from static QDQ (integer Conv kernels), MatMul-heavy ones from
+        // dynamic quantization (weights are dequantized on every run otherwise).
+        let weight_elems = |ops: &[&str]| -> usize {
+            g.nodes
+                .node_weights()
+                .filter(|n| ops.contains(&n.op()))
+                .filter_map(|n| n.proto.input.get(1).and_then(|w| g.constant(w)))
+                .map(|t| tensor::numel(&t.dims).unwrap_or(0))
+                .sum()
+        };
+        let (conv_w, mm_w) = (weight_elems(&["Conv"]), weight_elems(&["MatMul", "Gemm"]));
         let mode = match self.params.activations.as_str() {
-            "auto" if n_conv >= n_mm => "static",
+            "auto" if conv_w >= mm_w => "static",
             "auto" => "dynamic",
             m => m,
         };
         if self.params.activations == "auto" {
-            ctx.notes.push(format!("activations: {mode} ({n_conv} Conv, {n_mm} MatMul/Gemm)"));
+            ctx.notes.push(format!("activations: {mode} ({conv_w} weights in Conv, {mm_w} in MatMul/Gemm)"));
         }
 
         // Weights and the layout each reader needs.
@@ -211,6 +225,10 @@ impl Pass for Quant {
                 continue;
             }
             let matmul_only = all(|u| *u == Use::MatMul);
+            if mode == "dynamic" && matmul_only && !int4 {
+                patches.push(dynamic_matmuls(model, w, &data, readers, per_channel)?);
+                continue;
+            }
             if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
                 patches.push(int4_weight(model, w, &data, self.params.block_size)?);
                 continue;
@@ -222,9 +240,154 @@ impl Pass for Quant {
             weight_scales.insert(w.clone(), scales);
             patches.push(patch);
         }
-        let _ = (COMPUTE_OPS, PASSTHROUGH_OPS, mode);
+        if mode == "static" {
+            patches.extend(self.static_activations(model, ctx, &uses, &weight_scales, &excluded)?);
+        }
         if patches.is_empty() {
             ctx.notes.push("no float32 weight matched".into());
+        }
+        Ok(patches)
+    }
+}
+
+impl Quant {
+    /// Calibrated Q/DQ pairs on activations, and int32 biases.
+    fn static_activations(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
+        weight_scales: &HashMap<String, Vec<f32>>,
+        excluded: &dyn Fn(NodeId) -> bool,
+    ) -> Result<Vec<Patch>> {
+        let g = &model.graph;
+        let in_set = |id: NodeId| {
+            let n = &g.nodes[id];
+            n.is_onnx() && !excluded(id) && (COMPUTE_OPS.contains(&n.op()) || PASSTHROUGH_OPS.contains(&n.op()))
+        };
+        let data_slots = |n: &NodeProto| -> Vec<usize> {
+            match n.op_type() {
+                "Add" | "Mul" | "Concat" => (0..n.input.len()).collect(),
+                "MatMul" => vec![0, 1],
+                _ => vec![0],
+            }
+        };
+        // value -> readers (node, slot) that get the dequantized value.
+        let mut readers: BTreeMap<String, Vec<(NodeId, usize)>> = BTreeMap::new();
+        for id in g.nodes.node_indices() {
+            if !in_set(id) {
+                continue;
+            }
+            let n = &g.nodes[id].proto;
+            for slot in data_slots(n) {
+                let Some(v) = n.input.get(slot).filter(|v| !v.is_empty()) else { continue };
+                if g.initializers.contains_key(v) {
+                    continue;
+                }
+                let from_set = g.producer(v).is_some_and(in_set) || g.is_graph_input(v);
+                if from_set {
+                    readers.entry(v.clone()).or_default().push((id, slot));
+                }
+            }
+            // Outputs of compute ops are quantized for every reader.
+            if COMPUTE_OPS.contains(&n.op_type()) {
+                for o in n.output.iter().filter(|o| !o.is_empty()) {
+                    for c in g.consumers(o) {
+                        for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
+                            if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
+                                readers.entry(o.clone()).or_default().push((c, slot));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if readers.is_empty() {
+            return Ok(vec![]);
+        }
+        let values: Vec<String> = readers.keys().cloned().collect();
+        let ranges = match calibrate::calibrate(model, &values, &ctx.data, self.params.samples, self.params.calibration, self.params.percentile, &mut ctx.notes) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.notes.push(format!("activations left in float: calibration failed ({e:#})"));
+                return Ok(vec![]);
+            }
+        };
+        let mut patches = Vec::new();
+        let mut act_scale: HashMap<String, f32> = HashMap::new();
+        for (v, rs) in &readers {
+            let Some(&(lo, hi)) = ranges.get(v) else { continue };
+            let (scale, zp) = arith::asymmetric_u8(lo, hi);
+            act_scale.insert(v.clone(), scale);
+            let sn = g.fresh_name(&format!("{v}_scale"));
+            let zn = g.fresh_name(&format!("{v}_zero_point"));
+            let qn = g.fresh_name(&format!("{v}_quantized"));
+            let dn = g.fresh_name(&format!("{v}_dequantized"));
+            let mut p = Patch::new("activation quantized to uint8");
+            p.add_initializers.push(tensor::from_f32(&sn, &[], &[scale]));
+            p.add_initializers.push(TensorProto {
+                name: Some(zn.clone()),
+                data_type: Some(DataType::Uint8 as i32),
+                raw_data: Some(Bytes::from(vec![zp])),
+                ..Default::default()
+            });
+            p.add_nodes.push(node(&format!("{v}_quantize"), "QuantizeLinear", &[v, &sn, &zn], &[&qn], vec![]));
+            p.add_nodes.push(node(&format!("{v}_dequantize"), "DequantizeLinear", &[&qn, &sn, &zn], &[&dn], vec![]));
+            p.rewires = rs.iter().map(|&(id, slot)| (id, slot, dn.clone())).collect();
+            p.anchor = g.producer(v).or(rs.first().map(|r| r.0));
+            patches.push(p);
+        }
+        // int32 biases: scale = input scale x weight scale, zero point 0.
+        for (w, rs) in uses {
+            let Some(ws) = weight_scales.get(w) else { continue };
+            for &(id, _) in rs {
+                let n = &g.nodes[id].proto;
+                if !matches!(n.op_type(), "Conv" | "Gemm") {
+                    continue;
+                }
+                let (Some(x), Some(b)) = (n.input.first(), n.input.get(2).filter(|b| !b.is_empty())) else { continue };
+                let Some(&sx) = act_scale.get(x) else { continue };
+                let Some(bt) = g.constant(b) else { continue };
+                if tensor::data_type(bt) != DataType::Float || g.consumers(b).len() != 1 || bt.dims.len() != 1 {
+                    continue;
+                }
+                let payload = model.payload(bt)?;
+                let bias = tensor::to_f32(bt, payload.as_ref())?;
+                let m = bias.data.len();
+                if ws.len() != 1 && ws.len() != m {
+                    continue;
+                }
+                let scales: Vec<f32> = (0..m).map(|c| sx * if ws.len() == 1 { ws[0] } else { ws[c] }).collect();
+                let q: Vec<i32> = bias.data.iter().zip(&scales).map(|(&v, &s)| arith::quantize(v, s, 0, i32::MIN + 1, i32::MAX)).collect();
+                let qn = g.fresh_name(&format!("{b}_quantized"));
+                let sn = g.fresh_name(&format!("{b}_scale"));
+                let zn = g.fresh_name(&format!("{b}_zero_point"));
+                // Per-tensor weights give one bias scale: no `axis` (which opset < 13 lacks).
+                let per_tensor = ws.len() == 1;
+                let sdims: Vec<i64> = if per_tensor { vec![] } else { vec![m as i64] };
+                let mut p = Patch::new("bias quantized to int32");
+                p.remove_initializers.push(b.clone());
+                p.add_initializers.push(TensorProto {
+                    name: Some(qn.clone()),
+                    dims: vec![m as i64],
+                    data_type: Some(DataType::Int32 as i32),
+                    raw_data: Some(Bytes::from(q.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())),
+                    ..Default::default()
+                });
+                let zcount = if per_tensor { 1 } else { m };
+                p.add_initializers.push(tensor::from_f32(&sn, &sdims, &scales[..zcount]));
+                p.add_initializers.push(TensorProto {
+                    name: Some(zn.clone()),
+                    dims: sdims.clone(),
+                    data_type: Some(DataType::Int32 as i32),
+                    raw_data: Some(Bytes::from(vec![0u8; zcount * 4])),
+                    ..Default::default()
+                });
+                let attrs = if per_tensor { vec![] } else { vec![attr_i("axis", 0)] };
+                p.add_nodes.push(node(&format!("{b}_dequantize"), "DequantizeLinear", &[&qn, &sn, &zn], &[b], attrs));
+                p.anchor = Some(id);
+                patches.push(p);
+            }
         }
         Ok(patches)
     }
@@ -319,6 +482,45 @@ fn int8_weight(model: &Model, w: &str, data: &tensor::F32Tensor, axis: Option<i6
     p.add_nodes.push(node(&format!("{w}_dequantize"), "DequantizeLinear", &[&qn, &sn, &zn], &[w], attrs));
     p.anchor = g.consumers(w).first().copied();
     Ok((p, scales))
+}
+
+/// MatMuls with a constant weight in onnxruntime's dynamic int8 form:
+/// `DynamicQuantizeLinear(x) -> MatMulInteger(xq, Wq, xz, Wz) -> Cast ->
+/// Mul(xs * Ws)`, which it fuses into one kernel.
+fn dynamic_matmuls(model: &Model, w: &str, data: &tensor::F32Tensor, readers: &[(NodeId, Use)], per_channel: bool) -> Result<Patch> {
+    let g = &model.graph;
+    let (k, n) = (data.dims[0] as usize, data.dims[1] as usize);
+    let (q, scales) = if per_channel {
+        arith::quantize_per_channel(&data.data, k, n, 1, 8)
+    } else {
+        arith::quantize_per_channel(&data.data, 1, 1, k * n, 8)
+    };
+    let sdims: Vec<i64> = if per_channel { vec![n as i64] } else { vec![] };
+    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let sn = g.fresh_name(&format!("{w}_scale"));
+    let zn = g.fresh_name(&format!("{w}_zero_point"));
+    let mut p = Patch::new("MatMul made dynamic int8 (MatMulInteger)");
+    p.remove_initializers.push(w.to_string());
+    p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
+    p.add_initializers.push(tensor::from_f32(&sn, &sdims, &scales));
+    p.add_initializers.push(tensor_i8(&zn, &sdims, &vec![0i8; scales.len()]));
+    for (id, _) in readers {
+        let mm = &g.nodes[*id];
+        let x = mm.proto.input[0].clone();
+        let out = mm.proto.output[0].clone();
+        let base = mm.label();
+        let names: Vec<String> = ["x_quantized", "x_scale", "x_zero_point", "int32", "float", "scale"].iter().map(|s| g.fresh_name(&format!("{out}_{s}"))).collect();
+        let [xq, xs, xz, yi, yf, ys] = [&names[0], &names[1], &names[2], &names[3], &names[4], &names[5]];
+        p.remove_nodes.push(*id);
+        p.add_nodes.push(node(&format!("{base}_quantize_input"), "DynamicQuantizeLinear", &[&x], &[xq, xs, xz], vec![]));
+        p.add_nodes.push(node(&format!("{base}_integer"), "MatMulInteger", &[xq, &qn, xz, &zn], &[yi], vec![]));
+        p.add_nodes.push(node(&format!("{base}_cast"), "Cast", &[yi], &[yf], vec![attr_i("to", DataType::Float as i64)]));
+        p.add_nodes.push(node(&format!("{base}_scales"), "Mul", &[xs, &sn], &[ys], vec![]));
+        p.add_nodes.push(node(&format!("{base}_rescale"), "Mul", &[yf, ys], &[&out], vec![]));
+        p.anchor = Some(*id);
+    }
+    p.count = readers.len();
+    Ok(p)
 }
 
 /// Packed INT4 weight in blocks along the reduction axis (rows of a MatMul
