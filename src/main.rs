@@ -166,6 +166,13 @@ impl VerifyArgs {
                 }
             }
         }
+        if let Some(p) = &self.inputs {
+            ensure!(
+                p.is_file(),
+                "cannot read --inputs {}: no such file",
+                p.display()
+            );
+        }
         let samples = self.samples.or(recipe.samples).unwrap_or(2);
         ensure!(samples >= 1, "--samples must be at least 1");
         Ok(VerifyOptions {
@@ -181,10 +188,21 @@ impl VerifyArgs {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other error; --help has the rest.
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("bad usage")
+                .trim_start_matches("error: ");
+            eprintln!("error: {first} (see --help)");
+            return ExitCode::from(1);
         }
     };
     let result = match cli.command {

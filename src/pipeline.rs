@@ -158,14 +158,23 @@ pub fn run_pass(p: &dyn Pass, model: &mut Model, limits: Limits) -> Result<PassR
 }
 
 /// Drive one pass to its fixpoint, within limits.
-pub fn run_pass_with(p: &dyn Pass, model: &mut Model, limits: Limits, data: &DataSource) -> Result<PassReport> {
+pub fn run_pass_with(
+    p: &dyn Pass,
+    model: &mut Model,
+    limits: Limits,
+    data: &DataSource,
+) -> Result<PassReport> {
     let name = p.info().name;
     let start = Instant::now();
     let nodes_before = model.graph.nodes.node_count();
     let bytes_before = model.weight_bytes();
     let params_before = model.param_count();
     let mut changes: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut ctx = PassCtx { notes: vec![], data: data.clone(), round: 0 };
+    let mut ctx = PassCtx {
+        notes: vec![],
+        data: data.clone(),
+        round: 0,
+    };
     let mut applied = 0usize;
     let mut stop = "fixpoint: the pass proposes nothing more".to_string();
     let mut round = 0;

@@ -82,7 +82,11 @@ impl RunReport {
                 let _ = writeln!(s, "    note: {note}");
             }
             if p.notes.len() > 8 {
-                let _ = writeln!(s, "    note: ... {} more in the JSON report", p.notes.len() - 8);
+                let _ = writeln!(
+                    s,
+                    "    note: ... {} more in the JSON report",
+                    p.notes.len() - 8
+                );
             }
             if !p.stop.starts_with("fixpoint") {
                 let _ = writeln!(s, "    stopped: {}", p.stop);

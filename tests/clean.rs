@@ -191,7 +191,9 @@ fn recipes_in_passes_folder_run() {
                 Pipeline::from_recipe(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
             let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
             let mut m = original.clone();
-            pipeline.run(&mut m, &Default::default(), &mut |_| {}).unwrap();
+            pipeline
+                .run(&mut m, &Default::default(), &mut |_| {})
+                .unwrap();
             let v = verify(
                 &original,
                 &m,
@@ -212,21 +214,11 @@ fn recipes_in_passes_folder_run() {
 #[test]
 fn clean_on_real_models_passes_checker_and_onnxruntime() {
     let dir = scratch("clean-real");
-    let sr = dir.path().join("silero_inputs.npz");
-    let mk = std::process::Command::new(python())
-        .args(["-c", &format!("import numpy as np; np.savez(r'{}', input=np.random.default_rng(0).standard_normal((1,512)).astype(np.float32), state=np.zeros((2,1,128),np.float32), sr=np.array(16000, dtype=np.int64))", sr.display())])
-        .output()
-        .unwrap();
-    assert!(mk.status.success(), "{}", text(&mk.stderr));
-    for (name, extra) in real_models() {
+    for (name, extra) in real_models(dir.path()) {
         let input = asset(name);
         let out = dir.path().join(name);
         let mut args: Vec<String> = vec!["run".into(), "--passes".into(), "clean".into()];
-        if name.starts_with("silero") {
-            args.extend(["--inputs".into(), sr.to_string_lossy().into_owned()]);
-        } else {
-            args.extend(extra.clone());
-        }
+        args.extend(extra.clone());
         args.extend([
             input.to_string_lossy().into_owned(),
             out.to_string_lossy().into_owned(),
@@ -250,11 +242,7 @@ fn clean_on_real_models_passes_checker_and_onnxruntime() {
             input.to_string_lossy().into_owned(),
             out.to_string_lossy().into_owned(),
         ];
-        if name.starts_with("silero") {
-            py.extend(["--inputs".into(), sr.to_string_lossy().into_owned()]);
-        } else {
-            py.extend(extra);
-        }
+        py.extend(extra);
         let o = std::process::Command::new(python())
             .args(&py)
             .output()

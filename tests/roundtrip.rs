@@ -54,7 +54,10 @@ fn node_tests_round_trip_byte_identical() {
 fn real_models_and_fixtures_round_trip_through_the_cli() {
     let dir = scratch("rt-real");
     let mut pairs = String::new();
-    let mut inputs: Vec<PathBuf> = real_models().iter().map(|(n, _)| asset(n)).collect();
+    let mut inputs: Vec<PathBuf> = real_models(dir.path())
+        .iter()
+        .map(|(n, _)| asset(n))
+        .collect();
     for f in [
         "tiny_cnn.onnx",
         "constants.onnx",

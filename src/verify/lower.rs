@@ -99,6 +99,31 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         folded += 1;
     }
     if folded > 0 {
+        // The quantized tensors are no longer read; tract may not even load their types.
+        let read: std::collections::HashSet<String> = model
+            .graph
+            .nodes
+            .node_weights()
+            .flat_map(|n| {
+                let (d, i) = crate::ir::reads(&n.proto);
+                d.into_iter().chain(i)
+            })
+            .collect();
+        let g = &mut model.graph;
+        let unused: Vec<String> = g
+            .initializers
+            .keys()
+            .filter(|k| {
+                !read.contains(*k)
+                    && !g.rest.output.iter().any(|o| o.name() == k.as_str())
+                    && !g.rest.input.iter().any(|i| i.name() == k.as_str())
+            })
+            .cloned()
+            .collect();
+        for k in unused {
+            g.initializers.shift_remove(&k);
+        }
+        g.reindex();
         notes.push(format!(
             "{folded} constant DequantizeLinear node(s) lowered to float initializers"
         ));

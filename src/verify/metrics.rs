@@ -121,7 +121,8 @@ impl Accumulator {
             // Element-wise tolerance must hold; the cosine must too, unless the
             // differences are all below `atol` (near-zero outputs have a
             // meaningless direction).
-            passed: self.within && (cosine >= min_cosine || self.max_abs <= atol),
+            passed: self.within
+                && (cosine >= min_cosine || (atol.is_finite() && self.max_abs <= atol)),
         }
     }
 }

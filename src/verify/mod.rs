@@ -257,7 +257,14 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
     let (orig_copy, mut more) =
         verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
     notes.append(&mut more);
-    let (res_copy, _) = verification_copy(result, &specs, &samples[0], &fixed, &run_samples)?;
+    let (res_copy, res_notes) =
+        verification_copy(result, &specs, &samples[0], &fixed, &run_samples)?;
+    for n in res_notes {
+        let n = format!("result: {n}");
+        if !notes.contains(&n) {
+            notes.push(n);
+        }
+    }
     if has_if(original) && !fixed.is_empty() {
         let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
         let remaining = orig_copy
@@ -317,9 +324,20 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
             anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
         }
         if acc.nonfinite > 0 {
-            notes.push(format!("output '{name}': {} of {} values of the original are NaN or infinite", acc.nonfinite, acc.count()));
+            notes.push(format!(
+                "output '{name}': {} of {} values of the original are NaN or infinite",
+                acc.nonfinite,
+                acc.count()
+            ));
         }
-        outputs.push(acc.finish(tol.min_cosine, tol.atol));
+        let m = acc.finish(tol.min_cosine, tol.atol);
+        if m.passed && m.cosine < tol.min_cosine {
+            notes.push(format!(
+                "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
+                m.max_abs, tol.atol, m.cosine
+            ));
+        }
+        outputs.push(m);
     }
     let failed: Vec<&str> = outputs
         .iter()

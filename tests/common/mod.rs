@@ -46,20 +46,28 @@ pub fn asset(name: &str) -> PathBuf {
     p
 }
 
-/// The real models the test setup fetches, with the `--dim`/`--inputs`
-/// arguments they need to run.
-pub fn real_models() -> Vec<(&'static str, Vec<String>)> {
+/// The real models the test setup fetches, with the arguments they need
+/// for `run`/`verify` and for `ort_check.py`: bound dims, or an `.npz` of
+/// meaningful inputs written by `tests/py/make_inputs.py` into `dir`.
+pub fn real_models(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
+    let o = Command::new(python())
+        .arg(root().join("tests/py/make_inputs.py"))
+        .arg(dir)
+        .output()
+        .expect("spawn python");
+    assert!(o.status.success(), "make_inputs.py: {}", text(&o.stderr));
     let d = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let npz = |name: &str| {
+        vec![
+            "--inputs".to_string(),
+            dir.join(name).to_string_lossy().into_owned(),
+        ]
+    };
     vec![
-        ("silero_vad_16k_op15.onnx", d(&["--dim", "sequence=512"])),
+        ("silero_vad_16k_op15.onnx", npz("silero_vad_16k_op15.npz")),
         (
             "ch_PP-OCRv4_det_infer.onnx",
-            d(&[
-                "--dim",
-                "p2o.DynamicDimension.1=64",
-                "--dim",
-                "p2o.DynamicDimension.2=96",
-            ]),
+            npz("ch_PP-OCRv4_det_infer.npz"),
         ),
         ("magika_standard_v3_3.onnx", d(&[])),
         (

@@ -47,7 +47,13 @@ pub fn asymmetric_u8(min: f32, max: f32) -> (f32, u8) {
 
 /// Symmetric signed quantization of a weight laid out as `[outer, channels,
 /// inner]` along `axis`, one scale per channel. Returns values and scales.
-pub fn quantize_per_channel(w: &[f32], outer: usize, channels: usize, inner: usize, bits: u32) -> (Vec<i8>, Vec<f32>) {
+pub fn quantize_per_channel(
+    w: &[f32],
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    bits: u32,
+) -> (Vec<i8>, Vec<f32>) {
     assert_eq!(w.len(), outer * channels * inner);
     let qmax = (1i32 << (bits - 1)) - 1;
     let scales: Vec<f32> = (0..channels)
@@ -74,7 +80,14 @@ pub fn quantize_per_channel(w: &[f32], outer: usize, channels: usize, inner: usi
 /// Symmetric signed quantization per block of `block` consecutive elements
 /// along `axis` (the layout of opset 21 blocked DequantizeLinear): a weight
 /// `[outer, len, inner]` gets scales `[outer, ceil(len / block), inner]`.
-pub fn quantize_blocked(w: &[f32], outer: usize, len: usize, inner: usize, block: usize, bits: u32) -> (Vec<i8>, Vec<f32>) {
+pub fn quantize_blocked(
+    w: &[f32],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    block: usize,
+    bits: u32,
+) -> (Vec<i8>, Vec<f32>) {
     assert_eq!(w.len(), outer * len * inner);
     let blocks = len.div_ceil(block);
     let qmax = (1i32 << (bits - 1)) - 1;
@@ -98,7 +111,13 @@ pub fn quantize_blocked(w: &[f32], outer: usize, len: usize, inner: usize, block
             let o = i / (len * inner);
             let c = (i / inner) % len;
             let r = i % inner;
-            quantize(v, scales[(o * blocks + c / block) * inner + r], 0, -qmax, qmax) as i8
+            quantize(
+                v,
+                scales[(o * blocks + c / block) * inner + r],
+                0,
+                -qmax,
+                qmax,
+            ) as i8
         })
         .collect();
     (q, scales)
@@ -122,7 +141,10 @@ mod tests {
 
     #[test]
     fn rounding_is_half_to_even() {
-        assert_eq!([0.5f32, 1.5, 2.5, -0.5, -1.5, 2.4999].map(round_half_even), [0.0, 2.0, 2.0, -0.0, -2.0, 2.0]);
+        assert_eq!(
+            [0.5f32, 1.5, 2.5, -0.5, -1.5, 2.4999].map(round_half_even),
+            [0.0, 2.0, 2.0, -0.0, -2.0, 2.0]
+        );
     }
 
     #[test]
@@ -154,10 +176,10 @@ mod tests {
 
     #[test]
     fn blocked_known_values() {
-        // One row of 5 with block 2 -> 3 blocks: [1, -2], [4, 0], [0.5].
-        let (q, s) = quantize_blocked(&[1.0, -2.0, 4.0, 0.0, 0.5], 1, 5, 1, 2, 4);
+        // One row of 5 with block 2 -> 3 blocks: [0.5, -2], [4, 0], [0.5].
+        let (q, s) = quantize_blocked(&[0.5, -2.0, 4.0, 0.0, 0.5], 1, 5, 1, 2, 4);
         assert_eq!(s, vec![2.0 / 7.0, 4.0 / 7.0, 0.5 / 7.0]);
-        assert_eq!(q, vec![4, -7, 7, 0, 7]);
+        assert_eq!(q, vec![2, -7, 7, 0, 7]); // 0.5 / (2/7) = 1.75 -> 2
     }
 
     #[test]

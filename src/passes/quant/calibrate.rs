@@ -52,33 +52,60 @@ pub fn calibrate(
     };
     let fixed: Vec<usize> = if model.graph.nodes.node_weights().any(|n| n.op() == "If") {
         (0..specs.len())
-            .filter(|&i| data_samples[0][i].len() <= 16 && data_samples.iter().all(|s| s[i] == data_samples[0][i]))
+            .filter(|&i| {
+                data_samples[0][i].len() <= 16
+                    && data_samples.iter().all(|s| s[i] == data_samples[0][i])
+            })
             .collect()
     } else {
         vec![]
     };
     let run_samples: Vec<Vec<Tensor>> = data_samples
         .iter()
-        .map(|s| s.iter().enumerate().filter(|(i, _)| !fixed.contains(i)).map(|(_, t)| t.clone()).collect())
+        .map(|s| {
+            s.iter()
+                .enumerate()
+                .filter(|(i, _)| !fixed.contains(i))
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
         .collect();
-    let (mut proto, _) = crate::verify::verification_copy(model, &specs, &data_samples[0], &fixed, &run_samples)?;
+    let (mut proto, _) =
+        crate::verify::verification_copy(model, &specs, &data_samples[0], &fixed, &run_samples)?;
     let graph = proto.graph.as_mut().context("no graph")?;
-    let defined: std::collections::HashSet<&str> =
-        graph.node.iter().flat_map(|n| n.output.iter().map(|s| s.as_str())).collect();
-    let present: Vec<String> = values.iter().filter(|v| defined.contains(v.as_str())).cloned().collect();
+    let defined: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(|s| s.as_str()))
+        .collect();
+    let present: Vec<String> = values
+        .iter()
+        .filter(|v| defined.contains(v.as_str()))
+        .cloned()
+        .collect();
     let first = graph.output.len();
     let extra: Vec<ValueInfoProto> = present
         .iter()
         .filter(|v| !graph.output.iter().any(|o| o.name() == v.as_str()))
-        .map(|v| ValueInfoProto { name: Some(v.clone()), ..Default::default() })
+        .map(|v| ValueInfoProto {
+            name: Some(v.clone()),
+            ..Default::default()
+        })
         .collect();
     graph.output.extend(extra);
     let index: Vec<usize> = present
         .iter()
-        .map(|v| graph.output.iter().position(|o| o.name() == v.as_str()).expect("added above"))
+        .map(|v| {
+            graph
+                .output
+                .iter()
+                .position(|o| o.name() == v.as_str())
+                .expect("added above")
+        })
         .collect();
     let _ = first;
-    let runner = tr::Runner::new(&proto, &run_samples[0]).context("tract cannot run the model for calibration")?;
+    let runner = tr::Runner::new(&proto, &run_samples[0])
+        .context("tract cannot run the model for calibration")?;
 
     let n = present.len();
     let minmax = run_samples
@@ -93,11 +120,23 @@ pub fn calibrate(
                         return Ok((f32::INFINITY, f32::NEG_INFINITY));
                     }
                     let v = tr::to_f64(&out[k])?;
-                    Ok(v.iter().filter(|x| x.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x as f32), hi.max(x as f32))))
+                    Ok(v.iter()
+                        .filter(|x| x.is_finite())
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                            (lo.min(x as f32), hi.max(x as f32))
+                        }))
                 })
                 .collect()
         })
-        .try_reduce(|| vec![(f32::INFINITY, f32::NEG_INFINITY); n], |a, b| Ok(a.iter().zip(&b).map(|(x, y)| (x.0.min(y.0), x.1.max(y.1))).collect()))?;
+        .try_reduce(
+            || vec![(f32::INFINITY, f32::NEG_INFINITY); n],
+            |a, b| {
+                Ok(a.iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x.0.min(y.0), x.1.max(y.1)))
+                    .collect())
+            },
+        )?;
 
     let ranges: Vec<(f32, f32)> = match method {
         Method::Minmax => minmax,
@@ -122,11 +161,26 @@ pub fn calibrate(
                         })
                         .collect()
                 })
-                .try_reduce(|| vec![vec![0u64; BINS]; n], |a, b| Ok(a.iter().zip(&b).map(|(x, y)| x.iter().zip(y).map(|(p, q)| p + q).collect()).collect()))?;
-            hist.iter().zip(&minmax).map(|(h, &(lo, hi))| percentile_range(h, lo, hi, percentile)).collect()
+                .try_reduce(
+                    || vec![vec![0u64; BINS]; n],
+                    |a, b| {
+                        Ok(a.iter()
+                            .zip(&b)
+                            .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p + q).collect())
+                            .collect())
+                    },
+                )?;
+            hist.iter()
+                .zip(&minmax)
+                .map(|(h, &(lo, hi))| percentile_range(h, lo, hi, percentile))
+                .collect()
         }
     };
-    Ok(present.into_iter().zip(ranges).filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite()).collect())
+    Ok(present
+        .into_iter()
+        .zip(ranges)
+        .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
+        .collect())
 }
 
 /// The range holding `p`% of a histogram's mass over `[lo, hi]`, clipping

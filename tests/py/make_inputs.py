@@ -1,0 +1,38 @@
+"""Meaningful inputs for the real models whose outputs are degenerate on noise.
+
+Usage: make_inputs.py OUTDIR
+
+Writes:
+  silero_vad_16k_op15.npz:  512 samples of noise, a zero state and sr=16000
+                            (the model branches on sr; random integers would take
+                            the 8 kHz branch);
+  ch_PP-OCRv4_det_infer.npz: a 64x96 image of dark strokes on a light background
+                            (on pure noise the detector outputs ~1e-9 everywhere,
+                            so no comparison of its outputs means anything).
+"""
+import os
+import sys
+
+import numpy as np
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(os.path.join(out, "silero_vad_16k_op15.npz"),
+             input=rng.standard_normal((1, 512)).astype(np.float32),
+             state=np.zeros((2, 1, 128), np.float32),
+             sr=np.array(16000, dtype=np.int64))
+    x = np.full((1, 3, 64, 96), 2.0, np.float32)
+    for r in range(6):
+        y0, x0 = 8 + r % 3 * 18, 6 + (r // 3) * 44
+        for k in range(6):
+            x[0, :, y0 + 2:y0 + 12, x0 + k * 6:x0 + k * 6 + 3] = -2.0
+    np.savez(os.path.join(out, "ch_PP-OCRv4_det_infer.npz"), x=x)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    main(sys.argv[1])
