@@ -48,13 +48,15 @@ pub fn summarize(model: &Model, file_bytes: u64) -> Summary {
         let dt = DataType::try_from(t.data_type())
             .map(|d| d.as_str_name().to_lowercase())
             .unwrap_or_default();
-        *by_dtype.entry(dt).or_default() += b;
+        let e = by_dtype.entry(dt).or_default();
+        *e = e.saturating_add(b);
         let place = if tensor::is_external(t) {
             "external data".to_string()
         } else {
             place.to_string()
         };
-        *weights_in.entry(place).or_default() += b;
+        let e = weights_in.entry(place).or_default();
+        *e = e.saturating_add(b);
     };
     for t in g.initializers.values() {
         add(t, "initializers");

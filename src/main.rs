@@ -250,7 +250,7 @@ fn external_bytes(m: &Model) -> u64 {
         .values()
         .filter(|t| onnx_squeeze::ir::tensor::is_external(t))
         .map(onnx_squeeze::ir::tensor::stored_bytes)
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 /// Fail early, before any work, if the output cannot be written.

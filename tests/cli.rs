@@ -406,3 +406,51 @@ fn verify_command_compares_two_models() {
         "different interfaces cannot be compared"
     );
 }
+
+/// Inputs the fuzzer's review found: sizes declared in the file that overflow
+/// when added up. They must be refused with one line, not panic.
+#[test]
+fn malformed_sizes_are_refused() {
+    let dir = scratch("cli-fuzz");
+    let cases: [(&str, &[u8], &str); 2] = [
+        (
+            "external_length.onnx",
+            &[
+                58, 101, 42, 58, 66, 1, 97, 16, 1, 106, 17, 10, 8, 108, 111, 99, 97, 116, 105, 111,
+                110, 18, 5, 119, 46, 98, 105, 110, 106, 30, 10, 6, 108, 101, 110, 103, 116, 104,
+                18, 20, 49, 56, 52, 52, 54, 55, 52, 52, 48, 55, 51, 55, 48, 57, 53, 53, 49, 54, 49,
+                53, 112, 1, 42, 39, 66, 1, 98, 16, 1, 106, 17, 10, 8, 108, 111, 99, 97, 116, 105,
+                111, 110, 18, 5, 119, 46, 98, 105, 110, 106, 11, 10, 6, 108, 101, 110, 103, 116,
+                104, 18, 1, 49, 112, 1,
+            ],
+            "declares 18446744073709551615 bytes",
+        ),
+        (
+            "huge_dims.onnx",
+            &[
+                58, 68, 42, 15, 66, 1, 97, 16, 1, 8, 128, 128, 128, 128, 128, 128, 128, 128, 64,
+                42, 15, 66, 1, 98, 16, 1, 8, 128, 128, 128, 128, 128, 128, 128, 128, 64, 42, 15,
+                66, 1, 99, 16, 1, 8, 128, 128, 128, 128, 128, 128, 128, 128, 64, 42, 15, 66, 1,
+                100, 16, 1, 8, 128, 128, 128, 128, 128, 128, 128, 128, 64,
+            ],
+            "holds 0 values",
+        ),
+    ];
+    let out = dir.path().join("out.onnx");
+    for (name, bytes, expect) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        assert_clean_failure(
+            &[
+                "run",
+                "--passes",
+                "clean",
+                p.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+            &out,
+            expect,
+        );
+        assert_clean_failure(&["inspect", p.to_str().unwrap()], &out, expect);
+    }
+}

@@ -56,11 +56,11 @@ pub fn save(
     let mut payload_total = 0u64;
     for_each_tensor_mut(&mut proto, &mut |t| {
         had_external |= is_external(t);
-        payload_total += stored_bytes(t);
+        payload_total = payload_total.saturating_add(stored_bytes(t));
     });
     let external = opts
         .external
-        .unwrap_or(had_external || payload_total + 64 * 1024 * 1024 > PROTOBUF_LIMIT);
+        .unwrap_or(had_external || payload_total.saturating_add(64 * 1024 * 1024) > PROTOBUF_LIMIT);
 
     let mut stats = SaveStats::default();
     let mut data_tmp = None;

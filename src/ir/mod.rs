@@ -372,6 +372,19 @@ impl Model {
     pub fn from_proto(mut proto: ModelProto, external: Arc<ExternalData>) -> Result<Model> {
         let g = proto.graph.take().context("the model has no graph")?;
         let graph = Graph::from_proto(g)?;
+        let mut sizes: HashMap<String, Option<u64>> = HashMap::new();
+        for t in graph.initializers.values() {
+            let file_len =
+                match tensor::external_entry(t, "location").filter(|_| tensor::is_external(t)) {
+                    Some(loc) => *sizes.entry(loc.to_string()).or_insert_with(|| {
+                        std::fs::metadata(external.dir().join(loc))
+                            .ok()
+                            .map(|m| m.len())
+                    }),
+                    None => None,
+                };
+            tensor::check_payload(t, file_len).context("the model's initializers are malformed")?;
+        }
         graph.validate().context("the model's graph is invalid")?;
         Ok(Model {
             proto,
@@ -420,8 +433,8 @@ impl Model {
             .initializers
             .values()
             .map(|t| tensor::numel(&t.dims).unwrap_or(0) as u64)
-            .sum::<u64>()
-            + constant_node_params(&self.graph)
+            .fold(0u64, u64::saturating_add)
+            .saturating_add(constant_node_params(&self.graph))
     }
 
     /// Bytes of all tensor payloads: initializers, sparse initializers and
@@ -432,8 +445,9 @@ impl Model {
             .initializers
             .values()
             .map(tensor::stored_bytes)
-            .sum();
-        let mut add = |t: &TensorProto| total += tensor::stored_bytes(t);
+            .fold(0, u64::saturating_add);
+        // Sizes come from the file: saturate rather than overflow on nonsense.
+        let mut add = |t: &TensorProto| total = total.saturating_add(tensor::stored_bytes(t));
         for s in &self.graph.rest.sparse_initializer {
             s.values.iter().chain(s.indices.iter()).for_each(&mut add);
         }
@@ -461,7 +475,7 @@ fn constant_node_params(g: &Graph) -> u64 {
         .flat_map(|n| n.proto.attribute.iter())
         .filter_map(|a| a.t.as_ref())
         .map(|t| tensor::numel(&t.dims).unwrap_or(0) as u64)
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {

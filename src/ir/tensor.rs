@@ -63,12 +63,17 @@ pub fn stored_bytes(t: &TensorProto) -> u64 {
     if let Some(raw) = &t.raw_data {
         return raw.len() as u64;
     }
-    (t.float_data.len() * 4
-        + t.int32_data.len() * 4
-        + t.int64_data.len() * 8
-        + t.double_data.len() * 8
-        + t.uint64_data.len() * 8
-        + t.string_data.iter().map(|s| s.len()).sum::<usize>()) as u64
+    (t.float_data.len() as u64 * 4)
+        .saturating_add(t.int32_data.len() as u64 * 4)
+        .saturating_add(t.int64_data.len() as u64 * 8)
+        .saturating_add(t.double_data.len() as u64 * 8)
+        .saturating_add(t.uint64_data.len() as u64 * 8)
+        .saturating_add(
+            t.string_data
+                .iter()
+                .map(|s| s.len() as u64)
+                .fold(0, u64::saturating_add),
+        )
 }
 
 /// A dense tensor decoded to `f32`, with its dims.
@@ -197,4 +202,76 @@ pub fn from_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
         raw_data: Some(Bytes::from(raw)),
         ..Default::default()
     }
+}
+
+/// Check that a tensor's stored payload has the size its type and dims need
+/// (external payloads: the declared length, and that it fits in `file_len`
+/// when known). Catches truncated and malformed models at load time.
+pub fn check_payload(t: &TensorProto, file_len: Option<u64>) -> Result<()> {
+    let name = t.name();
+    let n = numel(&t.dims).with_context(|| format!("tensor '{name}' has bad dims {:?}", t.dims))?
+        as u64;
+    let dt = data_type(t);
+    let Some(bits) = element_bits(dt) else {
+        return Ok(());
+    };
+    let need = u64::try_from((n as u128 * bits as u128).div_ceil(8)).unwrap_or(u64::MAX);
+    if is_external(t) {
+        let offset: u64 = match external_entry(t, "offset") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("external tensor '{name}': bad offset {v:?}"))?,
+            None => 0,
+        };
+        let length: u64 = match external_entry(t, "length") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("external tensor '{name}': bad length {v:?}"))?,
+            None => need,
+        };
+        ensure!(length == need, "external tensor '{name}' declares {length} bytes, its dims {:?} of type {dt:?} need {need}", t.dims);
+        if let Some(f) = file_len {
+            ensure!(
+                offset.checked_add(length).is_some_and(|e| e <= f),
+                "external tensor '{name}' reads bytes {offset}..{} of a {f}-byte file",
+                offset.saturating_add(length)
+            );
+        }
+        return Ok(());
+    }
+    let have = match &t.raw_data {
+        Some(r) => r.len() as u64,
+        None => {
+            let count = match dt {
+                DataType::Float | DataType::Complex64 => t.float_data.len(),
+                DataType::Double | DataType::Complex128 => t.double_data.len(),
+                DataType::Int64 => t.int64_data.len(),
+                DataType::Uint64 | DataType::Uint32 => t.uint64_data.len(),
+                _ => t.int32_data.len(),
+            } as u64;
+            // Typed fields hold one value per element (two for complex);
+            // 4-bit and 2-bit types pack into int32_data like bytes.
+            let per = match dt {
+                DataType::Complex64 | DataType::Complex128 => 2,
+                _ => 1,
+            };
+            let expect = if bits < 8 {
+                need
+            } else {
+                n.saturating_mul(per)
+            };
+            ensure!(
+                count == expect || (n == 0 && count == 0),
+                "tensor '{name}' holds {count} values, its dims {:?} need {expect}",
+                t.dims
+            );
+            return Ok(());
+        }
+    };
+    ensure!(
+        have == need,
+        "tensor '{name}' holds {have} bytes, its dims {:?} of type {dt:?} need {need}",
+        t.dims
+    );
+    Ok(())
 }
