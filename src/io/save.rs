@@ -143,13 +143,13 @@ pub fn save(
             "the model encodes to {len} bytes, over protobuf's 2 GiB limit; write it with external data"
         );
     }
-    let mut buf = Vec::with_capacity(len as usize);
-    proto.encode(&mut buf).context("cannot encode the model")?;
-    let mut tmp = NamedTempFile::new_in(&dir)
+    let tmp = NamedTempFile::new_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(&buf)
+    let mut sink = FileSink::new(tmp);
+    proto.encode(&mut sink).context("cannot encode the model")?;
+    let tmp = sink
+        .finish()
         .with_context(|| format!("cannot write {}", target.display()))?;
-    drop(buf);
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("cannot flush {} to disk", target.display()))?;
@@ -173,6 +173,98 @@ pub fn save(
     }
     stats.model_bytes = len;
     Ok(stats)
+}
+
+/// Protobuf encoding straight into a file: small fields are gathered in a
+/// buffer, and large byte fields (tensor payloads, which prost hands over in
+/// one `put_slice`) are written from where they are (the input's memory map)
+/// without another copy. No model-sized buffer is ever allocated.
+struct FileSink<W: Write> {
+    w: W,
+    buf: Vec<u8>,
+    written: usize,
+    err: Option<std::io::Error>,
+}
+
+const SINK_BUFFER: usize = 1 << 20;
+
+impl<W: Write> FileSink<W> {
+    fn new(w: W) -> Self {
+        Self { w, buf: Vec::with_capacity(SINK_BUFFER), written: 0, err: None }
+    }
+
+    fn flush_buf(&mut self) {
+        if self.err.is_none() && !self.buf.is_empty() {
+            if let Err(e) = self.w.write_all(&self.buf) {
+                self.err = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn finish(mut self) -> std::io::Result<W> {
+        self.flush_buf();
+        match self.err.take() {
+            Some(e) => Err(e),
+            None => Ok(self.w),
+        }
+    }
+}
+
+// SAFETY: `chunk_mut` hands out the buffer's spare capacity; `advance_mut`
+// only marks as initialised bytes the caller wrote into that chunk.
+unsafe impl<W: Write> bytes::BufMut for FileSink<W> {
+    fn remaining_mut(&self) -> usize {
+        usize::MAX - self.written
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        let len = self.buf.len();
+        debug_assert!(len + cnt <= self.buf.capacity());
+        // SAFETY: per the trait contract the caller initialised `cnt` bytes of the chunk.
+        unsafe { self.buf.set_len(len + cnt) };
+        self.written += cnt;
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buf();
+        }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buf();
+        }
+        self.buf.spare_capacity_mut().into()
+    }
+
+    fn put<T: bytes::Buf>(&mut self, mut src: T)
+    where
+        Self: Sized,
+    {
+        while src.has_remaining() {
+            let chunk = src.chunk();
+            let l = chunk.len();
+            self.put_slice(chunk);
+            src.advance(l);
+        }
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if src.len() >= SINK_BUFFER / 4 {
+            self.flush_buf();
+            if self.err.is_none() {
+                if let Err(e) = self.w.write_all(src) {
+                    self.err = Some(e);
+                }
+            }
+            self.written += src.len();
+            return;
+        }
+        if self.buf.capacity() - self.buf.len() < src.len() {
+            self.flush_buf();
+        }
+        self.buf.extend_from_slice(src);
+        self.written += src.len();
+    }
 }
 
 /// Temporary files are created 0600; a written model should have the usual mode.
