@@ -279,11 +279,11 @@ fn clean_quant_on_real_models() {
         let ratio = std::fs::metadata(&out).unwrap().len() as f64
             / std::fs::metadata(&input).unwrap().len() as f64;
         eprintln!("{name}: {ratio:.3}x\n{stdout}");
-        // silero keeps its LSTM weights inside If branches, which quant does not
-        // reach yet; PP-OCR is opset 12, where per-tensor weights lose too much
-        // and sensitive=auto keeps part of it in float.
+        // silero: sensitive=auto keeps one encoder Conv in float; PP-OCR is
+        // opset 12, where per-tensor weights lose too much and sensitive=auto
+        // keeps part of it in float.
         let bound = match name {
-            n if n.starts_with("silero") => 0.75,
+            n if n.starts_with("silero") => 0.45,
             n if n.starts_with("ch_PP-OCR") => 0.80,
             _ => 0.30,
         };

@@ -190,7 +190,12 @@ const SINK_BUFFER: usize = 1 << 20;
 
 impl<W: Write> FileSink<W> {
     fn new(w: W) -> Self {
-        Self { w, buf: Vec::with_capacity(SINK_BUFFER), written: 0, err: None }
+        Self {
+            w,
+            buf: Vec::with_capacity(SINK_BUFFER),
+            written: 0,
+            err: None,
+        }
     }
 
     fn flush_buf(&mut self) {

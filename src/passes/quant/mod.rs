@@ -66,6 +66,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "1024", range: ">= 0", doc: "smaller weights stay float" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance on the calibration data, keep the most damaging layers in float until it is met" },
+        ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by other ops (LSTM, nodes inside If/Loop bodies) as int8 behind a DequantizeLinear (weight-only)" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
     ],
 };
@@ -86,6 +87,7 @@ pub struct Params {
     pub gather: bool,
     pub exclude: Vec<String>,
     pub sensitive: String,
+    pub other_weights: bool,
 }
 
 impl Default for Params {
@@ -102,6 +104,7 @@ impl Default for Params {
             gather: true,
             exclude: vec![],
             sensitive: "auto".into(),
+            other_weights: true,
         }
     }
 }
@@ -306,6 +309,39 @@ impl Pass for Quant {
             };
             if rank_ok {
                 uses.entry(w.clone()).or_default().push((id, u));
+            }
+        }
+
+        // Weights read by other ops (LSTM/GRU, nodes inside If/Loop bodies
+        // reading the outer scope...): int8 behind a DequantizeLinear that
+        // keeps their name, so every reader sees the same tensor. 1-D tensors
+        // (biases, norms) stay float.
+        if self.params.other_weights {
+            for (name, t) in &g.initializers {
+                if uses.contains_key(name)
+                    || g.is_graph_input(name)
+                    || tensor::data_type(t) != DataType::Float
+                    || t.dims.len() < 2
+                    || tensor::numel(&t.dims).unwrap_or(0) < self.params.min_weight_elements.max(1)
+                {
+                    continue;
+                }
+                let readers = g.consumers(name);
+                let claimed = |r: NodeId| {
+                    excluded(r)
+                        || matches!(
+                            g.nodes[r].op(),
+                            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "Gather"
+                        )
+                };
+                if readers.is_empty() || readers.iter().any(|&r| claimed(r)) {
+                    continue;
+                }
+                let axis = if t.dims[0] > 1 { 0 } else { 1 };
+                uses.insert(
+                    name.clone(),
+                    readers.into_iter().map(|r| (r, Use::Axis(axis))).collect(),
+                );
             }
         }
 
