@@ -244,7 +244,7 @@ fn bad_parameters_are_rejected() {
         ("activations = \"sometimes\"", "activations must be"),
         ("block_size = 24", "power of 2"),
         ("percentile = 20.0", "percentile"),
-        ("calibration = \"entropy\"", "unknown variant"),
+        ("calibration = \"kl\"", "unknown variant"),
     ] {
         let t: toml::Table = toml::from_str(p).unwrap();
         let e = build("quant", t).err().unwrap();
@@ -312,5 +312,37 @@ fn clean_quant_on_real_models() {
             .unwrap_or_else(|_| panic!("{name}: {}", text(&o.stderr)));
         assert_eq!(r["checker"], "ok", "{name}: {r}");
         assert_eq!(r["passed"], true, "{name}: {r}");
+    }
+}
+
+#[test]
+fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
+    let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+    let mut cleaned = original.clone();
+    run_pass(
+        build("clean", Default::default()).unwrap().as_ref(),
+        &mut cleaned,
+        Limits::default(),
+    )
+    .unwrap();
+    for method in ["minmax", "percentile", "mse", "entropy"] {
+        let mut m = cleaned.clone();
+        let r = quant(&mut m, &format!("activations = \"static\"\nmin_weight_elements = 16\nsensitive = \"off\"\ncalibration = \"{method}\""));
+        assert!(
+            r.changes
+                .get("activation quantized to uint8")
+                .is_some_and(|&n| n > 0),
+            "{method}: {:?}",
+            r.changes
+        );
+        let v = verify(
+            &original,
+            &m,
+            &VerifyOptions {
+                tolerance: onnx_squeeze::passes::quant::INFO.tolerance,
+                ..Default::default()
+            },
+        );
+        assert_eq!(v.status, Status::Passed, "{method}: {}", v.table());
     }
 }

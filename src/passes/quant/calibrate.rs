@@ -23,6 +23,12 @@ pub enum Method {
     Minmax,
     /// The range holding `percentile`% of the observed values (outliers clipped).
     Percentile,
+    /// The range (the observed one, shrunk) with the least expected squared
+    /// error of 8-bit quantization, clipping included.
+    Mse,
+    /// The range whose 8-bit quantized histogram is closest to the observed
+    /// one in KL divergence.
+    Entropy,
 }
 
 const BINS: usize = 2048;
@@ -140,7 +146,7 @@ pub fn calibrate(
 
     let ranges: Vec<(f32, f32)> = match method {
         Method::Minmax => minmax,
-        Method::Percentile => {
+        Method::Percentile | Method::Mse | Method::Entropy => {
             let hist = run_samples
                 .par_iter()
                 .map(|s| -> Result<Vec<Vec<u64>>> {
@@ -172,7 +178,11 @@ pub fn calibrate(
                 )?;
             hist.iter()
                 .zip(&minmax)
-                .map(|(h, &(lo, hi))| percentile_range(h, lo, hi, percentile))
+                .map(|(h, &(lo, hi))| match method {
+                    Method::Mse => search_range(h, lo, hi, mse_cost),
+                    Method::Entropy => search_range(h, lo, hi, kl_cost),
+                    _ => percentile_range(h, lo, hi, percentile),
+                })
                 .collect()
         }
     };
@@ -181,6 +191,92 @@ pub fn calibrate(
         .zip(ranges)
         .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
         .collect())
+}
+
+/// Among ranges `[lo, hi]` shrunk towards 0 by a factor in (0, 1], the one
+/// with the least `cost`. `cost(h, lo, hi, a, b)` rates quantizing the
+/// histogram `h` over `[lo, hi]` with the range `[a, b]`.
+fn search_range(
+    h: &[u64],
+    lo: f32,
+    hi: f32,
+    cost: fn(&[u64], f32, f32, f32, f32) -> f64,
+) -> (f32, f32) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    if hi <= lo || h.iter().all(|&c| c == 0) {
+        return (lo, hi);
+    }
+    let mut best = (f64::INFINITY, lo, hi);
+    for step in 0..100 {
+        let f = 1.0 - step as f32 * 0.0099;
+        let (a, b) = (lo * f, hi * f);
+        let c = cost(h, lo, hi, a, b);
+        if c < best.0 {
+            best = (c, a, b);
+        }
+    }
+    (best.1, best.2)
+}
+
+fn bin_center(h: &[u64], lo: f32, hi: f32, i: usize) -> f64 {
+    lo as f64 + (i as f64 + 0.5) * (hi - lo) as f64 / h.len() as f64
+}
+
+/// Expected squared error: rounding noise inside the range, clipping outside.
+fn mse_cost(h: &[u64], lo: f32, hi: f32, a: f32, b: f32) -> f64 {
+    let step = (b - a) as f64 / 255.0;
+    let mut e = 0.0;
+    for (i, &c) in h.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        let x = bin_center(h, lo, hi, i);
+        let d = if x < a as f64 {
+            a as f64 - x
+        } else if x > b as f64 {
+            x - b as f64
+        } else {
+            0.0
+        };
+        e += c as f64 * (d * d + step * step / 12.0);
+    }
+    e
+}
+
+/// KL divergence, as TensorRT's entropy calibration measures it: P is the
+/// histogram inside `[a, b]` with the mass outside folded onto its end bins;
+/// Q is the inside histogram (without that mass) merged into 255 levels and
+/// spread back evenly over each level's occupied bins.
+fn kl_cost(h: &[u64], lo: f32, hi: f32, a: f32, b: f32) -> f64 {
+    let width = (hi - lo) as f64 / h.len() as f64;
+    let first = (((a - lo) as f64 / width).floor().max(0.0) as usize).min(h.len() - 1);
+    let last = ((((b - lo) as f64 / width).ceil() as usize).max(first + 1)).min(h.len());
+    let slice = &h[first..last];
+    let mut p: Vec<f64> = slice.iter().map(|&c| c as f64).collect();
+    p[0] += h[..first].iter().sum::<u64>() as f64;
+    let n = p.len();
+    p[n - 1] += h[last..].iter().sum::<u64>() as f64;
+    let levels = 255.min(n);
+    let mut q = vec![0f64; n];
+    for l in 0..levels {
+        let (s0, s1) = (l * n / levels, (l + 1) * n / levels);
+        let mass: f64 = slice[s0..s1].iter().map(|&c| c as f64).sum();
+        let occupied = slice[s0..s1].iter().filter(|&&c| c > 0).count();
+        for i in s0..s1 {
+            if slice[i] > 0 {
+                q[i] = mass / occupied as f64;
+            }
+        }
+    }
+    let (sp, sq) = (p.iter().sum::<f64>(), q.iter().sum::<f64>().max(1e-30));
+    let mut kl = 0.0;
+    for (pi, qi) in p.iter().zip(&q) {
+        if *pi > 0.0 {
+            let (pi, qi) = (pi / sp, (qi / sq).max(1e-12));
+            kl += pi * (pi / qi).ln();
+        }
+    }
+    kl
 }
 
 /// The range holding `p`% of a histogram's mass over `[lo, hi]`, clipping
@@ -214,6 +310,23 @@ pub fn percentile_range(h: &[u64], lo: f32, hi: f32, p: f64) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mse_and_entropy_clip_a_lone_outlier() {
+        // Decaying mass near 0 and one value far out: both methods shrink the range.
+        let mut h = vec![0u64; 2048];
+        for (i, b) in h.iter_mut().take(200).enumerate() {
+            *b = (100000.0 * (-(i as f64) / 20.0).exp()) as u64 + 1;
+        }
+        h[2047] = 1;
+        let (_, hi) = search_range(&h, 0.0, 100.0, mse_cost);
+        assert!(hi < 100.0, "mse keeps the outlier: {hi}");
+        let (_, hi) = search_range(&h, 0.0, 100.0, kl_cost);
+        assert!(hi < 100.0, "entropy keeps the outlier: {hi}");
+        // Uniform mass: nothing to clip.
+        let h = vec![10u64; 2048];
+        assert_eq!(search_range(&h, 0.0, 1.0, mse_cost), (0.0, 1.0));
+    }
 
     #[test]
     fn percentile_clips_outliers() {

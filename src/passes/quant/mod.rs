@@ -59,7 +59,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "weights", kind: "string", default: "int8", range: "int8 | int4", doc: "weight type; int4 applies to MatMul weights (blocked, opset >= 21), others stay int8" },
         ParamInfo { name: "per_channel", kind: "bool", default: "true", range: "true|false", doc: "one scale per output channel (needs opset >= 13) instead of one per tensor" },
         ParamInfo { name: "activations", kind: "string", default: "auto", range: "auto | static | dynamic | none", doc: "static: calibrated QDQ; dynamic: DynamicQuantizeLinear + MatMulInteger; none: weight-only" },
-        ParamInfo { name: "calibration", kind: "string", default: "percentile", range: "minmax | percentile", doc: "how activation ranges are taken from the calibration samples" },
+        ParamInfo { name: "calibration", kind: "string", default: "percentile", range: "minmax | percentile | mse | entropy", doc: "how activation ranges are taken from the calibration samples" },
         ParamInfo { name: "percentile", kind: "float", default: "99.999", range: "(50, 100]", doc: "share of values the range keeps with calibration=percentile" },
         ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
         ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
@@ -545,6 +545,28 @@ impl Quant {
                 _ => vec![0],
             }
         };
+        // Only values that depend on the inputs' values are activations;
+        // values computed from shapes and constants (anchor grids...) stay float.
+        let mut live = std::collections::HashSet::new();
+        let mut stack: Vec<NodeId> = g
+            .rest
+            .input
+            .iter()
+            .flat_map(|i| g.consumers(i.name()))
+            .collect();
+        while let Some(n) = stack.pop() {
+            // Shape and Size read only the input's shape, not its values.
+            if matches!(g.nodes[n].op(), "Shape" | "Size") {
+                continue;
+            }
+            if live.insert(n) {
+                for o in &g.nodes[n].proto.output {
+                    stack.extend(g.consumers(o));
+                }
+            }
+        }
+        let is_activation =
+            |v: &str| g.is_graph_input(v) || g.producer(v).is_some_and(|p| live.contains(&p));
         // value -> readers (node, slot) that get the dequantized value.
         let mut readers: BTreeMap<String, Vec<(NodeId, usize)>> = BTreeMap::new();
         for id in g.nodes.node_indices() {
@@ -560,13 +582,17 @@ impl Quant {
                     continue;
                 }
                 let from_set = g.producer(v).is_some_and(in_set) || g.is_graph_input(v);
-                if from_set {
+                if from_set && is_activation(v) {
                     readers.entry(v.clone()).or_default().push((id, slot));
                 }
             }
             // Outputs of compute ops are quantized for every reader.
             if COMPUTE_OPS.contains(&n.op_type()) {
-                for o in n.output.iter().filter(|o| !o.is_empty()) {
+                for o in n
+                    .output
+                    .iter()
+                    .filter(|o| !o.is_empty() && is_activation(o))
+                {
                     for c in g.consumers(o) {
                         for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
                             if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
