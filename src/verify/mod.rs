@@ -234,26 +234,7 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
 
     // Specialise If models on inputs that are the same in every sample.
     let has_if = |m: &Model| m.graph.nodes.node_weights().any(|n| n.op() == "If");
-    let mut fixed: Vec<usize> = Vec::new();
-    if has_if(original) || has_if(result) {
-        for (i, s) in specs.iter().enumerate() {
-            let first = &samples[0][i];
-            if s.shape.iter().product::<usize>() <= 16 && samples.iter().all(|smp| &smp[i] == first)
-            {
-                fixed.push(i);
-            }
-        }
-    }
-    let run_samples: Vec<Vec<Tensor>> = samples
-        .iter()
-        .map(|smp| {
-            smp.iter()
-                .enumerate()
-                .filter(|(i, _)| !fixed.contains(i))
-                .map(|(_, t)| t.clone())
-                .collect()
-        })
-        .collect();
+    let (fixed, run_samples) = split_fixed(has_if(original) || has_if(result), &samples);
     let (orig_copy, mut more) =
         verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
     notes.append(&mut more);
@@ -275,17 +256,6 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
             "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
         ));
     }
-    let run_samples: Vec<Vec<Tensor>> = samples
-        .iter()
-        .map(|smp| {
-            smp.iter()
-                .enumerate()
-                .filter(|(i, _)| !fixed.contains(i))
-                .map(|(_, t)| t.clone())
-                .collect()
-        })
-        .collect();
-
     // Original first, then the result: one tract model in memory at a time.
     let expected =
         run_all(&orig_copy, &run_samples).context("the original model does not run in tract")?;
@@ -372,6 +342,29 @@ fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Resul
 fn run_all(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
     let runner = tract::Runner::new(proto, &samples[0])?;
     samples.iter().map(|s| runner.run(s)).collect()
+}
+
+/// Inputs that are small and the same in every sample (control inputs such
+/// as a sample rate), when the model has If nodes to specialise; and the
+/// samples without them, as the specialised model takes them.
+pub(crate) fn split_fixed(has_if: bool, samples: &[Vec<Tensor>]) -> (Vec<usize>, Vec<Vec<Tensor>>) {
+    let fixed: Vec<usize> = match samples.first() {
+        Some(first) if has_if => (0..first.len())
+            .filter(|&i| first[i].len() <= 16 && samples.iter().all(|s| s[i] == first[i]))
+            .collect(),
+        _ => vec![],
+    };
+    let rest = samples
+        .iter()
+        .map(|s| {
+            s.iter()
+                .enumerate()
+                .filter(|(i, _)| !fixed.contains(i))
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
+        .collect();
+    (fixed, rest)
 }
 
 /// The model as tract will see it: fixed inputs made constant (and the

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use tract_onnx::prelude::{Datum, Tensor};
+use tract_onnx::prelude::Datum;
 
 use crate::ir::Model;
 use crate::pass::DataSource;
@@ -56,26 +56,8 @@ pub fn calibrate(
             inputs::random_samples(&specs, samples.max(1), data.seed.wrapping_add(0x5eed))?
         }
     };
-    let fixed: Vec<usize> = if model.graph.nodes.node_weights().any(|n| n.op() == "If") {
-        (0..specs.len())
-            .filter(|&i| {
-                data_samples[0][i].len() <= 16
-                    && data_samples.iter().all(|s| s[i] == data_samples[0][i])
-            })
-            .collect()
-    } else {
-        vec![]
-    };
-    let run_samples: Vec<Vec<Tensor>> = data_samples
-        .iter()
-        .map(|s| {
-            s.iter()
-                .enumerate()
-                .filter(|(i, _)| !fixed.contains(i))
-                .map(|(_, t)| t.clone())
-                .collect()
-        })
-        .collect();
+    let has_if = model.graph.nodes.node_weights().any(|n| n.op() == "If");
+    let (fixed, run_samples) = crate::verify::split_fixed(has_if, &data_samples);
     let (mut proto, _) =
         crate::verify::verification_copy(model, &specs, &data_samples[0], &fixed, &run_samples)?;
     let graph = proto.graph.as_mut().context("no graph")?;
