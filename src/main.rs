@@ -455,7 +455,7 @@ fn passes_cmd(json: bool) -> Result<()> {
         println!("  parameters:");
         for p in i.params {
             println!(
-                "    {:<16} {:<8} default {:<10} {}  ({})",
+                "    {:<20} {:<8} default {:<10} {}  ({})",
                 p.name, p.kind, p.default, p.doc, p.range
             );
         }

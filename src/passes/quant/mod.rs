@@ -49,7 +49,7 @@ use calibrate::Method;
 pub static INFO: PassInfo = PassInfo {
     name: "quant",
     summary: "int8/int4 weights and calibrated int8 activations in QDQ form",
-    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather; float activations around Conv/Gemm/MatMul",
+    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather (and, weight-only, of any other reader such as LSTM or If bodies); float activations around Conv/Gemm/MatMul and the ops between them",
     promise: "outputs within the declared cosine of the original (the quantization error)",
     // No element-wise bound (rtol infinite): the cosine of every output must reach
     // 0.99, unless every difference is below atol (outputs near zero).
