@@ -291,6 +291,7 @@ fn run(args: RunArgs) -> Result<u8> {
     let pb = spinner("loading");
     let (mut model, in_bytes) = load(&args.input, &pb)?;
     let original = model.clone();
+    let input_had_external = external_bytes(&model) > 0;
     let input_stats = ModelStats {
         bytes: in_bytes,
         nodes: model.graph.nodes.node_count(),
@@ -350,6 +351,7 @@ fn run(args: RunArgs) -> Result<u8> {
             &args.output,
             &io::SaveOptions {
                 external: args.external_data,
+                input_had_external,
             },
         )?;
         report.output = Some(ModelStats {

@@ -1,16 +1,60 @@
 //! A generated model of more than 2 GB (40 MatMul layers of 4096x4096 float32
 //! weights as external data) goes through `run --passes clean` with peak
-//! memory well under twice its size, and the result loads and runs in
-//! onnxruntime.
+//! memory well under twice its size, and through weight-only `quant` with
+//! peak memory below its size; both results load and run in onnxruntime.
 
 mod common;
 use common::*;
 
+/// Run the CLI and return the child's peak RSS (bytes, from Python's
+/// getrusage) and its output; fails the test if the command fails.
+fn peak_rss(args: &[&str]) -> (u64, String) {
+    let list = args
+        .iter()
+        .map(|a| format!("r'{a}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let script = format!(
+        "import resource, subprocess, sys\nr = subprocess.run([r'{}', {list}], capture_output=True, text=True)\nsys.stderr.write(r.stdout + r.stderr)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\nsys.exit(r.returncode)",
+        bin().display()
+    );
+    let o = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let peak: u64 = text(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (peak, text(&o.stderr))
+}
+
+/// onnxruntime runs `ours` and matches `original` within `extra` limits.
+fn ort_matches(original: &std::path::Path, ours: &std::path::Path, extra: &[&str]) {
+    let r = std::process::Command::new(python())
+        .arg(root().join("tests/py/ort_check.py"))
+        .args([original.as_os_str(), ours.as_os_str()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&r.stdout).unwrap_or_else(|_| panic!("{}", text(&r.stderr)));
+    assert_eq!(j["passed"], true, "{j}");
+}
+
 #[test]
-fn over_2gb_external_data_model_goes_through_clean() {
+fn over_2gb_external_data_model_goes_through_clean_and_quant() {
     let dir = scratch("big");
     let model = dir.path().join("big.onnx");
-    let out = dir.path().join("big_clean.onnx");
     let g = std::process::Command::new(python())
         .arg(root().join("tests/py/make_big_model.py"))
         .arg(&model)
@@ -25,22 +69,16 @@ fn over_2gb_external_data_model_goes_through_clean() {
         "the model must exceed 2 GiB, has {data_bytes} bytes"
     );
 
-    // Peak RSS of the child, measured by Python's getrusage.
-    let script = format!(
-        "import resource, subprocess, sys\nr = subprocess.run([r'{}', 'run', '--passes', 'clean', r'{}', r'{}'])\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\nsys.exit(r.returncode)",
-        bin().display(),
-        model.display(),
-        out.display()
-    );
-    let o = std::process::Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
-    let stdout = text(&o.stdout);
-    let peak: u64 = stdout.lines().last().unwrap().trim().parse().unwrap();
+    let out = dir.path().join("big_clean.onnx");
+    let (peak, _) = peak_rss(&[
+        "run",
+        "--passes",
+        "clean",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     eprintln!(
-        "peak RSS {:.2} GB for a {:.2} GB model",
+        "clean: peak RSS {:.2} GB for a {:.2} GB model",
         peak as f64 / 1e9,
         data_bytes as f64 / 1e9
     );
@@ -52,13 +90,36 @@ fn over_2gb_external_data_model_goes_through_clean() {
         dir.path().join("big_clean.onnx.data").exists(),
         "external data is written beside the output"
     );
+    ort_matches(&model, &out, &[]);
+    std::fs::remove_file(&out).unwrap();
+    std::fs::remove_file(dir.path().join("big_clean.onnx.data")).unwrap();
 
-    let r = std::process::Command::new(python())
-        .arg(root().join("tests/py/ort_check.py"))
-        .args([&model, &out])
-        .output()
-        .unwrap();
-    let j: serde_json::Value =
-        serde_json::from_slice(&r.stdout).unwrap_or_else(|_| panic!("{}", text(&r.stderr)));
-    assert_eq!(j["passed"], true, "{j}");
+    // Weight-only int8 at scale. Verification in tract would hold the model
+    // several times over; onnxruntime checks the result instead.
+    let q = dir.path().join("big_q.onnx");
+    let (peak, output) = peak_rss(&[
+        "run",
+        "--no-verify",
+        "--passes",
+        "quant(activations=none)",
+        model.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    eprintln!("quant: peak RSS {:.2} GB\n{output}", peak as f64 / 1e9);
+    assert!(
+        peak < data_bytes,
+        "quant peak memory {peak} is not below the model size {data_bytes}"
+    );
+    assert!(
+        output.contains("40 x weight quantized to int8 per channel"),
+        "{output}"
+    );
+    let qdata = std::fs::metadata(dir.path().join("big_q.onnx.data"))
+        .expect("external data kept, as the input had it")
+        .len();
+    assert!(
+        (qdata as f64) < data_bytes as f64 * 0.27,
+        "int8 data {qdata} bytes"
+    );
+    ort_matches(&model, &q, &["--atol", "1e9", "--min-cosine", "0.99"]);
 }

@@ -64,6 +64,32 @@ impl ExternalData {
         Ok(Some(file.slice(offset..offset + length)))
     }
 
+    /// Tell the kernel the mapped pages of `t`'s payload are not needed for
+    /// now: a pass that has read a large weight lets them go, so resident
+    /// memory stays near one tensor instead of growing to the whole file.
+    /// The bytes stay readable (they are read from the file again on use).
+    pub fn release(&self, t: &TensorProto) {
+        if !is_external(t) {
+            return;
+        }
+        let Ok(Some(view)) = self.payload(t) else {
+            return;
+        };
+        #[cfg(unix)]
+        {
+            // SAFETY: the range lies inside a live read-only file mapping
+            // (held by `view`); MADV_DONTNEED on such a mapping only drops
+            // clean pages, which are re-read from the file on the next access.
+            unsafe {
+                let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+                let start = view.as_ptr() as usize;
+                let aligned = start / page * page;
+                let len = view.len() + (start - aligned);
+                libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_DONTNEED);
+            }
+        }
+    }
+
     fn file(&self, location: &str) -> Result<Bytes> {
         let mut files = self.files.lock().expect("external data cache poisoned");
         if let Some(b) = files.get(location) {

@@ -25,6 +25,9 @@ pub struct SaveOptions {
     /// Force external data on (`Some(true)`) or off (`Some(false)`);
     /// `None` keeps it where the input had it and adds it where the size needs it.
     pub external: Option<bool>,
+    /// The input stored weights as external data (a pass may have replaced
+    /// every external tensor; the output keeps the layout the user chose).
+    pub input_had_external: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -58,9 +61,11 @@ pub fn save(
         had_external |= is_external(t);
         payload_total = payload_total.saturating_add(stored_bytes(t));
     });
-    let external = opts
-        .external
-        .unwrap_or(had_external || payload_total.saturating_add(64 * 1024 * 1024) > PROTOBUF_LIMIT);
+    let external = opts.external.unwrap_or(
+        had_external
+            || opts.input_had_external
+            || payload_total.saturating_add(64 * 1024 * 1024) > PROTOBUF_LIMIT,
+    );
 
     let mut stats = SaveStats::default();
     let mut data_tmp = None;

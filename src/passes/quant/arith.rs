@@ -21,6 +21,43 @@ pub fn quantize(x: f32, scale: f32, zp: i32, qmin: i32, qmax: i32) -> i32 {
     v.clamp(qmin as i64, qmax as i64) as i32
 }
 
+/// `saturate(round(x / scale))` into `[-qmax, qmax]` for symmetric weights,
+/// the same result as [`quantize`] but branch-free and without a libm call,
+/// so the loops over multi-GB weights vectorise: after clamping, adding and
+/// subtracting 1.5 * 2^23 rounds half to even in IEEE arithmetic.
+#[inline]
+fn quantize_symmetric(x: f32, scale: f32, qmax: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let v = (x / scale).clamp(-qmax, qmax);
+    ((v + MAGIC) - MAGIC) as i8
+}
+
+/// Quantize `w`, laid out `[outer, channels, inner]`, with one scale per channel.
+fn quantize_rows(w: &[f32], channels: usize, inner: usize, scales: &[f32], qmax: i32) -> Vec<i8> {
+    let row = (channels * inner).max(1);
+    let mut q = vec![0i8; w.len()];
+    q.par_chunks_mut(row)
+        .zip(w.par_chunks(row))
+        .for_each(|(qr, wr)| {
+            if inner == 1 {
+                for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(scales) {
+                    *o = quantize_symmetric(v, s, qmax as f32);
+                }
+                return;
+            }
+            for ((qb, wb), &s) in qr
+                .chunks_mut(inner.max(1))
+                .zip(wr.chunks(inner.max(1)))
+                .zip(scales)
+            {
+                for (o, &v) in qb.iter_mut().zip(wb) {
+                    *o = quantize_symmetric(v, s, qmax as f32);
+                }
+            }
+        });
+    q
+}
+
 /// Scale for symmetric signed quantization of values whose largest magnitude
 /// is `absmax`, with `bits` bits. A zero range gets scale 1 (all zeros).
 pub fn symmetric_scale(absmax: f32, bits: u32) -> f32 {
@@ -56,24 +93,33 @@ pub fn quantize_per_channel(
 ) -> (Vec<i8>, Vec<f32>) {
     assert_eq!(w.len(), outer * channels * inner);
     let qmax = (1i32 << (bits - 1)) - 1;
-    let scales: Vec<f32> = (0..channels)
-        .into_par_iter()
-        .map(|c| {
-            let mut m = 0f32;
-            for o in 0..outer {
-                let base = (o * channels + c) * inner;
-                for &v in &w[base..base + inner] {
-                    m = m.max(v.abs());
+    // Largest magnitude per channel, reading memory in order: each task
+    // takes a run of `outer` rows and the partial maxima are merged.
+    let row = channels * inner;
+    let absmax = w
+        .par_chunks(row.max(1))
+        .fold(
+            || vec![0f32; channels],
+            |mut m, r| {
+                if inner == 1 {
+                    // Channels are consecutive (MatMul columns): element-wise, vectorised.
+                    for (mm, &v) in m.iter_mut().zip(r) {
+                        *mm = mm.max(v.abs());
+                    }
+                } else {
+                    for (mm, blk) in m.iter_mut().zip(r.chunks(inner)) {
+                        *mm = blk.iter().fold(*mm, |a, &v| a.max(v.abs()));
+                    }
                 }
-            }
-            symmetric_scale(m, bits)
-        })
-        .collect();
-    let q: Vec<i8> = w
-        .par_iter()
-        .enumerate()
-        .map(|(i, &v)| quantize(v, scales[(i / inner) % channels], 0, -qmax, qmax) as i8)
-        .collect();
+                m
+            },
+        )
+        .reduce(
+            || vec![0f32; channels],
+            |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
+        );
+    let scales: Vec<f32> = absmax.iter().map(|&m| symmetric_scale(m, bits)).collect();
+    let q = quantize_rows(w, channels, inner, &scales, qmax);
     (q, scales)
 }
 
@@ -145,6 +191,22 @@ mod tests {
             [0.5f32, 1.5, 2.5, -0.5, -1.5, 2.4999].map(round_half_even),
             [0.0, 2.0, 2.0, -0.0, -2.0, 2.0]
         );
+    }
+
+    #[test]
+    fn fast_symmetric_rounding_matches_quantize() {
+        for i in -3000..3000 {
+            let x = i as f32 * 0.0625 + if i % 7 == 0 { 0.03125 } else { 0.0 };
+            for s in [1.0f32, 0.5, 0.037, 3.0] {
+                assert_eq!(
+                    quantize_symmetric(x, s, 127.0) as i32,
+                    quantize(x, s, 0, -127, 127),
+                    "x {x} scale {s}"
+                );
+            }
+        }
+        assert_eq!(quantize_symmetric(1e30, 1.0, 127.0), 127);
+        assert_eq!(quantize_symmetric(-1e30, 1.0, 7.0), -7);
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub struct Quant {
     pub params: Params,
 }
 
+/// Largest model (weight bytes) `sensitive=auto` measures.
+const SENSITIVE_MAX_BYTES: u64 = 1 << 30;
+
 /// Ops whose presence means the model is already quantized.
 const QUANT_OPS: &[&str] = &[
     "QuantizeLinear",
@@ -351,6 +354,9 @@ impl Pass for Quant {
             let t = g.constant(w).expect("selected above");
             let payload = model.payload(t)?;
             let data = tensor::to_f32(t, payload.as_ref())?;
+            drop(payload);
+            // The float bytes are read once; let their pages go.
+            model.external.release(t);
             let all = |f: fn(&Use) -> bool| readers.iter().all(|(_, u)| f(u));
             // A table read only by Gather: int8 rows, dequantized after the lookup.
             if all(|u| *u == Use::Rows) {
@@ -398,6 +404,16 @@ impl Pass for Quant {
             return Ok(patches);
         }
         if self.params.sensitive == "auto" {
+            // Measuring means running the model in tract several times, with
+            // its weights copied: past this size that costs more than it tells.
+            let bytes = model.weight_bytes();
+            if bytes > SENSITIVE_MAX_BYTES {
+                ctx.notes.push(format!(
+                    "sensitive=auto skipped: {:.1} GB of weights is too large to measure in the pass; verify the result (or pass --inputs and exclude=)",
+                    bytes as f64 / 1e9
+                ));
+                return Ok(patches);
+            }
             return self.keep_sensitive_in_float(model, ctx, patches);
         }
         Ok(patches)
