@@ -83,6 +83,37 @@ pub struct F32Tensor {
     pub data: Vec<f32>,
 }
 
+/// A float32 tensor's values, borrowed from its payload where the bytes can
+/// be read in place (aligned little-endian raw data, e.g. a memory-mapped
+/// weight), copied otherwise.
+#[derive(Debug, Clone)]
+pub struct F32View<'a> {
+    pub dims: Vec<i64>,
+    pub data: std::borrow::Cow<'a, [f32]>,
+}
+
+/// View a float tensor's values without copying where possible.
+pub fn f32_view<'a>(t: &TensorProto, raw: Option<&'a Bytes>) -> Result<F32View<'a>> {
+    if let (DataType::Float, Some(raw), true) = (data_type(t), raw, cfg!(target_endian = "little"))
+    {
+        let n = numel(&t.dims)?;
+        // SAFETY: every bit pattern is a valid f32; `align_to` only yields
+        // the aligned middle, and we use it only when it is the whole slice.
+        let (pre, mid, post) = unsafe { raw.align_to::<f32>() };
+        if pre.is_empty() && post.is_empty() && mid.len() == n {
+            return Ok(F32View {
+                dims: t.dims.clone(),
+                data: std::borrow::Cow::Borrowed(mid),
+            });
+        }
+    }
+    let owned = to_f32(t, raw)?;
+    Ok(F32View {
+        dims: owned.dims,
+        data: std::borrow::Cow::Owned(owned.data),
+    })
+}
+
 /// Decode a float tensor whose payload is `raw` (already resolved for external data)
 /// or the typed `float_data` field.
 pub fn to_f32(t: &TensorProto, raw: Option<&Bytes>) -> Result<F32Tensor> {
@@ -274,4 +305,36 @@ pub fn check_payload(t: &TensorProto, file_len: Option<u64>) -> Result<()> {
         t.dims
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_view_borrows_aligned_payloads_and_copies_others() {
+        let t = from_f32("w", &[3], &[1.0, -2.5, 3.25]);
+        let raw = t.raw_data.clone().unwrap();
+        let v = f32_view(&t, Some(&raw)).unwrap();
+        assert_eq!(&*v.data, &[1.0, -2.5, 3.25]);
+        if raw.as_ptr() as usize % 4 == 0 {
+            assert!(
+                matches!(v.data, std::borrow::Cow::Borrowed(_)),
+                "aligned bytes are read in place"
+            );
+        }
+        // The same values one byte off alignment: copied, still equal.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&raw);
+        let off = Bytes::from(shifted).slice(1..);
+        let v = f32_view(&t, Some(&off)).unwrap();
+        assert_eq!(&*v.data, &[1.0, -2.5, 3.25]);
+        // Typed float_data has no raw bytes: copied.
+        let typed = TensorProto {
+            raw_data: None,
+            float_data: vec![4.0, 5.0, 6.0],
+            ..t
+        };
+        assert_eq!(&*f32_view(&typed, None).unwrap().data, &[4.0, 5.0, 6.0]);
+    }
 }

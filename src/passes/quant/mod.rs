@@ -353,42 +353,36 @@ impl Pass for Quant {
         for (w, readers) in &uses {
             let t = g.constant(w).expect("selected above");
             let payload = model.payload(t)?;
-            let data = tensor::to_f32(t, payload.as_ref())?;
+            let data = tensor::f32_view(t, payload.as_ref())?;
+            let all = |f: fn(&Use) -> bool| readers.iter().all(|(_, u)| f(u));
+            let matmul_only = all(|u| *u == Use::MatMul);
+            let patch = if all(|u| *u == Use::Rows) {
+                // A table read only by Gather: int8 rows, dequantized after the lookup.
+                gather_rows(model, w, &data, readers)?
+            } else if mode == "dynamic" && matmul_only && !int4 {
+                dynamic_matmuls(model, w, &data, readers, per_channel)?
+            } else if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
+                int4_weight(model, w, &data, self.params.block_size)?
+            } else {
+                // One layout for every reader, or per tensor where they disagree.
+                let axes: Vec<i64> = readers
+                    .iter()
+                    .map(|(_, u)| match u {
+                        Use::Axis(a) => *a,
+                        Use::MatMul => 1,
+                        Use::Rows => 0,
+                    })
+                    .collect();
+                let axis = (per_channel && axes.iter().all(|&a| a == axes[0])).then(|| axes[0]);
+                let (patch, scales) = int8_weight(model, w, &data, axis)?;
+                weight_scales.insert(w.clone(), scales);
+                patch
+            };
+            patches.push(patch);
+            drop(data);
             drop(payload);
             // The float bytes are read once; let their pages go.
             model.external.release(t);
-            let all = |f: fn(&Use) -> bool| readers.iter().all(|(_, u)| f(u));
-            // A table read only by Gather: int8 rows, dequantized after the lookup.
-            if all(|u| *u == Use::Rows) {
-                patches.push(gather_rows(model, w, &data, readers)?);
-                continue;
-            }
-            let matmul_only = all(|u| *u == Use::MatMul);
-            if mode == "dynamic" && matmul_only && !int4 {
-                patches.push(dynamic_matmuls(model, w, &data, readers, per_channel)?);
-                continue;
-            }
-            if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
-                patches.push(int4_weight(model, w, &data, self.params.block_size)?);
-                continue;
-            }
-            // One layout for every reader, or per tensor where they disagree.
-            let axes: Vec<i64> = readers
-                .iter()
-                .map(|(_, u)| match u {
-                    Use::Axis(a) => *a,
-                    Use::MatMul => 1,
-                    Use::Rows => 0,
-                })
-                .collect();
-            let axis = if per_channel && axes.iter().all(|&a| a == axes[0]) {
-                Some(axes[0])
-            } else {
-                None
-            };
-            let (patch, scales) = int8_weight(model, w, &data, axis)?;
-            weight_scales.insert(w.clone(), scales);
-            patches.push(patch);
         }
         if mode == "static" {
             patches.extend(self.static_activations(
@@ -854,7 +848,7 @@ fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
 fn int8_weight(
     model: &Model,
     w: &str,
-    data: &tensor::F32Tensor,
+    data: &tensor::F32View,
     axis: Option<i64>,
 ) -> Result<(Patch, Vec<f32>)> {
     let g = &model.graph;
@@ -902,7 +896,7 @@ fn int8_weight(
 fn dynamic_matmuls(
     model: &Model,
     w: &str,
-    data: &tensor::F32Tensor,
+    data: &tensor::F32View,
     readers: &[(NodeId, Use)],
     per_channel: bool,
 ) -> Result<Patch> {
@@ -987,7 +981,7 @@ fn dynamic_matmuls(
 
 /// Packed INT4 weight in blocks along the reduction axis (rows of a MatMul
 /// right-hand side), opset 21 blocked DequantizeLinear.
-fn int4_weight(model: &Model, w: &str, data: &tensor::F32Tensor, block: usize) -> Result<Patch> {
+fn int4_weight(model: &Model, w: &str, data: &tensor::F32View, block: usize) -> Result<Patch> {
     let g = &model.graph;
     let (k, n) = (data.dims[0] as usize, data.dims[1] as usize);
     let (q, scales) = arith::quantize_blocked(&data.data, 1, k, n, block, 4);
@@ -1023,7 +1017,7 @@ fn int4_weight(model: &Model, w: &str, data: &tensor::F32Tensor, block: usize) -
 fn gather_rows(
     model: &Model,
     w: &str,
-    data: &tensor::F32Tensor,
+    data: &tensor::F32View,
     readers: &[(NodeId, Use)],
 ) -> Result<Patch> {
     let g = &model.graph;
