@@ -65,8 +65,9 @@ pub struct Pipeline {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Recipe {
-    #[serde(default)]
-    description: Option<String>,
+    /// For people reading the recipe; accepted and not used.
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
     #[serde(default)]
     pass: Vec<RecipePass>,
     #[serde(default)]
@@ -112,7 +113,6 @@ impl Pipeline {
         let recipe: Recipe = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}", e.message().trim()))
             .with_context(|| format!("bad recipe {}", path.display()))?;
-        let _ = recipe.description;
         let mut passes = Vec::new();
         for p in recipe.pass {
             passes.push(

@@ -190,153 +190,205 @@ fn elem_type(g: &crate::ir::Graph, name: &str) -> Option<i32> {
 }
 
 fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Result<VerifyReport> {
-    if let Some(why) = untrusted_op(original).or_else(|| untrusted_op(result)) {
-        anyhow::bail!("{why}; verify with onnxruntime instead");
-    }
-    let mut notes = Vec::new();
-    let mut dim_notes = Vec::new();
-    let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
-    if opts.inputs.is_none() {
-        notes.append(&mut dim_notes);
-    }
-    let result_specs = inputs::input_specs(&result.graph, &opts.dims, &mut Vec::new())?;
-    anyhow::ensure!(
-        specs
+    Reference::new(original, opts)?.compare(result)
+}
+
+/// The original side of a verification, computed once: inputs, the
+/// specialisation they allow, and the original's outputs. Comparing several
+/// candidate results against one reference (as `quant`'s `sensitive=auto`
+/// does) runs the original only once.
+pub struct Reference {
+    opts: VerifyOptions,
+    specs: Vec<inputs::InputSpec>,
+    samples: Vec<Vec<Tensor>>,
+    fixed: Vec<usize>,
+    run_samples: Vec<Vec<Tensor>>,
+    expected: Vec<Vec<Tensor>>,
+    out_names: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Reference {
+    pub fn new(original: &Model, opts: &VerifyOptions) -> Result<Reference> {
+        if let Some(why) = untrusted_op(original) {
+            anyhow::bail!("{why}; verify with onnxruntime instead");
+        }
+        let mut notes = Vec::new();
+        let mut dim_notes = Vec::new();
+        let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
+        if opts.inputs.is_none() {
+            notes.append(&mut dim_notes);
+        }
+        let mut samples = match &opts.inputs {
+            Some(p) => inputs::load_samples(p, &specs)?,
+            None => {
+                if !specs.is_empty() {
+                    notes.push(format!(
+                        "{} seeded random sample(s) (seed {}); pass --inputs for real data",
+                        opts.samples, opts.seed
+                    ));
+                }
+                inputs::random_samples(&specs, opts.samples.max(1), opts.seed)?
+            }
+        };
+        for sample in &mut samples {
+            for (t, s) in sample.iter_mut().zip(&specs) {
+                let want = tract::datum_type(s.dtype)?;
+                if want != t.datum_type() {
+                    *t = t
+                        .cast_to_dt(want)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .into_owned();
+                }
+            }
+        }
+        // Specialise If models on inputs that are the same in every sample.
+        let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
+        let (fixed, run_samples) = split_fixed(has_if, &samples);
+        let (orig_copy, mut more) =
+            verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
+        notes.append(&mut more);
+        if has_if && !fixed.is_empty() {
+            let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
+            let remaining = orig_copy
+                .graph
+                .as_ref()
+                .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
+            notes.push(format!(
+                "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
+            ));
+        }
+        let expected = run_all(&orig_copy, &run_samples)
+            .context("the original model does not run in tract")?;
+        let out_names = original
+            .graph
+            .rest
+            .output
             .iter()
-            .map(|s| &s.name)
-            .eq(result_specs.iter().map(|s| &s.name)),
-        "the result's inputs differ from the original's"
-    );
-    let mut samples = match &opts.inputs {
-        Some(p) => inputs::load_samples(p, &specs)?,
-        None => {
-            if !specs.is_empty() {
+            .map(|o| o.name().to_string())
+            .collect();
+        Ok(Reference {
+            opts: opts.clone(),
+            specs,
+            samples,
+            fixed,
+            run_samples,
+            expected,
+            out_names,
+            notes,
+        })
+    }
+
+    /// Run `result` on the reference's inputs and compare every output.
+    pub fn compare(&self, result: &Model) -> Result<VerifyReport> {
+        if let Some(why) = untrusted_op(result) {
+            anyhow::bail!("{why}; verify with onnxruntime instead");
+        }
+        let opts = &self.opts;
+        let mut notes = self.notes.clone();
+        let result_specs = inputs::input_specs(&result.graph, &opts.dims, &mut Vec::new())?;
+        anyhow::ensure!(
+            self.specs
+                .iter()
+                .map(|s| &s.name)
+                .eq(result_specs.iter().map(|s| &s.name)),
+            "the result's inputs differ from the original's"
+        );
+        let (res_copy, res_notes) = verification_copy(
+            result,
+            &self.specs,
+            &self.samples[0],
+            &self.fixed,
+            &self.run_samples,
+        )?;
+        for n in res_notes {
+            let n = format!("result: {n}");
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        let got = run_all(&res_copy, &self.run_samples)
+            .context("the rewritten model does not run in tract")?;
+        drop(res_copy);
+        let tol = opts.tolerance;
+        let mut outputs = Vec::new();
+        for (k, name) in self.out_names.iter().enumerate() {
+            let mut acc = Accumulator::new(name);
+            for (e, g) in self.expected.iter().zip(&got) {
+                let (a, b) = (&e[k], &g[k]);
+                anyhow::ensure!(
+                    a.shape() == b.shape(),
+                    "output '{name}' has shape {:?} in the original but {:?} in the result",
+                    a.shape(),
+                    b.shape()
+                );
+                acc.add(
+                    &tract::to_f64(a)?,
+                    &tract::to_f64(b)?,
+                    a.shape(),
+                    tol.atol,
+                    tol.rtol,
+                );
+            }
+            if acc.count() > 0 && acc.nonfinite == acc.count() {
+                anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
+            }
+            if acc.nonfinite > 0 {
                 notes.push(format!(
-                    "{} seeded random sample(s) (seed {}); pass --inputs for real data",
-                    opts.samples, opts.seed
+                    "output '{name}': {} of {} values of the original are NaN or infinite",
+                    acc.nonfinite,
+                    acc.count()
                 ));
             }
-            inputs::random_samples(&specs, opts.samples.max(1), opts.seed)?
-        }
-    };
-    for sample in &mut samples {
-        for (t, s) in sample.iter_mut().zip(&specs) {
-            let want = tract::datum_type(s.dtype)?;
-            if want != t.datum_type() {
-                let dt = want;
-                *t = t
-                    .cast_to_dt(dt)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .into_owned();
+            let m = acc.finish(tol.min_cosine, tol.atol);
+            if m.passed && m.cosine < tol.min_cosine {
+                notes.push(format!(
+                    "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
+                    m.max_abs, tol.atol, m.cosine
+                ));
             }
+            outputs.push(m);
         }
+        let failed: Vec<&str> = outputs
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| o.name.as_str())
+            .collect();
+        let (status, reason) = if failed.is_empty() {
+            (Status::Passed, None)
+        } else {
+            (
+                Status::Failed,
+                Some(format!(
+                    "outputs out of tolerance (atol {}, rtol {}, min cosine {}): {}",
+                    tol.atol,
+                    tol.rtol,
+                    tol.min_cosine,
+                    failed.join(", ")
+                )),
+            )
+        };
+        Ok(VerifyReport {
+            status,
+            reason,
+            samples: self.samples.len(),
+            tolerance: tol,
+            outputs,
+            notes,
+            seconds: 0.0,
+        })
     }
 
-    // Specialise If models on inputs that are the same in every sample.
-    let has_if = |m: &Model| m.graph.nodes.node_weights().any(|n| n.op() == "If");
-    let (fixed, run_samples) = split_fixed(has_if(original) || has_if(result), &samples);
-    let (orig_copy, mut more) =
-        verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
-    notes.append(&mut more);
-    let (res_copy, res_notes) =
-        verification_copy(result, &specs, &samples[0], &fixed, &run_samples)?;
-    for n in res_notes {
-        let n = format!("result: {n}");
-        if !notes.contains(&n) {
-            notes.push(n);
-        }
+    /// [`Reference::compare`] as a report: errors become `not_verified`.
+    pub fn check(&self, result: &Model) -> VerifyReport {
+        let start = Instant::now();
+        let mut r = self
+            .compare(result)
+            .unwrap_or_else(|e| VerifyReport::not_verified(format!("{e:#}")));
+        r.tolerance = self.opts.tolerance;
+        r.seconds = start.elapsed().as_secs_f64();
+        r
     }
-    if has_if(original) && !fixed.is_empty() {
-        let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
-        let remaining = orig_copy
-            .graph
-            .as_ref()
-            .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
-        notes.push(format!(
-            "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
-        ));
-    }
-    // Original first, then the result: one tract model in memory at a time.
-    let expected =
-        run_all(&orig_copy, &run_samples).context("the original model does not run in tract")?;
-    drop(orig_copy);
-    let got =
-        run_all(&res_copy, &run_samples).context("the rewritten model does not run in tract")?;
-
-    let out_names: Vec<String> = original
-        .graph
-        .rest
-        .output
-        .iter()
-        .map(|o| o.name().to_string())
-        .collect();
-    let tol = opts.tolerance;
-    let mut outputs = Vec::new();
-    for (k, name) in out_names.iter().enumerate() {
-        let mut acc = Accumulator::new(name);
-        for (e, g) in expected.iter().zip(&got) {
-            let (a, b) = (&e[k], &g[k]);
-            anyhow::ensure!(
-                a.shape() == b.shape(),
-                "output '{name}' has shape {:?} in the original but {:?} in the result",
-                a.shape(),
-                b.shape()
-            );
-            acc.add(
-                &tract::to_f64(a)?,
-                &tract::to_f64(b)?,
-                a.shape(),
-                tol.atol,
-                tol.rtol,
-            );
-        }
-        if acc.count() > 0 && acc.nonfinite == acc.count() {
-            anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
-        }
-        if acc.nonfinite > 0 {
-            notes.push(format!(
-                "output '{name}': {} of {} values of the original are NaN or infinite",
-                acc.nonfinite,
-                acc.count()
-            ));
-        }
-        let m = acc.finish(tol.min_cosine, tol.atol);
-        if m.passed && m.cosine < tol.min_cosine {
-            notes.push(format!(
-                "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
-                m.max_abs, tol.atol, m.cosine
-            ));
-        }
-        outputs.push(m);
-    }
-    let failed: Vec<&str> = outputs
-        .iter()
-        .filter(|o| !o.passed)
-        .map(|o| o.name.as_str())
-        .collect();
-    let (status, reason) = if failed.is_empty() {
-        (Status::Passed, None)
-    } else {
-        (
-            Status::Failed,
-            Some(format!(
-                "outputs out of tolerance (atol {}, rtol {}, min cosine {}): {}",
-                tol.atol,
-                tol.rtol,
-                tol.min_cosine,
-                failed.join(", ")
-            )),
-        )
-    };
-    Ok(VerifyReport {
-        status,
-        reason,
-        samples: samples.len(),
-        tolerance: tol,
-        outputs,
-        notes,
-        seconds: 0.0,
-    })
 }
 
 fn run_all(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {

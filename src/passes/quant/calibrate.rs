@@ -71,7 +71,6 @@ pub fn calibrate(
         .filter(|v| defined.contains(v.as_str()))
         .cloned()
         .collect();
-    let first = graph.output.len();
     let extra: Vec<ValueInfoProto> = present
         .iter()
         .filter(|v| !graph.output.iter().any(|o| o.name() == v.as_str()))
@@ -91,7 +90,6 @@ pub fn calibrate(
                 .expect("added above")
         })
         .collect();
-    let _ = first;
     let runner = tr::Runner::new(&proto, &run_samples[0])
         .context("tract cannot run the model for calibration")?;
 

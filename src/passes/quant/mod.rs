@@ -437,7 +437,7 @@ impl Quant {
         ctx: &mut PassCtx,
         mut patches: Vec<Patch>,
     ) -> Result<Vec<Patch>> {
-        use crate::verify::{verify, Status, VerifyOptions, VerifyReport};
+        use crate::verify::{Reference, Status, VerifyOptions, VerifyReport};
         let g = &model.graph;
         let pos = |p: &Patch| {
             p.anchor
@@ -453,6 +453,16 @@ impl Quant {
             tolerance: INFO.tolerance,
         };
         let n = patches.len();
+        // The original runs once; each candidate is compared against it.
+        let reference = match Reference::new(model, &opts) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.notes.push(format!(
+                    "sensitive=auto could not run the model ({e:#}): everything quantized"
+                ));
+                return Ok(patches);
+            }
+        };
         let eval = |keep: &[bool]| -> Result<VerifyReport> {
             let mut m = model.clone();
             for (p, &k) in patches.iter().zip(keep) {
@@ -460,7 +470,7 @@ impl Quant {
                     m.apply(p)?;
                 }
             }
-            Ok(verify(model, &m, &opts))
+            Ok(reference.check(&m))
         };
         let score = |r: &VerifyReport| {
             r.outputs
