@@ -217,39 +217,7 @@ fn clean_on_real_models_passes_checker_and_onnxruntime() {
     for (name, extra) in real_models(dir.path()) {
         let input = asset(name);
         let out = dir.path().join(name);
-        let mut args: Vec<String> = vec!["run".into(), "--passes".into(), "clean".into()];
-        args.extend(extra.clone());
-        args.extend([
-            input.to_string_lossy().into_owned(),
-            out.to_string_lossy().into_owned(),
-        ]);
-        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let o = run_cli(&a);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{name}: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        let stdout = text(&o.stdout);
-        assert!(stdout.contains("verify     passed"), "{name}: {stdout}");
-        let mut py: Vec<String> = vec![
-            root()
-                .join("tests/py/ort_check.py")
-                .to_string_lossy()
-                .into_owned(),
-            input.to_string_lossy().into_owned(),
-            out.to_string_lossy().into_owned(),
-        ];
-        py.extend(extra);
-        let o = std::process::Command::new(python())
-            .args(&py)
-            .output()
-            .unwrap();
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{name}: {}", text(&o.stderr)));
-        assert_eq!(r["checker"], "ok", "{name}: {r}");
-        assert_eq!(r["passed"], true, "{name}: {r}");
+        run_passes_verified("clean", &extra, &input, &out);
+        assert_ort_matches(&input, &out, &extra);
     }
 }

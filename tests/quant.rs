@@ -260,22 +260,7 @@ fn clean_quant_on_real_models() {
     for (name, data) in real_models(dir.path()) {
         let input = asset(name);
         let out = dir.path().join(name);
-        let mut args: Vec<String> = vec!["run".into(), "--passes".into(), "clean,quant".into()];
-        args.extend(data.clone());
-        args.extend([
-            input.to_string_lossy().into_owned(),
-            out.to_string_lossy().into_owned(),
-        ]);
-        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let o = run_cli(&a);
-        let stdout = text(&o.stdout);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{name}: {stdout}{}",
-            text(&o.stderr)
-        );
-        assert!(stdout.contains("verify     passed"), "{name}: {stdout}");
+        let stdout = run_passes_verified("clean,quant", &data, &input, &out);
         let ratio = std::fs::metadata(&out).unwrap().len() as f64
             / std::fs::metadata(&input).unwrap().len() as f64;
         eprintln!("{name}: {ratio:.3}x\n{stdout}");
@@ -291,27 +276,12 @@ fn clean_quant_on_real_models() {
             ratio <= bound,
             "{name}: size {ratio:.3}x of the float model, expected <= {bound}"
         );
-        let mut py: Vec<String> = vec![
-            root()
-                .join("tests/py/ort_check.py")
-                .to_string_lossy()
-                .into_owned(),
-            input.to_string_lossy().into_owned(),
-            out.to_string_lossy().into_owned(),
-            "--atol".into(),
-            "1e9".into(),
-            "--min-cosine".into(),
-            "0.98".into(),
-        ];
-        py.extend(data);
-        let o = std::process::Command::new(python())
-            .args(&py)
-            .output()
-            .unwrap();
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{name}: {}", text(&o.stderr)));
-        assert_eq!(r["checker"], "ok", "{name}: {r}");
-        assert_eq!(r["passed"], true, "{name}: {r}");
+        let mut args: Vec<String> = ["--atol", "1e9", "--min-cosine", "0.98"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(data);
+        assert_ort_matches(&input, &out, &args);
     }
 }
 

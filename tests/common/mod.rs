@@ -109,3 +109,45 @@ pub fn run_py(script: &str, args: &[&Path]) -> Output {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// `run --passes PASSES EXTRA... IN OUT` on a real model; asserts it exits 0
+/// and that tract verified it. Returns the summary printed.
+pub fn run_passes_verified(passes: &str, extra: &[String], input: &Path, out: &Path) -> String {
+    let mut args: Vec<String> = vec!["run".into(), "--passes".into(), passes.into()];
+    args.extend(extra.iter().cloned());
+    args.extend([
+        input.to_string_lossy().into_owned(),
+        out.to_string_lossy().into_owned(),
+    ]);
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run_cli(&a);
+    let stdout = text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}: {stdout}{}",
+        input.display(),
+        text(&o.stderr)
+    );
+    assert!(
+        stdout.contains("verify     passed"),
+        "{}: {stdout}",
+        input.display()
+    );
+    stdout
+}
+
+/// `tests/py/ort_check.py ORIGINAL OURS ARGS...`: onnx.checker (full check)
+/// accepts `ours` and onnxruntime's outputs match the original's.
+pub fn assert_ort_matches(original: &Path, ours: &Path, args: &[String]) {
+    let o = Command::new(python())
+        .arg(root().join("tests/py/ort_check.py"))
+        .args([original, ours])
+        .args(args)
+        .output()
+        .expect("spawn python");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}: {}", ours.display(), text(&o.stderr)));
+    assert_eq!(r["checker"], "ok", "{}: {r}", original.display());
+    assert_eq!(r["passed"], true, "{}: {r}", original.display());
+}
