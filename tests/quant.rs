@@ -11,6 +11,18 @@ use onnx_squeeze::passes::quant::arith;
 use onnx_squeeze::pipeline::{run_pass, Limits};
 use onnx_squeeze::verify::{verify, Status, VerifyOptions};
 
+/// Verify `m` against `original` with the tolerance `quant` declares.
+fn verify_quant(original: &Model, m: &Model) -> onnx_squeeze::verify::VerifyReport {
+    verify(
+        original,
+        m,
+        &VerifyOptions {
+            tolerance: onnx_squeeze::passes::quant::INFO.tolerance,
+            ..Default::default()
+        },
+    )
+}
+
 fn quant(model: &mut Model, params: &str) -> onnx_squeeze::report::PassReport {
     let table: toml::Table = toml::from_str(params).unwrap();
     let p = build("quant", table).unwrap();
@@ -103,14 +115,7 @@ fn static_qdq_placement_on_tiny_cnn() {
         "{s}"
     );
     assert!(s.contains("bias quantized to int32"), "{s}");
-    let v = verify(
-        &original,
-        &m,
-        &VerifyOptions {
-            tolerance: onnx_squeeze::passes::quant::INFO.tolerance,
-            ..Default::default()
-        },
-    );
+    let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     // Per-channel weights are checked as per-channel: dequantizing per tensor would differ.
     insta::assert_snapshot!(s);
@@ -167,14 +172,7 @@ fn dynamic_matmul_and_embedding_rows() {
         "{s}"
     );
     assert!(s.contains("embedding table quantized to int8 rows"), "{s}");
-    let v = verify(
-        &original,
-        &m,
-        &VerifyOptions {
-            tolerance: onnx_squeeze::passes::quant::INFO.tolerance,
-            ..Default::default()
-        },
-    );
+    let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     insta::assert_snapshot!(s);
 }
@@ -190,14 +188,7 @@ fn int4_blocked_weights_are_verified_blockwise() {
         s.contains("int4[64,32]") && s.contains("block_size=16"),
         "{s}"
     );
-    let v = verify(
-        &original,
-        &m,
-        &VerifyOptions {
-            tolerance: onnx_squeeze::passes::quant::INFO.tolerance,
-            ..Default::default()
-        },
-    );
+    let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     assert!(
         v.notes.iter().any(|n| n.contains("DequantizeLinear")),
@@ -305,14 +296,7 @@ fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
             "{method}: {:?}",
             r.changes
         );
-        let v = verify(
-            &original,
-            &m,
-            &VerifyOptions {
-                tolerance: onnx_squeeze::passes::quant::INFO.tolerance,
-                ..Default::default()
-            },
-        );
+        let v = verify_quant(&original, &m);
         assert_eq!(v.status, Status::Passed, "{method}: {}", v.table());
     }
 }

@@ -61,6 +61,24 @@ pub fn typed_value(name: &str, dt: DataType, dims: &[i64]) -> ValueInfoProto {
     }
 }
 
+/// A node of the default domain.
+pub fn node_proto(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -132,14 +150,9 @@ impl ModelBuilder {
         outputs: &[&str],
         attrs: Vec<AttributeProto>,
     ) -> Self {
-        self.graph.node.push(NodeProto {
-            name: Some(name.into()),
-            op_type: Some(op.into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            attribute: attrs,
-            ..Default::default()
-        });
+        self.graph
+            .node
+            .push(node_proto(name, op, inputs, outputs, attrs));
         self
     }
     pub fn proto(self) -> ModelProto {

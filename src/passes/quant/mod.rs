@@ -38,12 +38,11 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
 
+use crate::ir::builder::{attr_int, node_proto as node};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
-use crate::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto,
-};
+use crate::proto::{tensor_proto::DataType, NodeProto, TensorProto};
 use calibrate::Method;
 
 pub static INFO: PassInfo = PassInfo {
@@ -756,7 +755,7 @@ impl Quant {
                 let attrs = if per_tensor {
                     vec![]
                 } else {
-                    vec![attr_i("axis", 0)]
+                    vec![attr_int("axis", 0)]
                 };
                 p.add_nodes.push(node(
                     &format!("{b}_dequantize"),
@@ -818,32 +817,6 @@ fn tensor_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
     }
 }
 
-fn attr_i(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn node(
-    name: &str,
-    op: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        name: Some(name.into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
 /// `[outer, channels, inner]` sizes of `dims` around `axis`.
 fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
     let d: Vec<usize> = dims.iter().map(|&x| x as usize).collect();
@@ -888,7 +861,7 @@ fn int8_weight(
         .push(tensor::from_f32(&sn, &sdims, &scales));
     p.add_initializers
         .push(tensor_i8(&zn, &sdims, &vec![0i8; scales.len()]));
-    let attrs = axis.map(|a| vec![attr_i("axis", a)]).unwrap_or_default();
+    let attrs = axis.map(|a| vec![attr_int("axis", a)]).unwrap_or_default();
     p.add_nodes.push(node(
         &format!("{w}_dequantize"),
         "DequantizeLinear",
@@ -967,7 +940,7 @@ fn dynamic_matmuls(
             "Cast",
             &[yi],
             &[yf],
-            vec![attr_i("to", DataType::Float as i64)],
+            vec![attr_int("to", DataType::Float as i64)],
         ));
         p.add_nodes.push(node(
             &format!("{base}_scales"),
@@ -1016,7 +989,7 @@ fn int4_weight(model: &Model, w: &str, data: &tensor::F32View, block: usize) -> 
         "DequantizeLinear",
         &[&qn, &sn],
         &[w],
-        vec![attr_i("axis", 0), attr_i("block_size", block as i64)],
+        vec![attr_int("axis", 0), attr_int("block_size", block as i64)],
     ));
     p.anchor = g.consumers(w).first().copied();
     Ok(p)
@@ -1058,21 +1031,21 @@ fn gather_rows(
             "Gather",
             &[&qn, &idx],
             &[&rq],
-            vec![attr_i("axis", 0)],
+            vec![attr_int("axis", 0)],
         ));
         p.add_nodes.push(node(
             &format!("{base}_scale"),
             "Gather",
             &[&sn, &idx],
             &[&rs],
-            vec![attr_i("axis", 0)],
+            vec![attr_int("axis", 0)],
         ));
         p.add_nodes.push(node(
             &format!("{base}_cast"),
             "Cast",
             &[&rq],
             &[&rf],
-            vec![attr_i("to", DataType::Float as i64)],
+            vec![attr_int("to", DataType::Float as i64)],
         ));
         p.add_nodes.push(node(
             &format!("{base}_dequantize"),
