@@ -72,12 +72,16 @@ pub struct PassInfo {
 }
 
 /// Where passes that need data (calibration) get it: the user's samples or
-/// seeded random inputs, with symbolic dims bound as for verification.
+/// seeded random inputs, with symbolic dims bound as for verification; and
+/// the tolerance verification will hold the result to, for passes that
+/// measure their own effect (`quant(sensitive=auto)`).
 #[derive(Debug, Clone, Default)]
 pub struct DataSource {
     pub inputs: Option<std::path::PathBuf>,
     pub dims: std::collections::HashMap<String, usize>,
     pub seed: u64,
+    /// `None`: the pass's own declared tolerance.
+    pub tolerance: Option<Tolerance>,
 }
 
 /// Context a pass may use while proposing patches.
@@ -105,7 +109,11 @@ pub struct PassEntry {
 }
 
 /// Every pass, in the order `onnx-squeeze passes` lists them.
-pub static REGISTRY: &[&PassEntry] = &[&crate::passes::clean::ENTRY, &crate::passes::quant::ENTRY];
+pub static REGISTRY: &[&PassEntry] = &[
+    &crate::passes::clean::ENTRY,
+    &crate::passes::opset::ENTRY,
+    &crate::passes::quant::ENTRY,
+];
 
 /// Build a pass by name from its parameters.
 pub fn build(name: &str, params: toml::Table) -> Result<Box<dyn Pass>> {

@@ -14,6 +14,9 @@
 //! * `rewires` `(node, slot, value)`: one input of an existing node now reads
 //!   `value` (e.g. the DequantizeLinear output meant for that reader only);
 //! * `anchor`: the node whose position new nodes take in the export order;
+//! * `set_opset`: the default-domain opset the model imports afterwards (the
+//!   IR version is raised with it where needed); only the `opset` rewrite,
+//!   which converts the nodes in the same patch, sets it;
 //! * `label`: what the change is, shown in the report; `count`: how many
 //!   changes of that kind the patch makes (1 when 0).
 
@@ -32,6 +35,7 @@ pub struct Patch {
     pub remove_initializers: Vec<String>,
     pub shunts: Vec<(String, String)>,
     pub rewires: Vec<(NodeId, usize, String)>,
+    pub set_opset: Option<i64>,
     pub count: usize,
 }
 

@@ -427,6 +427,31 @@ impl Model {
             .unwrap_or(1)
     }
 
+    /// Import default-domain opset `v` (raising the IR version to the least
+    /// that allows it). Converting the nodes is the caller's job
+    /// ([`crate::passes::opset::upgrade`]).
+    pub fn set_opset(&mut self, v: i64) {
+        match self
+            .proto
+            .opset_import
+            .iter_mut()
+            .find(|o| matches!(o.domain(), "" | "ai.onnx"))
+        {
+            Some(o) => o.version = Some(v),
+            None => self
+                .proto
+                .opset_import
+                .push(crate::proto::OperatorSetIdProto {
+                    domain: Some(String::new()),
+                    version: Some(v),
+                }),
+        }
+        let ir = crate::passes::opset::min_ir_version(v);
+        if self.proto.ir_version() < ir {
+            self.proto.ir_version = Some(ir);
+        }
+    }
+
     /// Number of weights (elements of all initializers).
     pub fn param_count(&self) -> u64 {
         self.graph
@@ -462,6 +487,9 @@ impl Model {
     /// not to be used further: the driver stops the run).
     pub fn apply(&mut self, patch: &Patch) -> Result<()> {
         apply_to(&mut self.graph, patch)?;
+        if let Some(v) = patch.set_opset {
+            self.set_opset(v);
+        }
         self.graph
             .validate()
             .with_context(|| format!("patch '{}' broke the graph", patch.label))

@@ -4,4 +4,5 @@
 
 pub mod clean;
 pub mod fold;
+pub mod opset;
 pub mod quant;

@@ -1,0 +1,481 @@
+//! `opset`: raise the model's ONNX (default domain) opset, converting every
+//! node whose operator changed meaning on the way, so the model computes
+//! exactly what it did.
+//!
+//! Why: per-channel QuantizeLinear/DequantizeLinear needs opset 13 and INT4
+//! needs 21; many exporters (PaddleOCR, older PyTorch) still write 11 or 12.
+//! `quant` calls this when the user allows it (`quant(opset=auto)`, the
+//! default, or a number) and says so in the report.
+//!
+//! From opset 11 up to 21 these operators changed in ways a plain version
+//! bump would break; each is rewritten:
+//!
+//! | opset | operator | rewrite |
+//! |---|---|---|
+//! | 12 | Dropout | attribute `ratio` becomes input 1 |
+//! | 13 | ReduceSum, Squeeze, Unsqueeze | attribute `axes` becomes input 1 |
+//! | 13 | Split | attribute `split` becomes input 1 |
+//! | 13 | Softmax, LogSoftmax, Hardmax | they used to flatten the input to 2-D at `axis` (default 1); kept when `axis` is the last axis, else `Flatten -> op(axis=1) -> Reshape(Shape(x))` |
+//! | 14 | BatchNormalization | unused training outputs dropped (used ones: refused) |
+//! | 16 | RoiAlign | `coordinate_transformation_mode=output_half_pixel`, the old behaviour, made explicit |
+//! | 18 | ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceMax, ReduceMean, ReduceMin, ReduceProd, ReduceSumSquare | attribute `axes` becomes input 1 |
+//! | 18 | Split | without a `split` input, `num_outputs` is required: set to the number of outputs |
+//! | 20 | GridSample | modes `bilinear`/`bicubic` renamed `linear`/`cubic` |
+//!
+//! Every other change in that range only adds types or optional attributes
+//! and inputs whose defaults keep the old behaviour. DFT (20) and
+//! GroupNormalization (21) changed too and are refused, as are models below
+//! opset 11 (use `onnx.version_converter` for those). Nodes inside If, Loop
+//! and Scan bodies are converted the same way (new constants there are
+//! Constant nodes). Other domains (ai.onnx.ml, com.microsoft, functions) keep
+//! their own opset versions. The IR version is raised to the least one that
+//! allows the new opset.
+//!
+//! Cost in fidelity: none; the rewrites are exact.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, ensure, Result};
+
+use crate::ir::builder::{attr_int, node_proto};
+use crate::ir::{walk, Model};
+use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
+use crate::patch::Patch;
+use crate::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto, GraphProto,
+    NodeProto, TensorProto, ValueInfoProto,
+};
+
+/// The newest opset this pass converts to.
+pub const MAX_TARGET: i64 = 21;
+/// The oldest opset this pass converts from.
+pub const MIN_SOURCE: i64 = 11;
+
+pub static INFO: PassInfo = PassInfo {
+    name: "opset",
+    summary: "raise the ONNX opset, rewriting the operators whose meaning changed",
+    matches: "models whose default-domain opset is between 11 and target - 1",
+    promise: "the same outputs (every rewrite is exact)",
+    tolerance: Tolerance::FLOAT_ROUNDING,
+    idempotent: true,
+    params: &[ParamInfo {
+        name: "target",
+        kind: "integer",
+        default: "21",
+        range: "12..=21",
+        doc: "opset to raise the model to (a model already at or above it is left alone)",
+    }],
+};
+
+pub static ENTRY: PassEntry = PassEntry { info: &INFO, build };
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub target: i64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self { target: MAX_TARGET }
+    }
+}
+
+fn build(params: toml::Table) -> Result<Box<dyn Pass>> {
+    let p: Params = parse_params(params, &INFO)?;
+    ensure!(
+        (MIN_SOURCE + 1..=MAX_TARGET).contains(&p.target),
+        "target must be in {}..={}, got {}",
+        MIN_SOURCE + 1,
+        MAX_TARGET,
+        p.target
+    );
+    Ok(Box::new(Opset { params: p }))
+}
+
+pub struct Opset {
+    pub params: Params,
+}
+
+impl Pass for Opset {
+    fn info(&self) -> &'static PassInfo {
+        &INFO
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+    fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
+        let from = model.opset();
+        if from >= self.params.target {
+            if ctx.round == 1 {
+                ctx.notes.push(format!(
+                    "the model is at opset {from}, not below {}: left alone",
+                    self.params.target
+                ));
+            }
+            return Ok(vec![]);
+        }
+        Ok(vec![upgrade(model, self.params.target)?])
+    }
+}
+
+/// The least IR version that allows a default-domain opset.
+pub fn min_ir_version(opset: i64) -> i64 {
+    match opset {
+        ..=8 => 3,
+        9 => 4,
+        10 => 5,
+        11 => 6,
+        12..=14 => 7,
+        15..=18 => 8,
+        19..=20 => 9,
+        _ => 10,
+    }
+}
+
+/// One patch that raises `model` to opset `to`, or an error naming what
+/// cannot be converted (the model is then left as it is).
+pub fn upgrade(model: &Model, to: i64) -> Result<Patch> {
+    let from = model.opset();
+    ensure!(
+        from >= MIN_SOURCE,
+        "opset {from} is older than {MIN_SOURCE}, the oldest this tool converts from; convert the model with onnx.version_converter first"
+    );
+    ensure!(
+        to <= MAX_TARGET,
+        "opset {to} is newer than {MAX_TARGET}, the newest this tool converts to"
+    );
+    let g = &model.graph;
+    let mut cx = Cx::new(model, from, to);
+    let mut patch = Patch::new(format!("opset raised from {from} to {to}"));
+    patch.set_opset = Some(to);
+    let mut converted = 0;
+    for id in g.topo_order() {
+        let n = &g.nodes[id];
+        let mut out = cx.node(&n.proto)?;
+        if out.changed {
+            converted += 1;
+            patch.remove_nodes.push(id);
+            patch.add_initializers.append(&mut out.consts);
+            patch.add_nodes.append(&mut out.nodes);
+        }
+    }
+    converted += cx.body_nodes;
+    // One change (the opset), whatever the number of nodes it rewrote.
+    patch.count = 1;
+    patch.label = format!("opset raised from {from} to {to}; nodes rewritten: {converted}");
+    Ok(patch)
+}
+
+/// A converted node: what replaces it (the node itself when unchanged).
+struct Converted {
+    nodes: Vec<NodeProto>,
+    consts: Vec<TensorProto>,
+    changed: bool,
+}
+
+struct Cx {
+    from: i64,
+    to: i64,
+    /// Every value name in the model (all graphs), for fresh names.
+    used: HashSet<String>,
+    /// Every name read anywhere (node inputs, graph outputs of every graph).
+    read: HashSet<String>,
+    /// Ranks known from value infos (all graphs).
+    ranks: HashMap<String, usize>,
+    /// Nodes rewritten inside subgraph bodies.
+    body_nodes: usize,
+}
+
+fn rank(vi: &ValueInfoProto) -> Option<usize> {
+    match vi.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => t.shape.as_ref().map(|s| s.dim.len()),
+        _ => None,
+    }
+}
+
+fn collect_graph(g: &GraphProto, cx: &mut Cx) {
+    for vi in g.input.iter().chain(&g.output).chain(&g.value_info) {
+        cx.used.insert(vi.name().to_string());
+        if let Some(r) = rank(vi) {
+            cx.ranks.insert(vi.name().to_string(), r);
+        }
+    }
+    for o in &g.output {
+        cx.read.insert(o.name().to_string());
+    }
+    for t in &g.initializer {
+        cx.used.insert(t.name().to_string());
+    }
+    for n in &g.node {
+        collect_node(n, cx);
+    }
+}
+
+fn collect_node(n: &NodeProto, cx: &mut Cx) {
+    cx.used.extend(n.output.iter().cloned());
+    cx.read.extend(n.input.iter().cloned());
+    if !n.name().is_empty() {
+        cx.used.insert(n.name().to_string());
+    }
+    for sg in walk::subgraphs(n) {
+        collect_graph(sg, cx);
+    }
+}
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name() == name)
+}
+
+fn take_attr(n: &mut NodeProto, name: &str) -> Option<AttributeProto> {
+    let i = n.attribute.iter().position(|a| a.name() == name)?;
+    Some(n.attribute.remove(i))
+}
+
+fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec().into()),
+        ..Default::default()
+    }
+}
+
+/// Does the version step to `v` lie in the conversion?
+fn crosses(cx: &Cx, v: i64) -> bool {
+    cx.from < v && v <= cx.to
+}
+
+impl Cx {
+    fn new(model: &Model, from: i64, to: i64) -> Cx {
+        let mut cx = Cx {
+            from,
+            to,
+            used: HashSet::new(),
+            read: HashSet::new(),
+            ranks: HashMap::new(),
+            body_nodes: 0,
+        };
+        let g = &model.graph;
+        collect_graph(&g.rest, &mut cx);
+        cx.used.extend(g.initializers.keys().cloned());
+        for n in g.nodes.node_weights() {
+            collect_node(&n.proto, &mut cx);
+        }
+        cx
+    }
+
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut i = 1;
+        while self.used.contains(&name) {
+            name = format!("{base}_{i}");
+            i += 1;
+        }
+        self.used.insert(name.clone());
+        name
+    }
+
+    fn i64_const(&mut self, base: &str, v: &[i64]) -> TensorProto {
+        TensorProto {
+            name: Some(self.fresh(base)),
+            data_type: Some(DataType::Int64 as i32),
+            dims: vec![v.len() as i64],
+            int64_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Convert one node (and the bodies of its subgraphs).
+    fn node(&mut self, n: &NodeProto) -> Result<Converted> {
+        let mut cur = n.clone();
+        let mut changed = false;
+        // Subgraph bodies first: they are converted in place.
+        for a in &mut cur.attribute {
+            if let Some(sg) = a.g.as_mut() {
+                changed |= self.body(sg)?;
+            }
+            for sg in &mut a.graphs {
+                changed |= self.body(sg)?;
+            }
+        }
+        if !matches!(cur.domain(), "" | "ai.onnx") {
+            return Ok(Converted {
+                nodes: vec![cur],
+                consts: vec![],
+                changed,
+            });
+        }
+        let mut consts = Vec::new();
+        let mut extra = Vec::new();
+        let label = if n.name().is_empty() {
+            n.output.first().cloned().unwrap_or_default()
+        } else {
+            n.name().to_string()
+        };
+        let op = cur.op_type().to_string();
+        let refuse = |why: &str| -> Result<Converted> {
+            bail!(
+                "cannot raise the opset from {} to {}: node '{label}' ({op}) {why}",
+                self.from,
+                self.to
+            )
+        };
+        match op.as_str() {
+            "Upsample" | "Scatter" => {
+                return refuse("is deprecated in the target opset");
+            }
+            "DFT" if crosses(self, 20) => return refuse("changed meaning at opset 20 (axis became an input); no conversion is implemented"),
+            "GroupNormalization" if crosses(self, 21) => return refuse("changed meaning at opset 21 (per-channel scale and bias); no conversion is implemented"),
+            "Dropout" if crosses(self, 12) => {
+                if let Some(a) = take_attr(&mut cur, "ratio") {
+                    let name = self.fresh(&format!("{label}_ratio"));
+                    consts.push(TensorProto {
+                        name: Some(name.clone()),
+                        data_type: Some(DataType::Float as i32),
+                        float_data: vec![a.f()],
+                        ..Default::default()
+                    });
+                    cur.input.truncate(1);
+                    cur.input.push(name);
+                    changed = true;
+                }
+            }
+            "ReduceSum" | "Squeeze" | "Unsqueeze" if crosses(self, 13) => {
+                changed |= self.axes_to_input(&mut cur, "axes", &label, &mut consts);
+            }
+            "ReduceL1" | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceMax"
+            | "ReduceMean" | "ReduceMin" | "ReduceProd" | "ReduceSumSquare"
+                if crosses(self, 18) =>
+            {
+                changed |= self.axes_to_input(&mut cur, "axes", &label, &mut consts);
+            }
+            "Softmax" | "LogSoftmax" | "Hardmax" if crosses(self, 13) => {
+                let axis = attr(&cur, "axis").map_or(1, |a| a.i());
+                let x = cur.input.first().cloned().unwrap_or_default();
+                let last = match self.ranks.get(&x) {
+                    Some(&r) => axis == -1 || axis == r as i64 - 1,
+                    None => axis == -1,
+                };
+                if last {
+                    cur.attribute.retain(|a| a.name() != "axis");
+                    cur.attribute.push(attr_int("axis", axis));
+                    changed = true;
+                } else {
+                    // Old semantics: flatten to 2-D at `axis`, normalise rows.
+                    let y = cur.output.first().cloned().unwrap_or_default();
+                    let flat = self.fresh(&format!("{label}_flat"));
+                    let soft = self.fresh(&format!("{label}_2d"));
+                    let shape = self.fresh(&format!("{label}_shape"));
+                    let mut sm = cur.clone();
+                    sm.input = vec![flat.clone()];
+                    sm.output = vec![soft.clone()];
+                    sm.attribute.retain(|a| a.name() != "axis");
+                    sm.attribute.push(attr_int("axis", 1));
+                    let nm = |s: &str| format!("{label}_{s}");
+                    extra = vec![
+                        node_proto(&nm("flatten"), "Flatten", &[&x], &[&flat], vec![attr_int("axis", axis)]),
+                        sm,
+                        node_proto(&nm("shape"), "Shape", &[&x], &[&shape], vec![]),
+                        node_proto(&nm("reshape"), "Reshape", &[&soft, &shape], &[&y], vec![]),
+                    ];
+                    changed = true;
+                }
+            }
+            "Split" => {
+                if crosses(self, 13) {
+                    changed |= self.axes_to_input(&mut cur, "split", &label, &mut consts);
+                }
+                let has_split = cur.input.get(1).is_some_and(|s| !s.is_empty());
+                if crosses(self, 18) && !has_split && attr(&cur, "num_outputs").is_none() {
+                    cur.input.truncate(1);
+                    cur.attribute.push(attr_int("num_outputs", cur.output.len() as i64));
+                    changed = true;
+                }
+            }
+            "BatchNormalization" if crosses(self, 14) && cur.output.len() > 1 => {
+                if cur.output[1..].iter().any(|o| !o.is_empty() && self.read.contains(o)) {
+                    return refuse("uses its training-mode outputs (running mean/variance), which opset 14 only has in training mode");
+                }
+                cur.output.truncate(1);
+                cur.attribute.retain(|a| a.name() != "spatial");
+                changed = true;
+            }
+            "RoiAlign"
+                if crosses(self, 16) && attr(&cur, "coordinate_transformation_mode").is_none() =>
+            {
+                cur.attribute.push(attr_string(
+                    "coordinate_transformation_mode",
+                    "output_half_pixel",
+                ));
+                changed = true;
+            }
+            "GridSample" if crosses(self, 20) => {
+                for a in &mut cur.attribute {
+                    if a.name() == "mode" {
+                        let new = match a.s.as_deref() {
+                            Some(b"bilinear") => "linear",
+                            Some(b"bicubic") => "cubic",
+                            _ => continue,
+                        };
+                        a.s = Some(new.as_bytes().to_vec().into());
+                        changed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let nodes = if extra.is_empty() { vec![cur] } else { extra };
+        Ok(Converted {
+            nodes,
+            consts,
+            changed,
+        })
+    }
+
+    /// Attribute `name` (a list of ints) becomes input 1, as a constant.
+    fn axes_to_input(
+        &mut self,
+        n: &mut NodeProto,
+        name: &str,
+        label: &str,
+        consts: &mut Vec<TensorProto>,
+    ) -> bool {
+        let Some(a) = take_attr(n, name) else {
+            return false;
+        };
+        let t = self.i64_const(&format!("{label}_{name}"), &a.ints);
+        n.input.truncate(1);
+        n.input.push(t.name().to_string());
+        consts.push(t);
+        true
+    }
+
+    /// Convert the nodes of a subgraph body in place; new constants become
+    /// Constant nodes in front of their reader. Returns whether anything changed.
+    fn body(&mut self, g: &mut GraphProto) -> Result<bool> {
+        let mut changed = false;
+        let mut nodes = Vec::with_capacity(g.node.len());
+        for n in std::mem::take(&mut g.node) {
+            let out = self.node(&n)?;
+            if out.changed {
+                changed = true;
+                self.body_nodes += 1;
+            }
+            for t in out.consts {
+                let name = t.name().to_string();
+                let node_name = self.fresh(&format!("{name}_constant"));
+                nodes.push(node_proto(
+                    &node_name,
+                    "Constant",
+                    &[],
+                    &[&name],
+                    vec![crate::ir::builder::attr_tensor("value", t)],
+                ));
+            }
+            nodes.extend(out.nodes);
+        }
+        g.node = nodes;
+        Ok(changed)
+    }
+}

@@ -1,0 +1,105 @@
+//! The `opset` pass: every operator whose meaning changed between opset 11
+//! and 21 is rewritten so the model computes the same thing, checked by
+//! tract (verification), onnx.checker and onnxruntime at several targets.
+
+mod common;
+use common::*;
+
+use onnx_squeeze::ir::{builder::*, dump, Model};
+use onnx_squeeze::pass::build;
+use onnx_squeeze::pipeline::{run_pass, Limits};
+
+fn upgrade(model: &mut Model, target: i64) -> anyhow::Result<onnx_squeeze::report::PassReport> {
+    let table: toml::Table = toml::from_str(&format!("target = {target}")).unwrap();
+    let p = build("opset", table)?;
+    run_pass(p.as_ref(), model, Limits::default())
+}
+
+#[test]
+fn snapshot_old_opset_to_21() {
+    let (mut m, _) = Model::load(&fixture("old_opset.onnx")).unwrap();
+    let r = upgrade(&mut m, 21).unwrap();
+    assert_eq!(m.opset(), 21);
+    assert!(
+        m.proto.ir_version() >= 10,
+        "IR version raised with the opset"
+    );
+    let s = format!(
+        "{}--- changes\n{}",
+        dump(&m.graph),
+        r.changes
+            .iter()
+            .map(|(k, v)| format!("{v} x {k}\n"))
+            .collect::<String>()
+    );
+    // The middle-axis Softmax keeps its old 2-D meaning; the last-axis one is kept.
+    assert!(s.contains("Flatten") && s.contains("Reshape"), "{s}");
+    // Subgraph bodies are converted too: no `axes` attribute is left anywhere.
+    let text = format!("{:?}", m.to_proto());
+    assert!(!text.contains("name: Some(\"axes\")"), "{s}");
+    insta::assert_snapshot!(s);
+    // Idempotent: a second run finds the model at the target.
+    let again = upgrade(&mut m, 21).unwrap();
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+}
+
+#[test]
+fn upgraded_models_run_the_same_in_onnxruntime() {
+    let dir = scratch("opset-ort");
+    let input = fixture("old_opset.onnx");
+    for target in [12, 13, 17, 18, 21] {
+        let out = dir.path().join(format!("old_opset_{target}.onnx"));
+        run_passes_verified(&format!("opset(target={target})"), &[], &input, &out);
+        assert_ort_matches(&input, &out, &[]);
+    }
+}
+
+#[test]
+fn real_models_upgrade_to_21() {
+    let dir = scratch("opset-real");
+    for (name, data) in real_models(dir.path()) {
+        let input = asset(name);
+        let out = dir.path().join(name);
+        run_passes_verified("opset", &data, &input, &out);
+        let (m, _) = Model::load(&out).unwrap();
+        assert_eq!(m.opset(), 21, "{name}");
+        assert_ort_matches(&input, &out, &data);
+    }
+}
+
+#[test]
+fn what_cannot_be_converted_is_refused_with_the_reason() {
+    // Older than 11.
+    let mut old = ModelBuilder::new(10)
+        .input("x", &[1, 4])
+        .node("relu", "Relu", &["x"], &["y"])
+        .output("y", &[1, 4])
+        .build()
+        .unwrap();
+    let e = upgrade(&mut old, 13).err().unwrap();
+    assert!(format!("{e:#}").contains("version_converter"), "{e:#}");
+    assert_eq!(old.opset(), 10, "the model is left as it was");
+    // A BatchNormalization whose training outputs are read.
+    let mut bn = ModelBuilder::new(12)
+        .input("x", &[1, 2, 3])
+        .init_f32("s", &[2], &[1.0, 1.0])
+        .init_f32("b", &[2], &[0.0, 0.0])
+        .init_f32("m", &[2], &[0.0, 0.0])
+        .init_f32("v", &[2], &[1.0, 1.0])
+        .node(
+            "bn",
+            "BatchNormalization",
+            &["x", "s", "b", "m", "v"],
+            &["y", "mean_out"],
+        )
+        .output("y", &[1, 2, 3])
+        .output("mean_out", &[2])
+        .build()
+        .unwrap();
+    let e = upgrade(&mut bn, 14).err().unwrap();
+    assert!(format!("{e:#}").contains("training-mode outputs"), "{e:#}");
+    // A bad target is a parameter error, before any graph work.
+    let t: toml::Table = toml::from_str("target = 30").unwrap();
+    let e = build("opset", t).err().unwrap();
+    assert!(format!("{e:#}").contains("target must be"), "{e:#}");
+}
