@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Weight-only int8 quantization at scale, side by side in one run: our
-# `quant(activations=none)` and onnxruntime's `quantize_dynamic` (weight-only
+# Weight-only quantization at scale, side by side in one run: our
+# `quant(activations=none)` (int8) and `quant(activations=none,weights=int4)`
+# (opset raised 17 -> 21, blocks of 32) and onnxruntime's `quantize_dynamic` (weight-only
 # MatMul int8 in effect on this model) on the generated >2 GB model
 # (40 MatMul layers of 4096x4096 float32, external data). Prints wall time,
 # peak RSS and output size for each.
@@ -32,6 +33,7 @@ measure() { # label, command...
 }
 printf 'model: %d MiB (40 x MatMul 4096x4096 float32 unless --small)\n' $(( size / 1048576 ))
 measure ours "$bin" run --no-verify --passes 'quant(activations=none)' "$work/big.onnx" "$work/ours.onnx"
+measure ours_int4 "$bin" run --no-verify --passes 'quant(activations=none,weights=int4)' "$work/big.onnx" "$work/ours_int4.onnx"
 measure ort_quantize_dynamic "$py" -c "
 from onnxruntime.quantization import quantize_dynamic, QuantType
 quantize_dynamic('$work/big.onnx', '$work/ort_quantize_dynamic.onnx', weight_type=QuantType.QInt8, use_external_data_format=True)"

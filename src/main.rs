@@ -302,6 +302,7 @@ fn run(args: RunArgs) -> Result<u8> {
         inputs: vopts.inputs.clone(),
         dims: vopts.dims.clone(),
         seed: vopts.seed,
+        tolerance: Some(vopts.tolerance),
     };
     let passes = pipeline.run(&mut model, &data, &mut |name| {
         pb.set_message(format!("pass {name}"))

@@ -136,43 +136,45 @@ pub fn quantize_blocked(
 ) -> (Vec<i8>, Vec<f32>) {
     assert_eq!(w.len(), outer * len * inner);
     let blocks = len.div_ceil(block);
-    let qmax = (1i32 << (bits - 1)) - 1;
-    let scales: Vec<f32> = (0..outer * blocks * inner)
-        .into_par_iter()
-        .map(|si| {
-            let o = si / (blocks * inner);
-            let b = (si / inner) % blocks;
-            let r = si % inner;
-            let mut m = 0f32;
-            for c in b * block..((b + 1) * block).min(len) {
-                m = m.max(w[(o * len + c) * inner + r].abs());
+    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+    let mut q = vec![0i8; w.len()];
+    let mut scales = vec![0f32; outer * blocks * inner];
+    // One unit per block of rows: `rows x inner` consecutive values, read in
+    // memory order (one pass for the maxima, one to quantize), units in parallel.
+    let mut units: Vec<(&[f32], &mut [i8], &mut [f32])> = Vec::with_capacity(outer * blocks);
+    let (mut w_rest, mut q_rest, mut s_rest) = (w, &mut q[..], &mut scales[..]);
+    for _ in 0..outer {
+        for b in 0..blocks {
+            let n = block.min(len - b * block) * inner;
+            let (wu, wr) = w_rest.split_at(n);
+            let (qu, qr) = std::mem::take(&mut q_rest).split_at_mut(n);
+            let (su, sr) = std::mem::take(&mut s_rest).split_at_mut(inner);
+            units.push((wu, qu, su));
+            (w_rest, q_rest, s_rest) = (wr, qr, sr);
+        }
+    }
+    units.into_par_iter().for_each(|(wu, qu, su)| {
+        for r in wu.chunks(inner.max(1)) {
+            for (m, &v) in su.iter_mut().zip(r) {
+                *m = m.max(v.abs());
             }
-            symmetric_scale(m, bits)
-        })
-        .collect();
-    let q: Vec<i8> = w
-        .par_iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let o = i / (len * inner);
-            let c = (i / inner) % len;
-            let r = i % inner;
-            quantize(
-                v,
-                scales[(o * blocks + c / block) * inner + r],
-                0,
-                -qmax,
-                qmax,
-            ) as i8
-        })
-        .collect();
+        }
+        for m in su.iter_mut() {
+            *m = symmetric_scale(*m, bits);
+        }
+        for (qr, wr) in qu.chunks_mut(inner.max(1)).zip(wu.chunks(inner.max(1))) {
+            for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
+                *o = quantize_symmetric(v, s, qmax);
+            }
+        }
+    });
     (q, scales)
 }
 
 /// Pack signed 4-bit values two to a byte, the first in the low nibble (the
 /// ONNX INT4 layout); an odd count leaves the last high nibble 0.
 pub fn pack_int4(v: &[i8]) -> Vec<u8> {
-    v.chunks(2)
+    v.par_chunks(2)
         .map(|p| {
             let lo = (p[0] as u8) & 0x0f;
             let hi = p.get(1).map_or(0, |&h| (h as u8) & 0x0f);

@@ -34,9 +34,11 @@ pub mod arith;
 pub mod calibrate;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
+use rayon::prelude::*;
 
 use crate::ir::builder::{attr_int, node_proto as node};
 use crate::ir::{tensor, Model, NodeId};
@@ -62,10 +64,11 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "percentile", kind: "float", default: "99.999", range: "(50, 100]", doc: "share of values the range keeps with calibration=percentile" },
         ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
         ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
-        ParamInfo { name: "min_weight_elements", kind: "integer", default: "1024", range: ">= 0", doc: "smaller weights stay float" },
+        ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
-        ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance on the calibration data, keep the most damaging layers in float until it is met" },
+        ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the calibration data, keep the most damaging layers in float until it is met" },
         ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by other ops (LSTM, nodes inside If/Loop bodies) as int8 behind a DequantizeLinear (weight-only)" },
+        ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 for int4), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
     ],
 };
@@ -87,6 +90,7 @@ pub struct Params {
     pub exclude: Vec<String>,
     pub sensitive: String,
     pub other_weights: bool,
+    pub opset: toml::Value,
 }
 
 impl Default for Params {
@@ -99,11 +103,12 @@ impl Default for Params {
             percentile: 99.999,
             samples: 8,
             block_size: 32,
-            min_weight_elements: 1024,
+            min_weight_elements: 128,
             gather: true,
             exclude: vec![],
             sensitive: "auto".into(),
             other_weights: true,
+            opset: toml::Value::String("auto".into()),
         }
     }
 }
@@ -151,11 +156,47 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
         "block_size must be a power of 2 >= 16, got {}",
         p.block_size
     );
-    Ok(Box::new(Quant { params: p }))
+    let opset = match &p.opset {
+        toml::Value::String(s) if s == "auto" => OpsetPolicy::Auto,
+        toml::Value::String(s) if s == "keep" => OpsetPolicy::Keep,
+        v => {
+            let n = match v {
+                toml::Value::Integer(i) => Some(*i),
+                toml::Value::String(s) => s.parse().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) if (13..=super::opset::MAX_TARGET).contains(&n) => OpsetPolicy::Raise(n),
+                _ => bail!(
+                    "opset must be auto, keep or a number in 13..={}, got {v}",
+                    super::opset::MAX_TARGET
+                ),
+            }
+        }
+    };
+    Ok(Box::new(Quant {
+        params: p,
+        opset,
+        upgraded: AtomicBool::new(false),
+    }))
+}
+
+/// What `quant` may do to the model's opset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OpsetPolicy {
+    /// Raise it to what the requested weight format needs.
+    Auto,
+    /// Never change it.
+    Keep,
+    /// Raise it to this version (if below).
+    Raise(i64),
 }
 
 pub struct Quant {
     pub params: Params,
+    pub opset: OpsetPolicy,
+    /// Round 1 raised the opset; round 2 quantizes.
+    upgraded: AtomicBool,
 }
 
 /// Largest model (weight bytes) `sensitive=auto` measures.
@@ -203,8 +244,17 @@ impl Pass for Quant {
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let g = &model.graph;
-        if ctx.round > 1 {
-            // Quantization is decided and applied in one round.
+        // Quantization is decided and applied in one round (the second when
+        // the first raised the opset).
+        if ctx.round == 1 {
+            self.upgraded.store(false, Ordering::Relaxed);
+        }
+        let quantize_round = if self.upgraded.load(Ordering::Relaxed) {
+            2
+        } else {
+            1
+        };
+        if ctx.round != quantize_round {
             return Ok(vec![]);
         }
         if let Some(n) = g.nodes.node_weights().find(|n| QUANT_OPS.contains(&n.op())) {
@@ -215,15 +265,21 @@ impl Pass for Quant {
             ));
             return Ok(vec![]);
         }
+        if ctx.round == 1 {
+            if let Some(p) = self.raise_opset(model, ctx)? {
+                self.upgraded.store(true, Ordering::Relaxed);
+                return Ok(vec![p]);
+            }
+        }
         let opset = model.opset();
         let per_channel = self.params.per_channel && opset >= 13;
         if self.params.per_channel && !per_channel {
-            ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor"));
+            ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor (quant(opset=auto) raises the opset)"));
         }
         let int4 = self.params.weights == "int4" && opset >= 21;
         if self.params.weights == "int4" && !int4 {
             ctx.notes.push(format!(
-                "opset {opset} has no INT4 (needs 21): MatMul weights stored as int8"
+                "opset {opset} has no INT4 (needs 21): MatMul weights stored as int8 (quant(opset=auto) raises the opset)"
             ));
         }
         let excluded = |id: NodeId| {
@@ -425,6 +481,44 @@ fn describe(p: &Patch) -> String {
 }
 
 impl Quant {
+    /// The opset change round 1 makes, if the policy asks for one and every
+    /// node converts (`auto` falls back to the current opset with a note).
+    fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
+        let from = model.opset();
+        let need = if self.params.weights == "int4" {
+            21
+        } else if self.params.per_channel {
+            13
+        } else {
+            0
+        };
+        let to = match self.opset {
+            OpsetPolicy::Keep => return Ok(None),
+            OpsetPolicy::Auto if from < need => need,
+            OpsetPolicy::Auto => return Ok(None),
+            OpsetPolicy::Raise(n) if from < n => n,
+            OpsetPolicy::Raise(_) => return Ok(None),
+        };
+        match super::opset::upgrade(model, to) {
+            Ok(p) => {
+                let why = if to >= 21 && self.params.weights == "int4" {
+                    "INT4 weights"
+                } else {
+                    "per-channel weights"
+                };
+                ctx.notes.push(format!(
+                    "opset raised from {from} to {to} for {why} (exact op conversions; opset=keep keeps {from})"
+                ));
+                Ok(Some(p))
+            }
+            Err(e) if self.opset == OpsetPolicy::Auto => {
+                ctx.notes.push(format!("opset {from} kept: {e:#}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `sensitive=auto`: check the whole proposal against the tolerance with
     /// tract on the calibration data; if it misses, measure each change (or,
     /// on big models, each of 16 groups of changes in graph order) alone, and
@@ -449,7 +543,8 @@ impl Quant {
             seed: ctx.data.seed,
             dims: ctx.data.dims.clone(),
             inputs: ctx.data.inputs.clone(),
-            tolerance: INFO.tolerance,
+            // What verification will enforce (the user's --tolerance included).
+            tolerance: ctx.data.tolerance.unwrap_or(INFO.tolerance),
         };
         let n = patches.len();
         // The original runs once; each candidate is compared against it.
@@ -500,12 +595,16 @@ impl Quant {
                 .map(|c| c.to_vec())
                 .collect()
         };
-        let mut scored = Vec::with_capacity(groups.len());
-        for (gi, idxs) in groups.iter().enumerate() {
-            let mut keep = vec![false; n];
-            idxs.iter().for_each(|&i| keep[i] = true);
-            scored.push((score(&eval(&keep)?), gi));
-        }
+        // Each group alone, on every core (each run is single-threaded).
+        let mut scored = groups
+            .par_iter()
+            .enumerate()
+            .map(|(gi, idxs)| {
+                let mut keep = vec![false; n];
+                idxs.iter().for_each(|&i| keep[i] = true);
+                Ok((score(&eval(&keep)?), gi))
+            })
+            .collect::<Result<Vec<_>>>()?;
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut k = 1;
         loop {
@@ -587,37 +686,60 @@ impl Quant {
         let is_activation =
             |v: &str| g.is_graph_input(v) || g.producer(v).is_some_and(|p| live.contains(&p));
         // value -> readers (node, slot) that get the dequantized value.
+        //
+        // The inputs and outputs of compute ops are quantized. An op of the
+        // passthrough list joins the integer region only when every data
+        // input it reads is already quantized (relu, pooling, reshapes,
+        // residual Add of two quantized values...): then a runtime keeps it in
+        // int8 and its output is quantized too. Element-wise chains on float
+        // values or constants (hardswish's Add(x, 3) -> Clip -> Mul -> Div)
+        // stay float between one quantized op and the next, where extra
+        // rounding would cost accuracy and no integer kernel would run.
         let mut readers: BTreeMap<String, Vec<(NodeId, usize)>> = BTreeMap::new();
-        for id in g.nodes.node_indices() {
+        let mut quantized_out: Vec<String> = Vec::new();
+        let mut in_int8: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for id in g.topo_order() {
             if !in_set(id) {
                 continue;
             }
             let n = &g.nodes[id].proto;
-            for slot in data_slots(n) {
-                let Some(v) = n.input.get(slot).filter(|v| !v.is_empty()) else {
-                    continue;
-                };
-                if g.initializers.contains_key(v) {
-                    continue;
-                }
-                let from_set = g.producer(v).is_some_and(in_set) || g.is_graph_input(v);
-                if from_set && is_activation(v) {
+            let data: Vec<(usize, &String)> = data_slots(n)
+                .into_iter()
+                .filter_map(|slot| n.input.get(slot).map(|v| (slot, v)))
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+            let compute = COMPUTE_OPS.contains(&n.op_type());
+            let joins = compute
+                || (!data.is_empty()
+                    && data.iter().all(|(_, v)| {
+                        !g.initializers.contains_key(*v)
+                            && is_activation(v)
+                            && (in_int8.contains(*v) || readers.contains_key(*v))
+                    }));
+            if !joins {
+                continue;
+            }
+            for (slot, v) in data {
+                if !g.initializers.contains_key(v) && is_activation(v) {
                     readers.entry(v.clone()).or_default().push((id, slot));
                 }
             }
-            // Outputs of compute ops are quantized for every reader.
-            if COMPUTE_OPS.contains(&n.op_type()) {
-                for o in n
-                    .output
-                    .iter()
-                    .filter(|o| !o.is_empty() && is_activation(o))
-                {
-                    for c in g.consumers(o) {
-                        for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
-                            if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
-                                readers.entry(o.clone()).or_default().push((c, slot));
-                            }
-                        }
+            for o in n
+                .output
+                .iter()
+                .filter(|o| !o.is_empty() && is_activation(o))
+            {
+                in_int8.insert(o.clone());
+                quantized_out.push(o.clone());
+            }
+        }
+        // Quantized outputs are dequantized for every reader, so the producer
+        // feeds only its QuantizeLinear (what runtimes need to fuse it).
+        for o in &quantized_out {
+            for c in g.consumers(o) {
+                for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
+                    if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
+                        readers.entry(o.clone()).or_default().push((c, slot));
                     }
                 }
             }
@@ -652,9 +774,9 @@ impl Quant {
             let (scale, zp) = arith::asymmetric_u8(lo, hi);
             act_scale.insert(v.clone(), scale);
             let sn = g.fresh_name(&format!("{v}_scale"));
-            let zn = g.fresh_name(&format!("{v}_zero_point"));
-            let qn = g.fresh_name(&format!("{v}_quantized"));
-            let dn = g.fresh_name(&format!("{v}_dequantized"));
+            let zn = g.fresh_name(&format!("{v}_zp"));
+            let qn = g.fresh_name(&format!("{v}_q"));
+            let dn = g.fresh_name(&format!("{v}_dq"));
             let mut p = Patch::new("activation quantized to uint8");
             p.add_initializers
                 .push(tensor::from_f32(&sn, &[], &[scale]));
@@ -665,14 +787,14 @@ impl Quant {
                 ..Default::default()
             });
             p.add_nodes.push(node(
-                &format!("{v}_quantize"),
+                &format!("{v}_q"),
                 "QuantizeLinear",
                 &[v, &sn, &zn],
                 &[&qn],
                 vec![],
             ));
             p.add_nodes.push(node(
-                &format!("{v}_dequantize"),
+                &format!("{v}_dq"),
                 "DequantizeLinear",
                 &[&qn, &sn, &zn],
                 &[&dn],
@@ -725,9 +847,8 @@ impl Quant {
                     .zip(&scales)
                     .map(|(&v, &s)| arith::quantize(v, s, 0, i32::MIN + 1, i32::MAX))
                     .collect();
-                let qn = g.fresh_name(&format!("{b}_quantized"));
+                let qn = g.fresh_name(&format!("{b}_q"));
                 let sn = g.fresh_name(&format!("{b}_scale"));
-                let zn = g.fresh_name(&format!("{b}_zero_point"));
                 // Per-tensor weights give one bias scale: no `axis` (which opset < 13 lacks).
                 let per_tensor = ws.len() == 1;
                 let sdims: Vec<i64> = if per_tensor { vec![] } else { vec![m as i64] };
@@ -745,22 +866,16 @@ impl Quant {
                 let zcount = if per_tensor { 1 } else { m };
                 p.add_initializers
                     .push(tensor::from_f32(&sn, &sdims, &scales[..zcount]));
-                p.add_initializers.push(TensorProto {
-                    name: Some(zn.clone()),
-                    dims: sdims.clone(),
-                    data_type: Some(DataType::Int32 as i32),
-                    raw_data: Some(Bytes::from(vec![0u8; zcount * 4])),
-                    ..Default::default()
-                });
                 let attrs = if per_tensor {
                     vec![]
                 } else {
                     vec![attr_int("axis", 0)]
                 };
                 p.add_nodes.push(node(
-                    &format!("{b}_dequantize"),
+                    &format!("{b}_dq"),
                     "DequantizeLinear",
-                    &[&qn, &sn, &zn],
+                    // No zero point: it is 0 when absent, and int32 biases are symmetric.
+                    &[&qn, &sn],
                     &[b],
                     attrs,
                 ));
@@ -842,14 +957,16 @@ fn int8_weight(
         }
         None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
     };
-    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
-    let zn = g.fresh_name(&format!("{w}_zero_point"));
     let sdims: Vec<i64> = if axis.is_some() {
         vec![scales.len() as i64]
     } else {
         vec![]
     };
+    // Symmetric: every weight of this shape of scales shares one zero tensor
+    // (each patch carries it; applying it twice is harmless).
+    let zn = g.fresh_name(&format!("int8_zero_point_{}", scales.len()));
     let mut p = Patch::new(if axis.is_some() {
         "weight quantized to int8 per channel"
     } else {
@@ -863,7 +980,7 @@ fn int8_weight(
         .push(tensor_i8(&zn, &sdims, &vec![0i8; scales.len()]));
     let attrs = axis.map(|a| vec![attr_int("axis", a)]).unwrap_or_default();
     p.add_nodes.push(node(
-        &format!("{w}_dequantize"),
+        &format!("{w}_dq"),
         "DequantizeLinear",
         &[&qn, &sn, &zn],
         &[w],
@@ -891,9 +1008,9 @@ fn dynamic_matmuls(
         arith::quantize_per_channel(&data.data, 1, 1, k * n, 8)
     };
     let sdims: Vec<i64> = if per_channel { vec![n as i64] } else { vec![] };
-    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
-    let zn = g.fresh_name(&format!("{w}_zero_point"));
+    let zn = g.fresh_name(&format!("{w}_zp"));
     let mut p = Patch::new("MatMul made dynamic int8 (MatMulInteger)");
     p.remove_initializers.push(w.to_string());
     p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
@@ -906,17 +1023,10 @@ fn dynamic_matmuls(
         let x = mm.proto.input[0].clone();
         let out = mm.proto.output[0].clone();
         let base = mm.label();
-        let names: Vec<String> = [
-            "x_quantized",
-            "x_scale",
-            "x_zero_point",
-            "int32",
-            "float",
-            "scale",
-        ]
-        .iter()
-        .map(|s| g.fresh_name(&format!("{out}_{s}")))
-        .collect();
+        let names: Vec<String> = ["x_q", "x_scale", "x_zp", "int32", "float", "scale"]
+            .iter()
+            .map(|s| g.fresh_name(&format!("{out}_{s}")))
+            .collect();
         let [xq, xs, xz, yi, yf, ys] = [
             &names[0], &names[1], &names[2], &names[3], &names[4], &names[5],
         ];
@@ -968,7 +1078,7 @@ fn int4_weight(model: &Model, w: &str, data: &tensor::F32View, block: usize) -> 
     let g = &model.graph;
     let (k, n) = (data.dims[0] as usize, data.dims[1] as usize);
     let (q, scales) = arith::quantize_blocked(&data.data, 1, k, n, block, 4);
-    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
     let mut p = Patch::new("MatMul weight quantized to int4 in blocks");
     p.remove_initializers.push(w.to_string());
@@ -985,7 +1095,7 @@ fn int4_weight(model: &Model, w: &str, data: &tensor::F32View, block: usize) -> 
         &scales,
     ));
     p.add_nodes.push(node(
-        &format!("{w}_dequantize"),
+        &format!("{w}_dq"),
         "DequantizeLinear",
         &[&qn, &sn],
         &[w],
@@ -1007,7 +1117,7 @@ fn gather_rows(
     let rows = data.dims[0];
     let (q, scales) =
         arith::quantize_per_channel(&data.data, 1, rows as usize, data.dims[1] as usize, 8);
-    let qn = g.fresh_name(&format!("{w}_quantized"));
+    let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_row_scale"));
     let mut p = Patch::new("embedding table quantized to int8 rows");
     p.remove_initializers.push(w.to_string());
@@ -1048,7 +1158,7 @@ fn gather_rows(
             vec![attr_int("to", DataType::Float as i64)],
         ));
         p.add_nodes.push(node(
-            &format!("{base}_dequantize"),
+            &format!("{base}_dq"),
             "Mul",
             &[&rf, &rs],
             &[&out],
