@@ -303,6 +303,7 @@ fn run(args: RunArgs) -> Result<u8> {
         dims: vopts.dims.clone(),
         seed: vopts.seed,
         tolerance: Some(vopts.tolerance),
+        verify_samples: Some(vopts.samples),
     };
     let passes = pipeline.run(&mut model, &data, &mut |name| {
         pb.set_message(format!("pass {name}"))

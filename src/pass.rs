@@ -82,6 +82,8 @@ pub struct DataSource {
     pub seed: u64,
     /// `None`: the pass's own declared tolerance.
     pub tolerance: Option<Tolerance>,
+    /// How many random samples verification draws (`None`: its default).
+    pub verify_samples: Option<usize>,
 }
 
 /// Context a pass may use while proposing patches.

@@ -14,6 +14,8 @@
 //! * `rewires` `(node, slot, value)`: one input of an existing node now reads
 //!   `value` (e.g. the DequantizeLinear output meant for that reader only);
 //! * `anchor`: the node whose position new nodes take in the export order;
+//! * `replace_attributes` `(node, attributes)`: a node's attribute list
+//!   replaced in place, inputs and outputs kept (a subgraph body rewritten);
 //! * `set_opset`: the default-domain opset the model imports afterwards (the
 //!   IR version is raised with it where needed); only the `opset` rewrite,
 //!   which converts the nodes in the same patch, sets it;
@@ -23,7 +25,7 @@
 use std::collections::HashSet;
 
 use crate::ir::{Graph, NodeId};
-use crate::proto::{NodeProto, TensorProto};
+use crate::proto::{AttributeProto, NodeProto, TensorProto};
 
 #[derive(Debug, Clone, Default)]
 pub struct Patch {
@@ -35,6 +37,7 @@ pub struct Patch {
     pub remove_initializers: Vec<String>,
     pub shunts: Vec<(String, String)>,
     pub rewires: Vec<(NodeId, usize, String)>,
+    pub replace_attributes: Vec<(NodeId, Vec<AttributeProto>)>,
     pub set_opset: Option<i64>,
     pub count: usize,
 }
@@ -91,7 +94,12 @@ impl Patch {
     /// batch may have removed what it refers to. Stale patches are dropped and
     /// the pass proposes again on the new graph.
     pub fn is_applicable(&self, g: &Graph) -> bool {
-        if !self.remove_nodes.iter().all(|&n| g.nodes.contains_node(n)) {
+        if !self
+            .remove_nodes
+            .iter()
+            .chain(self.replace_attributes.iter().map(|(n, _)| n))
+            .all(|&n| g.nodes.contains_node(n))
+        {
             return false;
         }
         if !self

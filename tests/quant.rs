@@ -352,3 +352,65 @@ fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
         assert_eq!(v.status, Status::Passed, "{method}: {}", v.table());
     }
 }
+
+/// Weights that live inside If branches (a body initializer and a Constant
+/// node) are quantized in place, checked by tract (the body DQ lowered per
+/// channel) and by onnxruntime.
+#[test]
+fn weights_inside_if_bodies_are_quantized() {
+    let input = fixture("if_body_weights.onnx");
+    let (original, _) = Model::load(&input).unwrap();
+    let mut m = original.clone();
+    let r = quant(&mut m, "min_weight_elements = 16");
+    assert_eq!(
+        r.changes
+            .get("subgraph weight quantized to int8 (weight-only)"),
+        Some(&2),
+        "{:?}",
+        r.changes
+    );
+    let body = format!("{:?}", m.to_proto());
+    for w in ["W_then_q", "W_else_q"] {
+        assert!(body.contains(w), "{w} missing from the bodies");
+    }
+    assert!(
+        !body.contains("op_type: Some(\"Constant\")"),
+        "the Constant weight is replaced"
+    );
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    assert!(
+        v.notes.iter().any(|n| n.contains("inside subgraph bodies")),
+        "{:?}",
+        v.notes
+    );
+    let dir = scratch("quant-if-body");
+    let out = dir.path().join("if_body_weights.onnx");
+    run_passes_verified("quant(min_weight_elements=16)", &[], &input, &out);
+    let args: Vec<String> = ["--atol", "1e9", "--min-cosine", "0.99"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_ort_matches(&input, &out, &args);
+}
+
+/// Without `clean` first, weights held in Constant nodes are still seen:
+/// quant turns them into initializers, then quantizes them.
+#[test]
+fn constant_node_weights_are_quantized_without_clean() {
+    let (original, _) = Model::load(&fixture("constants.onnx")).unwrap();
+    let mut m = original.clone();
+    let r = quant(&mut m, "min_weight_elements = 16");
+    assert!(
+        r.changes
+            .get("Constant-node weight turned into an initializer")
+            .is_some_and(|&n| n > 0)
+            && r.changes
+                .get("weight quantized to int8 per channel")
+                .is_some_and(|&n| n > 0),
+        "{:?}",
+        r.changes
+    );
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

@@ -70,7 +70,7 @@ pub fn node_proto(
     attrs: Vec<AttributeProto>,
 ) -> NodeProto {
     NodeProto {
-        name: Some(name.into()),
+        name: (!name.is_empty()).then(|| name.into()),
         op_type: Some(op.into()),
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),

@@ -35,7 +35,7 @@ pub fn dump(g: &Graph) -> String {
         let _ = write!(
             s,
             "node   {}: {}({}) -> ({})",
-            n.name(),
+            if n.name().is_empty() { "_" } else { n.name() },
             op,
             n.input.join(", "),
             n.output.join(", ")

@@ -452,14 +452,21 @@ impl Model {
         }
     }
 
-    /// Number of weights (elements of all initializers).
+    /// Number of weights: elements of all initializers and of the tensors
+    /// nodes hold (Constant values, subgraph initializers).
     pub fn param_count(&self) -> u64 {
-        self.graph
+        let mut total = self
+            .graph
             .initializers
             .values()
             .map(|t| tensor::numel(&t.dims).unwrap_or(0) as u64)
-            .fold(0u64, u64::saturating_add)
-            .saturating_add(constant_node_params(&self.graph))
+            .fold(0u64, u64::saturating_add);
+        for n in self.graph.nodes.node_weights() {
+            walk::node_tensors(&n.proto, &mut |t| {
+                total = total.saturating_add(tensor::numel(&t.dims).unwrap_or(0) as u64)
+            });
+        }
+        total
     }
 
     /// Bytes of all tensor payloads: initializers, sparse initializers and
@@ -496,16 +503,6 @@ impl Model {
     }
 }
 
-fn constant_node_params(g: &Graph) -> u64 {
-    g.nodes
-        .node_weights()
-        .filter(|n| n.op() == "Constant")
-        .flat_map(|n| n.proto.attribute.iter())
-        .filter_map(|a| a.t.as_ref())
-        .map(|t| tensor::numel(&t.dims).unwrap_or(0) as u64)
-        .fold(0, u64::saturating_add)
-}
-
 fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {
     let mut gone: Vec<String> = Vec::new();
     let anchor = patch
@@ -538,6 +535,13 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {
             .node_weight_mut(*id)
             .with_context(|| format!("patch '{}' rewires a node that is gone", patch.label))?;
         node.proto.input[*slot] = value.clone();
+    }
+    for (id, attrs) in &patch.replace_attributes {
+        let node = g
+            .nodes
+            .node_weight_mut(*id)
+            .with_context(|| format!("patch '{}' rewrites a node that is gone", patch.label))?;
+        node.proto.attribute = attrs.clone();
     }
     for n in &patch.add_nodes {
         let order = g.next_order(anchor);

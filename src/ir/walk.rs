@@ -168,3 +168,29 @@ pub fn node_tensors(n: &NodeProto, f: &mut dyn FnMut(&TensorProto)) {
         }
     }
 }
+
+/// Every name a graph and its subgraphs use for values and nodes (inputs,
+/// outputs, initializers, node inputs/outputs, node names), into `out`:
+/// what a new name must avoid anywhere in the model.
+pub fn graph_names(g: &GraphProto, out: &mut std::collections::HashSet<String>) {
+    for vi in g.input.iter().chain(&g.output).chain(&g.value_info) {
+        out.insert(vi.name().to_string());
+    }
+    for t in &g.initializer {
+        out.insert(t.name().to_string());
+    }
+    for n in &g.node {
+        node_names(n, out);
+    }
+}
+
+/// [`graph_names`] for one node and its subgraphs.
+pub fn node_names(n: &NodeProto, out: &mut std::collections::HashSet<String>) {
+    out.extend(n.input.iter().chain(&n.output).cloned());
+    if !n.name().is_empty() {
+        out.insert(n.name().to_string());
+    }
+    for sg in subgraphs(n) {
+        graph_names(sg, out);
+    }
+}

@@ -1,9 +1,11 @@
 //! Activation ranges for static quantization, measured by running the float
 //! model in tract on calibration samples.
 //!
-//! Statistics stream: each sample's activations update running min/max (and,
-//! for `percentile`, a histogram in a second pass) and are dropped; no
-//! sample's activations are kept. Samples run on all cores.
+//! Statistics stream: each sample runs once, and each of its activations is
+//! reduced to its range and (for `percentile`, `mse`, `entropy`) a histogram
+//! over that range, then dropped; no sample's activations are kept. The
+//! histograms are merged afterwards into one over the overall range (each
+//! bin's count goes to the bin of its centre). Samples run on all cores.
 
 use std::collections::HashMap;
 
@@ -61,17 +63,35 @@ pub fn calibrate(
     let (mut proto, _) =
         crate::verify::verification_copy(model, &specs, &data_samples[0], &fixed, &run_samples)?;
     let graph = proto.graph.as_mut().context("no graph")?;
-    let defined: std::collections::HashSet<&str> = graph
+    let defined: std::collections::HashSet<String> = graph
         .node
         .iter()
-        .flat_map(|n| n.output.iter().map(|s| s.as_str()))
+        .flat_map(|n| n.output.iter().cloned())
         .collect();
-    let present: Vec<String> = values
-        .iter()
-        .filter(|v| defined.contains(v.as_str()))
-        .cloned()
-        .collect();
-    let extra: Vec<ValueInfoProto> = present
+    let inputs: std::collections::HashSet<String> =
+        graph.input.iter().map(|i| i.name().to_string()).collect();
+    // Node outputs are read as extra graph outputs; a graph input (the first
+    // Conv's image) through an Identity probe, as tract outputs node values.
+    let mut present: Vec<String> = Vec::new();
+    let mut read_as: Vec<String> = Vec::new();
+    for v in values {
+        if defined.contains(v) {
+            present.push(v.clone());
+            read_as.push(v.clone());
+        } else if inputs.contains(v) {
+            let probe = format!("{v}__calibration_probe");
+            graph.node.push(crate::ir::builder::node_proto(
+                &probe,
+                "Identity",
+                &[v],
+                &[&probe],
+                vec![],
+            ));
+            present.push(v.clone());
+            read_as.push(probe);
+        }
+    }
+    let extra: Vec<ValueInfoProto> = read_as
         .iter()
         .filter(|v| !graph.output.iter().any(|o| o.name() == v.as_str()))
         .map(|v| ValueInfoProto {
@@ -80,7 +100,7 @@ pub fn calibrate(
         })
         .collect();
     graph.output.extend(extra);
-    let index: Vec<usize> = present
+    let index: Vec<usize> = read_as
         .iter()
         .map(|v| {
             graph
@@ -94,83 +114,107 @@ pub fn calibrate(
         .context("tract cannot run the model for calibration")?;
 
     let n = present.len();
-    let minmax = run_samples
+    let histograms = method != Method::Minmax;
+    // One run per sample: its own range of each value and, for the
+    // histogram methods, a histogram over that range; merged afterwards.
+    let per_sample: Vec<Vec<Stat>> = run_samples
         .par_iter()
-        .map(|s| -> Result<Vec<(f32, f32)>> {
+        .map(|s| -> Result<Vec<Stat>> {
             let out = runner.run(s)?;
             index
                 .iter()
                 .map(|&k| {
                     // Only float32 activations are quantized.
                     if out[k].datum_type() != f32::datum_type() {
-                        return Ok((f32::INFINITY, f32::NEG_INFINITY));
+                        return Ok(Stat::empty());
                     }
                     let v = tr::to_f64(&out[k])?;
-                    Ok(v.iter()
-                        .filter(|x| x.is_finite())
-                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                            (lo.min(x as f32), hi.max(x as f32))
-                        }))
+                    Ok(Stat::of(&v, histograms))
                 })
                 .collect()
         })
-        .try_reduce(
-            || vec![(f32::INFINITY, f32::NEG_INFINITY); n],
-            |a, b| {
-                Ok(a.iter()
-                    .zip(&b)
-                    .map(|(x, y)| (x.0.min(y.0), x.1.max(y.1)))
-                    .collect())
-            },
-        )?;
-
-    let ranges: Vec<(f32, f32)> = match method {
-        Method::Minmax => minmax,
-        Method::Percentile | Method::Mse | Method::Entropy => {
-            let hist = run_samples
-                .par_iter()
-                .map(|s| -> Result<Vec<Vec<u64>>> {
-                    let out = runner.run(s)?;
-                    index
-                        .iter()
-                        .zip(&minmax)
-                        .map(|(&k, &(lo, hi))| {
-                            let mut h = vec![0u64; BINS];
-                            let width = ((hi - lo) as f64).max(f64::MIN_POSITIVE);
-                            for x in tr::to_f64(&out[k])? {
-                                if x.is_finite() {
-                                    let b = (((x - lo as f64) / width) * BINS as f64) as usize;
-                                    h[b.min(BINS - 1)] += 1;
-                                }
-                            }
-                            Ok(h)
-                        })
-                        .collect()
-                })
-                .try_reduce(
-                    || vec![vec![0u64; BINS]; n],
-                    |a, b| {
-                        Ok(a.iter()
-                            .zip(&b)
-                            .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p + q).collect())
-                            .collect())
-                    },
-                )?;
-            hist.iter()
-                .zip(&minmax)
-                .map(|(h, &(lo, hi))| match method {
-                    Method::Mse => search_range(h, lo, hi, mse_cost),
-                    Method::Entropy => search_range(h, lo, hi, kl_cost),
-                    _ => percentile_range(h, lo, hi, percentile),
-                })
-                .collect()
-        }
-    };
+        .collect::<Result<_>>()?;
+    let ranges: Vec<(f32, f32)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let (lo, hi) = per_sample
+                .iter()
+                .map(|s| (s[i].lo, s[i].hi))
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| {
+                    (a.0.min(b.0), a.1.max(b.1))
+                });
+            if !histograms || !(lo.is_finite() && hi.is_finite()) {
+                return (lo, hi);
+            }
+            let mut h = vec![0u64; BINS];
+            for s in &per_sample {
+                s[i].rebin_into(&mut h, lo, hi);
+            }
+            match method {
+                Method::Mse => search_range(&h, lo, hi, mse_cost),
+                Method::Entropy => search_range(&h, lo, hi, kl_cost),
+                _ => percentile_range(&h, lo, hi, percentile),
+            }
+        })
+        .collect();
     Ok(present
         .into_iter()
         .zip(ranges)
         .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
         .collect())
+}
+
+/// One sample's statistics of one value: its range and (for the histogram
+/// methods) a histogram of `BINS` bins over that range.
+struct Stat {
+    lo: f32,
+    hi: f32,
+    hist: Vec<u32>,
+}
+
+impl Stat {
+    fn empty() -> Stat {
+        Stat {
+            lo: f32::INFINITY,
+            hi: f32::NEG_INFINITY,
+            hist: vec![],
+        }
+    }
+
+    fn of(v: &[f64], histogram: bool) -> Stat {
+        let (lo, hi) = v
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x as f32), hi.max(x as f32))
+            });
+        let mut hist = vec![];
+        if histogram && lo.is_finite() {
+            hist = vec![0u32; BINS];
+            let width = ((hi - lo) as f64).max(f64::MIN_POSITIVE);
+            for &x in v {
+                if x.is_finite() {
+                    let b = (((x - lo as f64) / width) * BINS as f64) as usize;
+                    hist[b.min(BINS - 1)] += 1;
+                }
+            }
+        }
+        Stat { lo, hi, hist }
+    }
+
+    /// Add this histogram to `h`, whose bins span `[lo, hi]` (which holds
+    /// this one's range): each bin's count goes to the bin of its centre.
+    fn rebin_into(&self, h: &mut [u64], lo: f32, hi: f32) {
+        let width = ((hi - lo) as f64).max(f64::MIN_POSITIVE);
+        let own = (self.hi - self.lo) as f64 / BINS as f64;
+        for (b, &c) in self.hist.iter().enumerate() {
+            if c > 0 {
+                let centre = self.lo as f64 + (b as f64 + 0.5) * own;
+                let t = (((centre - lo as f64) / width) * BINS as f64) as usize;
+                h[t.min(BINS - 1)] += c as u64;
+            }
+        }
+    }
 }
 
 /// Among ranges `[lo, hi]` shrunk towards 0 by a factor in (0, 1], the one

@@ -12,10 +12,13 @@
 //! gathered rows are ever expanded.
 //!
 //! **Activations**, `static`: the float inputs and outputs of Conv, Gemm and
-//! MatMul (and of the ops between them that runtimes keep in int8: Add, Mul,
-//! Concat, pooling, Relu/Clip/Sigmoid, reshapes) get one shared
-//! QuantizeLinear -> DequantizeLinear pair per value (uint8, asymmetric),
-//! with ranges calibrated on the data source; Conv/Gemm biases become int32
+//! MatMul get one shared QuantizeLinear -> DequantizeLinear pair per value
+//! (uint8, asymmetric), with ranges calibrated on the data source. Ops that
+//! runtimes keep in int8 (Add, Mul, Concat, pooling, Relu/Clip/LeakyRelu,
+//! Resize, reshapes) join that region only when every data input they read
+//! is already quantized; the rest (element-wise chains such as hardswish,
+//! SiLU's Sigmoid and Mul) stay float between one quantized op and the next:
+//! on YOLOv8n that is as fast in onnxruntime, smaller and closer to float. Conv/Gemm biases become int32
 //! with scale = input scale x weight scale. `dynamic`: each MatMul with a
 //! constant weight becomes DynamicQuantizeLinear -> MatMulInteger -> Cast ->
 //! Mul, the form onnxruntime fuses into its dynamic int8 kernel. `auto`
@@ -32,6 +35,7 @@
 
 pub mod arith;
 pub mod calibrate;
+pub mod subgraph;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,7 +181,7 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
     Ok(Box::new(Quant {
         params: p,
         opset,
-        upgraded: AtomicBool::new(false),
+        prepared: AtomicBool::new(false),
     }))
 }
 
@@ -195,8 +199,9 @@ pub enum OpsetPolicy {
 pub struct Quant {
     pub params: Params,
     pub opset: OpsetPolicy,
-    /// Round 1 raised the opset; round 2 quantizes.
-    upgraded: AtomicBool,
+    /// Round 1 prepared the model (Constant-node weights to initializers,
+    /// opset raised); round 2 quantizes.
+    prepared: AtomicBool,
 }
 
 /// Largest model (weight bytes) `sensitive=auto` measures.
@@ -225,7 +230,6 @@ const PASSTHROUGH_OPS: &[&str] = &[
     "GlobalAveragePool",
     "Relu",
     "Clip",
-    "Sigmoid",
     "LeakyRelu",
     "Resize",
     "Reshape",
@@ -247,9 +251,9 @@ impl Pass for Quant {
         // Quantization is decided and applied in one round (the second when
         // the first raised the opset).
         if ctx.round == 1 {
-            self.upgraded.store(false, Ordering::Relaxed);
+            self.prepared.store(false, Ordering::Relaxed);
         }
-        let quantize_round = if self.upgraded.load(Ordering::Relaxed) {
+        let quantize_round = if self.prepared.load(Ordering::Relaxed) {
             2
         } else {
             1
@@ -266,9 +270,27 @@ impl Pass for Quant {
             return Ok(vec![]);
         }
         if ctx.round == 1 {
-            if let Some(p) = self.raise_opset(model, ctx)? {
-                self.upgraded.store(true, Ordering::Relaxed);
-                return Ok(vec![p]);
+            // Weights held in Constant nodes (PaddleOCR, spox exports) become
+            // initializers first, so quant sees them without `clean`.
+            let mut prep: Vec<Patch> = crate::passes::clean::constants_to_initializers(g)
+                .into_iter()
+                .filter(|p| {
+                    p.add_initializers.iter().all(|t| {
+                        tensor::data_type(t) == DataType::Float
+                            && t.dims.len() >= 2
+                            && tensor::numel(&t.dims).unwrap_or(0)
+                                >= self.params.min_weight_elements.max(1)
+                    })
+                })
+                .map(|mut p| {
+                    p.label = "Constant-node weight turned into an initializer".into();
+                    p
+                })
+                .collect();
+            prep.extend(self.raise_opset(model, ctx)?);
+            if !prep.is_empty() {
+                self.prepared.store(true, Ordering::Relaxed);
+                return Ok(prep);
             }
         }
         let opset = model.opset();
@@ -439,6 +461,15 @@ impl Pass for Quant {
             // The float bytes are read once; let their pages go.
             model.external.release(t);
         }
+        // Weights defined inside If/Loop/Scan bodies.
+        if self.params.other_weights {
+            patches.extend(subgraph::body_weights(
+                model,
+                per_channel,
+                self.params.min_weight_elements,
+                &excluded,
+            )?);
+        }
         if mode == "static" {
             patches.extend(self.static_activations(
                 model,
@@ -477,6 +508,9 @@ fn describe(p: &Patch) -> String {
         .cloned()
         .or_else(|| p.add_nodes.first().and_then(|n| n.input.first().cloned()))
         .unwrap_or_default();
+    if what.is_empty() {
+        return p.label.clone();
+    }
     format!("{} '{what}'", p.label)
 }
 
@@ -539,7 +573,9 @@ impl Quant {
         };
         patches.sort_by_key(pos);
         let opts = VerifyOptions {
-            samples: self.params.samples.clamp(1, 4),
+            // The samples verification will use (random ones are drawn from
+            // the same seed), so what is measured here is what is enforced.
+            samples: ctx.data.verify_samples.unwrap_or(2).clamp(1, 8),
             seed: ctx.data.seed,
             dims: ctx.data.dims.clone(),
             inputs: ctx.data.inputs.clone(),
@@ -774,7 +810,9 @@ impl Quant {
             let (scale, zp) = arith::asymmetric_u8(lo, hi);
             act_scale.insert(v.clone(), scale);
             let sn = g.fresh_name(&format!("{v}_scale"));
-            let zn = g.fresh_name(&format!("{v}_zp"));
+            // Activations with the same zero point share one tensor (each
+            // patch carries it; applying it twice is harmless).
+            let zn = g.fresh_name(&format!("uint8_zero_point_{zp}"));
             let qn = g.fresh_name(&format!("{v}_q"));
             let dn = g.fresh_name(&format!("{v}_dq"));
             let mut p = Patch::new("activation quantized to uint8");
@@ -786,15 +824,12 @@ impl Quant {
                 raw_data: Some(Bytes::from(vec![zp])),
                 ..Default::default()
             });
+            // The pair's nodes go unnamed: their outputs (`v_q`, `v_dq`) name
+            // them, and on small models the names are a visible share of the file.
+            p.add_nodes
+                .push(node("", "QuantizeLinear", &[v, &sn, &zn], &[&qn], vec![]));
             p.add_nodes.push(node(
-                &format!("{v}_q"),
-                "QuantizeLinear",
-                &[v, &sn, &zn],
-                &[&qn],
-                vec![],
-            ));
-            p.add_nodes.push(node(
-                &format!("{v}_dq"),
+                "",
                 "DequantizeLinear",
                 &[&qn, &sn, &zn],
                 &[&dn],

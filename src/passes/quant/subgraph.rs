@@ -1,0 +1,246 @@
+//! Weights defined inside If/Loop/Scan bodies: body initializers and
+//! Constant nodes holding float32 tensors.
+//!
+//! Each becomes an int8 initializer of the same body, symmetric, with a
+//! DequantizeLinear at the top of the body that produces the weight's
+//! original name, so every reader inside the body (and in deeper bodies)
+//! sees the same tensor. Weight-only: the body's activations stay float.
+//! The scale is per channel (opset >= 13) on the axis the body's readers
+//! agree on (Conv: 0, MatMul: 1, Gemm: by `transB`, anything else: 0), per
+//! tensor where they disagree or below opset 13.
+//!
+//! One patch per top-level node that holds bodies, rewriting its attributes
+//! in place (`Patch::replace_attributes`), so other patches may still rewire
+//! that node's inputs.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, Result};
+
+use super::arith;
+use crate::ir::builder::{attr_int, node_proto};
+use crate::ir::{tensor, walk, Model, NodeId};
+use crate::patch::Patch;
+use crate::proto::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
+
+pub const LABEL: &str = "subgraph weight quantized to int8 (weight-only)";
+
+struct Cx<'a> {
+    model: &'a Model,
+    per_channel: bool,
+    min_elements: usize,
+    used: HashSet<String>,
+    count: usize,
+}
+
+/// Patches quantizing the weights inside the bodies of every top-level node
+/// that holds subgraphs (nodes for which `skip` is true are left alone).
+pub fn body_weights(
+    model: &Model,
+    per_channel: bool,
+    min_elements: usize,
+    skip: &dyn Fn(NodeId) -> bool,
+) -> Result<Vec<Patch>> {
+    let g = &model.graph;
+    let mut used = HashSet::new();
+    walk::graph_names(&g.rest, &mut used);
+    used.extend(g.initializers.keys().cloned());
+    for n in g.nodes.node_weights() {
+        walk::node_names(&n.proto, &mut used);
+    }
+    let mut cx = Cx {
+        model,
+        per_channel,
+        min_elements: min_elements.max(1),
+        used,
+        count: 0,
+    };
+    let mut patches = Vec::new();
+    for id in g.nodes.node_indices() {
+        let n = &g.nodes[id];
+        if skip(id) || walk::subgraphs(&n.proto).next().is_none() {
+            continue;
+        }
+        cx.count = 0;
+        let mut attrs = n.proto.attribute.clone();
+        for a in &mut attrs {
+            if let Some(sg) = a.g.as_mut() {
+                cx.graph(sg)
+                    .with_context(|| format!("in a body of '{}'", n.label()))?;
+            }
+            for sg in &mut a.graphs {
+                cx.graph(sg)
+                    .with_context(|| format!("in a body of '{}'", n.label()))?;
+            }
+        }
+        if cx.count > 0 {
+            let mut p = Patch::new(LABEL);
+            p.anchor = Some(id);
+            p.count = cx.count;
+            p.replace_attributes.push((id, attrs));
+            patches.push(p);
+        }
+    }
+    Ok(patches)
+}
+
+/// The per-channel axis a reader wants for its input `slot`, if any.
+fn reader_axis(n: &NodeProto, slot: usize) -> Option<i64> {
+    let attr_i = |name: &str| n.attribute.iter().find(|a| a.name() == name).map(|a| a.i());
+    match (n.op_type(), slot) {
+        ("Conv", 1) => Some(0),
+        ("MatMul", 1) => Some(1),
+        ("Gemm", 1) if attr_i("transA").unwrap_or(0) == 0 => {
+            Some(if attr_i("transB").unwrap_or(0) != 0 {
+                0
+            } else {
+                1
+            })
+        }
+        ("Gemm", _) => None,
+        _ => Some(0),
+    }
+}
+
+impl Cx<'_> {
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut i = 1;
+        while self.used.contains(&name) {
+            name = format!("{base}_{i}");
+            i += 1;
+        }
+        self.used.insert(name.clone());
+        name
+    }
+
+    /// Quantize the weights of one body, then of the bodies inside it.
+    fn graph(&mut self, g: &mut GraphProto) -> Result<()> {
+        for n in &mut g.node {
+            for a in &mut n.attribute {
+                if let Some(sg) = a.g.as_mut() {
+                    self.graph(sg)?;
+                }
+                for sg in &mut a.graphs {
+                    self.graph(sg)?;
+                }
+            }
+        }
+        // Axis each weight's readers in this body agree on (None: per tensor).
+        let mut axes: HashMap<String, Option<i64>> = HashMap::new();
+        for n in &g.node {
+            for (slot, i) in n.input.iter().enumerate() {
+                let a = reader_axis(n, slot);
+                axes.entry(i.clone())
+                    .and_modify(|e| {
+                        if *e != a {
+                            *e = None
+                        }
+                    })
+                    .or_insert(a);
+            }
+        }
+        let graph_outputs: HashSet<String> =
+            g.output.iter().map(|o| o.name().to_string()).collect();
+        let is_weight = |t: &TensorProto| {
+            tensor::data_type(t) == DataType::Float
+                && t.dims.len() >= 2
+                && tensor::numel(&t.dims).unwrap_or(0) >= self.min_elements
+                && !graph_outputs.contains(t.name())
+                && axes.contains_key(t.name())
+        };
+        // Candidates: initializers, and Constant nodes with a tensor value.
+        let mut chosen: Vec<(TensorProto, Option<i64>)> = Vec::new();
+        let mut keep_inits = Vec::with_capacity(g.initializer.len());
+        for t in std::mem::take(&mut g.initializer) {
+            if is_weight(&t) {
+                let axis = axes[t.name()];
+                chosen.push((t, axis));
+            } else {
+                keep_inits.push(t);
+            }
+        }
+        let mut keep_nodes = Vec::with_capacity(g.node.len());
+        for n in std::mem::take(&mut g.node) {
+            let value = (n.op_type() == "Constant"
+                && matches!(n.domain(), "" | "ai.onnx")
+                && n.attribute.len() == 1
+                && n.attribute[0].name() == "value"
+                && n.output.len() == 1)
+                .then(|| n.attribute[0].t.clone())
+                .flatten();
+            match value {
+                Some(mut t) => {
+                    t.name = Some(n.output[0].clone());
+                    if is_weight(&t) {
+                        let axis = axes[t.name()];
+                        chosen.push((t, axis));
+                    } else {
+                        keep_nodes.push(n);
+                    }
+                }
+                None => keep_nodes.push(n),
+            }
+        }
+        let mut dq_nodes = Vec::new();
+        for (t, axis) in chosen {
+            let payload = self.model.payload(&t)?;
+            let data = tensor::f32_view(&t, payload.as_ref())?;
+            let axis = axis
+                .filter(|&a| self.per_channel && (a as usize) < t.dims.len())
+                .map(|a| a as usize);
+            let (q, scales) = match axis {
+                Some(a) => {
+                    let d: Vec<usize> = t.dims.iter().map(|&x| x as usize).collect();
+                    arith::quantize_per_channel(
+                        &data.data,
+                        d[..a].iter().product(),
+                        d[a],
+                        d[a + 1..].iter().product(),
+                        8,
+                    )
+                }
+                None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
+            };
+            let name = t.name().to_string();
+            let qn = self.fresh(&format!("{name}_q"));
+            let sn = self.fresh(&format!("{name}_scale"));
+            let zn = self.fresh(&format!("{name}_zp"));
+            let sdims: Vec<i64> = match axis {
+                Some(_) => vec![scales.len() as i64],
+                None => vec![],
+            };
+            keep_inits.push(TensorProto {
+                name: Some(qn.clone()),
+                dims: t.dims.clone(),
+                data_type: Some(DataType::Int8 as i32),
+                raw_data: Some(q.iter().map(|&x| x as u8).collect::<Vec<_>>().into()),
+                ..Default::default()
+            });
+            keep_inits.push(tensor::from_f32(&sn, &sdims, &scales));
+            keep_inits.push(TensorProto {
+                name: Some(zn.clone()),
+                dims: sdims,
+                data_type: Some(DataType::Int8 as i32),
+                raw_data: Some(vec![0u8; scales.len()].into()),
+                ..Default::default()
+            });
+            let node_name = self.fresh(&format!("{name}_dq"));
+            let attrs = axis
+                .map(|a| vec![attr_int("axis", a as i64)])
+                .unwrap_or_default();
+            dq_nodes.push(node_proto(
+                &node_name,
+                "DequantizeLinear",
+                &[&qn, &sn, &zn],
+                &[&name],
+                attrs,
+            ));
+            self.count += 1;
+        }
+        g.initializer = keep_inits;
+        dq_nodes.extend(keep_nodes);
+        g.node = dq_nodes;
+        Ok(())
+    }
+}
