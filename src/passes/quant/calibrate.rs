@@ -143,7 +143,7 @@ pub fn calibrate(
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| {
                     (a.0.min(b.0), a.1.max(b.1))
                 });
-            if !histograms || !(lo.is_finite() && hi.is_finite()) {
+            if !(histograms && lo.is_finite() && hi.is_finite()) {
                 return (lo, hi);
             }
             let mut h = vec![0u64; BINS];
