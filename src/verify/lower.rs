@@ -98,32 +98,6 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         model.apply(&p)?;
         folded += 1;
     }
-    // The same inside If/Loop/Scan bodies, whose constants are body initializers.
-    let mut in_bodies = 0;
-    let ids: Vec<_> = model.graph.nodes.node_indices().collect();
-    for id in ids {
-        let n = &model.graph.nodes[id];
-        if crate::ir::walk::subgraphs(&n.proto).next().is_none() {
-            continue;
-        }
-        let mut attrs = n.proto.attribute.clone();
-        let before = in_bodies;
-        for a in &mut attrs {
-            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
-                in_bodies += lower_body(sg, model)?;
-            }
-        }
-        if in_bodies > before {
-            let mut p = Patch::new("constant DequantizeLinear lowered to float in a body");
-            p.replace_attributes.push((id, attrs));
-            model.apply(&p)?;
-        }
-    }
-    if in_bodies > 0 {
-        notes.push(format!(
-            "{in_bodies} constant DequantizeLinear node(s) inside subgraph bodies lowered to float"
-        ));
-    }
     if folded > 0 {
         // The quantized tensors are no longer read; tract may not even load their types.
         let read: std::collections::HashSet<String> = model
@@ -155,69 +129,6 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         ));
     }
     Ok(notes)
-}
-
-/// Lower the DequantizeLinear nodes of a body (and of the bodies inside it)
-/// whose inputs are all initializers of that body; their quantized inputs go
-/// when nothing else reads them. Returns how many were lowered.
-fn lower_body(g: &mut crate::proto::GraphProto, model: &Model) -> Result<usize> {
-    let mut count = 0;
-    for n in &mut g.node {
-        for a in &mut n.attribute {
-            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
-                count += lower_body(sg, model)?;
-            }
-        }
-    }
-    let mut nodes = Vec::with_capacity(g.node.len());
-    for n in std::mem::take(&mut g.node) {
-        let inits: Option<Vec<&TensorProto>> = (n.op_type() == "DequantizeLinear"
-            && matches!(n.domain(), "" | "ai.onnx"))
-        .then(|| {
-            n.input
-                .iter()
-                .filter(|i| !i.is_empty())
-                .map(|i| g.initializer.iter().find(|t| t.name() == i.as_str()))
-                .collect()
-        })
-        .flatten();
-        let Some(inits) = inits else {
-            nodes.push(n);
-            continue;
-        };
-        let attr = |name: &str, default: i64| {
-            n.attribute
-                .iter()
-                .find(|a| a.name() == name)
-                .map_or(default, |a| a.i())
-        };
-        let resolved: Vec<(TensorProto, Option<bytes::Bytes>)> = inits
-            .iter()
-            .map(|t| Ok(((*t).clone(), model.payload(t)?)))
-            .collect::<Result<_>>()?;
-        let refs: Vec<(&TensorProto, Option<&bytes::Bytes>)> =
-            resolved.iter().map(|(t, b)| (t, b.as_ref())).collect();
-        let value = dequantize(&refs, attr("axis", 1), attr("block_size", 0))
-            .with_context(|| format!("cannot lower DequantizeLinear '{}'", n.name()))?;
-        g.initializer
-            .push(tensor::from_f32(&n.output[0], &value.dims, &value.data));
-        count += 1;
-    }
-    g.node = nodes;
-    if count > 0 {
-        let mut read: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for n in &g.node {
-            read.extend(n.input.iter().cloned());
-            for sg in crate::ir::walk::subgraphs(n) {
-                let mut outer = Vec::new();
-                crate::ir::walk::outer_scope_reads(sg, &mut outer);
-                read.extend(outer);
-            }
-        }
-        read.extend(g.output.iter().map(|o| o.name().to_string()));
-        g.initializer.retain(|t| read.contains(t.name()));
-    }
-    Ok(count)
 }
 
 /// Integer values of a quantized tensor (4-bit types unpacked, low nibble first).

@@ -8,7 +8,8 @@
 //! tied. With `weights=int4`, MatMul weights are stored as packed INT4 in
 //! blocks of `block_size` along the reduction axis (opset 21 blocked
 //! DequantizeLinear). Embedding tables (Gather on axis 0) are stored as int8
-//! with one scale per row and dequantized after the lookup, so only the
+//! with one scale per row (with `weights=int4`: 4-bit blocks of `block_size`
+//! columns, one scale each) and dequantized after the lookup, so only the
 //! gathered rows are ever expanded.
 //!
 //! **Activations**, `static`: the float inputs and outputs of Conv, Gemm and
@@ -61,7 +62,7 @@ pub static INFO: PassInfo = PassInfo {
     tolerance: Tolerance { atol: 1e-4, rtol: f64::INFINITY, min_cosine: 0.99 },
     idempotent: true,
     params: &[
-        ParamInfo { name: "weights", kind: "string", default: "int8", range: "int8 | int4", doc: "weight type; int4 applies to MatMul weights (blocked, opset >= 21), others stay int8" },
+        ParamInfo { name: "weights", kind: "string", default: "int8", range: "int8 | int4", doc: "weight type; int4 applies to MatMul weights (blocked, opset >= 21) and embedding tables (4-bit blocks unpacked after the Gather), others stay int8" },
         ParamInfo { name: "per_channel", kind: "bool", default: "true", range: "true|false", doc: "one scale per output channel (needs opset >= 13) instead of one per tensor" },
         ParamInfo { name: "activations", kind: "string", default: "auto", range: "auto | static | dynamic | none", doc: "static: calibrated QDQ; dynamic: DynamicQuantizeLinear + MatMulInteger; none: weight-only" },
         ParamInfo { name: "calibration", kind: "string", default: "percentile", range: "minmax | percentile | mse | entropy", doc: "how activation ranges are taken from the calibration samples" },
@@ -420,13 +421,17 @@ impl Pass for Quant {
                 let axis = if t.dims[0] > 1 { 0 } else { 1 };
                 uses.insert(
                     name.clone(),
-                    readers.into_iter().map(|r| (r, Use::Axis(axis))).collect(),
+                    readers
+                        .into_iter()
+                        .map(|r| (r, Use::Stored(axis)))
+                        .collect(),
                 );
             }
         }
 
         let mut patches = Vec::new();
         let mut weight_scales: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut weight_patch: HashMap<String, usize> = HashMap::new();
         for (w, readers) in &uses {
             let t = g.constant(w).expect("selected above");
             let payload = model.payload(t)?;
@@ -434,8 +439,17 @@ impl Pass for Quant {
             let all = |f: fn(&Use) -> bool| readers.iter().all(|(_, u)| f(u));
             let matmul_only = all(|u| *u == Use::MatMul);
             let patch = if all(|u| *u == Use::Rows) {
-                // A table read only by Gather: int8 rows, dequantized after the lookup.
-                gather_rows(model, w, &data, readers)?
+                // A table read only by Gather: int8 rows (or int4 blocks),
+                // dequantized after the lookup.
+                let bs = self.params.block_size;
+                if self.params.weights == "int4" && data.dims[1] as usize % bs == 0 {
+                    gather_rows_int4(model, w, &data, readers, bs)?
+                } else {
+                    gather_rows(model, w, &data, readers)?
+                }
+            } else if let Some(&(_, Use::Stored(axis))) = readers.first() {
+                let axis = self.params.per_channel.then_some(axis as usize);
+                stored_weight(model, w, &data, axis)?
             } else if mode == "dynamic" && matmul_only && !int4 {
                 dynamic_matmuls(model, w, &data, readers, per_channel)?
             } else if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
@@ -448,11 +462,13 @@ impl Pass for Quant {
                         Use::Axis(a) => *a,
                         Use::MatMul => 1,
                         Use::Rows => 0,
+                        Use::Stored(a) => *a,
                     })
                     .collect();
                 let axis = (per_channel && axes.iter().all(|&a| a == axes[0])).then(|| axes[0]);
                 let (patch, scales) = int8_weight(model, w, &data, axis)?;
                 weight_scales.insert(w.clone(), scales);
+                weight_patch.insert(w.clone(), patches.len());
                 patch
             };
             patches.push(patch);
@@ -465,19 +481,30 @@ impl Pass for Quant {
         if self.params.other_weights {
             patches.extend(subgraph::body_weights(
                 model,
-                per_channel,
+                self.params.per_channel,
                 self.params.min_weight_elements,
                 &excluded,
             )?);
         }
         if mode == "static" {
-            patches.extend(self.static_activations(
-                model,
-                ctx,
-                &uses,
-                &weight_scales,
-                &excluded,
-            )?);
+            let (acts, biases) =
+                self.static_activations(model, ctx, &uses, &weight_scales, &excluded)?;
+            patches.extend(acts);
+            // A bias goes with its weight: one change, kept in float or
+            // quantized together (an int32 bias is only useful beside an
+            // int8 weight, where runtimes fuse both).
+            for (w, b) in biases {
+                match weight_patch.get(&w) {
+                    Some(&i) => {
+                        let p = &mut patches[i];
+                        p.label = format!("{}, its bias to int32", p.label);
+                        p.remove_initializers.extend(b.remove_initializers);
+                        p.add_initializers.extend(b.add_initializers);
+                        p.add_nodes.extend(b.add_nodes);
+                    }
+                    None => patches.push(b),
+                }
+            }
         }
         if patches.is_empty() {
             ctx.notes.push("no float32 weight matched".into());
@@ -684,8 +711,9 @@ impl Quant {
         uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
         weight_scales: &HashMap<String, Vec<f32>>,
         excluded: &dyn Fn(NodeId) -> bool,
-    ) -> Result<Vec<Patch>> {
+    ) -> Result<(Vec<Patch>, BiasPatches)> {
         let g = &model.graph;
+        let mut biases: Vec<(String, Patch)> = Vec::new();
         let in_set = |id: NodeId| {
             let n = &g.nodes[id];
             n.is_onnx()
@@ -781,7 +809,7 @@ impl Quant {
             }
         }
         if readers.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], biases));
         }
         let values: Vec<String> = readers.keys().cloned().collect();
         let ranges = match calibrate::calibrate(
@@ -798,7 +826,7 @@ impl Quant {
                 ctx.notes.push(format!(
                     "activations left in float: calibration failed ({e:#})"
                 ));
-                return Ok(vec![]);
+                return Ok((vec![], biases));
             }
         };
         let mut patches = Vec::new();
@@ -915,12 +943,15 @@ impl Quant {
                     attrs,
                 ));
                 p.anchor = Some(id);
-                patches.push(p);
+                biases.push((w.clone(), p));
             }
         }
-        Ok(patches)
+        Ok((patches, biases))
     }
 }
+
+/// int32 bias patches, each with the weight it goes with.
+type BiasPatches = Vec<(String, Patch)>;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Use {
@@ -930,6 +961,8 @@ enum Use {
     MatMul,
     /// Gather table: per row.
     Rows,
+    /// Read by ops with no integer kernel: stored as int8, per channel on this axis.
+    Stored(i64),
 }
 
 /// `*` matches any run of characters.
@@ -1202,6 +1235,219 @@ fn gather_rows(
         p.anchor = Some(*id);
     }
     p.count = 1;
+    Ok(p)
+}
+
+/// An embedding table as 4-bit rows in blocks of `block` columns, one scale
+/// per block, for `weights=int4`. No INT4 type is involved (Gather cannot
+/// read one): each block of a row is stored as `block / 2` bytes, byte `j`
+/// holding value `j` in its low nibble and value `j + block / 2` in its
+/// high nibble, both offset by 8. Each Gather reads the packed rows and
+/// their scales, then unpacks only the gathered rows with float arithmetic:
+/// `hi = floor(b / 16)`, `lo = b - 16 hi`, `v = (concat(lo, hi) - 8) * s`,
+/// reshaped to `[indices..., columns]`. Valid at any opset >= 11.
+fn gather_rows_int4(
+    model: &Model,
+    w: &str,
+    data: &tensor::F32View,
+    readers: &[(NodeId, Use)],
+    block: usize,
+) -> Result<Patch> {
+    let g = &model.graph;
+    let (rows, cols) = (data.dims[0] as usize, data.dims[1] as usize);
+    ensure!(
+        cols % block == 0,
+        "columns {cols} are not a multiple of {block}"
+    );
+    let nb = cols / block;
+    // Blocks along the columns: the layout `[rows, cols]` is `[rows * nb, block]`
+    // with one scale per block row.
+    let (q, scales) = arith::quantize_blocked(&data.data, rows * nb, block, 1, block, 4);
+    let half = block / 2;
+    let mut packed = vec![0u8; rows * cols / 2];
+    packed
+        .par_chunks_mut(half)
+        .zip(q.par_chunks(block))
+        .for_each(|(out, blk)| {
+            for j in 0..half {
+                let lo = (blk[j] + 8) as u8;
+                let hi = (blk[j + half] + 8) as u8;
+                out[j] = lo | (hi << 4);
+            }
+        });
+    let qn = g.fresh_name(&format!("{w}_q4"));
+    let sn = g.fresh_name(&format!("{w}_block_scale"));
+    let mut p = Patch::new("embedding table quantized to int4 blocks");
+    p.remove_initializers.push(w.to_string());
+    p.add_initializers.push(TensorProto {
+        name: Some(qn.clone()),
+        dims: vec![rows as i64, nb as i64, half as i64],
+        data_type: Some(DataType::Uint8 as i32),
+        raw_data: Some(Bytes::from(packed)),
+        ..Default::default()
+    });
+    p.add_initializers
+        .push(tensor::from_f32(&sn, &[rows as i64, nb as i64, 1], &scales));
+    let c = |name: &str, v: f32| tensor::from_f32(name, &[], &[v]);
+    let (c16, c8, cinv) = (
+        g.fresh_name(&format!("{w}_16")),
+        g.fresh_name(&format!("{w}_8")),
+        g.fresh_name(&format!("{w}_1_16")),
+    );
+    p.add_initializers.push(c(&c16, 16.0));
+    p.add_initializers.push(c(&c8, 8.0));
+    p.add_initializers.push(c(&cinv, 1.0 / 16.0));
+    let cols_name = g.fresh_name(&format!("{w}_columns"));
+    p.add_initializers.push(TensorProto {
+        name: Some(cols_name.clone()),
+        dims: vec![1],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: vec![cols as i64],
+        ..Default::default()
+    });
+    for (id, _) in readers {
+        let gn = &g.nodes[*id];
+        if gn.proto.output.len() != 1 || gn.proto.input.len() != 2 {
+            bail!("Gather '{}' has an unexpected signature", gn.label());
+        }
+        let idx = gn.proto.input[1].clone();
+        let out = gn.proto.output[0].clone();
+        let base = gn.label();
+        let v = |s: &str| g.fresh_name(&format!("{out}_{s}"));
+        let (bytes, fl, hi_f, hi, hi16, lo, both, centred, scale, shape, full_shape, values) = (
+            v("packed"),
+            v("packed_float"),
+            v("high_fraction"),
+            v("high"),
+            v("high_16"),
+            v("low"),
+            v("nibbles"),
+            v("centred"),
+            v("block_scale"),
+            v("index_shape"),
+            v("shape"),
+            v("blocks"),
+        );
+        let n = |s: &str| format!("{base}_{s}");
+        p.remove_nodes.push(*id);
+        p.add_nodes.extend([
+            node(
+                &n("int4"),
+                "Gather",
+                &[&qn, &idx],
+                &[&bytes],
+                vec![attr_int("axis", 0)],
+            ),
+            node(
+                &n("cast"),
+                "Cast",
+                &[&bytes],
+                &[&fl],
+                vec![attr_int("to", DataType::Float as i64)],
+            ),
+            node(&n("high_fraction"), "Mul", &[&fl, &cinv], &[&hi_f], vec![]),
+            node(&n("high"), "Floor", &[&hi_f], &[&hi], vec![]),
+            node(&n("high_16"), "Mul", &[&hi, &c16], &[&hi16], vec![]),
+            node(&n("low"), "Sub", &[&fl, &hi16], &[&lo], vec![]),
+            node(
+                &n("nibbles"),
+                "Concat",
+                &[&lo, &hi],
+                &[&both],
+                vec![attr_int("axis", -1)],
+            ),
+            node(&n("centre"), "Sub", &[&both, &c8], &[&centred], vec![]),
+            node(
+                &n("scale"),
+                "Gather",
+                &[&sn, &idx],
+                &[&scale],
+                vec![attr_int("axis", 0)],
+            ),
+            node(&n("dq"), "Mul", &[&centred, &scale], &[&values], vec![]),
+            node(&n("index_shape"), "Shape", &[&idx], &[&shape], vec![]),
+            node(
+                &n("shape"),
+                "Concat",
+                &[&shape, &cols_name],
+                &[&full_shape],
+                vec![attr_int("axis", 0)],
+            ),
+            node(
+                &n("reshape"),
+                "Reshape",
+                &[&values, &full_shape],
+                &[&out],
+                vec![],
+            ),
+        ]);
+        p.anchor = Some(*id);
+    }
+    p.count = 1;
+    Ok(p)
+}
+
+/// int8 storage for a weight that no integer kernel reads (LSTM, slices of
+/// it inside If bodies...): `Cast(int8) * scale`, one scale per channel
+/// along `axis` (per tensor with `None`), producing the original name. Plain
+/// float ops, valid at any opset: runtimes fold the constant expression once
+/// at load (onnxruntime does), so the weight costs no time per run, where a
+/// weight-only per-axis DequantizeLinear would run on every inference.
+pub(crate) fn stored_int8(
+    w: &str,
+    data: &tensor::F32View,
+    axis: Option<usize>,
+    fresh: &mut dyn FnMut(&str) -> String,
+) -> (Vec<TensorProto>, Vec<NodeProto>) {
+    let (q, scales) = match axis {
+        Some(a) => {
+            let (o, c, i) = split_dims(&data.dims, a);
+            arith::quantize_per_channel(&data.data, o, c, i, 8)
+        }
+        None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
+    };
+    let qn = fresh(&format!("{w}_q"));
+    let sn = fresh(&format!("{w}_scale"));
+    let fl = fresh(&format!("{w}_int8_values"));
+    let sdims: Vec<i64> = match axis {
+        Some(a) => (0..data.dims.len())
+            .map(|d| if d == a { scales.len() as i64 } else { 1 })
+            .collect(),
+        None => vec![],
+    };
+    let inits = vec![
+        tensor_i8(&qn, &data.dims, &q),
+        tensor::from_f32(&sn, &sdims, &scales),
+    ];
+    let cast_name = fresh(&format!("{w}_cast"));
+    let mul_name = fresh(&format!("{w}_rescale"));
+    let nodes = vec![
+        node(
+            &cast_name,
+            "Cast",
+            &[&qn],
+            &[&fl],
+            vec![attr_int("to", DataType::Float as i64)],
+        ),
+        node(&mul_name, "Mul", &[&fl, &sn], &[w], vec![]),
+    ];
+    (inits, nodes)
+}
+
+/// [`stored_int8`] as a patch replacing the initializer `w`.
+fn stored_weight(
+    model: &Model,
+    w: &str,
+    data: &tensor::F32View,
+    axis: Option<usize>,
+) -> Result<Patch> {
+    let g = &model.graph;
+    let (inits, nodes) = stored_int8(w, data, axis, &mut |b: &str| g.fresh_name(b));
+    let mut p = Patch::new("weight stored as int8 (expanded once at load)");
+    p.remove_initializers.push(w.to_string());
+    p.add_initializers = inits;
+    p.add_nodes = nodes;
+    p.anchor = g.consumers(w).first().copied();
     Ok(p)
 }
 

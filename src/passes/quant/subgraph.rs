@@ -1,13 +1,14 @@
 //! Weights defined inside If/Loop/Scan bodies: body initializers and
 //! Constant nodes holding float32 tensors.
 //!
-//! Each becomes an int8 initializer of the same body, symmetric, with a
-//! DequantizeLinear at the top of the body that produces the weight's
-//! original name, so every reader inside the body (and in deeper bodies)
-//! sees the same tensor. Weight-only: the body's activations stay float.
-//! The scale is per channel (opset >= 13) on the axis the body's readers
-//! agree on (Conv: 0, MatMul: 1, Gemm: by `transB`, anything else: 0), per
-//! tensor where they disagree or below opset 13.
+//! Each becomes an int8 initializer of the same body, symmetric, expanded
+//! at the top of the body by `Cast -> Mul(scale)` into the weight's original
+//! name ([`super::stored_int8`]: runtimes fold it once at load, so it costs
+//! nothing per run), and every reader inside the body (and in deeper
+//! bodies) sees the same tensor. Weight-only: the body's activations stay
+//! float. The scale is per channel on the axis the body's readers agree on
+//! (Conv: 0, MatMul: 1, Gemm: by `transB`, anything else: 0), per tensor
+//! where they disagree or with `per_channel=false`.
 //!
 //! One patch per top-level node that holds bodies, rewriting its attributes
 //! in place (`Patch::replace_attributes`), so other patches may still rewire
@@ -17,8 +18,6 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result};
 
-use super::arith;
-use crate::ir::builder::{attr_int, node_proto};
 use crate::ir::{tensor, walk, Model, NodeId};
 use crate::patch::Patch;
 use crate::proto::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
@@ -103,17 +102,6 @@ fn reader_axis(n: &NodeProto, slot: usize) -> Option<i64> {
 }
 
 impl Cx<'_> {
-    fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut i = 1;
-        while self.used.contains(&name) {
-            name = format!("{base}_{i}");
-            i += 1;
-        }
-        self.used.insert(name.clone());
-        name
-    }
-
     /// Quantize the weights of one body, then of the bodies inside it.
     fn graph(&mut self, g: &mut GraphProto) -> Result<()> {
         for n in &mut g.node {
@@ -182,65 +170,32 @@ impl Cx<'_> {
                 None => keep_nodes.push(n),
             }
         }
-        let mut dq_nodes = Vec::new();
+        let mut new_nodes = Vec::new();
         for (t, axis) in chosen {
             let payload = self.model.payload(&t)?;
             let data = tensor::f32_view(&t, payload.as_ref())?;
             let axis = axis
                 .filter(|&a| self.per_channel && (a as usize) < t.dims.len())
                 .map(|a| a as usize);
-            let (q, scales) = match axis {
-                Some(a) => {
-                    let d: Vec<usize> = t.dims.iter().map(|&x| x as usize).collect();
-                    arith::quantize_per_channel(
-                        &data.data,
-                        d[..a].iter().product(),
-                        d[a],
-                        d[a + 1..].iter().product(),
-                        8,
-                    )
+            let used = &mut self.used;
+            let mut fresh = |base: &str| {
+                let mut name = base.to_string();
+                let mut i = 1;
+                while used.contains(&name) {
+                    name = format!("{base}_{i}");
+                    i += 1;
                 }
-                None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
+                used.insert(name.clone());
+                name
             };
-            let name = t.name().to_string();
-            let qn = self.fresh(&format!("{name}_q"));
-            let sn = self.fresh(&format!("{name}_scale"));
-            let zn = self.fresh(&format!("{name}_zp"));
-            let sdims: Vec<i64> = match axis {
-                Some(_) => vec![scales.len() as i64],
-                None => vec![],
-            };
-            keep_inits.push(TensorProto {
-                name: Some(qn.clone()),
-                dims: t.dims.clone(),
-                data_type: Some(DataType::Int8 as i32),
-                raw_data: Some(q.iter().map(|&x| x as u8).collect::<Vec<_>>().into()),
-                ..Default::default()
-            });
-            keep_inits.push(tensor::from_f32(&sn, &sdims, &scales));
-            keep_inits.push(TensorProto {
-                name: Some(zn.clone()),
-                dims: sdims,
-                data_type: Some(DataType::Int8 as i32),
-                raw_data: Some(vec![0u8; scales.len()].into()),
-                ..Default::default()
-            });
-            let node_name = self.fresh(&format!("{name}_dq"));
-            let attrs = axis
-                .map(|a| vec![attr_int("axis", a as i64)])
-                .unwrap_or_default();
-            dq_nodes.push(node_proto(
-                &node_name,
-                "DequantizeLinear",
-                &[&qn, &sn, &zn],
-                &[&name],
-                attrs,
-            ));
+            let (inits, nodes) = super::stored_int8(t.name(), &data, axis, &mut fresh);
+            keep_inits.extend(inits);
+            new_nodes.extend(nodes);
             self.count += 1;
         }
         g.initializer = keep_inits;
-        dq_nodes.extend(keep_nodes);
-        g.node = dq_nodes;
+        new_nodes.extend(keep_nodes);
+        g.node = new_nodes;
         Ok(())
     }
 }
