@@ -195,20 +195,30 @@ def session(path):
     return ort.InferenceSession(path, sess_options=o, providers=["CPUExecutionProvider"])
 
 
-def latency(sess, feed, min_runs, warmup=5, min_time=1.0, max_runs=500):
-    """Median ms of at least min_runs runs (more until min_time seconds, at most max_runs)
-    after warmup runs. Returns (median ms, runs, outputs of the last run)."""
+def latency(sessions, feed, min_runs, warmup=5, min_time=1.0, max_runs=500):
+    """Latency of several sessions of one model, measured interleaved (one run of each in
+    turn, so that drift of this machine's speed hits them alike): median ms of at least
+    min_runs rounds (more until min_time seconds per session, at most max_runs), after
+    warmup rounds. Returns {key: (median ms, runs, outputs of the last run)}."""
+    outs = {}
     for _ in range(warmup):
-        outs = sess.run(None, feed)
-    times = []
+        for k, sess in sessions.items():
+            outs[k] = sess.run(None, feed)
+    times = {k: [] for k in sessions}
     start = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < min_time
-                                    and len(times) < max_runs):
-        t0 = time.perf_counter()
-        outs = sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    names = [o.name for o in sess.get_outputs()]
-    return float(np.median(times)) * 1e3, len(times), dict(zip(names, outs))
+    budget = min_time * len(sessions)
+    rounds = 0
+    while rounds < min_runs or (time.perf_counter() - start < budget and rounds < max_runs):
+        for k, sess in sessions.items():
+            t0 = time.perf_counter()
+            outs[k] = sess.run(None, feed)
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    res = {}
+    for k, sess in sessions.items():
+        names = [o.name for o in sess.get_outputs()]
+        res[k] = (float(np.median(times[k])) * 1e3, rounds, dict(zip(names, outs[k])))
+    return res
 
 
 def cosine(a, b):
@@ -315,13 +325,14 @@ def run(a, chosen, work, ort):
         feed = eval_fn()
         fsize = os.path.getsize(src)
 
-        log(f"{name}: float latency")
         try:
-            lat_f, n_f, ref = latency(session(src), feed, a.runs)
-            rows.append((name, "float", {"size": fsize / 2**20, "lat": lat_f, "n": n_f}))
+            sessions = {"float": session(src)}
         except Exception as e:  # noqa: BLE001
             rows.append((name, "float", {"error": f"ORT: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}))
             continue
+        float_cells = {"size": fsize / 2**20}
+        rows.append((name, "float", float_cells))
+        shutil.rmtree(os.path.join(work, "out"), ignore_errors=True)
 
         calib_dir = os.path.join(work, "calib")
         shutil.rmtree(calib_dir, ignore_errors=True)
@@ -329,9 +340,9 @@ def run(a, chosen, work, ort):
         for i, s in enumerate(calib_fn()):
             np.savez(os.path.join(calib_dir, f"{i}.npz"), **s)
 
+        method_cells = {}
         for method in ("ours", "ort dyn", "ort dyn pc", "ort static"):
-            out_dir = os.path.join(work, "out")
-            shutil.rmtree(out_dir, ignore_errors=True)
+            out_dir = os.path.join(work, "out", method.replace(" ", "_"))
             os.makedirs(out_dir)
             dst = os.path.join(out_dir, fname)
             cells = {}
@@ -376,16 +387,30 @@ def run(a, chosen, work, ort):
                 cells["size"] = dir_bytes(out_dir) / 2**20
                 cells["ratio"] = dir_bytes(out_dir) / fsize
                 try:
-                    lat, n, got = latency(session(dst), feed, a.runs)
-                    cells.update(lat=lat, n=n, speed=lat_f / lat)
-                    cells["cos"], cells["top1"], note = fidelity(ref, got, top1)
-                    if note:
-                        cells["note"] = note
+                    sessions[method] = session(dst)
                 except Exception as e:  # noqa: BLE001
                     msg = str(e).strip().splitlines()
                     cells["error"] = "ORT on the result: " + type(e).__name__ + (
                         ": " + msg[0] if msg else "")
+            method_cells[method] = cells
             rows.append((name, method, cells))
+        log(f"{name}: latency of {', '.join(sessions)} (interleaved)")
+        try:
+            lats = latency(sessions, feed, a.runs)
+        except Exception as e:  # noqa: BLE001
+            msg = str(e).strip().splitlines()
+            float_cells["error"] = "ORT: " + type(e).__name__ + (": " + msg[0] if msg else "")
+            continue
+        lat_f, n_f, ref = lats["float"]
+        float_cells.update(lat=lat_f, n=n_f)
+        for method, cells in method_cells.items():
+            if method not in lats:
+                continue
+            lat, n, got = lats[method]
+            cells.update(lat=lat, n=n, speed=lat_f / lat)
+            cells["cos"], cells["top1"], note = fidelity(ref, got, top1)
+            if note:
+                cells["note"] = note
         shutil.rmtree(os.path.join(work, "out"), ignore_errors=True)
 
     print_table(rows, a, bin_sha, bin_mtime, ort)
@@ -404,7 +429,8 @@ def print_table(rows, a, bin_sha, bin_mtime, ort):
           "core s: ours = run - verify.seconds, ort = the quantize_* call alone (no interpreter "
           "start, no imports)")
     print(f"lat ms: onnxruntime CPU, 1 thread, batch 1, median of >= {a.runs} runs after 5 "
-          "warm-up; x: float latency / this latency; min cos: over float outputs vs the float "
+          "warm-up, the float model and every result of a model measured in turn, run by "
+          "run; x: float latency / this latency; min cos: over float outputs vs the float "
           "model, same input; top1: agreeing rows of [batch, classes] outputs")
     print()
     hdr = (f"{'model':<26} {'method':<10} | {'run s':>7} {'core s':>7} {'peak MiB':>8} | "
