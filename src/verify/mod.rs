@@ -392,8 +392,10 @@ impl Reference {
 }
 
 fn run_all(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
+    use rayon::prelude::*;
     let runner = tract::Runner::new(proto, &samples[0])?;
-    samples.iter().map(|s| runner.run(s)).collect()
+    // Each run is single-threaded: samples go to all cores.
+    samples.par_iter().map(|s| runner.run(s)).collect()
 }
 
 /// Inputs that are small and the same in every sample (control inputs such
