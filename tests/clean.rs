@@ -29,14 +29,9 @@ fn snapshot_of(fixture_name: &str) -> String {
     let v = verify(&original, &model, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{fixture_name}: {}", v.table());
     format!(
-        "--- before\n{}--- after\n{}--- changes\n{}",
+        "--- before\n{}--- after\n{}",
         dump(&original.graph),
-        dump(&model.graph),
-        report
-            .changes
-            .iter()
-            .map(|(k, v)| format!("{v} x {k}\n"))
-            .collect::<String>()
+        dump_and_changes(&model, &report)
     )
 }
 

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use onnx_squeeze::ir::{builder::*, dump, Model};
+use onnx_squeeze::ir::{builder::*, Model};
 use onnx_squeeze::pass::build;
 use onnx_squeeze::pipeline::{run_pass, Limits};
 
@@ -24,14 +24,7 @@ fn snapshot_old_opset_to_21() {
         m.proto.ir_version() >= 10,
         "IR version raised with the opset"
     );
-    let s = format!(
-        "{}--- changes\n{}",
-        dump(&m.graph),
-        r.changes
-            .iter()
-            .map(|(k, v)| format!("{v} x {k}\n"))
-            .collect::<String>()
-    );
+    let s = dump_and_changes(&m, &r);
     // The middle-axis Softmax keeps its old 2-D meaning; the last-axis one is kept.
     assert!(s.contains("Flatten") && s.contains("Reshape"), "{s}");
     // Subgraph bodies are converted too: no `axes` attribute is left anywhere.

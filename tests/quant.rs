@@ -84,14 +84,7 @@ fn quantize_matches_onnxruntime() {
 fn snapshot(model: &Model, params: &str) -> (Model, String) {
     let mut m = model.clone();
     let r = quant(&mut m, params);
-    let s = format!(
-        "{}--- changes\n{}",
-        dump(&m.graph),
-        r.changes
-            .iter()
-            .map(|(k, v)| format!("{v} x {k}\n"))
-            .collect::<String>()
-    );
+    let s = dump_and_changes(&m, &r);
     (m, s)
 }
 

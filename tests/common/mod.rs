@@ -151,3 +151,18 @@ pub fn assert_ort_matches(original: &Path, ours: &Path, args: &[String]) {
     assert_eq!(r["checker"], "ok", "{}: {r}", original.display());
     assert_eq!(r["passed"], true, "{}: {r}", original.display());
 }
+
+/// A snapshot's text: the graph dump, then the pass's changes, one per line.
+pub fn dump_and_changes(
+    m: &onnx_squeeze::ir::Model,
+    r: &onnx_squeeze::report::PassReport,
+) -> String {
+    format!(
+        "{}--- changes\n{}",
+        onnx_squeeze::ir::dump(&m.graph),
+        r.changes
+            .iter()
+            .map(|(k, v)| format!("{v} x {k}\n"))
+            .collect::<String>()
+    )
+}
