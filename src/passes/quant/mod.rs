@@ -10,7 +10,13 @@
 //! DequantizeLinear). Embedding tables (Gather on axis 0) are stored as int8
 //! with one scale per row (with `weights=int4`: 4-bit blocks of `block_size`
 //! columns, one scale each) and dequantized after the lookup, so only the
-//! gathered rows are ever expanded.
+//! gathered rows are ever expanded. Weights that no integer kernel reads
+//! (LSTM weights, slices of them inside If bodies) and weights defined inside
+//! If/Loop/Scan bodies ([`subgraph`]) are stored as int8 and expanded by
+//! `Cast -> Mul`, which runtimes fold once at load: smaller files, no cost
+//! per run (a weight-only per-axis DequantizeLinear runs on every inference).
+//! Older opsets are raised first when `opset=auto` allows it
+//! ([`crate::passes::opset`]).
 //!
 //! **Activations**, `static`: the float inputs and outputs of Conv, Gemm and
 //! MatMul get one shared QuantizeLinear -> DequantizeLinear pair per value
@@ -72,7 +78,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the calibration data, keep the most damaging layers in float until it is met" },
-        ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by other ops (LSTM, nodes inside If/Loop bodies) as int8 behind a DequantizeLinear (weight-only)" },
+        ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load" },
         ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 for int4), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
     ],
@@ -394,9 +400,9 @@ impl Pass for Quant {
         }
 
         // Weights read by other ops (LSTM/GRU, nodes inside If/Loop bodies
-        // reading the outer scope...): int8 behind a DequantizeLinear that
-        // keeps their name, so every reader sees the same tensor. 1-D tensors
-        // (biases, norms) stay float.
+        // reading the outer scope...): stored as int8 and expanded by
+        // Cast -> Mul into their own name (`stored_weight`), so every reader
+        // sees the same tensor. 1-D tensors (biases, norms) stay float.
         if self.params.other_weights {
             for (name, t) in &g.initializers {
                 if uses.contains_key(name)

@@ -3,7 +3,7 @@
 //!
 //! Each becomes an int8 initializer of the same body, symmetric, expanded
 //! at the top of the body by `Cast -> Mul(scale)` into the weight's original
-//! name ([`super::stored_int8`]: runtimes fold it once at load, so it costs
+//! name (`stored_int8` in the parent module: runtimes fold it once at load, so it costs
 //! nothing per run), and every reader inside the body (and in deeper
 //! bodies) sees the same tensor. Weight-only: the body's activations stay
 //! float. The scale is per channel on the axis the body's readers agree on
