@@ -18,14 +18,15 @@
 //!   replaced in place, inputs and outputs kept (a subgraph body rewritten);
 //! * `set_opset`: the default-domain opset the model imports afterwards (the
 //!   IR version is raised with it where needed); only the `opset` rewrite,
-//!   which converts the nodes in the same patch, sets it;
+//!   which converts the nodes in the same patch, sets it, and with it
+//!   `set_functions`, the model-local functions with converted bodies;
 //! * `label`: what the change is, shown in the report; `count`: how many
 //!   changes of that kind the patch makes (1 when 0).
 
 use std::collections::HashSet;
 
 use crate::ir::{Graph, NodeId};
-use crate::proto::{AttributeProto, NodeProto, TensorProto};
+use crate::proto::{AttributeProto, FunctionProto, NodeProto, TensorProto};
 
 #[derive(Debug, Clone, Default)]
 pub struct Patch {
@@ -39,6 +40,7 @@ pub struct Patch {
     pub rewires: Vec<(NodeId, usize, String)>,
     pub replace_attributes: Vec<(NodeId, Vec<AttributeProto>)>,
     pub set_opset: Option<i64>,
+    pub set_functions: Option<Vec<FunctionProto>>,
     pub count: usize,
 }
 

@@ -96,3 +96,87 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
     let e = build("opset", t).err().unwrap();
     assert!(format!("{e:#}").contains("target must be"), "{e:#}");
 }
+
+/// Model-local functions import the default domain themselves: an older
+/// import is converted with the model (onnx.checker rejects a function whose
+/// Unsqueeze resolves to another version than the model's), and onnxruntime
+/// computes the same. tract does not run model-local functions, so the
+/// result is checked by onnxruntime only.
+#[test]
+fn local_functions_are_converted_with_the_model() {
+    use onnx_squeeze::proto::{FunctionProto, OperatorSetIdProto};
+    use prost::Message;
+    let mut proto = ModelBuilder::new(12)
+        .input("x", &[2, 3])
+        .output("y", &[2, 3])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.node.push(onnx_squeeze::proto::NodeProto {
+        name: Some("call".into()),
+        op_type: Some("AddDim".into()),
+        domain: Some("com.example".into()),
+        input: vec!["x".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    });
+    let opset = |d: &str, v: i64| OperatorSetIdProto {
+        domain: Some(d.into()),
+        version: Some(v),
+    };
+    proto.opset_import.push(opset("com.example", 1));
+    proto.functions.push(FunctionProto {
+        name: Some("AddDim".into()),
+        domain: Some("com.example".into()),
+        input: vec!["a".into()],
+        output: vec!["b".into()],
+        opset_import: vec![opset("", 12)],
+        node: vec![
+            node_proto(
+                "unsqueeze",
+                "Unsqueeze",
+                &["a"],
+                &["u"],
+                vec![attr_ints("axes", &[0])],
+            ),
+            node_proto(
+                "squeeze",
+                "Squeeze",
+                &["u"],
+                &["s"],
+                vec![attr_ints("axes", &[0])],
+            ),
+            node_proto(
+                "softmax",
+                "Softmax",
+                &["s"],
+                &["b"],
+                vec![attr_int("axis", 0)],
+            ),
+        ],
+        ..Default::default()
+    });
+    let dir = scratch("opset-functions");
+    let input = dir.path().join("function.onnx");
+    std::fs::write(&input, proto.encode_to_vec()).unwrap();
+    let out = dir.path().join("function_21.onnx");
+    let o = run_cli(&[
+        "run",
+        "--no-verify",
+        "--passes",
+        "opset",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (m, _) = Model::load(&out).unwrap();
+    let f = &m.proto.functions[0];
+    assert_eq!(f.opset_import[0].version(), 21);
+    assert!(
+        f.node
+            .iter()
+            .all(|n| n.attribute.iter().all(|a| a.name() != "axes")),
+        "{:?}",
+        f.node
+    );
+    assert_ort_matches(&input, &out, &[]);
+}

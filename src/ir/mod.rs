@@ -497,6 +497,9 @@ impl Model {
         if let Some(v) = patch.set_opset {
             self.set_opset(v);
         }
+        if let Some(f) = &patch.set_functions {
+            self.proto.functions = f.clone();
+        }
         self.graph
             .validate()
             .with_context(|| format!("patch '{}' broke the graph", patch.label))

@@ -27,23 +27,24 @@
 //! GroupNormalization (21) changed too and are refused, as are models below
 //! opset 11 (use `onnx.version_converter` for those). Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
-//! Constant nodes). Other domains (ai.onnx.ml, com.microsoft, functions) keep
-//! their own opset versions. The IR version is raised to the least one that
+//! Constant nodes), and so are the bodies of model-local functions that import
+//! an older default opset (their import is raised too). Other domains
+//! (ai.onnx.ml, com.microsoft, custom ones) keep their own opset versions. The IR version is raised to the least one that
 //! allows the new opset.
 //!
 //! Cost in fidelity: none; the rewrites are exact.
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::ir::builder::{attr_int, node_proto};
 use crate::ir::{walk, Model};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
 use crate::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto, GraphProto,
-    NodeProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto,
+    FunctionProto, GraphProto, NodeProto, TensorProto, ValueInfoProto,
 };
 
 /// The newest opset this pass converts to.
@@ -161,6 +162,46 @@ pub fn upgrade(model: &Model, to: i64) -> Result<Patch> {
         }
     }
     converted += cx.body_nodes;
+    // Model-local functions import the default domain themselves: an older
+    // import is converted too (checkers require it to agree with the model's).
+    let mut functions = model.proto.functions.clone();
+    let mut functions_changed = false;
+    for f in &mut functions {
+        let Some(fv) = f
+            .opset_import
+            .iter()
+            .find(|o| matches!(o.domain(), "" | "ai.onnx"))
+            .map(|o| o.version())
+        else {
+            continue;
+        };
+        if fv >= to {
+            continue;
+        }
+        ensure!(
+            fv >= MIN_SOURCE,
+            "function '{}' imports opset {fv}, older than {MIN_SOURCE}, the oldest this tool converts from",
+            f.name()
+        );
+        let mut fcx = Cx::for_function(f, fv, to);
+        let mut body = GraphProto {
+            node: std::mem::take(&mut f.node),
+            ..Default::default()
+        };
+        fcx.body(&mut body)
+            .with_context(|| format!("in function '{}'", f.name()))?;
+        f.node = body.node;
+        for o in &mut f.opset_import {
+            if matches!(o.domain(), "" | "ai.onnx") {
+                o.version = Some(to);
+            }
+        }
+        converted += fcx.body_nodes;
+        functions_changed = true;
+    }
+    if functions_changed {
+        patch.set_functions = Some(functions);
+    }
     // One change (the opset), whatever the number of nodes it rewrote.
     patch.count = 1;
     patch.label = format!("opset raised from {from} to {to}; nodes rewritten: {converted}");
@@ -261,6 +302,24 @@ impl Cx {
         cx.used.extend(g.initializers.keys().cloned());
         for n in g.nodes.node_weights() {
             collect_node(&n.proto, &mut cx);
+        }
+        cx
+    }
+
+    /// A context for the body of a model-local function (its own scope).
+    fn for_function(f: &FunctionProto, from: i64, to: i64) -> Cx {
+        let mut cx = Cx {
+            from,
+            to,
+            used: HashSet::new(),
+            read: HashSet::new(),
+            ranks: HashMap::new(),
+            body_nodes: 0,
+        };
+        cx.used.extend(f.input.iter().chain(&f.output).cloned());
+        cx.read.extend(f.output.iter().cloned());
+        for n in &f.node {
+            collect_node(n, &mut cx);
         }
         cx
     }
