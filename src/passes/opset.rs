@@ -288,15 +288,20 @@ fn crosses(cx: &Cx, v: i64) -> bool {
 }
 
 impl Cx {
-    fn new(model: &Model, from: i64, to: i64) -> Cx {
-        let mut cx = Cx {
+    /// A context that knows no names yet.
+    fn empty(from: i64, to: i64) -> Cx {
+        Cx {
             from,
             to,
             used: HashSet::new(),
             read: HashSet::new(),
             ranks: HashMap::new(),
             body_nodes: 0,
-        };
+        }
+    }
+
+    fn new(model: &Model, from: i64, to: i64) -> Cx {
+        let mut cx = Cx::empty(from, to);
         let g = &model.graph;
         collect_graph(&g.rest, &mut cx);
         cx.used.extend(g.initializers.keys().cloned());
@@ -308,14 +313,7 @@ impl Cx {
 
     /// A context for the body of a model-local function (its own scope).
     fn for_function(f: &FunctionProto, from: i64, to: i64) -> Cx {
-        let mut cx = Cx {
-            from,
-            to,
-            used: HashSet::new(),
-            read: HashSet::new(),
-            ranks: HashMap::new(),
-            body_nodes: 0,
-        };
+        let mut cx = Cx::empty(from, to);
         cx.used.extend(f.input.iter().chain(&f.output).cloned());
         cx.read.extend(f.output.iter().cloned());
         for n in &f.node {
