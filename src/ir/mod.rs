@@ -330,6 +330,18 @@ impl Graph {
     }
 
     /// A value name not used anywhere in the graph, derived from `base`.
+    /// Every value and node name of the graph and of its subgraphs: what a
+    /// name added anywhere in the model must avoid.
+    pub fn all_names(&self) -> HashSet<String> {
+        let mut used = HashSet::new();
+        walk::graph_names(&self.rest, &mut used);
+        used.extend(self.initializers.keys().cloned());
+        for n in self.nodes.node_weights() {
+            walk::node_names(&n.proto, &mut used);
+        }
+        used
+    }
+
     pub fn fresh_name(&self, base: &str) -> String {
         if !self.is_defined(base) {
             return base.to_string();

@@ -194,3 +194,18 @@ pub fn node_names(n: &NodeProto, out: &mut std::collections::HashSet<String>) {
         graph_names(sg, out);
     }
 }
+
+/// `base`, or `base_1`, `base_2`... : the first not in `used`, which then
+/// holds it.
+pub fn unique_name(used: &mut std::collections::HashSet<String>, base: &str) -> String {
+    let name = if used.contains(base) {
+        (1..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !used.contains(n))
+            .expect("an unused name exists")
+    } else {
+        base.to_string()
+    };
+    used.insert(name.clone());
+    name
+}

@@ -235,30 +235,22 @@ fn rank(vi: &ValueInfoProto) -> Option<usize> {
     }
 }
 
+/// What is read and which ranks are known, in `g` and its subgraphs.
 fn collect_graph(g: &GraphProto, cx: &mut Cx) {
     for vi in g.input.iter().chain(&g.output).chain(&g.value_info) {
-        cx.used.insert(vi.name().to_string());
         if let Some(r) = rank(vi) {
             cx.ranks.insert(vi.name().to_string(), r);
         }
     }
-    for o in &g.output {
-        cx.read.insert(o.name().to_string());
-    }
-    for t in &g.initializer {
-        cx.used.insert(t.name().to_string());
-    }
+    cx.read
+        .extend(g.output.iter().map(|o| o.name().to_string()));
     for n in &g.node {
         collect_node(n, cx);
     }
 }
 
 fn collect_node(n: &NodeProto, cx: &mut Cx) {
-    cx.used.extend(n.output.iter().cloned());
     cx.read.extend(n.input.iter().cloned());
-    if !n.name().is_empty() {
-        cx.used.insert(n.name().to_string());
-    }
     for sg in walk::subgraphs(n) {
         collect_graph(sg, cx);
     }
@@ -303,8 +295,8 @@ impl Cx {
     fn new(model: &Model, from: i64, to: i64) -> Cx {
         let mut cx = Cx::empty(from, to);
         let g = &model.graph;
+        cx.used = g.all_names();
         collect_graph(&g.rest, &mut cx);
-        cx.used.extend(g.initializers.keys().cloned());
         for n in g.nodes.node_weights() {
             collect_node(&n.proto, &mut cx);
         }
@@ -317,20 +309,14 @@ impl Cx {
         cx.used.extend(f.input.iter().chain(&f.output).cloned());
         cx.read.extend(f.output.iter().cloned());
         for n in &f.node {
+            walk::node_names(n, &mut cx.used);
             collect_node(n, &mut cx);
         }
         cx
     }
 
     fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut i = 1;
-        while self.used.contains(&name) {
-            name = format!("{base}_{i}");
-            i += 1;
-        }
-        self.used.insert(name.clone());
-        name
+        walk::unique_name(&mut self.used, base)
     }
 
     fn i64_const(&mut self, base: &str, v: &[i64]) -> TensorProto {

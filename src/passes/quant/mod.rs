@@ -206,8 +206,7 @@ pub enum OpsetPolicy {
 pub struct Quant {
     pub params: Params,
     pub opset: OpsetPolicy,
-    /// Round 1 prepared the model (Constant-node weights to initializers,
-    /// opset raised); round 2 quantizes.
+    /// Round 1 of this run prepared the model; round 2 quantizes.
     prepared: AtomicBool,
 }
 
@@ -255,8 +254,10 @@ impl Pass for Quant {
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let g = &model.graph;
-        // Quantization is decided and applied in one round (the second when
-        // the first raised the opset).
+        // Quantization is planned and applied in one round: the first, or
+        // the second when the first prepared the model. Whether it did is
+        // not visible in the model (its changes may hold no quantization
+        // op), so the pass remembers it for this run.
         if ctx.round == 1 {
             self.prepared.store(false, Ordering::Relaxed);
         }
@@ -276,9 +277,11 @@ impl Pass for Quant {
             ));
             return Ok(vec![]);
         }
+        // Preparation, in its own round (quantization is planned against
+        // the prepared model): weights held in Constant nodes (PaddleOCR,
+        // spox exports) become initializers, so quant sees them without
+        // `clean`, and the opset is raised where allowed.
         if ctx.round == 1 {
-            // Weights held in Constant nodes (PaddleOCR, spox exports) become
-            // initializers first, so quant sees them without `clean`.
             let mut prep: Vec<Patch> = crate::passes::clean::constants_to_initializers(g)
                 .into_iter()
                 .filter(|p| {
@@ -1016,6 +1019,18 @@ fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
     )
 }
 
+/// Symmetric int8 values and scales of a weight: one scale per channel
+/// along `axis`, or one for the whole tensor.
+fn symmetric_int8(data: &tensor::F32View, axis: Option<usize>) -> (Vec<i8>, Vec<f32>) {
+    match axis {
+        Some(a) => {
+            let (o, c, i) = split_dims(&data.dims, a);
+            arith::quantize_per_channel(&data.data, o, c, i, 8)
+        }
+        None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
+    }
+}
+
 /// int8 symmetric weight with a DequantizeLinear producing the original name.
 fn int8_weight(
     model: &Model,
@@ -1024,13 +1039,7 @@ fn int8_weight(
     axis: Option<i64>,
 ) -> Result<(Patch, Vec<f32>)> {
     let g = &model.graph;
-    let (q, scales) = match axis {
-        Some(a) => {
-            let (o, c, i) = split_dims(&data.dims, a as usize);
-            arith::quantize_per_channel(&data.data, o, c, i, 8)
-        }
-        None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
-    };
+    let (q, scales) = symmetric_int8(data, axis.map(|a| a as usize));
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
     let sdims: Vec<i64> = if axis.is_some() {
@@ -1075,12 +1084,9 @@ fn dynamic_matmuls(
     per_channel: bool,
 ) -> Result<Patch> {
     let g = &model.graph;
-    let (k, n) = (data.dims[0] as usize, data.dims[1] as usize);
-    let (q, scales) = if per_channel {
-        arith::quantize_per_channel(&data.data, k, n, 1, 8)
-    } else {
-        arith::quantize_per_channel(&data.data, 1, 1, k * n, 8)
-    };
+    let n = data.dims[1] as usize;
+    // Per channel: one scale per column.
+    let (q, scales) = symmetric_int8(data, per_channel.then_some(1));
     let sdims: Vec<i64> = if per_channel { vec![n as i64] } else { vec![] };
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
@@ -1189,8 +1195,7 @@ fn gather_rows(
 ) -> Result<Patch> {
     let g = &model.graph;
     let rows = data.dims[0];
-    let (q, scales) =
-        arith::quantize_per_channel(&data.data, 1, rows as usize, data.dims[1] as usize, 8);
+    let (q, scales) = symmetric_int8(data, Some(0));
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_row_scale"));
     let mut p = Patch::new("embedding table quantized to int8 rows");
@@ -1405,13 +1410,7 @@ pub(crate) fn stored_int8(
     axis: Option<usize>,
     fresh: &mut dyn FnMut(&str) -> String,
 ) -> (Vec<TensorProto>, Vec<NodeProto>) {
-    let (q, scales) = match axis {
-        Some(a) => {
-            let (o, c, i) = split_dims(&data.dims, a);
-            arith::quantize_per_channel(&data.data, o, c, i, 8)
-        }
-        None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
-    };
+    let (q, scales) = symmetric_int8(data, axis);
     let qn = fresh(&format!("{w}_q"));
     let sn = fresh(&format!("{w}_scale"));
     let fl = fresh(&format!("{w}_int8_values"));

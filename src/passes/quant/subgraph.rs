@@ -41,17 +41,11 @@ pub fn body_weights(
     skip: &dyn Fn(NodeId) -> bool,
 ) -> Result<Vec<Patch>> {
     let g = &model.graph;
-    let mut used = HashSet::new();
-    walk::graph_names(&g.rest, &mut used);
-    used.extend(g.initializers.keys().cloned());
-    for n in g.nodes.node_weights() {
-        walk::node_names(&n.proto, &mut used);
-    }
     let mut cx = Cx {
         model,
         per_channel,
         min_elements: min_elements.max(1),
-        used,
+        used: g.all_names(),
         count: 0,
     };
     let mut patches = Vec::new();
@@ -63,11 +57,7 @@ pub fn body_weights(
         cx.count = 0;
         let mut attrs = n.proto.attribute.clone();
         for a in &mut attrs {
-            if let Some(sg) = a.g.as_mut() {
-                cx.graph(sg)
-                    .with_context(|| format!("in a body of '{}'", n.label()))?;
-            }
-            for sg in &mut a.graphs {
+            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
                 cx.graph(sg)
                     .with_context(|| format!("in a body of '{}'", n.label()))?;
             }
@@ -178,17 +168,9 @@ impl Cx<'_> {
                 .filter(|&a| self.per_channel && (a as usize) < t.dims.len())
                 .map(|a| a as usize);
             let used = &mut self.used;
-            let mut fresh = |base: &str| {
-                let mut name = base.to_string();
-                let mut i = 1;
-                while used.contains(&name) {
-                    name = format!("{base}_{i}");
-                    i += 1;
-                }
-                used.insert(name.clone());
-                name
-            };
-            let (inits, nodes) = super::stored_int8(t.name(), &data, axis, &mut fresh);
+            let (inits, nodes) = super::stored_int8(t.name(), &data, axis, &mut |base| {
+                walk::unique_name(used, base)
+            });
             keep_inits.extend(inits);
             new_nodes.extend(nodes);
             self.count += 1;
