@@ -82,74 +82,71 @@ fn over_2gb_external_data_model_goes_through_clean_and_quant() {
     std::fs::remove_file(&out).unwrap();
     std::fs::remove_file(dir.path().join("big_clean.onnx.data")).unwrap();
 
-    // Weight-only int8 at scale. Verification in tract would hold the model
-    // several times over; onnxruntime checks the result instead.
-    let q = dir.path().join("big_q.onnx");
+    // Weight-only int8 and int4 at scale. Verification in tract would hold
+    // the model several times over; onnxruntime checks the result instead.
+    quant_at_scale(
+        &model,
+        data_bytes,
+        "quant(activations=none)",
+        &["40 x weight quantized to int8 per channel"],
+        0.27,
+        "0.99",
+    );
+    // int4 raises the opset to 21 (blocked INT4). 40 layers of int4 rounding
+    // on random weights: the error compounds (about 0.995 per layer, 0.8 at
+    // the end); a wrong block layout or packing would give a cosine near 0.
+    quant_at_scale(
+        &model,
+        data_bytes,
+        "quant(activations=none,weights=int4)",
+        &[
+            "40 x MatMul weight quantized to int4 in blocks",
+            "opset raised from 17 to 21",
+        ],
+        0.16,
+        "0.7",
+    );
+}
+
+/// Run weight-only `passes` on the big `model` without verification: peak
+/// memory below the model's data, the report names each `expected` change,
+/// the external data written beside the output is under `max_ratio` of the
+/// input's, and onnxruntime's outputs reach `min_cosine`. The output is
+/// removed afterwards.
+fn quant_at_scale(
+    model: &std::path::Path,
+    data_bytes: u64,
+    passes: &str,
+    expected: &[&str],
+    max_ratio: f64,
+    min_cosine: &str,
+) {
+    let q = model.with_file_name("big_q.onnx");
     let (peak, output) = peak_rss(&[
         "run",
         "--no-verify",
         "--passes",
-        "quant(activations=none)",
+        passes,
         model.to_str().unwrap(),
         q.to_str().unwrap(),
     ]);
-    eprintln!("quant: peak RSS {:.2} GB\n{output}", peak as f64 / 1e9);
+    eprintln!("{passes}: peak RSS {:.2} GB\n{output}", peak as f64 / 1e9);
     assert!(
         peak < data_bytes,
-        "quant peak memory {peak} is not below the model size {data_bytes}"
+        "{passes}: peak memory {peak} is not below the model size {data_bytes}"
     );
-    assert!(
-        output.contains("40 x weight quantized to int8 per channel"),
-        "{output}"
-    );
-    let qdata = std::fs::metadata(dir.path().join("big_q.onnx.data"))
+    for e in expected {
+        assert!(output.contains(e), "{passes}: no '{e}' in\n{output}");
+    }
+    let data = q.with_file_name("big_q.onnx.data");
+    let qdata = std::fs::metadata(&data)
         .expect("external data kept, as the input had it")
         .len();
     assert!(
-        (qdata as f64) < data_bytes as f64 * 0.27,
-        "int8 data {qdata} bytes"
+        (qdata as f64) < data_bytes as f64 * max_ratio,
+        "{passes}: data {qdata} bytes, over {max_ratio} of {data_bytes}"
     );
-    let args: Vec<String> = ["--atol", "1e9", "--min-cosine", "0.99"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_ort_matches(&model, &q, &args);
+    assert_ort_matches(model, &q, &cosine_only(min_cosine));
     std::fs::remove_file(&q).unwrap();
-    std::fs::remove_file(dir.path().join("big_q.onnx.data")).unwrap();
-
-    // Weight-only int4 at scale: the opset is raised to 21 (blocked INT4).
-    let q4 = dir.path().join("big_q4.onnx");
-    let (peak, output) = peak_rss(&[
-        "run",
-        "--no-verify",
-        "--passes",
-        "quant(activations=none,weights=int4)",
-        model.to_str().unwrap(),
-        q4.to_str().unwrap(),
-    ]);
-    eprintln!("quant int4: peak RSS {:.2} GB\n{output}", peak as f64 / 1e9);
-    assert!(
-        peak < data_bytes,
-        "int4 quant peak memory {peak} is not below the model size {data_bytes}"
-    );
-    assert!(
-        output.contains("40 x MatMul weight quantized to int4 in blocks")
-            && output.contains("opset raised from 17 to 21"),
-        "{output}"
-    );
-    let q4data = std::fs::metadata(dir.path().join("big_q4.onnx.data"))
-        .expect("external data kept")
-        .len();
-    assert!(
-        (q4data as f64) < data_bytes as f64 * 0.16,
-        "int4 data {q4data} bytes"
-    );
-    // 40 layers of int4 rounding on random weights: the error compounds
-    // (about 0.995 per layer, 0.8 at the end); a wrong block layout or
-    // packing would give a cosine near 0.
-    let args: Vec<String> = ["--atol", "1e9", "--min-cosine", "0.7"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_ort_matches(&model, &q4, &args);
+    std::fs::remove_file(&data).unwrap();
 }

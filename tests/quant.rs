@@ -314,10 +314,7 @@ fn clean_quant_on_real_models() {
             ratio <= bound,
             "{name}: size {ratio:.3}x of the float model, expected <= {bound}"
         );
-        let mut args: Vec<String> = ["--atol", "1e9", "--min-cosine", "0.98"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args = cosine_only("0.98");
         args.extend(data);
         assert_ort_matches(&input, &out, &args);
     }
@@ -349,8 +346,8 @@ fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
 }
 
 /// Weights that live inside If branches (a body initializer and a Constant
-/// node) are quantized in place, checked by tract (the body DQ lowered per
-/// channel) and by onnxruntime.
+/// node) are quantized in place (int8, expanded by Cast -> Mul in the body),
+/// checked by tract and by onnxruntime.
 #[test]
 fn weights_inside_if_bodies_are_quantized() {
     let input = fixture("if_body_weights.onnx");
@@ -381,11 +378,7 @@ fn weights_inside_if_bodies_are_quantized() {
     let dir = scratch("quant-if-body");
     let out = dir.path().join("if_body_weights.onnx");
     run_passes_verified("quant(min_weight_elements=16)", &[], &input, &out);
-    let args: Vec<String> = ["--atol", "1e9", "--min-cosine", "0.99"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_ort_matches(&input, &out, &args);
+    assert_ort_matches(&input, &out, &cosine_only("0.99"));
 }
 
 /// Without `clean` first, weights held in Constant nodes are still seen:
@@ -438,9 +431,64 @@ fn int4_embedding_blocks_run_in_tract_and_onnxruntime() {
         &input,
         &out,
     );
-    let args: Vec<String> = ["--atol", "1e9", "--min-cosine", "0.98"]
-        .iter()
-        .map(|s| s.to_string())
+    assert_ort_matches(&input, &out, &cosine_only("0.98"));
+}
+
+/// Static placement: an op of the passthrough list joins the int8 region
+/// only when every data input it reads is quantized. `Add(x, constant)` (a
+/// hardswish piece) and SiLU's `Sigmoid`/`Mul` stay float between the Convs;
+/// a Relu after a Conv joins.
+#[test]
+fn elementwise_chains_between_convs_stay_float() {
+    let w: Vec<f32> = (0..4 * 4 * 3 * 3)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 10.0)
         .collect();
-    assert_ort_matches(&input, &out, &args);
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 4, 8, 8])
+        .init_f32("w1", &[4, 4, 3, 3], &w)
+        .init_f32("w2", &[4, 4, 3, 3], &w)
+        .init_f32("w3", &[4, 4, 3, 3], &w)
+        .init_f32("three", &[], &[3.0])
+        .node_with(
+            "c1",
+            "Conv",
+            &["x", "w1"],
+            &["c1_out"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        )
+        .node("relu", "Relu", &["c1_out"], &["relu_out"])
+        .node_with(
+            "c2",
+            "Conv",
+            &["relu_out", "w2"],
+            &["c2_out"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        )
+        .node("add3", "Add", &["c2_out", "three"], &["add_out"])
+        .node("sig", "Sigmoid", &["add_out"], &["sig_out"])
+        .node("silu", "Mul", &["add_out", "sig_out"], &["silu_out"])
+        .node_with(
+            "c3",
+            "Conv",
+            &["silu_out", "w3"],
+            &["y"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        )
+        .output("y", &[1, 4, 8, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"static\"\nmin_weight_elements = 16\nsensitive = \"off\"",
+    );
+    // Conv outputs and inputs, and the Relu between two Convs, are quantized.
+    for q in ["c1_out_q", "relu_out_q", "c2_out_q", "silu_out_q"] {
+        assert!(s.contains(&format!("-> ({q})")), "{q} missing:\n{s}");
+    }
+    // The element-wise chain between c2 and c3 stays float.
+    for f in ["add_out_q", "sig_out_q"] {
+        assert!(!s.contains(f), "{f} should not exist:\n{s}");
+    }
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
 }

@@ -166,3 +166,13 @@ pub fn dump_and_changes(
             .collect::<String>()
     )
 }
+
+/// `ort_check.py` arguments for a quantized result: only the cosine of every
+/// output against the float model counts (absolute error is what
+/// quantization trades away).
+pub fn cosine_only(min_cosine: &str) -> Vec<String> {
+    ["--atol", "1e9", "--min-cosine", min_cosine]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
