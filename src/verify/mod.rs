@@ -210,63 +210,81 @@ pub struct Reference {
 
 impl Reference {
     pub fn new(original: &Model, opts: &VerifyOptions) -> Result<Reference> {
+        Self::build(original, opts, None)
+    }
+
+    /// The samples a reference runs `original` on, when they need no
+    /// specialisation of the model (no `If` fed by fixed inputs): then any
+    /// run of the original that takes the same inputs (calibration's, with
+    /// extra outputs) yields the expected outputs, and [`Reference::with_expected`]
+    /// saves building and running a plan of its own. `None` otherwise.
+    pub fn plain_samples(
+        original: &Model,
+        opts: &VerifyOptions,
+    ) -> Result<Option<Vec<Vec<Tensor>>>> {
+        let (_, samples, _) = reference_inputs(original, opts)?;
+        let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
+        let (fixed, run_samples) = split_fixed(has_if, &samples);
+        Ok(fixed.is_empty().then_some(run_samples))
+    }
+
+    /// A reference whose expected outputs (the original's graph outputs, in
+    /// order, for each of [`Reference::plain_samples`]) were computed by the caller.
+    pub fn with_expected(
+        original: &Model,
+        opts: &VerifyOptions,
+        expected: Vec<Vec<Tensor>>,
+    ) -> Result<Reference> {
+        Self::build(original, opts, Some(expected))
+    }
+
+    fn build(
+        original: &Model,
+        opts: &VerifyOptions,
+        expected: Option<Vec<Vec<Tensor>>>,
+    ) -> Result<Reference> {
         if let Some(why) = untrusted_op(original) {
             anyhow::bail!("{why}; verify with onnxruntime instead");
         }
-        let mut notes = Vec::new();
-        let mut dim_notes = Vec::new();
-        let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
-        if opts.inputs.is_none() {
-            notes.append(&mut dim_notes);
-        }
-        let mut samples = match &opts.inputs {
-            Some(p) => inputs::load_samples(p, &specs)?,
-            None => {
-                if !specs.is_empty() {
-                    notes.push(format!(
-                        "{} seeded random sample(s) (seed {}); pass --inputs for real data",
-                        opts.samples, opts.seed
-                    ));
-                }
-                inputs::random_samples(&specs, opts.samples.max(1), opts.seed)?
-            }
-        };
-        for sample in &mut samples {
-            for (t, s) in sample.iter_mut().zip(&specs) {
-                let want = tract::datum_type(s.dtype)?;
-                if want != t.datum_type() {
-                    *t = t
-                        .cast_to_dt(want)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .into_owned();
-                }
-            }
-        }
+        let (specs, samples, mut notes) = reference_inputs(original, opts)?;
         // Specialise If models on inputs that are the same in every sample.
         let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
         let (fixed, run_samples) = split_fixed(has_if, &samples);
-        let (orig_copy, mut more) =
-            verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
-        notes.append(&mut more);
-        if has_if && !fixed.is_empty() {
-            let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
-            let remaining = orig_copy
-                .graph
-                .as_ref()
-                .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
-            notes.push(format!(
-                "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
-            ));
-        }
-        let expected = run_all(&orig_copy, &run_samples)
-            .context("the original model does not run in tract")?;
-        let out_names = original
+        let out_names: Vec<String> = original
             .graph
             .rest
             .output
             .iter()
             .map(|o| o.name().to_string())
             .collect();
+        let expected = match expected {
+            Some(e) => {
+                anyhow::ensure!(
+                    fixed.is_empty()
+                        && e.len() == run_samples.len()
+                        && e.iter().all(|o| o.len() == out_names.len()),
+                    "expected outputs given for a reference that needs its own run"
+                );
+                e
+            }
+            None => {
+                let (orig_copy, mut more) =
+                    verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
+                notes.append(&mut more);
+                if has_if && !fixed.is_empty() {
+                    let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
+                    let remaining = orig_copy
+                        .graph
+                        .as_ref()
+                        .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
+                    notes.push(format!(
+                        "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
+                    ));
+                }
+                run_all(&orig_copy, &run_samples)
+                    .context("the original model does not run in tract")?
+            }
+        };
         Ok(Reference {
             opts: opts.clone(),
             specs,
@@ -389,6 +407,42 @@ impl Reference {
         r.seconds = start.elapsed().as_secs_f64();
         r
     }
+}
+
+/// Input specs, samples (cast to the declared types) and notes of a reference.
+type ReferenceInputs = (Vec<inputs::InputSpec>, Vec<Vec<Tensor>>, Vec<String>);
+
+fn reference_inputs(original: &Model, opts: &VerifyOptions) -> Result<ReferenceInputs> {
+    let mut notes = Vec::new();
+    let mut dim_notes = Vec::new();
+    let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
+    if opts.inputs.is_none() {
+        notes.append(&mut dim_notes);
+    }
+    let mut samples = match &opts.inputs {
+        Some(p) => inputs::load_samples(p, &specs)?,
+        None => {
+            if !specs.is_empty() {
+                notes.push(format!(
+                    "{} seeded random sample(s) (seed {}); pass --inputs for real data",
+                    opts.samples, opts.seed
+                ));
+            }
+            inputs::random_samples(&specs, opts.samples.max(1), opts.seed)?
+        }
+    };
+    for sample in &mut samples {
+        for (t, s) in sample.iter_mut().zip(&specs) {
+            let want = tract::datum_type(s.dtype)?;
+            if want != t.datum_type() {
+                *t = t
+                    .cast_to_dt(want)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .into_owned();
+            }
+        }
+    }
+    Ok((specs, samples, notes))
 }
 
 fn run_all(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use tract_onnx::prelude::Datum;
+use tract_onnx::prelude::{Datum, Tensor};
 
 use crate::ir::Model;
 use crate::pass::DataSource;
@@ -35,8 +35,20 @@ pub enum Method {
 
 const BINS: usize = 2048;
 
-/// Ranges `(min, max)` of `values` over the calibration samples. Values the
-/// calibration copy does not compute (folded away) are absent from the result.
+/// What calibration measured.
+pub struct Calibration {
+    /// Range `(min, max)` of each value; values the calibration copy does
+    /// not compute (folded away) are absent.
+    pub ranges: HashMap<String, (f32, f32)>,
+    /// The model's outputs on the `reference` samples, when asked for and
+    /// the calibration copy can give them (no `If` specialisation).
+    pub expected: Option<Vec<Vec<Tensor>>>,
+}
+
+/// Ranges of `values` over the calibration samples. `reference`: samples
+/// (not calibrated on) whose model outputs the same plan computes, for
+/// `sensitive=auto`'s comparisons, saving a plan of the original.
+#[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &Model,
     values: &[String],
@@ -44,8 +56,9 @@ pub fn calibrate(
     samples: usize,
     method: Method,
     percentile: f64,
+    reference: Option<&[Vec<Tensor>]>,
     notes: &mut Vec<String>,
-) -> Result<HashMap<String, (f32, f32)>> {
+) -> Result<Calibration> {
     let mut dim_notes = Vec::new();
     let specs = inputs::input_specs(&model.graph, &data.dims, &mut dim_notes)?;
     let data_samples = match &data.inputs {
@@ -63,6 +76,7 @@ pub fn calibrate(
     let (mut proto, _) =
         crate::verify::verification_copy(model, &specs, &data_samples[0], &fixed, &run_samples)?;
     let graph = proto.graph.as_mut().context("no graph")?;
+    let model_outputs = graph.output.len();
     let defined: std::collections::HashSet<String> = graph
         .node
         .iter()
@@ -128,12 +142,30 @@ pub fn calibrate(
                     if out[k].datum_type() != f32::datum_type() {
                         return Ok(Stat::empty());
                     }
-                    let v = tr::to_f64(&out[k])?;
-                    Ok(Stat::of(&v, histograms))
+                    let view = out[k]
+                        .try_as_plain_ram()
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let v = view.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(Stat::of(v, histograms))
                 })
                 .collect()
         })
         .collect::<Result<_>>()?;
+    // The reference samples run on the same plan: the model's own outputs
+    // come first among the plan's.
+    let expected = match reference {
+        Some(r) if fixed.is_empty() => Some(
+            r.par_iter()
+                .map(|s| -> Result<Vec<Tensor>> {
+                    let mut out = runner.run(s)?;
+                    out.truncate(model_outputs);
+                    Ok(out)
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        _ => None,
+    };
+    drop(runner);
     let ranges: Vec<(f32, f32)> = (0..n)
         .into_par_iter()
         .map(|i| {
@@ -157,11 +189,14 @@ pub fn calibrate(
             }
         })
         .collect();
-    Ok(present
-        .into_iter()
-        .zip(ranges)
-        .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
-        .collect())
+    Ok(Calibration {
+        ranges: present
+            .into_iter()
+            .zip(ranges)
+            .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
+            .collect(),
+        expected,
+    })
 }
 
 /// One sample's statistics of one value: its range and (for the histogram
@@ -181,23 +216,73 @@ impl Stat {
         }
     }
 
-    fn of(v: &[f64], histogram: bool) -> Stat {
-        let (lo, hi) = v
+    fn of(v: &[f32], histogram: bool) -> Stat {
+        // Eight lanes of min/max in plain comparisons, which the compiler
+        // vectorises (NaN compares false and is skipped); infinities are
+        // rare enough to take the filtering path when they show up.
+        let mut lo8 = [f32::INFINITY; 8];
+        let mut hi8 = [f32::NEG_INFINITY; 8];
+        let mut nan8 = [0u32; 8];
+        let mut chunks = v.chunks_exact(8);
+        for c in &mut chunks {
+            let c: &[f32; 8] = c.try_into().expect("chunks of 8");
+            lo8 = std::array::from_fn(|k| if c[k] < lo8[k] { c[k] } else { lo8[k] });
+            hi8 = std::array::from_fn(|k| if c[k] > hi8[k] { c[k] } else { hi8[k] });
+            nan8 = std::array::from_fn(|k| nan8[k] + c[k].is_nan() as u32);
+        }
+        let rest = chunks.remainder();
+        let finite = |x: &&f32| !x.is_nan();
+        let mut lo = lo8
             .iter()
-            .filter(|x| x.is_finite())
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                (lo.min(x as f32), hi.max(x as f32))
-            });
+            .chain(rest)
+            .filter(finite)
+            .fold(f32::INFINITY, |a, &x| a.min(x));
+        let mut hi = hi8
+            .iter()
+            .chain(rest)
+            .filter(finite)
+            .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let mut nonfinite = nan8.iter().map(|&n| n as usize).sum::<usize>()
+            + rest.iter().filter(|x| x.is_nan()).count();
+        if lo == f32::NEG_INFINITY || hi == f32::INFINITY {
+            (lo, hi) = v
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    (lo.min(x), hi.max(x))
+                });
+            nonfinite = 1;
+        }
         let mut hist = vec![];
         if histogram && lo.is_finite() {
-            hist = vec![0u32; BINS];
-            let width = ((hi - lo) as f64).max(f64::MIN_POSITIVE);
-            for &x in v {
+            // Bins of width (hi - lo) / BINS; the top value goes to the last.
+            let per = (BINS as f64 / ((hi - lo) as f64).max(f64::MIN_POSITIVE)) as f32;
+            let bin = |x: f32| (((x - lo) * per) as usize).min(BINS - 1);
+            // Four interleaved histograms, summed at the end: after a ReLU
+            // most values fall in one bin, and increments of one counter
+            // wait on each other. Bin numbers are computed 16 at a time (in
+            // vector registers) where every value is finite.
+            let mut four = vec![[0u32; 4]; BINS];
+            let top = (BINS - 1) as f32;
+            let mut rest: &[f32] = v;
+            if nonfinite == 0 {
+                let mut chunks = v.chunks_exact(16);
+                for c in &mut chunks {
+                    let c: &[f32; 16] = c.try_into().expect("chunks of 16");
+                    let idx: [u32; 16] =
+                        std::array::from_fn(|k| ((c[k] - lo) * per).clamp(0.0, top) as u32);
+                    for (k, &b) in idx.iter().enumerate() {
+                        four[b as usize][k & 3] += 1;
+                    }
+                }
+                rest = chunks.remainder();
+            }
+            for &x in rest {
                 if x.is_finite() {
-                    let b = (((x - lo as f64) / width) * BINS as f64) as usize;
-                    hist[b.min(BINS - 1)] += 1;
+                    four[bin(x)][0] += 1;
                 }
             }
+            hist = four.iter().map(|f| f.iter().sum()).collect();
         }
         Stat { lo, hi, hist }
     }
@@ -364,5 +449,33 @@ mod tests {
         let (lo, hi) = percentile_range(&h, 0.0, 100.0, 99.0);
         assert_eq!(lo, 0.0);
         assert_eq!(hi, 10.0, "the outlier bin is clipped");
+    }
+
+    #[test]
+    fn stat_skips_nan_and_infinities_and_bins_every_finite_value() {
+        // Lengths below, at and past the 8-lane blocks, NaN and infinities
+        // anywhere: the range and the histogram count the finite values only.
+        for len in [1usize, 3, 8, 13, 64, 100] {
+            let mut v: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let (lo, hi) = (-7.0f32, (len - 1) as f32 * 0.5 - 7.0);
+            let s = Stat::of(&v, true);
+            assert_eq!((s.lo, s.hi), (lo, hi), "len {len}");
+            assert_eq!(s.hist.iter().sum::<u32>() as usize, len);
+            assert_eq!(s.hist[0], 1, "the minimum is in the first bin");
+            if len > 1 {
+                assert_eq!(s.hist[BINS - 1], 1, "the maximum is in the last bin");
+            }
+            v.push(f32::NAN);
+            v.insert(len / 2, f32::INFINITY);
+            v.insert(0, f32::NEG_INFINITY);
+            let s = Stat::of(&v, true);
+            assert_eq!((s.lo, s.hi), (lo, hi), "len {len} with non-finite values");
+            assert_eq!(s.hist.iter().sum::<u32>() as usize, len);
+        }
+        let s = Stat::of(&[f32::NAN; 9], true);
+        assert!(!s.lo.is_finite() && s.hist.is_empty());
+        // Without a histogram only the range is kept.
+        let s = Stat::of(&[2.0, -1.0], false);
+        assert_eq!((s.lo, s.hi, s.hist.len()), (-1.0, 2.0, 0));
     }
 }

@@ -47,7 +47,7 @@ pub mod subgraph;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use rayon::prelude::*;
 
@@ -417,12 +417,10 @@ impl Pass for Quant {
                     continue;
                 }
                 let readers = g.consumers(name);
+                // ConvTranspose has no integer kernel in the common runtimes:
+                // its weights are stored like any other reader's.
                 let claimed = |r: NodeId| {
-                    excluded(r)
-                        || matches!(
-                            g.nodes[r].op(),
-                            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "Gather"
-                        )
+                    excluded(r) || matches!(g.nodes[r].op(), "Conv" | "Gemm" | "MatMul" | "Gather")
                 };
                 if readers.is_empty() || readers.iter().any(|&r| claimed(r)) {
                     continue;
@@ -439,8 +437,12 @@ impl Pass for Quant {
         }
 
         let mut patches = Vec::new();
-        let mut weight_scales: HashMap<String, Vec<f32>> = HashMap::new();
+        // Per weight: its scales and the name of their initializer.
+        let mut weight_scales: HashMap<String, (Vec<f32>, String)> = HashMap::new();
         let mut weight_patch: HashMap<String, usize> = HashMap::new();
+        // Weights whose quantized form sensitive=auto may take back, with the
+        // axis of their int8 storage then (see `keep_sensitive_in_float`).
+        let mut storable: HashMap<String, Option<usize>> = HashMap::new();
         for (w, readers) in &uses {
             let t = g.constant(w).expect("selected above");
             let payload = model.payload(t)?;
@@ -460,8 +462,10 @@ impl Pass for Quant {
                 let axis = self.params.per_channel.then_some(axis as usize);
                 stored_weight(model, w, &data, axis)?
             } else if mode == "dynamic" && matmul_only && !int4 {
+                storable.insert(w.clone(), per_channel.then_some(1));
                 dynamic_matmuls(model, w, &data, readers, per_channel)?
             } else if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
+                storable.insert(w.clone(), per_channel.then_some(1));
                 int4_weight(model, w, &data, self.params.block_size)?
             } else {
                 // One layout for every reader, or per tensor where they disagree.
@@ -475,8 +479,10 @@ impl Pass for Quant {
                     })
                     .collect();
                 let axis = (per_channel && axes.iter().all(|&a| a == axes[0])).then(|| axes[0]);
+                storable.insert(w.clone(), axis.map(|a| a as usize));
                 let (patch, scales) = int8_weight(model, w, &data, axis)?;
-                weight_scales.insert(w.clone(), scales);
+                let scale_name = patch.add_initializers[1].name().to_string();
+                weight_scales.insert(w.clone(), (scales, scale_name));
                 weight_patch.insert(w.clone(), patches.len());
                 patch
             };
@@ -495,9 +501,40 @@ impl Pass for Quant {
                 &excluded,
             )?);
         }
+        // sensitive=auto compares candidates with the original on the samples
+        // verification will use; calibration computes the original's outputs
+        // on them in its own runs where it can.
+        let sensitive = self.params.sensitive == "auto"
+            && {
+                // Measuring means running the model in tract several times, with
+                // its weights copied: past this size that costs more than it tells.
+                let bytes = model.weight_bytes();
+                if bytes > SENSITIVE_MAX_BYTES {
+                    ctx.notes.push(format!(
+                    "sensitive=auto skipped: {:.1} GB of weights is too large to measure in the pass; verify the result (or pass --inputs and exclude=)",
+                    bytes as f64 / 1e9
+                ));
+                }
+                bytes <= SENSITIVE_MAX_BYTES
+            };
+        let check_opts = sensitivity_options(ctx);
+        let reference_samples = match sensitive && mode == "static" {
+            true => crate::verify::Reference::plain_samples(model, &check_opts)
+                .ok()
+                .flatten(),
+            false => None,
+        };
+        let mut expected = None;
         if mode == "static" {
-            let (acts, biases) =
-                self.static_activations(model, ctx, &uses, &weight_scales, &excluded)?;
+            let (acts, biases, e) = self.static_activations(
+                model,
+                ctx,
+                &uses,
+                &weight_scales,
+                &excluded,
+                reference_samples.as_deref(),
+            )?;
+            expected = e;
             patches.extend(acts);
             // A bias goes with its weight: one change, kept in float or
             // quantized together (an int32 bias is only useful beside an
@@ -519,18 +556,15 @@ impl Pass for Quant {
             ctx.notes.push("no float32 weight matched".into());
             return Ok(patches);
         }
-        if self.params.sensitive == "auto" {
-            // Measuring means running the model in tract several times, with
-            // its weights copied: past this size that costs more than it tells.
-            let bytes = model.weight_bytes();
-            if bytes > SENSITIVE_MAX_BYTES {
-                ctx.notes.push(format!(
-                    "sensitive=auto skipped: {:.1} GB of weights is too large to measure in the pass; verify the result (or pass --inputs and exclude=)",
-                    bytes as f64 / 1e9
-                ));
-                return Ok(patches);
-            }
-            return self.keep_sensitive_in_float(model, ctx, patches);
+        if sensitive {
+            return self.keep_sensitive_in_float(
+                model,
+                ctx,
+                patches,
+                &storable,
+                &check_opts,
+                expected,
+            );
         }
         Ok(patches)
     }
@@ -599,8 +633,11 @@ impl Quant {
         model: &Model,
         ctx: &mut PassCtx,
         mut patches: Vec<Patch>,
+        storable: &HashMap<String, Option<usize>>,
+        opts: &crate::verify::VerifyOptions,
+        expected: Option<Vec<Vec<tract_onnx::prelude::Tensor>>>,
     ) -> Result<Vec<Patch>> {
-        use crate::verify::{Reference, Status, VerifyOptions, VerifyReport};
+        use crate::verify::{Reference, Status, VerifyReport};
         let g = &model.graph;
         let pos = |p: &Patch| {
             p.anchor
@@ -608,19 +645,14 @@ impl Quant {
                 .map_or((u64::MAX, 0), |n| n.order)
         };
         patches.sort_by_key(pos);
-        let opts = VerifyOptions {
-            // The samples verification will use (random ones are drawn from
-            // the same seed), so what is measured here is what is enforced.
-            samples: ctx.data.verify_samples.unwrap_or(2).clamp(1, 8),
-            seed: ctx.data.seed,
-            dims: ctx.data.dims.clone(),
-            inputs: ctx.data.inputs.clone(),
-            // What verification will enforce (the user's --tolerance included).
-            tolerance: ctx.data.tolerance.unwrap_or(INFO.tolerance),
-        };
         let n = patches.len();
-        // The original runs once; each candidate is compared against it.
-        let reference = match Reference::new(model, &opts) {
+        // The original runs once (in calibration, where it could); each
+        // candidate is compared against it.
+        let reference = match expected {
+            Some(e) => Reference::with_expected(model, opts, e),
+            None => Reference::new(model, opts),
+        };
+        let reference = match reference {
             Ok(r) => r,
             Err(e) => {
                 ctx.notes.push(format!(
@@ -629,10 +661,18 @@ impl Quant {
                 return Ok(patches);
             }
         };
-        let eval = |keep: &[bool]| -> Result<VerifyReport> {
+        // A weight taken back from integer compute is still stored as int8,
+        // expanded to float once at load (its error is a small part of
+        // quantization's; activations are what costs accuracy): the layer
+        // computes in float and the file keeps most of the saving. Built when
+        // the first comparison fails, and only then.
+        let mut fallback: Vec<Option<Patch>> = vec![None; n];
+        let eval = |keep: &[bool], fallback: &[Option<Patch>]| -> Result<VerifyReport> {
             let mut m = model.clone();
-            for (p, &k) in patches.iter().zip(keep) {
-                if k && p.is_applicable(&m.graph) {
+            for (i, (p, &k)) in patches.iter().zip(keep).enumerate() {
+                let f = fallback.get(i).and_then(Option::as_ref);
+                let p = if k { Some(p) } else { f };
+                if let Some(p) = p.filter(|p| p.is_applicable(&m.graph)) {
                     m.apply(p)?;
                 }
             }
@@ -645,7 +685,7 @@ impl Quant {
                 .fold(1.0f64, f64::min)
         };
         let all = vec![true; n];
-        let full = eval(&all)?;
+        let full = eval(&all, &fallback)?;
         match full.status {
             Status::Passed => return Ok(patches),
             Status::NotVerified => {
@@ -657,6 +697,34 @@ impl Quant {
             }
             Status::Failed => {}
         }
+        for (p, f) in patches.iter().zip(&mut fallback) {
+            let Some((w, &axis)) = p
+                .remove_initializers
+                .first()
+                .and_then(|w| storable.get_key_value(w))
+            else {
+                continue;
+            };
+            let t = g
+                .constant(w)
+                .context("a quantized weight is not a constant")?;
+            let payload = model.payload(t)?;
+            *f = Some(stored_weight(
+                model,
+                w,
+                &tensor::f32_view(t, payload.as_ref())?,
+                axis,
+            )?);
+        }
+        // Where int8 storage alone already misses the tolerance (silero's
+        // state output flips saturated values on any weight rounding), taken
+        // back weights stay float.
+        if fallback.iter().any(Option::is_some)
+            && eval(&vec![false; n], &fallback)?.status != Status::Passed
+        {
+            fallback = vec![None; n];
+        }
+        let fallback = &fallback[..];
         let groups: Vec<Vec<usize>> = if n <= 64 {
             (0..n).map(|i| vec![i]).collect()
         } else {
@@ -674,7 +742,9 @@ impl Quant {
             .map(|(gi, idxs)| {
                 let mut keep = vec![false; n];
                 idxs.iter().for_each(|&i| keep[i] = true);
-                Ok((score(&eval(&keep)?), gi))
+                // Scored against a float rest (fallbacks would cost a patch
+                // per weight in every candidate, and rank the same).
+                Ok((score(&eval(&keep, &[])?), gi))
             })
             .collect::<Result<Vec<_>>>()?;
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -684,13 +754,19 @@ impl Quant {
             for &(_, gi) in &scored[..k] {
                 groups[gi].iter().for_each(|&i| keep[i] = false);
             }
-            let r = eval(&keep)?;
+            let r = eval(&keep, fallback)?;
             if r.status == Status::Passed || k == groups.len() {
                 for &(s, gi) in &scored[..k] {
                     let what: Vec<String> =
                         groups[gi].iter().map(|&i| describe(&patches[i])).collect();
+                    let stored = groups[gi].iter().any(|&i| fallback[i].is_some());
                     ctx.notes.push(format!(
-                        "kept in float by sensitive=auto (alone: cosine {s:.5}): {}",
+                        "computed in float by sensitive=auto (alone: cosine {s:.5}{}): {}",
+                        if stored {
+                            "; weights stay stored as int8"
+                        } else {
+                            ""
+                        },
                         what.join(", ")
                     ));
                 }
@@ -703,9 +779,9 @@ impl Quant {
                 ctx.notes.push(format!("sensitive=auto: full quantization gave cosine {:.5}; with the above in float {:.5}", score(&full), score(&r)));
                 return Ok(patches
                     .into_iter()
+                    .zip(fallback.iter().cloned())
                     .zip(keep)
-                    .filter(|(_, k)| *k)
-                    .map(|(p, _)| p)
+                    .filter_map(|((p, f), k)| if k { Some(p) } else { f })
                     .collect());
             }
             k = (k * 2).min(groups.len());
@@ -718,9 +794,10 @@ impl Quant {
         model: &Model,
         ctx: &mut PassCtx,
         uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
-        weight_scales: &HashMap<String, Vec<f32>>,
+        weight_scales: &HashMap<String, (Vec<f32>, String)>,
         excluded: &dyn Fn(NodeId) -> bool,
-    ) -> Result<(Vec<Patch>, BiasPatches)> {
+        reference: Option<&[Vec<tract_onnx::prelude::Tensor>]>,
+    ) -> Result<(Vec<Patch>, BiasPatches, Expected)> {
         let g = &model.graph;
         let mut biases: Vec<(String, Patch)> = Vec::new();
         let in_set = |id: NodeId| {
@@ -818,7 +895,7 @@ impl Quant {
             }
         }
         if readers.is_empty() {
-            return Ok((vec![], biases));
+            return Ok((vec![], biases, None));
         }
         let values: Vec<String> = readers.keys().cloned().collect();
         let ranges = match calibrate::calibrate(
@@ -828,30 +905,49 @@ impl Quant {
             self.params.samples,
             self.params.calibration,
             self.params.percentile,
+            reference,
             &mut ctx.notes,
         ) {
-            Ok(r) => r,
+            Ok(c) => c,
             Err(e) => {
                 ctx.notes.push(format!(
                     "activations left in float: calibration failed ({e:#})"
                 ));
-                return Ok((vec![], biases));
+                return Ok((vec![], biases, None));
             }
         };
+        let calibrate::Calibration { ranges, expected } = ranges;
         let mut patches = Vec::new();
-        let mut act_scale: HashMap<String, f32> = HashMap::new();
+        let mut act_scale: HashMap<String, (f32, String)> = HashMap::new();
+        // Activations numbered in graph order: graph inputs, then node outputs.
+        let mut number: HashMap<&str, usize> = HashMap::new();
+        let in_order = g.rest.input.iter().map(|i| i.name()).chain(
+            g.topo_order()
+                .into_iter()
+                .flat_map(|id| g.nodes[id].proto.output.iter().map(String::as_str)),
+        );
+        for v in in_order.filter(|v| readers.contains_key(*v)) {
+            let next = number.len();
+            number.entry(v).or_insert(next);
+        }
         for (v, rs) in &readers {
             let Some(&(lo, hi)) = ranges.get(v) else {
                 continue;
             };
+            let k = number.get(v.as_str()).copied().unwrap_or(number.len());
             let (scale, zp) = arith::asymmetric_u8(lo, hi);
-            act_scale.insert(v.clone(), scale);
-            let sn = g.fresh_name(&format!("{v}_scale"));
+            // Short names (`a{k}_q`, `a{k}_dq`, `a{k}_scale`): each appears
+            // several times in the file, and on a small model with many
+            // activations (PP-OCRv4 det: 109) names derived from the value's
+            // own were 2% of the result. The pair sits right after the value,
+            // which its QuantizeLinear reads by name.
+            let sn = g.fresh_name(&format!("a{k}_scale"));
+            act_scale.insert(v.clone(), (scale, sn.clone()));
             // Activations with the same zero point share one tensor (each
             // patch carries it; applying it twice is harmless).
-            let zn = g.fresh_name(&format!("uint8_zero_point_{zp}"));
-            let qn = g.fresh_name(&format!("{v}_q"));
-            let dn = g.fresh_name(&format!("{v}_dq"));
+            let zn = g.fresh_name(&format!("zero_u8_{zp}"));
+            let qn = g.fresh_name(&format!("a{k}_q"));
+            let dn = g.fresh_name(&format!("a{k}_dq"));
             let mut p = Patch::new("activation quantized to uint8");
             p.add_initializers
                 .push(tensor::from_f32(&sn, &[], &[scale]));
@@ -861,8 +957,7 @@ impl Quant {
                 raw_data: Some(Bytes::from(vec![zp])),
                 ..Default::default()
             });
-            // The pair's nodes go unnamed: their outputs (`v_q`, `v_dq`) name
-            // them, and on small models the names are a visible share of the file.
+            // The pair's nodes go unnamed: their outputs name them.
             p.add_nodes
                 .push(node("", "QuantizeLinear", &[v, &sn, &zn], &[&qn], vec![]));
             p.add_nodes.push(node(
@@ -881,7 +976,7 @@ impl Quant {
         }
         // int32 biases: scale = input scale x weight scale, zero point 0.
         for (w, rs) in uses {
-            let Some(ws) = weight_scales.get(w) else {
+            let Some((ws, ws_name)) = weight_scales.get(w) else {
                 continue;
             };
             for &(id, _) in rs {
@@ -894,7 +989,7 @@ impl Quant {
                 else {
                     continue;
                 };
-                let Some(&sx) = act_scale.get(x) else {
+                let Some((sx, sx_name)) = act_scale.get(x) else {
                     continue;
                 };
                 let Some(bt) = g.constant(b) else { continue };
@@ -923,7 +1018,6 @@ impl Quant {
                 let sn = g.fresh_name(&format!("{b}_scale"));
                 // Per-tensor weights give one bias scale: no `axis` (which opset < 13 lacks).
                 let per_tensor = ws.len() == 1;
-                let sdims: Vec<i64> = if per_tensor { vec![] } else { vec![m as i64] };
                 let mut p = Patch::new("bias quantized to int32");
                 p.remove_initializers.push(b.clone());
                 p.add_initializers.push(TensorProto {
@@ -935,16 +1029,23 @@ impl Quant {
                     )),
                     ..Default::default()
                 });
-                let zcount = if per_tensor { 1 } else { m };
+                // The bias scale is the product of the input's and the
+                // weight's scales: a Mul of the two (runtimes fold it at
+                // load) instead of a copy, which on a small model with many
+                // channels (PP-OCRv4 det: 7k) is 2% of the file. The patch
+                // carries the input's scale too, so it stands without the
+                // activation's patch (sensitive=auto may drop that one).
                 p.add_initializers
-                    .push(tensor::from_f32(&sn, &sdims, &scales[..zcount]));
+                    .push(tensor::from_f32(sx_name, &[], &[*sx]));
+                p.add_nodes
+                    .push(node("", "Mul", &[sx_name, ws_name], &[&sn], vec![]));
                 let attrs = if per_tensor {
                     vec![]
                 } else {
                     vec![attr_int("axis", 0)]
                 };
                 p.add_nodes.push(node(
-                    &format!("{b}_dq"),
+                    "",
                     "DequantizeLinear",
                     // No zero point: it is 0 when absent, and int32 biases are symmetric.
                     &[&qn, &sn],
@@ -955,12 +1056,29 @@ impl Quant {
                 biases.push((w.clone(), p));
             }
         }
-        Ok((patches, biases))
+        Ok((patches, biases, expected))
     }
 }
 
 /// int32 bias patches, each with the weight it goes with.
 type BiasPatches = Vec<(String, Patch)>;
+
+/// The original's outputs on the reference samples, where calibration computed them.
+type Expected = Option<Vec<Vec<tract_onnx::prelude::Tensor>>>;
+
+/// How `sensitive=auto` measures: on the samples verification will use
+/// (random ones are drawn from the same seed) and against the tolerance it
+/// will enforce (the user's --tolerance included), so what is measured
+/// here is what is enforced.
+fn sensitivity_options(ctx: &PassCtx) -> crate::verify::VerifyOptions {
+    crate::verify::VerifyOptions {
+        samples: ctx.data.verify_samples.unwrap_or(2).clamp(1, 8),
+        seed: ctx.data.seed,
+        dims: ctx.data.dims.clone(),
+        inputs: ctx.data.inputs.clone(),
+        tolerance: ctx.data.tolerance.unwrap_or(INFO.tolerance),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Use {
@@ -1049,7 +1167,7 @@ fn int8_weight(
     };
     // Symmetric: every weight of this shape of scales shares one zero tensor
     // (each patch carries it; applying it twice is harmless).
-    let zn = g.fresh_name(&format!("int8_zero_point_{}", scales.len()));
+    let zn = g.fresh_name(&format!("zero_i8_{}", scales.len()));
     let mut p = Patch::new(if axis.is_some() {
         "weight quantized to int8 per channel"
     } else {
@@ -1062,13 +1180,9 @@ fn int8_weight(
     p.add_initializers
         .push(tensor_i8(&zn, &sdims, &vec![0i8; scales.len()]));
     let attrs = axis.map(|a| vec![attr_int("axis", a)]).unwrap_or_default();
-    p.add_nodes.push(node(
-        &format!("{w}_dq"),
-        "DequantizeLinear",
-        &[&qn, &sn, &zn],
-        &[w],
-        attrs,
-    ));
+    // Unnamed: its output, the weight's own name, names it.
+    p.add_nodes
+        .push(node("", "DequantizeLinear", &[&qn, &sn, &zn], &[w], attrs));
     p.anchor = g.consumers(w).first().copied();
     Ok((p, scales))
 }
