@@ -186,6 +186,12 @@ pub fn to_i64(t: &TensorProto, raw: Option<&Bytes>) -> Result<Vec<i64>> {
                 width > 0 && raw.len() == n * width,
                 "raw data size does not match dims"
             );
+            // Bytes need no per-element dispatch (quantized weights: millions).
+            match dt {
+                DataType::Int8 => return Ok(raw.iter().map(|&b| b as i8 as i64).collect()),
+                DataType::Uint8 => return Ok(raw.iter().map(|&b| b as i64).collect()),
+                _ => {}
+            }
             raw.chunks_exact(width)
                 .map(|c| match dt {
                     DataType::Int64 => Ok(i64::from_le_bytes(c.try_into()?)),

@@ -91,9 +91,23 @@ pub fn output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> 
     Ok(out)
 }
 
-/// Run a model that has no inputs (a constant subgraph).
+/// Run a model that has no inputs (a constant subgraph, typically one node
+/// computing a shape): evaluated op by op as typed, without code generation,
+/// which for one run of small tensors costs more than it saves (folding
+/// runs this for each constant node, hundreds of times on some models).
 pub fn eval_constant(proto: &ModelProto) -> Result<Vec<Tensor>> {
-    Runner::new(proto, &[])?.run(&[])
+    let plan = inference_model(proto)
+        .context("tract cannot load the model")?
+        .into_typed()
+        .map_err(to_tract_error)
+        .context("tract cannot analyse the model")?
+        .into_runnable()
+        .map_err(to_tract_error)?;
+    let out = plan
+        .run(tvec![])
+        .map_err(to_tract_error)
+        .context("tract failed to run the model")?;
+    Ok(out.into_iter().map(|v| v.into_tensor()).collect())
 }
 
 /// ONNX element type of a tract datum type.
