@@ -492,3 +492,67 @@ fn elementwise_chains_between_convs_stay_float() {
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
+
+/// `sensitive=auto` aims at the tolerance verification enforces (the user's
+/// `--tolerance` included): at the default one the tiny CNN is quantized
+/// whole; at a much tighter one some layers are computed in float, and the
+/// weights of those are still stored as int8 (Cast -> Mul), which alone
+/// meets that tolerance. The result is verified (the CLI writes nothing
+/// otherwise), and checked by onnx.checker and onnxruntime.
+#[test]
+fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
+    let dir = scratch("quant-sensitive");
+    let input = fixture("tiny_cnn.onnx");
+    let passes = "clean,quant(min_weight_elements=16)";
+    let run = |tolerance: &[&str], out: &std::path::Path| -> String {
+        let mut args = vec!["run", "--passes", passes];
+        for t in tolerance {
+            args.extend(["--tolerance", t]);
+        }
+        let (i, o) = (input.to_string_lossy(), out.to_string_lossy());
+        args.extend([i.as_ref(), o.as_ref()]);
+        let r = run_cli(&args);
+        let stdout = text(&r.stdout);
+        assert_eq!(r.status.code(), Some(0), "{stdout}{}", text(&r.stderr));
+        assert!(stdout.contains("verify     passed"), "{stdout}");
+        stdout
+    };
+    let default = run(&[], &dir.path().join("default.onnx"));
+    assert!(
+        default.contains("3 x weight quantized to int8 per channel, its bias to int32"),
+        "{default}"
+    );
+    assert!(!default.contains("sensitive=auto"), "{default}");
+
+    let out = dir.path().join("tight.onnx");
+    let tight = run(&["min_cosine=0.999995", "atol=1e-6"], &out);
+    assert!(
+        tight.contains("computed in float by sensitive=auto")
+            && tight.contains("weights stay stored as int8"),
+        "{tight}"
+    );
+    assert!(
+        tight.contains("x weight stored as int8 (expanded once at load)"),
+        "{tight}"
+    );
+    let (m, _) = Model::load(&out).unwrap();
+    let stored = m
+        .graph
+        .nodes
+        .node_weights()
+        .filter(|n| n.op() == "Cast")
+        .count();
+    assert!(stored >= 1, "{}", onnx_squeeze::ir::dump(&m.graph));
+    // No float weight is left: float tensors of rank >= 2 are per-channel
+    // scales (one value per row).
+    for t in m.graph.initializers.values() {
+        let numel: i64 = t.dims.iter().product();
+        assert!(
+            !(t.data_type() == 1 && t.dims.len() >= 2 && numel > t.dims[0]),
+            "float weight '{}' {:?} left",
+            t.name(),
+            t.dims
+        );
+    }
+    assert_ort_matches(&input, &out, &cosine_only("0.9999"));
+}
