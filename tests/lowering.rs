@@ -134,3 +134,70 @@ fn all_nan_outputs_are_not_verified() {
     assert_eq!(v.status, Status::NotVerified, "{}", v.table());
     assert!(v.reason.unwrap().contains("NaN"));
 }
+
+/// Patches written for a model carry over to its specialised copy (what
+/// `sensitive=auto` builds its candidates on) by the names of node outputs,
+/// and refuse to where the copy lost a reader of what they change.
+#[test]
+fn patches_translate_to_a_specialised_copy_by_output_names() {
+    use onnx_squeeze::ir::builder::{node_proto, ModelBuilder};
+    use onnx_squeeze::patch::Patch;
+    use onnx_squeeze::verify::translate_patch;
+    let build = |folded: bool| {
+        let mut b = ModelBuilder::new(17)
+            .input("x", &[1, 4])
+            .init_f32("w", &[4, 4], &[0.5; 16]);
+        // The copy holds the same nodes in another order (other ids), and
+        // without the Shape reader and the weight's Transpose, folded.
+        if folded {
+            b = b
+                .init_f32("wt", &[4, 4], &[0.5; 16])
+                .node("relu", "Relu", &["x"], &["r"])
+                .node("mm", "MatMul", &["r", "w"], &["y"]);
+        } else {
+            b = b
+                .node("shape", "Shape", &["x"], &["s"])
+                .node("t", "Transpose", &["w"], &["wt"])
+                .node("mm", "MatMul", &["r", "w"], &["y"])
+                .node("relu", "Relu", &["x"], &["r"]);
+        }
+        b.node("mm2", "MatMul", &["y", "wt"], &["z"])
+            .output("z", &[1, 4])
+            .build()
+            .unwrap()
+    };
+    let (from, to) = (build(false), build(true));
+    let id = |m: &Model, out: &str| m.graph.producer(out).unwrap();
+    // An activation patch: x quantized for Relu and Shape.
+    let mut act = Patch::new("activation");
+    act.add_nodes
+        .push(node_proto("", "Identity", &["x"], &["x_dq"], vec![]));
+    act.rewires = vec![
+        (id(&from, "r"), 0, "x_dq".into()),
+        (id(&from, "s"), 0, "x_dq".into()),
+    ];
+    act.anchor = Some(id(&from, "s"));
+    let t = translate_patch(&act, &from.graph, &to.graph).expect("translates");
+    assert_eq!(
+        t.rewires,
+        vec![(id(&to, "r"), 0, "x_dq".to_string())],
+        "the Shape reader is dropped"
+    );
+    assert_eq!(t.anchor, None);
+    // A weight patch: `w` is read by MatMul (there) and Transpose (folded):
+    // the folded copy would not see the change.
+    let mut weight = Patch::new("weight");
+    weight.remove_initializers.push("w".into());
+    weight
+        .add_initializers
+        .push(from.graph.initializers["w"].clone());
+    assert!(translate_patch(&weight, &from.graph, &to.graph).is_none());
+    // A weight read only by nodes that are there translates.
+    let mut b = from.clone();
+    b.graph.nodes.remove_node(id(&from, "wt"));
+    b.graph
+        .initializers
+        .insert("wt".into(), from.graph.initializers["w"].clone());
+    b.graph.reindex();
+    assert!(translate_patch(&weight, &b.graph, &to.graph).is_some());
+}

@@ -299,26 +299,64 @@ impl Reference {
 
     /// Run `result` on the reference's inputs and compare every output.
     pub fn compare(&self, result: &Model) -> Result<VerifyReport> {
+        self.compare_as(result, false)
+    }
+
+    /// `original` specialised as this reference runs it (its fixed inputs
+    /// made constant and folded, the If branches they select inlined), when
+    /// it is specialised at all. A caller comparing many variants of
+    /// `original` (`sensitive=auto`) builds them on this copy, with patches
+    /// translated by [`translate_patch`], and compares them with
+    /// [`Reference::compare_specialised`]: specialising is most of the cost
+    /// of comparing a small If model.
+    pub fn specialised(&self, original: &Model) -> Result<Option<Model>> {
+        if self.fixed.is_empty() {
+            return Ok(None);
+        }
+        specialise(
+            original,
+            &self.specs,
+            &self.samples[0],
+            &self.fixed,
+            &self.run_samples,
+        )
+        .map(Some)
+    }
+
+    /// [`Reference::compare`] for a result built on [`Reference::specialised`].
+    pub fn compare_specialised(&self, result: &Model) -> Result<VerifyReport> {
+        self.compare_as(result, true)
+    }
+
+    fn compare_as(&self, result: &Model, specialised: bool) -> Result<VerifyReport> {
         if let Some(why) = untrusted_op(result) {
             anyhow::bail!("{why}; verify with onnxruntime instead");
         }
         let opts = &self.opts;
         let mut notes = self.notes.clone();
         let result_specs = inputs::input_specs(&result.graph, &opts.dims, &mut Vec::new())?;
+        let fixed_names: Vec<&String> = self.fixed.iter().map(|&i| &self.specs[i].name).collect();
         anyhow::ensure!(
             self.specs
                 .iter()
                 .map(|s| &s.name)
+                .filter(|n| !(specialised && fixed_names.contains(n)))
                 .eq(result_specs.iter().map(|s| &s.name)),
             "the result's inputs differ from the original's"
         );
-        let (res_copy, res_notes) = verification_copy(
-            result,
-            &self.specs,
-            &self.samples[0],
-            &self.fixed,
-            &self.run_samples,
-        )?;
+        let (res_copy, res_notes) = if specialised {
+            let mut m = result.clone();
+            let notes = lower::lower(&mut m)?;
+            (m.to_proto(), notes)
+        } else {
+            verification_copy(
+                result,
+                &self.specs,
+                &self.samples[0],
+                &self.fixed,
+                &self.run_samples,
+            )?
+        };
         for n in res_notes {
             let n = format!("result: {n}");
             if !notes.contains(&n) {
@@ -399,9 +437,18 @@ impl Reference {
 
     /// [`Reference::compare`] as a report: errors become `not_verified`.
     pub fn check(&self, result: &Model) -> VerifyReport {
+        self.check_as(result, false)
+    }
+
+    /// [`Reference::compare_specialised`] as a report.
+    pub fn check_specialised(&self, result: &Model) -> VerifyReport {
+        self.check_as(result, true)
+    }
+
+    fn check_as(&self, result: &Model, specialised: bool) -> VerifyReport {
         let start = Instant::now();
         let mut r = self
-            .compare(result)
+            .compare_as(result, specialised)
             .unwrap_or_else(|e| VerifyReport::not_verified(format!("{e:#}")));
         r.tolerance = self.opts.tolerance;
         r.seconds = start.elapsed().as_secs_f64();
@@ -484,6 +531,20 @@ pub(crate) fn verification_copy(
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
 ) -> Result<(crate::proto::ModelProto, Vec<String>)> {
+    let mut m = specialise(model, specs, sample, fixed, run_samples)?;
+    let notes = lower::lower(&mut m)?;
+    Ok((m.to_proto(), notes))
+}
+
+/// The model with its `fixed` inputs made constant and the consequences
+/// folded (If branches they select inlined); a plain copy when none is fixed.
+fn specialise(
+    model: &Model,
+    specs: &[inputs::InputSpec],
+    sample: &[Tensor],
+    fixed: &[usize],
+    run_samples: &[Vec<Tensor>],
+) -> Result<Model> {
     let mut m = model.clone();
     if !fixed.is_empty() {
         for &i in fixed {
@@ -513,8 +574,69 @@ pub(crate) fn verification_copy(
             }
         }
     }
-    let notes = lower::lower(&mut m)?;
-    Ok((m.to_proto(), notes))
+    Ok(m)
+}
+
+/// `patch`, written for `from`, in terms of `to`, a copy of `from` that
+/// specialisation changed ([`Reference::specialised`]): nodes are matched by
+/// their first output's name (each value has one producer). `None` when a
+/// node it touches has no counterpart in `to` (folded away or inlined) or the
+/// translated patch does not apply there.
+pub fn translate_patch(
+    patch: &crate::patch::Patch,
+    from: &crate::ir::Graph,
+    to: &crate::ir::Graph,
+) -> Option<crate::patch::Patch> {
+    let map = |id: crate::ir::NodeId| -> Option<crate::ir::NodeId> {
+        let out = from
+            .nodes
+            .node_weight(id)?
+            .proto
+            .output
+            .iter()
+            .find(|o| !o.is_empty())?;
+        let there = to.producer(out)?;
+        (to.nodes[there].op() == from.nodes[id].op()).then_some(there)
+    };
+    // Every reader of what the patch replaces must be there to read the
+    // replacement: specialisation may have folded ops on a weight (slices
+    // of an LSTM's weights inside an inlined If) into constants of their own.
+    let shape_only = |id: crate::ir::NodeId| matches!(from.nodes[id].op(), "Shape" | "Size");
+    for w in &patch.remove_initializers {
+        if from
+            .consumers(w)
+            .into_iter()
+            .any(|c| map(c).is_none() && !shape_only(c))
+        {
+            return None;
+        }
+    }
+    let mut p = patch.clone();
+    // The anchor only orders new nodes among equals: one that is gone
+    // (an inlined If reading the patched weight) leaves them unordered.
+    p.anchor = patch.anchor.and_then(map);
+    p.remove_nodes = patch
+        .remove_nodes
+        .iter()
+        .map(|&id| map(id))
+        .collect::<Option<_>>()?;
+    // A Shape or Size reader folded away by specialisation read only the
+    // shape, which quantizing a value keeps: its rewire has nothing to do.
+    let mut rewires = Vec::new();
+    for (id, slot, v) in &patch.rewires {
+        match map(*id) {
+            Some(there) => rewires.push((there, *slot, v.clone())),
+            None if from.nodes.contains_node(*id) && shape_only(*id) => {}
+            None => return None,
+        }
+    }
+    p.rewires = rewires;
+    p.replace_attributes = patch
+        .replace_attributes
+        .iter()
+        .map(|(id, a)| Some((map(*id)?, a.clone())))
+        .collect::<Option<_>>()?;
+    p.is_applicable(to).then_some(p)
 }
 
 /// `Shape` nodes before any `If` whose result is the same in every sample

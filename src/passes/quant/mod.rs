@@ -667,12 +667,35 @@ impl Quant {
         // computes in float and the file keeps most of the saving. Built when
         // the first comparison fails, and only then.
         let mut fallback: Vec<Option<Patch>> = vec![None; n];
+        // An If model the reference specialises (fixed inputs) is specialised
+        // once here, and each candidate built on that copy; a candidate whose
+        // patches do not translate to it is specialised on its own.
+        let specialised = reference.specialised(model).ok().flatten();
         let eval = |keep: &[bool], fallback: &[Option<Patch>]| -> Result<VerifyReport> {
+            let chosen: Vec<&Patch> = (0..n)
+                .filter_map(|i| match keep[i] {
+                    true => Some(&patches[i]),
+                    false => fallback.get(i).and_then(Option::as_ref),
+                })
+                .collect();
+            if let Some(s) = &specialised {
+                let translated: Option<Vec<Patch>> = chosen
+                    .iter()
+                    .map(|p| crate::verify::translate_patch(p, g, &s.graph))
+                    .collect();
+                if let Some(t) = translated {
+                    let mut m = s.clone();
+                    for p in &t {
+                        if p.is_applicable(&m.graph) {
+                            m.apply(p)?;
+                        }
+                    }
+                    return Ok(reference.check_specialised(&m));
+                }
+            }
             let mut m = model.clone();
-            for (i, (p, &k)) in patches.iter().zip(keep).enumerate() {
-                let f = fallback.get(i).and_then(Option::as_ref);
-                let p = if k { Some(p) } else { f };
-                if let Some(p) = p.filter(|p| p.is_applicable(&m.graph)) {
+            for p in chosen {
+                if p.is_applicable(&m.graph) {
                     m.apply(p)?;
                 }
             }
