@@ -42,6 +42,20 @@ pub fn fold_constants(
     max_bytes: u64,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Patch>> {
+    fold_constants_from(model, max_bytes, None, notes)
+}
+
+/// [`fold_constants`], restricted to nodes that read one of `from`'s values
+/// (or a value folded from them) and no other tensor of rank 2 or more: the
+/// consequences of making those values constant, and nothing else
+/// (verification's specialisation leaves ops on weights alone, so that
+/// patches on those weights still apply).
+pub fn fold_constants_from(
+    model: &Model,
+    max_bytes: u64,
+    from: Option<&HashSet<String>>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Patch>> {
     let g = &model.graph;
     let mut known: HashMap<String, TensorProto> = HashMap::new();
     let mut patches = Vec::new();
@@ -55,6 +69,13 @@ pub fn fold_constants(
                 .any(|a| a.g.is_some() || !a.graphs.is_empty())
             || p.output.iter().any(|o| g.is_graph_output(o))
             || p.input.iter().all(|i| i.is_empty())
+            || from.is_some_and(|f| {
+                let decided = |i: &String| f.contains(i) || known.contains_key(i);
+                !p.input.iter().any(decided)
+                    || p.input
+                        .iter()
+                        .any(|i| !decided(i) && g.constant(i).is_some_and(|t| t.dims.len() >= 2))
+            })
         {
             continue;
         }

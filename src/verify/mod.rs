@@ -554,20 +554,29 @@ fn specialise(
             m.graph.initializers.insert(name.clone(), t);
         }
         m.graph.reindex();
+        // Only what the fixed inputs (and shapes fixed by the samples)
+        // decide is folded; ops on weights stay, so that patches on those
+        // weights carry over to this copy (`translate_patch`).
+        let mut decided: std::collections::HashSet<String> =
+            fixed.iter().map(|&i| specs[i].name.clone()).collect();
         for _ in 0..64 {
             let mut n = Vec::new();
             let mut patches = crate::passes::clean::constants_to_initializers(&m.graph);
+            let mut folds = vec![];
             if patches.is_empty() {
-                patches = fold::fold_constants(&m, 1 << 20, &mut n)?;
+                folds = fold::fold_constants_from(&m, 1 << 20, Some(&decided), &mut n)?;
                 patches.extend(fold::inline_constant_ifs(&m)?);
             }
-            if patches.is_empty() {
-                patches = specialise_shapes(&m, run_samples)?;
+            if patches.is_empty() && folds.is_empty() {
+                folds = specialise_shapes(&m, run_samples)?;
             }
-            if patches.is_empty() {
+            if patches.is_empty() && folds.is_empty() {
                 break;
             }
-            for p in patches {
+            for p in &folds {
+                decided.extend(p.add_initializers.iter().map(|t| t.name().to_string()));
+            }
+            for p in folds.into_iter().chain(patches) {
                 if p.is_applicable(&m.graph) {
                     m.apply(&p)?;
                 }
@@ -602,11 +611,15 @@ pub fn translate_patch(
     // replacement: specialisation may have folded ops on a weight (slices
     // of an LSTM's weights inside an inlined If) into constants of their own.
     let shape_only = |id: crate::ir::NodeId| matches!(from.nodes[id].op(), "Shape" | "Size");
+    // An If reading it from its branches is gone when inlined; its branch's
+    // nodes read it in the copy (specialisation folds no op on a tensor of
+    // rank 2 or more that the fixed inputs do not decide).
+    let inlined = |id: crate::ir::NodeId| from.nodes[id].op() == "If";
     for w in &patch.remove_initializers {
         if from
             .consumers(w)
             .into_iter()
-            .any(|c| map(c).is_none() && !shape_only(c))
+            .any(|c| map(c).is_none() && !shape_only(c) && !inlined(c))
         {
             return None;
         }
