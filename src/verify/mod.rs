@@ -281,7 +281,7 @@ impl Reference {
                         "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
                     ));
                 }
-                run_all(&orig_copy, &run_samples)
+                run_all(orig_copy, &run_samples)
                     .context("the original model does not run in tract")?
             }
         };
@@ -363,9 +363,8 @@ impl Reference {
                 notes.push(n);
             }
         }
-        let got = run_all(&res_copy, &self.run_samples)
+        let got = run_all(res_copy, &self.run_samples)
             .context("the rewritten model does not run in tract")?;
-        drop(res_copy);
         let tol = opts.tolerance;
         let mut outputs = Vec::new();
         for (k, name) in self.out_names.iter().enumerate() {
@@ -492,7 +491,7 @@ fn reference_inputs(original: &Model, opts: &VerifyOptions) -> Result<ReferenceI
     Ok((specs, samples, notes))
 }
 
-fn run_all(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
+fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
     use rayon::prelude::*;
     let runner = tract::Runner::new(proto, &samples[0])?;
     // Each run is single-threaded: samples go to all cores.
@@ -715,7 +714,7 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
     sub.graph.rest.value_info.clear();
     sub.graph.reindex();
     let proto = sub.to_proto();
-    let runner = match tract::Runner::new(&proto, &samples[0]) {
+    let runner = match tract::Runner::new(proto, &samples[0]) {
         Ok(r) => r,
         // Not every prefix runs on its own; then nothing is specialised.
         Err(_) => return Ok(vec![]),

@@ -21,22 +21,91 @@ fn to_tract_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{e:#}")
 }
 
+/// Tensors of at least this many bytes reach tract through [`SharedData`].
+const SHARED_MIN_BYTES: usize = 4096;
+
+/// tract's source of external tensor data, here our own payloads (shared
+/// `Bytes`): tract copies each straight into its tensor, where an encoded
+/// model would hold every weight twice more (the encoding and tract's decoded
+/// protobuf) while tract builds its tensors. A tensor refers to its payload
+/// by index, as the `offset` of an external location `.` (tract resolves
+/// locations against a directory that must exist, here `/`; the path itself
+/// is not read).
+struct SharedData(Vec<Bytes>);
+
+impl tract_onnx::data_resolver::ModelDataResolver for SharedData {
+    fn read_bytes_from_path(
+        &self,
+        buf: &mut Vec<u8>,
+        _path: &std::path::Path,
+        offset: usize,
+        length: Option<usize>,
+    ) -> TractResult<()> {
+        let data = self
+            .0
+            .get(offset)
+            .ok_or_else(|| anyhow!("no shared tensor {offset}"))?;
+        if length.is_some_and(|l| l != data.len()) {
+            bail!(
+                "shared tensor {offset} holds {} bytes, not {length:?}",
+                data.len()
+            );
+        }
+        buf.extend_from_slice(data);
+        Ok(())
+    }
+}
+
 /// Parse a model with tract, with the value_info shapes ignored (they
 /// reference symbols tract cannot unify with the concrete input shapes).
+/// Large top-level initializers are handed over by [`SharedData`], not encoded.
 fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
-    let buf = proto.encode_to_vec();
-    let onnx = tract_onnx::onnx().with_ignore_value_info(true);
+    let mut light = proto.clone();
+    let mut shared = Vec::new();
+    if let Some(g) = light.graph.as_mut() {
+        for t in &mut g.initializer {
+            let Some(raw) = t.raw_data.take_if(|r| r.len() >= SHARED_MIN_BYTES) else {
+                continue;
+            };
+            let entry = |k: &str, v: String| crate::proto::StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v),
+            };
+            t.data_location = Some(crate::proto::tensor_proto::DataLocation::External as i32);
+            t.external_data = vec![
+                entry("location", ".".into()),
+                entry("offset", shared.len().to_string()),
+                entry("length", raw.len().to_string()),
+            ];
+            shared.push(raw);
+        }
+    }
+    let buf = light.encode_to_vec();
+    drop(light);
+    let mut onnx = tract_onnx::onnx().with_ignore_value_info(true);
     let pb = onnx
         .proto_model_for_read(&mut &buf[..])
         .map_err(to_tract_error)?;
     drop(buf);
-    onnx.model_for_proto_model(&pb).map_err(to_tract_error)
+    onnx.provider = Arc::new(SharedData(shared));
+    // The root: a directory that always exists (tract canonicalizes it).
+    let parsed = onnx.parse(&pb, Some("/")).map_err(to_tract_error)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        bail!(
+            "tract could not resolve inputs {:?}",
+            parsed.unresolved_inputs
+        );
+    }
+    Ok(parsed.model)
 }
 
 impl Runner {
-    /// Load `proto` and fix each input's type and shape from `inputs`.
-    pub fn new(proto: &ModelProto, inputs: &[Tensor]) -> Result<Runner> {
-        let mut model = inference_model(proto).context("tract cannot load the model")?;
+    /// Load `proto` and fix each input's type and shape from `inputs`. The
+    /// proto is dropped once tract holds its own copy of the weights, before
+    /// tract packs them for its kernels.
+    pub fn new(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
+        let mut model = inference_model(&proto).context("tract cannot load the model")?;
+        drop(proto);
         for (i, t) in inputs.iter().enumerate() {
             model
                 .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))

@@ -124,7 +124,7 @@ pub fn calibrate(
                 .expect("added above")
         })
         .collect();
-    let runner = tr::Runner::new(&proto, &run_samples[0])
+    let runner = tr::Runner::new(proto, &run_samples[0])
         .context("tract cannot run the model for calibration")?;
 
     let n = present.len();
