@@ -340,6 +340,28 @@ def run(a, chosen, work, ort):
         for i, s in enumerate(calib_fn()):
             np.savez(os.path.join(calib_dir, f"{i}.npz"), **s)
 
+        # The floor of any quantizer's run: reading and writing the model
+        # (our `run` with no pass, no verification) plus the inference that
+        # calibration needs (onnxruntime, 1 thread, the calibration samples,
+        # session creation included).
+        floor = {}
+        rw_dir = os.path.join(work, "out", "rw")
+        os.makedirs(rw_dir)
+        rw, rw_peak, rc, _, err = timed([binary, "run", "--no-verify", src,
+                                         os.path.join(rw_dir, fname)], work)
+        if rc == 0:
+            t0 = time.perf_counter()
+            calib_sess = session(src)
+            for i in range(len(os.listdir(calib_dir))):
+                calib_sess.run(None, _npz(os.path.join(calib_dir, f"{i}.npz")))
+            inf = time.perf_counter() - t0
+            del calib_sess
+            floor.update(wall=rw + inf, excl=rw + inf, peak=rw_peak,
+                         note=f"read+write {rw:.2f} s + calibration inference {inf:.2f} s")
+        else:
+            floor["error"] = first_error(err, rc)
+        rows.append((name, "rw+calib", floor))
+
         method_cells = {}
         for method in ("ours", "ort dyn", "ort dyn pc", "ort static"):
             out_dir = os.path.join(work, "out", method.replace(" ", "_"))
@@ -428,6 +450,9 @@ def print_table(rows, a, bin_sha, bin_mtime, ort):
     print("run s / peak MiB: wall time and peak RSS of the quantizing command (/usr/bin/time); "
           "core s: ours = run - verify.seconds, ort = the quantize_* call alone (no interpreter "
           "start, no imports)")
+    print("rw+calib: the floor of a quantizing run: our `run --no-verify` with no pass (read "
+          "+ write; its peak is the memory floor) plus the calibration samples' inference in "
+          "onnxruntime (1 thread, session creation included)")
     print(f"lat ms: onnxruntime CPU, 1 thread, batch 1, median of >= {a.runs} runs after 5 "
           "warm-up, the float model and every result of a model measured in turn, run by "
           "run; x: float latency / this latency; min cos: over float outputs vs the float "
@@ -438,6 +463,7 @@ def print_table(rows, a, bin_sha, bin_mtime, ort):
     print(hdr)
     print("-" * len(hdr))
     last = None
+    floor_s = None
     for model, method, c in rows:
         if last is not None and model != last:
             print()
@@ -450,12 +476,18 @@ def print_table(rows, a, bin_sha, bin_mtime, ort):
         if "error" in c:
             print(f"{m:<26} {method:<10} | {run} | FAILED: {c['error'][:160]}")
             continue
+        if method == "rw+calib":
+            floor_s = c.get("excl")
+            print(f"{m:<26} {method:<10} | {run} | {c['note']}")
+            continue
         ratio = "1" if method == "float" else f(c.get("ratio"), ".2f") + "x"
         speed = "1" if method == "float" else f(c.get("speed"), ".2f")
         cos = "-" if method == "float" else f(c.get("cos"), ".6f")
         top1 = "-" if method == "float" else c.get("top1", "-")
         line = (f"{m:<26} {method:<10} | {run} | {f(c.get('size'), '8.2f'):>8} {ratio:>6} | "
                 f"{f(c.get('lat'), '8.2f'):>8} {speed:>5} | {cos:>8} {top1:>4}")
+        if method == "ours" and floor_s and c.get("excl"):
+            line += f"  (core / rw+calib: {c['excl'] / floor_s:.1f})"
         if c.get("note"):
             line += f"  ({c['note']})"
         print(line)
