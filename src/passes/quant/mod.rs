@@ -440,9 +440,9 @@ impl Pass for Quant {
         // Per weight: its scales and the name of their initializer.
         let mut weight_scales: HashMap<String, (Vec<f32>, String)> = HashMap::new();
         let mut weight_patch: HashMap<String, usize> = HashMap::new();
-        // Weights whose quantized form sensitive=auto may take back, with the
-        // axis of their int8 storage then (see `keep_sensitive_in_float`).
-        let mut storable: HashMap<String, Option<usize>> = HashMap::new();
+        // Weights whose quantized form sensitive=auto may take back, and the
+        // int8 form they keep then (see `keep_sensitive_in_float`).
+        let mut storable: HashMap<String, Fallback> = HashMap::new();
         for (w, readers) in &uses {
             let t = g.constant(w).expect("selected above");
             let payload = model.payload(t)?;
@@ -454,6 +454,7 @@ impl Pass for Quant {
                 // dequantized after the lookup.
                 let bs = self.params.block_size;
                 if self.params.weights == "int4" && data.dims[1] as usize % bs == 0 {
+                    storable.insert(w.clone(), Fallback::Rows(readers.clone()));
                     gather_rows_int4(model, w, &data, readers, bs)?
                 } else {
                     gather_rows(model, w, &data, readers)?
@@ -462,10 +463,10 @@ impl Pass for Quant {
                 let axis = self.params.per_channel.then_some(axis as usize);
                 stored_weight(model, w, &data, axis)?
             } else if mode == "dynamic" && matmul_only && !int4 {
-                storable.insert(w.clone(), per_channel.then_some(1));
+                storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
                 dynamic_matmuls(model, w, &data, readers, per_channel)?
             } else if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
-                storable.insert(w.clone(), per_channel.then_some(1));
+                storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
                 int4_weight(model, w, &data, self.params.block_size)?
             } else {
                 // One layout for every reader, or per tensor where they disagree.
@@ -479,7 +480,7 @@ impl Pass for Quant {
                     })
                     .collect();
                 let axis = (per_channel && axes.iter().all(|&a| a == axes[0])).then(|| axes[0]);
-                storable.insert(w.clone(), axis.map(|a| a as usize));
+                storable.insert(w.clone(), Fallback::Stored(axis.map(|a| a as usize)));
                 let (patch, scales) = int8_weight(model, w, &data, axis)?;
                 let scale_name = patch.add_initializers[1].name().to_string();
                 weight_scales.insert(w.clone(), (scales, scale_name));
@@ -633,7 +634,7 @@ impl Quant {
         model: &Model,
         ctx: &mut PassCtx,
         mut patches: Vec<Patch>,
-        storable: &HashMap<String, Option<usize>>,
+        storable: &HashMap<String, Fallback>,
         opts: &crate::verify::VerifyOptions,
         expected: Option<Vec<Vec<tract_onnx::prelude::Tensor>>>,
     ) -> Result<Vec<Patch>> {
@@ -721,7 +722,7 @@ impl Quant {
             Status::Failed => {}
         }
         for (p, f) in patches.iter().zip(&mut fallback) {
-            let Some((w, &axis)) = p
+            let Some((w, form)) = p
                 .remove_initializers
                 .first()
                 .and_then(|w| storable.get_key_value(w))
@@ -732,12 +733,11 @@ impl Quant {
                 .constant(w)
                 .context("a quantized weight is not a constant")?;
             let payload = model.payload(t)?;
-            *f = Some(stored_weight(
-                model,
-                w,
-                &tensor::f32_view(t, payload.as_ref())?,
-                axis,
-            )?);
+            let data = tensor::f32_view(t, payload.as_ref())?;
+            *f = Some(match form {
+                Fallback::Stored(axis) => stored_weight(model, w, &data, *axis)?,
+                Fallback::Rows(readers) => gather_rows(model, w, &data, readers)?,
+            });
         }
         // Where int8 storage alone already misses the tolerance (silero's
         // state output flips saturated values on any weight rounding), taken
@@ -1081,6 +1081,16 @@ impl Quant {
         }
         Ok((patches, biases, expected))
     }
+}
+
+/// The int8 form a weight keeps when `sensitive=auto` takes its quantized
+/// form back.
+#[derive(Debug, Clone)]
+enum Fallback {
+    /// Stored as int8 (per channel on this axis) and expanded at load.
+    Stored(Option<usize>),
+    /// An int4 embedding table: int8 rows for these Gather readers.
+    Rows(Vec<(NodeId, Use)>),
 }
 
 /// int32 bias patches, each with the weight it goes with.
