@@ -602,3 +602,35 @@ fn int4_table_taken_back_keeps_int8_rows() {
     );
     assert_ort_matches(&input, &out, &cosine_only("0.9999"));
 }
+
+/// Activation Q/DQ values are named `a{k}_q`...; a model whose own names
+/// are `a0`, `a1`... (the input, a weight) gets another prefix, so no name
+/// is defined twice (the weight's int8 tensor is `a1_q`).
+#[test]
+fn activation_names_never_meet_the_models_own() {
+    let w: Vec<f32> = (0..4 * 4 * 3 * 3)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 10.0)
+        .collect();
+    let original = ModelBuilder::new(17)
+        .input("a0", &[1, 4, 8, 8])
+        .init_f32("a1", &[4, 4, 3, 3], &w)
+        .node_with(
+            "c",
+            "Conv",
+            &["a0", "a1"],
+            &["a2"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        )
+        .node("r", "Relu", &["a2"], &["y"])
+        .output("y", &[1, 4, 8, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"static\"\nmin_weight_elements = 16\nsensitive = \"off\"",
+    );
+    assert!(s.contains("DequantizeLinear(a1_q, a1_scale"), "{s}");
+    assert!(s.contains("QuantizeLinear(a0, a1x0_scale"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

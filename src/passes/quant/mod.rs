@@ -953,6 +953,25 @@ impl Quant {
             let next = number.len();
             number.entry(v).or_insert(next);
         }
+        // The prefix no graph name continues with digits alone: other
+        // patches name their tensors `{name}_q`, `{name}_scale`..., after
+        // names in the graph, so none can meet these.
+        let names = g.all_names();
+        let prefix = (0..)
+            .map(|i| {
+                if i == 0 {
+                    "a".to_string()
+                } else {
+                    format!("a{i}x")
+                }
+            })
+            .find(|p| {
+                !names.iter().any(|n| {
+                    n.strip_prefix(p.as_str())
+                        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            .expect("a free prefix exists");
         for (v, rs) in &readers {
             let Some(&(lo, hi)) = ranges.get(v) else {
                 continue;
@@ -964,13 +983,13 @@ impl Quant {
             // activations (PP-OCRv4 det: 109) names derived from the value's
             // own were 2% of the result. The pair sits right after the value,
             // which its QuantizeLinear reads by name.
-            let sn = g.fresh_name(&format!("a{k}_scale"));
+            let sn = g.fresh_name(&format!("{prefix}{k}_scale"));
             act_scale.insert(v.clone(), (scale, sn.clone()));
             // Activations with the same zero point share one tensor (each
             // patch carries it; applying it twice is harmless).
             let zn = g.fresh_name(&format!("zero_u8_{zp}"));
-            let qn = g.fresh_name(&format!("a{k}_q"));
-            let dn = g.fresh_name(&format!("a{k}_dq"));
+            let qn = g.fresh_name(&format!("{prefix}{k}_q"));
+            let dn = g.fresh_name(&format!("{prefix}{k}_dq"));
             let mut p = Patch::new("activation quantized to uint8");
             p.add_initializers
                 .push(tensor::from_f32(&sn, &[], &[scale]));
