@@ -45,11 +45,11 @@ pub fn fold_constants(
     fold_constants_from(model, max_bytes, None, notes)
 }
 
-/// [`fold_constants`], restricted to nodes that read one of `from`'s values
-/// (or a value folded from them) and no other tensor of rank 2 or more: the
-/// consequences of making those values constant, and nothing else
-/// (verification's specialisation leaves ops on weights alone, so that
-/// patches on those weights still apply).
+/// [`fold_constants`], leaving alone every node that reads a constant of
+/// rank 2 or more other than `from`'s values (or values folded here):
+/// verification's specialisation folds what its fixed inputs and the small
+/// constants around them decide, never an op on a weight, so that patches
+/// on those weights still apply to the specialised copy.
 pub fn fold_constants_from(
     model: &Model,
     max_bytes: u64,
@@ -70,11 +70,11 @@ pub fn fold_constants_from(
             || p.output.iter().any(|o| g.is_graph_output(o))
             || p.input.iter().all(|i| i.is_empty())
             || from.is_some_and(|f| {
-                let decided = |i: &String| f.contains(i) || known.contains_key(i);
-                !p.input.iter().any(decided)
-                    || p.input
-                        .iter()
-                        .any(|i| !decided(i) && g.constant(i).is_some_and(|t| t.dims.len() >= 2))
+                p.input.iter().any(|i| {
+                    !f.contains(i)
+                        && !known.contains_key(i)
+                        && g.constant(i).is_some_and(|t| t.dims.len() >= 2)
+                })
             })
         {
             continue;

@@ -604,8 +604,26 @@ pub fn translate_patch(
             .iter()
             .find(|o| !o.is_empty())?;
         let there = to.producer(out)?;
-        (to.nodes[there].op() == from.nodes[id].op()).then_some(there)
+        // The same node: op and inputs too (specialisation keeps the names
+        // of what it keeps; an inlined If's output may come from an If of
+        // its branch, which reads another condition).
+        let (a, b) = (&from.nodes[id].proto, &to.nodes[there].proto);
+        (a.op_type == b.op_type && a.input == b.input).then_some(there)
     };
+    // What the patch defines must be new in the copy as in the original (a
+    // name specialisation introduced, such as an inlined branch's, would be
+    // silently replaced).
+    let added = patch.add_initializers.iter().map(|t| t.name()).chain(
+        patch
+            .add_nodes
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str)),
+    );
+    for name in added {
+        if to.is_defined(name) && !from.is_defined(name) {
+            return None;
+        }
+    }
     // Every reader of what the patch replaces must be there to read the
     // replacement: specialisation may have folded ops on a weight (slices
     // of an LSTM's weights inside an inlined If) into constants of their own.

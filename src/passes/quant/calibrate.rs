@@ -153,16 +153,24 @@ pub fn calibrate(
         .collect::<Result<_>>()?;
     // The reference samples run on the same plan: the model's own outputs
     // come first among the plan's.
+    // Where they do not run here (inputs of other types than the plan's),
+    // the reference runs on its own: this is a saving, never a requirement.
+    let same_types = |r: &[Tensor]| {
+        r.len() == run_samples[0].len()
+            && r.iter()
+                .zip(&run_samples[0])
+                .all(|(a, b)| a.datum_type() == b.datum_type() && a.shape() == b.shape())
+    };
     let expected = match reference {
-        Some(r) if fixed.is_empty() => Some(
-            r.par_iter()
-                .map(|s| -> Result<Vec<Tensor>> {
-                    let mut out = runner.run(s)?;
-                    out.truncate(model_outputs);
-                    Ok(out)
-                })
-                .collect::<Result<Vec<_>>>()?,
-        ),
+        Some(r) if fixed.is_empty() && r.iter().all(|s| same_types(s)) => r
+            .par_iter()
+            .map(|s| -> Result<Vec<Tensor>> {
+                let mut out = runner.run(s)?;
+                out.truncate(model_outputs);
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>>>()
+            .ok(),
         _ => None,
     };
     drop(runner);
@@ -256,6 +264,9 @@ impl Stat {
         let mut hist = vec![];
         if histogram && lo.is_finite() {
             // Bins of width (hi - lo) / BINS; the top value goes to the last.
+            // A range too narrow for f32 makes `per` infinite: `lo` itself
+            // then gives NaN, which the cast below sends to bin 0, and the
+            // rest saturate to the last bin.
             let per = (BINS as f64 / ((hi - lo) as f64).max(f64::MIN_POSITIVE)) as f32;
             let bin = |x: f32| (((x - lo) * per) as usize).min(BINS - 1);
             // Four interleaved histograms, summed at the end: after a ReLU

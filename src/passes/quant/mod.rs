@@ -976,7 +976,9 @@ impl Quant {
             let Some(&(lo, hi)) = ranges.get(v) else {
                 continue;
             };
-            let k = number.get(v.as_str()).copied().unwrap_or(number.len());
+            let k = *number
+                .get(v.as_str())
+                .expect("every activation is a graph input or a node output");
             let (scale, zp) = arith::asymmetric_u8(lo, hi);
             // Short names (`a{k}_q`, `a{k}_dq`, `a{k}_scale`): each appears
             // several times in the file, and on a small model with many
@@ -1077,10 +1079,17 @@ impl Quant {
                 // channels (PP-OCRv4 det: 7k) is 2% of the file. The patch
                 // carries the input's scale too, so it stands without the
                 // activation's patch (sensitive=auto may drop that one).
-                p.add_initializers
-                    .push(tensor::from_f32(sx_name, &[], &[*sx]));
-                p.add_nodes
-                    .push(node("", "Mul", &[sx_name, ws_name], &[&sn], vec![]));
+                // One scale (a per-tensor weight, or one channel) stays a
+                // scalar initializer, as per-tensor DequantizeLinear wants.
+                if per_tensor {
+                    p.add_initializers
+                        .push(tensor::from_f32(&sn, &[], &scales[..1]));
+                } else {
+                    p.add_initializers
+                        .push(tensor::from_f32(sx_name, &[], &[*sx]));
+                    p.add_nodes
+                        .push(node("", "Mul", &[sx_name, ws_name], &[&sn], vec![]));
+                }
                 let attrs = if per_tensor {
                     vec![]
                 } else {
