@@ -201,3 +201,113 @@ fn patches_translate_to_a_specialised_copy_by_output_names() {
     b.graph.reindex();
     assert!(translate_patch(&weight, &b.graph, &to.graph).is_some());
 }
+
+/// The verifier is only as good as tract's arithmetic on the models it
+/// checks: on every real model of the test assets, the outputs tract computes
+/// for the reference (as verification prepares and runs it) agree with
+/// onnxruntime's on the same inputs.
+#[test]
+fn tract_as_verification_runs_it_agrees_with_onnxruntime_on_real_models() {
+    use onnx_squeeze::verify::{tract, Reference, VerifyOptions};
+    let dir = scratch("tract-vs-ort");
+    for (name, args) in real_models(dir.path()) {
+        let model_path = asset(name);
+        let mut dims = std::collections::HashMap::new();
+        let mut inputs = None;
+        for pair in args.chunks(2) {
+            match pair[0].as_str() {
+                "--inputs" => inputs = Some(std::path::PathBuf::from(&pair[1])),
+                "--dim" => {
+                    let (k, v) = pair[1].split_once('=').unwrap();
+                    dims.insert(k.to_string(), v.parse::<usize>().unwrap());
+                }
+                other => panic!("unexpected argument {other}"),
+            }
+        }
+        // Inputs of the declared types (symbolic dims from --dim, else 1).
+        let npz = inputs.unwrap_or_else(|| {
+            let out = dir.path().join(format!("{name}.inputs.npz"));
+            let dims_py: Vec<String> = dims.iter().map(|(k, v)| format!("'{k}': {v}")).collect();
+            let script = format!(
+                "import numpy as np, onnx\n\
+                 m = onnx.load(r'{}', load_external_data=False)\n\
+                 dims = {{{}}}\n\
+                 rng = np.random.default_rng(1)\n\
+                 inits = {{t.name for t in m.graph.initializer}}\n\
+                 feed = {{}}\n\
+                 for i in m.graph.input:\n\
+                 \x20   if i.name in inits: continue\n\
+                 \x20   t = i.type.tensor_type\n\
+                 \x20   shape = [d.dim_value if d.HasField('dim_value') else dims.get(d.dim_param, 1) for d in t.shape.dim]\n\
+                 \x20   dt = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)\n\
+                 \x20   if np.issubdtype(dt, np.floating): v = rng.standard_normal(shape)\n\
+                 \x20   elif 'mask' in i.name.lower(): v = np.ones(shape)\n\
+                 \x20   else: v = rng.integers(0, 100, shape)\n\
+                 \x20   feed[i.name] = np.asarray(v).astype(dt)\n\
+                 np.savez(r'{}', **feed)\n",
+                model_path.display(),
+                dims_py.join(", "),
+                out.display()
+            );
+            let o = std::process::Command::new(python())
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+            out
+        });
+        let ort_out = dir.path().join(format!("{name}.ort.npz"));
+        let o = std::process::Command::new(python())
+            .arg(root().join("tests/py/ort_run.py"))
+            .args([&model_path, &npz, &ort_out])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: ort_run.py: {}",
+            text(&o.stderr)
+        );
+
+        let (model, _) = Model::load(&model_path).unwrap();
+        let opts = VerifyOptions {
+            samples: 1,
+            dims,
+            inputs: Some(npz),
+            ..Default::default()
+        };
+        let reference = Reference::new(&model, &opts).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let (names, expected) = reference.expected();
+        let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
+        for (k, out_name) in names.iter().enumerate() {
+            let ours = &expected[0][k];
+            if ours.datum_type() != tract_onnx::prelude::DatumType::F32 {
+                continue;
+            }
+            let theirs: Vec<f32> = ort
+                .by_name(out_name)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: onnxruntime has no output {out_name}"))
+                .into_vec()
+                .unwrap();
+            let ours = tract::to_f64(ours).unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{name}: {out_name}");
+            let (mut dot, mut na, mut nb, mut max_abs) = (0f64, 0f64, 0f64, 0f64);
+            for (&a, &b) in ours.iter().zip(&theirs) {
+                let b = b as f64;
+                dot += a * b;
+                na += a * a;
+                nb += b * b;
+                max_abs = max_abs.max((a - b).abs());
+            }
+            let cosine = if na == 0.0 && nb == 0.0 {
+                1.0
+            } else {
+                dot / (na * nb).sqrt()
+            };
+            assert!(
+                cosine > 0.99999 && max_abs < 1e-3,
+                "{name}: output {out_name}: tract and onnxruntime differ (cosine {cosine}, max abs {max_abs})"
+            );
+        }
+    }
+}

@@ -297,6 +297,12 @@ impl Reference {
         })
     }
 
+    /// The original's outputs as tract computed them: the output names, and
+    /// for each sample run the tensors in that order.
+    pub fn expected(&self) -> (&[String], &[Vec<Tensor>]) {
+        (&self.out_names, &self.expected)
+    }
+
     /// Run `result` on the reference's inputs and compare every output.
     pub fn compare(&self, result: &Model) -> Result<VerifyReport> {
         self.compare_as(result, false)
