@@ -557,6 +557,42 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     assert_ort_matches(&input, &out, &cosine_only("0.9999"));
 }
 
+/// Where int8 storage of the taken-back weights misses the tolerance too,
+/// they are stored as float16 (Cast, folded at load) before falling back to
+/// float; past what float16 can meet, they stay float.
+#[test]
+fn sensitive_auto_falls_back_to_float16_storage_then_float() {
+    let dir = scratch("quant-sensitive-f16");
+    let input = fixture("tiny_cnn.onnx");
+    let run = |min_cosine: &str, out: &std::path::Path| -> String {
+        let t = [
+            "--tolerance".to_string(),
+            format!("min_cosine={min_cosine}"),
+            "--tolerance".into(),
+            "atol=1e-7".into(),
+        ];
+        run_passes_verified("clean,quant(min_weight_elements=16)", &t, &input, out)
+    };
+    let out = dir.path().join("f16.onnx");
+    let s = run("0.9999999", &out);
+    assert!(
+        s.contains("3 x weight stored as float16 (expanded once at load)"),
+        "{s}"
+    );
+    assert!(s.contains("weights stay stored as float16"), "{s}");
+    let (m, _) = Model::load(&out).unwrap();
+    let halves = m
+        .graph
+        .initializers
+        .values()
+        .filter(|t| t.data_type() == 10)
+        .count();
+    assert_eq!(halves, 3, "{}", dump(&m.graph));
+    assert_ort_matches(&input, &out, &cosine_only("0.99999"));
+    let s = run("0.99999999", &dir.path().join("float.onnx"));
+    assert!(!s.contains("stored as"), "{s}");
+}
+
 /// An int4 embedding table that `sensitive=auto` takes back keeps int8 rows
 /// (not a float table: on MiniLM-L3 at the default tolerance that was the
 /// difference between 0.75x and 0.25x), checked by onnxruntime too.

@@ -77,7 +77,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
-        ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses, compute the most damaging layers in float until it is met (their weights stay stored as int8 where that alone meets it)" },
+        ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses, compute the most damaging layers in float until it is met (their weights stay stored as int8, else float16, where that meets it)" },
         ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load" },
         ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 for int4), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
@@ -741,11 +741,29 @@ impl Quant {
         }
         // Where int8 storage alone already misses the tolerance (silero's
         // state output flips saturated values on any weight rounding), taken
-        // back weights stay float.
+        // back weights are stored as float16 if that meets it, else float.
+        let mut form = "int8";
         if fallback.iter().any(Option::is_some)
             && eval(&vec![false; n], &fallback)?.status != Status::Passed
         {
-            fallback = vec![None; n];
+            for (p, f) in patches.iter().zip(&mut fallback) {
+                if f.is_some() {
+                    let w = &p.remove_initializers[0];
+                    let t = g
+                        .constant(w)
+                        .context("a quantized weight is not a constant")?;
+                    let payload = model.payload(t)?;
+                    *f = Some(stored_f16(
+                        model,
+                        w,
+                        &tensor::f32_view(t, payload.as_ref())?,
+                    ));
+                }
+            }
+            form = "float16";
+            if eval(&vec![false; n], &fallback)?.status != Status::Passed {
+                fallback = vec![None; n];
+            }
         }
         let fallback = &fallback[..];
         let groups: Vec<Vec<usize>> = if n <= 64 {
@@ -786,9 +804,9 @@ impl Quant {
                     ctx.notes.push(format!(
                         "computed in float by sensitive=auto (alone: cosine {s:.5}{}): {}",
                         if stored {
-                            "; weights stay stored as int8"
+                            format!("; weights stay stored as {form}")
                         } else {
-                            ""
+                            String::new()
                         },
                         what.join(", ")
                     ));
@@ -1615,6 +1633,37 @@ pub(crate) fn stored_int8(
 }
 
 /// [`stored_int8`] as a patch replacing the initializer `w`.
+/// A float weight stored as float16 and expanded by a Cast into its own
+/// name, which runtimes fold once at load: half the bytes, rounding 2^-11
+/// relative (where int8 storage costs too much accuracy).
+fn stored_f16(model: &Model, w: &str, data: &tensor::F32View) -> Patch {
+    let g = &model.graph;
+    let hn = g.fresh_name(&format!("{w}_f16"));
+    let mut p = Patch::new("weight stored as float16 (expanded once at load)");
+    p.remove_initializers.push(w.to_string());
+    p.add_initializers.push(TensorProto {
+        name: Some(hn.clone()),
+        dims: data.dims.clone(),
+        data_type: Some(DataType::Float16 as i32),
+        raw_data: Some(Bytes::from(
+            data.data
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect::<Vec<_>>(),
+        )),
+        ..Default::default()
+    });
+    p.add_nodes.push(node(
+        &g.fresh_name(&format!("{w}_cast")),
+        "Cast",
+        &[&hn],
+        &[w],
+        vec![attr_int("to", DataType::Float as i64)],
+    ));
+    p.anchor = g.consumers(w).first().copied();
+    p
+}
+
 fn stored_weight(
     model: &Model,
     w: &str,
