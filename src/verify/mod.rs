@@ -210,43 +210,27 @@ pub struct Reference {
 
 impl Reference {
     pub fn new(original: &Model, opts: &VerifyOptions) -> Result<Reference> {
-        Self::build(original, opts, None)
+        Self::with_inputs(original, opts, ReferenceInputs::new(original, opts)?, None)
     }
 
-    /// The samples a reference runs `original` on, when they need no
-    /// specialisation of the model (no `If` fed by fixed inputs): then any
-    /// run of the original that takes the same inputs (calibration's, with
-    /// extra outputs) yields the expected outputs, and [`Reference::with_expected`]
-    /// saves building and running a plan of its own. `None` otherwise.
-    pub fn plain_samples(
+    /// A reference on inputs already prepared (loaded or drawn once), and,
+    /// when the caller computed them, the original's outputs on
+    /// [`ReferenceInputs::plain`] (its graph outputs in order, per sample):
+    /// then no plan of the original is built here.
+    pub fn with_inputs(
         original: &Model,
         opts: &VerifyOptions,
-    ) -> Result<Option<Vec<Vec<Tensor>>>> {
-        let (_, samples, _) = reference_inputs(original, opts)?;
-        let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
-        let (fixed, run_samples) = split_fixed(has_if, &samples);
-        Ok(fixed.is_empty().then_some(run_samples))
-    }
-
-    /// A reference whose expected outputs (the original's graph outputs, in
-    /// order, for each of [`Reference::plain_samples`]) were computed by the caller.
-    pub fn with_expected(
-        original: &Model,
-        opts: &VerifyOptions,
-        expected: Vec<Vec<Tensor>>,
-    ) -> Result<Reference> {
-        Self::build(original, opts, Some(expected))
-    }
-
-    fn build(
-        original: &Model,
-        opts: &VerifyOptions,
+        inputs: ReferenceInputs,
         expected: Option<Vec<Vec<Tensor>>>,
     ) -> Result<Reference> {
         if let Some(why) = untrusted_op(original) {
             anyhow::bail!("{why}; verify with onnxruntime instead");
         }
-        let (specs, samples, mut notes) = reference_inputs(original, opts)?;
+        let ReferenceInputs {
+            specs,
+            samples,
+            mut notes,
+        } = inputs;
         // Specialise If models on inputs that are the same in every sample.
         let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
         let (fixed, run_samples) = split_fixed(has_if, &samples);
@@ -461,40 +445,63 @@ impl Reference {
     }
 }
 
-/// Input specs, samples (cast to the declared types) and notes of a reference.
-type ReferenceInputs = (Vec<inputs::InputSpec>, Vec<Vec<Tensor>>, Vec<String>);
+/// The inputs of a reference: specs, samples (cast to the declared types)
+/// and the notes about them.
+pub struct ReferenceInputs {
+    specs: Vec<inputs::InputSpec>,
+    samples: Vec<Vec<Tensor>>,
+    notes: Vec<String>,
+}
 
-fn reference_inputs(original: &Model, opts: &VerifyOptions) -> Result<ReferenceInputs> {
-    let mut notes = Vec::new();
-    let mut dim_notes = Vec::new();
-    let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
-    if opts.inputs.is_none() {
-        notes.append(&mut dim_notes);
-    }
-    let mut samples = match &opts.inputs {
-        Some(p) => inputs::load_samples(p, &specs)?,
-        None => {
-            if !specs.is_empty() {
-                notes.push(format!(
-                    "{} seeded random sample(s) (seed {}); pass --inputs for real data",
-                    opts.samples, opts.seed
-                ));
-            }
-            inputs::random_samples(&specs, opts.samples.max(1), opts.seed)?
+impl ReferenceInputs {
+    /// The user's samples (`opts.inputs`) or seeded random ones.
+    pub fn new(original: &Model, opts: &VerifyOptions) -> Result<ReferenceInputs> {
+        let mut notes = Vec::new();
+        let mut dim_notes = Vec::new();
+        let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
+        if opts.inputs.is_none() {
+            notes.append(&mut dim_notes);
         }
-    };
-    for sample in &mut samples {
-        for (t, s) in sample.iter_mut().zip(&specs) {
-            let want = tract::datum_type(s.dtype)?;
-            if want != t.datum_type() {
-                *t = t
-                    .cast_to_dt(want)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .into_owned();
+        let mut samples = match &opts.inputs {
+            Some(p) => inputs::load_samples(p, &specs)?,
+            None => {
+                if !specs.is_empty() {
+                    notes.push(format!(
+                        "{} seeded random sample(s) (seed {}); pass --inputs for real data",
+                        opts.samples, opts.seed
+                    ));
+                }
+                inputs::random_samples(&specs, opts.samples.max(1), opts.seed)?
+            }
+        };
+        for sample in &mut samples {
+            for (t, s) in sample.iter_mut().zip(&specs) {
+                let want = tract::datum_type(s.dtype)?;
+                if want != t.datum_type() {
+                    *t = t
+                        .cast_to_dt(want)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .into_owned();
+                }
             }
         }
+        Ok(ReferenceInputs {
+            specs,
+            samples,
+            notes,
+        })
     }
-    Ok((specs, samples, notes))
+
+    /// The samples as the original runs on them, when that needs no
+    /// specialisation of the model (no `If` fed by fixed inputs): then any
+    /// run of the original that takes the same inputs (calibration's, with
+    /// extra outputs) yields the expected outputs for
+    /// [`Reference::with_inputs`]. `None` otherwise.
+    pub fn plain(&self, original: &Model) -> Option<Vec<Vec<Tensor>>> {
+        let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
+        let (fixed, run_samples) = split_fixed(has_if, &self.samples);
+        fixed.is_empty().then_some(run_samples)
+    }
 }
 
 fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {

@@ -519,11 +519,14 @@ impl Pass for Quant {
                 bytes <= SENSITIVE_MAX_BYTES
             };
         let check_opts = sensitivity_options(ctx);
-        let reference_samples = match sensitive && mode == "static" {
-            true => crate::verify::Reference::plain_samples(model, &check_opts)
-                .ok()
-                .flatten(),
-            false => None,
+        // Loaded (or drawn) once for calibration's reference runs and the
+        // comparisons; a failure leaves it to the comparisons to report.
+        let reference_inputs = sensitive
+            .then(|| crate::verify::ReferenceInputs::new(model, &check_opts).ok())
+            .flatten();
+        let reference_samples = match mode {
+            "static" => reference_inputs.as_ref().and_then(|r| r.plain(model)),
+            _ => None,
         };
         let mut expected = None;
         if mode == "static" {
@@ -563,7 +566,7 @@ impl Pass for Quant {
                 ctx,
                 patches,
                 &storable,
-                &check_opts,
+                reference_inputs,
                 expected,
             );
         }
@@ -635,10 +638,11 @@ impl Quant {
         ctx: &mut PassCtx,
         mut patches: Vec<Patch>,
         storable: &HashMap<String, Fallback>,
-        opts: &crate::verify::VerifyOptions,
-        expected: Option<Vec<Vec<tract_onnx::prelude::Tensor>>>,
+        inputs: Option<crate::verify::ReferenceInputs>,
+        expected: Expected,
     ) -> Result<Vec<Patch>> {
         use crate::verify::{Reference, Status, VerifyReport};
+        let opts = &sensitivity_options(ctx);
         let g = &model.graph;
         let pos = |p: &Patch| {
             p.anchor
@@ -649,8 +653,8 @@ impl Quant {
         let n = patches.len();
         // The original runs once (in calibration, where it could); each
         // candidate is compared against it.
-        let reference = match expected {
-            Some(e) => Reference::with_expected(model, opts, e),
+        let reference = match inputs {
+            Some(i) => Reference::with_inputs(model, opts, i, expected),
             None => Reference::new(model, opts),
         };
         let reference = match reference {
@@ -662,12 +666,6 @@ impl Quant {
                 return Ok(patches);
             }
         };
-        // A weight taken back from integer compute is still stored as int8,
-        // expanded to float once at load (its error is a small part of
-        // quantization's; activations are what costs accuracy): the layer
-        // computes in float and the file keeps most of the saving. Built when
-        // the first comparison fails, and only then.
-        let mut fallback: Vec<Option<Patch>> = vec![None; n];
         // An If model the reference specialises (fixed inputs) is specialised
         // once here, and each candidate built on that copy; a candidate whose
         // patches do not translate to it is specialised on its own.
@@ -709,7 +707,7 @@ impl Quant {
                 .fold(1.0f64, f64::min)
         };
         let all = vec![true; n];
-        let full = eval(&all, &fallback)?;
+        let full = eval(&all, &[])?;
         match full.status {
             Status::Passed => return Ok(patches),
             Status::NotVerified => {
@@ -721,48 +719,48 @@ impl Quant {
             }
             Status::Failed => {}
         }
-        for (p, f) in patches.iter().zip(&mut fallback) {
-            let Some((w, form)) = p
-                .remove_initializers
-                .first()
-                .and_then(|w| storable.get_key_value(w))
-            else {
-                continue;
-            };
-            let t = g
-                .constant(w)
-                .context("a quantized weight is not a constant")?;
-            let payload = model.payload(t)?;
-            let data = tensor::f32_view(t, payload.as_ref())?;
-            *f = Some(match form {
-                Fallback::Stored(axis) => stored_weight(model, w, &data, *axis)?,
-                Fallback::Rows(readers) => gather_rows(model, w, &data, readers)?,
-            });
-        }
-        // Where int8 storage alone already misses the tolerance (silero's
-        // state output flips saturated values on any weight rounding), taken
-        // back weights are stored as float16 if that meets it, else float.
-        let mut form = "int8";
-        if fallback.iter().any(Option::is_some)
-            && eval(&vec![false; n], &fallback)?.status != Status::Passed
-        {
-            for (p, f) in patches.iter().zip(&mut fallback) {
-                if f.is_some() {
-                    let w = &p.remove_initializers[0];
+        // A weight taken back from integer compute is still stored compactly,
+        // expanded to float once at load (its error is a small part of
+        // quantization's; activations are what costs accuracy): the layer
+        // computes in float and the file keeps most of the saving. The first
+        // rung whose storage of every such weight at once meets the
+        // tolerance is taken: int8, else float16 (silero's state output
+        // flips saturated values under int8 weight rounding), else float.
+        // Built when the first comparison fails, and only then.
+        let rung = |half: bool| -> Result<Vec<Option<Patch>>> {
+            patches
+                .iter()
+                .map(|p| {
+                    let Some((w, form)) = p
+                        .remove_initializers
+                        .first()
+                        .and_then(|w| storable.get_key_value(w))
+                    else {
+                        return Ok(None);
+                    };
                     let t = g
                         .constant(w)
                         .context("a quantized weight is not a constant")?;
                     let payload = model.payload(t)?;
-                    *f = Some(stored_f16(
-                        model,
-                        w,
-                        &tensor::f32_view(t, payload.as_ref())?,
-                    ));
-                }
+                    let data = tensor::f32_view(t, payload.as_ref())?;
+                    Ok(Some(match form {
+                        _ if half => stored_f16(model, w, &data),
+                        Fallback::Stored(axis) => stored_weight(model, w, &data, *axis)?,
+                        Fallback::Rows(readers) => gather_rows(model, w, &data, readers)?,
+                    }))
+                })
+                .collect()
+        };
+        let mut fallback: Vec<Option<Patch>> = vec![None; n];
+        let mut form = "";
+        for (half, name) in [(false, "int8"), (true, "float16")] {
+            let f = rung(half)?;
+            if f.iter().all(Option::is_none) {
+                break;
             }
-            form = "float16";
-            if eval(&vec![false; n], &fallback)?.status != Status::Passed {
-                fallback = vec![None; n];
+            if eval(&vec![false; n], &f)?.status == Status::Passed {
+                (fallback, form) = (f, name);
+                break;
             }
         }
         let fallback = &fallback[..];
