@@ -504,18 +504,8 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     let dir = scratch("quant-sensitive");
     let input = fixture("tiny_cnn.onnx");
     let passes = "clean,quant(min_weight_elements=16)";
-    let run = |tolerance: &[&str], out: &std::path::Path| -> String {
-        let mut args = vec!["run", "--passes", passes];
-        for t in tolerance {
-            args.extend(["--tolerance", t]);
-        }
-        let (i, o) = (input.to_string_lossy(), out.to_string_lossy());
-        args.extend([i.as_ref(), o.as_ref()]);
-        let r = run_cli(&args);
-        let stdout = text(&r.stdout);
-        assert_eq!(r.status.code(), Some(0), "{stdout}{}", text(&r.stderr));
-        assert!(stdout.contains("verify     passed"), "{stdout}");
-        stdout
+    let run = |tolerance: &[String], out: &std::path::Path| -> String {
+        run_passes_verified(passes, tolerance, &input, out)
     };
     let default = run(&[], &dir.path().join("default.onnx"));
     assert!(
@@ -525,7 +515,7 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     assert!(!default.contains("sensitive=auto"), "{default}");
 
     let out = dir.path().join("tight.onnx");
-    let tight = run(&["min_cosine=0.999995", "atol=1e-6"], &out);
+    let tight = run(&tolerance("0.999995", "1e-6"), &out);
     assert!(
         tight.contains("computed in float by sensitive=auto")
             && tight.contains("weights stay stored as int8"),
@@ -565,12 +555,7 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
     let dir = scratch("quant-sensitive-f16");
     let input = fixture("tiny_cnn.onnx");
     let run = |min_cosine: &str, out: &std::path::Path| -> String {
-        let t = [
-            "--tolerance".to_string(),
-            format!("min_cosine={min_cosine}"),
-            "--tolerance".into(),
-            "atol=1e-7".into(),
-        ];
+        let t = tolerance(min_cosine, "1e-7");
         run_passes_verified("clean,quant(min_weight_elements=16)", &t, &input, out)
     };
     let out = dir.path().join("f16.onnx");
@@ -603,15 +588,9 @@ fn int4_table_taken_back_keeps_int8_rows() {
     let input = dir.path().join("m.onnx");
     std::fs::write(&input, matmul_model(17).to_proto().encode_to_vec()).unwrap();
     let out = dir.path().join("o.onnx");
-    let tolerance = [
-        "--tolerance".to_string(),
-        "min_cosine=0.9999".into(),
-        "--tolerance".into(),
-        "atol=1e-6".into(),
-    ];
     let s = run_passes_verified(
         "quant(activations=none,weights=int4,block_size=16)",
-        &tolerance,
+        &tolerance("0.9999", "1e-6"),
         &input,
         &out,
     );
@@ -669,6 +648,17 @@ fn activation_names_never_meet_the_models_own() {
     assert!(s.contains("QuantizeLinear(a0, a1x0_scale"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// `--tolerance` arguments: a minimum cosine and an absolute tolerance.
+fn tolerance(min_cosine: &str, atol: &str) -> Vec<String> {
+    [
+        "--tolerance".to_string(),
+        format!("min_cosine={min_cosine}"),
+        "--tolerance".into(),
+        format!("atol={atol}"),
+    ]
+    .to_vec()
 }
 
 /// Writes `script` (Python, numpy as np, `out` the path) to an .npz.
