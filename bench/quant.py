@@ -82,11 +82,17 @@ def models(inputs_dir):
     """(file, our extra args, eval feed, calibration feeds, outputs that are [batch, classes])."""
     silero = os.path.join(inputs_dir, "silero_vad_16k_op15.npz")
     ppocr = os.path.join(inputs_dir, "ch_PP-OCRv4_det_infer.npz")
+    ocr_rec = os.path.join(inputs_dir, "ch_PP-OCRv4_rec_infer.npz")
+    ocr_cls = os.path.join(inputs_dir, "ch_ppocr_mobile_v2.0_cls_infer.npz")
     return [
         ("silero_vad_16k_op15.onnx", ["--inputs", silero],
          lambda: _npz(silero), lambda: [_npz(silero)], []),
         ("ch_PP-OCRv4_det_infer.onnx", ["--inputs", ppocr],
          lambda: _npz(ppocr), lambda: [_npz(ppocr)], []),
+        ("ch_PP-OCRv4_rec_infer.onnx", ["--inputs", ocr_rec],
+         lambda: _npz(ocr_rec), lambda: [_npz(ocr_rec)], ["softmax_11.tmp_0"]),
+        ("ch_ppocr_mobile_v2.0_cls_infer.onnx", ["--inputs", ocr_cls],
+         lambda: _npz(ocr_cls), lambda: [_npz(ocr_cls)], ["save_infer_model/scale_0.tmp_1"]),
         ("magika_standard_v3_3.onnx", [],
          lambda: {"bytes": _rng(1).integers(0, 256, (1, 2048)).astype(np.int32)},
          lambda: _tool_like([("bytes", np.int32, (1, 2048))], 0), ["target_label"]),

@@ -69,6 +69,14 @@ pub fn real_models(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
             "ch_PP-OCRv4_det_infer.onnx",
             npz("ch_PP-OCRv4_det_infer.npz"),
         ),
+        (
+            "ch_PP-OCRv4_rec_infer.onnx",
+            npz("ch_PP-OCRv4_rec_infer.npz"),
+        ),
+        (
+            "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            npz("ch_ppocr_mobile_v2.0_cls_infer.npz"),
+        ),
         ("magika_standard_v3_3.onnx", d(&[])),
         (
             "nudenet_320n.onnx",

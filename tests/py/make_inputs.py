@@ -8,7 +8,10 @@ Writes:
                             the 8 kHz branch);
   ch_PP-OCRv4_det_infer.npz: a 64x96 image of dark strokes on a light background
                             (on pure noise the detector outputs ~1e-9 everywhere,
-                            so no comparison of its outputs means anything).
+                            so no comparison of its outputs means anything);
+  ch_PP-OCRv4_rec_infer.npz: a 48x320 text line of the same strokes (the recogniser's
+                            input height is fixed at 48);
+  ch_ppocr_mobile_v2.0_cls_infer.npz: a 48x192 text line (the classifier's input size).
 """
 import os
 import sys
@@ -29,6 +32,20 @@ def main(out):
         for k in range(6):
             x[0, :, y0 + 2:y0 + 12, x0 + k * 6:x0 + k * 6 + 3] = -2.0
     np.savez(os.path.join(out, "ch_PP-OCRv4_det_infer.npz"), x=x)
+    np.savez(os.path.join(out, "ch_PP-OCRv4_rec_infer.npz"), x=text_line(48, 320))
+    np.savez(os.path.join(out, "ch_ppocr_mobile_v2.0_cls_infer.npz"), x=text_line(48, 192))
+
+
+def text_line(height, width):
+    """Dark glyph-like strokes on a light background, normalised to [-1, 1] as
+    PaddleOCR's preprocessing does."""
+    x = np.full((1, 3, height, width), 1.0, np.float32)
+    for c in range(width // 16):
+        x0 = 4 + c * 16
+        x[0, :, 10:38, x0:x0 + 2] = -1.0  # a vertical stroke
+        y = 12 + (c * 7) % 22
+        x[0, :, y:y + 2, x0:x0 + 10] = -1.0  # a horizontal one at a varying height
+    return x
 
 
 if __name__ == "__main__":
