@@ -241,20 +241,20 @@ fn split_top_level(spec: &str) -> Result<Vec<String>> {
     for c in spec.chars() {
         match c {
             '"' => quote = !quote,
-            '(' if !quote => depth += 1,
-            ')' if !quote => depth -= 1,
+            '(' | '[' if !quote => depth += 1,
+            ')' | ']' if !quote => depth -= 1,
             ',' if depth == 0 && !quote => {
                 items.push(std::mem::take(&mut cur));
                 continue;
             }
             _ => {}
         }
-        ensure!(depth >= 0, "unbalanced ')' in --passes '{spec}'");
+        ensure!(depth >= 0, "unbalanced ')' or ']' in --passes '{spec}'");
         cur.push(c);
     }
     ensure!(
         depth == 0 && !quote,
-        "unbalanced '(' or '\"' in --passes '{spec}'"
+        "unbalanced '(', '[' or '\"' in --passes '{spec}'"
     );
     items.push(cur);
     let items: Vec<String> = items.into_iter().map(|s| s.trim().to_string()).collect();
@@ -318,12 +318,20 @@ mod tests {
         let (_, t) = parse_item("p(x=3, mode=fast)").unwrap();
         assert_eq!(t["x"], toml::Value::Integer(3));
         assert_eq!(t["mode"], toml::Value::String("fast".into()));
+        // A bracketed list keeps its commas, quoted or not.
+        let items = split_top_level("quant(exclude=[Conv@0,fc*]),clean").unwrap();
+        assert_eq!(items, vec!["quant(exclude=[Conv@0,fc*])", "clean"]);
+        let (_, t) = parse_item(&items[0]).unwrap();
+        assert_eq!(t["exclude"], toml::Value::String("[Conv@0,fc*]".into()));
+        let (_, t) = parse_item("quant(exclude=[\"a\", \"b\"])").unwrap();
+        assert_eq!(t["exclude"].as_array().map(Vec::len), Some(2));
     }
 
     #[test]
     fn rejects_malformed_specs() {
         assert!(split_top_level("clean(").is_err());
         assert!(split_top_level("clean,,x").is_err());
+        assert!(split_top_level("quant(exclude=[a)").is_err());
         assert!(parse_item("clean(x)").is_err());
         assert!(parse_item("cl ean").is_err());
     }
