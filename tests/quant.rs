@@ -100,7 +100,7 @@ fn static_qdq_placement_on_tiny_cnn() {
     .unwrap();
     let (m, s) = snapshot(
         &cleaned,
-        "activations = \"static\"\nmin_weight_elements = 16\ncalibration = \"minmax\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\ncalibration = \"minmax\"",
     );
     // Conv weights per output channel, biases int32, one Q/DQ pair per activation.
     assert!(
@@ -117,6 +117,82 @@ fn static_qdq_placement_on_tiny_cnn() {
         again.changes.is_empty(),
         "an already quantized model is left alone"
     );
+}
+
+/// By default a Conv computes in int8 only where its reduction (input
+/// channels x kernel) reaches `min_reduction` (64): tiny_cnn's first Conv
+/// (3 channels x 3x3 = 27) keeps float compute with its weight stored as
+/// int8 (Cast -> Mul), and no Q/DQ is placed on the image for it; the second
+/// (8 x 3x3 = 72) runs in int8 as before.
+#[test]
+fn short_reduction_convs_compute_in_float_with_stored_weights() {
+    let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+    let mut cleaned = original.clone();
+    run_pass(
+        build("clean", Default::default()).unwrap().as_ref(),
+        &mut cleaned,
+        Limits::default(),
+    )
+    .unwrap();
+    let (m, s) = snapshot(
+        &cleaned,
+        "activations = \"static\"\nmin_weight_elements = 16\ncalibration = \"minmax\"\nsensitive = \"off\"",
+    );
+    assert!(s.contains("Cast(conv1_w_bnfold_q"), "{s}");
+    assert!(!s.contains("DequantizeLinear(conv1_w_bnfold_q"), "{s}");
+    assert!(s.contains("Conv(image, conv1_w_bnfold,"), "{s}");
+    assert!(!s.contains("QuantizeLinear(image"), "{s}");
+    assert!(s.contains("DequantizeLinear(conv2_w_bnfold_q"), "{s}");
+    assert!(s.contains("weight stored as int8"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    // With the threshold lowered, both run in int8.
+    let (_, s) = snapshot(
+        &cleaned,
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 27\nsensitive = \"off\"",
+    );
+    assert!(s.contains("DequantizeLinear(conv1_w_bnfold_q"), "{s}");
+    assert!(s.contains("QuantizeLinear(image"), "{s}");
+}
+
+/// A short Conv that static placement would put between a DequantizeLinear
+/// and a QuantizeLinear (its neighbours run in int8, joined by Relus) stays
+/// in int8 instead: in float, onnxruntime would quantize its weight per
+/// tensor at load.
+#[test]
+fn short_convs_between_int8_layers_stay_int8() {
+    let conv = |k: usize, c: usize, seed: usize| -> Vec<f32> {
+        (0..k * c)
+            .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 500.0)
+            .collect()
+    };
+    let ks = |n: usize| onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[n as i64, n as i64]);
+    let pads = onnx_squeeze::ir::builder::attr_ints("pads", &[1, 1, 1, 1]);
+    let b = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &conv(16, 72, 1))
+        .init_f32("w2", &[16, 16, 1, 1], &conv(16, 16, 2))
+        .init_f32("w3", &[8, 16, 3, 3], &conv(8, 144, 3))
+        .node_with(
+            "c1",
+            "Conv",
+            &["x", "w1"],
+            &["h1"],
+            vec![ks(3), pads.clone()],
+        )
+        .node("r1", "Relu", &["h1"], &["a1"])
+        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], vec![ks(1)])
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .node_with("c3", "Conv", &["a2", "w3"], &["y"], vec![ks(3), pads])
+        .output("y", &[1, 8, 8, 8]);
+    let original = b.build().unwrap();
+    let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
+    // c2's reduction is 16 < 64, but both its neighbours are int8.
+    assert!(s.contains("DequantizeLinear(w2_q"), "{s}");
+    assert!(!s.contains("Cast(w2_q"), "{s}");
+    assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
 fn matmul_model(opset: i64) -> Model {
@@ -233,7 +309,7 @@ fn opset_12_is_raised_for_per_channel_or_kept_per_tensor() {
     let cleaned = m.clone();
     let r = quant(
         &mut m,
-        "min_weight_elements = 16\nactivations = \"static\"\nopset = \"keep\"",
+        "min_weight_elements = 16\nmin_reduction = 1\nactivations = \"static\"\nopset = \"keep\"",
     );
     assert!(
         r.notes.iter().any(|n| n.contains("per tensor")),
@@ -250,7 +326,7 @@ fn opset_12_is_raised_for_per_channel_or_kept_per_tensor() {
     let mut raised = cleaned.clone();
     let r = quant(
         &mut raised,
-        "min_weight_elements = 16\nactivations = \"static\"",
+        "min_weight_elements = 16\nmin_reduction = 1\nactivations = \"static\"",
     );
     assert!(
         r.notes
@@ -280,6 +356,7 @@ fn bad_parameters_are_rejected() {
         ("calibration = \"kl\"", "unknown variant"),
         ("opset = 12", "opset must be"),
         ("opset = \"latest\"", "opset must be"),
+        ("min_reduction = 0", "min_reduction must be at least 1"),
     ] {
         let t: toml::Table = toml::from_str(p).unwrap();
         let e = build("quant", t).err().unwrap();
@@ -301,18 +378,26 @@ fn clean_quant_on_real_models() {
         eprintln!("{name}: {ratio:.3}x\n{stdout}");
         // silero: sensitive=auto keeps one encoder Conv in float. PP-OCR is
         // opset 12: raised to 13 for per-channel weights (0.29x: its many
-        // small layers carry scales and Q/DQ nodes).
+        // small layers carry scales and Q/DQ nodes). The recogniser on a text
+        // line: int8 weights alone cost 0.03 of cosine there, so the layers
+        // sensitive=auto takes back keep float16 weights (0.34x; 0.27x on
+        // random inputs). The classifier (585 kB) is 9% graph: 0.33x.
         let bound = match name {
             n if n.starts_with("silero") => 0.40,
+            n if n.starts_with("ch_PP-OCRv4_rec") || n.starts_with("ch_ppocr") => 0.40,
             _ => 0.30,
         };
-        if name.starts_with("ch_PP-OCR") {
+        if name.starts_with("ch_PP-OCRv4") {
             assert!(stdout.contains("opset raised from 12 to 13"), "{stdout}");
         }
         assert!(
             ratio <= bound,
             "{name}: size {ratio:.3}x of the float model, expected <= {bound}"
         );
+        // No layer computes in float where onnxruntime would quantize it
+        // again at load.
+        let (m, _) = Model::load(&out).unwrap();
+        assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{name}");
         let mut args = cosine_only("0.98");
         args.extend(data);
         assert_ort_matches(&input, &out, &args);
@@ -331,7 +416,7 @@ fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
     .unwrap();
     for method in ["minmax", "percentile", "mse", "entropy"] {
         let mut m = cleaned.clone();
-        let r = quant(&mut m, &format!("activations = \"static\"\nmin_weight_elements = 16\nsensitive = \"off\"\ncalibration = \"{method}\""));
+        let r = quant(&mut m, &format!("activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"\ncalibration = \"{method}\""));
         assert!(
             r.changes
                 .get("activation quantized to uint8")
@@ -352,7 +437,7 @@ fn weights_inside_if_bodies_are_quantized() {
     let input = fixture("if_body_weights.onnx");
     let (original, _) = Model::load(&input).unwrap();
     let mut m = original.clone();
-    let r = quant(&mut m, "min_weight_elements = 16");
+    let r = quant(&mut m, "min_weight_elements = 16\nmin_reduction = 1");
     assert_eq!(
         r.changes
             .get("subgraph weight quantized to int8 (weight-only)"),
@@ -376,7 +461,12 @@ fn weights_inside_if_bodies_are_quantized() {
     }
     let dir = scratch("quant-if-body");
     let out = dir.path().join("if_body_weights.onnx");
-    run_passes_verified("quant(min_weight_elements=16)", &[], &input, &out);
+    run_passes_verified(
+        "quant(min_weight_elements=16,min_reduction=1)",
+        &[],
+        &input,
+        &out,
+    );
     assert_ort_matches(&input, &out, &cosine_only("0.99"));
 }
 
@@ -386,7 +476,7 @@ fn weights_inside_if_bodies_are_quantized() {
 fn constant_node_weights_are_quantized_without_clean() {
     let (original, _) = Model::load(&fixture("constants.onnx")).unwrap();
     let mut m = original.clone();
-    let r = quant(&mut m, "min_weight_elements = 16");
+    let r = quant(&mut m, "min_weight_elements = 16\nmin_reduction = 1");
     assert!(
         r.changes
             .get("Constant-node weight turned into an initializer")
@@ -478,7 +568,7 @@ fn elementwise_chains_between_convs_stay_float() {
         .unwrap();
     let (m, s) = snapshot(
         &original,
-        "activations = \"static\"\nmin_weight_elements = 16\nsensitive = \"off\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"",
     );
     // Conv outputs and inputs, and the Relu between two Convs, are quantized.
     let quantized = |v: &str| s.contains(&format!("QuantizeLinear({v}, "));
@@ -503,7 +593,7 @@ fn elementwise_chains_between_convs_stay_float() {
 fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     let dir = scratch("quant-sensitive");
     let input = fixture("tiny_cnn.onnx");
-    let passes = "clean,quant(min_weight_elements=16)";
+    let passes = "clean,quant(min_weight_elements=16,min_reduction=1)";
     let run = |tolerance: &[String], out: &std::path::Path| -> String {
         run_passes_verified(passes, tolerance, &input, out)
     };
@@ -544,7 +634,46 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
             t.dims
         );
     }
+    assert_eq!(
+        float_layers_between_qdq(&m),
+        Vec::<String>::new(),
+        "{}",
+        onnx_squeeze::ir::dump(&m.graph)
+    );
     assert_ort_matches(&input, &out, &cosine_only("0.9999"));
+}
+
+/// Conv/Gemm/MatMul nodes that compute in float (their weight is not a
+/// DequantizeLinear output) yet read a DequantizeLinear and feed a
+/// QuantizeLinear, directly or through Relu/Clip: onnxruntime quantizes the
+/// weight of such a node per tensor at load (WeightBiasQuantization), so it
+/// would not run in float there.
+fn float_layers_between_qdq(m: &Model) -> Vec<String> {
+    let g = &m.graph;
+    let op_of = |v: &str| g.producer(v).map(|p| g.nodes[p].op().to_string());
+    let feeds_q = |v: &str| {
+        g.consumers(v).into_iter().any(|c| {
+            let n = &g.nodes[c];
+            n.op() == "QuantizeLinear"
+                || (matches!(n.op(), "Relu" | "Clip")
+                    && n.proto.output.iter().any(|o| {
+                        g.consumers(o)
+                            .into_iter()
+                            .any(|c| g.nodes[c].op() == "QuantizeLinear")
+                    }))
+        })
+    };
+    g.nodes
+        .node_weights()
+        .filter(|n| matches!(n.op(), "Conv" | "Gemm" | "MatMul"))
+        .filter(|n| {
+            let w = n.proto.input.get(1).map(String::as_str).unwrap_or("");
+            op_of(w).as_deref() != Some("DequantizeLinear")
+                && op_of(&n.proto.input[0]).as_deref() == Some("DequantizeLinear")
+                && feeds_q(&n.proto.output[0])
+        })
+        .map(|n| n.name().to_string())
+        .collect()
 }
 
 /// Where int8 storage of the taken-back weights misses the tolerance too,
@@ -556,7 +685,12 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
     let input = fixture("tiny_cnn.onnx");
     let run = |min_cosine: &str, out: &std::path::Path| -> String {
         let t = tolerance(min_cosine, "1e-7");
-        run_passes_verified("clean,quant(min_weight_elements=16)", &t, &input, out)
+        run_passes_verified(
+            "clean,quant(min_weight_elements=16,min_reduction=1)",
+            &t,
+            &input,
+            out,
+        )
     };
     let out = dir.path().join("f16.onnx");
     let s = run("0.9999999", &out);
@@ -642,7 +776,7 @@ fn activation_names_never_meet_the_models_own() {
         .unwrap();
     let (m, s) = snapshot(
         &original,
-        "activations = \"static\"\nmin_weight_elements = 16\nsensitive = \"off\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"",
     );
     assert!(s.contains("DequantizeLinear(a1_q, a1_scale"), "{s}");
     assert!(s.contains("QuantizeLinear(a0, a1x0_scale"), "{s}");
@@ -690,7 +824,7 @@ fn sensitive_auto_on_nested_ifs_measures_the_right_model() {
     let input = fixture("nested_if.onnx");
     let out = dir.path().join("q.onnx");
     let s = run_passes_verified(
-        "quant(min_weight_elements=16)",
+        "quant(min_weight_elements=16,min_reduction=1)",
         &[
             "--inputs".to_string(),
             inputs.to_string_lossy().into_owned(),
@@ -720,7 +854,7 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
     );
     let out = dir.path().join("q.onnx");
     let s = run_passes_verified(
-        "quant(activations=static,min_weight_elements=16)",
+        "quant(activations=static,min_weight_elements=16,min_reduction=1)",
         &[
             "--inputs".to_string(),
             inputs.to_string_lossy().into_owned(),

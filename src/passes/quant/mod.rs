@@ -25,8 +25,11 @@
 //! Resize, reshapes) join that region only when every data input they read
 //! is already quantized; the rest (element-wise chains such as hardswish,
 //! SiLU's Sigmoid and Mul) stay float between one quantized op and the next:
-//! on YOLOv8n that is as fast in onnxruntime, smaller and closer to float. Conv/Gemm biases become int32
-//! with scale = input scale x weight scale. `dynamic`: each MatMul with a
+//! on YOLOv8n that is as fast in onnxruntime, smaller and closer to float.
+//! Grouped (depthwise) Convs and Convs with a short reduction (under
+//! `min_reduction`) compute in float with int8-stored weights, unless they
+//! sit between two int8 layers (see `Quant::conv_pays_in_int8`). Conv/Gemm
+//! biases become int32 with scale = input scale x weight scale. `dynamic`: each MatMul with a
 //! constant weight becomes DynamicQuantizeLinear -> MatMulInteger -> Cast ->
 //! Mul, the form onnxruntime fuses into its dynamic int8 kernel. `auto`
 //! picks static for convolutional models and dynamic for the rest.
@@ -76,6 +79,8 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
         ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
+        ParamInfo { name: "min_reduction", kind: "integer", default: "64", range: ">= 1", doc: "a Conv computes in int8 only when its input channels per group x kernel size reach this; shorter ones compute in float with int8-stored weights (onnxruntime's int8 kernels are no faster there, and the Q/DQ around them cost)" },
+        ParamInfo { name: "grouped", kind: "bool", default: "false", range: "true|false", doc: "compute grouped (depthwise) Conv in int8 too; by default their weights are int8-stored and they compute in float, which is as fast or faster in onnxruntime" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses, compute the most damaging layers in float until it is met (their weights stay stored as int8, else float16, where that meets it)" },
         ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load" },
@@ -97,6 +102,8 @@ pub struct Params {
     pub samples: usize,
     pub block_size: usize,
     pub min_weight_elements: usize,
+    pub min_reduction: i64,
+    pub grouped: bool,
     pub gather: bool,
     pub exclude: Vec<String>,
     pub sensitive: String,
@@ -115,6 +122,8 @@ impl Default for Params {
             samples: 8,
             block_size: 32,
             min_weight_elements: 128,
+            min_reduction: 64,
+            grouped: false,
             gather: true,
             exclude: vec![],
             sensitive: "auto".into(),
@@ -125,12 +134,17 @@ impl Default for Params {
 }
 
 fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
-    // `exclude=a;b` on the command line: a string becomes a list.
+    // `exclude=a;b` (or `[a,b]`, unquoted) on the command line: a string
+    // becomes a list.
     if let Some(toml::Value::String(s)) = params.get("exclude").cloned() {
+        let s = s
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(&s);
         params.insert(
             "exclude".into(),
             toml::Value::Array(
-                s.split([';', ' '])
+                s.split([';', ' ', ','])
                     .filter(|x| !x.is_empty())
                     .map(|x| toml::Value::String(x.into()))
                     .collect(),
@@ -157,6 +171,11 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
         p.percentile
     );
     ensure!(p.samples >= 1, "samples must be at least 1");
+    ensure!(
+        p.min_reduction >= 1,
+        "min_reduction must be at least 1, got {}",
+        p.min_reduction
+    );
     ensure!(
         matches!(p.sensitive.as_str(), "auto" | "off"),
         "sensitive must be auto or off, got '{}'",
@@ -227,6 +246,7 @@ const QUANT_OPS: &[&str] = &[
 
 /// Ops whose float activations static mode surrounds with Q/DQ.
 const COMPUTE_OPS: &[&str] = &["Conv", "Gemm", "MatMul"];
+
 const PASSTHROUGH_OPS: &[&str] = &[
     "Add",
     "Mul",
@@ -321,6 +341,17 @@ impl Pass for Quant {
                 .iter()
                 .any(|p| p == n.op() || glob(p, n.name()))
         };
+        for p in &self.params.exclude {
+            if !g
+                .nodes
+                .node_weights()
+                .any(|n| p == n.op() || glob(p, n.name()))
+            {
+                ctx.notes.push(format!(
+                    "exclude: '{p}' matches no node (give node names, op types or patterns with *)"
+                ));
+            }
+        }
         // Where the weights are decides the form: convolutional models gain
         // from static QDQ (integer Conv kernels), MatMul-heavy ones from
         // dynamic quantization (weights are dequantized on every run otherwise).
@@ -346,13 +377,25 @@ impl Pass for Quant {
 
         // Weights and the layout each reader needs.
         let mut uses: BTreeMap<String, Vec<(NodeId, Use)>> = BTreeMap::new();
+        // Convolutions that gain nothing from an integer kernel.
+        let mut short: Vec<NodeId> = Vec::new();
         for id in g.nodes.node_indices() {
             let n = &g.nodes[id];
             if !n.is_onnx() || excluded(id) {
                 continue;
             }
             let (slot, u) = match n.op() {
-                "Conv" => (1, Use::Axis(0)),
+                "Conv" => {
+                    if n.proto
+                        .input
+                        .get(1)
+                        .and_then(|w| g.constant(w))
+                        .is_some_and(|t| !self.conv_pays_in_int8(&n.proto, &t.dims))
+                    {
+                        short.push(id);
+                    }
+                    (1, Use::Axis(0))
+                }
                 "Gemm" => {
                     let tb = n
                         .proto
@@ -394,7 +437,7 @@ impl Pass for Quant {
                 continue;
             }
             let rank_ok = match u {
-                Use::Axis(0) => t.dims.len() >= 2,
+                Use::Axis(0) | Use::Stored(_) => t.dims.len() >= 2,
                 _ => t.dims.len() == 2,
             };
             if rank_ok {
@@ -402,6 +445,64 @@ impl Pass for Quant {
             }
         }
 
+        // A Conv that gains nothing in int8 computes in float with its weight
+        // stored as int8 (expanded at load), unless static placement would
+        // put it between a DequantizeLinear and a QuantizeLinear (directly or
+        // through a Relu/Clip): onnxruntime
+        // quantizes such a float Conv's weight itself, per tensor, at load
+        // (its WeightBiasQuantization), which costs far more accuracy than
+        // our per-channel int8 (PP-OCRv4 rec: cosine 0.991 -> 0.978).
+        // Placed with every such Conv in float, those that end up between a
+        // pair go back to int8, until none does (the int8 set only grows).
+        if !short.is_empty() {
+            let mut float: std::collections::HashSet<NodeId> = short.iter().copied().collect();
+            if mode == "static" {
+                loop {
+                    let int8 = |w: &str| {
+                        uses.get(w).is_some_and(|r| {
+                            r.iter().all(|(id, u)| {
+                                matches!(u, Use::Axis(_) | Use::MatMul) && !float.contains(id)
+                            })
+                        })
+                    };
+                    let readers = placement(g, &excluded, &int8);
+                    let quantized = |v: &String| readers.contains_key(v);
+                    // onnxruntime drops a Relu/Clip before a QuantizeLinear
+                    // whose range it covers, so those count as the pair too.
+                    let feeds_q = |v: &String| {
+                        quantized(v)
+                            || g.consumers(v).into_iter().any(|c| {
+                                let n = &g.nodes[c];
+                                matches!(n.op(), "Relu" | "Clip")
+                                    && n.proto.output.first().is_some_and(quantized)
+                            })
+                    };
+                    let between: Vec<NodeId> = float
+                        .iter()
+                        .copied()
+                        .filter(|&id| {
+                            let p = &g.nodes[id].proto;
+                            p.input.first().is_some_and(quantized)
+                                && p.output.first().is_some_and(feeds_q)
+                        })
+                        .collect();
+                    if between.is_empty() {
+                        break;
+                    }
+                    between.iter().for_each(|id| {
+                        float.remove(id);
+                    });
+                }
+            }
+            for r in uses.values_mut() {
+                if r.iter().any(|(id, _)| float.contains(id)) {
+                    r.iter_mut().for_each(|(_, u)| *u = Use::Stored(0));
+                }
+            }
+            if !self.params.other_weights {
+                uses.retain(|_, r| !r.iter().any(|(_, u)| matches!(u, Use::Stored(_))));
+            }
+        }
         // Weights read by other ops (LSTM/GRU, nodes inside If/Loop bodies
         // reading the outer scope...): stored as int8 and expanded by
         // Cast -> Mul into their own name (`stored_weight`), so every reader
@@ -461,6 +562,9 @@ impl Pass for Quant {
                 }
             } else if let Some(&(_, Use::Stored(axis))) = readers.first() {
                 let axis = self.params.per_channel.then_some(axis as usize);
+                // Taken back by sensitive=auto, it keeps this same form
+                // (or float16 where int8 storage misses the tolerance).
+                storable.insert(w.clone(), Fallback::Stored(axis));
                 stored_weight(model, w, &data, axis)?
             } else if mode == "dynamic" && matmul_only && !int4 {
                 storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
@@ -574,6 +678,117 @@ impl Pass for Quant {
     }
 }
 
+/// Where static mode places Q/DQ pairs: each activation value to quantize,
+/// with the (node, input slot) readers that get its dequantized form.
+/// `int8_weight` says whether a weight is quantized for an integer kernel.
+fn placement(
+    g: &crate::ir::Graph,
+    excluded: &dyn Fn(NodeId) -> bool,
+    int8_weight: &dyn Fn(&str) -> bool,
+) -> BTreeMap<String, Vec<(NodeId, usize)>> {
+    let in_set = |id: NodeId| {
+        let n = &g.nodes[id];
+        n.is_onnx()
+            && !excluded(id)
+            && (COMPUTE_OPS.contains(&n.op()) || PASSTHROUGH_OPS.contains(&n.op()))
+    };
+    let data_slots = |n: &NodeProto| -> Vec<usize> {
+        match n.op_type() {
+            "Add" | "Mul" | "Concat" => (0..n.input.len()).collect(),
+            "MatMul" => vec![0, 1],
+            _ => vec![0],
+        }
+    };
+    // Only values that depend on the inputs' values are activations;
+    // values computed from shapes and constants (anchor grids...) stay float.
+    let mut live = std::collections::HashSet::new();
+    let mut stack: Vec<NodeId> = g
+        .rest
+        .input
+        .iter()
+        .flat_map(|i| g.consumers(i.name()))
+        .collect();
+    while let Some(n) = stack.pop() {
+        // Shape and Size read only the input's shape, not its values.
+        if matches!(g.nodes[n].op(), "Shape" | "Size") {
+            continue;
+        }
+        if live.insert(n) {
+            for o in &g.nodes[n].proto.output {
+                stack.extend(g.consumers(o));
+            }
+        }
+    }
+    let is_activation =
+        |v: &str| g.is_graph_input(v) || g.producer(v).is_some_and(|p| live.contains(&p));
+    // value -> readers (node, slot) that get the dequantized value.
+    //
+    // The inputs and outputs of compute ops are quantized. An op of the
+    // passthrough list joins the integer region only when every data
+    // input it reads is already quantized (relu, pooling, reshapes,
+    // residual Add of two quantized values...): then a runtime keeps it in
+    // int8 and its output is quantized too. Element-wise chains on float
+    // values or constants (hardswish's Add(x, 3) -> Clip -> Mul -> Div)
+    // stay float between one quantized op and the next, where extra
+    // rounding would cost accuracy and no integer kernel would run.
+    let mut readers: BTreeMap<String, Vec<(NodeId, usize)>> = BTreeMap::new();
+    let mut quantized_out: Vec<String> = Vec::new();
+    let mut in_int8: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for id in g.topo_order() {
+        if !in_set(id) {
+            continue;
+        }
+        let n = &g.nodes[id].proto;
+        let data: Vec<(usize, &String)> = data_slots(n)
+            .into_iter()
+            .filter_map(|slot| n.input.get(slot).map(|v| (slot, v)))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        // A compute op runs in int8 only with an int8 weight (or two
+        // activations, MatMul); around one whose weight stays float
+        // (small, stored, excluded) Q/DQ would only add rounding.
+        let compute = COMPUTE_OPS.contains(&n.op_type())
+            && n.input.get(1).is_some_and(|w| {
+                int8_weight(w) || (!g.initializers.contains_key(w) && is_activation(w))
+            });
+        let joins = compute
+            || (!data.is_empty()
+                && data.iter().all(|(_, v)| {
+                    !g.initializers.contains_key(*v)
+                        && is_activation(v)
+                        && (in_int8.contains(*v) || readers.contains_key(*v))
+                }));
+        if !joins {
+            continue;
+        }
+        for (slot, v) in data {
+            if !g.initializers.contains_key(v) && is_activation(v) {
+                readers.entry(v.clone()).or_default().push((id, slot));
+            }
+        }
+        for o in n
+            .output
+            .iter()
+            .filter(|o| !o.is_empty() && is_activation(o))
+        {
+            in_int8.insert(o.clone());
+            quantized_out.push(o.clone());
+        }
+    }
+    // Quantized outputs are dequantized for every reader, so the producer
+    // feeds only its QuantizeLinear (what runtimes need to fuse it).
+    for o in &quantized_out {
+        for c in g.consumers(o) {
+            for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
+                if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
+                    readers.entry(o.clone()).or_default().push((c, slot));
+                }
+            }
+        }
+    }
+    readers
+}
+
 /// What a patch quantizes, for notes.
 fn describe(p: &Patch) -> String {
     let what = p
@@ -589,6 +804,27 @@ fn describe(p: &Patch) -> String {
 }
 
 impl Quant {
+    /// Whether a Conv with these weight dims gains from an integer kernel:
+    /// its reduction (input channels per group x kernel size) reaches
+    /// `min_reduction` and it is not grouped (unless `grouped`). Below that,
+    /// onnxruntime's int8 kernels are no faster than its float ones while
+    /// the Q/DQ around them cost: PP-OCR's direction classifier
+    /// (MobileNetV3-small: 1x1 squeeze-excite convolutions of 2 to 8
+    /// channels, depthwise 3x3/5x5) ran 1.5x slower than float with every
+    /// convolution quantized, and as fast as float with these in float
+    /// (onnxruntime 1.32, 1 thread). Their weights are stored as int8 and
+    /// expanded at load, so the file shrinks all the same.
+    fn conv_pays_in_int8(&self, n: &NodeProto, dims: &[i64]) -> bool {
+        let group = n
+            .attribute
+            .iter()
+            .find(|a| a.name() == "group")
+            .map_or(1, |a| a.i());
+        (group == 1 || self.params.grouped)
+            && dims.len() >= 3
+            && dims[1..].iter().product::<i64>() >= self.params.min_reduction
+    }
+
     /// The opset change round 1 makes, if the policy asks for one and every
     /// node converts (`auto` falls back to the current opset with a note).
     fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
@@ -630,8 +866,9 @@ impl Quant {
     /// `sensitive=auto`: check the whole proposal against the tolerance with
     /// tract on the calibration data; if it misses, measure each change (or,
     /// on big models, each of 16 groups of changes in graph order) alone, and
-    /// keep the most damaging ones in float, doubling their number until the
-    /// tolerance is met. Every change kept in float is reported with its score.
+    /// keep the most damaging ones in float: their number doubles until the
+    /// tolerance is met, then bisection finds the fewest that meet it. Every
+    /// change kept in float is reported with its score.
     fn keep_sensitive_in_float(
         &self,
         model: &Model,
@@ -752,19 +989,27 @@ impl Quant {
                 .collect()
         };
         let mut fallback: Vec<Option<Patch>> = vec![None; n];
-        let mut form = "";
+        let mut form = vec![""; n];
+        let mut int8_rung = None;
         for (half, name) in [(false, "int8"), (true, "float16")] {
             let f = rung(half)?;
             if f.iter().all(Option::is_none) {
                 break;
             }
-            if eval(&vec![false; n], &f)?.status == Status::Passed {
-                (fallback, form) = (f, name);
+            let passed = eval(&vec![false; n], &f)?.status == Status::Passed;
+            if !half {
+                int8_rung = Some(f.clone());
+            }
+            if passed {
+                form = f
+                    .iter()
+                    .map(|p| if p.is_some() { name } else { "" })
+                    .collect();
+                fallback = f;
                 break;
             }
         }
-        let fallback = &fallback[..];
-        let groups: Vec<Vec<usize>> = if n <= 64 {
+        let mut groups: Vec<Vec<usize>> = if n <= 64 {
             (0..n).map(|i| vec![i]).collect()
         } else {
             let size = n.div_ceil(16);
@@ -774,6 +1019,50 @@ impl Quant {
                 .map(|c| c.to_vec())
                 .collect()
         };
+        // A layer taken back from int8 takes the Q/DQ pairs of its input and
+        // output with it: a float Conv/Gemm/MatMul that reads a
+        // DequantizeLinear and feeds a QuantizeLinear (directly, or through a
+        // Relu that onnxruntime folds into it) is quantized again at load by
+        // onnxruntime (its WeightBiasQuantization: per tensor, far coarser
+        // than ours), so it would not compute in float there and what was
+        // measured would not be what runs (silero's state output: 0.992 in
+        // verification, 0.90 in onnxruntime). Its neighbours keep their int8
+        // weights.
+        let act_of: HashMap<&str, usize> = patches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.add_nodes.first() {
+                Some(q) if q.op_type() == "QuantizeLinear" && p.remove_initializers.is_empty() => {
+                    q.input.first().map(|v| (v.as_str(), i))
+                }
+                _ => None,
+            })
+            .collect();
+        for group in &mut groups {
+            let mut extra = Vec::new();
+            for &i in group.iter() {
+                let p = &patches[i];
+                if !p.label.starts_with("weight quantized to int") {
+                    continue;
+                }
+                for w in &p.remove_initializers {
+                    for c in g.consumers(w) {
+                        let c = &g.nodes[c].proto;
+                        if !COMPUTE_OPS.contains(&c.op_type()) {
+                            continue;
+                        }
+                        for v in c.input.first().into_iter().chain(c.output.first()) {
+                            extra.extend(act_of.get(v.as_str()));
+                        }
+                    }
+                }
+            }
+            for e in extra {
+                if !group.contains(&e) {
+                    group.push(e);
+                }
+            }
+        }
         // Each group alone, on every core (each run is single-threaded).
         let mut scored = groups
             .par_iter()
@@ -787,44 +1076,104 @@ impl Quant {
             })
             .collect::<Result<Vec<_>>>()?;
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut k = 1;
-        loop {
+        // The k most damaging groups taken back.
+        let take = |k: usize| {
             let mut keep = all.clone();
             for &(_, gi) in &scored[..k] {
                 groups[gi].iter().for_each(|&i| keep[i] = false);
             }
-            let r = eval(&keep, fallback)?;
+            keep
+        };
+        // Doubling k until the tolerance is met, then the fewest between the
+        // last failing and the first passing count, by bisection.
+        let (mut lo, mut k) = (0, 1);
+        let mut r = loop {
+            let r = eval(&take(k), &fallback)?;
             if r.status == Status::Passed || k == groups.len() {
-                for &(s, gi) in &scored[..k] {
-                    let what: Vec<String> =
-                        groups[gi].iter().map(|&i| describe(&patches[i])).collect();
-                    let stored = groups[gi].iter().any(|&i| fallback[i].is_some());
-                    ctx.notes.push(format!(
-                        "computed in float by sensitive=auto (alone: cosine {s:.5}{}): {}",
-                        if stored {
-                            format!("; weights stay stored as {form}")
-                        } else {
-                            String::new()
-                        },
-                        what.join(", ")
-                    ));
-                }
-                if r.status != Status::Passed {
-                    ctx.notes.push(format!(
-                        "even with everything in float the tolerance is missed (cosine {:.5})",
-                        score(&r)
-                    ));
-                }
-                ctx.notes.push(format!("sensitive=auto: full quantization gave cosine {:.5}; with the above in float {:.5}", score(&full), score(&r)));
-                return Ok(patches
-                    .into_iter()
-                    .zip(fallback.iter().cloned())
-                    .zip(keep)
-                    .filter_map(|((p, f), k)| if k { Some(p) } else { f })
-                    .collect());
+                break r;
             }
+            lo = k;
             k = (k * 2).min(groups.len());
+        };
+        if r.status == Status::Passed {
+            while k - lo > 1 {
+                let mid = (lo + k) / 2;
+                let m = eval(&take(mid), &fallback)?;
+                if m.status == Status::Passed {
+                    (k, r) = (mid, m);
+                } else {
+                    lo = mid;
+                }
+            }
         }
+        let keep = take(k);
+        // Where every weight at once needed float16 storage, the layers now
+        // taken back may not: each group's weights go back to int8 storage
+        // where the result still meets the tolerance (all at once first,
+        // then group by group, the least damaging first).
+        if let (Some(int8), true) = (&int8_rung, r.status == Status::Passed) {
+            let taken: Vec<usize> = scored[..k].iter().rev().map(|&(_, gi)| gi).collect();
+            let down = |fb: &mut Vec<Option<Patch>>, form: &mut Vec<&str>, gi: usize| {
+                for &i in &groups[gi] {
+                    if form[i] == "float16" && int8[i].is_some() {
+                        fb[i] = int8[i].clone();
+                        form[i] = "int8";
+                    }
+                }
+            };
+            let tries: Vec<Vec<usize>> = std::iter::once(taken.clone())
+                .chain(taken.iter().map(|&gi| vec![gi]))
+                .collect();
+            for t in tries {
+                let (mut fb, mut fm) = (fallback.clone(), form.clone());
+                t.iter().for_each(|&gi| down(&mut fb, &mut fm, gi));
+                if fm == form {
+                    continue;
+                }
+                let m = eval(&keep, &fb)?;
+                if m.status == Status::Passed {
+                    (fallback, form, r) = (fb, fm, m);
+                    if t.len() > 1 {
+                        break;
+                    }
+                }
+            }
+        }
+        for &(s, gi) in &scored[..k] {
+            let what: Vec<String> = groups[gi].iter().map(|&i| describe(&patches[i])).collect();
+            let mut stored: Vec<&str> = groups[gi]
+                .iter()
+                .filter(|&&i| fallback[i].is_some())
+                .map(|&i| form[i])
+                .collect();
+            stored.dedup();
+            ctx.notes.push(format!(
+                "computed in float by sensitive=auto (alone: cosine {s:.5}{}): {}",
+                if stored.is_empty() {
+                    String::new()
+                } else {
+                    format!("; weights stay stored as {}", stored.join(" and "))
+                },
+                what.join(", ")
+            ));
+        }
+        if r.status != Status::Passed {
+            ctx.notes.push(format!(
+                "even with everything in float the tolerance is missed (cosine {:.5})",
+                score(&r)
+            ));
+        }
+        ctx.notes.push(format!(
+            "sensitive=auto: full quantization gave cosine {:.5}; with the above in float {:.5}",
+            score(&full),
+            score(&r)
+        ));
+        Ok(patches
+            .into_iter()
+            .zip(fallback.iter().cloned())
+            .zip(keep)
+            .filter_map(|((p, f), k)| if k { Some(p) } else { f })
+            .collect())
     }
 
     /// Calibrated Q/DQ pairs on activations, and int32 biases.
@@ -839,100 +1188,7 @@ impl Quant {
     ) -> Result<(Vec<Patch>, BiasPatches, Expected)> {
         let g = &model.graph;
         let mut biases: Vec<(String, Patch)> = Vec::new();
-        let in_set = |id: NodeId| {
-            let n = &g.nodes[id];
-            n.is_onnx()
-                && !excluded(id)
-                && (COMPUTE_OPS.contains(&n.op()) || PASSTHROUGH_OPS.contains(&n.op()))
-        };
-        let data_slots = |n: &NodeProto| -> Vec<usize> {
-            match n.op_type() {
-                "Add" | "Mul" | "Concat" => (0..n.input.len()).collect(),
-                "MatMul" => vec![0, 1],
-                _ => vec![0],
-            }
-        };
-        // Only values that depend on the inputs' values are activations;
-        // values computed from shapes and constants (anchor grids...) stay float.
-        let mut live = std::collections::HashSet::new();
-        let mut stack: Vec<NodeId> = g
-            .rest
-            .input
-            .iter()
-            .flat_map(|i| g.consumers(i.name()))
-            .collect();
-        while let Some(n) = stack.pop() {
-            // Shape and Size read only the input's shape, not its values.
-            if matches!(g.nodes[n].op(), "Shape" | "Size") {
-                continue;
-            }
-            if live.insert(n) {
-                for o in &g.nodes[n].proto.output {
-                    stack.extend(g.consumers(o));
-                }
-            }
-        }
-        let is_activation =
-            |v: &str| g.is_graph_input(v) || g.producer(v).is_some_and(|p| live.contains(&p));
-        // value -> readers (node, slot) that get the dequantized value.
-        //
-        // The inputs and outputs of compute ops are quantized. An op of the
-        // passthrough list joins the integer region only when every data
-        // input it reads is already quantized (relu, pooling, reshapes,
-        // residual Add of two quantized values...): then a runtime keeps it in
-        // int8 and its output is quantized too. Element-wise chains on float
-        // values or constants (hardswish's Add(x, 3) -> Clip -> Mul -> Div)
-        // stay float between one quantized op and the next, where extra
-        // rounding would cost accuracy and no integer kernel would run.
-        let mut readers: BTreeMap<String, Vec<(NodeId, usize)>> = BTreeMap::new();
-        let mut quantized_out: Vec<String> = Vec::new();
-        let mut in_int8: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for id in g.topo_order() {
-            if !in_set(id) {
-                continue;
-            }
-            let n = &g.nodes[id].proto;
-            let data: Vec<(usize, &String)> = data_slots(n)
-                .into_iter()
-                .filter_map(|slot| n.input.get(slot).map(|v| (slot, v)))
-                .filter(|(_, v)| !v.is_empty())
-                .collect();
-            let compute = COMPUTE_OPS.contains(&n.op_type());
-            let joins = compute
-                || (!data.is_empty()
-                    && data.iter().all(|(_, v)| {
-                        !g.initializers.contains_key(*v)
-                            && is_activation(v)
-                            && (in_int8.contains(*v) || readers.contains_key(*v))
-                    }));
-            if !joins {
-                continue;
-            }
-            for (slot, v) in data {
-                if !g.initializers.contains_key(v) && is_activation(v) {
-                    readers.entry(v.clone()).or_default().push((id, slot));
-                }
-            }
-            for o in n
-                .output
-                .iter()
-                .filter(|o| !o.is_empty() && is_activation(o))
-            {
-                in_int8.insert(o.clone());
-                quantized_out.push(o.clone());
-            }
-        }
-        // Quantized outputs are dequantized for every reader, so the producer
-        // feeds only its QuantizeLinear (what runtimes need to fuse it).
-        for o in &quantized_out {
-            for c in g.consumers(o) {
-                for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
-                    if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
-                        readers.entry(o.clone()).or_default().push((c, slot));
-                    }
-                }
-            }
-        }
+        let readers = placement(g, excluded, &|w| weight_scales.contains_key(w));
         if readers.is_empty() {
             return Ok((vec![], biases, None));
         }
