@@ -193,6 +193,17 @@ fn short_convs_between_int8_layers_stay_int8() {
     assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+    // An exclude pattern that matches nothing is reported, not ignored.
+    let r = quant(
+        &mut original.clone(),
+        "exclude = [\"c2\", \"Conv2\"]\nsensitive = \"off\"",
+    );
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("exclude: 'Conv2' matches no node"),
+        "{notes}"
+    );
+    assert!(!notes.contains("'c2'"), "{notes}");
 }
 
 fn matmul_model(opset: i64) -> Model {
