@@ -193,6 +193,16 @@ fn short_convs_between_int8_layers_stay_int8() {
     assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+    // An excluded layer computes in float in onnxruntime too: it reads the
+    // float value, not a DequantizeLinear.
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"static\"\nsensitive = \"off\"\nexclude = [\"c2\"]",
+    );
+    assert!(s.contains("c2: Conv(a1, w2)"), "{s}");
+    assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
     // An exclude pattern that matches nothing is reported, not ignored.
     let r = quant(
         &mut original.clone(),

@@ -776,9 +776,16 @@ fn placement(
         }
     }
     // Quantized outputs are dequantized for every reader, so the producer
-    // feeds only its QuantizeLinear (what runtimes need to fuse it).
+    // feeds only its QuantizeLinear (what runtimes need to fuse it), except
+    // excluded Conv/Gemm/MatMul nodes: they read the float value, since
+    // onnxruntime quantizes a float one that reads a DequantizeLinear and
+    // feeds a QuantizeLinear itself at load (per tensor), and excluded means
+    // computed in float.
     for o in &quantized_out {
         for c in g.consumers(o) {
+            if excluded(c) && COMPUTE_OPS.contains(&g.nodes[c].op()) {
+                continue;
+            }
             for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
                 if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
                     readers.entry(o.clone()).or_default().push((c, slot));
