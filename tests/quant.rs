@@ -886,3 +886,25 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
     assert!(!s.contains("calibration failed"), "{s}");
     assert!(s.contains("x activation quantized to uint8"), "{s}");
 }
+
+/// silero branches on its scalar `sr` input: random samples share one value
+/// of it (a scalar integer input is a setting, not data), so the model is
+/// specialised to one branch and verified, where a different `sr` per sample
+/// left it unverifiable (and nothing written).
+#[test]
+fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
+    let dir = scratch("quant-silero-random");
+    let input = asset("silero_vad_16k_op15.onnx");
+    let out = dir.path().join("silero.onnx");
+    let extra = ["--dim".to_string(), "sequence=512".to_string()];
+    let stdout = run_passes_verified("clean,quant", &extra, &input, &out);
+    assert!(
+        stdout.contains("inputs [\"sr\"] are the same in every sample"),
+        "{stdout}"
+    );
+    assert_ort_matches(&input, &out, &{
+        let mut a = cosine_only("0.98");
+        a.extend(extra);
+        a
+    });
+}

@@ -84,13 +84,32 @@ pub fn input_specs(
 /// `count` seeded random samples. Floats are standard normal; integers are in
 /// [0, 100) (valid token ids and byte values for typical models), except
 /// inputs named like masks or segment ids (`mask`, `token_type`, `segment`),
-/// which get 1s (masks) or 0s and 1s; bools are fair coins.
+/// which get 1s (masks) or 0s and 1s; bools are fair coins. A scalar
+/// integer input is a setting (a sample rate, a count), not data: it is
+/// drawn once and every sample shares it, so a model that branches on it
+/// (silero's `sr`) is checked on one branch rather than not at all.
 pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Vec<Vec<Tensor>>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
+    let mut samples: Vec<Vec<Tensor>> = Vec::with_capacity(count);
+    for k in 0..count {
         let mut sample = Vec::with_capacity(specs.len());
-        for s in specs {
+        for (i, s) in specs.iter().enumerate() {
+            let setting = s.shape.is_empty()
+                && matches!(
+                    s.dtype,
+                    DataType::Int64
+                        | DataType::Int32
+                        | DataType::Int8
+                        | DataType::Int16
+                        | DataType::Uint8
+                        | DataType::Uint16
+                        | DataType::Uint32
+                        | DataType::Uint64
+                );
+            if setting && k > 0 {
+                sample.push(samples[0][i].clone());
+                continue;
+            }
             let n: usize = s.shape.iter().product();
             let lname = s.name.to_lowercase();
             let hi: i64 = if lname.contains("mask") {
