@@ -146,6 +146,51 @@ fn batchnorm_folds_into_gemm_with_trans_b() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// A constant several nodes read stays one tensor: folding each Transpose of
+/// a shared 64x32 table would store it twice more. A small shared constant
+/// (under 256 bytes) still folds.
+#[test]
+fn shared_constants_are_not_copied_by_folding() {
+    let w: Vec<f32> = (0..64 * 32).map(|i| (i % 17) as f32 * 0.1).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 64])
+        .input("z", &[1, 4])
+        .init_f32("w", &[64, 32], &w)
+        .init_f32("s", &[4], &[1.0, 2.0, 3.0, 4.0])
+        .node("t1", "Transpose", &["w"], &["wt1"])
+        .node("t2", "Transpose", &["w"], &["wt2"])
+        .node("mm1", "MatMul", &["x", "w"], &["h"])
+        .node("mm2", "Gemm", &["h", "wt1"], &["y1"])
+        .node("g2", "Gemm", &["h", "wt2"], &["y2"])
+        .node("n1", "Neg", &["s"], &["ns1"])
+        .node("n2", "Neg", &["s"], &["ns2"])
+        .node("a1", "Add", &["z", "ns1"], &["o1"])
+        .node("a2", "Add", &["z", "ns2"], &["o2"])
+        .output("y1", &[1, 64])
+        .output("y2", &[1, 64])
+        .output("o1", &[1, 4])
+        .output("o2", &[1, 4])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("constant Transpose folded"),
+        None,
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(
+        r.changes.get("constant Neg folded"),
+        Some(&2),
+        "{:?}",
+        r.changes
+    );
+    assert!(m.weight_bytes() <= original.weight_bytes() + 64);
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 #[test]
 fn batchnorm_is_not_folded_when_conv_output_has_another_reader() {
     let mut m = ModelBuilder::new(17)

@@ -32,11 +32,16 @@ const NEVER_FOLD: &[&str] = &[
     "Constant",
 ];
 
+/// Constants up to this size may be copied by folding one of their readers.
+const SHARED_COPY_BYTES: u64 = 256;
+
 /// Fold every node whose inputs are all constant into initializers, in
 /// topological order, evaluating each node alone with tract. A node is not
 /// folded when its outputs would be larger than `max_bytes` and larger than
-/// its inputs (an `Expand` must not blow up the file), when it produces a
-/// graph output, or when tract cannot evaluate it (noted, not an error).
+/// its inputs (an `Expand` must not blow up the file), when it reads a
+/// constant of more than 256 bytes that other nodes read too (the result
+/// would be a second copy of it), when it produces a graph output, or when
+/// tract cannot evaluate it (noted, not an error).
 pub fn fold_constants(
     model: &Model,
     max_bytes: u64,
@@ -102,6 +107,16 @@ pub fn fold_constants_from(
             }
         }
         if !all_const {
+            continue;
+        }
+        // A tensor other nodes read too stays shared: folding this reader
+        // would store a copy of it beside the original (tied weights stay
+        // tied; a bias five Reshapes read is not written five times).
+        if from.is_none()
+            && p.input.iter().zip(&inputs).any(|(name, t)| {
+                tensor::stored_bytes(t) > SHARED_COPY_BYTES && g.consumers(name).len() > 1
+            })
+        {
             continue;
         }
         let mini = mini_model(model, p.clone(), inputs.clone());
