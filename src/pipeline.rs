@@ -235,25 +235,30 @@ pub fn run_pass_with(
 /// Split on commas that are not inside parentheses or quotes.
 fn split_top_level(spec: &str) -> Result<Vec<String>> {
     let mut items = Vec::new();
-    let mut depth = 0i32;
+    let mut open: Vec<char> = Vec::new();
     let mut quote = false;
     let mut cur = String::new();
     for c in spec.chars() {
         match c {
             '"' => quote = !quote,
-            '(' | '[' if !quote => depth += 1,
-            ')' | ']' if !quote => depth -= 1,
-            ',' if depth == 0 && !quote => {
+            '(' | '[' if !quote => open.push(c),
+            ')' | ']' if !quote => {
+                let want = if c == ')' { '(' } else { '[' };
+                ensure!(
+                    open.pop() == Some(want),
+                    "unbalanced '{c}' in --passes '{spec}'"
+                );
+            }
+            ',' if open.is_empty() && !quote => {
                 items.push(std::mem::take(&mut cur));
                 continue;
             }
             _ => {}
         }
-        ensure!(depth >= 0, "unbalanced ')' or ']' in --passes '{spec}'");
         cur.push(c);
     }
     ensure!(
-        depth == 0 && !quote,
+        open.is_empty() && !quote,
         "unbalanced '(', '[' or '\"' in --passes '{spec}'"
     );
     items.push(cur);
@@ -332,6 +337,7 @@ mod tests {
         assert!(split_top_level("clean(").is_err());
         assert!(split_top_level("clean,,x").is_err());
         assert!(split_top_level("quant(exclude=[a)").is_err());
+        assert!(split_top_level("quant(exclude=[a)],x)").is_err());
         assert!(parse_item("clean(x)").is_err());
         assert!(parse_item("cl ean").is_err());
     }

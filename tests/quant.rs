@@ -183,7 +183,13 @@ fn short_convs_between_int8_layers_stay_int8() {
         .node("r1", "Relu", &["h1"], &["a1"])
         .node_with("c2", "Conv", &["a1", "w2"], &["h2"], vec![ks(1)])
         .node("r2", "Relu", &["h2"], &["a2"])
-        .node_with("c3", "Conv", &["a2", "w3"], &["y"], vec![ks(3), pads])
+        .node_with(
+            "c3",
+            "Conv",
+            &["a2", "w3"],
+            &["y"],
+            vec![ks(3), pads.clone()],
+        )
         .output("y", &[1, 8, 8, 8]);
     let original = b.build().unwrap();
     let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
@@ -203,6 +209,42 @@ fn short_convs_between_int8_layers_stay_int8() {
     assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+    // c2's weight also read by a Conv of 8x3x3 = 72 (c4, on the image): one
+    // weight, one form; c2 still sits between int8 layers, so both are int8.
+    let b = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &conv(16, 72, 1))
+        .init_f32("w2", &[16, 16, 1, 1], &conv(16, 16, 2))
+        .init_f32("w3", &[8, 16, 3, 3], &conv(8, 144, 3))
+        .init_f32("w5", &[16, 8, 3, 3], &conv(16, 72, 5))
+        .node_with(
+            "c1",
+            "Conv",
+            &["x", "w1"],
+            &["h1"],
+            vec![ks(3), pads.clone()],
+        )
+        .node("r1", "Relu", &["h1"], &["a1"])
+        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], vec![ks(1)])
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .node_with(
+            "c3",
+            "Conv",
+            &["a2", "w3"],
+            &["y"],
+            vec![ks(3), pads.clone()],
+        )
+        .node_with("c5", "Conv", &["x", "w5"], &["h5"], vec![ks(3), pads])
+        .node_with("c4", "Conv", &["h5", "w2"], &["y4"], vec![ks(1)])
+        .output("y", &[1, 8, 8, 8])
+        .output("y4", &[1, 16, 8, 8]);
+    let shared = b.build().unwrap();
+    let (m, s) = snapshot(&shared, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(s.contains("DequantizeLinear(w2_q"), "{s}");
+    assert!(!s.contains("Cast(w2_q"), "{s}");
+    assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
+    let v = verify_quant(&shared, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
     // An exclude pattern that matches nothing is reported, not ignored.
     let r = quant(
         &mut original.clone(),
@@ -214,6 +256,53 @@ fn short_convs_between_int8_layers_stay_int8() {
         "{notes}"
     );
     assert!(!notes.contains("'c2'"), "{notes}");
+}
+
+/// A depthwise Conv after an int8 layer whose output goes to float ops
+/// (SiLU's Sigmoid and Mul) computes in float: it reads the int8 layer's
+/// DequantizeLinear but feeds no QuantizeLinear, so nothing requantizes it,
+/// and it does not join the int8 region as an op that merely passes values.
+#[test]
+fn depthwise_conv_feeding_float_ops_stays_float() {
+    let w1: Vec<f32> = (0..16 * 72)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+        .collect();
+    let dw: Vec<f32> = (0..16 * 9)
+        .map(|i| ((i * 13 % 97) as f32 - 48.0) / 100.0)
+        .collect();
+    let ks = onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[3, 3]);
+    let pads = onnx_squeeze::ir::builder::attr_ints("pads", &[1, 1, 1, 1]);
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &w1)
+        .init_f32("wd", &[16, 1, 3, 3], &dw)
+        .node_with(
+            "c1",
+            "Conv",
+            &["x", "w1"],
+            &["h1"],
+            vec![ks.clone(), pads.clone()],
+        )
+        .node("r1", "Relu", &["h1"], &["a1"])
+        .node_with(
+            "dw",
+            "Conv",
+            &["a1", "wd"],
+            &["h2"],
+            vec![ks, pads, attr_int("group", 16)],
+        )
+        .node("sig", "Sigmoid", &["h2"], &["s2"])
+        .node("mul", "Mul", &["h2", "s2"], &["y"])
+        .output("y", &[1, 16, 8, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(s.contains("Cast(wd_q"), "{s}");
+    assert!(s.contains("dw: Conv(a"), "{s}");
+    assert!(!s.contains("QuantizeLinear(h2"), "{s}");
+    assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
 fn matmul_model(opset: i64) -> Model {
@@ -664,29 +753,32 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     assert_ort_matches(&input, &out, &cosine_only("0.9999"));
 }
 
-/// Conv/Gemm/MatMul nodes that compute in float (their weight is not a
-/// DequantizeLinear output) yet read a DequantizeLinear and feed a
-/// QuantizeLinear, directly or through Relu/Clip: onnxruntime quantizes the
-/// weight of such a node per tensor at load (WeightBiasQuantization), so it
-/// would not run in float there.
+/// Conv/ConvTranspose/Gemm nodes that compute in float (their weight is not
+/// a DequantizeLinear output) yet read a DequantizeLinear and feed a
+/// QuantizeLinear, directly or through single-reader Relu/Clip nodes:
+/// onnxruntime quantizes the weight of such a node per tensor at load
+/// (WeightBiasQuantization), so it would not run in float there.
 fn float_layers_between_qdq(m: &Model) -> Vec<String> {
     let g = &m.graph;
     let op_of = |v: &str| g.producer(v).map(|p| g.nodes[p].op().to_string());
     let feeds_q = |v: &str| {
-        g.consumers(v).into_iter().any(|c| {
-            let n = &g.nodes[c];
-            n.op() == "QuantizeLinear"
-                || (matches!(n.op(), "Relu" | "Clip")
-                    && n.proto.output.iter().any(|o| {
-                        g.consumers(o)
-                            .into_iter()
-                            .any(|c| g.nodes[c].op() == "QuantizeLinear")
-                    }))
-        })
+        let mut v = v.to_string();
+        loop {
+            let cs = g.consumers(&v);
+            if cs.iter().any(|&c| g.nodes[c].op() == "QuantizeLinear") {
+                return true;
+            }
+            match cs.as_slice() {
+                [c] if matches!(g.nodes[*c].op(), "Relu" | "Clip") => {
+                    v = g.nodes[*c].proto.output[0].clone();
+                }
+                _ => return false,
+            }
+        }
     };
     g.nodes
         .node_weights()
-        .filter(|n| matches!(n.op(), "Conv" | "Gemm" | "MatMul"))
+        .filter(|n| matches!(n.op(), "Conv" | "ConvTranspose" | "Gemm"))
         .filter(|n| {
             let w = n.proto.input.get(1).map(String::as_str).unwrap_or("");
             op_of(w).as_deref() != Some("DequantizeLinear")

@@ -137,14 +137,16 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
     // `exclude=a;b` (or `[a,b]`, unquoted) on the command line: a string
     // becomes a list.
     if let Some(toml::Value::String(s)) = params.get("exclude").cloned() {
-        let s = s
-            .strip_prefix('[')
-            .and_then(|s| s.strip_suffix(']'))
-            .unwrap_or(&s);
+        let (s, seps): (&str, &[char]) = match s.strip_prefix('[').and_then(|s| s.strip_suffix(']'))
+        {
+            Some(inner) => (inner, &[';', ' ', ',']),
+            None => (&s, &[';', ' ']),
+        };
         params.insert(
             "exclude".into(),
             toml::Value::Array(
-                s.split([';', ' ', ','])
+                s.split(seps)
+                    .map(|x| x.trim_matches('"'))
                     .filter(|x| !x.is_empty())
                     .map(|x| toml::Value::String(x.into()))
                     .collect(),
@@ -456,6 +458,17 @@ impl Pass for Quant {
         // pair go back to int8, until none does (the int8 set only grows).
         if !short.is_empty() {
             let mut float: std::collections::HashSet<NodeId> = short.iter().copied().collect();
+            // A weight is stored for all its readers or for none.
+            let whole = |float: &mut std::collections::HashSet<NodeId>| {
+                for r in uses.values() {
+                    if r.iter().any(|(id, _)| !float.contains(id)) {
+                        r.iter().for_each(|(id, _)| {
+                            float.remove(id);
+                        });
+                    }
+                }
+            };
+            whole(&mut float);
             if mode == "static" {
                 loop {
                     let int8 = |w: &str| {
@@ -466,25 +479,10 @@ impl Pass for Quant {
                         })
                     };
                     let readers = placement(g, &excluded, &int8);
-                    let quantized = |v: &String| readers.contains_key(v);
-                    // onnxruntime drops a Relu/Clip before a QuantizeLinear
-                    // whose range it covers, so those count as the pair too.
-                    let feeds_q = |v: &String| {
-                        quantized(v)
-                            || g.consumers(v).into_iter().any(|c| {
-                                let n = &g.nodes[c];
-                                matches!(n.op(), "Relu" | "Clip")
-                                    && n.proto.output.first().is_some_and(quantized)
-                            })
-                    };
                     let between: Vec<NodeId> = float
                         .iter()
                         .copied()
-                        .filter(|&id| {
-                            let p = &g.nodes[id].proto;
-                            p.input.first().is_some_and(quantized)
-                                && p.output.first().is_some_and(feeds_q)
-                        })
+                        .filter(|&id| between_qdq(g, &readers, id))
                         .collect();
                     if between.is_empty() {
                         break;
@@ -492,6 +490,7 @@ impl Pass for Quant {
                     between.iter().for_each(|id| {
                         float.remove(id);
                     });
+                    whole(&mut float);
                 }
             }
             for r in uses.values_mut() {
@@ -752,7 +751,8 @@ fn placement(
                 int8_weight(w) || (!g.initializers.contains_key(w) && is_activation(w))
             });
         let joins = compute
-            || (!data.is_empty()
+            || (!COMPUTE_OPS.contains(&n.op_type())
+                && !data.is_empty()
                 && data.iter().all(|(_, v)| {
                     !g.initializers.contains_key(*v)
                         && is_activation(v)
@@ -776,16 +776,9 @@ fn placement(
         }
     }
     // Quantized outputs are dequantized for every reader, so the producer
-    // feeds only its QuantizeLinear (what runtimes need to fuse it), except
-    // excluded Conv/Gemm/MatMul nodes: they read the float value, since
-    // onnxruntime quantizes a float one that reads a DequantizeLinear and
-    // feeds a QuantizeLinear itself at load (per tensor), and excluded means
-    // computed in float.
+    // feeds only its QuantizeLinear (what runtimes need to fuse it).
     for o in &quantized_out {
         for c in g.consumers(o) {
-            if excluded(c) && COMPUTE_OPS.contains(&g.nodes[c].op()) {
-                continue;
-            }
             for (slot, i) in g.nodes[c].proto.input.iter().enumerate() {
                 if i == o && !readers.get(o).is_some_and(|r| r.contains(&(c, slot))) {
                     readers.entry(o.clone()).or_default().push((c, slot));
@@ -794,6 +787,82 @@ fn placement(
         }
     }
     readers
+}
+
+/// Ops whose float form onnxruntime quantizes itself at load (per tensor,
+/// its WeightBiasQuantization) when they read a DequantizeLinear and feed a
+/// QuantizeLinear, directly or through Relu/Clip.
+const REQUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm"];
+
+/// Whether `v` reaches a QuantizeLinear of this placement without a branch,
+/// directly or through single-reader Relu/Clip nodes (which onnxruntime folds
+/// into the QuantizeLinear).
+fn feeds_q(
+    g: &crate::ir::Graph,
+    readers: &BTreeMap<String, Vec<(NodeId, usize)>>,
+    v: &str,
+) -> bool {
+    let mut v = v.to_string();
+    loop {
+        if readers.contains_key(&v) {
+            return true;
+        }
+        let cs = g.consumers(&v);
+        match cs.as_slice() {
+            [c] if matches!(g.nodes[*c].op(), "Relu" | "Clip") => {
+                match g.nodes[*c].proto.output.first() {
+                    Some(o) => v = o.clone(),
+                    None => return false,
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Whether `id` would run as a float layer between a DequantizeLinear it
+/// reads and a QuantizeLinear it feeds in this placement.
+fn between_qdq(
+    g: &crate::ir::Graph,
+    readers: &BTreeMap<String, Vec<(NodeId, usize)>>,
+    id: NodeId,
+) -> bool {
+    let p = &g.nodes[id].proto;
+    p.input
+        .first()
+        .and_then(|x| readers.get(x))
+        .is_some_and(|r| r.contains(&(id, 0)))
+        && p.output.first().is_some_and(|o| feeds_q(g, readers, o))
+}
+
+/// Float layers (`float(id)`) placed between a DequantizeLinear and a
+/// QuantizeLinear read the float value instead: onnxruntime would otherwise
+/// quantize their weight per tensor at load, and they would not run in float
+/// (their producer then feeds two readers and is not fused).
+fn bypass_float_layers(
+    g: &crate::ir::Graph,
+    readers: &mut BTreeMap<String, Vec<(NodeId, usize)>>,
+    float: &dyn Fn(NodeId) -> bool,
+) {
+    loop {
+        let hit: Vec<(String, NodeId)> = readers
+            .iter()
+            .flat_map(|(v, rs)| rs.iter().map(move |&(c, slot)| (v, c, slot)))
+            .filter(|&(_, c, slot)| slot == 0 && float(c) && between_qdq(g, readers, c))
+            .map(|(v, c, _)| (v.clone(), c))
+            .collect();
+        if hit.is_empty() {
+            return;
+        }
+        for (v, c) in hit {
+            if let Some(rs) = readers.get_mut(&v) {
+                rs.retain(|&(n, slot)| !(n == c && slot == 0));
+                if rs.is_empty() {
+                    readers.remove(&v);
+                }
+            }
+        }
+    }
 }
 
 /// What a patch quantizes, for notes.
@@ -1027,7 +1096,7 @@ impl Quant {
                 .collect()
         };
         // A layer taken back from int8 takes the Q/DQ pairs of its input and
-        // output with it: a float Conv/Gemm/MatMul that reads a
+        // output with it: a float Conv/Gemm that reads a
         // DequantizeLinear and feeds a QuantizeLinear (directly, or through a
         // Relu that onnxruntime folds into it) is quantized again at load by
         // onnxruntime (its WeightBiasQuantization: per tensor, far coarser
@@ -1055,7 +1124,7 @@ impl Quant {
                 for w in &p.remove_initializers {
                     for c in g.consumers(w) {
                         let c = &g.nodes[c].proto;
-                        if !COMPUTE_OPS.contains(&c.op_type()) {
+                        if !REQUANTIZED_OPS.contains(&c.op_type()) {
                             continue;
                         }
                         for v in c.input.first().into_iter().chain(c.output.first()) {
@@ -1153,6 +1222,7 @@ impl Quant {
                 .filter(|&&i| fallback[i].is_some())
                 .map(|&i| form[i])
                 .collect();
+            stored.sort_unstable();
             stored.dedup();
             ctx.notes.push(format!(
                 "computed in float by sensitive=auto (alone: cosine {s:.5}{}): {}",
@@ -1195,7 +1265,15 @@ impl Quant {
     ) -> Result<(Vec<Patch>, BiasPatches, Expected)> {
         let g = &model.graph;
         let mut biases: Vec<(String, Patch)> = Vec::new();
-        let readers = placement(g, excluded, &|w| weight_scales.contains_key(w));
+        let mut readers = placement(g, excluded, &|w| weight_scales.contains_key(w));
+        bypass_float_layers(g, &mut readers, &|c| {
+            let n = &g.nodes[c].proto;
+            REQUANTIZED_OPS.contains(&n.op_type())
+                && !n
+                    .input
+                    .get(1)
+                    .is_some_and(|w| weight_scales.contains_key(w))
+        });
         if readers.is_empty() {
             return Ok((vec![], biases, None));
         }
