@@ -305,6 +305,54 @@ fn depthwise_conv_feeding_float_ops_stays_float() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// A ConvTranspose (its weight stored as int8, computed in float) between
+/// two int8 Convs reads the float value: onnxruntime would otherwise
+/// quantize its weight per tensor at load.
+#[test]
+fn conv_transpose_between_int8_layers_reads_float() {
+    let w = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 500.0)
+            .collect()
+    };
+    let ks = onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[3, 3]);
+    let pads = onnx_squeeze::ir::builder::attr_ints("pads", &[1, 1, 1, 1]);
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &w(16 * 72, 1))
+        .init_f32("wt", &[16, 16, 2, 2], &w(16 * 64, 2))
+        .init_f32("w3", &[8, 16, 3, 3], &w(8 * 144, 3))
+        .node_with(
+            "c1",
+            "Conv",
+            &["x", "w1"],
+            &["h1"],
+            vec![ks.clone(), pads.clone()],
+        )
+        .node("r1", "Relu", &["h1"], &["a1"])
+        .node_with(
+            "up",
+            "ConvTranspose",
+            &["a1", "wt"],
+            &["h2"],
+            vec![
+                onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[2, 2]),
+                onnx_squeeze::ir::builder::attr_ints("strides", &[2, 2]),
+            ],
+        )
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .node_with("c3", "Conv", &["a2", "w3"], &["y"], vec![ks, pads])
+        .output("y", &[1, 8, 16, 16])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(s.contains("Cast(wt_q"), "{s}");
+    assert!(s.contains("up: ConvTranspose(a1, wt)"), "{s}");
+    assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 fn matmul_model(opset: i64) -> Model {
     let w: Vec<f32> = (0..64 * 32)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
