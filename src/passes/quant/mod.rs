@@ -1162,13 +1162,22 @@ impl Quant {
         };
         // Doubling k until the tolerance is met, then the fewest between the
         // last failing and the first passing count, by bisection.
+        // Two counts (k and 2k) are measured at once, one per core.
         let (mut lo, mut k) = (0, 1);
-        let mut r = loop {
-            let r = eval(&take(k), &fallback)?;
-            if r.status == Status::Passed || k == groups.len() {
-                break r;
+        let mut r = 'search: loop {
+            let mut ks = vec![k, (k * 2).min(groups.len())];
+            ks.dedup();
+            let rs = ks
+                .par_iter()
+                .map(|&k| eval(&take(k), &fallback))
+                .collect::<Result<Vec<_>>>()?;
+            for (&kk, r) in ks.iter().zip(rs) {
+                k = kk;
+                if r.status == Status::Passed || k == groups.len() {
+                    break 'search r;
+                }
+                lo = k;
             }
-            lo = k;
             k = (k * 2).min(groups.len());
         };
         if r.status == Status::Passed {
