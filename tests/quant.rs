@@ -155,43 +155,49 @@ fn short_reduction_convs_compute_in_float_with_stored_weights() {
     assert!(s.contains("QuantizeLinear(image"), "{s}");
 }
 
+/// Deterministic small weights for hand-built models.
+fn weights(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 500.0)
+        .collect()
+}
+
+/// `kernel_shape` k x k, with padding 1 for k = 3.
+fn conv_attrs(k: i64) -> Vec<onnx_squeeze::proto::AttributeProto> {
+    let mut a = vec![attr_ints("kernel_shape", &[k, k])];
+    if k == 3 {
+        a.push(attr_ints("pads", &[1, 1, 1, 1]));
+    }
+    a
+}
+
+/// x [1, 8, 8, 8] -> c1 (16 x 8x3x3, an int8 layer) -> r1 Relu -> a1.
+fn int8_head() -> ModelBuilder {
+    ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
+        .node_with("c1", "Conv", &["x", "w1"], &["h1"], conv_attrs(3))
+        .node("r1", "Relu", &["h1"], &["a1"])
+}
+
+/// int8_head -> c2 (16 x 16x1x1, short) -> r2 Relu -> c3 (8 x 16x3x3) -> y.
+fn short_conv_between_int8() -> ModelBuilder {
+    int8_head()
+        .init_f32("w2", &[16, 16, 1, 1], &weights(16 * 16, 2))
+        .init_f32("w3", &[8, 16, 3, 3], &weights(8 * 144, 3))
+        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], conv_attrs(1))
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
+        .output("y", &[1, 8, 8, 8])
+}
+
 /// A short Conv that static placement would put between a DequantizeLinear
 /// and a QuantizeLinear (its neighbours run in int8, joined by Relus) stays
 /// in int8 instead: in float, onnxruntime would quantize its weight per
 /// tensor at load.
 #[test]
 fn short_convs_between_int8_layers_stay_int8() {
-    let conv = |k: usize, c: usize, seed: usize| -> Vec<f32> {
-        (0..k * c)
-            .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 500.0)
-            .collect()
-    };
-    let ks = |n: usize| onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[n as i64, n as i64]);
-    let pads = onnx_squeeze::ir::builder::attr_ints("pads", &[1, 1, 1, 1]);
-    let b = ModelBuilder::new(17)
-        .input("x", &[1, 8, 8, 8])
-        .init_f32("w1", &[16, 8, 3, 3], &conv(16, 72, 1))
-        .init_f32("w2", &[16, 16, 1, 1], &conv(16, 16, 2))
-        .init_f32("w3", &[8, 16, 3, 3], &conv(8, 144, 3))
-        .node_with(
-            "c1",
-            "Conv",
-            &["x", "w1"],
-            &["h1"],
-            vec![ks(3), pads.clone()],
-        )
-        .node("r1", "Relu", &["h1"], &["a1"])
-        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], vec![ks(1)])
-        .node("r2", "Relu", &["h2"], &["a2"])
-        .node_with(
-            "c3",
-            "Conv",
-            &["a2", "w3"],
-            &["y"],
-            vec![ks(3), pads.clone()],
-        )
-        .output("y", &[1, 8, 8, 8]);
-    let original = b.build().unwrap();
+    let original = short_conv_between_int8().build().unwrap();
     let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
     // c2's reduction is 16 < 64, but both its neighbours are int8.
     assert!(s.contains("DequantizeLinear(w2_q"), "{s}");
@@ -211,34 +217,13 @@ fn short_convs_between_int8_layers_stay_int8() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     // c2's weight also read by a Conv of 8x3x3 = 72 (c4, on the image): one
     // weight, one form; c2 still sits between int8 layers, so both are int8.
-    let b = ModelBuilder::new(17)
-        .input("x", &[1, 8, 8, 8])
-        .init_f32("w1", &[16, 8, 3, 3], &conv(16, 72, 1))
-        .init_f32("w2", &[16, 16, 1, 1], &conv(16, 16, 2))
-        .init_f32("w3", &[8, 16, 3, 3], &conv(8, 144, 3))
-        .init_f32("w5", &[16, 8, 3, 3], &conv(16, 72, 5))
-        .node_with(
-            "c1",
-            "Conv",
-            &["x", "w1"],
-            &["h1"],
-            vec![ks(3), pads.clone()],
-        )
-        .node("r1", "Relu", &["h1"], &["a1"])
-        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], vec![ks(1)])
-        .node("r2", "Relu", &["h2"], &["a2"])
-        .node_with(
-            "c3",
-            "Conv",
-            &["a2", "w3"],
-            &["y"],
-            vec![ks(3), pads.clone()],
-        )
-        .node_with("c5", "Conv", &["x", "w5"], &["h5"], vec![ks(3), pads])
-        .node_with("c4", "Conv", &["h5", "w2"], &["y4"], vec![ks(1)])
-        .output("y", &[1, 8, 8, 8])
-        .output("y4", &[1, 16, 8, 8]);
-    let shared = b.build().unwrap();
+    let shared = short_conv_between_int8()
+        .init_f32("w5", &[16, 8, 3, 3], &weights(16 * 72, 5))
+        .node_with("c5", "Conv", &["x", "w5"], &["h5"], conv_attrs(3))
+        .node_with("c4", "Conv", &["h5", "w2"], &["y4"], conv_attrs(1))
+        .output("y4", &[1, 16, 8, 8])
+        .build()
+        .unwrap();
     let (m, s) = snapshot(&shared, "activations = \"static\"\nsensitive = \"off\"");
     assert!(s.contains("DequantizeLinear(w2_q"), "{s}");
     assert!(!s.contains("Cast(w2_q"), "{s}");
@@ -264,33 +249,11 @@ fn short_convs_between_int8_layers_stay_int8() {
 /// and it does not join the int8 region as an op that merely passes values.
 #[test]
 fn depthwise_conv_feeding_float_ops_stays_float() {
-    let w1: Vec<f32> = (0..16 * 72)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
-        .collect();
-    let dw: Vec<f32> = (0..16 * 9)
-        .map(|i| ((i * 13 % 97) as f32 - 48.0) / 100.0)
-        .collect();
-    let ks = onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[3, 3]);
-    let pads = onnx_squeeze::ir::builder::attr_ints("pads", &[1, 1, 1, 1]);
-    let original = ModelBuilder::new(17)
-        .input("x", &[1, 8, 8, 8])
-        .init_f32("w1", &[16, 8, 3, 3], &w1)
-        .init_f32("wd", &[16, 1, 3, 3], &dw)
-        .node_with(
-            "c1",
-            "Conv",
-            &["x", "w1"],
-            &["h1"],
-            vec![ks.clone(), pads.clone()],
-        )
-        .node("r1", "Relu", &["h1"], &["a1"])
-        .node_with(
-            "dw",
-            "Conv",
-            &["a1", "wd"],
-            &["h2"],
-            vec![ks, pads, attr_int("group", 16)],
-        )
+    let mut dw_attrs = conv_attrs(3);
+    dw_attrs.push(attr_int("group", 16));
+    let original = int8_head()
+        .init_f32("wd", &[16, 1, 3, 3], &weights(16 * 9, 4))
+        .node_with("dw", "Conv", &["a1", "wd"], &["h2"], dw_attrs)
         .node("sig", "Sigmoid", &["h2"], &["s2"])
         .node("mul", "Mul", &["h2", "s2"], &["y"])
         .output("y", &[1, 16, 8, 8])
@@ -310,38 +273,21 @@ fn depthwise_conv_feeding_float_ops_stays_float() {
 /// quantize its weight per tensor at load.
 #[test]
 fn conv_transpose_between_int8_layers_reads_float() {
-    let w = |n: usize, seed: usize| -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 500.0)
-            .collect()
-    };
-    let ks = onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[3, 3]);
-    let pads = onnx_squeeze::ir::builder::attr_ints("pads", &[1, 1, 1, 1]);
-    let original = ModelBuilder::new(17)
-        .input("x", &[1, 8, 8, 8])
-        .init_f32("w1", &[16, 8, 3, 3], &w(16 * 72, 1))
-        .init_f32("wt", &[16, 16, 2, 2], &w(16 * 64, 2))
-        .init_f32("w3", &[8, 16, 3, 3], &w(8 * 144, 3))
-        .node_with(
-            "c1",
-            "Conv",
-            &["x", "w1"],
-            &["h1"],
-            vec![ks.clone(), pads.clone()],
-        )
-        .node("r1", "Relu", &["h1"], &["a1"])
+    let original = int8_head()
+        .init_f32("wt", &[16, 16, 2, 2], &weights(16 * 64, 2))
+        .init_f32("w3", &[8, 16, 3, 3], &weights(8 * 144, 3))
         .node_with(
             "up",
             "ConvTranspose",
             &["a1", "wt"],
             &["h2"],
             vec![
-                onnx_squeeze::ir::builder::attr_ints("kernel_shape", &[2, 2]),
-                onnx_squeeze::ir::builder::attr_ints("strides", &[2, 2]),
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
             ],
         )
         .node("r2", "Relu", &["h2"], &["a2"])
-        .node_with("c3", "Conv", &["a2", "w3"], &["y"], vec![ks, pads])
+        .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
         .output("y", &[1, 8, 16, 16])
         .build()
         .unwrap();

@@ -336,19 +336,14 @@ impl Pass for Quant {
                 "opset {opset} has no INT4 (needs 21): MatMul weights stored as int8 (quant(opset=auto) raises the opset)"
             ));
         }
+        // An exclude pattern names a node, an op type, or a `*` pattern on names.
+        let matches = |p: &str, n: &crate::ir::Node| p == n.op() || glob(p, n.name());
         let excluded = |id: NodeId| {
             let n = &g.nodes[id];
-            self.params
-                .exclude
-                .iter()
-                .any(|p| p == n.op() || glob(p, n.name()))
+            self.params.exclude.iter().any(|p| matches(p, n))
         };
         for p in &self.params.exclude {
-            if !g
-                .nodes
-                .node_weights()
-                .any(|n| p == n.op() || glob(p, n.name()))
-            {
+            if !g.nodes.node_weights().any(|n| matches(p, n)) {
                 ctx.notes.push(format!(
                     "exclude: '{p}' matches no node (give node names, op types or patterns with *)"
                 ));
@@ -1980,7 +1975,6 @@ pub(crate) fn stored_int8(
     (inits, nodes)
 }
 
-/// [`stored_int8`] as a patch replacing the initializer `w`.
 /// A float weight stored as float16 and expanded by a Cast into its own
 /// name, which runtimes fold once at load: half the bytes, rounding 2^-11
 /// relative (where int8 storage costs too much accuracy).
@@ -2012,6 +2006,7 @@ fn stored_f16(model: &Model, w: &str, data: &tensor::F32View) -> Patch {
     p
 }
 
+/// [`stored_int8`] as a patch replacing the initializer `w`.
 fn stored_weight(
     model: &Model,
     w: &str,
