@@ -78,20 +78,6 @@ impl Patch {
         p
     }
 
-    /// Insert nodes on a wire: readers of `value` read `new_value` instead,
-    /// where the inserted nodes compute `new_value` from `value` (e.g. Q then DQ).
-    pub fn intercept(
-        label: impl Into<String>,
-        value: &str,
-        nodes: Vec<NodeProto>,
-        new_value: &str,
-    ) -> Self {
-        let mut p = Self::new(label);
-        p.add_nodes = nodes;
-        p.shunts.push((value.to_string(), new_value.to_string()));
-        p
-    }
-
     /// Whether the patch still makes sense on `g`: an earlier patch of the same
     /// batch may have removed what it refers to. Stale patches are dropped and
     /// the pass proposes again on the new graph.

@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup/setup.sh
+# Every patch applied in the tests is followed by a full check of the graph
+# and of its incrementally kept indices (see `ir::VERIFY_IR_ENV`).
+export ONNX_SQUEEZE_VERIFY_IR=1
 cargo test --no-fail-fast "$@"

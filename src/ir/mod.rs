@@ -25,11 +25,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use petgraph::Direction;
 
 use crate::io::ExternalData;
@@ -104,6 +104,10 @@ pub struct Graph {
     /// The graph message without `node` and `initializer`: everything else, verbatim.
     pub rest: GraphProto,
     producers: HashMap<String, NodeId>,
+    /// Nodes reading each value (directly or from inside a subgraph), each
+    /// once: the readers of initializers and graph inputs, which have no
+    /// edges, and what a patch must reconnect when a definition changes.
+    readers: HashMap<String, Vec<NodeId>>,
     next_seq: u64,
 }
 
@@ -132,6 +136,7 @@ impl Graph {
             initializers,
             rest: g,
             producers: HashMap::new(),
+            readers: HashMap::new(),
             next_seq: 1,
         };
         graph.reindex();
@@ -150,37 +155,160 @@ impl Graph {
         g
     }
 
-    /// Rebuild the producer index and the edges from value names.
+    /// Rebuild the producer and reader indices and the edges from value
+    /// names (after a caller changed `nodes` or the initializers directly;
+    /// [`Model::apply`] keeps them up to date by itself).
     pub fn reindex(&mut self) {
         self.nodes.clear_edges();
         self.producers.clear();
-        for id in self.nodes.node_indices() {
-            for o in &self.nodes[id].proto.output {
-                if !o.is_empty() {
-                    self.producers.entry(o.clone()).or_insert(id);
-                }
-            }
-        }
+        self.readers.clear();
         let ids: Vec<NodeId> = self.nodes.node_indices().collect();
-        for id in ids {
-            let (direct, implicit) = reads(&self.nodes[id].proto);
-            for (value, is_implicit) in direct
-                .into_iter()
-                .map(|v| (v, false))
-                .chain(implicit.into_iter().map(|v| (v, true)))
-            {
-                if let Some(&p) = self.producers.get(&value) {
-                    self.nodes.add_edge(
-                        p,
-                        id,
-                        Edge {
-                            value,
-                            implicit: is_implicit,
-                        },
-                    );
+        for &id in &ids {
+            self.index_outputs(id);
+        }
+        for &id in &ids {
+            self.index_reads(id);
+            self.connect(id);
+        }
+    }
+
+    /// Record `id` as the producer of its outputs (the first producer of a
+    /// value keeps it; a second one is a duplicate that validation reports).
+    fn index_outputs(&mut self, id: NodeId) {
+        for o in &self.nodes[id].proto.output {
+            if !o.is_empty() {
+                self.producers.entry(o.clone()).or_insert(id);
+            }
+        }
+    }
+
+    /// Forget `id` as the producer of its outputs; returns them.
+    fn unindex_outputs(&mut self, id: NodeId) -> Vec<String> {
+        let outputs: Vec<String> = self.nodes[id]
+            .proto
+            .output
+            .iter()
+            .filter(|o| !o.is_empty())
+            .cloned()
+            .collect();
+        for o in &outputs {
+            if self.producers.get(o) == Some(&id) {
+                self.producers.remove(o);
+            }
+        }
+        outputs
+    }
+
+    /// Record `id` as a reader of every value it reads.
+    fn index_reads(&mut self, id: NodeId) {
+        let (mut values, implicit) = reads(&self.nodes[id].proto);
+        values.extend(implicit);
+        values.sort_unstable();
+        values.dedup();
+        for v in values {
+            self.readers.entry(v).or_default().push(id);
+        }
+    }
+
+    /// Forget `id` as a reader (before its inputs or subgraphs change, or it goes).
+    fn unindex_reads(&mut self, id: NodeId) {
+        let (direct, implicit) = reads(&self.nodes[id].proto);
+        for v in direct.iter().chain(&implicit) {
+            if let Some(r) = self.readers.get_mut(v) {
+                r.retain(|&n| n != id);
+                if r.is_empty() {
+                    self.readers.remove(v);
                 }
             }
         }
+    }
+
+    /// Rebuild the incoming edges of `id` from what it reads: one edge per
+    /// read of a node-produced value.
+    fn connect(&mut self, id: NodeId) {
+        let stale: Vec<_> = self
+            .nodes
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for e in stale {
+            self.nodes.remove_edge(e);
+        }
+        let (direct, implicit) = reads(&self.nodes[id].proto);
+        for (value, is_implicit) in direct
+            .into_iter()
+            .map(|v| (v, false))
+            .chain(implicit.into_iter().map(|v| (v, true)))
+        {
+            if let Some(&p) = self.producers.get(&value) {
+                self.nodes.add_edge(
+                    p,
+                    id,
+                    Edge {
+                        value,
+                        implicit: is_implicit,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Change a node's protobuf in place, keeping the indices and its
+    /// incoming edges right (its outputs must stay as they are).
+    fn edit_node(&mut self, id: NodeId, edit: impl FnOnce(&mut NodeProto)) {
+        self.unindex_reads(id);
+        edit(&mut self.nodes[id].proto);
+        self.index_reads(id);
+        self.connect(id);
+    }
+
+    /// Whether the producer and reader indices and the edges are what
+    /// [`Graph::reindex`] would build.
+    pub fn check_indices(&self) -> Result<()> {
+        let mut fresh = self.clone();
+        fresh.reindex();
+        anyhow::ensure!(
+            fresh.producers == self.producers,
+            "the producer index is stale"
+        );
+        let sorted = |m: &HashMap<String, Vec<NodeId>>| {
+            let mut v: Vec<(String, Vec<NodeId>)> = m
+                .iter()
+                .map(|(k, r)| {
+                    let mut r = r.clone();
+                    r.sort();
+                    (k.clone(), r)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        anyhow::ensure!(
+            sorted(&fresh.readers) == sorted(&self.readers),
+            "the reader index is stale"
+        );
+        let edges = |g: &Graph| {
+            let mut v: Vec<(NodeId, NodeId, String, bool)> = (&g.nodes)
+                .edge_references()
+                .map(|e| {
+                    (
+                        e.source(),
+                        e.target(),
+                        e.weight().value.clone(),
+                        e.weight().implicit,
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        anyhow::ensure!(edges(&fresh) == edges(self), "the edges are stale");
+        Ok(())
+    }
+
+    /// Nodes reading `value`, each once, in no particular order.
+    fn readers_of(&self, value: &str) -> &[NodeId] {
+        self.readers.get(value).map_or(&[], |r| r.as_slice())
     }
 
     /// Check the invariants every pass must keep.
@@ -280,24 +408,8 @@ impl Graph {
 
     /// Nodes that read `value` (directly or from inside a subgraph), each once.
     pub fn consumers(&self, value: &str) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = match self.producer(value) {
-            Some(p) => self
-                .nodes
-                .edges_directed(p, Direction::Outgoing)
-                .filter(|e| e.weight().value == value)
-                .map(|e| e.target())
-                .collect(),
-            None => self
-                .nodes
-                .node_indices()
-                .filter(|&n| {
-                    let (d, i) = reads(&self.nodes[n].proto);
-                    d.iter().chain(i.iter()).any(|v| v == value)
-                })
-                .collect(),
-        };
+        let mut out = self.readers_of(value).to_vec();
         out.sort();
-        out.dedup();
         out
     }
 
@@ -501,11 +613,14 @@ impl Model {
         total
     }
 
-    /// Apply a patch: the one place the graph is mutated. The graph is
-    /// validated afterwards; an error names the patch (the model is then
-    /// not to be used further: the driver stops the run).
+    /// Apply a patch: the one place the graph is mutated. The indices and
+    /// edges are updated for what the patch touches and the invariants are
+    /// checked there (the rest of the graph was valid and did not change),
+    /// so a pass of many patches costs their size, not the graph's size
+    /// each. An error names the patch (the model is then not to be used
+    /// further: the driver stops the run).
     pub fn apply(&mut self, patch: &Patch) -> Result<()> {
-        apply_to(&mut self.graph, patch)?;
+        let touched = apply_to(&mut self.graph, patch)?;
         if let Some(v) = patch.set_opset {
             self.set_opset(v);
         }
@@ -513,59 +628,184 @@ impl Model {
             self.proto.functions = f.clone();
         }
         self.graph
-            .validate()
-            .with_context(|| format!("patch '{}' broke the graph", patch.label))
+            .validate_touched(&touched)
+            .with_context(|| format!("patch '{}' broke the graph", patch.label))?;
+        if verify_each_patch() {
+            self.graph
+                .check_indices()
+                .and_then(|()| Ok(self.graph.validate()?))
+                .with_context(|| format!("{VERIFY_IR_ENV}: after patch '{}'", patch.label))?;
+        }
+        Ok(())
     }
 }
 
-fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {
-    let mut gone: Vec<String> = Vec::new();
+/// Set to 1 to check, after every patch, the whole graph and that the
+/// incrementally kept indices and edges equal a rebuild from scratch (the
+/// test setup sets it: any pass that confuses the IR fails its tests).
+pub const VERIFY_IR_ENV: &str = "ONNX_SQUEEZE_VERIFY_IR";
+
+fn verify_each_patch() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(VERIFY_IR_ENV).is_ok_and(|v| v == "1"))
+}
+
+/// What a patch changed: where [`Graph::validate_touched`] looks.
+#[derive(Debug, Default)]
+struct Touched {
+    /// Nodes whose reads changed (added, rewired, rewritten, renamed readers).
+    nodes: Vec<NodeId>,
+    /// Nodes added (their outputs must be new).
+    added: Vec<NodeId>,
+    /// Initializers added or replaced.
+    initializers: Vec<String>,
+    /// Values whose definition was removed or renamed away.
+    gone: Vec<String>,
+}
+
+impl Graph {
+    /// [`Graph::validate`] restricted to what a patch touched, on a graph
+    /// that was valid before it.
+    fn validate_touched(&self, t: &Touched) -> std::result::Result<(), IrError> {
+        let sparse = |v: &str| {
+            self.rest
+                .sparse_initializer
+                .iter()
+                .any(|s| s.values.as_ref().is_some_and(|x| x.name() == v))
+        };
+        for &id in &t.added {
+            let Some(n) = self.nodes.node_weight(id) else {
+                continue;
+            };
+            for o in n.proto.output.iter().filter(|o| !o.is_empty()) {
+                if self.producers.get(o) != Some(&id)
+                    || self.initializers.contains_key(o)
+                    || self.is_graph_input(o)
+                    || sparse(o)
+                {
+                    return Err(IrError::DuplicateDefinition { value: o.clone() });
+                }
+            }
+        }
+        for name in &t.initializers {
+            if self.producers.contains_key(name) {
+                return Err(IrError::DuplicateDefinition {
+                    value: name.clone(),
+                });
+            }
+        }
+        for &id in &t.nodes {
+            let Some(n) = self.nodes.node_weight(id) else {
+                continue;
+            };
+            let (direct, implicit) = reads(&n.proto);
+            if let Some(v) = direct
+                .iter()
+                .chain(implicit.iter())
+                .find(|v| !self.is_defined(v))
+            {
+                return Err(IrError::DanglingInput {
+                    node: n.label(),
+                    value: v.clone(),
+                });
+            }
+        }
+        for v in &t.gone {
+            if self.is_defined(v) {
+                continue;
+            }
+            if let Some(&r) = self.readers_of(v).first() {
+                return Err(IrError::DanglingInput {
+                    node: self.nodes[r].label(),
+                    value: v.clone(),
+                });
+            }
+            if self.is_graph_output(v) {
+                return Err(IrError::UndefinedOutput { value: v.clone() });
+            }
+        }
+        // Only new edges can close a cycle; they all end at touched nodes.
+        if !t.nodes.is_empty() {
+            petgraph::algo::toposort(&self.nodes, None).map_err(|c| IrError::Cycle {
+                node: self.nodes[c.node_id()].label(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
+    let mut t = Touched::default();
     let anchor = patch
         .anchor
         .and_then(|a| g.nodes.node_weight(a))
         .map(|n| n.order.0)
         .unwrap_or(u64::MAX / 2);
     for &id in &patch.remove_nodes {
-        let node = g
-            .nodes
-            .remove_node(id)
-            .with_context(|| format!("patch '{}' removes a node that is gone", patch.label))?;
-        gone.extend(node.proto.output.into_iter().filter(|o| !o.is_empty()));
+        if !g.nodes.contains_node(id) {
+            bail!("patch '{}' removes a node that is gone", patch.label);
+        }
+        g.unindex_reads(id);
+        t.gone.extend(g.unindex_outputs(id));
+        g.nodes.remove_node(id);
     }
     for name in &patch.remove_initializers {
         g.initializers.shift_remove(name);
-        gone.push(name.clone());
+        t.gone.push(name.clone());
     }
-    for t in &patch.add_initializers {
-        match g.initializers.get_mut(t.name()) {
-            Some(slot) => *slot = t.clone(),
+    for init in &patch.add_initializers {
+        match g.initializers.get_mut(init.name()) {
+            Some(slot) => *slot = init.clone(),
             None => {
-                g.initializers.insert(t.name().to_string(), t.clone());
+                g.initializers.insert(init.name().to_string(), init.clone());
             }
         }
+        t.initializers.push(init.name().to_string());
     }
     for (id, slot, value) in &patch.rewires {
-        let node = g
-            .nodes
-            .node_weight_mut(*id)
-            .with_context(|| format!("patch '{}' rewires a node that is gone", patch.label))?;
-        node.proto.input[*slot] = value.clone();
+        let arity = g.nodes.node_weight(*id).map(|n| n.proto.input.len());
+        match arity {
+            None => bail!("patch '{}' rewires a node that is gone", patch.label),
+            Some(k) if *slot >= k => bail!(
+                "patch '{}' rewires input {slot} of a node with {k} inputs",
+                patch.label
+            ),
+            Some(_) => g.edit_node(*id, |p| p.input[*slot] = value.clone()),
+        }
+        t.nodes.push(*id);
     }
     for (id, attrs) in &patch.replace_attributes {
-        let node = g
-            .nodes
-            .node_weight_mut(*id)
-            .with_context(|| format!("patch '{}' rewrites a node that is gone", patch.label))?;
-        node.proto.attribute = attrs.clone();
+        if !g.nodes.contains_node(*id) {
+            bail!("patch '{}' rewrites a node that is gone", patch.label);
+        }
+        g.edit_node(*id, |p| p.attribute = attrs.clone());
+        t.nodes.push(*id);
     }
+    let mut defined: Vec<String> = Vec::new();
     for n in &patch.add_nodes {
         let order = g.next_order(anchor);
-        g.nodes.add_node(Node {
+        let id = g.nodes.add_node(Node {
             proto: n.clone(),
             order,
         });
+        g.index_outputs(id);
+        g.index_reads(id);
+        defined.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+        t.added.push(id);
+        t.nodes.push(id);
     }
-    g.reindex();
+    // Readers of values that gained a producer (an added node may define a
+    // removed initializer's name) are connected to it, and the added nodes
+    // to their producers.
+    let mut reconnect: Vec<NodeId> = t.added.clone();
+    for v in &defined {
+        reconnect.extend_from_slice(g.readers_of(v));
+    }
+    reconnect.sort();
+    reconnect.dedup();
+    for id in reconnect {
+        g.connect(id);
+    }
     for (old, new) in &patch.shunts {
         if g.is_graph_output(old) {
             let renamable = g.producer(new).is_some()
@@ -574,11 +814,11 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {
                 && !g.initializers.contains_key(new)
                 && !g.is_defined(old);
             if renamable {
-                rename_value(g, new, old);
-                gone.push(new.clone());
+                t.nodes.extend(rename_value(g, new, old));
+                t.gone.push(new.clone());
             } else {
                 let order = g.next_order(anchor);
-                g.nodes.add_node(Node {
+                let id = g.nodes.add_node(Node {
                     proto: NodeProto {
                         input: vec![new.clone()],
                         output: vec![old.clone()],
@@ -588,53 +828,221 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<()> {
                     },
                     order,
                 });
+                g.index_outputs(id);
+                g.index_reads(id);
+                let mut reconnect = vec![id];
+                reconnect.extend_from_slice(g.readers_of(old));
+                for r in reconnect {
+                    g.connect(r);
+                }
+                t.added.push(id);
+                t.nodes.push(id);
             }
         } else {
-            rename_reads(g, old, new);
+            t.nodes.extend(rename_reads(g, old, new));
+            t.gone.push(old.clone());
         }
-        g.reindex();
     }
+    t.nodes.sort();
+    t.nodes.dedup();
     // value_info of values that no longer exist would describe nothing.
-    let gone: HashSet<String> = gone.into_iter().filter(|v| !g.is_defined(v)).collect();
+    let gone: HashSet<&str> = t
+        .gone
+        .iter()
+        .map(|v| v.as_str())
+        .filter(|v| !g.is_defined(v))
+        .collect();
     if !gone.is_empty() {
         g.rest.value_info.retain(|vi| !gone.contains(vi.name()));
     }
-    Ok(())
+    Ok(t)
 }
 
-/// Make every reader of `from` read `to` (direct inputs and subgraph reads).
-fn rename_reads(g: &mut Graph, from: &str, to: &str) {
-    for id in g.consumers(from) {
-        let p = &mut g.nodes[id].proto;
-        for i in &mut p.input {
-            if i == from {
-                *i = to.to_string();
+/// Make every reader of `from` read `to` (direct inputs and subgraph
+/// reads); returns the readers.
+fn rename_reads(g: &mut Graph, from: &str, to: &str) -> Vec<NodeId> {
+    let ids = g.consumers(from);
+    for &id in &ids {
+        g.edit_node(id, |p| {
+            for i in &mut p.input {
+                if i == from {
+                    *i = to.to_string();
+                }
             }
-        }
-        for a in &mut p.attribute {
-            if let Some(sg) = a.g.as_mut() {
-                walk::rename_outer_reads(sg, from, to);
+            for a in &mut p.attribute {
+                if let Some(sg) = a.g.as_mut() {
+                    walk::rename_outer_reads(sg, from, to);
+                }
+                for sg in &mut a.graphs {
+                    walk::rename_outer_reads(sg, from, to);
+                }
             }
-            for sg in &mut a.graphs {
-                walk::rename_outer_reads(sg, from, to);
-            }
-        }
+        });
     }
+    ids
 }
 
-/// Rename a node-produced value everywhere: its producer's output and its readers.
-fn rename_value(g: &mut Graph, from: &str, to: &str) {
-    rename_reads(g, from, to);
+/// Rename a node-produced value everywhere: its producer's output and its
+/// readers; returns the readers.
+fn rename_value(g: &mut Graph, from: &str, to: &str) -> Vec<NodeId> {
     if let Some(p) = g.producer(from) {
+        g.unindex_outputs(p);
         for o in &mut g.nodes[p].proto.output {
             if o == from {
                 *o = to.to_string();
             }
         }
+        g.index_outputs(p);
     }
+    let readers = rename_reads(g, from, to);
     for vi in &mut g.rest.value_info {
         if vi.name() == from {
             vi.name = Some(to.to_string());
         }
+    }
+    readers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builder::{node_proto, ModelBuilder};
+    use super::*;
+    use crate::proto::attribute_proto::AttributeType;
+    use crate::proto::AttributeProto;
+
+    /// A body reading `outer` from the enclosing scope.
+    fn body_reading(outer: &str) -> Vec<AttributeProto> {
+        let g = GraphProto {
+            name: Some("body".into()),
+            node: vec![node_proto("inner", "Identity", &[outer], &["o"], vec![])],
+            output: vec![builder::f32_value("o", &[1, 4])],
+            ..Default::default()
+        };
+        vec![AttributeProto {
+            name: Some("then_branch".into()),
+            r#type: Some(AttributeType::Graph as i32),
+            g: Some(g),
+            ..Default::default()
+        }]
+    }
+
+    fn model() -> Model {
+        ModelBuilder::new(17)
+            .input("x", &[1, 4])
+            .input("c", &[])
+            .init_f32("w", &[1, 4], &[0.5; 4])
+            .node("mul", "Mul", &["x", "w"], &["a"])
+            .node("relu", "Relu", &["a"], &["b"])
+            .node_with("if", "If", &["c"], &["y"], body_reading("b"))
+            .node("add", "Add", &["b", "w"], &["z"])
+            .output("y", &[1, 4])
+            .output("z", &[1, 4])
+            .build()
+            .unwrap()
+    }
+
+    fn id(m: &Model, name: &str) -> NodeId {
+        m.graph
+            .nodes
+            .node_indices()
+            .find(|&n| m.graph.nodes[n].name() == name)
+            .unwrap()
+    }
+
+    fn apply_checked(m: &mut Model, p: &Patch) {
+        m.apply(p).unwrap();
+        m.graph.check_indices().unwrap();
+        m.graph.validate().unwrap();
+    }
+
+    #[test]
+    fn patches_keep_indices_and_edges_as_a_rebuild_would() {
+        let mut m = model();
+        m.graph.check_indices().unwrap();
+        // Readers of a value, one of them inside a body, moved to a new node's output.
+        let mut p = Patch::new("shunt");
+        p.add_nodes
+            .push(node_proto("neg", "Neg", &["a"], &["b2"], vec![]));
+        p.shunts.push(("b".into(), "b2".into()));
+        apply_checked(&mut m, &p);
+        assert_eq!(m.graph.consumers("b2"), vec![id(&m, "if"), id(&m, "add")]);
+        let neg = id(&m, "neg");
+        assert!(m
+            .graph
+            .nodes
+            .edges_directed(id(&m, "if"), Direction::Incoming)
+            .any(|e| e.source() == neg && e.weight().implicit));
+        // An initializer replaced by a node of the same name: its readers get edges.
+        let mut p = Patch::new("weight");
+        p.remove_initializers.push("w".into());
+        p.add_initializers
+            .push(tensor::from_f32("w_q", &[1, 4], &[1.0; 4]));
+        p.add_nodes
+            .push(node_proto("dq", "Identity", &["w_q"], &["w"], vec![]));
+        apply_checked(&mut m, &p);
+        assert_eq!(m.graph.consumers("w"), vec![id(&m, "mul"), id(&m, "add")]);
+        assert_eq!(m.graph.consumers("w_q"), vec![id(&m, "dq")]);
+        // One input rewired, a body rewritten to read another outer value.
+        let mut p = Patch::new("rewire");
+        p.rewires.push((id(&m, "add"), 1, "x".into()));
+        p.replace_attributes.push((id(&m, "if"), body_reading("a")));
+        apply_checked(&mut m, &p);
+        assert_eq!(m.graph.consumers("w"), vec![id(&m, "mul")]);
+        assert_eq!(m.graph.consumers("b2"), vec![id(&m, "add")]);
+        assert!(m.graph.consumers("a").contains(&id(&m, "if")));
+        // A graph output's producer bypassed: the new producer takes its name.
+        let p = Patch::bypass("bypass", &m.graph, id(&m, "add"), 0, "b2");
+        apply_checked(&mut m, &p);
+        assert_eq!(m.graph.producer("z"), Some(neg));
+        assert!(m.graph.producer("b2").is_none());
+        // Where the name cannot move (a graph input), an Identity keeps it.
+        let mut p = Patch::new("to input");
+        p.remove_nodes.push(neg);
+        p.shunts.push(("z".into(), "x".into()));
+        apply_checked(&mut m, &p);
+        assert_eq!(
+            m.graph.nodes[m.graph.producer("z").unwrap()].op(),
+            "Identity"
+        );
+        // Unreferenced now: relu's output is read by nothing; remove it.
+        let mut p = Patch::new("dead");
+        p.remove_nodes.push(id(&m, "relu"));
+        apply_checked(&mut m, &p);
+        assert!(m.graph.consumers("a").contains(&id(&m, "if")));
+    }
+
+    #[test]
+    fn patches_that_break_an_invariant_are_refused_by_the_local_check() {
+        let err = |p: Patch| {
+            let e = model().apply(&p).unwrap_err();
+            e.downcast_ref::<IrError>()
+                .or_else(|| e.chain().find_map(|c| c.downcast_ref::<IrError>()))
+                .cloned()
+                .unwrap_or_else(|| panic!("not an IR error: {e:#}"))
+        };
+        let m = model();
+        let mut p = Patch::new("dup");
+        p.add_nodes
+            .push(node_proto("n", "Neg", &["x"], &["a"], vec![]));
+        assert_eq!(err(p), IrError::DuplicateDefinition { value: "a".into() });
+        let mut p = Patch::new("dup init");
+        p.add_initializers.push(tensor::from_f32("b", &[1], &[0.0]));
+        assert_eq!(err(p), IrError::DuplicateDefinition { value: "b".into() });
+        let mut p = Patch::new("dangling");
+        p.remove_nodes.push(id(&m, "relu"));
+        assert!(matches!(err(p), IrError::DanglingInput { value, .. } if value == "b"));
+        let mut p = Patch::new("dangling body read");
+        p.replace_attributes
+            .push((id(&m, "if"), body_reading("nowhere")));
+        assert!(matches!(err(p), IrError::DanglingInput { value, .. } if value == "nowhere"));
+        let mut p = Patch::new("cycle");
+        p.rewires.push((id(&m, "mul"), 0, "b".into()));
+        assert!(matches!(err(p), IrError::Cycle { .. }));
+        let mut p = Patch::new("output");
+        p.remove_nodes.push(id(&m, "add"));
+        assert_eq!(err(p), IrError::UndefinedOutput { value: "z".into() });
+        let mut p = Patch::new("slot");
+        p.rewires.push((id(&m, "relu"), 3, "x".into()));
+        assert!(model().apply(&p).is_err());
     }
 }
