@@ -191,6 +191,53 @@ fn shared_constants_are_not_copied_by_folding() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// Exporters write one scalar per use (a `0` and a `6` for every Clip):
+/// identical small constants become one tensor. A Conv bias with the same
+/// content as another constant keeps its own tensor (`quant` makes each
+/// Conv's bias its own int32 tensor).
+#[test]
+fn identical_small_constants_are_merged() {
+    let scalar = |v: f32| onnx_squeeze::ir::tensor::from_f32("", &[], &[v]);
+    let mut b = ModelBuilder::new(17)
+        .input("x", &[1, 2, 4, 2])
+        .init_f32("w", &[2, 2, 1, 1], &[1.0, -0.5, 0.25, 2.0])
+        .init_f32("b", &[2], &[0.0, 6.0])
+        .init_f32("k", &[2], &[0.0, 6.0])
+        .node("clip1", "Clip", &["x", "lo1", "hi1"], &["a"])
+        .node("conv", "Conv", &["a", "w", "b"], &["c"])
+        .node("clip2", "Clip", &["c", "lo2", "hi2"], &["d"])
+        .node("add", "Add", &["d", "k"], &["y"])
+        .output("y", &[1, 2, 4, 2])
+        .proto();
+    let g = b.graph.as_mut().unwrap();
+    for (name, v) in [("lo1", 0.0), ("hi1", 6.0), ("lo2", 0.0), ("hi2", 6.0)] {
+        g.initializer.push(onnx_squeeze::proto::TensorProto {
+            name: Some(name.into()),
+            ..scalar(v)
+        });
+    }
+    let original = Model::from_proto(
+        b,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("identical small constant merged"),
+        Some(&2),
+        "{:?}",
+        r.changes
+    );
+    let names: Vec<&str> = m.graph.initializers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["w", "b", "k", "lo1", "hi1"]);
+    let d = dump(&m.graph);
+    assert!(d.contains("Clip(c, lo1, hi1)"), "{d}");
+    assert!(clean(&mut m.clone()).changes.is_empty());
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 #[test]
 fn batchnorm_is_not_folded_when_conv_output_has_another_reader() {
     let mut m = ModelBuilder::new(17)

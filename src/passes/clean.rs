@@ -17,7 +17,13 @@
 //!    evaluated with tract and replaced by initializers, except where the
 //!    result would exceed `fold_max_bytes` and its inputs.
 //! 5. **If with a constant condition** replaced by the branch it takes.
-//! 6. **Dead code removed**: nodes nothing reads (not graph outputs, not read
+//! 6. **Identical small constants merged**: initializers of at most 16
+//!    elements with the same type, shape and bytes (exporters write one
+//!    `0` and one `6` per Clip, one axes vector per Unsqueeze) become one;
+//!    readers read the first. Not merged: graph inputs and outputs, tensors
+//!    read from inside a subgraph, and Conv/ConvTranspose/Gemm biases (a
+//!    shared bias cannot become each reader's int32 bias in `quant`).
+//! 7. **Dead code removed**: nodes nothing reads (not graph outputs, not read
 //!    from any subgraph) and unused initializers. Graph inputs always stay.
 //!
 //! Preserves: graph inputs and outputs (names, types), every node it does not
@@ -38,8 +44,8 @@ use crate::proto::{
 
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
-    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs",
-    matches: "Constant, Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, unused nodes and initializers",
+    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs, merge identical small constants",
+    matches: "Constant, Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -124,7 +130,61 @@ impl Pass for Clean {
                 return Ok(p);
             }
         }
+        let p = merge_identical_constants(model);
+        if !p.is_empty() {
+            return Ok(p);
+        }
         Ok(remove_dead_code(g))
+    }
+}
+
+/// Largest constant (in elements) that rule 6 merges with its duplicates.
+const MERGE_MAX_ELEMENTS: usize = 16;
+
+/// Rule 6: one patch merging every duplicate small constant into the first
+/// initializer with the same content.
+fn merge_identical_constants(model: &Model) -> Vec<Patch> {
+    let g = &model.graph;
+    let mut first: std::collections::HashMap<Vec<u8>, &str> = Default::default();
+    let mut p = Patch::new("identical small constant merged");
+    for (name, t) in &g.initializers {
+        let small = tensor::numel(&t.dims).is_ok_and(|n| n <= MERGE_MAX_ELEMENTS);
+        if !small || tensor::is_external(t) || g.constant(name).is_none() || g.is_graph_output(name)
+        {
+            continue;
+        }
+        let mergeable = g.consumers(name).iter().all(|&r| {
+            let n = &g.nodes[r].proto;
+            let bias = matches!(n.op_type(), "Conv" | "ConvTranspose" | "Gemm")
+                && n.input.get(2).is_some_and(|b| b == name);
+            !bias && !crate::ir::reads(n).1.contains(name)
+        });
+        if !mergeable {
+            continue;
+        }
+        // The content: the message without its name and doc string (equal
+        // values written in different fields are not recognised as equal,
+        // which only leaves them apart).
+        let key = prost::Message::encode_to_vec(&TensorProto {
+            name: None,
+            doc_string: None,
+            ..t.clone()
+        });
+        match first.get(&key) {
+            Some(&kept) => {
+                p.shunts.push((name.clone(), kept.to_string()));
+                p.remove_initializers.push(name.clone());
+                p.count += 1;
+            }
+            None => {
+                first.insert(key, name);
+            }
+        }
+    }
+    if p.count == 0 {
+        vec![]
+    } else {
+        vec![p]
     }
 }
 
