@@ -261,11 +261,41 @@ fn depthwise_conv_feeding_float_ops_stays_float() {
         .unwrap();
     let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
     assert!(s.contains("Cast(wd_q"), "{s}");
+    assert!(s.contains("init   wd_scale: float[16,1,1,1]"), "{s}");
     assert!(s.contains("dw: Conv(a"), "{s}");
     assert!(!s.contains("QuantizeLinear(h2"), "{s}");
     assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// A weight stored as int8 for float compute keeps its per-channel scales
+/// as float16 from 48 channels on (half their bytes, one Cast more): a
+/// 64-channel depthwise Conv gets them, the 16-channel one of the test above
+/// keeps float32. onnx.checker and onnxruntime accept the result and agree.
+#[test]
+fn wide_stored_weights_keep_float16_scales() {
+    let mut dw_attrs = conv_attrs(3);
+    dw_attrs.push(attr_int("group", 64));
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 64, 6, 6])
+        .init_f32("wd", &[64, 1, 3, 3], &weights(64 * 9, 5))
+        .node_with("dw", "Conv", &["x", "wd"], &["y"], dw_attrs)
+        .output("y", &[1, 64, 6, 6])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(s.contains("init   wd_scale_f16: float16[64,1,1,1]"), "{s}");
+    assert!(s.contains("Cast(wd_scale_f16) -> (wd_scale)"), "{s}");
+    assert!(s.contains("Mul(wd_int8_values, wd_scale) -> (wd)"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    let dir = scratch("quant-f16-scales");
+    let input = dir.path().join("dw.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&original.to_proto())).unwrap();
+    let out = dir.path().join("dw.q.onnx");
+    run_passes_verified("quant", &[], &input, &out);
+    assert_ort_matches(&input, &out, &cosine_only("0.999"));
 }
 
 /// A ConvTranspose (its weight stored as int8, computed in float) between
@@ -442,7 +472,7 @@ fn opset_12_is_raised_for_per_channel_or_kept_per_tensor() {
     assert_eq!(raised.opset(), 13);
     // The MatMul weight: one scale per column.
     assert!(
-        dump(&raised.graph).contains("DequantizeLinear(w_q, w_scale, zero_i8_8) -> (w) {axis=1}"),
+        dump(&raised.graph).contains("DequantizeLinear(w_q, w_scale) -> (w) {axis=1}"),
         "{}",
         dump(&raised.graph)
     );
@@ -480,16 +510,18 @@ fn clean_quant_on_real_models() {
         let ratio = std::fs::metadata(&out).unwrap().len() as f64
             / std::fs::metadata(&input).unwrap().len() as f64;
         eprintln!("{name}: {ratio:.3}x\n{stdout}");
-        // silero: sensitive=auto keeps one encoder Conv in float. PP-OCR is
-        // opset 12: raised to 13 for per-channel weights (0.29x: its many
-        // small layers carry scales and Q/DQ nodes). The recogniser on a text
-        // line: int8 weights alone cost 0.03 of cosine there, so the layers
-        // sensitive=auto takes back keep float16 weights (0.34x; 0.27x on
-        // random inputs). The classifier (585 kB) is 9% graph: 0.33x.
+        // Where the weights are float32, at most 0.27x of the float model
+        // (PP-OCR det is opset 12: raised to 13 for per-channel weights;
+        // its many depthwise layers carry scales and biases), except:
+        // silero, whose state output flips under rounding, so sensitive=auto
+        // keeps layers in float; the recogniser on a text line, where int8
+        // weights alone cost 0.03 of cosine, so the layers sensitive=auto
+        // takes back keep float16 weights (0.27x on random inputs); the
+        // classifier (585 kB), 9% graph, which int8 cannot bring below 0.31x.
         let bound = match name {
             n if n.starts_with("silero") => 0.40,
             n if n.starts_with("ch_PP-OCRv4_rec") || n.starts_with("ch_ppocr") => 0.40,
-            _ => 0.30,
+            _ => 0.27,
         };
         if name.starts_with("ch_PP-OCRv4") {
             assert!(stdout.contains("opset raised from 12 to 13"), "{stdout}");
@@ -560,7 +592,7 @@ fn weights_inside_if_bodies_are_quantized() {
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     // Expanded by Cast -> Mul inside the bodies (folded once at load by runtimes).
-    for w in ["W_then_rescale", "W_else_rescale"] {
+    for w in ["W_then_int8_values", "W_else_int8_values"] {
         assert!(body.contains(w), "{w} missing from the bodies");
     }
     let dir = scratch("quant-if-body");

@@ -91,8 +91,21 @@ pub fn quantize_per_channel(
     inner: usize,
     bits: u32,
 ) -> (Vec<i8>, Vec<f32>) {
+    let scales = per_channel_scales(w, outer, channels, inner, bits);
+    let q = quantize_with_scales(w, channels, inner, &scales, bits);
+    (q, scales)
+}
+
+/// The symmetric scale of each channel of a weight laid out as `[outer,
+/// channels, inner]`: its largest magnitude over `2^(bits-1) - 1`.
+pub fn per_channel_scales(
+    w: &[f32],
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    bits: u32,
+) -> Vec<f32> {
     assert_eq!(w.len(), outer * channels * inner);
-    let qmax = (1i32 << (bits - 1)) - 1;
     // Largest magnitude per channel, reading memory in order: each task
     // takes a run of `outer` rows and the partial maxima are merged.
     let row = channels * inner;
@@ -118,9 +131,34 @@ pub fn quantize_per_channel(
             || vec![0f32; channels],
             |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
         );
-    let scales: Vec<f32> = absmax.iter().map(|&m| symmetric_scale(m, bits)).collect();
-    let q = quantize_rows(w, channels, inner, &scales, qmax);
-    (q, scales)
+    absmax.iter().map(|&m| symmetric_scale(m, bits)).collect()
+}
+
+/// Symmetric quantization of `[outer, channels, inner]` with given
+/// per-channel scales (saturating at `+-(2^(bits-1) - 1)`).
+pub fn quantize_with_scales(
+    w: &[f32],
+    channels: usize,
+    inner: usize,
+    scales: &[f32],
+    bits: u32,
+) -> Vec<i8> {
+    assert_eq!(scales.len(), channels);
+    quantize_rows(w, channels, inner, scales, (1i32 << (bits - 1)) - 1)
+}
+
+/// Scales to store as float16, each the nearest float16 (values quantized
+/// with it saturate at most a hair above the range). `None` where a scale
+/// is not a normal float16 (below 2^-14 or above 65504 it would lose
+/// relative precision).
+pub fn f16_scales(scales: &[f32]) -> Option<Vec<half::f16>> {
+    scales
+        .iter()
+        .map(|&s| {
+            let h = half::f16::from_f32(s);
+            (h.is_normal() && h.is_sign_positive()).then_some(h)
+        })
+        .collect()
 }
 
 /// Symmetric signed quantization per block of `block` consecutive elements
@@ -236,6 +274,24 @@ mod tests {
         let (q, s) = quantize_per_channel(&[0.5, -1.0, 0.25, 2.0, 0.0, -0.01], 1, 2, 3, 8);
         assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0]);
         assert_eq!(q, vec![64, -127, 32, 127, 0, -1]);
+    }
+
+    #[test]
+    fn f16_scales_are_the_nearest_and_refuse_what_float16_cannot_hold() {
+        let s = [1.0f32 / 127.0, 0.25, 3.0e-3];
+        let h = f16_scales(&s).unwrap();
+        for (h, s) in h.iter().zip(s) {
+            assert!((h.to_f32() - s).abs() <= s / 2048.0, "{h} {s}");
+        }
+        assert_eq!(h[1].to_f32(), 0.25); // exact where float16 holds it
+        assert_eq!(f16_scales(&[0.1, 1.0e-5]), None); // subnormal in float16
+        assert_eq!(f16_scales(&[7.0e4]), None); // beyond float16's range
+                                                // 1/127 rounds down to 0.0078735: the largest value saturates at 127.
+        let w = [1.0f32, -0.3];
+        let sc = per_channel_scales(&w, 1, 1, 2, 8);
+        let h = f16_scales(&sc).unwrap()[0].to_f32();
+        assert!(h < sc[0]);
+        assert_eq!(quantize_with_scales(&w, 1, 2, &[h], 8), vec![127, -38]);
     }
 
     #[test]

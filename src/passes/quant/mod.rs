@@ -1587,9 +1587,6 @@ fn int8_weight(
     } else {
         vec![]
     };
-    // Symmetric: every weight of this shape of scales shares one zero tensor
-    // (each patch carries it; applying it twice is harmless).
-    let zn = g.fresh_name(&format!("zero_i8_{}", scales.len()));
     let mut p = Patch::new(if axis.is_some() {
         "weight quantized to int8 per channel"
     } else {
@@ -1599,12 +1596,12 @@ fn int8_weight(
     p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
     p.add_initializers
         .push(tensor::from_f32(&sn, &sdims, &scales));
-    p.add_initializers
-        .push(tensor_i8(&zn, &sdims, &vec![0i8; scales.len()]));
     let attrs = axis.map(|a| vec![attr_int("axis", a)]).unwrap_or_default();
-    // Unnamed: its output, the weight's own name, names it.
+    // Unnamed: its output, the weight's own name, names it. Symmetric: no
+    // zero point (optional; 0 by default, of the weight's type int8), which
+    // onnxruntime fuses as it does an explicit zero tensor.
     p.add_nodes
-        .push(node("", "DequantizeLinear", &[&qn, &sn, &zn], &[w], attrs));
+        .push(node("", "DequantizeLinear", &[&qn, &sn], &[w], attrs));
     p.anchor = g.consumers(w).first().copied();
     Ok((p, scales))
 }
@@ -1934,19 +1931,40 @@ fn gather_rows_int4(
     Ok(p)
 }
 
+/// Channels from which a stored weight's scales are kept as float16 (2
+/// bytes each instead of 4, for one more Cast: about 60 bytes).
+const F16_SCALES_MIN_CHANNELS: usize = 48;
+
 /// int8 storage for a weight that no integer kernel reads (LSTM, slices of
-/// it inside If bodies...): `Cast(int8) * scale`, one scale per channel
-/// along `axis` (per tensor with `None`), producing the original name. Plain
-/// float ops, valid at any opset: runtimes fold the constant expression once
-/// at load (onnxruntime does), so the weight costs no time per run, where a
-/// weight-only per-axis DequantizeLinear would run on every inference.
+/// it inside If bodies, short and grouped Convs computed in float...):
+/// `Cast(int8) * scale`, one scale per channel along `axis` (per tensor with
+/// `None`), producing the original name. Plain float ops, valid at any
+/// opset: runtimes fold the constant expression once at load (onnxruntime
+/// does), so the weight costs no time per run, where a weight-only per-axis
+/// DequantizeLinear would run on every inference. With many channels the
+/// scales are stored as float16 (the nearest, and the weight quantized with
+/// the rounded scales, so the product is what was quantized) and expanded by
+/// a Cast of their own. The nodes carry no names (their outputs say what
+/// they are), like the weights' DequantizeLinear nodes.
 pub(crate) fn stored_int8(
     w: &str,
     data: &tensor::F32View,
     axis: Option<usize>,
     fresh: &mut dyn FnMut(&str) -> String,
 ) -> (Vec<TensorProto>, Vec<NodeProto>) {
-    let (q, scales) = symmetric_int8(data, axis);
+    let (o, c, i) = match axis {
+        Some(a) => split_dims(&data.dims, a),
+        None => (1, 1, data.data.len()),
+    };
+    let mut scales = arith::per_channel_scales(&data.data, o, c, i, 8);
+    let half = match axis {
+        Some(_) if c >= F16_SCALES_MIN_CHANNELS => arith::f16_scales(&scales),
+        _ => None,
+    };
+    if let Some(h) = &half {
+        scales = h.iter().map(|v| v.to_f32()).collect();
+    }
+    let q = arith::quantize_with_scales(&data.data, c, i, &scales, 8);
     let qn = fresh(&format!("{w}_q"));
     let sn = fresh(&format!("{w}_scale"));
     let fl = fresh(&format!("{w}_int8_values"));
@@ -1956,22 +1974,26 @@ pub(crate) fn stored_int8(
             .collect(),
         None => vec![],
     };
-    let inits = vec![
-        tensor_i8(&qn, &data.dims, &q),
-        tensor::from_f32(&sn, &sdims, &scales),
-    ];
-    let cast_name = fresh(&format!("{w}_cast"));
-    let mul_name = fresh(&format!("{w}_rescale"));
-    let nodes = vec![
-        node(
-            &cast_name,
-            "Cast",
-            &[&qn],
-            &[&fl],
-            vec![attr_int("to", DataType::Float as i64)],
-        ),
-        node(&mul_name, "Mul", &[&fl, &sn], &[w], vec![]),
-    ];
+    let to_float = || vec![attr_int("to", DataType::Float as i64)];
+    let mut inits = vec![tensor_i8(&qn, &data.dims, &q)];
+    let mut nodes = vec![node("", "Cast", &[&qn], &[&fl], to_float())];
+    match half {
+        Some(h) => {
+            let hn = fresh(&format!("{w}_scale_f16"));
+            inits.push(TensorProto {
+                name: Some(hn.clone()),
+                dims: sdims,
+                data_type: Some(DataType::Float16 as i32),
+                raw_data: Some(Bytes::from(
+                    h.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
+                )),
+                ..Default::default()
+            });
+            nodes.push(node("", "Cast", &[&hn], &[&sn], to_float()));
+        }
+        None => inits.push(tensor::from_f32(&sn, &sdims, &scales)),
+    }
+    nodes.push(node("", "Mul", &[&fl, &sn], &[w], vec![]));
     (inits, nodes)
 }
 
