@@ -298,6 +298,58 @@ fn wide_stored_weights_keep_float16_scales() {
     assert_ort_matches(&input, &out, &cosine_only("0.999"));
 }
 
+/// Weight-only int8 (`activations=none`) leaves every activation in float,
+/// so no integer kernel reads the weights: they are stored (`Cast -> Mul`,
+/// folded once at load, as fast as the float model in onnxruntime) rather
+/// than behind a DequantizeLinear that would run on every inference, and
+/// per channel without raising an opset 11 model to 13. In dynamic mode
+/// (which raises it for MatMuls) a Conv or Gemm weight, which no
+/// MatMulInteger reads, is stored the same way.
+#[test]
+fn weight_only_int8_is_stored_per_channel_at_any_opset() {
+    let original = ModelBuilder::new(11)
+        .input("x", &[1, 8, 6, 6])
+        .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
+        .init_f32("w2", &[16 * 36, 10], &weights(16 * 36 * 10, 2))
+        .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
+        .node("r", "Relu", &["h"], &["a"])
+        .node_with("f", "Flatten", &["a"], &["v"], vec![attr_int("axis", 1)])
+        .node("fc", "Gemm", &["v", "w2"], &["y"])
+        .output("y", &[1, 10])
+        .build()
+        .unwrap();
+    for mode in ["none", "dynamic"] {
+        let params = format!("activations = \"{mode}\"\nsensitive = \"off\"");
+        let (m, s) = snapshot(&original, &params);
+        assert!(!s.contains("DequantizeLinear"), "{mode}: {s}");
+        assert!(
+            s.contains("Mul(w1_int8_values, w1_scale) -> (w1)"),
+            "{mode}: {s}"
+        );
+        assert!(
+            s.contains("init   w1_scale: float[16,1,1,1]"),
+            "{mode}: {s}"
+        );
+        assert!(
+            s.contains("Mul(w2_int8_values, w2_scale) -> (w2)"),
+            "{mode}: {s}"
+        );
+        if mode == "none" {
+            assert_eq!(m.opset(), 11);
+        }
+        let v = verify_quant(&original, &m);
+        assert_eq!(v.status, Status::Passed, "{mode}: {}", v.table());
+    }
+    let dir = scratch("quant-weight-only");
+    let input = dir.path().join("cnn.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&original.to_proto())).unwrap();
+    let out = dir.path().join("cnn.q.onnx");
+    let stdout = run_passes_verified("quant(activations=none)", &[], &input, &out);
+    assert!(!stdout.contains("opset raised"), "{stdout}");
+    assert!(!stdout.contains("per tensor"), "{stdout}");
+    assert_ort_matches(&input, &out, &cosine_only("0.999"));
+}
+
 /// A ConvTranspose (its weight stored as int8, computed in float) between
 /// two int8 Convs reads the float value: onnxruntime would otherwise
 /// quantize its weight per tensor at load.

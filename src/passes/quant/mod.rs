@@ -327,7 +327,7 @@ impl Pass for Quant {
         }
         let opset = model.opset();
         let per_channel = self.params.per_channel && opset >= 13;
-        if self.params.per_channel && !per_channel {
+        if self.params.per_channel && !per_channel && self.params.activations != "none" {
             ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor (quant(opset=auto) raises the opset)"));
         }
         let int4 = self.params.weights == "int4" && opset >= 21;
@@ -577,13 +577,31 @@ impl Pass for Quant {
                         Use::Stored(a) => *a,
                     })
                     .collect();
-                let axis = (per_channel && axes.iter().all(|&a| a == axes[0])).then(|| axes[0]);
-                storable.insert(w.clone(), Fallback::Stored(axis.map(|a| a as usize)));
-                let (patch, scales) = int8_weight(model, w, &data, axis)?;
-                let scale_name = patch.add_initializers[1].name().to_string();
-                weight_scales.insert(w.clone(), (scales, scale_name));
-                weight_patch.insert(w.clone(), patches.len());
-                patch
+                let same = axes.iter().all(|&a| a == axes[0]);
+                // Per-axis DequantizeLinear needs opset 13; storage does not.
+                let stored_axis = (self.params.per_channel && same).then(|| axes[0] as usize);
+                let axis = (per_channel && same).then(|| axes[0]);
+                storable.insert(
+                    w.clone(),
+                    Fallback::Stored(if mode == "static" {
+                        axis.map(|a| a as usize)
+                    } else {
+                        stored_axis
+                    }),
+                );
+                if mode == "static" {
+                    let (patch, scales) = int8_weight(model, w, &data, axis)?;
+                    let scale_name = patch.add_initializers[1].name().to_string();
+                    weight_scales.insert(w.clone(), (scales, scale_name));
+                    weight_patch.insert(w.clone(), patches.len());
+                    patch
+                } else {
+                    // No integer kernel reads it (activations stay float
+                    // around it): stored, expanded once at load, where a
+                    // weight-only DequantizeLinear would run on every
+                    // inference (slower than the float model).
+                    stored_weight(model, w, &data, stored_axis)?
+                }
             };
             patches.push(patch);
             drop(data);
@@ -902,7 +920,9 @@ impl Quant {
         let from = model.opset();
         let need = if self.params.weights == "int4" {
             21
-        } else if self.params.per_channel {
+        } else if self.params.per_channel && self.params.activations != "none" {
+            // Per-axis DequantizeLinear; weight-only int8 is stored as
+            // `Cast -> Mul`, per channel at any opset.
             13
         } else {
             0
