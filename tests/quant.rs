@@ -269,6 +269,19 @@ fn depthwise_conv_feeding_float_ops_stays_float() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// `run --passes PASSES` on a built model through the CLI (verified), then
+/// onnx.checker and onnxruntime on the result (cosine 0.999 per output).
+/// Returns the summary printed.
+fn cli_matches_ort(original: &Model, passes: &str) -> String {
+    let dir = scratch("quant-cli");
+    let input = dir.path().join("model.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&original.to_proto())).unwrap();
+    let out = dir.path().join("model.q.onnx");
+    let stdout = run_passes_verified(passes, &[], &input, &out);
+    assert_ort_matches(&input, &out, &cosine_only("0.999"));
+    stdout
+}
+
 /// A weight stored as int8 for float compute keeps its per-channel scales
 /// as float16 from 48 channels on (half their bytes, one Cast more): a
 /// 64-channel depthwise Conv gets them, the 16-channel one of the test above
@@ -290,12 +303,7 @@ fn wide_stored_weights_keep_float16_scales() {
     assert!(s.contains("Mul(wd_int8_values, wd_scale) -> (wd)"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
-    let dir = scratch("quant-f16-scales");
-    let input = dir.path().join("dw.onnx");
-    std::fs::write(&input, prost::Message::encode_to_vec(&original.to_proto())).unwrap();
-    let out = dir.path().join("dw.q.onnx");
-    run_passes_verified("quant", &[], &input, &out);
-    assert_ort_matches(&input, &out, &cosine_only("0.999"));
+    cli_matches_ort(&original, "quant");
 }
 
 /// Weight-only int8 (`activations=none`) leaves every activation in float,
@@ -340,14 +348,9 @@ fn weight_only_int8_is_stored_per_channel_at_any_opset() {
         let v = verify_quant(&original, &m);
         assert_eq!(v.status, Status::Passed, "{mode}: {}", v.table());
     }
-    let dir = scratch("quant-weight-only");
-    let input = dir.path().join("cnn.onnx");
-    std::fs::write(&input, prost::Message::encode_to_vec(&original.to_proto())).unwrap();
-    let out = dir.path().join("cnn.q.onnx");
-    let stdout = run_passes_verified("quant(activations=none)", &[], &input, &out);
+    let stdout = cli_matches_ort(&original, "quant(activations=none)");
     assert!(!stdout.contains("opset raised"), "{stdout}");
     assert!(!stdout.contains("per tensor"), "{stdout}");
-    assert_ort_matches(&input, &out, &cosine_only("0.999"));
 }
 
 /// A ConvTranspose (its weight stored as int8, computed in float) between
