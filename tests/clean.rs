@@ -197,30 +197,22 @@ fn shared_constants_are_not_copied_by_folding() {
 /// Conv's bias its own int32 tensor).
 #[test]
 fn identical_small_constants_are_merged() {
-    let scalar = |v: f32| onnx_squeeze::ir::tensor::from_f32("", &[], &[v]);
-    let mut b = ModelBuilder::new(17)
+    let original = ModelBuilder::new(17)
         .input("x", &[1, 2, 4, 2])
         .init_f32("w", &[2, 2, 1, 1], &[1.0, -0.5, 0.25, 2.0])
         .init_f32("b", &[2], &[0.0, 6.0])
         .init_f32("k", &[2], &[0.0, 6.0])
+        .init_f32("lo1", &[], &[0.0])
+        .init_f32("hi1", &[], &[6.0])
+        .init_f32("lo2", &[], &[0.0])
+        .init_f32("hi2", &[], &[6.0])
         .node("clip1", "Clip", &["x", "lo1", "hi1"], &["a"])
         .node("conv", "Conv", &["a", "w", "b"], &["c"])
         .node("clip2", "Clip", &["c", "lo2", "hi2"], &["d"])
         .node("add", "Add", &["d", "k"], &["y"])
         .output("y", &[1, 2, 4, 2])
-        .proto();
-    let g = b.graph.as_mut().unwrap();
-    for (name, v) in [("lo1", 0.0), ("hi1", 6.0), ("lo2", 0.0), ("hi2", 6.0)] {
-        g.initializer.push(onnx_squeeze::proto::TensorProto {
-            name: Some(name.into()),
-            ..scalar(v)
-        });
-    }
-    let original = Model::from_proto(
-        b,
-        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
-    )
-    .unwrap();
+        .build()
+        .unwrap();
     let mut m = original.clone();
     let r = clean(&mut m);
     assert_eq!(

@@ -270,16 +270,22 @@ fn depthwise_conv_feeding_float_ops_stays_float() {
 }
 
 /// `run --passes PASSES` on a built model through the CLI (verified), then
-/// onnx.checker and onnxruntime on the result (cosine 0.999 per output).
+/// onnx.checker and onnxruntime on the result (`min_cosine` per output).
 /// Returns the summary printed.
-fn cli_matches_ort(original: &Model, passes: &str) -> String {
+fn cli_matches_ort(original: &Model, passes: &str, min_cosine: &str) -> String {
     let dir = scratch("quant-cli");
-    let input = dir.path().join("model.onnx");
-    std::fs::write(&input, prost::Message::encode_to_vec(&original.to_proto())).unwrap();
+    let input = write_model(dir.path(), "model.onnx", original);
     let out = dir.path().join("model.q.onnx");
     let stdout = run_passes_verified(passes, &[], &input, &out);
-    assert_ort_matches(&input, &out, &cosine_only("0.999"));
+    assert_ort_matches(&input, &out, &cosine_only(min_cosine));
     stdout
+}
+
+/// A built model written as `dir/name`, for the CLI.
+fn write_model(dir: &std::path::Path, name: &str, m: &Model) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, prost::Message::encode_to_vec(&m.to_proto())).unwrap();
+    path
 }
 
 /// A weight stored as int8 for float compute keeps its per-channel scales
@@ -303,7 +309,7 @@ fn wide_stored_weights_keep_float16_scales() {
     assert!(s.contains("Mul(wd_int8_values, wd_scale) -> (wd)"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
-    cli_matches_ort(&original, "quant");
+    cli_matches_ort(&original, "quant", "0.999");
 }
 
 /// Weight-only int8 (`activations=none`) leaves every activation in float,
@@ -348,7 +354,7 @@ fn weight_only_int8_is_stored_per_channel_at_any_opset() {
         let v = verify_quant(&original, &m);
         assert_eq!(v.status, Status::Passed, "{mode}: {}", v.table());
     }
-    let stdout = cli_matches_ort(&original, "quant(activations=none)");
+    let stdout = cli_matches_ort(&original, "quant(activations=none)", "0.999");
     assert!(!stdout.contains("opset raised"), "{stdout}");
     assert!(!stdout.contains("per tensor"), "{stdout}");
 }
@@ -688,7 +694,6 @@ fn constant_node_weights_are_quantized_without_clean() {
 /// and onnxruntime agree with the float model.
 #[test]
 fn int4_embedding_blocks_run_in_tract_and_onnxruntime() {
-    use prost::Message;
     let original = matmul_model(17);
     let (m, s) = snapshot(
         &original,
@@ -701,17 +706,11 @@ fn int4_embedding_blocks_run_in_tract_and_onnxruntime() {
     assert!(s.contains("uint8[100,4,8]"), "packed table: {s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
-    let dir = scratch("quant-int4-gather");
-    let input = dir.path().join("matmul_embedding.onnx");
-    std::fs::write(&input, original.to_proto().encode_to_vec()).unwrap();
-    let out = dir.path().join("int4.onnx");
-    run_passes_verified(
+    cli_matches_ort(
+        &original,
         "quant(activations=none,weights=int4,block_size=16)",
-        &[],
-        &input,
-        &out,
+        "0.98",
     );
-    assert_ort_matches(&input, &out, &cosine_only("0.98"));
 }
 
 /// Static placement: an op of the passthrough list joins the int8 region
@@ -911,10 +910,8 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
 /// difference between 0.75x and 0.25x), checked by onnxruntime too.
 #[test]
 fn int4_table_taken_back_keeps_int8_rows() {
-    use prost::Message;
     let dir = scratch("quant-int4-back");
-    let input = dir.path().join("m.onnx");
-    std::fs::write(&input, matmul_model(17).to_proto().encode_to_vec()).unwrap();
+    let input = write_model(dir.path(), "m.onnx", &matmul_model(17));
     let out = dir.path().join("o.onnx");
     let s = run_passes_verified(
         "quant(activations=none,weights=int4,block_size=16)",
@@ -1037,10 +1034,8 @@ fn sensitive_auto_on_nested_ifs_measures_the_right_model() {
 /// calibration itself fail.
 #[test]
 fn reference_samples_of_other_types_do_not_break_calibration() {
-    use prost::Message;
     let dir = scratch("quant-int32-ids");
-    let input = dir.path().join("m.onnx");
-    std::fs::write(&input, matmul_model(17).to_proto().encode_to_vec()).unwrap();
+    let input = write_model(dir.path(), "m.onnx", &matmul_model(17));
     let inputs = dir.path().join("ids32.npz");
     write_npz(
         &inputs,

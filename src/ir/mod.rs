@@ -253,6 +253,31 @@ impl Graph {
         }
     }
 
+    /// Add a node to the indices (not yet connected: see [`Graph::connect_new`]).
+    fn add_node(&mut self, proto: NodeProto, order: (u64, u64)) -> NodeId {
+        let id = self.nodes.add_node(Node { proto, order });
+        self.index_outputs(id);
+        self.index_reads(id);
+        id
+    }
+
+    /// Connect nodes just added: to their producers, and the readers of the
+    /// values they define to them (an added node may define the name of a
+    /// removed initializer or node).
+    fn connect_new(&mut self, added: &[NodeId]) {
+        let mut ids: Vec<NodeId> = added.to_vec();
+        for &id in added {
+            for o in &self.nodes[id].proto.output {
+                ids.extend_from_slice(self.readers_of(o));
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            self.connect(id);
+        }
+    }
+
     /// Change a node's protobuf in place, keeping the indices and its
     /// incoming edges right (its outputs must stay as they are).
     fn edit_node(&mut self, id: NodeId, edit: impl FnOnce(&mut NodeProto)) {
@@ -431,8 +456,12 @@ impl Graph {
 
     /// Whether anything defines `value`.
     pub fn is_defined(&self, value: &str) -> bool {
-        self.producers.contains_key(value)
-            || self.initializers.contains_key(value)
+        self.producers.contains_key(value) || self.defined_outside_nodes(value)
+    }
+
+    /// Whether an initializer, sparse initializer or graph input defines `value`.
+    fn defined_outside_nodes(&self, value: &str) -> bool {
+        self.initializers.contains_key(value)
             || self.is_graph_input(value)
             || self
                 .rest
@@ -667,22 +696,12 @@ impl Graph {
     /// [`Graph::validate`] restricted to what a patch touched, on a graph
     /// that was valid before it.
     fn validate_touched(&self, t: &Touched) -> std::result::Result<(), IrError> {
-        let sparse = |v: &str| {
-            self.rest
-                .sparse_initializer
-                .iter()
-                .any(|s| s.values.as_ref().is_some_and(|x| x.name() == v))
-        };
         for &id in &t.added {
             let Some(n) = self.nodes.node_weight(id) else {
                 continue;
             };
             for o in n.proto.output.iter().filter(|o| !o.is_empty()) {
-                if self.producers.get(o) != Some(&id)
-                    || self.initializers.contains_key(o)
-                    || self.is_graph_input(o)
-                    || sparse(o)
-                {
+                if self.producers.get(o) != Some(&id) || self.defined_outside_nodes(o) {
                     return Err(IrError::DuplicateDefinition { value: o.clone() });
                 }
             }
@@ -781,31 +800,13 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
         g.edit_node(*id, |p| p.attribute = attrs.clone());
         t.nodes.push(*id);
     }
-    let mut defined: Vec<String> = Vec::new();
     for n in &patch.add_nodes {
         let order = g.next_order(anchor);
-        let id = g.nodes.add_node(Node {
-            proto: n.clone(),
-            order,
-        });
-        g.index_outputs(id);
-        g.index_reads(id);
-        defined.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+        let id = g.add_node(n.clone(), order);
         t.added.push(id);
         t.nodes.push(id);
     }
-    // Readers of values that gained a producer (an added node may define a
-    // removed initializer's name) are connected to it, and the added nodes
-    // to their producers.
-    let mut reconnect: Vec<NodeId> = t.added.clone();
-    for v in &defined {
-        reconnect.extend_from_slice(g.readers_of(v));
-    }
-    reconnect.sort();
-    reconnect.dedup();
-    for id in reconnect {
-        g.connect(id);
-    }
+    g.connect_new(&t.added);
     for (old, new) in &patch.shunts {
         if g.is_graph_output(old) {
             let renamable = g.producer(new).is_some()
@@ -818,23 +819,15 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
                 t.gone.push(new.clone());
             } else {
                 let order = g.next_order(anchor);
-                let id = g.nodes.add_node(Node {
-                    proto: NodeProto {
-                        input: vec![new.clone()],
-                        output: vec![old.clone()],
-                        name: Some(format!("{old}_identity")),
-                        op_type: Some("Identity".into()),
-                        ..Default::default()
-                    },
-                    order,
-                });
-                g.index_outputs(id);
-                g.index_reads(id);
-                let mut reconnect = vec![id];
-                reconnect.extend_from_slice(g.readers_of(old));
-                for r in reconnect {
-                    g.connect(r);
-                }
+                let identity = NodeProto {
+                    input: vec![new.clone()],
+                    output: vec![old.clone()],
+                    name: Some(format!("{old}_identity")),
+                    op_type: Some("Identity".into()),
+                    ..Default::default()
+                };
+                let id = g.add_node(identity, order);
+                g.connect_new(&[id]);
                 t.added.push(id);
                 t.nodes.push(id);
             }

@@ -241,6 +241,25 @@ pub fn from_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
     }
 }
 
+/// A float16 `TensorProto` with little-endian `raw_data`.
+pub fn from_f16(
+    name: &str,
+    dims: &[i64],
+    data: impl IntoIterator<Item = half::f16>,
+) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float16 as i32),
+        raw_data: Some(Bytes::from(
+            data.into_iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )),
+        ..Default::default()
+    }
+}
+
 /// Check that a tensor's stored payload has the size its type and dims need
 /// (external payloads: the declared length, and that it fits in `file_len`
 /// when known). Catches truncated and malformed models at load time.

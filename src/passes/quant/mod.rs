@@ -2000,15 +2000,7 @@ pub(crate) fn stored_int8(
     match half {
         Some(h) => {
             let hn = fresh(&format!("{w}_scale_f16"));
-            inits.push(TensorProto {
-                name: Some(hn.clone()),
-                dims: sdims,
-                data_type: Some(DataType::Float16 as i32),
-                raw_data: Some(Bytes::from(
-                    h.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
-                )),
-                ..Default::default()
-            });
+            inits.push(tensor::from_f16(&hn, &sdims, h));
             nodes.push(node("", "Cast", &[&hn], &[&sn], to_float()));
         }
         None => inits.push(tensor::from_f32(&sn, &sdims, &scales)),
@@ -2025,18 +2017,11 @@ fn stored_f16(model: &Model, w: &str, data: &tensor::F32View) -> Patch {
     let hn = g.fresh_name(&format!("{w}_f16"));
     let mut p = Patch::new("weight stored as float16 (expanded once at load)");
     p.remove_initializers.push(w.to_string());
-    p.add_initializers.push(TensorProto {
-        name: Some(hn.clone()),
-        dims: data.dims.clone(),
-        data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(Bytes::from(
-            data.data
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect::<Vec<_>>(),
-        )),
-        ..Default::default()
-    });
+    p.add_initializers.push(tensor::from_f16(
+        &hn,
+        &data.dims,
+        data.data.iter().map(|&v| half::f16::from_f32(v)),
+    ));
     p.add_nodes.push(node(
         &g.fresh_name(&format!("{w}_cast")),
         "Cast",
