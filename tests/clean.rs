@@ -230,6 +230,65 @@ fn identical_small_constants_are_merged() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// Large constants inside If bodies move to the main graph's initializers,
+/// where weight passes see them: the body initializer and the Constant node
+/// that both define `W` (sibling branches may reuse a name, the main graph
+/// may not: both get fresh names, and their readers follow). The 16-element
+/// `shift` and the tables the branches return stay where they are. Both
+/// branches compute as before, in tract and in onnxruntime.
+#[test]
+fn large_body_constants_move_to_the_main_graph() {
+    let s = snapshot_of("if_sibling_names.onnx");
+    insta::assert_snapshot!(s);
+    let input = fixture("if_sibling_names.onnx");
+    let (original, _) = Model::load(&input).unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("constant in a body moved to the main graph"),
+        Some(&2),
+        "{:?}",
+        r.changes
+    );
+    let names: Vec<&str> = m.graph.initializers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["W_1", "W_2"]);
+    let after = dump(&m.graph);
+    for kept in [
+        "node   shift: Constant()",
+        "node   then_table: Constant()",
+        "node   else_table: Constant()",
+    ] {
+        assert!(
+            after.contains(kept),
+            "{kept} must stay in its body:\n{after}"
+        );
+    }
+    let dir = scratch("clean-hoist");
+    let out = dir.path().join("hoisted.onnx");
+    std::fs::write(&out, prost::Message::encode_to_vec(&m.to_proto())).unwrap();
+    for flag in ["True", "False"] {
+        let inputs = dir.path().join(format!("{flag}.npz"));
+        write_npz(
+            &inputs,
+            &format!("np.savez(out, x=np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8), flag=np.array({flag}))"),
+        );
+        let opts = VerifyOptions {
+            inputs: Some(inputs.clone()),
+            ..Default::default()
+        };
+        let v = verify(&original, &m, &opts);
+        assert_eq!(v.status, Status::Passed, "flag={flag}: {}", v.table());
+        assert_ort_matches(
+            &input,
+            &out,
+            &[
+                "--inputs".to_string(),
+                inputs.to_string_lossy().into_owned(),
+            ],
+        );
+    }
+}
+
 #[test]
 fn batchnorm_is_not_folded_when_conv_output_has_another_reader() {
     let mut m = ModelBuilder::new(17)

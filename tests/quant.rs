@@ -986,18 +986,6 @@ fn tolerance(min_cosine: &str, atol: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Writes `script` (Python, numpy as np, `out` the path) to an .npz.
-fn write_npz(out: &std::path::Path, script: &str) {
-    let o = std::process::Command::new(python())
-        .args([
-            "-c",
-            &format!("import numpy as np\nout = r'{}'\n{script}", out.display()),
-        ])
-        .output()
-        .expect("spawn python");
-    assert!(o.status.success(), "{}", text(&o.stderr));
-}
-
 /// With `sr` fixed, verification inlines the outer If of `nested_if.onnx`,
 /// whose output `y` then comes from the inner If. `sensitive=auto` builds its
 /// candidates on that copy: the outer If's body-weight patch must not land

@@ -6,13 +6,15 @@
 //! node   conv1: Conv(image, conv1.weight, conv1.bias) -> (c1) {kernel_shape=[3,3], pads=[1,1,1,1]}
 //! output logits: float[N,10]
 //! ```
+//!
+//! The bodies of If/Loop/Scan nodes follow their node, indented.
 
 use std::fmt::Write;
 
 use super::{tensor, Graph};
 use crate::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto,
-    TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto, GraphProto,
+    NodeProto, TensorProto, ValueInfoProto,
 };
 
 /// Text dump of a graph: inputs, initializers, nodes in export order, outputs.
@@ -25,30 +27,57 @@ pub fn dump(g: &Graph) -> String {
         let _ = writeln!(s, "init   {}: {}", t.name(), tensor_type(t));
     }
     for id in g.topo_order() {
-        let n = &g.nodes[id].proto;
-        let op = if matches!(n.domain(), "" | "ai.onnx") {
-            n.op_type().to_string()
-        } else {
-            format!("{}:{}", n.domain(), n.op_type())
-        };
-        let attrs: Vec<String> = n.attribute.iter().map(attr).collect();
-        let _ = write!(
-            s,
-            "node   {}: {}({}) -> ({})",
-            if n.name().is_empty() { "_" } else { n.name() },
-            op,
-            n.input.join(", "),
-            n.output.join(", ")
-        );
-        if !attrs.is_empty() {
-            let _ = write!(s, " {{{}}}", attrs.join(", "));
-        }
-        s.push('\n');
+        node_line(&g.nodes[id].proto, "", &mut s);
     }
     for o in &g.rest.output {
         let _ = writeln!(s, "output {}: {}", o.name(), value_type(o));
     }
     s
+}
+
+/// One node's line, then the bodies it holds (If/Loop/Scan), indented
+/// under it by two more spaces.
+fn node_line(n: &NodeProto, indent: &str, s: &mut String) {
+    let op = if matches!(n.domain(), "" | "ai.onnx") {
+        n.op_type().to_string()
+    } else {
+        format!("{}:{}", n.domain(), n.op_type())
+    };
+    let attrs: Vec<String> = n.attribute.iter().map(attr).collect();
+    let _ = write!(
+        s,
+        "{indent}node   {}: {}({}) -> ({})",
+        if n.name().is_empty() { "_" } else { n.name() },
+        op,
+        n.input.join(", "),
+        n.output.join(", ")
+    );
+    if !attrs.is_empty() {
+        let _ = write!(s, " {{{}}}", attrs.join(", "));
+    }
+    s.push('\n');
+    for a in &n.attribute {
+        for g in a.g.iter().chain(&a.graphs) {
+            let _ = writeln!(s, "{indent}  {} '{}':", a.name(), g.name());
+            body(g, &format!("{indent}    "), s);
+        }
+    }
+}
+
+/// A body in the order it is stored: inputs, initializers, nodes, outputs.
+fn body(g: &GraphProto, indent: &str, s: &mut String) {
+    for i in &g.input {
+        let _ = writeln!(s, "{indent}input  {}: {}", i.name(), value_type(i));
+    }
+    for t in &g.initializer {
+        let _ = writeln!(s, "{indent}init   {}: {}", t.name(), tensor_type(t));
+    }
+    for n in &g.node {
+        node_line(n, indent, s);
+    }
+    for o in &g.output {
+        let _ = writeln!(s, "{indent}output {}: {}", o.name(), value_type(o));
+    }
 }
 
 fn dtype_name(code: i32) -> String {

@@ -5,7 +5,11 @@
 //!
 //! 1. **Constant nodes to initializers.** `Constant(value=T) -> c` becomes the
 //!    initializer `c`. Several exporters keep every weight in Constant nodes,
-//!    which quantizers cannot see.
+//!    which quantizers cannot see. Inside If/Loop/Scan bodies, Constant
+//!    nodes and body initializers of more than 16 elements (at any depth)
+//!    move to the main graph's initializers, read by the bodies from the
+//!    outer scope, so weight passes see them like any other weight (a name
+//!    the model defines twice, as sibling branches may, is made unique).
 //! 2. **Identity and inference-mode Dropout removed.** `y = Identity(x)`:
 //!    readers of `y` read `x`. A graph output keeps its name (the producer of
 //!    `x` is renamed instead); where that is impossible the node stays.
@@ -31,21 +35,23 @@
 //! Cost in fidelity: float rounding only (BN folding and constant folding
 //! reorder float operations).
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::{ensure, Result};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
-use crate::ir::{tensor, Graph, Model, NodeId};
+use crate::ir::{tensor, walk, Graph, Model, NodeId};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
 use crate::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, TensorProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, TensorProto,
 };
 
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
     summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs, merge identical small constants",
-    matches: "Constant, Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers",
+    matches: "Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -104,7 +110,8 @@ impl Pass for Clean {
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let g = &model.graph;
-        let p = constants_to_initializers(g);
+        let mut p = constants_to_initializers(g);
+        p.extend(hoist_body_constants(g));
         if !p.is_empty() {
             return Ok(p);
         }
@@ -145,7 +152,7 @@ const MERGE_MAX_ELEMENTS: usize = 16;
 /// initializer with the same content.
 fn merge_identical_constants(model: &Model) -> Vec<Patch> {
     let g = &model.graph;
-    let mut first: std::collections::HashMap<Vec<u8>, &str> = Default::default();
+    let mut first: HashMap<Vec<u8>, &str> = Default::default();
     let mut p = Patch::new("identical small constant merged");
     for (name, t) in &g.initializers {
         let small = tensor::numel(&t.dims).is_ok_and(|n| n <= MERGE_MAX_ELEMENTS);
@@ -259,6 +266,159 @@ pub fn constants_to_initializers(g: &Graph) -> Vec<Patch> {
     out
 }
 
+/// Smallest constant (in elements) that rule 1 moves out of a body.
+const HOIST_MIN_ELEMENTS: usize = MERGE_MAX_ELEMENTS + 1;
+
+/// Rule 1 inside If/Loop/Scan bodies: one patch per node holding bodies,
+/// moving their large constants (Constant nodes and body initializers of
+/// more than [`MERGE_MAX_ELEMENTS`] elements, at any depth) to the main
+/// graph's initializers. Bodies read them from the outer scope, which ONNX
+/// allows; a name defined more than once in the model (sibling branches may
+/// reuse one) gets a fresh name, and the readers in its body follow. Not
+/// moved: constants a body returns as an output.
+fn hoist_body_constants(g: &Graph) -> Vec<Patch> {
+    let mut defined: HashMap<String, usize> = HashMap::new();
+    for name in g.initializers.keys() {
+        *defined.entry(name.clone()).or_default() += 1;
+    }
+    for id in g.nodes.node_indices() {
+        for sg in walk::subgraphs(&g.nodes[id].proto) {
+            count_definitions(sg, &mut defined);
+        }
+    }
+    let mut used = g.all_names();
+    let mut out = Vec::new();
+    for id in g.nodes.node_indices() {
+        let n = &g.nodes[id];
+        if !n.is_onnx()
+            || !matches!(n.op(), "If" | "Loop" | "Scan")
+            || walk::subgraphs(&n.proto).next().is_none()
+        {
+            continue;
+        }
+        let mut attrs = n.proto.attribute.clone();
+        let mut hoisted = Vec::new();
+        for a in &mut attrs {
+            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                hoist_from(sg, &defined, &mut used, &mut hoisted);
+            }
+        }
+        if hoisted.is_empty() {
+            continue;
+        }
+        let mut p = Patch::new("constant in a body moved to the main graph");
+        p.anchor = Some(id);
+        p.count = hoisted.len();
+        p.replace_attributes.push((id, attrs));
+        p.add_initializers = hoisted;
+        out.push(p);
+    }
+    out
+}
+
+/// How many times each name is defined in `g` and the bodies inside it.
+fn count_definitions(g: &GraphProto, out: &mut HashMap<String, usize>) {
+    let names = g
+        .input
+        .iter()
+        .map(|v| v.name())
+        .chain(g.initializer.iter().map(|t| t.name()))
+        .chain(
+            g.node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        );
+    for name in names.filter(|s| !s.is_empty()) {
+        *out.entry(name.to_string()).or_default() += 1;
+    }
+    for n in &g.node {
+        for sg in walk::subgraphs(n) {
+            count_definitions(sg, out);
+        }
+    }
+}
+
+/// Move the large constants of body `g` (and of the bodies inside it) to
+/// `out`, renaming those whose name is not unique in the model.
+fn hoist_from(
+    g: &mut GraphProto,
+    defined: &HashMap<String, usize>,
+    used: &mut HashSet<String>,
+    out: &mut Vec<TensorProto>,
+) {
+    for n in &mut g.node {
+        for a in &mut n.attribute {
+            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                hoist_from(sg, defined, used, out);
+            }
+        }
+    }
+    let returned: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
+    let large = |t: &TensorProto| {
+        tensor::numel(&t.dims).is_ok_and(|k| k >= HOIST_MIN_ELEMENTS)
+            && !returned.contains(t.name())
+    };
+    let mut moved = Vec::new();
+    let mut kept = Vec::with_capacity(g.initializer.len());
+    for t in std::mem::take(&mut g.initializer) {
+        if large(&t) {
+            moved.push(t);
+        } else {
+            kept.push(t);
+        }
+    }
+    g.initializer = kept;
+    let mut kept = Vec::with_capacity(g.node.len());
+    for n in std::mem::take(&mut g.node) {
+        let value = (n.op_type() == "Constant" && matches!(n.domain(), "" | "ai.onnx"))
+            .then(|| constant_value(&n))
+            .flatten()
+            .filter(|t| large(t));
+        match value {
+            Some(t) => moved.push(t),
+            None => kept.push(n),
+        }
+    }
+    g.node = kept;
+    if moved.is_empty() {
+        return;
+    }
+    let mut renames = HashMap::new();
+    for t in &mut moved {
+        let name = t.name().to_string();
+        if defined.get(&name).copied().unwrap_or(0) > 1 {
+            let fresh = walk::unique_name(used, &name);
+            t.name = Some(fresh.clone());
+            renames.insert(name, fresh);
+        }
+    }
+    let gone: HashSet<&str> = moved.iter().map(|t| t.name()).collect();
+    g.value_info
+        .retain(|v| !gone.contains(v.name()) && !renames.contains_key(v.name()));
+    if !renames.is_empty() {
+        rename_reads(g, &renames);
+    }
+    out.append(&mut moved);
+}
+
+/// Rename what the nodes of `g` (and of the bodies inside it) read. ONNX
+/// forbids a body to redefine an outer name, so every read of a renamed name
+/// in this scope is a read of the renamed value.
+fn rename_reads(g: &mut GraphProto, renames: &HashMap<String, String>) {
+    for n in &mut g.node {
+        for i in &mut n.input {
+            if let Some(new) = renames.get(i.as_str()) {
+                *i = new.clone();
+            }
+        }
+        for a in &mut n.attribute {
+            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                rename_reads(sg, renames);
+            }
+        }
+    }
+}
+
 /// Whether Dropout `n` is the identity on its first output at inference.
 fn dropout_is_identity(model: &Model, id: NodeId) -> bool {
     let g = &model.graph;
@@ -350,7 +510,7 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
             .edges_directed(prod, Direction::Outgoing)
             .filter(|e| e.weight().value == *x)
             .map(|e| e.target())
-            .collect::<std::collections::HashSet<_>>();
+            .collect::<HashSet<_>>();
         if readers.len() != 1 {
             continue;
         }
@@ -516,7 +676,7 @@ fn fold_into_gemm(
 
 /// Nodes no graph output depends on, and initializers no node reads.
 fn remove_dead_code(g: &Graph) -> Vec<Patch> {
-    let mut live = std::collections::HashSet::new();
+    let mut live = HashSet::new();
     let mut stack: Vec<NodeId> = g
         .rest
         .output
@@ -541,7 +701,7 @@ fn remove_dead_code(g: &Graph) -> Vec<Patch> {
             out.push(p);
         }
     }
-    let mut read = std::collections::HashSet::new();
+    let mut read = HashSet::new();
     for id in &live {
         let (d, i) = crate::ir::reads(&g.nodes[*id].proto);
         read.extend(d);

@@ -65,6 +65,7 @@ pub fn real_models(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
     };
     vec![
         ("silero_vad_16k_op15.onnx", npz("silero_vad_16k_op15.npz")),
+        ("silero_vad.onnx", npz("silero_vad.npz")),
         (
             "ch_PP-OCRv4_det_infer.onnx",
             npz("ch_PP-OCRv4_det_infer.npz"),
@@ -183,4 +184,16 @@ pub fn cosine_only(min_cosine: &str) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+
+/// Writes `script` (Python, numpy as np, `out` the path) to an .npz.
+pub fn write_npz(out: &std::path::Path, script: &str) {
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            &format!("import numpy as np\nout = r'{}'\n{script}", out.display()),
+        ])
+        .output()
+        .expect("spawn python");
+    assert!(o.status.success(), "{}", text(&o.stderr));
 }
