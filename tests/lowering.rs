@@ -311,3 +311,50 @@ fn tract_as_verification_runs_it_agrees_with_onnxruntime_on_real_models() {
         }
     }
 }
+
+/// An If decided by a shape, whose branches yield different shapes: tract
+/// cannot type it as it is. The verifier specialises the copies it runs to
+/// the samples' shapes (the condition folds, the branch taken is inlined)
+/// and says that only that branch was checked.
+#[test]
+fn an_if_decided_by_a_shape_is_verified_on_the_branch_it_takes() {
+    use onnx_squeeze::verify::{verify, Status, VerifyOptions};
+    let (m, _) = Model::load(&fixture("if_on_shape.onnx")).unwrap();
+    for batch in [1usize, 3] {
+        let opts = VerifyOptions {
+            dims: [("batch".to_string(), batch)].into(),
+            ..Default::default()
+        };
+        let v = verify(&m, &m, &opts);
+        assert_eq!(v.status, Status::Passed, "batch {batch}: {}", v.table());
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("1 If node(s) decided by the shapes of the samples")),
+            "batch {batch}: {:?}",
+            v.notes
+        );
+    }
+}
+
+/// ONNX lets nodes share a name (exporters that inline functions repeat
+/// `anon`); tract refuses repeated Constant node names. The copy handed to
+/// tract renames the repeats.
+#[test]
+fn repeated_node_names_are_verified() {
+    use onnx_squeeze::ir::builder::{attr_tensor, ModelBuilder};
+    use onnx_squeeze::ir::tensor::from_f32;
+    use onnx_squeeze::verify::{verify, Status};
+    let constant = |v: f32| vec![attr_tensor("value", from_f32("", &[], &[v]))];
+    let m = ModelBuilder::new(17)
+        .input("x", &[2, 3])
+        .node_with("anon", "Constant", &[], &["two"], constant(2.0))
+        .node_with("anon", "Constant", &[], &["half"], constant(0.5))
+        .node("anon", "Mul", &["x", "two"], &["a"])
+        .node("anon", "Add", &["a", "half"], &["y"])
+        .output("y", &[2, 3])
+        .build()
+        .unwrap();
+    let v = verify(&m, &m, &Default::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

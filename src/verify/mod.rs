@@ -232,8 +232,8 @@ impl Reference {
             mut notes,
         } = inputs;
         // Specialise If models on inputs that are the same in every sample.
-        let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
-        let (fixed, run_samples) = split_fixed(has_if, &samples);
+        let if_model = has_if(original);
+        let (fixed, run_samples) = split_fixed(if_model, &samples);
         let out_names: Vec<String> = original
             .graph
             .rest
@@ -255,14 +255,25 @@ impl Reference {
                 let (orig_copy, mut more) =
                     verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
                 notes.append(&mut more);
-                if has_if && !fixed.is_empty() {
+                let remaining = orig_copy
+                    .graph
+                    .as_ref()
+                    .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
+                let total = original
+                    .graph
+                    .nodes
+                    .node_weights()
+                    .filter(|n| n.op() == "If")
+                    .count();
+                if if_model && !fixed.is_empty() {
                     let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
-                    let remaining = orig_copy
-                        .graph
-                        .as_ref()
-                        .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
                     notes.push(format!(
                         "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
+                    ));
+                } else if remaining < total {
+                    notes.push(format!(
+                        "{} If node(s) decided by the shapes of the samples were replaced by the branch they take; only that branch was checked ({remaining} If node(s) left)",
+                        total - remaining
                     ));
                 }
                 run_all(orig_copy, &run_samples)
@@ -498,10 +509,14 @@ impl ReferenceInputs {
     /// extra outputs) yields the expected outputs for
     /// [`Reference::with_inputs`]. `None` otherwise.
     pub fn plain(&self, original: &Model) -> Option<Vec<Vec<Tensor>>> {
-        let has_if = original.graph.nodes.node_weights().any(|n| n.op() == "If");
-        let (fixed, run_samples) = split_fixed(has_if, &self.samples);
+        let (fixed, run_samples) = split_fixed(has_if(original), &self.samples);
         fixed.is_empty().then_some(run_samples)
     }
+}
+
+/// Whether the main graph holds an If node.
+pub(crate) fn has_if(m: &Model) -> bool {
+    m.graph.nodes.node_weights().any(|n| n.op() == "If")
 }
 
 fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
@@ -549,7 +564,10 @@ pub(crate) fn verification_copy(
 }
 
 /// The model with its `fixed` inputs made constant and the consequences
-/// folded (If branches they select inlined); a plain copy when none is fixed.
+/// folded (If branches they select inlined). An If model is specialised to
+/// the shapes of the samples too (conditions computed from shapes fold): tract
+/// cannot type an If whose branches yield different shapes. A plain copy
+/// when the model has no If and no input is fixed.
 fn specialise(
     model: &Model,
     specs: &[inputs::InputSpec],
@@ -558,7 +576,7 @@ fn specialise(
     run_samples: &[Vec<Tensor>],
 ) -> Result<Model> {
     let mut m = model.clone();
-    if !fixed.is_empty() {
+    if !fixed.is_empty() || has_if(model) {
         for &i in fixed {
             let name = &specs[i].name;
             m.graph.rest.input.retain(|vi| vi.name() != name);

@@ -63,6 +63,7 @@ fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
     let mut light = proto.clone();
     let mut shared = Vec::new();
     if let Some(g) = light.graph.as_mut() {
+        unique_node_names(g);
         for t in &mut g.initializer {
             let Some(raw) = t.raw_data.take_if(|r| r.len() >= SHARED_MIN_BYTES) else {
                 continue;
@@ -97,6 +98,26 @@ fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
         );
     }
     Ok(parsed.model)
+}
+
+/// tract requires the nodes of each graph to have distinct names; ONNX does
+/// not (exporters that inline functions repeat names such as `anon`). A
+/// repeated name gets a suffix in the copy handed to tract; names carry no
+/// meaning in ONNX.
+fn unique_node_names(g: &mut crate::proto::GraphProto) {
+    let mut taken: std::collections::HashSet<String> =
+        g.node.iter().map(|n| n.name().to_string()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for n in &mut g.node {
+        if !n.name().is_empty() && !seen.insert(n.name().to_string()) {
+            n.name = Some(crate::ir::walk::unique_name(&mut taken, n.name()));
+        }
+        for a in &mut n.attribute {
+            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                unique_node_names(sg);
+            }
+        }
+    }
 }
 
 impl Runner {

@@ -71,8 +71,8 @@ pub fn calibrate(
             inputs::random_samples(&specs, samples.max(1), data.seed.wrapping_add(0x5eed))?
         }
     };
-    let has_if = model.graph.nodes.node_weights().any(|n| n.op() == "If");
-    let (fixed, run_samples) = crate::verify::split_fixed(has_if, &data_samples);
+    let (fixed, run_samples) =
+        crate::verify::split_fixed(crate::verify::has_if(model), &data_samples);
     let (mut proto, _) =
         crate::verify::verification_copy(model, &specs, &data_samples[0], &fixed, &run_samples)?;
     let graph = proto.graph.as_mut().context("no graph")?;
