@@ -185,6 +185,22 @@ impl VerifyArgs {
     }
 }
 
+/// Panics inside tract are caught where tract is called and reported as
+/// errors (the model counts as one tract cannot check): their default
+/// message would read as a crash of the tool. Any other panic is a bug of
+/// ours and is printed as usual.
+fn quiet_tract_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_tract = info
+            .location()
+            .is_some_and(|l| l.file().contains("/tract-"));
+        if !in_tract {
+            default(info);
+        }
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -205,6 +221,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    quiet_tract_panics();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Inspect { model, json } => inspect_cmd(&model, json).map(|_| 0),
@@ -430,7 +447,13 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     Ok(match report.status {
         Status::Passed => 0,
         Status::Failed => 3,
-        Status::NotVerified => bail!("could not verify: {}", report.reason.unwrap_or_default()),
+        Status::NotVerified => {
+            eprintln!(
+                "error: could not verify: {}",
+                report.reason.unwrap_or_default()
+            );
+            3
+        }
     })
 }
 

@@ -400,11 +400,11 @@ fn verify_command_compares_two_models() {
         fixture("tiny_cnn.onnx").to_str().unwrap(),
         fixture("constants.onnx").to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "different interfaces cannot be compared"
-    );
+    // Different interfaces cannot be compared: the verification could not
+    // run (exit 3, as for a model tract cannot run), with the reason.
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.starts_with("error: could not verify: "), "{err}");
 }
 
 /// Inputs the fuzzer's review found: sizes declared in the file that overflow
@@ -452,5 +452,39 @@ fn malformed_sizes_are_refused() {
             expect,
         );
         assert_clean_failure(&["inspect", p.to_str().unwrap()], &out, expect);
+    }
+}
+
+/// tract panics on some random inputs (a shift as wide as the type here;
+/// indices out of range elsewhere): `verify` and `run` report that the
+/// model could not be verified (exit 3), print no panic, write nothing.
+#[test]
+fn a_panic_inside_tract_is_a_verification_that_could_not_run() {
+    let dir = scratch("cli-tract-panic");
+    let out = dir.path().join("out.onnx");
+    let input = assets()
+        .join("node")
+        .join("test_bitshift_left_uint8")
+        .join("model.onnx");
+    for args in [
+        vec!["verify", input.to_str().unwrap(), input.to_str().unwrap()],
+        // The opset raise is a change, so the result is verified.
+        vec![
+            "run",
+            "--passes",
+            "opset(target=13)",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let o = run_cli(&args);
+        let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {stdout}{stderr}");
+        assert!(!stderr.contains("panicked at"), "{stderr}");
+        assert!(
+            stdout.contains("NOT VERIFIED") && stdout.contains("tract panicked running the model"),
+            "{args:?}: {stdout}"
+        );
+        assert!(!out.exists());
     }
 }

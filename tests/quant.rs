@@ -559,6 +559,26 @@ fn bad_parameters_are_rejected() {
     }
 }
 
+/// An opset 11 model with nothing to quantize keeps its opset: raising it
+/// would change the model for no saving (it once did, for a one-op model).
+#[test]
+fn nothing_to_quantize_leaves_the_opset_alone() {
+    let mut m = ModelBuilder::new(11)
+        .input("x", &[2, 3])
+        .node("relu", "Relu", &["x"], &["y"])
+        .output("y", &[2, 3])
+        .build()
+        .unwrap();
+    let r = quant(&mut m, "");
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    assert_eq!(m.opset(), 11);
+    assert!(
+        r.notes.iter().all(|n| !n.contains("per tensor")),
+        "{:?}",
+        r.notes
+    );
+}
+
 /// `clean,quant` on every real model: written, accepted by the checker,
 /// runs in onnxruntime close to the float model, and about 4x smaller.
 #[test]

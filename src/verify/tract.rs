@@ -125,6 +125,12 @@ impl Runner {
     /// proto is dropped once tract holds its own copy of the weights, before
     /// tract packs them for its kernels.
     pub fn new(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
+        guarded("building a plan of the model", || {
+            Self::build(proto, inputs)
+        })
+    }
+
+    fn build(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
         let mut model = inference_model(&proto).context("tract cannot load the model")?;
         drop(proto);
         for (i, t) in inputs.iter().enumerate() {
@@ -154,17 +160,44 @@ impl Runner {
     }
 
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        let out = self
-            .plan
-            .run(inputs.iter().cloned().map(|t| t.into_tvalue()).collect())
-            .map_err(to_tract_error)
-            .context("tract failed to run the model")?;
+        let out = guarded("running the model", || {
+            self.plan
+                .run(inputs.iter().cloned().map(|t| t.into_tvalue()).collect())
+                .map_err(to_tract_error)
+        })
+        .context("tract failed to run the model")?;
         Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+    }
+}
+
+/// `f`, with a panic inside tract turned into an error. tract panics on some
+/// inputs (an index out of range in GatherElements, a shift as wide as the
+/// type, as random samples can hold): the model then counts as one tract
+/// cannot check, never as a crash of the tool.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(anyhow!(
+                "tract panicked {what} ({msg}); random inputs can be out of the range the model expects (indices, shift amounts): pass --inputs with valid ones"
+            ))
+        }
     }
 }
 
 /// Shapes and types of a constant subgraph's outputs, without running it.
 pub fn output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> {
+    guarded("analysing a constant subgraph", || {
+        typed_output_facts(proto)
+    })
+}
+
+fn typed_output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> {
     let model = inference_model(proto)?
         .into_typed()
         .map_err(to_tract_error)?;
@@ -186,6 +219,10 @@ pub fn output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> 
 /// which for one run of small tensors costs more than it saves (folding
 /// runs this for each constant node, hundreds of times on some models).
 pub fn eval_constant(proto: &ModelProto) -> Result<Vec<Tensor>> {
+    guarded("evaluating a constant subgraph", || eval_typed(proto))
+}
+
+fn eval_typed(proto: &ModelProto) -> Result<Vec<Tensor>> {
     let plan = inference_model(proto)
         .context("tract cannot load the model")?
         .into_typed()

@@ -327,11 +327,16 @@ impl Pass for Quant {
         }
         let opset = model.opset();
         let per_channel = self.params.per_channel && opset >= 13;
-        if self.params.per_channel && !per_channel && self.params.activations != "none" {
+        let has_weights = self.has_weight_to_quantize(model);
+        if self.params.per_channel
+            && !per_channel
+            && self.params.activations != "none"
+            && has_weights
+        {
             ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor (quant(opset=auto) raises the opset)"));
         }
         let int4 = self.params.weights == "int4" && opset >= 21;
-        if self.params.weights == "int4" && !int4 {
+        if self.params.weights == "int4" && !int4 && has_weights {
             ctx.notes.push(format!(
                 "opset {opset} has no INT4 (needs 21): MatMul weights stored as int8 (quant(opset=auto) raises the opset)"
             ));
@@ -929,6 +934,10 @@ impl Quant {
         };
         let to = match self.opset {
             OpsetPolicy::Keep => return Ok(None),
+            // Nothing to quantize, no reason to change the model.
+            OpsetPolicy::Auto if from < need && !self.has_weight_to_quantize(model) => {
+                return Ok(None)
+            }
             OpsetPolicy::Auto if from < need => need,
             OpsetPolicy::Auto => return Ok(None),
             OpsetPolicy::Raise(n) if from < n => n,
@@ -952,6 +961,36 @@ impl Quant {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether a Conv, ConvTranspose, Gemm, MatMul or Gather reads a float32
+    /// constant of rank 2 or more and at least `min_weight_elements`
+    /// elements (an initializer, or a Constant node round 1 turns into one).
+    fn has_weight_to_quantize(&self, model: &Model) -> bool {
+        let g = &model.graph;
+        let is_weight = |t: &crate::proto::TensorProto| {
+            tensor::data_type(t) == DataType::Float
+                && t.dims.len() >= 2
+                && tensor::numel(&t.dims).unwrap_or(0) >= self.params.min_weight_elements.max(1)
+        };
+        let constant = |v: &str| {
+            g.constant(v).or_else(|| {
+                let p = &g.nodes[g.producer(v)?].proto;
+                (p.op_type() == "Constant")
+                    .then(|| p.attribute.first().and_then(|a| a.t.as_ref()))
+                    .flatten()
+            })
+        };
+        g.nodes.node_weights().any(|n| {
+            matches!(
+                n.op(),
+                "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "Gather"
+            ) && n
+                .proto
+                .input
+                .iter()
+                .any(|i| constant(i).is_some_and(is_weight))
+        })
     }
 
     /// `sensitive=auto`: check the whole proposal against the tolerance with
