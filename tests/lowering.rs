@@ -358,3 +358,84 @@ fn repeated_node_names_are_verified() {
     let v = verify(&m, &m, &Default::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
+
+/// BatchNormalization with statistics computed in the graph (tf2onnx's
+/// layer normalisation): tract types only constant ones, so the verifier
+/// lowers it to element-wise ops. What tract computes on the lowered copy
+/// matches onnxruntime on the original.
+#[test]
+fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
+    use onnx_squeeze::ir::builder::{attr_float, attr_int, attr_ints, ModelBuilder};
+    use onnx_squeeze::verify::{tract, Reference, VerifyOptions};
+    let m = ModelBuilder::new(17)
+        .input("x", &[2, 3, 4])
+        .init_f32("scale", &[3], &[1.0, 0.5, -2.0])
+        .init_f32("bias", &[3], &[0.0, 1.0, 0.25])
+        .node_with(
+            "mean",
+            "ReduceMean",
+            &["x"],
+            &["m"],
+            vec![attr_ints("axes", &[0, 2]), attr_int("keepdims", 0)],
+        )
+        .node("square", "Mul", &["x", "x"], &["xx"])
+        .node_with(
+            "var",
+            "ReduceMean",
+            &["xx"],
+            &["v"],
+            vec![attr_ints("axes", &[0, 2]), attr_int("keepdims", 0)],
+        )
+        .node_with(
+            "bn",
+            "BatchNormalization",
+            &["x", "scale", "bias", "m", "v"],
+            &["y"],
+            vec![attr_float("epsilon", 1e-3)],
+        )
+        .output("y", &[2, 3, 4])
+        .build()
+        .unwrap();
+    let dir = scratch("lower-bn");
+    let path = dir.path().join("bn.onnx");
+    std::fs::write(&path, prost::Message::encode_to_vec(&m.to_proto())).unwrap();
+    let inputs = dir.path().join("x.npz");
+    write_npz(
+        &inputs,
+        "np.savez(out, x=np.sin(np.arange(24, dtype=np.float32)).reshape(2, 3, 4) * 3)",
+    );
+    let ort_out = dir.path().join("ort.npz");
+    let o = std::process::Command::new(python())
+        .arg(root().join("tests/py/ort_run.py"))
+        .args([&path, &inputs, &ort_out])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ort_run.py: {}", text(&o.stderr));
+    let opts = VerifyOptions {
+        samples: 1,
+        inputs: Some(inputs),
+        ..Default::default()
+    };
+    let reference = Reference::new(&m, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        reference
+            .notes()
+            .iter()
+            .any(|n| n.contains("1 BatchNormalization node(s) with computed statistics lowered")),
+        "{:?}",
+        reference.notes()
+    );
+    let (_, expected) = reference.expected();
+    let ours = tract::to_f64(&expected[0][0]).unwrap();
+    let theirs: Vec<f32> = npyz::npz::NpzArchive::open(&ort_out)
+        .unwrap()
+        .by_name("y")
+        .unwrap()
+        .unwrap()
+        .into_vec()
+        .unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!((a - *b as f64).abs() < 1e-5, "tract {a} vs onnxruntime {b}");
+    }
+}

@@ -6,7 +6,9 @@
 //! * `DequantizeLinear` of constant inputs (per-tensor, per-axis and blocked,
 //!   8/16/32-bit and packed 4-bit) becomes a float initializer:
 //!   `y = (x - zero_point) * scale`, where per-axis scale/zero point index
-//!   the `axis` dimension and blocked ones index `i[axis] / block_size`.
+//!   the `axis` dimension and blocked ones index `i[axis] / block_size`;
+//! * `BatchNormalization` with computed (not constant) statistics becomes
+//!   element-wise ops (tract types only constant ones).
 //!
 //! This is our code, so it is tested against onnxruntime, not only ourselves.
 
@@ -98,6 +100,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         model.apply(&p)?;
         folded += 1;
     }
+    let batchnorms = lower_computed_batchnorms(model)?;
+    if batchnorms > 0 {
+        notes.push(format!(
+            "{batchnorms} BatchNormalization node(s) with computed statistics lowered to element-wise ops"
+        ));
+    }
     if folded > 0 {
         // The quantized tensors are no longer read; tract may not even load their types.
         let read: std::collections::HashSet<String> = model
@@ -129,6 +137,127 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         ));
     }
     Ok(notes)
+}
+
+/// BatchNormalization whose scale, bias, mean or variance is computed in the
+/// graph (tf2onnx writes layer normalisation so): tract types only constant
+/// parameters. Each becomes `(x - mean) / sqrt(var + epsilon) * scale + bias`
+/// with the parameters reshaped to `[C, 1, ...]` by the rank of `x`, which
+/// the graph computes (`Shape(Shape(x)) - 2` ones), as the spec broadcasts
+/// them along axis 1. Nodes whose running-statistics outputs are read stay.
+fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
+    use crate::ir::builder::{attr_int, attr_tensor, node_proto};
+    let g = &model.graph;
+    let ids: Vec<_> = g
+        .nodes
+        .node_indices()
+        .filter(|&id| {
+            let n = &g.nodes[id];
+            n.op() == "BatchNormalization"
+                && n.is_onnx()
+                && n.proto.input.len() == 5
+                && n.proto.input[1..].iter().any(|i| g.constant(i).is_none())
+                && n.proto.output[1..].iter().all(|o| o.is_empty())
+        })
+        .collect();
+    for &id in &ids {
+        let g = &model.graph;
+        let n = &g.nodes[id].proto;
+        let eps = n
+            .attribute
+            .iter()
+            .find(|a| a.name() == "epsilon")
+            .map_or(1e-5, |a| a.f());
+        let base = if n.name().is_empty() {
+            "batchnorm"
+        } else {
+            n.name()
+        };
+        let mut used = g.all_names();
+        let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{base}_{s}"));
+        let [x, scale, bias, mean, var] = [0, 1, 2, 3, 4].map(|i| n.input[i].clone());
+        let y = n.output[0].clone();
+        let [shape, rank, extra, ones, channels, target, two, eps_name] = [
+            "shape",
+            "rank",
+            "extra_dims",
+            "ones",
+            "channels",
+            "param_shape",
+            "two",
+            "epsilon",
+        ]
+        .map(&mut fresh);
+        let mut p = Patch::new("BatchNormalization with computed statistics lowered");
+        p.anchor = Some(id);
+        p.remove_nodes.push(id);
+        p.add_initializers.push(TensorProto {
+            name: Some(two.clone()),
+            dims: vec![1],
+            data_type: Some(DataType::Int64 as i32),
+            int64_data: vec![2],
+            ..Default::default()
+        });
+        p.add_initializers
+            .push(tensor::from_f32(&eps_name, &[], &[eps]));
+        let one = TensorProto {
+            dims: vec![1],
+            data_type: Some(DataType::Int64 as i32),
+            int64_data: vec![1],
+            ..Default::default()
+        };
+        let mut nodes = vec![
+            node_proto(&shape, "Shape", &[&x], &[&shape], vec![]),
+            node_proto(&rank, "Shape", &[&shape], &[&rank], vec![]),
+            node_proto(&extra, "Sub", &[&rank, &two], &[&extra], vec![]),
+            node_proto(
+                &ones,
+                "ConstantOfShape",
+                &[&extra],
+                &[&ones],
+                vec![attr_tensor("value", one)],
+            ),
+            node_proto(&channels, "Shape", &[&scale], &[&channels], vec![]),
+            node_proto(
+                &target,
+                "Concat",
+                &[&channels, &ones],
+                &[&target],
+                vec![attr_int("axis", 0)],
+            ),
+        ];
+        let mut param = |v: &str, what: &str| {
+            let r = fresh(what);
+            nodes.push(node_proto(&r, "Reshape", &[v, &target], &[&r], vec![]));
+            r
+        };
+        let [s2, b2, m2, v2] = [
+            (&scale, "scale"),
+            (&bias, "bias"),
+            (&mean, "mean"),
+            (&var, "var"),
+        ]
+        .map(|(v, w)| param(v, w));
+        let [centred, shifted_var, std, normed, scaled] =
+            ["centred", "var_eps", "std", "normalised", "scaled"].map(&mut fresh);
+        nodes.extend([
+            node_proto(&centred, "Sub", &[&x, &m2], &[&centred], vec![]),
+            node_proto(
+                &shifted_var,
+                "Add",
+                &[&v2, &eps_name],
+                &[&shifted_var],
+                vec![],
+            ),
+            node_proto(&std, "Sqrt", &[&shifted_var], &[&std], vec![]),
+            node_proto(&normed, "Div", &[&centred, &std], &[&normed], vec![]),
+            node_proto(&scaled, "Mul", &[&normed, &s2], &[&scaled], vec![]),
+            node_proto(&fresh("add_bias"), "Add", &[&scaled, &b2], &[&y], vec![]),
+        ]);
+        p.add_nodes = nodes;
+        model.apply(&p)?;
+    }
+    Ok(ids.len())
 }
 
 /// Integer values of a quantized tensor (4-bit types unpacked, low nibble first).

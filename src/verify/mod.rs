@@ -292,6 +292,11 @@ impl Reference {
         })
     }
 
+    /// What preparing the reference chose (inputs, specialisation, lowering).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
     /// The original's outputs as tract computed them: the output names, and
     /// for each sample run the tensors in that order.
     pub fn expected(&self) -> (&[String], &[Vec<Tensor>]) {
