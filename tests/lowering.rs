@@ -438,4 +438,30 @@ fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
     for (a, b) in ours.iter().zip(&theirs) {
         assert!((a - *b as f64).abs() < 1e-5, "tract {a} vs onnxruntime {b}");
     }
+    // Statistics in Constant nodes (PaddleOCR exports) are constants to
+    // tract: that BatchNormalization stays as it is.
+    use onnx_squeeze::ir::{builder::attr_tensor, tensor::from_f32};
+    let c = |v: &[f32]| vec![attr_tensor("value", from_f32("", &[3], v))];
+    let constant_stats = ModelBuilder::new(17)
+        .input("x", &[2, 3, 4])
+        .init_f32("scale", &[3], &[1.0, 0.5, -2.0])
+        .init_f32("bias", &[3], &[0.0, 1.0, 0.25])
+        .node_with("mean", "Constant", &[], &["m"], c(&[0.1, 0.2, 0.3]))
+        .node_with("var", "Constant", &[], &["v"], c(&[1.0, 2.0, 3.0]))
+        .node_with(
+            "bn",
+            "BatchNormalization",
+            &["x", "scale", "bias", "m", "v"],
+            &["y"],
+            vec![],
+        )
+        .output("y", &[2, 3, 4])
+        .build()
+        .unwrap();
+    let r = Reference::new(&constant_stats, &VerifyOptions::default()).unwrap();
+    assert!(
+        r.notes().iter().all(|n| !n.contains("BatchNormalization")),
+        "{:?}",
+        r.notes()
+    );
 }

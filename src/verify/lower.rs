@@ -148,6 +148,10 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
 fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, attr_tensor, node_proto};
     let g = &model.graph;
+    // Initializers and Constant nodes are constants to tract.
+    let constant = |v: &str| {
+        g.constant(v).is_some() || g.producer(v).is_some_and(|p| g.nodes[p].op() == "Constant")
+    };
     let ids: Vec<_> = g
         .nodes
         .node_indices()
@@ -156,7 +160,7 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
             n.op() == "BatchNormalization"
                 && n.is_onnx()
                 && n.proto.input.len() == 5
-                && n.proto.input[1..].iter().any(|i| g.constant(i).is_none())
+                && n.proto.input[1..].iter().any(|i| !constant(i))
                 && n.proto.output[1..].iter().all(|o| o.is_empty())
         })
         .collect();
