@@ -87,6 +87,9 @@ def models(inputs_dir):
     return [
         ("silero_vad_16k_op15.onnx", ["--inputs", silero],
          lambda: _npz(silero), lambda: [_npz(silero)], []),
+        # The same network, every weight in a Constant node inside its If branches.
+        ("silero_vad.onnx", ["--inputs", silero],
+         lambda: _npz(silero), lambda: [_npz(silero)], []),
         ("ch_PP-OCRv4_det_infer.onnx", ["--inputs", ppocr],
          lambda: _npz(ppocr), lambda: [_npz(ppocr)], []),
         ("ch_PP-OCRv4_rec_infer.onnx", ["--inputs", ocr_rec],

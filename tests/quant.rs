@@ -289,17 +289,20 @@ fn write_model(dir: &std::path::Path, name: &str, m: &Model) -> std::path::PathB
 }
 
 /// A weight stored as int8 for float compute keeps its per-channel scales
-/// as float16 from 48 channels on (half their bytes, one Cast more): a
-/// 64-channel depthwise Conv gets them, the 16-channel one of the test above
-/// keeps float32. onnx.checker and onnxruntime accept the result and agree.
+/// as float16 from 48 channels on (half their bytes, one Cast more), and its
+/// layer's bias goes to float16 with it: a 64-channel depthwise Conv gets
+/// both, the 16-channel one of the test above keeps float32. onnx.checker
+/// and onnxruntime accept the result and agree.
 #[test]
-fn wide_stored_weights_keep_float16_scales() {
+fn wide_stored_weights_keep_float16_scales_and_bias() {
     let mut dw_attrs = conv_attrs(3);
     dw_attrs.push(attr_int("group", 64));
+    let bias: Vec<f32> = weights(64, 6).iter().map(|v| v * 10.0).collect();
     let original = ModelBuilder::new(17)
         .input("x", &[1, 64, 6, 6])
         .init_f32("wd", &[64, 1, 3, 3], &weights(64 * 9, 5))
-        .node_with("dw", "Conv", &["x", "wd"], &["y"], dw_attrs)
+        .init_f32("bd", &[64], &bias)
+        .node_with("dw", "Conv", &["x", "wd", "bd"], &["y"], dw_attrs)
         .output("y", &[1, 64, 6, 6])
         .build()
         .unwrap();
@@ -307,6 +310,8 @@ fn wide_stored_weights_keep_float16_scales() {
     assert!(s.contains("init   wd_scale_f16: float16[64,1,1,1]"), "{s}");
     assert!(s.contains("Cast(wd_scale_f16) -> (wd_scale)"), "{s}");
     assert!(s.contains("Mul(wd_int8_values, wd_scale) -> (wd)"), "{s}");
+    assert!(s.contains("init   bd_f16: float16[64]"), "{s}");
+    assert!(s.contains("Cast(bd_f16) -> (bd)"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     cli_matches_ort(&original, "quant", "0.999");
@@ -316,9 +321,9 @@ fn wide_stored_weights_keep_float16_scales() {
 /// so no integer kernel reads the weights: they are stored (`Cast -> Mul`,
 /// folded once at load, as fast as the float model in onnxruntime) rather
 /// than behind a DequantizeLinear that would run on every inference, and
-/// per channel without raising an opset 11 model to 13. In dynamic mode
-/// (which raises it for MatMuls) a Conv or Gemm weight, which no
-/// MatMulInteger reads, is stored the same way.
+/// per channel without raising an opset 11 model to 13. In dynamic mode a
+/// Conv or Gemm weight, which no MatMulInteger reads, is stored the same
+/// way (and that mode needs no opset 13 either).
 #[test]
 fn weight_only_int8_is_stored_per_channel_at_any_opset() {
     let original = ModelBuilder::new(11)
@@ -348,9 +353,7 @@ fn weight_only_int8_is_stored_per_channel_at_any_opset() {
             s.contains("Mul(w2_int8_values, w2_scale) -> (w2)"),
             "{mode}: {s}"
         );
-        if mode == "none" {
-            assert_eq!(m.opset(), 11);
-        }
+        assert_eq!(m.opset(), 11, "{mode}");
         let v = verify_quant(&original, &m);
         assert_eq!(v.status, Status::Passed, "{mode}: {}", v.table());
     }
@@ -557,6 +560,49 @@ fn bad_parameters_are_rejected() {
         let e = build("quant", t).err().unwrap();
         assert!(format!("{e:#}").contains(msg), "{p}: {e:#}");
     }
+}
+
+/// Dynamic quantization needs no opset 13: MatMulInteger takes one scale
+/// per column at opset 11 (the model is not raised), stored as float16 from
+/// 48 columns on, with no zero-point tensor (0 is its default). onnx.checker
+/// and onnxruntime accept the result and agree with the float model.
+#[test]
+fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
+    let w: Vec<f32> = (0..64 * 64)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let original = ModelBuilder::new(11)
+        .input("x", &[2, 64])
+        .init_f32("w", &[64, 64], &w)
+        .node("mm", "MatMul", &["x", "w"], &["y"])
+        .output("y", &[2, 64])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = quant(
+        &mut m,
+        "activations = \"dynamic\"\nmin_weight_elements = 16",
+    );
+    assert_eq!(
+        r.changes.get("MatMul made dynamic int8 (MatMulInteger)"),
+        Some(&1),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(m.opset(), 11, "{:?}", r.notes);
+    let d = dump(&m.graph);
+    assert!(d.contains("init   w_scale_f16: float16[64]"), "{d}");
+    assert!(
+        d.contains("MatMulInteger(y_x_q, w_q, y_x_zp) -> (y_int32)"),
+        "{d}"
+    );
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    cli_matches_ort(
+        &original,
+        "quant(activations=dynamic,min_weight_elements=16)",
+        "0.999",
+    );
 }
 
 /// An opset 11 model with nothing to quantize keeps its opset: raising it

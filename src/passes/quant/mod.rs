@@ -326,13 +326,12 @@ impl Pass for Quant {
             }
         }
         let opset = model.opset();
-        let per_channel = self.params.per_channel && opset >= 13;
+        // Per-axis DequantizeLinear needs opset 13; MatMulInteger takes
+        // per-column zero points from opset 10, and stored weights need none.
+        let per_channel =
+            self.params.per_channel && (opset >= 13 || self.mode(model).0 != "static");
         let has_weights = self.has_weight_to_quantize(model);
-        if self.params.per_channel
-            && !per_channel
-            && self.params.activations != "none"
-            && has_weights
-        {
+        if self.params.per_channel && !per_channel && has_weights {
             ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor (quant(opset=auto) raises the opset)"));
         }
         let int4 = self.params.weights == "int4" && opset >= 21;
@@ -354,23 +353,7 @@ impl Pass for Quant {
                 ));
             }
         }
-        // Where the weights are decides the form: convolutional models gain
-        // from static QDQ (integer Conv kernels), MatMul-heavy ones from
-        // dynamic quantization (weights are dequantized on every run otherwise).
-        let weight_elems = |ops: &[&str]| -> usize {
-            g.nodes
-                .node_weights()
-                .filter(|n| ops.contains(&n.op()))
-                .filter_map(|n| n.proto.input.get(1).and_then(|w| g.constant(w)))
-                .map(|t| tensor::numel(&t.dims).unwrap_or(0))
-                .sum()
-        };
-        let (conv_w, mm_w) = (weight_elems(&["Conv"]), weight_elems(&["MatMul", "Gemm"]));
-        let mode = match self.params.activations.as_str() {
-            "auto" if conv_w >= mm_w => "static",
-            "auto" => "dynamic",
-            m => m,
-        };
+        let (mode, conv_w, mm_w) = self.mode(model);
         if self.params.activations == "auto" {
             ctx.notes.push(format!(
                 "activations: {mode} ({conv_w} weights in Conv, {mm_w} in MatMul/Gemm)"
@@ -695,6 +678,17 @@ impl Pass for Quant {
     }
 }
 
+/// The constant `v` names: an initializer, or the tensor of the Constant
+/// node producing it (round 1 turns those into initializers).
+fn weight_constant<'a>(g: &'a crate::ir::Graph, v: &str) -> Option<&'a TensorProto> {
+    g.constant(v).or_else(|| {
+        let p = &g.nodes[g.producer(v)?].proto;
+        (p.op_type() == "Constant")
+            .then(|| p.attribute.first().and_then(|a| a.t.as_ref()))
+            .flatten()
+    })
+}
+
 /// Where static mode places Q/DQ pairs: each activation value to quantize,
 /// with the (node, input slot) readers that get its dequantized form.
 /// `int8_weight` says whether a weight is quantized for an integer kernel.
@@ -925,9 +919,10 @@ impl Quant {
         let from = model.opset();
         let need = if self.params.weights == "int4" {
             21
-        } else if self.params.per_channel && self.params.activations != "none" {
-            // Per-axis DequantizeLinear; weight-only int8 is stored as
-            // `Cast -> Mul`, per channel at any opset.
+        } else if self.params.per_channel && self.mode(model).0 == "static" {
+            // Per-axis DequantizeLinear. Weight-only int8 is stored as
+            // `Cast -> Mul`, per channel at any opset; dynamic MatMulInteger
+            // takes per-column scales from opset 10.
             13
         } else {
             0
@@ -968,18 +963,10 @@ impl Quant {
     /// elements (an initializer, or a Constant node round 1 turns into one).
     fn has_weight_to_quantize(&self, model: &Model) -> bool {
         let g = &model.graph;
-        let is_weight = |t: &crate::proto::TensorProto| {
+        let is_weight = |t: &TensorProto| {
             tensor::data_type(t) == DataType::Float
                 && t.dims.len() >= 2
                 && tensor::numel(&t.dims).unwrap_or(0) >= self.params.min_weight_elements.max(1)
-        };
-        let constant = |v: &str| {
-            g.constant(v).or_else(|| {
-                let p = &g.nodes[g.producer(v)?].proto;
-                (p.op_type() == "Constant")
-                    .then(|| p.attribute.first().and_then(|a| a.t.as_ref()))
-                    .flatten()
-            })
         };
         g.nodes.node_weights().any(|n| {
             matches!(
@@ -989,8 +976,32 @@ impl Quant {
                 .proto
                 .input
                 .iter()
-                .any(|i| constant(i).is_some_and(is_weight))
+                .any(|i| weight_constant(g, i).is_some_and(is_weight))
         })
+    }
+
+    /// The form of activation quantization, with the weight elements of
+    /// Conv and of MatMul/Gemm that decide it under `activations=auto`:
+    /// convolutional models gain from static QDQ (integer Conv kernels),
+    /// MatMul-heavy ones from dynamic quantization (weights are dequantized
+    /// on every run otherwise).
+    fn mode(&self, model: &Model) -> (&str, usize, usize) {
+        let g = &model.graph;
+        let weight_elems = |ops: &[&str]| -> usize {
+            g.nodes
+                .node_weights()
+                .filter(|n| ops.contains(&n.op()))
+                .filter_map(|n| n.proto.input.get(1).and_then(|w| weight_constant(g, w)))
+                .map(|t| tensor::numel(&t.dims).unwrap_or(0))
+                .sum()
+        };
+        let (conv_w, mm_w) = (weight_elems(&["Conv"]), weight_elems(&["MatMul", "Gemm"]));
+        let mode = match self.params.activations.as_str() {
+            "auto" if conv_w >= mm_w => "static",
+            "auto" => "dynamic",
+            m => m,
+        };
+        (mode, conv_w, mm_w)
     }
 
     /// `sensitive=auto`: check the whole proposal against the tolerance with
@@ -1677,24 +1688,45 @@ fn dynamic_matmuls(
 ) -> Result<Patch> {
     let g = &model.graph;
     let n = data.dims[1] as usize;
-    // Per channel: one scale per column.
-    let (q, scales) = symmetric_int8(data, per_channel.then_some(1));
+    // Per channel: one scale per column, stored as float16 from
+    // F16_SCALES_MIN_CHANNELS columns on (the weight quantized with the
+    // float16 values; onnxruntime folds the Cast at load). The weight's zero
+    // point is 0, MatMulInteger's default: not stored.
+    let (mut q, mut scales) = symmetric_int8(data, per_channel.then_some(1));
+    let half = match per_channel {
+        true if n >= F16_SCALES_MIN_CHANNELS => arith::f16_scales(&scales),
+        _ => None,
+    };
+    if let Some(h) = &half {
+        scales = h.iter().map(|v| v.to_f32()).collect();
+        q = arith::quantize_with_scales(&data.data, n, 1, &scales, 8);
+    }
     let sdims: Vec<i64> = if per_channel { vec![n as i64] } else { vec![] };
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
-    let zn = g.fresh_name(&format!("{w}_zp"));
     let mut p = Patch::new("MatMul made dynamic int8 (MatMulInteger)");
     p.remove_initializers.push(w.to_string());
     p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
-    p.add_initializers
-        .push(tensor::from_f32(&sn, &sdims, &scales));
-    p.add_initializers
-        .push(tensor_i8(&zn, &sdims, &vec![0i8; scales.len()]));
+    match half {
+        Some(h) => {
+            let hn = g.fresh_name(&format!("{w}_scale_f16"));
+            p.add_initializers.push(tensor::from_f16(&hn, &sdims, h));
+            p.add_nodes.push(node(
+                "",
+                "Cast",
+                &[&hn],
+                &[&sn],
+                vec![attr_int("to", DataType::Float as i64)],
+            ));
+        }
+        None => p
+            .add_initializers
+            .push(tensor::from_f32(&sn, &sdims, &scales)),
+    }
     for (id, _) in readers {
         let mm = &g.nodes[*id];
         let x = mm.proto.input[0].clone();
         let out = mm.proto.output[0].clone();
-        let base = mm.label();
         let names: Vec<String> = ["x_q", "x_scale", "x_zp", "int32", "float", "scale"]
             .iter()
             .map(|s| g.fresh_name(&format!("{out}_{s}")))
@@ -1704,40 +1736,25 @@ fn dynamic_matmuls(
         ];
         p.remove_nodes.push(*id);
         p.add_nodes.push(node(
-            &format!("{base}_quantize_input"),
+            "",
             "DynamicQuantizeLinear",
             &[&x],
             &[xq, xs, xz],
             vec![],
         ));
+        p.add_nodes
+            .push(node("", "MatMulInteger", &[xq, &qn, xz], &[yi], vec![]));
         p.add_nodes.push(node(
-            &format!("{base}_integer"),
-            "MatMulInteger",
-            &[xq, &qn, xz, &zn],
-            &[yi],
-            vec![],
-        ));
-        p.add_nodes.push(node(
-            &format!("{base}_cast"),
+            "",
             "Cast",
             &[yi],
             &[yf],
             vec![attr_int("to", DataType::Float as i64)],
         ));
-        p.add_nodes.push(node(
-            &format!("{base}_scales"),
-            "Mul",
-            &[xs, &sn],
-            &[ys],
-            vec![],
-        ));
-        p.add_nodes.push(node(
-            &format!("{base}_rescale"),
-            "Mul",
-            &[yf, ys],
-            &[&out],
-            vec![],
-        ));
+        p.add_nodes.push(node("", "Mul", &[xs, &sn], &[ys], vec![]));
+        // The node that now produces the MatMul's output keeps its name.
+        p.add_nodes
+            .push(node(mm.name(), "Mul", &[yf, ys], &[&out], vec![]));
         p.anchor = Some(*id);
     }
     p.count = readers.len();
@@ -2072,7 +2089,11 @@ fn stored_f16(model: &Model, w: &str, data: &tensor::F32View) -> Patch {
     p
 }
 
-/// [`stored_int8`] as a patch replacing the initializer `w`.
+/// [`stored_int8`] as a patch replacing the initializer `w`. The bias of a
+/// Conv/ConvTranspose/Gemm that computes in float with this weight goes
+/// with it, stored as float16 (expanded once at load) from
+/// `F16_SCALES_MIN_CHANNELS` values on: its rounding, 2^-11 relative, is far
+/// below the int8 weight's, and a float16 bias is half the bytes.
 fn stored_weight(
     model: &Model,
     w: &str,
@@ -2086,7 +2107,65 @@ fn stored_weight(
     p.add_initializers = inits;
     p.add_nodes = nodes;
     p.anchor = g.consumers(w).first().copied();
+    for b in own_float_biases(g, w) {
+        let t = g.constant(&b).context("a bias is not a constant")?;
+        let payload = model.payload(t)?;
+        let bias = tensor::f32_view(t, payload.as_ref())?;
+        if !bias
+            .data
+            .iter()
+            .all(|v| v.abs() <= f32::from(half::f16::MAX))
+        {
+            continue; // NaN, infinite, or beyond float16's range
+        }
+        let hn = g.fresh_name(&format!("{b}_f16"));
+        p.add_initializers.push(tensor::from_f16(
+            &hn,
+            &bias.dims,
+            bias.data.iter().map(|&v| half::f16::from_f32(v)),
+        ));
+        p.add_nodes.push(node(
+            "",
+            "Cast",
+            &[&hn],
+            &[&b],
+            vec![attr_int("to", DataType::Float as i64)],
+        ));
+        p.remove_initializers.push(b);
+    }
     Ok(p)
+}
+
+/// The biases only layers reading `w` as their weight read: float32 vectors
+/// of at least `F16_SCALES_MIN_CHANNELS` values that are no graph output.
+fn own_float_biases(g: &crate::ir::Graph, w: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in g.consumers(w) {
+        let n = &g.nodes[c].proto;
+        if !matches!(n.op_type(), "Conv" | "ConvTranspose" | "Gemm")
+            || n.input.get(1).map(String::as_str) != Some(w)
+        {
+            continue;
+        }
+        let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) else {
+            continue;
+        };
+        let fits = g.constant(b).is_some_and(|t| {
+            tensor::data_type(t) == DataType::Float
+                && t.dims.len() == 1
+                && t.dims[0] as usize >= F16_SCALES_MIN_CHANNELS
+        });
+        let own = g.consumers(b).iter().all(|&r| {
+            let rn = &g.nodes[r].proto;
+            rn.input.get(1).map(String::as_str) == Some(w)
+                && rn.input.get(2) == Some(b)
+                && rn.input.iter().filter(|i| *i == b).count() == 1
+        });
+        if fits && own && !g.is_graph_output(b) && !out.contains(b) {
+            out.push(b.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
