@@ -7,6 +7,9 @@
 //!   8/16/32-bit and packed 4-bit) becomes a float initializer:
 //!   `y = (x - zero_point) * scale`, where per-axis scale/zero point index
 //!   the `axis` dimension and blocked ones index `i[axis] / block_size`;
+//! * constant `Cast` (int8/float16 to float) and `Mul` nodes, the forms in
+//!   which `quant` stores weights to be expanded at load, become float
+//!   initializers;
 //! * `BatchNormalization` with computed (not constant) statistics becomes
 //!   element-wise ops (tract types only constant ones).
 //!
@@ -100,6 +103,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         model.apply(&p)?;
         folded += 1;
     }
+    let expanded = expand_stored_constants(model)?;
+    if expanded > 0 {
+        notes.push(format!(
+            "{expanded} constant Cast/Mul node(s) (weights stored compactly) expanded to float initializers"
+        ));
+    }
     let batchnorms = lower_computed_batchnorms(model)?;
     if batchnorms > 0 {
         notes.push(format!(
@@ -137,6 +146,133 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         ));
     }
     Ok(notes)
+}
+
+/// Weights stored compactly and expanded at load (`Cast` of an int8 or
+/// float16 initializer to float, `Mul` of two float initializers: quant's
+/// stored forms), computed here once as runtimes do at load. tract would
+/// fold them too, but while analysing the model it copies and compares
+/// these tensors many times over (a third of a plan's cost on a quantized
+/// model). Bit for bit what tract computes: exact conversions, one float
+/// multiplication per element with numpy broadcasting. Graph outputs stay.
+fn expand_stored_constants(model: &mut Model) -> Result<usize> {
+    let mut done = 0;
+    for id in model.graph.topo_order() {
+        let g = &model.graph;
+        let n = &g.nodes[id];
+        if !n.is_onnx() || n.proto.output.len() != 1 || g.is_graph_output(&n.proto.output[0]) {
+            continue;
+        }
+        let out = n.proto.output[0].clone();
+        let float = |v: &str| -> Result<Option<tensor::F32Tensor>> {
+            let Some(t) = g.constant(v) else {
+                return Ok(None);
+            };
+            let payload = model.payload(t)?;
+            Ok(Some(match tensor::data_type(t) {
+                DataType::Float | DataType::Float16 => tensor::to_f32(t, payload.as_ref())?,
+                DataType::Int8 | DataType::Uint8 | DataType::Int16 | DataType::Uint16 => {
+                    tensor::F32Tensor {
+                        dims: t.dims.clone(),
+                        data: quantized_values(t, payload.as_ref())?
+                            .into_iter()
+                            .map(|v| v as f32)
+                            .collect(),
+                    }
+                }
+                _ => return Ok(None),
+            }))
+        };
+        let value = match n.op() {
+            "Cast" => {
+                let to_float = n
+                    .proto
+                    .attribute
+                    .iter()
+                    .any(|a| a.name() == "to" && a.i() == DataType::Float as i64);
+                match (to_float, n.proto.input.first()) {
+                    (true, Some(x)) => float(x)?,
+                    _ => None,
+                }
+            }
+            "Mul" if n.proto.input.len() == 2 => {
+                let both_float = n.proto.input.iter().all(|i| {
+                    g.constant(i)
+                        .is_some_and(|t| tensor::data_type(t) == DataType::Float)
+                });
+                match both_float {
+                    true => match (float(&n.proto.input[0])?, float(&n.proto.input[1])?) {
+                        (Some(a), Some(b)) => broadcast_mul(&a, &b),
+                        _ => None,
+                    },
+                    false => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(v) = value else { continue };
+        let mut p = Patch::new("constant Cast/Mul expanded");
+        p.remove_nodes.push(id);
+        p.add_initializers
+            .push(tensor::from_f32(&out, &v.dims, &v.data));
+        model.apply(&p)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// `a * b` with numpy broadcasting; `None` where the shapes do not broadcast.
+fn broadcast_mul(a: &tensor::F32Tensor, b: &tensor::F32Tensor) -> Option<tensor::F32Tensor> {
+    let rank = a.dims.len().max(b.dims.len());
+    let pad = |d: &[i64]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - d.len())
+            .chain(d.iter().map(|&x| x as usize))
+            .collect()
+    };
+    let (da, db) = (pad(&a.dims), pad(&b.dims));
+    let mut dims = Vec::with_capacity(rank);
+    for (&x, &y) in da.iter().zip(&db) {
+        match (x, y) {
+            _ if x == y => dims.push(x),
+            (1, _) => dims.push(y),
+            (_, 1) => dims.push(x),
+            _ => return None,
+        }
+    }
+    // Element strides, 0 along a broadcast axis.
+    let strides = |d: &[usize]| -> Vec<usize> {
+        let mut s = vec![0; rank];
+        let mut acc = 1;
+        for k in (0..rank).rev() {
+            s[k] = if d[k] == 1 { 0 } else { acc };
+            acc *= d[k];
+        }
+        s
+    };
+    let (sa, sb) = (strides(&da), strides(&db));
+    let total: usize = dims.iter().product();
+    let mut data = Vec::with_capacity(total);
+    let mut idx = vec![0usize; rank];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for _ in 0..total {
+        data.push(a.data[ia] * b.data[ib]);
+        // Odometer over the output index, the input offsets following it.
+        for k in (0..rank).rev() {
+            idx[k] += 1;
+            ia += sa[k];
+            ib += sb[k];
+            if idx[k] < dims[k] {
+                break;
+            }
+            ia -= sa[k] * dims[k];
+            ib -= sb[k] * dims[k];
+            idx[k] = 0;
+        }
+    }
+    Some(tensor::F32Tensor {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data,
+    })
 }
 
 /// BatchNormalization whose scale, bias, mean or variance is computed in the
@@ -402,4 +538,50 @@ fn densify(s: &crate::proto::SparseTensorProto, model: &Model) -> Result<TensorP
         dense[lin] = vals.data[k];
     }
     Ok(tensor::from_f32(values.name(), &s.dims, &dense))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broadcast_mul;
+    use crate::ir::tensor::F32Tensor;
+
+    fn t(dims: &[i64], data: &[f32]) -> F32Tensor {
+        F32Tensor {
+            dims: dims.to_vec(),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn broadcast_mul_follows_numpy() {
+        // [2,3] x [3]: the row repeats.
+        let r = broadcast_mul(
+            &t(&[2, 3], &[1., 2., 3., 4., 5., 6.]),
+            &t(&[3], &[1., 10., 100.]),
+        )
+        .unwrap();
+        assert_eq!(r.dims, [2, 3]);
+        assert_eq!(r.data, [1., 20., 300., 4., 50., 600.]);
+        // [2,1,2] x [3,1]: both sides broadcast, to [2,3,2].
+        let r = broadcast_mul(
+            &t(&[2, 1, 2], &[1., 2., 3., 4.]),
+            &t(&[3, 1], &[1., 10., 100.]),
+        )
+        .unwrap();
+        assert_eq!(r.dims, [2, 3, 2]);
+        assert_eq!(
+            r.data,
+            [1., 2., 10., 20., 100., 200., 3., 4., 30., 40., 300., 400.]
+        );
+        // A per-channel scale [C,1,1,1] and a scalar.
+        let r = broadcast_mul(
+            &t(&[2, 1, 1, 2], &[1., 2., 3., 4.]),
+            &t(&[2, 1, 1, 1], &[0.5, 2.]),
+        )
+        .unwrap();
+        assert_eq!(r.data, [0.5, 1., 6., 8.]);
+        let r = broadcast_mul(&t(&[2], &[3., 4.]), &t(&[], &[0.5])).unwrap();
+        assert_eq!((r.dims, r.data), (vec![2], vec![1.5, 2.]));
+        assert!(broadcast_mul(&t(&[2], &[1., 2.]), &t(&[3], &[1., 2., 3.])).is_none());
+    }
 }
