@@ -275,7 +275,7 @@ const HOIST_MIN_ELEMENTS: usize = MERGE_MAX_ELEMENTS + 1;
 /// graph's initializers. Bodies read them from the outer scope, which ONNX
 /// allows; a name defined more than once in the model (sibling branches may
 /// reuse one) gets a fresh name, and the readers in its body follow. Not
-/// moved: constants a body returns as an output.
+/// moved: constants a body returns as an output or declares as an input.
 fn hoist_body_constants(g: &Graph) -> Vec<Patch> {
     let mut defined: HashMap<String, usize> = HashMap::new();
     for name in g.initializers.keys() {
@@ -353,10 +353,17 @@ fn hoist_from(
             }
         }
     }
-    let returned: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
+    // What a body returns, or declares as an input (an initializer named
+    // like an input is that input's default in old models), stays.
+    let interface: HashSet<String> = g
+        .output
+        .iter()
+        .chain(&g.input)
+        .map(|v| v.name().to_string())
+        .collect();
     let large = |t: &TensorProto| {
         tensor::numel(&t.dims).is_ok_and(|k| k >= HOIST_MIN_ELEMENTS)
-            && !returned.contains(t.name())
+            && !interface.contains(t.name())
     };
     let mut moved = Vec::new();
     let mut kept = Vec::with_capacity(g.initializer.len());
