@@ -290,10 +290,7 @@ fn hoist_body_constants(g: &Graph) -> Vec<Patch> {
     let mut out = Vec::new();
     for id in g.nodes.node_indices() {
         let n = &g.nodes[id];
-        if !n.is_onnx()
-            || !matches!(n.op(), "If" | "Loop" | "Scan")
-            || walk::subgraphs(&n.proto).next().is_none()
-        {
+        if !control_flow(&n.proto) || walk::subgraphs(&n.proto).next().is_none() {
             continue;
         }
         let mut attrs = n.proto.attribute.clone();
@@ -314,6 +311,11 @@ fn hoist_body_constants(g: &Graph) -> Vec<Patch> {
         out.push(p);
     }
     out
+}
+
+/// An ONNX If, Loop or Scan: bodies that read outer names by ONNX's scoping.
+fn control_flow(n: &crate::proto::NodeProto) -> bool {
+    matches!(n.domain(), "" | "ai.onnx") && matches!(n.op_type(), "If" | "Loop" | "Scan")
 }
 
 /// How many times each name is defined in `g` and the bodies inside it.
@@ -347,6 +349,9 @@ fn hoist_from(
     out: &mut Vec<TensorProto>,
 ) {
     for n in &mut g.node {
+        if !control_flow(n) {
+            continue; // a custom op's graph attribute may not read outer names
+        }
         for a in &mut n.attribute {
             for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
                 hoist_from(sg, defined, used, out);
