@@ -185,17 +185,14 @@ impl VerifyArgs {
     }
 }
 
-/// Panics inside tract are caught where tract is called and reported as
-/// errors (the model counts as one tract cannot check): their default
-/// message would read as a crash of the tool. Any other panic is a bug of
-/// ours and is printed as usual.
+/// Panics inside the calls into tract that verification guards are caught
+/// and reported as errors (the model counts as one tract cannot check):
+/// their default message would read as a crash of the tool. Any other panic
+/// is a bug and is printed as usual.
 fn quiet_tract_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let in_tract = info
-            .location()
-            .is_some_and(|l| l.file().contains("/tract-"));
-        if !in_tract {
+        if !verify::tract::in_guarded_call() {
             default(info);
         }
     }));

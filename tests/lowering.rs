@@ -338,7 +338,8 @@ fn an_if_decided_by_a_shape_is_verified_on_the_branch_it_takes() {
 }
 
 /// ONNX lets nodes share a name (exporters that inline functions repeat
-/// `anon`); tract refuses repeated Constant node names. The copy handed to
+/// `anon`), and a node's name may be another's output; tract refuses both
+/// (it names an unnamed node after its first output). The copy handed to
 /// tract renames the repeats.
 #[test]
 fn repeated_node_names_are_verified() {
@@ -351,7 +352,9 @@ fn repeated_node_names_are_verified() {
         .node_with("anon", "Constant", &[], &["two"], constant(2.0))
         .node_with("anon", "Constant", &[], &["half"], constant(0.5))
         .node("anon", "Mul", &["x", "two"], &["a"])
-        .node("anon", "Add", &["a", "half"], &["y"])
+        // Unnamed: tract names it after its output, `anon` again.
+        .node("", "Relu", &["a"], &["anon"])
+        .node("anon", "Add", &["anon", "half"], &["y"])
         .output("y", &[2, 3])
         .build()
         .unwrap();

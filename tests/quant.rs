@@ -571,13 +571,16 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
     let w: Vec<f32> = (0..64 * 64)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
         .collect();
-    let original = ModelBuilder::new(11)
-        .input("x", &[2, 64])
-        .init_f32("w", &[64, 64], &w)
-        .node("mm", "MatMul", &["x", "w"], &["y"])
-        .output("y", &[2, 64])
-        .build()
-        .unwrap();
+    let model = |opset| {
+        ModelBuilder::new(opset)
+            .input("x", &[2, 64])
+            .init_f32("w", &[64, 64], &w)
+            .node("mm", "MatMul", &["x", "w"], &["y"])
+            .output("y", &[2, 64])
+            .build()
+            .unwrap()
+    };
+    let original = model(11);
     let mut m = original.clone();
     let r = quant(
         &mut m,
@@ -598,6 +601,21 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
     );
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+    // Below opset 11 there is no DynamicQuantizeLinear (and no conversion
+    // from 10): the weight is stored, expanded at load.
+    let mut m10 = model(10);
+    let r = quant(
+        &mut m10,
+        "activations = \"dynamic\"\nmin_weight_elements = 16",
+    );
+    assert_eq!(
+        r.changes
+            .get("weight stored as int8 (expanded once at load)"),
+        Some(&1),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(m10.opset(), 10, "{:?}", r.notes);
     cli_matches_ort(
         &original,
         "quant(activations=dynamic,min_weight_elements=16)",

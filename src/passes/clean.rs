@@ -277,9 +277,28 @@ const HOIST_MIN_ELEMENTS: usize = MERGE_MAX_ELEMENTS + 1;
 /// reuse one) gets a fresh name, and the readers in its body follow. Not
 /// moved: constants a body returns as an output or declares as an input.
 fn hoist_body_constants(g: &Graph) -> Vec<Patch> {
+    // Every definition in the model, the main graph's included: a body
+    // constant named like any other value is renamed as it moves.
     let mut defined: HashMap<String, usize> = HashMap::new();
-    for name in g.initializers.keys() {
-        *defined.entry(name.clone()).or_default() += 1;
+    let main = g
+        .rest
+        .input
+        .iter()
+        .map(|v| v.name().to_string())
+        .chain(g.initializers.keys().cloned())
+        .chain(
+            g.rest
+                .sparse_initializer
+                .iter()
+                .filter_map(|s| s.values.as_ref().map(|v| v.name().to_string())),
+        )
+        .chain(
+            g.nodes
+                .node_weights()
+                .flat_map(|n| n.proto.output.iter().cloned()),
+        );
+    for name in main.filter(|s| !s.is_empty()) {
+        *defined.entry(name).or_default() += 1;
     }
     for id in g.nodes.node_indices() {
         for sg in walk::subgraphs(&g.nodes[id].proto) {
@@ -407,28 +426,12 @@ fn hoist_from(
     let gone: HashSet<&str> = moved.iter().map(|t| t.name()).collect();
     g.value_info
         .retain(|v| !gone.contains(v.name()) && !renames.contains_key(v.name()));
-    if !renames.is_empty() {
-        rename_reads(g, &renames);
+    // Every read in this body and the bodies inside it (nested outputs
+    // included), up to a graph that defines the name itself.
+    for (from, to) in &renames {
+        walk::rename_outer_reads(g, from, to);
     }
     out.append(&mut moved);
-}
-
-/// Rename what the nodes of `g` (and of the bodies inside it) read. ONNX
-/// forbids a body to redefine an outer name, so every read of a renamed name
-/// in this scope is a read of the renamed value.
-fn rename_reads(g: &mut GraphProto, renames: &HashMap<String, String>) {
-    for n in &mut g.node {
-        for i in &mut n.input {
-            if let Some(new) = renames.get(i.as_str()) {
-                *i = new.clone();
-            }
-        }
-        for a in &mut n.attribute {
-            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
-                rename_reads(sg, renames);
-            }
-        }
-    }
 }
 
 /// Whether Dropout `n` is the identity on its first output at inference.

@@ -279,8 +279,11 @@ fn broadcast_mul(a: &tensor::F32Tensor, b: &tensor::F32Tensor) -> Option<tensor:
 /// graph (tf2onnx writes layer normalisation so): tract types only constant
 /// parameters. Each becomes `(x - mean) / sqrt(var + epsilon) * scale + bias`
 /// with the parameters reshaped to `[C, 1, ...]` by the rank of `x`, which
-/// the graph computes (`Shape(Shape(x)) - 2` ones), as the spec broadcasts
-/// them along axis 1. Nodes whose running-statistics outputs are read stay.
+/// the graph computes (`max(Shape(Shape(x)) - 2, 0)` ones), as the spec
+/// broadcasts them along axis 1. Nodes whose running-statistics outputs are
+/// read, in training mode or with `spatial=0` stay. Epsilon is a float32
+/// constant: a float16 or float64 BatchNormalization then fails to type in
+/// tract (not verified), never computes wrongly.
 fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, attr_tensor, node_proto};
     let g = &model.graph;
@@ -298,6 +301,12 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
                 && n.proto.input.len() == 5
                 && n.proto.input[1..].iter().any(|i| !constant(i))
                 && n.proto.output[1..].iter().all(|o| o.is_empty())
+                // Inference semantics only: not training mode (opset 14),
+                // not the per-activation statistics of `spatial=0` (< 9).
+                && !n.proto.attribute.iter().any(|a| {
+                    (a.name() == "training_mode" && a.i() != 0)
+                        || (a.name() == "spatial" && a.i() == 0)
+                })
         })
         .collect();
     for &id in &ids {
@@ -317,14 +326,16 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
         let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{base}_{s}"));
         let [x, scale, bias, mean, var] = [0, 1, 2, 3, 4].map(|i| n.input[i].clone());
         let y = n.output[0].clone();
-        let [shape, rank, extra, ones, channels, target, two, eps_name] = [
+        let [shape, rank, extra_raw, extra, ones, channels, target, two, zero, eps_name] = [
             "shape",
             "rank",
+            "rank_minus_2",
             "extra_dims",
             "ones",
             "channels",
             "param_shape",
             "two",
+            "zero",
             "epsilon",
         ]
         .map(&mut fresh);
@@ -338,6 +349,13 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
             int64_data: vec![2],
             ..Default::default()
         });
+        p.add_initializers.push(TensorProto {
+            name: Some(zero.clone()),
+            dims: vec![1],
+            data_type: Some(DataType::Int64 as i32),
+            int64_data: vec![0],
+            ..Default::default()
+        });
         p.add_initializers
             .push(tensor::from_f32(&eps_name, &[], &[eps]));
         let one = TensorProto {
@@ -349,7 +367,9 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
         let mut nodes = vec![
             node_proto(&shape, "Shape", &[&x], &[&shape], vec![]),
             node_proto(&rank, "Shape", &[&shape], &[&rank], vec![]),
-            node_proto(&extra, "Sub", &[&rank, &two], &[&extra], vec![]),
+            node_proto(&extra_raw, "Sub", &[&rank, &two], &[&extra_raw], vec![]),
+            // A rank-1 input (C = 1 by the spec) has no axis to add.
+            node_proto(&extra, "Max", &[&extra_raw, &zero], &[&extra], vec![]),
             node_proto(
                 &ones,
                 "ConstantOfShape",

@@ -244,7 +244,7 @@ impl Reference {
         let expected = match expected {
             Some(e) => {
                 anyhow::ensure!(
-                    fixed.is_empty()
+                    !if_model
                         && e.len() == run_samples.len()
                         && e.iter().all(|o| o.len() == out_names.len()),
                     "expected outputs given for a reference that needs its own run"
@@ -508,14 +508,13 @@ impl ReferenceInputs {
         })
     }
 
-    /// The samples as the original runs on them, when that needs no
-    /// specialisation of the model (no `If` fed by fixed inputs): then any
-    /// run of the original that takes the same inputs (calibration's, with
-    /// extra outputs) yields the expected outputs for
-    /// [`Reference::with_inputs`]. `None` otherwise.
+    /// The samples as the original runs on them, when the model has no
+    /// `If` (so no copy of it is specialised, to fixed inputs or to the
+    /// shapes of other samples): then any run of the original that takes the
+    /// same inputs (calibration's, with extra outputs) yields the expected
+    /// outputs for [`Reference::with_inputs`]. `None` otherwise.
     pub fn plain(&self, original: &Model) -> Option<Vec<Vec<Tensor>>> {
-        let (fixed, run_samples) = split_fixed(has_if(original), &self.samples);
-        fixed.is_empty().then_some(run_samples)
+        (!has_if(original)).then(|| self.samples.clone())
     }
 }
 

@@ -101,16 +101,37 @@ fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
 }
 
 /// tract requires the nodes of each graph to have distinct names; ONNX does
-/// not (exporters that inline functions repeat names such as `anon`). A
-/// repeated name gets a suffix in the copy handed to tract; names carry no
-/// meaning in ONNX.
+/// not (exporters that inline functions repeat names such as `anon`). tract
+/// names a source by its input, a constant by its initializer, a node by
+/// its name or else its first output: a node whose name would repeat one of
+/// these gets a suffix in the copy handed to tract (names carry no meaning
+/// in ONNX).
 fn unique_node_names(g: &mut crate::proto::GraphProto) {
     let mut taken: std::collections::HashSet<String> =
-        g.node.iter().map(|n| n.name().to_string()).collect();
-    let mut seen = std::collections::HashSet::new();
+        g.input
+            .iter()
+            .map(|v| v.name().to_string())
+            .chain(g.initializer.iter().map(|t| t.name().to_string()))
+            .chain(g.node.iter().flat_map(|n| {
+                std::iter::once(n.name().to_string()).chain(n.output.first().cloned())
+            }))
+            .collect();
+    let mut seen: std::collections::HashSet<String> = g
+        .input
+        .iter()
+        .map(|v| v.name().to_string())
+        .chain(g.initializer.iter().map(|t| t.name().to_string()))
+        .collect();
     for n in &mut g.node {
-        if !n.name().is_empty() && !seen.insert(n.name().to_string()) {
-            n.name = Some(crate::ir::walk::unique_name(&mut taken, n.name()));
+        let name = match n.output.first() {
+            _ if !n.name().is_empty() => n.name().to_string(),
+            Some(o) if !o.is_empty() => o.clone(),
+            _ => String::new(), // tract numbers it
+        };
+        if !name.is_empty() && !seen.insert(name.clone()) {
+            let fresh = crate::ir::walk::unique_name(&mut taken, &name);
+            seen.insert(fresh.clone());
+            n.name = Some(fresh);
         }
         for a in &mut n.attribute {
             for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
@@ -170,12 +191,26 @@ impl Runner {
     }
 }
 
+thread_local! {
+    /// How deep the current thread is in [`guarded`] calls.
+    static GUARDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a panic on this thread now would be caught by [`guarded`] and
+/// reported as an error (the CLI's panic hook then stays silent).
+pub fn in_guarded_call() -> bool {
+    GUARDED.with(|d| d.get() > 0)
+}
+
 /// `f`, with a panic inside tract turned into an error. tract panics on some
 /// inputs (an index out of range in GatherElements, a shift as wide as the
 /// type, as random samples can hold): the model then counts as one tract
 /// cannot check, never as a crash of the tool.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    GUARDED.with(|d| d.set(d.get() + 1));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|d| d.set(d.get() - 1));
+    match caught {
         Ok(r) => r,
         Err(p) => {
             let msg = p

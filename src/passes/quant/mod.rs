@@ -548,7 +548,7 @@ impl Pass for Quant {
                 // (or float16 where int8 storage misses the tolerance).
                 storable.insert(w.clone(), Fallback::Stored(axis));
                 stored_weight(model, w, &data, axis)?
-            } else if mode == "dynamic" && matmul_only && !int4 {
+            } else if mode == "dynamic" && matmul_only && !int4 && opset >= 11 {
                 storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
                 dynamic_matmuls(model, w, &data, readers, per_channel)?
             } else if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
@@ -919,13 +919,17 @@ impl Quant {
         let from = model.opset();
         let need = if self.params.weights == "int4" {
             21
-        } else if self.params.per_channel && self.mode(model).0 == "static" {
-            // Per-axis DequantizeLinear. Weight-only int8 is stored as
-            // `Cast -> Mul`, per channel at any opset; dynamic MatMulInteger
-            // takes per-column scales from opset 10.
-            13
         } else {
-            0
+            match self.mode(model).0 {
+                // Per-axis DequantizeLinear.
+                "static" if self.params.per_channel => 13,
+                // DynamicQuantizeLinear; MatMulInteger takes per-column
+                // scales from opset 10 (below 11, MatMul weights are stored).
+                "dynamic" => 11,
+                // Weight-only int8 is stored as `Cast -> Mul`, per channel at
+                // any opset.
+                _ => 0,
+            }
         };
         let to = match self.opset {
             OpsetPolicy::Keep => return Ok(None),
