@@ -1715,13 +1715,7 @@ fn dynamic_matmuls(
         Some(h) => {
             let hn = g.fresh_name(&format!("{w}_scale_f16"));
             p.add_initializers.push(tensor::from_f16(&hn, &sdims, h));
-            p.add_nodes.push(node(
-                "",
-                "Cast",
-                &[&hn],
-                &[&sn],
-                vec![attr_int("to", DataType::Float as i64)],
-            ));
+            p.add_nodes.push(cast_to_float(&hn, &sn));
         }
         None => p
             .add_initializers
@@ -1748,13 +1742,7 @@ fn dynamic_matmuls(
         ));
         p.add_nodes
             .push(node("", "MatMulInteger", &[xq, &qn, xz], &[yi], vec![]));
-        p.add_nodes.push(node(
-            "",
-            "Cast",
-            &[yi],
-            &[yf],
-            vec![attr_int("to", DataType::Float as i64)],
-        ));
+        p.add_nodes.push(cast_to_float(yi, yf));
         p.add_nodes.push(node("", "Mul", &[xs, &sn], &[ys], vec![]));
         // The node that now produces the MatMul's output keeps its name.
         p.add_nodes
@@ -2054,14 +2042,13 @@ pub(crate) fn stored_int8(
             .collect(),
         None => vec![],
     };
-    let to_float = || vec![attr_int("to", DataType::Float as i64)];
     let mut inits = vec![tensor_i8(&qn, &data.dims, &q)];
-    let mut nodes = vec![node("", "Cast", &[&qn], &[&fl], to_float())];
+    let mut nodes = vec![cast_to_float(&qn, &fl)];
     match half {
         Some(h) => {
             let hn = fresh(&format!("{w}_scale_f16"));
             inits.push(tensor::from_f16(&hn, &sdims, h));
-            nodes.push(node("", "Cast", &[&hn], &[&sn], to_float()));
+            nodes.push(cast_to_float(&hn, &sn));
         }
         None => inits.push(tensor::from_f32(&sn, &sdims, &scales)),
     }
@@ -2082,15 +2069,22 @@ fn stored_f16(model: &Model, w: &str, data: &tensor::F32View) -> Patch {
         &data.dims,
         data.data.iter().map(|&v| half::f16::from_f32(v)),
     ));
-    p.add_nodes.push(node(
-        &g.fresh_name(&format!("{w}_cast")),
-        "Cast",
-        &[&hn],
-        &[w],
-        vec![attr_int("to", DataType::Float as i64)],
-    ));
+    p.add_nodes.push(cast_to_float(&hn, w));
     p.anchor = g.consumers(w).first().copied();
     p
+}
+
+/// An unnamed `Cast` of `input` to float32 into `output`: how every stored
+/// form (int8 values, float16 weights, scales and biases) is expanded,
+/// once, at load.
+fn cast_to_float(input: &str, output: &str) -> NodeProto {
+    node(
+        "",
+        "Cast",
+        &[input],
+        &[output],
+        vec![attr_int("to", DataType::Float as i64)],
+    )
 }
 
 /// [`stored_int8`] as a patch replacing the initializer `w`. The bias of a
@@ -2128,13 +2122,7 @@ fn stored_weight(
             &bias.dims,
             bias.data.iter().map(|&v| half::f16::from_f32(v)),
         ));
-        p.add_nodes.push(node(
-            "",
-            "Cast",
-            &[&hn],
-            &[&b],
-            vec![attr_int("to", DataType::Float as i64)],
-        ));
+        p.add_nodes.push(cast_to_float(&hn, &b));
         p.remove_initializers.push(b);
     }
     Ok(p)
