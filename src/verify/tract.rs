@@ -196,8 +196,9 @@ thread_local! {
     static GUARDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether a panic on this thread now would be caught by the guard around tract calls and
-/// reported as an error (the CLI's panic hook then stays silent).
+/// Whether a panic on this thread now would be caught by the guard around
+/// tract calls and reported as an error (the CLI's panic hook then stays
+/// silent).
 pub fn in_guarded_call() -> bool {
     GUARDED.with(|d| d.get() > 0)
 }
