@@ -624,7 +624,9 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
 }
 
 /// An opset 11 model with nothing to quantize keeps its opset: raising it
-/// would change the model for no saving (it once did, for a one-op model).
+/// would change the model for no saving (it once did, for a one-op model);
+/// so does one whose only weight is an embedding table (int8 rows need no
+/// newer opset).
 #[test]
 fn nothing_to_quantize_leaves_the_opset_alone() {
     let mut m = ModelBuilder::new(11)
@@ -641,6 +643,30 @@ fn nothing_to_quantize_leaves_the_opset_alone() {
         "{:?}",
         r.notes
     );
+    // An embedding table alone: its int8 rows need no newer opset either.
+    let e: Vec<f32> = (0..100 * 64).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut b = ModelBuilder::new(11)
+        .init_f32("emb", &[100, 64], &e)
+        .node("lookup", "Gather", &["emb", "ids"], &["vec"])
+        .output("vec", &[2, 3, 64])
+        .proto();
+    b.graph.as_mut().unwrap().input.push(typed_value(
+        "ids",
+        onnx_squeeze::proto::tensor_proto::DataType::Int64,
+        &[2, 3],
+    ));
+    let mut m = Model::from_proto(
+        b,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let r = quant(&mut m, "activations = \"static\"");
+    assert!(
+        r.changes.keys().any(|k| k.contains("embedding")),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(m.opset(), 11, "{:?}", r.notes);
 }
 
 /// `clean,quant` on every real model: written, accepted by the checker,

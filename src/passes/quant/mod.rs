@@ -962,9 +962,10 @@ impl Quant {
         }
     }
 
-    /// Whether a Conv, ConvTranspose, Gemm, MatMul or Gather reads a float32
-    /// constant of rank 2 or more and at least `min_weight_elements`
-    /// elements (an initializer, or a Constant node round 1 turns into one).
+    /// Whether a Conv, Gemm or MatMul reads a float32 constant of rank 2 or
+    /// more and at least `min_weight_elements` elements (an initializer, or
+    /// a Constant node round 1 turns into one): the layers whose quantized
+    /// form needs a newer opset (embedding rows and stored weights do not).
     fn has_weight_to_quantize(&self, model: &Model) -> bool {
         let g = &model.graph;
         let is_weight = |t: &TensorProto| {
@@ -973,14 +974,11 @@ impl Quant {
                 && tensor::numel(&t.dims).unwrap_or(0) >= self.params.min_weight_elements.max(1)
         };
         g.nodes.node_weights().any(|n| {
-            matches!(
-                n.op(),
-                "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "Gather"
-            ) && n
-                .proto
-                .input
-                .iter()
-                .any(|i| weight_constant(g, i).is_some_and(is_weight))
+            matches!(n.op(), "Conv" | "Gemm" | "MatMul")
+                && n.proto
+                    .input
+                    .iter()
+                    .any(|i| weight_constant(g, i).is_some_and(is_weight))
         })
     }
 
