@@ -20,6 +20,9 @@
 //!   IR version is raised with it where needed); only the `opset` rewrite,
 //!   which converts the nodes in the same patch, sets it, and with it
 //!   `set_functions`, the model-local functions with converted bodies;
+//! * `unlist_inputs`: graph inputs that are also initializers, taken off the
+//!   input list (the initializer stays, now a constant; IR 3 required every
+//!   initializer to be listed, so the IR version is raised to 4 with it);
 //! * `label`: what the change is, shown in the report; `count`: how many
 //!   changes of that kind the patch makes (1 when 0).
 
@@ -41,6 +44,7 @@ pub struct Patch {
     pub replace_attributes: Vec<(NodeId, Vec<AttributeProto>)>,
     pub set_opset: Option<i64>,
     pub set_functions: Option<Vec<FunctionProto>>,
+    pub unlist_inputs: Vec<String>,
     pub count: usize,
 }
 

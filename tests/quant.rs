@@ -623,6 +623,58 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
     );
 }
 
+/// The ONNX model zoo's classic CNNs are IR 3, opset 7-9: every weight is
+/// also listed as a graph input (IR 3 required it), so no runtime or pass
+/// treats it as a constant, and QuantizeLinear does not exist before opset
+/// 10. `clean,quant` takes the weights off the inputs (IR raised to 4) and,
+/// below opset 10, stores them as int8 expanded at load (weight-only); from
+/// opset 10 (here a model that lists its weights as inputs, as old
+/// exporters did) they are quantized for integer kernels. onnx.checker and
+/// onnxruntime accept both results.
+#[test]
+fn weights_listed_as_inputs_in_old_models_are_quantized() {
+    for (opset, ir, expect) in [
+        (8, 3, "weight stored as int8 (expanded once at load)"),
+        (17, 8, "weight quantized to int8 per channel"),
+    ] {
+        let mut proto = ModelBuilder::new(opset)
+            .input("x", &[1, 8, 6, 6])
+            .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
+            .init_f32("w2", &[16, 16, 3, 3], &weights(16 * 144, 2))
+            .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
+            .node("r", "Relu", &["h"], &["a"])
+            .node_with("c2", "Conv", &["a", "w2"], &["y"], conv_attrs(3))
+            .output("y", &[1, 16, 6, 6])
+            .proto();
+        proto.ir_version = Some(ir);
+        let g = proto.graph.as_mut().unwrap();
+        let listed: Vec<_> = g
+            .initializer
+            .iter()
+            .map(|t| f32_value(t.name(), &t.dims))
+            .collect();
+        g.input.extend(listed);
+        let dir = scratch("quant-weights-as-inputs");
+        let input = dir.path().join("m.onnx");
+        std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+        let out = dir.path().join("q.onnx");
+        let s = run_passes_verified(
+            "clean,quant(min_weight_elements=16,min_reduction=1)",
+            &[],
+            &input,
+            &out,
+        );
+        assert!(
+            s.contains("2 x initializer taken off the graph inputs") && s.contains(expect),
+            "opset {opset}: {s}"
+        );
+        let (m, _) = Model::load(&out).unwrap();
+        assert_eq!(m.graph.rest.input.len(), 1, "opset {opset}");
+        assert!(m.proto.ir_version() >= 4, "opset {opset}");
+        assert_ort_matches(&input, &out, &cosine_only("0.999"));
+    }
+}
+
 /// An opset 11 model with nothing to quantize keeps its opset: raising it
 /// would change the model for no saving (it once did, for a one-op model);
 /// so does one whose only weight is an embedding table (int8 rows need no

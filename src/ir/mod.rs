@@ -656,6 +656,10 @@ impl Model {
         if let Some(f) = &patch.set_functions {
             self.proto.functions = f.clone();
         }
+        if !patch.unlist_inputs.is_empty() && self.proto.ir_version() < 4 {
+            // IR 3 lists every initializer as an input; 4 lets them stand alone.
+            self.proto.ir_version = Some(4);
+        }
         self.graph
             .validate_touched(&touched)
             .with_context(|| format!("patch '{}' broke the graph", patch.label))?;
@@ -767,6 +771,16 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
         g.unindex_reads(id);
         t.gone.extend(g.unindex_outputs(id));
         g.nodes.remove_node(id);
+    }
+    for name in &patch.unlist_inputs {
+        if !g.initializers.contains_key(name) {
+            bail!(
+                "patch '{}' unlists input '{name}', which is no initializer",
+                patch.label
+            );
+        }
+        g.rest.input.retain(|i| i.name() != name);
+        t.initializers.push(name.clone());
     }
     for name in &patch.remove_initializers {
         g.initializers.shift_remove(name);

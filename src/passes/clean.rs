@@ -3,6 +3,13 @@
 //! Rewrites, tried in this order each round (the first that fires is applied,
 //! then the round starts again, so later rules see the earlier ones' results):
 //!
+//! 0. **Initializers taken off the graph inputs.** IR 3 required every
+//!    initializer to be listed as a graph input too, and old exporters kept
+//!    doing it (the ONNX model zoo's classic CNNs): such a weight is an
+//!    overridable input to every runtime and pass, so nothing folds or
+//!    quantizes it. It stops being an input (the IR version is raised to 4,
+//!    which allows that); it can no longer be overridden at run time.
+//!    `unlist_initializer_inputs=false` keeps the inputs.
 //! 1. **Constant nodes to initializers.** `Constant(value=T) -> c` becomes the
 //!    initializer `c`. Several exporters keep every weight in Constant nodes,
 //!    which quantizers cannot see. Inside If/Loop/Scan bodies, Constant
@@ -30,7 +37,7 @@
 //! 7. **Dead code removed**: nodes nothing reads (not graph outputs, not read
 //!    from any subgraph) and unused initializers. Graph inputs always stay.
 //!
-//! Preserves: graph inputs and outputs (names, types), every node it does not
+//! Preserves: graph inputs (but rule 0's) and outputs (names, types), every node it does not
 //! rewrite, metadata. Idempotent: a second run finds nothing to do.
 //! Cost in fidelity: float rounding only (BN folding and constant folding
 //! reorder float operations).
@@ -51,7 +58,7 @@ use crate::proto::{
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
     summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs, merge identical small constants",
-    matches: "Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers",
+    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -60,6 +67,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
         ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
+        ParamInfo { name: "unlist_initializer_inputs", kind: "bool", default: "true", range: "true|false", doc: "initializers also listed as graph inputs (as IR 3 required) stop being inputs, so passes see them as constants (they can no longer be overridden at run time)" },
     ],
 };
 
@@ -72,6 +80,7 @@ pub struct Params {
     pub fold_max_bytes: u64,
     pub fold_batchnorm: bool,
     pub inline_if: bool,
+    pub unlist_initializer_inputs: bool,
 }
 
 impl Default for Params {
@@ -81,6 +90,7 @@ impl Default for Params {
             fold_max_bytes: 1 << 20,
             fold_batchnorm: true,
             inline_if: true,
+            unlist_initializer_inputs: true,
         }
     }
 }
@@ -110,6 +120,12 @@ impl Pass for Clean {
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let g = &model.graph;
+        if self.params.unlist_initializer_inputs {
+            let p = unlist_initializer_inputs(g);
+            if !p.is_empty() {
+                return Ok(p);
+            }
+        }
         let mut p = constants_to_initializers(g);
         p.extend(hoist_body_constants(g));
         if !p.is_empty() {
@@ -241,6 +257,24 @@ fn constant_value(node: &crate::proto::NodeProto) -> Option<TensorProto> {
         _ => return None, // sparse_value stays a node
     };
     Some(t)
+}
+
+/// Rule 0: one patch taking every initializer off the graph inputs.
+pub fn unlist_initializer_inputs(g: &Graph) -> Vec<Patch> {
+    let names: Vec<String> = g
+        .rest
+        .input
+        .iter()
+        .map(|i| i.name().to_string())
+        .filter(|n| g.initializers.contains_key(n))
+        .collect();
+    if names.is_empty() {
+        return vec![];
+    }
+    let mut p = Patch::new("initializer taken off the graph inputs");
+    p.count = names.len();
+    p.unlist_inputs = names;
+    vec![p]
 }
 
 pub fn constants_to_initializers(g: &Graph) -> Vec<Patch> {

@@ -287,9 +287,11 @@ fn broadcast_mul(a: &tensor::F32Tensor, b: &tensor::F32Tensor) -> Option<tensor:
 fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, attr_tensor, node_proto};
     let g = &model.graph;
-    // Initializers and Constant nodes are constants to tract.
+    // Initializers (also those listed as inputs) and Constant nodes are
+    // constants to tract.
     let constant = |v: &str| {
-        g.constant(v).is_some() || g.producer(v).is_some_and(|p| g.nodes[p].op() == "Constant")
+        g.initializers.contains_key(v)
+            || g.producer(v).is_some_and(|p| g.nodes[p].op() == "Constant")
     };
     let ids: Vec<_> = g
         .nodes

@@ -319,6 +319,8 @@ impl Pass for Quant {
                     p
                 })
                 .collect();
+            // Weights listed as graph inputs (IR 3) are constants only off the list.
+            prep.extend(crate::passes::clean::unlist_initializer_inputs(g));
             prep.extend(self.raise_opset(model, ctx)?);
             if !prep.is_empty() {
                 self.prepared.store(true, Ordering::Relaxed);
@@ -326,10 +328,25 @@ impl Pass for Quant {
             }
         }
         let opset = model.opset();
+        if opset < 7 {
+            // Every form needs numpy-style broadcasting (Mul from opset 7).
+            ctx.notes.push(format!(
+                "opset {opset} is too old to quantize (needs 7 for the weight-only form, 10 for QuantizeLinear): left alone; convert the model with onnx.version_converter first"
+            ));
+            return Ok(vec![]);
+        }
+        let (mode, conv_w, mm_w) = self.mode(model);
+        let mode = if mode == "static" && opset < 10 {
+            ctx.notes.push(format!(
+                "opset {opset} has no QuantizeLinear/DequantizeLinear (needs 10): weights stored as int8 (weight-only, computed in float); convert the model to opset 13 with onnx.version_converter for integer kernels"
+            ));
+            "none"
+        } else {
+            mode
+        };
         // Per-axis DequantizeLinear needs opset 13; MatMulInteger takes
         // per-column zero points from opset 10, and stored weights need none.
-        let per_channel =
-            self.params.per_channel && (opset >= 13 || self.mode(model).0 != "static");
+        let per_channel = self.params.per_channel && (opset >= 13 || mode != "static");
         let has_weights = self.has_weight_to_quantize(model);
         if self.params.per_channel && !per_channel && has_weights {
             ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor (quant(opset=auto) raises the opset)"));
@@ -353,7 +370,6 @@ impl Pass for Quant {
                 ));
             }
         }
-        let (mode, conv_w, mm_w) = self.mode(model);
         if self.params.activations == "auto" {
             ctx.notes.push(format!(
                 "activations: {mode} ({conv_w} weights in Conv, {mm_w} in MatMul/Gemm)"
