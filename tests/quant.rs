@@ -626,26 +626,44 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
 /// The ONNX model zoo's classic CNNs are IR 3, opset 7-9: every weight is
 /// also listed as a graph input (IR 3 required it), so no runtime or pass
 /// treats it as a constant, and QuantizeLinear does not exist before opset
-/// 10. `clean,quant` takes the weights off the inputs (IR raised to 4) and,
-/// below opset 10, stores them as int8 expanded at load (weight-only); from
-/// opset 10 (here a model that lists its weights as inputs, as old
-/// exporters did) they are quantized for integer kernels. onnx.checker and
-/// onnxruntime accept both results.
+/// 10. `clean,quant` takes the weights off the inputs (IR raised to 4) and
+/// raises opset 8 to 10, where every operator of this model means the same
+/// (per-tensor int8 then); a model that lists its weights as inputs at
+/// opset 17 (old exporters did) gets per-channel weights. An operator that
+/// changed meaning before 10 (Slice) keeps the opset: the weights are
+/// stored as int8, weight-only. onnx.checker and onnxruntime accept every
+/// result.
 #[test]
 fn weights_listed_as_inputs_in_old_models_are_quantized() {
-    for (opset, ir, expect) in [
-        (8, 3, "weight stored as int8 (expanded once at load)"),
-        (17, 8, "weight quantized to int8 per channel"),
+    for (opset, ir, slice, expect) in [
+        (8, 3, false, "weight quantized to int8 per tensor"),
+        (8, 3, true, "weight stored as int8 (expanded once at load)"),
+        (17, 8, false, "weight quantized to int8 per channel"),
     ] {
-        let mut proto = ModelBuilder::new(opset)
+        let proto = ModelBuilder::new(opset)
             .input("x", &[1, 8, 6, 6])
             .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
             .init_f32("w2", &[16, 16, 3, 3], &weights(16 * 144, 2))
             .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
             .node("r", "Relu", &["h"], &["a"])
-            .node_with("c2", "Conv", &["a", "w2"], &["y"], conv_attrs(3))
-            .output("y", &[1, 16, 6, 6])
-            .proto();
+            .node_with("c2", "Conv", &["a", "w2"], &["c"], conv_attrs(3));
+        let mut proto = match slice {
+            false => proto.node("out", "Identity", &["c"], &["y"]),
+            // Slice-1: starts and ends as attributes (inputs from 10).
+            true => proto.node_with(
+                "out",
+                "Slice",
+                &["c"],
+                &["y"],
+                vec![
+                    attr_ints("axes", &[1]),
+                    attr_ints("starts", &[0]),
+                    attr_ints("ends", &[16]),
+                ],
+            ),
+        }
+        .output("y", &[1, 16, 6, 6])
+        .proto();
         proto.ir_version = Some(ir);
         let g = proto.graph.as_mut().unwrap();
         let listed: Vec<_> = g
@@ -668,6 +686,16 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
             s.contains("2 x initializer taken off the graph inputs") && s.contains(expect),
             "opset {opset}: {s}"
         );
+        if opset < 10 {
+            let raised = s.contains("opset raised from 8 to 10");
+            assert_eq!(raised, !slice, "{s}");
+            if slice {
+                assert!(
+                    s.contains("Slice 'out' changed meaning before opset 10"),
+                    "{s}"
+                );
+            }
+        }
         let (m, _) = Model::load(&out).unwrap();
         assert_eq!(m.graph.rest.input.len(), 1, "opset {opset}");
         assert!(m.proto.ir_version() >= 4, "opset {opset}");

@@ -25,7 +25,10 @@
 //! Every other change in that range only adds types or optional attributes
 //! and inputs whose defaults keep the old behaviour. DFT (20) and
 //! GroupNormalization (21) changed too and are refused, as are models below
-//! opset 11 (use `onnx.version_converter` for those). Nodes inside If, Loop
+//! opset 11 (use `onnx.version_converter` for those), except one step:
+//! a model at opset 7, 8 or 9 whose operators all mean the same at 10 is
+//! raised to 10 (where QuantizeLinear starts; `quant` asks for it), only
+//! BatchNormalization's `spatial=1` dropped. Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
 //! Constant nodes), and so are the bodies of model-local functions that import
 //! an older default opset (their import is raised too). Other domains
@@ -120,6 +123,168 @@ impl Pass for Opset {
     }
 }
 
+/// Operators whose definition keeps its meaning from opset 7 to 10: later
+/// versions only add types, or optional attributes, inputs and outputs whose
+/// defaults keep the old behaviour. (Slice and TopK moved attributes to
+/// inputs in 10, Upsample took its scales as an input in 9: not here.)
+const SAME_FROM_7_TO_10: &[&str] = &[
+    "Abs",
+    "Acos",
+    "Add",
+    "And",
+    "ArgMax",
+    "ArgMin",
+    "Asin",
+    "Atan",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "ConvTranspose",
+    "Cos",
+    "DepthToSpace",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Equal",
+    "Exp",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "Greater",
+    "Hardmax",
+    "HardSigmoid",
+    "Identity",
+    "InstanceNormalization",
+    "LeakyRelu",
+    "Less",
+    "Log",
+    "LogSoftmax",
+    "LpNormalization",
+    "LpPool",
+    "LRN",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "MaxRoiPool",
+    "Mean",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "PRelu",
+    "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Selu",
+    "Shape",
+    "Sigmoid",
+    "Sin",
+    "Size",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "SpaceToDepth",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tan",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Xor",
+];
+
+/// A model at opset 7, 8 or 9 raised to 10 (where QuantizeLinear starts)
+/// when every operator it uses means the same there: only the version
+/// changes, and BatchNormalization's `spatial=1` (the only behaviour left in
+/// 9) is dropped. Refused, naming the operator, for anything else: other
+/// operators, `spatial=0`, a Dropout mask that is read (its type became
+/// bool), subgraphs, model-local functions.
+fn relabel_to_10(model: &Model) -> Result<Patch> {
+    let from = model.opset();
+    let g = &model.graph;
+    ensure!(
+        model.proto.functions.is_empty(),
+        "opset {from} cannot be raised to 10 here: the model has local functions; convert it with onnx.version_converter"
+    );
+    let mut patch = Patch::new(format!("opset raised from {from} to 10"));
+    patch.set_opset = Some(MIN_SOURCE - 1);
+    for id in g.topo_order() {
+        let n = &g.nodes[id];
+        if !n.is_onnx() {
+            continue;
+        }
+        let refuse = |why: &str| {
+            anyhow::anyhow!(
+                "opset {from} cannot be raised to 10 here: {} '{}' {why}; convert the model with onnx.version_converter",
+                n.op(),
+                n.label()
+            )
+        };
+        if !SAME_FROM_7_TO_10.contains(&n.op()) {
+            return Err(refuse("changed meaning before opset 10"));
+        }
+        if walk::subgraphs(&n.proto).next().is_some() {
+            return Err(refuse("holds subgraphs"));
+        }
+        match n.op() {
+            "BatchNormalization" => {
+                let spatial = n.proto.attribute.iter().find(|a| a.name() == "spatial");
+                match spatial.map(|a| a.i()) {
+                    None => {}
+                    Some(1) => {
+                        let attrs = n
+                            .proto
+                            .attribute
+                            .iter()
+                            .filter(|a| a.name() != "spatial")
+                            .cloned()
+                            .collect();
+                        patch.replace_attributes.push((id, attrs));
+                    }
+                    Some(_) => return Err(refuse("normalises per activation (spatial=0)")),
+                }
+            }
+            "Dropout" => {
+                let mask_read = n.proto.output.get(1).is_some_and(|m| {
+                    !m.is_empty() && (!g.consumers(m).is_empty() || g.is_graph_output(m))
+                });
+                if mask_read {
+                    return Err(refuse("has its mask read (a bool from opset 10)"));
+                }
+            }
+            _ => {}
+        }
+    }
+    patch.count = 1;
+    Ok(patch)
+}
+
 /// The least IR version that allows a default-domain opset.
 pub fn min_ir_version(opset: i64) -> i64 {
     match opset {
@@ -138,6 +303,9 @@ pub fn min_ir_version(opset: i64) -> i64 {
 /// cannot be converted (the model is then left as it is).
 pub fn upgrade(model: &Model, to: i64) -> Result<Patch> {
     let from = model.opset();
+    if (7..MIN_SOURCE - 1).contains(&from) && to == MIN_SOURCE - 1 {
+        return relabel_to_10(model);
+    }
     ensure!(
         from >= MIN_SOURCE,
         "opset {from} is older than {MIN_SOURCE}, the oldest this tool converts from; convert the model with onnx.version_converter first"

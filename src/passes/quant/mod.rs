@@ -349,7 +349,12 @@ impl Pass for Quant {
         let per_channel = self.params.per_channel && (opset >= 13 || mode != "static");
         let has_weights = self.has_weight_to_quantize(model);
         if self.params.per_channel && !per_channel && has_weights {
-            ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor (quant(opset=auto) raises the opset)"));
+            let how = if opset >= super::opset::MIN_SOURCE {
+                "quant(opset=auto) raises the opset"
+            } else {
+                "convert the model to opset 13 with onnx.version_converter for per-channel weights"
+            };
+            ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor ({how})"));
         }
         let int4 = self.params.weights == "int4" && opset >= 21;
         if self.params.weights == "int4" && !int4 && has_weights {
@@ -958,10 +963,23 @@ impl Quant {
             OpsetPolicy::Raise(n) if from < n => n,
             OpsetPolicy::Raise(_) => return Ok(None),
         };
-        match super::opset::upgrade(model, to) {
-            Ok(p) => {
+        // Below opset 11 the conversion this tool makes is to 10 (where
+        // QuantizeLinear starts, per tensor), when every operator means the
+        // same there.
+        let upgraded = match super::opset::upgrade(model, to) {
+            Err(_) if from < 10 && self.mode(model).0 == "static" => {
+                super::opset::upgrade(model, 10).map(|p| (p, 10))
+            }
+            r => r.map(|p| (p, to)),
+        };
+        match upgraded {
+            Ok((p, to)) => {
                 let why = if to >= 21 && self.params.weights == "int4" {
                     "INT4 weights"
+                } else if to == 10 {
+                    "QuantizeLinear (per tensor; per channel needs 13, which this tool converts to from 11 only)"
+                } else if to == 11 {
+                    "DynamicQuantizeLinear"
                 } else {
                     "per-channel weights"
                 };
