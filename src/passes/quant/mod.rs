@@ -776,12 +776,16 @@ fn placement(
             .filter_map(|slot| n.input.get(slot).map(|v| (slot, v)))
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        // A compute op runs in int8 only with an int8 weight (or two
-        // activations, MatMul); around one whose weight stays float
-        // (small, stored, excluded) Q/DQ would only add rounding.
+        // A compute op runs in int8 only with an int8 weight (or, MatMul,
+        // two activations); around one whose weight stays float (small,
+        // stored, excluded, or a Conv/Gemm weight computed at run time) Q/DQ
+        // would only add rounding.
         let compute = COMPUTE_OPS.contains(&n.op_type())
             && n.input.get(1).is_some_and(|w| {
-                int8_weight(w) || (!g.initializers.contains_key(w) && is_activation(w))
+                int8_weight(w)
+                    || (n.op_type() == "MatMul"
+                        && !g.initializers.contains_key(w)
+                        && is_activation(w))
             });
         let joins = compute
             || (!COMPUTE_OPS.contains(&n.op_type())
