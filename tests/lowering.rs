@@ -467,4 +467,27 @@ fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
         "{:?}",
         r.notes()
     );
+    // Training mode normalises with the batch's own statistics: not the
+    // inference formula, so it is not lowered.
+    let mut training = m.clone();
+    let bn = training
+        .graph
+        .nodes
+        .node_indices()
+        .find(|&i| training.graph.nodes[i].op() == "BatchNormalization")
+        .unwrap();
+    training.graph.nodes[bn]
+        .proto
+        .attribute
+        .push(attr_int("training_mode", 1));
+    let notes = onnx_squeeze::verify::lower::lower(&mut training).unwrap();
+    assert!(
+        notes.iter().all(|n| !n.contains("BatchNormalization")),
+        "{notes:?}"
+    );
+    assert!(training
+        .graph
+        .nodes
+        .node_weights()
+        .any(|n| n.op() == "BatchNormalization"));
 }
