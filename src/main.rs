@@ -100,7 +100,10 @@ struct VerifyArgs {
     /// Default: seeded random inputs that respect each input's type and shape.
     #[arg(long)]
     inputs: Option<PathBuf>,
-    /// Bind a symbolic dimension, e.g. --dim batch=4 (default 1).
+    /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
+    /// or an unnamed one as INPUT:AXIS, e.g. --dim input:1=512. Default 1;
+    /// a length (not a batch) at which tract cannot type the model is raised
+    /// until it can, and the report says so.
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
     /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3.
@@ -297,7 +300,7 @@ fn run(args: RunArgs) -> Result<u8> {
         (None, Some(r)) => Pipeline::from_recipe(r)?,
         (None, None) => Pipeline::empty(),
     };
-    let vopts = args
+    let mut vopts = args
         .verify
         .options(pipeline.tolerance(), &pipeline.verify)?;
     check_output(&args.input, &args.output)?;
@@ -306,6 +309,13 @@ fn run(args: RunArgs) -> Result<u8> {
     let (mut model, in_bytes) = load(&args.input, &pb)?;
     let original = model.clone();
     let input_had_external = external_bytes(&model) > 0;
+    // Before calibration and verification draw their inputs from them.
+    let dim_notes = if pipeline.passes.is_empty() {
+        vec![]
+    } else {
+        pb.set_message("choosing input sizes");
+        verify::settle_dims(&model, &mut vopts)
+    };
     let input_stats = ModelStats {
         bytes: in_bytes,
         nodes: model.graph.nodes.node_count(),
@@ -345,6 +355,8 @@ fn run(args: RunArgs) -> Result<u8> {
         verify::verify(&original, &model, &vopts)
     };
     drop(original);
+    let mut verify = verify;
+    verify.notes.splice(0..0, dim_notes);
 
     let ok = match verify.status {
         Status::Passed => true,
@@ -433,12 +445,15 @@ fn inspect_cmd(path: &Path, json: bool) -> Result<()> {
 }
 
 fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
-    let opts = args.options(Tolerance::FLOAT_ROUNDING, &Default::default())?;
+    let mut opts = args.options(Tolerance::FLOAT_ROUNDING, &Default::default())?;
     let pb = spinner("loading");
     let (ma, _) = load(a, &pb)?;
     let (mb, _) = load(b, &pb)?;
+    pb.set_message("choosing input sizes");
+    let dim_notes = verify::settle_dims(&ma, &mut opts);
     pb.set_message("verifying in tract");
-    let report = verify::verify(&ma, &mb, &opts);
+    let mut report = verify::verify(&ma, &mb, &opts);
+    report.notes.splice(0..0, dim_notes);
     pb.finish_and_clear();
     print!("{}", report.table());
     Ok(match report.status {

@@ -24,8 +24,34 @@ pub struct InputSpec {
     pub shape: Vec<usize>,
 }
 
+/// How `--dim` names an input's axis that has neither a size nor a name:
+/// `INPUT:AXIS`.
+pub fn unnamed_dim_key(input: &str, axis: usize) -> String {
+    format!("{input}:{axis}")
+}
+
+/// The keys `--dim` binds for `vi`'s axes without a size, in order, with
+/// their axis: the dim's name, or [`unnamed_dim_key`] for an axis without
+/// one.
+pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
+    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return vec![];
+    };
+    tt.shape
+        .iter()
+        .flat_map(|s| s.dim.iter().enumerate())
+        .filter_map(|(axis, d)| match &d.value {
+            Some(Dim::DimParam(p)) => Some((p.clone(), axis)),
+            Some(Dim::DimValue(v)) if *v >= 0 => None,
+            _ => Some((unnamed_dim_key(vi.name(), axis), axis)),
+        })
+        .collect()
+}
+
 /// The graph inputs that are not initializers, with concrete shapes: symbolic
-/// dims from `dims`, otherwise 1. Every choice made is described in `notes`.
+/// dims (and unnamed ones, keyed by [`unnamed_dim_key`]) from `dims`,
+/// otherwise 1. Every choice made is described in `notes`.
 pub fn input_specs(
     g: &Graph,
     dims: &HashMap<String, usize>,
@@ -63,11 +89,17 @@ pub fn input_specs(
                         }
                     },
                     _ => {
-                        notes.push(format!(
-                            "input '{}' axis {axis} has no size; set to 1",
-                            vi.name()
-                        ));
-                        1
+                        let key = unnamed_dim_key(vi.name(), axis);
+                        match dims.get(&key) {
+                            Some(&v) => v,
+                            None => {
+                                notes.push(format!(
+                                    "input '{}' axis {axis} has no size; set to 1 (bind it with --dim {key}=SIZE)",
+                                    vi.name()
+                                ));
+                                1
+                            }
+                        }
                     }
                 });
             }

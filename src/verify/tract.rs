@@ -226,6 +226,21 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
+/// Whether tract can type `proto` with inputs shaped and typed like
+/// `inputs` (no plan is built, nothing runs). An error when it cannot load
+/// the model at all (an op it does not know), whatever the shapes.
+pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<bool> {
+    guarded("analysing the model", || {
+        let mut model = inference_model(proto)?;
+        for (i, t) in inputs.iter().enumerate() {
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+                .map_err(to_tract_error)?;
+        }
+        Ok(model.into_typed().is_ok())
+    })
+}
+
 /// Shapes and types of a constant subgraph's outputs, without running it.
 pub fn output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> {
     guarded("analysing a constant subgraph", || {

@@ -13,8 +13,8 @@ Usage:
      * --inputs DATA.npz: arrays keyed by input name, used as-is (no cast, no reshaping).
        Inputs the npz lacks are generated as below; unknown keys are a usage error.
      * otherwise random, from numpy.random.default_rng(--seed, default 0), per input:
-         shape: fixed dims as declared; a symbolic dim takes --dim NAME=N, else 1; an unknown
-                (unnamed) dim is 1;
+         shape: fixed dims as declared; a symbolic dim takes --dim NAME=N, an unnamed one
+                --dim INPUT:AXIS=N, else 1;
          float16/32/64: standard normal;
          bool: uniformly random;
          integers: uniform in [0, 100), except inputs whose name contains "mask", "token_type"
@@ -112,13 +112,15 @@ def make_session(path: str) -> ort.InferenceSession:
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def concrete_shape(shape, dims: dict[str, int]) -> list[int]:
+def concrete_shape(name: str, shape, dims: dict[str, int]) -> list[int]:
     out = []
-    for d in shape:
+    for axis, d in enumerate(shape):
         if isinstance(d, int) and d >= 0:
             out.append(d)
         elif isinstance(d, str) and d in dims:
             out.append(dims[d])
+        elif not isinstance(d, str) and f"{name}:{axis}" in dims:  # unnamed, as onnx-squeeze keys it
+            out.append(dims[f"{name}:{axis}"])
         else:  # symbolic without --dim, or unknown
             out.append(1)
     return out
@@ -243,7 +245,7 @@ def check(args, result: dict) -> None:
             if inp.name in given:
                 feed[inp.name] = given[inp.name]
             else:
-                feed[inp.name] = random_input(rng, inp.name, inp.type, concrete_shape(inp.shape, args.dims))
+                feed[inp.name] = random_input(rng, inp.name, inp.type, concrete_shape(inp.name, inp.shape, args.dims))
         feeds.append(feed)
     for inp in inputs_a:
         arr = feeds[0][inp.name]
