@@ -9,6 +9,7 @@
 //! that only that branch was checked. A model tract cannot run is reported
 //! `not_verified` with the reason: never called verified.
 
+pub mod dims;
 pub mod inputs;
 pub mod lower;
 pub mod metrics;
@@ -25,6 +26,7 @@ use tract_onnx::prelude::Tensor;
 use crate::ir::Model;
 use crate::pass::Tolerance;
 use crate::passes::fold;
+pub use dims::settle_dims;
 use metrics::{Accumulator, OutputMetrics};
 
 #[derive(Debug, Clone)]
@@ -138,94 +140,6 @@ pub fn verify(original: &Model, result: &Model, opts: &VerifyOptions) -> VerifyR
     report.tolerance = opts.tolerance;
     report.seconds = start.elapsed().as_secs_f64();
     report
-}
-
-/// Sizes tried, in turn, for the input dims left unbound when the model
-/// does not type in tract with them at 1: audio and signal models need a
-/// minimum length (silero-vad: 256 samples at 8 kHz, 512 at 16 kHz).
-const DIM_SIZES: [usize; 6] = [16, 64, 256, 512, 1024, 4096];
-
-/// Bind the input dims left without a size (no `--dim`, no `--inputs`) to
-/// sizes the model runs at. They default to 1 (a batch of one, the shortest
-/// sequence); when tract cannot type the original model at that size, the
-/// dims that may be a length (not named like a batch; unnamed ones except
-/// axis 0) are raised through [`DIM_SIZES`], each alone and then all
-/// together, until it can; `opts.dims` then binds them. Returns a note for
-/// the report when a size other than 1 was chosen. Costs one tract analysis
-/// (no plan) of the original when some such dim is unbound, more only when
-/// the model does not type at 1.
-pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
-    if opts.inputs.is_some() {
-        return vec![];
-    }
-    let mut grow: Vec<String> = Vec::new();
-    for vi in &original.graph.rest.input {
-        if original.graph.initializers.contains_key(vi.name()) {
-            continue;
-        }
-        for (key, axis) in inputs::free_dims(vi) {
-            let lower = key.to_lowercase();
-            let unnamed = key == inputs::unnamed_dim_key(vi.name(), axis);
-            let batch = if unnamed {
-                axis == 0
-            } else {
-                lower.contains("batch") || matches!(lower.as_str(), "n" | "b" | "bs")
-            };
-            if !batch && !opts.dims.contains_key(&key) && !grow.contains(&key) {
-                grow.push(key);
-            }
-        }
-    }
-    if grow.is_empty() || types_in_tract(original, opts) != Some(false) {
-        return vec![];
-    }
-    let mut tries: Vec<Vec<&String>> = grow.iter().map(|d| vec![d]).collect();
-    if grow.len() > 1 {
-        tries.push(grow.iter().collect());
-    }
-    for size in DIM_SIZES {
-        for dims in &tries {
-            let mut o = opts.clone();
-            for &d in dims {
-                o.dims.insert(d.clone(), size);
-            }
-            match types_in_tract(original, &o) {
-                Some(true) => {
-                    *opts = o;
-                    let names: Vec<String> = dims.iter().map(|d| format!("'{d}'")).collect();
-                    return vec![format!(
-                        "input dim {} set to {size}: tract cannot type the model at 1 (bind it with --dim {}=SIZE)",
-                        names.join(", "),
-                        dims[0]
-                    )];
-                }
-                Some(false) => {}
-                None => return vec![],
-            }
-        }
-    }
-    vec![]
-}
-
-/// Whether tract types `model` on the inputs `opts` describes, as
-/// verification hands it over (specialised and lowered). `None` when the
-/// question does not arise: no inputs can be drawn, or tract cannot load
-/// the model at all.
-fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Option<bool> {
-    let inputs = ReferenceInputs::new(model, opts).ok()?;
-    let (fixed, run_samples) = split_fixed(has_if(model), &inputs.samples);
-    let Ok((proto, _)) = verification_copy(
-        model,
-        &inputs.specs,
-        &inputs.samples[0],
-        &fixed,
-        &run_samples,
-    ) else {
-        // Specialising folds with tract: a shape it cannot compute is one
-        // it cannot type.
-        return Some(false);
-    };
-    tract::analyses(&proto, &run_samples[0]).ok()
 }
 
 /// Ops tract runs but computes wrongly (measured against onnxruntime with

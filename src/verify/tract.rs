@@ -226,19 +226,24 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-/// Whether tract can type `proto` with inputs shaped and typed like
-/// `inputs` (no plan is built, nothing runs). An error when it cannot load
-/// the model at all (an op it does not know), whatever the shapes.
+/// Whether tract can type and declutter `proto` with inputs shaped and
+/// typed like `inputs` (no code is generated, nothing runs): a panic there
+/// counts as a no. An error when it cannot load the model at all (an op it
+/// does not know), whatever the shapes.
 pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<bool> {
-    guarded("analysing the model", || {
-        let mut model = inference_model(proto)?;
-        for (i, t) in inputs.iter().enumerate() {
-            model
-                .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
-                .map_err(to_tract_error)?;
-        }
-        Ok(model.into_typed().is_ok())
+    let mut model = guarded("loading the model", || inference_model(proto))?;
+    for (i, t) in inputs.iter().enumerate() {
+        model
+            .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+            .map_err(to_tract_error)?;
+    }
+    Ok(guarded("analysing the model", || {
+        model
+            .into_typed()
+            .and_then(|t| t.into_decluttered())
+            .map_err(to_tract_error)
     })
+    .is_ok())
 }
 
 /// Shapes and types of a constant subgraph's outputs, without running it.

@@ -1,0 +1,122 @@
+//! Sizes chosen for input dims nobody bound (`verify::settle_dims`).
+
+use std::sync::Arc;
+
+use onnx_squeeze::io::ExternalData;
+use onnx_squeeze::ir::builder::ModelBuilder;
+use onnx_squeeze::ir::Model;
+use onnx_squeeze::proto::tensor_shape_proto::dimension::Value as Dim;
+use onnx_squeeze::proto::{tensor_proto::DataType, type_proto, ModelProto, TensorProto};
+use onnx_squeeze::verify::{settle_dims, VerifyOptions};
+
+/// `proto` with its first input's dims set to `dims`: names, sizes, or ""
+/// for a dim with neither.
+fn with_input_dims(mut proto: ModelProto, dims: &[&str]) -> Model {
+    let g = proto.graph.as_mut().unwrap();
+    let Some(type_proto::Value::TensorType(tt)) =
+        g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        unreachable!()
+    };
+    let shape = tt.shape.as_mut().unwrap();
+    for (d, name) in shape.dim.iter_mut().zip(dims) {
+        d.value = match name.parse::<i64>() {
+            _ if name.is_empty() => None,
+            Ok(v) => Some(Dim::DimValue(v)),
+            Err(_) => Some(Dim::DimParam(name.to_string())),
+        };
+    }
+    Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap()
+}
+
+fn shape_tensor(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: vec![v.len() as i64],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// `x -> Reshape(shape) -> y`, with `x` of rank `rank`.
+fn reshape_model(rank: usize, shape: &[i64]) -> ModelProto {
+    let mut p = ModelBuilder::new(13)
+        .input("x", &vec![1; rank])
+        .output("y", &[])
+        .node("r", "Reshape", &["x", "shape"], &["y"])
+        .proto();
+    p.graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .push(shape_tensor("shape", shape));
+    p
+}
+
+#[test]
+fn an_image_gets_a_real_size_and_a_batch_stays_one() {
+    // A 2x2 convolution: any image size types.
+    let proto = ModelBuilder::new(13)
+        .input("x", &[1, 3, 1, 1])
+        .output("y", &[])
+        .init_f32("w", &[4, 3, 2, 2], &[0.1; 48])
+        .node("c", "Conv", &["x", "w"], &["y"])
+        .proto();
+    let m = with_input_dims(proto, &["batch", "3", "height", "width"]);
+    let mut opts = VerifyOptions::default();
+    let notes = settle_dims(&m, &mut opts);
+    assert_eq!(opts.dims.get("height"), Some(&64));
+    assert_eq!(opts.dims.get("width"), Some(&64));
+    assert_eq!(opts.dims.get("batch"), None, "a batch stays 1");
+    assert!(
+        notes[0].contains("image size not set: 'height' = 64, 'width' = 64"),
+        "{notes:?}"
+    );
+
+    // The user's samples decide, and so does a bound dim.
+    let mut given = VerifyOptions {
+        inputs: Some("samples.npz".into()),
+        ..Default::default()
+    };
+    assert!(settle_dims(&m, &mut given).is_empty());
+    assert!(given.dims.is_empty());
+    let mut bound = VerifyOptions::default();
+    bound.dims.insert("height".into(), 320);
+    settle_dims(&m, &mut bound);
+    assert_eq!(bound.dims.get("height"), Some(&320));
+    assert_eq!(bound.dims.get("width"), Some(&64));
+}
+
+/// A layer that fixes the height (a text recogniser trained on 48-pixel
+/// lines, here a Reshape to 48 rows): the height is searched alone.
+#[test]
+fn an_image_height_the_model_fixes_is_found() {
+    let m = with_input_dims(reshape_model(4, &[1, 3, 48, 64]), &["N", "3", "h", "w"]);
+    let mut opts = VerifyOptions::default();
+    settle_dims(&m, &mut opts);
+    assert_eq!(opts.dims.get("h"), Some(&48));
+    assert_eq!(opts.dims.get("w"), Some(&64));
+}
+
+/// A signal with a minimum length (silero-vad needs 256 audio samples):
+/// 1 does not type, so the length is raised; an unnamed length is keyed
+/// `INPUT:AXIS`.
+#[test]
+fn a_length_the_model_cannot_type_at_1_is_raised() {
+    for (dims, key) in [(["batch", "len"], "len"), (["batch", ""], "x:1")] {
+        let m = with_input_dims(reshape_model(2, &[-1, 16]), &dims);
+        let mut opts = VerifyOptions::default();
+        let notes = settle_dims(&m, &mut opts);
+        assert_eq!(opts.dims.get(key), Some(&16), "{notes:?}");
+        assert!(
+            notes[0].contains(&format!("input dim '{key}' set to 16")),
+            "{notes:?}"
+        );
+    }
+    // A length that types at 1 stays 1 (a transformer's sequence).
+    let m = with_input_dims(reshape_model(2, &[-1]), &["batch", "sequence"]);
+    let mut opts = VerifyOptions::default();
+    assert!(settle_dims(&m, &mut opts).is_empty());
+    assert!(opts.dims.is_empty());
+}
