@@ -176,6 +176,7 @@ pub fn run_pass_with(
         round: 0,
     };
     let mut applied = 0usize;
+    let mut exact = true;
     let mut stop = "fixpoint: the pass proposes nothing more".to_string();
     let mut round = 0;
     loop {
@@ -204,6 +205,7 @@ pub fn run_pass_with(
                 .apply(&patch)
                 .with_context(|| format!("pass '{name}' produced an invalid graph"))?;
             *changes.entry(patch.label.clone()).or_default() += patch.count.max(1);
+            exact &= patch.exact;
             applied += 1;
             progressed = true;
         }
@@ -226,6 +228,7 @@ pub fn run_pass_with(
         params_before,
         params_after: model.param_count(),
         changes,
+        exact,
         rounds: round,
         stop,
         notes: ctx.notes,

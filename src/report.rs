@@ -30,6 +30,8 @@ pub struct PassReport {
     pub params_after: u64,
     /// Applied patches by label.
     pub changes: BTreeMap<String, usize>,
+    /// Every applied patch is exact by construction ([`crate::patch::Patch::exact`]).
+    pub exact: bool,
     pub rounds: usize,
     /// Why the driver stopped.
     pub stop: String,

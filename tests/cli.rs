@@ -332,36 +332,91 @@ fn verification_failure_exits_3_and_writes_nothing() {
     assert!(out.exists());
 }
 
+/// `x -> MyOp (a custom-domain op tract cannot run) -> Add(one) -> Add(one2)
+/// -> y`, `one` and `one2` identical constants; with `identity`, an Identity
+/// before the output as well. Written to `dir/name`.
+fn custom_op_model(dir: &std::path::Path, name: &str, identity: bool) -> std::path::PathBuf {
+    use onnx_squeeze::ir::builder::ModelBuilder;
+    let last = if identity { "z" } else { "y" };
+    let mut b = ModelBuilder::new(17)
+        .input("x", &[2, 3])
+        .output("y", &[2, 3])
+        .init_f32("one", &[1], &[1.0])
+        .init_f32("one2", &[1], &[1.0])
+        .node("my", "MyOp", &["x"], &["m"])
+        .node("add1", "Add", &["m", "one"], &["a"])
+        .node("add2", "Add", &["a", "one2"], &[last]);
+    if identity {
+        b = b.node("id", "Identity", &["z"], &["y"]);
+    }
+    let mut p = b.proto();
+    p.graph.as_mut().unwrap().node[0].domain = Some("com.example".into());
+    p.opset_import
+        .push(onnx_squeeze::proto::OperatorSetIdProto {
+            domain: Some("com.example".into()),
+            version: Some(1),
+        });
+    let path = dir.join(name);
+    std::fs::write(&path, prost::Message::encode_to_vec(&p)).unwrap();
+    path
+}
+
+/// tract cannot run a model with an op it does not know: a rewrite that
+/// could change its outputs is not called verified and not written (unless
+/// --no-verify), but one that is exact by construction (identical constants
+/// merged) is written, and the report says why.
 #[test]
-fn unverifiable_model_is_not_called_verified() {
+fn unverifiable_model_is_written_only_when_every_change_is_exact() {
     let dir = scratch("cli-nv");
     let out = dir.path().join("out.onnx");
-    // A custom-domain op tract cannot run; clean changes the graph, so verification must run.
+    let exact = custom_op_model(dir.path(), "exact.onnx", false);
     let o = run_cli(&[
         "run",
         "--passes",
         "clean",
-        fixture("custom_domain.onnx").to_str().unwrap(),
+        exact.to_str().unwrap(),
         out.to_str().unwrap(),
     ]);
     let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    if o.status.code() == Some(0) {
-        // clean found nothing to change: then nothing needed verifying.
-        assert!(all.contains("no pass changed the graph"), "{all}");
-    } else {
-        assert_eq!(o.status.code(), Some(3), "{all}");
-        assert!(all.contains("NOT VERIFIED") && !out.exists(), "{all}");
-        let o = run_cli(&[
-            "run",
-            "--no-verify",
-            "--passes",
-            "clean",
-            fixture("custom_domain.onnx").to_str().unwrap(),
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(o.status.code(), Some(0));
-        assert!(text(&o.stdout).contains("NOT VERIFIED: skipped (--no-verify)"));
-    }
+    assert_eq!(o.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("NOT VERIFIED")
+            && all.contains("written all the same: every change is exact by construction (identical small constant merged)"),
+        "{all}"
+    );
+    assert!(out.exists());
+    std::fs::remove_file(&out).unwrap();
+
+    // Removing the Identity is a rewrite verification must check.
+    let inexact = custom_op_model(dir.path(), "inexact.onnx", true);
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        inexact.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "{all}");
+    assert!(
+        all.contains("Identity removed") && all.contains("NOT VERIFIED"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("written all the same") && !out.exists(),
+        "{all}"
+    );
+    let o = run_cli(&[
+        "run",
+        "--no-verify",
+        "--passes",
+        "clean",
+        inexact.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("NOT VERIFIED: skipped (--no-verify)"));
+    assert!(out.exists());
 }
 
 #[test]

@@ -170,6 +170,7 @@ fn merge_identical_constants(model: &Model) -> Vec<Patch> {
     let g = &model.graph;
     let mut first: HashMap<Vec<u8>, &str> = Default::default();
     let mut p = Patch::new("identical small constant merged");
+    p.exact = true;
     for (name, t) in &g.initializers {
         let small = tensor::numel(&t.dims).is_ok_and(|n| n <= MERGE_MAX_ELEMENTS);
         if !small || tensor::is_external(t) || g.constant(name).is_none() || g.is_graph_output(name)
@@ -746,6 +747,7 @@ fn remove_dead_code(g: &Graph) -> Vec<Patch> {
     for id in g.topo_order().into_iter().rev() {
         if !live.contains(&id) {
             let mut p = Patch::new("dead node removed");
+            p.exact = true;
             p.remove_nodes.push(id);
             out.push(p);
         }
@@ -759,6 +761,7 @@ fn remove_dead_code(g: &Graph) -> Vec<Patch> {
     for name in g.initializers.keys() {
         if !read.contains(name) && !g.is_graph_output(name) && !g.is_graph_input(name) {
             let mut p = Patch::new("unused initializer removed");
+            p.exact = true;
             p.remove_initializers.push(name.clone());
             out.push(p);
         }
