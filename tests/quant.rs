@@ -1307,3 +1307,46 @@ fn an_image_without_a_size_is_calibrated_at_a_real_one() {
     args.extend(["--dim", "?=48", "--dim", "p2o.DynamicDimension.1=320"].map(String::from));
     assert_ort_matches(&input, &out, &args);
 }
+
+/// A token-type table (2 rows, read for every token) stays float, with a
+/// note; the vocabulary table beside it is quantized.
+#[test]
+fn small_embedding_tables_stay_float() {
+    let mut m = matmul_model(17);
+    let tt: Vec<f32> = (0..2 * 64).map(|i| (i as f32 - 64.0) / 50.0).collect();
+    let mut p = m.to_proto();
+    let g = p.graph.as_mut().unwrap();
+    g.initializer.push(onnx_squeeze::ir::tensor::from_f32(
+        "token_type",
+        &[2, 64],
+        &tt,
+    ));
+    g.node.push(onnx_squeeze::proto::NodeProto {
+        name: Some("tt_lookup".into()),
+        op_type: Some("Gather".into()),
+        input: vec!["token_type".into(), "ids".into()],
+        output: vec!["tt_vec".into()],
+        ..Default::default()
+    });
+    g.output.push(f32_value("tt_vec", &[2, 3, 64]));
+    m = Model::from_proto(
+        p,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let r = quant(&mut m, "activations = \"dynamic\"");
+    assert_eq!(
+        r.changes.get("embedding table quantized to int8 rows"),
+        Some(&1),
+        "{:?}",
+        r.changes
+    );
+    assert!(m.graph.initializers.contains_key("token_type"));
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("fewer than 64 rows kept in float (token_type)")),
+        "{:?}",
+        r.notes
+    );
+}
