@@ -114,9 +114,31 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
             "{notes:?}"
         );
     }
-    // A length that types at 1 stays 1 (a transformer's sequence).
+    // A float length that types at 1 stays 1.
     let m = with_input_dims(reshape_model(2, &[-1]), &["batch", "sequence"]);
     let mut opts = VerifyOptions::default();
     assert!(settle_dims(&m, &mut opts).is_empty());
     assert!(opts.dims.is_empty());
+}
+
+/// Token ids: their length is 128 (attention over one token checks nothing),
+/// or the largest below it that a model with fewer positions takes.
+#[test]
+fn token_ids_get_a_real_length() {
+    use onnx_squeeze::ir::builder::typed_value;
+    for (shape, want) in [(vec![-1i64], 128), (vec![2, 32], 64)] {
+        let mut p = reshape_model(2, &shape);
+        p.graph.as_mut().unwrap().input[0] = typed_value("x", DataType::Int64, &[1, 1]);
+        let m = with_input_dims(p, &["batch", "sequence"]);
+        let mut opts = VerifyOptions::default();
+        let notes = settle_dims(&m, &mut opts);
+        assert_eq!(opts.dims.get("sequence"), Some(&want), "{notes:?}");
+        assert_eq!(opts.dims.get("batch"), None);
+        assert!(
+            notes[0].contains(&format!(
+                "token sequence length not set: 'sequence' = {want}"
+            )),
+            "{notes:?}"
+        );
+    }
 }

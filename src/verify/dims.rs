@@ -1,9 +1,10 @@
 //! Sizes for the input dims nobody bound. Random samples need concrete
-//! shapes: a dim without a size is 1 unless `--dim` binds it, which is right
-//! for a batch and wrong for an image (calibrating a CNN on 1x1 images
-//! measures its padding, not its activations: PP-OCRv4's recogniser so
-//! calibrated kept cosine 0.91 on 48x320 lines, 0.99 calibrated on 48x64)
-//! and for signals with a minimum length (silero-vad does not type in tract
+//! shapes: a dim without a size could be 1, which is right for a batch and
+//! wrong for most else. Calibrating a CNN on 1x1 images measures its
+//! padding, not its activations (PP-OCRv4's recogniser so calibrated kept
+//! cosine 0.91 on 48x320 lines, 0.99 calibrated on 64x64); a transformer
+//! checked on one token checks a softmax that is 1 whatever its inputs; and
+//! signals have a minimum length (silero-vad cannot be analysed in tract
 //! below 256 audio samples).
 
 use crate::ir::Model;
@@ -30,8 +31,18 @@ const IMAGE_SIZE: usize = 64;
 /// upwards.
 const IMAGE_SIZES: [usize; 12] = [48, 32, 96, 128, 160, 192, 224, 256, 320, 384, 512, 640];
 
-/// Sizes tried for the other dims (not a batch) when the model does not
-/// type with them at 1: lengths of audio and other signals.
+/// The default length of a token sequence (an integer input's dim that is
+/// not a batch): the usual maximum of sentence encoders, where attention
+/// and its quantization error are those of real use (at 1 token, softmax is
+/// exactly 1 whatever its inputs).
+const TOKEN_LENGTH: usize = 128;
+
+/// Sizes tried, one dim at a time, for a token length at which the model
+/// cannot be analysed at [`TOKEN_LENGTH`] (a model with fewer positions).
+const TOKEN_LENGTHS: [usize; 7] = [64, 32, 16, 8, 1, 256, 512];
+
+/// Sizes tried for the other dims (not a batch) when the model cannot be
+/// analysed with them at 1: lengths of audio and other signals.
 const LENGTH_SIZES: [usize; 6] = [16, 64, 256, 512, 1024, 4096];
 
 /// What an unbound dim looks like it is.
@@ -41,17 +52,32 @@ enum Role {
     Batch,
     /// Height or width of an image input.
     Image,
+    /// The length of an integer input (token ids, their mask).
+    Tokens,
     /// Anything else: a length, a count.
     Length,
 }
 
+impl Role {
+    /// The size first tried, and those tried after it, one dim at a time.
+    fn sizes(self) -> (usize, &'static [usize]) {
+        match self {
+            Role::Batch => (1, &[]),
+            Role::Image => (IMAGE_SIZE, &IMAGE_SIZES),
+            Role::Tokens => (TOKEN_LENGTH, &TOKEN_LENGTHS),
+            Role::Length => (1, &LENGTH_SIZES),
+        }
+    }
+}
+
 /// Bind the input dims left without a size (no `--dim`, no `--inputs`) to
-/// sizes the model types at in tract (one analysis, no plan, per size
-/// tried): a batch is 1; an image's height and width are [`IMAGE_SIZE`]
-/// (an image input: rank 4, float, 1, 3 or 4 channels on axis 1 or 3, or a
-/// dim named like a height or width); any other dim is 1. When tract cannot
-/// type the model so, each image dim alone goes through [`IMAGE_SIZES`],
-/// then each other dim alone and then all of them together through
+/// sizes the model is used at and tract can analyse (one analysis, no plan,
+/// per size tried): a batch is 1; an image's height and width are
+/// [`IMAGE_SIZE`] (an image input: rank 4, float, 1, 3 or 4 channels on
+/// axis 1 or 3, or a dim named like a height or width); the length of an
+/// integer input (token ids) is [`TOKEN_LENGTH`]; any other dim is 1. When
+/// tract cannot analyse the model so, each dim alone goes through the other
+/// sizes of its kind, then the other dims together through
 /// [`LENGTH_SIZES`], until it can. `opts.dims` binds the sizes chosen;
 /// returns notes for the report on every size other than 1.
 pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
@@ -64,44 +90,40 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
             continue;
         }
         let image_axes = image_axes(vi);
+        let integer = is_integer(vi);
         for (key, axis) in inputs::free_dims(vi) {
             if opts.dims.contains_key(&key) || free.iter().any(|(k, _)| *k == key) {
                 continue;
             }
             let lower = key.to_lowercase();
             let named = key != inputs::unnamed_dim_key(vi.name(), axis);
+            let sized = named && (lower.contains("height") || lower.contains("width"));
             let role = if (named
                 && (lower.contains("batch") || matches!(lower.as_str(), "n" | "b" | "bs")))
-                || (axis == 0 && !(named && (lower.contains("height") || lower.contains("width"))))
+                || (axis == 0 && !sized)
             {
                 Role::Batch
-            } else if image_axes.contains(&axis)
-                || (named && (lower.contains("height") || lower.contains("width")))
-            {
+            } else if image_axes.contains(&axis) || sized {
                 Role::Image
+            } else if integer {
+                Role::Tokens
             } else {
                 Role::Length
             };
             free.push((key, role));
         }
     }
-    let images: Vec<&String> = free
-        .iter()
-        .filter(|(_, r)| *r == Role::Image)
-        .map(|(k, _)| k)
-        .collect();
-    let lengths: Vec<&String> = free
-        .iter()
-        .filter(|(_, r)| *r == Role::Length)
-        .map(|(k, _)| k)
-        .collect();
-    if images.is_empty() && lengths.is_empty() {
+    free.retain(|(_, r)| *r != Role::Batch);
+    if free.is_empty() {
         return vec![];
     }
     let with = |set: &[(&String, usize)]| {
         let mut o = opts.clone();
-        for &k in &images {
-            o.dims.insert(k.clone(), IMAGE_SIZE);
+        // A dim left at 1 stays unbound: input_specs then notes it.
+        for (k, r) in &free {
+            if r.sizes().0 != 1 {
+                o.dims.insert(k.clone(), r.sizes().0);
+            }
         }
         for &(k, v) in set {
             o.dims.insert(k.clone(), v);
@@ -109,12 +131,14 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         o
     };
     let mut tries: Vec<Vec<(&String, usize)>> = vec![vec![]];
-    for &k in &images {
-        tries.extend(IMAGE_SIZES.iter().map(|&v| vec![(k, v)]));
+    for (k, r) in &free {
+        tries.extend(r.sizes().1.iter().map(|&v| vec![(k, v)]));
     }
-    for &k in &lengths {
-        tries.extend(LENGTH_SIZES.iter().map(|&v| vec![(k, v)]));
-    }
+    let lengths: Vec<&String> = free
+        .iter()
+        .filter(|(_, r)| *r == Role::Length)
+        .map(|(k, _)| k)
+        .collect();
     if lengths.len() > 1 {
         tries.extend(
             LENGTH_SIZES
@@ -126,27 +150,8 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         let o = with(set);
         match types_in_tract(original, &o) {
             Some(true) => {
-                let mut notes = Vec::new();
-                let image: Vec<String> = images
-                    .iter()
-                    .map(|k| format!("'{k}' = {}", o.dims[*k]))
-                    .collect();
-                if !image.is_empty() {
-                    notes.push(format!(
-                        "image size not set: {} (bind with --dim {}=SIZE for the size it is used at)",
-                        image.join(", "),
-                        images[0]
-                    ));
-                }
-                for (k, v) in set {
-                    if lengths.contains(k) {
-                        notes.push(format!(
-                            "input dim '{k}' set to {v}: tract cannot analyse the model at 1 (bind it with --dim {k}=SIZE)"
-                        ));
-                    }
-                }
                 *opts = o;
-                return notes;
+                return notes(&free, &opts.dims);
             }
             Some(false) => {}
             // Not a question of sizes: tract cannot load the model.
@@ -154,6 +159,63 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         }
     }
     vec![]
+}
+
+/// What the report says about the sizes chosen for `free` dims.
+fn notes(free: &[(String, Role)], dims: &std::collections::HashMap<String, usize>) -> Vec<String> {
+    let of = |role: Role| -> Vec<String> {
+        free.iter()
+            .filter(|(k, r)| *r == role && dims.get(k).is_some_and(|&v| v != 1))
+            .map(|(k, _)| format!("'{k}' = {}", dims[k]))
+            .collect()
+    };
+    let first = |role: Role| {
+        free.iter()
+            .find(|(_, r)| *r == role)
+            .map_or("", |(k, _)| k.as_str())
+    };
+    let mut out = Vec::new();
+    for (role, what) in [
+        (Role::Image, "image size"),
+        (Role::Tokens, "token sequence length"),
+    ] {
+        let set = of(role);
+        if !set.is_empty() {
+            out.push(format!(
+                "{what} not set: {} (bind with --dim {}=SIZE for the size it is used at)",
+                set.join(", "),
+                first(role)
+            ));
+        }
+    }
+    for (k, r) in free {
+        if *r == Role::Length && dims.get(k).is_some_and(|&v| v != 1) {
+            out.push(format!(
+                "input dim '{k}' set to {}: tract cannot analyse the model at 1 (bind it with --dim {k}=SIZE)",
+                dims[k]
+            ));
+        }
+    }
+    out
+}
+
+/// Whether `vi` holds integers (token ids, masks, indices).
+fn is_integer(vi: &ValueInfoProto) -> bool {
+    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return false;
+    };
+    matches!(
+        DataType::try_from(tt.elem_type()),
+        Ok(DataType::Int64
+            | DataType::Int32
+            | DataType::Int16
+            | DataType::Int8
+            | DataType::Uint8
+            | DataType::Uint16
+            | DataType::Uint32
+            | DataType::Uint64)
+    )
 }
 
 /// The axes of `vi` that are an image's height and width when it is an
