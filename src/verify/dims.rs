@@ -45,6 +45,10 @@ const TOKEN_LENGTHS: [usize; 7] = [64, 32, 16, 8, 1, 256, 512];
 /// analysed with them at 1: lengths of audio and other signals.
 const LENGTH_SIZES: [usize; 6] = [16, 64, 256, 512, 1024, 4096];
 
+/// Largest model (weight bytes) whose dims are chosen by analysing it in
+/// tract, as `sensitive=auto` measures models up to this size.
+const PROBE_MAX_BYTES: u64 = 1 << 30;
+
 /// What an unbound dim looks like it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -79,9 +83,15 @@ impl Role {
 /// tract cannot analyse the model so, each dim alone goes through the other
 /// sizes of its kind, then the other dims together through
 /// [`LENGTH_SIZES`], until it can. `opts.dims` binds the sizes chosen;
-/// returns notes for the report on every size other than 1.
+/// returns notes for the report on every size other than 1. Models over
+/// [`PROBE_MAX_BYTES`] of weights are left as bound.
 pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     if opts.inputs.is_some() {
+        return vec![];
+    }
+    // Analysing a model in tract copies its weights: past this size the
+    // dims stay as bound (1 otherwise), and the report says how to bind them.
+    if original.weight_bytes() > PROBE_MAX_BYTES {
         return vec![];
     }
     let mut free: Vec<(String, Role)> = Vec::new();
