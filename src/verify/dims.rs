@@ -76,15 +76,14 @@ impl Role {
 
 /// Bind the input dims left without a size (no `--dim`, no `--inputs`) to
 /// sizes the model is used at and tract can analyse (one analysis, no plan,
-/// per size tried): a batch is 1; an image's height and width are
-/// [`IMAGE_SIZE`] (an image input: rank 4, float, 1, 3 or 4 channels on
-/// axis 1 or 3, or a dim named like a height or width); the length of an
-/// integer input (token ids) is [`TOKEN_LENGTH`]; any other dim is 1. When
-/// tract cannot analyse the model so, each dim alone goes through the other
-/// sizes of its kind, then the other dims together through
-/// [`LENGTH_SIZES`], until it can. `opts.dims` binds the sizes chosen;
-/// returns notes for the report on every size other than 1. Models over
-/// [`PROBE_MAX_BYTES`] of weights are left as bound.
+/// per size tried): a batch is 1; an image's height and width are 64 (an
+/// image input: rank 4, float, 1, 3 or 4 channels on axis 1 or 3, or a dim
+/// named like a height or width); the length of an integer input (token
+/// ids) is 128; any other dim is 1. When tract cannot analyse the model so,
+/// each dim alone goes through the other sizes of its kind, then the other
+/// dims together through 16, 64, 256, 512, 1024 and 4096, until it can.
+/// `opts.dims` binds the sizes chosen; returns notes for the report on every
+/// size other than 1. Models over 1 GiB of weights are left as bound.
 pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     if opts.inputs.is_some() {
         return vec![];
