@@ -47,8 +47,9 @@ pub struct Patch {
     pub unlist_inputs: Vec<String>,
     pub count: usize,
     /// The rewrite leaves every output bit for bit as it was, by
-    /// construction: it only merges constants of identical content or
-    /// removes what no output depends on. When tract cannot run a model,
+    /// construction: it only turns a Constant node into the same
+    /// initializer, merges constants of identical content or removes what no
+    /// output depends on. When tract cannot run a model,
     /// changes all of this kind are written without verification (and the
     /// report says so).
     pub exact: bool,

@@ -333,8 +333,9 @@ fn verification_failure_exits_3_and_writes_nothing() {
 }
 
 /// `x -> MyOp (a custom-domain op tract cannot run) -> Add(one) -> Add(one2)
-/// -> y`, `one` and `one2` identical constants; with `identity`, an Identity
-/// before the output as well. Written to `dir/name`.
+/// -> y`, `one` an initializer and `one2` a Constant node of the same value;
+/// with `identity`, an Identity before the output as well. Written to
+/// `dir/name`.
 fn custom_op_model(dir: &std::path::Path, name: &str, identity: bool) -> std::path::PathBuf {
     use onnx_squeeze::ir::builder::ModelBuilder;
     let last = if identity { "z" } else { "y" };
@@ -342,7 +343,16 @@ fn custom_op_model(dir: &std::path::Path, name: &str, identity: bool) -> std::pa
         .input("x", &[2, 3])
         .output("y", &[2, 3])
         .init_f32("one", &[1], &[1.0])
-        .init_f32("one2", &[1], &[1.0])
+        .node_with(
+            "c",
+            "Constant",
+            &[],
+            &["one2"],
+            vec![onnx_squeeze::ir::builder::attr_tensor(
+                "value",
+                onnx_squeeze::ir::tensor::from_f32("", &[1], &[1.0]),
+            )],
+        )
         .node("my", "MyOp", &["x"], &["m"])
         .node("add1", "Add", &["m", "one"], &["a"])
         .node("add2", "Add", &["a", "one2"], &[last]);
@@ -350,7 +360,7 @@ fn custom_op_model(dir: &std::path::Path, name: &str, identity: bool) -> std::pa
         b = b.node("id", "Identity", &["z"], &["y"]);
     }
     let mut p = b.proto();
-    p.graph.as_mut().unwrap().node[0].domain = Some("com.example".into());
+    p.graph.as_mut().unwrap().node[1].domain = Some("com.example".into());
     p.opset_import
         .push(onnx_squeeze::proto::OperatorSetIdProto {
             domain: Some("com.example".into()),
@@ -381,7 +391,7 @@ fn unverifiable_model_is_written_only_when_every_change_is_exact() {
     assert_eq!(o.status.code(), Some(0), "{all}");
     assert!(
         all.contains("NOT VERIFIED")
-            && all.contains("written all the same: every change is exact by construction (identical small constant merged)"),
+            && all.contains("written all the same: every change is exact by construction (Constant node turned into an initializer, identical small constant merged)"),
         "{all}"
     );
     assert!(out.exists());

@@ -293,6 +293,7 @@ pub fn constants_to_initializers(g: &Graph) -> Vec<Patch> {
             continue;
         };
         let mut p = Patch::new("Constant node turned into an initializer");
+        p.exact = true;
         p.anchor = Some(id);
         p.remove_nodes.push(id);
         p.add_initializers.push(t);
