@@ -214,17 +214,7 @@ fn is_integer(vi: &ValueInfoProto) -> bool {
     else {
         return false;
     };
-    matches!(
-        DataType::try_from(tt.elem_type()),
-        Ok(DataType::Int64
-            | DataType::Int32
-            | DataType::Int16
-            | DataType::Int8
-            | DataType::Uint8
-            | DataType::Uint16
-            | DataType::Uint32
-            | DataType::Uint64)
-    )
+    DataType::try_from(tt.elem_type()).is_ok_and(inputs::is_integer)
 }
 
 /// The axes of `vi` that are an image's height and width when it is an

@@ -24,6 +24,21 @@ pub struct InputSpec {
     pub shape: Vec<usize>,
 }
 
+/// Whether `dt` is an integer type (token ids, masks, indices, settings).
+pub fn is_integer(dt: DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Int64
+            | DataType::Int32
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Uint8
+            | DataType::Uint16
+            | DataType::Uint32
+            | DataType::Uint64
+    )
+}
+
 /// How `--dim` names an input's axis that has neither a size nor a name:
 /// `INPUT:AXIS`.
 pub fn unnamed_dim_key(input: &str, axis: usize) -> String {
@@ -126,18 +141,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
     for k in 0..count {
         let mut sample = Vec::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
-            let setting = s.shape.is_empty()
-                && matches!(
-                    s.dtype,
-                    DataType::Int64
-                        | DataType::Int32
-                        | DataType::Int8
-                        | DataType::Int16
-                        | DataType::Uint8
-                        | DataType::Uint16
-                        | DataType::Uint32
-                        | DataType::Uint64
-                );
+            let setting = s.shape.is_empty() && is_integer(s.dtype);
             if setting && k > 0 {
                 sample.push(samples[0][i].clone());
                 continue;
