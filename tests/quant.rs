@@ -1345,8 +1345,59 @@ fn small_embedding_tables_stay_float() {
     assert!(
         r.notes
             .iter()
-            .any(|n| n.contains("fewer than 64 rows kept in float (token_type)")),
+            .any(|n| n.contains("fewer than 64 rows kept in float (token_type, 512 bytes)")),
         "{:?}",
         r.notes
     );
+}
+
+/// A small table that a MatMul reads too is quantized for it, and the
+/// Gather reads the same values (with `activations=dynamic` the Gather was
+/// left reading a table no longer defined, and quant failed). Random ids
+/// would overrun its 32 rows, so the graph check after each patch is what
+/// is tested here.
+#[test]
+fn a_small_table_another_op_reads_is_quantized_with_it() {
+    let t: Vec<f32> = (0..32 * 64)
+        .map(|i| ((i * 7 % 31) as f32 - 15.0) / 10.0)
+        .collect();
+    let mut b = ModelBuilder::new(17)
+        .input("x", &[2, 32])
+        .init_f32("table", &[32, 64], &t)
+        .node("mm", "MatMul", &["x", "table"], &["y"])
+        .output("y", &[2, 64])
+        .proto();
+    let g = b.graph.as_mut().unwrap();
+    g.input.push(typed_value(
+        "ids",
+        onnx_squeeze::proto::tensor_proto::DataType::Int64,
+        &[2, 3],
+    ));
+    g.node.push(onnx_squeeze::proto::NodeProto {
+        name: Some("lookup".into()),
+        op_type: Some("Gather".into()),
+        input: vec!["table".into(), "ids".into()],
+        output: vec!["vec".into()],
+        ..Default::default()
+    });
+    g.output.push(f32_value("vec", &[2, 3, 64]));
+    let original = Model::from_proto(
+        b,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    for mode in ["dynamic", "static", "none"] {
+        let mut m = original.clone();
+        let r = quant(&mut m, &format!("activations = \"{mode}\""));
+        assert!(
+            !m.graph.initializers.contains_key("table"),
+            "{mode}: {:?}",
+            r.changes
+        );
+        assert!(
+            !r.notes.iter().any(|n| n.contains("kept in float")),
+            "{mode}: {:?}",
+            r.notes
+        );
+    }
 }

@@ -390,7 +390,6 @@ impl Pass for Quant {
 
         // Weights and the layout each reader needs.
         let mut uses: BTreeMap<String, Vec<(NodeId, Use)>> = BTreeMap::new();
-        let mut small_tables: Vec<String> = Vec::new();
         // Convolutions that gain nothing from an integer kernel.
         let mut short: Vec<NodeId> = Vec::new();
         for id in g.nodes.node_indices() {
@@ -454,21 +453,34 @@ impl Pass for Quant {
                 Use::Axis(0) | Use::Stored(_) => t.dims.len() >= 2,
                 _ => t.dims.len() == 2,
             };
-            if rank_ok && u == Use::Rows && t.dims[0] < MIN_EMBEDDING_ROWS {
-                if !small_tables.contains(w) {
-                    small_tables.push(w.clone());
-                }
-                continue;
-            }
             if rank_ok {
                 uses.entry(w.clone()).or_default().push((id, u));
             }
         }
 
+        // Small tables read by Gather alone stay float (a table another op
+        // reads too is quantized for that reader, and the Gather reads the
+        // same values).
+        let small_tables: Vec<(String, u64)> = uses
+            .iter()
+            .filter(|(w, readers)| {
+                readers.iter().all(|(_, u)| *u == Use::Rows)
+                    && g.constant(w)
+                        .is_some_and(|t| t.dims[0] < MIN_EMBEDDING_ROWS)
+            })
+            .map(|(w, _)| (w.clone(), g.constant(w).map_or(0, tensor::stored_bytes)))
+            .collect();
         if !small_tables.is_empty() {
+            for (w, _) in &small_tables {
+                uses.remove(w);
+            }
+            let listed: Vec<String> = small_tables
+                .iter()
+                .map(|(w, b)| format!("{w}, {b} bytes"))
+                .collect();
             ctx.notes.push(format!(
-                "embedding table(s) of fewer than {MIN_EMBEDDING_ROWS} rows kept in float ({}): each row is added to many tokens, so its rounding error would not average out, for a few kB",
-                small_tables.join(", ")
+                "embedding table(s) of fewer than {MIN_EMBEDDING_ROWS} rows kept in float ({}): each row is added to many tokens, so its rounding error would not average out",
+                listed.join("; ")
             ));
         }
 
