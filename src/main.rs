@@ -101,9 +101,10 @@ struct VerifyArgs {
     #[arg(long)]
     inputs: Option<PathBuf>,
     /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
-    /// or an unnamed one as INPUT:AXIS, e.g. --dim input:1=512. Default 1;
-    /// a length (not a batch) at which tract cannot type the model is raised
-    /// until it can, and the report says so.
+    /// or an unnamed one as INPUT:AXIS, e.g. --dim input:1=512. Unbound: a
+    /// batch is 1, an image's height and width 64, token ids 128 long, other
+    /// dims 1, each raised where tract cannot analyse the model at it; the
+    /// report says what was chosen.
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
     /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3.
@@ -309,6 +310,7 @@ fn run(args: RunArgs) -> Result<u8> {
     let (mut model, in_bytes) = load(&args.input, &pb)?;
     let original = model.clone();
     let input_had_external = external_bytes(&model) > 0;
+    verify::check_bound(&model, &vopts.dims)?;
     // Before calibration and verification draw their inputs from them.
     let dim_notes = if pipeline.passes.is_empty() {
         vec![]
@@ -469,6 +471,7 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     let pb = spinner("loading");
     let (ma, _) = load(a, &pb)?;
     let (mb, _) = load(b, &pb)?;
+    verify::check_bound(&ma, &opts.dims)?;
     pb.set_message("choosing input sizes");
     let dim_notes = verify::settle_dims(&ma, &mut opts);
     pb.set_message("verifying in tract");

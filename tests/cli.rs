@@ -56,6 +56,18 @@ fn bad_inputs_give_one_line_and_exit_1() {
         (vec!["run".into(), p("noise.onnx"), o.clone()], "noise.onnx"),
         (vec!["run".into(), p("empty.onnx"), o.clone()], "is empty"),
         (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "clean".into(),
+                "--dim".into(),
+                "batch=2".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "--dim 'batch': the model has no input dim of that name; its dims without a size: N",
+        ),
+        (
             vec!["run".into(), p("missing.onnx"), o.clone()],
             "cannot open",
         ),

@@ -142,3 +142,76 @@ fn token_ids_get_a_real_length() {
         );
     }
 }
+
+/// A dim shared by an image and an integer mask is the image's, whichever
+/// input the model lists first; the only dim of a rank-1 signal is a length,
+/// not a batch.
+#[test]
+fn a_dim_takes_one_role_from_all_its_inputs() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    use onnx_squeeze::proto::tensor_shape_proto::Dimension;
+    let dims = |names: &[&str]| -> Vec<Dimension> {
+        names
+            .iter()
+            .map(|n| Dimension {
+                value: Some(match n.parse::<i64>() {
+                    Ok(v) => Dim::DimValue(v),
+                    Err(_) => Dim::DimParam(n.to_string()),
+                }),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let set_dims = |vi: &mut onnx_squeeze::proto::ValueInfoProto, names: &[&str]| {
+        let Some(type_proto::Value::TensorType(tt)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            unreachable!()
+        };
+        tt.shape.as_mut().unwrap().dim = dims(names);
+    };
+    for mask_first in [false, true] {
+        let mut p = ModelBuilder::new(13)
+            .input("x", &[1, 3, 1, 1])
+            .output("y", &[])
+            .output("m", &[])
+            .init_f32("w", &[4, 3, 2, 2], &[0.1; 48])
+            .node("c", "Conv", &["x", "w"], &["y"])
+            .node_with(
+                "cast",
+                "Cast",
+                &["mask"],
+                &["m"],
+                vec![attr_int("to", DataType::Float as i64)],
+            )
+            .proto();
+        let g = p.graph.as_mut().unwrap();
+        let mut mask = typed_value("mask", DataType::Int64, &[1, 1, 1]);
+        set_dims(&mut mask, &["batch", "h", "w"]);
+        set_dims(&mut g.input[0], &["batch", "3", "h", "w"]);
+        if mask_first {
+            g.input.insert(0, mask);
+        } else {
+            g.input.push(mask);
+        }
+        let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
+        let mut opts = VerifyOptions::default();
+        let notes = settle_dims(&m, &mut opts);
+        assert_eq!(
+            opts.dims.get("h"),
+            Some(&64),
+            "mask first: {mask_first} {notes:?}"
+        );
+        assert_eq!(
+            opts.dims.get("w"),
+            Some(&64),
+            "mask first: {mask_first} {notes:?}"
+        );
+        assert_eq!(opts.dims.get("batch"), None);
+    }
+
+    let m = with_input_dims(reshape_model(1, &[-1, 16]), &["len"]);
+    let mut opts = VerifyOptions::default();
+    let notes = settle_dims(&m, &mut opts);
+    assert_eq!(opts.dims.get("len"), Some(&16), "{notes:?}");
+}

@@ -52,7 +52,8 @@ const PROBE_MAX_BYTES: u64 = 1 << 30;
 /// What an unbound dim looks like it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// Named like a batch, or axis 0: stays 1.
+    /// Named like a batch, or axis 0 of every input of rank 2 or more that
+    /// has it: stays 1.
     Batch,
     /// Height or width of an image input.
     Image,
@@ -74,16 +75,53 @@ impl Role {
     }
 }
 
+/// An error naming the `--dim` keys that match no input dim without a size
+/// (a typo would otherwise be ignored), with the keys the model has.
+pub fn check_bound(
+    model: &Model,
+    dims: &std::collections::HashMap<String, usize>,
+) -> anyhow::Result<()> {
+    let mut free: Vec<String> = Vec::new();
+    for vi in &model.graph.rest.input {
+        if model.graph.initializers.contains_key(vi.name()) {
+            continue;
+        }
+        for (key, _) in inputs::free_dims(vi) {
+            if !free.contains(&key) {
+                free.push(key);
+            }
+        }
+    }
+    let mut unknown: Vec<&String> = dims.keys().filter(|k| !free.contains(k)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    let names: Vec<String> = unknown.iter().map(|k| format!("'{k}'")).collect();
+    anyhow::bail!(
+        "--dim {}: the model has no input dim of that name; its dims without a size: {}",
+        names.join(", "),
+        if free.is_empty() {
+            "none".to_string()
+        } else {
+            free.join(", ")
+        }
+    )
+}
+
 /// Bind the input dims left without a size (no `--dim`, no `--inputs`) to
-/// sizes the model is used at and tract can analyse (one analysis, no plan,
-/// per size tried): a batch is 1; an image's height and width are 64 (an
-/// image input: rank 4, float, 1, 3 or 4 channels on axis 1 or 3, or a dim
-/// named like a height or width); the length of an integer input (token
-/// ids) is 128; any other dim is 1. When tract cannot analyse the model so,
-/// each dim alone goes through the other sizes of its kind, then the other
-/// dims together through 16, 64, 256, 512, 1024 and 4096, until it can.
-/// `opts.dims` binds the sizes chosen; returns notes for the report on every
-/// size other than 1. Models over 1 GiB of weights are left as bound.
+/// sizes the model is used at and tract can analyse (one analysis per size
+/// tried: no plan, except that specialising a model with If runs tract).
+/// Each dim takes one role from every input that uses it: a batch (named so,
+/// or leading every input of rank 2 or more) is 1; an image's height and
+/// width are 64 (rank 4, float or uint8, 1, 3 or 4 channels on axis 1 or 3,
+/// or a dim named like a height or width); the length of an integer input
+/// (token ids) is 128; any other dim is 1. When tract cannot analyse the
+/// model so, each dim alone goes through the other sizes of its kind, then
+/// the other dims together through 16, 64, 256, 512, 1024 and 4096, until it
+/// can. `opts.dims` binds the sizes chosen; returns notes for the report on
+/// every size other than 1, or on none found. Models over 1 GiB of weights
+/// are left as bound.
 pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     if opts.inputs.is_some() {
         return vec![];
@@ -93,35 +131,70 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     if original.weight_bytes() > PROBE_MAX_BYTES {
         return vec![];
     }
-    let mut free: Vec<(String, Role)> = Vec::new();
+    // Every use of each unbound dim, in order of first use: a dim shared by
+    // several inputs (an image and its integer mask) takes one role from
+    // all of them.
+    struct Seen {
+        key: String,
+        named_batch: bool,
+        named_size: bool,
+        leading: bool,
+        image: bool,
+        integer: bool,
+    }
+    let mut seen: Vec<Seen> = Vec::new();
     for vi in &original.graph.rest.input {
         if original.graph.initializers.contains_key(vi.name()) {
             continue;
         }
         let image_axes = image_axes(vi);
         let integer = is_integer(vi);
+        let rank = inputs::rank(vi);
         for (key, axis) in inputs::free_dims(vi) {
-            if opts.dims.contains_key(&key) || free.iter().any(|(k, _)| *k == key) {
+            if opts.dims.contains_key(&key) {
                 continue;
             }
             let lower = key.to_lowercase();
             let named = key != inputs::unnamed_dim_key(vi.name(), axis);
-            let sized = named && (lower.contains("height") || lower.contains("width"));
-            let role = if (named
-                && (lower.contains("batch") || matches!(lower.as_str(), "n" | "b" | "bs")))
-                || (axis == 0 && !sized)
-            {
+            let i = match seen.iter().position(|s| s.key == key) {
+                Some(i) => i,
+                None => {
+                    seen.push(Seen {
+                        key: key.clone(),
+                        named_batch: named
+                            && (lower.contains("batch")
+                                || matches!(lower.as_str(), "n" | "b" | "bs")),
+                        named_size: named && (lower.contains("height") || lower.contains("width")),
+                        leading: true,
+                        image: false,
+                        integer: false,
+                    });
+                    seen.len() - 1
+                }
+            };
+            let s = &mut seen[i];
+            // Axis 0 of a tensor of rank 2 or more: a batch, unless some
+            // other use says otherwise.
+            s.leading &= axis == 0 && rank >= 2;
+            s.image |= image_axes.contains(&axis);
+            s.integer |= integer;
+        }
+    }
+    let mut free: Vec<(String, Role)> = seen
+        .into_iter()
+        .map(|s| {
+            let role = if s.named_batch || (s.leading && !s.named_size) {
                 Role::Batch
-            } else if image_axes.contains(&axis) || sized {
+            } else if s.image || s.named_size {
                 Role::Image
-            } else if integer {
+            } else if s.integer {
                 Role::Tokens
             } else {
                 Role::Length
             };
-            free.push((key, role));
-        }
-    }
+            (s.key, role)
+        })
+        .collect();
     free.retain(|(_, r)| *r != Role::Batch);
     if free.is_empty() {
         return vec![];
@@ -167,7 +240,11 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
             None => return vec![],
         }
     }
-    vec![]
+    let keys: Vec<&str> = free.iter().map(|(k, _)| k.as_str()).collect();
+    vec![format!(
+        "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
+        keys.join(", ")
+    )]
 }
 
 /// What the report says about the sizes chosen for `free` dims.
@@ -218,21 +295,26 @@ fn is_integer(vi: &ValueInfoProto) -> bool {
 }
 
 /// The axes of `vi` that are an image's height and width when it is an
-/// image input without their sizes: rank 4, float, 1, 3 or 4 channels on
-/// axis 1 (NCHW) or axis 3 (NHWC).
+/// image input without their sizes: rank 4, float (or uint8), 1, 3 or 4
+/// channels on axis 1 (NCHW) or axis 3 (NHWC).
 fn image_axes(vi: &ValueInfoProto) -> Vec<usize> {
     let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
         return vec![];
     };
-    let float = matches!(
+    // Float, or 8-bit pixels (TensorFlow exports take uint8 NHWC images).
+    let pixels = matches!(
         DataType::try_from(tt.elem_type()),
-        Ok(DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16)
+        Ok(DataType::Float
+            | DataType::Float16
+            | DataType::Double
+            | DataType::Bfloat16
+            | DataType::Uint8)
     );
     let Some(shape) = &tt.shape else {
         return vec![];
     };
-    if !float || shape.dim.len() != 4 {
+    if !pixels || shape.dim.len() != 4 {
         return vec![];
     }
     use crate::proto::tensor_shape_proto::dimension::Value as Dim;
@@ -251,7 +333,12 @@ fn image_axes(vi: &ValueInfoProto) -> Vec<usize> {
 /// question does not arise: no inputs can be drawn, or tract cannot load
 /// the model at all.
 fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Option<bool> {
-    let inputs = ReferenceInputs::new(model, opts).ok()?;
+    // Two samples tell a setting shared by all (split_fixed) from data.
+    let opts = VerifyOptions {
+        samples: opts.samples.min(2),
+        ..opts.clone()
+    };
+    let inputs = ReferenceInputs::new(model, &opts).ok()?;
     let (fixed, run_samples) = split_fixed(has_if(model), &inputs.samples);
     let Ok((proto, _)) = verification_copy(
         model,

@@ -39,6 +39,14 @@ pub fn is_integer(dt: DataType) -> bool {
     )
 }
 
+/// The rank `vi` declares (0 when it declares no shape).
+pub fn rank(vi: &crate::proto::ValueInfoProto) -> usize {
+    match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(tt)) => tt.shape.as_ref().map_or(0, |s| s.dim.len()),
+        _ => 0,
+    }
+}
+
 /// How `--dim` names an input's axis that has neither a size nor a name:
 /// `INPUT:AXIS`.
 pub fn unnamed_dim_key(input: &str, axis: usize) -> String {

@@ -26,14 +26,15 @@ use tract_onnx::prelude::Tensor;
 use crate::ir::Model;
 use crate::pass::Tolerance;
 use crate::passes::fold;
-pub use dims::settle_dims;
+pub use dims::{check_bound, settle_dims};
 use metrics::{Accumulator, OutputMetrics};
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     pub samples: usize,
     pub seed: u64,
-    /// Values of symbolic dims.
+    /// Sizes of input dims without one: by name, or `INPUT:AXIS` for an
+    /// unnamed one.
     pub dims: HashMap<String, usize>,
     /// The user's inputs (`.npz` or `.npy`) instead of random ones.
     pub inputs: Option<PathBuf>,
