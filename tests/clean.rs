@@ -359,3 +359,38 @@ fn clean_on_real_models_passes_checker_and_onnxruntime() {
         assert_ort_matches(&input, &out, &extra);
     }
 }
+
+/// An IR 3 model requires every initializer to be a graph input: a Constant
+/// node turned into an initializer (left off the inputs) raises the IR to
+/// 4, so onnx.checker accepts the result (it rejected it before).
+#[test]
+fn an_initializer_added_to_an_ir_3_model_raises_its_ir() {
+    let mut proto = ModelBuilder::new(8)
+        .input("x", &[1, 4])
+        .node_with(
+            "c",
+            "Constant",
+            &[],
+            &["k"],
+            vec![attr_tensor(
+                "value",
+                onnx_squeeze::ir::tensor::from_f32("", &[1, 4], &[1.0, 2.0, 3.0, 4.0]),
+            )],
+        )
+        .node("add", "Add", &["x", "k"], &["y"])
+        .output("y", &[1, 4])
+        .proto();
+    proto.ir_version = Some(3);
+    let dir = scratch("clean-ir3");
+    let input = dir.path().join("m.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.path().join("c.onnx");
+    let s = run_passes_verified("clean", &[], &input, &out);
+    assert!(
+        s.contains("Constant node turned into an initializer"),
+        "{s}"
+    );
+    let (m, _) = Model::load(&out).unwrap();
+    assert_eq!(m.proto.ir_version(), 4);
+    assert_ort_matches(&input, &out, &cosine_only("0.99999"));
+}

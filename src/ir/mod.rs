@@ -656,8 +656,11 @@ impl Model {
         if let Some(f) = &patch.set_functions {
             self.proto.functions = f.clone();
         }
-        if !patch.unlist_inputs.is_empty() && self.proto.ir_version() < 4 {
-            // IR 3 lists every initializer as an input; 4 lets them stand alone.
+        if (!patch.unlist_inputs.is_empty() || !patch.add_initializers.is_empty())
+            && self.proto.ir_version() < 4
+        {
+            // IR 3 lists every initializer as an input; 4 lets them stand
+            // alone (an initializer a pass adds, unlisted, needs it).
             self.proto.ir_version = Some(4);
         }
         self.graph
