@@ -393,6 +393,26 @@ fn conv_transpose_between_int8_layers_reads_float() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// A Gather `name` of 64-wide rows of `table` at the token input `ids`
+/// ([2, 3], added once) into a new graph output `out`.
+fn push_lookup(g: &mut onnx_squeeze::proto::GraphProto, name: &str, table: &str, out: &str) {
+    if !g.input.iter().any(|i| i.name() == "ids") {
+        g.input.push(typed_value(
+            "ids",
+            onnx_squeeze::proto::tensor_proto::DataType::Int64,
+            &[2, 3],
+        ));
+    }
+    g.node.push(onnx_squeeze::proto::NodeProto {
+        name: Some(name.into()),
+        op_type: Some("Gather".into()),
+        input: vec![table.into(), "ids".into()],
+        output: vec![out.into()],
+        ..Default::default()
+    });
+    g.output.push(f32_value(out, &[2, 3, 64]));
+}
+
 fn matmul_model(opset: i64) -> Model {
     let w: Vec<f32> = (0..64 * 32)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
@@ -409,20 +429,7 @@ fn matmul_model(opset: i64) -> Model {
         .output("y", &[2, 32])
         .proto();
     // A token input feeding an embedding lookup.
-    let g = b.graph.as_mut().unwrap();
-    g.input.push(typed_value(
-        "ids",
-        onnx_squeeze::proto::tensor_proto::DataType::Int64,
-        &[2, 3],
-    ));
-    g.node.push(onnx_squeeze::proto::NodeProto {
-        name: Some("lookup".into()),
-        op_type: Some("Gather".into()),
-        input: vec!["emb".into(), "ids".into()],
-        output: vec!["vec".into()],
-        ..Default::default()
-    });
-    g.output.push(f32_value("vec", &[2, 3, 64]));
+    push_lookup(b.graph.as_mut().unwrap(), "lookup", "emb", "vec");
     Model::from_proto(
         b,
         std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
@@ -1321,14 +1328,7 @@ fn small_embedding_tables_stay_float() {
         &[2, 64],
         &tt,
     ));
-    g.node.push(onnx_squeeze::proto::NodeProto {
-        name: Some("tt_lookup".into()),
-        op_type: Some("Gather".into()),
-        input: vec!["token_type".into(), "ids".into()],
-        output: vec!["tt_vec".into()],
-        ..Default::default()
-    });
-    g.output.push(f32_value("tt_vec", &[2, 3, 64]));
+    push_lookup(g, "tt_lookup", "token_type", "tt_vec");
     m = Model::from_proto(
         p,
         std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
@@ -1367,20 +1367,7 @@ fn a_small_table_another_op_reads_is_quantized_with_it() {
         .node("mm", "MatMul", &["x", "table"], &["y"])
         .output("y", &[2, 64])
         .proto();
-    let g = b.graph.as_mut().unwrap();
-    g.input.push(typed_value(
-        "ids",
-        onnx_squeeze::proto::tensor_proto::DataType::Int64,
-        &[2, 3],
-    ));
-    g.node.push(onnx_squeeze::proto::NodeProto {
-        name: Some("lookup".into()),
-        op_type: Some("Gather".into()),
-        input: vec!["table".into(), "ids".into()],
-        output: vec!["vec".into()],
-        ..Default::default()
-    });
-    g.output.push(f32_value("vec", &[2, 3, 64]));
+    push_lookup(b.graph.as_mut().unwrap(), "lookup", "table", "vec");
     let original = Model::from_proto(
         b,
         std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
