@@ -235,57 +235,27 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
     Ok(done)
 }
 
-/// `a * b` with numpy broadcasting; `None` where the shapes do not broadcast.
+/// `a * b` with numpy broadcasting (ndarray's, as tract re-exports it);
+/// `None` where the shapes do not broadcast.
 fn broadcast_mul(a: &tensor::F32Tensor, b: &tensor::F32Tensor) -> Option<tensor::F32Tensor> {
-    let rank = a.dims.len().max(b.dims.len());
-    let pad = |d: &[i64]| -> Vec<usize> {
-        std::iter::repeat_n(1, rank - d.len())
-            .chain(d.iter().map(|&x| x as usize))
-            .collect()
-    };
-    let (da, db) = (pad(&a.dims), pad(&b.dims));
-    let mut dims = Vec::with_capacity(rank);
-    for (&x, &y) in da.iter().zip(&db) {
-        match (x, y) {
-            _ if x == y => dims.push(x),
-            (1, _) => dims.push(y),
-            (_, 1) => dims.push(x),
-            _ => return None,
-        }
+    use tract_onnx::prelude::tract_ndarray::{ArrayViewD, IxDyn, Zip};
+    fn view(t: &tensor::F32Tensor) -> Option<ArrayViewD<'_, f32>> {
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        ArrayViewD::from_shape(IxDyn(&dims), &t.data).ok()
     }
-    // Element strides, 0 along a broadcast axis.
-    let strides = |d: &[usize]| -> Vec<usize> {
-        let mut s = vec![0; rank];
-        let mut acc = 1;
-        for k in (0..rank).rev() {
-            s[k] = if d[k] == 1 { 0 } else { acc };
-            acc *= d[k];
-        }
-        s
+    let (va, vb) = (view(a)?, view(b)?);
+    // The common shape, aligned on the last axes; ndarray's `broadcast`
+    // then checks each side against it.
+    let rank = va.ndim().max(vb.ndim());
+    let at = |v: &ArrayViewD<f32>, k: usize| {
+        (k + v.ndim()).checked_sub(rank).map_or(1, |i| v.shape()[i])
     };
-    let (sa, sb) = (strides(&da), strides(&db));
-    let total: usize = dims.iter().product();
-    let mut data = Vec::with_capacity(total);
-    let mut idx = vec![0usize; rank];
-    let (mut ia, mut ib) = (0usize, 0usize);
-    for _ in 0..total {
-        data.push(a.data[ia] * b.data[ib]);
-        // Odometer over the output index, the input offsets following it.
-        for k in (0..rank).rev() {
-            idx[k] += 1;
-            ia += sa[k];
-            ib += sb[k];
-            if idx[k] < dims[k] {
-                break;
-            }
-            ia -= sa[k] * dims[k];
-            ib -= sb[k] * dims[k];
-            idx[k] = 0;
-        }
-    }
+    let shape: Vec<usize> = (0..rank).map(|k| at(&va, k).max(at(&vb, k))).collect();
+    let (ba, bb) = (va.broadcast(shape.clone())?, vb.broadcast(shape.clone())?);
+    let data = Zip::from(&ba).and(&bb).map_collect(|x, y| x * y);
     Some(tensor::F32Tensor {
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data,
+        dims: shape.iter().map(|&d| d as i64).collect(),
+        data: data.iter().copied().collect(),
     })
 }
 
