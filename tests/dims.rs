@@ -6,7 +6,7 @@ use onnx_squeeze::io::ExternalData;
 use onnx_squeeze::ir::builder::ModelBuilder;
 use onnx_squeeze::ir::Model;
 use onnx_squeeze::proto::tensor_shape_proto::dimension::Value as Dim;
-use onnx_squeeze::proto::{tensor_proto::DataType, type_proto, ModelProto, TensorProto};
+use onnx_squeeze::proto::{tensor_proto::DataType, type_proto, ModelProto};
 use onnx_squeeze::verify::{settle_dims, VerifyOptions};
 
 /// `proto` with its first input's dims set to `dims`: names, sizes, or ""
@@ -29,16 +29,6 @@ fn with_input_dims(mut proto: ModelProto, dims: &[&str]) -> Model {
     Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap()
 }
 
-fn shape_tensor(name: &str, v: &[i64]) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: vec![v.len() as i64],
-        data_type: Some(DataType::Int64 as i32),
-        int64_data: v.to_vec(),
-        ..Default::default()
-    }
-}
-
 /// `x -> Reshape(shape) -> y`, with `x` of rank `rank`.
 fn reshape_model(rank: usize, shape: &[i64]) -> ModelProto {
     let mut p = ModelBuilder::new(13)
@@ -50,7 +40,7 @@ fn reshape_model(rank: usize, shape: &[i64]) -> ModelProto {
         .as_mut()
         .unwrap()
         .initializer
-        .push(shape_tensor("shape", shape));
+        .push(onnx_squeeze::ir::tensor::from_i64("shape", shape));
     p
 }
 

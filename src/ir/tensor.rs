@@ -241,6 +241,18 @@ pub fn from_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
     }
 }
 
+/// An int64 vector `TensorProto` (`int64_data`), as shapes, axes and
+/// Constant values are written.
+pub fn from_i64(name: &str, data: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: vec![data.len() as i64],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
 /// A float16 `TensorProto` with little-endian `raw_data`.
 pub fn from_f16(
     name: &str,

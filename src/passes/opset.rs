@@ -488,13 +488,8 @@ impl Cx {
     }
 
     fn i64_const(&mut self, base: &str, v: &[i64]) -> TensorProto {
-        TensorProto {
-            name: Some(self.fresh(base)),
-            data_type: Some(DataType::Int64 as i32),
-            dims: vec![v.len() as i64],
-            int64_data: v.to_vec(),
-            ..Default::default()
-        }
+        let name = self.fresh(base);
+        crate::ir::tensor::from_i64(&name, v)
     }
 
     /// Convert one node (and the bodies of its subgraphs).

@@ -328,28 +328,11 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
         let mut p = Patch::new("BatchNormalization with computed statistics lowered");
         p.anchor = Some(id);
         p.remove_nodes.push(id);
-        p.add_initializers.push(TensorProto {
-            name: Some(two.clone()),
-            dims: vec![1],
-            data_type: Some(DataType::Int64 as i32),
-            int64_data: vec![2],
-            ..Default::default()
-        });
-        p.add_initializers.push(TensorProto {
-            name: Some(zero.clone()),
-            dims: vec![1],
-            data_type: Some(DataType::Int64 as i32),
-            int64_data: vec![0],
-            ..Default::default()
-        });
+        p.add_initializers.push(tensor::from_i64(&two, &[2]));
+        p.add_initializers.push(tensor::from_i64(&zero, &[0]));
         p.add_initializers
             .push(tensor::from_f32(&eps_name, &[], &[eps]));
-        let one = TensorProto {
-            dims: vec![1],
-            data_type: Some(DataType::Int64 as i32),
-            int64_data: vec![1],
-            ..Default::default()
-        };
+        let one = tensor::from_i64("", &[1]);
         let mut nodes = vec![
             node_proto(&shape, "Shape", &[&x], &[&shape], vec![]),
             node_proto(&rank, "Shape", &[&shape], &[&rank], vec![]),

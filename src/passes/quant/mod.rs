@@ -1979,13 +1979,8 @@ fn gather_rows_int4(
     p.add_initializers.push(c(&c8, 8.0));
     p.add_initializers.push(c(&cinv, 1.0 / 16.0));
     let cols_name = g.fresh_name(&format!("{w}_columns"));
-    p.add_initializers.push(TensorProto {
-        name: Some(cols_name.clone()),
-        dims: vec![1],
-        data_type: Some(DataType::Int64 as i32),
-        int64_data: vec![cols as i64],
-        ..Default::default()
-    });
+    p.add_initializers
+        .push(tensor::from_i64(&cols_name, &[cols as i64]));
     for (id, _) in readers {
         let gn = &g.nodes[*id];
         if gn.proto.output.len() != 1 || gn.proto.input.len() != 2 {
