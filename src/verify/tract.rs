@@ -152,13 +152,11 @@ impl Runner {
     }
 
     fn build(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
-        let mut model = inference_model(&proto).context("tract cannot load the model")?;
+        let model = with_input_facts(
+            inference_model(&proto).context("tract cannot load the model")?,
+            inputs,
+        )?;
         drop(proto);
-        for (i, t) in inputs.iter().enumerate() {
-            model
-                .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
-                .map_err(to_tract_error)?;
-        }
         let typed = model
             .into_typed()
             .map_err(to_tract_error)
@@ -226,17 +224,25 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-/// Whether tract can type and declutter `proto` with inputs shaped and
-/// typed like `inputs` (no code is generated, nothing runs): a panic there
-/// counts as a no. An error when it cannot load the model at all (an op it
-/// does not know), whatever the shapes.
-pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<bool> {
-    let mut model = guarded("loading the model", || inference_model(proto))?;
+/// `model` with each input's type and shape fixed from `inputs`.
+fn with_input_facts(mut model: InferenceModel, inputs: &[Tensor]) -> Result<InferenceModel> {
     for (i, t) in inputs.iter().enumerate() {
         model
             .set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
             .map_err(to_tract_error)?;
     }
+    Ok(model)
+}
+
+/// Whether tract can type and declutter `proto` with inputs shaped and
+/// typed like `inputs` (no code is generated, nothing runs): a panic there
+/// counts as a no. An error when it cannot load the model at all (an op it
+/// does not know), whatever the shapes.
+pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<bool> {
+    let model = with_input_facts(
+        guarded("loading the model", || inference_model(proto))?,
+        inputs,
+    )?;
     Ok(guarded("analysing the model", || {
         model
             .into_typed()
