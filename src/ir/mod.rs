@@ -913,6 +913,19 @@ fn rename_value(g: &mut Graph, from: &str, to: &str) -> Vec<NodeId> {
     readers
 }
 
+/// The tensor type `vi` declares, when it declares one.
+pub fn tensor_type(vi: &crate::proto::ValueInfoProto) -> Option<&crate::proto::type_proto::Tensor> {
+    match vi.r#type.as_ref()?.value.as_ref()? {
+        crate::proto::type_proto::Value::TensorType(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// The rank `vi` declares, when it declares a shape.
+pub fn declared_rank(vi: &crate::proto::ValueInfoProto) -> Option<usize> {
+    tensor_type(vi)?.shape.as_ref().map(|s| s.dim.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::builder::{node_proto, ModelBuilder};

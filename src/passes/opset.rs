@@ -46,8 +46,8 @@ use crate::ir::{walk, Model};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
 use crate::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto,
-    FunctionProto, GraphProto, NodeProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, FunctionProto,
+    GraphProto, NodeProto, TensorProto,
 };
 
 /// The newest opset this pass converts to.
@@ -396,17 +396,10 @@ struct Cx {
     body_nodes: usize,
 }
 
-fn rank(vi: &ValueInfoProto) -> Option<usize> {
-    match vi.r#type.as_ref()?.value.as_ref()? {
-        type_proto::Value::TensorType(t) => t.shape.as_ref().map(|s| s.dim.len()),
-        _ => None,
-    }
-}
-
 /// What is read and which ranks are known, in `g` and its subgraphs.
 fn collect_graph(g: &GraphProto, cx: &mut Cx) {
     for vi in g.input.iter().chain(&g.output).chain(&g.value_info) {
-        if let Some(r) = rank(vi) {
+        if let Some(r) = crate::ir::declared_rank(vi) {
             cx.ranks.insert(vi.name().to_string(), r);
         }
     }

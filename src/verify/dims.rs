@@ -8,7 +8,7 @@
 //! below 256 audio samples).
 
 use crate::ir::Model;
-use crate::proto::{tensor_proto::DataType, type_proto, ValueInfoProto};
+use crate::proto::{tensor_proto::DataType, ValueInfoProto};
 
 use super::{
     has_if, inputs, split_fixed, tract, verification_copy, ReferenceInputs, VerifyOptions,
@@ -149,7 +149,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         }
         let image_axes = image_axes(vi);
         let integer = is_integer(vi);
-        let rank = inputs::rank(vi);
+        let rank = crate::ir::declared_rank(vi).unwrap_or(0);
         for (key, axis) in inputs::free_dims(vi) {
             if opts.dims.contains_key(&key) {
                 continue;
@@ -287,8 +287,7 @@ fn notes(free: &[(String, Role)], dims: &std::collections::HashMap<String, usize
 
 /// Whether `vi` holds integers (token ids, masks, indices).
 fn is_integer(vi: &ValueInfoProto) -> bool {
-    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let Some(tt) = crate::ir::tensor_type(vi) else {
         return false;
     };
     DataType::try_from(tt.elem_type()).is_ok_and(inputs::is_integer)
@@ -298,8 +297,7 @@ fn is_integer(vi: &ValueInfoProto) -> bool {
 /// image input without their sizes: rank 4, float (or uint8), 1, 3 or 4
 /// channels on axis 1 (NCHW) or axis 3 (NHWC).
 fn image_axes(vi: &ValueInfoProto) -> Vec<usize> {
-    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let Some(tt) = crate::ir::tensor_type(vi) else {
         return vec![];
     };
     // Float, or 8-bit pixels (TensorFlow exports take uint8 NHWC images).

@@ -11,9 +11,7 @@ use rand_distr::StandardNormal;
 use tract_onnx::prelude::*;
 
 use crate::ir::Graph;
-use crate::proto::{
-    tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, type_proto,
-};
+use crate::proto::{tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim};
 
 /// One graph input as verification sees it.
 #[derive(Debug, Clone)]
@@ -39,14 +37,6 @@ pub fn is_integer(dt: DataType) -> bool {
     )
 }
 
-/// The rank `vi` declares (0 when it declares no shape).
-pub fn rank(vi: &crate::proto::ValueInfoProto) -> usize {
-    match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(tt)) => tt.shape.as_ref().map_or(0, |s| s.dim.len()),
-        _ => 0,
-    }
-}
-
 /// How `--dim` names an input's axis that has neither a size nor a name:
 /// `INPUT:AXIS`.
 pub fn unnamed_dim_key(input: &str, axis: usize) -> String {
@@ -57,8 +47,7 @@ pub fn unnamed_dim_key(input: &str, axis: usize) -> String {
 /// their axis: the dim's name, or [`unnamed_dim_key`] for an axis without
 /// one.
 pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
-    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let Some(tt) = crate::ir::tensor_type(vi) else {
         return vec![];
     };
     tt.shape
@@ -85,9 +74,7 @@ pub fn input_specs(
         if g.initializers.contains_key(vi.name()) {
             continue;
         }
-        let Some(type_proto::Value::TensorType(tt)) =
-            vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-        else {
+        let Some(tt) = crate::ir::tensor_type(vi) else {
             bail!(
                 "input '{}' is not a tensor; verification supports tensor inputs only",
                 vi.name()

@@ -186,10 +186,7 @@ fn elem_type(g: &crate::ir::Graph, name: &str) -> Option<i32> {
         .chain(g.rest.value_info.iter())
         .chain(g.rest.output.iter())
         .find(|v| v.name() == name)
-        .and_then(|v| match v.r#type.as_ref()?.value.as_ref()? {
-            crate::proto::type_proto::Value::TensorType(t) => t.elem_type,
-            _ => None,
-        })
+        .and_then(|v| crate::ir::tensor_type(v)?.elem_type)
 }
 
 fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Result<VerifyReport> {
