@@ -774,6 +774,17 @@ fn nothing_to_quantize_leaves_the_opset_alone() {
         r.changes
     );
     assert_eq!(m.opset(), 11, "{:?}", r.notes);
+    // A Conv whose weight `exclude=` keeps in float needs no newer opset.
+    let mut m = ModelBuilder::new(11)
+        .input("x", &[1, 8, 6, 6])
+        .init_f32("w", &[16, 8, 3, 3], &weights(16 * 72, 1))
+        .node_with("c", "Conv", &["x", "w"], &["y"], conv_attrs(3))
+        .output("y", &[1, 16, 4, 4])
+        .build()
+        .unwrap();
+    let r = quant(&mut m, "exclude = [\"Conv\"]");
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    assert_eq!(m.opset(), 11, "{:?}", r.notes);
 }
 
 /// `clean,quant` on every real model: written, accepted by the checker,

@@ -369,14 +369,9 @@ impl Pass for Quant {
                 "opset {opset} has no INT4 (needs 21): MatMul weights stored as int8 (quant(opset=auto) raises the opset)"
             ));
         }
-        // An exclude pattern names a node, an op type, or a `*` pattern on names.
-        let matches = |p: &str, n: &crate::ir::Node| p == n.op() || glob(p, n.name());
-        let excluded = |id: NodeId| {
-            let n = &g.nodes[id];
-            self.params.exclude.iter().any(|p| matches(p, n))
-        };
+        let excluded = |id: NodeId| self.excludes(&g.nodes[id]);
         for p in &self.params.exclude {
-            if !g.nodes.node_weights().any(|n| matches(p, n)) {
+            if !g.nodes.node_weights().any(|n| exclude_matches(p, n)) {
                 ctx.notes.push(format!(
                     "exclude: '{p}' matches no node (give node names, op types or patterns with *)"
                 ));
@@ -732,6 +727,12 @@ impl Pass for Quant {
     }
 }
 
+/// Whether an `exclude=` pattern names node `n`: its name, its op type, or
+/// a `*` pattern on its name.
+fn exclude_matches(p: &str, n: &crate::ir::Node) -> bool {
+    p == n.op() || glob(p, n.name())
+}
+
 /// The constant `v` names: an initializer, or the tensor of the Constant
 /// node producing it (round 1 turns those into initializers).
 fn weight_constant<'a>(g: &'a crate::ir::Graph, v: &str) -> Option<&'a TensorProto> {
@@ -1037,6 +1038,11 @@ impl Quant {
     /// more and at least `min_weight_elements` elements (an initializer, or
     /// a Constant node round 1 turns into one): the layers whose quantized
     /// form needs a newer opset (embedding rows and stored weights do not).
+    /// Whether `exclude=` keeps node `n` in float.
+    fn excludes(&self, n: &crate::ir::Node) -> bool {
+        self.params.exclude.iter().any(|p| exclude_matches(p, n))
+    }
+
     fn has_weight_to_quantize(&self, model: &Model) -> bool {
         let g = &model.graph;
         let is_weight = |t: &TensorProto| {
@@ -1046,6 +1052,7 @@ impl Quant {
         };
         g.nodes.node_weights().any(|n| {
             matches!(n.op(), "Conv" | "Gemm" | "MatMul")
+                && !self.excludes(n)
                 && n.proto
                     .input
                     .iter()
