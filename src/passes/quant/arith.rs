@@ -32,6 +32,16 @@ fn quantize_symmetric(x: f32, scale: f32, qmax: f32) -> i8 {
     ((v + MAGIC) - MAGIC) as i8
 }
 
+/// `saturate(round(x / scale) + zp)` into `[0, qmax]` (`qmax` at most 127),
+/// branch-free like [`quantize_symmetric`]: with integer bounds, clamping
+/// `x / scale` to `[-zp, qmax - zp]` before rounding saturates the same.
+#[inline]
+fn quantize_offset(x: f32, scale: f32, zp: f32, qmax: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let v = (x / scale).clamp(-zp, qmax - zp);
+    (((v + MAGIC) - MAGIC) + zp) as i8
+}
+
 /// Quantize `w`, laid out `[outer, channels, inner]`, with one scale per channel.
 fn quantize_rows(w: &[f32], channels: usize, inner: usize, scales: &[f32], qmax: i32) -> Vec<i8> {
     let row = (channels * inner).max(1);
@@ -161,56 +171,119 @@ pub fn f16_scales(scales: &[f32]) -> Option<Vec<half::f16>> {
         .collect()
 }
 
-/// Symmetric signed quantization per block of `block` consecutive elements
-/// along `axis` (the layout of opset 21 blocked DequantizeLinear): a weight
-/// `[outer, len, inner]` gets scales `[outer, ceil(len / block), inner]`.
+/// How each block of a blocked weight maps to its integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockScheme {
+    /// Signed, zero point 0, `[-(2^(b-1) - 1), 2^(b-1) - 1]`.
+    Symmetric { bits: u32 },
+    /// Unsigned 4-bit `[0, 15]` with a zero point per block: the block's
+    /// range `[min, max]`, widened to include 0, is cut into 15 steps. On
+    /// transformer weights this rounds with about a third less squared error
+    /// than the symmetric `[-7, 7]` for half a byte of zero point per block.
+    Uint4,
+}
+
+/// A weight quantized per block: integer values (unsigned ones as their
+/// small non-negative values), one scale per block and, for
+/// [`BlockScheme::Uint4`], one zero point per block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
+    pub zero_points: Option<Vec<i8>>,
+}
+
+/// Quantization per block of `block` consecutive elements along the middle
+/// axis of `[outer, len, inner]` (the layout of opset 21 blocked
+/// DequantizeLinear): scales and zero points are `[outer, ceil(len / block),
+/// inner]`.
 pub fn quantize_blocked(
     w: &[f32],
     outer: usize,
     len: usize,
     inner: usize,
     block: usize,
-    bits: u32,
-) -> (Vec<i8>, Vec<f32>) {
+    scheme: BlockScheme,
+) -> Blocked {
     assert_eq!(w.len(), outer * len * inner);
     let blocks = len.div_ceil(block);
-    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
     let mut q = vec![0i8; w.len()];
     let mut scales = vec![0f32; outer * blocks * inner];
+    let mut zps = vec![0i8; scales.len()];
     // One unit per block of rows: `rows x inner` consecutive values, read in
-    // memory order (one pass for the maxima, one to quantize), units in parallel.
-    let mut units: Vec<(&[f32], &mut [i8], &mut [f32])> = Vec::with_capacity(outer * blocks);
-    let (mut w_rest, mut q_rest, mut s_rest) = (w, &mut q[..], &mut scales[..]);
+    // memory order (one pass for the ranges, one to quantize), units in parallel.
+    type Unit<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i8]);
+    let mut units: Vec<Unit> = Vec::with_capacity(outer * blocks);
+    let (mut w_rest, mut q_rest, mut s_rest, mut z_rest) =
+        (w, &mut q[..], &mut scales[..], &mut zps[..]);
     for _ in 0..outer {
         for b in 0..blocks {
             let n = block.min(len - b * block) * inner;
             let (wu, wr) = w_rest.split_at(n);
             let (qu, qr) = std::mem::take(&mut q_rest).split_at_mut(n);
             let (su, sr) = std::mem::take(&mut s_rest).split_at_mut(inner);
-            units.push((wu, qu, su));
-            (w_rest, q_rest, s_rest) = (wr, qr, sr);
+            let (zu, zr) = std::mem::take(&mut z_rest).split_at_mut(inner);
+            units.push((wu, qu, su, zu));
+            (w_rest, q_rest, s_rest, z_rest) = (wr, qr, sr, zr);
         }
     }
-    units.into_par_iter().for_each(|(wu, qu, su)| {
-        for r in wu.chunks(inner.max(1)) {
-            for (m, &v) in su.iter_mut().zip(r) {
-                *m = m.max(v.abs());
+    let width = inner.max(1);
+    units
+        .into_par_iter()
+        .for_each(|(wu, qu, su, zu)| match scheme {
+            BlockScheme::Symmetric { bits } => {
+                let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+                for r in wu.chunks(width) {
+                    for (m, &v) in su.iter_mut().zip(r) {
+                        *m = m.max(v.abs());
+                    }
+                }
+                for m in su.iter_mut() {
+                    *m = symmetric_scale(*m, bits);
+                }
+                for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
+                    for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
+                        *o = quantize_symmetric(v, s, qmax);
+                    }
+                }
             }
-        }
-        for m in su.iter_mut() {
-            *m = symmetric_scale(*m, bits);
-        }
-        for (qr, wr) in qu.chunks_mut(inner.max(1)).zip(wu.chunks(inner.max(1))) {
-            for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
-                *o = quantize_symmetric(v, s, qmax);
+            BlockScheme::Uint4 => {
+                // Range per column of the unit, widened to include 0.
+                let mut lo = vec![0f32; su.len()];
+                for r in wu.chunks(width) {
+                    for ((l, h), &v) in lo.iter_mut().zip(su.iter_mut()).zip(r) {
+                        *l = l.min(v);
+                        *h = h.max(v);
+                    }
+                }
+                for ((s, z), &l) in su.iter_mut().zip(zu.iter_mut()).zip(&lo) {
+                    let range = *s - l;
+                    if range > 0.0 && range.is_finite() {
+                        *s = range / 15.0;
+                        *z = round_half_even(-l / *s).clamp(0.0, 15.0) as i8;
+                    } else {
+                        (*s, *z) = (1.0, 0);
+                    }
+                }
+                for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
+                    for (((o, &v), &s), &z) in qr.iter_mut().zip(wr).zip(su.iter()).zip(zu.iter()) {
+                        *o = quantize_offset(v, s, z as f32, 15.0);
+                    }
+                }
             }
-        }
-    });
-    (q, scales)
+        });
+    let zero_points = matches!(scheme, BlockScheme::Uint4).then_some(zps);
+    Blocked {
+        values: q,
+        scales,
+        zero_points,
+    }
 }
 
-/// Pack signed 4-bit values two to a byte, the first in the low nibble (the
-/// ONNX INT4 layout); an odd count leaves the last high nibble 0.
+/// Pack 4-bit values two to a byte, the first in the low nibble (the ONNX
+/// INT4 and UINT4 layout: signed values as their two's complement nibble,
+/// unsigned ones 0..=15 as they are); an odd count leaves the last high
+/// nibble 0.
 pub fn pack_int4(v: &[i8]) -> Vec<u8> {
     v.par_chunks(2)
         .map(|p| {
@@ -297,9 +370,32 @@ mod tests {
     #[test]
     fn blocked_known_values() {
         // One row of 5 with block 2 -> 3 blocks: [0.5, -2], [4, 0], [0.5].
-        let (q, s) = quantize_blocked(&[0.5, -2.0, 4.0, 0.0, 0.5], 1, 5, 1, 2, 4);
-        assert_eq!(s, vec![2.0 / 7.0, 4.0 / 7.0, 0.5 / 7.0]);
-        assert_eq!(q, vec![2, -7, 7, 0, 7]); // 0.5 / (2/7) = 1.75 -> 2
+        let b = quantize_blocked(
+            &[0.5, -2.0, 4.0, 0.0, 0.5],
+            1,
+            5,
+            1,
+            2,
+            BlockScheme::Symmetric { bits: 4 },
+        );
+        assert_eq!(b.scales, vec![2.0 / 7.0, 4.0 / 7.0, 0.5 / 7.0]);
+        assert_eq!(b.values, vec![2, -7, 7, 0, 7]); // 0.5 / (2/7) = 1.75 -> 2
+        assert_eq!(b.zero_points, None);
+    }
+
+    #[test]
+    fn blocked_uint4_known_values() {
+        // Blocks [-1, 2] (scale 3/15, zp round(5) = 5), [0.5, 1.5] (widened
+        // to [0, 1.5]: scale 0.1, zp 0) and [-3] ([-3, 0]: scale 0.2, zp 15).
+        let b = quantize_blocked(&[-1.0, 2.0, 0.5, 1.5, -3.0], 1, 5, 1, 2, BlockScheme::Uint4);
+        assert_eq!(b.scales, vec![3.0 / 15.0, 1.5 / 15.0, 3.0 / 15.0]);
+        assert_eq!(b.zero_points, Some(vec![5, 0, 15]));
+        assert_eq!(b.values, vec![0, 15, 5, 15, 0]);
+        // Two columns (inner 2): each column of a block has its own range.
+        let b = quantize_blocked(&[1.0, -1.0, 3.0, -3.0], 1, 2, 2, 2, BlockScheme::Uint4);
+        assert_eq!(b.scales, vec![3.0 / 15.0, 3.0 / 15.0]);
+        assert_eq!(b.zero_points, Some(vec![0, 15]));
+        assert_eq!(b.values, vec![5, 10, 15, 0]);
     }
 
     #[test]

@@ -1296,7 +1296,37 @@ impl Quant {
                 Ok((score(&eval(&keep, &[])?), gi))
             })
             .collect::<Result<Vec<_>>>()?;
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Taken back first: the groups that buy the most fidelity for the
+        // bytes their take-back adds to the file (its weights' fallback form,
+        // else the float original, less their quantized form), bytes counted
+        // in units of an average group's quantized size. Take-backs that add
+        // little (int8 storage of an int8 layer) are ordered by damage alone;
+        // an int4 embedding table going back to int8 rows (megabytes) comes
+        // after int4 MatMul weights that damage as much.
+        let bytes =
+            |p: &Patch| -> u64 { p.add_initializers.iter().map(tensor::stored_bytes).sum() };
+        let added: Vec<f64> = groups
+            .iter()
+            .map(|idxs| {
+                idxs.iter()
+                    .map(|&i| {
+                        let back = match &fallback[i] {
+                            Some(f) => bytes(f),
+                            None => patches[i]
+                                .remove_initializers
+                                .iter()
+                                .filter_map(|w| g.constant(w))
+                                .map(tensor::stored_bytes)
+                                .sum(),
+                        };
+                        back as f64 - bytes(&patches[i]) as f64
+                    })
+                    .sum()
+            })
+            .collect();
+        let unit = (patches.iter().map(bytes).sum::<u64>() as f64 / groups.len() as f64).max(1.0);
+        let gain = |(s, gi): &(f64, usize)| (1.0 - s) / (1.0 + added[*gi].max(0.0) / unit);
+        scored.sort_by(|a, b| gain(b).total_cmp(&gain(a)));
         // The k most damaging groups taken back.
         let take = |k: usize| {
             let mut keep = all.clone();
@@ -1829,32 +1859,38 @@ fn dynamic_matmuls(
     Ok(p)
 }
 
-/// Packed INT4 weight in blocks along the reduction axis (rows of a MatMul
-/// right-hand side), opset 21 blocked DequantizeLinear.
+/// Packed 4-bit weight in blocks along the reduction axis (rows of a MatMul
+/// right-hand side), opset 21 blocked DequantizeLinear: UINT4 values with a
+/// UINT4 zero point per block ([`arith::BlockScheme::Uint4`]), the form
+/// onnxruntime turns into its 4-bit MatMul kernel.
 fn int4_weight(model: &Model, w: &str, data: &tensor::F32View, block: usize) -> Result<Patch> {
     let g = &model.graph;
     let (k, n) = (data.dims[0] as usize, data.dims[1] as usize);
-    let (q, scales) = arith::quantize_blocked(&data.data, 1, k, n, block, 4);
+    let b = arith::quantize_blocked(&data.data, 1, k, n, block, arith::BlockScheme::Uint4);
+    let zps = b
+        .zero_points
+        .context("the UINT4 scheme gives zero points")?;
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
+    let zn = g.fresh_name(&format!("{w}_zero_point"));
+    let block_dims = [k.div_ceil(block) as i64, n as i64];
+    let uint4 = |name: &str, dims: &[i64], v: &[i8]| TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Uint4 as i32),
+        raw_data: Some(Bytes::from(arith::pack_int4(v))),
+        ..Default::default()
+    };
     let mut p = Patch::new("MatMul weight quantized to int4 in blocks");
     p.remove_initializers.push(w.to_string());
-    p.add_initializers.push(TensorProto {
-        name: Some(qn.clone()),
-        dims: data.dims.clone(),
-        data_type: Some(DataType::Int4 as i32),
-        raw_data: Some(Bytes::from(arith::pack_int4(&q))),
-        ..Default::default()
-    });
-    p.add_initializers.push(tensor::from_f32(
-        &sn,
-        &[k.div_ceil(block) as i64, n as i64],
-        &scales,
-    ));
+    p.add_initializers.push(uint4(&qn, &data.dims, &b.values));
+    p.add_initializers
+        .push(tensor::from_f32(&sn, &block_dims, &b.scales));
+    p.add_initializers.push(uint4(&zn, &block_dims, &zps));
     p.add_nodes.push(node(
         &format!("{w}_dq"),
         "DequantizeLinear",
-        &[&qn, &sn],
+        &[&qn, &sn, &zn],
         &[w],
         vec![attr_int("axis", 0), attr_int("block_size", block as i64)],
     ));
@@ -1950,7 +1986,16 @@ fn gather_rows_int4(
     let nb = cols / block;
     // Blocks along the columns: the layout `[rows, cols]` is `[rows * nb, block]`
     // with one scale per block row.
-    let (q, scales) = arith::quantize_blocked(&data.data, rows * nb, block, 1, block, 4);
+    let arith::Blocked {
+        values: q, scales, ..
+    } = arith::quantize_blocked(
+        &data.data,
+        rows * nb,
+        block,
+        1,
+        block,
+        arith::BlockScheme::Symmetric { bits: 4 },
+    );
     let half = block / 2;
     let mut packed = vec![0u8; rows * cols / 2];
     packed
@@ -1974,8 +2019,15 @@ fn gather_rows_int4(
         raw_data: Some(Bytes::from(packed)),
         ..Default::default()
     });
-    p.add_initializers
-        .push(tensor::from_f32(&sn, &[rows as i64, nb as i64, 1], &scales));
+    // Scales as float16 where it holds them (a byte per 16 values less):
+    // each Gather casts the rows' scales it reads.
+    let scale_dims = [rows as i64, nb as i64, 1];
+    let half_scales = arith::f16_scales(&scales);
+    let half_scales_used = half_scales.is_some();
+    p.add_initializers.push(match half_scales {
+        Some(h) => tensor::from_f16(&sn, &scale_dims, h),
+        None => tensor::from_f32(&sn, &scale_dims, &scales),
+    });
     let c = |name: &str, v: f32| tensor::from_f32(name, &[], &[v]);
     let (c16, c8, cinv) = (
         g.fresh_name(&format!("{w}_16")),
@@ -2011,8 +2063,18 @@ fn gather_rows_int4(
             v("shape"),
             v("blocks"),
         );
+        let scale_half = v("block_scale_f16");
         let n = |s: &str| format!("{base}_{s}");
         p.remove_nodes.push(*id);
+        if half_scales_used {
+            p.add_nodes.push(node(
+                &n("scale_cast"),
+                "Cast",
+                &[&scale_half],
+                &[&scale],
+                vec![attr_int("to", DataType::Float as i64)],
+            ));
+        }
         p.add_nodes.extend([
             node(
                 &n("int4"),
@@ -2044,7 +2106,11 @@ fn gather_rows_int4(
                 &n("scale"),
                 "Gather",
                 &[&sn, &idx],
-                &[&scale],
+                &[if half_scales_used {
+                    &scale_half
+                } else {
+                    &scale
+                }],
                 vec![attr_int("axis", 0)],
             ),
             node(&n("dq"), "Mul", &[&centred, &scale], &[&values], vec![]),
