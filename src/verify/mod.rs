@@ -440,6 +440,22 @@ impl Reference {
         })
     }
 
+    /// The same reference on its first sample alone: a cheaper comparison
+    /// for ranking candidates (`sensitive=auto` scores each layer with it),
+    /// never for a verdict.
+    pub fn first_sample(&self) -> Reference {
+        Reference {
+            opts: self.opts.clone(),
+            specs: self.specs.clone(),
+            samples: self.samples.iter().take(1).cloned().collect(),
+            fixed: self.fixed.clone(),
+            run_samples: self.run_samples.iter().take(1).cloned().collect(),
+            expected: self.expected.iter().take(1).cloned().collect(),
+            out_names: self.out_names.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+
     /// [`Reference::compare`] as a report: errors become `not_verified`.
     pub fn check(&self, result: &Model) -> VerifyReport {
         self.check_as(result, false)

@@ -1128,7 +1128,13 @@ impl Quant {
         // once here, and each candidate built on that copy; a candidate whose
         // patches do not translate to it is specialised on its own.
         let specialised = reference.specialised(model).ok().flatten();
-        let eval = |keep: &[bool], fallback: &[Option<Patch>]| -> Result<VerifyReport> {
+        // Layers are ranked on the first sample alone (half the runs on two
+        // samples); every verdict takes them all.
+        let first = reference.first_sample();
+        let eval_on = |reference: &Reference,
+                       keep: &[bool],
+                       fallback: &[Option<Patch>]|
+         -> Result<VerifyReport> {
             let chosen: Vec<&Patch> = (0..n)
                 .filter_map(|i| match keep[i] {
                     true => Some(&patches[i]),
@@ -1158,6 +1164,7 @@ impl Quant {
             }
             Ok(reference.check(&m))
         };
+        let eval = |keep: &[bool], fallback: &[Option<Patch>]| eval_on(&reference, keep, fallback);
         let score = |r: &VerifyReport| {
             r.outputs
                 .iter()
@@ -1293,7 +1300,7 @@ impl Quant {
                 idxs.iter().for_each(|&i| keep[i] = true);
                 // Scored against a float rest (fallbacks would cost a patch
                 // per weight in every candidate, and rank the same).
-                Ok((score(&eval(&keep, &[])?), gi))
+                Ok((score(&eval_on(&first, &keep, &[])?), gi))
             })
             .collect::<Result<Vec<_>>>()?;
         // Taken back first: the groups that buy the most fidelity for the
