@@ -491,3 +491,54 @@ fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
         .node_weights()
         .any(|n| n.op() == "BatchNormalization"));
 }
+
+/// onnxruntime's fused ops (com.microsoft), as its optimiser saves them,
+/// lowered to standard ops for tract: on every form the lowering covers,
+/// tract's outputs (as verification prepares and runs the model) agree with
+/// onnxruntime's own kernels on the same inputs.
+#[test]
+fn fused_onnxruntime_ops_lower_to_what_onnxruntime_computes() {
+    use onnx_squeeze::verify::{tract, Reference, VerifyOptions};
+    let dir = scratch("contrib");
+    let o = std::process::Command::new(python())
+        .arg(root().join("tests/py/make_contrib_models.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "make_contrib_models.py: {}",
+        text(&o.stderr)
+    );
+    let cases: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+    assert_eq!(cases.len(), 17, "{cases:?}");
+    for case in &cases {
+        let (model, _) = Model::load(&dir.path().join(format!("{case}.onnx"))).unwrap();
+        let opts = VerifyOptions {
+            samples: 1,
+            inputs: Some(dir.path().join(format!("{case}.inputs.npz"))),
+            ..Default::default()
+        };
+        let reference = Reference::new(&model, &opts).unwrap_or_else(|e| panic!("{case}: {e:#}"));
+        let (names, expected) = reference.expected();
+        let mut ort =
+            npyz::npz::NpzArchive::open(dir.path().join(format!("{case}.ort.npz"))).unwrap();
+        for (k, name) in names.iter().enumerate() {
+            let ours = tract::to_f64(&expected[0][k]).unwrap();
+            let theirs: Vec<f32> = ort
+                .by_name(name)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{case}: onnxruntime has no output {name}"))
+                .into_vec()
+                .unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{case}: {name}");
+            for (i, (&a, &b)) in ours.iter().zip(&theirs).enumerate() {
+                let b = b as f64;
+                assert!(
+                    (a - b).abs() <= 1e-4 + 1e-4 * b.abs(),
+                    "{case}: {name}[{i}] is {a} in tract, {b} in onnxruntime"
+                );
+            }
+        }
+    }
+}

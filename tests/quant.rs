@@ -933,6 +933,43 @@ fn constant_node_weights_are_quantized_without_clean() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// Real models as onnxruntime's optimiser saves them (its fused ops:
+/// FusedConv, FusedMatMul, BiasGelu, QuickGelu): verification lowers the
+/// fused ops for tract, so `clean,quant` verifies and writes them, and
+/// onnxruntime runs the result as closely as the plain models'.
+#[test]
+fn models_saved_by_onnxruntime_optimiser_are_quantized_and_verified() {
+    let dir = scratch("quant-ort-optimized");
+    let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (name, args) in [
+        (
+            "paraphrase-MiniLM-L3-v2.onnx",
+            d(&["--dim", "sequence_length=16"]),
+        ),
+        ("ch_PP-OCRv4_det_infer.onnx", d(&[])),
+        (
+            "nudenet_320n.onnx",
+            d(&["--dim", "height=320", "--dim", "width=320"]),
+        ),
+    ] {
+        let optimized = dir.path().join(format!("optimized_{name}"));
+        let o = run_py("ort_optimize.py", &[&asset(name), &optimized]);
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        let out = dir.path().join(format!("q_{name}"));
+        let stdout = run_passes_verified("clean,quant", &args, &optimized, &out);
+        assert!(
+            stdout.contains("onnxruntime fused op(s) (com.microsoft) lowered to standard ops"),
+            "{name}: {stdout}"
+        );
+        let ratio = std::fs::metadata(&out).unwrap().len() as f64
+            / std::fs::metadata(&optimized).unwrap().len() as f64;
+        assert!(ratio <= 0.27, "{name}: {ratio:.3}x\n{stdout}");
+        let mut ort_args = cosine_only("0.98");
+        ort_args.extend(args);
+        assert_ort_matches(&optimized, &out, &ort_args);
+    }
+}
+
 /// `weights=int4` on a real transformer as a user runs it (token length
 /// chosen, default tolerance): sensitive=auto takes back what misses the
 /// tolerance, the smallest take-backs first, and the result is at most 0.16x

@@ -11,7 +11,10 @@
 //!   which `quant` stores weights to be expanded at load, become float
 //!   initializers;
 //! * `BatchNormalization` with computed (not constant) statistics becomes
-//!   element-wise ops (tract types only constant ones).
+//!   element-wise ops (tract types only constant ones);
+//! * onnxruntime's fused ops (`FusedConv`, `FusedMatMul`, `BiasGelu`,
+//!   `QuickGelu`, `SkipLayerNormalization`...) become the standard ops they
+//!   fuse ([`super::contrib`]).
 //!
 //! This is our code, so it is tested against onnxruntime, not only ourselves.
 
@@ -59,6 +62,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .insert(dense.name().to_string(), dense);
     }
     model.graph.reindex();
+    let fused = super::contrib::lower_fused(model)?;
+    if fused > 0 {
+        notes.push(format!(
+            "{fused} onnxruntime fused op(s) (com.microsoft) lowered to standard ops"
+        ));
+    }
     // Constant DequantizeLinear folded to float.
     let mut folded = 0;
     let ids: Vec<_> = model.graph.nodes.node_indices().collect();

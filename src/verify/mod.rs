@@ -9,6 +9,7 @@
 //! that only that branch was checked. A model tract cannot run is reported
 //! `not_verified` with the reason: never called verified.
 
+pub mod contrib;
 pub mod dims;
 pub mod inputs;
 pub mod lower;
