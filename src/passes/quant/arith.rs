@@ -159,14 +159,15 @@ pub fn quantize_with_scales(
 
 /// Scales to store as float16, each the nearest float16 (values quantized
 /// with it saturate at most a hair above the range). `None` where a scale
-/// is not a normal float16 (below 2^-14 or above 65504 it would lose
-/// relative precision).
+/// is not a normal float16 (below 2^-14 or above 65504 in magnitude it
+/// would lose relative precision). Signs are kept ([`BlockScheme::Int4Full`]
+/// scales may be negative).
 pub fn f16_scales(scales: &[f32]) -> Option<Vec<half::f16>> {
     scales
         .iter()
         .map(|&s| {
             let h = half::f16::from_f32(s);
-            (h.is_normal() && h.is_sign_positive()).then_some(h)
+            h.is_normal().then_some(h)
         })
         .collect()
 }
@@ -176,6 +177,12 @@ pub fn f16_scales(scales: &[f32]) -> Option<Vec<half::f16>> {
 pub enum BlockScheme {
     /// Signed, zero point 0, `[-(2^(b-1) - 1), 2^(b-1) - 1]`.
     Symmetric { bits: u32 },
+    /// Signed 4-bit using all 16 levels `[-8, 7]`, no zero point: the
+    /// block's value of largest magnitude maps to -8 exactly, its scale
+    /// taking the opposite sign (so a scale may be negative: for our own
+    /// unpacking, never a DequantizeLinear). A fifth less squared rounding
+    /// error than `[-7, 7]` at the same size.
+    Int4Full,
     /// Unsigned 4-bit `[0, 15]` with a zero point per block: the block's
     /// range `[min, max]`, widened to include 0, is cut into 15 steps. On
     /// transformer weights this rounds with about a third less squared error
@@ -244,6 +251,28 @@ pub fn quantize_blocked(
                 for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
                     for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
                         *o = quantize_symmetric(v, s, qmax);
+                    }
+                }
+            }
+            BlockScheme::Int4Full => {
+                // The signed value of largest magnitude per column of the unit.
+                for r in wu.chunks(width) {
+                    for (m, &v) in su.iter_mut().zip(r) {
+                        if v.abs() > m.abs() {
+                            *m = v;
+                        }
+                    }
+                }
+                for m in su.iter_mut() {
+                    *m = if *m != 0.0 && m.is_finite() {
+                        *m / -8.0
+                    } else {
+                        1.0
+                    };
+                }
+                for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
+                    for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
+                        *o = quantize_offset(v, s, 8.0, 15.0) - 8;
                     }
                 }
             }
@@ -380,6 +409,24 @@ mod tests {
         );
         assert_eq!(b.scales, vec![2.0 / 7.0, 4.0 / 7.0, 0.5 / 7.0]);
         assert_eq!(b.values, vec![2, -7, 7, 0, 7]); // 0.5 / (2/7) = 1.75 -> 2
+        assert_eq!(b.zero_points, None);
+    }
+
+    #[test]
+    fn blocked_full_range_int4_known_values() {
+        // Blocks [0.5, -2] (largest -2: scale 0.25, -2 -> -8), [4, -1]
+        // (largest 4: scale -0.5, 4 -> -8, -1 -> 2) and [-4, 4] (the first
+        // largest, -4: scale 0.5; 4 -> 8 saturates at 7).
+        let b = quantize_blocked(
+            &[0.5, -2.0, 4.0, -1.0, -4.0, 4.0],
+            1,
+            6,
+            1,
+            2,
+            BlockScheme::Int4Full,
+        );
+        assert_eq!(b.scales, vec![0.25, -0.5, 0.5]);
+        assert_eq!(b.values, vec![2, -8, -8, 2, -8, 7]);
         assert_eq!(b.zero_points, None);
     }
 

@@ -1970,7 +1970,8 @@ fn gather_rows(
 }
 
 /// An embedding table as 4-bit rows in blocks of `block` columns, one scale
-/// per block, for `weights=int4`. No INT4 type is involved (Gather cannot
+/// per block (all 16 levels, [`arith::BlockScheme::Int4Full`]; float16
+/// where it holds them), for `weights=int4`. No INT4 type is involved (Gather cannot
 /// read one): each block of a row is stored as `block / 2` bytes, byte `j`
 /// holding value `j` in its low nibble and value `j + block / 2` in its
 /// high nibble, both offset by 8. Each Gather reads the packed rows and
@@ -2001,7 +2002,7 @@ fn gather_rows_int4(
         block,
         1,
         block,
-        arith::BlockScheme::Symmetric { bits: 4 },
+        arith::BlockScheme::Int4Full,
     );
     let half = block / 2;
     let mut packed = vec![0u8; rows * cols / 2];
