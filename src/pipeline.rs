@@ -217,6 +217,13 @@ pub fn run_pass_with(
             break;
         }
     }
+    // A pass run to a fixpoint says the same of a node each round: once.
+    let mut seen = std::collections::HashSet::new();
+    let notes: Vec<String> = ctx
+        .notes
+        .into_iter()
+        .filter(|n| seen.insert(n.clone()))
+        .collect();
     Ok(PassReport {
         name: name.to_string(),
         params: p.params(),
@@ -231,7 +238,7 @@ pub fn run_pass_with(
         exact,
         rounds: round,
         stop,
-        notes: ctx.notes,
+        notes,
     })
 }
 

@@ -394,3 +394,37 @@ fn an_initializer_added_to_an_ir_3_model_raises_its_ir() {
     assert_eq!(m.proto.ir_version(), 4);
     assert_ort_matches(&input, &out, &cosine_only("0.99999"));
 }
+
+/// A pass run to a fixpoint reports what it could not do once, not once a
+/// round: a BatchNormalization whose mean is computed stays, and says so
+/// once while an Identity elsewhere takes a second round.
+#[test]
+fn a_note_repeated_each_round_is_reported_once() {
+    let mut m = ModelBuilder::new(17)
+        .input("x", &[1, 1, 2, 2])
+        .input("m", &[1])
+        .init_f32("w", &[1, 1, 1, 1], &[2.0])
+        .init_f32("s", &[1], &[1.0])
+        .init_f32("b", &[1], &[0.0])
+        .init_f32("v", &[1], &[1.0])
+        .node("conv", "Conv", &["x", "w"], &["h"])
+        .node(
+            "bn",
+            "BatchNormalization",
+            &["h", "s", "b", "m", "v"],
+            &["y0"],
+        )
+        .node("id", "Identity", &["y0"], &["y1"])
+        .node("relu", "Relu", &["y1"], &["y"])
+        .output("y", &[1, 1, 2, 2])
+        .build()
+        .unwrap();
+    let r = clean(&mut m);
+    assert!(r.rounds >= 2, "{r:?}");
+    let notes: Vec<&String> = r
+        .notes
+        .iter()
+        .filter(|n| n.contains("did not fold 'bn'"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{:?}", r.notes);
+}

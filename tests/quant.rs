@@ -1479,3 +1479,39 @@ fn a_small_table_another_op_reads_is_quantized_with_it() {
         );
     }
 }
+
+/// A float16 model has no float32 weight to quantize: nothing changes, and
+/// the note says why rather than only that nothing matched.
+#[test]
+fn float16_weights_are_named_as_the_reason_nothing_matched() {
+    use onnx_squeeze::ir::tensor;
+    let w: Vec<half::f16> = (0..64 * 32)
+        .map(|i| half::f16::from_f32((i % 11) as f32 * 0.1 - 0.5))
+        .collect();
+    let mut b = ModelBuilder::new(17)
+        .input("x", &[2, 64])
+        .node_with("to_half", "Cast", &["x"], &["xh"], vec![attr_int("to", 10)])
+        .node("mm", "MatMul", &["xh", "w"], &["yh"])
+        .node_with("to_float", "Cast", &["yh"], &["y"], vec![attr_int("to", 1)])
+        .output("y", &[2, 32])
+        .proto();
+    b.graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .push(tensor::from_f16("w", &[64, 32], w));
+    let mut m = Model::from_proto(
+        b,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let r = quant(&mut m, "");
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("the weights are float16 or bfloat16 (4096 bytes)")),
+        "{:?}",
+        r.notes
+    );
+}

@@ -710,7 +710,20 @@ impl Pass for Quant {
             }
         }
         if patches.is_empty() {
-            ctx.notes.push("no float32 weight matched".into());
+            let half_bytes: u64 = model
+                .graph
+                .initializers
+                .values()
+                .filter(|t| matches!(tensor::data_type(t), DataType::Float16 | DataType::Bfloat16))
+                .map(tensor::stored_bytes)
+                .sum();
+            ctx.notes.push(if half_bytes > 0 {
+                format!(
+                    "no float32 weight matched: the weights are float16 or bfloat16 ({half_bytes} bytes), which quant does not read; quantize the float32 export instead"
+                )
+            } else {
+                "no float32 weight matched".into()
+            });
             return Ok(patches);
         }
         if sensitive {
