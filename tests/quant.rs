@@ -812,8 +812,7 @@ fn clean_quant_on_real_models() {
         let input = asset(name);
         let out = dir.path().join(name);
         let stdout = run_passes_verified("clean,quant", &data, &input, &out);
-        let ratio = std::fs::metadata(&out).unwrap().len() as f64
-            / std::fs::metadata(&input).unwrap().len() as f64;
+        let ratio = size_ratio(&out, &input);
         eprintln!("{name}: {ratio:.3}x\n{stdout}");
         // Where the weights are float32, at most 0.27x of the float model
         // (PP-OCR det is opset 12: raised to 13 for per-channel weights;
@@ -961,8 +960,7 @@ fn models_saved_by_onnxruntime_optimiser_are_quantized_and_verified() {
             stdout.contains("onnxruntime fused op(s) (com.microsoft) lowered to standard ops"),
             "{name}: {stdout}"
         );
-        let ratio = std::fs::metadata(&out).unwrap().len() as f64
-            / std::fs::metadata(&optimized).unwrap().len() as f64;
+        let ratio = size_ratio(&out, &optimized);
         assert!(ratio <= 0.27, "{name}: {ratio:.3}x\n{stdout}");
         let mut ort_args = cosine_only("0.98");
         ort_args.extend(args);
@@ -986,8 +984,7 @@ fn int4_minilm_meets_the_default_tolerance_at_a_sixth_of_the_size() {
             && stdout.contains("embedding table quantized to int4 blocks"),
         "{stdout}"
     );
-    let ratio = std::fs::metadata(&out).unwrap().len() as f64
-        / std::fs::metadata(&input).unwrap().len() as f64;
+    let ratio = size_ratio(&out, &input);
     assert!(
         ratio <= 0.16,
         "size {ratio:.4}x of the float model\n{stdout}"

@@ -176,6 +176,16 @@ pub fn dump_and_changes(
     )
 }
 
+/// Size of the file `out` over that of `input`.
+pub fn size_ratio(out: &Path, input: &Path) -> f64 {
+    let len = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .len() as f64
+    };
+    len(out) / len(input)
+}
+
 /// `ort_check.py` arguments for a quantized result: only the cosine of every
 /// output against the float model counts (absolute error is what
 /// quantization trades away).
