@@ -184,6 +184,15 @@ mod tests {
         std::fs::write(&path, &data).expect("write");
         let mapped = map_file(&path).expect("map");
         assert_eq!(&mapped[..], &data[..]);
+        let start = mapped.as_ptr() as usize;
+        assert!(
+            MAPPED
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|r| r.start == start),
+            "the mapping is registered"
+        );
         release_pages(&mapped[4096 + 17..40 * 4096]);
         release_pages(&mapped);
         assert_eq!(&mapped[..], &data[..], "mapped bytes changed");
@@ -192,7 +201,6 @@ mod tests {
         release_pages(&heap);
         assert_eq!(heap, data, "heap bytes were advised away");
         // A dropped mapping is no longer registered.
-        let start = mapped.as_ptr() as usize;
         drop(mapped);
         let registered = MAPPED.lock().expect("lock");
         assert!(!registered.iter().any(|r| r.start == start));

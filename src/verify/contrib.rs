@@ -19,9 +19,11 @@
 //!   last axis (mean and variance, or the root mean square), times `gamma`
 //!   (plus `beta`).
 //!
-//! Any other op of the domain, or a form above outside what is listed (batch
-//! transposition, the mean and inverse deviation outputs), stays as it is,
-//! and tract reports it unimplemented. Only the verification copy is
+//! Any other op of the domain, a form above outside what is listed (batch
+//! transposition, the mean and inverse deviation outputs, types other than
+//! float32, the constants emitted being float32) and fused ops inside
+//! If/Loop/Scan bodies stay as they are, and tract reports them
+//! unimplemented. Only the verification copy is
 //! lowered; the written model keeps onnxruntime's ops. Tested against
 //! onnxruntime (`tests/lowering.rs`).
 
@@ -32,7 +34,7 @@ use anyhow::{bail, Context, Result};
 use crate::ir::builder::{attr_float, attr_ints, attr_string, node_proto};
 use crate::ir::{tensor, Model, NodeId};
 use crate::patch::Patch;
-use crate::proto::{AttributeProto, NodeProto};
+use crate::proto::{tensor_proto::DataType, AttributeProto, NodeProto};
 
 const DOMAIN: &str = "com.microsoft";
 
@@ -200,6 +202,22 @@ fn known_rank(model: &Model, value: &str) -> Option<usize> {
         .and_then(crate::ir::declared_rank)
 }
 
+/// The element type of `value` where the model states it.
+fn known_type(model: &Model, value: &str) -> Option<i32> {
+    let g = &model.graph;
+    if let Some(t) = g.initializers.get(value) {
+        return t.data_type;
+    }
+    g.rest
+        .input
+        .iter()
+        .chain(&g.rest.output)
+        .chain(&g.rest.value_info)
+        .find(|v| v.name() == value)
+        .and_then(crate::ir::tensor_type)
+        .and_then(|t| t.elem_type)
+}
+
 /// The patch lowering node `id`, or `None` where its form has no lowering
 /// here (it then stays, for tract to refuse).
 fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
@@ -229,6 +247,10 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
     if matches!(op, "Gelu" | "BiasGelu") && e.opset < 9 {
         return Ok(None);
     }
+    // The constants emitted are float32: a float16 (or other) fused op stays.
+    if known_type(model, &x).is_some_and(|t| t != DataType::Float as i32) {
+        return Ok(None);
+    }
     match op {
         "FusedConv" | "FusedGemm" => {
             let plain = if op == "FusedConv" { "Conv" } else { "Gemm" };
@@ -239,12 +261,21 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
                 .cloned()
                 .collect();
             let kind = attr(n, "activation").map(|a| String::from_utf8_lossy(a.s()).into_owned());
+            // FusedGemm's parameters are separate attributes (onnxruntime
+            // requires those its activation reads); by position.
             let params: Vec<f32> = if op == "FusedConv" {
                 attr(n, "activation_params").map_or(vec![], |a| a.floats.clone())
             } else {
+                let defaults = match kind.as_deref() {
+                    Some("LeakyRelu") => [0.01, 0.0],
+                    Some("HardSigmoid") => [0.2, 0.5],
+                    Some("Clip") => [f32::MIN, f32::MAX],
+                    _ => [0.0, 0.0],
+                };
                 ["activation_alpha", "activation_beta"]
                     .iter()
-                    .map_while(|k| attr(n, k).map(|a| a.f()))
+                    .zip(defaults)
+                    .map(|(k, d)| attr(n, k).map_or(d, |a| a.f()))
                     .collect()
             };
             let inputs: Vec<&str> = n.input.iter().take(3).map(String::as_str).collect();
@@ -277,7 +308,11 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
             }
             let b = input(n, 1).context("FusedMatMul without B")?.to_string();
             let (ta, tb) = (flag("transA"), flag("transB"));
-            let ranks = [&x, &b].map(|v| known_rank(model, v).filter(|&r| r >= 2));
+            let ranks = [&x, &b].map(|v| known_rank(model, v));
+            // A transposed operand must be a matrix at least.
+            if (ta && ranks[0].is_some_and(|r| r < 2)) || (tb && ranks[1].is_some_and(|r| r < 2)) {
+                return Ok(None);
+            }
             let alpha = attr(n, "alpha").map_or(1.0, |a| a.f());
             let prod = if alpha == 1.0 {
                 y.clone()

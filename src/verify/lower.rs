@@ -62,12 +62,6 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .insert(dense.name().to_string(), dense);
     }
     model.graph.reindex();
-    let fused = super::contrib::lower_fused(model)?;
-    if fused > 0 {
-        notes.push(format!(
-            "{fused} onnxruntime fused op(s) (com.microsoft) lowered to standard ops"
-        ));
-    }
     // Constant DequantizeLinear folded to float.
     let mut folded = 0;
     let ids: Vec<_> = model.graph.nodes.node_indices().collect();
@@ -116,6 +110,14 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
     if expanded > 0 {
         notes.push(format!(
             "{expanded} constant Cast/Mul node(s) (weights stored compactly) expanded to float initializers"
+        ));
+    }
+    // After the folds: quantized weights are then float initializers whose
+    // ranks the lowering can read.
+    let fused = super::contrib::lower_fused(model)?;
+    if fused > 0 {
+        notes.push(format!(
+            "{fused} onnxruntime fused op(s) (com.microsoft) lowered to standard ops"
         ));
     }
     let batchnorms = lower_computed_batchnorms(model)?;

@@ -78,6 +78,10 @@ def main(out):
     write(out, "fused_matmul_trans_b",
           ms("FusedMatMul", ["a", "b"], ["y"], alpha=0.125, transB=1),
           {"a": normal(2, 3, 4, 5), "b": normal(2, 3, 6, 5)}, {}, ["y"], declare=False)
+    # MatMul broadcasting across ranks on the Einsum path: [2, 3, 5] x [4, 5]^T.
+    write(out, "fused_matmul_trans_b_broadcast",
+          ms("FusedMatMul", ["a", "b"], ["y"], transB=1),
+          {"a": normal(2, 3, 5), "b": normal(4, 5)}, {}, ["y"], declare=False)
     write(out, "fused_matmul_trans_a",
           ms("FusedMatMul", ["a", "b"], ["y"], transA=1),
           {"a": normal(2, 5, 4), "b": normal(2, 5, 6)}, {}, ["y"])

@@ -309,6 +309,22 @@ pub fn quantize_blocked(
     }
 }
 
+/// [`BlockScheme::Int4Full`] values of consecutive blocks of `block` values
+/// with given scales (one per block), e.g. scales rounded to float16.
+pub fn quantize_blocks_int4_full(w: &[f32], block: usize, scales: &[f32]) -> Vec<i8> {
+    assert_eq!(w.len().div_ceil(block), scales.len());
+    let mut q = vec![0i8; w.len()];
+    q.par_chunks_mut(block)
+        .zip(w.par_chunks(block))
+        .zip(scales.par_iter())
+        .for_each(|((qb, wb), &s)| {
+            for (o, &v) in qb.iter_mut().zip(wb) {
+                *o = quantize_offset(v, s, 8.0, 15.0) - 8;
+            }
+        });
+    q
+}
+
 /// Pack 4-bit values two to a byte, the first in the low nibble (the ONNX
 /// INT4 and UINT4 layout: signed values as their two's complement nibble,
 /// unsigned ones 0..=15 as they are); an odd count leaves the last high
@@ -428,6 +444,14 @@ mod tests {
         assert_eq!(b.scales, vec![0.25, -0.5, 0.5]);
         assert_eq!(b.values, vec![2, -8, -8, 2, -8, 7]);
         assert_eq!(b.zero_points, None);
+        // The same blocks with given scales give the same values.
+        let w = [0.5, -2.0, 4.0, -1.0, -4.0, 4.0];
+        assert_eq!(quantize_blocks_int4_full(&w, 2, &b.scales), b.values);
+        // A scale rounded below the block's range saturates at -8 / 7.
+        assert_eq!(
+            quantize_blocks_int4_full(&[-2.0, 1.0], 2, &[0.24]),
+            vec![-8, 4]
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@
 //! symmetric, one scale per output channel (per tensor below opset 13), with
 //! a DequantizeLinear that produces the weight's original name, so every
 //! reader (subgraphs included) sees the same tensor and tied weights stay
-//! tied. With `weights=int4`, MatMul weights are stored as packed INT4 in
-//! blocks of `block_size` along the reduction axis (opset 21 blocked
-//! DequantizeLinear). Embedding tables (Gather on axis 0) are stored as int8
+//! tied. With `weights=int4`, MatMul weights are stored as packed UINT4 with
+//! a zero point per block of `block_size` along the reduction axis (opset 21
+//! blocked DequantizeLinear). Embedding tables (Gather on axis 0) are stored as int8
 //! with one scale per row (with `weights=int4`: 4-bit blocks of `block_size`
-//! columns, one scale each) and dequantized after the lookup, so only the
+//! columns, all 16 levels, one float16 scale each) and dequantized after the lookup, so only the
 //! gathered rows are ever expanded. Weights that no integer kernel reads
 //! (LSTM weights, slices of them inside If bodies) and weights defined inside
 //! If/Loop/Scan bodies ([`subgraph`]) are stored as int8 and expanded by
@@ -710,12 +710,21 @@ impl Pass for Quant {
             }
         }
         if patches.is_empty() {
-            let half_bytes: u64 = model
-                .graph
+            // Half-precision weights of the ops quant would have quantized.
+            let g = &model.graph;
+            let half_bytes: u64 = g
                 .initializers
-                .values()
-                .filter(|t| matches!(tensor::data_type(t), DataType::Float16 | DataType::Bfloat16))
-                .map(tensor::stored_bytes)
+                .iter()
+                .filter(|(name, t)| {
+                    matches!(tensor::data_type(t), DataType::Float16 | DataType::Bfloat16)
+                        && g.consumers(name).iter().any(|&c| {
+                            matches!(
+                                g.nodes[c].op(),
+                                "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Gather"
+                            )
+                        })
+                })
+                .map(|(_, t)| tensor::stored_bytes(t))
                 .sum();
             ctx.notes.push(if half_bytes > 0 {
                 format!(
@@ -1401,7 +1410,7 @@ impl Quant {
         // Where every weight at once needed float16 storage, the layers now
         // taken back may not: each group's weights go back to int8 storage
         // where the result still meets the tolerance (all at once first,
-        // then group by group, the least damaging first).
+        // then group by group, the last taken first).
         if let (Some(int8), true) = (&int8_rung, r.status == Status::Passed) {
             let taken: Vec<usize> = scored[..k].iter().rev().map(|&(_, gi)| gi).collect();
             let down = |fb: &mut Vec<Option<Patch>>, form: &mut Vec<&str>, gi: usize| {
@@ -2028,6 +2037,17 @@ fn gather_rows_int4(
         block,
         arith::BlockScheme::Int4Full,
     );
+    // Scales as float16 where it holds them (a byte per 16 values less),
+    // the values quantized again with the rounded scales (each Gather casts
+    // the rows' scales it reads).
+    let half_scales = arith::f16_scales(&scales);
+    let q = match &half_scales {
+        Some(h) => {
+            let rounded: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+            arith::quantize_blocks_int4_full(&data.data, block, &rounded)
+        }
+        None => q,
+    };
     let half = block / 2;
     let mut packed = vec![0u8; rows * cols / 2];
     packed
@@ -2051,10 +2071,7 @@ fn gather_rows_int4(
         raw_data: Some(Bytes::from(packed)),
         ..Default::default()
     });
-    // Scales as float16 where it holds them (a byte per 16 values less):
-    // each Gather casts the rows' scales it reads.
     let scale_dims = [rows as i64, nb as i64, 1];
-    let half_scales = arith::f16_scales(&scales);
     let half_scales_used = half_scales.is_some();
     p.add_initializers.push(match half_scales {
         Some(h) => tensor::from_f16(&sn, &scale_dims, h),
