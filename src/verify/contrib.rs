@@ -186,36 +186,35 @@ fn output_used(n: &NodeProto, i: usize) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// The rank of `value` where the model states it (a constant's dims, a
-/// declared shape).
-fn known_rank(model: &Model, value: &str) -> Option<usize> {
+/// The value info the graph declares for `value` (as an input, an output
+/// or an intermediate value).
+fn declared<'a>(model: &'a Model, value: &str) -> Option<&'a crate::proto::ValueInfoProto> {
     let g = &model.graph;
-    if let Some(t) = g.initializers.get(value) {
-        return Some(t.dims.len());
-    }
     g.rest
         .input
         .iter()
         .chain(&g.rest.output)
         .chain(&g.rest.value_info)
         .find(|v| v.name() == value)
-        .and_then(crate::ir::declared_rank)
+}
+
+/// The rank of `value` where the model states it (a constant's dims, a
+/// declared shape).
+fn known_rank(model: &Model, value: &str) -> Option<usize> {
+    match model.graph.initializers.get(value) {
+        Some(t) => Some(t.dims.len()),
+        None => declared(model, value).and_then(crate::ir::declared_rank),
+    }
 }
 
 /// The element type of `value` where the model states it.
 fn known_type(model: &Model, value: &str) -> Option<i32> {
-    let g = &model.graph;
-    if let Some(t) = g.initializers.get(value) {
-        return t.data_type;
+    match model.graph.initializers.get(value) {
+        Some(t) => t.data_type,
+        None => declared(model, value)
+            .and_then(crate::ir::tensor_type)
+            .and_then(|t| t.elem_type),
     }
-    g.rest
-        .input
-        .iter()
-        .chain(&g.rest.output)
-        .chain(&g.rest.value_info)
-        .find(|v| v.name() == value)
-        .and_then(crate::ir::tensor_type)
-        .and_then(|t| t.elem_type)
 }
 
 /// The patch lowering node `id`, or `None` where its form has no lowering
