@@ -445,6 +445,35 @@ impl Graph {
         self.rest.input.iter().any(|i| i.name() == value)
     }
 
+    /// The value info the graph declares for `value` (as an input, an
+    /// output or an intermediate value).
+    pub fn declared(&self, value: &str) -> Option<&crate::proto::ValueInfoProto> {
+        self.rest
+            .input
+            .iter()
+            .chain(&self.rest.value_info)
+            .chain(&self.rest.output)
+            .find(|v| v.name() == value)
+    }
+
+    /// The element type of `value` where the graph states it (an
+    /// initializer's, or a declared one).
+    pub fn elem_type(&self, value: &str) -> Option<i32> {
+        match self.initializers.get(value) {
+            Some(t) => Some(t.data_type()),
+            None => tensor_type(self.declared(value)?)?.elem_type,
+        }
+    }
+
+    /// The rank of `value` where the graph states it (an initializer's
+    /// dims, or a declared shape).
+    pub fn rank(&self, value: &str) -> Option<usize> {
+        match self.initializers.get(value) {
+            Some(t) => Some(t.dims.len()),
+            None => declared_rank(self.declared(value)?),
+        }
+    }
+
     /// An initializer that is a true constant: not also listed as a graph
     /// input (older models list initializers as overridable inputs).
     pub fn constant(&self, value: &str) -> Option<&TensorProto> {

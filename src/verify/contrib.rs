@@ -186,37 +186,6 @@ fn output_used(n: &NodeProto, i: usize) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// The value info the graph declares for `value` (as an input, an output
-/// or an intermediate value).
-fn declared<'a>(model: &'a Model, value: &str) -> Option<&'a crate::proto::ValueInfoProto> {
-    let g = &model.graph;
-    g.rest
-        .input
-        .iter()
-        .chain(&g.rest.output)
-        .chain(&g.rest.value_info)
-        .find(|v| v.name() == value)
-}
-
-/// The rank of `value` where the model states it (a constant's dims, a
-/// declared shape).
-fn known_rank(model: &Model, value: &str) -> Option<usize> {
-    match model.graph.initializers.get(value) {
-        Some(t) => Some(t.dims.len()),
-        None => declared(model, value).and_then(crate::ir::declared_rank),
-    }
-}
-
-/// The element type of `value` where the model states it.
-fn known_type(model: &Model, value: &str) -> Option<i32> {
-    match model.graph.initializers.get(value) {
-        Some(t) => t.data_type,
-        None => declared(model, value)
-            .and_then(crate::ir::tensor_type)
-            .and_then(|t| t.elem_type),
-    }
-}
-
 /// The patch lowering node `id`, or `None` where its form has no lowering
 /// here (it then stays, for tract to refuse).
 fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
@@ -247,7 +216,11 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
         return Ok(None);
     }
     // The constants emitted are float32: a float16 (or other) fused op stays.
-    if known_type(model, &x).is_some_and(|t| t != DataType::Float as i32) {
+    if model
+        .graph
+        .elem_type(&x)
+        .is_some_and(|t| t != DataType::Float as i32)
+    {
         return Ok(None);
     }
     match op {
@@ -307,7 +280,7 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
             }
             let b = input(n, 1).context("FusedMatMul without B")?.to_string();
             let (ta, tb) = (flag("transA"), flag("transB"));
-            let ranks = [&x, &b].map(|v| known_rank(model, v));
+            let ranks = [&x, &b].map(|v| model.graph.rank(v));
             // A transposed operand must be a matrix at least.
             if (ta && ranks[0].is_some_and(|r| r < 2)) || (tb && ranks[1].is_some_and(|r| r < 2)) {
                 return Ok(None);

@@ -45,10 +45,6 @@ const TOKEN_LENGTHS: [usize; 7] = [64, 32, 16, 8, 1, 256, 512];
 /// analysed with them at 1: lengths of audio and other signals.
 const LENGTH_SIZES: [usize; 6] = [16, 64, 256, 512, 1024, 4096];
 
-/// Largest model (weight bytes) whose dims are chosen by analysing it in
-/// tract, as `sensitive=auto` measures models up to this size.
-const PROBE_MAX_BYTES: u64 = 1 << 30;
-
 /// What an unbound dim looks like it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -128,7 +124,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     }
     // Analysing a model in tract copies its weights: past this size the
     // dims stay as bound (1 otherwise), and the report says how to bind them.
-    if original.weight_bytes() > PROBE_MAX_BYTES {
+    if original.weight_bytes() > super::ANALYSIS_MAX_BYTES {
         return vec![];
     }
     // Every use of each unbound dim, in order of first use: a dim shared by

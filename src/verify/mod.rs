@@ -30,6 +30,12 @@ use crate::passes::fold;
 pub use dims::{check_bound, settle_dims};
 use metrics::{Accumulator, OutputMetrics};
 
+/// Largest model (weight bytes) analysed in tract beyond verification
+/// itself: the search for input sizes and `quant`'s `sensitive=auto` each
+/// copy the weights into tract once or more per try, which past this size
+/// costs more than it tells.
+pub const ANALYSIS_MAX_BYTES: u64 = 1 << 30;
+
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     pub samples: usize,
@@ -154,7 +160,7 @@ pub fn untrusted_op(m: &Model) -> Option<String> {
         let attr = |name: &str| n.proto.attribute.iter().find(|a| a.name() == name);
         match n.op() {
             "QLinearMatMul" => {
-                let out_type = n.proto.input.get(7).and_then(|z| elem_type(&m.graph, z));
+                let out_type = n.proto.input.get(7).and_then(|z| m.graph.elem_type(z));
                 if out_type == Some(crate::proto::tensor_proto::DataType::Int8 as i32) {
                     return Some(format!(
                         "'{}' is a QLinearMatMul with int8 output, which tract computes wrongly",
@@ -174,20 +180,6 @@ pub fn untrusted_op(m: &Model) -> Option<String> {
         }
     }
     None
-}
-
-/// Element type of a value, where the graph declares it.
-fn elem_type(g: &crate::ir::Graph, name: &str) -> Option<i32> {
-    if let Some(t) = g.initializers.get(name) {
-        return Some(t.data_type());
-    }
-    g.rest
-        .input
-        .iter()
-        .chain(g.rest.value_info.iter())
-        .chain(g.rest.output.iter())
-        .find(|v| v.name() == name)
-        .and_then(|v| crate::ir::tensor_type(v)?.elem_type)
 }
 
 fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Result<VerifyReport> {

@@ -231,9 +231,6 @@ pub struct Quant {
     prepared: AtomicBool,
 }
 
-/// Largest model (weight bytes) `sensitive=auto` measures.
-const SENSITIVE_MAX_BYTES: u64 = 1 << 30;
-
 /// Embedding tables with fewer rows stay float: a token-type or segment
 /// table (BERT's has 2 rows) is read for every token, so each row's rounding
 /// error is added to all of them alike instead of averaging out. Keeping
@@ -663,13 +660,13 @@ impl Pass for Quant {
                 // Measuring means running the model in tract several times, with
                 // its weights copied: past this size that costs more than it tells.
                 let bytes = model.weight_bytes();
-                if bytes > SENSITIVE_MAX_BYTES {
+                if bytes > crate::verify::ANALYSIS_MAX_BYTES {
                     ctx.notes.push(format!(
                     "sensitive=auto skipped: {:.1} GB of weights is too large to measure in the pass; verify the result (or pass --inputs and exclude=)",
                     bytes as f64 / 1e9
                 ));
                 }
-                bytes <= SENSITIVE_MAX_BYTES
+                bytes <= crate::verify::ANALYSIS_MAX_BYTES
             };
         let check_opts = sensitivity_options(ctx);
         // Loaded (or drawn) once for calibration's reference runs and the
