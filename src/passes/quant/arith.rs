@@ -181,7 +181,9 @@ pub enum BlockScheme {
     /// block's value of largest magnitude maps to -8 exactly, its scale
     /// taking the opposite sign (so a scale may be negative: for our own
     /// unpacking, never a DequantizeLinear). A fifth less squared rounding
-    /// error than `[-7, 7]` at the same size.
+    /// error than `[-7, 7]` at the same size. Each scale is rounded to the
+    /// nearest float16 where that is a normal float16 (and the values are
+    /// quantized with it), so storing the scales as float16 changes nothing.
     Int4Full,
     /// Unsigned 4-bit `[0, 15]` with a zero point per block: the block's
     /// range `[min, max]`, widened to include 0, is cut into 15 steps. On
@@ -264,11 +266,13 @@ pub fn quantize_blocked(
                     }
                 }
                 for m in su.iter_mut() {
-                    *m = if *m != 0.0 && m.is_finite() {
+                    let s = if *m != 0.0 && m.is_finite() {
                         *m / -8.0
                     } else {
                         1.0
                     };
+                    let h = half::f16::from_f32(s);
+                    *m = if h.is_normal() { h.to_f32() } else { s };
                 }
                 for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
                     for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
@@ -307,22 +311,6 @@ pub fn quantize_blocked(
         scales,
         zero_points,
     }
-}
-
-/// [`BlockScheme::Int4Full`] values of consecutive blocks of `block` values
-/// with given scales (one per block), e.g. scales rounded to float16.
-pub fn quantize_blocks_int4_full(w: &[f32], block: usize, scales: &[f32]) -> Vec<i8> {
-    assert_eq!(w.len().div_ceil(block), scales.len());
-    let mut q = vec![0i8; w.len()];
-    q.par_chunks_mut(block)
-        .zip(w.par_chunks(block))
-        .zip(scales.par_iter())
-        .for_each(|((qb, wb), &s)| {
-            for (o, &v) in qb.iter_mut().zip(wb) {
-                *o = quantize_offset(v, s, 8.0, 15.0) - 8;
-            }
-        });
-    q
 }
 
 /// Pack 4-bit values two to a byte, the first in the low nibble (the ONNX
@@ -444,14 +432,18 @@ mod tests {
         assert_eq!(b.scales, vec![0.25, -0.5, 0.5]);
         assert_eq!(b.values, vec![2, -8, -8, 2, -8, 7]);
         assert_eq!(b.zero_points, None);
-        // The same blocks with given scales give the same values.
-        let w = [0.5, -2.0, 4.0, -1.0, -4.0, 4.0];
-        assert_eq!(quantize_blocks_int4_full(&w, 2, &b.scales), b.values);
-        // A scale rounded below the block's range saturates at -8 / 7.
-        assert_eq!(
-            quantize_blocks_int4_full(&[-2.0, 1.0], 2, &[0.24]),
-            vec![-8, 4]
-        );
+        // Scales are float16 values, and the values are quantized with them.
+        assert!(b
+            .scales
+            .iter()
+            .all(|&s| half::f16::from_f32(s).to_f32() == s));
+        // -0.1 / -8 = 0.0125 rounds down to the float16 0.0124969...: the
+        // block's range then lies a hair past its levels, and saturates at
+        // -8 / 7.
+        let b = quantize_blocked(&[-0.1, 0.1], 1, 2, 1, 2, BlockScheme::Int4Full);
+        assert_eq!(b.scales, vec![half::f16::from_f32(0.0125).to_f32()]);
+        assert!(b.scales[0] < 0.0125);
+        assert_eq!(b.values, vec![-8, 7]);
     }
 
     #[test]

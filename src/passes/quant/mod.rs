@@ -1053,15 +1053,15 @@ impl Quant {
         }
     }
 
-    /// Whether a Conv, Gemm or MatMul reads a float32 constant of rank 2 or
-    /// more and at least `min_weight_elements` elements (an initializer, or
-    /// a Constant node round 1 turns into one): the layers whose quantized
-    /// form needs a newer opset (embedding rows and stored weights do not).
     /// Whether `exclude=` keeps node `n` in float.
     fn excludes(&self, n: &crate::ir::Node) -> bool {
         self.params.exclude.iter().any(|p| exclude_matches(p, n))
     }
 
+    /// Whether a Conv, Gemm or MatMul reads a float32 constant of rank 2 or
+    /// more and at least `min_weight_elements` elements (an initializer, or
+    /// a Constant node round 1 turns into one): the layers whose quantized
+    /// form needs a newer opset (embedding rows and stored weights do not).
     fn has_weight_to_quantize(&self, model: &Model) -> bool {
         let g = &model.graph;
         let is_weight = |t: &TensorProto| {
@@ -2034,17 +2034,10 @@ fn gather_rows_int4(
         block,
         arith::BlockScheme::Int4Full,
     );
-    // Scales as float16 where it holds them (a byte per 16 values less),
-    // the values quantized again with the rounded scales (each Gather casts
-    // the rows' scales it reads).
+    // Scales stored as float16 where it holds them all (a byte per 16
+    // values less; the scheme already rounded them, so nothing changes):
+    // each Gather casts the rows' scales it reads.
     let half_scales = arith::f16_scales(&scales);
-    let q = match &half_scales {
-        Some(h) => {
-            let rounded: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
-            arith::quantize_blocks_int4_full(&data.data, block, &rounded)
-        }
-        None => q,
-    };
     let half = block / 2;
     let mut packed = vec![0u8; rows * cols / 2];
     packed
