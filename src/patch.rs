@@ -16,6 +16,9 @@
 //! * `anchor`: the node whose position new nodes take in the export order;
 //! * `replace_attributes` `(node, attributes)`: a node's attribute list
 //!   replaced in place, inputs and outputs kept (a subgraph body rewritten);
+//! * `strip_debug`: nodes whose doc string and `metadata_props` are dropped,
+//!   with those of every node in their bodies (exporters' debug annotations:
+//!   stack traces, source nodes); nothing else about them changes;
 //! * `set_opset`: the default-domain opset the model imports afterwards (the
 //!   IR version is raised with it where needed); only the `opset` rewrite,
 //!   which converts the nodes in the same patch, sets it, and with it
@@ -42,6 +45,7 @@ pub struct Patch {
     pub shunts: Vec<(String, String)>,
     pub rewires: Vec<(NodeId, usize, String)>,
     pub replace_attributes: Vec<(NodeId, Vec<AttributeProto>)>,
+    pub strip_debug: Vec<NodeId>,
     pub set_opset: Option<i64>,
     pub set_functions: Option<Vec<FunctionProto>>,
     pub unlist_inputs: Vec<String>,
@@ -97,6 +101,7 @@ impl Patch {
             .remove_nodes
             .iter()
             .chain(self.replace_attributes.iter().map(|(n, _)| n))
+            .chain(&self.strip_debug)
             .all(|&n| g.nodes.contains_node(n))
         {
             return false;

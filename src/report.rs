@@ -49,7 +49,8 @@ pub struct RunReport {
     pub warnings: Vec<String>,
 }
 
-fn mb(b: u64) -> String {
+/// A byte count for people: kB below a MiB, MB above.
+pub fn mb(b: u64) -> String {
     if b >= 1 << 20 {
         format!("{:.1} MB", b as f64 / 1e6)
     } else {

@@ -428,3 +428,98 @@ fn a_note_repeated_each_round_is_reported_once() {
         .collect();
     assert_eq!(notes.len(), 1, "{:?}", r.notes);
 }
+
+/// Every node of `g` at any depth, with the body it sits in.
+fn each_node(
+    g: &onnx_squeeze::proto::GraphProto,
+    f: &mut dyn FnMut(&onnx_squeeze::proto::NodeProto),
+) {
+    for n in &g.node {
+        f(n);
+        for a in &n.attribute {
+            for b in a.g.iter().chain(&a.graphs) {
+                each_node(b, f);
+            }
+        }
+    }
+}
+
+#[test]
+fn exporter_debug_annotations_are_dropped_and_other_metadata_kept() {
+    use onnx_squeeze::proto::{GraphProto, NodeProto, StringStringEntryProto};
+    // PyTorch's exporter annotates every node, bodies included.
+    fn annotate(g: &mut GraphProto) {
+        for n in &mut g.node {
+            annotate_node(n);
+        }
+    }
+    fn annotate_node(n: &mut NodeProto) {
+        n.doc_string = Some(format!(
+            "File \"train.py\", line 7, in forward: {}",
+            n.name()
+        ));
+        n.metadata_props.push(StringStringEntryProto {
+            key: Some("pkg.torch.onnx.stack_trace".into()),
+            value: Some("File \"model.py\", line 17".into()),
+        });
+        for a in &mut n.attribute {
+            for b in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                annotate(b);
+            }
+        }
+    }
+    let (m, _) = Model::load(&fixture("nested_if.onnx")).unwrap();
+    let mut proto = m.to_proto();
+    annotate(proto.graph.as_mut().unwrap());
+    proto.metadata_props.push(StringStringEntryProto {
+        key: Some("labels".into()),
+        value: Some("cat,dog".into()),
+    });
+    proto.graph.as_mut().unwrap().doc_string = Some("graph doc".into());
+    let mut annotated = 0;
+    each_node(proto.graph.as_ref().unwrap(), &mut |_| annotated += 1);
+    assert!(
+        annotated > m.graph.nodes.node_count(),
+        "the fixture has bodies"
+    );
+    let external = std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into()));
+    let original = Model::from_proto(proto, external).unwrap();
+    // strip_debug_info=false keeps every annotation: all nodes clean leaves.
+    let mut kept = original.clone();
+    let params: toml::Table = toml::from_str("strip_debug_info = false").unwrap();
+    let p = onnx_squeeze::pass::build("clean", params).unwrap();
+    let r = run_pass(p.as_ref(), &mut kept, Limits::default()).unwrap();
+    assert!(!r.changes.contains_key("node's debug annotations dropped"));
+    let (mut left, mut nodes) = (0, 0);
+    each_node(kept.to_proto().graph.as_ref().unwrap(), &mut |n| {
+        nodes += 1;
+        left += usize::from(n.doc_string.is_some() && n.metadata_props.len() == 1);
+    });
+    assert_eq!(left, nodes);
+
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("node's debug annotations dropped"),
+        Some(&left),
+        "{:?}",
+        r.changes
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("strip_debug_info=false")),
+        "{:?}",
+        r.notes
+    );
+    let out = m.to_proto();
+    each_node(out.graph.as_ref().unwrap(), &mut |n| {
+        assert!(
+            n.doc_string.is_none() && n.metadata_props.is_empty(),
+            "{n:?}"
+        );
+    });
+    assert_eq!(out.metadata_props.len(), 1, "model metadata stays");
+    assert_eq!(out.graph.as_ref().unwrap().doc_string(), "graph doc");
+    assert!(clean(&mut m.clone()).changes.is_empty(), "idempotent");
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

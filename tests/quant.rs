@@ -844,6 +844,33 @@ fn clean_quant_on_real_models() {
     }
 }
 
+/// A model from PyTorch 2.9's exporter carries a stack trace and the FX node
+/// in every node (23% of this file): `clean` drops them, and the model
+/// quantizes to the size the weights allow, in onnxruntime as in tract.
+#[test]
+fn a_pytorch_export_sheds_its_stack_traces_and_quantizes_to_a_quarter() {
+    let dir = scratch("quant-torch-export");
+    let name = "silero_vad_op18_ifless.onnx";
+    let input = asset(name);
+    make_inputs(dir.path());
+    let npz = dir.path().join("silero_vad_op18_ifless.npz");
+    let args = vec!["--inputs".to_string(), npz.to_string_lossy().into_owned()];
+    let out = dir.path().join(name);
+    let stdout = run_passes_verified("clean,quant", &args, &input, &out);
+    assert!(
+        stdout.contains("node's debug annotations dropped"),
+        "{stdout}"
+    );
+    let ratio = size_ratio(&out, &input);
+    assert!(
+        ratio <= 0.27,
+        "size {ratio:.3}x of the float model\n{stdout}"
+    );
+    let mut check = cosine_only("0.98");
+    check.extend(args);
+    assert_ort_matches(&input, &out, &check);
+}
+
 #[test]
 fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
     let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();

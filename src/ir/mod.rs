@@ -846,6 +846,13 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
         g.edit_node(*id, |p| p.attribute = attrs.clone());
         t.nodes.push(*id);
     }
+    for &id in &patch.strip_debug {
+        let Some(node) = g.nodes.node_weight_mut(id) else {
+            bail!("patch '{}' rewrites a node that is gone", patch.label);
+        };
+        // Inputs and outputs stay: no index or edge changes.
+        walk::strip_debug(&mut node.proto);
+    }
     for n in &patch.add_nodes {
         let order = g.next_order(anchor);
         let id = g.add_node(n.clone(), order);

@@ -76,6 +76,36 @@ pub fn subgraphs(n: &NodeProto) -> impl Iterator<Item = &GraphProto> {
         .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
 }
 
+/// Debug annotations (doc string, `metadata_props`) on `n` and the nodes of
+/// its bodies, at any depth, as (annotated nodes, bytes): what
+/// [`strip_debug`] removes.
+pub fn debug_annotations(n: &NodeProto) -> (usize, usize) {
+    let own = n.doc_string().len()
+        + n.metadata_props
+            .iter()
+            .map(|e| e.key().len() + e.value().len())
+            .sum::<usize>();
+    subgraphs(n)
+        .flat_map(|g| &g.node)
+        .map(debug_annotations)
+        .fold((usize::from(own > 0), own), |(a, b), (c, d)| (a + c, b + d))
+}
+
+/// Drop the doc string and `metadata_props` of `n` and of every node in its
+/// bodies: exporters' debug annotations (the PyTorch exporter writes a stack
+/// trace and the FX node into every node), which no runtime reads.
+pub fn strip_debug(n: &mut NodeProto) {
+    n.doc_string = None;
+    n.metadata_props.clear();
+    for a in &mut n.attribute {
+        for g in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+            for b in &mut g.node {
+                strip_debug(b);
+            }
+        }
+    }
+}
+
 /// Names a subgraph reads from enclosing scopes: used by its nodes (at any
 /// depth) but defined neither inside it nor by its inputs and initializers.
 pub fn outer_scope_reads(g: &GraphProto, out: &mut Vec<String>) {

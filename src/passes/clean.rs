@@ -36,9 +36,15 @@
 //!    shared bias cannot become each reader's int32 bias in `quant`).
 //! 7. **Dead code removed**: nodes nothing reads (not graph outputs, not read
 //!    from any subgraph) and unused initializers. Graph inputs always stay.
+//! 8. **Exporters' debug annotations dropped**: the doc string and
+//!    `metadata_props` of every node, bodies included. PyTorch's exporter
+//!    writes a stack trace (with the paths of the exporting machine), the FX
+//!    node and its scopes into each node: a quarter of a small model's file,
+//!    read by no runtime. Model, graph, value and tensor metadata stay;
+//!    `strip_debug_info=false` keeps the nodes' too.
 //!
 //! Preserves: graph inputs (but rule 0's) and outputs (names, types), every node it does not
-//! rewrite, metadata. Idempotent: a second run finds nothing to do.
+//! rewrite, metadata (but rule 8's node annotations). Idempotent: a second run finds nothing to do.
 //! Cost in fidelity: float rounding only (BN folding and constant folding
 //! reorder float operations).
 
@@ -58,7 +64,7 @@ use crate::proto::{
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
     summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs, merge identical small constants",
-    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers",
+    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -67,6 +73,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
         ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
+        ParamInfo { name: "strip_debug_info", kind: "bool", default: "true", range: "true|false", doc: "drop every node's doc string and metadata_props (exporters' stack traces and source-node annotations, read by no runtime); model, graph, value and tensor metadata always stay" },
         ParamInfo { name: "unlist_initializer_inputs", kind: "bool", default: "true", range: "true|false", doc: "initializers also listed as graph inputs (as IR 3 required) stop being inputs, so passes see them as constants (they can no longer be overridden at run time)" },
     ],
 };
@@ -81,6 +88,7 @@ pub struct Params {
     pub fold_batchnorm: bool,
     pub inline_if: bool,
     pub unlist_initializer_inputs: bool,
+    pub strip_debug_info: bool,
 }
 
 impl Default for Params {
@@ -91,6 +99,7 @@ impl Default for Params {
             fold_batchnorm: true,
             inline_if: true,
             unlist_initializer_inputs: true,
+            strip_debug_info: true,
         }
     }
 }
@@ -157,8 +166,35 @@ impl Pass for Clean {
         if !p.is_empty() {
             return Ok(p);
         }
-        Ok(remove_dead_code(g))
+        let p = remove_dead_code(g);
+        if !p.is_empty() || !self.params.strip_debug_info {
+            return Ok(p);
+        }
+        Ok(strip_debug_info(g, &mut ctx.notes))
     }
+}
+
+/// Rule 8: one patch dropping every node's debug annotations.
+fn strip_debug_info(g: &Graph, notes: &mut Vec<String>) -> Vec<Patch> {
+    let mut p = Patch::new("node's debug annotations dropped");
+    p.exact = true;
+    let mut bytes = 0;
+    for id in g.nodes.node_indices() {
+        let (nodes, b) = walk::debug_annotations(&g.nodes[id].proto);
+        if nodes > 0 {
+            bytes += b;
+            p.count += nodes;
+            p.strip_debug.push(id);
+        }
+    }
+    if p.strip_debug.is_empty() {
+        return vec![];
+    }
+    notes.push(format!(
+        "dropped {} of node doc strings and metadata_props (exporter debug info such as stack traces); strip_debug_info=false keeps them",
+        crate::report::mb(bytes as u64)
+    ));
+    vec![p]
 }
 
 /// Largest constant (in elements) that rule 6 merges with its duplicates.

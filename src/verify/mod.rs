@@ -710,6 +710,8 @@ pub fn translate_patch(
         .iter()
         .map(|(id, a)| Some((map(*id)?, a.clone())))
         .collect::<Option<_>>()?;
+    // Annotations of a node the copy no longer has have nothing to strip.
+    p.strip_debug = patch.strip_debug.iter().filter_map(|&id| map(id)).collect();
     p.is_applicable(to).then_some(p)
 }
 

@@ -46,16 +46,21 @@ pub fn asset(name: &str) -> PathBuf {
     p
 }
 
-/// The real models the test setup fetches, with the arguments they need
-/// for `run`/`verify` and for `ort_check.py`: bound dims, or an `.npz` of
-/// meaningful inputs written by `tests/py/make_inputs.py` into `dir`.
-pub fn real_models(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
+/// Writes the `.npz` inputs of `tests/py/make_inputs.py` into `dir`.
+pub fn make_inputs(dir: &Path) {
     let o = Command::new(python())
         .arg(root().join("tests/py/make_inputs.py"))
         .arg(dir)
         .output()
         .expect("spawn python");
     assert!(o.status.success(), "make_inputs.py: {}", text(&o.stderr));
+}
+
+/// The real models the test setup fetches, with the arguments they need
+/// for `run`/`verify` and for `ort_check.py`: bound dims, or an `.npz` of
+/// meaningful inputs written by `tests/py/make_inputs.py` into `dir`.
+pub fn real_models(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
+    make_inputs(dir);
     let d = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let npz = |name: &str| {
         vec![

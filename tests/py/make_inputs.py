@@ -3,9 +3,10 @@
 Usage: make_inputs.py OUTDIR
 
 Writes:
-  silero_vad_16k_op15.npz, silero_vad.npz: 512 samples of noise, a zero state
-                            and sr=16000 (the model branches on sr; random integers
-                            would take the 8 kHz branch);
+  silero_vad_16k_op15.npz, silero_vad.npz, silero_vad_op18_ifless.npz:
+                            512 samples of noise, a zero state and sr=16000 (the
+                            model branches on sr; random integers would take the
+                            8 kHz branch);
   ch_PP-OCRv4_det_infer.npz: a 64x96 image of dark strokes on a light background
                             (on pure noise the detector outputs ~1e-9 everywhere,
                             so no comparison of its outputs means anything);
@@ -25,7 +26,7 @@ def main(out):
     silero = dict(input=rng.standard_normal((1, 512)).astype(np.float32),
                   state=np.zeros((2, 1, 128), np.float32),
                   sr=np.array(16000, dtype=np.int64))
-    for name in ("silero_vad_16k_op15.npz", "silero_vad.npz"):
+    for name in ("silero_vad_16k_op15.npz", "silero_vad.npz", "silero_vad_op18_ifless.npz"):
         np.savez(os.path.join(out, name), **silero)
     x = np.full((1, 3, 64, 96), 2.0, np.float32)
     for r in range(6):

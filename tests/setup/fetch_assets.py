@@ -81,7 +81,10 @@ WHEELS = (
                 "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49", 1289603),
            # The spox export: every weight in a Constant node inside the If branches.
            File("silero_vad/data/silero_vad.onnx", "silero_vad.onnx",
-                "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2327524))),
+                "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2327524),
+           # PyTorch 2.9's exporter: a stack trace and the FX node in every node.
+           File("silero_vad/data/silero_vad_op18_ifless.onnx", "silero_vad_op18_ifless.onnx",
+                "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28", 2845718))),
     Wheel("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
           "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
           (File("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_det_infer.onnx",
