@@ -53,11 +53,14 @@ pub fn external_entry<'a>(t: &'a TensorProto, key: &str) -> Option<&'a str> {
         .and_then(|e| e.value.as_deref())
 }
 
-/// Payload size in bytes as stored (raw data, typed fields or external length).
+/// Payload size in bytes as stored (raw data, typed fields or external
+/// length; an external tensor without a `length` entry, which ONNX allows,
+/// holds what its type and dims need).
 pub fn stored_bytes(t: &TensorProto) -> u64 {
     if is_external(t) {
         return external_entry(t, "length")
             .and_then(|l| l.parse().ok())
+            .or_else(|| dense_bytes(t))
             .unwrap_or(0);
     }
     if let Some(raw) = &t.raw_data {
@@ -272,6 +275,14 @@ pub fn from_f16(
     }
 }
 
+/// Bytes a dense payload of `t`'s type and dims takes (`None` for strings
+/// and unknown types, or dims that overflow).
+pub fn dense_bytes(t: &TensorProto) -> Option<u64> {
+    let n = numel(&t.dims).ok()? as u128;
+    let bits = element_bits(data_type(t))? as u128;
+    u64::try_from((n * bits).div_ceil(8)).ok()
+}
+
 /// Check that a tensor's stored payload has the size its type and dims need
 /// (external payloads: the declared length, and that it fits in `file_len`
 /// when known). Catches truncated and malformed models at load time.
@@ -283,7 +294,7 @@ pub fn check_payload(t: &TensorProto, file_len: Option<u64>) -> Result<()> {
     let Some(bits) = element_bits(dt) else {
         return Ok(());
     };
-    let need = u64::try_from((n as u128 * bits as u128).div_ceil(8)).unwrap_or(u64::MAX);
+    let need = dense_bytes(t).unwrap_or(u64::MAX);
     if is_external(t) {
         let offset: u64 = match external_entry(t, "offset") {
             Some(v) => v
@@ -373,5 +384,27 @@ mod tests {
             ..t
         };
         assert_eq!(&*f32_view(&typed, None).unwrap().data, &[4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn external_tensors_count_their_length_or_what_their_dims_need() {
+        use crate::proto::{tensor_proto::DataLocation, StringStringEntryProto};
+        let entry = |k: &str, v: &str| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        };
+        let mut t = TensorProto {
+            name: Some("w".into()),
+            dims: vec![3, 5],
+            data_type: Some(DataType::Float as i32),
+            data_location: Some(DataLocation::External as i32),
+            external_data: vec![entry("location", "w.bin")],
+            ..Default::default()
+        };
+        assert_eq!(stored_bytes(&t), 60, "no length entry: 15 floats");
+        t.data_type = Some(DataType::Uint4 as i32);
+        assert_eq!(stored_bytes(&t), 8, "15 nibbles");
+        t.external_data.push(entry("length", "8"));
+        assert_eq!(stored_bytes(&t), 8);
     }
 }

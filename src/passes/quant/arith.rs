@@ -35,10 +35,13 @@ fn quantize_symmetric(x: f32, scale: f32, qmax: f32) -> i8 {
 /// `saturate(round(x / scale) + zp)` into `[0, qmax]` (`qmax` at most 127),
 /// branch-free like [`quantize_symmetric`]: with integer bounds, clamping
 /// `x / scale` to `[-zp, qmax - zp]` before rounding saturates the same.
+/// NaN becomes `zp` (0 once dequantized, as in the symmetric schemes, where
+/// the cast turns it into 0), not the low bound.
 #[inline]
 fn quantize_offset(x: f32, scale: f32, zp: f32, qmax: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
-    let v = (x / scale).clamp(-zp, qmax - zp);
+    let v = x / scale;
+    let v = if v.is_nan() { 0.0 } else { v }.clamp(-zp, qmax - zp);
     (((v + MAGIC) - MAGIC) + zp) as i8
 }
 
@@ -459,6 +462,32 @@ mod tests {
         assert_eq!(b.scales, vec![3.0 / 15.0, 3.0 / 15.0]);
         assert_eq!(b.zero_points, Some(vec![0, 15]));
         assert_eq!(b.values, vec![5, 10, 15, 0]);
+    }
+
+    #[test]
+    fn nan_weights_dequantize_to_zero_in_every_scheme() {
+        let w = [1.0, f32::NAN, -2.0, 0.5];
+        for scheme in [
+            BlockScheme::Symmetric { bits: 4 },
+            BlockScheme::Int4Full,
+            BlockScheme::Uint4,
+        ] {
+            let b = quantize_blocked(&w, 1, 4, 1, 4, scheme);
+            let zp = b.zero_points.as_ref().map_or(0, |z| z[0]);
+            let zp = if matches!(scheme, BlockScheme::Int4Full) {
+                0
+            } else {
+                zp
+            };
+            assert_eq!(b.values[1], zp, "{scheme:?}: {b:?}");
+            // The NaN does not widen or poison the block's scale.
+            assert!(
+                b.scales[0].is_finite() && b.scales[0] != 1.0,
+                "{scheme:?}: {b:?}"
+            );
+        }
+        let (q, s) = quantize_per_channel(&w, 1, 1, 4, 8);
+        assert_eq!((q[1], s[0]), (0, 2.0 / 127.0));
     }
 
     #[test]
