@@ -101,7 +101,9 @@ struct VerifyArgs {
     #[arg(long)]
     inputs: Option<PathBuf>,
     /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
-    /// or an unnamed one as INPUT:AXIS, e.g. --dim input:1=512. Unbound: a
+    /// or any one as INPUT:AXIS, e.g. --dim input:1=512 (an unnamed axis, or
+    /// one of several axes sharing a name, such as PaddlePaddle's `?` for both
+    /// height and width; it wins over the name). Unbound: a
     /// batch is 1, an image's height and width 64, token ids 128 long, other
     /// dims 1, each raised where tract cannot analyse the model at it; the
     /// report says what was chosen.

@@ -205,3 +205,49 @@ fn a_dim_takes_one_role_from_all_its_inputs() {
     let notes = settle_dims(&m, &mut opts);
     assert_eq!(opts.dims.get("len"), Some(&16), "{notes:?}");
 }
+
+/// PaddlePaddle names both the height and the width of its images `?`: one
+/// `--dim ?=N` binds them together, `--dim x:2=H --dim x:3=W` each on its own
+/// (and the note says so).
+#[test]
+fn axes_sharing_one_name_are_bound_one_by_one() {
+    let proto = ModelBuilder::new(13)
+        .input("x", &[1, 3, 1, 1])
+        .output("y", &[])
+        .init_f32("w", &[4, 3, 2, 2], &[0.1; 48])
+        .node("c", "Conv", &["x", "w"], &["y"])
+        .proto();
+    let m = with_input_dims(proto, &["", "3", "?", "?"]);
+    let mut opts = VerifyOptions::default();
+    let notes = settle_dims(&m, &mut opts);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("'?' = 64") && n.contains("--dim x:2=SIZE --dim x:3=SIZE")),
+        "{notes:?}"
+    );
+    let mut dims = std::collections::HashMap::new();
+    dims.insert("x:2".to_string(), 48);
+    dims.insert("x:3".to_string(), 192);
+    onnx_squeeze::verify::dims::check_bound(&m, &dims).unwrap();
+    let mut opts = VerifyOptions {
+        dims: dims.clone(),
+        ..Default::default()
+    };
+    let notes = settle_dims(&m, &mut opts);
+    assert!(!notes.iter().any(|n| n.contains("image size")), "{notes:?}");
+    let specs =
+        onnx_squeeze::verify::inputs::input_specs(&m.graph, &opts.dims, &mut vec![]).unwrap();
+    assert_eq!(specs[0].shape, [1, 3, 48, 192]);
+    // The axis wins over the name; a key that is neither is refused, with
+    // the keys the model has.
+    dims.insert("?".to_string(), 7);
+    let specs = onnx_squeeze::verify::inputs::input_specs(&m.graph, &dims, &mut vec![]).unwrap();
+    assert_eq!(specs[0].shape, [1, 3, 48, 192]);
+    dims.insert("x:9".to_string(), 7);
+    let e = onnx_squeeze::verify::dims::check_bound(&m, &dims).unwrap_err();
+    assert!(
+        e.to_string().contains("'x:9'") && e.to_string().contains("? (or by axis: x:2, x:3)"),
+        "{e}"
+    );
+}

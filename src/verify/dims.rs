@@ -77,30 +77,47 @@ pub fn check_bound(
     model: &Model,
     dims: &std::collections::HashMap<String, usize>,
 ) -> anyhow::Result<()> {
-    let mut free: Vec<String> = Vec::new();
+    // Each key a dim answers to: its name, and `INPUT:AXIS` for every axis.
+    let mut free: Vec<(String, Vec<String>)> = Vec::new();
     for vi in &model.graph.rest.input {
         if model.graph.initializers.contains_key(vi.name()) {
             continue;
         }
-        for (key, _) in inputs::free_dims(vi) {
-            if !free.contains(&key) {
-                free.push(key);
+        for (key, axis) in inputs::free_dims(vi) {
+            let by_axis = inputs::unnamed_dim_key(vi.name(), axis);
+            let i = match free.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    free.push((key.clone(), vec![]));
+                    free.len() - 1
+                }
+            };
+            if by_axis != key {
+                free[i].1.push(by_axis);
             }
         }
     }
-    let mut unknown: Vec<&String> = dims.keys().filter(|k| !free.contains(k)).collect();
+    let known = |k: &String| free.iter().any(|(n, a)| n == k || a.contains(k));
+    let mut unknown: Vec<&String> = dims.keys().filter(|k| !known(k)).collect();
     if unknown.is_empty() {
         return Ok(());
     }
     unknown.sort();
     let names: Vec<String> = unknown.iter().map(|k| format!("'{k}'")).collect();
+    let listed: Vec<String> = free
+        .iter()
+        .map(|(k, a)| match a.as_slice() {
+            [_, _, ..] => format!("{k} (or by axis: {})", a.join(", ")),
+            _ => k.clone(),
+        })
+        .collect();
     anyhow::bail!(
         "--dim {}: the model has no input dim of that name; its dims without a size: {}",
         names.join(", "),
-        if free.is_empty() {
+        if listed.is_empty() {
             "none".to_string()
         } else {
-            free.join(", ")
+            listed.join(", ")
         }
     )
 }
@@ -139,6 +156,8 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         integer: bool,
     }
     let mut seen: Vec<Seen> = Vec::new();
+    // The `INPUT:AXIS` keys of each named dim's axes.
+    let mut axes: std::collections::HashMap<String, Vec<String>> = Default::default();
     for vi in &original.graph.rest.input {
         if original.graph.initializers.contains_key(vi.name()) {
             continue;
@@ -147,11 +166,17 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         let integer = is_integer(vi);
         let rank = crate::ir::declared_rank(vi).unwrap_or(0);
         for (key, axis) in inputs::free_dims(vi) {
-            if opts.dims.contains_key(&key) {
+            if opts.dims.contains_key(&key)
+                || opts
+                    .dims
+                    .contains_key(&inputs::unnamed_dim_key(vi.name(), axis))
+            {
                 continue;
             }
             let lower = key.to_lowercase();
-            let named = key != inputs::unnamed_dim_key(vi.name(), axis);
+            let by_axis = inputs::unnamed_dim_key(vi.name(), axis);
+            let named = key != by_axis;
+            axes.entry(key.clone()).or_default().push(by_axis);
             let i = match seen.iter().position(|s| s.key == key) {
                 Some(i) => i,
                 None => {
@@ -229,7 +254,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         match types_in_tract(original, &o) {
             Some(true) => {
                 *opts = o;
-                return notes(&free, &opts.dims);
+                return notes(&free, &opts.dims, &axes);
             }
             Some(false) => {}
             // Not a question of sizes: tract cannot load the model.
@@ -244,7 +269,11 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
 }
 
 /// What the report says about the sizes chosen for `free` dims.
-fn notes(free: &[(String, Role)], dims: &std::collections::HashMap<String, usize>) -> Vec<String> {
+fn notes(
+    free: &[(String, Role)],
+    dims: &std::collections::HashMap<String, usize>,
+    axes: &std::collections::HashMap<String, Vec<String>>,
+) -> Vec<String> {
     let of = |role: Role| -> Vec<String> {
         free.iter()
             .filter(|(k, r)| *r == role && dims.get(k).is_some_and(|&v| v != 1))
@@ -262,13 +291,25 @@ fn notes(free: &[(String, Role)], dims: &std::collections::HashMap<String, usize
         (Role::Tokens, "token sequence length"),
     ] {
         let set = of(role);
-        if !set.is_empty() {
-            out.push(format!(
-                "{what} not set: {} (bind with --dim {}=SIZE for the size it is used at)",
-                set.join(", "),
-                first(role)
-            ));
+        if set.is_empty() {
+            continue;
         }
+        // One name on several axes (PaddlePaddle's `?` for both height and
+        // width) binds them together: each axis has its own key too.
+        let shared: Vec<String> = free
+            .iter()
+            .filter(|(k, r)| *r == role && axes.get(k).is_some_and(|a| a.len() > 1))
+            .flat_map(|(k, _)| axes[k].iter().map(|a| format!("--dim {a}=SIZE")))
+            .collect();
+        let how = if shared.is_empty() {
+            format!("--dim {}=SIZE", first(role))
+        } else {
+            shared.join(" ")
+        };
+        out.push(format!(
+            "{what} not set: {} (bind with {how} for the size it is used at)",
+            set.join(", ")
+        ));
     }
     for (k, r) in free {
         if *r == Role::Length && dims.get(k).is_some_and(|&v| v != 1) {

@@ -37,8 +37,10 @@ pub fn is_integer(dt: DataType) -> bool {
     )
 }
 
-/// How `--dim` names an input's axis that has neither a size nor a name:
-/// `INPUT:AXIS`.
+/// How `--dim` names an input's axis without a size: `INPUT:AXIS`. The only
+/// key of an axis without a name; one with a name takes it too, and it wins
+/// over the name (PaddlePaddle names the height and width of its images both
+/// `?`, which one `--dim ?=N` would bind together).
 pub fn unnamed_dim_key(input: &str, axis: usize) -> String {
     format!("{input}:{axis}")
 }
@@ -61,8 +63,8 @@ pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// The graph inputs that are not initializers, with concrete shapes: symbolic
-/// dims (and unnamed ones, keyed by [`unnamed_dim_key`]) from `dims`,
+/// The graph inputs that are not initializers, with concrete shapes: dims
+/// without a size from `dims`, by [`unnamed_dim_key`] first, then by name,
 /// otherwise 1. Every choice made is described in `notes`.
 pub fn input_specs(
     g: &Graph,
@@ -84,9 +86,11 @@ pub fn input_specs(
         let mut shape = Vec::new();
         if let Some(s) = &tt.shape {
             for (axis, d) in s.dim.iter().enumerate() {
-                shape.push(match &d.value {
-                    Some(Dim::DimValue(v)) if *v >= 0 => *v as usize,
-                    Some(Dim::DimParam(p)) => match dims.get(p) {
+                let key = unnamed_dim_key(vi.name(), axis);
+                shape.push(match (&d.value, dims.get(&key)) {
+                    (Some(Dim::DimValue(v)), _) if *v >= 0 => *v as usize,
+                    (_, Some(&v)) => v,
+                    (Some(Dim::DimParam(p)), None) => match dims.get(p) {
                         Some(&v) => v,
                         None => {
                             let note = format!(
@@ -99,17 +103,11 @@ pub fn input_specs(
                         }
                     },
                     _ => {
-                        let key = unnamed_dim_key(vi.name(), axis);
-                        match dims.get(&key) {
-                            Some(&v) => v,
-                            None => {
-                                notes.push(format!(
-                                    "input '{}' axis {axis} has no size; set to 1 (bind it with --dim {key}=SIZE)",
-                                    vi.name()
-                                ));
-                                1
-                            }
-                        }
+                        notes.push(format!(
+                            "input '{}' axis {axis} has no size; set to 1 (bind it with --dim {key}=SIZE)",
+                            vi.name()
+                        ));
+                        1
                     }
                 });
             }
