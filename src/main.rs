@@ -204,7 +204,27 @@ fn quiet_tract_panics() {
     }));
 }
 
+/// glibc gives threads that allocate at once arenas of their own, up to 8
+/// per core, and keeps what is freed in each: tract's buffers, freed by one
+/// plan, stay resident beside the next plan's. One arena per core keeps the
+/// speed (each worker allocates in its own) and the peak lower (the
+/// recogniser: 177-187 -> 144-151 MB, as fast; one arena in all: 138 MB,
+/// 7% slower).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; called first
+        // thing, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {

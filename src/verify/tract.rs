@@ -60,6 +60,7 @@ impl tract_onnx::data_resolver::ModelDataResolver for SharedData {
 /// reference symbols tract cannot unify with the concrete input shapes).
 /// Large top-level initializers are handed over by [`SharedData`], not encoded.
 fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
+    crate::io::release_mapped();
     let mut light = proto.clone();
     let mut shared = Vec::new();
     if let Some(g) = light.graph.as_mut() {
@@ -173,7 +174,12 @@ impl Runner {
         // Should an op need the decluttered form, the full path is taken.
         let mut fast = typed.clone();
         let optimized = match fast.optimize() {
-            Ok(()) => fast,
+            Ok(()) => {
+                // Constants the optimizer replaced (packed kernels) are
+                // freed with the typed model before the plan is built.
+                drop(typed);
+                fast
+            }
             Err(_) => typed
                 .into_optimized()
                 .map_err(to_tract_error)
