@@ -79,6 +79,8 @@ pub fn real_models(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
             "ch_PP-OCRv4_rec_infer.onnx",
             npz("ch_PP-OCRv4_rec_infer.npz"),
         ),
+        ("PP-OCRv6_det_small.onnx", npz("PP-OCRv6_det_small.npz")),
+        ("PP-OCRv6_rec_small.onnx", npz("PP-OCRv6_rec_small.npz")),
         (
             "ch_ppocr_mobile_v2.0_cls_infer.onnx",
             npz("ch_ppocr_mobile_v2.0_cls_infer.npz"),

@@ -7,11 +7,13 @@ Writes:
                             512 samples of noise, a zero state and sr=16000 (the
                             model branches on sr; random integers would take the
                             8 kHz branch);
-  ch_PP-OCRv4_det_infer.npz: a 64x96 image of dark strokes on a light background
+  ch_PP-OCRv4_det_infer.npz, PP-OCRv6_det_small.npz:
+                            a 64x96 image of dark strokes on a light background
                             (on pure noise the detector outputs ~1e-9 everywhere,
                             so no comparison of its outputs means anything);
-  ch_PP-OCRv4_rec_infer.npz: a 48x320 text line of the same strokes (the recogniser's
-                            input height is fixed at 48);
+  ch_PP-OCRv4_rec_infer.npz, PP-OCRv6_rec_small.npz:
+                            a 48x320 text line of the same strokes (the
+                            recogniser's input height is fixed at 48);
   ch_ppocr_mobile_v2.0_cls_infer.npz: a 48x192 text line (the classifier's input size).
 """
 import os
@@ -34,7 +36,9 @@ def main(out):
         for k in range(6):
             x[0, :, y0 + 2:y0 + 12, x0 + k * 6:x0 + k * 6 + 3] = -2.0
     np.savez(os.path.join(out, "ch_PP-OCRv4_det_infer.npz"), x=x)
+    np.savez(os.path.join(out, "PP-OCRv6_det_small.npz"), x=x)
     np.savez(os.path.join(out, "ch_PP-OCRv4_rec_infer.npz"), x=text_line(48, 320))
+    np.savez(os.path.join(out, "PP-OCRv6_rec_small.npz"), x=text_line(48, 320))
     np.savez(os.path.join(out, "ch_ppocr_mobile_v2.0_cls_infer.npz"), x=text_line(48, 192))
 
 

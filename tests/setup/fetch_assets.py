@@ -94,6 +94,14 @@ WHEELS = (
            File("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
                 "ch_ppocr_mobile_v2.0_cls_infer.onnx",
                 "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c", 585532))),
+    # PP-OCRv6 (IR 10): an HGNet-style detector and an SVTR recogniser with
+    # Erf GELUs and LayerNorms written out as ReduceMean/Pow/Sqrt.
+    Wheel("rapidocr", "3.10.0", "rapidocr-3.10.0-py3-none-any.whl",
+          "2fc34e26cd0f48514804a94f8832283039c7334076bff60768b1fed9ad068050",
+          (File("rapidocr/models/PP-OCRv6_det_small.onnx", "PP-OCRv6_det_small.onnx",
+                "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f", 9929594),
+           File("rapidocr/models/PP-OCRv6_rec_small.onnx", "PP-OCRv6_rec_small.onnx",
+                "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884", 21234383))),
     Wheel("magika", "1.0.3", "magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl",
           "3e9b49134e8116ee40b431664dcbed9e199413efddcce1a173c734b4e0521529",
           (File("magika/models/standard_v3_3/model.onnx", "magika_standard_v3_3.onnx",
