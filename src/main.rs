@@ -213,6 +213,12 @@ fn quiet_tract_panics() {
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        // The user's own allocator settings win.
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var_os("GLIBC_TUNABLES").is_some()
+        {
+            return;
+        }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
         // SAFETY: mallopt only sets an allocator parameter; called first

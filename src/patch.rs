@@ -52,8 +52,8 @@ pub struct Patch {
     pub count: usize,
     /// The rewrite leaves every output bit for bit as it was, by
     /// construction: it only turns a Constant node into the same
-    /// initializer, merges constants of identical content or removes what no
-    /// output depends on. When tract cannot run a model,
+    /// initializer, merges constants of identical content, removes what no
+    /// output depends on or drops debug annotations. When tract cannot run a model,
     /// changes all of this kind are written without verification (and the
     /// report says so).
     pub exact: bool,

@@ -429,7 +429,7 @@ fn a_note_repeated_each_round_is_reported_once() {
     assert_eq!(notes.len(), 1, "{:?}", r.notes);
 }
 
-/// Every node of `g` at any depth, with the body it sits in.
+/// Every node of `g` at any depth.
 fn each_node(
     g: &onnx_squeeze::proto::GraphProto,
     f: &mut dyn FnMut(&onnx_squeeze::proto::NodeProto),

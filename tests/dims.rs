@@ -234,8 +234,8 @@ fn axes_sharing_one_name_are_bound_one_by_one() {
         dims: dims.clone(),
         ..Default::default()
     };
-    let notes = settle_dims(&m, &mut opts);
-    assert!(!notes.iter().any(|n| n.contains("image size")), "{notes:?}");
+    settle_dims(&m, &mut opts);
+    assert_eq!(opts.dims, dims, "the axes bound, '?' is not chosen on top");
     let specs =
         onnx_squeeze::verify::inputs::input_specs(&m.graph, &opts.dims, &mut vec![]).unwrap();
     assert_eq!(specs[0].shape, [1, 3, 48, 192]);
@@ -248,6 +248,44 @@ fn axes_sharing_one_name_are_bound_one_by_one() {
     let e = onnx_squeeze::verify::dims::check_bound(&m, &dims).unwrap_err();
     assert!(
         e.to_string().contains("'x:9'") && e.to_string().contains("? (or by axis: x:2, x:3)"),
+        "{e}"
+    );
+}
+
+/// A name several inputs share (token ids and their mask) is one dim: the
+/// note names it, not each input's axis.
+#[test]
+fn a_name_shared_by_inputs_is_bound_by_name() {
+    use onnx_squeeze::ir::builder::typed_value;
+    let mut proto = ModelBuilder::new(13)
+        .output("y", &[])
+        .node("a", "Add", &["ids", "mask"], &["y"])
+        .proto();
+    for name in ["ids", "mask"] {
+        let mut vi = typed_value(name, DataType::Int64, &[1, 1]);
+        let Some(type_proto::Value::TensorType(tt)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            unreachable!()
+        };
+        tt.shape.as_mut().unwrap().dim[1].value = Some(Dim::DimParam("sequence".into()));
+        proto.graph.as_mut().unwrap().input.push(vi);
+    }
+    let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut opts = VerifyOptions::default();
+    let notes = settle_dims(&m, &mut opts);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("'sequence' = 128") && n.contains("--dim sequence=SIZE")),
+        "{notes:?}"
+    );
+    assert!(!notes.iter().any(|n| n.contains("ids:1")), "{notes:?}");
+    let mut dims = std::collections::HashMap::new();
+    dims.insert("nope".to_string(), 3);
+    let e = onnx_squeeze::verify::dims::check_bound(&m, &dims).unwrap_err();
+    assert!(
+        e.to_string().ends_with("its dims without a size: sequence"),
         "{e}"
     );
 }

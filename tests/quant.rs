@@ -861,6 +861,22 @@ fn a_pytorch_export_sheds_its_stack_traces_and_quantizes_to_a_quarter() {
         stdout.contains("node's debug annotations dropped"),
         "{stdout}"
     );
+    // No annotation left anywhere in the file, the If branches included.
+    fn annotated(g: &onnx_squeeze::proto::GraphProto) -> usize {
+        g.node
+            .iter()
+            .map(|n| {
+                usize::from(!n.metadata_props.is_empty() || n.doc_string.is_some())
+                    + n.attribute
+                        .iter()
+                        .flat_map(|a| a.g.iter().chain(&a.graphs))
+                        .map(annotated)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+    let (written, _) = Model::load(&out).unwrap();
+    assert_eq!(annotated(&written.to_proto().graph.unwrap_or_default()), 0);
     let ratio = size_ratio(&out, &input);
     assert!(
         ratio <= 0.27,

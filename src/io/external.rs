@@ -51,7 +51,11 @@ impl ExternalData {
             Some(v) => v
                 .parse()
                 .with_context(|| format!("external tensor '{name}': bad length {v:?}"))?,
-            None => file.len().saturating_sub(offset),
+            // ONNX allows no length: the bytes the tensor's type and dims
+            // need (the rest of the file when those are unknown).
+            None => crate::ir::tensor::dense_bytes(t)
+                .and_then(|b| usize::try_from(b).ok())
+                .unwrap_or(file.len().saturating_sub(offset)),
         };
         ensure!(
             offset

@@ -104,7 +104,8 @@ pub fn release_pages(data: &[u8]) {
         return;
     };
     if mapped.iter().any(|r| r.start <= start && end <= r.end) {
-        advise_dont_need(start, end);
+        // SAFETY: inside a live mapping, checked under the lock still held.
+        unsafe { advise_dont_need(start, end) };
     }
 }
 
@@ -119,19 +120,25 @@ pub fn release_mapped() {
         return;
     };
     for r in mapped.iter() {
-        advise_dont_need(r.start, r.end);
+        // SAFETY: a live mapping: its owner cannot drop it while the lock is held.
+        unsafe { advise_dont_need(r.start, r.end) };
     }
 }
 
-/// MADV_DONTNEED on `start..end`, which the caller has checked lies inside a
-/// live read-only file mapping, holding the [`MAPPED`] lock.
-fn advise_dont_need(start: usize, end: usize) {
+/// MADV_DONTNEED on `start..end`.
+///
+/// # Safety
+/// `start..end` must lie inside a live read-only file mapping registered in
+/// [`MAPPED`], and the caller must hold its lock (so that the mapping cannot
+/// be unmapped meanwhile).
+unsafe fn advise_dont_need(start: usize, end: usize) {
     #[cfg(unix)]
     {
-        // SAFETY: the range lies inside a live read-only file mapping (its
-        // start rounded down to a page stays inside it, mappings being page
-        // aligned); MADV_DONTNEED on such a mapping only drops clean pages,
-        // which are re-read from the file on the next access.
+        // SAFETY: per the contract, the range lies inside a live read-only
+        // file mapping (its start rounded down to a page stays inside it,
+        // mappings being page aligned); MADV_DONTNEED on such a mapping only
+        // drops clean pages, which are re-read from the file on the next
+        // access.
         unsafe {
             let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
             let aligned = start / page * page;

@@ -37,7 +37,8 @@
 //! 7. **Dead code removed**: nodes nothing reads (not graph outputs, not read
 //!    from any subgraph) and unused initializers. Graph inputs always stay.
 //! 8. **Exporters' debug annotations dropped**: the doc string and
-//!    `metadata_props` of every node, bodies included. PyTorch's exporter
+//!    `metadata_props` of every node of the graph and of its If/Loop/Scan
+//!    bodies (model-local functions are left as they are). PyTorch's exporter
 //!    writes a stack trace (with the paths of the exporting machine), the FX
 //!    node and its scopes into each node: a quarter of a small model's file,
 //!    read by no runtime. Model, graph, value and tensor metadata stay;
@@ -63,7 +64,7 @@ use crate::proto::{
 
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
-    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs, merge identical small constants",
+    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs, merge identical small constants, drop nodes' debug annotations",
     matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
@@ -73,7 +74,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
         ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
-        ParamInfo { name: "strip_debug_info", kind: "bool", default: "true", range: "true|false", doc: "drop every node's doc string and metadata_props (exporters' stack traces and source-node annotations, read by no runtime); model, graph, value and tensor metadata always stay" },
+        ParamInfo { name: "strip_debug_info", kind: "bool", default: "true", range: "true|false", doc: "drop the doc string and metadata_props of every node in the graph and its If/Loop/Scan bodies (exporters' stack traces and source-node annotations, read by no runtime); model, graph, value, tensor and function metadata always stay" },
         ParamInfo { name: "unlist_initializer_inputs", kind: "bool", default: "true", range: "true|false", doc: "initializers also listed as graph inputs (as IR 3 required) stop being inputs, so passes see them as constants (they can no longer be overridden at run time)" },
     ],
 };

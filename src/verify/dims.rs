@@ -77,27 +77,27 @@ pub fn check_bound(
     model: &Model,
     dims: &std::collections::HashMap<String, usize>,
 ) -> anyhow::Result<()> {
-    // Each key a dim answers to: its name, and `INPUT:AXIS` for every axis.
+    // Each key a dim answers to: its name, and `INPUT:AXIS` for every axis;
+    // the per-axis keys of a name on several axes of one input are listed.
     let mut free: Vec<(String, Vec<String>)> = Vec::new();
+    let mut by_axis = std::collections::HashSet::new();
     for vi in &model.graph.rest.input {
         if model.graph.initializers.contains_key(vi.name()) {
             continue;
         }
         for (key, axis) in inputs::free_dims(vi) {
-            let by_axis = inputs::unnamed_dim_key(vi.name(), axis);
-            let i = match free.iter().position(|(k, _)| *k == key) {
-                Some(i) => i,
-                None => {
-                    free.push((key.clone(), vec![]));
-                    free.len() - 1
-                }
-            };
-            if by_axis != key {
-                free[i].1.push(by_axis);
+            by_axis.insert(inputs::axis_dim_key(vi.name(), axis));
+            if !free.iter().any(|(k, _)| *k == key) {
+                free.push((key, vec![]));
+            }
+        }
+        for (key, axes) in inputs::repeated_dims(vi) {
+            if let Some((_, a)) = free.iter_mut().find(|(k, _)| *k == key) {
+                a.extend(axes);
             }
         }
     }
-    let known = |k: &String| free.iter().any(|(n, a)| n == k || a.contains(k));
+    let known = |k: &String| by_axis.contains(k) || free.iter().any(|(n, _)| n == k);
     let mut unknown: Vec<&String> = dims.keys().filter(|k| !known(k)).collect();
     if unknown.is_empty() {
         return Ok(());
@@ -107,8 +107,8 @@ pub fn check_bound(
     let listed: Vec<String> = free
         .iter()
         .map(|(k, a)| match a.as_slice() {
-            [_, _, ..] => format!("{k} (or by axis: {})", a.join(", ")),
-            _ => k.clone(),
+            [] => k.clone(),
+            a => format!("{k} (or by axis: {})", a.join(", ")),
         })
         .collect();
     anyhow::bail!(
@@ -156,7 +156,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         integer: bool,
     }
     let mut seen: Vec<Seen> = Vec::new();
-    // The `INPUT:AXIS` keys of each named dim's axes.
+    // The `INPUT:AXIS` keys of names on several axes of one input.
     let mut axes: std::collections::HashMap<String, Vec<String>> = Default::default();
     for vi in &original.graph.rest.input {
         if original.graph.initializers.contains_key(vi.name()) {
@@ -165,18 +165,16 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         let image_axes = image_axes(vi);
         let integer = is_integer(vi);
         let rank = crate::ir::declared_rank(vi).unwrap_or(0);
+        for (key, keys) in inputs::repeated_dims(vi) {
+            axes.entry(key).or_default().extend(keys);
+        }
         for (key, axis) in inputs::free_dims(vi) {
-            if opts.dims.contains_key(&key)
-                || opts
-                    .dims
-                    .contains_key(&inputs::unnamed_dim_key(vi.name(), axis))
-            {
+            let by_axis = inputs::axis_dim_key(vi.name(), axis);
+            if opts.dims.contains_key(&key) || opts.dims.contains_key(&by_axis) {
                 continue;
             }
             let lower = key.to_lowercase();
-            let by_axis = inputs::unnamed_dim_key(vi.name(), axis);
             let named = key != by_axis;
-            axes.entry(key.clone()).or_default().push(by_axis);
             let i = match seen.iter().position(|s| s.key == key) {
                 Some(i) => i,
                 None => {
@@ -298,7 +296,7 @@ fn notes(
         // width) binds them together: each axis has its own key too.
         let shared: Vec<String> = free
             .iter()
-            .filter(|(k, r)| *r == role && axes.get(k).is_some_and(|a| a.len() > 1))
+            .filter(|(k, r)| *r == role && axes.contains_key(k))
             .flat_map(|(k, _)| axes[k].iter().map(|a| format!("--dim {a}=SIZE")))
             .collect();
         let how = if shared.is_empty() {

@@ -41,12 +41,31 @@ pub fn is_integer(dt: DataType) -> bool {
 /// key of an axis without a name; one with a name takes it too, and it wins
 /// over the name (PaddlePaddle names the height and width of its images both
 /// `?`, which one `--dim ?=N` would bind together).
-pub fn unnamed_dim_key(input: &str, axis: usize) -> String {
+pub fn axis_dim_key(input: &str, axis: usize) -> String {
     format!("{input}:{axis}")
 }
 
+/// Names `vi` gives to two or more of its axes (PaddlePaddle's `?` for an
+/// image's height and width), each with the [`axis_dim_key`]s of those axes:
+/// one `--dim NAME=N` binds them together, the per-axis keys one by one.
+pub fn repeated_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, Vec<String>)> {
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for (key, axis) in free_dims(vi) {
+        let by_axis = axis_dim_key(vi.name(), axis);
+        if key == by_axis {
+            continue;
+        }
+        match by_name.iter_mut().find(|(n, _)| *n == key) {
+            Some((_, a)) => a.push(by_axis),
+            None => by_name.push((key, vec![by_axis])),
+        }
+    }
+    by_name.retain(|(_, a)| a.len() > 1);
+    by_name
+}
+
 /// The keys `--dim` binds for `vi`'s axes without a size, in order, with
-/// their axis: the dim's name, or [`unnamed_dim_key`] for an axis without
+/// their axis: the dim's name, or [`axis_dim_key`] for an axis without
 /// one.
 pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
     let Some(tt) = crate::ir::tensor_type(vi) else {
@@ -58,13 +77,13 @@ pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
         .filter_map(|(axis, d)| match &d.value {
             Some(Dim::DimParam(p)) => Some((p.clone(), axis)),
             Some(Dim::DimValue(v)) if *v >= 0 => None,
-            _ => Some((unnamed_dim_key(vi.name(), axis), axis)),
+            _ => Some((axis_dim_key(vi.name(), axis), axis)),
         })
         .collect()
 }
 
 /// The graph inputs that are not initializers, with concrete shapes: dims
-/// without a size from `dims`, by [`unnamed_dim_key`] first, then by name,
+/// without a size from `dims`, by [`axis_dim_key`] first, then by name,
 /// otherwise 1. Every choice made is described in `notes`.
 pub fn input_specs(
     g: &Graph,
@@ -86,7 +105,7 @@ pub fn input_specs(
         let mut shape = Vec::new();
         if let Some(s) = &tt.shape {
             for (axis, d) in s.dim.iter().enumerate() {
-                let key = unnamed_dim_key(vi.name(), axis);
+                let key = axis_dim_key(vi.name(), axis);
                 shape.push(match (&d.value, dims.get(&key)) {
                     (Some(Dim::DimValue(v)), _) if *v >= 0 => *v as usize,
                     (_, Some(&v)) => v,

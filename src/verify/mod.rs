@@ -40,8 +40,8 @@ pub const ANALYSIS_MAX_BYTES: u64 = 1 << 30;
 pub struct VerifyOptions {
     pub samples: usize,
     pub seed: u64,
-    /// Sizes of input dims without one: by name, or `INPUT:AXIS` for an
-    /// unnamed one.
+    /// Sizes of input dims without one: by `INPUT:AXIS` (any such axis; it
+    /// wins) or by name.
     pub dims: HashMap<String, usize>,
     /// The user's inputs (`.npz` or `.npy`) instead of random ones.
     pub inputs: Option<PathBuf>,

@@ -60,7 +60,6 @@ impl tract_onnx::data_resolver::ModelDataResolver for SharedData {
 /// reference symbols tract cannot unify with the concrete input shapes).
 /// Large top-level initializers are handed over by [`SharedData`], not encoded.
 fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
-    crate::io::release_mapped();
     let mut light = proto.clone();
     let mut shared = Vec::new();
     if let Some(g) = light.graph.as_mut() {
@@ -158,6 +157,9 @@ impl Runner {
     }
 
     fn build(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
+        // A plan is a run's peak: what earlier passes read of the model file
+        // goes first (see `io::release_mapped`).
+        crate::io::release_mapped();
         let model = with_input_facts(
             inference_model(&proto).context("tract cannot load the model")?,
             inputs,
@@ -180,10 +182,13 @@ impl Runner {
                 drop(typed);
                 fast
             }
-            Err(_) => typed
-                .into_optimized()
-                .map_err(to_tract_error)
-                .context("tract cannot analyse the model")?,
+            Err(_) => {
+                drop(fast);
+                typed
+                    .into_optimized()
+                    .map_err(to_tract_error)
+                    .context("tract cannot analyse the model")?
+            }
         };
         let plan = optimized.into_runnable().map_err(to_tract_error)?;
         Ok(Runner { plan })

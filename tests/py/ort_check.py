@@ -13,8 +13,8 @@ Usage:
      * --inputs DATA.npz: arrays keyed by input name, used as-is (no cast, no reshaping).
        Inputs the npz lacks are generated as below; unknown keys are a usage error.
      * otherwise random, from numpy.random.default_rng(--seed, default 0), per input:
-         shape: fixed dims as declared; a symbolic dim takes --dim NAME=N, an unnamed one
-                --dim INPUT:AXIS=N, else 1;
+         shape: fixed dims as declared; any other takes --dim INPUT:AXIS=N, else (a
+                symbolic one) --dim NAME=N, else 1;
          float16/32/64: standard normal;
          bool: uniformly random;
          integers: uniform in [0, 100), except inputs whose name contains "mask", "token_type"
@@ -117,10 +117,10 @@ def concrete_shape(name: str, shape, dims: dict[str, int]) -> list[int]:
     for axis, d in enumerate(shape):
         if isinstance(d, int) and d >= 0:
             out.append(d)
+        elif f"{name}:{axis}" in dims:  # by axis, as onnx-squeeze keys it: wins over a name
+            out.append(dims[f"{name}:{axis}"])
         elif isinstance(d, str) and d in dims:
             out.append(dims[d])
-        elif not isinstance(d, str) and f"{name}:{axis}" in dims:  # unnamed, as onnx-squeeze keys it
-            out.append(dims[f"{name}:{axis}"])
         else:  # symbolic without --dim, or unknown
             out.append(1)
     return out
