@@ -107,3 +107,44 @@ fn check_location(location: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{
+        tensor_proto::DataLocation, tensor_proto::DataType, StringStringEntryProto,
+    };
+
+    /// Two tensors in one file, the first without a `length` entry (which
+    /// ONNX allows): it reads the bytes its dims need, not the rest of the
+    /// file.
+    #[test]
+    fn a_tensor_without_a_length_reads_what_its_dims_need() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data: Vec<u8> = (0..24u8).collect();
+        std::fs::write(dir.path().join("w.bin"), &data).expect("write");
+        let entry = |k: &str, v: &str| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        };
+        let tensor = |name: &str, offset: &str| TensorProto {
+            name: Some(name.into()),
+            dims: vec![3],
+            data_type: Some(DataType::Float as i32),
+            data_location: Some(DataLocation::External as i32),
+            external_data: vec![entry("location", "w.bin"), entry("offset", offset)],
+            ..Default::default()
+        };
+        let ext = ExternalData::new(dir.path().to_path_buf());
+        let first = ext
+            .payload(&tensor("a", "0"))
+            .expect("read")
+            .expect("bytes");
+        assert_eq!(&first[..], &data[..12]);
+        let second = ext
+            .payload(&tensor("b", "12"))
+            .expect("read")
+            .expect("bytes");
+        assert_eq!(&second[..], &data[12..]);
+    }
+}
