@@ -976,28 +976,55 @@ fn constant_node_weights_are_quantized_without_clean() {
 }
 
 /// Real models as onnxruntime's optimiser saves them (its fused ops:
-/// FusedConv, FusedMatMul, BiasGelu, QuickGelu): verification lowers the
+/// FusedConv, FusedMatMul, BiasGelu, QuickGelu), and MiniLM as its
+/// transformer optimiser does (EmbedLayerNormalization, Attention,
+/// SkipLayerNormalization): verification lowers the
 /// fused ops for tract, so `clean,quant` verifies and writes them, and
 /// onnxruntime runs the result as closely as the plain models'.
 #[test]
 fn models_saved_by_onnxruntime_optimiser_are_quantized_and_verified() {
     let dir = scratch("quant-ort-optimized");
     let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    for (name, args) in [
+    for (name, args, bert) in [
         (
             "paraphrase-MiniLM-L3-v2.onnx",
             d(&["--dim", "sequence_length=16"]),
+            false,
         ),
-        ("ch_PP-OCRv4_det_infer.onnx", d(&[])),
+        // onnxruntime's transformer optimiser: EmbedLayerNormalization and
+        // Attention too.
+        (
+            "paraphrase-MiniLM-L3-v2.onnx",
+            d(&["--dim", "sequence_length=16"]),
+            true,
+        ),
+        ("ch_PP-OCRv4_det_infer.onnx", d(&[]), false),
         (
             "nudenet_320n.onnx",
             d(&["--dim", "height=320", "--dim", "width=320"]),
+            false,
         ),
     ] {
-        let optimized = dir.path().join(format!("optimized_{name}"));
-        let o = run_py("ort_optimize.py", &[&asset(name), &optimized]);
+        let optimized = dir.path().join(format!("optimized_{bert}_{name}"));
+        let mut py_args = vec![asset(name), optimized.clone()];
+        if bert {
+            py_args.push("--bert".into());
+        }
+        let py_args: Vec<&std::path::Path> = py_args.iter().map(|p| p.as_path()).collect();
+        let o = run_py("ort_optimize.py", &py_args);
         assert!(o.status.success(), "{name}: {}", text(&o.stderr));
-        let out = dir.path().join(format!("q_{name}"));
+        if bert {
+            let (m, _) = Model::load(&optimized).unwrap();
+            let ops: Vec<&str> = m.graph.nodes.node_weights().map(|n| n.op()).collect();
+            for fused in [
+                "EmbedLayerNormalization",
+                "Attention",
+                "SkipLayerNormalization",
+            ] {
+                assert!(ops.contains(&fused), "{fused} not in {ops:?}");
+            }
+        }
+        let out = dir.path().join(format!("q_{bert}_{name}"));
         let stdout = run_passes_verified("clean,quant", &args, &optimized, &out);
         assert!(
             stdout.contains("onnxruntime fused op(s) (com.microsoft) lowered to standard ops"),

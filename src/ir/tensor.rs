@@ -256,6 +256,20 @@ pub fn from_i64(name: &str, data: &[i64]) -> TensorProto {
     }
 }
 
+/// An int32 or int64 scalar `TensorProto` (`int32_data` / `int64_data`).
+pub fn int_scalar(name: &str, dt: DataType, v: i64) -> TensorProto {
+    let mut t = TensorProto {
+        name: Some(name.to_string()),
+        data_type: Some(dt as i32),
+        ..Default::default()
+    };
+    match dt {
+        DataType::Int64 => t.int64_data = vec![v],
+        _ => t.int32_data = vec![v as i32],
+    }
+    t
+}
+
 /// A float16 `TensorProto` with little-endian `raw_data`.
 pub fn from_f16(
     name: &str,

@@ -17,7 +17,21 @@
 //! * `SkipLayerNormalization` and `SkipSimplifiedLayerNormalization`:
 //!   `input + skip (+ bias)` (also their fourth output), normalised over the
 //!   last axis (mean and variance, or the root mean square), times `gamma`
-//!   (plus `beta`).
+//!   (plus `beta`);
+//! * `EmbedLayerNormalization` (BERT's embeddings, as onnxruntime's
+//!   transformer optimiser fuses them): the word, position (rows `0..S`, or
+//!   `position_ids`) and segment embeddings looked up and added (its third
+//!   output), layer-normalised; its mask index is the count of ones in each
+//!   row of `mask` (zeros without one);
+//! * `Attention` (self-attention, opset 11 on): one MatMul by the packed
+//!   Q/K/V weight (plus bias), split by `qkv_hidden_sizes` or in thirds,
+//!   `num_heads` heads, `softmax(Q K^T * scale + mask) V` with `scale`
+//!   (default `1/sqrt(head size)`) and `mask_filter_value` (default -10000)
+//!   where the mask says no: a mask index of right-padding end positions
+//!   (`[batch]`, as EmbedLayerNormalization writes it), or a raw mask
+//!   (`[batch, keys]` or `[batch, queries, keys]`, 0 = masked). Not
+//!   lowered: `unidirectional`, `past`/`present`, attention bias, rotary
+//!   embeddings, the `[2 * batch]` and 4-D masks.
 //!
 //! Any other op of the domain, a form above outside what is listed (batch
 //! transposition, the mean and inverse deviation outputs, types other than
@@ -31,7 +45,7 @@ use std::collections::HashSet;
 
 use anyhow::{bail, Context, Result};
 
-use crate::ir::builder::{attr_float, attr_ints, attr_string, node_proto};
+use crate::ir::builder::{attr_float, attr_int, attr_ints, attr_string, node_proto};
 use crate::ir::{tensor, Model, NodeId};
 use crate::patch::Patch;
 use crate::proto::{tensor_proto::DataType, AttributeProto, NodeProto};
@@ -49,12 +63,14 @@ pub const LOWERED: &[&str] = &[
     "QuickGelu",
     "SkipLayerNormalization",
     "SkipSimplifiedLayerNormalization",
+    "EmbedLayerNormalization",
+    "Attention",
 ];
 
 /// Lower every fused op of the main graph that has a standard form. Returns
 /// how many were lowered.
 pub fn lower_fused(model: &mut Model) -> Result<usize> {
-    let ids: Vec<NodeId> = model
+    let mut ids: Vec<NodeId> = model
         .graph
         .nodes
         .node_indices()
@@ -63,6 +79,9 @@ pub fn lower_fused(model: &mut Model) -> Result<usize> {
             n.proto.domain() == DOMAIN && LOWERED.contains(&n.op())
         })
         .collect();
+    // Attention first: it tells a mask index by its producer, the
+    // EmbedLayerNormalization that the lowering then replaces.
+    ids.sort_by_key(|&id| model.graph.nodes[id].op() != "Attention");
     let mut lowered = 0;
     for id in ids {
         let Some(p) = lowering(model, id)? else {
@@ -122,6 +141,62 @@ impl Emit {
             self.op("ReduceMean", &[x, &axes], vec![])
         } else {
             self.op("ReduceMean", &[x], vec![attr_ints("axes", &[-1])])
+        }
+    }
+
+    /// An int64 vector constant.
+    fn ints(&mut self, v: &[i64]) -> String {
+        let name = self.fresh("constant");
+        self.patch.add_initializers.push(tensor::from_i64(&name, v));
+        name
+    }
+
+    /// `Unsqueeze` at `axes`: an attribute before opset 13, an input from it.
+    fn unsqueeze(&mut self, x: &str, axes: &[i64]) -> String {
+        if self.opset >= 13 {
+            let a = self.ints(axes);
+            self.op("Unsqueeze", &[x, &a], vec![])
+        } else {
+            self.op("Unsqueeze", &[x], vec![attr_ints("axes", axes)])
+        }
+    }
+
+    /// `x[..., start..end]` on the last axis.
+    fn slice_last(&mut self, x: &str, start: i64, end: i64) -> String {
+        let (s, e, a) = (self.ints(&[start]), self.ints(&[end]), self.ints(&[-1]));
+        self.op("Slice", &[x, &s, &e, &a], vec![])
+    }
+
+    /// Normalised over the last axis, times `gamma` plus `beta`, into `out`:
+    /// `(x - mean) / sqrt(var + eps)`, or `x / sqrt(mean(x^2) + eps)` when
+    /// `simplified`.
+    fn layer_norm(
+        &mut self,
+        x: &str,
+        gamma: &str,
+        beta: Option<&str>,
+        eps: f32,
+        simplified: bool,
+        out: &str,
+    ) {
+        let centred = if simplified {
+            x.to_string()
+        } else {
+            let mean = self.mean_last(x);
+            self.op("Sub", &[x, &mean], vec![])
+        };
+        let sq = self.op("Mul", &[&centred, &centred], vec![]);
+        let var = self.mean_last(&sq);
+        let eps = self.scalar(eps);
+        let shifted = self.op("Add", &[&var, &eps], vec![]);
+        let std = self.op("Sqrt", &[&shifted], vec![]);
+        let normed = self.op("Div", &[&centred, &std], vec![]);
+        match beta {
+            Some(beta) => {
+                let scaled = self.op("Mul", &[&normed, gamma], vec![]);
+                self.to("Add", &[&scaled, beta], out, vec![]);
+            }
+            None => self.to("Mul", &[&normed, gamma], out, vec![]),
         }
     }
 
@@ -215,12 +290,20 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
     if matches!(op, "Gelu" | "BiasGelu") && e.opset < 9 {
         return Ok(None);
     }
-    // The constants emitted are float32: a float16 (or other) fused op stays.
-    if model
-        .graph
-        .elem_type(&x)
-        .is_some_and(|t| t != DataType::Float as i32)
-    {
+    // The constants emitted are float32: a float16 (or other) fused op
+    // stays (the embeddings' first input holds ids: their table tells).
+    let values = if op == "EmbedLayerNormalization" {
+        input(n, 2).unwrap_or(&x)
+    } else {
+        &x
+    };
+    let declared = model.graph.elem_type(values).or_else(|| {
+        model
+            .graph
+            .constant(values)
+            .map(|t| tensor::data_type(t) as i32)
+    });
+    if declared.is_some_and(|t| t != DataType::Float as i32) {
         return Ok(None);
     }
     match op {
@@ -387,27 +470,208 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
                     None => e.op("Add", &[&s, b], vec![]),
                 };
             }
-            let centred = if simplified {
-                s.clone()
-            } else {
-                let mean = e.mean_last(&s);
-                e.op("Sub", &[&s, &mean], vec![])
-            };
-            let sq = e.op("Mul", &[&centred, &centred], vec![]);
-            let var = e.mean_last(&sq);
-            let eps = e.scalar(eps);
-            let shifted = e.op("Add", &[&var, &eps], vec![]);
-            let std = e.op("Sqrt", &[&shifted], vec![]);
-            let normed = e.op("Div", &[&centred, &std], vec![]);
-            match beta {
-                Some(beta) => {
-                    let scaled = e.op("Mul", &[&normed, gamma], vec![]);
-                    e.to("Add", &[&scaled, beta], &y, vec![]);
+            e.layer_norm(&s, gamma, beta, eps, simplified, &y);
+        }
+        "EmbedLayerNormalization" => {
+            if e.opset < 11 {
+                return Ok(None);
+            }
+            let word = input(n, 2).context("no word embedding")?;
+            let pos = input(n, 3).context("no position embedding")?;
+            let gamma = input(n, 5).context("no gamma")?;
+            let beta = input(n, 6).context("no beta")?;
+            let eps = attr(n, "epsilon").map_or(1e-12, |a| a.f());
+            let words = e.op("Gather", &[word, &x], vec![]);
+            let positions = match input(n, 8) {
+                Some(ids) => e.op("Gather", &[pos, ids], vec![]),
+                None => {
+                    // Rows 0..S of the table, S the ids' second dim.
+                    let shape = e.op("Shape", &[&x], vec![]);
+                    let len = e.slice_last(&shape, 1, 2);
+                    let (zero, axis) = (e.ints(&[0]), e.ints(&[0]));
+                    e.op("Slice", &[pos, &zero, &len, &axis], vec![])
                 }
-                None => e.to("Mul", &[&normed, gamma], &y, vec![]),
+            };
+            let mut sum = e.op("Add", &[&words, &positions], vec![]);
+            if let (Some(seg), Some(table)) = (input(n, 1), input(n, 4)) {
+                let segs = e.op("Gather", &[table, seg], vec![]);
+                sum = e.op("Add", &[&sum, &segs], vec![]);
+            }
+            if let Some(o) = output_used(n, 2) {
+                e.to("Identity", &[&sum], o, vec![]);
+            }
+            e.layer_norm(&sum, gamma, Some(beta), eps, false, &y);
+            if let Some(o) = output_used(n, 1) {
+                match input(n, 7) {
+                    Some(mask) => {
+                        // onnxruntime counts the entries equal to 1.
+                        let one = e.fresh("one");
+                        e.patch
+                            .add_initializers
+                            .push(tensor::int_scalar(&one, DataType::Int32, 1));
+                        let is_one = e.op("Equal", &[mask, &one], vec![]);
+                        let ones = e.op(
+                            "Cast",
+                            &[&is_one],
+                            vec![attr_int("to", DataType::Int32 as i64)],
+                        );
+                        if e.opset >= 13 {
+                            let a = e.ints(&[1]);
+                            e.to("ReduceSum", &[&ones, &a], o, vec![attr_int("keepdims", 0)]);
+                        } else {
+                            e.to(
+                                "ReduceSum",
+                                &[&ones],
+                                o,
+                                vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+                            );
+                        }
+                    }
+                    None => {
+                        // Zeros, one per row.
+                        let shape = e.op("Shape", &[&x], vec![]);
+                        let batch = e.slice_last(&shape, 0, 1);
+                        let zero = crate::proto::TensorProto {
+                            dims: vec![1],
+                            ..tensor::int_scalar("value", DataType::Int32, 0)
+                        };
+                        e.to(
+                            "ConstantOfShape",
+                            &[&batch],
+                            o,
+                            vec![crate::ir::builder::attr_tensor("value", zero)],
+                        );
+                    }
+                }
+            }
+        }
+        "Attention" => {
+            if !attention(model, n, &x, &y, &mut e)? {
+                return Ok(None);
             }
         }
         _ => return Ok(None),
     }
     Ok(Some(e.patch))
+}
+
+/// Lower an `Attention` node (see the module's list); `false` where its form
+/// has no lowering here.
+fn attention(model: &Model, n: &NodeProto, x: &str, y: &str, e: &mut Emit) -> Result<bool> {
+    let g = &model.graph;
+    let flag = |k: &str| attr(n, k).is_some_and(|a| a.i() != 0);
+    if e.opset < 11
+        || flag("unidirectional")
+        || flag("do_rotary")
+        || (4..7).any(|i| input(n, i).is_some())
+        || output_used(n, 1).is_some()
+    {
+        return Ok(false);
+    }
+    let heads = attr(n, "num_heads").map_or(0, |a| a.i());
+    let w = input(n, 1).context("Attention without weights")?;
+    let sizes: Vec<i64> = match attr(n, "qkv_hidden_sizes") {
+        Some(a) => a.ints.clone(),
+        None => {
+            // The packed weight is [hidden, 3 * hidden]: thirds.
+            let cols = match g.constant(w) {
+                Some(t) => t.dims.get(1).copied(),
+                None => None,
+            };
+            match cols {
+                Some(c) if c > 0 && c % 3 == 0 => vec![c / 3; 3],
+                _ => return Ok(false),
+            }
+        }
+    };
+    if heads <= 0 || sizes.len() != 3 || sizes.iter().any(|&s| s <= 0 || s % heads != 0) {
+        return Ok(false);
+    }
+    let (qh, kh, vh) = (sizes[0], sizes[1], sizes[2]);
+    if qh != kh {
+        return Ok(false);
+    }
+    // The mask, as a float term added to the scores: [batch, 1, 1, keys] or
+    // [batch, 1, queries, keys].
+    let filter = attr(n, "mask_filter_value").map_or(-10000.0, |a| a.f());
+    let mask = match input(n, 3) {
+        None => None,
+        Some(m) => {
+            let from_embed = g
+                .producer(m)
+                .is_some_and(|p| g.nodes[p].op() == "EmbedLayerNormalization");
+            let rank = if from_embed { Some(1) } else { g.rank(m) };
+            let keep = match rank {
+                Some(1) if from_embed => {
+                    // End positions of right padding: key j is kept where
+                    // j < end.
+                    let shape = e.op("Shape", &[x], vec![]);
+                    let one = e.ints(&[1]);
+                    let len = e.op("Gather", &[&shape, &one], vec![attr_int("axis", 0)]);
+                    let zero = e.fresh("zero");
+                    e.patch
+                        .add_initializers
+                        .push(tensor::int_scalar(&zero, DataType::Int64, 0));
+                    let step = e.fresh("step");
+                    e.patch
+                        .add_initializers
+                        .push(tensor::int_scalar(&step, DataType::Int64, 1));
+                    let limit = e.op("Squeeze", &[&len], vec![]);
+                    let keys = e.op("Range", &[&zero, &limit, &step], vec![]);
+                    let ends = e.op("Cast", &[m], vec![attr_int("to", DataType::Int64 as i64)]);
+                    let ends = e.unsqueeze(&ends, &[1]);
+                    Some((e.op("Less", &[&keys, &ends], vec![]), vec![1, 2]))
+                }
+                Some(r @ (2 | 3)) => {
+                    let zero = e.fresh("zero");
+                    let dt = g.elem_type(m).unwrap_or(DataType::Int32 as i32);
+                    let z = match DataType::try_from(dt) {
+                        Ok(DataType::Int32) => tensor::int_scalar(&zero, DataType::Int32, 0),
+                        Ok(DataType::Int64) => tensor::int_scalar(&zero, DataType::Int64, 0),
+                        _ => return Ok(false),
+                    };
+                    e.patch.add_initializers.push(z);
+                    let axes = if r == 2 { vec![1, 2] } else { vec![1] };
+                    Some((e.op("Greater", &[m, &zero], vec![]), axes))
+                }
+                _ => return Ok(false),
+            };
+            keep.map(|(keep, axes)| {
+                let (zero, low) = (e.scalar(0.0), e.scalar(filter));
+                let term = e.op("Where", &[&keep, &zero, &low], vec![]);
+                e.unsqueeze(&term, &axes)
+            })
+        }
+    };
+    let mut qkv = e.op("MatMul", &[x, w], vec![]);
+    if let Some(b) = input(n, 2) {
+        qkv = e.op("Add", &[&qkv, b], vec![]);
+    }
+    // [batch, seq, hidden] -> [batch, heads, seq, head size] (keys: [batch,
+    // heads, head size, seq]).
+    let split = |e: &mut Emit, start: i64, size: i64, perm: &[i64]| {
+        let part = e.slice_last(&qkv, start, start + size);
+        let shape = e.ints(&[0, 0, heads, size / heads]);
+        let r = e.op("Reshape", &[&part, &shape], vec![]);
+        e.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
+    };
+    let q = split(e, 0, qh, &[0, 2, 1, 3]);
+    let k = split(e, qh, kh, &[0, 2, 3, 1]);
+    let v = split(e, qh + kh, vh, &[0, 2, 1, 3]);
+    let scale = match attr(n, "scale").map(|a| a.f()) {
+        Some(s) if s != 0.0 => s,
+        _ => 1.0 / ((qh / heads) as f32).sqrt(),
+    };
+    let scores = e.op("MatMul", &[&q, &k], vec![]);
+    let scale = e.scalar(scale);
+    let mut scores = e.op("Mul", &[&scores, &scale], vec![]);
+    if let Some(m) = mask {
+        scores = e.op("Add", &[&scores, &m], vec![]);
+    }
+    let probs = e.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+    let ctx = e.op("MatMul", &[&probs, &v], vec![]);
+    let ctx = e.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+    let shape = e.ints(&[0, 0, vh]);
+    e.to("Reshape", &[&ctx, &shape], y, vec![]);
+    Ok(true)
 }

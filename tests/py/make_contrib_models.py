@@ -13,7 +13,10 @@ per line.
 Cases cover every activation of FusedConv (with and without the sum input Z),
 FusedGemm, FusedMatMul (alpha, transA on a declared rank, transB on an
 unknown one), Gelu, BiasGelu, FastGelu (with its bias), QuickGelu, and both
-skip layer normalisations with every optional input (and the sum output).
+skip layer normalisations with every optional input (and the sum output),
+EmbedLayerNormalization (with segments and a mask, or position ids alone), and
+Attention (on the embeddings' mask index, on a raw mask with its filter value,
+with Q/K/V sizes and a scale of their own).
 """
 import os
 import sys
@@ -30,12 +33,18 @@ def normal(*shape, scale=1.0):
 
 
 def write(out, name, node, inputs, weights, outputs, opset=17, declare=True):
-    """`inputs`: name -> array (graph inputs); `weights`: name -> array;
-    `outputs`: output names. `declare=False` leaves input shapes undeclared."""
-    vi = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape) if declare else None)
+    """`node`: one node or a list; `inputs`: name -> array (graph inputs, typed
+    by their dtype); `weights`: name -> array; `outputs`: output names (float32,
+    or name -> TensorProto type). `declare=False` leaves input shapes
+    undeclared. onnxruntime's outputs are saved as float32."""
+    vi = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype),
+                                        list(v.shape) if declare else None)
           for k, v in inputs.items()]
+    types = outputs if isinstance(outputs, dict) else {o: TensorProto.FLOAT for o in outputs}
+    outputs = list(types)
+    nodes = node if isinstance(node, list) else [node]
     graph = helper.make_graph(
-        [node], name, vi, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        nodes, name, vi, [helper.make_tensor_value_info(o, t, None) for o, t in types.items()],
         initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()])
     model = helper.make_model(graph, ir_version=8, opset_imports=[
         helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
@@ -47,12 +56,17 @@ def write(out, name, node, inputs, weights, outputs, opset=17, declare=True):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     got = sess.run(outputs, inputs)
-    np.savez(os.path.join(out, f"{name}.ort.npz"), **dict(zip(outputs, got)))
+    np.savez(os.path.join(out, f"{name}.ort.npz"),
+             **{o: np.asarray(v, np.float32) for o, v in zip(outputs, got)})
     print(name)
 
 
 def ms(op, inputs, outputs, **attrs):
     return helper.make_node(op, inputs, outputs, domain="com.microsoft", name=op.lower(), **attrs)
+
+
+def ids(high, *shape):
+    return RNG.integers(0, high, shape).astype(np.int32)
 
 
 def main(out):
@@ -103,6 +117,46 @@ def main(out):
              epsilon=1e-6),
           {"x": h["x"], "skip": normal(2, 7, 16)}, {"gamma": ln["gamma"], "bias": ln["bias"]},
           ["y", "sum"])
+    # BERT's embeddings as onnxruntime's transformer optimiser fuses them:
+    # word + position + segment, layer-normalised, a mask index counting each
+    # row's ones (the second row right-padded), the sum as third output.
+    emb = {"word": normal(50, 16), "pos": normal(20, 16), "seg_table": normal(2, 16),
+           "gamma": normal(16), "beta": normal(16)}
+    mask = np.ones((2, 7), np.int32)
+    mask[1, 5:] = 0
+    write(out, "embed_layer_norm",
+          ms("EmbedLayerNormalization",
+             ["ids", "seg", "word", "pos", "seg_table", "gamma", "beta", "mask"],
+             ["y", "mask_index", "sum"], epsilon=1e-5),
+          {"ids": ids(50, 2, 7), "seg": ids(2, 2, 7), "mask": mask}, emb,
+          {"y": TensorProto.FLOAT, "mask_index": TensorProto.INT32, "sum": TensorProto.FLOAT})
+    # No segments, explicit position ids, no mask (the mask index is zeros).
+    write(out, "embed_layer_norm_position_ids",
+          ms("EmbedLayerNormalization",
+             ["ids", "", "word", "pos", "", "gamma", "beta", "", "position_ids"],
+             ["y", "mask_index"]),
+          {"ids": ids(50, 2, 7), "position_ids": ids(20, 1, 7)},
+          {k: emb[k] for k in ("word", "pos", "gamma", "beta")},
+          {"y": TensorProto.FLOAT, "mask_index": TensorProto.INT32})
+    # Self-attention reading the embeddings' mask index (right padding).
+    qkv = {"qkv_w": normal(16, 48, scale=0.3), "qkv_b": normal(48)}
+    write(out, "attention_mask_index",
+          [ms("EmbedLayerNormalization",
+              ["ids", "seg", "word", "pos", "seg_table", "gamma", "beta", "mask"],
+              ["h", "mask_index"]),
+           helper.make_node("Attention", ["h", "qkv_w", "qkv_b", "mask_index"], ["y"],
+                            domain="com.microsoft", name="attention", num_heads=4)],
+          {"ids": ids(50, 2, 7), "seg": ids(2, 2, 7), "mask": mask}, {**emb, **qkv}, ["y"])
+    # A raw [batch, keys] mask and its filter value; no bias.
+    write(out, "attention_raw_mask",
+          ms("Attention", ["x", "qkv_w", "", "mask"], ["y"], num_heads=2,
+             mask_filter_value=-3.4028234663852886e38),
+          {"x": normal(2, 7, 16), "mask": mask}, {"qkv_w": qkv["qkv_w"]}, ["y"])
+    # Q/K/V of their own sizes, a scale of its own, no mask.
+    write(out, "attention_qkv_sizes",
+          ms("Attention", ["x", "w", "b"], ["y"], num_heads=2, qkv_hidden_sizes=[8, 8, 12],
+             scale=0.3),
+          {"x": normal(2, 5, 16)}, {"w": normal(16, 28, scale=0.3), "b": normal(28)}, ["y"])
 
 
 if __name__ == "__main__":
