@@ -12,9 +12,13 @@ use onnx_squeeze::verify::{settle_dims, VerifyOptions};
 /// `proto` with its first input's dims set to `dims`: names, sizes, or ""
 /// for a dim with neither.
 fn with_input_dims(mut proto: ModelProto, dims: &[&str]) -> Model {
-    let g = proto.graph.as_mut().unwrap();
-    let Some(type_proto::Value::TensorType(tt)) =
-        g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    set_dims(&mut proto.graph.as_mut().unwrap().input[0], dims);
+    Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap()
+}
+
+/// `vi`'s dims set to `dims`, as in [`with_input_dims`].
+fn set_dims(vi: &mut onnx_squeeze::proto::ValueInfoProto, dims: &[&str]) {
+    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut())
     else {
         unreachable!()
     };
@@ -26,7 +30,17 @@ fn with_input_dims(mut proto: ModelProto, dims: &[&str]) -> Model {
             Err(_) => Some(Dim::DimParam(name.to_string())),
         };
     }
-    Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap()
+}
+
+/// A 2x2 convolution of `x` (any image size types), `x`'s dims `dims`.
+fn conv_model(dims: &[&str]) -> Model {
+    let proto = ModelBuilder::new(13)
+        .input("x", &[1, 3, 1, 1])
+        .output("y", &[])
+        .init_f32("w", &[4, 3, 2, 2], &[0.1; 48])
+        .node("c", "Conv", &["x", "w"], &["y"])
+        .proto();
+    with_input_dims(proto, dims)
 }
 
 /// `x -> Reshape(shape) -> y`, with `x` of rank `rank`.
@@ -46,14 +60,7 @@ fn reshape_model(rank: usize, shape: &[i64]) -> ModelProto {
 
 #[test]
 fn an_image_gets_a_real_size_and_a_batch_stays_one() {
-    // A 2x2 convolution: any image size types.
-    let proto = ModelBuilder::new(13)
-        .input("x", &[1, 3, 1, 1])
-        .output("y", &[])
-        .init_f32("w", &[4, 3, 2, 2], &[0.1; 48])
-        .node("c", "Conv", &["x", "w"], &["y"])
-        .proto();
-    let m = with_input_dims(proto, &["batch", "3", "height", "width"]);
+    let m = conv_model(&["batch", "3", "height", "width"]);
     let mut opts = VerifyOptions::default();
     let notes = settle_dims(&m, &mut opts);
     assert_eq!(opts.dims.get("height"), Some(&64));
@@ -211,13 +218,7 @@ fn a_dim_takes_one_role_from_all_its_inputs() {
 /// (and the note says so).
 #[test]
 fn axes_sharing_one_name_are_bound_one_by_one() {
-    let proto = ModelBuilder::new(13)
-        .input("x", &[1, 3, 1, 1])
-        .output("y", &[])
-        .init_f32("w", &[4, 3, 2, 2], &[0.1; 48])
-        .node("c", "Conv", &["x", "w"], &["y"])
-        .proto();
-    let m = with_input_dims(proto, &["", "3", "?", "?"]);
+    let m = conv_model(&["", "3", "?", "?"]);
     let mut opts = VerifyOptions::default();
     let notes = settle_dims(&m, &mut opts);
     assert!(
@@ -263,12 +264,7 @@ fn a_name_shared_by_inputs_is_bound_by_name() {
         .proto();
     for name in ["ids", "mask"] {
         let mut vi = typed_value(name, DataType::Int64, &[1, 1]);
-        let Some(type_proto::Value::TensorType(tt)) =
-            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
-        else {
-            unreachable!()
-        };
-        tt.shape.as_mut().unwrap().dim[1].value = Some(Dim::DimParam("sequence".into()));
+        set_dims(&mut vi, &["1", "sequence"]);
         proto.graph.as_mut().unwrap().input.push(vi);
     }
     let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
