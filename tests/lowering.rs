@@ -511,7 +511,7 @@ fn fused_onnxruntime_ops_lower_to_what_onnxruntime_computes() {
         text(&o.stderr)
     );
     let cases: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
-    assert_eq!(cases.len(), 23, "{cases:?}");
+    assert_eq!(cases.len(), 27, "{cases:?}");
     for case in &cases {
         let (model, _) = Model::load(&dir.path().join(format!("{case}.onnx"))).unwrap();
         let opts = VerifyOptions {

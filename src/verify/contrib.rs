@@ -19,19 +19,24 @@
 //!   last axis (mean and variance, or the root mean square), times `gamma`
 //!   (plus `beta`);
 //! * `EmbedLayerNormalization` (BERT's embeddings, as onnxruntime's
-//!   transformer optimiser fuses them): the word, position (rows `0..S`, or
-//!   `position_ids`) and segment embeddings looked up and added (its third
-//!   output), layer-normalised; its mask index is the count of ones in each
-//!   row of `mask` (zeros without one);
+//!   transformer optimiser fuses them; opset 11 on): the word, position
+//!   (rows `0..S`, or `position_ids`) and segment embeddings looked up and
+//!   added (its third output), layer-normalised; its mask index is the count
+//!   of ones in each row of `mask` (zeros without one). Not lowered: a
+//!   segment table without segment ids;
 //! * `Attention` (self-attention, opset 11 on): one MatMul by the packed
 //!   Q/K/V weight (plus bias), split by `qkv_hidden_sizes` or in thirds,
 //!   `num_heads` heads, `softmax(Q K^T * scale + mask) V` with `scale`
 //!   (default `1/sqrt(head size)`) and `mask_filter_value` (default -10000)
 //!   where the mask says no: a mask index of right-padding end positions
-//!   (`[batch]`, as EmbedLayerNormalization writes it), or a raw mask
-//!   (`[batch, keys]` or `[batch, queries, keys]`, 0 = masked). Not
-//!   lowered: `unidirectional`, `past`/`present`, attention bias, rotary
-//!   embeddings, the `[2 * batch]` and 4-D masks.
+//!   (`[batch]`, written by an EmbedLayerNormalization or by a `ReduceSum`
+//!   over a mask's second axis), or a raw mask (`[batch, keys]` or `[batch,
+//!   queries, keys]`, 0 = masked; its rank declared, looking through
+//!   Casts). Not lowered: `unidirectional`, `past`/`present` (read),
+//!   attention bias, `past_sequence_length`, rotary embeddings, a 1-D index
+//!   from any other producer, the `[2 * batch]` and 4-D masks, Q and K of
+//!   different sizes, and a packed weight that is not a constant without
+//!   `qkv_hidden_sizes`.
 //!
 //! Any other op of the domain, a form above outside what is listed (batch
 //! transposition, the mean and inverse deviation outputs, types other than
@@ -259,6 +264,29 @@ fn output_used(n: &NodeProto, i: usize) -> Option<&str> {
         .get(i)
         .map(String::as_str)
         .filter(|s| !s.is_empty())
+}
+
+/// Whether output `i` of `n` is read by a node or is a graph output (an
+/// optimiser may name outputs nothing reads).
+fn output_read(g: &crate::ir::Graph, n: &NodeProto, i: usize) -> bool {
+    output_used(n, i).is_some_and(|o| g.is_graph_output(o) || !g.consumers(o).is_empty())
+}
+
+/// The rank of `v`, declared or known from a constant, looking through Casts
+/// (a mask reaches Attention cast to int32).
+fn rank_through_casts(g: &crate::ir::Graph, v: &str) -> Option<usize> {
+    let mut v = v.to_string();
+    for _ in 0..8 {
+        if let Some(r) = g.rank(&v).or_else(|| g.constant(&v).map(|t| t.dims.len())) {
+            return Some(r);
+        }
+        let p = &g.nodes[g.producer(&v)?].proto;
+        if p.op_type() != "Cast" {
+            return None;
+        }
+        v = p.input.first()?.clone();
+    }
+    None
 }
 
 /// The patch lowering node `id`, or `None` where its form has no lowering
@@ -493,9 +521,14 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
                 }
             };
             let mut sum = e.op("Add", &[&words, &positions], vec![]);
-            if let (Some(seg), Some(table)) = (input(n, 1), input(n, 4)) {
-                let segs = e.op("Gather", &[table, seg], vec![]);
-                sum = e.op("Add", &[&sum, &segs], vec![]);
+            match (input(n, 1), input(n, 4)) {
+                (Some(seg), Some(table)) => {
+                    let segs = e.op("Gather", &[table, seg], vec![]);
+                    sum = e.op("Add", &[&sum, &segs], vec![]);
+                }
+                // onnxruntime adds the table's row 0 where no ids are given.
+                (None, Some(_)) => return Ok(None),
+                _ => {}
             }
             if let Some(o) = output_used(n, 2) {
                 e.to("Identity", &[&sum], o, vec![]);
@@ -564,7 +597,7 @@ fn attention(model: &Model, n: &NodeProto, x: &str, y: &str, e: &mut Emit) -> Re
         || flag("unidirectional")
         || flag("do_rotary")
         || (4..7).any(|i| input(n, i).is_some())
-        || output_used(n, 1).is_some()
+        || output_read(g, n, 1)
     {
         return Ok(false);
     }
@@ -597,27 +630,40 @@ fn attention(model: &Model, n: &NodeProto, x: &str, y: &str, e: &mut Emit) -> Re
     let mask = match input(n, 3) {
         None => None,
         Some(m) => {
-            let from_embed = g
-                .producer(m)
-                .is_some_and(|p| g.nodes[p].op() == "EmbedLayerNormalization");
-            let rank = if from_embed { Some(1) } else { g.rank(m) };
+            // A `[batch]` index of end positions: EmbedLayerNormalization's,
+            // or the optimiser's own `ReduceSum(mask, axis 1)` where it did
+            // not fuse the embeddings (RoBERTa).
+            let ends = g.producer(m).is_some_and(|p| {
+                let pn = &g.nodes[p].proto;
+                match pn.op_type() {
+                    "EmbedLayerNormalization" => pn.domain() == DOMAIN,
+                    "ReduceSum" => {
+                        attr(pn, "keepdims").is_some_and(|a| a.i() == 0)
+                            && pn.input.first().and_then(|i| rank_through_casts(g, i)) == Some(2)
+                    }
+                    _ => false,
+                }
+            });
+            let rank = if ends {
+                Some(1)
+            } else {
+                rank_through_casts(g, m)
+            };
             let keep = match rank {
-                Some(1) if from_embed => {
+                Some(1) if ends => {
                     // End positions of right padding: key j is kept where
                     // j < end.
                     let shape = e.op("Shape", &[x], vec![]);
-                    let one = e.ints(&[1]);
-                    let len = e.op("Gather", &[&shape, &one], vec![attr_int("axis", 0)]);
-                    let zero = e.fresh("zero");
+                    let (zero, one) = (e.fresh("zero"), e.fresh("one"));
                     e.patch
                         .add_initializers
                         .push(tensor::int_scalar(&zero, DataType::Int64, 0));
-                    let step = e.fresh("step");
                     e.patch
                         .add_initializers
-                        .push(tensor::int_scalar(&step, DataType::Int64, 1));
-                    let limit = e.op("Squeeze", &[&len], vec![]);
-                    let keys = e.op("Range", &[&zero, &limit, &step], vec![]);
+                        .push(tensor::int_scalar(&one, DataType::Int64, 1));
+                    // A scalar index: the sequence length as a scalar.
+                    let len = e.op("Gather", &[&shape, &one], vec![attr_int("axis", 0)]);
+                    let keys = e.op("Range", &[&zero, &len, &one], vec![]);
                     let ends = e.op("Cast", &[m], vec![attr_int("to", DataType::Int64 as i64)]);
                     let ends = e.unsqueeze(&ends, &[1]);
                     Some((e.op("Less", &[&keys, &ends], vec![]), vec![1, 2]))

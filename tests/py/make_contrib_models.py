@@ -15,8 +15,9 @@ FusedGemm, FusedMatMul (alpha, transA on a declared rank, transB on an
 unknown one), Gelu, BiasGelu, FastGelu (with its bias), QuickGelu, and both
 skip layer normalisations with every optional input (and the sum output),
 EmbedLayerNormalization (with segments and a mask, or position ids alone), and
-Attention (on the embeddings' mask index, on a raw mask with its filter value,
-with Q/K/V sizes and a scale of their own).
+Attention (on the embeddings' mask index at opsets 12, 17 and 21, on a ReduceSum
+mask index, on 2-D and 3-D raw masks with a filter value, with Q/K/V sizes and a
+scale of their own).
 """
 import os
 import sys
@@ -124,11 +125,15 @@ def main(out):
            "gamma": normal(16), "beta": normal(16)}
     mask = np.ones((2, 7), np.int32)
     mask[1, 5:] = 0
+    # A large epsilon (visible in the outputs); onnxruntime counts the
+    # entries equal to 1 only (a 2 does not count).
+    odd_mask = mask.copy()
+    odd_mask[0, 3] = 2
     write(out, "embed_layer_norm",
           ms("EmbedLayerNormalization",
              ["ids", "seg", "word", "pos", "seg_table", "gamma", "beta", "mask"],
-             ["y", "mask_index", "sum"], epsilon=1e-5),
-          {"ids": ids(50, 2, 7), "seg": ids(2, 2, 7), "mask": mask}, emb,
+             ["y", "mask_index", "sum"], epsilon=0.5),
+          {"ids": ids(50, 2, 7), "seg": ids(2, 2, 7), "mask": odd_mask}, emb,
           {"y": TensorProto.FLOAT, "mask_index": TensorProto.INT32, "sum": TensorProto.FLOAT})
     # No segments, explicit position ids, no mask (the mask index is zeros).
     write(out, "embed_layer_norm_position_ids",
@@ -138,20 +143,40 @@ def main(out):
           {"ids": ids(50, 2, 7), "position_ids": ids(20, 1, 7)},
           {k: emb[k] for k in ("word", "pos", "gamma", "beta")},
           {"y": TensorProto.FLOAT, "mask_index": TensorProto.INT32})
-    # Self-attention reading the embeddings' mask index (right padding).
+    # Self-attention reading the embeddings' mask index (right padding), at
+    # opsets where Unsqueeze, ReduceSum and ReduceMean take their axes as
+    # attributes (12), as inputs (17), and ReduceMean too (21).
     qkv = {"qkv_w": normal(16, 48, scale=0.3), "qkv_b": normal(48)}
-    write(out, "attention_mask_index",
-          [ms("EmbedLayerNormalization",
-              ["ids", "seg", "word", "pos", "seg_table", "gamma", "beta", "mask"],
-              ["h", "mask_index"]),
-           helper.make_node("Attention", ["h", "qkv_w", "qkv_b", "mask_index"], ["y"],
+    for opset in (12, 17, 21):
+        write(out, f"attention_mask_index_{opset}",
+              [ms("EmbedLayerNormalization",
+                  ["ids", "seg", "word", "pos", "seg_table", "gamma", "beta", "mask"],
+                  ["h", "mask_index"]),
+               helper.make_node("Attention", ["h", "qkv_w", "qkv_b", "mask_index"], ["y"],
+                                domain="com.microsoft", name="attention", num_heads=4)],
+              {"ids": ids(50, 2, 7), "seg": ids(2, 2, 7), "mask": mask}, {**emb, **qkv}, ["y"],
+              opset=opset)
+    # The optimiser's own mask index where it does not fuse the embeddings
+    # (RoBERTa): ReduceSum of the int32 mask over its second axis.
+    write(out, "attention_reduce_sum_index",
+          [helper.make_node("Cast", ["mask"], ["mask32"], to=TensorProto.INT32),
+           helper.make_node("ReduceSum", ["mask32", "axes"], ["ends"], keepdims=0),
+           helper.make_node("Attention", ["x", "qkv_w", "qkv_b", "ends"], ["y"],
                             domain="com.microsoft", name="attention", num_heads=4)],
-          {"ids": ids(50, 2, 7), "seg": ids(2, 2, 7), "mask": mask}, {**emb, **qkv}, ["y"])
-    # A raw [batch, keys] mask and its filter value; no bias.
+          {"x": normal(2, 7, 16), "mask": mask.astype(np.int64)},
+          {**qkv, "axes": np.array([1], np.int64)}, ["y"])
+    # Raw [batch, keys] and [batch, queries, keys] masks with a filter value
+    # masked keys still weigh with; no bias.
     write(out, "attention_raw_mask",
           ms("Attention", ["x", "qkv_w", "", "mask"], ["y"], num_heads=2,
-             mask_filter_value=-3.4028234663852886e38),
+             mask_filter_value=-2.0),
           {"x": normal(2, 7, 16), "mask": mask}, {"qkv_w": qkv["qkv_w"]}, ["y"])
+    mask3 = RNG.integers(0, 2, (2, 7, 7)).astype(np.int32)
+    mask3[:, :, 0] = 1
+    write(out, "attention_raw_mask_3d",
+          ms("Attention", ["x", "qkv_w", "qkv_b", "mask"], ["y"], num_heads=4,
+             mask_filter_value=-2.0),
+          {"x": normal(2, 7, 16), "mask": mask3}, qkv, ["y"])
     # Q/K/V of their own sizes, a scale of its own, no mask.
     write(out, "attention_qkv_sizes",
           ms("Attention", ["x", "w", "b"], ["y"], num_heads=2, qkv_hidden_sizes=[8, 8, 12],
