@@ -22,7 +22,8 @@
 //! * `set_opset`: the default-domain opset the model imports afterwards (the
 //!   IR version is raised with it where needed); only the `opset` rewrite,
 //!   which converts the nodes in the same patch, sets it, and with it
-//!   `set_functions`, the model-local functions with converted bodies;
+//!   `set_functions`, the model-local functions with converted bodies
+//!   (`clean` sets that too, to drop their nodes' debug annotations);
 //! * `unlist_inputs`: graph inputs that are also initializers, taken off the
 //!   input list (the initializer stays, now a constant; IR 3 required every
 //!   initializer to be listed, so the IR version is raised to 4 with it);

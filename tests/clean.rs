@@ -523,3 +523,38 @@ fn exporter_debug_annotations_are_dropped_and_other_metadata_kept() {
     let v = verify(&original, &m, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
+
+/// The nodes of model-local functions lose their annotations too; the
+/// functions' own doc strings stay.
+#[test]
+fn function_nodes_lose_their_debug_annotations() {
+    use onnx_squeeze::proto::StringStringEntryProto;
+    let (m, _) = Model::load(&fixture("custom_domain.onnx")).unwrap();
+    let mut proto = m.to_proto();
+    assert!(!proto.functions.is_empty(), "the fixture has a function");
+    for n in proto.functions.iter_mut().flat_map(|f| f.node.iter_mut()) {
+        n.metadata_props.push(StringStringEntryProto {
+            key: Some("pkg.torch.onnx.stack_trace".into()),
+            value: Some("File \"model.py\", line 3".into()),
+        });
+    }
+    let in_functions: usize = proto.functions.iter().map(|f| f.node.len()).sum();
+    let external = std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into()));
+    let original = Model::from_proto(proto, external).unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("node's debug annotations dropped"),
+        Some(&in_functions),
+        "{:?}",
+        r.changes
+    );
+    let out = m.to_proto();
+    assert!(out
+        .functions
+        .iter()
+        .flat_map(|f| &f.node)
+        .all(|n| n.metadata_props.is_empty()));
+    assert_eq!(out.functions[0].doc_string(), "Y = X*X + X");
+    assert!(clean(&mut m.clone()).changes.is_empty(), "idempotent");
+}

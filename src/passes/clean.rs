@@ -37,8 +37,8 @@
 //! 7. **Dead code removed**: nodes nothing reads (not graph outputs, not read
 //!    from any subgraph) and unused initializers. Graph inputs always stay.
 //! 8. **Exporters' debug annotations dropped**: the doc string and
-//!    `metadata_props` of every node of the graph and of its If/Loop/Scan
-//!    bodies (model-local functions are left as they are). PyTorch's exporter
+//!    `metadata_props` of every node of the graph, of its If/Loop/Scan
+//!    bodies and of the model-local functions. PyTorch's exporter
 //!    writes a stack trace (with the paths of the exporting machine), the FX
 //!    node and its scopes into each node: a quarter of a small model's file,
 //!    read by no runtime. Model, graph, value and tensor metadata stay;
@@ -74,7 +74,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
         ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
-        ParamInfo { name: "strip_debug_info", kind: "bool", default: "true", range: "true|false", doc: "drop the doc string and metadata_props of every node in the graph and its If/Loop/Scan bodies (exporters' stack traces and source-node annotations, read by no runtime); model, graph, value, tensor and function metadata always stay" },
+        ParamInfo { name: "strip_debug_info", kind: "bool", default: "true", range: "true|false", doc: "drop the doc string and metadata_props of every node, in the graph, its If/Loop/Scan bodies and the model-local functions (exporters' stack traces and source-node annotations, read by no runtime); model, graph, value, tensor and function metadata always stay" },
         ParamInfo { name: "unlist_initializer_inputs", kind: "bool", default: "true", range: "true|false", doc: "initializers also listed as graph inputs (as IR 3 required) stop being inputs, so passes see them as constants (they can no longer be overridden at run time)" },
     ],
 };
@@ -171,12 +171,14 @@ impl Pass for Clean {
         if !p.is_empty() || !self.params.strip_debug_info {
             return Ok(p);
         }
-        Ok(strip_debug_info(g, &mut ctx.notes))
+        Ok(strip_debug_info(model, &mut ctx.notes))
     }
 }
 
-/// Rule 8: one patch dropping every node's debug annotations.
-fn strip_debug_info(g: &Graph, notes: &mut Vec<String>) -> Vec<Patch> {
+/// Rule 8: one patch dropping every node's debug annotations, in the graph,
+/// its bodies and the model-local functions.
+fn strip_debug_info(model: &Model, notes: &mut Vec<String>) -> Vec<Patch> {
+    let g = &model.graph;
     let mut p = Patch::new("node's debug annotations dropped");
     p.exact = true;
     let mut bytes = 0;
@@ -188,7 +190,21 @@ fn strip_debug_info(g: &Graph, notes: &mut Vec<String>) -> Vec<Patch> {
             p.strip_debug.push(id);
         }
     }
-    if p.strip_debug.is_empty() {
+    let mut functions = model.proto.functions.clone();
+    let mut in_functions = 0;
+    for n in functions.iter_mut().flat_map(|f| f.node.iter_mut()) {
+        let (nodes, b) = walk::debug_annotations(n);
+        if nodes > 0 {
+            bytes += b;
+            in_functions += nodes;
+            walk::strip_debug(n);
+        }
+    }
+    if in_functions > 0 {
+        p.count += in_functions;
+        p.set_functions = Some(functions);
+    }
+    if p.count == 0 {
         return vec![];
     }
     notes.push(format!(
