@@ -1547,13 +1547,15 @@ fn a_small_table_another_op_reads_is_quantized_with_it() {
     }
 }
 
-/// A float16 model has no float32 weight to quantize: nothing changes, and
-/// the note says why rather than only that nothing matched.
+/// A float16 model (a half-precision export): its weights are stored as
+/// int8 with float16 per-column scales and expanded to float16 once at load
+/// (half the bytes, the graph computing in float16 as before); tract and
+/// onnxruntime agree with the original.
 #[test]
-fn float16_weights_are_named_as_the_reason_nothing_matched() {
+fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
     use onnx_squeeze::ir::tensor;
     let w: Vec<half::f16> = (0..64 * 32)
-        .map(|i| half::f16::from_f32((i % 11) as f32 * 0.1 - 0.5))
+        .map(|i| half::f16::from_f32(((i * 7) % 23) as f32 * 0.05 - 0.5))
         .collect();
     let mut b = ModelBuilder::new(17)
         .input("x", &[2, 64])
@@ -1567,18 +1569,34 @@ fn float16_weights_are_named_as_the_reason_nothing_matched() {
         .unwrap()
         .initializer
         .push(tensor::from_f16("w", &[64, 32], w));
-    let mut m = Model::from_proto(
+    let original = Model::from_proto(
         b,
         std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
     )
     .unwrap();
+    let mut m = original.clone();
     let r = quant(&mut m, "");
-    assert!(r.changes.is_empty(), "{:?}", r.changes);
-    assert!(
-        r.notes
-            .iter()
-            .any(|n| n.contains("the weights are float16 or bfloat16 (4096 bytes)")),
+    assert_eq!(
+        r.changes
+            .get("float16 weight stored as int8 (expanded to float16 once at load)"),
+        Some(&1),
         "{:?}",
-        r.notes
+        r.changes
     );
+    let d = dump(&m.graph);
+    for want in [
+        "init   w_q: int8[64,32]",
+        "init   w_scale: float16[1,32]",
+        "Cast(w_q) -> (w_int8_values) {to=10}",
+    ] {
+        assert!(d.contains(want), "{want} not in\n{d}");
+    }
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    let dir = scratch("quant-f16");
+    let (a, q) = (dir.path().join("f16.onnx"), dir.path().join("f16_q.onnx"));
+    std::fs::write(&a, prost::Message::encode_to_vec(&original.to_proto())).unwrap();
+    std::fs::write(&q, prost::Message::encode_to_vec(&m.to_proto())).unwrap();
+    assert!(size_ratio(&q, &a) < 0.6);
+    assert_ort_matches(&a, &q, &cosine_only("0.999"));
 }

@@ -15,6 +15,8 @@
 //! If/Loop/Scan bodies ([`subgraph`]) are stored as int8 and expanded by
 //! `Cast -> Mul`, which runtimes fold once at load: smaller files, no cost
 //! per run (a weight-only per-axis DequantizeLinear runs on every inference).
+//! The weights of a float16 model are stored so too, with float16 scales,
+//! and expanded to float16 (weight-only: the graph computes as before).
 //! Older opsets are raised first when `opset=auto` allows it
 //! ([`crate::passes::opset`]).
 //!
@@ -565,6 +567,60 @@ impl Pass for Quant {
             }
         }
 
+        // Float16 weights (a half-precision export): stored as int8 with
+        // float16 scales and expanded to float16 once at load, whatever
+        // reads them (weight-only: the graph computes in float16 as before),
+        // per output channel (a MatMul's or plain Gemm's columns).
+        for (name, t) in &g.initializers {
+            if uses.contains_key(name)
+                || g.is_graph_input(name)
+                || tensor::data_type(t) != DataType::Float16
+                || t.dims.len() < 2
+                || tensor::numel(&t.dims).unwrap_or(0) < self.params.min_weight_elements.max(1)
+            {
+                continue;
+            }
+            let readers = g.consumers(name);
+            let weight_of = |r: NodeId| {
+                let n = &g.nodes[r].proto;
+                let slot = if n.op_type() == "Gather" { 0 } else { 1 };
+                matches!(
+                    n.op_type(),
+                    "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Gather"
+                ) && n.input.get(slot) == Some(name)
+            };
+            if readers.is_empty()
+                || readers.iter().any(|&r| excluded(r))
+                || (!self.params.other_weights && !readers.iter().all(|&r| weight_of(r)))
+            {
+                continue;
+            }
+            let columns = readers.iter().all(|&r| {
+                let n = &g.nodes[r].proto;
+                let b = n.input.get(1) == Some(name);
+                let trans_b = n
+                    .attribute
+                    .iter()
+                    .any(|a| a.name() == "transB" && a.i() != 0);
+                b && (n.op_type() == "MatMul" || (n.op_type() == "Gemm" && !trans_b))
+            });
+            let transposed = readers.iter().all(|&r| g.nodes[r].op() == "ConvTranspose");
+            let axis = if columns {
+                t.dims.len() as i64 - 1
+            } else if transposed || t.dims[0] == 1 {
+                1
+            } else {
+                0
+            };
+            uses.insert(
+                name.clone(),
+                readers
+                    .into_iter()
+                    .map(|r| (r, Use::Stored(axis)))
+                    .collect(),
+            );
+        }
+
         let mut patches = Vec::new();
         // Per weight: its scales and the name of their initializer.
         let mut weight_scales: HashMap<String, (Vec<f32>, String)> = HashMap::new();
@@ -591,8 +647,11 @@ impl Pass for Quant {
             } else if let Some(&(_, Use::Stored(axis))) = readers.first() {
                 let axis = self.params.per_channel.then_some(axis as usize);
                 // Taken back by sensitive=auto, it keeps this same form
-                // (or float16 where int8 storage misses the tolerance).
-                storable.insert(w.clone(), Fallback::Stored(axis));
+                // (or float16 where int8 storage misses the tolerance); a
+                // float16 weight goes back as it was.
+                if tensor::data_type(t) != DataType::Float16 {
+                    storable.insert(w.clone(), Fallback::Stored(axis));
+                }
                 stored_weight(model, w, &data, axis)?
             } else if mode == "dynamic" && matmul_only && !int4 && opset >= 11 {
                 storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
@@ -707,13 +766,14 @@ impl Pass for Quant {
             }
         }
         if patches.is_empty() {
-            // Half-precision weights of the ops quant would have quantized.
+            // bfloat16 weights of the ops quant would have quantized (float16
+            // ones are stored as int8 above).
             let g = &model.graph;
             let half_bytes: u64 = g
                 .initializers
                 .iter()
                 .filter(|(name, t)| {
-                    matches!(tensor::data_type(t), DataType::Float16 | DataType::Bfloat16)
+                    tensor::data_type(t) == DataType::Bfloat16
                         && g.consumers(name).iter().any(|&c| {
                             matches!(
                                 g.nodes[c].op(),
@@ -725,7 +785,7 @@ impl Pass for Quant {
                 .sum();
             ctx.notes.push(if half_bytes > 0 {
                 format!(
-                    "no float32 weight matched: the weights are float16 or bfloat16 ({half_bytes} bytes), which quant does not read; quantize the float32 export instead"
+                    "no float32 weight matched: the weights are bfloat16 ({half_bytes} bytes), which quant does not read; quantize the float32 export instead"
                 )
             } else {
                 "no float32 weight matched".into()
@@ -2194,6 +2254,7 @@ pub(crate) fn stored_int8(
     w: &str,
     data: &tensor::F32View,
     axis: Option<usize>,
+    out_f16: bool,
     fresh: &mut dyn FnMut(&str) -> String,
 ) -> (Vec<TensorProto>, Vec<NodeProto>) {
     let (o, c, i) = match axis {
@@ -2201,9 +2262,30 @@ pub(crate) fn stored_int8(
         None => (1, 1, data.data.len()),
     };
     let mut scales = arith::per_channel_scales(&data.data, o, c, i, 8);
-    let half = match axis {
-        Some(_) if c >= F16_SCALES_MIN_CHANNELS => arith::f16_scales(&scales),
-        _ => None,
+    let half = if out_f16 {
+        // A float16 weight is expanded to float16: its scales are float16,
+        // rounded up (never saturating) to a normal value.
+        Some(
+            scales
+                .iter()
+                .map(|&s| {
+                    let mut h = half::f16::from_f32(s);
+                    if h.to_f32() < s {
+                        h = half::f16::from_bits(h.to_bits() + 1);
+                    }
+                    if h.is_normal() {
+                        h
+                    } else {
+                        half::f16::MIN_POSITIVE
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        match axis {
+            Some(_) if c >= F16_SCALES_MIN_CHANNELS => arith::f16_scales(&scales),
+            _ => None,
+        }
     };
     if let Some(h) = &half {
         scales = h.iter().map(|v| v.to_f32()).collect();
@@ -2219,6 +2301,20 @@ pub(crate) fn stored_int8(
         None => vec![],
     };
     let mut inits = vec![tensor_i8(&qn, &data.dims, &q)];
+    if let (true, Some(h)) = (out_f16, &half) {
+        inits.push(tensor::from_f16(&sn, &sdims, h.iter().copied()));
+        let nodes = vec![
+            node(
+                "",
+                "Cast",
+                &[&qn],
+                &[&fl],
+                vec![attr_int("to", DataType::Float16 as i64)],
+            ),
+            node("", "Mul", &[&fl, &sn], &[w], vec![]),
+        ];
+        return (inits, nodes);
+    }
     let mut nodes = vec![cast_to_float(&qn, &fl)];
     match half {
         Some(h) => {
@@ -2275,8 +2371,15 @@ fn stored_weight(
     axis: Option<usize>,
 ) -> Result<Patch> {
     let g = &model.graph;
-    let (inits, nodes) = stored_int8(w, data, axis, &mut |b: &str| g.fresh_name(b));
-    let mut p = Patch::new("weight stored as int8 (expanded once at load)");
+    let half = g
+        .constant(w)
+        .is_some_and(|t| tensor::data_type(t) == DataType::Float16);
+    let (inits, nodes) = stored_int8(w, data, axis, half, &mut |b: &str| g.fresh_name(b));
+    let mut p = Patch::new(if half {
+        "float16 weight stored as int8 (expanded to float16 once at load)"
+    } else {
+        "weight stored as int8 (expanded once at load)"
+    });
     p.remove_initializers.push(w.to_string());
     p.add_initializers = inits;
     p.add_nodes = nodes;

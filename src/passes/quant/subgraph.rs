@@ -168,7 +168,7 @@ impl Cx<'_> {
                 .filter(|&a| self.per_channel && (a as usize) < t.dims.len())
                 .map(|a| a as usize);
             let used = &mut self.used;
-            let (inits, nodes) = super::stored_int8(t.name(), &data, axis, &mut |base| {
+            let (inits, nodes) = super::stored_int8(t.name(), &data, axis, false, &mut |base| {
                 walk::unique_name(used, base)
             });
             keep_inits.extend(inits);
