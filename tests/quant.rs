@@ -1550,11 +1550,12 @@ fn a_small_table_another_op_reads_is_quantized_with_it() {
 /// A float16 model (a half-precision export): its weights are stored as
 /// int8 with float16 per-column scales and expanded to float16 once at load
 /// (half the bytes, the graph computing in float16 as before); tract and
-/// onnxruntime agree with the original.
+/// onnxruntime agree with the original, and a second run changes nothing
+/// (the float16 scales, 160 of them, are no weight).
 #[test]
 fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
     use onnx_squeeze::ir::tensor;
-    let w: Vec<half::f16> = (0..64 * 32)
+    let w: Vec<half::f16> = (0..64 * 160)
         .map(|i| half::f16::from_f32(((i * 7) % 23) as f32 * 0.05 - 0.5))
         .collect();
     let mut b = ModelBuilder::new(17)
@@ -1562,13 +1563,13 @@ fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
         .node_with("to_half", "Cast", &["x"], &["xh"], vec![attr_int("to", 10)])
         .node("mm", "MatMul", &["xh", "w"], &["yh"])
         .node_with("to_float", "Cast", &["yh"], &["y"], vec![attr_int("to", 1)])
-        .output("y", &[2, 32])
+        .output("y", &[2, 160])
         .proto();
     b.graph
         .as_mut()
         .unwrap()
         .initializer
-        .push(tensor::from_f16("w", &[64, 32], w));
+        .push(tensor::from_f16("w", &[64, 160], w));
     let original = Model::from_proto(
         b,
         std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
@@ -1585,12 +1586,19 @@ fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
     );
     let d = dump(&m.graph);
     for want in [
-        "init   w_q: int8[64,32]",
-        "init   w_scale: float16[1,32]",
+        "init   w_q: int8[64,160]",
+        "init   w_scale: float16[1,160]",
         "Cast(w_q) -> (w_int8_values) {to=10}",
     ] {
         assert!(d.contains(want), "{want} not in\n{d}");
     }
+    assert!(
+        !r.notes.iter().any(|n| n.starts_with("activations: static")),
+        "a float16 model's activations are left alone: {:?}",
+        r.notes
+    );
+    let again = quant(&mut m.clone(), "");
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     let dir = scratch("quant-f16");

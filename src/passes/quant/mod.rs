@@ -15,8 +15,9 @@
 //! If/Loop/Scan bodies ([`subgraph`]) are stored as int8 and expanded by
 //! `Cast -> Mul`, which runtimes fold once at load: smaller files, no cost
 //! per run (a weight-only per-axis DequantizeLinear runs on every inference).
-//! The weights of a float16 model are stored so too, with float16 scales,
-//! and expanded to float16 (weight-only: the graph computes as before).
+//! The float16 weights of Conv/ConvTranspose/MatMul/Gemm/Gather in the main
+//! graph are stored so too, with float16 scales, and expanded to float16
+//! (weight-only: a float16 model's activations are left alone).
 //! Older opsets are raised first when `opset=auto` allows it
 //! ([`crate::passes::opset`]).
 //!
@@ -66,7 +67,7 @@ use calibrate::Method;
 pub static INFO: PassInfo = PassInfo {
     name: "quant",
     summary: "int8/int4 weights and calibrated int8 activations in QDQ form",
-    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather (and, weight-only, of any other reader such as LSTM or If bodies); float activations around Conv/Gemm/MatMul and the ops between them",
+    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather (and, weight-only, of any other reader such as LSTM or If bodies); float16 ones of Conv, ConvTranspose, Gemm, MatMul and Gather (weight-only); float activations around Conv/Gemm/MatMul and the ops between them",
     promise: "outputs within the declared cosine of the original (the quantization error)",
     // No element-wise bound (rtol infinite): the cosine of every output must reach
     // 0.99, unless every difference is below atol (outputs near zero).
@@ -302,6 +303,26 @@ impl Pass for Quant {
                 "the model is already quantized ('{}' is a {}): left alone",
                 n.label(),
                 n.op()
+            ));
+            return Ok(vec![]);
+        }
+        // quant's own weight-only form: int8 values cast to float (or
+        // float16) once at load. A second run would quantize again what
+        // sensitive=auto kept in float against a reference already rounded.
+        let int8_cast = |n: &&crate::ir::Node| {
+            n.op() == "Cast"
+                && n.proto
+                    .input
+                    .first()
+                    .and_then(|i| g.constant(i))
+                    .is_some_and(|t| {
+                        matches!(tensor::data_type(t), DataType::Int8 | DataType::Uint8)
+                    })
+        };
+        if let Some(n) = g.nodes.node_weights().find(int8_cast) {
+            ctx.notes.push(format!(
+                "the model is already quantized ('{}' expands int8 weights, as quant stores them): left alone",
+                n.label()
             ));
             return Ok(vec![]);
         }
@@ -589,9 +610,15 @@ impl Pass for Quant {
                     "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Gather"
                 ) && n.input.get(slot) == Some(name)
             };
+            // Weights only: quant's own float16 scales and fallbacks (read
+            // by Mul and Cast) and float16 masks (read by Add, Where) stay,
+            // so a second run changes nothing. Tables follow the float32
+            // rules (`gather`, at least MIN_EMBEDDING_ROWS rows).
+            let table = readers.iter().all(|&r| g.nodes[r].op() == "Gather");
             if readers.is_empty()
                 || readers.iter().any(|&r| excluded(r))
-                || (!self.params.other_weights && !readers.iter().all(|&r| weight_of(r)))
+                || !readers.iter().all(|&r| weight_of(r))
+                || (table && (!self.params.gather || t.dims[0] < MIN_EMBEDDING_ROWS))
             {
                 continue;
             }
@@ -1146,16 +1173,29 @@ impl Quant {
     /// on every run otherwise).
     fn mode(&self, model: &Model) -> (&str, usize, usize) {
         let g = &model.graph;
-        let weight_elems = |ops: &[&str]| -> usize {
+        let weight_elems = |ops: &[&str], dt: DataType| -> usize {
             g.nodes
                 .node_weights()
                 .filter(|n| ops.contains(&n.op()))
                 .filter_map(|n| n.proto.input.get(1).and_then(|w| weight_constant(g, w)))
+                .filter(|t| tensor::data_type(t) == dt)
                 .map(|t| tensor::numel(&t.dims).unwrap_or(0))
                 .sum()
         };
-        let (conv_w, mm_w) = (weight_elems(&["Conv"]), weight_elems(&["MatMul", "Gemm"]));
+        let float = DataType::Float;
+        let (conv_w, mm_w) = (
+            weight_elems(&["Conv"], float),
+            weight_elems(&["MatMul", "Gemm"], float),
+        );
+        // A float16 model computes in float16: its weights are stored as
+        // int8 (weight-only), its activations left alone (QuantizeLinear
+        // takes float32 before opset 19).
+        let half = weight_elems(
+            &["Conv", "ConvTranspose", "MatMul", "Gemm"],
+            DataType::Float16,
+        );
         let mode = match self.params.activations.as_str() {
+            "auto" if conv_w + mm_w == 0 && half > 0 => "none",
             "auto" if conv_w >= mm_w => "static",
             "auto" => "dynamic",
             m => m,
@@ -2272,6 +2312,11 @@ pub(crate) fn stored_int8(
                     let mut h = half::f16::from_f32(s);
                     if h.to_f32() < s {
                         h = half::f16::from_bits(h.to_bits() + 1);
+                    }
+                    // 127 steps must stay finite in float16 (a channel
+                    // reaching float16's limit saturates a hair instead).
+                    while h.to_f32() * 127.0 > f32::from(half::f16::MAX) {
+                        h = half::f16::from_bits(h.to_bits() - 1);
                     }
                     if h.is_normal() {
                         h
