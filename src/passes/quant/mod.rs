@@ -554,18 +554,26 @@ impl Pass for Quant {
                 uses.retain(|_, r| !r.iter().any(|(_, u)| matches!(u, Use::Stored(_))));
             }
         }
+        // A constant of `dt` not yet chosen, of rank 2 or more (biases and
+        // norms stay) and at least `min_weight_elements` elements.
+        let min_elements = self.params.min_weight_elements.max(1);
+        let candidate = |uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
+                         name: &String,
+                         t: &TensorProto,
+                         dt: DataType| {
+            !uses.contains_key(name)
+                && !g.is_graph_input(name)
+                && tensor::data_type(t) == dt
+                && t.dims.len() >= 2
+                && tensor::numel(&t.dims).unwrap_or(0) >= min_elements
+        };
         // Weights read by other ops (LSTM/GRU, nodes inside If/Loop bodies
         // reading the outer scope...): stored as int8 and expanded by
         // Cast -> Mul into their own name (`stored_weight`), so every reader
-        // sees the same tensor. 1-D tensors (biases, norms) stay float.
+        // sees the same tensor.
         if self.params.other_weights {
             for (name, t) in &g.initializers {
-                if uses.contains_key(name)
-                    || g.is_graph_input(name)
-                    || tensor::data_type(t) != DataType::Float
-                    || t.dims.len() < 2
-                    || tensor::numel(&t.dims).unwrap_or(0) < self.params.min_weight_elements.max(1)
-                {
+                if !candidate(&uses, name, t, DataType::Float) {
                     continue;
                 }
                 let readers = g.consumers(name);
@@ -588,17 +596,12 @@ impl Pass for Quant {
             }
         }
 
-        // Float16 weights (a half-precision export): stored as int8 with
-        // float16 scales and expanded to float16 once at load, whatever
-        // reads them (weight-only: the graph computes in float16 as before),
-        // per output channel (a MatMul's or plain Gemm's columns).
+        // Float16 weights (a half-precision export) of Conv, ConvTranspose,
+        // MatMul, Gemm and Gather: stored as int8 with float16 scales and
+        // expanded to float16 once at load (weight-only), per output channel
+        // (a MatMul's or plain Gemm's columns).
         for (name, t) in &g.initializers {
-            if uses.contains_key(name)
-                || g.is_graph_input(name)
-                || tensor::data_type(t) != DataType::Float16
-                || t.dims.len() < 2
-                || tensor::numel(&t.dims).unwrap_or(0) < self.params.min_weight_elements.max(1)
-            {
+            if !candidate(&uses, name, t, DataType::Float16) {
                 continue;
             }
             let readers = g.consumers(name);
