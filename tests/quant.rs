@@ -1608,3 +1608,28 @@ fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
     assert!(size_ratio(&q, &a) < 0.6);
     assert_ort_matches(&a, &q, &cosine_only("0.999"));
 }
+
+/// quant's own weight-only output (int8 values cast to float once at load)
+/// counts as quantized: a second run leaves it alone, including what the
+/// first kept in float, rather than quantize that against a reference
+/// already rounded.
+#[test]
+fn a_model_with_int8_stored_weights_is_left_alone() {
+    let mut m = matmul_model(17);
+    let first = quant(&mut m, "activations = \"none\"\nexclude = [\"lookup\"]");
+    assert!(!first.changes.is_empty(), "{:?}", first.changes);
+    assert!(
+        m.graph.initializers.contains_key("emb"),
+        "excluded: stays float"
+    );
+    let again = quant(&mut m, "");
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert!(
+        again
+            .notes
+            .iter()
+            .any(|n| n.contains("already quantized") && n.contains("int8 weights")),
+        "{:?}",
+        again.notes
+    );
+}

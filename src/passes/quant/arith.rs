@@ -175,6 +175,32 @@ pub fn f16_scales(scales: &[f32]) -> Option<Vec<half::f16>> {
         .collect()
 }
 
+/// Symmetric int8 scales for a weight expanded to float16: each a normal
+/// float16 at least the scale (rounded up, so no value saturates), at least
+/// float16's smallest normal (a channel that small uses fewer levels), and
+/// at most what keeps 127 steps finite in float16 (a channel reaching
+/// float16's limit saturates a hair instead).
+pub fn f16_scales_up(scales: &[f32]) -> Vec<half::f16> {
+    let max = f32::from(half::f16::MAX);
+    scales
+        .iter()
+        .map(|&s| {
+            let mut h = half::f16::from_f32(s);
+            if h.to_f32() < s {
+                h = half::f16::from_bits(h.to_bits() + 1);
+            }
+            while h.to_f32() * 127.0 > max {
+                h = half::f16::from_bits(h.to_bits() - 1);
+            }
+            if h.is_normal() {
+                h
+            } else {
+                half::f16::MIN_POSITIVE
+            }
+        })
+        .collect()
+}
+
 /// How each block of a blocked weight maps to its integers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockScheme {
@@ -483,6 +509,23 @@ mod tests {
         }
         let (q, s) = quantize_per_channel(&w, 1, 1, 4, 8);
         assert_eq!((q[1], s[0]), (0, 2.0 / 127.0));
+    }
+
+    #[test]
+    fn f16_scales_up_round_up_stay_finite_and_normal() {
+        use half::f16;
+        // 0.1 is not a float16: the next one up, above 0.1.
+        let h = f16_scales_up(&[0.1, 0.5, 1e-7, 600.0]);
+        assert!(h[0].to_f32() > 0.1 && f16::from_bits(h[0].to_bits() - 1).to_f32() < 0.1);
+        assert_eq!(h[1], f16::from_f32(0.5), "exact: kept");
+        assert_eq!(
+            h[2],
+            f16::MIN_POSITIVE,
+            "below the normals: the smallest normal"
+        );
+        // 127 x 600 overflows float16: the largest scale whose 127 steps fit.
+        assert!(h[3].to_f32() * 127.0 <= f32::from(f16::MAX));
+        assert!(f16::from_bits(h[3].to_bits() + 1).to_f32() * 127.0 > f32::from(f16::MAX));
     }
 
     #[test]

@@ -2306,29 +2306,8 @@ pub(crate) fn stored_int8(
     };
     let mut scales = arith::per_channel_scales(&data.data, o, c, i, 8);
     let half = if out_f16 {
-        // A float16 weight is expanded to float16: its scales are float16,
-        // rounded up (never saturating) to a normal value.
-        Some(
-            scales
-                .iter()
-                .map(|&s| {
-                    let mut h = half::f16::from_f32(s);
-                    if h.to_f32() < s {
-                        h = half::f16::from_bits(h.to_bits() + 1);
-                    }
-                    // 127 steps must stay finite in float16 (a channel
-                    // reaching float16's limit saturates a hair instead).
-                    while h.to_f32() * 127.0 > f32::from(half::f16::MAX) {
-                        h = half::f16::from_bits(h.to_bits() - 1);
-                    }
-                    if h.is_normal() {
-                        h
-                    } else {
-                        half::f16::MIN_POSITIVE
-                    }
-                })
-                .collect(),
-        )
+        // A float16 weight is expanded to float16: so are its scales.
+        Some(arith::f16_scales_up(&scales))
     } else {
         match axis {
             Some(_) if c >= F16_SCALES_MIN_CHANNELS => arith::f16_scales(&scales),
