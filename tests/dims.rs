@@ -240,11 +240,22 @@ fn axes_sharing_one_name_are_bound_one_by_one() {
     let specs =
         onnx_squeeze::verify::inputs::input_specs(&m.graph, &opts.dims, &mut vec![]).unwrap();
     assert_eq!(specs[0].shape, [1, 3, 48, 192]);
-    // The axis wins over the name; a key that is neither is refused, with
-    // the keys the model has.
+    // The axis wins over the name; a name every axis of which is bound on
+    // its own binds nothing, and is refused; a key that is neither is
+    // refused, with the keys the model has.
     dims.insert("?".to_string(), 7);
     let specs = onnx_squeeze::verify::inputs::input_specs(&m.graph, &dims, &mut vec![]).unwrap();
     assert_eq!(specs[0].shape, [1, 3, 48, 192]);
+    let e = onnx_squeeze::verify::dims::check_bound(&m, &dims).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "--dim ?=7: every axis of that name is also bound on its own (x:2=48, x:3=192)"
+        ),
+        "{e}"
+    );
+    dims.remove("x:3");
+    onnx_squeeze::verify::dims::check_bound(&m, &dims).expect("'?' still binds x:3");
+    dims.insert("x:3".to_string(), 192);
     dims.insert("x:9".to_string(), 7);
     let e = onnx_squeeze::verify::dims::check_bound(&m, &dims).unwrap_err();
     assert!(

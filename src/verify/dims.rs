@@ -72,7 +72,9 @@ impl Role {
 }
 
 /// An error naming the `--dim` keys that match no input dim without a size
-/// (a typo would otherwise be ignored), with the keys the model has.
+/// (a typo would otherwise be ignored), with the keys the model has; or a
+/// name whose every axis is also bound by its `INPUT:AXIS` key, which wins,
+/// so that the name's size would be silently ignored.
 pub fn check_bound(
     model: &Model,
     dims: &std::collections::HashMap<String, usize>,
@@ -81,12 +83,18 @@ pub fn check_bound(
     // the per-axis keys of a name on several axes of one input are listed.
     let mut free: Vec<(String, Vec<String>)> = Vec::new();
     let mut by_axis = std::collections::HashSet::new();
+    // The per-axis keys of every axis a name binds.
+    let mut named: std::collections::HashMap<String, Vec<String>> = Default::default();
     for vi in &model.graph.rest.input {
         if model.graph.initializers.contains_key(vi.name()) {
             continue;
         }
         for (key, axis) in inputs::free_dims(vi) {
-            by_axis.insert(inputs::axis_dim_key(vi.name(), axis));
+            let axis_key = inputs::axis_dim_key(vi.name(), axis);
+            if key != axis_key {
+                named.entry(key.clone()).or_default().push(axis_key.clone());
+            }
+            by_axis.insert(axis_key);
             if !free.iter().any(|(k, _)| *k == key) {
                 free.push((key, vec![]));
             }
@@ -100,6 +108,23 @@ pub fn check_bound(
     let known = |k: &String| by_axis.contains(k) || free.iter().any(|(n, _)| n == k);
     let mut unknown: Vec<&String> = dims.keys().filter(|k| !known(k)).collect();
     if unknown.is_empty() {
+        let mut shadowed: Vec<(&String, &Vec<String>)> = dims
+            .keys()
+            .filter_map(|k| named.get(k).map(|axes| (k, axes)))
+            .filter(|(_, axes)| axes.iter().all(|a| dims.contains_key(a)))
+            .collect();
+        shadowed.sort();
+        if let Some((key, axes)) = shadowed.first() {
+            anyhow::bail!(
+                "--dim {key}={}: every axis of that name is also bound on its own ({}), \
+                 which wins: the name binds nothing; drop one or the other",
+                dims[*key],
+                axes.iter()
+                    .map(|a| format!("{a}={}", dims[a]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         return Ok(());
     }
     unknown.sort();
