@@ -378,6 +378,42 @@ fn weight_only_int8_is_stored_per_channel_at_any_opset() {
     assert!(!stdout.contains("per tensor"), "{stdout}");
 }
 
+/// Constant operands that no integer form takes (a MatMul's left operand,
+/// a Gemm's with transA, a MatMul weight of rank 3) are still stored as int8
+/// and expanded at load, per row: they were left in float, at full size.
+#[test]
+fn constant_operands_no_integer_form_takes_are_stored_as_int8() {
+    let original = ModelBuilder::new(17)
+        .input("x", &[24, 4])
+        .init_f32("left", &[32, 24], &weights(32 * 24, 7))
+        .init_f32("g", &[16, 32], &weights(16 * 32, 8))
+        .init_f32("batched", &[2, 16, 8], &weights(2 * 16 * 8, 9))
+        .node("mm", "MatMul", &["left", "x"], &["h"])
+        .node_with(
+            "fc",
+            "Gemm",
+            &["h", "g"],
+            &["y"],
+            vec![attr_int("transA", 1), attr_int("transB", 1)],
+        )
+        .node("bmm", "MatMul", &["y", "batched"], &["z"])
+        .output("z", &[2, 4, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "sensitive = \"off\"");
+    for w in ["left", "g", "batched"] {
+        assert!(s.contains(&format!("init   {w}_q: int8")), "{w}: {s}");
+        assert!(
+            s.contains(&format!("Mul({w}_int8_values, {w}_scale) -> ({w})")),
+            "{w}: {s}"
+        );
+    }
+    assert!(s.contains("init   left_scale: float[32,1]"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    cli_matches_ort(&original, "quant", "0.999");
+}
+
 /// A ConvTranspose (its weight stored as int8, computed in float) between
 /// two int8 Convs reads the float value: onnxruntime would otherwise
 /// quantize its weight per tensor at load.

@@ -67,7 +67,7 @@ use calibrate::Method;
 pub static INFO: PassInfo = PassInfo {
     name: "quant",
     summary: "int8/int4 weights and calibrated int8 activations in QDQ form",
-    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather (and, weight-only, of any other reader such as LSTM or If bodies); float16 ones of Conv, ConvTranspose, Gemm, MatMul and Gather (weight-only); float activations around Conv/Gemm/MatMul and the ops between them",
+    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather (and, weight-only, of any other reader such as LSTM or If bodies, and constant operands the integer forms do not take: a MatMul's left one, a Gemm's with transA); float16 ones of Conv, ConvTranspose, Gemm, MatMul and Gather (weight-only); float activations around Conv/Gemm/MatMul and the ops between them",
     promise: "outputs within the declared cosine of the original (the quantization error)",
     // No element-wise bound (rtol infinite): the cosine of every output must reach
     // 0.99, unless every difference is below atol (outputs near zero).
@@ -568,7 +568,9 @@ impl Pass for Quant {
                 && tensor::numel(&t.dims).unwrap_or(0) >= min_elements
         };
         // Weights read by other ops (LSTM/GRU, nodes inside If/Loop bodies
-        // reading the outer scope...): stored as int8 and expanded by
+        // reading the outer scope...), and constant operands the integer
+        // forms above do not take (a MatMul's left operand, a Gemm's with
+        // transA, a MatMul weight of rank 3): stored as int8 and expanded by
         // Cast -> Mul into their own name (`stored_weight`), so every reader
         // sees the same tensor.
         if self.params.other_weights {
@@ -578,10 +580,10 @@ impl Pass for Quant {
                 }
                 let readers = g.consumers(name);
                 // ConvTranspose has no integer kernel in the common runtimes:
-                // its weights are stored like any other reader's.
-                let claimed = |r: NodeId| {
-                    excluded(r) || matches!(g.nodes[r].op(), "Conv" | "Gemm" | "MatMul" | "Gather")
-                };
+                // its weights are stored like any other reader's. A table
+                // that only Gathers read and that was not chosen above stays
+                // float on purpose (`gather=false`, or too few rows).
+                let claimed = |r: NodeId| excluded(r) || g.nodes[r].op() == "Gather";
                 if readers.is_empty() || readers.iter().any(|&r| claimed(r)) {
                     continue;
                 }
