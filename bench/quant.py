@@ -59,14 +59,17 @@ def _npz(path):
         return {k: z[k] for k in z.files}
 
 
-def _tool_like(specs, seed):
-    """CALIB_SAMPLES samples with the distribution of our tool's random samples."""
+def _tool_like(specs, seed, unit=False):
+    """CALIB_SAMPLES samples with the distribution of our tool's random samples (floats
+    uniform in [0, 1) with `unit`, as our tool draws the images of Ultralytics models)."""
     rng = _rng(seed)
     out = []
     for _ in range(CALIB_SAMPLES):
         s = {}
         for name, dtype, shape in specs:
-            if np.issubdtype(dtype, np.floating):
+            if np.issubdtype(dtype, np.floating) and unit:
+                s[name] = rng.random(shape).astype(dtype)
+            elif np.issubdtype(dtype, np.floating):
                 s[name] = rng.standard_normal(shape).astype(dtype)
             elif "mask" in name.lower():
                 s[name] = np.ones(shape, dtype)
@@ -100,9 +103,11 @@ def models(inputs_dir):
         ("magika_standard_v3_3.onnx", [],
          lambda: {"bytes": _rng(1).integers(0, 256, (1, 2048)).astype(np.int32)},
          lambda: _tool_like([("bytes", np.int32, (1, 2048))], 0), ["target_label"]),
-        ("nudenet_320n.onnx", ["--dim", "height=320", "--dim", "width=320"],
+        # No arguments: its metadata (Ultralytics) gives the size, 320x320, and the
+        # range of its images, [0, 1].
+        ("nudenet_320n.onnx", [],
          lambda: {"images": _rng(1).random((1, 3, 320, 320), dtype=np.float32)},
-         lambda: _tool_like([("images", np.float32, (1, 3, 320, 320))], 0), []),
+         lambda: _tool_like([("images", np.float32, (1, 3, 320, 320))], 0, unit=True), []),
         ("paraphrase-MiniLM-L3-v2.onnx", ["--dim", "sequence_length=128"],
          lambda: {"input_ids": _rng(1).integers(0, 1000, (1, 128)).astype(np.int64),
                   "attention_mask": np.ones((1, 128), np.int64)},

@@ -97,14 +97,17 @@ struct RunArgs {
 #[derive(clap::Args)]
 struct VerifyArgs {
     /// Inputs for verification: an .npz with one array per model input, or an .npy for a one-input model.
-    /// Default: seeded random inputs that respect each input's type and shape.
+    /// Default: seeded random inputs that respect each input's type and shape
+    /// (floats standard normal; an Ultralytics model's images uniform in [0, 1),
+    /// as its metadata documents them).
     #[arg(long)]
     inputs: Option<PathBuf>,
     /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
     /// or any one as INPUT:AXIS, e.g. --dim input:1=512 (an unnamed axis, or
     /// one of several axes sharing a name, such as PaddlePaddle's `?` for both
     /// height and width; it wins over the name). Unbound: a
-    /// batch is 1, an image's height and width 64, token ids 128 long, other
+    /// batch is 1, an image's height and width 64 (an Ultralytics model's: the
+    /// size in its metadata), token ids 128 long, other
     /// dims 1, each raised where tract cannot analyse the model at it; the
     /// report says what was chosen.
     #[arg(long = "dim", value_name = "NAME=N")]

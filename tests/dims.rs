@@ -296,3 +296,74 @@ fn a_name_shared_by_inputs_is_bound_by_name() {
         "{e}"
     );
 }
+
+/// An Ultralytics export records the size it was exported at (`imgsz`,
+/// height then width) and takes images scaled to [0, 1]: a dynamic one is
+/// calibrated and verified at that size, on images drawn so; any other
+/// model keeps 64x64 and standard normal values.
+#[test]
+fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
+    use onnx_squeeze::verify::inputs::{self, FloatValues, ProducerImages};
+    let plain = conv_model(&["batch", "3", "height", "width"]);
+    let mut yolo = plain.clone();
+    for (k, v) in [
+        ("author", "Ultralytics"),
+        ("task", "detect"),
+        ("imgsz", "[96, 160]"),
+    ] {
+        yolo.proto
+            .metadata_props
+            .push(onnx_squeeze::proto::StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v.into()),
+            });
+    }
+    assert_eq!(
+        ProducerImages::of(&yolo),
+        Some(ProducerImages {
+            producer: "Ultralytics",
+            size: Some([96, 160])
+        })
+    );
+    assert_eq!(ProducerImages::of(&plain), None);
+
+    let mut opts = VerifyOptions::default();
+    let notes = settle_dims(&yolo, &mut opts);
+    assert_eq!((opts.dims["height"], opts.dims["width"]), (96, 160));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("'height' = 96, 'width' = 160")
+                && n.contains("exported at (metadata 'imgsz')")),
+        "{notes:?}"
+    );
+    let mut plain_opts = VerifyOptions::default();
+    settle_dims(&plain, &mut plain_opts);
+    assert_eq!(
+        (plain_opts.dims["height"], plain_opts.dims["width"]),
+        (64, 64)
+    );
+
+    for (m, unit) in [(&yolo, true), (&plain, false)] {
+        let mut notes = vec![];
+        let mut specs = inputs::input_specs(&m.graph, &opts.dims, &mut notes).unwrap();
+        ProducerImages::apply(m, &mut specs, &mut notes);
+        let want = if unit {
+            FloatValues::Unit
+        } else {
+            FloatValues::Normal
+        };
+        assert_eq!(specs[0].values, want);
+        assert_eq!(
+            notes.iter().any(|n| n.contains("drawn uniform in [0, 1)")),
+            unit,
+            "{notes:?}"
+        );
+        let samples = inputs::random_samples(&specs, 2, 0).unwrap();
+        let view = samples[0][0].try_as_plain_ram().unwrap();
+        let v = view.as_slice::<f32>().unwrap();
+        assert_eq!(v.len(), 3 * 96 * 160);
+        let in_unit = v.iter().all(|&x| (0.0..1.0).contains(&x));
+        assert_eq!(in_unit, unit);
+    }
+}

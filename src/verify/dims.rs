@@ -153,7 +153,9 @@ pub fn check_bound(
 /// Each dim takes one role from every input that uses it: a batch (named so,
 /// or leading every input of rank 2 or more) is 1; an image's height and
 /// width are 64 (rank 4, float or uint8, 1, 3 or 4 channels on axis 1 or 3,
-/// or a dim named like a height or width); the length of an integer input
+/// or a dim named like a height or width), or the size the producer
+/// documents ([`inputs::ProducerImages`]: an Ultralytics export's `imgsz`);
+/// the length of an integer input
 /// (token ids) is 128; any other dim is 1. When tract cannot analyse the
 /// model so, each dim alone goes through the other sizes of its kind, then
 /// the other dims together through 16, 64, 256, 512, 1024 and 4096, until it
@@ -179,7 +181,12 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         leading: bool,
         image: bool,
         integer: bool,
+        /// The sizes the producer documents for the image axes it is
+        /// (height, width).
+        documented: Vec<usize>,
     }
+    let producer = inputs::ProducerImages::of(original);
+    let documented = producer.as_ref().and_then(|p| p.size);
     let mut seen: Vec<Seen> = Vec::new();
     // The `INPUT:AXIS` keys of names on several axes of one input.
     let mut axes: std::collections::HashMap<String, Vec<String>> = Default::default();
@@ -212,6 +219,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
                         leading: true,
                         image: false,
                         integer: false,
+                        documented: vec![],
                     });
                     seen.len() - 1
                 }
@@ -222,8 +230,19 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
             s.leading &= axis == 0 && rank >= 2;
             s.image |= image_axes.contains(&axis);
             s.integer |= integer;
+            if let (Some(size), Some(pos)) =
+                (documented, image_axes.iter().position(|&a| a == axis))
+            {
+                s.documented.push(size[pos]);
+            }
         }
     }
+    // An image dim the producer documents one size for starts at it.
+    let first_size: std::collections::HashMap<String, usize> = seen
+        .iter()
+        .filter(|s| !s.documented.is_empty() && s.documented.iter().all(|&v| v == s.documented[0]))
+        .map(|s| (s.key.clone(), s.documented[0]))
+        .collect();
     let mut free: Vec<(String, Role)> = seen
         .into_iter()
         .map(|s| {
@@ -243,12 +262,16 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     if free.is_empty() {
         return vec![];
     }
+    let first = |k: &String, r: Role| match r {
+        Role::Image => first_size.get(k).copied().unwrap_or(r.sizes().0),
+        _ => r.sizes().0,
+    };
     let with = |set: &[(&String, usize)]| {
         let mut o = opts.clone();
         // A dim left at 1 stays unbound: input_specs then notes it.
         for (k, r) in &free {
-            if r.sizes().0 != 1 {
-                o.dims.insert(k.clone(), r.sizes().0);
+            if first(k, *r) != 1 {
+                o.dims.insert(k.clone(), first(k, *r));
             }
         }
         for &(k, v) in set {
@@ -277,7 +300,15 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         match types_in_tract(original, &o) {
             Some(true) => {
                 *opts = o;
-                return notes(&free, &opts.dims, &axes);
+                let documented = producer
+                    .as_ref()
+                    .filter(|_| {
+                        free.iter().any(|(k, r)| {
+                            *r == Role::Image && opts.dims.get(k) == first_size.get(k)
+                        })
+                    })
+                    .map(|p| p.producer);
+                return notes(&free, &opts.dims, &axes, documented);
             }
             Some(false) => {}
             // Not a question of sizes: tract cannot load the model.
@@ -296,6 +327,7 @@ fn notes(
     free: &[(String, Role)],
     dims: &std::collections::HashMap<String, usize>,
     axes: &std::collections::HashMap<String, Vec<String>>,
+    documented: Option<&str>,
 ) -> Vec<String> {
     let of = |role: Role| -> Vec<String> {
         free.iter()
@@ -329,8 +361,14 @@ fn notes(
         } else {
             shared.join(" ")
         };
+        let source = match (role, documented) {
+            (Role::Image, Some(p)) => {
+                format!(", the size the {p} model was exported at (metadata 'imgsz')")
+            }
+            _ => String::new(),
+        };
         out.push(format!(
-            "{what} not set: {} (bind with {how} for the size it is used at)",
+            "{what} not set: {}{source} (bind with {how} for the size it is used at)",
             set.join(", ")
         ));
     }

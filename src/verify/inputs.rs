@@ -20,6 +20,104 @@ pub struct InputSpec {
     pub dtype: DataType,
     /// Concrete shape chosen for this run.
     pub shape: Vec<usize>,
+    /// How random values of a float input are drawn.
+    pub values: FloatValues,
+}
+
+/// How random values of a float input are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatValues {
+    /// Standard normal: what normalised images, features and signals look
+    /// like, and the default.
+    #[default]
+    Normal,
+    /// Uniform in [0, 1): images their producer documents as scaled so
+    /// (see [`ProducerImages`]).
+    Unit,
+}
+
+/// What a model's producer documents about its image inputs, read from the
+/// model's metadata. Calibration ranges follow the inputs they are measured
+/// on: a detector that takes images in [0, 1] calibrated on standard normal
+/// noise gets ranges twice as wide as it meets in use, and one with a
+/// dynamic size calibrated at 64x64 gets those of another scale (YOLOv8n at
+/// 320x320 on images in [0, 1]: cosine 0.99992 calibrated on normal noise,
+/// 0.99997 on uniform, against `quantize_dynamic`'s 0.99994).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerImages {
+    /// Who documents it, for the report.
+    pub producer: &'static str,
+    /// Height and width the model was exported at.
+    pub size: Option<[usize; 2]>,
+}
+
+impl ProducerImages {
+    /// Ultralytics exports (YOLO detectors, segmenters, pose and
+    /// classification models) take RGB images scaled to [0, 1] (their
+    /// predictor divides by 255, with no other normalisation) and record the
+    /// size they were exported at in `imgsz`, `[height, width]`, which a
+    /// dynamic export does not fix in its input shape. `None` for any other
+    /// model.
+    pub fn of(model: &crate::ir::Model) -> Option<ProducerImages> {
+        let meta = |k: &str| {
+            model
+                .proto
+                .metadata_props
+                .iter()
+                .find(|p| p.key() == k)
+                .map(|p| p.value().trim())
+        };
+        if meta("author") != Some("Ultralytics") {
+            return None;
+        }
+        let size = meta("imgsz").and_then(|v| {
+            let n: Vec<usize> = v
+                .trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')')
+                .split(',')
+                .map(|x| x.trim().parse().ok())
+                .collect::<Option<_>>()?;
+            match n[..] {
+                [s] if s > 0 => Some([s, s]),
+                [h, w] if h > 0 && w > 0 => Some([h, w]),
+                _ => None,
+            }
+        });
+        Some(ProducerImages {
+            producer: "Ultralytics",
+            size,
+        })
+    }
+
+    /// Float inputs of rank 4 (the images) of `specs` drawn uniform in
+    /// [0, 1) rather than normal, with a note, when `model` documents them
+    /// so.
+    pub fn apply(model: &crate::ir::Model, specs: &mut [InputSpec], notes: &mut Vec<String>) {
+        let Some(p) = ProducerImages::of(model) else {
+            return;
+        };
+        let mut images = Vec::new();
+        for s in specs.iter_mut() {
+            if is_float(s.dtype) && s.shape.len() == 4 {
+                s.values = FloatValues::Unit;
+                images.push(format!("'{}'", s.name));
+            }
+        }
+        if !images.is_empty() {
+            notes.push(format!(
+                "random images {} drawn uniform in [0, 1), as {} models take them (model metadata)",
+                images.join(", "),
+                p.producer
+            ));
+        }
+    }
+}
+
+/// Whether `dt` is a floating-point type.
+pub fn is_float(dt: DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16
+    )
 }
 
 /// Whether `dt` is an integer type (token ids, masks, indices, settings).
@@ -135,12 +233,14 @@ pub fn input_specs(
             name: vi.name().to_string(),
             dtype,
             shape,
+            values: FloatValues::Normal,
         });
     }
     Ok(specs)
 }
 
-/// `count` seeded random samples. Floats are standard normal; integers are in
+/// `count` seeded random samples. Floats are standard normal (uniform in
+/// [0, 1) where the spec says [`FloatValues::Unit`]); integers are in
 /// [0, 100) (valid token ids and byte values for typical models), except
 /// inputs named like masks or segment ids (`mask`, `token_type`, `segment`),
 /// which get 1s (masks) or 0s and 1s; bools are fair coins. A scalar
@@ -168,23 +268,37 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 100
             };
             let lo: i64 = if lname.contains("mask") { 1 } else { 0 };
+            // Normal values are drawn in the element type (the seeded
+            // samples stay what they were); uniform ones in [0, 1).
+            let unit = s.values == FloatValues::Unit;
             let t = match s.dtype {
                 DataType::Float => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
-                        .map(|_| rng.sample::<f32, _>(StandardNormal))
+                        .map(|_| match unit {
+                            true => rng.random::<f32>(),
+                            false => rng.sample::<f32, _>(StandardNormal),
+                        })
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Double => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
-                        .map(|_| rng.sample::<f64, _>(StandardNormal))
+                        .map(|_| match unit {
+                            true => rng.random::<f64>(),
+                            false => rng.sample::<f64, _>(StandardNormal),
+                        })
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Float16 => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
-                        .map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal)))
+                        .map(|_| {
+                            f16::from_f32(match unit {
+                                true => rng.random::<f32>(),
+                                false => rng.sample::<f32, _>(StandardNormal),
+                            })
+                        })
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Int64 => Tensor::from_shape(

@@ -483,8 +483,9 @@ impl ReferenceInputs {
     pub fn new(original: &Model, opts: &VerifyOptions) -> Result<ReferenceInputs> {
         let mut notes = Vec::new();
         let mut dim_notes = Vec::new();
-        let specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
+        let mut specs = inputs::input_specs(&original.graph, &opts.dims, &mut dim_notes)?;
         if opts.inputs.is_none() {
+            inputs::ProducerImages::apply(original, &mut specs, &mut dim_notes);
             notes.append(&mut dim_notes);
         }
         let mut samples = match &opts.inputs {

@@ -60,10 +60,11 @@ pub fn calibrate(
     notes: &mut Vec<String>,
 ) -> Result<Calibration> {
     let mut dim_notes = Vec::new();
-    let specs = inputs::input_specs(&model.graph, &data.dims, &mut dim_notes)?;
+    let mut specs = inputs::input_specs(&model.graph, &data.dims, &mut dim_notes)?;
     let data_samples = match &data.inputs {
         Some(p) => inputs::load_samples(p, &specs)?,
         None => {
+            inputs::ProducerImages::apply(model, &mut specs, &mut dim_notes);
             notes.append(&mut dim_notes);
             notes.push(format!(
                 "calibrated on {samples} seeded random sample(s): pass --inputs with real data for activation ranges that match use"
