@@ -11,7 +11,9 @@
 //! with one scale per row (with `weights=int4`: 4-bit blocks of `block_size`
 //! columns, all 16 levels, one float16 scale each) and dequantized after the lookup, so only the
 //! gathered rows are ever expanded. Weights that no integer kernel reads
-//! (LSTM weights, slices of them inside If bodies) and weights defined inside
+//! (LSTM weights, slices of them inside If bodies, a MatMul's constant left
+//! operand, a Gemm's with `transA`, a rank-3 MatMul weight; a table or a
+//! dynamic MatMul weight that another node also reads) and weights defined inside
 //! If/Loop/Scan bodies ([`subgraph`]) are stored as int8 and expanded by
 //! `Cast -> Mul`, which runtimes fold once at load: smaller files, no cost
 //! per run (a weight-only per-axis DequantizeLinear runs on every inference).
@@ -67,7 +69,7 @@ use calibrate::Method;
 pub static INFO: PassInfo = PassInfo {
     name: "quant",
     summary: "int8/int4 weights and calibrated int8 activations in QDQ form",
-    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather (and, weight-only, of any other reader such as LSTM or If bodies, and constant operands the integer forms do not take: a MatMul's left one, a Gemm's with transA); float16 ones of Conv, ConvTranspose, Gemm, MatMul and Gather (weight-only); float activations around Conv/Gemm/MatMul and the ops between them",
+    matches: "float32 constant weights of Conv, Gemm, MatMul and Gather (and, weight-only, of any other reader such as LSTM or If bodies, and constant operands the integer forms do not take: a MatMul's left one, a Gemm's with transA, a MatMul weight of rank 3); float16 ones of Conv, ConvTranspose, Gemm, MatMul and Gather (weight-only); float activations around Conv/Gemm/MatMul and the ops between them",
     promise: "outputs within the declared cosine of the original (the quantization error)",
     // No element-wise bound (rtol infinite): the cosine of every output must reach
     // 0.99, unless every difference is below atol (outputs near zero).
@@ -86,7 +88,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "grouped", kind: "bool", default: "false", range: "true|false", doc: "compute grouped (depthwise) Conv in int8 too; by default their weights are int8-stored and they compute in float, which is as fast or faster in onnxruntime" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses, compute the most damaging layers in float until it is met (their weights stay stored as int8, else float16, where that meets it)" },
-        ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load" },
+        ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies), constant operands no integer form takes (a MatMul's left one, a Gemm's with transA, a rank-3 MatMul weight) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load" },
         ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 for int4), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
     ],
@@ -580,14 +582,49 @@ impl Pass for Quant {
                 }
                 let readers = g.consumers(name);
                 // ConvTranspose has no integer kernel in the common runtimes:
-                // its weights are stored like any other reader's. A table
-                // that only Gathers read and that was not chosen above stays
-                // float on purpose (`gather=false`, or too few rows).
-                let claimed = |r: NodeId| excluded(r) || g.nodes[r].op() == "Gather";
-                if readers.is_empty() || readers.iter().any(|&r| claimed(r)) {
+                // its weights are stored like any other reader's. What the
+                // forms above would take and did not stays float on purpose:
+                // a Conv's or Gemm's bias, a small weight, a table of few
+                // rows or with `gather=false`.
+                let slots = |r: NodeId| {
+                    let n = &g.nodes[r].proto;
+                    let trans_a = n
+                        .attribute
+                        .iter()
+                        .any(|a| a.name() == "transA" && a.i() != 0);
+                    let rank = t.dims.len();
+                    n.input
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| *v == name)
+                        .map(|(slot, _)| match (n.op_type(), slot) {
+                            ("Conv" | "Gather", _) => None,
+                            ("MatMul", 1) if rank == 2 => None,
+                            ("Gemm", 1) if !trans_a => None,
+                            ("Gemm", 2) => None,
+                            (op, slot) => Some(operand_axis(n, op, slot, rank)),
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let mut axes = Vec::new();
+                for &r in &readers {
+                    axes.extend(slots(r));
+                }
+                if readers.is_empty()
+                    || readers.iter().any(|&r| excluded(r))
+                    || axes.iter().any(Option::is_none)
+                {
                     continue;
                 }
-                let axis = if t.dims[0] > 1 { 0 } else { 1 };
+                // Per row of what a MatMul or Gemm computes where those
+                // readers agree on it, else on the first axis of more than
+                // one (an LSTM's gates, a [1, C, 1, 1] constant's channels).
+                let preferred: Vec<i64> = axes.iter().flatten().flatten().copied().collect();
+                let axis = match preferred[..] {
+                    [first, ref rest @ ..] if rest.iter().all(|&a| a == first) => first,
+                    _ if t.dims[0] > 1 => 0,
+                    _ => 1,
+                };
                 uses.insert(
                     name.clone(),
                     readers
@@ -651,6 +688,48 @@ impl Pass for Quant {
                     .map(|r| (r, Use::Stored(axis)))
                     .collect(),
             );
+        }
+
+        // A table only Gathers were chosen for, or a MatMul weight made
+        // dynamic, loses its name in its quantized form: where another node
+        // reads it too (a tied table a Transpose feeds to the output head, a
+        // weight another MatMul reads as its left operand), it is stored and
+        // expanded at load for every reader instead (kept float where that
+        // reader is excluded).
+        let dynamic_only = |r: &Vec<(NodeId, Use)>| {
+            mode == "dynamic" && !int4 && r.iter().all(|(_, u)| *u == Use::MatMul)
+        };
+        let mut left_float = Vec::new();
+        for (w, readers) in uses.iter_mut() {
+            if !(readers.iter().all(|(_, u)| *u == Use::Rows) || dynamic_only(readers)) {
+                continue;
+            }
+            let others: Vec<NodeId> = g
+                .consumers(w)
+                .into_iter()
+                .filter(|c| !readers.iter().any(|(id, _)| id == c))
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            if others.iter().any(|&c| excluded(c)) {
+                left_float.push(w.clone());
+                continue;
+            }
+            let axis = if readers.iter().all(|(_, u)| *u == Use::Rows) {
+                0
+            } else {
+                1
+            };
+            *readers = readers
+                .iter()
+                .map(|(id, _)| *id)
+                .chain(others)
+                .map(|id| (id, Use::Stored(axis)))
+                .collect();
+        }
+        for w in left_float {
+            uses.remove(&w);
         }
 
         let mut patches = Vec::new();
@@ -925,12 +1004,13 @@ fn placement(
         // two activations); around one whose weight stays float (small,
         // stored, excluded, or a Conv/Gemm weight computed at run time) Q/DQ
         // would only add rounding.
+        let activation = |v: &String| !g.initializers.contains_key(v) && is_activation(v);
         let compute = COMPUTE_OPS.contains(&n.op_type())
             && n.input.get(1).is_some_and(|w| {
                 int8_weight(w)
                     || (n.op_type() == "MatMul"
-                        && !g.initializers.contains_key(w)
-                        && is_activation(w))
+                        && activation(w)
+                        && n.input.first().is_some_and(activation))
             });
         let joins = compute
             || (!COMPUTE_OPS.contains(&n.op_type())
@@ -1834,6 +1914,21 @@ enum Use {
     Rows,
     /// Read by ops with no integer kernel: stored as int8, per channel on this axis.
     Stored(i64),
+}
+
+/// The axis of a constant operand of rank `rank` at input `slot` of `n`
+/// (an `op` no integer form takes it in) along which the output's rows or
+/// columns run: a MatMul's left operand's rows, its right operand's columns,
+/// a Gemm's A rows or B columns as transposed; `None` for other ops.
+fn operand_axis(n: &NodeProto, op: &str, slot: usize, rank: usize) -> Option<i64> {
+    let flag = |k: &str| n.attribute.iter().any(|a| a.name() == k && a.i() != 0);
+    match (op, slot) {
+        ("MatMul", 0) => Some(rank.saturating_sub(2) as i64),
+        ("MatMul", 1) => Some(rank.saturating_sub(1) as i64),
+        ("Gemm", 0) => Some(flag("transA") as i64),
+        ("Gemm", 1) => Some(!flag("transB") as i64),
+        _ => None,
+    }
 }
 
 /// `*` matches any run of characters.
