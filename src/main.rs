@@ -105,9 +105,10 @@ struct VerifyArgs {
     /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
     /// or any one as INPUT:AXIS, e.g. --dim input:1=512 (an unnamed axis, or
     /// one of several axes sharing a name, such as PaddlePaddle's `?` for both
-    /// height and width; it wins over the name). Unbound: a
+    /// height and width; it wins over the name, and a name all of whose axes
+    /// are bound so is refused). Unbound: a
     /// batch is 1, an image's height and width 64 (an Ultralytics model's: the
-    /// size in its metadata), token ids 128 long, other
+    /// size in its metadata, at most 640), token ids 128 long, other
     /// dims 1, each raised where tract cannot analyse the model at it; the
     /// report says what was chosen.
     #[arg(long = "dim", value_name = "NAME=N")]

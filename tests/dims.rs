@@ -326,6 +326,23 @@ fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
         })
     );
     assert_eq!(ProducerImages::of(&plain), None);
+    // One size for both, parentheses, a size too large to calibrate at
+    // (capped), and one that does not parse.
+    for (imgsz, want) in [
+        ("640", Some([640, 640])),
+        ("(256, 320)", Some([256, 320])),
+        ("[2000, 1280]", Some([640, 640])),
+        ("[320, x]", None),
+        ("[0, 320]", None),
+    ] {
+        let mut m = yolo.clone();
+        for p in &mut m.proto.metadata_props {
+            if p.key() == "imgsz" {
+                p.value = Some(imgsz.into());
+            }
+        }
+        assert_eq!(ProducerImages::of(&m).and_then(|p| p.size), want, "{imgsz}");
+    }
 
     let mut opts = VerifyOptions::default();
     let notes = settle_dims(&yolo, &mut opts);
@@ -334,7 +351,7 @@ fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
         notes
             .iter()
             .any(|n| n.contains("'height' = 96, 'width' = 160")
-                && n.contains("exported at (metadata 'imgsz')")),
+                && n.contains("from the Ultralytics model's metadata 'imgsz'")),
         "{notes:?}"
     );
     let mut plain_opts = VerifyOptions::default();

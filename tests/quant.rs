@@ -414,6 +414,150 @@ fn constant_operands_no_integer_form_takes_are_stored_as_int8() {
     cli_matches_ort(&original, "quant", "0.999");
 }
 
+/// What the integer forms would take and did not stays float (a Gemm's
+/// bias of rank 2); a weight whose quantized form drops its name (a table
+/// only Gathers were chosen for, a MatMul weight made dynamic) is stored
+/// instead where another node reads it too (a tied table a Transpose feeds
+/// to the head, a weight another MatMul reads as its left operand); and a
+/// MatMul whose left operand is a constant gets no Q/DQ around it (no
+/// integer kernel takes it). Each result is a valid graph that verifies.
+#[test]
+fn weights_other_nodes_read_keep_their_name_and_biases_stay_float() {
+    let gemm_bias = ModelBuilder::new(17)
+        .input("x", &[4, 64])
+        .init_f32("w", &[256, 64], &weights(256 * 64, 3))
+        .init_f32("c", &[4, 256], &weights(4 * 256, 4))
+        .node_with(
+            "fc",
+            "Gemm",
+            &["x", "w", "c"],
+            &["y"],
+            vec![attr_int("transB", 1)],
+        )
+        .output("y", &[4, 256])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&gemm_bias, "sensitive = \"off\"");
+    assert!(s.contains("init   c: float[4,256]"), "{s}");
+    assert!(s.contains("init   w_q: int8[256,64]"), "{s}");
+    assert_eq!(verify_quant(&gemm_bias, &m).status, Status::Passed);
+
+    let mut tied = ModelBuilder::new(17)
+        .init_f32("table", &[100, 64], &weights(100 * 64, 5))
+        .node_with(
+            "t",
+            "Transpose",
+            &["table"],
+            &["head"],
+            vec![attr_ints("perm", &[1, 0])],
+        )
+        .node("mm", "MatMul", &["vec", "head"], &["logits"])
+        .output("logits", &[2, 3, 100])
+        .proto();
+    push_lookup(tied.graph.as_mut().unwrap(), "lookup", "table", "vec");
+    let tied = Model::from_proto(
+        tied,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let (m, s) = snapshot(&tied, "sensitive = \"off\"");
+    assert!(
+        s.contains("Mul(table_int8_values, table_scale) -> (table)"),
+        "{s}"
+    );
+    assert!(s.contains("Transpose(table) -> (head)"), "{s}");
+    assert_eq!(verify_quant(&tied, &m).status, Status::Passed);
+
+    let shared = ModelBuilder::new(17)
+        .input("x", &[64, 64])
+        .init_f32("w", &[64, 64], &weights(64 * 64, 6))
+        .node("m1", "MatMul", &["x", "w"], &["a"])
+        .node("m2", "MatMul", &["w", "a"], &["b"])
+        .output("b", &[64, 64])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&shared, "activations = \"dynamic\"\nsensitive = \"off\"");
+    assert!(s.contains("Mul(w_int8_values, w_scale) -> (w)"), "{s}");
+    assert_eq!(verify_quant(&shared, &m).status, Status::Passed);
+    let (m, s) = snapshot(&shared, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(s.contains("DequantizeLinear(w_q"), "{s}");
+    assert!(s.contains("MatMul(w, "), "{s}");
+    assert_eq!(verify_quant(&shared, &m).status, Status::Passed);
+
+    let left = ModelBuilder::new(17)
+        .input("x", &[24, 4])
+        .init_f32("left", &[32, 24], &weights(32 * 24, 7))
+        .node("mm", "MatMul", &["left", "x"], &["h"])
+        .node("r", "Relu", &["h"], &["y"])
+        .output("y", &[32, 4])
+        .build()
+        .unwrap();
+    let (_, s) = snapshot(&left, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(s.contains("MatMul(left, x) -> (h)"), "{s}");
+    assert!(!s.contains("QuantizeLinear"), "{s}");
+}
+
+/// An Ultralytics export is calibrated and verified on images in [0, 1),
+/// at the size its metadata records where its height and width are
+/// dynamic, and the report says so; the user's `--inputs` replace both.
+#[test]
+fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
+    let mut proto = ModelBuilder::new(17)
+        .input("images", &[1, 3, 1, 1])
+        .init_f32("w", &[16, 3, 3, 3], &weights(16 * 27, 8))
+        .node_with("c", "Conv", &["images", "w"], &["y"], conv_attrs(3))
+        .output("y", &[])
+        .proto();
+    let dims = &mut proto.graph.as_mut().unwrap().input[0];
+    if let Some(onnx_squeeze::proto::type_proto::Value::TensorType(tt)) =
+        dims.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        let shape = tt.shape.as_mut().unwrap();
+        use onnx_squeeze::proto::tensor_shape_proto::dimension::Value as Dim;
+        shape.dim[2].value = Some(Dim::DimParam("height".into()));
+        shape.dim[3].value = Some(Dim::DimParam("width".into()));
+    }
+    for (k, v) in [("author", "Ultralytics"), ("imgsz", "[32, 48]")] {
+        proto
+            .metadata_props
+            .push(onnx_squeeze::proto::StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v.into()),
+            });
+    }
+    let m = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let dir = scratch("quant-ultralytics");
+    let input = write_model(dir.path(), "yolo.onnx", &m);
+    let out = dir.path().join("yolo.q.onnx");
+    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
+    let drawn = "random images 'images' drawn uniform in [0, 1), as Ultralytics models take them";
+    assert_eq!(
+        s.matches(drawn).count(),
+        2,
+        "calibration and verification: {s}"
+    );
+    assert!(
+        s.contains("'height' = 32, 'width' = 48, from the Ultralytics model's metadata 'imgsz'"),
+        "{s}"
+    );
+    let npz = dir.path().join("image.npz");
+    write_npz(
+        &npz,
+        "np.savez(out, images=np.random.default_rng(0).random((1, 3, 32, 48), dtype=np.float32))",
+    );
+    let s = run_passes_verified(
+        "quant(min_reduction=1)",
+        &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
+        &input,
+        &out,
+    );
+    assert!(!s.contains("drawn uniform"), "{s}");
+}
+
 /// A ConvTranspose (its weight stored as int8, computed in float) between
 /// two int8 Convs reads the float value: onnxruntime would otherwise
 /// quantize its weight per tensor at load.

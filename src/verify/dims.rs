@@ -194,7 +194,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         if original.graph.initializers.contains_key(vi.name()) {
             continue;
         }
-        let image_axes = image_axes(vi);
+        let image_axes = inputs::image_axes(vi);
         let integer = is_integer(vi);
         let rank = crate::ir::declared_rank(vi).unwrap_or(0);
         for (key, keys) in inputs::repeated_dims(vi) {
@@ -303,9 +303,13 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
                 let documented = producer
                     .as_ref()
                     .filter(|_| {
-                        free.iter().any(|(k, r)| {
-                            *r == Role::Image && opts.dims.get(k) == first_size.get(k)
-                        })
+                        let mut images = free.iter().filter(|(_, r)| *r == Role::Image).peekable();
+                        images.peek().is_some()
+                            && images.all(|(k, _)| {
+                                first_size
+                                    .get(k)
+                                    .is_some_and(|v| opts.dims.get(k) == Some(v))
+                            })
                     })
                     .map(|p| p.producer);
                 return notes(&free, &opts.dims, &axes, documented);
@@ -363,7 +367,10 @@ fn notes(
         };
         let source = match (role, documented) {
             (Role::Image, Some(p)) => {
-                format!(", the size the {p} model was exported at (metadata 'imgsz')")
+                format!(
+                    ", from the {p} model's metadata 'imgsz' (at most {})",
+                    inputs::MAX_DOCUMENTED_IMAGE
+                )
             }
             _ => String::new(),
         };
@@ -389,39 +396,6 @@ fn is_integer(vi: &ValueInfoProto) -> bool {
         return false;
     };
     DataType::try_from(tt.elem_type()).is_ok_and(inputs::is_integer)
-}
-
-/// The axes of `vi` that are an image's height and width when it is an
-/// image input without their sizes: rank 4, float (or uint8), 1, 3 or 4
-/// channels on axis 1 (NCHW) or axis 3 (NHWC).
-fn image_axes(vi: &ValueInfoProto) -> Vec<usize> {
-    let Some(tt) = crate::ir::tensor_type(vi) else {
-        return vec![];
-    };
-    // Float, or 8-bit pixels (TensorFlow exports take uint8 NHWC images).
-    let pixels = matches!(
-        DataType::try_from(tt.elem_type()),
-        Ok(DataType::Float
-            | DataType::Float16
-            | DataType::Double
-            | DataType::Bfloat16
-            | DataType::Uint8)
-    );
-    let Some(shape) = &tt.shape else {
-        return vec![];
-    };
-    if !pixels || shape.dim.len() != 4 {
-        return vec![];
-    }
-    use crate::proto::tensor_shape_proto::dimension::Value as Dim;
-    let channels = |axis: usize| matches!(shape.dim[axis].value, Some(Dim::DimValue(c)) if [1, 3, 4].contains(&c));
-    if channels(1) {
-        vec![2, 3]
-    } else if channels(3) {
-        vec![1, 2]
-    } else {
-        vec![]
-    }
 }
 
 /// Whether tract types `model` on the inputs `opts` describes, as

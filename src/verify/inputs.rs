@@ -36,13 +36,16 @@ pub enum FloatValues {
     Unit,
 }
 
+/// The largest image height or width taken from a model's metadata.
+pub const MAX_DOCUMENTED_IMAGE: usize = 640;
+
 /// What a model's producer documents about its image inputs, read from the
 /// model's metadata. Calibration ranges follow the inputs they are measured
 /// on: a detector that takes images in [0, 1] calibrated on standard normal
 /// noise gets ranges twice as wide as it meets in use, and one with a
 /// dynamic size calibrated at 64x64 gets those of another scale (YOLOv8n at
 /// 320x320 on images in [0, 1]: cosine 0.99992 calibrated on normal noise,
-/// 0.99997 on uniform, against `quantize_dynamic`'s 0.99994).
+/// 0.99998 on uniform, against `quantize_dynamic`'s 0.99994).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerImages {
     /// Who documents it, for the report.
@@ -76,11 +79,14 @@ impl ProducerImages {
                 .split(',')
                 .map(|x| x.trim().parse().ok())
                 .collect::<Option<_>>()?;
-            match n[..] {
-                [s] if s > 0 => Some([s, s]),
-                [h, w] if h > 0 && w > 0 => Some([h, w]),
-                _ => None,
-            }
+            let [h, w] = match n[..] {
+                [s] => [s, s],
+                [h, w] => [h, w],
+                _ => return None,
+            };
+            // A size from the file, capped: calibration's cost grows with
+            // its square (YOLOv8n: 1 s at 320, 4 s at 640, 17 s at 1280).
+            (h > 0 && w > 0).then(|| [h.min(MAX_DOCUMENTED_IMAGE), w.min(MAX_DOCUMENTED_IMAGE)])
         });
         Some(ProducerImages {
             producer: "Ultralytics",
@@ -88,16 +94,25 @@ impl ProducerImages {
         })
     }
 
-    /// Float inputs of rank 4 (the images) of `specs` drawn uniform in
+    /// The float image inputs of `specs` ([`image_axes`]) drawn uniform in
     /// [0, 1) rather than normal, with a note, when `model` documents them
     /// so.
     pub fn apply(model: &crate::ir::Model, specs: &mut [InputSpec], notes: &mut Vec<String>) {
         let Some(p) = ProducerImages::of(model) else {
             return;
         };
+        let image = |name: &str| {
+            model
+                .graph
+                .rest
+                .input
+                .iter()
+                .find(|vi| vi.name() == name)
+                .is_some_and(|vi| !image_axes(vi).is_empty())
+        };
         let mut images = Vec::new();
         for s in specs.iter_mut() {
-            if is_float(s.dtype) && s.shape.len() == 4 {
+            if is_float(s.dtype) && image(&s.name) {
                 s.values = FloatValues::Unit;
                 images.push(format!("'{}'", s.name));
             }
@@ -409,4 +424,37 @@ fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
         (TypeChar::Bool, 1) => Tensor::from_shape(&shape, &npy.into_vec::<bool>()?)?,
         (tc, size) => bail!("arrays of type {tc:?}{size} are not supported"),
     })
+}
+
+/// The axes of `vi` that are an image's height and width when it is an
+/// image input without their sizes: rank 4, float (or uint8), 1, 3 or 4
+/// channels on axis 1 (NCHW) or axis 3 (NHWC).
+pub fn image_axes(vi: &crate::proto::ValueInfoProto) -> Vec<usize> {
+    let Some(tt) = crate::ir::tensor_type(vi) else {
+        return vec![];
+    };
+    // Float, or 8-bit pixels (TensorFlow exports take uint8 NHWC images).
+    let pixels = matches!(
+        DataType::try_from(tt.elem_type()),
+        Ok(DataType::Float
+            | DataType::Float16
+            | DataType::Double
+            | DataType::Bfloat16
+            | DataType::Uint8)
+    );
+    let Some(shape) = &tt.shape else {
+        return vec![];
+    };
+    if !pixels || shape.dim.len() != 4 {
+        return vec![];
+    }
+    use crate::proto::tensor_shape_proto::dimension::Value as Dim;
+    let channels = |axis: usize| matches!(shape.dim[axis].value, Some(Dim::DimValue(c)) if [1, 3, 4].contains(&c));
+    if channels(1) {
+        vec![2, 3]
+    } else if channels(3) {
+        vec![1, 2]
+    } else {
+        vec![]
+    }
 }
