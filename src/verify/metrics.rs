@@ -28,6 +28,9 @@ pub struct Accumulator {
     nb: f64,
     top1_hits: usize,
     top1_rows: usize,
+    /// Whether rows of a rank-2 output are scores (float), where top-1
+    /// means something; not for integer outputs (selected indices, labels).
+    scores: bool,
     within: bool,
     /// Values that are NaN or infinite in the original.
     pub nonfinite: usize,
@@ -46,9 +49,17 @@ impl Accumulator {
             nb: 0.0,
             top1_hits: 0,
             top1_rows: 0,
+            scores: true,
             within: true,
             nonfinite: 0,
         }
+    }
+
+    /// An output of integers (indices a NonMaxSuppression selected, class
+    /// labels): compared element by element, with no top-1.
+    pub fn integer(mut self) -> Self {
+        self.scores = false;
+        self
     }
 
     /// Add one sample: `a` from the original, `b` from the result, with the
@@ -83,7 +94,7 @@ impl Accumulator {
         self.count += a.len();
         let classes = shape.last().copied().unwrap_or(0);
         // Top-1 only where the output is a score vector: [batch, classes].
-        if shape.len() == 2 && classes >= 2 && a.len() == b.len() && !a.is_empty() {
+        if self.scores && shape.len() == 2 && classes >= 2 && a.len() == b.len() && !a.is_empty() {
             for (ra, rb) in a.chunks(classes).zip(b.chunks(classes)) {
                 self.top1_rows += 1;
                 if argmax(ra) == argmax(rb) {
@@ -155,6 +166,15 @@ mod tests {
         assert_eq!((m.max_abs, m.mean_abs, m.max_rel), (0.0, 0.0, 0.0));
         assert!((m.cosine - 1.0).abs() < 1e-12);
         assert_eq!(m.top1, Some(1.0));
+        assert!(m.passed);
+    }
+
+    #[test]
+    fn integer_outputs_have_no_top1() {
+        let mut acc = Accumulator::new("selected").integer();
+        acc.add(&[0.0, 0.0, 7.0], &[0.0, 0.0, 7.0], &[1, 3], 0.0, 0.0);
+        let m = acc.finish(0.99, 0.0);
+        assert_eq!(m.top1, None);
         assert!(m.passed);
     }
 

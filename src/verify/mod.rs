@@ -368,6 +368,13 @@ impl Reference {
         let mut outputs = Vec::new();
         for (k, name) in self.out_names.iter().enumerate() {
             let mut acc = Accumulator::new(name);
+            let integer = self
+                .expected
+                .first()
+                .is_some_and(|e| !e[k].datum_type().is_float());
+            if integer {
+                acc = acc.integer();
+            }
             for (e, g) in self.expected.iter().zip(&got) {
                 let (a, b) = (&e[k], &g[k]);
                 anyhow::ensure!(
