@@ -1920,7 +1920,7 @@ enum Use {
 /// (an `op` no integer form takes it in) along which the output's rows or
 /// columns run: a MatMul's left operand's rows, its right operand's columns,
 /// a Gemm's A rows or B columns as transposed; `None` for other ops.
-fn operand_axis(n: &NodeProto, op: &str, slot: usize, rank: usize) -> Option<i64> {
+pub(crate) fn operand_axis(n: &NodeProto, op: &str, slot: usize, rank: usize) -> Option<i64> {
     let flag = |k: &str| n.attribute.iter().any(|a| a.name() == k && a.i() != 0);
     match (op, slot) {
         ("MatMul", 0) => Some(rank.saturating_sub(2) as i64),

@@ -73,20 +73,19 @@ pub fn body_weights(
     Ok(patches)
 }
 
-/// The per-channel axis a reader wants for its input `slot`, if any.
+/// The per-channel axis a reader wants for its input `slot`, if any: a
+/// MatMul's columns and a Gemm's B as the main graph takes them
+/// ([`super::operand_axis`], rank 2; none for a Gemm's other inputs or with
+/// `transA`), else axis 0.
 fn reader_axis(n: &NodeProto, slot: usize) -> Option<i64> {
-    let attr_i = |name: &str| n.attribute.iter().find(|a| a.name() == name).map(|a| a.i());
+    let trans_a = n
+        .attribute
+        .iter()
+        .any(|a| a.name() == "transA" && a.i() != 0);
     match (n.op_type(), slot) {
-        ("Conv", 1) => Some(0),
-        ("MatMul", 1) => Some(1),
-        ("Gemm", 1) if attr_i("transA").unwrap_or(0) == 0 => {
-            Some(if attr_i("transB").unwrap_or(0) != 0 {
-                0
-            } else {
-                1
-            })
-        }
+        ("Gemm", 1) if !trans_a => super::operand_axis(n, "Gemm", 1, 2),
         ("Gemm", _) => None,
+        (op @ "MatMul", _) => super::operand_axis(n, op, slot, 2),
         _ => Some(0),
     }
 }
