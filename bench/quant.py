@@ -454,6 +454,21 @@ def run(a, chosen, work, ort):
     return 0
 
 
+def int8_dot_products():
+    """Whether this CPU's int8 kernels add products in 32 bits (VNNI) or pairs of them in 16
+    (x86 without VNNI, where full-range int8 weights can saturate; see README "weight_range")."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "CPU flags unknown"
+    if not flags:
+        return "CPU flags unknown"
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "VNNI"
+    return "no VNNI (int8 pairs summed in 16 bits)"
+
+
 def print_table(rows, a, bin_sha, bin_mtime, ort):
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
@@ -461,7 +476,7 @@ def print_table(rows, a, bin_sha, bin_mtime, ort):
     print()
     print(f"onnx-squeeze quant vs onnxruntime {ort.__version__} quantizers; "
           f"binary {os.path.relpath(a.bin, ROOT)} (sha256 {bin_sha}, built {bin_mtime}); "
-          f"{os.uname().machine}, {os.cpu_count()} cores")
+          f"{os.uname().machine}, {os.cpu_count()} cores, {int8_dot_products()}")
     print("run s / peak MiB: wall time and peak RSS of the quantizing command (/usr/bin/time); "
           "core s: ours = run - verify.seconds, ort = the quantize_* call alone (no interpreter "
           "start, no imports)")

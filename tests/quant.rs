@@ -558,6 +558,92 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
     assert!(!s.contains("drawn uniform"), "{s}");
 }
 
+/// `weight_range`: x86 CPUs without VNNI add each pair of uint8 x int8
+/// products in 16 bits in onnxruntime's integer kernels, which full-range
+/// int8 weights (-127..127) can saturate; -64..64 cannot. A 64-channel 1x1
+/// Conv whose weights are all equal, on inputs calibrated over [-1, 1] (zero
+/// point 128) and sitting at +1 (code 255), is the worst case: every pair
+/// reaches 255 x 254. With `reduced`, onnxruntime computes what the model
+/// says on any CPU; with `full` it does so only on a CPU with VNNI (or not
+/// x86), and on any other this test shows the saturation; `auto` picks per
+/// machine (and keeps the full range for a Conv reading a ReLU output) and
+/// matches on both kinds.
+#[test]
+fn weight_range_keeps_integer_kernels_exact_without_vnni() {
+    // The second Conv passes one input channel to each output: with one
+    // nonzero weight per output, no pair of its products can saturate
+    // whatever the range, and both ranges hold its weights exactly.
+    let w2: Vec<f32> = (0..8 * 64)
+        .map(|i| if i % 64 == i / 64 { 1.0 } else { 0.0 })
+        .collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 64, 2, 2])
+        .init_f32("w1", &[64, 64, 1, 1], &vec![0.02; 64 * 64])
+        .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(1))
+        .node("r", "Relu", &["y1"], &["r1"])
+        .init_f32("w2", &[8, 64, 1, 1], &w2)
+        .node_with("c2", "Conv", &["r1", "w2"], &["y"], conv_attrs(1))
+        .output("y", &[1, 8, 2, 2])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-range");
+    let input = write_model(dir.path(), "model.onnx", &original);
+    let npz = dir.path().join("x.npz");
+    // +1 everywhere but one -1 per sample: calibrated range [-1, 1].
+    write_npz(
+        &npz,
+        "x = np.ones((1, 64, 2, 2), np.float32); x[0, 0, 0, 0] = -1.0\nnp.savez(out, x=x)",
+    );
+    let exact = onnx_squeeze::passes::quant::host_int8_exact();
+    let largest = |m: &Model, w: &str| {
+        let t = m.graph.initializers[&format!("{w}_q")].clone();
+        let p = m.payload(&t).unwrap().unwrap();
+        p.iter().map(|&b| (b as i8).unsigned_abs()).max().unwrap()
+    };
+    for (range, w1_max, w2_max, ort_exact) in [
+        ("reduced", 64, 64, true),
+        ("full", 127, 127, exact),
+        ("auto", if exact { 127 } else { 64 }, 127, true),
+    ] {
+        let out = dir.path().join(format!("{range}.onnx"));
+        let s = run_passes_verified(
+            &format!("quant(weight_range={range},calibration=minmax,sensitive=off)"),
+            &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
+            &input,
+            &out,
+        );
+        let (m, _) = Model::load(&out).unwrap();
+        assert_eq!(largest(&m, "w1"), w1_max, "{range}: {s}");
+        assert_eq!(largest(&m, "w2"), w2_max, "{range}: {s}");
+        if range == "auto" {
+            let why = if exact { "has VNNI" } else { "has no VNNI" };
+            assert!(s.contains(why), "{s}");
+        }
+        let o = std::process::Command::new(python())
+            .arg(root().join("tests/py/ort_check.py"))
+            .args([&input, &out])
+            .args(["--inputs", &npz.to_string_lossy()])
+            // Element-wise: a saturated sum here shrinks every output alike,
+            // which a cosine cannot see. 2 % covers the rounding.
+            .args(["--atol", "0.05", "--rtol", "0.02"])
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{range}: {}", text(&o.stderr)));
+        assert_eq!(r["checker"], "ok", "{range}: {r}");
+        assert_eq!(
+            r["passed"],
+            ort_exact,
+            "{range} (this CPU {}): {r}",
+            if exact {
+                "has VNNI or is not x86"
+            } else {
+                "is x86 without VNNI"
+            }
+        );
+    }
+}
+
 /// A ConvTranspose (its weight stored as int8, computed in float) between
 /// two int8 Convs reads the float value: onnxruntime would otherwise
 /// quantize its weight per tensor at load.
@@ -758,6 +844,10 @@ fn bad_parameters_are_rejected() {
         ("opset = 12", "opset must be"),
         ("opset = \"latest\"", "opset must be"),
         ("min_reduction = 0", "min_reduction must be at least 1"),
+        (
+            "weight_range = \"7bit\"",
+            "weight_range must be auto, full or reduced",
+        ),
     ] {
         let t: toml::Table = toml::from_str(p).unwrap();
         let e = build("quant", t).err().unwrap();

@@ -4,8 +4,10 @@
 //!
 //! Weights: signed, symmetric (zero point 0), per channel or per block, with
 //! the range `[-(2^(b-1) - 1), 2^(b-1) - 1]` (-127..127 for int8, -7..7 for
-//! int4) so that negating a weight never saturates. Activations: unsigned
-//! 8-bit, asymmetric, with 0 exactly representable.
+//! int4) so that negating a weight never saturates, or the reduced int8
+//! range -64..64 ([`INT8_QMAX_REDUCED`]) for integer kernels that would
+//! saturate. Activations: unsigned 8-bit, asymmetric, with 0 exactly
+//! representable.
 
 use rayon::prelude::*;
 
@@ -71,12 +73,148 @@ fn quantize_rows(w: &[f32], channels: usize, inner: usize, scales: &[f32], qmax:
     q
 }
 
+/// The largest magnitude of symmetric int8 weights: -127..127.
+pub const INT8_QMAX: i32 = 127;
+
+/// The largest magnitude of symmetric int8 weights that integer kernels
+/// without VNNI compute exactly: x86 CPUs with AVX2 but no VNNI multiply
+/// uint8 activations by int8 weights with `vpmaddubsw`, which adds each
+/// pair of products in 16 bits and saturates at 32767 (onnxruntime's u8 x s8
+/// kernels; OpenVINO's too). With weights in -64..64 a pair reaches at most
+/// 255 x 128 = 32640; with -127..127 it can reach 64770, and a saturated
+/// sum is a wrong result, not a rounded one (PP-OCRv6's tiny detector: cosine
+/// 0.24 in onnxruntime on such a CPU, 0.99 with the model's own semantics).
+/// onnxruntime's `reduce_range` is the same range.
+pub const INT8_QMAX_REDUCED: i32 = 64;
+
+/// The largest sum of two products a 16-bit accumulator holds.
+const PAIR_MAX: i64 = i16::MAX as i64;
+
+/// The expected squared error that 16-bit saturation adds to each pair of
+/// products a u8 x s8 kernel without VNNI sums ([`INT8_QMAX_REDUCED`]).
+/// `codes`: the share of each input code (0..=255); `pairs`: the share of
+/// each pair of weight magnitudes `(m1, m2)` (index `m1 * 128 + m2`) among
+/// the pairs the kernel sums, counting only pairs of one sign (of opposite
+/// signs, two products cannot leave 16 bits: 255 x 127 = 32385);
+/// `correlation`: that of the two input values of a pair. The two codes
+/// are taken as equal with a share `correlation` (when positive) of the
+/// pairs and as independent for the rest: a pair `c1 m1 + c2 m2` above
+/// 32767 loses its excess. Zero unless `m1 + m2 > 128` and codes reach
+/// above 128.
+pub fn pair_saturation_error(codes: &[f64], pairs: &[f64], correlation: f64) -> f64 {
+    // Suffix sums over c >= k of p, c p and c^2 p.
+    let mut s0 = vec![0f64; 257];
+    let mut s1 = vec![0f64; 257];
+    let mut s2 = vec![0f64; 257];
+    for k in (0..256).rev() {
+        let p = codes.get(k).copied().unwrap_or(0.0);
+        let c = k as f64;
+        s0[k] = s0[k + 1] + p;
+        s1[k] = s1[k + 1] + c * p;
+        s2[k] = s2[k + 1] + c * c * p;
+    }
+    // Equal codes: the squared excess of c (m1 + m2), by m1 + m2.
+    let equal: Vec<f64> = (0..255usize)
+        .map(|sum| {
+            codes
+                .iter()
+                .enumerate()
+                .map(|(c, &p)| {
+                    let e = (c * sum) as i64 - PAIR_MAX;
+                    if e > 0 {
+                        p * (e * e) as f64
+                    } else {
+                        0.0
+                    }
+                })
+                .sum()
+        })
+        .collect();
+    // Independent codes: over c1, the excess of m2 c2 over r = 32767 - c1 m1.
+    let independent = |m1: usize, m2: usize| -> f64 {
+        let mut q = 0.0;
+        for (c1, &p1) in codes.iter().enumerate() {
+            if p1 == 0.0 {
+                continue;
+            }
+            let r = PAIR_MAX - c1 as i64 * m1 as i64;
+            let first = (r.div_euclid(m2 as i64) + 1).clamp(0, 256) as usize;
+            let (m, r) = (m2 as f64, r as f64);
+            q += p1 * (m * m * s2[first] - 2.0 * m * r * s1[first] + r * r * s0[first]);
+        }
+        q
+    };
+    let rho = correlation.clamp(0.0, 1.0);
+    let mut e = 0.0;
+    for m1 in 0..128usize {
+        for m2 in 129usize.saturating_sub(m1).max(1)..128 {
+            let w = pairs[m1 * 128 + m2];
+            if w > 0.0 {
+                e += w * (rho * equal[m1 + m2] + (1.0 - rho) * independent(m1, m2));
+            }
+        }
+    }
+    e
+}
+
+/// The squared error the reduced range adds to each product over the full
+/// one: its weights' rounding step is 127/64 times as long, so the rounding
+/// variance of a weight grows by `((127/64)^2 - 1) / 12` (in full-range
+/// steps), times the input value's own square, `(code - zero_point)^2`.
+pub fn reduced_range_rounding_error(codes: &[f64], zero_point: u8) -> f64 {
+    let r = INT8_QMAX as f64 / INT8_QMAX_REDUCED as f64;
+    let x2: f64 = codes
+        .iter()
+        .enumerate()
+        .map(|(c, &p)| p * (c as f64 - zero_point as f64).powi(2))
+        .sum();
+    x2 * (r * r - 1.0) / 12.0
+}
+
+/// Whether a weight keeps the full range behind an input with these
+/// `codes` (and `zero_point`) on a CPU without VNNI: when the squared error
+/// saturation adds per pair of products ([`pair_saturation_error`]) is at
+/// most what the reduced range's rounding adds to the two.
+pub fn full_range_pays(codes: &[f64], zero_point: u8, pairs: &[f64], correlation: f64) -> bool {
+    pair_saturation_error(codes, pairs, correlation)
+        <= 2.0 * reduced_range_rounding_error(codes, zero_point)
+}
+
+/// The share of each pair of magnitudes `(m1, m2)` (index `m1 * 128 + m2`)
+/// among the pairs of int8 values `q` an integer kernel sums, counting only
+/// pairs of one sign (see [`pair_saturation_error`]). `rows` lists, for
+/// each output, its reduction's values in the kernel's order, each as an
+/// index into `q`; consecutive values `(2j, 2j + 1)` pair up (an odd last
+/// one pairs with nothing).
+pub fn same_sign_pairs(q: &[i8], rows: impl Iterator<Item = Vec<usize>>) -> Vec<f64> {
+    let mut shares = vec![0f64; 128 * 128];
+    let mut total = 0usize;
+    for row in rows {
+        for p in row.chunks_exact(2) {
+            total += 1;
+            let (a, b) = (q[p[0]], q[p[1]]);
+            if (a > 0 && b > 0) || (a < 0 && b < 0) {
+                let (m1, m2) = (a.unsigned_abs().min(127), b.unsigned_abs().min(127));
+                shares[m1 as usize * 128 + m2 as usize] += 1.0;
+            }
+        }
+    }
+    let n = total.max(1) as f64;
+    shares.iter_mut().for_each(|x| *x /= n);
+    shares
+}
+
 /// Scale for symmetric signed quantization of values whose largest magnitude
 /// is `absmax`, with `bits` bits. A zero range gets scale 1 (all zeros).
 pub fn symmetric_scale(absmax: f32, bits: u32) -> f32 {
-    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+    scale_for(absmax, (1i32 << (bits - 1)) - 1)
+}
+
+/// Scale mapping a largest magnitude `absmax` to `qmax`; 1 for a zero (or
+/// non-finite) range.
+fn scale_for(absmax: f32, qmax: i32) -> f32 {
     if absmax > 0.0 && absmax.is_finite() {
-        absmax / qmax
+        absmax / qmax as f32
     } else {
         1.0
     }
@@ -96,27 +234,28 @@ pub fn asymmetric_u8(min: f32, max: f32) -> (f32, u8) {
 }
 
 /// Symmetric signed quantization of a weight laid out as `[outer, channels,
-/// inner]` along `axis`, one scale per channel. Returns values and scales.
+/// inner]` along `axis`, one scale per channel, into `[-qmax, qmax]`
+/// ([`INT8_QMAX`] or [`INT8_QMAX_REDUCED`]). Returns values and scales.
 pub fn quantize_per_channel(
     w: &[f32],
     outer: usize,
     channels: usize,
     inner: usize,
-    bits: u32,
+    qmax: i32,
 ) -> (Vec<i8>, Vec<f32>) {
-    let scales = per_channel_scales(w, outer, channels, inner, bits);
-    let q = quantize_with_scales(w, channels, inner, &scales, bits);
+    let scales = per_channel_scales(w, outer, channels, inner, qmax);
+    let q = quantize_with_scales(w, channels, inner, &scales, qmax);
     (q, scales)
 }
 
 /// The symmetric scale of each channel of a weight laid out as `[outer,
-/// channels, inner]`: its largest magnitude over `2^(bits-1) - 1`.
+/// channels, inner]`: its largest magnitude over `qmax`.
 pub fn per_channel_scales(
     w: &[f32],
     outer: usize,
     channels: usize,
     inner: usize,
-    bits: u32,
+    qmax: i32,
 ) -> Vec<f32> {
     assert_eq!(w.len(), outer * channels * inner);
     // Largest magnitude per channel, reading memory in order: each task
@@ -144,20 +283,20 @@ pub fn per_channel_scales(
             || vec![0f32; channels],
             |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
         );
-    absmax.iter().map(|&m| symmetric_scale(m, bits)).collect()
+    absmax.iter().map(|&m| scale_for(m, qmax)).collect()
 }
 
 /// Symmetric quantization of `[outer, channels, inner]` with given
-/// per-channel scales (saturating at `+-(2^(bits-1) - 1)`).
+/// per-channel scales (saturating at `+-qmax`).
 pub fn quantize_with_scales(
     w: &[f32],
     channels: usize,
     inner: usize,
     scales: &[f32],
-    bits: u32,
+    qmax: i32,
 ) -> Vec<i8> {
     assert_eq!(scales.len(), channels);
-    quantize_rows(w, channels, inner, scales, (1i32 << (bits - 1)) - 1)
+    quantize_rows(w, channels, inner, scales, qmax)
 }
 
 /// Scales to store as float16, each the nearest float16 (values quantized
@@ -385,6 +524,111 @@ mod tests {
     }
 
     #[test]
+    fn reduced_range_keeps_every_pair_of_products_in_16_bits() {
+        // Two channels: the largest magnitude maps to 64, not 127.
+        let w = [0.5, -1.0, 0.25, 2.0, 0.0, -0.01];
+        let (q, s) = quantize_per_channel(&w, 1, 2, 3, INT8_QMAX_REDUCED);
+        assert_eq!(s, vec![1.0 / 64.0, 2.0 / 64.0]);
+        assert_eq!(q, vec![32, -64, 16, 64, 0, 0]);
+        // What vpmaddubsw adds in 16 bits: two uint8 activations times two
+        // weights. The full range can leave int16, the reduced one cannot.
+        let pair = |qmax: i32| 255 * 2 * qmax;
+        assert!(pair(INT8_QMAX) > i16::MAX as i32);
+        assert!(pair(INT8_QMAX_REDUCED) <= i16::MAX as i32);
+    }
+
+    /// The pair shares of one pair of magnitudes (m1, m2), of one sign.
+    fn one_pair(m1: usize, m2: usize) -> Vec<f64> {
+        let mut v = vec![0.0; 128 * 128];
+        v[m1 * 128 + m2] = 1.0;
+        v
+    }
+
+    fn code(k: usize) -> Vec<f64> {
+        let mut v = vec![0.0; 256];
+        v[k] = 1.0;
+        v
+    }
+
+    #[test]
+    fn pair_saturation_error_known_values() {
+        // Every code 255, both magnitudes 127: 255 x 254 - 32767 over,
+        // correlated or not.
+        let over = (255 * 254 - 32767) as f64;
+        for rho in [0.0, 0.5, 1.0] {
+            assert_eq!(
+                pair_saturation_error(&code(255), &one_pair(127, 127), rho),
+                over * over
+            );
+        }
+        // Codes up to 128 never saturate a pair, whatever the weights.
+        assert_eq!(
+            pair_saturation_error(&code(128), &one_pair(127, 127), 1.0),
+            0.0
+        );
+        // 255 x (64 + 64) = 32640 fits.
+        assert_eq!(
+            pair_saturation_error(&code(255), &one_pair(64, 64), 1.0),
+            0.0
+        );
+        // Half the codes 255, half 0. Independent: a quarter of the pairs
+        // are two 255s. Equal: half of them. Correlation 0.5: between.
+        let mut c = vec![0.0; 256];
+        c[0] = 0.5;
+        c[255] = 0.5;
+        let w = one_pair(127, 127);
+        assert_eq!(pair_saturation_error(&c, &w, 0.0), 0.25 * over * over);
+        assert_eq!(pair_saturation_error(&c, &w, 1.0), 0.5 * over * over);
+        assert_eq!(pair_saturation_error(&c, &w, 0.5), 0.375 * over * over);
+        // Negative correlation counts as none.
+        assert_eq!(pair_saturation_error(&c, &w, -0.3), 0.25 * over * over);
+        // (64, 65) with codes 255: 32895, 128 over.
+        assert_eq!(
+            pair_saturation_error(&code(255), &one_pair(64, 65), 0.0),
+            128.0 * 128.0
+        );
+    }
+
+    #[test]
+    fn same_sign_pairs_follow_the_kernel_order() {
+        // One output of four values: (100, 90) pair up, (-100, 90) have
+        // opposite signs; a second output (-50, -60) and a lone 7.
+        let q = [100i8, 90, -100, 90, -50, -60, 7];
+        let rows = vec![vec![0, 1, 2, 3], vec![4, 5, 6]];
+        let s = same_sign_pairs(&q, rows.into_iter());
+        assert_eq!(s[100 * 128 + 90], 1.0 / 3.0);
+        assert_eq!(s[50 * 128 + 60], 1.0 / 3.0);
+        assert_eq!(s.iter().sum::<f64>(), 2.0 / 3.0);
+        // In another order, other pairs.
+        let s = same_sign_pairs(&q, vec![vec![0, 2, 1, 3]].into_iter());
+        assert_eq!(s[100 * 128 + 90], 0.0);
+        assert_eq!(s[90 * 128 + 90], 0.5);
+    }
+
+    #[test]
+    fn full_range_pays_behind_small_codes_not_behind_correlated_high_ones() {
+        // Reduced rounding: (code - zp)^2 x ((127/64)^2 - 1) / 12.
+        let r = (127.0f64 / 64.0).powi(2);
+        assert!(
+            (reduced_range_rounding_error(&code(10), 0) - 100.0 * (r - 1.0) / 12.0).abs() < 1e-9
+        );
+        // One pair in 20 is (127, 127), of one sign.
+        let mut pairs = vec![0.0; 128 * 128];
+        pairs[127 * 128 + 127] = 0.05;
+        // After a ReLU: most codes small, a few high, paired independently
+        // (adjacent channels): full range (saturation 186 per pair against
+        // rounding 516).
+        let mut relu = vec![0.0; 256];
+        relu[0] = 0.6;
+        relu[30] = 0.36;
+        relu[135] = 0.04;
+        assert!(full_range_pays(&relu, 0, &pairs, 0.0));
+        // The same codes, adjacent channels moving together (a spectrum's
+        // neighbouring bins): reduced (4194 against 516).
+        assert!(!full_range_pays(&relu, 0, &pairs, 0.9));
+    }
+
+    #[test]
     fn quantize_saturates() {
         assert_eq!(quantize(1000.0, 1.0, 0, -127, 127), 127);
         assert_eq!(quantize(-1000.0, 1.0, 0, -127, 127), -127);
@@ -406,7 +650,7 @@ mod tests {
     #[test]
     fn per_channel_known_values() {
         // Two output channels (axis 0), three values each.
-        let (q, s) = quantize_per_channel(&[0.5, -1.0, 0.25, 2.0, 0.0, -0.01], 1, 2, 3, 8);
+        let (q, s) = quantize_per_channel(&[0.5, -1.0, 0.25, 2.0, 0.0, -0.01], 1, 2, 3, INT8_QMAX);
         assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0]);
         assert_eq!(q, vec![64, -127, 32, 127, 0, -1]);
     }
@@ -423,10 +667,13 @@ mod tests {
         assert_eq!(f16_scales(&[7.0e4]), None); // beyond float16's range
                                                 // 1/127 rounds down to 0.0078735: the largest value saturates at 127.
         let w = [1.0f32, -0.3];
-        let sc = per_channel_scales(&w, 1, 1, 2, 8);
+        let sc = per_channel_scales(&w, 1, 1, 2, INT8_QMAX);
         let h = f16_scales(&sc).unwrap()[0].to_f32();
         assert!(h < sc[0]);
-        assert_eq!(quantize_with_scales(&w, 1, 2, &[h], 8), vec![127, -38]);
+        assert_eq!(
+            quantize_with_scales(&w, 1, 2, &[h], INT8_QMAX),
+            vec![127, -38]
+        );
     }
 
     #[test]
@@ -507,7 +754,7 @@ mod tests {
                 "{scheme:?}: {b:?}"
             );
         }
-        let (q, s) = quantize_per_channel(&w, 1, 1, 4, 8);
+        let (q, s) = quantize_per_channel(&w, 1, 1, 4, INT8_QMAX);
         assert_eq!((q[1], s[0]), (0, 2.0 / 127.0));
     }
 

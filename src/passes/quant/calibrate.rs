@@ -43,11 +43,33 @@ pub struct Calibration {
     /// The model's outputs on the `reference` samples, when asked for and
     /// the calibration copy can give them (no `If` specialisation).
     pub expected: Option<Vec<Vec<Tensor>>>,
+    /// For each value given a pair axis: the share of each uint8 code
+    /// (0..=255) among its calibration values once quantized with its range
+    /// ([`super::arith::asymmetric_u8`]), from the histogram over its
+    /// observed range.
+    pub codes: HashMap<String, Vec<f64>>,
+    /// For each value given a pair axis: the correlation of the pairs of
+    /// elements an integer kernel multiplies together (indices `2j` and
+    /// `2j + 1` along that axis).
+    pub pair_correlation: HashMap<String, f64>,
+}
+
+/// The axis along which an integer kernel pairs a value's elements (the
+/// reduction's order in onnxruntime's kernels): the channels of a Conv's
+/// input (it computes channels-last), the last axis of a MatMul's or
+/// Gemm's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairAxis {
+    Channels,
+    Last,
 }
 
 /// Ranges of `values` over the calibration samples. `reference`: samples
 /// (not calibrated on) whose model outputs the same plan computes, for
 /// `sensitive=auto`'s comparisons, saving a plan of the original.
+/// `pair_axes`: values whose code distribution and pair correlation to
+/// measure too ([`Calibration::codes`]; `minmax` then builds the histograms
+/// it does not otherwise need).
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &Model,
@@ -57,6 +79,7 @@ pub fn calibrate(
     method: Method,
     percentile: f64,
     reference: Option<&[Vec<Tensor>]>,
+    pair_axes: &HashMap<String, PairAxis>,
     notes: &mut Vec<String>,
 ) -> Result<Calibration> {
     let mut dim_notes = Vec::new();
@@ -129,7 +152,9 @@ pub fn calibrate(
         .context("tract cannot run the model for calibration")?;
 
     let n = present.len();
-    let histograms = method != Method::Minmax;
+    let histograms = method != Method::Minmax || !pair_axes.is_empty();
+    let pair_axis: Vec<Option<PairAxis>> =
+        present.iter().map(|v| pair_axes.get(v).copied()).collect();
     // One run per sample: its own range of each value and, for the
     // histogram methods, a histogram over that range; merged afterwards.
     let per_sample: Vec<Vec<Stat>> = run_samples
@@ -138,7 +163,8 @@ pub fn calibrate(
             let out = runner.run(s)?;
             index
                 .iter()
-                .map(|&k| {
+                .zip(&pair_axis)
+                .map(|(&k, axis)| {
                     // Only float32 activations are quantized.
                     if out[k].datum_type() != f32::datum_type() {
                         return Ok(Stat::empty());
@@ -147,7 +173,11 @@ pub fn calibrate(
                         .try_as_plain_ram()
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let v = view.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    Ok(Stat::of(v, histograms))
+                    let mut stat = Stat::of(v, histograms);
+                    if let Some(axis) = axis {
+                        stat.pairs = PairSums::of(v, out[k].shape(), *axis);
+                    }
+                    Ok(stat)
                 })
                 .collect()
         })
@@ -175,7 +205,9 @@ pub fn calibrate(
         _ => None,
     };
     drop(runner);
-    let ranges: Vec<(f32, f32)> = (0..n)
+    // Each value's range, and the shares of its codes where asked for.
+    type Measured = ((f32, f32), Option<Vec<f64>>);
+    let ranges: Vec<Measured> = (0..n)
         .into_par_iter()
         .map(|i| {
             let (lo, hi) = per_sample
@@ -185,27 +217,130 @@ pub fn calibrate(
                     (a.0.min(b.0), a.1.max(b.1))
                 });
             if !(histograms && lo.is_finite() && hi.is_finite()) {
-                return (lo, hi);
+                return ((lo, hi), None);
             }
             let mut h = vec![0u64; BINS];
             for s in &per_sample {
                 s[i].rebin_into(&mut h, lo, hi);
             }
-            match method {
+            let range = match method {
+                Method::Minmax => (lo, hi),
                 Method::Mse => search_range(&h, lo, hi, mse_cost),
                 Method::Entropy => search_range(&h, lo, hi, kl_cost),
-                _ => percentile_range(&h, lo, hi, percentile),
-            }
+                Method::Percentile => percentile_range(&h, lo, hi, percentile),
+            };
+            (range, pair_axis[i].map(|_| code_shares(&h, lo, hi, range)))
         })
         .collect();
+    let mut code_map = HashMap::new();
+    let mut correlation = HashMap::new();
+    let mut range_map = HashMap::new();
+    for (i, (v, (range, c))) in present.into_iter().zip(ranges).enumerate() {
+        if !(range.0.is_finite() && range.1.is_finite()) {
+            continue;
+        }
+        if let Some(c) = c {
+            code_map.insert(v.clone(), c);
+            let mut sums = PairSums::default();
+            per_sample.iter().for_each(|s| sums.merge(&s[i].pairs));
+            correlation.insert(v.clone(), sums.correlation());
+        }
+        range_map.insert(v, range);
+    }
     Ok(Calibration {
-        ranges: present
-            .into_iter()
-            .zip(ranges)
-            .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
-            .collect(),
+        ranges: range_map,
         expected,
+        codes: code_map,
+        pair_correlation: correlation,
     })
+}
+
+/// Sums over the pairs of elements `(2j, 2j + 1)` along an axis, for their
+/// correlation.
+#[derive(Debug, Clone, Default)]
+struct PairSums {
+    n: f64,
+    a: f64,
+    b: f64,
+    aa: f64,
+    bb: f64,
+    ab: f64,
+}
+
+impl PairSums {
+    /// The sums over `v`, of `shape`, paired along `axis`; NaN and
+    /// infinities are skipped.
+    fn of(v: &[f32], shape: &[usize], axis: PairAxis) -> PairSums {
+        let mut s = PairSums::default();
+        let a = match axis {
+            PairAxis::Channels if shape.len() >= 2 => 1,
+            PairAxis::Channels => return s,
+            PairAxis::Last => shape.len().saturating_sub(1),
+        };
+        let (Some(&len), true) = (shape.get(a), v.len() == shape.iter().product::<usize>()) else {
+            return s;
+        };
+        let inner: usize = shape[a + 1..].iter().product();
+        let outer = v.len() / (len * inner).max(1);
+        for o in 0..outer {
+            for j in (0..len.saturating_sub(1)).step_by(2) {
+                let base = (o * len + j) * inner;
+                for t in 0..inner {
+                    let (x, y) = (v[base + t] as f64, v[base + inner + t] as f64);
+                    if x.is_finite() && y.is_finite() {
+                        s.n += 1.0;
+                        s.a += x;
+                        s.b += y;
+                        s.aa += x * x;
+                        s.bb += y * y;
+                        s.ab += x * y;
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    fn merge(&mut self, o: &PairSums) {
+        self.n += o.n;
+        self.a += o.a;
+        self.b += o.b;
+        self.aa += o.aa;
+        self.bb += o.bb;
+        self.ab += o.ab;
+    }
+
+    /// Pearson's correlation of the pairs; 1 (the worst case for
+    /// saturation) where it is undefined (no pairs, or a constant element).
+    fn correlation(&self) -> f64 {
+        if self.n < 2.0 {
+            return 1.0;
+        }
+        let cov = self.ab / self.n - (self.a / self.n) * (self.b / self.n);
+        let va = self.aa / self.n - (self.a / self.n).powi(2);
+        let vb = self.bb / self.n - (self.b / self.n).powi(2);
+        if va <= 0.0 || vb <= 0.0 {
+            return 1.0;
+        }
+        (cov / (va * vb).sqrt()).clamp(-1.0, 1.0)
+    }
+}
+
+/// The share of each uint8 code among the values of histogram `h` (over
+/// `[lo, hi]`) quantized with the range `range`: each bin's count goes to
+/// the code of its centre.
+fn code_shares(h: &[u64], lo: f32, hi: f32, range: (f32, f32)) -> Vec<f64> {
+    let (scale, zp) = super::arith::asymmetric_u8(range.0, range.1);
+    let mut c = vec![0f64; 256];
+    let total = h.iter().sum::<u64>().max(1) as f64;
+    for (i, &n) in h.iter().enumerate() {
+        if n > 0 {
+            let x = bin_center(h, lo, hi, i) as f32;
+            let q = super::arith::quantize(x, scale, zp as i32, 0, 255);
+            c[q as usize] += n as f64 / total;
+        }
+    }
+    c
 }
 
 /// One sample's statistics of one value: its range and (for the histogram
@@ -214,6 +349,8 @@ struct Stat {
     lo: f32,
     hi: f32,
     hist: Vec<u32>,
+    /// With a pair axis: sums for the correlation of paired elements.
+    pairs: PairSums,
 }
 
 impl Stat {
@@ -222,6 +359,7 @@ impl Stat {
             lo: f32::INFINITY,
             hi: f32::NEG_INFINITY,
             hist: vec![],
+            pairs: PairSums::default(),
         }
     }
 
@@ -296,7 +434,12 @@ impl Stat {
             }
             hist = four.iter().map(|f| f.iter().sum()).collect();
         }
-        Stat { lo, hi, hist }
+        Stat {
+            lo,
+            hi,
+            hist,
+            pairs: PairSums::default(),
+        }
     }
 
     /// Add this histogram to `h`, whose bins span `[lo, hi]` (which holds

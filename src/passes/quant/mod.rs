@@ -23,6 +23,19 @@
 //! Older opsets are raised first when `opset=auto` allows it
 //! ([`crate::passes::opset`]).
 //!
+//! **Weight range**: the int8 weights integer kernels read span -127..127,
+//! or -64..64 (`weight_range`, [`arith::INT8_QMAX_REDUCED`]) where a
+//! runtime's kernels would saturate: x86 CPUs without VNNI add each pair of
+//! uint8 x int8 products in 16 bits in onnxruntime's kernels, and a saturated
+//! sum is a wrong result the model's semantics (and tract's verification)
+//! never show. `auto` keeps the full range on a machine with VNNI or not
+//! x86; on any other it reduces the range, except for static layers where
+//! calibration shows that the saturation the full range would cause costs
+//! less than the reduced range's coarser rounding (see
+//! `Quant::static_activations`; dynamic layers read signed inputs and
+//! always take the reduced range). Stored weights (expanded in float) and
+//! embedding rows always take the full range.
+//!
 //! **Activations**, `static`: the float inputs and outputs of Conv, Gemm and
 //! MatMul get one shared QuantizeLinear -> DequantizeLinear pair per value
 //! (uint8, asymmetric), with ranges calibrated on the data source. Ops that
@@ -83,6 +96,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "percentile", kind: "float", default: "99.999", range: "(50, 100]", doc: "share of values the range keeps with calibration=percentile" },
         ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
         ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
+        ParamInfo { name: "weight_range", kind: "string", default: "auto", range: "auto | full | reduced", doc: "int8 weights of the layers integer kernels compute: full spans -127..127; reduced spans -64..64 (7 bits, onnxruntime's reduce_range), which x86 CPUs without VNNI (AVX2 only) compute exactly, where full-range weights can saturate their 16-bit sums of products and give wrong results; auto: full on a machine with VNNI or not x86; otherwise reduced, except for static layers whose calibrated inputs show that saturation would cost less than the coarser rounding (the report says which)" },
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
         ParamInfo { name: "min_reduction", kind: "integer", default: "64", range: ">= 1", doc: "a Conv computes in int8 only when its input channels per group x kernel size reach this; shorter ones compute in float with int8-stored weights (onnxruntime's int8 kernels are no faster there, and the Q/DQ around them cost)" },
         ParamInfo { name: "grouped", kind: "bool", default: "false", range: "true|false", doc: "compute grouped (depthwise) Conv in int8 too; by default their weights are int8-stored and they compute in float, which is as fast or faster in onnxruntime" },
@@ -106,6 +120,7 @@ pub struct Params {
     pub percentile: f64,
     pub samples: usize,
     pub block_size: usize,
+    pub weight_range: String,
     pub min_weight_elements: usize,
     pub min_reduction: i64,
     pub grouped: bool,
@@ -126,6 +141,7 @@ impl Default for Params {
             percentile: 99.999,
             samples: 8,
             block_size: 32,
+            weight_range: "auto".into(),
             min_weight_elements: 128,
             min_reduction: 64,
             grouped: false,
@@ -188,6 +204,13 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
         "sensitive must be auto or off, got '{}'",
         p.sensitive
     );
+    let int8_qmax = match p.weight_range.as_str() {
+        "full" => arith::INT8_QMAX,
+        "reduced" => arith::INT8_QMAX_REDUCED,
+        "auto" if host_int8_exact() => arith::INT8_QMAX,
+        "auto" => arith::INT8_QMAX_REDUCED,
+        other => bail!("weight_range must be auto, full or reduced, got '{other}'"),
+    };
     ensure!(
         p.block_size >= 16 && p.block_size.is_power_of_two(),
         "block_size must be a power of 2 >= 16, got {}",
@@ -214,8 +237,26 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
     Ok(Box::new(Quant {
         params: p,
         opset,
+        int8_qmax,
         prepared: AtomicBool::new(false),
     }))
+}
+
+/// Whether this machine's int8 dot products are exact for full-range
+/// weights: an x86 CPU with VNNI (AVX-512 VNNI or AVX-VNNI: `vpdpbusd` adds
+/// products in 32 bits), or another architecture (ARM's int8 dot products
+/// and widening multiplies accumulate in 32 bits). Without VNNI, x86 kernels
+/// add pairs of products in 16 bits ([`arith::INT8_QMAX_REDUCED`]).
+pub fn host_int8_exact() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    {
+        true
+    }
 }
 
 /// What `quant` may do to the model's opset.
@@ -232,6 +273,9 @@ pub enum OpsetPolicy {
 pub struct Quant {
     pub params: Params,
     pub opset: OpsetPolicy,
+    /// Largest magnitude of the int8 weights integer kernels read
+    /// (`weight_range`, resolved).
+    pub int8_qmax: i32,
     /// Round 1 of this run prepared the model; round 2 quantizes.
     prepared: AtomicBool,
 }
@@ -403,6 +447,13 @@ impl Pass for Quant {
             ctx.notes.push(format!(
                 "activations: {mode} ({conv_w} weights in Conv, {mm_w} in MatMul/Gemm)"
             ));
+        }
+        if self.params.weight_range == "auto" && mode != "none" && conv_w + mm_w > 0 {
+            ctx.notes.push(if self.int8_qmax == arith::INT8_QMAX {
+                "int8 weights of the integer-kernel layers span -127..127 (weight_range=auto: this CPU has VNNI, or is not x86); on x86 CPUs without VNNI (AVX2 only) onnxruntime's int8 kernels can saturate such weights and compute wrong results: weight_range=reduced for those targets".to_string()
+            } else {
+                "int8 weights of the integer-kernel layers span -64..64 (weight_range=auto: this CPU has no VNNI, and there onnxruntime's int8 kernels add pairs of products in 16 bits, which full-range weights can saturate), static ones -127..127 where calibration shows that costs less; weight_range=full for targets with VNNI or ARM".to_string()
+            });
         }
 
         // Weights and the layout each reader needs.
@@ -736,6 +787,10 @@ impl Pass for Quant {
         // Per weight: its scales and the name of their initializer.
         let mut weight_scales: HashMap<String, (Vec<f32>, String)> = HashMap::new();
         let mut weight_patch: HashMap<String, usize> = HashMap::new();
+        // Per static int8 weight: its per-channel axis, to quantize it again
+        // with the full range where calibration shows that pays (see
+        // `static_activations`).
+        let mut weight_axis: HashMap<String, Option<i64>> = HashMap::new();
         // Weights whose quantized form sensitive=auto may take back, and the
         // int8 form they keep then (see `keep_sensitive_in_float`).
         let mut storable: HashMap<String, Fallback> = HashMap::new();
@@ -766,7 +821,7 @@ impl Pass for Quant {
                 stored_weight(model, w, &data, axis)?
             } else if mode == "dynamic" && matmul_only && !int4 && opset >= 11 {
                 storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
-                dynamic_matmuls(model, w, &data, readers, per_channel)?
+                dynamic_matmuls(model, w, &data, readers, per_channel, self.int8_qmax)?
             } else if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
                 storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
                 int4_weight(model, w, &data, self.params.block_size)?
@@ -794,10 +849,11 @@ impl Pass for Quant {
                     }),
                 );
                 if mode == "static" {
-                    let (patch, scales) = int8_weight(model, w, &data, axis)?;
+                    let (patch, scales) = int8_weight(model, w, &data, axis, self.int8_qmax)?;
                     let scale_name = patch.add_initializers[1].name().to_string();
                     weight_scales.insert(w.clone(), (scales, scale_name));
                     weight_patch.insert(w.clone(), patches.len());
+                    weight_axis.insert(w.clone(), axis);
                     patch
                 } else {
                     // No integer kernel reads it (activations stay float
@@ -850,15 +906,19 @@ impl Pass for Quant {
         };
         let mut expected = None;
         if mode == "static" {
-            let (acts, biases, e) = self.static_activations(
+            let (acts, biases, e, full_range) = self.static_activations(
                 model,
                 ctx,
                 &uses,
-                &weight_scales,
+                &mut weight_scales,
+                &weight_axis,
                 &excluded,
                 reference_samples.as_deref(),
             )?;
             expected = e;
+            for (w, p) in full_range {
+                patches[weight_patch[&w]] = p;
+            }
             patches.extend(acts);
             // A bias goes with its weight: one change, kept in float or
             // quantized together (an int32 bias is only useful beside an
@@ -1659,18 +1719,33 @@ impl Quant {
             .collect())
     }
 
-    /// Calibrated Q/DQ pairs on activations, and int32 biases.
+    /// Calibrated Q/DQ pairs on activations, and int32 biases. With the
+    /// reduced weight range chosen by `weight_range=auto`, the int8 weights
+    /// whose every integer kernel would lose less to 16-bit saturation at
+    /// the full range than to the reduced range's coarser rounding
+    /// ([`arith::full_range_pays`], from the calibrated distribution of its
+    /// input's codes and the weight's magnitudes) are quantized again with
+    /// the full range, returned as their new patches, and `weight_scales`
+    /// updated. After a ReLU most codes are small and the full range pays
+    /// (ResNet-18: every layer but the first); where the input is signed,
+    /// codes sit around the zero point and pairs of large weights saturate
+    /// (MobileNetV2's expansion layers), and so they do behind the STFT
+    /// magnitudes of silero's first layer, and before its output, where a
+    /// tenth of the codes are 255.
+    #[allow(clippy::too_many_arguments)]
     fn static_activations(
         &self,
         model: &Model,
         ctx: &mut PassCtx,
         uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
-        weight_scales: &HashMap<String, (Vec<f32>, String)>,
+        weight_scales: &mut HashMap<String, (Vec<f32>, String)>,
+        weight_axis: &HashMap<String, Option<i64>>,
         excluded: &dyn Fn(NodeId) -> bool,
         reference: Option<&[Vec<tract_onnx::prelude::Tensor>]>,
-    ) -> Result<(Vec<Patch>, BiasPatches, Expected)> {
+    ) -> Result<(Vec<Patch>, BiasPatches, Expected, FullRangePatches)> {
         let g = &model.graph;
         let mut biases: Vec<(String, Patch)> = Vec::new();
+        let mut full_range: FullRangePatches = Vec::new();
         let mut readers = placement(g, excluded, &|w| weight_scales.contains_key(w));
         bypass_float_layers(g, &mut readers, &|c| {
             let n = &g.nodes[c].proto;
@@ -1681,9 +1756,29 @@ impl Quant {
                     .is_some_and(|w| weight_scales.contains_key(w))
         });
         if readers.is_empty() {
-            return Ok((vec![], biases, None));
+            return Ok((vec![], biases, None, full_range));
         }
         let values: Vec<String> = readers.keys().cloned().collect();
+        // The reduced weight range chosen by `weight_range=auto`: the
+        // distribution of each input's codes decides where the full range
+        // is safe.
+        let measure_codes = self.params.weight_range == "auto"
+            && self.int8_qmax != arith::INT8_QMAX
+            && !weight_axis.is_empty();
+        let mut pair_axes = HashMap::new();
+        if measure_codes {
+            for w in weight_axis.keys() {
+                for &(id, _) in &uses[w] {
+                    let n = &g.nodes[id].proto;
+                    if let Some(x) = n.input.first() {
+                        pair_axes.entry(x.clone()).or_insert(match n.op_type() {
+                            "Conv" => calibrate::PairAxis::Channels,
+                            _ => calibrate::PairAxis::Last,
+                        });
+                    }
+                }
+            }
+        }
         let ranges = match calibrate::calibrate(
             model,
             &values,
@@ -1692,6 +1787,7 @@ impl Quant {
             self.params.calibration,
             self.params.percentile,
             reference,
+            &pair_axes,
             &mut ctx.notes,
         ) {
             Ok(c) => c,
@@ -1699,10 +1795,64 @@ impl Quant {
                 ctx.notes.push(format!(
                     "activations left in float: calibration failed ({e:#})"
                 ));
-                return Ok((vec![], biases, None));
+                return Ok((vec![], biases, None, full_range));
             }
         };
-        let calibrate::Calibration { ranges, expected } = ranges;
+        let calibrate::Calibration {
+            ranges,
+            expected,
+            codes,
+            pair_correlation,
+        } = ranges;
+        if measure_codes {
+            for (w, axis) in weight_axis {
+                let t = g.constant(w).expect("a weight quantized above");
+                let payload = model.payload(t)?;
+                let data = tensor::f32_view(t, payload.as_ref())?;
+                let (q, _) = symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
+                let fits = uses[w].iter().all(|&(id, _)| {
+                    let n = &g.nodes[id].proto;
+                    let Some(x) = n.input.first() else {
+                        return true;
+                    };
+                    // An input without a Q/DQ pair leaves its reader in float.
+                    if !readers.contains_key(x) || !ranges.contains_key(x) {
+                        return true;
+                    }
+                    let Some(codes) = codes.get(x) else {
+                        return false;
+                    };
+                    let (lo, hi) = ranges[x];
+                    let (_, zp) = arith::asymmetric_u8(lo, hi);
+                    let Some(rows) = kernel_rows(n, &data.dims) else {
+                        return false;
+                    };
+                    let pairs = arith::same_sign_pairs(&q, rows);
+                    // A depthwise Conv's pairs are neighbouring taps, not
+                    // the channels calibration correlated: the worst case.
+                    let depthwise = n.op_type() == "Conv" && data.dims.get(1) == Some(&1);
+                    let correlation = match pair_correlation.get(x) {
+                        Some(&c) if !depthwise => c,
+                        _ => 1.0,
+                    };
+                    arith::full_range_pays(codes, zp, &pairs, correlation)
+                });
+                if fits {
+                    let (patch, scales) = int8_weight(model, w, &data, *axis, arith::INT8_QMAX)?;
+                    let scale_name = patch.add_initializers[1].name().to_string();
+                    weight_scales.insert(w.clone(), (scales, scale_name));
+                    full_range.push((w.clone(), patch));
+                }
+                drop(data);
+                drop(payload);
+                model.external.release(t);
+            }
+            ctx.notes.push(format!(
+                "{} of {} int8 weights computed by integer kernels keep the full range -127..127 (on the calibration data, the 16-bit sums their kernels would saturate cost less than the reduced range's rounding); the others span -64..64",
+                full_range.len(),
+                weight_axis.len(),
+            ));
+        }
         let mut patches = Vec::new();
         let mut act_scale: HashMap<String, (f32, String)> = HashMap::new();
         // Activations numbered in graph order: graph inputs, then node outputs.
@@ -1870,7 +2020,7 @@ impl Quant {
                 biases.push((w.clone(), p));
             }
         }
-        Ok((patches, biases, expected))
+        Ok((patches, biases, expected, full_range))
     }
 }
 
@@ -1886,6 +2036,9 @@ enum Fallback {
 
 /// int32 bias patches, each with the weight it goes with.
 type BiasPatches = Vec<(String, Patch)>;
+
+/// Weights quantized again with the full range, each with its new patch.
+type FullRangePatches = Vec<(String, Patch)>;
 
 /// The original's outputs on the reference samples, where calibration computed them.
 type Expected = Option<Vec<Vec<tract_onnx::prelude::Tensor>>>;
@@ -1966,6 +2119,40 @@ fn tensor_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
     }
 }
 
+/// The reduction of each output of `n` (a Conv, MatMul or Gemm reading a
+/// weight of `dims`) in the order onnxruntime's integer kernels sum it, as
+/// indices into the weight: a Conv's channels within each kernel position
+/// (it computes channels-last: checked on onnxruntime 1.32, where pairs of
+/// adjacent input channels saturate and pairs of adjacent taps do not), a
+/// MatMul's or Gemm's rows of its weight's column. `None` for any other
+/// layout.
+fn kernel_rows(n: &NodeProto, dims: &[i64]) -> Option<impl Iterator<Item = Vec<usize>>> {
+    let d: Vec<usize> = dims.iter().map(|&x| x.max(0) as usize).collect();
+    let trans_b = n.op_type() == "Gemm"
+        && n.attribute
+            .iter()
+            .any(|a| a.name() == "transB" && a.i() != 0);
+    let conv = match n.op_type() {
+        "Conv" if d.len() >= 3 => true,
+        "MatMul" | "Gemm" if d.len() == 2 => false,
+        _ => return None,
+    };
+    let outputs = if conv || trans_b { d[0] } else { d[1] };
+    Some((0..outputs).map(move |o| {
+        if conv {
+            let cg = d[1];
+            let taps: usize = d[2..].iter().product();
+            (0..taps)
+                .flat_map(|t| (0..cg).map(move |c| (o * cg + c) * taps + t))
+                .collect()
+        } else if trans_b {
+            (0..d[1]).map(|j| o * d[1] + j).collect()
+        } else {
+            (0..d[0]).map(|j| j * d[1] + o).collect()
+        }
+    }))
+}
+
 /// `[outer, channels, inner]` sizes of `dims` around `axis`.
 fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
     let d: Vec<usize> = dims.iter().map(|&x| x as usize).collect();
@@ -1978,13 +2165,13 @@ fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
 
 /// Symmetric int8 values and scales of a weight: one scale per channel
 /// along `axis`, or one for the whole tensor.
-fn symmetric_int8(data: &tensor::F32View, axis: Option<usize>) -> (Vec<i8>, Vec<f32>) {
+fn symmetric_int8(data: &tensor::F32View, axis: Option<usize>, qmax: i32) -> (Vec<i8>, Vec<f32>) {
     match axis {
         Some(a) => {
             let (o, c, i) = split_dims(&data.dims, a);
-            arith::quantize_per_channel(&data.data, o, c, i, 8)
+            arith::quantize_per_channel(&data.data, o, c, i, qmax)
         }
-        None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), 8),
+        None => arith::quantize_per_channel(&data.data, 1, 1, data.data.len(), qmax),
     }
 }
 
@@ -1994,9 +2181,10 @@ fn int8_weight(
     w: &str,
     data: &tensor::F32View,
     axis: Option<i64>,
+    qmax: i32,
 ) -> Result<(Patch, Vec<f32>)> {
     let g = &model.graph;
-    let (q, scales) = symmetric_int8(data, axis.map(|a| a as usize));
+    let (q, scales) = symmetric_int8(data, axis.map(|a| a as usize), qmax);
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
     let sdims: Vec<i64> = if axis.is_some() {
@@ -2032,6 +2220,7 @@ fn dynamic_matmuls(
     data: &tensor::F32View,
     readers: &[(NodeId, Use)],
     per_channel: bool,
+    qmax: i32,
 ) -> Result<Patch> {
     let g = &model.graph;
     let n = data.dims[1] as usize;
@@ -2039,14 +2228,14 @@ fn dynamic_matmuls(
     // F16_SCALES_MIN_CHANNELS columns on (the weight quantized with the
     // float16 values; onnxruntime folds the Cast at load). The weight's zero
     // point is 0, MatMulInteger's default: not stored.
-    let (mut q, mut scales) = symmetric_int8(data, per_channel.then_some(1));
+    let (mut q, mut scales) = symmetric_int8(data, per_channel.then_some(1), qmax);
     let half = match per_channel {
         true if n >= F16_SCALES_MIN_CHANNELS => arith::f16_scales(&scales),
         _ => None,
     };
     if let Some(h) = &half {
         scales = h.iter().map(|v| v.to_f32()).collect();
-        q = arith::quantize_with_scales(&data.data, n, 1, &scales, 8);
+        q = arith::quantize_with_scales(&data.data, n, 1, &scales, qmax);
     }
     let sdims: Vec<i64> = if per_channel { vec![n as i64] } else { vec![] };
     let qn = g.fresh_name(&format!("{w}_q"));
@@ -2145,7 +2334,8 @@ fn gather_rows(
 ) -> Result<Patch> {
     let g = &model.graph;
     let rows = data.dims[0];
-    let (q, scales) = symmetric_int8(data, Some(0));
+    // Rows are looked up and scaled in float: the full range.
+    let (q, scales) = symmetric_int8(data, Some(0), arith::INT8_QMAX);
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_row_scale"));
     let mut p = Patch::new("embedding table quantized to int8 rows");
@@ -2401,7 +2591,8 @@ pub(crate) fn stored_int8(
         Some(a) => split_dims(&data.dims, a),
         None => (1, 1, data.data.len()),
     };
-    let mut scales = arith::per_channel_scales(&data.data, o, c, i, 8);
+    // Expanded to float once at load: no integer kernel reads it.
+    let mut scales = arith::per_channel_scales(&data.data, o, c, i, arith::INT8_QMAX);
     let half = if out_f16 {
         // A float16 weight is expanded to float16: so are its scales.
         Some(arith::f16_scales_up(&scales))
@@ -2414,7 +2605,7 @@ pub(crate) fn stored_int8(
     if let Some(h) = &half {
         scales = h.iter().map(|v| v.to_f32()).collect();
     }
-    let q = arith::quantize_with_scales(&data.data, c, i, &scales, 8);
+    let q = arith::quantize_with_scales(&data.data, c, i, &scales, arith::INT8_QMAX);
     let qn = fresh(&format!("{w}_q"));
     let sn = fresh(&format!("{w}_scale"));
     let fl = fresh(&format!("{w}_int8_values"));
