@@ -114,9 +114,10 @@ fn static_qdq_placement_on_tiny_cnn() {
         Limits::default(),
     )
     .unwrap();
+    // The full weight range: what `weight_range=auto` picks depends on the CPU.
     let (m, s) = snapshot(
         &cleaned,
-        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\ncalibration = \"minmax\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\ncalibration = \"minmax\"\nweight_range = \"full\"",
     );
     // Conv weights per output channel, biases int32, one Q/DQ pair per activation.
     assert!(
@@ -566,8 +567,11 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
 /// reaches 255 x 254. With `reduced`, onnxruntime computes what the model
 /// says on any CPU; with `full` it does so only on a CPU with VNNI (or not
 /// x86), and on any other this test shows the saturation; `auto` picks per
-/// machine (and keeps the full range for a Conv reading a ReLU output) and
-/// matches on both kinds.
+/// machine and matches on both kinds. Without VNNI it keeps the full range
+/// for the second Conv, whose weights hold no pair of one sign that could
+/// saturate. Both kinds of `auto` run on any machine
+/// (`ONNX_SQUEEZE_INT8_SUMS`); the second Conv's int32 bias follows the
+/// scale of whichever range its weight takes.
 #[test]
 fn weight_range_keeps_integer_kernels_exact_without_vnni() {
     // The second Conv passes one input channel to each output: with one
@@ -576,13 +580,15 @@ fn weight_range_keeps_integer_kernels_exact_without_vnni() {
     let w2: Vec<f32> = (0..8 * 64)
         .map(|i| if i % 64 == i / 64 { 1.0 } else { 0.0 })
         .collect();
+    let b2: Vec<f32> = (0..8).map(|i| 0.25 * i as f32).collect();
     let original = ModelBuilder::new(17)
         .input("x", &[1, 64, 2, 2])
         .init_f32("w1", &[64, 64, 1, 1], &vec![0.02; 64 * 64])
         .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(1))
         .node("r", "Relu", &["y1"], &["r1"])
         .init_f32("w2", &[8, 64, 1, 1], &w2)
-        .node_with("c2", "Conv", &["r1", "w2"], &["y"], conv_attrs(1))
+        .init_f32("b2", &[8], &b2)
+        .node_with("c2", "Conv", &["r1", "w2", "b2"], &["y"], conv_attrs(1))
         .output("y", &[1, 8, 2, 2])
         .build()
         .unwrap();
@@ -600,24 +606,54 @@ fn weight_range_keeps_integer_kernels_exact_without_vnni() {
         let p = m.payload(&t).unwrap().unwrap();
         p.iter().map(|&b| (b as i8).unsigned_abs()).max().unwrap()
     };
-    for (range, w1_max, w2_max, ort_exact) in [
-        ("reduced", 64, 64, true),
-        ("full", 127, 127, exact),
-        ("auto", if exact { 127 } else { 64 }, 127, true),
+    let env = onnx_squeeze::passes::quant::INT8_SUMS_ENV;
+    for (range, sums, w1_max, w2_max, ort_exact) in [
+        ("reduced", None, 64, 64, true),
+        ("full", None, 127, 127, exact),
+        ("auto", None, if exact { 127 } else { 64 }, 127, true),
+        ("auto", Some("exact"), 127, 127, exact),
+        ("auto", Some("pairs16"), 64, 127, true),
     ] {
-        let out = dir.path().join(format!("{range}.onnx"));
-        let s = run_passes_verified(
-            &format!("quant(weight_range={range},calibration=minmax,sensitive=off)"),
-            &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
-            &input,
-            &out,
+        let out = dir
+            .path()
+            .join(format!("{range}-{}.onnx", sums.unwrap_or("cpu")));
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["run", "--passes"])
+            .arg(format!(
+                "quant(weight_range={range},calibration=minmax,sensitive=off)"
+            ))
+            .arg("--inputs")
+            .args([&npz, &input, &out]);
+        match sums {
+            Some(v) => cmd.env(env, v),
+            None => cmd.env_remove(env),
+        };
+        let o = cmd.output().unwrap();
+        let s = text(&o.stdout);
+        assert!(
+            o.status.success() && s.contains("verify     passed"),
+            "{range} {sums:?}: {s}{}",
+            text(&o.stderr)
         );
         let (m, _) = Model::load(&out).unwrap();
-        assert_eq!(largest(&m, "w1"), w1_max, "{range}: {s}");
-        assert_eq!(largest(&m, "w2"), w2_max, "{range}: {s}");
+        assert_eq!(largest(&m, "w1"), w1_max, "{range} {sums:?}: {s}");
+        assert_eq!(largest(&m, "w2"), w2_max, "{range} {sums:?}: {s}");
         if range == "auto" {
-            let why = if exact { "has VNNI" } else { "has no VNNI" };
+            let why = if w1_max == 127 {
+                "has VNNI"
+            } else {
+                "has no VNNI"
+            };
             assert!(s.contains(why), "{s}");
+        }
+        if w1_max == 64 {
+            assert!(s.contains("per channel, in -64..64"), "{s}");
+        }
+        if range == "auto" && w1_max == 64 {
+            assert!(
+                s.contains("1 of 2 int8 weights computed by integer kernels keep the full range"),
+                "{s}"
+            );
         }
         let o = std::process::Command::new(python())
             .arg(root().join("tests/py/ort_check.py"))
@@ -634,7 +670,7 @@ fn weight_range_keeps_integer_kernels_exact_without_vnni() {
         assert_eq!(
             r["passed"],
             ort_exact,
-            "{range} (this CPU {}): {r}",
+            "{range} {sums:?} (this CPU {}): {r}",
             if exact {
                 "has VNNI or is not x86"
             } else {
@@ -722,7 +758,10 @@ fn matmul_model(opset: i64) -> Model {
 #[test]
 fn dynamic_matmul_and_embedding_rows() {
     let original = matmul_model(17);
-    let (m, s) = snapshot(&original, "activations = \"dynamic\"");
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"dynamic\"\nweight_range = \"full\"",
+    );
     assert!(
         s.contains("DynamicQuantizeLinear") && s.contains("MatMulInteger"),
         "{s}"
@@ -1428,7 +1467,8 @@ fn elementwise_chains_between_convs_stay_float() {
 fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     let dir = scratch("quant-sensitive");
     let input = fixture("tiny_cnn.onnx");
-    let passes = "clean,quant(min_weight_elements=16,min_reduction=1)";
+    // The full weight range on any CPU (see weight_range_keeps_...).
+    let passes = "clean,quant(min_weight_elements=16,min_reduction=1,weight_range=full)";
     let run = |tolerance: &[String], out: &std::path::Path| -> String {
         run_passes_verified(passes, tolerance, &input, out)
     };

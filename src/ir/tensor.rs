@@ -379,7 +379,7 @@ mod tests {
         let raw = t.raw_data.clone().unwrap();
         let v = f32_view(&t, Some(&raw)).unwrap();
         assert_eq!(&*v.data, &[1.0, -2.5, 3.25]);
-        if raw.as_ptr() as usize % 4 == 0 {
+        if (raw.as_ptr() as usize).is_multiple_of(4) {
             assert!(
                 matches!(v.data, std::borrow::Cow::Borrowed(_)),
                 "aligned bytes are read in place"

@@ -90,71 +90,100 @@ pub const INT8_QMAX_REDUCED: i32 = 64;
 /// The largest sum of two products a 16-bit accumulator holds.
 const PAIR_MAX: i64 = i16::MAX as i64;
 
-/// The expected squared error that 16-bit saturation adds to each pair of
-/// products a u8 x s8 kernel without VNNI sums ([`INT8_QMAX_REDUCED`]).
-/// `codes`: the share of each input code (0..=255); `pairs`: the share of
-/// each pair of weight magnitudes `(m1, m2)` (index `m1 * 128 + m2`) among
-/// the pairs the kernel sums, counting only pairs of one sign (of opposite
-/// signs, two products cannot leave 16 bits: 255 x 127 = 32385);
-/// `correlation`: that of the two input values of a pair. The two codes
-/// are taken as equal with a share `correlation` (when positive) of the
-/// pairs and as independent for the rest: a pair `c1 m1 + c2 m2` above
-/// 32767 loses its excess. Zero unless `m1 + m2 > 128` and codes reach
-/// above 128.
-pub fn pair_saturation_error(codes: &[f64], pairs: &[f64], correlation: f64) -> f64 {
-    // Suffix sums over c >= k of p, c p and c^2 p.
-    let mut s0 = vec![0f64; 257];
-    let mut s1 = vec![0f64; 257];
-    let mut s2 = vec![0f64; 257];
-    for k in (0..256).rev() {
-        let p = codes.get(k).copied().unwrap_or(0.0);
-        let c = k as f64;
-        s0[k] = s0[k + 1] + p;
-        s1[k] = s1[k + 1] + c * p;
-        s2[k] = s2[k + 1] + c * c * p;
-    }
-    // Equal codes: the squared excess of c (m1 + m2), by m1 + m2.
-    let equal: Vec<f64> = (0..255usize)
-        .map(|sum| {
-            codes
-                .iter()
-                .enumerate()
-                .map(|(c, &p)| {
-                    let e = (c * sum) as i64 - PAIR_MAX;
-                    if e > 0 {
-                        p * (e * e) as f64
-                    } else {
-                        0.0
-                    }
-                })
-                .sum()
-        })
-        .collect();
-    // Independent codes: over c1, the excess of m2 c2 over r = 32767 - c1 m1.
-    let independent = |m1: usize, m2: usize| -> f64 {
-        let mut q = 0.0;
-        for (c1, &p1) in codes.iter().enumerate() {
-            if p1 == 0.0 {
-                continue;
-            }
-            let r = PAIR_MAX - c1 as i64 * m1 as i64;
-            let first = (r.div_euclid(m2 as i64) + 1).clamp(0, 256) as usize;
-            let (m, r) = (m2 as f64, r as f64);
-            q += p1 * (m * m * s2[first] - 2.0 * m * r * s1[first] + r * r * s0[first]);
+/// The error 16-bit saturation adds to a pair of products `c1 m1 + c2 m2`
+/// that a u8 x s8 kernel without VNNI sums ([`INT8_QMAX_REDUCED`]), for each
+/// pair of weight magnitudes `(m1, m2)` of one sign (of opposite signs, two
+/// products cannot leave 16 bits: 255 x 127 = 32385): the mean and the mean
+/// square of the excess over 32767, which the pair loses, over the input
+/// codes. The two codes are taken as equal for a share `correlation` (when
+/// positive) of the pairs and as independent for the rest. Zero unless
+/// `m1 + m2 > 128` and codes reach above 128.
+pub struct PairSaturation {
+    /// Mean and mean square of the excess, at `m1 * 128 + m2`.
+    moments: Vec<(f64, f64)>,
+}
+
+impl PairSaturation {
+    /// The moments for input `codes` (the share of each code 0..=255).
+    pub fn new(codes: &[f64], correlation: f64) -> PairSaturation {
+        // Suffix sums over c >= k of p, c p and c^2 p.
+        let mut s0 = vec![0f64; 257];
+        let mut s1 = vec![0f64; 257];
+        let mut s2 = vec![0f64; 257];
+        for k in (0..256).rev() {
+            let p = codes.get(k).copied().unwrap_or(0.0);
+            let c = k as f64;
+            s0[k] = s0[k + 1] + p;
+            s1[k] = s1[k + 1] + c * p;
+            s2[k] = s2[k + 1] + c * c * p;
         }
-        q
-    };
-    let rho = correlation.clamp(0.0, 1.0);
-    let mut e = 0.0;
-    for m1 in 0..128usize {
-        for m2 in 129usize.saturating_sub(m1).max(1)..128 {
-            let w = pairs[m1 * 128 + m2];
-            if w > 0.0 {
-                e += w * (rho * equal[m1 + m2] + (1.0 - rho) * independent(m1, m2));
+        // Equal codes: the excess of c (m1 + m2), by m1 + m2.
+        let equal: Vec<(f64, f64)> = (0..255usize)
+            .map(|sum| {
+                codes
+                    .iter()
+                    .enumerate()
+                    .fold((0.0, 0.0), |(e1, e2), (c, &p)| {
+                        let e = ((c * sum) as i64 - PAIR_MAX).max(0) as f64;
+                        (e1 + p * e, e2 + p * e * e)
+                    })
+            })
+            .collect();
+        // Independent codes: over c1, the excess of m2 c2 over
+        // r = 32767 - c1 m1, from the suffix sums: over c2 >= first,
+        // sum p (m2 c2 - r) and sum p (m2 c2 - r)^2.
+        let independent = |m1: usize, m2: usize| -> (f64, f64) {
+            let (mut e1, mut e2) = (0.0, 0.0);
+            // Below this c1 not even c2 = 255 saturates.
+            let from = ((PAIR_MAX - 255 * m2 as i64).max(0) / m1.max(1) as i64) as usize;
+            for (c1, &p1) in codes.iter().enumerate().skip(from) {
+                if p1 == 0.0 {
+                    continue;
+                }
+                let r = PAIR_MAX - c1 as i64 * m1 as i64;
+                let first = (r.div_euclid(m2 as i64) + 1).clamp(0, 256) as usize;
+                let (m, r) = (m2 as f64, r as f64);
+                e1 += p1 * (m * s1[first] - r * s0[first]);
+                e2 += p1 * (m * m * s2[first] - 2.0 * m * r * s1[first] + r * r * s0[first]);
+            }
+            (e1, e2)
+        };
+        let rho = correlation.clamp(0.0, 1.0);
+        let mut moments = vec![(0.0, 0.0); 128 * 128];
+        for m1 in 1..128usize {
+            for m2 in 129usize.saturating_sub(m1).max(1)..128 {
+                let (q1, q2) = equal[m1 + m2];
+                let (i1, i2) = independent(m1, m2);
+                moments[m1 * 128 + m2] = (rho * q1 + (1.0 - rho) * i1, rho * q2 + (1.0 - rho) * i2);
             }
         }
+        PairSaturation { moments }
     }
-    e
+
+    /// Mean and mean square of the excess of one pair of int8 weights.
+    pub fn pair(&self, a: i8, b: i8) -> (f64, f64) {
+        if (a > 0) != (b > 0) || a == 0 || b == 0 {
+            return (0.0, 0.0);
+        }
+        let (m1, m2) = (a.unsigned_abs().min(127), b.unsigned_abs().min(127));
+        self.moments[m1 as usize * 128 + m2 as usize]
+    }
+
+    /// The expected squared saturation error of one output whose
+    /// reduction is `row` (indices into `q` in the kernel's order; pairs
+    /// `(2j, 2j + 1)`): each pair's excess pulls the sum toward zero, the
+    /// side of its weights' sign, so the means add with their signs (the
+    /// square of their sum) and the variances add.
+    pub fn row_error(&self, q: &[i8], row: &[usize]) -> f64 {
+        let (mut mean, mut var) = (0.0, 0.0);
+        for p in row.chunks_exact(2) {
+            let (a, b) = (q[p[0]], q[p[1]]);
+            let (e1, e2) = self.pair(a, b);
+            mean += if a > 0 { -e1 } else { e1 };
+            var += (e2 - e1 * e1).max(0.0);
+        }
+        mean * mean + var
+    }
 }
 
 /// The squared error the reduced range adds to each product over the full
@@ -171,37 +200,27 @@ pub fn reduced_range_rounding_error(codes: &[f64], zero_point: u8) -> f64 {
     x2 * (r * r - 1.0) / 12.0
 }
 
-/// Whether a weight keeps the full range behind an input with these
-/// `codes` (and `zero_point`) on a CPU without VNNI: when the squared error
-/// saturation adds per pair of products ([`pair_saturation_error`]) is at
-/// most what the reduced range's rounding adds to the two.
-pub fn full_range_pays(codes: &[f64], zero_point: u8, pairs: &[f64], correlation: f64) -> bool {
-    pair_saturation_error(codes, pairs, correlation)
-        <= 2.0 * reduced_range_rounding_error(codes, zero_point)
-}
-
-/// The share of each pair of magnitudes `(m1, m2)` (index `m1 * 128 + m2`)
-/// among the pairs of int8 values `q` an integer kernel sums, counting only
-/// pairs of one sign (see [`pair_saturation_error`]). `rows` lists, for
-/// each output, its reduction's values in the kernel's order, each as an
-/// index into `q`; consecutive values `(2j, 2j + 1)` pair up (an odd last
-/// one pairs with nothing).
-pub fn same_sign_pairs(q: &[i8], rows: impl Iterator<Item = Vec<usize>>) -> Vec<f64> {
-    let mut shares = vec![0f64; 128 * 128];
-    let mut total = 0usize;
+/// Whether a weight, its int8 values `q` at the full range, keeps the full
+/// range behind an input with these `codes` (and `zero_point`) on a CPU
+/// without VNNI: when the squared error saturation adds to its outputs
+/// ([`PairSaturation::row_error`] over `rows`, each output's reduction in
+/// the kernel's order) is at most what the reduced range's rounding adds
+/// ([`reduced_range_rounding_error`] per product).
+pub fn full_range_pays(
+    codes: &[f64],
+    zero_point: u8,
+    correlation: f64,
+    q: &[i8],
+    rows: impl Iterator<Item = Vec<usize>>,
+) -> bool {
+    let model = PairSaturation::new(codes, correlation);
+    let per_product = reduced_range_rounding_error(codes, zero_point);
+    let (mut saturation, mut rounding) = (0.0, 0.0);
     for row in rows {
-        for p in row.chunks_exact(2) {
-            total += 1;
-            let (a, b) = (q[p[0]], q[p[1]]);
-            if (a > 0 && b > 0) || (a < 0 && b < 0) {
-                let (m1, m2) = (a.unsigned_abs().min(127), b.unsigned_abs().min(127));
-                shares[m1 as usize * 128 + m2 as usize] += 1.0;
-            }
-        }
+        saturation += model.row_error(q, &row);
+        rounding += row.len() as f64 * per_product;
     }
-    let n = total.max(1) as f64;
-    shares.iter_mut().for_each(|x| *x /= n);
-    shares
+    saturation <= rounding
 }
 
 /// Scale for symmetric signed quantization of values whose largest magnitude
@@ -537,13 +556,6 @@ mod tests {
         assert!(pair(INT8_QMAX_REDUCED) <= i16::MAX as i32);
     }
 
-    /// The pair shares of one pair of magnitudes (m1, m2), of one sign.
-    fn one_pair(m1: usize, m2: usize) -> Vec<f64> {
-        let mut v = vec![0.0; 128 * 128];
-        v[m1 * 128 + m2] = 1.0;
-        v
-    }
-
     fn code(k: usize) -> Vec<f64> {
         let mut v = vec![0.0; 256];
         v[k] = 1.0;
@@ -551,58 +563,51 @@ mod tests {
     }
 
     #[test]
-    fn pair_saturation_error_known_values() {
+    fn pair_saturation_known_values() {
         // Every code 255, both magnitudes 127: 255 x 254 - 32767 over,
-        // correlated or not.
+        // correlated or not, for either sign; opposite signs never.
         let over = (255 * 254 - 32767) as f64;
         for rho in [0.0, 0.5, 1.0] {
-            assert_eq!(
-                pair_saturation_error(&code(255), &one_pair(127, 127), rho),
-                over * over
-            );
+            let m = PairSaturation::new(&code(255), rho);
+            assert_eq!(m.pair(127, 127), (over, over * over));
+            assert_eq!(m.pair(-127, -127), (over, over * over));
+            assert_eq!(m.pair(127, -127), (0.0, 0.0));
         }
         // Codes up to 128 never saturate a pair, whatever the weights.
         assert_eq!(
-            pair_saturation_error(&code(128), &one_pair(127, 127), 1.0),
-            0.0
+            PairSaturation::new(&code(128), 1.0).pair(127, 127),
+            (0.0, 0.0)
         );
-        // 255 x (64 + 64) = 32640 fits.
-        assert_eq!(
-            pair_saturation_error(&code(255), &one_pair(64, 64), 1.0),
-            0.0
-        );
+        // 255 x (64 + 64) = 32640 fits; (64, 65) reaches 32895, 128 over.
+        let m = PairSaturation::new(&code(255), 0.0);
+        assert_eq!(m.pair(64, 64), (0.0, 0.0));
+        assert_eq!(m.pair(64, 65), (128.0, 128.0 * 128.0));
         // Half the codes 255, half 0. Independent: a quarter of the pairs
         // are two 255s. Equal: half of them. Correlation 0.5: between.
+        // Negative correlation counts as none.
         let mut c = vec![0.0; 256];
         c[0] = 0.5;
         c[255] = 0.5;
-        let w = one_pair(127, 127);
-        assert_eq!(pair_saturation_error(&c, &w, 0.0), 0.25 * over * over);
-        assert_eq!(pair_saturation_error(&c, &w, 1.0), 0.5 * over * over);
-        assert_eq!(pair_saturation_error(&c, &w, 0.5), 0.375 * over * over);
-        // Negative correlation counts as none.
-        assert_eq!(pair_saturation_error(&c, &w, -0.3), 0.25 * over * over);
-        // (64, 65) with codes 255: 32895, 128 over.
-        assert_eq!(
-            pair_saturation_error(&code(255), &one_pair(64, 65), 0.0),
-            128.0 * 128.0
-        );
+        for (rho, share) in [(0.0, 0.25), (1.0, 0.5), (0.5, 0.375), (-0.3, 0.25)] {
+            let (e1, e2) = PairSaturation::new(&c, rho).pair(127, 127);
+            assert_eq!((e1, e2), (share * over, share * over * over), "{rho}");
+        }
     }
 
     #[test]
-    fn same_sign_pairs_follow_the_kernel_order() {
-        // One output of four values: (100, 90) pair up, (-100, 90) have
-        // opposite signs; a second output (-50, -60) and a lone 7.
-        let q = [100i8, 90, -100, 90, -50, -60, 7];
-        let rows = vec![vec![0, 1, 2, 3], vec![4, 5, 6]];
-        let s = same_sign_pairs(&q, rows.into_iter());
-        assert_eq!(s[100 * 128 + 90], 1.0 / 3.0);
-        assert_eq!(s[50 * 128 + 60], 1.0 / 3.0);
-        assert_eq!(s.iter().sum::<f64>(), 2.0 / 3.0);
-        // In another order, other pairs.
-        let s = same_sign_pairs(&q, vec![vec![0, 2, 1, 3]].into_iter());
-        assert_eq!(s[100 * 128 + 90], 0.0);
-        assert_eq!(s[90 * 128 + 90], 0.5);
+    fn row_error_adds_means_with_their_signs() {
+        let over = (255 * 254 - 32767) as f64;
+        let m = PairSaturation::new(&code(255), 0.0);
+        // Two saturating pairs of one sign: their excesses add up.
+        let q = [127i8, 127, 127, 127];
+        assert_eq!(m.row_error(&q, &[0, 1, 2, 3]), (2.0 * over).powi(2));
+        // Of opposite signs they cancel.
+        let q = [127i8, 127, -127, -127];
+        assert_eq!(m.row_error(&q, &[0, 1, 2, 3]), 0.0);
+        // The kernel's order decides the pairs: (127, -127) twice, none.
+        assert_eq!(m.row_error(&q, &[0, 2, 1, 3]), 0.0);
+        // A lone last value pairs with nothing.
+        assert_eq!(m.row_error(&[127i8, 127, 127], &[0, 1, 2]), over * over);
     }
 
     #[test]
@@ -612,20 +617,25 @@ mod tests {
         assert!(
             (reduced_range_rounding_error(&code(10), 0) - 100.0 * (r - 1.0) / 12.0).abs() < 1e-9
         );
-        // One pair in 20 is (127, 127), of one sign.
-        let mut pairs = vec![0.0; 128 * 128];
-        pairs[127 * 128 + 127] = 0.05;
+        // 40 outputs of 40 values; in half the outputs one pair (127, 127)
+        // of alternating sign, the rest small.
+        let mut q = vec![10i8; 40 * 40];
+        for o in (0..40).step_by(2) {
+            let v = if o % 4 == 0 { 127 } else { -127 };
+            q[o * 40] = v;
+            q[o * 40 + 1] = v;
+        }
+        let rows = || (0..40).map(|o| (o * 40..(o + 1) * 40).collect::<Vec<usize>>());
         // After a ReLU: most codes small, a few high, paired independently
-        // (adjacent channels): full range (saturation 186 per pair against
-        // rounding 516).
+        // (adjacent channels): full range.
         let mut relu = vec![0.0; 256];
         relu[0] = 0.6;
         relu[30] = 0.36;
         relu[135] = 0.04;
-        assert!(full_range_pays(&relu, 0, &pairs, 0.0));
+        assert!(full_range_pays(&relu, 0, 0.0, &q, rows()));
         // The same codes, adjacent channels moving together (a spectrum's
-        // neighbouring bins): reduced (4194 against 516).
-        assert!(!full_range_pays(&relu, 0, &pairs, 0.9));
+        // neighbouring bins): reduced.
+        assert!(!full_range_pays(&relu, 0, 0.9, &q, rows()));
     }
 
     #[test]

@@ -607,6 +607,39 @@ mod tests {
     }
 
     #[test]
+    fn pair_sums_pair_neighbouring_channels_and_last_axis_elements() {
+        // [1, 3, 2]: channels (0, 1) pair up at each of the 2 positions;
+        // channel 2 has no partner.
+        let v = [1.0, 2.0, 2.0, 4.0, 9.0, 9.0];
+        let s = PairSums::of(&v, &[1, 3, 2], PairAxis::Channels);
+        assert_eq!(
+            (s.n, s.a, s.b, s.ab),
+            (2.0, 3.0, 6.0, 1.0 * 2.0 + 2.0 * 4.0)
+        );
+        // The second of each pair is twice the first: correlation 1.
+        assert!((s.correlation() - 1.0).abs() < 1e-12);
+        // Along the last axis: (1, 2), (2, 4), (9, 9).
+        let s = PairSums::of(&v, &[3, 2], PairAxis::Last);
+        assert_eq!((s.n, s.ab), (3.0, 2.0 + 8.0 + 81.0));
+        // Opposite moves: -1; a constant element: undefined, taken as 1.
+        let s = PairSums::of(&[1.0, -1.0, 2.0, -2.0], &[2, 2], PairAxis::Last);
+        assert!((s.correlation() + 1.0).abs() < 1e-12);
+        let s = PairSums::of(&[1.0, 5.0, 2.0, 5.0], &[2, 2], PairAxis::Last);
+        assert_eq!(s.correlation(), 1.0);
+    }
+
+    #[test]
+    fn code_shares_quantize_each_bin_centre_with_the_range() {
+        // Four bins over [0, 4]: centres 0.5, 1.5, 2.5, 3.5; range [0, 2.55]
+        // (scale 0.01, zero point 0): codes 50, 150, 250 and 255 (clipped).
+        let h = [1u64, 1, 2, 0];
+        let c = code_shares(&h, 0.0, 4.0, (0.0, 2.55));
+        assert_eq!((c[50], c[150], c[250], c[255]), (0.25, 0.25, 0.5, 0.0));
+        let h = [0u64, 0, 0, 4];
+        assert_eq!(code_shares(&h, 0.0, 4.0, (0.0, 2.55))[255], 1.0);
+    }
+
+    #[test]
     fn stat_skips_nan_and_infinities_and_bins_every_finite_value() {
         // Lengths below, at and past the 8-lane blocks, NaN and infinities
         // anywhere: the range and the histogram count the finite values only.

@@ -96,7 +96,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "percentile", kind: "float", default: "99.999", range: "(50, 100]", doc: "share of values the range keeps with calibration=percentile" },
         ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
         ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
-        ParamInfo { name: "weight_range", kind: "string", default: "auto", range: "auto | full | reduced", doc: "int8 weights of the layers integer kernels compute: full spans -127..127; reduced spans -64..64 (7 bits, onnxruntime's reduce_range), which x86 CPUs without VNNI (AVX2 only) compute exactly, where full-range weights can saturate their 16-bit sums of products and give wrong results; auto: full on a machine with VNNI or not x86; otherwise reduced, except for static layers whose calibrated inputs show that saturation would cost less than the coarser rounding (the report says which)" },
+        ParamInfo { name: "weight_range", kind: "string", default: "auto", range: "auto | full | reduced", doc: "int8 weights of the layers integer kernels compute: full spans -127..127; reduced spans -64..64 (7 bits, onnxruntime's reduce_range), which x86 CPUs without VNNI (AVX2 only) never saturate, where full-range weights can saturate their 16-bit sums of products and give wrong results; auto: full on a machine with VNNI or not x86; otherwise reduced, except for static layers whose calibrated inputs show that the error of the sums full-range weights would saturate is below that of the coarser rounding (the report counts them, and labels the reduced weights)" },
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
         ParamInfo { name: "min_reduction", kind: "integer", default: "64", range: ">= 1", doc: "a Conv computes in int8 only when its input channels per group x kernel size reach this; shorter ones compute in float with int8-stored weights (onnxruntime's int8 kernels are no faster there, and the Q/DQ around them cost)" },
         ParamInfo { name: "grouped", kind: "bool", default: "false", range: "true|false", doc: "compute grouped (depthwise) Conv in int8 too; by default their weights are int8-stored and they compute in float, which is as fast or faster in onnxruntime" },
@@ -242,12 +242,22 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
     }))
 }
 
+/// Environment variable overriding [`host_int8_exact`].
+pub const INT8_SUMS_ENV: &str = "ONNX_SQUEEZE_INT8_SUMS";
+
 /// Whether this machine's int8 dot products are exact for full-range
 /// weights: an x86 CPU with VNNI (AVX-512 VNNI or AVX-VNNI: `vpdpbusd` adds
 /// products in 32 bits), or another architecture (ARM's int8 dot products
 /// and widening multiplies accumulate in 32 bits). Without VNNI, x86 kernels
 /// add pairs of products in 16 bits ([`arith::INT8_QMAX_REDUCED`]).
+/// `ONNX_SQUEEZE_INT8_SUMS` (`exact` or `pairs16`) overrides what the CPU
+/// says, for tests of either kind of machine on the other.
 pub fn host_int8_exact() -> bool {
+    match std::env::var(INT8_SUMS_ENV).as_deref() {
+        Ok("exact") => return true,
+        Ok("pairs16") => return false,
+        _ => {}
+    }
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
         std::arch::is_x86_feature_detected!("avx512vnni")
@@ -804,7 +814,7 @@ impl Pass for Quant {
                 // A table read only by Gather: int8 rows (or int4 blocks),
                 // dequantized after the lookup.
                 let bs = self.params.block_size;
-                if self.params.weights == "int4" && data.dims[1] as usize % bs == 0 {
+                if self.params.weights == "int4" && (data.dims[1] as usize).is_multiple_of(bs) {
                     storable.insert(w.clone(), Fallback::Rows(readers.clone()));
                     gather_rows_int4(model, w, &data, readers, bs)?
                 } else {
@@ -1805,53 +1815,75 @@ impl Quant {
             pair_correlation,
         } = ranges;
         if measure_codes {
-            for (w, axis) in weight_axis {
-                let t = g.constant(w).expect("a weight quantized above");
-                let payload = model.payload(t)?;
-                let data = tensor::f32_view(t, payload.as_ref())?;
-                let (q, _) = symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
-                let fits = uses[w].iter().all(|&(id, _)| {
-                    let n = &g.nodes[id].proto;
-                    let Some(x) = n.input.first() else {
-                        return true;
-                    };
-                    // An input without a Q/DQ pair leaves its reader in float.
-                    if !readers.contains_key(x) || !ranges.contains_key(x) {
-                        return true;
-                    }
-                    let Some(codes) = codes.get(x) else {
-                        return false;
-                    };
-                    let (lo, hi) = ranges[x];
-                    let (_, zp) = arith::asymmetric_u8(lo, hi);
-                    let Some(rows) = kernel_rows(n, &data.dims) else {
-                        return false;
-                    };
-                    let pairs = arith::same_sign_pairs(&q, rows);
-                    // A depthwise Conv's pairs are neighbouring taps, not
-                    // the channels calibration correlated: the worst case.
-                    let depthwise = n.op_type() == "Conv" && data.dims.get(1) == Some(&1);
-                    let correlation = match pair_correlation.get(x) {
-                        Some(&c) if !depthwise => c,
-                        _ => 1.0,
-                    };
-                    arith::full_range_pays(codes, zp, &pairs, correlation)
-                });
+            let quantized_input = |x: &String| readers.contains_key(x) && ranges.contains_key(x);
+            // Per weight: whether an integer kernel reads it (an input with
+            // a Q/DQ pair), and whether the full range pays for every
+            // reader; weights measured in parallel.
+            let weights: Vec<(&String, &Option<i64>)> = weight_axis.iter().collect();
+            let decided: Vec<(bool, bool)> = weights
+                .par_iter()
+                .map(|&(w, axis)| -> Result<(bool, bool)> {
+                    let t = g.constant(w).expect("a weight quantized above");
+                    let payload = model.payload(t)?;
+                    let data = tensor::f32_view(t, payload.as_ref())?;
+                    let (q, _) = symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
+                    let mut in_kernel = false;
+                    let fits = uses[w].iter().all(|&(id, _)| {
+                        let n = &g.nodes[id].proto;
+                        // An input without a Q/DQ pair leaves its reader in float.
+                        let Some(x) = n.input.first().filter(|x| quantized_input(x)) else {
+                            return true;
+                        };
+                        in_kernel = true;
+                        let (Some(codes), Some(rows)) = (codes.get(x), kernel_rows(n, &data.dims))
+                        else {
+                            return false;
+                        };
+                        let (lo, hi) = ranges[x];
+                        let (_, zp) = arith::asymmetric_u8(lo, hi);
+                        // The correlation was measured along the axis of the
+                        // value's first reader; a depthwise Conv pairs
+                        // neighbouring taps, not channels. Otherwise: the
+                        // worst case.
+                        let axis = match n.op_type() {
+                            "Conv" => calibrate::PairAxis::Channels,
+                            _ => calibrate::PairAxis::Last,
+                        };
+                        let depthwise = n.op_type() == "Conv" && data.dims.get(1) == Some(&1);
+                        let correlation = match pair_correlation.get(x) {
+                            Some(&c) if !depthwise && pair_axes.get(x) == Some(&axis) => c,
+                            _ => 1.0,
+                        };
+                        arith::full_range_pays(codes, zp, correlation, &q, rows)
+                    });
+                    drop(data);
+                    drop(payload);
+                    model.external.release(t);
+                    Ok((in_kernel, fits))
+                })
+                .collect::<Result<_>>()?;
+            let (mut integer, mut kept) = (0, 0);
+            for (&(w, axis), &(in_kernel, fits)) in weights.iter().zip(&decided) {
+                integer += in_kernel as usize;
+                kept += (fits && in_kernel) as usize;
                 if fits {
+                    let t = g.constant(w).expect("a weight quantized above");
+                    let payload = model.payload(t)?;
+                    let data = tensor::f32_view(t, payload.as_ref())?;
                     let (patch, scales) = int8_weight(model, w, &data, *axis, arith::INT8_QMAX)?;
                     let scale_name = patch.add_initializers[1].name().to_string();
                     weight_scales.insert(w.clone(), (scales, scale_name));
                     full_range.push((w.clone(), patch));
+                    drop(data);
+                    drop(payload);
+                    model.external.release(t);
                 }
-                drop(data);
-                drop(payload);
-                model.external.release(t);
             }
-            ctx.notes.push(format!(
-                "{} of {} int8 weights computed by integer kernels keep the full range -127..127 (on the calibration data, the 16-bit sums their kernels would saturate cost less than the reduced range's rounding); the others span -64..64",
-                full_range.len(),
-                weight_axis.len(),
-            ));
+            if integer > 0 {
+                ctx.notes.push(format!(
+                    "{kept} of {integer} int8 weights computed by integer kernels keep the full range -127..127 (on the calibration data, the error of the 16-bit sums their kernels would saturate is below that of the reduced range's rounding); the others span -64..64"
+                ));
+            }
         }
         let mut patches = Vec::new();
         let mut act_scale: HashMap<String, (f32, String)> = HashMap::new();
@@ -2192,10 +2224,11 @@ fn int8_weight(
     } else {
         vec![]
     };
-    let mut p = Patch::new(if axis.is_some() {
-        "weight quantized to int8 per channel"
-    } else {
-        "weight quantized to int8 per tensor"
+    let mut p = Patch::new(match (axis.is_some(), qmax == arith::INT8_QMAX) {
+        (true, true) => "weight quantized to int8 per channel",
+        (true, false) => "weight quantized to int8 per channel, in -64..64",
+        (false, true) => "weight quantized to int8 per tensor",
+        (false, false) => "weight quantized to int8 per tensor, in -64..64",
     });
     p.remove_initializers.push(w.to_string());
     p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
@@ -2756,7 +2789,34 @@ fn own_float_biases(g: &crate::ir::Graph, w: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::{glob, kernel_rows};
+    use crate::ir::builder::node_proto;
+
+    #[test]
+    fn kernel_rows_follow_onnxruntimes_reduction_order() {
+        // Conv [2, 3, 1, 2]: channels-last, channels within each tap.
+        let conv = node_proto("c", "Conv", &["x", "w"], &["y"], vec![]);
+        let rows: Vec<Vec<usize>> = kernel_rows(&conv, &[2, 3, 1, 2]).unwrap().collect();
+        // Output 0 reads w[0, c, 0, t] at (c * 2 + t): taps 0 then 1.
+        assert_eq!(rows, vec![vec![0, 2, 4, 1, 3, 5], vec![6, 8, 10, 7, 9, 11]]);
+        // MatMul [3, 2]: column o, down the rows.
+        let mm = node_proto("m", "MatMul", &["x", "w"], &["y"], vec![]);
+        let rows: Vec<Vec<usize>> = kernel_rows(&mm, &[3, 2]).unwrap().collect();
+        assert_eq!(rows, vec![vec![0, 2, 4], vec![1, 3, 5]]);
+        // Gemm with transB [2, 3]: row o.
+        let gemm = node_proto(
+            "g",
+            "Gemm",
+            &["x", "w"],
+            &["y"],
+            vec![crate::ir::builder::attr_int("transB", 1)],
+        );
+        let rows: Vec<Vec<usize>> = kernel_rows(&gemm, &[2, 3]).unwrap().collect();
+        assert_eq!(rows, vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        // Layouts the kernels do not have.
+        assert!(kernel_rows(&mm, &[2, 3, 4]).is_none());
+        assert!(kernel_rows(&conv, &[2, 3]).is_none());
+    }
 
     #[test]
     fn glob_patterns() {
