@@ -152,9 +152,14 @@ pub fn calibrate(
         .context("tract cannot run the model for calibration")?;
 
     let n = present.len();
-    let histograms = method != Method::Minmax || !pair_axes.is_empty();
     let pair_axis: Vec<Option<PairAxis>> =
         present.iter().map(|v| pair_axes.get(v).copied()).collect();
+    // A histogram per value for the histogram methods; with minmax only
+    // for the values whose code shares are asked for.
+    let histograms: Vec<bool> = pair_axis
+        .iter()
+        .map(|a| method != Method::Minmax || a.is_some())
+        .collect();
     // One run per sample: its own range of each value and, for the
     // histogram methods, a histogram over that range; merged afterwards.
     let per_sample: Vec<Vec<Stat>> = run_samples
@@ -163,8 +168,8 @@ pub fn calibrate(
             let out = runner.run(s)?;
             index
                 .iter()
-                .zip(&pair_axis)
-                .map(|(&k, axis)| {
+                .zip(pair_axis.iter().zip(&histograms))
+                .map(|(&k, (axis, &histogram))| {
                     // Only float32 activations are quantized.
                     if out[k].datum_type() != f32::datum_type() {
                         return Ok(Stat::empty());
@@ -173,7 +178,7 @@ pub fn calibrate(
                         .try_as_plain_ram()
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let v = view.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let mut stat = Stat::of(v, histograms);
+                    let mut stat = Stat::of(v, histogram);
                     if let Some(axis) = axis {
                         stat.pairs = PairSums::of(v, out[k].shape(), *axis);
                     }
@@ -216,7 +221,7 @@ pub fn calibrate(
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| {
                     (a.0.min(b.0), a.1.max(b.1))
                 });
-            if !(histograms && lo.is_finite() && hi.is_finite()) {
+            if !(histograms[i] && lo.is_finite() && hi.is_finite()) {
                 return ((lo, hi), None);
             }
             let mut h = vec![0u64; BINS];

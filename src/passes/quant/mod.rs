@@ -1820,13 +1820,17 @@ impl Quant {
             // a Q/DQ pair), and whether the full range pays for every
             // reader; weights measured in parallel.
             let weights: Vec<(&String, &Option<i64>)> = weight_axis.iter().collect();
-            let decided: Vec<(bool, bool)> = weights
+            // The full-range values and scales travel with a weight they pay
+            // for: its new patch stores them.
+            type Decided = (bool, Option<(Vec<i64>, Vec<i8>, Vec<f32>)>);
+            let decided: Vec<Decided> = weights
                 .par_iter()
-                .map(|&(w, axis)| -> Result<(bool, bool)> {
+                .map(|&(w, axis)| -> Result<Decided> {
                     let t = g.constant(w).expect("a weight quantized above");
                     let payload = model.payload(t)?;
                     let data = tensor::f32_view(t, payload.as_ref())?;
-                    let (q, _) = symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
+                    let (q, scales) =
+                        symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
                     let mut in_kernel = false;
                     let fits = uses[w].iter().all(|&(id, _)| {
                         let n = &g.nodes[id].proto;
@@ -1856,28 +1860,25 @@ impl Quant {
                         };
                         arith::full_range_pays(codes, zp, correlation, &q, rows)
                     });
+                    let dims = data.dims.clone();
                     drop(data);
                     drop(payload);
                     model.external.release(t);
-                    Ok((in_kernel, fits))
+                    Ok((in_kernel, fits.then_some((dims, q, scales))))
                 })
                 .collect::<Result<_>>()?;
             let (mut integer, mut kept) = (0, 0);
-            for (&(w, axis), &(in_kernel, fits)) in weights.iter().zip(&decided) {
+            for (&(w, axis), (in_kernel, full)) in weights.iter().zip(decided) {
                 integer += in_kernel as usize;
-                kept += (fits && in_kernel) as usize;
-                if fits {
-                    let t = g.constant(w).expect("a weight quantized above");
-                    let payload = model.payload(t)?;
-                    let data = tensor::f32_view(t, payload.as_ref())?;
-                    let (patch, scales) = int8_weight(model, w, &data, *axis, arith::INT8_QMAX)?;
-                    let scale_name = patch.add_initializers[1].name().to_string();
-                    weight_scales.insert(w.clone(), (scales, scale_name));
-                    full_range.push((w.clone(), patch));
-                    drop(data);
-                    drop(payload);
-                    model.external.release(t);
-                }
+                let Some((dims, q, scales)) = full else {
+                    continue;
+                };
+                kept += in_kernel as usize;
+                let patch =
+                    int8_weight_patch(model, w, &dims, &q, &scales, *axis, arith::INT8_QMAX);
+                let scale_name = patch.add_initializers[1].name().to_string();
+                weight_scales.insert(w.clone(), (scales, scale_name));
+                full_range.push((w.clone(), patch));
             }
             if integer > 0 {
                 ctx.notes.push(format!(
@@ -2215,8 +2216,23 @@ fn int8_weight(
     axis: Option<i64>,
     qmax: i32,
 ) -> Result<(Patch, Vec<f32>)> {
-    let g = &model.graph;
     let (q, scales) = symmetric_int8(data, axis.map(|a| a as usize), qmax);
+    let p = int8_weight_patch(model, w, &data.dims, &q, &scales, axis, qmax);
+    Ok((p, scales))
+}
+
+/// [`int8_weight`]'s patch for values `q` and `scales` already quantized
+/// (with `qmax`).
+fn int8_weight_patch(
+    model: &Model,
+    w: &str,
+    dims: &[i64],
+    q: &[i8],
+    scales: &[f32],
+    axis: Option<i64>,
+    qmax: i32,
+) -> Patch {
+    let g = &model.graph;
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
     let sdims: Vec<i64> = if axis.is_some() {
@@ -2231,9 +2247,9 @@ fn int8_weight(
         (false, false) => "weight quantized to int8 per tensor, in -64..64",
     });
     p.remove_initializers.push(w.to_string());
-    p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
+    p.add_initializers.push(tensor_i8(&qn, dims, q));
     p.add_initializers
-        .push(tensor::from_f32(&sn, &sdims, &scales));
+        .push(tensor::from_f32(&sn, &sdims, scales));
     let attrs = axis.map(|a| vec![attr_int("axis", a)]).unwrap_or_default();
     // Unnamed: its output, the weight's own name, names it. Symmetric: no
     // zero point (optional; 0 by default, of the weight's type int8), which
@@ -2241,7 +2257,7 @@ fn int8_weight(
     p.add_nodes
         .push(node("", "DequantizeLinear", &[&qn, &sn], &[w], attrs));
     p.anchor = g.consumers(w).first().copied();
-    Ok((p, scales))
+    p
 }
 
 /// MatMuls with a constant weight in onnxruntime's dynamic int8 form:
