@@ -1590,6 +1590,40 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
     assert!(!s.contains("stored as"), "{s}");
 }
 
+/// Where a few large values set a channel's int8 scale, per-channel int8
+/// storage loses the rest, and `sensitive=auto` stores the weight as int8
+/// in blocks (one float16 scale per 32 values) before float16: a MatMul
+/// whose weight has one row of 1000s, read behind a mask that zeroes its
+/// first 32 inputs. Per column, every other weight rounds to 0 (cosine 0);
+/// in blocks along the rows only the masked block is coarse. onnx.checker
+/// and onnxruntime accept the result and agree.
+#[test]
+fn sensitive_auto_stores_outlier_weights_in_blocks() {
+    let (k, n) = (256usize, 16usize);
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| match i / n {
+            0 => 1000.0,
+            r => ((r * 37 + (i % n) * 11) % 101) as f32 / 50.0 - 1.0,
+        })
+        .collect();
+    let mask: Vec<f32> = (0..k).map(|r| if r < 32 { 0.0 } else { 1.0 }).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, k as i64])
+        .init_f32("mask", &[k as i64], &mask)
+        .init_f32("w", &[k as i64, n as i64], &w)
+        .node("masked", "Mul", &["x", "mask"], &["xm"])
+        .node("mm", "MatMul", &["xm", "w"], &["y"])
+        .output("y", &[1, n as i64])
+        .build()
+        .unwrap();
+    let s = cli_matches_ort(&original, "quant", "0.999");
+    assert!(
+        s.contains("1 x weight stored as int8 in blocks of 32 (expanded once at load)"),
+        "{s}"
+    );
+    assert!(s.contains("weights stay stored as int8 in blocks"), "{s}");
+}
+
 /// An int4 embedding table that `sensitive=auto` takes back keeps int8 rows
 /// (not a float table: on MiniLM-L3 at the default tolerance that was the
 /// difference between 0.75x and 0.25x), checked by onnxruntime too.

@@ -73,6 +73,56 @@ fn quantize_rows(w: &[f32], channels: usize, inner: usize, scales: &[f32], qmax:
     q
 }
 
+/// How the blocks of a block-scaled weight lie in its `[outer, channels,
+/// inner]` view: `Inner`, runs of `block` consecutive elements (along the
+/// inner axis, which `block` divides); `Outer` (inner 1), `block`
+/// consecutive rows of one column (along the outer axis, which `block`
+/// divides). Either way the values keep their order in memory, and the
+/// scales lie as `[outer, channels, inner / block, 1]` or `[outer / block,
+/// 1, channels]` would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocks {
+    Inner { block: usize },
+    Outer { block: usize, channels: usize },
+}
+
+impl Blocks {
+    /// The block element `e` (in memory order) belongs to.
+    fn of(self, e: usize) -> usize {
+        match self {
+            Blocks::Inner { block } => e / block,
+            Blocks::Outer { block, channels } => (e / (block * channels)) * channels + e % channels,
+        }
+    }
+}
+
+/// Symmetric scales, one per block (largest magnitude / `qmax`; 0 for a
+/// block of zeros or NaNs).
+pub fn block_scales(w: &[f32], blocks: Blocks, qmax: i32) -> Vec<f32> {
+    let n = match blocks {
+        Blocks::Inner { block } => w.len().div_ceil(block.max(1)),
+        Blocks::Outer { block, channels } => w.len().div_ceil((block * channels).max(1)) * channels,
+    };
+    let mut absmax = vec![0f32; n];
+    for (e, &v) in w.iter().enumerate() {
+        let m = &mut absmax[blocks.of(e)];
+        *m = m.max(v.abs());
+    }
+    absmax.iter().map(|&m| m / qmax as f32).collect()
+}
+
+/// `w` quantized block by block with `scales` (as [`block_scales`] lays
+/// them out), rounding half to even and saturating at `qmax`.
+pub fn quantize_blocks(w: &[f32], blocks: Blocks, scales: &[f32], qmax: i32) -> Vec<i8> {
+    w.iter()
+        .enumerate()
+        .map(|(e, &v)| match scales[blocks.of(e)] {
+            s if s > 0.0 => quantize_symmetric(v, s, qmax as f32),
+            _ => 0,
+        })
+        .collect()
+}
+
 /// The largest magnitude of symmetric int8 weights: -127..127.
 pub const INT8_QMAX: i32 = 127;
 
@@ -766,6 +816,30 @@ mod tests {
         }
         let (q, s) = quantize_per_channel(&w, 1, 1, 4, INT8_QMAX);
         assert_eq!((q[1], s[0]), (0, 2.0 / 127.0));
+    }
+
+    #[test]
+    fn block_scales_and_values_known() {
+        // Two rows of 4, blocks of 2 along the rows: each pair its own scale
+        // (powers of two here, so every quotient is exact).
+        let w = [63.5, -127.0, 31.75, 63.5, 0.0, 0.0, 254.0, -127.0];
+        let b = Blocks::Inner { block: 2 };
+        let s = block_scales(&w, b, 127);
+        assert_eq!(s, vec![1.0, 0.5, 0.0, 2.0]);
+        let q = quantize_blocks(&w, b, &s, 127);
+        // 63.5 rounds to even: 64; a block of zeros stays 0.
+        assert_eq!(q, vec![64, -127, 64, 127, 0, 0, 127, -64]);
+        // The same values as 4 rows of 2 columns, blocks of 2 rows per
+        // column: column 0 holds 63.5, 31.75 | 0, 254; column 1 -127, 63.5 |
+        // 0, -127.
+        let b = Blocks::Outer {
+            block: 2,
+            channels: 2,
+        };
+        let s = block_scales(&w, b, 127);
+        assert_eq!(s, vec![0.5, 1.0, 2.0, 1.0]);
+        let q = quantize_blocks(&w, b, &s, 127);
+        assert_eq!(q, vec![127, -127, 64, 64, 0, 0, 127, -127]);
     }
 
     #[test]
