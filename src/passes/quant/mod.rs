@@ -199,17 +199,10 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
     let min_reduction = match &p.min_reduction {
         toml::Value::String(s) if s == "auto" && host_int8_exact() => MIN_REDUCTION_EXACT,
         toml::Value::String(s) if s == "auto" => MIN_REDUCTION_PAIRS16,
-        v => {
-            let n = match v {
-                toml::Value::Integer(i) => Some(*i),
-                toml::Value::String(s) => s.parse().ok(),
-                _ => None,
-            };
-            match n {
-                Some(n) if n >= 1 => n,
-                _ => bail!("min_reduction must be auto or at least 1, got {v}"),
-            }
-        }
+        v => match integer(v) {
+            Some(n) if n >= 1 => n,
+            _ => bail!("min_reduction must be auto or at least 1, got {v}"),
+        },
     };
     ensure!(
         matches!(p.sensitive.as_str(), "auto" | "off"),
@@ -231,20 +224,13 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
     let opset = match &p.opset {
         toml::Value::String(s) if s == "auto" => OpsetPolicy::Auto,
         toml::Value::String(s) if s == "keep" => OpsetPolicy::Keep,
-        v => {
-            let n = match v {
-                toml::Value::Integer(i) => Some(*i),
-                toml::Value::String(s) => s.parse().ok(),
-                _ => None,
-            };
-            match n {
-                Some(n) if (13..=super::opset::MAX_TARGET).contains(&n) => OpsetPolicy::Raise(n),
-                _ => bail!(
-                    "opset must be auto, keep or a number in 13..={}, got {v}",
-                    super::opset::MAX_TARGET
-                ),
-            }
-        }
+        v => match integer(v) {
+            Some(n) if (13..=super::opset::MAX_TARGET).contains(&n) => OpsetPolicy::Raise(n),
+            _ => bail!(
+                "opset must be auto, keep or a number in 13..={}, got {v}",
+                super::opset::MAX_TARGET
+            ),
+        },
     };
     Ok(Box::new(Quant {
         params: p,
@@ -253,6 +239,16 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
         min_reduction,
         prepared: AtomicBool::new(false),
     }))
+}
+
+/// A parameter given as a number: a TOML integer, or a string of one (as
+/// `--passes 'quant(opset=17)'` may pass it).
+fn integer(v: &toml::Value) -> Option<i64> {
+    match v {
+        toml::Value::Integer(i) => Some(*i),
+        toml::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
 }
 
 /// `min_reduction=auto` where int8 sums are exact ([`host_int8_exact`]).
