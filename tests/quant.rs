@@ -213,6 +213,42 @@ fn min_reduction_auto_follows_the_cpus_int8_sums() {
     }
 }
 
+/// A Conv reading one spatial position (a squeeze-excite block: global
+/// pooling, a 1x1 Conv, Relu, a 1x1 Conv, Sigmoid, scaling the feature
+/// map) computes a matrix-vector product: it computes in float with its
+/// weight stored as int8, whatever its reduction, while the Convs around
+/// the block stay int8.
+#[test]
+fn squeeze_excite_convs_compute_in_float_with_stored_weights() {
+    let original = int8_head()
+        .node("pool", "GlobalAveragePool", &["a1"], &["p"])
+        .init_f32("w2", &[8, 16, 1, 1], &weights(8 * 16, 2))
+        .node_with("c2", "Conv", &["p", "w2"], &["h2"], conv_attrs(1))
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .init_f32("w3", &[16, 8, 1, 1], &weights(16 * 8, 3))
+        .node_with("c3", "Conv", &["a2", "w3"], &["h3"], conv_attrs(1))
+        .node("gate", "Sigmoid", &["h3"], &["g"])
+        .node("scale", "Mul", &["a1", "g"], &["se"])
+        .init_f32("w4", &[8, 16, 3, 3], &weights(8 * 144, 4))
+        .node_with("c4", "Conv", &["se", "w4"], &["y"], conv_attrs(3))
+        .output("y", &[1, 8, 8, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"",
+    );
+    for w in ["w2", "w3"] {
+        assert!(s.contains(&format!("Cast({w}_q")), "{s}");
+        assert!(!s.contains(&format!("DequantizeLinear({w}_q")), "{s}");
+    }
+    for w in ["w1", "w4"] {
+        assert!(s.contains(&format!("DequantizeLinear({w}_q")), "{s}");
+    }
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// Deterministic small weights for hand-built models.
 fn weights(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
@@ -1664,6 +1700,29 @@ fn sensitive_auto_stores_outlier_weights_in_blocks() {
         "{s}"
     );
     assert!(s.contains("weights stay stored as int8 in blocks"), "{s}");
+    // The same as a 1x1 Conv (static int8 first): its weight's blocks run
+    // along each output channel's input channels.
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| match i % k {
+            0 => 1000.0,
+            c => ((c * 37 + (i / k) * 11) % 101) as f32 / 50.0 - 1.0,
+        })
+        .collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, k as i64, 2, 2])
+        .init_f32("mask", &[1, k as i64, 1, 1], &mask)
+        .init_f32("w", &[n as i64, k as i64, 1, 1], &w)
+        .node("masked", "Mul", &["x", "mask"], &["xm"])
+        .node_with("conv", "Conv", &["xm", "w"], &["y"], conv_attrs(1))
+        .output("y", &[1, n as i64, 2, 2])
+        .build()
+        .unwrap();
+    let s = cli_matches_ort(&original, "quant", "0.999");
+    assert!(s.contains("activations: static"), "{s}");
+    assert!(
+        s.contains("1 x weight stored as int8 in blocks of 32 (expanded once at load)"),
+        "{s}"
+    );
 }
 
 /// An int4 embedding table that `sensitive=auto` takes back keeps int8 rows

@@ -1569,18 +1569,20 @@ impl Quant {
         // else float16 (silero's state output flips saturated values under
         // int8 weight rounding), else float. Built when the first
         // comparison fails, and only then.
+        // Each storage form is built once per weight, when first needed:
+        // `Blocks` is `None` for a weight no block fits (an embedding
+        // table's int8 rows are as fine as it gets).
         #[derive(Clone, Copy, PartialEq)]
-        enum Rung {
+        enum Form {
             Int8,
-            /// Blocks, else per-channel int8 (`false`) or float16 (`true`).
-            Blocks(bool),
+            Blocks,
             Half,
         }
-        let rung = |kind: Rung| -> Result<Vec<Option<Patch>>> {
+        let forms = |kind: Form| -> Result<Vec<Option<Patch>>> {
             patches
                 .iter()
                 .map(|p| {
-                    let Some((w, form)) = p
+                    let Some((w, fallback)) = p
                         .remove_initializers
                         .first()
                         .and_then(|w| storable.get_key_value(w))
@@ -1592,58 +1594,68 @@ impl Quant {
                         .context("a quantized weight is not a constant")?;
                     let payload = model.payload(t)?;
                     let data = tensor::f32_view(t, payload.as_ref())?;
-                    Ok(Some(match (form, kind) {
-                        (_, Rung::Half) => stored_f16(model, w, &data),
-                        (Fallback::Stored(axis), Rung::Int8) => {
-                            stored_weight(model, w, &data, *axis)?
+                    Ok(match (fallback, kind) {
+                        (_, Form::Half) => Some(stored_f16(model, w, &data)),
+                        (Fallback::Stored(axis), Form::Int8) => {
+                            Some(stored_weight(model, w, &data, *axis)?)
                         }
-                        (Fallback::Stored(axis), Rung::Blocks(half)) => {
-                            match stored_weight_blocks(model, w, &data, *axis)? {
-                                Some(p) => p,
-                                None if half => stored_f16(model, w, &data),
-                                None => stored_weight(model, w, &data, *axis)?,
-                            }
+                        (Fallback::Stored(axis), Form::Blocks) => {
+                            stored_weight_blocks(model, w, &data, *axis)?
                         }
-                        (Fallback::Rows(readers), _) => gather_rows(model, w, &data, readers)?,
-                    }))
+                        (Fallback::Rows(readers), _) => {
+                            Some(gather_rows(model, w, &data, readers)?)
+                        }
+                    })
                 })
                 .collect()
         };
+        // `a`'s form of each weight, else `b`'s.
+        let or = |a: &[Option<Patch>], b: &[Option<Patch>]| -> Vec<Option<Patch>> {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| a.as_ref().or(b.as_ref()).cloned())
+                .collect()
+        };
+        let labels = |r: &[Option<Patch>]| -> Vec<String> {
+            r.iter().flatten().map(|p| p.label.clone()).collect()
+        };
         let mut fallback: Vec<Option<Patch>> = vec![None; n];
         let mut form = vec![""; n];
-        let mut int8_rung = None;
-        let mut last: Option<Vec<Option<Patch>>> = None;
-        for kind in [
-            Rung::Int8,
-            Rung::Blocks(false),
-            Rung::Blocks(true),
-            Rung::Half,
-        ] {
-            let f = rung(kind)?;
-            if f.iter().all(Option::is_none) {
-                break;
+        let int8 = forms(Form::Int8)?;
+        let int8_rung = (!int8.iter().all(Option::is_none)).then(|| int8.clone());
+        if int8_rung.is_some() {
+            let (mut blocks, mut half) = (None, None);
+            let mut last: Option<Vec<Option<Patch>>> = None;
+            // int8; int8 in blocks, per-channel int8 where none fits; the
+            // same with float16 there; float16.
+            for step in 0..4 {
+                if step >= 1 && blocks.is_none() {
+                    blocks = Some(forms(Form::Blocks)?);
+                }
+                if step >= 2 && half.is_none() {
+                    half = Some(forms(Form::Half)?);
+                }
+                let f = match (step, &blocks, &half) {
+                    (1, Some(b), _) => or(b, &int8),
+                    (2, Some(b), Some(h)) => or(b, h),
+                    (3, _, Some(h)) => h.clone(),
+                    _ => int8.clone(),
+                };
+                // A rung that stores every weight as the last one did (no
+                // block fits anywhere, or everywhere) is not measured again.
+                if last.as_ref().is_some_and(|l| labels(l) == labels(&f)) {
+                    continue;
+                }
+                if eval(&vec![false; n], &f)?.status == Status::Passed {
+                    form = f
+                        .iter()
+                        .map(|p| p.as_ref().map_or("", stored_form))
+                        .collect();
+                    fallback = f;
+                    break;
+                }
+                last = Some(f);
             }
-            // A rung that stores every weight as the last one did (no block
-            // fits anywhere, or everywhere) is not measured again.
-            let labels = |r: &[Option<Patch>]| -> Vec<String> {
-                r.iter().flatten().map(|p| p.label.clone()).collect()
-            };
-            if last.as_ref().is_some_and(|l| labels(l) == labels(&f)) {
-                continue;
-            }
-            let passed = eval(&vec![false; n], &f)?.status == Status::Passed;
-            if kind == Rung::Int8 {
-                int8_rung = Some(f.clone());
-            }
-            if passed {
-                form = f
-                    .iter()
-                    .map(|p| p.as_ref().map_or("", stored_form))
-                    .collect();
-                fallback = f;
-                break;
-            }
-            last = Some(f);
         }
         let mut groups: Vec<Vec<usize>> = if n <= 64 {
             (0..n).map(|i| vec![i]).collect()
@@ -1915,10 +1927,7 @@ impl Quant {
                 for &(id, _) in &uses[w] {
                     let n = &g.nodes[id].proto;
                     if let Some(x) = n.input.first() {
-                        pair_axes.entry(x.clone()).or_insert(match n.op_type() {
-                            "Conv" => calibrate::PairAxis::Channels,
-                            _ => calibrate::PairAxis::Last,
-                        });
+                        pair_axes.entry(x.clone()).or_insert(pair_axis(n));
                     }
                 }
             }
@@ -1983,10 +1992,7 @@ impl Quant {
                         // value's first reader; a depthwise Conv pairs
                         // neighbouring taps, not channels. Otherwise: the
                         // worst case.
-                        let axis = match n.op_type() {
-                            "Conv" => calibrate::PairAxis::Channels,
-                            _ => calibrate::PairAxis::Last,
-                        };
+                        let axis = pair_axis(n);
                         let depthwise = n.op_type() == "Conv" && data.dims.get(1) == Some(&1);
                         let correlation = match pair_correlation.get(x) {
                             Some(&c) if !depthwise && pair_axes.get(x) == Some(&axis) => c,
@@ -2283,6 +2289,16 @@ fn tensor_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
         data_type: Some(DataType::Int8 as i32),
         raw_data: Some(Bytes::from(v.iter().map(|&x| x as u8).collect::<Vec<_>>())),
         ..Default::default()
+    }
+}
+
+/// The axis of its input whose neighbouring values an integer kernel for
+/// `n` multiplies in pairs: a Conv's channels (it computes channels-last),
+/// a MatMul's or Gemm's last axis.
+fn pair_axis(n: &NodeProto) -> calibrate::PairAxis {
+    match n.op_type() {
+        "Conv" => calibrate::PairAxis::Channels,
+        _ => calibrate::PairAxis::Last,
     }
 }
 
@@ -2873,15 +2889,28 @@ fn stored_weight(
         .constant(w)
         .is_some_and(|t| tensor::data_type(t) == DataType::Float16);
     let (inits, nodes) = stored_int8(w, data, axis, half, &mut |b: &str| g.fresh_name(b));
-    let mut p = Patch::new(if half {
+    let p = Patch::new(if half {
         "float16 weight stored as int8 (expanded to float16 once at load)"
     } else {
         "weight stored as int8 (expanded once at load)"
     });
+    replacing(model, w, p, inits, nodes)
+}
+
+/// `p` replacing the initializer `w` by a stored form (`inits`, `nodes`
+/// producing `w`), the float biases only layers reading `w` read stored as
+/// float16 with it.
+fn replacing(
+    model: &Model,
+    w: &str,
+    mut p: Patch,
+    inits: Vec<TensorProto>,
+    nodes: Vec<NodeProto>,
+) -> Result<Patch> {
     p.remove_initializers.push(w.to_string());
     p.add_initializers = inits;
     p.add_nodes = nodes;
-    p.anchor = g.consumers(w).first().copied();
+    p.anchor = model.graph.consumers(w).first().copied();
     f16_biases(model, w, &mut p)?;
     Ok(p)
 }
@@ -2916,11 +2945,12 @@ fn stored_int8_blocks(
             .rev()
             .find(|&b| len.is_multiple_of(b) && len >= 2 * b)
     };
-    let (blocks, qdims, sdims) = if i > 1 {
+    let (blocks, block, qdims, sdims) = if i > 1 {
         let b = pick(i)?;
         let (o, c, nb) = (o as i64, c as i64, (i / b) as i64);
         (
             arith::Blocks::Inner { block: b },
+            b,
             vec![o, c, nb, b as i64],
             vec![o, c, nb, 1],
         )
@@ -2932,12 +2962,10 @@ fn stored_int8_blocks(
                 block: b,
                 channels: c,
             },
+            b,
             vec![nb, b as i64, c64],
             vec![nb, 1, c64],
         )
-    };
-    let block = match blocks {
-        arith::Blocks::Inner { block } | arith::Blocks::Outer { block, .. } => block,
     };
     // Rounded up to float16, so that no value saturates.
     let half = arith::f16_scales_up(&arith::block_scales(&data.data, blocks, arith::INT8_QMAX));
@@ -2983,15 +3011,10 @@ fn stored_weight_blocks(
     else {
         return Ok(None);
     };
-    let mut p = Patch::new(format!(
+    let p = Patch::new(format!(
         "weight stored as int8 in blocks of {block} (expanded once at load)"
     ));
-    p.remove_initializers.push(w.to_string());
-    p.add_initializers = inits;
-    p.add_nodes = nodes;
-    p.anchor = g.consumers(w).first().copied();
-    f16_biases(model, w, &mut p)?;
-    Ok(Some(p))
+    replacing(model, w, p, inits, nodes).map(Some)
 }
 
 /// The float32 biases only layers reading `w` read, stored as float16 in
