@@ -10,6 +10,17 @@
 //! * constant `Cast` (int8/float16 to float) and `Mul` nodes, the forms in
 //!   which `quant` stores weights to be expanded at load, become float
 //!   initializers;
+//! * `MatMulInteger` becomes a float `MatMul` of the operands minus their
+//!   zero points, cast back to int32 (a constant operand becomes a float
+//!   initializer). tract's integer matrix product runs on a generic kernel
+//!   tens of times slower than its float one, and a dynamically quantized
+//!   transformer spends most of its verification there. Products of 8-bit
+//!   values are exact in float32, and so is every partial sum below 2^24
+//!   (2^24 / (255 x 128) = 514 worst-case products in a row, far more at
+//!   the magnitudes of real activations); above that a float sum is within
+//!   one part in 2^24 of the int32 one, orders of magnitude below the
+//!   quantization error being verified. Only scalar zero points of `A` are
+//!   lowered (per-row ones stay for tract);
 //! * `BatchNormalization` with computed (not constant) statistics becomes
 //!   element-wise ops (tract types only constant ones);
 //! * onnxruntime's fused ops (`FusedConv`, `FusedMatMul`, `BiasGelu`,
@@ -112,6 +123,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             "{expanded} constant Cast/Mul node(s) (weights stored compactly) expanded to float initializers"
         ));
     }
+    let integer = lower_integer_matmuls(model)?;
+    if integer > 0 {
+        notes.push(format!(
+            "{integer} MatMulInteger node(s) computed as float MatMul of the integer values"
+        ));
+    }
     // After the folds: quantized weights are then float initializers whose
     // ranks the lowering can read.
     let fused = super::contrib::lower_fused(model)?;
@@ -161,6 +178,136 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         ));
     }
     Ok(notes)
+}
+
+/// `MatMulInteger(A, B, a_zero_point, b_zero_point)` as
+/// `Cast<int32>(MatMul(float(A) - float(a_zp), float(B) - float(b_zp)))`
+/// (see the module's documentation for why, and for its exactness).
+fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
+    use crate::ir::builder::{attr_int, node_proto};
+    let ids: Vec<_> = model
+        .graph
+        .nodes
+        .node_indices()
+        .filter(|&id| {
+            let n = &model.graph.nodes[id];
+            n.op() == "MatMulInteger" && n.is_onnx() && n.proto.output.len() == 1
+        })
+        .collect();
+    let mut used = model.graph.all_names();
+    let mut done = 0;
+    for id in ids {
+        let g = &model.graph;
+        let n = &g.nodes[id];
+        let input = |i: usize| n.proto.input.get(i).filter(|s| !s.is_empty()).cloned();
+        let (Some(a), Some(b)) = (input(0), input(1)) else {
+            continue;
+        };
+        let (a_zp, b_zp) = (input(2), input(3));
+        // A scalar zero point of A: a one-element constant, or the one
+        // DynamicQuantizeLinear computes.
+        let scalar_a_zp = a_zp.as_ref().is_none_or(|z| match g.constant(z) {
+            Some(t) => tensor::numel(&t.dims).is_ok_and(|k| k == 1),
+            None => g
+                .producer(z)
+                .is_some_and(|p| g.nodes[p].op() == "DynamicQuantizeLinear"),
+        });
+        if !scalar_a_zp {
+            continue;
+        }
+        let base = if n.name().is_empty() {
+            n.proto.output[0].clone()
+        } else {
+            n.name().to_string()
+        };
+        let out = n.proto.output[0].clone();
+        let mut p = Patch::new("MatMulInteger computed in float");
+        p.anchor = Some(id);
+        p.remove_nodes.push(id);
+        let mut fresh =
+            |what: &str| crate::ir::walk::unique_name(&mut used, &format!("{base}_{what}"));
+        // One operand minus its zero point, in float.
+        let mut operand = |p: &mut Patch,
+                           x: &str,
+                           zp: Option<&String>,
+                           which: &str|
+         -> Result<String> {
+            let consts = (g.constant(x), zp.map(|z| g.constant(z)));
+            if let (Some(t), None | Some(Some(_))) = consts {
+                // Constant operand (a weight): one float initializer.
+                let raw = model.payload(t)?;
+                let values = quantized_values(t, raw.as_ref())?;
+                let zero: Vec<i64> = match zp.and_then(|z| g.constant(z)) {
+                    Some(z) => {
+                        let zraw = model.payload(z)?;
+                        quantized_values(z, zraw.as_ref())?
+                    }
+                    None => vec![0],
+                };
+                let last = t.dims.last().copied().unwrap_or(1).max(1) as usize;
+                ensure!(
+                    zero.len() == 1 || zero.len() == last,
+                    "MatMulInteger '{base}': a zero point of {} values for an operand whose last axis has {last}",
+                    zero.len()
+                );
+                let data: Vec<f32> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (v - zero[if zero.len() == 1 { 0 } else { i % last }]) as f32)
+                    .collect();
+                let name = fresh(&format!("{which}_float"));
+                p.add_initializers
+                    .push(tensor::from_f32(&name, &t.dims, &data));
+                return Ok(name);
+            }
+            let xf = fresh(&format!("{which}_float"));
+            p.add_nodes.push(node_proto(
+                &fresh(&format!("{which}_cast")),
+                "Cast",
+                &[x],
+                &[&xf],
+                vec![attr_int("to", DataType::Float as i64)],
+            ));
+            let Some(z) = zp else { return Ok(xf) };
+            let zf = fresh(&format!("{which}_zero_point_float"));
+            p.add_nodes.push(node_proto(
+                &fresh(&format!("{which}_zero_point_cast")),
+                "Cast",
+                &[z],
+                &[&zf],
+                vec![attr_int("to", DataType::Float as i64)],
+            ));
+            let centred = fresh(&format!("{which}_centred"));
+            p.add_nodes.push(node_proto(
+                &fresh(&format!("{which}_sub")),
+                "Sub",
+                &[&xf, &zf],
+                &[&centred],
+                vec![],
+            ));
+            Ok(centred)
+        };
+        let af = operand(&mut p, &a, a_zp.as_ref(), "a")?;
+        let bf = operand(&mut p, &b, b_zp.as_ref(), "b")?;
+        let product = fresh("float_product");
+        p.add_nodes.push(node_proto(
+            &fresh("float_matmul"),
+            "MatMul",
+            &[&af, &bf],
+            &[&product],
+            vec![],
+        ));
+        p.add_nodes.push(node_proto(
+            &fresh("to_int32"),
+            "Cast",
+            &[&product],
+            &[&out],
+            vec![attr_int("to", DataType::Int32 as i64)],
+        ));
+        model.apply(&p)?;
+        done += 1;
+    }
+    Ok(done)
 }
 
 /// Node `id` replaced by its value: a float initializer named as its output.
