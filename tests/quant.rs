@@ -333,6 +333,18 @@ fn short_convs_between_int8_layers_stay_int8() {
         "{notes}"
     );
     assert!(!notes.contains("'c2'"), "{notes}");
+    assert!(!notes.contains("separated by ';'"), "{notes}");
+    // `|` is not a separator: the note says what is.
+    let r = quant(
+        &mut original.clone(),
+        "exclude = \"c2|Conv1\"\nsensitive = \"off\"",
+    );
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("exclude: 'c2|Conv1' matches no node")
+            && notes.contains("several are separated by ';'"),
+        "{notes}"
+    );
 }
 
 /// A depthwise Conv after an int8 layer whose output goes to float ops

@@ -474,8 +474,14 @@ impl Pass for Quant {
         let excluded = |id: NodeId| self.excludes(&g.nodes[id]);
         for p in &self.params.exclude {
             if !g.nodes.node_weights().any(|n| exclude_matches(p, n)) {
+                // `a|b` or `a,b` read as one name: say how to give several.
+                let several = if p.contains(['|', ',']) {
+                    "; several are separated by ';', e.g. exclude=Conv_1;Conv_2"
+                } else {
+                    ""
+                };
                 ctx.notes.push(format!(
-                    "exclude: '{p}' matches no node (give node names, op types or patterns with *)"
+                    "exclude: '{p}' matches no node (give node names, op types or patterns with *{several})"
                 ));
             }
         }
