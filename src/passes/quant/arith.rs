@@ -149,20 +149,32 @@ const PAIR_MAX: i64 = i16::MAX as i64;
 /// positive) of the pairs and as independent for the rest. Zero unless
 /// `m1 + m2 > 128` and codes reach above 128.
 pub struct PairSaturation {
-    /// Mean and mean square of the excess, at `m1 * 128 + m2`.
-    moments: Vec<(f64, f64)>,
+    /// The share of each input code 0..=255.
+    codes: Vec<f64>,
+    /// Suffix sums over codes c >= k of p, c p and c^2 p.
+    suffix: [Vec<f64>; 3],
+    /// Equal codes: the moments of the excess by weight sum `m1 + m2`.
+    equal: Vec<(f64, f64)>,
+    rho: f64,
+    /// Mean and mean square of the excess, at `m1 * 128 + m2`, computed
+    /// when a weight first holds that pair (NaN until then): a layer holds
+    /// a small part of the 8000 pairs that can saturate, and computing
+    /// them all for every layer was the largest single cost of YOLOv8n's
+    /// `quant` (15%).
+    moments: Vec<std::cell::Cell<(f64, f64)>>,
 }
 
 impl PairSaturation {
-    /// The moments for input `codes` (the share of each code 0..=255).
+    /// The model for input `codes` (the share of each code 0..=255).
     pub fn new(codes: &[f64], correlation: f64) -> PairSaturation {
-        // Suffix sums over c >= k of p, c p and c^2 p.
+        let codes: Vec<f64> = (0..256)
+            .map(|k| codes.get(k).copied().unwrap_or(0.0))
+            .collect();
         let mut s0 = vec![0f64; 257];
         let mut s1 = vec![0f64; 257];
         let mut s2 = vec![0f64; 257];
         for k in (0..256).rev() {
-            let p = codes.get(k).copied().unwrap_or(0.0);
-            let c = k as f64;
+            let (p, c) = (codes[k], k as f64);
             s0[k] = s0[k + 1] + p;
             s1[k] = s1[k + 1] + c * p;
             s2[k] = s2[k + 1] + c * c * p;
@@ -179,35 +191,40 @@ impl PairSaturation {
                     })
             })
             .collect();
+        PairSaturation {
+            codes,
+            suffix: [s0, s1, s2],
+            equal,
+            rho: correlation.clamp(0.0, 1.0),
+            moments: vec![std::cell::Cell::new((f64::NAN, f64::NAN)); 128 * 128],
+        }
+    }
+
+    /// The moments of pair `(m1, m2)`, both in 1..=127.
+    fn moments_of(&self, m1: usize, m2: usize) -> (f64, f64) {
+        if m1 + m2 <= 128 {
+            return (0.0, 0.0);
+        }
+        let (q1, q2) = self.equal[m1 + m2];
         // Independent codes: over c1, the excess of m2 c2 over
         // r = 32767 - c1 m1, from the suffix sums: over c2 >= first,
         // sum p (m2 c2 - r) and sum p (m2 c2 - r)^2.
-        let independent = |m1: usize, m2: usize| -> (f64, f64) {
-            let (mut e1, mut e2) = (0.0, 0.0);
-            // Below this c1 not even c2 = 255 saturates.
-            let from = ((PAIR_MAX - 255 * m2 as i64).max(0) / m1.max(1) as i64) as usize;
-            for (c1, &p1) in codes.iter().enumerate().skip(from) {
-                if p1 == 0.0 {
-                    continue;
-                }
-                let r = PAIR_MAX - c1 as i64 * m1 as i64;
-                let first = (r.div_euclid(m2 as i64) + 1).clamp(0, 256) as usize;
-                let (m, r) = (m2 as f64, r as f64);
-                e1 += p1 * (m * s1[first] - r * s0[first]);
-                e2 += p1 * (m * m * s2[first] - 2.0 * m * r * s1[first] + r * r * s0[first]);
+        let [s0, s1, s2] = &self.suffix;
+        let (mut i1, mut i2) = (0.0, 0.0);
+        // Below this c1 not even c2 = 255 saturates.
+        let from = ((PAIR_MAX - 255 * m2 as i64).max(0) / m1 as i64) as usize;
+        for (c1, &p1) in self.codes.iter().enumerate().skip(from) {
+            if p1 == 0.0 {
+                continue;
             }
-            (e1, e2)
-        };
-        let rho = correlation.clamp(0.0, 1.0);
-        let mut moments = vec![(0.0, 0.0); 128 * 128];
-        for m1 in 1..128usize {
-            for m2 in 129usize.saturating_sub(m1).max(1)..128 {
-                let (q1, q2) = equal[m1 + m2];
-                let (i1, i2) = independent(m1, m2);
-                moments[m1 * 128 + m2] = (rho * q1 + (1.0 - rho) * i1, rho * q2 + (1.0 - rho) * i2);
-            }
+            let r = PAIR_MAX - c1 as i64 * m1 as i64;
+            let first = (r.div_euclid(m2 as i64) + 1).clamp(0, 256) as usize;
+            let (m, r) = (m2 as f64, r as f64);
+            i1 += p1 * (m * s1[first] - r * s0[first]);
+            i2 += p1 * (m * m * s2[first] - 2.0 * m * r * s1[first] + r * r * s0[first]);
         }
-        PairSaturation { moments }
+        let rho = self.rho;
+        (rho * q1 + (1.0 - rho) * i1, rho * q2 + (1.0 - rho) * i2)
     }
 
     /// Mean and mean square of the excess of one pair of int8 weights.
@@ -215,8 +232,18 @@ impl PairSaturation {
         if (a > 0) != (b > 0) || a == 0 || b == 0 {
             return (0.0, 0.0);
         }
-        let (m1, m2) = (a.unsigned_abs().min(127), b.unsigned_abs().min(127));
-        self.moments[m1 as usize * 128 + m2 as usize]
+        let (m1, m2) = (
+            a.unsigned_abs().min(127) as usize,
+            b.unsigned_abs().min(127) as usize,
+        );
+        let cell = &self.moments[m1 * 128 + m2];
+        let known = cell.get();
+        if !known.0.is_nan() {
+            return known;
+        }
+        let m = self.moments_of(m1, m2);
+        cell.set(m);
+        m
     }
 
     /// The expected squared saturation error of one output whose
