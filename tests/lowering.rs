@@ -675,3 +675,89 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
         assert_eq!(ours, theirs, "{name}: tract (lowered) vs onnxruntime");
     }
 }
+
+/// A detector's kept boxes (after NonMaxSuppression) cannot be held to a
+/// tolerance: one score moved across the threshold by a rounding error keeps
+/// one box fewer. Verification compares the scores and boxes the selection
+/// reads instead: a result that moves a score by 0.002 passes though it
+/// selects differently, one that changes the scores fails.
+#[test]
+fn outputs_after_a_selection_are_verified_through_what_it_reads() {
+    use onnx_squeeze::verify::{Reference, Status, VerifyOptions};
+    let dir = scratch("nms");
+    let inputs = dir.path().join("x.npz");
+    write_npz(
+        &inputs,
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+def model(row0, path):
+    w = np.eye(6, dtype=np.float32)
+    w[0] = row0
+    boxes = np.array([[[i * 10, 0, i * 10 + 5, 5] for i in range(6)]], np.float32)
+    inits = [nh.from_array(w, "w"), nh.from_array(boxes, "boxes"),
+             nh.from_array(np.array([1, 1, 6], np.int64), "shape"),
+             nh.from_array(np.array([10], np.int64), "max"),
+             nh.from_array(np.array([0.5], np.float32), "iou"),
+             nh.from_array(np.array([0.5], np.float32), "threshold")]
+    nodes = [h.make_node("MatMul", ["x", "w"], ["logits"]),
+             h.make_node("Sigmoid", ["logits"], ["s"]),
+             h.make_node("Reshape", ["s", "shape"], ["scores"]),
+             h.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou", "threshold"], ["selected"])]
+    g = h.make_graph(nodes, "nms", [h.make_tensor_value_info("x", T.FLOAT, [1, 6])],
+                     [h.make_tensor_value_info("selected", T.INT64, ["n", 3])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+d = r"{}"
+# x = e0 + e3: the logits are row 0 of w plus e3; a box is kept where its
+# logit is positive (sigmoid above 0.5): boxes 0, 1, 3 and 5, and box 0 no
+# more where row0[0] is -0.001.
+model([0.001, 1, -1, 0, -2, 0.5], d + "/original.onnx")
+model([-0.001, 1, -1, 0, -2, 0.5], d + "/near.onnx")
+model([0.001, -1, 1, 0, 2, -0.5], d + "/far.onnx")
+np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
+"#,
+            dir.path().display()
+        ),
+    );
+    let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
+    let opts = VerifyOptions {
+        samples: 1,
+        inputs: Some(inputs),
+        ..Default::default()
+    };
+    let reference = Reference::new(&load("original.onnx"), &opts).unwrap();
+    let notes = reference.notes().join("\n");
+    assert!(
+        notes.contains("output(s) 'selected' follow a selection")
+            && notes.contains("what it reads, 'scores', is compared"),
+        "the scores, not the constant boxes: {notes}"
+    );
+    let near = reference.compare(&load("near.onnx")).unwrap();
+    assert_eq!(near.status, Status::Passed, "{}", near.table());
+    assert!(
+        near.notes.iter().any(|n| n.contains(
+            "output 'selected' follows a selection: [4, 3] in the original, [3, 3] in the result"
+        )),
+        "{:?}",
+        near.notes
+    );
+    let far = reference.compare(&load("far.onnx")).unwrap();
+    assert_eq!(far.status, Status::Failed, "{}", far.table());
+    assert!(
+        far.reason.as_deref().is_some_and(|r| r.contains("scores")),
+        "{:?}",
+        far.reason
+    );
+    // Four boxes kept in both, not the same four: reported, not compared.
+    assert!(
+        far.notes
+            .iter()
+            .any(|n| n.contains("output 'selected' follows a selection and selects differently")),
+        "{:?}",
+        far.notes
+    );
+}

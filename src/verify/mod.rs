@@ -8,6 +8,13 @@
 //! untaken branch may not type for the given shapes); the report then says
 //! that only that branch was checked. A model tract cannot run is reported
 //! `not_verified` with the reason: never called verified.
+//!
+//! Outputs that follow a selection whose size depends on values
+//! (`NonMaxSuppression`, `NonZero`: a detector's kept boxes) cannot be held
+//! to a tolerance: a score moved by a rounding error crosses a threshold and
+//! one box more or less is kept. The values such a selection reads (boxes
+//! and scores) are compared as well, as outputs of both models; they decide
+//! where the selections differ, and the report says so.
 
 pub mod contrib;
 pub mod dims;
@@ -197,8 +204,71 @@ pub struct Reference {
     fixed: Vec<usize>,
     run_samples: Vec<Vec<Tensor>>,
     expected: Vec<Vec<Tensor>>,
+    /// The graph outputs, then the values the selections read ([`selections`]).
     out_names: Vec<String>,
+    /// Graph outputs that follow a selection.
+    selected: std::collections::HashSet<String>,
     notes: Vec<String>,
+}
+
+/// Ops whose output's size depends on the values they read.
+const SELECTIONS: &[&str] = &["NonMaxSuppression", "NonZero"];
+
+/// The values read by each selection ([`SELECTIONS`]) of the main graph
+/// that a graph output follows, in graph order (NonMaxSuppression: boxes and
+/// scores; NonZero: its input), with no repeats; and those graph outputs.
+fn selections(m: &Model) -> (Vec<String>, std::collections::HashSet<String>) {
+    let g = &m.graph;
+    let mut read = Vec::new();
+    let mut outputs = std::collections::HashSet::new();
+    for id in g.topo_order() {
+        let n = &g.nodes[id];
+        if !n.is_onnx() || !SELECTIONS.contains(&n.op()) {
+            continue;
+        }
+        // Forward from the selection to the graph outputs it reaches.
+        let mut reached = std::collections::HashSet::new();
+        let mut todo: Vec<String> = n.proto.output.clone();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(v) = todo.pop() {
+            if !seen.insert(v.clone()) {
+                continue;
+            }
+            if g.is_graph_output(&v) {
+                reached.insert(v.clone());
+            }
+            for c in g.consumers(&v) {
+                todo.extend(g.nodes[c].proto.output.iter().cloned());
+            }
+        }
+        if reached.is_empty() {
+            continue;
+        }
+        outputs.extend(reached);
+        let reads = if n.op() == "NonMaxSuppression" { 2 } else { 1 };
+        for v in n.proto.input.iter().take(reads) {
+            // Constants cannot differ; graph outputs are compared anyway.
+            if !v.is_empty()
+                && !read.contains(v)
+                && !g.is_graph_output(v)
+                && g.constant(v).is_none()
+            {
+                read.push(v.clone());
+            }
+        }
+    }
+    (read, outputs)
+}
+
+/// `values` made outputs of `proto`'s graph too, after its own.
+fn expose(proto: &mut crate::proto::ModelProto, values: &[String]) {
+    if let Some(g) = proto.graph.as_mut() {
+        g.output
+            .extend(values.iter().map(|v| crate::proto::ValueInfoProto {
+                name: Some(v.clone()),
+                ..Default::default()
+            }));
+    }
 }
 
 impl Reference {
@@ -227,13 +297,29 @@ impl Reference {
         // Specialise If models on inputs that are the same in every sample.
         let if_model = has_if(original);
         let (fixed, run_samples) = split_fixed(if_model, &samples);
-        let out_names: Vec<String> = original
+        let mut out_names: Vec<String> = original
             .graph
             .rest
             .output
             .iter()
             .map(|o| o.name().to_string())
             .collect();
+        let (probes, selected) = selections(original);
+        if !probes.is_empty() {
+            let quoted = |v: &mut dyn Iterator<Item = &String>| {
+                let mut v: Vec<String> = v.map(|n| format!("'{n}'")).collect();
+                v.sort();
+                v.join(", ")
+            };
+            notes.push(format!(
+                "output(s) {} follow a selection whose size depends on values (NonMaxSuppression/NonZero): what it reads, {}, is compared too, and decides where the selections differ",
+                quoted(&mut selected.iter()),
+                quoted(&mut probes.iter())
+            ));
+        }
+        out_names.extend(probes.iter().cloned());
+        // Outputs computed elsewhere lack the selections' inputs.
+        let expected = expected.filter(|_| probes.is_empty());
         let expected = match expected {
             Some(e) => {
                 anyhow::ensure!(
@@ -245,8 +331,9 @@ impl Reference {
                 e
             }
             None => {
-                let (orig_copy, mut more) =
+                let (mut orig_copy, mut more) =
                     verification_copy(original, &specs, &samples[0], &fixed, &run_samples)?;
+                expose(&mut orig_copy, &probes);
                 notes.append(&mut more);
                 let remaining = orig_copy
                     .graph
@@ -281,6 +368,7 @@ impl Reference {
             run_samples,
             expected,
             out_names,
+            selected,
             notes,
         })
     }
@@ -343,7 +431,19 @@ impl Reference {
                 .eq(result_specs.iter().map(|s| &s.name)),
             "the result's inputs differ from the original's"
         );
-        let (res_copy, res_notes) = if specialised {
+        let (res_probes, _) = selections(result);
+        let outputs = result.graph.rest.output.len();
+        let probes = self.out_names.len().saturating_sub(outputs);
+        anyhow::ensure!(
+            outputs + probes == self.out_names.len(),
+            "the result has {outputs} outputs, the original fewer"
+        );
+        anyhow::ensure!(
+            res_probes.len() == probes,
+            "the original's selections (NonMaxSuppression/NonZero) read {probes} value(s), the result's {}",
+            res_probes.len()
+        );
+        let (mut res_copy, res_notes) = if specialised {
             let mut m = result.clone();
             let notes = lower::lower(&mut m)?;
             (m.to_proto(), notes)
@@ -356,6 +456,7 @@ impl Reference {
                 &self.run_samples,
             )?
         };
+        expose(&mut res_copy, &res_probes);
         for n in res_notes {
             let n = format!("result: {n}");
             if !notes.contains(&n) {
@@ -374,6 +475,23 @@ impl Reference {
                 .is_some_and(|e| !e[k].datum_type().is_float());
             if integer {
                 acc = acc.integer();
+            }
+            let follows_selection = self.selected.contains(name);
+            if follows_selection {
+                let differ = self
+                    .expected
+                    .iter()
+                    .zip(&got)
+                    .position(|(e, g)| e[k].shape() != g[k].shape());
+                if let Some(i) = differ {
+                    notes.push(format!(
+                        "output '{name}' follows a selection: {:?} in the original, {:?} in the result on sample {}; compared through what the selection reads",
+                        self.expected[i][k].shape(),
+                        got[i][k].shape(),
+                        i + 1
+                    ));
+                    continue;
+                }
             }
             for (e, g) in self.expected.iter().zip(&got) {
                 let (a, b) = (&e[k], &g[k]);
@@ -402,6 +520,13 @@ impl Reference {
                 ));
             }
             let m = acc.finish(tol.min_cosine, tol.atol);
+            if follows_selection && !m.passed {
+                notes.push(format!(
+                    "output '{name}' follows a selection and selects differently (cosine {:.4}, max difference {:.3e}); compared through what the selection reads",
+                    m.cosine, m.max_abs
+                ));
+                continue;
+            }
             if m.passed && m.cosine < tol.min_cosine {
                 notes.push(format!(
                     "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
@@ -452,6 +577,7 @@ impl Reference {
             run_samples: self.run_samples.iter().take(1).cloned().collect(),
             expected: self.expected.iter().take(1).cloned().collect(),
             out_names: self.out_names.clone(),
+            selected: self.selected.clone(),
             notes: self.notes.clone(),
         }
     }
