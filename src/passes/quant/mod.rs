@@ -1291,16 +1291,34 @@ fn one_position(g: &crate::ir::Graph, v: &str, depth: usize) -> bool {
     }
 }
 
-/// The storage a `sensitive=auto` fallback patch gives its weight, for
-/// notes: "int8", "int8 in blocks" or "float16".
-fn stored_form(p: &Patch) -> &'static str {
-    if p.label.starts_with("weight stored as int8 in blocks") {
-        "int8 in blocks"
-    } else if p.label.starts_with("weight stored as float16") {
-        "float16"
-    } else {
-        "int8"
+/// How `sensitive=auto` stores the weight of a layer it takes back to
+/// float compute (expanded to float once at load).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Form {
+    /// Per-channel int8 (an embedding table's int8 rows too).
+    Int8,
+    /// int8 with a float16 scale per block of a channel.
+    Blocks,
+    /// float16.
+    Half,
+}
+
+impl Form {
+    /// For notes.
+    fn name(self) -> &'static str {
+        match self {
+            Form::Int8 => "int8",
+            Form::Blocks => "int8 in blocks",
+            Form::Half => "float16",
+        }
     }
+}
+
+/// A weight's stored form: the patch that stores it, and which form it is.
+#[derive(Clone)]
+struct Stored {
+    form: Form,
+    patch: Patch,
 }
 
 /// What a patch quantizes, for notes.
@@ -1576,15 +1594,9 @@ impl Quant {
         // int8 weight rounding), else float. Built when the first
         // comparison fails, and only then.
         // Each storage form is built once per weight, when first needed:
-        // `Blocks` is `None` for a weight no block fits (an embedding
-        // table's int8 rows are as fine as it gets).
-        #[derive(Clone, Copy, PartialEq)]
-        enum Form {
-            Int8,
-            Blocks,
-            Half,
-        }
-        let forms = |kind: Form| -> Result<Vec<Option<Patch>>> {
+        // `Blocks` is `None` for a weight no block fits, and an embedding
+        // table keeps its int8 rows there (as fine as it gets).
+        let forms = |kind: Form| -> Result<Vec<Option<Stored>>> {
             patches
                 .iter()
                 .map(|p| {
@@ -1600,30 +1612,37 @@ impl Quant {
                         .context("a quantized weight is not a constant")?;
                     let payload = model.payload(t)?;
                     let data = tensor::f32_view(t, payload.as_ref())?;
+                    let stored = |form, patch| Stored { form, patch };
                     Ok(match (fallback, kind) {
-                        (_, Form::Half) => Some(stored_f16(model, w, &data)),
+                        (_, Form::Half) => Some(stored(Form::Half, stored_f16(model, w, &data))),
                         (Fallback::Stored(axis), Form::Int8) => {
-                            Some(stored_weight(model, w, &data, *axis)?)
+                            Some(stored(Form::Int8, stored_weight(model, w, &data, *axis)?))
                         }
                         (Fallback::Stored(axis), Form::Blocks) => {
                             stored_weight_blocks(model, w, &data, *axis)?
+                                .map(|p| stored(Form::Blocks, p))
                         }
                         (Fallback::Rows(readers), _) => {
-                            Some(gather_rows(model, w, &data, readers)?)
+                            Some(stored(Form::Int8, gather_rows(model, w, &data, readers)?))
                         }
                     })
                 })
                 .collect()
         };
         // `a`'s form of each weight, else `b`'s.
-        let or = |a: &[Option<Patch>], b: &[Option<Patch>]| -> Vec<Option<Patch>> {
+        let or = |a: &[Option<Stored>], b: &[Option<Stored>]| -> Vec<Option<Stored>> {
             a.iter()
                 .zip(b)
                 .map(|(a, b)| a.as_ref().or(b.as_ref()).cloned())
                 .collect()
         };
-        let labels = |r: &[Option<Patch>]| -> Vec<String> {
-            r.iter().flatten().map(|p| p.label.clone()).collect()
+        let kinds = |r: &[Option<Stored>]| -> Vec<Option<Form>> {
+            r.iter().map(|s| s.as_ref().map(|s| s.form)).collect()
+        };
+        let patches_of = |r: &[Option<Stored>]| -> Vec<Option<Patch>> {
+            r.iter()
+                .map(|s| s.as_ref().map(|s| s.patch.clone()))
+                .collect()
         };
         let mut fallback: Vec<Option<Patch>> = vec![None; n];
         let mut form = vec![""; n];
@@ -1631,7 +1650,7 @@ impl Quant {
         let int8_rung = (!int8.iter().all(Option::is_none)).then(|| int8.clone());
         if int8_rung.is_some() {
             let (mut blocks, mut half) = (None, None);
-            let mut last: Option<Vec<Option<Patch>>> = None;
+            let mut last: Option<Vec<Option<Stored>>> = None;
             // int8; int8 in blocks, per-channel int8 where none fits; the
             // same with float16 there; float16.
             for step in 0..4 {
@@ -1649,15 +1668,15 @@ impl Quant {
                 };
                 // A rung that stores every weight as the last one did (no
                 // block fits anywhere, or everywhere) is not measured again.
-                if last.as_ref().is_some_and(|l| labels(l) == labels(&f)) {
+                if last.as_ref().is_some_and(|l| kinds(l) == kinds(&f)) {
                     continue;
                 }
-                if eval(&vec![false; n], &f)?.status == Status::Passed {
+                if eval(&vec![false; n], &patches_of(&f))?.status == Status::Passed {
                     form = f
                         .iter()
-                        .map(|p| p.as_ref().map_or("", stored_form))
+                        .map(|s| s.as_ref().map_or("", |s| s.form.name()))
                         .collect();
-                    fallback = f;
+                    fallback = patches_of(&f);
                     break;
                 }
                 last = Some(f);
@@ -1819,9 +1838,11 @@ impl Quant {
             let taken: Vec<usize> = scored[..k].iter().rev().map(|&(_, gi)| gi).collect();
             let down = |fb: &mut Vec<Option<Patch>>, form: &mut Vec<&str>, gi: usize| {
                 for &i in &groups[gi] {
-                    if form[i] != "int8" && !form[i].is_empty() && int8[i].is_some() {
-                        fb[i] = int8[i].clone();
-                        form[i] = "int8";
+                    if form[i] != Form::Int8.name() && !form[i].is_empty() {
+                        if let Some(s) = &int8[i] {
+                            fb[i] = Some(s.patch.clone());
+                            form[i] = s.form.name();
+                        }
                     }
                 }
             };
