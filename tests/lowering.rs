@@ -6,7 +6,34 @@ mod common;
 use common::*;
 
 use onnx_squeeze::ir::Model;
-use onnx_squeeze::verify::lower;
+use onnx_squeeze::verify::{lower, Reference, VerifyOptions};
+
+/// onnxruntime's outputs of the model at `model` on `inputs` (an `.npz`),
+/// written to `out` by `ort_run.py`.
+fn ort_outputs(model: &std::path::Path, inputs: &std::path::Path, out: &std::path::Path) {
+    let o = std::process::Command::new(python())
+        .arg(root().join("tests/py/ort_run.py"))
+        .args([model, inputs, out])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}: ort_run.py: {}",
+        model.display(),
+        text(&o.stderr)
+    );
+}
+
+/// The verification reference of `m` on the one sample in `inputs`: what
+/// tract computes from its verification copy.
+fn reference_on(m: &Model, inputs: std::path::PathBuf, opts: VerifyOptions) -> Reference {
+    let opts = VerifyOptions {
+        samples: 1,
+        inputs: Some(inputs),
+        ..opts
+    };
+    Reference::new(m, &opts).unwrap_or_else(|e| panic!("{e:#}"))
+}
 
 #[test]
 fn dequantize_lowering_matches_onnxruntime() {
@@ -208,7 +235,7 @@ fn patches_translate_to_a_specialised_copy_by_output_names() {
 /// onnxruntime's on the same inputs.
 #[test]
 fn tract_as_verification_runs_it_agrees_with_onnxruntime_on_real_models() {
-    use onnx_squeeze::verify::{tract, Reference, VerifyOptions};
+    use onnx_squeeze::verify::tract;
     let dir = scratch("tract-vs-ort");
     for (name, args) in real_models(dir.path()) {
         let model_path = asset(name);
@@ -257,25 +284,17 @@ fn tract_as_verification_runs_it_agrees_with_onnxruntime_on_real_models() {
             out
         });
         let ort_out = dir.path().join(format!("{name}.ort.npz"));
-        let o = std::process::Command::new(python())
-            .arg(root().join("tests/py/ort_run.py"))
-            .args([&model_path, &npz, &ort_out])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{name}: ort_run.py: {}",
-            text(&o.stderr)
-        );
+        ort_outputs(&model_path, &npz, &ort_out);
 
         let (model, _) = Model::load(&model_path).unwrap();
-        let opts = VerifyOptions {
-            samples: 1,
-            dims,
-            inputs: Some(npz),
-            ..Default::default()
-        };
-        let reference = Reference::new(&model, &opts).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let reference = reference_on(
+            &model,
+            npz,
+            VerifyOptions {
+                dims,
+                ..Default::default()
+            },
+        );
         let (names, expected) = reference.expected();
         let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
         for (k, out_name) in names.iter().enumerate() {
@@ -318,7 +337,7 @@ fn tract_as_verification_runs_it_agrees_with_onnxruntime_on_real_models() {
 /// and says that only that branch was checked.
 #[test]
 fn an_if_decided_by_a_shape_is_verified_on_the_branch_it_takes() {
-    use onnx_squeeze::verify::{verify, Status, VerifyOptions};
+    use onnx_squeeze::verify::{verify, Status};
     let (m, _) = Model::load(&fixture("if_on_shape.onnx")).unwrap();
     for batch in [1usize, 3] {
         let opts = VerifyOptions {
@@ -369,7 +388,7 @@ fn repeated_node_names_are_verified() {
 #[test]
 fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
     use onnx_squeeze::ir::builder::{attr_float, attr_int, attr_ints, ModelBuilder};
-    use onnx_squeeze::verify::{tract, Reference, VerifyOptions};
+    use onnx_squeeze::verify::tract;
     let m = ModelBuilder::new(17)
         .input("x", &[2, 3, 4])
         .init_f32("scale", &[3], &[1.0, 0.5, -2.0])
@@ -408,18 +427,8 @@ fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
         "np.savez(out, x=np.sin(np.arange(24, dtype=np.float32)).reshape(2, 3, 4) * 3)",
     );
     let ort_out = dir.path().join("ort.npz");
-    let o = std::process::Command::new(python())
-        .arg(root().join("tests/py/ort_run.py"))
-        .args([&path, &inputs, &ort_out])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "ort_run.py: {}", text(&o.stderr));
-    let opts = VerifyOptions {
-        samples: 1,
-        inputs: Some(inputs),
-        ..Default::default()
-    };
-    let reference = Reference::new(&m, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    ort_outputs(&path, &inputs, &ort_out);
+    let reference = reference_on(&m, inputs, VerifyOptions::default());
     assert!(
         reference
             .notes()
@@ -498,7 +507,7 @@ fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
 /// onnxruntime's own kernels on the same inputs.
 #[test]
 fn fused_onnxruntime_ops_lower_to_what_onnxruntime_computes() {
-    use onnx_squeeze::verify::{tract, Reference, VerifyOptions};
+    use onnx_squeeze::verify::tract;
     let dir = scratch("contrib");
     let o = std::process::Command::new(python())
         .arg(root().join("tests/py/make_contrib_models.py"))
@@ -514,12 +523,11 @@ fn fused_onnxruntime_ops_lower_to_what_onnxruntime_computes() {
     assert_eq!(cases.len(), 27, "{cases:?}");
     for case in &cases {
         let (model, _) = Model::load(&dir.path().join(format!("{case}.onnx"))).unwrap();
-        let opts = VerifyOptions {
-            samples: 1,
-            inputs: Some(dir.path().join(format!("{case}.inputs.npz"))),
-            ..Default::default()
-        };
-        let reference = Reference::new(&model, &opts).unwrap_or_else(|e| panic!("{case}: {e:#}"));
+        let reference = reference_on(
+            &model,
+            dir.path().join(format!("{case}.inputs.npz")),
+            VerifyOptions::default(),
+        );
         let (names, expected) = reference.expected();
         let mut ort =
             npyz::npz::NpzArchive::open(dir.path().join(format!("{case}.ort.npz"))).unwrap();
@@ -579,7 +587,7 @@ fn a_float16_fused_op_is_not_lowered() {
 /// points and a zero point from DynamicQuantizeLinear.
 #[test]
 fn integer_matmuls_lower_to_exactly_what_onnxruntime_computes() {
-    use onnx_squeeze::verify::{tract, Reference, VerifyOptions};
+    use onnx_squeeze::verify::tract;
     let dir = scratch("lower-mmi");
     let path = dir.path().join("mmi.onnx");
     let inputs = dir.path().join("in.npz");
@@ -627,19 +635,9 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
         ),
     );
     let ort_out = dir.path().join("ort.npz");
-    let o = std::process::Command::new(python())
-        .arg(root().join("tests/py/ort_run.py"))
-        .args([&path, &inputs, &ort_out])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "ort_run.py: {}", text(&o.stderr));
+    ort_outputs(&path, &inputs, &ort_out);
     let (m, _) = Model::load(&path).unwrap();
-    let opts = VerifyOptions {
-        samples: 1,
-        inputs: Some(inputs),
-        ..Default::default()
-    };
-    let reference = Reference::new(&m, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let reference = reference_on(&m, inputs, VerifyOptions::default());
     assert!(
         reference
             .notes()
@@ -683,7 +681,7 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
 /// selects differently, one that changes the scores fails.
 #[test]
 fn outputs_after_a_selection_are_verified_through_what_it_reads() {
-    use onnx_squeeze::verify::{Reference, Status, VerifyOptions};
+    use onnx_squeeze::verify::Status;
     let dir = scratch("nms");
     let inputs = dir.path().join("x.npz");
     write_npz(
@@ -724,12 +722,7 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
         ),
     );
     let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
-    let opts = VerifyOptions {
-        samples: 1,
-        inputs: Some(inputs),
-        ..Default::default()
-    };
-    let reference = Reference::new(&load("original.onnx"), &opts).unwrap();
+    let reference = reference_on(&load("original.onnx"), inputs, VerifyOptions::default());
     let notes = reference.notes().join("\n");
     assert!(
         notes.contains("output(s) 'selected' follow a selection")

@@ -260,28 +260,30 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
                     .push(tensor::from_f32(&name, &t.dims, &data));
                 return Ok(name);
             }
-            let xf = fresh(&format!("{which}_float"));
-            p.add_nodes.push(node_proto(
-                &fresh(&format!("{which}_cast")),
-                "Cast",
-                &[x],
-                &[&xf],
-                vec![attr_int("to", DataType::Float as i64)],
-            ));
-            let Some(z) = zp else { return Ok(xf) };
-            let zf = fresh(&format!("{which}_zero_point_float"));
-            p.add_nodes.push(node_proto(
-                &fresh(&format!("{which}_zero_point_cast")),
-                "Cast",
-                &[z],
-                &[&zf],
-                vec![attr_int("to", DataType::Float as i64)],
-            ));
+            // Computed: the operand and its zero point cast to float.
+            let zp_name = format!("{which}_zero_point");
+            let mut floats = Vec::new();
+            for (v, what) in
+                std::iter::once((x, which)).chain(zp.map(|z| (z.as_str(), zp_name.as_str())))
+            {
+                let out = fresh(&format!("{what}_float"));
+                p.add_nodes.push(node_proto(
+                    &fresh(&format!("{what}_cast")),
+                    "Cast",
+                    &[v],
+                    &[&out],
+                    vec![attr_int("to", DataType::Float as i64)],
+                ));
+                floats.push(out);
+            }
+            let [xf, zf] = &floats[..] else {
+                return Ok(floats.swap_remove(0));
+            };
             let centred = fresh(&format!("{which}_centred"));
             p.add_nodes.push(node_proto(
                 &fresh(&format!("{which}_sub")),
                 "Sub",
-                &[&xf, &zf],
+                &[xf, zf],
                 &[&centred],
                 vec![],
             ));
