@@ -363,9 +363,9 @@ fn run(args: RunArgs) -> Result<u8> {
         tolerance: Some(vopts.tolerance),
         verify_samples: Some(vopts.samples),
     };
-    let passes = pipeline.run(&mut model, &data, &mut |name| {
-        pb.set_message(format!("pass {name}"))
-    })?;
+    let shown = pb.clone();
+    let progress = onnx_squeeze::pass::Progress::new(move |msg| shown.set_message(msg.to_string()));
+    let passes = pipeline.run(&mut model, &data, &progress)?;
     if args.dump {
         pb.suspend(|| eprint!("{}", onnx_squeeze::ir::dump(&model.graph)));
     }

@@ -86,6 +86,51 @@ pub struct DataSource {
     pub verify_samples: Option<usize>,
 }
 
+/// What receives [`Progress`] messages.
+type Sink = dyn Fn(&str) + Send + Sync;
+
+/// Where long work says what it is doing (the CLI shows it beside its
+/// spinner): a message replaces the last one. Cheap to clone, callable from
+/// any thread; the default says nothing.
+#[derive(Clone, Default)]
+pub struct Progress {
+    sink: Option<std::sync::Arc<Sink>>,
+    prefix: String,
+}
+
+impl Progress {
+    pub fn new(sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self {
+            sink: Some(std::sync::Arc::new(sink)),
+            prefix: String::new(),
+        }
+    }
+
+    /// The same sink, each message after `prefix: `.
+    pub fn within(&self, prefix: &str) -> Self {
+        Self {
+            sink: self.sink.clone(),
+            prefix: if self.prefix.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{}: {prefix}", self.prefix)
+            },
+        }
+    }
+
+    pub fn say(&self, msg: &str) {
+        if let Some(sink) = &self.sink {
+            if self.prefix.is_empty() {
+                sink(msg);
+            } else if msg.is_empty() {
+                sink(&self.prefix);
+            } else {
+                sink(&format!("{}: {msg}", self.prefix));
+            }
+        }
+    }
+}
+
 /// Context a pass may use while proposing patches.
 #[derive(Default)]
 pub struct PassCtx {
@@ -94,6 +139,9 @@ pub struct PassCtx {
     pub data: DataSource,
     /// Which propose/apply round this is (1 for the first).
     pub round: usize,
+    /// Where the pass says what it is doing, on work that takes long
+    /// (calibration, `sensitive=auto`'s measurements).
+    pub progress: Progress,
 }
 
 pub trait Pass: Send + Sync {

@@ -23,7 +23,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use crate::ir::Model;
 pub use crate::pass::DataSource;
-use crate::pass::{self, Pass, PassCtx, Tolerance};
+use crate::pass::{self, Pass, PassCtx, Progress, Tolerance};
 use crate::report::PassReport;
 
 /// Limits against runaway rewrites (egg-style: stop and say why).
@@ -136,17 +136,25 @@ impl Pipeline {
     }
 
     /// Run every pass in order, with `data` for passes that calibrate.
-    /// `progress` is told each pass's name as it starts.
+    /// `progress` is told `pass NAME` as each starts, then what the pass
+    /// says it is doing (`pass NAME: ...`).
     pub fn run(
         &self,
         model: &mut Model,
         data: &DataSource,
-        progress: &mut dyn FnMut(&str),
+        progress: &Progress,
     ) -> Result<Vec<PassReport>> {
         let mut reports = Vec::new();
         for p in &self.passes {
-            progress(p.info().name);
-            reports.push(run_pass_with(p.as_ref(), model, self.limits, data)?);
+            let within = progress.within(&format!("pass {}", p.info().name));
+            within.say("");
+            reports.push(run_pass_with(
+                p.as_ref(),
+                model,
+                self.limits,
+                data,
+                &within,
+            )?);
         }
         Ok(reports)
     }
@@ -154,7 +162,13 @@ impl Pipeline {
 
 /// Drive one pass to its fixpoint, within limits, with random calibration data.
 pub fn run_pass(p: &dyn Pass, model: &mut Model, limits: Limits) -> Result<PassReport> {
-    run_pass_with(p, model, limits, &DataSource::default())
+    run_pass_with(
+        p,
+        model,
+        limits,
+        &DataSource::default(),
+        &Progress::default(),
+    )
 }
 
 /// Drive one pass to its fixpoint, within limits.
@@ -163,6 +177,7 @@ pub fn run_pass_with(
     model: &mut Model,
     limits: Limits,
     data: &DataSource,
+    progress: &Progress,
 ) -> Result<PassReport> {
     let name = p.info().name;
     let start = Instant::now();
@@ -174,6 +189,7 @@ pub fn run_pass_with(
         notes: vec![],
         data: data.clone(),
         round: 0,
+        progress: progress.clone(),
     };
     let mut applied = 0usize;
     let mut exact = true;

@@ -330,7 +330,7 @@ fn recipes_in_passes_folder_run() {
             let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
             let mut m = original.clone();
             pipeline
-                .run(&mut m, &Default::default(), &mut |_| {})
+                .run(&mut m, &Default::default(), &Default::default())
                 .unwrap();
             let v = verify(
                 &original,

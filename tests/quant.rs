@@ -2090,3 +2090,49 @@ fn a_model_with_int8_stored_weights_is_left_alone() {
         again.notes
     );
 }
+
+/// Long work says what it is doing: the pass's name, then calibration's
+/// samples and `sensitive=auto`'s measurements, as they go (the CLI shows
+/// each message beside its spinner).
+#[test]
+fn quant_reports_its_progress() {
+    use onnx_squeeze::pass::{DataSource, Progress, Tolerance};
+    use onnx_squeeze::pipeline::Pipeline;
+    use std::sync::{Arc, Mutex};
+    let (mut m, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+    let pipeline = Pipeline::from_spec(
+        "clean,quant(min_weight_elements=16,min_reduction=1,weight_range=full,samples=3)",
+    )
+    .unwrap();
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = said.clone();
+    let progress = Progress::new(move |m| sink.lock().unwrap().push(m.to_string()));
+    // A tolerance full quantization misses: sensitive=auto measures layers.
+    let data = DataSource {
+        tolerance: Some(Tolerance {
+            atol: 1e-6,
+            rtol: f64::INFINITY,
+            min_cosine: 0.999995,
+        }),
+        ..Default::default()
+    };
+    pipeline.run(&mut m, &data, &progress).unwrap();
+    let said = said.lock().unwrap().clone();
+    let has = |s: &str| said.iter().any(|m| m == s);
+    for expected in [
+        "pass clean",
+        "pass quant",
+        "pass quant: calibration: building a plan in tract",
+        "pass quant: calibration: 3 of 3 samples run",
+        "pass quant: sensitive=auto: checking the result in tract",
+    ] {
+        assert!(has(expected), "no '{expected}' in {said:#?}");
+    }
+    assert!(
+        said.iter()
+            .any(|m| m.starts_with("pass quant: sensitive=auto: ")
+                && m.ends_with("layer groups measured alone")
+                && !m.starts_with("pass quant: sensitive=auto: 0 of")),
+        "{said:#?}"
+    );
+}

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::{Datum, Tensor};
 
 use crate::ir::Model;
-use crate::pass::DataSource;
+use crate::pass::{DataSource, Progress};
 use crate::proto::ValueInfoProto;
 use crate::verify::{inputs, tract as tr};
 
@@ -81,6 +81,7 @@ pub fn calibrate(
     reference: Option<&[Vec<Tensor>]>,
     pair_axes: &HashMap<String, PairAxis>,
     notes: &mut Vec<String>,
+    progress: &Progress,
 ) -> Result<Calibration> {
     let mut dim_notes = Vec::new();
     let mut specs = inputs::input_specs(&model.graph, &data.dims, &mut dim_notes)?;
@@ -148,8 +149,12 @@ pub fn calibrate(
                 .expect("added above")
         })
         .collect();
+    progress.say("calibration: building a plan in tract");
     let runner = tr::Runner::new(proto, &run_samples[0])
         .context("tract cannot run the model for calibration")?;
+    let total = run_samples.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    progress.say(&format!("calibration: 0 of {total} samples run"));
 
     let n = present.len();
     let pair_axis: Vec<Option<PairAxis>> =
@@ -166,6 +171,8 @@ pub fn calibrate(
         .par_iter()
         .map(|s| -> Result<Vec<Stat>> {
             let out = runner.run(s)?;
+            let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress.say(&format!("calibration: {k} of {total} samples run"));
             index
                 .iter()
                 .zip(pair_axis.iter().zip(&histograms))

@@ -1498,6 +1498,7 @@ impl Quant {
         expected: Expected,
     ) -> Result<Vec<Patch>> {
         use crate::verify::{Reference, Status, VerifyReport};
+        let progress = ctx.progress.within("sensitive=auto");
         let opts = &sensitivity_options(ctx);
         let g = &model.graph;
         let pos = |p: &Patch| {
@@ -1570,6 +1571,7 @@ impl Quant {
                 .fold(1.0f64, f64::min)
         };
         let all = vec![true; n];
+        progress.say("checking the result in tract");
         let full = eval(&all, &[])?;
         match full.status {
             Status::Passed => return Ok(patches),
@@ -1671,6 +1673,14 @@ impl Quant {
                 if last.as_ref().is_some_and(|l| kinds(l) == kinds(&f)) {
                     continue;
                 }
+                let mut stored: Vec<&str> =
+                    kinds(&f).into_iter().flatten().map(Form::name).collect();
+                stored.sort_unstable();
+                stored.dedup();
+                progress.say(&format!(
+                    "the result misses the tolerance; checking every layer in float with weights stored as {}",
+                    stored.join(" and ")
+                ));
                 if eval(&vec![false; n], &patches_of(&f))?.status == Status::Passed {
                     form = f
                         .iter()
@@ -1737,6 +1747,11 @@ impl Quant {
             }
         }
         // Each group alone, on every core (each run is single-threaded).
+        let measured = std::sync::atomic::AtomicUsize::new(0);
+        progress.say(&format!(
+            "0 of {} layer groups measured alone",
+            groups.len()
+        ));
         let mut scored = groups
             .par_iter()
             .enumerate()
@@ -1745,7 +1760,13 @@ impl Quant {
                 idxs.iter().for_each(|&i| keep[i] = true);
                 // Scored against a float rest (fallbacks would cost a patch
                 // per weight in every candidate, and rank the same).
-                Ok((score(&eval_on(&first, &keep, &[])?), gi))
+                let s = score(&eval_on(&first, &keep, &[])?);
+                let done = measured.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress.say(&format!(
+                    "{done} of {} layer groups measured alone",
+                    groups.len()
+                ));
+                Ok((s, gi))
             })
             .collect::<Result<Vec<_>>>()?;
         // Taken back first: the most damaging groups. With int4 weights a
@@ -1805,6 +1826,13 @@ impl Quant {
         let mut r = 'search: loop {
             let mut ks = vec![k, (k * 2).min(groups.len())];
             ks.dedup();
+            progress.say(&format!(
+                "checking with the {} most damaging layer groups in float",
+                ks.iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
             let rs = ks
                 .par_iter()
                 .map(|&k| eval(&take(k), &fallback))
@@ -1821,6 +1849,9 @@ impl Quant {
         if r.status == Status::Passed {
             while k - lo > 1 {
                 let mid = (lo + k) / 2;
+                progress.say(&format!(
+                    "checking with the {mid} most damaging layer groups in float"
+                ));
                 let m = eval(&take(mid), &fallback)?;
                 if m.status == Status::Passed {
                     (k, r) = (mid, m);
@@ -1855,6 +1886,7 @@ impl Quant {
                 if fm == form {
                     continue;
                 }
+                progress.say("checking the layers in float with int8-stored weights");
                 let m = eval(&keep, &fb)?;
                 if m.status == Status::Passed {
                     (fallback, form, r) = (fb, fm, m);
@@ -1969,6 +2001,7 @@ impl Quant {
             reference,
             &pair_axes,
             &mut ctx.notes,
+            &ctx.progress,
         ) {
             Ok(c) => c,
             Err(e) => {
