@@ -675,10 +675,13 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
 }
 
 /// A detector's kept boxes (after NonMaxSuppression) cannot be held to a
-/// tolerance: one score moved across the threshold by a rounding error keeps
-/// one box fewer. Verification compares the scores and boxes the selection
-/// reads instead: a result that moves a score by 0.002 passes though it
-/// selects differently, one that changes the scores fails.
+/// tolerance when the selection differs: one score moved across the
+/// threshold by a rounding error keeps one box fewer. Verification then
+/// compares the scores the selection reads instead: a result that moves a
+/// score by 0.002 passes though it keeps one box fewer, one that changes
+/// the scores fails. Where the selection agrees, what follows it is
+/// compared as any output: values gathered by the kept boxes' indices that
+/// the selection does not read fail when they are wrong.
 #[test]
 fn outputs_after_a_selection_are_verified_through_what_it_reads() {
     use onnx_squeeze::verify::Status;
@@ -690,21 +693,30 @@ fn outputs_after_a_selection_are_verified_through_what_it_reads() {
             r#"
 import onnx
 from onnx import helper as h, numpy_helper as nh, TensorProto as T
-def model(row0, path):
+def model(row0, v, path):
     w = np.eye(6, dtype=np.float32)
     w[0] = row0
     boxes = np.array([[[i * 10, 0, i * 10 + 5, 5] for i in range(6)]], np.float32)
     inits = [nh.from_array(w, "w"), nh.from_array(boxes, "boxes"),
+             nh.from_array(np.float32(v) * np.eye(6, dtype=np.float32), "v"),
              nh.from_array(np.array([1, 1, 6], np.int64), "shape"),
+             nh.from_array(np.array([6], np.int64), "flat"),
+             nh.from_array(np.array(2, np.int64), "box_column"),
              nh.from_array(np.array([10], np.int64), "max"),
              nh.from_array(np.array([0.5], np.float32), "iou"),
              nh.from_array(np.array([0.5], np.float32), "threshold")]
     nodes = [h.make_node("MatMul", ["x", "w"], ["logits"]),
              h.make_node("Sigmoid", ["logits"], ["s"]),
              h.make_node("Reshape", ["s", "shape"], ["scores"]),
-             h.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou", "threshold"], ["selected"])]
+             h.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou", "threshold"], ["selected"]),
+             # A value per box the selection does not read, gathered by it.
+             h.make_node("MatMul", ["x", "v"], ["extra"]),
+             h.make_node("Reshape", ["extra", "flat"], ["extra_flat"]),
+             h.make_node("Gather", ["selected", "box_column"], ["box"], axis=1),
+             h.make_node("Gather", ["extra_flat", "box"], ["kept"])]
     g = h.make_graph(nodes, "nms", [h.make_tensor_value_info("x", T.FLOAT, [1, 6])],
-                     [h.make_tensor_value_info("selected", T.INT64, ["n", 3])], inits)
+                     [h.make_tensor_value_info("selected", T.INT64, ["n", 3]),
+                      h.make_tensor_value_info("kept", T.FLOAT, ["n"])], inits)
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.checker.check_model(m, full_check=True)
@@ -713,9 +725,10 @@ d = r"{}"
 # x = e0 + e3: the logits are row 0 of w plus e3; a box is kept where its
 # logit is positive (sigmoid above 0.5): boxes 0, 1, 3 and 5, and box 0 no
 # more where row0[0] is -0.001.
-model([0.001, 1, -1, 0, -2, 0.5], d + "/original.onnx")
-model([-0.001, 1, -1, 0, -2, 0.5], d + "/near.onnx")
-model([0.001, -1, 1, 0, 2, -0.5], d + "/far.onnx")
+model([0.001, 1, -1, 0, -2, 0.5], 2, d + "/original.onnx")
+model([-0.001, 1, -1, 0, -2, 0.5], 2, d + "/near.onnx")
+model([0.001, -1, 1, 0, 2, -0.5], 2, d + "/far.onnx")
+model([0.001, 1, -1, 0, -2, 0.5], -2, d + "/wrong_after.onnx")
 np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
 "#,
             dir.path().display()
@@ -725,19 +738,25 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
     let reference = reference_on(&load("original.onnx"), inputs, VerifyOptions::default());
     let notes = reference.notes().join("\n");
     assert!(
-        notes.contains("output(s) 'selected' follow a selection")
-            && notes.contains("what it reads, 'scores', is compared"),
+        notes.contains("output(s) 'kept', 'selected' follow a selection")
+            && notes.contains("what they read, 'scores', is compared"),
         "the scores, not the constant boxes: {notes}"
     );
     let near = reference.compare(&load("near.onnx")).unwrap();
     assert_eq!(near.status, Status::Passed, "{}", near.table());
-    assert!(
-        near.notes.iter().any(|n| n.contains(
-            "output 'selected' follows a selection: [4, 3] in the original, [3, 3] in the result"
-        )),
-        "{:?}",
-        near.notes
-    );
+    for (output, shapes) in [
+        ("selected", "[4, 3] in the original, [3, 3] in the result"),
+        ("kept", "[4] in the original, [3] in the result"),
+    ] {
+        let note = format!(
+            "output '{output}' follows a selection (selected) that chose differently ({shapes} on sample 1): not compared"
+        );
+        assert!(
+            near.notes.iter().any(|n| n.contains(&note)),
+            "{note}: {:?}",
+            near.notes
+        );
+    }
     let far = reference.compare(&load("far.onnx")).unwrap();
     assert_eq!(far.status, Status::Failed, "{}", far.table());
     assert!(
@@ -747,10 +766,19 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
     );
     // Four boxes kept in both, not the same four: reported, not compared.
     assert!(
-        far.notes
-            .iter()
-            .any(|n| n.contains("output 'selected' follows a selection and selects differently")),
+        far.notes.iter().any(|n| n.contains(
+            "output 'selected' follows a selection (selected) that chose differently (as many elements, not the same ones)"
+        )),
         "{:?}",
         far.notes
+    );
+    // The same boxes kept, wrong values gathered by them: compared, failed.
+    let wrong = reference.compare(&load("wrong_after.onnx")).unwrap();
+    assert_eq!(wrong.status, Status::Failed, "{}", wrong.table());
+    assert_eq!(
+        wrong.reason.as_deref().map(|r| r.ends_with(": kept")),
+        Some(true),
+        "{:?}",
+        wrong.reason
     );
 }

@@ -15,12 +15,14 @@
 //!   initializer). tract's integer matrix product runs on a generic kernel
 //!   tens of times slower than its float one, and a dynamically quantized
 //!   transformer spends most of its verification there. Products of 8-bit
-//!   values are exact in float32, and so is every partial sum below 2^24
-//!   (2^24 / (255 x 128) = 514 worst-case products in a row, far more at
-//!   the magnitudes of real activations); above that a float sum is within
-//!   one part in 2^24 of the int32 one, orders of magnitude below the
-//!   quantization error being verified. Only scalar zero points of `A` are
-//!   lowered (per-row ones stay for tract);
+//!   values less their zero points are exact in float32, and so is every
+//!   partial sum below 2^24 (2^24 / (255 x 255) = 258 worst-case products
+//!   in a row; far more at the magnitudes of real activations and symmetric
+//!   weights); beyond that each addition rounds to one part in 2^24, orders
+//!   of magnitude below the quantization error being verified. Lowered:
+//!   scalar zero points of `A` (per-row ones stay for tract), and zero
+//!   points of `B` that are scalars or one per column; a constant `B`
+//!   becomes a float initializer;
 //! * `BatchNormalization` with computed (not constant) statistics becomes
 //!   element-wise ops (tract types only constant ones);
 //! * onnxruntime's fused ops (`FusedConv`, `FusedMatMul`, `BiasGelu`,
@@ -207,7 +209,7 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
         // A scalar zero point of A: a one-element constant, or the one
         // DynamicQuantizeLinear computes.
         let scalar_a_zp = a_zp.as_ref().is_none_or(|z| match g.constant(z) {
-            Some(t) => tensor::numel(&t.dims).is_ok_and(|k| k == 1),
+            Some(t) => t.dims.len() <= 1 && tensor::numel(&t.dims).is_ok_and(|k| k == 1),
             None => g
                 .producer(z)
                 .is_some_and(|p| g.nodes[p].op() == "DynamicQuantizeLinear"),
@@ -227,68 +229,83 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
         let mut fresh =
             |what: &str| crate::ir::walk::unique_name(&mut used, &format!("{base}_{what}"));
         // One operand minus its zero point, in float.
-        let mut operand = |p: &mut Patch,
-                           x: &str,
-                           zp: Option<&String>,
-                           which: &str|
-         -> Result<String> {
-            let consts = (g.constant(x), zp.map(|z| g.constant(z)));
-            if let (Some(t), None | Some(Some(_))) = consts {
-                // Constant operand (a weight): one float initializer.
-                let raw = model.payload(t)?;
-                let values = quantized_values(t, raw.as_ref())?;
-                let zero: Vec<i64> = match zp.and_then(|z| g.constant(z)) {
-                    Some(z) => {
-                        let zraw = model.payload(z)?;
-                        quantized_values(z, zraw.as_ref())?
-                    }
-                    None => vec![0],
+        let mut operand =
+            |p: &mut Patch, x: &str, zp: Option<&String>, which: &str| -> Result<String> {
+                // A constant operand (a weight) whose zero point is absent, a
+                // scalar or one per column becomes one float initializer; any
+                // other form (a computed operand, a batched zero point) is cast
+                // and broadcast in the graph.
+                let last = g
+                    .constant(x)
+                    .and_then(|t| t.dims.last().copied())
+                    .unwrap_or(0);
+                let per_column = |d: &[i64]| match d {
+                    [] | [1] => true,
+                    [n] | [1, n] => *n == last,
+                    _ => false,
                 };
-                let last = t.dims.last().copied().unwrap_or(1).max(1) as usize;
-                ensure!(
+                let constant = match (g.constant(x), zp.map(|z| g.constant(z))) {
+                    (Some(t), None) => Some((t, None)),
+                    (Some(t), Some(Some(z))) if per_column(&z.dims) => Some((t, Some(z))),
+                    _ => None,
+                };
+                if let Some((t, z)) = constant {
+                    let raw = model.payload(t)?;
+                    let values = quantized_values(t, raw.as_ref())?;
+                    let zero: Vec<i64> = match z {
+                        Some(z) => {
+                            let zraw = model.payload(z)?;
+                            quantized_values(z, zraw.as_ref())?
+                        }
+                        None => vec![0],
+                    };
+                    let last = last.max(1) as usize;
+                    ensure!(
                     zero.len() == 1 || zero.len() == last,
-                    "MatMulInteger '{base}': a zero point of {} values for an operand whose last axis has {last}",
+                    "MatMulInteger '{base}': its zero point holds {} values, its dims say {last}",
                     zero.len()
                 );
-                let data: Vec<f32> = values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| (v - zero[if zero.len() == 1 { 0 } else { i % last }]) as f32)
-                    .collect();
-                let name = fresh(&format!("{which}_float"));
-                p.add_initializers
-                    .push(tensor::from_f32(&name, &t.dims, &data));
-                return Ok(name);
-            }
-            // Computed: the operand and its zero point cast to float.
-            let zp_name = format!("{which}_zero_point");
-            let mut floats = Vec::new();
-            for (v, what) in
-                std::iter::once((x, which)).chain(zp.map(|z| (z.as_str(), zp_name.as_str())))
-            {
-                let out = fresh(&format!("{what}_float"));
+                    let data: Vec<f32> = values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            (v - zero[if zero.len() == 1 { 0 } else { i % last }]) as f32
+                        })
+                        .collect();
+                    let name = fresh(&format!("{which}_float"));
+                    p.add_initializers
+                        .push(tensor::from_f32(&name, &t.dims, &data));
+                    return Ok(name);
+                }
+                // Computed: the operand and its zero point cast to float.
+                let zp_name = format!("{which}_zero_point");
+                let mut floats = Vec::new();
+                for (v, what) in
+                    std::iter::once((x, which)).chain(zp.map(|z| (z.as_str(), zp_name.as_str())))
+                {
+                    let out = fresh(&format!("{what}_float"));
+                    p.add_nodes.push(node_proto(
+                        &fresh(&format!("{what}_cast")),
+                        "Cast",
+                        &[v],
+                        &[&out],
+                        vec![attr_int("to", DataType::Float as i64)],
+                    ));
+                    floats.push(out);
+                }
+                let [xf, zf] = &floats[..] else {
+                    return Ok(floats.swap_remove(0));
+                };
+                let centred = fresh(&format!("{which}_centred"));
                 p.add_nodes.push(node_proto(
-                    &fresh(&format!("{what}_cast")),
-                    "Cast",
-                    &[v],
-                    &[&out],
-                    vec![attr_int("to", DataType::Float as i64)],
+                    &fresh(&format!("{which}_sub")),
+                    "Sub",
+                    &[xf, zf],
+                    &[&centred],
+                    vec![],
                 ));
-                floats.push(out);
-            }
-            let [xf, zf] = &floats[..] else {
-                return Ok(floats.swap_remove(0));
+                Ok(centred)
             };
-            let centred = fresh(&format!("{which}_centred"));
-            p.add_nodes.push(node_proto(
-                &fresh(&format!("{which}_sub")),
-                "Sub",
-                &[xf, zf],
-                &[&centred],
-                vec![],
-            ));
-            Ok(centred)
-        };
         let af = operand(&mut p, &a, a_zp.as_ref(), "a")?;
         let bf = operand(&mut p, &b, b_zp.as_ref(), "b")?;
         let product = fresh("float_product");

@@ -153,7 +153,8 @@ pub fn calibrate(
     let runner = tr::Runner::new(proto, &run_samples[0])
         .context("tract cannot run the model for calibration")?;
     let total = run_samples.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
+    // Counted and said under one lock: the last message is the last count.
+    let done = std::sync::Mutex::new(0usize);
     progress.say(&format!("calibration: 0 of {total} samples run"));
 
     let n = present.len();
@@ -171,8 +172,10 @@ pub fn calibrate(
         .par_iter()
         .map(|s| -> Result<Vec<Stat>> {
             let out = runner.run(s)?;
-            let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress.say(&format!("calibration: {k} of {total} samples run"));
+            if let Ok(mut k) = done.lock() {
+                *k += 1;
+                progress.say(&format!("calibration: {k} of {total} samples run"));
+            }
             index
                 .iter()
                 .zip(pair_axis.iter().zip(&histograms))

@@ -1747,7 +1747,8 @@ impl Quant {
             }
         }
         // Each group alone, on every core (each run is single-threaded).
-        let measured = std::sync::atomic::AtomicUsize::new(0);
+        // Counted and said under one lock: the last message is the last count.
+        let measured = std::sync::Mutex::new(0usize);
         progress.say(&format!(
             "0 of {} layer groups measured alone",
             groups.len()
@@ -1761,11 +1762,13 @@ impl Quant {
                 // Scored against a float rest (fallbacks would cost a patch
                 // per weight in every candidate, and rank the same).
                 let s = score(&eval_on(&first, &keep, &[])?);
-                let done = measured.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                progress.say(&format!(
-                    "{done} of {} layer groups measured alone",
-                    groups.len()
-                ));
+                if let Ok(mut done) = measured.lock() {
+                    *done += 1;
+                    progress.say(&format!(
+                        "{done} of {} layer groups measured alone",
+                        groups.len()
+                    ));
+                }
                 Ok((s, gi))
             })
             .collect::<Result<Vec<_>>>()?;
