@@ -248,20 +248,13 @@ impl Selections {
             let Some(out) = n.proto.output.first().filter(|o| !o.is_empty()) else {
                 continue;
             };
-            // Forward from the selection to the graph outputs it reaches.
+            // The graph outputs of every node downstream (edges include
+            // reads from inside subgraphs), the selection's own included.
             let mut reached = Vec::new();
-            let mut todo = vec![out.clone()];
-            let mut seen = std::collections::HashSet::new();
-            while let Some(v) = todo.pop() {
-                if !seen.insert(v.clone()) {
-                    continue;
-                }
-                if g.is_graph_output(&v) {
-                    reached.push(v.clone());
-                }
-                for c in g.consumers(&v) {
-                    todo.extend(g.nodes[c].proto.output.iter().cloned());
-                }
+            let mut dfs = petgraph::visit::Dfs::new(&g.nodes, id);
+            while let Some(d) = dfs.next(&g.nodes) {
+                let outs = g.nodes[d].proto.output.iter();
+                reached.extend(outs.filter(|o| g.is_graph_output(o)).cloned());
             }
             if reached.is_empty() {
                 continue;

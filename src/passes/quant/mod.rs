@@ -1312,6 +1312,15 @@ impl Form {
             Form::Half => "float16",
         }
     }
+
+    /// The distinct forms among `forms`, for notes: "int8 and int8 in
+    /// blocks"; empty for none.
+    fn names(forms: impl Iterator<Item = Form>) -> String {
+        let mut v: Vec<&str> = forms.map(Form::name).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.join(" and ")
+    }
 }
 
 /// A weight's stored form: the patch that stores it, and which form it is.
@@ -1532,12 +1541,12 @@ impl Quant {
         let first = reference.first_sample();
         let eval_on = |reference: &Reference,
                        keep: &[bool],
-                       fallback: &[Option<Patch>]|
+                       fallback: &[Option<Stored>]|
          -> Result<VerifyReport> {
             let chosen: Vec<&Patch> = (0..n)
                 .filter_map(|i| match keep[i] {
                     true => Some(&patches[i]),
-                    false => fallback.get(i).and_then(Option::as_ref),
+                    false => fallback.get(i).and_then(Option::as_ref).map(|s| &s.patch),
                 })
                 .collect();
             if let Some(s) = &specialised {
@@ -1563,7 +1572,7 @@ impl Quant {
             }
             Ok(reference.check(&m))
         };
-        let eval = |keep: &[bool], fallback: &[Option<Patch>]| eval_on(&reference, keep, fallback);
+        let eval = |keep: &[bool], fallback: &[Option<Stored>]| eval_on(&reference, keep, fallback);
         let score = |r: &VerifyReport| {
             r.outputs
                 .iter()
@@ -1641,13 +1650,7 @@ impl Quant {
         let kinds = |r: &[Option<Stored>]| -> Vec<Option<Form>> {
             r.iter().map(|s| s.as_ref().map(|s| s.form)).collect()
         };
-        let patches_of = |r: &[Option<Stored>]| -> Vec<Option<Patch>> {
-            r.iter()
-                .map(|s| s.as_ref().map(|s| s.patch.clone()))
-                .collect()
-        };
-        let mut fallback: Vec<Option<Patch>> = vec![None; n];
-        let mut form = vec![""; n];
+        let mut fallback: Vec<Option<Stored>> = vec![None; n];
         let int8 = forms(Form::Int8)?;
         let int8_rung = (!int8.iter().all(Option::is_none)).then(|| int8.clone());
         if int8_rung.is_some() {
@@ -1673,20 +1676,12 @@ impl Quant {
                 if last.as_ref().is_some_and(|l| kinds(l) == kinds(&f)) {
                     continue;
                 }
-                let mut stored: Vec<&str> =
-                    kinds(&f).into_iter().flatten().map(Form::name).collect();
-                stored.sort_unstable();
-                stored.dedup();
                 progress.say(&format!(
                     "the result misses the tolerance; checking every layer in float with weights stored as {}",
-                    stored.join(" and ")
+                    Form::names(f.iter().flatten().map(|s| s.form))
                 ));
-                if eval(&vec![false; n], &patches_of(&f))?.status == Status::Passed {
-                    form = f
-                        .iter()
-                        .map(|s| s.as_ref().map_or("", |s| s.form.name()))
-                        .collect();
-                    fallback = patches_of(&f);
+                if eval(&vec![false; n], &f)?.status == Status::Passed {
+                    fallback = f;
                     break;
                 }
                 last = Some(f);
@@ -1790,7 +1785,7 @@ impl Quant {
                 idxs.iter()
                     .map(|&i| {
                         let back = match &fallback[i] {
-                            Some(f) => bytes(f),
+                            Some(f) => bytes(&f.patch),
                             None => patches[i]
                                 .remove_initializers
                                 .iter()
@@ -1870,13 +1865,10 @@ impl Quant {
         // (all at once first, then group by group, the last taken first).
         if let (Some(int8), true) = (&int8_rung, r.status == Status::Passed) {
             let taken: Vec<usize> = scored[..k].iter().rev().map(|&(_, gi)| gi).collect();
-            let down = |fb: &mut Vec<Option<Patch>>, form: &mut Vec<&str>, gi: usize| {
+            let down = |fb: &mut Vec<Option<Stored>>, gi: usize| {
                 for &i in &groups[gi] {
-                    if form[i] != Form::Int8.name() && !form[i].is_empty() {
-                        if let Some(s) = &int8[i] {
-                            fb[i] = Some(s.patch.clone());
-                            form[i] = s.form.name();
-                        }
+                    if fb[i].as_ref().is_some_and(|s| s.form != Form::Int8) && int8[i].is_some() {
+                        fb[i] = int8[i].clone();
                     }
                 }
             };
@@ -1884,15 +1876,15 @@ impl Quant {
                 .chain(taken.iter().map(|&gi| vec![gi]))
                 .collect();
             for t in tries {
-                let (mut fb, mut fm) = (fallback.clone(), form.clone());
-                t.iter().for_each(|&gi| down(&mut fb, &mut fm, gi));
-                if fm == form {
+                let mut fb = fallback.clone();
+                t.iter().for_each(|&gi| down(&mut fb, gi));
+                if kinds(&fb) == kinds(&fallback) {
                     continue;
                 }
                 progress.say("checking the layers in float with int8-stored weights");
                 let m = eval(&keep, &fb)?;
                 if m.status == Status::Passed {
-                    (fallback, form, r) = (fb, fm, m);
+                    (fallback, r) = (fb, m);
                     if t.len() > 1 {
                         break;
                     }
@@ -1901,19 +1893,18 @@ impl Quant {
         }
         for &(s, gi) in &scored[..k] {
             let what: Vec<String> = groups[gi].iter().map(|&i| describe(&patches[i])).collect();
-            let mut stored: Vec<&str> = groups[gi]
-                .iter()
-                .filter(|&&i| fallback[i].is_some())
-                .map(|&i| form[i])
-                .collect();
-            stored.sort_unstable();
-            stored.dedup();
+            let stored = Form::names(
+                groups[gi]
+                    .iter()
+                    .filter_map(|&i| fallback[i].as_ref())
+                    .map(|s| s.form),
+            );
             ctx.notes.push(format!(
                 "computed in float by sensitive=auto (alone: cosine {s:.5}{}): {}",
                 if stored.is_empty() {
                     String::new()
                 } else {
-                    format!("; weights stay stored as {}", stored.join(" and "))
+                    format!("; weights stay stored as {stored}")
                 },
                 what.join(", ")
             ));
@@ -1931,9 +1922,9 @@ impl Quant {
         ));
         Ok(patches
             .into_iter()
-            .zip(fallback.iter().cloned())
+            .zip(fallback)
             .zip(keep)
-            .filter_map(|((p, f), k)| if k { Some(p) } else { f })
+            .filter_map(|((p, f), k)| if k { Some(p) } else { f.map(|s| s.patch) })
             .collect())
     }
 
