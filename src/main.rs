@@ -343,12 +343,13 @@ fn run(args: RunArgs) -> Result<u8> {
     let original = model.clone();
     let input_had_external = external_bytes(&model) > 0;
     verify::check_bound(&model, &vopts.dims)?;
-    // Before calibration and verification draw their inputs from them.
-    let dim_notes = if pipeline.passes.is_empty() {
-        vec![]
+    // Before calibration and verification draw their inputs from them;
+    // the original's verification reference comes out of the search.
+    let settled = if pipeline.passes.is_empty() {
+        verify::Settled::default()
     } else {
         pb.set_message("choosing input sizes");
-        verify::settle_dims(&model, &mut vopts)
+        verify::settle_dims(&model, &mut vopts, !args.no_verify)
     };
     let input_stats = ModelStats {
         bytes: in_bytes,
@@ -386,11 +387,11 @@ fn run(args: RunArgs) -> Result<u8> {
         }
     } else {
         pb.set_message("verifying in tract");
-        verify::verify(&original, &model, &vopts)
+        verify::verify_against(settled.reference, &original, &model, &vopts)
     };
     drop(original);
     let mut verify = verify;
-    verify.notes.splice(0..0, dim_notes);
+    verify.notes.splice(0..0, settled.notes);
     // Verification could not run (tract cannot run the model), but nothing
     // needed it: every change is exact by construction (`Patch::exact`).
     let exact_unverified = changed
@@ -504,10 +505,10 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     let (mb, _) = load(b, &pb)?;
     verify::check_bound(&ma, &opts.dims)?;
     pb.set_message("choosing input sizes");
-    let dim_notes = verify::settle_dims(&ma, &mut opts);
+    let settled = verify::settle_dims(&ma, &mut opts, true);
     pb.set_message("verifying in tract");
-    let mut report = verify::verify(&ma, &mb, &opts);
-    report.notes.splice(0..0, dim_notes);
+    let mut report = verify::verify_against(settled.reference, &ma, &mb, &opts);
+    report.notes.splice(0..0, settled.notes);
     pb.finish_and_clear();
     print!("{}", report.table());
     Ok(match report.status {

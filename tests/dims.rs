@@ -9,6 +9,24 @@ use onnx_squeeze::proto::tensor_shape_proto::dimension::Value as Dim;
 use onnx_squeeze::proto::{tensor_proto::DataType, type_proto, ModelProto};
 use onnx_squeeze::verify::{settle_dims, VerifyOptions};
 
+/// [`settle_dims`] both ways it searches (typing each size in tract, and
+/// building verification's reference at each): they choose the same sizes
+/// and say the same, and the second hands over a reference for the sizes
+/// it chose whenever it chose any. The notes.
+fn settle(m: &Model, opts: &mut VerifyOptions) -> Vec<String> {
+    let given = opts.dims.clone();
+    let mut typed = opts.clone();
+    let by_typing = settle_dims(m, &mut typed, false);
+    assert!(by_typing.reference.is_none());
+    let settled = settle_dims(m, opts, true);
+    assert_eq!(opts.dims, typed.dims, "the two searches chose other sizes");
+    assert_eq!(settled.notes, by_typing.notes);
+    if opts.dims != given {
+        assert!(settled.reference.is_some(), "{:?}", settled.notes);
+    }
+    settled.notes
+}
+
 /// `proto` with its first input's dims set to `dims`: names, sizes, or ""
 /// for a dim with neither.
 fn with_input_dims(mut proto: ModelProto, dims: &[&str]) -> Model {
@@ -62,7 +80,7 @@ fn reshape_model(rank: usize, shape: &[i64]) -> ModelProto {
 fn an_image_gets_a_real_size_and_a_batch_stays_one() {
     let m = conv_model(&["batch", "3", "height", "width"]);
     let mut opts = VerifyOptions::default();
-    let notes = settle_dims(&m, &mut opts);
+    let notes = settle(&m, &mut opts);
     assert_eq!(opts.dims.get("height"), Some(&64));
     assert_eq!(opts.dims.get("width"), Some(&64));
     assert_eq!(opts.dims.get("batch"), None, "a batch stays 1");
@@ -76,11 +94,11 @@ fn an_image_gets_a_real_size_and_a_batch_stays_one() {
         inputs: Some("samples.npz".into()),
         ..Default::default()
     };
-    assert!(settle_dims(&m, &mut given).is_empty());
+    assert!(settle(&m, &mut given).is_empty());
     assert!(given.dims.is_empty());
     let mut bound = VerifyOptions::default();
     bound.dims.insert("height".into(), 320);
-    settle_dims(&m, &mut bound);
+    settle(&m, &mut bound);
     assert_eq!(bound.dims.get("height"), Some(&320));
     assert_eq!(bound.dims.get("width"), Some(&64));
 }
@@ -91,7 +109,7 @@ fn an_image_gets_a_real_size_and_a_batch_stays_one() {
 fn an_image_height_the_model_fixes_is_found() {
     let m = with_input_dims(reshape_model(4, &[1, 3, 48, 64]), &["N", "3", "h", "w"]);
     let mut opts = VerifyOptions::default();
-    settle_dims(&m, &mut opts);
+    settle(&m, &mut opts);
     assert_eq!(opts.dims.get("h"), Some(&48));
     assert_eq!(opts.dims.get("w"), Some(&64));
 }
@@ -104,7 +122,7 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
     for (dims, key) in [(["batch", "len"], "len"), (["batch", ""], "x:1")] {
         let m = with_input_dims(reshape_model(2, &[-1, 16]), &dims);
         let mut opts = VerifyOptions::default();
-        let notes = settle_dims(&m, &mut opts);
+        let notes = settle(&m, &mut opts);
         assert_eq!(opts.dims.get(key), Some(&16), "{notes:?}");
         assert!(
             notes[0].contains(&format!("input dim '{key}' set to 16")),
@@ -114,7 +132,7 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
     // A float length that types at 1 stays 1.
     let m = with_input_dims(reshape_model(2, &[-1]), &["batch", "sequence"]);
     let mut opts = VerifyOptions::default();
-    assert!(settle_dims(&m, &mut opts).is_empty());
+    assert!(settle(&m, &mut opts).is_empty());
     assert!(opts.dims.is_empty());
 }
 
@@ -128,7 +146,7 @@ fn token_ids_get_a_real_length() {
         p.graph.as_mut().unwrap().input[0] = typed_value("x", DataType::Int64, &[1, 1]);
         let m = with_input_dims(p, &["batch", "sequence"]);
         let mut opts = VerifyOptions::default();
-        let notes = settle_dims(&m, &mut opts);
+        let notes = settle(&m, &mut opts);
         assert_eq!(opts.dims.get("sequence"), Some(&want), "{notes:?}");
         assert_eq!(opts.dims.get("batch"), None);
         assert!(
@@ -193,7 +211,7 @@ fn a_dim_takes_one_role_from_all_its_inputs() {
         }
         let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
         let mut opts = VerifyOptions::default();
-        let notes = settle_dims(&m, &mut opts);
+        let notes = settle(&m, &mut opts);
         assert_eq!(
             opts.dims.get("h"),
             Some(&64),
@@ -209,7 +227,7 @@ fn a_dim_takes_one_role_from_all_its_inputs() {
 
     let m = with_input_dims(reshape_model(1, &[-1, 16]), &["len"]);
     let mut opts = VerifyOptions::default();
-    let notes = settle_dims(&m, &mut opts);
+    let notes = settle(&m, &mut opts);
     assert_eq!(opts.dims.get("len"), Some(&16), "{notes:?}");
 }
 
@@ -220,7 +238,7 @@ fn a_dim_takes_one_role_from_all_its_inputs() {
 fn axes_sharing_one_name_are_bound_one_by_one() {
     let m = conv_model(&["", "3", "?", "?"]);
     let mut opts = VerifyOptions::default();
-    let notes = settle_dims(&m, &mut opts);
+    let notes = settle(&m, &mut opts);
     assert!(
         notes
             .iter()
@@ -235,7 +253,7 @@ fn axes_sharing_one_name_are_bound_one_by_one() {
         dims: dims.clone(),
         ..Default::default()
     };
-    settle_dims(&m, &mut opts);
+    settle(&m, &mut opts);
     assert_eq!(opts.dims, dims, "the axes bound, '?' is not chosen on top");
     let specs =
         onnx_squeeze::verify::inputs::input_specs(&m.graph, &opts.dims, &mut vec![]).unwrap();
@@ -280,7 +298,7 @@ fn a_name_shared_by_inputs_is_bound_by_name() {
     }
     let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
     let mut opts = VerifyOptions::default();
-    let notes = settle_dims(&m, &mut opts);
+    let notes = settle(&m, &mut opts);
     assert!(
         notes
             .iter()
@@ -345,7 +363,7 @@ fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
     }
 
     let mut opts = VerifyOptions::default();
-    let notes = settle_dims(&yolo, &mut opts);
+    let notes = settle(&yolo, &mut opts);
     assert_eq!((opts.dims["height"], opts.dims["width"]), (96, 160));
     assert!(
         notes
@@ -355,7 +373,7 @@ fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
         "{notes:?}"
     );
     let mut plain_opts = VerifyOptions::default();
-    settle_dims(&plain, &mut plain_opts);
+    settle(&plain, &mut plain_opts);
     assert_eq!(
         (plain_opts.dims["height"], plain_opts.dims["width"]),
         (64, 64)

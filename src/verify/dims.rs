@@ -11,8 +11,22 @@ use crate::ir::Model;
 use crate::proto::{tensor_proto::DataType, ValueInfoProto};
 
 use super::{
-    has_if, inputs, split_fixed, tract, verification_copy, ReferenceInputs, VerifyOptions,
+    has_if, inputs, split_fixed, tract, verification_copy, Reference, ReferenceInputs, Trial,
+    VerifyOptions,
 };
+
+/// The sizes [`settle_dims`] chose, said in notes, and the original's side
+/// of verification at them where the search built it.
+#[derive(Default)]
+pub struct Settled {
+    /// Notes for the report on every size other than 1, or on none found.
+    pub notes: Vec<String>,
+    /// Asked for ([`settle_dims`]' `reference`), each size is tried by
+    /// building the original's verification reference there: the size
+    /// chosen is then known to plan and run, and verification
+    /// ([`super::verify_against`]) does not build it again.
+    pub reference: Option<Reference>,
+}
 
 /// The default size of an image's height and width: big enough that
 /// padding does not dominate the activations, a multiple of the stride 32 of
@@ -159,17 +173,18 @@ pub fn check_bound(
 /// (token ids) is 128; any other dim is 1. When tract cannot analyse the
 /// model so, each dim alone goes through the other sizes of its kind, then
 /// the other dims together through 16, 64, 256, 512, 1024 and 4096, until it
-/// can. `opts.dims` binds the sizes chosen; returns notes for the report on
-/// every size other than 1, or on none found. Models over 1 GiB of weights
-/// are left as bound.
-pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
+/// can. `opts.dims` binds the sizes chosen. With `reference`, a size is
+/// tried by building the verification reference of `original` there (the
+/// original planned and run, as verification would next), else by typing
+/// it in tract. Models over 1 GiB of weights are left as bound.
+pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) -> Settled {
     if opts.inputs.is_some() {
-        return vec![];
+        return Settled::default();
     }
     // Analysing a model in tract copies its weights: past this size the
     // dims stay as bound (1 otherwise), and the report says how to bind them.
     if original.weight_bytes() > super::ANALYSIS_MAX_BYTES {
-        return vec![];
+        return Settled::default();
     }
     // Every use of each unbound dim, in order of first use: a dim shared by
     // several inputs (an image and its integer mask) takes one role from
@@ -260,7 +275,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
         .collect();
     free.retain(|(_, r)| *r != Role::Batch);
     if free.is_empty() {
-        return vec![];
+        return Settled::default();
     }
     let first = |k: &String, r: Role| match r {
         Role::Image => first_size.get(k).copied().unwrap_or(r.sizes().0),
@@ -297,8 +312,12 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     }
     for set in &tries {
         let o = with(set);
-        match types_in_tract(original, &o) {
-            Some(true) => {
+        let tried = match reference {
+            true => Reference::trial(original, &o),
+            false => types_in_tract(original, &o),
+        };
+        match tried {
+            Trial::Planned(built) => {
                 *opts = o;
                 let documented = producer
                     .as_ref()
@@ -312,18 +331,24 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions) -> Vec<String> {
                             })
                     })
                     .map(|p| p.producer);
-                return notes(&free, &opts.dims, &axes, documented);
+                return Settled {
+                    notes: notes(&free, &opts.dims, &axes, documented),
+                    reference: built,
+                };
             }
-            Some(false) => {}
+            Trial::Untyped => {}
             // Not a question of sizes: tract cannot load the model.
-            None => return vec![],
+            Trial::Unloadable | Trial::NoInputs => return Settled::default(),
         }
     }
     let keys: Vec<&str> = free.iter().map(|(k, _)| k.as_str()).collect();
-    vec![format!(
-        "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
-        keys.join(", ")
-    )]
+    Settled {
+        notes: vec![format!(
+            "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
+            keys.join(", ")
+        )],
+        reference: None,
+    }
 }
 
 /// What the report says about the sizes chosen for `free` dims.
@@ -398,17 +423,18 @@ fn is_integer(vi: &ValueInfoProto) -> bool {
     DataType::try_from(tt.elem_type()).is_ok_and(inputs::is_integer)
 }
 
-/// Whether tract types `model` on the inputs `opts` describes, as
-/// verification hands it over (specialised and lowered). `None` when the
-/// question does not arise: no inputs can be drawn, or tract cannot load
-/// the model at all.
-fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Option<bool> {
+/// Whether tract types and declutters `model` on the inputs `opts`
+/// describes, as verification hands it over (specialised and lowered),
+/// without planning or running it.
+pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
     // Two samples tell a setting shared by all (split_fixed) from data.
     let opts = VerifyOptions {
         samples: opts.samples.min(2),
         ..opts.clone()
     };
-    let inputs = ReferenceInputs::new(model, &opts).ok()?;
+    let Ok(inputs) = ReferenceInputs::new(model, &opts) else {
+        return Trial::NoInputs;
+    };
     let (fixed, run_samples) = split_fixed(has_if(model), &inputs.samples);
     let Ok((proto, _)) = verification_copy(
         model,
@@ -419,7 +445,11 @@ fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Option<bool> {
     ) else {
         // Specialising folds with tract: a shape it cannot compute is one
         // it cannot type.
-        return Some(false);
+        return Trial::Untyped;
     };
-    tract::analyses(&proto, &run_samples[0]).ok()
+    match tract::analyses(&proto, &run_samples[0]) {
+        Ok(true) => Trial::Planned(None),
+        Ok(false) => Trial::Untyped,
+        Err(_) => Trial::Unloadable,
+    }
 }

@@ -37,7 +37,7 @@ use tract_onnx::prelude::Tensor;
 use crate::ir::Model;
 use crate::pass::Tolerance;
 use crate::passes::fold;
-pub use dims::{check_bound, settle_dims};
+pub use dims::{check_bound, settle_dims, Settled};
 use metrics::{Accumulator, OutputMetrics};
 
 /// Largest model (weight bytes) analysed in tract beyond verification
@@ -46,7 +46,7 @@ use metrics::{Accumulator, OutputMetrics};
 /// costs more than it tells.
 pub const ANALYSIS_MAX_BYTES: u64 = 1 << 30;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VerifyOptions {
     pub samples: usize,
     pub seed: u64,
@@ -192,6 +192,29 @@ pub fn untrusted_op(m: &Model) -> Option<String> {
     None
 }
 
+/// [`verify`] against the original's side built beforehand (as the search
+/// for input sizes builds it, [`settle_dims`]); `None`, or one built with
+/// other options, builds it here. The report's time includes the
+/// reference's.
+pub fn verify_against(
+    reference: Option<Reference>,
+    original: &Model,
+    result: &Model,
+    opts: &VerifyOptions,
+) -> VerifyReport {
+    let Some(reference) = reference.filter(|r| r.opts == *opts) else {
+        return verify(original, result, opts);
+    };
+    let start = Instant::now();
+    let mut report = match reference.compare(result) {
+        Ok(r) => r,
+        Err(e) => VerifyReport::not_verified(format!("{e:#}")),
+    };
+    report.tolerance = opts.tolerance;
+    report.seconds = reference.seconds + start.elapsed().as_secs_f64();
+    report
+}
+
 fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Result<VerifyReport> {
     Reference::new(original, opts)?.compare(result)
 }
@@ -216,6 +239,35 @@ pub struct Reference {
     /// The original's selections, as its verification copy holds them.
     selections: Selections,
     notes: Vec<String>,
+    /// The time preparing it took (the original's plan and runs), part of
+    /// a verification's time wherever it was built.
+    seconds: f64,
+}
+
+/// Where building a [`Reference`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Preparing the verification copy (specialising folds with tract).
+    Prepare,
+    /// Loading the copy into tract.
+    Load,
+    /// Typing and planning it.
+    Plan,
+    /// Running it.
+    Run,
+}
+
+/// What [`Reference::trial`] found at some input sizes.
+pub(crate) enum Trial {
+    /// No inputs could be drawn or loaded: sizes are not the question.
+    NoInputs,
+    /// tract cannot load the model at all (an op it does not know).
+    Unloadable,
+    /// tract loads the model but cannot type or plan it at these sizes.
+    Untyped,
+    /// It plans at these sizes; the reference too unless running failed
+    /// (or was not tried), which verification then reports.
+    Planned(Option<Reference>),
 }
 
 /// Ops whose output's size depends on the values they read.
@@ -335,9 +387,45 @@ impl Reference {
         inputs: ReferenceInputs,
         expected: Option<Vec<Vec<Tensor>>>,
     ) -> Result<Reference> {
-        if let Some(why) = untrusted_op(original) {
-            anyhow::bail!("{why}; verify with onnxruntime instead");
+        Self::build(original, opts, inputs, expected).map_err(|(_, e)| e)
+    }
+
+    /// The reference at the input sizes `opts` binds, as a search for sizes
+    /// sees it: whether tract can load, type and plan the original at them,
+    /// and the reference itself where running it also worked. Models whose
+    /// ops tract computes wrongly are not planned ([`untrusted_op`]): the
+    /// answer is then tract's typing and decluttering alone.
+    pub(crate) fn trial(original: &Model, opts: &VerifyOptions) -> Trial {
+        if untrusted_op(original).is_some() {
+            return dims::types_in_tract(original, opts);
         }
+        let Ok(inputs) = ReferenceInputs::new(original, opts) else {
+            return Trial::NoInputs;
+        };
+        match Self::build(original, opts, inputs, None) {
+            Ok(r) => Trial::Planned(Some(r)),
+            Err((Stage::Load, _)) => Trial::Unloadable,
+            Err((Stage::Prepare | Stage::Plan, _)) => Trial::Untyped,
+            // The sizes are not the question: verification says what is.
+            Err((Stage::Run, _)) => Trial::Planned(None),
+        }
+    }
+
+    /// [`Reference::with_inputs`], with the stage a failure came at.
+    fn build(
+        original: &Model,
+        opts: &VerifyOptions,
+        inputs: ReferenceInputs,
+        expected: Option<Vec<Vec<Tensor>>>,
+    ) -> std::result::Result<Reference, (Stage, anyhow::Error)> {
+        let start = Instant::now();
+        if let Some(why) = untrusted_op(original) {
+            return Err((
+                Stage::Prepare,
+                anyhow::anyhow!("{why}; verify with onnxruntime instead"),
+            ));
+        }
+        let prepare = |e: anyhow::Error| (Stage::Prepare, e);
         let ReferenceInputs {
             specs,
             samples,
@@ -358,17 +446,20 @@ impl Reference {
         let expected = expected.filter(|_| Selections::of(original).is_empty());
         let (expected, out_names, selections) = match expected {
             Some(e) => {
-                anyhow::ensure!(
-                    !if_model
-                        && e.len() == run_samples.len()
-                        && e.iter().all(|o| o.len() == out_names.len()),
-                    "expected outputs given for a reference that needs its own run"
-                );
+                if !(!if_model
+                    && e.len() == run_samples.len()
+                    && e.iter().all(|o| o.len() == out_names.len()))
+                {
+                    return Err(prepare(anyhow::anyhow!(
+                        "expected outputs given for a reference that needs its own run"
+                    )));
+                }
                 (e, out_names, Selections::default())
             }
             None => {
                 let (copy, mut more) =
-                    verification_model(original, &specs, &samples[0], &fixed, &run_samples)?;
+                    verification_model(original, &specs, &samples[0], &fixed, &run_samples)
+                        .map_err(prepare)?;
                 notes.append(&mut more);
                 // Found on the copy as tract runs it: specialisation may
                 // inline a selection from an If branch, or rename what it
@@ -411,8 +502,16 @@ impl Reference {
                         total - remaining
                     ));
                 }
-                let expected = run_all(orig_copy, &run_samples)
-                    .context("the original model does not run in tract")?;
+                let does_not_run = "the original model does not run in tract";
+                let runner = tract::Runner::new(orig_copy, &run_samples[0]).map_err(|e| {
+                    let stage = match e.downcast_ref::<tract::CannotLoad>() {
+                        Some(_) => Stage::Load,
+                        None => Stage::Plan,
+                    };
+                    (stage, e.context(does_not_run))
+                })?;
+                let expected = run_on(&runner, &run_samples)
+                    .map_err(|e| (Stage::Run, e.context(does_not_run)))?;
                 let mut names = out_names;
                 names.extend(exposed);
                 (expected, names, selections)
@@ -429,6 +528,7 @@ impl Reference {
             n_outputs,
             selections,
             notes,
+            seconds: start.elapsed().as_secs_f64(),
         })
     }
 
@@ -669,6 +769,7 @@ impl Reference {
             n_outputs: self.n_outputs,
             selections: self.selections.clone(),
             notes: self.notes.clone(),
+            seconds: 0.0,
         }
     }
 
@@ -757,8 +858,11 @@ pub(crate) fn has_if(m: &Model) -> bool {
 }
 
 fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
+    run_on(&tract::Runner::new(proto, &samples[0])?, samples)
+}
+
+fn run_on(runner: &tract::Runner, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
     use rayon::prelude::*;
-    let runner = tract::Runner::new(proto, &samples[0])?;
     // Each run is single-threaded: samples go to all cores.
     samples.par_iter().map(|s| runner.run(s)).collect()
 }

@@ -12,6 +12,19 @@ use tract_onnx::tract_hir::infer::InferenceFact;
 
 use crate::proto::{tensor_proto::DataType, ModelProto, TensorProto};
 
+/// The context of an error from loading a model into tract (an op it does
+/// not know, an attribute it does not read): no input shape changes that.
+/// Callers that search shapes tell it apart from the failures that follow
+/// loading (typing, planning) by downcasting.
+#[derive(Debug, Clone, Copy)]
+pub struct CannotLoad;
+
+impl std::fmt::Display for CannotLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tract cannot load the model")
+    }
+}
+
 /// A model prepared for running with fixed input shapes.
 pub struct Runner {
     plan: Arc<TypedRunnableModel>,
@@ -160,10 +173,7 @@ impl Runner {
         // A plan is a run's peak: what earlier passes read of the model file
         // goes first (see `io::release_mapped`).
         crate::io::release_mapped();
-        let model = with_input_facts(
-            inference_model(&proto).context("tract cannot load the model")?,
-            inputs,
-        )?;
+        let model = with_input_facts(inference_model(&proto).context(CannotLoad)?, inputs)?;
         drop(proto);
         let typed = model
             .into_typed()
@@ -302,7 +312,7 @@ pub fn eval_constant(proto: &ModelProto) -> Result<Vec<Tensor>> {
 
 fn eval_typed(proto: &ModelProto) -> Result<Vec<Tensor>> {
     let plan = inference_model(proto)
-        .context("tract cannot load the model")?
+        .context(CannotLoad)?
         .into_typed()
         .map_err(to_tract_error)
         .context("tract cannot analyse the model")?
