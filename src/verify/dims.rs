@@ -333,7 +333,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
                     .map(|p| p.producer);
                 return Settled {
                     notes: notes(&free, &opts.dims, &axes, documented),
-                    reference: built,
+                    reference: built.map(|r| *r),
                 };
             }
             Trial::Untyped => {}

@@ -267,7 +267,7 @@ pub(crate) enum Trial {
     Untyped,
     /// It plans at these sizes; the reference too unless running failed
     /// (or was not tried), which verification then reports.
-    Planned(Option<Reference>),
+    Planned(Option<Box<Reference>>),
 }
 
 /// Ops whose output's size depends on the values they read.
@@ -403,7 +403,7 @@ impl Reference {
             return Trial::NoInputs;
         };
         match Self::build(original, opts, inputs, None) {
-            Ok(r) => Trial::Planned(Some(r)),
+            Ok(r) => Trial::Planned(Some(Box::new(r))),
             Err((Stage::Load, _)) => Trial::Unloadable,
             Err((Stage::Prepare | Stage::Plan, _)) => Trial::Untyped,
             // The sizes are not the question: verification says what is.
