@@ -2122,6 +2122,7 @@ fn quant_reports_its_progress() {
     for expected in [
         "pass clean",
         "pass quant",
+        "pass quant: weights: 0 of 3 quantized (0.0 kB of 6.1 kB read)",
         "pass quant: calibration: building a plan in tract",
         "pass quant: calibration: 3 of 3 samples run",
         "pass quant: sensitive=auto: checking the result in tract",
@@ -2133,6 +2134,14 @@ fn quant_reports_its_progress() {
             .any(|m| m.starts_with("pass quant: sensitive=auto: ")
                 && m.ends_with("layer groups measured alone")
                 && !m.starts_with("pass quant: sensitive=auto: 0 of")),
+        "{said:#?}"
+    );
+    // The last weight's turn (weights come in no fixed order: the bytes
+    // read before it vary).
+    assert!(
+        said.iter()
+            .any(|m| m.starts_with("pass quant: weights: 2 of 3 quantized (")
+                && m.ends_with(" of 6.1 kB read)")),
         "{said:#?}"
     );
 }

@@ -848,8 +848,24 @@ impl Pass for Quant {
         // Weights whose quantized form sensitive=auto may take back, and the
         // int8 form they keep then (see `keep_sensitive_in_float`).
         let mut storable: HashMap<String, Fallback> = HashMap::new();
-        for (w, readers) in &uses {
+        // On a model of several GB this loop is the pass (weight-only): it
+        // says how far it is, by weight and by bytes read.
+        let progress = ctx.progress.within("weights");
+        let total_bytes: u64 = uses
+            .keys()
+            .filter_map(|w| g.constant(w))
+            .map(tensor::stored_bytes)
+            .sum();
+        let mut read_bytes = 0u64;
+        for (k, (w, readers)) in uses.iter().enumerate() {
             let t = g.constant(w).expect("selected above");
+            progress.say(&format!(
+                "{k} of {} quantized ({} of {} read)",
+                uses.len(),
+                crate::report::mb(read_bytes),
+                crate::report::mb(total_bytes)
+            ));
+            read_bytes += tensor::stored_bytes(t);
             let payload = model.payload(t)?;
             let data = tensor::f32_view(t, payload.as_ref())?;
             let all = |f: fn(&Use) -> bool| readers.iter().all(|(_, u)| f(u));
