@@ -438,6 +438,11 @@ impl Graph {
         out
     }
 
+    /// The names of the graph's outputs, in order.
+    pub fn output_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.rest.output.iter().map(|o| o.name().to_string())
+    }
+
     pub fn is_graph_output(&self, value: &str) -> bool {
         self.rest.output.iter().any(|o| o.name() == value)
     }

@@ -434,13 +434,7 @@ impl Reference {
         // Specialise If models on inputs that are the same in every sample.
         let if_model = has_if(original);
         let (fixed, run_samples) = split_fixed(if_model, &samples);
-        let out_names: Vec<String> = original
-            .graph
-            .rest
-            .output
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
+        let out_names: Vec<String> = original.graph.output_names().collect();
         let n_outputs = out_names.len();
         // Outputs computed elsewhere lack what selections read and choose.
         let expected = expected.filter(|_| Selections::of(original).is_empty());
@@ -626,14 +620,7 @@ impl Reference {
         let mut res_copy = res_model.to_proto();
         drop(res_model);
         expose(&mut res_copy, &res_exposed);
-        let res_names: Vec<String> = result
-            .graph
-            .rest
-            .output
-            .iter()
-            .map(|o| o.name().to_string())
-            .chain(res_exposed)
-            .collect();
+        let res_names: Vec<String> = result.graph.output_names().chain(res_exposed).collect();
         for n in res_notes {
             let n = format!("result: {n}");
             if !notes.contains(&n) {
