@@ -363,6 +363,7 @@ fn run(args: RunArgs) -> Result<u8> {
         seed: vopts.seed,
         tolerance: Some(vopts.tolerance),
         verify_samples: Some(vopts.samples),
+        runs: verify::RunMemo::default(),
     };
     let shown = pb.clone();
     let progress = onnx_squeeze::pass::Progress::new(move |msg| shown.set_message(msg.to_string()));
@@ -387,7 +388,7 @@ fn run(args: RunArgs) -> Result<u8> {
         }
     } else {
         pb.set_message("verifying in tract");
-        verify::verify_against(settled.reference, &original, &model, &vopts)
+        verify::verify_against(settled.reference, &data.runs, &original, &model, &vopts)
     };
     drop(original);
     let mut verify = verify;
@@ -507,7 +508,13 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     pb.set_message("choosing input sizes");
     let settled = verify::settle_dims(&ma, &mut opts, true);
     pb.set_message("verifying in tract");
-    let mut report = verify::verify_against(settled.reference, &ma, &mb, &opts);
+    let mut report = verify::verify_against(
+        settled.reference,
+        &verify::RunMemo::default(),
+        &ma,
+        &mb,
+        &opts,
+    );
     report.notes.splice(0..0, settled.notes);
     pb.finish_and_clear();
     print!("{}", report.table());

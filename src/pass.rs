@@ -84,6 +84,9 @@ pub struct DataSource {
     pub tolerance: Option<Tolerance>,
     /// How many random samples verification draws (`None`: its default).
     pub verify_samples: Option<usize>,
+    /// Where a pass that checks its result on verification's samples runs
+    /// it, so that verification need not run it again.
+    pub runs: crate::verify::RunMemo,
 }
 
 /// What receives [`Progress`] messages.

@@ -2145,3 +2145,48 @@ fn quant_reports_its_progress() {
         "{said:#?}"
     );
 }
+
+/// The pipeline's verification finds the result `sensitive=auto` checked on
+/// verification's samples in the memo they share, instead of running it
+/// again; any other model runs.
+#[test]
+fn verification_reuses_the_run_quant_checked() {
+    use onnx_squeeze::pass::{DataSource, Progress};
+    use onnx_squeeze::pipeline::Pipeline;
+    use onnx_squeeze::verify::verify_against;
+    let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+    let pipeline =
+        Pipeline::from_spec("clean,quant(min_weight_elements=16,min_reduction=1)").unwrap();
+    let opts = VerifyOptions {
+        tolerance: pipeline.tolerance(),
+        ..Default::default()
+    };
+    let data = DataSource {
+        tolerance: Some(opts.tolerance),
+        verify_samples: Some(opts.samples),
+        ..Default::default()
+    };
+    let mut m = original.clone();
+    pipeline.run(&mut m, &data, &Progress::default()).unwrap();
+    assert_eq!(data.runs.hits(), 0, "quant's check ran the result");
+    let report = verify_against(None, &data.runs, &original, &m, &opts);
+    assert_eq!(report.status, Status::Passed, "{}", report.table());
+    assert_eq!(data.runs.hits(), 1, "verification ran it again");
+    let quantized = report.outputs[0].max_abs;
+    assert!(quantized > 0.0, "{}", report.table());
+
+    // The original itself: not what the memo holds, so it runs (its
+    // outputs, not the quantized result's, are compared).
+    let same = verify_against(None, &data.runs, &original, &original, &opts);
+    assert_eq!(same.status, Status::Passed);
+    assert_eq!(same.outputs[0].max_abs, 0.0, "{}", same.table());
+    assert_eq!(data.runs.hits(), 1);
+    // Nor is one sample more.
+    let more = VerifyOptions {
+        samples: opts.samples + 1,
+        ..opts.clone()
+    };
+    let again = verify_against(None, &data.runs, &original, &m, &more);
+    assert_eq!(again.samples, opts.samples + 1);
+    assert_eq!(data.runs.hits(), 1);
+}

@@ -194,24 +194,40 @@ pub fn untrusted_op(m: &Model) -> Option<String> {
 
 /// [`verify`] against the original's side built beforehand (as the search
 /// for input sizes builds it, [`settle_dims`]); `None`, or one built with
-/// other options, builds it here. The report's time includes the
+/// other options, builds it here. The result runs through `memo` (a pass
+/// may have run it on the same samples). The report's time includes the
 /// reference's.
 pub fn verify_against(
     reference: Option<Reference>,
+    memo: &RunMemo,
     original: &Model,
     result: &Model,
     opts: &VerifyOptions,
 ) -> VerifyReport {
-    let Some(reference) = reference.filter(|r| r.opts == *opts) else {
-        return verify(original, result, opts);
-    };
     let start = Instant::now();
+    // A reference built beforehand brings its own time.
+    let (reference, before) = match reference.filter(|r| r.opts == *opts) {
+        Some(r) => {
+            let s = r.seconds;
+            (Ok(r), s)
+        }
+        None => (Reference::new(original, opts), 0.0),
+    };
+    let reference = match reference {
+        Ok(r) => r.with_memo(memo.clone()),
+        Err(e) => {
+            let mut report = VerifyReport::not_verified(format!("{e:#}"));
+            report.tolerance = opts.tolerance;
+            report.seconds = start.elapsed().as_secs_f64();
+            return report;
+        }
+    };
     let mut report = match reference.compare(result) {
         Ok(r) => r,
         Err(e) => VerifyReport::not_verified(format!("{e:#}")),
     };
     report.tolerance = opts.tolerance;
-    report.seconds = reference.seconds + start.elapsed().as_secs_f64();
+    report.seconds = before + start.elapsed().as_secs_f64();
     report
 }
 
@@ -242,6 +258,8 @@ pub struct Reference {
     /// The time preparing it took (the original's plan and runs), part of
     /// a verification's time wherever it was built.
     seconds: f64,
+    /// Where results are run ([`Reference::with_memo`]); none: each runs.
+    memo: Option<RunMemo>,
 }
 
 /// Where building a [`Reference`] failed.
@@ -255,6 +273,85 @@ enum Stage {
     Plan,
     /// Running it.
     Run,
+}
+
+/// The outputs of the last result a [`Reference`] ran, keyed by a
+/// fingerprint (xxh3, 128 bits) of what ran: the verification copy with
+/// its weights, and the samples. `quant`'s `sensitive=auto` checks the
+/// result it returns on verification's samples; the pipeline's verification
+/// then finds that run here instead of planning and running the same copy
+/// again. A fingerprint that differs in any byte runs the model. Cheap to
+/// clone: clones share the entry.
+#[derive(Clone, Default)]
+pub struct RunMemo(std::sync::Arc<std::sync::Mutex<Memo>>);
+
+#[derive(Default)]
+struct Memo {
+    last: Option<(u128, Vec<Vec<Tensor>>)>,
+    hits: usize,
+}
+
+impl std::fmt::Debug for RunMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunMemo({} hits)", self.hits())
+    }
+}
+
+impl RunMemo {
+    /// How many runs the memo answered.
+    pub fn hits(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.hits)
+    }
+
+    /// `proto`'s outputs on `samples`, from the memo or run in tract (and
+    /// remembered).
+    fn run(
+        &self,
+        proto: crate::proto::ModelProto,
+        samples: &[Vec<Tensor>],
+    ) -> Result<Vec<Vec<Tensor>>> {
+        let key = fingerprint(&proto, samples);
+        if let Ok(mut memo) = self.0.lock() {
+            if let Some(out) = memo
+                .last
+                .as_ref()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, o)| o.clone())
+            {
+                memo.hits += 1;
+                return Ok(out);
+            }
+        }
+        let out = run_all(proto, samples)?;
+        if let Ok(mut memo) = self.0.lock() {
+            memo.last = Some((key, out.clone()));
+        }
+        Ok(out)
+    }
+}
+
+/// What identifies a run: the model (its large initializers' bytes hashed
+/// where they lie, the rest encoded) and the samples.
+fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u128 {
+    use prost::Message;
+    use std::hash::Hash;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut light = proto.clone(); // weights are shared `Bytes`: not copied
+    if let Some(g) = light.graph.as_mut() {
+        for t in &mut g.initializer {
+            // Its length first: no two splits of the bytes hash alike.
+            let raw = t.raw_data.take().unwrap_or_default();
+            h.update(&(raw.len() as u64).to_le_bytes());
+            h.update(&raw);
+        }
+    }
+    h.update(&light.encode_to_vec());
+    for s in samples {
+        for t in s {
+            t.hash(&mut h);
+        }
+    }
+    h.digest128()
 }
 
 /// What [`Reference::trial`] found at some input sizes.
@@ -523,7 +620,15 @@ impl Reference {
             selections,
             notes,
             seconds: start.elapsed().as_secs_f64(),
+            memo: None,
         })
+    }
+
+    /// Results compared with this reference run through `memo`, shared
+    /// with other references on the same samples (see [`RunMemo`]).
+    pub fn with_memo(mut self, memo: RunMemo) -> Reference {
+        self.memo = Some(memo);
+        self
     }
 
     /// What preparing the reference chose (inputs, specialisation, lowering).
@@ -627,8 +732,11 @@ impl Reference {
                 notes.push(n);
             }
         }
-        let got = run_all(res_copy, &self.run_samples)
-            .context("the rewritten model does not run in tract")?;
+        let got = match &self.memo {
+            Some(memo) => memo.run(res_copy, &self.run_samples),
+            None => run_all(res_copy, &self.run_samples),
+        }
+        .context("the rewritten model does not run in tract")?;
         // Whether each selection chose the same on every sample.
         let agree: Vec<bool> = mine
             .chosen
@@ -757,6 +865,8 @@ impl Reference {
             selections: self.selections.clone(),
             notes: self.notes.clone(),
             seconds: 0.0,
+            // Its one-sample runs never serve a verdict.
+            memo: None,
         }
     }
 

@@ -1538,7 +1538,8 @@ impl Quant {
         let reference = match inputs {
             Some(i) => Reference::with_inputs(model, opts, i, expected),
             None => Reference::new(model, opts),
-        };
+        }
+        .map(|r| r.with_memo(ctx.data.runs.clone()));
         let reference = match reference {
             Ok(r) => r,
             Err(e) => {
