@@ -2189,4 +2189,24 @@ fn verification_reuses_the_run_quant_checked() {
     let again = verify_against(None, &data.runs, &original, &m, &more);
     assert_eq!(again.samples, opts.samples + 1);
     assert_eq!(data.runs.hits(), 1);
+
+    // Only a run that passed is remembered (a search keeps the last one).
+    let memo = onnx_squeeze::verify::RunMemo::default();
+    let strict = VerifyOptions {
+        tolerance: onnx_squeeze::pass::Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+            min_cosine: 1.0,
+        },
+        ..opts.clone()
+    };
+    for _ in 0..2 {
+        let failed = verify_against(None, &memo, &original, &m, &strict);
+        assert_eq!(failed.status, Status::Failed, "{}", failed.table());
+    }
+    assert_eq!(memo.hits(), 0);
+    for _ in 0..2 {
+        verify_against(None, &memo, &original, &m, &opts);
+    }
+    assert_eq!(memo.hits(), 1);
 }

@@ -275,13 +275,14 @@ enum Stage {
     Run,
 }
 
-/// The outputs of the last result a [`Reference`] ran, keyed by a
-/// fingerprint (xxh3, 128 bits) of what ran: the verification copy with
-/// its weights, and the samples. `quant`'s `sensitive=auto` checks the
-/// result it returns on verification's samples; the pipeline's verification
-/// then finds that run here instead of planning and running the same copy
-/// again. A fingerprint that differs in any byte runs the model. Cheap to
-/// clone: clones share the entry.
+/// The outputs of the last result that passed a [`Reference`]'s
+/// comparison, keyed by a fingerprint (xxh3, 128 bits) of what ran: the
+/// verification copy with its weights, and the samples. `quant`'s
+/// `sensitive=auto` checks the result it returns on verification's samples
+/// (the last candidate that passes is the one it keeps); the pipeline's
+/// verification then finds that run here instead of planning and running
+/// the same copy again. A fingerprint that differs in any byte runs the
+/// model. Cheap to clone: clones share the entry.
 #[derive(Clone, Default)]
 pub struct RunMemo(std::sync::Arc<std::sync::Mutex<Memo>>);
 
@@ -303,30 +304,19 @@ impl RunMemo {
         self.0.lock().map_or(0, |m| m.hits)
     }
 
-    /// `proto`'s outputs on `samples`, from the memo or run in tract (and
-    /// remembered).
-    fn run(
-        &self,
-        proto: crate::proto::ModelProto,
-        samples: &[Vec<Tensor>],
-    ) -> Result<Vec<Vec<Tensor>>> {
-        let key = fingerprint(&proto, samples);
+    /// The outputs remembered for `key`.
+    fn get(&self, key: u128) -> Option<Vec<Vec<Tensor>>> {
+        let mut memo = self.0.lock().ok()?;
+        let out = memo.last.as_ref().filter(|(k, _)| *k == key)?.1.clone();
+        memo.hits += 1;
+        Some(out)
+    }
+
+    /// Remember `out` for `key`, in place of what was.
+    fn put(&self, key: u128, out: Vec<Vec<Tensor>>) {
         if let Ok(mut memo) = self.0.lock() {
-            if let Some(out) = memo
-                .last
-                .as_ref()
-                .filter(|(k, _)| *k == key)
-                .map(|(_, o)| o.clone())
-            {
-                memo.hits += 1;
-                return Ok(out);
-            }
+            memo.last = Some((key, out));
         }
-        let out = run_all(proto, samples)?;
-        if let Ok(mut memo) = self.0.lock() {
-            memo.last = Some((key, out.clone()));
-        }
-        Ok(out)
     }
 }
 
@@ -732,11 +722,16 @@ impl Reference {
                 notes.push(n);
             }
         }
-        let got = match &self.memo {
-            Some(memo) => memo.run(res_copy, &self.run_samples),
-            None => run_all(res_copy, &self.run_samples),
-        }
-        .context("the rewritten model does not run in tract")?;
+        let key = self
+            .memo
+            .as_ref()
+            .map(|_| fingerprint(&res_copy, &self.run_samples));
+        let remembered = self.memo.as_ref().zip(key).and_then(|(m, k)| m.get(k));
+        let got = match remembered {
+            Some(got) => got,
+            None => run_all(res_copy, &self.run_samples)
+                .context("the rewritten model does not run in tract")?,
+        };
         // Whether each selection chose the same on every sample.
         let agree: Vec<bool> = mine
             .chosen
@@ -838,6 +833,11 @@ impl Reference {
                 )),
             )
         };
+        // A result that passes is the one a search keeps (its last such
+        // run is what it returns): that is the run worth remembering.
+        if let (Some(memo), Some(key), Status::Passed) = (&self.memo, key, status) {
+            memo.put(key, got);
+        }
         Ok(VerifyReport {
             status,
             reason,
