@@ -388,7 +388,13 @@ fn run(args: RunArgs) -> Result<u8> {
         }
     } else {
         pb.set_message("verifying in tract");
-        verify::verify_against(settled.reference, &data.runs, &original, &model, &vopts)
+        verify::verify_against(
+            settled.reference,
+            Some(&data.runs),
+            &original,
+            &model,
+            &vopts,
+        )
     };
     drop(original);
     let mut verify = verify;
@@ -508,13 +514,7 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     pb.set_message("choosing input sizes");
     let settled = verify::settle_dims(&ma, &mut opts, true);
     pb.set_message("verifying in tract");
-    let mut report = verify::verify_against(
-        settled.reference,
-        &verify::RunMemo::default(),
-        &ma,
-        &mb,
-        &opts,
-    );
+    let mut report = verify::verify_against(settled.reference, None, &ma, &mb, &opts);
     report.notes.splice(0..0, settled.notes);
     pb.finish_and_clear();
     print!("{}", report.table());

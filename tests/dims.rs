@@ -7,12 +7,14 @@ use onnx_squeeze::ir::builder::ModelBuilder;
 use onnx_squeeze::ir::Model;
 use onnx_squeeze::proto::tensor_shape_proto::dimension::Value as Dim;
 use onnx_squeeze::proto::{tensor_proto::DataType, type_proto, ModelProto};
-use onnx_squeeze::verify::{settle_dims, VerifyOptions};
+use onnx_squeeze::verify::{settle_dims, verify, verify_against, Status, VerifyOptions};
 
 /// [`settle_dims`] both ways it searches (typing each size in tract, and
 /// building verification's reference at each): they choose the same sizes
-/// and say the same, and the second hands over a reference for the sizes
-/// it chose whenever it chose any. The notes.
+/// and say the same (they could differ only at a size where tract's code
+/// generation works and its decluttering does not; none of these models
+/// has one), and the second hands over a reference for the sizes it chose
+/// whenever it chose any. The notes.
 fn settle(m: &Model, opts: &mut VerifyOptions) -> Vec<String> {
     let given = opts.dims.clone();
     let mut typed = opts.clone();
@@ -401,4 +403,39 @@ fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
         let in_unit = v.iter().all(|&x| (0.0..1.0).contains(&x));
         assert_eq!(in_unit, unit);
     }
+}
+
+/// Verification against the reference the size search built reports what
+/// a verification that builds its own does; a reference built with other
+/// options is not used.
+#[test]
+fn the_reference_the_search_built_verifies_as_a_fresh_one() {
+    let m = conv_model(&["batch", "3", "height", "width"]);
+    let mut opts = VerifyOptions::default();
+    let settled = settle_dims(&m, &mut opts, true);
+    let built = settled.reference.expect("the search built a reference");
+    let fresh = verify(&m, &m, &opts);
+    let reused = verify_against(Some(built), None, &m, &m, &opts);
+    assert_eq!(fresh.status, Status::Passed, "{}", fresh.table());
+    let strip = |t: String| -> String {
+        t.lines()
+            .map(|l| l.split(" in ").next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(reused.table()), strip(fresh.table()));
+    assert_eq!(reused.samples, fresh.samples);
+    assert!(reused.seconds > 0.0);
+
+    // Built with other options (two samples, not three): verification
+    // builds its own.
+    let mut two = VerifyOptions::default();
+    let settled = settle_dims(&m, &mut two, true);
+    let three = VerifyOptions {
+        samples: 3,
+        ..two.clone()
+    };
+    let report = verify_against(settled.reference, None, &m, &m, &three);
+    assert_eq!(report.status, Status::Passed, "{}", report.table());
+    assert_eq!(report.samples, 3);
 }

@@ -2123,6 +2123,7 @@ fn quant_reports_its_progress() {
         "pass clean",
         "pass quant",
         "pass quant: weights: 0 of 3 quantized (0.0 kB of 6.1 kB read)",
+        "pass quant: weights: 3 of 3 quantized (6.1 kB read)",
         "pass quant: calibration: building a plan in tract",
         "pass quant: calibration: 3 of 3 samples run",
         "pass quant: sensitive=auto: checking the result in tract",
@@ -2169,7 +2170,7 @@ fn verification_reuses_the_run_quant_checked() {
     let mut m = original.clone();
     pipeline.run(&mut m, &data, &Progress::default()).unwrap();
     assert_eq!(data.runs.hits(), 0, "quant's check ran the result");
-    let report = verify_against(None, &data.runs, &original, &m, &opts);
+    let report = verify_against(None, Some(&data.runs), &original, &m, &opts);
     assert_eq!(report.status, Status::Passed, "{}", report.table());
     assert_eq!(data.runs.hits(), 1, "verification ran it again");
     let quantized = report.outputs[0].max_abs;
@@ -2177,7 +2178,7 @@ fn verification_reuses_the_run_quant_checked() {
 
     // The original itself: not what the memo holds, so it runs (its
     // outputs, not the quantized result's, are compared).
-    let same = verify_against(None, &data.runs, &original, &original, &opts);
+    let same = verify_against(None, Some(&data.runs), &original, &original, &opts);
     assert_eq!(same.status, Status::Passed);
     assert_eq!(same.outputs[0].max_abs, 0.0, "{}", same.table());
     assert_eq!(data.runs.hits(), 1);
@@ -2186,7 +2187,7 @@ fn verification_reuses_the_run_quant_checked() {
         samples: opts.samples + 1,
         ..opts.clone()
     };
-    let again = verify_against(None, &data.runs, &original, &m, &more);
+    let again = verify_against(None, Some(&data.runs), &original, &m, &more);
     assert_eq!(again.samples, opts.samples + 1);
     assert_eq!(data.runs.hits(), 1);
 
@@ -2201,12 +2202,12 @@ fn verification_reuses_the_run_quant_checked() {
         ..opts.clone()
     };
     for _ in 0..2 {
-        let failed = verify_against(None, &memo, &original, &m, &strict);
+        let failed = verify_against(None, Some(&memo), &original, &m, &strict);
         assert_eq!(failed.status, Status::Failed, "{}", failed.table());
     }
     assert_eq!(memo.hits(), 0);
     for _ in 0..2 {
-        verify_against(None, &memo, &original, &m, &opts);
+        verify_against(None, Some(&memo), &original, &m, &opts);
     }
     assert_eq!(memo.hits(), 1);
 }

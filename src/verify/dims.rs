@@ -22,8 +22,8 @@ pub struct Settled {
     /// Notes for the report on every size other than 1, or on none found.
     pub notes: Vec<String>,
     /// Asked for ([`settle_dims`]' `reference`), each size is tried by
-    /// building the original's verification reference there: the size
-    /// chosen is then known to plan and run, and verification
+    /// building the original's verification reference there; the one at
+    /// the size chosen, where it planned and ran, so that verification
     /// ([`super::verify_against`]) does not build it again.
     pub reference: Option<Reference>,
 }
@@ -317,7 +317,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
             false => types_in_tract(original, &o),
         };
         match tried {
-            Trial::Planned(built) => {
+            Trial::Fits(built) => {
                 *opts = o;
                 let documented = producer
                     .as_ref()
@@ -448,7 +448,7 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
         return Trial::Untyped;
     };
     match tract::analyses(&proto, &run_samples[0]) {
-        Ok(true) => Trial::Planned(None),
+        Ok(true) => Trial::Fits(None),
         Ok(false) => Trial::Untyped,
         Err(_) => Trial::Unloadable,
     }

@@ -150,14 +150,7 @@ impl VerifyReport {
 
 /// Compare `original` and `result` on the same inputs.
 pub fn verify(original: &Model, result: &Model, opts: &VerifyOptions) -> VerifyReport {
-    let start = Instant::now();
-    let mut report = match verify_inner(original, result, opts) {
-        Ok(r) => r,
-        Err(e) => VerifyReport::not_verified(format!("{e:#}")),
-    };
-    report.tolerance = opts.tolerance;
-    report.seconds = start.elapsed().as_secs_f64();
-    report
+    verify_against(None, None, original, result, opts)
 }
 
 /// Ops tract runs but computes wrongly (measured against onnxruntime with
@@ -194,12 +187,12 @@ pub fn untrusted_op(m: &Model) -> Option<String> {
 
 /// [`verify`] against the original's side built beforehand (as the search
 /// for input sizes builds it, [`settle_dims`]); `None`, or one built with
-/// other options, builds it here. The result runs through `memo` (a pass
-/// may have run it on the same samples). The report's time includes the
-/// reference's.
+/// other options, builds it here. The result runs through `memo` where
+/// given (a pass may have run it on the same samples). The report's time
+/// includes the reference's.
 pub fn verify_against(
     reference: Option<Reference>,
-    memo: &RunMemo,
+    memo: Option<&RunMemo>,
     original: &Model,
     result: &Model,
     opts: &VerifyOptions,
@@ -214,7 +207,10 @@ pub fn verify_against(
         None => (Reference::new(original, opts), 0.0),
     };
     let reference = match reference {
-        Ok(r) => r.with_memo(memo.clone()),
+        Ok(r) => match memo {
+            Some(m) => r.with_memo(m.clone()),
+            None => r,
+        },
         Err(e) => {
             let mut report = VerifyReport::not_verified(format!("{e:#}"));
             report.tolerance = opts.tolerance;
@@ -229,10 +225,6 @@ pub fn verify_against(
     report.tolerance = opts.tolerance;
     report.seconds = before + start.elapsed().as_secs_f64();
     report
-}
-
-fn verify_inner(original: &Model, result: &Model, opts: &VerifyOptions) -> Result<VerifyReport> {
-    Reference::new(original, opts)?.compare(result)
 }
 
 /// The original side of a verification, computed once: inputs, the
@@ -304,12 +296,15 @@ impl RunMemo {
         self.0.lock().map_or(0, |m| m.hits)
     }
 
-    /// The outputs remembered for `key`.
-    fn get(&self, key: u128) -> Option<Vec<Vec<Tensor>>> {
+    /// The outputs remembered for `key`, taken out (a comparison that
+    /// passes puts them back).
+    fn take(&self, key: u128) -> Option<Vec<Vec<Tensor>>> {
         let mut memo = self.0.lock().ok()?;
-        let out = memo.last.as_ref().filter(|(k, _)| *k == key)?.1.clone();
+        if memo.last.as_ref().is_none_or(|(k, _)| *k != key) {
+            return None;
+        }
         memo.hits += 1;
-        Some(out)
+        memo.last.take().map(|(_, out)| out)
     }
 
     /// Remember `out` for `key`, in place of what was.
@@ -328,6 +323,7 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut light = proto.clone(); // weights are shared `Bytes`: not copied
     if let Some(g) = light.graph.as_mut() {
+        h.update(&(g.initializer.len() as u64).to_le_bytes());
         for t in &mut g.initializer {
             // Its length first: no two splits of the bytes hash alike.
             let raw = t.raw_data.take().unwrap_or_default();
@@ -336,7 +332,9 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
         }
     }
     h.update(&light.encode_to_vec());
+    h.update(&(samples.len() as u64).to_le_bytes());
     for s in samples {
+        h.update(&(s.len() as u64).to_le_bytes());
         for t in s {
             t.hash(&mut h);
         }
@@ -352,9 +350,10 @@ pub(crate) enum Trial {
     Unloadable,
     /// tract loads the model but cannot type or plan it at these sizes.
     Untyped,
-    /// It plans at these sizes; the reference too unless running failed
-    /// (or was not tried), which verification then reports.
-    Planned(Option<Box<Reference>>),
+    /// The sizes fit: the reference built there, unless running failed,
+    /// planning failed for reasons typing does not show (code generation),
+    /// or nothing was built (typing alone); verification then reports.
+    Fits(Option<Box<Reference>>),
 }
 
 /// Ops whose output's size depends on the values they read.
@@ -490,11 +489,18 @@ impl Reference {
             return Trial::NoInputs;
         };
         match Self::build(original, opts, inputs, None) {
-            Ok(r) => Trial::Planned(Some(Box::new(r))),
+            Ok(r) => Trial::Fits(Some(Box::new(r))),
             Err((Stage::Load, _)) => Trial::Unloadable,
-            Err((Stage::Prepare | Stage::Plan, _)) => Trial::Untyped,
+            Err((Stage::Prepare, _)) => Trial::Untyped,
+            // Typing and decluttering decide whether the sizes are the
+            // question, as where nothing is verified; code generation that
+            // fails whatever the sizes is verification's to report.
+            Err((Stage::Plan, _)) => match dims::types_in_tract(original, opts) {
+                Trial::Fits(_) => Trial::Fits(None),
+                other => other,
+            },
             // The sizes are not the question: verification says what is.
-            Err((Stage::Run, _)) => Trial::Planned(None),
+            Err((Stage::Run, _)) => Trial::Fits(None),
         }
     }
 
@@ -527,9 +533,9 @@ impl Reference {
         let expected = expected.filter(|_| Selections::of(original).is_empty());
         let (expected, out_names, selections) = match expected {
             Some(e) => {
-                if !(!if_model
-                    && e.len() == run_samples.len()
-                    && e.iter().all(|o| o.len() == out_names.len()))
+                if if_model
+                    || e.len() != run_samples.len()
+                    || e.iter().any(|o| o.len() != out_names.len())
                 {
                     return Err(prepare(anyhow::anyhow!(
                         "expected outputs given for a reference that needs its own run"
@@ -726,7 +732,7 @@ impl Reference {
             .memo
             .as_ref()
             .map(|_| fingerprint(&res_copy, &self.run_samples));
-        let remembered = self.memo.as_ref().zip(key).and_then(|(m, k)| m.get(k));
+        let remembered = self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k));
         let got = match remembered {
             Some(got) => got,
             None => run_all(res_copy, &self.run_samples)

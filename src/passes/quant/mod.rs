@@ -939,6 +939,11 @@ impl Pass for Quant {
             // The float bytes are read once; let their pages go.
             model.external.release(t);
         }
+        progress.say(&format!(
+            "{n} of {n} quantized ({} read)",
+            crate::report::mb(total_bytes),
+            n = uses.len()
+        ));
         // Weights defined inside If/Loop/Scan bodies.
         if self.params.other_weights {
             patches.extend(subgraph::body_weights(
