@@ -312,9 +312,10 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
     }
     for set in &tries {
         let o = with(set);
-        let tried = match reference {
-            true => Reference::trial(original, &o),
-            false => types_in_tract(original, &o),
+        let tried = if reference {
+            Reference::trial(original, &o)
+        } else {
+            types_in_tract(original, &o)
         };
         match tried {
             Trial::Fits(built) => {

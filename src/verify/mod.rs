@@ -206,19 +206,11 @@ pub fn verify_against(
         }
         None => (Reference::new(original, opts), 0.0),
     };
-    let reference = match reference {
-        Ok(r) => match memo {
-            Some(m) => r.with_memo(m.clone()),
-            None => r,
-        },
-        Err(e) => {
-            let mut report = VerifyReport::not_verified(format!("{e:#}"));
-            report.tolerance = opts.tolerance;
-            report.seconds = start.elapsed().as_secs_f64();
-            return report;
-        }
-    };
-    let mut report = match reference.compare(result) {
+    let compared = reference.and_then(|mut r| {
+        r.memo = memo.cloned();
+        r.compare(result)
+    });
+    let mut report = match compared {
         Ok(r) => r,
         Err(e) => VerifyReport::not_verified(format!("{e:#}")),
     };
