@@ -357,13 +357,24 @@ fn run(args: RunArgs) -> Result<u8> {
         params: model.param_count(),
     };
 
-    let data = onnx_squeeze::pipeline::DataSource {
+    // Verification's reference of the original, built once (by the size
+    // search, else on first use) for the passes that measure their effect
+    // (`quant(sensitive=auto)`) and for verification; results run through
+    // the memo they share.
+    let runs = verify::RunMemo::default();
+    let shared =
+        (!args.no_verify && !pipeline.passes.is_empty()).then(|| match settled.reference {
+            Some(r) => verify::SharedReference::built(r, runs.clone()),
+            None => verify::SharedReference::lazy(model.clone(), vopts.clone(), runs.clone()),
+        });
+    let mut data = onnx_squeeze::pipeline::DataSource {
         inputs: vopts.inputs.clone(),
         dims: vopts.dims.clone(),
         seed: vopts.seed,
         tolerance: Some(vopts.tolerance),
         verify_samples: Some(vopts.samples),
-        runs: verify::RunMemo::default(),
+        original: shared,
+        runs,
     };
     let shown = pb.clone();
     let progress = onnx_squeeze::pass::Progress::new(move |msg| shown.set_message(msg.to_string()));
@@ -389,7 +400,9 @@ fn run(args: RunArgs) -> Result<u8> {
     } else {
         pb.set_message("verifying in tract");
         verify::verify_against(
-            settled.reference,
+            data.original
+                .take()
+                .and_then(verify::SharedReference::into_built),
             Some(&data.runs),
             &original,
             &model,

@@ -87,6 +87,12 @@ pub struct DataSource {
     /// Where a pass that checks its result on verification's samples runs
     /// it, so that verification need not run it again.
     pub runs: crate::verify::RunMemo,
+    /// Verification's reference of the original, shared (built on first
+    /// use, its results run through `runs`): a pass that compares
+    /// candidates with the original on verification's samples
+    /// (`quant(sensitive=auto)`) uses it instead of running the original
+    /// again. `None` where nothing verifies the result.
+    pub original: Option<crate::verify::SharedReference>,
 }
 
 /// What receives [`Progress`] messages.

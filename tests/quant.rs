@@ -2147,6 +2147,77 @@ fn quant_reports_its_progress() {
     );
 }
 
+/// `sensitive=auto` compares its candidates with verification's reference
+/// of the original that the pipeline shares (built by the size search, or
+/// by the first pass that asks) when it is built with the options the pass
+/// measures with, instead of running the original again; one with other
+/// options is neither used nor built.
+#[test]
+fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
+    use onnx_squeeze::ir::tensor;
+    use onnx_squeeze::pass::{DataSource, Progress};
+    use onnx_squeeze::patch::Patch;
+    use onnx_squeeze::pipeline::Pipeline;
+    use onnx_squeeze::verify::{Reference, RunMemo, SharedReference};
+    let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+    let pipeline =
+        Pipeline::from_spec("clean,quant(min_weight_elements=16,min_reduction=1)").unwrap();
+    let opts = VerifyOptions {
+        tolerance: pipeline.tolerance(),
+        ..Default::default()
+    };
+    // A model of the same inputs and outputs that computes something else
+    // (its classifier's weights negated): compared with its reference, no
+    // candidate can pass, not even the float one.
+    let mut other = original.clone();
+    let t = other.graph.initializers["fc_w"].clone();
+    let w = tensor::to_f32(&t, other.payload(&t).unwrap().as_ref()).unwrap();
+    let negated: Vec<f32> = w.data.iter().map(|v| -v).collect();
+    let mut p = Patch::new("negate fc_w");
+    p.add_initializers
+        .push(tensor::from_f32("fc_w", &w.dims, &negated));
+    other.apply(&p).unwrap();
+    // quant's notes, and the shared reference where it was built.
+    let run = |shared: SharedReference, runs: RunMemo| {
+        let data = DataSource {
+            tolerance: Some(opts.tolerance),
+            verify_samples: Some(opts.samples),
+            original: Some(shared),
+            runs,
+            ..Default::default()
+        };
+        let mut m = original.clone();
+        let reports = pipeline.run(&mut m, &data, &Progress::default()).unwrap();
+        let notes = reports
+            .iter()
+            .find(|r| r.name == "quant")
+            .map(|r| r.notes.join("\n"))
+            .unwrap();
+        (notes, data.original.and_then(SharedReference::into_built))
+    };
+    let missed = "even with everything in float the tolerance is missed";
+    let runs = RunMemo::default();
+    let built = SharedReference::built(Reference::new(&other, &opts).unwrap(), runs.clone());
+    let (notes, kept) = run(built, runs);
+    assert!(notes.contains(missed), "{notes}");
+    assert!(kept.is_some());
+    // Built by quant, when it first asks.
+    let runs = RunMemo::default();
+    let lazy = SharedReference::lazy(other.clone(), opts.clone(), runs.clone());
+    let (notes, built) = run(lazy, runs);
+    assert!(notes.contains(missed), "{notes}");
+    assert!(built.is_some(), "quant did not build the shared reference");
+    // Other options: quant compares with its own reference of its input.
+    let more = VerifyOptions {
+        samples: opts.samples + 1,
+        ..opts.clone()
+    };
+    let runs = RunMemo::default();
+    let (notes, built) = run(SharedReference::lazy(other, more, runs.clone()), runs);
+    assert!(!notes.contains("the tolerance is missed"), "{notes}");
+    assert!(built.is_none(), "a reference nobody used was built");
+}
+
 /// The pipeline's verification finds the result `sensitive=auto` checked on
 /// verification's samples in the memo they share, instead of running it
 /// again; any other model runs.

@@ -223,6 +223,7 @@ pub fn verify_against(
 /// specialisation they allow, and the original's outputs. Comparing several
 /// candidate results against one reference (as `quant`'s `sensitive=auto`
 /// does) runs the original only once.
+#[derive(Clone)]
 pub struct Reference {
     opts: VerifyOptions,
     specs: Vec<inputs::InputSpec>,
@@ -244,6 +245,109 @@ pub struct Reference {
     seconds: f64,
     /// Where results are run ([`Reference::with_memo`]); none: each runs.
     memo: Option<RunMemo>,
+}
+
+impl std::fmt::Debug for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Reference({} sample(s), outputs {:?})",
+            self.samples.len(),
+            &self.out_names[..self.n_outputs]
+        )
+    }
+}
+
+/// Verification's reference of the original, built once, on first use,
+/// and shared by the passes that compare candidates with the original on
+/// verification's samples (`quant`'s `sensitive=auto`) and by the
+/// verification that follows them: the original is planned and run once.
+/// The size search may have built it already ([`SharedReference::built`]);
+/// else the first [`SharedReference::get`] builds it, and a run where
+/// nobody asks (no pass changed the graph) builds none. Comparisons run
+/// their results through the memo it is given. Cheap to clone.
+#[derive(Clone)]
+pub struct SharedReference(std::sync::Arc<Shared>);
+
+struct Shared {
+    opts: VerifyOptions,
+    /// What to build it from; `None` once built by the search.
+    original: Option<Model>,
+    memo: RunMemo,
+    built: std::sync::OnceLock<Option<Reference>>,
+}
+
+impl std::fmt::Debug for SharedReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.built.get() {
+            Some(Some(r)) => write!(f, "SharedReference({r:?})"),
+            Some(None) => write!(f, "SharedReference(could not be built)"),
+            None => write!(f, "SharedReference(not built yet)"),
+        }
+    }
+}
+
+impl SharedReference {
+    /// One already built (by the size search).
+    pub fn built(reference: Reference, memo: RunMemo) -> Self {
+        let opts = reference.opts.clone();
+        Self(std::sync::Arc::new(Shared {
+            opts,
+            original: None,
+            memo: memo.clone(),
+            built: std::sync::OnceLock::from(Some(reference.with_memo(memo))),
+        }))
+    }
+
+    /// One built from `original` with `opts` when first asked for.
+    pub fn lazy(original: Model, opts: VerifyOptions, memo: RunMemo) -> Self {
+        Self(std::sync::Arc::new(Shared {
+            opts,
+            original: Some(original),
+            memo,
+            built: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The options it is (or will be) built with.
+    pub fn opts(&self) -> &VerifyOptions {
+        &self.0.opts
+    }
+
+    /// The reference, built now if nobody asked before; `None` where it
+    /// cannot be built (verification then tries again and says why), or
+    /// is not worth building: a model past [`ANALYSIS_MAX_BYTES`] of
+    /// weights, or one whose ops tract computes wrongly ([`untrusted_op`]).
+    pub fn get(&self) -> Option<&Reference> {
+        let s = &self.0;
+        s.built
+            .get_or_init(|| {
+                let m = s.original.as_ref()?;
+                if m.weight_bytes() > ANALYSIS_MAX_BYTES || untrusted_op(m).is_some() {
+                    return None;
+                }
+                Reference::new(m, &s.opts)
+                    .ok()
+                    .map(|r| r.with_memo(s.memo.clone()))
+            })
+            .as_ref()
+    }
+
+    /// The time building the reference took, once built (verification's
+    /// report counts it as its own; the pipeline takes it out of the time
+    /// of the pass that asked first).
+    pub fn built_seconds(&self) -> Option<f64> {
+        self.0.built.get()?.as_ref().map(|r| r.seconds)
+    }
+
+    /// The reference, where it was built, for verification
+    /// ([`verify_against`]); taken without a copy when no clone remains.
+    pub fn into_built(self) -> Option<Reference> {
+        match std::sync::Arc::try_unwrap(self.0) {
+            Ok(s) => s.built.into_inner().flatten(),
+            Err(s) => s.built.get().cloned().flatten(),
+        }
+    }
 }
 
 /// Where building a [`Reference`] failed.
@@ -617,6 +721,12 @@ impl Reference {
     pub fn with_memo(mut self, memo: RunMemo) -> Reference {
         self.memo = Some(memo);
         self
+    }
+
+    /// The options it was built with: a comparison it makes is the one a
+    /// verification with these options makes.
+    pub fn opts(&self) -> &VerifyOptions {
+        &self.opts
     }
 
     /// What preparing the reference chose (inputs, specialisation, lowering).

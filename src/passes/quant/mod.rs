@@ -970,9 +970,25 @@ impl Pass for Quant {
                 bytes <= crate::verify::ANALYSIS_MAX_BYTES
             };
         let check_opts = sensitivity_options(ctx);
-        // Loaded (or drawn) once for calibration's reference runs and the
-        // comparisons; a failure leaves it to the comparisons to report.
-        let reference_inputs = sensitive
+        // Verification's reference of the original, where the pipeline
+        // shares one with these options (built here if nothing built it
+        // yet): the original then runs neither in calibration nor in the
+        // pass, and verification does not run it again.
+        let shared = sensitive
+            .then(|| ctx.data.original.clone())
+            .flatten()
+            .filter(|r| *r.opts() == check_opts)
+            .filter(|r| {
+                if r.built_seconds().is_none() {
+                    ctx.progress.say(
+                        "sensitive=auto: running the original in tract (verification's reference)",
+                    );
+                }
+                r.get().is_some()
+            });
+        // Else loaded (or drawn) once for calibration's reference runs and
+        // the comparisons; a failure leaves it to the comparisons to report.
+        let reference_inputs = (sensitive && shared.is_none())
             .then(|| crate::verify::ReferenceInputs::new(model, &check_opts).ok())
             .flatten();
         let reference_samples = match mode {
@@ -1044,8 +1060,10 @@ impl Pass for Quant {
                 ctx,
                 patches,
                 &storable,
-                reference_inputs,
-                expected,
+                match shared {
+                    Some(r) => Original::Shared(r),
+                    None => Original::Inputs(reference_inputs, expected),
+                },
             );
         }
         Ok(patches)
@@ -1524,8 +1542,7 @@ impl Quant {
         ctx: &mut PassCtx,
         mut patches: Vec<Patch>,
         storable: &HashMap<String, Fallback>,
-        inputs: Option<crate::verify::ReferenceInputs>,
-        expected: Expected,
+        original: Original,
     ) -> Result<Vec<Patch>> {
         use crate::verify::{Reference, Status, VerifyReport};
         let progress = ctx.progress.within("sensitive=auto");
@@ -1538,20 +1555,33 @@ impl Quant {
         };
         patches.sort_by_key(pos);
         let n = patches.len();
-        // The original runs once (in calibration, where it could); each
-        // candidate is compared against it.
-        let reference = match inputs {
-            Some(i) => Reference::with_inputs(model, opts, i, expected),
-            None => Reference::new(model, opts),
-        }
-        .map(|r| r.with_memo(ctx.data.runs.clone()));
-        let reference = match reference {
-            Ok(r) => r,
-            Err(e) => {
-                ctx.notes.push(format!(
-                    "sensitive=auto could not run the model ({e:#}): everything quantized"
-                ));
-                return Ok(patches);
+        // The original runs once (before the passes, or in calibration
+        // where it could); each candidate is compared against it.
+        let (shared, own);
+        let reference: &Reference = match original {
+            Original::Shared(r) => {
+                shared = r;
+                shared
+                    .get()
+                    .context("the shared reference was built before the pass")?
+            }
+            Original::Inputs(inputs, expected) => {
+                let built = match inputs {
+                    Some(i) => Reference::with_inputs(model, opts, i, expected),
+                    None => Reference::new(model, opts),
+                };
+                match built {
+                    Ok(r) => {
+                        own = r.with_memo(ctx.data.runs.clone());
+                        &own
+                    }
+                    Err(e) => {
+                        ctx.notes.push(format!(
+                            "sensitive=auto could not run the model ({e:#}): everything quantized"
+                        ));
+                        return Ok(patches);
+                    }
+                }
             }
         };
         // An If model the reference specialises (fixed inputs) is specialised
@@ -1594,7 +1624,7 @@ impl Quant {
             }
             Ok(reference.check(&m))
         };
-        let eval = |keep: &[bool], fallback: &[Option<Stored>]| eval_on(&reference, keep, fallback);
+        let eval = |keep: &[bool], fallback: &[Option<Stored>]| eval_on(reference, keep, fallback);
         let score = |r: &VerifyReport| {
             r.outputs
                 .iter()
@@ -2291,6 +2321,16 @@ type FullRangePatches = Vec<(String, Patch)>;
 
 /// The original's outputs on the reference samples, where calibration computed them.
 type Expected = Option<Vec<Vec<tract_onnx::prelude::Tensor>>>;
+
+/// Where `sensitive=auto` gets the original's outputs it compares
+/// candidates with.
+enum Original {
+    /// Verification's reference, built (see `DataSource::original`).
+    Shared(crate::verify::SharedReference),
+    /// Its own, on these inputs, with the original's outputs on them where
+    /// calibration computed them.
+    Inputs(Option<crate::verify::ReferenceInputs>, Expected),
+}
 
 /// How `sensitive=auto` measures: on the samples verification will use
 /// (random ones are drawn from the same seed) and against the tolerance it
