@@ -2147,6 +2147,21 @@ fn quant_reports_its_progress() {
     );
 }
 
+/// tiny_cnn, a pipeline whose quant checks its result (`sensitive=auto`),
+/// and verification's options at the tolerance it declares.
+fn tiny_cnn_checked_quant() -> (Model, onnx_squeeze::pipeline::Pipeline, VerifyOptions) {
+    let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+    let pipeline = onnx_squeeze::pipeline::Pipeline::from_spec(
+        "clean,quant(min_weight_elements=16,min_reduction=1)",
+    )
+    .unwrap();
+    let opts = VerifyOptions {
+        tolerance: pipeline.tolerance(),
+        ..Default::default()
+    };
+    (original, pipeline, opts)
+}
+
 /// `sensitive=auto` compares its candidates with verification's reference
 /// of the original that the pipeline shares (built by the size search, or
 /// by the first pass that asks) when it is built with the options the pass
@@ -2157,15 +2172,8 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     use onnx_squeeze::ir::tensor;
     use onnx_squeeze::pass::{DataSource, Progress};
     use onnx_squeeze::patch::Patch;
-    use onnx_squeeze::pipeline::Pipeline;
     use onnx_squeeze::verify::{Reference, RunMemo, SharedReference};
-    let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
-    let pipeline =
-        Pipeline::from_spec("clean,quant(min_weight_elements=16,min_reduction=1)").unwrap();
-    let opts = VerifyOptions {
-        tolerance: pipeline.tolerance(),
-        ..Default::default()
-    };
+    let (original, pipeline, opts) = tiny_cnn_checked_quant();
     // A model of the same inputs and outputs that computes something else
     // (its classifier's weights negated): compared with its reference, no
     // candidate can pass, not even the float one.
@@ -2224,15 +2232,8 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
 #[test]
 fn verification_reuses_the_run_quant_checked() {
     use onnx_squeeze::pass::{DataSource, Progress};
-    use onnx_squeeze::pipeline::Pipeline;
     use onnx_squeeze::verify::verify_against;
-    let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
-    let pipeline =
-        Pipeline::from_spec("clean,quant(min_weight_elements=16,min_reduction=1)").unwrap();
-    let opts = VerifyOptions {
-        tolerance: pipeline.tolerance(),
-        ..Default::default()
-    };
+    let (original, pipeline, opts) = tiny_cnn_checked_quant();
     let data = DataSource {
         tolerance: Some(opts.tolerance),
         verify_samples: Some(opts.samples),
