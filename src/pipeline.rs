@@ -267,6 +267,7 @@ pub fn run_pass_with(
         rounds: round,
         stop,
         notes,
+        memo_puts: data.runs.puts(),
     })
 }
 

@@ -37,6 +37,11 @@ pub struct PassReport {
     pub stop: String,
     /// What the pass chose not to do, and why.
     pub notes: Vec<String>,
+    /// How many runs the pipeline's memo ([`crate::verify::RunMemo::puts`])
+    /// had remembered when the pass ended: the pass where the count last
+    /// grew left the run verification may reuse.
+    #[serde(skip)]
+    pub memo_puts: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

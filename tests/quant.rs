@@ -2224,6 +2224,83 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     let (notes, built) = run(SharedReference::lazy(other, more, runs.clone()), runs);
     assert!(!notes.contains("the tolerance is missed"), "{notes}");
     assert!(built.is_none(), "a reference nobody used was built");
+    // Nothing to quantize: nothing to compare, nothing built.
+    let runs = RunMemo::default();
+    let data = DataSource {
+        tolerance: Some(opts.tolerance),
+        verify_samples: Some(opts.samples),
+        original: Some(SharedReference::lazy(
+            original.clone(),
+            opts.clone(),
+            runs.clone(),
+        )),
+        runs,
+        ..Default::default()
+    };
+    let none =
+        onnx_squeeze::pipeline::Pipeline::from_spec("quant(min_weight_elements=100000)").unwrap();
+    let mut m = original.clone();
+    none.run(&mut m, &data, &Progress::default()).unwrap();
+    assert!(data
+        .original
+        .and_then(SharedReference::into_built)
+        .is_none());
+
+    // As the CLI runs it: quant builds the original's reference, checks
+    // its result against it, and verification takes both over.
+    let runs = RunMemo::default();
+    let data = DataSource {
+        tolerance: Some(opts.tolerance),
+        verify_samples: Some(opts.samples),
+        original: Some(SharedReference::lazy(
+            original.clone(),
+            opts.clone(),
+            runs.clone(),
+        )),
+        runs,
+        ..Default::default()
+    };
+    let mut m = original.clone();
+    pipeline.run(&mut m, &data, &Progress::default()).unwrap();
+    let reference = data.original.and_then(SharedReference::into_built);
+    assert!(reference.is_some(), "quant did not build the reference");
+    let report =
+        onnx_squeeze::verify::verify_against(reference, Some(&data.runs), &original, &m, &opts);
+    assert_eq!(report.status, Status::Passed, "{}", report.table());
+    assert_eq!(data.runs.hits(), 1, "verification ran the result again");
+    assert!(report.reused_seconds > 0.0 && report.seconds >= report.reused_seconds);
+}
+
+/// The CLI's report counts the run of the result that verification found
+/// in the memo as verification's time, and says which pass made it.
+#[test]
+fn the_reused_run_of_the_result_is_verifications_time() {
+    let dir = scratch("quant-reused");
+    let out = dir.path().join("out.onnx");
+    let report = dir.path().join("report.json");
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean,quant(min_weight_elements=16,min_reduction=1)",
+        "--report",
+        report.to_str().unwrap(),
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let v = &r["verify"];
+    let reused = v["reused_seconds"].as_f64().unwrap_or(0.0);
+    assert!(reused > 0.0, "{v}");
+    assert!(v["seconds"].as_f64().unwrap() >= reused, "{v}");
+    assert!(
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("was made by pass 'quant'")),
+        "{v}"
+    );
 }
 
 /// The pipeline's verification finds the result `sensitive=auto` checked on

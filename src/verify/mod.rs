@@ -89,6 +89,15 @@ pub struct VerifyReport {
     /// Choices made (dims, specialisation, lowering).
     pub notes: Vec<String>,
     pub seconds: f64,
+    /// Of `seconds`, the time a pass took to run this same result on these
+    /// samples ([`RunMemo`]): its run, reused here, is verification's work
+    /// done early, and counts as verification's, not the pass's.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reused_seconds: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl VerifyReport {
@@ -101,6 +110,7 @@ impl VerifyReport {
             outputs: vec![],
             notes: vec![],
             seconds: 0.0,
+            reused_seconds: 0.0,
         }
     }
 
@@ -215,7 +225,7 @@ pub fn verify_against(
         Err(e) => VerifyReport::not_verified(format!("{e:#}")),
     };
     report.tolerance = opts.tolerance;
-    report.seconds = before + start.elapsed().as_secs_f64();
+    report.seconds = before + start.elapsed().as_secs_f64() + report.reused_seconds;
     report
 }
 
@@ -265,7 +275,8 @@ impl std::fmt::Debug for Reference {
 /// The size search may have built it already ([`SharedReference::built`]);
 /// else the first [`SharedReference::get`] builds it, and a run where
 /// nobody asks (no pass changed the graph) builds none. Comparisons run
-/// their results through the memo it is given. Cheap to clone.
+/// their results through the memo it is given: the pipeline's
+/// (`DataSource::runs`), which verification uses too. Cheap to clone.
 #[derive(Clone)]
 pub struct SharedReference(std::sync::Arc<Shared>);
 
@@ -322,13 +333,15 @@ impl SharedReference {
         let s = &self.0;
         s.built
             .get_or_init(|| {
+                let start = Instant::now();
                 let m = s.original.as_ref()?;
                 if m.weight_bytes() > ANALYSIS_MAX_BYTES || untrusted_op(m).is_some() {
                     return None;
                 }
-                Reference::new(m, &s.opts)
-                    .ok()
-                    .map(|r| r.with_memo(s.memo.clone()))
+                let mut r = Reference::new(m, &s.opts).ok()?.with_memo(s.memo.clone());
+                // Drawing or loading the samples included.
+                r.seconds = start.elapsed().as_secs_f64();
+                Some(r)
             })
             .as_ref()
     }
@@ -376,8 +389,10 @@ pub struct RunMemo(std::sync::Arc<std::sync::Mutex<Memo>>);
 
 #[derive(Default)]
 struct Memo {
-    last: Option<(u128, Vec<Vec<Tensor>>)>,
+    /// The key, the outputs, and the seconds running them took.
+    last: Option<(u128, Vec<Vec<Tensor>>, f64)>,
     hits: usize,
+    puts: u64,
 }
 
 impl std::fmt::Debug for RunMemo {
@@ -392,21 +407,28 @@ impl RunMemo {
         self.0.lock().map_or(0, |m| m.hits)
     }
 
-    /// The outputs remembered for `key`, taken out (a comparison that
-    /// passes puts them back).
-    fn take(&self, key: u128) -> Option<Vec<Vec<Tensor>>> {
+    /// How many runs were remembered: the entry a pass leaves is the one
+    /// it put when this count grew during the pass.
+    pub fn puts(&self) -> u64 {
+        self.0.lock().map_or(0, |m| m.puts)
+    }
+
+    /// The outputs remembered for `key` and the seconds their run took,
+    /// taken out (a comparison that passes puts them back).
+    fn take(&self, key: u128) -> Option<(Vec<Vec<Tensor>>, f64)> {
         let mut memo = self.0.lock().ok()?;
-        if memo.last.as_ref().is_none_or(|(k, _)| *k != key) {
+        if memo.last.as_ref().is_none_or(|(k, _, _)| *k != key) {
             return None;
         }
         memo.hits += 1;
-        memo.last.take().map(|(_, out)| out)
+        memo.last.take().map(|(_, out, s)| (out, s))
     }
 
-    /// Remember `out` for `key`, in place of what was.
-    fn put(&self, key: u128, out: Vec<Vec<Tensor>>) {
+    /// Remember `out` for `key`, run in `seconds`, in place of what was.
+    fn put(&self, key: u128, out: Vec<Vec<Tensor>>, seconds: f64) {
         if let Ok(mut memo) = self.0.lock() {
-            memo.last = Some((key, out));
+            memo.last = Some((key, out, seconds));
+            memo.puts += 1;
         }
     }
 }
@@ -723,12 +745,6 @@ impl Reference {
         self
     }
 
-    /// The options it was built with: a comparison it makes is the one a
-    /// verification with these options makes.
-    pub fn opts(&self) -> &VerifyOptions {
-        &self.opts
-    }
-
     /// What preparing the reference chose (inputs, specialisation, lowering).
     pub fn notes(&self) -> &[String] {
         &self.notes
@@ -774,6 +790,7 @@ impl Reference {
     }
 
     fn compare_as(&self, result: &Model, specialised: bool) -> Result<VerifyReport> {
+        let start = Instant::now();
         if let Some(why) = untrusted_op(result) {
             anyhow::bail!("{why}; verify with onnxruntime instead");
         }
@@ -835,11 +852,15 @@ impl Reference {
             .as_ref()
             .map(|_| fingerprint(&res_copy, &self.run_samples));
         let remembered = self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k));
+        let reused_seconds = remembered.as_ref().map_or(0.0, |(_, s)| *s);
         let got = match remembered {
-            Some(got) => got,
+            Some((got, _)) => got,
             None => run_all(res_copy, &self.run_samples)
                 .context("the rewritten model does not run in tract")?,
         };
+        // What running the result cost: preparing its copy and running it,
+        // or the run found in the memo.
+        let run_seconds = reused_seconds + start.elapsed().as_secs_f64();
         // Whether each selection chose the same on every sample.
         let agree: Vec<bool> = mine
             .chosen
@@ -944,7 +965,7 @@ impl Reference {
         // A result that passes is the one a search keeps (its last such
         // run is what it returns): that is the run worth remembering.
         if let (Some(memo), Some(key), Status::Passed) = (&self.memo, key, status) {
-            memo.put(key, got);
+            memo.put(key, got, run_seconds);
         }
         Ok(VerifyReport {
             status,
@@ -954,6 +975,7 @@ impl Reference {
             outputs,
             notes,
             seconds: 0.0,
+            reused_seconds,
         })
     }
 

@@ -954,8 +954,7 @@ impl Pass for Quant {
             )?);
         }
         // sensitive=auto compares candidates with the original on the samples
-        // verification will use; calibration computes the original's outputs
-        // on them in its own runs where it can.
+        // verification will use.
         let sensitive = self.params.sensitive == "auto"
             && {
                 // Measuring means running the model in tract several times, with
@@ -971,23 +970,18 @@ impl Pass for Quant {
             };
         let check_opts = sensitivity_options(ctx);
         // Verification's reference of the original, where the pipeline
-        // shares one with these options (built here if nothing built it
-        // yet): the original then runs neither in calibration nor in the
-        // pass, and verification does not run it again.
+        // shares one with these options (built when first needed, in
+        // `keep_sensitive_in_float`): the original then runs neither in
+        // calibration nor in the pass, and verification does not run it
+        // again.
         let shared = sensitive
             .then(|| ctx.data.original.clone())
             .flatten()
-            .filter(|r| *r.opts() == check_opts)
-            .filter(|r| {
-                if r.built_seconds().is_none() {
-                    ctx.progress.say(
-                        "sensitive=auto: running the original in tract (verification's reference)",
-                    );
-                }
-                r.get().is_some()
-            });
-        // Else loaded (or drawn) once for calibration's reference runs and
-        // the comparisons; a failure leaves it to the comparisons to report.
+            .filter(|r| *r.opts() == check_opts);
+        // Else the pass compares with its input: loaded (or drawn) once for
+        // calibration, which computes the input's outputs on them in its
+        // own runs where it can, and for the comparisons; a failure leaves
+        // it to the comparisons to report.
         let reference_inputs = (sensitive && shared.is_none())
             .then(|| crate::verify::ReferenceInputs::new(model, &check_opts).ok())
             .flatten();
@@ -1061,8 +1055,8 @@ impl Pass for Quant {
                 patches,
                 &storable,
                 match shared {
-                    Some(r) => Original::Shared(r),
-                    None => Original::Inputs(reference_inputs, expected),
+                    Some(r) => Baseline::Shared(r),
+                    None => Baseline::Own(reference_inputs, expected),
                 },
             );
         }
@@ -1542,7 +1536,7 @@ impl Quant {
         ctx: &mut PassCtx,
         mut patches: Vec<Patch>,
         storable: &HashMap<String, Fallback>,
-        original: Original,
+        baseline: Baseline,
     ) -> Result<Vec<Patch>> {
         use crate::verify::{Reference, Status, VerifyReport};
         let progress = ctx.progress.within("sensitive=auto");
@@ -1555,20 +1549,30 @@ impl Quant {
         };
         patches.sort_by_key(pos);
         let n = patches.len();
-        // The original runs once (before the passes, or in calibration
-        // where it could); each candidate is compared against it.
-        let (shared, own);
-        let reference: &Reference = match original {
-            Original::Shared(r) => {
-                shared = r;
-                shared
-                    .get()
-                    .context("the shared reference was built before the pass")?
+        // What candidates are compared with runs once: verification's
+        // reference of the original (built here if nothing built it yet),
+        // else the pass's own of its input (run in calibration where it
+        // could).
+        if let Baseline::Shared(r) = &baseline {
+            if r.built_seconds().is_none() {
+                progress.say("running the original in tract (verification's reference)");
             }
-            Original::Inputs(inputs, expected) => {
-                let built = match inputs {
-                    Some(i) => Reference::with_inputs(model, opts, i, expected),
-                    None => Reference::new(model, opts),
+        }
+        let (shared, own);
+        let reference: &Reference = match baseline {
+            Baseline::Shared(r) if r.get().is_some() => {
+                shared = r;
+                shared.get().expect("built just above")
+            }
+            // Where the original does not run in tract, the pass's input
+            // may (`clean` folds what tract lacks); verification will say
+            // why the original does not.
+            baseline => {
+                let built = match baseline {
+                    Baseline::Own(Some(inputs), expected) => {
+                        Reference::with_inputs(model, opts, inputs, expected)
+                    }
+                    _ => Reference::new(model, opts),
                 };
                 match built {
                     Ok(r) => {
@@ -2319,17 +2323,18 @@ type BiasPatches = Vec<(String, Patch)>;
 /// Weights quantized again with the full range, each with its new patch.
 type FullRangePatches = Vec<(String, Patch)>;
 
-/// The original's outputs on the reference samples, where calibration computed them.
+/// The outputs of the pass's input on the reference samples, where
+/// calibration computed them.
 type Expected = Option<Vec<Vec<tract_onnx::prelude::Tensor>>>;
 
-/// Where `sensitive=auto` gets the original's outputs it compares
-/// candidates with.
-enum Original {
-    /// Verification's reference, built (see `DataSource::original`).
+/// What `sensitive=auto` compares candidates with.
+enum Baseline {
+    /// Verification's reference of the original, shared by the pipeline
+    /// (see `DataSource::original`).
     Shared(crate::verify::SharedReference),
-    /// Its own, on these inputs, with the original's outputs on them where
-    /// calibration computed them.
-    Inputs(Option<crate::verify::ReferenceInputs>, Expected),
+    /// Its own reference of the pass's input, on these inputs, with the
+    /// input's outputs on them where calibration computed them.
+    Own(Option<crate::verify::ReferenceInputs>, Expected),
 }
 
 /// How `sensitive=auto` measures: on the samples verification will use
