@@ -2185,34 +2185,41 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     p.add_initializers
         .push(tensor::from_f32("fc_w", &w.dims, &negated));
     other.apply(&p).unwrap();
-    // quant's notes, and the shared reference where it was built.
-    let run = |shared: SharedReference, runs: RunMemo| {
-        let data = DataSource {
-            tolerance: Some(opts.tolerance),
-            verify_samples: Some(opts.samples),
-            original: Some(shared),
+    // The pipeline's data, sharing `shared`, whose results run through `runs`.
+    let data_with = |shared: SharedReference, runs: RunMemo| DataSource {
+        tolerance: Some(opts.tolerance),
+        verify_samples: Some(opts.samples),
+        original: Some(shared),
+        runs,
+        ..Default::default()
+    };
+    // The same, with the reference of `m` built when first asked for.
+    let lazy = |m: &Model, o: &VerifyOptions| {
+        let runs = RunMemo::default();
+        data_with(
+            SharedReference::lazy(m.clone(), o.clone(), runs.clone()),
             runs,
-            ..Default::default()
-        };
+        )
+    };
+    // quant's notes, and the shared reference where it was built.
+    let run = |pipeline: &onnx_squeeze::pipeline::Pipeline, data: DataSource| {
         let mut m = original.clone();
         let reports = pipeline.run(&mut m, &data, &Progress::default()).unwrap();
         let notes = reports
             .iter()
             .find(|r| r.name == "quant")
             .map(|r| r.notes.join("\n"))
-            .unwrap();
+            .unwrap_or_default();
         (notes, data.original.and_then(SharedReference::into_built))
     };
     let missed = "even with everything in float the tolerance is missed";
     let runs = RunMemo::default();
     let built = SharedReference::built(Reference::new(&other, &opts).unwrap(), runs.clone());
-    let (notes, kept) = run(built, runs);
+    let (notes, kept) = run(&pipeline, data_with(built, runs));
     assert!(notes.contains(missed), "{notes}");
     assert!(kept.is_some());
     // Built by quant, when it first asks.
-    let runs = RunMemo::default();
-    let lazy = SharedReference::lazy(other.clone(), opts.clone(), runs.clone());
-    let (notes, built) = run(lazy, runs);
+    let (notes, built) = run(&pipeline, lazy(&other, &opts));
     assert!(notes.contains(missed), "{notes}");
     assert!(built.is_some(), "quant did not build the shared reference");
     // Other options: quant compares with its own reference of its input.
@@ -2220,46 +2227,18 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
         samples: opts.samples + 1,
         ..opts.clone()
     };
-    let runs = RunMemo::default();
-    let (notes, built) = run(SharedReference::lazy(other, more, runs.clone()), runs);
+    let (notes, built) = run(&pipeline, lazy(&other, &more));
     assert!(!notes.contains("the tolerance is missed"), "{notes}");
     assert!(built.is_none(), "a reference nobody used was built");
     // Nothing to quantize: nothing to compare, nothing built.
-    let runs = RunMemo::default();
-    let data = DataSource {
-        tolerance: Some(opts.tolerance),
-        verify_samples: Some(opts.samples),
-        original: Some(SharedReference::lazy(
-            original.clone(),
-            opts.clone(),
-            runs.clone(),
-        )),
-        runs,
-        ..Default::default()
-    };
     let none =
         onnx_squeeze::pipeline::Pipeline::from_spec("quant(min_weight_elements=100000)").unwrap();
-    let mut m = original.clone();
-    none.run(&mut m, &data, &Progress::default()).unwrap();
-    assert!(data
-        .original
-        .and_then(SharedReference::into_built)
-        .is_none());
+    let (_, built) = run(&none, lazy(&original, &opts));
+    assert!(built.is_none(), "a reference nobody used was built");
 
     // As the CLI runs it: quant builds the original's reference, checks
     // its result against it, and verification takes both over.
-    let runs = RunMemo::default();
-    let data = DataSource {
-        tolerance: Some(opts.tolerance),
-        verify_samples: Some(opts.samples),
-        original: Some(SharedReference::lazy(
-            original.clone(),
-            opts.clone(),
-            runs.clone(),
-        )),
-        runs,
-        ..Default::default()
-    };
+    let data = lazy(&original, &opts);
     let mut m = original.clone();
     pipeline.run(&mut m, &data, &Progress::default()).unwrap();
     let reference = data.original.and_then(SharedReference::into_built);
