@@ -290,27 +290,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A run of the result that verification found in the memo is
-/// verification's work, done early by the pass that left it there (the last
-/// pass during which the memo remembered a run: `quant`'s `sensitive=auto`
-/// checking what it returns); its time moves from that pass to
-/// verification's, which counts it already, and the report says so.
-fn credit_reused_run(passes: &mut [onnx_squeeze::report::PassReport], verify: &mut VerifyReport) {
-    if verify.reused_seconds <= 0.0 {
-        return;
-    }
-    let Some(last) = passes.last().map(|p| p.memo_puts) else {
-        return;
-    };
-    if let Some(p) = passes.iter_mut().find(|p| p.memo_puts == last) {
-        p.seconds = (p.seconds - verify.reused_seconds).max(0.0);
-        verify.notes.push(format!(
-            "the result's run on these samples ({:.2} s) was made by pass '{}' checking what it returns, and reused: its time is counted here",
-            verify.reused_seconds, p.name
-        ));
-    }
-}
-
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(
@@ -450,7 +429,7 @@ fn run(args: RunArgs) -> Result<u8> {
     drop(original);
     let mut verify = verify;
     verify.notes.splice(0..0, settled.notes);
-    credit_reused_run(&mut passes, &mut verify);
+    onnx_squeeze::report::credit_reused_run(&mut passes, &mut verify);
     // Verification could not run (tract cannot run the model), but nothing
     // needed it: every change is exact by construction (`Patch::exact`).
     let exact_unverified = changed

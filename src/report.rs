@@ -54,6 +54,28 @@ pub struct RunReport {
     pub warnings: Vec<String>,
 }
 
+/// A run of the result that verification found in the memo
+/// ([`VerifyReport::reused_seconds`]) is verification's work, done early by
+/// the pass that left it there: the first pass to end with the memo's last
+/// count of remembered runs (`quant`'s `sensitive=auto` checking what it
+/// returns). Its time moves from that pass to verification's, which counts
+/// it already, and the report says so.
+pub fn credit_reused_run(passes: &mut [PassReport], verify: &mut VerifyReport) {
+    if verify.reused_seconds <= 0.0 {
+        return;
+    }
+    let Some(last) = passes.last().map(|p| p.memo_puts) else {
+        return;
+    };
+    if let Some(p) = passes.iter_mut().find(|p| p.memo_puts == last) {
+        p.seconds = (p.seconds - verify.reused_seconds).max(0.0);
+        verify.notes.push(format!(
+            "the result's run on these samples ({:.2} s) was made by pass '{}' checking what it returns, and reused: its time is counted here",
+            verify.reused_seconds, p.name
+        ));
+    }
+}
+
 /// A byte count for people: kB below a MiB, MB above.
 pub fn mb(b: u64) -> String {
     if b >= 1 << 20 {
@@ -124,5 +146,57 @@ impl RunReport {
         s.push('\n');
         s.push_str(&self.verify.table());
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass(name: &str, seconds: f64, memo_puts: u64) -> PassReport {
+        PassReport {
+            name: name.into(),
+            params: serde_json::Value::Null,
+            seconds,
+            nodes_before: 0,
+            nodes_after: 0,
+            bytes_before: 0,
+            bytes_after: 0,
+            params_before: 0,
+            params_after: 0,
+            changes: BTreeMap::new(),
+            exact: false,
+            rounds: 1,
+            stop: String::new(),
+            notes: vec![],
+            memo_puts,
+        }
+    }
+
+    /// The reused run's time leaves the pass that made it (the first to
+    /// end with the memo's last count), not an earlier one that made
+    /// another nor a later one that made none.
+    #[test]
+    fn a_reused_run_is_credited_to_the_pass_that_made_it() {
+        let mut passes = [
+            pass("clean", 0.5, 1),
+            pass("quant", 2.0, 3),
+            pass("opset", 0.25, 3),
+        ];
+        let mut verify = VerifyReport::not_verified("");
+        verify.reused_seconds = 0.75;
+        credit_reused_run(&mut passes, &mut verify);
+        let seconds: Vec<f64> = passes.iter().map(|p| p.seconds).collect();
+        assert_eq!(seconds, [0.5, 1.25, 0.25]);
+        assert!(
+            verify.notes[0].contains("made by pass 'quant'"),
+            "{:?}",
+            verify.notes
+        );
+        // Nothing reused: nothing moves, nothing said.
+        let mut none = VerifyReport::not_verified("");
+        credit_reused_run(&mut passes, &mut none);
+        assert_eq!(passes[1].seconds, 1.25);
+        assert!(none.notes.is_empty());
     }
 }

@@ -2240,7 +2240,17 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     // its result against it, and verification takes both over.
     let data = lazy(&original, &opts);
     let mut m = original.clone();
-    pipeline.run(&mut m, &data, &Progress::default()).unwrap();
+    let start = std::time::Instant::now();
+    let reports = pipeline.run(&mut m, &data, &Progress::default()).unwrap();
+    let wall = start.elapsed().as_secs_f64();
+    // Building it is verification's time, taken out of quant's: the
+    // passes' times and it add up to no more than the pipeline's.
+    let building = data.original.as_ref().and_then(|r| r.built_seconds());
+    let passes: f64 = reports.iter().map(|r| r.seconds).sum();
+    assert!(
+        building.is_some_and(|b| b > 0.0 && passes + b <= wall),
+        "{building:?} + {passes} > {wall}"
+    );
     let reference = data.original.and_then(SharedReference::into_built);
     assert!(reference.is_some(), "quant did not build the reference");
     let report =

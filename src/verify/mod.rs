@@ -852,6 +852,7 @@ impl Reference {
             .as_ref()
             .map(|_| fingerprint(&res_copy, &self.run_samples));
         let remembered = self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k));
+        let remembered_run = remembered.is_some();
         let reused_seconds = remembered.as_ref().map_or(0.0, |(_, s)| *s);
         let got = match remembered {
             Some((got, _)) => got,
@@ -859,8 +860,12 @@ impl Reference {
                 .context("the rewritten model does not run in tract")?,
         };
         // What running the result cost: preparing its copy and running it,
-        // or the run found in the memo.
-        let run_seconds = reused_seconds + start.elapsed().as_secs_f64();
+        // or what the run found in the memo cost whoever made it.
+        let run_seconds = if remembered_run {
+            reused_seconds
+        } else {
+            start.elapsed().as_secs_f64()
+        };
         // Whether each selection chose the same on every sample.
         let agree: Vec<bool> = mine
             .chosen
