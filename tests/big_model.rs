@@ -39,6 +39,21 @@ fn peak_rss(args: &[&str]) -> (u64, String) {
     (peak, text(&o.stderr))
 }
 
+/// Free bytes on the file system holding `dir` (from Python's
+/// `shutil.disk_usage`, which the test setup has).
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import shutil, sys; print(shutil.disk_usage(sys.argv[1]).free)",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "disk_usage: {}", text(&o.stderr));
+    text(&o.stdout).trim().parse().unwrap()
+}
+
 #[test]
 fn over_2gb_external_data_model_goes_through_clean_and_quant() {
     let dir = scratch("big");
@@ -57,6 +72,15 @@ fn over_2gb_external_data_model_goes_through_clean_and_quant() {
         "the model must exceed 2 GiB, has {data_bytes} bytes"
     );
 
+    // clean writes a second copy of the data beside its output.
+    let free = free_bytes(dir.path());
+    assert!(
+        free > data_bytes + (data_bytes >> 4),
+        "{} has {:.2} GB free; clean's output needs {:.2} GB: free some disk and run again",
+        dir.path().display(),
+        free as f64 / 1e9,
+        data_bytes as f64 / 1e9
+    );
     let out = dir.path().join("big_clean.onnx");
     let (peak, _) = peak_rss(&[
         "run",

@@ -17,7 +17,8 @@ number of layers; the small ModelProto is written at the end. With the defaults 
 file is 40 * 4096 * 4096 * 4 bytes = 2.68 GB (2.5 GiB), past protobuf's 2 GB limit.
 
 Both files are written under temporary names and renamed into place when complete.
-Exit status: 0 on success, 2 on usage error.
+Exit status: 0 on success, 1 when the disk lacks room for the data file (checked
+before writing), 2 on usage error.
 """
 
 from __future__ import annotations
@@ -25,11 +26,22 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
+
+def check_free_space(out: str, layers: int, dim: int, align: int) -> None:
+    """Fail before writing anything when the disk cannot hold the data file."""
+    need = layers * (dim * dim * 4 + max(align, 1))
+    folder = os.path.dirname(os.path.abspath(out))
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        sys.exit(f"make_big_model: {folder} has {free / 1e9:.2f} GB free, "
+                 f"the model needs {need / 1e9:.2f} GB; free some disk and run again")
 
 
 def write_model(out: str, layers: int, dim: int, seed: int, align: int) -> None:
@@ -91,6 +103,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)  # exits with status 2 on a usage error
     if args.layers < 1 or args.dim < 1 or args.align < 0:
         p.error("--layers and --dim must be >= 1, --align >= 0")
+    check_free_space(args.out, args.layers, args.dim, args.align)
     write_model(args.out, args.layers, args.dim, args.seed, args.align)
     size = os.path.getsize(args.out + ".data")
     print(f"make_big_model: wrote {args.out} ({os.path.getsize(args.out)} bytes) and "
