@@ -2166,7 +2166,8 @@ fn tiny_cnn_checked_quant() -> (Model, onnx_squeeze::pipeline::Pipeline, VerifyO
 /// of the original that the pipeline shares (built by the size search, or
 /// by the first pass that asks) when it is built with the options the pass
 /// measures with, instead of running the original again; one with other
-/// options is neither used nor built.
+/// options is neither used nor built, and one that cannot be built gives
+/// way to the pass's own reference of its input.
 #[test]
 fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     use onnx_squeeze::ir::tensor;
@@ -2230,6 +2231,19 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     let (notes, built) = run(&pipeline, lazy(&other, &more));
     assert!(!notes.contains("the tolerance is missed"), "{notes}");
     assert!(built.is_none(), "a reference nobody used was built");
+    // An original tract cannot run (an op it does not know): quant
+    // compares with its own reference of its input instead, which passes.
+    let mut proto = original.to_proto();
+    let graph = proto.graph.as_mut().unwrap();
+    let relu = graph.node.iter_mut().find(|n| n.op_type() == "Relu").unwrap();
+    relu.op_type = Some("NoSuchOp".into());
+    let broken = Model::from_proto(proto, original.external.clone()).unwrap();
+    let (notes, built) = run(&pipeline, lazy(&broken, &opts));
+    assert!(built.is_none(), "a reference of a model tract cannot run");
+    assert!(
+        !notes.contains("could not") && !notes.contains("the tolerance is missed"),
+        "{notes}"
+    );
     // Nothing to quantize: nothing to compare, nothing built.
     let none =
         onnx_squeeze::pipeline::Pipeline::from_spec("quant(min_weight_elements=100000)").unwrap();

@@ -1558,16 +1558,17 @@ impl Quant {
                 progress.say("running the original in tract (verification's reference)");
             }
         }
-        let (shared, own);
-        let reference: &Reference = match baseline {
-            Baseline::Shared(r) if r.get().is_some() => {
-                shared = r;
-                shared.get().expect("built just above")
-            }
+        let shared = match &baseline {
+            Baseline::Shared(r) => Some(r.clone()),
+            Baseline::Own(..) => None,
+        };
+        let own;
+        let reference: &Reference = match shared.as_ref().and_then(|r| r.get()) {
+            Some(r) => r,
             // Where the original does not run in tract, the pass's input
             // may (`clean` folds what tract lacks); verification will say
             // why the original does not.
-            baseline => {
+            None => {
                 let built = match baseline {
                     Baseline::Own(Some(inputs), expected) => {
                         Reference::with_inputs(model, opts, inputs, expected)
