@@ -6,8 +6,8 @@ Usage: .venv/bin/python bench/quant.py [--models SUBSTR,...] [--runs N] [--bin P
 
   --models  only the models whose file name contains one of these substrings
   --runs    least number of measured onnxruntime runs per latency (default 20)
-  --bin     the onnx-squeeze binary (default target/release/onnx-squeeze, the build users
-            install; never built here: cargo build --release)
+  --bin     the onnx-squeeze binary (default target/dist/onnx-squeeze, the build users
+            install; never built here: cargo build --profile dist)
 
 For every model it prints one row per method:
 
@@ -274,7 +274,7 @@ def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="", help="comma-separated substrings of model files")
     p.add_argument("--runs", type=int, default=20, help="least measured runs per latency")
-    p.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "onnx-squeeze"))
+    p.add_argument("--bin", default=os.path.join(ROOT, "target", "dist", "onnx-squeeze"))
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -284,7 +284,7 @@ def main(argv):
 
     # prerequisites
     if not os.access(a.bin, os.X_OK):
-        log(f"{a.bin} is missing: build it first (cargo build --release); this script does not build")
+        log(f"{a.bin} is missing: build it first (cargo build --profile dist); this script does not build")
         return 1
     try:
         subprocess.run([TIME, "-f", "%e %M", "true"], check=True, capture_output=True)

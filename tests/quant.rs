@@ -2235,7 +2235,11 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     // compares with its own reference of its input instead, which passes.
     let mut proto = original.to_proto();
     let graph = proto.graph.as_mut().unwrap();
-    let relu = graph.node.iter_mut().find(|n| n.op_type() == "Relu").unwrap();
+    let relu = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type() == "Relu")
+        .unwrap();
     relu.op_type = Some("NoSuchOp".into());
     let broken = Model::from_proto(proto, original.external.clone()).unwrap();
     let (notes, built) = run(&pipeline, lazy(&broken, &opts));
