@@ -176,3 +176,25 @@ fn quant_at_scale(
     std::fs::remove_file(&q).unwrap();
     std::fs::remove_file(&data).unwrap();
 }
+
+/// The generator checks for room before writing: a model larger than any
+/// disk fails at once, says how much it needs, and leaves no file behind.
+#[test]
+fn the_big_model_generator_refuses_when_the_disk_lacks_room() {
+    let dir = scratch("big-no-room");
+    let model = dir.path().join("huge.onnx");
+    // 10^6 layers of 4096 x 4096 float32: 67 TB.
+    let g = std::process::Command::new(python())
+        .arg(root().join("tests/py/make_big_model.py"))
+        .arg(&model)
+        .args(["--layers", "1000000"])
+        .output()
+        .unwrap();
+    assert_eq!(g.status.code(), Some(1), "{}", text(&g.stderr));
+    let err = text(&g.stderr);
+    assert!(
+        err.contains("GB free") && err.contains("the model needs 67"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -851,21 +851,17 @@ impl Reference {
             .memo
             .as_ref()
             .map(|_| fingerprint(&res_copy, &self.run_samples));
-        let remembered = self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k));
-        let remembered_run = remembered.is_some();
-        let reused_seconds = remembered.as_ref().map_or(0.0, |(_, s)| *s);
-        let got = match remembered {
-            Some((got, _)) => got,
-            None => run_all(res_copy, &self.run_samples)
-                .context("the rewritten model does not run in tract")?,
+        // What running the result cost: what the run found in the memo
+        // cost whoever made it, else preparing its copy and running it.
+        let (got, reused_seconds) = match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
+            Some((got, seconds)) => (got, Some(seconds)),
+            None => (
+                run_all(res_copy, &self.run_samples)
+                    .context("the rewritten model does not run in tract")?,
+                None,
+            ),
         };
-        // What running the result cost: preparing its copy and running it,
-        // or what the run found in the memo cost whoever made it.
-        let run_seconds = if remembered_run {
-            reused_seconds
-        } else {
-            start.elapsed().as_secs_f64()
-        };
+        let run_seconds = reused_seconds.unwrap_or_else(|| start.elapsed().as_secs_f64());
         // Whether each selection chose the same on every sample.
         let agree: Vec<bool> = mine
             .chosen
@@ -980,7 +976,7 @@ impl Reference {
             outputs,
             notes,
             seconds: 0.0,
-            reused_seconds,
+            reused_seconds: reused_seconds.unwrap_or(0.0),
         })
     }
 

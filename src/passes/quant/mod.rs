@@ -1553,15 +1553,13 @@ impl Quant {
         // reference of the original (built here if nothing built it yet),
         // else the pass's own of its input (run in calibration where it
         // could).
-        if let Baseline::Shared(r) = &baseline {
-            if r.built_seconds().is_none() {
-                progress.say("running the original in tract (verification's reference)");
-            }
-        }
         let shared = match &baseline {
             Baseline::Shared(r) => Some(r.clone()),
             Baseline::Own(..) => None,
         };
+        if shared.as_ref().is_some_and(|r| r.built_seconds().is_none()) {
+            progress.say("running the original in tract (verification's reference)");
+        }
         let own;
         let reference: &Reference = match shared.as_ref().and_then(|r| r.get()) {
             Some(r) => r,
