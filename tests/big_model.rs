@@ -54,15 +54,22 @@ fn free_bytes(dir: &std::path::Path) -> u64 {
     text(&o.stdout).trim().parse().unwrap()
 }
 
+/// `tests/py/make_big_model.py MODEL ARGS...` (40 layers of 4096 x 4096 by
+/// default).
+fn make_big_model(model: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(python())
+        .arg(root().join("tests/py/make_big_model.py"))
+        .arg(model)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn over_2gb_external_data_model_goes_through_clean_and_quant() {
     let dir = scratch("big");
     let model = dir.path().join("big.onnx");
-    let g = std::process::Command::new(python())
-        .arg(root().join("tests/py/make_big_model.py"))
-        .arg(&model)
-        .output()
-        .unwrap();
+    let g = make_big_model(&model, &[]);
     assert!(g.status.success(), "make_big_model.py: {}", text(&g.stderr));
     let data_bytes = std::fs::metadata(dir.path().join("big.onnx.data"))
         .unwrap()
@@ -184,12 +191,7 @@ fn the_big_model_generator_refuses_when_the_disk_lacks_room() {
     let dir = scratch("big-no-room");
     let model = dir.path().join("huge.onnx");
     // 10^6 layers of 4096 x 4096 float32: 67 TB.
-    let g = std::process::Command::new(python())
-        .arg(root().join("tests/py/make_big_model.py"))
-        .arg(&model)
-        .args(["--layers", "1000000"])
-        .output()
-        .unwrap();
+    let g = make_big_model(&model, &["--layers", "1000000"]);
     assert_eq!(g.status.code(), Some(1), "{}", text(&g.stderr));
     let err = text(&g.stderr);
     assert!(
