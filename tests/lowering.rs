@@ -674,6 +674,100 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
     }
 }
 
+/// Weights stored compactly (`Cast` of an 8/16-bit integer or float16
+/// constant to float, `Mul` by a float scale, broadcast as numpy does) are
+/// expanded for tract bit for bit as onnxruntime computes them. A `Cast`
+/// read only by such `Mul`s leaves with them; one that another node reads
+/// too becomes an initializer of its own.
+#[test]
+fn stored_weights_expand_to_exactly_what_onnxruntime_computes() {
+    let dir = scratch("lower-stored");
+    let path = dir.path().join("stored.onnx");
+    let inputs = dir.path().join("in.npz");
+    write_npz(
+        &inputs,
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+rng = np.random.default_rng(0)
+F = T.FLOAT
+inits = [
+    nh.from_array(rng.integers(-127, 128, (4, 3, 2)).astype(np.int8), "w8"),
+    nh.from_array(rng.uniform(1e-3, 1e-1, (4, 1, 1)).astype(np.float32), "s8"),
+    nh.from_array(rng.integers(0, 256, (3, 2)).astype(np.uint8), "wu8"),
+    nh.from_array(rng.uniform(1e-3, 1e-1, (1, 2)).astype(np.float32), "su8"),
+    nh.from_array(rng.integers(-30000, 30000, (2, 3)).astype(np.int16), "w16"),
+    nh.from_array(np.array(3.1e-5, np.float32), "s16"),
+    nh.from_array(rng.standard_normal((3, 2)).astype(np.float16), "wh"),
+    nh.from_array(rng.uniform(0.5, 2.0, (3, 1)).astype(np.float32), "sh"),
+]
+cast = lambda x, y: h.make_node("Cast", [x], [y], to=F)
+nodes = [
+    # Per-channel int8, scale second.
+    cast("w8", "w8f"), h.make_node("Mul", ["w8f", "s8"], ["w8s"]),
+    h.make_node("Add", ["x", "w8s"], ["y1"]),
+    # uint8 with a per-column scale first: [1, 2] x [3, 2].
+    cast("wu8", "wu8f"), h.make_node("Mul", ["su8", "wu8f"], ["wu8s"]),
+    # int16 by a scalar.
+    cast("w16", "w16f"), h.make_node("Mul", ["w16f", "s16"], ["w16s"]),
+    h.make_node("MatMul", ["wu8s", "w16s"], ["y2"]),
+    # float16, its cast read by an Add too: that cast stays a value.
+    cast("wh", "whf"), h.make_node("Mul", ["whf", "sh"], ["whs"]),
+    h.make_node("Add", ["whf", "whs"], ["y3"]),
+]
+g = h.make_graph(nodes, "stored",
+    [h.make_tensor_value_info("x", F, [4, 3, 2])],
+    [h.make_tensor_value_info("y1", F, [4, 3, 2]),
+     h.make_tensor_value_info("y2", F, [3, 3]),
+     h.make_tensor_value_info("y3", F, [3, 2])],
+    inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, r"{}")
+np.savez(out, x=rng.standard_normal((4, 3, 2)).astype(np.float32))
+"#,
+            path.display()
+        ),
+    );
+    let ort_out = dir.path().join("ort.npz");
+    ort_outputs(&path, &inputs, &ort_out);
+    let (m, _) = Model::load(&path).unwrap();
+
+    let mut lowered = m.clone();
+    let notes = lower::lower(&mut lowered).unwrap();
+    // 4 Casts and 4 Muls expanded; the Add, MatMul and Add that read them stay.
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("8 constant Cast/Mul node(s)")),
+        "{notes:?}"
+    );
+    let mut ops: Vec<&str> = lowered.graph.nodes.node_weights().map(|n| n.op()).collect();
+    ops.sort();
+    assert_eq!(ops, ["Add", "Add", "MatMul"]);
+    // The cast the Add reads too is an initializer of its own; the others
+    // are gone with their Muls.
+    assert!(lowered.graph.initializers.contains_key("whf"));
+    for v in ["w8f", "wu8f", "w16f"] {
+        assert!(!lowered.graph.initializers.contains_key(v), "{v}");
+    }
+
+    let reference = reference_on(&m, inputs, VerifyOptions::default());
+    let (names, expected) = reference.expected();
+    let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
+    for (k, name) in names.iter().enumerate() {
+        let ours: Vec<f32> = onnx_squeeze::verify::tract::to_f64(&expected[0][k])
+            .unwrap()
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
+        assert_eq!(ours, theirs, "{name}: tract (lowered) vs onnxruntime");
+    }
+}
+
 /// A detector's kept boxes (after NonMaxSuppression) cannot be held to a
 /// tolerance when the selection differs: one score moved across the
 /// threshold by a rounding error keeps one box fewer. Verification then

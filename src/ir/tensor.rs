@@ -231,8 +231,19 @@ pub fn to_i64(t: &TensorProto, raw: Option<&Bytes>) -> Result<Vec<i64>> {
 
 /// A float32 `TensorProto` with little-endian `raw_data`.
 pub fn from_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    let mut raw = Vec::with_capacity(data.len() * 4);
-    for v in data {
+    from_f32_iter(name, dims, data.iter().copied())
+}
+
+/// A float32 `TensorProto` of `values` (as many as `dims` holds), written
+/// straight into its `raw_data`: computed values need no float copy besides.
+pub fn from_f32_iter(
+    name: &str,
+    dims: &[i64],
+    values: impl IntoIterator<Item = f32>,
+) -> TensorProto {
+    let n = numel(dims).unwrap_or(0);
+    let mut raw = Vec::with_capacity(n * 4);
+    for v in values {
         raw.extend_from_slice(&v.to_le_bytes());
     }
     TensorProto {

@@ -109,13 +109,13 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .collect::<Result<_>>()?;
         let refs: Vec<(&TensorProto, Option<&bytes::Bytes>)> =
             resolved.iter().map(|(t, b)| (t, b.as_ref())).collect();
-        let value = dequantize(&refs, axis, block)
+        let value = dequantize(&n.proto.output[0], &refs, axis, block)
             .with_context(|| format!("cannot lower DequantizeLinear '{}'", n.label()))?;
         replace_with_constant(
             model,
             id,
             "constant DequantizeLinear lowered to float",
-            &value,
+            value,
         )?;
         folded += 1;
     }
@@ -229,83 +229,85 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
         let mut fresh =
             |what: &str| crate::ir::walk::unique_name(&mut used, &format!("{base}_{what}"));
         // One operand minus its zero point, in float.
-        let mut operand =
-            |p: &mut Patch, x: &str, zp: Option<&String>, which: &str| -> Result<String> {
-                // A constant operand (a weight) whose zero point is absent, a
-                // scalar or one per column becomes one float initializer; any
-                // other form (a computed operand, a batched zero point) is cast
-                // and broadcast in the graph.
-                let last = g
-                    .constant(x)
-                    .and_then(|t| t.dims.last().copied())
-                    .unwrap_or(0);
-                let per_column = |d: &[i64]| match d {
-                    [] | [1] => true,
-                    [n] | [1, n] => *n == last,
-                    _ => false,
+        let mut operand = |p: &mut Patch,
+                           x: &str,
+                           zp: Option<&String>,
+                           which: &str|
+         -> Result<String> {
+            // A constant operand (a weight) whose zero point is absent, a
+            // scalar or one per column becomes one float initializer; any
+            // other form (a computed operand, a batched zero point) is cast
+            // and broadcast in the graph.
+            let last = g
+                .constant(x)
+                .and_then(|t| t.dims.last().copied())
+                .unwrap_or(0);
+            let per_column = |d: &[i64]| match d {
+                [] | [1] => true,
+                [n] | [1, n] => *n == last,
+                _ => false,
+            };
+            let constant = match (g.constant(x), zp.map(|z| g.constant(z))) {
+                (Some(t), None) => Some((t, None)),
+                (Some(t), Some(Some(z))) if per_column(&z.dims) => Some((t, Some(z))),
+                _ => None,
+            };
+            if let Some((t, z)) = constant {
+                let raw = model.payload(t)?;
+                let values = Elements::of(t, raw.as_ref())?;
+                let zero: Vec<i64> = match z {
+                    Some(z) => {
+                        let zraw = model.payload(z)?;
+                        quantized_values(z, zraw.as_ref())?
+                    }
+                    None => vec![0],
                 };
-                let constant = match (g.constant(x), zp.map(|z| g.constant(z))) {
-                    (Some(t), None) => Some((t, None)),
-                    (Some(t), Some(Some(z))) if per_column(&z.dims) => Some((t, Some(z))),
-                    _ => None,
-                };
-                if let Some((t, z)) = constant {
-                    let raw = model.payload(t)?;
-                    let values = quantized_values(t, raw.as_ref())?;
-                    let zero: Vec<i64> = match z {
-                        Some(z) => {
-                            let zraw = model.payload(z)?;
-                            quantized_values(z, zraw.as_ref())?
-                        }
-                        None => vec![0],
-                    };
-                    let last = last.max(1) as usize;
-                    ensure!(
+                let last = last.max(1) as usize;
+                ensure!(
                     zero.len() == 1 || zero.len() == last,
                     "MatMulInteger '{base}': its zero point holds {} values, its dims say {last}",
                     zero.len()
                 );
-                    let data: Vec<f32> = values
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &v)| {
-                            (v - zero[if zero.len() == 1 { 0 } else { i % last }]) as f32
-                        })
-                        .collect();
-                    let name = fresh(&format!("{which}_float"));
-                    p.add_initializers
-                        .push(tensor::from_f32(&name, &t.dims, &data));
-                    return Ok(name);
-                }
-                // Computed: the operand and its zero point cast to float.
-                let zp_name = format!("{which}_zero_point");
-                let mut floats = Vec::new();
-                for (v, what) in
-                    std::iter::once((x, which)).chain(zp.map(|z| (z.as_str(), zp_name.as_str())))
-                {
-                    let out = fresh(&format!("{what}_float"));
-                    p.add_nodes.push(node_proto(
-                        &fresh(&format!("{what}_cast")),
-                        "Cast",
-                        &[v],
-                        &[&out],
-                        vec![attr_int("to", DataType::Float as i64)],
-                    ));
-                    floats.push(out);
-                }
-                let [xf, zf] = &floats[..] else {
-                    return Ok(floats.swap_remove(0));
-                };
-                let centred = fresh(&format!("{which}_centred"));
-                p.add_nodes.push(node_proto(
-                    &fresh(&format!("{which}_sub")),
-                    "Sub",
-                    &[xf, zf],
-                    &[&centred],
-                    vec![],
+                let name = fresh(&format!("{which}_float"));
+                let n = tensor::numel(&t.dims)?;
+                p.add_initializers.push(tensor::from_f32_iter(
+                    &name,
+                    &t.dims,
+                    (0..n).map(|i| {
+                        (values.int(i) - zero[if zero.len() == 1 { 0 } else { i % last }]) as f32
+                    }),
                 ));
-                Ok(centred)
+                return Ok(name);
+            }
+            // Computed: the operand and its zero point cast to float.
+            let zp_name = format!("{which}_zero_point");
+            let mut floats = Vec::new();
+            for (v, what) in
+                std::iter::once((x, which)).chain(zp.map(|z| (z.as_str(), zp_name.as_str())))
+            {
+                let out = fresh(&format!("{what}_float"));
+                p.add_nodes.push(node_proto(
+                    &fresh(&format!("{what}_cast")),
+                    "Cast",
+                    &[v],
+                    &[&out],
+                    vec![attr_int("to", DataType::Float as i64)],
+                ));
+                floats.push(out);
+            }
+            let [xf, zf] = &floats[..] else {
+                return Ok(floats.swap_remove(0));
             };
+            let centred = fresh(&format!("{which}_centred"));
+            p.add_nodes.push(node_proto(
+                &fresh(&format!("{which}_sub")),
+                "Sub",
+                &[xf, zf],
+                &[&centred],
+                vec![],
+            ));
+            Ok(centred)
+        };
         let af = operand(&mut p, &a, a_zp.as_ref(), "a")?;
         let bf = operand(&mut p, &b, b_zp.as_ref(), "b")?;
         let product = fresh("float_product");
@@ -329,19 +331,147 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
     Ok(done)
 }
 
-/// Node `id` replaced by its value: a float initializer named as its output.
+/// Node `id` replaced by its value, an initializer named as its output.
 fn replace_with_constant(
     model: &mut Model,
     id: crate::ir::NodeId,
     label: &str,
-    value: &tensor::F32Tensor,
+    value: TensorProto,
 ) -> Result<()> {
-    let out = &model.graph.nodes[id].proto.output[0];
     let mut p = Patch::new(label);
-    p.add_initializers
-        .push(tensor::from_f32(out, &value.dims, &value.data));
+    p.add_initializers.push(value);
     p.remove_nodes.push(id);
     model.apply(&p)
+}
+
+/// A constant's elements, read one at a time from its payload in place:
+/// lowering a weight costs its float copy and nothing besides (decoded
+/// whole, an 8-bit table of 8.4 M values took 67 MB as i64, and its float
+/// copy was made three times over). Typed fields (`int32_data`...) and
+/// float64 are decoded first.
+enum Elements<'a> {
+    /// Little-endian raw data: 8, 16 or 32-bit integers, packed 4-bit
+    /// integers (low nibble first), float or float16.
+    Raw(DataType, &'a [u8]),
+    Ints(Vec<i64>),
+    Floats(Vec<f32>),
+}
+
+impl<'a> Elements<'a> {
+    fn of(t: &TensorProto, raw: Option<&'a bytes::Bytes>) -> Result<Elements<'a>> {
+        let n = tensor::numel(&t.dims)?;
+        let dt = tensor::data_type(t);
+        let bytes = match dt {
+            DataType::Int4 | DataType::Uint4 => Some(n.div_ceil(2)),
+            DataType::Int8 | DataType::Uint8 => Some(n),
+            DataType::Int16 | DataType::Uint16 | DataType::Float16 => Some(n * 2),
+            DataType::Int32 | DataType::Float => Some(n * 4),
+            _ => None,
+        };
+        if let (Some(len), Some(raw)) = (bytes, raw) {
+            ensure!(
+                raw.len() == len,
+                "tensor '{}' holds {} bytes, {n} values of {dt:?} need {len}",
+                t.name(),
+                raw.len()
+            );
+            return Ok(Elements::Raw(dt, raw));
+        }
+        Ok(match dt {
+            DataType::Float | DataType::Float16 | DataType::Double => {
+                Elements::Floats(tensor::to_f32(t, raw)?.data)
+            }
+            _ => Elements::Ints(quantized_values(t, raw)?),
+        })
+    }
+
+    /// Element `i` of an integer tensor (a float one's is truncated).
+    fn int(&self, i: usize) -> i64 {
+        match self {
+            Elements::Raw(dt, b) => match dt {
+                DataType::Int8 => b[i] as i8 as i64,
+                DataType::Uint8 => b[i] as i64,
+                DataType::Int16 => i16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as i64,
+                DataType::Uint16 => u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as i64,
+                DataType::Int32 => {
+                    i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]) as i64
+                }
+                DataType::Int4 | DataType::Uint4 => {
+                    let nib = (b[i / 2] >> ((i % 2) * 4)) & 0x0f;
+                    if *dt == DataType::Int4 {
+                        ((nib << 4) as i8 >> 4) as i64
+                    } else {
+                        nib as i64
+                    }
+                }
+                _ => self.float(i) as i64,
+            },
+            Elements::Ints(v) => v[i],
+            Elements::Floats(v) => v[i] as i64,
+        }
+    }
+
+    /// Element `i` as float32, as `Cast(to=FLOAT)` converts it.
+    fn float(&self, i: usize) -> f32 {
+        match self {
+            Elements::Raw(DataType::Float, b) => {
+                f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            }
+            Elements::Raw(DataType::Float16, b) => {
+                half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()
+            }
+            Elements::Raw(..) => self.int(i) as f32,
+            Elements::Ints(v) => v[i] as f32,
+            Elements::Floats(v) => v[i],
+        }
+    }
+}
+
+/// The constant a `Cast` to float reads, where `id` is one.
+fn cast_source(g: &crate::ir::Graph, id: crate::ir::NodeId) -> Option<&TensorProto> {
+    let n = g.nodes.node_weight(id)?;
+    let to_float = n
+        .proto
+        .attribute
+        .iter()
+        .any(|a| a.name() == "to" && a.i() == DataType::Float as i64);
+    if n.op() != "Cast" || !n.is_onnx() || !to_float {
+        return None;
+    }
+    let t = g.constant(n.proto.input.first()?)?;
+    matches!(
+        tensor::data_type(t),
+        DataType::Float
+            | DataType::Float16
+            | DataType::Int8
+            | DataType::Uint8
+            | DataType::Int16
+            | DataType::Uint16
+    )
+    .then_some(t)
+}
+
+/// The constant behind operand `v` of a constant `Mul`: a float
+/// initializer, or what a `Cast` to float reads (read in place: the cast
+/// is exact, and the product the same).
+fn mul_operand<'g>(g: &'g crate::ir::Graph, v: &str) -> Option<&'g TensorProto> {
+    match g.constant(v) {
+        Some(t) => (tensor::data_type(t) == DataType::Float).then_some(t),
+        None => cast_source(g, g.producer(v)?),
+    }
+}
+
+/// Whether node `id` is a `Mul` of two constants (or casts of constants)
+/// that [`expand_stored_constants`] computes.
+fn constant_mul(g: &crate::ir::Graph, id: crate::ir::NodeId) -> bool {
+    g.nodes.node_weight(id).is_some_and(|n| {
+        n.op() == "Mul"
+            && n.is_onnx()
+            && n.proto.input.len() == 2
+            && n.proto.output.len() == 1
+            && !g.is_graph_output(&n.proto.output[0])
+            && n.proto.input.iter().all(|v| mul_operand(g, v).is_some())
+    })
 }
 
 /// Weights stored compactly and expanded at load (`Cast` of an int8 or
@@ -350,90 +480,130 @@ fn replace_with_constant(
 /// fold them too, but while analysing the model it copies and compares
 /// these tensors over and over (the recogniser's `clean,quant` runs 10%
 /// faster without). Bit for bit what tract computes: exact conversions, one float
-/// multiplication per element with numpy broadcasting. Graph outputs stay.
+/// multiplication per element with numpy broadcasting. A `Cast` read only
+/// by such `Mul`s is read in place by them and goes with them. Graph
+/// outputs stay.
 fn expand_stored_constants(model: &mut Model) -> Result<usize> {
     let mut done = 0;
     for id in model.graph.topo_order() {
         let g = &model.graph;
-        let n = &g.nodes[id];
+        let Some(n) = g.nodes.node_weight(id) else {
+            continue; // a Cast removed with the Mul that read it
+        };
         if !n.is_onnx() || n.proto.output.len() != 1 || g.is_graph_output(&n.proto.output[0]) {
             continue;
         }
-        let float = |v: &str| -> Result<Option<tensor::F32Tensor>> {
-            let Some(t) = g.constant(v) else {
-                return Ok(None);
+        let out = &n.proto.output[0];
+        let (value, casts) = if let Some(src) = cast_source(g, id) {
+            let readers = g.consumers(out);
+            if !readers.is_empty() && readers.iter().all(|&r| constant_mul(g, r)) {
+                continue;
+            }
+            let payload = model.payload(src)?;
+            let e = Elements::of(src, payload.as_ref())?;
+            let n = tensor::numel(&src.dims)?;
+            let v = tensor::from_f32_iter(out, &src.dims, (0..n).map(|i| e.float(i)));
+            (v, vec![])
+        } else if constant_mul(g, id) {
+            let (a, b) = (&n.proto.input[0], &n.proto.input[1]);
+            let (Some(ta), Some(tb)) = (mul_operand(g, a), mul_operand(g, b)) else {
+                continue;
             };
-            let payload = model.payload(t)?;
-            Ok(Some(match tensor::data_type(t) {
-                DataType::Float | DataType::Float16 => tensor::to_f32(t, payload.as_ref())?,
-                DataType::Int8 | DataType::Uint8 | DataType::Int16 | DataType::Uint16 => {
-                    tensor::F32Tensor {
-                        dims: t.dims.clone(),
-                        data: quantized_values(t, payload.as_ref())?
-                            .into_iter()
-                            .map(|v| v as f32)
-                            .collect(),
-                    }
-                }
-                _ => return Ok(None),
-            }))
+            let (pa, pb) = (model.payload(ta)?, model.payload(tb)?);
+            let (ea, eb) = (
+                Elements::of(ta, pa.as_ref())?,
+                Elements::of(tb, pb.as_ref())?,
+            );
+            let Some(v) =
+                broadcast_product(out, &ta.dims, |i| ea.float(i), &tb.dims, |i| eb.float(i))
+            else {
+                continue;
+            };
+            // The casts read in place, where this Mul was their last reader.
+            let mut casts: Vec<crate::ir::NodeId> = [a, b]
+                .into_iter()
+                .filter_map(|v| g.producer(v))
+                .filter(|&c| {
+                    cast_source(g, c).is_some()
+                        && !g.is_graph_output(&g.nodes[c].proto.output[0])
+                        && g.consumers(&g.nodes[c].proto.output[0])
+                            .iter()
+                            .all(|&r| r == id)
+                })
+                .collect();
+            casts.dedup();
+            (v, casts)
+        } else {
+            continue;
         };
-        let value = match n.op() {
-            "Cast" => {
-                let to_float = n
-                    .proto
-                    .attribute
-                    .iter()
-                    .any(|a| a.name() == "to" && a.i() == DataType::Float as i64);
-                match (to_float, n.proto.input.first()) {
-                    (true, Some(x)) => float(x)?,
-                    _ => None,
-                }
-            }
-            "Mul" if n.proto.input.len() == 2 => {
-                let both_float = n.proto.input.iter().all(|i| {
-                    g.constant(i)
-                        .is_some_and(|t| tensor::data_type(t) == DataType::Float)
-                });
-                match both_float {
-                    true => match (float(&n.proto.input[0])?, float(&n.proto.input[1])?) {
-                        (Some(a), Some(b)) => broadcast_mul(&a, &b),
-                        _ => None,
-                    },
-                    false => None,
-                }
-            }
-            _ => None,
-        };
-        let Some(v) = value else { continue };
-        replace_with_constant(model, id, "constant Cast/Mul expanded", &v)?;
-        done += 1;
+        let mut p = Patch::new("constant Cast/Mul expanded");
+        p.add_initializers.push(value);
+        p.remove_nodes.push(id);
+        p.remove_nodes.extend(&casts);
+        model.apply(&p)?;
+        done += 1 + casts.len();
     }
     Ok(done)
 }
 
-/// `a * b` with numpy broadcasting (ndarray's, as tract re-exports it);
+/// `a * b` with numpy broadcasting, written as a float initializer named
+/// `name`; `a` and `b` give the elements of tensors of dims `da` and `db`.
 /// `None` where the shapes do not broadcast.
-fn broadcast_mul(a: &tensor::F32Tensor, b: &tensor::F32Tensor) -> Option<tensor::F32Tensor> {
-    use tract_onnx::prelude::tract_ndarray::{ArrayViewD, IxDyn, Zip};
-    fn view(t: &tensor::F32Tensor) -> Option<ArrayViewD<'_, f32>> {
-        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        ArrayViewD::from_shape(IxDyn(&dims), &t.data).ok()
-    }
-    let (va, vb) = (view(a)?, view(b)?);
-    // The common shape, aligned on the last axes; ndarray's `broadcast`
-    // then checks each side against it.
-    let rank = va.ndim().max(vb.ndim());
-    let at = |v: &ArrayViewD<f32>, k: usize| {
-        (k + v.ndim()).checked_sub(rank).map_or(1, |i| v.shape()[i])
+fn broadcast_product(
+    name: &str,
+    da: &[i64],
+    a: impl Fn(usize) -> f32,
+    db: &[i64],
+    b: impl Fn(usize) -> f32,
+) -> Option<TensorProto> {
+    let rank = da.len().max(db.len());
+    // Dim `k` of the common shape, aligned on the last axes.
+    let dim = |d: &[i64], k: usize| {
+        (k + d.len())
+            .checked_sub(rank)
+            .map_or(Some(1), |i| usize::try_from(d[i]).ok())
     };
-    let shape: Vec<usize> = (0..rank).map(|k| at(&va, k).max(at(&vb, k))).collect();
-    let (ba, bb) = (va.broadcast(shape.clone())?, vb.broadcast(shape.clone())?);
-    let data = Zip::from(&ba).and(&bb).map_collect(|x, y| x * y);
-    Some(tensor::F32Tensor {
-        dims: shape.iter().map(|&d| d as i64).collect(),
-        data: data.iter().copied().collect(),
-    })
+    let mut shape = Vec::with_capacity(rank);
+    for k in 0..rank {
+        let (x, y) = (dim(da, k)?, dim(db, k)?);
+        if x != y && x != 1 && y != 1 {
+            return None;
+        }
+        shape.push(if x == 1 { y } else { x });
+    }
+    // Each side's stride along each axis of the common shape: 0 where it
+    // broadcasts.
+    let strides = |d: &[i64]| -> Option<Vec<usize>> {
+        let mut s = vec![0; rank];
+        let mut step = 1;
+        for k in (0..rank).rev() {
+            let n = dim(d, k)?;
+            s[k] = if n == 1 { 0 } else { step };
+            step *= n;
+        }
+        Some(s)
+    };
+    let (sa, sb) = (strides(da)?, strides(db)?);
+    let n: usize = shape.iter().product();
+    let (mut idx, mut ia, mut ib) = (vec![0usize; rank], 0usize, 0usize);
+    let values = (0..n).map(|_| {
+        let v = a(ia) * b(ib);
+        // The next index, last axis fastest.
+        for k in (0..rank).rev() {
+            idx[k] += 1;
+            ia += sa[k];
+            ib += sb[k];
+            if idx[k] < shape[k] {
+                break;
+            }
+            ia -= sa[k] * shape[k];
+            ib -= sb[k] * shape[k];
+            idx[k] = 0;
+        }
+        v
+    });
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    Some(tensor::from_f32_iter(name, &dims, values))
 }
 
 /// BatchNormalization whose scale, bias, mean or variance is computed in the
@@ -597,12 +767,14 @@ pub fn quantized_values(t: &TensorProto, raw: Option<&bytes::Bytes>) -> Result<V
     }
 }
 
-/// `DequantizeLinear(x, scale, zero_point)` on constants, per the ONNX spec.
+/// `DequantizeLinear(x, scale, zero_point)` on constants, per the ONNX
+/// spec, as a float initializer named `name`.
 pub fn dequantize(
+    name: &str,
     inputs: &[(&TensorProto, Option<&bytes::Bytes>)],
     axis: i64,
     block_size: i64,
-) -> Result<tensor::F32Tensor> {
+) -> Result<TensorProto> {
     ensure!(inputs.len() >= 2, "DequantizeLinear needs x and scale");
     let (x, xr) = inputs[0];
     let (s, sr) = inputs[1];
@@ -612,66 +784,88 @@ pub fn dequantize(
             tensor::data_type(s)
         );
     }
-    let xv = quantized_values(x, xr)?;
+    let xdt = tensor::data_type(x);
+    ensure!(
+        !matches!(
+            xdt,
+            DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16
+        ),
+        "tensor of type {xdt:?} is not an integer tensor"
+    );
+    let xv = Elements::of(x, xr)?;
     let scale = tensor::to_f32(s, sr)?;
     let zp: Option<Vec<i64>> = inputs
         .get(2)
         .map(|(z, zr)| quantized_values(z, *zr))
         .transpose()?;
+    if let Some(z) = &zp {
+        ensure!(
+            z.len() == scale.data.len(),
+            "zero point holds {} values, scale {}",
+            z.len(),
+            scale.data.len()
+        );
+    }
     let rank = x.dims.len() as i64;
-    let n = xv.len();
-    let mut out = vec![0f32; n];
+    let n = tensor::numel(&x.dims)?;
     if scale.data.len() == 1 && scale.dims.len() <= 1 && block_size == 0 {
         let z = zp.as_ref().map_or(0, |z| z[0]);
-        for (o, &q) in out.iter_mut().zip(&xv) {
-            *o = (q - z) as f32 * scale.data[0];
-        }
-    } else {
-        let axis = if axis < 0 { axis + rank } else { axis };
+        let s = scale.data[0];
+        return Ok(tensor::from_f32_iter(
+            name,
+            &x.dims,
+            (0..n).map(|i| (xv.int(i) - z) as f32 * s),
+        ));
+    }
+    let axis = if axis < 0 { axis + rank } else { axis };
+    ensure!(
+        (0..rank).contains(&axis),
+        "axis {axis} out of range for rank {rank}"
+    );
+    let a = axis as usize;
+    let dims: Vec<usize> = x.dims.iter().map(|&d| d as usize).collect();
+    let inner: usize = dims[a + 1..].iter().product();
+    let len_a = dims[a];
+    if block_size == 0 {
         ensure!(
-            (0..rank).contains(&axis),
-            "axis {axis} out of range for rank {rank}"
+            scale.data.len() == len_a,
+            "per-axis scale has {} values, axis {a} has {len_a}",
+            scale.data.len()
         );
-        let a = axis as usize;
-        let dims: Vec<usize> = x.dims.iter().map(|&d| d as usize).collect();
-        let inner: usize = dims[a + 1..].iter().product();
-        let len_a = dims[a];
-        if block_size == 0 {
-            ensure!(
-                scale.data.len() == len_a,
-                "per-axis scale has {} values, axis {a} has {len_a}",
-                scale.data.len()
-            );
-            for (i, (o, &q)) in out.iter_mut().zip(&xv).enumerate() {
+        return Ok(tensor::from_f32_iter(
+            name,
+            &x.dims,
+            (0..n).map(|i| {
                 let c = (i / inner) % len_a;
                 let z = zp.as_ref().map_or(0, |z| z[c]);
-                *o = (q - z) as f32 * scale.data[c];
-            }
-        } else {
-            ensure!(block_size > 0, "block_size must be positive");
-            let bs = block_size as usize;
-            let blocks = len_a.div_ceil(bs);
-            ensure!(
-                scale.dims.len() == dims.len() && scale.dims[a] as usize == blocks,
-                "blocked scale dims {:?} do not match x dims {:?} with block_size {bs} on axis {a}",
-                scale.dims,
-                dims
-            );
-            // Scale has x's shape with dims[a] replaced by `blocks`.
-            for (i, (o, &q)) in out.iter_mut().zip(&xv).enumerate() {
-                let outer = i / (inner * len_a);
-                let c = (i / inner) % len_a;
-                let r = i % inner;
-                let si = (outer * blocks + c / bs) * inner + r;
-                let z = zp.as_ref().map_or(0, |z| z[si]);
-                *o = (q - z) as f32 * scale.data[si];
-            }
-        }
+                (xv.int(i) - z) as f32 * scale.data[c]
+            }),
+        ));
     }
-    Ok(tensor::F32Tensor {
-        dims: x.dims.clone(),
-        data: out,
-    })
+    ensure!(block_size > 0, "block_size must be positive");
+    let bs = block_size as usize;
+    let blocks = len_a.div_ceil(bs);
+    ensure!(
+        scale.dims.len() == dims.len()
+            && scale.dims[a] as usize == blocks
+            && scale.data.len() * len_a == n * blocks,
+        "blocked scale dims {:?} do not match x dims {:?} with block_size {bs} on axis {a}",
+        scale.dims,
+        dims
+    );
+    // Scale has x's shape with dims[a] replaced by `blocks`.
+    Ok(tensor::from_f32_iter(
+        name,
+        &x.dims,
+        (0..n).map(|i| {
+            let outer = i / (inner * len_a);
+            let c = (i / inner) % len_a;
+            let r = i % inner;
+            let si = (outer * blocks + c / bs) * inner + r;
+            let z = zp.as_ref().map_or(0, |z| z[si]);
+            (xv.int(i) - z) as f32 * scale.data[si]
+        }),
+    ))
 }
 
 fn densify(s: &crate::proto::SparseTensorProto, model: &Model) -> Result<TensorProto> {
@@ -708,14 +902,19 @@ fn densify(s: &crate::proto::SparseTensorProto, model: &Model) -> Result<TensorP
 
 #[cfg(test)]
 mod tests {
-    use super::broadcast_mul;
-    use crate::ir::tensor::F32Tensor;
+    use crate::ir::tensor::{self, F32Tensor};
 
     fn t(dims: &[i64], data: &[f32]) -> F32Tensor {
         F32Tensor {
             dims: dims.to_vec(),
             data: data.to_vec(),
         }
+    }
+
+    /// `a * b` by [`super::broadcast_product`], read back.
+    fn broadcast_mul(a: &F32Tensor, b: &F32Tensor) -> Option<F32Tensor> {
+        let p = super::broadcast_product("y", &a.dims, |i| a.data[i], &b.dims, |i| b.data[i])?;
+        Some(tensor::to_f32(&p, p.raw_data.as_ref()).unwrap())
     }
 
     #[test]
