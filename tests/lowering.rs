@@ -35,6 +35,20 @@ fn reference_on(m: &Model, inputs: std::path::PathBuf, opts: VerifyOptions) -> R
     Reference::new(m, &opts).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A scratch folder with the model and the inputs (`in.npz`) that `script`
+/// writes: Python with numpy as `np`, the model's path as `model` and the
+/// inputs' as `out`. Returns the folder and both paths.
+fn python_case(
+    name: &str,
+    script: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = scratch(name);
+    let path = dir.path().join("model.onnx");
+    let inputs = dir.path().join("in.npz");
+    write_npz(&inputs, &format!("model = r'{}'\n{script}", path.display()));
+    (dir, path, inputs)
+}
+
 #[test]
 fn dequantize_lowering_matches_onnxruntime() {
     let dir = scratch("dq");
@@ -588,13 +602,9 @@ fn a_float16_fused_op_is_not_lowered() {
 #[test]
 fn integer_matmuls_lower_to_exactly_what_onnxruntime_computes() {
     use onnx_squeeze::verify::tract;
-    let dir = scratch("lower-mmi");
-    let path = dir.path().join("mmi.onnx");
-    let inputs = dir.path().join("in.npz");
-    write_npz(
-        &inputs,
-        &format!(
-            r#"
+    let (dir, path, inputs) = python_case(
+        "lower-mmi",
+        r#"
 import onnx
 from onnx import helper as h, numpy_helper as nh, TensorProto as T
 rng = np.random.default_rng(0)
@@ -626,13 +636,11 @@ g = h.make_graph(nodes, "mmi",
 m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
 m.ir_version = 8
 onnx.checker.check_model(m, full_check=True)
-onnx.save(m, r"{}")
+onnx.save(m, model)
 np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
          x=rng.standard_normal((5, 8)).astype(np.float32),
          v=rng.standard_normal((8, 3)).astype(np.float32))
 "#,
-            path.display()
-        ),
     );
     let ort_out = dir.path().join("ort.npz");
     ort_outputs(&path, &inputs, &ort_out);
@@ -681,13 +689,9 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
 /// too becomes an initializer of its own.
 #[test]
 fn stored_weights_expand_to_exactly_what_onnxruntime_computes() {
-    let dir = scratch("lower-stored");
-    let path = dir.path().join("stored.onnx");
-    let inputs = dir.path().join("in.npz");
-    write_npz(
-        &inputs,
-        &format!(
-            r#"
+    let (dir, path, inputs) = python_case(
+        "lower-stored",
+        r#"
 import onnx
 from onnx import helper as h, numpy_helper as nh, TensorProto as T
 rng = np.random.default_rng(0)
@@ -725,11 +729,9 @@ g = h.make_graph(nodes, "stored",
 m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
 m.ir_version = 8
 onnx.checker.check_model(m, full_check=True)
-onnx.save(m, r"{}")
+onnx.save(m, model)
 np.savez(out, x=rng.standard_normal((4, 3, 2)).astype(np.float32))
 "#,
-            path.display()
-        ),
     );
     let ort_out = dir.path().join("ort.npz");
     ort_outputs(&path, &inputs, &ort_out);

@@ -229,85 +229,83 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
         let mut fresh =
             |what: &str| crate::ir::walk::unique_name(&mut used, &format!("{base}_{what}"));
         // One operand minus its zero point, in float.
-        let mut operand = |p: &mut Patch,
-                           x: &str,
-                           zp: Option<&String>,
-                           which: &str|
-         -> Result<String> {
-            // A constant operand (a weight) whose zero point is absent, a
-            // scalar or one per column becomes one float initializer; any
-            // other form (a computed operand, a batched zero point) is cast
-            // and broadcast in the graph.
-            let last = g
-                .constant(x)
-                .and_then(|t| t.dims.last().copied())
-                .unwrap_or(0);
-            let per_column = |d: &[i64]| match d {
-                [] | [1] => true,
-                [n] | [1, n] => *n == last,
-                _ => false,
-            };
-            let constant = match (g.constant(x), zp.map(|z| g.constant(z))) {
-                (Some(t), None) => Some((t, None)),
-                (Some(t), Some(Some(z))) if per_column(&z.dims) => Some((t, Some(z))),
-                _ => None,
-            };
-            if let Some((t, z)) = constant {
-                let raw = model.payload(t)?;
-                let values = Elements::of(t, raw.as_ref())?;
-                let zero: Vec<i64> = match z {
-                    Some(z) => {
-                        let zraw = model.payload(z)?;
-                        quantized_values(z, zraw.as_ref())?
-                    }
-                    None => vec![0],
+        let mut operand =
+            |p: &mut Patch, x: &str, zp: Option<&String>, which: &str| -> Result<String> {
+                // A constant operand (a weight) whose zero point is absent, a
+                // scalar or one per column becomes one float initializer; any
+                // other form (a computed operand, a batched zero point) is cast
+                // and broadcast in the graph.
+                let last = g
+                    .constant(x)
+                    .and_then(|t| t.dims.last().copied())
+                    .unwrap_or(0);
+                let per_column = |d: &[i64]| match d {
+                    [] | [1] => true,
+                    [n] | [1, n] => *n == last,
+                    _ => false,
                 };
-                let last = last.max(1) as usize;
-                ensure!(
+                let constant = match (g.constant(x), zp.map(|z| g.constant(z))) {
+                    (Some(t), None) => Some((t, None)),
+                    (Some(t), Some(Some(z))) if per_column(&z.dims) => Some((t, Some(z))),
+                    _ => None,
+                };
+                if let Some((t, z)) = constant {
+                    let raw = model.payload(t)?;
+                    let values = Elements::of(t, raw.as_ref())?;
+                    let zero: Vec<i64> = match z {
+                        Some(z) => {
+                            let zraw = model.payload(z)?;
+                            quantized_values(z, zraw.as_ref())?
+                        }
+                        None => vec![0],
+                    };
+                    let last = last.max(1) as usize;
+                    ensure!(
                     zero.len() == 1 || zero.len() == last,
                     "MatMulInteger '{base}': its zero point holds {} values, its dims say {last}",
                     zero.len()
                 );
-                let name = fresh(&format!("{which}_float"));
-                let n = tensor::numel(&t.dims)?;
-                p.add_initializers.push(tensor::from_f32_iter(
-                    &name,
-                    &t.dims,
-                    (0..n).map(|i| {
-                        (values.int(i) - zero[if zero.len() == 1 { 0 } else { i % last }]) as f32
-                    }),
-                ));
-                return Ok(name);
-            }
-            // Computed: the operand and its zero point cast to float.
-            let zp_name = format!("{which}_zero_point");
-            let mut floats = Vec::new();
-            for (v, what) in
-                std::iter::once((x, which)).chain(zp.map(|z| (z.as_str(), zp_name.as_str())))
-            {
-                let out = fresh(&format!("{what}_float"));
+                    let name = fresh(&format!("{which}_float"));
+                    let n = tensor::numel(&t.dims)?;
+                    p.add_initializers.push(tensor::from_f32_iter(
+                        &name,
+                        &t.dims,
+                        (0..n).map(|i| {
+                            (values.int(i) - zero[if zero.len() == 1 { 0 } else { i % last }])
+                                as f32
+                        }),
+                    ));
+                    return Ok(name);
+                }
+                // Computed: the operand and its zero point cast to float.
+                let zp_name = format!("{which}_zero_point");
+                let mut floats = Vec::new();
+                for (v, what) in
+                    std::iter::once((x, which)).chain(zp.map(|z| (z.as_str(), zp_name.as_str())))
+                {
+                    let out = fresh(&format!("{what}_float"));
+                    p.add_nodes.push(node_proto(
+                        &fresh(&format!("{what}_cast")),
+                        "Cast",
+                        &[v],
+                        &[&out],
+                        vec![attr_int("to", DataType::Float as i64)],
+                    ));
+                    floats.push(out);
+                }
+                let [xf, zf] = &floats[..] else {
+                    return Ok(floats.swap_remove(0));
+                };
+                let centred = fresh(&format!("{which}_centred"));
                 p.add_nodes.push(node_proto(
-                    &fresh(&format!("{what}_cast")),
-                    "Cast",
-                    &[v],
-                    &[&out],
-                    vec![attr_int("to", DataType::Float as i64)],
+                    &fresh(&format!("{which}_sub")),
+                    "Sub",
+                    &[xf, zf],
+                    &[&centred],
+                    vec![],
                 ));
-                floats.push(out);
-            }
-            let [xf, zf] = &floats[..] else {
-                return Ok(floats.swap_remove(0));
+                Ok(centred)
             };
-            let centred = fresh(&format!("{which}_centred"));
-            p.add_nodes.push(node_proto(
-                &fresh(&format!("{which}_sub")),
-                "Sub",
-                &[xf, zf],
-                &[&centred],
-                vec![],
-            ));
-            Ok(centred)
-        };
         let af = operand(&mut p, &a, a_zp.as_ref(), "a")?;
         let bf = operand(&mut p, &b, b_zp.as_ref(), "b")?;
         let product = fresh("float_product");
