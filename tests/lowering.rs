@@ -36,8 +36,9 @@ fn reference_on(m: &Model, inputs: std::path::PathBuf, opts: VerifyOptions) -> R
 }
 
 /// A scratch folder with the model and the inputs (`in.npz`) that `script`
-/// writes: Python with numpy as `np`, the model's path as `model` and the
-/// inputs' as `out`. Returns the folder and both paths.
+/// writes: Python with numpy as `np`, onnx with its `helper` as `h`,
+/// `numpy_helper` as `nh` and `TensorProto` as `T`, the model's path as
+/// `model` and the inputs' as `out`. Returns the folder and both paths.
 fn python_case(
     name: &str,
     script: &str,
@@ -45,7 +46,11 @@ fn python_case(
     let dir = scratch(name);
     let path = dir.path().join("model.onnx");
     let inputs = dir.path().join("in.npz");
-    write_npz(&inputs, &format!("model = r'{}'\n{script}", path.display()));
+    let imports = "import onnx\nfrom onnx import helper as h, numpy_helper as nh, TensorProto as T";
+    write_npz(
+        &inputs,
+        &format!("{imports}\nmodel = r'{}'\n{script}", path.display()),
+    );
     (dir, path, inputs)
 }
 
@@ -605,8 +610,6 @@ fn integer_matmuls_lower_to_exactly_what_onnxruntime_computes() {
     let (dir, path, inputs) = python_case(
         "lower-mmi",
         r#"
-import onnx
-from onnx import helper as h, numpy_helper as nh, TensorProto as T
 rng = np.random.default_rng(0)
 # In -64..63: on x86 without VNNI onnxruntime adds pairs of uint8 x int8
 # products in 16 bits, which full-range weights saturate (README,
@@ -692,8 +695,6 @@ fn stored_weights_expand_to_exactly_what_onnxruntime_computes() {
     let (dir, path, inputs) = python_case(
         "lower-stored",
         r#"
-import onnx
-from onnx import helper as h, numpy_helper as nh, TensorProto as T
 rng = np.random.default_rng(0)
 F = T.FLOAT
 inits = [
