@@ -113,7 +113,7 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .with_context(|| format!("cannot lower DequantizeLinear '{}'", n.label()))?;
         replace_with_constant(
             model,
-            id,
+            &[id],
             "constant DequantizeLinear lowered to float",
             value,
         )?;
@@ -329,16 +329,17 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
     Ok(done)
 }
 
-/// Node `id` replaced by its value, an initializer named as its output.
+/// Nodes `ids` replaced by `value`, an initializer named as the output of
+/// the last of them (the others read only by it).
 fn replace_with_constant(
     model: &mut Model,
-    id: crate::ir::NodeId,
+    ids: &[crate::ir::NodeId],
     label: &str,
     value: TensorProto,
 ) -> Result<()> {
     let mut p = Patch::new(label);
     p.add_initializers.push(value);
-    p.remove_nodes.push(id);
+    p.remove_nodes.extend(ids);
     model.apply(&p)
 }
 
@@ -492,7 +493,7 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
             continue;
         }
         let out = &n.proto.output[0];
-        let (value, casts) = if let Some(src) = cast_source(g, id) {
+        let (value, nodes) = if let Some(src) = cast_source(g, id) {
             let readers = g.consumers(out);
             if !readers.is_empty() && readers.iter().all(|&r| constant_mul(g, r)) {
                 continue;
@@ -501,7 +502,7 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
             let e = Elements::of(src, payload.as_ref())?;
             let n = tensor::numel(&src.dims)?;
             let v = tensor::from_f32_iter(out, &src.dims, (0..n).map(|i| e.float(i)));
-            (v, vec![])
+            (v, vec![id])
         } else if constant_mul(g, id) {
             let (a, b) = (&n.proto.input[0], &n.proto.input[1]);
             let (Some(ta), Some(tb)) = (mul_operand(g, a), mul_operand(g, b)) else {
@@ -530,16 +531,13 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
                 })
                 .collect();
             casts.dedup();
+            casts.push(id);
             (v, casts)
         } else {
             continue;
         };
-        let mut p = Patch::new("constant Cast/Mul expanded");
-        p.add_initializers.push(value);
-        p.remove_nodes.push(id);
-        p.remove_nodes.extend(&casts);
-        model.apply(&p)?;
-        done += 1 + casts.len();
+        replace_with_constant(model, &nodes, "constant Cast/Mul expanded", value)?;
+        done += nodes.len();
     }
     Ok(done)
 }
@@ -740,9 +738,13 @@ pub fn quantized_values(t: &TensorProto, raw: Option<&bytes::Bytes>) -> Result<V
     let n = tensor::numel(&t.dims)?;
     match dt {
         DataType::Int4 | DataType::Uint4 => {
-            let bytes: Vec<u8> = match raw {
-                Some(r) => r.to_vec(),
-                None => t.int32_data.iter().map(|&v| v as u8).collect(),
+            let packed: Vec<u8>;
+            let bytes: &[u8] = match raw {
+                Some(r) => r,
+                None => {
+                    packed = t.int32_data.iter().map(|&v| v as u8).collect();
+                    &packed
+                }
             };
             ensure!(
                 bytes.len() == n.div_ceil(2),
@@ -750,16 +752,8 @@ pub fn quantized_values(t: &TensorProto, raw: Option<&bytes::Bytes>) -> Result<V
                 bytes.len(),
                 n.div_ceil(2)
             );
-            Ok((0..n)
-                .map(|i| {
-                    let nib = (bytes[i / 2] >> ((i % 2) * 4)) & 0x0f;
-                    if dt == DataType::Int4 {
-                        ((nib << 4) as i8 >> 4) as i64
-                    } else {
-                        nib as i64
-                    }
-                })
-                .collect())
+            let e = Elements::Raw(dt, bytes);
+            Ok((0..n).map(|i| e.int(i)).collect())
         }
         _ => tensor::to_i64(t, raw),
     }
@@ -946,5 +940,46 @@ mod tests {
         let r = broadcast_mul(&t(&[2], &[3., 4.]), &t(&[], &[0.5])).unwrap();
         assert_eq!((r.dims, r.data), (vec![2], vec![1.5, 2.]));
         assert!(broadcast_mul(&t(&[2], &[1., 2.]), &t(&[3], &[1., 2., 3.])).is_none());
+    }
+
+    /// Malformed DequantizeLinear constants are errors, not panics: raw
+    /// data shorter than the dims, a zero point of another length than the
+    /// scale, a blocked scale of the wrong shape.
+    #[test]
+    fn malformed_dequantize_inputs_are_errors() {
+        use crate::proto::{tensor_proto::DataType, TensorProto};
+        let int8 = |dims: &[i64], bytes: &'static [u8]| TensorProto {
+            dims: dims.to_vec(),
+            data_type: Some(DataType::Int8 as i32),
+            raw_data: Some(bytes::Bytes::from_static(bytes)),
+            ..Default::default()
+        };
+        let scale = |dims: &[i64], v: &[f32]| tensor::from_f32("s", dims, v);
+        let run = |x: &TensorProto, s: &TensorProto, z: Option<&TensorProto>, axis, block| {
+            let mut inputs = vec![(x, x.raw_data.as_ref()), (s, s.raw_data.as_ref())];
+            inputs.extend(z.map(|z| (z, z.raw_data.as_ref())));
+            super::dequantize("y", &inputs, axis, block).map_err(|e| format!("{e:#}"))
+        };
+        // 4 values need 4 bytes.
+        let e = run(&int8(&[4], &[1, 2, 3]), &scale(&[], &[0.5]), None, 1, 0).unwrap_err();
+        assert!(e.contains("holds 3 bytes"), "{e}");
+        // Per axis 0 of [2, 2]: two scales, one zero point.
+        let x = int8(&[2, 2], &[1, 2, 3, 4]);
+        let e = run(
+            &x,
+            &scale(&[2], &[0.5, 0.25]),
+            Some(&int8(&[1], &[0])),
+            0,
+            0,
+        )
+        .unwrap_err();
+        assert!(e.contains("zero point holds 1 values, scale 2"), "{e}");
+        // Blocks of 2 on axis 1 of [2, 2]: a [2, 1] scale, not [1, 1].
+        let e = run(&x, &scale(&[1, 1], &[0.5]), None, 1, 2).unwrap_err();
+        assert!(e.contains("blocked scale dims"), "{e}");
+        // And the well-formed per-axis case computes.
+        let y = run(&x, &scale(&[2], &[0.5, 0.25]), None, 0, 0).unwrap();
+        let y = tensor::to_f32(&y, y.raw_data.as_ref()).unwrap();
+        assert_eq!(y.data, [0.5, 1.0, 0.75, 1.0]);
     }
 }
