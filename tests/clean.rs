@@ -558,3 +558,72 @@ fn function_nodes_lose_their_debug_annotations() {
     assert_eq!(out.functions[0].doc_string(), "Y = X*X + X");
     assert!(clean(&mut m.clone()).changes.is_empty(), "idempotent");
 }
+
+/// `Add(Conv(x, W), c)` with one value of `c` per output channel (as
+/// PaddlePaddle's newer exporter writes every bias) becomes the Conv's bias,
+/// added to the bias it has (a ConvTranspose with groups too, and a single
+/// value). An Add whose constant varies along a spatial axis, or whose Conv
+/// output another node reads, stays.
+#[test]
+fn per_channel_adds_fold_into_conv_biases() {
+    let w: Vec<f32> = (0..4 * 2 * 3 * 3)
+        .map(|i| (i % 7) as f32 * 0.1 - 0.3)
+        .collect();
+    let wt: Vec<f32> = (0..2 * 2 * 2 * 2)
+        .map(|i| (i % 5) as f32 * 0.2 - 0.4)
+        .collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 2, 5, 5])
+        .init_f32("w", &[4, 2, 3, 3], &w)
+        .init_f32("c", &[1, 4, 1, 1], &[0.5, -1.0, 2.0, 0.25])
+        .init_f32("b2", &[4], &[1.0, 2.0, 3.0, 4.0])
+        .init_f32("c2", &[4, 1, 1], &[0.1, 0.2, 0.3, 0.4])
+        .init_f32("wt", &[2, 2, 2, 2], &wt)
+        .init_f32("c3", &[], &[-0.75])
+        .init_f32("spatial", &[1, 1, 1, 3], &[1.0, 2.0, 3.0])
+        .node("conv", "Conv", &["x", "w"], &["h"])
+        .node("add", "Add", &["h", "c"], &["y"])
+        .node("conv2", "Conv", &["x", "w", "b2"], &["h2"])
+        .node("add2", "Add", &["c2", "h2"], &["y2"])
+        .node_with(
+            "up",
+            "ConvTranspose",
+            &["x", "wt"],
+            &["t"],
+            vec![attr_int("group", 2)],
+        )
+        .node("add3", "Add", &["t", "c3"], &["y3"])
+        .node("conv4", "Conv", &["x", "w"], &["h4"])
+        .node("add4", "Add", &["h4", "spatial"], &["y4"])
+        .node("conv5", "Conv", &["x", "w"], &["h5"])
+        .node("add5", "Add", &["h5", "c"], &["y5"])
+        .node("relu5", "Relu", &["h5"], &["r5"])
+        .output("y", &[1, 4, 3, 3])
+        .output("y2", &[1, 4, 3, 3])
+        .output("y3", &[1, 4, 6, 6])
+        .output("y4", &[1, 4, 3, 3])
+        .output("y5", &[1, 4, 3, 3])
+        .output("r5", &[1, 4, 3, 3])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes
+            .get("Add of a per-channel constant folded into the Conv's bias"),
+        Some(&2),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(
+        r.changes
+            .get("Add of a per-channel constant folded into the ConvTranspose's bias"),
+        Some(&1),
+        "{:?}",
+        r.changes
+    );
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    insta::assert_snapshot!(dump(&m.graph));
+    assert!(clean(&mut m.clone()).changes.is_empty());
+}

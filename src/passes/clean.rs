@@ -24,6 +24,10 @@
 //!    Conv/Gemm output feeds only the BN and all parameters are float32
 //!    constants: `W' = W * s / sqrt(v + eps)` per output channel,
 //!    `B' = (B - m) * s / sqrt(v + eps) + b`.
+//!    **Per-channel Adds folded** into the Conv or ConvTranspose before it
+//!    (its bias), when its output feeds only the Add and the other operand
+//!    is a float32 constant with one value per channel (`[1, M, 1, 1]`, as
+//!    PaddlePaddle's newer exporter writes every bias) or a single value.
 //! 4. **Constant subgraphs folded**: nodes whose inputs are all constants are
 //!    evaluated with tract and replaced by initializers, except where the
 //!    result would exceed `fold_max_bytes` and its inputs.
@@ -64,8 +68,8 @@ use crate::proto::{
 
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
-    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm and constant subgraphs, merge identical small constants, drop nodes' debug annotations",
-    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
+    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm, per-channel bias Adds and constant subgraphs, merge identical small constants, drop nodes' debug annotations",
+    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, Conv/ConvTranspose -> Add of a per-channel constant, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -73,6 +77,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "fold_constants", kind: "bool", default: "true", range: "true|false", doc: "evaluate nodes whose inputs are all constant and store the results as initializers" },
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
+        ParamInfo { name: "fold_bias_adds", kind: "bool", default: "true", range: "true|false", doc: "fold an Add of a per-channel constant after a Conv/ConvTranspose into its bias (PaddlePaddle's newer exporter writes every Conv so)" },
         ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
         ParamInfo { name: "strip_debug_info", kind: "bool", default: "true", range: "true|false", doc: "drop the doc string and metadata_props of every node, in the graph, its If/Loop/Scan bodies and the model-local functions (exporters' stack traces and source-node annotations, read by no runtime); model, graph, value, tensor and function metadata always stay" },
         ParamInfo { name: "unlist_initializer_inputs", kind: "bool", default: "true", range: "true|false", doc: "initializers also listed as graph inputs (as IR 3 required) stop being inputs, so passes see them as constants (they can no longer be overridden at run time)" },
@@ -87,6 +92,7 @@ pub struct Params {
     pub fold_constants: bool,
     pub fold_max_bytes: u64,
     pub fold_batchnorm: bool,
+    pub fold_bias_adds: bool,
     pub inline_if: bool,
     pub unlist_initializer_inputs: bool,
     pub strip_debug_info: bool,
@@ -98,6 +104,7 @@ impl Default for Params {
             fold_constants: true,
             fold_max_bytes: 1 << 20,
             fold_batchnorm: true,
+            fold_bias_adds: true,
             inline_if: true,
             unlist_initializer_inputs: true,
             strip_debug_info: true,
@@ -147,6 +154,12 @@ impl Pass for Clean {
         }
         if self.params.fold_batchnorm {
             let p = fold_batchnorms(model, ctx)?;
+            if !p.is_empty() {
+                return Ok(p);
+            }
+        }
+        if self.params.fold_bias_adds {
+            let p = fold_bias_adds(model);
             if !p.is_empty() {
                 return Ok(p);
             }
@@ -774,6 +787,101 @@ fn fold_into_gemm(
         .push(tensor::from_f32(&wname, &w.dims, &wd));
     p.add_initializers
         .push(tensor::from_f32(&cname, &[n as i64], &c));
+    p.add_nodes.push(node);
+    Some(p)
+}
+
+/// Rule 3b: `y = Add(Conv(x, W[, B]), c)` with a float32 constant `c` that
+/// holds one value per output channel (shape `[1, M, 1, 1]`, `[M, 1, 1]`, or
+/// a single value) becomes `y = Conv(x, W, B + c)`, when the Conv's output
+/// feeds only the Add. PaddlePaddle's newer exporter writes every Conv so
+/// (PP-OCRv5/v6: all of them): as an Add, the bias sits after the Conv's
+/// output, where `quant` must quantize before it is added, and onnxruntime
+/// cannot fuse the quantized Conv with the activation after it. Also for
+/// ConvTranspose (`M` = its weight's second dim times `group`).
+fn fold_bias_adds(model: &Model) -> Vec<Patch> {
+    let g = &model.graph;
+    let mut out = Vec::new();
+    for add in g.nodes.node_indices() {
+        let a = &g.nodes[add];
+        if a.op() != "Add" || !a.is_onnx() || a.proto.input.len() != 2 {
+            continue;
+        }
+        // The Conv's output and the constant, in either order.
+        let pick = |i: usize| {
+            let (x, c) = (&a.proto.input[i], &a.proto.input[1 - i]);
+            let prod = g.producer(x)?;
+            let pn = &g.nodes[prod];
+            (pn.is_onnx() && matches!(pn.op(), "Conv" | "ConvTranspose")).then_some((prod, x, c))
+        };
+        let Some((conv, x, c)) = pick(0).or_else(|| pick(1)) else {
+            continue;
+        };
+        if g.is_graph_output(x) || g.consumers(x).len() != 1 {
+            continue;
+        }
+        if let Some(p) = bias_add_patch(model, conv, add, c) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn bias_add_patch(model: &Model, conv: NodeId, add: NodeId, c: &str) -> Option<Patch> {
+    let g = &model.graph;
+    let cp = &g.nodes[conv].proto;
+    if cp.output.len() != 1 {
+        return None;
+    }
+    let w = g.constant(cp.input.get(1)?)?;
+    let rank = w.dims.len();
+    let group = attr(cp, "group").map_or(1, |a| a.i());
+    let m = match cp.op_type() {
+        "Conv" => *w.dims.first()?,
+        _ => w.dims.get(1)? * group,
+    } as usize;
+    let add_c = f32_const(model, c)?;
+    // Right-aligned against the output [N, M, spatial...]: every dim 1 but
+    // the channel's, which is 1 or M; no more dims than the output has (the
+    // Add would broadcast it to a larger rank).
+    if rank < 3 || add_c.dims.len() > rank {
+        return None;
+    }
+    // The channel axis, counted from the right.
+    let channel = rank - 2;
+    for (from_right, &d) in add_c.dims.iter().rev().enumerate() {
+        let ok = d == 1 || (from_right == channel && d as usize == m);
+        if !ok {
+            return None;
+        }
+    }
+    let per_channel = |i: usize| add_c.data[if add_c.data.len() == 1 { 0 } else { i }];
+    if add_c.data.len() != 1 && add_c.data.len() != m {
+        return None;
+    }
+    let bias: Vec<f32> = match cp.input.get(2).filter(|s| !s.is_empty()) {
+        Some(b) => {
+            let b = f32_const(model, b)?;
+            if b.data.len() != m {
+                return None;
+            }
+            (0..m).map(|i| b.data[i] + per_channel(i)).collect()
+        }
+        None => (0..m).map(per_channel).collect(),
+    };
+    let bname = g.fresh_name(&format!("{}_bias", g.nodes[conv].label()));
+    let mut node = cp.clone();
+    node.input.truncate(2);
+    node.input.push(bname.clone());
+    node.output[0] = g.nodes[add].proto.output[0].clone();
+    let mut p = Patch::new(match cp.op_type() {
+        "Conv" => "Add of a per-channel constant folded into the Conv's bias",
+        _ => "Add of a per-channel constant folded into the ConvTranspose's bias",
+    });
+    p.anchor = Some(conv);
+    p.remove_nodes = vec![add, conv];
+    p.add_initializers
+        .push(tensor::from_f32(&bname, &[m as i64], &bias));
     p.add_nodes.push(node);
     Some(p)
 }
