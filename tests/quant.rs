@@ -2367,3 +2367,45 @@ fn verification_reuses_the_run_quant_checked() {
     }
     assert_eq!(memo.hits(), 1);
 }
+
+/// `activations=auto` where MatMul/Gemm layers hold more weights than the
+/// Convs: a classifier head, read once per image, leaves the Convs most of
+/// the multiply-adds and the model is quantized static (VGG, the PP-OCRv5
+/// recogniser); the same weight read at every one of the 64 positions makes
+/// it dynamic.
+#[test]
+fn auto_activations_follow_multiply_adds_where_weight_counts_do_not_settle_it() {
+    // c1: 1152 weights x 64 positions = 73728 multiply-adds.
+    let head = |b: ModelBuilder| b.init_f32("wfc", &[16, 1000], &weights(16000, 4));
+    let once = head(int8_head())
+        .node("gap", "GlobalAveragePool", &["a1"], &["p"])
+        .node_with("flat", "Flatten", &["p"], &["f"], vec![attr_int("axis", 1)])
+        // 16000 weights x 1 row.
+        .node("fc", "MatMul", &["f", "wfc"], &["y"])
+        .output("y", &[1, 1000])
+        .build()
+        .unwrap();
+    let everywhere = head(int8_head())
+        .node_with(
+            "nhwc",
+            "Transpose",
+            &["a1"],
+            &["t"],
+            vec![attr_ints("perm", &[0, 2, 3, 1])],
+        )
+        // 16000 weights x 64 rows.
+        .node("fc", "MatMul", &["t", "wfc"], &["y"])
+        .output("y", &[1, 8, 8, 1000])
+        .build()
+        .unwrap();
+    for (original, mode, share) in [(once, "static", 82), (everywhere, "dynamic", 7)] {
+        let mut m = original.clone();
+        let r = quant(&mut m, "sensitive = \"off\"");
+        let expected = format!(
+            "activations: {mode} (1152 weights in Conv, 16000 in MatMul/Gemm; at the calibration sizes Convs compute {share}% of their multiply-adds)"
+        );
+        assert!(r.notes.contains(&expected), "{expected}\n{:?}", r.notes);
+        let v = verify_quant(&original, &m);
+        assert_eq!(v.status, Status::Passed, "{}", v.table());
+    }
+}

@@ -278,6 +278,63 @@ pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<bool> {
     .is_ok())
 }
 
+/// Concrete shapes of the node outputs `values` with inputs shaped and
+/// typed like `inputs`: tract types the model (no code is generated, nothing
+/// runs). `None` for a value tract leaves symbolic or does not define.
+pub fn value_shapes(
+    proto: &ModelProto,
+    inputs: &[Tensor],
+    values: &[String],
+) -> Result<Vec<Option<Vec<usize>>>> {
+    let mut proto = proto.clone();
+    let graph = proto.graph.as_mut().context("no graph")?;
+    let defined: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    // Each value's position among the graph's outputs (added where it is
+    // not one yet).
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for v in values {
+        if !defined.contains(v.as_str()) || at.contains_key(v.as_str()) {
+            continue;
+        }
+        let pos = match graph.output.iter().position(|o| o.name() == v.as_str()) {
+            Some(i) => i,
+            None => {
+                graph.output.push(crate::proto::ValueInfoProto {
+                    name: Some(v.clone()),
+                    ..Default::default()
+                });
+                graph.output.len() - 1
+            }
+        };
+        at.insert(v, pos);
+    }
+    let shapes = guarded("analysing the model", || {
+        let typed = with_input_facts(inference_model(&proto)?, inputs)?
+            .into_typed()
+            .map_err(to_tract_error)?;
+        typed
+            .output_outlets()
+            .map_err(to_tract_error)?
+            .iter()
+            .map(|o| {
+                let fact = typed.outlet_fact(*o).map_err(to_tract_error)?;
+                Ok(fact.shape.as_concrete().map(|s| s.to_vec()))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(values
+        .iter()
+        .map(|v| {
+            at.get(v.as_str())
+                .and_then(|&i| shapes.get(i).cloned().flatten())
+        })
+        .collect())
+}
+
 /// Shapes and types of a constant subgraph's outputs, without running it.
 pub fn output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> {
     guarded("analysing a constant subgraph", || {

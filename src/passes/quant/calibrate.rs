@@ -64,6 +64,30 @@ pub enum PairAxis {
     Last,
 }
 
+/// Shapes of the node outputs `values` at the sizes calibration runs the
+/// model at (those of the first of the user's samples, else the settled
+/// dims): tract types the model, nothing runs. `None` where a shape is not
+/// concrete.
+pub fn value_shapes(
+    model: &Model,
+    values: &[String],
+    data: &DataSource,
+) -> Result<Vec<Option<Vec<usize>>>> {
+    let mut notes = Vec::new();
+    let mut specs = inputs::input_specs(&model.graph, &data.dims, &mut notes)?;
+    let samples = match &data.inputs {
+        Some(p) => inputs::load_samples(p, &specs)?,
+        None => {
+            inputs::ProducerImages::apply(model, &mut specs, &mut notes);
+            inputs::random_samples(&specs, 1, data.seed)?
+        }
+    };
+    let (fixed, run_samples) = crate::verify::split_fixed(crate::verify::has_if(model), &samples);
+    let (proto, _) =
+        crate::verify::verification_copy(model, &specs, &samples[0], &fixed, &run_samples)?;
+    tr::value_shapes(&proto, &run_samples[0], values)
+}
+
 /// Ranges of `values` over the calibration samples. `reference`: samples
 /// (not calibrated on) whose model outputs the same plan computes, for
 /// `sensitive=auto`'s comparisons, saving a plan of the original.
