@@ -559,13 +559,14 @@ fn function_nodes_lose_their_debug_annotations() {
     assert!(clean(&mut m.clone()).changes.is_empty(), "idempotent");
 }
 
-/// `Add(Conv(x, W), c)` with one value of `c` per output channel (as
-/// PaddlePaddle's newer exporter writes every bias) becomes the Conv's bias,
-/// added to the bias it has (a ConvTranspose with groups too, and a single
-/// value). An Add whose constant varies along a spatial axis, or whose Conv
-/// output another node reads, stays.
+/// `Mul(Conv(x, W), s)` and `Add(Conv(x, W), c)` with one value of `s` or
+/// `c` per output channel (as PaddlePaddle's exporters write biases and
+/// PP-OCRv4's affine blocks) become the Conv's weights and bias, scaled or
+/// added to the bias it has (an Add after a ConvTranspose with groups too,
+/// and a single value; a Mul then an Add in two rounds). A constant that
+/// varies along a spatial axis, or a Conv output another node reads, stays.
 #[test]
-fn per_channel_adds_fold_into_conv_biases() {
+fn per_channel_muls_and_adds_fold_into_convs() {
     let w: Vec<f32> = (0..4 * 2 * 3 * 3)
         .map(|i| (i % 7) as f32 * 0.1 - 0.3)
         .collect();
@@ -581,6 +582,8 @@ fn per_channel_adds_fold_into_conv_biases() {
         .init_f32("wt", &[2, 2, 2, 2], &wt)
         .init_f32("c3", &[], &[-0.75])
         .init_f32("spatial", &[1, 1, 1, 3], &[1.0, 2.0, 3.0])
+        .init_f32("s6", &[1], &[1.5])
+        .init_f32("c6", &[1], &[-0.5])
         .node("conv", "Conv", &["x", "w"], &["h"])
         .node("add", "Add", &["h", "c"], &["y"])
         .node("conv2", "Conv", &["x", "w", "b2"], &["h2"])
@@ -598,32 +601,87 @@ fn per_channel_adds_fold_into_conv_biases() {
         .node("conv5", "Conv", &["x", "w"], &["h5"])
         .node("add5", "Add", &["h5", "c"], &["y5"])
         .node("relu5", "Relu", &["h5"], &["r5"])
+        .node("conv6", "Conv", &["x", "w"], &["h6"])
+        .node("mul6", "Mul", &["s6", "h6"], &["m6"])
+        .node("add6", "Add", &["m6", "c6"], &["y6"])
+        .node("conv7", "Conv", &["x", "w", "b2"], &["h7"])
+        .node("mul7", "Mul", &["h7", "c"], &["y7"])
         .output("y", &[1, 4, 3, 3])
         .output("y2", &[1, 4, 3, 3])
         .output("y3", &[1, 4, 6, 6])
         .output("y4", &[1, 4, 3, 3])
         .output("y5", &[1, 4, 3, 3])
         .output("r5", &[1, 4, 3, 3])
+        .output("y6", &[1, 4, 3, 3])
+        .output("y7", &[1, 4, 3, 3])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    for (change, count) in [
+        (
+            "Add of a per-channel constant folded into the Conv's bias",
+            3,
+        ),
+        (
+            "Add of a per-channel constant folded into the ConvTranspose's bias",
+            1,
+        ),
+        (
+            "Mul by a per-channel constant folded into the Conv's weights",
+            2,
+        ),
+    ] {
+        assert_eq!(r.changes.get(change), Some(&count), "{:?}", r.changes);
+    }
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    insta::assert_snapshot!(dump(&m.graph));
+    assert!(clean(&mut m.clone()).changes.is_empty());
+}
+
+/// Two Convs sharing a weight, each before its own BatchNormalization: each
+/// gets its own folded weight, under its own name (both folds are proposed
+/// in one round, before either name is in the graph).
+#[test]
+fn batchnorms_after_convs_sharing_a_weight_fold_into_two_weights() {
+    let bn = |b: ModelBuilder, p: &str, s: f32| {
+        b.init_f32(&format!("{p}s"), &[2], &[s, 2.0 * s])
+            .init_f32(&format!("{p}b"), &[2], &[0.5, -0.5])
+            .init_f32(&format!("{p}m"), &[2], &[0.1, 0.2])
+            .init_f32(&format!("{p}v"), &[2], &[1.0, 0.5])
+    };
+    let b =
+        ModelBuilder::new(17)
+            .input("x", &[1, 1, 3, 3])
+            .init_f32("w", &[2, 1, 1, 1], &[1.0, -2.0]);
+    let original = bn(bn(b, "a", 3.0), "b", 0.25)
+        .node("c1", "Conv", &["x", "w"], &["h1"])
+        .node(
+            "bn1",
+            "BatchNormalization",
+            &["h1", "as", "ab", "am", "av"],
+            &["y1"],
+        )
+        .node("c2", "Conv", &["x", "w"], &["h2"])
+        .node(
+            "bn2",
+            "BatchNormalization",
+            &["h2", "bs", "bb", "bm", "bv"],
+            &["y2"],
+        )
+        .output("y1", &[1, 2, 3, 3])
+        .output("y2", &[1, 2, 3, 3])
         .build()
         .unwrap();
     let mut m = original.clone();
     let r = clean(&mut m);
     assert_eq!(
-        r.changes
-            .get("Add of a per-channel constant folded into the Conv's bias"),
+        r.changes.get("BatchNormalization folded into Conv"),
         Some(&2),
-        "{:?}",
-        r.changes
-    );
-    assert_eq!(
-        r.changes
-            .get("Add of a per-channel constant folded into the ConvTranspose's bias"),
-        Some(&1),
         "{:?}",
         r.changes
     );
     let v = verify(&original, &m, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
-    insta::assert_snapshot!(dump(&m.graph));
-    assert!(clean(&mut m.clone()).changes.is_empty());
 }

@@ -527,6 +527,23 @@ impl Graph {
             .expect("an unused name exists")
     }
 
+    /// [`Graph::fresh_name`] among names also not in `reserved` (those of
+    /// patches proposed in the same round, not yet in the graph), which the
+    /// name joins.
+    pub fn fresh_name_among(&self, base: &str, reserved: &mut HashSet<String>) -> String {
+        let free = |n: &str| !self.is_defined(n) && !reserved.contains(n);
+        let name = if free(base) {
+            base.to_string()
+        } else {
+            (1..)
+                .map(|i| format!("{base}_{i}"))
+                .find(|n| free(n))
+                .expect("an unused name exists")
+        };
+        reserved.insert(name.clone());
+        name
+    }
+
     fn next_order(&mut self, major: u64) -> (u64, u64) {
         self.next_seq += 1;
         (major, self.next_seq)

@@ -24,10 +24,11 @@
 //!    Conv/Gemm output feeds only the BN and all parameters are float32
 //!    constants: `W' = W * s / sqrt(v + eps)` per output channel,
 //!    `B' = (B - m) * s / sqrt(v + eps) + b`.
-//!    **Per-channel Adds folded** into the Conv or ConvTranspose before it
-//!    (its bias), when its output feeds only the Add and the other operand
-//!    is a float32 constant with one value per channel (`[1, M, 1, 1]`, as
-//!    PaddlePaddle's newer exporter writes every bias) or a single value.
+//!    **Per-channel Muls and Adds folded** into the Conv before them (its
+//!    weights and bias; an Add into a ConvTranspose's bias too), when its
+//!    output feeds only that node and the other operand is a float32
+//!    constant with one value per channel (`[1, M, 1, 1]`, as PaddlePaddle's
+//!    exporters write biases) or a single value (PP-OCRv4's affine blocks).
 //! 4. **Constant subgraphs folded**: nodes whose inputs are all constants are
 //!    evaluated with tract and replaced by initializers, except where the
 //!    result would exceed `fold_max_bytes` and its inputs.
@@ -68,8 +69,8 @@ use crate::proto::{
 
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
-    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm, per-channel bias Adds and constant subgraphs, merge identical small constants, drop nodes' debug annotations",
-    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, Conv/ConvTranspose -> Add of a per-channel constant, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
+    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm, per-channel Muls/Adds after Convs and constant subgraphs, merge identical small constants, drop nodes' debug annotations",
+    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, Conv -> Mul/Add of a per-channel constant, ConvTranspose -> Add of one, nodes with only constant inputs, If with a constant condition, identical small constants, unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -77,7 +78,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "fold_constants", kind: "bool", default: "true", range: "true|false", doc: "evaluate nodes whose inputs are all constant and store the results as initializers" },
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
-        ParamInfo { name: "fold_bias_adds", kind: "bool", default: "true", range: "true|false", doc: "fold an Add of a per-channel constant after a Conv/ConvTranspose into its bias (PaddlePaddle's newer exporter writes every Conv so)" },
+        ParamInfo { name: "fold_conv_affine", kind: "bool", default: "true", range: "true|false", doc: "fold a Mul by a per-channel constant after a Conv into its weights and bias, and an Add of one after a Conv/ConvTranspose into its bias (PaddlePaddle's exporters write biases and learnable affine blocks so)" },
         ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
         ParamInfo { name: "strip_debug_info", kind: "bool", default: "true", range: "true|false", doc: "drop the doc string and metadata_props of every node, in the graph, its If/Loop/Scan bodies and the model-local functions (exporters' stack traces and source-node annotations, read by no runtime); model, graph, value, tensor and function metadata always stay" },
         ParamInfo { name: "unlist_initializer_inputs", kind: "bool", default: "true", range: "true|false", doc: "initializers also listed as graph inputs (as IR 3 required) stop being inputs, so passes see them as constants (they can no longer be overridden at run time)" },
@@ -92,7 +93,7 @@ pub struct Params {
     pub fold_constants: bool,
     pub fold_max_bytes: u64,
     pub fold_batchnorm: bool,
-    pub fold_bias_adds: bool,
+    pub fold_conv_affine: bool,
     pub inline_if: bool,
     pub unlist_initializer_inputs: bool,
     pub strip_debug_info: bool,
@@ -104,7 +105,7 @@ impl Default for Params {
             fold_constants: true,
             fold_max_bytes: 1 << 20,
             fold_batchnorm: true,
-            fold_bias_adds: true,
+            fold_conv_affine: true,
             inline_if: true,
             unlist_initializer_inputs: true,
             strip_debug_info: true,
@@ -158,8 +159,8 @@ impl Pass for Clean {
                 return Ok(p);
             }
         }
-        if self.params.fold_bias_adds {
-            let p = fold_bias_adds(model);
+        if self.params.fold_conv_affine {
+            let p = fold_conv_affine(model);
             if !p.is_empty() {
                 return Ok(p);
             }
@@ -606,6 +607,8 @@ fn f32_const(model: &Model, name: &str) -> Option<tensor::F32Tensor> {
 fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
     let g = &model.graph;
     let mut out = Vec::new();
+    // New names of this round's patches (two Convs may share a weight).
+    let mut taken = HashSet::new();
     for bn in g.nodes.node_indices() {
         let b = &g.nodes[bn];
         if b.op() != "BatchNormalization" || !b.is_onnx() || b.proto.input.len() != 5 {
@@ -655,8 +658,8 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
             .map(|i| params[1].data[i] - params[2].data[i] * f[i])
             .collect();
         let patch = match pn.op() {
-            "Conv" => fold_into_conv(model, prod, bn, &f, &shift),
-            _ => fold_into_gemm(model, prod, bn, &f, &shift),
+            "Conv" => fold_into_conv(model, prod, bn, &f, &shift, &mut taken),
+            _ => fold_into_gemm(model, prod, bn, &f, &shift, &mut taken),
         };
         match patch {
             Some(p) => out.push(p),
@@ -676,6 +679,7 @@ fn fold_into_conv(
     bn: NodeId,
     f: &[f32],
     shift: &[f32],
+    taken: &mut HashSet<String>,
 ) -> Option<Patch> {
     let g = &model.graph;
     let cp = &g.nodes[conv].proto;
@@ -699,8 +703,8 @@ fn fold_into_conv(
         }
         None => shift.to_vec(),
     };
-    let wname = g.fresh_name(&format!("{}_bnfold", cp.input[1]));
-    let bname = g.fresh_name(&format!("{}_bnfold_bias", g.nodes[conv].label()));
+    let wname = g.fresh_name_among(&format!("{}_bnfold", cp.input[1]), taken);
+    let bname = g.fresh_name_among(&format!("{}_bnfold_bias", g.nodes[conv].label()), taken);
     let mut node = cp.clone();
     node.input.truncate(2);
     node.input[1] = wname.clone();
@@ -723,6 +727,7 @@ fn fold_into_gemm(
     bn: NodeId,
     f: &[f32],
     shift: &[f32],
+    taken: &mut HashSet<String>,
 ) -> Option<Patch> {
     let g = &model.graph;
     let gp = &g.nodes[gemm].proto;
@@ -766,8 +771,8 @@ fn fold_into_gemm(
         }
         None => shift.to_vec(),
     };
-    let wname = g.fresh_name(&format!("{}_bnfold", gp.input[1]));
-    let cname = g.fresh_name(&format!("{}_bnfold_bias", g.nodes[gemm].label()));
+    let wname = g.fresh_name_among(&format!("{}_bnfold", gp.input[1]), taken);
+    let cname = g.fresh_name_among(&format!("{}_bnfold_bias", g.nodes[gemm].label()), taken);
     let mut node = gp.clone();
     node.input.truncate(2);
     node.input[1] = wname.clone();
@@ -791,20 +796,29 @@ fn fold_into_gemm(
     Some(p)
 }
 
-/// Rule 3b: `y = Add(Conv(x, W[, B]), c)` with a float32 constant `c` that
-/// holds one value per output channel (shape `[1, M, 1, 1]`, `[M, 1, 1]`, or
-/// a single value) becomes `y = Conv(x, W, B + c)`, when the Conv's output
-/// feeds only the Add. PaddlePaddle's newer exporter writes every Conv so
-/// (PP-OCRv5/v6: all of them): as an Add, the bias sits after the Conv's
-/// output, where `quant` must quantize before it is added, and onnxruntime
-/// cannot fuse the quantized Conv with the activation after it. Also for
-/// ConvTranspose (`M` = its weight's second dim times `group`).
-fn fold_bias_adds(model: &Model) -> Vec<Patch> {
+/// Rule 3b: `y = Mul(Conv(x, W[, B]), s)` becomes `y = Conv(x, W * s, B * s)`
+/// and `y = Add(Conv(x, W[, B]), c)` becomes `y = Conv(x, W, B + c)`, where
+/// the Conv's output feeds only that node and `s` or `c` is a float32
+/// constant holding one value per output channel (shape `[1, M, 1, 1]`,
+/// `[M, 1, 1]`, or a single value). PaddlePaddle's exporters write biases so
+/// (PP-OCRv5/v6: every Conv), and PP-OCRv4's learnable affine blocks as a
+/// scalar Mul and Add after each Conv: left as they are, `quant` quantizes
+/// the Conv's output before them, and onnxruntime cannot fuse the quantized
+/// Conv with the activation after them. The Add is folded into a
+/// ConvTranspose's bias too (`M` = its weight's second dim times `group`).
+fn fold_conv_affine(model: &Model) -> Vec<Patch> {
     let g = &model.graph;
     let mut out = Vec::new();
-    for add in g.nodes.node_indices() {
-        let a = &g.nodes[add];
-        if a.op() != "Add" || !a.is_onnx() || a.proto.input.len() != 2 {
+    // New names of this round's patches (two Convs may share a weight).
+    let mut taken = HashSet::new();
+    for id in g.nodes.node_indices() {
+        let a = &g.nodes[id];
+        let mul = match a.op() {
+            "Mul" => true,
+            "Add" => false,
+            _ => continue,
+        };
+        if !a.is_onnx() || a.proto.input.len() != 2 {
             continue;
         }
         // The Conv's output and the constant, in either order.
@@ -812,7 +826,12 @@ fn fold_bias_adds(model: &Model) -> Vec<Patch> {
             let (x, c) = (&a.proto.input[i], &a.proto.input[1 - i]);
             let prod = g.producer(x)?;
             let pn = &g.nodes[prod];
-            (pn.is_onnx() && matches!(pn.op(), "Conv" | "ConvTranspose")).then_some((prod, x, c))
+            let fits = match pn.op() {
+                "Conv" => true,
+                "ConvTranspose" => !mul,
+                _ => false,
+            };
+            (pn.is_onnx() && fits).then_some((prod, x, c))
         };
         let Some((conv, x, c)) = pick(0).or_else(|| pick(1)) else {
             continue;
@@ -820,69 +839,96 @@ fn fold_bias_adds(model: &Model) -> Vec<Patch> {
         if g.is_graph_output(x) || g.consumers(x).len() != 1 {
             continue;
         }
-        if let Some(p) = bias_add_patch(model, conv, add, c) {
+        if let Some(p) = affine_patch(model, conv, id, c, mul, &mut taken) {
             out.push(p);
         }
     }
     out
 }
 
-fn bias_add_patch(model: &Model, conv: NodeId, add: NodeId, c: &str) -> Option<Patch> {
+/// [`fold_conv_affine`]'s patch: the Conv `conv` takes in the Mul (`mul`) or
+/// Add `node` by the constant `c`, if `c` holds one value per channel.
+fn affine_patch(
+    model: &Model,
+    conv: NodeId,
+    node: NodeId,
+    c: &str,
+    mul: bool,
+    taken: &mut HashSet<String>,
+) -> Option<Patch> {
     let g = &model.graph;
     let cp = &g.nodes[conv].proto;
     if cp.output.len() != 1 {
         return None;
     }
-    let w = g.constant(cp.input.get(1)?)?;
+    let w_name = cp.input.get(1)?;
+    let w = g.constant(w_name)?;
     let rank = w.dims.len();
     let group = attr(cp, "group").map_or(1, |a| a.i());
     let m = match cp.op_type() {
         "Conv" => *w.dims.first()?,
         _ => w.dims.get(1)? * group,
     } as usize;
-    let add_c = f32_const(model, c)?;
+    let k = f32_const(model, c)?;
     // Right-aligned against the output [N, M, spatial...]: every dim 1 but
     // the channel's, which is 1 or M; no more dims than the output has (the
-    // Add would broadcast it to a larger rank).
-    if rank < 3 || add_c.dims.len() > rank {
+    // node would broadcast it to a larger rank).
+    if rank < 3 || k.dims.len() > rank || (k.data.len() != 1 && k.data.len() != m) {
         return None;
     }
     // The channel axis, counted from the right.
     let channel = rank - 2;
-    for (from_right, &d) in add_c.dims.iter().rev().enumerate() {
-        let ok = d == 1 || (from_right == channel && d as usize == m);
-        if !ok {
+    for (from_right, &d) in k.dims.iter().rev().enumerate() {
+        if d != 1 && !(from_right == channel && d as usize == m) {
             return None;
         }
     }
-    let per_channel = |i: usize| add_c.data[if add_c.data.len() == 1 { 0 } else { i }];
-    if add_c.data.len() != 1 && add_c.data.len() != m {
-        return None;
-    }
-    let bias: Vec<f32> = match cp.input.get(2).filter(|s| !s.is_empty()) {
+    let per_channel = |i: usize| k.data[if k.data.len() == 1 { 0 } else { i }];
+    let bias: Option<Vec<f32>> = match cp.input.get(2).filter(|s| !s.is_empty()) {
         Some(b) => {
             let b = f32_const(model, b)?;
             if b.data.len() != m {
                 return None;
             }
-            (0..m).map(|i| b.data[i] + per_channel(i)).collect()
+            Some(b.data)
         }
-        None => (0..m).map(per_channel).collect(),
+        None => None,
     };
-    let bname = g.fresh_name(&format!("{}_bias", g.nodes[conv].label()));
-    let mut node = cp.clone();
-    node.input.truncate(2);
-    node.input.push(bname.clone());
-    node.output[0] = g.nodes[add].proto.output[0].clone();
-    let mut p = Patch::new(match cp.op_type() {
-        "Conv" => "Add of a per-channel constant folded into the Conv's bias",
+    let mut node_proto = cp.clone();
+    node_proto.input.truncate(2);
+    node_proto.output[0] = g.nodes[node].proto.output[0].clone();
+    let mut p = Patch::new(match (mul, cp.op_type()) {
+        (true, _) => "Mul by a per-channel constant folded into the Conv's weights",
+        (false, "Conv") => "Add of a per-channel constant folded into the Conv's bias",
         _ => "Add of a per-channel constant folded into the ConvTranspose's bias",
     });
+    let bias = if mul {
+        let mut wd = f32_const(model, w_name)?;
+        let per = wd.data.len() / m;
+        for (oc, chunk) in wd.data.chunks_mut(per).enumerate() {
+            let f = per_channel(oc);
+            chunk.iter_mut().for_each(|v| *v *= f);
+        }
+        let wname = g.fresh_name_among(&format!("{w_name}_scaled"), taken);
+        p.add_initializers
+            .push(tensor::from_f32(&wname, &wd.dims, &wd.data));
+        node_proto.input[1] = wname;
+        bias.map(|b| (0..m).map(|i| b[i] * per_channel(i)).collect::<Vec<_>>())
+    } else {
+        Some(match bias {
+            Some(b) => (0..m).map(|i| b[i] + per_channel(i)).collect(),
+            None => (0..m).map(per_channel).collect(),
+        })
+    };
+    if let Some(b) = bias {
+        let bname = g.fresh_name_among(&format!("{}_bias", g.nodes[conv].label()), taken);
+        p.add_initializers
+            .push(tensor::from_f32(&bname, &[m as i64], &b));
+        node_proto.input.push(bname);
+    }
     p.anchor = Some(conv);
-    p.remove_nodes = vec![add, conv];
-    p.add_initializers
-        .push(tensor::from_f32(&bname, &[m as i64], &bias));
-    p.add_nodes.push(node);
+    p.remove_nodes = vec![node, conv];
+    p.add_nodes.push(node_proto);
     Some(p)
 }
 
