@@ -64,6 +64,31 @@ pub enum PairAxis {
     Last,
 }
 
+/// The inputs' specs and the calibration samples: the user's (`--inputs`),
+/// else `count` seeded random ones at the settled dims (an Ultralytics
+/// model's images in their documented range), which `notes` then mentions.
+fn calibration_samples(
+    model: &Model,
+    data: &DataSource,
+    count: usize,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<inputs::InputSpec>, Vec<Vec<Tensor>>)> {
+    let mut dim_notes = Vec::new();
+    let mut specs = inputs::input_specs(&model.graph, &data.dims, &mut dim_notes)?;
+    let samples = match &data.inputs {
+        Some(p) => inputs::load_samples(p, &specs)?,
+        None => {
+            inputs::ProducerImages::apply(model, &mut specs, &mut dim_notes);
+            notes.append(&mut dim_notes);
+            notes.push(format!(
+                "calibrated on {count} seeded random sample(s): pass --inputs with real data for activation ranges that match use"
+            ));
+            inputs::random_samples(&specs, count.max(1), data.seed.wrapping_add(0x5eed))?
+        }
+    };
+    Ok((specs, samples))
+}
+
 /// Shapes of the node outputs `values` at the sizes calibration runs the
 /// model at (those of the first of the user's samples, else the settled
 /// dims): tract types the model, nothing runs. `None` where a shape is not
@@ -73,15 +98,7 @@ pub fn value_shapes(
     values: &[String],
     data: &DataSource,
 ) -> Result<Vec<Option<Vec<usize>>>> {
-    let mut notes = Vec::new();
-    let mut specs = inputs::input_specs(&model.graph, &data.dims, &mut notes)?;
-    let samples = match &data.inputs {
-        Some(p) => inputs::load_samples(p, &specs)?,
-        None => {
-            inputs::ProducerImages::apply(model, &mut specs, &mut notes);
-            inputs::random_samples(&specs, 1, data.seed)?
-        }
-    };
+    let (specs, samples) = calibration_samples(model, data, 1, &mut Vec::new())?;
     let (fixed, run_samples) = crate::verify::split_fixed(crate::verify::has_if(model), &samples);
     let (proto, _) =
         crate::verify::verification_copy(model, &specs, &samples[0], &fixed, &run_samples)?;
@@ -107,19 +124,7 @@ pub fn calibrate(
     notes: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<Calibration> {
-    let mut dim_notes = Vec::new();
-    let mut specs = inputs::input_specs(&model.graph, &data.dims, &mut dim_notes)?;
-    let data_samples = match &data.inputs {
-        Some(p) => inputs::load_samples(p, &specs)?,
-        None => {
-            inputs::ProducerImages::apply(model, &mut specs, &mut dim_notes);
-            notes.append(&mut dim_notes);
-            notes.push(format!(
-                "calibrated on {samples} seeded random sample(s): pass --inputs with real data for activation ranges that match use"
-            ));
-            inputs::random_samples(&specs, samples.max(1), data.seed.wrapping_add(0x5eed))?
-        }
-    };
+    let (specs, data_samples) = calibration_samples(model, data, samples, notes)?;
     let (fixed, run_samples) =
         crate::verify::split_fixed(crate::verify::has_if(model), &data_samples);
     let (mut proto, _) =
