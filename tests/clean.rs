@@ -685,3 +685,84 @@ fn batchnorms_after_convs_sharing_a_weight_fold_into_two_weights() {
     let v = verify(&original, &m, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
+
+/// Malformed Convs around a per-channel Mul or Add (an empty or negative
+/// weight dim, a group below 1, a Mul by infinity, a Mul whose output is
+/// missing) are left as they are: no fold, no panic.
+#[test]
+fn malformed_convs_are_not_folded() {
+    /// The Conv's op, weight dims and values and attributes; the node after
+    /// it, its constant, and whether that node has an output.
+    type Case = (
+        &'static str,
+        &'static [i64],
+        &'static [f32],
+        Vec<onnx_squeeze::proto::AttributeProto>,
+        &'static str,
+        f32,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        ("Conv", &[0, 2, 3, 3], &[], vec![], "Mul", 2.0, true),
+        ("Conv", &[4, 0, 3, 3], &[], vec![], "Mul", 2.0, true),
+        (
+            "ConvTranspose",
+            &[2, 2, 2, 2],
+            &[0.5; 16],
+            vec![attr_int("group", -1)],
+            "Add",
+            1.0,
+            true,
+        ),
+        (
+            "ConvTranspose",
+            &[2, 2, 2, 2],
+            &[0.5; 16],
+            vec![attr_int("group", i64::MAX)],
+            "Add",
+            1.0,
+            true,
+        ),
+        (
+            "Conv",
+            &[4, 2, 3, 3],
+            &[0.0; 72],
+            vec![],
+            "Mul",
+            f32::INFINITY,
+            true,
+        ),
+        (
+            "Conv",
+            &[4, 2, 3, 3],
+            &[1e38; 72],
+            vec![],
+            "Mul",
+            1e10,
+            true,
+        ),
+        ("Conv", &[4, 2, 3, 3], &[0.5; 72], vec![], "Mul", 2.0, false),
+    ];
+    for (op, dims, w, attrs, with, k, has_output) in cases {
+        let outs: &[&str] = if has_output { &["y"] } else { &[] };
+        let mut b = ModelBuilder::new(17)
+            .input("x", &[1, 2, 5, 5])
+            .init_f32("w", dims, w)
+            .init_f32("k", &[], &[k])
+            .node_with("conv", op, &["x", "w"], &["h"], attrs)
+            .node("affine", with, &["h", "k"], outs);
+        b = if has_output {
+            b.output("y", &[1, 4, 3, 3])
+        } else {
+            b.node("other", "Relu", &["x"], &["z"])
+                .output("z", &[1, 2, 5, 5])
+        };
+        let mut m = b.build().unwrap();
+        let r = clean(&mut m);
+        assert!(
+            !r.changes.keys().any(|c| c.contains("per-channel constant")),
+            "{op} {dims:?} {with} {k}: {:?}",
+            r.changes
+        );
+    }
+}

@@ -614,7 +614,8 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         if b.op() != "BatchNormalization" || !b.is_onnx() || b.proto.input.len() != 5 {
             continue;
         }
-        if b.proto.output.iter().skip(1).any(|o| !o.is_empty())
+        if b.proto.output.first().is_none_or(|o| o.is_empty())
+            || b.proto.output.iter().skip(1).any(|o| !o.is_empty())
             || attr(&b.proto, "training_mode").is_some_and(|a| a.i() != 0)
         {
             continue;
@@ -684,8 +685,12 @@ fn fold_into_conv(
     let g = &model.graph;
     let cp = &g.nodes[conv].proto;
     let w = f32_const(model, cp.input.get(1)?)?;
-    let m = *w.dims.first()? as usize;
-    if m != f.len() || w.dims.len() < 3 {
+    // An empty or negative dim (a malformed weight) is not folded.
+    if w.dims.len() < 3 || w.dims.iter().any(|&d| d < 1) {
+        return None;
+    }
+    let m = w.dims[0] as usize;
+    if m != f.len() {
         return None;
     }
     let per = w.data.len() / m;
@@ -858,18 +863,33 @@ fn affine_patch(
 ) -> Option<Patch> {
     let g = &model.graph;
     let cp = &g.nodes[conv].proto;
+    let out = g.nodes[node]
+        .proto
+        .output
+        .first()
+        .filter(|o| !o.is_empty())?;
     if cp.output.len() != 1 {
         return None;
     }
     let w_name = cp.input.get(1)?;
     let w = g.constant(w_name)?;
     let rank = w.dims.len();
+    // A malformed weight or group (empty, negative) is left to fail where
+    // it is run, not folded.
     let group = attr(cp, "group").map_or(1, |a| a.i());
+    if group < 1 || w.dims.iter().any(|&d| d < 1) {
+        return None;
+    }
     let m = match cp.op_type() {
-        "Conv" => *w.dims.first()?,
-        _ => w.dims.get(1)? * group,
-    } as usize;
+        "Conv" => Some(w.dims[0]),
+        _ => w.dims.get(1)?.checked_mul(group),
+    }
+    .and_then(|m| usize::try_from(m).ok())?;
     let k = f32_const(model, c)?;
+    // A Mul by infinity or NaN is not a scaling of the weights (0 * inf).
+    if mul && k.data.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
     // Right-aligned against the output [N, M, spatial...]: every dim 1 but
     // the channel's, which is 1 or M; no more dims than the output has (the
     // node would broadcast it to a larger rank).
@@ -896,7 +916,7 @@ fn affine_patch(
     };
     let mut node_proto = cp.clone();
     node_proto.input.truncate(2);
-    node_proto.output[0] = g.nodes[node].proto.output[0].clone();
+    node_proto.output[0] = out.clone();
     let mut p = Patch::new(match (mul, cp.op_type()) {
         (true, _) => "Mul by a per-channel constant folded into the Conv's weights",
         (false, "Conv") => "Add of a per-channel constant folded into the Conv's bias",
@@ -908,6 +928,10 @@ fn affine_patch(
         for (oc, chunk) in wd.data.chunks_mut(per).enumerate() {
             let f = per_channel(oc);
             chunk.iter_mut().for_each(|v| *v *= f);
+        }
+        // A product out of float range would change what the model computes.
+        if wd.data.iter().any(|v| !v.is_finite()) {
+            return None;
         }
         let wname = g.fresh_name_among(&format!("{w_name}_scaled"), taken);
         p.add_initializers

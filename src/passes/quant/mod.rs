@@ -321,9 +321,9 @@ pub struct Quant {
     /// Round 1 of this run prepared the model; round 2 quantizes.
     prepared: AtomicBool,
     /// `activations=auto`'s multiply-adds of Convs and of MatMul/Gemm layers
-    /// where their weight counts do not settle it, once per run (`None`
-    /// inside: tract could not type the model).
-    macs: std::sync::Mutex<Option<Option<(u64, u64)>>>,
+    /// where their weight counts do not settle it, once per run (an error:
+    /// why they could not be counted).
+    macs: std::sync::Mutex<Option<Result<(u64, u64), String>>>,
 }
 
 /// Embedding tables with fewer rows stay float: a token-type or segment
@@ -500,10 +500,11 @@ impl Pass for Quant {
         }
         if self.params.activations == "auto" {
             let share = match macs {
-                Some((c, m)) => format!(
+                Some(Ok((c, m))) => format!(
                     "; at the calibration sizes Convs compute {:.0}% of their multiply-adds",
-                    100.0 * c as f64 / (c + m).max(1) as f64
+                    100.0 * c as f64 / (c as f64 + m as f64).max(1.0)
                 ),
+                Some(Err(e)) => format!("; their multiply-adds could not be counted: {e}"),
                 None => String::new(),
             };
             ctx.notes.push(format!(
@@ -1084,58 +1085,73 @@ impl Pass for Quant {
     }
 }
 
-/// Whether an `exclude=` pattern names node `n`: its name, its op type, or
-/// a `*` pattern on its name.
 /// Multiply-adds of the float32 Convs and of the MatMul/Gemm layers with a
-/// constant float32 weight, at the sizes calibration runs the model at: each
-/// weight times the positions it is applied at (a Conv's output positions,
-/// batch included; a MatMul's rows). Shapes from tract's typing of the model
-/// (no plan, nothing runs).
+/// constant float32 weight, at the sizes calibration runs the model at: the
+/// output's elements times the reduction each sums over (a Conv's input
+/// channels per group times its kernel, a MatMul's or Gemm's inner dim).
+/// Shapes from tract's typing of the model (no plan, nothing runs); layers
+/// whose shape it leaves unknown are not counted. An error where no Conv or
+/// no MatMul/Gemm could be counted, or where the weights are too large to
+/// copy for the analysis.
 fn layer_macs(model: &Model, data: &DataSource) -> Result<(u64, u64)> {
+    let bytes = model.weight_bytes();
+    ensure!(
+        bytes <= crate::verify::ANALYSIS_MAX_BYTES,
+        "{:.1} GB of weights is too large to analyse",
+        bytes as f64 / 1e9
+    );
     let g = &model.graph;
     let mut layers = Vec::new();
     for n in g.nodes.node_weights() {
-        let conv = match n.op() {
-            "Conv" => true,
-            "MatMul" | "Gemm" => false,
-            _ => continue,
-        };
         let Some(t) = n.proto.input.get(1).and_then(|w| weight_constant(g, w)) else {
             continue;
         };
         let (Some(out), DataType::Float) = (n.proto.output.first(), tensor::data_type(t)) else {
             continue;
         };
-        layers.push((
-            out.clone(),
-            tensor::numel(&t.dims).unwrap_or(0) as u64,
-            conv,
-        ));
+        let d = &t.dims;
+        let reduction = match n.op() {
+            "Conv" => d.first().and_then(|&m| {
+                let all = tensor::numel(d).ok()?;
+                (m > 0).then(|| all / m as usize)
+            }),
+            "MatMul" if d.len() == 1 => d.first().map(|&k| k as usize),
+            "MatMul" => d.get(d.len().wrapping_sub(2)).map(|&k| k as usize),
+            "Gemm" => {
+                let trans_b = n
+                    .proto
+                    .attribute
+                    .iter()
+                    .any(|a| a.name() == "transB" && a.i() != 0);
+                d.get(usize::from(trans_b)).map(|&k| k as usize)
+            }
+            _ => continue,
+        };
+        if let Some(k) = reduction {
+            layers.push((out.clone(), k as u64, n.op() == "Conv"));
+        }
     }
     let values: Vec<String> = layers.iter().map(|l| l.0.clone()).collect();
     let shapes = calibrate::value_shapes(model, &values, data)?;
-    let (mut conv, mut mm) = (0u64, 0u64);
-    for ((v, weights, is_conv), shape) in layers.iter().zip(shapes) {
-        let shape = shape.with_context(|| format!("the shape of '{v}' is not known"))?;
-        let positions: u64 = if *is_conv {
-            shape
-                .iter()
-                .enumerate()
-                .filter(|&(axis, _)| axis != 1)
-                .map(|(_, &d)| d as u64)
-                .product()
-        } else {
-            shape[..shape.len().saturating_sub(1)]
-                .iter()
-                .map(|&d| d as u64)
-                .product()
-        };
+    let (mut conv, mut mm, mut counted) = (0u64, 0u64, [false; 2]);
+    for ((_, k, is_conv), shape) in layers.iter().zip(shapes) {
+        let Some(shape) = shape else { continue };
+        let macs = shape
+            .iter()
+            .fold(*k, |acc, &d| acc.saturating_mul(d as u64));
         let sum = if *is_conv { &mut conv } else { &mut mm };
-        *sum = sum.saturating_add(weights.saturating_mul(positions));
+        *sum = sum.saturating_add(macs);
+        counted[usize::from(*is_conv)] = true;
     }
+    ensure!(
+        counted == [true, true],
+        "tract left the shapes of the layers unknown"
+    );
     Ok((conv, mm))
 }
 
+/// Whether an `exclude=` pattern names node `n`: its name, its op type, or
+/// a `*` pattern on its name.
 fn exclude_matches(p: &str, n: &crate::ir::Node) -> bool {
     p == n.op() || glob(p, n.name())
 }
@@ -1557,11 +1573,6 @@ impl Quant {
         })
     }
 
-    /// The form of activation quantization, with the weight elements of
-    /// Conv and of MatMul/Gemm that decide it under `activations=auto`:
-    /// convolutional models gain from static QDQ (integer Conv kernels),
-    /// MatMul-heavy ones from dynamic quantization (weights are dequantized
-    /// on every run otherwise).
     /// The activation mode (`activations`, resolved), the Conv and the
     /// MatMul/Gemm weight counts, and where those do not settle `auto`, the
     /// layers' multiply-adds ([`layer_macs`]). `auto`: static where Convs
@@ -1572,9 +1583,14 @@ impl Quant {
     /// compute little, as does the 18385-class output layer of the PP-OCRv5
     /// recogniser, whose convolutions run 24.0 ms static against 28.8
     /// dynamic in onnxruntime (float 30.9); dynamic for the rest
-    /// (transformers).
+    /// (transformers). Convolutional models gain from static QDQ (integer
+    /// Conv kernels), MatMul-heavy ones from dynamic quantization.
     #[allow(clippy::type_complexity)]
-    fn mode(&self, model: &Model, data: &DataSource) -> (&str, usize, usize, Option<(u64, u64)>) {
+    fn mode(
+        &self,
+        model: &Model,
+        data: &DataSource,
+    ) -> (&str, usize, usize, Option<Result<(u64, u64), String>>) {
         let g = &model.graph;
         let weight_elems = |ops: &[&str], dt: DataType| -> usize {
             g.nodes
@@ -1602,10 +1618,13 @@ impl Quant {
             "auto" if conv_w + mm_w == 0 && half > 0 => "none",
             "auto" if conv_w >= mm_w => "static",
             "auto" if conv_w > 0 => {
-                macs = self.cached_macs(model, data);
-                match macs {
-                    Some((c, m)) if c >= m => "static",
-                    _ => "dynamic",
+                let counted = self.cached_macs(model, data);
+                let static_pays = matches!(counted, Ok((c, m)) if c >= m);
+                macs = Some(counted);
+                if static_pays {
+                    "static"
+                } else {
+                    "dynamic"
                 }
             }
             "auto" => "dynamic",
@@ -1615,11 +1634,12 @@ impl Quant {
     }
 
     /// [`layer_macs`], once per run.
-    fn cached_macs(&self, model: &Model, data: &DataSource) -> Option<(u64, u64)> {
+    fn cached_macs(&self, model: &Model, data: &DataSource) -> Result<(u64, u64), String> {
+        let count = || layer_macs(model, data).map_err(|e| format!("{e:#}"));
         let Ok(mut cached) = self.macs.lock() else {
-            return layer_macs(model, data).ok();
+            return count();
         };
-        *cached.get_or_insert_with(|| layer_macs(model, data).ok())
+        cached.get_or_insert_with(count).clone()
     }
 
     /// `sensitive=auto`: check the whole proposal against the tolerance with
