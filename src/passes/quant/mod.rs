@@ -553,16 +553,8 @@ impl Pass for Quant {
                     (1, Use::Axis(0))
                 }
                 "Gemm" => {
-                    let tb = n
-                        .proto
-                        .attribute
-                        .iter()
-                        .any(|a| a.name() == "transB" && a.i() != 0);
-                    let ta = n
-                        .proto
-                        .attribute
-                        .iter()
-                        .any(|a| a.name() == "transA" && a.i() != 0);
+                    let tb = set_flag(&n.proto, "transB");
+                    let ta = set_flag(&n.proto, "transA");
                     if ta {
                         continue;
                     }
@@ -714,10 +706,7 @@ impl Pass for Quant {
                 // rows or with `gather=false`.
                 let slots = |r: NodeId| {
                     let n = &g.nodes[r].proto;
-                    let trans_a = n
-                        .attribute
-                        .iter()
-                        .any(|a| a.name() == "transA" && a.i() != 0);
+                    let trans_a = set_flag(n, "transA");
                     let rank = t.dims.len();
                     n.input
                         .iter()
@@ -793,10 +782,7 @@ impl Pass for Quant {
             let columns = readers.iter().all(|&r| {
                 let n = &g.nodes[r].proto;
                 let b = n.input.get(1) == Some(name);
-                let trans_b = n
-                    .attribute
-                    .iter()
-                    .any(|a| a.name() == "transB" && a.i() != 0);
+                let trans_b = set_flag(n, "transB");
                 b && (n.op_type() == "MatMul" || (n.op_type() == "Gemm" && !trans_b))
             });
             let transposed = readers.iter().all(|&r| g.nodes[r].op() == "ConvTranspose");
@@ -1118,11 +1104,7 @@ fn layer_macs(model: &Model, data: &DataSource) -> Result<(u64, u64)> {
             "MatMul" if d.len() == 1 => d.first().map(|&k| k as usize),
             "MatMul" => d.get(d.len().wrapping_sub(2)).map(|&k| k as usize),
             "Gemm" => {
-                let trans_b = n
-                    .proto
-                    .attribute
-                    .iter()
-                    .any(|a| a.name() == "transB" && a.i() != 0);
+                let trans_b = set_flag(&n.proto, "transB");
                 d.get(usize::from(trans_b)).map(|&k| k as usize)
             }
             _ => continue,
@@ -1148,6 +1130,12 @@ fn layer_macs(model: &Model, data: &DataSource) -> Result<(u64, u64)> {
         "tract left the shapes of the layers unknown"
     );
     Ok((conv, mm))
+}
+
+/// Whether `n`'s integer attribute `name` is set and not 0 (Gemm's `transA`,
+/// `transB`).
+pub(crate) fn set_flag(n: &NodeProto, name: &str) -> bool {
+    n.attribute.iter().any(|a| a.name() == name && a.i() != 0)
 }
 
 /// Whether an `exclude=` pattern names node `n`: its name, its op type, or
@@ -2485,7 +2473,7 @@ enum Use {
 /// columns run: a MatMul's left operand's rows, its right operand's columns,
 /// a Gemm's A rows or B columns as transposed; `None` for other ops.
 pub(crate) fn operand_axis(n: &NodeProto, op: &str, slot: usize, rank: usize) -> Option<i64> {
-    let flag = |k: &str| n.attribute.iter().any(|a| a.name() == k && a.i() != 0);
+    let flag = |k: &str| set_flag(n, k);
     match (op, slot) {
         ("MatMul", 0) => Some(rank.saturating_sub(2) as i64),
         ("MatMul", 1) => Some(rank.saturating_sub(1) as i64),
@@ -2549,10 +2537,7 @@ fn pair_axis(n: &NodeProto) -> calibrate::PairAxis {
 /// layout.
 fn kernel_rows(n: &NodeProto, dims: &[i64]) -> Option<impl Iterator<Item = Vec<usize>>> {
     let d: Vec<usize> = dims.iter().map(|&x| x.max(0) as usize).collect();
-    let trans_b = n.op_type() == "Gemm"
-        && n.attribute
-            .iter()
-            .any(|a| a.name() == "transB" && a.i() != 0);
+    let trans_b = n.op_type() == "Gemm" && set_flag(n, "transB");
     let conv = match n.op_type() {
         "Conv" if d.len() >= 3 => true,
         "MatMul" | "Gemm" if d.len() == 2 => false,

@@ -78,10 +78,7 @@ pub fn body_weights(
 /// ([`super::operand_axis`], rank 2; none for a Gemm's other inputs or with
 /// `transA`), else axis 0.
 fn reader_axis(n: &NodeProto, slot: usize) -> Option<i64> {
-    let trans_a = n
-        .attribute
-        .iter()
-        .any(|a| a.name() == "transA" && a.i() != 0);
+    let trans_a = super::set_flag(n, "transA");
     match (n.op_type(), slot) {
         ("Gemm", 1) if !trans_a => super::operand_axis(n, "Gemm", 1, 2),
         ("Gemm", _) => None,
