@@ -682,46 +682,120 @@ fn fold_into_conv(
     shift: &[f32],
     taken: &mut HashSet<String>,
 ) -> Option<Patch> {
+    let names = Folded {
+        label: "BatchNormalization folded into Conv",
+        weight: "_bnfold",
+        bias: "_bnfold_bias",
+    };
+    conv_channel_affine(model, conv, bn, Some(f), Some(shift), &names, taken)
+}
+
+/// How [`conv_channel_affine`] labels its patch and names what it adds: the
+/// new weight after the old one's name, the bias after the Conv's label.
+struct Folded {
+    label: &'static str,
+    weight: &'static str,
+    bias: &'static str,
+}
+
+/// Output channels of a Conv (its weight's first dim) or ConvTranspose (its
+/// weight's second dim times `group`) with a constant weight; `None` for a
+/// malformed one (an empty or negative dim, a group below 1), which is left
+/// to fail where it runs.
+fn out_channels(g: &Graph, cp: &crate::proto::NodeProto) -> Option<usize> {
+    let w = g.constant(cp.input.get(1)?)?;
+    let group = attr(cp, "group").map_or(1, |a| a.i());
+    if w.dims.len() < 3 || group < 1 || w.dims.iter().any(|&d| d < 1) {
+        return None;
+    }
+    let m = match cp.op_type() {
+        "Conv" => Some(w.dims[0]),
+        "ConvTranspose" => w.dims[1].checked_mul(group),
+        _ => None,
+    }?;
+    usize::try_from(m).ok()
+}
+
+/// `conv` with each output channel `i` scaled by `scale[i]` and shifted by
+/// `shift[i]`, in place of `conv` and of `replaced` (a BatchNormalization,
+/// Mul or Add reading only it), whose output it produces: weights
+/// `W * scale` (a new tensor; Conv only), bias `B * scale + shift` (a bias
+/// only where there was one or `shift` is given). `None` where the weight or
+/// a bias is not a float32 constant, the lengths differ from the channels,
+/// or a scaled value leaves float range.
+fn conv_channel_affine(
+    model: &Model,
+    conv: NodeId,
+    replaced: NodeId,
+    scale: Option<&[f32]>,
+    shift: Option<&[f32]>,
+    names: &Folded,
+    taken: &mut HashSet<String>,
+) -> Option<Patch> {
     let g = &model.graph;
     let cp = &g.nodes[conv].proto;
-    let w = f32_const(model, cp.input.get(1)?)?;
-    // An empty or negative dim (a malformed weight) is not folded.
-    if w.dims.len() < 3 || w.dims.iter().any(|&d| d < 1) {
+    let out = g.nodes[replaced]
+        .proto
+        .output
+        .first()
+        .filter(|o| !o.is_empty())?;
+    let m = out_channels(g, cp)?;
+    if cp.output.len() != 1
+        || [scale, shift].iter().flatten().any(|v| v.len() != m)
+        || (scale.is_some() && cp.op_type() != "Conv")
+    {
         return None;
     }
-    let m = w.dims[0] as usize;
-    if m != f.len() {
-        return None;
-    }
-    let per = w.data.len() / m;
-    let mut wd = w.data;
-    for (oc, chunk) in wd.chunks_mut(per).enumerate() {
-        chunk.iter_mut().for_each(|v| *v *= f[oc]);
-    }
-    let bias: Vec<f32> = match cp.input.get(2).filter(|s| !s.is_empty()) {
-        Some(bname) => {
-            let b = f32_const(model, bname)?;
-            if b.data.len() != m {
+    let bias = match cp.input.get(2).filter(|s| !s.is_empty()) {
+        Some(b) => {
+            let b = f32_const(model, b)?.data;
+            if b.len() != m {
                 return None;
             }
-            (0..m).map(|i| b.data[i] * f[i] + shift[i]).collect()
+            Some(b)
         }
-        None => shift.to_vec(),
+        None => None,
     };
-    let wname = g.fresh_name_among(&format!("{}_bnfold", cp.input[1]), taken);
-    let bname = g.fresh_name_among(&format!("{}_bnfold_bias", g.nodes[conv].label()), taken);
     let mut node = cp.clone();
     node.input.truncate(2);
-    node.input[1] = wname.clone();
-    node.input.push(bname.clone());
-    node.output[0] = g.nodes[bn].proto.output[0].clone();
-    let mut p = Patch::new("BatchNormalization folded into Conv");
+    node.output[0] = out.clone();
+    let mut p = Patch::new(names.label);
+    if let Some(scale) = scale {
+        let w_name = &cp.input[1];
+        let mut w = f32_const(model, w_name)?;
+        let per = w.data.len() / m;
+        for (chunk, f) in w.data.chunks_mut(per).zip(scale) {
+            chunk.iter_mut().for_each(|v| *v *= f);
+        }
+        // A product out of float range would change what the model computes.
+        if w.data.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let wname = g.fresh_name_among(&format!("{w_name}{}", names.weight), taken);
+        p.add_initializers
+            .push(tensor::from_f32(&wname, &w.dims, &w.data));
+        node.input[1] = wname;
+    }
+    let bias: Option<Vec<f32>> = match (&bias, shift) {
+        (None, None) => None,
+        _ => Some(
+            (0..m)
+                .map(|i| {
+                    let b = bias.as_ref().map_or(0.0, |b| b[i]);
+                    let b = scale.map_or(b, |s| b * s[i]);
+                    shift.map_or(b, |t| b + t[i])
+                })
+                .collect(),
+        ),
+    };
+    if let Some(b) = bias {
+        let bname = g.fresh_name_among(&format!("{}{}", g.nodes[conv].label(), names.bias), taken);
+        p.add_initializers
+            .push(tensor::from_f32(&bname, &[m as i64], &b));
+        node.input.push(bname);
+    }
     p.anchor = Some(conv);
-    p.remove_nodes = vec![bn, conv];
-    p.add_initializers
-        .push(tensor::from_f32(&wname, &w.dims, &wd));
-    p.add_initializers
-        .push(tensor::from_f32(&bname, &[m as i64], &bias));
+    p.remove_nodes = vec![replaced, conv];
     p.add_nodes.push(node);
     Some(p)
 }
@@ -831,12 +905,7 @@ fn fold_conv_affine(model: &Model) -> Vec<Patch> {
             let (x, c) = (&a.proto.input[i], &a.proto.input[1 - i]);
             let prod = g.producer(x)?;
             let pn = &g.nodes[prod];
-            let fits = match pn.op() {
-                "Conv" => true,
-                "ConvTranspose" => !mul,
-                _ => false,
-            };
-            (pn.is_onnx() && fits).then_some((prod, x, c))
+            (pn.is_onnx() && matches!(pn.op(), "Conv" | "ConvTranspose")).then_some((prod, x, c))
         };
         let Some((conv, x, c)) = pick(0).or_else(|| pick(1)) else {
             continue;
@@ -863,28 +932,8 @@ fn affine_patch(
 ) -> Option<Patch> {
     let g = &model.graph;
     let cp = &g.nodes[conv].proto;
-    let out = g.nodes[node]
-        .proto
-        .output
-        .first()
-        .filter(|o| !o.is_empty())?;
-    if cp.output.len() != 1 {
-        return None;
-    }
-    let w_name = cp.input.get(1)?;
-    let w = g.constant(w_name)?;
-    let rank = w.dims.len();
-    // A malformed weight or group (empty, negative) is left to fail where
-    // it is run, not folded.
-    let group = attr(cp, "group").map_or(1, |a| a.i());
-    if group < 1 || w.dims.iter().any(|&d| d < 1) {
-        return None;
-    }
-    let m = match cp.op_type() {
-        "Conv" => Some(w.dims[0]),
-        _ => w.dims.get(1)?.checked_mul(group),
-    }
-    .and_then(|m| usize::try_from(m).ok())?;
+    let m = out_channels(g, cp)?;
+    let rank = g.constant(cp.input.get(1)?)?.dims.len();
     let k = f32_const(model, c)?;
     // A Mul by infinity or NaN is not a scaling of the weights (0 * inf).
     if mul && k.data.iter().any(|v| !v.is_finite()) {
@@ -893,7 +942,7 @@ fn affine_patch(
     // Right-aligned against the output [N, M, spatial...]: every dim 1 but
     // the channel's, which is 1 or M; no more dims than the output has (the
     // node would broadcast it to a larger rank).
-    if rank < 3 || k.dims.len() > rank || (k.data.len() != 1 && k.data.len() != m) {
+    if k.dims.len() > rank || (k.data.len() != 1 && k.data.len() != m) {
         return None;
     }
     // The channel axis, counted from the right.
@@ -903,57 +952,33 @@ fn affine_patch(
             return None;
         }
     }
-    let per_channel = |i: usize| k.data[if k.data.len() == 1 { 0 } else { i }];
-    let bias: Option<Vec<f32>> = match cp.input.get(2).filter(|s| !s.is_empty()) {
-        Some(b) => {
-            let b = f32_const(model, b)?;
-            if b.data.len() != m {
-                return None;
-            }
-            Some(b.data)
-        }
-        None => None,
+    let per_channel: Vec<f32> = match k.data.len() {
+        1 => vec![k.data[0]; m],
+        _ => k.data,
     };
-    let mut node_proto = cp.clone();
-    node_proto.input.truncate(2);
-    node_proto.output[0] = out.clone();
-    let mut p = Patch::new(match (mul, cp.op_type()) {
-        (true, _) => "Mul by a per-channel constant folded into the Conv's weights",
-        (false, "Conv") => "Add of a per-channel constant folded into the Conv's bias",
-        _ => "Add of a per-channel constant folded into the ConvTranspose's bias",
-    });
-    let bias = if mul {
-        let mut wd = f32_const(model, w_name)?;
-        let per = wd.data.len() / m;
-        for (oc, chunk) in wd.data.chunks_mut(per).enumerate() {
-            let f = per_channel(oc);
-            chunk.iter_mut().for_each(|v| *v *= f);
-        }
-        // A product out of float range would change what the model computes.
-        if wd.data.iter().any(|v| !v.is_finite()) {
-            return None;
-        }
-        let wname = g.fresh_name_among(&format!("{w_name}_scaled"), taken);
-        p.add_initializers
-            .push(tensor::from_f32(&wname, &wd.dims, &wd.data));
-        node_proto.input[1] = wname;
-        bias.map(|b| (0..m).map(|i| b[i] * per_channel(i)).collect::<Vec<_>>())
-    } else {
-        Some(match bias {
-            Some(b) => (0..m).map(|i| b[i] + per_channel(i)).collect(),
-            None => (0..m).map(per_channel).collect(),
-        })
+    let (label, scale, shift) = match (mul, cp.op_type()) {
+        (true, _) => (
+            "Mul by a per-channel constant folded into the Conv's weights",
+            Some(&per_channel[..]),
+            None,
+        ),
+        (false, "Conv") => (
+            "Add of a per-channel constant folded into the Conv's bias",
+            None,
+            Some(&per_channel[..]),
+        ),
+        _ => (
+            "Add of a per-channel constant folded into the ConvTranspose's bias",
+            None,
+            Some(&per_channel[..]),
+        ),
     };
-    if let Some(b) = bias {
-        let bname = g.fresh_name_among(&format!("{}_bias", g.nodes[conv].label()), taken);
-        p.add_initializers
-            .push(tensor::from_f32(&bname, &[m as i64], &b));
-        node_proto.input.push(bname);
-    }
-    p.anchor = Some(conv);
-    p.remove_nodes = vec![node, conv];
-    p.add_nodes.push(node_proto);
-    Some(p)
+    let names = Folded {
+        label,
+        weight: "_scaled",
+        bias: "_bias",
+    };
+    conv_channel_affine(model, conv, node, scale, shift, &names, taken)
 }
 
 /// Nodes no graph output depends on, and initializers no node reads.
