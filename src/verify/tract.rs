@@ -282,11 +282,10 @@ pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<bool> {
 /// typed like `inputs`: tract types the model (no code is generated, nothing
 /// runs). `None` for a value tract leaves symbolic or does not define.
 pub fn value_shapes(
-    proto: &ModelProto,
+    mut proto: ModelProto,
     inputs: &[Tensor],
     values: &[String],
 ) -> Result<Vec<Option<Vec<usize>>>> {
-    let mut proto = proto.clone();
     let graph = proto.graph.as_mut().context("no graph")?;
     let defined: std::collections::HashSet<&str> = graph
         .node

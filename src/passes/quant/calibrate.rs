@@ -102,7 +102,7 @@ pub fn value_shapes(
     let (fixed, run_samples) = crate::verify::split_fixed(crate::verify::has_if(model), &samples);
     let (proto, _) =
         crate::verify::verification_copy(model, &specs, &samples[0], &fixed, &run_samples)?;
-    tr::value_shapes(&proto, &run_samples[0], values)
+    tr::value_shapes(proto, &run_samples[0], values)
 }
 
 /// Ranges of `values` over the calibration samples. `reference`: samples
