@@ -108,6 +108,11 @@ pub struct Graph {
     /// once: the readers of initializers and graph inputs, which have no
     /// edges, and what a patch must reconnect when a definition changes.
     readers: HashMap<String, Vec<NodeId>>,
+    /// Names used inside the subgraphs (If/Loop/Scan bodies) of nodes the
+    /// graph holds or held: a name added to this graph must avoid them too,
+    /// or it would shadow a body's value. Only grows between rebuilds
+    /// (a name freed by a removed body is merely not reused).
+    body_names: HashSet<String>,
     next_seq: u64,
 }
 
@@ -137,6 +142,7 @@ impl Graph {
             rest: g,
             producers: HashMap::new(),
             readers: HashMap::new(),
+            body_names: HashSet::new(),
             next_seq: 1,
         };
         graph.reindex();
@@ -162,6 +168,7 @@ impl Graph {
         self.nodes.clear_edges();
         self.producers.clear();
         self.readers.clear();
+        self.body_names.clear();
         let ids: Vec<NodeId> = self.nodes.node_indices().collect();
         for &id in &ids {
             self.index_outputs(id);
@@ -199,8 +206,12 @@ impl Graph {
         outputs
     }
 
-    /// Record `id` as a reader of every value it reads.
+    /// Record `id` as a reader of every value it reads, and the names its
+    /// subgraphs use.
     fn index_reads(&mut self, id: NodeId) {
+        for sg in walk::subgraphs(&self.nodes[id].proto) {
+            walk::graph_names(sg, &mut self.body_names);
+        }
         let (mut values, implicit) = reads(&self.nodes[id].proto);
         values.extend(implicit);
         values.sort_unstable();
@@ -504,7 +515,6 @@ impl Graph {
                 .any(|s| s.values.as_ref().is_some_and(|v| v.name() == value))
     }
 
-    /// A value name not used anywhere in the graph, derived from `base`.
     /// Every value and node name of the graph and of its subgraphs: what a
     /// name added anywhere in the model must avoid.
     pub fn all_names(&self) -> HashSet<String> {
@@ -517,13 +527,16 @@ impl Graph {
         used
     }
 
+    /// A value name defined nowhere in the graph and used in none of its
+    /// subgraphs, derived from `base`.
     pub fn fresh_name(&self, base: &str) -> String {
-        if !self.is_defined(base) {
+        let free = |n: &str| !self.is_defined(n) && !self.body_names.contains(n);
+        if free(base) {
             return base.to_string();
         }
         (1..)
             .map(|i| format!("{base}_{i}"))
-            .find(|n| !self.is_defined(n))
+            .find(|n| free(n))
             .expect("an unused name exists")
     }
 
@@ -531,7 +544,8 @@ impl Graph {
     /// patches proposed in the same round, not yet in the graph), which the
     /// name joins.
     pub fn fresh_name_among(&self, base: &str, reserved: &mut HashSet<String>) -> String {
-        let free = |n: &str| !self.is_defined(n) && !reserved.contains(n);
+        let free =
+            |n: &str| !self.is_defined(n) && !self.body_names.contains(n) && !reserved.contains(n);
         let name = if free(base) {
             base.to_string()
         } else {
@@ -1034,6 +1048,33 @@ mod tests {
         m.apply(p).unwrap();
         m.graph.check_indices().unwrap();
         m.graph.validate().unwrap();
+    }
+
+    #[test]
+    fn fresh_names_avoid_the_names_of_subgraphs() {
+        // The If body defines `o`: a value `o` added to the main graph
+        // would shadow it.
+        let mut m = model();
+        let g = &mut m.graph;
+        assert_eq!(g.fresh_name("o"), "o_1");
+        assert_eq!(g.fresh_name_among("o", &mut HashSet::new()), "o_1");
+        assert_eq!(g.fresh_name("q"), "q");
+        // Still avoided after a rebuild of the indices, and for a body
+        // that a patch adds.
+        g.reindex();
+        assert_eq!(g.fresh_name("o"), "o_1");
+        let body = {
+            let mut b = body_reading("b");
+            let sg = b[0].g.as_mut().unwrap();
+            sg.node[0].output = vec!["q".into()];
+            sg.output[0].name = Some("q".into());
+            b
+        };
+        let mut p = Patch::new("add an If");
+        p.add_nodes
+            .push(node_proto("if2", "If", &["c"], &["y2"], body));
+        apply_checked(&mut m, &p);
+        assert_eq!(m.graph.fresh_name("q"), "q_1");
     }
 
     #[test]
