@@ -203,6 +203,14 @@ pub fn cosine_only(min_cosine: &str) -> Vec<String> {
         .collect()
 }
 
+/// [`cosine_only`], and onnxruntime must fuse every DequantizeLinear of a
+/// constant the result adds (none may run on every inference).
+pub fn quantized(min_cosine: &str) -> Vec<String> {
+    let mut args = cosine_only(min_cosine);
+    args.push("--no-dequantize-per-run".into());
+    args
+}
+
 /// Writes `script` (Python, numpy as np, `out` the path) to an .npz.
 pub fn write_npz(out: &std::path::Path, script: &str) {
     let o = std::process::Command::new(python())

@@ -32,6 +32,10 @@ Usage:
    as the strings "nan" / "inf". String outputs are compared for equality only (metrics null).
    An output passes when, for every sample, np.allclose(b, a, atol, rtol, equal_nan=True)
    (defaults atol=1e-4, rtol=1e-3) and, with --min-cosine C, cosine >= C.
+4. With --no-dequantize-per-run: the graph onnxruntime runs for REWRITTEN (its optimized
+   model, saved to a temporary file) has no more DequantizeLinear nodes on constants than
+   ORIGINAL's. Each such node is one that onnxruntime could not fuse into an integer kernel
+   and so dequantizes a weight on every run (a quantized model slower than the float one).
 
 Prints one JSON object to stdout:
   {"checker": "ok" | "skipped" | "<error message>",
@@ -39,6 +43,8 @@ Prints one JSON object to stdout:
    "inputs":  [{"name", "dtype", "shape", "source": "npz" | "random"}],
    "outputs": [{"name", "shape", "max_abs", "mean_abs", "max_rel", "cosine", "passed"}],
    "errors":  ["..."],            # interface mismatches, runtime failures
+   "dequantize_per_run": {"original": [...], "rewritten": [...]},  # with --no-dequantize-per-run:
+                                  # "op(reader) <- weight" of each constant DequantizeLinear left
    "passed":  bool}
 
 Exit status: 0 if the checker passed (or was skipped) and every output is within tolerance,
@@ -88,6 +94,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="value of a symbolic input dimension (repeatable)")
     p.add_argument("--no-checker", action="store_true", help="skip onnx.checker")
+    p.add_argument("--no-dequantize-per-run", action="store_true",
+                   help="fail if onnxruntime leaves more constant DequantizeLinear nodes "
+                        "unfused in REWRITTEN than in ORIGINAL")
     args = p.parse_args(argv)  # exits with status 2 on a usage error
     if args.samples < 1:
         p.error("--samples must be >= 1")
@@ -102,6 +111,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if not os.path.isfile(path):
             p.error(f"no such file: {path}")
     return args
+
+
+def dequantize_per_run(path: str) -> list[str]:
+    """The DequantizeLinear nodes on constants in the graph onnxruntime runs for `path`
+    (default optimisations), as 'READER_OP(READER) <- WEIGHT'."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 3
+        opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        g = onnx.load(opts.optimized_model_filepath).graph
+    constants = {t.name for t in g.initializer}
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(f"{n.op_type}({n.name})")
+    return [f"{','.join(readers.get(n.output[0], ['-']))} <- {n.input[0]}"
+            for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
 
 
 def make_session(path: str) -> ort.InferenceSession:
@@ -299,6 +329,16 @@ def check(args, result: dict) -> None:
             "cosine": json_number(cosine),
             "passed": ok,
         })
+    if args.no_dequantize_per_run:
+        left = {"original": dequantize_per_run(args.original),
+                "rewritten": dequantize_per_run(args.rewritten)}
+        result["dequantize_per_run"] = left
+        if len(left["rewritten"]) > len(left["original"]):
+            all_ok = False
+            result["errors"].append(
+                f"onnxruntime dequantizes {len(left['rewritten'])} constant(s) on every run of "
+                f"REWRITTEN (ORIGINAL: {len(left['original'])}), where it could not fuse them "
+                f"into an integer kernel: {left['rewritten'][:8]}")
     result["passed"] = all_ok and result["checker"] in ("ok", "skipped")
 
 

@@ -1019,10 +1019,13 @@ impl Pass for Quant {
                 match weight_patch.get(&w) {
                     Some(&i) => {
                         let p = &mut patches[i];
-                        p.label = format!("{}, its bias to int32", p.label);
+                        if !p.label.ends_with("its bias to int32") {
+                            p.label = format!("{}, its bias to int32", p.label);
+                        }
                         p.remove_initializers.extend(b.remove_initializers);
                         p.add_initializers.extend(b.add_initializers);
                         p.add_nodes.extend(b.add_nodes);
+                        p.rewires.extend(b.rewires);
                     }
                     None => patches.push(b),
                 }
@@ -1055,8 +1058,8 @@ impl Pass for Quant {
             });
             return Ok(patches);
         }
-        if sensitive {
-            return self.keep_sensitive_in_float(
+        let patches = if sensitive {
+            self.keep_sensitive_in_float(
                 model,
                 ctx,
                 patches,
@@ -1065,10 +1068,235 @@ impl Pass for Quant {
                     Some(r) => Baseline::Shared(r),
                     None => Baseline::Own(reference_inputs, expected),
                 },
-            );
+            )?
+        } else {
+            patches
+        };
+        if mode == "static" {
+            return expand_unfused(model, patches, &mut ctx.notes);
         }
         Ok(patches)
     }
+}
+
+/// Whether onnxruntime (1.32, CPU) fuses layer `id` of `g` with the
+/// DequantizeLinear nodes it reads into one integer kernel: a MatMul with
+/// both operands dequantized (QLinearMatMul or MatMulIntegerToFloat), a
+/// Gemm with every input dequantized, `beta` 1 where it has a bias
+/// (QGemm), a Conv with every input dequantized and its output quantized,
+/// directly or through Relu/Clip (QLinearConv). Anything else runs in float
+/// and dequantizes its constant operands on every run.
+fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
+    let n = &g.nodes[id].proto;
+    let dequantized = |slot: usize| {
+        n.input.get(slot).filter(|v| !v.is_empty()).map(|v| {
+            g.producer(v)
+                .is_some_and(|p| g.nodes[p].op() == "DequantizeLinear")
+        })
+    };
+    let both = dequantized(0) == Some(true) && dequantized(1) == Some(true);
+    let bias = dequantized(2) != Some(false);
+    match n.op_type() {
+        "MatMul" => both,
+        "Gemm" => {
+            let beta = n
+                .attribute
+                .iter()
+                .find(|a| a.name() == "beta")
+                .map_or(1.0, |a| a.f());
+            both && bias && (n.input.len() < 3 || beta == 1.0)
+        }
+        "Conv" => both && bias && n.output.first().is_some_and(|o| quantized_next(g, o)),
+        _ => false,
+    }
+}
+
+/// Whether `v` feeds one QuantizeLinear, directly or through single-reader
+/// Relu/Clip nodes (which onnxruntime folds into it), and nothing else.
+fn quantized_next(g: &crate::ir::Graph, v: &str) -> bool {
+    let mut v = v.to_string();
+    for _ in 0..ONE_POSITION_DEPTH {
+        if g.is_graph_output(&v) {
+            return false;
+        }
+        let next = match g.consumers(&v).as_slice() {
+            [c] => *c,
+            _ => return false,
+        };
+        match g.nodes[next].op() {
+            "QuantizeLinear" => return true,
+            "Relu" | "Clip" => match g.nodes[next].proto.output.first() {
+                Some(o) => v = o.clone(),
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The constant int8 weights (and int32 biases) that the chosen `patches`
+/// dequantize for a layer onnxruntime would not fuse into an integer kernel
+/// (its input's or output's Q/DQ pair was left out: a constant input, a
+/// graph output, a pair `sensitive=auto` kept in float; or an op with no
+/// such kernel, as ConvTranspose or Gather) are expanded for it by a Cast
+/// and a Mul instead, which runtimes fold once at load: a DequantizeLinear
+/// would run on every inference beside the float layer (an unrolled LSTM's
+/// 40 Gemms: 1.5x slower than the float model). The same int8 values times
+/// the same scales: what was measured is what runs. Readers that fuse keep
+/// the DequantizeLinear; one int8 initializer serves both.
+fn expand_unfused(
+    model: &Model,
+    mut patches: Vec<Patch>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Patch>> {
+    let mut m = model.clone();
+    for p in &patches {
+        if p.is_applicable(&m.graph) {
+            m.apply(p)?;
+        }
+    }
+    let g = &m.graph;
+    let mut reserved = std::collections::HashSet::new();
+    let mut expanded: Vec<String> = Vec::new();
+    for p in &mut patches {
+        let mut k = 0;
+        while k < p.add_nodes.len() {
+            let dq = p.add_nodes[k].clone();
+            k += 1;
+            let (Some(x), Some(scale), Some(out)) =
+                (dq.input.first(), dq.input.get(1), dq.output.first())
+            else {
+                continue;
+            };
+            let constant = |v: &str| p.add_initializers.iter().find(|t| t.name() == v);
+            let Some(xt) = constant(x) else { continue };
+            if dq.op_type() != "DequantizeLinear"
+                || !matches!(tensor::data_type(xt), DataType::Int8 | DataType::Int32)
+            {
+                continue;
+            }
+            // Readers that would not fuse, by the inputs they read it at
+            // (a body reading it from an enclosing scope cannot be rewired).
+            let mut unfused: Vec<(NodeId, usize)> = Vec::new();
+            let mut fused = 0;
+            for c in g.consumers(out) {
+                if model.graph.nodes.node_weight(c).is_none() {
+                    continue;
+                }
+                let cn = &g.nodes[c];
+                if fused_by_onnxruntime(g, c) {
+                    fused += 1;
+                    continue;
+                }
+                // A float Conv/Gemm between a DequantizeLinear and a
+                // QuantizeLinear is quantized again by onnxruntime at load
+                // (per tensor): a float weight would not keep it in float.
+                let reads_dq = cn.proto.input.first().is_some_and(|v| {
+                    g.producer(v)
+                        .is_some_and(|q| g.nodes[q].op() == "DequantizeLinear")
+                });
+                if REQUANTIZED_OPS.contains(&cn.op())
+                    && reads_dq
+                    && cn
+                        .proto
+                        .output
+                        .first()
+                        .is_some_and(|o| quantized_next(g, o))
+                {
+                    fused += 1;
+                    continue;
+                }
+                let slots: Vec<usize> = (0..cn.proto.input.len())
+                    .filter(|&i| cn.proto.input[i] == *out)
+                    .collect();
+                if slots.is_empty() {
+                    fused += 1;
+                }
+                unfused.extend(slots.into_iter().map(|i| (c, i)));
+            }
+            if unfused.is_empty() {
+                continue;
+            }
+            // A zero point other than 0 is not what a Mul by the scale computes.
+            if let Some(zp) = dq.input.get(2).filter(|z| !z.is_empty()) {
+                let zero = constant(zp)
+                    .and_then(|t| t.raw_data.as_ref())
+                    .is_some_and(|b| b.iter().all(|&v| v == 0));
+                if !zero {
+                    continue;
+                }
+            }
+            // A per-axis scale laid out to broadcast along its axis.
+            let rank = xt.dims.len();
+            let st = g.constant(scale);
+            let s_len = st.map_or(0, |t| tensor::numel(&t.dims).unwrap_or(0));
+            let axis = dq
+                .attribute
+                .iter()
+                .find(|a| a.name() == "axis")
+                .map_or(1, |a| a.i());
+            let axis = if axis < 0 { axis + rank as i64 } else { axis } as usize;
+            let mut new_inits = Vec::new();
+            let scale_in = match st {
+                Some(t) if t.dims.len() == 1 && s_len > 1 && rank > 1 && axis + 1 < rank => {
+                    let mut b = t.clone();
+                    let name = g.fresh_name_among(&format!("{scale}_axis{axis}"), &mut reserved);
+                    b.name = Some(name.clone());
+                    b.dims = (0..rank)
+                        .map(|d| if d == axis { s_len as i64 } else { 1 })
+                        .collect();
+                    new_inits.push(b);
+                    name
+                }
+                Some(_) => scale.clone(),
+                // A computed scale (a bias's: input scale x weight scale)
+                // is 1-D like the bias it scales.
+                None if rank <= 1 => scale.clone(),
+                None => continue,
+            };
+            let all = fused == 0;
+            let target = if all {
+                out.clone()
+            } else {
+                g.fresh_name_among(&format!("{out}_expanded"), &mut reserved)
+            };
+            let values = g.fresh_name_among(&format!("{x}_values"), &mut reserved);
+            let nodes = [
+                cast_to_float(x, &values),
+                node("", "Mul", &[&values, &scale_in], &[&target], vec![]),
+            ];
+            if all {
+                p.add_nodes.splice(k - 1..k, nodes);
+                k += 1;
+            } else {
+                p.add_nodes.extend(nodes);
+                p.rewires
+                    .extend(unfused.iter().map(|&(c, i)| (c, i, target.clone())));
+            }
+            p.add_initializers.extend(new_inits);
+            // The per-axis scale replaced by its broadcast copy goes where
+            // nothing else reads it (a bias's scale may).
+            if scale_in != *scale && !p.add_nodes.iter().any(|n| n.input.contains(scale)) {
+                p.add_initializers.retain(|t| t.name() != scale);
+            }
+            for &(c, _) in &unfused {
+                let label = g.nodes[c].label();
+                if !expanded.contains(&label) {
+                    expanded.push(label);
+                }
+            }
+        }
+    }
+    if !expanded.is_empty() {
+        notes.push(format!(
+            "{} layer(s) compute in float with their int8 weights expanded once at load, where onnxruntime would not fuse them into an integer kernel (their input or output stays float, or the op has none): {}{}",
+            expanded.len(),
+            expanded.iter().take(6).cloned().collect::<Vec<_>>().join(", "),
+            if expanded.len() > 6 { ", ..." } else { "" }
+        ));
+    }
+    Ok(patches)
 }
 
 /// Multiply-adds of the float32 Convs and of the MatMul/Gemm layers with a
@@ -2339,11 +2567,19 @@ impl Quant {
                 };
                 let Some(bt) = g.constant(b) else { continue };
                 if tensor::data_type(bt) != DataType::Float
-                    || g.consumers(b).len() != 1
                     || bt.dims.len() != 1
+                    || n.input.iter().filter(|i| *i == b).count() != 1
+                    || g.is_graph_output(b)
                 {
                     continue;
                 }
+                // A bias several layers read (an unrolled LSTM's 20 time
+                // steps share one) gets one int32 copy per layer, each at
+                // its input's scale; the float one stays for readers that
+                // keep it. onnxruntime fuses a Conv or Gemm only with every
+                // input dequantized: with a float bias, the weight would be
+                // dequantized on every run beside a float layer.
+                let own = g.consumers(b).len() == 1;
                 let payload = model.payload(bt)?;
                 let bias = tensor::to_f32(bt, payload.as_ref())?;
                 let m = bias.data.len();
@@ -2359,12 +2595,25 @@ impl Quant {
                     .zip(&scales)
                     .map(|(&v, &s)| arith::quantize(v, s, 0, i32::MIN + 1, i32::MAX))
                     .collect();
-                let qn = g.fresh_name(&format!("{b}_q"));
-                let sn = g.fresh_name(&format!("{b}_scale"));
+                let out = if own {
+                    b.clone()
+                } else {
+                    let layer = match n.name() {
+                        "" => n.output.first().map_or("layer", String::as_str),
+                        named => named,
+                    };
+                    g.fresh_name(&format!("{layer}_bias"))
+                };
+                let qn = g.fresh_name(&format!("{out}_q"));
+                let sn = g.fresh_name(&format!("{out}_scale"));
                 // Per-tensor weights give one bias scale: no `axis` (which opset < 13 lacks).
                 let per_tensor = ws.len() == 1;
                 let mut p = Patch::new("bias quantized to int32");
-                p.remove_initializers.push(b.clone());
+                if own {
+                    p.remove_initializers.push(b.clone());
+                } else {
+                    p.rewires.push((id, 2, out.clone()));
+                }
                 p.add_initializers.push(TensorProto {
                     name: Some(qn.clone()),
                     dims: vec![m as i64],
@@ -2401,7 +2650,7 @@ impl Quant {
                     "DequantizeLinear",
                     // No zero point: it is 0 when absent, and int32 biases are symmetric.
                     &[&qn, &sn],
-                    &[b],
+                    &[&out],
                     attrs,
                 ));
                 p.anchor = Some(id);
@@ -2626,9 +2875,20 @@ fn int8_weight_patch(
     let attrs = axis.map(|a| vec![attr_int("axis", a)]).unwrap_or_default();
     // Unnamed: its output, the weight's own name, names it. Symmetric: no
     // zero point (optional; 0 by default, of the weight's type int8), which
-    // onnxruntime fuses as it does an explicit zero tensor.
+    // onnxruntime fuses as it does an explicit zero tensor into Conv and
+    // MatMul, but not into Gemm: its QGemm fusion (onnxruntime 1.32) needs
+    // the zero point as an input, and without it the weight would be
+    // dequantized on every run beside a float Gemm.
+    let mut inputs = vec![qn, sn];
+    if g.consumers(w).iter().any(|&c| g.nodes[c].op() == "Gemm") {
+        let zn = g.fresh_name(&format!("{w}_zero_point"));
+        p.add_initializers
+            .push(tensor_i8(&zn, &sdims, &vec![0; scales.len()]));
+        inputs.push(zn);
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     p.add_nodes
-        .push(node("", "DequantizeLinear", &[&qn, &sn], &[w], attrs));
+        .push(node("", "DequantizeLinear", &inputs, &[w], attrs));
     p.anchor = g.consumers(w).first().copied();
     p
 }
