@@ -1110,18 +1110,31 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
 /// treats it as a constant, and QuantizeLinear does not exist before opset
 /// 10. `clean,quant` takes the weights off the inputs (IR raised to 4) and
 /// raises opset 8 to 10, where every operator of this model means the same
-/// (per-tensor int8 then); a model that lists its weights as inputs at
-/// opset 17 (old exporters did) gets per-channel weights. An operator that
-/// changed meaning before 10 (Slice) keeps the opset: the weights are
-/// stored as int8, weight-only. onnx.checker and onnxruntime accept every
-/// result.
+/// (per-tensor int8 then), as it does opset 9 with an operator introduced
+/// at 9 and unchanged at 10 (ConstantOfShape); a model that lists its
+/// weights as inputs at opset 17 (old exporters did) gets per-channel
+/// weights. An operator that changed meaning before 10 (Slice) keeps the
+/// opset: the weights are stored as int8, weight-only. onnx.checker and
+/// onnxruntime accept every result.
 #[test]
 fn weights_listed_as_inputs_in_old_models_are_quantized() {
-    for (opset, ir, slice, expect) in [
-        (8, 3, false, "weight quantized to int8 per tensor"),
-        (8, 3, true, "weight stored as int8 (expanded once at load)"),
-        (17, 8, false, "weight quantized to int8 per channel"),
+    for (opset, ir, tail, expect) in [
+        (8, 3, "Identity", "weight quantized to int8 per tensor"),
+        (
+            8,
+            3,
+            "Slice",
+            "weight stored as int8 (expanded once at load)",
+        ),
+        (
+            9,
+            3,
+            "ConstantOfShape",
+            "weight quantized to int8 per tensor",
+        ),
+        (17, 8, "Identity", "weight quantized to int8 per channel"),
     ] {
+        let slice = tail == "Slice";
         let proto = ModelBuilder::new(opset)
             .input("x", &[1, 8, 6, 6])
             .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
@@ -1129,10 +1142,15 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
             .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
             .node("r", "Relu", &["h"], &["a"])
             .node_with("c2", "Conv", &["a", "w2"], &["c"], conv_attrs(3));
-        let mut proto = match slice {
-            false => proto.node("out", "Identity", &["c"], &["y"]),
+        let mut proto = match tail {
+            "Identity" => proto.node("out", "Identity", &["c"], &["y"]),
+            // c + 0, the zeros from ConstantOfShape-9.
+            "ConstantOfShape" => proto
+                .node("shape", "Shape", &["c"], &["s"])
+                .node("zeros", "ConstantOfShape", &["s"], &["z"])
+                .node("out", "Add", &["c", "z"], &["y"]),
             // Slice-1: starts and ends as attributes (inputs from 10).
-            true => proto.node_with(
+            _ => proto.node_with(
                 "out",
                 "Slice",
                 &["c"],
@@ -1169,7 +1187,7 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
             "opset {opset}: {s}"
         );
         if opset < 10 {
-            let raised = s.contains("opset raised from 8 to 10");
+            let raised = s.contains(&format!("opset raised from {opset} to 10"));
             assert_eq!(raised, !slice, "{s}");
             if slice {
                 assert!(

@@ -126,10 +126,32 @@ impl Pass for Opset {
 /// Operators whose definition keeps its meaning from opset 7 to 10: later
 /// versions only add types, or optional attributes, inputs and outputs whose
 /// defaults keep the old behaviour. (Slice and TopK moved attributes to
-/// inputs in 10, Upsample took its scales as an input in 9: not here.)
+/// inputs in 10, Upsample took its scales as an input in 9: not here.) With
+/// them, the operators introduced at opset 8 or 9 whose definition at 10 is
+/// still that one (`onnx.defs.get_schema(op, 10).since_version` is 8 or 9).
 const SAME_FROM_7_TO_10: &[&str] = &[
     "Abs",
     "Acos",
+    "Acosh",
+    "Asinh",
+    "Atanh",
+    "Compress",
+    "ConstantOfShape",
+    "Cosh",
+    "Erf",
+    "Expand",
+    "EyeLike",
+    "IsNaN",
+    "MaxUnpool",
+    "MeanVarianceNormalization",
+    "NonZero",
+    "OneHot",
+    "Scatter",
+    "Shrink",
+    "Sign",
+    "Sinh",
+    "TfIdfVectorizer",
+    "Where",
     "Add",
     "And",
     "ArgMax",
