@@ -10,7 +10,7 @@
 //! ```toml
 //! [[pass]]
 //! name = "clean"
-//! params = { fold_max_bytes = 1048576 }
+//! params = { fold_max_bytes = 4096 }
 //!
 //! [verify]
 //! samples = 2

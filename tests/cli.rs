@@ -456,7 +456,7 @@ fn inspect_and_passes_describe_things() {
     }
     let o = run_cli(&["passes"]);
     let t = text(&o.stdout);
-    for w in ["clean:", "fold_max_bytes", "1048576", "promises"] {
+    for w in ["clean:", "fold_max_bytes", "4096", "promises"] {
         assert!(t.contains(w), "passes lacks '{w}':\n{t}");
     }
 }

@@ -31,7 +31,11 @@
 //!    exporters write biases) or a single value (PP-OCRv4's affine blocks).
 //! 4. **Constant subgraphs folded**: nodes whose inputs are all constants are
 //!    evaluated with tract and replaced by initializers, except where the
-//!    result would exceed `fold_max_bytes` and its inputs.
+//!    result would exceed `fold_max_bytes` (4 KB) and its inputs, or where
+//!    the folds whose results outgrow their inputs have already added 1% of
+//!    the model's weight bytes (at least `fold_max_bytes`): such folds
+//!    would grow the file (int8 weights a Cast and Mul expand at run time,
+//!    weights ConstantOfShape generates), and runtimes fold them at load.
 //! 5. **If with a constant condition** replaced by the branch it takes.
 //! 6. **Identical small constants merged**: initializers of at most 16
 //!    elements with the same type, shape and bytes (exporters write one
@@ -76,7 +80,7 @@ pub static INFO: PassInfo = PassInfo {
     idempotent: true,
     params: &[
         ParamInfo { name: "fold_constants", kind: "bool", default: "true", range: "true|false", doc: "evaluate nodes whose inputs are all constant and store the results as initializers" },
-        ParamInfo { name: "fold_max_bytes", kind: "integer", default: "1048576", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs" },
+        ParamInfo { name: "fold_max_bytes", kind: "integer", default: "4096", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs: a fold that grows the data (ConstantOfShape, Expand, a Cast of int8 weights to float) would grow the file; runtimes fold such nodes at load" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
         ParamInfo { name: "fold_conv_affine", kind: "bool", default: "true", range: "true|false", doc: "fold a Mul by a per-channel constant after a Conv into its weights and bias, and an Add of one after a Conv/ConvTranspose into its bias (PaddlePaddle's exporters write biases and learnable affine blocks so)" },
         ParamInfo { name: "inline_if", kind: "bool", default: "true", range: "true|false", doc: "replace an If whose condition is constant by the branch it takes" },
@@ -103,7 +107,7 @@ impl Default for Params {
     fn default() -> Self {
         Self {
             fold_constants: true,
-            fold_max_bytes: 1 << 20,
+            fold_max_bytes: 4096,
             fold_batchnorm: true,
             fold_conv_affine: true,
             inline_if: true,
@@ -122,11 +126,15 @@ fn build(params: toml::Table) -> Result<Box<dyn Pass>> {
     }
     Ok(Box::new(Clean {
         params: parse_params(params, &INFO)?,
+        growth: std::sync::atomic::AtomicU64::new(0),
     }))
 }
 
 pub struct Clean {
     pub params: Params,
+    /// Bytes the folds that grow their data have added in this run, over
+    /// every round (see [`super::fold::GROWTH_SHARE`]).
+    growth: std::sync::atomic::AtomicU64,
 }
 
 impl Pass for Clean {
@@ -137,7 +145,11 @@ impl Pass for Clean {
         serde_json::to_value(&self.params).unwrap_or_default()
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
+        use std::sync::atomic::Ordering;
         let g = &model.graph;
+        if ctx.round == 1 {
+            self.growth.store(0, Ordering::Relaxed);
+        }
         if self.params.unlist_initializer_inputs {
             let p = unlist_initializer_inputs(g);
             if !p.is_empty() {
@@ -166,7 +178,14 @@ impl Pass for Clean {
             }
         }
         if self.params.fold_constants {
-            let p = super::fold::fold_constants(model, self.params.fold_max_bytes, &mut ctx.notes)?;
+            let mut grown = self.growth.load(Ordering::Relaxed);
+            let p = super::fold::fold_constants(
+                model,
+                self.params.fold_max_bytes,
+                &mut grown,
+                &mut ctx.notes,
+            )?;
+            self.growth.store(grown, Ordering::Relaxed);
             if !p.is_empty() {
                 return Ok(p);
             }
@@ -665,7 +684,7 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         match patch {
             Some(p) => out.push(p),
             None => ctx.notes.push(format!(
-                "did not fold '{}' into '{}': unsupported weight layout",
+                "did not fold '{}' into '{}': the layer's weight (or bias) is not a float32 constant laid out by its output channels",
                 b.label(),
                 pn.label()
             )),

@@ -32,22 +32,39 @@ const NEVER_FOLD: &[&str] = &[
     "Constant",
 ];
 
+/// The share of a model's weight bytes that folds growing their data may
+/// add in all (shape arithmetic and small masks fit; weights generated or
+/// expanded at run time do not).
+pub const GROWTH_SHARE: f64 = 0.01;
+
 /// Constants up to this size may be copied by folding one of their readers.
 const SHARED_COPY_BYTES: u64 = 256;
 
 /// Fold every node whose inputs are all constant into initializers, in
 /// topological order, evaluating each node alone with tract. A node is not
 /// folded when its outputs would be larger than `max_bytes` and larger than
-/// its inputs (an `Expand` must not blow up the file), when it reads a
+/// its inputs (an `Expand` must not blow up the file), nor, once the folds
+/// whose results outgrow their inputs have added [`GROWTH_SHARE`] of the
+/// model's weight bytes (at least `max_bytes`), any other such fold (a
+/// model whose weights are all ConstantOfShape nodes grew 4x in 4 KB
+/// steps), when it reads a
 /// constant of more than 256 bytes that other nodes read too (the result
 /// would be a second copy of it), when it produces a graph output, or when
 /// tract cannot evaluate it (noted, not an error).
+///
+/// `grown`: the bytes growing folds have added before (earlier rounds of
+/// the same run); updated.
 pub fn fold_constants(
     model: &Model,
     max_bytes: u64,
+    grown: &mut u64,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Patch>> {
-    fold_constants_from(model, max_bytes, None, notes)
+    let budget = max_bytes.max((model.weight_bytes() as f64 * GROWTH_SHARE) as u64);
+    let mut left = budget.saturating_sub(*grown);
+    let patches = fold(model, max_bytes, None, &mut left, notes)?;
+    *grown = budget.saturating_sub(left);
+    Ok(patches)
 }
 
 /// [`fold_constants`], leaving alone every node that reads a constant of
@@ -58,7 +75,21 @@ pub fn fold_constants(
 pub fn fold_constants_from(
     model: &Model,
     max_bytes: u64,
+    from: &HashSet<String>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Patch>> {
+    // Verification's specialisation folds what it must.
+    let mut unlimited = u64::MAX;
+    fold(model, max_bytes, Some(from), &mut unlimited, notes)
+}
+
+/// [`fold_constants`] and [`fold_constants_from`]: growing folds may add
+/// `growth_left` bytes, which they use up.
+fn fold(
+    model: &Model,
+    max_bytes: u64,
     from: Option<&HashSet<String>>,
+    growth_left: &mut u64,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Patch>> {
     let g = &model.graph;
@@ -142,6 +173,16 @@ pub fn fold_constants_from(
             ));
             continue;
         }
+        let growth = out_bytes.saturating_sub(in_bytes);
+        if growth > *growth_left {
+            notes.push(format!(
+                "did not fold '{}': its result is {growth} bytes larger than its inputs, and folds that grow the data have added what the model allows ({:.0}% of its weight bytes, at least fold_max_bytes)",
+                node.label(),
+                GROWTH_SHARE * 100.0
+            ));
+            continue;
+        }
+        *growth_left -= growth;
         let values = match tr::eval_constant(&mini) {
             Ok(v) => v,
             Err(e) => {

@@ -1175,7 +1175,7 @@ fn specialise(
             let mut patches = crate::passes::clean::constants_to_initializers(&m.graph);
             let mut folds = vec![];
             if patches.is_empty() {
-                folds = fold::fold_constants_from(&m, 1 << 20, Some(&decided), &mut n)?;
+                folds = fold::fold_constants_from(&m, 1 << 20, &decided, &mut n)?;
                 patches.extend(fold::inline_constant_ifs(&m)?);
             }
             if patches.is_empty() && folds.is_empty() {

@@ -459,9 +459,11 @@ impl Pass for Quant {
         }
         let (mode, conv_w, mm_w, macs) = self.mode(model, &ctx.data);
         let mode = if mode == "static" && opset < 10 {
-            ctx.notes.push(format!(
+            if self.has_weight_to_quantize(model) {
+                ctx.notes.push(format!(
                 "opset {opset} has no QuantizeLinear/DequantizeLinear (needs 10): weights stored as int8 (weight-only, computed in float); convert the model to opset 13 with onnx.version_converter for integer kernels"
-            ));
+                ));
+            }
             "none"
         } else {
             mode
