@@ -141,6 +141,54 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
     assert!(opts.dims.is_empty());
 }
 
+/// A signal shorter than a layer's window gives empty outputs (openWakeWord's
+/// melspectrogram: a 512-sample STFT as a Conv, no frame below 512 samples):
+/// verification at 1 sample compared nothing and passed, so the length is
+/// raised until an output has values; where none does, the first size is
+/// kept and the report says so.
+#[test]
+fn a_length_with_empty_outputs_at_1_is_raised() {
+    use onnx_squeeze::ir::builder::attr_ints;
+    let window = |k: i64| {
+        let proto = ModelBuilder::new(13)
+            .input("x", &[1, 1, 1])
+            .output("y", &[])
+            .init_f32("w", &[4, 1, k], &vec![0.1; 4 * k as usize])
+            .node_with(
+                "stft",
+                "Conv",
+                &["x", "w"],
+                &["y"],
+                vec![attr_ints("strides", &[k])],
+            )
+            .proto();
+        with_input_dims(proto, &["batch", "1", "samples"])
+    };
+    let m = window(48);
+    let mut opts = VerifyOptions::default();
+    let notes = settle(&m, &mut opts);
+    assert_eq!(opts.dims.get("samples"), Some(&64), "{notes:?}");
+    assert!(
+        notes[0].contains("input dim 'samples' set to 64: every output of the model is empty at 1"),
+        "{notes:?}"
+    );
+    let reference = settle_dims(&m, &mut VerifyOptions::default(), true)
+        .reference
+        .expect("the original runs at 64 samples");
+    let (_, outputs) = reference.expected();
+    assert_eq!(outputs[0][0].shape(), &[1, 4, 1]);
+    // A window longer than every size tried: the first size is kept.
+    let m = window(8192);
+    let mut opts = VerifyOptions::default();
+    let notes = settle(&m, &mut opts);
+    assert!(opts.dims.is_empty(), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n
+            .contains("every output of the model is empty at each input size tried for samples")),
+        "{notes:?}"
+    );
+}
+
 /// Token ids: their length is 128 (attention over one token checks nothing),
 /// or the largest below it that a model with fewer positions takes.
 #[test]

@@ -310,6 +310,27 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
                 .map(|&v| lengths.iter().map(|&k| (k, v)).collect()),
         );
     }
+    // Sizes where the model runs but every output is empty (a spectrogram
+    // of one audio sample has no frame): verification would compare
+    // nothing, and calibration measure nothing. Other lengths are tried;
+    // the first such sizes are kept where none gives an output.
+    let mut empty: Option<(VerifyOptions, Option<Box<Reference>>)> = None;
+    let settle = |o: &VerifyOptions, built: Option<Box<Reference>>, empty_at_one: bool| {
+        let documented = producer
+            .as_ref()
+            .filter(|_| {
+                let mut images = free.iter().filter(|(_, r)| *r == Role::Image).peekable();
+                images.peek().is_some()
+                    && images
+                        .all(|(k, _)| first_size.get(k).is_some_and(|v| o.dims.get(k) == Some(v)))
+            })
+            .map(|p| p.producer);
+        let notes = notes(&free, &o.dims, &axes, documented, empty_at_one);
+        Settled {
+            notes,
+            reference: built.map(|r| *r),
+        }
+    };
     for set in &tries {
         let o = with(set);
         let tried = if reference {
@@ -318,24 +339,17 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
             types_in_tract(original, &o)
         };
         match tried {
-            Trial::Fits(built) => {
+            // Only a length can be the cause (an image detector may find
+            // nothing in noise at any size).
+            Trial::Empty(built) if !lengths.is_empty() => {
+                if empty.is_none() {
+                    empty = Some((o, built));
+                }
+            }
+            Trial::Fits(built) | Trial::Empty(built) => {
+                let s = settle(&o, built, empty.is_some());
                 *opts = o;
-                let documented = producer
-                    .as_ref()
-                    .filter(|_| {
-                        let mut images = free.iter().filter(|(_, r)| *r == Role::Image).peekable();
-                        images.peek().is_some()
-                            && images.all(|(k, _)| {
-                                first_size
-                                    .get(k)
-                                    .is_some_and(|v| opts.dims.get(k) == Some(v))
-                            })
-                    })
-                    .map(|p| p.producer);
-                return Settled {
-                    notes: notes(&free, &opts.dims, &axes, documented),
-                    reference: built.map(|r| *r),
-                };
+                return s;
             }
             Trial::Untyped => {}
             // Not a question of sizes: tract cannot load the model.
@@ -343,6 +357,15 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
         }
     }
     let keys: Vec<&str> = free.iter().map(|(k, _)| k.as_str()).collect();
+    if let Some((o, built)) = empty {
+        let mut s = settle(&o, built, false);
+        *opts = o;
+        s.notes.push(format!(
+            "every output of the model is empty at each input size tried for {}: verification compares nothing there; bind them with --dim, or pass --inputs",
+            keys.join(", ")
+        ));
+        return s;
+    }
     Settled {
         notes: vec![format!(
             "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
@@ -358,6 +381,7 @@ fn notes(
     dims: &std::collections::HashMap<String, usize>,
     axes: &std::collections::HashMap<String, Vec<String>>,
     documented: Option<&str>,
+    empty_at_one: bool,
 ) -> Vec<String> {
     let of = |role: Role| -> Vec<String> {
         free.iter()
@@ -408,8 +432,13 @@ fn notes(
     for (k, r) in free {
         if *r == Role::Length && dims.get(k).is_some_and(|&v| v != 1) {
             out.push(format!(
-                "input dim '{k}' set to {}: tract cannot analyse the model at 1 (bind it with --dim {k}=SIZE)",
-                dims[k]
+                "input dim '{k}' set to {}: {} at 1 (bind it with --dim {k}=SIZE)",
+                dims[k],
+                if empty_at_one {
+                    "every output of the model is empty"
+                } else {
+                    "tract cannot analyse the model"
+                }
             ));
         }
     }
@@ -449,8 +478,9 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
         return Trial::Untyped;
     };
     match tract::analyses(&proto, &run_samples[0]) {
-        Ok(true) => Trial::Fits(None),
-        Ok(false) => Trial::Untyped,
+        Ok(Some(false)) => Trial::Fits(None),
+        Ok(Some(true)) => Trial::Empty(None),
+        Ok(None) => Trial::Untyped,
         Err(_) => Trial::Unloadable,
     }
 }

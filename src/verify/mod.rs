@@ -472,6 +472,10 @@ pub(crate) enum Trial {
     /// planning failed for reasons typing does not show (code generation),
     /// or nothing was built (typing alone); verification then reports.
     Fits(Option<Box<Reference>>),
+    /// As `Fits`, but every output of the model is empty at these sizes (a
+    /// spectrogram of a signal shorter than its window): nothing to
+    /// compare or calibrate on.
+    Empty(Option<Box<Reference>>),
 }
 
 /// Ops whose output's size depends on the values they read.
@@ -607,7 +611,16 @@ impl Reference {
             return Trial::NoInputs;
         };
         match Self::build(original, opts, inputs, None) {
-            Ok(r) => Trial::Fits(Some(Box::new(r))),
+            Ok(r) => {
+                let empty = r
+                    .expected
+                    .first()
+                    .is_some_and(|outs| !outs.is_empty() && outs.iter().all(|t| t.len() == 0));
+                match empty {
+                    true => Trial::Empty(Some(Box::new(r))),
+                    false => Trial::Fits(Some(Box::new(r))),
+                }
+            }
             Err((Stage::Load, _)) => Trial::Unloadable,
             Err((Stage::Prepare, _)) => Trial::Untyped,
             // Typing and decluttering decide whether the sizes are the
@@ -615,6 +628,7 @@ impl Reference {
             // fails whatever the sizes is verification's to report.
             Err((Stage::Plan, _)) => match dims::types_in_tract(original, opts) {
                 Trial::Fits(_) => Trial::Fits(None),
+                Trial::Empty(_) => Trial::Empty(None),
                 other => other,
             },
             // The sizes are not the question: verification says what is.

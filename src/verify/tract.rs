@@ -261,21 +261,36 @@ fn with_input_facts(mut model: InferenceModel, inputs: &[Tensor]) -> Result<Infe
 }
 
 /// Whether tract can type and declutter `proto` with inputs shaped and
-/// typed like `inputs` (no code is generated, nothing runs): a panic there
-/// counts as a no. An error when it cannot load the model at all (an op it
+/// typed like `inputs` (no code is generated, nothing runs): `None` if not
+/// (a panic there counts as a no), else whether every output is then known
+/// to be empty. An error when it cannot load the model at all (an op it
 /// does not know), whatever the shapes.
-pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<bool> {
+pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<Option<bool>> {
     let model = with_input_facts(
         guarded("loading the model", || inference_model(proto))?,
         inputs,
     )?;
-    Ok(guarded("analysing the model", || {
+    let typed = guarded("analysing the model", || {
         model
             .into_typed()
             .and_then(|t| t.into_decluttered())
             .map_err(to_tract_error)
-    })
-    .is_ok())
+    });
+    let Ok(typed) = typed else {
+        return Ok(None);
+    };
+    // Every output of a size known to be 0.
+    let empty = typed.output_outlets().is_ok_and(|outs| {
+        !outs.is_empty()
+            && outs.iter().all(|o| {
+                typed
+                    .outlet_fact(*o)
+                    .ok()
+                    .and_then(|f| f.shape.as_concrete().map(|s| s.contains(&0)))
+                    .unwrap_or(false)
+            })
+    });
+    Ok(Some(empty))
 }
 
 /// Concrete shapes of the node outputs `values` with inputs shaped and
