@@ -109,8 +109,9 @@ struct VerifyArgs {
     /// are bound so is refused). Unbound: a
     /// batch is 1, an image's height and width 64 (an Ultralytics model's: the
     /// size in its metadata, at most 640), token ids 128 long, other
-    /// dims 1, each raised where tract cannot analyse the model at it; the
-    /// report says what was chosen.
+    /// dims 1, each raised where tract cannot analyse the model at it (a
+    /// length also where every output is empty at it); the report says what
+    /// was chosen.
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
     /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3.
