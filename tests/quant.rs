@@ -2082,6 +2082,72 @@ fn a_small_table_another_op_reads_is_quantized_with_it() {
     }
 }
 
+/// A mixed-precision export keeps a layer in float32 and its weight in
+/// float16, expanded by a Cast at run time. `clean` leaves the Cast (folding
+/// it would double the weight's bytes); quant expands it in a round of its
+/// own and quantizes the float32 weight like any other: int8, read by an
+/// integer kernel, at half the float16 bytes. A second run changes nothing.
+#[test]
+fn float16_weights_a_cast_expands_are_quantized() {
+    let w: Vec<f32> = weights(32 * 16 * 9, 6);
+    let mut proto = ModelBuilder::new(17)
+        .input("x", &[1, 16, 8, 8])
+        .init_f32("w1", &[16, 16, 3, 3], &weights(16 * 144, 1))
+        .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
+        .node("r", "Relu", &["h"], &["a"])
+        .node_with("up", "Cast", &["w2_f16"], &["w2"], vec![attr_int("to", 1)])
+        .node_with("c2", "Conv", &["a", "w2"], &["h2"], conv_attrs(3))
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .init_f32("w3", &[8, 32, 3, 3], &weights(8 * 288, 3))
+        .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
+        .output("y", &[1, 8, 8, 8])
+        .proto();
+    proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .push(onnx_squeeze::ir::tensor::from_f16(
+            "w2_f16",
+            &[32, 16, 3, 3],
+            w.iter().map(|&v| half::f16::from_f32(v)),
+        ));
+    let original = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let params = "activations = \"static\"\nsensitive = \"off\"";
+    let mut cleaned = original.clone();
+    run_pass(
+        build("clean", Default::default()).unwrap().as_ref(),
+        &mut cleaned,
+        Limits::default(),
+    )
+    .unwrap();
+    assert!(cleaned.graph.nodes.node_weights().any(|n| n.name() == "up"));
+    let mut m = cleaned.clone();
+    let r = quant(&mut m, params);
+    let s = dump_and_changes(&m, &r);
+    assert_eq!(
+        r.changes
+            .get("float16 weight expanded to float32 to be quantized"),
+        Some(&1),
+        "{s}"
+    );
+    assert!(
+        s.contains("DequantizeLinear(w2_q, w2_scale) -> (w2)"),
+        "{s}"
+    );
+    assert!(!s.contains("w2_f16"), "{s}");
+    assert!(m.weight_bytes() < original.weight_bytes(), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    let again = quant(&mut m.clone(), params);
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    cli_matches_ort(&original, "clean,quant", "0.999");
+}
+
 /// A float16 model (a half-precision export): its weights are stored as
 /// int8 with float16 per-column scales and expanded to float16 once at load
 /// (half the bytes, the graph computing in float16 as before); tract and

@@ -243,6 +243,7 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
         int8_qmax,
         min_reduction,
         prepared: AtomicBool::new(false),
+        expanded_half: AtomicBool::new(false),
         macs: std::sync::Mutex::new(None),
     }))
 }
@@ -318,7 +319,12 @@ pub struct Quant {
     /// The shortest reduction a Conv computes in int8 at (`min_reduction`,
     /// resolved).
     pub min_reduction: i64,
-    /// Round 1 of this run prepared the model; round 2 quantizes.
+    /// Round 1 of this run expanded float16 weights that Casts feed to float32
+    /// layers (see [`Quant::expand_half_weights`]): preparation follows in
+    /// round 2.
+    expanded_half: AtomicBool,
+    /// The round after the expansion (if any) prepared the model; the next
+    /// one quantizes.
     prepared: AtomicBool,
     /// `activations=auto`'s multiply-adds of Convs and of MatMul/Gemm layers
     /// where their weight counts do not settle it, once per run (an error:
@@ -376,20 +382,20 @@ impl Pass for Quant {
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let g = &model.graph;
         // Quantization is planned and applied in one round: the first, or
-        // the second when the first prepared the model. Whether it did is
-        // not visible in the model (its changes may hold no quantization
-        // op), so the pass remembers it for this run.
+        // the one after the rounds that prepared the model (float16 weights
+        // expanded, then Constant nodes, weights listed as inputs, the
+        // opset). Whether they did is not visible in the model (their
+        // changes hold no quantization op), so the pass remembers it for
+        // this run.
         if ctx.round == 1 {
+            self.expanded_half.store(false, Ordering::Relaxed);
             self.prepared.store(false, Ordering::Relaxed);
             if let Ok(mut m) = self.macs.lock() {
                 *m = None;
             }
         }
-        let quantize_round = if self.prepared.load(Ordering::Relaxed) {
-            2
-        } else {
-            1
-        };
+        let expanded = usize::from(self.expanded_half.load(Ordering::Relaxed));
+        let quantize_round = 1 + expanded + usize::from(self.prepared.load(Ordering::Relaxed));
         if ctx.round != quantize_round {
             return Ok(vec![]);
         }
@@ -421,11 +427,22 @@ impl Pass for Quant {
             ));
             return Ok(vec![]);
         }
+        if ctx.round == 1 {
+            let expand = self.expand_half_weights(model)?;
+            if !expand.is_empty() {
+                ctx.notes.push(format!(
+                    "{} float16 weight(s) that a Cast expands to float32 at run time are quantized from their float16 values",
+                    expand.len()
+                ));
+                self.expanded_half.store(true, Ordering::Relaxed);
+                return Ok(expand);
+            }
+        }
         // Preparation, in its own round (quantization is planned against
         // the prepared model): weights held in Constant nodes (PaddleOCR,
         // spox exports) become initializers, so quant sees them without
         // `clean`, and the opset is raised where allowed.
-        if ctx.round == 1 {
+        if ctx.round == 1 + expanded {
             let mut prep: Vec<Patch> = crate::passes::clean::constants_to_initializers(g)
                 .into_iter()
                 .filter(|p| {
@@ -1763,6 +1780,76 @@ impl Quant {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Float16 weights that a Cast expands to float32 for float32 layers (a
+    /// mixed-precision export; `clean` leaves such Casts alone, since
+    /// folding them doubles their bytes): each becomes a float32
+    /// initializer of the Cast's output name, which the quantization round
+    /// then quantizes like any weight. Only where every reader takes it as
+    /// a weight (a Conv's, ConvTranspose's, MatMul's or Gemm's second
+    /// input, a Gather's table) of a layer not excluded, and it is large
+    /// enough to quantize.
+    fn expand_half_weights(&self, model: &Model) -> Result<Vec<Patch>> {
+        let g = &model.graph;
+        let mut out = Vec::new();
+        for id in g.topo_order() {
+            let n = &g.nodes[id];
+            if !n.is_onnx()
+                || n.op() != "Cast"
+                || n.proto
+                    .attribute
+                    .iter()
+                    .find(|a| a.name() == "to")
+                    .map(|a| a.i())
+                    != Some(DataType::Float as i64)
+            {
+                continue;
+            }
+            let (Some(x), Some(y)) = (n.proto.input.first(), n.proto.output.first()) else {
+                continue;
+            };
+            let Some(t) = g.constant(x) else { continue };
+            if tensor::data_type(t) != DataType::Float16
+                || t.dims.len() < 2
+                || tensor::numel(&t.dims).unwrap_or(0) < self.params.min_weight_elements.max(1)
+                || g.is_graph_output(y)
+            {
+                continue;
+            }
+            let readers = g.consumers(y);
+            let as_weight = |c: &NodeId| {
+                let r = &g.nodes[*c];
+                let slot = match r.op() {
+                    "Conv" | "ConvTranspose" | "MatMul" | "Gemm" => 1,
+                    "Gather" => 0,
+                    _ => return false,
+                };
+                r.is_onnx()
+                    && !self.excludes(r)
+                    && r.proto
+                        .input
+                        .iter()
+                        .enumerate()
+                        .all(|(i, v)| (v == y) == (i == slot))
+            };
+            if readers.is_empty() || !readers.iter().all(as_weight) {
+                continue;
+            }
+            let payload = model.payload(t)?;
+            let data = tensor::to_f32(t, payload.as_ref())
+                .with_context(|| format!("reading the float16 weight '{x}'"))?;
+            let mut p = Patch::new("float16 weight expanded to float32 to be quantized");
+            p.anchor = Some(id);
+            p.remove_nodes.push(id);
+            p.add_initializers
+                .push(tensor::from_f32(y, &t.dims, &data.data));
+            if g.consumers(x) == [id] && !g.is_graph_output(x) && !g.is_graph_input(x) {
+                p.remove_initializers.push(x.clone());
+            }
+            out.push(p);
+        }
+        Ok(out)
     }
 
     /// Whether `exclude=` keeps node `n` in float.
