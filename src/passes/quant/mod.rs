@@ -1101,8 +1101,8 @@ impl Pass for Quant {
 /// Whether onnxruntime (1.32, CPU) fuses layer `id` of `g` with the
 /// DequantizeLinear nodes it reads into one integer kernel: a MatMul with
 /// both operands dequantized (QLinearMatMul or MatMulIntegerToFloat), a
-/// Gemm with every input dequantized, `beta` 1 where it has a bias
-/// (QGemm), a Conv with every input dequantized and its output quantized,
+/// Gemm with every input dequantized, `alpha` and `beta` 1 where it has a
+/// bias (QGemm), a Conv with every input dequantized and its output quantized,
 /// directly or through Relu/Clip (QLinearConv). Anything else runs in float
 /// and dequantizes its constant operands on every run.
 fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
@@ -1118,12 +1118,14 @@ fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
     match n.op_type() {
         "MatMul" => both,
         "Gemm" => {
-            let beta = n
-                .attribute
-                .iter()
-                .find(|a| a.name() == "beta")
-                .map_or(1.0, |a| a.f());
-            both && bias && (n.input.len() < 3 || beta == 1.0)
+            let one = |name: &str| {
+                n.attribute
+                    .iter()
+                    .find(|a| a.name() == name)
+                    .is_none_or(|a| a.f() == 1.0)
+            };
+            let biased = n.input.get(2).is_some_and(|b| !b.is_empty());
+            both && bias && (!biased || (one("alpha") && one("beta")))
         }
         "Conv" => both && bias && n.output.first().is_some_and(|o| quantized_next(g, o)),
         _ => false,
@@ -1178,6 +1180,14 @@ fn expand_unfused(
     let g = &m.graph;
     let mut reserved = std::collections::HashSet::new();
     let mut expanded: Vec<String> = Vec::new();
+    // How many nodes of the patches read each name (a scale may serve
+    // several).
+    let mut reads: HashMap<String, usize> = HashMap::new();
+    for n in patches.iter().flat_map(|p| &p.add_nodes) {
+        for i in &n.input {
+            *reads.entry(i.clone()).or_default() += 1;
+        }
+    }
     for p in &mut patches {
         let mut k = 0;
         while k < p.add_nodes.len() {
@@ -1200,7 +1210,10 @@ fn expand_unfused(
             let mut unfused: Vec<(NodeId, usize)> = Vec::new();
             let mut fused = 0;
             for c in g.consumers(out) {
-                if model.graph.nodes.node_weight(c).is_none() {
+                // A node of the model (patches rewire those), not one a
+                // patch added in a freed slot.
+                let original = model.graph.nodes.node_weight(c);
+                if original.is_none_or(|o| o.proto.output != g.nodes[c].proto.output) {
                     continue;
                 }
                 let cn = &g.nodes[c];
@@ -1296,7 +1309,7 @@ fn expand_unfused(
             p.add_initializers.extend(new_inits);
             // The per-axis scale replaced by its broadcast copy goes where
             // nothing else reads it (a bias's scale may).
-            if scale_in != *scale && !p.add_nodes.iter().any(|n| n.input.contains(scale)) {
+            if all && scale_in != *scale && reads.get(scale) == Some(&1) {
                 p.add_initializers.retain(|t| t.name() != scale);
             }
             for &(c, _) in &unfused {
