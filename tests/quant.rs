@@ -23,6 +23,18 @@ fn verify_quant(original: &Model, m: &Model) -> onnx_squeeze::verify::VerifyRepo
     )
 }
 
+/// `model` after `clean` with its default parameters.
+fn cleaned_copy(model: &Model) -> Model {
+    let mut m = model.clone();
+    run_pass(
+        build("clean", Default::default()).unwrap().as_ref(),
+        &mut m,
+        Limits::default(),
+    )
+    .unwrap();
+    m
+}
+
 fn quant(model: &mut Model, params: &str) -> onnx_squeeze::report::PassReport {
     let table: toml::Table = toml::from_str(params).unwrap();
     let p = build("quant", table).unwrap();
@@ -107,13 +119,7 @@ fn snapshot(model: &Model, params: &str) -> (Model, String) {
 #[test]
 fn static_qdq_placement_on_tiny_cnn() {
     let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
-    let mut cleaned = original.clone();
-    run_pass(
-        build("clean", Default::default()).unwrap().as_ref(),
-        &mut cleaned,
-        Limits::default(),
-    )
-    .unwrap();
+    let cleaned = cleaned_copy(&original);
     // The full weight range: what `weight_range=auto` picks depends on the CPU.
     let (m, s) = snapshot(
         &cleaned,
@@ -144,13 +150,7 @@ fn static_qdq_placement_on_tiny_cnn() {
 #[test]
 fn short_reduction_convs_compute_in_float_with_stored_weights() {
     let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
-    let mut cleaned = original.clone();
-    run_pass(
-        build("clean", Default::default()).unwrap().as_ref(),
-        &mut cleaned,
-        Limits::default(),
-    )
-    .unwrap();
+    let cleaned = cleaned_copy(&original);
     let (m, s) = snapshot(
         &cleaned,
         "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 64\ncalibration = \"minmax\"\nsensitive = \"off\"",
@@ -972,13 +972,7 @@ fn int4_blocked_weights_are_verified_blockwise() {
 #[test]
 fn opset_12_is_raised_for_per_channel_or_kept_per_tensor() {
     let (original, _) = Model::load(&fixture("constants.onnx")).unwrap();
-    let mut m = original.clone();
-    run_pass(
-        build("clean", Default::default()).unwrap().as_ref(),
-        &mut m,
-        Limits::default(),
-    )
-    .unwrap();
+    let mut m = cleaned_copy(&original);
     let cleaned = m.clone();
     let r = quant(
         &mut m,
@@ -1367,13 +1361,7 @@ fn a_pytorch_export_sheds_its_stack_traces_and_quantizes_to_a_quarter() {
 #[test]
 fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
     let (original, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
-    let mut cleaned = original.clone();
-    run_pass(
-        build("clean", Default::default()).unwrap().as_ref(),
-        &mut cleaned,
-        Limits::default(),
-    )
-    .unwrap();
+    let cleaned = cleaned_copy(&original);
     for method in ["minmax", "percentile", "mse", "entropy"] {
         let mut m = cleaned.clone();
         let r = quant(&mut m, &format!("activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"\ncalibration = \"{method}\""));
@@ -2118,13 +2106,7 @@ fn float16_weights_a_cast_expands_are_quantized() {
     )
     .unwrap();
     let params = "activations = \"static\"\nsensitive = \"off\"";
-    let mut cleaned = original.clone();
-    run_pass(
-        build("clean", Default::default()).unwrap().as_ref(),
-        &mut cleaned,
-        Limits::default(),
-    )
-    .unwrap();
+    let cleaned = cleaned_copy(&original);
     assert!(cleaned.graph.nodes.node_weights().any(|n| n.name() == "up"));
     let mut m = cleaned.clone();
     let r = quant(&mut m, params);
