@@ -1104,7 +1104,9 @@ impl Pass for Quant {
 /// Gemm with every input dequantized, `alpha` and `beta` 1 where it has a
 /// bias (QGemm), a Conv with every input dequantized and its output quantized,
 /// directly or through Relu/Clip (QLinearConv). Anything else runs in float
-/// and dequantizes its constant operands on every run.
+/// and dequantizes its constant operands on every run, and so does a
+/// MatMul whose output goes straight to an Add of a constant: onnxruntime's
+/// MatMulAddFusion makes the two a float Gemm before its QDQ fusions run.
 fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
     let n = &g.nodes[id].proto;
     let dequantized = |slot: usize| {
@@ -1116,7 +1118,18 @@ fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
     let both = dequantized(0) == Some(true) && dequantized(1) == Some(true);
     let bias = dequantized(2) != Some(false);
     match n.op_type() {
-        "MatMul" => both,
+        "MatMul" => {
+            let out = n.output.first();
+            let bias_add = out.is_some_and(|o| {
+                !g.is_graph_output(o)
+                    && matches!(g.consumers(o).as_slice(), [c] if {
+                        let a = &g.nodes[*c].proto;
+                        a.op_type() == "Add"
+                            && a.input.iter().any(|i| i != o && g.constant(i).is_some())
+                    })
+            });
+            both && !bias_add
+        }
         "Gemm" => {
             let one = |name: &str| {
                 n.attribute
@@ -3663,8 +3676,42 @@ fn own_float_biases(g: &crate::ir::Graph, w: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob, kernel_rows};
-    use crate::ir::builder::node_proto;
+    use super::{fused_by_onnxruntime, glob, kernel_rows};
+    use crate::ir::builder::{node_proto, ModelBuilder};
+
+    /// `DQ(Q(x)) x DQ(w) -> MatMul -> then`: onnxruntime fuses the MatMul
+    /// into MatMulIntegerToFloat, except where its output goes straight to
+    /// an Add of a constant (MatMulAddFusion makes a float Gemm of the two
+    /// first: probed on onnxruntime 1.32 with 2-D and 3-D inputs).
+    #[test]
+    fn a_matmul_feeding_a_bias_add_is_not_fused() {
+        let fused = |then: &str, other: &str| {
+            let m = ModelBuilder::new(17)
+                .input("x", &[1, 4])
+                .input("z", &[1, 2])
+                .init_f32("s", &[], &[0.1])
+                .init_f32("w", &[4, 2], &[0.5; 8])
+                .init_f32("c", &[2], &[1.0; 2])
+                .node("q", "QuantizeLinear", &["x", "s"], &["xq"])
+                .node("dq", "DequantizeLinear", &["xq", "s"], &["xd"])
+                .node("dw", "DequantizeLinear", &["w", "s"], &["wd"])
+                .node("mm", "MatMul", &["xd", "wd"], &["h"])
+                .node("next", then, &["h", other], &["y"])
+                .output("y", &[1, 2])
+                .build()
+                .unwrap();
+            let g = &m.graph;
+            let id = g
+                .nodes
+                .node_indices()
+                .find(|&i| g.nodes[i].name() == "mm")
+                .unwrap();
+            fused_by_onnxruntime(g, id)
+        };
+        assert!(!fused("Add", "c"));
+        assert!(fused("Add", "z"));
+        assert!(fused("Mul", "c"));
+    }
 
     #[test]
     fn kernel_rows_follow_onnxruntimes_reduction_order() {
