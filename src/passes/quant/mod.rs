@@ -1106,7 +1106,10 @@ impl Pass for Quant {
 /// directly or through Relu/Clip (QLinearConv). Anything else runs in float
 /// and dequantizes its constant operands on every run, and so does a
 /// MatMul whose output goes straight to an Add of a constant: onnxruntime's
-/// MatMulAddFusion makes the two a float Gemm before its QDQ fusions run.
+/// MatMulAddFusion makes the two a float Gemm before its QDQ fusions run
+/// (where it knows the input's shape; such a MatMul counts as unfused
+/// either way: computed in float it loses little, with its weight
+/// dequantized on every run much).
 fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
     let n = &g.nodes[id].proto;
     let dequantized = |slot: usize| {
