@@ -1151,25 +1151,31 @@ fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
 /// Whether `v` feeds one QuantizeLinear, directly or through single-reader
 /// Relu/Clip nodes (which onnxruntime folds into it), and nothing else.
 fn quantized_next(g: &crate::ir::Graph, v: &str) -> bool {
-    let mut v = v.to_string();
-    for _ in 0..ONE_POSITION_DEPTH {
-        if g.is_graph_output(&v) {
-            return false;
-        }
-        let next = match g.consumers(&v).as_slice() {
-            [c] => *c,
-            _ => return false,
+    let chain = relu_clip_chain(g, v);
+    chain.iter().all(|v| !g.is_graph_output(v))
+        && chain.last().is_some_and(|last| {
+            matches!(g.consumers(last).as_slice(), [c] if g.nodes[*c].op() == "QuantizeLinear")
+        })
+}
+
+/// `v`, then the output of each Relu/Clip that is the only reader of the
+/// value before it: the values onnxruntime folds into one QuantizeLinear
+/// after them.
+fn relu_clip_chain(g: &crate::ir::Graph, v: &str) -> Vec<String> {
+    let mut chain = vec![v.to_string()];
+    while let Some(last) = chain.last() {
+        let next = match g.consumers(last).as_slice() {
+            [c] if matches!(g.nodes[*c].op(), "Relu" | "Clip") => {
+                g.nodes[*c].proto.output.first().cloned()
+            }
+            _ => None,
         };
-        match g.nodes[next].op() {
-            "QuantizeLinear" => return true,
-            "Relu" | "Clip" => match g.nodes[next].proto.output.first() {
-                Some(o) => v = o.clone(),
-                None => return false,
-            },
-            _ => return false,
+        match next {
+            Some(o) => chain.push(o),
+            None => break,
         }
     }
-    false
+    chain
 }
 
 /// The constant int8 weights (and int32 biases) that the chosen `patches`
@@ -1561,22 +1567,9 @@ fn feeds_q(
     readers: &BTreeMap<String, Vec<(NodeId, usize)>>,
     v: &str,
 ) -> bool {
-    let mut v = v.to_string();
-    loop {
-        if readers.contains_key(&v) {
-            return true;
-        }
-        let cs = g.consumers(&v);
-        match cs.as_slice() {
-            [c] if matches!(g.nodes[*c].op(), "Relu" | "Clip") => {
-                match g.nodes[*c].proto.output.first() {
-                    Some(o) => v = o.clone(),
-                    None => return false,
-                }
-            }
-            _ => return false,
-        }
-    }
+    relu_clip_chain(g, v)
+        .iter()
+        .any(|v| readers.contains_key(v))
 }
 
 /// Whether `id` would run as a float layer between a DequantizeLinear it
