@@ -3709,6 +3709,42 @@ mod tests {
         assert!(fused("Mul", "c"));
     }
 
+    /// A Gemm with its bias dequantized fuses into QGemm only with alpha and
+    /// beta 1 (onnxruntime 1.32: alpha 0.5 left a float Gemm).
+    #[test]
+    fn a_biased_gemm_fuses_only_with_alpha_and_beta_one() {
+        use crate::ir::builder::attr_float;
+        let fused = |attrs: Vec<crate::proto::AttributeProto>| {
+            let m = ModelBuilder::new(17)
+                .input("x", &[1, 4])
+                .init_f32("s", &[], &[0.1])
+                .init_f32("w", &[2, 4], &[0.5; 8])
+                .init_f32("b", &[2], &[1.0; 2])
+                .node("q", "QuantizeLinear", &["x", "s"], &["xq"])
+                .node("dq", "DequantizeLinear", &["xq", "s"], &["xd"])
+                .node("dw", "DequantizeLinear", &["w", "s"], &["wd"])
+                .node("db", "DequantizeLinear", &["b", "s"], &["bd"])
+                .node_with("fc", "Gemm", &["xd", "wd", "bd"], &["y"], attrs)
+                .output("y", &[1, 2])
+                .build()
+                .unwrap();
+            let g = &m.graph;
+            let id = g
+                .nodes
+                .node_indices()
+                .find(|&i| g.nodes[i].name() == "fc")
+                .unwrap();
+            fused_by_onnxruntime(g, id)
+        };
+        assert!(fused(vec![]));
+        assert!(fused(vec![
+            attr_float("alpha", 1.0),
+            attr_float("beta", 1.0)
+        ]));
+        assert!(!fused(vec![attr_float("alpha", 0.5)]));
+        assert!(!fused(vec![attr_float("beta", 2.0)]));
+    }
+
     #[test]
     fn kernel_rows_follow_onnxruntimes_reduction_order() {
         // Conv [2, 3, 1, 2]: channels-last, channels within each tap.
