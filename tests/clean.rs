@@ -392,6 +392,72 @@ fn large_body_constants_move_to_the_main_graph() {
     }
 }
 
+/// The Constant nodes of one body that define the same tensor become one:
+/// in the then-branch the second axes `[0]` and the second `2.0` (which a
+/// nested If's branch reads from the outer scope, and now reads the first),
+/// and the int64 `[0]` a Gather reads (the axes again), in the else-branch
+/// the axes and the `2.0`; not the `2.0` the then-branch returns, nor the
+/// int64 `0` of rank 0 (the same bytes as `[0]`), nor values of sibling
+/// branches (each body is merged on its own). Every branch computes as before, in tract and
+/// in onnxruntime.
+#[test]
+fn identical_constants_of_a_body_are_merged() {
+    let s = snapshot_of("if_repeated_constants.onnx");
+    insta::assert_snapshot!(s);
+    let input = fixture("if_repeated_constants.onnx");
+    let (original, _) = Model::load(&input).unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("identical Constant node in a body merged"),
+        Some(&5),
+        "{:?}",
+        r.changes
+    );
+    let after = dump(&m.graph);
+    for gone in ["axes_b", "two_c", "zero_vector", "axes_d", "two_e"] {
+        assert!(
+            !after.contains(&format!("node   {gone}: Constant()")),
+            "{gone} must be merged:\n{after}"
+        );
+    }
+    for kept in [
+        "node   axes_a: Constant()",
+        "node   two_a: Constant()",
+        "node   two_out: Constant()",
+        "node   zero_scalar: Constant()",
+        "node   axes_c: Constant()",
+        "node   two_d: Constant()",
+    ] {
+        assert!(after.contains(kept), "{kept} must stay:\n{after}");
+    }
+    let dir = scratch("clean-body-merge");
+    let out = dir.path().join("merged.onnx");
+    std::fs::write(&out, prost::Message::encode_to_vec(&m.to_proto())).unwrap();
+    // Both branches, and both of the nested If's (the sign of x's first value).
+    for (flag, sign) in [("True", 1), ("True", -1), ("False", 1)] {
+        let inputs = dir.path().join(format!("{flag}{sign}.npz"));
+        write_npz(
+            &inputs,
+            &format!("np.savez(out, x=({sign} * np.linspace(1, -1, 4, dtype=np.float32)).reshape(1, 4), flag=np.array({flag}))"),
+        );
+        let opts = VerifyOptions {
+            inputs: Some(inputs.clone()),
+            ..Default::default()
+        };
+        let v = verify(&original, &m, &opts);
+        assert_eq!(v.status, Status::Passed, "flag={flag}: {}", v.table());
+        assert_ort_matches(
+            &input,
+            &out,
+            &[
+                "--inputs".to_string(),
+                inputs.to_string_lossy().into_owned(),
+            ],
+        );
+    }
+}
+
 #[test]
 fn batchnorm_is_not_folded_when_conv_output_has_another_reader() {
     let mut m = ModelBuilder::new(17)
