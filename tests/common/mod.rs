@@ -154,8 +154,9 @@ pub fn run_passes_verified(passes: &str, extra: &[String], input: &Path, out: &P
 }
 
 /// `tests/py/ort_check.py ORIGINAL OURS ARGS...`: onnx.checker (full check)
-/// accepts `ours` and onnxruntime's outputs match the original's.
-pub fn assert_ort_matches(original: &Path, ours: &Path, args: &[String]) {
+/// accepts `ours` and onnxruntime's outputs match the original's. Returns
+/// the script's report.
+pub fn assert_ort_matches(original: &Path, ours: &Path, args: &[String]) -> serde_json::Value {
     let o = Command::new(python())
         .arg(root().join("tests/py/ort_check.py"))
         .args([original, ours])
@@ -166,6 +167,7 @@ pub fn assert_ort_matches(original: &Path, ours: &Path, args: &[String]) {
         .unwrap_or_else(|_| panic!("{}: {}", ours.display(), text(&o.stderr)));
     assert_eq!(r["checker"], "ok", "{}: {r}", original.display());
     assert_eq!(r["passed"], true, "{}: {r}", original.display());
+    r
 }
 
 /// A snapshot's text: the graph dump, then the pass's changes, one per line.

@@ -45,6 +45,7 @@ Prints one JSON object to stdout:
    "errors":  ["..."],            # interface mismatches, runtime failures
    "dequantize_per_run": {"original": [...], "rewritten": [...]},  # with --no-dequantize-per-run:
                                   # "op(reader) <- weight" of each constant DequantizeLinear left
+   "optimized_ops": {"OP": count},  # with --optimized-ops: REWRITTEN's graph in onnxruntime
    "passed":  bool}
 
 Exit status: 0 if the checker passed (or was skipped) and every output is within tolerance,
@@ -97,6 +98,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-dequantize-per-run", action="store_true",
                    help="fail if onnxruntime leaves more constant DequantizeLinear nodes "
                         "unfused in REWRITTEN than in ORIGINAL")
+    p.add_argument("--optimized-ops", action="store_true",
+                   help="report the op types of the graph onnxruntime runs for REWRITTEN "
+                        "(its fused kernels), counted")
     args = p.parse_args(argv)  # exits with status 2 on a usage error
     if args.samples < 1:
         p.error("--samples must be >= 1")
@@ -113,9 +117,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def dequantize_per_run(path: str) -> list[str]:
-    """The DequantizeLinear nodes on constants in the graph onnxruntime runs for `path`
-    (default optimisations), as 'READER_OP(READER) <- WEIGHT'."""
+def optimized_graph(path: str):
+    """The graph onnxruntime runs for `path` (default optimisations)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +127,13 @@ def dequantize_per_run(path: str) -> list[str]:
         opts.log_severity_level = 3
         opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        g = onnx.load(opts.optimized_model_filepath).graph
+        return onnx.load(opts.optimized_model_filepath).graph
+
+
+def dequantize_per_run(path: str) -> list[str]:
+    """The DequantizeLinear nodes on constants in the graph onnxruntime runs for `path`,
+    as 'READER_OP(READER) <- WEIGHT'."""
+    g = optimized_graph(path)
     constants = {t.name for t in g.initializer}
     readers = {}
     for n in g.node:
@@ -339,6 +348,11 @@ def check(args, result: dict) -> None:
                 f"onnxruntime dequantizes {len(left['rewritten'])} constant(s) on every run of "
                 f"REWRITTEN (ORIGINAL: {len(left['original'])}), where it could not fuse them "
                 f"into an integer kernel: {left['rewritten'][:8]}")
+    if args.optimized_ops:
+        ops: dict[str, int] = {}
+        for n in optimized_graph(args.rewritten).node:
+            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+        result["optimized_ops"] = dict(sorted(ops.items()))
     result["passed"] = all_ok and result["checker"] in ("ok", "skipped")
 
 

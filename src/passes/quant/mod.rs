@@ -827,9 +827,8 @@ impl Pass for Quant {
         // weight another MatMul reads as its left operand), it is stored and
         // expanded at load for every reader instead (kept float where that
         // reader is excluded).
-        let dynamic_only = |r: &Vec<(NodeId, Use)>| {
-            mode == "dynamic" && !int4 && r.iter().all(|(_, u)| *u == Use::MatMul)
-        };
+        let dynamic_only =
+            |r: &Vec<(NodeId, Use)>| mode == "dynamic" && !int4 && dynamic_layout(g, r).is_some();
         let mut left_float = Vec::new();
         for (w, readers) in uses.iter_mut() {
             if !(readers.iter().all(|(_, u)| *u == Use::Rows) || dynamic_only(readers)) {
@@ -915,9 +914,22 @@ impl Pass for Quant {
                     storable.insert(w.clone(), Fallback::Stored(axis));
                 }
                 stored_weight(model, w, &data, axis)?
-            } else if mode == "dynamic" && matmul_only && !int4 && opset >= 11 {
-                storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
-                dynamic_matmuls(model, w, &data, readers, per_channel, self.int8_qmax)?
+            } else if let (Some(transposed), "dynamic", false, true) =
+                (dynamic_layout(g, readers), mode, int4, opset >= 11)
+            {
+                // Taken back, the weight keeps its layout: a Gemm's with
+                // transB has its output channels on axis 0.
+                let axis = if transposed { 0 } else { 1 };
+                storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(axis)));
+                dynamic_matmuls(
+                    model,
+                    w,
+                    &data,
+                    readers,
+                    transposed,
+                    per_channel,
+                    self.int8_qmax,
+                )?
             } else if int4 && matmul_only && data.dims[0] as usize >= self.params.block_size {
                 storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
                 int4_weight(model, w, &data, self.params.block_size)?
@@ -3004,18 +3016,74 @@ fn int8_weight_patch(
     p
 }
 
-/// MatMuls with a constant weight in onnxruntime's dynamic int8 form:
-/// `DynamicQuantizeLinear(x) -> MatMulInteger(xq, Wq, xz, Wz) -> Cast ->
-/// Mul(xs * Ws)`, which it fuses into one kernel.
+/// Whether Gemm `n` has onnxruntime's dynamic int8 form (a MatMulInteger,
+/// then an Add of its bias): `Y = A B + C`, with no transA and alpha and
+/// beta 1 (what exporters write for a linear layer).
+fn dynamic_gemm(n: &NodeProto) -> bool {
+    let f = |name: &str| {
+        n.attribute
+            .iter()
+            .find(|a| a.name() == name)
+            .map_or(1.0, |a| a.f())
+    };
+    let bias = n.input.get(2).is_some_and(|c| !c.is_empty());
+    !set_flag(n, "transA") && f("alpha") == 1.0 && (!bias || f("beta") == 1.0)
+}
+
+/// The layout every reader of a weight needs in the dynamic int8 form:
+/// `Some(false)` where each reads it as a MatMul's right operand or a
+/// Gemm's B, `Some(true)` where each is a Gemm with transB (the int8 weight
+/// is stored transposed), `None` where a reader has no such form (see
+/// [`dynamic_gemm`]) or they disagree.
+fn dynamic_layout(g: &crate::ir::Graph, readers: &[(NodeId, Use)]) -> Option<bool> {
+    let mut layout = None;
+    for (id, u) in readers {
+        let n = &g.nodes[*id].proto;
+        let transposed = match (u, n.op_type()) {
+            (Use::MatMul, _) => false,
+            (Use::Axis(_), "Gemm") if dynamic_gemm(n) => set_flag(n, "transB"),
+            _ => return None,
+        };
+        if layout.is_some_and(|l| l != transposed) {
+            return None;
+        }
+        layout = Some(transposed);
+    }
+    layout
+}
+
+/// MatMuls and Gemms with a constant weight in onnxruntime's dynamic int8
+/// form: `DynamicQuantizeLinear(x) -> MatMulInteger(xq, Wq, xz, Wz) ->
+/// Cast -> Mul(xs * Ws)`, then a Gemm's `Add` of its bias, which it fuses
+/// into one kernel. `transposed`: the weight is a Gemm's B with transB
+/// (`[N, K]`), stored as int8 `[K, N]`.
 fn dynamic_matmuls(
     model: &Model,
     w: &str,
     data: &tensor::F32View,
     readers: &[(NodeId, Use)],
+    transposed: bool,
     per_channel: bool,
     qmax: i32,
 ) -> Result<Patch> {
     let g = &model.graph;
+    let flipped;
+    let data = if transposed {
+        let (n, k) = (data.dims[0] as usize, data.dims[1] as usize);
+        let mut t = vec![0f32; n * k];
+        for (r, row) in data.data.chunks_exact(k).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                t[c * n + r] = v;
+            }
+        }
+        flipped = tensor::F32View {
+            dims: vec![k as i64, n as i64],
+            data: std::borrow::Cow::Owned(t),
+        };
+        &flipped
+    } else {
+        data
+    };
     let n = data.dims[1] as usize;
     // Per channel: one scale per column, stored as float16 from
     // F16_SCALES_MIN_CHANNELS columns on (the weight quantized with the
@@ -3033,7 +3101,12 @@ fn dynamic_matmuls(
     let sdims: Vec<i64> = if per_channel { vec![n as i64] } else { vec![] };
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
-    let mut p = Patch::new("MatMul made dynamic int8 (MatMulInteger)");
+    let gemm = readers.iter().any(|(id, _)| g.nodes[*id].op() == "Gemm");
+    let mut p = Patch::new(if gemm {
+        "MatMul/Gemm made dynamic int8 (MatMulInteger)"
+    } else {
+        "MatMul made dynamic int8 (MatMulInteger)"
+    });
     p.remove_initializers.push(w.to_string());
     p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
     match half {
@@ -3069,9 +3142,19 @@ fn dynamic_matmuls(
             .push(node("", "MatMulInteger", &[xq, &qn, xz], &[yi], vec![]));
         p.add_nodes.push(cast_to_float(yi, yf));
         p.add_nodes.push(node("", "Mul", &[xs, &sn], &[ys], vec![]));
-        // The node that now produces the MatMul's output keeps its name.
-        p.add_nodes
-            .push(node(mm.name(), "Mul", &[yf, ys], &[&out], vec![]));
+        // The node that now produces the layer's output keeps its name.
+        match mm.proto.input.get(2).filter(|c| !c.is_empty()) {
+            Some(bias) => {
+                let product = g.fresh_name(&format!("{out}_product"));
+                p.add_nodes
+                    .push(node("", "Mul", &[yf, ys], &[&product], vec![]));
+                p.add_nodes
+                    .push(node(mm.name(), "Add", &[&product, bias], &[&out], vec![]));
+            }
+            None => p
+                .add_nodes
+                .push(node(mm.name(), "Mul", &[yf, ys], &[&out], vec![])),
+        }
         p.anchor = Some(*id);
     }
     p.count = readers.len();
