@@ -99,7 +99,8 @@ struct VerifyArgs {
     /// Inputs for verification: an .npz with one array per model input, or an .npy for a one-input model.
     /// Default: seeded random inputs that respect each input's type and shape
     /// (floats standard normal; an Ultralytics model's images uniform in [0, 1),
-    /// as its metadata documents them).
+    /// as its metadata documents them; other images standard normal and uniform
+    /// in [0, 1) in turn, since a model does not say which it takes).
     #[arg(long)]
     inputs: Option<PathBuf>,
     /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
@@ -436,6 +437,7 @@ fn run(args: RunArgs) -> Result<u8> {
             ],
             seconds: 0.0,
             reused_seconds: 0.0,
+            worst_sample: None,
         }
     } else {
         pb.set_message("verifying in tract");

@@ -371,7 +371,8 @@ fn a_name_shared_by_inputs_is_bound_by_name() {
 /// An Ultralytics export records the size it was exported at (`imgsz`,
 /// height then width) and takes images scaled to [0, 1]: a dynamic one is
 /// calibrated and verified at that size, on images drawn so; any other
-/// model keeps 64x64 and standard normal values.
+/// model keeps 64x64, its images drawn standard normal and uniform in
+/// [0, 1) in turn (it does not say which it takes).
 #[test]
 fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
     use onnx_squeeze::verify::inputs::{self, FloatValues, ProducerImages};
@@ -439,7 +440,7 @@ fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
         let want = if unit {
             FloatValues::Unit
         } else {
-            FloatValues::Normal
+            FloatValues::Mixed
         };
         assert_eq!(specs[0].values, want);
         assert_eq!(
@@ -447,13 +448,59 @@ fn an_ultralytics_model_is_sampled_as_its_metadata_says() {
             unit,
             "{notes:?}"
         );
+        assert_eq!(
+            notes
+                .iter()
+                .any(|n| n.contains("drawn standard normal and uniform in [0, 1) in turn")),
+            !unit,
+            "{notes:?}"
+        );
+        // Documented: every sample uniform; not: normal, then uniform.
         let samples = inputs::random_samples(&specs, 2, 0).unwrap();
-        let view = samples[0][0].try_as_plain_ram().unwrap();
-        let v = view.as_slice::<f32>().unwrap();
-        assert_eq!(v.len(), 3 * 96 * 160);
-        let in_unit = v.iter().all(|&x| (0.0..1.0).contains(&x));
-        assert_eq!(in_unit, unit);
+        for (k, sample) in samples.iter().enumerate() {
+            let view = sample[0].try_as_plain_ram().unwrap();
+            let v = view.as_slice::<f32>().unwrap();
+            assert_eq!(v.len(), 3 * 96 * 160);
+            let in_unit = v.iter().all(|&x| (0.0..1.0).contains(&x));
+            assert_eq!(in_unit, unit || k == 1, "sample {k}");
+        }
     }
+}
+
+/// The report names the sample the result misses most: an image model's
+/// random images are drawn normal (sample 0), then uniform in [0, 1)
+/// (sample 1); a result computing Abs where the original computes Relu
+/// differs on the normal image only.
+#[test]
+fn the_report_names_the_sample_the_result_misses_most() {
+    let build = |op: &str| {
+        ModelBuilder::new(17)
+            .input("image", &[1, 3, 8, 8])
+            .node("act", op, &["image"], &["y"])
+            .output("y", &[1, 3, 8, 8])
+            .build()
+            .unwrap()
+    };
+    let (relu, abs) = (build("Relu"), build("Abs"));
+    let opts = VerifyOptions {
+        tolerance: onnx_squeeze::pass::Tolerance {
+            atol: 1e9,
+            rtol: f64::INFINITY,
+            min_cosine: 0.0,
+        },
+        ..Default::default()
+    };
+    let v = verify(&relu, &abs, &opts);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    assert_eq!(v.samples, 2);
+    assert_eq!(v.worst_sample, Some(0), "{}", v.table());
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("standard normal and uniform in [0, 1) in turn")),
+        "{:?}",
+        v.notes
+    );
 }
 
 /// Verification against the reference the size search built reports what

@@ -148,9 +148,25 @@ fn argmax(v: &[f64]) -> usize {
     best
 }
 
+/// The cosine of `b` against `a` alone, as [`Accumulator`] computes it.
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = Accumulator::new("");
+    acc.add(a, b, &[], 0.0, 0.0);
+    acc.finish(0.0, 0.0).cosine
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_of_known_vectors() {
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 1.0]), 0.0);
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-12);
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - 0.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[0.0, 0.0]), 1.0);
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 0.0]), 0.0);
+    }
 
     #[test]
     fn identical_outputs_are_exact() {

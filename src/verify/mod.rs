@@ -94,6 +94,11 @@ pub struct VerifyReport {
     /// done early, and counts as verification's, not the pass's.
     #[serde(skip_serializing_if = "is_zero")]
     pub reused_seconds: f64,
+    /// The sample on which the result is furthest from the original (the
+    /// lowest cosine of any float output on that sample alone), where
+    /// outputs were compared: the one a search ranks candidates on.
+    #[serde(skip)]
+    pub worst_sample: Option<usize>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -111,6 +116,7 @@ impl VerifyReport {
             notes: vec![],
             seconds: 0.0,
             reused_seconds: 0.0,
+            worst_sample: None,
         }
     }
 
@@ -888,6 +894,8 @@ impl Reference {
             .collect();
         let tol = opts.tolerance;
         let mut outputs = Vec::new();
+        // Per sample, the lowest cosine of any float output on it alone.
+        let mut sample_cosine = vec![1.0f64; got.len()];
         // Graph outputs and the values selections read; what they choose
         // is compared above.
         let rows = self.n_outputs + mine.read.len();
@@ -923,7 +931,7 @@ impl Reference {
                 ));
                 continue;
             }
-            for (e, g) in self.expected.iter().zip(&got) {
+            for (i, (e, g)) in self.expected.iter().zip(&got).enumerate() {
                 let (a, b) = (&e[k], &g[k]);
                 anyhow::ensure!(
                     a.shape() == b.shape(),
@@ -931,13 +939,11 @@ impl Reference {
                     a.shape(),
                     b.shape()
                 );
-                acc.add(
-                    &tract::to_f64(a)?,
-                    &tract::to_f64(b)?,
-                    a.shape(),
-                    tol.atol,
-                    tol.rtol,
-                );
+                let (x, y) = (tract::to_f64(a)?, tract::to_f64(b)?);
+                if !integer {
+                    sample_cosine[i] = sample_cosine[i].min(metrics::cosine(&x, &y));
+                }
+                acc.add(&x, &y, a.shape(), tol.atol, tol.rtol);
             }
             if acc.count() > 0 && acc.nonfinite == acc.count() {
                 anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
@@ -991,20 +997,27 @@ impl Reference {
             notes,
             seconds: 0.0,
             reused_seconds: reused_seconds.unwrap_or(0.0),
+            worst_sample: sample_cosine
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i),
         })
     }
 
-    /// The same reference on its first sample alone: a cheaper comparison
-    /// for ranking candidates (`sensitive=auto` scores each layer with it),
-    /// never for a verdict.
-    pub fn first_sample(&self) -> Reference {
+    /// The same reference on sample `i` alone (the first where there is no
+    /// such sample): a cheaper comparison for ranking candidates
+    /// (`sensitive=auto` scores each layer with it), never for a verdict.
+    pub fn one_sample(&self, i: usize) -> Reference {
+        let i = if i < self.samples.len() { i } else { 0 };
+        let one = |v: &[Vec<Tensor>]| v.iter().skip(i).take(1).cloned().collect();
         Reference {
             opts: self.opts.clone(),
             specs: self.specs.clone(),
-            samples: self.samples.iter().take(1).cloned().collect(),
+            samples: one(&self.samples),
             fixed: self.fixed.clone(),
-            run_samples: self.run_samples.iter().take(1).cloned().collect(),
-            expected: self.expected.iter().take(1).cloned().collect(),
+            run_samples: one(&self.run_samples),
+            expected: one(&self.expected),
             out_names: self.out_names.clone(),
             n_outputs: self.n_outputs,
             selections: self.selections.clone(),

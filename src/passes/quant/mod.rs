@@ -2048,9 +2048,6 @@ impl Quant {
         // once here, and each candidate built on that copy; a candidate whose
         // patches do not translate to it is specialised on its own.
         let specialised = reference.specialised(model).ok().flatten();
-        // Layers are ranked on the first sample alone (half the runs on two
-        // samples); every verdict takes them all.
-        let first = reference.first_sample();
         let eval_on = |reference: &Reference,
                        keep: &[bool],
                        fallback: &[Option<Stored>]|
@@ -2105,6 +2102,12 @@ impl Quant {
             }
             Status::Failed => {}
         }
+        // Layers are ranked on one sample alone (half the runs on two
+        // samples), the one the full result misses most: where images are
+        // drawn normal and uniform in turn, a classifier that takes images
+        // in [0, 1) saturates on the normal one, and every layer would rank
+        // the same there; every verdict takes them all.
+        let ranking = reference.one_sample(full.worst_sample.unwrap_or(0));
         // A weight taken back from integer compute is still stored compactly,
         // expanded to float once at load (its error is a small part of
         // quantization's; activations are what costs accuracy): the layer
@@ -2268,7 +2271,7 @@ impl Quant {
                 idxs.iter().for_each(|&i| keep[i] = true);
                 // Scored against a float rest (fallbacks would cost a patch
                 // per weight in every candidate, and rank the same).
-                let s = score(&eval_on(&first, &keep, &[])?);
+                let s = score(&eval_on(&ranking, &keep, &[])?);
                 if let Ok(mut done) = measured.lock() {
                     *done += 1;
                     progress.say(&format!(
