@@ -603,6 +603,63 @@ fn gemms_compute_in_int8_in_dynamic_mode() {
     );
 }
 
+/// A stem Conv too short for an integer kernel (3 input channels, 3x3: a
+/// reduction of 27) computes in int8 anyway where it feeds, through its
+/// activation, a MaxPool whose output the int8 Conv after it reads:
+/// onnxruntime moves that QuantizeLinear up before the MaxPool, and a uint8
+/// MaxPool after a float layer runs its slow generic kernel (MTCNN's ONet
+/// 0.73x of float; 1.12x now). After an int8 Conv it pools in NHWC.
+#[test]
+fn a_short_conv_feeding_a_quantized_maxpool_computes_in_int8() {
+    let mut pool = vec![
+        attr_ints("kernel_shape", &[3, 3]),
+        attr_ints("strides", &[2, 2]),
+    ];
+    pool.push(attr_string("auto_pad", "SAME_UPPER"));
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 3, 24, 24])
+        .init_f32("w1", &[32, 3, 3, 3], &weights(32 * 27, 21))
+        .init_f32("slope", &[32, 1, 1], &vec![0.25; 32])
+        .init_f32("w2", &[64, 32, 3, 3], &weights(64 * 288, 22))
+        .node_with("stem", "Conv", &["x", "w1"], &["c1"], conv_attrs(3))
+        .node("act", "PRelu", &["c1", "slope"], &["a1"])
+        .node_with("pool", "MaxPool", &["a1"], &["p1"], pool)
+        .node_with("c2", "Conv", &["p1", "w2"], &["c2_out"], conv_attrs(3))
+        .node("r2", "Relu", &["c2_out"], &["y"])
+        .output("y", &[1, 64, 12, 12])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"static\"\nsensitive = \"off\"\nweight_range = \"full\"\nmin_reduction = 64",
+    );
+    assert!(
+        s.contains("DequantizeLinear(w1_q, w1_scale) -> (w1)"),
+        "the stem Conv computes in int8: {s}"
+    );
+    assert!(s.contains("stem: Conv(a1x0_dq, w1)"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    let dir = scratch("quant-stem-pool");
+    let input = write_model(dir.path(), "model.onnx", &original);
+    let out = dir.path().join("model.q.onnx");
+    run_passes_verified(
+        "quant(activations=static,min_reduction=64)",
+        &[],
+        &input,
+        &out,
+    );
+    let mut args = quantized("0.99");
+    args.push("--optimized-ops".into());
+    let r = assert_ort_matches(&input, &out, &args);
+    assert_eq!(
+        r["optimized_ops"].get("MaxPool"),
+        None,
+        "onnxruntime pools in NHWC after the int8 stem: {r}"
+    );
+    assert_eq!(r["optimized_ops"]["NhwcMaxPool"], 1, "{r}");
+}
+
 /// Constant operands that no integer form takes (a MatMul's left operand,
 /// a Gemm's with transA, a MatMul weight of rank 3) are still stored as int8
 /// and expanded at load, per row: they were left in float, at full size.
