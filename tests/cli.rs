@@ -565,3 +565,35 @@ fn a_panic_inside_tract_is_a_verification_that_could_not_run() {
         assert!(!out.exists());
     }
 }
+
+/// A model whose input is text: verification cannot draw or load strings,
+/// and says what to do instead of pointing at --inputs, which cannot carry
+/// them; nothing is written, exit 3.
+#[test]
+fn a_text_input_cannot_be_verified_and_says_why() {
+    use onnx_squeeze::ir::builder::{typed_value, ModelBuilder};
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let mut p = ModelBuilder::new(17)
+        .node("id", "Identity", &["text"], &["t"])
+        .node("again", "Identity", &["t"], &["out"])
+        .proto();
+    let g = p.graph.as_mut().unwrap();
+    g.input.push(typed_value("text", DataType::String, &[2]));
+    g.output.push(typed_value("out", DataType::String, &[2]));
+    let dir = scratch("cli-text");
+    let input = dir.path().join("text.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&p)).unwrap();
+    let out = dir.path().join("out.onnx");
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "{all}");
+    assert!(all.contains("input 'text' is text (String)"), "{all}");
+    assert!(all.contains("pass --no-verify"), "{all}");
+    assert!(!out.exists());
+}

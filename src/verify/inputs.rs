@@ -365,6 +365,10 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     &s.shape,
                     &(0..n).map(|_| rng.random_bool(0.5)).collect::<Vec<_>>(),
                 )?,
+                DataType::String => bail!(
+                    "input '{}' is text (String): random text cannot be drawn, and --inputs cannot carry it either (string arrays are not read), so verification cannot run; pass --no-verify to write the result unverified and check it with the runtime that runs the model",
+                    s.name
+                ),
                 other => bail!(
                     "cannot generate random values for input '{}' of type {other:?}; pass --inputs",
                     s.name
@@ -443,6 +447,9 @@ fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
         (TypeChar::Int, 1) => Tensor::from_shape(&shape, &npy.into_vec::<i8>()?)?,
         (TypeChar::Uint, 1) => Tensor::from_shape(&shape, &npy.into_vec::<u8>()?)?,
         (TypeChar::Bool, 1) => Tensor::from_shape(&shape, &npy.into_vec::<bool>()?)?,
+        (TypeChar::UnicodeStr | TypeChar::ByteStr, _) => bail!(
+            "string arrays are not supported: verification runs numeric inputs only; pass --no-verify to write the result unverified"
+        ),
         (tc, size) => bail!("arrays of type {tc:?}{size} are not supported"),
     })
 }
