@@ -48,6 +48,7 @@ CMD_TIMEOUT = 3600  # seconds, per quantization command
 # calib: the calibration samples handed to quantize_static (a list of such dicts): the
 #        model's fixed npz when our tool gets --inputs (it calibrates on that one sample),
 #        else CALIB_SAMPLES random samples drawn like our tool draws its own (floats N(0,1),
+#        images N(0,1) and uniform in [0, 1) in turn, an Ultralytics model's uniform,
 #        integers in [0, 100), inputs named like masks all 1; src/verify/inputs.rs).
 
 def _rng(seed):
@@ -59,15 +60,17 @@ def _npz(path):
         return {k: z[k] for k in z.files}
 
 
-def _tool_like(specs, seed, unit=False):
+def _tool_like(specs, seed, unit=False, image=False):
     """CALIB_SAMPLES samples with the distribution of our tool's random samples (floats
-    uniform in [0, 1) with `unit`, as our tool draws the images of Ultralytics models)."""
+    uniform in [0, 1) with `unit`, as our tool draws the images of Ultralytics models;
+    with `image`, standard normal and uniform in [0, 1) in turn, as it draws other
+    images)."""
     rng = _rng(seed)
     out = []
-    for _ in range(CALIB_SAMPLES):
+    for k in range(CALIB_SAMPLES):
         s = {}
         for name, dtype, shape in specs:
-            if np.issubdtype(dtype, np.floating) and unit:
+            if np.issubdtype(dtype, np.floating) and (unit or (image and k % 2 == 1)):
                 s[name] = rng.random(shape).astype(dtype)
             elif np.issubdtype(dtype, np.floating):
                 s[name] = rng.standard_normal(shape).astype(dtype)
@@ -117,7 +120,8 @@ def models(inputs_dir):
         # weights): the ResNet-style CNN no test asset is.
         (GENERATED_RESNET, [],
          lambda: {"input": _rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)},
-         lambda: _tool_like([("input", np.float32, (1, 3, 224, 224))], 0), ["logits"]),
+         lambda: _tool_like([("input", np.float32, (1, 3, 224, 224))], 0, image=True),
+         ["logits"]),
     ]
 
 

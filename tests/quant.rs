@@ -619,7 +619,7 @@ fn a_short_conv_feeding_a_quantized_maxpool_computes_in_int8() {
     let original = ModelBuilder::new(17)
         .input("x", &[1, 3, 24, 24])
         .init_f32("w1", &[32, 3, 3, 3], &weights(32 * 27, 21))
-        .init_f32("slope", &[32, 1, 1], &vec![0.25; 32])
+        .init_f32("slope", &[32, 1, 1], &[0.25; 32])
         .init_f32("w2", &[64, 32, 3, 3], &weights(64 * 288, 22))
         .node_with("stem", "Conv", &["x", "w1"], &["c1"], conv_attrs(3))
         .node("act", "PRelu", &["c1", "slope"], &["a1"])
