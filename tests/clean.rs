@@ -375,21 +375,39 @@ fn large_body_constants_move_to_the_main_graph() {
             &inputs,
             &format!("np.savez(out, x=np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8), flag=np.array({flag}))"),
         );
-        let opts = VerifyOptions {
-            inputs: Some(inputs.clone()),
-            ..Default::default()
-        };
-        let v = verify(&original, &m, &opts);
-        assert_eq!(v.status, Status::Passed, "flag={flag}: {}", v.table());
-        assert_ort_matches(
-            &input,
-            &out,
-            &[
-                "--inputs".to_string(),
-                inputs.to_string_lossy().into_owned(),
-            ],
-        );
+        assert_same_on(&original, &m, &input, &out, &inputs);
     }
+}
+
+/// `result` (written as `out`) computes what `original` (read from
+/// `input`) does on the samples in `inputs`, in tract and in onnxruntime.
+fn assert_same_on(
+    original: &Model,
+    result: &Model,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    inputs: &std::path::Path,
+) {
+    let opts = VerifyOptions {
+        inputs: Some(inputs.to_path_buf()),
+        ..Default::default()
+    };
+    let v = verify(original, result, &opts);
+    assert_eq!(
+        v.status,
+        Status::Passed,
+        "{}: {}",
+        inputs.display(),
+        v.table()
+    );
+    assert_ort_matches(
+        input,
+        out,
+        &[
+            "--inputs".to_string(),
+            inputs.to_string_lossy().into_owned(),
+        ],
+    );
 }
 
 /// The Constant nodes of one body that define the same tensor become one:
@@ -441,20 +459,7 @@ fn identical_constants_of_a_body_are_merged() {
             &inputs,
             &format!("np.savez(out, x=({sign} * np.linspace(1, -1, 4, dtype=np.float32)).reshape(1, 4), flag=np.array({flag}))"),
         );
-        let opts = VerifyOptions {
-            inputs: Some(inputs.clone()),
-            ..Default::default()
-        };
-        let v = verify(&original, &m, &opts);
-        assert_eq!(v.status, Status::Passed, "flag={flag}: {}", v.table());
-        assert_ort_matches(
-            &input,
-            &out,
-            &[
-                "--inputs".to_string(),
-                inputs.to_string_lossy().into_owned(),
-            ],
-        );
+        assert_same_on(&original, &m, &input, &out, &inputs);
     }
 }
 

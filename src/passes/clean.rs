@@ -313,6 +313,20 @@ fn merge_identical_constants(model: &Model) -> Vec<Patch> {
 /// constant to a body's shape inference in every runtime). What a body
 /// returns stays.
 fn merge_body_constants(g: &Graph) -> Vec<Patch> {
+    body_patches(g, "identical Constant node in a body merged", |sg, p| {
+        p.exact = true;
+        p.count += merge_constants_in(sg);
+    })
+}
+
+/// One patch per If/Loop/Scan node: `edit` rewrites each of its bodies (in
+/// a copy of its attributes) and records in the patch what it did; where it
+/// counted anything, the patch replaces the node's attributes with the copy.
+fn body_patches(
+    g: &Graph,
+    label: &str,
+    mut edit: impl FnMut(&mut GraphProto, &mut Patch),
+) -> Vec<Patch> {
     let mut out = Vec::new();
     for id in g.nodes.node_indices() {
         let n = &g.nodes[id];
@@ -320,19 +334,16 @@ fn merge_body_constants(g: &Graph) -> Vec<Patch> {
             continue;
         }
         let mut attrs = n.proto.attribute.clone();
-        let mut merged = 0;
+        let mut p = Patch::new(label);
         for a in &mut attrs {
             for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
-                merged += merge_constants_in(sg);
+                edit(sg, &mut p);
             }
         }
-        if merged == 0 {
+        if p.count == 0 {
             continue;
         }
-        let mut p = Patch::new("identical Constant node in a body merged");
-        p.exact = true;
         p.anchor = Some(id);
-        p.count = merged;
         p.replace_attributes.push((id, attrs));
         out.push(p);
     }
@@ -530,30 +541,12 @@ fn hoist_body_constants(g: &Graph) -> Vec<Patch> {
         }
     }
     let mut used = g.all_names();
-    let mut out = Vec::new();
-    for id in g.nodes.node_indices() {
-        let n = &g.nodes[id];
-        if !control_flow(&n.proto) || walk::subgraphs(&n.proto).next().is_none() {
-            continue;
-        }
-        let mut attrs = n.proto.attribute.clone();
+    body_patches(g, "constant in a body moved to the main graph", |sg, p| {
         let mut hoisted = Vec::new();
-        for a in &mut attrs {
-            for sg in a.g.iter_mut().chain(a.graphs.iter_mut()) {
-                hoist_from(sg, &defined, &mut used, &mut hoisted);
-            }
-        }
-        if hoisted.is_empty() {
-            continue;
-        }
-        let mut p = Patch::new("constant in a body moved to the main graph");
-        p.anchor = Some(id);
-        p.count = hoisted.len();
-        p.replace_attributes.push((id, attrs));
-        p.add_initializers = hoisted;
-        out.push(p);
-    }
-    out
+        hoist_from(sg, &defined, &mut used, &mut hoisted);
+        p.count += hoisted.len();
+        p.add_initializers.append(&mut hoisted);
+    })
 }
 
 /// An ONNX If, Loop or Scan: bodies that read outer names by ONNX's scoping.
