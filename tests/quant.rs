@@ -603,6 +603,36 @@ fn gemms_compute_in_int8_in_dynamic_mode() {
     );
 }
 
+/// A transB Gemm weight that another node reads too (here a Transpose to a
+/// graph output) is stored and expanded at load for both, per output
+/// channel of the Gemm: its rows, not its columns.
+#[test]
+fn a_shared_transposed_gemm_weight_is_stored_per_output_channel() {
+    let original = ModelBuilder::new(17)
+        .input("x", &[2, 64])
+        .init_f32("w", &[32, 64], &weights(32 * 64, 16))
+        .node_with(
+            "fc",
+            "Gemm",
+            &["x", "w"],
+            &["y"],
+            vec![attr_int("transB", 1)],
+        )
+        .node("t", "Transpose", &["w"], &["wt"])
+        .output("y", &[2, 32])
+        .output("wt", &[64, 32])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"dynamic\"\nsensitive = \"off\"\nmin_weight_elements = 16",
+    );
+    assert!(s.contains("init   w_scale: float[32,1]"), "{s}");
+    assert!(s.contains("Mul(w_int8_values, w_scale) -> (w)"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// A stem Conv too short for an integer kernel (3 input channels, 3x3: a
 /// reduction of 27) computes in int8 anyway where it feeds, through its
 /// activation, a MaxPool whose output the int8 Conv after it reads:
@@ -1200,7 +1230,8 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
         "activations = \"dynamic\"\nmin_weight_elements = 16",
     );
     assert_eq!(
-        r.changes.get("MatMul made dynamic int8 (MatMulInteger)"),
+        r.changes
+            .get("MatMul/Gemm made dynamic int8 (MatMulInteger)"),
         Some(&1),
         "{:?}",
         r.changes

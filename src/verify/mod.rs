@@ -439,6 +439,26 @@ impl RunMemo {
     }
 }
 
+/// The sample on which the outputs that failed (all of them where none
+/// did) have their lowest cosine: `(failed, cosine per sample)` per float
+/// output. An output within tolerance may pass on absolute error alone,
+/// where its cosine says nothing.
+fn worst_sample(outputs: &[(bool, Vec<f64>)]) -> Option<usize> {
+    let any_failed = outputs.iter().any(|(failed, _)| *failed);
+    let samples = outputs.iter().map(|(_, c)| c.len()).max()?;
+    (0..samples)
+        .map(|i| {
+            let lowest = outputs
+                .iter()
+                .filter(|(failed, _)| *failed || !any_failed)
+                .filter_map(|(_, c)| c.get(i).copied())
+                .fold(1.0f64, f64::min);
+            (i, lowest)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
 /// What identifies a run: the model (its large initializers' bytes hashed
 /// where they lie, the rest encoded) and the samples.
 fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u128 {
@@ -894,8 +914,9 @@ impl Reference {
             .collect();
         let tol = opts.tolerance;
         let mut outputs = Vec::new();
-        // Per sample, the lowest cosine of any float output on it alone.
-        let mut sample_cosine = vec![1.0f64; got.len()];
+        // Per float output, whether it failed and its cosine on each sample
+        // alone (0 where the result is not finite and the original is).
+        let mut sample_cosines: Vec<(bool, Vec<f64>)> = Vec::new();
         // Graph outputs and the values selections read; what they choose
         // is compared above.
         let rows = self.n_outputs + mine.read.len();
@@ -931,7 +952,8 @@ impl Reference {
                 ));
                 continue;
             }
-            for (i, (e, g)) in self.expected.iter().zip(&got).enumerate() {
+            let mut cosines = Vec::new();
+            for (e, g) in self.expected.iter().zip(&got) {
                 let (a, b) = (&e[k], &g[k]);
                 anyhow::ensure!(
                     a.shape() == b.shape(),
@@ -941,7 +963,11 @@ impl Reference {
                 );
                 let (x, y) = (tract::to_f64(a)?, tract::to_f64(b)?);
                 if !integer {
-                    sample_cosine[i] = sample_cosine[i].min(metrics::cosine(&x, &y));
+                    let lost = x
+                        .iter()
+                        .zip(&y)
+                        .any(|(a, b)| a.is_finite() && !b.is_finite());
+                    cosines.push(if lost { 0.0 } else { metrics::cosine(&x, &y) });
                 }
                 acc.add(&x, &y, a.shape(), tol.atol, tol.rtol);
             }
@@ -961,6 +987,9 @@ impl Reference {
                     "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
                     m.max_abs, tol.atol, m.cosine
                 ));
+            }
+            if !cosines.is_empty() {
+                sample_cosines.push((!m.passed, cosines));
             }
             outputs.push(m);
         }
@@ -997,11 +1026,7 @@ impl Reference {
             notes,
             seconds: 0.0,
             reused_seconds: reused_seconds.unwrap_or(0.0),
-            worst_sample: sample_cosine
-                .iter()
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i),
+            worst_sample: worst_sample(&sample_cosines),
         })
     }
 
@@ -1395,4 +1420,21 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
         patches.push(p);
     }
     Ok(patches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worst_sample;
+
+    #[test]
+    fn the_worst_sample_is_that_of_the_failed_outputs() {
+        // An output that passed (on absolute error, its cosine noise) does
+        // not choose the sample where one failed.
+        let outputs = vec![(false, vec![1.0, 0.2]), (true, vec![0.9, 0.99])];
+        assert_eq!(worst_sample(&outputs), Some(0));
+        // None failed: all of them count.
+        let passed = vec![(false, vec![1.0, 0.2]), (false, vec![0.9, 0.99])];
+        assert_eq!(worst_sample(&passed), Some(1));
+        assert_eq!(worst_sample(&[]), None);
+    }
 }

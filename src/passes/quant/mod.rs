@@ -848,7 +848,11 @@ impl Pass for Quant {
                 left_float.push(w.clone());
                 continue;
             }
-            let axis = if readers.iter().all(|(_, u)| *u == Use::Rows) {
+            // Per row of a table; per output channel of a dynamic weight:
+            // its columns, or its rows where a Gemm reads it with transB.
+            let axis = if readers.iter().all(|(_, u)| *u == Use::Rows)
+                || dynamic_layout(g, readers) == Some(true)
+            {
                 0
             } else {
                 1
@@ -3154,12 +3158,7 @@ fn dynamic_matmuls(
     let sdims: Vec<i64> = if per_channel { vec![n as i64] } else { vec![] };
     let qn = g.fresh_name(&format!("{w}_q"));
     let sn = g.fresh_name(&format!("{w}_scale"));
-    let gemm = readers.iter().any(|(id, _)| g.nodes[*id].op() == "Gemm");
-    let mut p = Patch::new(if gemm {
-        "MatMul/Gemm made dynamic int8 (MatMulInteger)"
-    } else {
-        "MatMul made dynamic int8 (MatMulInteger)"
-    });
+    let mut p = Patch::new("MatMul/Gemm made dynamic int8 (MatMulInteger)");
     p.remove_initializers.push(w.to_string());
     p.add_initializers.push(tensor_i8(&qn, &data.dims, &q));
     match half {
