@@ -51,7 +51,8 @@
 //! sit between two int8 layers (see `Quant::conv_pays_in_int8`). Conv/Gemm
 //! biases become int32 with scale = input scale x weight scale. `dynamic`: each MatMul with a
 //! constant weight becomes DynamicQuantizeLinear -> MatMulInteger -> Cast ->
-//! Mul, the form onnxruntime fuses into its dynamic int8 kernel. `auto`
+//! Mul, the form onnxruntime fuses into its dynamic int8 kernel, and so does
+//! a Gemm with no transA and alpha and beta 1 (then an Add of its bias). `auto`
 //! picks static for convolutional models (Convs hold at least as many
 //! weights as MatMul/Gemm layers, or compute at least as many multiply-adds
 //! at the calibration sizes: a classifier head holds many weights and
