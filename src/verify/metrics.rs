@@ -63,8 +63,10 @@ impl Accumulator {
     }
 
     /// Add one sample: `a` from the original, `b` from the result, with the
-    /// output's shape (for top-1 over the last axis).
-    pub fn add(&mut self, a: &[f64], b: &[f64], shape: &[usize], atol: f64, rtol: f64) {
+    /// output's shape (for top-1 over the last axis). Returns the sample's
+    /// own cosine (0 where the result is not finite and the original is).
+    pub fn add(&mut self, a: &[f64], b: &[f64], shape: &[usize], atol: f64, rtol: f64) -> f64 {
+        let (mut dot, mut na, mut nb, mut lost) = (0.0, 0.0, 0.0, false);
         for (&x, &y) in a.iter().zip(b) {
             if !x.is_finite() {
                 self.nonfinite += 1;
@@ -86,11 +88,16 @@ impl Accumulator {
                 self.within = false;
             }
             if x.is_finite() && y.is_finite() {
-                self.dot += x * y;
-                self.na += x * x;
-                self.nb += y * y;
+                dot += x * y;
+                na += x * x;
+                nb += y * y;
+            } else if x.is_finite() {
+                lost = true;
             }
         }
+        self.dot += dot;
+        self.na += na;
+        self.nb += nb;
         self.count += a.len();
         let classes = shape.last().copied().unwrap_or(0);
         // Top-1 only where the output is a score vector: [batch, classes].
@@ -102,6 +109,11 @@ impl Accumulator {
                 }
             }
         }
+        if lost {
+            0.0
+        } else {
+            cosine_of(dot, na, nb)
+        }
     }
 
     /// Elements compared so far.
@@ -110,13 +122,7 @@ impl Accumulator {
     }
 
     pub fn finish(&self, min_cosine: f64, atol: f64) -> OutputMetrics {
-        let cosine = if self.na == 0.0 && self.nb == 0.0 {
-            1.0
-        } else if self.na == 0.0 || self.nb == 0.0 {
-            0.0
-        } else {
-            self.dot / (self.na.sqrt() * self.nb.sqrt())
-        };
+        let cosine = cosine_of(self.dot, self.na, self.nb);
         let top1 = (self.top1_rows > 0).then(|| self.top1_hits as f64 / self.top1_rows as f64);
         OutputMetrics {
             name: self.name.clone(),
@@ -148,11 +154,16 @@ fn argmax(v: &[f64]) -> usize {
     best
 }
 
-/// The cosine of `b` against `a` alone, as [`Accumulator`] computes it.
-pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = Accumulator::new("");
-    acc.add(a, b, &[], 0.0, 0.0);
-    acc.finish(0.0, 0.0).cosine
+/// The cosine from a dot product and the two squared norms: 1 where both
+/// vectors are zero, 0 where one is.
+fn cosine_of(dot: f64, na: f64, nb: f64) -> f64 {
+    if na == 0.0 && nb == 0.0 {
+        1.0
+    } else if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
 }
 
 #[cfg(test)]
@@ -160,12 +171,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cosine_of_known_vectors() {
+    fn each_sample_returns_its_own_cosine() {
+        let cosine = |a: &[f64], b: &[f64]| Accumulator::new("y").add(a, b, &[], 0.0, 0.0);
         assert_eq!(cosine(&[1.0, 0.0], &[0.0, 1.0]), 0.0);
         assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-12);
         assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - 0.5f64.sqrt()).abs() < 1e-12);
         assert_eq!(cosine(&[0.0, 0.0], &[0.0, 0.0]), 1.0);
         assert_eq!(cosine(&[1.0, 0.0], &[0.0, 0.0]), 0.0);
+        // A result that is not finite where the original is: nothing alike.
+        assert_eq!(cosine(&[1.0, 2.0], &[1.0, f64::NAN]), 0.0);
+        // Per sample, while the accumulator sums over them.
+        let mut acc = Accumulator::new("y");
+        assert_eq!(acc.add(&[1.0, 0.0], &[0.0, 1.0], &[], 0.0, 0.0), 0.0);
+        assert!((acc.add(&[1.0, 0.0], &[1.0, 0.0], &[], 0.0, 0.0) - 1.0).abs() < 1e-12);
+        assert!((acc.finish(0.0, 1.0).cosine - 0.5).abs() < 1e-12);
     }
 
     #[test]

@@ -915,7 +915,7 @@ impl Reference {
         let tol = opts.tolerance;
         let mut outputs = Vec::new();
         // Per float output, whether it failed and its cosine on each sample
-        // alone (0 where the result is not finite and the original is).
+        // alone (see `Accumulator::add`).
         let mut sample_cosines: Vec<(bool, Vec<f64>)> = Vec::new();
         // Graph outputs and the values selections read; what they choose
         // is compared above.
@@ -961,15 +961,16 @@ impl Reference {
                     a.shape(),
                     b.shape()
                 );
-                let (x, y) = (tract::to_f64(a)?, tract::to_f64(b)?);
+                let cosine = acc.add(
+                    &tract::to_f64(a)?,
+                    &tract::to_f64(b)?,
+                    a.shape(),
+                    tol.atol,
+                    tol.rtol,
+                );
                 if !integer {
-                    let lost = x
-                        .iter()
-                        .zip(&y)
-                        .any(|(a, b)| a.is_finite() && !b.is_finite());
-                    cosines.push(if lost { 0.0 } else { metrics::cosine(&x, &y) });
+                    cosines.push(cosine);
                 }
-                acc.add(&x, &y, a.shape(), tol.atol, tol.rtol);
             }
             if acc.count() > 0 && acc.nonfinite == acc.count() {
                 anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
