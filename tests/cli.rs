@@ -596,4 +596,21 @@ fn a_text_input_cannot_be_verified_and_says_why() {
     assert!(all.contains("input 'text' is text (String)"), "{all}");
     assert!(all.contains("pass --no-verify"), "{all}");
     assert!(!out.exists());
+    // Strings in an .npz are refused the same way.
+    let npz = dir.path().join("text.npz");
+    write_npz(&npz, "np.savez(out, text=np.array(['a', 'b']))");
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        "--inputs",
+        npz.to_str().unwrap(),
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "{all}");
+    assert!(all.contains("string arrays are not supported"), "{all}");
+    assert!(all.contains("pass --no-verify"), "{all}");
+    assert!(!out.exists());
 }

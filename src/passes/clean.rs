@@ -313,10 +313,11 @@ fn merge_identical_constants(model: &Model) -> Vec<Patch> {
 /// constant to a body's shape inference in every runtime). What a body
 /// returns stays.
 fn merge_body_constants(g: &Graph) -> Vec<Patch> {
-    body_patches(g, "identical Constant node in a body merged", |sg, p| {
-        p.exact = true;
+    let mut out = body_patches(g, "identical Constant node in a body merged", |sg, p| {
         p.count += merge_constants_in(sg);
-    })
+    });
+    out.iter_mut().for_each(|p| p.exact = true);
+    out
 }
 
 /// One patch per If/Loop/Scan node: `edit` rewrites each of its bodies (in

@@ -1153,12 +1153,7 @@ fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
             both && !bias_add
         }
         "Gemm" => {
-            let one = |name: &str| {
-                n.attribute
-                    .iter()
-                    .find(|a| a.name() == name)
-                    .is_none_or(|a| a.f() == 1.0)
-            };
+            let one = |name| gemm_factor(n, name) == 1.0;
             let biased = n.input.get(2).is_some_and(|b| !b.is_empty());
             both && bias && (!biased || (one("alpha") && one("beta")))
         }
@@ -1636,7 +1631,8 @@ fn pools_into_int8(
         Some(o) => o.as_str(),
         None => return false,
     };
-    for _ in 0..=POOL_CHAIN_OPS.len() {
+    // The graph is acyclic: each step goes forward.
+    loop {
         let c = g.consumers(v);
         let [c] = c.as_slice() else {
             return false;
@@ -1651,7 +1647,6 @@ fn pools_into_int8(
             _ => return false,
         }
     }
-    false
 }
 
 /// Float layers (`float(id)`) placed between a DequantizeLinear and a
@@ -3078,14 +3073,18 @@ fn int8_weight_patch(
 /// then an Add of its bias): `Y = A B + C`, with no transA and alpha and
 /// beta 1 (what exporters write for a linear layer).
 fn dynamic_gemm(n: &NodeProto) -> bool {
-    let f = |name: &str| {
-        n.attribute
-            .iter()
-            .find(|a| a.name() == name)
-            .map_or(1.0, |a| a.f())
-    };
     let bias = n.input.get(2).is_some_and(|c| !c.is_empty());
-    !set_flag(n, "transA") && f("alpha") == 1.0 && (!bias || f("beta") == 1.0)
+    !set_flag(n, "transA")
+        && gemm_factor(n, "alpha") == 1.0
+        && (!bias || gemm_factor(n, "beta") == 1.0)
+}
+
+/// Gemm `n`'s `alpha` or `beta`: its attribute, else the default, 1.
+fn gemm_factor(n: &NodeProto, name: &str) -> f32 {
+    n.attribute
+        .iter()
+        .find(|a| a.name() == name)
+        .map_or(1.0, |a| a.f())
 }
 
 /// The layout every reader of a weight needs in the dynamic int8 form:
@@ -3815,6 +3814,17 @@ mod tests {
     /// into MatMulIntegerToFloat, except where its output goes straight to
     /// an Add of a constant (MatMulAddFusion makes a float Gemm of the two
     /// first: probed on onnxruntime 1.32 with 2-D and 3-D inputs).
+    /// [`fused_by_onnxruntime`] for the node named `name`.
+    fn fused_named(m: &crate::ir::Model, name: &str) -> bool {
+        let g = &m.graph;
+        let id = g
+            .nodes
+            .node_indices()
+            .find(|&i| g.nodes[i].name() == name)
+            .unwrap();
+        fused_by_onnxruntime(g, id)
+    }
+
     #[test]
     fn a_matmul_feeding_a_bias_add_is_not_fused() {
         let fused = |then: &str, other: &str| {
@@ -3832,13 +3842,7 @@ mod tests {
                 .output("y", &[1, 2])
                 .build()
                 .unwrap();
-            let g = &m.graph;
-            let id = g
-                .nodes
-                .node_indices()
-                .find(|&i| g.nodes[i].name() == "mm")
-                .unwrap();
-            fused_by_onnxruntime(g, id)
+            fused_named(&m, "mm")
         };
         assert!(!fused("Add", "c"));
         assert!(fused("Add", "z"));
@@ -3864,13 +3868,7 @@ mod tests {
                 .output("y", &[1, 2])
                 .build()
                 .unwrap();
-            let g = &m.graph;
-            let id = g
-                .nodes
-                .node_indices()
-                .find(|&i| g.nodes[i].name() == "fc")
-                .unwrap();
-            fused_by_onnxruntime(g, id)
+            fused_named(&m, "fc")
         };
         assert!(fused(vec![]));
         assert!(fused(vec![
