@@ -1176,12 +1176,16 @@ fn quantized_next(g: &crate::ir::Graph, v: &str) -> bool {
 /// value before it: the values onnxruntime folds into one QuantizeLinear
 /// after them.
 fn relu_clip_chain(g: &crate::ir::Graph, v: &str) -> Vec<String> {
+    single_reader_chain(g, v, &["Relu", "Clip"])
+}
+
+/// `v`, then the output of each node of an op in `ops` that is the only
+/// reader of the value before it (the graph is acyclic: the walk ends).
+fn single_reader_chain(g: &crate::ir::Graph, v: &str, ops: &[&str]) -> Vec<String> {
     let mut chain = vec![v.to_string()];
     while let Some(last) = chain.last() {
         let next = match g.consumers(last).as_slice() {
-            [c] if matches!(g.nodes[*c].op(), "Relu" | "Clip") => {
-                g.nodes[*c].proto.output.first().cloned()
-            }
+            [c] if ops.contains(&g.nodes[*c].op()) => g.nodes[*c].proto.output.first().cloned(),
             _ => None,
         };
         match next {
@@ -1627,26 +1631,19 @@ fn pools_into_int8(
     readers: &BTreeMap<String, Vec<(NodeId, usize)>>,
     id: NodeId,
 ) -> bool {
-    let mut v = match g.nodes[id].proto.output.first() {
-        Some(o) => o.as_str(),
-        None => return false,
+    let Some(out) = g.nodes[id].proto.output.first() else {
+        return false;
     };
-    // The graph is acyclic: each step goes forward.
-    loop {
-        let c = g.consumers(v);
-        let [c] = c.as_slice() else {
-            return false;
-        };
-        let n = &g.nodes[*c];
-        let Some(out) = n.proto.output.first().filter(|_| n.is_onnx()) else {
-            return false;
-        };
-        match n.op() {
-            "MaxPool" => return readers.contains_key(out),
-            op if POOL_CHAIN_OPS.contains(&op) && !g.is_graph_output(v) => v = out,
-            _ => return false,
-        }
-    }
+    let chain = single_reader_chain(g, out, POOL_CHAIN_OPS);
+    chain.iter().all(|v| !g.is_graph_output(v))
+        && chain.last().is_some_and(|last| {
+            matches!(g.consumers(last).as_slice(), [c] if {
+                let pool = &g.nodes[*c];
+                pool.is_onnx()
+                    && pool.op() == "MaxPool"
+                    && pool.proto.output.first().is_some_and(|p| readers.contains_key(p))
+            })
+        })
 }
 
 /// Float layers (`float(id)`) placed between a DequantizeLinear and a
