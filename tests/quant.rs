@@ -123,7 +123,7 @@ fn static_qdq_placement_on_tiny_cnn() {
     // The full weight range: what `weight_range=auto` picks depends on the CPU.
     let (m, s) = snapshot(
         &cleaned,
-        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\ncalibration = \"minmax\"\nweight_range = \"full\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nmin_out_channels = 1\ncalibration = \"minmax\"\nweight_range = \"full\"",
     );
     // Conv weights per output channel, biases int32, one Q/DQ pair per activation.
     assert!(
@@ -153,7 +153,7 @@ fn short_reduction_convs_compute_in_float_with_stored_weights() {
     let cleaned = cleaned_copy(&original);
     let (m, s) = snapshot(
         &cleaned,
-        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 64\ncalibration = \"minmax\"\nsensitive = \"off\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 64\nmin_out_channels = 1\ncalibration = \"minmax\"\nsensitive = \"off\"",
     );
     assert!(s.contains("Cast(conv1_w_bnfold_q"), "{s}");
     assert!(!s.contains("DequantizeLinear(conv1_w_bnfold_q"), "{s}");
@@ -166,7 +166,7 @@ fn short_reduction_convs_compute_in_float_with_stored_weights() {
     // With the threshold lowered, both run in int8.
     let (_, s) = snapshot(
         &cleaned,
-        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 27\nsensitive = \"off\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 27\nmin_out_channels = 1\nsensitive = \"off\"",
     );
     assert!(s.contains("DequantizeLinear(conv1_w_bnfold_q"), "{s}");
     assert!(s.contains("QuantizeLinear(image"), "{s}");
@@ -186,7 +186,7 @@ fn min_reduction_auto_follows_the_cpus_int8_sums() {
         let out = dir.path().join(format!("{sums}.onnx"));
         let o = std::process::Command::new(bin())
             .args(["run", "--passes"])
-            .arg("clean,quant(min_weight_elements=16,sensitive=off)")
+            .arg("clean,quant(min_weight_elements=16,min_out_channels=1,sensitive=off)")
             .args([&input, &out])
             .env(env, sums)
             .output()
@@ -236,7 +236,7 @@ fn squeeze_excite_convs_compute_in_float_with_stored_weights() {
         .unwrap();
     let (m, s) = snapshot(
         &original,
-        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nmin_out_channels = 1\nsensitive = \"off\"",
     );
     for w in ["w2", "w3"] {
         assert!(s.contains(&format!("Cast({w}_q")), "{s}");
@@ -254,6 +254,40 @@ fn squeeze_excite_convs_compute_in_float_with_stored_weights() {
     assert!(!s.contains("init   w4_scale: "), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// A Conv of 16 or fewer output channels computes in float with its weight
+/// stored as int8 (onnxruntime runs such int8 Convs slower than float ones),
+/// whatever its reduction; the wider Conv it feeds stays int8. With
+/// `min_out_channels` lowered to 16 it computes in int8 too.
+#[test]
+fn narrow_convs_compute_in_float_with_stored_weights() {
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
+        .node_with("c1", "Conv", &["x", "w1"], &["h1"], conv_attrs(3))
+        .node("r1", "Relu", &["h1"], &["a1"])
+        .init_f32("w2", &[32, 16, 3, 3], &weights(32 * 144, 2))
+        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], conv_attrs(3))
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .init_f32("w3", &[32, 32, 3, 3], &weights(32 * 288, 3))
+        .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
+        .output("y", &[1, 32, 8, 8])
+        .build()
+        .unwrap();
+    let params = "activations = \"static\"\nsensitive = \"off\"\nmin_reduction = 64";
+    let (m, s) = snapshot(&original, params);
+    assert!(s.contains("Cast(w1_q"), "{s}");
+    assert!(!s.contains("DequantizeLinear(w1_q"), "{s}");
+    assert!(s.contains("c1: Conv(x, w1"), "{s}");
+    assert!(!s.contains("QuantizeLinear(x"), "{s}");
+    assert!(s.contains("DequantizeLinear(w2_q"), "{s}");
+    assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    let (_, s) = snapshot(&original, &format!("{params}\nmin_out_channels = 16"));
+    assert!(s.contains("DequantizeLinear(w1_q"), "{s}");
+    assert!(s.contains("QuantizeLinear(x"), "{s}");
 }
 
 /// Deterministic small weights for hand-built models.
@@ -299,7 +333,8 @@ fn short_conv_between_int8() -> ModelBuilder {
 #[test]
 fn short_convs_between_int8_layers_stay_int8() {
     let original = short_conv_between_int8().build().unwrap();
-    let params = "activations = \"static\"\nsensitive = \"off\"\nmin_reduction = 64";
+    let params =
+        "activations = \"static\"\nsensitive = \"off\"\nmin_reduction = 64\nmin_out_channels = 1";
     let (m, s) = snapshot(&original, params);
     // c2's reduction is 16 < 64, but both its neighbours are int8.
     assert!(s.contains("DequantizeLinear(w2_q"), "{s}");
@@ -848,7 +883,12 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
     let dir = scratch("quant-ultralytics");
     let input = write_model(dir.path(), "yolo.onnx", &m);
     let out = dir.path().join("yolo.q.onnx");
-    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
+    let s = run_passes_verified(
+        "quant(min_reduction=1,min_out_channels=1)",
+        &[],
+        &input,
+        &out,
+    );
     let drawn = "random images 'images' drawn uniform in [0, 1), as Ultralytics models take them";
     assert_eq!(
         s.matches(drawn).count(),
@@ -865,7 +905,7 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
         "np.savez(out, images=np.random.default_rng(0).random((1, 3, 32, 48), dtype=np.float32))",
     );
     let s = run_passes_verified(
-        "quant(min_reduction=1)",
+        "quant(min_reduction=1,min_out_channels=1)",
         &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
         &input,
         &out,
@@ -934,7 +974,7 @@ fn weight_range_keeps_integer_kernels_exact_without_vnni() {
         let mut cmd = std::process::Command::new(bin());
         cmd.args(["run", "--passes"])
             .arg(format!(
-                "quant(weight_range={range},calibration=minmax,sensitive=off,min_reduction=64)"
+                "quant(weight_range={range},calibration=minmax,sensitive=off,min_reduction=64,min_out_channels=1)"
             ))
             .arg("--inputs")
             .args([&npz, &input, &out]);
@@ -1195,6 +1235,10 @@ fn bad_parameters_are_rejected() {
             "min_reduction must be auto or at least 1",
         ),
         (
+            "min_out_channels = 0",
+            "min_out_channels must be at least 1",
+        ),
+        (
             "weight_range = \"7bit\"",
             "weight_range must be auto, full or reduced",
         ),
@@ -1339,7 +1383,7 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
         std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
         let out = dir.path().join("q.onnx");
         let s = run_passes_verified(
-            "clean,quant(min_weight_elements=16,min_reduction=1)",
+            "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
             &[],
             &input,
             &out,
@@ -1536,7 +1580,7 @@ fn every_calibration_method_meets_the_tolerance_on_tiny_cnn() {
     let cleaned = cleaned_copy(&original);
     for method in ["minmax", "percentile", "mse", "entropy"] {
         let mut m = cleaned.clone();
-        let r = quant(&mut m, &format!("activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\ncalibration = \"{method}\""));
+        let r = quant(&mut m, &format!("activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nmin_out_channels = 1\ncalibration = \"{method}\""));
         assert!(
             r.changes
                 .get("activation quantized to uint8")
@@ -1772,7 +1816,7 @@ fn elementwise_chains_between_convs_stay_float() {
         .unwrap();
     let (m, s) = snapshot(
         &original,
-        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nmin_out_channels = 1\nsensitive = \"off\"",
     );
     // Conv outputs and inputs, and the Relu between two Convs, are quantized.
     let quantized = |v: &str| s.contains(&format!("QuantizeLinear({v}, "));
@@ -1798,7 +1842,8 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     let dir = scratch("quant-sensitive");
     let input = fixture("tiny_cnn.onnx");
     // The full weight range on any CPU (see weight_range_keeps_...).
-    let passes = "clean,quant(min_weight_elements=16,min_reduction=1,weight_range=full)";
+    let passes =
+        "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1,weight_range=full)";
     let run = |tolerance: &[String], out: &std::path::Path| -> String {
         run_passes_verified(passes, tolerance, &input, out)
     };
@@ -1894,7 +1939,7 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
     let run = |min_cosine: &str, out: &std::path::Path| -> String {
         let t = tolerance(min_cosine, "1e-7");
         run_passes_verified(
-            "clean,quant(min_weight_elements=16,min_reduction=1)",
+            "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
             &t,
             &input,
             out,
@@ -2039,7 +2084,7 @@ fn activation_names_never_meet_the_models_own() {
         .unwrap();
     let (m, s) = snapshot(
         &original,
-        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nsensitive = \"off\"",
+        "activations = \"static\"\nmin_weight_elements = 16\nmin_reduction = 1\nmin_out_channels = 1\nsensitive = \"off\"",
     );
     assert!(s.contains("DequantizeLinear(a1_q, a1_scale"), "{s}");
     assert!(s.contains("QuantizeLinear(a0, a1x0_scale"), "{s}");

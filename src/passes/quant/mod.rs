@@ -45,7 +45,8 @@
 //! SiLU's Sigmoid and Mul) stay float between one quantized op and the next:
 //! on YOLOv8n that is as fast in onnxruntime, smaller and closer to float.
 //! Grouped (depthwise) Convs, Convs with a short reduction (under
-//! `min_reduction`) and Convs reading one spatial position (after a global
+//! `min_reduction`), narrow Convs (under `min_out_channels` output
+//! channels) and Convs reading one spatial position (after a global
 //! pooling, as in squeeze-excite blocks) compute in float with int8-stored
 //! weights, unless they
 //! sit between two int8 layers (see `Quant::conv_pays_in_int8`). Conv/Gemm
@@ -107,6 +108,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "weight_range", kind: "string", default: "auto", range: "auto | full | reduced", doc: "int8 weights of the layers integer kernels compute: full spans -127..127; reduced spans -64..64 (7 bits, onnxruntime's reduce_range), which x86 CPUs without VNNI (AVX2 only) never saturate, where full-range weights can saturate their 16-bit sums of products and give wrong results; auto: full on a machine with VNNI or not x86; otherwise reduced, except for static layers whose calibrated inputs show that the error of the sums full-range weights would saturate is below that of the coarser rounding (the report counts them, and labels the reduced weights)" },
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
         ParamInfo { name: "min_reduction", kind: "string", default: "auto", range: "auto | integer >= 1", doc: "a Conv computes in int8 only when its input channels per group x kernel size reach this; shorter ones compute in float with int8-stored weights (onnxruntime's int8 kernels are no faster there, and the Q/DQ around them cost); auto: 64 where int8 sums are exact (x86 with VNNI, ARM), 128 on x86 without VNNI, whose int8 kernels gain less" },
+        ParamInfo { name: "min_out_channels", kind: "integer", default: "17", range: ">= 1", doc: "a Conv computes in int8 only when it has at least this many output channels; narrower ones compute in float with int8-stored weights (onnxruntime's int8 kernels run Convs of 16 or fewer output channels slower than its float ones: MTCNN's PNet ran 0.83x of float with them in int8, 1.10x in float)" },
         ParamInfo { name: "grouped", kind: "bool", default: "false", range: "true|false", doc: "compute grouped (depthwise) Conv in int8 too; by default their weights are int8-stored and they compute in float, which is as fast or faster in onnxruntime" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses, compute the most damaging layers in float until it is met (their weights stay stored as int8, else as int8 in blocks of up to 32 values, else float16, where that meets it)" },
@@ -131,6 +133,7 @@ pub struct Params {
     pub weight_range: String,
     pub min_weight_elements: usize,
     pub min_reduction: toml::Value,
+    pub min_out_channels: i64,
     pub grouped: bool,
     pub gather: bool,
     pub exclude: Vec<String>,
@@ -152,6 +155,7 @@ impl Default for Params {
             weight_range: "auto".into(),
             min_weight_elements: 128,
             min_reduction: toml::Value::String("auto".into()),
+            min_out_channels: 17,
             grouped: false,
             gather: true,
             exclude: vec![],
@@ -210,6 +214,11 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
             _ => bail!("min_reduction must be auto or at least 1, got {v}"),
         },
     };
+    ensure!(
+        p.min_out_channels >= 1,
+        "min_out_channels must be at least 1, got {}",
+        p.min_out_channels
+    );
     ensure!(
         matches!(p.sensitive.as_str(), "auto" | "off"),
         "sensitive must be auto or off, got '{}'",
@@ -1782,14 +1791,23 @@ fn describe(p: &Patch) -> String {
 impl Quant {
     /// Whether a Conv with these weight dims gains from an integer kernel:
     /// its reduction (input channels per group x kernel size) reaches
-    /// `min_reduction` and it is not grouped (unless `grouped`). Below that,
+    /// `min_reduction`, it has at least `min_out_channels` output channels
+    /// and it is not grouped (unless `grouped`). Below that,
     /// onnxruntime's int8 kernels are no faster than its float ones while
     /// the Q/DQ around them cost: PP-OCR's direction classifier
     /// (MobileNetV3-small: 1x1 squeeze-excite convolutions of 2 to 8
     /// channels, depthwise 3x3/5x5) ran 1.5x slower than float with every
     /// convolution quantized, and as fast as float with these in float
-    /// (onnxruntime 1.32, 1 thread). Their weights are stored as int8 and
-    /// expanded at load, so the file shrinks all the same.
+    /// (onnxruntime 1.32, 1 thread). So does a Conv of fewer than
+    /// `min_out_channels` output channels: onnxruntime's int8 kernels run
+    /// 16 or fewer output channels slower than its NCHWc float ones (MTCNN's
+    /// PNet at 224x224, Convs of 10, 16 and 32 channels: 0.83x of float with
+    /// all three in int8, 1.11x with the first two in float; PP-OCRv6's tiny
+    /// detector 1.04x -> 1.23x; PP-OCRv4's detector and recogniser, the
+    /// direction classifier, YOLOv8n and YOLO11s-seg unchanged or faster
+    /// within noise; with the 32-channel ones in float too, MTCNN's RNet and
+    /// ONet, YOLOv8n and PP-OCRv4's detector ran slower). Their weights are
+    /// stored as int8 and expanded at load, so the file shrinks all the same.
     fn conv_pays_in_int8(&self, n: &NodeProto, dims: &[i64]) -> bool {
         let group = n
             .attribute
@@ -1798,6 +1816,7 @@ impl Quant {
             .map_or(1, |a| a.i());
         (group == 1 || self.params.grouped)
             && dims.len() >= 3
+            && dims[0] >= self.params.min_out_channels
             && dims[1..].iter().product::<i64>() >= self.min_reduction
     }
 
