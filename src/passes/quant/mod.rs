@@ -2443,33 +2443,71 @@ impl Quant {
         // Where every weight at once needed a finer storage (int8 in blocks,
         // float16), the layers now taken back may not: each group's weights
         // go back to int8 storage where the result still meets the tolerance
-        // (all at once first, then group by group, the last taken first).
+        // (all at once first, then group by group, the last taken first, each
+        // kept where the result still passes).
         if let (Some(int8), true) = (&int8_rung, r.status == Status::Passed) {
             let taken: Vec<usize> = scored[..k].iter().rev().map(|&(_, gi)| gi).collect();
-            let down = |fb: &mut Vec<Option<Stored>>, gi: usize| {
-                for &i in &groups[gi] {
+            let down = |fb: &[Option<Stored>], gs: &[usize]| -> Vec<Option<Stored>> {
+                let mut fb = fb.to_vec();
+                for &i in gs.iter().flat_map(|&gi| &groups[gi]) {
                     if fb[i].as_ref().is_some_and(|s| s.form != Form::Int8) && int8[i].is_some() {
                         fb[i] = int8[i].clone();
                     }
                 }
+                fb
             };
-            let tries: Vec<Vec<usize>> = std::iter::once(taken.clone())
-                .chain(taken.iter().map(|&gi| vec![gi]))
+            // The groups a finer form holds weights of. A group's weights are
+            // its own: storing one group's as int8 changes no other's.
+            let singles: Vec<usize> = taken
+                .into_iter()
+                .filter(|&gi| kinds(&down(&fallback, &[gi])) != kinds(&fallback))
                 .collect();
-            for t in tries {
-                let mut fb = fallback.clone();
-                t.iter().for_each(|&gi| down(&mut fb, gi));
-                if kinds(&fb) == kinds(&fallback) {
+            // Two checks at once, one per core: all at once and the first
+            // group alone; then a group, and it with the next one, so that
+            // where the first passes both are decided in one step. The
+            // choices are those of checking one change at a time (the
+            // recogniser: 12 checks in 7 steps).
+            let check = |a: &[Option<Stored>],
+                         b: Option<&[Option<Stored>]>|
+             -> Result<(VerifyReport, Option<VerifyReport>)> {
+                progress.say("checking the layers in float with int8-stored weights");
+                match b {
+                    Some(b) => {
+                        let (x, y) = rayon::join(|| eval(&keep, a), || eval(&keep, b));
+                        Ok((x?, Some(y?)))
+                    }
+                    None => Ok((eval(&keep, a)?, None)),
+                }
+            };
+            let passed = |m: &VerifyReport| m.status == Status::Passed;
+            let mut i = 0;
+            if singles.len() > 1 {
+                let every = down(&fallback, &singles);
+                let first = down(&fallback, &singles[..1]);
+                let (m, one) = check(&every, Some(&first))?;
+                if passed(&m) {
+                    (fallback, r) = (every, m);
+                    i = singles.len();
+                } else {
+                    if let Some(one) = one.filter(passed) {
+                        (fallback, r) = (first, one);
+                    }
+                    i = 1;
+                }
+            }
+            while i < singles.len() {
+                let a = down(&fallback, &singles[i..=i]);
+                let ab = singles.get(i + 1).map(|&b| down(&a, &[b]));
+                let (ma, mab) = check(&a, ab.as_deref())?;
+                if !passed(&ma) {
+                    i += 1;
                     continue;
                 }
-                progress.say("checking the layers in float with int8-stored weights");
-                let m = eval(&keep, &fb)?;
-                if m.status == Status::Passed {
-                    (fallback, r) = (fb, m);
-                    if t.len() > 1 {
-                        break;
-                    }
+                (fallback, r) = (a, ma);
+                if let (Some(ab), Some(mab)) = (ab, mab.filter(passed)) {
+                    (fallback, r) = (ab, mab);
                 }
+                i += 2;
             }
         }
         for &(s, gi) in &scored[..k] {
