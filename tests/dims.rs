@@ -580,3 +580,38 @@ fn a_size_that_types_but_does_not_run_is_kept_and_verification_says_why() {
         report.reason
     );
 }
+
+/// Random token ids stay below the rows of the smallest table they index
+/// (through a Cast here): an id past a 10-row table's end would stop the
+/// run (tract panics on it), so verification could not check the model.
+#[test]
+fn random_ids_stay_inside_the_tables_they_index() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    use onnx_squeeze::verify::inputs;
+    let table: Vec<f32> = (0..10 * 4).map(|i| i as f32 * 0.1).collect();
+    let mut proto = ModelBuilder::new(17)
+        .init_f32("table", &[10, 4], &table)
+        .node_with(
+            "to_i32",
+            "Cast",
+            &["ids"],
+            &["ids32"],
+            vec![attr_int("to", 6)],
+        )
+        .node("lookup", "Gather", &["table", "ids32"], &["y"])
+        .output("y", &[1, 6, 4])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.input.push(typed_value("ids", DataType::Int64, &[1, 6]));
+    let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut notes = vec![];
+    let specs = inputs::input_specs(&m.graph, &Default::default(), &mut notes).unwrap();
+    assert_eq!(specs[0].index_rows, Some(10));
+    for sample in inputs::random_samples(&specs, 8, 0).unwrap() {
+        let view = sample[0].try_as_plain_ram().unwrap();
+        let ids = view.as_slice::<i64>().unwrap();
+        assert!(ids.iter().all(|&i| (0..10).contains(&i)), "{ids:?}");
+    }
+    let r = verify(&m, &m, &VerifyOptions::default());
+    assert_eq!(r.status, Status::Passed, "{}", r.table());
+}

@@ -22,6 +22,11 @@ pub struct InputSpec {
     pub shape: Vec<usize>,
     /// How random values of a float input are drawn.
     pub values: FloatValues,
+    /// The fewest rows of a constant table the input indexes (a Gather
+    /// reads it as indices, directly or through casts and reshapes):
+    /// random integers stay below it, where an id past the table's end
+    /// would stop the run.
+    pub index_rows: Option<i64>,
 }
 
 /// How random values of a float input are drawn.
@@ -265,17 +270,76 @@ pub fn input_specs(
             dtype,
             shape,
             values: FloatValues::Normal,
+            index_rows: index_rows(g, vi.name()),
         });
     }
     Ok(specs)
 }
 
+/// Ops that pass indices on unchanged, as far as their range goes.
+const INDEX_PASS_THROUGH: &[&str] = &[
+    "Cast",
+    "Identity",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Expand",
+    "Transpose",
+];
+
+/// The fewest rows of the constant tables that `value` indexes: each Gather
+/// reading it (through [`INDEX_PASS_THROUGH`] ops) as its indices, on a
+/// constant's axis. `None` where no such Gather reads it.
+fn index_rows(g: &Graph, value: &str) -> Option<i64> {
+    let mut rows: Option<i64> = None;
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![value.to_string()];
+    while let Some(v) = todo.pop() {
+        if !seen.insert(v.clone()) {
+            continue;
+        }
+        for id in g.consumers(&v) {
+            let n = &g.nodes[id];
+            if !n.is_onnx() {
+                continue;
+            }
+            let p = &n.proto;
+            match p.op_type() {
+                "Gather" if p.input.get(1) == Some(&v) => {
+                    let Some(t) = p.input.first().and_then(|d| g.constant(d)) else {
+                        continue;
+                    };
+                    let rank = t.dims.len() as i64;
+                    let axis = p
+                        .attribute
+                        .iter()
+                        .find(|a| a.name() == "axis")
+                        .map_or(0, |a| a.i());
+                    let axis = if axis < 0 { axis + rank } else { axis };
+                    if let Some(&r) = usize::try_from(axis).ok().and_then(|a| t.dims.get(a)) {
+                        if r >= 1 {
+                            rows = Some(rows.map_or(r, |m| m.min(r)));
+                        }
+                    }
+                }
+                op if INDEX_PASS_THROUGH.contains(&op) && p.input.first() == Some(&v) => {
+                    todo.extend(p.output.first().cloned());
+                }
+                _ => {}
+            }
+        }
+    }
+    rows
+}
+
 /// `count` seeded random samples. Floats are standard normal (uniform in
 /// [0, 1) where the spec says [`FloatValues::Unit`], every other sample
 /// where it says [`FloatValues::Mixed`]); integers are in
-/// [0, 100) (valid token ids and byte values for typical models), except
-/// inputs named like masks or segment ids (`mask`, `token_type`, `segment`),
-/// which get 1s (masks) or 0s and 1s; bools are fair coins. A scalar
+/// [0, 100) (valid token ids and byte values for typical models), and below
+/// the rows of the smallest table the input indexes ([`InputSpec::index_rows`]),
+/// except inputs named like masks or segment ids (`mask`, `token_type`,
+/// `segment`), which get 1s (masks) or 0s and 1s; bools are fair coins. A scalar
 /// integer input is a setting (a sample rate, a count), not data: it is
 /// drawn once and every sample shares it, so a model that branches on it
 /// (silero's `sr`) is checked on one branch rather than not at all.
@@ -299,6 +363,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             } else {
                 100
             };
+            let hi = s.index_rows.map_or(hi, |r| hi.min(r));
             let lo: i64 = if lname.contains("mask") { 1 } else { 0 };
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
