@@ -776,9 +776,10 @@ np.savez(out, x=rng.standard_normal((4, 3, 2)).astype(np.float32))
 /// threshold by a rounding error keeps one box fewer. Verification then
 /// compares the scores the selection reads instead: a result that moves a
 /// score by 0.002 passes though it keeps one box fewer, one that changes
-/// the scores fails. Where the selection agrees, what follows it is
-/// compared as any output: values gathered by the kept boxes' indices that
-/// the selection does not read fail when they are wrong.
+/// the scores fails. What a Gather picks from by the kept boxes' indices
+/// (a value per box the selection does not read) is compared too, whether
+/// or not the selection agrees; where it agrees, what follows it is
+/// compared as any output.
 #[test]
 fn outputs_after_a_selection_are_verified_through_what_it_reads() {
     use onnx_squeeze::verify::Status;
@@ -836,8 +837,8 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
     let notes = reference.notes().join("\n");
     assert!(
         notes.contains("output(s) 'kept', 'selected' follow a selection")
-            && notes.contains("what they read, 'scores', is compared"),
-        "the scores, not the constant boxes: {notes}"
+            && notes.contains("what they read, 'extra_flat', 'scores', is compared"),
+        "the scores and what is gathered by the kept indices, not the constant boxes: {notes}"
     );
     let near = reference.compare(&load("near.onnx")).unwrap();
     assert_eq!(near.status, Status::Passed, "{}", near.table());
@@ -873,8 +874,87 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
     let wrong = reference.compare(&load("wrong_after.onnx")).unwrap();
     assert_eq!(wrong.status, Status::Failed, "{}", wrong.table());
     assert_eq!(
-        wrong.reason.as_deref().map(|r| r.ends_with(": kept")),
+        wrong
+            .reason
+            .as_deref()
+            .map(|r| r.ends_with(": kept, extra_flat")),
         Some(true),
+        "{:?}",
+        wrong.reason
+    );
+}
+
+/// An end-to-end detector keeps its best boxes with TopK: where scores
+/// nearly tie (any detector's on random images) a rounding error reorders
+/// them, and the output, taken as is, would fail. Verification compares
+/// the scores TopK reads and the boxes gathered by its indices instead:
+/// a result that swaps two nearly equal scores passes with the output
+/// reported as not compared; one with wrong boxes fails.
+#[test]
+fn outputs_after_a_topk_are_verified_through_what_it_reads_and_gathers() {
+    use onnx_squeeze::verify::Status;
+    let dir = scratch("topk");
+    let inputs = dir.path().join("x.npz");
+    write_npz(
+        &inputs,
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+def model(tilt, box_scale, path):
+    w = np.eye(6, dtype=np.float32)
+    w[0, 0] += tilt
+    inits = [nh.from_array(w, "w"),
+             nh.from_array(np.float32(box_scale) * np.arange(24, dtype=np.float32).reshape(6, 4), "wb"),
+             nh.from_array(np.array([3], np.int64), "k"),
+             nh.from_array(np.array([6], np.int64), "flat")]
+    nodes = [h.make_node("MatMul", ["x", "w"], ["s"]),
+             h.make_node("Reshape", ["s", "flat"], ["scores"]),
+             h.make_node("TopK", ["scores", "k"], ["best", "which"]),
+             h.make_node("Relu", ["x"], ["xr"]),
+             h.make_node("Reshape", ["xr", "flat"], ["xf"]),
+             h.make_node("Unsqueeze", ["xf", "one"], ["xc"]),
+             h.make_node("Mul", ["xc", "wb"], ["boxes"]),
+             h.make_node("Gather", ["boxes", "which"], ["kept"])]
+    inits.append(nh.from_array(np.array([1], np.int64), "one"))
+    g = h.make_graph(nodes, "topk", [h.make_tensor_value_info("x", T.FLOAT, [1, 6])],
+                     [h.make_tensor_value_info("best", T.FLOAT, [3]),
+                      h.make_tensor_value_info("kept", T.FLOAT, [3, 4])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+d = r"{}"
+# Scores 0.5, 0.5 + 1e-4, ...: the first two nearly tie.
+model(0.0, 1.0, d + "/original.onnx")
+model(2e-4, 1.0, d + "/near.onnx")
+model(0.0, 1.5, d + "/wrong_boxes.onnx")
+np.savez(out, x=np.array([[0.5, 0.5001, 0.1, 0.9, 0.2, 0.3]], np.float32))
+"#,
+            dir.path().display()
+        ),
+    );
+    let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
+    let reference = reference_on(&load("original.onnx"), inputs, VerifyOptions::default());
+    let notes = reference.notes().join("\n");
+    assert!(
+        notes.contains("output(s) 'best', 'kept' follow a selection")
+            && notes.contains("what they read, 'boxes', 'scores', is compared"),
+        "{notes}"
+    );
+    let near = reference.compare(&load("near.onnx")).unwrap();
+    assert_eq!(near.status, Status::Passed, "{}", near.table());
+    assert!(
+        near.notes.iter().any(|n| n.contains(
+            "output 'kept' follows a selection (which) that chose differently (as many elements, not the same ones): not compared"
+        )),
+        "{:?}",
+        near.notes
+    );
+    let wrong = reference.compare(&load("wrong_boxes.onnx")).unwrap();
+    assert_eq!(wrong.status, Status::Failed, "{}", wrong.table());
+    assert!(
+        wrong.reason.as_deref().is_some_and(|r| r.contains("boxes")),
         "{:?}",
         wrong.reason
     );

@@ -9,12 +9,14 @@
 //! that only that branch was checked. A model tract cannot run is reported
 //! `not_verified` with the reason: never called verified.
 //!
-//! Outputs that follow a selection whose size depends on values
-//! (`NonMaxSuppression`, `NonZero`: a detector's kept boxes) cannot be held
-//! to a tolerance when the selection itself differs: a score moved by a
-//! rounding error crosses a threshold and one box more or less is kept. The
-//! values such a selection reads (boxes and scores) are compared as well, as
-//! outputs of both verification copies, and so is what it selects: where
+//! Outputs that follow a selection by values (`NonMaxSuppression`,
+//! `NonZero`: a detector's kept boxes; `TopK`: an end-to-end detector's best
+//! boxes) cannot be held to a tolerance when the selection itself differs: a
+//! score moved by a rounding error crosses a threshold and one box more or
+//! less is kept, or nearly tied scores swap places. The values such a
+//! selection reads (boxes and scores), and the data a Gather picks from by
+//! the indices it chose, are compared as well, as outputs of both
+//! verification copies, and so is what it selects: where
 //! the selections agree on every sample the outputs after them are compared
 //! as any other; where they differ, those outputs are reported and the
 //! values read decide.
@@ -504,21 +506,30 @@ pub(crate) enum Trial {
     Empty(Option<Box<Reference>>),
 }
 
-/// Ops whose output's size depends on the values they read.
-const SELECTIONS: &[&str] = &["NonMaxSuppression", "NonZero"];
+/// Ops that choose elements by their values: NonMaxSuppression and
+/// NonZero (their output's size depends on the values they read), and TopK
+/// (which elements, and in which order: an end-to-end detector's 300 best
+/// boxes, whose order flips where scores nearly tie, as on random images).
+const SELECTIONS: &[&str] = &["NonMaxSuppression", "NonZero", "TopK"];
+
+/// Ops that gather the elements their indices (input 1) name from their
+/// data (input 0).
+const GATHERS: &[&str] = &["Gather", "GatherElements", "GatherND"];
 
 /// The selections ([`SELECTIONS`]) of a main graph that graph outputs
 /// follow, in graph order. Two models' selections pair by position.
 #[derive(Debug, Clone, Default)]
 struct Selections {
-    /// The values they read (NonMaxSuppression: boxes and scores; NonZero:
-    /// its input), no repeats, without constants and graph inputs (which
+    /// The values they read (NonMaxSuppression: boxes and scores; NonZero,
+    /// TopK: its input), and the data a Gather picks from by indices a
+    /// selection chose (a detector's boxes, gathered by the indices of its
+    /// best scores), no repeats, without constants and graph inputs (which
     /// cannot differ) and graph outputs (compared anyway).
     read: Vec<String>,
-    /// What each selects (its output).
+    /// What each selects (its output; TopK's indices).
     chosen: Vec<String>,
-    /// Each graph output that follows a selection, with the selections
-    /// (indices into `chosen`) it follows.
+    /// Each graph output, and each value read, that follows a selection,
+    /// with the selections (indices into `chosen`) it follows.
     outputs: HashMap<String, Vec<usize>>,
 }
 
@@ -526,40 +537,87 @@ impl Selections {
     fn of(m: &Model) -> Selections {
         let g = &m.graph;
         let mut sel = Selections::default();
+        // Every value downstream of a selection (its own outputs included),
+        // with the selections it follows.
+        let mut after: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut gathers = Vec::new();
+        let readable = |v: &String| {
+            !v.is_empty()
+                && !g.is_graph_output(v)
+                && !g.is_graph_input(v)
+                && g.constant(v).is_none()
+        };
         for id in g.topo_order() {
             let n = &g.nodes[id];
-            if !n.is_onnx() || !SELECTIONS.contains(&n.op()) {
+            if !n.is_onnx() {
                 continue;
             }
-            let Some(out) = n.proto.output.first().filter(|o| !o.is_empty()) else {
+            if GATHERS.contains(&n.op()) {
+                gathers.push(id);
+            }
+            if !SELECTIONS.contains(&n.op()) {
+                continue;
+            }
+            let chosen = match n.op() {
+                "TopK" => n.proto.output.get(1).filter(|o| !o.is_empty()),
+                _ => None,
+            };
+            let Some(out) = chosen.or(n.proto.output.first()).filter(|o| !o.is_empty()) else {
                 continue;
             };
             // The graph outputs of every node downstream (edges include
             // reads from inside subgraphs), the selection's own included.
-            let mut reached = Vec::new();
+            let mut downstream = Vec::new();
             let mut dfs = petgraph::visit::Dfs::new(&g.nodes, id);
             while let Some(d) = dfs.next(&g.nodes) {
-                let outs = g.nodes[d].proto.output.iter();
-                reached.extend(outs.filter(|o| g.is_graph_output(o)).cloned());
+                downstream.extend(g.nodes[d].proto.output.iter().cloned());
             }
+            let reached: Vec<String> = downstream
+                .iter()
+                .filter(|o| g.is_graph_output(o))
+                .cloned()
+                .collect();
             if reached.is_empty() {
                 continue;
             }
             let j = sel.chosen.len();
+            for o in downstream {
+                let follows = after.entry(o).or_default();
+                if !follows.contains(&j) {
+                    follows.push(j);
+                }
+            }
             sel.chosen.push(out.clone());
             for o in reached {
                 sel.outputs.entry(o).or_default().push(j);
             }
             let reads = if n.op() == "NonMaxSuppression" { 2 } else { 1 };
             for v in n.proto.input.iter().take(reads) {
-                if !v.is_empty()
-                    && !sel.read.contains(v)
-                    && !g.is_graph_output(v)
-                    && !g.is_graph_input(v)
-                    && g.constant(v).is_none()
-                {
+                if readable(v) && !sel.read.contains(v) {
                     sel.read.push(v.clone());
                 }
+            }
+        }
+        // Data gathered by chosen indices: what a detector's boxes are picked
+        // from is compared even where the selection chose other boxes.
+        for id in gathers {
+            let p = &g.nodes[id].proto;
+            let (Some(data), Some(idx)) = (p.input.first(), p.input.get(1)) else {
+                continue;
+            };
+            if after.contains_key(idx)
+                && !after.contains_key(data)
+                && readable(data)
+                && !sel.read.contains(data)
+            {
+                sel.read.push(data.clone());
+            }
+        }
+        // A value read that follows an earlier selection (a second TopK over
+        // what the first gathered) is compared only where that one agrees.
+        for v in &sel.read {
+            if let Some(js) = after.get(v).filter(|js| !js.is_empty()) {
+                sel.outputs.insert(v.clone(), js.clone());
             }
         }
         sel
@@ -711,6 +769,7 @@ impl Reference {
                 // reads.
                 let selections = Selections::of(&copy);
                 let exposed = selections.exposed(&copy);
+                let copy_outputs: Vec<String> = copy.graph.output_names().collect();
                 let mut orig_copy = copy.to_proto();
                 drop(copy);
                 expose(&mut orig_copy, &exposed);
@@ -721,8 +780,8 @@ impl Reference {
                         v.join(", ")
                     };
                     notes.push(format!(
-                        "output(s) {} follow a selection whose size depends on values (NonMaxSuppression/NonZero): compared where the selections agree; what they read, {}, is compared too, and decides where they differ",
-                        quoted(&mut selections.outputs.keys()),
+                        "output(s) {} follow a selection by values (NonMaxSuppression/NonZero/TopK): compared where the selections agree; what they read, {}, is compared too, and decides where they differ",
+                        quoted(&mut selections.outputs.keys().filter(|o| copy_outputs.contains(o))),
                         quoted(&mut selections.read.iter())
                     ));
                 }
@@ -929,7 +988,7 @@ impl Reference {
             if integer {
                 acc = acc.integer();
             }
-            let follows = mine.outputs.get(name).filter(|_| k < self.n_outputs);
+            let follows = mine.outputs.get(name);
             if let Some(js) = follows.filter(|js| js.iter().any(|&j| !agree[j])) {
                 let differ = self
                     .expected
@@ -947,7 +1006,8 @@ impl Reference {
                 };
                 let chosen: Vec<&str> = js.iter().map(|&j| mine.chosen[j].as_str()).collect();
                 notes.push(format!(
-                    "output '{name}' follows a selection ({}) that chose differently ({how}): not compared; what the selection reads decides",
+                    "{} '{name}' follows a selection ({}) that chose differently ({how}): not compared; what the selection reads decides",
+                    if k < self.n_outputs { "output" } else { "value" },
                     chosen.join(", ")
                 ));
                 continue;
