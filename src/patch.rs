@@ -27,6 +27,8 @@
 //! * `unlist_inputs`: graph inputs that are also initializers, taken off the
 //!   input list (the initializer stays, now a constant; IR 3 required every
 //!   initializer to be listed, so the IR version is raised to 4 with it);
+//! * `dedup_value_info`: value_info entries of the main graph repeated word
+//!   for word kept once (the first);
 //! * `label`: what the change is, shown in the report; `count`: how many
 //!   changes of that kind the patch makes (1 when 0).
 
@@ -50,6 +52,7 @@ pub struct Patch {
     pub set_opset: Option<i64>,
     pub set_functions: Option<Vec<FunctionProto>>,
     pub unlist_inputs: Vec<String>,
+    pub dedup_value_info: bool,
     pub count: usize,
     /// The rewrite leaves every output bit for bit as it was, by
     /// construction: it only turns a Constant node into the same

@@ -940,3 +940,55 @@ fn malformed_convs_are_not_folded() {
         );
     }
 }
+
+/// value_info entries repeated word for word (an exporter wrote each several
+/// times) are kept once; two entries of one name that say different things
+/// both stay; a second run finds nothing.
+#[test]
+fn repeated_value_info_entries_are_kept_once() {
+    let mut proto = ModelBuilder::new(17)
+        .input("x", &[2])
+        .node("r", "Relu", &["x"], &["t"])
+        .node("n", "Neg", &["t"], &["u"])
+        .node("s", "Sigmoid", &["u"], &["y"])
+        .output("y", &[2])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    let t = f32_value("t", &[2]);
+    let u = f32_value("u", &[2]);
+    let u_other = f32_value("u", &[1, 2]);
+    g.value_info = vec![t.clone(), u.clone(), t.clone(), t, u_other, u];
+    let mut m = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let r = clean(&mut m);
+    assert_eq!(
+        r.changes.get("repeated value_info entry removed"),
+        Some(&3),
+        "{:?}",
+        r.changes
+    );
+    let kept: Vec<(String, usize)> = m
+        .graph
+        .rest
+        .value_info
+        .iter()
+        .map(|v| {
+            let rank = onnx_squeeze::ir::tensor_type(v)
+                .and_then(|t| t.shape.as_ref())
+                .map_or(0, |s| s.dim.len());
+            (v.name().to_string(), rank)
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("t".to_string(), 1),
+            ("u".to_string(), 1),
+            ("u".to_string(), 2)
+        ]
+    );
+    assert!(clean(&mut m.clone()).changes.is_empty());
+}

@@ -850,6 +850,12 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
         g.rest.input.retain(|i| i.name() != name);
         t.initializers.push(name.clone());
     }
+    if patch.dedup_value_info {
+        let mut seen = HashSet::new();
+        g.rest
+            .value_info
+            .retain(|v| seen.insert(prost::Message::encode_to_vec(v)));
+    }
     for name in &patch.remove_initializers {
         g.initializers.shift_remove(name);
         t.gone.push(name.clone());
