@@ -35,6 +35,14 @@ fn reference_on(m: &Model, inputs: std::path::PathBuf, opts: VerifyOptions) -> R
     Reference::new(m, &opts).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// The reference of `original.onnx` in `dir` on `inputs`, and its notes.
+fn original_reference(dir: &std::path::Path, inputs: std::path::PathBuf) -> (Reference, String) {
+    let (m, _) = Model::load(&dir.join("original.onnx")).unwrap();
+    let reference = reference_on(&m, inputs, VerifyOptions::default());
+    let notes = reference.notes().join("\n");
+    (reference, notes)
+}
+
 /// A scratch folder with the model and the inputs (`in.npz`) that `script`
 /// writes: Python with numpy as `np`, onnx with its `helper` as `h`,
 /// `numpy_helper` as `nh` and `TensorProto` as `T`, the model's path as
@@ -833,8 +841,7 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
         ),
     );
     let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
-    let reference = reference_on(&load("original.onnx"), inputs, VerifyOptions::default());
-    let notes = reference.notes().join("\n");
+    let (reference, notes) = original_reference(dir.path(), inputs);
     assert!(
         notes.contains("output(s) 'kept', 'selected' follow a selection")
             && notes.contains("what they read, 'extra_flat', 'scores', is compared"),
@@ -935,8 +942,7 @@ np.savez(out, x=np.array([[0.5, 0.5001, 0.1, 0.9, 0.2, 0.3]], np.float32))
         ),
     );
     let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
-    let reference = reference_on(&load("original.onnx"), inputs, VerifyOptions::default());
-    let notes = reference.notes().join("\n");
+    let (reference, notes) = original_reference(dir.path(), inputs);
     assert!(
         notes.contains("output(s) 'best', 'kept' follow a selection")
             && notes.contains("what they read, 'boxes', 'scores', is compared"),
@@ -957,5 +963,54 @@ np.savez(out, x=np.array([[0.5, 0.5001, 0.1, 0.9, 0.2, 0.3]], np.float32))
         wrong.reason.as_deref().is_some_and(|r| r.contains("boxes")),
         "{:?}",
         wrong.reason
+    );
+}
+
+/// A TopK inside the network (the neighbours a point-cloud layer picks, an
+/// expert router) is followed by layers with weights: it selects nothing
+/// final, and what follows it is compared as any output, so a result with a
+/// wrong layer after it fails.
+#[test]
+fn a_topk_followed_by_weighted_layers_is_no_selection() {
+    use onnx_squeeze::verify::Status;
+    let dir = scratch("topk-inside");
+    let inputs = dir.path().join("x.npz");
+    write_npz(
+        &inputs,
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+def model(scale, path):
+    inits = [nh.from_array(np.eye(6, dtype=np.float32), "w"),
+             nh.from_array(np.float32(scale) * np.ones((3, 2), np.float32), "head"),
+             nh.from_array(np.array([3], np.int64), "k")]
+    nodes = [h.make_node("MatMul", ["x", "w"], ["s"]),
+             h.make_node("TopK", ["s", "k"], ["best", "which"]),
+             h.make_node("GatherElements", ["s", "which"], ["picked"], axis=1),
+             h.make_node("MatMul", ["picked", "head"], ["y"])]
+    g = h.make_graph(nodes, "inside", [h.make_tensor_value_info("x", T.FLOAT, [1, 6])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 2])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+d = r"{}"
+model(1.0, d + "/original.onnx")
+model(1.5, d + "/wrong_head.onnx")
+np.savez(out, x=np.array([[0.5, 0.5001, 0.1, 0.9, 0.2, 0.3]], np.float32))
+"#,
+            dir.path().display()
+        ),
+    );
+    let (reference, notes) = original_reference(dir.path(), inputs);
+    assert!(!notes.contains("follow a selection"), "{notes}");
+    let wrong = Model::load(&dir.path().join("wrong_head.onnx")).unwrap().0;
+    let r = reference.compare(&wrong).unwrap();
+    assert_eq!(r.status, Status::Failed, "{}", r.table());
+    assert!(
+        r.reason.as_deref().is_some_and(|r| r.ends_with(": y")),
+        "{:?}",
+        r.reason
     );
 }

@@ -365,6 +365,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             };
             let hi = s.index_rows.map_or(hi, |r| hi.min(r));
             let lo: i64 = if lname.contains("mask") { 1 } else { 0 };
+            let lo = s.index_rows.map_or(lo, |r| lo.min(r - 1));
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit = match s.values {
