@@ -600,17 +600,32 @@ fn random_ids_stay_inside_the_tables_they_index() {
         )
         .node("lookup", "Gather", &["table", "ids32"], &["y"])
         .output("y", &[1, 6, 4])
+        // A mask (drawn as 1s elsewhere) indexing a one-row table, on axis -2.
+        .init_f32("one_row", &[1, 4], &[1.0; 4])
+        .node_with(
+            "mask_row",
+            "Gather",
+            &["one_row", "mask"],
+            &["m"],
+            vec![attr_int("axis", -2)],
+        )
+        .output("m", &[1, 6, 4])
         .proto();
     let g = proto.graph.as_mut().unwrap();
     g.input.push(typed_value("ids", DataType::Int64, &[1, 6]));
+    g.input.push(typed_value("mask", DataType::Int64, &[1, 6]));
     let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
     let mut notes = vec![];
     let specs = inputs::input_specs(&m.graph, &Default::default(), &mut notes).unwrap();
     assert_eq!(specs[0].index_rows, Some(10));
+    assert_eq!(specs[1].index_rows, Some(1));
     for sample in inputs::random_samples(&specs, 8, 0).unwrap() {
         let view = sample[0].try_as_plain_ram().unwrap();
         let ids = view.as_slice::<i64>().unwrap();
         assert!(ids.iter().all(|&i| (0..10).contains(&i)), "{ids:?}");
+        let view = sample[1].try_as_plain_ram().unwrap();
+        let mask = view.as_slice::<i64>().unwrap();
+        assert!(mask.iter().all(|&i| i == 0), "{mask:?}");
     }
     let r = verify(&m, &m, &VerifyOptions::default());
     assert_eq!(r.status, Status::Passed, "{}", r.table());

@@ -288,6 +288,28 @@ fn narrow_convs_compute_in_float_with_stored_weights() {
     let (_, s) = snapshot(&original, &format!("{params}\nmin_out_channels = 16"));
     assert!(s.contains("DequantizeLinear(w1_q"), "{s}");
     assert!(s.contains("QuantizeLinear(x"), "{s}");
+    // Between two int8 layers (joined by Relus) a narrow Conv stays int8:
+    // in float, onnxruntime would quantize its weight per tensor at load.
+    let between = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w0", &[32, 8, 3, 3], &weights(32 * 72, 4))
+        .node_with("c0", "Conv", &["x", "w0"], &["h0"], conv_attrs(3))
+        .node("r0", "Relu", &["h0"], &["a0"])
+        .init_f32("w1", &[16, 32, 3, 3], &weights(16 * 288, 1))
+        .node_with("c1", "Conv", &["a0", "w1"], &["h1"], conv_attrs(3))
+        .node("r1", "Relu", &["h1"], &["a1"])
+        .init_f32("w2", &[32, 16, 3, 3], &weights(32 * 144, 2))
+        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], conv_attrs(3))
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .init_f32("w3", &[32, 32, 3, 3], &weights(32 * 288, 3))
+        .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
+        .output("y", &[1, 32, 8, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&between, params);
+    assert!(s.contains("DequantizeLinear(w1_q"), "{s}");
+    assert!(!s.contains("Cast(w1_q"), "{s}");
+    assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
 }
 
 /// Deterministic small weights for hand-built models.
