@@ -256,25 +256,42 @@ fn squeeze_excite_convs_compute_in_float_with_stored_weights() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// x [1, 8, 8, 8] -> 3x3 Convs of `couts` output channels, named from
+/// `first` on (`c{i}`, weight `w{i}`), joined by Relus -> y.
+fn conv_chain(first: usize, couts: &[i64]) -> Model {
+    let mut b = ModelBuilder::new(17).input("x", &[1, 8, 8, 8]);
+    let mut x = "x".to_string();
+    let mut cin = 8;
+    for (k, &cout) in couts.iter().enumerate() {
+        let i = first + k;
+        let (w, c) = (format!("w{i}"), format!("c{i}"));
+        let last = k + 1 == couts.len();
+        let h = if last {
+            "y".to_string()
+        } else {
+            format!("h{i}")
+        };
+        let n = (cout * cin * 9) as usize;
+        b = b
+            .init_f32(&w, &[cout, cin, 3, 3], &weights(n, i))
+            .node_with(&c, "Conv", &[&x, &w], &[&h], conv_attrs(3));
+        if !last {
+            let a = format!("a{i}");
+            b = b.node(&format!("r{i}"), "Relu", &[&h], &[&a]);
+            x = a;
+        }
+        cin = cout;
+    }
+    b.output("y", &[1, cin, 8, 8]).build().unwrap()
+}
+
 /// A Conv of 16 or fewer output channels computes in float with its weight
 /// stored as int8 (onnxruntime runs such int8 Convs slower than float ones),
 /// whatever its reduction; the wider Conv it feeds stays int8. With
 /// `min_out_channels` lowered to 16 it computes in int8 too.
 #[test]
 fn narrow_convs_compute_in_float_with_stored_weights() {
-    let original = ModelBuilder::new(17)
-        .input("x", &[1, 8, 8, 8])
-        .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
-        .node_with("c1", "Conv", &["x", "w1"], &["h1"], conv_attrs(3))
-        .node("r1", "Relu", &["h1"], &["a1"])
-        .init_f32("w2", &[32, 16, 3, 3], &weights(32 * 144, 2))
-        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], conv_attrs(3))
-        .node("r2", "Relu", &["h2"], &["a2"])
-        .init_f32("w3", &[32, 32, 3, 3], &weights(32 * 288, 3))
-        .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
-        .output("y", &[1, 32, 8, 8])
-        .build()
-        .unwrap();
+    let original = conv_chain(1, &[16, 32, 32]);
     let params = "activations = \"static\"\nsensitive = \"off\"\nmin_reduction = 64";
     let (m, s) = snapshot(&original, params);
     assert!(s.contains("Cast(w1_q"), "{s}");
@@ -290,22 +307,7 @@ fn narrow_convs_compute_in_float_with_stored_weights() {
     assert!(s.contains("QuantizeLinear(x"), "{s}");
     // Between two int8 layers (joined by Relus) a narrow Conv stays int8:
     // in float, onnxruntime would quantize its weight per tensor at load.
-    let between = ModelBuilder::new(17)
-        .input("x", &[1, 8, 8, 8])
-        .init_f32("w0", &[32, 8, 3, 3], &weights(32 * 72, 4))
-        .node_with("c0", "Conv", &["x", "w0"], &["h0"], conv_attrs(3))
-        .node("r0", "Relu", &["h0"], &["a0"])
-        .init_f32("w1", &[16, 32, 3, 3], &weights(16 * 288, 1))
-        .node_with("c1", "Conv", &["a0", "w1"], &["h1"], conv_attrs(3))
-        .node("r1", "Relu", &["h1"], &["a1"])
-        .init_f32("w2", &[32, 16, 3, 3], &weights(32 * 144, 2))
-        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], conv_attrs(3))
-        .node("r2", "Relu", &["h2"], &["a2"])
-        .init_f32("w3", &[32, 32, 3, 3], &weights(32 * 288, 3))
-        .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
-        .output("y", &[1, 32, 8, 8])
-        .build()
-        .unwrap();
+    let between = conv_chain(0, &[32, 16, 32, 32]);
     let (m, s) = snapshot(&between, params);
     assert!(s.contains("DequantizeLinear(w1_q"), "{s}");
     assert!(!s.contains("Cast(w1_q"), "{s}");
