@@ -27,8 +27,8 @@
 //! * `unlist_inputs`: graph inputs that are also initializers, taken off the
 //!   input list (the initializer stays, now a constant; IR 3 required every
 //!   initializer to be listed, so the IR version is raised to 4 with it);
-//! * `dedup_value_info`: value_info entries of the main graph repeated word
-//!   for word kept once (the first);
+//! * `dedup_value_info`: the main graph's value_info keeps the first entry
+//!   of each name;
 //! * `label`: what the change is, shown in the report; `count`: how many
 //!   changes of that kind the patch makes (1 when 0).
 

@@ -854,7 +854,7 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
         let mut seen = HashSet::new();
         g.rest
             .value_info
-            .retain(|v| seen.insert(prost::Message::encode_to_vec(v)));
+            .retain(|v| seen.insert(v.name().to_string()));
     }
     for name in &patch.remove_initializers {
         g.initializers.shift_remove(name);
