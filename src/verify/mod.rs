@@ -578,37 +578,25 @@ impl Selections {
         // in Constant nodes or computed from them in one model and folded
         // into initializers in the other (`clean`), so they are no value to
         // pair between the two.
-        let mut live: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut live = std::collections::HashSet::new();
         let order = g.topo_order();
         for &id in &order {
-            let n = &g.nodes[id];
-            let reads_live = n
-                .proto
-                .input
-                .iter()
-                .any(|i| g.is_graph_input(i) || live.contains(i.as_str()))
-                || n.proto
-                    .attribute
+            let p = &g.nodes[id].proto;
+            if p.input.iter().any(|i| g.is_graph_input(i))
+                || p.attribute
                     .iter()
                     .any(|a| a.g.is_some() || !a.graphs.is_empty())
                 || g.nodes
                     .neighbors_directed(id, petgraph::Direction::Incoming)
-                    .any(|p| {
-                        g.nodes[p]
-                            .proto
-                            .output
-                            .iter()
-                            .any(|o| live.contains(o.as_str()))
-                    });
-            if reads_live {
-                live.extend(n.proto.output.iter().map(|o| o.as_str()));
+                    .any(|n| live.contains(&n))
+            {
+                live.insert(id);
             }
         }
         let readable = |v: &String| {
             !v.is_empty()
                 && !g.is_graph_output(v)
-                && !g.is_graph_input(v)
-                && live.contains(v.as_str())
+                && g.producer(v).is_some_and(|n| live.contains(&n))
         };
         for &id in &order {
             let n = &g.nodes[id];
