@@ -693,6 +693,66 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
     }
 }
 
+/// tract has no Upsample (opsets 7 to 9): the verification copy is raised to
+/// opset 10, where it is Resize, and Resize-10 picks the nearest pixel by
+/// rounding down as onnxruntime does. At scales 1.5 and 3, where rounding
+/// half down would pick other pixels, and in linear mode, tract's outputs
+/// agree with onnxruntime's: Upsample-9 (scales as an input), Upsample-7
+/// (scales as an attribute, opset 8) and Resize-10 itself.
+#[test]
+fn upsample_is_verified_as_onnxruntime_computes_it() {
+    use onnx_squeeze::verify::tract;
+    for (opset, op) in [(9, "Upsample"), (8, "Upsample"), (10, "Resize")] {
+        let (dir, path, inputs) = python_case(
+            &format!("lower-upsample-{opset}"),
+            &format!(
+                r#"
+opset, op = {opset}, "{op}"
+scales = {{"nearest": [1, 1, 1.5, 3], "linear": [1, 1, 2, 2.5]}}
+nodes, inits = [], []
+for mode, s in scales.items():
+    if opset < 9:
+        nodes.append(h.make_node(op, ["x"], [mode], mode=mode, scales=[float(v) for v in s]))
+    else:
+        inits.append(nh.from_array(np.array(s, np.float32), mode + "_scales"))
+        nodes.append(h.make_node(op, ["x", mode + "_scales"], [mode], mode=mode))
+g = h.make_graph(nodes, "up", [h.make_tensor_value_info("x", T.FLOAT, [1, 2, 4, 5])],
+    [h.make_tensor_value_info("nearest", T.FLOAT, [1, 2, 6, 15]),
+     h.make_tensor_value_info("linear", T.FLOAT, [1, 2, 8, 12])], inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+m.ir_version = 4
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, model)
+np.savez(out, x=np.random.default_rng(0).standard_normal((1, 2, 4, 5)).astype(np.float32))
+"#
+            ),
+        );
+        let ort_out = dir.path().join("ort.npz");
+        ort_outputs(&path, &inputs, &ort_out);
+        let (m, _) = Model::load(&path).unwrap();
+        let reference = reference_on(&m, inputs, VerifyOptions::default());
+        let raised = reference
+            .notes()
+            .iter()
+            .any(|n| n.contains(&format!("opset {opset} raised to 10 for tract")));
+        assert_eq!(raised, op == "Upsample", "{:?}", reference.notes());
+        let (names, expected) = reference.expected();
+        let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
+        for (k, name) in names.iter().enumerate() {
+            let ours = tract::to_f64(&expected[0][k]).unwrap();
+            let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{op}-{opset} {name}");
+            for (a, b) in ours.iter().zip(&theirs) {
+                let tol = if name == "nearest" { 0.0 } else { 1e-5 };
+                assert!(
+                    (a - *b as f64).abs() <= tol,
+                    "{op} at opset {opset}, {name}: tract {a} vs onnxruntime {b}"
+                );
+            }
+        }
+    }
+}
+
 /// Weights stored compactly (`Cast` of an 8/16-bit integer or float16
 /// constant to float, `Mul` by a float scale, broadcast as numpy does) are
 /// expanded for tract bit for bit as onnxruntime computes them. A `Cast`

@@ -1341,7 +1341,9 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
 /// 10. `clean,quant` takes the weights off the inputs (IR raised to 4) and
 /// raises opset 8 to 10, where every operator of this model means the same
 /// (per-tensor int8 then), as it does opset 9 with an operator introduced
-/// at 9 and unchanged at 10 (ConstantOfShape); a model that lists its
+/// at 9 and unchanged at 10 (ConstantOfShape), and opsets 8 and 9 with
+/// Upsample (Resize at 10: verified as such, since tract has no Upsample);
+/// a model that lists its
 /// weights as inputs at opset 17 (old exporters did) gets per-channel
 /// weights. An operator that changed meaning before 10 (Slice) keeps the
 /// opset: the weights are stored as int8, weight-only. onnx.checker and
@@ -1362,9 +1364,12 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
             "ConstantOfShape",
             "weight quantized to int8 per tensor",
         ),
+        (8, 3, "Upsample", "weight quantized to int8 per tensor"),
+        (9, 3, "Upsample", "weight quantized to int8 per tensor"),
         (17, 8, "Identity", "weight quantized to int8 per channel"),
     ] {
         let slice = tail == "Slice";
+        let side = if tail == "Upsample" { 12 } else { 6 };
         let proto = ModelBuilder::new(opset)
             .input("x", &[1, 8, 6, 6])
             .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
@@ -1379,6 +1384,20 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
                 .node("shape", "Shape", &["c"], &["s"])
                 .node("zeros", "ConstantOfShape", &["s"], &["z"])
                 .node("out", "Add", &["c", "z"], &["y"]),
+            // Upsample-7 takes its scales as an attribute, Upsample-9 as an input.
+            "Upsample" if opset < 9 => proto.node_with(
+                "out",
+                "Upsample",
+                &["c"],
+                &["y"],
+                vec![attr_floats("scales", &[1.0, 1.0, 2.0, 2.0])],
+            ),
+            "Upsample" => proto.init_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]).node(
+                "out",
+                "Upsample",
+                &["c", "scales"],
+                &["y"],
+            ),
             // Slice-1: starts and ends as attributes (inputs from 10).
             _ => proto.node_with(
                 "out",
@@ -1392,7 +1411,7 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
                 ],
             ),
         }
-        .output("y", &[1, 16, 6, 6])
+        .output("y", &[1, 16, side, side])
         .proto();
         proto.ir_version = Some(ir);
         let g = proto.graph.as_mut().unwrap();
@@ -1401,6 +1420,7 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
             .iter()
             .map(|t| f32_value(t.name(), &t.dims))
             .collect();
+        let taken_off = format!("{} x initializer taken off the graph inputs", listed.len());
         g.input.extend(listed);
         let dir = scratch("quant-weights-as-inputs");
         let input = dir.path().join("m.onnx");
@@ -1413,7 +1433,7 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
             &out,
         );
         assert!(
-            s.contains("2 x initializer taken off the graph inputs") && s.contains(expect),
+            s.contains(&taken_off) && s.contains(expect),
             "opset {opset}: {s}"
         );
         if opset < 10 {

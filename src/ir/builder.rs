@@ -115,6 +115,15 @@ pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
+pub fn attr_floats(name: &str, v: &[f32]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Floats as i32),
+        floats: v.to_vec(),
+        ..Default::default()
+    }
+}
+
 pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),

@@ -28,7 +28,8 @@
 //! opset 11 (use `onnx.version_converter` for those), except one step:
 //! a model at opset 7, 8 or 9 whose operators all mean the same at 10 is
 //! raised to 10 (where QuantizeLinear starts; `quant` asks for it), only
-//! BatchNormalization's `spatial=1` dropped. Nodes inside If, Loop
+//! BatchNormalization's `spatial=1` dropped and Upsample renamed Resize
+//! (Resize-10 is Upsample-9 plus downsampling). Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
 //! Constant nodes), and so are the bodies of model-local functions that import
 //! an older default opset (their import is raised too). Other domains
@@ -41,13 +42,12 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::ir::builder::{attr_int, node_proto};
+use crate::ir::builder::{attr_int, attr_string, node_proto};
 use crate::ir::{walk, Model};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
 use crate::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, FunctionProto,
-    GraphProto, NodeProto, TensorProto,
+    tensor_proto::DataType, AttributeProto, FunctionProto, GraphProto, NodeProto, TensorProto,
 };
 
 /// The newest opset this pass converts to.
@@ -243,13 +243,18 @@ const SAME_FROM_7_TO_10: &[&str] = &[
 
 /// A model at opset 7, 8 or 9 raised to 10 (where QuantizeLinear starts)
 /// when every operator it uses means the same there: only the version
-/// changes, and BatchNormalization's `spatial=1` (the only behaviour left in
-/// 9) is dropped. Refused, naming the operator, for anything else: other
-/// operators, `spatial=0`, a Dropout mask that is read (its type became
-/// bool), subgraphs, model-local functions.
+/// changes, BatchNormalization's `spatial=1` (the only behaviour left in 9)
+/// is dropped, and Upsample becomes Resize. Resize-10 is Upsample-9 under
+/// its new name (the same inputs, modes and output sizes, `floor(dim x
+/// scale)`, plus downsampling); Upsample-7's `scales` attribute becomes
+/// Resize's input 1. onnxruntime computes the two bit for bit alike, in both
+/// modes and at fractional scales. Refused, naming the operator, for
+/// anything else: other operators, `spatial=0`, a Dropout mask that is read
+/// (its type became bool), subgraphs, model-local functions.
 fn relabel_to_10(model: &Model) -> Result<Patch> {
     let from = model.opset();
     let g = &model.graph;
+    let mut used = g.all_names();
     ensure!(
         model.proto.functions.is_empty(),
         "opset {from} cannot be raised to 10 here: the model has local functions; convert it with onnx.version_converter"
@@ -268,7 +273,7 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
                 n.label()
             )
         };
-        if !SAME_FROM_7_TO_10.contains(&n.op()) {
+        if !SAME_FROM_7_TO_10.contains(&n.op()) && n.op() != "Upsample" {
             return Err(refuse("changed meaning before opset 10"));
         }
         if walk::subgraphs(&n.proto).next().is_some() {
@@ -291,6 +296,26 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
                     }
                     Some(_) => return Err(refuse("normalises per activation (spatial=0)")),
                 }
+            }
+            "Upsample" => {
+                let mut resize = n.proto.clone();
+                resize.op_type = Some("Resize".into());
+                if from < 9 {
+                    let Some(scales) = take_attr(&mut resize, "scales") else {
+                        return Err(refuse("has no scales"));
+                    };
+                    let name = walk::unique_name(&mut used, &format!("{}_scales", n.label()));
+                    let dims = [scales.floats.len() as i64];
+                    patch.add_initializers.push(crate::ir::tensor::from_f32(
+                        &name,
+                        &dims,
+                        &scales.floats,
+                    ));
+                    resize.input.truncate(1);
+                    resize.input.push(name);
+                }
+                patch.remove_nodes.push(id);
+                patch.add_nodes.push(resize);
             }
             "Dropout" => {
                 let mask_read = n.proto.output.get(1).is_some_and(|m| {
@@ -446,15 +471,6 @@ fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
 fn take_attr(n: &mut NodeProto, name: &str) -> Option<AttributeProto> {
     let i = n.attribute.iter().position(|a| a.name() == name)?;
     Some(n.attribute.remove(i))
-}
-
-fn attr_string(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec().into()),
-        ..Default::default()
-    }
 }
 
 /// Does the version step to `v` lie in the conversion?

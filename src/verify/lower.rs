@@ -25,6 +25,13 @@
 //!   becomes a float initializer;
 //! * `BatchNormalization` with computed (not constant) statistics becomes
 //!   element-wise ops (tract types only constant ones);
+//! * Upsample (opsets 7 to 9), which tract does not know, becomes Resize:
+//!   the copy is raised to opset 10, where Resize-10 is Upsample-9 under its
+//!   new name (the `opset` pass's exact relabelling, as `quant` writes it);
+//! * Resize at opset 10 in `nearest` mode gets `nearest_mode = floor`, how
+//!   onnxruntime (and the reference implementation of Upsample) picks the
+//!   source pixel there; tract would round half down (the default of
+//!   Resize-11), another pixel at scales such as 3 or 1.5;
 //! * onnxruntime's fused ops (`FusedConv`, `FusedMatMul`, `BiasGelu`,
 //!   `QuickGelu`, `SkipLayerNormalization`...) become the standard ops they
 //!   fuse ([`super::contrib`]).
@@ -75,6 +82,9 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .insert(dense.name().to_string(), dense);
     }
     model.graph.reindex();
+    if let Some(note) = lower_upsample(model)? {
+        notes.push(note);
+    }
     // Constant DequantizeLinear folded to float.
     let mut folded = 0;
     let ids: Vec<_> = model.graph.nodes.node_indices().collect();
@@ -180,6 +190,47 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         ));
     }
     Ok(notes)
+}
+
+/// Upsample (opsets 7 to 9) as Resize at opset 10, and Resize-10's nearest
+/// pixel as onnxruntime picks it (see the module's documentation). Returns a
+/// note when the copy was raised; a model that cannot be raised (another
+/// operator changed meaning before 10) is left for tract to refuse.
+fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
+    let from = model.opset();
+    let is_op = |model: &Model, op: &str| {
+        model
+            .graph
+            .nodes
+            .node_weights()
+            .any(|n| n.is_onnx() && n.op() == op)
+    };
+    let mut note = None;
+    if from < 10 && is_op(model, "Upsample") {
+        if let Ok(p) = crate::passes::opset::upgrade(model, 10) {
+            model.apply(&p)?;
+            note = Some(format!(
+                "opset {from} raised to 10 for tract, which has no Upsample: Resize-10 is Upsample under its new name"
+            ));
+        }
+    }
+    if model.opset() == 10 && is_op(model, "Resize") {
+        let mut p = Patch::new("Resize-10 picks the nearest pixel by rounding down");
+        for id in model.graph.nodes.node_indices() {
+            let n = &model.graph.nodes[id];
+            let attr = |name: &str| n.proto.attribute.iter().find(|a| a.name() == name);
+            let nearest = attr("mode").is_none_or(|a| a.s() == b"nearest");
+            if n.is_onnx() && n.op() == "Resize" && nearest && attr("nearest_mode").is_none() {
+                let mut attrs = n.proto.attribute.clone();
+                attrs.push(crate::ir::builder::attr_string("nearest_mode", "floor"));
+                p.replace_attributes.push((id, attrs));
+            }
+        }
+        if !p.replace_attributes.is_empty() {
+            model.apply(&p)?;
+        }
+    }
+    Ok(note)
 }
 
 /// `MatMulInteger(A, B, a_zero_point, b_zero_point)` as
@@ -641,11 +692,6 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
     for &id in &ids {
         let g = &model.graph;
         let n = &g.nodes[id].proto;
-        let eps = n
-            .attribute
-            .iter()
-            .find(|a| a.name() == "epsilon")
-            .map_or(1e-5, |a| a.f());
         let base = if n.name().is_empty() {
             "batchnorm"
         } else {
