@@ -566,6 +566,23 @@ impl Graph {
 
 /// Names a node reads: its direct inputs, and values its subgraphs read from
 /// enclosing scopes.
+/// The attribute `name` of a node, where it is set.
+pub fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a crate::proto::AttributeProto> {
+    n.attribute.iter().find(|a| a.name() == name)
+}
+
+/// An integer attribute of a node, or the operator's `default` where it is
+/// not set.
+pub fn int_attr(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i())
+}
+
+/// A float attribute of a node, or the operator's `default` where it is not
+/// set.
+pub fn float_attr(n: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(n, name).map_or(default, |a| a.f())
+}
+
 pub fn reads(n: &NodeProto) -> (Vec<String>, Vec<String>) {
     let direct: Vec<String> = n.input.iter().filter(|i| !i.is_empty()).cloned().collect();
     let mut implicit = Vec::new();

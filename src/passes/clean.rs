@@ -72,7 +72,7 @@ use anyhow::{ensure, Result};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
-use crate::ir::{tensor, walk, Graph, Model, NodeId};
+use crate::ir::{attr, tensor, walk, Graph, Model, NodeId};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
 use crate::proto::{
@@ -690,7 +690,7 @@ fn dropout_is_identity(model: &Model, id: NodeId) -> bool {
     {
         return false;
     }
-    if let Some(a) = p.attribute.iter().find(|a| a.name() == "is_test") {
+    if let Some(a) = attr(p, "is_test") {
         if a.i() == 0 && model.opset() < 7 {
             return false;
         }
@@ -732,10 +732,6 @@ fn remove_identities(model: &Model) -> Vec<Patch> {
         out.push(Patch::bypass(label, g, id, 0, x));
     }
     out
-}
-
-fn attr<'a>(p: &'a crate::proto::NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    p.attribute.iter().find(|a| a.name() == name)
 }
 
 fn f32_const(model: &Model, name: &str) -> Option<tensor::F32Tensor> {

@@ -43,7 +43,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::ir::builder::{attr_int, attr_string, node_proto};
-use crate::ir::{walk, Model};
+use crate::ir::{attr, walk, Model};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
 use crate::proto::{
@@ -281,7 +281,7 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
         }
         match n.op() {
             "BatchNormalization" => {
-                let spatial = n.proto.attribute.iter().find(|a| a.name() == "spatial");
+                let spatial = attr(&n.proto, "spatial");
                 match spatial.map(|a| a.i()) {
                     None => {}
                     Some(1) => {
@@ -462,10 +462,6 @@ fn collect_node(n: &NodeProto, cx: &mut Cx) {
     for sg in walk::subgraphs(n) {
         collect_graph(sg, cx);
     }
-}
-
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    n.attribute.iter().find(|a| a.name() == name)
 }
 
 fn take_attr(n: &mut NodeProto, name: &str) -> Option<AttributeProto> {

@@ -51,7 +51,7 @@ use std::collections::HashSet;
 use anyhow::{bail, Context, Result};
 
 use crate::ir::builder::{attr_float, attr_int, attr_ints, attr_string, node_proto};
-use crate::ir::{tensor, Model, NodeId};
+use crate::ir::{attr, tensor, Model, NodeId};
 use crate::patch::Patch;
 use crate::proto::{tensor_proto::DataType, AttributeProto, NodeProto};
 
@@ -249,10 +249,6 @@ impl Emit {
         let halved = self.op("Mul", &[x, &half], vec![]);
         self.to("Mul", &[&halved, &plus], out, vec![]);
     }
-}
-
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    n.attribute.iter().find(|a| a.name() == name)
 }
 
 fn input(n: &NodeProto, i: usize) -> Option<&str> {

@@ -311,11 +311,7 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
                         continue;
                     };
                     let rank = t.dims.len() as i64;
-                    let axis = p
-                        .attribute
-                        .iter()
-                        .find(|a| a.name() == "axis")
-                        .map_or(0, |a| a.i());
+                    let axis = crate::ir::int_attr(p, "axis", 0);
                     let axis = if axis < 0 { axis + rank } else { axis };
                     if let Some(&r) = usize::try_from(axis).ok().and_then(|a| t.dims.get(a)) {
                         if r >= 1 {

@@ -101,18 +101,8 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .map(|i| model.graph.constant(i))
             .collect();
         let Some(consts) = consts else { continue };
-        let axis = n
-            .proto
-            .attribute
-            .iter()
-            .find(|a| a.name() == "axis")
-            .map_or(1, |a| a.i());
-        let block = n
-            .proto
-            .attribute
-            .iter()
-            .find(|a| a.name() == "block_size")
-            .map_or(0, |a| a.i());
+        let axis = crate::ir::int_attr(&n.proto, "axis", 1);
+        let block = crate::ir::int_attr(&n.proto, "block_size", 0);
         let resolved: Vec<(TensorProto, Option<bytes::Bytes>)> = consts
             .iter()
             .map(|t| Ok(((*t).clone(), model.payload(t)?)))
@@ -218,7 +208,7 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
         let mut p = Patch::new("Resize-10 picks the nearest pixel by rounding down");
         for id in model.graph.nodes.node_indices() {
             let n = &model.graph.nodes[id];
-            let attr = |name: &str| n.proto.attribute.iter().find(|a| a.name() == name);
+            let attr = |name| crate::ir::attr(&n.proto, name);
             let nearest = attr("mode").is_none_or(|a| a.s() == b"nearest");
             if n.is_onnx() && n.op() == "Resize" && nearest && attr("nearest_mode").is_none() {
                 let mut attrs = n.proto.attribute.clone();
@@ -692,6 +682,7 @@ fn lower_computed_batchnorms(model: &mut Model) -> Result<usize> {
     for &id in &ids {
         let g = &model.graph;
         let n = &g.nodes[id].proto;
+        let eps = crate::ir::float_attr(n, "epsilon", 1e-5);
         let base = if n.name().is_empty() {
             "batchnorm"
         } else {

@@ -178,7 +178,7 @@ pub fn untrusted_op(m: &Model) -> Option<String> {
         if !n.is_onnx() {
             continue;
         }
-        let attr = |name: &str| n.proto.attribute.iter().find(|a| a.name() == name);
+        let attr = |name| crate::ir::attr(&n.proto, name);
         match n.op() {
             "QLinearMatMul" => {
                 let out_type = n.proto.input.get(7).and_then(|z| m.graph.elem_type(z));

@@ -591,12 +591,7 @@ impl Pass for Quant {
                 }
                 "MatMul" => (1, Use::MatMul),
                 "Gather" if self.params.gather => {
-                    let axis = n
-                        .proto
-                        .attribute
-                        .iter()
-                        .find(|a| a.name() == "axis")
-                        .map_or(0, |a| a.i());
+                    let axis = crate::ir::int_attr(&n.proto, "axis", 0);
                     if axis != 0 {
                         continue;
                     }
@@ -1312,11 +1307,7 @@ fn expand_unfused(
             let rank = xt.dims.len();
             let st = g.constant(scale);
             let s_len = st.map_or(0, |t| tensor::numel(&t.dims).unwrap_or(0));
-            let axis = dq
-                .attribute
-                .iter()
-                .find(|a| a.name() == "axis")
-                .map_or(1, |a| a.i());
+            let axis = crate::ir::int_attr(&dq, "axis", 1);
             let axis = if axis < 0 { axis + rank as i64 } else { axis } as usize;
             let mut new_inits = Vec::new();
             let scale_in = match st {
@@ -1444,7 +1435,7 @@ fn layer_macs(model: &Model, data: &DataSource) -> Result<(u64, u64)> {
 /// Whether `n`'s integer attribute `name` is set and not 0 (Gemm's `transA`,
 /// `transB`).
 pub(crate) fn set_flag(n: &NodeProto, name: &str) -> bool {
-    n.attribute.iter().any(|a| a.name() == name && a.i() != 0)
+    crate::ir::int_attr(n, name, 0) != 0
 }
 
 /// Whether an `exclude=` pattern names node `n`: its name, its op type, or
@@ -1809,11 +1800,7 @@ impl Quant {
     /// ONet, YOLOv8n and PP-OCRv4's detector ran slower). Their weights are
     /// stored as int8 and expanded at load, so the file shrinks all the same.
     fn conv_pays_in_int8(&self, n: &NodeProto, dims: &[i64]) -> bool {
-        let group = n
-            .attribute
-            .iter()
-            .find(|a| a.name() == "group")
-            .map_or(1, |a| a.i());
+        let group = crate::ir::int_attr(n, "group", 1);
         (group == 1 || self.params.grouped)
             && dims.len() >= 3
             && dims[0] >= self.params.min_out_channels
@@ -1897,12 +1884,7 @@ impl Quant {
             let n = &g.nodes[id];
             if !n.is_onnx()
                 || n.op() != "Cast"
-                || n.proto
-                    .attribute
-                    .iter()
-                    .find(|a| a.name() == "to")
-                    .map(|a| a.i())
-                    != Some(DataType::Float as i64)
+                || crate::ir::attr(&n.proto, "to").map(|a| a.i()) != Some(DataType::Float as i64)
             {
                 continue;
             }
@@ -3135,10 +3117,7 @@ fn dynamic_gemm(n: &NodeProto) -> bool {
 
 /// Gemm `n`'s `alpha` or `beta`: its attribute, else the default, 1.
 fn gemm_factor(n: &NodeProto, name: &str) -> f32 {
-    n.attribute
-        .iter()
-        .find(|a| a.name() == name)
-        .map_or(1.0, |a| a.f())
+    crate::ir::float_attr(n, name, 1.0)
 }
 
 /// The layout every reader of a weight needs in the dynamic int8 form:
