@@ -630,3 +630,101 @@ fn random_ids_stay_inside_the_tables_they_index() {
     let r = verify(&m, &m, &VerifyOptions::default());
     assert_eq!(r.status, Status::Passed, "{}", r.table());
 }
+
+/// A streaming model's recurrent state is paired by the names exporters give
+/// it (`state` -> `stateN`, `h0` -> `hn`, `c` -> `c_out`, `in_cache0` ->
+/// `out_cache0`) and by type; `input` -> `output` is no state, nor is a
+/// pair whose types differ.
+#[test]
+fn recurrent_state_is_paired_by_name_and_type() {
+    use onnx_squeeze::ir::builder::typed_value;
+    use onnx_squeeze::verify::inputs::state_pairs;
+    let mut b = ModelBuilder::new(17);
+    for name in ["input", "state", "h0", "c", "in_cache0", "count"] {
+        b = b.input(name, &[1, 4]);
+    }
+    for (from, to) in [
+        ("input", "output"),
+        ("state", "stateN"),
+        ("h0", "hn"),
+        ("c", "c_out"),
+        ("in_cache0", "out_cache0"),
+    ] {
+        b = b.node(to, "Identity", &[from], &[to]).output(to, &[1, 4]);
+    }
+    let mut proto = b
+        .node_with(
+            "count_out",
+            "Cast",
+            &["count"],
+            &["countN"],
+            vec![onnx_squeeze::ir::builder::attr_int("to", 7)],
+        )
+        .proto();
+    proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .output
+        .push(typed_value("countN", DataType::Int64, &[1, 4]));
+    let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let pairs: Vec<(String, String)> = [
+        ("state", "stateN"),
+        ("h0", "hn"),
+        ("c", "c_out"),
+        ("in_cache0", "out_cache0"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(state_pairs(&m.graph), pairs);
+}
+
+/// A streaming model's random samples are the steps of one stream: each
+/// step's state is the one the original computed at the step before, not a
+/// random one. Here the state counts the steps (`stateN = state + 1`): over
+/// the reference's samples it grows by exactly 1 from step to step.
+#[test]
+fn a_streaming_model_is_verified_on_the_steps_of_one_stream() {
+    use onnx_squeeze::verify::{Reference, STREAM_STEPS};
+    let m = ModelBuilder::new(17)
+        .input("x", &[1, 4])
+        .input("state", &[1, 4])
+        .init_f32("one", &[1], &[1.0])
+        .node("step", "Add", &["state", "one"], &["stateN"])
+        .node("mix", "Mul", &["x", "stateN"], &["y"])
+        .output("y", &[1, 4])
+        .output("stateN", &[1, 4])
+        .build()
+        .unwrap();
+    let r = Reference::new(&m, &VerifyOptions::default()).unwrap();
+    assert!(
+        r.notes().iter().any(|n| n.contains(&format!(
+            "recurrent state ('state' <- 'stateN'): the {STREAM_STEPS} samples are the steps of one stream"
+        ))),
+        "{:?}",
+        r.notes()
+    );
+    let (names, expected) = r.expected();
+    let k = names.iter().position(|n| n == "stateN").unwrap();
+    assert_eq!(expected.len(), STREAM_STEPS);
+    let state = |i: usize| onnx_squeeze::verify::tract::to_f64(&expected[i][k]).unwrap();
+    for i in 1..expected.len() {
+        for (a, b) in state(i - 1).iter().zip(state(i)) {
+            assert!((b - a - 1.0).abs() < 1e-5, "step {i}: {a} -> {b}");
+        }
+    }
+    // The result runs each step from the original's state: a result that
+    // computes the same passes.
+    let v = verify(&m, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    // A result whose state steps by 1.01 is off by 0.01 at every step (not
+    // by the 0.08 it would build up over a stream of its own).
+    let mut drifting = m.clone();
+    let t = drifting.graph.initializers.get_mut("one").unwrap();
+    *t = onnx_squeeze::ir::tensor::from_f32("one", &[1], &[1.01]);
+    let v = verify(&m, &drifting, &VerifyOptions::default());
+    let row = v.outputs.iter().find(|o| o.name == "stateN").unwrap();
+    assert!((row.max_abs - 0.01).abs() < 1e-4, "{}", v.table());
+}
+

@@ -2210,7 +2210,11 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 /// left it unverifiable (and nothing written). Its audio chunk has no size
 /// (a named dim in one export, an unnamed one in the other) and tract cannot
 /// type the model on one sample of audio: with nothing bound, the length is
-/// raised until it can, and said.
+/// raised until it can, and said. silero carries its state from call to
+/// call (`state` -> `stateN`): its random samples are the steps of one
+/// stream, and on them its weights alone are quantized (static activation
+/// ranges from noise do not hold over a real stream); with `--inputs`
+/// they are calibrated.
 #[test]
 fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
     let dir = scratch("quant-silero-random");
@@ -2232,12 +2236,29 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
             )),
             "{stdout}"
         );
+        for said in [
+            "activations: none (weight-only int8): the model carries a recurrent state ('state' <- 'stateN')",
+            "recurrent state ('state' <- 'stateN'): the 8 samples are the steps of one stream",
+        ] {
+            assert!(stdout.contains(said), "{stdout}");
+        }
+        let (m, _) = Model::load(&out).unwrap();
+        let text = dump(&m.graph);
+        assert!(!text.contains("QuantizeLinear"), "{text}");
         assert_ort_matches(&input, &out, &{
             let mut a = quantized("0.98");
             a.extend(["--dim".to_string(), dim.to_string()]);
             a
         });
     }
+    make_inputs(dir.path());
+    let npz = dir.path().join("silero_vad_16k_op15.npz");
+    let args = ["--inputs".to_string(), npz.to_string_lossy().into_owned()];
+    let input = asset("silero_vad_16k_op15.onnx");
+    let out = dir.path().join("calibrated.onnx");
+    let stdout = run_passes_verified("clean,quant", &args, &input, &out);
+    assert!(stdout.contains("activations: static"), "{stdout}");
+    assert!(!stdout.contains("recurrent state"), "{stdout}");
 }
 
 /// An image input whose height and width have no size is calibrated on

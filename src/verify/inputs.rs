@@ -198,6 +198,46 @@ pub fn repeated_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, Vec<Stri
     by_name
 }
 
+/// The recurrent state a model carries from one call to the next: each
+/// graph input that takes a state in, with the graph output that gives the
+/// next one back, paired by name as exporters of streaming models write
+/// them (`state` -> `stateN`, `h` -> `hn`, `h0` -> `hn`, `h` -> `h_out`,
+/// `in_cache0` -> `out_cache0`, `state_in` -> `state_out`) and by element
+/// type. A name alone does not make a pair where the shapes disagree: the
+/// runs that chain them ([`crate::verify::chain_sample`]) feed an output
+/// back only where its shape is the input's. Declared shapes are not
+/// compared, exporters write the output's with other symbols or none.
+pub fn state_pairs(g: &Graph) -> Vec<(String, String)> {
+    let elem =
+        |vi: &crate::proto::ValueInfoProto| crate::ir::tensor_type(vi).map(|t| t.elem_type());
+    let pairs_by_name = |i: &str, o: &str| {
+        ["n", "N", "_n", "_out", "out", "_new", "_next"]
+            .iter()
+            .any(|s| o.strip_prefix(i) == Some(s))
+            || i.strip_suffix('0')
+                .is_some_and(|stem| !stem.is_empty() && o.strip_prefix(stem) == Some("n"))
+            || i.strip_prefix("in_")
+                .is_some_and(|r| o.strip_prefix("out_") == Some(r))
+            || i.strip_suffix("_in")
+                .is_some_and(|r| o.strip_suffix("_out") == Some(r))
+    };
+    let mut pairs = Vec::new();
+    for vi in &g.rest.input {
+        if g.initializers.contains_key(vi.name()) || elem(vi).is_none() {
+            continue;
+        }
+        let out = g.rest.output.iter().find(|o| {
+            elem(o) == elem(vi)
+                && pairs_by_name(vi.name(), o.name())
+                && !pairs.iter().any(|(_, p): &(String, String)| p == o.name())
+        });
+        if let Some(o) = out {
+            pairs.push((vi.name().to_string(), o.name().to_string()));
+        }
+    }
+    pairs
+}
+
 /// The keys `--dim` binds for `vi`'s axes without a size, in order, with
 /// their axis: the dim's name, or [`axis_dim_key`] for an axis without
 /// one.

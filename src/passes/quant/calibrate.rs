@@ -181,6 +181,17 @@ pub fn calibrate(
                 .expect("added above")
         })
         .collect();
+    // A streaming model's samples are the steps of one stream, each
+    // starting from the state the step before computed (as verification
+    // runs them): the ranges of what reads the state are those it meets
+    // in use, not those of a state drawn at random.
+    let run_inputs: Vec<&str> = graph.input.iter().map(|i| i.name()).collect();
+    let outputs: Vec<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
+    let chain = crate::verify::chain_positions(
+        &crate::verify::inputs::state_pairs(&model.graph),
+        run_inputs.into_iter(),
+        &outputs[..model_outputs],
+    );
     progress.say("calibration: building a plan in tract");
     let runner = tr::Runner::new(proto, &run_samples[0])
         .context("tract cannot run the model for calibration")?;
@@ -200,35 +211,49 @@ pub fn calibrate(
         .collect();
     // One run per sample: its own range of each value and, for the
     // histogram methods, a histogram over that range; merged afterwards.
-    let per_sample: Vec<Vec<Stat>> = run_samples
-        .par_iter()
-        .map(|s| -> Result<Vec<Stat>> {
-            let out = runner.run(s)?;
-            if let Ok(mut k) = done.lock() {
-                *k += 1;
-                progress.say(&format!("calibration: {k} of {total} samples run"));
-            }
-            index
-                .iter()
-                .zip(pair_axis.iter().zip(&histograms))
-                .map(|(&k, (axis, &histogram))| {
-                    // Only float32 activations are quantized.
-                    if out[k].datum_type() != f32::datum_type() {
-                        return Ok(Stat::empty());
-                    }
-                    let view = out[k]
-                        .try_as_plain_ram()
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let v = view.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let mut stat = Stat::of(v, histogram);
-                    if let Some(axis) = axis {
-                        stat.pairs = PairSums::of(v, out[k].shape(), *axis);
-                    }
-                    Ok(stat)
-                })
-                .collect()
-        })
-        .collect::<Result<_>>()?;
+    let stats = |out: &[Tensor]| -> Result<Vec<Stat>> {
+        if let Ok(mut k) = done.lock() {
+            *k += 1;
+            progress.say(&format!("calibration: {k} of {total} samples run"));
+        }
+        index
+            .iter()
+            .zip(pair_axis.iter().zip(&histograms))
+            .map(|(&k, (axis, &histogram))| {
+                // Only float32 activations are quantized.
+                if out[k].datum_type() != f32::datum_type() {
+                    return Ok(Stat::empty());
+                }
+                let view = out[k]
+                    .try_as_plain_ram()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let v = view.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut stat = Stat::of(v, histogram);
+                if let Some(axis) = axis {
+                    stat.pairs = PairSums::of(v, out[k].shape(), *axis);
+                }
+                Ok(stat)
+            })
+            .collect()
+    };
+    let per_sample: Vec<Vec<Stat>> = if chain.is_empty() {
+        run_samples
+            .par_iter()
+            .map(|s| stats(&runner.run(s)?))
+            .collect::<Result<_>>()?
+    } else {
+        // One step after the other; a step's outputs are kept until the
+        // next has taken its state from them.
+        let mut prev: Option<Vec<Tensor>> = None;
+        let mut all = Vec::with_capacity(run_samples.len());
+        for s in &run_samples {
+            let s = crate::verify::chain_sample(s, prev.as_deref(), &chain);
+            let out = runner.run(&s)?;
+            all.push(stats(&out)?);
+            prev = Some(out);
+        }
+        all
+    };
     // The reference samples run on the same plan: the model's own outputs
     // come first among the plan's.
     // Where they do not run here (inputs of other types than the plan's),
@@ -240,15 +265,35 @@ pub fn calibrate(
                 .all(|(a, b)| a.datum_type() == b.datum_type() && a.shape() == b.shape())
     };
     let expected = match reference {
-        Some(r) if fixed.is_empty() && r.iter().all(|s| same_types(s)) => r
-            .par_iter()
-            .map(|s| -> Result<Vec<Tensor>> {
+        Some(r) if fixed.is_empty() && r.iter().all(|s| same_types(s)) => {
+            let outputs_of = |s: &[Tensor]| -> Result<Vec<Tensor>> {
                 let mut out = runner.run(s)?;
                 out.truncate(model_outputs);
                 Ok(out)
-            })
-            .collect::<Result<Vec<_>>>()
-            .ok(),
+            };
+            if chain.is_empty() {
+                r.par_iter()
+                    .map(|s| outputs_of(s))
+                    .collect::<Result<Vec<_>>>()
+                    .ok()
+            } else {
+                // As verification runs them: each step's state from the
+                // step before (the state outputs are among the model's own).
+                let mut outs: Vec<Vec<Tensor>> = Vec::with_capacity(r.len());
+                let mut failed = false;
+                for s in r {
+                    let s = crate::verify::chain_sample(s, outs.last().map(|o| &o[..]), &chain);
+                    match outputs_of(&s) {
+                        Ok(o) => outs.push(o),
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                (!failed).then_some(outs)
+            }
+        }
         _ => None,
     };
     drop(runner);
