@@ -728,3 +728,73 @@ fn a_streaming_model_is_verified_on_the_steps_of_one_stream() {
     assert!((row.max_abs - 0.01).abs() < 1e-4, "{}", v.table());
 }
 
+/// A float input named like a mask is all 1s (neutral for a multiplicative
+/// mask and, under a softmax, for an additive one), and neither it nor a
+/// cache of an image's shape is drawn as a random image.
+#[test]
+fn float_masks_are_ones_and_not_images() {
+    use onnx_squeeze::verify::inputs::{self, FloatValues};
+    let m = ModelBuilder::new(17)
+        .input("attention_mask", &[1, 1, 1, 8])
+        .input("in_cache0", &[1, 16, 4, 1])
+        .input("image", &[1, 3, 8, 8])
+        .node("a", "Identity", &["attention_mask"], &["m"])
+        .node("b", "Identity", &["in_cache0"], &["c"])
+        .node("c", "Identity", &["image"], &["i"])
+        .output("m", &[1, 1, 1, 8])
+        .output("c", &[1, 16, 4, 1])
+        .output("i", &[1, 3, 8, 8])
+        .build()
+        .unwrap();
+    let mut notes = vec![];
+    let mut specs = inputs::input_specs(&m.graph, &Default::default(), &mut notes).unwrap();
+    inputs::ProducerImages::apply(&m, &mut specs, &mut notes);
+    let values: Vec<FloatValues> = specs.iter().map(|s| s.values).collect();
+    assert_eq!(
+        values,
+        [FloatValues::Ones, FloatValues::Normal, FloatValues::Mixed]
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("random images 'image' drawn")),
+        "{notes:?}"
+    );
+    for sample in inputs::random_samples(&specs, 2, 0).unwrap() {
+        let view = sample[0].try_as_plain_ram().unwrap();
+        assert!(view.as_slice::<f32>().unwrap().iter().all(|&v| v == 1.0));
+    }
+}
+
+/// An output the original computes as nearly zero on every sample (a text
+/// detector's probability map on noise), or as one value, is said to show
+/// little: a comparison there passes whatever the result computes.
+#[test]
+fn faint_and_constant_outputs_are_said_to_show_little() {
+    use onnx_squeeze::verify::Reference;
+    let m = ModelBuilder::new(17)
+        .input("x", &[1, 8])
+        .init_f32("tiny", &[1], &[1e-5])
+        .init_f32("zero", &[1], &[0.0])
+        .init_f32("half", &[1], &[0.5])
+        .node("scale", "Mul", &["x", "tiny"], &["faint"])
+        .node("flat", "Mul", &["x", "zero"], &["z"])
+        .node("lift", "Add", &["z", "half"], &["constant"])
+        .node("id", "Identity", &["x"], &["plain"])
+        .output("faint", &[1, 8])
+        .output("constant", &[1, 8])
+        .output("plain", &[1, 8])
+        .build()
+        .unwrap();
+    let r = Reference::new(&m, &VerifyOptions::default()).unwrap();
+    let said = |name: &str| {
+        r.notes()
+            .iter()
+            .any(|n| n.starts_with(&format!("output '{name}' is")))
+    };
+    assert!(
+        said("faint") && said("constant") && !said("plain"),
+        "{:?}",
+        r.notes()
+    );
+}

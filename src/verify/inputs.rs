@@ -46,6 +46,11 @@ pub enum FloatValues {
     /// normal noise alone, saturated every softmax there (verification
     /// passed at cosine 1.0) and measured 0.46 on images in [0, 1).
     Mixed,
+    /// All 1s: float inputs named like masks. A multiplicative mask of 1s
+    /// keeps every position, and an additive one (a bias of 0 or a large
+    /// negative number, as some BERT exports take it) of 1s shifts every
+    /// score alike, which a softmax does not see; normal noise is neither.
+    Ones,
 }
 
 /// The largest image height or width taken from a model's metadata.
@@ -126,7 +131,7 @@ impl ProducerImages {
         };
         let mut images = Vec::new();
         for s in specs.iter_mut() {
-            if is_float(s.dtype) && image(&s.name) {
+            if is_float(s.dtype) && image(&s.name) && s.values == FloatValues::Normal {
                 s.values = values;
                 images.push(format!("'{}'", s.name));
             }
@@ -305,11 +310,15 @@ pub fn input_specs(
                 });
             }
         }
+        let values = match vi.name().to_lowercase().contains("mask") {
+            true => FloatValues::Ones,
+            false => FloatValues::Normal,
+        };
         specs.push(InputSpec {
             name: vi.name().to_string(),
             dtype,
             shape,
-            values: FloatValues::Normal,
+            values,
             index_rows: index_rows(g, vi.name()),
         });
     }
@@ -375,7 +384,8 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
 /// [0, 100) (valid token ids and byte values for typical models), and below
 /// the rows of the smallest table the input indexes ([`InputSpec::index_rows`]),
 /// except inputs named like masks or segment ids (`mask`, `token_type`,
-/// `segment`), which get 1s (masks) or 0s and 1s; bools are fair coins. A scalar
+/// `segment`), which get 1s (masks, float ones too: [`FloatValues::Ones`])
+/// or 0s and 1s; bools are fair coins. A scalar
 /// integer input is a setting (a sample rate, a count), not data: it is
 /// drawn once and every sample shares it, so a model that branches on it
 /// (silero's `sr`) is checked on one branch rather than not at all.
@@ -405,10 +415,19 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit = match s.values {
-                FloatValues::Normal => false,
+                FloatValues::Normal | FloatValues::Ones => false,
                 FloatValues::Unit => true,
                 FloatValues::Mixed => k % 2 == 1,
             };
+            if s.values == FloatValues::Ones && is_float(s.dtype) {
+                let ones = Tensor::from_shape(&s.shape, &vec![1f32; n])?;
+                sample.push(
+                    ones.cast_to_dt(crate::verify::tract::datum_type(s.dtype)?)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .into_owned(),
+                );
+                continue;
+            }
             let t = match s.dtype {
                 DataType::Float => Tensor::from_shape(
                     &s.shape,
@@ -558,11 +577,17 @@ fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
 
 /// The axes of `vi` that are an image's height and width when it is an
 /// image input without their sizes: rank 4, float (or uint8), 1, 3 or 4
-/// channels on axis 1 (NCHW) or axis 3 (NHWC).
+/// channels on axis 1 (NCHW) or axis 3 (NHWC), and not named like a mask
+/// or a cache (a BERT export's `attention_mask` [1, 1, 1, 64], an FSMN
+/// VAD's `in_cache0` [1, 128, 19, 1] have that shape).
 pub fn image_axes(vi: &crate::proto::ValueInfoProto) -> Vec<usize> {
     let Some(tt) = crate::ir::tensor_type(vi) else {
         return vec![];
     };
+    let name = vi.name().to_lowercase();
+    if name.contains("mask") || name.contains("cache") {
+        return vec![];
+    }
     // Float, or 8-bit pixels (TensorFlow exports take uint8 NHWC images).
     let pixels = matches!(
         DataType::try_from(tt.elem_type()),

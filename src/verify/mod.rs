@@ -891,6 +891,7 @@ impl Reference {
                 (expected, names, selections)
             }
         };
+        notes.extend(faint_outputs(&out_names[..n_outputs], &expected));
         // A stream's steps: each of the result's starts from the state the
         // original reached at the step before (the inputs the original
         // ran on), so they run independently.
@@ -1353,6 +1354,50 @@ pub fn chain_positions<'a>(
             ))
         })
         .collect()
+}
+
+/// Below this, an output that is this small everywhere on the samples says
+/// little about the model (see [`faint_outputs`]).
+const FAINT: f64 = 1e-3;
+
+/// A note for each float output the original computes as nearly zero on
+/// every sample, or as one value everywhere: random inputs then do not
+/// reach what the model computes, and a comparison there shows little. A
+/// text detector's probability map on noise is 1e-7 to 1e-4 (PP-OCRv3's:
+/// verification passed at cosine 1.0 where a text image measured 0.92).
+fn faint_outputs(names: &[String], expected: &[Vec<Tensor>]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let mut values = expected
+            .iter()
+            .filter_map(|e| e.get(k))
+            .filter(|t| t.datum_type().is_float() && t.len() > 0)
+            .filter_map(|t| tract::to_f64(t).ok())
+            .peekable();
+        let Some(first) = values.peek().and_then(|v| v.first().copied()) else {
+            continue;
+        };
+        let (mut largest, mut constant) = (0f64, true);
+        for v in values {
+            for &x in &v {
+                largest = largest.max(x.abs());
+                constant &= x == first;
+            }
+        }
+        if !largest.is_finite() {
+            continue;
+        }
+        if largest <= FAINT {
+            notes.push(format!(
+                "output '{name}' is nearly zero on every sample (largest |value| {largest:.1e}): random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data"
+            ));
+        } else if constant && expected.len() * expected[0].get(k).map_or(0, |t| t.len()) > 1 {
+            notes.push(format!(
+                "output '{name}' is {first} everywhere on every sample: random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data"
+            ));
+        }
+    }
+    notes
 }
 
 /// `samples` as steps of a stream whose states are the ones `expected`
