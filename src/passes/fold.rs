@@ -95,6 +95,10 @@ fn fold(
     let g = &model.graph;
     let mut known: HashMap<String, TensorProto> = HashMap::new();
     let mut patches = Vec::new();
+    // Nodes left because their results would be too large, said once per
+    // reason (a quantized model holds one such expansion per weight).
+    let mut too_large: Vec<String> = Vec::new();
+    let mut over_budget: Vec<String> = Vec::new();
     for id in g.topo_order() {
         let node = &g.nodes[id];
         let p = &node.proto;
@@ -167,19 +171,12 @@ fn fold(
             .map(|(dt, shape)| (dt.size_of() * shape.iter().product::<usize>()) as u64)
             .sum();
         if out_bytes > max_bytes && out_bytes > in_bytes {
-            notes.push(format!(
-                "did not fold '{}': its {out_bytes}-byte result exceeds fold_max_bytes ({max_bytes}) and its inputs",
-                node.label()
-            ));
+            too_large.push(node.label());
             continue;
         }
         let growth = out_bytes.saturating_sub(in_bytes);
         if growth > *growth_left {
-            notes.push(format!(
-                "did not fold '{}': its result is {growth} bytes larger than its inputs, and folds that grow the data have added what the model allows ({:.0}% of its weight bytes, at least fold_max_bytes)",
-                node.label(),
-                GROWTH_SHARE * 100.0
-            ));
+            over_budget.push(node.label());
             continue;
         }
         *growth_left -= growth;
@@ -204,6 +201,28 @@ fn fold(
             patch.add_initializers.push(t);
         }
         patches.push(patch);
+    }
+    let named = |labels: &[String]| {
+        let mut s: Vec<String> = labels.iter().take(3).map(|l| format!("'{l}'")).collect();
+        if labels.len() > 3 {
+            s.push(format!("and {} more", labels.len() - 3));
+        }
+        s.join(", ")
+    };
+    if !too_large.is_empty() {
+        notes.push(format!(
+            "did not fold {} constant node(s) whose result exceeds fold_max_bytes ({max_bytes}) and their inputs (runtimes fold them at load): {}",
+            too_large.len(),
+            named(&too_large)
+        ));
+    }
+    if !over_budget.is_empty() {
+        notes.push(format!(
+            "did not fold {} constant node(s) whose result is larger than their inputs: folds that grow the data have added what the model allows ({:.0}% of its weight bytes, at least fold_max_bytes): {}",
+            over_budget.len(),
+            GROWTH_SHARE * 100.0,
+            named(&over_budget)
+        ));
     }
     Ok(patches)
 }
