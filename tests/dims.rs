@@ -633,14 +633,25 @@ fn random_ids_stay_inside_the_tables_they_index() {
 
 /// A streaming model's recurrent state is paired by the names exporters give
 /// it (`state` -> `stateN`, `h0` -> `hn`, `c` -> `c_out`, `in_cache0` ->
-/// `out_cache0`) and by type; `input` -> `output` is no state, nor is a
-/// pair whose types differ.
+/// `out_cache0`), by type and by declared rank; `input` -> `output` is no
+/// state, nor are an image model's `x` -> `xn` and `image` -> `image_out`,
+/// a pair whose types differ (`count`) or ranks differ (`cell`).
 #[test]
 fn recurrent_state_is_paired_by_name_and_type() {
     use onnx_squeeze::ir::builder::typed_value;
     use onnx_squeeze::verify::inputs::state_pairs;
     let mut b = ModelBuilder::new(17);
-    for name in ["input", "state", "h0", "c", "in_cache0", "count"] {
+    for name in [
+        "input",
+        "state",
+        "h0",
+        "c",
+        "in_cache0",
+        "count",
+        "x",
+        "image",
+        "cell",
+    ] {
         b = b.input(name, &[1, 4]);
     }
     for (from, to) in [
@@ -649,9 +660,14 @@ fn recurrent_state_is_paired_by_name_and_type() {
         ("h0", "hn"),
         ("c", "c_out"),
         ("in_cache0", "out_cache0"),
+        ("x", "xn"),
+        ("image", "image_out"),
     ] {
         b = b.node(to, "Identity", &[from], &[to]).output(to, &[1, 4]);
     }
+    b = b
+        .node("flat", "Flatten", &["cell"], &["celln"])
+        .output("celln", &[4]);
     let mut proto = b
         .node_with(
             "count_out",
@@ -729,40 +745,52 @@ fn a_streaming_model_is_verified_on_the_steps_of_one_stream() {
 }
 
 /// A float input named like a mask is all 1s (neutral for a multiplicative
-/// mask and, under a softmax, for an additive one), and neither it nor a
-/// cache of an image's shape is drawn as a random image.
+/// mask and, under a softmax, for an additive one), a spatial one (an
+/// inpainting model's) 0s and 1s; neither a mask nor a cache of an image's
+/// shape is drawn as a random image, and a `masked_image` is an image. A
+/// recurrent state's input is 0s.
 #[test]
 fn float_masks_are_ones_and_not_images() {
     use onnx_squeeze::verify::inputs::{self, FloatValues};
-    let m = ModelBuilder::new(17)
-        .input("attention_mask", &[1, 1, 1, 8])
-        .input("in_cache0", &[1, 16, 4, 1])
-        .input("image", &[1, 3, 8, 8])
-        .node("a", "Identity", &["attention_mask"], &["m"])
-        .node("b", "Identity", &["in_cache0"], &["c"])
-        .node("c", "Identity", &["image"], &["i"])
-        .output("m", &[1, 1, 1, 8])
-        .output("c", &[1, 16, 4, 1])
-        .output("i", &[1, 3, 8, 8])
-        .build()
-        .unwrap();
+    let mut b = ModelBuilder::new(17);
+    let inputs: [(&str, &[i64]); 5] = [
+        ("attention_mask", &[1, 1, 1, 8]),
+        ("in_cache0", &[1, 16, 4, 1]),
+        ("image", &[1, 3, 8, 8]),
+        ("masked_image", &[1, 3, 8, 8]),
+        ("mask", &[1, 1, 8, 8]),
+    ];
+    for (name, dims) in inputs {
+        let out = format!("{name}_out");
+        b = b
+            .input(name, dims)
+            .node(&out, "Identity", &[name], &[&out])
+            .output(&out, dims);
+    }
+    let m = b.build().unwrap();
     let mut notes = vec![];
     let mut specs = inputs::input_specs(&m.graph, &Default::default(), &mut notes).unwrap();
     inputs::ProducerImages::apply(&m, &mut specs, &mut notes);
     let values: Vec<FloatValues> = specs.iter().map(|s| s.values).collect();
-    assert_eq!(
-        values,
-        [FloatValues::Ones, FloatValues::Normal, FloatValues::Mixed]
-    );
+    // The cache is a recurrent state here (`in_cache0` -> `in_cache0_out`):
+    // 0s, where a stream starts.
+    use FloatValues::{Mask, Mixed, Zeros};
+    assert_eq!(values, [Mask, Zeros, Mixed, Mixed, Mask]);
     assert!(
         notes
             .iter()
-            .any(|n| n.starts_with("random images 'image' drawn")),
+            .any(|n| n.starts_with("random images 'image', 'masked_image' drawn")),
         "{notes:?}"
     );
     for sample in inputs::random_samples(&specs, 2, 0).unwrap() {
-        let view = sample[0].try_as_plain_ram().unwrap();
-        assert!(view.as_slice::<f32>().unwrap().iter().all(|&v| v == 1.0));
+        let values = |i: usize| -> Vec<f32> {
+            let view = sample[i].try_as_plain_ram().unwrap();
+            view.as_slice::<f32>().unwrap().to_vec()
+        };
+        assert!(values(0).iter().all(|&v| v == 1.0));
+        let spatial = values(4);
+        assert!(spatial.iter().all(|&v| v == 0.0 || v == 1.0));
+        assert!(spatial.contains(&0.0) && spatial.contains(&1.0));
     }
 }
 

@@ -694,11 +694,13 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
 }
 
 /// tract has no Upsample (opsets 7 to 9): the verification copy is raised to
-/// opset 10, where it is Resize, and Resize-10 picks the nearest pixel by
-/// rounding down as onnxruntime does. At scales 1.5 and 3, where rounding
-/// half down would pick other pixels, and in linear mode, tract's outputs
-/// agree with onnxruntime's: Upsample-9 (scales as an input), Upsample-7
-/// (scales as an attribute, opset 8) and Resize-10 itself.
+/// opset 10, where it is Resize, and Resize-10 picks the nearest pixel as
+/// onnxruntime does: rounding down where it upsamples, up where it
+/// downsamples. At scales 1.5 and 3, and 0.75 and 0.6 (Resize-10 only),
+/// where rounding half down would pick other pixels, and in linear mode,
+/// tract's outputs agree with onnxruntime's: Upsample-9 (scales as an
+/// input), Upsample-7 (scales as an attribute, opset 8) and Resize-10
+/// itself.
 #[test]
 fn upsample_is_verified_as_onnxruntime_computes_it() {
     use onnx_squeeze::verify::tract;
@@ -708,17 +710,19 @@ fn upsample_is_verified_as_onnxruntime_computes_it() {
             &format!(
                 r#"
 opset, op = {opset}, "{op}"
-scales = {{"nearest": [1, 1, 1.5, 3], "linear": [1, 1, 2, 2.5]}}
+cases = [("nearest", "nearest", [1, 1, 1.5, 3], [1, 2, 6, 15]),
+         ("linear", "linear", [1, 1, 2, 2.5], [1, 2, 8, 12])]
+if op == "Resize":
+    cases.append(("down", "nearest", [1, 1, 0.75, 0.6], [1, 2, 3, 3]))
 nodes, inits = [], []
-for mode, s in scales.items():
+for name, mode, s, _ in cases:
     if opset < 9:
-        nodes.append(h.make_node(op, ["x"], [mode], mode=mode, scales=[float(v) for v in s]))
+        nodes.append(h.make_node(op, ["x"], [name], mode=mode, scales=[float(v) for v in s]))
     else:
-        inits.append(nh.from_array(np.array(s, np.float32), mode + "_scales"))
-        nodes.append(h.make_node(op, ["x", mode + "_scales"], [mode], mode=mode))
+        inits.append(nh.from_array(np.array(s, np.float32), name + "_scales"))
+        nodes.append(h.make_node(op, ["x", name + "_scales"], [name], mode=mode))
 g = h.make_graph(nodes, "up", [h.make_tensor_value_info("x", T.FLOAT, [1, 2, 4, 5])],
-    [h.make_tensor_value_info("nearest", T.FLOAT, [1, 2, 6, 15]),
-     h.make_tensor_value_info("linear", T.FLOAT, [1, 2, 8, 12])], inits)
+    [h.make_tensor_value_info(name, T.FLOAT, shape) for name, _, _, shape in cases], inits)
 m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
 m.ir_version = 4
 onnx.checker.check_model(m, full_check=True)
@@ -737,13 +741,14 @@ np.savez(out, x=np.random.default_rng(0).standard_normal((1, 2, 4, 5)).astype(np
             .any(|n| n.contains(&format!("opset {opset} raised to 10 for tract")));
         assert_eq!(raised, op == "Upsample", "{:?}", reference.notes());
         let (names, expected) = reference.expected();
+        assert_eq!(names.len(), if op == "Resize" { 3 } else { 2 });
         let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
         for (k, name) in names.iter().enumerate() {
             let ours = tract::to_f64(&expected[0][k]).unwrap();
             let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
             assert_eq!(ours.len(), theirs.len(), "{op}-{opset} {name}");
             for (a, b) in ours.iter().zip(&theirs) {
-                let tol = if name == "nearest" { 0.0 } else { 1e-5 };
+                let tol = if name == "linear" { 1e-5 } else { 0.0 };
                 assert!(
                     (a - *b as f64).abs() <= tol,
                     "{op} at opset {opset}, {name}: tract {a} vs onnxruntime {b}"
@@ -1073,4 +1078,166 @@ np.savez(out, x=np.array([[0.5, 0.5001, 0.1, 0.9, 0.2, 0.3]], np.float32))
         "{:?}",
         r.reason
     );
+}
+
+/// tract has no Loop: a Loop whose trip count the samples' shapes fix and
+/// whose condition counts iterations (tf2onnx's LSTMs) is written out in
+/// the verification copy, and tract's outputs agree with onnxruntime's on
+/// its last carried values and its stacked scan outputs. A Loop whose
+/// condition is computed from data is not (it may stop early): the
+/// reference refuses it and says why.
+#[test]
+fn loops_with_a_known_trip_count_are_written_out_as_onnxruntime_runs_them() {
+    use onnx_squeeze::verify::tract;
+    for data_stop in [false, true] {
+        let (dir, path, inputs) = python_case(
+            &format!("lower-loop-{data_stop}"),
+            &format!(
+                r#"
+data_stop = {}
+rng = np.random.default_rng(0)
+wx = rng.standard_normal((4, 3)).astype(np.float32)
+wh = rng.standard_normal((3, 3)).astype(np.float32) * 0.5
+body_nodes = [
+    h.make_node("Gather", ["x", "i"], ["xt"], axis=0),
+    h.make_node("MatMul", ["xt", "wx"], ["a"]),
+    h.make_node("MatMul", ["h_in", "wh"], ["b"]),
+    h.make_node("Add", ["a", "b"], ["s"]),
+    h.make_node("Tanh", ["s"], ["h_out"]),
+    h.make_node("Add", ["k_in", "one"], ["k_out"]),
+    h.make_node("Identity", ["h_out"], ["scan"]),
+]
+if data_stop:
+    body_nodes += [h.make_node("ReduceSum", ["h_out"], ["total"], keepdims=0),
+                   h.make_node("Less", ["total", "big"], ["cond_out"])]
+else:
+    body_nodes += [h.make_node("Less", ["k_out", "limit"], ["cond_out"])]
+body = h.make_graph(body_nodes, "body",
+    [h.make_tensor_value_info("i", T.INT64, []),
+     h.make_tensor_value_info("cond_in", T.BOOL, []),
+     h.make_tensor_value_info("h_in", T.FLOAT, [1, 3]),
+     h.make_tensor_value_info("k_in", T.INT64, [])],
+    [h.make_tensor_value_info("cond_out", T.BOOL, []),
+     h.make_tensor_value_info("h_out", T.FLOAT, [1, 3]),
+     h.make_tensor_value_info("k_out", T.INT64, []),
+     h.make_tensor_value_info("scan", T.FLOAT, [1, 3])])
+nodes = [
+    h.make_node("Shape", ["x"], ["shape"]),
+    h.make_node("Gather", ["shape", "zero"], ["steps"], axis=0),
+    h.make_node("Loop", ["steps", "true", "h0", "k0"], ["h_last", "k_last", "hs"], body=body),
+]
+inits = [nh.from_array(wx, "wx"), nh.from_array(wh, "wh"),
+         nh.from_array(np.array(1, np.int64), "one"), nh.from_array(np.array(0, np.int64), "zero"),
+         nh.from_array(np.array(0, np.int64), "k0"), nh.from_array(np.array(100, np.int64), "limit"),
+         nh.from_array(np.array(1e6, np.float32), "big"), nh.from_array(np.array(True), "true")]
+g = h.make_graph(nodes, "rnn",
+    [h.make_tensor_value_info("x", T.FLOAT, ["steps", 1, 4]),
+     h.make_tensor_value_info("h0", T.FLOAT, [1, 3])],
+    [h.make_tensor_value_info("h_last", T.FLOAT, [1, 3]),
+     h.make_tensor_value_info("hs", T.FLOAT, ["steps", 1, 3])], inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, model)
+np.savez(out, x=rng.standard_normal((6, 1, 4)).astype(np.float32),
+         h0=rng.standard_normal((1, 3)).astype(np.float32))
+"#,
+                if data_stop { "True" } else { "False" }
+            ),
+        );
+        let (m, _) = Model::load(&path).unwrap();
+        let opts = VerifyOptions {
+            samples: 1,
+            inputs: Some(inputs.clone()),
+            ..VerifyOptions::default()
+        };
+        if data_stop {
+            let e = Reference::new(&m, &opts).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("tract has no Loop")
+                    && e.contains("its condition ('cond_out@0') is computed from data"),
+                "{e}"
+            );
+            continue;
+        }
+        let ort_out = dir.path().join("ort.npz");
+        ort_outputs(&path, &inputs, &ort_out);
+        let reference = Reference::new(&m, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(
+            reference
+                .notes()
+                .iter()
+                .any(|n| n.contains("Loop 'h_last' written out for tract, which has no Loop: 6 iterations of its 8 nodes")),
+            "{:?}",
+            reference.notes()
+        );
+        let (names, expected) = reference.expected();
+        let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
+        for (k, name) in names.iter().enumerate() {
+            let ours = tract::to_f64(&expected[0][k]).unwrap();
+            let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{name}");
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert!(
+                    (a - *b as f64).abs() < 1e-5,
+                    "{name}: tract {a} vs onnxruntime {b}"
+                );
+            }
+        }
+    }
+}
+
+/// tract has no ReverseSequence: with one constant length for every batch
+/// row (a bidirectional LSTM's backward half reverses whole sequences) it
+/// is lowered to a reversing Slice and a Concat of what follows, and tract
+/// computes what onnxruntime does, for the whole sequence and a prefix of
+/// it, on either time axis.
+#[test]
+fn reverse_sequence_is_lowered_as_onnxruntime_computes_it() {
+    use onnx_squeeze::verify::tract;
+    let (dir, path, inputs) = python_case(
+        "lower-reverse",
+        r#"
+nodes = [h.make_node("ReverseSequence", ["x", "all"], ["whole"], batch_axis=1, time_axis=0),
+         h.make_node("ReverseSequence", ["x", "three"], ["prefix"], batch_axis=1, time_axis=0),
+         h.make_node("ReverseSequence", ["xt", "two"], ["batch_first"], batch_axis=0, time_axis=1)]
+inits = [nh.from_array(np.array([5, 5], np.int64), "all"),
+         nh.from_array(np.array([3, 3], np.int64), "three"),
+         nh.from_array(np.array([2, 2, 2, 2, 2], np.int64), "two")]
+g = h.make_graph(nodes, "rev",
+    [h.make_tensor_value_info("x", T.FLOAT, [5, 2, 3]),
+     h.make_tensor_value_info("xt", T.FLOAT, [5, 4, 3])],
+    [h.make_tensor_value_info("whole", T.FLOAT, [5, 2, 3]),
+     h.make_tensor_value_info("prefix", T.FLOAT, [5, 2, 3]),
+     h.make_tensor_value_info("batch_first", T.FLOAT, [5, 4, 3])], inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, model)
+rng = np.random.default_rng(0)
+np.savez(out, x=rng.standard_normal((5, 2, 3)).astype(np.float32),
+         xt=rng.standard_normal((5, 4, 3)).astype(np.float32))
+"#,
+    );
+    let ort_out = dir.path().join("ort.npz");
+    ort_outputs(&path, &inputs, &ort_out);
+    let (m, _) = Model::load(&path).unwrap();
+    let reference = reference_on(&m, inputs, VerifyOptions::default());
+    assert!(
+        reference
+            .notes()
+            .iter()
+            .any(|n| n.contains("3 ReverseSequence node(s) (unknown to tract) lowered")),
+        "{:?}",
+        reference.notes()
+    );
+    let (names, expected) = reference.expected();
+    let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
+    for (k, name) in names.iter().enumerate() {
+        let ours = tract::to_f64(&expected[0][k]).unwrap();
+        let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
+        let theirs: Vec<f64> = theirs.into_iter().map(f64::from).collect();
+        assert_eq!(ours, theirs, "{name}: tract (lowered) vs onnxruntime");
+    }
 }

@@ -46,11 +46,18 @@ pub enum FloatValues {
     /// normal noise alone, saturated every softmax there (verification
     /// passed at cosine 1.0) and measured 0.46 on images in [0, 1).
     Mixed,
-    /// All 1s: float inputs named like masks. A multiplicative mask of 1s
-    /// keeps every position, and an additive one (a bias of 0 or a large
-    /// negative number, as some BERT exports take it) of 1s shifts every
-    /// score alike, which a softmax does not see; normal noise is neither.
-    Ones,
+    /// Float inputs named like masks ([`mask_name`]): all 1s, where a
+    /// multiplicative mask keeps every position and an additive one (a bias
+    /// of 0 or a large negative number, as some BERT exports take it)
+    /// shifts every score alike, which a softmax does not see; normal noise
+    /// is neither. A spatial mask (rank 4, height and width over 1: an
+    /// inpainting model's) is 0s and 1s at random, where 1s everywhere
+    /// would hide its image.
+    Mask,
+    /// A recurrent state's input ([`state_pairs`]): 0s, the state a stream
+    /// starts from (the steps after the first take the state the step
+    /// before computed).
+    Zeros,
 }
 
 /// The largest image height or width taken from a model's metadata.
@@ -207,14 +214,50 @@ pub fn repeated_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, Vec<Stri
 /// graph input that takes a state in, with the graph output that gives the
 /// next one back, paired by name as exporters of streaming models write
 /// them (`state` -> `stateN`, `h` -> `hn`, `h0` -> `hn`, `h` -> `h_out`,
-/// `in_cache0` -> `out_cache0`, `state_in` -> `state_out`) and by element
-/// type. A name alone does not make a pair where the shapes disagree: the
-/// runs that chain them ([`crate::verify::chain_sample`]) feed an output
-/// back only where its shape is the input's. Declared shapes are not
-/// compared, exporters write the output's with other symbols or none.
+/// `in_cache0` -> `out_cache0`, `state_in` -> `state_out`) where the
+/// input's name is a state's (`h`, `c`, `hx`, `cx`, or one holding
+/// `state`, `hidden`, `cell`, `cache`, `mem` or `context`: an image model's
+/// `x` -> `xn` or `image` -> `image_out` is no stream), by element type, and
+/// by declared rank and sizes where both declare them (exporters write the
+/// output's dims with other symbols or none). The runs that chain them
+/// ([`crate::verify::chain_sample`]) feed an output back only where its
+/// shape is the input's.
 pub fn state_pairs(g: &Graph) -> Vec<(String, String)> {
     let elem =
         |vi: &crate::proto::ValueInfoProto| crate::ir::tensor_type(vi).map(|t| t.elem_type());
+    let dims = |vi: &crate::proto::ValueInfoProto| -> Option<Vec<Option<i64>>> {
+        let shape = crate::ir::tensor_type(vi)?.shape.as_ref()?;
+        Some(
+            shape
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Dim::DimValue(v)) if v > 0 => Some(v),
+                    _ => None,
+                })
+                .collect(),
+        )
+    };
+    let same_shape = |a: &crate::proto::ValueInfoProto, b: &crate::proto::ValueInfoProto| match (
+        dims(a),
+        dims(b),
+    ) {
+        (Some(x), Some(y)) if !y.is_empty() => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(&y)
+                    .all(|(p, q)| p.is_none() || q.is_none() || p == q)
+        }
+        _ => true,
+    };
+    let state_name = |i: &str| {
+        let l = i.to_lowercase();
+        let stem = l.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
+        matches!(stem, "h" | "c" | "hx" | "cx")
+            || ["state", "hidden", "cell", "cache", "mem", "context"]
+                .iter()
+                .any(|w| l.contains(w))
+    };
     let pairs_by_name = |i: &str, o: &str| {
         ["n", "N", "_n", "_out", "out", "_new", "_next"]
             .iter()
@@ -231,8 +274,12 @@ pub fn state_pairs(g: &Graph) -> Vec<(String, String)> {
         if g.initializers.contains_key(vi.name()) || elem(vi).is_none() {
             continue;
         }
+        if !state_name(vi.name()) {
+            continue;
+        }
         let out = g.rest.output.iter().find(|o| {
             elem(o) == elem(vi)
+                && same_shape(vi, o)
                 && pairs_by_name(vi.name(), o.name())
                 && !pairs.iter().any(|(_, p): &(String, String)| p == o.name())
         });
@@ -241,6 +288,14 @@ pub fn state_pairs(g: &Graph) -> Vec<(String, String)> {
         }
     }
     pairs
+}
+
+/// Whether an input is named like a mask: a word `mask` or `masks` in it
+/// (`attention_mask`, `input_mask`, `attentionMask`), not `masked_image`.
+pub fn mask_name(name: &str) -> bool {
+    name.to_lowercase()
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w.ends_with("mask") || w.ends_with("masks"))
 }
 
 /// The keys `--dim` binds for `vi`'s axes without a size, in order, with
@@ -270,6 +325,7 @@ pub fn input_specs(
     notes: &mut Vec<String>,
 ) -> Result<Vec<InputSpec>> {
     let mut specs = Vec::new();
+    let states: Vec<String> = state_pairs(g).into_iter().map(|(i, _)| i).collect();
     for vi in &g.rest.input {
         if g.initializers.contains_key(vi.name()) {
             continue;
@@ -310,9 +366,12 @@ pub fn input_specs(
                 });
             }
         }
-        let values = match vi.name().to_lowercase().contains("mask") {
-            true => FloatValues::Ones,
-            false => FloatValues::Normal,
+        let values = if states.iter().any(|s| s == vi.name()) {
+            FloatValues::Zeros
+        } else if mask_name(vi.name()) {
+            FloatValues::Mask
+        } else {
+            FloatValues::Normal
         };
         specs.push(InputSpec {
             name: vi.name().to_string(),
@@ -384,7 +443,7 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
 /// [0, 100) (valid token ids and byte values for typical models), and below
 /// the rows of the smallest table the input indexes ([`InputSpec::index_rows`]),
 /// except inputs named like masks or segment ids (`mask`, `token_type`,
-/// `segment`), which get 1s (masks, float ones too: [`FloatValues::Ones`])
+/// `segment`), which get 1s (masks, float ones too: [`FloatValues::Mask`])
 /// or 0s and 1s; bools are fair coins. A scalar
 /// integer input is a setting (a sample rate, a count), not data: it is
 /// drawn once and every sample shares it, so a model that branches on it
@@ -402,7 +461,8 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             }
             let n: usize = s.shape.iter().product();
             let lname = s.name.to_lowercase();
-            let hi: i64 = if lname.contains("mask") {
+            let mask = mask_name(&s.name);
+            let hi: i64 = if mask {
                 1
             } else if lname.contains("token_type") || lname.contains("segment") {
                 2
@@ -410,19 +470,32 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 100
             };
             let hi = s.index_rows.map_or(hi, |r| hi.min(r));
-            let lo: i64 = if lname.contains("mask") { 1 } else { 0 };
+            let lo: i64 = if mask { 1 } else { 0 };
             let lo = s.index_rows.map_or(lo, |r| lo.min(r - 1));
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit = match s.values {
-                FloatValues::Normal | FloatValues::Ones => false,
+                FloatValues::Normal | FloatValues::Mask | FloatValues::Zeros => false,
                 FloatValues::Unit => true,
                 FloatValues::Mixed => k % 2 == 1,
             };
-            if s.values == FloatValues::Ones && is_float(s.dtype) {
-                let ones = Tensor::from_shape(&s.shape, &vec![1f32; n])?;
+            // Masks and states: values of their own, in the float type.
+            let own: Option<Vec<f32>> = match s.values {
+                FloatValues::Mask if s.shape.len() == 4 && s.shape[2] > 1 && s.shape[3] > 1 => {
+                    Some(
+                        (0..n)
+                            .map(|_| f32::from(u8::from(rng.random_bool(0.5))))
+                            .collect(),
+                    )
+                }
+                FloatValues::Mask => Some(vec![1.0; n]),
+                FloatValues::Zeros => Some(vec![0.0; n]),
+                _ => None,
+            };
+            if let Some(values) = own.filter(|_| is_float(s.dtype)) {
+                let t = Tensor::from_shape(&s.shape, &values)?;
                 sample.push(
-                    ones.cast_to_dt(crate::verify::tract::datum_type(s.dtype)?)
+                    t.cast_to_dt(crate::verify::tract::datum_type(s.dtype)?)
                         .map_err(|e| anyhow::anyhow!("{e}"))?
                         .into_owned(),
                 );
@@ -584,8 +657,7 @@ pub fn image_axes(vi: &crate::proto::ValueInfoProto) -> Vec<usize> {
     let Some(tt) = crate::ir::tensor_type(vi) else {
         return vec![];
     };
-    let name = vi.name().to_lowercase();
-    if name.contains("mask") || name.contains("cache") {
+    if mask_name(vi.name()) || vi.name().to_lowercase().contains("cache") {
         return vec![];
     }
     // Float, or 8-bit pixels (TensorFlow exports take uint8 NHWC images).

@@ -28,10 +28,15 @@
 //! * Upsample (opsets 7 to 9), which tract does not know, becomes Resize:
 //!   the copy is raised to opset 10, where Resize-10 is Upsample-9 under its
 //!   new name (the `opset` pass's exact relabelling, as `quant` writes it);
-//! * Resize at opset 10 in `nearest` mode gets `nearest_mode = floor`, how
-//!   onnxruntime (and the reference implementation of Upsample) picks the
-//!   source pixel there; tract would round half down (the default of
-//!   Resize-11), another pixel at scales such as 3 or 1.5;
+//! * Resize at opset 10 in `nearest` mode gets `nearest_mode = floor` where
+//!   its constant scales upsample and `ceil` where they downsample, how
+//!   onnxruntime picks the source pixel there (and the reference
+//!   implementation of Upsample); tract would round half down (the default
+//!   of Resize-11), another pixel at scales such as 3, 1.5 or 0.75;
+//! * `ReverseSequence` (tract has none) whose constant sequence lengths are
+//!   all one length `L` (a bidirectional LSTM's backward half reverses the
+//!   whole sequence) becomes `Concat(Slice(x, L-1 down to 0, step -1),
+//!   Slice(x, L to the end))` along its time axis;
 //! * onnxruntime's fused ops (`FusedConv`, `FusedMatMul`, `BiasGelu`,
 //!   `QuickGelu`, `SkipLayerNormalization`...) become the standard ops they
 //!   fuse ([`super::contrib`]).
@@ -139,6 +144,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             "{fused} onnxruntime fused op(s) (com.microsoft) lowered to standard ops"
         ));
     }
+    let reversed = lower_reverse_sequences(model)?;
+    if reversed > 0 {
+        notes.push(format!(
+            "{reversed} ReverseSequence node(s) (unknown to tract) lowered to Slice with step -1 and Concat"
+        ));
+    }
     let batchnorms = lower_computed_batchnorms(model)?;
     if batchnorms > 0 {
         notes.push(format!(
@@ -205,22 +216,129 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
         }
     }
     if model.opset() == 10 && is_op(model, "Resize") {
-        let mut p = Patch::new("Resize-10 picks the nearest pixel by rounding down");
+        let mut p = Patch::new("Resize-10 picks the nearest pixel as onnxruntime does");
         for id in model.graph.nodes.node_indices() {
             let n = &model.graph.nodes[id];
             let attr = |name| crate::ir::attr(&n.proto, name);
             let nearest = attr("mode").is_none_or(|a| a.s() == b"nearest");
-            if n.is_onnx() && n.op() == "Resize" && nearest && attr("nearest_mode").is_none() {
-                let mut attrs = n.proto.attribute.clone();
-                attrs.push(crate::ir::builder::attr_string("nearest_mode", "floor"));
-                p.replace_attributes.push((id, attrs));
+            if !(n.is_onnx() && n.op() == "Resize" && nearest && attr("nearest_mode").is_none()) {
+                continue;
             }
+            // Per axis, onnxruntime rounds down where it upsamples and up
+            // where it downsamples: one rounding for all axes, or none.
+            let Some(scales) = n.proto.input.get(1).and_then(|s| model.graph.constant(s)) else {
+                continue;
+            };
+            let scales = tensor::to_f32(scales, model.payload(scales)?.as_ref())?.data;
+            let rounding = if scales.iter().all(|&s| s >= 1.0) {
+                "floor"
+            } else if scales.iter().all(|&s| s <= 1.0) {
+                "ceil"
+            } else {
+                continue;
+            };
+            let mut attrs = n.proto.attribute.clone();
+            attrs.push(crate::ir::builder::attr_string("nearest_mode", rounding));
+            p.replace_attributes.push((id, attrs));
         }
         if !p.replace_attributes.is_empty() {
             model.apply(&p)?;
         }
     }
     Ok(note)
+}
+
+/// ReverseSequence with one constant length for every batch row, lowered
+/// (see the module's documentation). Returns how many.
+pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
+    use crate::ir::builder::{attr_int, node_proto};
+    let ids: Vec<_> = model
+        .graph
+        .nodes
+        .node_indices()
+        .filter(|&i| {
+            let n = &model.graph.nodes[i];
+            n.is_onnx() && n.op() == "ReverseSequence"
+        })
+        .collect();
+    let mut used = model.graph.all_names();
+    let mut done = 0;
+    for id in ids {
+        let n = model.graph.nodes[id].proto.clone();
+        let (Some(x), Some(lens), Some(y)) = (n.input.first(), n.input.get(1), n.output.first())
+        else {
+            continue;
+        };
+        let Some(t) = model.graph.constant(lens) else {
+            continue;
+        };
+        let lens = tensor::to_i64(t, model.payload(t)?.as_ref())?;
+        let Some(&len) = lens
+            .first()
+            .filter(|&&l| l > 0 && lens.iter().all(|&v| v == l))
+        else {
+            continue;
+        };
+        let axis = crate::ir::int_attr(&n, "time_axis", 0);
+        let label = if n.name().is_empty() {
+            y.clone()
+        } else {
+            n.name().to_string()
+        };
+        let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{label}_{s}"));
+        let mut p = Patch::new("ReverseSequence lowered");
+        p.remove_nodes.push(id);
+        let consts = [
+            ("rev_starts", len - 1),
+            ("rev_ends", i64::MIN),
+            ("axis", axis),
+            ("rev_step", -1),
+            ("rest_starts", len),
+            ("rest_ends", i64::MAX),
+        ];
+        let mut names = std::collections::HashMap::new();
+        for (k, v) in consts {
+            let name = fresh(k);
+            p.add_initializers.push(tensor::from_i64(&name, &[v]));
+            names.insert(k, name);
+        }
+        let (rev, rest) = (fresh("reversed"), fresh("rest"));
+        p.add_nodes.push(node_proto(
+            &fresh("reverse"),
+            "Slice",
+            &[
+                x,
+                &names["rev_starts"],
+                &names["rev_ends"],
+                &names["axis"],
+                &names["rev_step"],
+            ],
+            &[&rev],
+            vec![],
+        ));
+        p.add_nodes.push(node_proto(
+            &fresh("keep"),
+            "Slice",
+            &[
+                x,
+                &names["rest_starts"],
+                &names["rest_ends"],
+                &names["axis"],
+            ],
+            &[&rest],
+            vec![],
+        ));
+        p.add_nodes.push(node_proto(
+            &fresh("join"),
+            "Concat",
+            &[&rev, &rest],
+            &[y],
+            vec![attr_int("axis", axis)],
+        ));
+        model.apply(&p)?;
+        done += 1;
+    }
+    Ok(done)
 }
 
 /// `MatMulInteger(A, B, a_zero_point, b_zero_point)` as

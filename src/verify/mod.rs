@@ -27,6 +27,7 @@ pub mod inputs;
 pub mod lower;
 pub mod metrics;
 pub mod tract;
+pub mod unroll;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -810,11 +811,20 @@ impl Reference {
             .enumerate()
             .filter(|(i, _)| !fixed.contains(i))
             .map(|(_, s)| s.name.as_str());
-        let chain = chain_positions(
-            &inputs::state_pairs(&original.graph),
-            run_inputs,
-            &out_names,
-        );
+        let pairs = inputs::state_pairs(&original.graph);
+        let chain = chain_positions(&pairs, run_inputs.clone(), &out_names);
+        if !chain.is_empty() && run_samples.len() > 1 {
+            let run_inputs: Vec<&str> = run_inputs.collect();
+            let chained: Vec<String> = chain
+                .iter()
+                .map(|&(i, o)| format!("'{}' <- '{}'", run_inputs[i], out_names[o]))
+                .collect();
+            notes.push(format!(
+                "recurrent state ({}): the {} samples are the steps of one stream, from a state of 0s, each step after the first starting from the state the original computed at the step before (the result's too: random samples are no stream, and the errors a model builds up over them overstate a real one's)",
+                chained.join(", "),
+                run_samples.len()
+            ));
+        }
         // Outputs computed elsewhere lack what selections read and choose.
         let expected = expected.filter(|_| Selections::of(original).is_empty());
         let (expected, out_names, selections) = match expected {
@@ -891,7 +901,11 @@ impl Reference {
                 (expected, names, selections)
             }
         };
-        notes.extend(faint_outputs(&out_names[..n_outputs], &expected));
+        notes.extend(faint_outputs(
+            &out_names[..n_outputs],
+            &expected,
+            opts.inputs.is_some(),
+        ));
         // A stream's steps: each of the result's starts from the state the
         // original reached at the step before (the inputs the original
         // ran on), so they run independently.
@@ -958,7 +972,7 @@ impl Reference {
             &self.fixed,
             &self.run_samples,
         )
-        .map(Some)
+        .map(|(m, _)| Some(m))
     }
 
     /// [`Reference::compare`] for a result built on [`Reference::specialised`].
@@ -1254,17 +1268,6 @@ impl ReferenceInputs {
                 inputs::random_samples(&specs, count, opts.seed)?
             }
         };
-        if !pairs.is_empty() && samples.len() > 1 {
-            let pairs: Vec<String> = pairs
-                .iter()
-                .map(|(i, o)| format!("'{i}' <- '{o}'"))
-                .collect();
-            notes.push(format!(
-                "recurrent state ({}): the {} samples are the steps of one stream, each starting from the state the original computed at the step before (the result's too: random samples are no stream, and the errors a model builds up over them overstate a real one's)",
-                pairs.join(", "),
-                samples.len()
-            ));
-        }
         for sample in &mut samples {
             for (t, s) in sample.iter_mut().zip(&specs) {
                 let want = tract::datum_type(s.dtype)?;
@@ -1296,6 +1299,12 @@ impl ReferenceInputs {
 /// Whether the main graph holds an If node.
 pub(crate) fn has_if(m: &Model) -> bool {
     m.graph.nodes.node_weights().any(|n| n.op() == "If")
+}
+
+/// Whether the main graph holds a Loop node (tract has none: see
+/// [`unroll`]).
+pub(crate) fn has_loop(m: &Model) -> bool {
+    m.graph.nodes.node_weights().any(|n| n.op() == "Loop")
 }
 
 fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
@@ -1361,11 +1370,17 @@ pub fn chain_positions<'a>(
 const FAINT: f64 = 1e-3;
 
 /// A note for each float output the original computes as nearly zero on
-/// every sample, or as one value everywhere: random inputs then do not
-/// reach what the model computes, and a comparison there shows little. A
-/// text detector's probability map on noise is 1e-7 to 1e-4 (PP-OCRv3's:
-/// verification passed at cosine 1.0 where a text image measured 0.92).
-fn faint_outputs(names: &[String], expected: &[Vec<Tensor>]) -> Vec<String> {
+/// every sample, or as one value everywhere: the inputs (random ones, or
+/// the user's: `given`) then do not reach what the model computes, and a
+/// comparison there shows little. A text detector's probability map on
+/// noise is 1e-7 to 1e-4 (PP-OCRv3's: verification passed at cosine 1.0
+/// where a text image measured 0.92). NaNs are not values here (an output
+/// NaN everywhere is refused elsewhere).
+fn faint_outputs(names: &[String], expected: &[Vec<Tensor>], given: bool) -> Vec<String> {
+    let whose = match given {
+        true => "these inputs do not reach what the model computes there, and its comparison shows little; pass inputs that exercise it",
+        false => "random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data",
+    };
     let mut notes = Vec::new();
     for (k, name) in names.iter().enumerate() {
         let mut values = expected
@@ -1374,26 +1389,27 @@ fn faint_outputs(names: &[String], expected: &[Vec<Tensor>]) -> Vec<String> {
             .filter(|t| t.datum_type().is_float() && t.len() > 0)
             .filter_map(|t| tract::to_f64(t).ok())
             .peekable();
-        let Some(first) = values.peek().and_then(|v| v.first().copied()) else {
+        if values.peek().is_none() {
             continue;
-        };
-        let (mut largest, mut constant) = (0f64, true);
+        }
+        let (mut largest, mut first, mut constant, mut count) = (0f64, None, true, 0usize);
         for v in values {
-            for &x in &v {
+            for &x in v.iter().filter(|x| !x.is_nan()) {
                 largest = largest.max(x.abs());
-                constant &= x == first;
+                constant &= *first.get_or_insert(x) == x;
+                count += 1;
             }
         }
-        if !largest.is_finite() {
+        let Some(first) = first.filter(|_| largest.is_finite()) else {
             continue;
-        }
+        };
         if largest <= FAINT {
             notes.push(format!(
-                "output '{name}' is nearly zero on every sample (largest |value| {largest:.1e}): random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data"
+                "output '{name}' is nearly zero on every sample (largest |value| {largest:.1e}): {whose}"
             ));
-        } else if constant && expected.len() * expected[0].get(k).map_or(0, |t| t.len()) > 1 {
+        } else if constant && count > 1 {
             notes.push(format!(
-                "output '{name}' is {first} everywhere on every sample: random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data"
+                "output '{name}' is {first} everywhere on every sample: {whose}"
             ));
         }
     }
@@ -1479,25 +1495,34 @@ fn verification_model(
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
 ) -> Result<(Model, Vec<String>)> {
-    let mut m = specialise(model, specs, sample, fixed, run_samples)?;
-    let notes = lower::lower(&mut m)?;
+    let (mut m, mut notes) = specialise(model, specs, sample, fixed, run_samples)?;
+    notes.extend(lower::lower(&mut m)?);
     Ok((m, notes))
 }
 
 /// The model with its `fixed` inputs made constant and the consequences
 /// folded (If branches they select inlined). An If model is specialised to
 /// the shapes of the samples too (conditions computed from shapes fold): tract
-/// cannot type an If whose branches yield different shapes. A plain copy
-/// when the model has no If and no input is fixed.
+/// cannot type an If whose branches yield different shapes. So is a Loop
+/// model, whose loops are then written out where the samples fix their trip
+/// count ([`unroll`]; tract has no Loop). A plain copy when the model has no
+/// If, no Loop and no input is fixed. With a note per loop written out.
 fn specialise(
     model: &Model,
     specs: &[inputs::InputSpec],
     sample: &[Tensor],
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
-) -> Result<Model> {
+) -> Result<(Model, Vec<String>)> {
+    let mut notes = Vec::new();
     let mut m = model.clone();
-    if !fixed.is_empty() || has_if(model) {
+    // Why the loops left are not written out.
+    let mut left = Vec::new();
+    // Shapes are specialised for control flow only (an If's condition, a
+    // Loop's trip count), and kept so once the loops are written out: what
+    // they compute may decide the next one's.
+    let control_flow = has_if(model) || has_loop(model);
+    if !fixed.is_empty() || control_flow {
         for &i in fixed {
             let name = &specs[i].name;
             m.graph.rest.input.retain(|vi| vi.name() != name);
@@ -1518,11 +1543,28 @@ fn specialise(
                 folds = fold::fold_constants_from(&m, 1 << 20, &decided, &mut n)?;
                 patches.extend(fold::inline_constant_ifs(&m)?);
             }
-            if patches.is_empty() && folds.is_empty() {
+            if patches.is_empty() && folds.is_empty() && control_flow {
                 folds = specialise_shapes(&m, run_samples)?;
             }
             if patches.is_empty() && folds.is_empty() {
-                break;
+                // Loops tract cannot run, written out where the samples
+                // fix their trip count; what they compute may decide the
+                // next one's.
+                // A bidirectional LSTM's reversals, once the loop before
+                // them is written out and their lengths are known: the
+                // shapes after them can then be computed.
+                if lower::lower_reverse_sequences(&mut m)? > 0 {
+                    continue;
+                }
+                left.clear();
+                match unroll::unroll_next(&m, &mut left)? {
+                    Some((unrolled, note)) => {
+                        m = unrolled;
+                        notes.push(note);
+                        continue;
+                    }
+                    None => break,
+                }
             }
             for p in &folds {
                 decided.extend(p.add_initializers.iter().map(|t| t.name().to_string()));
@@ -1534,7 +1576,10 @@ fn specialise(
             }
         }
     }
-    Ok(m)
+    if !left.is_empty() {
+        anyhow::bail!("tract has no Loop; {}", left.join("; "));
+    }
+    Ok((m, notes))
 }
 
 /// `patch`, written for `from`, in terms of `to`, a copy of `from` that
@@ -1630,9 +1675,6 @@ pub fn translate_patch(
 fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::patch::Patch>> {
     use petgraph::visit::EdgeRef;
     let g = &m.graph;
-    if !g.nodes.node_weights().any(|n| n.op() == "If") {
-        return Ok(vec![]);
-    }
     let control = |n: &crate::ir::Node| matches!(n.op(), "If" | "Loop" | "Scan");
     let mut wanted = Vec::new();
     let mut keep = std::collections::HashSet::new();

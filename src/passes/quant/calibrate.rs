@@ -185,11 +185,15 @@ pub fn calibrate(
     // starting from the state the step before computed (as verification
     // runs them): the ranges of what reads the state are those it meets
     // in use, not those of a state drawn at random.
-    let run_inputs: Vec<&str> = graph.input.iter().map(|i| i.name()).collect();
+    let run_inputs = specs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !fixed.contains(i))
+        .map(|(_, s)| s.name.as_str());
     let outputs: Vec<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
     let chain = crate::verify::chain_positions(
         &crate::verify::inputs::state_pairs(&model.graph),
-        run_inputs.into_iter(),
+        run_inputs,
         &outputs[..model_outputs],
     );
     progress.say("calibration: building a plan in tract");

@@ -1988,7 +1988,8 @@ impl Quant {
     /// Conv kernels), MatMul-heavy ones from dynamic quantization. A
     /// streaming model (it carries a recurrent state from one call to the
     /// next, [`crate::verify::inputs::state_pairs`]) calibrated on random
-    /// samples gets weight-only int8 (`none`): a stream's loudness spans
+    /// samples gets weight-only int8 (`none`) where it would get static: a
+    /// stream's loudness spans
     /// orders of magnitude and errors build up through the state, so ranges
     /// from noise do not hold. Over 150 chunks of a quiet synthetic voice,
     /// static ranges kept 71-78% of Silero VAD 6.0's decisions (its 5.1
@@ -2027,7 +2028,6 @@ impl Quant {
         let mut macs = None;
         let mode = match self.params.activations.as_str() {
             "auto" if conv_w + mm_w == 0 && half > 0 => "none",
-            "auto" if streaming => "none",
             "auto" if conv_w >= mm_w => "static",
             "auto" if conv_w > 0 => {
                 let counted = self.cached_macs(model, data);
@@ -2040,6 +2040,12 @@ impl Quant {
                 }
             }
             "auto" => "dynamic",
+            m => m,
+        };
+        // Static ranges are the ones that do not hold over a stream;
+        // dynamic quantization measures its own at run time.
+        let mode = match mode {
+            "static" if streaming && self.params.activations == "auto" => "none",
             m => m,
         };
         (mode, conv_w, mm_w, macs)
