@@ -418,7 +418,7 @@ fn merge_constants_in(g: &mut GraphProto) -> usize {
 }
 
 /// The tensor a Constant node defines, named after its output.
-fn constant_value(node: &crate::proto::NodeProto) -> Option<TensorProto> {
+pub(crate) fn constant_value(node: &crate::proto::NodeProto) -> Option<TensorProto> {
     let a = node.attribute.first()?;
     if node.attribute.len() != 1 {
         return None;

@@ -146,9 +146,7 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
     }
     let reversed = lower_reverse_sequences(model)?;
     if reversed > 0 {
-        notes.push(format!(
-            "{reversed} ReverseSequence node(s) (unknown to tract) lowered to Slice with step -1 and Concat"
-        ));
+        notes.push(format!("{reversed}{REVERSED}"));
     }
     let batchnorms = lower_computed_batchnorms(model)?;
     if batchnorms > 0 {
@@ -247,6 +245,10 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
     }
     Ok(note)
 }
+
+/// The note on lowered ReverseSequence nodes, after their count.
+pub(crate) const REVERSED: &str =
+    " ReverseSequence node(s) (unknown to tract) lowered to Slice with step -1 and Concat";
 
 /// ReverseSequence with one constant length for every batch row, lowered
 /// (see the module's documentation). Returns how many.

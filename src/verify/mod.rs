@@ -1497,6 +1497,17 @@ fn verification_model(
 ) -> Result<(Model, Vec<String>)> {
     let (mut m, mut notes) = specialise(model, specs, sample, fixed, run_samples)?;
     notes.extend(lower::lower(&mut m)?);
+    // ReverseSequence is lowered while loops are written out and after:
+    // one count.
+    let suffix = REVERSED;
+    let counts: Vec<usize> = notes
+        .iter()
+        .filter_map(|n| n.strip_suffix(suffix)?.parse().ok())
+        .collect();
+    if counts.len() > 1 {
+        notes.retain(|n| !n.ends_with(suffix));
+        notes.push(format!("{}{suffix}", counts.iter().sum::<usize>()));
+    }
     Ok((m, notes))
 }
 
@@ -1553,7 +1564,9 @@ fn specialise(
                 // A bidirectional LSTM's reversals, once the loop before
                 // them is written out and their lengths are known: the
                 // shapes after them can then be computed.
-                if lower::lower_reverse_sequences(&mut m)? > 0 {
+                let reversed = lower::lower_reverse_sequences(&mut m)?;
+                if reversed > 0 {
+                    notes.push(format!("{reversed}{REVERSED}"));
                     continue;
                 }
                 left.clear();
@@ -1576,8 +1589,14 @@ fn specialise(
             }
         }
     }
-    if !left.is_empty() {
-        anyhow::bail!("tract has no Loop; {}", left.join("; "));
+    if has_loop(&m) {
+        anyhow::bail!(
+            "tract has no Loop; {}",
+            match left.is_empty() {
+                true => "the loops left could not all be written out".to_string(),
+                false => left.join("; "),
+            }
+        );
     }
     Ok((m, notes))
 }
@@ -1667,6 +1686,9 @@ pub fn translate_patch(
     p.strip_debug = patch.strip_debug.iter().filter_map(|&id| map(id)).collect();
     p.is_applicable(to).then_some(p)
 }
+
+/// The end of the note on lowered ReverseSequence nodes, after their count.
+const REVERSED: &str = lower::REVERSED;
 
 /// `Shape` nodes before any `If` whose result is the same in every sample
 /// become constants: the part of the graph they read is run in tract (it

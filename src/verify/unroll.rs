@@ -104,17 +104,45 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
     let mut used = g.all_names();
     let mut patch = Patch::new("Loop written out for tract");
     patch.remove_nodes.push(id);
-    // Body initializers: written once.
+    // Body initializers and Constant nodes: written once, as initializers
+    // (a condition's bound in a Constant then folds like any other).
     let mut shared: HashMap<String, String> = HashMap::new();
-    for t in &body.initializer {
+    let constants = body.node.iter().filter(|n| {
+        matches!(n.domain(), "" | "ai.onnx") && n.op_type() == "Constant" && n.input.is_empty()
+    });
+    let mut hoisted: HashSet<&str> = HashSet::new();
+    let values = constants.filter_map(|n| {
+        let t = crate::passes::clean::constant_value(n)?;
+        hoisted.insert(n.output.first()?.as_str());
+        Some(t)
+    });
+    for t in body
+        .initializer
+        .iter()
+        .cloned()
+        .chain(values.collect::<Vec<_>>())
+    {
         let name = walk::unique_name(&mut used, t.name());
         shared.insert(t.name().to_string(), name.clone());
-        let mut t = t.clone();
+        let mut t = t;
         t.name = Some(name);
         patch.add_initializers.push(t);
     }
+    // The spec's for loop: no condition, true throughout.
+    let mut cond = match node.input.get(1).filter(|s| !s.is_empty()) {
+        Some(c) => c.clone(),
+        None => {
+            let name = walk::unique_name(&mut used, &format!("{}_true", node_label(node)));
+            patch.add_initializers.push(TensorProto {
+                name: Some(name.clone()),
+                data_type: Some(DataType::Bool as i32),
+                int32_data: vec![1],
+                ..Default::default()
+            });
+            name
+        }
+    };
     let mut carried: Vec<String> = node.input[2..2 + carried_n].to_vec();
-    let mut cond = node.input.get(1).cloned().unwrap_or_default();
     let mut conds_to_check = Vec::new();
     let scan_n = body.output.len() - 1 - carried_n;
     let mut scans: Vec<Vec<String>> = vec![Vec::new(); scan_n];
@@ -123,13 +151,17 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
         let iter = walk::unique_name(&mut used, &format!("{}_iteration_{i}", node_label(node)));
         patch.add_initializers.push(int64_scalar(&iter, i));
         map.insert(body.input[0].name().to_string(), iter);
-        if !cond.is_empty() {
-            map.insert(body.input[1].name().to_string(), cond.clone());
-        }
+        map.insert(body.input[1].name().to_string(), cond.clone());
         for (vi, v) in body.input[2..].iter().zip(&carried) {
             map.insert(vi.name().to_string(), v.clone());
         }
         for n in &body.node {
+            if n.output
+                .first()
+                .is_some_and(|o| hoisted.contains(o.as_str()))
+            {
+                continue;
+            }
             let mut copy = n.clone();
             for input in &mut copy.input {
                 if let Some(v) = map.get(input.as_str()) {
@@ -145,12 +177,13 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
                 map.insert(out.clone(), fresh.clone());
                 *out = fresh;
             }
-            if !copy.name().is_empty() {
-                copy.name = Some(walk::unique_name(
-                    &mut used,
-                    &format!("{}@{i}", copy.name()),
-                ));
-            }
+            // Every copy named, and apart (an inlined If names its
+            // branch's values after its node).
+            let base = match copy.name() {
+                "" => format!("{}@{i}", n.output.first().map_or("node", |o| o.as_str())),
+                name => format!("{name}@{i}"),
+            };
+            copy.name = Some(walk::unique_name(&mut used, &base));
             patch.add_nodes.push(copy);
         }
         let value = |name: &str| map.get(name).cloned().unwrap_or_else(|| name.to_string());
