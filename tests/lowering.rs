@@ -43,6 +43,48 @@ fn original_reference(dir: &std::path::Path, inputs: std::path::PathBuf) -> (Ref
     (reference, notes)
 }
 
+/// The reference of the model at `path` on `inputs` (its notes must say
+/// `note`), and onnxruntime's outputs of it, written to `dir`/ort.npz.
+fn reference_and_onnxruntime(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    inputs: std::path::PathBuf,
+    note: &str,
+) -> (Reference, std::path::PathBuf) {
+    let ort_out = dir.join("ort.npz");
+    ort_outputs(path, &inputs, &ort_out);
+    let (m, _) = Model::load(path).unwrap();
+    let reference = reference_on(&m, inputs, VerifyOptions::default());
+    assert!(
+        reference.notes().iter().any(|n| n.contains(note)),
+        "{:?}",
+        reference.notes()
+    );
+    (reference, ort_out)
+}
+
+/// Every float output of `reference` (first sample) against onnxruntime's
+/// in the `.npz` at `ort_out`: within `tol(name)` of it.
+fn assert_agrees_with_onnxruntime(
+    reference: &Reference,
+    ort_out: &std::path::Path,
+    tol: impl Fn(&str) -> f64,
+) {
+    let (names, expected) = reference.expected();
+    let mut ort = npyz::npz::NpzArchive::open(ort_out).unwrap();
+    for (k, name) in names.iter().enumerate() {
+        let ours = onnx_squeeze::verify::tract::to_f64(&expected[0][k]).unwrap();
+        let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!(
+                (a - *b as f64).abs() <= tol(name),
+                "{name}: tract (lowered) {a} vs onnxruntime {b}"
+            );
+        }
+    }
+}
+
 /// A scratch folder with the model and the inputs (`in.npz`) that `script`
 /// writes: Python with numpy as `np`, onnx with its `helper` as `h`,
 /// `numpy_helper` as `nh` and `TensorProto` as `T`, the model's path as
@@ -536,17 +578,8 @@ fn batchnorm_with_computed_statistics_is_lowered_as_onnxruntime_computes_it() {
 fn fused_onnxruntime_ops_lower_to_what_onnxruntime_computes() {
     use onnx_squeeze::verify::tract;
     let dir = scratch("contrib");
-    let o = std::process::Command::new(python())
-        .arg(root().join("tests/py/make_contrib_models.py"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "make_contrib_models.py: {}",
-        text(&o.stderr)
-    );
-    let cases: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+    let out = py_script("make_contrib_models.py", &[dir.path()]);
+    let cases: Vec<String> = out.lines().map(str::to_string).collect();
     assert_eq!(cases.len(), 27, "{cases:?}");
     for case in &cases {
         let (model, _) = Model::load(&dir.path().join(format!("{case}.onnx"))).unwrap();
@@ -653,17 +686,11 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
          v=rng.standard_normal((8, 3)).astype(np.float32))
 "#,
     );
-    let ort_out = dir.path().join("ort.npz");
-    ort_outputs(&path, &inputs, &ort_out);
-    let (m, _) = Model::load(&path).unwrap();
-    let reference = reference_on(&m, inputs, VerifyOptions::default());
-    assert!(
-        reference
-            .notes()
-            .iter()
-            .any(|n| n.contains("3 MatMulInteger node(s) computed as float MatMul")),
-        "{:?}",
-        reference.notes()
+    let (reference, ort_out) = reference_and_onnxruntime(
+        dir.path(),
+        &path,
+        inputs,
+        "3 MatMulInteger node(s) computed as float MatMul",
     );
     let (names, expected) = reference.expected();
     let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
@@ -703,7 +730,6 @@ np.savez(out, a=rng.integers(0, 256, (2, 5, 8)).astype(np.uint8),
 /// itself.
 #[test]
 fn upsample_is_verified_as_onnxruntime_computes_it() {
-    use onnx_squeeze::verify::tract;
     for (opset, op) in [(9, "Upsample"), (8, "Upsample"), (10, "Resize")] {
         let (dir, path, inputs) = python_case(
             &format!("lower-upsample-{opset}"),
@@ -740,21 +766,13 @@ np.savez(out, x=np.random.default_rng(0).standard_normal((1, 2, 4, 5)).astype(np
             .iter()
             .any(|n| n.contains(&format!("opset {opset} raised to 10 for tract")));
         assert_eq!(raised, op == "Upsample", "{:?}", reference.notes());
-        let (names, expected) = reference.expected();
-        assert_eq!(names.len(), if op == "Resize" { 3 } else { 2 });
-        let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
-        for (k, name) in names.iter().enumerate() {
-            let ours = tract::to_f64(&expected[0][k]).unwrap();
-            let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
-            assert_eq!(ours.len(), theirs.len(), "{op}-{opset} {name}");
-            for (a, b) in ours.iter().zip(&theirs) {
-                let tol = if name == "linear" { 1e-5 } else { 0.0 };
-                assert!(
-                    (a - *b as f64).abs() <= tol,
-                    "{op} at opset {opset}, {name}: tract {a} vs onnxruntime {b}"
-                );
-            }
-        }
+        let outputs = reference.expected().0.len();
+        assert_eq!(outputs, if op == "Resize" { 3 } else { 2 }, "{op}-{opset}");
+        // Nearest pixels exactly; linear within float rounding.
+        assert_agrees_with_onnxruntime(&reference, &ort_out, |name| match name {
+            "linear" => 1e-5,
+            _ => 0.0,
+        });
     }
 }
 
@@ -1091,74 +1109,20 @@ np.savez(out, x=np.array([[0.5, 0.5001, 0.1, 0.9, 0.2, 0.3]], np.float32))
 /// the reference refuses it and says why.
 #[test]
 fn loops_with_a_known_trip_count_are_written_out_as_onnxruntime_runs_them() {
-    use onnx_squeeze::verify::tract;
-    for (case, data_stop) in [("counted", false), ("for", false), ("data", true)] {
-        let (dir, path, inputs) = python_case(
-            &format!("lower-loop-{case}"),
-            &format!(
-                r#"
-data_stop, for_loop = {}, {}
-rng = np.random.default_rng(0)
-wx = rng.standard_normal((4, 3)).astype(np.float32)
-wh = rng.standard_normal((3, 3)).astype(np.float32) * 0.5
-body_nodes = [
-    h.make_node("Gather", ["x", "i"], ["xt"], axis=0),
-    h.make_node("MatMul", ["xt", "wx"], ["a"]),
-    h.make_node("MatMul", ["h_in", "wh"], ["b"]),
-    h.make_node("Add", ["a", "b"], ["s"]),
-    h.make_node("Tanh", ["s"], ["h_out"]),
-    h.make_node("Add", ["k_in", "one"], ["k_out"]),
-    h.make_node("Identity", ["h_out"], ["scan"]),
-]
-if data_stop:
-    body_nodes += [h.make_node("ReduceSum", ["h_out"], ["total"], keepdims=0),
-                   h.make_node("Less", ["total", "big"], ["cond_out"])]
-elif for_loop:
-    body_nodes += [h.make_node("Constant", [], ["bound"], value=nh.from_array(np.array(100, np.int64))),
-                   h.make_node("Less", ["k_out", "bound"], ["cond_out"], name="")]
-else:
-    body_nodes += [h.make_node("Less", ["k_out", "limit"], ["cond_out"])]
-body = h.make_graph(body_nodes, "body",
-    [h.make_tensor_value_info("i", T.INT64, []),
-     h.make_tensor_value_info("cond_in", T.BOOL, []),
-     h.make_tensor_value_info("h_in", T.FLOAT, [1, 3]),
-     h.make_tensor_value_info("k_in", T.INT64, [])],
-    [h.make_tensor_value_info("cond_out", T.BOOL, []),
-     h.make_tensor_value_info("h_out", T.FLOAT, [1, 3]),
-     h.make_tensor_value_info("k_out", T.INT64, []),
-     h.make_tensor_value_info("scan", T.FLOAT, [1, 3])])
-nodes = [
-    h.make_node("Shape", ["x"], ["shape"]),
-    h.make_node("Gather", ["shape", "zero"], ["steps"], axis=0),
-    h.make_node("Loop", ["steps", "" if for_loop else "true", "h0", "k0"], ["h_last", "k_last", "hs"], body=body),
-]
-inits = [nh.from_array(wx, "wx"), nh.from_array(wh, "wh"),
-         nh.from_array(np.array(1, np.int64), "one"), nh.from_array(np.array(0, np.int64), "zero"),
-         nh.from_array(np.array(0, np.int64), "k0"), nh.from_array(np.array(100, np.int64), "limit"),
-         nh.from_array(np.array(1e6, np.float32), "big"), nh.from_array(np.array(True), "true")]
-g = h.make_graph(nodes, "rnn",
-    [h.make_tensor_value_info("x", T.FLOAT, ["steps", 1, 4]),
-     h.make_tensor_value_info("h0", T.FLOAT, [1, 3])],
-    [h.make_tensor_value_info("h_last", T.FLOAT, [1, 3]),
-     h.make_tensor_value_info("hs", T.FLOAT, ["steps", 1, 3])], inits)
-m = h.make_model(g, opset_imports=[h.make_opsetid("", 11 if for_loop else 13)])
-m.ir_version = 6 if for_loop else 8
-onnx.checker.check_model(m, full_check=True)
-onnx.save(m, model)
-np.savez(out, x=rng.standard_normal((6, 1, 4)).astype(np.float32),
-         h0=rng.standard_normal((1, 3)).astype(np.float32))
-"#,
-                if data_stop { "True" } else { "False" },
-                if case == "for" { "True" } else { "False" }
-            ),
-        );
+    for form in ["counted", "for", "data"] {
+        let dir = scratch(&format!("lower-loop-{form}"));
+        let path = dir.path().join("model.onnx");
+        let inputs = dir.path().join("in.npz");
+        let args = [path.as_os_str(), inputs.as_os_str()];
+        let sizes = [form, "4", "3"].map(std::ffi::OsStr::new);
+        py_script("make_loop_model.py", &[&args[..], &sizes[..]].concat());
         let (m, _) = Model::load(&path).unwrap();
         let opts = VerifyOptions {
             samples: 1,
             inputs: Some(inputs.clone()),
             ..VerifyOptions::default()
         };
-        if data_stop {
+        if form == "data" {
             let e = Reference::new(&m, &opts).unwrap_err();
             let e = format!("{e:#}");
             assert!(
@@ -1178,19 +1142,7 @@ np.savez(out, x=rng.standard_normal((6, 1, 4)).astype(np.float32),
             "{:?}",
             reference.notes()
         );
-        let (names, expected) = reference.expected();
-        let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
-        for (k, name) in names.iter().enumerate() {
-            let ours = tract::to_f64(&expected[0][k]).unwrap();
-            let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
-            assert_eq!(ours.len(), theirs.len(), "{name}");
-            for (a, b) in ours.iter().zip(&theirs) {
-                assert!(
-                    (a - *b as f64).abs() < 1e-5,
-                    "{name}: tract {a} vs onnxruntime {b}"
-                );
-            }
-        }
+        assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 1e-5);
     }
 }
 
@@ -1201,7 +1153,6 @@ np.savez(out, x=rng.standard_normal((6, 1, 4)).astype(np.float32),
 /// it, on either time axis.
 #[test]
 fn reverse_sequence_is_lowered_as_onnxruntime_computes_it() {
-    use onnx_squeeze::verify::tract;
     let (dir, path, inputs) = python_case(
         "lower-reverse",
         r#"
@@ -1226,24 +1177,11 @@ np.savez(out, x=rng.standard_normal((5, 2, 3)).astype(np.float32),
          xt=rng.standard_normal((5, 4, 3)).astype(np.float32))
 "#,
     );
-    let ort_out = dir.path().join("ort.npz");
-    ort_outputs(&path, &inputs, &ort_out);
-    let (m, _) = Model::load(&path).unwrap();
-    let reference = reference_on(&m, inputs, VerifyOptions::default());
-    assert!(
-        reference
-            .notes()
-            .iter()
-            .any(|n| n.contains("3 ReverseSequence node(s) (unknown to tract) lowered")),
-        "{:?}",
-        reference.notes()
+    let (reference, ort_out) = reference_and_onnxruntime(
+        dir.path(),
+        &path,
+        inputs,
+        "3 ReverseSequence node(s) (unknown to tract) lowered",
     );
-    let (names, expected) = reference.expected();
-    let mut ort = npyz::npz::NpzArchive::open(&ort_out).unwrap();
-    for (k, name) in names.iter().enumerate() {
-        let ours = tract::to_f64(&expected[0][k]).unwrap();
-        let theirs: Vec<f32> = ort.by_name(name).unwrap().unwrap().into_vec().unwrap();
-        let theirs: Vec<f64> = theirs.into_iter().map(f64::from).collect();
-        assert_eq!(ours, theirs, "{name}: tract (lowered) vs onnxruntime");
-    }
+    assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 0.0);
 }

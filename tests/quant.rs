@@ -2836,53 +2836,10 @@ fn auto_activations_follow_multiply_adds_where_weight_counts_do_not_settle_it() 
 fn a_loop_model_is_quantized_and_verified() {
     let dir = scratch("quant-loop");
     let input = dir.path().join("rnn.onnx");
-    write_npz(
-        &dir.path().join("unused.npz"),
-        &format!(
-            r#"
-import onnx
-from onnx import helper as h, numpy_helper as nh, TensorProto as T
-rng = np.random.default_rng(0)
-wx = (rng.standard_normal((64, 64)) / 8).astype(np.float32)
-wh = (rng.standard_normal((64, 64)) / 16).astype(np.float32)
-body = h.make_graph([
-    h.make_node("Gather", ["x", "i"], ["xt"], axis=0),
-    h.make_node("MatMul", ["xt", "wx"], ["a"]),
-    h.make_node("MatMul", ["h_in", "wh"], ["b"]),
-    h.make_node("Add", ["a", "b"], ["s"]),
-    h.make_node("Tanh", ["s"], ["h_out"]),
-    h.make_node("Add", ["k_in", "one"], ["k_out"]),
-    h.make_node("Less", ["k_out", "limit"], ["cond_out"]),
-    h.make_node("Identity", ["h_out"], ["scan"]),
-], "body",
-    [h.make_tensor_value_info("i", T.INT64, []),
-     h.make_tensor_value_info("cond_in", T.BOOL, []),
-     h.make_tensor_value_info("h_in", T.FLOAT, [1, 64]),
-     h.make_tensor_value_info("k_in", T.INT64, [])],
-    [h.make_tensor_value_info("cond_out", T.BOOL, []),
-     h.make_tensor_value_info("h_out", T.FLOAT, [1, 64]),
-     h.make_tensor_value_info("k_out", T.INT64, []),
-     h.make_tensor_value_info("scan", T.FLOAT, [1, 64])])
-g = h.make_graph([
-    h.make_node("Shape", ["x"], ["shape"]),
-    h.make_node("Gather", ["shape", "zero"], ["steps"], axis=0),
-    h.make_node("Loop", ["steps", "true", "h0", "k0"], ["h_last", "k_last", "hs"], body=body),
-], "rnn",
-    [h.make_tensor_value_info("x", T.FLOAT, ["steps", 1, 64])],
-    [h.make_tensor_value_info("hs", T.FLOAT, ["steps", 1, 64])],
-    [nh.from_array(wx, "wx"), nh.from_array(wh, "wh"),
-     nh.from_array(np.zeros((1, 64), np.float32), "h0"),
-     nh.from_array(np.array(1, np.int64), "one"), nh.from_array(np.array(0, np.int64), "zero"),
-     nh.from_array(np.array(0, np.int64), "k0"), nh.from_array(np.array(1000, np.int64), "limit"),
-     nh.from_array(np.array(True), "true")])
-m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
-m.ir_version = 8
-onnx.checker.check_model(m, full_check=True)
-onnx.save(m, r"{}")
-np.savez(out)
-"#,
-            input.display()
-        ),
+    let args = ["-", "counted", "64", "64"].map(std::ffi::OsStr::new);
+    py_script(
+        "make_loop_model.py",
+        &[&[input.as_os_str()][..], &args[..]].concat(),
     );
     let out = dir.path().join("q.onnx");
     let dims = ["--dim".to_string(), "steps=12".to_string()];

@@ -46,14 +46,21 @@ pub fn asset(name: &str) -> PathBuf {
     p
 }
 
-/// Writes the `.npz` inputs of `tests/py/make_inputs.py` into `dir`.
-pub fn make_inputs(dir: &Path) {
+/// Runs `tests/py/SCRIPT` with `args`; its standard output. A failure
+/// fails the test with the script's error.
+pub fn py_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> String {
     let o = Command::new(python())
-        .arg(root().join("tests/py/make_inputs.py"))
-        .arg(dir)
+        .arg(root().join("tests/py").join(script))
+        .args(args)
         .output()
         .expect("spawn python");
-    assert!(o.status.success(), "make_inputs.py: {}", text(&o.stderr));
+    assert!(o.status.success(), "{script}: {}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+/// Writes the `.npz` inputs of `tests/py/make_inputs.py` into `dir`.
+pub fn make_inputs(dir: &Path) {
+    py_script("make_inputs.py", &[dir]);
 }
 
 /// The real models the test setup fetches, with the arguments they need
