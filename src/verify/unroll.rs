@@ -273,11 +273,18 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
             "its condition ('{c}') is computed from data: the loop may stop before its {trips} iterations"
         )));
     }
-    let note = format!(
-        "Loop '{}' written out for tract, which has no Loop: {trips} iterations of its {} nodes",
-        node_label(node),
-        body.node.len()
-    );
+    let note = match trips {
+        1 => format!(
+            "Loop '{}' written out for tract, which has no Loop: 1 iteration of its {} nodes, which checks no recurrence (bind the dim its trip count follows, such as a sequence's length, with --dim to check more)",
+            node_label(node),
+            body.node.len()
+        ),
+        _ => format!(
+            "Loop '{}' written out for tract, which has no Loop: {trips} iterations of its {} nodes",
+            node_label(node),
+            body.node.len()
+        ),
+    };
     Ok(Ok((trial, note)))
 }
 
