@@ -1185,3 +1185,40 @@ np.savez(out, x=rng.standard_normal((5, 2, 3)).astype(np.float32),
     );
     assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 0.0);
 }
+
+/// A model holding a Loop over a sequence (Keras's batch-first layout, its
+/// length an unbound dim) is verified at a length of 16, not 1: the loop is
+/// written out for 16 iterations, which check the recurrence one would not.
+#[test]
+fn a_loop_models_sequence_length_runs_its_loop_more_than_once() {
+    use onnx_squeeze::verify::{settle_dims, verify, Status};
+    let dir = scratch("lower-loop-length");
+    let path = dir.path().join("model.onnx");
+    let args = ["-", "counted", "4", "3", "batch_first"].map(std::ffi::OsStr::new);
+    py_script(
+        "make_loop_model.py",
+        &[&[path.as_os_str()][..], &args[..]].concat(),
+    );
+    let (m, _) = Model::load(&path).unwrap();
+    let mut opts = VerifyOptions::default();
+    let settled = settle_dims(&m, &mut opts, true);
+    assert_eq!(opts.dims.get("steps"), Some(&16), "{:?}", settled.notes);
+    assert!(
+        settled
+            .notes
+            .iter()
+            .any(|n| n.starts_with("input dim 'steps' set to 16: the model holds a Loop")),
+        "{:?}",
+        settled.notes
+    );
+    let report = verify(&m, &m, &opts);
+    assert_eq!(report.status, Status::Passed, "{}", report.table());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("written out for tract, which has no Loop: 16 iterations")),
+        "{:?}",
+        report.notes
+    );
+}

@@ -59,6 +59,11 @@ const TOKEN_LENGTHS: [usize; 7] = [64, 32, 16, 8, 1, 256, 512];
 /// analysed with them at 1: lengths of audio and other signals.
 const LENGTH_SIZES: [usize; 6] = [16, 64, 256, 512, 1024, 4096];
 
+/// The first size of the other dims of a model holding a Loop: they are the
+/// steps its loops run over (a Keras LSTM's sequence), and verification
+/// writes out as many iterations; at 1 it would check no recurrence.
+const LOOP_LENGTH: usize = 16;
+
 /// What an unbound dim looks like it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -277,8 +282,10 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
     if free.is_empty() {
         return Settled::default();
     }
+    let loops = super::has_loop(original);
     let first = |k: &String, r: Role| match r {
         Role::Image => first_size.get(k).copied().unwrap_or(r.sizes().0),
+        Role::Length if loops => LOOP_LENGTH,
         _ => r.sizes().0,
     };
     let with = |set: &[(&String, usize)]| {
@@ -325,7 +332,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
                         .all(|(k, _)| first_size.get(k).is_some_and(|v| o.dims.get(k) == Some(v)))
             })
             .map(|p| p.producer);
-        let notes = notes(&free, &o.dims, &axes, documented, empty_at_one);
+        let notes = notes(&free, &o.dims, &axes, documented, empty_at_one, loops);
         Settled {
             notes,
             reference: built.map(|r| *r),
@@ -382,6 +389,7 @@ fn notes(
     axes: &std::collections::HashMap<String, Vec<String>>,
     documented: Option<&str>,
     empty_at_one: bool,
+    loops: bool,
 ) -> Vec<String> {
     let of = |role: Role| -> Vec<String> {
         free.iter()
@@ -431,14 +439,16 @@ fn notes(
     }
     for (k, r) in free {
         if *r == Role::Length && dims.get(k).is_some_and(|&v| v != 1) {
+            let why = if loops && dims[k] == LOOP_LENGTH {
+                "the model holds a Loop, and a length of 1 would run it once, which checks no recurrence"
+            } else if empty_at_one {
+                "every output of the model is empty at 1"
+            } else {
+                "tract cannot analyse the model at 1"
+            };
             out.push(format!(
-                "input dim '{k}' set to {}: {} at 1 (bind it with --dim {k}=SIZE)",
-                dims[k],
-                if empty_at_one {
-                    "every output of the model is empty"
-                } else {
-                    "tract cannot analyse the model"
-                }
+                "input dim '{k}' set to {}: {why} (bind it with --dim {k}=SIZE)",
+                dims[k]
             ));
         }
     }
