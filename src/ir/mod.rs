@@ -566,6 +566,15 @@ impl Graph {
 
 /// Names a node reads: its direct inputs, and values its subgraphs read from
 /// enclosing scopes.
+/// A node's name for messages and for names derived from it: its name, else
+/// its first output (see [`Node::label`] for one that also names the op).
+pub fn proto_label(n: &NodeProto) -> String {
+    match n.name() {
+        "" => n.output.first().cloned().unwrap_or_default(),
+        name => name.to_string(),
+    }
+}
+
 /// The attribute `name` of a node, where it is set.
 pub fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a crate::proto::AttributeProto> {
     n.attribute.iter().find(|a| a.name() == name)

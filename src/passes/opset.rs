@@ -541,11 +541,7 @@ impl Cx {
         }
         let mut consts = Vec::new();
         let mut extra = Vec::new();
-        let label = if n.name().is_empty() {
-            n.output.first().cloned().unwrap_or_default()
-        } else {
-            n.name().to_string()
-        };
+        let label = crate::ir::proto_label(n);
         let op = cur.op_type().to_string();
         let refuse = |why: &str| -> Result<Converted> {
             bail!(

@@ -144,10 +144,9 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             "{fused} onnxruntime fused op(s) (com.microsoft) lowered to standard ops"
         ));
     }
-    let reversed = lower_reverse_sequences(model)?;
-    if reversed > 0 {
-        notes.push(format!("{reversed}{REVERSED}"));
-    }
+    // Noted where the copy is made (`verification_model`): specialisation
+    // lowers some of them first.
+    lower_reverse_sequences(model)?;
     let batchnorms = lower_computed_batchnorms(model)?;
     if batchnorms > 0 {
         notes.push(format!(
@@ -246,10 +245,6 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
     Ok(note)
 }
 
-/// The note on lowered ReverseSequence nodes, after their count.
-pub(crate) const REVERSED: &str =
-    " ReverseSequence node(s) (unknown to tract) lowered to Slice with step -1 and Concat";
-
 /// ReverseSequence with one constant length for every batch row, lowered
 /// (see the module's documentation). Returns how many.
 pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
@@ -282,11 +277,7 @@ pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
             continue;
         };
         let axis = crate::ir::int_attr(&n, "time_axis", 0);
-        let label = if n.name().is_empty() {
-            y.clone()
-        } else {
-            n.name().to_string()
-        };
+        let label = crate::ir::proto_label(&n);
         let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{label}_{s}"));
         let mut p = Patch::new("ReverseSequence lowered");
         p.remove_nodes.push(id);

@@ -1324,12 +1324,7 @@ fn run_on(
     if chain.is_empty() {
         return samples.par_iter().map(|s| runner.run(s)).collect();
     }
-    let mut outs: Vec<Vec<Tensor>> = Vec::with_capacity(samples.len());
-    for s in samples {
-        let s = chain_sample(s, outs.last().map(|o| &o[..]), chain);
-        outs.push(runner.run(&s)?);
-    }
-    Ok(outs)
+    run_stream(samples, chain, |s| runner.run(s), Ok)
 }
 
 /// Steps a streaming model is run for, one random sample each, where it
@@ -1442,13 +1437,47 @@ pub fn chain_sample(
     let mut s = sample.to_vec();
     let Some(prev) = prev else { return s };
     for &(i, o) in chain {
-        if let (Some(t), Some(state)) = (s.get_mut(i), prev.get(o)) {
-            if t.datum_type() == state.datum_type() && t.shape() == state.shape() {
-                *t = state.clone();
-            }
+        if let Some(state) = prev.get(o) {
+            feed(&mut s, i, state);
         }
     }
     s
+}
+
+/// `state` as input `i` of `sample`, where the two agree in type and shape.
+fn feed(sample: &mut [Tensor], i: usize, state: &Tensor) {
+    if let Some(t) = sample.get_mut(i) {
+        if t.datum_type() == state.datum_type() && t.shape() == state.shape() {
+            *t = state.clone();
+        }
+    }
+}
+
+/// `samples` run by `run` as the steps of one stream, in order: each step
+/// after the first takes its state inputs from the state outputs of the
+/// step before ([`chain_sample`]). What `keep` makes of each step's outputs
+/// is returned; only the state outputs are held for the next step.
+pub fn run_stream<T>(
+    samples: &[Vec<Tensor>],
+    chain: &[(usize, usize)],
+    mut run: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+    mut keep: impl FnMut(Vec<Tensor>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut states: Vec<(usize, Tensor)> = Vec::new();
+    let mut kept = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let mut s = sample.clone();
+        for (i, state) in &states {
+            feed(&mut s, *i, state);
+        }
+        let out = run(&s)?;
+        states = chain
+            .iter()
+            .filter_map(|&(i, o)| Some((i, out.get(o)?.clone())))
+            .collect();
+        kept.push(keep(out)?);
+    }
+    Ok(kept)
 }
 
 /// Inputs that are small and the same in every sample (control inputs such
@@ -1497,16 +1526,19 @@ fn verification_model(
 ) -> Result<(Model, Vec<String>)> {
     let (mut m, mut notes) = specialise(model, specs, sample, fixed, run_samples)?;
     notes.extend(lower::lower(&mut m)?);
-    // ReverseSequence is lowered while loops are written out and after:
-    // one count.
-    let suffix = REVERSED;
-    let counts: Vec<usize> = notes
-        .iter()
-        .filter_map(|n| n.strip_suffix(suffix)?.parse().ok())
-        .collect();
-    if counts.len() > 1 {
-        notes.retain(|n| !n.ends_with(suffix));
-        notes.push(format!("{}{suffix}", counts.iter().sum::<usize>()));
+    // ReverseSequence is lowered while loops are written out and after.
+    let reversed = |m: &Model| {
+        m.graph
+            .nodes
+            .node_weights()
+            .filter(|n| n.is_onnx() && n.op() == "ReverseSequence")
+            .count()
+    };
+    let lowered = reversed(model).saturating_sub(reversed(&m));
+    if lowered > 0 {
+        notes.push(format!(
+            "{lowered} ReverseSequence node(s) (unknown to tract) lowered to Slice with step -1 and Concat"
+        ));
     }
     Ok((m, notes))
 }
@@ -1564,9 +1596,7 @@ fn specialise(
                 // A bidirectional LSTM's reversals, once the loop before
                 // them is written out and their lengths are known: the
                 // shapes after them can then be computed.
-                let reversed = lower::lower_reverse_sequences(&mut m)?;
-                if reversed > 0 {
-                    notes.push(format!("{reversed}{REVERSED}"));
+                if lower::lower_reverse_sequences(&mut m)? > 0 {
                     continue;
                 }
                 left.clear();
@@ -1687,9 +1717,6 @@ pub fn translate_patch(
     p.is_applicable(to).then_some(p)
 }
 
-/// The end of the note on lowered ReverseSequence nodes, after their count.
-const REVERSED: &str = lower::REVERSED;
-
 /// `Shape` nodes before any `If` whose result is the same in every sample
 /// become constants: the part of the graph they read is run in tract (it
 /// holds no control flow) and the shapes it yields are stored. Conditions
@@ -1777,6 +1804,28 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
 #[cfg(test)]
 mod tests {
     use super::worst_sample;
+
+    /// Each step of a stream starts from the state the step before
+    /// returned (the samples' own states are not read after the first),
+    /// and a state of another shape is not fed back.
+    #[test]
+    fn a_stream_feeds_each_step_the_state_the_step_before_returned() {
+        use tract_onnx::prelude::{tensor1, Tensor};
+        let value = |t: &Tensor| super::tract::to_f64(t).unwrap();
+        let samples: Vec<Vec<Tensor>> = (0..3)
+            .map(|k| vec![tensor1(&[k as f32]), tensor1(&[100f32])])
+            .collect();
+        // Outputs: the state plus the data, and a state of two values.
+        let step = |s: &[Tensor]| -> anyhow::Result<Vec<Tensor>> {
+            let next = (value(&s[1])[0] + value(&s[0])[0]) as f32;
+            Ok(vec![tensor1(&[next]), tensor1(&[next, next])])
+        };
+        let first = |o: Vec<Tensor>| Ok(value(&o[0])[0]);
+        let fed = super::run_stream(&samples, &[(1, 0)], step, first).unwrap();
+        assert_eq!(fed, [100.0, 101.0, 103.0]);
+        let wrong_shape = super::run_stream(&samples, &[(1, 1)], step, first).unwrap();
+        assert_eq!(wrong_shape, [100.0, 101.0, 102.0]);
+    }
 
     #[test]
     fn the_worst_sample_is_that_of_the_failed_outputs() {

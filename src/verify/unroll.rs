@@ -27,7 +27,7 @@ use anyhow::Result;
 
 use crate::ir::{builder, tensor, walk, Model, NodeId};
 use crate::patch::Patch;
-use crate::proto::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
+use crate::proto::{tensor_proto::DataType, GraphProto, NodeProto};
 
 /// The most iterations written out, and the most nodes all copies of a body
 /// may add: a loop beyond them stays (tract refuses it).
@@ -132,13 +132,11 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
     let mut cond = match node.input.get(1).filter(|s| !s.is_empty()) {
         Some(c) => c.clone(),
         None => {
-            let name = walk::unique_name(&mut used, &format!("{}_true", node_label(node)));
-            patch.add_initializers.push(TensorProto {
-                name: Some(name.clone()),
-                data_type: Some(DataType::Bool as i32),
-                int32_data: vec![1],
-                ..Default::default()
-            });
+            let name =
+                walk::unique_name(&mut used, &format!("{}_true", crate::ir::proto_label(node)));
+            patch
+                .add_initializers
+                .push(tensor::int_scalar(&name, DataType::Bool, 1));
             name
         }
     };
@@ -148,8 +146,13 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
     let mut scans: Vec<Vec<String>> = vec![Vec::new(); scan_n];
     for i in 0..trips {
         let mut map: HashMap<String, String> = shared.clone();
-        let iter = walk::unique_name(&mut used, &format!("{}_iteration_{i}", node_label(node)));
-        patch.add_initializers.push(int64_scalar(&iter, i));
+        let iter = walk::unique_name(
+            &mut used,
+            &format!("{}_iteration_{i}", crate::ir::proto_label(node)),
+        );
+        patch
+            .add_initializers
+            .push(tensor::int_scalar(&iter, DataType::Int64, i));
         map.insert(body.input[0].name().to_string(), iter);
         map.insert(body.input[1].name().to_string(), cond.clone());
         for (vi, v) in body.input[2..].iter().zip(&carried) {
@@ -200,7 +203,7 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
         }
     }
     // The loop's outputs: the last carried values, the stacked scans.
-    let label = node_label(node);
+    let label = crate::ir::proto_label(node);
     for (out, v) in node.output.iter().zip(&carried) {
         if !out.is_empty() {
             let name = walk::unique_name(&mut used, &format!("{label}_carried"));
@@ -276,25 +279,16 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
     let note = match trips {
         1 => format!(
             "Loop '{}' written out for tract, which has no Loop: 1 iteration of its {} nodes, which checks no recurrence (bind the dim its trip count follows, such as a sequence's length, with --dim to check more)",
-            node_label(node),
+            crate::ir::proto_label(node),
             body.node.len()
         ),
         _ => format!(
             "Loop '{}' written out for tract, which has no Loop: {trips} iterations of its {} nodes",
-            node_label(node),
+            crate::ir::proto_label(node),
             body.node.len()
         ),
     };
     Ok(Ok((trial, note)))
-}
-
-/// A node's name for messages and new names: its name, else its first output.
-fn node_label(n: &NodeProto) -> String {
-    if n.name().is_empty() {
-        n.output.first().cloned().unwrap_or_default()
-    } else {
-        n.name().to_string()
-    }
 }
 
 /// References to the body's values inside the subgraphs of `n` (an If in a
@@ -322,13 +316,6 @@ fn rename_graph(g: &mut GraphProto, map: &HashMap<String, String>) {
             o.name = Some(v.clone());
         }
     }
-}
-
-/// An int64 scalar initializer.
-fn int64_scalar(name: &str, v: i64) -> TensorProto {
-    let mut t = tensor::from_i64(name, &[v]);
-    t.dims.clear();
-    t
 }
 
 /// The values of an integer or bool constant of at most 16 elements.

@@ -246,17 +246,7 @@ pub fn calibrate(
             .map(|s| stats(&runner.run(s)?))
             .collect::<Result<_>>()?
     } else {
-        // One step after the other; a step's outputs are kept until the
-        // next has taken its state from them.
-        let mut prev: Option<Vec<Tensor>> = None;
-        let mut all = Vec::with_capacity(run_samples.len());
-        for s in &run_samples {
-            let s = crate::verify::chain_sample(s, prev.as_deref(), &chain);
-            let out = runner.run(&s)?;
-            all.push(stats(&out)?);
-            prev = Some(out);
-        }
-        all
+        crate::verify::run_stream(&run_samples, &chain, |s| runner.run(s), |out| stats(&out))?
     };
     // The reference samples run on the same plan: the model's own outputs
     // come first among the plan's.
@@ -283,19 +273,7 @@ pub fn calibrate(
             } else {
                 // As verification runs them: each step's state from the
                 // step before (the state outputs are among the model's own).
-                let mut outs: Vec<Vec<Tensor>> = Vec::with_capacity(r.len());
-                let mut failed = false;
-                for s in r {
-                    let s = crate::verify::chain_sample(s, outs.last().map(|o| &o[..]), &chain);
-                    match outputs_of(&s) {
-                        Ok(o) => outs.push(o),
-                        Err(_) => {
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
-                (!failed).then_some(outs)
+                crate::verify::run_stream(r, &chain, outputs_of, Ok).ok()
             }
         }
         _ => None,
