@@ -1,5 +1,8 @@
 //! Sizes chosen for input dims nobody bound (`verify::settle_dims`).
 
+mod common;
+use common::{scratch, write_npz};
+
 use std::sync::Arc;
 
 use onnx_squeeze::io::ExternalData;
@@ -822,5 +825,36 @@ fn faint_and_constant_outputs_are_said_to_show_little() {
         said("faint") && said("constant") && !said("plain"),
         "{:?}",
         r.notes()
+    );
+    assert!(
+        r.notes()
+            .iter()
+            .any(|n| n.ends_with("pass --inputs with real data")),
+        "{:?}",
+        r.notes()
+    );
+
+    // On the user's samples, the note speaks of them, not of random inputs.
+    let dir = scratch("faint-given");
+    let samples = dir.path().join("x.npz");
+    write_npz(
+        &samples,
+        "np.savez(out, x=np.linspace(-3, 3, 8, dtype=np.float32).reshape(1, 8))",
+    );
+    let given = VerifyOptions {
+        inputs: Some(samples),
+        ..Default::default()
+    };
+    let r = Reference::new(&m, &given).unwrap();
+    let faint: Vec<&String> = r
+        .notes()
+        .iter()
+        .filter(|n| n.starts_with("output '"))
+        .collect();
+    assert_eq!(faint.len(), 2, "{:?}", r.notes());
+    assert!(
+        faint.iter().all(|n| n.contains("these inputs do not reach")
+            && n.ends_with("pass inputs that exercise it")),
+        "{faint:?}"
     );
 }

@@ -2261,6 +2261,73 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
     assert!(!stdout.contains("recurrent state"), "{stdout}");
 }
 
+/// A model carrying a recurrent state (`h` -> `hn`) with `activations=auto`
+/// and no `--inputs`: where the op mix picks static QDQ (Convs), the weights
+/// alone are quantized, since static ranges from noise do not hold over a
+/// stream; where it picks dynamic quantization (MatMuls), that stays: its
+/// ranges are measured at run time. Both are verified over the stream.
+#[test]
+fn a_recurrent_state_makes_static_weight_only_and_leaves_dynamic() {
+    // MatMul stream: hn = Tanh(x W1 + h W2), y = hn W3.
+    let matmuls = ModelBuilder::new(17)
+        .input("x", &[1, 64])
+        .input("h", &[1, 64])
+        .init_f32("w1", &[64, 64], &weights(64 * 64, 1))
+        .init_f32("w2", &[64, 64], &weights(64 * 64, 2))
+        .init_f32("w3", &[64, 32], &weights(64 * 32, 3))
+        .node("in", "MatMul", &["x", "w1"], &["a"])
+        .node("rec", "MatMul", &["h", "w2"], &["b"])
+        .node("sum", "Add", &["a", "b"], &["s"])
+        .node("act", "Tanh", &["s"], &["hn"])
+        .node("head", "MatMul", &["hn", "w3"], &["y"])
+        .output("y", &[1, 32])
+        .output("hn", &[1, 64])
+        .build()
+        .unwrap();
+    // Conv stream: hn = Relu(conv(x) + conv(h)), y = conv(hn).
+    let convs = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .input("h", &[1, 16, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
+        .init_f32("w2", &[16, 16, 3, 3], &weights(16 * 144, 2))
+        .init_f32("w3", &[32, 16, 3, 3], &weights(32 * 144, 3))
+        .node_with("in", "Conv", &["x", "w1"], &["a"], conv_attrs(3))
+        .node_with("rec", "Conv", &["h", "w2"], &["b"], conv_attrs(3))
+        .node("sum", "Add", &["a", "b"], &["s"])
+        .node("act", "Relu", &["s"], &["hn"])
+        .node_with("head", "Conv", &["hn", "w3"], &["y"], conv_attrs(3))
+        .output("y", &[1, 32, 8, 8])
+        .output("hn", &[1, 16, 8, 8])
+        .build()
+        .unwrap();
+    for (original, said, form) in [
+        (&matmuls, "activations: dynamic (", Some("DynamicQuantizeLinear")),
+        (
+            &convs,
+            "activations: none (weight-only int8): the model carries a recurrent state ('h' <- 'hn')",
+            None,
+        ),
+    ] {
+        let mut m = original.clone();
+        let r = quant(&mut m, "");
+        assert!(r.notes.iter().any(|n| n.starts_with(said)), "{:?}", r.notes);
+        let text = dump(&m.graph);
+        match form {
+            Some(op) => assert!(text.contains(op), "{text}"),
+            None => assert!(!text.contains("QuantizeLinear"), "{text}"),
+        }
+        let v = verify_quant(original, &m);
+        assert_eq!(v.status, Status::Passed, "{}", v.table());
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.starts_with("recurrent state ('h' <- 'hn')")),
+            "{:?}",
+            v.notes
+        );
+    }
+}
+
 /// An image input whose height and width have no size is calibrated on
 /// 64x64 images, not 1x1 (where padding is all a convolution sees): the
 /// recogniser so quantized keeps cosine 0.98 in onnxruntime on 48x320 lines

@@ -649,6 +649,42 @@ pub fn percentile_range(h: &[u64], lo: f32, hi: f32, p: f64) -> (f32, f32) {
 mod tests {
     use super::*;
 
+    /// A streaming model's calibration samples are the steps of one stream
+    /// from a state of 0s, each fed the state the step before computed:
+    /// `hn = h + 1` then reaches 1, 2, .., 8 over the 8 steps (minmax: 8
+    /// exactly), where a state drawn at random would give `hn` around 1.
+    #[test]
+    fn a_stream_is_calibrated_on_the_states_it_reaches() {
+        use crate::ir::builder::ModelBuilder;
+        let m = ModelBuilder::new(17)
+            .input("x", &[1, 4])
+            .input("h", &[1, 4])
+            .init_f32("one", &[1], &[1.0])
+            .init_f32("w", &[4, 4], &[0.5; 16])
+            .node("step", "Add", &["h", "one"], &["hn"])
+            .node("mm", "MatMul", &["x", "w"], &["y"])
+            .output("y", &[1, 4])
+            .output("hn", &[1, 4])
+            .build()
+            .unwrap();
+        let mut notes = vec![];
+        let c = calibrate(
+            &m,
+            &["hn".to_string(), "h".to_string()],
+            &DataSource::default(),
+            8,
+            Method::Minmax,
+            100.0,
+            None,
+            &HashMap::new(),
+            &mut notes,
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(c.ranges["hn"], (1.0, 8.0), "{notes:?}");
+        assert_eq!(c.ranges["h"], (0.0, 7.0), "{notes:?}");
+    }
+
     #[test]
     fn mse_and_entropy_clip_a_lone_outlier() {
         // Decaying mass near 0 and one value far out: both methods shrink the range.
