@@ -632,6 +632,98 @@ fn random_ids_stay_inside_the_tables_they_index() {
     assert_eq!(r.status, Status::Passed, "{}", r.table());
 }
 
+/// A float input cast straight to integers that index a table (a Keras
+/// embedding's), through tf2onnx's wrap-around of negative indices
+/// (`i * (i >= 0) + (i + n) * (i < 0)`): drawn as whole numbers below the
+/// table's rows, where noise would cast to a few ids around 0 and wrap the
+/// negative ones. A float input that is computed on before any cast
+/// (coordinates a model turns into indices) stays noise.
+#[test]
+fn float_ids_are_whole_numbers_inside_their_table() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    use onnx_squeeze::verify::inputs::{self, FloatValues};
+    let table: Vec<f32> = (0..12 * 4).map(|i| i as f32 * 0.1).collect();
+    let mut proto = ModelBuilder::new(17)
+        .init_f32("table", &[12, 4], &table)
+        .node_with("to_i32", "Cast", &["ids"], &["i"], vec![attr_int("to", 6)])
+        .node_with(
+            "to_i32_n",
+            "Cast",
+            &["rows"],
+            &["n"],
+            vec![attr_int("to", 6)],
+        )
+        .node_with(
+            "zero_i32",
+            "Cast",
+            &["zero"],
+            &["z"],
+            vec![attr_int("to", 6)],
+        )
+        .node("neg", "Less", &["i", "z"], &["is_neg"])
+        .node("pos", "Not", &["is_neg"], &["is_pos"])
+        .node_with(
+            "neg_i",
+            "Cast",
+            &["is_neg"],
+            &["neg_i"],
+            vec![attr_int("to", 6)],
+        )
+        .node_with(
+            "pos_i",
+            "Cast",
+            &["is_pos"],
+            &["pos_i"],
+            vec![attr_int("to", 6)],
+        )
+        .node("wrapped", "Add", &["i", "n"], &["iw"])
+        .node("keep", "Mul", &["i", "pos_i"], &["a"])
+        .node("wrap", "Mul", &["iw", "neg_i"], &["b"])
+        .node("select", "Add", &["a", "b"], &["idx"])
+        .node("lookup", "Gather", &["table", "idx"], &["y"])
+        .output("y", &[1, 6, 4])
+        .init_f32("rows", &[1], &[12.0])
+        .init_f32("zero", &[1], &[0.0])
+        .init_f32("scale", &[1], &[3.0])
+        .node("coords", "Mul", &["xy", "scale"], &["scaled"])
+        .node_with(
+            "to_i64",
+            "Cast",
+            &["scaled"],
+            &["cell"],
+            vec![attr_int("to", 7)],
+        )
+        .node("cell_row", "Gather", &["table", "cell"], &["c"])
+        .output("c", &[1, 6, 4])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.input.push(typed_value("ids", DataType::Float, &[1, 6]));
+    g.input.push(typed_value("xy", DataType::Float, &[1, 6]));
+    let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut notes = vec![];
+    let specs = inputs::input_specs(&m.graph, &Default::default(), &mut notes).unwrap();
+    assert_eq!(specs[0].index_rows, Some(12));
+    assert_eq!(specs[0].values, FloatValues::Ids);
+    assert_eq!(specs[1].values, FloatValues::Normal);
+    assert!(
+        notes.iter().any(|n| n
+            == "float input 'ids' is cast to integers that index a table: drawn as whole numbers in [0, 12)"),
+        "{notes:?}"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for sample in inputs::random_samples(&specs, 8, 0).unwrap() {
+        let view = sample[0].try_as_plain_ram().unwrap();
+        let ids = view.as_slice::<f32>().unwrap();
+        assert!(
+            ids.iter()
+                .all(|&i| i.fract() == 0.0 && (0.0..12.0).contains(&i)),
+            "{ids:?}"
+        );
+        seen.extend(ids.iter().map(|&i| i as i64));
+    }
+    assert!(seen.len() > 6, "{seen:?}");
+}
+
 /// A streaming model's recurrent state is paired by the names exporters give
 /// it (`state` -> `stateN`, `h0` -> `hn`, `c` -> `c_out`, `in_cache0` ->
 /// `out_cache0`), by type and by declared rank; `input` -> `output` is no

@@ -58,6 +58,12 @@ pub enum FloatValues {
     /// starts from (the steps after the first take the state the step
     /// before computed).
     Zeros,
+    /// A float input cast straight to integers that index a table (Keras
+    /// embeddings take float ids): whole numbers below the table's rows
+    /// ([`InputSpec::index_rows`]), drawn as the integer inputs are. Noise
+    /// casts to a few ids around 0, and the negative ones, which the model
+    /// wraps around, are none it is given.
+    Ids,
 }
 
 /// The largest image height or width taken from a model's metadata.
@@ -366,10 +372,18 @@ pub fn input_specs(
                 });
             }
         }
+        let rows = index_rows(g, vi.name());
         let values = if states.iter().any(|s| s == vi.name()) {
             FloatValues::Zeros
         } else if mask_name(vi.name()) {
             FloatValues::Mask
+        } else if let Some(r) = rows.filter(|_| is_float(dtype) && cast_to_integers(g, vi.name())) {
+            notes.push(format!(
+                "float input '{}' is cast to integers that index a table: drawn as whole numbers in [0, {})",
+                vi.name(),
+                r.min(ID_LIMIT)
+            ));
+            FloatValues::Ids
         } else {
             FloatValues::Normal
         };
@@ -378,13 +392,18 @@ pub fn input_specs(
             dtype,
             shape,
             values,
-            index_rows: index_rows(g, vi.name()),
+            index_rows: rows,
         });
     }
     Ok(specs)
 }
 
-/// Ops that pass indices on unchanged, as far as their range goes.
+/// The largest random id: integer inputs are drawn in [0, 100), and below
+/// the rows of the tables they index.
+const ID_LIMIT: i64 = 100;
+
+/// Ops whose first input's values reach their output unchanged, as far as
+/// their range goes.
 const INDEX_PASS_THROUGH: &[&str] = &[
     "Cast",
     "Identity",
@@ -394,11 +413,34 @@ const INDEX_PASS_THROUGH: &[&str] = &[
     "Flatten",
     "Expand",
     "Transpose",
+    "Slice",
+    "Clip",
 ];
 
+/// Ops whose every input's values reach their output through arithmetic:
+/// the ways an index is wrapped on its way to a Gather (tf2onnx writes a
+/// negative index's wrap-around as `i * (i >= 0) + (i + n) * (i < 0)`, or
+/// as a Where).
+const INDEX_ARITHMETIC: &[&str] = &[
+    "Add", "Sub", "Mul", "Mod", "Min", "Max", "Abs", "Neg", "Concat",
+];
+
+/// Whether a consumer of `value` casts it to an integer type.
+fn cast_to_integers(g: &Graph, value: &str) -> bool {
+    g.consumers(value).into_iter().any(|id| {
+        let p = &g.nodes[id].proto;
+        g.nodes[id].is_onnx()
+            && p.op_type() == "Cast"
+            && DataType::try_from(crate::ir::int_attr(p, "to", 0) as i32).is_ok_and(is_integer)
+    })
+}
+
 /// The fewest rows of the constant tables that `value` indexes: each Gather
-/// reading it (through [`INDEX_PASS_THROUGH`] ops) as its indices, on a
-/// constant's axis. `None` where no such Gather reads it.
+/// reading it as its indices, on a constant's axis, directly or through ops
+/// that pass its values on ([`INDEX_PASS_THROUGH`], [`INDEX_ARITHMETIC`],
+/// a Where's branches). Drawing ids below the fewest rows of any of them
+/// only narrows the ids, where an id past a table's end stops the run.
+/// `None` where no such Gather reads it.
 fn index_rows(g: &Graph, value: &str) -> Option<i64> {
     let mut rows: Option<i64> = None;
     let mut seen = std::collections::HashSet::new();
@@ -430,6 +472,12 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
                 op if INDEX_PASS_THROUGH.contains(&op) && p.input.first() == Some(&v) => {
                     todo.extend(p.output.first().cloned());
                 }
+                op if INDEX_ARITHMETIC.contains(&op) => {
+                    todo.extend(p.output.first().cloned());
+                }
+                "Where" if p.input.iter().skip(1).any(|i| *i == v) => {
+                    todo.extend(p.output.first().cloned());
+                }
                 _ => {}
             }
         }
@@ -441,7 +489,8 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
 /// [0, 1) where the spec says [`FloatValues::Unit`], every other sample
 /// where it says [`FloatValues::Mixed`]); integers are in
 /// [0, 100) (valid token ids and byte values for typical models), and below
-/// the rows of the smallest table the input indexes ([`InputSpec::index_rows`]),
+/// the rows of the smallest table the input indexes ([`InputSpec::index_rows`];
+/// float ids, [`FloatValues::Ids`], likewise),
 /// except inputs named like masks or segment ids (`mask`, `token_type`,
 /// `segment`), which get 1s (masks, float ones too: [`FloatValues::Mask`])
 /// or 0s and 1s; bools are fair coins. A scalar
@@ -467,7 +516,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             } else if lname.contains("token_type") || lname.contains("segment") {
                 2
             } else {
-                100
+                ID_LIMIT
             };
             let hi = s.index_rows.map_or(hi, |r| hi.min(r));
             let lo: i64 = if mask { 1 } else { 0 };
@@ -475,7 +524,9 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit = match s.values {
-                FloatValues::Normal | FloatValues::Mask | FloatValues::Zeros => false,
+                FloatValues::Normal | FloatValues::Mask | FloatValues::Zeros | FloatValues::Ids => {
+                    false
+                }
                 FloatValues::Unit => true,
                 FloatValues::Mixed => k % 2 == 1,
             };
@@ -490,6 +541,11 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 }
                 FloatValues::Mask => Some(vec![1.0; n]),
                 FloatValues::Zeros => Some(vec![0.0; n]),
+                FloatValues::Ids => Some(
+                    (0..n)
+                        .map(|_| rng.random_range(lo..hi.max(lo + 1)) as f32)
+                        .collect(),
+                ),
                 _ => None,
             };
             if let Some(values) = own.filter(|_| is_float(s.dtype)) {
