@@ -338,6 +338,8 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
             reference: built.map(|r| *r),
         }
     };
+    // Whether at every size tried a Loop was left that tract cannot run.
+    let mut loop_left = true;
     for set in &tries {
         let o = with(set);
         let tried = if reference {
@@ -358,7 +360,9 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
                 *opts = o;
                 return s;
             }
-            Trial::Untyped => {}
+            Trial::Untyped(why) => {
+                loop_left &= why.is_some();
+            }
             // Not a question of sizes: tract cannot load the model.
             Trial::Unloadable | Trial::NoInputs => return Settled::default(),
         }
@@ -373,11 +377,20 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
         ));
         return s;
     }
-    Settled {
-        notes: vec![format!(
+    let note = match loop_left {
+        // Verification says why the loop is left; sizes only help where
+        // its trip count follows them.
+        true => format!(
+            "a Loop is left that tract cannot run at every input size tried for {} (see why above): binding them with --dim helps only where its trip count follows them",
+            keys.join(", ")
+        ),
+        false => format!(
             "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
             keys.join(", ")
-        )],
+        ),
+    };
+    Settled {
+        notes: vec![note],
         reference: None,
     }
 }
@@ -476,21 +489,22 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
         return Trial::NoInputs;
     };
     let (fixed, run_samples) = split_fixed(has_if(model), &inputs.samples);
-    let Ok((proto, _)) = verification_copy(
+    let (proto, _) = match verification_copy(
         model,
         &inputs.specs,
         &inputs.samples[0],
         &fixed,
         &run_samples,
-    ) else {
+    ) {
+        Ok(copy) => copy,
         // Specialising folds with tract: a shape it cannot compute is one
         // it cannot type.
-        return Trial::Untyped;
+        Err(e) => return Trial::Untyped(super::loop_refusal(&e)),
     };
     match tract::analyses(&proto, &run_samples[0]) {
         Ok(Some(false)) => Trial::Fits(None),
         Ok(Some(true)) => Trial::Empty(None),
-        Ok(None) => Trial::Untyped,
+        Ok(None) => Trial::Untyped(None),
         Err(_) => Trial::Unloadable,
     }
 }

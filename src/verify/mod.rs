@@ -495,8 +495,10 @@ pub(crate) enum Trial {
     NoInputs,
     /// tract cannot load the model at all (an op it does not know).
     Unloadable,
-    /// tract loads the model but cannot type or plan it at these sizes.
-    Untyped,
+    /// tract loads the model but cannot type or plan it at these sizes;
+    /// with the reason where it is a Loop left that tract cannot run
+    /// ([`loop_refusal`]).
+    Untyped(Option<String>),
     /// The sizes fit: the reference built there, unless running failed,
     /// planning failed for reasons typing does not show (code generation),
     /// or nothing was built (typing alone); verification then reports.
@@ -767,7 +769,7 @@ impl Reference {
                 }
             }
             Err((Stage::Load, _)) => Trial::Unloadable,
-            Err((Stage::Prepare, _)) => Trial::Untyped,
+            Err((Stage::Prepare, e)) => Trial::Untyped(loop_refusal(&e)),
             // Typing and decluttering decide whether the sizes are the
             // question, as where nothing is verified; code generation that
             // fails whatever the sizes is verification's to report.
@@ -1621,7 +1623,7 @@ fn specialise(
     }
     if has_loop(&m) {
         anyhow::bail!(
-            "tract has no Loop; {}",
+            "{NO_LOOP}{}",
             match left.is_empty() {
                 true => "the loops left could not all be written out".to_string(),
                 false => left.join("; "),
@@ -1629,6 +1631,18 @@ fn specialise(
         );
     }
     Ok((m, notes))
+}
+
+/// The start of [`specialise`]'s refusal of a model whose loops are not
+/// all written out.
+const NO_LOOP: &str = "tract has no Loop; ";
+
+/// Why `e` refuses a model: a Loop left that tract cannot run
+/// ([`specialise`]), else `None`.
+pub(crate) fn loop_refusal(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .map(|c| c.to_string())
+        .find(|m| m.starts_with(NO_LOOP))
 }
 
 /// `patch`, written for `from`, in terms of `to`, a copy of `from` that
