@@ -84,6 +84,26 @@ fn reshape_model(rank: usize, shape: &[i64]) -> ModelProto {
     p
 }
 
+/// An image whose one side is fixed and the other free (a text line
+/// recogniser's height and width) is sized as a line: twice the fixed side,
+/// at least the usual 64 and at most 384, and the note says why.
+#[test]
+fn a_free_side_beside_a_fixed_one_is_a_lines_width() {
+    for (height, width) in [("48", 96), ("96", 192), ("16", 64), ("320", 384)] {
+        let m = conv_model(&["batch", "3", height, "width"]);
+        let mut opts = VerifyOptions::default();
+        let notes = settle(&m, &mut opts);
+        assert_eq!(opts.dims.get("width"), Some(&width), "{height}: {notes:?}");
+        let said = notes[0].contains("2 times the fixed side beside it, as a text line's width");
+        assert_eq!(said, width != 64, "{height}: {notes:?}");
+    }
+    // Both sides free: a square of 64.
+    let m = conv_model(&["batch", "3", "height", "width"]);
+    let mut opts = VerifyOptions::default();
+    settle(&m, &mut opts);
+    assert_eq!(opts.dims.get("width"), Some(&64));
+}
+
 #[test]
 fn an_image_gets_a_real_size_and_a_batch_stays_one() {
     let m = conv_model(&["batch", "3", "height", "width"]);

@@ -101,6 +101,42 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
         return Ok(Err("its inputs and its body's do not match".into()));
     }
 
+    let from_data = |c: &str| {
+        format!("its condition ('{c}') is computed from data: the loop may stop before its {trips} iterations")
+    };
+    // A condition computed from data shows after the first iteration: two
+    // are written out and folded before all of them are (a decoder's 1024).
+    if trips > 2 {
+        if let Some(c) = write_out(m, id, body, 2)?.1.first() {
+            return Ok(Err(from_data(c)));
+        }
+    }
+    let (trial, conds) = write_out(m, id, body, trips)?;
+    if let Some(c) = conds.first() {
+        return Ok(Err(from_data(c)));
+    }
+    let note = match trips {
+        1 => format!(
+            "Loop '{}' written out for tract, which has no Loop: 1 iteration of its {} nodes, which checks no recurrence (bind the dim its trip count follows, such as a sequence's length, with --dim to check more)",
+            crate::ir::proto_label(node),
+            body.node.len()
+        ),
+        _ => format!(
+            "Loop '{}' written out for tract, which has no Loop: {trips} iterations of its {} nodes",
+            crate::ir::proto_label(node),
+            body.node.len()
+        ),
+    };
+    Ok(Ok((trial, note)))
+}
+
+/// Loop `id` of `m` (its body `body`) written out for `trips` iterations in
+/// a copy, with what folds there folded; and the conditions of the
+/// iterations before the last that do not fold to true.
+fn write_out(m: &Model, id: NodeId, body: &GraphProto, trips: i64) -> Result<(Model, Vec<String>)> {
+    let g = &m.graph;
+    let node = &g.nodes[id].proto;
+    let carried_n = body.input.len() - 2;
     let mut used = g.all_names();
     let mut patch = Patch::new("Loop written out for tract");
     patch.remove_nodes.push(id);
@@ -268,27 +304,11 @@ fn unroll(m: &Model, id: NodeId) -> Result<std::result::Result<(Model, String), 
             }
         }
     }
-    if let Some(c) = conds_to_check
-        .iter()
-        .find(|c| constant_ints(&trial, c).as_deref() != Some(&[1]))
-    {
-        return Ok(Err(format!(
-            "its condition ('{c}') is computed from data: the loop may stop before its {trips} iterations"
-        )));
-    }
-    let note = match trips {
-        1 => format!(
-            "Loop '{}' written out for tract, which has no Loop: 1 iteration of its {} nodes, which checks no recurrence (bind the dim its trip count follows, such as a sequence's length, with --dim to check more)",
-            crate::ir::proto_label(node),
-            body.node.len()
-        ),
-        _ => format!(
-            "Loop '{}' written out for tract, which has no Loop: {trips} iterations of its {} nodes",
-            crate::ir::proto_label(node),
-            body.node.len()
-        ),
-    };
-    Ok(Ok((trial, note)))
+    let left = conds_to_check
+        .into_iter()
+        .filter(|c| constant_ints(&trial, c).as_deref() != Some(&[1]))
+        .collect();
+    Ok((trial, left))
 }
 
 /// References to the body's values inside the subgraphs of `n` (an If in a
