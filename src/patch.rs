@@ -57,7 +57,8 @@ pub struct Patch {
     /// The rewrite leaves every output bit for bit as it was, by
     /// construction: it only turns a Constant node into the same
     /// initializer, merges constants of identical content, removes what no
-    /// output depends on or drops debug annotations. When tract cannot run a model,
+    /// output depends on, an Identity or an inference-mode Dropout, or drops
+    /// debug annotations. When tract cannot run a model,
     /// changes all of this kind are written without verification (and the
     /// report says so).
     pub exact: bool,

@@ -729,7 +729,11 @@ fn remove_identities(model: &Model) -> Vec<Patch> {
                 continue;
             }
         }
-        out.push(Patch::bypass(label, g, id, 0, x));
+        // Bit for bit: Identity, and Dropout in inference mode, return their
+        // input unchanged.
+        let mut p = Patch::bypass(label, g, id, 0, x);
+        p.exact = true;
+        out.push(p);
     }
     out
 }
