@@ -385,7 +385,10 @@ fn run(args: RunArgs) -> Result<u8> {
     verify::check_bound(&model, &vopts.dims)?;
     // Before calibration and verification draw their inputs from them;
     // the original's verification reference comes out of the search.
-    let settled = if pipeline.passes.is_empty() {
+    // Sizes matter to verification and to passes that run the model; a
+    // search without them would copy the weights into tract for nothing.
+    let needs_sizes = !args.no_verify || pipeline.passes.iter().any(|p| p.info().runs_model);
+    let settled = if pipeline.passes.is_empty() || !needs_sizes {
         verify::Settled::default()
     } else {
         pb.set_message("choosing input sizes");

@@ -68,6 +68,9 @@ pub struct PassInfo {
     pub promise: &'static str,
     pub tolerance: Tolerance,
     pub idempotent: bool,
+    /// Whether the pass runs the model on samples (calibration), so that
+    /// it needs the input sizes chosen even where nothing is verified.
+    pub runs_model: bool,
     pub params: &'static [ParamInfo],
 }
 

@@ -86,6 +86,7 @@ pub static INFO: PassInfo = PassInfo {
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
+    runs_model: false,
     params: &[
         ParamInfo { name: "fold_constants", kind: "bool", default: "true", range: "true|false", doc: "evaluate nodes whose inputs are all constant and store the results as initializers" },
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "4096", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs: a fold that grows the data (ConstantOfShape, Expand, a Cast of int8 weights to float) would grow the file; runtimes fold such nodes at load" },

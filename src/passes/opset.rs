@@ -62,6 +62,7 @@ pub static INFO: PassInfo = PassInfo {
     promise: "the same outputs (every rewrite is exact)",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
+    runs_model: false,
     params: &[ParamInfo {
         name: "target",
         kind: "integer",

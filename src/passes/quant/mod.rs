@@ -99,6 +99,7 @@ pub static INFO: PassInfo = PassInfo {
     // 0.99, unless every difference is below atol (outputs near zero).
     tolerance: Tolerance { atol: 1e-4, rtol: f64::INFINITY, min_cosine: 0.99 },
     idempotent: true,
+    runs_model: true,
     params: &[
         ParamInfo { name: "weights", kind: "string", default: "int8", range: "int8 | int4", doc: "weight type; int4 applies to MatMul weights (blocked, opset >= 21) and embedding tables (4-bit blocks unpacked after the Gather), others stay int8" },
         ParamInfo { name: "per_channel", kind: "bool", default: "true", range: "true|false", doc: "one scale per output channel (needs opset >= 13) instead of one per tensor" },
