@@ -195,14 +195,30 @@ pub fn check_bound(
 /// can. `opts.dims` binds the sizes chosen. With `reference`, a size is
 /// tried by building the verification reference of `original` there (the
 /// original planned and run, as verification would next), else by typing
-/// it in tract. Models over 1 GiB of weights are left as bound.
+/// it in tract. A model over 1 GiB of weights gets its first sizes where
+/// verification's reference builds there (it is handed over, so this costs
+/// no more than verification), and is otherwise left as bound.
 pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) -> Settled {
+    settle_dims_within(original, opts, reference, super::ANALYSIS_MAX_BYTES)
+}
+
+/// [`settle_dims`], with `max_bytes` of weights as the size past which a
+/// model is big.
+fn settle_dims_within(
+    original: &Model,
+    opts: &mut VerifyOptions,
+    reference: bool,
+    max_bytes: u64,
+) -> Settled {
     if opts.inputs.is_some() {
         return Settled::default();
     }
-    // Analysing a model in tract copies its weights: past this size the
-    // dims stay as bound (1 otherwise), and the report says how to bind them.
-    if original.weight_bytes() > super::ANALYSIS_MAX_BYTES {
+    // Analysing a model in tract copies its weights: past this size only the
+    // first sizes are tried, by building the reference verification reuses;
+    // where they do not fit, the dims stay as bound (1 otherwise), and the
+    // report says how to bind them.
+    let big = original.weight_bytes() > max_bytes;
+    if big && !reference {
         return Settled::default();
     }
     // Every use of each unbound dim, in order of first use: a dim shared by
@@ -352,7 +368,9 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
         .filter(|(_, r)| *r == Role::Length)
         .map(|(k, _)| k)
         .collect();
-    if lengths.len() > 1 {
+    if big {
+        tries.truncate(1);
+    } else if lengths.len() > 1 {
         tries.extend(
             LENGTH_SIZES
                 .iter()
@@ -416,6 +434,9 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
             // Not a question of sizes: tract cannot load the model.
             Trial::Unloadable | Trial::NoInputs => return Settled::default(),
         }
+    }
+    if big {
+        return Settled::default();
     }
     let keys: Vec<&str> = free.iter().map(|(k, _)| k.as_str()).collect();
     if let Some((o, built)) = empty {
@@ -562,5 +583,55 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
         Ok(Some(true)) => Trial::Empty(None),
         Ok(None) => Trial::Untyped(None),
         Err(_) => Trial::Unloadable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{typed_value, ModelBuilder};
+
+    /// Token ids [1, seq] looking up rows of a 10x4 table.
+    fn token_model() -> Model {
+        let table: Vec<f32> = (0..40).map(|i| i as f32).collect();
+        let mut p = ModelBuilder::new(17)
+            .init_f32("table", &[10, 4], &table)
+            .node("lookup", "Gather", &["table", "ids"], &["y"])
+            .output("y", &[1, 1, 4])
+            .proto();
+        let g = p.graph.as_mut().unwrap();
+        let mut ids = typed_value("ids", DataType::Int64, &[1, 1]);
+        if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+            ids.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape.as_mut().unwrap().dim[1].value = Some(Dim::DimParam("seq".into()));
+        }
+        g.input.push(ids);
+        Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .unwrap()
+    }
+
+    /// A model past the size limit gets its first sizes where the reference
+    /// verification reuses builds there (no other size is tried); typing
+    /// alone, which would copy the weights for nothing, is not done.
+    #[test]
+    fn a_big_model_gets_its_first_sizes_from_the_reference_it_hands_over() {
+        let m = token_model();
+        let mut opts = VerifyOptions::default();
+        let settled = settle_dims_within(&m, &mut opts, true, 0);
+        assert_eq!(opts.dims.get("seq"), Some(&TOKEN_LENGTH));
+        assert!(settled.reference.is_some());
+        assert!(
+            settled.notes[0].contains("'seq' = 128"),
+            "{:?}",
+            settled.notes
+        );
+
+        let mut typed = VerifyOptions::default();
+        let settled = settle_dims_within(&m, &mut typed, false, 0);
+        assert!(typed.dims.is_empty() && settled.notes.is_empty());
     }
 }
