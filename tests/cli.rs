@@ -578,7 +578,8 @@ fn a_panic_inside_tract_is_a_verification_that_could_not_run() {
 
 /// A model whose input is text: verification cannot draw or load strings,
 /// and says what to do instead of pointing at --inputs, which cannot carry
-/// them; nothing is written, exit 3.
+/// them; nothing is written, exit 3 (`clean` computes a constant there,
+/// which only verification could check).
 #[test]
 fn a_text_input_cannot_be_verified_and_says_why() {
     use onnx_squeeze::ir::builder::{typed_value, ModelBuilder};
@@ -586,6 +587,11 @@ fn a_text_input_cannot_be_verified_and_says_why() {
     let mut p = ModelBuilder::new(17)
         .node("id", "Identity", &["text"], &["t"])
         .node("again", "Identity", &["t"], &["out"])
+        .init_f32("one", &[1], &[1.0])
+        .input("x", &[1])
+        .node("two", "Add", &["one", "one"], &["two"])
+        .node("scale", "Mul", &["x", "two"], &["y"])
+        .output("y", &[1])
         .proto();
     let g = p.graph.as_mut().unwrap();
     g.input.push(typed_value("text", DataType::String, &[2]));
