@@ -4,7 +4,7 @@
 //! Only verification copies and small constant subgraphs cross, never the
 //! file as loaded.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::Bytes;
 use prost::Message;
 use tract_onnx::prelude::*;
@@ -69,15 +69,53 @@ impl tract_onnx::data_resolver::ModelDataResolver for SharedData {
     }
 }
 
+/// Float32 top-level initializers of at least this many bytes are built
+/// into tract's tensors straight from our payloads ([`inference_model`]).
+const DIRECT_MIN_BYTES: usize = 1 << 20;
+
 /// Parse a model with tract, with the value_info shapes ignored (they
 /// reference symbols tract cannot unify with the concrete input shapes).
-/// Large top-level initializers are handed over by [`SharedData`], not encoded.
+/// Large top-level initializers are handed over by [`SharedData`], not
+/// encoded; the largest float32 ones (weights of 1 MiB and more) go to
+/// tract as one-value placeholders, replaced once it has parsed the model
+/// by tensors copied from our payloads: through [`SharedData`], tract
+/// copies each into a buffer and then into its tensor, so that the largest
+/// weight was held twice at once (MiniLM's 47 MB word table).
 fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
+    match parse(proto, true)? {
+        Some(model) => Ok(model),
+        // A placeholder tract took for another constant: without them.
+        None => parse(proto, false)?.context("tract merged the model's constants"),
+    }
+}
+
+/// [`inference_model`], with the largest weights handed over as
+/// placeholders where `direct`; `None` where tract took a placeholder for
+/// another constant of the same value (it merges those).
+fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceModel>> {
     let mut light = proto.clone();
     let mut shared = Vec::new();
+    let mut direct: Vec<(String, Vec<usize>, Bytes)> = Vec::new();
     if let Some(g) = light.graph.as_mut() {
         unique_node_names(g);
         for t in &mut g.initializer {
+            let float = t.data_type == Some(DataType::Float as i32);
+            let direct_one = direct_weights && float;
+            if let Some(raw) = t
+                .raw_data
+                .take_if(|r| direct_one && r.len() >= DIRECT_MIN_BYTES)
+            {
+                let dims: Option<Vec<usize>> =
+                    t.dims.iter().map(|&d| usize::try_from(d).ok()).collect();
+                let dims = dims.context("a negative dim")?;
+                // A value of its own, near the largest float (tract merges
+                // constants of equal values, NaNs included): checked below.
+                let mark = f32::from_bits(0x7f7f_fff0 - direct.len() as u32);
+                t.dims = vec![1];
+                t.raw_data = Some(Bytes::copy_from_slice(&mark.to_le_bytes()));
+                direct.push((t.name().to_string(), dims, raw));
+                continue;
+            }
             let Some(raw) = t.raw_data.take_if(|r| r.len() >= SHARED_MIN_BYTES) else {
                 continue;
             };
@@ -104,7 +142,41 @@ fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
     let shared = Arc::new(SharedData(shared));
     onnx.provider = shared.clone();
     // The root: a directory that always exists (tract canonicalizes it).
-    let parsed = onnx.parse(&pb, Some("/")).map_err(to_tract_error)?;
+    let mut parsed = onnx.parse(&pb, Some("/")).map_err(to_tract_error)?;
+    // Each placeholder a constant of its own, named once.
+    let outlets: Vec<Option<OutletId>> = direct
+        .iter()
+        .map(|(name, _, _)| parsed.outlets_by_name.get(name).copied())
+        .collect();
+    let own = outlets.iter().all(|o| {
+        o.is_some_and(|o| parsed.outlets_by_name.values().filter(|&&v| v == o).count() == 1)
+    });
+    if !own {
+        return Ok(None);
+    }
+    for ((name, dims, raw), outlet) in direct.into_iter().zip(outlets) {
+        let outlet = outlet.context("checked above")?;
+        ensure!(
+            raw.len() == dims.iter().product::<usize>() * 4,
+            "initializer '{name}' holds {} bytes for dims {dims:?}",
+            raw.len()
+        );
+        // SAFETY: `raw` holds exactly the float32 values of `dims`, as
+        // checked above; from_raw copies them into an aligned tensor.
+        let value = unsafe { Tensor::from_raw::<f32>(&dims, &raw) }
+            .map_err(to_tract_error)?
+            .into_arc_tensor();
+        crate::io::release_pages(&raw);
+        let fact = TypedFact::try_from(value.clone()).map_err(to_tract_error)?;
+        parsed.model.node_mut(outlet.node).op =
+            tract_onnx::tract_core::ops::konst::Const::new(value)
+                .map_err(to_tract_error)?
+                .into();
+        parsed
+            .model
+            .set_outlet_fact(outlet, fact.into())
+            .map_err(to_tract_error)?;
+    }
     // tract holds its own copies now: the weights' pages in the model file's
     // mapping go until a pass reads them again (ResNet-18's calibration
     // plan: 45 MB less at its peak).
@@ -115,7 +187,7 @@ fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
             parsed.unresolved_inputs
         );
     }
-    Ok(parsed.model)
+    Ok(Some(parsed.model))
 }
 
 /// tract requires the nodes of each graph to have distinct names; ONNX does
