@@ -398,6 +398,7 @@ fn run(args: RunArgs) -> Result<u8> {
         bytes: in_bytes,
         nodes: model.graph.nodes.node_count(),
         params: model.param_count(),
+        weight_bytes: model.weight_bytes(),
     };
 
     // Verification's reference of the original, built once (by the size
@@ -506,6 +507,7 @@ fn run(args: RunArgs) -> Result<u8> {
             bytes: stats.model_bytes + stats.external_bytes,
             nodes: model.graph.nodes.node_count(),
             params: model.param_count(),
+            weight_bytes: model.weight_bytes(),
         });
         report.written = true;
     }

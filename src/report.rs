@@ -14,6 +14,41 @@ pub struct ModelStats {
     pub bytes: u64,
     pub nodes: usize,
     pub params: u64,
+    /// Bytes of its tensor payloads ([`crate::ir::Model::weight_bytes`]);
+    /// the rest of `bytes` is the graph's structure.
+    pub weight_bytes: u64,
+}
+
+/// Above this share of the input file, a result whose graph structure
+/// (nodes, names, attributes: what no pass shrinks) is at least
+/// [`STRUCTURE_SHARE`] of it gets a note saying where its bytes are: int8
+/// weights alone come to a quarter, and a small model's structure adds to
+/// that.
+const SIZE_NOTE_RATIO: f64 = 0.27;
+const STRUCTURE_SHARE: f64 = 0.1;
+
+impl RunReport {
+    /// Where the result's bytes are, when structure keeps it above
+    /// [`SIZE_NOTE_RATIO`] of the input (PP-OCR's 585 kB classifier: 17.6%
+    /// of its result is structure).
+    pub fn size_note(&self) -> Option<String> {
+        let (i, o) = (&self.input, self.output.as_ref()?);
+        let structure = |m: &ModelStats| m.bytes.saturating_sub(m.weight_bytes);
+        let ratio = o.bytes as f64 / i.bytes.max(1) as f64;
+        let share = structure(o) as f64 / o.bytes.max(1) as f64;
+        (ratio > SIZE_NOTE_RATIO && share >= STRUCTURE_SHARE && o.weight_bytes < i.weight_bytes)
+            .then(|| {
+                format!(
+                    "size: weights {} ({:.2}x of the original's {}); the graph's structure (nodes, names, attributes, with the nodes quantization adds) {}, {} in the original ({:.2}x of its file): in a model this small, structure keeps the result above a quarter",
+                    mb(o.weight_bytes),
+                    o.weight_bytes as f64 / i.weight_bytes.max(1) as f64,
+                    mb(i.weight_bytes),
+                    mb(structure(o)),
+                    mb(structure(i)),
+                    structure(i) as f64 / i.bytes.max(1) as f64,
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,6 +179,9 @@ impl RunReport {
             );
         }
         s.push('\n');
+        if let Some(note) = self.size_note() {
+            let _ = writeln!(s, "    note: {note}");
+        }
         s.push_str(&self.verify.table());
         s
     }
@@ -198,5 +236,38 @@ mod tests {
         credit_reused_run(&mut passes, &mut none);
         assert_eq!(passes[1].seconds, 1.25);
         assert!(none.notes.is_empty());
+    }
+
+    /// A result above 0.27x whose structure is a tenth or more of it says
+    /// where its bytes are; one at or below, or mostly weights, does not.
+    #[test]
+    fn a_small_models_size_note_splits_weights_and_structure() {
+        let stats = |bytes, weight_bytes| ModelStats {
+            bytes,
+            nodes: 0,
+            params: 0,
+            weight_bytes,
+        };
+        let report = |out| RunReport {
+            input: stats(400_000, 360_000),
+            output: Some(out),
+            passes: vec![],
+            verify: VerifyReport::not_verified(""),
+            written: true,
+            warnings: vec![],
+        };
+        let note = report(stats(140_000, 100_000)).size_note().unwrap();
+        assert!(
+            note.starts_with("size: weights 100.0 kB (0.28x of the original's 360.0 kB); the graph's structure (nodes, names, attributes, with the nodes quantization adds) 40.0 kB, 40.0 kB in the original (0.10x of its file)"),
+            "{note}"
+        );
+        assert!(report(stats(104_000, 94_000)).size_note().is_none());
+        assert!(report(stats(130_000, 125_000)).size_note().is_none());
+        assert!(report(stats(140_000, 100_000))
+            .table()
+            .contains("(0.35x)\n    note: size: weights"));
+        assert!(!report(stats(104_000, 94_000))
+            .table()
+            .contains("note: size"));
     }
 }
