@@ -29,7 +29,7 @@ const STRUCTURE_SHARE: f64 = 0.1;
 
 impl RunReport {
     /// Where the result's bytes are, when structure keeps it above
-    /// [`SIZE_NOTE_RATIO`] of the input (PP-OCR's 585 kB classifier: 17.6%
+    /// 0.27x of the input (PP-OCR's 585 kB classifier: 17.6%
     /// of its result is structure).
     pub fn size_note(&self) -> Option<String> {
         let (i, o) = (&self.input, self.output.as_ref()?);

@@ -187,7 +187,7 @@ pub fn check_bound(
 /// width are 64 (rank 4, float or uint8, 1, 3 or 4 channels on axis 1 or 3,
 /// or a dim named like a height or width), or the size the producer
 /// documents ([`inputs::ProducerImages`]: an Ultralytics export's `imgsz`),
-/// or, beside a fixed side, twice that side ([`LINE_ASPECT`]: a text line);
+/// or, beside a fixed side, twice that side (a text line: at most 384);
 /// the length of an integer input
 /// (token ids) is 128; any other dim is 1. When tract cannot analyse the
 /// model so, each dim alone goes through the other sizes of its kind, then
