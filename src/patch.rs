@@ -57,8 +57,9 @@ pub struct Patch {
     /// The rewrite leaves every output bit for bit as it was, by
     /// construction: it only turns a Constant node into the same
     /// initializer, merges constants of identical content, removes what no
-    /// output depends on, an Identity or an inference-mode Dropout, or drops
-    /// debug annotations. When tract cannot run a model,
+    /// output depends on, an Identity or an inference-mode Dropout, folds a
+    /// constant whose op moves bits or computes on integers (shapes), or
+    /// drops debug annotations. When tract cannot run a model,
     /// changes all of this kind are written without verification (and the
     /// report says so).
     pub exact: bool,

@@ -345,9 +345,10 @@ fn verification_failure_exits_3_and_writes_nothing() {
 }
 
 /// `x -> MyOp (a custom-domain op tract cannot run) -> Add(one) -> Add(one2)
-/// -> Identity -> y`, `one` an initializer and `one2` a Constant node of the
-/// same value; with `fold`, a Mul by `one + one2` (computed from the two
-/// constants) before the output as well. Written to `dir/name`.
+/// -> Reshape -> Identity -> y`, `one` an initializer and `one2` a Constant
+/// node of the same value, the Reshape's shape a Concat of two integer
+/// constants; with `fold`, a Mul by `one + one2` (computed from the two
+/// float constants) before the output as well. Written to `dir/name`.
 fn custom_op_model(dir: &std::path::Path, name: &str, fold: bool) -> std::path::PathBuf {
     use onnx_squeeze::ir::builder::ModelBuilder;
     let last = if fold { "z2" } else { "y" };
@@ -367,7 +368,15 @@ fn custom_op_model(dir: &std::path::Path, name: &str, fold: bool) -> std::path::
         )
         .node("my", "MyOp", &["x"], &["m"])
         .node("add1", "Add", &["m", "one"], &["a"])
-        .node("add2", "Add", &["a", "one2"], &["z"])
+        .node("add2", "Add", &["a", "one2"], &["z0"])
+        .node_with(
+            "dims",
+            "Concat",
+            &["rows", "cols"],
+            &["shape"],
+            vec![onnx_squeeze::ir::builder::attr_int("axis", 0)],
+        )
+        .node("as_is", "Reshape", &["z0", "shape"], &["z"])
         .node("id", "Identity", &["z"], &[last]);
     if fold {
         b = b.node("two", "Add", &["one", "one2"], &["two"]).node(
@@ -378,6 +387,11 @@ fn custom_op_model(dir: &std::path::Path, name: &str, fold: bool) -> std::path::
         );
     }
     let mut p = b.proto();
+    let g = p.graph.as_mut().unwrap();
+    for (name, v) in [("rows", 2), ("cols", 3)] {
+        g.initializer
+            .push(onnx_squeeze::ir::tensor::from_i64(name, &[v]));
+    }
     p.graph.as_mut().unwrap().node[1].domain = Some("com.example".into());
     p.opset_import
         .push(onnx_squeeze::proto::OperatorSetIdProto {
@@ -390,11 +404,12 @@ fn custom_op_model(dir: &std::path::Path, name: &str, fold: bool) -> std::path::
 }
 
 /// tract cannot run a model with an op it does not know: a rewrite that
-/// could change its outputs (a constant computed, here by tract) is not
-/// called verified and not written (unless --no-verify), but one that is
-/// exact by construction (identical constants merged, an Identity removed:
-/// an already quantized model in onnxruntime's operator form, with its
-/// QGemm, was refused for these) is written, and the report says why.
+/// could change its outputs (a float constant computed, here by tract) is
+/// not called verified and not written (unless --no-verify), but one that
+/// is exact by construction (identical constants merged, an Identity
+/// removed, integer shapes concatenated: an already quantized model in
+/// onnxruntime's operator form, with its QGemm, was refused for these) is
+/// written, and the report says why.
 #[test]
 fn unverifiable_model_is_written_only_when_every_change_is_exact() {
     let dir = scratch("cli-nv");
@@ -411,7 +426,7 @@ fn unverifiable_model_is_written_only_when_every_change_is_exact() {
     assert_eq!(o.status.code(), Some(0), "{all}");
     assert!(
         all.contains("NOT VERIFIED")
-            && all.contains("written all the same: every change is exact by construction (Constant node turned into an initializer, Identity removed, identical small constant merged)"),
+            && all.contains("written all the same: every change is exact by construction (Constant node turned into an initializer, Identity removed, constant Concat folded, identical small constant merged, unused initializer removed)"),
         "{all}"
     );
     assert!(out.exists());

@@ -40,6 +40,72 @@ pub const GROWTH_SHARE: f64 = 0.01;
 /// Constants up to this size may be copied by folding one of their readers.
 const SHARED_COPY_BYTES: u64 = 256;
 
+/// Ops whose result is their inputs' bits moved: folded, it is what any
+/// runtime computes, bit for bit.
+const MOVES_BITS: &[&str] = &[
+    "Shape",
+    "Size",
+    "Gather",
+    "Concat",
+    "Unsqueeze",
+    "Squeeze",
+    "Reshape",
+    "Flatten",
+    "Slice",
+    "Transpose",
+    "Expand",
+    "Tile",
+    "Identity",
+    "ConstantOfShape",
+];
+
+/// Ops that on integers (and booleans) compute without rounding: folded on
+/// integers alone, exact as well (shape arithmetic). Division, whose
+/// rounding of negative quotients runtimes differ on, is not among them.
+const INTEGER_EXACT: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Neg",
+    "Abs",
+    "Min",
+    "Max",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Where",
+    "Range",
+    "Cast",
+    "ReduceProd",
+    "ReduceSum",
+];
+
+/// Whether folding `op` on `inputs` into `outputs` is exact by construction
+/// ([`Patch::exact`]): bits moved, or integers computed.
+fn exact_fold(op: &str, inputs: &[TensorProto], outputs: &[TensorProto]) -> bool {
+    let integer = |t: &TensorProto| {
+        !matches!(
+            tensor::data_type(t),
+            DataType::Float
+                | DataType::Float16
+                | DataType::Bfloat16
+                | DataType::Double
+                | DataType::Undefined
+        )
+    };
+    MOVES_BITS.contains(&op)
+        || (INTEGER_EXACT.contains(&op)
+            && inputs
+                .iter()
+                .chain(outputs)
+                .all(|t| integer(t) && tensor::data_type(t) != DataType::String))
+}
+
 /// Fold every node whose inputs are all constant into initializers, in
 /// topological order, evaluating each node alone with tract. A node is not
 /// folded when its outputs would be larger than `max_bytes` and larger than
@@ -200,6 +266,7 @@ fn fold(
             known.insert(name.clone(), t.clone());
             patch.add_initializers.push(t);
         }
+        patch.exact = exact_fold(p.op_type(), &inputs, &patch.add_initializers);
         patches.push(patch);
     }
     let named = |labels: &[String]| {
