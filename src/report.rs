@@ -36,7 +36,9 @@ impl RunReport {
         let structure = |m: &ModelStats| m.bytes.saturating_sub(m.weight_bytes);
         let ratio = o.bytes as f64 / i.bytes.max(1) as f64;
         let share = structure(o) as f64 / o.bytes.max(1) as f64;
-        (ratio > SIZE_NOTE_RATIO && share >= STRUCTURE_SHARE && o.weight_bytes < i.weight_bytes)
+        // Weights quantized: a third of their bytes or less.
+        let quantized = (o.weight_bytes as f64) <= i.weight_bytes as f64 / 3.0;
+        (ratio > SIZE_NOTE_RATIO && share >= STRUCTURE_SHARE && quantized)
             .then(|| {
                 format!(
                     "size: weights {} ({:.2}x of the original's {}); the graph's structure (nodes, names, attributes, with the nodes quantization adds) {}, {} in the original ({:.2}x of its file): in a model this small, structure keeps the result above a quarter",
@@ -263,6 +265,8 @@ mod tests {
         );
         assert!(report(stats(104_000, 94_000)).size_note().is_none());
         assert!(report(stats(130_000, 125_000)).size_note().is_none());
+        // Weights not quantized (clean alone on a small model): no note.
+        assert!(report(stats(380_000, 340_000)).size_note().is_none());
         assert!(report(stats(140_000, 100_000))
             .table()
             .contains("(0.35x)\n    note: size: weights"));

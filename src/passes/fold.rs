@@ -89,21 +89,21 @@ const INTEGER_EXACT: &[&str] = &[
 /// ([`Patch::exact`]): bits moved, or integers computed.
 fn exact_fold(op: &str, inputs: &[TensorProto], outputs: &[TensorProto]) -> bool {
     let integer = |t: &TensorProto| {
-        !matches!(
+        matches!(
             tensor::data_type(t),
-            DataType::Float
-                | DataType::Float16
-                | DataType::Bfloat16
-                | DataType::Double
-                | DataType::Undefined
+            DataType::Int8
+                | DataType::Uint8
+                | DataType::Int16
+                | DataType::Uint16
+                | DataType::Int32
+                | DataType::Uint32
+                | DataType::Int64
+                | DataType::Uint64
+                | DataType::Bool
         )
     };
     MOVES_BITS.contains(&op)
-        || (INTEGER_EXACT.contains(&op)
-            && inputs
-                .iter()
-                .chain(outputs)
-                .all(|t| integer(t) && tensor::data_type(t) != DataType::String))
+        || (INTEGER_EXACT.contains(&op) && inputs.iter().chain(outputs).all(integer))
 }
 
 /// Fold every node whose inputs are all constant into initializers, in

@@ -289,7 +289,11 @@ fn settle_dims_within(
             {
                 s.documented.push(size[pos]);
             }
-            if let Some(&other) = image_axes.iter().find(|&&a| a != axis) {
+            let other = image_axes
+                .contains(&axis)
+                .then(|| image_axes.iter().find(|&&a| a != axis))
+                .flatten();
+            if let Some(&other) = other {
                 let fixed = crate::ir::tensor_type(vi)
                     .and_then(|t| t.shape.as_ref())
                     .and_then(|sh| sh.dim.get(other))
@@ -311,7 +315,9 @@ fn settle_dims_within(
         .iter()
         .filter(|s| s.image && !documents(s))
         .filter_map(|s| {
-            let line = (LINE_ASPECT * s.beside?).clamp(IMAGE_SIZE, LINE_MAX);
+            let line = LINE_ASPECT
+                .saturating_mul(s.beside?)
+                .clamp(IMAGE_SIZE, LINE_MAX);
             (line != IMAGE_SIZE).then(|| (s.key.clone(), line))
         })
         .collect();
@@ -435,9 +441,6 @@ fn settle_dims_within(
             Trial::Unloadable | Trial::NoInputs => return Settled::default(),
         }
     }
-    if big {
-        return Settled::default();
-    }
     let keys: Vec<&str> = free.iter().map(|(k, _)| k.as_str()).collect();
     if let Some((o, built)) = empty {
         let mut s = settle(&o, built, false);
@@ -447,6 +450,9 @@ fn settle_dims_within(
             keys.join(", ")
         ));
         return s;
+    }
+    if big {
+        return Settled::default();
     }
     let note = match loop_left {
         // Verification says why the loop is left; sizes only help where

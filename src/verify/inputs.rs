@@ -378,10 +378,10 @@ pub fn input_specs(
         } else if mask_name(vi.name()) {
             FloatValues::Mask
         } else if let Some(r) = rows.filter(|_| is_float(dtype) && cast_to_integers(g, vi.name())) {
+            let (lo, hi) = id_range(vi.name(), Some(r));
             notes.push(format!(
-                "float input '{}' is cast to integers that index a table: drawn as whole numbers in [0, {})",
+                "float input '{}' is cast to integers that index a table: drawn as whole numbers in [{lo}, {hi})",
                 vi.name(),
-                r.min(ID_LIMIT)
             ));
             FloatValues::Ids
         } else {
@@ -424,6 +424,26 @@ const INDEX_PASS_THROUGH: &[&str] = &[
 const INDEX_ARITHMETIC: &[&str] = &[
     "Add", "Sub", "Mul", "Mod", "Min", "Max", "Abs", "Neg", "Concat",
 ];
+
+/// The range `[lo, hi)` random integers (and float ids) of the input
+/// `name` are drawn in: 1s for a mask, 0s and 1s for token types and
+/// segments, else [0, [`ID_LIMIT`]); below `index_rows` where the input
+/// indexes a table.
+fn id_range(name: &str, index_rows: Option<i64>) -> (i64, i64) {
+    let lname = name.to_lowercase();
+    let mask = mask_name(name);
+    let hi: i64 = if mask {
+        1
+    } else if lname.contains("token_type") || lname.contains("segment") {
+        2
+    } else {
+        ID_LIMIT
+    };
+    let hi = index_rows.map_or(hi, |r| hi.min(r));
+    let lo: i64 = if mask { 1 } else { 0 };
+    let lo = index_rows.map_or(lo, |r| lo.min(r - 1));
+    (lo, hi)
+}
 
 /// Whether a consumer of `value` casts it to an integer type.
 fn cast_to_integers(g: &Graph, value: &str) -> bool {
@@ -509,18 +529,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 continue;
             }
             let n: usize = s.shape.iter().product();
-            let lname = s.name.to_lowercase();
-            let mask = mask_name(&s.name);
-            let hi: i64 = if mask {
-                1
-            } else if lname.contains("token_type") || lname.contains("segment") {
-                2
-            } else {
-                ID_LIMIT
-            };
-            let hi = s.index_rows.map_or(hi, |r| hi.min(r));
-            let lo: i64 = if mask { 1 } else { 0 };
-            let lo = s.index_rows.map_or(lo, |r| lo.min(r - 1));
+            let (lo, hi) = id_range(&s.name, s.index_rows);
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit = match s.values {

@@ -69,6 +69,12 @@ impl tract_onnx::data_resolver::ModelDataResolver for SharedData {
     }
 }
 
+/// The value of the `k`th placeholder [`parse`] hands tract for a large
+/// weight: near the largest float, one of its own.
+fn placeholder(k: usize) -> f32 {
+    f32::from_bits(0x7f7f_fff0 - (k as u32 & 0xffff))
+}
+
 /// Float32 top-level initializers of at least this many bytes are built
 /// into tract's tensors straight from our payloads ([`inference_model`]).
 const DIRECT_MIN_BYTES: usize = 1 << 20;
@@ -110,7 +116,7 @@ fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceMod
                 let dims = dims.context("a negative dim")?;
                 // A value of its own, near the largest float (tract merges
                 // constants of equal values, NaNs included): checked below.
-                let mark = f32::from_bits(0x7f7f_fff0 - direct.len() as u32);
+                let mark = placeholder(direct.len());
                 t.dims = vec![1];
                 t.raw_data = Some(Bytes::copy_from_slice(&mark.to_le_bytes()));
                 direct.push((t.name().to_string(), dims, raw));
@@ -148,16 +154,34 @@ fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceMod
         .iter()
         .map(|(name, _, _)| parsed.outlets_by_name.get(name).copied())
         .collect();
-    let own = outlets.iter().all(|o| {
-        o.is_some_and(|o| parsed.outlets_by_name.values().filter(|&&v| v == o).count() == 1)
+    // Each placeholder a constant of its own, named once, holding its mark
+    // (a name an initializer shares with a node output, as some exporters
+    // write, maps to the node).
+    let model = &parsed.model;
+    let own = outlets.iter().enumerate().all(|(k, o)| {
+        o.is_some_and(|o| {
+            let mark = placeholder(k);
+            let holds_mark = model.node(o.node).inputs.is_empty()
+                && model
+                    .node(o.node)
+                    .op_as::<tract_onnx::tract_core::ops::konst::Const>()
+                    .is_some_and(|c| {
+                        c.val().len() == 1
+                            && c.val()
+                                .cast_to_scalar::<f32>()
+                                .is_ok_and(|v| v.to_bits() == mark.to_bits())
+                    });
+            holds_mark && parsed.outlets_by_name.values().filter(|&&v| v == o).count() == 1
+        })
     });
     if !own {
         return Ok(None);
     }
     for ((name, dims, raw), outlet) in direct.into_iter().zip(outlets) {
         let outlet = outlet.context("checked above")?;
+        let numel = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         ensure!(
-            raw.len() == dims.iter().product::<usize>() * 4,
+            numel.and_then(|n| n.checked_mul(4)) == Some(raw.len()),
             "initializer '{name}' holds {} bytes for dims {dims:?}",
             raw.len()
         );
@@ -566,4 +590,52 @@ pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
     let c = t.cast_to::<f64>().map_err(to_tract_error)?;
     let view = c.try_as_plain_ram().map_err(to_tract_error)?;
     Ok(view.as_slice::<f64>().map_err(to_tract_error)?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::ModelBuilder;
+
+    /// `y = x W` with a 1.2 MB weight (handed to tract as a placeholder,
+    /// then as our tensor) and `z = c`, a one-value constant; with `c`
+    /// equal to the placeholder's value, tract merges the two, and the
+    /// model is parsed again without placeholders. Either way tract
+    /// computes the model's values.
+    #[test]
+    fn large_weights_reach_tract_as_they_are_even_where_a_constant_looks_like_their_placeholder() {
+        let (k, n) = (512, 600);
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let x: Vec<f32> = (0..k).map(|i| (i % 13) as f32 / 13.0).collect();
+        let expected: Vec<f32> = (0..n)
+            .map(|j| (0..k).map(|i| x[i] * w[i * n + j]).sum())
+            .collect();
+        for c in [1.5, placeholder(0)] {
+            let proto = ModelBuilder::new(17)
+                .input("x", &[1, k as i64])
+                .init_f32("w", &[k as i64, n as i64], &w)
+                .init_f32("c", &[1], &[c])
+                .node("mm", "MatMul", &["x", "w"], &["y"])
+                .node("id", "Identity", &["c"], &["z"])
+                .output("y", &[1, n as i64])
+                .output("z", &[1])
+                .proto();
+            let input = Tensor::from_shape(&[1, k], &x).unwrap();
+            let out = Runner::new(proto, std::slice::from_ref(&input))
+                .unwrap()
+                .run(&[input])
+                .unwrap();
+            let y = out[0].try_as_plain_ram().unwrap();
+            let y = y.as_slice::<f32>().unwrap();
+            let worst = y
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-3, "c = {c}: {worst}");
+            assert_eq!(out[1].cast_to_scalar::<f32>().unwrap(), c);
+        }
+    }
 }
