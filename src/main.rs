@@ -118,7 +118,9 @@ struct VerifyArgs {
     /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3.
     #[arg(long = "tolerance", value_name = "KEY=VALUE")]
     tolerance: Vec<String>,
-    /// Number of random samples.
+    /// Number of random samples verification draws (default 2; at least 16
+    /// where the outputs hold 8 values a sample or fewer, at least 8 steps
+    /// for a streaming model).
     #[arg(long)]
     samples: Option<usize>,
     /// Seed of the random inputs.

@@ -970,3 +970,33 @@ fn faint_and_constant_outputs_are_said_to_show_little() {
         "{faint:?}"
     );
 }
+
+/// Outputs of a few values a sample (a binary classifier's probability)
+/// are compared over 16 random samples, not 2, where a cosine of two
+/// numbers says nothing; a wider output keeps the default, and so do the
+/// user's samples.
+#[test]
+fn few_output_values_are_compared_over_more_samples() {
+    for (cols, samples) in [(1, 16), (8, 16), (9, 2)] {
+        let w: Vec<f32> = (0..8 * cols).map(|i| i as f32 * 0.01).collect();
+        let mut p = ModelBuilder::new(17)
+            .input("x", &[1, 8])
+            .init_f32("w", &[8, cols], &w)
+            .node("mm", "MatMul", &["x", "w"], &["y"])
+            .output("y", &[1, cols])
+            .proto();
+        let g = p.graph.as_mut().unwrap();
+        set_dims(&mut g.input[0], &["batch", "8"]);
+        set_dims(&mut g.output[0], &["batch", &cols.to_string()]);
+        let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
+        let r = verify(&m, &m, &VerifyOptions::default());
+        assert_eq!(r.status, Status::Passed, "{}", r.table());
+        assert_eq!(r.samples, samples, "{cols}: {:?}", r.notes);
+        let said = r.notes.iter().any(|n| {
+            n.contains(&format!(
+                "(the outputs hold {cols} value(s) a sample: on 2 there would be too few to compare)"
+            ))
+        });
+        assert_eq!(said, samples == 16, "{:?}", r.notes);
+    }
+}
