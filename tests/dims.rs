@@ -60,12 +60,17 @@ fn set_dims(vi: &mut onnx_squeeze::proto::ValueInfoProto, dims: &[&str]) {
 
 /// A 2x2 convolution of `x` (any image size types), `x`'s dims `dims`.
 fn conv_model(dims: &[&str]) -> Model {
-    let proto = ModelBuilder::new(13)
+    let mut proto = ModelBuilder::new(13)
         .input("x", &[1, 3, 1, 1])
-        .output("y", &[])
+        .output("y", &[1, 4, 1, 1])
         .init_f32("w", &[4, 3, 2, 2], &[0.1; 48])
         .node("c", "Conv", &["x", "w"], &["y"])
         .proto();
+    // Its height and width follow the input's.
+    set_dims(
+        &mut proto.graph.as_mut().unwrap().output[0],
+        &["batch", "4", "", ""],
+    );
     with_input_dims(proto, dims)
 }
 
