@@ -389,7 +389,7 @@ fn run(args: RunArgs) -> Result<u8> {
     // the original's verification reference comes out of the search.
     // Sizes matter to verification and to passes that run the model; a
     // search without them would copy the weights into tract for nothing.
-    let needs_sizes = !args.no_verify || pipeline.passes.iter().any(|p| p.info().runs_model);
+    let needs_sizes = !args.no_verify || pipeline.passes.iter().any(|p| p.runs_model());
     let settled = if pipeline.passes.is_empty() || !needs_sizes {
         verify::Settled::default()
     } else {

@@ -68,7 +68,7 @@ pub struct PassInfo {
     pub promise: &'static str,
     pub tolerance: Tolerance,
     pub idempotent: bool,
-    /// Whether the pass runs the model on samples (calibration), so that
+    /// Whether the pass may run the model on samples (calibration), so that
     /// it needs the input sizes chosen even where nothing is verified.
     pub runs_model: bool,
     pub params: &'static [ParamInfo],
@@ -162,6 +162,11 @@ pub trait Pass: Send + Sync {
     fn params(&self) -> serde_json::Value;
     /// Propose patches against the current model. An empty list means done.
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>>;
+    /// Whether, with these parameters, the pass runs the model on samples
+    /// ([`PassInfo::runs_model`] by default).
+    fn runs_model(&self) -> bool {
+        self.info().runs_model
+    }
 }
 
 /// A registry entry: the declaration and a constructor from parameters.

@@ -2921,3 +2921,24 @@ fn a_loop_model_is_quantized_and_verified() {
     assert_ort_matches(&input, &out, &args);
     assert!(size_ratio(&out, &input) < 0.4, "{stdout}");
 }
+
+/// Only calibration and `sensitive=auto` run the model: weight-only or
+/// dynamic quantization without them needs no input sizes where nothing is
+/// verified.
+#[test]
+fn quant_runs_the_model_only_to_calibrate_or_measure() {
+    for (params, runs) in [
+        ("", true),
+        ("activations = \"static\"\nsensitive = \"off\"", true),
+        ("activations = \"none\"", true),
+        ("activations = \"none\"\nsensitive = \"off\"", false),
+        ("activations = \"dynamic\"\nsensitive = \"off\"", false),
+    ] {
+        let table: toml::Table = toml::from_str(params).unwrap();
+        assert_eq!(
+            build("quant", table).unwrap().runs_model(),
+            runs,
+            "{params}"
+        );
+    }
+}

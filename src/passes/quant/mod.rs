@@ -392,6 +392,13 @@ impl Pass for Quant {
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.params).unwrap_or_default()
     }
+    /// Calibration (static activations, and `auto`'s count of multiply-adds)
+    /// and `sensitive=auto` run the model; weight-only and dynamic
+    /// quantization without them do not.
+    fn runs_model(&self) -> bool {
+        matches!(self.params.activations.as_str(), "auto" | "static")
+            || self.params.sensitive == "auto"
+    }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let g = &model.graph;
         // Quantization is planned and applied in one round: the first, or
