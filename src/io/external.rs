@@ -68,12 +68,17 @@ impl ExternalData {
         Ok(Some(file.slice(offset..offset + length)))
     }
 
-    /// Tell the kernel the mapped pages of `t`'s payload are not needed for
-    /// now: a pass that has read a large weight lets them go, so resident
+    /// Tell the kernel the mapped pages of `t`'s payload (in an external
+    /// data file, or inline in the model file) are not needed for now: a pass that has read a large weight lets them go, so resident
     /// memory stays near one tensor instead of growing to the whole file.
     /// The bytes stay readable (they are read from the file again on use).
     pub fn release(&self, t: &TensorProto) {
         if !is_external(t) {
+            // Inline in the model file's mapping (a heap payload is left
+            // alone by `release_pages`).
+            if let Some(raw) = &t.raw_data {
+                super::release_pages(raw);
+            }
             return;
         }
         if let Ok(Some(view)) = self.payload(t) {
