@@ -20,7 +20,7 @@ pub struct ModelStats {
 }
 
 /// Above this share of the input file, a result whose graph structure
-/// (nodes, names, attributes: what no pass shrinks) is at least
+/// (nodes, names, attributes: what quantization does not shrink) is at least
 /// [`STRUCTURE_SHARE`] of it gets a note saying where its bytes are: int8
 /// weights alone come to a quarter, and a small model's structure adds to
 /// that.

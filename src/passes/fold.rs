@@ -89,18 +89,8 @@ const INTEGER_EXACT: &[&str] = &[
 /// ([`Patch::exact`]): bits moved, or integers computed.
 fn exact_fold(op: &str, inputs: &[TensorProto], outputs: &[TensorProto]) -> bool {
     let integer = |t: &TensorProto| {
-        matches!(
-            tensor::data_type(t),
-            DataType::Int8
-                | DataType::Uint8
-                | DataType::Int16
-                | DataType::Uint16
-                | DataType::Int32
-                | DataType::Uint32
-                | DataType::Int64
-                | DataType::Uint64
-                | DataType::Bool
-        )
+        let dt = tensor::data_type(t);
+        crate::verify::inputs::is_integer(dt) || dt == DataType::Bool
     };
     MOVES_BITS.contains(&op)
         || (INTEGER_EXACT.contains(&op) && inputs.iter().chain(outputs).all(integer))

@@ -8,7 +8,6 @@
 //! below 256 audio samples).
 
 use crate::ir::Model;
-use crate::proto::tensor_shape_proto::dimension::Value as Dim;
 use crate::proto::{tensor_proto::DataType, ValueInfoProto};
 
 use super::{
@@ -294,13 +293,7 @@ fn settle_dims_within(
                 .then(|| image_axes.iter().find(|&&a| a != axis))
                 .flatten();
             if let Some(&other) = other {
-                let fixed = crate::ir::tensor_type(vi)
-                    .and_then(|t| t.shape.as_ref())
-                    .and_then(|sh| sh.dim.get(other))
-                    .and_then(|d| match d.value {
-                        Some(Dim::DimValue(v)) if v > 0 => Some(v),
-                        _ => None,
-                    });
+                let fixed = inputs::fixed_dims(vi).and_then(|d| d.get(other).copied().flatten());
                 if let Some(v) = fixed {
                     s.beside = Some(s.beside.map_or(v as usize, |b| b.max(v as usize)));
                 }
@@ -596,6 +589,7 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
 mod tests {
     use super::*;
     use crate::ir::builder::{typed_value, ModelBuilder};
+    use crate::proto::tensor_shape_proto::dimension::Value as Dim;
 
     /// Token ids [1, seq] looking up rows of a 10x4 table.
     fn token_model() -> Model {

@@ -231,22 +231,9 @@ pub fn repeated_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, Vec<Stri
 pub fn state_pairs(g: &Graph) -> Vec<(String, String)> {
     let elem =
         |vi: &crate::proto::ValueInfoProto| crate::ir::tensor_type(vi).map(|t| t.elem_type());
-    let dims = |vi: &crate::proto::ValueInfoProto| -> Option<Vec<Option<i64>>> {
-        let shape = crate::ir::tensor_type(vi)?.shape.as_ref()?;
-        Some(
-            shape
-                .dim
-                .iter()
-                .map(|d| match d.value {
-                    Some(Dim::DimValue(v)) if v > 0 => Some(v),
-                    _ => None,
-                })
-                .collect(),
-        )
-    };
     let same_shape = |a: &crate::proto::ValueInfoProto, b: &crate::proto::ValueInfoProto| match (
-        dims(a),
-        dims(b),
+        fixed_dims(a),
+        fixed_dims(b),
     ) {
         (Some(x), Some(y)) if !y.is_empty() => {
             x.len() == y.len()
@@ -302,6 +289,22 @@ pub fn mask_name(name: &str) -> bool {
     name.to_lowercase()
         .split(|c: char| !c.is_ascii_alphanumeric())
         .any(|w| w.ends_with("mask") || w.ends_with("masks"))
+}
+
+/// `vi`'s declared dims, each with its size where it has one (`None` for a
+/// named or unnamed dim); `None` where no shape is declared.
+pub fn fixed_dims(vi: &crate::proto::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    let shape = crate::ir::tensor_type(vi)?.shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(Dim::DimValue(v)) if v > 0 => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// The keys `--dim` binds for `vi`'s axes without a size, in order, with

@@ -1370,10 +1370,7 @@ fn output_values(original: &Model, dims: &HashMap<String, usize>) -> Option<usiz
     let mut total = 0usize;
     for o in &original.graph.rest.output {
         let tt = crate::ir::tensor_type(o)?;
-        if !matches!(
-            DataType::try_from(tt.elem_type()),
-            Ok(DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16)
-        ) {
+        if !DataType::try_from(tt.elem_type()).is_ok_and(inputs::is_float) {
             continue;
         }
         let mut n = 1usize;

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::Bytes;
 use prost::Message;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_hir::infer::InferenceFact;
 
 use crate::proto::{tensor_proto::DataType, ModelProto, TensorProto};
@@ -149,7 +150,6 @@ fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceMod
     onnx.provider = shared.clone();
     // The root: a directory that always exists (tract canonicalizes it).
     let mut parsed = onnx.parse(&pb, Some("/")).map_err(to_tract_error)?;
-    // Each placeholder a constant of its own, named once.
     let outlets: Vec<Option<OutletId>> = direct
         .iter()
         .map(|(name, _, _)| parsed.outlets_by_name.get(name).copied())
@@ -162,15 +162,12 @@ fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceMod
         o.is_some_and(|o| {
             let mark = placeholder(k);
             let holds_mark = model.node(o.node).inputs.is_empty()
-                && model
-                    .node(o.node)
-                    .op_as::<tract_onnx::tract_core::ops::konst::Const>()
-                    .is_some_and(|c| {
-                        c.val().len() == 1
-                            && c.val()
-                                .cast_to_scalar::<f32>()
-                                .is_ok_and(|v| v.to_bits() == mark.to_bits())
-                    });
+                && model.node(o.node).op_as::<Const>().is_some_and(|c| {
+                    c.val().len() == 1
+                        && c.val()
+                            .cast_to_scalar::<f32>()
+                            .is_ok_and(|v| v.to_bits() == mark.to_bits())
+                });
             holds_mark && parsed.outlets_by_name.values().filter(|&&v| v == o).count() == 1
         })
     });
@@ -192,10 +189,7 @@ fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceMod
             .into_arc_tensor();
         crate::io::release_pages(&raw);
         let fact = TypedFact::try_from(value.clone()).map_err(to_tract_error)?;
-        parsed.model.node_mut(outlet.node).op =
-            tract_onnx::tract_core::ops::konst::Const::new(value)
-                .map_err(to_tract_error)?
-                .into();
+        parsed.model.node_mut(outlet.node).op = Const::new(value).map_err(to_tract_error)?.into();
         parsed
             .model
             .set_outlet_fact(outlet, fact.into())
