@@ -261,8 +261,10 @@ impl Runner {
 
     fn build(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
         // A plan is a run's peak: what earlier passes read of the model file
-        // goes first (see `io::release_mapped`).
+        // goes first (see `io::release_mapped`), and what earlier plans
+        // freed (see `io::trim_heap`).
         crate::io::release_mapped();
+        crate::io::trim_heap();
         let model = with_input_facts(inference_model(&proto).context(CannotLoad)?, inputs)?;
         drop(proto);
         let typed = model
