@@ -379,6 +379,11 @@ fn run(args: RunArgs) -> Result<u8> {
         .verify
         .options(pipeline.tolerance(), &pipeline.verify)?;
     check_output(&args.input, &args.output)?;
+    // Weights the passes compute wait on disk beside the output, as the
+    // input's own do in its file, not in memory (see `io::spill`).
+    if let Err(e) = io::spill::set_scratch_dir(&io::model_dir(&args.output)) {
+        eprintln!("warning: {e:#}; weights the passes compute stay in memory");
+    }
 
     let pb = spinner("loading");
     let (mut model, in_bytes) = load(&args.input, &pb)?;

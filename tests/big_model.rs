@@ -2,7 +2,8 @@
 //! weights as external data) goes through `run --passes clean` with peak
 //! memory well under twice its size, and through weight-only `quant` (int8,
 //! and int4 with the opset raised to 21) with
-//! peak memory below its size; both results load and run in onnxruntime.
+//! peak memory below a quarter of its size; both results load and run in
+//! onnxruntime.
 
 mod common;
 use common::*;
@@ -164,9 +165,12 @@ fn quant_at_scale(
         q.to_str().unwrap(),
     ]);
     eprintln!("{passes}: peak RSS {:.2} GB\n{output}", peak as f64 / 1e9);
+    // The quantized weights wait in the scratch file beside the output,
+    // not in memory (`io::spill`): about 0.1 GB here, where holding them
+    // took 0.5-0.75 GB.
     assert!(
-        peak < data_bytes,
-        "{passes}: peak memory {peak} is not below the model size {data_bytes}"
+        peak < data_bytes / 4,
+        "{passes}: peak memory {peak} is not below a quarter of the model size {data_bytes}"
     );
     for e in expected {
         assert!(output.contains(e), "{passes}: no '{e}' in\n{output}");

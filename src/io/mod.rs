@@ -10,6 +10,7 @@
 
 mod external;
 mod save;
+pub mod spill;
 
 pub use external::ExternalData;
 pub use save::{save, SaveOptions, SaveStats};
@@ -107,6 +108,16 @@ pub fn release_pages(data: &[u8]) {
         // SAFETY: inside a live mapping, checked under the lock still held.
         unsafe { advise_dont_need(start, end) };
     }
+}
+
+/// Whether `data` lies inside a live file mapping (the model file's, an
+/// external data file's, or the scratch file's of [`spill`]).
+pub fn is_mapped(data: &[u8]) -> bool {
+    let start = data.as_ptr() as usize;
+    let end = start + data.len();
+    MAPPED
+        .lock()
+        .is_ok_and(|m| m.iter().any(|r| r.start <= start && end <= r.end))
 }
 
 /// [`release_pages`] on every live file mapping: whatever a pass or an

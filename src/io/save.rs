@@ -94,6 +94,9 @@ pub fn save(
                 w.write_all(&vec![0u8; pad as usize])?;
                 offset += pad;
                 w.write_all(&payload)?;
+                // Written: a payload mapped from a file (the input's, or
+                // the scratch file's) need not stay resident.
+                super::release_pages(&payload);
                 t.raw_data = None;
                 t.data_location = Some(DataLocation::External as i32);
                 t.external_data = vec![

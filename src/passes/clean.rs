@@ -72,6 +72,7 @@ use anyhow::{ensure, Result};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
+use crate::io::spill::keep_tensor;
 use crate::ir::{attr, tensor, walk, Graph, Model, NodeId};
 use crate::pass::{parse_params, ParamInfo, Pass, PassCtx, PassEntry, PassInfo, Tolerance};
 use crate::patch::Patch;
@@ -917,7 +918,7 @@ fn conv_channel_affine(
         }
         let wname = g.fresh_name_among(&format!("{w_name}{}", names.weight), taken);
         p.add_initializers
-            .push(tensor::from_f32(&wname, &w.dims, &w.data));
+            .push(keep_tensor(tensor::from_f32(&wname, &w.dims, &w.data)));
         node.input[1] = wname;
     }
     let bias: Option<Vec<f32>> = match (&bias, shift) {
@@ -1012,7 +1013,7 @@ fn fold_into_gemm(
     p.anchor = Some(gemm);
     p.remove_nodes = vec![bn, gemm];
     p.add_initializers
-        .push(tensor::from_f32(&wname, &w.dims, &wd));
+        .push(keep_tensor(tensor::from_f32(&wname, &w.dims, &wd)));
     p.add_initializers
         .push(tensor::from_f32(&cname, &[n as i64], &c));
     p.add_nodes.push(node);

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result};
 
+use crate::io::spill::keep_tensor;
 use crate::ir::{tensor, Graph, Model, NodeId};
 use crate::patch::Patch;
 use crate::proto::{
@@ -253,6 +254,7 @@ fn fold(
         for (name, v) in outs.into_iter().zip(values.iter()) {
             let t = tr::to_onnx_tensor(name, v)
                 .with_context(|| format!("cannot store the folded value of '{}'", node.label()))?;
+            let t = keep_tensor(t);
             known.insert(name.clone(), t.clone());
             patch.add_initializers.push(t);
         }

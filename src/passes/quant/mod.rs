@@ -81,6 +81,7 @@ use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use rayon::prelude::*;
 
+use crate::io::spill::keep_tensor;
 use crate::ir::builder::{attr_int, node_proto as node};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::{
@@ -1947,7 +1948,7 @@ impl Quant {
             p.anchor = Some(id);
             p.remove_nodes.push(id);
             p.add_initializers
-                .push(tensor::from_f32(y, &t.dims, &data.data));
+                .push(keep_tensor(tensor::from_f32(y, &t.dims, &data.data)));
             if g.consumers(x) == [id] && !g.is_graph_output(x) && !g.is_graph_input(x) {
                 p.remove_initializers.push(x.clone());
             }
@@ -3009,13 +3010,13 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 }
 
 fn tensor_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
-    TensorProto {
+    keep_tensor(TensorProto {
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(DataType::Int8 as i32),
         raw_data: Some(Bytes::from(v.iter().map(|&x| x as u8).collect::<Vec<_>>())),
         ..Default::default()
-    }
+    })
 }
 
 /// The axis of its input whose neighbouring values an integer kernel for
@@ -3300,18 +3301,20 @@ fn int4_weight(model: &Model, w: &str, data: &tensor::F32View, block: usize) -> 
     let sn = g.fresh_name(&format!("{w}_scale"));
     let zn = g.fresh_name(&format!("{w}_zero_point"));
     let block_dims = [k.div_ceil(block) as i64, n as i64];
-    let uint4 = |name: &str, dims: &[i64], v: &[i8]| TensorProto {
-        name: Some(name.to_string()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Uint4 as i32),
-        raw_data: Some(Bytes::from(arith::pack_int4(v))),
-        ..Default::default()
+    let uint4 = |name: &str, dims: &[i64], v: &[i8]| {
+        keep_tensor(TensorProto {
+            name: Some(name.to_string()),
+            dims: dims.to_vec(),
+            data_type: Some(DataType::Uint4 as i32),
+            raw_data: Some(Bytes::from(arith::pack_int4(v))),
+            ..Default::default()
+        })
     };
     let mut p = Patch::new("MatMul weight quantized to int4 in blocks");
     p.remove_initializers.push(w.to_string());
     p.add_initializers.push(uint4(&qn, &data.dims, &b.values));
     p.add_initializers
-        .push(tensor::from_f32(&sn, &block_dims, &b.scales));
+        .push(keep_tensor(tensor::from_f32(&sn, &block_dims, &b.scales)));
     p.add_initializers.push(uint4(&zn, &block_dims, &zps));
     p.add_nodes.push(node(
         &format!("{w}_dq"),
@@ -3444,18 +3447,18 @@ fn gather_rows_int4(
     let sn = g.fresh_name(&format!("{w}_block_scale"));
     let mut p = Patch::new("embedding table quantized to int4 blocks");
     p.remove_initializers.push(w.to_string());
-    p.add_initializers.push(TensorProto {
+    p.add_initializers.push(keep_tensor(TensorProto {
         name: Some(qn.clone()),
         dims: vec![rows as i64, nb as i64, half as i64],
         data_type: Some(DataType::Uint8 as i32),
         raw_data: Some(Bytes::from(packed)),
         ..Default::default()
-    });
+    }));
     let scale_dims = [rows as i64, nb as i64, 1];
     let half_scales_used = half_scales.is_some();
     p.add_initializers.push(match half_scales {
-        Some(h) => tensor::from_f16(&sn, &scale_dims, h),
-        None => tensor::from_f32(&sn, &scale_dims, &scales),
+        Some(h) => keep_tensor(tensor::from_f16(&sn, &scale_dims, h)),
+        None => keep_tensor(tensor::from_f32(&sn, &scale_dims, &scales)),
     });
     let c = |name: &str, v: f32| tensor::from_f32(name, &[], &[v]);
     let (c16, c8, cinv) = (
@@ -3655,11 +3658,11 @@ fn stored_f16(model: &Model, w: &str, data: &tensor::F32View) -> Patch {
     let hn = g.fresh_name(&format!("{w}_f16"));
     let mut p = Patch::new("weight stored as float16 (expanded once at load)");
     p.remove_initializers.push(w.to_string());
-    p.add_initializers.push(tensor::from_f16(
+    p.add_initializers.push(keep_tensor(tensor::from_f16(
         &hn,
         &data.dims,
         data.data.iter().map(|&v| half::f16::from_f32(v)),
-    ));
+    )));
     p.add_nodes.push(cast_to_float(&hn, w));
     p.anchor = g.consumers(w).first().copied();
     p
@@ -3784,7 +3787,7 @@ fn stored_int8_blocks(
     let shape = fresh(&format!("{w}_shape"));
     let inits = vec![
         tensor_i8(&qn, &qdims, &q),
-        tensor::from_f16(&hn, &sdims, half),
+        keep_tensor(tensor::from_f16(&hn, &sdims, half)),
         tensor::from_i64(&shape, &data.dims),
     ];
     let nodes = vec![
