@@ -89,17 +89,29 @@ const DIRECT_MIN_BYTES: usize = 1 << 20;
 /// copies each into a buffer and then into its tensor, so that the largest
 /// weight was held twice at once (MiniLM's 47 MB word table).
 fn inference_model(proto: &ModelProto) -> Result<InferenceModel> {
+    inference_model_of(proto.clone())
+}
+
+/// [`inference_model`] of a model of its own: a large weight held by
+/// nothing else (verification's lowered copy of a quantized weight) is
+/// freed as soon as tract has its copy, not with the model.
+fn inference_model_of(proto: ModelProto) -> Result<InferenceModel> {
     match parse(proto, true)? {
-        Some(model) => Ok(model),
+        Ok(model) => Ok(model),
         // A placeholder tract took for another constant: without them.
-        None => parse(proto, false)?.context("tract merged the model's constants"),
+        Err(proto) => {
+            parse(proto, false)?.map_err(|_| anyhow!("tract merged the model's constants"))
+        }
     }
 }
 
 /// [`inference_model`], with the largest weights handed over as
-/// placeholders where `direct`; `None` where tract took a placeholder for
-/// another constant of the same value (it merges those).
-fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceModel>> {
+/// placeholders where `direct`; the model back where tract took a
+/// placeholder for another constant of the same value (it merges those).
+fn parse(
+    proto: ModelProto,
+    direct_weights: bool,
+) -> Result<std::result::Result<InferenceModel, ModelProto>> {
     let mut light = proto.clone();
     let mut shared = Vec::new();
     let mut direct: Vec<(String, Vec<usize>, Bytes)> = Vec::new();
@@ -172,8 +184,11 @@ fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceMod
         })
     });
     if !own {
-        return Ok(None);
+        return Ok(Err(proto));
     }
+    // Each large weight's payload now held by `direct` alone where nothing
+    // else held the model (`inference_model_of`): freed as it is copied.
+    drop(proto);
     for ((name, dims, raw), outlet) in direct.into_iter().zip(outlets) {
         let outlet = outlet.context("checked above")?;
         let numel = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -205,7 +220,7 @@ fn parse(proto: &ModelProto, direct_weights: bool) -> Result<Option<InferenceMod
             parsed.unresolved_inputs
         );
     }
-    Ok(Some(parsed.model))
+    Ok(Ok(parsed.model))
 }
 
 /// tract requires the nodes of each graph to have distinct names; ONNX does
@@ -265,8 +280,7 @@ impl Runner {
         // freed (see `io::trim_heap`).
         crate::io::release_mapped();
         crate::io::trim_heap();
-        let model = with_input_facts(inference_model(&proto).context(CannotLoad)?, inputs)?;
-        drop(proto);
+        let model = with_input_facts(inference_model_of(proto).context(CannotLoad)?, inputs)?;
         let typed = model
             .into_typed()
             .map_err(to_tract_error)
