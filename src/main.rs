@@ -610,11 +610,9 @@ fn passes_cmd(json: bool) -> Result<()> {
         println!("{}: {}", i.name, i.summary);
         println!("  matches:  {}", i.matches);
         println!(
-            "  promises: {} (atol {}, rtol {}, min cosine {}){}",
+            "  promises: {} ({}){}",
             i.promise,
-            i.tolerance.atol,
-            i.tolerance.rtol,
-            i.tolerance.min_cosine,
+            i.tolerance.describe(),
             if i.idempotent {
                 "; running it twice equals once"
             } else {

@@ -37,6 +37,25 @@ impl Tolerance {
         min_cosine: 0.99999,
     };
 
+    /// The tolerance as messages give it, `atol 0.0001, rtol 0.001, min
+    /// cosine 0.99`; a bound that is not checked (infinite, as a lossy
+    /// pass's element-wise ones) says so.
+    pub fn describe(&self) -> String {
+        let bound = |name: &str, v: f64| {
+            if v.is_finite() {
+                format!("{name} {v}")
+            } else {
+                format!("{name} not checked")
+            }
+        };
+        format!(
+            "{}, {}, min cosine {}",
+            bound("atol", self.atol),
+            bound("rtol", self.rtol),
+            self.min_cosine
+        )
+    }
+
     /// The looser of two tolerances, field by field.
     pub fn loosest(self, o: Tolerance) -> Tolerance {
         Tolerance {
@@ -215,4 +234,26 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(
                 .join(", ")
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tolerance;
+
+    #[test]
+    fn a_bound_that_is_not_checked_says_so() {
+        let t = Tolerance {
+            atol: 1e-4,
+            rtol: f64::INFINITY,
+            min_cosine: 0.99,
+        };
+        assert_eq!(
+            t.describe(),
+            "atol 0.0001, rtol not checked, min cosine 0.99"
+        );
+        assert_eq!(
+            Tolerance::FLOAT_ROUNDING.describe(),
+            "atol 0.0001, rtol 0.001, min cosine 0.99999"
+        );
+    }
 }

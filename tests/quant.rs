@@ -2942,3 +2942,77 @@ fn quant_runs_the_model_only_to_calibrate_or_measure() {
         );
     }
 }
+
+/// A graph whose MatMuls all multiply activations (an attention block with
+/// no weight) is left alone by `activations=auto`: Q/DQ pairs there made
+/// one 1.14x the size and 0.76x as fast in onnxruntime, with no weight to
+/// shrink.
+#[test]
+fn a_graph_without_weights_gets_no_activation_quantization() {
+    let mut m = ModelBuilder::new(17)
+        .input("q", &[1, 16, 32])
+        .input("kt", &[1, 32, 16])
+        .input("v", &[1, 16, 32])
+        .node("scores", "MatMul", &["q", "kt"], &["s"])
+        .node("softmax", "Softmax", &["s"], &["p"])
+        .node("mix", "MatMul", &["p", "v"], &["y"])
+        .output("y", &[1, 16, 32])
+        .build()
+        .unwrap();
+    let r = quant(&mut m, "");
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.starts_with("activations: none (0 weights in Conv, 0 in MatMul/Gemm")),
+        "{:?}",
+        r.notes
+    );
+}
+
+/// QONNX and Brevitas exports carry their own quantizers (`Quant` in a
+/// domain of theirs): already quantized, left alone, their weights not
+/// quantized a second time.
+#[test]
+fn a_qonnx_model_is_left_alone() {
+    let w: Vec<f32> = (0..64 * 32).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut proto = ModelBuilder::new(13)
+        .input("x", &[2, 64])
+        .init_f32("w", &[64, 32], &w)
+        .init_f32("scale", &[], &[0.5])
+        .init_f32("zero", &[], &[0.0])
+        .init_f32("bits", &[], &[4.0])
+        .node("mm", "MatMul", &["x", "wq"], &["y"])
+        .output("y", &[2, 32])
+        .proto();
+    let mut quantizer = node_proto(
+        "Quant_0",
+        "Quant",
+        &["w", "scale", "zero", "bits"],
+        &["wq"],
+        vec![],
+    );
+    quantizer.domain = Some("qonnx.custom_op.general".into());
+    let g = proto.graph.as_mut().unwrap();
+    g.node.insert(0, quantizer);
+    proto
+        .opset_import
+        .push(onnx_squeeze::proto::OperatorSetIdProto {
+            domain: Some("qonnx.custom_op.general".into()),
+            version: Some(1),
+        });
+    let mut m = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let r = quant(&mut m, "");
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("already quantized ('Quant_0' is a Quant)")),
+        "{:?}",
+        r.notes
+    );
+}

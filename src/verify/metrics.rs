@@ -9,6 +9,9 @@ pub struct OutputMetrics {
     pub mean_abs: f64,
     /// max |a - b| / |a| over elements where |a| > 1e-6.
     pub max_rel: f64,
+    /// The lowest cosine of one sample's values, where each sample holds
+    /// more than [`FEW_VALUES`]; else the cosine of all samples' values
+    /// together (a sample's one or two probabilities have no direction).
     pub cosine: f64,
     /// Fraction of rows whose argmax agrees, where the output is a score vector.
     pub top1: Option<f64>,
@@ -28,6 +31,10 @@ pub struct Accumulator {
     nb: f64,
     top1_hits: usize,
     top1_rows: usize,
+    /// Per sample: its cosine and its largest difference.
+    samples: Vec<(f64, f64)>,
+    /// The fewest values a sample held.
+    fewest: usize,
     /// Whether rows of a rank-2 output are scores (float), where top-1
     /// means something; not for integer outputs (selected indices, labels).
     scores: bool,
@@ -49,6 +56,8 @@ impl Accumulator {
             nb: 0.0,
             top1_hits: 0,
             top1_rows: 0,
+            samples: Vec::new(),
+            fewest: usize::MAX,
             scores: true,
             within: true,
             nonfinite: 0,
@@ -67,6 +76,7 @@ impl Accumulator {
     /// own cosine (0 where the result is not finite and the original is).
     pub fn add(&mut self, a: &[f64], b: &[f64], shape: &[usize], atol: f64, rtol: f64) -> f64 {
         let (mut dot, mut na, mut nb, mut lost) = (0.0, 0.0, 0.0, false);
+        let mut sample_max = 0.0f64;
         for (&x, &y) in a.iter().zip(b) {
             if !x.is_finite() {
                 self.nonfinite += 1;
@@ -79,7 +89,7 @@ impl Accumulator {
             } else {
                 d
             };
-            self.max_abs = self.max_abs.max(d);
+            sample_max = sample_max.max(d);
             self.sum_abs += d;
             if x.abs() > 1e-6 {
                 self.max_rel = self.max_rel.max(d / x.abs());
@@ -95,10 +105,12 @@ impl Accumulator {
                 lost = true;
             }
         }
+        self.max_abs = self.max_abs.max(sample_max);
         self.dot += dot;
         self.na += na;
         self.nb += nb;
         self.count += a.len();
+        self.fewest = self.fewest.min(a.len());
         let classes = shape.last().copied().unwrap_or(0);
         // Top-1 only where the output is a score vector: [batch, classes].
         if self.scores && shape.len() == 2 && classes >= 2 && a.len() == b.len() && !a.is_empty() {
@@ -109,11 +121,9 @@ impl Accumulator {
                 }
             }
         }
-        if lost {
-            0.0
-        } else {
-            cosine_of(dot, na, nb)
-        }
+        let cosine = if lost { 0.0 } else { cosine_of(dot, na, nb) };
+        self.samples.push((cosine, sample_max));
+        cosine
     }
 
     /// Elements compared so far.
@@ -121,8 +131,27 @@ impl Accumulator {
         self.count
     }
 
+    /// The comparison over every sample added. The cosine must reach
+    /// `min_cosine` on each sample alone, not only over all of them (a
+    /// result far off on images in [0, 1) passed pooled with a normal-noise
+    /// sample a hundred times larger: 0.9946 over both, 0.9526 on the one),
+    /// unless that sample's differences are all within `atol` (near-zero
+    /// outputs have a meaningless direction); where samples hold at most
+    /// [`FEW_VALUES`] values each, over all of them.
     pub fn finish(&self, min_cosine: f64, atol: f64) -> OutputMetrics {
-        let cosine = cosine_of(self.dot, self.na, self.nb);
+        let within_atol = |max: f64| atol.is_finite() && max <= atol;
+        let per_sample = !self.samples.is_empty() && self.fewest > FEW_VALUES;
+        let (cosine, cosine_ok) = if per_sample {
+            let lowest = self.samples.iter().map(|s| s.0).fold(1.0f64, f64::min);
+            let ok = self
+                .samples
+                .iter()
+                .all(|&(c, max)| c >= min_cosine || within_atol(max));
+            (lowest, ok)
+        } else {
+            let c = cosine_of(self.dot, self.na, self.nb);
+            (c, c >= min_cosine || within_atol(self.max_abs))
+        };
         let top1 = (self.top1_rows > 0).then(|| self.top1_hits as f64 / self.top1_rows as f64);
         OutputMetrics {
             name: self.name.clone(),
@@ -135,14 +164,16 @@ impl Accumulator {
             max_rel: self.max_rel,
             cosine,
             top1,
-            // Element-wise tolerance must hold; the cosine must too, unless the
-            // differences are all below `atol` (near-zero outputs have a
-            // meaningless direction).
-            passed: self.within
-                && (cosine >= min_cosine || (atol.is_finite() && self.max_abs <= atol)),
+            // Element-wise tolerance must hold; the cosine must too.
+            passed: self.within && cosine_ok,
         }
     }
 }
+
+/// Samples of at most this many values of an output are compared by their
+/// cosine together, not each alone: the cosine of one probability is 1
+/// whatever the result computes within its sign.
+pub const FEW_VALUES: usize = 8;
 
 fn argmax(v: &[f64]) -> usize {
     let mut best = 0;
@@ -237,6 +268,48 @@ mod tests {
         let mut acc = Accumulator::new("y");
         acc.add(&[1.0], &[1.01], &[1], 1e-4, 1e-3);
         assert!(!acc.finish(0.0, 1e-4).passed);
+    }
+
+    /// The cosine is each sample's: a sample far off is not hidden by a
+    /// larger one that matches (pooled, this pair measures 0.9999).
+    #[test]
+    fn every_sample_must_reach_the_cosine_on_its_own() {
+        let a1: Vec<f64> = (0..16).map(|i| i as f64).collect();
+        let b1: Vec<f64> = a1.iter().rev().copied().collect();
+        let a2: Vec<f64> = a1.iter().map(|v| 100.0 * v).collect();
+        let mut acc = Accumulator::new("y");
+        let c1 = acc.add(&a1, &b1, &[16], f64::INFINITY, f64::INFINITY);
+        let c2 = acc.add(&a2, &a2, &[16], f64::INFINITY, f64::INFINITY);
+        assert!(c1 < 0.99 && c2 > 0.999999, "{c1} {c2}");
+        assert!(cosine_of(acc.dot, acc.na, acc.nb) > 0.9999, "pooled");
+        let m = acc.finish(0.99, 1e-4);
+        assert_eq!(m.cosine, c1, "the lowest sample's");
+        assert!(!m.passed);
+        // A sample whose differences are all within atol passes whatever
+        // its direction (near-zero values).
+        let mut acc = Accumulator::new("y");
+        acc.add(
+            &[1e-6; 16],
+            &[-1e-6; 16],
+            &[16],
+            f64::INFINITY,
+            f64::INFINITY,
+        );
+        acc.add(&a2, &a2, &[16], f64::INFINITY, f64::INFINITY);
+        assert!(acc.finish(0.99, 1e-4).passed);
+    }
+
+    /// Samples of at most FEW_VALUES values are compared together: one
+    /// probability per sample has no direction of its own.
+    #[test]
+    fn few_values_a_sample_are_compared_together() {
+        let mut acc = Accumulator::new("p");
+        // Same signs: each sample's cosine is 1, together 0.96.
+        acc.add(&[0.9], &[0.5], &[1, 1], f64::INFINITY, f64::INFINITY);
+        acc.add(&[0.1], &[0.5], &[1, 1], f64::INFINITY, f64::INFINITY);
+        let m = acc.finish(0.99, 1e-4);
+        assert!((m.cosine - 0.5 / (0.82f64.sqrt() * 0.5f64.sqrt())).abs() < 1e-12);
+        assert!(!m.passed);
     }
 
     #[test]

