@@ -109,7 +109,8 @@ struct VerifyArgs {
     /// height and width; it wins over the name, and a name all of whose axes
     /// are bound so is refused). Unbound: a
     /// batch is 1, an image's height and width 64 (an Ultralytics model's: the
-    /// size in its metadata, at most 640), token ids 128 long, other
+    /// size in its metadata, at most 640), token ids and float dims named
+    /// like a time or sequence axis (time, seq, len, frame) 128 long, other
     /// dims 1, each raised where tract cannot analyse the model at it (a
     /// length also where every output is empty at it); the report says what
     /// was chosen.

@@ -152,7 +152,7 @@ fn an_image_height_the_model_fixes_is_found() {
 /// `INPUT:AXIS`.
 #[test]
 fn a_length_the_model_cannot_type_at_1_is_raised() {
-    for (dims, key) in [(["batch", "len"], "len"), (["batch", ""], "x:1")] {
+    for (dims, key) in [(["batch", "samples"], "samples"), (["batch", ""], "x:1")] {
         let m = with_input_dims(reshape_model(2, &[-1, 16]), &dims);
         let mut opts = VerifyOptions::default();
         let notes = settle(&m, &mut opts);
@@ -163,10 +163,32 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
         );
     }
     // A float length that types at 1 stays 1.
-    let m = with_input_dims(reshape_model(2, &[-1]), &["batch", "sequence"]);
+    let m = with_input_dims(reshape_model(2, &[-1]), &["batch", "count"]);
     let mut opts = VerifyOptions::default();
     assert!(settle(&m, &mut opts).is_empty());
     assert!(opts.dims.is_empty());
+}
+
+/// A float input's dim named like a time or sequence axis starts at 128
+/// steps, as token ids do: a Conv+LSTM model checked at 1 step checks no
+/// recurrence. Where the model cannot be analysed there, smaller lengths
+/// are tried first.
+#[test]
+fn a_float_sequence_gets_a_real_length() {
+    for (name, shape, want) in [
+        ("time", vec![-1i64], 128),
+        ("seq_len", vec![-1], 128),
+        ("frames", vec![2, 32], 64),
+    ] {
+        let m = with_input_dims(reshape_model(2, &shape), &["batch", name]);
+        let mut opts = VerifyOptions::default();
+        let notes = settle(&m, &mut opts);
+        assert_eq!(opts.dims.get(name), Some(&want), "{notes:?}");
+        assert!(
+            notes[0].contains(&format!("sequence length not set: '{name}' = {want}")),
+            "{notes:?}"
+        );
+    }
 }
 
 /// A signal shorter than a layer's window gives empty outputs (openWakeWord's
@@ -306,10 +328,10 @@ fn a_dim_takes_one_role_from_all_its_inputs() {
         assert_eq!(opts.dims.get("batch"), None);
     }
 
-    let m = with_input_dims(reshape_model(1, &[-1, 16]), &["len"]);
+    let m = with_input_dims(reshape_model(1, &[-1, 16]), &["count"]);
     let mut opts = VerifyOptions::default();
     let notes = settle(&m, &mut opts);
-    assert_eq!(opts.dims.get("len"), Some(&16), "{notes:?}");
+    assert_eq!(opts.dims.get("count"), Some(&16), "{notes:?}");
 }
 
 /// PaddlePaddle names both the height and the width of its images `?`: one
