@@ -1030,12 +1030,82 @@ pub fn declared_rank(vi: &crate::proto::ValueInfoProto) -> Option<usize> {
     tensor_type(vi)?.shape.as_ref().map(|s| s.dim.len())
 }
 
+impl Graph {
+    /// Declare each graph output whose declared rank is not the one it has
+    /// when run (`ranks`: name and rank, as verification ran the original)
+    /// with that rank and its dims unknown: some exporters declare `shape
+    /// {}` (a scalar) for outputs of any rank, which onnx.checker's full
+    /// check rejects ("Inferred shape and existing shape differ in rank") in
+    /// the original and in anything written from it. Returns a note per
+    /// output changed.
+    pub fn drop_wrong_output_ranks(&mut self, ranks: &[(String, usize)]) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (name, rank) in ranks {
+            let Some(vi) = self.rest.output.iter_mut().find(|o| o.name() == name) else {
+                continue;
+            };
+            let declared = declared_rank(vi);
+            let Some(declared) = declared.filter(|d| d != rank) else {
+                continue;
+            };
+            if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                t.shape = Some(crate::proto::TensorShapeProto {
+                    dim: vec![Default::default(); *rank],
+                });
+                notes.push(format!(
+                    "output '{name}' is declared of rank {declared} but has rank {rank}: declared of rank {rank}, its dims unknown (onnx.checker's full check rejects the mismatch)"
+                ));
+            }
+        }
+        notes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::builder::{node_proto, ModelBuilder};
     use super::*;
     use crate::proto::attribute_proto::AttributeType;
     use crate::proto::AttributeProto;
+
+    #[test]
+    fn an_output_declared_of_another_rank_than_it_runs_at_is_redeclared() {
+        let mut m = ModelBuilder::new(13)
+            .input("x", &[1, 3, 8, 8])
+            .node("s", "Sigmoid", &["x"], &["y"])
+            .output("y", &[])
+            .node("r", "Relu", &["x"], &["z"])
+            .output("z", &[1, 3, 8, 8])
+            .build()
+            .unwrap();
+        let ranks = [("y".to_string(), 4), ("z".to_string(), 4)];
+        let notes = m.graph.drop_wrong_output_ranks(&ranks);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("'y' is declared of rank 0 but has rank 4"));
+        let y = m
+            .graph
+            .rest
+            .output
+            .iter()
+            .find(|o| o.name() == "y")
+            .unwrap();
+        let shape = tensor_type(y).unwrap().shape.as_ref().unwrap();
+        assert_eq!(shape.dim.len(), 4);
+        assert!(shape.dim.iter().all(|d| d.value.is_none()), "dims unknown");
+        let z = m
+            .graph
+            .rest
+            .output
+            .iter()
+            .find(|o| o.name() == "z")
+            .unwrap();
+        assert_eq!(declared_rank(z), Some(4), "a right declaration is kept");
+        assert!(tensor_type(z).unwrap().shape.as_ref().unwrap().dim[1]
+            .value
+            .is_some());
+    }
 
     /// A body reading `outer` from the enclosing scope.
     fn body_reading(outer: &str) -> Vec<AttributeProto> {

@@ -102,6 +102,10 @@ pub struct VerifyReport {
     /// outputs were compared: the one a search ranks candidates on.
     #[serde(skip)]
     pub worst_sample: Option<usize>,
+    /// The rank of each graph output of the original as it ran, where
+    /// outputs were compared.
+    #[serde(skip)]
+    pub output_ranks: Vec<(String, usize)>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -120,6 +124,7 @@ impl VerifyReport {
             seconds: 0.0,
             reused_seconds: 0.0,
             worst_sample: None,
+            output_ranks: vec![],
         }
     }
 
@@ -1186,6 +1191,13 @@ impl Reference {
             seconds: 0.0,
             reused_seconds: reused_seconds.unwrap_or(0.0),
             worst_sample: worst_sample(&sample_cosines),
+            output_ranks: self
+                .out_names
+                .iter()
+                .take(self.n_outputs)
+                .zip(self.expected.first().into_iter().flatten())
+                .map(|(name, t)| (name.clone(), t.rank()))
+                .collect(),
         })
     }
 
