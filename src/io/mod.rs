@@ -145,7 +145,7 @@ pub fn release_mapped() {
 /// peak, magika 68 -> 59 MB, the others within 3 MB, run times unchanged).
 ///
 /// Called before each plan; trims where the heap's free bytes grew by
-/// [`TRIM_GROWTH`] since the last trim or their lowest since. Pages handed
+/// 16 MiB (`TRIM_GROWTH`) since the last trim or their lowest since. Pages handed
 /// back are faulted in again when reused: trimming before every plan cost
 /// the PP-OCRv6 recogniser (`sensitive=auto`, plans of one size again and
 /// again) 10% of its run time and no memory. A no-op elsewhere than glibc.

@@ -196,7 +196,8 @@ pub fn check_bound(
 /// or, beside a fixed side, twice that side (a text line: at most 384);
 /// the length of an integer input
 /// (token ids) is 128, and so is a float input's dim named like a time or
-/// sequence axis ([`Role::Sequence`]); any other dim is 1. When tract cannot analyse the
+/// sequence axis (time, seq, len or frame in its name, in a model with no
+/// Loop); any other dim is 1. When tract cannot analyse the
 /// model so, each dim alone goes through the other sizes of its kind, then
 /// the other dims together through 16, 64, 256, 512, 1024 and 4096, until it
 /// can. `opts.dims` binds the sizes chosen. With `reference`, a size is
