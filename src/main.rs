@@ -489,11 +489,11 @@ fn run(args: RunArgs) -> Result<u8> {
     }
 
     // A declaration the run contradicts (an output declared scalar that is
-    // not) fails onnx.checker's full check: dropped, the graph unchanged.
+    // not) fails onnx.checker's full check: redeclared, the graph unchanged.
     if verify.status == Status::Passed {
         let ranks = std::mem::take(&mut verify.output_ranks);
-        let dropped = model.graph.drop_wrong_output_ranks(&ranks);
-        verify.notes.extend(dropped);
+        let redeclared = model.graph.redeclare_output_ranks(&ranks);
+        verify.notes.extend(redeclared);
     }
     let ok = match verify.status {
         Status::Passed => true,

@@ -1038,7 +1038,7 @@ impl Graph {
     /// check rejects ("Inferred shape and existing shape differ in rank") in
     /// the original and in anything written from it. Returns a note per
     /// output changed.
-    pub fn drop_wrong_output_ranks(&mut self, ranks: &[(String, usize)]) -> Vec<String> {
+    pub fn redeclare_output_ranks(&mut self, ranks: &[(String, usize)]) -> Vec<String> {
         let mut notes = Vec::new();
         for (name, rank) in ranks {
             let Some(vi) = self.rest.output.iter_mut().find(|o| o.name() == name) else {
@@ -1081,30 +1081,20 @@ mod tests {
             .build()
             .unwrap();
         let ranks = [("y".to_string(), 4), ("z".to_string(), 4)];
-        let notes = m.graph.drop_wrong_output_ranks(&ranks);
+        let notes = m.graph.redeclare_output_ranks(&ranks);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("'y' is declared of rank 0 but has rank 4"));
-        let y = m
-            .graph
-            .rest
-            .output
-            .iter()
-            .find(|o| o.name() == "y")
-            .unwrap();
-        let shape = tensor_type(y).unwrap().shape.as_ref().unwrap();
-        assert_eq!(shape.dim.len(), 4);
-        assert!(shape.dim.iter().all(|d| d.value.is_none()), "dims unknown");
-        let z = m
-            .graph
-            .rest
-            .output
-            .iter()
-            .find(|o| o.name() == "z")
-            .unwrap();
-        assert_eq!(declared_rank(z), Some(4), "a right declaration is kept");
-        assert!(tensor_type(z).unwrap().shape.as_ref().unwrap().dim[1]
-            .value
-            .is_some());
+        let shape = |name: &str| {
+            let o = m.graph.rest.output.iter().find(|o| o.name() == name);
+            tensor_type(o.unwrap()).unwrap().shape.clone().unwrap()
+        };
+        assert_eq!(shape("y").dim.len(), 4);
+        assert!(
+            shape("y").dim.iter().all(|d| d.value.is_none()),
+            "dims unknown"
+        );
+        assert_eq!(shape("z").dim.len(), 4, "a right declaration is kept");
+        assert!(shape("z").dim[1].value.is_some());
     }
 
     /// A body reading `outer` from the enclosing scope.

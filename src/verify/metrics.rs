@@ -126,6 +126,11 @@ impl Accumulator {
         cosine
     }
 
+    /// Each sample's own cosine, in the order added.
+    pub fn sample_cosines(&self) -> Vec<f64> {
+        self.samples.iter().map(|s| s.0).collect()
+    }
+
     /// Elements compared so far.
     pub fn count(&self) -> usize {
         self.count

@@ -1117,7 +1117,6 @@ impl Reference {
                 ));
                 continue;
             }
-            let mut cosines = Vec::new();
             for (e, g) in self.expected.iter().zip(&got) {
                 let (a, b) = (&e[k], &g[k]);
                 anyhow::ensure!(
@@ -1126,16 +1125,13 @@ impl Reference {
                     a.shape(),
                     b.shape()
                 );
-                let cosine = acc.add(
+                acc.add(
                     &tract::to_f64(a)?,
                     &tract::to_f64(b)?,
                     a.shape(),
                     tol.atol,
                     tol.rtol,
                 );
-                if !integer {
-                    cosines.push(cosine);
-                }
             }
             if acc.count() > 0 && acc.nonfinite == acc.count() {
                 anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
@@ -1154,7 +1150,8 @@ impl Reference {
                     m.max_abs, tol.atol, m.cosine
                 ));
             }
-            if !cosines.is_empty() {
+            let cosines = acc.sample_cosines();
+            if !integer && !cosines.is_empty() {
                 sample_cosines.push((!m.passed, cosines));
             }
             outputs.push(m);

@@ -80,6 +80,15 @@ fn placeholder(k: usize) -> f32 {
 /// into tract's tensors straight from our payloads ([`inference_model`]).
 const DIRECT_MIN_BYTES: usize = 1 << 20;
 
+/// Whether [`parse`] hands `t` to tract as a placeholder, where it does:
+/// a float32 initializer of at least [`DIRECT_MIN_BYTES`].
+fn placeholder_for(t: &TensorProto) -> bool {
+    t.data_type == Some(DataType::Float as i32)
+        && t.raw_data
+            .as_ref()
+            .is_some_and(|r| r.len() >= DIRECT_MIN_BYTES)
+}
+
 /// Parse a model with tract, with the value_info shapes ignored (they
 /// reference symbols tract cannot unify with the concrete input shapes).
 /// Large top-level initializers are handed over by [`SharedData`], not
@@ -112,18 +121,25 @@ fn parse(
     proto: ModelProto,
     direct_weights: bool,
 ) -> Result<std::result::Result<InferenceModel, ModelProto>> {
-    let mut light = proto.clone();
+    // The model is kept whole for a second parse only where a placeholder
+    // may be merged (a large float weight is handed over as one).
+    let placeholders = direct_weights
+        && proto
+            .graph
+            .as_ref()
+            .is_some_and(|g| g.initializer.iter().any(placeholder_for));
+    let (mut light, whole) = if placeholders {
+        (proto.clone(), Some(proto))
+    } else {
+        (proto, None)
+    };
     let mut shared = Vec::new();
     let mut direct: Vec<(String, Vec<usize>, Bytes)> = Vec::new();
     if let Some(g) = light.graph.as_mut() {
         unique_node_names(g);
         for t in &mut g.initializer {
-            let float = t.data_type == Some(DataType::Float as i32);
-            let direct_one = direct_weights && float;
-            if let Some(raw) = t
-                .raw_data
-                .take_if(|r| direct_one && r.len() >= DIRECT_MIN_BYTES)
-            {
+            let direct_one = direct_weights && placeholder_for(t);
+            if let Some(raw) = t.raw_data.take_if(|_| direct_one) {
                 let dims: Option<Vec<usize>> =
                     t.dims.iter().map(|&d| usize::try_from(d).ok()).collect();
                 let dims = dims.context("a negative dim")?;
@@ -184,11 +200,13 @@ fn parse(
         })
     });
     if !own {
-        return Ok(Err(proto));
+        return Ok(Err(
+            whole.context("a placeholder without the model kept whole")?
+        ));
     }
     // Each large weight's payload now held by `direct` alone where nothing
     // else held the model (`inference_model_of`): freed as it is copied.
-    drop(proto);
+    drop(whole);
     for ((name, dims, raw), outlet) in direct.into_iter().zip(outlets) {
         let outlet = outlet.context("checked above")?;
         let numel = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));

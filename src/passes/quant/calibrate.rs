@@ -243,18 +243,19 @@ pub fn calibrate(
     // Each run holds every calibrated value of its sample at once (they
     // are the plan's outputs): the first sample runs alone, and where what
     // it held is large, the others run one at a time too, not one per core.
-    let mut parallel = true;
-    let per_sample: Vec<Vec<Stat>> = if chain.is_empty() {
+    let (per_sample, parallel): (Vec<Vec<Stat>>, bool) = if chain.is_empty() {
         let first = runner.run(&run_samples[0])?;
-        parallel = held_bytes(&first).saturating_mul(2) <= PARALLEL_MAX_BYTES;
+        let parallel = held_bytes(&first).saturating_mul(2) <= PARALLEL_MAX_BYTES;
         let mut all = vec![stats(&first)?];
         drop(first);
         all.extend(run_each(&run_samples[1..], parallel, |s| {
             stats(&runner.run(s)?)
         })?);
-        all
+        (all, parallel)
     } else {
-        crate::verify::run_stream(&run_samples, &chain, |s| runner.run(s), |out| stats(&out))?
+        let stream =
+            crate::verify::run_stream(&run_samples, &chain, |s| runner.run(s), |out| stats(&out))?;
+        (stream, false)
     };
     // The reference samples run on the same plan: the model's own outputs
     // come first among the plan's.
