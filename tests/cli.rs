@@ -611,19 +611,8 @@ fn a_text_input_cannot_be_verified_and_says_why() {
     let g = p.graph.as_mut().unwrap();
     g.input.push(typed_value("text", DataType::String, &[2]));
     g.output.push(typed_value("out", DataType::String, &[2]));
-    let dir = scratch("cli-text");
-    let input = dir.path().join("text.onnx");
-    std::fs::write(&input, prost::Message::encode_to_vec(&p)).unwrap();
-    let out = dir.path().join("out.onnx");
-    let o = run_cli(&[
-        "run",
-        "--passes",
-        "clean",
-        input.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
-    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    assert_eq!(o.status.code(), Some(3), "{all}");
+    let (dir, input, out, code, all) = run_clean_on(&p, "cli-text");
+    assert_eq!(code, Some(3), "{all}");
     assert!(all.contains("input 'text' is text (String)"), "{all}");
     assert!(all.contains("pass --no-verify"), "{all}");
     assert!(!out.exists());
@@ -661,9 +650,31 @@ fn an_output_declared_of_the_wrong_rank_is_redeclared() {
         .node("act", "Sigmoid", &["h"], &["y"])
         .output("y", &[])
         .proto();
-    let dir = scratch("cli-rank");
-    let input = dir.path().join("rank.onnx");
-    std::fs::write(&input, prost::Message::encode_to_vec(&p)).unwrap();
+    let (_dir, input, out, code, all) = run_clean_on(&p, "cli-rank");
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        all.contains("output 'y' is declared of rank 0 but has rank 4"),
+        "{all}"
+    );
+    // The full check (shape inference against the declaration) passes.
+    assert_ort_matches(&input, &out, &[]);
+}
+
+/// `run --passes clean` on `p`, written into a scratch folder `tag`: the
+/// folder, the input and output paths, the exit code and everything printed.
+fn run_clean_on(
+    p: &onnx_squeeze::proto::ModelProto,
+    tag: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Option<i32>,
+    String,
+) {
+    let dir = scratch(tag);
+    let input = dir.path().join("in.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(p)).unwrap();
     let out = dir.path().join("out.onnx");
     let o = run_cli(&[
         "run",
@@ -673,11 +684,5 @@ fn an_output_declared_of_the_wrong_rank_is_redeclared() {
         out.to_str().unwrap(),
     ]);
     let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    assert_eq!(o.status.code(), Some(0), "{all}");
-    assert!(
-        all.contains("output 'y' is declared of rank 0 but has rank 4"),
-        "{all}"
-    );
-    // The full check (shape inference against the declaration) passes.
-    assert_ort_matches(&input, &out, &[]);
+    (dir, input, out, o.status.code(), all)
 }
