@@ -94,11 +94,17 @@ pub fn map_file(path: &Path) -> Result<Bytes> {
 /// heap) is left alone. For a weight that something else (tract) has just
 /// copied, or that a pass has read and will not read again soon.
 pub fn release_pages(data: &[u8]) {
+    release_pages_of(data)
+}
+
+/// [`release_pages`] on a slice of any element type (only its address
+/// range is read).
+pub fn release_pages_of<T>(data: &[T]) {
     if data.is_empty() {
         return;
     }
     let start = data.as_ptr() as usize;
-    let end = start + data.len();
+    let end = start + std::mem::size_of_val(data);
     // The mapping lock is held across the call: the mapping cannot be
     // unmapped (its owner dropped) meanwhile.
     let Ok(mapped) = MAPPED.lock() else {
@@ -107,6 +113,25 @@ pub fn release_pages(data: &[u8]) {
     if mapped.iter().any(|r| r.start <= start && end <= r.end) {
         // SAFETY: inside a live mapping, checked under the lock still held.
         unsafe { advise_dont_need(start, end) };
+    }
+}
+
+/// How much of a weight [`read_once`] hands over at a time.
+const READ_RUN_BYTES: usize = 4 << 20;
+
+/// `f` on `data` in runs of whole `unit`s (about 4 MiB each, at least one
+/// unit), in order, each run's pages let go once `f` has read it where
+/// `data` lies in a file mapping ([`release_pages`]): a kernel that reads a
+/// weight of the model file once holds a run of it resident, not the whole
+/// weight (MiniLM's 47 MB word table was resident whole while it was
+/// quantized, with the run's peak on top). `f` gets each run's offset in
+/// `data`. Data on the heap is read the same way and left alone.
+pub fn read_once<T>(data: &[T], unit: usize, mut f: impl FnMut(usize, &[T])) {
+    let unit_bytes = unit.max(1).saturating_mul(std::mem::size_of::<T>().max(1));
+    let per = (READ_RUN_BYTES / unit_bytes).max(1) * unit.max(1);
+    for (k, run) in data.chunks(per).enumerate() {
+        f(k * per, run);
+        release_pages_of(run);
     }
 }
 
@@ -285,5 +310,33 @@ mod tests {
         drop(mapped);
         let registered = MAPPED.lock().expect("lock");
         assert!(!registered.iter().any(|r| r.start == start));
+    }
+
+    /// `read_once` hands over whole units, in order, each once, with its
+    /// offset; a mapped run reads back the same after its pages are let go.
+    #[test]
+    fn read_once_visits_whole_units_in_order() {
+        let data: Vec<u32> = (0..3_000_000).collect();
+        for unit in [1, 7, 1000, 5_000_000] {
+            let mut next = 0;
+            read_once(&data, unit, |at, run| {
+                assert_eq!(at, next);
+                assert!(run.len() % unit == 0 || at + run.len() == data.len());
+                assert_eq!(run[0] as usize, at);
+                next += run.len();
+            });
+            assert_eq!(next, data.len(), "unit {unit}");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.bin");
+        let bytes: Vec<u8> = (0..9 << 20).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &bytes).expect("write");
+        let mapped = map_file(&path).expect("map");
+        let mut sum = 0u64;
+        read_once(&mapped, 4096, |_, run| {
+            sum += run.iter().map(|&b| b as u64).sum::<u64>()
+        });
+        assert_eq!(sum, bytes.iter().map(|&b| b as u64).sum::<u64>());
+        assert_eq!(&mapped[..], &bytes[..], "mapped bytes changed");
     }
 }

@@ -62,19 +62,31 @@ pub fn keep(data: Bytes) -> Bytes {
     if data.len() < SPILL_MIN_BYTES || super::is_mapped(&data) {
         return data;
     }
-    let Ok(mut guard) = SCRATCH.lock() else {
-        return data;
-    };
-    let Some(scratch) = guard.as_mut() else {
-        return data;
-    };
-    match write_and_map(scratch, &data) {
-        Ok(view) => view,
+    spill(&data).unwrap_or(data)
+}
+
+/// [`keep`] of bytes not yet in a payload: written to the scratch file
+/// from where they are where they are kept there (a quantized weight is
+/// not copied in memory first), else copied.
+pub fn keep_slice(data: &[u8]) -> Bytes {
+    if data.len() < SPILL_MIN_BYTES {
+        return Bytes::copy_from_slice(data);
+    }
+    spill(data).unwrap_or_else(|| Bytes::copy_from_slice(data))
+}
+
+/// `data` written to the scratch file and mapped from there, where one is
+/// set and the write succeeds.
+fn spill(data: &[u8]) -> Option<Bytes> {
+    let mut guard = SCRATCH.lock().ok()?;
+    let scratch = guard.as_mut()?;
+    match write_and_map(scratch, data) {
+        Ok(view) => Some(view),
         Err(_) => {
             // A full disk, or a file system that does not map files: no
             // more attempts, the run goes on in memory.
             *guard = None;
-            data
+            None
         }
     }
 }

@@ -47,29 +47,52 @@ fn quantize_offset(x: f32, scale: f32, zp: f32, qmax: f32) -> i8 {
     (((v + MAGIC) - MAGIC) + zp) as i8
 }
 
-/// Quantize `w`, laid out `[outer, channels, inner]`, with one scale per channel.
-fn quantize_rows(w: &[f32], channels: usize, inner: usize, scales: &[f32], qmax: i32) -> Vec<i8> {
+/// Quantize `w`, laid out `[outer, channels, inner]`, with one scale per
+/// channel. Read in runs of whole channels (of whole rows where `outer` >
+/// 1), each let go once read where `w` is the model file's
+/// ([`crate::io::read_once`]).
+fn quantize_rows(
+    w: &[f32],
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    scales: &[f32],
+    qmax: i32,
+) -> Vec<i8> {
+    let inner = inner.max(1);
     let row = (channels * inner).max(1);
     let mut q = vec![0i8; w.len()];
-    q.par_chunks_mut(row)
-        .zip(w.par_chunks(row))
-        .for_each(|(qr, wr)| {
-            if inner == 1 {
-                for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(scales) {
-                    *o = quantize_symmetric(v, s, qmax as f32);
-                }
-                return;
-            }
-            for ((qb, wb), &s) in qr
-                .chunks_mut(inner.max(1))
-                .zip(wr.chunks(inner.max(1)))
-                .zip(scales)
-            {
-                for (o, &v) in qb.iter_mut().zip(wb) {
-                    *o = quantize_symmetric(v, s, qmax as f32);
-                }
-            }
+    let channel = |qb: &mut [i8], wb: &[f32], s: f32| {
+        for (o, &v) in qb.iter_mut().zip(wb) {
+            *o = quantize_symmetric(v, s, qmax as f32);
+        }
+    };
+    if outer == 1 {
+        crate::io::read_once(w, inner, |at, run| {
+            q[at..at + run.len()]
+                .par_chunks_mut(inner)
+                .zip(run.par_chunks(inner))
+                .zip(scales[at / inner..].par_iter())
+                .for_each(|((qb, wb), &s)| channel(qb, wb, s));
         });
+        return q;
+    }
+    crate::io::read_once(w, row, |at, run| {
+        q[at..at + run.len()]
+            .par_chunks_mut(row)
+            .zip(run.par_chunks(row))
+            .for_each(|(qr, wr)| {
+                if inner == 1 {
+                    for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(scales) {
+                        *o = quantize_symmetric(v, s, qmax as f32);
+                    }
+                    return;
+                }
+                for ((qb, wb), &s) in qr.chunks_mut(inner).zip(wr.chunks(inner)).zip(scales) {
+                    channel(qb, wb, s);
+                }
+            });
+    });
     q
 }
 
@@ -345,7 +368,8 @@ pub fn quantize_per_channel(
 }
 
 /// The symmetric scale of each channel of a weight laid out as `[outer,
-/// channels, inner]`: its largest magnitude over `qmax`.
+/// channels, inner]`: its largest magnitude over `qmax`. Read in runs, as
+/// [`quantize_rows`] reads it.
 pub fn per_channel_scales(
     w: &[f32],
     outer: usize,
@@ -354,31 +378,50 @@ pub fn per_channel_scales(
     qmax: i32,
 ) -> Vec<f32> {
     assert_eq!(w.len(), outer * channels * inner);
-    // Largest magnitude per channel, reading memory in order: each task
-    // takes a run of `outer` rows and the partial maxima are merged.
-    let row = channels * inner;
-    let absmax = w
-        .par_chunks(row.max(1))
-        .fold(
-            || vec![0f32; channels],
-            |mut m, r| {
-                if inner == 1 {
-                    // Channels are consecutive (MatMul columns): element-wise, vectorised.
-                    for (mm, &v) in m.iter_mut().zip(r) {
-                        *mm = mm.max(v.abs());
-                    }
-                } else {
-                    for (mm, blk) in m.iter_mut().zip(r.chunks(inner)) {
-                        *mm = blk.iter().fold(*mm, |a, &v| a.max(v.abs()));
-                    }
-                }
-                m
-            },
-        )
-        .reduce(
-            || vec![0f32; channels],
-            |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
-        );
+    let magnitude = |m: f32, c: &[f32]| c.iter().fold(m, |a, &v| a.max(v.abs()));
+    let mut absmax = vec![0f32; channels];
+    if outer == 1 {
+        // One row: each channel's values are consecutive.
+        let inner = inner.max(1);
+        crate::io::read_once(w, inner, |at, run| {
+            absmax[at / inner..]
+                .par_iter_mut()
+                .zip(run.par_chunks(inner))
+                .for_each(|(m, c)| *m = magnitude(*m, c));
+        });
+    } else {
+        // Reading memory in order: each task takes a run of rows and the
+        // partial maxima are merged.
+        let row = (channels * inner).max(1);
+        crate::io::read_once(w, row, |_, run| {
+            let part = run
+                .par_chunks(row)
+                .fold(
+                    || vec![0f32; channels],
+                    |mut m, r| {
+                        if inner == 1 {
+                            // Channels are consecutive (MatMul columns):
+                            // element-wise, vectorised.
+                            for (mm, &v) in m.iter_mut().zip(r) {
+                                *mm = mm.max(v.abs());
+                            }
+                        } else {
+                            for (mm, blk) in m.iter_mut().zip(r.chunks(inner)) {
+                                *mm = magnitude(*mm, blk);
+                            }
+                        }
+                        m
+                    },
+                )
+                .reduce(
+                    || vec![0f32; channels],
+                    |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
+                );
+            for (m, p) in absmax.iter_mut().zip(part) {
+                *m = m.max(p);
+            }
+        });
+    }
     absmax.iter().map(|&m| scale_for(m, qmax)).collect()
 }
 
@@ -392,7 +435,8 @@ pub fn quantize_with_scales(
     qmax: i32,
 ) -> Vec<i8> {
     assert_eq!(scales.len(), channels);
-    quantize_rows(w, channels, inner, scales, qmax)
+    let outer = w.len() / (channels * inner).max(1);
+    quantize_rows(w, outer, channels, inner, scales, qmax)
 }
 
 /// Scales to store as float16, each the nearest float16 (values quantized
@@ -740,6 +784,33 @@ mod tests {
         let (q, s) = quantize_per_channel(&[0.5, -1.0, 0.25, 2.0, 0.0, -0.01], 1, 2, 3, INT8_QMAX);
         assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0]);
         assert_eq!(q, vec![64, -127, 32, 127, 0, -1]);
+    }
+
+    /// Weights over the 4 MiB a run of `io::read_once` holds, per channel
+    /// along the first axis (runs of whole channels), a middle one (runs of
+    /// whole rows) and the last (MatMul columns): the same scales and values
+    /// as one channel at a time, computed plainly.
+    #[test]
+    fn per_channel_quantization_of_weights_read_in_runs_matches_the_plain_one() {
+        let len = 6_000_000usize;
+        let w: Vec<f32> = (0..len)
+            .map(|i| ((i * 2_654_435_761) % 20_011) as f32 / 1000.0 - 10.0)
+            .collect();
+        for (outer, channels, inner) in [(1, 3000, 2000), (30, 400, 500), (6000, 1000, 1)] {
+            let (q, s) = quantize_per_channel(&w, outer, channels, inner, INT8_QMAX);
+            let mut absmax = vec![0f32; channels];
+            for (e, &v) in w.iter().enumerate() {
+                let c = (e / inner) % channels;
+                absmax[c] = absmax[c].max(v.abs());
+            }
+            let plain: Vec<f32> = absmax.iter().map(|&m| scale_for(m, INT8_QMAX)).collect();
+            assert_eq!(s, plain, "scales of {outer}x{channels}x{inner}");
+            for (e, (&v, &qv)) in w.iter().zip(&q).enumerate() {
+                let c = (e / inner) % channels;
+                let expected = quantize_symmetric(v, s[c], INT8_QMAX as f32);
+                assert_eq!(qv, expected, "element {e} of {outer}x{channels}x{inner}");
+            }
+        }
     }
 
     #[test]

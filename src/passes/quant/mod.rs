@@ -3025,13 +3025,16 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 }
 
 fn tensor_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
-    keep_tensor(TensorProto {
+    // SAFETY: i8 and u8 have the same size and alignment, and every bit
+    // pattern is a value of both: the bytes of `v` as they lie.
+    let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) };
+    TensorProto {
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(DataType::Int8 as i32),
-        raw_data: Some(Bytes::from(v.iter().map(|&x| x as u8).collect::<Vec<_>>())),
+        raw_data: Some(crate::io::spill::keep_slice(bytes)),
         ..Default::default()
-    })
+    }
 }
 
 /// The axis of its input whose neighbouring values an integer kernel for
