@@ -9,6 +9,7 @@ use bytes::Bytes;
 use prost::Message;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::optim::{Optimizer, OptimizerSession, TypedPass};
 use tract_onnx::tract_hir::infer::InferenceFact;
 
 use crate::proto::{tensor_proto::DataType, ModelProto, TensorProto};
@@ -215,12 +216,22 @@ fn parse(
             "initializer '{name}' holds {} bytes for dims {dims:?}",
             raw.len()
         );
-        // SAFETY: `raw` holds exactly the float32 values of `dims`, as
-        // checked above; from_raw copies them into an aligned tensor.
-        let value = unsafe { Tensor::from_raw::<f32>(&dims, &raw) }
-            .map_err(to_tract_error)?
-            .into_arc_tensor();
-        crate::io::release_pages(&raw);
+        // SAFETY: every byte of the tensor is written below, before
+        // anything reads it.
+        let mut value = unsafe { Tensor::uninitialized::<f32>(&dims) }.map_err(to_tract_error)?;
+        // `raw` holds exactly the float32 values of `dims`, as checked
+        // above: copied in runs, each run's pages let go once copied where
+        // `raw` is the model file's (MiniLM's word table: resident once,
+        // not twice, while tract's copy is made).
+        let dst = value.as_bytes_mut();
+        ensure!(
+            dst.len() == raw.len(),
+            "tract's tensor for '{name}' differs in size"
+        );
+        crate::io::read_once(&raw, 1, |at, run| {
+            dst[at..at + run.len()].copy_from_slice(run)
+        });
+        let value = value.into_arc_tensor();
         let fact = TypedFact::try_from(value.clone()).map_err(to_tract_error)?;
         parsed.model.node_mut(outlet.node).op = Const::new(value).map_err(to_tract_error)?.into();
         parsed
@@ -288,11 +299,35 @@ impl Runner {
     /// tract packs them for its kernels.
     pub fn new(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
         guarded("building a plan of the model", || {
-            Self::build(proto, inputs)
+            Ok(Self::build(proto, inputs, None)?.0)
         })
     }
 
-    fn build(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
+    /// [`Runner::new`], where the graph outputs of `proto` past the first
+    /// `keep` are watched instead of returned: see [`Watching`].
+    pub fn watching(proto: ModelProto, inputs: &[Tensor], keep: usize) -> Result<Watching> {
+        guarded("building a plan of the model", || {
+            let (runner, outlets) = Self::build(proto, inputs, Some(keep))?;
+            let mut watched: std::collections::HashMap<usize, Vec<(usize, usize)>> =
+                Default::default();
+            for (k, o) in outlets.iter().enumerate() {
+                watched.entry(o.node).or_default().push((o.slot, k));
+            }
+            Ok(Watching {
+                runner,
+                watched,
+                keep,
+            })
+        })
+    }
+
+    /// The plan, and where `keep` is given, the outlets of the graph
+    /// outputs past the first `keep`, which are then not the plan's.
+    fn build(
+        proto: ModelProto,
+        inputs: &[Tensor],
+        keep: Option<usize>,
+    ) -> Result<(Runner, Vec<OutletId>)> {
         // A plan is a run's peak: what earlier passes read of the model file
         // goes first (see `io::release_mapped`), and what earlier plans
         // freed (see `io::trim_heap`).
@@ -307,25 +342,47 @@ impl Runner {
         // (what `into_optimized` runs first) costs twice as much as the rest
         // of the plan and saves little on the few runs verification and
         // calibration make (PP-OCRv4 det: 0.22 -> 0.10 s a plan, runs as fast).
-        // Should an op need the decluttered form, the full path is taken.
-        let mut fast = typed.clone();
-        let optimized = match fast.optimize() {
-            Ok(()) => {
-                // Constants the optimizer replaced (packed kernels) are
-                // freed with the typed model before the plan is built.
-                drop(typed);
-                fast
-            }
-            Err(_) => {
-                drop(fast);
-                typed
-                    .into_optimized()
-                    .map_err(to_tract_error)
-                    .context("tract cannot analyse the model")?
-            }
-        };
+        // Should an op need the decluttered form, the model is decluttered
+        // (what code generation did to it before it failed stays: tract's
+        // patches keep it whole) and generated again, `into_optimized`'s path.
+        // The model is not copied for that: a copy would hold every weight
+        // unpacked while code generation packs them.
+        let mut optimized = typed;
+        if codegen(&mut optimized).is_err() {
+            optimized
+                .declutter()
+                .map_err(to_tract_error)
+                .and_then(|()| codegen(&mut optimized))
+                .context("tract cannot analyse the model")?;
+        }
+        // Watched values are outputs while the plan is made (so that tract
+        // computes them as they are, fused into nothing), then no longer:
+        // each is freed once its last reader has run, as any other value.
+        // One that tract computes on a branch of its own for being an
+        // output (magika's first Conv, reshaped back from tract's layout),
+        // which the kept outputs do not need, stays an output, held to the
+        // end of the run.
+        let mut watched = Vec::new();
+        if let Some(keep) = keep {
+            let outlets = optimized.output_outlets().map_err(to_tract_error)?.to_vec();
+            ensure!(keep <= outlets.len(), "fewer outputs than kept");
+            optimized
+                .select_output_outlets(&outlets[..keep])
+                .map_err(to_tract_error)?;
+            let needed: std::collections::HashSet<usize> = optimized
+                .eval_order()
+                .map_err(to_tract_error)?
+                .into_iter()
+                .collect();
+            let mut outputs = outlets[..keep].to_vec();
+            outputs.extend(outlets[keep..].iter().filter(|o| !needed.contains(&o.node)));
+            optimized
+                .select_output_outlets(&outputs)
+                .map_err(to_tract_error)?;
+            watched = outlets[keep..].to_vec();
+        }
         let plan = optimized.into_runnable().map_err(to_tract_error)?;
-        Ok(Runner { plan })
+        Ok((Runner { plan }, watched))
     }
 
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
@@ -336,6 +393,154 @@ impl Runner {
         })
         .context("tract failed to run the model")?;
         Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+    }
+}
+
+/// tract's code generation ([`TypedModel::optimize`]), its constant
+/// folding made to let go of what it replaces as it goes.
+///
+/// Code generation packs every matrix product's constant weight for its
+/// kernel by folding constants: each fold adds the packed copy, and the
+/// unpacked one leaves the model only when the pass ends and tract compacts
+/// it, so that every weight was held twice at once (ResNet-18: 43 MB
+/// unpacked and 45 MB packed, the heap's peak of a run). Here the pass
+/// ends once its folds have replaced [`COMPACT_AFTER_BYTES`] of constants,
+/// tract compacts the model, and the pass starts again: at most that much
+/// more is held at once.
+fn codegen(model: &mut TypedModel) -> Result<()> {
+    match compacting_codegen() {
+        Some(optimizer) => model
+            .optimize_with_session(&mut optimizer.session())
+            .map_err(to_tract_error),
+        // Another tract, whose passes are not named so: its own optimizer.
+        None => model.optimize().map_err(to_tract_error),
+    }
+}
+
+/// tract's code generation optimizer with its constant folding wrapped in
+/// [`CompactingPropConst`]; `None` where it has no pass of that name.
+fn compacting_codegen() -> Option<Optimizer> {
+    let mut optimizer = Optimizer::codegen();
+    let i = optimizer
+        .passes
+        .iter()
+        .position(|p| format!("{p:?}").starts_with("PropConst"))?;
+    let inner = optimizer.passes.remove(i);
+    optimizer
+        .passes
+        .insert(i, Box::new(CompactingPropConst { inner, replaced: 0 }));
+    Some(optimizer)
+}
+
+/// How many bytes of constants [`CompactingPropConst`] replaces before
+/// tract compacts the model.
+const COMPACT_AFTER_BYTES: usize = 8 << 20;
+
+/// tract's constant folding, ending its round once its folds have replaced
+/// [`COMPACT_AFTER_BYTES`] of constants (the optimizer compacts the model
+/// after a round that changed it, and runs the pass again).
+#[derive(Debug, Clone)]
+struct CompactingPropConst {
+    inner: Box<dyn TypedPass>,
+    /// Bytes of the constants read by the nodes folded in this round.
+    replaced: usize,
+}
+
+impl TypedPass for CompactingPropConst {
+    fn reset(&mut self) -> TractResult<()> {
+        self.replaced = 0;
+        self.inner.reset()
+    }
+
+    fn next(
+        &mut self,
+        session: &mut OptimizerSession,
+        model: &TypedModel,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        if self.replaced >= COMPACT_AFTER_BYTES {
+            return Ok(None);
+        }
+        let patch = self.inner.next(session, model)?;
+        if let Some(p) = &patch {
+            // The constants the replaced nodes read (a packing's weight).
+            for o in p.shunts.keys() {
+                for i in &model.node(o.node).inputs {
+                    if let Some(k) = &model.outlet_fact(*i)?.konst {
+                        self.replaced += k.len() * k.datum_type().size_of();
+                    }
+                }
+            }
+        }
+        Ok(patch)
+    }
+
+    fn run_direct(&mut self, model: &mut TypedModel) -> TractResult<bool> {
+        self.inner.run_direct(model)
+    }
+}
+
+/// A plan that hands values of a run to a callback as it computes them
+/// ([`Runner::watching`]): calibration reads each activation it measures
+/// as it is computed, where making them all outputs of the plan held every
+/// one of a sample until its run ended (magika: 40 MB a run for a 3 MB
+/// model; U²-Net-P at 320x320: 200 MB).
+pub struct Watching {
+    runner: Runner,
+    /// The watched values each plan node computes: (its output slot, the
+    /// value's index among the watched ones).
+    watched: std::collections::HashMap<usize, Vec<(usize, usize)>>,
+    /// How many of the plan's outputs are the kept ones (the rest are
+    /// watched values it holds).
+    keep: usize,
+}
+
+impl Watching {
+    /// Run on `inputs`, calling `seen(k, value)` for the `k`th watched value
+    /// as soon as it is computed; the kept outputs are returned. A value
+    /// tract does not compute for the kept outputs is not seen.
+    pub fn run(
+        &self,
+        inputs: &[Tensor],
+        mut seen: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        use tract_onnx::tract_core::plan::{eval, EvalContext};
+        let out = guarded("running the model", || {
+            let mut state = self.runner.plan.spawn().map_err(to_tract_error)?;
+            let inputs = inputs.iter().cloned().map(|t| t.into_tvalue()).collect();
+            state
+                .run_plan_with_eval(
+                    inputs,
+                    |ctx: &EvalContext,
+                     op_state: Option<
+                        &mut (dyn tract_onnx::tract_core::ops::OpState + 'static),
+                    >,
+                     node: &TypedNode,
+                     input: TVec<TValue>|
+                     -> TractResult<TVec<TValue>> {
+                        let out = eval(ctx, op_state, node, input)?;
+                        for &(slot, k) in self.watched.get(&node.id).into_iter().flatten() {
+                            if let Some(v) = out.get(slot) {
+                                seen(k, v)?;
+                            }
+                        }
+                        Ok(out)
+                    },
+                )
+                .map_err(to_tract_error)
+        })
+        .context("tract failed to run the model")?;
+        Ok(out
+            .into_iter()
+            .take(self.keep)
+            .map(|v| v.into_tensor())
+            .collect())
+    }
+
+    /// Run on `inputs`, the kept outputs alone.
+    pub fn run_outputs(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let mut out = self.runner.run(inputs)?;
+        out.truncate(self.keep);
+        Ok(out)
     }
 }
 
@@ -665,5 +870,93 @@ mod tests {
             assert!(worst < 1e-3, "c = {c}: {worst}");
             assert_eq!(out[1].cast_to_scalar::<f32>().unwrap(), c);
         }
+    }
+
+    /// Three matrix products of 3 MiB weights each: code generation packs
+    /// them with the compacting constant folding in place (its pass found
+    /// in tract's optimizer), a round ending after each, and the plan
+    /// computes what the weights say.
+    #[test]
+    fn plans_pack_large_weights_with_the_compacting_constant_folding() {
+        assert!(
+            compacting_codegen().is_some(),
+            "tract's code generation has no PropConst pass to wrap"
+        );
+        let n = 896usize;
+        // Each weight maps the all-ones row to 2 (two nonzero values a column).
+        let w = |shift: usize| -> Vec<f32> {
+            (0..n * n)
+                .map(|e| {
+                    let (i, j) = (e / n, e % n);
+                    if i == j || i == (j + shift) % n {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let d = n as i64;
+        let proto = ModelBuilder::new(17)
+            .input("x", &[1, d])
+            .init_f32("w1", &[d, d], &w(1))
+            .init_f32("w2", &[d, d], &w(2))
+            .init_f32("w3", &[d, d], &w(3))
+            .node("m1", "MatMul", &["x", "w1"], &["a"])
+            .node("m2", "MatMul", &["a", "w2"], &["b"])
+            .node("m3", "MatMul", &["b", "w3"], &["y"])
+            .output("y", &[1, d])
+            .proto();
+        let input = Tensor::from_shape(&[1, n], &vec![1f32; n]).unwrap();
+        let out = Runner::new(proto, std::slice::from_ref(&input))
+            .unwrap()
+            .run(&[input])
+            .unwrap();
+        let y = out[0].try_as_plain_ram().unwrap();
+        assert!(y.as_slice::<f32>().unwrap().iter().all(|&v| v == 8.0));
+    }
+
+    /// Watched values reach the callback once a run, as computed, and are
+    /// not among the outputs; one the kept outputs do not need is computed
+    /// all the same.
+    #[test]
+    fn watched_values_are_seen_as_they_are_computed_and_not_returned() {
+        let proto = ModelBuilder::new(17)
+            .input("x", &[1, 4])
+            .init_f32("one", &[1], &[1.0])
+            .init_f32("two", &[1], &[2.0])
+            .node("add", "Add", &["x", "one"], &["a"])
+            .node("mul", "Mul", &["a", "two"], &["y"])
+            .node("dead", "Sub", &["x", "one"], &["unused"])
+            .output("y", &[1, 4])
+            .output("a", &[1, 4])
+            .output("unused", &[1, 4])
+            .proto();
+        let input = Tensor::from_shape(&[1, 4], &[1f32, 2.0, 3.0, 4.0]).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
+        for _ in 0..2 {
+            let mut seen: Vec<(usize, Vec<f32>)> = Vec::new();
+            let out = plan
+                .run(std::slice::from_ref(&input), |k, t| {
+                    let v = t.try_as_plain_ram().map_err(|e| anyhow!("{e}"))?;
+                    seen.push((k, v.as_slice::<f32>().map_err(|e| anyhow!("{e}"))?.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(out.len(), 1, "only the kept output is returned");
+            let y = out[0].try_as_plain_ram().unwrap();
+            assert_eq!(y.as_slice::<f32>().unwrap(), &[4.0, 6.0, 8.0, 10.0]);
+            seen.sort_by_key(|s| s.0);
+            assert_eq!(
+                seen,
+                vec![(0, vec![2.0, 3.0, 4.0, 5.0]), (1, vec![0.0, 1.0, 2.0, 3.0])]
+            );
+        }
+        assert_eq!(
+            plan.run_outputs(std::slice::from_ref(&input))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -197,7 +197,11 @@ pub fn calibrate(
         &outputs[..model_outputs],
     );
     progress.say("calibration: building a plan in tract");
-    let runner = tr::Runner::new(proto, &run_samples[0])
+    // The calibrated values are outputs while the plan is made (computed as
+    // they are), then watched: each is measured as it is computed and freed
+    // once read, as in any run, instead of being held to the end of its
+    // sample's run (magika: 40 MB a run for a 3 MB model).
+    let runner = tr::Runner::watching(proto, &run_samples[0], model_outputs)
         .context("tract cannot run the model for calibration")?;
     let total = run_samples.len();
     // Counted and said under one lock: the last message is the last count.
@@ -213,49 +217,75 @@ pub fn calibrate(
         .iter()
         .map(|a| method != Method::Minmax || a.is_some())
         .collect();
-    // One run per sample: its own range of each value and, for the
-    // histogram methods, a histogram over that range; merged afterwards.
-    let stats = |out: &[Tensor]| -> Result<Vec<Stat>> {
+    // The values each watched output is (those past the model's own
+    // outputs); a calibrated value that is a model output is read from the
+    // run's outputs.
+    let mut of_watched: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, &k) in index.iter().enumerate() {
+        if let Some(w) = k.checked_sub(model_outputs) {
+            of_watched.entry(w).or_default().push(i);
+        }
+    }
+    // Value `i`'s range in one sample and, for the histogram methods, a
+    // histogram over that range; merged afterwards.
+    let stat = |i: usize, t: &Tensor| -> Result<Stat> {
+        // Only float32 activations are quantized.
+        if t.datum_type() != f32::datum_type() {
+            return Ok(Stat::empty());
+        }
+        let view = t.try_as_plain_ram().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let v = view.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut stat = Stat::of(v, histograms[i]);
+        if let Some(axis) = pair_axis[i] {
+            stat.pairs = PairSums::of(v, t.shape(), axis);
+        }
+        Ok(stat)
+    };
+    // One run per sample: its outputs, and each value's statistics (empty
+    // for a value the plan does not compute).
+    let run = |sample: &[Tensor]| -> Result<(Vec<Tensor>, Vec<Stat>)> {
+        let mut stats: Vec<Option<Stat>> = (0..n).map(|_| None).collect();
+        let out = runner.run(sample, |w, t| {
+            for &i in of_watched.get(&w).into_iter().flatten() {
+                stats[i] = Some(stat(i, t)?);
+            }
+            Ok(())
+        })?;
+        for (i, &k) in index.iter().enumerate() {
+            if k < model_outputs {
+                stats[i] = Some(stat(i, &out[k])?);
+            }
+        }
         if let Ok(mut k) = done.lock() {
             *k += 1;
             progress.say(&format!("calibration: {k} of {total} samples run"));
         }
-        index
-            .iter()
-            .zip(pair_axis.iter().zip(&histograms))
-            .map(|(&k, (axis, &histogram))| {
-                // Only float32 activations are quantized.
-                if out[k].datum_type() != f32::datum_type() {
-                    return Ok(Stat::empty());
-                }
-                let view = out[k]
-                    .try_as_plain_ram()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let v = view.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let mut stat = Stat::of(v, histogram);
-                if let Some(axis) = axis {
-                    stat.pairs = PairSums::of(v, out[k].shape(), *axis);
-                }
-                Ok(stat)
-            })
-            .collect()
+        Ok((
+            out,
+            stats
+                .into_iter()
+                .map(|s| s.unwrap_or_else(Stat::empty))
+                .collect(),
+        ))
     };
-    // Each run holds every calibrated value of its sample at once (they
-    // are the plan's outputs): the first sample runs alone, and where what
-    // it held is large, the others run one at a time too, not one per core.
-    let (per_sample, parallel): (Vec<Vec<Stat>>, bool) = if chain.is_empty() {
-        let first = runner.run(&run_samples[0])?;
-        let parallel = held_bytes(&first).saturating_mul(2) <= PARALLEL_MAX_BYTES;
-        let mut all = vec![stats(&first)?];
-        drop(first);
-        all.extend(run_each(&run_samples[1..], parallel, |s| {
-            stats(&runner.run(s)?)
-        })?);
-        (all, parallel)
+    let per_sample: Vec<Vec<Stat>> = if chain.is_empty() {
+        run_samples
+            .par_iter()
+            .map(|s| Ok(run(s)?.1))
+            .collect::<Result<_>>()?
     } else {
-        let stream =
-            crate::verify::run_stream(&run_samples, &chain, |s| runner.run(s), |out| stats(&out))?;
-        (stream, false)
+        let mut stats = Vec::with_capacity(run_samples.len());
+        crate::verify::run_stream(
+            &run_samples,
+            &chain,
+            |s| {
+                let (out, st) = run(s)?;
+                stats.push(st);
+                Ok(out)
+            },
+            |_| Ok(()),
+        )?;
+        stats
     };
     // The reference samples run on the same plan: the model's own outputs
     // come first among the plan's.
@@ -269,13 +299,12 @@ pub fn calibrate(
     };
     let expected = match reference {
         Some(r) if fixed.is_empty() && r.iter().all(|s| same_types(s)) => {
-            let outputs_of = |s: &[Tensor]| -> Result<Vec<Tensor>> {
-                let mut out = runner.run(s)?;
-                out.truncate(model_outputs);
-                Ok(out)
-            };
+            let outputs_of = |s: &[Tensor]| runner.run_outputs(s);
             if chain.is_empty() {
-                run_each(r, parallel, outputs_of).ok()
+                r.par_iter()
+                    .map(|s| outputs_of(s))
+                    .collect::<Result<_>>()
+                    .ok()
             } else {
                 // As verification runs them: each step's state from the
                 // step before (the state outputs are among the model's own).
@@ -651,34 +680,6 @@ pub fn percentile_range(h: &[u64], lo: f32, hi: f32, p: f64) -> (f32, f32) {
     (lo + first as f32 * width, lo + (last + 1) as f32 * width)
 }
 
-/// What two calibration runs may hold at once, all their calibrated values
-/// together: past it, samples run one at a time. U²-Net-P at 320x320 holds
-/// 0.4 GB a sample: calibration peaked at 881 MB with two at once, where
-/// the rest of the run stays under 430 MB.
-const PARALLEL_MAX_BYTES: usize = 256 << 20;
-
-/// The bytes `outputs` hold.
-fn held_bytes(outputs: &[Tensor]) -> usize {
-    outputs
-        .iter()
-        .map(|t| t.len().saturating_mul(t.datum_type().size_of()))
-        .fold(0, usize::saturating_add)
-}
-
-/// `f` on each sample, in order: on every core where `parallel`, else one
-/// at a time.
-fn run_each<T: Send>(
-    samples: &[Vec<Tensor>],
-    parallel: bool,
-    f: impl Fn(&[Tensor]) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    if parallel {
-        samples.par_iter().map(|s| f(s)).collect()
-    } else {
-        samples.iter().map(|s| f(s)).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,25 +771,6 @@ mod tests {
         assert!((s.correlation() + 1.0).abs() < 1e-12);
         let s = PairSums::of(&[1.0, 5.0, 2.0, 5.0], &[2, 2], PairAxis::Last);
         assert_eq!(s.correlation(), 1.0);
-    }
-
-    /// What a run holds is counted in bytes of every output, whatever its
-    /// type; samples keep their order run one at a time or on every core.
-    #[test]
-    fn held_bytes_count_every_output_and_runs_keep_their_order() {
-        let outs = [
-            Tensor::zero::<f32>(&[2, 3]).unwrap(),
-            Tensor::zero::<i64>(&[4]).unwrap(),
-            Tensor::zero::<u8>(&[5]).unwrap(),
-        ];
-        assert_eq!(held_bytes(&outs), 24 + 32 + 5);
-        let samples: Vec<Vec<Tensor>> = (0..5)
-            .map(|i| vec![Tensor::zero::<f32>(&[i]).unwrap()])
-            .collect();
-        for parallel in [true, false] {
-            let lens = run_each(&samples, parallel, |s| Ok(s[0].len())).unwrap();
-            assert_eq!(lens, vec![0, 1, 2, 3, 4]);
-        }
     }
 
     #[test]
