@@ -1200,6 +1200,26 @@ fn int4_blocked_weights_are_verified_blockwise() {
     assert_eq!(kept.opset(), 17);
 }
 
+/// A MatMul of 8 columns (under `min_out_channels`) gains nothing from an
+/// integer kernel: it computes in float, its weight stored as int8 with a
+/// scale per column and expanded once at load, and no DequantizeLinear
+/// reads it.
+#[test]
+fn a_narrow_matmul_computes_in_float_with_its_weight_stored_as_int8() {
+    let (original, _) = Model::load(&fixture("constants.onnx")).unwrap();
+    let mut m = cleaned_copy(&original);
+    quant(
+        &mut m,
+        "min_weight_elements = 16\nmin_reduction = 1\nactivations = \"static\"",
+    );
+    let d = dump(&m.graph);
+    assert!(d.contains("init   w_scale: float[1,8]"), "{d}");
+    assert!(d.contains("Mul(w_int8_values, w_scale) -> (w)"), "{d}");
+    assert!(!d.contains("DequantizeLinear(w_q"), "{d}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 #[test]
 fn opset_12_is_raised_for_per_channel_or_kept_per_tensor() {
     let (original, _) = Model::load(&fixture("constants.onnx")).unwrap();
@@ -1207,7 +1227,7 @@ fn opset_12_is_raised_for_per_channel_or_kept_per_tensor() {
     let cleaned = m.clone();
     let r = quant(
         &mut m,
-        "min_weight_elements = 16\nmin_reduction = 1\nactivations = \"static\"\nopset = \"keep\"",
+        "min_weight_elements = 16\nmin_reduction = 1\nmin_out_channels = 1\nactivations = \"static\"\nopset = \"keep\"",
     );
     assert!(
         r.notes.iter().any(|n| n.contains("per tensor")),
@@ -1224,7 +1244,7 @@ fn opset_12_is_raised_for_per_channel_or_kept_per_tensor() {
     let mut raised = cleaned.clone();
     let r = quant(
         &mut raised,
-        "min_weight_elements = 16\nmin_reduction = 1\nactivations = \"static\"",
+        "min_weight_elements = 16\nmin_reduction = 1\nmin_out_channels = 1\nactivations = \"static\"",
     );
     assert!(
         r.notes

@@ -111,8 +111,8 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "block_size", kind: "integer", default: "32", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis" },
         ParamInfo { name: "weight_range", kind: "string", default: "auto", range: "auto | full | reduced", doc: "int8 weights of the layers integer kernels compute: full spans -127..127; reduced spans -64..64 (7 bits, onnxruntime's reduce_range), which x86 CPUs without VNNI (AVX2 only) never saturate, where full-range weights can saturate their 16-bit sums of products and give wrong results; auto: full on a machine with VNNI or not x86; otherwise reduced, except for static layers whose calibrated inputs show that the error of the sums full-range weights would saturate is below that of the coarser rounding (the report counts them, and labels the reduced weights)" },
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
-        ParamInfo { name: "min_reduction", kind: "string", default: "auto", range: "auto | integer >= 1", doc: "a Conv computes in int8 only when its input channels per group x kernel size reach this; shorter ones compute in float with int8-stored weights (onnxruntime's int8 kernels are no faster there, and the Q/DQ around them cost); auto: 64 where int8 sums are exact (x86 with VNNI, ARM), 128 on x86 without VNNI, whose int8 kernels gain less" },
-        ParamInfo { name: "min_out_channels", kind: "integer", default: "17", range: ">= 1", doc: "a Conv computes in int8 only when it has at least this many output channels; narrower ones compute in float with int8-stored weights (onnxruntime's int8 kernels run Convs of 16 or fewer output channels slower than its float ones: MTCNN's PNet ran 0.83x of float with them in int8, 1.10x in float)" },
+        ParamInfo { name: "min_reduction", kind: "string", default: "auto", range: "auto | integer >= 1", doc: "a Conv computes in int8 only when its input channels per group x kernel size reach this, a MatMul only when its constant weight's rows do; shorter ones compute in float with int8-stored weights (onnxruntime's int8 kernels are no faster there, and the Q/DQ around them cost); auto: 64 where int8 sums are exact (x86 with VNNI, ARM), 128 on x86 without VNNI, whose int8 kernels gain less" },
+        ParamInfo { name: "min_out_channels", kind: "integer", default: "17", range: ">= 1", doc: "a Conv computes in int8 only when it has at least this many output channels, a MatMul only when its constant weight has this many columns; narrower ones compute in float with int8-stored weights (onnxruntime's int8 kernels run Convs of 16 or fewer output channels slower than its float ones: MTCNN's PNet ran 0.83x of float with them in int8, 1.10x in float)" },
         ParamInfo { name: "grouped", kind: "bool", default: "false", range: "true|false", doc: "compute grouped (depthwise) Conv in int8 too; by default their weights are int8-stored and they compute in float, which is as fast or faster in onnxruntime" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses, compute the most damaging layers in float until it is met (their weights stay stored as int8, else as int8 in blocks of up to 32 values, else float16, where that meets it)" },
@@ -628,7 +628,17 @@ impl Pass for Quant {
                     }
                     (1, Use::Axis(if tb { 0 } else { 1 }))
                 }
-                "MatMul" => (1, Use::MatMul),
+                "MatMul" => {
+                    if n.proto
+                        .input
+                        .get(1)
+                        .and_then(|w| g.constant(w))
+                        .is_some_and(|t| !self.matmul_pays_in_int8(&t.dims))
+                    {
+                        short.push(id);
+                    }
+                    (1, Use::MatMul)
+                }
                 "Gather" if self.params.gather => {
                     let axis = crate::ir::int_attr(&n.proto, "axis", 0);
                     if axis != 0 {
@@ -714,11 +724,16 @@ impl Pass for Quant {
                         })
                     };
                     let readers = placement(g, &excluded, &int8);
+                    // (A float MatMul is not quantized again at load:
+                    // between a pair it stays float.)
                     let between: Vec<NodeId> = float
                         .iter()
                         .copied()
                         .filter(|&id| {
-                            between_qdq(g, &readers, id) || pools_into_int8(g, &readers, id)
+                            let requantized =
+                                REQUANTIZED_OPS.contains(&g.nodes[id].proto.op_type());
+                            (requantized && between_qdq(g, &readers, id))
+                                || pools_into_int8(g, &readers, id)
                         })
                         .collect();
                     if between.is_empty() {
@@ -732,7 +747,13 @@ impl Pass for Quant {
             }
             for r in uses.values_mut() {
                 if r.iter().any(|(id, _)| float.contains(id)) {
-                    r.iter_mut().for_each(|(_, u)| *u = Use::Stored(0));
+                    // Per output channel: a Conv's first axis, a MatMul
+                    // weight's columns.
+                    let axis = match r.first() {
+                        Some((_, Use::MatMul)) if r.iter().all(|(_, u)| *u == Use::MatMul) => 1,
+                        _ => 0,
+                    };
+                    r.iter_mut().for_each(|(_, u)| *u = Use::Stored(axis));
                 }
             }
             if !self.params.other_weights {
@@ -1844,6 +1865,17 @@ impl Quant {
             && dims.len() >= 3
             && dims[0] >= self.params.min_out_channels
             && dims[1..].iter().product::<i64>() >= self.min_reduction
+    }
+
+    /// Whether a MatMul with this constant weight (`[K, N]`) gains from an
+    /// integer kernel, as [`Quant::conv_pays_in_int8`] asks of a Conv: its
+    /// reduction `K` reaches `min_reduction` and it computes at least
+    /// `min_out_channels` columns. A temporal convolution network written
+    /// as MatMuls of 16x16 weights (madmom's beat tracker) ran 0.92x of
+    /// float with them in int8.
+    fn matmul_pays_in_int8(&self, dims: &[i64]) -> bool {
+        dims.len() != 2
+            || (dims[0] >= self.min_reduction && dims[1] >= self.params.min_out_channels)
     }
 
     /// The opset change round 1 makes, if the policy asks for one and every
