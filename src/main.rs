@@ -107,7 +107,8 @@ struct VerifyArgs {
     /// or any one as INPUT:AXIS, e.g. --dim input:1=512 (an unnamed axis, or
     /// one of several axes sharing a name, such as PaddlePaddle's `?` for both
     /// height and width; it wins over the name, and a name all of whose axes
-    /// are bound so is refused). Unbound: a
+    /// are bound so is refused). Unbound: a dim a constant weight fixes (the
+    /// features a MatMul, Gemm, LSTM, GRU or RNN reads) is that size, a
     /// batch is 1, an image's height and width 64 (an Ultralytics model's: the
     /// size in its metadata, at most 640), token ids and float dims named
     /// like a time or sequence axis (time, seq, len, frame) 128 long, other

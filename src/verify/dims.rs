@@ -211,7 +211,8 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
 }
 
 /// [`settle_dims`], with `max_bytes` of weights as the size past which a
-/// model is big.
+/// model is big. A dim a constant weight implies ([`implied_sizes`]) is
+/// bound to that size first, and said in a note.
 fn settle_dims_within(
     original: &Model,
     opts: &mut VerifyOptions,
@@ -221,6 +222,134 @@ fn settle_dims_within(
     if opts.inputs.is_some() {
         return Settled::default();
     }
+    let mut implied_notes = Vec::new();
+    for (key, (size, reader)) in implied_sizes(original) {
+        if opts.dims.contains_key(&key) {
+            continue;
+        }
+        implied_notes.push(format!(
+            "input dim '{key}' set to {size}, as the weight of {reader} requires (bind it with --dim {key}=SIZE)"
+        ));
+        opts.dims.insert(key, size);
+    }
+    let mut settled = settle_free_dims(original, opts, reference, max_bytes);
+    settled.notes.splice(0..0, implied_notes);
+    settled
+}
+
+/// Sizes that constant weights imply for unbound input dims: the last axis
+/// of an input that reaches, unchanged (through Unsqueeze, Squeeze that
+/// leave the last axis, and element-wise ops), the reduction of a MatMul or
+/// Gemm whose weight is a constant, or the input of an LSTM, GRU or RNN
+/// whose `W` is one, is as long as that weight says; any other length
+/// fails in every runtime (tract ran madmom's LSTMs at a width of 1 where
+/// their weights take 266, and onnxruntime refuses it). Keyed like `--dim`,
+/// with the reader named; a dim two readers disagree on is left out.
+fn implied_sizes(model: &Model) -> std::collections::BTreeMap<String, (usize, String)> {
+    use std::collections::BTreeMap;
+    let g = &model.graph;
+    let mut found: BTreeMap<String, Option<(usize, String)>> = BTreeMap::new();
+    for vi in &g.rest.input {
+        if g.initializers.contains_key(vi.name()) {
+            continue;
+        }
+        let Some(rank) = crate::ir::declared_rank(vi) else {
+            continue;
+        };
+        let Some((key, _)) = inputs::free_dims(vi)
+            .into_iter()
+            .find(|(_, axis)| *axis + 1 == rank)
+        else {
+            continue;
+        };
+        // The values that carry the input's last axis as its last axis.
+        let mut frontier = vec![(vi.name().to_string(), rank)];
+        let mut seen = std::collections::HashSet::new();
+        while let Some((v, r)) = frontier.pop() {
+            if !seen.insert(v.clone()) {
+                continue;
+            }
+            for id in g.consumers(&v) {
+                let n = &g.nodes[id].proto;
+                if n.input.first() != Some(&v) {
+                    continue;
+                }
+                let weight = |slot: usize| n.input.get(slot).and_then(|w| g.constant(w));
+                let implied = match n.op_type() {
+                    "MatMul" => weight(1).filter(|t| t.dims.len() == 2).map(|t| t.dims[0]),
+                    "Gemm" if !set_flag(n, "transA") => weight(1)
+                        .filter(|t| t.dims.len() == 2)
+                        .map(|t| t.dims[usize::from(set_flag(n, "transB"))]),
+                    "LSTM" | "GRU" | "RNN" => {
+                        weight(1).filter(|t| t.dims.len() == 3).map(|t| t.dims[2])
+                    }
+                    _ => None,
+                };
+                if let Some(size) = implied.and_then(|d| usize::try_from(d).ok()) {
+                    let reader = format!("{} '{}'", n.op_type(), g.nodes[id].label());
+                    let entry = found.entry(key.clone()).or_insert(Some((size, reader)));
+                    if entry.as_ref().is_some_and(|(s, _)| *s != size) {
+                        *entry = None;
+                    }
+                    continue;
+                }
+                let Some(out) = n.output.first() else {
+                    continue;
+                };
+                let axes = |slot: usize| -> Option<Vec<i64>> {
+                    match n.input.get(slot).and_then(|a| g.constant(a)) {
+                        Some(t) => {
+                            crate::ir::tensor::to_i64(t, model.payload(t).ok()?.as_ref()).ok()
+                        }
+                        None => n
+                            .attribute
+                            .iter()
+                            .find(|a| a.name() == "axes")
+                            .map(|a| a.ints.clone()),
+                    }
+                };
+                // Each axis, from the end, must stay before the last.
+                let before_last = |axes: &[i64], rank: usize| {
+                    axes.iter().all(|&a| {
+                        let a = if a < 0 { a + rank as i64 } else { a };
+                        a >= 0 && (a as usize) + 1 < rank
+                    })
+                };
+                let next = match n.op_type() {
+                    "Unsqueeze" => axes(1).and_then(|a| {
+                        let to = r + a.len();
+                        before_last(&a, to).then_some(to)
+                    }),
+                    "Squeeze" => axes(1)
+                        .and_then(|a| (!a.is_empty() && before_last(&a, r)).then(|| r - a.len())),
+                    "Identity" | "Cast" | "Relu" | "Abs" | "Neg" | "Sigmoid" | "Tanh" | "Exp"
+                    | "Log" | "Sqrt" | "Dropout" | "LeakyRelu" | "Elu" | "Clip" => Some(r),
+                    _ => None,
+                };
+                if let Some(r) = next {
+                    frontier.push((out.clone(), r));
+                }
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
+}
+
+/// Whether integer attribute `name` of `n` is set and not 0.
+fn set_flag(n: &crate::proto::NodeProto, name: &str) -> bool {
+    crate::ir::int_attr(n, name, 0) != 0
+}
+
+/// [`settle_dims_within`] for the dims nothing implies.
+fn settle_free_dims(
+    original: &Model,
+    opts: &mut VerifyOptions,
+    reference: bool,
+    max_bytes: u64,
+) -> Settled {
     // Analysing a model in tract copies its weights: past this size only the
     // first sizes are tried, by building the reference verification reuses;
     // where they do not fit, the dims stay as bound (1 otherwise), and the
@@ -630,6 +759,69 @@ mod tests {
             std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
         )
         .unwrap()
+    }
+
+    /// `x` [1, feat] (and `s` [seq, feat2]) reaching a MatMul's reduction
+    /// through a Relu (an LSTM's input through an Unsqueeze before the last
+    /// axis): `feat` is bound to the weight's 5 rows (`feat2` to its W's
+    /// input size, 6), with a note each, before anything runs.
+    #[test]
+    fn a_dim_a_constant_weight_implies_is_bound_to_its_size() {
+        let w: Vec<f32> = (0..15).map(|i| i as f32).collect();
+        let lstm_w = vec![0.1f32; 4 * 2 * 6];
+        let lstm_r = vec![0.1f32; 4 * 2 * 2];
+        let mut p = ModelBuilder::new(17)
+            .init_f32("w", &[5, 3], &w)
+            .init_f32("lw", &[1, 8, 6], &lstm_w)
+            .init_f32("lr", &[1, 8, 2], &lstm_r)
+            .node("r", "Relu", &["x"], &["xr"])
+            .node("mm", "MatMul", &["xr", "w"], &["y"])
+            .node("u", "Unsqueeze", &["s", "ax"], &["su"])
+            .node_with(
+                "l",
+                "LSTM",
+                &["su", "lw", "lr"],
+                &["ly"],
+                vec![crate::ir::builder::attr_int("hidden_size", 2)],
+            )
+            .output("y", &[1, 3])
+            .output("ly", &[])
+            .proto();
+        let g = p.graph.as_mut().unwrap();
+        for (name, dims) in [("x", ["1", "feat"]), ("s", ["seq", "feat2"])] {
+            let mut vi = typed_value(name, DataType::Float, &[1, 1]);
+            if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                for (d, v) in t.shape.as_mut().unwrap().dim.iter_mut().zip(dims) {
+                    if v != "1" {
+                        d.value = Some(Dim::DimParam(v.into()));
+                    }
+                }
+            }
+            g.input.push(vi);
+        }
+        g.initializer.push(crate::ir::tensor::from_i64("ax", &[1]));
+        let m = Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .unwrap();
+        let mut opts = VerifyOptions::default();
+        let settled = settle_dims_within(&m, &mut opts, false, 0);
+        assert_eq!(opts.dims.get("feat"), Some(&5));
+        assert_eq!(opts.dims.get("feat2"), Some(&6));
+        assert_eq!(opts.dims.get("seq"), None, "not implied");
+        assert!(
+            settled.notes[0].contains("'feat' set to 5, as the weight of MatMul 'mm' requires"),
+            "{:?}",
+            settled.notes
+        );
+        // A size the user binds wins.
+        let mut bound = VerifyOptions::default();
+        bound.dims.insert("feat".into(), 7);
+        settle_dims_within(&m, &mut bound, false, 0);
+        assert_eq!(bound.dims.get("feat"), Some(&7));
     }
 
     /// A model past the size limit gets its first sizes where the reference
