@@ -1036,8 +1036,12 @@ impl Graph {
     /// with that rank and its dims unknown: some exporters declare `shape
     /// {}` (a scalar) for outputs of any rank, which onnx.checker's full
     /// check rejects ("Inferred shape and existing shape differ in rank") in
-    /// the original and in anything written from it. Returns a note per
-    /// output changed.
+    /// the original and in anything written from it. Only a scalar
+    /// declaration is changed, to a higher rank: a run at the sizes
+    /// verification chose can have fewer axes than in use (a Squeeze of
+    /// every axis of 1, at a length of 1: madmom's beat tracker, declared
+    /// `[T]`, returns a scalar at one step). Returns a note per output
+    /// changed.
     pub fn redeclare_output_ranks(&mut self, ranks: &[(String, usize)]) -> Vec<String> {
         let mut notes = Vec::new();
         for (name, rank) in ranks {
@@ -1045,7 +1049,7 @@ impl Graph {
                 continue;
             };
             let declared = declared_rank(vi);
-            let Some(declared) = declared.filter(|d| d != rank) else {
+            let Some(declared) = declared.filter(|&d| d == 0 && *rank > 0) else {
                 continue;
             };
             if let Some(crate::proto::type_proto::Value::TensorType(t)) =
@@ -1095,6 +1099,11 @@ mod tests {
         );
         assert_eq!(shape("z").dim.len(), 4, "a right declaration is kept");
         assert!(shape("z").dim[1].value.is_some());
+        // A declared axis a run at size 1 squeezed away stays declared.
+        let notes = m.graph.redeclare_output_ranks(&[("z".to_string(), 0)]);
+        assert!(notes.is_empty(), "{notes:?}");
+        let z = m.graph.rest.output.iter().find(|o| o.name() == "z");
+        assert_eq!(declared_rank(z.unwrap()), Some(4));
     }
 
     /// A body reading `outer` from the enclosing scope.
