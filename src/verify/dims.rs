@@ -222,8 +222,9 @@ fn settle_dims_within(
     if opts.inputs.is_some() {
         return Settled::default();
     }
+    let weights = WeightDims::of(original);
     let mut implied_notes = Vec::new();
-    for (key, (size, reader)) in implied_sizes(original) {
+    for (key, (size, reader)) in weights.sizes {
         if opts.dims.contains_key(&key) {
             continue;
         }
@@ -232,110 +233,144 @@ fn settle_dims_within(
         ));
         opts.dims.insert(key, size);
     }
-    let mut settled = settle_free_dims(original, opts, reference, max_bytes);
+    let mut settled = settle_free_dims(original, opts, reference, max_bytes, &weights.sequences);
     settled.notes.splice(0..0, implied_notes);
     settled
 }
 
-/// Sizes that constant weights imply for unbound input dims: the last axis
-/// of an input that reaches, unchanged (through Unsqueeze, Squeeze that
-/// leave the last axis, and element-wise ops), the reduction of a MatMul or
-/// Gemm whose weight is a constant, or the input of an LSTM, GRU or RNN
-/// whose `W` is one, is as long as that weight says; any other length
-/// fails in every runtime (tract ran madmom's LSTMs at a width of 1 where
-/// their weights take 266, and onnxruntime refuses it). Keyed like `--dim`,
-/// with the reader named; a dim two readers disagree on is left out.
-fn implied_sizes(model: &Model) -> std::collections::BTreeMap<String, (usize, String)> {
-    use std::collections::BTreeMap;
-    let g = &model.graph;
-    let mut found: BTreeMap<String, Option<(usize, String)>> = BTreeMap::new();
-    for vi in &g.rest.input {
-        if g.initializers.contains_key(vi.name()) {
-            continue;
-        }
-        let Some(rank) = crate::ir::declared_rank(vi) else {
-            continue;
-        };
-        let Some((key, _)) = inputs::free_dims(vi)
-            .into_iter()
-            .find(|(_, axis)| *axis + 1 == rank)
-        else {
-            continue;
-        };
-        // The values that carry the input's last axis as its last axis.
-        let mut frontier = vec![(vi.name().to_string(), rank)];
-        let mut seen = std::collections::HashSet::new();
-        while let Some((v, r)) = frontier.pop() {
-            if !seen.insert(v.clone()) {
+/// What the constant weights of the layers an input reaches say of its
+/// unbound dims. An input's axis is followed, unchanged, through Unsqueeze,
+/// Squeeze (of other axes) and element-wise ops to the layers that read it.
+#[derive(Default)]
+struct WeightDims {
+    /// Sizes implied, keyed like `--dim`, with the reader named: the
+    /// reduction of a MatMul or Gemm whose weight is a constant, the input
+    /// size of an LSTM, GRU or RNN whose `W` is one. Any other size fails in
+    /// every runtime (tract ran madmom's LSTMs at a width of 1 where their
+    /// weights take 266, and onnxruntime refuses it). A dim two readers
+    /// disagree on is left out.
+    sizes: std::collections::BTreeMap<String, (usize, String)>,
+    /// Dims that are the sequence axis of an LSTM, GRU or RNN: a length of
+    /// steps, not a batch, even on axis 0 (madmom's `[T, F]` inputs): at 1
+    /// step verification checks no recurrence.
+    sequences: std::collections::HashSet<String>,
+}
+
+impl WeightDims {
+    fn of(model: &Model) -> WeightDims {
+        let g = &model.graph;
+        let mut found: std::collections::BTreeMap<String, Option<(usize, String)>> =
+            Default::default();
+        let mut sequences = std::collections::HashSet::new();
+        for vi in &g.rest.input {
+            if g.initializers.contains_key(vi.name()) {
                 continue;
             }
-            for id in g.consumers(&v) {
-                let n = &g.nodes[id].proto;
-                if n.input.first() != Some(&v) {
-                    continue;
-                }
-                let weight = |slot: usize| n.input.get(slot).and_then(|w| g.constant(w));
-                let implied = match n.op_type() {
-                    "MatMul" => weight(1).filter(|t| t.dims.len() == 2).map(|t| t.dims[0]),
-                    "Gemm" if !set_flag(n, "transA") => weight(1)
-                        .filter(|t| t.dims.len() == 2)
-                        .map(|t| t.dims[usize::from(set_flag(n, "transB"))]),
-                    "LSTM" | "GRU" | "RNN" => {
-                        weight(1).filter(|t| t.dims.len() == 3).map(|t| t.dims[2])
+            let Some(rank) = crate::ir::declared_rank(vi) else {
+                continue;
+            };
+            for (key, axis) in inputs::free_dims(vi) {
+                // (value, the axis there, its rank)
+                let mut frontier = vec![(vi.name().to_string(), axis, rank)];
+                let mut seen = std::collections::HashSet::new();
+                while let Some((v, axis, r)) = frontier.pop() {
+                    if !seen.insert(v.clone()) {
+                        continue;
                     }
-                    _ => None,
-                };
-                if let Some(size) = implied.and_then(|d| usize::try_from(d).ok()) {
-                    let reader = format!("{} '{}'", n.op_type(), g.nodes[id].label());
-                    let entry = found.entry(key.clone()).or_insert(Some((size, reader)));
-                    if entry.as_ref().is_some_and(|(s, _)| *s != size) {
-                        *entry = None;
-                    }
-                    continue;
-                }
-                let Some(out) = n.output.first() else {
-                    continue;
-                };
-                let axes = |slot: usize| -> Option<Vec<i64>> {
-                    match n.input.get(slot).and_then(|a| g.constant(a)) {
-                        Some(t) => {
-                            crate::ir::tensor::to_i64(t, model.payload(t).ok()?.as_ref()).ok()
+                    for id in g.consumers(&v) {
+                        let n = &g.nodes[id].proto;
+                        if n.input.first() != Some(&v) {
+                            continue;
                         }
-                        None => n
-                            .attribute
-                            .iter()
-                            .find(|a| a.name() == "axes")
-                            .map(|a| a.ints.clone()),
+                        let weight = |slot: usize| n.input.get(slot).and_then(|w| g.constant(w));
+                        let last = axis + 1 == r;
+                        let recurrent = matches!(n.op_type(), "LSTM" | "GRU" | "RNN");
+                        let implied = match n.op_type() {
+                            "MatMul" if last => {
+                                weight(1).filter(|t| t.dims.len() == 2).map(|t| t.dims[0])
+                            }
+                            "Gemm" if last && r == 2 && !set_flag(n, "transA") => weight(1)
+                                .filter(|t| t.dims.len() == 2)
+                                .map(|t| t.dims[usize::from(set_flag(n, "transB"))]),
+                            _ if recurrent && r == 3 && axis == 2 => {
+                                weight(1).filter(|t| t.dims.len() == 3).map(|t| t.dims[2])
+                            }
+                            _ => None,
+                        };
+                        if let Some(size) = implied.and_then(|d| usize::try_from(d).ok()) {
+                            let reader = format!("{} '{}'", n.op_type(), g.nodes[id].label());
+                            let entry = found.entry(key.clone()).or_insert(Some((size, reader)));
+                            if entry.as_ref().is_some_and(|(s, _)| *s != size) {
+                                *entry = None;
+                            }
+                            continue;
+                        }
+                        let layout = crate::ir::int_attr(n, "layout", 0);
+                        if recurrent && r == 3 && axis == usize::from(layout != 0) {
+                            sequences.insert(key.clone());
+                            continue;
+                        }
+                        let Some(out) = n.output.first() else {
+                            continue;
+                        };
+                        // The axes of an Unsqueeze or a Squeeze (its input 1, or its
+                        // attribute before opset 13), counted from 0 in `rank` axes.
+                        let raw_axes = || -> Option<Vec<i64>> {
+                            match n.input.get(1).and_then(|a| g.constant(a)) {
+                                Some(t) => {
+                                    crate::ir::tensor::to_i64(t, model.payload(t).ok()?.as_ref())
+                                        .ok()
+                                }
+                                None => n
+                                    .attribute
+                                    .iter()
+                                    .find(|a| a.name() == "axes")
+                                    .map(|a| a.ints.clone()),
+                            }
+                        };
+                        let normalised = |raw: &[i64], rank: usize| -> Option<Vec<usize>> {
+                            raw.iter()
+                                .map(|&a| {
+                                    let a = if a < 0 { a + rank as i64 } else { a };
+                                    usize::try_from(a).ok().filter(|&a| a < rank)
+                                })
+                                .collect()
+                        };
+                        let next = match n.op_type() {
+                            // The input's axes keep their order among the new ones.
+                            "Unsqueeze" => raw_axes().and_then(|raw| {
+                                let to = r + raw.len();
+                                let a = normalised(&raw, to)?;
+                                let kept: Vec<usize> = (0..to).filter(|i| !a.contains(i)).collect();
+                                kept.get(axis).map(|&i| (i, to))
+                            }),
+                            "Squeeze" => raw_axes().and_then(|raw| {
+                                let a = normalised(&raw, r)?;
+                                (!a.is_empty() && !a.contains(&axis)).then(|| {
+                                    (axis - a.iter().filter(|&&x| x < axis).count(), r - a.len())
+                                })
+                            }),
+                            "Identity" | "Cast" | "Relu" | "Abs" | "Neg" | "Sigmoid" | "Tanh"
+                            | "Exp" | "Log" | "Sqrt" | "Dropout" | "LeakyRelu" | "Elu" | "Clip" => {
+                                Some((axis, r))
+                            }
+                            _ => None,
+                        };
+                        if let Some((axis, r)) = next {
+                            frontier.push((out.clone(), axis, r));
+                        }
                     }
-                };
-                // Each axis, from the end, must stay before the last.
-                let before_last = |axes: &[i64], rank: usize| {
-                    axes.iter().all(|&a| {
-                        let a = if a < 0 { a + rank as i64 } else { a };
-                        a >= 0 && (a as usize) + 1 < rank
-                    })
-                };
-                let next = match n.op_type() {
-                    "Unsqueeze" => axes(1).and_then(|a| {
-                        let to = r + a.len();
-                        before_last(&a, to).then_some(to)
-                    }),
-                    "Squeeze" => axes(1)
-                        .and_then(|a| (!a.is_empty() && before_last(&a, r)).then(|| r - a.len())),
-                    "Identity" | "Cast" | "Relu" | "Abs" | "Neg" | "Sigmoid" | "Tanh" | "Exp"
-                    | "Log" | "Sqrt" | "Dropout" | "LeakyRelu" | "Elu" | "Clip" => Some(r),
-                    _ => None,
-                };
-                if let Some(r) = next {
-                    frontier.push((out.clone(), r));
                 }
             }
         }
+        WeightDims {
+            sizes: found
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
+            sequences,
+        }
     }
-    found
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect()
 }
 
 /// Whether integer attribute `name` of `n` is set and not 0.
@@ -349,6 +384,7 @@ fn settle_free_dims(
     opts: &mut VerifyOptions,
     reference: bool,
     max_bytes: u64,
+    sequences: &std::collections::HashSet<String>,
 ) -> Settled {
     // Analysing a model in tract copies its weights: past this size only the
     // first sizes are tried, by building the reference verification reuses;
@@ -468,7 +504,9 @@ fn settle_free_dims(
     let mut free: Vec<(String, Role)> = seen
         .into_iter()
         .map(|s| {
-            let role = if s.named_batch || (s.leading && !s.named_size) {
+            let role = if sequences.contains(&s.key) && !s.named_batch {
+                Role::Sequence
+            } else if s.named_batch || (s.leading && !s.named_size) {
                 Role::Batch
             } else if s.image || s.named_size {
                 Role::Image
@@ -764,7 +802,8 @@ mod tests {
     /// `x` [1, feat] (and `s` [seq, feat2]) reaching a MatMul's reduction
     /// through a Relu (an LSTM's input through an Unsqueeze before the last
     /// axis): `feat` is bound to the weight's 5 rows (`feat2` to its W's
-    /// input size, 6), with a note each, before anything runs.
+    /// input size, 6), with a note each, before anything runs; `seq` is
+    /// the LSTM's steps.
     #[test]
     fn a_dim_a_constant_weight_implies_is_bound_to_its_size() {
         let w: Vec<f32> = (0..15).map(|i| i as f32).collect();
@@ -812,6 +851,9 @@ mod tests {
         assert_eq!(opts.dims.get("feat"), Some(&5));
         assert_eq!(opts.dims.get("feat2"), Some(&6));
         assert_eq!(opts.dims.get("seq"), None, "not implied");
+        // The LSTM's steps: a sequence, though on axis 0.
+        let w = WeightDims::of(&m);
+        assert!(w.sequences.contains("seq") && w.sequences.len() == 1);
         assert!(
             settled.notes[0].contains("'feat' set to 5, as the weight of MatMul 'mm' requires"),
             "{:?}",
