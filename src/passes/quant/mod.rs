@@ -826,6 +826,18 @@ impl Pass for Quant {
                     _ if t.dims[0] > 1 => 0,
                     _ => 1,
                 };
+                // Fewer than MIN_STORED_PER_CHANNEL values a channel (an
+                // LSTM's bias [1, 8H]: one a channel) stays float: with a
+                // scale each, int8 is larger than the float values.
+                let channels = usize::try_from(axis)
+                    .ok()
+                    .and_then(|a| t.dims.get(a))
+                    .and_then(|&c| usize::try_from(c).ok())
+                    .unwrap_or(1)
+                    .max(1);
+                if tensor::numel(&t.dims).unwrap_or(0) / channels < MIN_STORED_PER_CHANNEL {
+                    continue;
+                }
                 uses.insert(
                     name.clone(),
                     readers
@@ -1636,6 +1648,11 @@ fn placement(
 /// its WeightBiasQuantization) when they read a DequantizeLinear and feed a
 /// QuantizeLinear, directly or through Relu/Clip.
 const REQUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm"];
+
+/// The fewest values a channel of a weight stored as int8 for ops with no
+/// integer kernel (an LSTM's) holds: below it, the scales take more than
+/// int8 saves.
+const MIN_STORED_PER_CHANNEL: usize = 4;
 
 /// Whether `v` reaches a QuantizeLinear of this placement without a branch,
 /// directly or through single-reader Relu/Clip nodes (which onnxruntime folds
