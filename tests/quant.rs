@@ -206,7 +206,7 @@ fn min_reduction_auto_follows_the_cpus_int8_sums() {
             .count();
         assert_eq!(int8, int8_layers, "{sums}: {}", dump(&m.graph));
         assert_eq!(
-            s.contains("under 128 compute in float with int8-stored weights (min_reduction=auto"),
+            s.contains("under 128, and MatMuls whose weight has fewer rows, compute in float with int8-stored weights (min_reduction=auto"),
             sums == "pairs16",
             "{sums}: {s}"
         );

@@ -224,8 +224,8 @@ fn settle_dims_within(
     }
     let weights = WeightDims::of(original);
     let mut implied_notes = Vec::new();
-    for (key, (size, reader)) in weights.sizes {
-        if opts.dims.contains_key(&key) {
+    for (key, (size, reader, axis_key)) in weights.sizes {
+        if opts.dims.contains_key(&key) || opts.dims.contains_key(&axis_key) {
             continue;
         }
         implied_notes.push(format!(
@@ -248,8 +248,10 @@ struct WeightDims {
     /// size of an LSTM, GRU or RNN whose `W` is one. Any other size fails in
     /// every runtime (tract ran madmom's LSTMs at a width of 1 where their
     /// weights take 266, and onnxruntime refuses it). A dim two readers
-    /// disagree on is left out.
-    sizes: std::collections::BTreeMap<String, (usize, String)>,
+    /// disagree on is left out; a name on several axes (PaddlePaddle's `?`
+    /// for height and width) is bound by its axis key (`INPUT:AXIS`), the
+    /// other axes left alone. With the axis key.
+    sizes: std::collections::BTreeMap<String, (usize, String, String)>,
     /// Dims that are the sequence axis of an LSTM, GRU or RNN: a length of
     /// steps, not a batch, even on axis 0 (madmom's `[T, F]` inputs): at 1
     /// step verification checks no recurrence.
@@ -259,17 +261,34 @@ struct WeightDims {
 impl WeightDims {
     fn of(model: &Model) -> WeightDims {
         let g = &model.graph;
-        let mut found: std::collections::BTreeMap<String, Option<(usize, String)>> =
+        let mut found: std::collections::BTreeMap<String, Option<(usize, String, String)>> =
             Default::default();
         let mut sequences = std::collections::HashSet::new();
-        for vi in &g.rest.input {
-            if g.initializers.contains_key(vi.name()) {
-                continue;
+        let graph_inputs = || {
+            g.rest
+                .input
+                .iter()
+                .filter(|vi| !g.initializers.contains_key(vi.name()))
+        };
+        // How many axes each dim's key names, over every input.
+        let mut uses: std::collections::HashMap<String, usize> = Default::default();
+        for vi in graph_inputs() {
+            for (key, _) in inputs::free_dims(vi) {
+                *uses.entry(key).or_default() += 1;
             }
+        }
+        for vi in graph_inputs() {
             let Some(rank) = crate::ir::declared_rank(vi) else {
                 continue;
             };
-            for (key, axis) in inputs::free_dims(vi) {
+            for (name, axis) in inputs::free_dims(vi) {
+                let axis_key = inputs::axis_dim_key(vi.name(), axis);
+                let shared = uses.get(&name).is_some_and(|&n| n > 1);
+                let key = if shared {
+                    axis_key.clone()
+                } else {
+                    name.clone()
+                };
                 // (value, the axis there, its rank)
                 let mut frontier = vec![(vi.name().to_string(), axis, rank)];
                 let mut seen = std::collections::HashSet::new();
@@ -299,15 +318,21 @@ impl WeightDims {
                         };
                         if let Some(size) = implied.and_then(|d| usize::try_from(d).ok()) {
                             let reader = format!("{} '{}'", n.op_type(), g.nodes[id].label());
-                            let entry = found.entry(key.clone()).or_insert(Some((size, reader)));
-                            if entry.as_ref().is_some_and(|(s, _)| *s != size) {
+                            let entry = found.entry(key.clone()).or_insert(Some((
+                                size,
+                                reader,
+                                axis_key.clone(),
+                            )));
+                            if entry.as_ref().is_some_and(|(s, _, _)| *s != size) {
                                 *entry = None;
                             }
                             continue;
                         }
                         let layout = crate::ir::int_attr(n, "layout", 0);
                         if recurrent && r == 3 && axis == usize::from(layout != 0) {
-                            sequences.insert(key.clone());
+                            if !shared {
+                                sequences.insert(key.clone());
+                            }
                             continue;
                         }
                         let Some(out) = n.output.first() else {
@@ -852,8 +877,8 @@ mod tests {
         assert_eq!(opts.dims.get("feat2"), Some(&6));
         assert_eq!(opts.dims.get("seq"), None, "not implied");
         // The LSTM's steps: a sequence, though on axis 0.
-        let w = WeightDims::of(&m);
-        assert!(w.sequences.contains("seq") && w.sequences.len() == 1);
+        let found = WeightDims::of(&m);
+        assert!(found.sequences.contains("seq") && found.sequences.len() == 1);
         assert!(
             settled.notes[0].contains("'feat' set to 5, as the weight of MatMul 'mm' requires"),
             "{:?}",
@@ -864,6 +889,31 @@ mod tests {
         bound.dims.insert("feat".into(), 7);
         settle_dims_within(&m, &mut bound, false, 0);
         assert_eq!(bound.dims.get("feat"), Some(&7));
+
+        // A name on both axes of `z`: its last axis alone is bound.
+        let mut p = ModelBuilder::new(17)
+            .init_f32("w", &[5, 3], &w)
+            .node("mm", "MatMul", &["z", "w"], &["y"])
+            .output("y", &[1, 3])
+            .proto();
+        let mut vi = typed_value("z", DataType::Float, &[1, 1]);
+        if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            for d in &mut t.shape.as_mut().unwrap().dim {
+                d.value = Some(Dim::DimParam("n".into()));
+            }
+        }
+        p.graph.as_mut().unwrap().input.push(vi);
+        let m = Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .unwrap();
+        let mut opts = VerifyOptions::default();
+        settle_dims_within(&m, &mut opts, false, 0);
+        assert_eq!(opts.dims.get("z:1"), Some(&5));
+        assert_eq!(opts.dims.get("n"), None);
     }
 
     /// A model past the size limit gets its first sizes where the reference

@@ -310,12 +310,19 @@ impl Runner {
             let (runner, outlets) = Self::build(proto, inputs, Some(keep))?;
             let mut watched: std::collections::HashMap<usize, Vec<(usize, usize)>> =
                 Default::default();
+            let mut constants = Vec::new();
+            let model = runner.plan.model();
             for (k, o) in outlets.iter().enumerate() {
-                watched.entry(o.node).or_default().push((o.slot, k));
+                // A plan runs no constant: its value is handed over as is.
+                match model.node(o.node).op_as::<Const>() {
+                    Some(c) => constants.push((k, c.val().clone())),
+                    None => watched.entry(o.node).or_default().push((o.slot, k)),
+                }
             }
             Ok(Watching {
                 runner,
                 watched,
+                constants,
                 keep,
             })
         })
@@ -489,6 +496,9 @@ pub struct Watching {
     /// The watched values each plan node computes: (its output slot, the
     /// value's index among the watched ones).
     watched: std::collections::HashMap<usize, Vec<(usize, usize)>>,
+    /// Watched values tract folded into constants (the plan does not run
+    /// them), with their index.
+    constants: Vec<(usize, Arc<Tensor>)>,
     /// How many of the plan's outputs are the kept ones (the rest are
     /// watched values it holds).
     keep: usize,
@@ -496,14 +506,17 @@ pub struct Watching {
 
 impl Watching {
     /// Run on `inputs`, calling `seen(k, value)` for the `k`th watched value
-    /// as soon as it is computed; the kept outputs are returned. A value
-    /// tract does not compute for the kept outputs is not seen.
+    /// as soon as it is computed (first, for one tract folded into a
+    /// constant); the kept outputs are returned.
     pub fn run(
         &self,
         inputs: &[Tensor],
         mut seen: impl FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Vec<Tensor>> {
         use tract_onnx::tract_core::plan::{eval, EvalContext};
+        for (k, t) in &self.constants {
+            seen(*k, t)?;
+        }
         let out = guarded("running the model", || {
             let mut state = self.runner.plan.spawn().map_err(to_tract_error)?;
             let inputs = inputs.iter().cloned().map(|t| t.into_tvalue()).collect();
@@ -918,7 +931,7 @@ mod tests {
 
     /// Watched values reach the callback once a run, as computed, and are
     /// not among the outputs; one the kept outputs do not need is computed
-    /// all the same.
+    /// all the same, and one tract folds into a constant is handed over.
     #[test]
     fn watched_values_are_seen_as_they_are_computed_and_not_returned() {
         let proto = ModelBuilder::new(17)
@@ -928,9 +941,11 @@ mod tests {
             .node("add", "Add", &["x", "one"], &["a"])
             .node("mul", "Mul", &["a", "two"], &["y"])
             .node("dead", "Sub", &["x", "one"], &["unused"])
+            .node("folded", "Add", &["one", "two"], &["three"])
             .output("y", &[1, 4])
             .output("a", &[1, 4])
             .output("unused", &[1, 4])
+            .output("three", &[1])
             .proto();
         let input = Tensor::from_shape(&[1, 4], &[1f32, 2.0, 3.0, 4.0]).unwrap();
         let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
@@ -949,7 +964,11 @@ mod tests {
             seen.sort_by_key(|s| s.0);
             assert_eq!(
                 seen,
-                vec![(0, vec![2.0, 3.0, 4.0, 5.0]), (1, vec![0.0, 1.0, 2.0, 3.0])]
+                vec![
+                    (0, vec![2.0, 3.0, 4.0, 5.0]),
+                    (1, vec![0.0, 1.0, 2.0, 3.0]),
+                    (2, vec![3.0])
+                ]
             );
         }
         assert_eq!(

@@ -592,12 +592,12 @@ impl Pass for Quant {
             && self.min_reduction == MIN_REDUCTION_PAIRS16
         {
             ctx.notes.push(format!(
-                "Convs whose reduction (input channels x kernel) is under {MIN_REDUCTION_PAIRS16} compute in float with int8-stored weights (min_reduction=auto: without VNNI, int8 kernels gain less over float; {MIN_REDUCTION_EXACT} on CPUs with VNNI or ARM)"
+                "Convs whose reduction (input channels x kernel) is under {MIN_REDUCTION_PAIRS16}, and MatMuls whose weight has fewer rows, compute in float with int8-stored weights (min_reduction=auto: without VNNI, int8 kernels gain less over float; {MIN_REDUCTION_EXACT} on CPUs with VNNI or ARM)"
             ));
         }
         // Weights and the layout each reader needs.
         let mut uses: BTreeMap<String, Vec<(NodeId, Use)>> = BTreeMap::new();
-        // Convolutions that gain nothing from an integer kernel.
+        // Convolutions and MatMuls that gain nothing from an integer kernel.
         let mut short: Vec<NodeId> = Vec::new();
         for id in g.nodes.node_indices() {
             let n = &g.nodes[id];
@@ -725,15 +725,26 @@ impl Pass for Quant {
                     };
                     let readers = placement(g, &excluded, &int8);
                     // (A float MatMul is not quantized again at load:
-                    // between a pair it stays float.)
+                    // between a pair it stays float; but one onnxruntime
+                    // makes a Gemm with the Add of a constant after it is.)
                     let between: Vec<NodeId> = float
                         .iter()
                         .copied()
                         .filter(|&id| {
-                            let requantized =
-                                REQUANTIZED_OPS.contains(&g.nodes[id].proto.op_type());
-                            (requantized && between_qdq(g, &readers, id))
-                                || pools_into_int8(g, &readers, id)
+                            let p = &g.nodes[id].proto;
+                            let requantized = match p.op_type() {
+                                "MatMul" => bias_add_of(g, id).is_some_and(|add| {
+                                    let read = p.input.first().and_then(|x| readers.get(x));
+                                    read.is_some_and(|r| r.contains(&(id, 0)))
+                                        && g.nodes[add]
+                                            .proto
+                                            .output
+                                            .first()
+                                            .is_some_and(|o| feeds_q(g, &readers, o))
+                                }),
+                                op => REQUANTIZED_OPS.contains(&op) && between_qdq(g, &readers, id),
+                            };
+                            requantized || pools_into_int8(g, &readers, id)
                         })
                         .collect();
                     if between.is_empty() {
@@ -1205,6 +1216,25 @@ impl Pass for Quant {
 /// (where it knows the input's shape; such a MatMul counts as unfused
 /// either way: computed in float it loses little, with its weight
 /// dequantized on every run much).
+/// The Add of a constant that alone reads the output of MatMul `id` (not a
+/// graph output): onnxruntime's MatMulAddFusion makes the two a Gemm.
+fn bias_add_of(g: &crate::ir::Graph, id: NodeId) -> Option<NodeId> {
+    let o = g.nodes[id].proto.output.first()?;
+    if g.is_graph_output(o) {
+        return None;
+    }
+    match g.consumers(o).as_slice() {
+        [c] if {
+            let a = &g.nodes[*c].proto;
+            a.op_type() == "Add" && a.input.iter().any(|i| i != o && g.constant(i).is_some())
+        } =>
+        {
+            Some(*c)
+        }
+        _ => None,
+    }
+}
+
 fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
     let n = &g.nodes[id].proto;
     let dequantized = |slot: usize| {
@@ -1216,18 +1246,7 @@ fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
     let both = dequantized(0) == Some(true) && dequantized(1) == Some(true);
     let bias = dequantized(2) != Some(false);
     match n.op_type() {
-        "MatMul" => {
-            let out = n.output.first();
-            let bias_add = out.is_some_and(|o| {
-                !g.is_graph_output(o)
-                    && matches!(g.consumers(o).as_slice(), [c] if {
-                        let a = &g.nodes[*c].proto;
-                        a.op_type() == "Add"
-                            && a.input.iter().any(|i| i != o && g.constant(i).is_some())
-                    })
-            });
-            both && !bias_add
-        }
+        "MatMul" => both && bias_add_of(g, id).is_none(),
         "Gemm" => {
             let one = |name| gemm_factor(n, name) == 1.0;
             let biased = n.input.get(2).is_some_and(|b| !b.is_empty());
