@@ -369,7 +369,7 @@ pub fn quantize_per_channel(
 
 /// The symmetric scale of each channel of a weight laid out as `[outer,
 /// channels, inner]`: its largest magnitude over `qmax`. Read in runs, as
-/// [`quantize_rows`] reads it.
+/// `quantize_rows` reads it.
 pub fn per_channel_scales(
     w: &[f32],
     outer: usize,
