@@ -117,7 +117,7 @@ pub fn release_pages_of<T>(data: &[T]) {
 }
 
 /// How much of a weight [`read_once`] hands over at a time.
-const READ_RUN_BYTES: usize = 4 << 20;
+pub const READ_RUN_BYTES: usize = 4 << 20;
 
 /// `f` on `data` in runs of whole `unit`s (about 4 MiB each, at least one
 /// unit), in order, each run's pages let go once `f` has read it where

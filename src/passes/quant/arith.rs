@@ -545,74 +545,87 @@ pub fn quantize_blocked(
         }
     }
     let width = inner.max(1);
-    units
-        .into_par_iter()
-        .for_each(|(wu, qu, su, zu)| match scheme {
-            BlockScheme::Symmetric { bits } => {
-                let qmax = ((1i32 << (bits - 1)) - 1) as f32;
-                for r in wu.chunks(width) {
-                    for (m, &v) in su.iter_mut().zip(r) {
-                        *m = m.max(v.abs());
-                    }
+    let quantize = |(wu, qu, su, zu): Unit| match scheme {
+        BlockScheme::Symmetric { bits } => {
+            let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+            for r in wu.chunks(width) {
+                for (m, &v) in su.iter_mut().zip(r) {
+                    *m = m.max(v.abs());
                 }
-                for m in su.iter_mut() {
-                    *m = symmetric_scale(*m, bits);
+            }
+            for m in su.iter_mut() {
+                *m = symmetric_scale(*m, bits);
+            }
+            for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
+                for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
+                    *o = quantize_symmetric(v, s, qmax);
                 }
-                for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
-                    for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
-                        *o = quantize_symmetric(v, s, qmax);
+            }
+        }
+        BlockScheme::Int4Full => {
+            // The signed value of largest magnitude per column of the unit.
+            for r in wu.chunks(width) {
+                for (m, &v) in su.iter_mut().zip(r) {
+                    if v.abs() > m.abs() {
+                        *m = v;
                     }
                 }
             }
-            BlockScheme::Int4Full => {
-                // The signed value of largest magnitude per column of the unit.
-                for r in wu.chunks(width) {
-                    for (m, &v) in su.iter_mut().zip(r) {
-                        if v.abs() > m.abs() {
-                            *m = v;
-                        }
-                    }
-                }
-                for m in su.iter_mut() {
-                    let s = if *m != 0.0 && m.is_finite() {
-                        *m / -8.0
-                    } else {
-                        1.0
-                    };
-                    let h = half::f16::from_f32(s);
-                    *m = if h.is_normal() { h.to_f32() } else { s };
-                }
-                for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
-                    for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
-                        *o = quantize_offset(v, s, 8.0, 15.0) - 8;
-                    }
+            for m in su.iter_mut() {
+                let s = if *m != 0.0 && m.is_finite() {
+                    *m / -8.0
+                } else {
+                    1.0
+                };
+                let h = half::f16::from_f32(s);
+                *m = if h.is_normal() { h.to_f32() } else { s };
+            }
+            for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
+                for ((o, &v), &s) in qr.iter_mut().zip(wr).zip(su.iter()) {
+                    *o = quantize_offset(v, s, 8.0, 15.0) - 8;
                 }
             }
-            BlockScheme::Uint4 => {
-                // Range per column of the unit, widened to include 0.
-                let mut lo = vec![0f32; su.len()];
-                for r in wu.chunks(width) {
-                    for ((l, h), &v) in lo.iter_mut().zip(su.iter_mut()).zip(r) {
-                        *l = l.min(v);
-                        *h = h.max(v);
-                    }
-                }
-                for ((s, z), &l) in su.iter_mut().zip(zu.iter_mut()).zip(&lo) {
-                    let range = *s - l;
-                    if range > 0.0 && range.is_finite() {
-                        *s = range / 15.0;
-                        *z = round_half_even(-l / *s).clamp(0.0, 15.0) as i8;
-                    } else {
-                        (*s, *z) = (1.0, 0);
-                    }
-                }
-                for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
-                    for (((o, &v), &s), &z) in qr.iter_mut().zip(wr).zip(su.iter()).zip(zu.iter()) {
-                        *o = quantize_offset(v, s, z as f32, 15.0);
-                    }
+        }
+        BlockScheme::Uint4 => {
+            // Range per column of the unit, widened to include 0.
+            let mut lo = vec![0f32; su.len()];
+            for r in wu.chunks(width) {
+                for ((l, h), &v) in lo.iter_mut().zip(su.iter_mut()).zip(r) {
+                    *l = l.min(v);
+                    *h = h.max(v);
                 }
             }
-        });
+            for ((s, z), &l) in su.iter_mut().zip(zu.iter_mut()).zip(&lo) {
+                let range = *s - l;
+                if range > 0.0 && range.is_finite() {
+                    *s = range / 15.0;
+                    *z = round_half_even(-l / *s).clamp(0.0, 15.0) as i8;
+                } else {
+                    (*s, *z) = (1.0, 0);
+                }
+            }
+            for (qr, wr) in qu.chunks_mut(width).zip(wu.chunks(width)) {
+                for (((o, &v), &s), &z) in qr.iter_mut().zip(wr).zip(su.iter()).zip(zu.iter()) {
+                    *o = quantize_offset(v, s, z as f32, 15.0);
+                }
+            }
+        }
+    };
+    // Units in runs of about `io::READ_RUN_BYTES` (the units of a run in
+    // parallel), each run's pages let go once read where `w` is the model
+    // file's, as `io::read_once` does.
+    let mut units = units.into_iter().peekable();
+    while units.peek().is_some() {
+        let mut run: Vec<Unit> = Vec::new();
+        let mut bytes = 0;
+        while let Some(u) = units.next_if(|_| bytes < crate::io::READ_RUN_BYTES) {
+            bytes += std::mem::size_of_val(u.0);
+            run.push(u);
+        }
+        let read: Vec<&[f32]> = run.iter().map(|u| u.0).collect();
+        run.into_par_iter().for_each(quantize);
+        read.into_iter().for_each(crate::io::release_pages_of);
+    }
     let zero_points = matches!(scheme, BlockScheme::Uint4).then_some(zps);
     Blocked {
         values: q,
