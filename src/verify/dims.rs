@@ -301,22 +301,7 @@ impl WeightDims {
                         if n.input.first() != Some(&v) {
                             continue;
                         }
-                        let weight = |slot: usize| n.input.get(slot).and_then(|w| g.constant(w));
-                        let last = axis + 1 == r;
-                        let recurrent = matches!(n.op_type(), "LSTM" | "GRU" | "RNN");
-                        let implied = match n.op_type() {
-                            "MatMul" if last => {
-                                weight(1).filter(|t| t.dims.len() == 2).map(|t| t.dims[0])
-                            }
-                            "Gemm" if last && r == 2 && !set_flag(n, "transA") => weight(1)
-                                .filter(|t| t.dims.len() == 2)
-                                .map(|t| t.dims[usize::from(set_flag(n, "transB"))]),
-                            _ if recurrent && r == 3 && axis == 2 => {
-                                weight(1).filter(|t| t.dims.len() == 3).map(|t| t.dims[2])
-                            }
-                            _ => None,
-                        };
-                        if let Some(size) = implied.and_then(|d| usize::try_from(d).ok()) {
+                        if let Some(size) = implied_size(g, n, axis, r) {
                             let reader = format!("{} '{}'", n.op_type(), g.nodes[id].label());
                             let entry = found.entry(key.clone()).or_insert(Some((
                                 size,
@@ -328,60 +313,15 @@ impl WeightDims {
                             }
                             continue;
                         }
-                        let layout = crate::ir::int_attr(n, "layout", 0);
-                        if recurrent && r == 3 && axis == usize::from(layout != 0) {
+                        if is_sequence_axis(n, axis, r) {
                             if !shared {
                                 sequences.insert(key.clone());
                             }
                             continue;
                         }
-                        let Some(out) = n.output.first() else {
-                            continue;
-                        };
-                        // The axes of an Unsqueeze or a Squeeze (its input 1, or its
-                        // attribute before opset 13), counted from 0 in `rank` axes.
-                        let raw_axes = || -> Option<Vec<i64>> {
-                            match n.input.get(1).and_then(|a| g.constant(a)) {
-                                Some(t) => {
-                                    crate::ir::tensor::to_i64(t, model.payload(t).ok()?.as_ref())
-                                        .ok()
-                                }
-                                None => n
-                                    .attribute
-                                    .iter()
-                                    .find(|a| a.name() == "axes")
-                                    .map(|a| a.ints.clone()),
-                            }
-                        };
-                        let normalised = |raw: &[i64], rank: usize| -> Option<Vec<usize>> {
-                            raw.iter()
-                                .map(|&a| {
-                                    let a = if a < 0 { a + rank as i64 } else { a };
-                                    usize::try_from(a).ok().filter(|&a| a < rank)
-                                })
-                                .collect()
-                        };
-                        let next = match n.op_type() {
-                            // The input's axes keep their order among the new ones.
-                            "Unsqueeze" => raw_axes().and_then(|raw| {
-                                let to = r + raw.len();
-                                let a = normalised(&raw, to)?;
-                                let kept: Vec<usize> = (0..to).filter(|i| !a.contains(i)).collect();
-                                kept.get(axis).map(|&i| (i, to))
-                            }),
-                            "Squeeze" => raw_axes().and_then(|raw| {
-                                let a = normalised(&raw, r)?;
-                                (!a.is_empty() && !a.contains(&axis)).then(|| {
-                                    (axis - a.iter().filter(|&&x| x < axis).count(), r - a.len())
-                                })
-                            }),
-                            "Identity" | "Cast" | "Relu" | "Abs" | "Neg" | "Sigmoid" | "Tanh"
-                            | "Exp" | "Log" | "Sqrt" | "Dropout" | "LeakyRelu" | "Elu" | "Clip" => {
-                                Some((axis, r))
-                            }
-                            _ => None,
-                        };
-                        if let Some((axis, r)) = next {
+                        let next = carried_axis(model, n, axis, r);
+                        let out = n.output.first();
+                        if let (Some((axis, r)), Some(out)) = (next, out) {
                             frontier.push((out.clone(), axis, r));
                         }
                     }
@@ -398,9 +338,92 @@ impl WeightDims {
     }
 }
 
-/// Whether integer attribute `name` of `n` is set and not 0.
-fn set_flag(n: &crate::proto::NodeProto, name: &str) -> bool {
-    crate::ir::int_attr(n, name, 0) != 0
+/// The size the constant weight of `n` requires of the `axis` of its first
+/// input (of rank `rank`): a MatMul's or Gemm's reduction (its last axis),
+/// an LSTM's, GRU's or RNN's input size (axis 2 in either layout).
+fn implied_size(
+    g: &crate::ir::Graph,
+    n: &crate::proto::NodeProto,
+    axis: usize,
+    rank: usize,
+) -> Option<usize> {
+    use crate::passes::quant::set_flag;
+    let weight = |dims: usize| {
+        n.input
+            .get(1)
+            .and_then(|w| g.constant(w))
+            .filter(|t| t.dims.len() == dims)
+    };
+    let last = axis + 1 == rank;
+    let size = match n.op_type() {
+        "MatMul" if last => weight(2)?.dims[0],
+        "Gemm" if last && rank == 2 && !set_flag(n, "transA") => {
+            weight(2)?.dims[usize::from(set_flag(n, "transB"))]
+        }
+        "LSTM" | "GRU" | "RNN" if rank == 3 && axis == 2 => weight(3)?.dims[2],
+        _ => return None,
+    };
+    usize::try_from(size).ok()
+}
+
+/// Whether `axis` of the first input of `n` is an LSTM's, GRU's or RNN's
+/// sequence axis (0, or 1 with `layout` 1).
+fn is_sequence_axis(n: &crate::proto::NodeProto, axis: usize, rank: usize) -> bool {
+    matches!(n.op_type(), "LSTM" | "GRU" | "RNN")
+        && rank == 3
+        && axis == usize::from(crate::ir::int_attr(n, "layout", 0) != 0)
+}
+
+/// Where `axis` of the first input of `n` (of rank `rank`) is in its first
+/// output, unchanged, and that output's rank: through an Unsqueeze or a
+/// Squeeze of other axes, and element-wise ops.
+fn carried_axis(
+    model: &Model,
+    n: &crate::proto::NodeProto,
+    axis: usize,
+    rank: usize,
+) -> Option<(usize, usize)> {
+    // The axes of an Unsqueeze or a Squeeze: its input 1, or its attribute
+    // before opset 13.
+    let raw = || match n.input.get(1) {
+        Some(a) => super::unroll::constant_ints(model, a),
+        None => n
+            .attribute
+            .iter()
+            .find(|a| a.name() == "axes")
+            .map(|a| a.ints.clone()),
+    };
+    // Counted from 0 in `rank` axes.
+    let normalised = |raw: &[i64], rank: usize| -> Option<Vec<usize>> {
+        raw.iter()
+            .map(|&a| {
+                let a = if a < 0 { a + rank as i64 } else { a };
+                usize::try_from(a).ok().filter(|&a| a < rank)
+            })
+            .collect()
+    };
+    match n.op_type() {
+        // The input's axes keep their order among the new ones.
+        "Unsqueeze" => {
+            let raw = raw()?;
+            let to = rank + raw.len();
+            let a = normalised(&raw, to)?;
+            let kept: Vec<usize> = (0..to).filter(|i| !a.contains(i)).collect();
+            kept.get(axis).map(|&i| (i, to))
+        }
+        "Squeeze" => {
+            let a = normalised(&raw()?, rank)?;
+            (!a.is_empty() && !a.contains(&axis)).then(|| {
+                (
+                    axis - a.iter().filter(|&&x| x < axis).count(),
+                    rank - a.len(),
+                )
+            })
+        }
+        "Identity" | "Cast" | "Relu" | "Abs" | "Neg" | "Sigmoid" | "Tanh" | "Exp" | "Log"
+        | "Sqrt" | "Dropout" | "LeakyRelu" | "Elu" | "Clip" => Some((axis, rank)),
+        _ => None,
+    }
 }
 
 /// [`settle_dims_within`] for the dims nothing implies.

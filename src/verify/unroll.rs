@@ -339,7 +339,7 @@ fn rename_graph(g: &mut GraphProto, map: &HashMap<String, String>) {
 }
 
 /// The values of an integer or bool constant of at most 16 elements.
-fn constant_ints(m: &Model, name: &str) -> Option<Vec<i64>> {
+pub(super) fn constant_ints(m: &Model, name: &str) -> Option<Vec<i64>> {
     let t = m.graph.constant(name)?;
     if tensor::numel(&t.dims).ok()? > 16 {
         return None;

@@ -287,8 +287,8 @@ pub fn calibrate(
         )?;
         stats
     };
-    // The reference samples run on the same plan: the model's own outputs
-    // come first among the plan's.
+    // The reference samples run on the same plan, whose outputs are the
+    // model's own (the calibrated values are watched, not returned).
     // Where they do not run here (inputs of other types than the plan's),
     // the reference runs on its own: this is a saving, never a requirement.
     let same_types = |r: &[Tensor]| {
