@@ -495,6 +495,37 @@ fn wide_stored_weights_keep_float16_scales_and_bias() {
     cli_matches_ort(&original, "quant", "0.999");
 }
 
+/// An LSTM's weights are stored as int8 for it (it has no integer kernel),
+/// but its bias `[1, 8H]`, one value a channel, stays float: int8 with a
+/// scale a value would be larger than the float values.
+#[test]
+fn an_lstm_bias_of_one_value_a_channel_stays_float() {
+    let original = ModelBuilder::new(17)
+        .input("x", &[4, 1, 8])
+        .init_f32("w", &[1, 16, 8], &weights(128, 3))
+        .init_f32("r", &[1, 16, 4], &weights(64, 4))
+        .init_f32("b", &[1, 32], &weights(32, 5))
+        .node_with(
+            "lstm",
+            "LSTM",
+            &["x", "w", "r", "b"],
+            &["y"],
+            vec![attr_int("hidden_size", 4)],
+        )
+        .output("y", &[4, 1, 1, 4])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    quant(&mut m, "min_weight_elements = 16\nsensitive = \"off\"");
+    let d = dump(&m.graph);
+    assert!(d.contains("Mul(w_int8_values, w_scale) -> (w)"), "{d}");
+    assert!(d.contains("Mul(r_int8_values, r_scale) -> (r)"), "{d}");
+    assert!(d.contains("init   b: float[1,32]"), "{d}");
+    assert!(!d.contains("b_q"), "{d}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// Weight-only int8 (`activations=none`) leaves every activation in float,
 /// so no integer kernel reads the weights: they are stored (`Cast -> Mul`,
 /// folded once at load, as fast as the float model in onnxruntime) rather
