@@ -1,6 +1,7 @@
-//! The `opset` pass: every operator whose meaning changed between opset 11
-//! and 21 is rewritten so the model computes the same thing, checked by
-//! tract (verification), onnx.checker and onnxruntime at several targets.
+//! The `opset` pass: every operator whose meaning changed between opset 10
+//! (7 for a model whose operators all mean the same at 10) and 21 is
+//! rewritten so the model computes the same thing, checked by tract
+//! (verification), onnx.checker and onnxruntime at several targets.
 
 mod common;
 use common::*;
@@ -62,8 +63,8 @@ fn real_models_upgrade_to_21() {
 
 #[test]
 fn what_cannot_be_converted_is_refused_with_the_reason() {
-    // Older than 11.
-    let mut old = ModelBuilder::new(10)
+    // Older than 7.
+    let mut old = ModelBuilder::new(6)
         .input("x", &[1, 4])
         .node("relu", "Relu", &["x"], &["y"])
         .output("y", &[1, 4])
@@ -71,7 +72,44 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
         .unwrap();
     let e = upgrade(&mut old, 13).err().unwrap();
     assert!(format!("{e:#}").contains("version_converter"), "{e:#}");
-    assert_eq!(old.opset(), 10, "the model is left as it was");
+    assert_eq!(old.opset(), 6, "the model is left as it was");
+    // A nearest Resize-10 that downsamples: onnxruntime rounds its
+    // positions up there, which no opset-11 mode does.
+    let mut down = ModelBuilder::new(10)
+        .input("x", &[1, 1, 4, 4])
+        .init_f32("half", &[4], &[1.0, 1.0, 0.5, 0.5])
+        .node("down", "Resize", &["x", "half"], &["y"])
+        .output("y", &[1, 1, 2, 2])
+        .build()
+        .unwrap();
+    let e = upgrade(&mut down, 13).err().unwrap();
+    assert!(
+        format!("{e:#}").contains("downsamples in nearest mode"),
+        "{e:#}"
+    );
+    // An operator that changed meaning before opset 10 (Slice-1's
+    // attributes), in an opset 9 model.
+    let mut slice = ModelBuilder::new(9)
+        .input("x", &[1, 4])
+        .node_with(
+            "cut",
+            "Slice",
+            &["x"],
+            &["y"],
+            vec![
+                attr_ints("starts", &[0]),
+                attr_ints("ends", &[2]),
+                attr_ints("axes", &[1]),
+            ],
+        )
+        .output("y", &[1, 2])
+        .build()
+        .unwrap();
+    let e = upgrade(&mut slice, 13).err().unwrap();
+    assert!(
+        format!("{e:#}").contains("node 'cut' (Slice) changed meaning before opset 10"),
+        "{e:#}"
+    );
     // A BatchNormalization whose training outputs are read.
     let mut bn = ModelBuilder::new(12)
         .input("x", &[1, 2, 3])
@@ -95,6 +133,111 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
     let t: toml::Table = toml::from_str("target = 30").unwrap();
     let e = build("opset", t).err().unwrap();
     assert!(format!("{e:#}").contains("target must be"), "{e:#}");
+}
+
+/// Opsets 9 and 10 are converted on to 11 and later (per-channel weights
+/// need 13): Clip's `min`/`max` and Pad's `pads`/`value` attributes become
+/// inputs (the bounds and the value of the input's float type), Upsample-9
+/// becomes Resize-10 and that an asymmetric Resize-11 flooring its nearest
+/// positions, and Scatter becomes ScatterElements. Verified in tract, and
+/// onnx.checker and onnxruntime agree at every target.
+#[test]
+fn opsets_9_and_10_are_converted_on_to_11_and_later() {
+    let dir = scratch("opset-9-10");
+    for opset in [9, 10] {
+        let resize = if opset == 9 { "Upsample" } else { "Resize" };
+        let updates: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
+        let mut proto = ModelBuilder::new(opset)
+            .input("x", &[1, 2, 4, 4])
+            .init_f32("up", &[4], &[1.0, 1.0, 2.0, 2.0])
+            .init_f32("frac", &[4], &[1.0, 1.0, 1.5, 1.5])
+            .init_f32("updates", &[1, 2, 1, 4], &updates)
+            .node_with(
+                "clip",
+                "Clip",
+                &["x"],
+                &["c"],
+                vec![attr_float("min", 0.0), attr_float("max", 0.5)],
+            )
+            .node_with(
+                "clip_max",
+                "Clip",
+                &["x"],
+                &["cm"],
+                vec![attr_float("max", 0.25)],
+            )
+            .node_with(
+                "pad",
+                "Pad",
+                &["c"],
+                &["p"],
+                vec![
+                    attr_ints("pads", &[0, 0, 1, 1, 0, 0, 1, 1]),
+                    attr_float("value", 0.5),
+                ],
+            )
+            .node_with(
+                "pad_edge",
+                "Pad",
+                &["x"],
+                &["pe"],
+                vec![
+                    attr_string("mode", "edge"),
+                    attr_ints("pads", &[0, 0, 1, 0, 0, 0, 0, 2]),
+                ],
+            )
+            .node_with(
+                "nearest",
+                resize,
+                &["p", "up"],
+                &["n"],
+                vec![attr_string("mode", "nearest")],
+            )
+            .node_with(
+                "linear",
+                resize,
+                &["p", "frac"],
+                &["l"],
+                vec![attr_string("mode", "linear")],
+            )
+            .node_with(
+                "scatter",
+                "Scatter",
+                &["x", "idx", "updates"],
+                &["s"],
+                vec![attr_int("axis", 2)],
+            )
+            .output("c", &[1, 2, 4, 4])
+            .output("cm", &[1, 2, 4, 4])
+            .output("p", &[1, 2, 6, 6])
+            .output("pe", &[1, 2, 5, 6])
+            .output("n", &[1, 2, 12, 12])
+            .output("l", &[1, 2, 9, 9])
+            .output("s", &[1, 2, 4, 4])
+            .proto();
+        let mut idx = onnx_squeeze::ir::tensor::from_i64("idx", &[0, 1, 2, 3, 3, 2, 1, 0]);
+        idx.dims = vec![1, 2, 1, 4];
+        proto.graph.as_mut().unwrap().initializer.push(idx);
+        let input = dir.path().join(format!("opset{opset}.onnx"));
+        std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+        for target in [11, 13, 21] {
+            let out = dir.path().join(format!("opset{opset}_{target}.onnx"));
+            let s = run_passes_verified(&format!("opset(target={target})"), &[], &input, &out);
+            assert!(
+                s.contains(&format!("opset raised from {opset} to {target}")),
+                "{s}"
+            );
+            let (m, _) = Model::load(&out).unwrap();
+            let d = onnx_squeeze::ir::dump(&m.graph);
+            assert!(
+                d.contains("ScatterElements")
+                    && !d.contains("Upsample")
+                    && d.contains("asymmetric"),
+                "{d}"
+            );
+            assert_ort_matches(&input, &out, &[]);
+        }
+    }
 }
 
 /// Model-local functions import the default domain themselves: an older

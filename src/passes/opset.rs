@@ -7,11 +7,15 @@
 //! `quant` calls this when the user allows it (`quant(opset=auto)`, the
 //! default, or a number) and says so in the report.
 //!
-//! From opset 11 up to 21 these operators changed in ways a plain version
+//! From opset 10 up to 21 these operators changed in ways a plain version
 //! bump would break; each is rewritten:
 //!
 //! | opset | operator | rewrite |
 //! |---|---|---|
+//! | 11 | Clip | attributes `min`/`max` become inputs 1 and 2, scalars of the input's float type |
+//! | 11 | Pad | attribute `pads` becomes input 1; a `value` other than 0, input 2 of the input's float type |
+//! | 11 | Resize | Resize-10 (Upsample-9 renamed) is Resize-11 with `coordinate_transformation_mode=asymmetric` (`nearest_mode=floor` in nearest mode) and an empty `roi` input; a nearest Resize that downsamples, or whose scales are not constant, is refused: onnxruntime rounds such positions up at opset 10, which no opset-11 mode does |
+//! | 11 | Scatter | deprecated: ScatterElements, the same operator |
 //! | 12 | Dropout | attribute `ratio` becomes input 1 |
 //! | 13 | ReduceSum, Squeeze, Unsqueeze | attribute `axes` becomes input 1 |
 //! | 13 | Split | attribute `split` becomes input 1 |
@@ -23,13 +27,19 @@
 //! | 20 | GridSample | modes `bilinear`/`bicubic` renamed `linear`/`cubic` |
 //!
 //! Every other change in that range only adds types or optional attributes
-//! and inputs whose defaults keep the old behaviour. DFT (20) and
-//! GroupNormalization (21) changed too and are refused, as are models below
-//! opset 11 (use `onnx.version_converter` for those), except one step:
-//! a model at opset 7, 8 or 9 whose operators all mean the same at 10 is
-//! raised to 10 (where QuantizeLinear starts; `quant` asks for it), only
-//! BatchNormalization's `spatial=1` dropped and Upsample renamed Resize
-//! (Resize-10 is Upsample-9 plus downsampling). Nodes inside If, Loop
+//! and inputs whose defaults keep the old behaviour (the same list as
+//! `onnx.version_converter`'s adapters). A float type the rewrite needs
+//! (Clip's bounds, Pad's value) is the input's where the model states it,
+//! else the model's one float type; with none or several, the node is
+//! refused. DFT (20) and GroupNormalization (21) changed too and are
+//! refused, as are models below opset 7 (use `onnx.version_converter` for
+//! those). A model at opset 7, 8 or 9 is converted when its operators all
+//! mean the same at 10 (`SAME_FROM_7_TO_10`): each node is first written
+//! as opset 10 writes it (BatchNormalization's `spatial=1` dropped,
+//! Upsample renamed Resize: Resize-10 is Upsample-9 plus downsampling),
+//! then converted on; such a model with subgraphs or model-local functions
+//! is refused. `quant` asks for the step to 10 alone (where QuantizeLinear
+//! starts, per tensor) when the way to 13 is refused. Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
 //! Constant nodes), and so are the bodies of model-local functions that import
 //! an older default opset (their import is raised too). Other domains
@@ -52,13 +62,14 @@ use crate::proto::{
 
 /// The newest opset this pass converts to.
 pub const MAX_TARGET: i64 = 21;
-/// The oldest opset this pass converts from.
-pub const MIN_SOURCE: i64 = 11;
+/// The oldest opset this pass converts from (7 to 9 where every operator
+/// means the same at 10, the list `SAME_FROM_7_TO_10`).
+pub const MIN_SOURCE: i64 = 10;
 
 pub static INFO: PassInfo = PassInfo {
     name: "opset",
     summary: "raise the ONNX opset, rewriting the operators whose meaning changed",
-    matches: "models whose default-domain opset is between 11 and target - 1",
+    matches: "models whose default-domain opset is between 10 and target - 1 (or 7 to 9, where every operator means the same at 10)",
     promise: "the same outputs (every rewrite is exact)",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -261,76 +272,84 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
         "opset {from} cannot be raised to 10 here: the model has local functions; convert it with onnx.version_converter"
     );
     let mut patch = Patch::new(format!("opset raised from {from} to 10"));
-    patch.set_opset = Some(MIN_SOURCE - 1);
+    patch.set_opset = Some(MIN_SOURCE);
     for id in g.topo_order() {
         let n = &g.nodes[id];
-        if !n.is_onnx() {
-            continue;
-        }
-        let refuse = |why: &str| {
-            anyhow::anyhow!(
+        let read = |v: &str| !g.consumers(v).is_empty() || g.is_graph_output(v);
+        let fresh = &mut |base: &str| walk::unique_name(&mut used, base);
+        match node_to_10(&n.proto, from, read, fresh) {
+            Err(why) => bail!(
                 "opset {from} cannot be raised to 10 here: {} '{}' {why}; convert the model with onnx.version_converter",
                 n.op(),
                 n.label()
-            )
-        };
-        if !SAME_FROM_7_TO_10.contains(&n.op()) && n.op() != "Upsample" {
-            return Err(refuse("changed meaning before opset 10"));
-        }
-        if walk::subgraphs(&n.proto).next().is_some() {
-            return Err(refuse("holds subgraphs"));
-        }
-        match n.op() {
-            "BatchNormalization" => {
-                let spatial = attr(&n.proto, "spatial");
-                match spatial.map(|a| a.i()) {
-                    None => {}
-                    Some(1) => {
-                        let attrs = n
-                            .proto
-                            .attribute
-                            .iter()
-                            .filter(|a| a.name() != "spatial")
-                            .cloned()
-                            .collect();
-                        patch.replace_attributes.push((id, attrs));
-                    }
-                    Some(_) => return Err(refuse("normalises per activation (spatial=0)")),
-                }
-            }
-            "Upsample" => {
-                let mut resize = n.proto.clone();
-                resize.op_type = Some("Resize".into());
-                if from < 9 {
-                    let Some(scales) = take_attr(&mut resize, "scales") else {
-                        return Err(refuse("has no scales"));
-                    };
-                    let name = walk::unique_name(&mut used, &format!("{}_scales", n.label()));
-                    let dims = [scales.floats.len() as i64];
-                    patch.add_initializers.push(crate::ir::tensor::from_f32(
-                        &name,
-                        &dims,
-                        &scales.floats,
-                    ));
-                    resize.input.truncate(1);
-                    resize.input.push(name);
-                }
+            ),
+            Ok(Some((node, consts))) => {
                 patch.remove_nodes.push(id);
-                patch.add_nodes.push(resize);
+                patch.add_nodes.push(node);
+                patch.add_initializers.extend(consts);
             }
-            "Dropout" => {
-                let mask_read = n.proto.output.get(1).is_some_and(|m| {
-                    !m.is_empty() && (!g.consumers(m).is_empty() || g.is_graph_output(m))
-                });
-                if mask_read {
-                    return Err(refuse("has its mask read (a bool from opset 10)"));
-                }
-            }
-            _ => {}
+            Ok(None) => {}
         }
     }
     patch.count = 1;
     Ok(patch)
+}
+
+/// A node of an opset 7, 8 or 9 model as it is written at opset 10 (`None`
+/// where it is the same), with the constants it now reads; else why it
+/// cannot be (its operator changed meaning before 10, or it holds
+/// subgraphs). `read`: whether a value is read (a Dropout's mask).
+fn node_to_10(
+    n: &NodeProto,
+    from: i64,
+    read: impl Fn(&str) -> bool,
+    fresh: &mut dyn FnMut(&str) -> String,
+) -> std::result::Result<Option<(NodeProto, Vec<TensorProto>)>, &'static str> {
+    if !matches!(n.domain(), "" | "ai.onnx") {
+        return Ok(None);
+    }
+    let op = n.op_type();
+    if !SAME_FROM_7_TO_10.contains(&op) && op != "Upsample" {
+        return Err("changed meaning before opset 10");
+    }
+    if walk::subgraphs(n).next().is_some() {
+        return Err("holds subgraphs");
+    }
+    match op {
+        "BatchNormalization" => match attr(n, "spatial").map(|a| a.i()) {
+            None => Ok(None),
+            Some(1) => {
+                let mut bn = n.clone();
+                bn.attribute.retain(|a| a.name() != "spatial");
+                Ok(Some((bn, vec![])))
+            }
+            Some(_) => Err("normalises per activation (spatial=0)"),
+        },
+        "Upsample" => {
+            let mut resize = n.clone();
+            resize.op_type = Some("Resize".into());
+            let mut consts = vec![];
+            if from < 9 {
+                let Some(scales) = take_attr(&mut resize, "scales") else {
+                    return Err("has no scales");
+                };
+                let name = fresh(&format!("{}_scales", crate::ir::proto_label(n)));
+                let dims = [scales.floats.len() as i64];
+                consts.push(crate::ir::tensor::from_f32(&name, &dims, &scales.floats));
+                resize.input.truncate(1);
+                resize.input.push(name);
+            }
+            Ok(Some((resize, consts)))
+        }
+        "Dropout" => {
+            let mask_read = n.output.get(1).is_some_and(|m| !m.is_empty() && read(m));
+            if mask_read {
+                return Err("has its mask read (a bool from opset 10)");
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The least IR version that allows a default-domain opset.
@@ -351,12 +370,12 @@ pub fn min_ir_version(opset: i64) -> i64 {
 /// cannot be converted (the model is then left as it is).
 pub fn upgrade(model: &Model, to: i64) -> Result<Patch> {
     let from = model.opset();
-    if (7..MIN_SOURCE - 1).contains(&from) && to == MIN_SOURCE - 1 {
+    if (7..MIN_SOURCE).contains(&from) && to == MIN_SOURCE {
         return relabel_to_10(model);
     }
     ensure!(
-        from >= MIN_SOURCE,
-        "opset {from} is older than {MIN_SOURCE}, the oldest this tool converts from; convert the model with onnx.version_converter first"
+        from >= MIN_SOURCE || (from >= 7 && model.proto.functions.is_empty()),
+        "opset {from} is older than {MIN_SOURCE}, the oldest this tool converts from (7 to 9 without model-local functions); convert the model with onnx.version_converter first"
     );
     ensure!(
         to <= MAX_TARGET,
@@ -440,6 +459,14 @@ struct Cx {
     read: HashSet<String>,
     /// Ranks known from value infos (all graphs).
     ranks: HashMap<String, usize>,
+    /// Element types known from value infos and initializers (all graphs).
+    types: HashMap<String, i32>,
+    /// The float element types any value is stated to have: where there is
+    /// one, a value of unstated type that must be a float has it.
+    float_types: HashSet<i32>,
+    /// Constant float vectors of up to [`SMALL_FLOATS`] values (a Resize's
+    /// scales), by name.
+    small_floats: HashMap<String, Vec<f32>>,
     /// Nodes rewritten inside subgraph bodies.
     body_nodes: usize,
 }
@@ -450,6 +477,12 @@ fn collect_graph(g: &GraphProto, cx: &mut Cx) {
         if let Some(r) = crate::ir::declared_rank(vi) {
             cx.ranks.insert(vi.name().to_string(), r);
         }
+        if let Some(t) = crate::ir::tensor_type(vi).and_then(|t| t.elem_type) {
+            cx.add_type(vi.name(), t);
+        }
+    }
+    for t in &g.initializer {
+        cx.add_constant(t);
     }
     cx.read
         .extend(g.output.iter().map(|o| o.name().to_string()));
@@ -460,6 +493,18 @@ fn collect_graph(g: &GraphProto, cx: &mut Cx) {
 
 fn collect_node(n: &NodeProto, cx: &mut Cx) {
     cx.read.extend(n.input.iter().cloned());
+    if n.op_type() == "Constant" {
+        if let (Some(t), Some(out)) = (
+            attr(n, "value").and_then(|a| a.t.as_ref()),
+            n.output.first(),
+        ) {
+            let t = TensorProto {
+                name: Some(out.clone()),
+                ..t.clone()
+            };
+            cx.add_constant(&t);
+        }
+    }
     for sg in walk::subgraphs(n) {
         collect_graph(sg, cx);
     }
@@ -469,6 +514,17 @@ fn take_attr(n: &mut NodeProto, name: &str) -> Option<AttributeProto> {
     let i = n.attribute.iter().position(|a| a.name() == name)?;
     Some(n.attribute.remove(i))
 }
+
+/// Float element types: float, float16, double (what Clip-6 and Pad-2 take).
+const FLOAT_TYPES: [i32; 3] = [
+    DataType::Float as i32,
+    DataType::Float16 as i32,
+    DataType::Double as i32,
+];
+
+/// The longest float constant kept by value for the conversions that read
+/// one (a Resize's scales, one per axis).
+const SMALL_FLOATS: i64 = 16;
 
 /// Does the version step to `v` lie in the conversion?
 fn crosses(cx: &Cx, v: i64) -> bool {
@@ -484,6 +540,9 @@ impl Cx {
             used: HashSet::new(),
             read: HashSet::new(),
             ranks: HashMap::new(),
+            types: HashMap::new(),
+            float_types: HashSet::new(),
+            small_floats: HashMap::new(),
             body_nodes: 0,
         }
     }
@@ -493,6 +552,9 @@ impl Cx {
         let g = &model.graph;
         cx.used = g.all_names();
         collect_graph(&g.rest, &mut cx);
+        for t in g.initializers.values() {
+            cx.add_constant(t);
+        }
         for n in g.nodes.node_weights() {
             collect_node(&n.proto, &mut cx);
         }
@@ -513,6 +575,58 @@ impl Cx {
 
     fn fresh(&mut self, base: &str) -> String {
         walk::unique_name(&mut self.used, base)
+    }
+
+    fn add_type(&mut self, name: &str, t: i32) {
+        if FLOAT_TYPES.contains(&t) {
+            self.float_types.insert(t);
+        }
+        self.types.insert(name.to_string(), t);
+    }
+
+    /// A constant's type, and its values where it is a small float vector.
+    fn add_constant(&mut self, t: &TensorProto) {
+        self.add_type(t.name(), t.data_type());
+        let len: i64 = t.dims.iter().product();
+        if t.data_type() == DataType::Float as i32 && (0..=SMALL_FLOATS).contains(&len) {
+            let v: Vec<f32> = match &t.raw_data {
+                Some(raw) => raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                None => t.float_data.clone(),
+            };
+            if v.len() as i64 == len {
+                self.small_floats.insert(t.name().to_string(), v);
+            }
+        }
+    }
+
+    /// The float type of `value`: its own where stated, else the model's
+    /// one float type where it has only one.
+    fn float_type(&self, value: &str) -> Option<i32> {
+        match self.types.get(value) {
+            Some(t) => FLOAT_TYPES.contains(t).then_some(*t),
+            None if self.float_types.len() == 1 => self.float_types.iter().next().copied(),
+            None => None,
+        }
+    }
+
+    /// A scalar constant of float type `ty` (float, float16 or double).
+    fn float_scalar(&mut self, base: &str, ty: i32, v: f32) -> Option<TensorProto> {
+        let name = self.fresh(base);
+        let t = match DataType::try_from(ty).ok()? {
+            DataType::Float => crate::ir::tensor::from_f32(&name, &[], &[v]),
+            DataType::Float16 => crate::ir::tensor::from_f16(&name, &[], [half::f16::from_f32(v)]),
+            DataType::Double => TensorProto {
+                name: Some(name),
+                data_type: Some(DataType::Double as i32),
+                double_data: vec![f64::from(v)],
+                ..Default::default()
+            },
+            _ => return None,
+        };
+        Some(t)
     }
 
     fn i64_const(&mut self, base: &str, v: &[i64]) -> TensorProto {
@@ -543,17 +657,126 @@ impl Cx {
         let mut consts = Vec::new();
         let mut extra = Vec::new();
         let label = crate::ir::proto_label(n);
+        let (from, to) = (self.from, self.to);
+        // Below opset 10: the node as opset 10 writes it, then converted on.
+        if from < MIN_SOURCE {
+            let mut used = std::mem::take(&mut self.used);
+            let read = &self.read;
+            let at_10 = node_to_10(&cur, from, |v| read.contains(v), &mut |b| {
+                walk::unique_name(&mut used, b)
+            });
+            self.used = used;
+            match at_10 {
+                Err(why) => bail!(
+                    "cannot raise the opset from {from} to {to}: node '{label}' ({}) {why}",
+                    n.op_type()
+                ),
+                Ok(Some((node, cs))) => {
+                    for c in &cs {
+                        self.add_constant(c);
+                    }
+                    cur = node;
+                    consts.extend(cs);
+                    changed = true;
+                }
+                Ok(None) => {}
+            }
+        }
         let op = cur.op_type().to_string();
         let refuse = |why: &str| -> Result<Converted> {
-            bail!(
-                "cannot raise the opset from {} to {}: node '{label}' ({op}) {why}",
-                self.from,
-                self.to
-            )
+            bail!("cannot raise the opset from {from} to {to}: node '{label}' ({op}) {why}")
         };
         match op.as_str() {
-            "Upsample" | "Scatter" => {
+            "Upsample" => {
                 return refuse("is deprecated in the target opset");
+            }
+            // Deprecated at 11 for ScatterElements, the same operator.
+            "Scatter" => {
+                cur.op_type = Some("ScatterElements".into());
+                changed = true;
+            }
+            "Clip" if crosses(self, 11) => {
+                let (min, max) = (take_attr(&mut cur, "min"), take_attr(&mut cur, "max"));
+                if min.is_some() || max.is_some() {
+                    let x = cur.input.first().cloned().unwrap_or_default();
+                    let Some(ty) = self.float_type(&x) else {
+                        return refuse("has min/max attributes, inputs of its input's type from opset 11, and that type is not stated");
+                    };
+                    cur.input.truncate(1);
+                    for (a, which) in [(min, "min"), (max, "max")] {
+                        let Some(a) = a else {
+                            cur.input.push(String::new());
+                            continue;
+                        };
+                        let Some(t) = self.float_scalar(&format!("{label}_{which}"), ty, a.f())
+                        else {
+                            return refuse("clips a value that is not a float");
+                        };
+                        cur.input.push(t.name().to_string());
+                        consts.push(t);
+                    }
+                    while cur.input.last().is_some_and(|i| i.is_empty()) {
+                        cur.input.pop();
+                    }
+                    changed = true;
+                }
+            }
+            "Pad" if crosses(self, 11) => {
+                let Some(pads) = take_attr(&mut cur, "pads") else {
+                    return refuse("has no pads");
+                };
+                let value = take_attr(&mut cur, "value").map_or(0.0, |a| a.f());
+                let constant = attr(&cur, "mode")
+                    .and_then(|a| a.s.as_deref())
+                    .is_none_or(|m| m == b"constant");
+                let x = cur.input.first().cloned().unwrap_or_default();
+                let t = self.i64_const(&format!("{label}_pads"), &pads.ints);
+                cur.input.truncate(1);
+                cur.input.push(t.name().to_string());
+                consts.push(t);
+                if constant && value != 0.0 {
+                    let Some(v) = self
+                        .float_type(&x)
+                        .and_then(|ty| self.float_scalar(&format!("{label}_value"), ty, value))
+                    else {
+                        return refuse("pads with a value, an input of its input's type from opset 11, and that type is not stated");
+                    };
+                    cur.input.push(v.name().to_string());
+                    consts.push(v);
+                }
+                changed = true;
+            }
+            // Resize-10 (Upsample-9 renamed) is Resize-11 with asymmetric
+            // coordinates, flooring nearest positions where it upsamples
+            // (onnxruntime runs opset 10 so; where a nearest Resize
+            // downsamples it rounds up, which no opset-11 mode does).
+            "Resize" if crosses(self, 11) => {
+                let nearest = attr(&cur, "mode")
+                    .and_then(|a| a.s.as_deref())
+                    .is_none_or(|m| m == b"nearest");
+                let Some(scales) = cur.input.get(1).filter(|s| !s.is_empty()).cloned() else {
+                    return refuse("has no scales");
+                };
+                if nearest {
+                    match self.small_floats.get(&scales) {
+                        Some(v) if v.iter().all(|&s| s >= 1.0) => {}
+                        Some(_) => return refuse("downsamples in nearest mode, whose positions opset 10 rounds otherwise than any mode of opset 11"),
+                        None => return refuse("has scales that are not constant, in nearest mode (the same at opset 11 only where it upsamples)"),
+                    }
+                }
+                let roi = self.fresh(&format!("{label}_roi"));
+                let x = cur.input.first().cloned().unwrap_or_default();
+                cur.input = vec![x, roi.clone(), scales];
+                consts.push(crate::ir::tensor::from_f32(&roi, &[0], &[]));
+                cur.attribute.retain(|a| {
+                    a.name() != "coordinate_transformation_mode" && a.name() != "nearest_mode"
+                });
+                cur.attribute
+                    .push(attr_string("coordinate_transformation_mode", "asymmetric"));
+                if nearest {
+                    cur.attribute.push(attr_string("nearest_mode", "floor"));
+                }
+                changed = true;
             }
             "DFT" if crosses(self, 20) => return refuse("changed meaning at opset 20 (axis became an input); no conversion is implemented"),
             "GroupNormalization" if crosses(self, 21) => return refuse("changed meaning at opset 21 (per-channel scale and bias); no conversion is implemented"),

@@ -1943,9 +1943,10 @@ impl Quant {
             OpsetPolicy::Raise(n) if from < n => n,
             OpsetPolicy::Raise(_) => return Ok(None),
         };
-        // Below opset 11 the conversion this tool makes is to 10 (where
-        // QuantizeLinear starts, per tensor), when every operator means the
-        // same there.
+        // Where the model cannot be converted to what per-channel weights
+        // need (an opset 7-9 operator that changed meaning by 13), it is
+        // raised to 10 (where QuantizeLinear starts, per tensor) when every
+        // operator means the same there.
         let upgraded = match super::opset::upgrade(model, to) {
             Err(_) if from < 10 && self.mode(model, &ctx.data).0 == "static" => {
                 super::opset::upgrade(model, 10).map(|p| (p, 10))
@@ -1957,7 +1958,7 @@ impl Quant {
                 let why = if to >= 21 && self.params.weights == "int4" {
                     "INT4 weights"
                 } else if to == 10 {
-                    "QuantizeLinear (per tensor; per channel needs 13, which this tool converts to from 11 only)"
+                    "QuantizeLinear (per tensor; per channel needs 13, and the conversion to 13 was refused)"
                 } else if to == 11 {
                     "DynamicQuantizeLinear"
                 } else {
