@@ -9,6 +9,7 @@ use common::*;
 use onnx_squeeze::ir::{builder::*, Model};
 use onnx_squeeze::pass::build;
 use onnx_squeeze::pipeline::{run_pass, Limits};
+use onnx_squeeze::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto};
 
 fn upgrade(model: &mut Model, target: i64) -> anyhow::Result<onnx_squeeze::report::PassReport> {
     let table: toml::Table = toml::from_str(&format!("target = {target}")).unwrap();
@@ -87,27 +88,50 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
         format!("{e:#}").contains("downsamples in nearest mode"),
         "{e:#}"
     );
-    // An operator that changed meaning before opset 10 (Slice-1's
-    // attributes), in an opset 9 model.
-    let mut slice = ModelBuilder::new(9)
-        .input("x", &[1, 4])
+    // An operator that changed meaning before opset 10 and is not
+    // rewritten (an If, whose bodies would need converting too), in an
+    // opset 9 model.
+    let branch = |v: f32| GraphProto {
+        name: Some("b".into()),
+        node: vec![node_proto(
+            "c",
+            "Constant",
+            &[],
+            &["v"],
+            vec![attr_tensor(
+                "value",
+                onnx_squeeze::ir::tensor::from_f32("v", &[1], &[v]),
+            )],
+        )],
+        output: vec![f32_value("v", &[1])],
+        ..Default::default()
+    };
+    let attr_graph = |name: &str, g: GraphProto| AttributeProto {
+        name: Some(name.into()),
+        g: Some(g),
+        r#type: Some(AttributeType::Graph as i32),
+        ..Default::default()
+    };
+    let mut with_if = ModelBuilder::new(9)
+        .input("x", &[1])
+        .node("pos", "Greater", &["x", "zero"], &["cond"])
+        .init_f32("zero", &[1], &[0.0])
         .node_with(
-            "cut",
-            "Slice",
-            &["x"],
+            "choose",
+            "If",
+            &["cond"],
             &["y"],
             vec![
-                attr_ints("starts", &[0]),
-                attr_ints("ends", &[2]),
-                attr_ints("axes", &[1]),
+                attr_graph("then_branch", branch(1.0)),
+                attr_graph("else_branch", branch(-1.0)),
             ],
         )
-        .output("y", &[1, 2])
+        .output("y", &[1])
         .build()
         .unwrap();
-    let e = upgrade(&mut slice, 13).err().unwrap();
+    let e = upgrade(&mut with_if, 13).err().unwrap();
     assert!(
-        format!("{e:#}").contains("node 'cut' (Slice) changed meaning before opset 10"),
+        format!("{e:#}").contains("node 'choose' (If) changed meaning before opset 10"),
         "{e:#}"
     );
     // A BatchNormalization whose training outputs are read.
@@ -139,7 +163,8 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
 /// need 13): Clip's `min`/`max` and Pad's `pads`/`value` attributes become
 /// inputs (the bounds and the value of the input's float type), Upsample-9
 /// becomes Resize-10 and that an asymmetric Resize-11 flooring its nearest
-/// positions, and Scatter becomes ScatterElements. Verified in tract, and
+/// positions, Scatter becomes ScatterElements, and at opset 9 Slice-1's
+/// and TopK-1's attributes become inputs. Verified in tract, and
 /// onnx.checker and onnxruntime agree at every target.
 #[test]
 fn opsets_9_and_10_are_converted_on_to_11_and_later() {
@@ -147,7 +172,7 @@ fn opsets_9_and_10_are_converted_on_to_11_and_later() {
     for opset in [9, 10] {
         let resize = if opset == 9 { "Upsample" } else { "Resize" };
         let updates: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
-        let mut proto = ModelBuilder::new(opset)
+        let mut builder = ModelBuilder::new(opset)
             .input("x", &[1, 2, 4, 4])
             .init_f32("up", &[4], &[1.0, 1.0, 2.0, 2.0])
             .init_f32("frac", &[4], &[1.0, 1.0, 1.5, 1.5])
@@ -213,8 +238,32 @@ fn opsets_9_and_10_are_converted_on_to_11_and_later() {
             .output("pe", &[1, 2, 5, 6])
             .output("n", &[1, 2, 12, 12])
             .output("l", &[1, 2, 9, 9])
-            .output("s", &[1, 2, 4, 4])
-            .proto();
+            .output("s", &[1, 2, 4, 4]);
+        // Slice-1 and TopK-1 (attributes that are inputs from opset 10).
+        if opset == 9 {
+            builder = builder
+                .node_with(
+                    "slice",
+                    "Slice",
+                    &["x"],
+                    &["sl"],
+                    vec![
+                        attr_ints("starts", &[1, -3]),
+                        attr_ints("ends", &[3, 100]),
+                        attr_ints("axes", &[2, 3]),
+                    ],
+                )
+                .node_with(
+                    "topk",
+                    "TopK",
+                    &["x"],
+                    &["tv", "ti"],
+                    vec![attr_int("k", 2)],
+                )
+                .output("sl", &[1, 2, 2, 3])
+                .output("tv", &[1, 2, 4, 2]);
+        }
+        let mut proto = builder.proto();
         let mut idx = onnx_squeeze::ir::tensor::from_i64("idx", &[0, 1, 2, 3, 3, 2, 1, 0]);
         idx.dims = vec![1, 2, 1, 4];
         proto.graph.as_mut().unwrap().initializer.push(idx);

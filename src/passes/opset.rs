@@ -34,10 +34,11 @@
 //! refused. DFT (20) and GroupNormalization (21) changed too and are
 //! refused, as are models below opset 7 (use `onnx.version_converter` for
 //! those). A model at opset 7, 8 or 9 is converted when its operators all
-//! mean the same at 10 (`SAME_FROM_7_TO_10`): each node is first written
-//! as opset 10 writes it (BatchNormalization's `spatial=1` dropped,
-//! Upsample renamed Resize: Resize-10 is Upsample-9 plus downsampling),
-//! then converted on; such a model with subgraphs or model-local functions
+//! mean the same at 10 (`SAME_FROM_7_TO_10`) or are rewritten: each node
+//! is first written as opset 10 writes it (BatchNormalization's
+//! `spatial=1` dropped, Upsample renamed Resize: Resize-10 is Upsample-9
+//! plus downsampling; Slice-1's `starts`/`ends`/`axes` and TopK-1's `k`
+//! attributes become inputs), then converted on; such a model with subgraphs or model-local functions
 //! is refused. `quant` asks for the step to 10 alone (where QuantizeLinear
 //! starts, per tensor) when the way to 13 is refused. Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
@@ -138,10 +139,20 @@ impl Pass for Opset {
 /// Operators whose definition keeps its meaning from opset 7 to 10: later
 /// versions only add types, or optional attributes, inputs and outputs whose
 /// defaults keep the old behaviour. (Slice and TopK moved attributes to
-/// inputs in 10, Upsample took its scales as an input in 9: not here.) With
-/// them, the operators introduced at opset 8 or 9 whose definition at 10 is
-/// still that one (`onnx.defs.get_schema(op, 10).since_version` is 8 or 9).
+/// inputs in 10, Upsample took its scales as an input in 9: not here, they
+/// are rewritten.) With them, the operators introduced at opset 8 or 9
+/// whose definition at 10 is still that one
+/// (`onnx.defs.get_schema(op, 10).since_version` is 8 or 9). If, Loop and
+/// Scan are not here: their bodies would need converting too.
 const SAME_FROM_7_TO_10: &[&str] = &[
+    "GRU",
+    "LSTM",
+    "Multinomial",
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "RNN",
     "Abs",
     "Acos",
     "Acosh",
@@ -309,7 +320,7 @@ fn node_to_10(
         return Ok(None);
     }
     let op = n.op_type();
-    if !SAME_FROM_7_TO_10.contains(&op) && op != "Upsample" {
+    if !SAME_FROM_7_TO_10.contains(&op) && !matches!(op, "Upsample" | "Slice" | "TopK") {
         return Err("changed meaning before opset 10");
     }
     if walk::subgraphs(n).next().is_some() {
@@ -340,6 +351,43 @@ fn node_to_10(
                 resize.input.push(name);
             }
             Ok(Some((resize, consts)))
+        }
+        // Slice-1's `starts`, `ends` and `axes` attributes are Slice-10's
+        // inputs 1 to 3, with the same clamping and negative indices.
+        "Slice" => {
+            let mut slice = n.clone();
+            let label = crate::ir::proto_label(n);
+            slice.input.truncate(1);
+            let mut consts = vec![];
+            for name in ["starts", "ends", "axes"] {
+                match take_attr(&mut slice, name) {
+                    Some(a) => {
+                        let t = crate::ir::tensor::from_i64(
+                            &fresh(&format!("{label}_{name}")),
+                            &a.ints,
+                        );
+                        slice.input.push(t.name().to_string());
+                        consts.push(t);
+                    }
+                    None if name == "axes" => {}
+                    None => return Err("has no starts or ends"),
+                }
+            }
+            Ok(Some((slice, consts)))
+        }
+        // TopK-1's `k` attribute is TopK-10's input 1, a one-value tensor.
+        "TopK" => {
+            let mut topk = n.clone();
+            let Some(k) = take_attr(&mut topk, "k") else {
+                return Err("has no k");
+            };
+            let t = crate::ir::tensor::from_i64(
+                &fresh(&format!("{}_k", crate::ir::proto_label(n))),
+                &[k.i()],
+            );
+            topk.input.truncate(1);
+            topk.input.push(t.name().to_string());
+            Ok(Some((topk, vec![t])))
         }
         "Dropout" => {
             let mask_read = n.output.get(1).is_some_and(|m| !m.is_empty() && read(m));
