@@ -88,6 +88,21 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
         format!("{e:#}").contains("downsamples in nearest mode"),
         "{e:#}"
     );
+    // A Clip whose input's float type is not stated, in a model of two
+    // float types (a Cast to double): its bounds' type is unknown.
+    let mut two_floats = ModelBuilder::new(10)
+        .input("x", &[1, 4])
+        .node_with("wide", "Cast", &["x"], &["d"], vec![attr_int("to", 11)])
+        .node_with("clip", "Clip", &["d"], &["c"], vec![attr_float("min", 0.0)])
+        .node_with("narrow", "Cast", &["c"], &["y"], vec![attr_int("to", 1)])
+        .output("y", &[1, 4])
+        .build()
+        .unwrap();
+    let e = upgrade(&mut two_floats, 13).err().unwrap();
+    assert!(
+        format!("{e:#}").contains("node 'clip' (Clip) has min/max attributes"),
+        "{e:#}"
+    );
     // An operator that changed meaning before opset 10 and is not
     // rewritten (an If, whose bodies would need converting too), in an
     // opset 9 model.

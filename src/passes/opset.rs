@@ -79,7 +79,7 @@ pub static INFO: PassInfo = PassInfo {
         name: "target",
         kind: "integer",
         default: "21",
-        range: "12..=21",
+        range: "11..=21",
         doc: "opset to raise the model to (a model already at or above it is left alone)",
     }],
 };
@@ -541,6 +541,14 @@ fn collect_graph(g: &GraphProto, cx: &mut Cx) {
 
 fn collect_node(n: &NodeProto, cx: &mut Cx) {
     cx.read.extend(n.input.iter().cloned());
+    // A Cast to another float type makes the model's float type ambiguous.
+    if n.op_type() == "Cast" {
+        if let Some(to) = attr(n, "to").map(|a| a.i() as i32) {
+            if FLOAT_TYPES.contains(&to) {
+                cx.float_types.insert(to);
+            }
+        }
+    }
     if n.op_type() == "Constant" {
         if let (Some(t), Some(out)) = (
             attr(n, "value").and_then(|a| a.t.as_ref()),
@@ -602,6 +610,11 @@ impl Cx {
         collect_graph(&g.rest, &mut cx);
         for t in g.initializers.values() {
             cx.add_constant(t);
+        }
+        // An initializer also listed as a graph input (IR 3) can be fed
+        // another value: not a constant.
+        for i in &g.rest.input {
+            cx.small_floats.remove(i.name());
         }
         for n in g.nodes.node_weights() {
             collect_node(&n.proto, &mut cx);
@@ -782,7 +795,8 @@ impl Cx {
                 cur.input.truncate(1);
                 cur.input.push(t.name().to_string());
                 consts.push(t);
-                if constant && value != 0.0 {
+                // -0.0 too: Pad-11's default value is +0.0.
+                if constant && value.to_bits() != 0 {
                     let Some(v) = self
                         .float_type(&x)
                         .and_then(|ty| self.float_scalar(&format!("{label}_value"), ty, value))

@@ -527,8 +527,8 @@ impl Pass for Quant {
         let per_channel = self.params.per_channel && (opset >= 13 || mode != "static");
         let has_weights = self.has_weight_to_quantize(model);
         if self.params.per_channel && !per_channel && has_weights {
-            let how = if opset >= super::opset::MIN_SOURCE {
-                "quant(opset=auto) raises the opset"
+            let how = if opset >= 7 {
+                "quant(opset=auto) raises the opset where every operator converts exactly (the notes say why not); else convert the model to opset 13 with onnx.version_converter for per-channel weights"
             } else {
                 "convert the model to opset 13 with onnx.version_converter for per-channel weights"
             };
