@@ -387,3 +387,99 @@ fn local_functions_are_converted_with_the_model() {
     );
     assert_ort_matches(&input, &out, &[]);
 }
+
+/// onnx's own backend node tests at opsets 7 to 10 (the boolean operators
+/// at 7, Shrink and TfIdfVectorizer at 9, ConvInteger, MatMulInteger,
+/// QLinearConv, ReverseSequence, Scatter and StringNormalizer at 10), each
+/// converted to 13 and to 21: wherever onnxruntime reproduces a test's
+/// reference outputs with the original, it does with the converted model.
+/// The ones that cannot be converted are refused, naming the node and why:
+/// Scan at 8 and 9 (its body would need converting), and Upsample-9 whose
+/// scales are a graph input (nearest positions round otherwise at 11 where
+/// a scale is below 1).
+#[test]
+fn onnx_node_tests_at_old_opsets_keep_their_reference_outputs() {
+    let refused = [
+        (
+            "test_scan_sum",
+            "node 'y' (Scan) changed meaning before opset 10",
+        ),
+        (
+            "test_scan9_sum",
+            "node 'y' (Scan) changed meaning before opset 10",
+        ),
+        (
+            "test_upsample_nearest",
+            "node 'Y' (Resize) has scales that are not constant",
+        ),
+    ];
+    let dir = scratch("opset-node-tests");
+    let mut cases: Vec<std::path::PathBuf> = std::fs::read_dir(assets().join("node"))
+        .expect("the onnx node tests (bash tests/setup/setup.sh fetches them)")
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    // (case, model) pairs for onnxruntime: the original, then each result.
+    let mut pairs: Vec<(std::path::PathBuf, std::path::PathBuf)> = Vec::new();
+    let mut seen_refused = Vec::new();
+    for case in cases {
+        let model = case.join("model.onnx");
+        let Ok((m, _)) = Model::load(&model) else {
+            continue;
+        };
+        if !(7..=10).contains(&m.opset()) {
+            continue;
+        }
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        pairs.push((case.clone(), model.clone()));
+        for target in [13, 21] {
+            let out = dir.path().join(format!("{name}_{target}.onnx"));
+            let o = run_cli(&[
+                "run",
+                "--no-verify",
+                "--passes",
+                &format!("opset(target={target})"),
+                model.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ]);
+            let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+            match refused.iter().find(|(c, _)| *c == name) {
+                Some((_, why)) => {
+                    assert_eq!(o.status.code(), Some(1), "{name}: {all}");
+                    assert!(all.contains(why), "{name}: {all}");
+                    assert!(!out.exists(), "{name}");
+                    seen_refused.push(name.clone());
+                }
+                None => {
+                    assert_eq!(o.status.code(), Some(0), "{name} to {target}: {all}");
+                    pairs.push((case.clone(), out));
+                }
+            }
+        }
+    }
+    assert_eq!(seen_refused.len(), 2 * refused.len(), "{seen_refused:?}");
+    let args: Vec<&std::path::Path> = pairs
+        .iter()
+        .flat_map(|(c, m)| [c.as_path(), m.as_path()])
+        .collect();
+    let o = run_py("node_reference.py", &args);
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), pairs.len(), "{}", text(&o.stderr));
+    let (mut compared, mut original_ok) = (0, false);
+    for ((_, model), r) in pairs.iter().zip(&lines) {
+        if model.ends_with("model.onnx") {
+            original_ok = r["passed"] == true;
+            continue;
+        }
+        if original_ok {
+            assert_eq!(r["passed"], true, "{}: {r}", model.display());
+            compared += 1;
+        }
+    }
+    eprintln!("{compared} converted models reproduce their reference outputs");
+    // The boolean, Shrink, TfIdfVectorizer, integer and Scatter tests at least.
+    assert!(compared >= 2 * 40, "only {compared} results compared");
+}
