@@ -1523,6 +1523,83 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
     }
 }
 
+/// The ONNX model zoo's Tiny YOLOv2 (opsets 7 and 8) scales its image with
+/// ImageScaler, an experimental operator that onnxruntime runs and tract
+/// and opsets from 10 do not have: the opset conversion writes it as the
+/// Mul and Add it computes, and verification's copy of the original as
+/// well, so the model is raised to 13 (per-channel int8) and verified.
+/// Before, its conversion was refused and tract could not run it: exit 3.
+#[test]
+fn an_image_scaler_model_is_raised_and_verified() {
+    for opset in [7, 8] {
+        let bn = |name: &str, v: f32| (name.to_string(), vec![v; 16]);
+        let mut b = ModelBuilder::new(opset)
+            .input("image", &[1, 3, 16, 16])
+            .init_f32("w1", &[16, 3, 3, 3], &weights(16 * 27, 1))
+            .init_f32("w2", &[32, 16, 3, 3], &weights(32 * 144, 2));
+        for (name, v) in [bn("s", 1.5), bn("b", 0.1), bn("m", -0.05), bn("v", 0.8)] {
+            b = b.init_f32(&name, &[16], &v);
+        }
+        let proto = b
+            .node_with(
+                "scaler",
+                "ImageScaler",
+                &["image"],
+                &["scaled"],
+                vec![
+                    attr_float("scale", 1.0 / 255.0),
+                    attr_floats("bias", &[-0.5, -0.4, -0.3]),
+                ],
+            )
+            .node_with("c1", "Conv", &["scaled", "w1"], &["h"], conv_attrs(3))
+            .node(
+                "bn",
+                "BatchNormalization",
+                &["h", "s", "b", "m", "v"],
+                &["n"],
+            )
+            .node_with(
+                "act",
+                "LeakyRelu",
+                &["n"],
+                &["a"],
+                vec![attr_float("alpha", 0.1)],
+            )
+            .node_with(
+                "pool",
+                "MaxPool",
+                &["a"],
+                &["p"],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_ints("strides", &[2, 2]),
+                ],
+            )
+            .node_with("c2", "Conv", &["p", "w2"], &["grid"], conv_attrs(3))
+            .output("grid", &[1, 32, 8, 8])
+            .proto();
+        let dir = scratch("quant-image-scaler");
+        let input = dir.path().join("tiny_yolo.onnx");
+        std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+        let out = dir.path().join("q.onnx");
+        let s = run_passes_verified(
+            "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
+            &[],
+            &input,
+            &out,
+        );
+        assert!(
+            s.contains(&format!("opset raised from {opset} to 13"))
+                && s.contains("weight quantized to int8 per channel")
+                && s.contains("1 ImageScaler node(s)"),
+            "opset {opset}: {s}"
+        );
+        let (m, _) = Model::load(&out).unwrap();
+        assert!(!dump(&m.graph).contains("ImageScaler"), "opset {opset}");
+        assert_ort_matches(&input, &out, &quantized("0.99"));
+    }
+}
+
 /// A Conv whose weight is computed at run time (a graph input here) has no
 /// integer kernel to gain: no Q/DQ goes around it (a pair on its input
 /// alone only added rounding; onnx's conformance Conv models, checked

@@ -38,7 +38,9 @@
 //! is first written as opset 10 writes it (BatchNormalization's
 //! `spatial=1` dropped, Upsample renamed Resize: Resize-10 is Upsample-9
 //! plus downsampling; Slice-1's `starts`/`ends`/`axes` and TopK-1's `k`
-//! attributes become inputs), then converted on; such a model with subgraphs or model-local functions
+//! attributes become inputs; ImageScaler, an experimental operator that
+//! onnxruntime runs and opset 10 no longer has, becomes the Mul and Add it
+//! computes), then converted on; such a model with subgraphs or model-local functions
 //! is refused. `quant` asks for the step to 10 alone (where QuantizeLinear
 //! starts, per tensor) when the way to 13 is refused. Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
@@ -284,19 +286,20 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
     );
     let mut patch = Patch::new(format!("opset raised from {from} to 10"));
     patch.set_opset = Some(MIN_SOURCE);
+    let types = Cx::new(model, from, MIN_SOURCE);
     for id in g.topo_order() {
         let n = &g.nodes[id];
         let read = |v: &str| !g.consumers(v).is_empty() || g.is_graph_output(v);
         let fresh = &mut |base: &str| walk::unique_name(&mut used, base);
-        match node_to_10(&n.proto, from, read, fresh) {
+        match node_to_10(&n.proto, from, read, fresh, &|v| types.float_type(v)) {
             Err(why) => bail!(
                 "opset {from} cannot be raised to 10 here: {} '{}' {why}; convert the model with onnx.version_converter",
                 n.op(),
                 n.label()
             ),
-            Ok(Some((node, consts))) => {
+            Ok(Some((nodes, consts))) => {
                 patch.remove_nodes.push(id);
-                patch.add_nodes.push(node);
+                patch.add_nodes.extend(nodes);
                 patch.add_initializers.extend(consts);
             }
             Ok(None) => {}
@@ -306,20 +309,29 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
     Ok(patch)
 }
 
+/// The nodes that replace a node, and the constants they read.
+pub(crate) type Rewritten = (Vec<NodeProto>, Vec<TensorProto>);
+
 /// A node of an opset 7, 8 or 9 model as it is written at opset 10 (`None`
-/// where it is the same), with the constants it now reads; else why it
-/// cannot be (its operator changed meaning before 10, or it holds
-/// subgraphs). `read`: whether a value is read (a Dropout's mask).
+/// where it is the same: the nodes that replace it otherwise), with the
+/// constants it now reads; else why it cannot be (its operator changed
+/// meaning before 10, or it holds subgraphs). `read`: whether a value is
+/// read (a Dropout's mask); `float_type`: a value's float type, where known.
 fn node_to_10(
     n: &NodeProto,
     from: i64,
     read: impl Fn(&str) -> bool,
     fresh: &mut dyn FnMut(&str) -> String,
-) -> std::result::Result<Option<(NodeProto, Vec<TensorProto>)>, &'static str> {
+    float_type: &dyn Fn(&str) -> Option<i32>,
+) -> std::result::Result<Option<Rewritten>, &'static str> {
     if !matches!(n.domain(), "" | "ai.onnx") {
         return Ok(None);
     }
     let op = n.op_type();
+    if op == "ImageScaler" {
+        let x = n.input.first().map(String::as_str).unwrap_or_default();
+        return image_scaler_as_mul_add(n, float_type(x), fresh).map(Some);
+    }
     if !SAME_FROM_7_TO_10.contains(&op) && !matches!(op, "Upsample" | "Slice" | "TopK") {
         return Err("changed meaning before opset 10");
     }
@@ -332,7 +344,7 @@ fn node_to_10(
             Some(1) => {
                 let mut bn = n.clone();
                 bn.attribute.retain(|a| a.name() != "spatial");
-                Ok(Some((bn, vec![])))
+                Ok(Some((vec![bn], vec![])))
             }
             Some(_) => Err("normalises per activation (spatial=0)"),
         },
@@ -350,7 +362,7 @@ fn node_to_10(
                 resize.input.truncate(1);
                 resize.input.push(name);
             }
-            Ok(Some((resize, consts)))
+            Ok(Some((vec![resize], consts)))
         }
         // Slice-1's `starts`, `ends` and `axes` attributes are Slice-10's
         // inputs 1 to 3, with the same clamping and negative indices.
@@ -373,7 +385,7 @@ fn node_to_10(
                     None => return Err("has no starts or ends"),
                 }
             }
-            Ok(Some((slice, consts)))
+            Ok(Some((vec![slice], consts)))
         }
         // TopK-1's `k` attribute is TopK-10's input 1, a one-value tensor.
         "TopK" => {
@@ -387,7 +399,7 @@ fn node_to_10(
             );
             topk.input.truncate(1);
             topk.input.push(t.name().to_string());
-            Ok(Some((topk, vec![t])))
+            Ok(Some((vec![topk], vec![t])))
         }
         "Dropout" => {
             let mask_read = n.output.get(1).is_some_and(|m| !m.is_empty() && read(m));
@@ -398,6 +410,85 @@ fn node_to_10(
         }
         _ => Ok(None),
     }
+}
+
+/// The float type of `value` in `model`: its own where stated, else the
+/// model's one float type (see `Cx::float_type`).
+pub(crate) fn float_type_of(model: &Model, value: &str) -> Option<i32> {
+    let o = model.opset();
+    Cx::new(model, o, o).float_type(value)
+}
+
+/// ImageScaler, an experimental operator of opsets 1 to 9 (onnxruntime
+/// runs it; tract and later opsets do not have it), as what it computes:
+/// `Add(Mul(x, scale), bias)`, `bias` one value per channel of the NCHW
+/// input (`[1, C, 1, 1]`), constants of the input's float type (`ty`).
+pub(crate) fn image_scaler_as_mul_add(
+    n: &NodeProto,
+    ty: Option<i32>,
+    fresh: &mut dyn FnMut(&str) -> String,
+) -> std::result::Result<Rewritten, &'static str> {
+    let (Some(x), Some(y)) = (n.input.first(), n.output.first()) else {
+        return Err("has no input or output");
+    };
+    let Some(ty) = ty else {
+        return Err("has an input whose float type is not stated");
+    };
+    let scale = attr(n, "scale").map_or(1.0, |a| a.f());
+    let bias: Vec<f32> = attr(n, "bias").map_or_else(Vec::new, |a| a.floats.clone());
+    if bias.is_empty() {
+        return Err("has no bias (one value a channel)");
+    }
+    let label = crate::ir::proto_label(n);
+    let (sn, bn, scaled) = (
+        fresh(&format!("{label}_scale")),
+        fresh(&format!("{label}_bias")),
+        fresh(&format!("{label}_scaled")),
+    );
+    let dims = [1, bias.len() as i64, 1, 1];
+    let (s, b) = match DataType::try_from(ty).map_err(|_| "has a non-float input")? {
+        DataType::Float => (
+            crate::ir::tensor::from_f32(&sn, &[], &[scale]),
+            crate::ir::tensor::from_f32(&bn, &dims, &bias),
+        ),
+        DataType::Float16 => (
+            crate::ir::tensor::from_f16(&sn, &[], [half::f16::from_f32(scale)]),
+            crate::ir::tensor::from_f16(&bn, &dims, bias.iter().map(|&v| half::f16::from_f32(v))),
+        ),
+        DataType::Double => (
+            TensorProto {
+                name: Some(sn.clone()),
+                data_type: Some(DataType::Double as i32),
+                double_data: vec![f64::from(scale)],
+                ..Default::default()
+            },
+            TensorProto {
+                name: Some(bn.clone()),
+                dims: dims.to_vec(),
+                data_type: Some(DataType::Double as i32),
+                double_data: bias.iter().map(|&v| f64::from(v)).collect(),
+                ..Default::default()
+            },
+        ),
+        _ => return Err("has a non-float input"),
+    };
+    let nodes = vec![
+        node_proto(
+            &fresh(&format!("{label}_mul")),
+            "Mul",
+            &[x, &sn],
+            &[&scaled],
+            vec![],
+        ),
+        node_proto(
+            &fresh(&format!("{label}_add")),
+            "Add",
+            &[&scaled, &bn],
+            &[y],
+            vec![],
+        ),
+    ];
+    Ok((nodes, vec![s, b]))
 }
 
 /// The least IR version that allows a default-domain opset.
@@ -723,22 +814,35 @@ impl Cx {
         if from < MIN_SOURCE {
             let mut used = std::mem::take(&mut self.used);
             let read = &self.read;
-            let at_10 = node_to_10(&cur, from, |v| read.contains(v), &mut |b| {
-                walk::unique_name(&mut used, b)
-            });
+            let at_10 = node_to_10(
+                &cur,
+                from,
+                |v| read.contains(v),
+                &mut |b| walk::unique_name(&mut used, b),
+                &|v| self.float_type(v),
+            );
             self.used = used;
             match at_10 {
                 Err(why) => bail!(
                     "cannot raise the opset from {from} to {to}: node '{label}' ({}) {why}",
                     n.op_type()
                 ),
-                Ok(Some((node, cs))) => {
+                Ok(Some((mut nodes, cs))) => {
                     for c in &cs {
                         self.add_constant(c);
                     }
-                    cur = node;
                     consts.extend(cs);
                     changed = true;
+                    // Several nodes (ImageScaler's Mul and Add): the same
+                    // from 10 on.
+                    if nodes.len() > 1 {
+                        return Ok(Converted {
+                            nodes,
+                            consts,
+                            changed,
+                        });
+                    }
+                    cur = nodes.remove(0);
                 }
                 Ok(None) => {}
             }

@@ -33,6 +33,8 @@
 //!   onnxruntime picks the source pixel there (and the reference
 //!   implementation of Upsample); tract would round half down (the default
 //!   of Resize-11), another pixel at scales such as 3, 1.5 or 0.75;
+//! * ImageScaler (an experimental operator of opsets 1 to 9, which tract does
+//!   not have) becomes `Add(Mul(x, scale), bias)`, `bias` `[1, C, 1, 1]`;
 //! * `ReverseSequence` (tract has none) whose constant sequence lengths are
 //!   all one length `L` (a bidirectional LSTM's backward half reverses the
 //!   whole sequence) becomes `Concat(Slice(x, L-1 down to 0, step -1),
@@ -87,6 +89,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .insert(dense.name().to_string(), dense);
     }
     model.graph.reindex();
+    let scalers = lower_image_scalers(model)?;
+    if scalers > 0 {
+        notes.push(format!(
+            "{scalers} ImageScaler node(s) (an experimental operator tract does not have) lowered to Mul and Add"
+        ));
+    }
     if let Some(note) = lower_upsample(model)? {
         notes.push(note);
     }
@@ -243,6 +251,44 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
         }
     }
     Ok(note)
+}
+
+/// ImageScaler as `Add(Mul(x, scale), bias)` (the `opset` pass's rewrite of
+/// it). One whose input's float type is unknown is left for tract to
+/// refuse. Returns how many.
+fn lower_image_scalers(model: &mut Model) -> Result<usize> {
+    let ids: Vec<_> = model
+        .graph
+        .nodes
+        .node_indices()
+        .filter(|&i| {
+            let n = &model.graph.nodes[i];
+            n.is_onnx() && n.op() == "ImageScaler"
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut used = model.graph.all_names();
+    let mut p = Patch::new("ImageScaler lowered");
+    for id in ids {
+        let n = &model.graph.nodes[id].proto;
+        let x = n.input.first().map(String::as_str).unwrap_or_default();
+        let ty = crate::passes::opset::float_type_of(model, x);
+        let mut fresh = |b: &str| crate::ir::walk::unique_name(&mut used, b);
+        if let Ok((nodes, consts)) =
+            crate::passes::opset::image_scaler_as_mul_add(n, ty, &mut fresh)
+        {
+            p.remove_nodes.push(id);
+            p.add_nodes.extend(nodes);
+            p.add_initializers.extend(consts);
+        }
+    }
+    let done = p.remove_nodes.len();
+    if done > 0 {
+        model.apply(&p)?;
+    }
+    Ok(done)
 }
 
 /// ReverseSequence with one constant length for every batch row, lowered
