@@ -1395,6 +1395,31 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
     }
 }
 
+/// `clean,quant` through the CLI, every layer in int8 however small, on
+/// `proto` written to a scratch folder named `name`: the folder (kept
+/// while it lives), the input and output paths, and the CLI's report.
+fn clean_quant_small_layers(
+    proto: &onnx_squeeze::proto::ModelProto,
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    String,
+) {
+    let dir = scratch(name);
+    let input = dir.path().join("m.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(proto)).unwrap();
+    let out = dir.path().join("q.onnx");
+    let s = run_passes_verified(
+        "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
+        &[],
+        &input,
+        &out,
+    );
+    (dir, input, out, s)
+}
+
 /// The ONNX model zoo's classic CNNs are IR 3, opset 7-9: every weight is
 /// also listed as a graph input (IR 3 required it), so no runtime or pass
 /// treats it as a constant, and QuantizeLinear does not exist before opset
@@ -1490,16 +1515,7 @@ fn weights_listed_as_inputs_in_old_models_are_quantized() {
             .collect();
         let taken_off = format!("{} x initializer taken off the graph inputs", listed.len());
         g.input.extend(listed);
-        let dir = scratch("quant-weights-as-inputs");
-        let input = dir.path().join("m.onnx");
-        std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
-        let out = dir.path().join("q.onnx");
-        let s = run_passes_verified(
-            "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
-            &[],
-            &input,
-            &out,
-        );
+        let (_dir, input, out, s) = clean_quant_small_layers(&proto, "quant-weights-as-inputs");
         assert!(
             s.contains(&taken_off) && s.contains(expect),
             "opset {opset}: {s}"
@@ -1578,16 +1594,7 @@ fn an_image_scaler_model_is_raised_and_verified() {
             .node_with("c2", "Conv", &["p", "w2"], &["grid"], conv_attrs(3))
             .output("grid", &[1, 32, 8, 8])
             .proto();
-        let dir = scratch("quant-image-scaler");
-        let input = dir.path().join("tiny_yolo.onnx");
-        std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
-        let out = dir.path().join("q.onnx");
-        let s = run_passes_verified(
-            "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
-            &[],
-            &input,
-            &out,
-        );
+        let (_dir, input, out, s) = clean_quant_small_layers(&proto, "quant-image-scaler");
         assert!(
             s.contains(&format!("opset raised from {opset} to 13"))
                 && s.contains("weight quantized to int8 per channel")

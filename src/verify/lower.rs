@@ -253,19 +253,24 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
     Ok(note)
 }
 
-/// ImageScaler as `Add(Mul(x, scale), bias)` (the `opset` pass's rewrite of
-/// it). One whose input's float type is unknown is left for tract to
-/// refuse. Returns how many.
-fn lower_image_scalers(model: &mut Model) -> Result<usize> {
-    let ids: Vec<_> = model
+/// The main graph's nodes of the default-domain operator `op`.
+fn onnx_nodes_of(model: &Model, op: &str) -> Vec<crate::ir::NodeId> {
+    model
         .graph
         .nodes
         .node_indices()
         .filter(|&i| {
             let n = &model.graph.nodes[i];
-            n.is_onnx() && n.op() == "ImageScaler"
+            n.is_onnx() && n.op() == op
         })
-        .collect();
+        .collect()
+}
+
+/// ImageScaler as `Add(Mul(x, scale), bias)` (the `opset` pass's rewrite of
+/// it). One whose input's float type is unknown is left for tract to
+/// refuse. Returns how many.
+fn lower_image_scalers(model: &mut Model) -> Result<usize> {
+    let ids = onnx_nodes_of(model, "ImageScaler");
     if ids.is_empty() {
         return Ok(0);
     }
@@ -295,15 +300,7 @@ fn lower_image_scalers(model: &mut Model) -> Result<usize> {
 /// (see the module's documentation). Returns how many.
 pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, node_proto};
-    let ids: Vec<_> = model
-        .graph
-        .nodes
-        .node_indices()
-        .filter(|&i| {
-            let n = &model.graph.nodes[i];
-            n.is_onnx() && n.op() == "ReverseSequence"
-        })
-        .collect();
+    let ids = onnx_nodes_of(model, "ReverseSequence");
     let mut used = model.graph.all_names();
     let mut done = 0;
     for id in ids {
