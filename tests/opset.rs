@@ -483,3 +483,64 @@ fn onnx_node_tests_at_old_opsets_keep_their_reference_outputs() {
     // The boolean, Shrink, TfIdfVectorizer, integer and Scatter tests at least.
     assert!(compared >= 2 * 40, "only {compared} results compared");
 }
+
+/// BatchNormalization-7 with `spatial=0` normalises per activation; over a
+/// `[N, C]` input (its scale of rank 1, as the ONNX model zoo's ArcFace
+/// ends) that is per channel, what every later opset computes: converted.
+/// Over more axes it is refused.
+#[test]
+fn a_per_activation_batchnorm_over_features_converts() {
+    let dir = scratch("opset-bn-spatial");
+    let stats = |n: &str, v: f32| (n.to_string(), vec![v; 16]);
+    let mut b = ModelBuilder::new(8).input("x", &[2, 16]).init_f32(
+        "w",
+        &[16, 16],
+        &(0..256)
+            .map(|i| (i % 7) as f32 * 0.1 - 0.3)
+            .collect::<Vec<_>>(),
+    );
+    for (name, v) in [
+        stats("s", 1.5),
+        stats("b", 0.1),
+        stats("m", -0.05),
+        stats("v", 0.8),
+    ] {
+        b = b.init_f32(&name, &[16], &v);
+    }
+    let proto = b
+        .node("fc", "MatMul", &["x", "w"], &["h"])
+        .node_with(
+            "bn",
+            "BatchNormalization",
+            &["h", "s", "b", "m", "v"],
+            &["y"],
+            vec![attr_int("spatial", 0)],
+        )
+        .output("y", &[2, 16])
+        .proto();
+    let input = dir.path().join("bn8.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.path().join("bn13.onnx");
+    let s = run_passes_verified("opset(target=13)", &[], &input, &out);
+    assert!(s.contains("opset raised from 8 to 13"), "{s}");
+    assert_ort_matches(&input, &out, &[]);
+    // Per activation over [N, C, H, W]: refused.
+    let mut wide = ModelBuilder::new(8)
+        .input("x", &[1, 2, 3, 3])
+        .init_f32("s", &[2, 3, 3], &[1.0; 18])
+        .init_f32("b", &[2, 3, 3], &[0.0; 18])
+        .init_f32("m", &[2, 3, 3], &[0.0; 18])
+        .init_f32("v", &[2, 3, 3], &[1.0; 18])
+        .node_with(
+            "bn",
+            "BatchNormalization",
+            &["x", "s", "b", "m", "v"],
+            &["y"],
+            vec![attr_int("spatial", 0)],
+        )
+        .output("y", &[1, 2, 3, 3])
+        .build()
+        .unwrap();
+    let e = upgrade(&mut wide, 13).err().unwrap();
+    assert!(format!("{e:#}").contains("spatial=0"), "{e:#}");
+}

@@ -40,7 +40,8 @@
 //! plus downsampling; Slice-1's `starts`/`ends`/`axes` and TopK-1's `k`
 //! attributes become inputs; ImageScaler, an experimental operator that
 //! onnxruntime runs and opset 10 no longer has, becomes the Mul and Add it
-//! computes), then converted on; such a model with subgraphs or model-local functions
+//! computes; BatchNormalization's `spatial=0` over a `[N, C]` input, its
+//! scale of rank 1, is per channel as `spatial=1` is), then converted on; such a model with subgraphs or model-local functions
 //! is refused. `quant` asks for the step to 10 alone (where QuantizeLinear
 //! starts, per tensor) when the way to 13 is refused. Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
@@ -286,12 +287,11 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
     );
     let mut patch = Patch::new(format!("opset raised from {from} to 10"));
     patch.set_opset = Some(MIN_SOURCE);
-    let types = Cx::new(model, from, MIN_SOURCE);
+    let facts = Cx::new(model, from, MIN_SOURCE);
     for id in g.topo_order() {
         let n = &g.nodes[id];
-        let read = |v: &str| !g.consumers(v).is_empty() || g.is_graph_output(v);
         let fresh = &mut |base: &str| walk::unique_name(&mut used, base);
-        match node_to_10(&n.proto, from, read, fresh, &|v| types.float_type(v)) {
+        match node_to_10(&n.proto, &facts, fresh) {
             Err(why) => bail!(
                 "opset {from} cannot be raised to 10 here: {} '{}' {why}; convert the model with onnx.version_converter",
                 n.op(),
@@ -312,25 +312,25 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
 /// The nodes that replace a node, and the constants they read.
 pub(crate) type Rewritten = (Vec<NodeProto>, Vec<TensorProto>);
 
-/// A node of an opset 7, 8 or 9 model as it is written at opset 10 (`None`
-/// where it is the same: the nodes that replace it otherwise), with the
-/// constants it now reads; else why it cannot be (its operator changed
-/// meaning before 10, or it holds subgraphs). `read`: whether a value is
-/// read (a Dropout's mask); `float_type`: a value's float type, where known.
+/// A node of an opset 7, 8 or 9 model (`facts.from`) as it is written at
+/// opset 10 (`None` where it is the same: the nodes that replace it
+/// otherwise), with the constants it now reads; else why it cannot be (its
+/// operator changed meaning before 10, or it holds subgraphs). `facts`
+/// says which values are read (a Dropout's mask), their float types and
+/// ranks.
 fn node_to_10(
     n: &NodeProto,
-    from: i64,
-    read: impl Fn(&str) -> bool,
+    facts: &Cx,
     fresh: &mut dyn FnMut(&str) -> String,
-    float_type: &dyn Fn(&str) -> Option<i32>,
 ) -> std::result::Result<Option<Rewritten>, &'static str> {
+    let from = facts.from;
     if !matches!(n.domain(), "" | "ai.onnx") {
         return Ok(None);
     }
     let op = n.op_type();
     if op == "ImageScaler" {
         let x = n.input.first().map(String::as_str).unwrap_or_default();
-        return image_scaler_as_mul_add(n, float_type(x), fresh).map(Some);
+        return image_scaler_as_mul_add(n, facts.float_type(x), fresh).map(Some);
     }
     if !SAME_FROM_7_TO_10.contains(&op) && !matches!(op, "Upsample" | "Slice" | "TopK") {
         return Err("changed meaning before opset 10");
@@ -346,7 +346,14 @@ fn node_to_10(
                 bn.attribute.retain(|a| a.name() != "spatial");
                 Ok(Some((vec![bn], vec![])))
             }
-            Some(_) => Err("normalises per activation (spatial=0)"),
+            // Per activation, over a [N, C] input (its scale of rank 1, as
+            // ArcFace's last BatchNormalization): the same as per channel.
+            Some(0) if n.input.get(1).and_then(|s| facts.ranks.get(s)) == Some(&1) => {
+                let mut bn = n.clone();
+                bn.attribute.retain(|a| a.name() != "spatial");
+                Ok(Some((vec![bn], vec![])))
+            }
+            Some(_) => Err("normalises per activation (spatial=0) over more than two axes"),
         },
         "Upsample" => {
             let mut resize = n.clone();
@@ -402,7 +409,10 @@ fn node_to_10(
             Ok(Some((vec![topk], vec![t])))
         }
         "Dropout" => {
-            let mask_read = n.output.get(1).is_some_and(|m| !m.is_empty() && read(m));
+            let mask_read = n
+                .output
+                .get(1)
+                .is_some_and(|m| !m.is_empty() && facts.read.contains(m));
             if mask_read {
                 return Err("has its mask read (a bool from opset 10)");
             }
@@ -739,6 +749,9 @@ impl Cx {
     /// A constant's type, and its values where it is a small float vector.
     fn add_constant(&mut self, t: &TensorProto) {
         self.add_type(t.name(), t.data_type());
+        self.ranks
+            .entry(t.name().to_string())
+            .or_insert(t.dims.len());
         let len: i64 = t.dims.iter().product();
         if t.data_type() == DataType::Float as i32 && (0..=SMALL_FLOATS).contains(&len) {
             let v: Vec<f32> = match &t.raw_data {
@@ -813,14 +826,7 @@ impl Cx {
         // Below opset 10: the node as opset 10 writes it, then converted on.
         if from < MIN_SOURCE {
             let mut used = std::mem::take(&mut self.used);
-            let read = &self.read;
-            let at_10 = node_to_10(
-                &cur,
-                from,
-                |v| read.contains(v),
-                &mut |b| walk::unique_name(&mut used, b),
-                &|v| self.float_type(v),
-            );
+            let at_10 = node_to_10(&cur, self, &mut |b| walk::unique_name(&mut used, b));
             self.used = used;
             match at_10 {
                 Err(why) => bail!(

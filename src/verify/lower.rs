@@ -33,6 +33,9 @@
 //!   onnxruntime picks the source pixel there (and the reference
 //!   implementation of Upsample); tract would round half down (the default
 //!   of Resize-11), another pixel at scales such as 3, 1.5 or 0.75;
+//! * BatchNormalization-7's `spatial` attribute (tract refuses it) is
+//!   dropped where it means per channel: `spatial=1`, or `spatial=0` with a
+//!   scale of rank 1 (a `[N, C]` input);
 //! * ImageScaler (an experimental operator of opsets 1 to 9, which tract does
 //!   not have) becomes `Add(Mul(x, scale), bias)`, `bias` `[1, C, 1, 1]`;
 //! * `ReverseSequence` (tract has none) whose constant sequence lengths are
@@ -89,6 +92,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             .insert(dense.name().to_string(), dense);
     }
     model.graph.reindex();
+    let spatial = drop_batchnorm_spatial(model)?;
+    if spatial > 0 {
+        notes.push(format!(
+            "{spatial} BatchNormalization 'spatial' attribute(s) of opsets 7-8 dropped for tract, which refuses it (per channel either way)"
+        ));
+    }
     let scalers = lower_image_scalers(model)?;
     if scalers > 0 {
         notes.push(format!(
@@ -251,6 +260,36 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
         }
     }
     Ok(note)
+}
+
+/// BatchNormalization-7's `spatial` attribute, which tract refuses, dropped
+/// where it means per channel, what later opsets compute: `spatial=1`, or
+/// `spatial=0` with a scale of rank 1 (a `[N, C]` input, the only one such
+/// a scale is valid for). Others are left for tract to refuse. Returns how
+/// many.
+fn drop_batchnorm_spatial(model: &mut Model) -> Result<usize> {
+    let mut p = Patch::new("BatchNormalization spatial dropped");
+    for id in onnx_nodes_of(model, "BatchNormalization") {
+        let n = &model.graph.nodes[id].proto;
+        let Some(spatial) = crate::ir::attr(n, "spatial").map(|a| a.i()) else {
+            continue;
+        };
+        let scale_rank = n.input.get(1).and_then(|s| model.graph.rank(s));
+        if spatial == 1 || scale_rank == Some(1) {
+            let attrs = n
+                .attribute
+                .iter()
+                .filter(|a| a.name() != "spatial")
+                .cloned()
+                .collect();
+            p.replace_attributes.push((id, attrs));
+        }
+    }
+    let done = p.replace_attributes.len();
+    if done > 0 {
+        model.apply(&p)?;
+    }
+    Ok(done)
 }
 
 /// The main graph's nodes of the default-domain operator `op`.
