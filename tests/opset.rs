@@ -485,9 +485,8 @@ fn onnx_node_tests_at_old_opsets_keep_their_reference_outputs() {
 }
 
 /// BatchNormalization-7 with `spatial=0` normalises per activation; over a
-/// `[N, C]` input (its scale of rank 1, as the ONNX model zoo's ArcFace
-/// ends) that is per channel, what every later opset computes: converted.
-/// Over more axes it is refused.
+/// `[N, C]` input (its scale of rank 1) that is per channel, what every
+/// later opset computes: converted. Statistics over more axes are refused.
 #[test]
 fn a_per_activation_batchnorm_over_features_converts() {
     let dir = scratch("opset-bn-spatial");

@@ -40,8 +40,10 @@
 //! plus downsampling; Slice-1's `starts`/`ends`/`axes` and TopK-1's `k`
 //! attributes become inputs; ImageScaler, an experimental operator that
 //! onnxruntime runs and opset 10 no longer has, becomes the Mul and Add it
-//! computes; BatchNormalization's `spatial=0` over a `[N, C]` input, its
-//! scale of rank 1, is per channel as `spatial=1` is), then converted on; such a model with subgraphs or model-local functions
+//! computes; BatchNormalization's `spatial=0` with statistics of rank 1 is
+//! per channel: the same over a `[N, C]` input, and over more axes what
+//! MXNet's exporter meant by it, which onnxruntime refuses as written),
+//! then converted on; such a model with subgraphs or model-local functions
 //! is refused. `quant` asks for the step to 10 alone (where QuantizeLinear
 //! starts, per tensor) when the way to 13 is refused. Nodes inside If, Loop
 //! and Scan bodies are converted the same way (new constants there are
@@ -346,8 +348,11 @@ fn node_to_10(
                 bn.attribute.retain(|a| a.name() != "spatial");
                 Ok(Some((vec![bn], vec![])))
             }
-            // Per activation, over a [N, C] input (its scale of rank 1, as
-            // ArcFace's last BatchNormalization): the same as per channel.
+            // Per activation with statistics of rank 1: over a [N, C]
+            // input, the same as per channel; over more axes invalid as
+            // written (the statistics would be [C, D1, ...]; onnxruntime
+            // refuses it), and what MXNet's exporter, which writes it so
+            // (the ONNX model zoo's ArcFace), meant: per channel.
             Some(0) if n.input.get(1).and_then(|s| facts.ranks.get(s)) == Some(&1) => {
                 let mut bn = n.clone();
                 bn.attribute.retain(|a| a.name() != "spatial");

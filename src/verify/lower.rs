@@ -34,8 +34,8 @@
 //!   implementation of Upsample); tract would round half down (the default
 //!   of Resize-11), another pixel at scales such as 3, 1.5 or 0.75;
 //! * BatchNormalization-7's `spatial` attribute (tract refuses it) is
-//!   dropped where it means per channel: `spatial=1`, or `spatial=0` with a
-//!   scale of rank 1 (a `[N, C]` input);
+//!   dropped where it means per channel: `spatial=1`, or `spatial=0` with
+//!   statistics of rank 1 (see `drop_batchnorm_spatial`);
 //! * ImageScaler (an experimental operator of opsets 1 to 9, which tract does
 //!   not have) becomes `Add(Mul(x, scale), bias)`, `bias` `[1, C, 1, 1]`;
 //! * `ReverseSequence` (tract has none) whose constant sequence lengths are
@@ -264,9 +264,10 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
 
 /// BatchNormalization-7's `spatial` attribute, which tract refuses, dropped
 /// where it means per channel, what later opsets compute: `spatial=1`, or
-/// `spatial=0` with a scale of rank 1 (a `[N, C]` input, the only one such
-/// a scale is valid for). Others are left for tract to refuse. Returns how
-/// many.
+/// `spatial=0` with statistics of rank 1 (the same over a `[N, C]` input;
+/// over images invalid as written, which onnxruntime refuses, and per
+/// channel as MXNet's exporter meant it). Others are left for tract to
+/// refuse. Returns how many.
 fn drop_batchnorm_spatial(model: &mut Model) -> Result<usize> {
     let mut p = Patch::new("BatchNormalization spatial dropped");
     for id in onnx_nodes_of(model, "BatchNormalization") {
