@@ -93,17 +93,13 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
     }
     model.graph.reindex();
     let spatial = drop_batchnorm_spatial(model)?;
-    if spatial > 0 {
-        notes.push(format!(
-            "{spatial} BatchNormalization 'spatial' attribute(s) of opsets 7-8 dropped for tract, which refuses it (per channel either way)"
-        ));
-    }
+    counted(&mut notes, spatial, "BatchNormalization 'spatial' attribute(s) of opsets 7-8 dropped for tract, which refuses it (per channel either way)");
     let scalers = lower_image_scalers(model)?;
-    if scalers > 0 {
-        notes.push(format!(
-            "{scalers} ImageScaler node(s) (an experimental operator tract does not have) lowered to Mul and Add"
-        ));
-    }
+    counted(
+        &mut notes,
+        scalers,
+        "ImageScaler node(s) (an experimental operator tract does not have) lowered to Mul and Add",
+    );
     if let Some(note) = lower_upsample(model)? {
         notes.push(note);
     }
@@ -142,17 +138,17 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         folded += 1;
     }
     let expanded = expand_stored_constants(model)?;
-    if expanded > 0 {
-        notes.push(format!(
-            "{expanded} constant Cast/Mul node(s) (weights stored compactly) expanded to float initializers"
-        ));
-    }
+    counted(
+        &mut notes,
+        expanded,
+        "constant Cast/Mul node(s) (weights stored compactly) expanded to float initializers",
+    );
     let integer = lower_integer_matmuls(model)?;
-    if integer > 0 {
-        notes.push(format!(
-            "{integer} MatMulInteger node(s) computed as float MatMul of the integer values"
-        ));
-    }
+    counted(
+        &mut notes,
+        integer,
+        "MatMulInteger node(s) computed as float MatMul of the integer values",
+    );
     // After the folds: quantized weights are then float initializers whose
     // ranks the lowering can read.
     let fused = super::contrib::lower_fused(model)?;
@@ -165,11 +161,11 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
     // lowers some of them first.
     lower_reverse_sequences(model)?;
     let batchnorms = lower_computed_batchnorms(model)?;
-    if batchnorms > 0 {
-        notes.push(format!(
-            "{batchnorms} BatchNormalization node(s) with computed statistics lowered to element-wise ops"
-        ));
-    }
+    counted(
+        &mut notes,
+        batchnorms,
+        "BatchNormalization node(s) with computed statistics lowered to element-wise ops",
+    );
     if folded + expanded > 0 {
         // The quantized tensors (and the intermediate float values of a
         // Cast -> Mul) are no longer read: tract need not hold them, and
@@ -291,6 +287,13 @@ fn drop_batchnorm_spatial(model: &mut Model) -> Result<usize> {
         model.apply(&p)?;
     }
     Ok(done)
+}
+
+/// A note of `n` lowerings of one kind, `what` after the count, where `n` > 0.
+fn counted(notes: &mut Vec<String>, n: usize, what: &str) {
+    if n > 0 {
+        notes.push(format!("{n} {what}"));
+    }
 }
 
 /// The main graph's nodes of the default-domain operator `op`.
