@@ -427,11 +427,33 @@ fn node_to_10(
     }
 }
 
-/// The float type of `value` in `model`: its own where stated, else the
-/// model's one float type (see `Cx::float_type`).
-pub(crate) fn float_type_of(model: &Model, value: &str) -> Option<i32> {
+/// The float type of a value of `model`: its own where stated, else the
+/// model's one float type (see `Cx::float_type`). The model is read once,
+/// for every value asked of the function returned.
+pub(crate) fn float_types_of(model: &Model) -> impl Fn(&str) -> Option<i32> {
     let o = model.opset();
-    Cx::new(model, o, o).float_type(value)
+    let cx = Cx::new(model, o, o);
+    move |value| cx.float_type(value)
+}
+
+/// A constant `values` of float type `ty` (float, float16 or double; `None`
+/// for another type).
+fn float_tensor(name: &str, dims: &[i64], ty: i32, values: &[f32]) -> Option<TensorProto> {
+    let t = match DataType::try_from(ty).ok()? {
+        DataType::Float => crate::ir::tensor::from_f32(name, dims, values),
+        DataType::Float16 => {
+            crate::ir::tensor::from_f16(name, dims, values.iter().map(|&v| half::f16::from_f32(v)))
+        }
+        DataType::Double => TensorProto {
+            name: Some(name.to_string()),
+            dims: dims.to_vec(),
+            data_type: Some(DataType::Double as i32),
+            double_data: values.iter().map(|&v| f64::from(v)).collect(),
+            ..Default::default()
+        },
+        _ => return None,
+    };
+    Some(t)
 }
 
 /// ImageScaler, an experimental operator of opsets 1 to 9 (onnxruntime
@@ -461,31 +483,11 @@ pub(crate) fn image_scaler_as_mul_add(
         fresh(&format!("{label}_scaled")),
     );
     let dims = [1, bias.len() as i64, 1, 1];
-    let (s, b) = match DataType::try_from(ty).map_err(|_| "has a non-float input")? {
-        DataType::Float => (
-            crate::ir::tensor::from_f32(&sn, &[], &[scale]),
-            crate::ir::tensor::from_f32(&bn, &dims, &bias),
-        ),
-        DataType::Float16 => (
-            crate::ir::tensor::from_f16(&sn, &[], [half::f16::from_f32(scale)]),
-            crate::ir::tensor::from_f16(&bn, &dims, bias.iter().map(|&v| half::f16::from_f32(v))),
-        ),
-        DataType::Double => (
-            TensorProto {
-                name: Some(sn.clone()),
-                data_type: Some(DataType::Double as i32),
-                double_data: vec![f64::from(scale)],
-                ..Default::default()
-            },
-            TensorProto {
-                name: Some(bn.clone()),
-                dims: dims.to_vec(),
-                data_type: Some(DataType::Double as i32),
-                double_data: bias.iter().map(|&v| f64::from(v)).collect(),
-                ..Default::default()
-            },
-        ),
-        _ => return Err("has a non-float input"),
+    let (Some(s), Some(b)) = (
+        float_tensor(&sn, &[], ty, &[scale]),
+        float_tensor(&bn, &dims, ty, &bias),
+    ) else {
+        return Err("has a non-float input");
     };
     let nodes = vec![
         node_proto(
@@ -757,17 +759,11 @@ impl Cx {
         self.ranks
             .entry(t.name().to_string())
             .or_insert(t.dims.len());
+        // Inline values only (an external one is not read here).
         let len: i64 = t.dims.iter().product();
         if t.data_type() == DataType::Float as i32 && (0..=SMALL_FLOATS).contains(&len) {
-            let v: Vec<f32> = match &t.raw_data {
-                Some(raw) => raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                None => t.float_data.clone(),
-            };
-            if v.len() as i64 == len {
-                self.small_floats.insert(t.name().to_string(), v);
+            if let Ok(v) = crate::ir::tensor::to_f32(t, t.raw_data.as_ref()) {
+                self.small_floats.insert(t.name().to_string(), v.data);
             }
         }
     }
@@ -785,18 +781,7 @@ impl Cx {
     /// A scalar constant of float type `ty` (float, float16 or double).
     fn float_scalar(&mut self, base: &str, ty: i32, v: f32) -> Option<TensorProto> {
         let name = self.fresh(base);
-        let t = match DataType::try_from(ty).ok()? {
-            DataType::Float => crate::ir::tensor::from_f32(&name, &[], &[v]),
-            DataType::Float16 => crate::ir::tensor::from_f16(&name, &[], [half::f16::from_f32(v)]),
-            DataType::Double => TensorProto {
-                name: Some(name),
-                data_type: Some(DataType::Double as i32),
-                double_data: vec![f64::from(v)],
-                ..Default::default()
-            },
-            _ => return None,
-        };
-        Some(t)
+        float_tensor(&name, &[], ty, &[v])
     }
 
     fn i64_const(&mut self, base: &str, v: &[i64]) -> TensorProto {

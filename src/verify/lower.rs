@@ -319,10 +319,11 @@ fn lower_image_scalers(model: &mut Model) -> Result<usize> {
     }
     let mut used = model.graph.all_names();
     let mut p = Patch::new("ImageScaler lowered");
+    let float_type = crate::passes::opset::float_types_of(model);
     for id in ids {
         let n = &model.graph.nodes[id].proto;
         let x = n.input.first().map(String::as_str).unwrap_or_default();
-        let ty = crate::passes::opset::float_type_of(model, x);
+        let ty = float_type(x);
         let mut fresh = |b: &str| crate::ir::walk::unique_name(&mut used, b);
         if let Ok((nodes, consts)) =
             crate::passes::opset::image_scaler_as_mul_add(n, ty, &mut fresh)
