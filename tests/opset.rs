@@ -543,3 +543,117 @@ fn a_per_activation_batchnorm_over_features_converts() {
     let e = upgrade(&mut wide, 13).err().unwrap();
     assert!(format!("{e:#}").contains("spatial=0"), "{e:#}");
 }
+
+/// The inputs Clip and Pad take from opset 11 have the input's float type
+/// (float16 here: the bounds and the value are float16 scalars, which
+/// onnxruntime requires); a pad value of -0.0 is kept (Pad-11's default is
+/// +0.0); a nearest Resize-10 whose scales an IR 3 model also lists as a
+/// graph input is refused (they can be fed another value at run time).
+#[test]
+fn rewrites_take_the_input_float_type_and_keep_what_differs() {
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let dir = scratch("opset-float16");
+    let mut proto = ModelBuilder::new(10)
+        .node_with(
+            "clip",
+            "Clip",
+            &["x"],
+            &["c"],
+            vec![attr_float("min", 0.0), attr_float("max", 0.5)],
+        )
+        .node_with(
+            "pad",
+            "Pad",
+            &["c"],
+            &["y"],
+            vec![attr_ints("pads", &[0, 1, 0, 1]), attr_float("value", -0.0)],
+        )
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.input.push(typed_value("x", DataType::Float16, &[1, 4]));
+    g.output.push(typed_value("y", DataType::Float16, &[1, 6]));
+    let input = dir.path().join("half10.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.path().join("half13.onnx");
+    run_passes_verified("opset(target=13)", &[], &input, &out);
+    let (m, _) = Model::load(&out).unwrap();
+    let node = |op: &str| {
+        m.graph
+            .nodes
+            .node_weights()
+            .find(|n| n.op() == op)
+            .unwrap()
+            .proto
+            .clone()
+    };
+    for v in &node("Clip").input[1..] {
+        assert_eq!(
+            m.graph.initializers[v].data_type(),
+            DataType::Float16 as i32,
+            "{v}"
+        );
+    }
+    let pad = node("Pad");
+    assert_eq!(pad.input.len(), 3, "the value -0.0 is an input: {pad:?}");
+    let value = &m.graph.initializers[&pad.input[2]];
+    assert_eq!(value.data_type(), DataType::Float16 as i32);
+    assert_eq!(
+        value.raw_data.as_deref(),
+        Some(&[0x00, 0x80][..]),
+        "-0.0 in float16"
+    );
+    assert_ort_matches(&input, &out, &[]);
+    // Scales an IR 3 model lists as a graph input too.
+    let mut proto = ModelBuilder::new(9)
+        .input("x", &[1, 1, 2, 2])
+        .init_f32("up", &[4], &[1.0, 1.0, 2.0, 2.0])
+        .node("up2", "Upsample", &["x", "up"], &["y"])
+        .output("y", &[1, 1, 4, 4])
+        .proto();
+    proto.ir_version = Some(3);
+    let g = proto.graph.as_mut().unwrap();
+    g.input.push(f32_value("up", &[4]));
+    let mut m = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let e = upgrade(&mut m, 13).err().unwrap();
+    assert!(
+        format!("{e:#}").contains("has scales that are not constant"),
+        "{e:#}"
+    );
+}
+
+/// LSTM, GRU and RNN mean the same from opset 7 to 13 (their next version,
+/// 14, only adds `layout`, whose default is the old one): an opset 7 LSTM
+/// is converted, and tract and onnxruntime compute the same.
+#[test]
+fn an_opset_7_lstm_converts() {
+    let dir = scratch("opset-lstm7");
+    let w: Vec<f32> = (0..32)
+        .map(|i| ((i * 13 % 17) as f32 - 8.0) / 20.0)
+        .collect();
+    let r: Vec<f32> = (0..16)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 20.0)
+        .collect();
+    let proto = ModelBuilder::new(7)
+        .input("x", &[3, 1, 4])
+        .init_f32("w", &[1, 8, 4], &w)
+        .init_f32("r", &[1, 8, 2], &r)
+        .node_with(
+            "lstm",
+            "LSTM",
+            &["x", "w", "r"],
+            &["y"],
+            vec![attr_int("hidden_size", 2)],
+        )
+        .output("y", &[3, 1, 1, 2])
+        .proto();
+    let input = dir.path().join("lstm7.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.path().join("lstm13.onnx");
+    let s = run_passes_verified("opset(target=13)", &[], &input, &out);
+    assert!(s.contains("opset raised from 7 to 13"), "{s}");
+    assert_ort_matches(&input, &out, &[]);
+}
