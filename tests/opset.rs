@@ -486,7 +486,8 @@ fn onnx_node_tests_at_old_opsets_keep_their_reference_outputs() {
 
 /// BatchNormalization-7 with `spatial=0` normalises per activation; over a
 /// `[N, C]` input (its scale of rank 1) that is per channel, what every
-/// later opset computes: converted. Statistics over more axes are refused.
+/// later opset computes: converted. Statistics over more axes are refused;
+/// rank-1 statistics over images are read as per channel, and said so.
 #[test]
 fn a_per_activation_batchnorm_over_features_converts() {
     let dir = scratch("opset-bn-spatial");
@@ -542,6 +543,52 @@ fn a_per_activation_batchnorm_over_features_converts() {
         .unwrap();
     let e = upgrade(&mut wide, 13).err().unwrap();
     assert!(format!("{e:#}").contains("spatial=0"), "{e:#}");
+    // Over images with statistics of one value a channel (invalid as
+    // written; MXNet's exporter's per-channel statistics): per channel, and
+    // the report says so. onnxruntime refuses the original, so the result
+    // is checked against values computed by hand: x = 1 everywhere,
+    // channel 0: 2 * (1 - 0.5) / 1 + 1 = 2, channel 1: 3 * (1 - 1) / 2 - 1.
+    let images = ModelBuilder::new(8)
+        .input("x", &[1, 2, 2, 2])
+        .init_f32("s", &[2], &[2.0, 3.0])
+        .init_f32("b", &[2], &[1.0, -1.0])
+        .init_f32("m", &[2], &[0.5, 1.0])
+        .init_f32("v", &[2], &[1.0, 4.0])
+        .node_with(
+            "bn",
+            "BatchNormalization",
+            &["x", "s", "b", "m", "v"],
+            &["y"],
+            vec![attr_int("spatial", 0), attr_float("epsilon", 0.0)],
+        )
+        .output("y", &[1, 2, 2, 2])
+        .proto();
+    let input = dir.path().join("bn8_images.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&images)).unwrap();
+    let out = dir.path().join("bn13_images.onnx");
+    let s = run_passes_verified("opset(target=13)", &[], &input, &out);
+    assert!(
+        s.contains("spatial=0 and statistics of one value a channel, taken as per channel")
+            && s.contains("invalid as written): 1"),
+        "{s}"
+    );
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, numpy as np, onnxruntime as ort\n\
+             s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+             y = s.run(None, {'x': np.ones((1, 2, 2, 2), np.float32)})[0]\n\
+             print(' '.join(str(v) for v in y[0, :, 0, 0]), float(np.ptp(y[0, 0])), float(np.ptp(y[0, 1])))",
+        ])
+        .arg(&out)
+        .output()
+        .expect("spawn python");
+    assert_eq!(
+        text(&o.stdout).trim(),
+        "2.0 -1.0 0.0 0.0",
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// The inputs Clip and Pad take from opset 11 have the input's float type
@@ -626,34 +673,39 @@ fn rewrites_take_the_input_float_type_and_keep_what_differs() {
 }
 
 /// LSTM, GRU and RNN mean the same from opset 7 to 13 (their next version,
-/// 14, only adds `layout`, whose default is the old one): an opset 7 LSTM
+/// 14, only adds `layout`, whose default is the old one): each at opset 7
 /// is converted, and tract and onnxruntime compute the same.
 #[test]
-fn an_opset_7_lstm_converts() {
-    let dir = scratch("opset-lstm7");
-    let w: Vec<f32> = (0..32)
-        .map(|i| ((i * 13 % 17) as f32 - 8.0) / 20.0)
-        .collect();
-    let r: Vec<f32> = (0..16)
-        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 20.0)
-        .collect();
-    let proto = ModelBuilder::new(7)
-        .input("x", &[3, 1, 4])
-        .init_f32("w", &[1, 8, 4], &w)
-        .init_f32("r", &[1, 8, 2], &r)
-        .node_with(
-            "lstm",
-            "LSTM",
-            &["x", "w", "r"],
-            &["y"],
-            vec![attr_int("hidden_size", 2)],
-        )
-        .output("y", &[3, 1, 1, 2])
-        .proto();
-    let input = dir.path().join("lstm7.onnx");
-    std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
-    let out = dir.path().join("lstm13.onnx");
-    let s = run_passes_verified("opset(target=13)", &[], &input, &out);
-    assert!(s.contains("opset raised from 7 to 13"), "{s}");
-    assert_ort_matches(&input, &out, &[]);
+fn opset_7_recurrent_layers_convert() {
+    let dir = scratch("opset-rnn7");
+    // (op, gates): LSTM, GRU and RNN are the same from opset 7 to 10.
+    for (op, gates) in [("LSTM", 4usize), ("GRU", 3), ("RNN", 1)] {
+        let (hidden, features) = (2usize, 4usize);
+        let rows = gates * hidden;
+        let w: Vec<f32> = (0..rows * features)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 20.0)
+            .collect();
+        let r: Vec<f32> = (0..rows * hidden)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 20.0)
+            .collect();
+        let proto = ModelBuilder::new(7)
+            .input("x", &[3, 1, features as i64])
+            .init_f32("w", &[1, rows as i64, features as i64], &w)
+            .init_f32("r", &[1, rows as i64, hidden as i64], &r)
+            .node_with(
+                "layer",
+                op,
+                &["x", "w", "r"],
+                &["y"],
+                vec![attr_int("hidden_size", hidden as i64)],
+            )
+            .output("y", &[3, 1, 1, hidden as i64])
+            .proto();
+        let input = dir.path().join(format!("{op}7.onnx"));
+        std::fs::write(&input, prost::Message::encode_to_vec(&proto)).unwrap();
+        let out = dir.path().join(format!("{op}13.onnx"));
+        let s = run_passes_verified("opset(target=13)", &[], &input, &out);
+        assert!(s.contains("opset raised from 7 to 13"), "{op}: {s}");
+        assert_ort_matches(&input, &out, &[]);
+    }
 }

@@ -270,15 +270,17 @@ const SAME_FROM_7_TO_10: &[&str] = &[
 ];
 
 /// A model at opset 7, 8 or 9 raised to 10 (where QuantizeLinear starts)
-/// when every operator it uses means the same there: only the version
-/// changes, BatchNormalization's `spatial=1` (the only behaviour left in 9)
-/// is dropped, and Upsample becomes Resize. Resize-10 is Upsample-9 under
-/// its new name (the same inputs, modes and output sizes, `floor(dim x
-/// scale)`, plus downsampling); Upsample-7's `scales` attribute becomes
-/// Resize's input 1. onnxruntime computes the two bit for bit alike, in both
-/// modes and at fractional scales. Refused, naming the operator, for
-/// anything else: other operators, `spatial=0`, a Dropout mask that is read
-/// (its type became bool), subgraphs, model-local functions.
+/// when every operator it uses means the same there, or is rewritten to it
+/// by [`node_to_10`]: BatchNormalization's `spatial` dropped where it means
+/// per channel, Upsample renamed Resize (Resize-10 is Upsample-9 under its
+/// new name: the same inputs, modes and output sizes, `floor(dim x scale)`,
+/// plus downsampling; Upsample-7's `scales` attribute becomes Resize's input
+/// 1; onnxruntime computes the two bit for bit alike, in both modes and at
+/// fractional scales), Slice-1's and TopK-1's attributes made inputs,
+/// ImageScaler written as Mul and Add. Refused, naming the operator and why,
+/// for anything else: other operators, `spatial=0` with statistics over more
+/// than the channels, a Dropout mask that is read (its type became bool),
+/// subgraphs, model-local functions.
 fn relabel_to_10(model: &Model) -> Result<Patch> {
     let from = model.opset();
     let g = &model.graph;
@@ -290,6 +292,7 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
     let mut patch = Patch::new(format!("opset raised from {from} to 10"));
     patch.set_opset = Some(MIN_SOURCE);
     let facts = Cx::new(model, from, MIN_SOURCE);
+    let mut per_channel_bns = 0;
     for id in g.topo_order() {
         let n = &g.nodes[id];
         let fresh = &mut |base: &str| walk::unique_name(&mut used, base);
@@ -300,6 +303,7 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
                 n.label()
             ),
             Ok(Some((nodes, consts))) => {
+                per_channel_bns += usize::from(per_channel_reading(&n.proto, &facts));
                 patch.remove_nodes.push(id);
                 patch.add_nodes.extend(nodes);
                 patch.add_initializers.extend(consts);
@@ -308,7 +312,28 @@ fn relabel_to_10(model: &Model) -> Result<Patch> {
         }
     }
     patch.count = 1;
+    patch.label += &per_channel_note(per_channel_bns);
     Ok(patch)
+}
+
+/// Is `n` a BatchNormalization whose `spatial=0` [`node_to_10`] takes as
+/// per channel over an input that is not known to be `[N, C]`, where the
+/// two agree? Over images that is a reading of an invalid model (what
+/// MXNet's exporter meant), which the report states.
+fn per_channel_reading(n: &NodeProto, facts: &Cx) -> bool {
+    n.op_type() == "BatchNormalization"
+        && attr(n, "spatial").map(|a| a.i()) == Some(0)
+        && n.input.first().and_then(|x| facts.ranks.get(x)) != Some(&2)
+}
+
+/// The report's words for [`per_channel_reading`]s, if any.
+fn per_channel_note(count: usize) -> String {
+    if count == 0 {
+        return String::new();
+    }
+    format!(
+        "; BatchNormalization with spatial=0 and statistics of one value a channel, taken as per channel (what MXNet's exporter writes so; over images it is invalid as written): {count}"
+    )
 }
 
 /// The nodes that replace a node, and the constants they read.
@@ -553,6 +578,7 @@ pub fn upgrade(model: &Model, to: i64) -> Result<Patch> {
         }
     }
     converted += cx.body_nodes;
+    let mut per_channel_bns = cx.per_channel_bns;
     // Model-local functions import the default domain themselves: an older
     // import is converted too (checkers require it to agree with the model's).
     let mut functions = model.proto.functions.clone();
@@ -588,6 +614,7 @@ pub fn upgrade(model: &Model, to: i64) -> Result<Patch> {
             }
         }
         converted += fcx.body_nodes;
+        per_channel_bns += fcx.per_channel_bns;
         functions_changed = true;
     }
     if functions_changed {
@@ -595,7 +622,10 @@ pub fn upgrade(model: &Model, to: i64) -> Result<Patch> {
     }
     // One change (the opset), whatever the number of nodes it rewrote.
     patch.count = 1;
-    patch.label = format!("opset raised from {from} to {to}; nodes rewritten: {converted}");
+    patch.label = format!(
+        "opset raised from {from} to {to}; nodes rewritten: {converted}{}",
+        per_channel_note(per_channel_bns)
+    );
     Ok(patch)
 }
 
@@ -625,6 +655,9 @@ struct Cx {
     small_floats: HashMap<String, Vec<f32>>,
     /// Nodes rewritten inside subgraph bodies.
     body_nodes: usize,
+    /// BatchNormalizations with `spatial=0` taken as per channel over an
+    /// input not known to be `[N, C]` (see [`per_channel_reading`]).
+    per_channel_bns: usize,
 }
 
 /// What is read and which ranks are known, in `g` and its subgraphs.
@@ -708,6 +741,7 @@ impl Cx {
             float_types: HashSet::new(),
             small_floats: HashMap::new(),
             body_nodes: 0,
+            per_channel_bns: 0,
         }
     }
 
@@ -824,6 +858,9 @@ impl Cx {
                     n.op_type()
                 ),
                 Ok(Some((mut nodes, cs))) => {
+                    if per_channel_reading(&cur, self) {
+                        self.per_channel_bns += 1;
+                    }
                     for c in &cs {
                         self.add_constant(c);
                     }
