@@ -403,8 +403,8 @@ pub struct RunMemo(std::sync::Arc<std::sync::Mutex<Memo>>);
 
 #[derive(Default)]
 struct Memo {
-    /// The key, the outputs, and the seconds running them took.
-    last: Option<(u128, Vec<Vec<Tensor>>, f64)>,
+    /// The key, the run, and the seconds it took.
+    last: Option<(u128, Ran, f64)>,
     hits: usize,
     puts: u64,
 }
@@ -429,7 +429,7 @@ impl RunMemo {
 
     /// The outputs remembered for `key` and the seconds their run took,
     /// taken out (a comparison that passes puts them back).
-    fn take(&self, key: u128) -> Option<(Vec<Vec<Tensor>>, f64)> {
+    fn take(&self, key: u128) -> Option<(Ran, f64)> {
         let mut memo = self.0.lock().ok()?;
         if memo.last.as_ref().is_none_or(|(k, _, _)| *k != key) {
             return None;
@@ -439,7 +439,7 @@ impl RunMemo {
     }
 
     /// Remember `out` for `key`, run in `seconds`, in place of what was.
-    fn put(&self, key: u128, out: Vec<Vec<Tensor>>, seconds: f64) {
+    fn put(&self, key: u128, out: Ran, seconds: f64) {
         if let Ok(mut memo) = self.0.lock() {
             memo.last = Some((key, out, seconds));
             memo.puts += 1;
@@ -1051,14 +1051,18 @@ impl Reference {
             .map(|_| fingerprint(&res_copy, &self.run_samples));
         // What running the result cost: what the run found in the memo
         // cost whoever made it, else preparing its copy and running it.
-        let (got, reused_seconds) = match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
-            Some((got, seconds)) => (got, Some(seconds)),
+        let (ran, reused_seconds) = match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
+            Some((ran, seconds)) => (ran, Some(seconds)),
             None => (
                 run_all(res_copy, &self.run_samples)
                     .context("the rewritten model does not run in tract")?,
                 None,
             ),
         };
+        if ran.half_as_float {
+            notes.push(HALF_AS_FLOAT_NOTE.into());
+        }
+        let got = ran.outputs;
         let run_seconds = reused_seconds.unwrap_or_else(|| start.elapsed().as_secs_f64());
         // Whether each selection chose the same on every sample.
         let agree: Vec<bool> = mine
@@ -1176,7 +1180,14 @@ impl Reference {
         // A result that passes is the one a search keeps (its last such
         // run is what it returns): that is the run worth remembering.
         if let (Some(memo), Some(key), Status::Passed) = (&self.memo, key, status) {
-            memo.put(key, got, run_seconds);
+            memo.put(
+                key,
+                Ran {
+                    outputs: got,
+                    half_as_float: ran.half_as_float,
+                },
+                run_seconds,
+            );
         }
         Ok(VerifyReport {
             status,
@@ -1325,8 +1336,22 @@ pub(crate) fn has_loop(m: &Model) -> bool {
     m.graph.nodes.node_weights().any(|n| n.op() == "Loop")
 }
 
-fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
-    run_on(&tract::Runner::new(proto, &samples[0])?, samples, &[])
+/// A model's outputs on the samples, and whether tract computed its
+/// float16 values in float32.
+struct Ran {
+    outputs: Vec<Vec<Tensor>>,
+    half_as_float: bool,
+}
+
+/// The report's words for a run that computed float16 in float32.
+const HALF_AS_FLOAT_NOTE: &str = "float16 values computed in float32, in the original and the result alike (tract's float16 code on x86 is tens to hundreds of times slower than its float32 kernels): the comparison measures what the rewrite changed, not float16's rounding of each activation, and a value that would overflow float16 does not";
+
+fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Ran> {
+    let runner = tract::Runner::new(proto, &samples[0])?;
+    Ok(Ran {
+        outputs: run_on(&runner, samples, &[])?,
+        half_as_float: runner.computes_half_as_float(),
+    })
 }
 
 /// The outputs of `runner` on each sample: in parallel (each run is
