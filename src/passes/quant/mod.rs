@@ -1772,6 +1772,167 @@ fn bypass_float_layers(
     }
 }
 
+/// The activation Q/DQ pairs (indices into `patches`) that a choice `keep`
+/// of `sensitive=auto` keeps but that no longer serve an integer kernel once
+/// layers went back to float. `act_of` maps a quantized value to its
+/// activation patch.
+///
+/// An integer kernel is a Conv, Gemm or MatMul that onnxruntime fuses as
+/// [`fused_by_onnxruntime`] says: its input's pair and its int8 weight kept
+/// (a MatMul of two activations: both pairs), a Conv's output quantized
+/// after its Relu/Clip, a MatMul's quantized or not read by a bias Add
+/// (which onnxruntime would fuse first, into a float Gemm). A pair serves
+/// one where it is that kernel's input or output, or reaches it through ops
+/// of [`PASSTHROUGH_OPS`] whose input and output pairs are both kept (each
+/// then runs on uint8). Two kinds are dropped:
+/// * pairs that reach no integer kernel: they only add rounding, and cost
+///   a QuantizeLinear and a DequantizeLinear per run (vk-captcha, both
+///   first Convs taken back: a pair left on a Relu before a MaxPool and a
+///   float Conv);
+/// * the pairs around a MaxPool that reads a float layer (through
+///   element-wise activations) and feeds no integer kernel itself:
+///   onnxruntime moves a QuantizeLinear after a MaxPool up before it, where
+///   after a float layer it pools uint8 in NCHW with its slow generic kernel
+///   (see [`pools_into_int8`]); the pool runs in float and the next pair
+///   quantizes its output further on. vk-captcha: 0.85x of float with them,
+///   1.01x without.
+fn idle_pairs(
+    g: &crate::ir::Graph,
+    patches: &[Patch],
+    act_of: &HashMap<&str, usize>,
+    keep: &[bool],
+) -> Vec<usize> {
+    use std::collections::HashSet;
+    let mut kept: HashSet<&str> = act_of
+        .iter()
+        .filter(|&(_, &i)| keep[i])
+        .map(|(&v, _)| v)
+        .collect();
+    let int8_weights: HashSet<&str> = patches
+        .iter()
+        .zip(keep)
+        .filter(|(p, &k)| k && p.label.starts_with("weight quantized to int"))
+        .flat_map(|(p, _)| p.remove_initializers.iter().map(String::as_str))
+        .collect();
+    let computes: Vec<NodeId> = g
+        .nodes
+        .node_indices()
+        .filter(|&id| g.nodes[id].is_onnx() && COMPUTE_OPS.contains(&g.nodes[id].op()))
+        .collect();
+    // The kernels, and the values (pairs) each reads and writes.
+    let kernels = |kept: &HashSet<&str>| -> Vec<(NodeId, Vec<String>)> {
+        computes
+            .iter()
+            .filter_map(|&id| {
+                let n = &g.nodes[id].proto;
+                let pair = |slot: usize| n.input.get(slot).filter(|v| kept.contains(v.as_str()));
+                let x = pair(0)?;
+                let w = n.input.get(1)?;
+                let mut ends = vec![x.clone()];
+                if !int8_weights.contains(w.as_str()) {
+                    // A MatMul of two activations.
+                    pair(1).filter(|_| n.op_type() == "MatMul")?;
+                    ends.push(w.clone());
+                }
+                let out = n.output.first()?;
+                let after = relu_clip_chain(g, out)
+                    .into_iter()
+                    .find(|v| kept.contains(v.as_str()));
+                // As the patched graph is: a kept pair on the output is
+                // what the node then feeds (not a bias Add).
+                let fused = match n.op_type() {
+                    "Conv" => after.is_some(),
+                    "MatMul" => after.is_some() || bias_add_of(g, id).is_none(),
+                    _ => true,
+                };
+                if !fused {
+                    return None;
+                }
+                ends.extend(after);
+                Some((id, ends))
+            })
+            .collect()
+    };
+    let mut dropped: HashSet<&str> = HashSet::new();
+    // MaxPools after a float layer.
+    let int8: HashSet<NodeId> = kernels(&kept).into_iter().map(|(id, _)| id).collect();
+    for &id in &computes {
+        if int8.contains(&id) {
+            continue;
+        }
+        let Some(out) = g.nodes[id].proto.output.first() else {
+            continue;
+        };
+        let chain = single_reader_chain(g, out, POOL_CHAIN_OPS);
+        let Some(last) = chain.last() else { continue };
+        let [pool] = g.consumers(last)[..] else {
+            continue;
+        };
+        let pool = &g.nodes[pool];
+        if !pool.is_onnx() || pool.op() != "MaxPool" {
+            continue;
+        }
+        let Some(pooled) = pool.proto.output.first() else {
+            continue;
+        };
+        if g.consumers(pooled).iter().any(|c| int8.contains(c)) {
+            continue;
+        }
+        for v in chain.iter().chain([pooled]) {
+            if let Some(&v) = kept.get(v.as_str()) {
+                dropped.insert(v);
+            }
+        }
+    }
+    kept.retain(|v| !dropped.contains(v));
+    // Pairs connected to a kernel through passthrough ops.
+    let mut serving: HashSet<String> = HashSet::new();
+    let mut stack: Vec<String> = kernels(&kept).into_iter().flat_map(|(_, e)| e).collect();
+    let passthrough = |id: NodeId| {
+        let n = &g.nodes[id];
+        n.is_onnx() && PASSTHROUGH_OPS.contains(&n.op())
+    };
+    while let Some(v) = stack.pop() {
+        if !serving.insert(v.clone()) {
+            continue;
+        }
+        // Forward: a passthrough op reading `v` whose output is kept.
+        for c in g.consumers(&v) {
+            if !passthrough(c) {
+                continue;
+            }
+            let n = &g.nodes[c].proto;
+            if let Some(o) = n.output.first().filter(|o| kept.contains(o.as_str())) {
+                stack.push(o.clone());
+                stack.extend(
+                    n.input
+                        .iter()
+                        .filter(|i| kept.contains(i.as_str()))
+                        .cloned(),
+                );
+            }
+        }
+        // Backward: the passthrough op writing `v`, its kept inputs.
+        if let Some(p) = g.producer(&v).filter(|&p| passthrough(p)) {
+            stack.extend(
+                g.nodes[p]
+                    .proto
+                    .input
+                    .iter()
+                    .filter(|i| kept.contains(i.as_str()))
+                    .cloned(),
+            );
+        }
+    }
+    let mut idle: Vec<usize> = act_of
+        .iter()
+        .filter(|&(&v, &i)| keep[i] && !serving.contains(v))
+        .map(|(_, &i)| i)
+        .collect();
+    idle.sort_unstable();
+    idle
+}
+
 /// How many ops [`one_position`] looks through.
 const ONE_POSITION_DEPTH: usize = 8;
 
@@ -2496,11 +2657,15 @@ impl Quant {
             (1.0 - s) / (1.0 + cost)
         };
         scored.sort_by(|a, b| gain(b).total_cmp(&gain(a)));
-        // The k most damaging groups taken back.
+        // The k most damaging groups taken back, and the activation pairs
+        // that then serve no integer kernel (see `idle_pairs`).
         let take = |k: usize| {
             let mut keep = all.clone();
             for &(_, gi) in &scored[..k] {
                 groups[gi].iter().for_each(|&i| keep[i] = false);
+            }
+            for i in idle_pairs(g, &patches, &act_of, &keep) {
+                keep[i] = false;
             }
             keep
         };
@@ -2615,6 +2780,21 @@ impl Quant {
                 }
                 i += 2;
             }
+        }
+        let taken: std::collections::HashSet<usize> = scored[..k]
+            .iter()
+            .flat_map(|&(_, gi)| groups[gi].iter().copied())
+            .collect();
+        let idle: Vec<String> = (0..n)
+            .filter(|&i| !keep[i] && !taken.contains(&i))
+            .map(|i| describe(&patches[i]))
+            .collect();
+        if !idle.is_empty() {
+            ctx.notes.push(format!(
+                "left out with the layers in float ({} pair(s) that then serve no integer kernel, or would make onnxruntime pool uint8 after a float layer): {}",
+                idle.len(),
+                idle.join(", ")
+            ));
         }
         for &(s, gi) in &scored[..k] {
             let what: Vec<String> = groups[gi].iter().map(|&i| describe(&patches[i])).collect();
@@ -3973,8 +4153,85 @@ fn own_float_biases(g: &crate::ir::Graph, w: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{fused_by_onnxruntime, glob, kernel_rows};
+    use super::{fused_by_onnxruntime, glob, idle_pairs, kernel_rows};
     use crate::ir::builder::{node_proto, ModelBuilder};
+    use crate::patch::Patch;
+    use std::collections::HashMap;
+
+    /// vk-captcha's shape: `x -> Conv -> Relu -> MaxPool -> Conv -> Relu ->
+    /// MaxPool -> Transpose -> Reshape -> MatMul`, a pair on every value
+    /// and int8 weights. With everything kept, every pair serves a kernel.
+    /// With both Convs taken back (their weights and the pairs on their
+    /// inputs and outputs): the pair on the first Relu serves nothing, and
+    /// the second pool, after a float Conv, runs in float (its input's and
+    /// output's pairs left out), while the pairs from the Transpose on
+    /// still bracket the int8 MatMul. With the MatMul taken back too, no
+    /// pair is left serving.
+    #[test]
+    fn pairs_left_without_an_integer_kernel_are_idle() {
+        let m = ModelBuilder::new(17)
+            .input("x", &[1, 1, 8, 8])
+            .init_f32("w1", &[4, 1, 3, 3], &[0.1; 36])
+            .init_f32("w2", &[4, 4, 3, 3], &[0.1; 144])
+            .init_f32("w3", &[4, 2], &[0.1; 8])
+            .node("c1", "Conv", &["x", "w1"], &["h1"])
+            .node("relu1", "Relu", &["h1"], &["r1"])
+            .node("pool1", "MaxPool", &["r1"], &["p1"])
+            .node("c2", "Conv", &["p1", "w2"], &["h2"])
+            .node("relu2", "Relu", &["h2"], &["r2"])
+            .node("pool2", "MaxPool", &["r2"], &["p2"])
+            .node("t", "Transpose", &["p2"], &["t"])
+            .node("flat", "Flatten", &["t"], &["f"])
+            .node("mm", "MatMul", &["f", "w3"], &["y"])
+            .output("y", &[1, 2])
+            .build()
+            .unwrap();
+        let weight = |w: &str| {
+            let mut p = Patch::new("weight quantized to int8 per channel");
+            p.remove_initializers.push(w.into());
+            p
+        };
+        let pair = |v: &str| {
+            let mut p = Patch::new("activation quantized to uint8");
+            p.add_nodes.push(node_proto(
+                &format!("{v}_q"),
+                "QuantizeLinear",
+                &[v, "s"],
+                &[&format!("{v}_qv")],
+                vec![],
+            ));
+            p
+        };
+        let mut patches = vec![weight("w1"), weight("w2"), weight("w3")];
+        let values = ["x", "h1", "r1", "p1", "h2", "r2", "p2", "t", "f", "y"];
+        patches.extend(values.iter().map(|v| pair(v)));
+        let act_of: HashMap<&str, usize> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (*v, i + 3))
+            .collect();
+        let idle = |taken: &[&str]| -> Vec<&str> {
+            let keep: Vec<bool> = (0..patches.len())
+                .map(|i| {
+                    let name = match i {
+                        0..=2 => ["w1", "w2", "w3"][i],
+                        _ => values[i - 3],
+                    };
+                    !taken.contains(&name)
+                })
+                .collect();
+            idle_pairs(&m.graph, &patches, &act_of, &keep)
+                .into_iter()
+                .map(|i| values[i - 3])
+                .collect()
+        };
+        assert_eq!(idle(&[]), Vec::<&str>::new());
+        let convs = ["w1", "w2", "x", "h1", "p1", "h2"];
+        assert_eq!(idle(&convs), vec!["r1", "r2", "p2"]);
+        let mut all = convs.to_vec();
+        all.extend(["w3", "y"]);
+        assert_eq!(idle(&all), vec!["r1", "r2", "p2", "t", "f"]);
+    }
 
     /// `DQ(Q(x)) x DQ(w) -> MatMul -> then`: onnxruntime fuses the MatMul
     /// into MatMulIntegerToFloat, except where its output goes straight to
