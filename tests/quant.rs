@@ -966,6 +966,11 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
         &out,
     );
     assert!(!s.contains("drawn uniform"), "{s}");
+    // Verified on the samples calibration was fitted to: the report says so.
+    assert!(
+        s.contains("calibrated on the 1 sample(s) of --inputs, the ones verification runs"),
+        "{s}"
+    );
 }
 
 /// `weight_range`: x86 CPUs without VNNI add each pair of uint8 x int8

@@ -76,7 +76,15 @@ fn calibration_samples(
     let mut dim_notes = Vec::new();
     let mut specs = inputs::input_specs(&model.graph, &data.dims, &mut dim_notes)?;
     let samples = match &data.inputs {
-        Some(p) => inputs::load_samples(p, &specs)?,
+        Some(p) => {
+            let samples = inputs::load_samples(p, &specs)?;
+            // Verification runs the same samples.
+            notes.push(format!(
+                "calibrated on the {} sample(s) of --inputs, the ones verification runs: it then measures the result on the data its ranges were fitted to; check held-out data with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT`",
+                samples.len()
+            ));
+            samples
+        }
         None => {
             inputs::ProducerImages::apply(model, &mut specs, &mut dim_notes);
             notes.append(&mut dim_notes);
