@@ -704,6 +704,7 @@ fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
     Ok(match (tc, size) {
         (TypeChar::Float, 4) => Tensor::from_shape(&shape, &npy.into_vec::<f32>()?)?,
         (TypeChar::Float, 8) => Tensor::from_shape(&shape, &npy.into_vec::<f64>()?)?,
+        (TypeChar::Float, 2) => Tensor::from_shape(&shape, &npy.into_vec::<half::f16>()?)?,
         (TypeChar::Int, 8) => Tensor::from_shape(&shape, &npy.into_vec::<i64>()?)?,
         (TypeChar::Int, 4) => Tensor::from_shape(&shape, &npy.into_vec::<i32>()?)?,
         (TypeChar::Int, 1) => Tensor::from_shape(&shape, &npy.into_vec::<i8>()?)?,
