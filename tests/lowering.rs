@@ -731,6 +731,44 @@ np.savez(out, x=rng.standard_normal((1, 3, 6, 6)).astype(H))
     }
 }
 
+/// A float16 model with an If that tract runs (its condition comes from
+/// the data, which differs between the random samples) stays in float16:
+/// tract's precision translation would cast the If's inputs to float32 and
+/// leave its branches in float16, which then refuse them. It runs, and the
+/// model verifies against itself.
+#[test]
+fn a_float16_model_with_an_if_runs_in_float16() {
+    let (_dir, path, _) = python_case(
+        "f16-if",
+        r#"
+H = np.float16
+then = h.make_graph([h.make_node('Mul', ['a', 'two'], ['o'])], 'then', [],
+                    [h.make_tensor_value_info('o', T.FLOAT16, [1, 4])], [nh.from_array(np.array(2.0, H), 'two')])
+other = h.make_graph([h.make_node('Neg', ['a'], ['o2'])], 'else', [],
+                     [h.make_tensor_value_info('o2', T.FLOAT16, [1, 4])])
+nodes = [h.make_node('Relu', ['x'], ['a']), h.make_node('ReduceSum', ['a'], ['s'], keepdims=0),
+         h.make_node('Greater', ['s', 'z'], ['c']),
+         h.make_node('If', ['c'], ['y'], then_branch=then, else_branch=other)]
+g = h.make_graph(nodes, 'g', [h.make_tensor_value_info('x', T.FLOAT16, [1, 4])],
+                 [h.make_tensor_value_info('y', T.FLOAT16, [1, 4])], [nh.from_array(np.array(1.0, H), 'z')])
+m = h.make_model(g, opset_imports=[h.make_opsetid('', 13)])
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, model)
+np.savez(out, x=np.zeros((1, 4), H))
+"#,
+    );
+    let (m, _) = Model::load(&path).unwrap();
+    let reference =
+        Reference::new(&m, &VerifyOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
+    let report = reference.check(&m);
+    assert_eq!(
+        report.status,
+        onnx_squeeze::verify::Status::Passed,
+        "{}",
+        report.table()
+    );
+}
+
 /// `MatMulInteger` (the dynamic quantization's integer product) is computed
 /// by tract as a float MatMul of the integer values: exactly onnxruntime's
 /// int32 results, with constant and computed operands, per-column zero

@@ -568,8 +568,8 @@ fn a_per_activation_batchnorm_over_features_converts() {
     let out = dir.path().join("bn13_images.onnx");
     let s = run_passes_verified("opset(target=13)", &[], &input, &out);
     assert!(
-        s.contains("spatial=0 and statistics of one value a channel, taken as per channel")
-            && s.contains("invalid as written): 1"),
+        s.contains("spatial=0 and statistics of one value a channel, over an input not known to be [N, C], taken as per channel")
+            && s.contains("what MXNet's exporter means by it): 1"),
         "{s}"
     );
     let o = std::process::Command::new(python())

@@ -971,6 +971,26 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
         s.contains("calibrated on the 1 sample(s) of --inputs, the ones verification runs"),
         "{s}"
     );
+    // Arrays of another float type are cast to the input's, for calibration
+    // as for verification.
+    for dtype in ["float16", "float64"] {
+        write_npz(
+            &npz,
+            &format!(
+                "np.savez(out, images=np.random.default_rng(0).random((1, 3, 32, 48)).astype(np.{dtype}))"
+            ),
+        );
+        let s = run_passes_verified(
+            "quant(min_reduction=1,min_out_channels=1)",
+            &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
+            &input,
+            &out,
+        );
+        assert!(
+            s.contains("1 x activation quantized to uint8") && !s.contains("calibration failed"),
+            "{dtype}: {s}"
+        );
+    }
 }
 
 /// `weight_range`: x86 CPUs without VNNI add each pair of uint8 x int8

@@ -332,7 +332,7 @@ fn per_channel_note(count: usize) -> String {
         return String::new();
     }
     format!(
-        "; BatchNormalization with spatial=0 and statistics of one value a channel, taken as per channel (what MXNet's exporter writes so; over images it is invalid as written): {count}"
+        "; BatchNormalization with spatial=0 and statistics of one value a channel, over an input not known to be [N, C], taken as per channel (the same over [N, C]; over images invalid as written, and what MXNet's exporter means by it): {count}"
     )
 }
 

@@ -686,6 +686,24 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>
                 arrays.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
+        // As the input's type (float16 arrays for a float32 input, float64
+        // for a float16 one...): calibration and verification feed them so.
+        let want = super::tract::datum_type(s.dtype)?;
+        let t = match t.datum_type() == want {
+            true => t,
+            false => t
+                .cast_to_dt(want)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| {
+                    format!(
+                        "array '{}' of {} is {:?}, and cannot be cast to the input's {want:?}",
+                        s.name,
+                        path.display(),
+                        t.datum_type()
+                    )
+                })?
+                .into_owned(),
+        };
         sample.push(t);
     }
     Ok(vec![sample])

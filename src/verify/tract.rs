@@ -52,18 +52,21 @@ struct HalfAsFloat {
 /// types. Every model verification compares is computed alike: the
 /// quantization error is measured without float16's rounding of each
 /// activation (a part in 2^11, below int8's part in 2^8), and an activation
-/// that would overflow float16 does not (see [`computes_half_as_float`]'s
-/// note). `None` where the model has no float16 value, or where tract
-/// cannot translate it (it then runs as it is).
+/// that would overflow float16 does not (see [`Runner::computes_half_as_float`]).
+/// `None` where the model has no float16 value, where it holds an If that
+/// tract runs (the translation casts the If's inputs to float32 but leaves
+/// its branches in float16, which then refuse them at run time), or where
+/// tract cannot translate it: it then runs as it is.
 fn half_as_float(model: &TypedModel) -> Option<(TypedModel, HalfAsFloat)> {
     use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
     use tract_onnx::tract_core::model::translator::Translate;
+    use tract_onnx::tract_core::ops::logic::IfThenElse;
     let half = f16::datum_type();
     let has_half = model
         .nodes()
         .iter()
         .any(|n| n.outputs.iter().any(|o| o.fact.datum_type == half));
-    if !has_half {
+    if !has_half || model.nodes().iter().any(|n| n.op_is::<IfThenElse>()) {
         return None;
     }
     let types = |m: &TypedModel, outlets: &[OutletId]| -> Option<Vec<DatumType>> {
@@ -485,12 +488,18 @@ impl Runner {
     }
 
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_first(inputs, usize::MAX)
+    }
+
+    /// The plan's first `n` outputs on `inputs`, as the model's types.
+    fn run_first(&self, inputs: &[Tensor], n: usize) -> Result<Vec<Tensor>> {
         let fed = self.feed(inputs)?;
         let out = guarded("running the model", || {
             self.plan.run(fed).map_err(to_tract_error)
         })
         .context("tract failed to run the model")?;
         out.into_iter()
+            .take(n)
             .enumerate()
             .map(|(k, v)| self.returned(k, v.into_tensor()))
             .collect()
@@ -656,9 +665,9 @@ impl Watching {
 
     /// Run on `inputs`, the kept outputs alone.
     pub fn run_outputs(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        let mut out = self.runner.run(inputs)?;
-        out.truncate(self.keep);
-        Ok(out)
+        // The plan's outputs past the kept ones are watched values nothing
+        // else needs, not the watched values in order: not cast.
+        self.runner.run_first(inputs, self.keep)
     }
 }
 
@@ -990,13 +999,16 @@ mod tests {
         }
     }
 
-    /// A float16 model (a float16 input and weight, a watched float16
-    /// value, a Cast to float32 for the second output) runs in float32: the
-    /// runner takes and returns the model's types, and computes what float32
-    /// computes from the float16 values, rounded to float16 at the end.
+    /// A float16 model (a float16 input and weight; kept: a Cast of its
+    /// result to float32; watched: two float16 values and a float16
+    /// constant that tract folds) runs in float32: the runner takes and
+    /// returns the model's types, kept and watched alike, and computes what
+    /// float32 computes from the float16 values, rounded to float16 at the
+    /// end.
     #[test]
     fn float16_models_compute_in_float32_and_keep_their_types() {
-        use crate::ir::builder::typed_value;
+        use crate::ir::builder::{attr_int, typed_value};
+        use crate::ir::tensor::from_f16;
         let (k, n) = (64usize, 48usize);
         let w: Vec<f16> = (0..k * n)
             .map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5))
@@ -1004,65 +1016,80 @@ mod tests {
         let x: Vec<f16> = (0..k)
             .map(|i| f16::from_f32((i % 13) as f32 / 13.0))
             .collect();
-        // In float32 from the float16 values; the sum of 64 products whose
-        // float16 rounding each step would be visible.
+        // In float32 from the float16 values: 64 products, whose float16
+        // rounding at each step would drift further than one rounding.
         let expected: Vec<f32> = (0..n)
             .map(|j| (0..k).map(|i| x[i].to_f32() * w[i * n + j].to_f32()).sum())
             .collect();
         let mut proto = ModelBuilder::new(17)
             .node("mm", "MatMul", &["x", "w"], &["y"])
             .node("relu", "Relu", &["y"], &["r"])
-            .node_with(
-                "cast",
-                "Cast",
-                &["r"],
-                &["z"],
-                vec![crate::ir::builder::attr_int("to", 1)],
-            )
+            .node_with("cast", "Cast", &["r"], &["z"], vec![attr_int("to", 1)])
+            .node("sum", "Add", &["a", "b"], &["c"])
             .proto();
         let g = proto.graph.as_mut().unwrap();
         g.input
             .push(typed_value("x", DataType::Float16, &[1, k as i64]));
+        g.initializer.push(from_f16("w", &[k as i64, n as i64], w));
         g.initializer
-            .push(crate::ir::tensor::from_f16("w", &[k as i64, n as i64], w));
-        g.output
-            .push(typed_value("y", DataType::Float16, &[1, n as i64]));
+            .push(from_f16("a", &[2], [f16::from_f32(0.5); 2]));
+        g.initializer
+            .push(from_f16("b", &[2], [f16::from_f32(0.25); 2]));
         g.output
             .push(typed_value("z", DataType::Float, &[1, n as i64]));
         g.output
+            .push(typed_value("y", DataType::Float16, &[1, n as i64]));
+        g.output.push(typed_value("c", DataType::Float16, &[2]));
+        g.output
             .push(typed_value("r", DataType::Float16, &[1, n as i64]));
         let input = Tensor::from_shape(&[1, k], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 2).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
         assert!(plan.runner.computes_half_as_float());
         let mut watched = Vec::new();
         let out = plan
             .run(std::slice::from_ref(&input), |k, t| {
-                watched.push((k, t.datum_type()));
+                watched.push((k, t.datum_type(), t.cast_to::<f32>().unwrap().into_owned()));
                 Ok(())
             })
             .unwrap();
-        assert_eq!(watched, vec![(0, f16::datum_type())]);
-        assert_eq!(out[0].datum_type(), f16::datum_type());
-        assert_eq!(out[1].datum_type(), f32::datum_type());
-        let y = out[0].cast_to::<f32>().unwrap();
-        let y = y.try_as_plain_ram().unwrap();
-        let z = out[1].try_as_plain_ram().unwrap();
-        for (j, (&y, &z)) in y
-            .as_slice::<f32>()
-            .unwrap()
-            .iter()
-            .zip(z.as_slice::<f32>().unwrap())
-            .enumerate()
-        {
+        watched.sort_by_key(|w| w.0);
+        let types: Vec<(usize, DatumType)> = watched.iter().map(|w| (w.0, w.1)).collect();
+        let half = f16::datum_type();
+        assert_eq!(types, vec![(0, half), (1, half), (2, half)]);
+        assert_eq!(
+            watched[1]
+                .2
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap(),
+            &[0.75, 0.75]
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].datum_type(), f32::datum_type());
+        assert_eq!(
+            plan.run_outputs(std::slice::from_ref(&input)).unwrap()[0],
+            out[0]
+        );
+        let y = watched[0].2.try_as_plain_ram().unwrap();
+        let r = watched[2].2.try_as_plain_ram().unwrap();
+        let z = out[0].try_as_plain_ram().unwrap();
+        let (y, r, z) = (
+            y.as_slice::<f32>().unwrap(),
+            r.as_slice::<f32>().unwrap(),
+            z.as_slice::<f32>().unwrap(),
+        );
+        for j in 0..n {
             // y: the float32 sum rounded once to float16 (within half an
-            // ulp of float16, where its rounding at each of the 64 steps
-            // would drift further); z: its Relu, never rounded to float16.
+            // ulp of float16); r: its Relu; z: that Relu never rounded.
             let e = expected[j];
             assert!(
-                (y - e).abs() <= e.abs() * 2f32.powi(-11) + 1e-6,
-                "y[{j}]: {y} vs {e}"
+                (y[j] - e).abs() <= e.abs() * 2f32.powi(-11) + 1e-6,
+                "y[{j}]: {} vs {e}",
+                y[j]
             );
-            assert!((z - e.max(0.0)).abs() <= 1e-5, "z[{j}]: {z} vs {e}");
+            assert_eq!(r[j], y[j].max(0.0), "r[{j}]");
+            assert!((z[j] - e.max(0.0)).abs() <= 1e-5, "z[{j}]: {} vs {e}", z[j]);
         }
     }
 

@@ -78,11 +78,13 @@ fn calibration_samples(
     let samples = match &data.inputs {
         Some(p) => {
             let samples = inputs::load_samples(p, &specs)?;
-            // Verification runs the same samples.
-            notes.push(format!(
-                "calibrated on the {} sample(s) of --inputs, the ones verification runs: it then measures the result on the data its ranges were fitted to; check held-out data with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT`",
-                samples.len()
-            ));
+            // Verification, where it runs, runs the same samples.
+            if data.original.is_some() {
+                notes.push(format!(
+                    "calibrated on the {} sample(s) of --inputs, the ones verification runs: it then measures the result on the data its ranges were fitted to; check held-out data with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT`",
+                    samples.len()
+                ));
+            }
             samples
         }
         None => {
