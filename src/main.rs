@@ -96,7 +96,10 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct VerifyArgs {
-    /// Inputs for verification: an .npz with one array per model input, or an .npy for a one-input model.
+    /// Inputs for verification (and for calibration): an .npz with one array per model input, or an
+    /// .npy for a one-input model. An array with one axis more than its input holds several samples,
+    /// one per entry of that first axis (a calibration set for a model whose batch is fixed); the
+    /// other arrays are the same in every sample. Arrays of another type are cast to the input's.
     /// Default: seeded random inputs that respect each input's type and shape
     /// (floats standard normal; an Ultralytics model's images uniform in [0, 1),
     /// as its metadata documents them; other images standard normal and uniform

@@ -686,3 +686,56 @@ fn run_clean_on(
     let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
     (dir, input, out, o.status.code(), all)
 }
+
+/// `--inputs` arrays with one axis more than their input hold one sample per
+/// entry of that axis; the others are the same in every sample. Stacks of
+/// different lengths cannot be verified, and the report names both arrays.
+#[test]
+fn stacked_inputs_are_samples_and_stacks_must_agree() {
+    use onnx_squeeze::ir::builder::ModelBuilder;
+    let p = ModelBuilder::new(17)
+        .input("a", &[1, 4])
+        .input("b", &[1, 4])
+        .node("id", "Identity", &["a"], &["a2"])
+        .node("add", "Add", &["a2", "b"], &["y"])
+        .output("y", &[1, 4])
+        .proto();
+    let dir = scratch("cli-stacked");
+    let input = dir.path().join("in.onnx");
+    std::fs::write(&input, prost::Message::encode_to_vec(&p)).unwrap();
+    let out = dir.path().join("out.onnx");
+    let npz = dir.path().join("in.npz");
+    let run = |script: &str| {
+        write_npz(&npz, script);
+        let o = run_cli(&[
+            "run",
+            "--passes",
+            "clean",
+            "--inputs",
+            npz.to_str().unwrap(),
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        (
+            o.status.code(),
+            format!("{}{}", text(&o.stdout), text(&o.stderr)),
+        )
+    };
+    let (code, all) = run(
+        "r = np.random.default_rng(0)\nnp.savez(out, a=r.random((3, 1, 4), dtype=np.float32), b=r.random((1, 4), dtype=np.float32))",
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("verify     passed on 3 sample(s)"), "{all}");
+    std::fs::remove_file(&out).unwrap();
+    let (code, all) = run(
+        "r = np.random.default_rng(0)\nnp.savez(out, a=r.random((3, 1, 4), dtype=np.float32), b=r.random((2, 1, 4), dtype=np.float32))",
+    );
+    // Not verified (clean's changes are exact, so the result is written all
+    // the same), and the report says why.
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        all.contains("NOT VERIFIED")
+            && all.contains("arrays 'a' and 'b' stack 3 and 2 samples along their first axis"),
+        "{all}"
+    );
+}

@@ -991,6 +991,23 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
             "{dtype}: {s}"
         );
     }
+    // An array with one axis more than its input: one sample per entry of
+    // the first axis, for calibration and verification alike.
+    write_npz(
+        &npz,
+        "np.savez(out, images=np.random.default_rng(0).random((4, 1, 3, 32, 48), dtype=np.float32))",
+    );
+    let s = run_passes_verified(
+        "quant(min_reduction=1,min_out_channels=1)",
+        &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
+        &input,
+        &out,
+    );
+    assert!(
+        s.contains("calibrated on the 4 sample(s) of --inputs")
+            && s.contains("verify     passed on 4 sample(s)"),
+        "{s}"
+    );
 }
 
 /// `weight_range`: x86 CPUs without VNNI add each pair of uint8 x int8

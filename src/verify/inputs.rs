@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -644,7 +644,10 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
 }
 
 /// Samples from a `.npz` (arrays named after the inputs) or a `.npy` (a model
-/// with one input). One sample per file.
+/// with one input): one sample, or, where an array has one axis more than
+/// its input (of rank 1 or more), one sample per entry of that first axis (a
+/// calibration set of a model whose batch is fixed), the other arrays the
+/// same in every sample. Arrays are cast to their input's type.
 pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>> {
     let is_npy = path.extension().is_some_and(|e| e == "npy");
     let mut arrays: HashMap<String, Tensor> = HashMap::new();
@@ -706,7 +709,47 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>
         };
         sample.push(t);
     }
-    Ok(vec![sample])
+    // Stacked samples: arrays one axis deeper than their input's rank.
+    let stacked: Vec<(usize, usize)> = sample
+        .iter()
+        .zip(specs)
+        .enumerate()
+        .filter(|(_, (t, s))| !s.shape.is_empty() && t.rank() == s.shape.len() + 1)
+        .map(|(i, (t, _))| (i, t.shape()[0]))
+        .collect();
+    let Some(&(_, count)) = stacked.first() else {
+        return Ok(vec![sample]);
+    };
+    if let Some(&(i, other)) = stacked.iter().find(|&&(_, n)| n != count) {
+        bail!(
+            "{}: arrays '{}' and '{}' stack {count} and {other} samples along their first axis (one axis more than their input's rank); give them the same number",
+            path.display(),
+            specs[stacked[0].0].name,
+            specs[i].name
+        );
+    }
+    ensure!(
+        count > 0,
+        "{}: array '{}' stacks no sample (its first axis is empty)",
+        path.display(),
+        specs[stacked[0].0].name
+    );
+    (0..count)
+        .map(|k| {
+            sample
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    if !stacked.iter().any(|&(j, _)| j == i) {
+                        return Ok(t.clone());
+                    }
+                    let mut one = t.slice(0, k, k + 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    one.remove_axis(0).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(one)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
