@@ -36,6 +36,47 @@ pub struct Runner {
     half: Option<HalfAsFloat>,
 }
 
+/// tract's GlobalAveragePool, computed in float32 on a float16 input. tract
+/// divides the sum by the pooled positions cast to the input's type when it
+/// builds the model, and 65536 or more positions (256x256) are infinite in
+/// float16: the pool's output was 0 everywhere, in verification's float32
+/// translation too (the constant is folded before it). Cast to float32
+/// around the pool, the count is exact and the output cast back.
+#[derive(Debug, Clone, Hash)]
+struct WideGlobalAvgPool;
+
+impl tract_onnx::tract_hir::ops::expandable::Expansion for WideGlobalAvgPool {
+    fn name(&self) -> tract_onnx::tract_core::internal::StaticName {
+        "GlobalAvgPool".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        solver: &mut tract_onnx::tract_hir::infer::Solver<'r>,
+        inputs: &'p [tract_onnx::tract_hir::infer::TensorProxy],
+        outputs: &'p [tract_onnx::tract_hir::infer::TensorProxy],
+    ) -> tract_onnx::tract_hir::infer::InferenceResult {
+        tract_onnx::tract_hir::ops::nn::GlobalAvgPool.rules(solver, inputs, outputs)
+    }
+
+    fn wire(
+        &self,
+        name: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        use tract_onnx::tract_core::ops::cast::cast;
+        let pool = tract_onnx::tract_hir::ops::nn::GlobalAvgPool;
+        let dt = model.outlet_fact(inputs[0])?.datum_type;
+        if dt != f16::datum_type() {
+            return pool.wire(name, model, inputs);
+        }
+        let wide = model.wire_node(format!("{name}.wide"), cast(f32::datum_type()), inputs)?;
+        let pooled = pool.wire(name, model, &wide)?;
+        model.wire_node(format!("{name}.narrow"), cast(dt), &pooled)
+    }
+}
+
 /// The types a plan that computes float16 in float32 is fed and returns.
 struct HalfAsFloat {
     inputs: Vec<DatumType>,
@@ -231,6 +272,12 @@ fn parse(
     let buf = light.encode_to_vec();
     drop(light);
     let mut onnx = tract_onnx::onnx().with_ignore_value_info(true);
+    onnx.op_register.insert("GlobalAveragePool", |_, _| {
+        Ok((
+            tract_onnx::tract_hir::ops::expandable::expand(WideGlobalAvgPool),
+            vec![],
+        ))
+    });
     let pb = onnx
         .proto_model_for_read(&mut &buf[..])
         .map_err(to_tract_error)?;
