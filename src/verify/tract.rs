@@ -507,7 +507,8 @@ impl Runner {
     }
 
     /// Whether the plan computes the model's float16 values in float32
-    /// (see [`half_as_float`]).
+    /// (tract's float16 code on x86 is generic and slow; a model with an If
+    /// that tract runs stays in float16).
     pub fn computes_half_as_float(&self) -> bool {
         self.half.is_some()
     }
