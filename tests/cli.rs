@@ -618,18 +618,13 @@ fn a_text_input_cannot_be_verified_and_says_why() {
     assert!(!out.exists());
     // Strings in an .npz are refused the same way.
     let npz = dir.path().join("text.npz");
-    write_npz(&npz, "np.savez(out, text=np.array(['a', 'b']))");
-    let o = run_cli(&[
-        "run",
-        "--passes",
-        "clean",
-        "--inputs",
-        npz.to_str().unwrap(),
-        input.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
-    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    assert_eq!(o.status.code(), Some(3), "{all}");
+    let (code, all) = clean_with_inputs(
+        &npz,
+        "np.savez(out, text=np.array(['a', 'b']))",
+        &input,
+        &out,
+    );
+    assert_eq!(code, Some(3), "{all}");
     assert!(all.contains("string arrays are not supported"), "{all}");
     assert!(all.contains("pass --no-verify"), "{all}");
     assert!(!out.exists());
@@ -705,22 +700,7 @@ fn stacked_inputs_are_samples_and_stacks_must_agree() {
     std::fs::write(&input, prost::Message::encode_to_vec(&p)).unwrap();
     let out = dir.path().join("out.onnx");
     let npz = dir.path().join("in.npz");
-    let run = |script: &str| {
-        write_npz(&npz, script);
-        let o = run_cli(&[
-            "run",
-            "--passes",
-            "clean",
-            "--inputs",
-            npz.to_str().unwrap(),
-            input.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ]);
-        (
-            o.status.code(),
-            format!("{}{}", text(&o.stdout), text(&o.stderr)),
-        )
-    };
+    let run = |script: &str| clean_with_inputs(&npz, script, &input, &out);
     let (code, all) = run(
         "r = np.random.default_rng(0)\nnp.savez(out, a=r.random((3, 1, 4), dtype=np.float32), b=r.random((1, 4), dtype=np.float32))",
     );
@@ -738,4 +718,28 @@ fn stacked_inputs_are_samples_and_stacks_must_agree() {
             && all.contains("arrays 'a' and 'b' stack 3 and 2 samples along their first axis"),
         "{all}"
     );
+}
+
+/// `run --passes clean --inputs NPZ INPUT OUT`, `npz` written by `script`
+/// (see [`write_npz`]): the exit code and everything printed.
+fn clean_with_inputs(
+    npz: &std::path::Path,
+    script: &str,
+    input: &std::path::Path,
+    out: &std::path::Path,
+) -> (Option<i32>, String) {
+    write_npz(npz, script);
+    let o = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        "--inputs",
+        npz.to_str().unwrap(),
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    (
+        o.status.code(),
+        format!("{}{}", text(&o.stdout), text(&o.stderr)),
+    )
 }

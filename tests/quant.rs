@@ -954,17 +954,22 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
         s.contains("'height' = 32, 'width' = 48, from the Ultralytics model's metadata 'imgsz'"),
         "{s}"
     );
+    // The model quantized with `--inputs` holding `images` as `script`
+    // makes it (numpy as np, `rng` seeded).
     let npz = dir.path().join("image.npz");
-    write_npz(
-        &npz,
-        "np.savez(out, images=np.random.default_rng(0).random((1, 3, 32, 48), dtype=np.float32))",
-    );
-    let s = run_passes_verified(
-        "quant(min_reduction=1,min_out_channels=1)",
-        &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
-        &input,
-        &out,
-    );
+    let with_inputs = |images: &str| {
+        write_npz(
+            &npz,
+            &format!("rng = np.random.default_rng(0)\nnp.savez(out, images={images})"),
+        );
+        run_passes_verified(
+            "quant(min_reduction=1,min_out_channels=1)",
+            &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
+            &input,
+            &out,
+        )
+    };
+    let s = with_inputs("rng.random((1, 3, 32, 48), dtype=np.float32)");
     assert!(!s.contains("drawn uniform"), "{s}");
     // Verified on the samples calibration was fitted to: the report says so.
     assert!(
@@ -974,18 +979,7 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
     // Arrays of another float type are cast to the input's, for calibration
     // as for verification.
     for dtype in ["float16", "float64"] {
-        write_npz(
-            &npz,
-            &format!(
-                "np.savez(out, images=np.random.default_rng(0).random((1, 3, 32, 48)).astype(np.{dtype}))"
-            ),
-        );
-        let s = run_passes_verified(
-            "quant(min_reduction=1,min_out_channels=1)",
-            &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
-            &input,
-            &out,
-        );
+        let s = with_inputs(&format!("rng.random((1, 3, 32, 48)).astype(np.{dtype})"));
         assert!(
             s.contains("1 x activation quantized to uint8") && !s.contains("calibration failed"),
             "{dtype}: {s}"
@@ -993,16 +987,7 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
     }
     // An array with one axis more than its input: one sample per entry of
     // the first axis, for calibration and verification alike.
-    write_npz(
-        &npz,
-        "np.savez(out, images=np.random.default_rng(0).random((4, 1, 3, 32, 48), dtype=np.float32))",
-    );
-    let s = run_passes_verified(
-        "quant(min_reduction=1,min_out_channels=1)",
-        &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
-        &input,
-        &out,
-    );
+    let s = with_inputs("rng.random((4, 1, 3, 32, 48), dtype=np.float32)");
     assert!(
         s.contains("calibrated on the 4 sample(s) of --inputs")
             && s.contains("verify     passed on 4 sample(s)"),
