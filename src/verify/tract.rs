@@ -529,9 +529,18 @@ impl Runner {
 
     /// The `k`th of the model's outputs (kept and watched) as its type.
     fn returned(&self, k: usize, t: Tensor) -> Result<Tensor> {
+        match self.as_returned(k, &t)? {
+            std::borrow::Cow::Owned(cast) => Ok(cast),
+            std::borrow::Cow::Borrowed(_) => Ok(t),
+        }
+    }
+
+    /// [`Runner::returned`] of a borrowed value: borrowed where no cast is
+    /// due (every value of a plan that computes float16 as it is).
+    fn as_returned<'a>(&self, k: usize, t: &'a Tensor) -> Result<std::borrow::Cow<'a, Tensor>> {
         match self.half.as_ref().and_then(|h| h.outputs.get(k)) {
-            Some(&dt) if dt != t.datum_type() => Ok(cast_to(&t, dt)?.into_owned()),
-            _ => Ok(t),
+            Some(&dt) => cast_to(t, dt),
+            None => Ok(std::borrow::Cow::Borrowed(t)),
         }
     }
 
@@ -665,15 +674,10 @@ impl Watching {
         mut seen: impl FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Vec<Tensor>> {
         use tract_onnx::tract_core::plan::{eval, EvalContext};
-        // A watched value as the model's type (see `Runner::returned`).
-        let typed = |k: usize, t: &Tensor| -> Result<Tensor> {
-            self.runner.returned(self.keep + k, t.clone())
-        };
+        // Watched values as the model's types (see `Runner::returned`).
+        let keep = self.keep;
         for (k, t) in &self.constants {
-            match &self.runner.half {
-                Some(_) => seen(*k, &typed(*k, t)?)?,
-                None => seen(*k, t)?,
-            }
+            seen(*k, self.runner.as_returned(keep + k, t)?.as_ref())?;
         }
         let fed = self.runner.feed(inputs)?;
         let out = guarded("running the model", || {
@@ -692,10 +696,7 @@ impl Watching {
                         let out = eval(ctx, op_state, node, input)?;
                         for &(slot, k) in self.watched.get(&node.id).into_iter().flatten() {
                             if let Some(v) = out.get(slot) {
-                                match &self.runner.half {
-                                    Some(_) => seen(k, &typed(k, v)?)?,
-                                    None => seen(k, v)?,
-                                }
+                                seen(k, self.runner.as_returned(keep + k, v)?.as_ref())?;
                             }
                         }
                         Ok(out)
