@@ -3210,3 +3210,85 @@ fn a_qonnx_model_is_left_alone() {
     let r = quant(&mut m, "");
     assert_unchanged_saying(&r, "already quantized ('Quant_0' is a Quant)");
 }
+
+/// A model reading 16-bit PCM audio (a VAD's or keyword spotter's samples):
+/// random samples are a signal at a tenth of full scale, not ids in
+/// [0, 100) (about -50 dBFS, a few levels of the activations' int8 grid),
+/// and not refused (verification and calibration failed on int16 before:
+/// "cannot generate random values"). Calibrated on them, its Convs compute
+/// in int8, and onnxruntime agrees on other PCM noise.
+#[test]
+fn int16_audio_is_drawn_as_a_signal_and_quantized() {
+    use onnx_squeeze::verify::inputs;
+    let w1: Vec<f32> = (0..32 * 64)
+        .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.4)
+        .collect();
+    let w2: Vec<f32> = (0..32 * 32 * 3)
+        .map(|i| ((i * 53 % 97) as f32 / 97.0 - 0.5) * 0.3)
+        .collect();
+    let mut proto = ModelBuilder::new(17)
+        .init_f32("full_scale", &[], &[1.0 / 32768.0])
+        .init_f32("w1", &[32, 1, 64], &w1)
+        .init_f32("w2", &[32, 32, 3], &w2)
+        .node_with(
+            "to_float",
+            "Cast",
+            &["audio"],
+            &["pcm"],
+            vec![attr_int("to", 1)],
+        )
+        .node("scale", "Mul", &["pcm", "full_scale"], &["x"])
+        .node_with("add_channel", "Unsqueeze", &["x", "one"], &["x1"], vec![])
+        .node_with(
+            "frames",
+            "Conv",
+            &["x1", "w1"],
+            &["c1"],
+            vec![attr_ints("strides", &[32])],
+        )
+        .node("relu1", "Relu", &["c1"], &["r1"])
+        .node("mix", "Conv", &["r1", "w2"], &["c2"])
+        .node("relu2", "Relu", &["c2"], &["r2"])
+        .node("pool", "GlobalAveragePool", &["r2"], &["y"])
+        .output("y", &[1, 32, 1])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.input.push(typed_value(
+        "audio",
+        onnx_squeeze::proto::tensor_proto::DataType::Int16,
+        &[1, 4096],
+    ));
+    g.initializer
+        .push(onnx_squeeze::ir::tensor::from_i64("one", &[1]));
+    let original = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+
+    let mut notes = vec![];
+    let specs = inputs::input_specs(&original.graph, &Default::default(), &mut notes).unwrap();
+    for sample in inputs::random_samples(&specs, 2, 0).unwrap() {
+        let view = sample[0].try_as_plain_ram().unwrap();
+        let pcm = view.as_slice::<i16>().unwrap();
+        let rms = (pcm.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+        assert!((2800.0..3800.0).contains(&rms), "rms {rms}");
+    }
+
+    let dir = scratch("quant-int16");
+    let input = write_model(dir.path(), "model.onnx", &original);
+    let out = dir.path().join("model.q.onnx");
+    let stdout = run_passes_verified("clean,quant", &[], &input, &out);
+    assert!(stdout.contains("activation quantized to uint8"), "{stdout}");
+    assert!(!stdout.contains("cannot generate"), "{stdout}");
+    let npz = dir.path().join("pcm.npz");
+    write_npz(
+        &npz,
+        "rng = np.random.default_rng(7)\n\
+         a = np.clip(np.round(rng.standard_normal((1, 4096)) * 3276.8), -32768, 32767).astype(np.int16)\n\
+         np.savez(out, audio=a)",
+    );
+    let mut args = quantized("0.99");
+    args.extend(["--inputs".into(), npz.to_string_lossy().into_owned()]);
+    assert_ort_matches(&input, &out, &args);
+}

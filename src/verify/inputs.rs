@@ -448,6 +448,25 @@ fn id_range(name: &str, index_rows: Option<i64>) -> (i64, i64) {
     (lo, hi)
 }
 
+/// The standard deviation of random 16-bit signals: a tenth of full scale.
+const PCM16_SIGMA: f32 = 3276.8;
+
+/// Whether an int16 input is a signal (PCM audio samples) rather than ids:
+/// it has samples (rank 1 or more), indexes no table and is not named like
+/// a mask or segment ids.
+fn is_signal(s: &InputSpec) -> bool {
+    let lname = s.name.to_lowercase();
+    !s.shape.is_empty()
+        && s.index_rows.is_none()
+        && !mask_name(&s.name)
+        && !lname.contains("token_type")
+        && !lname.contains("segment")
+        && !lname.contains("ids")
+        && !lname.contains("_id")
+        && !lname.ends_with("id")
+        && !lname.contains("index")
+}
+
 /// Whether a consumer of `value` casts it to an integer type.
 fn cast_to_integers(g: &Graph, value: &str) -> bool {
     g.consumers(value).into_iter().any(|id| {
@@ -513,7 +532,8 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
 /// where it says [`FloatValues::Mixed`]); integers are in
 /// [0, 100) (valid token ids and byte values for typical models), and below
 /// the rows of the smallest table the input indexes ([`InputSpec::index_rows`];
-/// float ids, [`FloatValues::Ids`], likewise),
+/// float ids, [`FloatValues::Ids`], likewise), but for int16 signals (PCM
+/// audio, [`is_signal`]: normal at a tenth of full scale),
 /// except inputs named like masks or segment ids (`mask`, `token_type`,
 /// `segment`), which get 1s (masks, float ones too: [`FloatValues::Mask`])
 /// or 0s and 1s; bools are fair coins. A scalar
@@ -609,6 +629,43 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     &s.shape,
                     &(0..n)
                         .map(|_| rng.random_range(lo as i32..hi.max(lo + 1) as i32))
+                        .collect::<Vec<_>>(),
+                )?,
+                // A 16-bit signal (PCM audio: a VAD's or keyword spotter's
+                // samples) at a tenth of full scale, about -20 dBFS, as
+                // speech is; ids where it indexes a table or is named like
+                // a mask or segment ids.
+                DataType::Int16 if is_signal(s) => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| {
+                            let v = rng.sample::<f32, _>(StandardNormal) * PCM16_SIGMA;
+                            v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16
+                        })
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Int16 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(lo as i16..hi.max(lo + 1) as i16))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Uint16 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(lo as u16..hi.max(lo + 1) as u16))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Uint32 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(lo as u32..hi.max(lo + 1) as u32))
+                        .collect::<Vec<_>>(),
+                )?,
+                DataType::Uint64 => Tensor::from_shape(
+                    &s.shape,
+                    &(0..n)
+                        .map(|_| rng.random_range(lo as u64..hi.max(lo + 1) as u64))
                         .collect::<Vec<_>>(),
                 )?,
                 DataType::Int8 => Tensor::from_shape(
