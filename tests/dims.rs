@@ -1027,3 +1027,27 @@ fn few_output_values_are_compared_over_more_samples() {
         assert_eq!(said, samples == 16, "{:?}", r.notes);
     }
 }
+
+/// An int16 input is a 16-bit signal (PCM audio) unless it is named like
+/// ids: its samples are a length like a float signal's (a sequence length
+/// where named so), not a count of tokens.
+#[test]
+fn int16_samples_are_a_signal_length_and_int16_ids_tokens() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    for (name, says) in [
+        ("audio", "sequence length not set: 'len' = 128"),
+        ("input_ids", "token sequence length not set: 'len' = 128"),
+    ] {
+        let mut p = ModelBuilder::new(17)
+            .node_with("to_float", "Cast", &[name], &["y"], vec![attr_int("to", 1)])
+            .output("y", &[])
+            .proto();
+        let g = p.graph.as_mut().unwrap();
+        g.input.push(typed_value(name, DataType::Int16, &[1, 1]));
+        let m = with_input_dims(p, &["batch", "len"]);
+        let mut opts = VerifyOptions::default();
+        let notes = settle(&m, &mut opts);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with(says), "{name}: {notes:?}");
+    }
+}

@@ -471,7 +471,8 @@ fn settle_free_dims(
             continue;
         }
         let image_axes = inputs::image_axes(vi);
-        let integer = is_integer(vi);
+        // A 16-bit signal's samples are a length, as a float signal's.
+        let integer = is_integer(vi) && !inputs::is_pcm_input(&original.graph, vi);
         let rank = crate::ir::declared_rank(vi).unwrap_or(0);
         for (key, keys) in inputs::repeated_dims(vi) {
             axes.entry(key).or_default().extend(keys);

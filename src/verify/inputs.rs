@@ -455,16 +455,30 @@ const PCM16_SIGMA: f32 = 3276.8;
 /// it has samples (rank 1 or more), indexes no table and is not named like
 /// a mask or segment ids.
 fn is_signal(s: &InputSpec) -> bool {
-    let lname = s.name.to_lowercase();
-    !s.shape.is_empty()
-        && s.index_rows.is_none()
-        && !mask_name(&s.name)
+    !s.shape.is_empty() && s.index_rows.is_none() && pcm_like(&s.name, s.dtype)
+}
+
+/// Whether input `name` of type `dtype` can be a 16-bit signal: int16, not
+/// named like ids, a mask or segment ids ([`is_signal`] also asks that it
+/// indexes no table).
+pub(crate) fn pcm_like(name: &str, dtype: DataType) -> bool {
+    let lname = name.to_lowercase();
+    dtype == DataType::Int16
+        && !mask_name(name)
         && !lname.contains("token_type")
         && !lname.contains("segment")
         && !lname.contains("ids")
         && !lname.contains("_id")
         && !lname.ends_with("id")
         && !lname.contains("index")
+}
+
+/// Whether the graph's input `name` is a 16-bit signal ([`is_signal`]).
+pub(crate) fn is_pcm_input(g: &Graph, vi: &crate::proto::ValueInfoProto) -> bool {
+    let dtype = crate::ir::tensor_type(vi).and_then(|tt| DataType::try_from(tt.elem_type()).ok());
+    dtype.is_some_and(|dt| pcm_like(vi.name(), dt))
+        && crate::ir::declared_rank(vi).is_none_or(|r| r >= 1)
+        && index_rows(g, vi.name()).is_none()
 }
 
 /// Whether a consumer of `value` casts it to an integer type.
