@@ -3288,7 +3288,16 @@ fn int16_audio_is_drawn_as_a_signal_and_quantized() {
          a = np.clip(np.round(rng.standard_normal((1, 4096)) * 3276.8), -32768, 32767).astype(np.int16)\n\
          np.savez(out, audio=a)",
     );
+    let with_npz = ["--inputs".to_string(), npz.to_string_lossy().into_owned()];
     let mut args = quantized("0.99");
-    args.extend(["--inputs".into(), npz.to_string_lossy().into_owned()]);
+    args.extend(with_npz.clone());
     assert_ort_matches(&input, &out, &args);
+    // The same PCM as --inputs, an int16 array ("arrays of type Int2 are
+    // not supported" before).
+    let out = dir.path().join("model.q2.onnx");
+    let stdout = run_passes_verified("clean,quant", &with_npz, &input, &out);
+    assert!(
+        stdout.contains("activation quantized to uint8") && stdout.contains("--inputs"),
+        "{stdout}"
+    );
 }

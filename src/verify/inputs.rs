@@ -839,7 +839,11 @@ fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
         (TypeChar::Float, 2) => Tensor::from_shape(&shape, &npy.into_vec::<half::f16>()?)?,
         (TypeChar::Int, 8) => Tensor::from_shape(&shape, &npy.into_vec::<i64>()?)?,
         (TypeChar::Int, 4) => Tensor::from_shape(&shape, &npy.into_vec::<i32>()?)?,
+        (TypeChar::Int, 2) => Tensor::from_shape(&shape, &npy.into_vec::<i16>()?)?,
         (TypeChar::Int, 1) => Tensor::from_shape(&shape, &npy.into_vec::<i8>()?)?,
+        (TypeChar::Uint, 8) => Tensor::from_shape(&shape, &npy.into_vec::<u64>()?)?,
+        (TypeChar::Uint, 4) => Tensor::from_shape(&shape, &npy.into_vec::<u32>()?)?,
+        (TypeChar::Uint, 2) => Tensor::from_shape(&shape, &npy.into_vec::<u16>()?)?,
         (TypeChar::Uint, 1) => Tensor::from_shape(&shape, &npy.into_vec::<u8>()?)?,
         (TypeChar::Bool, 1) => Tensor::from_shape(&shape, &npy.into_vec::<bool>()?)?,
         (TypeChar::UnicodeStr | TypeChar::ByteStr, _) => bail!(
