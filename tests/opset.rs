@@ -709,3 +709,63 @@ fn opset_7_recurrent_layers_convert() {
         assert_ort_matches(&input, &out, &[]);
     }
 }
+
+/// A BatchNormalization with `spatial=0` and statistics of rank 1 over an
+/// input whose rank is not known (declared without a shape) is read as per
+/// channel, and counted in the report as such; over an input known to be
+/// `[N, C]` it is simply per channel, and not counted.
+#[test]
+fn a_spatial_0_batchnorm_over_an_input_of_unknown_rank_is_counted() {
+    use onnx_squeeze::io::ExternalData;
+    use onnx_squeeze::proto::{tensor_proto::DataType, type_proto, TypeProto, ValueInfoProto};
+    use std::sync::Arc;
+    let model = |shaped: bool| {
+        let mut proto = ModelBuilder::new(8)
+            .init_f32("s", &[4], &[2.0; 4])
+            .init_f32("b", &[4], &[0.5; 4])
+            .init_f32("m", &[4], &[0.1; 4])
+            .init_f32("v", &[4], &[1.0; 4])
+            .node_with(
+                "bn",
+                "BatchNormalization",
+                &["x", "s", "b", "m", "v"],
+                &["y"],
+                vec![attr_int("spatial", 0)],
+            )
+            .output("y", &[2, 4])
+            .proto();
+        let x = if shaped {
+            typed_value("x", DataType::Float, &[2, 4])
+        } else {
+            ValueInfoProto {
+                name: Some("x".into()),
+                r#type: Some(TypeProto {
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: Some(DataType::Float as i32),
+                        shape: None,
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        };
+        proto.graph.as_mut().unwrap().input.push(x);
+        Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap()
+    };
+    let counted = |shaped: bool| {
+        let mut m = model(shaped);
+        let r = upgrade(&mut m, 13).unwrap();
+        assert_eq!(m.opset(), 13);
+        let said = format!("{:?}", r.changes);
+        assert!(said.contains("opset raised from 8 to 13"), "{said}");
+        said
+    };
+    let said = counted(false);
+    assert!(
+        said.contains("over an input not known to be [N, C], taken as per channel")
+            && said.contains("what MXNet's exporter means by it): 1"),
+        "{said}"
+    );
+    let said = counted(true);
+    assert!(!said.contains("taken as per channel"), "{said}");
+}
