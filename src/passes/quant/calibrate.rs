@@ -115,12 +115,23 @@ pub fn value_shapes(
     tr::value_shapes(proto, &run_samples[0], values)
 }
 
+/// The least and greatest of value `i` over every sample.
+fn merged_bounds(per_sample: &[Vec<Stat>], i: usize) -> (f32, f32) {
+    per_sample
+        .iter()
+        .map(|s| (s[i].lo, s[i].hi))
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| {
+            (a.0.min(b.0), a.1.max(b.1))
+        })
+}
+
 /// Ranges of `values` over the calibration samples. `reference`: samples
 /// (not calibrated on) whose model outputs the same plan computes, for
 /// `sensitive=auto`'s comparisons, saving a plan of the original.
 /// `pair_axes`: values whose code distribution and pair correlation to
 /// measure too ([`Calibration::codes`]; `minmax` then builds the histograms
-/// it does not otherwise need).
+/// it does not otherwise need). `same_range`: values that take the range of
+/// another (a MaxPool's output, its input's).
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &Model,
@@ -131,6 +142,7 @@ pub fn calibrate(
     percentile: f64,
     reference: Option<&[Vec<Tensor>]>,
     pair_axes: &HashMap<String, PairAxis>,
+    same_range: &HashMap<String, String>,
     notes: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<Calibration> {
@@ -324,37 +336,88 @@ pub fn calibrate(
         _ => None,
     };
     drop(runner);
-    // Each value's range, and the shares of its codes where asked for.
-    type Measured = ((f32, f32), Option<Vec<f64>>);
-    let ranges: Vec<Measured> = (0..n)
+    // Each value's range.
+    let measured: Vec<(f32, f32)> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let (lo, hi) = per_sample
-                .iter()
-                .map(|s| (s[i].lo, s[i].hi))
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| {
-                    (a.0.min(b.0), a.1.max(b.1))
-                });
+            let (lo, hi) = merged_bounds(&per_sample, i);
             if !(histograms[i] && lo.is_finite() && hi.is_finite()) {
-                return ((lo, hi), None);
+                return (lo, hi);
             }
             let mut h = vec![0u64; BINS];
             for s in &per_sample {
                 s[i].rebin_into(&mut h, lo, hi);
             }
-            let range = match method {
+            match method {
                 Method::Minmax => (lo, hi),
                 Method::Mse => search_range(&h, lo, hi, mse_cost),
                 Method::Entropy => search_range(&h, lo, hi, kl_cost),
                 Method::Percentile => percentile_range(&h, lo, hi, percentile),
-            };
-            (range, pair_axis[i].map(|_| code_shares(&h, lo, hi, range)))
+            }
+        })
+        .collect();
+    // A value that takes another's range (`same_range`: a MaxPool's or a
+    // Split's output, whose values are some of its input's) is quantized on
+    // that one's grid, which holds each of its values exactly; onnxruntime
+    // then runs the op on uint8 (it drops the Q/DQ pairs around it only
+    // where their scales are equal). The grid spans every range of the
+    // group: a percentile range of pooled values reaches further than the
+    // input's (pooling keeps its large values and drops others), and
+    // open-nsfw's first MaxPool clipped on its input's range (cosine 0.9960
+    // -> 0.9917).
+    let at: HashMap<&str, usize> = present
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.as_str(), i))
+        .collect();
+    let source = |i: usize| {
+        let mut k = i;
+        for _ in 0..n {
+            match same_range.get(&present[k]).and_then(|v| at.get(v.as_str())) {
+                Some(&j) => k = j,
+                None => break,
+            }
+        }
+        k
+    };
+    let mut spans = measured.clone();
+    for (i, &(lo, hi)) in measured.iter().enumerate() {
+        let k = source(i);
+        if k != i && lo.is_finite() && hi.is_finite() {
+            spans[k] = (spans[k].0.min(lo), spans[k].1.max(hi));
+        }
+    }
+    let ranges: Vec<(f32, f32)> = (0..n).map(|i| spans[source(i)]).collect();
+    // The shares of its codes, where asked for, on the range it takes.
+    let codes: Vec<Option<Vec<f64>>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            pair_axis[i]?;
+            let (lo, hi) = merged_bounds(&per_sample, i);
+            let range = ranges[i];
+            if !(histograms[i]
+                && lo.is_finite()
+                && hi.is_finite()
+                && range.0.is_finite()
+                && range.1.is_finite())
+            {
+                return None;
+            }
+            let mut h = vec![0u64; BINS];
+            for s in &per_sample {
+                s[i].rebin_into(&mut h, lo, hi);
+            }
+            Some(code_shares(&h, lo, hi, range))
         })
         .collect();
     let mut code_map = HashMap::new();
     let mut correlation = HashMap::new();
     let mut range_map = HashMap::new();
-    for (i, (v, (range, c))) in present.into_iter().zip(ranges).enumerate() {
+    for (i, (v, (range, c))) in present
+        .into_iter()
+        .zip(ranges.into_iter().zip(codes))
+        .enumerate()
+    {
         if !(range.0.is_finite() && range.1.is_finite()) {
             continue;
         }
@@ -721,6 +784,7 @@ mod tests {
             Method::Minmax,
             100.0,
             None,
+            &HashMap::new(),
             &HashMap::new(),
             &mut notes,
             &Progress::default(),

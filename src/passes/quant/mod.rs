@@ -40,10 +40,12 @@
 //! MatMul get one shared QuantizeLinear -> DequantizeLinear pair per value
 //! (uint8, asymmetric), with ranges calibrated on the data source. Ops that
 //! runtimes keep in int8 (Add, Mul, Concat, pooling, Relu/Clip/LeakyRelu,
-//! Resize, reshapes) join that region only when every data input they read
-//! is already quantized; the rest (element-wise chains such as hardswish,
-//! SiLU's Sigmoid and Mul) stay float between one quantized op and the next:
-//! on YOLOv8n that is as fast in onnxruntime, smaller and closer to float.
+//! Sigmoid, Resize, Split, reshapes) join that region only when every data
+//! input they read is already quantized (a SiLU after an int8 Conv: its
+//! Sigmoid, then its Mul); the rest (element-wise chains on float values or
+//! constants, such as hardswish's) stay float between one quantized op and
+//! the next. A MaxPool's and a Split's outputs are quantized on their
+//! input's grid ([`same_range`]), where onnxruntime pools and splits uint8.
 //! Grouped (depthwise) Convs, Convs with a short reduction (under
 //! `min_reduction`), narrow Convs (under `min_out_channels` output
 //! channels) and Convs reading one spatial position (after a global
@@ -391,6 +393,8 @@ const PASSTHROUGH_OPS: &[&str] = &[
     "Relu",
     "Clip",
     "LeakyRelu",
+    "Sigmoid",
+    "Split",
     "Resize",
     "Reshape",
     "Transpose",
@@ -1663,6 +1667,39 @@ fn placement(
     readers
 }
 
+/// The quantized values (keys of `readers`) that take their input's range
+/// rather than their own: each output of a MaxPool (its values) or a Split
+/// whose input is quantized too. Their values are some of the input's, so
+/// its grid holds them exactly, and onnxruntime, which drops a Q/DQ pair
+/// around such an op only where the two scales are equal, then pools and
+/// splits uint8: with ranges of their own, YOLO11n's three SPPF pools and
+/// twelve Splits ran in float between a DequantizeLinear and a
+/// QuantizeLinear.
+fn same_range(
+    g: &crate::ir::Graph,
+    readers: &BTreeMap<String, Vec<(NodeId, usize)>>,
+) -> HashMap<String, String> {
+    let mut same = HashMap::new();
+    for id in g.topo_order() {
+        let n = &g.nodes[id];
+        let outputs = match n.op() {
+            "MaxPool" => &n.proto.output[..n.proto.output.len().min(1)],
+            "Split" => &n.proto.output[..],
+            _ => continue,
+        };
+        let Some(x) = n.proto.input.first().filter(|x| readers.contains_key(*x)) else {
+            continue;
+        };
+        if !n.is_onnx() {
+            continue;
+        }
+        for o in outputs.iter().filter(|o| readers.contains_key(*o)) {
+            same.insert(o.clone(), x.clone());
+        }
+    }
+    same
+}
+
 /// Ops whose float form onnxruntime quantizes itself at load (per tensor,
 /// its WeightBiasQuantization) when they read a DequantizeLinear and feed a
 /// QuantizeLinear, directly or through Relu/Clip.
@@ -2890,6 +2927,7 @@ impl Quant {
                 }
             }
         }
+        let same_range = same_range(g, &readers);
         let ranges = match calibrate::calibrate(
             model,
             &values,
@@ -2899,6 +2937,7 @@ impl Quant {
             self.params.percentile,
             reference,
             &pair_axes,
+            &same_range,
             &mut ctx.notes,
             &ctx.progress,
         ) {
