@@ -1404,3 +1404,44 @@ fn a_loop_models_sequence_length_runs_its_loop_more_than_once() {
         report.notes
     );
 }
+
+/// A Scan whose body declares its values with the main graph's named dims
+/// (`[batch_size, 4]`, as an audio framing Scan does): tract types the body
+/// from those declarations and could not unify `batch_size` with the size
+/// the input was given ("Impossible to unify Sym(batch_size) with Val(1)").
+/// The verification copy leaves those dims for tract to infer: the model is
+/// verified, and tract agrees with onnxruntime.
+#[test]
+fn a_scan_body_with_named_dims_is_verified() {
+    let dir = scratch("lowering-scan-dims");
+    let path = dir.path().join("scan.onnx");
+    let inputs = dir.path().join("inputs.npz");
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, numpy as np, onnx\n\
+             from onnx import helper as h, TensorProto as T\n\
+             v = lambda n, d: h.make_tensor_value_info(n, T.FLOAT, d)\n\
+             body = h.make_graph([h.make_node('Add', ['s', 'x'], ['s2']), h.make_node('Mul', ['s2', 'x'], ['y'])], 'body',\n\
+                 [v('s', ['batch_size', 4]), v('x', ['batch_size', 4])], [v('s2', ['batch_size', 4]), v('y', ['batch_size', 4])])\n\
+             scan = h.make_node('Scan', ['s0', 'xs'], ['sN', 'ys'], body=body, num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1])\n\
+             g = h.make_graph([scan], 'g', [v('s0', ['batch_size', 4]), v('xs', ['batch_size', 'T', 4])],\n\
+                 [v('sN', ['batch_size', 4]), v('ys', ['batch_size', 'T', 4])])\n\
+             m = h.make_model(g, opset_imports=[h.make_opsetid('', 17)])\n\
+             onnx.checker.check_model(m)\n\
+             onnx.save(m, sys.argv[1])\n\
+             r = np.random.default_rng(0)\n\
+             np.savez(sys.argv[2], s0=r.standard_normal((1, 4)).astype(np.float32), xs=r.standard_normal((1, 5, 4)).astype(np.float32))",
+        ])
+        .args([&path, &inputs])
+        .output()
+        .expect("spawn python");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (reference, ort_out) = reference_and_onnxruntime(
+        dir.path(),
+        &path,
+        inputs,
+        "If/Loop/Scan body value(s) declared with named dims left for tract to infer",
+    );
+    assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 1e-5);
+}

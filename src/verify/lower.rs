@@ -103,6 +103,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
     if let Some(note) = lower_upsample(model)? {
         notes.push(note);
     }
+    let loosened = loosen_body_dims(model);
+    counted(
+        &mut notes,
+        loosened,
+        "If/Loop/Scan body value(s) declared with named dims left for tract to infer (it cannot bind a body's name, such as 'batch_size', to the size chosen outside)",
+    );
     // Constant DequantizeLinear folded to float.
     let mut folded = 0;
     let ids: Vec<_> = model.graph.nodes.node_indices().collect();
@@ -290,6 +296,64 @@ fn drop_batchnorm_spatial(model: &mut Model) -> Result<usize> {
 }
 
 /// A note of `n` lowerings of one kind, `what` after the count, where `n` > 0.
+/// Clears the named dims (`dim_param`) of the values that If/Loop/Scan
+/// bodies declare (their inputs, outputs and value_info, at any depth):
+/// tract types a body from its declarations and cannot unify a name there
+/// with the size the main graph's input was given (a Scan framing audio,
+/// `prev: [batch_size, 240]`, failed "Impossible to unify Sym(batch_size)
+/// with Val(1)" at any size). Left unknown, tract infers them from the
+/// values the body is given. The count of values changed.
+fn loosen_body_dims(model: &mut Model) -> usize {
+    fn loosen_graph(g: &mut crate::proto::GraphProto) -> usize {
+        let mut changed = 0;
+        for vi in g
+            .input
+            .iter_mut()
+            .chain(g.output.iter_mut())
+            .chain(g.value_info.iter_mut())
+        {
+            let Some(crate::proto::type_proto::Value::TensorType(tt)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            else {
+                continue;
+            };
+            let Some(shape) = tt.shape.as_mut() else {
+                continue;
+            };
+            let mut named = false;
+            for d in &mut shape.dim {
+                if matches!(
+                    d.value,
+                    Some(crate::proto::tensor_shape_proto::dimension::Value::DimParam(_))
+                ) {
+                    d.value = None;
+                    named = true;
+                }
+            }
+            changed += usize::from(named);
+        }
+        for n in &mut g.node {
+            changed += loosen_node(n);
+        }
+        changed
+    }
+    fn loosen_node(n: &mut crate::proto::NodeProto) -> usize {
+        n.attribute
+            .iter_mut()
+            .map(|a| {
+                a.g.iter_mut()
+                    .chain(a.graphs.iter_mut())
+                    .map(loosen_graph)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+    let ids: Vec<_> = model.graph.nodes.node_indices().collect();
+    ids.into_iter()
+        .map(|id| loosen_node(&mut model.graph.nodes[id].proto))
+        .sum()
+}
+
 fn counted(notes: &mut Vec<String>, n: usize, what: &str) {
     if n > 0 {
         notes.push(format!("{n} {what}"));
