@@ -3370,3 +3370,39 @@ fn pooled_and_split_values_share_their_inputs_grid() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     cli_matches_ort(&original, "quant", "0.99");
 }
+
+/// A Sigmoid after an int8 Conv whose output no op of the int8 region reads
+/// (a YOLO head's class scores, concatenated with float boxes) keeps its
+/// output float: a pair there would only round the scores to steps of
+/// 1/255. In a SiLU, whose Mul computes in uint8, it is quantized (see
+/// `pooled_and_split_values_share_their_inputs_grid`).
+#[test]
+fn a_sigmoid_only_float_ops_read_is_not_quantized() {
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w", &[32, 8, 3, 3], &weights(32 * 72, 5))
+        .node_with("c", "Conv", &["x", "w"], &["h"], conv_attrs(3))
+        .node("sig", "Sigmoid", &["h"], &["scores"])
+        .node("exp", "Exp", &["h"], &["boxes"])
+        .node_with(
+            "cat",
+            "Concat",
+            &["boxes", "scores"],
+            &["y"],
+            vec![attr_int("axis", 1)],
+        )
+        .output("y", &[1, 64, 8, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
+    let quantized = |v: &str| {
+        m.graph
+            .nodes
+            .node_weights()
+            .any(|n| n.op() == "QuantizeLinear" && n.proto.input[0] == v)
+    };
+    assert!(quantized("h"), "{s}");
+    assert!(!quantized("scores"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

@@ -380,14 +380,35 @@ pub fn calibrate(
         }
         k
     };
+    // A member whose range is under half its source's (or over twice it)
+    // keeps its own: one grid would cost it resolution (a fused projection
+    // split into parts of other scales), and onnxruntime then runs the op
+    // in float.
+    let width = |(lo, hi): (f32, f32)| hi - lo;
+    let shares = |i: usize| {
+        let k = source(i);
+        let (own, theirs) = (measured[i], measured[k]);
+        k != i
+            && [own.0, own.1, theirs.0, theirs.1]
+                .iter()
+                .all(|v| v.is_finite())
+            && width(own) * 2.0 >= width(theirs)
+            && width(theirs) * 2.0 >= width(own)
+    };
     let mut spans = measured.clone();
     for (i, &(lo, hi)) in measured.iter().enumerate() {
-        let k = source(i);
-        if k != i && lo.is_finite() && hi.is_finite() {
+        if shares(i) {
+            let k = source(i);
             spans[k] = (spans[k].0.min(lo), spans[k].1.max(hi));
         }
     }
-    let ranges: Vec<(f32, f32)> = (0..n).map(|i| spans[source(i)]).collect();
+    let ranges: Vec<(f32, f32)> = (0..n)
+        .map(|i| match shares(i) {
+            true => spans[source(i)],
+            false if source(i) == i => spans[i],
+            false => measured[i],
+        })
+        .collect();
     // The shares of its codes, where asked for, on the range it takes.
     let codes: Vec<Option<Vec<f64>>> = (0..n)
         .into_par_iter()
@@ -792,6 +813,57 @@ mod tests {
         .unwrap();
         assert_eq!(c.ranges["hn"], (1.0, 8.0), "{notes:?}");
         assert_eq!(c.ranges["h"], (0.0, 7.0), "{notes:?}");
+    }
+
+    /// Values that take another's range (`same_range`) share one grid
+    /// spanning every member's range where their widths are within 2x of
+    /// the source's: a member reaching past its source (a percentile range
+    /// of pooled values) is not clipped to it. A much narrower member keeps
+    /// its own.
+    #[test]
+    fn shared_grids_span_their_members_and_narrow_members_keep_their_own() {
+        use crate::ir::builder::ModelBuilder;
+        let m = ModelBuilder::new(17)
+            .input("x", &[1, 64])
+            .init_f32("half", &[1], &[0.5])
+            .init_f32("tenth", &[1], &[0.1])
+            .node("relu", "Relu", &["x"], &["a"])
+            .node("shift", "Add", &["a", "half"], &["c"])
+            .node("shrink", "Mul", &["a", "tenth"], &["b"])
+            .output("c", &[1, 64])
+            .output("b", &[1, 64])
+            .build()
+            .unwrap();
+        let values: Vec<String> = ["a", "b", "c"].iter().map(|v| v.to_string()).collect();
+        let run = |same: &HashMap<String, String>| {
+            let mut notes = vec![];
+            calibrate(
+                &m,
+                &values,
+                &DataSource::default(),
+                8,
+                Method::Minmax,
+                100.0,
+                None,
+                &HashMap::new(),
+                same,
+                &mut notes,
+                &Progress::default(),
+            )
+            .unwrap()
+            .ranges
+        };
+        let own = run(&HashMap::new());
+        let (a, c) = (own["a"], own["c"]);
+        assert!(a.0 == 0.0 && c.0 == 0.5 && c.1 > a.1, "{own:?}");
+        let same: HashMap<String, String> = [("c", "a"), ("b", "a")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let shared = run(&same);
+        assert_eq!(shared["a"], (0.0, c.1), "{shared:?}");
+        assert_eq!(shared["c"], shared["a"]);
+        assert_eq!(shared["b"], own["b"]);
     }
 
     #[test]

@@ -1606,6 +1606,7 @@ fn placement(
     let mut readers: BTreeMap<String, Vec<(NodeId, usize)>> = BTreeMap::new();
     let mut quantized_out: Vec<String> = Vec::new();
     let mut in_int8: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut joined: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
     for id in g.topo_order() {
         if !in_set(id) {
             continue;
@@ -1639,6 +1640,7 @@ fn placement(
         if !joins {
             continue;
         }
+        joined.insert(id);
         for (slot, v) in data {
             if !g.initializers.contains_key(v) && is_activation(v) {
                 readers.entry(v.clone()).or_default().push((id, slot));
@@ -1651,6 +1653,41 @@ fn placement(
         {
             in_int8.insert(o.clone());
             quantized_out.push(o.clone());
+        }
+    }
+    // A Sigmoid or a Split whose outputs no op of the region reads would
+    // only round them: a YOLOv8/11 head's class Sigmoid, whose scores a
+    // Concat with float boxes reads, would give them steps of 1/255 (scores
+    // under 0.002 read as 0). Such a node leaves the region, and so in turn
+    // may the one before it. (The other passthrough ops keep their pairs, as
+    // measured before these two joined.)
+    loop {
+        let idle: Vec<NodeId> = joined
+            .iter()
+            .copied()
+            .filter(|&id| matches!(g.nodes[id].op(), "Sigmoid" | "Split"))
+            .filter(|&id| {
+                !g.nodes[id]
+                    .proto
+                    .output
+                    .iter()
+                    .any(|o| g.consumers(o).iter().any(|c| joined.contains(c)))
+            })
+            .collect();
+        if idle.is_empty() {
+            break;
+        }
+        for id in idle {
+            joined.remove(&id);
+            let outputs = &g.nodes[id].proto.output;
+            quantized_out.retain(|o| !outputs.contains(o));
+            for o in outputs {
+                in_int8.remove(o);
+            }
+            for rs in readers.values_mut() {
+                rs.retain(|&(r, _)| r != id);
+            }
+            readers.retain(|_, rs| !rs.is_empty());
         }
     }
     // Quantized outputs are dequantized for every reader, so the producer
@@ -1933,14 +1970,21 @@ fn idle_pairs(
         if !serving.insert(v.clone()) {
             continue;
         }
-        // Forward: a passthrough op reading `v` whose output is kept.
+        // Forward: a passthrough op reading `v` whose outputs are kept (a
+        // Split's, all of them: onnxruntime splits uint8 only where every
+        // output is quantized).
         for c in g.consumers(&v) {
             if !passthrough(c) {
                 continue;
             }
             let n = &g.nodes[c].proto;
-            if let Some(o) = n.output.first().filter(|o| kept.contains(o.as_str())) {
-                stack.push(o.clone());
+            let outs: Vec<&String> = n
+                .output
+                .iter()
+                .filter(|o| kept.contains(o.as_str()))
+                .collect();
+            if !outs.is_empty() {
+                stack.extend(outs.into_iter().cloned());
                 stack.extend(
                     n.input
                         .iter()
