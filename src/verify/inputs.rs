@@ -455,15 +455,25 @@ const PCM16_SIGMA: f32 = 3276.8;
 /// it has samples (rank 1 or more), indexes no table and is not named like
 /// a mask or segment ids.
 fn is_signal(s: &InputSpec) -> bool {
-    !s.shape.is_empty() && s.index_rows.is_none() && pcm_like(&s.name, s.dtype)
+    s.shape.iter().product::<usize>() >= MIN_SIGNAL_SAMPLES
+        && s.index_rows.is_none()
+        && pcm_like(&s.name, s.dtype)
 }
 
+/// The fewest values an int16 signal holds: fewer are counts, lengths or
+/// settings (a batch's lengths), which noise around 0 would make negative.
+const MIN_SIGNAL_SAMPLES: usize = 16;
+
 /// Whether input `name` of type `dtype` can be a 16-bit signal: int16, not
-/// named like ids, a mask or segment ids ([`is_signal`] also asks that it
-/// indexes no table).
+/// named like ids, a mask, segment ids or a length, size, count or rate
+/// ([`is_signal`] also asks that it indexes no table).
 pub(crate) fn pcm_like(name: &str, dtype: DataType) -> bool {
     let lname = name.to_lowercase();
     dtype == DataType::Int16
+        && lname != "sr"
+        && !["len", "size", "count", "rate", "num"]
+            .iter()
+            .any(|w| lname.contains(w))
         && !mask_name(name)
         && !lname.contains("token_type")
         && !lname.contains("segment")

@@ -295,7 +295,6 @@ fn drop_batchnorm_spatial(model: &mut Model) -> Result<usize> {
     Ok(done)
 }
 
-/// A note of `n` lowerings of one kind, `what` after the count, where `n` > 0.
 /// Clears the named dims (`dim_param`) of the values that If/Loop/Scan
 /// bodies declare (their inputs, outputs and value_info, at any depth):
 /// tract types a body from its declarations and cannot unify a name there
@@ -354,6 +353,7 @@ fn loosen_body_dims(model: &mut Model) -> usize {
         .sum()
 }
 
+/// A note of `n` lowerings of one kind, `what` after the count, where `n` > 0.
 fn counted(notes: &mut Vec<String>, n: usize, what: &str) {
     if n > 0 {
         notes.push(format!("{n} {what}"));
