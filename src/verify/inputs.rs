@@ -613,6 +613,17 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 );
                 continue;
             }
+            // Ids of integer type `$t`, uniform in [lo, hi).
+            macro_rules! ids {
+                ($t:ty) => {
+                    Tensor::from_shape(
+                        &s.shape,
+                        &(0..n)
+                            .map(|_| rng.random_range(lo as $t..hi.max(lo + 1) as $t))
+                            .collect::<Vec<$t>>(),
+                    )?
+                };
+            }
             let t = match s.dtype {
                 DataType::Float => Tensor::from_shape(
                     &s.shape,
@@ -643,18 +654,8 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                         })
                         .collect::<Vec<_>>(),
                 )?,
-                DataType::Int64 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo..hi.max(lo + 1)))
-                        .collect::<Vec<_>>(),
-                )?,
-                DataType::Int32 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo as i32..hi.max(lo + 1) as i32))
-                        .collect::<Vec<_>>(),
-                )?,
+                DataType::Int64 => ids!(i64),
+                DataType::Int32 => ids!(i32),
                 // A 16-bit signal (PCM audio: a VAD's or keyword spotter's
                 // samples) at a tenth of full scale, about -20 dBFS, as
                 // speech is; ids where it indexes a table or is named like
@@ -668,42 +669,12 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                         })
                         .collect::<Vec<_>>(),
                 )?,
-                DataType::Int16 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo as i16..hi.max(lo + 1) as i16))
-                        .collect::<Vec<_>>(),
-                )?,
-                DataType::Uint16 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo as u16..hi.max(lo + 1) as u16))
-                        .collect::<Vec<_>>(),
-                )?,
-                DataType::Uint32 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo as u32..hi.max(lo + 1) as u32))
-                        .collect::<Vec<_>>(),
-                )?,
-                DataType::Uint64 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo as u64..hi.max(lo + 1) as u64))
-                        .collect::<Vec<_>>(),
-                )?,
-                DataType::Int8 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo as i8..hi.max(lo + 1) as i8))
-                        .collect::<Vec<_>>(),
-                )?,
-                DataType::Uint8 => Tensor::from_shape(
-                    &s.shape,
-                    &(0..n)
-                        .map(|_| rng.random_range(lo as u8..hi.max(lo + 1) as u8))
-                        .collect::<Vec<_>>(),
-                )?,
+                DataType::Int16 => ids!(i16),
+                DataType::Int8 => ids!(i8),
+                DataType::Uint64 => ids!(u64),
+                DataType::Uint32 => ids!(u32),
+                DataType::Uint16 => ids!(u16),
+                DataType::Uint8 => ids!(u8),
                 DataType::Bool => Tensor::from_shape(
                     &s.shape,
                     &(0..n).map(|_| rng.random_bool(0.5)).collect::<Vec<_>>(),
