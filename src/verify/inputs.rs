@@ -557,7 +557,7 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
 /// [0, 100) (valid token ids and byte values for typical models), and below
 /// the rows of the smallest table the input indexes ([`InputSpec::index_rows`];
 /// float ids, [`FloatValues::Ids`], likewise), but for int16 signals (PCM
-/// audio, [`is_signal`]: normal at a tenth of full scale),
+/// audio, `is_signal`: normal at a tenth of full scale),
 /// except inputs named like masks or segment ids (`mask`, `token_type`,
 /// `segment`), which get 1s (masks, float ones too: [`FloatValues::Mask`])
 /// or 0s and 1s; bools are fair coins. A scalar

@@ -45,7 +45,7 @@
 //! Sigmoid, then its Mul); the rest (element-wise chains on float values or
 //! constants, such as hardswish's) stay float between one quantized op and
 //! the next. A MaxPool's and a Split's outputs are quantized on their
-//! input's grid ([`same_range`]), where onnxruntime pools and splits uint8.
+//! input's grid (`same_range`), where onnxruntime pools and splits uint8.
 //! Grouped (depthwise) Convs, Convs with a short reduction (under
 //! `min_reduction`), narrow Convs (under `min_out_channels` output
 //! channels) and Convs reading one spatial position (after a global
