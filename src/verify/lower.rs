@@ -103,6 +103,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
     if let Some(note) = lower_upsample(model)? {
         notes.push(note);
     }
+    let signals = lower_stft_signals(model)?;
+    counted(
+        &mut notes,
+        signals,
+        "STFT signal(s) reshaped to [batch, length, 1] for tract, which refuses a real signal of rank 2 where onnxruntime takes it",
+    );
     let loosened = loosen_body_dims(model);
     counted(
         &mut notes,
@@ -400,6 +406,74 @@ fn lower_image_scalers(model: &mut Model) -> Result<usize> {
     let done = p.remove_nodes.len();
     if done > 0 {
         model.apply(&p)?;
+    }
+    Ok(done)
+}
+
+/// STFT signals given as `[batch, length]` reshaped to `[batch, length, 1]`:
+/// ONNX's STFT takes a real signal as `[batch, length, 1]`, and tract
+/// refuses rank 2 ("inputs[0].rank == 3"), where onnxruntime takes it (the
+/// mel front ends of onnx-asr: kaldi, nemo, whisper, gigaam). The signal's
+/// rank is not known here, so each is reshaped to its first two dims and
+/// the rest (`-1`): `[batch, length, 1]` from either form, and a complex
+/// `[batch, length, 2]` unchanged. Returns how many.
+fn lower_stft_signals(model: &mut Model) -> Result<usize> {
+    use crate::ir::builder::{attr_int, node_proto};
+    let ids = onnx_nodes_of(model, "STFT");
+    let mut used = model.graph.all_names();
+    let mut done = 0;
+    for id in ids {
+        let n = model.graph.nodes[id].proto.clone();
+        let Some(x) = n.input.first().filter(|x| !x.is_empty()) else {
+            continue;
+        };
+        if model
+            .graph
+            .rest
+            .input
+            .iter()
+            .chain(&model.graph.rest.value_info)
+            .any(|vi| vi.name() == x && crate::ir::declared_rank(vi) == Some(3))
+        {
+            continue;
+        }
+        let label = crate::ir::proto_label(&n);
+        let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{label}_{s}"));
+        let (lead, rest, shape, signal) = (
+            fresh("signal_lead_dims"),
+            fresh("signal_rest"),
+            fresh("signal_shape"),
+            fresh("signal"),
+        );
+        let mut p = Patch::new("STFT signal reshaped");
+        p.remove_nodes.push(id);
+        p.add_initializers.push(tensor::from_i64(&rest, &[-1]));
+        p.add_nodes.push(node_proto(
+            &fresh("lead"),
+            "Shape",
+            &[x],
+            &[&lead],
+            vec![attr_int("start", 0), attr_int("end", 2)],
+        ));
+        p.add_nodes.push(node_proto(
+            &fresh("shape"),
+            "Concat",
+            &[&lead, &rest],
+            &[&shape],
+            vec![attr_int("axis", 0)],
+        ));
+        p.add_nodes.push(node_proto(
+            &fresh("reshape"),
+            "Reshape",
+            &[x, &shape],
+            &[&signal],
+            vec![],
+        ));
+        let mut stft = n.clone();
+        stft.input[0] = signal;
+        p.add_nodes.push(stft);
+        model.apply(&p)?;
+        done += 1;
     }
     Ok(done)
 }
