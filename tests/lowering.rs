@@ -1413,30 +1413,20 @@ fn a_loop_models_sequence_length_runs_its_loop_more_than_once() {
 /// verified, and tract agrees with onnxruntime.
 #[test]
 fn a_scan_body_with_named_dims_is_verified() {
-    let dir = scratch("lowering-scan-dims");
-    let path = dir.path().join("scan.onnx");
-    let inputs = dir.path().join("inputs.npz");
-    let o = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys, numpy as np, onnx\n\
-             from onnx import helper as h, TensorProto as T\n\
-             v = lambda n, d: h.make_tensor_value_info(n, T.FLOAT, d)\n\
-             body = h.make_graph([h.make_node('Add', ['s', 'x'], ['s2']), h.make_node('Mul', ['s2', 'x'], ['y'])], 'body',\n\
-                 [v('s', ['batch_size', 4]), v('x', ['batch_size', 4])], [v('s2', ['batch_size', 4]), v('y', ['batch_size', 4])])\n\
-             scan = h.make_node('Scan', ['s0', 'xs'], ['sN', 'ys'], body=body, num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1])\n\
-             g = h.make_graph([scan], 'g', [v('s0', ['batch_size', 4]), v('xs', ['batch_size', 'T', 4])],\n\
-                 [v('sN', ['batch_size', 4]), v('ys', ['batch_size', 'T', 4])])\n\
-             m = h.make_model(g, opset_imports=[h.make_opsetid('', 17)])\n\
-             onnx.checker.check_model(m)\n\
-             onnx.save(m, sys.argv[1])\n\
-             r = np.random.default_rng(0)\n\
-             np.savez(sys.argv[2], s0=r.standard_normal((1, 4)).astype(np.float32), xs=r.standard_normal((1, 5, 4)).astype(np.float32))",
-        ])
-        .args([&path, &inputs])
-        .output()
-        .expect("spawn python");
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (dir, path, inputs) = python_case(
+        "lowering-scan-dims",
+        "v = lambda n, d: h.make_tensor_value_info(n, T.FLOAT, d)\n\
+         body = h.make_graph([h.make_node('Add', ['s', 'x'], ['s2']), h.make_node('Mul', ['s2', 'x'], ['y'])], 'body',\n\
+             [v('s', ['batch_size', 4]), v('x', ['batch_size', 4])], [v('s2', ['batch_size', 4]), v('y', ['batch_size', 4])])\n\
+         scan = h.make_node('Scan', ['s0', 'xs'], ['sN', 'ys'], body=body, num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1])\n\
+         g = h.make_graph([scan], 'g', [v('s0', ['batch_size', 4]), v('xs', ['batch_size', 'T', 4])],\n\
+             [v('sN', ['batch_size', 4]), v('ys', ['batch_size', 'T', 4])])\n\
+         m = h.make_model(g, opset_imports=[h.make_opsetid('', 17)])\n\
+         onnx.checker.check_model(m)\n\
+         onnx.save(m, model)\n\
+         r = np.random.default_rng(0)\n\
+         np.savez(out, s0=r.standard_normal((1, 4)).astype(np.float32), xs=r.standard_normal((1, 5, 4)).astype(np.float32))",
+    );
     let (reference, ort_out) = reference_and_onnxruntime(
         dir.path(),
         &path,
@@ -1453,30 +1443,19 @@ fn a_scan_body_with_named_dims_is_verified() {
 /// computes the same through the reshape.
 #[test]
 fn a_rank_2_stft_signal_is_verified() {
-    let dir = scratch("lowering-stft");
-    let path = dir.path().join("stft.onnx");
-    let inputs = dir.path().join("inputs.npz");
-    let o = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys, numpy as np, onnx\n\
-             from onnx import helper as h, TensorProto as T, numpy_helper as nh\n\
-             win = nh.from_array((0.5 - 0.5 * np.cos(2 * np.pi * np.arange(64) / 64)).astype(np.float32), 'win')\n\
-             step = nh.from_array(np.array(16, np.int64), 'step')\n\
-             nodes = [h.make_node('STFT', ['x', 'step', 'win'], ['spec'], onesided=1),\n\
-                      h.make_node('Unsqueeze', ['x', 'last'], ['x3']),\n\
-                      h.make_node('STFT', ['x3', 'step', 'win'], ['spec3'], onesided=1)]\n\
-             last = nh.from_array(np.array([-1], np.int64), 'last')\n\
-             g = h.make_graph(nodes, 'g', [h.make_tensor_value_info('x', T.FLOAT, [1, 256])],\n\
-                 [h.make_tensor_value_info('spec', T.FLOAT, None), h.make_tensor_value_info('spec3', T.FLOAT, None)], [win, step, last])\n\
-             m = h.make_model(g, opset_imports=[h.make_opsetid('', 17)])\n\
-             onnx.save(m, sys.argv[1])\n\
-             np.savez(sys.argv[2], x=np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32))",
-        ])
-        .args([&path, &inputs])
-        .output()
-        .expect("spawn python");
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (dir, path, inputs) = python_case(
+        "lowering-stft",
+        "win = nh.from_array((0.5 - 0.5 * np.cos(2 * np.pi * np.arange(64) / 64)).astype(np.float32), 'win')\n\
+         step = nh.from_array(np.array(16, np.int64), 'step')\n\
+         last = nh.from_array(np.array([-1], np.int64), 'last')\n\
+         nodes = [h.make_node('STFT', ['x', 'step', 'win'], ['spec'], onesided=1),\n\
+                  h.make_node('Unsqueeze', ['x', 'last'], ['x3']),\n\
+                  h.make_node('STFT', ['x3', 'step', 'win'], ['spec3'], onesided=1)]\n\
+         g = h.make_graph(nodes, 'g', [h.make_tensor_value_info('x', T.FLOAT, [1, 256])],\n\
+             [h.make_tensor_value_info('spec', T.FLOAT, None), h.make_tensor_value_info('spec3', T.FLOAT, None)], [win, step, last])\n\
+         onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', 17)]), model)\n\
+         np.savez(out, x=np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32))",
+    );
     let (reference, ort_out) = reference_and_onnxruntime(
         dir.path(),
         &path,
