@@ -336,24 +336,28 @@ pub fn calibrate(
         _ => None,
     };
     drop(runner);
-    // Each value's range.
-    let measured: Vec<(f32, f32)> = (0..n)
+    // Each value's range, and the histogram it was read from where its code
+    // shares are asked for (they are taken on the range the value ends up
+    // with, below).
+    type Measured = ((f32, f32), Option<Vec<u64>>);
+    let measured: Vec<Measured> = (0..n)
         .into_par_iter()
         .map(|i| {
             let (lo, hi) = merged_bounds(&per_sample, i);
             if !(histograms[i] && lo.is_finite() && hi.is_finite()) {
-                return (lo, hi);
+                return ((lo, hi), None);
             }
             let mut h = vec![0u64; BINS];
             for s in &per_sample {
                 s[i].rebin_into(&mut h, lo, hi);
             }
-            match method {
+            let range = match method {
                 Method::Minmax => (lo, hi),
                 Method::Mse => search_range(&h, lo, hi, mse_cost),
                 Method::Entropy => search_range(&h, lo, hi, kl_cost),
                 Method::Percentile => percentile_range(&h, lo, hi, percentile),
-            }
+            };
+            (range, pair_axis[i].map(|_| h))
         })
         .collect();
     // A value that takes another's range (`same_range`: a MaxPool's or a
@@ -370,65 +374,55 @@ pub fn calibrate(
         .enumerate()
         .map(|(i, v)| (v.as_str(), i))
         .collect();
-    let source = |i: usize| {
-        let mut k = i;
-        for _ in 0..n {
-            match same_range.get(&present[k]).and_then(|v| at.get(v.as_str())) {
-                Some(&j) => k = j,
-                None => break,
+    // Each value's source: the end of its `same_range` chain.
+    let source: Vec<usize> = (0..n)
+        .map(|i| {
+            let mut k = i;
+            for _ in 0..n {
+                match same_range.get(&present[k]).and_then(|v| at.get(v.as_str())) {
+                    Some(&j) => k = j,
+                    None => break,
+                }
             }
-        }
-        k
-    };
+            k
+        })
+        .collect();
     // A member whose range is under half its source's (or over twice it)
     // keeps its own: one grid would cost it resolution (a fused projection
     // split into parts of other scales), and onnxruntime then runs the op
     // in float.
     let width = |(lo, hi): (f32, f32)| hi - lo;
-    let shares = |i: usize| {
-        let k = source(i);
-        let (own, theirs) = (measured[i], measured[k]);
-        k != i
-            && [own.0, own.1, theirs.0, theirs.1]
-                .iter()
-                .all(|v| v.is_finite())
-            && width(own) * 2.0 >= width(theirs)
-            && width(theirs) * 2.0 >= width(own)
-    };
-    let mut spans = measured.clone();
-    for (i, &(lo, hi)) in measured.iter().enumerate() {
-        if shares(i) {
-            let k = source(i);
-            spans[k] = (spans[k].0.min(lo), spans[k].1.max(hi));
-        }
+    let shares: Vec<bool> = (0..n)
+        .map(|i| {
+            let (own, theirs) = (measured[i].0, measured[source[i]].0);
+            source[i] != i
+                && [own.0, own.1, theirs.0, theirs.1]
+                    .iter()
+                    .all(|v| v.is_finite())
+                && width(own) * 2.0 >= width(theirs)
+                && width(theirs) * 2.0 >= width(own)
+        })
+        .collect();
+    let mut spans: Vec<(f32, f32)> = measured.iter().map(|m| m.0).collect();
+    for i in (0..n).filter(|&i| shares[i]) {
+        let (k, (lo, hi)) = (source[i], measured[i].0);
+        spans[k] = (spans[k].0.min(lo), spans[k].1.max(hi));
     }
+    // A source keeps the span of its group, a sharing member takes it.
     let ranges: Vec<(f32, f32)> = (0..n)
-        .map(|i| match shares(i) {
-            true => spans[source(i)],
-            false if source(i) == i => spans[i],
-            false => measured[i],
+        .map(|i| match shares[i] {
+            true => spans[source[i]],
+            false => spans[i],
         })
         .collect();
     // The shares of its codes, where asked for, on the range it takes.
-    let codes: Vec<Option<Vec<f64>>> = (0..n)
+    let codes: Vec<Option<Vec<f64>>> = measured
         .into_par_iter()
-        .map(|i| {
-            pair_axis[i]?;
+        .enumerate()
+        .map(|(i, (_, h))| {
+            let (h, range) = (h?, ranges[i]);
             let (lo, hi) = merged_bounds(&per_sample, i);
-            let range = ranges[i];
-            if !(histograms[i]
-                && lo.is_finite()
-                && hi.is_finite()
-                && range.0.is_finite()
-                && range.1.is_finite())
-            {
-                return None;
-            }
-            let mut h = vec![0u64; BINS];
-            for s in &per_sample {
-                s[i].rebin_into(&mut h, lo, hi);
-            }
-            Some(code_shares(&h, lo, hi, range))
+            (range.0.is_finite() && range.1.is_finite()).then(|| code_shares(&h, lo, hi, range))
         })
         .collect();
     let mut code_map = HashMap::new();
