@@ -4316,6 +4316,59 @@ mod tests {
         assert_eq!(idle(&all), vec!["r1", "r2", "p2", "t", "f"]);
     }
 
+    /// A Split whose outputs all keep their pairs serves an integer kernel
+    /// through any of them: onnxruntime splits uint8 only where every output
+    /// is quantized, so the pair of an output read by a layer taken back to
+    /// float is not idle while another output feeds an int8 Conv.
+    #[test]
+    fn every_output_of_a_split_serves_with_the_others() {
+        let m = ModelBuilder::new(17)
+            .input("x", &[1, 1, 8, 8])
+            .init_f32("w1", &[4, 1, 1, 1], &[0.1; 4])
+            .init_f32("wa", &[4, 2, 1, 1], &[0.1; 8])
+            .init_f32("wb", &[4, 2, 1, 1], &[0.1; 8])
+            .node("c1", "Conv", &["x", "w1"], &["h1"])
+            .node("split", "Split", &["h1"], &["s0", "s1"])
+            .node("ca", "Conv", &["s0", "wa"], &["ya"])
+            .node("cb", "Conv", &["s1", "wb"], &["yb"])
+            .output("ya", &[1, 4, 8, 8])
+            .output("yb", &[1, 4, 8, 8])
+            .build()
+            .unwrap();
+        let weights = ["w1", "wa", "wb"];
+        let values = ["x", "h1", "s0", "s1", "ya", "yb"];
+        let mut patches: Vec<Patch> = weights
+            .iter()
+            .map(|w| {
+                let mut p = Patch::new("weight quantized to int8 per channel");
+                p.remove_initializers.push(w.to_string());
+                p
+            })
+            .collect();
+        patches.extend(values.iter().map(|v| {
+            let mut p = Patch::new("activation quantized to uint8");
+            p.add_nodes.push(node_proto(
+                &format!("{v}_q"),
+                "QuantizeLinear",
+                &[v, "s"],
+                &[&format!("{v}_qv")],
+                vec![],
+            ));
+            p
+        }));
+        let act_of: HashMap<&str, usize> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (*v, i + 3))
+            .collect();
+        let keep: Vec<bool> = (0..patches.len()).map(|i| i != 2).collect();
+        let idle: Vec<&str> = idle_pairs(&m.graph, &patches, &act_of, &keep)
+            .into_iter()
+            .map(|i| values[i - 3])
+            .collect();
+        assert_eq!(idle, vec!["yb"]);
+    }
+
     /// `DQ(Q(x)) x DQ(w) -> MatMul -> then`: onnxruntime fuses the MatMul
     /// into MatMulIntegerToFloat, except where its output goes straight to
     /// an Add of a constant (MatMulAddFusion makes a float Gemm of the two
