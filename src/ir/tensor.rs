@@ -154,15 +154,22 @@ pub fn to_f32(t: &TensorProto, raw: Option<&Bytes>) -> Result<F32Tensor> {
                 raw.len(),
                 n * 2
             );
-            raw.chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect()
+            let mut data = Vec::with_capacity(n);
+            f16_to_f32_into(
+                raw.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]])),
+                &mut data,
+            );
+            data
         }
-        (DataType::Float16, None) => t
-            .int32_data
-            .iter()
-            .map(|&v| half::f16::from_bits(v as u16).to_f32())
-            .collect(),
+        (DataType::Float16, None) => {
+            let mut data = Vec::with_capacity(n);
+            f16_to_f32_into(
+                t.int32_data.iter().map(|&v| half::f16::from_bits(v as u16)),
+                &mut data,
+            );
+            data
+        }
         (other, _) => bail!("tensor of type {other:?} cannot be read as float"),
     };
     ensure!(
@@ -176,6 +183,27 @@ pub fn to_f32(t: &TensorProto, raw: Option<&Bytes>) -> Result<F32Tensor> {
         dims: t.dims.clone(),
         data,
     })
+}
+
+/// float16 values converted to float32 (exactly) and appended to `out`, a
+/// block at a time: the slice conversion runs 8 values per instruction
+/// where the CPU has F16C, where one value at a time took about 100 ns each
+/// on a CPU with AVX-512 (silero-vad's `sensitive=auto` spent two thirds of
+/// its time converting float16 scales so).
+pub fn f16_to_f32_into(values: impl IntoIterator<Item = half::f16>, out: &mut Vec<f32>) {
+    use half::slice::HalfFloatSliceExt;
+    const BLOCK: usize = 256;
+    let (mut h, mut f) = ([half::f16::ZERO; BLOCK], [0f32; BLOCK]);
+    let mut values = values.into_iter().peekable();
+    while values.peek().is_some() {
+        let mut k = 0;
+        for (slot, v) in h.iter_mut().zip(values.by_ref()) {
+            *slot = v;
+            k += 1;
+        }
+        h[..k].convert_to_f32_slice(&mut f[..k]);
+        out.extend_from_slice(&f[..k]);
+    }
 }
 
 /// Read an integer tensor (any int type, little-endian raw data or typed fields) as i64.
@@ -383,6 +411,43 @@ pub fn check_payload(t: &TensorProto, file_len: Option<u64>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float16_converts_exactly_across_blocks() {
+        // Every bit pattern once, and then some: several blocks and a
+        // partial one; subnormals, infinities, signed zeros and NaNs among
+        // them.
+        let bits: Vec<u16> = (0..=u16::MAX).chain(0..300).collect();
+        let mut out = Vec::new();
+        f16_to_f32_into(bits.iter().map(|&b| half::f16::from_bits(b)), &mut out);
+        assert_eq!(out.len(), bits.len());
+        for (&b, &f) in bits.iter().zip(&out) {
+            let h = half::f16::from_bits(b);
+            if h.is_nan() {
+                assert!(f.is_nan(), "{b:#06x}");
+            } else {
+                assert_eq!(f.to_bits(), f32::from(h).to_bits(), "{b:#06x}");
+            }
+        }
+        assert_eq!(out[0x3c00], 1.0);
+        assert_eq!(out[0x0001], 2f32.powi(-24)); // the smallest subnormal
+        assert_eq!(out[0xfc00], f32::NEG_INFINITY);
+        // A raw float16 tensor reads the same way.
+        let raw: Vec<u8> = [0x3c00u16, 0xc000, 0x7bff]
+            .iter()
+            .flat_map(|b| b.to_le_bytes())
+            .collect();
+        let t = TensorProto {
+            dims: vec![3],
+            data_type: Some(DataType::Float16 as i32),
+            raw_data: Some(Bytes::from(raw)),
+            ..Default::default()
+        };
+        assert_eq!(
+            to_f32(&t, t.raw_data.as_ref()).unwrap().data,
+            [1.0, -2.0, 65504.0]
+        );
+    }
 
     #[test]
     fn f32_view_borrows_aligned_payloads_and_copies_others() {

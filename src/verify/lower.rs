@@ -787,6 +787,30 @@ impl<'a> Elements<'a> {
         }
     }
 
+    /// The first `n` elements as float32, as `Cast(to=FLOAT)` converts
+    /// them: float16 a block at a time ([`tensor::f16_to_f32_into`]; one at
+    /// a time, [`Elements::float`] costs about 100 ns a value there).
+    fn floats(&self, n: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n);
+        match self {
+            Elements::Raw(DataType::Float16, b) => tensor::f16_to_f32_into(
+                b[..2 * n]
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]])),
+                &mut out,
+            ),
+            _ => out.extend((0..n).map(|i| self.float(i))),
+        }
+        out
+    }
+
+    /// Whether [`Elements::float`] is slow here (float16, converted one
+    /// value at a time): such a tensor is read whole with
+    /// [`Elements::floats`] instead.
+    fn is_half(&self) -> bool {
+        matches!(self, Elements::Raw(DataType::Float16, _))
+    }
+
     /// Element `i` as float32, as `Cast(to=FLOAT)` converts it.
     fn float(&self, i: usize) -> f32 {
         match self {
@@ -878,7 +902,11 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
             let payload = model.payload(src)?;
             let e = Elements::of(src, payload.as_ref())?;
             let n = tensor::numel(&src.dims)?;
-            let v = tensor::from_f32_iter(out, &src.dims, (0..n).map(|i| e.float(i)));
+            let v = if e.is_half() {
+                tensor::from_f32(out, &src.dims, &e.floats(n))
+            } else {
+                tensor::from_f32_iter(out, &src.dims, (0..n).map(|i| e.float(i)))
+            };
             (v, vec![id])
         } else if constant_mul(g, id) {
             let (a, b) = (&n.proto.input[0], &n.proto.input[1]);
@@ -890,9 +918,22 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
                 Elements::of(ta, pa.as_ref())?,
                 Elements::of(tb, pb.as_ref())?,
             );
-            let Some(v) =
-                broadcast_product(out, &ta.dims, |i| ea.float(i), &tb.dims, |i| eb.float(i))
-            else {
+            // An operand that broadcasts (a scale per channel or block) is
+            // read again for each element it multiplies, and a float16 one
+            // is slow to read one value at a time: such operands are read
+            // whole first.
+            let (na, nb) = (tensor::numel(&ta.dims)?, tensor::numel(&tb.dims)?);
+            let whole = |e: &Elements, n: usize, other: usize| {
+                (n < other || e.is_half()).then(|| e.floats(n))
+            };
+            let (fa, fb) = (whole(&ea, na, nb), whole(&eb, nb, na));
+            let Some(v) = broadcast_product(
+                out,
+                &ta.dims,
+                |i| fa.as_ref().map_or_else(|| ea.float(i), |f| f[i]),
+                &tb.dims,
+                |i| fb.as_ref().map_or_else(|| eb.float(i), |f| f[i]),
+            ) else {
                 continue;
             };
             // The casts read in place, where this Mul was their last reader.
