@@ -328,6 +328,27 @@ pub fn from_f16(
     }
 }
 
+/// A float16 `TensorProto` of float32 `values`, each rounded to the
+/// nearest float16 (ties to even, as `half::f16::from_f32`), converted a
+/// block at a time (see [`f16_to_f32_into`]).
+pub fn from_f32_as_f16(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    use half::slice::HalfFloatSliceExt;
+    let mut raw = Vec::with_capacity(values.len() * 2);
+    let mut h = [half::f16::ZERO; 256];
+    for block in values.chunks(256) {
+        let h = &mut h[..block.len()];
+        h.convert_from_f32_slice(block);
+        raw.extend(h.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float16 as i32),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    }
+}
+
 /// Bytes a dense payload of `t`'s type and dims takes (`None` for strings
 /// and unknown types, or dims that overflow).
 pub fn dense_bytes(t: &TensorProto) -> Option<u64> {
@@ -446,6 +467,28 @@ mod tests {
         assert_eq!(
             to_f32(&t, t.raw_data.as_ref()).unwrap().data,
             [1.0, -2.0, 65504.0]
+        );
+        // And back: rounded to nearest, ties to even, as one at a time.
+        let values: Vec<f32> = (0..70_000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .chain([1.0 + 2f32.powi(-11), 65520.0, 1e-8, f32::NAN])
+            .collect();
+        let t = from_f32_as_f16("h", &[values.len() as i64], &values);
+        let back = t.raw_data.as_ref().unwrap();
+        for (v, c) in values.iter().zip(back.chunks_exact(2)) {
+            let (got, want) = (u16::from_le_bytes([c[0], c[1]]), half::f16::from_f32(*v));
+            assert!(
+                got == want.to_bits() || (want.is_nan() && half::f16::from_bits(got).is_nan()),
+                "{v:e}: {got:#06x} vs {:#06x}",
+                want.to_bits()
+            );
+        }
+        // A tie rounds to even (1.0), 65520 overflows to infinity, 1e-8
+        // underflows to 0.
+        let n = values.len();
+        assert_eq!(
+            &back[2 * (n - 4)..2 * (n - 1)],
+            [0x00, 0x3c, 0x00, 0x7c, 0x00, 0x00]
         );
     }
 

@@ -466,9 +466,7 @@ pub(crate) fn float_types_of(model: &Model) -> impl Fn(&str) -> Option<i32> {
 fn float_tensor(name: &str, dims: &[i64], ty: i32, values: &[f32]) -> Option<TensorProto> {
     let t = match DataType::try_from(ty).ok()? {
         DataType::Float => crate::ir::tensor::from_f32(name, dims, values),
-        DataType::Float16 => {
-            crate::ir::tensor::from_f16(name, dims, values.iter().map(|&v| half::f16::from_f32(v)))
-        }
+        DataType::Float16 => crate::ir::tensor::from_f32_as_f16(name, dims, values),
         DataType::Double => TensorProto {
             name: Some(name.to_string()),
             dims: dims.to_vec(),

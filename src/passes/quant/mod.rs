@@ -4008,10 +4008,8 @@ fn stored_f16(model: &Model, w: &str, data: &tensor::F32View) -> Patch {
     let hn = g.fresh_name(&format!("{w}_f16"));
     let mut p = Patch::new("weight stored as float16 (expanded once at load)");
     p.remove_initializers.push(w.to_string());
-    p.add_initializers.push(keep_tensor(tensor::from_f16(
-        &hn,
-        &data.dims,
-        data.data.iter().map(|&v| half::f16::from_f32(v)),
+    p.add_initializers.push(keep_tensor(tensor::from_f32_as_f16(
+        &hn, &data.dims, &data.data,
     )));
     p.add_nodes.push(cast_to_float(&hn, w));
     p.anchor = g.consumers(w).first().copied();
@@ -4191,11 +4189,8 @@ fn f16_biases(model: &Model, w: &str, p: &mut Patch) -> Result<()> {
             continue; // NaN, infinite, or beyond float16's range
         }
         let hn = g.fresh_name(&format!("{b}_f16"));
-        p.add_initializers.push(tensor::from_f16(
-            &hn,
-            &bias.dims,
-            bias.data.iter().map(|&v| half::f16::from_f32(v)),
-        ));
+        p.add_initializers
+            .push(tensor::from_f32_as_f16(&hn, &bias.dims, &bias.data));
         p.add_nodes.push(cast_to_float(&hn, &b));
         p.remove_initializers.push(b);
     }
