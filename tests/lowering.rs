@@ -1464,3 +1464,47 @@ fn a_rank_2_stft_signal_is_verified() {
     );
     assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 1e-4);
 }
+
+/// Pads that crop (negative) beside pads that add, in `edge` and `constant`
+/// mode (kaldi's pre-emphasis shifts its samples by an edge Pad of
+/// `[1, -1]`, on which tract panicked), at opset 17 (pads an input), 10
+/// (an attribute, Slice's bounds inputs) and 9 (both attributes). tract and
+/// onnxruntime agree.
+#[test]
+fn pads_that_crop_are_verified() {
+    for opset in [17, 10, 9] {
+        let pads = |name: &str, v: &str| match opset {
+            17 => (
+                format!("'x', '{name}'"),
+                String::new(),
+                format!("nh.from_array(np.array({v}, np.int64), '{name}')"),
+            ),
+            _ => ("'x'".to_string(), format!(", pads={v}"), String::new()),
+        };
+        let (edge_in, edge_attr, edge_init) = pads("shift", "[0, 1, 0, -1]");
+        let (crop_in, crop_attr, crop_init) = pads("crop", "[-1, 2, 0, -3]");
+        let inits: Vec<&str> = [edge_init.as_str(), crop_init.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let (dir, path, inputs) = python_case(
+            &format!("lowering-negative-pads-{opset}"),
+            &format!(
+                "nodes = [h.make_node('Pad', [{edge_in}], ['shifted'], mode='edge'{edge_attr}),\n\
+                 h.make_node('Pad', [{crop_in}], ['cropped'], mode='constant'{crop_attr})]\n\
+                 g = h.make_graph(nodes, 'g', [h.make_tensor_value_info('x', T.FLOAT, [3, 40])],\n\
+                     [h.make_tensor_value_info('shifted', T.FLOAT, None), h.make_tensor_value_info('cropped', T.FLOAT, None)], [{}])\n\
+                 onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', {opset})]), model)\n\
+                 np.savez(out, x=np.random.default_rng(0).standard_normal((3, 40)).astype(np.float32))",
+                inits.join(", ")
+            ),
+        );
+        let (reference, ort_out) = reference_and_onnxruntime(
+            dir.path(),
+            &path,
+            inputs,
+            "2 Pad node(s) with negative pads (crops) lowered",
+        );
+        assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 0.0);
+    }
+}

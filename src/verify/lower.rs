@@ -42,6 +42,9 @@
 //!   all one length `L` (a bidirectional LSTM's backward half reverses the
 //!   whole sequence) becomes `Concat(Slice(x, L-1 down to 0, step -1),
 //!   Slice(x, L to the end))` along its time axis;
+//! * `Pad` with negative (cropping) constant pads in `constant` or `edge`
+//!   mode becomes a `Slice` of the crops, then a `Pad` of the rest, as
+//!   onnxruntime computes it (tract panics on them);
 //! * onnxruntime's fused ops (`FusedConv`, `FusedMatMul`, `BiasGelu`,
 //!   `QuickGelu`, `SkipLayerNormalization`...) become the standard ops they
 //!   fuse ([`super::contrib`]).
@@ -108,6 +111,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         &mut notes,
         signals,
         "STFT signal(s) reshaped to [batch, length, 1] for tract, which refuses a real signal of rank 2 where onnxruntime takes it",
+    );
+    let crops = lower_negative_pads(model)?;
+    counted(
+        &mut notes,
+        crops,
+        "Pad node(s) with negative pads (crops) lowered to a Slice and a Pad, as onnxruntime computes them (tract panics on them)",
     );
     let loosened = loosen_body_dims(model);
     counted(
@@ -472,6 +481,117 @@ fn lower_stft_signals(model: &mut Model) -> Result<usize> {
         let mut stft = n.clone();
         stft.input[0] = signal;
         p.add_nodes.push(stft);
+        model.apply(&p)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Pad nodes whose constant pads are negative somewhere (a crop: kaldi's
+/// pre-emphasis shifts its samples by an edge Pad of `[1, -1]`, where tract
+/// panicked), in `constant` or `edge` mode: a Slice cuts what the negative
+/// pads remove, then the Pad adds the positive ones. Cropping first is how
+/// onnxruntime computes them; it gives what padding first would wherever
+/// the crop leaves the elements an edge pad copies. Returns how many.
+fn lower_negative_pads(model: &mut Model) -> Result<usize> {
+    use crate::ir::builder::{attr_ints, node_proto};
+    let ids = onnx_nodes_of(model, "Pad");
+    let opset = model.opset();
+    let mut used = model.graph.all_names();
+    let mut done = 0;
+    for id in ids {
+        let n = model.graph.nodes[id].proto.clone();
+        let (Some(x), Some(y)) = (n.input.first().filter(|x| !x.is_empty()), n.output.first())
+        else {
+            continue;
+        };
+        let mode = crate::ir::attr(&n, "mode").map_or(&b"constant"[..], |a| a.s());
+        if mode != b"constant" && mode != b"edge" {
+            continue;
+        }
+        // Opset 18's `axes` input: left to tract.
+        if n.input.get(3).is_some_and(|a| !a.is_empty()) {
+            continue;
+        }
+        let pads: Vec<i64> = if opset >= 11 {
+            let Some(t) = n.input.get(1).and_then(|v| model.graph.constant(v)) else {
+                continue;
+            };
+            let raw = model.payload(t)?;
+            tensor::to_i64(t, raw.as_ref())?
+        } else {
+            match crate::ir::attr(&n, "pads") {
+                Some(a) => a.ints.clone(),
+                None => continue,
+            }
+        };
+        let rank = pads.len() / 2;
+        if pads.len() % 2 != 0 || pads.iter().all(|&v| v >= 0) {
+            continue;
+        }
+        let (begin, end) = pads.split_at(rank);
+        let axes: Vec<usize> = (0..rank).filter(|&a| begin[a] < 0 || end[a] < 0).collect();
+        let starts: Vec<i64> = axes.iter().map(|&a| (-begin[a]).max(0)).collect();
+        let ends: Vec<i64> = axes
+            .iter()
+            .map(|&a| if end[a] < 0 { end[a] } else { i64::MAX })
+            .collect();
+        let kept: Vec<i64> = pads.iter().map(|&v| v.max(0)).collect();
+        let label = crate::ir::proto_label(&n);
+        let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{label}_{s}"));
+        let mut p = Patch::new("Pad with negative pads lowered");
+        p.remove_nodes.push(id);
+        let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+        let positive = kept.iter().any(|&v| v > 0);
+        let cropped = if positive {
+            fresh("cropped")
+        } else {
+            y.clone()
+        };
+        let crop = fresh("crop");
+        // Slice takes its bounds as inputs from opset 10, as attributes
+        // before.
+        let slice = if opset >= 10 {
+            let bounds = [("starts", &starts), ("ends", &ends), ("axes", &axes)].map(|(k, v)| {
+                let name = fresh(k);
+                p.add_initializers.push(tensor::from_i64(&name, v));
+                name
+            });
+            node_proto(
+                &crop,
+                "Slice",
+                &[x, &bounds[0], &bounds[1], &bounds[2]],
+                &[&cropped],
+                vec![],
+            )
+        } else {
+            node_proto(
+                &crop,
+                "Slice",
+                &[x],
+                &[&cropped],
+                vec![
+                    attr_ints("starts", &starts),
+                    attr_ints("ends", &ends),
+                    attr_ints("axes", &axes),
+                ],
+            )
+        };
+        p.add_nodes.push(slice);
+        if positive {
+            let mut pad = n.clone();
+            pad.input[0] = cropped;
+            if opset >= 11 {
+                let kept_name = fresh("pads");
+                p.add_initializers.push(tensor::from_i64(&kept_name, &kept));
+                pad.input[1] = kept_name;
+            } else {
+                for a in pad.attribute.iter_mut().filter(|a| a.name() == "pads") {
+                    a.ints = kept.clone();
+                }
+            }
+            p.add_nodes.push(pad);
+        }
         model.apply(&p)?;
         done += 1;
     }
