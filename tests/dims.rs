@@ -1035,7 +1035,8 @@ fn few_output_values_are_compared_over_more_samples() {
 fn int16_samples_are_a_signal_length_and_int16_ids_tokens() {
     use onnx_squeeze::ir::builder::{attr_int, typed_value};
     for (name, says) in [
-        ("audio", "sequence length not set: 'len' = 128"),
+        ("audio", "audio length (samples) not set: 'len' = 16000"),
+        ("mic", "sequence length not set: 'len' = 128"),
         ("input_ids", "token sequence length not set: 'len' = 128"),
     ] {
         let mut p = ModelBuilder::new(17)
@@ -1050,4 +1051,67 @@ fn int16_samples_are_a_signal_length_and_int16_ids_tokens() {
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].starts_with(says), "{name}: {notes:?}");
     }
+}
+
+/// A speech front end's inputs (onnx-asr's): `waveforms: [batch_size, N]`
+/// and `waveforms_lens: [batch_size]`. `N`, on axis 1, is the audio's
+/// length, a second at 16 kHz, though named like a batch; the lengths are
+/// drawn as that whole length. At 1 sample (before) such a front end's
+/// features were its STFT's padding alone, and verification compared
+/// zeros.
+#[test]
+fn waveforms_are_a_second_long_and_their_lengths_whole() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    use onnx_squeeze::verify::inputs::{input_specs, random_samples};
+    let mut p = ModelBuilder::new(17)
+        .node_with(
+            "sum",
+            "ReduceSum",
+            &["waveforms", "axes"],
+            &["energy"],
+            vec![attr_int("keepdims", 0)],
+        )
+        .node_with(
+            "to_float",
+            "Cast",
+            &["waveforms_lens"],
+            &["lens"],
+            vec![attr_int("to", 1)],
+        )
+        .node("per_sample", "Div", &["energy", "lens"], &["y"])
+        .output("y", &[])
+        .proto();
+    let g = p.graph.as_mut().unwrap();
+    g.initializer
+        .push(onnx_squeeze::ir::tensor::from_i64("axes", &[-1]));
+    let mut wave = typed_value("waveforms", DataType::Float, &[1, 1]);
+    set_dims(&mut wave, &["batch_size", "N"]);
+    let mut lens = typed_value("waveforms_lens", DataType::Int64, &[1]);
+    set_dims(&mut lens, &["batch_size"]);
+    g.input.extend([wave, lens]);
+    let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut opts = VerifyOptions::default();
+    let notes = settle(&m, &mut opts);
+    assert_eq!(opts.dims.get("N"), Some(&16000), "{notes:?}");
+    assert!(!opts.dims.contains_key("batch_size"));
+    assert!(
+        notes[0].starts_with("audio length (samples) not set: 'N' = 16000"),
+        "{notes:?}"
+    );
+    let mut notes = Vec::new();
+    let specs = input_specs(&m.graph, &opts.dims, &mut notes).unwrap();
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "input 'waveforms_lens' holds the length of 'waveforms' (its axis 1): drawn as 16000"
+        )),
+        "{notes:?}"
+    );
+    for sample in random_samples(&specs, 2, 7).unwrap() {
+        assert_eq!(sample[0].shape(), [1, 16000]);
+        let lens = sample[1].try_as_plain_ram().unwrap();
+        assert_eq!(lens.as_slice::<i64>().unwrap(), [16000]);
+    }
+    // Verified there: the mean energy per sample of noise is about 1.
+    let r = verify(&m, &m, &opts);
+    assert_eq!(r.status, Status::Passed, "{:?}", r.notes);
 }

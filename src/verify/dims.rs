@@ -71,6 +71,14 @@ const TOKEN_LENGTHS: [usize; 7] = [64, 32, 16, 8, 1, 256, 512];
 /// analysed with them at 1: lengths of audio and other signals.
 const LENGTH_SIZES: [usize; 6] = [16, 64, 256, 512, 1024, 4096];
 
+/// The first length of audio samples: a second at 16 kHz, the rate
+/// speech models take.
+const AUDIO_LENGTH: usize = 16000;
+
+/// Lengths of audio tried, one dim at a time, where the model cannot be
+/// analysed at [`AUDIO_LENGTH`] (a model of fixed-size chunks).
+const AUDIO_LENGTHS: [usize; 6] = [8000, 4096, 1024, 512, 256, 32000];
+
 /// The first size of the other dims of a model holding a Loop: they are the
 /// steps its loops run over (a Keras LSTM's sequence), and verification
 /// writes out as many iterations; at 1 it would check no recurrence.
@@ -93,6 +101,12 @@ enum Role {
     /// 1 step measured 0.93 at 500 in onnxruntime, 0.99999 calibrated at
     /// 500).
     Sequence,
+    /// The length of an input of audio samples ([`inputs::audio_name`]:
+    /// `waveforms`, `audio`, `input_values`): a second at 16 kHz. At 1
+    /// sample a speech front end's features are its STFT's padding alone
+    /// (verification compared zeros and passed), and at 128 a Whisper
+    /// front end (400-sample windows) has no frame.
+    Audio,
     /// Anything else: a length, a count.
     Length,
 }
@@ -104,6 +118,7 @@ impl Role {
             Role::Batch => (1, &[]),
             Role::Image => (IMAGE_SIZE, &IMAGE_SIZES),
             Role::Tokens | Role::Sequence => (TOKEN_LENGTH, &TOKEN_LENGTHS),
+            Role::Audio => (AUDIO_LENGTH, &AUDIO_LENGTHS),
             Role::Length => (1, &LENGTH_SIZES),
         }
     }
@@ -452,6 +467,9 @@ fn settle_free_dims(
         /// Named like a time or sequence axis.
         named_sequence: bool,
         leading: bool,
+        /// A length axis of an input named like audio samples
+        /// ([`inputs::audio_name`]).
+        audio: bool,
         image: bool,
         integer: bool,
         /// The sizes the producer documents for the image axes it is
@@ -473,6 +491,8 @@ fn settle_free_dims(
         let image_axes = inputs::image_axes(vi);
         // A 16-bit signal's samples are a length, as a float signal's.
         let integer = is_integer(vi) && !inputs::is_pcm_input(&original.graph, vi);
+        let audio = inputs::audio_name(vi.name())
+            && (!is_integer(vi) || inputs::is_pcm_input(&original.graph, vi));
         let rank = crate::ir::declared_rank(vi).unwrap_or(0);
         for (key, keys) in inputs::repeated_dims(vi) {
             axes.entry(key).or_default().extend(keys);
@@ -489,15 +509,14 @@ fn settle_free_dims(
                 None => {
                     seen.push(Seen {
                         key: key.clone(),
-                        named_batch: named
-                            && (lower.contains("batch")
-                                || matches!(lower.as_str(), "n" | "b" | "bs")),
+                        named_batch: named && lower.contains("batch"),
                         named_size: named && (lower.contains("height") || lower.contains("width")),
                         named_sequence: named
                             && ["time", "seq", "frame", "len"]
                                 .iter()
                                 .any(|w| lower.contains(w)),
                         leading: true,
+                        audio: false,
                         image: false,
                         integer: false,
                         documented: vec![],
@@ -507,9 +526,14 @@ fn settle_free_dims(
                 }
             };
             let s = &mut seen[i];
+            let leading = axis == 0 && rank >= 2;
+            // `N`, `B` or `bs` is a batch on a leading axis; on another one
+            // (`waveforms: [batch_size, N]`) it is a length.
+            s.named_batch |= named && leading && matches!(lower.as_str(), "n" | "b" | "bs");
             // Axis 0 of a tensor of rank 2 or more: a batch, unless some
             // other use says otherwise.
-            s.leading &= axis == 0 && rank >= 2;
+            s.leading &= leading;
+            s.audio |= audio && !leading;
             s.image |= image_axes.contains(&axis);
             s.integer |= integer;
             if let (Some(size), Some(pos)) =
@@ -557,6 +581,8 @@ fn settle_free_dims(
                 Role::Sequence
             } else if s.named_batch || (s.leading && !s.named_size) {
                 Role::Batch
+            } else if s.audio {
+                Role::Audio
             } else if s.image || s.named_size {
                 Role::Image
             } else if s.integer {
@@ -724,6 +750,7 @@ fn notes(
         (Role::Image, "image size"),
         (Role::Tokens, "token sequence length"),
         (Role::Sequence, "sequence length"),
+        (Role::Audio, "audio length (samples)"),
     ] {
         let set = of(role);
         if set.is_empty() {

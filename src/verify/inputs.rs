@@ -27,6 +27,9 @@ pub struct InputSpec {
     /// random integers stay below it, where an id past the table's end
     /// would stop the run.
     pub index_rows: Option<i64>,
+    /// The input, and its axis, whose length this integer input holds
+    /// ([`length_of`]): every value is drawn as that axis's size.
+    pub length_of: Option<(String, usize)>,
 }
 
 /// How random values of a float input are drawn.
@@ -396,9 +399,107 @@ pub fn input_specs(
             shape,
             values,
             index_rows: rows,
+            length_of: length_of(g, vi),
         });
     }
+    for s in &specs {
+        let Some((of, axis)) = &s.length_of else {
+            continue;
+        };
+        if let Some(len) = specs
+            .iter()
+            .find(|t| &t.name == of)
+            .and_then(|t| t.shape.get(*axis))
+        {
+            notes.push(format!(
+                "input '{}' holds the length of '{of}' (its axis {axis}): drawn as {len}, the whole length",
+                s.name
+            ));
+        }
+    }
     Ok(specs)
+}
+
+/// Name endings of an input that holds the lengths of another one
+/// (`waveforms_lens` of `waveforms`).
+const LENGTH_SUFFIXES: [&str; 4] = ["_lengths", "_length", "_lens", "_len"];
+
+/// The input, and its axis, whose length the integer input `vi` (a scalar
+/// or one value per batch row) holds: `X_lens`, `X_lengths`, `X_length` or
+/// `X_len` of an input `X` (a speech front end's `waveforms_lens`), or a
+/// bare `lengths`, `length` or `lens` where one float input has a length
+/// axis. The axis is the first without a fixed size, past a leading batch
+/// axis where the input has rank 2 or more. Drawn as ids in [0, 100)
+/// instead, the lengths fell short of the samples (a kaldi front end then
+/// read past its frames and tract panicked) or covered none.
+pub fn length_of(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<(String, usize)> {
+    let dtype =
+        crate::ir::tensor_type(vi).and_then(|tt| DataType::try_from(tt.elem_type()).ok())?;
+    if !is_integer(dtype) || crate::ir::declared_rank(vi).is_none_or(|r| r > 1) {
+        return None;
+    }
+    let lname = vi.name().to_lowercase();
+    let prefix = LENGTH_SUFFIXES.iter().find_map(|s| lname.strip_suffix(s));
+    if prefix.is_none() && !matches!(lname.as_str(), "lengths" | "length" | "lens") {
+        return None;
+    }
+    let candidates: Vec<(String, usize)> = g
+        .rest
+        .input
+        .iter()
+        .filter(|t| t.name() != vi.name() && !g.initializers.contains_key(t.name()))
+        .filter(|t| {
+            crate::ir::tensor_type(t)
+                .and_then(|tt| DataType::try_from(tt.elem_type()).ok())
+                .is_some_and(|dt| is_float(dt) || is_pcm_input(g, t))
+        })
+        .filter(|t| prefix.is_none_or(|p| t.name().to_lowercase() == p))
+        .filter_map(|t| {
+            let rank = crate::ir::declared_rank(t)?;
+            let first = usize::from(rank >= 2);
+            free_dims(t)
+                .into_iter()
+                .map(|(_, axis)| axis)
+                .find(|&a| a >= first)
+                .map(|a| (t.name().to_string(), a))
+        })
+        .collect();
+    match candidates.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// The graph's inputs that hold audio samples: float or 16-bit inputs
+/// named so ([`audio_name`]).
+pub fn audio_inputs(g: &Graph) -> Vec<String> {
+    g.rest
+        .input
+        .iter()
+        .filter(|vi| !g.initializers.contains_key(vi.name()) && audio_name(vi.name()))
+        .filter(|vi| {
+            crate::ir::tensor_type(vi)
+                .and_then(|tt| DataType::try_from(tt.elem_type()).ok())
+                .is_some_and(|dt| is_float(dt) || is_pcm_input(g, vi))
+        })
+        .map(|vi| vi.name().to_string())
+        .collect()
+}
+
+/// Whether a float or 16-bit input named `name` holds audio samples:
+/// named like a waveform (`wav`, `audio`, `speech`, `signal`, `pcm`), or
+/// `input_values` (Hugging Face's speech encoders), and not like a length,
+/// size, count or rate. Its length axis is sized as a second of audio
+/// (see `dims`).
+pub(crate) fn audio_name(name: &str) -> bool {
+    let lname = name.to_lowercase();
+    (["wav", "audio", "speech", "signal", "pcm"]
+        .iter()
+        .any(|w| lname.contains(w))
+        || lname == "input_values")
+        && !["len", "size", "count", "rate", "num"]
+            .iter()
+            .any(|w| lname.contains(w))
 }
 
 /// The largest random id: integer inputs are drawn in [0, 100), and below
@@ -576,6 +677,22 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 continue;
             }
             let n: usize = s.shape.iter().product();
+            // Lengths: every value the whole length of their input.
+            let length = s.length_of.as_ref().and_then(|(of, axis)| {
+                specs
+                    .iter()
+                    .find(|t| &t.name == of)
+                    .and_then(|t| t.shape.get(*axis))
+            });
+            if let Some(&len) = length {
+                let t = Tensor::from_shape(&s.shape, &vec![len as i64; n])?;
+                sample.push(
+                    t.cast_to_dt(crate::verify::tract::datum_type(s.dtype)?)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .into_owned(),
+                );
+                continue;
+            }
             let (lo, hi) = id_range(&s.name, s.index_rows);
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
