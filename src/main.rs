@@ -121,7 +121,8 @@ struct VerifyArgs {
     /// was chosen.
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
-    /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3.
+    /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3
+    /// (rtol=inf: no relative bound, as quant's tolerance). Repeat it for several keys.
     #[arg(long = "tolerance", value_name = "KEY=VALUE")]
     tolerance: Vec<String>,
     /// Number of random samples verification draws (default 2; at least 16
@@ -171,8 +172,8 @@ impl VerifyArgs {
                 .parse()
                 .with_context(|| format!("--tolerance {t}: '{v}' is not a number"))?;
             ensure!(
-                x.is_finite() && x >= 0.0,
-                "--tolerance {t}: must be a finite number >= 0"
+                x >= 0.0,
+                "--tolerance {t}: must be a number >= 0 (inf for no bound)"
             );
             match k.trim() {
                 "atol" => tol.atol = x,
@@ -396,6 +397,9 @@ fn run(args: RunArgs) -> Result<u8> {
     let original = model.clone();
     let input_had_external = external_bytes(&model) > 0;
     verify::check_bound(&model, &vopts.dims)?;
+    if let Some(path) = &vopts.inputs {
+        verify::inputs::check_inputs_file(path, &model.graph)?;
+    }
     // Before calibration and verification draw their inputs from them;
     // the original's verification reference comes out of the search.
     // Sizes matter to verification and to passes that run the model; a
@@ -593,6 +597,9 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     let (ma, _) = load(a, &pb)?;
     let (mb, _) = load(b, &pb)?;
     verify::check_bound(&ma, &opts.dims)?;
+    if let Some(path) = &opts.inputs {
+        verify::inputs::check_inputs_file(path, &ma.graph)?;
+    }
     pb.set_message("choosing input sizes");
     let settled = verify::settle_dims(&ma, &mut opts, true);
     pb.set_message("verifying in tract");

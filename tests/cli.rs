@@ -45,6 +45,19 @@ fn bad_inputs_give_one_line_and_exit_1() {
         .collect();
     std::fs::write(d.join("noise.onnx"), &noise).unwrap();
     std::fs::write(d.join("empty.onnx"), b"").unwrap();
+    // --inputs that do not fit tiny_cnn's image: [N, 3, 16, 16].
+    write_npz(
+        &d.join("misnamed.npz"),
+        "np.savez(out, x=np.zeros((1, 3, 16, 16), np.float32))",
+    );
+    write_npz(
+        &d.join("too_small.npz"),
+        "np.savez(out, image=np.zeros((1, 3, 8, 8), np.float32))",
+    );
+    write_npz(
+        &d.join("flat.npz"),
+        "np.savez(out, image=np.zeros((768,), np.float32))",
+    );
     let p = |n: &str| d.join(n).to_string_lossy().into_owned();
     let f = |n: &str| fixture(n).to_string_lossy().into_owned();
     let o = out.to_string_lossy().into_owned();
@@ -164,6 +177,40 @@ fn bad_inputs_give_one_line_and_exit_1() {
                 o.clone(),
             ],
             "missing.npz",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--inputs".into(),
+                p("misnamed.npz"),
+                "--passes".into(),
+                "clean,quant".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "has no array named 'image' (it has: x); name each array after the model input it feeds: image",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--inputs".into(),
+                p("too_small.npz"),
+                "--passes".into(),
+                "clean,quant".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "has shape [1, 3, 8, 8], but input 'image' is [?, 3, 16, 16]: its axis 2 is 16, not 8",
+        ),
+        (
+            vec![
+                "verify".into(),
+                "--inputs".into(),
+                p("flat.npz"),
+                f("tiny_cnn.onnx"),
+                f("tiny_cnn.onnx"),
+            ],
+            "has shape [768], but input 'image' is [?, 3, 16, 16] (rank 4; an array of one axis more stacks samples)",
         ),
         (
             vec!["inspect".into(), p("truncated.onnx")],
@@ -620,7 +667,7 @@ fn a_text_input_cannot_be_verified_and_says_why() {
     let npz = dir.path().join("text.npz");
     let (code, all) = clean_with_inputs(
         &npz,
-        "np.savez(out, text=np.array(['a', 'b']))",
+        "np.savez(out, text=np.array(['a', 'b']), x=np.ones(1, np.float32))",
         &input,
         &out,
     );

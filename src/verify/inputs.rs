@@ -812,6 +812,100 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
     Ok(samples)
 }
 
+/// Checks an `--inputs` file against the graph's inputs before anything
+/// runs, from the arrays' headers alone: an array named after each input
+/// (a `.npy` for a model of one input), of the input's rank (or one axis
+/// more: stacked samples) and of the sizes it fixes. A missing array left
+/// calibration off in a note and verification failing at the end; a
+/// 100x100 image for a 320x320 input was calibrated on, and verified,
+/// where onnxruntime refuses it.
+pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<()> {
+    let inputs: Vec<&crate::proto::ValueInfoProto> = g
+        .rest
+        .input
+        .iter()
+        .filter(|vi| !g.initializers.contains_key(vi.name()))
+        .collect();
+    let expected = || {
+        inputs
+            .iter()
+            .map(|vi| vi.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut shapes: Vec<(String, Vec<u64>)> = Vec::new();
+    if path.extension().is_some_and(|e| e == "npy") {
+        ensure!(
+            inputs.len() == 1,
+            "--inputs {} is a single array but the model has {} inputs ({}); use an .npz with one array per input, named after it",
+            path.display(),
+            inputs.len(),
+            expected()
+        );
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("cannot read --inputs {}", path.display()))?;
+        let npy = npyz::NpyFile::new(std::io::BufReader::new(f))
+            .with_context(|| format!("--inputs {} is not a valid .npy file", path.display()))?;
+        shapes.push((inputs[0].name().to_string(), npy.shape().to_vec()));
+    } else {
+        let mut npz = npyz::npz::NpzArchive::open(path)
+            .with_context(|| format!("cannot open --inputs {} as .npz", path.display()))?;
+        let names: Vec<String> = npz.array_names().map(|s| s.to_string()).collect();
+        for name in names {
+            let npy = npz
+                .by_name(&name)
+                .with_context(|| format!("cannot read array '{name}' of {}", path.display()))?
+                .with_context(|| format!("array '{name}' missing from {}", path.display()))?;
+            shapes.push((name, npy.shape().to_vec()));
+        }
+    }
+    for vi in &inputs {
+        let Some((_, shape)) = shapes.iter().find(|(n, _)| n == vi.name()) else {
+            bail!(
+                "--inputs {} has no array named '{}' (it has: {}); name each array after the model input it feeds: {}",
+                path.display(),
+                vi.name(),
+                shapes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                expected()
+            );
+        };
+        let Some(declared) = fixed_dims(vi) else {
+            continue;
+        };
+        let rank = declared.len();
+        let show = |d: &[Option<i64>]| {
+            let v: Vec<String> = d
+                .iter()
+                .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                .collect();
+            format!("[{}]", v.join(", "))
+        };
+        let dims = match shape.len() {
+            n if n == rank => &shape[..],
+            n if n == rank + 1 && rank > 0 => &shape[1..],
+            _ => bail!(
+                "array '{}' of --inputs {} has shape {shape:?}, but input '{}' is {} (rank {rank}; an array of one axis more stacks samples)",
+                vi.name(),
+                path.display(),
+                vi.name(),
+                show(&declared)
+            ),
+        };
+        for (axis, (d, &n)) in declared.iter().zip(dims).enumerate() {
+            if let Some(d) = d.filter(|&d| d as u64 != n) {
+                bail!(
+                    "array '{}' of --inputs {} has shape {shape:?}, but input '{}' is {}: its axis {axis} is {d}, not {n}",
+                    vi.name(),
+                    path.display(),
+                    vi.name(),
+                    show(&declared)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Samples from a `.npz` (arrays named after the inputs) or a `.npy` (a model
 /// with one input): one sample, or, where an array has one axis more than
 /// its input (of rank 1 or more), one sample per entry of that first axis (a

@@ -127,6 +127,24 @@ impl Accumulator {
     }
 
     /// Each sample's own cosine, in the order added.
+    /// The samples (1-based, with their cosine and largest error) whose
+    /// cosine misses `min_cosine` and that pass on their largest error
+    /// being within `atol` alone: values too small for a direction to mean
+    /// anything. Empty where samples are compared together (see
+    /// [`Accumulator::finish`]) and the whole comparison is then what
+    /// passed so.
+    pub fn passed_on_atol_alone(&self, min_cosine: f64, atol: f64) -> Vec<(usize, f64, f64)> {
+        if self.samples.is_empty() || self.fewest <= FEW_VALUES || !atol.is_finite() {
+            return Vec::new();
+        }
+        self.samples
+            .iter()
+            .enumerate()
+            .filter(|(_, &(c, max))| c < min_cosine && max <= atol)
+            .map(|(i, &(c, max))| (i + 1, c, max))
+            .collect()
+    }
+
     pub fn sample_cosines(&self) -> Vec<f64> {
         self.samples.iter().map(|s| s.0).collect()
     }
@@ -221,6 +239,30 @@ mod tests {
         assert_eq!(acc.add(&[1.0, 0.0], &[0.0, 1.0], &[], 0.0, 0.0), 0.0);
         assert!((acc.add(&[1.0, 0.0], &[1.0, 0.0], &[], 0.0, 0.0) - 1.0).abs() < 1e-12);
         assert!((acc.finish(0.0, 1.0).cosine - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn samples_that_pass_on_absolute_error_alone_are_named() {
+        // Sample 1: large values, cosine 0.999..; sample 2: tiny values at
+        // right angles, within atol.
+        let big: Vec<f64> = (0..16).map(|i| i as f64).collect();
+        let near: Vec<f64> = big.iter().map(|v| v + 0.01).collect();
+        let tiny: Vec<f64> = (0..16)
+            .map(|i| if i % 2 == 0 { 1e-6 } else { 0.0 })
+            .collect();
+        let other: Vec<f64> = (0..16)
+            .map(|i| if i % 2 == 1 { 1e-6 } else { 0.0 })
+            .collect();
+        let mut acc = Accumulator::new("y");
+        acc.add(&big, &near, &[16], 1e-4, f64::INFINITY);
+        acc.add(&tiny, &other, &[16], 1e-4, f64::INFINITY);
+        let m = acc.finish(0.99, 1e-4);
+        // Passed: one sample on its cosine, the other on its own largest
+        // error, though the largest of all (0.01) is over atol.
+        assert!(m.passed && m.cosine == 0.0 && m.max_abs > 1e-4, "{m:?}");
+        assert_eq!(acc.passed_on_atol_alone(0.99, 1e-4), [(2, 0.0, 1e-6)]);
+        // Where no sample relies on atol, none is named.
+        assert!(acc.passed_on_atol_alone(0.0, 1e-4).is_empty());
     }
 
     #[test]

@@ -1149,10 +1149,29 @@ impl Reference {
             }
             let m = acc.finish(tol.min_cosine, tol.atol);
             if m.passed && m.cosine < tol.min_cosine {
-                notes.push(format!(
-                    "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
-                    m.max_abs, tol.atol, m.cosine
-                ));
+                let alone = acc.passed_on_atol_alone(tol.min_cosine, tol.atol);
+                notes.push(if alone.is_empty() {
+                    format!(
+                        "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
+                        m.max_abs, tol.atol, m.cosine
+                    )
+                } else {
+                    let each: Vec<String> = alone
+                        .iter()
+                        .map(|(i, c, max)| format!("sample {i}: max error {max:.2e}, cosine {c:.4}"))
+                        .collect();
+                    let rest = match self.expected.len() - alone.len() {
+                        0 => "no sample met the cosine: nothing meaningful was compared there".to_string(),
+                        k => format!("the other {k} met the cosine"),
+                    };
+                    format!(
+                        "output '{name}' passed on absolute error alone (<= atol {}) on {} of {} sample(s) ({}), whose values are too small for a cosine to mean anything; {rest}; pass --inputs with real data",
+                        tol.atol,
+                        alone.len(),
+                        self.expected.len(),
+                        each.join("; ")
+                    )
+                });
             }
             let cosines = acc.sample_cosines();
             if !integer && !cosines.is_empty() {
