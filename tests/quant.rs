@@ -186,7 +186,7 @@ fn min_reduction_auto_follows_the_cpus_int8_sums() {
         let out = dir.path().join(format!("{sums}.onnx"));
         let o = std::process::Command::new(bin())
             .args(["run", "--passes"])
-            .arg("clean,quant(min_weight_elements=16,min_out_channels=1,sensitive=off)")
+            .arg("clean,quant(activations=static,min_weight_elements=16,min_out_channels=1,sensitive=off)")
             .args([&input, &out])
             .env(env, sums)
             .output()
@@ -939,7 +939,7 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
     let input = write_model(dir.path(), "yolo.onnx", &m);
     let out = dir.path().join("yolo.q.onnx");
     let s = run_passes_verified(
-        "quant(min_reduction=1,min_out_channels=1)",
+        "quant(activations=static,min_reduction=1,min_out_channels=1)",
         &[],
         &input,
         &out,
@@ -963,7 +963,7 @@ fn an_ultralytics_model_is_calibrated_on_images_in_its_range() {
             &format!("rng = np.random.default_rng(0)\nnp.savez(out, images={images})"),
         );
         run_passes_verified(
-            "quant(min_reduction=1,min_out_channels=1)",
+            "quant(activations=static,min_reduction=1,min_out_channels=1)",
             &["--inputs".to_string(), npz.to_string_lossy().into_owned()],
             &input,
             &out,
@@ -1056,7 +1056,7 @@ fn weight_range_keeps_integer_kernels_exact_without_vnni() {
         let mut cmd = std::process::Command::new(bin());
         cmd.args(["run", "--passes"])
             .arg(format!(
-                "quant(weight_range={range},calibration=minmax,sensitive=off,min_reduction=64,min_out_channels=1)"
+                "quant(activations=static,weight_range={range},calibration=minmax,sensitive=off,min_reduction=64,min_out_channels=1)"
             ))
             .arg("--inputs")
             .args([&npz, &input, &out]);
@@ -1439,7 +1439,7 @@ fn clean_quant_small_layers(
     std::fs::write(&input, prost::Message::encode_to_vec(proto)).unwrap();
     let out = dir.path().join("q.onnx");
     let s = run_passes_verified(
-        "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
+        "clean,quant(activations=static,min_weight_elements=16,min_reduction=1,min_out_channels=1)",
         &[],
         &input,
         &out,
@@ -2172,7 +2172,7 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
     let run = |min_cosine: &str, out: &std::path::Path| -> String {
         let t = tolerance(min_cosine, "1e-7");
         run_passes_verified(
-            "clean,quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
+            "clean,quant(activations=static,min_weight_elements=16,min_reduction=1,min_out_channels=1)",
             &t,
             &input,
             out,
@@ -3416,4 +3416,86 @@ fn a_sigmoid_only_float_ops_read_is_not_quantized() {
     assert!(!quantized("scores"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// Pointwise Convs between depthwise ones, which compute in float: each
+/// int8 island converts its input to uint8 and its output back for few
+/// multiply-adds an element (YuNet's face detector ran 0.77x of float so in
+/// onnxruntime). `activations=auto` stores the weights alone there, and
+/// says why; `activations=static` quantizes the activations anyway.
+#[test]
+fn static_qdq_that_would_not_pay_is_weight_only() {
+    let c = 32usize;
+    let w = |k: usize, seed: usize| -> Vec<f32> {
+        (0..k)
+            .map(|i| (((i * 37 + seed * 11) % 101) as f32 / 101.0 - 0.5) * 0.4)
+            .collect()
+    };
+    let mut b = ModelBuilder::new(17).input("x", &[1, c as i64, 32, 32]);
+    let mut last = "x".to_string();
+    for i in 0..3 {
+        let (pw, dw) = (format!("pw{i}"), format!("dw{i}"));
+        b = b
+            .init_f32(
+                &format!("{pw}_w"),
+                &[c as i64, c as i64, 1, 1],
+                &w(c * c, i),
+            )
+            .init_f32(&format!("{dw}_w"), &[c as i64, 1, 3, 3], &w(c * 9, i + 7))
+            .node(
+                &pw,
+                "Conv",
+                &[&last, &format!("{pw}_w")],
+                &[&format!("{pw}_y")],
+            )
+            .node(
+                &format!("{pw}_relu"),
+                "Relu",
+                &[&format!("{pw}_y")],
+                &[&format!("{pw}_r")],
+            )
+            .node_with(
+                &dw,
+                "Conv",
+                &[&format!("{pw}_r"), &format!("{dw}_w")],
+                &[&format!("{dw}_y")],
+                vec![
+                    attr_int("group", c as i64),
+                    attr_ints("pads", &[1, 1, 1, 1]),
+                ],
+            );
+        last = format!("{dw}_y");
+    }
+    let m = Model::from_proto(
+        b.output(&last, &[1, c as i64, 32, 32]).proto(),
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let dir = scratch("quant-payoff");
+    let input = write_model(dir.path(), "model.onnx", &m);
+    let out = dir.path().join("auto.onnx");
+    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
+    assert!(
+        s.contains("activations: none (weight-only int8): static QDQ would not pay in onnxruntime")
+            && !s.contains("activation quantized to uint8")
+            && s.contains("weight stored as int8"),
+        "{s}"
+    );
+    let (q, _) = Model::load(&out).unwrap();
+    assert!(!q
+        .graph
+        .nodes
+        .node_weights()
+        .any(|n| n.op() == "QuantizeLinear"));
+    let out = dir.path().join("static.onnx");
+    let s = run_passes_verified(
+        "quant(min_reduction=1,activations=static)",
+        &[],
+        &input,
+        &out,
+    );
+    assert!(
+        s.contains("activation quantized to uint8") && !s.contains("would not pay"),
+        "{s}"
+    );
 }

@@ -526,7 +526,7 @@ fn lower_negative_pads(model: &mut Model) -> Result<usize> {
             }
         };
         let rank = pads.len() / 2;
-        if pads.len() % 2 != 0 || pads.iter().all(|&v| v >= 0) {
+        if !pads.len().is_multiple_of(2) || pads.iter().all(|&v| v >= 0) {
             continue;
         }
         let (begin, end) = pads.split_at(rank);

@@ -52,6 +52,9 @@ pub struct Calibration {
     /// elements an integer kernel multiplies together (indices `2j` and
     /// `2j + 1` along that axis).
     pub pair_correlation: HashMap<String, f64>,
+    /// The elements of each measured value in a sample (the largest
+    /// sample's): what a Q/DQ pair around it converts per run.
+    pub elements: HashMap<String, usize>,
 }
 
 /// The axis along which an integer kernel pairs a value's elements (the
@@ -432,6 +435,7 @@ pub fn calibrate(
     let mut code_map = HashMap::new();
     let mut correlation = HashMap::new();
     let mut range_map = HashMap::new();
+    let mut elements = HashMap::new();
     for (i, (v, (range, c))) in present
         .into_iter()
         .zip(ranges.into_iter().zip(codes))
@@ -446,6 +450,10 @@ pub fn calibrate(
             per_sample.iter().for_each(|s| sums.merge(&s[i].pairs));
             correlation.insert(v.clone(), sums.correlation());
         }
+        elements.insert(
+            v.clone(),
+            per_sample.iter().map(|s| s[i].elements).max().unwrap_or(0),
+        );
         range_map.insert(v, range);
     }
     Ok(Calibration {
@@ -453,6 +461,7 @@ pub fn calibrate(
         expected,
         codes: code_map,
         pair_correlation: correlation,
+        elements,
     })
 }
 
@@ -552,6 +561,8 @@ struct Stat {
     hist: Vec<u32>,
     /// With a pair axis: sums for the correlation of paired elements.
     pairs: PairSums,
+    /// How many elements the value held.
+    elements: usize,
 }
 
 impl Stat {
@@ -561,6 +572,7 @@ impl Stat {
             hi: f32::NEG_INFINITY,
             hist: vec![],
             pairs: PairSums::default(),
+            elements: 0,
         }
     }
 
@@ -640,6 +652,7 @@ impl Stat {
             hi,
             hist,
             pairs: PairSums::default(),
+            elements: v.len(),
         }
     }
 

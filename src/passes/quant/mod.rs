@@ -418,6 +418,19 @@ impl Pass for Quant {
             || self.params.sensitive == "auto"
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
+        self.plan(model, ctx, None)
+    }
+}
+
+impl Quant {
+    /// The pass's proposal, with activations in `forced` mode where given
+    /// (`none` where static QDQ would not pay, see [`static_payoff`]).
+    fn plan(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        forced: Option<&'static str>,
+    ) -> Result<Vec<Patch>> {
         let g = &model.graph;
         // Quantization is planned and applied in one round: the first, or
         // the one after the rounds that prepared the model (float16 weights
@@ -515,7 +528,9 @@ impl Pass for Quant {
             ));
             return Ok(vec![]);
         }
+        let notes_before = ctx.notes.len();
         let (mode, conv_w, mm_w, macs) = self.mode(model, &ctx.data);
+        let mode = forced.unwrap_or(mode);
         let mode = if mode == "static" && opset < 10 {
             if self.has_weight_to_quantize(model) {
                 ctx.notes.push(format!(
@@ -1134,7 +1149,7 @@ impl Pass for Quant {
         };
         let mut expected = None;
         if mode == "static" {
-            let (acts, biases, e, full_range) = self.static_activations(
+            let (acts, biases, e, full_range, sizes) = self.static_activations(
                 model,
                 ctx,
                 &uses,
@@ -1164,6 +1179,32 @@ impl Pass for Quant {
                         p.rewires.extend(b.rewires);
                     }
                     None => patches.push(b),
+                }
+            }
+            // Integer kernels between float ops pay for the conversions
+            // around them only where they compute enough per element
+            // converted; else the weights are stored alone, computed in
+            // float as fast as the original.
+            if forced.is_none() && self.params.activations == "auto" {
+                let (macs, converted) = static_payoff(model, &patches, &sizes)?;
+                if converted > 0 && (macs as f64) < MIN_MACS_PER_CONVERSION * converted as f64 {
+                    ctx.notes.truncate(notes_before);
+                    let why = format!(
+                        "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {:.1} M multiply-adds for {:.1} M elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones, as in YuNet's face detector, 0.77x of float static, 1.0x weight-only); activations=static quantizes them anyway",
+                        macs as f64 / 1e6,
+                        converted as f64 / 1e6,
+                        macs as f64 / converted as f64
+                    );
+                    let planned = self.plan(model, ctx, Some("none"))?;
+                    // In place of the mode's own note.
+                    match ctx.notes[notes_before..]
+                        .iter()
+                        .position(|n| n.starts_with("activations: none"))
+                    {
+                        Some(i) => ctx.notes[notes_before + i] = why,
+                        None => ctx.notes.push(why),
+                    }
+                    return Ok(planned);
                 }
             }
         }
@@ -1227,6 +1268,124 @@ impl Pass for Quant {
 /// (where it knows the input's shape; such a MatMul counts as unfused
 /// either way: computed in float it loses little, with its weight
 /// dequantized on every run much).
+/// Multiply-adds an integer kernel must compute per element converted
+/// between uint8 and float around it for static QDQ to pay in onnxruntime.
+/// Measured on twelve CNNs (onnxruntime 1.32, one thread, AVX-512 VNNI):
+/// slower than or as fast as float at 27-59 (YuNet 37: 0.77x; two small
+/// OCR CNNs 28 and 29: 0.95x and 0.89x; the PP-OCR direction classifier 27:
+/// 0.99-1.07x; PP-OCRv6's tiny detector 59: 0.99x), faster from 92
+/// (PP-OCRv6's small detector 1.08x, PP-OCRv4's 135: 1.42x, YOLOv8n 610:
+/// 2.0x). A float multiply-add costs about four times an int8 one there,
+/// a conversion a few cycles and a layout change.
+const MIN_MACS_PER_CONVERSION: f64 = 64.0;
+
+/// What a static proposal `patches` for `model` computes in onnxruntime's
+/// integer kernels, and what that costs: the multiply-adds of the layers it
+/// fuses ([`fused_by_onnxruntime`]), and the elements per run its Q/DQ nodes
+/// convert between them and float ops (a QuantizeLinear after a float op,
+/// a DequantizeLinear read by one or by the graph's outputs; the ops
+/// onnxruntime runs on uint8, Add, pooling, reshapes, count as integer).
+/// Sizes are calibration's (`sizes`, by value); a value it did not measure
+/// counts for nothing.
+fn static_payoff(model: &Model, patches: &[Patch], sizes: &ValueSizes) -> Result<(u64, u64)> {
+    let mut m = model.clone();
+    for p in patches {
+        if p.is_applicable(&m.graph) {
+            m.apply(p)?;
+        }
+    }
+    let g = &m.graph;
+    let op = |id: NodeId| g.nodes[id].op();
+    // The activation a DequantizeLinear's output is: its QuantizeLinear's
+    // input.
+    let activation_of = |v: &str| -> Option<String> {
+        let d = g.producer(v).filter(|&d| op(d) == "DequantizeLinear")?;
+        let q = g
+            .producer(g.nodes[d].proto.input.first()?)
+            .filter(|&q| op(q) == "QuantizeLinear")?;
+        g.nodes[q].proto.input.first().cloned()
+    };
+    let integer = |id: NodeId| -> bool {
+        let n = &g.nodes[id].proto;
+        match n.op_type() {
+            "Conv" | "MatMul" | "Gemm" => fused_by_onnxruntime(g, id),
+            o if PASSTHROUGH_OPS.contains(&o) => n
+                .input
+                .iter()
+                .filter(|v| !v.is_empty() && g.constant(v).is_none())
+                .all(|v| activation_of(v).is_some()),
+            _ => false,
+        }
+    };
+    let size = |v: &str| sizes.get(v).copied().unwrap_or(0) as u64;
+    let (mut macs, mut converted) = (0u64, 0u64);
+    for id in g.nodes.node_indices() {
+        let n = &g.nodes[id].proto;
+        match n.op_type() {
+            "QuantizeLinear" => {
+                let Some(x) = n.input.first().filter(|x| g.constant(x).is_none()) else {
+                    continue;
+                };
+                if !g.producer(x).is_some_and(&integer) {
+                    converted += size(x);
+                }
+            }
+            "DequantizeLinear" => {
+                let (Some(y), Some(x)) = (
+                    n.output.first(),
+                    n.output.first().and_then(|y| activation_of(y)),
+                ) else {
+                    continue;
+                };
+                if g.is_graph_output(y) || g.consumers(y).iter().any(|&c| !integer(c)) {
+                    converted += size(&x);
+                }
+            }
+            "Conv" | "MatMul" | "Gemm" if fused_by_onnxruntime(g, id) => {
+                // The weight's dims, behind its DequantizeLinear.
+                let Some(w) = n
+                    .input
+                    .get(1)
+                    .and_then(|w| g.producer(w))
+                    .and_then(|d| g.nodes[d].proto.input.first())
+                    .and_then(|q| g.constant(q))
+                else {
+                    continue;
+                };
+                let d = &w.dims;
+                macs += match n.op_type() {
+                    // Output elements times the reduction.
+                    "Conv" => {
+                        let per_out =
+                            tensor::numel(d)? as u64 / d.first().map_or(1, |&c| c.max(1) as u64);
+                        // Its output as quantized: after the Relu/Clip
+                        // onnxruntime folds in, the same elements.
+                        let out = n.output.first().map_or(0, |o| {
+                            relu_clip_chain(g, o)
+                                .iter()
+                                .map(|v| size(v))
+                                .max()
+                                .unwrap_or(0)
+                        });
+                        out * per_out
+                    }
+                    // Input elements (rows x reduction) times the columns.
+                    _ => {
+                        let columns = match (n.op_type(), set_flag(n, "transB")) {
+                            ("Gemm", true) => d.first(),
+                            _ => d.last(),
+                        };
+                        let x = n.input.first().and_then(|v| activation_of(v));
+                        x.map_or(0, |x| size(&x)) * columns.map_or(0, |&c| c.max(0) as u64)
+                    }
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok((macs, converted))
+}
+
 /// The Add of a constant that alone reads the output of MatMul `id` (not a
 /// graph output): onnxruntime's MatMulAddFusion makes the two a Gemm.
 fn bias_add_of(g: &crate::ir::Graph, id: NodeId) -> Option<NodeId> {
@@ -2951,7 +3110,13 @@ impl Quant {
         weight_axis: &HashMap<String, Option<i64>>,
         excluded: &dyn Fn(NodeId) -> bool,
         reference: Option<&[Vec<tract_onnx::prelude::Tensor>]>,
-    ) -> Result<(Vec<Patch>, BiasPatches, Expected, FullRangePatches)> {
+    ) -> Result<(
+        Vec<Patch>,
+        BiasPatches,
+        Expected,
+        FullRangePatches,
+        ValueSizes,
+    )> {
         let g = &model.graph;
         let mut biases: Vec<(String, Patch)> = Vec::new();
         let mut full_range: FullRangePatches = Vec::new();
@@ -2965,7 +3130,7 @@ impl Quant {
                     .is_some_and(|w| weight_scales.contains_key(w))
         });
         if readers.is_empty() {
-            return Ok((vec![], biases, None, full_range));
+            return Ok((vec![], biases, None, full_range, ValueSizes::new()));
         }
         let values: Vec<String> = readers.keys().cloned().collect();
         // The reduced weight range chosen by `weight_range=auto`: the
@@ -3004,7 +3169,7 @@ impl Quant {
                 ctx.notes.push(format!(
                     "activations left in float: calibration failed ({e:#})"
                 ));
-                return Ok((vec![], biases, None, full_range));
+                return Ok((vec![], biases, None, full_range, ValueSizes::new()));
             }
         };
         let calibrate::Calibration {
@@ -3012,6 +3177,7 @@ impl Quant {
             expected,
             codes,
             pair_correlation,
+            elements,
         } = ranges;
         if measure_codes {
             let quantized_input = |x: &String| readers.contains_key(x) && ranges.contains_key(x);
@@ -3270,7 +3436,7 @@ impl Quant {
                 biases.push((w.clone(), p));
             }
         }
-        Ok((patches, biases, expected, full_range))
+        Ok((patches, biases, expected, full_range, elements))
     }
 }
 
@@ -3283,6 +3449,9 @@ enum Fallback {
     /// An int4 embedding table: int8 rows for these Gather readers.
     Rows(Vec<(NodeId, Use)>),
 }
+
+/// The elements of each calibrated value in a sample.
+type ValueSizes = HashMap<String, usize>;
 
 /// int32 bias patches, each with the weight it goes with.
 type BiasPatches = Vec<(String, Patch)>;
