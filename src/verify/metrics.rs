@@ -16,6 +16,11 @@ pub struct OutputMetrics {
     /// Fraction of rows whose argmax agrees, where the output is a score vector.
     pub top1: Option<f64>,
     pub passed: bool,
+    /// Passed on every sample on its largest error being within atol alone,
+    /// its cosine missed: values too small (nearly zero) for the comparison
+    /// to show anything.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub vacuous: bool,
 }
 
 /// Running comparison of one output across samples.
@@ -164,16 +169,21 @@ impl Accumulator {
     pub fn finish(&self, min_cosine: f64, atol: f64) -> OutputMetrics {
         let within_atol = |max: f64| atol.is_finite() && max <= atol;
         let per_sample = !self.samples.is_empty() && self.fewest > FEW_VALUES;
-        let (cosine, cosine_ok) = if per_sample {
+        let (cosine, cosine_ok, vacuous) = if per_sample {
             let lowest = self.samples.iter().map(|s| s.0).fold(1.0f64, f64::min);
             let ok = self
                 .samples
                 .iter()
                 .all(|&(c, max)| c >= min_cosine || within_atol(max));
-            (lowest, ok)
+            let vacuous = self
+                .samples
+                .iter()
+                .all(|&(c, max)| c < min_cosine && within_atol(max));
+            (lowest, ok, vacuous)
         } else {
             let c = cosine_of(self.dot, self.na, self.nb);
-            (c, c >= min_cosine || within_atol(self.max_abs))
+            let vacuous = c < min_cosine && within_atol(self.max_abs);
+            (c, c >= min_cosine || within_atol(self.max_abs), vacuous)
         };
         let top1 = (self.top1_rows > 0).then(|| self.top1_hits as f64 / self.top1_rows as f64);
         OutputMetrics {
@@ -189,6 +199,7 @@ impl Accumulator {
             top1,
             // Element-wise tolerance must hold; the cosine must too.
             passed: self.within && cosine_ok,
+            vacuous: self.within && cosine_ok && vacuous,
         }
     }
 }
@@ -261,6 +272,12 @@ mod tests {
         // error, though the largest of all (0.01) is over atol.
         assert!(m.passed && m.cosine == 0.0 && m.max_abs > 1e-4, "{m:?}");
         assert_eq!(acc.passed_on_atol_alone(0.99, 1e-4), [(2, 0.0, 1e-6)]);
+        assert!(!m.vacuous, "one sample was compared");
+        // Tiny values alone: passed, and nothing compared.
+        let mut acc = Accumulator::new("y");
+        acc.add(&tiny, &other, &[16], 1e-4, f64::INFINITY);
+        let m = acc.finish(0.99, 1e-4);
+        assert!(m.passed && m.vacuous, "{m:?}");
         // Where no sample relies on atol, none is named.
         assert!(acc.passed_on_atol_alone(0.0, 1e-4).is_empty());
     }

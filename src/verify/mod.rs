@@ -144,6 +144,20 @@ impl VerifyReport {
         if let Some(r) = &self.reason {
             let _ = write!(s, ": {r}");
         }
+        let vacuous: Vec<&str> = self
+            .outputs
+            .iter()
+            .filter(|o| o.vacuous)
+            .map(|o| o.name.as_str())
+            .collect();
+        if !vacuous.is_empty() {
+            let _ = write!(
+                s,
+                ", but {} {} nearly zero on every sample: nothing was compared there (see the notes)",
+                vacuous.join(", "),
+                if vacuous.len() == 1 { "is" } else { "are" }
+            );
+        }
         s.push('\n');
         if !self.outputs.is_empty() {
             let _ = writeln!(
@@ -161,7 +175,11 @@ impl VerifyReport {
                     o.max_rel,
                     o.cosine,
                     o.top1.map_or("-".into(), |t| format!("{:.0}%", t * 100.0)),
-                    if o.passed { "" } else { "<- out of tolerance" }
+                    match (o.passed, o.vacuous) {
+                        (false, _) => "<- out of tolerance",
+                        (true, true) => "<- nearly zero: nothing compared",
+                        (true, false) => "",
+                    }
                 );
             }
         }
