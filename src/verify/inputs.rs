@@ -491,7 +491,7 @@ pub fn audio_inputs(g: &Graph) -> Vec<String> {
 /// `input_values` (Hugging Face's speech encoders), and not like a length,
 /// size, count or rate. Its length axis is sized as a second of audio
 /// (see `dims`).
-pub(crate) fn audio_name(name: &str) -> bool {
+pub fn audio_name(name: &str) -> bool {
     let lname = name.to_lowercase();
     (["wav", "audio", "speech", "signal", "pcm"]
         .iter()
