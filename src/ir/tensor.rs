@@ -315,15 +315,20 @@ pub fn from_f16(
     dims: &[i64],
     data: impl IntoIterator<Item = half::f16>,
 ) -> TensorProto {
+    float16_proto(
+        name,
+        dims,
+        data.into_iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// A float16 `TensorProto` of little-endian `raw` bytes.
+fn float16_proto(name: &str, dims: &[i64], raw: Vec<u8>) -> TensorProto {
     TensorProto {
         name: Some(name.to_string()),
         dims: dims.to_vec(),
         data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(Bytes::from(
-            data.into_iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )),
+        raw_data: Some(Bytes::from(raw)),
         ..Default::default()
     }
 }
@@ -340,13 +345,7 @@ pub fn from_f32_as_f16(name: &str, dims: &[i64], values: &[f32]) -> TensorProto 
         h.convert_from_f32_slice(block);
         raw.extend(h.iter().flat_map(|v| v.to_le_bytes()));
     }
-    TensorProto {
-        name: Some(name.to_string()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
-    }
+    float16_proto(name, dims, raw)
 }
 
 /// Bytes a dense payload of `t`'s type and dims takes (`None` for strings

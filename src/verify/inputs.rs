@@ -812,6 +812,31 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
     Ok(samples)
 }
 
+/// The `.npz` at `path`, opened, with the names of its arrays.
+fn open_npz(
+    path: &Path,
+) -> Result<(
+    npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>,
+    Vec<String>,
+)> {
+    let npz = npyz::npz::NpzArchive::open(path)
+        .with_context(|| format!("cannot open {} as .npz", path.display()))?;
+    let names = npz.array_names().map(|s| s.to_string()).collect();
+    Ok((npz, names))
+}
+
+/// Array `name` of the `.npz` archive `npz` (read from `path`), its header
+/// read.
+fn npz_array<'a>(
+    npz: &'a mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>,
+    name: &str,
+    path: &Path,
+) -> Result<npyz::NpyFile<impl std::io::Read + 'a>> {
+    npz.by_name(name)
+        .with_context(|| format!("cannot read array '{name}' of {}", path.display()))?
+        .with_context(|| format!("array '{name}' missing from {}", path.display()))
+}
+
 /// Checks an `--inputs` file against the graph's inputs before anything
 /// runs, from the arrays' headers alone: an array named after each input
 /// (a `.npy` for a model of one input), of the input's rank (or one axis
@@ -848,14 +873,9 @@ pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<()> {
             .with_context(|| format!("--inputs {} is not a valid .npy file", path.display()))?;
         shapes.push((inputs[0].name().to_string(), npy.shape().to_vec()));
     } else {
-        let mut npz = npyz::npz::NpzArchive::open(path)
-            .with_context(|| format!("cannot open --inputs {} as .npz", path.display()))?;
-        let names: Vec<String> = npz.array_names().map(|s| s.to_string()).collect();
+        let (mut npz, names) = open_npz(path)?;
         for name in names {
-            let npy = npz
-                .by_name(&name)
-                .with_context(|| format!("cannot read array '{name}' of {}", path.display()))?
-                .with_context(|| format!("array '{name}' missing from {}", path.display()))?;
+            let npy = npz_array(&mut npz, &name, path)?;
             shapes.push((name, npy.shape().to_vec()));
         }
     }
@@ -927,14 +947,9 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>
             npy_to_tensor(npy).with_context(|| format!("in {}", path.display()))?,
         );
     } else {
-        let mut npz = npyz::npz::NpzArchive::open(path)
-            .with_context(|| format!("cannot open {} as .npz", path.display()))?;
-        let names: Vec<String> = npz.array_names().map(|s| s.to_string()).collect();
+        let (mut npz, names) = open_npz(path)?;
         for name in names {
-            let npy = npz
-                .by_name(&name)
-                .with_context(|| format!("cannot read array '{name}' of {}", path.display()))?
-                .with_context(|| format!("array '{name}' missing from {}", path.display()))?;
+            let npy = npz_array(&mut npz, &name, path)?;
             arrays.insert(
                 name.clone(),
                 npy_to_tensor(npy)
