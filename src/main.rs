@@ -114,7 +114,8 @@ struct VerifyArgs {
     /// features a MatMul, Gemm, LSTM, GRU or RNN reads) is that size, a
     /// batch is 1, an image's height and width 64 (an Ultralytics model's: the
     /// size in its metadata, at most 640), token ids and float dims named
-    /// like a time or sequence axis (time, seq, len, frame) 128 long, audio
+    /// like a time or sequence axis (time, seq, len, frame) or that a mask
+    /// input has past its first axis 128 long, audio
     /// samples (an input named like waveforms, audio, speech, signal, pcm,
     /// input_values) 16000 long, other dims 1, each raised where tract cannot analyse the model at it (a
     /// length also where every output is empty at it); the report says what

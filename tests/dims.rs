@@ -1115,3 +1115,40 @@ fn waveforms_are_a_second_long_and_their_lengths_whole() {
     let r = verify(&m, &m, &opts);
     assert_eq!(r.status, Status::Passed, "{:?}", r.notes);
 }
+
+/// A set transformer's inputs (trueocr's reading-order model): `feats:
+/// [1, N, 16]` and a boolean `mask: [1, N]`. `N` is the set's size, which
+/// the mask selects positions of: a sequence of 128, where at 1 element
+/// (before) its attention compared nothing.
+#[test]
+fn a_dim_a_mask_selects_is_a_sequence() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    let mut p = ModelBuilder::new(17)
+        .node_with(
+            "to_float",
+            "Cast",
+            &["mask"],
+            &["m"],
+            vec![attr_int("to", 1)],
+        )
+        .node("keep", "Unsqueeze", &["m", "last"], &["m3"])
+        .node("masked", "Mul", &["feats", "m3"], &["y"])
+        .output("y", &[])
+        .proto();
+    let g = p.graph.as_mut().unwrap();
+    g.initializer
+        .push(onnx_squeeze::ir::tensor::from_i64("last", &[-1]));
+    let mut feats = typed_value("feats", DataType::Float, &[1, 1, 16]);
+    set_dims(&mut feats, &["1", "N", "16"]);
+    let mut mask = typed_value("mask", DataType::Bool, &[1, 1]);
+    set_dims(&mut mask, &["1", "N"]);
+    g.input.extend([feats, mask]);
+    let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut opts = VerifyOptions::default();
+    let notes = settle(&m, &mut opts);
+    assert_eq!(opts.dims.get("N"), Some(&128), "{notes:?}");
+    assert!(
+        notes[0].starts_with("sequence length not set: 'N' = 128"),
+        "{notes:?}"
+    );
+}
