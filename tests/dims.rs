@@ -1089,6 +1089,17 @@ fn waveforms_are_a_second_long_and_their_lengths_whole() {
     let mut lens = typed_value("waveforms_lens", DataType::Int64, &[1]);
     set_dims(&mut lens, &["batch_size"]);
     g.input.extend([wave, lens]);
+    // Where the sizes are fixed, the lengths are the first axis past the
+    // batch too.
+    let mut fixed = p.clone();
+    let fg = fixed.graph.as_mut().unwrap();
+    set_dims(&mut fg.input[0], &["1", "8000"]);
+    set_dims(&mut fg.input[1], &["1"]);
+    let fixed = Model::from_proto(fixed, Arc::new(ExternalData::new(".".into()))).unwrap();
+    assert_eq!(
+        onnx_squeeze::verify::inputs::length_of(&fixed.graph, &fixed.graph.rest.input[1]),
+        Some(("waveforms".to_string(), 1))
+    );
     let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
     let mut opts = VerifyOptions::default();
     let notes = settle(&m, &mut opts);

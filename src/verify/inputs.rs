@@ -428,8 +428,9 @@ const LENGTH_SUFFIXES: [&str; 4] = ["_lengths", "_length", "_lens", "_len"];
 /// or one value per batch row) holds: `X_lens`, `X_lengths`, `X_length` or
 /// `X_len` of an input `X` (a speech front end's `waveforms_lens`), or a
 /// bare `lengths`, `length` or `lens` where one float input has a length
-/// axis. The axis is the first without a fixed size, past a leading batch
-/// axis where the input has rank 2 or more. Drawn as ids in [0, 100)
+/// axis. The axis is the first without a fixed size past a leading batch
+/// axis (where the input has rank 2 or more), else the first past it.
+/// Drawn as ids in [0, 100)
 /// instead, the lengths fell short of the samples (a kaldi front end then
 /// read past its frames and tract panicked) or covered none.
 pub fn length_of(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<(String, usize)> {
@@ -461,6 +462,7 @@ pub fn length_of(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<(String
                 .into_iter()
                 .map(|(_, axis)| axis)
                 .find(|&a| a >= first)
+                .or((rank > first).then_some(first))
                 .map(|a| (t.name().to_string(), a))
         })
         .collect();
