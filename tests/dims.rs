@@ -1163,3 +1163,40 @@ fn a_dim_a_mask_selects_is_a_sequence() {
         "{notes:?}"
     );
 }
+
+/// An output the original computes as nearly zero on every sample (a text
+/// detector's probability map on noise) passes, and is marked as comparing
+/// nothing: in the metrics (`vacuous`), the table's row and its verify line.
+#[test]
+fn a_nearly_zero_output_is_marked_as_comparing_nothing() {
+    let proto = ModelBuilder::new(17)
+        .input("x", &[1, 64])
+        .init_f32("zero", &[1], &[0.0])
+        .init_f32("low", &[1], &[-20.0])
+        .node("mute", "Mul", &["x", "zero"], &["m"])
+        .node("shift", "Add", &["m", "low"], &["logit"])
+        .node("prob", "Sigmoid", &["logit"], &["y"])
+        .node("same", "Identity", &["x"], &["z"])
+        .output("y", &[1, 64])
+        .output("z", &[1, 64])
+        .proto();
+    let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let r = verify(&m, &m, &VerifyOptions::default());
+    assert_eq!(r.status, Status::Passed, "{}", r.table());
+    assert!(
+        r.outputs[0].vacuous && !r.outputs[1].vacuous,
+        "{:?}",
+        r.outputs
+    );
+    let table = r.table();
+    assert!(
+        table.lines().next().unwrap().ends_with(
+            ", but y is nearly zero on every sample: nothing was compared there (see the notes)"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("<- nearly zero: nothing compared"),
+        "{table}"
+    );
+}
