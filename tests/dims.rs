@@ -1100,7 +1100,23 @@ fn waveforms_are_a_second_long_and_their_lengths_whole() {
         onnx_squeeze::verify::inputs::length_of(&fixed.graph, &fixed.graph.rest.input[1]),
         Some(("waveforms".to_string(), 1))
     );
+    // Features named like audio (NeMo's `audio_signal: [batch, 80, T]`, a
+    // mel spectrogram) are not samples.
+    let mut features = p.clone();
+    let fg = features.graph.as_mut().unwrap();
+    let mut mel = typed_value("audio_signal", DataType::Float, &[1, 80, 1]);
+    set_dims(&mut mel, &["batch", "80", "T"]);
+    fg.input.push(mel);
+    let features = Model::from_proto(features, Arc::new(ExternalData::new(".".into()))).unwrap();
+    assert_eq!(
+        onnx_squeeze::verify::inputs::audio_inputs(&features.graph),
+        ["waveforms"]
+    );
     let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
+    assert_eq!(
+        onnx_squeeze::verify::inputs::audio_inputs(&m.graph),
+        ["waveforms"]
+    );
     let mut opts = VerifyOptions::default();
     let notes = settle(&m, &mut opts);
     assert_eq!(opts.dims.get("N"), Some(&16000), "{notes:?}");

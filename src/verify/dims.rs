@@ -496,8 +496,7 @@ fn settle_free_dims(
         let image_axes = inputs::image_axes(vi);
         // A 16-bit signal's samples are a length, as a float signal's.
         let integer = is_integer(vi) && !inputs::is_pcm_input(&original.graph, vi);
-        let audio = inputs::audio_name(vi.name())
-            && (!is_integer(vi) || inputs::is_pcm_input(&original.graph, vi));
+        let audio = inputs::audio_axis(&original.graph, vi);
         let rank = crate::ir::declared_rank(vi).unwrap_or(0);
         for (key, keys) in inputs::repeated_dims(vi) {
             axes.entry(key).or_default().extend(keys);
@@ -539,7 +538,7 @@ fn settle_free_dims(
             // Axis 0 of a tensor of rank 2 or more: a batch, unless some
             // other use says otherwise.
             s.leading &= leading;
-            s.audio |= audio && !leading;
+            s.audio |= audio == Some(axis);
             s.masked |= inputs::mask_name(vi.name()) && !leading;
             s.image |= image_axes.contains(&axis);
             s.integer |= integer;

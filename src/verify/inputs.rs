@@ -472,20 +472,33 @@ pub fn length_of(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<(String
     }
 }
 
-/// The graph's inputs that hold audio samples: float or 16-bit inputs
-/// named so ([`audio_name`]).
+/// The graph's inputs that hold audio samples ([`audio_axis`]).
 pub fn audio_inputs(g: &Graph) -> Vec<String> {
     g.rest
         .input
         .iter()
-        .filter(|vi| !g.initializers.contains_key(vi.name()) && audio_name(vi.name()))
-        .filter(|vi| {
-            crate::ir::tensor_type(vi)
-                .and_then(|tt| DataType::try_from(tt.elem_type()).ok())
-                .is_some_and(|dt| is_float(dt) || is_pcm_input(g, vi))
-        })
+        .filter(|vi| !g.initializers.contains_key(vi.name()) && audio_axis(g, vi).is_some())
         .map(|vi| vi.name().to_string())
         .collect()
+}
+
+/// The samples' axis of input `vi` where it holds audio samples: a float
+/// or 16-bit input named so ([`audio_name`]) whose one axis past a leading
+/// batch (where its rank is 2 or more) is not of size 1: `[N]`,
+/// `[batch, N]`, `[batch, 1, N]`. Features named like audio
+/// (`audio_signal: [batch, 80, T]`, NeMo's mel spectrogram) are not.
+pub fn audio_axis(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<usize> {
+    let dt = crate::ir::tensor_type(vi).and_then(|tt| DataType::try_from(tt.elem_type()).ok())?;
+    if !audio_name(vi.name()) || !(is_float(dt) || is_pcm_input(g, vi)) {
+        return None;
+    }
+    let dims = fixed_dims(vi)?;
+    let first = usize::from(dims.len() >= 2);
+    let mut axes = (first..dims.len()).filter(|&a| dims[a] != Some(1));
+    match (axes.next(), axes.next()) {
+        (Some(a), None) => Some(a),
+        _ => None,
+    }
 }
 
 /// Whether a float or 16-bit input named `name` holds audio samples:

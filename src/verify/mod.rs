@@ -1178,7 +1178,7 @@ impl Reference {
                         .iter()
                         .map(|(i, c, max)| format!("sample {i}: max error {max:.2e}, cosine {c:.4}"))
                         .collect();
-                    let rest = match self.expected.len() - alone.len() {
+                    let rest = match self.expected.len().saturating_sub(alone.len()) {
                         0 => "no sample met the cosine: nothing meaningful was compared there".to_string(),
                         k => format!("the other {k} met the cosine"),
                     };
@@ -1198,7 +1198,7 @@ impl Reference {
             // An output the original computes as nearly zero everywhere
             // (see `faint_outputs`) compares nothing that matters either.
             let mut m = m;
-            m.vacuous |= m.passed
+            m.vacuous = m.passed
                 && k < self.n_outputs
                 && largest_abs(&self.expected, k).is_some_and(|v| v <= FAINT);
             outputs.push(m);

@@ -438,7 +438,9 @@ impl Quant {
         // opset). Whether they did is not visible in the model (their
         // changes hold no quantization op), so the pass remembers it for
         // this run.
-        if ctx.round == 1 {
+        // A forced re-plan runs in the quantize round this one reached:
+        // what came before it is done.
+        if ctx.round == 1 && forced.is_none() {
             self.expanded_half.store(false, Ordering::Relaxed);
             self.prepared.store(false, Ordering::Relaxed);
             if let Ok(mut m) = self.macs.lock() {
@@ -481,7 +483,7 @@ impl Quant {
             ));
             return Ok(vec![]);
         }
-        if ctx.round == 1 {
+        if ctx.round == 1 && forced.is_none() {
             let expand = self.expand_half_weights(model)?;
             if !expand.is_empty() {
                 ctx.notes.push(format!(
@@ -496,7 +498,7 @@ impl Quant {
         // the prepared model): weights held in Constant nodes (PaddleOCR,
         // spox exports) become initializers, so quant sees them without
         // `clean`, and the opset is raised where allowed.
-        if ctx.round == 1 + expanded {
+        if ctx.round == 1 + expanded && forced.is_none() {
             let mut prep: Vec<Patch> = crate::passes::clean::constants_to_initializers(g)
                 .into_iter()
                 .filter(|p| {
@@ -1196,6 +1198,16 @@ impl Quant {
                         macs as f64 / converted as f64
                     );
                     let planned = self.plan(model, ctx, Some("none"))?;
+                    // The round before raised the opset for static QDQ's
+                    // per-channel pairs; weight-only needs no raise.
+                    for n in ctx.notes[..notes_before]
+                        .iter_mut()
+                        .filter(|n| n.starts_with("opset raised from"))
+                    {
+                        n.push_str(
+                            "; not needed in the end: the activations stay float (weight-only), which takes per-channel weights at any opset",
+                        );
+                    }
                     // In place of the mode's own note.
                     match ctx.notes[notes_before..]
                         .iter()
@@ -1265,18 +1277,6 @@ impl Quant {
     }
 }
 
-/// Whether onnxruntime (1.32, CPU) fuses layer `id` of `g` with the
-/// DequantizeLinear nodes it reads into one integer kernel: a MatMul with
-/// both operands dequantized (QLinearMatMul or MatMulIntegerToFloat), a
-/// Gemm with every input dequantized, `alpha` and `beta` 1 where it has a
-/// bias (QGemm), a Conv with every input dequantized and its output quantized,
-/// directly or through Relu/Clip (QLinearConv). Anything else runs in float
-/// and dequantizes its constant operands on every run, and so does a
-/// MatMul whose output goes straight to an Add of a constant: onnxruntime's
-/// MatMulAddFusion makes the two a float Gemm before its QDQ fusions run
-/// (where it knows the input's shape; such a MatMul counts as unfused
-/// either way: computed in float it loses little, with its weight
-/// dequantized on every run much).
 /// Multiply-adds an integer kernel must compute per element converted
 /// between uint8 and float around it for static QDQ to pay in onnxruntime.
 /// Measured on twelve CNNs (onnxruntime 1.32, one thread, AVX-512 VNNI):
@@ -1314,14 +1314,27 @@ fn static_payoff(model: &Model, patches: &[Patch], sizes: &ValueSizes) -> Result
             .filter(|&q| op(q) == "QuantizeLinear")?;
         g.nodes[q].proto.input.first().cloned()
     };
+    // A constant: an initializer, or a Constant node's output (`quant`
+    // alone, with no `clean` before it, leaves Reshape shapes and Clip
+    // bounds so).
+    let constant =
+        |v: &str| g.constant(v).is_some() || g.producer(v).is_some_and(|p| op(p) == "Constant");
     let integer = |id: NodeId| -> bool {
         let n = &g.nodes[id].proto;
+        // The inputs that carry data: all of Add's, Mul's and Concat's,
+        // the first of a reshape's, a pool's, Resize's, Clip's or Split's
+        // (the others are settings: shapes, scales, bounds).
+        let data = match n.op_type() {
+            "Add" | "Mul" | "Concat" => n.input.len(),
+            _ => 1,
+        };
         match n.op_type() {
             "Conv" | "MatMul" | "Gemm" => fused_by_onnxruntime(g, id),
             o if PASSTHROUGH_OPS.contains(&o) => n
                 .input
                 .iter()
-                .filter(|v| !v.is_empty() && g.constant(v).is_none())
+                .take(data)
+                .filter(|v| !v.is_empty() && !constant(v))
                 .all(|v| activation_of(v).is_some()),
             _ => false,
         }
@@ -1332,7 +1345,7 @@ fn static_payoff(model: &Model, patches: &[Patch], sizes: &ValueSizes) -> Result
         let n = &g.nodes[id].proto;
         match n.op_type() {
             "QuantizeLinear" => {
-                let Some(x) = n.input.first().filter(|x| g.constant(x).is_none()) else {
+                let Some(x) = n.input.first().filter(|x| !constant(x)) else {
                     continue;
                 };
                 if !g.producer(x).is_some_and(&integer) {
@@ -1414,6 +1427,18 @@ fn bias_add_of(g: &crate::ir::Graph, id: NodeId) -> Option<NodeId> {
     }
 }
 
+/// Whether onnxruntime (1.32, CPU) fuses layer `id` of `g` with the
+/// DequantizeLinear nodes it reads into one integer kernel: a MatMul with
+/// both operands dequantized (QLinearMatMul or MatMulIntegerToFloat), a
+/// Gemm with every input dequantized, `alpha` and `beta` 1 where it has a
+/// bias (QGemm), a Conv with every input dequantized and its output quantized,
+/// directly or through Relu/Clip (QLinearConv). Anything else runs in float
+/// and dequantizes its constant operands on every run, and so does a
+/// MatMul whose output goes straight to an Add of a constant: onnxruntime's
+/// MatMulAddFusion makes the two a float Gemm before its QDQ fusions run
+/// (where it knows the input's shape; such a MatMul counts as unfused
+/// either way: computed in float it loses little, with its weight
+/// dequantized on every run much).
 fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
     let n = &g.nodes[id].proto;
     let dequantized = |slot: usize| {
