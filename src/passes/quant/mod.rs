@@ -4462,6 +4462,26 @@ mod tests {
     /// output's pairs left out), while the pairs from the Transpose on
     /// still bracket the int8 MatMul. With the MatMul taken back too, no
     /// pair is left serving.
+    /// The patch of an integer-kernel weight `w`, as `idle_pairs` reads it.
+    fn weight(w: &str) -> Patch {
+        let mut p = Patch::new("weight quantized to int8 per channel");
+        p.remove_initializers.push(w.into());
+        p
+    }
+
+    /// The Q/DQ pair patch of activation `v`, as `idle_pairs` reads it.
+    fn pair(v: &str) -> Patch {
+        let mut p = Patch::new("activation quantized to uint8");
+        p.add_nodes.push(node_proto(
+            &format!("{v}_q"),
+            "QuantizeLinear",
+            &[v, "s"],
+            &[&format!("{v}_qv")],
+            vec![],
+        ));
+        p
+    }
+
     #[test]
     fn pairs_left_without_an_integer_kernel_are_idle() {
         let m = ModelBuilder::new(17)
@@ -4481,22 +4501,6 @@ mod tests {
             .output("y", &[1, 2])
             .build()
             .unwrap();
-        let weight = |w: &str| {
-            let mut p = Patch::new("weight quantized to int8 per channel");
-            p.remove_initializers.push(w.into());
-            p
-        };
-        let pair = |v: &str| {
-            let mut p = Patch::new("activation quantized to uint8");
-            p.add_nodes.push(node_proto(
-                &format!("{v}_q"),
-                "QuantizeLinear",
-                &[v, "s"],
-                &[&format!("{v}_qv")],
-                vec![],
-            ));
-            p
-        };
         let mut patches = vec![weight("w1"), weight("w2"), weight("w3")];
         let values = ["x", "h1", "r1", "p1", "h2", "r2", "p2", "t", "f", "y"];
         patches.extend(values.iter().map(|v| pair(v)));
@@ -4549,25 +4553,8 @@ mod tests {
             .unwrap();
         let weights = ["w1", "wa", "wb"];
         let values = ["x", "h1", "s0", "s1", "ya", "yb"];
-        let mut patches: Vec<Patch> = weights
-            .iter()
-            .map(|w| {
-                let mut p = Patch::new("weight quantized to int8 per channel");
-                p.remove_initializers.push(w.to_string());
-                p
-            })
-            .collect();
-        patches.extend(values.iter().map(|v| {
-            let mut p = Patch::new("activation quantized to uint8");
-            p.add_nodes.push(node_proto(
-                &format!("{v}_q"),
-                "QuantizeLinear",
-                &[v, "s"],
-                &[&format!("{v}_qv")],
-                vec![],
-            ));
-            p
-        }));
+        let mut patches: Vec<Patch> = weights.iter().map(|w| weight(w)).collect();
+        patches.extend(values.iter().map(|v| pair(v)));
         let act_of: HashMap<&str, usize> = values
             .iter()
             .enumerate()
