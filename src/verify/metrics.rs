@@ -46,6 +46,8 @@ pub struct Accumulator {
     within: bool,
     /// Values that are NaN or infinite in the original.
     pub nonfinite: usize,
+    /// The largest |value| of the original (NaNs left out).
+    largest: f64,
 }
 
 impl Accumulator {
@@ -66,6 +68,7 @@ impl Accumulator {
             scores: true,
             within: true,
             nonfinite: 0,
+            largest: 0.0,
         }
     }
 
@@ -85,6 +88,9 @@ impl Accumulator {
         for (&x, &y) in a.iter().zip(b) {
             if !x.is_finite() {
                 self.nonfinite += 1;
+            }
+            if !x.is_nan() {
+                self.largest = self.largest.max(x.abs());
             }
             let d = (x - y).abs();
             let d = if x.is_nan() && y.is_nan() || x == y {
@@ -147,6 +153,12 @@ impl Accumulator {
             .filter(|(_, &(c, max))| c < min_cosine && max <= atol)
             .map(|(i, &(c, max))| (i + 1, c, max))
             .collect()
+    }
+
+    /// The largest |value| of the original over the samples added (NaNs
+    /// left out); 0 before any.
+    pub fn largest_original(&self) -> f64 {
+        self.largest
     }
 
     /// Each sample's own cosine, in the order added.
@@ -270,6 +282,7 @@ mod tests {
 
         // Where no sample relies on atol, none is named.
         assert!(acc.passed_on_atol_alone(0.0, 1e-4).is_empty());
+        assert_eq!(acc.largest_original(), 15.0);
     }
 
     #[test]

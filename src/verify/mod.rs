@@ -1200,7 +1200,8 @@ impl Reference {
             let mut m = m;
             m.vacuous = m.passed
                 && k < self.n_outputs
-                && largest_abs(&self.expected, k).is_some_and(|v| v <= FAINT);
+                && acc.count() > 0
+                && acc.largest_original() <= FAINT;
             outputs.push(m);
         }
         let failed: Vec<&str> = outputs
@@ -1473,22 +1474,6 @@ pub fn chain_positions<'a>(
 /// Below this, an output that is this small everywhere on the samples says
 /// little about the model (see [`faint_outputs`]).
 const FAINT: f64 = 1e-3;
-
-/// The largest |value| of float output `k` over `expected`'s samples (NaNs
-/// left out); `None` where it is not float or holds no value.
-fn largest_abs(expected: &[Vec<Tensor>], k: usize) -> Option<f64> {
-    let mut largest = None;
-    for t in expected.iter().filter_map(|e| e.get(k)) {
-        if !t.datum_type().is_float() || t.len() == 0 {
-            continue;
-        }
-        let v = tract::to_f64(t).ok()?;
-        for x in v.iter().filter(|x| !x.is_nan()) {
-            largest = Some(largest.map_or(x.abs(), |l: f64| l.max(x.abs())));
-        }
-    }
-    largest
-}
 
 /// A note for each float output the original computes as nearly zero on
 /// every sample, or as one value everywhere: the inputs (random ones, or
