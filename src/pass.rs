@@ -56,6 +56,15 @@ impl Tolerance {
         )
     }
 
+    /// The tolerance as `verify`'s command line takes it: `--tolerance
+    /// min_cosine=0.99 --tolerance atol=0.0001 --tolerance rtol=inf`.
+    pub fn flags(&self) -> String {
+        format!(
+            "--tolerance min_cosine={} --tolerance atol={} --tolerance rtol={}",
+            self.min_cosine, self.atol, self.rtol
+        )
+    }
+
     /// The looser of two tolerances, field by field.
     pub fn loosest(self, o: Tolerance) -> Tolerance {
         Tolerance {

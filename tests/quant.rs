@@ -2095,6 +2095,13 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
             && tight.contains("weights stay stored as int8"),
         "{tight}"
     );
+    // The search chose on the samples the result is verified on: the report
+    // says so, with the command that checks other samples at this tolerance.
+    assert!(
+        tight.contains("sensitive=auto chose on verification's 2 random sample(s) (seed 0)")
+            && tight.contains("--tolerance min_cosine=0.999995 --tolerance atol=0.000001"),
+        "{tight}"
+    );
     assert!(
         tight.contains("x weight stored as int8 (expanded once at load)"),
         "{tight}"

@@ -85,11 +85,9 @@ fn calibration_samples(
             if data.original.is_some() {
                 let tol = data.tolerance.unwrap_or(super::INFO.tolerance);
                 notes.push(format!(
-                    "calibrated on the {} sample(s) of --inputs, the ones verification runs: it then measures the result on the data its ranges were fitted to; check held-out data with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT --tolerance min_cosine={} --tolerance atol={} --tolerance rtol={}` (this tolerance; verify's own is float rounding's)",
+                    "calibrated on the {} sample(s) of --inputs, the ones verification runs: it then measures the result on the data its ranges were fitted to; check held-out data with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {}` (this tolerance; verify's own is float rounding's)",
                     samples.len(),
-                    tol.min_cosine,
-                    tol.atol,
-                    tol.rtol
+                    tol.flags()
                 ));
             }
             samples
