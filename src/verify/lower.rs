@@ -931,6 +931,31 @@ impl<'a> Elements<'a> {
         matches!(self, Elements::Raw(DataType::Float16, _))
     }
 
+    /// Elements `start..start + out.len()` as float32, as
+    /// [`Elements::float`] converts each, a block at a time.
+    fn read_into(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self {
+            Elements::Raw(DataType::Float, b) => out
+                .iter_mut()
+                .zip(b[4 * start..4 * end].chunks_exact(4))
+                .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            Elements::Raw(DataType::Int8, b) => out
+                .iter_mut()
+                .zip(&b[start..end])
+                .for_each(|(o, &x)| *o = x as i8 as f32),
+            Elements::Raw(DataType::Uint8, b) => out
+                .iter_mut()
+                .zip(&b[start..end])
+                .for_each(|(o, &x)| *o = x as f32),
+            Elements::Floats(v) => out.copy_from_slice(&v[start..end]),
+            _ => out
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| *o = self.float(start + k)),
+        }
+    }
+
     /// Element `i` as float32, as `Cast(to=FLOAT)` converts it.
     fn float(&self, i: usize) -> f32 {
         match self {
@@ -1047,12 +1072,18 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
                 (n < other || e.is_half()).then(|| e.floats(n))
             };
             let (fa, fb) = (whole(&ea, na, nb), whole(&eb, nb, na));
+            fn operand<'a>(whole: &'a Option<Vec<f32>>, e: &'a Elements<'a>) -> Operand<'a> {
+                match whole {
+                    Some(f) => Operand::Whole(f),
+                    None => Operand::Read(e),
+                }
+            }
             let Some(v) = broadcast_product(
                 out,
                 &ta.dims,
-                |i| fa.as_ref().map_or_else(|| ea.float(i), |f| f[i]),
+                operand(&fa, &ea),
                 &tb.dims,
-                |i| fb.as_ref().map_or_else(|| eb.float(i), |f| f[i]),
+                operand(&fb, &eb),
             ) else {
                 continue;
             };
@@ -1080,15 +1111,36 @@ fn expand_stored_constants(model: &mut Model) -> Result<usize> {
     Ok(done)
 }
 
+/// An operand of [`broadcast_product`]: float32 values at hand, or a
+/// constant's elements read a block at a time.
+#[derive(Clone, Copy)]
+enum Operand<'a> {
+    Whole(&'a [f32]),
+    Read(&'a Elements<'a>),
+}
+
+impl Operand<'_> {
+    /// Elements `start..start + out.len()` as float32.
+    fn read_into(&self, start: usize, out: &mut [f32]) {
+        match self {
+            Operand::Whole(v) => out.copy_from_slice(&v[start..start + out.len()]),
+            Operand::Read(e) => e.read_into(start, out),
+        }
+    }
+}
+
 /// `a * b` with numpy broadcasting, written as a float initializer named
 /// `name`; `a` and `b` give the elements of tensors of dims `da` and `db`.
-/// `None` where the shapes do not broadcast.
+/// `None` where the shapes do not broadcast. Computed a row of the last
+/// axis at a time, each operand's row read as a block (the verification
+/// copy of every candidate `sensitive=auto` measures expands its stored
+/// weights so).
 fn broadcast_product(
     name: &str,
     da: &[i64],
-    a: impl Fn(usize) -> f32,
+    a: Operand,
     db: &[i64],
-    b: impl Fn(usize) -> f32,
+    b: Operand,
 ) -> Option<TensorProto> {
     let rank = da.len().max(db.len());
     // Dim `k` of the common shape, aligned on the last axes.
@@ -1118,26 +1170,60 @@ fn broadcast_product(
         Some(s)
     };
     let (sa, sb) = (strides(da)?, strides(db)?);
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let n: usize = shape.iter().product();
-    let (mut idx, mut ia, mut ib) = (vec![0usize; rank], 0usize, 0usize);
-    let values = (0..n).map(|_| {
-        let v = a(ia) * b(ib);
-        // The next index, last axis fastest.
-        for k in (0..rank).rev() {
+    if n == 0 {
+        return Some(tensor::from_f32(name, &dims, &[]));
+    }
+    // Rows of the last axis, along which each side steps by 1 or not at all.
+    let (outer, row) = match shape.split_last() {
+        Some((&l, outer)) => (outer, l),
+        None => (&shape[..0], 1),
+    };
+    let (la, lb) = (
+        sa.last().copied().unwrap_or(0),
+        sb.last().copied().unwrap_or(0),
+    );
+    let read = |stride: usize| vec![0f32; if stride == 1 { row } else { 1 }];
+    let (mut ra, mut rb) = (read(la), read(lb));
+    let mut values = vec![0f32; row];
+    let mut raw = Vec::with_capacity(n * 4);
+    let (mut idx, mut ia, mut ib) = (vec![0usize; outer.len()], 0usize, 0usize);
+    for _ in 0..n / row {
+        a.read_into(ia, &mut ra);
+        b.read_into(ib, &mut rb);
+        match (la, lb) {
+            (1, 1) => values
+                .iter_mut()
+                .zip(ra.iter().zip(&rb))
+                .for_each(|(v, (x, y))| *v = x * y),
+            (1, _) => values.iter_mut().zip(&ra).for_each(|(v, x)| *v = x * rb[0]),
+            (_, 1) => values.iter_mut().zip(&rb).for_each(|(v, y)| *v = ra[0] * y),
+            _ => values.fill(ra[0] * rb[0]),
+        }
+        values
+            .iter()
+            .for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
+        // The next row, the last outer axis fastest.
+        for k in (0..outer.len()).rev() {
             idx[k] += 1;
             ia += sa[k];
             ib += sb[k];
-            if idx[k] < shape[k] {
+            if idx[k] < outer[k] {
                 break;
             }
-            ia -= sa[k] * shape[k];
-            ib -= sb[k] * shape[k];
+            ia -= sa[k] * outer[k];
+            ib -= sb[k] * outer[k];
             idx[k] = 0;
         }
-        v
-    });
-    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    Some(tensor::from_f32_iter(name, &dims, values))
+    }
+    Some(TensorProto {
+        name: Some(name.to_string()),
+        dims,
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(bytes::Bytes::from(raw)),
+        ..Default::default()
+    })
 }
 
 /// BatchNormalization whose scale, bias, mean or variance is computed in the
@@ -1439,7 +1525,13 @@ mod tests {
 
     /// `a * b` by [`super::broadcast_product`], read back.
     fn broadcast_mul(a: &F32Tensor, b: &F32Tensor) -> Option<F32Tensor> {
-        let p = super::broadcast_product("y", &a.dims, |i| a.data[i], &b.dims, |i| b.data[i])?;
+        let p = super::broadcast_product(
+            "y",
+            &a.dims,
+            super::Operand::Whole(&a.data),
+            &b.dims,
+            super::Operand::Whole(&b.data),
+        )?;
         Some(tensor::to_f32(&p, p.raw_data.as_ref()).unwrap())
     }
 
@@ -1474,6 +1566,62 @@ mod tests {
         let r = broadcast_mul(&t(&[2], &[3., 4.]), &t(&[], &[0.5])).unwrap();
         assert_eq!((r.dims, r.data), (vec![2], vec![1.5, 2.]));
         assert!(broadcast_mul(&t(&[2], &[1., 2.]), &t(&[3], &[1., 2., 3.])).is_none());
+    }
+
+    /// Elements read a block at a time convert as `Elements::float` does
+    /// each: int8, uint8, float32 and float16 raw data, products with a
+    /// broadcast scale on the first, middle and last axes.
+    #[test]
+    fn block_reads_convert_as_each_element_does() {
+        use super::{broadcast_product, Elements, Operand};
+        use crate::proto::tensor_proto::DataType;
+        let bytes: Vec<u8> = (0..24u8).map(|i| i.wrapping_mul(37)).collect();
+        let halves: Vec<u8> = (0..24u16)
+            .flat_map(|i| half::f16::from_f32(i as f32 * 0.37 - 3.0).to_le_bytes())
+            .collect();
+        let floats: Vec<u8> = (0..24)
+            .flat_map(|i| (i as f32 * -1.25 + 7.5).to_le_bytes())
+            .collect();
+        let kinds = [
+            Elements::Raw(DataType::Int8, &bytes),
+            Elements::Raw(DataType::Uint8, &bytes),
+            Elements::Raw(DataType::Float16, &halves),
+            Elements::Raw(DataType::Float, &floats),
+        ];
+        let scale = [0.5f32, -2.0, 0.125, 3.0];
+        for e in &kinds {
+            let each: Vec<f32> = (0..24).map(|i| e.float(i)).collect();
+            let mut block = vec![0f32; 10];
+            e.read_into(7, &mut block);
+            assert_eq!(block, each[7..17]);
+            for (da, db, sdims) in [
+                ([2i64, 3, 4], [2i64, 1, 1], [2usize, 1, 1]),
+                ([2, 3, 4], [1, 3, 1], [1, 3, 1]),
+                ([2, 3, 4], [1, 1, 4], [1, 1, 4]),
+            ] {
+                let ns: usize = sdims.iter().product();
+                let p = broadcast_product(
+                    "y",
+                    &da,
+                    Operand::Read(e),
+                    &db,
+                    Operand::Whole(&scale[..ns]),
+                )
+                .unwrap();
+                let got = tensor::to_f32(&p, p.raw_data.as_ref()).unwrap();
+                let want: Vec<f32> = (0..24)
+                    .map(|i| {
+                        let (c, h, w) = (i / 12, (i / 4) % 3, i % 4);
+                        let j = [c, h, w]
+                            .iter()
+                            .zip(&sdims)
+                            .fold(0, |acc, (&x, &d)| acc * d + if d == 1 { 0 } else { x });
+                        each[i] * scale[j]
+                    })
+                    .collect();
+                assert_eq!(got.data, want, "{db:?}");
+            }
+        }
     }
 
     /// Malformed DequantizeLinear constants are errors, not panics: raw
