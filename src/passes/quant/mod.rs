@@ -2627,6 +2627,7 @@ impl Quant {
         };
         patches.sort_by_key(pos);
         let n = patches.len();
+        let parallel = model.weight_bytes() <= PARALLEL_CANDIDATES_MAX_BYTES;
         // What candidates are compared with runs once: verification's
         // reference of the original (built here if nothing built it yet),
         // else the pass's own of its input (run in calibration where it
@@ -2877,32 +2878,29 @@ impl Quant {
                 }
             }
         }
-        // Each group alone, on every core (each run is single-threaded).
+        // Each group alone, on every core (each run is single-threaded), or
+        // one at a time past `PARALLEL_CANDIDATES_MAX_BYTES`.
         // Counted and said under one lock: the last message is the last count.
         let measured = std::sync::Mutex::new(0usize);
         progress.say(&format!(
             "0 of {} layer groups measured alone",
             groups.len()
         ));
-        let mut scored = groups
-            .par_iter()
-            .enumerate()
-            .map(|(gi, idxs)| {
-                let mut keep = vec![false; n];
-                idxs.iter().for_each(|&i| keep[i] = true);
-                // Scored against a float rest (fallbacks would cost a patch
-                // per weight in every candidate, and rank the same).
-                let s = score(&eval_on(&ranking, &keep, &[])?);
-                if let Ok(mut done) = measured.lock() {
-                    *done += 1;
-                    progress.say(&format!(
-                        "{done} of {} layer groups measured alone",
-                        groups.len()
-                    ));
-                }
-                Ok((s, gi))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut scored = candidates(&groups, parallel, |gi, idxs| {
+            let mut keep = vec![false; n];
+            idxs.iter().for_each(|&i| keep[i] = true);
+            // Scored against a float rest (fallbacks would cost a patch
+            // per weight in every candidate, and rank the same).
+            let s = score(&eval_on(&ranking, &keep, &[])?);
+            if let Ok(mut done) = measured.lock() {
+                *done += 1;
+                progress.say(&format!(
+                    "{done} of {} layer groups measured alone",
+                    groups.len()
+                ));
+            }
+            Ok((s, gi))
+        })?;
         // Taken back first: the most damaging groups. With int4 weights a
         // take-back costs megabytes (an int4 table back to int8 rows doubles
         // it), so there the order is by fidelity bought per byte the
@@ -2962,7 +2960,9 @@ impl Quant {
         // Two counts (k and 2k) are measured at once, one per core.
         let (mut lo, mut k) = (0, 1);
         let mut r = 'search: loop {
+            // One count at a time where candidates are measured so.
             let mut ks = vec![k, (k * 2).min(groups.len())];
+            ks.truncate(if parallel { 2 } else { 1 });
             ks.dedup();
             progress.say(&format!(
                 "checking with the {} most damaging layer groups in float",
@@ -2971,10 +2971,7 @@ impl Quant {
                     .collect::<Vec<_>>()
                     .join(" or ")
             ));
-            let rs = ks
-                .par_iter()
-                .map(|&k| eval(&take(k), &fallback))
-                .collect::<Result<Vec<_>>>()?;
+            let rs = candidates(&ks, parallel, |_, &k| eval(&take(k), &fallback))?;
             for (&kk, r) in ks.iter().zip(rs) {
                 k = kk;
                 if r.status == Status::Passed || k == groups.len() {
@@ -3031,10 +3028,11 @@ impl Quant {
              -> Result<(VerifyReport, Option<VerifyReport>)> {
                 progress.say("checking the layers in float with int8-stored weights");
                 match b {
-                    Some(b) => {
+                    Some(b) if parallel => {
                         let (x, y) = rayon::join(|| eval(&keep, a), || eval(&keep, b));
                         Ok((x?, Some(y?)))
                     }
+                    Some(b) => Ok((eval(&keep, a)?, Some(eval(&keep, b)?))),
                     None => Ok((eval(&keep, a)?, None)),
                 }
             };
@@ -3539,6 +3537,26 @@ fn sensitivity_options(ctx: &PassCtx) -> crate::verify::VerifyOptions {
         dims: ctx.data.dims.clone(),
         inputs: ctx.data.inputs.clone(),
         tolerance: ctx.data.tolerance.unwrap_or(INFO.tolerance),
+    }
+}
+
+/// Past this many bytes of weights, `sensitive=auto` measures its
+/// candidates one at a time (each still runs its samples on every core):
+/// a candidate's tract plan holds its weights twice (tract's float copy and
+/// the copy packed for its kernels), so two at once would add four times
+/// the weights to the run's peak. Under it, two at once, one per core.
+const PARALLEL_CANDIDATES_MAX_BYTES: u64 = 64 << 20;
+
+/// `f` over `items` (with each one's index), on every core where
+/// `parallel`, else one at a time.
+fn candidates<T: Sync, R: Send>(
+    items: &[T],
+    parallel: bool,
+    f: impl Fn(usize, &T) -> Result<R> + Sync + Send,
+) -> Result<Vec<R>> {
+    match parallel {
+        true => items.par_iter().enumerate().map(|(i, t)| f(i, t)).collect(),
+        false => items.iter().enumerate().map(|(i, t)| f(i, t)).collect(),
     }
 }
 
