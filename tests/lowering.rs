@@ -426,6 +426,75 @@ fn an_if_decided_by_a_shape_is_verified_on_the_branch_it_takes() {
     }
 }
 
+/// An If whose condition reads the shape of a NonZero's output (the count
+/// of boxes in torchvision's Faster R-CNN): tract leaves that count a
+/// symbol, so the samples do not fix it and the If is not specialised; the
+/// whole model's run decides. Before, converting the symbolic shape failed
+/// with tract's bare "Undetermined symbol in expression", and verification
+/// stopped there.
+#[test]
+fn a_shape_tract_leaves_symbolic_is_not_specialised() {
+    use onnx_squeeze::ir::builder::{attr_int, f32_value, node_proto, ModelBuilder};
+    use onnx_squeeze::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto};
+    use onnx_squeeze::verify::{verify, Status};
+    let branch = |name: &str, op: &str| GraphProto {
+        name: Some(name.into()),
+        node: vec![node_proto(
+            &format!("{name}_op"),
+            op,
+            &["x", "one"],
+            &[name],
+            vec![],
+        )],
+        output: vec![f32_value(name, &[4])],
+        ..Default::default()
+    };
+    let graph = |name: &str, g: GraphProto| AttributeProto {
+        name: Some(name.into()),
+        g: Some(g),
+        r#type: Some(AttributeType::Graph as i32),
+        ..Default::default()
+    };
+    let int64 = |name: &str, v: i64| onnx_squeeze::ir::tensor::from_i64(name, &[v]);
+    let m = ModelBuilder::new(13)
+        .input("x", &[4])
+        .init_f32("one", &[1], &[1.0])
+        .node("nz", "NonZero", &["x"], &["nz"])
+        .node("shape", "Shape", &["nz"], &["s"])
+        .node_with(
+            "count",
+            "Gather",
+            &["s", "idx"],
+            &["n"],
+            vec![attr_int("axis", 0)],
+        )
+        .node("any", "Greater", &["n", "zero"], &["c"])
+        .node_with(
+            "choose",
+            "If",
+            &["c"],
+            &["y"],
+            vec![
+                graph("then_branch", branch("plus", "Add")),
+                graph("else_branch", branch("minus", "Sub")),
+            ],
+        )
+        .init(int64("idx", 1))
+        .init(int64("zero", 0))
+        .output("y", &[4])
+        .build()
+        .unwrap();
+    let v = verify(&m, &m, &VerifyOptions::default());
+    assert!(
+        !v.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Undetermined symbol")),
+        "{}",
+        v.table()
+    );
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// ONNX lets nodes share a name (exporters that inline functions repeat
 /// `anon`), and a node's name may be another's output; tract refuses both
 /// (it names an unnamed node after its first output). The copy handed to

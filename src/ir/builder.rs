@@ -157,6 +157,11 @@ impl ModelBuilder {
             .push(tensor::from_f32(name, dims, data));
         self
     }
+    /// An initializer of any type, as built.
+    pub fn init(mut self, t: TensorProto) -> Self {
+        self.graph.initializer.push(t);
+        self
+    }
     pub fn node(self, name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> Self {
         self.node_with(name, op, inputs, outputs, vec![])
     }

@@ -1694,7 +1694,8 @@ fn specialise(
             let mut patches = crate::passes::clean::constants_to_initializers(&m.graph);
             let mut folds = vec![];
             if patches.is_empty() {
-                folds = fold::fold_constants_from(&m, 1 << 20, &decided, &mut n)?;
+                folds = fold::fold_constants_from(&m, 1 << 20, &decided, &mut n)
+                    .context("folding what the samples fix, for tract (If conditions, shapes)")?;
                 patches.extend(fold::inline_constant_ifs(&m)?);
             }
             if patches.is_empty() && folds.is_empty() && control_flow {
@@ -1711,7 +1712,9 @@ fn specialise(
                     continue;
                 }
                 left.clear();
-                match unroll::unroll_next(&m, &mut left)? {
+                match unroll::unroll_next(&m, &mut left)
+                    .context("writing out a Loop for tract, which has none")?
+                {
                     Some((unrolled, note)) => {
                         m = unrolled;
                         notes.push(note);
@@ -1900,15 +1903,19 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
     sub.graph.rest.value_info.clear();
     sub.graph.reindex();
     let proto = sub.to_proto();
-    let runner = match tract::Runner::new(proto, &samples[0]) {
-        Ok(r) => r,
-        // Not every prefix runs on its own; then nothing is specialised.
-        Err(_) => return Ok(vec![]),
+    // Not every prefix is planned or runs on its own (a shape read past a
+    // NonZero, whose count tract leaves unknown); then nothing is
+    // specialised, and the whole model's run says what tract lacks.
+    let Ok(runner) = tract::Runner::new(proto, &samples[0]) else {
+        return Ok(vec![]);
     };
-    let results: Vec<Vec<Tensor>> = samples
+    let Ok(results) = samples
         .iter()
         .map(|s| runner.run(s))
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<Vec<Tensor>>>>()
+    else {
+        return Ok(vec![]);
+    };
     let mut patches = Vec::new();
     for (k, &id) in wanted.iter().enumerate() {
         let first = &results[0][k];
@@ -1916,9 +1923,14 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
             continue;
         }
         let name = &g.nodes[id].proto.output[0];
+        // A shape tract leaves symbolic (the count of a NonZero's output,
+        // as in torchvision's Faster R-CNN) is not fixed by the samples.
+        let Ok(value) = tract::to_onnx_tensor(name, first) else {
+            continue;
+        };
         let mut p = crate::patch::Patch::new("shape fixed for this verification");
         p.remove_nodes.push(id);
-        p.add_initializers.push(tract::to_onnx_tensor(name, first)?);
+        p.add_initializers.push(value);
         patches.push(p);
     }
     Ok(patches)
