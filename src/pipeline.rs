@@ -127,6 +127,15 @@ impl Pipeline {
         })
     }
 
+    /// How many random samples verification draws unless told: more where a
+    /// pass chooses on them (see [`crate::verify::SEARCH_SAMPLES`]).
+    pub fn default_samples(&self) -> usize {
+        match self.passes.iter().any(|p| p.chooses_on_samples()) {
+            true => crate::verify::SEARCH_SAMPLES,
+            false => crate::verify::DEFAULT_SAMPLES,
+        }
+    }
+
     /// The tolerance the pipeline promises: the loosest of its passes'.
     pub fn tolerance(&self) -> Tolerance {
         self.passes
@@ -171,6 +180,21 @@ pub fn run_pass(p: &dyn Pass, model: &mut Model, limits: Limits) -> Result<PassR
     )
 }
 
+/// The initializers some node reads, in the graph or from a body.
+fn read_initializers(g: &crate::ir::Graph) -> std::collections::HashSet<String> {
+    let mut read = std::collections::HashSet::new();
+    for n in g.nodes.node_weights() {
+        let (direct, implicit) = crate::ir::reads(&n.proto);
+        read.extend(
+            direct
+                .into_iter()
+                .chain(implicit)
+                .filter(|v| g.initializers.contains_key(v)),
+        );
+    }
+    read
+}
+
 /// Drive one pass to its fixpoint, within limits.
 pub fn run_pass_with(
     p: &dyn Pass,
@@ -195,6 +219,7 @@ pub fn run_pass_with(
         round: 0,
         progress: progress.clone(),
     };
+    let read_before = read_initializers(&model.graph);
     let mut applied = 0usize;
     let mut exact = true;
     let mut stop = "fixpoint: the pass proposes nothing more".to_string();
@@ -236,6 +261,30 @@ pub fn run_pass_with(
         if applied == limits.max_patches {
             break;
         }
+    }
+    // Initializers the pass's patches left unread, each of which rewrote
+    // some of their readers (a bias several Convs shared, each given an
+    // int32 copy of its own by `quant`): dead weight in the file, which
+    // onnxruntime warns of. Those no node read before stay, as every part
+    // of the model a pass does not touch.
+    let read_after = read_initializers(&model.graph);
+    let g = &model.graph;
+    let orphans: Vec<String> = g
+        .initializers
+        .keys()
+        .filter(|n| read_before.contains(*n) && !read_after.contains(*n))
+        .filter(|n| !g.is_graph_output(n) && !g.is_graph_input(n))
+        .cloned()
+        .collect();
+    if !orphans.is_empty() {
+        let label = "initializer its readers no longer read removed";
+        *changes.entry(label.to_string()).or_default() += orphans.len();
+        let mut patch = crate::patch::Patch::new(label);
+        patch.exact = true;
+        patch.remove_initializers = orphans;
+        model
+            .apply(&patch)
+            .with_context(|| format!("pass '{name}' left an invalid graph"))?;
     }
     // A pass run to a fixpoint says the same of a node each round: once.
     let mut seen = std::collections::HashSet::new();

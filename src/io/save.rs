@@ -280,8 +280,9 @@ unsafe impl<W: Write> bytes::BufMut for FileSink<W> {
     }
 }
 
-/// Temporary files are created 0600; a written model should have the usual mode.
-fn set_readable(f: &File) {
+/// Temporary files are created 0600; a written model (or report) should have
+/// the usual mode.
+pub fn set_readable(f: &File) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
