@@ -556,6 +556,35 @@ fn verify_command_compares_two_models() {
     assert!(err.starts_with("error: could not verify: "), "{err}");
 }
 
+/// `verify` of a quantized result at its default tolerance (float
+/// rounding's) fails, and says which tolerance a quantized result is
+/// checked at; at that tolerance it passes.
+#[test]
+fn verify_of_a_quantized_result_names_quants_tolerance() {
+    let dir = scratch("cli-verify-quant");
+    let out = dir.path().join("q.onnx");
+    let original = fixture("tiny_cnn.onnx");
+    run_passes_verified(
+        "quant(min_weight_elements=16,min_reduction=1,min_out_channels=1)",
+        &[],
+        &original,
+        &out,
+    );
+    let (a, b) = (original.to_str().unwrap(), out.to_str().unwrap());
+    let o = run_cli(&["verify", a, b]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let flags = "--tolerance min_cosine=0.99 --tolerance atol=0.0001 --tolerance rtol=inf";
+    assert!(
+        err.contains("more 8- or 4-bit weights than") && err.contains(flags),
+        "{err}"
+    );
+    let mut args = vec!["verify", a, b];
+    args.extend(flags.split(' '));
+    let o = run_cli(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+}
+
 /// Inputs the fuzzer's review found: sizes declared in the file that overflow
 /// when added up. They must be refused with one line, not panic.
 #[test]

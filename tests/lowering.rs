@@ -495,6 +495,35 @@ fn a_shape_tract_leaves_symbolic_is_not_specialised() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// An output that is the same on every sample (it ignores its input, as a
+/// freshly initialised network whose BatchNorm statistics swamp it does) is
+/// said to be: the comparison then checks one constant.
+#[test]
+fn an_output_the_same_on_every_sample_is_noted() {
+    use onnx_squeeze::ir::builder::ModelBuilder;
+    use onnx_squeeze::verify::{verify, Status};
+    let m = ModelBuilder::new(17)
+        .input("x", &[1, 4])
+        .init_f32("zero", &[1], &[0.0])
+        .init_f32("c", &[4], &[1.0, 2.0, 3.0, 4.0])
+        .node("ignore", "Mul", &["x", "zero"], &["z"])
+        .node("shift", "Add", &["z", "c"], &["y"])
+        .node("keep", "Relu", &["x"], &["r"])
+        .output("y", &[1, 4])
+        .output("r", &[1, 4])
+        .build()
+        .unwrap();
+    let v = verify(&m, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    let same: Vec<&String> = v
+        .notes
+        .iter()
+        .filter(|n| n.contains("is the same on every sample"))
+        .collect();
+    assert_eq!(same.len(), 1, "{:?}", v.notes);
+    assert!(same[0].starts_with("output 'y'"), "{same:?}");
+}
+
 /// ONNX lets nodes share a name (exporters that inline functions repeat
 /// `anon`), and a node's name may be another's output; tract refuses both
 /// (it names an unnamed node after its first output). The copy handed to
