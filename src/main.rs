@@ -126,10 +126,9 @@ struct VerifyArgs {
     /// (rtol=inf: no relative bound, as quant's tolerance). Repeat it for several keys.
     #[arg(long = "tolerance", value_name = "KEY=VALUE")]
     tolerance: Vec<String>,
-    /// Number of random samples verification draws (default 2, or 8 where
-    /// quant's sensitive=auto chooses the layers it keeps in float on them;
-    /// at least 16 where the outputs hold 8 values a sample or fewer, at
-    /// least 8 steps for a streaming model).
+    /// Number of random samples verification draws (default 2; at least 16
+    /// where the outputs hold 8 values a sample or fewer, at least 8 steps
+    /// for a streaming model).
     #[arg(long)]
     samples: Option<usize>,
     /// Seed of the random inputs.
@@ -142,7 +141,6 @@ impl VerifyArgs {
         &self,
         base: Tolerance,
         recipe: &onnx_squeeze::pipeline::VerifySettings,
-        default_samples: usize,
     ) -> Result<VerifyOptions> {
         let mut dims = HashMap::new();
         for d in &self.dims {
@@ -197,7 +195,10 @@ impl VerifyArgs {
                 p.display()
             );
         }
-        let samples = self.samples.or(recipe.samples).unwrap_or(default_samples);
+        let samples = self
+            .samples
+            .or(recipe.samples)
+            .unwrap_or(verify::DEFAULT_SAMPLES);
         ensure!(samples >= 1, "--samples must be at least 1");
         Ok(VerifyOptions {
             samples,
@@ -385,11 +386,9 @@ fn run(args: RunArgs) -> Result<u8> {
         (None, Some(r)) => Pipeline::from_recipe(r)?,
         (None, None) => Pipeline::empty(),
     };
-    let mut vopts = args.verify.options(
-        pipeline.tolerance(),
-        &pipeline.verify,
-        pipeline.default_samples(),
-    )?;
+    let mut vopts = args
+        .verify
+        .options(pipeline.tolerance(), &pipeline.verify)?;
     check_output(&args.input, &args.output)?;
     // Weights the passes compute wait on disk beside the output, as the
     // input's own do in its file, not in memory (see `io::spill`).
@@ -598,11 +597,7 @@ fn inspect_cmd(path: &Path, json: bool) -> Result<()> {
 }
 
 fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
-    let mut opts = args.options(
-        Tolerance::FLOAT_ROUNDING,
-        &Default::default(),
-        verify::DEFAULT_SAMPLES,
-    )?;
+    let mut opts = args.options(Tolerance::FLOAT_ROUNDING, &Default::default())?;
     let pb = spinner("loading");
     let (ma, _) = load(a, &pb)?;
     let (mb, _) = load(b, &pb)?;

@@ -195,14 +195,6 @@ pub trait Pass: Send + Sync {
     fn runs_model(&self) -> bool {
         self.info().runs_model
     }
-    /// Whether, with these parameters, the pass chooses what to keep by
-    /// comparing candidates on verification's samples (`quant`'s
-    /// `sensitive=auto`): random samples then number
-    /// [`crate::verify::SEARCH_SAMPLES`] by default, not
-    /// [`crate::verify::DEFAULT_SAMPLES`].
-    fn chooses_on_samples(&self) -> bool {
-        false
-    }
 }
 
 /// A registry entry: the declaration and a constructor from parameters.

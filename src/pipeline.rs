@@ -127,15 +127,6 @@ impl Pipeline {
         })
     }
 
-    /// How many random samples verification draws unless told: more where a
-    /// pass chooses on them (see [`crate::verify::SEARCH_SAMPLES`]).
-    pub fn default_samples(&self) -> usize {
-        match self.passes.iter().any(|p| p.chooses_on_samples()) {
-            true => crate::verify::SEARCH_SAMPLES,
-            false => crate::verify::DEFAULT_SAMPLES,
-        }
-    }
-
     /// The tolerance the pipeline promises: the loosest of its passes'.
     pub fn tolerance(&self) -> Tolerance {
         self.passes

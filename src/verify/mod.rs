@@ -1420,13 +1420,12 @@ pub const STREAM_STEPS: usize = 8;
 /// Random samples verification draws unless told.
 pub const DEFAULT_SAMPLES: usize = 2;
 
-/// Random samples verification draws unless told, where a pass chooses what
-/// to keep by comparing candidates on them (`quant`'s `sensitive=auto`):
-/// it stops at the fewest layers in float that meet the tolerance there, so
-/// on two samples other inputs fell below it (torchvision's MNASNet,
-/// GoogLeNet, ResNet-50 and DeepLabV3, verified at 0.9900-0.9914, measured
-/// 0.986-0.989 in onnxruntime on fresh inputs; MNASNet chosen on eight:
-/// 0.9906-0.9929 on four other seeds).
+/// Random samples `quant`'s `sensitive=auto` searches on where verification
+/// draws fewer: it stops at the fewest layers in float that meet the
+/// tolerance on them, and on two, other inputs fell below it (torchvision's
+/// MNASNet, GoogLeNet, ResNet-50 and DeepLabV3, verified at 0.9900-0.9914,
+/// measured 0.986-0.989 in onnxruntime on fresh inputs; MNASNet chosen on
+/// eight: 0.9906-0.9929 on four other seeds).
 pub const SEARCH_SAMPLES: usize = 8;
 
 /// Where a model's outputs hold at most [`FEW_VALUES`] values a sample (a
