@@ -1045,6 +1045,22 @@ mod tests {
     use super::*;
     use crate::ir::builder::ModelBuilder;
 
+    /// The float32 outputs of `proto` run on `x`, its one input `[1, len]`.
+    fn run_f32(proto: ModelProto, x: &[f32]) -> Vec<Vec<f32>> {
+        let input = Tensor::from_shape(&[1, x.len()], x).unwrap();
+        let out = Runner::new(proto, std::slice::from_ref(&input))
+            .unwrap()
+            .run(&[input])
+            .unwrap();
+        out.iter()
+            .map(|t| {
+                let t = t.cast_to::<f32>().unwrap();
+                let view = t.try_as_plain_ram().unwrap();
+                view.as_slice::<f32>().unwrap().to_vec()
+            })
+            .collect()
+    }
+
     /// `y = x W` with a 1.2 MB weight (handed to tract as a placeholder,
     /// then as our tensor) and `z = c`, a one-value constant; with `c`
     /// equal to the placeholder's value, tract merges the two, and the
@@ -1070,20 +1086,15 @@ mod tests {
                 .output("y", &[1, n as i64])
                 .output("z", &[1])
                 .proto();
-            let input = Tensor::from_shape(&[1, k], &x).unwrap();
-            let out = Runner::new(proto, std::slice::from_ref(&input))
-                .unwrap()
-                .run(&[input])
-                .unwrap();
-            let y = out[0].try_as_plain_ram().unwrap();
-            let y = y.as_slice::<f32>().unwrap();
+            let out = run_f32(proto, &x);
+            let y = &out[0];
             let worst = y
                 .iter()
                 .zip(&expected)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(worst < 1e-3, "c = {c}: {worst}");
-            assert_eq!(out[1].cast_to_scalar::<f32>().unwrap(), c);
+            assert_eq!(out[1], [c]);
         }
     }
 
@@ -1128,13 +1139,7 @@ mod tests {
         assert_eq!(g.initializer.len(), 1);
         assert_eq!(g.initializer[0].name(), "w");
         assert_eq!(g.initializer[0].dims, [k as i64, n as i64]);
-        let input = Tensor::from_shape(&[1, k], &x).unwrap();
-        let out = Runner::new(proto, std::slice::from_ref(&input))
-            .unwrap()
-            .run(&[input])
-            .unwrap();
-        let y = out[0].try_as_plain_ram().unwrap();
-        let y = y.as_slice::<f32>().unwrap();
+        let y = run_f32(proto, &x)[0].clone();
         for (a, b) in y.iter().zip(&expected) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
         }
