@@ -122,6 +122,10 @@ pub fn mb(b: u64) -> String {
     }
 }
 
+/// The notes of a pass the printed summary shows (the JSON report has them
+/// all).
+const SHOWN_NOTES: usize = 10;
+
 impl RunReport {
     /// The short summary printed for people.
     pub fn table(&self) -> String {
@@ -145,14 +149,14 @@ impl RunReport {
             for (label, n) in &p.changes {
                 let _ = writeln!(s, "    {n:>6} x {label}");
             }
-            for note in p.notes.iter().take(8) {
+            for note in p.notes.iter().take(SHOWN_NOTES) {
                 let _ = writeln!(s, "    note: {note}");
             }
-            if p.notes.len() > 8 {
+            if p.notes.len() > SHOWN_NOTES {
                 let _ = writeln!(
                     s,
                     "    note: ... {} more in the JSON report",
-                    p.notes.len() - 8
+                    p.notes.len() - SHOWN_NOTES
                 );
             }
             if !p.stop.starts_with("fixpoint") {

@@ -3186,15 +3186,31 @@ impl Quant {
         // Most of the model back in float: integer kernels gain little
         // over weight-only int8 there (a ResNet-50 of random weights: 15 of
         // 16 groups, 1.00x of float in onnxruntime, after a 27 s search).
-        if r.status == Status::Passed && k > 1 && 4 * k >= 3 * groups.len() {
+        // Layers with an integer kernel (static int8 weights, dynamic
+        // MatMuls) the original choice held, and the one kept.
+        let kernels = |keep: &[bool]| {
+            patches
+                .iter()
+                .zip(keep)
+                .filter(|(p, &k)| {
+                    k && (p.label.starts_with("weight quantized to int")
+                        || p.label.contains("made dynamic"))
+                })
+                .count()
+        };
+        let (total, left) = (kernels(&all), kernels(&keep));
+        let static_or_dynamic = patches.iter().any(|p| {
+            p.label.starts_with("activation quantized") || p.label.contains("made dynamic")
+        });
+        if static_or_dynamic && r.status == Status::Passed && total > 1 && 4 * left <= total {
             ctx.notes.push(format!(
-                "sensitive=auto computes {k} of {} layer groups in float: few layers keep an integer kernel, and the result may run no faster than weight-only int8 (activations=none), which needs no search",
-                groups.len()
+                "sensitive=auto leaves {left} of {total} layers with an integer kernel in int8: the result may run no faster than weight-only int8 (activations=none), which needs no search"
             ));
         }
         // The search chose the fewest layers that pass on the samples it is
         // then verified on: other inputs can fall below.
         let held_out = "check held-out data";
+        let mut caveat = None;
         if r.status == Status::Passed && !ctx.notes.iter().any(|n| n.contains(held_out)) {
             let samples = reference.expected().1.len();
             let flags = opts.tolerance.flags();
@@ -3209,7 +3225,7 @@ impl Quant {
                     opts.seed
                 ),
             };
-            ctx.notes.push(match &opts.inputs {
+            caveat = Some(match &opts.inputs {
                 None => format!(
                     "sensitive=auto chose on {searched}, which the result is verified on: other inputs can fall below the tolerance (torchvision's MNASNet of random weights: 0.9916 on its eight, 0.9897 on 32 others); {held_out} with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {flags}`, or more random samples with `--seed {} --samples 32`",
                     opts.seed.wrapping_add(1)
@@ -3219,7 +3235,9 @@ impl Quant {
                 ),
             });
         }
+        // The groups, then the caveat that applies to the whole choice.
         ctx.notes.extend(details);
+        ctx.notes.extend(caveat);
         Ok(patches
             .into_iter()
             .zip(fallback)
