@@ -434,8 +434,8 @@ fn an_if_decided_by_a_shape_is_verified_on_the_branch_it_takes() {
 /// stopped there.
 #[test]
 fn a_shape_tract_leaves_symbolic_is_not_specialised() {
-    use onnx_squeeze::ir::builder::{attr_int, f32_value, node_proto, ModelBuilder};
-    use onnx_squeeze::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto};
+    use onnx_squeeze::ir::builder::{attr_graph, attr_int, f32_value, node_proto, ModelBuilder};
+    use onnx_squeeze::proto::GraphProto;
     use onnx_squeeze::verify::{verify, Status};
     let branch = |name: &str, op: &str| GraphProto {
         name: Some(name.into()),
@@ -447,12 +447,6 @@ fn a_shape_tract_leaves_symbolic_is_not_specialised() {
             vec![],
         )],
         output: vec![f32_value(name, &[4])],
-        ..Default::default()
-    };
-    let graph = |name: &str, g: GraphProto| AttributeProto {
-        name: Some(name.into()),
-        g: Some(g),
-        r#type: Some(AttributeType::Graph as i32),
         ..Default::default()
     };
     let int64 = |name: &str, v: i64| onnx_squeeze::ir::tensor::from_i64(name, &[v]);
@@ -475,8 +469,8 @@ fn a_shape_tract_leaves_symbolic_is_not_specialised() {
             &["c"],
             &["y"],
             vec![
-                graph("then_branch", branch("plus", "Add")),
-                graph("else_branch", branch("minus", "Sub")),
+                attr_graph("then_branch", branch("plus", "Add")),
+                attr_graph("else_branch", branch("minus", "Sub")),
             ],
         )
         .init(int64("idx", 1))

@@ -9,7 +9,7 @@ use common::*;
 use onnx_squeeze::ir::{builder::*, Model};
 use onnx_squeeze::pass::build;
 use onnx_squeeze::pipeline::{run_pass, Limits};
-use onnx_squeeze::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto};
+use onnx_squeeze::proto::GraphProto;
 
 fn upgrade(model: &mut Model, target: i64) -> anyhow::Result<onnx_squeeze::report::PassReport> {
     let table: toml::Table = toml::from_str(&format!("target = {target}")).unwrap();
@@ -119,12 +119,6 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
             )],
         )],
         output: vec![f32_value("v", &[1])],
-        ..Default::default()
-    };
-    let attr_graph = |name: &str, g: GraphProto| AttributeProto {
-        name: Some(name.into()),
-        g: Some(g),
-        r#type: Some(AttributeType::Graph as i32),
         ..Default::default()
     };
     let mut with_if = ModelBuilder::new(9)

@@ -133,6 +133,16 @@ pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
     }
 }
 
+/// A graph attribute: an If's branch, a Loop's or Scan's body.
+pub fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Graph as i32),
+        g: Some(g),
+        ..Default::default()
+    }
+}
+
 impl ModelBuilder {
     pub fn new(opset: i64) -> Self {
         Self {

@@ -2766,7 +2766,7 @@ impl Quant {
         let wide = match opts.inputs.is_none() && verification_samples < SEARCH_SAMPLES {
             true => {
                 progress.say(&format!(
-                    "the result misses the tolerance; running the original on {SEARCH_SAMPLES} random samples to search on"
+                    "the result misses the tolerance; running the model on {SEARCH_SAMPLES} random samples to search on"
                 ));
                 let wide_opts = crate::verify::VerifyOptions {
                     samples: SEARCH_SAMPLES,
