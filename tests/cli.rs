@@ -315,6 +315,15 @@ fn run_writes_report_and_summary() {
             && summary.contains("verify     passed"),
         "{summary}"
     );
+    // Readable like the model, not the temporary file's 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in [&report, &out] {
+            let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644, "{}", f.display());
+        }
+    }
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     for k in ["bytes", "nodes", "params"] {
         assert!(

@@ -2772,7 +2772,15 @@ impl Quant {
                     samples: SEARCH_SAMPLES,
                     ..opts.clone()
                 };
-                Reference::new(model, &wide_opts).ok()
+                match Reference::new(model, &wide_opts) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        ctx.notes.push(format!(
+                            "sensitive=auto searches on verification's samples alone: the model did not run on {SEARCH_SAMPLES} ({e:#})"
+                        ));
+                        None
+                    }
+                }
             }
             false => None,
         };
