@@ -386,12 +386,12 @@ fn short_convs_between_int8_layers_stay_int8() {
         .unwrap();
     let (m, s) = snapshot(&shared, params);
     assert!(s.contains("DequantizeLinear(w2_q"), "{s}");
-    assert!(s.contains("c2: Conv(a1x2_dq, w2)"), "{s}");
+    assert!(s.contains("c2: Conv(a1x1_dq, w2)"), "{s}");
     assert!(
         s.contains("Mul(w2_q_values, w2_scale_axis0) -> (w2_expanded)"),
         "{s}"
     );
-    assert!(s.contains("c4: Conv(a1x5_dq, w2_expanded)"), "{s}");
+    assert!(s.contains("c4: Conv(a1x3_dq, w2_expanded)"), "{s}");
     assert_eq!(s.matches("init   w2_q: ").count(), 1, "{s}");
     assert_eq!(float_layers_between_qdq(&m), Vec::<String>::new(), "{s}");
     let v = verify_quant(&shared, &m);
@@ -787,6 +787,46 @@ fn pooled_in_onnxruntime(original: &Model, m: &Model, name: &str) -> serde_json:
         "onnxruntime pools in NHWC after the int8 layers: {r}"
     );
     r
+}
+
+/// Convs joined by Relus compute as one integer kernel each in onnxruntime,
+/// the Relu folded into the QuantizeLinear after it: no value is
+/// dequantized and quantized again between them (with a pair of its own on
+/// each Conv's output, onnxruntime's optimized graph held a
+/// DequantizeLinear -> QuantizeLinear between every two QLinearConvs).
+#[test]
+fn convs_joined_by_relus_are_not_requantized_in_onnxruntime() {
+    let original = int8_head()
+        .init_f32("w2", &[16, 16, 3, 3], &weights(16 * 144, 2))
+        .init_f32("w3", &[16, 16, 3, 3], &weights(16 * 144, 3))
+        .init_f32("w4", &[8, 16, 3, 3], &weights(8 * 144, 4))
+        .node_with("c2", "Conv", &["a1", "w2"], &["h2"], conv_attrs(3))
+        .node("r2", "Relu", &["h2"], &["a2"])
+        .node_with("c3", "Conv", &["a2", "w3"], &["h3"], conv_attrs(3))
+        .node("r3", "Relu", &["h3"], &["a3"])
+        .node_with("c4", "Conv", &["a3", "w4"], &["y"], conv_attrs(3))
+        .output("y", &[1, 8, 8, 8])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-relu-chain");
+    let input = write_model(dir.path(), "model.onnx", &original);
+    let out = dir.path().join("model.q.onnx");
+    run_passes_verified(
+        "quant(activations=static,min_reduction=1,min_out_channels=1,sensitive=off)",
+        &[],
+        &input,
+        &out,
+    );
+    let mut args = quantized("0.99");
+    args.push("--optimized-ops".into());
+    let r = assert_ort_matches(&input, &out, &args);
+    let ops = &r["optimized_ops"];
+    // x quantized once; the three int8 Convs chained in uint8; the last
+    // one's input dequantized once for c4, which writes the graph output
+    // in float.
+    assert_eq!(ops["QLinearConv"], 3, "{r}");
+    assert_eq!(ops["QuantizeLinear"], 1, "{r}");
+    assert_eq!(ops["DequantizeLinear"], 1, "{r}");
 }
 
 /// SqueezeNet's fire module: a squeeze Conv, then a 1x1 and a 3x3 expand
@@ -2108,7 +2148,9 @@ fn int4_embedding_blocks_run_in_tract_and_onnxruntime() {
 /// Static placement: an op of the passthrough list joins the int8 region
 /// only when every data input it reads is quantized. `Add(x, constant)` (a
 /// hardswish piece) and SiLU's `Sigmoid`/`Mul` stay float between the Convs;
-/// a Relu after a Conv joins.
+/// a Relu after a Conv joins, and the Conv's output, which only the Relu
+/// reads, gets no pair of its own (onnxruntime folds the Relu into the
+/// QuantizeLinear after it, and the Conv into one integer kernel with both).
 #[test]
 fn elementwise_chains_between_convs_stay_float() {
     let w: Vec<f32> = (0..4 * 4 * 3 * 3)
@@ -2154,11 +2196,12 @@ fn elementwise_chains_between_convs_stay_float() {
     );
     // Conv outputs and inputs, and the Relu between two Convs, are quantized.
     let quantized = |v: &str| s.contains(&format!("QuantizeLinear({v}, "));
-    for v in ["c1_out", "relu_out", "c2_out", "silu_out"] {
+    for v in ["relu_out", "c2_out", "silu_out"] {
         assert!(quantized(v), "{v} is not quantized:\n{s}");
     }
+    assert!(s.contains("relu: Relu(c1_out)"), "{s}");
     // The element-wise chain between c2 and c3 stays float.
-    for v in ["add_out", "sig_out"] {
+    for v in ["c1_out", "add_out", "sig_out"] {
         assert!(!quantized(v), "{v} should stay float:\n{s}");
     }
     let v = verify_quant(&original, &m);
