@@ -769,24 +769,26 @@ fn a_short_conv_feeding_a_quantized_maxpool_computes_in_int8() {
 fn pooled_in_onnxruntime(original: &Model, m: &Model, name: &str) -> serde_json::Value {
     let v = verify_quant(original, m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
-    let dir = scratch(name);
-    let input = write_model(dir.path(), "model.onnx", original);
-    let out = dir.path().join("model.q.onnx");
-    run_passes_verified(
-        "quant(activations=static,min_reduction=64)",
-        &[],
-        &input,
-        &out,
-    );
-    let mut args = quantized("0.99");
-    args.push("--optimized-ops".into());
-    let r = assert_ort_matches(&input, &out, &args);
+    let r = in_onnxruntime(original, "quant(activations=static,min_reduction=64)", name);
     assert_eq!(
         r["optimized_ops"].get("MaxPool"),
         None,
         "onnxruntime pools in NHWC after the int8 layers: {r}"
     );
     r
+}
+
+/// `original` through the CLI with `passes` (verified), then run by
+/// onnxruntime as the original is (cosine 0.99): its report, with the ops
+/// of its optimized graph.
+fn in_onnxruntime(original: &Model, passes: &str, name: &str) -> serde_json::Value {
+    let dir = scratch(name);
+    let input = write_model(dir.path(), "model.onnx", original);
+    let out = dir.path().join("model.q.onnx");
+    run_passes_verified(passes, &[], &input, &out);
+    let mut args = quantized("0.99");
+    args.push("--optimized-ops".into());
+    assert_ort_matches(&input, &out, &args)
 }
 
 /// Convs joined by Relus compute as one integer kernel each in onnxruntime,
@@ -808,18 +810,11 @@ fn convs_joined_by_relus_are_not_requantized_in_onnxruntime() {
         .output("y", &[1, 8, 8, 8])
         .build()
         .unwrap();
-    let dir = scratch("quant-relu-chain");
-    let input = write_model(dir.path(), "model.onnx", &original);
-    let out = dir.path().join("model.q.onnx");
-    run_passes_verified(
+    let r = in_onnxruntime(
+        &original,
         "quant(activations=static,min_reduction=1,min_out_channels=1,sensitive=off)",
-        &[],
-        &input,
-        &out,
+        "quant-relu-chain",
     );
-    let mut args = quantized("0.99");
-    args.push("--optimized-ops".into());
-    let r = assert_ort_matches(&input, &out, &args);
     let ops = &r["optimized_ops"];
     // x quantized once; the three int8 Convs chained in uint8; the last
     // one's input dequantized once for c4, which writes the graph output
