@@ -791,19 +791,22 @@ fn in_onnxruntime(original: &Model, passes: &str, name: &str) -> serde_json::Val
     assert_ort_matches(&input, &out, &args)
 }
 
-/// Convs joined by Relus compute as one integer kernel each in onnxruntime,
-/// the Relu folded into the QuantizeLinear after it: no value is
-/// dequantized and quantized again between them (with a pair of its own on
-/// each Conv's output, onnxruntime's optimized graph held a
-/// DequantizeLinear -> QuantizeLinear between every two QLinearConvs).
+/// Convs joined by Relus (and a ReLU6, a Clip from 0) compute as one
+/// integer kernel each in onnxruntime, the Relu or Clip folded into the
+/// QuantizeLinear after it: no value is dequantized and quantized again
+/// between them (with a pair of its own on each Conv's output,
+/// onnxruntime's optimized graph held a DequantizeLinear -> QuantizeLinear
+/// between every two QLinearConvs).
 #[test]
 fn convs_joined_by_relus_are_not_requantized_in_onnxruntime() {
     let original = int8_head()
         .init_f32("w2", &[16, 16, 3, 3], &weights(16 * 144, 2))
         .init_f32("w3", &[16, 16, 3, 3], &weights(16 * 144, 3))
         .init_f32("w4", &[8, 16, 3, 3], &weights(8 * 144, 4))
+        .init_f32("zero", &[], &[0.0])
+        .init_f32("six", &[], &[6.0])
         .node_with("c2", "Conv", &["a1", "w2"], &["h2"], conv_attrs(3))
-        .node("r2", "Relu", &["h2"], &["a2"])
+        .node("r2", "Clip", &["h2", "zero", "six"], &["a2"])
         .node_with("c3", "Conv", &["a2", "w3"], &["h3"], conv_attrs(3))
         .node("r3", "Relu", &["h3"], &["a3"])
         .node_with("c4", "Conv", &["a3", "w4"], &["y"], conv_attrs(3))
