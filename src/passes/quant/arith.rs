@@ -352,6 +352,22 @@ pub fn asymmetric_u8(min: f32, max: f32) -> (f32, u8) {
     (scale, zp)
 }
 
+/// `scale`, or the largest float32 below it whose uint8 grid from 0 ends at
+/// `max` or below (scale x 255, in float32, as onnxruntime computes it when
+/// it decides whether a Clip to `max` before the QuantizeLinear can go):
+/// one ulp less where rounding put the top past `max`, `max / 255` where
+/// the range was empty (scale 1).
+pub fn u8_scale_within(scale: f32, max: f32) -> f32 {
+    if !(max > 0.0 && max.is_finite()) || scale * 255.0 <= max + f32::EPSILON {
+        return scale;
+    }
+    let mut s = scale.min(max / 255.0);
+    while s > 0.0 && s * 255.0 > max {
+        s = f32::from_bits(s.to_bits() - 1);
+    }
+    s
+}
+
 /// Symmetric signed quantization of a weight laid out as `[outer, channels,
 /// inner]` along `axis`, one scale per channel, into `[-qmax, qmax]`
 /// ([`INT8_QMAX`] or [`INT8_QMAX_REDUCED`]). Returns values and scales.
@@ -974,5 +990,23 @@ mod tests {
     fn int4_packing_low_nibble_first() {
         assert_eq!(pack_int4(&[1, -2, 7]), vec![0xE1, 0x07]);
         assert_eq!(pack_int4(&[-8, 7]), vec![0x78]);
+    }
+
+    #[test]
+    fn a_relu6_grid_ends_within_its_bound() {
+        // As calibrated: untouched where the top is within the bound.
+        assert_eq!(u8_scale_within(6.0 / 255.0, 6.0), 6.0 / 255.0);
+        assert_eq!(u8_scale_within(0.01, 6.0), 0.01);
+        // An empty range (scale 1) and a top one ulp past the bound.
+        for (scale, max) in [
+            (1.0f32, 6.0f32),
+            (f32::from_bits((1.0f32 / 255.0).to_bits() + 2), 1.0),
+        ] {
+            let s = u8_scale_within(scale, max);
+            assert!(s > 0.0 && s * 255.0 <= max, "{scale} -> {s}");
+            assert!(s >= max / 255.0 * (1.0 - 1e-6), "{scale} -> {s}");
+        }
+        // No bound to keep to.
+        assert_eq!(u8_scale_within(1.0, f32::INFINITY), 1.0);
     }
 }

@@ -2005,16 +2005,24 @@ fn before_relu(
         .collect()
 }
 
-/// Whether Clip `n`'s lower bound is exactly 0: a constant input from opset
-/// 11 on, the `min` attribute before.
+/// Whether Clip `n`'s lower bound is exactly 0.
 fn clips_at_zero(g: &crate::ir::Graph, n: &NodeProto) -> bool {
-    match n.input.get(1).filter(|v| !v.is_empty()) {
-        Some(min) => g
-            .constant(min)
+    clip_bound(g, n, 1, "min") == Some(0.0)
+}
+
+/// A bound of Clip `n` where it is set: the constant scalar input `slot`
+/// from opset 11 on, the attribute `name` before.
+fn clip_bound(g: &crate::ir::Graph, n: &NodeProto, slot: usize, name: &str) -> Option<f32> {
+    match n.input.get(slot).filter(|v| !v.is_empty()) {
+        Some(v) => g
+            .constant(v)
             .filter(|t| !tensor::is_external(t))
             .and_then(|t| tensor::to_f32(t, t.raw_data.as_ref()).ok())
-            .is_some_and(|t| t.data == [0.0]),
-        None => crate::ir::attr(n, "min").is_some_and(|a| a.f() == 0.0),
+            .and_then(|t| match t.data[..] {
+                [b] => Some(b),
+                _ => None,
+            }),
+        None => crate::ir::attr(n, name).map(|a| a.f()),
     }
 }
 
@@ -3590,7 +3598,20 @@ impl Quant {
             let k = *number
                 .get(v.as_str())
                 .expect("every activation is a graph input or a node output");
-            let (scale, zp) = arith::asymmetric_u8(lo, hi);
+            let (mut scale, zp) = arith::asymmetric_u8(lo, hi);
+            // A ReLU6's output: onnxruntime folds the Clip into this
+            // QuantizeLinear only where the grid's top, scale x 255 in
+            // float32, is within float32's epsilon of the Clip's upper
+            // bound (the calibrated range is within it, but its rounding,
+            // or an output of 0s only, could put the top past it).
+            let clip_max = g
+                .producer(v)
+                .map(|p| &g.nodes[p])
+                .filter(|p| p.is_onnx() && p.op() == "Clip" && clips_at_zero(g, &p.proto))
+                .and_then(|p| clip_bound(g, &p.proto, 2, "max"));
+            if let Some(max) = clip_max.filter(|_| zp == 0) {
+                scale = arith::u8_scale_within(scale, max);
+            }
             // Short names (`a{k}_q`, `a{k}_dq`, `a{k}_scale`): each appears
             // several times in the file, and on a small model with many
             // activations (PP-OCRv4 det: 109) names derived from the value's
