@@ -2861,7 +2861,9 @@ impl Quant {
         // too, last, so that the last run the memo keeps is the kept one's.
         let verification_samples = reference.expected().1.len();
         let can_widen = opts.inputs.is_none() && verification_samples < SEARCH_SAMPLES;
-        let widen = |ctx: &mut PassCtx, why: &str| -> Option<Reference> {
+        // The wide reference, and the model specialised to its samples
+        // (an If model's), once.
+        let widen = |ctx: &mut PassCtx, why: &str| -> Option<(Reference, Option<Model>)> {
             progress.say(&format!(
                 "{why}; running the model on {SEARCH_SAMPLES} random samples to search on"
             ));
@@ -2870,7 +2872,10 @@ impl Quant {
                 ..opts.clone()
             };
             match Reference::new(model, &wide_opts) {
-                Ok(w) => Some(w),
+                Ok(w) => {
+                    let specialised = w.specialised(model).ok().flatten();
+                    Some((w, specialised))
+                }
                 Err(e) => {
                     ctx.notes.push(format!(
                         "sensitive=auto searches on verification's samples alone: the model did not run on {SEARCH_SAMPLES} ({e:#})"
@@ -2905,10 +2910,9 @@ impl Quant {
                     "the result passes at cosine {:.5}, close to the tolerance",
                     score(&full)
                 );
-                let Some(w) = widen(ctx, &why) else {
+                let Some((w, spec)) = widen(ctx, &why) else {
                     return Ok(patches);
                 };
-                let spec = w.specialised(model).ok().flatten();
                 let x = eval_on(&w, spec.as_ref(), &all, &[])?;
                 if x.status == Status::Passed {
                     return Ok(patches);
@@ -2920,19 +2924,16 @@ impl Quant {
                     score(&x)
                 ));
                 full_wide = Some(x);
-                Some(w)
+                Some((w, spec))
             }
             Status::Failed if can_widen => widen(ctx, "the result misses the tolerance"),
             Status::Failed => None,
         };
-        let wide_specialised = wide
-            .as_ref()
-            .and_then(|w| w.specialised(model).ok().flatten());
         let eval = |keep: &[bool], fallback: &[Option<Stored>]| -> Result<VerifyReport> {
-            let Some(w) = &wide else {
+            let Some((w, specialised)) = &wide else {
                 return on_verification(keep, fallback);
             };
-            let x = eval_on(w, wide_specialised.as_ref(), keep, fallback)?;
+            let x = eval_on(w, specialised.as_ref(), keep, fallback)?;
             if x.status != Status::Passed {
                 return Ok(x);
             }
@@ -2948,7 +2949,7 @@ impl Quant {
         // in [0, 1) saturates on the normal one, and every layer would rank
         // the same there; every verdict takes them all.
         let ranking = match (&wide, &full_wide) {
-            (Some(w), Some(x)) => w.one_sample(x.worst_sample.unwrap_or(0)),
+            (Some((w, _)), Some(x)) => w.one_sample(x.worst_sample.unwrap_or(0)),
             _ => reference.one_sample(full.worst_sample.unwrap_or(0)),
         };
         // A weight taken back from integer compute is still stored compactly,
@@ -3367,7 +3368,7 @@ impl Quant {
             let samples = reference.expected().1.len();
             let flags = opts.tolerance.flags();
             let searched = match &wide {
-                Some(w) => format!(
+                Some((w, _)) => format!(
                     "{} random samples (seed {}), verification's {samples} among them",
                     w.expected().1.len(),
                     opts.seed
