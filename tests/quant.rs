@@ -827,6 +827,40 @@ fn convs_joined_by_relus_are_not_requantized_in_onnxruntime() {
     assert_eq!(ops["DequantizeLinear"], 1, "{r}");
 }
 
+/// A ReLU6 whose output is all 0s (an empty range, scale 1 as calibrated)
+/// gets a uint8 grid that ends within its bound: onnxruntime folds the Clip
+/// into the QuantizeLinear only there, and the Conv before it with them.
+#[test]
+fn a_relu6_of_zeros_keeps_its_grid_within_six() {
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[16, 8, 3, 3], &weights(16 * 72, 1))
+        .init_f32("b1", &[16], &[-100.0; 16])
+        .init_f32("w2", &[8, 16, 3, 3], &weights(8 * 144, 2))
+        .init_f32("zero", &[], &[0.0])
+        .init_f32("six", &[], &[6.0])
+        .node_with("c1", "Conv", &["x", "w1", "b1"], &["h1"], conv_attrs(3))
+        .node("r1", "Clip", &["h1", "zero", "six"], &["a1"])
+        .node_with("c2", "Conv", &["a1", "w2"], &["y"], conv_attrs(3))
+        .output("y", &[1, 8, 8, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"static\"\nsensitive = \"off\"\nmin_reduction = 1\nmin_out_channels = 1",
+    );
+    let g = &m.graph;
+    let q = g
+        .consumers("a1")
+        .into_iter()
+        .find(|&c| g.nodes[c].op() == "QuantizeLinear")
+        .unwrap_or_else(|| panic!("a1 is not quantized:\n{s}"));
+    let scale = g.constant(&g.nodes[q].proto.input[1]).unwrap();
+    let scale = onnx_squeeze::ir::tensor::to_f32(scale, scale.raw_data.as_ref()).unwrap();
+    assert!(scale.data[0] * 255.0 <= 6.0, "{:?}\n{s}", scale.data);
+    assert!(s.contains("r1: Clip(h1, zero, six)"), "{s}");
+}
+
 /// SqueezeNet's fire module: a squeeze Conv, then a 1x1 and a 3x3 expand
 /// Conv joined by a Concat before a MaxPool. The 1x1 expand (a reduction of
 /// 16) would compute in float, and onnxruntime, moving the QuantizeLinear
