@@ -738,7 +738,7 @@ impl Quant {
         // A Conv that gains nothing in int8 computes in float with its weight
         // stored as int8 (expanded at load), unless static placement would
         // put it between a DequantizeLinear and a QuantizeLinear (directly or
-        // through a Relu/Clip): onnxruntime
+        // through a Relu or ReLU6): onnxruntime
         // quantizes such a float Conv's weight itself, per tensor, at load
         // (its WeightBiasQuantization), which costs far more accuracy than
         // our per-channel int8 (PP-OCRv4 rec: cosine 0.991 -> 0.978).
@@ -1363,14 +1363,14 @@ fn static_payoff(model: &Model, patches: &[Patch], sizes: &ValueSizes) -> Result
                 let Some(x) = n.input.first().filter(|x| !constant(x)) else {
                     continue;
                 };
-                // Relu/Clip nodes that alone read their input onnxruntime
+                // Relu/ReLU6 nodes that alone read their input onnxruntime
                 // folds into this QuantizeLinear: what writes the uint8
                 // values is the layer before them.
                 let mut src = g.producer(x);
                 let from_integer = loop {
                     match src {
                         Some(p) if integer(p) => break true,
-                        Some(p) if matches!(op(p), "Relu" | "Clip") => {
+                        Some(p) if folds_into_quantize(g, p) => {
                             match g.nodes[p].proto.input.first() {
                                 Some(i) if g.consumers(i).len() == 1 => src = g.producer(i),
                                 _ => break false,
@@ -1411,7 +1411,7 @@ fn static_payoff(model: &Model, patches: &[Patch], sizes: &ValueSizes) -> Result
                     "Conv" => {
                         let per_out =
                             tensor::numel(d)? as u64 / d.first().map_or(1, |&c| c.max(1) as u64);
-                        // Its output as quantized: after the Relu/Clip
+                        // Its output as quantized: after the Relu/ReLU6
                         // onnxruntime folds in, the same elements.
                         let out = n.output.first().map_or(0, |o| {
                             relu_clip_chain(g, o)
@@ -1463,7 +1463,7 @@ fn bias_add_of(g: &crate::ir::Graph, id: NodeId) -> Option<NodeId> {
 /// both operands dequantized (QLinearMatMul or MatMulIntegerToFloat), a
 /// Gemm with every input dequantized, `alpha` and `beta` 1 where it has a
 /// bias (QGemm), a Conv with every input dequantized and its output quantized,
-/// directly or through Relu/Clip (QLinearConv). Anything else runs in float
+/// directly or through a Relu or ReLU6 (QLinearConv). Anything else runs in float
 /// and dequantizes its constant operands on every run, and so does a
 /// MatMul whose output goes straight to an Add of a constant: onnxruntime's
 /// MatMulAddFusion makes the two a float Gemm before its QDQ fusions run
@@ -1493,7 +1493,8 @@ fn fused_by_onnxruntime(g: &crate::ir::Graph, id: NodeId) -> bool {
 }
 
 /// Whether `v` feeds one QuantizeLinear, directly or through single-reader
-/// Relu/Clip nodes (which onnxruntime folds into it), and nothing else.
+/// nodes onnxruntime folds into it ([`folds_into_quantize`]), and nothing
+/// else.
 fn quantized_next(g: &crate::ir::Graph, v: &str) -> bool {
     let chain = relu_clip_chain(g, v);
     chain.iter().all(|v| !g.is_graph_output(v))
@@ -1513,11 +1514,37 @@ fn read_by_name_only(g: &crate::ir::Graph, v: &str) -> bool {
         .all(|&c| g.nodes[c].proto.input.iter().any(|i| i == v))
 }
 
-/// `v`, then the output of each Relu/Clip that is the only reader of the
-/// value before it: the values onnxruntime folds into one QuantizeLinear
-/// after them.
+/// `v`, then the output of each node onnxruntime folds into a
+/// QuantizeLinear ([`folds_into_quantize`]) that is the only reader of the
+/// value before it: the values one QuantizeLinear after them stands for.
 fn relu_clip_chain(g: &crate::ir::Graph, v: &str) -> Vec<String> {
-    single_reader_chain(g, v, &["Relu", "Clip"])
+    let mut chain = vec![v.to_string()];
+    while let Some(last) = chain.last() {
+        let next = match g.consumers(last).as_slice() {
+            [c] if folds_into_quantize(g, *c) => g.nodes[*c].proto.output.first().cloned(),
+            _ => None,
+        };
+        match next {
+            Some(o) => chain.push(o),
+            None => break,
+        }
+    }
+    chain
+}
+
+/// Whether onnxruntime folds node `id` into a QuantizeLinear that alone
+/// reads its output: a Relu (its ReluQuantFusion, where the zero point is
+/// the grid's lowest code, as calibration sets it for values from 0 up), or
+/// a ReLU6, a Clip from a constant 0 (its ClipQuantFusion, where the grid
+/// lies within the Clip's bounds: the pair's scale is taken within the
+/// upper one, see `arith::u8_scale_within`). A Clip with another lower bound
+/// stays a float op between the layer before it and the QuantizeLinear, so
+/// that layer does not fuse with it. The one rule placement
+/// ([`before_relu`]), fusion ([`quantized_next`], [`feeds_q`]) and
+/// [`static_payoff`] follow.
+fn folds_into_quantize(g: &crate::ir::Graph, id: NodeId) -> bool {
+    let n = &g.nodes[id];
+    n.is_onnx() && (n.op() == "Relu" || (n.op() == "Clip" && clips_at_zero(g, &n.proto)))
 }
 
 /// `v`, then the output of each node of an op in `ops` that is the only
@@ -1989,11 +2016,8 @@ fn before_relu(
         .filter(|v| !g.is_graph_output(v))
         .filter(|v| match g.consumers(v).as_slice() {
             [r] => {
-                let relu = &g.nodes[*r];
-                relu.is_onnx()
-                    && (relu.op() == "Relu"
-                        || (relu.op() == "Clip" && clips_at_zero(g, &relu.proto)))
-                    && relu
+                folds_into_quantize(g, *r)
+                    && g.nodes[*r]
                         .proto
                         .output
                         .first()
@@ -2061,7 +2085,7 @@ fn same_range(
 
 /// Ops whose float form onnxruntime quantizes itself at load (per tensor,
 /// its WeightBiasQuantization) when they read a DequantizeLinear and feed a
-/// QuantizeLinear, directly or through Relu/Clip.
+/// QuantizeLinear, directly or through a Relu or ReLU6.
 const REQUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm"];
 
 /// The fewest values a channel of a weight stored as int8 for ops with no
@@ -2070,8 +2094,8 @@ const REQUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm"];
 const MIN_STORED_PER_CHANNEL: usize = 4;
 
 /// Whether `v` reaches a QuantizeLinear of this placement without a branch,
-/// directly or through single-reader Relu/Clip nodes (which onnxruntime folds
-/// into the QuantizeLinear).
+/// directly or through single-reader nodes onnxruntime folds into the
+/// QuantizeLinear ([`folds_into_quantize`]).
 fn feeds_q(
     g: &crate::ir::Graph,
     readers: &BTreeMap<String, Vec<(NodeId, usize)>>,
@@ -2192,7 +2216,7 @@ fn bypass_float_layers(
 /// An integer kernel is a Conv, Gemm or MatMul that onnxruntime fuses as
 /// [`fused_by_onnxruntime`] says: its input's pair and its int8 weight kept,
 /// a Conv's output quantized
-/// after its Relu/Clip, a MatMul's quantized or not read by a bias Add
+/// after its Relu or ReLU6, a MatMul's quantized or not read by a bias Add
 /// (which onnxruntime would fuse first, into a float Gemm). A pair serves
 /// one where it is that kernel's input or output, or reaches it through ops
 /// of [`PASSTHROUGH_OPS`] whose input and output pairs are both kept (each
@@ -4920,6 +4944,43 @@ mod tests {
         assert!(!fused("Add", "c"));
         assert!(fused("Add", "z"));
         assert!(fused("Mul", "c"));
+    }
+
+    /// A Conv fuses into QLinearConv through a Relu or a ReLU6 before its
+    /// output's QuantizeLinear, which onnxruntime folds into it, and not
+    /// through a Clip from another lower bound, which stays a float op
+    /// between them (onnxruntime's ClipQuantFusion folds a Clip only where
+    /// the grid lies within its bounds).
+    #[test]
+    fn a_conv_fuses_through_a_relu_or_relu6_and_no_other_clip() {
+        let fused = |op: &str, bounds: &[f32]| {
+            let mut b = ModelBuilder::new(17)
+                .input("x", &[1, 1, 4, 4])
+                .init_f32("s", &[], &[0.1])
+                .init_f32("w", &[1, 1, 1, 1], &[0.5])
+                .init_f32("b", &[1], &[1.0])
+                .init_f32("lo", &[], &bounds[..1])
+                .init_f32("hi", &[], &bounds[1..])
+                .node("q", "QuantizeLinear", &["x", "s"], &["xq"])
+                .node("dq", "DequantizeLinear", &["xq", "s"], &["xd"])
+                .node("dw", "DequantizeLinear", &["w", "s"], &["wd"])
+                .node("db", "DequantizeLinear", &["b", "s"], &["bd"])
+                .node("conv", "Conv", &["xd", "wd", "bd"], &["h"]);
+            b = match op {
+                "Relu" => b.node("act", "Relu", &["h"], &["r"]),
+                _ => b.node("act", "Clip", &["h", "lo", "hi"], &["r"]),
+            };
+            let m = b
+                .node("qo", "QuantizeLinear", &["r", "s"], &["rq"])
+                .node("dqo", "DequantizeLinear", &["rq", "s"], &["y"])
+                .output("y", &[1, 1, 4, 4])
+                .build()
+                .unwrap();
+            fused_named(&m, "conv")
+        };
+        assert!(fused("Relu", &[0.0, 6.0]));
+        assert!(fused("Clip", &[0.0, 6.0]));
+        assert!(!fused("Clip", &[-1.0, 1.0]));
     }
 
     /// A Gemm with its bias dequantized fuses into QGemm only with alpha and
