@@ -231,18 +231,23 @@ fn quiet_tract_panics() {
 ///   core keeps the speed (each worker allocates in its own) and the peak
 ///   lower (the recogniser: 177-187 -> 144-151 MB, as fast; one arena in
 ///   all: 138 MB, 7% slower).
-/// * Buffers of 4 MiB and more (weights, their copies in tract, large
-///   activations) are mapped on their own and returned to the system when
-///   freed. By default glibc raises that threshold to the size of each
-///   such buffer freed, up to 32 MiB, and from then on serves them from
-///   the heap, which keeps the memory when they are freed: ddddocr's
-///   54 MB recogniser peaked at 357 MB for a heap peak of 158 MB (with the
-///   threshold fixed: 171 MB), PP-OCRv6's recogniser 175 -> 144 MB,
-///   ResNet-18 231 -> 218, YOLOv8n 116 -> 110, magika 61 -> 57, the
-///   benchmark's run times unchanged within their noise (each buffer's pages
-///   are fresh, which costs ResNet-18 up to 15% in repeated runs here).
-///   Lower thresholds cut more (magika 37 MB at 64 kB) but cost tract's
-///   per-run buffers 30-50% more time.
+/// * Buffers of 2 MiB and more (weights, their copies in tract, large
+///   activations, the operands tract packs on each run) are mapped on their
+///   own and returned to the system when freed. By default glibc raises
+///   that threshold to the size of each such buffer freed, up to 32 MiB,
+///   and from then on serves them from the heap, which keeps the memory
+///   when they are freed: ddddocr's 54 MB recogniser peaked at 357 MB for a
+///   heap peak of 158 MB (with the threshold fixed at 4 MiB: 171 MB),
+///   PP-OCRv6's recogniser 175 -> 144 MB, ResNet-18 231 -> 218, YOLOv8n
+///   116 -> 110, magika 61 -> 57. From 4 MiB to 2 MiB (`clean,quant`
+///   without verification, three runs each): magika 64-70 -> 44-46 MB (its
+///   heap peak is 14 MB: the rest was the 2-4 MB buffers tract packs on
+///   each run, kept in both arenas), ResNet-18 116-118 -> 110, MiniLM-L3
+///   115-117 -> 108-110, YOLOv8n and open-nsfw the same within their
+///   noise, run times the same within theirs. Lower thresholds cut more
+///   (magika 35 MB at 256 kB, ResNet-18 103) but cost time, each buffer's
+///   pages being fresh (256 kB: 10-20% on YOLOv8n, open-nsfw and the
+///   recognisers; 1 MiB: 3-7%).
 ///
 /// The user's own settings (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
 /// `GLIBC_TUNABLES`) win.
@@ -264,7 +269,7 @@ fn tune_malloc() {
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
             // SAFETY: as above.
             unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
             }
         }
     }
