@@ -740,7 +740,7 @@ fn remove_identities(model: &Model) -> Vec<Patch> {
     out
 }
 
-fn f32_const(model: &Model, name: &str) -> Option<tensor::F32Tensor> {
+pub(crate) fn f32_const(model: &Model, name: &str) -> Option<tensor::F32Tensor> {
     let t = model.graph.constant(name)?;
     if tensor::data_type(t) != DataType::Float {
         return None;
