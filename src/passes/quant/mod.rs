@@ -2472,15 +2472,6 @@ struct Stored {
     patch: Patch,
 }
 
-/// What a patch quantizes, for notes.
-/// The items of `items` that checking each in turn on top of those
-/// accepted before it would accept, wherever a set that holds a failing
-/// item fails too, in fewer checks where most pass: all of them at once,
-/// else the longest run of them that passes (by bisection), the item after
-/// it set aside, and again with the items after that. `check` is given the
-/// whole set to try (those accepted, then the run) and says whether it
-/// passes; a run of `n` items with `f` failing takes about
-/// `(f + 1) * (1 + log2 n)` checks instead of `n + 1`.
 /// Ops whose output has the rank of their non-constant inputs, which
 /// [`image_rank`] walks back through.
 const RANK_KEEPING_OPS: &[&str] = &[
@@ -2544,6 +2535,14 @@ fn image_rank(g: &crate::ir::Graph, v: &str) -> Option<usize> {
     None
 }
 
+/// The items of `items` that checking each in turn on top of those
+/// accepted before it would accept, wherever a set that holds a failing
+/// item fails too, in fewer checks where most pass: all of them at once,
+/// else the longest run of them that passes (by bisection), the item after
+/// it set aside, and again with the items after that. `check` is given the
+/// whole set to try (those accepted, then the run) and says whether it
+/// passes; a run of `n` items with `f` failing takes about
+/// `(f + 1) * (1 + log2 n)` checks instead of `n + 1`.
 fn accepted_in_runs(
     items: &[usize],
     mut check: impl FnMut(&[usize]) -> Result<bool>,
@@ -2571,6 +2570,7 @@ fn accepted_in_runs(
     Ok(accepted)
 }
 
+/// What a patch quantizes, for notes.
 fn describe(p: &Patch) -> String {
     let what = p
         .remove_initializers
@@ -2758,7 +2758,6 @@ impl Quant {
         Ok(out)
     }
 
-    /// Whether `exclude=` keeps node `n` in float.
     /// Each BatchNormalization over images that no layer absorbs (`clean`
     /// folds one that alone reads a Conv or Gemm into it: a pre-activation
     /// one, as DenseNet's, reads a Concat), written as the depthwise 1x1
@@ -2857,6 +2856,7 @@ impl Quant {
         out
     }
 
+    /// Whether `exclude=` keeps node `n` in float.
     fn excludes(&self, n: &crate::ir::Node) -> bool {
         self.params.exclude.iter().any(|p| exclude_matches(p, n))
     }
