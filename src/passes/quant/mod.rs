@@ -1525,18 +1525,7 @@ fn read_by_name_only(g: &crate::ir::Graph, v: &str) -> bool {
 /// QuantizeLinear ([`folds_into_quantize`]) that is the only reader of the
 /// value before it: the values one QuantizeLinear after them stands for.
 fn relu_clip_chain(g: &crate::ir::Graph, v: &str) -> Vec<String> {
-    let mut chain = vec![v.to_string()];
-    while let Some(last) = chain.last() {
-        let next = match g.consumers(last).as_slice() {
-            [c] if folds_into_quantize(g, *c) => g.nodes[*c].proto.output.first().cloned(),
-            _ => None,
-        };
-        match next {
-            Some(o) => chain.push(o),
-            None => break,
-        }
-    }
-    chain
+    single_reader_chain(g, v, |c| folds_into_quantize(g, c))
 }
 
 /// Whether onnxruntime folds node `id` into a QuantizeLinear that alone
@@ -1547,20 +1536,24 @@ fn relu_clip_chain(g: &crate::ir::Graph, v: &str) -> Vec<String> {
 /// upper one, see `arith::u8_scale_within`). A Clip with another lower bound
 /// stays a float op between the layer before it and the QuantizeLinear, so
 /// that layer does not fuse with it. The one rule placement
-/// ([`before_relu`]), fusion ([`quantized_next`], [`feeds_q`]) and
-/// [`static_payoff`] follow.
+/// ([`before_relu`]), fusion ([`quantized_next`], [`feeds_q`]),
+/// [`static_payoff`] and the ReLU6 grid's scale follow.
 fn folds_into_quantize(g: &crate::ir::Graph, id: NodeId) -> bool {
     let n = &g.nodes[id];
     n.is_onnx() && (n.op() == "Relu" || (n.op() == "Clip" && clips_at_zero(g, &n.proto)))
 }
 
-/// `v`, then the output of each node of an op in `ops` that is the only
+/// `v`, then the output of each node `follows` accepts that is the only
 /// reader of the value before it (the graph is acyclic: the walk ends).
-fn single_reader_chain(g: &crate::ir::Graph, v: &str, ops: &[&str]) -> Vec<String> {
+fn single_reader_chain(
+    g: &crate::ir::Graph,
+    v: &str,
+    follows: impl Fn(NodeId) -> bool,
+) -> Vec<String> {
     let mut chain = vec![v.to_string()];
     while let Some(last) = chain.last() {
         let next = match g.consumers(last).as_slice() {
-            [c] if ops.contains(&g.nodes[*c].op()) => g.nodes[*c].proto.output.first().cloned(),
+            [c] if follows(*c) => g.nodes[*c].proto.output.first().cloned(),
             _ => None,
         };
         match next {
@@ -2157,7 +2150,7 @@ fn pools_into_int8(
     let Some(out) = g.nodes[id].proto.output.first() else {
         return false;
     };
-    let mut chain = single_reader_chain(g, out, POOL_CHAIN_OPS);
+    let mut chain = single_reader_chain(g, out, |c| POOL_CHAIN_OPS.contains(&g.nodes[c].op()));
     // Through a Concat it is the only reader of: SqueezeNet's fire modules
     // join a 1x1 and a 3x3 Conv before their MaxPool, and with its 1x1
     // ones (a reduction of 16 to 64) in float, onnxruntime pooled uint8 in
@@ -2172,7 +2165,9 @@ fn pools_into_int8(
             _ => None,
         });
     if let Some(joined) = concat {
-        chain.extend(single_reader_chain(g, joined, POOL_CHAIN_OPS));
+        chain.extend(single_reader_chain(g, joined, |c| {
+            POOL_CHAIN_OPS.contains(&g.nodes[c].op())
+        }));
     }
     chain.iter().all(|v| !g.is_graph_output(v))
         && chain.last().is_some_and(|last| {
@@ -2306,7 +2301,7 @@ fn idle_pairs(
         let Some(out) = g.nodes[id].proto.output.first() else {
             continue;
         };
-        let chain = single_reader_chain(g, out, POOL_CHAIN_OPS);
+        let chain = single_reader_chain(g, out, |c| POOL_CHAIN_OPS.contains(&g.nodes[c].op()));
         let Some(last) = chain.last() else { continue };
         let [pool] = g.consumers(last)[..] else {
             continue;
@@ -3869,9 +3864,8 @@ impl Quant {
             // or an output of 0s only, could put the top past it).
             let clip_max = g
                 .producer(v)
-                .map(|p| &g.nodes[p])
-                .filter(|p| p.is_onnx() && p.op() == "Clip" && clips_at_zero(g, &p.proto))
-                .and_then(|p| clip_bound(g, &p.proto, 2, "max"));
+                .filter(|&p| folds_into_quantize(g, p))
+                .and_then(|p| clip_bound(g, &g.nodes[p].proto, 2, "max"));
             if let Some(max) = clip_max.filter(|_| zp == 0) {
                 scale = arith::u8_scale_within(scale, max);
             }
