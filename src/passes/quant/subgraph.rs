@@ -164,9 +164,10 @@ impl Cx<'_> {
                 .filter(|&a| self.per_channel && (a as usize) < t.dims.len())
                 .map(|a| a as usize);
             let used = &mut self.used;
-            let (inits, nodes) = super::stored_int8(t.name(), &data, axis, false, &mut |base| {
-                walk::unique_name(used, base)
-            });
+            let (inits, nodes) =
+                super::weights::stored_int8(t.name(), &data, axis, false, &mut |base| {
+                    walk::unique_name(used, base)
+                });
             keep_inits.extend(inits);
             new_nodes.extend(nodes);
             self.count += 1;

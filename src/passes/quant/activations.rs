@@ -1,0 +1,409 @@
+//! Static activations: calibration ranges turned into Q/DQ pairs and int32
+//! biases.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use super::placement::{
+    bypass_float_layers, clip_bound, folds_into_quantize, pair_readers, same_range, REQUANTIZED_OPS,
+};
+use super::select::Use;
+use super::weights::{int8_weight_patch, kernel_rows, symmetric_int8};
+use super::{arith, calibrate, Quant};
+use crate::ir::builder::{attr_int, node_proto as node};
+use crate::ir::{tensor, Model, NodeId};
+use crate::pass::PassCtx;
+use crate::patch::Patch;
+use crate::proto::{tensor_proto::DataType, NodeProto, TensorProto};
+
+/// The elements of each calibrated value in a sample.
+pub(super) type ValueSizes = HashMap<String, usize>;
+
+/// int32 bias patches, each with the weight it goes with.
+type BiasPatches = Vec<(String, Patch)>;
+
+/// Weights quantized again with the full range, each with its new patch.
+type FullRangePatches = Vec<(String, Patch)>;
+
+/// The outputs of the pass's input on the reference samples, where
+/// calibration computed them.
+pub(super) type Expected = Option<Vec<Vec<tract_onnx::prelude::Tensor>>>;
+
+/// The axis of its input whose neighbouring values an integer kernel for
+/// `n` multiplies in pairs: a Conv's channels (it computes channels-last),
+/// a MatMul's or Gemm's last axis.
+pub(super) fn pair_axis(n: &NodeProto) -> calibrate::PairAxis {
+    match n.op_type() {
+        "Conv" => calibrate::PairAxis::Channels,
+        _ => calibrate::PairAxis::Last,
+    }
+}
+
+impl Quant {
+    /// Calibrated Q/DQ pairs on activations, and int32 biases. With the
+    /// reduced weight range chosen by `weight_range=auto`, the int8 weights
+    /// whose every integer kernel would lose less to 16-bit saturation at
+    /// the full range than to the reduced range's coarser rounding
+    /// ([`arith::full_range_pays`], from the calibrated distribution of its
+    /// input's codes and the weight's magnitudes) are quantized again with
+    /// the full range, returned as their new patches, and `weight_scales`
+    /// updated. After a ReLU most codes are small and the full range pays
+    /// (ResNet-18: every layer but the first); where the input is signed,
+    /// codes sit around the zero point and pairs of large weights saturate
+    /// (MobileNetV2's expansion layers), and so they do behind the STFT
+    /// magnitudes of silero's first layer, and before its output, where a
+    /// tenth of the codes are 255.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn static_activations(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
+        weight_scales: &mut HashMap<String, (Vec<f32>, String)>,
+        weight_axis: &HashMap<String, Option<i64>>,
+        excluded: &dyn Fn(NodeId) -> bool,
+        reference: Option<&[Vec<tract_onnx::prelude::Tensor>]>,
+    ) -> Result<(
+        Vec<Patch>,
+        BiasPatches,
+        Expected,
+        FullRangePatches,
+        ValueSizes,
+    )> {
+        let g = &model.graph;
+        let mut biases: Vec<(String, Patch)> = Vec::new();
+        let mut full_range: FullRangePatches = Vec::new();
+        let mut readers = pair_readers(g, excluded, &|w| weight_scales.contains_key(w));
+        bypass_float_layers(g, &mut readers, &|c| {
+            let n = &g.nodes[c].proto;
+            REQUANTIZED_OPS.contains(&n.op_type())
+                && !n
+                    .input
+                    .get(1)
+                    .is_some_and(|w| weight_scales.contains_key(w))
+        });
+        if readers.is_empty() {
+            return Ok((vec![], biases, None, full_range, ValueSizes::new()));
+        }
+        let values: Vec<String> = readers.keys().cloned().collect();
+        // The reduced weight range chosen by `weight_range=auto`: the
+        // distribution of each input's codes decides where the full range
+        // is safe.
+        let measure_codes = self.params.weight_range == "auto"
+            && self.int8_qmax != arith::INT8_QMAX
+            && !weight_axis.is_empty();
+        let mut pair_axes = HashMap::new();
+        if measure_codes {
+            for w in weight_axis.keys() {
+                for &(id, _) in &uses[w] {
+                    let n = &g.nodes[id].proto;
+                    if let Some(x) = n.input.first() {
+                        pair_axes.entry(x.clone()).or_insert(pair_axis(n));
+                    }
+                }
+            }
+        }
+        let same_range = same_range(g, &readers);
+        let ranges = match calibrate::calibrate(
+            model,
+            &values,
+            &ctx.data,
+            self.params.samples,
+            self.params.calibration,
+            self.params.percentile,
+            reference,
+            &pair_axes,
+            &same_range,
+            &mut ctx.notes,
+            &ctx.progress,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.notes.push(format!(
+                    "activations left in float: calibration failed ({e:#})"
+                ));
+                return Ok((vec![], biases, None, full_range, ValueSizes::new()));
+            }
+        };
+        let calibrate::Calibration {
+            ranges,
+            expected,
+            codes,
+            pair_correlation,
+            elements,
+        } = ranges;
+        if measure_codes {
+            let quantized_input = |x: &String| readers.contains_key(x) && ranges.contains_key(x);
+            // Per weight: whether an integer kernel reads it (an input with
+            // a Q/DQ pair), and whether the full range pays for every
+            // reader; weights measured in parallel.
+            let weights: Vec<(&String, &Option<i64>)> = weight_axis.iter().collect();
+            // The full-range values and scales travel with a weight they pay
+            // for: its new patch stores them.
+            type Decided = (bool, Option<(Vec<i64>, Vec<i8>, Vec<f32>)>);
+            let decided: Vec<Decided> = weights
+                .par_iter()
+                .map(|&(w, axis)| -> Result<Decided> {
+                    let t = g.constant(w).expect("a weight quantized above");
+                    let payload = model.payload(t)?;
+                    let data = tensor::f32_view(t, payload.as_ref())?;
+                    let (q, scales) =
+                        symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
+                    let mut in_kernel = false;
+                    let fits = uses[w].iter().all(|&(id, _)| {
+                        let n = &g.nodes[id].proto;
+                        // An input without a Q/DQ pair leaves its reader in float.
+                        let Some(x) = n.input.first().filter(|x| quantized_input(x)) else {
+                            return true;
+                        };
+                        in_kernel = true;
+                        let (Some(codes), Some(rows)) = (codes.get(x), kernel_rows(n, &data.dims))
+                        else {
+                            return false;
+                        };
+                        let (lo, hi) = ranges[x];
+                        let (_, zp) = arith::asymmetric_u8(lo, hi);
+                        // The correlation was measured along the axis of the
+                        // value's first reader; a depthwise Conv pairs
+                        // neighbouring taps, not channels. Otherwise: the
+                        // worst case.
+                        let axis = pair_axis(n);
+                        let depthwise = n.op_type() == "Conv" && data.dims.get(1) == Some(&1);
+                        let correlation = match pair_correlation.get(x) {
+                            Some(&c) if !depthwise && pair_axes.get(x) == Some(&axis) => c,
+                            _ => 1.0,
+                        };
+                        arith::full_range_pays(codes, zp, correlation, &q, rows)
+                    });
+                    let dims = data.dims.clone();
+                    drop(data);
+                    drop(payload);
+                    model.external.release(t);
+                    Ok((in_kernel, fits.then_some((dims, q, scales))))
+                })
+                .collect::<Result<_>>()?;
+            let (mut integer, mut kept) = (0, 0);
+            for (&(w, axis), (in_kernel, full)) in weights.iter().zip(decided) {
+                integer += in_kernel as usize;
+                let Some((dims, q, scales)) = full else {
+                    continue;
+                };
+                kept += in_kernel as usize;
+                let patch =
+                    int8_weight_patch(model, w, &dims, &q, &scales, *axis, arith::INT8_QMAX);
+                let scale_name = patch.add_initializers[1].name().to_string();
+                weight_scales.insert(w.clone(), (scales, scale_name));
+                full_range.push((w.clone(), patch));
+            }
+            if integer > 0 {
+                ctx.notes.push(format!(
+                    "{kept} of {integer} int8 weights computed by integer kernels keep the full range -127..127 (on the calibration data, the error of the 16-bit sums their kernels would saturate is below that of the reduced range's rounding); the others span -64..64"
+                ));
+            }
+        }
+        let mut patches = Vec::new();
+        let mut act_scale: HashMap<String, (f32, String)> = HashMap::new();
+        // Activations numbered in graph order: graph inputs, then node outputs.
+        let mut number: HashMap<&str, usize> = HashMap::new();
+        let in_order = g.rest.input.iter().map(|i| i.name()).chain(
+            g.topo_order()
+                .into_iter()
+                .flat_map(|id| g.nodes[id].proto.output.iter().map(String::as_str)),
+        );
+        for v in in_order.filter(|v| readers.contains_key(*v)) {
+            let next = number.len();
+            number.entry(v).or_insert(next);
+        }
+        // The prefix no graph name continues with digits alone: other
+        // patches name their tensors `{name}_q`, `{name}_scale`..., after
+        // names in the graph, so none can meet these.
+        let names = g.all_names();
+        let prefix = (0..)
+            .map(|i| {
+                if i == 0 {
+                    "a".to_string()
+                } else {
+                    format!("a{i}x")
+                }
+            })
+            .find(|p| {
+                !names.iter().any(|n| {
+                    n.strip_prefix(p.as_str())
+                        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            .expect("a free prefix exists");
+        for (v, rs) in &readers {
+            let Some(&(lo, hi)) = ranges.get(v) else {
+                continue;
+            };
+            let k = *number
+                .get(v.as_str())
+                .expect("every activation is a graph input or a node output");
+            let (mut scale, zp) = arith::asymmetric_u8(lo, hi);
+            // A ReLU6's output: onnxruntime folds the Clip into this
+            // QuantizeLinear only where the grid's top, scale x 255 in
+            // float32, is within float32's epsilon of the Clip's upper
+            // bound (the calibrated range is within it, but its rounding,
+            // or an output of 0s only, could put the top past it).
+            let clip_max = g
+                .producer(v)
+                .filter(|&p| folds_into_quantize(g, p))
+                .and_then(|p| clip_bound(g, &g.nodes[p].proto, 2, "max"));
+            if let Some(max) = clip_max.filter(|_| zp == 0) {
+                scale = arith::u8_scale_within(scale, max);
+            }
+            // Short names (`a{k}_q`, `a{k}_dq`, `a{k}_scale`): each appears
+            // several times in the file, and on a small model with many
+            // activations (PP-OCRv4 det: 109) names derived from the value's
+            // own were 2% of the result. The pair sits right after the value,
+            // which its QuantizeLinear reads by name.
+            let sn = g.fresh_name(&format!("{prefix}{k}_scale"));
+            act_scale.insert(v.clone(), (scale, sn.clone()));
+            // Activations with the same zero point share one tensor (each
+            // patch carries it; applying it twice is harmless).
+            let zn = g.fresh_name(&format!("zero_u8_{zp}"));
+            let qn = g.fresh_name(&format!("{prefix}{k}_q"));
+            let dn = g.fresh_name(&format!("{prefix}{k}_dq"));
+            let mut p = Patch::new("activation quantized to uint8");
+            p.add_initializers
+                .push(tensor::from_f32(&sn, &[], &[scale]));
+            p.add_initializers.push(TensorProto {
+                name: Some(zn.clone()),
+                data_type: Some(DataType::Uint8 as i32),
+                raw_data: Some(Bytes::from(vec![zp])),
+                ..Default::default()
+            });
+            // The pair's nodes go unnamed: their outputs name them.
+            p.add_nodes
+                .push(node("", "QuantizeLinear", &[v, &sn, &zn], &[&qn], vec![]));
+            p.add_nodes.push(node(
+                "",
+                "DequantizeLinear",
+                &[&qn, &sn, &zn],
+                &[&dn],
+                vec![],
+            ));
+            p.rewires = rs
+                .iter()
+                .map(|&(id, slot)| (id, slot, dn.clone()))
+                .collect();
+            p.anchor = g.producer(v).or(rs.first().map(|r| r.0));
+            patches.push(p);
+        }
+        // int32 biases: scale = input scale x weight scale, zero point 0.
+        for (w, rs) in uses {
+            let Some((ws, ws_name)) = weight_scales.get(w) else {
+                continue;
+            };
+            for &(id, _) in rs {
+                let n = &g.nodes[id].proto;
+                if !matches!(n.op_type(), "Conv" | "Gemm") {
+                    continue;
+                }
+                let (Some(x), Some(b)) =
+                    (n.input.first(), n.input.get(2).filter(|b| !b.is_empty()))
+                else {
+                    continue;
+                };
+                let Some((sx, sx_name)) = act_scale.get(x) else {
+                    continue;
+                };
+                let Some(bt) = g.constant(b) else { continue };
+                if tensor::data_type(bt) != DataType::Float
+                    || bt.dims.len() != 1
+                    || n.input.iter().filter(|i| *i == b).count() != 1
+                    || g.is_graph_output(b)
+                {
+                    continue;
+                }
+                // A bias several layers read (an unrolled LSTM's 20 time
+                // steps share one) gets one int32 copy per layer, each at
+                // its input's scale; the float one stays for readers that
+                // keep it. onnxruntime fuses a Conv or Gemm only with every
+                // input dequantized: with a float bias, the weight would be
+                // dequantized on every run beside a float layer.
+                let own = g.consumers(b).len() == 1;
+                let payload = model.payload(bt)?;
+                let bias = tensor::to_f32(bt, payload.as_ref())?;
+                let m = bias.data.len();
+                if ws.len() != 1 && ws.len() != m {
+                    continue;
+                }
+                let scales: Vec<f32> = (0..m)
+                    .map(|c| sx * if ws.len() == 1 { ws[0] } else { ws[c] })
+                    .collect();
+                let q: Vec<i32> = bias
+                    .data
+                    .iter()
+                    .zip(&scales)
+                    .map(|(&v, &s)| arith::quantize(v, s, 0, i32::MIN + 1, i32::MAX))
+                    .collect();
+                let out = if own {
+                    b.clone()
+                } else {
+                    let layer = match n.name() {
+                        "" => n.output.first().map_or("layer", String::as_str),
+                        named => named,
+                    };
+                    g.fresh_name(&format!("{layer}_bias"))
+                };
+                let qn = g.fresh_name(&format!("{out}_q"));
+                let sn = g.fresh_name(&format!("{out}_scale"));
+                // Per-tensor weights give one bias scale: no `axis` (which opset < 13 lacks).
+                let per_tensor = ws.len() == 1;
+                let mut p = Patch::new("bias quantized to int32");
+                if own {
+                    p.remove_initializers.push(b.clone());
+                } else {
+                    p.rewires.push((id, 2, out.clone()));
+                }
+                p.add_initializers.push(TensorProto {
+                    name: Some(qn.clone()),
+                    dims: vec![m as i64],
+                    data_type: Some(DataType::Int32 as i32),
+                    raw_data: Some(Bytes::from(
+                        q.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
+                    )),
+                    ..Default::default()
+                });
+                // The bias scale is the product of the input's and the
+                // weight's scales: a Mul of the two (runtimes fold it at
+                // load) instead of a copy, which on a small model with many
+                // channels (PP-OCRv4 det: 7k) is 2% of the file. The patch
+                // carries the input's scale too, so it stands without the
+                // activation's patch (sensitive=auto may drop that one).
+                // One scale (a per-tensor weight, or one channel) stays a
+                // scalar initializer, as per-tensor DequantizeLinear wants.
+                if per_tensor {
+                    p.add_initializers
+                        .push(tensor::from_f32(&sn, &[], &scales[..1]));
+                } else {
+                    p.add_initializers
+                        .push(tensor::from_f32(sx_name, &[], &[*sx]));
+                    p.add_nodes
+                        .push(node("", "Mul", &[sx_name, ws_name], &[&sn], vec![]));
+                }
+                let attrs = if per_tensor {
+                    vec![]
+                } else {
+                    vec![attr_int("axis", 0)]
+                };
+                p.add_nodes.push(node(
+                    "",
+                    "DequantizeLinear",
+                    // No zero point: it is 0 when absent, and int32 biases are symmetric.
+                    &[&qn, &sn],
+                    &[&out],
+                    attrs,
+                ));
+                p.anchor = Some(id);
+                biases.push((w.clone(), p));
+            }
+        }
+        Ok((patches, biases, expected, full_range, elements))
+    }
+}

@@ -1,0 +1,414 @@
+//! Quant's preparation rounds: float16 weights expanded, the opset raised,
+//! unabsorbed BatchNormalizations written as depthwise Convs.
+
+use anyhow::{Context, Result};
+
+use super::{OpsetPolicy, Quant};
+use super::{QONNX_OPS, QUANT_OPS};
+use crate::io::spill::keep_tensor;
+use crate::ir::builder::{attr_int, node_proto as node};
+use crate::ir::{tensor, Model, NodeId};
+use crate::pass::PassCtx;
+use crate::patch::Patch;
+use crate::proto::tensor_proto::DataType;
+use std::sync::atomic::Ordering;
+
+/// Ops whose output has the rank of their non-constant inputs, which
+/// [`image_rank`] walks back through.
+const RANK_KEEPING_OPS: &[&str] = &[
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Elu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Concat",
+    "BatchNormalization",
+    "Dropout",
+    "Identity",
+];
+
+/// The rank of `v` where the graph declares it, else as the layers that
+/// compute it set it: a Conv's or ConvTranspose's output has its weight's
+/// rank, a pooling's its kernel's plus two, and the ops of
+/// [`RANK_KEEPING_OPS`] that of their first non-constant input. Exporters
+/// often declare no shape for values inside the graph.
+fn image_rank(g: &crate::ir::Graph, v: &str) -> Option<usize> {
+    let mut v = v.to_string();
+    for _ in 0..64 {
+        if let Some(r) = g.rank(&v) {
+            return Some(r);
+        }
+        let n = &g.nodes[g.producer(&v)?];
+        if !n.is_onnx() {
+            return None;
+        }
+        match n.op() {
+            "Conv" | "ConvTranspose" => {
+                return n
+                    .proto
+                    .input
+                    .get(1)
+                    .and_then(|w| g.constant(w))
+                    .map(|t| t.dims.len())
+            }
+            "MaxPool" | "AveragePool" | "LpPool" => {
+                return crate::ir::attr(&n.proto, "kernel_shape").map(|a| a.ints.len() + 2)
+            }
+            op if RANK_KEEPING_OPS.contains(&op) => {
+                v = n
+                    .proto
+                    .input
+                    .iter()
+                    .find(|i| !i.is_empty() && g.constant(i).is_none())?
+                    .clone();
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+impl Quant {
+    /// The rounds before quantization proper: `Some` with what this round
+    /// proposes (float16 weights expanded, Constant-node weights turned into
+    /// initializers, BatchNormalizations as depthwise Convs, the opset
+    /// raised; nothing where the model is already quantized or quantization
+    /// was planned in an earlier round), `None` in the round that
+    /// quantizes.
+    pub(super) fn prepare(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        forced: Option<&'static str>,
+    ) -> Result<Option<Vec<Patch>>> {
+        let g = &model.graph;
+        // Quantization is planned and applied in one round: the first, or
+        // the one after the rounds that prepared the model (float16 weights
+        // expanded, then Constant nodes, weights listed as inputs, the
+        // opset). Whether they did is not visible in the model (their
+        // changes hold no quantization op), so the pass remembers it for
+        // this run.
+        // A forced re-plan runs in the quantize round this one reached:
+        // what came before it is done.
+        if ctx.round == 1 && forced.is_none() {
+            self.expanded_half.store(false, Ordering::Relaxed);
+            self.prepared.store(false, Ordering::Relaxed);
+            if let Ok(mut m) = self.macs.lock() {
+                *m = None;
+            }
+        }
+        let expanded = usize::from(self.expanded_half.load(Ordering::Relaxed));
+        let quantize_round = 1 + expanded + usize::from(self.prepared.load(Ordering::Relaxed));
+        if ctx.round != quantize_round {
+            return Ok(Some(vec![]));
+        }
+        let quantizer = |n: &&crate::ir::Node| {
+            QUANT_OPS.contains(&n.op()) || (!n.is_onnx() && QONNX_OPS.contains(&n.op()))
+        };
+        if let Some(n) = g.nodes.node_weights().find(quantizer) {
+            ctx.notes.push(format!(
+                "the model is already quantized ('{}' is a {}): left alone",
+                n.label(),
+                n.op()
+            ));
+            return Ok(Some(vec![]));
+        }
+        // quant's own weight-only form: int8 values cast to float (or
+        // float16) once at load. A second run would quantize again what
+        // sensitive=auto kept in float against a reference already rounded.
+        let int8_cast = |n: &&crate::ir::Node| {
+            n.op() == "Cast"
+                && n.proto
+                    .input
+                    .first()
+                    .and_then(|i| g.constant(i))
+                    .is_some_and(|t| {
+                        matches!(tensor::data_type(t), DataType::Int8 | DataType::Uint8)
+                    })
+        };
+        if let Some(n) = g.nodes.node_weights().find(int8_cast) {
+            ctx.notes.push(format!(
+                "the model is already quantized ('{}' expands int8 weights, as quant stores them): left alone",
+                n.label()
+            ));
+            return Ok(Some(vec![]));
+        }
+        if ctx.round == 1 && forced.is_none() {
+            let expand = self.expand_half_weights(model)?;
+            if !expand.is_empty() {
+                ctx.notes.push(format!(
+                    "{} float16 weight(s) that a Cast expands to float32 at run time are quantized from their float16 values",
+                    expand.len()
+                ));
+                self.expanded_half.store(true, Ordering::Relaxed);
+                return Ok(Some(expand));
+            }
+        }
+        // Preparation, in its own round (quantization is planned against
+        // the prepared model): weights held in Constant nodes (PaddleOCR,
+        // spox exports) become initializers, so quant sees them without
+        // `clean`, and the opset is raised where allowed.
+        if ctx.round == 1 + expanded && forced.is_none() {
+            let mut prep: Vec<Patch> = crate::passes::clean::constants_to_initializers(g)
+                .into_iter()
+                .filter(|p| {
+                    p.add_initializers.iter().all(|t| {
+                        tensor::data_type(t) == DataType::Float
+                            && t.dims.len() >= 2
+                            && tensor::numel(&t.dims).unwrap_or(0)
+                                >= self.params.min_weight_elements.max(1)
+                    })
+                })
+                .map(|mut p| {
+                    p.label = "Constant-node weight turned into an initializer".into();
+                    p
+                })
+                .collect();
+            // Weights listed as graph inputs (IR 3) are constants only off the list.
+            prep.extend(crate::passes::clean::unlist_initializer_inputs(g));
+            if matches!(self.params.activations.as_str(), "auto" | "static") {
+                prep.extend(self.batchnorms_as_depthwise(model));
+            }
+            prep.extend(self.raise_opset(model, ctx)?);
+            if !prep.is_empty() {
+                self.prepared.store(true, Ordering::Relaxed);
+                return Ok(Some(prep));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The opset change round 1 makes, if the policy asks for one and every
+    /// node converts (`auto` falls back to the current opset with a note).
+    pub(super) fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
+        let from = model.opset();
+        let need = if self.params.weights == "int4" {
+            21
+        } else {
+            match self.mode(model, &ctx.data).0 {
+                // Per-axis DequantizeLinear.
+                "static" if self.params.per_channel => 13,
+                // DynamicQuantizeLinear; MatMulInteger takes per-column
+                // scales from opset 10 (below 11, MatMul weights are stored).
+                "dynamic" => 11,
+                // Weight-only int8 is stored as `Cast -> Mul`, per channel at
+                // any opset.
+                _ => 0,
+            }
+        };
+        let to = match self.opset {
+            OpsetPolicy::Keep => return Ok(None),
+            // Nothing to quantize, no reason to change the model.
+            OpsetPolicy::Auto if from < need && !self.has_weight_to_quantize(model) => {
+                return Ok(None)
+            }
+            OpsetPolicy::Auto if from < need => need,
+            OpsetPolicy::Auto => return Ok(None),
+            OpsetPolicy::Raise(n) if from < n => n,
+            OpsetPolicy::Raise(_) => return Ok(None),
+        };
+        // Where the model cannot be converted to what per-channel weights
+        // need (an opset 7-9 operator that changed meaning by 13), it is
+        // raised to 10 (where QuantizeLinear starts, per tensor) when every
+        // operator means the same there.
+        let upgraded = match crate::passes::opset::upgrade(model, to) {
+            Err(_) if from < 10 && self.mode(model, &ctx.data).0 == "static" => {
+                crate::passes::opset::upgrade(model, 10).map(|p| (p, 10))
+            }
+            r => r.map(|p| (p, to)),
+        };
+        match upgraded {
+            Ok((p, to)) => {
+                let why = if to >= 21 && self.params.weights == "int4" {
+                    "INT4 weights"
+                } else if to == 10 {
+                    "QuantizeLinear (per tensor; per channel needs 13, and the conversion to 13 was refused)"
+                } else if to == 11 {
+                    "DynamicQuantizeLinear"
+                } else {
+                    "per-channel weights"
+                };
+                ctx.notes.push(format!(
+                    "opset raised from {from} to {to} for {why} (exact op conversions; opset=keep keeps {from})"
+                ));
+                Ok(Some(p))
+            }
+            Err(e) if self.opset == OpsetPolicy::Auto => {
+                ctx.notes.push(format!("opset {from} kept: {e:#}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Float16 weights that a Cast expands to float32 for float32 layers (a
+    /// mixed-precision export; `clean` leaves such Casts alone, since
+    /// folding them doubles their bytes): each becomes a float32
+    /// initializer of the Cast's output name, which the quantization round
+    /// then quantizes like any weight. Only where every reader takes it as
+    /// a weight (a Conv's, ConvTranspose's, MatMul's or Gemm's second
+    /// input, a Gather's table) of a layer not excluded, and it is large
+    /// enough to quantize.
+    pub(super) fn expand_half_weights(&self, model: &Model) -> Result<Vec<Patch>> {
+        let g = &model.graph;
+        let mut out = Vec::new();
+        for id in g.topo_order() {
+            let n = &g.nodes[id];
+            if !n.is_onnx()
+                || n.op() != "Cast"
+                || crate::ir::attr(&n.proto, "to").map(|a| a.i()) != Some(DataType::Float as i64)
+            {
+                continue;
+            }
+            let (Some(x), Some(y)) = (n.proto.input.first(), n.proto.output.first()) else {
+                continue;
+            };
+            let Some(t) = g.constant(x) else { continue };
+            if tensor::data_type(t) != DataType::Float16
+                || t.dims.len() < 2
+                || tensor::numel(&t.dims).unwrap_or(0) < self.params.min_weight_elements.max(1)
+                || g.is_graph_output(y)
+            {
+                continue;
+            }
+            let readers = g.consumers(y);
+            let as_weight = |c: &NodeId| {
+                let r = &g.nodes[*c];
+                let slot = match r.op() {
+                    "Conv" | "ConvTranspose" | "MatMul" | "Gemm" => 1,
+                    "Gather" => 0,
+                    _ => return false,
+                };
+                r.is_onnx()
+                    && !self.excludes(r)
+                    && r.proto
+                        .input
+                        .iter()
+                        .enumerate()
+                        .all(|(i, v)| (v == y) == (i == slot))
+            };
+            if readers.is_empty() || !readers.iter().all(as_weight) {
+                continue;
+            }
+            let payload = model.payload(t)?;
+            let data = tensor::to_f32(t, payload.as_ref())
+                .with_context(|| format!("reading the float16 weight '{x}'"))?;
+            let mut p = Patch::new("float16 weight expanded to float32 to be quantized");
+            p.anchor = Some(id);
+            p.remove_nodes.push(id);
+            p.add_initializers
+                .push(keep_tensor(tensor::from_f32(y, &t.dims, &data.data)));
+            if g.consumers(x) == [id] && !g.is_graph_output(x) && !g.is_graph_input(x) {
+                p.remove_initializers.push(x.clone());
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// Each BatchNormalization over images that no layer absorbs (`clean`
+    /// folds one that alone reads a Conv or Gemm into it: a pre-activation
+    /// one, as DenseNet's, reads a Concat), written as the depthwise 1x1
+    /// Conv it computes, `x * scale / sqrt(var + eps) + (bias - mean * that)`
+    /// per channel, so that placement quantizes it as any Conv: between int8
+    /// layers onnxruntime runs it as a QLinearConv on uint8 (in NHWC with
+    /// its neighbours), where a BatchNormalization ran in float between a
+    /// DequantizeLinear and a QuantizeLinear, with Transposes to NCHW and
+    /// back around it. DenseNet-121 (random weights): 23.4 -> 15.7 ms in
+    /// onnxruntime, float 38.5; the Conv alone computes in float as fast as
+    /// the BatchNormalization did there. One of fewer than
+    /// `min_weight_elements` channels is left as it is (its weight would
+    /// stay float, and onnxruntime would quantize it per tensor at load
+    /// between a pair), and so is one whose rank the graph does not tell.
+    pub(super) fn batchnorms_as_depthwise(&self, model: &Model) -> Vec<Patch> {
+        use crate::ir::builder::attr_ints;
+        let g = &model.graph;
+        let mut out = Vec::new();
+        let mut taken = std::collections::HashSet::new();
+        for id in g.topo_order() {
+            let b = &g.nodes[id];
+            let p = &b.proto;
+            if b.op() != "BatchNormalization"
+                || !b.is_onnx()
+                || p.input.len() != 5
+                || self.excludes(b)
+                || p.output.iter().skip(1).any(|o| !o.is_empty())
+                || crate::ir::attr(p, "training_mode").is_some_and(|a| a.i() != 0)
+                || crate::ir::attr(p, "spatial").is_some_and(|a| a.i() == 0)
+            {
+                continue;
+            }
+            let (Some(x), Some(y)) = (
+                p.input.first().filter(|v| !v.is_empty()),
+                p.output.first().filter(|v| !v.is_empty()),
+            ) else {
+                continue;
+            };
+            let absorbed = g.producer(x).is_some_and(|l| {
+                g.nodes[l].is_onnx()
+                    && matches!(g.nodes[l].op(), "Conv" | "Gemm")
+                    && g.consumers(x).len() == 1
+            });
+            let Some(rank) = image_rank(g, x).filter(|&r| r >= 3) else {
+                continue;
+            };
+            let params: Option<Vec<_>> = p.input[1..5]
+                .iter()
+                .map(|v| crate::passes::clean::f32_const(model, v))
+                .collect();
+            let Some(params) = params else { continue };
+            let c = params[0].data.len();
+            if absorbed
+                || c < self.params.min_weight_elements.max(1)
+                || params.iter().any(|t| t.data.len() != c)
+            {
+                continue;
+            }
+            let eps = f64::from(crate::ir::attr(p, "epsilon").map_or(1e-5, |a| a.f()));
+            let at = |k: usize, i: usize| f64::from(params[k].data[i]);
+            let factor: Vec<f64> = (0..c).map(|i| at(0, i) / (at(3, i) + eps).sqrt()).collect();
+            let weight: Vec<f32> = factor.iter().map(|&f| f as f32).collect();
+            let bias: Vec<f32> = (0..c)
+                .map(|i| (at(1, i) - at(2, i) * factor[i]) as f32)
+                .collect();
+            if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
+                continue;
+            }
+            let w = g.fresh_name_among(&format!("{}_depthwise", b.label()), &mut taken);
+            let bn = g.fresh_name_among(&format!("{}_depthwise_bias", b.label()), &mut taken);
+            let mut dims = vec![c as i64, 1];
+            dims.resize(rank, 1);
+            let mut patch = Patch::new(
+                "BatchNormalization that no layer absorbs written as the depthwise 1x1 Conv it computes",
+            );
+            patch
+                .add_initializers
+                .push(tensor::from_f32(&w, &dims, &weight));
+            patch
+                .add_initializers
+                .push(tensor::from_f32(&bn, &[c as i64], &bias));
+            patch.add_nodes.push(node(
+                p.name(),
+                "Conv",
+                &[x, &w, &bn],
+                &[y],
+                vec![
+                    attr_int("group", c as i64),
+                    attr_ints("kernel_shape", &vec![1; rank - 2]),
+                ],
+            ));
+            patch.remove_nodes.push(id);
+            patch.anchor = Some(id);
+            out.push(patch);
+        }
+        out
+    }
+}

@@ -1,0 +1,906 @@
+//! `sensitive=auto`: which quantized layers go back to float (and in which
+//! stored form) until the tolerance is met.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use super::activations::Expected;
+use super::placement::{idle_pairs, REQUANTIZED_OPS};
+use super::select::Use;
+use super::weights::{gather_rows, stored_f16, stored_weight, stored_weight_blocks};
+use super::{Quant, INFO};
+use crate::ir::{tensor, Model, NodeId};
+use crate::pass::PassCtx;
+use crate::patch::Patch;
+
+/// How `sensitive=auto` stores the weight of a layer it takes back to
+/// float compute (expanded to float once at load).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Form {
+    /// Per-channel int8 (an embedding table's int8 rows too).
+    Int8,
+    /// int8 with a float16 scale per block of a channel.
+    Blocks,
+    /// float16.
+    Half,
+}
+
+impl Form {
+    /// For notes.
+    fn name(self) -> &'static str {
+        match self {
+            Form::Int8 => "int8",
+            Form::Blocks => "int8 in blocks",
+            Form::Half => "float16",
+        }
+    }
+
+    /// The distinct forms among `forms`, for notes: "int8 and int8 in
+    /// blocks"; empty for none.
+    fn names(forms: impl Iterator<Item = Form>) -> String {
+        let mut v: Vec<&str> = forms.map(Form::name).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.join(" and ")
+    }
+}
+
+/// A weight's stored form: the patch that stores it, and which form it is.
+#[derive(Clone)]
+pub(super) struct Stored {
+    form: Form,
+    patch: Patch,
+}
+
+/// The items of `items` that checking each in turn on top of those
+/// accepted before it would accept, wherever a set that holds a failing
+/// item fails too, in fewer checks where most pass: all of them at once,
+/// else the longest run of them that passes (by bisection), the item after
+/// it set aside, and again with the items after that. `check` is given the
+/// whole set to try (those accepted, then the run) and says whether it
+/// passes; a run of `n` items with `f` failing takes about
+/// `(f + 1) * (1 + log2 n)` checks instead of `n + 1`.
+fn accepted_in_runs(
+    items: &[usize],
+    mut check: impl FnMut(&[usize]) -> Result<bool>,
+) -> Result<Vec<usize>> {
+    let mut accepted = Vec::new();
+    let mut left = items;
+    let with = |accepted: &[usize], run: &[usize]| [accepted, run].concat();
+    while !left.is_empty() {
+        if check(&with(&accepted, left))? {
+            accepted.extend_from_slice(left);
+            break;
+        }
+        // `left[..lo]` passes, `left[..hi]` fails.
+        let (mut lo, mut hi) = (0, left.len());
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            match check(&with(&accepted, &left[..mid]))? {
+                true => lo = mid,
+                false => hi = mid,
+            }
+        }
+        accepted.extend_from_slice(&left[..lo]);
+        left = &left[lo + 1..];
+    }
+    Ok(accepted)
+}
+
+/// What a patch quantizes, for notes.
+pub(super) fn describe(p: &Patch) -> String {
+    let what = p
+        .remove_initializers
+        .first()
+        .cloned()
+        .or_else(|| p.add_nodes.first().and_then(|n| n.input.first().cloned()))
+        .unwrap_or_default();
+    if what.is_empty() {
+        return p.label.clone();
+    }
+    format!("{} '{what}'", p.label)
+}
+
+/// The int8 form a weight keeps when `sensitive=auto` takes its quantized
+/// form back.
+#[derive(Debug, Clone)]
+pub(super) enum Fallback {
+    /// Stored as int8 (per channel on this axis) and expanded at load.
+    Stored(Option<usize>),
+    /// An int4 embedding table: int8 rows for these Gather readers.
+    Rows(Vec<(NodeId, Use)>),
+}
+
+/// What `sensitive=auto` compares candidates with.
+pub(super) enum Baseline {
+    /// Verification's reference of the original, shared by the pipeline
+    /// (see `DataSource::original`).
+    Shared(crate::verify::SharedReference),
+    /// Its own reference of the pass's input, on these inputs, with the
+    /// input's outputs on them where calibration computed them.
+    Own(Option<crate::verify::ReferenceInputs>, Expected),
+}
+
+/// How `sensitive=auto` measures: on the samples verification will use
+/// (random ones are drawn from the same seed) and against the tolerance it
+/// will enforce (the user's --tolerance included), so what is measured
+/// here is what is enforced.
+pub(super) fn sensitivity_options(ctx: &PassCtx) -> crate::verify::VerifyOptions {
+    crate::verify::VerifyOptions {
+        samples: ctx
+            .data
+            .verify_samples
+            .unwrap_or(crate::verify::DEFAULT_SAMPLES)
+            .clamp(1, 8),
+        seed: ctx.data.seed,
+        dims: ctx.data.dims.clone(),
+        inputs: ctx.data.inputs.clone(),
+        tolerance: ctx.data.tolerance.unwrap_or(INFO.tolerance),
+    }
+}
+
+/// Past this many bytes of weights, `sensitive=auto` measures its
+/// candidates one at a time (each still runs its samples on every core):
+/// a candidate's tract plan holds its weights twice (tract's float copy and
+/// the copy packed for its kernels), so two at once would add four times
+/// the weights to the run's peak. Under it, two at once, one per core.
+const PARALLEL_CANDIDATES_MAX_BYTES: u64 = 64 << 20;
+
+/// `f` over `items` (with each one's index), on every core where
+/// `parallel`, else one at a time.
+pub(super) fn candidates<T: Sync, R: Send>(
+    items: &[T],
+    parallel: bool,
+    f: impl Fn(usize, &T) -> Result<R> + Sync + Send,
+) -> Result<Vec<R>> {
+    match parallel {
+        true => items.par_iter().enumerate().map(|(i, t)| f(i, t)).collect(),
+        false => items.iter().enumerate().map(|(i, t)| f(i, t)).collect(),
+    }
+}
+
+impl Quant {
+    /// `sensitive=auto`: check the whole proposal against the tolerance with
+    /// tract on the calibration data; if it misses, measure each change (or,
+    /// on big models, each of 16 groups of changes in graph order) alone, and
+    /// keep the most damaging ones in float: their number doubles until the
+    /// tolerance is met, then bisection finds the fewest that meet it. Every
+    /// change kept in float is reported with its score.
+    pub(super) fn keep_sensitive_in_float(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        mut patches: Vec<Patch>,
+        storable: &HashMap<String, Fallback>,
+        baseline: Baseline,
+    ) -> Result<Vec<Patch>> {
+        use crate::verify::{Reference, Status, VerifyReport, SEARCH_SAMPLES};
+        let progress = ctx.progress.within("sensitive=auto");
+        let opts = &sensitivity_options(ctx);
+        let g = &model.graph;
+        let pos = |p: &Patch| {
+            p.anchor
+                .and_then(|a| g.nodes.node_weight(a))
+                .map_or((u64::MAX, 0), |n| n.order)
+        };
+        patches.sort_by_key(pos);
+        let n = patches.len();
+        let parallel = model.weight_bytes() <= PARALLEL_CANDIDATES_MAX_BYTES;
+        // What candidates are compared with runs once: verification's
+        // reference of the original (built here if nothing built it yet),
+        // else the pass's own of its input (run in calibration where it
+        // could).
+        let shared = match &baseline {
+            Baseline::Shared(r) => Some(r.clone()),
+            Baseline::Own(..) => None,
+        };
+        if shared.as_ref().is_some_and(|r| r.built_seconds().is_none()) {
+            progress.say("running the original in tract (verification's reference)");
+        }
+        let own;
+        let reference: &Reference = match shared.as_ref().and_then(|r| r.get()) {
+            Some(r) => r,
+            // Where the original does not run in tract, the pass's input
+            // may (`clean` folds what tract lacks); verification will say
+            // why the original does not.
+            None => {
+                let built = match baseline {
+                    Baseline::Own(Some(inputs), expected) => {
+                        Reference::with_inputs(model, opts, inputs, expected)
+                    }
+                    _ => Reference::new(model, opts),
+                };
+                match built {
+                    Ok(r) => {
+                        own = r.with_memo(ctx.data.runs.clone());
+                        &own
+                    }
+                    Err(e) => {
+                        ctx.notes.push(format!(
+                            "sensitive=auto could not run the model ({e:#}): everything quantized"
+                        ));
+                        return Ok(patches);
+                    }
+                }
+            }
+        };
+        // An If model the reference specialises (fixed inputs) is specialised
+        // once here, and each candidate built on that copy; a candidate whose
+        // patches do not translate to it is specialised on its own.
+        let specialised = reference.specialised(model).ok().flatten();
+        let eval_on = |reference: &Reference,
+                       specialised: Option<&Model>,
+                       keep: &[bool],
+                       fallback: &[Option<Stored>]|
+         -> Result<VerifyReport> {
+            let chosen: Vec<&Patch> = (0..n)
+                .filter_map(|i| match keep[i] {
+                    true => Some(&patches[i]),
+                    false => fallback.get(i).and_then(Option::as_ref).map(|s| &s.patch),
+                })
+                .collect();
+            if let Some(s) = specialised {
+                let translated: Option<Vec<Patch>> = chosen
+                    .iter()
+                    .map(|p| crate::verify::translate_patch(p, g, &s.graph))
+                    .collect();
+                if let Some(t) = translated {
+                    let mut m = s.clone();
+                    for p in &t {
+                        if p.is_applicable(&m.graph) {
+                            m.apply(p)?;
+                        }
+                    }
+                    return Ok(reference.check_specialised(&m));
+                }
+            }
+            let mut m = model.clone();
+            for p in chosen {
+                if p.is_applicable(&m.graph) {
+                    m.apply(p)?;
+                }
+            }
+            Ok(reference.check(&m))
+        };
+        let on_verification = |keep: &[bool], fallback: &[Option<Stored>]| {
+            eval_on(reference, specialised.as_ref(), keep, fallback)
+        };
+        let score = |r: &VerifyReport| {
+            r.outputs
+                .iter()
+                .map(|o| if o.cosine.is_nan() { 0.0 } else { o.cosine })
+                .fold(1.0f64, f64::min)
+        };
+        let all = vec![true; n];
+        progress.say("checking the result in tract");
+        let full = on_verification(&all, &[])?;
+        // The search's samples: verification's where they are the user's or
+        // number SEARCH_SAMPLES already, else SEARCH_SAMPLES random ones
+        // from its seed, its own among them (see `SEARCH_SAMPLES`); a
+        // candidate that passes there is checked on verification's own
+        // too, last, so that the last run the memo keeps is the kept one's.
+        let verification_samples = reference.expected().1.len();
+        let can_widen = opts.inputs.is_none() && verification_samples < SEARCH_SAMPLES;
+        // The wide reference, and the model specialised to its samples
+        // (an If model's), once.
+        let widen = |ctx: &mut PassCtx, why: &str| -> Option<(Reference, Option<Model>)> {
+            progress.say(&format!(
+                "{why}; running the model on {SEARCH_SAMPLES} random samples to search on"
+            ));
+            let wide_opts = crate::verify::VerifyOptions {
+                samples: SEARCH_SAMPLES,
+                ..opts.clone()
+            };
+            match Reference::new(model, &wide_opts) {
+                Ok(w) => {
+                    let specialised = w.specialised(model).ok().flatten();
+                    Some((w, specialised))
+                }
+                Err(e) => {
+                    ctx.notes.push(format!(
+                        "sensitive=auto searches on verification's samples alone: the model did not run on {SEARCH_SAMPLES} ({e:#})"
+                    ));
+                    None
+                }
+            }
+        };
+        // Where the full result misses on the wide samples only, it is
+        // ranked and reported there.
+        let mut full_wide: Option<VerifyReport> = None;
+        let wide = match full.status {
+            Status::NotVerified => {
+                ctx.notes.push(format!(
+                    "sensitive=auto could not measure the result ({}): everything quantized",
+                    full.reason.unwrap_or_default()
+                ));
+                return Ok(patches);
+            }
+            // A result that passes verification's few random samples with
+            // more than half the error the tolerance allows is confirmed on
+            // the wide ones first: on two, the margin says little of other
+            // inputs. PP-OCRv6's recogniser passed its two at 0.9917 and
+            // measured 0.854 on 32 others; PP-OCRv4's 0.9916, 0.907.
+            Status::Passed => {
+                let thin =
+                    score(&full) < 1.0 - (1.0 - opts.tolerance.min_cosine.clamp(0.0, 1.0)) / 2.0;
+                if !(can_widen && thin) {
+                    return Ok(patches);
+                }
+                let why = format!(
+                    "the result passes at cosine {:.5}, close to the tolerance",
+                    score(&full)
+                );
+                let Some((w, spec)) = widen(ctx, &why) else {
+                    return Ok(patches);
+                };
+                let x = eval_on(&w, spec.as_ref(), &all, &[])?;
+                if x.status == Status::Passed {
+                    return Ok(patches);
+                }
+                ctx.notes.push(format!(
+                    "sensitive=auto: the full result passed verification's {verification_samples} random sample(s) at cosine {:.5}, closer to the tolerance ({}) than half its margin, and missed it on {SEARCH_SAMPLES} (cosine {:.5}): searched on those",
+                    score(&full),
+                    opts.tolerance.min_cosine,
+                    score(&x)
+                ));
+                full_wide = Some(x);
+                Some((w, spec))
+            }
+            Status::Failed if can_widen => widen(ctx, "the result misses the tolerance"),
+            Status::Failed => None,
+        };
+        let eval = |keep: &[bool], fallback: &[Option<Stored>]| -> Result<VerifyReport> {
+            let Some((w, specialised)) = &wide else {
+                return on_verification(keep, fallback);
+            };
+            let x = eval_on(w, specialised.as_ref(), keep, fallback)?;
+            if x.status != Status::Passed {
+                return Ok(x);
+            }
+            let v = on_verification(keep, fallback)?;
+            Ok(match v.status != Status::Passed || score(&v) < score(&x) {
+                true => v,
+                false => x,
+            })
+        };
+        // Layers are ranked on one sample alone (half the runs on two
+        // samples), the one the full result misses most: where images are
+        // drawn normal and uniform in turn, a classifier that takes images
+        // in [0, 1) saturates on the normal one, and every layer would rank
+        // the same there; every verdict takes them all.
+        let ranking = match (&wide, &full_wide) {
+            (Some((w, _)), Some(x)) => w.one_sample(x.worst_sample.unwrap_or(0)),
+            _ => reference.one_sample(full.worst_sample.unwrap_or(0)),
+        };
+        // A weight taken back from integer compute is still stored compactly,
+        // expanded to float once at load (its error is a small part of
+        // quantization's; activations are what costs accuracy): the layer
+        // computes in float and the file keeps most of the saving. The first
+        // rung whose storage of every such weight at once meets the
+        // tolerance is taken: int8, else int8 in blocks (the recogniser:
+        // per-channel int8 storage alone gives cosine 0.969) with
+        // per-channel int8 where no block fits, else with float16 there,
+        // else float16 (silero's state output flips saturated values under
+        // int8 weight rounding), else float. Built when the first
+        // comparison fails, and only then.
+        // Each storage form is built once per weight, when first needed:
+        // `Blocks` is `None` for a weight no block fits, and an embedding
+        // table keeps its int8 rows there (as fine as it gets).
+        let forms = |kind: Form| -> Result<Vec<Option<Stored>>> {
+            patches
+                .iter()
+                .map(|p| {
+                    let Some((w, fallback)) = p
+                        .remove_initializers
+                        .first()
+                        .and_then(|w| storable.get_key_value(w))
+                    else {
+                        return Ok(None);
+                    };
+                    let t = g
+                        .constant(w)
+                        .context("a quantized weight is not a constant")?;
+                    let payload = model.payload(t)?;
+                    let data = tensor::f32_view(t, payload.as_ref())?;
+                    let stored = |form, patch| Stored { form, patch };
+                    Ok(match (fallback, kind) {
+                        (_, Form::Half) => Some(stored(Form::Half, stored_f16(model, w, &data))),
+                        (Fallback::Stored(axis), Form::Int8) => {
+                            Some(stored(Form::Int8, stored_weight(model, w, &data, *axis)?))
+                        }
+                        (Fallback::Stored(axis), Form::Blocks) => {
+                            stored_weight_blocks(model, w, &data, *axis)?
+                                .map(|p| stored(Form::Blocks, p))
+                        }
+                        (Fallback::Rows(readers), _) => {
+                            Some(stored(Form::Int8, gather_rows(model, w, &data, readers)?))
+                        }
+                    })
+                })
+                .collect()
+        };
+        // `a`'s form of each weight, else `b`'s.
+        let or = |a: &[Option<Stored>], b: &[Option<Stored>]| -> Vec<Option<Stored>> {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| a.as_ref().or(b.as_ref()).cloned())
+                .collect()
+        };
+        let kinds = |r: &[Option<Stored>]| -> Vec<Option<Form>> {
+            r.iter().map(|s| s.as_ref().map(|s| s.form)).collect()
+        };
+        let mut fallback: Vec<Option<Stored>> = vec![None; n];
+        let int8 = forms(Form::Int8)?;
+        let int8_rung = (!int8.iter().all(Option::is_none)).then(|| int8.clone());
+        if int8_rung.is_some() {
+            let (mut blocks, mut half) = (None, None);
+            let mut last: Option<Vec<Option<Stored>>> = None;
+            // int8; int8 in blocks, per-channel int8 where none fits; the
+            // same with float16 there; float16.
+            for step in 0..4 {
+                if step >= 1 && blocks.is_none() {
+                    blocks = Some(forms(Form::Blocks)?);
+                }
+                if step >= 2 && half.is_none() {
+                    half = Some(forms(Form::Half)?);
+                }
+                let f = match (step, &blocks, &half) {
+                    (1, Some(b), _) => or(b, &int8),
+                    (2, Some(b), Some(h)) => or(b, h),
+                    (3, _, Some(h)) => h.clone(),
+                    _ => int8.clone(),
+                };
+                // A rung that stores every weight as the last one did (no
+                // block fits anywhere, or everywhere) is not measured again.
+                if last.as_ref().is_some_and(|l| kinds(l) == kinds(&f)) {
+                    continue;
+                }
+                progress.say(&format!(
+                    "the result misses the tolerance; checking every layer in float with weights stored as {}",
+                    Form::names(f.iter().flatten().map(|s| s.form))
+                ));
+                if eval(&vec![false; n], &f)?.status == Status::Passed {
+                    fallback = f;
+                    break;
+                }
+                last = Some(f);
+            }
+        }
+        let mut groups: Vec<Vec<usize>> = if n <= 64 {
+            (0..n).map(|i| vec![i]).collect()
+        } else {
+            let size = n.div_ceil(16);
+            (0..n)
+                .collect::<Vec<_>>()
+                .chunks(size)
+                .map(|c| c.to_vec())
+                .collect()
+        };
+        // A layer taken back from int8 takes the Q/DQ pairs of its input and
+        // output with it: a float Conv/Gemm that reads a
+        // DequantizeLinear and feeds a QuantizeLinear (directly, or through a
+        // Relu that onnxruntime folds into it) is quantized again at load by
+        // onnxruntime (its WeightBiasQuantization: per tensor, far coarser
+        // than ours), so it would not compute in float there and what was
+        // measured would not be what runs (silero's state output: 0.992 in
+        // verification, 0.90 in onnxruntime). Its neighbours keep their int8
+        // weights.
+        let act_of: HashMap<&str, usize> = patches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.add_nodes.first() {
+                Some(q) if q.op_type() == "QuantizeLinear" && p.remove_initializers.is_empty() => {
+                    q.input.first().map(|v| (v.as_str(), i))
+                }
+                _ => None,
+            })
+            .collect();
+        for group in &mut groups {
+            let mut extra = Vec::new();
+            for &i in group.iter() {
+                let p = &patches[i];
+                if !p.label.starts_with("weight quantized to int") {
+                    continue;
+                }
+                for w in &p.remove_initializers {
+                    for c in g.consumers(w) {
+                        let c = &g.nodes[c].proto;
+                        if !REQUANTIZED_OPS.contains(&c.op_type()) {
+                            continue;
+                        }
+                        for v in c.input.first().into_iter().chain(c.output.first()) {
+                            extra.extend(act_of.get(v.as_str()));
+                        }
+                    }
+                }
+            }
+            for e in extra {
+                if !group.contains(&e) {
+                    group.push(e);
+                }
+            }
+        }
+        // Each group alone, on every core (each run is single-threaded), or
+        // one at a time past `PARALLEL_CANDIDATES_MAX_BYTES`.
+        // Counted and said under one lock: the last message is the last count.
+        let measured = std::sync::Mutex::new(0usize);
+        progress.say(&format!(
+            "0 of {} layer groups measured alone",
+            groups.len()
+        ));
+        let mut scored = candidates(&groups, parallel, |gi, idxs| {
+            let mut keep = vec![false; n];
+            idxs.iter().for_each(|&i| keep[i] = true);
+            // Scored against a float rest (fallbacks would cost a patch
+            // per weight in every candidate, and rank the same).
+            let s = score(&eval_on(&ranking, specialised.as_ref(), &keep, &[])?);
+            if let Ok(mut done) = measured.lock() {
+                *done += 1;
+                progress.say(&format!(
+                    "{done} of {} layer groups measured alone",
+                    groups.len()
+                ));
+            }
+            Ok((s, gi))
+        })?;
+        // Taken back first: the most damaging groups. With int4 weights a
+        // take-back costs megabytes (an int4 table back to int8 rows doubles
+        // it), so there the order is by fidelity bought per byte the
+        // take-back adds to the file (its weights' fallback form, else the
+        // float original, less their quantized form), bytes counted in units
+        // of an average group's quantized size: an int4 embedding table then
+        // comes after int4 MatMul weights that damage as much (MiniLM-L3:
+        // 0.17x -> 0.16x at the default tolerance). With int8 weights the
+        // plain order is kept: by bytes it took more, smaller layers back
+        // (the recogniser: 0.32x -> 0.35x, and slower).
+        let bytes =
+            |p: &Patch| -> u64 { p.add_initializers.iter().map(tensor::stored_bytes).sum() };
+        let added: Vec<f64> = groups
+            .iter()
+            .map(|idxs| {
+                idxs.iter()
+                    .map(|&i| {
+                        let back = match &fallback[i] {
+                            Some(f) => bytes(&f.patch),
+                            None => patches[i]
+                                .remove_initializers
+                                .iter()
+                                .filter_map(|w| g.constant(w))
+                                .map(tensor::stored_bytes)
+                                .sum(),
+                        };
+                        back as f64 - bytes(&patches[i]) as f64
+                    })
+                    .sum()
+            })
+            .collect();
+        let unit = (patches.iter().map(bytes).sum::<u64>() as f64 / groups.len() as f64).max(1.0);
+        let by_bytes = self.params.weights == "int4";
+        let gain = |(s, gi): &(f64, usize)| {
+            let cost = if by_bytes {
+                added[*gi].max(0.0) / unit
+            } else {
+                0.0
+            };
+            (1.0 - s) / (1.0 + cost)
+        };
+        scored.sort_by(|a, b| gain(b).total_cmp(&gain(a)));
+        // The k most damaging groups taken back, and the activation pairs
+        // that then serve no integer kernel (see `idle_pairs`).
+        let take = |k: usize| {
+            let mut keep = all.clone();
+            for &(_, gi) in &scored[..k] {
+                groups[gi].iter().for_each(|&i| keep[i] = false);
+            }
+            for i in idle_pairs(g, &patches, &act_of, &keep) {
+                keep[i] = false;
+            }
+            keep
+        };
+        // Doubling k until the tolerance is met, then the fewest between the
+        // last failing and the first passing count, by bisection.
+        // Two counts (k and 2k) are measured at once, one per core.
+        let (mut lo, mut k) = (0, 1);
+        let mut r = 'search: loop {
+            // One count at a time where candidates are measured so.
+            let mut ks = vec![k, (k * 2).min(groups.len())];
+            ks.truncate(if parallel { 2 } else { 1 });
+            ks.dedup();
+            progress.say(&format!(
+                "checking with the {} most damaging layer groups in float",
+                ks.iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+            let rs = candidates(&ks, parallel, |_, &k| eval(&take(k), &fallback))?;
+            for (&kk, r) in ks.iter().zip(rs) {
+                k = kk;
+                if r.status == Status::Passed || k == groups.len() {
+                    break 'search r;
+                }
+                lo = k;
+            }
+            k = (k * 2).min(groups.len());
+        };
+        if r.status == Status::Passed {
+            while k - lo > 1 {
+                let mid = (lo + k) / 2;
+                progress.say(&format!(
+                    "checking with the {mid} most damaging layer groups in float"
+                ));
+                let m = eval(&take(mid), &fallback)?;
+                if m.status == Status::Passed {
+                    (k, r) = (mid, m);
+                } else {
+                    lo = mid;
+                }
+            }
+        }
+        let keep = take(k);
+        // Where every weight at once needed a finer storage (int8 in blocks,
+        // float16), the layers now taken back may not: each group's weights
+        // go back to int8 storage where the result still meets the tolerance
+        // (all at once first, then group by group, the last taken first, each
+        // kept where the result still passes).
+        if let (Some(int8), true) = (&int8_rung, r.status == Status::Passed) {
+            let taken: Vec<usize> = scored[..k].iter().rev().map(|&(_, gi)| gi).collect();
+            let down = |fb: &[Option<Stored>], gs: &[usize]| -> Vec<Option<Stored>> {
+                let mut fb = fb.to_vec();
+                for &i in gs.iter().flat_map(|&gi| &groups[gi]) {
+                    if fb[i].as_ref().is_some_and(|s| s.form != Form::Int8) && int8[i].is_some() {
+                        fb[i] = int8[i].clone();
+                    }
+                }
+                fb
+            };
+            // The groups a finer form holds weights of. A group's weights are
+            // its own: storing one group's as int8 changes no other's.
+            let singles: Vec<usize> = taken
+                .into_iter()
+                .filter(|&gi| kinds(&down(&fallback, &[gi])) != kinds(&fallback))
+                .collect();
+            // Where candidates run two at once (one per core): all at once
+            // and the first group alone; then a group, and it with the next
+            // one, so that where the first passes both are decided in one
+            // step (the recogniser: 12 checks in 7 steps). One at a time
+            // (past `PARALLEL_CANDIDATES_MAX_BYTES`), where each check of a
+            // big model costs seconds: all at once, then the longest run of
+            // the groups left that passes, by bisection, the group after it
+            // set aside, and again with the groups after that (ResNet-50 of
+            // random weights, 102 MB: 14 groups, 2 of which fail, in 9
+            // checks instead of 17, its run 33 -> 25 s), by
+            // [`accepted_in_runs`]. Either way the choices are those of
+            // checking one group at a time, wherever adding a group that
+            // fails to others makes them fail too.
+            let passed = |m: &VerifyReport| m.status == Status::Passed;
+            let say = || progress.say("checking the layers in float with int8-stored weights");
+            if parallel {
+                let check = |a: &[Option<Stored>],
+                             b: Option<&[Option<Stored>]>|
+                 -> Result<(VerifyReport, Option<VerifyReport>)> {
+                    say();
+                    match b {
+                        Some(b) => {
+                            let (x, y) = rayon::join(|| eval(&keep, a), || eval(&keep, b));
+                            Ok((x?, Some(y?)))
+                        }
+                        None => Ok((eval(&keep, a)?, None)),
+                    }
+                };
+                let mut i = 0;
+                if singles.len() > 1 {
+                    let every = down(&fallback, &singles);
+                    let first = down(&fallback, &singles[..1]);
+                    let (m, one) = check(&every, Some(&first))?;
+                    if passed(&m) {
+                        (fallback, r) = (every, m);
+                        i = singles.len();
+                    } else {
+                        if let Some(one) = one.filter(passed) {
+                            (fallback, r) = (first, one);
+                        }
+                        i = 1;
+                    }
+                }
+                while i < singles.len() {
+                    let a = down(&fallback, &singles[i..=i]);
+                    let ab = singles.get(i + 1).map(|&b| down(&a, &[b]));
+                    let (ma, mab) = check(&a, ab.as_deref())?;
+                    if !passed(&ma) {
+                        i += 1;
+                        continue;
+                    }
+                    (fallback, r) = (a, ma);
+                    if let (Some(ab), Some(mab)) = (ab, mab.filter(passed)) {
+                        (fallback, r) = (ab, mab);
+                    }
+                    i += 2;
+                }
+            } else {
+                // Each passing check's storage and report: the last one is
+                // the accepted groups'.
+                let base = fallback.clone();
+                let mut last = None;
+                accepted_in_runs(&singles, |set| {
+                    say();
+                    let f = down(&base, set);
+                    let m = eval(&keep, &f)?;
+                    let ok = passed(&m);
+                    if ok {
+                        last = Some((f, m));
+                    }
+                    Ok(ok)
+                })?;
+                if let Some(l) = last {
+                    (fallback, r) = l;
+                }
+            }
+        }
+        let taken: std::collections::HashSet<usize> = scored[..k]
+            .iter()
+            .flat_map(|&(_, gi)| groups[gi].iter().copied())
+            .collect();
+        let idle: Vec<String> = (0..n)
+            .filter(|&i| !keep[i] && !taken.contains(&i))
+            .map(|i| describe(&patches[i]))
+            .collect();
+        // The summary first, then what each group is: the printed report
+        // shows a pass's first notes, the JSON all of them.
+        let mut details = Vec::new();
+        if !idle.is_empty() {
+            details.push(format!(
+                "left out with the layers in float ({} pair(s) that then serve no integer kernel, or would make onnxruntime pool uint8 after a float layer): {}",
+                idle.len(),
+                idle.join(", ")
+            ));
+        }
+        for &(s, gi) in &scored[..k] {
+            let what: Vec<String> = groups[gi].iter().map(|&i| describe(&patches[i])).collect();
+            let stored = Form::names(
+                groups[gi]
+                    .iter()
+                    .filter_map(|&i| fallback[i].as_ref())
+                    .map(|s| s.form),
+            );
+            details.push(format!(
+                "computed in float by sensitive=auto (alone: cosine {s:.5}{}), instead of: {}",
+                if stored.is_empty() {
+                    String::new()
+                } else {
+                    format!("; weights stay stored as {stored}")
+                },
+                what.join(", ")
+            ));
+        }
+        if r.status != Status::Passed {
+            ctx.notes.push(format!(
+                "even with everything in float the tolerance is missed (cosine {:.5})",
+                score(&r)
+            ));
+        }
+        ctx.notes.push(format!(
+            "sensitive=auto: full quantization gave cosine {:.5}; with {k} layer group(s) in float (each in a note below, where the JSON report has them all) {:.5}",
+            score(full_wide.as_ref().unwrap_or(&full)),
+            score(&r)
+        ));
+        // Most of the model back in float: integer kernels gain little
+        // over weight-only int8 there (a ResNet-50 of random weights: 15 of
+        // 16 groups, 1.00x of float in onnxruntime, after a 27 s search).
+        // Layers with an integer kernel (static int8 weights, dynamic
+        // MatMuls) the original choice held, and the one kept.
+        let kernels = |keep: &[bool]| {
+            patches
+                .iter()
+                .zip(keep)
+                .filter(|(p, &k)| {
+                    k && (p.label.starts_with("weight quantized to int")
+                        || p.label.contains("made dynamic"))
+                })
+                .count()
+        };
+        let (total, left) = (kernels(&all), kernels(&keep));
+        let static_or_dynamic = patches.iter().any(|p| {
+            p.label.starts_with("activation quantized") || p.label.contains("made dynamic")
+        });
+        if static_or_dynamic && r.status == Status::Passed && total > 1 && 4 * left <= total {
+            ctx.notes.push(format!(
+                "sensitive=auto leaves {left} of {total} layers with an integer kernel in int8: the result may run no faster than weight-only int8 (activations=none), which needs no search"
+            ));
+        }
+        // The search chose the fewest layers that pass on the samples it is
+        // then verified on: other inputs can fall below.
+        let held_out = "check held-out data";
+        let mut caveat = None;
+        if r.status == Status::Passed && !ctx.notes.iter().any(|n| n.contains(held_out)) {
+            let samples = reference.expected().1.len();
+            let flags = opts.tolerance.flags();
+            let searched = match &wide {
+                Some((w, _)) => format!(
+                    "{} random samples (seed {}), verification's {samples} among them",
+                    w.expected().1.len(),
+                    opts.seed
+                ),
+                None => format!(
+                    "verification's {samples} random sample(s) (seed {})",
+                    opts.seed
+                ),
+            };
+            caveat = Some(match &opts.inputs {
+                None => format!(
+                    "sensitive=auto chose on {searched}, which the result is verified on: other inputs can fall below the tolerance (torchvision's MNASNet of random weights: 0.9916 on its eight, 0.9897 on 32 others); {held_out} with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {flags}`, or more random samples with `--seed {} --samples 32`",
+                    opts.seed.wrapping_add(1)
+                ),
+                Some(_) => format!(
+                    "sensitive=auto chose on the {samples} sample(s) of --inputs, the ones the result is verified on: {held_out} with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {flags}`"
+                ),
+            });
+        }
+        // The groups, then the caveat that applies to the whole choice.
+        ctx.notes.extend(details);
+        ctx.notes.extend(caveat);
+        Ok(patches
+            .into_iter()
+            .zip(fallback)
+            .zip(keep)
+            .filter_map(|((p, f), k)| if k { Some(p) } else { f.map(|s| s.patch) })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepted_in_runs;
+
+    /// `accepted_in_runs` accepts what checking one item at a time would,
+    /// where failing items make any set fail (here: items that fail, and a
+    /// cap on how many pass together), in fewer checks where most pass.
+    #[test]
+    fn groups_are_accepted_in_runs_as_one_at_a_time() {
+        let one_at_a_time = |n: usize, passes: &dyn Fn(&[usize]) -> bool| {
+            let mut accepted = Vec::new();
+            for i in 0..n {
+                let mut set = accepted.clone();
+                set.push(i);
+                if passes(&set) {
+                    accepted = set;
+                }
+            }
+            accepted
+        };
+        type Passes = Box<dyn Fn(&[usize]) -> bool>;
+        let cases: Vec<(usize, Passes)> = vec![
+            (
+                14,
+                Box::new(|s: &[usize]| !s.contains(&9) && !s.contains(&10)),
+            ),
+            (
+                9,
+                Box::new(|s: &[usize]| s.iter().all(|&i| i == 0 || i == 7)),
+            ),
+            (5, Box::new(|_: &[usize]| true)),
+            (5, Box::new(|_: &[usize]| false)),
+            (12, Box::new(|s: &[usize]| s.len() <= 5)),
+            (1, Box::new(|_: &[usize]| false)),
+        ];
+        for (n, passes) in &cases {
+            let items: Vec<usize> = (0..*n).collect();
+            let mut checks = 0;
+            let got = accepted_in_runs(&items, |set| {
+                checks += 1;
+                Ok(passes(set))
+            })
+            .unwrap();
+            assert_eq!(got, one_at_a_time(*n, passes.as_ref()), "{n} items");
+            // ResNet-50's pattern: 14 groups, the 10th and 11th failing.
+            if *n == 14 {
+                assert_eq!(checks, 9);
+            }
+        }
+        assert!(accepted_in_runs(&[], |_| unreachable!())
+            .unwrap()
+            .is_empty());
+    }
+}
