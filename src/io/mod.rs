@@ -4,7 +4,7 @@
 //!   map, so every `raw_data` field is a view into the file, not a copy.
 //!   Tensors stored as external data stay external: [`ExternalData`] maps each
 //!   data file once and hands out views on demand.
-//! * [`save`] writes atomically: everything goes to temporary files beside the
+//! * [`save()`] writes atomically: everything goes to temporary files beside the
 //!   target, is flushed to disk, then renamed into place. A failed or
 //!   interrupted save never leaves a half-written model.
 

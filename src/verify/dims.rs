@@ -228,7 +228,7 @@ pub fn settle_dims(original: &Model, opts: &mut VerifyOptions, reference: bool) 
 }
 
 /// [`settle_dims`], with `max_bytes` of weights as the size past which a
-/// model is big. A dim a constant weight implies ([`implied_sizes`]) is
+/// model is big. A dim a constant weight implies ([`implied_size`]) is
 /// bound to that size first, and said in a note.
 fn settle_dims_within(
     original: &Model,

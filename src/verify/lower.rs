@@ -421,7 +421,7 @@ fn lower_image_scalers(model: &mut Model) -> Result<usize> {
 
 /// STFT signals given as `[batch, length]` reshaped to `[batch, length, 1]`:
 /// ONNX's STFT takes a real signal as `[batch, length, 1]`, and tract
-/// refuses rank 2 ("inputs[0].rank == 3"), where onnxruntime takes it (the
+/// refuses rank 2 (`inputs[0].rank == 3`), where onnxruntime takes it (the
 /// mel front ends of onnx-asr: kaldi, nemo, whisper, gigaam). The signal's
 /// rank is not known here, so each is reshaped to its first two dims and
 /// the rest (`-1`): `[batch, length, 1]` from either form, and a complex

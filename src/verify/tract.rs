@@ -90,7 +90,7 @@ struct HalfAsFloat {
 /// slower than its float32 kernels (a ResNet-50 in float16: 125 s for 16
 /// verification samples, 1.2 s in float32). A typed model that holds
 /// float16 values is therefore translated to compute them in float32
-/// (tract's own [`FloatPrecisionTranslator`]: constants, casts and typed
+/// (tract's own `FloatPrecisionTranslator`: constants, casts and typed
 /// ops; its inputs become float32); the runner casts float16 inputs to
 /// float32 and outputs back to float16, so that callers see the model's own
 /// types. Every model verification compares is computed alike: the
