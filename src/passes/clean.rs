@@ -749,6 +749,26 @@ pub(crate) fn f32_const(model: &Model, name: &str) -> Option<tensor::F32Tensor> 
     tensor::to_f32(t, payload.as_ref()).ok()
 }
 
+/// The Conv or Gemm whose output BatchNormalization `bn` alone reads (and
+/// the graph does not output): the layer `clean` folds it into, where both
+/// hold constant parameters. Quant writes the BatchNormalizations that have
+/// none as depthwise Convs (`quant`'s `batchnorms_as_depthwise`).
+pub(crate) fn folding_layer(g: &Graph, bn: NodeId) -> Option<NodeId> {
+    let x = g.nodes[bn].proto.input.first()?;
+    let prod = g.producer(x)?;
+    let pn = &g.nodes[prod];
+    if !pn.is_onnx() || !matches!(pn.op(), "Conv" | "Gemm") || g.is_graph_output(x) {
+        return None;
+    }
+    let readers = g
+        .nodes
+        .edges_directed(prod, Direction::Outgoing)
+        .filter(|e| e.weight().value == *x)
+        .map(|e| e.target())
+        .collect::<HashSet<_>>();
+    (readers.len() == 1).then_some(prod)
+}
+
 fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
     let g = &model.graph;
     let mut out = Vec::new();
@@ -765,21 +785,10 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         {
             continue;
         }
-        let x = &b.proto.input[0];
-        let Some(prod) = g.producer(x) else { continue };
+        let Some(prod) = folding_layer(g, bn) else {
+            continue;
+        };
         let pn = &g.nodes[prod];
-        if !pn.is_onnx() || !matches!(pn.op(), "Conv" | "Gemm") || g.is_graph_output(x) {
-            continue;
-        }
-        let readers = g
-            .nodes
-            .edges_directed(prod, Direction::Outgoing)
-            .filter(|e| e.weight().value == *x)
-            .map(|e| e.target())
-            .collect::<HashSet<_>>();
-        if readers.len() != 1 {
-            continue;
-        }
         let params: Option<Vec<_>> = b.proto.input[1..5]
             .iter()
             .map(|n| f32_const(model, n))

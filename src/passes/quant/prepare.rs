@@ -352,11 +352,7 @@ impl Quant {
             ) else {
                 continue;
             };
-            let absorbed = g.producer(x).is_some_and(|l| {
-                g.nodes[l].is_onnx()
-                    && matches!(g.nodes[l].op(), "Conv" | "Gemm")
-                    && g.consumers(x).len() == 1
-            });
+            let absorbed = crate::passes::clean::folding_layer(g, id).is_some();
             let Some(rank) = image_rank(g, x).filter(|&r| r >= 3) else {
                 continue;
             };
