@@ -2834,6 +2834,41 @@ fn an_image_without_a_size_is_calibrated_at_a_real_one() {
     assert_ort_matches(&input, &out, &args);
 }
 
+/// Past 64 MiB of weights `sensitive=auto` measures its candidates one at
+/// a time, and finds the layers taken back whose weights can be stored as
+/// int8 again by bisection (`accepted_in_runs`) instead of two checks at
+/// once: both paths choose the same. The recogniser's search takes every
+/// step (a finer storage for all, the groups back in float, then int8
+/// storage group by group); `ONNX_SQUEEZE_SEARCH_ONE_AT_A_TIME=1` sends it
+/// down the big-model path.
+#[test]
+fn a_search_one_candidate_at_a_time_chooses_as_two_at_once() {
+    let dir = scratch("quant-one-at-a-time");
+    let input = asset("ch_PP-OCRv4_rec_infer.onnx");
+    let run = |name: &str, one_at_a_time: bool| {
+        let out = dir.path().join(name);
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["run", "--passes", "clean,quant"])
+            .arg(&input)
+            .arg(&out)
+            .env_remove(onnx_squeeze::passes::quant::SEARCH_ONE_AT_A_TIME_ENV);
+        if one_at_a_time {
+            cmd.env(onnx_squeeze::passes::quant::SEARCH_ONE_AT_A_TIME_ENV, "1");
+        }
+        let o = cmd.output().expect("spawn onnx-squeeze");
+        let stdout = text(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
+        assert!(
+            stdout.contains("weights stay stored as int8"),
+            "no group went back to int8 storage: {stdout}"
+        );
+        std::fs::read(&out).unwrap()
+    };
+    let two = run("two.onnx", false);
+    let one = run("one.onnx", true);
+    assert!(two == one, "the two searches wrote different models");
+}
+
 /// A token-type table (2 rows, read for every token) stays float, with a
 /// note; the vocabulary table beside it is quantized.
 #[test]

@@ -312,6 +312,12 @@ const MIN_REDUCTION_PAIRS16: i64 = 128;
 /// Environment variable overriding [`host_int8_exact`].
 pub const INT8_SUMS_ENV: &str = "ONNX_SQUEEZE_INT8_SUMS";
 
+/// Environment variable that makes `sensitive=auto` measure its candidates
+/// one at a time (`1`) whatever the model's size, as it does past 64 MiB of
+/// weights: a small model's search then peaks as low as a big one's, and
+/// tests reach that path on small models.
+pub const SEARCH_ONE_AT_A_TIME_ENV: &str = "ONNX_SQUEEZE_SEARCH_ONE_AT_A_TIME";
+
 /// Whether this machine's int8 dot products are exact for full-range
 /// weights: an x86 CPU with VNNI (AVX-512 VNNI or AVX-VNNI: `vpdpbusd` adds
 /// products in 32 bits), or another architecture (ARM's int8 dot products

@@ -145,7 +145,8 @@ pub(super) fn sensitivity_options(ctx: &PassCtx) -> crate::verify::VerifyOptions
 /// candidates one at a time (each still runs its samples on every core):
 /// a candidate's tract plan holds its weights twice (tract's float copy and
 /// the copy packed for its kernels), so two at once would add four times
-/// the weights to the run's peak. Under it, two at once, one per core.
+/// the weights to the run's peak. Under it, two at once, one per core
+/// (unless [`super::SEARCH_ONE_AT_A_TIME_ENV`] says otherwise).
 const PARALLEL_CANDIDATES_MAX_BYTES: u64 = 64 << 20;
 
 /// `f` over `items` (with each one's index), on every core where
@@ -187,7 +188,8 @@ impl Quant {
         };
         patches.sort_by_key(pos);
         let n = patches.len();
-        let parallel = model.weight_bytes() <= PARALLEL_CANDIDATES_MAX_BYTES;
+        let parallel = model.weight_bytes() <= PARALLEL_CANDIDATES_MAX_BYTES
+            && std::env::var(super::SEARCH_ONE_AT_A_TIME_ENV).as_deref() != Ok("1");
         // What candidates are compared with runs once: verification's
         // reference of the original (built here if nothing built it yet),
         // else the pass's own of its input (run in calibration where it
