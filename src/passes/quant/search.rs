@@ -14,6 +14,7 @@ use super::{Quant, INFO};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::PassCtx;
 use crate::patch::Patch;
+use crate::verify::{Status, VerifyReport};
 
 /// How `sensitive=auto` stores the weight of a layer it takes back to
 /// float compute (expanded to float once at load).
@@ -177,7 +178,7 @@ impl Quant {
         storable: &HashMap<String, Fallback>,
         baseline: Baseline,
     ) -> Result<Vec<Patch>> {
-        use crate::verify::{Reference, Status, VerifyReport, SEARCH_SAMPLES};
+        use crate::verify::{Reference, SEARCH_SAMPLES};
         let progress = ctx.progress.within("sensitive=auto");
         let opts = &sensitivity_options(ctx);
         let g = &model.graph;
@@ -386,144 +387,18 @@ impl Quant {
         // per-channel int8 where no block fits, else with float16 there,
         // else float16 (silero's state output flips saturated values under
         // int8 weight rounding), else float. Built when the first
-        // comparison fails, and only then.
-        // Each storage form is built once per weight, when first needed:
-        // `Blocks` is `None` for a weight no block fits, and an embedding
-        // table keeps its int8 rows there (as fine as it gets).
-        let forms = |kind: Form| -> Result<Vec<Option<Stored>>> {
-            patches
-                .iter()
-                .map(|p| {
-                    let Some((w, fallback)) = p
-                        .remove_initializers
-                        .first()
-                        .and_then(|w| storable.get_key_value(w))
-                    else {
-                        return Ok(None);
-                    };
-                    let t = g
-                        .constant(w)
-                        .context("a quantized weight is not a constant")?;
-                    let payload = model.payload(t)?;
-                    let data = tensor::f32_view(t, payload.as_ref())?;
-                    let stored = |form, patch| Stored { form, patch };
-                    Ok(match (fallback, kind) {
-                        (_, Form::Half) => Some(stored(Form::Half, stored_f16(model, w, &data))),
-                        (Fallback::Stored(axis), Form::Int8) => {
-                            Some(stored(Form::Int8, stored_weight(model, w, &data, *axis)?))
-                        }
-                        (Fallback::Stored(axis), Form::Blocks) => {
-                            stored_weight_blocks(model, w, &data, *axis)?
-                                .map(|p| stored(Form::Blocks, p))
-                        }
-                        (Fallback::Rows(readers), _) => {
-                            Some(stored(Form::Int8, gather_rows(model, w, &data, readers)?))
-                        }
-                    })
-                })
-                .collect()
-        };
-        // `a`'s form of each weight, else `b`'s.
-        let or = |a: &[Option<Stored>], b: &[Option<Stored>]| -> Vec<Option<Stored>> {
-            a.iter()
-                .zip(b)
-                .map(|(a, b)| a.as_ref().or(b.as_ref()).cloned())
-                .collect()
-        };
-        let kinds = |r: &[Option<Stored>]| -> Vec<Option<Form>> {
-            r.iter().map(|s| s.as_ref().map(|s| s.form)).collect()
-        };
-        let mut fallback: Vec<Option<Stored>> = vec![None; n];
+        // comparison fails, and only then (see `storage_ladder`).
+        let forms = |kind: Form| stored_forms(model, &patches, storable, kind);
         let int8 = forms(Form::Int8)?;
         let int8_rung = (!int8.iter().all(Option::is_none)).then(|| int8.clone());
-        if int8_rung.is_some() {
-            let (mut blocks, mut half) = (None, None);
-            let mut last: Option<Vec<Option<Stored>>> = None;
-            // int8; int8 in blocks, per-channel int8 where none fits; the
-            // same with float16 there; float16.
-            for step in 0..4 {
-                if step >= 1 && blocks.is_none() {
-                    blocks = Some(forms(Form::Blocks)?);
-                }
-                if step >= 2 && half.is_none() {
-                    half = Some(forms(Form::Half)?);
-                }
-                let f = match (step, &blocks, &half) {
-                    (1, Some(b), _) => or(b, &int8),
-                    (2, Some(b), Some(h)) => or(b, h),
-                    (3, _, Some(h)) => h.clone(),
-                    _ => int8.clone(),
-                };
-                // A rung that stores every weight as the last one did (no
-                // block fits anywhere, or everywhere) is not measured again.
-                if last.as_ref().is_some_and(|l| kinds(l) == kinds(&f)) {
-                    continue;
-                }
-                progress.say(&format!(
-                    "the result misses the tolerance; checking every layer in float with weights stored as {}",
-                    Form::names(f.iter().flatten().map(|s| s.form))
-                ));
-                if eval(&vec![false; n], &f)?.status == Status::Passed {
-                    fallback = f;
-                    break;
-                }
-                last = Some(f);
-            }
-        }
-        let mut groups: Vec<Vec<usize>> = if n <= 64 {
-            (0..n).map(|i| vec![i]).collect()
-        } else {
-            let size = n.div_ceil(16);
-            (0..n)
-                .collect::<Vec<_>>()
-                .chunks(size)
-                .map(|c| c.to_vec())
-                .collect()
+        let mut fallback = match int8_rung {
+            Some(_) => storage_ladder(&int8, &forms, &progress, &mut |f| {
+                Ok(eval(&vec![false; n], f)?.status == Status::Passed)
+            })?,
+            None => vec![None; n],
         };
-        // A layer taken back from int8 takes the Q/DQ pairs of its input and
-        // output with it: a float Conv/Gemm that reads a
-        // DequantizeLinear and feeds a QuantizeLinear (directly, or through a
-        // Relu that onnxruntime folds into it) is quantized again at load by
-        // onnxruntime (its WeightBiasQuantization: per tensor, far coarser
-        // than ours), so it would not compute in float there and what was
-        // measured would not be what runs (silero's state output: 0.992 in
-        // verification, 0.90 in onnxruntime). Its neighbours keep their int8
-        // weights.
-        let act_of: HashMap<&str, usize> = patches
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match p.add_nodes.first() {
-                Some(q) if q.op_type() == "QuantizeLinear" && p.remove_initializers.is_empty() => {
-                    q.input.first().map(|v| (v.as_str(), i))
-                }
-                _ => None,
-            })
-            .collect();
-        for group in &mut groups {
-            let mut extra = Vec::new();
-            for &i in group.iter() {
-                let p = &patches[i];
-                if !p.label.starts_with("weight quantized to int") {
-                    continue;
-                }
-                for w in &p.remove_initializers {
-                    for c in g.consumers(w) {
-                        let c = &g.nodes[c].proto;
-                        if !REQUANTIZED_OPS.contains(&c.op_type()) {
-                            continue;
-                        }
-                        for v in c.input.first().into_iter().chain(c.output.first()) {
-                            extra.extend(act_of.get(v.as_str()));
-                        }
-                    }
-                }
-            }
-            for e in extra {
-                if !group.contains(&e) {
-                    group.push(e);
-                }
-            }
-        }
+        let act_of = activation_patches(&patches);
+        let groups = layer_groups(g, &patches, &act_of);
         // Each group alone, on every core (each run is single-threaded), or
         // one at a time past `PARALLEL_CANDIDATES_MAX_BYTES`.
         // Counted and said under one lock: the last message is the last count.
@@ -547,48 +422,14 @@ impl Quant {
             }
             Ok((s, gi))
         })?;
-        // Taken back first: the most damaging groups. With int4 weights a
-        // take-back costs megabytes (an int4 table back to int8 rows doubles
-        // it), so there the order is by fidelity bought per byte the
-        // take-back adds to the file (its weights' fallback form, else the
-        // float original, less their quantized form), bytes counted in units
-        // of an average group's quantized size: an int4 embedding table then
-        // comes after int4 MatMul weights that damage as much (MiniLM-L3:
-        // 0.17x -> 0.16x at the default tolerance). With int8 weights the
-        // plain order is kept: by bytes it took more, smaller layers back
-        // (the recogniser: 0.32x -> 0.35x, and slower).
-        let bytes =
-            |p: &Patch| -> u64 { p.add_initializers.iter().map(tensor::stored_bytes).sum() };
-        let added: Vec<f64> = groups
-            .iter()
-            .map(|idxs| {
-                idxs.iter()
-                    .map(|&i| {
-                        let back = match &fallback[i] {
-                            Some(f) => bytes(&f.patch),
-                            None => patches[i]
-                                .remove_initializers
-                                .iter()
-                                .filter_map(|w| g.constant(w))
-                                .map(tensor::stored_bytes)
-                                .sum(),
-                        };
-                        back as f64 - bytes(&patches[i]) as f64
-                    })
-                    .sum()
-            })
-            .collect();
-        let unit = (patches.iter().map(bytes).sum::<u64>() as f64 / groups.len() as f64).max(1.0);
-        let by_bytes = self.params.weights == "int4";
-        let gain = |(s, gi): &(f64, usize)| {
-            let cost = if by_bytes {
-                added[*gi].max(0.0) / unit
-            } else {
-                0.0
-            };
-            (1.0 - s) / (1.0 + cost)
-        };
-        scored.sort_by(|a, b| gain(b).total_cmp(&gain(a)));
+        order_by_gain(
+            &mut scored,
+            &groups,
+            &patches,
+            &fallback,
+            g,
+            self.params.weights == "int4",
+        );
         // The k most damaging groups taken back, and the activation pairs
         // that then serve no integer kernel (see `idle_pairs`).
         let take = |k: usize| {
@@ -601,182 +442,29 @@ impl Quant {
             }
             keep
         };
-        // Doubling k until the tolerance is met, then the fewest between the
-        // last failing and the first passing count, by bisection.
-        // Two counts (k and 2k) are measured at once, one per core.
-        let (mut lo, mut k) = (0, 1);
-        let mut r = 'search: loop {
-            // One count at a time where candidates are measured so.
-            let mut ks = vec![k, (k * 2).min(groups.len())];
-            ks.truncate(if parallel { 2 } else { 1 });
-            ks.dedup();
-            progress.say(&format!(
-                "checking with the {} most damaging layer groups in float",
-                ks.iter()
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ));
-            let rs = candidates(&ks, parallel, |_, &k| eval(&take(k), &fallback))?;
-            for (&kk, r) in ks.iter().zip(rs) {
-                k = kk;
-                if r.status == Status::Passed || k == groups.len() {
-                    break 'search r;
-                }
-                lo = k;
-            }
-            k = (k * 2).min(groups.len());
-        };
-        if r.status == Status::Passed {
-            while k - lo > 1 {
-                let mid = (lo + k) / 2;
-                progress.say(&format!(
-                    "checking with the {mid} most damaging layer groups in float"
-                ));
-                let m = eval(&take(mid), &fallback)?;
-                if m.status == Status::Passed {
-                    (k, r) = (mid, m);
-                } else {
-                    lo = mid;
-                }
-            }
-        }
+        let (k, mut r) = fewest_groups(groups.len(), parallel, &progress, &|k| {
+            eval(&take(k), &fallback)
+        })?;
         let keep = take(k);
-        // Where every weight at once needed a finer storage (int8 in blocks,
-        // float16), the layers now taken back may not: each group's weights
-        // go back to int8 storage where the result still meets the tolerance
-        // (all at once first, then group by group, the last taken first, each
-        // kept where the result still passes).
         if let (Some(int8), true) = (&int8_rung, r.status == Status::Passed) {
-            let taken: Vec<usize> = scored[..k].iter().rev().map(|&(_, gi)| gi).collect();
-            let down = |fb: &[Option<Stored>], gs: &[usize]| -> Vec<Option<Stored>> {
-                let mut fb = fb.to_vec();
-                for &i in gs.iter().flat_map(|&gi| &groups[gi]) {
-                    if fb[i].as_ref().is_some_and(|s| s.form != Form::Int8) && int8[i].is_some() {
-                        fb[i] = int8[i].clone();
-                    }
-                }
-                fb
-            };
-            // The groups a finer form holds weights of. A group's weights are
-            // its own: storing one group's as int8 changes no other's.
-            let singles: Vec<usize> = taken
-                .into_iter()
-                .filter(|&gi| kinds(&down(&fallback, &[gi])) != kinds(&fallback))
+            let taken: Vec<&[usize]> = scored[..k]
+                .iter()
+                .rev()
+                .map(|&(_, gi)| groups[gi].as_slice())
                 .collect();
-            // Where candidates run two at once (one per core): all at once
-            // and the first group alone; then a group, and it with the next
-            // one, so that where the first passes both are decided in one
-            // step (the recogniser: 12 checks in 7 steps). One at a time
-            // (past `PARALLEL_CANDIDATES_MAX_BYTES`), where each check of a
-            // big model costs seconds: all at once, then the longest run of
-            // the groups left that passes, by bisection, the group after it
-            // set aside, and again with the groups after that (ResNet-50 of
-            // random weights, 102 MB: 14 groups, 2 of which fail, in 9
-            // checks instead of 17, its run 33 -> 25 s), by
-            // [`accepted_in_runs`]. Either way the choices are those of
-            // checking one group at a time, wherever adding a group that
-            // fails to others makes them fail too.
-            let passed = |m: &VerifyReport| m.status == Status::Passed;
-            let say = || progress.say("checking the layers in float with int8-stored weights");
-            if parallel {
-                let check = |a: &[Option<Stored>],
-                             b: Option<&[Option<Stored>]>|
-                 -> Result<(VerifyReport, Option<VerifyReport>)> {
-                    say();
-                    match b {
-                        Some(b) => {
-                            let (x, y) = rayon::join(|| eval(&keep, a), || eval(&keep, b));
-                            Ok((x?, Some(y?)))
-                        }
-                        None => Ok((eval(&keep, a)?, None)),
-                    }
-                };
-                let mut i = 0;
-                if singles.len() > 1 {
-                    let every = down(&fallback, &singles);
-                    let first = down(&fallback, &singles[..1]);
-                    let (m, one) = check(&every, Some(&first))?;
-                    if passed(&m) {
-                        (fallback, r) = (every, m);
-                        i = singles.len();
-                    } else {
-                        if let Some(one) = one.filter(passed) {
-                            (fallback, r) = (first, one);
-                        }
-                        i = 1;
-                    }
-                }
-                while i < singles.len() {
-                    let a = down(&fallback, &singles[i..=i]);
-                    let ab = singles.get(i + 1).map(|&b| down(&a, &[b]));
-                    let (ma, mab) = check(&a, ab.as_deref())?;
-                    if !passed(&ma) {
-                        i += 1;
-                        continue;
-                    }
-                    (fallback, r) = (a, ma);
-                    if let (Some(ab), Some(mab)) = (ab, mab.filter(passed)) {
-                        (fallback, r) = (ab, mab);
-                    }
-                    i += 2;
-                }
-            } else {
-                // Each passing check's storage and report: the last one is
-                // the accepted groups'.
-                let base = fallback.clone();
-                let mut last = None;
-                accepted_in_runs(&singles, |set| {
-                    say();
-                    let f = down(&base, set);
-                    let m = eval(&keep, &f)?;
-                    let ok = passed(&m);
-                    if ok {
-                        last = Some((f, m));
-                    }
-                    Ok(ok)
-                })?;
-                if let Some(l) = last {
-                    (fallback, r) = l;
-                }
-            }
+            back_to_int8(
+                &taken,
+                int8,
+                &mut fallback,
+                &mut r,
+                parallel,
+                &progress,
+                &|f| eval(&keep, f),
+            )?;
         }
-        let taken: std::collections::HashSet<usize> = scored[..k]
-            .iter()
-            .flat_map(|&(_, gi)| groups[gi].iter().copied())
-            .collect();
-        let idle: Vec<String> = (0..n)
-            .filter(|&i| !keep[i] && !taken.contains(&i))
-            .map(|i| describe(&patches[i]))
-            .collect();
         // The summary first, then what each group is: the printed report
         // shows a pass's first notes, the JSON all of them.
-        let mut details = Vec::new();
-        if !idle.is_empty() {
-            details.push(format!(
-                "left out with the layers in float ({} pair(s) that then serve no integer kernel, or would make onnxruntime pool uint8 after a float layer): {}",
-                idle.len(),
-                idle.join(", ")
-            ));
-        }
-        for &(s, gi) in &scored[..k] {
-            let what: Vec<String> = groups[gi].iter().map(|&i| describe(&patches[i])).collect();
-            let stored = Form::names(
-                groups[gi]
-                    .iter()
-                    .filter_map(|&i| fallback[i].as_ref())
-                    .map(|s| s.form),
-            );
-            details.push(format!(
-                "computed in float by sensitive=auto (alone: cosine {s:.5}{}), instead of: {}",
-                if stored.is_empty() {
-                    String::new()
-                } else {
-                    format!("; weights stay stored as {stored}")
-                },
-                what.join(", ")
-            ));
-        }
+        let details = group_notes(&scored[..k], &groups, &patches, &fallback, &keep);
         if r.status != Status::Passed {
             ctx.notes.push(format!(
                 "even with everything in float the tolerance is missed (cosine {:.5})",
@@ -814,32 +502,15 @@ impl Quant {
         }
         // The search chose the fewest layers that pass on the samples it is
         // then verified on: other inputs can fall below.
-        let held_out = "check held-out data";
-        let mut caveat = None;
-        if r.status == Status::Passed && !ctx.notes.iter().any(|n| n.contains(held_out)) {
-            let samples = reference.expected().1.len();
-            let flags = opts.tolerance.flags();
-            let searched = match &wide {
-                Some((w, _)) => format!(
-                    "{} random samples (seed {}), verification's {samples} among them",
-                    w.expected().1.len(),
-                    opts.seed
-                ),
-                None => format!(
-                    "verification's {samples} random sample(s) (seed {})",
-                    opts.seed
-                ),
-            };
-            caveat = Some(match &opts.inputs {
-                None => format!(
-                    "sensitive=auto chose on {searched}, which the result is verified on: other inputs can fall below the tolerance (torchvision's MNASNet of random weights: 0.9916 on its eight, 0.9897 on 32 others); {held_out} with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {flags}`, or more random samples with `--seed {} --samples 32`",
-                    opts.seed.wrapping_add(1)
-                ),
-                Some(_) => format!(
-                    "sensitive=auto chose on the {samples} sample(s) of --inputs, the ones the result is verified on: {held_out} with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {flags}`"
-                ),
-            });
-        }
+        let caveat = (r.status == Status::Passed
+            && !ctx.notes.iter().any(|n| n.contains(HELD_OUT)))
+        .then(|| {
+            held_out_caveat(
+                opts,
+                reference.expected().1.len(),
+                wide.as_ref().map(|(w, _)| w.expected().1.len()),
+            )
+        });
         // The groups, then the caveat that applies to the whole choice.
         ctx.notes.extend(details);
         ctx.notes.extend(caveat);
@@ -849,6 +520,472 @@ impl Quant {
             .zip(keep)
             .filter_map(|((p, f), k)| if k { Some(p) } else { f.map(|s| s.patch) })
             .collect())
+    }
+}
+
+/// The patches that quantize an activation (a Q/DQ pair), by the value
+/// they quantize.
+fn activation_patches(patches: &[Patch]) -> HashMap<&str, usize> {
+    patches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p.add_nodes.first() {
+            Some(q) if q.op_type() == "QuantizeLinear" && p.remove_initializers.is_empty() => {
+                q.input.first().map(|v| (v.as_str(), i))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The groups of changes `sensitive=auto` measures and takes back
+/// together: each change alone, or on big proposals (over 64 changes) 16
+/// groups in graph order.
+///
+/// A layer taken back from int8 takes the Q/DQ pairs of its input and
+/// output with it: a float Conv/Gemm that reads a
+/// DequantizeLinear and feeds a QuantizeLinear (directly, or through a
+/// Relu that onnxruntime folds into it) is quantized again at load by
+/// onnxruntime (its WeightBiasQuantization: per tensor, far coarser
+/// than ours), so it would not compute in float there and what was
+/// measured would not be what runs (silero's state output: 0.992 in
+/// verification, 0.90 in onnxruntime). Its neighbours keep their int8
+/// weights.
+fn layer_groups(
+    g: &crate::ir::Graph,
+    patches: &[Patch],
+    act_of: &HashMap<&str, usize>,
+) -> Vec<Vec<usize>> {
+    let n = patches.len();
+    let mut groups: Vec<Vec<usize>> = if n <= 64 {
+        (0..n).map(|i| vec![i]).collect()
+    } else {
+        let size = n.div_ceil(16);
+        (0..n)
+            .collect::<Vec<_>>()
+            .chunks(size)
+            .map(|c| c.to_vec())
+            .collect()
+    };
+    for group in &mut groups {
+        let mut extra = Vec::new();
+        for &i in group.iter() {
+            let p = &patches[i];
+            if !p.label.starts_with("weight quantized to int") {
+                continue;
+            }
+            for w in &p.remove_initializers {
+                for c in g.consumers(w) {
+                    let c = &g.nodes[c].proto;
+                    if !REQUANTIZED_OPS.contains(&c.op_type()) {
+                        continue;
+                    }
+                    for v in c.input.first().into_iter().chain(c.output.first()) {
+                        extra.extend(act_of.get(v.as_str()));
+                    }
+                }
+            }
+        }
+        for e in extra {
+            if !group.contains(&e) {
+                group.push(e);
+            }
+        }
+    }
+    groups
+}
+
+/// Sorts `scored` (each group's cosine alone, and its index) in the order
+/// the groups are taken back: the most damaging first. With int4 weights
+/// (`by_bytes`) a take-back costs megabytes (an int4 table back to int8
+/// rows doubles it), so there the order is by fidelity bought per byte the
+/// take-back adds to the file (its weights' fallback form, else the
+/// float original, less their quantized form), bytes counted in units
+/// of an average group's quantized size: an int4 embedding table then
+/// comes after int4 MatMul weights that damage as much (MiniLM-L3:
+/// 0.17x -> 0.16x at the default tolerance). With int8 weights the
+/// plain order is kept: by bytes it took more, smaller layers back
+/// (the recogniser: 0.32x -> 0.35x, and slower).
+fn order_by_gain(
+    scored: &mut [(f64, usize)],
+    groups: &[Vec<usize>],
+    patches: &[Patch],
+    fallback: &[Option<Stored>],
+    g: &crate::ir::Graph,
+    by_bytes: bool,
+) {
+    let bytes = |p: &Patch| -> u64 { p.add_initializers.iter().map(tensor::stored_bytes).sum() };
+    let added: Vec<f64> = groups
+        .iter()
+        .map(|idxs| {
+            idxs.iter()
+                .map(|&i| {
+                    let back = match &fallback[i] {
+                        Some(f) => bytes(&f.patch),
+                        None => patches[i]
+                            .remove_initializers
+                            .iter()
+                            .filter_map(|w| g.constant(w))
+                            .map(tensor::stored_bytes)
+                            .sum(),
+                    };
+                    back as f64 - bytes(&patches[i]) as f64
+                })
+                .sum()
+        })
+        .collect();
+    let unit = (patches.iter().map(bytes).sum::<u64>() as f64 / groups.len() as f64).max(1.0);
+    let gain = |(s, gi): &(f64, usize)| {
+        let cost = if by_bytes {
+            added[*gi].max(0.0) / unit
+        } else {
+            0.0
+        };
+        (1.0 - s) / (1.0 + cost)
+    };
+    scored.sort_by(|a, b| gain(b).total_cmp(&gain(a)));
+}
+
+/// Each patch's weight in stored form `kind` (`None` for a patch that
+/// quantizes no weight sensitive=auto can store, and for a weight no block
+/// fits in `Blocks`; an embedding table keeps its int8 rows in every form,
+/// as fine as it gets). Built once per form, when first needed.
+fn stored_forms(
+    model: &Model,
+    patches: &[Patch],
+    storable: &HashMap<String, Fallback>,
+    kind: Form,
+) -> Result<Vec<Option<Stored>>> {
+    let g = &model.graph;
+    patches
+        .iter()
+        .map(|p| {
+            let Some((w, fallback)) = p
+                .remove_initializers
+                .first()
+                .and_then(|w| storable.get_key_value(w))
+            else {
+                return Ok(None);
+            };
+            let t = g
+                .constant(w)
+                .context("a quantized weight is not a constant")?;
+            let payload = model.payload(t)?;
+            let data = tensor::f32_view(t, payload.as_ref())?;
+            let stored = |form, patch| Stored { form, patch };
+            Ok(match (fallback, kind) {
+                (_, Form::Half) => Some(stored(Form::Half, stored_f16(model, w, &data))),
+                (Fallback::Stored(axis), Form::Int8) => {
+                    Some(stored(Form::Int8, stored_weight(model, w, &data, *axis)?))
+                }
+                (Fallback::Stored(axis), Form::Blocks) => {
+                    stored_weight_blocks(model, w, &data, *axis)?.map(|p| stored(Form::Blocks, p))
+                }
+                (Fallback::Rows(readers), _) => {
+                    Some(stored(Form::Int8, gather_rows(model, w, &data, readers)?))
+                }
+            })
+        })
+        .collect()
+}
+
+/// `a`'s form of each weight, else `b`'s.
+fn either(a: &[Option<Stored>], b: &[Option<Stored>]) -> Vec<Option<Stored>> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| a.as_ref().or(b.as_ref()).cloned())
+        .collect()
+}
+
+/// The form of each weight in `r`.
+fn forms_of(r: &[Option<Stored>]) -> Vec<Option<Form>> {
+    r.iter().map(|s| s.as_ref().map(|s| s.form)).collect()
+}
+
+/// The storage of the weights of layers taken back to float compute: the
+/// first rung that `passes` with every layer in float and every weight so
+/// stored: `int8`; int8 in blocks, per-channel int8 where no block fits;
+/// the same with float16 there; float16. None of them (every weight float)
+/// where no rung passes.
+fn storage_ladder(
+    int8: &[Option<Stored>],
+    forms: &dyn Fn(Form) -> Result<Vec<Option<Stored>>>,
+    progress: &crate::pass::Progress,
+    passes: &mut dyn FnMut(&[Option<Stored>]) -> Result<bool>,
+) -> Result<Vec<Option<Stored>>> {
+    let (mut blocks, mut half) = (None, None);
+    let mut last: Option<Vec<Option<Stored>>> = None;
+    for step in 0..4 {
+        if step >= 1 && blocks.is_none() {
+            blocks = Some(forms(Form::Blocks)?);
+        }
+        if step >= 2 && half.is_none() {
+            half = Some(forms(Form::Half)?);
+        }
+        let f = match (step, &blocks, &half) {
+            (1, Some(b), _) => either(b, int8),
+            (2, Some(b), Some(h)) => either(b, h),
+            (3, _, Some(h)) => h.clone(),
+            _ => int8.to_vec(),
+        };
+        // A rung that stores every weight as the last one did (no
+        // block fits anywhere, or everywhere) is not measured again.
+        if last.as_ref().is_some_and(|l| forms_of(l) == forms_of(&f)) {
+            continue;
+        }
+        progress.say(&format!(
+            "the result misses the tolerance; checking every layer in float with weights stored as {}",
+            Form::names(f.iter().flatten().map(|s| s.form))
+        ));
+        if passes(&f)? {
+            return Ok(f);
+        }
+        last = Some(f);
+    }
+    Ok(vec![None; int8.len()])
+}
+
+/// The fewest of the most damaging groups (of `groups`, in the order they
+/// are taken back) whose taking back passes `check`, and its report:
+/// doubling the count until the tolerance is met, then bisection between
+/// the last count that failed and the first that passed. Two counts (k and
+/// 2k) are measured at once, one per core, where `parallel`. Where none
+/// passes, every group and the report of all taken back.
+fn fewest_groups(
+    groups: usize,
+    parallel: bool,
+    progress: &crate::pass::Progress,
+    check: &(dyn Fn(usize) -> Result<VerifyReport> + Sync),
+) -> Result<(usize, VerifyReport)> {
+    let (mut lo, mut k) = (0, 1);
+    let mut r = 'search: loop {
+        // One count at a time where candidates are measured so.
+        let mut ks = vec![k, (k * 2).min(groups)];
+        ks.truncate(if parallel { 2 } else { 1 });
+        ks.dedup();
+        progress.say(&format!(
+            "checking with the {} most damaging layer groups in float",
+            ks.iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+        let rs = candidates(&ks, parallel, |_, &k| check(k))?;
+        for (&kk, r) in ks.iter().zip(rs) {
+            k = kk;
+            if r.status == Status::Passed || k == groups {
+                break 'search r;
+            }
+            lo = k;
+        }
+        k = (k * 2).min(groups);
+    };
+    if r.status == Status::Passed {
+        while k - lo > 1 {
+            let mid = (lo + k) / 2;
+            progress.say(&format!(
+                "checking with the {mid} most damaging layer groups in float"
+            ));
+            let m = check(mid)?;
+            if m.status == Status::Passed {
+                (k, r) = (mid, m);
+            } else {
+                lo = mid;
+            }
+        }
+    }
+    Ok((k, r))
+}
+
+/// Where every weight at once needed a finer storage (int8 in blocks,
+/// float16), the layers now taken back may not: each group's weights
+/// go back to int8 storage where the result still meets the tolerance
+/// (all at once first, then group by group, the last taken first, each
+/// kept where the result still passes).
+///
+/// `taken`: the groups taken back, the last taken first; `fallback` and
+/// `r`: the storage of every weight and the report of the result, updated
+/// with each group that goes back.
+fn back_to_int8(
+    taken: &[&[usize]],
+    int8: &[Option<Stored>],
+    fallback: &mut Vec<Option<Stored>>,
+    r: &mut VerifyReport,
+    parallel: bool,
+    progress: &crate::pass::Progress,
+    check: &(dyn Fn(&[Option<Stored>]) -> Result<VerifyReport> + Sync),
+) -> Result<()> {
+    let down = |fb: &[Option<Stored>], gs: &[usize]| -> Vec<Option<Stored>> {
+        let mut fb = fb.to_vec();
+        for &i in gs.iter().flat_map(|&j| taken[j]) {
+            if fb[i].as_ref().is_some_and(|s| s.form != Form::Int8) && int8[i].is_some() {
+                fb[i] = int8[i].clone();
+            }
+        }
+        fb
+    };
+    // The groups a finer form holds weights of. A group's weights are
+    // its own: storing one group's as int8 changes no other's.
+    let singles: Vec<usize> = (0..taken.len())
+        .filter(|&j| forms_of(&down(fallback, &[j])) != forms_of(fallback))
+        .collect();
+    // Where candidates run two at once (one per core): all at once
+    // and the first group alone; then a group, and it with the next
+    // one, so that where the first passes both are decided in one
+    // step (the recogniser: 12 checks in 7 steps). One at a time
+    // (past `PARALLEL_CANDIDATES_MAX_BYTES`), where each check of a
+    // big model costs seconds: all at once, then the longest run of
+    // the groups left that passes, by bisection, the group after it
+    // set aside, and again with the groups after that (ResNet-50 of
+    // random weights, 102 MB: 14 groups, 2 of which fail, in 9
+    // checks instead of 17, its run 33 -> 25 s), by
+    // [`accepted_in_runs`]. Either way the choices are those of
+    // checking one group at a time, wherever adding a group that
+    // fails to others makes them fail too.
+    let passed = |m: &VerifyReport| m.status == Status::Passed;
+    let say = || progress.say("checking the layers in float with int8-stored weights");
+    if parallel {
+        let check = |a: &[Option<Stored>],
+                     b: Option<&[Option<Stored>]>|
+         -> Result<(VerifyReport, Option<VerifyReport>)> {
+            say();
+            match b {
+                Some(b) => {
+                    let (x, y) = rayon::join(|| check(a), || check(b));
+                    Ok((x?, Some(y?)))
+                }
+                None => Ok((check(a)?, None)),
+            }
+        };
+        let mut i = 0;
+        if singles.len() > 1 {
+            let every = down(fallback, &singles);
+            let first = down(fallback, &singles[..1]);
+            let (m, one) = check(&every, Some(&first))?;
+            if passed(&m) {
+                (*fallback, *r) = (every, m);
+                i = singles.len();
+            } else {
+                if let Some(one) = one.filter(passed) {
+                    (*fallback, *r) = (first, one);
+                }
+                i = 1;
+            }
+        }
+        while i < singles.len() {
+            let a = down(fallback, &singles[i..=i]);
+            let ab = singles.get(i + 1).map(|&b| down(&a, &[b]));
+            let (ma, mab) = check(&a, ab.as_deref())?;
+            if !passed(&ma) {
+                i += 1;
+                continue;
+            }
+            (*fallback, *r) = (a, ma);
+            if let (Some(ab), Some(mab)) = (ab, mab.filter(passed)) {
+                (*fallback, *r) = (ab, mab);
+            }
+            i += 2;
+        }
+    } else {
+        // Each passing check's storage and report: the last one is
+        // the accepted groups'.
+        let base = fallback.to_vec();
+        let mut last = None;
+        accepted_in_runs(&singles, |set| {
+            say();
+            let f = down(&base, set);
+            let m = check(&f)?;
+            let ok = passed(&m);
+            if ok {
+                last = Some((f, m));
+            }
+            Ok(ok)
+        })?;
+        if let Some(l) = last {
+            (*fallback, *r) = l;
+        }
+    }
+    Ok(())
+}
+
+/// A note per group taken back (`taken_back`: each one's cosine alone and
+/// index in `groups`): what it holds, and the form its weights stay stored
+/// in; first, the activation pairs left out with them (`keep` false
+/// outside the groups).
+fn group_notes(
+    taken_back: &[(f64, usize)],
+    groups: &[Vec<usize>],
+    patches: &[Patch],
+    fallback: &[Option<Stored>],
+    keep: &[bool],
+) -> Vec<String> {
+    let taken: std::collections::HashSet<usize> = taken_back
+        .iter()
+        .flat_map(|&(_, gi)| groups[gi].iter().copied())
+        .collect();
+    let idle: Vec<String> = (0..patches.len())
+        .filter(|&i| !keep[i] && !taken.contains(&i))
+        .map(|i| describe(&patches[i]))
+        .collect();
+    let mut details = Vec::new();
+    if !idle.is_empty() {
+        details.push(format!(
+            "left out with the layers in float ({} pair(s) that then serve no integer kernel, or would make onnxruntime pool uint8 after a float layer): {}",
+            idle.len(),
+            idle.join(", ")
+        ));
+    }
+    for &(s, gi) in taken_back {
+        let what: Vec<String> = groups[gi].iter().map(|&i| describe(&patches[i])).collect();
+        let stored = Form::names(
+            groups[gi]
+                .iter()
+                .filter_map(|&i| fallback[i].as_ref())
+                .map(|s| s.form),
+        );
+        details.push(format!(
+            "computed in float by sensitive=auto (alone: cosine {s:.5}{}), instead of: {}",
+            if stored.is_empty() {
+                String::new()
+            } else {
+                format!("; weights stay stored as {stored}")
+            },
+            what.join(", ")
+        ));
+    }
+    details
+}
+
+/// Where a note says how to check the result on held-out data.
+const HELD_OUT: &str = "check held-out data";
+
+/// What the search chose on (verification's `samples`, or `wide` random
+/// ones around them), that other inputs can fall below, and the commands
+/// that check.
+fn held_out_caveat(
+    opts: &crate::verify::VerifyOptions,
+    samples: usize,
+    wide: Option<usize>,
+) -> String {
+    let flags = opts.tolerance.flags();
+    let searched = match wide {
+        Some(w) => format!(
+            "{w} random samples (seed {}), verification's {samples} among them",
+            opts.seed
+        ),
+        None => format!(
+            "verification's {samples} random sample(s) (seed {})",
+            opts.seed
+        ),
+    };
+    match &opts.inputs {
+        None => format!(
+            "sensitive=auto chose on {searched}, which the result is verified on: other inputs can fall below the tolerance (torchvision's MNASNet of random weights: 0.9916 on its eight, 0.9897 on 32 others); {HELD_OUT} with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {flags}`, or more random samples with `--seed {} --samples 32`",
+            opts.seed.wrapping_add(1)
+        ),
+        Some(_) => format!(
+            "sensitive=auto chose on the {samples} sample(s) of --inputs, the ones the result is verified on: {HELD_OUT} with `onnx-squeeze verify ORIGINAL RESULT --inputs HELD_OUT {flags}`"
+        ),
     }
 }
 
