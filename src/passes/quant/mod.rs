@@ -585,7 +585,7 @@ impl Quant {
         }
         if patches.is_empty() {
             // bfloat16 weights of the ops quant would have quantized (float16
-            // ones are stored as int8 above).
+            // ones are stored as int8, see `Quant::half_weights`).
             let g = &model.graph;
             let half_bytes: u64 = g
                 .initializers

@@ -222,7 +222,7 @@ impl Quant {
 
     /// Weights read by other ops (LSTM/GRU, nodes inside If/Loop bodies
     /// reading the outer scope...), and constant operands the integer
-    /// forms above do not take (a MatMul's left operand, a Gemm's with
+    /// forms of [`Quant::integer_readers`] do not take (a MatMul's left operand, a Gemm's with
     /// transA, a MatMul weight of rank 3): stored as int8 and expanded by
     /// Cast -> Mul into their own name (`stored_weight`), so every reader
     /// sees the same tensor (with `other_weights`).
@@ -242,7 +242,7 @@ impl Quant {
             let readers = g.consumers(name);
             // ConvTranspose has no integer kernel in the common runtimes:
             // its weights are stored like any other reader's. What the
-            // forms above would take and did not stays float on purpose:
+            // integer forms would take and did not stays float on purpose:
             // a Conv's or Gemm's bias, a small weight, a table of few
             // rows or with `gather=false`.
             let slots = |r: NodeId| {
