@@ -904,6 +904,70 @@ fn a_batchnorm_between_int8_layers_computes_in_int8_in_onnxruntime() {
     assert_eq!(ops["QLinearConv"], 3, "{r}");
 }
 
+/// A BatchNormalization whose Conv's output the graph also outputs is not
+/// one `clean` folds (the Conv's own output must stay), so quant writes it
+/// as a depthwise Conv; the one after a Conv it alone reads is left to
+/// `clean`. Both follow `clean::folding_layer`.
+#[test]
+fn a_batchnorm_clean_cannot_fold_becomes_a_depthwise_conv() {
+    let c = 128;
+    let ramp = |lo: f32, step: f32| (0..c).map(|i| lo + step * i as f32).collect::<Vec<_>>();
+    let build = |conv_output_too: bool| {
+        let mut b = ModelBuilder::new(17)
+            .input("x", &[1, 8, 8, 8])
+            .init_f32("w1", &[c as i64, 8, 3, 3], &weights(c * 72, 1))
+            .init_f32("gamma", &[c as i64], &ramp(0.5, 0.004))
+            .init_f32("beta", &[c as i64], &ramp(-0.2, 0.002))
+            .init_f32("mean", &[c as i64], &ramp(-0.1, 0.001))
+            .init_f32("var", &[c as i64], &ramp(0.8, 0.003))
+            .init_f32("w3", &[16, c as i64, 1, 1], &weights(16 * c, 3))
+            .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
+            .node(
+                "bn",
+                "BatchNormalization",
+                &["h", "gamma", "beta", "mean", "var"],
+                &["n"],
+            )
+            .node("relu", "Relu", &["n"], &["a"])
+            .node_with("c3", "Conv", &["a", "w3"], &["y"], conv_attrs(1))
+            .output("y", &[1, 16, 8, 8]);
+        if conv_output_too {
+            b = b.output("h", &[1, c as i64, 8, 8]);
+        }
+        b.build().unwrap()
+    };
+    let params =
+        "activations = \"static\"\nmin_reduction = 1\nmin_out_channels = 1\nsensitive = \"off\"";
+    let ops = |m: &Model| -> Vec<String> {
+        m.graph
+            .nodes
+            .node_weights()
+            .map(|n| n.op().to_string())
+            .collect()
+    };
+    let mut exposed = build(true);
+    quant(&mut exposed, params);
+    assert!(
+        !ops(&exposed).iter().any(|o| o == "BatchNormalization"),
+        "{:?}",
+        ops(&exposed)
+    );
+    let depthwise =
+        exposed.graph.nodes.node_weights().any(|n| {
+            n.op() == "Conv" && onnx_squeeze::ir::int_attr(&n.proto, "group", 1) == c as i64
+        });
+    assert!(depthwise, "{:?}", ops(&exposed));
+    let mut folded_by_clean = build(false);
+    quant(&mut folded_by_clean, params);
+    assert!(
+        ops(&folded_by_clean)
+            .iter()
+            .any(|o| o == "BatchNormalization"),
+        "{:?}",
+        ops(&folded_by_clean)
+    );
+}
+
 /// A ReLU6 whose output is all 0s (an empty range, scale 1 as calibrated)
 /// gets a uint8 grid that ends within its bound: onnxruntime folds the Clip
 /// into the QuantizeLinear only there, and the Conv before it with them.
@@ -2847,26 +2911,49 @@ fn a_search_one_candidate_at_a_time_chooses_as_two_at_once() {
     let input = asset("ch_PP-OCRv4_rec_infer.onnx");
     let run = |name: &str, one_at_a_time: bool| {
         let out = dir.path().join(name);
+        let report = dir.path().join(format!("{name}.json"));
         let mut cmd = std::process::Command::new(bin());
-        cmd.args(["run", "--passes", "clean,quant"])
+        cmd.args(["run", "--passes", "clean,quant", "--report"])
+            .arg(&report)
             .arg(&input)
             .arg(&out)
+            // The same choices of layers on any CPU (min_reduction and the
+            // weight range follow its int8 sums).
+            .env(onnx_squeeze::passes::quant::INT8_SUMS_ENV, "exact")
             .env_remove(onnx_squeeze::passes::quant::SEARCH_ONE_AT_A_TIME_ENV);
         if one_at_a_time {
             cmd.env(onnx_squeeze::passes::quant::SEARCH_ONE_AT_A_TIME_ENV, "1");
         }
         let o = cmd.output().expect("spawn onnx-squeeze");
-        let stdout = text(&o.stdout);
-        assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
-        assert!(
-            stdout.contains("weights stay stored as int8"),
-            "no group went back to int8 storage: {stdout}"
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}{}",
+            text(&o.stdout),
+            text(&o.stderr)
         );
-        std::fs::read(&out).unwrap()
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let notes: Vec<String> = r["passes"][1]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect();
+        // Every step taken: a finer storage than int8 for all, and a group
+        // back to int8 from it.
+        for form in ["weights stay stored as int8)", "int8 in blocks"] {
+            assert!(
+                notes.iter().any(|n| n.contains(form)),
+                "no group with '{form}': {notes:?}"
+            );
+        }
+        (std::fs::read(&out).unwrap(), notes)
     };
     let two = run("two.onnx", false);
     let one = run("one.onnx", true);
-    assert!(two == one, "the two searches wrote different models");
+    assert!(two.0 == one.0, "the two searches wrote different models");
+    assert_eq!(two.1, one.1);
 }
 
 /// A token-type table (2 rows, read for every token) stays float, with a

@@ -750,9 +750,10 @@ pub(crate) fn f32_const(model: &Model, name: &str) -> Option<tensor::F32Tensor> 
 }
 
 /// The Conv or Gemm whose output BatchNormalization `bn` alone reads (and
-/// the graph does not output): the layer `clean` folds it into, where both
-/// hold constant parameters. Quant writes the BatchNormalizations that have
-/// none as depthwise Convs (`quant`'s `batchnorms_as_depthwise`).
+/// the graph does not output): the layer `clean` folds it into (it also
+/// needs both to hold float32 constant parameters, and says so where they
+/// do not). Quant writes the BatchNormalizations that have no such layer
+/// as depthwise Convs (`quant`'s `batchnorms_as_depthwise`).
 pub(crate) fn folding_layer(g: &Graph, bn: NodeId) -> Option<NodeId> {
     let x = g.nodes[bn].proto.input.first()?;
     let prod = g.producer(x)?;

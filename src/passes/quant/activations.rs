@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::placement::{
     bypass_float_layers, clip_bound, folds_into_quantize, pair_readers, same_range, REQUANTIZED_OPS,
 };
-use super::select::Use;
+use super::select::Uses;
 use super::weights::{int8_weight_patch, kernel_rows, symmetric_int8};
 use super::{arith, calibrate, Quant};
 use crate::ir::builder::{attr_int, node_proto as node};
@@ -35,7 +35,7 @@ pub(super) type Expected = Option<Vec<Vec<tract_onnx::prelude::Tensor>>>;
 /// The axis of its input whose neighbouring values an integer kernel for
 /// `n` multiplies in pairs: a Conv's channels (it computes channels-last),
 /// a MatMul's or Gemm's last axis.
-pub(super) fn pair_axis(n: &NodeProto) -> calibrate::PairAxis {
+fn pair_axis(n: &NodeProto) -> calibrate::PairAxis {
     match n.op_type() {
         "Conv" => calibrate::PairAxis::Channels,
         _ => calibrate::PairAxis::Last,
@@ -61,7 +61,7 @@ impl Quant {
         &self,
         model: &Model,
         ctx: &mut PassCtx,
-        uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
+        uses: &Uses,
         weight_scales: &mut HashMap<String, (Vec<f32>, String)>,
         weight_axis: &HashMap<String, Option<i64>>,
         excluded: &dyn Fn(NodeId) -> bool,
@@ -146,7 +146,7 @@ impl Quant {
             let decided: Vec<Decided> = weights
                 .par_iter()
                 .map(|&(w, axis)| -> Result<Decided> {
-                    let t = g.constant(w).expect("a weight quantized above");
+                    let t = g.constant(w).expect("a weight quantize_weights quantized");
                     let payload = model.payload(t)?;
                     let data = tensor::f32_view(t, payload.as_ref())?;
                     let (q, scales) =
@@ -319,7 +319,7 @@ fn activation_pairs(
 /// point 0.
 fn int32_biases(
     model: &Model,
-    uses: &BTreeMap<String, Vec<(NodeId, Use)>>,
+    uses: &Uses,
     weight_scales: &HashMap<String, (Vec<f32>, String)>,
     act_scale: &ActivationScales,
 ) -> Result<BiasPatches> {

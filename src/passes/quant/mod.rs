@@ -77,16 +77,18 @@
 //! activations to 8 bits; the pass declares a tolerance on the cosine of
 //! every output, which verification enforces.
 //!
-//! **Layout**: `Quant::plan` runs the stages in order, each in its own
-//! module: `prepare` (the rounds before quantization: float16 weights
-//! expanded, Constant-node weights, BatchNormalizations as depthwise Convs,
-//! the opset raised), `select` (which weights, and the layout each reader
-//! needs), `weights` (each weight's quantized form: int8 per channel,
-//! int4 blocks, embedding rows, stored and expanded at load), [`subgraph`]
-//! (weights inside If/Loop/Scan bodies), `activations` (calibrated Q/DQ
-//! pairs and int32 biases, on [`calibrate`]'s ranges), `placement`
-//! (where pairs go, and what onnxruntime fuses of them) and `search`
-//! (`sensitive=auto`). The arithmetic they share is in [`arith`].
+//! **Layout**: `Quant::plan` runs the stages in order: `prepare` (the
+//! rounds before quantization), `Quant::setup` here (the activations' mode
+//! and the weight layouts the opset allows, with a note on each choice),
+//! `select` (which weights, and the layout each reader needs), `weights`
+//! (each weight's form: int8 per channel for static or dynamic integer
+//! kernels, int4 blocks, embedding rows, stored and expanded at load),
+//! [`subgraph`] (weights inside If/Loop/Scan bodies), `activations`
+//! (calibrated Q/DQ pairs and int32 biases, on [`calibrate`]'s ranges) and
+//! `search` (`sensitive=auto`). `placement` is what selection and
+//! activations ask of the graph: where pairs go and what onnxruntime fuses
+//! of them, and the layers it would not fuse (`expand_unfused`, last). The
+//! arithmetic they share is in [`arith`].
 
 pub mod arith;
 pub mod calibrate;

@@ -1,17 +1,20 @@
-//! Quant's preparation rounds: float16 weights expanded, the opset raised,
-//! unabsorbed BatchNormalizations written as depthwise Convs.
+//! Quant's rounds before quantization proper: models already quantized
+//! recognised and left alone; float16 weights a Cast expands made float32;
+//! then, in one round, weights held in Constant nodes made initializers,
+//! weights listed as graph inputs (IR 3) unlisted, BatchNormalizations no
+//! layer absorbs written as depthwise Convs, and the opset raised.
+
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 
-use super::{OpsetPolicy, Quant};
-use super::{QONNX_OPS, QUANT_OPS};
+use super::{OpsetPolicy, Quant, QONNX_OPS, QUANT_OPS};
 use crate::io::spill::keep_tensor;
 use crate::ir::builder::{attr_int, node_proto as node};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::PassCtx;
 use crate::patch::Patch;
 use crate::proto::tensor_proto::DataType;
-use std::sync::atomic::Ordering;
 
 /// Ops whose output has the rank of their non-constant inputs, which
 /// [`image_rank`] walks back through.
@@ -186,9 +189,9 @@ impl Quant {
         Ok(None)
     }
 
-    /// The opset change round 1 makes, if the policy asks for one and every
+    /// The opset change the preparation round makes, if the policy asks for one and every
     /// node converts (`auto` falls back to the current opset with a note).
-    pub(super) fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
+    fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
         let from = model.opset();
         let need = if self.params.weights == "int4" {
             21
@@ -257,7 +260,7 @@ impl Quant {
     /// a weight (a Conv's, ConvTranspose's, MatMul's or Gemm's second
     /// input, a Gather's table) of a layer not excluded, and it is large
     /// enough to quantize.
-    pub(super) fn expand_half_weights(&self, model: &Model) -> Result<Vec<Patch>> {
+    fn expand_half_weights(&self, model: &Model) -> Result<Vec<Patch>> {
         let g = &model.graph;
         let mut out = Vec::new();
         for id in g.topo_order() {
@@ -328,7 +331,7 @@ impl Quant {
     /// `min_weight_elements` channels is left as it is (its weight would
     /// stay float, and onnxruntime would quantize it per tensor at load
     /// between a pair), and so is one whose rank the graph does not tell.
-    pub(super) fn batchnorms_as_depthwise(&self, model: &Model) -> Vec<Patch> {
+    fn batchnorms_as_depthwise(&self, model: &Model) -> Vec<Patch> {
         use crate::ir::builder::attr_ints;
         let g = &model.graph;
         let mut out = Vec::new();

@@ -50,7 +50,7 @@ impl Form {
 
 /// A weight's stored form: the patch that stores it, and which form it is.
 #[derive(Clone)]
-pub(super) struct Stored {
+struct Stored {
     form: Form,
     patch: Patch,
 }
@@ -91,7 +91,7 @@ fn accepted_in_runs(
 }
 
 /// What a patch quantizes, for notes.
-pub(super) fn describe(p: &Patch) -> String {
+fn describe(p: &Patch) -> String {
     let what = p
         .remove_initializers
         .first()
@@ -150,9 +150,17 @@ pub(super) fn sensitivity_options(ctx: &PassCtx) -> crate::verify::VerifyOptions
 /// (unless [`super::SEARCH_ONE_AT_A_TIME_ENV`] says otherwise).
 const PARALLEL_CANDIDATES_MAX_BYTES: u64 = 64 << 20;
 
+/// Whether `sensitive=auto` measures two candidates at once: on models of
+/// up to [`PARALLEL_CANDIDATES_MAX_BYTES`] of weights, unless
+/// `one_at_a_time` (the value of [`super::SEARCH_ONE_AT_A_TIME_ENV`]) is
+/// `1`.
+fn measures_in_parallel(weight_bytes: u64, one_at_a_time: Option<&str>) -> bool {
+    weight_bytes <= PARALLEL_CANDIDATES_MAX_BYTES && one_at_a_time != Some("1")
+}
+
 /// `f` over `items` (with each one's index), on every core where
 /// `parallel`, else one at a time.
-pub(super) fn candidates<T: Sync, R: Send>(
+fn candidates<T: Sync, R: Send>(
     items: &[T],
     parallel: bool,
     f: impl Fn(usize, &T) -> Result<R> + Sync + Send,
@@ -189,8 +197,12 @@ impl Quant {
         };
         patches.sort_by_key(pos);
         let n = patches.len();
-        let parallel = model.weight_bytes() <= PARALLEL_CANDIDATES_MAX_BYTES
-            && std::env::var(super::SEARCH_ONE_AT_A_TIME_ENV).as_deref() != Ok("1");
+        let parallel = measures_in_parallel(
+            model.weight_bytes(),
+            std::env::var(super::SEARCH_ONE_AT_A_TIME_ENV)
+                .ok()
+                .as_deref(),
+        );
         // What candidates are compared with runs once: verification's
         // reference of the original (built here if nothing built it yet),
         // else the pass's own of its input (run in calibration where it
@@ -390,12 +402,12 @@ impl Quant {
         // comparison fails, and only then (see `storage_ladder`).
         let forms = |kind: Form| stored_forms(model, &patches, storable, kind);
         let int8 = forms(Form::Int8)?;
-        let int8_rung = (!int8.iter().all(Option::is_none)).then(|| int8.clone());
-        let mut fallback = match int8_rung {
-            Some(_) => storage_ladder(&int8, &forms, &progress, &mut |f| {
+        let storable_any = int8.iter().any(Option::is_some);
+        let mut fallback = match storable_any {
+            true => storage_ladder(&int8, &forms, &progress, &mut |f| {
                 Ok(eval(&vec![false; n], f)?.status == Status::Passed)
             })?,
-            None => vec![None; n],
+            false => vec![None; n],
         };
         let act_of = activation_patches(&patches);
         let groups = layer_groups(g, &patches, &act_of);
@@ -446,7 +458,7 @@ impl Quant {
             eval(&take(k), &fallback)
         })?;
         let keep = take(k);
-        if let (Some(int8), true) = (&int8_rung, r.status == Status::Passed) {
+        if storable_any && r.status == Status::Passed {
             let taken: Vec<&[usize]> = scored[..k]
                 .iter()
                 .rev()
@@ -454,7 +466,7 @@ impl Quant {
                 .collect();
             back_to_int8(
                 &taken,
-                int8,
+                &int8,
                 &mut fallback,
                 &mut r,
                 parallel,
@@ -648,8 +660,8 @@ fn order_by_gain(
 
 /// Each patch's weight in stored form `kind` (`None` for a patch that
 /// quantizes no weight sensitive=auto can store, and for a weight no block
-/// fits in `Blocks`; an embedding table keeps its int8 rows in every form,
-/// as fine as it gets). Built once per form, when first needed.
+/// fits in `Blocks`; an embedding table keeps its int8 rows in `Blocks`, as
+/// fine as it gets there). Built once per form, when first needed.
 fn stored_forms(
     model: &Model,
     patches: &[Patch],
@@ -745,14 +757,14 @@ fn storage_ladder(
     Ok(vec![None; int8.len()])
 }
 
-/// The fewest of the most damaging groups (of `groups`, in the order they
+/// The fewest of the most damaging groups (of `n_groups`, in the order they
 /// are taken back) whose taking back passes `check`, and its report:
 /// doubling the count until the tolerance is met, then bisection between
 /// the last count that failed and the first that passed. Two counts (k and
 /// 2k) are measured at once, one per core, where `parallel`. Where none
 /// passes, every group and the report of all taken back.
 fn fewest_groups(
-    groups: usize,
+    n_groups: usize,
     parallel: bool,
     progress: &crate::pass::Progress,
     check: &(dyn Fn(usize) -> Result<VerifyReport> + Sync),
@@ -760,7 +772,7 @@ fn fewest_groups(
     let (mut lo, mut k) = (0, 1);
     let mut r = 'search: loop {
         // One count at a time where candidates are measured so.
-        let mut ks = vec![k, (k * 2).min(groups)];
+        let mut ks = vec![k, (k * 2).min(n_groups)];
         ks.truncate(if parallel { 2 } else { 1 });
         ks.dedup();
         progress.say(&format!(
@@ -773,12 +785,12 @@ fn fewest_groups(
         let rs = candidates(&ks, parallel, |_, &k| check(k))?;
         for (&kk, r) in ks.iter().zip(rs) {
             k = kk;
-            if r.status == Status::Passed || k == groups {
+            if r.status == Status::Passed || k == n_groups {
                 break 'search r;
             }
             lo = k;
         }
-        k = (k * 2).min(groups);
+        k = (k * 2).min(n_groups);
     };
     if r.status == Status::Passed {
         while k - lo > 1 {
@@ -845,8 +857,8 @@ fn back_to_int8(
     let passed = |m: &VerifyReport| m.status == Status::Passed;
     let say = || progress.say("checking the layers in float with int8-stored weights");
     if parallel {
-        let check = |a: &[Option<Stored>],
-                     b: Option<&[Option<Stored>]>|
+        let check_pair = |a: &[Option<Stored>],
+                          b: Option<&[Option<Stored>]>|
          -> Result<(VerifyReport, Option<VerifyReport>)> {
             say();
             match b {
@@ -861,7 +873,7 @@ fn back_to_int8(
         if singles.len() > 1 {
             let every = down(fallback, &singles);
             let first = down(fallback, &singles[..1]);
-            let (m, one) = check(&every, Some(&first))?;
+            let (m, one) = check_pair(&every, Some(&first))?;
             if passed(&m) {
                 (*fallback, *r) = (every, m);
                 i = singles.len();
@@ -875,7 +887,7 @@ fn back_to_int8(
         while i < singles.len() {
             let a = down(fallback, &singles[i..=i]);
             let ab = singles.get(i + 1).map(|&b| down(&a, &[b]));
-            let (ma, mab) = check(&a, ab.as_deref())?;
+            let (ma, mab) = check_pair(&a, ab.as_deref())?;
             if !passed(&ma) {
                 i += 1;
                 continue;
@@ -991,7 +1003,16 @@ fn held_out_caveat(
 
 #[cfg(test)]
 mod tests {
-    use super::accepted_in_runs;
+    use super::{accepted_in_runs, measures_in_parallel, PARALLEL_CANDIDATES_MAX_BYTES};
+
+    #[test]
+    fn candidates_run_two_at_once_on_small_models_unless_told_otherwise() {
+        let small = PARALLEL_CANDIDATES_MAX_BYTES;
+        assert!(measures_in_parallel(small, None));
+        assert!(measures_in_parallel(small, Some("0")));
+        assert!(!measures_in_parallel(small, Some("1")));
+        assert!(!measures_in_parallel(small + 1, None));
+    }
 
     /// `accepted_in_runs` accepts what checking one item at a time would,
     /// where failing items make any set fail (here: items that fail, and a

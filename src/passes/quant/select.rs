@@ -6,8 +6,7 @@ use super::placement::{
     between_qdq, bias_add_of, feeds_q, pair_readers, pools_into_int8, REQUANTIZED_OPS,
 };
 use super::weights::dynamic_layout;
-use super::{operand_axis, set_flag};
-use super::{Quant, Setup};
+use super::{operand_axis, set_flag, Quant, Setup};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::PassCtx;
 use crate::proto::{tensor_proto::DataType, NodeProto, TensorProto};
@@ -154,7 +153,7 @@ impl Quant {
                         })
                     })
                 };
-                let readers = pair_readers(g, &excluded, &int8);
+                let readers = pair_readers(g, excluded, &int8);
                 // (A float MatMul is not quantized again at load:
                 // between a pair it stays float; but one onnxruntime
                 // makes a Gemm with the Add of a constant after it is.)
@@ -221,11 +220,11 @@ impl Quant {
     }
 
     /// Weights read by other ops (LSTM/GRU, nodes inside If/Loop bodies
-    /// reading the outer scope...), and constant operands the integer
-    /// forms of [`Quant::integer_readers`] do not take (a MatMul's left operand, a Gemm's with
-    /// transA, a MatMul weight of rank 3): stored as int8 and expanded by
-    /// Cast -> Mul into their own name (`stored_weight`), so every reader
-    /// sees the same tensor (with `other_weights`).
+    /// reading the outer scope...), and constant operands the integer forms
+    /// of [`Quant::integer_readers`] do not take (a MatMul's left operand,
+    /// a Gemm's with transA, a MatMul weight of rank 3): stored as int8 and
+    /// expanded by Cast -> Mul into their own name (`stored_weight`), so
+    /// every reader sees the same tensor (with `other_weights`).
     fn stored_others(
         &self,
         g: &crate::ir::Graph,
@@ -423,17 +422,17 @@ pub(super) enum Use {
 /// The fewest values a channel of a weight stored as int8 for ops with no
 /// integer kernel (an LSTM's) holds: below it, the scales take more than
 /// int8 saves.
-pub(super) const MIN_STORED_PER_CHANNEL: usize = 4;
+const MIN_STORED_PER_CHANNEL: usize = 4;
 
 /// Embedding tables with fewer rows stay float: a token-type or segment
 /// table (BERT's has 2 rows) is read for every token, so each row's rounding
 /// error is added to all of them alike instead of averaging out. Keeping
 /// paraphrase-MiniLM-L3's 3 kB token-type table float raised the cosine of
 /// its pooled output in onnxruntime from 0.99601 to 0.99885 (seq 128).
-pub(super) const MIN_EMBEDDING_ROWS: i64 = 64;
+const MIN_EMBEDDING_ROWS: i64 = 64;
 
 /// How many ops [`one_position`] looks through.
-pub(super) const ONE_POSITION_DEPTH: usize = 8;
+const ONE_POSITION_DEPTH: usize = 8;
 
 /// Whether `v` holds one spatial position per channel: the output of a
 /// global pooling, or of element-wise activations and 1x1 Convs applied to
@@ -443,7 +442,7 @@ pub(super) const ONE_POSITION_DEPTH: usize = 8;
 /// such Convs, 88 to 200 input channels) ran 4% slower than float with them
 /// in int8 and as fast as float with them in float (onnxruntime 1.32, 1
 /// thread, AVX2 without VNNI); their weights are stored as int8 all the same.
-pub(super) fn one_position(g: &crate::ir::Graph, v: &str, depth: usize) -> bool {
+fn one_position(g: &crate::ir::Graph, v: &str, depth: usize) -> bool {
     let Some(id) = g.producer(v) else {
         return false;
     };
@@ -504,9 +503,9 @@ fn drop_small_tables(g: &crate::ir::Graph, uses: &mut Uses, notes: &mut Vec<Stri
             .map(|(w, b)| format!("{w}, {b} bytes"))
             .collect();
         notes.push(format!(
-                "embedding table(s) of fewer than {MIN_EMBEDDING_ROWS} rows kept in float ({}): each row is added to many tokens, so its rounding error would not average out",
-                listed.join("; ")
-            ));
+            "embedding table(s) of fewer than {MIN_EMBEDDING_ROWS} rows kept in float ({}): each row is added to many tokens, so its rounding error would not average out",
+            listed.join("; ")
+        ));
     }
 }
 

@@ -1,5 +1,10 @@
-//! Quantized forms of weights: per-channel int8 for integer kernels, int4
-//! blocks, int8/int4 embedding rows, and the stored (expanded at load) forms.
+//! Quantized forms of weights: per-channel int8 for integer kernels (static
+//! QDQ, and the dynamic DynamicQuantizeLinear -> MatMulInteger form), int4
+//! blocks, int8/int4 embedding rows, and the stored (expanded at load)
+//! forms; and [`Quant::quantize_weights`], which gives each selected weight
+//! its form.
+
+use std::collections::HashMap;
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
@@ -7,15 +12,13 @@ use rayon::prelude::*;
 
 use super::search::Fallback;
 use super::select::{Use, Uses};
-use super::{arith, set_flag};
-use super::{Quant, Setup};
+use super::{arith, set_flag, Quant, Setup};
 use crate::io::spill::keep_tensor;
 use crate::ir::builder::{attr_int, node_proto as node};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::PassCtx;
 use crate::patch::Patch;
 use crate::proto::{tensor_proto::DataType, NodeProto, TensorProto};
-use std::collections::HashMap;
 
 /// The weights in their quantized forms, and what the later stages need of
 /// them.
@@ -352,7 +355,7 @@ pub(super) fn dynamic_layout(g: &crate::ir::Graph, readers: &[(NodeId, Use)]) ->
 /// Cast -> Mul(xs * Ws)`, then a Gemm's `Add` of its bias, which it fuses
 /// into one kernel. `transposed`: the weight is a Gemm's B with transB
 /// (`[N, K]`), stored as int8 `[K, N]`.
-pub(super) fn dynamic_matmuls(
+fn dynamic_matmuls(
     model: &Model,
     w: &str,
     data: &tensor::F32View,
@@ -455,12 +458,7 @@ pub(super) fn dynamic_matmuls(
 /// right-hand side), opset 21 blocked DequantizeLinear: UINT4 values with a
 /// UINT4 zero point per block ([`arith::BlockScheme::Uint4`]), the form
 /// onnxruntime turns into its 4-bit MatMul kernel.
-pub(super) fn int4_weight(
-    model: &Model,
-    w: &str,
-    data: &tensor::F32View,
-    block: usize,
-) -> Result<Patch> {
+fn int4_weight(model: &Model, w: &str, data: &tensor::F32View, block: usize) -> Result<Patch> {
     let g = &model.graph;
     let (k, n) = (data.dims[0] as usize, data.dims[1] as usize);
     let b = arith::quantize_blocked(&data.data, 1, k, n, block, arith::BlockScheme::Uint4);
@@ -571,7 +569,7 @@ pub(super) fn gather_rows(
 /// their scales, then unpacks only the gathered rows with float arithmetic:
 /// `hi = floor(b / 16)`, `lo = b - 16 hi`, `v = (concat(lo, hi) - 8) * s`,
 /// reshaped to `[indices..., columns]`. Valid at any opset >= 11.
-pub(super) fn gather_rows_int4(
+fn gather_rows_int4(
     model: &Model,
     w: &str,
     data: &tensor::F32View,
@@ -753,7 +751,7 @@ const F16_SCALES_MIN_CHANNELS: usize = 48;
 /// the rounded scales, so the product is what was quantized) and expanded by
 /// a Cast of their own. The nodes carry no names (their outputs say what
 /// they are), like the weights' DequantizeLinear nodes.
-pub(crate) fn stored_int8(
+pub(super) fn stored_int8(
     w: &str,
     data: &tensor::F32View,
     axis: Option<usize>,
