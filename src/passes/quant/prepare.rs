@@ -355,7 +355,10 @@ impl Quant {
             ) else {
                 continue;
             };
-            let absorbed = crate::passes::clean::folding_layer(g, id).is_some();
+            // What clean folds into the layer before is left to it.
+            if crate::passes::clean::folding_layer(g, id).is_some() {
+                continue;
+            }
             let Some(rank) = image_rank(g, x).filter(|&r| r >= 3) else {
                 continue;
             };
@@ -365,8 +368,7 @@ impl Quant {
                 .collect();
             let Some(params) = params else { continue };
             let c = params[0].data.len();
-            if absorbed
-                || c < self.params.min_weight_elements.max(1)
+            if c < self.params.min_weight_elements.max(1)
                 || params.iter().any(|t| t.data.len() != c)
             {
                 continue;
