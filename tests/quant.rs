@@ -421,22 +421,29 @@ fn short_convs_between_int8_layers_stay_int8() {
     );
 }
 
+/// int8_head -> Conv `name` (weight `w` of `dims`, 3x3, `group` groups)
+/// -> `h2` -> SiLU (Sigmoid, Mul) -> `y`: a grouped Conv feeding float ops.
+fn grouped_conv_into_silu(name: &str, w: &str, dims: &[i64; 4], group: i64) -> Model {
+    let mut attrs = conv_attrs(3);
+    attrs.push(attr_int("group", group));
+    let n: i64 = dims.iter().product();
+    int8_head()
+        .init_f32(w, dims, &weights(n as usize, 4))
+        .node_with(name, "Conv", &["a1", w], &["h2"], attrs)
+        .node("sig", "Sigmoid", &["h2"], &["s2"])
+        .node("mul", "Mul", &["h2", "s2"], &["y"])
+        .output("y", &[1, dims[0], 8, 8])
+        .build()
+        .unwrap()
+}
+
 /// A depthwise Conv after an int8 layer whose output goes to float ops
 /// (SiLU's Sigmoid and Mul) computes in float: it reads the int8 layer's
 /// DequantizeLinear but feeds no QuantizeLinear, so nothing requantizes it,
 /// and it does not join the int8 region as an op that merely passes values.
 #[test]
 fn depthwise_conv_feeding_float_ops_stays_float() {
-    let mut dw_attrs = conv_attrs(3);
-    dw_attrs.push(attr_int("group", 16));
-    let original = int8_head()
-        .init_f32("wd", &[16, 1, 3, 3], &weights(16 * 9, 4))
-        .node_with("dw", "Conv", &["a1", "wd"], &["h2"], dw_attrs)
-        .node("sig", "Sigmoid", &["h2"], &["s2"])
-        .node("mul", "Mul", &["h2", "s2"], &["y"])
-        .output("y", &[1, 16, 8, 8])
-        .build()
-        .unwrap();
+    let original = grouped_conv_into_silu("dw", "wd", &[16, 1, 3, 3], 16);
     let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
     assert!(s.contains("Cast(wd_q"), "{s}");
     assert!(s.contains("init   wd_scale: float[16,1,1,1]"), "{s}");
@@ -454,16 +461,7 @@ fn depthwise_conv_feeding_float_ops_stays_float() {
 /// 1.57x of float in onnxruntime.
 #[test]
 fn a_grouped_conv_that_reduces_enough_computes_in_int8() {
-    let mut g_attrs = conv_attrs(3);
-    g_attrs.push(attr_int("group", 2));
-    let original = int8_head()
-        .init_f32("wg", &[32, 8, 3, 3], &weights(32 * 72, 4))
-        .node_with("gc", "Conv", &["a1", "wg"], &["h2"], g_attrs)
-        .node("sig", "Sigmoid", &["h2"], &["s2"])
-        .node("mul", "Mul", &["h2", "s2"], &["y"])
-        .output("y", &[1, 32, 8, 8])
-        .build()
-        .unwrap();
+    let original = grouped_conv_into_silu("gc", "wg", &[32, 8, 3, 3], 2);
     let (m, s) = snapshot(
         &original,
         "activations = \"static\"\nsensitive = \"off\"\nmin_reduction = 64",
@@ -854,33 +852,15 @@ fn convs_joined_by_relus_are_not_requantized_in_onnxruntime() {
     assert_eq!(ops["DequantizeLinear"], 1, "{r}");
 }
 
-/// DenseNet's pre-activation: a BatchNormalization over a Concat of int8
-/// layers, which no layer absorbs, then a Relu and a Conv. It computes as
-/// the depthwise 1x1 Conv it is, in int8 on uint8 in onnxruntime; as a
-/// BatchNormalization it ran in float between a DequantizeLinear and a
-/// QuantizeLinear (DenseNet-121: 23.4 -> 15.7 ms, float 38.5).
-#[test]
-fn a_batchnorm_between_int8_layers_computes_in_int8_in_onnxruntime() {
-    let c = 256;
+/// `b`'s value `h` ([1, c, 8, 8]) -> BatchNormalization (parameters in
+/// ramps) -> Relu -> `c3` (16 x c x 1x1) -> `y`.
+fn batchnorm_relu_conv(b: ModelBuilder, c: usize) -> ModelBuilder {
     let ramp = |lo: f32, step: f32| (0..c).map(|i| lo + step * i as f32).collect::<Vec<_>>();
-    let original = ModelBuilder::new(17)
-        .input("x", &[1, 8, 8, 8])
-        .init_f32("w1", &[128, 8, 3, 3], &weights(128 * 72, 1))
-        .init_f32("w2", &[128, 8, 3, 3], &weights(128 * 72, 2))
-        .init_f32("gamma", &[c as i64], &ramp(0.5, 0.004))
+    b.init_f32("gamma", &[c as i64], &ramp(0.5, 0.004))
         .init_f32("beta", &[c as i64], &ramp(-0.2, 0.002))
         .init_f32("mean", &[c as i64], &ramp(-0.1, 0.001))
         .init_f32("var", &[c as i64], &ramp(0.8, 0.003))
         .init_f32("w3", &[16, c as i64, 1, 1], &weights(16 * c, 3))
-        .node_with("c1", "Conv", &["x", "w1"], &["h1"], conv_attrs(3))
-        .node_with("c2", "Conv", &["x", "w2"], &["h2"], conv_attrs(3))
-        .node_with(
-            "cat",
-            "Concat",
-            &["h1", "h2"],
-            &["h"],
-            vec![attr_int("axis", 1)],
-        )
         .node(
             "bn",
             "BatchNormalization",
@@ -889,6 +869,30 @@ fn a_batchnorm_between_int8_layers_computes_in_int8_in_onnxruntime() {
         )
         .node("relu", "Relu", &["n"], &["a"])
         .node_with("c3", "Conv", &["a", "w3"], &["y"], conv_attrs(1))
+}
+
+/// DenseNet's pre-activation: a BatchNormalization over a Concat of int8
+/// layers, which no layer absorbs, then a Relu and a Conv. It computes as
+/// the depthwise 1x1 Conv it is, in int8 on uint8 in onnxruntime; as a
+/// BatchNormalization it ran in float between a DequantizeLinear and a
+/// QuantizeLinear (DenseNet-121: 23.4 -> 15.7 ms, float 38.5).
+#[test]
+fn a_batchnorm_between_int8_layers_computes_in_int8_in_onnxruntime() {
+    let c = 256;
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w1", &[128, 8, 3, 3], &weights(128 * 72, 1))
+        .init_f32("w2", &[128, 8, 3, 3], &weights(128 * 72, 2))
+        .node_with("c1", "Conv", &["x", "w1"], &["h1"], conv_attrs(3))
+        .node_with("c2", "Conv", &["x", "w2"], &["h2"], conv_attrs(3))
+        .node_with(
+            "cat",
+            "Concat",
+            &["h1", "h2"],
+            &["h"],
+            vec![attr_int("axis", 1)],
+        );
+    let original = batchnorm_relu_conv(original, c)
         .output("y", &[1, 16, 8, 8])
         .build()
         .unwrap();
@@ -911,26 +915,12 @@ fn a_batchnorm_between_int8_layers_computes_in_int8_in_onnxruntime() {
 #[test]
 fn a_batchnorm_clean_cannot_fold_becomes_a_depthwise_conv() {
     let c = 128;
-    let ramp = |lo: f32, step: f32| (0..c).map(|i| lo + step * i as f32).collect::<Vec<_>>();
     let build = |conv_output_too: bool| {
-        let mut b = ModelBuilder::new(17)
+        let conv = ModelBuilder::new(17)
             .input("x", &[1, 8, 8, 8])
             .init_f32("w1", &[c as i64, 8, 3, 3], &weights(c * 72, 1))
-            .init_f32("gamma", &[c as i64], &ramp(0.5, 0.004))
-            .init_f32("beta", &[c as i64], &ramp(-0.2, 0.002))
-            .init_f32("mean", &[c as i64], &ramp(-0.1, 0.001))
-            .init_f32("var", &[c as i64], &ramp(0.8, 0.003))
-            .init_f32("w3", &[16, c as i64, 1, 1], &weights(16 * c, 3))
-            .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
-            .node(
-                "bn",
-                "BatchNormalization",
-                &["h", "gamma", "beta", "mean", "var"],
-                &["n"],
-            )
-            .node("relu", "Relu", &["n"], &["a"])
-            .node_with("c3", "Conv", &["a", "w3"], &["y"], conv_attrs(1))
-            .output("y", &[1, 16, 8, 8]);
+            .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3));
+        let mut b = batchnorm_relu_conv(conv, c).output("y", &[1, 16, 8, 8]);
         if conv_output_too {
             b = b.output("h", &[1, c as i64, 8, 8]);
         }
