@@ -770,6 +770,27 @@ pub(crate) fn folding_layer(g: &Graph, bn: NodeId) -> Option<NodeId> {
     (readers.len() == 1).then_some(prod)
 }
 
+/// The per-channel map `y = scale * x + shift` an inference
+/// BatchNormalization computes from its parameters `[gamma, beta, mean,
+/// var]` and `eps`: `scale = gamma / sqrt(var + eps)`, `shift = beta - mean
+/// * scale`. `None` unless there are four, all of one length.
+pub(crate) fn batchnorm_affine(
+    params: &[tensor::F32Tensor],
+    eps: f32,
+) -> Option<(Vec<f32>, Vec<f32>)> {
+    let c = params.first()?.data.len();
+    if params.len() != 4 || params.iter().any(|t| t.data.len() != c) {
+        return None;
+    }
+    let scale: Vec<f32> = (0..c)
+        .map(|i| params[0].data[i] / (params[3].data[i] + eps).sqrt())
+        .collect();
+    let shift = (0..c)
+        .map(|i| params[1].data[i] - params[2].data[i] * scale[i])
+        .collect();
+    Some((scale, shift))
+}
+
 fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
     let g = &model.graph;
     let mut out = Vec::new();
@@ -802,17 +823,9 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
             continue;
         };
         let eps = attr(&b.proto, "epsilon").map_or(1e-5, |a| a.f());
-        let c = params[0].data.len();
-        if params.iter().any(|t| t.data.len() != c) {
+        let Some((f, shift)) = batchnorm_affine(&params, eps) else {
             continue;
-        }
-        // y = f * x + shift, per channel.
-        let f: Vec<f32> = (0..c)
-            .map(|i| params[0].data[i] / (params[3].data[i] + eps).sqrt())
-            .collect();
-        let shift: Vec<f32> = (0..c)
-            .map(|i| params[1].data[i] - params[2].data[i] * f[i])
-            .collect();
+        };
         let patch = match pn.op() {
             "Conv" => fold_into_conv(model, prod, bn, &f, &shift, &mut taken),
             _ => fold_into_gemm(model, prod, bn, &f, &shift, &mut taken),

@@ -366,20 +366,16 @@ impl Quant {
                 .iter()
                 .map(|v| crate::passes::clean::f32_const(model, v))
                 .collect();
-            let Some(params) = params else { continue };
-            let c = params[0].data.len();
-            if c < self.params.min_weight_elements.max(1)
-                || params.iter().any(|t| t.data.len() != c)
-            {
+            let eps = crate::ir::attr(p, "epsilon").map_or(1e-5, |a| a.f());
+            let Some((weight, bias)) =
+                params.and_then(|params| crate::passes::clean::batchnorm_affine(&params, eps))
+            else {
+                continue;
+            };
+            let c = weight.len();
+            if c < self.params.min_weight_elements.max(1) {
                 continue;
             }
-            let eps = f64::from(crate::ir::attr(p, "epsilon").map_or(1e-5, |a| a.f()));
-            let at = |k: usize, i: usize| f64::from(params[k].data[i]);
-            let factor: Vec<f64> = (0..c).map(|i| at(0, i) / (at(3, i) + eps).sqrt()).collect();
-            let weight: Vec<f32> = factor.iter().map(|&f| f as f32).collect();
-            let bias: Vec<f32> = (0..c)
-                .map(|i| (at(1, i) - at(2, i) * factor[i]) as f32)
-                .collect();
             if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
                 continue;
             }
