@@ -1236,6 +1236,53 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
     );
 }
 
+/// Post-processing tract cannot type (two selections by one threshold,
+/// their indices concatenated: tract cannot tell the two counts are the
+/// same, as in a YOLO exported with its NMS) is cut from the verification
+/// copy, which compares the values it reads: the scores (the floats its
+/// masks are decided from), not the masks. The part not run must be the
+/// original's: an Identity more is the same computation, another weight
+/// there is refused; scores that differ fail as anywhere.
+#[test]
+fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
+    use onnx_squeeze::verify::Status;
+    let dir = scratch("selections");
+    py_script("make_selection_models.py", &[dir.path()]);
+    let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
+    let (reference, notes) = original_reference(dir.path(), dir.path().join("x.npz"));
+    assert!(
+        notes.contains(
+            "tract cannot type what the model computes after NonZero (sizes that depend on values): verified up to the 3 value(s) that post-processing reads ('mask', 'mask2', 'scores'); its 7 node(s) were not run"
+        ),
+        "{notes}"
+    );
+    let same = reference.compare(&load("identity.onnx")).unwrap();
+    assert_eq!(same.status, Status::Passed, "{}", same.table());
+    let compared: Vec<&str> = same.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(compared, ["scores"]);
+    assert!(
+        same.notes.iter().any(|n| n.starts_with(
+            "value 'mask' (integers or booleans the post-processing verification cannot run reads) not compared"
+        )),
+        "{:?}",
+        same.notes
+    );
+    let e = reference.compare(&load("tail_changed.onnx")).unwrap_err();
+    assert!(
+        format!("{e:#}").starts_with(
+            "the result changed what the model computes after NonZero (7 node(s) in both, an op or a weight they read differs)"
+        ),
+        "{e:#}"
+    );
+    let far = reference.compare(&load("far.onnx")).unwrap();
+    assert_eq!(far.status, Status::Failed, "{}", far.table());
+    assert!(
+        far.reason.as_deref().is_some_and(|r| r.contains("scores")),
+        "{:?}",
+        far.reason
+    );
+}
+
 /// An end-to-end detector keeps its best boxes with TopK: where scores
 /// nearly tie (any detector's on random images) a rounding error reorders
 /// them, and the output, taken as is, would fail. Verification compares

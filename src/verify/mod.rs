@@ -26,6 +26,7 @@ pub mod dims;
 pub mod inputs;
 pub mod lower;
 pub mod metrics;
+pub mod reach;
 pub mod tract;
 pub mod unroll;
 
@@ -277,8 +278,11 @@ pub struct Reference {
     /// they select where that is not a graph output ([`Selections`]): the
     /// outputs of the verification copy, in order.
     out_names: Vec<String>,
-    /// How many of `out_names` are graph outputs.
+    /// How many of `out_names` are graph outputs (of the verification
+    /// copy: where it is cut, the values its cut tail reads).
     n_outputs: usize,
+    /// Where the verification copy is cut before what tract cannot type.
+    cut: Option<reach::Cut>,
     /// The original's selections, as its verification copy holds them.
     selections: Selections,
     notes: Vec<String>,
@@ -829,17 +833,17 @@ impl Reference {
         // Specialise If models on inputs that are the same in every sample.
         let if_model = has_if(original);
         let (fixed, run_samples) = split_fixed(if_model, &samples);
-        let out_names: Vec<String> = original.graph.output_names().collect();
-        let n_outputs = out_names.len();
+        let mut out_names: Vec<String> = original.graph.output_names().collect();
+        let mut cut = None;
         let run_inputs = specs
             .iter()
             .enumerate()
             .filter(|(i, _)| !fixed.contains(i))
             .map(|(_, s)| s.name.as_str());
         let pairs = inputs::state_pairs(&original.graph);
-        let chain = chain_positions(&pairs, run_inputs.clone(), &out_names);
+        let mut chain = chain_positions(&pairs, run_inputs.clone(), &out_names);
         if !chain.is_empty() && run_samples.len() > 1 {
-            let run_inputs: Vec<&str> = run_inputs.collect();
+            let run_inputs: Vec<&str> = run_inputs.clone().collect();
             let chained: Vec<String> = chain
                 .iter()
                 .map(|&(i, o)| format!("'{}' <- '{}'", run_inputs[i], out_names[o]))
@@ -852,7 +856,7 @@ impl Reference {
         }
         // Outputs computed elsewhere lack what selections read and choose.
         let expected = expected.filter(|_| Selections::of(original).is_empty());
-        let (expected, out_names, selections) = match expected {
+        let (expected, out_names, selections, n_outputs) = match expected {
             Some(e) => {
                 if if_model
                     || e.len() != run_samples.len()
@@ -862,13 +866,21 @@ impl Reference {
                         "expected outputs given for a reference that needs its own run"
                     )));
                 }
-                (e, out_names, Selections::default())
+                let n = out_names.len();
+                (e, out_names, Selections::default(), n)
             }
             None => {
-                let (copy, mut more) =
+                let (copy, mut more, c) =
                     verification_model(original, &specs, &samples[0], &fixed, &run_samples)
                         .map_err(prepare)?;
                 notes.append(&mut more);
+                if let Some(c) = &c {
+                    notes.push(c.note());
+                    // The cut copy's outputs, the states among them.
+                    out_names = c.outputs.clone();
+                    chain = chain_positions(&pairs, run_inputs.clone(), &out_names);
+                }
+                cut = c;
                 // Found on the copy as tract runs it: specialisation may
                 // inline a selection from an If branch, or rename what it
                 // reads.
@@ -921,9 +933,10 @@ impl Reference {
                 })?;
                 let expected = run_on(&runner, &run_samples, &chain)
                     .map_err(|e| (Stage::Run, e.context(does_not_run)))?;
+                let n = out_names.len();
                 let mut names = out_names;
                 names.extend(exposed);
-                (expected, names, selections)
+                (expected, names, selections, n)
             }
         };
         notes.extend(faint_outputs(
@@ -947,6 +960,7 @@ impl Reference {
             expected,
             out_names,
             n_outputs,
+            cut,
             selections,
             notes,
             seconds: start.elapsed().as_secs_f64(),
@@ -1023,15 +1037,22 @@ impl Reference {
             "the result's inputs differ from the original's"
         );
         let outputs = result.graph.rest.output.len();
+        let original_outputs = self
+            .cut
+            .as_ref()
+            .map_or(self.n_outputs, |c| c.graph_outputs);
         anyhow::ensure!(
-            outputs == self.n_outputs,
-            "the result has {outputs} outputs, the original {}",
-            self.n_outputs
+            outputs == original_outputs,
+            "the result has {outputs} outputs, the original {original_outputs}"
         );
-        let (res_model, res_notes) = if specialised {
+        let (res_model, res_notes, res_cut) = if specialised {
             let mut m = result.clone();
             let notes = lower::lower(&mut m)?;
-            (m, notes)
+            let cut = match self.run_samples.first() {
+                Some(first) if self.cut.is_some() => reach::cut_where_untyped(&mut m, first)?,
+                _ => None,
+            };
+            (m, notes, cut)
         } else {
             verification_model(
                 result,
@@ -1041,6 +1062,34 @@ impl Reference {
                 &self.run_samples,
             )?
         };
+        // What is not run must be the original's (see `reach`).
+        match (&self.cut, &res_cut) {
+            (None, None) => {}
+            (Some(mine), Some(theirs)) => {
+                anyhow::ensure!(
+                    mine.signature == theirs.signature
+                        && mine.outputs.len() == theirs.outputs.len(),
+                    "the result changed what the model computes after {} ({}), which tract cannot type and verification cannot run (quant leaves that part as it is)",
+                    mine.ops.iter().cloned().collect::<Vec<_>>().join("/"),
+                    match (mine.nodes, theirs.nodes) {
+                        (a, b) if a != b => format!("{a} node(s) in the original, {b} in the result"),
+                        (a, _) => format!("{a} node(s) in both, an op or a weight they read differs"),
+                    }
+                );
+            }
+            (Some(mine), None) => anyhow::bail!(
+                "verification runs the original up to what it computes after {}, which tract cannot type; the result {}",
+                mine.ops.iter().cloned().collect::<Vec<_>>().join("/"),
+                match reach::tail(result).is_empty() {
+                    true => "no longer has that part",
+                    false => "is typed whole",
+                }
+            ),
+            (None, Some(theirs)) => anyhow::bail!(
+                "tract cannot type what the result computes after {}, where it types the original whole",
+                theirs.ops.iter().cloned().collect::<Vec<_>>().join("/")
+            ),
+        }
         // The result's selections, paired with the original's by position.
         let res_sel = Selections::of(&res_model);
         let mine = &self.selections;
@@ -1056,7 +1105,10 @@ impl Reference {
         let mut res_copy = res_model.to_proto();
         drop(res_model);
         expose(&mut res_copy, &res_exposed);
-        let res_names: Vec<String> = result.graph.output_names().chain(res_exposed).collect();
+        let res_names: Vec<String> = match &res_cut {
+            Some(c) => c.outputs.iter().cloned().chain(res_exposed).collect(),
+            None => result.graph.output_names().chain(res_exposed).collect(),
+        };
         for n in res_notes {
             let n = format!("result: {n}");
             if !notes.contains(&n) {
@@ -1108,6 +1160,12 @@ impl Reference {
                 .is_some_and(|e| !e[k].datum_type().is_float());
             if integer {
                 acc = acc.integer();
+            }
+            if integer && self.cut.as_ref().is_some_and(|c| c.outputs.contains(name)) {
+                notes.push(format!(
+                    "value '{name}' (integers or booleans the post-processing verification cannot run reads) not compared: a threshold or an ArgMax over the float values compared here flips under any rounding"
+                ));
+                continue;
             }
             if integer && mine.gathered.contains(name) {
                 notes.push(format!(
@@ -1268,6 +1326,7 @@ impl Reference {
             expected: one(&self.expected),
             out_names: self.out_names.clone(),
             n_outputs: self.n_outputs,
+            cut: self.cut.clone(),
             selections: self.selections.clone(),
             notes: self.notes.clone(),
             seconds: 0.0,
@@ -1637,8 +1696,42 @@ pub(crate) fn split_fixed(has_if: bool, samples: &[Vec<Tensor>]) -> (Vec<usize>,
     (fixed, rest)
 }
 
+/// The nodes of `model` that verification, on the inputs `opts` describes,
+/// cuts before they run ([`reach`]: tract cannot type what the model
+/// computes after a data-dependent op), which passes must leave as they
+/// are for the result to be verified; empty where it runs the model whole.
+pub fn uncut_tail(
+    model: &Model,
+    opts: &VerifyOptions,
+) -> std::collections::HashSet<crate::ir::NodeId> {
+    let tail = reach::tail(model);
+    if tail.is_empty() {
+        return tail;
+    }
+    let opts = VerifyOptions {
+        samples: 1,
+        ..opts.clone()
+    };
+    let Ok(inputs) = ReferenceInputs::new(model, &opts) else {
+        return Default::default();
+    };
+    let (fixed, run_samples) = split_fixed(has_if(model), &inputs.samples);
+    match verification_model(
+        model,
+        &inputs.specs,
+        &inputs.samples[0],
+        &fixed,
+        &run_samples,
+    ) {
+        Ok((_, _, Some(_))) => tail,
+        _ => Default::default(),
+    }
+}
+
 /// The model as tract will see it: fixed inputs made constant (and the
-/// consequences folded), then lowered.
+/// consequences folded), then lowered, and cut before what tract cannot
+/// type after a data-dependent op ([`reach`]; the copy's outputs are then
+/// the values that part reads, and a note says so).
 pub(crate) fn verification_copy(
     model: &Model,
     specs: &[inputs::InputSpec],
@@ -1646,20 +1739,25 @@ pub(crate) fn verification_copy(
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
 ) -> Result<(crate::proto::ModelProto, Vec<String>)> {
-    let (m, notes) = verification_model(model, specs, sample, fixed, run_samples)?;
+    let (m, mut notes, cut) = verification_model(model, specs, sample, fixed, run_samples)?;
+    notes.extend(cut.map(|c| c.note()));
     Ok((m.to_proto(), notes))
 }
 
-/// [`verification_copy`] as a model.
+/// [`verification_copy`] as a model, and the cut, where it was cut.
 fn verification_model(
     model: &Model,
     specs: &[inputs::InputSpec],
     sample: &[Tensor],
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
-) -> Result<(Model, Vec<String>)> {
+) -> Result<(Model, Vec<String>, Option<reach::Cut>)> {
     let (mut m, mut notes) = specialise(model, specs, sample, fixed, run_samples)?;
     notes.extend(lower::lower(&mut m)?);
+    let cut = match run_samples.first() {
+        Some(first) => reach::cut_where_untyped(&mut m, first)?,
+        None => None,
+    };
     // ReverseSequence is lowered while loops are written out and after.
     let reversed = |m: &Model| {
         m.graph
@@ -1674,7 +1772,7 @@ fn verification_model(
             "{lowered} ReverseSequence node(s) (unknown to tract) lowered to Slice with step -1 and Concat"
         ));
     }
-    Ok((m, notes))
+    Ok((m, notes, cut))
 }
 
 /// The model with its `fixed` inputs made constant and the consequences

@@ -1,0 +1,74 @@
+"""Write models whose post-processing tract cannot type: two selections by the
+same threshold (NonZero), their indices concatenated (tract cannot tell the
+two counts are the same) and projected by a weight.
+
+Usage: make_selection_models.py OUTDIR
+
+  original.onnx      scores = sigmoid(x @ w) (x: [1, 64]), then the selections
+                     and a MatMul of their indices by a [2, 256] weight `tw`
+  identity.onnx      the same, with an Identity before the last MatMul
+  tail_changed.onnx  `tw` changed
+  far.onnx           `w` changed (the scores differ)
+  x.npz              an input whose scores are far from the threshold
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+
+def model(path, w_seed=0, tail=0.01, identity=False):
+    w = np.random.default_rng(w_seed).standard_normal((64, 64)).astype(np.float32)
+    inits = [
+        nh.from_array(w, "w"),
+        nh.from_array(np.full((2, 256), tail, np.float32), "tw"),
+        nh.from_array(np.array([64], np.int64), "flat"),
+        nh.from_array(np.array([0.5], np.float32), "half"),
+    ]
+    last = "bothf2" if identity else "bothf"
+    nodes = [
+        h.make_node("MatMul", ["x", "w"], ["logits"], name="logits"),
+        h.make_node("Sigmoid", ["logits"], ["s"], name="sigmoid"),
+        h.make_node("Reshape", ["s", "flat"], ["scores"], name="scores"),
+        h.make_node("Greater", ["scores", "half"], ["mask"], name="mask"),
+        h.make_node("Greater", ["scores", "half"], ["mask2"], name="mask2"),
+        h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
+        h.make_node("NonZero", ["mask2"], ["nz2"], name="nz2"),
+        h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
+        h.make_node("Transpose", ["nz2"], ["rows2"], name="rows2"),
+        h.make_node("Concat", ["rows", "rows2"], ["both"], axis=1, name="both"),
+        h.make_node("Cast", ["both"], ["bothf"], to=T.FLOAT, name="cast"),
+    ]
+    if identity:
+        nodes.append(h.make_node("Identity", ["bothf"], ["bothf2"], name="copy"))
+    nodes.append(h.make_node("MatMul", [last, "tw"], ["out"], name="project"))
+    g = h.make_graph(
+        nodes,
+        "selections",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 64])],
+        [h.make_tensor_value_info("out", T.FLOAT, ["n", 256])],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+
+
+def main():
+    out = sys.argv[1]
+    model(os.path.join(out, "original.onnx"))
+    model(os.path.join(out, "identity.onnx"), identity=True)
+    model(os.path.join(out, "tail_changed.onnx"), tail=0.02)
+    model(os.path.join(out, "far.onnx"), w_seed=1)
+    # Logits of about 40 in size: no score within rounding of the threshold.
+    x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32) * 5
+    np.savez(os.path.join(out, "x.npz"), x=x)
+
+
+if __name__ == "__main__":
+    main()
