@@ -3992,3 +3992,36 @@ fn static_qdq_that_would_not_pay_is_weight_only() {
         "{s}"
     );
 }
+
+/// A model whose post-processing tract cannot type (see
+/// `verify::reach`): quant leaves that part, and the weight it reads, as
+/// they are, so that verification, which compares the values it reads, can
+/// pass the result; onnxruntime runs it and keeps the same indices.
+#[test]
+fn quant_leaves_post_processing_tract_cannot_type_as_it_is() {
+    let dir = scratch("quant_selections");
+    py_script("make_selection_models.py", &[dir.path()]);
+    let original = dir.path().join("original.onnx");
+    let out = dir.path().join("q.onnx");
+    let stdout = run_passes_verified("clean,quant", &[], &original, &out);
+    assert!(
+        stdout.contains(
+            "the 7 node(s) after NonZero left as they are (1 float weight(s) among what they read stay float)"
+        ),
+        "{stdout}"
+    );
+    let (before, _) = Model::load(&original).unwrap();
+    let (after, _) = Model::load(&out).unwrap();
+    assert_eq!(
+        after.graph.initializers.get("tw"),
+        before.graph.initializers.get("tw")
+    );
+    // The scores' weight is quantized.
+    assert!(
+        !after.graph.initializers.contains_key("w"),
+        "{}",
+        dump(&after.graph)
+    );
+    let inputs = dir.path().join("x.npz").to_string_lossy().into_owned();
+    assert_ort_matches(&original, &out, &["--inputs".into(), inputs]);
+}

@@ -20,13 +20,44 @@ impl Quant {
     /// int8 and expanded at load), with notes on what stays float.
     pub(super) fn select_weights(&self, model: &Model, ctx: &mut PassCtx, setup: &Setup) -> Uses {
         let g = &model.graph;
-        let excluded = |id: NodeId| self.excludes(&g.nodes[id]);
+        // What verification cannot run, left as it is (see `verify::reach`).
+        let tail = crate::verify::uncut_tail(model, &super::search::sensitivity_options(ctx));
+        let excluded = |id: NodeId| self.excludes(&g.nodes[id]) || tail.contains(&id);
         let (mut uses, short) = self.integer_readers(g, &excluded);
         drop_small_tables(g, &mut uses, &mut ctx.notes);
         self.compute_in_float(g, setup.mode, &mut uses, &short, &excluded);
         self.stored_others(g, &mut uses, &excluded);
         self.half_weights(g, &mut uses, &excluded);
         store_renamed_if_shared(g, setup, &mut uses, &excluded);
+        if !tail.is_empty() {
+            // Weights the tail reads, which stay float there.
+            let kept: std::collections::BTreeSet<&str> = tail
+                .iter()
+                .flat_map(|&id| g.nodes[id].proto.input.iter())
+                .filter(|i| {
+                    g.constant(i).is_some_and(|t| {
+                        tensor::data_type(t) == DataType::Float
+                            && tensor::numel(&t.dims).unwrap_or(0)
+                                >= self.params.min_weight_elements.max(1)
+                    })
+                })
+                .map(String::as_str)
+                .collect();
+            ctx.notes.push(format!(
+                "the {} node(s) after {} left as they are{}: tract cannot type what the model computes there, so verification compares the values they read instead and needs them unchanged",
+                tail.len(),
+                crate::verify::reach::DATA_DEPENDENT
+                    .iter()
+                    .filter(|op| tail.iter().any(|&id| g.nodes[id].op() == **op))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                match kept.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} float weight(s) among what they read stay float)"),
+                }
+            ));
+        }
         uses
     }
 
