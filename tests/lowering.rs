@@ -1252,7 +1252,7 @@ fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
     let (reference, notes) = original_reference(dir.path(), dir.path().join("x.npz"));
     assert!(
         notes.contains(
-            "tract cannot type what the model computes after NonZero (sizes that depend on values): verified up to the 3 value(s) that post-processing reads ('mask', 'mask2', 'scores'); its 7 node(s) were not run"
+            "tract cannot type or run what the model computes after NonZero (sizes that depend on values): verified up to the 3 value(s) that post-processing reads ('mask', 'mask2', 'scores'); its 7 node(s) were not run"
         ),
         "{notes}"
     );
@@ -1280,6 +1280,18 @@ fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
         far.reason.as_deref().is_some_and(|r| r.contains("scores")),
         "{:?}",
         far.reason
+    );
+    // tract types this one but cannot run it where nothing is selected (a
+    // Slice of 300 rows it does not clamp): cut as well.
+    let sliced = reference_on(
+        &load("slice.onnx"),
+        dir.path().join("x_none.npz"),
+        VerifyOptions::default(),
+    );
+    let notes = sliced.notes().join("\n");
+    assert!(
+        notes.contains("verified up to the 2 value(s) that post-processing reads ('mask', 'scores'); its 5 node(s) were not run"),
+        "{notes}"
     );
 }
 

@@ -838,6 +838,7 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
         &inputs.samples[0],
         &fixed,
         &run_samples,
+        super::reach::CutMode::Untyped,
     ) {
         Ok(copy) => copy,
         // Specialising folds with tract: a shape it cannot compute is one

@@ -810,12 +810,37 @@ impl Reference {
         }
     }
 
-    /// [`Reference::with_inputs`], with the stage a failure came at.
+    /// [`Reference::with_inputs`], with the stage a failure came at. A
+    /// model with a tail ([`reach`]) that tract types whole but cannot plan
+    /// or run whole (a Slice past a selection's rows that tract does not
+    /// clamp) is cut as one it cannot type, and verified up to that tail.
     fn build(
         original: &Model,
         opts: &VerifyOptions,
         inputs: ReferenceInputs,
         expected: Option<Vec<Vec<Tensor>>>,
+    ) -> std::result::Result<Reference, (Stage, anyhow::Error)> {
+        let again = (!reach::tail(original).is_empty()).then(|| inputs.clone());
+        match Self::build_as(original, opts, inputs, expected, reach::CutMode::Untyped) {
+            Err((stage @ (Stage::Plan | Stage::Run), e)) => match again {
+                // The whole model's failure is the one to report.
+                Some(inputs) => {
+                    Self::build_as(original, opts, inputs, None, reach::CutMode::Always)
+                        .map_err(|_| (stage, e))
+                }
+                None => Err((stage, e)),
+            },
+            built => built,
+        }
+    }
+
+    /// [`Reference::build`], the verification copy cut as `mode` says.
+    fn build_as(
+        original: &Model,
+        opts: &VerifyOptions,
+        inputs: ReferenceInputs,
+        expected: Option<Vec<Vec<Tensor>>>,
+        mode: reach::CutMode,
     ) -> std::result::Result<Reference, (Stage, anyhow::Error)> {
         let start = Instant::now();
         if let Some(why) = untrusted_op(original) {
@@ -855,7 +880,9 @@ impl Reference {
             ));
         }
         // Outputs computed elsewhere lack what selections read and choose.
-        let expected = expected.filter(|_| Selections::of(original).is_empty());
+        // Nor do those of a model verification may cut.
+        let expected = expected
+            .filter(|_| Selections::of(original).is_empty() && reach::tail(original).is_empty());
         let (expected, out_names, selections, n_outputs) = match expected {
             Some(e) => {
                 if if_model
@@ -871,7 +898,7 @@ impl Reference {
             }
             None => {
                 let (copy, mut more, c) =
-                    verification_model(original, &specs, &samples[0], &fixed, &run_samples)
+                    verification_model(original, &specs, &samples[0], &fixed, &run_samples, mode)
                         .map_err(prepare)?;
                 notes.append(&mut more);
                 if let Some(c) = &c {
@@ -1045,12 +1072,17 @@ impl Reference {
             outputs == original_outputs,
             "the result has {outputs} outputs, the original {original_outputs}"
         );
+        // The result is cut where the original was, without typing it.
+        let cut_mode = match self.cut {
+            Some(_) => reach::CutMode::Always,
+            None => reach::CutMode::Never,
+        };
         let (res_model, res_notes, res_cut) = if specialised {
             let mut m = result.clone();
             let notes = lower::lower(&mut m)?;
             let cut = match self.run_samples.first() {
-                Some(first) if self.cut.is_some() => reach::cut_where_untyped(&mut m, first)?,
-                _ => None,
+                Some(first) => reach::cut_as(&mut m, first, cut_mode)?,
+                None => None,
             };
             (m, notes, cut)
         } else {
@@ -1060,6 +1092,7 @@ impl Reference {
                 &self.samples[0],
                 &self.fixed,
                 &self.run_samples,
+                cut_mode,
             )?
         };
         // What is not run must be the original's (see `reach`).
@@ -1358,6 +1391,7 @@ impl Reference {
 
 /// The inputs of a reference: specs, samples (cast to the declared types)
 /// and the notes about them.
+#[derive(Clone)]
 pub struct ReferenceInputs {
     specs: Vec<inputs::InputSpec>,
     samples: Vec<Vec<Tensor>>,
@@ -1696,38 +1730,6 @@ pub(crate) fn split_fixed(has_if: bool, samples: &[Vec<Tensor>]) -> (Vec<usize>,
     (fixed, rest)
 }
 
-/// The nodes of `model` that verification, on the inputs `opts` describes,
-/// cuts before they run ([`reach`]: tract cannot type what the model
-/// computes after a data-dependent op), which passes must leave as they
-/// are for the result to be verified; empty where it runs the model whole.
-pub fn uncut_tail(
-    model: &Model,
-    opts: &VerifyOptions,
-) -> std::collections::HashSet<crate::ir::NodeId> {
-    let tail = reach::tail(model);
-    if tail.is_empty() {
-        return tail;
-    }
-    let opts = VerifyOptions {
-        samples: 1,
-        ..opts.clone()
-    };
-    let Ok(inputs) = ReferenceInputs::new(model, &opts) else {
-        return Default::default();
-    };
-    let (fixed, run_samples) = split_fixed(has_if(model), &inputs.samples);
-    match verification_model(
-        model,
-        &inputs.specs,
-        &inputs.samples[0],
-        &fixed,
-        &run_samples,
-    ) {
-        Ok((_, _, Some(_))) => tail,
-        _ => Default::default(),
-    }
-}
-
 /// The model as tract will see it: fixed inputs made constant (and the
 /// consequences folded), then lowered, and cut before what tract cannot
 /// type after a data-dependent op ([`reach`]; the copy's outputs are then
@@ -1738,8 +1740,9 @@ pub(crate) fn verification_copy(
     sample: &[Tensor],
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
+    mode: reach::CutMode,
 ) -> Result<(crate::proto::ModelProto, Vec<String>)> {
-    let (m, mut notes, cut) = verification_model(model, specs, sample, fixed, run_samples)?;
+    let (m, mut notes, cut) = verification_model(model, specs, sample, fixed, run_samples, mode)?;
     notes.extend(cut.map(|c| c.note()));
     Ok((m.to_proto(), notes))
 }
@@ -1751,11 +1754,12 @@ fn verification_model(
     sample: &[Tensor],
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
+    mode: reach::CutMode,
 ) -> Result<(Model, Vec<String>, Option<reach::Cut>)> {
     let (mut m, mut notes) = specialise(model, specs, sample, fixed, run_samples)?;
     notes.extend(lower::lower(&mut m)?);
     let cut = match run_samples.first() {
-        Some(first) => reach::cut_where_untyped(&mut m, first)?,
+        Some(first) => reach::cut_as(&mut m, first, mode)?,
         None => None,
     };
     // ReverseSequence is lowered while loops are written out and after.

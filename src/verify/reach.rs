@@ -70,7 +70,7 @@ impl Cut {
     pub fn note(&self) -> String {
         let ops: Vec<&str> = self.ops.iter().map(String::as_str).collect();
         format!(
-            "tract cannot type what the model computes after {} (sizes that depend on values): verified up to the {} value(s) that post-processing reads ({}); its {} node(s) were not run, and the result's are the original's, unchanged",
+            "tract cannot type or run what the model computes after {} (sizes that depend on values): verified up to the {} value(s) that post-processing reads ({}); its {} node(s) were not run, and the result's are the original's, unchanged",
             ops.join("/"),
             self.outputs.len(),
             self.outputs
@@ -102,13 +102,30 @@ pub fn tail(m: &Model) -> HashSet<NodeId> {
     tail
 }
 
-/// `m` cut before its tail where it has one and tract cannot type it
-/// whole on `inputs`, and what was cut; `None` (and `m` as it was) where
-/// tract types it, where it has no tail, or where the cut copy computes
-/// nothing to compare.
-pub fn cut_where_untyped(m: &mut Model, inputs: &[Tensor]) -> Result<Option<Cut>> {
+/// Which verification copies are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutMode {
+    /// Those tract cannot type whole.
+    Untyped,
+    /// Every one with a tail: a result whose original was cut (cut as the
+    /// original was, without typing it), an original tract types but
+    /// cannot plan or run whole.
+    Always,
+    /// None: a result whose original was not cut.
+    Never,
+}
+
+/// `m` cut before its tail as `mode` says (typing it on `inputs`), and what
+/// was cut; `None` (and `m` as it was) where it is not cut, where it has no
+/// tail, or where the cut copy would compute nothing to compare.
+pub fn cut_as(m: &mut Model, inputs: &[Tensor], mode: CutMode) -> Result<Option<Cut>> {
+    if mode == CutMode::Never {
+        return Ok(None);
+    }
     let t = tail(m);
-    if t.is_empty() || super::tract::analyses(&m.to_proto(), inputs)?.is_some() {
+    if t.is_empty()
+        || (mode == CutMode::Untyped && super::tract::analyses(&m.to_proto(), inputs)?.is_some())
+    {
         return Ok(None);
     }
     cut(m, &t)

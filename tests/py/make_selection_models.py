@@ -9,7 +9,11 @@ Usage: make_selection_models.py OUTDIR
   identity.onnx      the same, with an Identity before the last MatMul
   tail_changed.onnx  `tw` changed
   far.onnx           `w` changed (the scores differ)
+  slice.onnx         one selection, its first 300 rows sliced (tract types it,
+                     but fails to run the Slice where fewer rows are selected:
+                     it does not clamp the end)
   x.npz              an input whose scores are far from the threshold
+  x_none.npz         an input whose scores are all 0.5: nothing selected
 """
 import os
 import sys
@@ -59,6 +63,40 @@ def model(path, w_seed=0, tail=0.01, identity=False):
     onnx.save(m, path)
 
 
+def sliced(path):
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    inits = [
+        nh.from_array(w, "w"),
+        nh.from_array(np.full((1, 256), 0.01, np.float32), "tw"),
+        nh.from_array(np.array([64], np.int64), "flat"),
+        nh.from_array(np.array([0.5], np.float32), "half"),
+        nh.from_array(np.array([0], np.int64), "zero"),
+        nh.from_array(np.array([300], np.int64), "most"),
+    ]
+    nodes = [
+        h.make_node("MatMul", ["x", "w"], ["logits"], name="logits"),
+        h.make_node("Sigmoid", ["logits"], ["s"], name="sigmoid"),
+        h.make_node("Reshape", ["s", "flat"], ["scores"], name="scores"),
+        h.make_node("Greater", ["scores", "half"], ["mask"], name="mask"),
+        h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
+        h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
+        h.make_node("Slice", ["rows", "zero", "most", "zero"], ["kept"], name="kept"),
+        h.make_node("Cast", ["kept"], ["keptf"], to=T.FLOAT, name="cast"),
+        h.make_node("MatMul", ["keptf", "tw"], ["out"], name="project"),
+    ]
+    g = h.make_graph(
+        nodes,
+        "sliced",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 64])],
+        [h.make_tensor_value_info("out", T.FLOAT, ["n", 256])],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+
+
 def main():
     out = sys.argv[1]
     model(os.path.join(out, "original.onnx"))
@@ -68,6 +106,8 @@ def main():
     # Logits of about 40 in size: no score within rounding of the threshold.
     x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32) * 5
     np.savez(os.path.join(out, "x.npz"), x=x)
+    sliced(os.path.join(out, "slice.onnx"))
+    np.savez(os.path.join(out, "x_none.npz"), x=np.zeros((1, 64), np.float32))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 //! histograms are merged afterwards into one over the overall range (each
 //! bin's count goes to the bin of its centre). Samples run on all cores.
 
+use crate::verify::reach::CutMode;
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
@@ -115,8 +116,14 @@ pub fn value_shapes(
 ) -> Result<Vec<Option<Vec<usize>>>> {
     let (specs, samples) = calibration_samples(model, data, 1, &mut Vec::new())?;
     let (fixed, run_samples) = crate::verify::split_fixed(crate::verify::has_if(model), &samples);
-    let (proto, _) =
-        crate::verify::verification_copy(model, &specs, &samples[0], &fixed, &run_samples)?;
+    let (proto, _) = crate::verify::verification_copy(
+        model,
+        &specs,
+        &samples[0],
+        &fixed,
+        &run_samples,
+        CutMode::Untyped,
+    )?;
     tr::value_shapes(proto, &run_samples[0], values)
 }
 
@@ -137,6 +144,10 @@ fn merged_bounds(per_sample: &[Vec<Stat>], i: usize) -> (f32, f32) {
 /// measure too ([`Calibration::codes`]; `minmax` then builds the histograms
 /// it does not otherwise need). `same_range`: values that take the range of
 /// another (a MaxPool's output, its input's).
+///
+/// A model tract cannot type, plan or run whole past a data-dependent op
+/// is calibrated up to there, as verification runs it
+/// ([`crate::verify::reach`]).
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &Model,
@@ -151,11 +162,50 @@ pub fn calibrate(
     notes: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<Calibration> {
+    let before = notes.len();
+    let calibrate_as = |mode, notes: &mut Vec<String>| {
+        calibrate_cut_as(
+            model, values, data, samples, method, percentile, reference, pair_axes, same_range,
+            notes, progress, mode,
+        )
+    };
+    match calibrate_as(CutMode::Untyped, notes) {
+        Err(e) if !crate::verify::reach::tail(model).is_empty() => {
+            notes.truncate(before);
+            // The whole model's failure is the one to report.
+            calibrate_as(CutMode::Always, notes).map_err(|_| e)
+        }
+        calibrated => calibrated,
+    }
+}
+
+/// [`calibrate`], the model cut before its tail as `mode` says.
+#[allow(clippy::too_many_arguments)]
+fn calibrate_cut_as(
+    model: &Model,
+    values: &[String],
+    data: &DataSource,
+    samples: usize,
+    method: Method,
+    percentile: f64,
+    reference: Option<&[Vec<Tensor>]>,
+    pair_axes: &HashMap<String, PairAxis>,
+    same_range: &HashMap<String, String>,
+    notes: &mut Vec<String>,
+    progress: &Progress,
+    mode: CutMode,
+) -> Result<Calibration> {
     let (specs, data_samples) = calibration_samples(model, data, samples, notes)?;
     let (fixed, run_samples) =
         crate::verify::split_fixed(crate::verify::has_if(model), &data_samples);
-    let (mut proto, _) =
-        crate::verify::verification_copy(model, &specs, &data_samples[0], &fixed, &run_samples)?;
+    let (mut proto, _) = crate::verify::verification_copy(
+        model,
+        &specs,
+        &data_samples[0],
+        &fixed,
+        &run_samples,
+        mode,
+    )?;
     // The samples as the plan takes them are a copy (YOLOv8n's 8 images:
     // 10 MB at the calibration plan's peak).
     drop(data_samples);

@@ -20,8 +20,10 @@ impl Quant {
     /// int8 and expanded at load), with notes on what stays float.
     pub(super) fn select_weights(&self, model: &Model, ctx: &mut PassCtx, setup: &Setup) -> Uses {
         let g = &model.graph;
-        // What verification cannot run, left as it is (see `verify::reach`).
-        let tail = crate::verify::uncut_tail(model, &super::search::sensitivity_options(ctx));
+        // Post-processing after a selection by values, left as it is:
+        // verification cuts it where tract cannot type or run it, and then
+        // needs it unchanged (see `verify::reach`).
+        let tail = crate::verify::reach::tail(model);
         let excluded = |id: NodeId| self.excludes(&g.nodes[id]) || tail.contains(&id);
         let (mut uses, short) = self.integer_readers(g, &excluded);
         drop_small_tables(g, &mut uses, &mut ctx.notes);
@@ -44,7 +46,7 @@ impl Quant {
                 .map(String::as_str)
                 .collect();
             ctx.notes.push(format!(
-                "the {} node(s) after {} left as they are{}: tract cannot type what the model computes there, so verification compares the values they read instead and needs them unchanged",
+                "the {} node(s) after {} (post-processing) left as they are{}: where tract cannot type or run them, verification compares the values they read instead and needs them unchanged",
                 tail.len(),
                 crate::verify::reach::DATA_DEPENDENT
                     .iter()
