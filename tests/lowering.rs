@@ -1243,6 +1243,9 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
 /// masks are decided from), not the masks. The part not run must be the
 /// original's: an Identity more is the same computation, another weight
 /// there is refused; scores that differ fail as anywhere.
+/// (This rests on tract 0.23 failing to type a Concat of two selections'
+/// rows and to run a Slice past a selection's rows: a tract that does
+/// either fails the note assertions here, which then need other models.)
 #[test]
 fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
     use onnx_squeeze::verify::Status;
@@ -1270,7 +1273,7 @@ fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
     let e = reference.compare(&load("tail_changed.onnx")).unwrap_err();
     assert!(
         format!("{e:#}").starts_with(
-            "the result changed what the model computes after NonZero (7 node(s) in both, an op or a weight they read differs)"
+            "the result changed the post-processing after NonZero, which tract cannot type or run and verification does not run (7 node(s) in both): its ops, their attributes or wiring, or a constant it reads differ"
         ),
         "{e:#}"
     );

@@ -4006,7 +4006,7 @@ fn quant_leaves_post_processing_tract_cannot_type_as_it_is() {
     let stdout = run_passes_verified("clean,quant", &[], &original, &out);
     assert!(
         stdout.contains(
-            "the 7 node(s) after NonZero (post-processing) left as they are (1 float weight(s) among what they read stay float)"
+            "post-processing from NonZero on (7 node(s), with the constants only it reads) left as it is (1 float weight(s) among what it reads stay float)"
         ),
         "{stdout}"
     );

@@ -299,7 +299,7 @@ fn fold(
 }
 
 /// A one-node model whose inputs are initializers.
-fn mini_model(
+pub(crate) fn mini_model(
     model: &Model,
     node: crate::proto::NodeProto,
     inputs: Vec<TensorProto>,

@@ -16,7 +16,7 @@
 //! A model tract types whole is not cut: its selections are compared as
 //! verification compares them anywhere (see the module above).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::Result;
 use prost::Message;
@@ -70,7 +70,7 @@ impl Cut {
     pub fn note(&self) -> String {
         let ops: Vec<&str> = self.ops.iter().map(String::as_str).collect();
         format!(
-            "tract cannot type or run what the model computes after {} (sizes that depend on values): verified up to the {} value(s) that post-processing reads ({}); its {} node(s) were not run, and the result's are the original's, unchanged",
+            "tract cannot type or run what the model computes after {} (sizes that depend on values): verified up to the {} value(s) that post-processing reads ({}); its {} node(s) were not run, and must compute the same in the result (the same ops, attributes, wiring and constants)",
             ops.join("/"),
             self.outputs.len(),
             self.outputs
@@ -102,6 +102,47 @@ pub fn tail(m: &Model) -> HashSet<NodeId> {
     tail
 }
 
+/// Nodes whose outputs depend on a graph input: a constant computed before
+/// the tail (a threshold, a shape) is no value to compare.
+fn live(m: &Model) -> HashSet<NodeId> {
+    let g = &m.graph;
+    let mut live: HashSet<NodeId> = HashSet::new();
+    for id in g.topo_order() {
+        let (direct, implicit) = crate::ir::reads(&g.nodes[id].proto);
+        if direct
+            .iter()
+            .chain(&implicit)
+            .any(|v| g.is_graph_input(v) || g.producer(v).is_some_and(|p| live.contains(&p)))
+        {
+            live.insert(id);
+        }
+    }
+    live
+}
+
+/// The tail, and the nodes that compute constants only it reads from (a
+/// weight's Transpose): what a pass must leave as it is for a cut model's
+/// result to be verified (its signature covers them).
+pub fn untouchable(m: &Model) -> HashSet<NodeId> {
+    let mut nodes = tail(m);
+    if nodes.is_empty() {
+        return nodes;
+    }
+    let g = &m.graph;
+    let live = live(m);
+    let mut stack: Vec<NodeId> = nodes.iter().copied().collect();
+    while let Some(id) = stack.pop() {
+        for i in g.nodes[id].proto.input.iter().filter(|i| !i.is_empty()) {
+            if let Some(p) = g.producer(i).filter(|p| !live.contains(p)) {
+                if nodes.insert(p) {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    nodes
+}
+
 /// Which verification copies are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutMode {
@@ -131,132 +172,134 @@ pub fn cut_as(m: &mut Model, inputs: &[Tensor], mode: CutMode) -> Result<Option<
     cut(m, &t)
 }
 
-/// Constants of at most this many elements (shapes, thresholds, axes) are
-/// left out of a tail's signature: exact rewrites fold and convert them.
-const SMALL: usize = 64;
+/// Ops that only move, reshape or convert what they read: a boolean or an
+/// index the tail reads is traced back through them to what decided it.
+const MOVES: &[&str] = &[
+    "Cast",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Slice",
+    "Flatten",
+    "Concat",
+    "Expand",
+    "Identity",
+    "Split",
+    "Tile",
+];
+
+/// Ops a tail's signature looks through: they compute nothing (`clean`
+/// removes them).
+const TRANSPARENT: &[&str] = &["Identity", "Dropout"];
 
 /// `m` without the nodes of `tail`; its outputs then are [`Cut::outputs`].
 /// `None` (and `m` as it was) where nothing before the tail depends on a
 /// graph input: there is nothing to compare.
 fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     let g = &m.graph;
-    let order = g.topo_order();
-    // Nodes whose outputs depend on a graph input: a constant computed
-    // before the tail (a threshold, a shape) is the same in both models.
-    let mut live: HashSet<NodeId> = HashSet::new();
-    for &id in &order {
-        let (direct, implicit) = crate::ir::reads(&g.nodes[id].proto);
-        if direct
-            .iter()
-            .chain(&implicit)
-            .any(|v| g.is_graph_input(v) || g.producer(v).is_some_and(|p| live.contains(&p)))
-        {
-            live.insert(id);
+    let live = live(m);
+    let mut sign = Signer {
+        m,
+        tail,
+        live: &live,
+        values: HashMap::new(),
+        constants: HashMap::new(),
+        boundary: Vec::new(),
+    };
+    // The tail from the graph outputs it computes, each node's inputs in
+    // order: the values it reads from the rest come in the order it reads
+    // them, whatever order the file lists its nodes in.
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for o in g.output_names() {
+        if g.producer(&o).is_some_and(|p| tail.contains(&p)) {
+            hasher.update(&sign.token(&o)?.to_le_bytes());
         }
     }
+    let boundary = std::mem::take(&mut sign.boundary);
     let mut outputs: Vec<String> = g
         .output_names()
         .filter(|o| g.producer(o).is_none_or(|p| !tail.contains(&p)))
         .collect();
-    let mut ops = BTreeSet::new();
-    // The tail's ops (but Identity), and the contents of the weights it
-    // reads: what exact rewrites (a Constant node made an initializer,
-    // constants merged or renamed, an opset's conversions, an Identity
-    // removed) keep, and what a pass that quantizes, prunes or shares a
-    // weight there changes.
-    let mut op_types: Vec<String> = Vec::new();
-    let mut weights: Vec<u128> = Vec::new();
-    let mut read_constants = BTreeSet::new();
-    for &id in order.iter().filter(|id| tail.contains(id)) {
-        let n = &g.nodes[id];
-        if n.is_onnx() && DATA_DEPENDENT.contains(&n.op()) {
-            ops.insert(n.op().to_string());
-        }
-        if !(n.is_onnx() && n.op() == "Identity") {
-            op_types.push(format!("{}:{}", n.proto.domain(), n.op()));
-        }
-        let (direct, implicit) = crate::ir::reads(&n.proto);
-        for v in direct.into_iter().chain(implicit) {
-            match g.producer(&v) {
-                Some(q) if tail.contains(&q) => {}
-                Some(q) if live.contains(&q) => {
-                    if !outputs.contains(&v) {
-                        outputs.push(v);
-                    }
-                }
-                _ => {
-                    read_constants.insert(v);
-                }
-            }
+    for v in boundary {
+        if !outputs.contains(&v) {
+            outputs.push(v);
         }
     }
     // Booleans and indices the tail reads (a threshold's mask, an ArgMax's
-    // classes) flip under any rounding: the floats they are decided from
-    // are compared with them.
+    // classes, cast or gathered) flip under any rounding: the floats they
+    // are decided from are compared with them.
     let mut k = 0;
     while k < outputs.len() {
-        let decider = g
-            .producer(&outputs[k])
-            .map(|p| &g.nodes[p])
-            .filter(|n| n.is_onnx() && DECIDES.contains(&n.op()));
+        let mut stack = vec![outputs[k].clone()];
         k += 1;
-        for v in decider.into_iter().flat_map(|n| n.proto.input.iter()) {
-            if g.producer(v).is_some_and(|p| live.contains(&p)) && !outputs.contains(v) {
-                outputs.push(v.clone());
+        let mut seen = HashSet::new();
+        while let Some(v) = stack.pop() {
+            let Some(p) = g
+                .producer(&v)
+                .filter(|p| live.contains(p) && seen.insert(*p))
+            else {
+                continue;
+            };
+            let n = &g.nodes[p];
+            if !n.is_onnx() || !(DECIDES.contains(&n.op()) || MOVES.contains(&n.op())) {
+                continue;
+            }
+            // What decides (its threshold, its axis) is the tail's too.
+            hasher.update(&sign.local(p)?.to_le_bytes());
+            let live_inputs = n
+                .proto
+                .input
+                .iter()
+                .filter(|i| g.producer(i).is_some_and(|q| live.contains(&q)));
+            if DECIDES.contains(&n.op()) {
+                for i in live_inputs {
+                    if !outputs.contains(i) {
+                        outputs.push(i.clone());
+                    }
+                }
+            } else if MOVES.contains(&n.op()) {
+                stack.extend(live_inputs.cloned());
             }
         }
     }
-    let graph_outputs = g.rest.output.len();
+    let signature = hasher.digest128();
     if outputs.is_empty() {
         return Ok(None);
     }
-    for v in &read_constants {
-        let held = match g.producer(v) {
-            None => g.initializers.get(v),
-            Some(q) => {
-                let p = &g.nodes[q].proto;
-                // A value computed from constants (a weight's
-                // DequantizeLinear) is none: where the original's tail read
-                // a weight instead, that weight is missing from the list.
-                match (p.op_type(), crate::ir::attr(p, "value")) {
-                    ("Constant", Some(a)) => a.t.as_ref(),
-                    _ => None,
-                }
-            }
-        };
-        let Some(t) = held else { continue };
-        if crate::ir::tensor::numel(&t.dims).unwrap_or(usize::MAX) <= SMALL {
-            continue;
-        }
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&t.data_type().to_le_bytes());
-        for d in &t.dims {
-            h.update(&d.to_le_bytes());
-        }
-        match m.payload(t)? {
-            Some(bytes) => h.update(&bytes),
-            None => {
-                let mut bare = t.clone();
-                bare.name = None;
-                h.update(&bare.encode_to_vec());
-            }
-        }
-        weights.push(h.digest128());
-    }
-    op_types.sort();
-    weights.sort();
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for o in &op_types {
-        hasher.update(o.as_bytes());
-        hasher.update(&[0]);
-    }
-    for w in &weights {
-        hasher.update(&w.to_le_bytes());
-    }
-    let signature = hasher.digest128();
+    let ops: BTreeSet<String> = tail
+        .iter()
+        .map(|&id| &g.nodes[id])
+        .filter(|n| n.is_onnx() && DATA_DEPENDENT.contains(&n.op()))
+        .map(|n| n.op().to_string())
+        .collect();
+    let graph_outputs = g.rest.output.len();
     let g = &mut m.graph;
     for &id in tail {
         g.nodes.remove_node(id);
+    }
+    g.reindex();
+    // What computed constants only the tail read (a weight's Transpose).
+    loop {
+        let unread: Vec<NodeId> =
+            g.nodes
+                .node_indices()
+                .filter(|&id| {
+                    g.nodes[id].proto.output.iter().all(|o| {
+                        o.is_empty() || (g.consumers(o).is_empty() && !outputs.contains(o))
+                    })
+                })
+                .collect();
+        if unread.is_empty() {
+            break;
+        }
+        for id in unread {
+            g.nodes.remove_node(id);
+        }
+        g.reindex();
     }
     g.rest.output = outputs
         .iter()
@@ -289,40 +332,302 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     }))
 }
 
+/// A tail's canonical form, value by value: what exact rewrites keep (names,
+/// the order nodes are listed in, an Identity, a Dropout or a node nothing
+/// reads removed, a Constant node made an initializer, a constant Cast
+/// folded), and what any change to what the tail computes changes (an op,
+/// an attribute, a constant it reads, however small, a weight behind a
+/// constant Transpose, how its nodes are wired).
+struct Signer<'a> {
+    m: &'a Model,
+    tail: &'a HashSet<NodeId>,
+    live: &'a HashSet<NodeId>,
+    values: HashMap<String, u128>,
+    /// Constants' values, as far as they were needed.
+    constants: HashMap<String, Option<crate::proto::TensorProto>>,
+    /// The values the tail reads from the rest, in the order first read.
+    boundary: Vec<String>,
+}
+
+impl Signer<'_> {
+    fn token(&mut self, v: &str) -> Result<u128> {
+        if let Some(&t) = self.values.get(v) {
+            return Ok(t);
+        }
+        let g = &self.m.graph;
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        match g.producer(v) {
+            // A value of the rest: its place among those read.
+            Some(p) if self.live.contains(&p) && !self.tail.contains(&p) => {
+                let k = match self.boundary.iter().position(|b| b == v) {
+                    Some(k) => k,
+                    None => {
+                        self.boundary.push(v.to_string());
+                        self.boundary.len() - 1
+                    }
+                };
+                h.update(b"boundary");
+                h.update(&k.to_le_bytes());
+            }
+            Some(p) => {
+                let n = &g.nodes[p];
+                // A constant, held or computed, is as its values: `clean`
+                // makes a Constant node an initializer and folds what is
+                // computed from constants.
+                let value = match self.live.contains(&p) {
+                    true => None,
+                    false => self.constant(v),
+                };
+                if let Some(t) = value {
+                    h.update(&values_token(self.m, &t)?.to_le_bytes());
+                } else if n.is_onnx()
+                    && TRANSPARENT.contains(&n.op())
+                    && n.proto.input.first().is_some_and(|i| !i.is_empty())
+                {
+                    let t = self.token(&n.proto.input[0].clone())?;
+                    self.values.insert(v.to_string(), t);
+                    return Ok(t);
+                } else {
+                    let proto = n.proto.clone();
+                    h.update(proto.domain().as_bytes());
+                    h.update(b"/");
+                    h.update(proto.op_type().as_bytes());
+                    h.update(&attributes_token(&proto).to_le_bytes());
+                    for i in &proto.input {
+                        h.update(b"<");
+                        if !i.is_empty() {
+                            h.update(&self.token(i)?.to_le_bytes());
+                        }
+                    }
+                    for (slot, o) in proto.output.iter().enumerate() {
+                        if o == v {
+                            h.update(b">");
+                            h.update(&slot.to_le_bytes());
+                        }
+                    }
+                }
+            }
+            None => match self.constant(v) {
+                Some(t) => h.update(&values_token(self.m, &t)?.to_le_bytes()),
+                // A graph input (the same in both models) or a value
+                // from outside this graph.
+                None => {
+                    h.update(b"input");
+                    h.update(v.as_bytes());
+                }
+            },
+        }
+        let t = h.digest128();
+        self.values.insert(v.to_string(), t);
+        Ok(t)
+    }
+}
+
+impl Signer<'_> {
+    /// Node `id` of the rest, which decides or moves a boolean or an index
+    /// the tail reads, as itself: its op, its attributes and the constants
+    /// it reads (its other inputs are values of the rest, compared or
+    /// traced themselves).
+    fn local(&mut self, id: NodeId) -> Result<u128> {
+        let proto = self.m.graph.nodes[id].proto.clone();
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(proto.op_type().as_bytes());
+        h.update(&attributes_token(&proto).to_le_bytes());
+        for i in &proto.input {
+            h.update(b"<");
+            let held = self
+                .m
+                .graph
+                .producer(i)
+                .is_none_or(|p| !self.live.contains(&p));
+            if held && !i.is_empty() {
+                if let Some(t) = self.constant(i) {
+                    h.update(&values_token(self.m, &t)?.to_le_bytes());
+                }
+            }
+        }
+        Ok(h.digest128())
+    }
+
+    /// The value of `v` where no graph input decides it: an initializer, a
+    /// Constant node's, or computed from those (tract evaluates each
+    /// node); `None` where tract cannot (the signature then takes how it
+    /// is computed instead).
+    fn constant(&mut self, v: &str) -> Option<crate::proto::TensorProto> {
+        if let Some(t) = self.constants.get(v) {
+            return t.clone();
+        }
+        let g = &self.m.graph;
+        let value = match g.producer(v) {
+            None => g.initializers.get(v).and_then(|t| {
+                let mut t = t.clone();
+                if crate::ir::tensor::is_external(&t) {
+                    t.raw_data = self.m.payload(&t).ok()?;
+                    t.data_location = None;
+                    t.external_data.clear();
+                }
+                Some(t)
+            }),
+            Some(p) if self.live.contains(&p) => None,
+            Some(p) => {
+                let node = g.nodes[p].proto.clone();
+                match (node.op_type(), crate::ir::attr(&node, "value")) {
+                    ("Constant", Some(a)) => a.t.clone(),
+                    _ => {
+                        // Named as the node reads them (a Constant node's
+                        // tensor has no name).
+                        let inputs: Option<Vec<_>> = node
+                            .input
+                            .iter()
+                            .filter(|i| !i.is_empty())
+                            .map(|i| {
+                                let mut t = self.constant(i)?;
+                                t.name = Some(i.clone());
+                                Some(t)
+                            })
+                            .collect();
+                        inputs.and_then(|inputs| {
+                            let slot = node
+                                .output
+                                .iter()
+                                .filter(|o| !o.is_empty())
+                                .position(|o| o == v)?;
+                            let mini = crate::passes::fold::mini_model(self.m, node, inputs);
+                            let out = super::tract::eval_constant(&mini).ok()?;
+                            super::tract::to_onnx_tensor(v, out.get(slot)?).ok()
+                        })
+                    }
+                }
+            }
+        };
+        self.constants.insert(v.to_string(), value.clone());
+        value
+    }
+}
+
+/// A node's attributes, in name order.
+fn attributes_token(p: &crate::proto::NodeProto) -> u128 {
+    let mut attrs: Vec<Vec<u8>> = p
+        .attribute
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            a.doc_string = None;
+            a.encode_to_vec()
+        })
+        .collect();
+    attrs.sort();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for a in attrs {
+        h.update(&a);
+    }
+    h.digest128()
+}
+
+/// A constant as its values (as float64, whatever its type: an integer
+/// constant cast to float is the same) and dims.
+fn values_token(m: &Model, t: &crate::proto::TensorProto) -> Result<u128> {
+    use crate::ir::tensor;
+    use crate::proto::tensor_proto::DataType;
+    let raw = m.payload(t)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for d in &t.dims {
+        h.update(&d.to_le_bytes());
+    }
+    h.update(b":");
+    let values: Option<Vec<f64>> = match tensor::data_type(t) {
+        DataType::Float | DataType::Float16 | DataType::Bfloat16 => tensor::to_f32(t, raw.as_ref())
+            .ok()
+            .map(|v| v.data.into_iter().map(f64::from).collect()),
+        _ => tensor::to_i64(t, raw.as_ref())
+            .ok()
+            .map(|v| v.into_iter().map(|x| x as f64).collect()),
+    };
+    match values {
+        Some(v) => {
+            for x in v {
+                h.update(&x.to_bits().to_le_bytes());
+            }
+        }
+        None => {
+            let mut bare = t.clone();
+            bare.name = None;
+            h.update(&bare.encode_to_vec());
+            if let Some(r) = raw {
+                h.update(&r);
+            }
+        }
+    }
+    Ok(h.digest128())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::builder::ModelBuilder;
+    use crate::ir::builder::{attr_ints, attr_tensor, node_proto, ModelBuilder};
+    use crate::proto::NodeProto;
 
-    /// A detector's end: scores from a Conv, those over 0.5 picked by a
-    /// NonZero and a GatherND, and projected by a weight of 80 values.
-    pub(crate) fn selecting_model(tail_weight: f32) -> Model {
-        ModelBuilder::new(17)
-            .input("x", &[1, 2, 4, 4])
-            .init_f32("w", &[2, 2, 1, 1], &[1.0, 0.5, -0.5, 1.0])
-            .init_f32("half", &[], &[0.5])
-            .init(crate::ir::tensor::from_i64("axis1", &[1]))
-            .init_f32("proj", &[1, 80], &[tail_weight; 80])
-            .node("conv", "Conv", &["x", "w"], &["y"])
-            .node("sig", "Sigmoid", &["y"], &["s"])
-            .node("flat", "Flatten", &["s"], &["f"])
-            .node("gt", "Greater", &["f", "half"], &["mask"])
-            .node("nz", "NonZero", &["mask"], &["idx"])
-            .node("t", "Transpose", &["idx"], &["rows"])
-            .node("pick", "GatherND", &["f", "rows"], &["picked"])
-            .node("col", "Unsqueeze", &["picked", "axis1"], &["column"])
-            .node("mm", "MatMul", &["column", "proj"], &["out"])
-            .output("out", &[-1, 80])
-            .build()
-            .expect("a valid model")
+    /// What varies between the test models.
+    #[derive(Clone, Copy)]
+    struct Tail {
+        /// The threshold scores are selected over.
+        threshold: f32,
+        /// The weight the picked scores are projected by, behind a
+        /// Transpose of constants.
+        weight: f32,
+        /// The Transpose of the selected indices.
+        perm: [i64; 2],
     }
 
-    fn node(m: &Model, name: &str) -> NodeId {
-        m.graph
-            .nodes
-            .node_indices()
-            .find(|&id| m.graph.nodes[id].name() == name)
-            .expect("a node of that name")
+    const TAIL: Tail = Tail {
+        threshold: 0.5,
+        weight: 1.0,
+        perm: [1, 0],
+    };
+
+    /// A detector's end: scores from a Conv, those over the threshold
+    /// picked by a NonZero and a GatherND, and projected by a weight of 80
+    /// values. `edit` changes the node list first (its order, a node more).
+    fn selecting(tail: Tail, edit: impl FnOnce(&mut Vec<NodeProto>)) -> Model {
+        let mut nodes = vec![
+            node_proto("conv", "Conv", &["x", "w"], &["y"], vec![]),
+            node_proto("sig", "Sigmoid", &["y"], &["s"], vec![]),
+            node_proto("flat", "Flatten", &["s"], &["f"], vec![]),
+            node_proto("gt", "Greater", &["f", "threshold"], &["mask"], vec![]),
+            node_proto("nz", "NonZero", &["mask"], &["idx"], vec![]),
+            node_proto(
+                "t",
+                "Transpose",
+                &["idx"],
+                &["rows"],
+                vec![attr_ints("perm", &tail.perm)],
+            ),
+            node_proto("pick", "GatherND", &["f", "rows"], &["picked"], vec![]),
+            node_proto(
+                "col",
+                "Unsqueeze",
+                &["picked", "axis1"],
+                &["column"],
+                vec![],
+            ),
+            node_proto("wt", "Transpose", &["proj_t"], &["proj"], vec![]),
+            node_proto("mm", "MatMul", &["column", "proj"], &["out"], vec![]),
+        ];
+        edit(&mut nodes);
+        let mut p = ModelBuilder::new(17)
+            .input("x", &[1, 2, 4, 4])
+            .init_f32("w", &[2, 2, 1, 1], &[1.0, 0.5, -0.5, 1.0])
+            .init_f32("threshold", &[], &[tail.threshold])
+            .init(crate::ir::tensor::from_i64("axis1", &[1]))
+            .init_f32("proj_t", &[80, 1], &[tail.weight; 80])
+            .output("out", &[-1, 80])
+            .proto();
+        p.graph.as_mut().expect("a graph").node = nodes;
+        Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .expect("a valid model")
     }
 
     fn cut_of(mut m: Model) -> (Model, Cut) {
@@ -333,59 +638,134 @@ mod tests {
 
     #[test]
     fn the_tail_starts_at_a_data_dependent_op() {
-        let m = selecting_model(1.0);
+        let m = selecting(TAIL, |_| {});
         let mut names: Vec<String> = tail(&m)
             .iter()
             .map(|&id| m.graph.nodes[id].name().to_string())
             .collect();
         names.sort();
         assert_eq!(names, ["col", "mm", "nz", "pick", "t"]);
+        // With the Transpose of the constant only the tail reads.
+        let mut untouchable: Vec<String> = untouchable(&m)
+            .iter()
+            .map(|&id| m.graph.nodes[id].name().to_string())
+            .collect();
+        untouchable.sort();
+        assert_eq!(untouchable, ["col", "mm", "nz", "pick", "t", "wt"]);
     }
 
     #[test]
     fn a_cut_outputs_what_the_tail_reads() {
-        let (m, c) = cut_of(selecting_model(1.0));
-        // The mask the NonZero reads, the floats it reads, then what the
-        // GatherND reads (read already).
-        assert_eq!(c.outputs, ["mask", "f"]);
+        let (m, c) = cut_of(selecting(TAIL, |_| {}));
+        // In the order the tail reads them from its output: the GatherND's
+        // data, then the mask its indices come from (whose floats, the
+        // same data, are compared already).
+        assert_eq!(c.outputs, ["f", "mask"]);
         assert_eq!(c.graph_outputs, 1);
         assert_eq!(c.nodes, 5);
         assert_eq!(c.ops, BTreeSet::from(["NonZero".to_string()]));
-        assert_eq!(m.graph.nodes.node_count(), 4);
-        assert!(m.graph.output_names().eq(["mask", "f"]));
+        assert!(m.graph.output_names().eq(["f", "mask"]));
         // The weight only the tail read is gone with it.
-        assert!(!m.graph.initializers.contains_key("proj"));
+        assert!(!m.graph.initializers.contains_key("proj_t"));
         assert!(m.graph.validate().is_ok());
     }
 
     #[test]
-    fn a_tails_signature_keeps_through_exact_rewrites_not_through_changed_weights() {
-        let (_, c) = cut_of(selecting_model(1.0));
-        // Names, and an Identity, change nothing.
-        let mut renamed = selecting_model(1.0);
-        let t = node(&renamed, "t");
-        renamed.graph.nodes[t].proto.name = Some("renamed".into());
-        let mm = node(&renamed, "mm");
-        renamed.graph.nodes[mm].proto.input[0] = "column_copy".into();
-        renamed.graph.nodes.add_node(crate::ir::Node {
-            proto: crate::ir::builder::node_proto(
-                "copy",
-                "Identity",
-                &["column"],
-                &["column_copy"],
+    fn a_boolean_the_tail_reads_is_compared_through_the_floats_it_is_decided_from() {
+        // The mask cast to int before the NonZero; the scores are compared
+        // through the Cast and the Greater (and the GatherND reads a copy).
+        let (_, c) = cut_of(selecting(TAIL, |nodes| {
+            nodes.insert(
+                4,
+                node_proto("cast", "Cast", &["mask"], &["mask_i"], vec![]),
+            );
+            nodes[5].input[0] = "mask_i".into();
+            nodes.insert(1, node_proto("copy", "Relu", &["y"], &["y2"], vec![]));
+            nodes.insert(2, node_proto("sig2", "Sigmoid", &["y2"], &["s2"], vec![]));
+            nodes.insert(3, node_proto("flat2", "Flatten", &["s2"], &["f2"], vec![]));
+            nodes.iter_mut().find(|n| n.name() == "pick").unwrap().input[0] = "f2".into();
+        }));
+        assert_eq!(c.outputs, ["f2", "mask_i", "f"]);
+    }
+
+    #[test]
+    fn a_tails_signature_keeps_through_exact_rewrites() {
+        let (_, c) = cut_of(selecting(TAIL, |_| {}));
+        // Its nodes listed in another order (the values it reads come in
+        // the order it reads them, not the file's: see above), renamed, an
+        // Identity and a node nothing reads more, the Transpose of the
+        // constant folded.
+        let (_, same) = cut_of(selecting(TAIL, |nodes| {
+            let wt = nodes.remove(8);
+            nodes.insert(0, wt);
+            for n in nodes.iter_mut() {
+                n.name = Some(format!("{}_renamed", n.name()));
+            }
+            let mm = nodes.iter().position(|n| n.op_type() == "MatMul").unwrap();
+            nodes[mm].input[0] = "column_copy".into();
+            nodes.insert(
+                mm,
+                node_proto("copy", "Identity", &["column"], &["column_copy"], vec![]),
+            );
+            nodes.push(node_proto(
+                "dead",
+                "Shape",
+                &["picked"],
+                &["unread"],
                 vec![],
-            ),
-            order: (100, 0),
+            ));
+        }));
+        assert_eq!(same.signature, c.signature);
+        assert_eq!(same.outputs, c.outputs);
+        let folded = selecting(TAIL, |nodes| {
+            let wt = nodes.iter().position(|n| n.name() == "wt").unwrap();
+            let value = crate::ir::tensor::from_f32("", &[1, 80], &[1.0; 80]);
+            nodes[wt] = node_proto(
+                "wt",
+                "Constant",
+                &[],
+                &["proj"],
+                vec![attr_tensor("value", value)],
+            );
         });
-        renamed.graph.reindex();
-        assert_eq!(cut_of(renamed).1.signature, c.signature);
-        // Another weight, or another op, does.
-        assert_ne!(cut_of(selecting_model(0.5)).1.signature, c.signature);
-        let mut relu = selecting_model(1.0);
-        let col = node(&relu, "col");
-        relu.graph.nodes[col].proto.op_type = Some("Relu".into());
-        relu.graph.nodes[col].proto.input.truncate(1);
-        relu.graph.reindex();
-        assert_ne!(cut_of(relu).1.signature, c.signature);
+        assert_eq!(cut_of(folded).1.signature, c.signature);
+    }
+
+    #[test]
+    fn a_tails_signature_changes_with_what_it_computes() {
+        let (_, c) = cut_of(selecting(TAIL, |_| {}));
+        let differs = |tail: Tail, edit: fn(&mut Vec<NodeProto>)| {
+            assert_ne!(cut_of(selecting(tail, edit)).1.signature, c.signature);
+        };
+        // A weight behind a Transpose of constants.
+        differs(
+            Tail {
+                weight: 0.5,
+                ..TAIL
+            },
+            |_| {},
+        );
+        // The threshold that decides the mask the tail reads.
+        differs(
+            Tail {
+                threshold: 0.6,
+                ..TAIL
+            },
+            |_| {},
+        );
+        // An attribute.
+        differs(
+            Tail {
+                perm: [0, 1],
+                ..TAIL
+            },
+            |_| {},
+        );
+        // An op.
+        differs(TAIL, |nodes| {
+            let col = nodes.iter_mut().find(|n| n.name() == "col").unwrap();
+            col.op_type = Some("Relu".into());
+            col.input.truncate(1);
+        });
     }
 }

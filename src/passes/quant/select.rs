@@ -23,7 +23,7 @@ impl Quant {
         // Post-processing after a selection by values, left as it is:
         // verification cuts it where tract cannot type or run it, and then
         // needs it unchanged (see `verify::reach`).
-        let tail = crate::verify::reach::tail(model);
+        let tail = crate::verify::reach::untouchable(model);
         let excluded = |id: NodeId| self.excludes(&g.nodes[id]) || tail.contains(&id);
         let (mut uses, short) = self.integer_readers(g, &excluded);
         drop_small_tables(g, &mut uses, &mut ctx.notes);
@@ -46,17 +46,17 @@ impl Quant {
                 .map(String::as_str)
                 .collect();
             ctx.notes.push(format!(
-                "the {} node(s) after {} (post-processing) left as they are{}: where tract cannot type or run them, verification compares the values they read instead and needs them unchanged",
-                tail.len(),
+                "post-processing from {} on ({} node(s), with the constants only it reads) left as it is{}: where tract cannot type or run it, verification compares the values it reads instead and needs it unchanged",
                 crate::verify::reach::DATA_DEPENDENT
                     .iter()
                     .filter(|op| tail.iter().any(|&id| g.nodes[id].op() == **op))
                     .copied()
                     .collect::<Vec<_>>()
                     .join("/"),
+                tail.len(),
                 match kept.len() {
                     0 => String::new(),
-                    n => format!(" ({n} float weight(s) among what they read stay float)"),
+                    n => format!(" ({n} float weight(s) among what it reads stay float)"),
                 }
             ));
         }
