@@ -282,9 +282,16 @@ impl Quant {
         let on_verification = |keep: &[bool], fallback: &[Option<Stored>]| {
             eval_on(reference, specialised.as_ref(), keep, fallback)
         };
+        // The worst cosine of the outputs verification judges: one the
+        // original leaves nearly zero everywhere, which passes on absolute
+        // error, compares nothing that matters (its cosine is noise; a
+        // random-weight detector's class scores after a cut, see
+        // `verify::reach`), and drove the search to keep layers in float
+        // for nothing.
         let score = |r: &VerifyReport| {
             r.outputs
                 .iter()
+                .filter(|o| !o.vacuous)
                 .map(|o| if o.cosine.is_nan() { 0.0 } else { o.cosine })
                 .fold(1.0f64, f64::min)
         };
