@@ -1200,9 +1200,9 @@ impl Reference {
             if integer {
                 acc = acc.integer();
             }
-            if integer && self.cut.as_ref().is_some_and(|c| c.outputs.contains(name)) {
+            if integer && self.cut.as_ref().is_some_and(|c| c.decided.contains(name)) {
                 notes.push(format!(
-                    "value '{name}' (integers or booleans the post-processing verification cannot run reads) not compared: a threshold or an ArgMax flips under any rounding; the floats decided from are compared where they are values of the model before it"
+                    "value '{name}' (booleans or indices a comparison or an ArgMax decided, which the post-processing verification cannot run reads) not compared: they flip under any rounding; the floats they are decided from are compared"
                 ));
                 continue;
             }

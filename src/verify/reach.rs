@@ -51,6 +51,10 @@ pub struct Cut {
     /// the values the tail reads from the rest, in graph order, then the
     /// live values the booleans and indices among them are decided from.
     pub outputs: Vec<String>,
+    /// The outputs a comparison or an ArgMax decided, through ops that
+    /// move what they read: not compared (the floats they are decided from
+    /// are).
+    pub decided: Vec<String>,
     /// How many graph outputs the model has (the cut copy's outputs are
     /// others).
     pub graph_outputs: usize,
@@ -102,22 +106,41 @@ pub fn tail(m: &Model) -> HashSet<NodeId> {
     tail
 }
 
-/// Nodes whose outputs depend on a graph input: a constant computed before
-/// the tail (a threshold, a shape) is no value to compare.
+/// Nodes whose outputs depend on a graph input (one no initializer
+/// defaults: verification feeds those as constants): a constant computed
+/// before the tail (a threshold, a shape) is no value to compare.
 fn live(m: &Model) -> HashSet<NodeId> {
     let g = &m.graph;
     let mut live: HashSet<NodeId> = HashSet::new();
     for id in g.topo_order() {
         let (direct, implicit) = crate::ir::reads(&g.nodes[id].proto);
-        if direct
-            .iter()
-            .chain(&implicit)
-            .any(|v| g.is_graph_input(v) || g.producer(v).is_some_and(|p| live.contains(&p)))
-        {
+        if direct.iter().chain(&implicit).any(|v| {
+            (g.is_graph_input(v) && !g.initializers.contains_key(v))
+                || g.producer(v).is_some_and(|p| live.contains(&p))
+        }) {
             live.insert(id);
         }
     }
     live
+}
+
+/// Values of the rest a comparison or an ArgMax decided: their outputs,
+/// and what ops that only move what they read make of them.
+fn decided(m: &Model, live: &HashSet<NodeId>) -> HashSet<String> {
+    let g = &m.graph;
+    let mut decided: HashSet<String> = HashSet::new();
+    for id in g.topo_order().into_iter().filter(|id| live.contains(id)) {
+        let n = &g.nodes[id];
+        if !n.is_onnx() {
+            continue;
+        }
+        let moved = (MOVES.contains(&n.op()) || TRANSPARENT.contains(&n.op()))
+            && n.proto.input.iter().any(|i| decided.contains(i));
+        if DECIDES.contains(&n.op()) || moved {
+            decided.extend(n.proto.output.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+    decided
 }
 
 /// The tail, and the nodes that compute constants only it reads from (a
@@ -193,14 +216,35 @@ const MOVES: &[&str] = &[
 ];
 
 /// Ops a tail's signature looks through: they compute nothing (`clean`
-/// removes them).
+/// removes them; a Dropout only in inference, its first output).
 const TRANSPARENT: &[&str] = &["Identity", "Dropout"];
+
+/// The longest tail cut (its signature recurses once per node, on a
+/// thread's stack).
+const MAX_TAIL: usize = 1024;
+
+/// The largest constant a signature computes to sign it by value.
+const MAX_EVALUATED_BYTES: usize = 16 << 20;
 
 /// `m` without the nodes of `tail`; its outputs then are [`Cut::outputs`].
 /// `None` (and `m` as it was) where nothing before the tail depends on a
 /// graph input: there is nothing to compare.
 fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     let g = &m.graph;
+    // Not signed: a tail holding subgraphs (what they read from outside
+    // and their bodies would need a canonical form of their own), or one
+    // longer than its signature's walk goes (a recursion per node).
+    if tail.len() > MAX_TAIL
+        || tail.iter().any(|&id| {
+            g.nodes[id]
+                .proto
+                .attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty())
+        })
+    {
+        return Ok(None);
+    }
     let live = live(m);
     let mut sign = Signer {
         m,
@@ -229,40 +273,47 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
             outputs.push(v);
         }
     }
-    // Booleans and indices the tail reads (a threshold's mask, an ArgMax's
-    // classes, cast or gathered) flip under any rounding: the floats they
-    // are decided from are compared with them.
+    // Booleans and indices the tail reads that a comparison or an ArgMax
+    // decided (a threshold's mask, classes, cast or gathered) flip under
+    // any rounding: they are not compared, the floats they are decided
+    // from are, and what decides them (a threshold, an axis) is signed
+    // with the tail. Other values the tail reads are compared, integers
+    // exactly.
+    let decided_values = decided(m, &live);
+    let mut decided = Vec::new();
     let mut k = 0;
     while k < outputs.len() {
-        let mut stack = vec![outputs[k].clone()];
+        let v = outputs[k].clone();
         k += 1;
+        if !decided_values.contains(&v) {
+            continue;
+        }
+        decided.push(v.clone());
+        let mut stack = vec![v];
         let mut seen = HashSet::new();
         while let Some(v) = stack.pop() {
-            let Some(p) = g
-                .producer(&v)
-                .filter(|p| live.contains(p) && seen.insert(*p))
-            else {
+            let Some(p) = g.producer(&v).filter(|p| seen.insert(*p)) else {
                 continue;
             };
             let n = &g.nodes[p];
-            if !n.is_onnx() || !(DECIDES.contains(&n.op()) || MOVES.contains(&n.op())) {
-                continue;
+            if !TRANSPARENT.contains(&n.op()) {
+                hasher.update(&sign.local(p)?.to_le_bytes());
             }
-            // What decides (its threshold, its axis) is the tail's too.
-            hasher.update(&sign.local(p)?.to_le_bytes());
-            let live_inputs = n
-                .proto
-                .input
-                .iter()
-                .filter(|i| g.producer(i).is_some_and(|q| live.contains(&q)));
             if DECIDES.contains(&n.op()) {
-                for i in live_inputs {
-                    if !outputs.contains(i) {
+                for i in n.proto.input.iter() {
+                    if g.producer(i).is_some_and(|q| live.contains(&q)) && !outputs.contains(i) {
                         outputs.push(i.clone());
                     }
                 }
-            } else if MOVES.contains(&n.op()) {
-                stack.extend(live_inputs.cloned());
+            } else {
+                // What it moves: its decided inputs.
+                stack.extend(
+                    n.proto
+                        .input
+                        .iter()
+                        .filter(|i| decided_values.contains(*i))
+                        .cloned(),
+                );
             }
         }
     }
@@ -317,7 +368,7 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     let unread: Vec<String> = g
         .initializers
         .keys()
-        .filter(|k| g.consumers(k).is_empty() && !g.is_graph_output(k))
+        .filter(|k| g.consumers(k).is_empty() && !g.is_graph_output(k) && !g.is_graph_input(k))
         .cloned()
         .collect();
     for k in unread {
@@ -325,6 +376,7 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     }
     Ok(Some(Cut {
         outputs,
+        decided,
         graph_outputs,
         nodes: tail.len(),
         ops,
@@ -382,7 +434,9 @@ impl Signer<'_> {
                     h.update(&values_token(self.m, &t)?.to_le_bytes());
                 } else if n.is_onnx()
                     && TRANSPARENT.contains(&n.op())
+                    && n.proto.output.first().is_some_and(|o| o == v)
                     && n.proto.input.first().is_some_and(|i| !i.is_empty())
+                    && n.proto.input.get(2).is_none_or(|t| t.is_empty())
                 {
                     let t = self.token(&n.proto.input[0].clone())?;
                     self.values.insert(v.to_string(), t);
@@ -441,9 +495,11 @@ impl Signer<'_> {
                 .producer(i)
                 .is_none_or(|p| !self.live.contains(&p));
             if held && !i.is_empty() {
-                if let Some(t) = self.constant(i) {
-                    h.update(&values_token(self.m, &t)?.to_le_bytes());
-                }
+                let t = match self.constant(i) {
+                    Some(t) => values_token(self.m, &t)?,
+                    None => self.token(i)?,
+                };
+                h.update(&t.to_le_bytes());
             }
         }
         Ok(h.digest128())
@@ -493,6 +549,16 @@ impl Signer<'_> {
                                 .filter(|o| !o.is_empty())
                                 .position(|o| o == v)?;
                             let mini = crate::passes::fold::mini_model(self.m, node, inputs);
+                            // What `clean` would not fold either is signed
+                            // by how it is computed.
+                            let bytes: usize = super::tract::output_facts(&mini)
+                                .ok()?
+                                .iter()
+                                .map(|(dt, shape)| dt.size_of() * shape.iter().product::<usize>())
+                                .sum();
+                            if bytes > MAX_EVALUATED_BYTES {
+                                return None;
+                            }
                             let out = super::tract::eval_constant(&mini).ok()?;
                             super::tract::to_onnx_tensor(v, out.get(slot)?).ok()
                         })
@@ -531,6 +597,7 @@ fn values_token(m: &Model, t: &crate::proto::TensorProto) -> Result<u128> {
     use crate::proto::tensor_proto::DataType;
     let raw = m.payload(t)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&t.data_type().to_le_bytes());
     for d in &t.dims {
         h.update(&d.to_le_bytes());
     }
@@ -661,6 +728,7 @@ mod tests {
         // data, then the mask its indices come from (whose floats, the
         // same data, are compared already).
         assert_eq!(c.outputs, ["f", "mask"]);
+        assert_eq!(c.decided, ["mask"]);
         assert_eq!(c.graph_outputs, 1);
         assert_eq!(c.nodes, 5);
         assert_eq!(c.ops, BTreeSet::from(["NonZero".to_string()]));
@@ -686,6 +754,66 @@ mod tests {
             nodes.iter_mut().find(|n| n.name() == "pick").unwrap().input[0] = "f2".into();
         }));
         assert_eq!(c.outputs, ["f2", "mask_i", "f"]);
+        assert_eq!(c.decided, ["mask_i"]);
+    }
+
+    #[test]
+    fn an_integer_no_comparison_decided_is_compared_and_a_tail_with_a_body_is_not_cut() {
+        // The tail reads Cast(Floor(scores)): compared (exactly), not
+        // skipped as a threshold's mask is.
+        let (_, c) = cut_of(selecting(TAIL, |nodes| {
+            nodes.insert(3, node_proto("floor", "Floor", &["f"], &["fl"], vec![]));
+            nodes.insert(4, node_proto("cast", "Cast", &["fl"], &["k"], vec![]));
+            let col = nodes.iter().position(|n| n.name() == "col").unwrap();
+            nodes.insert(
+                col,
+                node_proto("use_k", "Add", &["picked", "k"], &["picked_k"], vec![]),
+            );
+            nodes[col + 1].input[0] = "picked_k".into();
+        }));
+        assert_eq!(c.outputs, ["f", "mask", "k"]);
+        assert_eq!(c.decided, ["mask"]);
+        // An If in the tail: what its branches read is not signed.
+        let mut m = selecting(TAIL, |nodes| {
+            let branch = crate::proto::GraphProto {
+                name: Some("branch".into()),
+                node: vec![node_proto(
+                    "id",
+                    "Identity",
+                    &["column"],
+                    &["b_out"],
+                    vec![],
+                )],
+                output: vec![crate::ir::builder::f32_value("b_out", &[-1, 1])],
+                ..Default::default()
+            };
+            let attrs = vec![
+                crate::ir::builder::attr_graph("then_branch", branch.clone()),
+                crate::ir::builder::attr_graph("else_branch", branch),
+            ];
+            let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
+            nodes.insert(mm, node_proto("if", "If", &["cond"], &["column_if"], attrs));
+            nodes[mm + 1].input[0] = "column_if".into();
+            nodes.insert(
+                0,
+                node_proto(
+                    "c",
+                    "Constant",
+                    &[],
+                    &["cond"],
+                    vec![attr_tensor(
+                        "value",
+                        crate::ir::tensor::int_scalar(
+                            "",
+                            crate::proto::tensor_proto::DataType::Bool,
+                            1,
+                        ),
+                    )],
+                ),
+            );
+        });
+        let t = tail(&m);
+        assert!(cut(&mut m, &t).unwrap().is_none());
     }
 
     #[test]
