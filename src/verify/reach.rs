@@ -1,20 +1,25 @@
-//! How far verification reaches into a model whose end tract cannot type.
+//! How far verification reaches into a model whose end tract cannot type
+//! or run.
 //!
 //! An op whose output size depends on values (`NonZero`,
 //! `NonMaxSuppression`, `Unique`, `Compress`) gives tract a symbolic size.
 //! Post-processing after such ops can combine two of those sizes where tract
 //! cannot prove them equal (an Ultralytics YOLO exported with `nms=True`
 //! concatenates boxes and an empty slice of mask coefficients whose row
-//! counts come from two selections), and tract then cannot type the model
-//! at all. Such a model is verified up to what that post-processing reads:
-//! every node downstream of a data-dependent op (its *tail*) is cut from
-//! the verification copy, and the values the tail reads from the rest
-//! become its outputs. The tail is not run, so the result must hold the
-//! original's tail unchanged ([`Cut::signature`], which verification
-//! checks): `quant` leaves it alone.
+//! counts come from two selections), or slice past what a selection kept,
+//! which tract does not clamp; tract then cannot type, or run, the model.
+//! Such a model is verified up to what that post-processing reads: every
+//! node downstream of a data-dependent op (its *tail*) is cut from the
+//! verification copy, and the values the tail reads from the rest become
+//! its outputs (booleans and indices a comparison or an ArgMax decided are
+//! compared through the floats they are decided from). The tail is not
+//! run, so it must compute the same in the result: its canonical
+//! signature ([`Cut::signature`]) must match, which verification checks;
+//! `quant` leaves it alone. A tail holding subgraph bodies, or longer than 1024
+//! nodes, is not cut.
 //!
-//! A model tract types whole is not cut: its selections are compared as
-//! verification compares them anywhere (see the module above).
+//! A model tract types and runs whole is not cut: its selections are
+//! compared as verification compares them anywhere (see the module above).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -62,10 +67,12 @@ pub struct Cut {
     pub nodes: usize,
     /// The data-dependent ops the tail starts at.
     pub ops: BTreeSet<String>,
-    /// A fingerprint of the tail that exact rewrites keep: its ops (but
-    /// Identity) and the contents of the weights (constants of more than
-    /// [`SMALL`] elements) it reads. A pass that changes a weight there, or
-    /// puts a node of another op in, changes it.
+    /// A canonical fingerprint of the tail, from its graph outputs: its
+    /// ops, attributes and wiring, every constant it reads by value
+    /// (computed ones evaluated), and what decides the booleans and
+    /// indices it reads. Exact rewrites keep it (names, node order, an
+    /// Identity, a Dropout or an unread node removed, constants folded or
+    /// made initializers); any change to what the tail computes changes it.
     pub signature: u128,
 }
 
