@@ -25,31 +25,26 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 
-def model(path, w_seed=0, tail=0.01, identity=False):
+def scores(w_seed, tail_rows, tail):
+    """The part before the selections: scores = sigmoid(x @ w) of x: [1, 64],
+    their threshold, and the weight the tail projects by."""
     w = np.random.default_rng(w_seed).standard_normal((64, 64)).astype(np.float32)
     inits = [
         nh.from_array(w, "w"),
-        nh.from_array(np.full((2, 256), tail, np.float32), "tw"),
+        nh.from_array(np.full((tail_rows, 256), tail, np.float32), "tw"),
         nh.from_array(np.array([64], np.int64), "flat"),
         nh.from_array(np.array([0.5], np.float32), "half"),
     ]
-    last = "bothf2" if identity else "bothf"
     nodes = [
         h.make_node("MatMul", ["x", "w"], ["logits"], name="logits"),
         h.make_node("Sigmoid", ["logits"], ["s"], name="sigmoid"),
         h.make_node("Reshape", ["s", "flat"], ["scores"], name="scores"),
         h.make_node("Greater", ["scores", "half"], ["mask"], name="mask"),
-        h.make_node("Greater", ["scores", "half"], ["mask2"], name="mask2"),
-        h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
-        h.make_node("NonZero", ["mask2"], ["nz2"], name="nz2"),
-        h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
-        h.make_node("Transpose", ["nz2"], ["rows2"], name="rows2"),
-        h.make_node("Concat", ["rows", "rows2"], ["both"], axis=1, name="both"),
-        h.make_node("Cast", ["both"], ["bothf"], to=T.FLOAT, name="cast"),
     ]
-    if identity:
-        nodes.append(h.make_node("Identity", ["bothf"], ["bothf2"], name="copy"))
-    nodes.append(h.make_node("MatMul", [last, "tw"], ["out"], name="project"))
+    return inits, nodes
+
+
+def save(path, nodes, inits):
     g = h.make_graph(
         nodes,
         "selections",
@@ -63,38 +58,38 @@ def model(path, w_seed=0, tail=0.01, identity=False):
     onnx.save(m, path)
 
 
+def model(path, w_seed=0, tail=0.01, identity=False):
+    inits, nodes = scores(w_seed, 2, tail)
+    last = "bothf2" if identity else "bothf"
+    nodes += [
+        h.make_node("Greater", ["scores", "half"], ["mask2"], name="mask2"),
+        h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
+        h.make_node("NonZero", ["mask2"], ["nz2"], name="nz2"),
+        h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
+        h.make_node("Transpose", ["nz2"], ["rows2"], name="rows2"),
+        h.make_node("Concat", ["rows", "rows2"], ["both"], axis=1, name="both"),
+        h.make_node("Cast", ["both"], ["bothf"], to=T.FLOAT, name="cast"),
+    ]
+    if identity:
+        nodes.append(h.make_node("Identity", ["bothf"], ["bothf2"], name="copy"))
+    nodes.append(h.make_node("MatMul", [last, "tw"], ["out"], name="project"))
+    save(path, nodes, inits)
+
+
 def sliced(path):
-    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
-    inits = [
-        nh.from_array(w, "w"),
-        nh.from_array(np.full((1, 256), 0.01, np.float32), "tw"),
-        nh.from_array(np.array([64], np.int64), "flat"),
-        nh.from_array(np.array([0.5], np.float32), "half"),
+    inits, nodes = scores(0, 1, 0.01)
+    inits += [
         nh.from_array(np.array([0], np.int64), "zero"),
         nh.from_array(np.array([300], np.int64), "most"),
     ]
-    nodes = [
-        h.make_node("MatMul", ["x", "w"], ["logits"], name="logits"),
-        h.make_node("Sigmoid", ["logits"], ["s"], name="sigmoid"),
-        h.make_node("Reshape", ["s", "flat"], ["scores"], name="scores"),
-        h.make_node("Greater", ["scores", "half"], ["mask"], name="mask"),
+    nodes += [
         h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
         h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
         h.make_node("Slice", ["rows", "zero", "most", "zero"], ["kept"], name="kept"),
         h.make_node("Cast", ["kept"], ["keptf"], to=T.FLOAT, name="cast"),
         h.make_node("MatMul", ["keptf", "tw"], ["out"], name="project"),
     ]
-    g = h.make_graph(
-        nodes,
-        "sliced",
-        [h.make_tensor_value_info("x", T.FLOAT, [1, 64])],
-        [h.make_tensor_value_info("out", T.FLOAT, ["n", 256])],
-        inits,
-    )
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
-    m.ir_version = 8
-    onnx.checker.check_model(m, full_check=True)
-    onnx.save(m, path)
+    save(path, nodes, inits)
 
 
 def main():

@@ -106,19 +106,36 @@ impl Quant {
             }
         }
         let same_range = same_range(g, &readers);
-        let ranges = match calibrate::calibrate(
-            model,
-            &values,
-            &ctx.data,
-            self.params.samples,
-            self.params.calibration,
-            self.params.percentile,
-            reference,
-            &pair_axes,
-            &same_range,
-            &mut ctx.notes,
-            &ctx.progress,
-        ) {
+        let before = ctx.notes.len();
+        let calibrated = |mode, notes: &mut Vec<String>| {
+            calibrate::calibrate(
+                model,
+                &values,
+                &ctx.data,
+                self.params.samples,
+                self.params.calibration,
+                self.params.percentile,
+                reference,
+                &pair_axes,
+                &same_range,
+                notes,
+                &ctx.progress,
+                mode,
+            )
+        };
+        // A model tract cannot plan or run whole past a data-dependent op
+        // is calibrated up to there, as verification runs it; the whole
+        // model's failure is the one to report.
+        let mut notes = std::mem::take(&mut ctx.notes);
+        let calibration = match calibrated(calibrate::CutMode::Untyped, &mut notes) {
+            Err(e) if !crate::verify::reach::tail(model).is_empty() => {
+                notes.truncate(before);
+                calibrated(calibrate::CutMode::Always, &mut notes).map_err(|_| e)
+            }
+            c => c,
+        };
+        ctx.notes = notes;
+        let ranges = match calibration {
             Ok(c) => c,
             Err(e) => {
                 ctx.notes.push(format!(

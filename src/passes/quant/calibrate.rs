@@ -7,7 +7,7 @@
 //! histograms are merged afterwards into one over the overall range (each
 //! bin's count goes to the bin of its centre). Samples run on all cores.
 
-use crate::verify::reach::CutMode;
+pub use crate::verify::reach::CutMode;
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
@@ -144,44 +144,12 @@ fn merged_bounds(per_sample: &[Vec<Stat>], i: usize) -> (f32, f32) {
 /// measure too ([`Calibration::codes`]; `minmax` then builds the histograms
 /// it does not otherwise need). `same_range`: values that take the range of
 /// another (a MaxPool's output, its input's).
-///
-/// A model tract cannot type, plan or run whole past a data-dependent op
-/// is calibrated up to there, as verification runs it
-/// ([`crate::verify::reach`]).
+/// `mode`: where the model is cut before what tract cannot type or run
+/// past a data-dependent op, as verification cuts it
+/// ([`crate::verify::reach`]); a caller whose calibration failed on the
+/// whole model tries again cut (`CutMode::Always`).
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
-    model: &Model,
-    values: &[String],
-    data: &DataSource,
-    samples: usize,
-    method: Method,
-    percentile: f64,
-    reference: Option<&[Vec<Tensor>]>,
-    pair_axes: &HashMap<String, PairAxis>,
-    same_range: &HashMap<String, String>,
-    notes: &mut Vec<String>,
-    progress: &Progress,
-) -> Result<Calibration> {
-    let before = notes.len();
-    let calibrate_as = |mode, notes: &mut Vec<String>| {
-        calibrate_cut_as(
-            model, values, data, samples, method, percentile, reference, pair_axes, same_range,
-            notes, progress, mode,
-        )
-    };
-    match calibrate_as(CutMode::Untyped, notes) {
-        Err(e) if !crate::verify::reach::tail(model).is_empty() => {
-            notes.truncate(before);
-            // The whole model's failure is the one to report.
-            calibrate_as(CutMode::Always, notes).map_err(|_| e)
-        }
-        calibrated => calibrated,
-    }
-}
-
-/// [`calibrate`], the model cut before its tail as `mode` says.
-#[allow(clippy::too_many_arguments)]
-fn calibrate_cut_as(
     model: &Model,
     values: &[String],
     data: &DataSource,
@@ -868,6 +836,7 @@ mod tests {
             &HashMap::new(),
             &mut notes,
             &Progress::default(),
+            CutMode::Untyped,
         )
         .unwrap();
         assert_eq!(c.ranges["hn"], (1.0, 8.0), "{notes:?}");
@@ -908,6 +877,7 @@ mod tests {
                 same,
                 &mut notes,
                 &Progress::default(),
+                CutMode::Untyped,
             )
             .unwrap()
             .ranges
