@@ -1284,6 +1284,20 @@ fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
         "{:?}",
         far.reason
     );
+    // Where the only float the cut part reads is nearly zero (every score
+    // 2e-9) and its masks are not compared, nothing was: not verified.
+    let faint = reference_on(
+        &load("faint.onnx"),
+        dir.path().join("x_none.npz"),
+        VerifyOptions::default(),
+    );
+    let e = faint.compare(&load("faint.onnx")).unwrap_err();
+    assert!(
+        format!("{e:#}").starts_with(
+            "the post-processing after NonZero that tract cannot type or run reads no float value verification can compare"
+        ),
+        "{e:#}"
+    );
     // tract types this one but cannot run it where nothing is selected (a
     // Slice of 300 rows it does not clamp): cut as well.
     let sliced = reference_on(

@@ -77,12 +77,21 @@ pub struct Cut {
 }
 
 impl Cut {
+    /// The data-dependent ops the cut part starts at, as messages name
+    /// them ("NonMaxSuppression/NonZero").
+    pub fn after(&self) -> String {
+        self.ops
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     /// What the report says of the cut.
     pub fn note(&self) -> String {
-        let ops: Vec<&str> = self.ops.iter().map(String::as_str).collect();
         format!(
             "tract cannot type or run what the model computes after {} (sizes that depend on values): verified up to the {} value(s) that post-processing reads ({}); its {} node(s) were not run, and must compute the same in the result (the same ops, attributes, wiring and constants)",
-            ops.join("/"),
+            self.after(),
             self.outputs.len(),
             self.outputs
                 .iter()

@@ -9,6 +9,8 @@ Usage: make_selection_models.py OUTDIR
   identity.onnx      the same, with an Identity before the last MatMul
   tail_changed.onnx  `tw` changed
   far.onnx           `w` changed (the scores differ)
+  faint.onnx         logits shifted by -20: on x_none.npz every score is
+                     about 2e-9, nothing to compare
   slice.onnx         one selection, its first 300 rows sliced (tract types it,
                      but fails to run the Slice where fewer rows are selected:
                      it does not clamp the end)
@@ -25,18 +27,20 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 
-def scores(w_seed, tail_rows, tail):
-    """The part before the selections: scores = sigmoid(x @ w) of x: [1, 64],
-    their threshold, and the weight the tail projects by."""
+def scores(w_seed, tail_rows, tail, offset=0.0):
+    """The part before the selections: scores = sigmoid(x @ w + offset) of
+    x: [1, 64], their threshold, and the weight the tail projects by."""
     w = np.random.default_rng(w_seed).standard_normal((64, 64)).astype(np.float32)
     inits = [
         nh.from_array(w, "w"),
         nh.from_array(np.full((tail_rows, 256), tail, np.float32), "tw"),
         nh.from_array(np.array([64], np.int64), "flat"),
         nh.from_array(np.array([0.5], np.float32), "half"),
+        nh.from_array(np.array([offset], np.float32), "offset"),
     ]
     nodes = [
-        h.make_node("MatMul", ["x", "w"], ["logits"], name="logits"),
+        h.make_node("MatMul", ["x", "w"], ["product"], name="product"),
+        h.make_node("Add", ["product", "offset"], ["logits"], name="logits"),
         h.make_node("Sigmoid", ["logits"], ["s"], name="sigmoid"),
         h.make_node("Reshape", ["s", "flat"], ["scores"], name="scores"),
         h.make_node("Greater", ["scores", "half"], ["mask"], name="mask"),
@@ -58,8 +62,8 @@ def save(path, nodes, inits):
     onnx.save(m, path)
 
 
-def model(path, w_seed=0, tail=0.01, identity=False):
-    inits, nodes = scores(w_seed, 2, tail)
+def model(path, w_seed=0, tail=0.01, identity=False, offset=0.0):
+    inits, nodes = scores(w_seed, 2, tail, offset)
     last = "bothf2" if identity else "bothf"
     nodes += [
         h.make_node("Greater", ["scores", "half"], ["mask2"], name="mask2"),
@@ -98,6 +102,7 @@ def main():
     model(os.path.join(out, "identity.onnx"), identity=True)
     model(os.path.join(out, "tail_changed.onnx"), tail=0.02)
     model(os.path.join(out, "far.onnx"), w_seed=1)
+    model(os.path.join(out, "faint.onnx"), offset=-20.0)
     # Logits of about 40 in size: no score within rounding of the threshold.
     x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32) * 5
     np.savez(os.path.join(out, "x.npz"), x=x)

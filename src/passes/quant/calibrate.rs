@@ -7,7 +7,6 @@
 //! histograms are merged afterwards into one over the overall range (each
 //! bin's count goes to the bin of its centre). Samples run on all cores.
 
-pub use crate::verify::reach::CutMode;
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
@@ -18,6 +17,8 @@ use crate::ir::Model;
 use crate::pass::{DataSource, Progress};
 use crate::proto::ValueInfoProto;
 use crate::verify::{inputs, tract as tr};
+
+pub use crate::verify::reach::CutMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

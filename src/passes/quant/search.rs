@@ -114,6 +114,20 @@ pub(super) enum Fallback {
     Rows(Vec<(NodeId, Use)>),
 }
 
+/// A comparison's score for `sensitive=auto`: the worst cosine of the
+/// outputs verification judges. One the original leaves nearly zero
+/// everywhere, which passes on absolute error, compares nothing that
+/// matters (its cosine is noise: PP-OCRv6's detection map on random
+/// images, a random-weight detector's class scores) and drove the search
+/// to keep layers in float for nothing.
+fn score(r: &VerifyReport) -> f64 {
+    r.outputs
+        .iter()
+        .filter(|o| !o.vacuous)
+        .map(|o| if o.cosine.is_nan() { 0.0 } else { o.cosine })
+        .fold(1.0f64, f64::min)
+}
+
 /// What `sensitive=auto` compares candidates with.
 pub(super) enum Baseline {
     /// Verification's reference of the original, shared by the pipeline
@@ -281,19 +295,6 @@ impl Quant {
         };
         let on_verification = |keep: &[bool], fallback: &[Option<Stored>]| {
             eval_on(reference, specialised.as_ref(), keep, fallback)
-        };
-        // The worst cosine of the outputs verification judges: one the
-        // original leaves nearly zero everywhere, which passes on absolute
-        // error, compares nothing that matters (its cosine is noise; a
-        // random-weight detector's class scores after a cut, see
-        // `verify::reach`), and drove the search to keep layers in float
-        // for nothing.
-        let score = |r: &VerifyReport| {
-            r.outputs
-                .iter()
-                .filter(|o| !o.vacuous)
-                .map(|o| if o.cosine.is_nan() { 0.0 } else { o.cosine })
-                .fold(1.0f64, f64::min)
         };
         let all = vec![true; n];
         progress.say("checking the result in tract");
@@ -1010,6 +1011,29 @@ fn held_out_caveat(
 
 #[cfg(test)]
 mod tests {
+    /// The score leaves out an output that passed on nearly zero values,
+    /// whatever its cosine; a NaN cosine counts as 0.
+    #[test]
+    fn the_search_scores_the_outputs_verification_judges() {
+        let output = |cosine: f64, vacuous: bool| crate::verify::metrics::OutputMetrics {
+            name: "y".into(),
+            max_abs: 0.0,
+            mean_abs: 0.0,
+            max_rel: 0.0,
+            cosine,
+            top1: None,
+            passed: true,
+            vacuous,
+        };
+        let mut r = crate::verify::VerifyReport::not_verified("");
+        r.outputs = vec![output(0.995, false), output(0.3, true)];
+        assert_eq!(super::score(&r), 0.995);
+        r.outputs.push(output(f64::NAN, false));
+        assert_eq!(super::score(&r), 0.0);
+        r.outputs = vec![output(0.3, true)];
+        assert_eq!(super::score(&r), 1.0);
+    }
+
     use super::{accepted_in_runs, measures_in_parallel, PARALLEL_CANDIDATES_MAX_BYTES};
 
     #[test]
