@@ -2888,8 +2888,8 @@ fn an_image_without_a_size_is_calibrated_at_a_real_one() {
     assert_ort_matches(&input, &out, &args);
 }
 
-/// Past 64 MiB of weights `sensitive=auto` measures its candidates one at
-/// a time, and finds the layers taken back whose weights can be stored as
+/// Past 64 MiB of weights (and under 4 MiB) `sensitive=auto` measures its
+/// candidates one at a time, and finds the layers taken back whose weights can be stored as
 /// int8 again by bisection (`accepted_in_runs`) instead of two checks at
 /// once: both paths choose the same. The recogniser's search takes every
 /// step (a finer storage for all, the groups back in float, then int8

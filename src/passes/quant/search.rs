@@ -161,15 +161,27 @@ pub(super) fn sensitivity_options(ctx: &PassCtx) -> crate::verify::VerifyOptions
 /// a candidate's tract plan holds its weights twice (tract's float copy and
 /// the copy packed for its kernels), so two at once would add four times
 /// the weights to the run's peak. Under it, two at once, one per core
-/// (unless [`super::SEARCH_ONE_AT_A_TIME_ENV`] says otherwise).
+/// (unless [`super::SEARCH_ONE_AT_A_TIME_ENV`] says otherwise), from
+/// [`PARALLEL_CANDIDATES_MIN_BYTES`] on.
 const PARALLEL_CANDIDATES_MAX_BYTES: u64 = 64 << 20;
 
+/// Under this many bytes of weights, candidates are measured one at a
+/// time too: each plan builds in tens of milliseconds, so two at once save
+/// little time, and the second thread's allocations (tract's graph and
+/// plan of each candidate, in an allocator arena of its own) weigh on a
+/// small model's peak. silero-vad (1.2 MB): 0.27 -> 0.32 s, 35 -> 30 MB
+/// peak; its spox export (2.3 MB): 0.28 -> 0.33 s, 38 -> 34 MB; the same
+/// result. The recogniser (10.8 MB) keeps two at once: 2.5 s and 100 MB,
+/// against 3.6 s and 74 MB one at a time.
+const PARALLEL_CANDIDATES_MIN_BYTES: u64 = 4 << 20;
+
 /// Whether `sensitive=auto` measures two candidates at once: on models of
-/// up to [`PARALLEL_CANDIDATES_MAX_BYTES`] of weights, unless
-/// `one_at_a_time` (the value of [`super::SEARCH_ONE_AT_A_TIME_ENV`]) is
-/// `1`.
+/// [`PARALLEL_CANDIDATES_MIN_BYTES`] to [`PARALLEL_CANDIDATES_MAX_BYTES`]
+/// of weights, unless `one_at_a_time` (the value of
+/// [`super::SEARCH_ONE_AT_A_TIME_ENV`]) is `1`.
 fn measures_in_parallel(weight_bytes: u64, one_at_a_time: Option<&str>) -> bool {
-    weight_bytes <= PARALLEL_CANDIDATES_MAX_BYTES && one_at_a_time != Some("1")
+    (PARALLEL_CANDIDATES_MIN_BYTES..=PARALLEL_CANDIDATES_MAX_BYTES).contains(&weight_bytes)
+        && one_at_a_time != Some("1")
 }
 
 /// `f` over `items` (with each one's index), on every core where
@@ -420,7 +432,8 @@ impl Quant {
         let act_of = activation_patches(&patches);
         let groups = layer_groups(g, &patches, &act_of);
         // Each group alone, on every core (each run is single-threaded), or
-        // one at a time past `PARALLEL_CANDIDATES_MAX_BYTES`.
+        // one at a time outside `PARALLEL_CANDIDATES_MIN_BYTES` to
+        // `PARALLEL_CANDIDATES_MAX_BYTES`.
         // Counted and said under one lock: the last message is the last count.
         let measured = std::sync::Mutex::new(0usize);
         progress.say(&format!(
@@ -852,13 +865,13 @@ fn back_to_int8(
     // Where candidates run two at once (one per core): all at once
     // and the first group alone; then a group, and it with the next
     // one, so that where the first passes both are decided in one
-    // step (the recogniser: 12 checks in 7 steps). One at a time
-    // (past `PARALLEL_CANDIDATES_MAX_BYTES`), where each check of a
-    // big model costs seconds: all at once, then the longest run of
-    // the groups left that passes, by bisection, the group after it
-    // set aside, and again with the groups after that (ResNet-50 of
-    // random weights, 102 MB: 14 groups, 2 of which fail, in 9
-    // checks instead of 17, its run 33 -> 25 s), by
+    // step (the recogniser: 12 checks in 7 steps). One at a time (past
+    // `PARALLEL_CANDIDATES_MAX_BYTES`, where each check of a big model
+    // costs seconds, and under `PARALLEL_CANDIDATES_MIN_BYTES`): all at
+    // once, then the longest run of the groups left that passes, by
+    // bisection, the group after it set aside, and again with the groups
+    // after that (ResNet-50 of random weights, 102 MB: 14 groups, 2 of
+    // which fail, in 9 checks instead of 17, its run 33 -> 25 s), by
     // [`accepted_in_runs`]. Either way the choices are those of
     // checking one group at a time, wherever adding a group that
     // fails to others makes them fail too.
@@ -1034,15 +1047,26 @@ mod tests {
         assert_eq!(super::score(&r), 1.0);
     }
 
-    use super::{accepted_in_runs, measures_in_parallel, PARALLEL_CANDIDATES_MAX_BYTES};
+    use super::{
+        accepted_in_runs, measures_in_parallel, PARALLEL_CANDIDATES_MAX_BYTES,
+        PARALLEL_CANDIDATES_MIN_BYTES,
+    };
 
     #[test]
-    fn candidates_run_two_at_once_on_small_models_unless_told_otherwise() {
-        let small = PARALLEL_CANDIDATES_MAX_BYTES;
-        assert!(measures_in_parallel(small, None));
-        assert!(measures_in_parallel(small, Some("0")));
-        assert!(!measures_in_parallel(small, Some("1")));
-        assert!(!measures_in_parallel(small + 1, None));
+    fn candidates_run_two_at_once_on_mid_sized_models_unless_told_otherwise() {
+        for mid in [PARALLEL_CANDIDATES_MIN_BYTES, PARALLEL_CANDIDATES_MAX_BYTES] {
+            assert!(measures_in_parallel(mid, None));
+            assert!(measures_in_parallel(mid, Some("0")));
+            assert!(!measures_in_parallel(mid, Some("1")));
+        }
+        assert!(!measures_in_parallel(
+            PARALLEL_CANDIDATES_MAX_BYTES + 1,
+            None
+        ));
+        assert!(!measures_in_parallel(
+            PARALLEL_CANDIDATES_MIN_BYTES - 1,
+            None
+        ));
     }
 
     /// `accepted_in_runs` accepts what checking one item at a time would,
