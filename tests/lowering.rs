@@ -1291,6 +1291,13 @@ fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
         dir.path().join("x_none.npz"),
         VerifyOptions::default(),
     );
+    let notes = faint.notes().join("\n");
+    assert!(
+        notes.contains(
+            "value (read by the post-processing not run) 'scores' is nearly zero on every sample"
+        ),
+        "{notes}"
+    );
     let e = faint.compare(&load("faint.onnx")).unwrap_err();
     assert!(
         format!("{e:#}").starts_with(

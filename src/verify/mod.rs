@@ -971,6 +971,7 @@ impl Reference {
             &out_names[..n_outputs],
             &expected,
             opts.inputs.is_some(),
+            cut.is_some(),
         ));
         // A stream's steps: each of the result's starts from the state the
         // original reached at the step before (the inputs the original
@@ -1607,8 +1608,19 @@ const FAINT: f64 = 1e-3;
 /// comparison there shows little. A text detector's probability map on
 /// noise is 1e-7 to 1e-4 (PP-OCRv3's: verification passed at cosine 1.0
 /// where a text image measured 0.92). NaNs are not values here (an output
-/// NaN everywhere is refused elsewhere).
-fn faint_outputs(names: &[String], expected: &[Vec<Tensor>], given: bool) -> Vec<String> {
+/// NaN everywhere is refused elsewhere). `cut`: the names are those of the
+/// values a cut copy's post-processing reads, not graph outputs.
+fn faint_outputs(
+    names: &[String],
+    expected: &[Vec<Tensor>],
+    given: bool,
+    cut: bool,
+) -> Vec<String> {
+    // A cut copy's outputs are the values its cut post-processing reads.
+    let what = match cut {
+        true => "value (read by the post-processing not run)",
+        false => "output",
+    };
     let whose = match given {
         true => "these inputs do not reach what the model computes there, and its comparison shows little; pass inputs that exercise it",
         false => "random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data",
@@ -1637,11 +1649,11 @@ fn faint_outputs(names: &[String], expected: &[Vec<Tensor>], given: bool) -> Vec
         };
         if largest <= FAINT {
             notes.push(format!(
-                "output '{name}' is nearly zero on every sample (largest |value| {largest:.1e}): {whose}"
+                "{what} '{name}' is nearly zero on every sample (largest |value| {largest:.1e}): {whose}"
             ));
         } else if constant && count > 1 {
             notes.push(format!(
-                "output '{name}' is {first} everywhere on every sample: {whose}"
+                "{what} '{name}' is {first} everywhere on every sample: {whose}"
             ));
         } else if expected.len() > 1
             && expected[1..]
@@ -1652,7 +1664,7 @@ fn faint_outputs(names: &[String], expected: &[Vec<Tensor>], given: bool) -> Vec
             // one output (torchvision's GoogLeNet and DeepLabV3 as freshly
             // initialised): the comparison checks that constant alone.
             notes.push(format!(
-                "output '{name}' is the same on every sample (the {} samples give one output): {whose}",
+                "{what} '{name}' is the same on every sample (the {} samples give one output): {whose}",
                 expected.len()
             ));
         }
