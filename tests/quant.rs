@@ -4039,4 +4039,13 @@ fn quant_leaves_post_processing_tract_cannot_type_as_it_is() {
         "{stdout}"
     );
     assert_ort_matches(&sliced, &out, &args);
+
+    // An opset-11 model raised to 13 for per-channel weights: the
+    // Unsqueeze and Squeeze in its tail take their axes as inputs then,
+    // the same parameters (verification refused the result before).
+    let old = dir.path().join("opset11.onnx");
+    let out = dir.path().join("opset11.q.onnx");
+    let stdout = run_passes_verified("clean,quant(activations=static)", &args, &old, &out);
+    assert!(stdout.contains("opset raised from 11 to 13"), "{stdout}");
+    assert_ort_matches(&old, &out, &args);
 }

@@ -28,6 +28,7 @@ use prost::Message;
 use tract_onnx::prelude::Tensor;
 
 use crate::ir::{Model, NodeId};
+use crate::proto::NodeProto;
 
 /// Ops whose output size depends on the values they read.
 pub const DATA_DEPENDENT: &[&str] = &["NonZero", "NonMaxSuppression", "Unique", "Compress"];
@@ -403,9 +404,10 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
 /// A tail's canonical form, value by value: what exact rewrites keep (names,
 /// the order nodes are listed in, an Identity, a Dropout or a node nothing
 /// reads removed, a Constant node made an initializer, a constant Cast
-/// folded), and what any change to what the tail computes changes (an op,
-/// an attribute, a constant it reads, however small, a weight behind a
-/// constant Transpose, how its nodes are wired).
+/// folded, a parameter an opset raise moved from an attribute to an input:
+/// see [`parameters`]), and what any change to what the tail computes
+/// changes (an op, an attribute, a constant it reads, however small, a
+/// weight behind a constant Transpose, how its nodes are wired).
 struct Signer<'a> {
     m: &'a Model,
     tail: &'a HashSet<NodeId>,
@@ -462,11 +464,27 @@ impl Signer<'_> {
                     h.update(proto.domain().as_bytes());
                     h.update(b"/");
                     h.update(proto.op_type().as_bytes());
-                    h.update(&attributes_token(&proto).to_le_bytes());
-                    for i in &proto.input {
+                    // Parameters an opset moved from attributes to inputs
+                    // are signed by their values, in either form.
+                    let params = match n.is_onnx() {
+                        true => parameters(proto.op_type()),
+                        false => &[],
+                    };
+                    h.update(&attributes_token(&without_parameters(&proto, params)).to_le_bytes());
+                    let slots = params
+                        .iter()
+                        .map(|p| p.slot + 1)
+                        .fold(proto.input.len(), usize::max);
+                    for k in 0..slots {
                         h.update(b"<");
-                        if !i.is_empty() {
-                            h.update(&self.token(i)?.to_le_bytes());
+                        let input = proto.input.get(k).filter(|i| !i.is_empty());
+                        match params.iter().find(|p| p.slot == k) {
+                            Some(p) => h.update(&self.parameter(&proto, p, input)?.to_le_bytes()),
+                            None => {
+                                if let Some(i) = input {
+                                    h.update(&self.token(i)?.to_le_bytes());
+                                }
+                            }
                         }
                     }
                     for (slot, o) in proto.output.iter().enumerate() {
@@ -494,6 +512,55 @@ impl Signer<'_> {
 }
 
 impl Signer<'_> {
+    /// Parameter `p` of `node`, read from `input` (its slot) or from its
+    /// attribute, as its values: the same in the form before the opset
+    /// that made it an input and after (`opset`'s conversions), and a
+    /// value the tail computes as itself.
+    fn parameter(
+        &mut self,
+        node: &NodeProto,
+        p: &Parameter,
+        input: Option<&String>,
+    ) -> Result<u128> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(b"parameter");
+        // Pad's value pads in constant mode only.
+        let unused = p.attribute == "value"
+            && crate::ir::attr(node, "mode")
+                .and_then(|a| a.s.as_deref())
+                .is_some_and(|m| m != b"constant");
+        if unused {
+            h.update(b"unused");
+            return Ok(h.digest128());
+        }
+        let values = match input {
+            Some(i) => match self.constant(i) {
+                Some(t) => f64_values(self.m, &t)?,
+                None => None,
+            },
+            None => match crate::ir::attr(node, p.attribute) {
+                Some(a) if p.floats => Some(vec![f64::from(a.f())]),
+                Some(a) => Some(a.ints.iter().map(|&x| x as f64).collect()),
+                None => p.default.map(|d| vec![d]),
+            },
+        };
+        match (values, input) {
+            (Some(v), _) => {
+                h.update(b"values");
+                for x in v {
+                    h.update(&x.to_bits().to_le_bytes());
+                }
+            }
+            // Computed in the tail, or unreadable: as any value.
+            (None, Some(i)) => {
+                h.update(b"value");
+                h.update(&self.token(i)?.to_le_bytes());
+            }
+            (None, None) => h.update(b"none"),
+        }
+        Ok(h.digest128())
+    }
+
     /// Node `id` of the rest, which decides or moves a boolean or an index
     /// the tail reads, as itself: its op, its attributes and the constants
     /// it reads (its other inputs are values of the rest, compared or
@@ -587,6 +654,83 @@ impl Signer<'_> {
     }
 }
 
+/// A parameter some opset moved from an attribute to an input (what
+/// `opset` converts when it raises a model: Clip and Pad at 11, Squeeze,
+/// Unsqueeze, ReduceSum and Split at 13, the other reductions at 18).
+struct Parameter {
+    /// Its input slot, once an input.
+    slot: usize,
+    /// Its attribute before.
+    attribute: &'static str,
+    /// A float (else integers).
+    floats: bool,
+    /// Its value where neither form gives it, if that is a value.
+    default: Option<f64>,
+}
+
+const fn ints(slot: usize, attribute: &'static str) -> Parameter {
+    Parameter {
+        slot,
+        attribute,
+        floats: false,
+        default: None,
+    }
+}
+
+const AXES: &[Parameter] = &[ints(1, "axes")];
+const CLIP: &[Parameter] = &[
+    Parameter {
+        slot: 1,
+        attribute: "min",
+        floats: true,
+        default: None,
+    },
+    Parameter {
+        slot: 2,
+        attribute: "max",
+        floats: true,
+        default: None,
+    },
+];
+const PAD: &[Parameter] = &[
+    ints(1, "pads"),
+    Parameter {
+        slot: 2,
+        attribute: "value",
+        floats: true,
+        default: Some(0.0),
+    },
+];
+const SPLIT: &[Parameter] = &[ints(1, "split")];
+
+/// The parameters of an ONNX operator that moved from attributes to inputs.
+fn parameters(op: &str) -> &'static [Parameter] {
+    match op {
+        "Squeeze" | "Unsqueeze" | "ReduceSum" | "ReduceL1" | "ReduceL2" | "ReduceLogSum"
+        | "ReduceLogSumExp" | "ReduceMax" | "ReduceMean" | "ReduceMin" | "ReduceProd"
+        | "ReduceSumSquare" => AXES,
+        "Clip" => CLIP,
+        "Pad" => PAD,
+        "Split" => SPLIT,
+        _ => &[],
+    }
+}
+
+/// `p` without the attributes of `params` (signed as parameters), nor a
+/// Split's `num_outputs` where it only states how many outputs it has
+/// (opset 18 requires it where 13 split evenly without it).
+fn without_parameters(p: &NodeProto, params: &[Parameter]) -> NodeProto {
+    let mut p = p.clone();
+    let evenly = p.op_type() == "Split"
+        && p.input.get(1).is_none_or(|s| s.is_empty())
+        && crate::ir::attr(&p, "num_outputs").is_some_and(|a| a.i == Some(p.output.len() as i64));
+    let signed_apart = |a: &crate::proto::AttributeProto| {
+        params.iter().any(|q| q.attribute == a.name()) || (evenly && a.name() == "num_outputs")
+    };
+    p.attribute.retain(|a| !signed_apart(a));
+    p
+}
+
 /// A node's attributes, in name order.
 fn attributes_token(p: &crate::proto::NodeProto) -> u128 {
     let mut attrs: Vec<Vec<u8>> = p
@@ -606,11 +750,24 @@ fn attributes_token(p: &crate::proto::NodeProto) -> u128 {
     h.digest128()
 }
 
+/// A constant's values as float64 (`None`: not numbers tract reads).
+fn f64_values(m: &Model, t: &crate::proto::TensorProto) -> Result<Option<Vec<f64>>> {
+    use crate::ir::tensor;
+    use crate::proto::tensor_proto::DataType;
+    let raw = m.payload(t)?;
+    Ok(match tensor::data_type(t) {
+        DataType::Float | DataType::Float16 | DataType::Bfloat16 => tensor::to_f32(t, raw.as_ref())
+            .ok()
+            .map(|v| v.data.into_iter().map(f64::from).collect()),
+        _ => tensor::to_i64(t, raw.as_ref())
+            .ok()
+            .map(|v| v.into_iter().map(|x| x as f64).collect()),
+    })
+}
+
 /// A constant as its values (as float64, whatever its type: an integer
 /// constant cast to float is the same) and dims.
 fn values_token(m: &Model, t: &crate::proto::TensorProto) -> Result<u128> {
-    use crate::ir::tensor;
-    use crate::proto::tensor_proto::DataType;
     let raw = m.payload(t)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&t.data_type().to_le_bytes());
@@ -618,15 +775,7 @@ fn values_token(m: &Model, t: &crate::proto::TensorProto) -> Result<u128> {
         h.update(&d.to_le_bytes());
     }
     h.update(b":");
-    let values: Option<Vec<f64>> = match tensor::data_type(t) {
-        DataType::Float | DataType::Float16 | DataType::Bfloat16 => tensor::to_f32(t, raw.as_ref())
-            .ok()
-            .map(|v| v.data.into_iter().map(f64::from).collect()),
-        _ => tensor::to_i64(t, raw.as_ref())
-            .ok()
-            .map(|v| v.into_iter().map(|x| x as f64).collect()),
-    };
-    match values {
+    match f64_values(m, t)? {
         Some(v) => {
             for x in v {
                 h.update(&x.to_bits().to_le_bytes());
@@ -648,7 +797,6 @@ fn values_token(m: &Model, t: &crate::proto::TensorProto) -> Result<u128> {
 mod tests {
     use super::*;
     use crate::ir::builder::{attr_ints, attr_tensor, node_proto, ModelBuilder};
-    use crate::proto::NodeProto;
 
     /// What varies between the test models.
     #[derive(Clone, Copy)]
@@ -672,6 +820,11 @@ mod tests {
     /// picked by a NonZero and a GatherND, and projected by a weight of 80
     /// values. `edit` changes the node list first (its order, a node more).
     fn selecting(tail: Tail, edit: impl FnOnce(&mut Vec<NodeProto>)) -> Model {
+        selecting_at(17, tail, edit)
+    }
+
+    /// [`selecting`] at `opset`.
+    fn selecting_at(opset: i64, tail: Tail, edit: impl FnOnce(&mut Vec<NodeProto>)) -> Model {
         let mut nodes = vec![
             node_proto("conv", "Conv", &["x", "w"], &["y"], vec![]),
             node_proto("sig", "Sigmoid", &["y"], &["s"], vec![]),
@@ -697,7 +850,7 @@ mod tests {
             node_proto("mm", "MatMul", &["column", "proj"], &["out"], vec![]),
         ];
         edit(&mut nodes);
-        let mut p = ModelBuilder::new(17)
+        let mut p = ModelBuilder::new(opset)
             .input("x", &[1, 2, 4, 4])
             .init_f32("w", &[2, 2, 1, 1], &[1.0, 0.5, -0.5, 1.0])
             .init_f32("threshold", &[], &[tail.threshold])
@@ -873,6 +1026,54 @@ mod tests {
             );
         });
         assert_eq!(cut_of(folded).1.signature, c.signature);
+    }
+
+    /// The tail's Unsqueeze with its axes as an attribute (before opset
+    /// 13), and a Clip with its bounds so (before 11).
+    fn attribute_form(nodes: &mut Vec<NodeProto>, axis: i64) {
+        let col = nodes.iter_mut().find(|n| n.name() == "col").unwrap();
+        col.input.truncate(1);
+        col.attribute.push(attr_ints("axes", &[axis]));
+        let mm = nodes.iter().position(|n| n.op_type() == "MatMul").unwrap();
+        nodes[mm].input[0] = "clipped".into();
+        let mut clip = node_proto("clip", "Clip", &["column"], &["clipped"], vec![]);
+        clip.attribute
+            .push(crate::ir::builder::attr_float("max", 0.75));
+        nodes.insert(mm, clip);
+    }
+
+    /// A parameter an opset made an input (what `opset` converts when
+    /// `quant` raises a model for per-channel weights) is signed by its
+    /// value in either form: an opset-10 tail raised to 13 keeps its
+    /// signature, and another axis or bound changes it.
+    #[test]
+    fn a_tails_signature_keeps_through_an_opset_raise() {
+        let old = selecting_at(10, TAIL, |nodes| attribute_form(nodes, 1));
+        let (_, c) = cut_of(old.clone());
+        let patch = crate::passes::opset::upgrade(&old, 13).unwrap();
+        let mut raised = old.clone();
+        raised.apply(&patch).unwrap();
+        assert_eq!(raised.opset(), 13);
+        let clip = raised
+            .graph
+            .nodes
+            .node_weights()
+            .find(|n| n.name() == "clip")
+            .unwrap();
+        assert!(
+            clip.proto.attribute.is_empty() && clip.proto.input.len() == 3,
+            "{:?}",
+            clip.proto
+        );
+        assert_eq!(cut_of(raised).1.signature, c.signature);
+        let other_axis = selecting_at(10, TAIL, |nodes| attribute_form(nodes, 0));
+        assert_ne!(cut_of(other_axis).1.signature, c.signature);
+        let other_bound = selecting_at(10, TAIL, |nodes| {
+            attribute_form(nodes, 1);
+            let clip = nodes.iter_mut().find(|n| n.name() == "clip").unwrap();
+            clip.attribute[0].f = Some(0.5);
+        });
+        assert_ne!(cut_of(other_bound).1.signature, c.signature);
     }
 
     #[test]

@@ -14,6 +14,9 @@ Usage: make_selection_models.py OUTDIR
   slice.onnx         one selection, its first 300 rows sliced (tract types it,
                      but fails to run the Slice where fewer rows are selected:
                      it does not clamp the end)
+  opset11.onnx       original.onnx at opset 11, its tail's projection read
+                     through an Unsqueeze and a Squeeze whose axes are
+                     attributes (inputs from opset 13)
   x.npz              an input whose scores are far from the threshold
   x_none.npz         an input whose scores are all 0.5: nothing selected
 """
@@ -48,7 +51,7 @@ def scores(w_seed, tail_rows, tail, offset=0.0):
     return inits, nodes
 
 
-def save(path, nodes, inits):
+def save(path, nodes, inits, opset=13):
     g = h.make_graph(
         nodes,
         "selections",
@@ -56,13 +59,13 @@ def save(path, nodes, inits):
         [h.make_tensor_value_info("out", T.FLOAT, ["n", 256])],
         inits,
     )
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
-    m.ir_version = 8
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 8 if opset >= 13 else 6
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, path)
 
 
-def model(path, w_seed=0, tail=0.01, identity=False, offset=0.0):
+def model(path, w_seed=0, tail=0.01, identity=False, offset=0.0, opset=13):
     inits, nodes = scores(w_seed, 2, tail, offset)
     last = "bothf2" if identity else "bothf"
     nodes += [
@@ -76,8 +79,14 @@ def model(path, w_seed=0, tail=0.01, identity=False, offset=0.0):
     ]
     if identity:
         nodes.append(h.make_node("Identity", ["bothf"], ["bothf2"], name="copy"))
+    if opset < 13:
+        nodes += [
+            h.make_node("Unsqueeze", [last], ["wide"], axes=[0], name="wide"),
+            h.make_node("Squeeze", ["wide"], ["narrow"], axes=[0], name="narrow"),
+        ]
+        last = "narrow"
     nodes.append(h.make_node("MatMul", [last, "tw"], ["out"], name="project"))
-    save(path, nodes, inits)
+    save(path, nodes, inits, opset)
 
 
 def sliced(path):
@@ -103,6 +112,7 @@ def main():
     model(os.path.join(out, "tail_changed.onnx"), tail=0.02)
     model(os.path.join(out, "far.onnx"), w_seed=1)
     model(os.path.join(out, "faint.onnx"), offset=-20.0)
+    model(os.path.join(out, "opset11.onnx"), opset=11)
     # Logits of about 40 in size: no score within rounding of the threshold.
     x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32) * 5
     np.savez(os.path.join(out, "x.npz"), x=x)
