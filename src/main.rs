@@ -403,7 +403,8 @@ fn run(args: RunArgs) -> Result<u8> {
 
     let pb = spinner("loading");
     let (mut model, in_bytes) = load(&args.input, &pb)?;
-    let original = model.clone();
+    // Shared with verification's reference, built from it on first use.
+    let original = std::sync::Arc::new(model.clone());
     let input_had_external = external_bytes(&model) > 0;
     verify::check_bound(&model, &vopts.dims)?;
     if let Some(path) = &vopts.inputs {

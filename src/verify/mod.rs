@@ -319,8 +319,10 @@ pub struct SharedReference(std::sync::Arc<Shared>);
 
 struct Shared {
     opts: VerifyOptions,
-    /// What to build it from; `None` once built by the search.
-    original: Option<Model>,
+    /// What to build it from (shared with the caller, which keeps the
+    /// original for verification: not a copy of its graph); `None` where
+    /// the size search built it.
+    original: Option<std::sync::Arc<Model>>,
     memo: RunMemo,
     built: std::sync::OnceLock<Option<Reference>>,
 }
@@ -348,10 +350,14 @@ impl SharedReference {
     }
 
     /// One built from `original` with `opts` when first asked for.
-    pub fn lazy(original: Model, opts: VerifyOptions, memo: RunMemo) -> Self {
+    pub fn lazy(
+        original: impl Into<std::sync::Arc<Model>>,
+        opts: VerifyOptions,
+        memo: RunMemo,
+    ) -> Self {
         Self(std::sync::Arc::new(Shared {
             opts,
-            original: Some(original),
+            original: Some(original.into()),
             memo,
             built: std::sync::OnceLock::new(),
         }))
