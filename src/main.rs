@@ -231,7 +231,7 @@ fn quiet_tract_panics() {
 ///   core keeps the speed (each worker allocates in its own) and the peak
 ///   lower (the recogniser: 177-187 -> 144-151 MB, as fast; one arena in
 ///   all: 138 MB, 7% slower).
-/// * Buffers of 2 MiB and more (weights, their copies in tract, large
+/// * Buffers of 256 KiB and more (weights, their copies in tract,
 ///   activations, the operands tract packs on each run) are mapped on their
 ///   own and returned to the system when freed. By default glibc raises
 ///   that threshold to the size of each such buffer freed, up to 32 MiB,
@@ -245,9 +245,16 @@ fn quiet_tract_panics() {
 ///   each run, kept in both arenas), ResNet-18 116-118 -> 110, MiniLM-L3
 ///   115-117 -> 108-110, YOLOv8n and open-nsfw the same within their
 ///   noise, run times the same within theirs. Lower thresholds cut more
-///   (magika 35 MB at 256 kB, ResNet-18 103) but cost time, each buffer's
-///   pages being fresh (256 kB: 10-20% on YOLOv8n, open-nsfw and the
-///   recognisers; 1 MiB: 3-7%).
+///   but cost time, each buffer's pages being fresh. From 2 MiB to 256 KiB
+///   (with the benchmark's arguments, three runs each): magika 45-49 ->
+///   32-33 MB, open-nsfw 106-112 -> 83-85 (25% slower), ResNet-18 104-105
+///   -> 93 (3% slower), YOLOv8n 87-89 -> 73-76 (9%), the PP-OCRv4
+///   recogniser 87-88 -> 83-84 (11%), its detector 42-43 -> 40, MiniLM-L3
+///   101-103 -> 98, silero-vad 29-30 -> 28-29 (12%): the benchmark's
+///   models then peak at a third of onnxruntime's `quantize_static` or
+///   less (the detector at 0.32-0.33x; open-nsfw: it fails there), and
+///   stay faster than it where they were. 512 KiB left YOLOv8n over a
+///   third.
 ///
 /// The user's own settings (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
 /// `GLIBC_TUNABLES`) win.
@@ -269,7 +276,7 @@ fn tune_malloc() {
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
             // SAFETY: as above.
             unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
             }
         }
     }

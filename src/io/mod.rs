@@ -164,7 +164,7 @@ pub fn release_mapped() {
 /// Hand the heap's free pages back to the system where a finished tract
 /// plan left many. glibc returns freed memory only from the top of each
 /// arena: what a plan freed below memory still in use (weight copies,
-/// packed kernels and buffers of under 2 MiB, see `tune_malloc` in the
+/// packed kernels and buffers of under 256 KiB, see `tune_malloc` in the
 /// CLI) stays resident, and the next plan's peak comes on top of it where
 /// that plan does not reuse it (ResNet-18's `clean,quant`: 218 -> 203 MB
 /// peak, magika 68 -> 59 MB, the others within 3 MB, run times unchanged).
