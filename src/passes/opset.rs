@@ -66,6 +66,63 @@ use crate::proto::{
     tensor_proto::DataType, AttributeProto, FunctionProto, GraphProto, NodeProto, TensorProto,
 };
 
+/// A constant parameter that opset `since` moved from an attribute of an
+/// operator to its input `slot`: what this pass rewrites when it crosses
+/// `since` (`Cx::node`: the axes of Squeeze, Unsqueeze and the reductions
+/// from this table; Clip's bounds, Pad's pads and value and Split's sizes
+/// in their own arms), and what `verify::reach` signs alike in either form.
+pub(crate) struct MovedParameter {
+    /// The opset from which it is an input.
+    pub since: i64,
+    /// Its input slot there.
+    pub slot: usize,
+    /// Its attribute before.
+    pub attribute: &'static str,
+    /// A float (else integers).
+    pub floats: bool,
+    /// Its value where neither form gives it, if that is a value.
+    pub default: Option<f64>,
+}
+
+const fn ints(since: i64, attribute: &'static str) -> MovedParameter {
+    MovedParameter {
+        since,
+        slot: 1,
+        attribute,
+        floats: false,
+        default: None,
+    }
+}
+
+const fn float(slot: usize, attribute: &'static str, default: Option<f64>) -> MovedParameter {
+    MovedParameter {
+        since: 11,
+        slot,
+        attribute,
+        floats: true,
+        default,
+    }
+}
+
+/// The parameters of an ONNX operator that some opset moved from its
+/// attributes to its inputs.
+pub(crate) fn moved_parameters(op: &str) -> &'static [MovedParameter] {
+    const AXES_13: &[MovedParameter] = &[ints(13, "axes")];
+    const AXES_18: &[MovedParameter] = &[ints(18, "axes")];
+    const CLIP: &[MovedParameter] = &[float(1, "min", None), float(2, "max", None)];
+    const PAD: &[MovedParameter] = &[ints(11, "pads"), float(2, "value", Some(0.0))];
+    const SPLIT: &[MovedParameter] = &[ints(13, "split")];
+    match op {
+        "Squeeze" | "Unsqueeze" | "ReduceSum" => AXES_13,
+        "ReduceL1" | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceMax"
+        | "ReduceMean" | "ReduceMin" | "ReduceProd" | "ReduceSumSquare" => AXES_18,
+        "Clip" => CLIP,
+        "Pad" => PAD,
+        "Split" => SPLIT,
+        _ => &[],
+    }
+}
+
 /// The newest opset this pass converts to.
 pub const MAX_TARGET: i64 = 21;
 /// The oldest opset this pass converts from (7 to 9 where every operator
@@ -991,12 +1048,11 @@ impl Cx {
                     changed = true;
                 }
             }
-            "ReduceSum" | "Squeeze" | "Unsqueeze" if crosses(self, 13) => {
-                changed |= self.axes_to_input(&mut cur, "axes", &label, &mut consts);
-            }
-            "ReduceL1" | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceMax"
-            | "ReduceMean" | "ReduceMin" | "ReduceProd" | "ReduceSumSquare"
-                if crosses(self, 18) =>
+            // Squeeze, Unsqueeze and ReduceSum at 13, the other reductions
+            // at 18.
+            op if moved_parameters(op)
+                .first()
+                .is_some_and(|p| p.attribute == "axes" && crosses(self, p.since)) =>
             {
                 changed |= self.axes_to_input(&mut cur, "axes", &label, &mut consts);
             }

@@ -28,6 +28,7 @@ use prost::Message;
 use tract_onnx::prelude::Tensor;
 
 use crate::ir::{Model, NodeId};
+use crate::passes::opset::{moved_parameters, MovedParameter};
 use crate::proto::NodeProto;
 
 /// Ops whose output size depends on the values they read.
@@ -405,7 +406,7 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
 /// the order nodes are listed in, an Identity, a Dropout or a node nothing
 /// reads removed, a Constant node made an initializer, a constant Cast
 /// folded, a parameter an opset raise moved from an attribute to an input:
-/// see [`parameters`]), and what any change to what the tail computes
+/// see [`moved_parameters`]), and what any change to what the tail computes
 /// changes (an op, an attribute, a constant it reads, however small, a
 /// weight behind a constant Transpose, how its nodes are wired).
 struct Signer<'a> {
@@ -467,7 +468,7 @@ impl Signer<'_> {
                     // Parameters an opset moved from attributes to inputs
                     // are signed by their values, in either form.
                     let params = match n.is_onnx() {
-                        true => parameters(proto.op_type()),
+                        true => moved_parameters(proto.op_type()),
                         false => &[],
                     };
                     h.update(&attributes_token(&without_parameters(&proto, params)).to_le_bytes());
@@ -519,13 +520,14 @@ impl Signer<'_> {
     fn parameter(
         &mut self,
         node: &NodeProto,
-        p: &Parameter,
+        p: &MovedParameter,
         input: Option<&String>,
     ) -> Result<u128> {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(b"parameter");
         // Pad's value pads in constant mode only.
-        let unused = p.attribute == "value"
+        let unused = node.op_type() == "Pad"
+            && p.attribute == "value"
             && crate::ir::attr(node, "mode")
                 .and_then(|a| a.s.as_deref())
                 .is_some_and(|m| m != b"constant");
@@ -654,72 +656,10 @@ impl Signer<'_> {
     }
 }
 
-/// A parameter some opset moved from an attribute to an input (what
-/// `opset` converts when it raises a model: Clip and Pad at 11, Squeeze,
-/// Unsqueeze, ReduceSum and Split at 13, the other reductions at 18).
-struct Parameter {
-    /// Its input slot, once an input.
-    slot: usize,
-    /// Its attribute before.
-    attribute: &'static str,
-    /// A float (else integers).
-    floats: bool,
-    /// Its value where neither form gives it, if that is a value.
-    default: Option<f64>,
-}
-
-const fn ints(slot: usize, attribute: &'static str) -> Parameter {
-    Parameter {
-        slot,
-        attribute,
-        floats: false,
-        default: None,
-    }
-}
-
-const AXES: &[Parameter] = &[ints(1, "axes")];
-const CLIP: &[Parameter] = &[
-    Parameter {
-        slot: 1,
-        attribute: "min",
-        floats: true,
-        default: None,
-    },
-    Parameter {
-        slot: 2,
-        attribute: "max",
-        floats: true,
-        default: None,
-    },
-];
-const PAD: &[Parameter] = &[
-    ints(1, "pads"),
-    Parameter {
-        slot: 2,
-        attribute: "value",
-        floats: true,
-        default: Some(0.0),
-    },
-];
-const SPLIT: &[Parameter] = &[ints(1, "split")];
-
-/// The parameters of an ONNX operator that moved from attributes to inputs.
-fn parameters(op: &str) -> &'static [Parameter] {
-    match op {
-        "Squeeze" | "Unsqueeze" | "ReduceSum" | "ReduceL1" | "ReduceL2" | "ReduceLogSum"
-        | "ReduceLogSumExp" | "ReduceMax" | "ReduceMean" | "ReduceMin" | "ReduceProd"
-        | "ReduceSumSquare" => AXES,
-        "Clip" => CLIP,
-        "Pad" => PAD,
-        "Split" => SPLIT,
-        _ => &[],
-    }
-}
-
 /// `p` without the attributes of `params` (signed as parameters), nor a
 /// Split's `num_outputs` where it only states how many outputs it has
 /// (opset 18 requires it where 13 split evenly without it).
-fn without_parameters(p: &NodeProto, params: &[Parameter]) -> NodeProto {
+fn without_parameters(p: &NodeProto, params: &[MovedParameter]) -> NodeProto {
     let mut p = p.clone();
     let evenly = p.op_type() == "Split"
         && p.input.get(1).is_none_or(|s| s.is_empty())
@@ -1029,43 +969,87 @@ mod tests {
     }
 
     /// The tail's Unsqueeze with its axes as an attribute (before opset
-    /// 13), and a Clip with its bounds so (before 11).
+    /// 13), and after it a Clip with its bounds so (before 11), a Pad with
+    /// its pads so (before 11), a Split into one output (its sizes an input
+    /// from 13, `num_outputs` required from 18) and a ReduceMax with its
+    /// axes so (before 18), each keeping the column's shape.
     fn attribute_form(nodes: &mut Vec<NodeProto>, axis: i64) {
+        use crate::ir::builder::{attr_float, attr_int};
         let col = nodes.iter_mut().find(|n| n.name() == "col").unwrap();
         col.input.truncate(1);
         col.attribute.push(attr_ints("axes", &[axis]));
         let mm = nodes.iter().position(|n| n.op_type() == "MatMul").unwrap();
-        nodes[mm].input[0] = "clipped".into();
-        let mut clip = node_proto("clip", "Clip", &["column"], &["clipped"], vec![]);
-        clip.attribute
-            .push(crate::ir::builder::attr_float("max", 0.75));
-        nodes.insert(mm, clip);
+        nodes[mm].input[0] = "reduced".into();
+        let chain = [
+            node_proto(
+                "clip",
+                "Clip",
+                &["column"],
+                &["clipped"],
+                vec![attr_float("max", 0.75)],
+            ),
+            node_proto(
+                "pad",
+                "Pad",
+                &["clipped"],
+                &["padded"],
+                vec![attr_ints("pads", &[0; 4])],
+            ),
+            node_proto(
+                "split",
+                "Split",
+                &["padded"],
+                &["part"],
+                vec![attr_int("axis", 1)],
+            ),
+            node_proto(
+                "reduce",
+                "ReduceMax",
+                &["part"],
+                &["reduced"],
+                vec![attr_ints("axes", &[1])],
+            ),
+        ];
+        for (k, n) in chain.into_iter().enumerate() {
+            nodes.insert(mm + k, n);
+        }
     }
 
     /// A parameter an opset made an input (what `opset` converts when
-    /// `quant` raises a model for per-channel weights) is signed by its
-    /// value in either form: an opset-10 tail raised to 13 keeps its
-    /// signature, and another axis or bound changes it.
+    /// `quant` raises a model for per-channel weights, or for int4) is
+    /// signed by its value in either form: an opset-10 tail raised to 13,
+    /// and to 18, keeps its signature, and another axis or bound changes it.
     #[test]
     fn a_tails_signature_keeps_through_an_opset_raise() {
         let old = selecting_at(10, TAIL, |nodes| attribute_form(nodes, 1));
         let (_, c) = cut_of(old.clone());
-        let patch = crate::passes::opset::upgrade(&old, 13).unwrap();
-        let mut raised = old.clone();
-        raised.apply(&patch).unwrap();
-        assert_eq!(raised.opset(), 13);
-        let clip = raised
-            .graph
-            .nodes
-            .node_weights()
-            .find(|n| n.name() == "clip")
-            .unwrap();
-        assert!(
-            clip.proto.attribute.is_empty() && clip.proto.input.len() == 3,
-            "{:?}",
-            clip.proto
-        );
-        assert_eq!(cut_of(raised).1.signature, c.signature);
+        for to in [13, 18] {
+            let patch = crate::passes::opset::upgrade(&old, to).unwrap();
+            let mut raised = old.clone();
+            raised.apply(&patch).unwrap();
+            assert_eq!(raised.opset(), to);
+            let node = |name: &str| {
+                raised
+                    .graph
+                    .nodes
+                    .node_weights()
+                    .find(|n| n.name() == name)
+                    .unwrap()
+                    .proto
+                    .clone()
+            };
+            let clip = node("clip");
+            assert!(
+                clip.attribute.is_empty() && clip.input.len() == 3,
+                "{clip:?}"
+            );
+            assert_eq!(node("pad").input.len(), 2);
+            if to == 18 {
+                assert!(crate::ir::attr(&node("split"), "num_outputs").is_some());
+                assert_eq!(node("reduce").input.len(), 2);
+            }
+            assert_eq!(cut_of(raised).1.signature, c.signature, "raised to {to}");
+        }
         let other_axis = selecting_at(10, TAIL, |nodes| attribute_form(nodes, 0));
         assert_ne!(cut_of(other_axis).1.signature, c.signature);
         let other_bound = selecting_at(10, TAIL, |nodes| {
