@@ -46,6 +46,28 @@ fn original_reference(dir: &std::path::Path, inputs: std::path::PathBuf) -> (Ref
 /// The reference of the model at `path` on `inputs` (its notes must say
 /// `note`, unless it is empty), and onnxruntime's outputs of it, written to
 /// `dir`/ort.npz.
+/// `result` compared with `reference` fails, its reason naming `output`:
+/// the report.
+fn assert_fails_on(
+    reference: &Reference,
+    result: &Model,
+    output: &str,
+) -> onnx_squeeze::verify::VerifyReport {
+    let r = reference.compare(result).unwrap();
+    assert_eq!(
+        r.status,
+        onnx_squeeze::verify::Status::Failed,
+        "{}",
+        r.table()
+    );
+    assert!(
+        r.reason.as_deref().is_some_and(|why| why.contains(output)),
+        "{:?}",
+        r.reason
+    );
+    r
+}
+
 fn reference_and_onnxruntime(
     dir: &std::path::Path,
     path: &std::path::Path,
@@ -1207,13 +1229,7 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
             near.notes
         );
     }
-    let far = reference.compare(&load("far.onnx")).unwrap();
-    assert_eq!(far.status, Status::Failed, "{}", far.table());
-    assert!(
-        far.reason.as_deref().is_some_and(|r| r.contains("scores")),
-        "{:?}",
-        far.reason
-    );
+    let far = assert_fails_on(&reference, &load("far.onnx"), "scores");
     // Four boxes kept in both, not the same four: reported, not compared.
     assert!(
         far.notes.iter().any(|n| n.contains(
@@ -1277,13 +1293,7 @@ fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
         ),
         "{e:#}"
     );
-    let far = reference.compare(&load("far.onnx")).unwrap();
-    assert_eq!(far.status, Status::Failed, "{}", far.table());
-    assert!(
-        far.reason.as_deref().is_some_and(|r| r.contains("scores")),
-        "{:?}",
-        far.reason
-    );
+    assert_fails_on(&reference, &load("far.onnx"), "scores");
     // Where the only float the cut part reads is nearly zero (every score
     // 2e-9) and its masks are not compared, nothing was: not verified.
     let faint = reference_on(
@@ -1385,13 +1395,7 @@ np.savez(out, x=np.array([[0.5, 0.5001, 0.1, 0.9, 0.2, 0.3]], np.float32))
         "{:?}",
         near.notes
     );
-    let wrong = reference.compare(&load("wrong_boxes.onnx")).unwrap();
-    assert_eq!(wrong.status, Status::Failed, "{}", wrong.table());
-    assert!(
-        wrong.reason.as_deref().is_some_and(|r| r.contains("boxes")),
-        "{:?}",
-        wrong.reason
-    );
+    assert_fails_on(&reference, &load("wrong_boxes.onnx"), "boxes");
 }
 
 /// A TopK inside the network (the neighbours a point-cloud layer picks, an
