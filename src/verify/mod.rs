@@ -23,6 +23,7 @@
 
 pub mod contrib;
 pub mod dims;
+mod grid_sample;
 pub mod inputs;
 pub mod lower;
 pub mod metrics;

@@ -516,6 +516,7 @@ impl Runner {
                 .context("tract cannot analyse the model")?;
         }
         softmax_on_last_axis(&mut optimized).context("tract cannot analyse the model")?;
+        planar_grid_samples(&mut optimized).context("tract cannot analyse the model")?;
         // Watched values are outputs while the plan is made (so that tract
         // computes them as they are, fused into nothing), then no longer:
         // each is freed once its last reader has run, as any other value.
@@ -681,6 +682,31 @@ fn softmax_on_last_axis(model: &mut TypedModel) -> Result<usize> {
             .map_err(to_tract_error)?;
         patch.apply(model).map_err(to_tract_error)?;
         done += 1;
+    }
+    Ok(done)
+}
+
+/// Each GridSample the faster [`super::grid_sample::PlanarGridSample`]
+/// computes in its place (the same values). Returns how many.
+fn planar_grid_samples(model: &mut TypedModel) -> Result<usize> {
+    use super::grid_sample::PlanarGridSample;
+    use tract_onnx::tract_core::ops::nn::grid_sample::GridSample;
+    let mut done = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let Some(op) = node.op_as::<GridSample>() else {
+            continue;
+        };
+        let [x, grid] = node.inputs[..] else { continue };
+        let planar = PlanarGridSample::replacing(
+            op,
+            model.outlet_fact(x).map_err(to_tract_error)?,
+            model.outlet_fact(grid).map_err(to_tract_error)?,
+        );
+        if let Some(planar) = planar {
+            model.node_mut(id).op = Box::new(planar);
+            done += 1;
+        }
     }
     Ok(done)
 }
@@ -1453,5 +1479,59 @@ mod tests {
             assert!((watched[i] as f64 - expected[i]).abs() < 1e-6, "s[{i}]");
             assert!((y[i] as f64 - 2.0 * expected[i]).abs() < 2e-6, "y[{i}]");
         }
+    }
+
+    /// A plan computes a float GridSample over two spatial axes with
+    /// [`super::super::grid_sample::PlanarGridSample`] (tested against
+    /// tract's op there); its values are tract's.
+    #[test]
+    fn plans_sample_grids_per_position() {
+        use crate::ir::builder::attr_int;
+        use tract_onnx::tract_core::ops::nn::grid_sample::{
+            GridSample, InterpolationMode, PaddingMode,
+        };
+        let x: Vec<f32> = (0..2 * 4 * 4).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let g: Vec<f32> = (0..2 * 3 * 2)
+            .map(|i| (i as f32 * 0.37).sin() * 1.2)
+            .collect();
+        let proto = ModelBuilder::new(16)
+            .input("x", &[1, 2, 4, 4])
+            .input("grid", &[1, 3, 2, 2])
+            .node_with(
+                "sample",
+                "GridSample",
+                &["x", "grid"],
+                &["y"],
+                vec![attr_int("align_corners", 0)],
+            )
+            .output("y", &[1, 2, 3, 2])
+            .proto();
+        let inputs = [
+            Tensor::from_shape(&[1, 2, 4, 4], &x).unwrap(),
+            Tensor::from_shape(&[1, 3, 2, 2], &g).unwrap(),
+        ];
+        let runner = Runner::new(proto, &inputs).unwrap();
+        let ops: Vec<String> = runner
+            .plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        assert!(ops.iter().any(|o| o == "PlanarGridSample"), "{ops:?}");
+        assert!(!ops.iter().any(|o| o == "GridSample"), "{ops:?}");
+        let out = runner.run(&inputs).unwrap();
+        let op = GridSample {
+            mode: InterpolationMode::Bilinear,
+            padding_mode: PaddingMode::Zeros,
+            align_corners: false,
+        };
+        let theirs = tract_onnx::tract_core::internal::EvalOp::eval(
+            &op,
+            &tract_onnx::tract_core::internal::EvalContext::out_of_plan(),
+            inputs.iter().map(|t| t.clone().into_tvalue()).collect(),
+        )
+        .unwrap();
+        assert_eq!(out[0], theirs[0].clone().into_tensor());
     }
 }
