@@ -1547,6 +1547,40 @@ np.savez(out, x=rng.standard_normal((5, 2, 3)).astype(np.float32),
     assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 0.0);
 }
 
+/// The ops tract's plans compute their own way (a Softmax over an inner
+/// axis, over the last between two axis moves; GridSample per sampled
+/// position) agree with onnxruntime: each GridSample mode and padding,
+/// positions inside, on and past the edges.
+#[test]
+fn rewritten_softmax_and_grid_sample_agree_with_onnxruntime() {
+    let (dir, path, inputs) = python_case(
+        "lower-grid-sample",
+        r#"
+nodes = [h.make_node("Softmax", ["x"], ["soft"], axis=1),
+         h.make_node("GridSample", ["x", "grid"], ["bilinear_zeros"]),
+         h.make_node("GridSample", ["x", "grid"], ["bilinear_border"], padding_mode="border", align_corners=1),
+         h.make_node("GridSample", ["x", "grid"], ["nearest_reflection"], mode="nearest", padding_mode="reflection"),
+         h.make_node("GridSample", ["x", "grid"], ["nearest_zeros"], mode="nearest", align_corners=1)]
+outs = [h.make_tensor_value_info("soft", T.FLOAT, [2, 16, 5, 7])] + [
+    h.make_tensor_value_info(n, T.FLOAT, [2, 16, 4, 6])
+    for n in ["bilinear_zeros", "bilinear_border", "nearest_reflection", "nearest_zeros"]]
+g = h.make_graph(nodes, "sample",
+    [h.make_tensor_value_info("x", T.FLOAT, [2, 16, 5, 7]),
+     h.make_tensor_value_info("grid", T.FLOAT, [2, 4, 6, 2])], outs)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 16)])
+m.ir_version = 8
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, model)
+rng = np.random.default_rng(0)
+grid = rng.uniform(-1.3, 1.3, (2, 4, 6, 2)).astype(np.float32)
+grid[0, 0, :, 0] = [-1.0, 1.0, 0.0, -0.5, 0.5, 1.25]
+np.savez(out, x=rng.standard_normal((2, 16, 5, 7)).astype(np.float32) * 3, grid=grid)
+"#,
+    );
+    let (reference, ort_out) = reference_and_onnxruntime(dir.path(), &path, inputs, "");
+    assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 1e-5);
+}
+
 /// A model holding a Loop over a sequence (Keras's batch-first layout, its
 /// length an unbound dim) is verified at a length of 16, not 1: the loop is
 /// written out for 16 iterations, which check the recurrence one would not.
