@@ -1549,8 +1549,10 @@ np.savez(out, x=rng.standard_normal((5, 2, 3)).astype(np.float32),
 
 /// The ops tract's plans compute their own way (a Softmax over an inner
 /// axis, over the last between two axis moves; GridSample per sampled
-/// position) agree with onnxruntime: each GridSample mode and padding,
-/// positions inside, on and past the edges.
+/// position) agree with onnxruntime: each GridSample mode and each padding
+/// (four of their twelve combinations with the corner alignments; the unit
+/// tests hold all twelve to tract's op bit for bit), positions inside, on
+/// and past the edges.
 #[test]
 fn rewritten_softmax_and_grid_sample_agree_with_onnxruntime() {
     let (dir, path, inputs) = python_case(

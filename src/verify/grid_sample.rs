@@ -10,7 +10,9 @@
 //! outputs are tract's bit for bit (tested against tract's own op): the
 //! coordinates, corners and weights of a position are computed once and
 //! applied to every channel. Bicubic sampling, other ranks and other types
-//! keep tract's op.
+//! keep tract's op. Where a grid holds infinities that reflection padding
+//! cannot bring back into the input, this op fails with an error (tract's
+//! indexes past the input and panics).
 
 use anyhow::{ensure, Result};
 use tract_onnx::prelude::*;
@@ -90,24 +92,35 @@ impl PlanarGridSample {
         coords
     }
 
-    /// The offset of pixel `[y, x]` in a plane, as the padding mode reads it.
-    fn offset(&self, at: [isize; 2], sizes: [usize; 2]) -> Option<usize> {
-        let index = |d: usize| -> Option<usize> {
+    /// The offset of pixel `[y, x]` in a plane, as the padding mode reads it
+    /// (none: a zero outside the plane).
+    fn offset(&self, at: [isize; 2], sizes: [usize; 2]) -> Result<Option<usize>> {
+        let index = |d: usize| -> Result<Option<usize>> {
             let (c, s) = (at[d], sizes[d]);
-            match self.0.padding_mode {
+            Ok(match self.0.padding_mode {
                 PaddingMode::Zeros => (c >= 0 && c < s as isize).then_some(c as usize),
                 PaddingMode::Border => Some((c.max(0) as usize).min(s - 1)),
+                // A finite coordinate reflects into the plane; an infinite
+                // one does not.
                 PaddingMode::Reflection => {
                     let (lo, hi) = self.bounds(s);
-                    Some(reflect(c as f32, lo, hi) as usize)
+                    let r = reflect(c as f32, lo, hi) as usize;
+                    ensure!(
+                        r < s,
+                        "GridSample reads outside its input: coordinate {c} reflects to {r} of {s}"
+                    );
+                    Some(r)
                 }
-            }
+            })
         };
-        Some(index(0)? * sizes[1] + index(1)?)
+        Ok(match (index(0)?, index(1)?) {
+            (Some(y), Some(x)) => Some(y * sizes[1] + x),
+            _ => None,
+        })
     }
 
     /// Where the position `[y, x]` (in pixels) reads.
-    fn taps(&self, coords: [f32; 2], sizes: [usize; 2]) -> Taps {
+    fn taps(&self, coords: [f32; 2], sizes: [usize; 2]) -> Result<Taps> {
         let mut t = Taps {
             taps: [(None, 0.0); 4],
             len: 0,
@@ -116,12 +129,13 @@ impl PlanarGridSample {
         match self.0.mode {
             InterpolationMode::Nearest => {
                 let c = self.padded(coords.map(f32::round_ties_even), sizes);
-                t.taps[0] = (self.offset(c.map(|c| c as isize), sizes), 1.0);
+                t.taps[0] = (self.offset(c.map(|c| c as isize), sizes)?, 1.0);
                 (t.len, t.direct) = (1, true);
             }
             // Corner `k` takes the upper neighbour along axis `d` where bit
-            // `d` of `k` is set (y first), and the product of the distances
-            // to the other neighbours, y's first (tract's order).
+            // `d` of `k` is set (y first; the corners summed in tract's
+            // order), weighted by the product of its distances to the
+            // opposite neighbours.
             _ => {
                 let c = self.padded(coords, sizes);
                 for (k, tap) in t.taps.iter_mut().enumerate() {
@@ -137,12 +151,12 @@ impl PlanarGridSample {
                             weight *= c[d] - lo as f32;
                         }
                     }
-                    *tap = (self.offset(at, sizes), weight);
+                    *tap = (self.offset(at, sizes)?, weight);
                 }
                 t.len = 4;
             }
         }
-        t
+        Ok(t)
     }
 
     fn sample(&self, x: &Tensor, grid: &Tensor) -> Result<Tensor> {
@@ -169,7 +183,7 @@ impl PlanarGridSample {
             for p in 0..positions {
                 let g = (b * positions + p) * 2;
                 let coords = [self.denormalize(gv[g + 1], h), self.denormalize(gv[g], w)];
-                let t = self.taps(coords, [h, w]);
+                let t = self.taps(coords, [h, w])?;
                 for ch in 0..c {
                     let base = (b * c + ch) * plane;
                     let pixel = |o: Option<usize>| o.map_or(0.0, |o| xv[base + o]);
@@ -265,6 +279,48 @@ impl TypedOp for PlanarGridSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A grid of infinities: zeros and border padding read zeros and the
+    /// border as tract does; reflection cannot bring them back into the
+    /// input, and the run fails with an error (tract's op panics there).
+    #[test]
+    fn infinite_coordinates_pad_or_fail() {
+        let x = Tensor::from_shape(&[1, 1, 2, 3], &[1f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let grid = Tensor::from_shape(&[1, 1, 2, 2], &[f32::INFINITY, 0.0, 0.0, f32::NEG_INFINITY])
+            .unwrap();
+        let op = |mode: InterpolationMode, padding_mode: PaddingMode| {
+            let op = GridSample {
+                mode,
+                padding_mode,
+                align_corners: false,
+            };
+            PlanarGridSample::replacing(&op, &f32::fact([1, 1, 2, 3]), &f32::fact([1, 1, 2, 2]))
+                .unwrap()
+        };
+        let zeros = op(InterpolationMode::Nearest, PaddingMode::Zeros)
+            .sample(&x, &grid)
+            .unwrap();
+        let values = |t: &Tensor| {
+            t.try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(values(&zeros), [0.0, 0.0]);
+        let border = op(InterpolationMode::Nearest, PaddingMode::Border)
+            .sample(&x, &grid)
+            .unwrap();
+        // x = +inf clamps to the last column, y = -inf to the first row.
+        assert_eq!(values(&border), [3.0, 2.0]);
+        let reflected = op(InterpolationMode::Nearest, PaddingMode::Reflection).sample(&x, &grid);
+        assert!(
+            reflected
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("outside its input")),
+            "{reflected:?}"
+        );
+    }
 
     /// Every mode and padding this op takes, both corner alignments, on
     /// positions inside, on and outside the edges (and exactly on pixel

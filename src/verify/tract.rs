@@ -625,8 +625,9 @@ fn codegen(model: &mut TypedModel) -> Result<()> {
     }
 }
 
-/// Each float Softmax over one axis that is not the last computed over the
-/// last: the axis moved there, the softmax, and moved back. tract runs a
+/// Each float32 or float16 Softmax (or LogSoftmax) over one axis that is
+/// not the last computed over the last: the axis moved there, the softmax,
+/// and moved back. tract runs a
 /// softmax of trailing axes on its vector kernels, row by row, and any
 /// other one lane by lane through generic array views with a scalar
 /// `exp`: YOLOv8's distribution-focal head (a softmax over 16 bins along
@@ -649,7 +650,8 @@ fn softmax_on_last_axis(model: &mut TypedModel) -> Result<usize> {
         let fact = model.outlet_fact(input).map_err(to_tract_error)?;
         let rank = fact.rank();
         let &[axis] = &op.axes[..] else { continue };
-        if axis + 1 >= rank || op.quant_output_dt.is_some() || !fact.datum_type.is_float() {
+        let fast = [f32::datum_type(), f16::datum_type()].contains(&fact.datum_type);
+        if axis + 1 >= rank || op.quant_output_dt.is_some() || !fast {
             continue;
         }
         let last = rank - 1;
@@ -1422,8 +1424,8 @@ mod tests {
     }
 
     /// A softmax over an inner axis is computed over the last (tract's
-    /// vector kernels) and moved back: the plan holds no other, and its
-    /// values, returned and watched, are each lane's softmax.
+    /// vector kernels) and moved back, a LogSoftmax's too: the plan holds
+    /// no other, and its values, returned and watched, are each lane's.
     #[test]
     fn softmaxes_over_inner_axes_run_over_the_last_and_keep_their_values() {
         use crate::ir::builder::attr_int;
@@ -1443,11 +1445,19 @@ mod tests {
                 vec![attr_int("axis", 1)],
             )
             .node("double", "Mul", &["s", "two"], &["y"])
+            .node_with(
+                "log_softmax",
+                "LogSoftmax",
+                &["x"],
+                &["l"],
+                vec![attr_int("axis", 2)],
+            )
             .output("y", &[1, c as i64, h as i64, w as i64])
+            .output("l", &[1, c as i64, h as i64, w as i64])
             .output("s", &[1, c as i64, h as i64, w as i64])
             .proto();
         let input = Tensor::from_shape(&[1, c, h, w], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 2).unwrap();
         let axes: Vec<Vec<usize>> = plan
             .runner
             .plan
@@ -1456,7 +1466,7 @@ mod tests {
             .iter()
             .filter_map(|n| n.op_as::<Softmax>().map(|s| s.axes.to_vec()))
             .collect();
-        assert_eq!(axes, vec![vec![3]]);
+        assert_eq!(axes, vec![vec![3], vec![3]]);
         let mut expected = vec![0f64; x.len()];
         for (k, l) in (0..h).flat_map(|k| (0..w).map(move |l| (k, l))) {
             let at = |j: usize| (j * h + k) * w + l;
@@ -1475,6 +1485,18 @@ mod tests {
         let y = out[0].try_as_plain_ram().unwrap();
         let y = y.as_slice::<f32>().unwrap();
         assert_eq!(watched.len(), x.len());
+        // LogSoftmax over axis 2 (tract: a Softmax, then Ln).
+        let l = out[1].try_as_plain_ram().unwrap();
+        let l = l.as_slice::<f32>().unwrap();
+        for (j, l_) in (0..c).flat_map(|j| (0..w).map(move |l_| (j, l_))) {
+            let at = |k: usize| (j * h + k) * w + l_;
+            let max = (0..h).map(|k| x[at(k)] as f64).fold(f64::MIN, f64::max);
+            let sum: f64 = (0..h).map(|k| (x[at(k)] as f64 - max).exp()).sum();
+            for k in 0..h {
+                let want = x[at(k)] as f64 - max - sum.ln();
+                assert!((l[at(k)] as f64 - want).abs() < 1e-5, "l[{}]", at(k));
+            }
+        }
         for i in 0..x.len() {
             assert!((watched[i] as f64 - expected[i]).abs() < 1e-6, "s[{i}]");
             assert!((y[i] as f64 - 2.0 * expected[i]).abs() < 2e-6, "y[{i}]");
