@@ -43,9 +43,6 @@ fn original_reference(dir: &std::path::Path, inputs: std::path::PathBuf) -> (Ref
     (reference, notes)
 }
 
-/// The reference of the model at `path` on `inputs` (its notes must say
-/// `note`, unless it is empty), and onnxruntime's outputs of it, written to
-/// `dir`/ort.npz.
 /// `result` compared with `reference` fails, its reason naming `output`:
 /// the report.
 fn assert_fails_on(
@@ -68,6 +65,9 @@ fn assert_fails_on(
     r
 }
 
+/// The reference of the model at `path` on `inputs` (its notes must say
+/// `note`, unless it is empty), and onnxruntime's outputs of it, written to
+/// `dir`/ort.npz.
 fn reference_and_onnxruntime(
     dir: &std::path::Path,
     path: &std::path::Path,

@@ -15,6 +15,8 @@
 //! indexes past the input and panics).
 
 use anyhow::{ensure, Result};
+
+use super::tract::to_tract_error;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{EvalContext, EvalOp, Op, StaticName, TypedOp};
 use tract_onnx::tract_core::ops::nn::grid_sample::{GridSample, InterpolationMode, PaddingMode};
@@ -24,12 +26,12 @@ use tract_onnx::tract_core::ops::nn::grid_sample::{GridSample, InterpolationMode
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PlanarGridSample(GridSample);
 
-/// Where a position reads: up to four taps (offset in a channel's plane,
-/// none for a zero outside it; and its weight).
+/// Where a position reads: four taps (offset in a channel's plane, none
+/// for a zero outside it; and its weight), or with `direct` the first
+/// alone.
 struct Taps {
     taps: [(Option<usize>, f32); 4],
-    len: usize,
-    /// Nearest: the one tap's value as it is, not multiplied by a weight.
+    /// Nearest: the first tap's value as it is, not multiplied by a weight.
     direct: bool,
 }
 
@@ -123,14 +125,13 @@ impl PlanarGridSample {
     fn taps(&self, coords: [f32; 2], sizes: [usize; 2]) -> Result<Taps> {
         let mut t = Taps {
             taps: [(None, 0.0); 4],
-            len: 0,
             direct: false,
         };
         match self.0.mode {
             InterpolationMode::Nearest => {
                 let c = self.padded(coords.map(f32::round_ties_even), sizes);
                 t.taps[0] = (self.offset(c.map(|c| c as isize), sizes)?, 1.0);
-                (t.len, t.direct) = (1, true);
+                t.direct = true;
             }
             // Corner `k` takes the upper neighbour along axis `d` where bit
             // `d` of `k` is set (y first; the corners summed in tract's
@@ -153,7 +154,6 @@ impl PlanarGridSample {
                     }
                     *tap = (self.offset(at, sizes)?, weight);
                 }
-                t.len = 4;
             }
         }
         Ok(t)
@@ -167,16 +167,10 @@ impl PlanarGridSample {
         );
         let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
         let positions = gs[1] * gs[2];
-        let x_view = x.try_as_plain_ram().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let xv = x_view
-            .as_slice::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let g_view = grid
-            .try_as_plain_ram()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let gv = g_view
-            .as_slice::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let x_view = x.try_as_plain_ram().map_err(to_tract_error)?;
+        let xv = x_view.as_slice::<f32>().map_err(to_tract_error)?;
+        let g_view = grid.try_as_plain_ram().map_err(to_tract_error)?;
+        let gv = g_view.as_slice::<f32>().map_err(to_tract_error)?;
         let plane = h * w;
         let mut out = vec![0f32; n * c * positions];
         for b in 0..n {
@@ -189,7 +183,8 @@ impl PlanarGridSample {
                     let pixel = |o: Option<usize>| o.map_or(0.0, |o| xv[base + o]);
                     out[(b * c + ch) * positions + p] = match t.direct {
                         true => pixel(t.taps[0].0),
-                        false => t.taps[..t.len]
+                        false => t
+                            .taps
                             .iter()
                             .fold(0.0f32, |r, &(o, weight)| r + weight * pixel(o)),
                     };

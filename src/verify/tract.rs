@@ -136,7 +136,7 @@ fn cast_to(t: &Tensor, dt: DatumType) -> Result<std::borrow::Cow<'_, Tensor>> {
     t.cast_to_dt(dt).map_err(to_tract_error)
 }
 
-fn to_tract_error(e: impl std::fmt::Display) -> anyhow::Error {
+pub(super) fn to_tract_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{e:#}")
 }
 
@@ -627,20 +627,17 @@ fn codegen(model: &mut TypedModel) -> Result<()> {
 
 /// Each float32 or float16 Softmax (or LogSoftmax) over one axis that is
 /// not the last computed over the last: the axis moved there, the softmax,
-/// and moved back. tract runs a
-/// softmax of trailing axes on its vector kernels, row by row, and any
-/// other one lane by lane through generic array views with a scalar
-/// `exp`: YOLOv8's distribution-focal head (a softmax over 16 bins along
+/// and moved back. tract runs a softmax of trailing axes on its vector
+/// kernels, row by row, and any other one lane by lane through generic
+/// array views with a scalar `exp`: YOLOv8's distribution-focal head (a softmax over 16 bins along
 /// axis 1 of `[1, 16, 4, 2100]`) took a quarter of quantizing YOLOv8n,
 /// calibration's eight runs and the checks after them. The two moves copy
 /// the tensor once each; the softmax of each lane is the same function of
 /// the same values (tract's kernels round differently from its scalar
 /// path, within float32's precision, as any two plans of one model may).
-/// Returns how many.
-fn softmax_on_last_axis(model: &mut TypedModel) -> Result<usize> {
+fn softmax_on_last_axis(model: &mut TypedModel) -> Result<()> {
     use tract_onnx::tract_core::ops::change_axes::AxisOp;
     use tract_onnx::tract_core::ops::nn::Softmax;
-    let mut done = 0;
     for id in model.eval_order().map_err(to_tract_error)? {
         let node = model.node(id);
         let Some(op) = node.op_as::<Softmax>() else {
@@ -683,17 +680,15 @@ fn softmax_on_last_axis(model: &mut TypedModel) -> Result<usize> {
             .shunt_outside(model, OutletId::new(id, 0), back[0])
             .map_err(to_tract_error)?;
         patch.apply(model).map_err(to_tract_error)?;
-        done += 1;
     }
-    Ok(done)
+    Ok(())
 }
 
 /// Each GridSample the faster [`super::grid_sample::PlanarGridSample`]
-/// computes in its place (the same values). Returns how many.
-fn planar_grid_samples(model: &mut TypedModel) -> Result<usize> {
+/// computes in its place (the same values).
+fn planar_grid_samples(model: &mut TypedModel) -> Result<()> {
     use super::grid_sample::PlanarGridSample;
     use tract_onnx::tract_core::ops::nn::grid_sample::GridSample;
-    let mut done = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
         let Some(op) = node.op_as::<GridSample>() else {
@@ -707,10 +702,9 @@ fn planar_grid_samples(model: &mut TypedModel) -> Result<usize> {
         );
         if let Some(planar) = planar {
             model.node_mut(id).op = Box::new(planar);
-            done += 1;
         }
     }
-    Ok(done)
+    Ok(())
 }
 
 /// tract's code generation optimizer with its constant folding wrapped in
