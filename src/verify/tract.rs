@@ -1497,6 +1497,59 @@ mod tests {
         }
     }
 
+    /// A float64 Softmax over an inner axis stays tract's own: tract has
+    /// no vector kernel for float64, so the two axis moves would only cost.
+    /// Its values are still each lane's softmax.
+    #[test]
+    fn float64_softmaxes_keep_their_axis() {
+        use crate::ir::builder::attr_int;
+        use tract_onnx::tract_core::ops::nn::Softmax;
+        let (c, w) = (5usize, 3usize);
+        let x: Vec<f32> = (0..c * w).map(|i| ((i * 7) % 11) as f32 - 4.0).collect();
+        let proto = ModelBuilder::new(17)
+            .input("x", &[1, c as i64, w as i64])
+            .node_with("wide", "Cast", &["x"], &["xd"], vec![attr_int("to", 11)])
+            .node_with(
+                "softmax",
+                "Softmax",
+                &["xd"],
+                &["sd"],
+                vec![attr_int("axis", 1)],
+            )
+            .node_with("narrow", "Cast", &["sd"], &["s"], vec![attr_int("to", 1)])
+            .output("s", &[1, c as i64, w as i64])
+            .proto();
+        let input = Tensor::from_shape(&[1, c, w], &x).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
+        let axes: Vec<Vec<usize>> = plan
+            .runner
+            .plan
+            .model()
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<Softmax>().map(|s| s.axes.to_vec()))
+            .collect();
+        assert_eq!(
+            axes,
+            vec![vec![1]],
+            "the float64 softmax is left where it is"
+        );
+        let out = plan
+            .run(std::slice::from_ref(&input), |_, _| Ok(()))
+            .unwrap();
+        let s = out[0].try_as_plain_ram().unwrap();
+        let s = s.as_slice::<f32>().unwrap();
+        for l in 0..w {
+            let at = |j: usize| j * w + l;
+            let max = (0..c).map(|j| x[at(j)] as f64).fold(f64::MIN, f64::max);
+            let sum: f64 = (0..c).map(|j| (x[at(j)] as f64 - max).exp()).sum();
+            for j in 0..c {
+                let want = (x[at(j)] as f64 - max).exp() / sum;
+                assert!((s[at(j)] as f64 - want).abs() < 1e-7, "s[{}]", at(j));
+            }
+        }
+    }
+
     /// A plan computes a float GridSample over two spatial axes with
     /// [`super::super::grid_sample::PlanarGridSample`] (tested against
     /// tract's op there); its values are tract's.
