@@ -70,7 +70,8 @@ use crate::proto::{
 /// operator to its input `slot`: what this pass rewrites when it crosses
 /// `since` (`Cx::node`: the axes of Squeeze, Unsqueeze and the reductions
 /// from this table; Clip's bounds, Pad's pads and value and Split's sizes
-/// in their own arms), and what `verify::reach` signs alike in either form.
+/// in their own arms, at the opset this table gives: [`moved_at`]), and
+/// what `verify::reach` signs alike in either form.
 pub(crate) struct MovedParameter {
     /// The opset from which it is an input.
     pub since: i64,
@@ -121,6 +122,13 @@ pub(crate) fn moved_parameters(op: &str) -> &'static [MovedParameter] {
         "Split" => SPLIT,
         _ => &[],
     }
+}
+
+/// The opset from which `op`'s first parameter in [`moved_parameters`] is
+/// an input (the converter's arms for Clip, Pad and Split read it here);
+/// never for an operator with none.
+fn moved_at(op: &str) -> i64 {
+    moved_parameters(op).first().map_or(i64::MAX, |p| p.since)
 }
 
 /// The newest opset this pass converts to.
@@ -948,7 +956,7 @@ impl Cx {
                 cur.op_type = Some("ScatterElements".into());
                 changed = true;
             }
-            "Clip" if crosses(self, 11) => {
+            "Clip" if crosses(self, moved_at("Clip")) => {
                 let (min, max) = (take_attr(&mut cur, "min"), take_attr(&mut cur, "max"));
                 if min.is_some() || max.is_some() {
                     let x = cur.input.first().cloned().unwrap_or_default();
@@ -974,7 +982,7 @@ impl Cx {
                     changed = true;
                 }
             }
-            "Pad" if crosses(self, 11) => {
+            "Pad" if crosses(self, moved_at("Pad")) => {
                 let Some(pads) = take_attr(&mut cur, "pads") else {
                     return refuse("has no pads");
                 };
@@ -1089,7 +1097,7 @@ impl Cx {
                 }
             }
             "Split" => {
-                if crosses(self, 13) {
+                if crosses(self, moved_at("Split")) {
                     changed |= self.axes_to_input(&mut cur, "split", &label, &mut consts);
                 }
                 let has_split = cur.input.get(1).is_some_and(|s| !s.is_empty());
