@@ -8,6 +8,7 @@
 //!   target, is flushed to disk, then renamed into place. A failed or
 //!   interrupted save never leaves a half-written model.
 
+mod direct;
 mod external;
 mod save;
 pub mod spill;

@@ -2,7 +2,7 @@
 //! one protobuf could not hold the model.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -73,7 +73,8 @@ pub fn save(
         let data_name = format!("{file_name}.data");
         let tmp = NamedTempFile::new_in(&dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, tmp);
+        // Past the page cache where it is large (see `direct`).
+        let mut w = super::direct::Output::new(tmp, payload_total);
         let mut offset = 0u64;
         let mut err = None;
         for_each_tensor_mut(&mut proto, &mut |t| {
@@ -114,10 +115,7 @@ pub fn save(
         if let Some(e) = err {
             return Err(e.context("cannot write external data"));
         }
-        let tmp = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot write external data")?;
+        let tmp = w.finish().context("cannot write external data")?;
         tmp.as_file()
             .sync_all()
             .context("cannot flush external data to disk")?;
@@ -153,10 +151,11 @@ pub fn save(
     }
     let tmp = NamedTempFile::new_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let mut sink = FileSink::new(tmp);
+    let mut sink = FileSink::new(super::direct::Output::new(tmp, len));
     proto.encode(&mut sink).context("cannot encode the model")?;
     let tmp = sink
         .finish()
+        .and_then(super::direct::Output::finish)
         .with_context(|| format!("cannot write {}", target.display()))?;
     tmp.as_file()
         .sync_all()
