@@ -1,7 +1,7 @@
 //! Writing a large output past the page cache.
 //!
 //! Written through the page cache, every byte of a model is first copied
-//! into pages the kernel allocates for the file, and [`super::save`]'s
+//! into pages the kernel allocates for the file, and [`super::save()`]'s
 //! `sync_all` then waits for them to reach the disk. Where those pages are
 //! not at hand (on a virtual machine whose host has taken back the guest's
 //! free memory, as it does after a few idle seconds on the 2-core machine
