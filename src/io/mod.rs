@@ -313,6 +313,68 @@ mod tests {
         assert!(!registered.iter().any(|r| r.start == start));
     }
 
+    /// A model of [`direct::DIRECT_MIN_BYTES`] and more is written past the
+    /// page cache where the file system allows it, inline and with
+    /// external data; either reads back byte for byte, its file cut to
+    /// its length (the last chunk is padded).
+    #[test]
+    fn large_models_read_back_the_same_inline_and_with_external_data() {
+        use crate::proto::{GraphProto, TensorProto};
+        // Beside the build, not in a /tmp that may be tmpfs.
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("test-scratch");
+        std::fs::create_dir_all(&base).expect("scratch dir");
+        let dir = tempfile::tempdir_in(&base).expect("temp dir");
+        let n = direct::DIRECT_MIN_BYTES as usize + 4097;
+        let raw: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let tensor = |name: &str, data: &[u8]| TensorProto {
+            name: Some(name.into()),
+            dims: vec![data.len() as i64],
+            data_type: Some(crate::proto::tensor_proto::DataType::Uint8 as i32),
+            raw_data: Some(Bytes::copy_from_slice(data)),
+            ..Default::default()
+        };
+        let proto = ModelProto {
+            ir_version: Some(8),
+            graph: Some(GraphProto {
+                name: Some("g".into()),
+                initializer: vec![tensor("w", &raw), tensor("s", &[1, 2, 3])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let source = ExternalData::new(dir.path().to_path_buf());
+        for external in [false, true] {
+            let target = dir.path().join(format!("m_{external}.onnx"));
+            let opts = SaveOptions {
+                external: Some(external),
+                input_had_external: false,
+            };
+            let stats = save(proto.clone(), &source, &target, &opts).expect("save");
+            let file = std::fs::metadata(&target).expect("written").len();
+            assert_eq!(file, stats.model_bytes, "external={external}");
+            let loaded = load(&target).expect("load");
+            let g = loaded.proto.graph.as_ref().expect("graph");
+            let got: Vec<Bytes> = g
+                .initializer
+                .iter()
+                .map(|t| loaded.external.payload(t).expect("read").expect("bytes"))
+                .collect();
+            assert!(
+                got[0][..] == raw[..],
+                "external={external}: the weight differs"
+            );
+            assert_eq!(&got[1][..], &[1, 2, 3], "external={external}");
+            if external {
+                let data = std::fs::metadata(dir.path().join("m_true.onnx.data"))
+                    .expect("data file")
+                    .len();
+                assert_eq!(data, stats.external_bytes);
+            }
+        }
+    }
+
     /// `read_once` hands over whole units, in order, each once, with its
     /// offset; a mapped run reads back the same after its pages are let go.
     #[test]
