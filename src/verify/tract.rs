@@ -1417,13 +1417,24 @@ mod tests {
         );
     }
 
+    /// The axes of each Softmax of `plan`'s model, in node order.
+    fn softmax_axes(plan: &Watching) -> Vec<Vec<usize>> {
+        use tract_onnx::tract_core::ops::nn::Softmax;
+        plan.runner
+            .plan
+            .model()
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<Softmax>().map(|s| s.axes.to_vec()))
+            .collect()
+    }
+
     /// A softmax over an inner axis is computed over the last (tract's
     /// vector kernels) and moved back, a LogSoftmax's too: the plan holds
     /// no other, and its values, returned and watched, are each lane's.
     #[test]
     fn softmaxes_over_inner_axes_run_over_the_last_and_keep_their_values() {
         use crate::ir::builder::attr_int;
-        use tract_onnx::tract_core::ops::nn::Softmax;
         let (c, h, w) = (16usize, 4usize, 6usize);
         let x: Vec<f32> = (0..c * h * w)
             .map(|i| ((i * 37) % 101) as f32 / 10.0 - 5.0)
@@ -1452,14 +1463,7 @@ mod tests {
             .proto();
         let input = Tensor::from_shape(&[1, c, h, w], &x).unwrap();
         let plan = Runner::watching(proto, std::slice::from_ref(&input), 2).unwrap();
-        let axes: Vec<Vec<usize>> = plan
-            .runner
-            .plan
-            .model()
-            .nodes()
-            .iter()
-            .filter_map(|n| n.op_as::<Softmax>().map(|s| s.axes.to_vec()))
-            .collect();
+        let axes = softmax_axes(&plan);
         assert_eq!(axes, vec![vec![3], vec![3]]);
         let mut expected = vec![0f64; x.len()];
         for (k, l) in (0..h).flat_map(|k| (0..w).map(move |l| (k, l))) {
@@ -1503,7 +1507,6 @@ mod tests {
     #[test]
     fn float64_softmaxes_keep_their_axis() {
         use crate::ir::builder::attr_int;
-        use tract_onnx::tract_core::ops::nn::Softmax;
         let (c, w) = (5usize, 3usize);
         let x: Vec<f32> = (0..c * w).map(|i| ((i * 7) % 11) as f32 - 4.0).collect();
         let proto = ModelBuilder::new(17)
@@ -1521,14 +1524,7 @@ mod tests {
             .proto();
         let input = Tensor::from_shape(&[1, c, w], &x).unwrap();
         let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
-        let axes: Vec<Vec<usize>> = plan
-            .runner
-            .plan
-            .model()
-            .nodes()
-            .iter()
-            .filter_map(|n| n.op_as::<Softmax>().map(|s| s.axes.to_vec()))
-            .collect();
+        let axes = softmax_axes(&plan);
         assert_eq!(
             axes,
             vec![vec![1]],
