@@ -6,7 +6,9 @@
 //!   data file once and hands out views on demand.
 //! * [`save()`] writes atomically: everything goes to temporary files beside the
 //!   target, is flushed to disk, then renamed into place. A failed or
-//!   interrupted save never leaves a half-written model.
+//!   interrupted save never leaves a half-written model. Files of 64 MiB
+//!   and more are written past the page cache where the system allows it
+//!   (`direct`).
 
 mod direct;
 mod external;
