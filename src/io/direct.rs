@@ -271,11 +271,7 @@ mod tests {
     /// [`pieces`] written, `tweak` applied to the writer before each
     /// (with the piece's index).
     fn written_with(expected: u64, mut tweak: impl FnMut(usize, &mut Output)) -> Written {
-        // Beside the build, not in a /tmp that may be tmpfs.
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("test-scratch");
-        std::fs::create_dir_all(&base).unwrap();
+        let base = super::super::test_scratch();
         let dir = tempfile::tempdir_in(&base).unwrap();
         let mut out = Output::new(NamedTempFile::new_in(dir.path()).unwrap(), expected);
         let direct = out.is_direct();

@@ -277,6 +277,17 @@ pub fn model_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Where tests write files that must not land on a tmpfs (`/tmp` may be
+/// one, and take or refuse what a disk would not): `target/test-scratch`.
+#[cfg(test)]
+pub(crate) fn test_scratch() -> std::path::PathBuf {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("test-scratch");
+    std::fs::create_dir_all(&base).expect("create target/test-scratch");
+    base
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,12 +333,7 @@ mod tests {
     #[test]
     fn large_models_read_back_the_same_inline_and_with_external_data() {
         use crate::proto::{GraphProto, TensorProto};
-        // Beside the build, not in a /tmp that may be tmpfs.
-        let base = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("test-scratch");
-        std::fs::create_dir_all(&base).expect("scratch dir");
-        let dir = tempfile::tempdir_in(&base).expect("temp dir");
+        let dir = tempfile::tempdir_in(test_scratch()).expect("temp dir");
         let n = direct::DIRECT_MIN_BYTES as usize + 4097;
         let raw: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
         let tensor = |name: &str, data: &[u8]| TensorProto {

@@ -629,8 +629,9 @@ fn codegen(model: &mut TypedModel) -> Result<()> {
 /// not the last computed over the last: the axis moved there, the softmax,
 /// and moved back. tract runs a softmax of trailing axes on its vector
 /// kernels, row by row, and any other one lane by lane through generic
-/// array views with a scalar `exp`: YOLOv8's distribution-focal head (a softmax over 16 bins along
-/// axis 1 of `[1, 16, 4, 2100]`) took a quarter of quantizing YOLOv8n,
+/// array views with a scalar `exp`: YOLOv8's distribution-focal head (a
+/// softmax over 16 bins along axis 1 of `[1, 16, 4, 2100]`) took a quarter
+/// of quantizing YOLOv8n,
 /// calibration's eight runs and the checks after them. The two moves copy
 /// the tensor once each; the softmax of each lane is the same function of
 /// the same values (tract's kernels round differently from its scalar
