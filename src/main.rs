@@ -413,6 +413,9 @@ fn run(args: RunArgs) -> Result<u8> {
     // Shared with verification's reference, built from it on first use.
     let original = std::sync::Arc::new(model.clone());
     let input_had_external = external_bytes(&model) > 0;
+    // Too large for tract to plan: the weights the passes compute are read
+    // back once, when the result is written (see `io::spill::write_direct`).
+    io::spill::write_direct(model.weight_bytes() > verify::ANALYSIS_MAX_BYTES);
     verify::check_bound(&model, &vopts.dims)?;
     if let Some(path) = &vopts.inputs {
         verify::inputs::check_inputs_file(path, &model.graph)?;

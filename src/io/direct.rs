@@ -26,13 +26,21 @@ use tempfile::NamedTempFile;
 pub const DIRECT_MIN_BYTES: u64 = 64 << 20;
 
 /// The size of each direct write (a multiple of [`ALIGN`]).
-const CHUNK: usize = 8 << 20;
+pub(super) const CHUNK: usize = 8 << 20;
 
 /// The alignment of direct writes' buffer, file offsets and lengths: the
 /// page size, which most devices' logical block sizes divide (where one
 /// does not, the file system refuses the writes, and they go through the
 /// page cache).
-const ALIGN: usize = 4096;
+pub(super) const ALIGN: usize = 4096;
+
+/// A zeroed buffer with room for `len` bytes from an offset aligned to
+/// [`ALIGN`]: the buffer and that offset.
+pub(super) fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
+    let buf = vec![0u8; len + ALIGN];
+    let at = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
+    (buf, at)
+}
 
 /// A sequential writer of one temporary file (see the module's doc).
 pub struct Output {
@@ -59,11 +67,7 @@ impl Output {
     pub fn new(file: NamedTempFile, expected_bytes: u64) -> Output {
         let direct = expected_bytes >= DIRECT_MIN_BYTES && set_direct(&file, true);
         let (buf, at) = match direct {
-            true => {
-                let buf = vec![0u8; CHUNK + ALIGN];
-                let at = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
-                (buf, at)
-            }
+            true => aligned_buffer(CHUNK),
             // Buffered: a plain buffer, large writes go straight through.
             false => (Vec::with_capacity(1 << 20), 0),
         };
@@ -195,7 +199,7 @@ impl Write for Output {
     }
 }
 
-fn is_einval(e: &std::io::Error) -> bool {
+pub(super) fn is_einval(e: &std::io::Error) -> bool {
     #[cfg(target_os = "linux")]
     {
         e.raw_os_error() == Some(libc::EINVAL)
@@ -302,19 +306,6 @@ mod tests {
         }
     }
 
-    /// Whether `path` lies on a tmpfs, which may refuse `O_DIRECT`.
-    #[cfg(target_os = "linux")]
-    fn on_tmpfs(path: &std::path::Path) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: statfs writes into the zeroed struct it is given, reading
-        // a NUL-terminated path.
-        unsafe {
-            let mut s: libc::statfs = std::mem::zeroed();
-            libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type == libc::TMPFS_MAGIC
-        }
-    }
-
     #[test]
     fn a_large_file_is_written_direct_and_cut_to_its_length() {
         let w = written(DIRECT_MIN_BYTES);
@@ -322,7 +313,7 @@ mod tests {
         assert!(w.got == w.want, "the bytes read back differ");
         #[cfg(target_os = "linux")]
         assert!(
-            w.direct && w.still_direct || on_tmpfs(&w.base),
+            w.direct && w.still_direct || super::super::on_tmpfs(&w.base),
             "a large file outside tmpfs is written with O_DIRECT on Linux"
         );
     }
@@ -346,7 +337,7 @@ mod tests {
             // refused in `finish`, which fails where it does not go on.
             #[cfg(target_os = "linux")]
             assert!(
-                w.direct && (!w.still_direct || at == last) || on_tmpfs(&w.base),
+                w.direct && (!w.still_direct || at == last) || super::super::on_tmpfs(&w.base),
                 "refused at piece {at}: the writer started direct and went on through the page cache"
             );
         }

@@ -288,6 +288,21 @@ pub(crate) fn test_scratch() -> std::path::PathBuf {
     base
 }
 
+/// Whether `path` lies on a tmpfs, which may refuse `O_DIRECT`.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn on_tmpfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct it is given, reading a
+    // NUL-terminated path.
+    unsafe {
+        let mut s: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type == libc::TMPFS_MAGIC
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

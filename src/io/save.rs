@@ -75,6 +75,9 @@ pub fn save(
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
         // Past the page cache where it is large (see `direct`).
         let mut w = super::direct::Output::new(tmp, payload_total);
+        // Computed weights written to the scratch file past the page cache
+        // are read back so (see `spill::write_direct`).
+        let mut reader = super::spill::Reader::default();
         let mut offset = 0u64;
         let mut err = None;
         for_each_tensor_mut(&mut proto, &mut |t| {
@@ -94,7 +97,7 @@ pub fn save(
                 let pad = (align - offset % align) % align;
                 w.write_all(&vec![0u8; pad as usize])?;
                 offset += pad;
-                w.write_all(&payload)?;
+                reader.write_to(&payload, &mut w)?;
                 // Written: a payload mapped from a file (the input's, or
                 // the scratch file's) need not stay resident.
                 super::release_pages(&payload);

@@ -19,6 +19,13 @@
 //! default), or where writing fails (a full disk), payloads stay in memory.
 //! Payloads that only live for one check (verification's lowered copies)
 //! are not written.
+//!
+//! For a model too large for tract to plan ([`write_direct`]), payloads of
+//! at least [`DIRECT_SPILL_MIN_BYTES`] are written past the page cache, and
+//! [`super::save()`] reads them back the same way into an external data
+//! file ([`Reader`]): each is read once, when the result is written, and
+//! written through the page cache each of its bytes would first take a new
+//! page of memory.
 
 use std::fs::File;
 use std::path::Path;
@@ -43,13 +50,42 @@ use super::Mapped;
 /// silero-vad) and times.
 pub const SPILL_MIN_BYTES: usize = 4 << 10;
 
+/// Payloads at least this large are written past the page cache where
+/// [`write_direct`] asked for it.
+pub const DIRECT_SPILL_MIN_BYTES: usize = 1 << 20;
+
 struct Scratch {
     file: Arc<File>,
     /// Where the next payload may start.
     end: u64,
+    /// Large payloads are written past the page cache ([`write_direct`]).
+    direct: Option<Direct>,
 }
 
 static SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
+
+/// The scratch file opened a second time, with `O_DIRECT`, and a buffer
+/// aligned for it.
+#[cfg_attr(not(unix), allow(dead_code))]
+struct Direct {
+    file: Arc<File>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+/// A payload of the scratch file written past the page cache: where its
+/// view lies in memory, and in the file.
+#[cfg_attr(not(unix), allow(dead_code))]
+struct DirectView {
+    start: usize,
+    len: usize,
+    off: u64,
+    file: Arc<File>,
+}
+
+/// The views of payloads written past the page cache, alive now (see
+/// [`Reader`]).
+static DIRECT_VIEWS: Mutex<Vec<DirectView>> = Mutex::new(Vec::new());
 
 /// Write large computed payloads to an unnamed temporary file in `dir`
 /// from now on (see the module's doc).
@@ -62,8 +98,155 @@ pub fn set_scratch_dir(dir: &Path) -> Result<()> {
     *s = Some(Scratch {
         file: Arc::new(file),
         end: 0,
+        direct: None,
     });
     Ok(())
+}
+
+/// From now on, write payloads of at least [`DIRECT_SPILL_MIN_BYTES`] to
+/// the scratch file past the page cache (`O_DIRECT`, Linux), or no longer.
+/// For a model too large for tract to plan, whose computed weights are
+/// then read back once, when [`super::save()`] writes them to an external
+/// data file (see [`Reader`]): written through the page cache, each byte
+/// first takes a page the kernel allocates, which on a virtual machine
+/// whose host has taken back the guest's free memory costs more than the
+/// disk (`quant`'s 640 MiB of int8 weights of the 2.7 GB model,
+/// `bench/quant_scale.sh`: 1.7 s of a 3.9 s run). Whatever else reads them
+/// (verification, a later pass, a result small enough to be written
+/// inline) reads them through their mapping, from the disk: the same
+/// bytes, more slowly. Where the scratch file cannot be opened so, or a
+/// direct write fails, payloads go through the page cache as before.
+pub fn write_direct(on: bool) {
+    let Ok(mut guard) = SCRATCH.lock() else {
+        return;
+    };
+    let Some(scratch) = guard.as_mut() else {
+        return;
+    };
+    scratch.direct = match (on, scratch.direct.take()) {
+        (false, _) => None,
+        (true, Some(d)) => Some(d),
+        (true, None) => open_direct(&scratch.file).map(|file| {
+            let (buf, at) = super::direct::aligned_buffer(super::direct::CHUNK);
+            Direct {
+                file: Arc::new(file),
+                buf,
+                at,
+            }
+        }),
+    };
+}
+
+/// `file` opened again with `O_DIRECT`, where the system allows it.
+#[cfg(target_os = "linux")]
+fn open_direct(file: &File) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The scratch file has no name: it is opened through its descriptor.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &File) -> Option<File> {
+    None
+}
+
+impl Direct {
+    /// `data` written at `off` (aligned) in chunks through the aligned
+    /// buffer, the last padded with zeros to the alignment.
+    #[cfg(unix)]
+    fn write_at(&mut self, data: &[u8], off: u64) -> std::io::Result<()> {
+        use super::direct::{ALIGN, CHUNK};
+        use std::os::unix::fs::FileExt;
+        for (k, piece) in data.chunks(CHUNK).enumerate() {
+            let n = piece.len();
+            let padded = n.next_multiple_of(ALIGN);
+            let chunk = &mut self.buf[self.at..self.at + padded];
+            chunk[..n].copy_from_slice(piece);
+            chunk[n..].fill(0);
+            self.file.write_all_at(chunk, off + (k * CHUNK) as u64)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies payloads to a writer, reading those of the scratch file that
+/// were written past the page cache ([`write_direct`]) back the same way,
+/// through one aligned buffer, instead of through their mapping: a payload
+/// read once, to be written out, takes no page of memory for each of its
+/// own.
+#[derive(Default)]
+pub struct Reader {
+    buf: Option<(Vec<u8>, usize)>,
+    /// Bytes read past the page cache so far.
+    direct_bytes: u64,
+}
+
+impl Reader {
+    /// Writes `data` to `w` (see [`Reader`]). A direct read the file system
+    /// refuses (`EINVAL`), or one that comes back short, leaves the rest to
+    /// the mapping, which holds the same bytes.
+    #[cfg(unix)]
+    pub fn write_to(&mut self, data: &[u8], w: &mut impl std::io::Write) -> std::io::Result<()> {
+        use super::direct::{ALIGN, CHUNK};
+        use std::os::unix::fs::FileExt;
+        let Some((file, off)) = direct_source(data) else {
+            return w.write_all(data);
+        };
+        let (buf, at) = self
+            .buf
+            .get_or_insert_with(|| super::direct::aligned_buffer(CHUNK));
+        let buf = &mut *buf;
+        let at = *at;
+        let mut done = 0;
+        while done < data.len() {
+            let n = (data.len() - done).min(CHUNK);
+            let chunk = &mut buf[at..at + n.next_multiple_of(ALIGN)];
+            match file.read_at(chunk, off + done as u64) {
+                Ok(k) if k >= n => {
+                    w.write_all(&chunk[..n])?;
+                    done += n;
+                    self.direct_bytes += n as u64;
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if super::direct::is_einval(&e) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        w.write_all(&data[done..])
+    }
+
+    #[cfg(not(unix))]
+    pub fn write_to(&mut self, data: &[u8], w: &mut impl std::io::Write) -> std::io::Result<()> {
+        w.write_all(data)
+    }
+
+    /// How many bytes were read past the page cache so far.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes
+    }
+}
+
+/// The direct descriptor of the scratch file and the offset of `data` in
+/// it, where `data` lies in a payload written past the page cache, at an
+/// aligned offset.
+#[cfg_attr(not(unix), allow(dead_code))]
+fn direct_source(data: &[u8]) -> Option<(Arc<File>, u64)> {
+    let start = data.as_ptr() as usize;
+    let end = start + data.len();
+    let views = DIRECT_VIEWS.lock().ok()?;
+    let v = views
+        .iter()
+        .find(|v| v.start <= start && end <= v.start + v.len)?;
+    let off = v.off + (start - v.start) as u64;
+    off.is_multiple_of(super::direct::ALIGN as u64)
+        .then(|| (v.file.clone(), off))
 }
 
 /// `data`, held in the scratch file where one is set and it is large
@@ -115,7 +298,23 @@ fn write_and_map(scratch: &mut Scratch, data: &[u8]) -> std::io::Result<Bytes> {
     let page = 4096u64.max(page_size());
     let off = scratch.end.next_multiple_of(page);
     let len = data.len() as u64;
-    scratch.file.write_all_at(data, off)?;
+    let mut direct_file = None;
+    if let Some(d) = scratch.direct.as_mut() {
+        if data.len() >= DIRECT_SPILL_MIN_BYTES {
+            match d.write_at(data, off) {
+                Ok(()) => direct_file = Some(d.file.clone()),
+                // Refused (`EINVAL`), or any other failure (a file system
+                // that takes `O_DIRECT` at open and fails its writes):
+                // through the page cache, this payload (whatever of it was
+                // written direct is written again, the same bytes) and the
+                // next ones; a full disk then fails there.
+                Err(_) => scratch.direct = None,
+            }
+        }
+    }
+    if direct_file.is_none() {
+        scratch.file.write_all_at(data, off)?;
+    }
     scratch.end = off + len;
     // SAFETY: a shared read-only mapping of a range this process just
     // wrote, of a file no one else can open (it has no name) and that is
@@ -127,6 +326,16 @@ fn write_and_map(scratch: &mut Scratch, data: &[u8]) -> std::io::Result<Bytes> {
             .len(data.len())
             .map(&*scratch.file)
     }?;
+    if let Some(file) = direct_file {
+        if let Ok(mut views) = DIRECT_VIEWS.lock() {
+            views.push(DirectView {
+                start: map.as_ptr() as usize,
+                len: data.len(),
+                off,
+                file,
+            });
+        }
+    }
     Ok(Bytes::from_owner(Spilled {
         map: Mapped::new(map),
         file: scratch.file.clone(),
@@ -167,6 +376,10 @@ impl AsRef<[u8]> for Spilled {
 
 impl Drop for Spilled {
     fn drop(&mut self) {
+        let start = self.map.as_ref().as_ptr() as usize;
+        if let Ok(mut views) = DIRECT_VIEWS.lock() {
+            views.retain(|v| v.start != start);
+        }
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
@@ -232,6 +445,7 @@ mod tests {
         let mut scratch = Scratch {
             file: file.clone(),
             end: 0,
+            direct: None,
         };
         let blocks = || file.metadata().unwrap().blocks();
         let a = write_and_map(&mut scratch, &vec![1u8; 3 << 20]).unwrap();
@@ -249,5 +463,156 @@ mod tests {
             "{both} -> {left} blocks: the first payload's space is given back"
         );
         assert!(b.iter().all(|&v| v == 2), "the other payload is intact");
+    }
+
+    /// `n` bytes that differ from one position to the next.
+    fn varied(n: usize, seed: u32) -> Vec<u8> {
+        let mut k = seed;
+        (0..n)
+            .map(|_| {
+                k = k.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (k >> 16) as u8
+            })
+            .collect()
+    }
+
+    /// A scratch file in `dir` writing large payloads past the page cache,
+    /// as [`write_direct`] sets it up (where `dir` is not on a tmpfs that
+    /// refuses `O_DIRECT`).
+    #[cfg(target_os = "linux")]
+    fn direct_scratch(dir: &Path) -> Scratch {
+        let file = Arc::new(tempfile::tempfile_in(dir).unwrap());
+        let direct = open_direct(&file).map(|f| {
+            let (buf, at) = crate::io::direct::aligned_buffer(crate::io::direct::CHUNK);
+            Direct {
+                file: Arc::new(f),
+                buf,
+                at,
+            }
+        });
+        assert!(
+            direct.is_some() || crate::io::on_tmpfs(dir),
+            "the scratch file opens with O_DIRECT outside a tmpfs"
+        );
+        Scratch {
+            file,
+            end: 0,
+            direct,
+        }
+    }
+
+    /// Payloads from [`DIRECT_SPILL_MIN_BYTES`] are written past the page
+    /// cache and copied out by a [`Reader`] the same way; smaller ones, and
+    /// parts of a payload off the alignment, through the page cache. Every
+    /// copy holds the same bytes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_payloads_go_past_the_page_cache_and_come_back_the_same() {
+        use crate::io::direct::CHUNK;
+        let dir = tempfile::tempdir_in(crate::io::test_scratch()).unwrap();
+        let mut scratch = direct_scratch(dir.path());
+        let direct = scratch.direct.is_some();
+        // Over a chunk, with a tail off the alignment; under the threshold;
+        // at it.
+        let datas = [
+            varied(CHUNK + DIRECT_SPILL_MIN_BYTES + 123, 1),
+            varied(DIRECT_SPILL_MIN_BYTES - 1, 2),
+            varied(DIRECT_SPILL_MIN_BYTES, 3),
+        ];
+        let kept: Vec<Bytes> = datas
+            .iter()
+            .map(|d| write_and_map(&mut scratch, d).unwrap())
+            .collect();
+        for (k, d) in kept.iter().zip(&datas) {
+            assert!(k[..] == d[..], "a payload reads back the same");
+        }
+        if direct {
+            assert!(direct_source(&kept[0]).is_some());
+            assert!(direct_source(&kept[1]).is_none(), "under the threshold");
+            assert!(direct_source(&kept[2]).is_some());
+            assert!(direct_source(&kept[0][4096..]).is_some());
+            assert!(direct_source(&kept[0][1..]).is_none(), "off the alignment");
+        }
+        let mut reader = Reader::default();
+        let mut out = Vec::new();
+        let mut want = Vec::new();
+        let parts: [&[u8]; 5] = [
+            &kept[0],
+            &kept[1],
+            &kept[2],
+            &kept[0][4096..4096 + 5000],
+            &kept[0][1..CHUNK + 10],
+        ];
+        for p in parts {
+            reader.write_to(p, &mut out).unwrap();
+            want.extend_from_slice(p);
+        }
+        assert_eq!(out.len(), want.len());
+        assert!(out == want, "the copies hold the same bytes");
+        if direct {
+            let past = datas[0].len() + datas[2].len() + 5000;
+            assert_eq!(
+                reader.direct_bytes(),
+                past as u64,
+                "the large payloads and the aligned part are read past the page cache"
+            );
+        }
+        // This scratch file's views (tests in parallel register theirs).
+        let file = scratch.direct.as_ref().map(|d| d.file.clone());
+        let ours = |v: &DirectView| file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &v.file));
+        let registered = || {
+            DIRECT_VIEWS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|v| ours(v))
+                .count()
+        };
+        assert_eq!(registered(), if direct { 2 } else { 0 });
+        drop(kept);
+        assert_eq!(
+            registered(),
+            0,
+            "dropped payloads are no longer read direct"
+        );
+    }
+
+    /// A direct write that fails (here on a descriptor opened for reading
+    /// alone) goes through the page cache, and so do the payloads after
+    /// it; a direct read the file system refuses (`EINVAL`, here from a
+    /// buffer off its alignment, where the file system checks it) leaves
+    /// the rest of the copy to the mapping. The same bytes either way.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn failed_direct_writes_and_reads_go_through_the_page_cache() {
+        use crate::io::direct::{aligned_buffer, CHUNK};
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir_in(crate::io::test_scratch()).unwrap();
+        let data = varied(CHUNK + 4097, 5);
+        let mut scratch = direct_scratch(dir.path());
+        let read_only = File::open(format!("/proc/self/fd/{}", scratch.file.as_raw_fd())).unwrap();
+        let (buf, at) = aligned_buffer(CHUNK);
+        scratch.direct = Some(Direct {
+            file: Arc::new(read_only),
+            buf,
+            at,
+        });
+        let a = write_and_map(&mut scratch, &data).unwrap();
+        assert!(a[..] == data[..]);
+        assert!(scratch.direct.is_none(), "direct writing given up");
+        assert!(direct_source(&a).is_none());
+        let b = write_and_map(&mut scratch, &data).unwrap();
+        assert!(b[..] == data[..], "the next payload is written too");
+
+        let mut scratch = direct_scratch(dir.path());
+        let c = write_and_map(&mut scratch, &data).unwrap();
+        let (buf, at) = aligned_buffer(CHUNK);
+        let mut reader = Reader {
+            buf: Some((buf, at + 1)),
+            direct_bytes: 0,
+        };
+        let mut out = Vec::new();
+        reader.write_to(&c, &mut out).unwrap();
+        assert!(out == data, "the copy holds the same bytes");
     }
 }
