@@ -959,13 +959,14 @@ impl Reference {
                     ));
                 }
                 let does_not_run = "the original model does not run in tract";
-                let runner = tract::Runner::new(orig_copy, &run_samples[0]).map_err(|e| {
-                    let stage = match e.downcast_ref::<tract::CannotLoad>() {
-                        Some(_) => Stage::Load,
-                        None => Stage::Plan,
-                    };
-                    (stage, e.context(does_not_run))
-                })?;
+                let runner = tract::Runner::new(orig_copy, &run_samples[0], run_samples.len())
+                    .map_err(|e| {
+                        let stage = match e.downcast_ref::<tract::CannotLoad>() {
+                            Some(_) => Stage::Load,
+                            None => Stage::Plan,
+                        };
+                        (stage, e.context(does_not_run))
+                    })?;
                 let expected = run_on(&runner, &run_samples, &chain)
                     .map_err(|e| (Stage::Run, e.context(does_not_run)))?;
                 let n = out_names.len();
@@ -1503,7 +1504,7 @@ struct Ran {
 const HALF_AS_FLOAT_NOTE: &str = "float16 values computed in float32, as in every model verification runs (tract's float16 code on x86 is tens to hundreds of times slower than its float32 kernels): the comparison measures what the rewrite changed, not float16's rounding of each activation, and a value that would overflow float16 does not";
 
 fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Ran> {
-    let runner = tract::Runner::new(proto, &samples[0])?;
+    let runner = tract::Runner::new(proto, &samples[0], samples.len())?;
     Ok(Ran {
         outputs: run_on(&runner, samples, &[])?,
         half_as_float: runner.computes_half_as_float(),
@@ -2072,7 +2073,7 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
     // Not every prefix is planned or runs on its own (a shape read past a
     // NonZero, whose count tract leaves unknown); then nothing is
     // specialised, and the whole model's run says what tract lacks.
-    let Ok(runner) = tract::Runner::new(proto, &samples[0]) else {
+    let Ok(runner) = tract::Runner::new(proto, &samples[0], samples.len()) else {
         return Ok(vec![]);
     };
     let Ok(results) = samples

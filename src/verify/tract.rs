@@ -443,17 +443,24 @@ impl Runner {
     /// Load `proto` and fix each input's type and shape from `inputs`. The
     /// proto is dropped once tract holds its own copy of the weights, before
     /// tract packs them for its kernels.
-    pub fn new(proto: ModelProto, inputs: &[Tensor]) -> Result<Runner> {
+    /// `runs`: how many samples the plan will run (see
+    /// [`QUICK_PLAN_MAX_RUNS`]).
+    pub fn new(proto: ModelProto, inputs: &[Tensor], runs: usize) -> Result<Runner> {
         guarded("building a plan of the model", || {
-            Ok(Self::build(proto, inputs, None)?.0)
+            Ok(Self::build(proto, inputs, None, runs)?.0)
         })
     }
 
     /// [`Runner::new`], where the graph outputs of `proto` past the first
     /// `keep` are watched instead of returned: see [`Watching`].
-    pub fn watching(proto: ModelProto, inputs: &[Tensor], keep: usize) -> Result<Watching> {
+    pub fn watching(
+        proto: ModelProto,
+        inputs: &[Tensor],
+        keep: usize,
+        runs: usize,
+    ) -> Result<Watching> {
         guarded("building a plan of the model", || {
-            let (runner, outlets) = Self::build(proto, inputs, Some(keep))?;
+            let (runner, outlets) = Self::build(proto, inputs, Some(keep), runs)?;
             let mut watched: std::collections::HashMap<usize, Vec<(usize, usize)>> =
                 Default::default();
             let mut constants = Vec::new();
@@ -480,6 +487,7 @@ impl Runner {
         proto: ModelProto,
         inputs: &[Tensor],
         keep: Option<usize>,
+        runs: usize,
     ) -> Result<(Runner, Vec<OutletId>)> {
         // A plan is a run's peak: what earlier passes read of the model file
         // goes first (see `io::release_mapped`), and what earlier plans
@@ -508,7 +516,9 @@ impl Runner {
         // The model is not copied for that: a copy would hold every weight
         // unpacked while code generation packs them.
         let mut optimized = typed;
-        if codegen(&mut optimized).is_err() {
+        let quick = runs <= QUICK_PLAN_MAX_RUNS
+            && matrix_products(&optimized).is_some_and(|n| n <= QUICK_PLAN_MAX_PRODUCTS);
+        if !quick && codegen(&mut optimized).is_err() {
             optimized
                 .declutter()
                 .map_err(to_tract_error)
@@ -602,6 +612,46 @@ impl Runner {
             .map(|(k, v)| self.returned(k, v.into_tensor()))
             .collect()
     }
+}
+
+/// Plans that run at most this many samples are run as tract types the
+/// model, without code generation, where it has few matrix products
+/// ([`QUICK_PLAN_MAX_PRODUCTS`]). Code generation is most of a plan's cost
+/// (tract's optimizer applies hundreds of patches, each over the whole
+/// graph) and pays off over many runs: a typed model runs each op through
+/// its own evaluation (a Conv builds its im2col and product for the call,
+/// and packs its weight each time). On one sample (`--inputs` with one
+/// sample, release build): PP-OCRv4's detector 0.31 -> 0.22 s for its whole
+/// `clean,quant` run (peak 41.0 -> 38.4 MB), the direction classifier 0.17
+/// -> 0.14 s, the same results.
+pub const QUICK_PLAN_MAX_RUNS: usize = 1;
+
+/// The most matrix products a plan run without code generation may hold
+/// ([`QUICK_PLAN_MAX_RUNS`]): tract evaluates each outside code generation
+/// by optimising a model of it on every call. The recogniser's attention
+/// and MLP layers made its run 2.99 -> 6.48 s when planned so; the
+/// direction classifier's one final layer costs nothing.
+const QUICK_PLAN_MAX_PRODUCTS: usize = 2;
+
+/// How many matrix products `model` holds; `None` where one lies in a body
+/// of its loops or branches (run once per step).
+fn matrix_products(model: &TypedModel) -> Option<usize> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    use tract_onnx::tract_core::ops::logic::IfThenElse;
+    use tract_onnx::tract_core::ops::scan::Scan;
+    let mut n = 0;
+    for node in model.nodes() {
+        let bodies: Vec<&TypedModel> = match (node.op_as::<Scan>(), node.op_as::<IfThenElse>()) {
+            (Some(s), _) => vec![&s.body],
+            (_, Some(i)) => vec![&i.then_body, &i.else_body],
+            _ => vec![],
+        };
+        if bodies.iter().any(|b| matrix_products(b) != Some(0)) {
+            return None;
+        }
+        n += usize::from(node.op_is::<EinSum>());
+    }
+    Some(n)
 }
 
 /// tract's code generation ([`TypedModel::optimize`]), its constant
@@ -1133,7 +1183,7 @@ mod tests {
     /// The float32 outputs of `proto` run on `x`, its one input `[1, len]`.
     fn run_f32(proto: ModelProto, x: &[f32]) -> Vec<Vec<f32>> {
         let input = Tensor::from_shape(&[1, x.len()], x).unwrap();
-        let out = Runner::new(proto, std::slice::from_ref(&input))
+        let out = Runner::new(proto, std::slice::from_ref(&input), 8)
             .unwrap()
             .run(&[input])
             .unwrap();
@@ -1144,6 +1194,73 @@ mod tests {
                 view.as_slice::<f32>().unwrap().to_vec()
             })
             .collect()
+    }
+
+    /// A Conv, then `products` MatMuls in a chain, on `[1, 2, 6, 6]`.
+    fn conv_then_products(products: usize) -> ModelProto {
+        use crate::ir::builder::attr_ints;
+        let w: Vec<f32> = (0..3 * 2 * 9).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
+        let mut b = ModelBuilder::new(17)
+            .input("x", &[1, 2, 6, 6])
+            .init_f32("w", &[3, 2, 3, 3], &w)
+            .node_with(
+                "conv",
+                "Conv",
+                &["x", "w"],
+                &["c"],
+                vec![attr_ints("pads", &[1, 1, 1, 1])],
+            )
+            .node("relu", "Relu", &["c"], &["r"])
+            .node("flat", "Flatten", &["r"], &["p0"]);
+        let mut width = 108;
+        for k in 0..products {
+            let m: Vec<f32> = (0..width * 4).map(|i| (i % 5) as f32 / 5.0 - 0.3).collect();
+            b = b.init_f32(&format!("m{k}"), &[width as i64, 4], &m).node(
+                &format!("mm{k}"),
+                "MatMul",
+                &[&format!("p{k}"), &format!("m{k}")],
+                &[&format!("p{}", k + 1)],
+            );
+            width = 4;
+        }
+        b.output(&format!("p{products}"), &[1, width as i64])
+            .proto()
+    }
+
+    /// A plan for one run of a model with few matrix products is the typed
+    /// model, not generated code (its Conv is tract's own op, which the
+    /// generated plans replace by kernels); for more runs, or with more
+    /// products, it is generated. The outputs agree.
+    #[test]
+    fn plans_for_one_run_skip_code_generation_where_products_are_few() {
+        use tract_onnx::tract_core::ops::cnn::Conv;
+        let x: Vec<f32> = (0..72).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
+        let input = Tensor::from_shape(&[1, 2, 6, 6], &x).unwrap();
+        let plain = |r: &Runner| r.plan.model().nodes().iter().any(|n| n.op_is::<Conv>());
+        let few = QUICK_PLAN_MAX_PRODUCTS;
+        for (products, runs, quick) in [
+            (few, 1, true),
+            (0, QUICK_PLAN_MAX_RUNS, true),
+            (few, QUICK_PLAN_MAX_RUNS + 1, false),
+            (few + 1, 1, false),
+        ] {
+            let proto = conv_then_products(products);
+            let r = Runner::new(proto.clone(), std::slice::from_ref(&input), runs).unwrap();
+            let generated = Runner::new(proto, std::slice::from_ref(&input), 8).unwrap();
+            let case = format!("{products} product(s), {runs} run(s)");
+            assert_eq!(plain(&r), quick, "{case}");
+            assert!(!plain(&generated), "{case}: generated code");
+            let a = r.run(std::slice::from_ref(&input)).unwrap();
+            let b = generated.run(std::slice::from_ref(&input)).unwrap();
+            let (a, b) = (to_f64(&a[0]).unwrap(), to_f64(&b[0]).unwrap());
+            assert_eq!(a.len(), b.len());
+            for (u, v) in a.iter().zip(&b) {
+                assert!(
+                    (u - v).abs() <= 1e-5 * v.abs().max(1.0),
+                    "{case}: {u} vs {v}"
+                );
+            }
+        }
     }
 
     /// `y = x W` with a 1.2 MB weight (handed to tract as a placeholder,
@@ -1274,7 +1391,7 @@ mod tests {
         g.output
             .push(typed_value("r", DataType::Float16, &[1, n as i64]));
         let input = Tensor::from_shape(&[1, k], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, 8).unwrap();
         assert!(plan.runner.computes_half_as_float());
         let mut watched = Vec::new();
         let out = plan
@@ -1360,7 +1477,7 @@ mod tests {
             .output("y", &[1, d])
             .proto();
         let input = Tensor::from_shape(&[1, n], &vec![1f32; n]).unwrap();
-        let out = Runner::new(proto, std::slice::from_ref(&input))
+        let out = Runner::new(proto, std::slice::from_ref(&input), 8)
             .unwrap()
             .run(&[input])
             .unwrap();
@@ -1387,7 +1504,7 @@ mod tests {
             .output("three", &[1])
             .proto();
         let input = Tensor::from_shape(&[1, 4], &[1f32, 2.0, 3.0, 4.0]).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, 8).unwrap();
         for _ in 0..2 {
             let mut seen: Vec<(usize, Vec<f32>)> = Vec::new();
             let out = plan
@@ -1463,7 +1580,7 @@ mod tests {
             .output("s", &[1, c as i64, h as i64, w as i64])
             .proto();
         let input = Tensor::from_shape(&[1, c, h, w], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 2).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 2, 8).unwrap();
         let axes = softmax_axes(&plan);
         assert_eq!(axes, vec![vec![3], vec![3]]);
         let mut expected = vec![0f64; x.len()];
@@ -1524,7 +1641,7 @@ mod tests {
             .output("s", &[1, c as i64, w as i64])
             .proto();
         let input = Tensor::from_shape(&[1, c, w], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, 8).unwrap();
         let axes = softmax_axes(&plan);
         assert_eq!(
             axes,
@@ -1576,7 +1693,7 @@ mod tests {
             Tensor::from_shape(&[1, 2, 4, 4], &x).unwrap(),
             Tensor::from_shape(&[1, 3, 2, 2], &g).unwrap(),
         ];
-        let runner = Runner::new(proto, &inputs).unwrap();
+        let runner = Runner::new(proto, &inputs, 8).unwrap();
         let ops: Vec<String> = runner
             .plan
             .model()

@@ -247,7 +247,10 @@ pub fn calibrate(
     // they are), then watched: each is measured as it is computed and freed
     // once read, as in any run, instead of being held to the end of its
     // sample's run (magika: 40 MB a run for a 3 MB model).
-    let runner = tr::Runner::watching(proto, &run_samples[0], model_outputs)
+    // The calibration samples, and the reference samples where they run
+    // on this plan too (below).
+    let runs = run_samples.len() + reference.map_or(0, <[_]>::len);
+    let runner = tr::Runner::watching(proto, &run_samples[0], model_outputs, runs)
         .context("tract cannot run the model for calibration")?;
     let total = run_samples.len();
     // Counted and said under one lock: the last message is the last count.
