@@ -632,7 +632,7 @@ pub const QUICK_PLAN_MAX_RUNS: usize = 1;
 /// generation by optimising a model of it on every call. The recogniser's attention
 /// and MLP layers made its run 2.99 -> 6.48 s when planned so; the
 /// direction classifier's one final layer costs nothing.
-const QUICK_PLAN_MAX_PRODUCTS: usize = 2;
+pub const QUICK_PLAN_MAX_PRODUCTS: usize = 2;
 
 /// How many matrix products a run of `model` evaluates: those of a loop's
 /// body once per step, of a branch's the larger count; `None` where a
