@@ -37,6 +37,20 @@ pub struct Runner {
     /// plan's input types (inputs are cast to them) and the model's output
     /// types, kept and watched ones (outputs are cast back to them).
     half: Option<HalfAsFloat>,
+    /// A plan made without code generation ([`QUICK_PLAN_MAX_RUNS`]) keeps
+    /// its typed model (whose weights the plan shares), to generate code
+    /// and plan again should a run fail: what tract cannot evaluate op by
+    /// op it may run as generated code, as every plan did before.
+    generate: Option<Generate>,
+}
+
+/// See [`Runner::generate`].
+struct Generate {
+    typed: TypedModel,
+    keep: Option<usize>,
+    /// The generated runner, once a run failed; `None` where generating
+    /// failed too.
+    built: std::sync::OnceLock<Option<Box<Runner>>>,
 }
 
 /// tract's GlobalAveragePool, computed in float32 on a float16 input. tract
@@ -81,6 +95,7 @@ impl tract_onnx::tract_hir::ops::expandable::Expansion for WideGlobalAvgPool {
 }
 
 /// The types a plan that computes float16 in float32 is fed and returns.
+#[derive(Clone)]
 struct HalfAsFloat {
     inputs: Vec<DatumType>,
     outputs: Vec<DatumType>,
@@ -461,23 +476,7 @@ impl Runner {
     ) -> Result<Watching> {
         guarded("building a plan of the model", || {
             let (runner, outlets) = Self::build(proto, inputs, Some(keep), runs)?;
-            let mut watched: std::collections::HashMap<usize, Vec<(usize, usize)>> =
-                Default::default();
-            let mut constants = Vec::new();
-            let model = runner.plan.model();
-            for (k, o) in outlets.iter().enumerate() {
-                // A plan runs no constant: its value is handed over as is.
-                match model.node(o.node).op_as::<Const>() {
-                    Some(c) => constants.push((k, c.val().clone())),
-                    None => watched.entry(o.node).or_default().push((o.slot, k)),
-                }
-            }
-            Ok(Watching {
-                runner,
-                watched,
-                constants,
-                keep,
-            })
+            Ok(Watching::of(runner, &outlets, keep))
         })
     }
 
@@ -506,55 +505,43 @@ impl Runner {
             }
             None => None,
         };
-        // Code generation straight from the typed model: tract's decluttering
-        // (what `into_optimized` runs first) costs twice as much as the rest
-        // of the plan and saves little on the few runs verification and
-        // calibration make (PP-OCRv4 det: 0.22 -> 0.10 s a plan, runs as fast).
-        // Should an op need the decluttered form, the model is decluttered
-        // (what code generation did to it before it failed stays: tract's
-        // patches keep it whole) and generated again, `into_optimized`'s path.
-        // The model is not copied for that: a copy would hold every weight
-        // unpacked while code generation packs them.
-        let mut optimized = typed;
         let quick = runs <= QUICK_PLAN_MAX_RUNS
-            && matrix_products(&optimized).is_some_and(|n| n <= QUICK_PLAN_MAX_PRODUCTS);
-        if !quick && codegen(&mut optimized).is_err() {
-            optimized
-                .declutter()
-                .map_err(to_tract_error)
-                .and_then(|()| codegen(&mut optimized))
-                .context("tract cannot analyse the model")?;
-        }
-        softmax_on_last_axis(&mut optimized).context("tract cannot analyse the model")?;
-        planar_grid_samples(&mut optimized).context("tract cannot analyse the model")?;
-        // Watched values are outputs while the plan is made (so that tract
-        // computes them as they are, fused into nothing), then no longer:
-        // each is freed once its last reader has run, as any other value.
-        // One that tract computes on a branch of its own for being an
-        // output (magika's first Conv, reshaped back from tract's layout),
-        // which the kept outputs do not need, stays an output, held to the
-        // end of the run.
-        let mut watched = Vec::new();
-        if let Some(keep) = keep {
-            let outlets = optimized.output_outlets().map_err(to_tract_error)?.to_vec();
-            ensure!(keep <= outlets.len(), "fewer outputs than kept");
-            optimized
-                .select_output_outlets(&outlets[..keep])
-                .map_err(to_tract_error)?;
-            let needed: std::collections::HashSet<usize> = optimized
-                .eval_order()
-                .map_err(to_tract_error)?
-                .into_iter()
-                .collect();
-            let mut outputs = outlets[..keep].to_vec();
-            outputs.extend(outlets[keep..].iter().filter(|o| !needed.contains(&o.node)));
-            optimized
-                .select_output_outlets(&outputs)
-                .map_err(to_tract_error)?;
-            watched = outlets[keep..].to_vec();
-        }
-        let plan = optimized.into_runnable().map_err(to_tract_error)?;
-        Ok((Runner { plan, half }, watched))
+            && matrix_products(&typed).is_some_and(|n| n <= QUICK_PLAN_MAX_PRODUCTS);
+        let generate = quick.then(|| Generate {
+            typed: typed.clone(),
+            keep,
+            built: std::sync::OnceLock::new(),
+        });
+        let (plan, watched) = plan_of(typed, keep, quick)?;
+        Ok((
+            Runner {
+                plan,
+                half,
+                generate,
+            },
+            watched,
+        ))
+    }
+
+    /// The runner with generated code for a plan made without
+    /// ([`Runner::generate`]), built on first use; `None` for a plan with
+    /// generated code, or where generating fails.
+    fn generated(&self) -> Option<&Runner> {
+        let g = self.generate.as_ref()?;
+        g.built
+            .get_or_init(|| {
+                guarded("building a plan of the model", || {
+                    let (plan, _) = plan_of(g.typed.clone(), g.keep, false)?;
+                    Ok(Runner {
+                        plan,
+                        half: self.half.clone(),
+                        generate: None,
+                    })
+                })
+                .ok()
+                .map(Box::new)
+            })
+            .as_deref()
     }
 
     /// Whether the plan computes the model's float16 values in float32
@@ -603,15 +590,80 @@ impl Runner {
     fn run_first(&self, inputs: &[Tensor], n: usize) -> Result<Vec<Tensor>> {
         let fed = self.feed(inputs)?;
         let out = guarded("running the model", || {
+            #[cfg(test)]
+            tests::fail_ungenerated(self)?;
             self.plan.run(fed).map_err(to_tract_error)
         })
-        .context("tract failed to run the model")?;
+        .context("tract failed to run the model");
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => match self.generated() {
+                Some(generated) => return generated.run_first(inputs, n),
+                None => return Err(e),
+            },
+        };
         out.into_iter()
             .take(n)
             .enumerate()
             .map(|(k, v)| self.returned(k, v.into_tensor()))
             .collect()
     }
+}
+
+/// The plan of `optimized` (typed), with code generation unless `quick`;
+/// where `keep` is given, the outlets of the graph outputs past the first
+/// `keep`, which are then not the plan's.
+fn plan_of(
+    mut optimized: TypedModel,
+    keep: Option<usize>,
+    quick: bool,
+) -> Result<(Arc<TypedRunnableModel>, Vec<OutletId>)> {
+    // Code generation straight from the typed model: tract's decluttering
+    // (what `into_optimized` runs first) costs twice as much as the rest
+    // of the plan and saves little on the few runs verification and
+    // calibration make (PP-OCRv4 det: 0.22 -> 0.10 s a plan, runs as fast).
+    // Should an op need the decluttered form, the model is decluttered
+    // (what code generation did to it before it failed stays: tract's
+    // patches keep it whole) and generated again, `into_optimized`'s path.
+    // The model is not copied for that: a copy would hold every weight
+    // unpacked while code generation packs them.
+    if !quick && codegen(&mut optimized).is_err() {
+        optimized
+            .declutter()
+            .map_err(to_tract_error)
+            .and_then(|()| codegen(&mut optimized))
+            .context("tract cannot analyse the model")?;
+    }
+    softmax_on_last_axis(&mut optimized).context("tract cannot analyse the model")?;
+    planar_grid_samples(&mut optimized).context("tract cannot analyse the model")?;
+    // Watched values are outputs while the plan is made (so that tract
+    // computes them as they are, fused into nothing), then no longer:
+    // each is freed once its last reader has run, as any other value.
+    // One that tract computes on a branch of its own for being an
+    // output (magika's first Conv, reshaped back from tract's layout),
+    // which the kept outputs do not need, stays an output, held to the
+    // end of the run.
+    let mut watched = Vec::new();
+    if let Some(keep) = keep {
+        let outlets = optimized.output_outlets().map_err(to_tract_error)?.to_vec();
+        ensure!(keep <= outlets.len(), "fewer outputs than kept");
+        optimized
+            .select_output_outlets(&outlets[..keep])
+            .map_err(to_tract_error)?;
+        let needed: std::collections::HashSet<usize> = optimized
+            .eval_order()
+            .map_err(to_tract_error)?
+            .into_iter()
+            .collect();
+        let mut outputs = outlets[..keep].to_vec();
+        outputs.extend(outlets[keep..].iter().filter(|o| !needed.contains(&o.node)));
+        optimized
+            .select_output_outlets(&outputs)
+            .map_err(to_tract_error)?;
+        watched = outlets[keep..].to_vec();
+    }
+    let plan = optimized.into_runnable().map_err(to_tract_error)?;
+    Ok((plan, watched))
 }
 
 /// Plans that run at most this many samples are run as tract types the
@@ -849,9 +901,54 @@ pub struct Watching {
     /// How many of the plan's outputs are the kept ones (the rest are
     /// watched values it holds).
     keep: usize,
+    /// The plan with generated code a failed run falls back to
+    /// ([`Runner::generate`]), built then.
+    generated: std::sync::OnceLock<Option<Box<Watching>>>,
 }
 
 impl Watching {
+    /// `runner`'s values at `outlets` (the model's outputs past the first
+    /// `keep`) watched.
+    fn of(runner: Runner, outlets: &[OutletId], keep: usize) -> Watching {
+        let mut watched: std::collections::HashMap<usize, Vec<(usize, usize)>> = Default::default();
+        let mut constants = Vec::new();
+        let model = runner.plan.model();
+        for (k, o) in outlets.iter().enumerate() {
+            // A plan runs no constant: its value is handed over as is.
+            match model.node(o.node).op_as::<Const>() {
+                Some(c) => constants.push((k, c.val().clone())),
+                None => watched.entry(o.node).or_default().push((o.slot, k)),
+            }
+        }
+        Watching {
+            runner,
+            watched,
+            constants,
+            keep,
+            generated: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// See [`Watching::generated`].
+    fn generated(&self) -> Option<&Watching> {
+        let g = self.runner.generate.as_ref()?;
+        self.generated
+            .get_or_init(|| {
+                guarded("building a plan of the model", || {
+                    let (plan, outlets) = plan_of(g.typed.clone(), g.keep, false)?;
+                    let runner = Runner {
+                        plan,
+                        half: self.runner.half.clone(),
+                        generate: None,
+                    };
+                    Ok(Watching::of(runner, &outlets, self.keep))
+                })
+                .ok()
+                .map(Box::new)
+            })
+            .as_deref()
+    }
+
     /// Run on `inputs`, calling `seen(k, value)` for the `k`th watched value
     /// as soon as it is computed (first, for one tract folded into a
     /// constant); the kept outputs are returned.
@@ -859,6 +956,15 @@ impl Watching {
         &self,
         inputs: &[Tensor],
         mut seen: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        self.run_seeing(inputs, &mut seen)
+    }
+
+    /// [`Watching::run`].
+    fn run_seeing(
+        &self,
+        inputs: &[Tensor],
+        seen: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Vec<Tensor>> {
         use tract_onnx::tract_core::plan::{eval, EvalContext};
         // Watched values as the model's types (see `Runner::returned`).
@@ -868,6 +974,8 @@ impl Watching {
         }
         let fed = self.runner.feed(inputs)?;
         let out = guarded("running the model", || {
+            #[cfg(test)]
+            tests::fail_ungenerated(&self.runner)?;
             let mut state = self.runner.plan.spawn().map_err(to_tract_error)?;
             let inputs = fed;
             state
@@ -891,7 +999,15 @@ impl Watching {
                 )
                 .map_err(to_tract_error)
         })
-        .context("tract failed to run the model")?;
+        .context("tract failed to run the model");
+        let out = match out {
+            Ok(out) => out,
+            // The watched values seen so far are seen again.
+            Err(e) => match self.generated() {
+                Some(generated) => return generated.run_seeing(inputs, seen),
+                None => return Err(e),
+            },
+        };
         out.into_iter()
             .take(self.keep)
             .enumerate()
@@ -1207,6 +1323,68 @@ mod tests {
                 view.as_slice::<f32>().unwrap().to_vec()
             })
             .collect()
+    }
+
+    thread_local! {
+        /// Runs of plans made without code generation fail on this thread.
+        static FAIL_UNGENERATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// An error for a run of `runner` where [`FAIL_UNGENERATED`] is set and
+    /// its plan has no generated code.
+    pub(super) fn fail_ungenerated(runner: &Runner) -> Result<()> {
+        if runner.generate.is_some() && FAIL_UNGENERATED.with(|f| f.get()) {
+            bail!("a run of a plan without generated code, made to fail");
+        }
+        Ok(())
+    }
+
+    /// A run of a plan made without code generation that fails is made
+    /// again on a plan with generated code, built then, watched values
+    /// included; the outputs are those of a generated plan.
+    #[test]
+    fn a_failed_run_without_generated_code_runs_again_with_it() {
+        use tract_onnx::tract_core::ops::cnn::Conv;
+        let x: Vec<f32> = (0..72).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
+        let input = Tensor::from_shape(&[1, 2, 6, 6], &x).unwrap();
+        let mut proto = conv_then_products(0);
+        proto
+            .graph
+            .as_mut()
+            .unwrap()
+            .output
+            .push(crate::ir::builder::f32_value("r", &[1, 3, 6, 6]));
+        let inputs = std::slice::from_ref(&input);
+        let plain = |r: &Runner| r.plan.model().nodes().iter().any(|n| n.op_is::<Conv>());
+        let want = Runner::new(proto.clone(), inputs, 8)
+            .unwrap()
+            .run(inputs)
+            .unwrap();
+        FAIL_UNGENERATED.with(|f| f.set(true));
+        let runner = Runner::new(proto.clone(), inputs, 1).unwrap();
+        assert!(plain(&runner));
+        let got = runner.run(inputs);
+        let watching = Runner::watching(proto, inputs, 1, 1).unwrap();
+        let mut seen = Vec::new();
+        let kept = watching.run(inputs, |k, t| {
+            seen.push((k, t.clone()));
+            Ok(())
+        });
+        FAIL_UNGENERATED.with(|f| f.set(false));
+        let got = got.unwrap();
+        assert!(runner.generated().is_some_and(|g| !plain(g)));
+        let same = |a: &Tensor, b: &Tensor| {
+            let (a, b) = (to_f64(a).unwrap(), to_f64(b).unwrap());
+            a.len() == b.len() && a.iter().zip(&b).all(|(u, v)| (u - v).abs() <= 1e-5)
+        };
+        assert!(same(&got[0], &want[0]) && same(&got[1], &want[1]));
+        let kept = kept.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert!(same(&kept[0], &want[0]));
+        assert!(watching.generated().is_some_and(|w| !plain(&w.runner)));
+        let last = seen.last().expect("the watched value is seen");
+        assert_eq!(last.0, 0);
+        assert!(same(&last.1, &want[1]));
     }
 
     /// A Conv, then `products` MatMuls in a chain, on `[1, 2, 6, 6]`.
