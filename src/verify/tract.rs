@@ -626,7 +626,10 @@ fn plan_of(
     // (what code generation did to it before it failed stays: tract's
     // patches keep it whole) and generated again, `into_optimized`'s path.
     // The model is not copied for that: a copy would hold every weight
-    // unpacked while code generation packs them.
+    // unpacked while code generation packs them. (A plan made without code
+    // generation whose run failed is the exception: its typed model, which
+    // shares the plan's unpacked weights, is generated then, and the peak
+    // holds them unpacked and packed.)
     if !quick && codegen(&mut optimized).is_err() {
         optimized
             .declutter()
@@ -690,12 +693,14 @@ pub const QUICK_PLAN_MAX_PRODUCTS: usize = 2;
 /// body once per step, of a branch's the larger count; `None` where a
 /// loop's steps are not known.
 fn matrix_products(model: &TypedModel) -> Option<usize> {
+    use tract_onnx::tract_core::ops::cnn::Deconv;
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::logic::IfThenElse;
     use tract_onnx::tract_core::ops::scan::{InputMapping, Scan};
     let mut n = 0usize;
     for node in model.nodes() {
-        if node.op_is::<EinSum>() {
+        // A ConvTranspose evaluates its product as a matrix product too.
+        if node.op_is::<EinSum>() || node.op_is::<Deconv>() {
             n += 1;
         } else if let Some(scan) = node.op_as::<Scan>() {
             // Steps: the first scanned input's length over its chunk.
@@ -929,7 +934,9 @@ impl Watching {
         }
     }
 
-    /// See [`Watching::generated`].
+    /// The watching plan with generated code a failed run falls back to
+    /// ([`Runner::generate`]), built on first use; `None` for a plan with
+    /// generated code, or where generating fails.
     fn generated(&self) -> Option<&Watching> {
         let g = self.runner.generate.as_ref()?;
         self.generated
@@ -973,6 +980,8 @@ impl Watching {
             seen(*k, self.runner.as_returned(keep + k, t)?.as_ref())?;
         }
         let fed = self.runner.feed(inputs)?;
+        // Whether the run failed in `seen` (or casting for it).
+        let mut watcher_failed = false;
         let out = guarded("running the model", || {
             #[cfg(test)]
             tests::fail_ungenerated(&self.runner)?;
@@ -991,7 +1000,14 @@ impl Watching {
                         let out = eval(ctx, op_state, node, input)?;
                         for &(slot, k) in self.watched.get(&node.id).into_iter().flatten() {
                             if let Some(v) = out.get(slot) {
-                                seen(k, self.runner.as_returned(keep + k, v)?.as_ref())?;
+                                let r = self
+                                    .runner
+                                    .as_returned(keep + k, v)
+                                    .and_then(|t| seen(k, t.as_ref()));
+                                if r.is_err() {
+                                    watcher_failed = true;
+                                }
+                                r?;
                             }
                         }
                         Ok(out)
@@ -1002,6 +1018,8 @@ impl Watching {
         .context("tract failed to run the model");
         let out = match out {
             Ok(out) => out,
+            // Not tract's failure: a generated plan would fail the same way.
+            Err(e) if watcher_failed => return Err(e),
             // The watched values seen so far are seen again.
             Err(e) => match self.generated() {
                 Some(generated) => return generated.run_seeing(inputs, seen),
@@ -1339,6 +1357,19 @@ mod tests {
         Ok(())
     }
 
+    /// [`conv_then_products`] of none, the Relu's output `r` a second
+    /// output.
+    fn conv_then_relu_out() -> ModelProto {
+        let mut proto = conv_then_products(0);
+        proto
+            .graph
+            .as_mut()
+            .unwrap()
+            .output
+            .push(crate::ir::builder::f32_value("r", &[1, 3, 6, 6]));
+        proto
+    }
+
     /// A run of a plan made without code generation that fails is made
     /// again on a plan with generated code, built then, watched values
     /// included; the outputs are those of a generated plan.
@@ -1347,13 +1378,7 @@ mod tests {
         use tract_onnx::tract_core::ops::cnn::Conv;
         let x: Vec<f32> = (0..72).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
         let input = Tensor::from_shape(&[1, 2, 6, 6], &x).unwrap();
-        let mut proto = conv_then_products(0);
-        proto
-            .graph
-            .as_mut()
-            .unwrap()
-            .output
-            .push(crate::ir::builder::f32_value("r", &[1, 3, 6, 6]));
+        let proto = conv_then_relu_out();
         let inputs = std::slice::from_ref(&input);
         let plain = |r: &Runner| r.plan.model().nodes().iter().any(|n| n.op_is::<Conv>());
         let want = Runner::new(proto.clone(), inputs, 8)
@@ -1385,6 +1410,15 @@ mod tests {
         let last = seen.last().expect("the watched value is seen");
         assert_eq!(last.0, 0);
         assert!(same(&last.1, &want[1]));
+
+        // A run that fails where its values are seen is not tract's
+        // failure: nothing is generated, the error is the caller's.
+        let watching = Runner::watching(conv_then_relu_out(), inputs, 1, 1).unwrap();
+        let e = watching
+            .run(inputs, |_, _| bail!("the caller's own error"))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("the caller's own error"), "{e:#}");
+        assert!(watching.generated.get().is_none(), "nothing generated");
     }
 
     /// A Conv, then `products` MatMuls in a chain, on `[1, 2, 6, 6]`.
@@ -1451,6 +1485,38 @@ mod tests {
                     "{case}: {u} vs {v}"
                 );
             }
+        }
+    }
+
+    /// A ConvTranspose counts as a matrix product (tract evaluates it as
+    /// one outside generated code): two on one run are planned without
+    /// generated code, three with it.
+    #[test]
+    fn conv_transposes_count_as_matrix_products() {
+        use tract_onnx::tract_core::ops::cnn::Deconv;
+        let w: Vec<f32> = (0..4).map(|i| i as f32 / 4.0 - 0.3).collect();
+        let x: Vec<f32> = (0..72).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
+        let input = Tensor::from_shape(&[1, 2, 6, 6], &x).unwrap();
+        for (layers, quick) in [
+            (QUICK_PLAN_MAX_PRODUCTS, true),
+            (QUICK_PLAN_MAX_PRODUCTS + 1, false),
+        ] {
+            let mut b =
+                ModelBuilder::new(17)
+                    .input("x0", &[1, 2, 6, 6])
+                    .init_f32("w", &[2, 2, 1, 1], &w);
+            for k in 0..layers {
+                b = b.node(
+                    &format!("t{k}"),
+                    "ConvTranspose",
+                    &[&format!("x{k}"), "w"],
+                    &[&format!("x{}", k + 1)],
+                );
+            }
+            let proto = b.output(&format!("x{layers}"), &[1, 2, 6, 6]).proto();
+            let r = Runner::new(proto, std::slice::from_ref(&input), 1).unwrap();
+            let plain = r.plan.model().nodes().iter().any(|n| n.op_is::<Deconv>());
+            assert_eq!(plain, quick, "{layers} ConvTranspose(s)");
         }
     }
 
