@@ -36,10 +36,38 @@ pub(super) const ALIGN: usize = 4096;
 
 /// A zeroed buffer with room for `len` bytes from an offset aligned to
 /// [`ALIGN`]: the buffer and that offset.
-pub(super) fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
+fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
     let buf = vec![0u8; len + ALIGN];
     let at = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
     (buf, at)
+}
+
+/// [`CHUNK`] bytes aligned to [`ALIGN`], for direct reads and writes of
+/// other files (the scratch file's, `super::spill`).
+pub(super) struct Aligned {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Aligned {
+    pub(super) fn new() -> Aligned {
+        let (buf, at) = aligned_buffer(CHUNK);
+        Aligned { buf, at }
+    }
+
+    /// Its first `len` bytes (at most [`CHUNK`]), aligned.
+    pub(super) fn first(&mut self, len: usize) -> &mut [u8] {
+        &mut self.buf[self.at..self.at + len]
+    }
+
+    /// One whose bytes start one past the alignment, which direct I/O
+    /// refuses where the file system checks it.
+    #[cfg(test)]
+    pub(super) fn misaligned() -> Aligned {
+        let mut a = Aligned::new();
+        a.at += 1;
+        a
+    }
 }
 
 /// A sequential writer of one temporary file (see the module's doc).

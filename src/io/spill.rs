@@ -69,8 +69,7 @@ static SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
 #[cfg_attr(not(unix), allow(dead_code))]
 struct Direct {
     file: Arc<File>,
-    buf: Vec<u8>,
-    at: usize,
+    buf: super::direct::Aligned,
 }
 
 /// A payload of the scratch file written past the page cache: where its
@@ -126,14 +125,7 @@ pub fn write_direct(on: bool) {
     scratch.direct = match (on, scratch.direct.take()) {
         (false, _) => None,
         (true, Some(d)) => Some(d),
-        (true, None) => open_direct(&scratch.file).map(|file| {
-            let (buf, at) = super::direct::aligned_buffer(super::direct::CHUNK);
-            Direct {
-                file: Arc::new(file),
-                buf,
-                at,
-            }
-        }),
+        (true, None) => open_direct(&scratch.file).map(Direct::new),
     };
 }
 
@@ -157,6 +149,14 @@ fn open_direct(_: &File) -> Option<File> {
 }
 
 impl Direct {
+    /// Writing through `file`, the scratch file opened with `O_DIRECT`.
+    fn new(file: File) -> Direct {
+        Direct {
+            file: Arc::new(file),
+            buf: super::direct::Aligned::new(),
+        }
+    }
+
     /// `data` written at `off` (aligned) in chunks through the aligned
     /// buffer, the last padded with zeros to the alignment.
     #[cfg(unix)]
@@ -166,7 +166,7 @@ impl Direct {
         for (k, piece) in data.chunks(CHUNK).enumerate() {
             let n = piece.len();
             let padded = n.next_multiple_of(ALIGN);
-            let chunk = &mut self.buf[self.at..self.at + padded];
+            let chunk = self.buf.first(padded);
             chunk[..n].copy_from_slice(piece);
             chunk[n..].fill(0);
             self.file.write_all_at(chunk, off + (k * CHUNK) as u64)?;
@@ -182,7 +182,7 @@ impl Direct {
 /// own.
 #[derive(Default)]
 pub struct Reader {
-    buf: Option<(Vec<u8>, usize)>,
+    buf: Option<super::direct::Aligned>,
     /// Bytes read past the page cache so far.
     direct_bytes: u64,
 }
@@ -198,15 +198,11 @@ impl Reader {
         let Some((file, off)) = direct_source(data) else {
             return w.write_all(data);
         };
-        let (buf, at) = self
-            .buf
-            .get_or_insert_with(|| super::direct::aligned_buffer(CHUNK));
-        let buf = &mut *buf;
-        let at = *at;
+        let buf = self.buf.get_or_insert_with(super::direct::Aligned::new);
         let mut done = 0;
         while done < data.len() {
             let n = (data.len() - done).min(CHUNK);
-            let chunk = &mut buf[at..at + n.next_multiple_of(ALIGN)];
+            let chunk = buf.first(n.next_multiple_of(ALIGN));
             match file.read_at(chunk, off + done as u64) {
                 Ok(k) if k >= n => {
                     w.write_all(&chunk[..n])?;
@@ -482,14 +478,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn direct_scratch(dir: &Path) -> Scratch {
         let file = Arc::new(tempfile::tempfile_in(dir).unwrap());
-        let direct = open_direct(&file).map(|f| {
-            let (buf, at) = crate::io::direct::aligned_buffer(crate::io::direct::CHUNK);
-            Direct {
-                file: Arc::new(f),
-                buf,
-                at,
-            }
-        });
+        let direct = open_direct(&file).map(Direct::new);
         assert!(
             direct.is_some() || crate::io::on_tmpfs(dir),
             "the scratch file opens with O_DIRECT outside a tmpfs"
@@ -585,18 +574,13 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn failed_direct_writes_and_reads_go_through_the_page_cache() {
-        use crate::io::direct::{aligned_buffer, CHUNK};
+        use crate::io::direct::{Aligned, CHUNK};
         use std::os::fd::AsRawFd;
         let dir = tempfile::tempdir_in(crate::io::test_scratch()).unwrap();
         let data = varied(CHUNK + 4097, 5);
         let mut scratch = direct_scratch(dir.path());
         let read_only = File::open(format!("/proc/self/fd/{}", scratch.file.as_raw_fd())).unwrap();
-        let (buf, at) = aligned_buffer(CHUNK);
-        scratch.direct = Some(Direct {
-            file: Arc::new(read_only),
-            buf,
-            at,
-        });
+        scratch.direct = Some(Direct::new(read_only));
         let a = write_and_map(&mut scratch, &data).unwrap();
         assert!(a[..] == data[..]);
         assert!(scratch.direct.is_none(), "direct writing given up");
@@ -606,9 +590,8 @@ mod tests {
 
         let mut scratch = direct_scratch(dir.path());
         let c = write_and_map(&mut scratch, &data).unwrap();
-        let (buf, at) = aligned_buffer(CHUNK);
         let mut reader = Reader {
-            buf: Some((buf, at + 1)),
+            buf: Some(Aligned::misaligned()),
             direct_bytes: 0,
         };
         let mut out = Vec::new();
