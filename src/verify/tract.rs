@@ -529,19 +529,21 @@ impl Runner {
     fn generated(&self) -> Option<&Runner> {
         let g = self.generate.as_ref()?;
         g.built
-            .get_or_init(|| {
-                guarded("building a plan of the model", || {
-                    let (plan, _) = plan_of(g.typed.clone(), g.keep, false)?;
-                    Ok(Runner {
-                        plan,
-                        half: self.half.clone(),
-                        generate: None,
-                    })
-                })
-                .ok()
-                .map(Box::new)
-            })
+            .get_or_init(|| self.regenerated(g).ok().map(|(r, _)| Box::new(r)))
             .as_deref()
+    }
+
+    /// The runner `g` builds with generated code, and its watched outlets.
+    fn regenerated(&self, g: &Generate) -> Result<(Runner, Vec<OutletId>)> {
+        guarded("building a plan of the model", || {
+            let (plan, outlets) = plan_of(g.typed.clone(), g.keep, false)?;
+            let runner = Runner {
+                plan,
+                half: self.half.clone(),
+                generate: None,
+            };
+            Ok((runner, outlets))
+        })
     }
 
     /// Whether the plan computes the model's float16 values in float32
@@ -941,17 +943,8 @@ impl Watching {
         let g = self.runner.generate.as_ref()?;
         self.generated
             .get_or_init(|| {
-                guarded("building a plan of the model", || {
-                    let (plan, outlets) = plan_of(g.typed.clone(), g.keep, false)?;
-                    let runner = Runner {
-                        plan,
-                        half: self.runner.half.clone(),
-                        generate: None,
-                    };
-                    Ok(Watching::of(runner, &outlets, self.keep))
-                })
-                .ok()
-                .map(Box::new)
+                let (runner, outlets) = self.runner.regenerated(g).ok()?;
+                Some(Box::new(Watching::of(runner, &outlets, self.keep)))
             })
             .as_deref()
     }
@@ -1330,7 +1323,7 @@ mod tests {
     /// The float32 outputs of `proto` run on `x`, its one input `[1, len]`.
     fn run_f32(proto: ModelProto, x: &[f32]) -> Vec<Vec<f32>> {
         let input = Tensor::from_shape(&[1, x.len()], x).unwrap();
-        let out = Runner::new(proto, std::slice::from_ref(&input), 8)
+        let out = Runner::new(proto, std::slice::from_ref(&input), MANY_RUNS)
             .unwrap()
             .run(&[input])
             .unwrap();
@@ -1357,6 +1350,27 @@ mod tests {
         Ok(())
     }
 
+    /// Runs enough for a plan with generated code.
+    const MANY_RUNS: usize = QUICK_PLAN_MAX_RUNS + 7;
+
+    /// Whether `runner`'s plan holds an `O` (an op code generation
+    /// replaces: then it was made without).
+    fn holds<O: Op>(runner: &Runner) -> bool {
+        runner.plan.model().nodes().iter().any(|n| n.op_is::<O>())
+    }
+
+    /// `a` and `b` hold the same values within float32 rounding.
+    fn assert_agree(a: &Tensor, b: &Tensor, case: &str) {
+        let (a, b) = (to_f64(a).unwrap(), to_f64(b).unwrap());
+        assert_eq!(a.len(), b.len(), "{case}");
+        for (u, v) in a.iter().zip(&b) {
+            assert!(
+                (u - v).abs() <= 1e-5 * v.abs().max(1.0),
+                "{case}: {u} vs {v}"
+            );
+        }
+    }
+
     /// [`conv_then_products`] of none, the Relu's output `r` a second
     /// output.
     fn conv_then_relu_out() -> ModelProto {
@@ -1380,14 +1394,13 @@ mod tests {
         let input = Tensor::from_shape(&[1, 2, 6, 6], &x).unwrap();
         let proto = conv_then_relu_out();
         let inputs = std::slice::from_ref(&input);
-        let plain = |r: &Runner| r.plan.model().nodes().iter().any(|n| n.op_is::<Conv>());
-        let want = Runner::new(proto.clone(), inputs, 8)
+        let want = Runner::new(proto.clone(), inputs, MANY_RUNS)
             .unwrap()
             .run(inputs)
             .unwrap();
         FAIL_UNGENERATED.with(|f| f.set(true));
         let runner = Runner::new(proto.clone(), inputs, 1).unwrap();
-        assert!(plain(&runner));
+        assert!(holds::<Conv>(&runner));
         let got = runner.run(inputs);
         let watching = Runner::watching(proto, inputs, 1, 1).unwrap();
         let mut seen = Vec::new();
@@ -1397,19 +1410,18 @@ mod tests {
         });
         FAIL_UNGENERATED.with(|f| f.set(false));
         let got = got.unwrap();
-        assert!(runner.generated().is_some_and(|g| !plain(g)));
-        let same = |a: &Tensor, b: &Tensor| {
-            let (a, b) = (to_f64(a).unwrap(), to_f64(b).unwrap());
-            a.len() == b.len() && a.iter().zip(&b).all(|(u, v)| (u - v).abs() <= 1e-5)
-        };
-        assert!(same(&got[0], &want[0]) && same(&got[1], &want[1]));
+        assert!(runner.generated().is_some_and(|g| !holds::<Conv>(g)));
+        assert_agree(&got[0], &want[0], "run, output 0");
+        assert_agree(&got[1], &want[1], "run, output 1");
         let kept = kept.unwrap();
         assert_eq!(kept.len(), 1);
-        assert!(same(&kept[0], &want[0]));
-        assert!(watching.generated().is_some_and(|w| !plain(&w.runner)));
+        assert_agree(&kept[0], &want[0], "watched run, kept output");
+        assert!(watching
+            .generated()
+            .is_some_and(|w| !holds::<Conv>(&w.runner)));
         let last = seen.last().expect("the watched value is seen");
         assert_eq!(last.0, 0);
-        assert!(same(&last.1, &want[1]));
+        assert_agree(&last.1, &want[1], "watched run, watched value");
 
         // A run that fails where its values are seen is not tract's
         // failure: nothing is generated, the error is the caller's.
@@ -1461,7 +1473,6 @@ mod tests {
         use tract_onnx::tract_core::ops::cnn::Conv;
         let x: Vec<f32> = (0..72).map(|i| (i % 11) as f32 / 11.0 - 0.5).collect();
         let input = Tensor::from_shape(&[1, 2, 6, 6], &x).unwrap();
-        let plain = |r: &Runner| r.plan.model().nodes().iter().any(|n| n.op_is::<Conv>());
         let few = QUICK_PLAN_MAX_PRODUCTS;
         for (products, runs, quick) in [
             (few, 1, true),
@@ -1470,21 +1481,15 @@ mod tests {
             (few + 1, 1, false),
         ] {
             let proto = conv_then_products(products);
-            let r = Runner::new(proto.clone(), std::slice::from_ref(&input), runs).unwrap();
-            let generated = Runner::new(proto, std::slice::from_ref(&input), 8).unwrap();
+            let inputs = std::slice::from_ref(&input);
+            let r = Runner::new(proto.clone(), inputs, runs).unwrap();
+            let generated = Runner::new(proto, inputs, MANY_RUNS).unwrap();
             let case = format!("{products} product(s), {runs} run(s)");
-            assert_eq!(plain(&r), quick, "{case}");
-            assert!(!plain(&generated), "{case}: generated code");
-            let a = r.run(std::slice::from_ref(&input)).unwrap();
-            let b = generated.run(std::slice::from_ref(&input)).unwrap();
-            let (a, b) = (to_f64(&a[0]).unwrap(), to_f64(&b[0]).unwrap());
-            assert_eq!(a.len(), b.len());
-            for (u, v) in a.iter().zip(&b) {
-                assert!(
-                    (u - v).abs() <= 1e-5 * v.abs().max(1.0),
-                    "{case}: {u} vs {v}"
-                );
-            }
+            assert_eq!(holds::<Conv>(&r), quick, "{case}");
+            assert!(!holds::<Conv>(&generated), "{case}: generated code");
+            let a = r.run(inputs).unwrap();
+            let b = generated.run(inputs).unwrap();
+            assert_agree(&a[0], &b[0], &case);
         }
     }
 
@@ -1515,8 +1520,7 @@ mod tests {
             }
             let proto = b.output(&format!("x{layers}"), &[1, 2, 6, 6]).proto();
             let r = Runner::new(proto, std::slice::from_ref(&input), 1).unwrap();
-            let plain = r.plan.model().nodes().iter().any(|n| n.op_is::<Deconv>());
-            assert_eq!(plain, quick, "{layers} ConvTranspose(s)");
+            assert_eq!(holds::<Deconv>(&r), quick, "{layers} ConvTranspose(s)");
         }
     }
 
@@ -1545,17 +1549,15 @@ mod tests {
                 .proto();
             let x: Vec<f32> = (0..steps as usize * 3).map(|i| i as f32 / 10.0).collect();
             let input = Tensor::from_shape(&[steps as usize, 1, 3], &x).unwrap();
-            let one = Runner::new(proto.clone(), std::slice::from_ref(&input), 1).unwrap();
-            let generated = Runner::new(proto, std::slice::from_ref(&input), 8).unwrap();
-            let plain = |r: &Runner| r.plan.model().nodes().iter().any(|n| n.op_is::<Scan>());
-            assert_eq!(plain(&one), quick, "{steps} step(s)");
-            assert!(!plain(&generated), "{steps} step(s): generated code");
-            let a = to_f64(&one.run(std::slice::from_ref(&input)).unwrap()[0]).unwrap();
-            let b = to_f64(&generated.run(std::slice::from_ref(&input)).unwrap()[0]).unwrap();
-            assert_eq!(a.len(), b.len());
-            for (u, v) in a.iter().zip(&b) {
-                assert!((u - v).abs() <= 1e-5, "{steps} step(s): {u} vs {v}");
-            }
+            let inputs = std::slice::from_ref(&input);
+            let one = Runner::new(proto.clone(), inputs, 1).unwrap();
+            let generated = Runner::new(proto, inputs, MANY_RUNS).unwrap();
+            let case = format!("{steps} step(s)");
+            assert_eq!(holds::<Scan>(&one), quick, "{case}");
+            assert!(!holds::<Scan>(&generated), "{case}: generated code");
+            let a = one.run(inputs).unwrap();
+            let b = generated.run(inputs).unwrap();
+            assert_agree(&a[0], &b[0], &case);
         }
     }
 
@@ -1687,7 +1689,7 @@ mod tests {
         g.output
             .push(typed_value("r", DataType::Float16, &[1, n as i64]));
         let input = Tensor::from_shape(&[1, k], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, 8).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, MANY_RUNS).unwrap();
         assert!(plan.runner.computes_half_as_float());
         let mut watched = Vec::new();
         let out = plan
@@ -1773,7 +1775,7 @@ mod tests {
             .output("y", &[1, d])
             .proto();
         let input = Tensor::from_shape(&[1, n], &vec![1f32; n]).unwrap();
-        let out = Runner::new(proto, std::slice::from_ref(&input), 8)
+        let out = Runner::new(proto, std::slice::from_ref(&input), MANY_RUNS)
             .unwrap()
             .run(&[input])
             .unwrap();
@@ -1800,7 +1802,7 @@ mod tests {
             .output("three", &[1])
             .proto();
         let input = Tensor::from_shape(&[1, 4], &[1f32, 2.0, 3.0, 4.0]).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, 8).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, MANY_RUNS).unwrap();
         for _ in 0..2 {
             let mut seen: Vec<(usize, Vec<f32>)> = Vec::new();
             let out = plan
@@ -1876,7 +1878,7 @@ mod tests {
             .output("s", &[1, c as i64, h as i64, w as i64])
             .proto();
         let input = Tensor::from_shape(&[1, c, h, w], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 2, 8).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 2, MANY_RUNS).unwrap();
         let axes = softmax_axes(&plan);
         assert_eq!(axes, vec![vec![3], vec![3]]);
         let mut expected = vec![0f64; x.len()];
@@ -1937,7 +1939,7 @@ mod tests {
             .output("s", &[1, c as i64, w as i64])
             .proto();
         let input = Tensor::from_shape(&[1, c, w], &x).unwrap();
-        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, 8).unwrap();
+        let plan = Runner::watching(proto, std::slice::from_ref(&input), 1, MANY_RUNS).unwrap();
         let axes = softmax_axes(&plan);
         assert_eq!(
             axes,
@@ -1989,7 +1991,7 @@ mod tests {
             Tensor::from_shape(&[1, 2, 4, 4], &x).unwrap(),
             Tensor::from_shape(&[1, 3, 2, 2], &g).unwrap(),
         ];
-        let runner = Runner::new(proto, &inputs, 8).unwrap();
+        let runner = Runner::new(proto, &inputs, MANY_RUNS).unwrap();
         let ops: Vec<String> = runner
             .plan
             .model()
