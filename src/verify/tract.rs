@@ -1371,6 +1371,26 @@ mod tests {
         }
     }
 
+    /// `proto` planned for `runs` on `input` holds an `O` where `quick`
+    /// (planned without code generation), and computes what its plan with
+    /// generated code computes, which holds none.
+    fn assert_planned<O: Op>(
+        proto: ModelProto,
+        input: &Tensor,
+        runs: usize,
+        quick: bool,
+        case: &str,
+    ) {
+        let inputs = std::slice::from_ref(input);
+        let r = Runner::new(proto.clone(), inputs, runs).unwrap();
+        let generated = Runner::new(proto, inputs, MANY_RUNS).unwrap();
+        assert_eq!(holds::<O>(&r), quick, "{case}");
+        assert!(!holds::<O>(&generated), "{case}: generated code");
+        let a = r.run(inputs).unwrap();
+        let b = generated.run(inputs).unwrap();
+        assert_agree(&a[0], &b[0], case);
+    }
+
     /// [`conv_then_products`] of none, the Relu's output `r` a second
     /// output.
     fn conv_then_relu_out() -> ModelProto {
@@ -1480,16 +1500,8 @@ mod tests {
             (few, QUICK_PLAN_MAX_RUNS + 1, false),
             (few + 1, 1, false),
         ] {
-            let proto = conv_then_products(products);
-            let inputs = std::slice::from_ref(&input);
-            let r = Runner::new(proto.clone(), inputs, runs).unwrap();
-            let generated = Runner::new(proto, inputs, MANY_RUNS).unwrap();
             let case = format!("{products} product(s), {runs} run(s)");
-            assert_eq!(holds::<Conv>(&r), quick, "{case}");
-            assert!(!holds::<Conv>(&generated), "{case}: generated code");
-            let a = r.run(inputs).unwrap();
-            let b = generated.run(inputs).unwrap();
-            assert_agree(&a[0], &b[0], &case);
+            assert_planned::<Conv>(conv_then_products(products), &input, runs, quick, &case);
         }
     }
 
@@ -1549,15 +1561,7 @@ mod tests {
                 .proto();
             let x: Vec<f32> = (0..steps as usize * 3).map(|i| i as f32 / 10.0).collect();
             let input = Tensor::from_shape(&[steps as usize, 1, 3], &x).unwrap();
-            let inputs = std::slice::from_ref(&input);
-            let one = Runner::new(proto.clone(), inputs, 1).unwrap();
-            let generated = Runner::new(proto, inputs, MANY_RUNS).unwrap();
-            let case = format!("{steps} step(s)");
-            assert_eq!(holds::<Scan>(&one), quick, "{case}");
-            assert!(!holds::<Scan>(&generated), "{case}: generated code");
-            let a = one.run(inputs).unwrap();
-            let b = generated.run(inputs).unwrap();
-            assert_agree(&a[0], &b[0], &case);
+            assert_planned::<Scan>(proto, &input, 1, quick, &format!("{steps} step(s)"));
         }
     }
 
