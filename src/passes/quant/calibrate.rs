@@ -36,6 +36,8 @@ pub enum Method {
 }
 
 const BINS: usize = 2048;
+// `Stat::of` masks bin numbers with `BINS - 1`.
+const _: () = assert!(BINS.is_power_of_two());
 
 /// What calibration measured.
 pub struct Calibration {
@@ -648,14 +650,24 @@ impl Stat {
             let mut four = vec![[0u32; 4]; BINS];
             let top = (BINS - 1) as f32;
             let mut rest: &[f32] = v;
-            if nonfinite == 0 {
+            // With every value finite and `per` finite, `(x - lo) * per` is
+            // never NaN (`x - lo >= 0`, `per > 0`): clamped, it converts to
+            // i32 without the checks of a saturating `as`, which kept the
+            // conversion scalar, and the bin, masked to BINS (a power of
+            // two, so the mask changes nothing), is indexed without bounds
+            // checks: YOLOv8n's run spent 15% of its time here, now 8%.
+            if nonfinite == 0 && per.is_finite() {
                 let mut chunks = v.chunks_exact(16);
                 for c in &mut chunks {
                     let c: &[f32; 16] = c.try_into().expect("chunks of 16");
-                    let idx: [u32; 16] =
-                        std::array::from_fn(|k| ((c[k] - lo) * per).clamp(0.0, top) as u32);
+                    let idx: [i32; 16] = std::array::from_fn(|k| {
+                        let t = ((c[k] - lo) * per).clamp(0.0, top);
+                        // SAFETY: `t` is in [0, BINS - 1] and not NaN (above),
+                        // so it is representable as i32.
+                        unsafe { t.to_int_unchecked::<i32>() }
+                    });
                     for (k, &b) in idx.iter().enumerate() {
-                        four[b as usize][k & 3] += 1;
+                        four[b as usize & (BINS - 1)][k & 3] += 1;
                     }
                 }
                 rest = chunks.remainder();
@@ -964,6 +976,28 @@ mod tests {
     }
 
     #[test]
+    fn stat_bins_each_value_where_the_bin_width_puts_it() {
+        // The 16-wide path against the plain rule: bin floor((x - lo) *
+        // BINS / (hi - lo)), the maximum in the last bin.
+        let mut x = 0x2545_f491u32;
+        let v: Vec<f32> = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x as f32 / u32::MAX as f32 - 0.3) * 7.0
+            })
+            .collect();
+        let s = Stat::of(&v, true);
+        let per = (BINS as f64 / (s.hi - s.lo) as f64) as f32;
+        let mut expected = vec![0u32; BINS];
+        for &x in &v {
+            expected[(((x - s.lo) * per) as usize).min(BINS - 1)] += 1;
+        }
+        assert_eq!(s.hist, expected);
+    }
+
+    #[test]
     fn stat_skips_nan_and_infinities_and_bins_every_finite_value() {
         // Lengths below, at and past the 8-lane blocks, NaN and infinities
         // anywhere: the range and the histogram count the finite values only.
@@ -986,6 +1020,9 @@ mod tests {
         }
         let s = Stat::of(&[f32::NAN; 9], true);
         assert!(!s.lo.is_finite() && s.hist.is_empty());
+        // A constant value (a range of width 0): every element in bin 0.
+        let s = Stat::of(&[3.0; 40], true);
+        assert_eq!((s.lo, s.hi, s.hist[0]), (3.0, 3.0, 40));
         // Without a histogram only the range is kept.
         let s = Stat::of(&[2.0, -1.0], false);
         assert_eq!((s.lo, s.hi, s.hist.len()), (-1.0, 2.0, 0));
