@@ -223,65 +223,6 @@ fn quiet_tract_panics() {
     }));
 }
 
-/// glibc's allocator, set for a tool whose big buffers are tensors:
-///
-/// * Arenas: glibc gives threads that allocate at once arenas of their own,
-///   up to 8 per core, and keeps what is freed in each: tract's buffers,
-///   freed by one plan, stay resident beside the next plan's. One arena per
-///   core keeps the speed (each worker allocates in its own) and the peak
-///   lower (the recogniser: 177-187 -> 144-151 MB, as fast; one arena in
-///   all: 138 MB, 7% slower).
-/// * Buffers of 256 KiB and more (weights, their copies in tract,
-///   activations, the operands tract packs on each run) are mapped on their
-///   own and returned to the system when freed. By default glibc raises
-///   that threshold to the size of each such buffer freed, up to 32 MiB,
-///   and from then on serves them from the heap, which keeps the memory
-///   when they are freed: ddddocr's 54 MB recogniser peaked at 357 MB for a
-///   heap peak of 158 MB (with the threshold fixed at 4 MiB: 171 MB),
-///   PP-OCRv6's recogniser 175 -> 144 MB, ResNet-18 231 -> 218, YOLOv8n
-///   116 -> 110, magika 61 -> 57. From 4 MiB to 2 MiB (`clean,quant`
-///   without verification, three runs each): magika 64-70 -> 44-46 MB (its
-///   heap peak is 14 MB: the rest was the 2-4 MB buffers tract packs on
-///   each run, kept in both arenas), ResNet-18 116-118 -> 110, MiniLM-L3
-///   115-117 -> 108-110, YOLOv8n and open-nsfw the same within their
-///   noise, run times the same within theirs. Lower thresholds cut more
-///   but cost time, each buffer's pages being fresh. From 2 MiB to 256 KiB
-///   (with the benchmark's arguments, three runs each): magika 45-49 ->
-///   32-33 MB, open-nsfw 106-112 -> 83-85 (25% slower), ResNet-18 104-105
-///   -> 93 (3% slower), YOLOv8n 87-89 -> 73-76 (9%), the PP-OCRv4
-///   recogniser 87-88 -> 83-84 (11%), its detector 42-43 -> 40, MiniLM-L3
-///   101-103 -> 98, silero-vad 29-30 -> 28-29 (12%): the benchmark's
-///   models then peak at a third of onnxruntime's `quantize_static` or
-///   less (the detector at 0.32-0.33x; open-nsfw: it fails there), and
-///   stay faster than it where they were. 512 KiB left YOLOv8n over a
-///   third.
-///
-/// The user's own settings (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
-/// `GLIBC_TUNABLES`) win.
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        if std::env::var_os("GLIBC_TUNABLES").is_some() {
-            return;
-        }
-        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
-            // SAFETY: mallopt only sets an allocator parameter; called first
-            // thing, before any other thread exists.
-            unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, arenas);
-            }
-        }
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-            // SAFETY: as above.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-            }
-        }
-    }
-}
-
 /// anyhow captures a backtrace with every error where `RUST_BACKTRACE`
 /// asks for one, and tract raises errors by the thousand while it analyses
 /// a model (part of its type inference's control flow): with
@@ -299,7 +240,7 @@ fn no_error_backtraces() {
 
 fn main() -> ExitCode {
     no_error_backtraces();
-    tune_malloc();
+    io::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {

@@ -164,11 +164,124 @@ pub fn release_mapped() {
     }
 }
 
+/// glibc's allocator, set for a tool whose big buffers are tensors:
+///
+/// * Arenas: glibc gives threads that allocate at once arenas of their own,
+///   up to 8 per core, and keeps what is freed in each: tract's buffers,
+///   freed by one plan, stay resident beside the next plan's. One arena per
+///   core keeps the speed (each worker allocates in its own) and the peak
+///   lower (the recogniser: 177-187 -> 144-151 MB, as fast; one arena in
+///   all: 138 MB, 7% slower).
+/// * Buffers of 256 KiB and more (weights, their copies in tract,
+///   activations, the operands tract packs on each run) are mapped on their
+///   own and returned to the system when freed. By default glibc raises
+///   that threshold to the size of each such buffer freed, up to 32 MiB,
+///   and from then on serves them from the heap, which keeps the memory
+///   when they are freed: ddddocr's 54 MB recogniser peaked at 357 MB for a
+///   heap peak of 158 MB (with the threshold fixed at 4 MiB: 171 MB),
+///   PP-OCRv6's recogniser 175 -> 144 MB, ResNet-18 231 -> 218, YOLOv8n
+///   116 -> 110, magika 61 -> 57. From 4 MiB to 2 MiB (`clean,quant`
+///   without verification, three runs each): magika 64-70 -> 44-46 MB (its
+///   heap peak is 14 MB: the rest was the 2-4 MB buffers tract packs on
+///   each run, kept in both arenas), ResNet-18 116-118 -> 110, MiniLM-L3
+///   115-117 -> 108-110, YOLOv8n and open-nsfw the same within their
+///   noise, run times the same within theirs. Lower thresholds cut more
+///   but cost time, each buffer's pages being fresh. From 2 MiB to 256 KiB
+///   (with the benchmark's arguments, three runs each): magika 45-49 ->
+///   32-33 MB, open-nsfw 106-112 -> 83-85 (25% slower), ResNet-18 104-105
+///   -> 93 (3% slower), YOLOv8n 87-89 -> 73-76 (9%), the PP-OCRv4
+///   recogniser 87-88 -> 83-84 (11%), its detector 42-43 -> 40, MiniLM-L3
+///   101-103 -> 98, silero-vad 29-30 -> 28-29 (12%): the benchmark's
+///   models then peak at a third of onnxruntime's `quantize_static` or
+///   less (the detector at 0.32-0.33x; open-nsfw: it fails there), and
+///   stay faster than it where they were. 512 KiB left YOLOv8n over a
+///   third.
+///
+/// `quant`'s `sensitive=auto` raises the threshold while it plans
+/// candidate after candidate ([`RaisedMmapThreshold`]).
+///
+/// The user's own settings (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
+/// `GLIBC_TUNABLES`) win. Called by the CLI first thing, before any other
+/// thread exists; a program using the library keeps its own allocator's
+/// settings unless it calls this. A no-op elsewhere than glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+            return;
+        }
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
+            // SAFETY: mallopt only sets an allocator parameter; called first
+            // thing, before any other thread exists.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, arenas);
+            }
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            // SAFETY: as above.
+            if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as i32) } == 1 {
+                TUNED_MMAP_THRESHOLD.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The mmap threshold [`tune_allocator`] sets.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: usize = 256 << 10;
+
+/// Whether [`tune_allocator`] set the mmap threshold (and
+/// [`RaisedMmapThreshold`] may move it).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+static TUNED_MMAP_THRESHOLD: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The mmap threshold [`tune_allocator`] set, raised while this lives (and
+/// set back when it is dropped), for work that plans and runs a model in
+/// tract again and again (`quant`'s `sensitive=auto` candidates): each
+/// plan's weight copies, packed kernels and activations of 256 KiB to
+/// `bytes` are then served from the heap, reused by the next plan, instead
+/// of being mapped, faulted in page by page and unmapped each time.
+/// `None` (nothing changed) where [`tune_allocator`] did not set the
+/// threshold (the user's settings, a program using the library, another
+/// allocator than glibc's).
+#[must_use = "the threshold goes back when this is dropped"]
+pub struct RaisedMmapThreshold(());
+
+impl RaisedMmapThreshold {
+    pub fn to(bytes: usize) -> Option<RaisedMmapThreshold> {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if TUNED_MMAP_THRESHOLD.load(std::sync::atomic::Ordering::Relaxed) {
+            let bytes = i32::try_from(bytes.max(MMAP_THRESHOLD)).unwrap_or(i32::MAX);
+            // SAFETY: mallopt only sets an allocator parameter, which
+            // glibc reads at each allocation; buffers already mapped are
+            // freed as mapped ones whatever the threshold is then.
+            if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) } == 1 {
+                return Some(RaisedMmapThreshold(()));
+            }
+        }
+        let _ = bytes;
+        None
+    }
+}
+
+impl Drop for RaisedMmapThreshold {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: as in `to`.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as i32);
+        }
+    }
+}
+
 /// Hand the heap's free pages back to the system where a finished tract
 /// plan left many. glibc returns freed memory only from the top of each
 /// arena: what a plan freed below memory still in use (weight copies,
-/// packed kernels and buffers of under 256 KiB, see `tune_malloc` in the
-/// CLI) stays resident, and the next plan's peak comes on top of it where
+/// packed kernels and buffers of under 256 KiB, see [`tune_allocator`])
+/// stays resident, and the next plan's peak comes on top of it where
 /// that plan does not reuse it (ResNet-18's `clean,quant`: 218 -> 203 MB
 /// peak, magika 68 -> 59 MB, the others within 3 MB, run times unchanged).
 ///
@@ -306,6 +419,14 @@ pub(crate) fn on_tmpfs(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A program that did not ask for the tool's allocator settings (this
+    /// test binary never calls `tune_allocator`) keeps its own: the
+    /// search's raise changes nothing there.
+    #[test]
+    fn the_threshold_is_raised_only_where_the_tool_set_it() {
+        assert!(RaisedMmapThreshold::to(4 << 20).is_none());
+    }
 
     /// Released pages of a mapped file read back the same; heap memory is
     /// never advised away (MADV_DONTNEED would zero its pages).

@@ -175,6 +175,21 @@ const PARALLEL_CANDIDATES_MAX_BYTES: u64 = 64 << 20;
 /// against 3.6 s and 74 MB one at a time.
 const PARALLEL_CANDIDATES_MIN_BYTES: u64 = 4 << 20;
 
+/// While `sensitive=auto` measures candidates two at once, buffers of
+/// 256 KiB up to this size come from the heap ([`crate::io::RaisedMmapThreshold`]):
+/// each candidate's tract plan allocates and frees the same weight copies,
+/// packed kernels and activations as the one before, which mapped on their
+/// own were faulted in page by page and unmapped (with a TLB shootdown on
+/// each core) every time. The recogniser's search (14 plans): 780k -> 210k
+/// page faults, system time 2.0-2.3 -> 0.55-0.7 s, its run 3.8-4.4 -> 2.8-3.2
+/// s, peak 82-84 -> 93-95 MB (a third of `quantize_static`'s is 118 MB).
+/// Not for the first check of the full result, the peak of models that
+/// pass at once (open-nsfw 87 -> 110 MB with it, magika 34 -> 49), nor for
+/// a model under [`PARALLEL_CANDIDATES_MIN_BYTES`], whose peak is mostly
+/// code and whose plans are small (silero-vad: 0.31 -> 0.24 s, 33 -> 36
+/// MB, near a third of `quantize_static`'s).
+const SEARCH_MMAP_THRESHOLD: usize = 4 << 20;
+
 /// Whether `sensitive=auto` measures two candidates at once: on models of
 /// [`PARALLEL_CANDIDATES_MIN_BYTES`] to [`PARALLEL_CANDIDATES_MAX_BYTES`]
 /// of weights, unless `one_at_a_time` (the value of
@@ -386,6 +401,10 @@ impl Quant {
             Status::Failed if can_widen => widen(ctx, "the result misses the tolerance"),
             Status::Failed => None,
         };
+        // From here on the search plans candidate after candidate.
+        let _heap = parallel
+            .then(|| crate::io::RaisedMmapThreshold::to(SEARCH_MMAP_THRESHOLD))
+            .flatten();
         let eval = |keep: &[bool], fallback: &[Option<Stored>]| -> Result<VerifyReport> {
             let Some((w, specialised)) = &wide else {
                 return on_verification(keep, fallback);
