@@ -197,13 +197,15 @@ pub fn release_mapped() {
 ///   stay faster than it where they were. 512 KiB left YOLOv8n over a
 ///   third.
 ///
-/// `quant`'s `sensitive=auto` raises the threshold while it plans
-/// candidate after candidate ([`RaisedMmapThreshold`]).
+/// `quant`'s `sensitive=auto` raises the threshold to 4 MiB while it plans
+/// candidate after candidate two at once (4 to 64 MiB of weights; see
+/// [`RaisedMmapThreshold`]).
 ///
 /// The user's own settings (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
-/// `GLIBC_TUNABLES`) win. Called by the CLI first thing, before any other
-/// thread exists; a program using the library keeps its own allocator's
-/// settings unless it calls this. A no-op elsewhere than glibc.
+/// `GLIBC_TUNABLES`) win. Best called first thing, as the CLI does: the
+/// arena limit only bounds arenas made after it. A program using the
+/// library keeps its own allocator's settings unless it calls this. A
+/// no-op elsewhere than glibc.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -213,8 +215,8 @@ pub fn tune_allocator() {
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
-            // SAFETY: mallopt only sets an allocator parameter; called first
-            // thing, before any other thread exists.
+            // SAFETY: mallopt only sets an allocator parameter, under
+            // glibc's own lock: safe at any time.
             unsafe {
                 libc::mallopt(libc::M_ARENA_MAX, arenas);
             }
@@ -251,6 +253,7 @@ static TUNED_MMAP_THRESHOLD: std::sync::atomic::AtomicBool =
 pub struct RaisedMmapThreshold(());
 
 impl RaisedMmapThreshold {
+    #[must_use = "the threshold goes back when the guard is dropped"]
     pub fn to(bytes: usize) -> Option<RaisedMmapThreshold> {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if TUNED_MMAP_THRESHOLD.load(std::sync::atomic::Ordering::Relaxed) {
@@ -280,8 +283,8 @@ impl Drop for RaisedMmapThreshold {
 /// Hand the heap's free pages back to the system where a finished tract
 /// plan left many. glibc returns freed memory only from the top of each
 /// arena: what a plan freed below memory still in use (weight copies,
-/// packed kernels and buffers of under 256 KiB, see [`tune_allocator`])
-/// stays resident, and the next plan's peak comes on top of it where
+/// packed kernels and buffers of under 256 KiB, 4 MiB during
+/// `sensitive=auto`'s search, see [`tune_allocator`]) stays resident, and the next plan's peak comes on top of it where
 /// that plan does not reuse it (ResNet-18's `clean,quant`: 218 -> 203 MB
 /// peak, magika 68 -> 59 MB, the others within 3 MB, run times unchanged).
 ///
