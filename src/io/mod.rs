@@ -249,7 +249,6 @@ static TUNED_MMAP_THRESHOLD: std::sync::atomic::AtomicBool =
 /// `None` (nothing changed) where [`tune_allocator`] did not set the
 /// threshold (the user's settings, a program using the library, another
 /// allocator than glibc's).
-#[must_use = "the threshold goes back when this is dropped"]
 pub struct RaisedMmapThreshold(());
 
 impl RaisedMmapThreshold {
@@ -284,9 +283,10 @@ impl Drop for RaisedMmapThreshold {
 /// plan left many. glibc returns freed memory only from the top of each
 /// arena: what a plan freed below memory still in use (weight copies,
 /// packed kernels and buffers of under 256 KiB, 4 MiB during
-/// `sensitive=auto`'s search, see [`tune_allocator`]) stays resident, and the next plan's peak comes on top of it where
-/// that plan does not reuse it (ResNet-18's `clean,quant`: 218 -> 203 MB
-/// peak, magika 68 -> 59 MB, the others within 3 MB, run times unchanged).
+/// `sensitive=auto`'s search, see [`tune_allocator`]) stays resident, and
+/// the next plan's peak comes on top of it where that plan does not reuse
+/// it (ResNet-18's `clean,quant`: 218 -> 203 MB peak, magika 68 -> 59 MB,
+/// the others within 3 MB, run times unchanged).
 ///
 /// Called before each plan; trims where the heap's free bytes grew by
 /// 16 MiB (`TRIM_GROWTH`) since the last trim or their lowest since. Pages handed
