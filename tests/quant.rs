@@ -1112,6 +1112,53 @@ fn constant_operands_no_integer_form_takes_are_stored_as_int8() {
     cli_matches_ort(&original, "quant", "0.999");
 }
 
+/// A constant whose values are used as they are stays float, though no
+/// integer form takes it: a detector's anchor grid added to its boxes
+/// (int8 per channel moved YOLOv8's boxes by up to 5 pixels, which a
+/// cosine over them does not show) and a constant returned as an output;
+/// a layer's operand beside them is still stored as int8.
+#[test]
+fn constants_used_as_they_are_stay_float() {
+    let grid: Vec<f32> = (0..2 * 80).map(|i| 0.5 + (i % 80) as f32).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[24, 4])
+        .input("boxes", &[2, 80])
+        .init_f32("left", &[32, 24], &weights(32 * 24, 7))
+        .init_f32("anchors", &[2, 80], &grid)
+        .init_f32("table", &[16, 8], &weights(16 * 8, 8))
+        .node("mm", "MatMul", &["left", "x"], &["h"])
+        .node_with(
+            "t",
+            "Transpose",
+            &["anchors"],
+            &["grid"],
+            vec![attr_ints("perm", &[1, 0])],
+        )
+        .node_with(
+            "back",
+            "Transpose",
+            &["grid"],
+            &["moved"],
+            vec![attr_ints("perm", &[1, 0])],
+        )
+        .node("add", "Add", &["boxes", "moved"], &["y"])
+        .node("id", "Identity", &["table"], &["kept"])
+        .output("h", &[32, 4])
+        .output("y", &[2, 80])
+        .output("kept", &[16, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "sensitive = \"off\"");
+    assert!(
+        s.contains("Mul(left_int8_values, left_scale) -> (left)"),
+        "{s}"
+    );
+    assert!(s.contains("init   anchors: float[2,80]"), "{s}");
+    assert!(s.contains("init   table: float[16,8]"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// What the integer forms would take and did not stays float (a Gemm's
 /// bias of rank 2); a weight whose quantized form drops its name (a table
 /// only Gathers were chosen for, a MatMul weight made dynamic) is stored

@@ -99,6 +99,7 @@ mod placement;
 mod prepare;
 mod search;
 mod select;
+mod weight_use;
 mod weights;
 
 use std::sync::atomic::AtomicBool;

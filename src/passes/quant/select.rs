@@ -304,6 +304,27 @@ impl Quant {
             {
                 continue;
             }
+            // A constant whose values are used as they are (an anchor grid
+            // added to boxes) stays float: see `weight_use`.
+            let protos = |v: &str| {
+                g.consumers(v)
+                    .into_iter()
+                    .map(|r| &g.nodes[r].proto)
+                    .collect()
+            };
+            let is_constant = |v: &str| {
+                g.constant(v).is_some()
+                    || g.producer(v)
+                        .is_some_and(|p| g.nodes[p].proto.op_type() == "Constant")
+            };
+            if !super::weight_use::main_graph_weight(
+                name,
+                &protos,
+                &|v| g.is_graph_output(v),
+                &is_constant,
+            ) {
+                continue;
+            }
             // Per row of what a MatMul or Gemm computes where those
             // readers agree on it, else on the first axis of more than
             // one (an LSTM's gates, a [1, C, 1, 1] constant's channels).

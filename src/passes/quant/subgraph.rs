@@ -114,14 +114,29 @@ impl Cx<'_> {
                     .or_insert(a);
             }
         }
-        let graph_outputs: HashSet<String> =
-            g.output.iter().map(|o| o.name().to_string()).collect();
+        // The values the body's nodes read as a layer's weight (see
+        // `weight_use`); a constant used as it is stays float.
+        let constants: HashSet<&str> = g
+            .initializer
+            .iter()
+            .map(|t| t.name())
+            .chain(
+                g.node
+                    .iter()
+                    .filter(|n| n.op_type() == "Constant")
+                    .flat_map(|n| n.output.iter().map(String::as_str)),
+            )
+            .collect();
+        let weights: HashSet<String> = axes
+            .keys()
+            .filter(|v| constants.contains(v.as_str()) && super::weight_use::body_weight(v, g))
+            .cloned()
+            .collect();
         let is_weight = |t: &TensorProto| {
             tensor::data_type(t) == DataType::Float
                 && t.dims.len() >= 2
                 && tensor::numel(&t.dims).unwrap_or(0) >= self.min_elements
-                && !graph_outputs.contains(t.name())
-                && axes.contains_key(t.name())
+                && weights.contains(t.name())
         };
         // Candidates: initializers, and Constant nodes with a tensor value.
         let mut chosen: Vec<(TensorProto, Option<i64>)> = Vec::new();
