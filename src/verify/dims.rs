@@ -589,7 +589,10 @@ fn settle_free_dims(
                 Role::Batch
             } else if s.audio {
                 Role::Audio
-            } else if s.image || s.named_size {
+            } else if (s.image && !s.named_sequence) || s.named_size {
+                // A 4-D float input's axis named like a sequence is none of
+                // an image's sides (a decoder's cached keys and values:
+                // [batch, heads, past_sequence_length, head_size]).
                 Role::Image
             } else if s.integer {
                 Role::Tokens
@@ -601,8 +604,21 @@ fn settle_free_dims(
             (s.key, role)
         })
         .collect();
-    free.retain(|(_, r)| *r != Role::Batch);
-    if free.is_empty() {
+    // A dim named by an expression of others (a decoder's
+    // `past_sequence_length + sequence_length`, its attention mask's
+    // length) is computed from them, never chosen on its own.
+    let names: Vec<String> = free.iter().map(|(k, _)| k.clone()).collect();
+    let derived: Vec<(String, DimExpr)> = free
+        .iter()
+        .filter_map(|(k, _)| {
+            DimExpr::parse(k, &|n| {
+                names.iter().any(|f| f == n) || opts.dims.contains_key(n)
+            })
+            .map(|e| (k.clone(), e))
+        })
+        .collect();
+    free.retain(|(k, r)| *r != Role::Batch && !derived.iter().any(|(d, _)| d == k));
+    if free.is_empty() && derived.is_empty() {
         return Settled::default();
     }
     let first = |k: &String, r: Role| match r {
@@ -620,6 +636,14 @@ fn settle_free_dims(
         }
         for &(k, v) in set {
             o.dims.insert(k.clone(), v);
+        }
+        for (k, e) in &derived {
+            match e.eval(&o.dims) {
+                Some(v) if v != 1 => {
+                    o.dims.insert(k.clone(), v);
+                }
+                _ => {}
+            }
         }
         o
     };
@@ -656,7 +680,7 @@ fn settle_free_dims(
                         .all(|(k, _)| first_size.get(k).is_some_and(|v| o.dims.get(k) == Some(v)))
             })
             .map(|p| p.producer);
-        let notes = notes(
+        let mut notes = notes(
             &free,
             &o.dims,
             &axes,
@@ -665,6 +689,13 @@ fn settle_free_dims(
             empty_at_one,
             loops,
         );
+        for (k, _) in &derived {
+            if let Some(v) = o.dims.get(k) {
+                notes.push(format!(
+                    "input dim '{k}' set to {v}, computed from the dims it names"
+                ));
+            }
+        }
         Settled {
             notes,
             reference: built.map(|r| *r),
@@ -727,6 +758,74 @@ fn settle_free_dims(
     Settled {
         notes: vec![note],
         reference: None,
+    }
+}
+
+/// A dim named by an expression of other dims and integers: a sum of
+/// products, `past_sequence_length + sequence_length`, `sequence - 1`,
+/// `2*len` (what exporters write for a size computed from others).
+#[derive(Debug, PartialEq)]
+struct DimExpr {
+    /// Each term's sign, and its factors: a dim's name or an integer.
+    terms: Vec<(i64, Vec<Factor>)>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Factor {
+    Dim(String),
+    Int(i64),
+}
+
+impl DimExpr {
+    /// `key` as an expression of at least one operator over dims that
+    /// `is_dim` knows and integers; `None` for a plain name, or where any
+    /// part is neither.
+    fn parse(key: &str, is_dim: &dyn Fn(&str) -> bool) -> Option<DimExpr> {
+        if !key.contains(['+', '-', '*']) {
+            return None;
+        }
+        let mut terms = Vec::new();
+        let mut sign = 1;
+        let mut rest = key;
+        loop {
+            let end = rest.find(['+', '-']).unwrap_or(rest.len());
+            let factors = rest[..end]
+                .split('*')
+                .map(|f| {
+                    let f = f.trim();
+                    match f.parse::<i64>() {
+                        Ok(v) => Some(Factor::Int(v)),
+                        Err(_) if is_dim(f) => Some(Factor::Dim(f.to_string())),
+                        Err(_) => None,
+                    }
+                })
+                .collect::<Option<Vec<_>>>()?;
+            terms.push((sign, factors));
+            let Some(op) = rest[end..].chars().next() else {
+                break;
+            };
+            sign = if op == '-' { -1 } else { 1 };
+            rest = &rest[end + 1..];
+        }
+        Some(DimExpr { terms })
+    }
+
+    /// Its value with the dims of `dims` (1 for one left unbound); `None`
+    /// where it is not positive.
+    fn eval(&self, dims: &std::collections::HashMap<String, usize>) -> Option<usize> {
+        let mut sum = 0i64;
+        for (sign, factors) in &self.terms {
+            let mut product = *sign;
+            for f in factors {
+                let v = match f {
+                    Factor::Int(v) => *v,
+                    Factor::Dim(d) => i64::try_from(dims.get(d).copied().unwrap_or(1)).ok()?,
+                };
+                product = product.checked_mul(v)?;
+            }
+            sum = sum.checked_add(product)?;
+        }
+        usize::try_from(sum).ok().filter(|&v| v > 0)
     }
 }
 
@@ -972,6 +1071,87 @@ mod tests {
         settle_dims_within(&m, &mut opts, false, 0);
         assert_eq!(opts.dims.get("z:1"), Some(&5));
         assert_eq!(opts.dims.get("n"), None);
+    }
+
+    /// A dim named by an expression of others (a decoder's cache and
+    /// its mask) is computed from them: chosen on its own, the mask's
+    /// length did not match the cache's and the new tokens' together.
+    #[test]
+    fn a_dim_named_by_an_expression_is_computed_from_the_others() {
+        let mut p = ModelBuilder::new(17)
+            .node_with(
+                "cat",
+                "Concat",
+                &["past", "x"],
+                &["all"],
+                vec![crate::ir::builder::attr_int("axis", 1)],
+            )
+            .node("add", "Add", &["all", "bias"], &["y"])
+            .output("y", &[1, 1, 4])
+            .proto();
+        let g = p.graph.as_mut().unwrap();
+        for (name, dim) in [
+            ("past", "past_sequence_length"),
+            ("x", "sequence_length"),
+            ("bias", "past_sequence_length + sequence_length"),
+        ] {
+            let mut vi = typed_value(name, DataType::Float, &[1, 1, 4]);
+            if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                t.shape.as_mut().unwrap().dim[1].value = Some(Dim::DimParam(dim.into()));
+            }
+            g.input.push(vi);
+        }
+        let m = Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .unwrap();
+        let mut opts = VerifyOptions::default();
+        let settled = settle_dims(&m, &mut opts, false);
+        let dim = |k: &str| opts.dims.get(k).copied().unwrap_or(1);
+        assert_eq!(
+            dim("past_sequence_length + sequence_length"),
+            dim("past_sequence_length") + dim("sequence_length"),
+            "{:?}",
+            opts.dims
+        );
+        assert!(
+            settled
+                .notes
+                .iter()
+                .any(|n| n.contains("computed from the dims it names")),
+            "{:?}",
+            settled.notes
+        );
+        // With the user's sizes.
+        let mut bound = VerifyOptions::default();
+        bound.dims.insert("past_sequence_length".into(), 20);
+        bound.dims.insert("sequence_length".into(), 16);
+        settle_dims(&m, &mut bound, false);
+        assert_eq!(
+            bound.dims.get("past_sequence_length + sequence_length"),
+            Some(&36)
+        );
+    }
+
+    #[test]
+    fn dim_expressions_are_sums_of_products_of_dims_and_integers() {
+        let known = |n: &str| ["a", "b", "seq len"].contains(&n);
+        let dims: std::collections::HashMap<String, usize> =
+            [("a".to_string(), 5), ("b".to_string(), 3)].into();
+        let eval = |k: &str| DimExpr::parse(k, &known).and_then(|e| e.eval(&dims));
+        assert_eq!(eval("a + b"), Some(8));
+        assert_eq!(eval("a - 1"), Some(4));
+        assert_eq!(eval("2*a + b*b - 1"), Some(18));
+        // Unbound: 1.
+        assert_eq!(eval("seq len + 1"), Some(2));
+        assert_eq!(eval("b - a"), None, "not positive");
+        assert!(DimExpr::parse("a", &known).is_none(), "a plain name");
+        assert!(DimExpr::parse("seq-len", &known).is_none(), "not dims");
+        assert!(DimExpr::parse("a + c", &known).is_none(), "c is no dim");
+        assert!(DimExpr::parse("-1", &known).is_none());
     }
 
     /// A model past the size limit gets its first sizes where the reference
