@@ -359,7 +359,9 @@ fn run(args: RunArgs) -> Result<u8> {
     io::spill::write_direct(model.weight_bytes() > verify::ANALYSIS_MAX_BYTES);
     verify::check_bound(&model, &vopts.dims)?;
     if let Some(path) = &vopts.inputs {
-        verify::inputs::check_inputs_file(path, &model.graph)?;
+        for w in verify::inputs::check_inputs_file(path, &model.graph)? {
+            pb.suspend(|| eprintln!("warning: {w}"));
+        }
     }
     // Before calibration and verification draw their inputs from them;
     // the original's verification reference comes out of the search.
@@ -560,7 +562,9 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     let (mb, _) = load(b, &pb)?;
     verify::check_bound(&ma, &opts.dims)?;
     if let Some(path) = &opts.inputs {
-        verify::inputs::check_inputs_file(path, &ma.graph)?;
+        for w in verify::inputs::check_inputs_file(path, &ma.graph)? {
+            pb.suspend(|| eprintln!("warning: {w}"));
+        }
     }
     pb.set_message("choosing input sizes");
     let settled = verify::settle_dims(&ma, &mut opts, true);

@@ -858,8 +858,10 @@ fn npz_array<'a>(
 /// more: stacked samples) and of the sizes it fixes. A missing array left
 /// calibration off in a note and verification failing at the end; a
 /// 100x100 image for a 320x320 input was calibrated on, and verified,
-/// where onnxruntime refuses it.
-pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<()> {
+/// where onnxruntime refuses it. Returns a warning for each array named
+/// after no input (a typo beside a complete set, saved labels), which is
+/// not read.
+pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<Vec<String>> {
     let inputs: Vec<&crate::proto::ValueInfoProto> = g
         .rest
         .input
@@ -938,7 +940,17 @@ pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(shapes
+        .iter()
+        .filter(|(n, _)| !inputs.iter().any(|vi| vi.name() == n))
+        .map(|(n, _)| {
+            format!(
+                "array '{n}' of --inputs {} feeds no input of the model and is not read (its inputs: {})",
+                path.display(),
+                expected()
+            )
+        })
+        .collect())
 }
 
 /// Samples from a `.npz` (arrays named after the inputs) or a `.npy` (a model
