@@ -649,6 +649,33 @@ fn gemms_sharing_a_weight_and_bias_each_fuse_in_onnxruntime() {
     cli_matches_ort(&original, "quant(activations=static)", "0.999");
 }
 
+/// A Gemm onnxruntime would not fuse into QGemm (a bias with an alpha
+/// other than 1) computes in float, its int8 weight expanded once at load:
+/// the zero point its DequantizeLinear carried for QGemm leaves with it
+/// (onnxruntime warned of it as an unused initializer).
+#[test]
+fn an_expanded_gemm_weight_leaves_no_zero_point_behind() {
+    let original = int8_head()
+        .node("flat", "Flatten", &["a1"], &["f"])
+        .init_f32("wg", &[10, 1024], &weights(10 * 1024, 6))
+        .init_f32("bg", &[10], &weights(10, 7))
+        .node_with(
+            "head",
+            "Gemm",
+            &["f", "wg", "bg"],
+            &["y"],
+            vec![attr_int("transB", 1), attr_float("alpha", 0.5)],
+        )
+        .output("y", &[1, 10])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(s.contains("Mul(wg_q_values, "), "{s}");
+    assert!(!s.contains("zero_point"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// In dynamic mode a Gemm computes in int8 like a MatMul (BERT exports
 /// that write their linear layers as Gemm): DynamicQuantizeLinear ->
 /// MatMulInteger -> Cast -> Mul, then an Add of its bias, which onnxruntime

@@ -457,6 +457,11 @@ pub(super) fn expand_unfused(
             if all && scale_in != *scale && reads.get(scale) == Some(&1) {
                 p.add_initializers.retain(|t| t.name() != scale);
             }
+            // So does the zero point (a Gemm weight's, for onnxruntime's
+            // QGemm fusion) that only the DequantizeLinear read.
+            if let Some(zp) = dq.input.get(2).filter(|z| all && reads.get(*z) == Some(&1)) {
+                p.add_initializers.retain(|t| t.name() != zp);
+            }
             for &(c, _) in &unfused {
                 let label = g.nodes[c].label();
                 if !expanded.contains(&label) {
