@@ -3098,7 +3098,10 @@ fn a_small_table_another_op_reads_is_quantized_with_it() {
 /// float16, expanded by a Cast at run time. `clean` leaves the Cast (folding
 /// it would double the weight's bytes); quant expands it in a round of its
 /// own and quantizes the float32 weight like any other: int8, read by an
-/// integer kernel, at half the float16 bytes. A second run changes nothing.
+/// integer kernel, at half the float16 bytes; the layer's float16 bias,
+/// behind a Cast too, goes with it (int32 at the kernel's scale: left
+/// float, it made `quant` count no integer kernel there and choose
+/// weight-only). A second run changes nothing.
 #[test]
 fn float16_weights_a_cast_expands_are_quantized() {
     let w: Vec<f32> = weights(32 * 16 * 9, 6);
@@ -3108,7 +3111,8 @@ fn float16_weights_a_cast_expands_are_quantized() {
         .node_with("c1", "Conv", &["x", "w1"], &["h"], conv_attrs(3))
         .node("r", "Relu", &["h"], &["a"])
         .node_with("up", "Cast", &["w2_f16"], &["w2"], vec![attr_int("to", 1)])
-        .node_with("c2", "Conv", &["a", "w2"], &["h2"], conv_attrs(3))
+        .node_with("bup", "Cast", &["b2_f16"], &["b2"], vec![attr_int("to", 1)])
+        .node_with("c2", "Conv", &["a", "w2", "b2"], &["h2"], conv_attrs(3))
         .node("r2", "Relu", &["h2"], &["a2"])
         .init_f32("w3", &[8, 32, 3, 3], &weights(8 * 288, 3))
         .node_with("c3", "Conv", &["a2", "w3"], &["y"], conv_attrs(3))
@@ -3123,6 +3127,16 @@ fn float16_weights_a_cast_expands_are_quantized() {
             "w2_f16",
             &[32, 16, 3, 3],
             w.iter().map(|&v| half::f16::from_f32(v)),
+        ));
+    proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .push(onnx_squeeze::ir::tensor::from_f16(
+            "b2_f16",
+            &[32],
+            weights(32, 9).iter().map(|&v| half::f16::from_f32(v)),
         ));
     let original = Model::from_proto(
         proto,
@@ -3141,11 +3155,26 @@ fn float16_weights_a_cast_expands_are_quantized() {
         Some(&1),
         "{s}"
     );
+    assert_eq!(
+        r.changes
+            .get("float16 bias expanded to float32 with its layer's weight"),
+        Some(&1),
+        "{s}"
+    );
     assert!(
         s.contains("DequantizeLinear(w2_q, w2_scale) -> (w2)"),
         "{s}"
     );
-    assert!(!s.contains("w2_f16"), "{s}");
+    assert!(s.contains("init   b2_q: int32[32]"), "{s}");
+    assert!(!s.contains("w2_f16") && !s.contains("b2_f16"), "{s}");
+    // Left to itself (activations=auto), the model is static.
+    let mut auto = cleaned.clone();
+    let r = quant(&mut auto, "sensitive = \"off\"");
+    assert!(
+        r.notes.iter().any(|n| n.starts_with("activations: static")),
+        "{:?}",
+        r.notes
+    );
     assert!(m.weight_bytes() < original.weight_bytes(), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
