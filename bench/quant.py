@@ -49,7 +49,8 @@ CMD_TIMEOUT = 3600  # seconds, per quantization command
 #        model's fixed npz when our tool gets --inputs (it calibrates on that one sample),
 #        else CALIB_SAMPLES random samples drawn like our tool draws its own (floats N(0,1),
 #        images N(0,1) and uniform in [0, 1) in turn, an Ultralytics model's uniform,
-#        integers in [0, 100), inputs named like masks all 1; src/verify/inputs.rs).
+#        integers in [0, 100) (token ids over their table's rows), inputs named like
+#        masks all 1; src/verify/inputs.rs).
 
 def _rng(seed):
     return np.random.default_rng(seed)
@@ -60,11 +61,12 @@ def _npz(path):
         return {k: z[k] for k in z.files}
 
 
-def _tool_like(specs, seed, unit=False, image=False):
+def _tool_like(specs, seed, unit=False, image=False, rows=None):
     """CALIB_SAMPLES samples with the distribution of our tool's random samples (floats
     uniform in [0, 1) with `unit`, as our tool draws the images of Ultralytics models;
     with `image`, standard normal and uniform in [0, 1) in turn, as it draws other
-    images)."""
+    images; integers in [0, 100), or in [0, rows[name]) for an input that indexes a
+    table of that many rows, as it draws token ids)."""
     rng = _rng(seed)
     out = []
     for k in range(CALIB_SAMPLES):
@@ -77,7 +79,7 @@ def _tool_like(specs, seed, unit=False, image=False):
             elif "mask" in name.lower():
                 s[name] = np.ones(shape, dtype)
             else:
-                s[name] = rng.integers(0, 100, shape).astype(dtype)
+                s[name] = rng.integers(0, (rows or {}).get(name, 100), shape).astype(dtype)
         out.append(s)
     return out
 
@@ -115,7 +117,8 @@ def models(inputs_dir):
          lambda: {"input_ids": _rng(1).integers(0, 1000, (1, 128)).astype(np.int64),
                   "attention_mask": np.ones((1, 128), np.int64)},
          lambda: _tool_like([("input_ids", np.int64, (1, 128)),
-                             ("attention_mask", np.int64, (1, 128))], 0), []),
+                             ("attention_mask", np.int64, (1, 128))], 0,
+                            rows={"input_ids": 30522}), []),
         # tf2onnx's ResNet-50 at opset 9, NHWC images: we raise it to 13 for
         # per-channel weights; onnxruntime's per-channel quantizers write
         # DequantizeLinear with an axis there, which opset 9 does not have.

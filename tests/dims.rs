@@ -679,6 +679,38 @@ fn random_ids_stay_inside_the_tables_they_index() {
     assert_eq!(r.status, Status::Passed, "{}", r.table());
 }
 
+/// Token ids that index a table are drawn over all its rows: a
+/// vocabulary's first hundred ids are BERT's [PAD] and [unused] tokens,
+/// and MiniLM with int4 weights verified at 0.991 on those measured 0.987
+/// over the whole vocabulary.
+#[test]
+fn random_ids_cover_the_whole_table() {
+    use onnx_squeeze::ir::builder::typed_value;
+    use onnx_squeeze::verify::inputs;
+    let table: Vec<f32> = (0..1000 * 2).map(|i| i as f32 * 0.01).collect();
+    let mut proto = ModelBuilder::new(17)
+        .init_f32("table", &[1000, 2], &table)
+        .node("lookup", "Gather", &["table", "input_ids"], &["y"])
+        .output("y", &[1, 64, 2])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.input
+        .push(typed_value("input_ids", DataType::Int64, &[1, 64]));
+    let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut notes = vec![];
+    let specs = inputs::input_specs(&m.graph, &Default::default(), &mut notes).unwrap();
+    let mut ids: Vec<i64> = Vec::new();
+    for sample in inputs::random_samples(&specs, 4, 0).unwrap() {
+        let view = sample[0].try_as_plain_ram().unwrap();
+        ids.extend(view.as_slice::<i64>().unwrap());
+    }
+    assert!(ids.iter().all(|&i| (0..1000).contains(&i)), "{ids:?}");
+    assert!(
+        ids.iter().filter(|&&i| i >= 100).count() > ids.len() / 2,
+        "{ids:?}"
+    );
+}
+
 /// A float input cast straight to integers that index a table (a Keras
 /// embedding's), through tf2onnx's wrap-around of negative indices
 /// (`i * (i >= 0) + (i + n) * (i < 0)`): drawn as whole numbers below the

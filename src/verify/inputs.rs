@@ -517,8 +517,8 @@ pub fn audio_name(name: &str) -> bool {
             .any(|w| lname.contains(w))
 }
 
-/// The largest random id: integer inputs are drawn in [0, 100), and below
-/// the rows of the tables they index.
+/// The largest random id of an integer input that indexes no table:
+/// integers are drawn in [0, 100).
 const ID_LIMIT: i64 = 100;
 
 /// Ops whose first input's values reach their output unchanged, as far as
@@ -546,19 +546,27 @@ const INDEX_ARITHMETIC: &[&str] = &[
 
 /// The range `[lo, hi)` random integers (and float ids) of the input
 /// `name` are drawn in: 1s for a mask, 0s and 1s for token types and
-/// segments, else [0, [`ID_LIMIT`]); below `index_rows` where the input
-/// indexes a table.
+/// segments (below `index_rows` where the input indexes a table); other
+/// ids that index a table, any of its `index_rows` rows (a vocabulary's
+/// tokens: BERT's first hundred ids are [PAD] and [unused] tokens, barely
+/// trained, and MiniLM with int4 weights measured 0.991 on them, 0.987 on
+/// the whole vocabulary); else [0, [`ID_LIMIT`]).
 fn id_range(name: &str, index_rows: Option<i64>) -> (i64, i64) {
     let lname = name.to_lowercase();
     let mask = mask_name(name);
+    let kind = lname.contains("token_type") || lname.contains("segment");
     let hi: i64 = if mask {
         1
-    } else if lname.contains("token_type") || lname.contains("segment") {
+    } else if kind {
         2
     } else {
         ID_LIMIT
     };
-    let hi = index_rows.map_or(hi, |r| hi.min(r));
+    let hi = match index_rows {
+        Some(r) if !mask && !kind => r,
+        Some(r) => hi.min(r),
+        None => hi,
+    };
     let lo: i64 = if mask { 1 } else { 0 };
     let lo = index_rows.map_or(lo, |r| lo.min(r - 1));
     (lo, hi)
