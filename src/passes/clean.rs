@@ -47,6 +47,12 @@
 //!    define the same tensor are merged into the first (spox's silero-vad
 //!    export repeats 21 values in 312 Constant nodes, 5% of its quantized
 //!    file); they stay in their body, and what a body returns stays.
+//!    Larger initializers whose type, shape and bytes are equal are merged
+//!    the same way (label "identical weight merged"): a weight two layers
+//!    share, which folding the BatchNormalization after each copied once
+//!    per layer (a siamese network's towers doubled the model), or a table
+//!    an exporter wrote twice; two of one shape are told apart by their
+//!    first and last bytes before their whole contents are compared.
 //! 7. **Dead code removed**: nodes nothing reads (not graph outputs, not read
 //!    from any subgraph) and unused initializers. Graph inputs always stay.
 //!    The main graph's value_info keeps the first entry of each name (an
@@ -82,8 +88,8 @@ use crate::proto::{
 
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
-    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm, per-channel Muls/Adds after Convs and constant subgraphs, merge identical small constants (and identical Constant nodes of a body), drop nodes' debug annotations",
-    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, Conv -> Mul/Add of a per-channel constant, ConvTranspose -> Add of one, nodes with only constant inputs, If with a constant condition, identical small constants (Constant nodes of one If/Loop/Scan body too), unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
+    summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm, per-channel Muls/Adds after Convs and constant subgraphs, merge identical constants (and identical Constant nodes of a body), drop nodes' debug annotations",
+    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, Conv -> Mul/Add of a per-channel constant, ConvTranspose -> Add of one, nodes with only constant inputs, If with a constant condition, identical constants (Constant nodes of one If/Loop/Scan body too), unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
@@ -206,7 +212,8 @@ impl Pass for Clean {
                 return Ok(p);
             }
         }
-        let p = merge_identical_constants(model);
+        let mut p = merge_identical_constants(model);
+        p.extend(merge_identical_weights(model)?);
         if !p.is_empty() {
             return Ok(p);
         }
@@ -278,13 +285,7 @@ fn merge_identical_constants(model: &Model) -> Vec<Patch> {
         {
             continue;
         }
-        let mergeable = g.consumers(name).iter().all(|&r| {
-            let n = &g.nodes[r].proto;
-            let bias = matches!(n.op_type(), "Conv" | "ConvTranspose" | "Gemm")
-                && n.input.get(2).is_some_and(|b| b == name);
-            !bias && !crate::ir::reads(n).1.contains(name)
-        });
-        if !mergeable {
+        if !mergeable(g, name) {
             continue;
         }
         // The content: the message without its name and doc string (equal
@@ -311,6 +312,63 @@ fn merge_identical_constants(model: &Model) -> Vec<Patch> {
     } else {
         vec![p]
     }
+}
+
+/// Whether constant `name` may be merged into another of the same
+/// content: no layer reads it as its bias, and no body from the outer scope.
+fn mergeable(g: &Graph, name: &str) -> bool {
+    g.consumers(name).iter().all(|&r| {
+        let n = &g.nodes[r].proto;
+        let bias = matches!(n.op_type(), "Conv" | "ConvTranspose" | "Gemm")
+            && n.input.get(2).is_some_and(|b| b == name);
+        !bias && !crate::ir::reads(n).1.iter().any(|v| v == name)
+    })
+}
+
+/// Bytes at each end of a constant that tell two of one type and shape
+/// apart before their whole contents are compared.
+const MERGE_EDGE_BYTES: usize = 64;
+
+/// Rule 6 for larger constants: one patch merging every initializer whose
+/// bytes equal an earlier one's (same type and dims) into it: a weight two
+/// layers share, which folding the BatchNormalization after each copied
+/// once per layer (a siamese network's two towers: 1.9x the model's size
+/// after `clean`), or a table an exporter wrote twice. Constants of one
+/// type and shape are told apart by their first and last bytes before any
+/// whole comparison, so distinct weights cost a look at a page or two.
+fn merge_identical_weights(model: &Model) -> Result<Vec<Patch>> {
+    let g = &model.graph;
+    let mut p = Patch::new("identical weight merged");
+    p.exact = true;
+    type Key = (i32, Vec<i64>, Vec<u8>, Vec<u8>);
+    let mut kept: HashMap<Key, Vec<(&str, bytes::Bytes)>> = HashMap::new();
+    for (name, t) in &g.initializers {
+        let large = tensor::numel(&t.dims).is_ok_and(|n| n > MERGE_MAX_ELEMENTS);
+        if !large || g.constant(name).is_none() || g.is_graph_output(name) || !mergeable(g, name) {
+            continue;
+        }
+        // Values in typed fields (`float_data`...) are left apart.
+        let Some(bytes) = model.payload(t)? else {
+            continue;
+        };
+        let edge = MERGE_EDGE_BYTES.min(bytes.len());
+        let key = (
+            t.data_type(),
+            t.dims.clone(),
+            bytes[..edge].to_vec(),
+            bytes[bytes.len() - edge..].to_vec(),
+        );
+        let same = kept.entry(key).or_default();
+        match same.iter().find(|(_, b)| b[..] == bytes[..]) {
+            Some(&(first, _)) => {
+                p.shunts.push((name.clone(), first.to_string()));
+                p.remove_initializers.push(name.clone());
+                p.count += 1;
+            }
+            None => same.push((name, bytes)),
+        }
+    }
+    Ok(if p.count == 0 { vec![] } else { vec![p] })
 }
 
 /// Rule 6 inside If/Loop/Scan bodies: one patch per node holding bodies,
