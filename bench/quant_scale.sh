@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Weight-only quantization at scale, side by side in one run: our
 # `quant(activations=none)` (int8) and `quant(activations=none,weights=int4)`
-# (opset raised 17 -> 21, blocks of 32) and onnxruntime's `quantize_dynamic` (weight-only
+# (opset raised 17 -> 21, blocks of 64) and onnxruntime's `quantize_dynamic` (weight-only
 # MatMul int8 in effect on this model) on the generated >2 GB model
 # (40 MatMul layers of 4096x4096 float32, external data). Prints wall time,
 # peak RSS and output size for each.

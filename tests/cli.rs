@@ -792,14 +792,15 @@ fn stacked_inputs_are_samples_and_stacks_must_agree() {
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("verify     passed on 3 sample(s)"), "{all}");
     std::fs::remove_file(&out).unwrap();
-    // An array that feeds no input is not read, and the user is told.
+    // An array that feeds no input is not read (strings included), and the
+    // user is told.
     let (code, all) = run(
-        "r = np.random.default_rng(0)\nnp.savez(out, a=r.random((1, 4), dtype=np.float32), b=r.random((1, 4), dtype=np.float32), bb=r.random((1, 4), dtype=np.float32))",
+        "r = np.random.default_rng(0)\nnp.savez(out, a=r.random((1, 4), dtype=np.float32), b=r.random((1, 4), dtype=np.float32), bb=r.random((1, 4), dtype=np.float32), labels=np.array(['cat', 'dog']))",
     );
     assert_eq!(code, Some(0), "{all}");
     assert!(
         all.contains("warning: array 'bb' of --inputs")
-            && all.contains("feeds no input of the model and is not read (its inputs: a, b)"),
+            && all.contains("is not read: it names no input the model takes (its inputs: a, b)"),
         "{all}"
     );
     std::fs::remove_file(&out).unwrap();

@@ -711,6 +711,54 @@ fn random_ids_cover_the_whole_table() {
     );
 }
 
+/// Ids span a table only where they index it as they are, and only as far
+/// as their type holds: uint8 ids of a 256-row table span [0, 256) (the
+/// bound 256 as a uint8 is an empty range, which panicked), and ids an
+/// offset is added to before the lookup stay under 100, so that the sum
+/// stays inside the table.
+#[test]
+fn random_ids_stay_within_their_type_and_offsets() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    use onnx_squeeze::verify::inputs;
+    let table: Vec<f32> = (0..256 * 2).map(|i| i as f32 * 0.01).collect();
+    let mut proto = ModelBuilder::new(17)
+        .init_f32("table", &[256, 2], &table)
+        .node_with(
+            "wide",
+            "Cast",
+            &["bytes"],
+            &["b64"],
+            vec![attr_int("to", 7)],
+        )
+        .node("lookup", "Gather", &["table", "b64"], &["y"])
+        .output("y", &[1, 64, 2])
+        .node("shift", "Add", &["codes", "offset"], &["shifted"])
+        .node("lookup2", "Gather", &["table", "shifted"], &["y2"])
+        .output("y2", &[1, 64, 2])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.input
+        .push(typed_value("bytes", DataType::Uint8, &[1, 64]));
+    g.input
+        .push(typed_value("codes", DataType::Int64, &[1, 64]));
+    g.initializer
+        .push(onnx_squeeze::ir::tensor::from_i64("offset", &[150]));
+    let m = Model::from_proto(proto, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut notes = vec![];
+    let specs = inputs::input_specs(&m.graph, &Default::default(), &mut notes).unwrap();
+    let (mut bytes, mut codes): (Vec<u8>, Vec<i64>) = (vec![], vec![]);
+    for sample in inputs::random_samples(&specs, 4, 0).unwrap() {
+        let view = sample[0].try_as_plain_ram().unwrap();
+        bytes.extend(view.as_slice::<u8>().unwrap());
+        let view = sample[1].try_as_plain_ram().unwrap();
+        codes.extend(view.as_slice::<i64>().unwrap());
+    }
+    assert!(bytes.iter().any(|&b| b >= 128), "{bytes:?}");
+    assert!(codes.iter().all(|&c| (0..100).contains(&c)), "{codes:?}");
+    let r = verify(&m, &m, &VerifyOptions::default());
+    assert_eq!(r.status, Status::Passed, "{}", r.table());
+}
+
 /// A float input cast straight to integers that index a table (a Keras
 /// embedding's), through tf2onnx's wrap-around of negative indices
 /// (`i * (i >= 0) + (i + n) * (i < 0)`): drawn as whole numbers below the

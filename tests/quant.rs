@@ -3183,6 +3183,42 @@ fn float16_weights_a_cast_expands_are_quantized() {
     cli_matches_ort(&original, "clean,quant", "0.999");
 }
 
+/// A float16 bias stays behind its Cast where its layer's weight does
+/// (here too small to quantize): expanded alone it would only double.
+#[test]
+fn a_float16_bias_stays_with_a_weight_left_float16() {
+    let half = |name: &str, dims: &[i64], n: usize| {
+        onnx_squeeze::ir::tensor::from_f16(
+            name,
+            dims,
+            weights(n, 3).iter().map(|&v| half::f16::from_f32(v)),
+        )
+    };
+    let mut proto = ModelBuilder::new(17)
+        .input("x", &[1, 4, 8, 8])
+        .node_with("wup", "Cast", &["w_f16"], &["w"], vec![attr_int("to", 1)])
+        .node_with("bup", "Cast", &["b_f16"], &["b"], vec![attr_int("to", 1)])
+        .node_with("c", "Conv", &["x", "w", "b"], &["y"], conv_attrs(1))
+        .output("y", &[1, 2, 8, 8])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.initializer.push(half("w_f16", &[2, 4, 1, 1], 8));
+    g.initializer.push(half("b_f16", &[2], 2));
+    let original = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let mut m = original.clone();
+    let r = quant(&mut m, "sensitive = \"off\"");
+    assert!(
+        !r.changes.keys().any(|k| k.starts_with("float16")),
+        "{:?}",
+        r.changes
+    );
+    assert!(m.graph.initializers.contains_key("b_f16"));
+}
+
 /// A float16 model (a half-precision export): its weights are stored as
 /// int8 with float16 per-column scales and expanded to float16 once at load
 /// (half the bytes, the graph computing in float16 as before); tract (which

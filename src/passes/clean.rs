@@ -341,7 +341,11 @@ fn merge_identical_weights(model: &Model) -> Result<Vec<Patch>> {
     let mut p = Patch::new("identical weight merged");
     p.exact = true;
     type Key = (i32, Vec<i64>, Vec<u8>, Vec<u8>);
-    let mut kept: HashMap<Key, Vec<(&str, bytes::Bytes)>> = HashMap::new();
+    // Those kept, with the hash of their contents once another shares
+    // their ends (pruned or padded weights of one shape: each compared by
+    // hash, not byte by byte against all the others).
+    type Kept<'a> = (&'a str, bytes::Bytes, Option<u64>);
+    let mut kept: HashMap<Key, Vec<Kept>> = HashMap::new();
     for (name, t) in &g.initializers {
         let large = tensor::numel(&t.dims).is_ok_and(|n| n > MERGE_MAX_ELEMENTS);
         if !large || g.constant(name).is_none() || g.is_graph_output(name) || !mergeable(g, name) {
@@ -359,13 +363,22 @@ fn merge_identical_weights(model: &Model) -> Result<Vec<Patch>> {
             bytes[bytes.len() - edge..].to_vec(),
         );
         let same = kept.entry(key).or_default();
-        match same.iter().find(|(_, b)| b[..] == bytes[..]) {
-            Some(&(first, _)) => {
+        let hash = (!same.is_empty()).then(|| xxhash_rust::xxh3::xxh3_64(&bytes));
+        let mut first = None;
+        for (kept_name, b, h) in same.iter_mut() {
+            let h = *h.get_or_insert_with(|| xxhash_rust::xxh3::xxh3_64(b));
+            if Some(h) == hash && b[..] == bytes[..] {
+                first = Some(*kept_name);
+                break;
+            }
+        }
+        match first {
+            Some(first) => {
                 p.shunts.push((name.clone(), first.to_string()));
                 p.remove_initializers.push(name.clone());
                 p.count += 1;
             }
-            None => same.push((name, bytes)),
+            None => same.push((name, bytes, hash)),
         }
     }
     Ok(if p.count == 0 { vec![] } else { vec![p] })

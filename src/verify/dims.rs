@@ -252,7 +252,34 @@ fn settle_dims_within(
     }
     let mut settled = settle_free_dims(original, opts, reference, max_bytes, &weights.sequences);
     settled.notes.splice(0..0, implied_notes);
+    // Where no size was tried (a big model), or none fitted, the dims named
+    // by expressions still follow the others.
+    bind_expressions(original, opts);
     settled
+}
+
+/// Each input dim named by an expression of other dims ([`DimExpr`]) and
+/// not yet bound, bound to its value at the sizes `opts` binds (1 for a
+/// dim left unbound), where that is not 1.
+fn bind_expressions(original: &Model, opts: &mut VerifyOptions) {
+    let names: Vec<String> = original
+        .graph
+        .rest
+        .input
+        .iter()
+        .flat_map(inputs::free_dims)
+        .map(|(key, _)| key)
+        .collect();
+    for key in &names {
+        if opts.dims.contains_key(key) {
+            continue;
+        }
+        let is_dim = |n: &str| names.iter().any(|k| k == n) || opts.dims.contains_key(n);
+        let value = DimExpr::parse(key, &is_dim).and_then(|e| e.eval(&opts.dims));
+        if let Some(v) = value.filter(|&v| v != 1) {
+            opts.dims.insert(key.clone(), v);
+        }
+    }
 }
 
 /// What the constant weights of the layers an input reaches say of its
@@ -1087,7 +1114,9 @@ mod tests {
                 vec![crate::ir::builder::attr_int("axis", 1)],
             )
             .node("add", "Add", &["all", "bias"], &["y"])
-            .output("y", &[1, 1, 4])
+            .init_f32("scale", &[4], &[2.0; 4])
+            .node("mul", "Mul", &["y", "scale"], &["z"])
+            .output("z", &[1, 1, 4])
             .proto();
         let g = p.graph.as_mut().unwrap();
         for (name, dim) in [
@@ -1132,6 +1161,16 @@ mod tests {
         settle_dims(&m, &mut bound, false);
         assert_eq!(
             bound.dims.get("past_sequence_length + sequence_length"),
+            Some(&36)
+        );
+        // A model too big to try sizes on (no reference asked for): no size
+        // is chosen, and the expression still follows the user's.
+        let mut big = VerifyOptions::default();
+        big.dims.insert("past_sequence_length".into(), 20);
+        big.dims.insert("sequence_length".into(), 16);
+        settle_dims_within(&m, &mut big, false, 0);
+        assert_eq!(
+            big.dims.get("past_sequence_length + sequence_length"),
             Some(&36)
         );
     }

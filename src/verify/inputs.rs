@@ -27,6 +27,10 @@ pub struct InputSpec {
     /// random integers stay below it, where an id past the table's end
     /// would stop the run.
     pub index_rows: Option<i64>,
+    /// Whether the input reaches those tables only through ops that pass
+    /// its values on unchanged (no offset added, no wrap-around): its
+    /// random ids may then span every row ([`id_range`]).
+    pub indexes_as_is: bool,
     /// The input, and its axis, whose length this integer input holds
     /// ([`length_of`]): every value is drawn as that axis's size.
     pub length_of: Option<(String, usize)>,
@@ -378,13 +382,13 @@ pub fn input_specs(
                 });
             }
         }
-        let rows = index_rows(g, vi.name());
+        let (rows, as_is) = index_rows_as_is(g, vi.name());
         let values = if states.iter().any(|s| s == vi.name()) {
             FloatValues::Zeros
         } else if mask_name(vi.name()) {
             FloatValues::Mask
         } else if let Some(r) = rows.filter(|_| is_float(dtype) && cast_to_integers(g, vi.name())) {
-            let (lo, hi) = id_range(vi.name(), Some(r));
+            let (lo, hi) = id_range(vi.name(), Some(r), as_is, dtype);
             notes.push(format!(
                 "float input '{}' is cast to integers that index a table: drawn as whole numbers in [{lo}, {hi})",
                 vi.name(),
@@ -399,6 +403,7 @@ pub fn input_specs(
             shape,
             values,
             index_rows: rows,
+            indexes_as_is: as_is,
             length_of: length_of(g, vi),
         });
     }
@@ -545,13 +550,15 @@ const INDEX_ARITHMETIC: &[&str] = &[
 ];
 
 /// The range `[lo, hi)` random integers (and float ids) of the input
-/// `name` are drawn in: 1s for a mask, 0s and 1s for token types and
-/// segments (below `index_rows` where the input indexes a table); other
-/// ids that index a table, any of its `index_rows` rows (a vocabulary's
-/// tokens: BERT's first hundred ids are [PAD] and [unused] tokens, barely
-/// trained, and MiniLM with int4 weights measured 0.991 on them, 0.987 on
-/// the whole vocabulary); else [0, [`ID_LIMIT`]).
-fn id_range(name: &str, index_rows: Option<i64>) -> (i64, i64) {
+/// `name`, of type `dtype`, are drawn in: 1s for a mask, 0s and 1s for
+/// token types and segments, else [0, [`ID_LIMIT`]); below `index_rows`
+/// where the input indexes a table, and over all of them where it indexes
+/// it `as_is` (through no offset or wrap-around: a vocabulary's tokens;
+/// BERT's first hundred ids are [PAD] and [unused] tokens, barely trained,
+/// and MiniLM with int4 weights measured 0.991 on them, 0.987 on the whole
+/// vocabulary). Never past what `dtype` holds (float16 ids: its integers,
+/// up to 2048, held exactly).
+fn id_range(name: &str, index_rows: Option<i64>, as_is: bool, dtype: DataType) -> (i64, i64) {
     let lname = name.to_lowercase();
     let mask = mask_name(name);
     let kind = lname.contains("token_type") || lname.contains("segment");
@@ -563,10 +570,20 @@ fn id_range(name: &str, index_rows: Option<i64>) -> (i64, i64) {
         ID_LIMIT
     };
     let hi = match index_rows {
-        Some(r) if !mask && !kind => r,
+        Some(r) if as_is && !mask && !kind => r,
         Some(r) => hi.min(r),
         None => hi,
     };
+    let held: i64 = match dtype {
+        DataType::Int8 => 1 << 7,
+        DataType::Uint8 => 1 << 8,
+        DataType::Int16 => 1 << 15,
+        DataType::Uint16 => 1 << 16,
+        DataType::Float16 => (1 << 11) + 1,
+        DataType::Bfloat16 => (1 << 8) + 1,
+        _ => i64::MAX,
+    };
+    let hi = hi.min(held);
     let lo: i64 = if mask { 1 } else { 0 };
     let lo = index_rows.map_or(lo, |r| lo.min(r - 1));
     (lo, hi)
@@ -632,6 +649,13 @@ fn cast_to_integers(g: &Graph, value: &str) -> bool {
 /// only narrows the ids, where an id past a table's end stops the run.
 /// `None` where no such Gather reads it.
 fn index_rows(g: &Graph, value: &str) -> Option<i64> {
+    index_rows_as_is(g, value).0
+}
+
+/// [`index_rows`], and whether `value` reaches those tables only through
+/// [`INDEX_PASS_THROUGH`] ops (no arithmetic, no Where on the way).
+fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
+    let mut as_is = true;
     let mut rows: Option<i64> = None;
     let mut seen = std::collections::HashSet::new();
     let mut todo = vec![value.to_string()];
@@ -663,24 +687,27 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
                     todo.extend(p.output.first().cloned());
                 }
                 op if INDEX_ARITHMETIC.contains(&op) => {
+                    as_is = false;
                     todo.extend(p.output.first().cloned());
                 }
                 "Where" if p.input.iter().skip(1).any(|i| *i == v) => {
+                    as_is = false;
                     todo.extend(p.output.first().cloned());
                 }
                 _ => {}
             }
         }
     }
-    rows
+    (rows, as_is && rows.is_some())
 }
 
 /// `count` seeded random samples. Floats are standard normal (uniform in
 /// [0, 1) where the spec says [`FloatValues::Unit`], every other sample
 /// where it says [`FloatValues::Mixed`]); integers are in
-/// [0, 100) (valid token ids and byte values for typical models), and below
-/// the rows of the smallest table the input indexes ([`InputSpec::index_rows`];
-/// float ids, [`FloatValues::Ids`], likewise), but for int16 signals (PCM
+/// [0, 100) (valid token ids and byte values for typical models), over the
+/// rows of the smallest table the input indexes as it is, below them where
+/// it indexes through arithmetic ([`id_range`]; float ids,
+/// [`FloatValues::Ids`], likewise), but for int16 signals (PCM
 /// audio, `is_signal`: normal at a tenth of full scale),
 /// except inputs named like masks or segment ids (`mask`, `token_type`,
 /// `segment`), which get 1s (masks, float ones too: [`FloatValues::Mask`])
@@ -716,7 +743,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 );
                 continue;
             }
-            let (lo, hi) = id_range(&s.name, s.index_rows);
+            let (lo, hi) = id_range(&s.name, s.index_rows, s.indexes_as_is, s.dtype);
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit = match s.values {
@@ -742,6 +769,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                         .map(|_| rng.random_range(lo..hi.max(lo + 1)) as f32)
                         .collect(),
                 ),
+                // (`id_range` keeps them below what float16 holds exactly.)
                 _ => None,
             };
             if let Some(values) = own.filter(|_| is_float(s.dtype)) {
@@ -759,7 +787,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     Tensor::from_shape(
                         &s.shape,
                         &(0..n)
-                            .map(|_| rng.random_range(lo as $t..hi.max(lo + 1) as $t))
+                            .map(|_| rng.random_range(lo as $t..=(hi.max(lo + 1) - 1) as $t))
                             .collect::<Vec<$t>>(),
                     )?
                 };
@@ -953,7 +981,7 @@ pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<Vec<String>> {
         .filter(|(n, _)| !inputs.iter().any(|vi| vi.name() == n))
         .map(|(n, _)| {
             format!(
-                "array '{n}' of --inputs {} feeds no input of the model and is not read (its inputs: {})",
+                "array '{n}' of --inputs {} is not read: it names no input the model takes (its inputs: {})",
                 path.display(),
                 expected()
             )
@@ -969,6 +997,7 @@ pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<Vec<String>> {
 pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>> {
     let is_npy = path.extension().is_some_and(|e| e == "npy");
     let mut arrays: HashMap<String, Tensor> = HashMap::new();
+    let mut all_names: Vec<String> = Vec::new();
     if is_npy {
         if specs.len() != 1 {
             bail!("{} is a single array but the model has {} inputs; use an .npz with one array per input", path.display(), specs.len());
@@ -983,7 +1012,13 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>
         );
     } else {
         let (mut npz, names) = open_npz(path)?;
-        for name in names {
+        all_names.clone_from(&names);
+        // Arrays no input takes are not read (`check_inputs_file` warns of
+        // them): a labels array of strings does not stop the run.
+        for name in names
+            .into_iter()
+            .filter(|n| specs.iter().any(|s| &s.name == n))
+        {
             let npy = npz_array(&mut npz, &name, path)?;
             arrays.insert(
                 name.clone(),
@@ -999,7 +1034,7 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>
                 "{} has no array named '{}' (it has: {})",
                 path.display(),
                 s.name,
-                arrays.keys().cloned().collect::<Vec<_>>().join(", ")
+                all_names.join(", ")
             )
         })?;
         // As the input's type (float16 arrays for a float32 input, float64

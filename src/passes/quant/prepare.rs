@@ -259,82 +259,84 @@ impl Quant {
     /// then quantizes like any weight. Only where every reader takes it as
     /// a weight (a Conv's, ConvTranspose's, MatMul's or Gemm's second
     /// input, a Gather's table) of a layer not excluded, and it is large
-    /// enough to quantize.
+    /// enough to quantize. The float16 bias (1-D) of a Conv, ConvTranspose
+    /// or Gemm whose weight is so expanded goes with it, where only such
+    /// layers read it: the integer kernels take an int32 bias (onnxruntime
+    /// fused the Convs of a mixed-precision export with their float16
+    /// biases left behind Casts, but `quant` measured those layers as float
+    /// and chose weight-only: 0.42 ms in onnxruntime where static QDQ runs
+    /// in 0.15).
     fn expand_half_weights(&self, model: &Model) -> Result<Vec<Patch>> {
         let g = &model.graph;
-        let mut out = Vec::new();
-        for id in g.topo_order() {
+        // A Cast of a float16 constant to float32: the constant, and the
+        // Cast's output.
+        let half_cast = |id: NodeId| -> Option<(&String, &crate::proto::TensorProto, &String)> {
             let n = &g.nodes[id];
             if !n.is_onnx()
                 || n.op() != "Cast"
                 || crate::ir::attr(&n.proto, "to").map(|a| a.i()) != Some(DataType::Float as i64)
             {
-                continue;
+                return None;
             }
-            let (Some(x), Some(y)) = (n.proto.input.first(), n.proto.output.first()) else {
-                continue;
-            };
-            let Some(t) = g.constant(x) else { continue };
-            if tensor::data_type(t) != DataType::Float16 || g.is_graph_output(y) {
-                continue;
-            }
-            let weight = t.dims.len() >= 2
-                && tensor::numel(&t.dims).unwrap_or(0) >= self.params.min_weight_elements.max(1);
-            // A 1-D one a layer adds as its bias goes with the layer's
-            // expanded weight: the integer kernels take an int32 bias
-            // (onnxruntime fused the Convs of a mixed-precision export with
-            // their float16 biases left behind Casts, but `quant` measured
-            // those layers as float and chose weight-only: 0.42 ms in
-            // onnxruntime where static QDQ runs in 0.15).
-            let bias = t.dims.len() == 1;
-            if !weight && !bias {
-                continue;
-            }
+            let (x, y) = (n.proto.input.first()?, n.proto.output.first()?);
+            let t = g.constant(x)?;
+            (tensor::data_type(t) == DataType::Float16 && !g.is_graph_output(y))
+                .then_some((x, t, y))
+        };
+        // Whether every reader of `y` reads it at `slot` of its op alone.
+        let read_at = |y: &str, slot: &dyn Fn(&str) -> Option<usize>| {
             let readers = g.consumers(y);
-            let reads_only = |r: &crate::ir::Node, slot: usize| {
-                r.is_onnx()
-                    && !self.excludes(r)
-                    && r.proto
+            !readers.is_empty()
+                && readers.iter().all(|&c| {
+                    let r = &g.nodes[c];
+                    let Some(slot) = slot(r.op()) else {
+                        return false;
+                    };
+                    r.is_onnx()
+                        && !self.excludes(r)
+                        && r.proto
+                            .input
+                            .iter()
+                            .enumerate()
+                            .all(|(i, v)| (v == y) == (i == slot))
+                })
+        };
+        let weight_slot = |op: &str| match op {
+            "Conv" | "ConvTranspose" | "MatMul" | "Gemm" => Some(1),
+            "Gather" => Some(0),
+            _ => None,
+        };
+        let mut weights: std::collections::HashSet<NodeId> = Default::default();
+        for id in g.topo_order() {
+            let Some((_, t, y)) = half_cast(id) else {
+                continue;
+            };
+            let large = t.dims.len() >= 2
+                && tensor::numel(&t.dims).unwrap_or(0) >= self.params.min_weight_elements.max(1);
+            if large && read_at(y, &weight_slot) {
+                weights.insert(id);
+            }
+        }
+        let bias_slot = |op: &str| matches!(op, "Conv" | "ConvTranspose" | "Gemm").then_some(2);
+        let mut out = Vec::new();
+        for id in g.topo_order() {
+            let Some((x, t, y)) = half_cast(id) else {
+                continue;
+            };
+            let weight = weights.contains(&id);
+            // Every layer reading it as its bias has its weight expanded.
+            let bias = !weight
+                && t.dims.len() == 1
+                && read_at(y, &bias_slot)
+                && g.consumers(y).iter().all(|&c| {
+                    g.nodes[c]
+                        .proto
                         .input
-                        .iter()
-                        .enumerate()
-                        .all(|(i, v)| (v == y) == (i == slot))
-            };
-            let as_weight = |c: &NodeId| {
-                let r = &g.nodes[*c];
-                let slot = match r.op() {
-                    "Conv" | "ConvTranspose" | "MatMul" | "Gemm" => 1,
-                    "Gather" => 0,
-                    _ => return false,
-                };
-                reads_only(r, slot)
-            };
-            // Its layer's weight a float16 constant that a Cast expands.
-            let as_bias = |c: &NodeId| {
-                let r = &g.nodes[*c];
-                let cast_weight = r
-                    .proto
-                    .input
-                    .get(1)
-                    .and_then(|w| g.producer(w))
-                    .is_some_and(|p| {
-                        let p = &g.nodes[p];
-                        p.op() == "Cast"
-                            && p.proto
-                                .input
-                                .first()
-                                .and_then(|v| g.constant(v))
-                                .is_some_and(|w| tensor::data_type(w) == DataType::Float16)
-                    });
-                matches!(r.op(), "Conv" | "ConvTranspose" | "Gemm")
-                    && cast_weight
-                    && reads_only(r, 2)
-            };
-            let expanded = match weight {
-                true => readers.iter().all(as_weight),
-                false => readers.iter().all(as_bias),
-            };
-            if readers.is_empty() || !expanded {
+                        .get(1)
+                        .and_then(|w| g.producer(w))
+                        .is_some_and(|p| weights.contains(&p))
+                });
+            if !weight && !bias {
                 continue;
             }
             let payload = model.payload(t)?;

@@ -152,8 +152,11 @@ fn weight_in<'a>(
             }
             // Arithmetic on constants alone (this one, and what it was
             // moved or computed into): a constant.
+            // (A divisor is no weight: int8 rounds its small values to 0.)
+            let divisor = n.op_type() == "Div" && n.input.get(1) == Some(&v);
             let of_constants = matches!(n.domain(), "" | "ai.onnx")
                 && ARITHMETIC.contains(&n.op_type())
+                && !divisor
                 && n.input
                     .iter()
                     .all(|i| i == &v || seen.contains(i) || is_constant(i));
@@ -231,6 +234,9 @@ mod tests {
             })
             .collect();
         assert!(body_weight("a", &g) && body_weight("b", &g));
+        // Unless it divides.
+        g.node[0].op_type = Some("Div".into());
+        assert!(body_weight("a", &g) && !body_weight("b", &g));
     }
 
     #[test]
