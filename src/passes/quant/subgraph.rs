@@ -116,17 +116,7 @@ impl Cx<'_> {
         }
         // The values the body's nodes read as a layer's weight (see
         // `weight_use`); a constant used as it is stays float.
-        let constants: HashSet<&str> = g
-            .initializer
-            .iter()
-            .map(|t| t.name())
-            .chain(
-                g.node
-                    .iter()
-                    .filter(|n| n.op_type() == "Constant")
-                    .flat_map(|n| n.output.iter().map(String::as_str)),
-            )
-            .collect();
+        let constants = super::weight_use::body_constants(g);
         let weights: HashSet<String> = axes
             .keys()
             .filter(|v| constants.contains(v.as_str()) && super::weight_use::body_weight(v, g))

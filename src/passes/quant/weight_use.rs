@@ -88,17 +88,7 @@ pub(super) fn main_graph_weight<'a>(
 /// reads from an outer scope).
 pub(super) fn body_weight(name: &str, g: &GraphProto) -> bool {
     let outputs: HashSet<&str> = g.output.iter().map(|o| o.name()).collect();
-    let constants: HashSet<&str> = g
-        .initializer
-        .iter()
-        .map(|t| t.name())
-        .chain(
-            g.node
-                .iter()
-                .filter(|n| n.op_type() == "Constant")
-                .flat_map(|n| n.output.iter().map(String::as_str)),
-        )
-        .collect();
+    let constants = body_constants(g);
     let readers = |v: &str| -> Vec<&NodeProto> {
         g.node
             .iter()
@@ -108,6 +98,21 @@ pub(super) fn body_weight(name: &str, g: &GraphProto) -> bool {
     weight_in(name, &readers, &|v| outputs.contains(v), &|v| {
         constants.contains(v)
     })
+}
+
+/// The constants body `g` defines: its initializers and the outputs of
+/// its Constant nodes.
+pub(super) fn body_constants(g: &GraphProto) -> HashSet<&str> {
+    g.initializer
+        .iter()
+        .map(|t| t.name())
+        .chain(
+            g.node
+                .iter()
+                .filter(|n| n.op_type() == "Constant")
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
+        .collect()
 }
 
 /// Whether a body of `n` reads `v` from its outer scope.
