@@ -29,7 +29,7 @@ pub struct InputSpec {
     pub index_rows: Option<i64>,
     /// Whether the input reaches those tables only through ops that pass
     /// its values on unchanged (no offset added, no wrap-around): its
-    /// random ids may then span every row ([`id_range`]).
+    /// random ids may then span every row (see `id_range`).
     pub indexes_as_is: bool,
     /// The input, and its axis, whose length this integer input holds
     /// ([`length_of`]): every value is drawn as that axis's size.
@@ -554,7 +554,7 @@ const INDEX_ARITHMETIC: &[&str] = &[
 /// token types and segments, else [0, [`ID_LIMIT`]); below `index_rows`
 /// where the input indexes a table, and over all of them where it indexes
 /// it `as_is` (through no offset or wrap-around: a vocabulary's tokens;
-/// BERT's first hundred ids are [PAD] and [unused] tokens, barely trained,
+/// BERT's first hundred ids are `[PAD]` and `[unused]` tokens, barely trained,
 /// and MiniLM with int4 weights measured 0.991 on them, 0.987 on the whole
 /// vocabulary). Never past what `dtype` holds (float16 ids: its integers,
 /// up to 2048, held exactly).
@@ -706,7 +706,7 @@ fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
 /// where it says [`FloatValues::Mixed`]); integers are in
 /// [0, 100) (valid token ids and byte values for typical models), over the
 /// rows of the smallest table the input indexes as it is, below them where
-/// it indexes through arithmetic ([`id_range`]; float ids,
+/// it indexes through arithmetic (`id_range`; float ids,
 /// [`FloatValues::Ids`], likewise), but for int16 signals (PCM
 /// audio, `is_signal`: normal at a tenth of full scale),
 /// except inputs named like masks or segment ids (`mask`, `token_type`,
