@@ -37,7 +37,7 @@
 //!    would grow the file (int8 weights a Cast and Mul expand at run time,
 //!    weights ConstantOfShape generates), and runtimes fold them at load.
 //! 5. **If with a constant condition** replaced by the branch it takes.
-//! 6. **Identical small constants merged**: initializers of at most 16
+//! 6. **Identical constants merged**: initializers of at most 16
 //!    elements with the same type, shape and bytes (exporters write one
 //!    `0` and one `6` per Clip, one axes vector per Unsqueeze) become one;
 //!    readers read the first. Not merged: graph inputs and outputs, tensors
@@ -212,8 +212,7 @@ impl Pass for Clean {
                 return Ok(p);
             }
         }
-        let mut p = merge_identical_constants(model);
-        p.extend(merge_identical_weights(model)?);
+        let p = merge_identical_constants(model)?;
         if !p.is_empty() {
             return Ok(p);
         }
@@ -273,45 +272,58 @@ fn strip_debug_info(model: &Model, notes: &mut Vec<String>) -> Vec<Patch> {
 const MERGE_MAX_ELEMENTS: usize = 16;
 
 /// Rule 6: one patch merging every duplicate small constant into the first
-/// initializer with the same content.
-fn merge_identical_constants(model: &Model) -> Vec<Patch> {
+/// initializer with the same content, and one doing the same for larger
+/// ones (label "identical weight merged": a weight two layers share, which
+/// folding the BatchNormalization after each copied once per layer, a
+/// siamese network's two towers 1.9x the model's size after `clean`, or a
+/// table an exporter wrote twice).
+fn merge_identical_constants(model: &Model) -> Result<Vec<Patch>> {
     let g = &model.graph;
-    let mut first: HashMap<Vec<u8>, &str> = Default::default();
-    let mut p = Patch::new("identical small constant merged");
-    p.exact = true;
+    let mut small = Patch::new("identical small constant merged");
+    let mut weights = Patch::new("identical weight merged");
+    let mut small_first: HashMap<Vec<u8>, &str> = Default::default();
+    let mut large = LargeConstants::default();
     for (name, t) in &g.initializers {
-        let small = tensor::numel(&t.dims).is_ok_and(|n| n <= MERGE_MAX_ELEMENTS);
-        if !small || tensor::is_external(t) || g.constant(name).is_none() || g.is_graph_output(name)
-        {
+        let Ok(n) = tensor::numel(&t.dims) else {
+            continue;
+        };
+        if g.constant(name).is_none() || g.is_graph_output(name) || !mergeable(g, name) {
             continue;
         }
-        if !mergeable(g, name) {
-            continue;
-        }
-        // The content: the message without its name and doc string (equal
-        // values written in different fields are not recognised as equal,
-        // which only leaves them apart).
-        let key = prost::Message::encode_to_vec(&TensorProto {
-            name: None,
-            doc_string: None,
-            ..t.clone()
-        });
-        match first.get(&key) {
-            Some(&kept) => {
-                p.shunts.push((name.clone(), kept.to_string()));
-                p.remove_initializers.push(name.clone());
-                p.count += 1;
+        let (first, p) = if n <= MERGE_MAX_ELEMENTS {
+            if tensor::is_external(t) {
+                continue;
             }
-            None => {
-                first.insert(key, name);
-            }
+            // The content: the message without its name and doc string
+            // (equal values written in different fields are not
+            // recognised as equal, which only leaves them apart).
+            let key = prost::Message::encode_to_vec(&TensorProto {
+                name: None,
+                doc_string: None,
+                ..t.clone()
+            });
+            (*small_first.entry(key).or_insert(name), &mut small)
+        } else {
+            // Values in typed fields (`float_data`...) are left apart.
+            let Some(bytes) = model.payload(t)? else {
+                continue;
+            };
+            (large.first_equal(name, t, bytes), &mut weights)
+        };
+        if first != name {
+            p.shunts.push((name.clone(), first.to_string()));
+            p.remove_initializers.push(name.clone());
+            p.count += 1;
         }
     }
-    if p.count == 0 {
-        vec![]
-    } else {
-        vec![p]
-    }
+    Ok([small, weights]
+        .into_iter()
+        .filter(|p| p.count > 0)
+        .map(|mut p| {
+            p.exact = true;
+            p
+        })
+        .collect())
 }
 
 /// Whether constant `name` may be merged into another of the same
@@ -329,32 +341,26 @@ fn mergeable(g: &Graph, name: &str) -> bool {
 /// apart before their whole contents are compared.
 const MERGE_EDGE_BYTES: usize = 64;
 
-/// Rule 6 for larger constants: one patch merging every initializer whose
-/// bytes equal an earlier one's (same type and dims) into it: a weight two
-/// layers share, which folding the BatchNormalization after each copied
-/// once per layer (a siamese network's two towers: 1.9x the model's size
-/// after `clean`), or a table an exporter wrote twice. Constants of one
-/// type and shape are told apart by their first and last bytes before any
-/// whole comparison, so distinct weights cost a look at a page or two.
-fn merge_identical_weights(model: &Model) -> Result<Vec<Patch>> {
-    let g = &model.graph;
-    let mut p = Patch::new("identical weight merged");
-    p.exact = true;
-    type Key = (i32, Vec<i64>, Vec<u8>, Vec<u8>);
-    // Those kept, with the hash of their contents once another shares
-    // their ends (pruned or padded weights of one shape: each compared by
-    // hash, not byte by byte against all the others).
-    type Kept<'a> = (&'a str, bytes::Bytes, Option<u64>);
-    let mut kept: HashMap<Key, Vec<Kept>> = HashMap::new();
-    for (name, t) in &g.initializers {
-        let large = tensor::numel(&t.dims).is_ok_and(|n| n > MERGE_MAX_ELEMENTS);
-        if !large || g.constant(name).is_none() || g.is_graph_output(name) || !mergeable(g, name) {
-            continue;
-        }
-        // Values in typed fields (`float_data`...) are left apart.
-        let Some(bytes) = model.payload(t)? else {
-            continue;
-        };
+/// Rule 6's larger constants seen so far, by type, dims and the bytes at
+/// their ends (so that distinct weights of one shape cost a look at a page
+/// or two), each with the hash of its contents once another shares its
+/// ends (pruned or padded weights of one shape are compared by hash, not
+/// byte by byte against all the others).
+#[derive(Default)]
+struct LargeConstants<'a> {
+    by_ends: HashMap<Ends, Vec<Seen<'a>>>,
+}
+
+/// A constant's type, dims and first and last [`MERGE_EDGE_BYTES`].
+type Ends = (i32, Vec<i64>, Vec<u8>, Vec<u8>);
+
+/// A constant seen: its name, bytes, and the hash of them once needed.
+type Seen<'a> = (&'a str, bytes::Bytes, Option<u64>);
+
+impl<'a> LargeConstants<'a> {
+    /// The first constant seen with the bytes of `t` (`name` itself where
+    /// it is the first).
+    fn first_equal(&mut self, name: &'a str, t: &TensorProto, bytes: bytes::Bytes) -> &'a str {
         let edge = MERGE_EDGE_BYTES.min(bytes.len());
         let key = (
             t.data_type(),
@@ -362,26 +368,17 @@ fn merge_identical_weights(model: &Model) -> Result<Vec<Patch>> {
             bytes[..edge].to_vec(),
             bytes[bytes.len() - edge..].to_vec(),
         );
-        let same = kept.entry(key).or_default();
+        let same = self.by_ends.entry(key).or_default();
         let hash = (!same.is_empty()).then(|| xxhash_rust::xxh3::xxh3_64(&bytes));
-        let mut first = None;
-        for (kept_name, b, h) in same.iter_mut() {
+        for (first, b, h) in same.iter_mut() {
             let h = *h.get_or_insert_with(|| xxhash_rust::xxh3::xxh3_64(b));
             if Some(h) == hash && b[..] == bytes[..] {
-                first = Some(*kept_name);
-                break;
+                return first;
             }
         }
-        match first {
-            Some(first) => {
-                p.shunts.push((name.clone(), first.to_string()));
-                p.remove_initializers.push(name.clone());
-                p.count += 1;
-            }
-            None => same.push((name, bytes, hash)),
-        }
+        same.push((name, bytes, hash));
+        name
     }
-    Ok(if p.count == 0 { vec![] } else { vec![p] })
 }
 
 /// Rule 6 inside If/Loop/Scan bodies: one patch per node holding bodies,
