@@ -274,8 +274,7 @@ fn bind_expressions(original: &Model, opts: &mut VerifyOptions) {
         if opts.dims.contains_key(key) {
             continue;
         }
-        let is_dim = |n: &str| names.iter().any(|k| k == n) || opts.dims.contains_key(n);
-        let value = DimExpr::parse(key, &is_dim).and_then(|e| e.eval(&opts.dims));
+        let value = DimExpr::of(key, &names, &opts.dims).and_then(|e| e.eval(&opts.dims));
         if let Some(v) = value.filter(|&v| v != 1) {
             opts.dims.insert(key.clone(), v);
         }
@@ -635,16 +634,12 @@ fn settle_free_dims(
     // `past_sequence_length + sequence_length`, its attention mask's
     // length) is computed from them, never chosen on its own.
     let names: Vec<String> = free.iter().map(|(k, _)| k.clone()).collect();
-    let derived: Vec<(String, DimExpr)> = free
+    let derived: Vec<String> = names
         .iter()
-        .filter_map(|(k, _)| {
-            DimExpr::parse(k, &|n| {
-                names.iter().any(|f| f == n) || opts.dims.contains_key(n)
-            })
-            .map(|e| (k.clone(), e))
-        })
+        .filter(|k| DimExpr::of(k, &names, &opts.dims).is_some())
+        .cloned()
         .collect();
-    free.retain(|(k, r)| *r != Role::Batch && !derived.iter().any(|(d, _)| d == k));
+    free.retain(|(k, r)| *r != Role::Batch && !derived.contains(k));
     if free.is_empty() && derived.is_empty() {
         return Settled::default();
     }
@@ -664,14 +659,7 @@ fn settle_free_dims(
         for &(k, v) in set {
             o.dims.insert(k.clone(), v);
         }
-        for (k, e) in &derived {
-            match e.eval(&o.dims) {
-                Some(v) if v != 1 => {
-                    o.dims.insert(k.clone(), v);
-                }
-                _ => {}
-            }
-        }
+        bind_expressions(original, &mut o);
         o
     };
     let mut tries: Vec<Vec<(&String, usize)>> = vec![vec![]];
@@ -716,7 +704,7 @@ fn settle_free_dims(
             empty_at_one,
             loops,
         );
-        for (k, _) in &derived {
+        for k in &derived {
             if let Some(v) = o.dims.get(k) {
                 notes.push(format!(
                     "input dim '{k}' set to {v}, computed from the dims it names"
@@ -804,6 +792,18 @@ enum Factor {
 }
 
 impl DimExpr {
+    /// `key` as an expression of the input dims `names` (bound or not) and
+    /// of those `dims` binds ([`DimExpr::parse`]).
+    fn of(
+        key: &str,
+        names: &[String],
+        dims: &std::collections::HashMap<String, usize>,
+    ) -> Option<DimExpr> {
+        DimExpr::parse(key, &|n| {
+            names.iter().any(|k| k == n) || dims.contains_key(n)
+        })
+    }
+
     /// `key` as an expression of at least one operator over dims that
     /// `is_dim` knows and integers; `None` for a plain name, or where any
     /// part is neither.
@@ -1172,6 +1172,41 @@ mod tests {
         assert_eq!(
             big.dims.get("past_sequence_length + sequence_length"),
             Some(&36)
+        );
+    }
+
+    /// A 4-D float input's axis named like a sequence (a decoder's cached
+    /// keys: [batch, heads, past_sequence_length, head_size], 4 heads
+    /// looking like 4 channels) is sized as a sequence, not as an image's
+    /// side.
+    #[test]
+    fn a_cached_sequence_axis_is_no_image_side() {
+        let mut p = ModelBuilder::new(17)
+            .node("r", "Relu", &["past_key"], &["y"])
+            .output("y", &[1, 4, 1, 8])
+            .proto();
+        let mut vi = typed_value("past_key", DataType::Float, &[1, 4, 1, 8]);
+        if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape.as_mut().unwrap().dim[2].value =
+                Some(Dim::DimParam("past_sequence_length".into()));
+        }
+        p.graph.as_mut().unwrap().input.push(vi);
+        let m = Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .unwrap();
+        let mut opts = VerifyOptions::default();
+        let settled = settle_dims(&m, &mut opts, false);
+        assert!(
+            settled
+                .notes
+                .iter()
+                .any(|n| n.starts_with("sequence length not set: 'past_sequence_length'")),
+            "{:?}",
+            settled.notes
         );
     }
 
