@@ -312,17 +312,9 @@ impl Quant {
                     .map(|r| &g.nodes[r].proto)
                     .collect()
             };
-            let is_constant = |v: &str| {
-                g.constant(v).is_some()
-                    || g.producer(v)
-                        .is_some_and(|p| g.nodes[p].proto.op_type() == "Constant")
-            };
-            if !super::weight_use::main_graph_weight(
-                name,
-                &protos,
-                &|v| g.is_graph_output(v),
-                &is_constant,
-            ) {
+            if !super::weight_use::read_as_weight(name, &protos, &|v| g.is_graph_output(v), &|v| {
+                super::weight_constant(g, v).is_some()
+            }) {
                 continue;
             }
             // Per row of what a MatMul or Gemm computes where those

@@ -71,20 +71,7 @@ fn read(n: &NodeProto, slot: usize) -> Read {
     }
 }
 
-/// Whether every use of `name` in the main graph is as a weight (see the
-/// module's doc): `readers` gives the nodes reading a value (those holding
-/// a body that reads it from the outer scope included), `is_output`
-/// whether a value is a graph output. A value no node reads is no weight.
-pub(super) fn main_graph_weight<'a>(
-    name: &str,
-    readers: &dyn Fn(&str) -> Vec<&'a NodeProto>,
-    is_output: &dyn Fn(&str) -> bool,
-    is_constant: &dyn Fn(&str) -> bool,
-) -> bool {
-    weight_in(name, readers, is_output, is_constant)
-}
-
-/// [`main_graph_weight`] of a value of body `g` (one it defines, or one it
+/// [`read_as_weight`] of a value of body `g` (one it defines, or one it
 /// reads from an outer scope).
 pub(super) fn body_weight(name: &str, g: &GraphProto) -> bool {
     let outputs: HashSet<&str> = g.output.iter().map(|o| o.name()).collect();
@@ -95,7 +82,7 @@ pub(super) fn body_weight(name: &str, g: &GraphProto) -> bool {
             .filter(|n| n.input.iter().any(|i| i == v) || reads_in_bodies(n, v))
             .collect()
     };
-    weight_in(name, &readers, &|v| outputs.contains(v), &|v| {
+    read_as_weight(name, &readers, &|v| outputs.contains(v), &|v| {
         constants.contains(v)
     })
 }
@@ -127,7 +114,12 @@ fn reads_from_outer(g: &GraphProto, v: &str) -> bool {
     outer.iter().any(|o| o == v)
 }
 
-fn weight_in<'a>(
+/// Whether every use of `name` in a graph is as a weight (see the
+/// module's doc): `readers` gives the nodes reading a value (those holding
+/// a body that reads it from the outer scope included), `is_output`
+/// whether a value is a graph output, `is_constant` whether it is a
+/// constant. A value no node reads is no weight.
+pub(super) fn read_as_weight<'a>(
     name: &str,
     readers: &dyn Fn(&str) -> Vec<&'a NodeProto>,
     is_output: &dyn Fn(&str) -> bool,
