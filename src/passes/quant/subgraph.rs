@@ -116,10 +116,10 @@ impl Cx<'_> {
         }
         // The values the body's nodes read as a layer's weight (see
         // `weight_use`); a constant used as it is stays float.
-        let constants = super::weight_use::body_constants(g);
+        let uses = super::weight_use::BodyUses::of(g);
         let weights: HashSet<String> = axes
             .keys()
-            .filter(|v| constants.contains(v.as_str()) && super::weight_use::body_weight(v, g))
+            .filter(|v| uses.is_constant(v) && uses.weight(v))
             .cloned()
             .collect();
         let is_weight = |t: &TensorProto| {

@@ -12,7 +12,7 @@
 //! span 0.5..79.5 grid cells, whose per-channel int8 step of 0.31 cells
 //! moved boxes by up to 5 pixels), and it stays float.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::ir::walk;
 use crate::proto::{GraphProto, NodeProto};
@@ -41,7 +41,16 @@ fn read(n: &NodeProto, slot: usize) -> Read {
         ("" | "ai.onnx", op, slot) => match (op, slot) {
             // A Conv's or ConvTranspose's bias (slot 2) is rank 1, which no
             // caller stores.
-            ("Conv" | "ConvTranspose" | "MatMul" | "Einsum", _) => Weight,
+            ("Conv" | "ConvTranspose" | "MatMul", _) => Weight,
+            // A contraction's operand; an elementwise or outer product
+            // uses it as it is.
+            ("Einsum", slot) => match crate::ir::attr(n, "equation")
+                .and_then(|a| std::str::from_utf8(a.s()).ok())
+                .is_some_and(|eq| einsum_sums_over(eq, slot))
+            {
+                true => Weight,
+                false => Value,
+            },
             // A Gemm's C is added.
             ("Gemm", 0 | 1) => Weight,
             // W and R; the bias, sequence lengths, initial state and
@@ -71,25 +80,89 @@ fn read(n: &NodeProto, slot: usize) -> Read {
     }
 }
 
-/// [`read_as_weight`] of a value of body `g` (one it defines, or one it
-/// reads from an outer scope).
-pub(super) fn body_weight(name: &str, g: &GraphProto) -> bool {
-    let outputs: HashSet<&str> = g.output.iter().map(|o| o.name()).collect();
-    let constants = body_constants(g);
-    let readers = |v: &str| -> Vec<&NodeProto> {
-        g.node
-            .iter()
-            .filter(|n| n.input.iter().any(|i| i == v) || reads_in_bodies(n, v))
-            .collect()
+/// Whether Einsum's `equation` sums over an index of operand `slot` (one
+/// the output does not keep: `bij,jk->bik`'s `j`); in the implicit form
+/// (no `->`) the output keeps the indices that occur once.
+fn einsum_sums_over(equation: &str, slot: usize) -> bool {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l, Some(r)),
+        None => (eq.as_str(), None),
     };
-    read_as_weight(name, &readers, &|v| outputs.contains(v), &|v| {
-        constants.contains(v)
-    })
+    let letters = |s: &str| {
+        s.chars()
+            .filter(char::is_ascii_alphabetic)
+            .collect::<Vec<_>>()
+    };
+    let Some(operand) = lhs.split(',').nth(slot) else {
+        return false;
+    };
+    let kept: HashSet<char> = match rhs {
+        Some(r) => letters(r).into_iter().collect(),
+        None => {
+            let all = letters(lhs);
+            all.iter()
+                .copied()
+                .filter(|c| all.iter().filter(|d| *d == c).count() == 1)
+                .collect()
+        }
+    };
+    letters(operand).iter().any(|c| !kept.contains(c))
+}
+
+/// The uses of body `g`'s values, indexed once: [`BodyUses::weight`] for
+/// each constant asked about walks only the readers of the values it
+/// reaches, where scanning the body's nodes (and their own bodies' outer
+/// reads) for each made a body of `n` nodes and constants cost `n^2`.
+pub(super) struct BodyUses<'a> {
+    outputs: HashSet<&'a str>,
+    constants: HashSet<&'a str>,
+    /// The nodes reading each value, those holding a body that reads it
+    /// from the outer scope included; each node once, in the body's order.
+    readers: HashMap<String, Vec<&'a NodeProto>>,
+}
+
+impl<'a> BodyUses<'a> {
+    pub(super) fn of(g: &'a GraphProto) -> Self {
+        let mut readers: HashMap<String, Vec<&'a NodeProto>> = HashMap::new();
+        for n in &g.node {
+            let mut read: Vec<String> = n.input.iter().filter(|i| !i.is_empty()).cloned().collect();
+            for sg in walk::subgraphs(n) {
+                walk::outer_scope_reads(sg, &mut read);
+            }
+            read.sort_unstable();
+            read.dedup();
+            for v in read {
+                readers.entry(v).or_default().push(n);
+            }
+        }
+        BodyUses {
+            outputs: g.output.iter().map(|o| o.name()).collect(),
+            constants: body_constants(g),
+            readers,
+        }
+    }
+
+    /// Whether the body defines `v` as a constant (see [`body_constants`]).
+    pub(super) fn is_constant(&self, v: &str) -> bool {
+        self.constants.contains(v)
+    }
+
+    /// [`read_as_weight`] of a value of the body (one it defines, or one it
+    /// reads from an outer scope).
+    pub(super) fn weight(&self, name: &str) -> bool {
+        read_as_weight(
+            name,
+            &|v| self.readers.get(v).cloned().unwrap_or_default(),
+            &|v| self.outputs.contains(v),
+            &|v| self.constants.contains(v),
+        )
+    }
 }
 
 /// The constants body `g` defines: its initializers and the outputs of
 /// its Constant nodes.
-pub(super) fn body_constants(g: &GraphProto) -> HashSet<&str> {
+fn body_constants(g: &GraphProto) -> HashSet<&str> {
     g.initializer
         .iter()
         .map(|t| t.name())
@@ -100,11 +173,6 @@ pub(super) fn body_constants(g: &GraphProto) -> HashSet<&str> {
                 .flat_map(|n| n.output.iter().map(String::as_str)),
         )
         .collect()
-}
-
-/// Whether a body of `n` reads `v` from its outer scope.
-fn reads_in_bodies(n: &NodeProto, v: &str) -> bool {
-    walk::subgraphs(n).any(|sg| reads_from_outer(sg, v))
 }
 
 /// Whether body `g` reads `v` from its outer scope.
@@ -143,7 +211,7 @@ pub(super) fn read_as_weight<'a>(
             if slots.is_empty()
                 && !walk::subgraphs(n)
                     .filter(|sg| reads_from_outer(sg, &v))
-                    .all(|sg| body_weight(&v, sg))
+                    .all(|sg| BodyUses::of(sg).weight(&v))
             {
                 return false;
             }
@@ -212,9 +280,9 @@ mod tests {
             ],
             &["y", "h"],
         );
-        assert!(body_weight("w", &g));
-        assert!(body_weight("lw", &g));
-        assert!(body_weight("lr", &g));
+        assert!(BodyUses::of(&g).weight("w"));
+        assert!(BodyUses::of(&g).weight("lw"));
+        assert!(BodyUses::of(&g).weight("lr"));
         // The sum of two constants a MatMul reads.
         let mut g = graph(
             vec![
@@ -230,10 +298,10 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        assert!(body_weight("a", &g) && body_weight("b", &g));
+        assert!(BodyUses::of(&g).weight("a") && BodyUses::of(&g).weight("b"));
         // Unless it divides.
         g.node[0].op_type = Some("Div".into());
-        assert!(body_weight("a", &g) && !body_weight("b", &g));
+        assert!(BodyUses::of(&g).weight("a") && !BodyUses::of(&g).weight("b"));
     }
 
     #[test]
@@ -251,14 +319,39 @@ mod tests {
             ],
             &["out", "z", "h", "returned"],
         );
-        assert!(!body_weight("anchors", &g));
-        assert!(!body_weight("w", &g));
+        assert!(!BodyUses::of(&g).weight("anchors"));
+        assert!(!BodyUses::of(&g).weight("w"));
         // An LSTM's bias is added.
-        assert!(!body_weight("lb", &g));
+        assert!(!BodyUses::of(&g).weight("lb"));
         // Returned as an output.
-        assert!(!body_weight("c", &g));
+        assert!(!BodyUses::of(&g).weight("c"));
         // Read by nothing.
-        assert!(!body_weight("unread", &g));
+        assert!(!BodyUses::of(&g).weight("unread"));
+    }
+
+    #[test]
+    fn an_einsum_operand_is_a_weight_where_the_equation_sums_over_it() {
+        // Contractions: a matrix product, attention's scores, a reduction.
+        assert!(einsum_sums_over("bij,jk->bik", 1));
+        assert!(einsum_sums_over("b h i d, b h j d -> b h i j", 1));
+        assert!(einsum_sums_over("...ij,jk", 1));
+        assert!(einsum_sums_over("ij->i", 0));
+        // Elementwise, broadcast and outer products keep every index.
+        assert!(!einsum_sums_over("i,i->i", 1));
+        assert!(!einsum_sums_over("bij,j->bij", 1));
+        assert!(!einsum_sums_over("i,j->ij", 0));
+        // Implicit output: the indices that occur once, `j` summed.
+        assert!(einsum_sums_over("ij,jk", 0));
+        assert!(!einsum_sums_over("ij,kl", 0));
+        // No such operand.
+        assert!(!einsum_sums_over("ij,jk->ik", 2));
+        let einsum = |eq: &str| {
+            let mut n = node("Einsum", &["x", "w"], &["y"]);
+            n.attribute = vec![crate::ir::builder::attr_string("equation", eq)];
+            graph(vec![n], &["y"])
+        };
+        assert!(BodyUses::of(&einsum("bi,ij->bj")).weight("w"));
+        assert!(!BodyUses::of(&einsum("bi,i->bi")).weight("w"));
     }
 
     #[test]
@@ -277,7 +370,7 @@ mod tests {
             n.attribute = vec![branch("then_branch", body), branch("else_branch", other)];
             graph(vec![n], &["out"])
         };
-        assert!(body_weight("w", &holder(as_weight)));
-        assert!(!body_weight("w", &holder(as_value)));
+        assert!(BodyUses::of(&holder(as_weight)).weight("w"));
+        assert!(!BodyUses::of(&holder(as_value)).weight("w"));
     }
 }
