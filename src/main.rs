@@ -401,7 +401,13 @@ fn run(args: RunArgs) -> Result<u8> {
         runs,
     };
     let shown = pb.clone();
-    let progress = onnx_squeeze::pass::Progress::new(move |msg| shown.set_message(msg.to_string()));
+    let t0 = std::time::Instant::now();
+    let progress = onnx_squeeze::pass::Progress::new(move |msg| {
+        if std::env::var("TRACE_P").is_ok() {
+            eprintln!("[{:.3}] {msg}", t0.elapsed().as_secs_f64());
+        }
+        shown.set_message(msg.to_string())
+    });
     let mut passes = pipeline.run(&mut model, &data, &progress)?;
     if args.dump {
         pb.suspend(|| eprint!("{}", onnx_squeeze::ir::dump(&model.graph)));

@@ -1272,6 +1272,65 @@ fn weights_other_nodes_read_keep_their_name_and_biases_stay_float() {
     assert!(!s.contains("QuantizeLinear"), "{s}");
 }
 
+/// A detector whose first layer was trained on pixel values as they are
+/// (YOLOX) is calibrated and verified on images in [0, 255), and the
+/// report says why; one trained on normalised images keeps normal and
+/// [0, 1) noise.
+#[test]
+fn a_model_taking_pixel_values_is_calibrated_on_them() {
+    let run = |mean: f32| {
+        let w = weights(16 * 27, 3);
+        let sums: Vec<f32> = w.chunks(27).map(|c| c.iter().sum()).collect();
+        let m = ModelBuilder::new(13)
+            .input("images", &[1, 3, 16, 16])
+            .init_f32("w", &[16, 3, 3, 3], &w)
+            .init_f32("scale", &[16], &[1.0; 16])
+            .init_f32("shift", &[16], &weights(16, 5))
+            .init_f32(
+                "mu",
+                &[16],
+                &sums.iter().map(|s| s * mean).collect::<Vec<_>>(),
+            )
+            .init_f32("var", &[16], &[4.0; 16])
+            .node_with("c", "Conv", &["images", "w"], &["y"], conv_attrs(3))
+            .node(
+                "bn",
+                "BatchNormalization",
+                &["y", "scale", "shift", "mu", "var"],
+                &["z"],
+            )
+            .node("r", "Relu", &["z"], &["out"])
+            .output("out", &[1, 16, 16, 16])
+            .build()
+            .unwrap();
+        let dir = scratch("quant-pixels");
+        let input = write_model(dir.path(), "m.onnx", &m);
+        let out = dir.path().join("m.q.onnx");
+        run_passes_verified(
+            "clean,quant(activations=static,min_reduction=1,min_out_channels=1)",
+            &[],
+            &input,
+            &out,
+        )
+    };
+    let s = run(110.0);
+    assert_eq!(
+        s.matches("drawn uniform in [0, 255)").count(),
+        2,
+        "calibration and verification: {s}"
+    );
+    // Within its shifts' error.
+    assert!(s.contains("fit a mean pixel value of about 11"), "{s}");
+    let s = run(0.0);
+    assert!(!s.contains("[0, 255)"), "{s}");
+    assert_eq!(
+        s.matches("drawn standard normal and uniform in [0, 1) in turn")
+            .count(),
+        2,
+        "{s}"
+    );
+}
+
 /// An Ultralytics export is calibrated and verified on images in [0, 1),
 /// at the size its metadata records where its height and width are
 /// dynamic, and the report says so; the user's `--inputs` replace both.

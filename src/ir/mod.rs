@@ -499,6 +499,18 @@ impl Graph {
         self.initializers.get(value)
     }
 
+    /// The constant `value` names: an initializer ([`Graph::constant`]),
+    /// or the tensor of the Constant node producing it (`clean` turns those
+    /// into initializers; PaddleOCR exports keep every weight so).
+    pub fn constant_value(&self, value: &str) -> Option<&TensorProto> {
+        self.constant(value).or_else(|| {
+            let p = &self.nodes[self.producer(value)?].proto;
+            (p.op_type() == "Constant")
+                .then(|| p.attribute.first().and_then(|a| a.t.as_ref()))
+                .flatten()
+        })
+    }
+
     /// Whether anything defines `value`.
     pub fn is_defined(&self, value: &str) -> bool {
         self.producers.contains_key(value) || self.defined_outside_nodes(value)

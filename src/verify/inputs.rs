@@ -1,7 +1,7 @@
 //! Inputs for verification: seeded random tensors that respect each input's
 //! type and shape, or the user's `.npz` / `.npy` samples.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -53,6 +53,12 @@ pub enum FloatValues {
     /// normal noise alone, saturated every softmax there (verification
     /// passed at cosine 1.0) and measured 0.46 on images in [0, 1).
     Mixed,
+    /// Uniform in [0, 255): images whose first layer shows that it takes
+    /// pixel values as they are, neither normalised nor divided by 255
+    /// ([`pixel_mean`]). YOLOX's detector in ddddocr, calibrated on normal
+    /// and [0, 1) noise, verified at 0.9998 there and measured 0.947 on
+    /// images of its own scale, its objectness column 0.07-0.12.
+    Pixels,
     /// Float inputs named like masks ([`mask_name`]): all 1s, where a
     /// multiplicative mask keeps every position and an additive one (a bias
     /// of 0 or a large negative number, as some BERT exports take it)
@@ -132,8 +138,9 @@ impl ProducerImages {
     }
 
     /// The float image inputs of `specs` ([`image_axes`]) drawn uniform in
-    /// [0, 1) where `model` documents them so, else normal and uniform in
-    /// turn ([`FloatValues::Mixed`]), with a note.
+    /// [0, 1) where `model` documents them so, uniform in [0, 255) where it
+    /// takes pixel values as they are ([`pixel_values`]), else normal and
+    /// uniform in turn ([`FloatValues::Mixed`]), with a note.
     pub fn apply(model: &crate::ir::Model, specs: &mut [InputSpec], notes: &mut Vec<String>) {
         let producer = ProducerImages::of(model);
         let image = |name: &str| {
@@ -145,16 +152,43 @@ impl ProducerImages {
                 .find(|vi| vi.name() == name)
                 .is_some_and(|vi| !image_axes(vi).is_empty())
         };
-        let values = match producer {
-            Some(_) => FloatValues::Unit,
-            None => FloatValues::Mixed,
-        };
         let mut images = Vec::new();
+        let mut pixels = Vec::new();
         for s in specs.iter_mut() {
-            if is_float(s.dtype) && image(&s.name) && s.values == FloatValues::Normal {
-                s.values = values;
-                images.push(format!("'{}'", s.name));
+            if !(is_float(s.dtype) && image(&s.name) && s.values == FloatValues::Normal) {
+                continue;
             }
+            let why = match producer {
+                Some(_) => None,
+                None => pixel_values(model, &s.name),
+            };
+            match why {
+                Some(why) => {
+                    s.values = FloatValues::Pixels;
+                    pixels.push(match why {
+                        PixelValues::ScaledDown(k) => {
+                            format!("'{}' (the model divides them by {k:.1})", s.name)
+                        }
+                        PixelValues::Mean(m) => format!(
+                            "'{}' (its first layer's weights and bias fit a mean pixel value of about {m:.0})",
+                            s.name
+                        ),
+                    });
+                }
+                None => {
+                    s.values = match producer {
+                        Some(_) => FloatValues::Unit,
+                        None => FloatValues::Mixed,
+                    };
+                    images.push(format!("'{}'", s.name));
+                }
+            }
+        }
+        if !pixels.is_empty() {
+            notes.push(format!(
+                "random images {} drawn uniform in [0, 255): the model takes pixel values as they are; pass --inputs with real images",
+                pixels.join(", ")
+            ));
         }
         if images.is_empty() {
             return;
@@ -171,6 +205,167 @@ impl ProducerImages {
             ),
         });
     }
+}
+
+/// The least mean pixel value [`pixel_values`] takes for images given as
+/// they are, in [0, 255]. The real models seen estimate 95-130 there
+/// (YOLOX: 108), and between -3.4 and 2.5 where they take normalised
+/// images, images in [0, 1] or [-1, 1], or 0-255 images less their
+/// mean (open-nsfw: -3.3).
+const MIN_PIXEL_MEAN: f64 = 16.0;
+
+/// Why an image input takes pixel values as they are, in [0, 255]
+/// ([`pixel_values`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PixelValues {
+    /// The model scales its input down by this factor itself before its
+    /// first Conv (`x / 255`, `(x - 127.5) / 127.5`).
+    ScaledDown(f64),
+    /// Its first Conv's weights and bias fit images of this mean value.
+    Mean(f64),
+}
+
+/// Whether image input `input` takes pixel values in [0, 255] as they are,
+/// and why ([`PixelValues`]): from the scalar arithmetic between the input
+/// and the first Conv, and the mean pixel value [`pixel_mean`] finds there.
+pub fn pixel_values(model: &crate::ir::Model, input: &str) -> Option<PixelValues> {
+    let (a, b, m) = pixel_mean(model, input)?;
+    if a > 0.0 && a <= 1.0 / MIN_PIXEL_MEAN {
+        return Some(PixelValues::ScaledDown(1.0 / a));
+    }
+    let m = m?;
+    let x = (m - b) / a;
+    (x.is_finite() && x >= MIN_PIXEL_MEAN).then_some(PixelValues::Mean(x))
+}
+
+/// The scalar arithmetic from image input `input` to its first Conv as
+/// `a * x + b`, and the mean pixel value that Conv's input had in
+/// training, as its weights and bias tell: a layer followed by batch
+/// normalisation (folded or not) centres each channel on its training
+/// data, so its output's mean there is its normalisation's shift `beta_c`,
+/// small beside `bias_c + m * sum(w_c)` away from it. The least-squares `m`
+/// of `bias_c + m * sum(w_c) = 0` over the output channels is the estimate
+/// (`None` where the Conv has no bias). Reached from the input through ops
+/// that move values (Transpose, Slice, Concat, Pad...) and Add, Sub, Mul,
+/// Div by constants (per-channel ones by their mean); the Conv's bias taken
+/// with the BatchNormalization, per-channel Add and Mul after it
+/// (PaddleOCR's exports add the bias in a node of its own). `None` where no
+/// Conv is reached so.
+fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option<f64>)> {
+    let g = &model.graph;
+    let floats = |v: &str| -> Option<Vec<f64>> {
+        let t = g.constant_value(v)?;
+        let payload = model.payload(t).ok()?;
+        let data = crate::ir::tensor::to_f32(t, payload.as_ref()).ok()?;
+        Some(data.data.iter().map(|&x| f64::from(x)).collect())
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    const MOVES: &[&str] = &[
+        "Transpose",
+        "Slice",
+        "Concat",
+        "Pad",
+        "Reshape",
+        "Identity",
+        "Split",
+        "SpaceToDepth",
+        "Cast",
+    ];
+    // From the input to the first Conv: what each step does to the mean.
+    let mut affine: Vec<(&str, f64)> = Vec::new();
+    let mut todo = std::collections::VecDeque::from([input.to_string()]);
+    let mut seen = HashSet::new();
+    let conv = 'found: loop {
+        let v = todo.pop_front()?;
+        for id in g.consumers(&v) {
+            if !seen.insert(id) {
+                continue;
+            }
+            let n = &g.nodes[id];
+            let p = &n.proto;
+            match n.op() {
+                "Conv" if p.input.first() == Some(&v) => break 'found id,
+                op if MOVES.contains(&op) => todo.extend(p.output.iter().cloned()),
+                op @ ("Add" | "Sub" | "Mul" | "Div") if p.input.first() == Some(&v) => {
+                    let c = mean(&floats(p.input.get(1)?)?);
+                    affine.push((op, c));
+                    todo.extend(p.output.iter().cloned());
+                }
+                _ => return None,
+            }
+        }
+    };
+    let p = &g.nodes[conv].proto;
+    let w = g.constant_value(p.input.get(1)?)?;
+    let channels = usize::try_from(*w.dims.first()?).ok().filter(|&c| c > 0)?;
+    let values = floats(p.input.get(1)?)?;
+    let per = values.len() / channels;
+    let mut sums: Vec<f64> = values.chunks(per.max(1)).map(|c| c.iter().sum()).collect();
+    let mut bias: Option<Vec<f64>> = match p.input.get(2).filter(|b| !b.is_empty()) {
+        Some(b) => Some(floats(b)?),
+        None => None,
+    };
+    let per_channel = |v: Vec<f64>| match v.len() {
+        1 => Some(vec![v[0]; channels]),
+        n if n == channels => Some(v),
+        _ => None,
+    };
+    let mut v = p.output.first()?.clone();
+    loop {
+        let readers = g.consumers(&v);
+        let [id] = readers[..] else { break };
+        let n = &g.nodes[id];
+        let p = &n.proto;
+        if p.input.first() != Some(&v) {
+            break;
+        }
+        let b = bias.get_or_insert_with(|| vec![0.0; channels]);
+        match n.op() {
+            "BatchNormalization" => {
+                let [scale, shift, mu, var] = [1, 2, 3, 4]
+                    .map(|i| p.input.get(i).and_then(|x| floats(x)).and_then(per_channel));
+                let (scale, shift, mu, var) = (scale?, shift?, mu?, var?);
+                let eps = f64::from(crate::ir::float_attr(p, "epsilon", 1e-5));
+                for c in 0..channels {
+                    let k = scale[c] / (var[c] + eps).sqrt();
+                    sums[c] *= k;
+                    b[c] = (b[c] - mu[c]) * k + shift[c];
+                }
+            }
+            "Add" => {
+                let add = per_channel(floats(p.input.get(1)?)?)?;
+                b.iter_mut().zip(add).for_each(|(b, a)| *b += a);
+            }
+            "Mul" => {
+                let k = per_channel(floats(p.input.get(1)?)?)?;
+                for c in 0..channels {
+                    sums[c] *= k[c];
+                    b[c] *= k[c];
+                }
+            }
+            _ => break,
+        }
+        v = p.output.first()?.clone();
+    }
+    // y = a * x + b from the input to the Conv.
+    let (mut a, mut b) = (1.0, 0.0);
+    for &(op, c) in &affine {
+        (a, b) = match op {
+            "Add" => (a, b + c),
+            "Sub" => (a, b - c),
+            "Mul" => (a * c, b * c),
+            "Div" if c != 0.0 => (a / c, b / c),
+            _ => return None,
+        };
+    }
+    let m = bias.and_then(|bias| {
+        let (num, den) = bias
+            .iter()
+            .zip(&sums)
+            .fold((0.0, 0.0), |(n, d), (b, s)| (n - b * s, d + s * s));
+        Some(num / den).filter(|m| den > 0.0 && m.is_finite())
+    });
+    Some((a, b, m))
 }
 
 /// Whether `dt` is a floating-point type.
@@ -703,7 +898,8 @@ fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
 
 /// `count` seeded random samples. Floats are standard normal (uniform in
 /// [0, 1) where the spec says [`FloatValues::Unit`], every other sample
-/// where it says [`FloatValues::Mixed`]); integers are in
+/// where it says [`FloatValues::Mixed`]; in [0, 255) where it says
+/// [`FloatValues::Pixels`]); integers are in
 /// [0, 100) (valid token ids and byte values for typical models), over the
 /// rows of the smallest table the input indexes as it is, below them where
 /// it indexes through arithmetic (`id_range`; float ids,
@@ -746,12 +942,13 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             let (lo, hi) = id_range(&s.name, s.index_rows, s.indexes_as_is, s.dtype);
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
-            let unit = match s.values {
+            let unit: Option<f32> = match s.values {
                 FloatValues::Normal | FloatValues::Mask | FloatValues::Zeros | FloatValues::Ids => {
-                    false
+                    None
                 }
-                FloatValues::Unit => true,
-                FloatValues::Mixed => k % 2 == 1,
+                FloatValues::Unit => Some(1.0),
+                FloatValues::Pixels => Some(255.0),
+                FloatValues::Mixed => (k % 2 == 1).then_some(1.0),
             };
             // Masks and states: values of their own, in the float type.
             let own: Option<Vec<f32>> = match s.values {
@@ -797,8 +994,8 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     &s.shape,
                     &(0..n)
                         .map(|_| match unit {
-                            true => rng.random::<f32>(),
-                            false => rng.sample::<f32, _>(StandardNormal),
+                            Some(top) => rng.random::<f32>() * top,
+                            None => rng.sample::<f32, _>(StandardNormal),
                         })
                         .collect::<Vec<_>>(),
                 )?,
@@ -806,8 +1003,8 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     &s.shape,
                     &(0..n)
                         .map(|_| match unit {
-                            true => rng.random::<f64>(),
-                            false => rng.sample::<f64, _>(StandardNormal),
+                            Some(top) => rng.random::<f64>() * f64::from(top),
+                            None => rng.sample::<f64, _>(StandardNormal),
                         })
                         .collect::<Vec<_>>(),
                 )?,
@@ -816,8 +1013,8 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     &(0..n)
                         .map(|_| {
                             f16::from_f32(match unit {
-                                true => rng.random::<f32>(),
-                                false => rng.sample::<f32, _>(StandardNormal),
+                                Some(top) => rng.random::<f32>() * top,
+                                None => rng.sample::<f32, _>(StandardNormal),
                             })
                         })
                         .collect::<Vec<_>>(),
@@ -1165,5 +1362,117 @@ pub fn image_axes(vi: &crate::proto::ValueInfoProto) -> Vec<usize> {
         vec![1, 2]
     } else {
         vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{attr_ints, ModelBuilder};
+
+    /// An image model: `pre` (op and scalar constant) on the input, then a
+    /// Conv of 4 channels with batch normalisation centring each channel on
+    /// images of mean pixel `mean` (seen after `pre`), then a ReLU.
+    fn conv_bn(pre: Option<(&str, f32)>, mean: f32) -> crate::ir::Model {
+        let w: Vec<f32> = (0..4 * 27)
+            .map(|i| ((i * 37 % 23) as f32 - 9.0) / 40.0)
+            .collect();
+        let sums: Vec<f32> = w.chunks(27).map(|c| c.iter().sum()).collect();
+        let mut b = ModelBuilder::new(13).input("x", &[1, 3, 16, 16]);
+        let conv_in = match pre {
+            Some((op, c)) => {
+                b = b
+                    .init_f32("c", &[], &[c])
+                    .node("pre", op, &["x", "c"], &["xc"]);
+                "xc"
+            }
+            None => "x",
+        };
+        b.init_f32("w", &[4, 3, 3, 3], &w)
+            .init_f32("scale", &[4], &[1.5, 0.5, 2.0, 1.0])
+            // Small shifts, as training leaves them.
+            .init_f32("shift", &[4], &[0.3, -0.2, 0.1, 0.5])
+            .init_f32(
+                "mu",
+                &[4],
+                &sums.iter().map(|s| s * mean).collect::<Vec<_>>(),
+            )
+            .init_f32("var", &[4], &[4.0, 1.0, 9.0, 2.0])
+            .node_with(
+                "conv",
+                "Conv",
+                &[conv_in, "w"],
+                &["y"],
+                vec![attr_ints("kernel_shape", &[3, 3])],
+            )
+            .node(
+                "bn",
+                "BatchNormalization",
+                &["y", "scale", "shift", "mu", "var"],
+                &["z"],
+            )
+            .node("relu", "Relu", &["z"], &["out"])
+            .output("out", &[])
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_first_layer_tells_the_mean_pixel_its_images_had() {
+        let mean = |pre, mean| match pixel_mean(&conv_bn(pre, mean), "x") {
+            Some((1.0, 0.0, Some(m))) => m,
+            other => panic!("{other:?}"),
+        };
+        // The shifts leave the estimate within a unit.
+        assert!((mean(None, 120.0) - 120.0).abs() < 1.0);
+        assert!(mean(None, 0.0).abs() < 1.0);
+        let values = |pre, mean| pixel_values(&conv_bn(pre, mean), "x");
+        assert!(
+            matches!(values(None, 120.0), Some(PixelValues::Mean(m)) if (m - 120.0).abs() < 1.0)
+        );
+        assert_eq!(values(None, 0.0), None);
+        assert_eq!(values(None, 0.5), None);
+        // Divided by 255 in the model: it takes 0-255 pixels.
+        assert_eq!(
+            values(Some(("Div", 255.0)), 0.45),
+            Some(PixelValues::ScaledDown(255.0))
+        );
+        // Less its mean in the model.
+        assert!(
+            matches!(values(Some(("Sub", 114.0)), 0.0), Some(PixelValues::Mean(m)) if (m - 114.0).abs() < 1.0)
+        );
+        // Normalised in the model from [0, 1]: (x - 0.45) / 0.25.
+        assert_eq!(values(Some(("Sub", 0.45)), 0.0), None);
+        assert_eq!(values(Some(("Mul", 4.0)), 0.0), None);
+        // An op the estimate cannot see through: none.
+        assert_eq!(pixel_mean(&conv_bn(Some(("Pow", 2.0)), 0.0), "x"), None);
+    }
+
+    #[test]
+    fn images_given_as_pixel_values_are_drawn_in_0_255() {
+        for (mean, want) in [(120.0, FloatValues::Pixels), (0.5, FloatValues::Mixed)] {
+            let m = conv_bn(None, mean);
+            let mut notes = vec![];
+            let mut specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
+            ProducerImages::apply(&m, &mut specs, &mut notes);
+            assert_eq!(specs[0].values, want, "{notes:?}");
+            let drawn = random_samples(&specs, 2, 0).unwrap();
+            let max = drawn
+                .iter()
+                .flat_map(|s| {
+                    let v = s[0].try_as_plain_ram().unwrap();
+                    v.as_slice::<f32>().unwrap().to_vec()
+                })
+                .fold(f32::MIN, f32::max);
+            match want {
+                FloatValues::Pixels => {
+                    assert!(notes
+                        .iter()
+                        .any(|n| n.contains("drawn uniform in [0, 255)")));
+                    assert!(max > 200.0 && max < 255.0, "{max}");
+                }
+                _ => assert!(max < 10.0, "{max}"),
+            }
+        }
     }
 }

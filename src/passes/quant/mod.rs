@@ -796,7 +796,7 @@ fn layer_macs(model: &Model, data: &DataSource) -> Result<(u64, u64)> {
     let g = &model.graph;
     let mut layers = Vec::new();
     for n in g.nodes.node_weights() {
-        let Some(t) = n.proto.input.get(1).and_then(|w| weight_constant(g, w)) else {
+        let Some(t) = n.proto.input.get(1).and_then(|w| g.constant_value(w)) else {
             continue;
         };
         let (Some(out), DataType::Float) = (n.proto.output.first(), tensor::data_type(t)) else {
@@ -851,17 +851,6 @@ fn exclude_matches(p: &str, n: &crate::ir::Node) -> bool {
     p == n.op() || glob(p, n.name())
 }
 
-/// The constant `v` names: an initializer, or the tensor of the Constant
-/// node producing it (round 1 turns those into initializers).
-fn weight_constant<'a>(g: &'a crate::ir::Graph, v: &str) -> Option<&'a TensorProto> {
-    g.constant(v).or_else(|| {
-        let p = &g.nodes[g.producer(v)?].proto;
-        (p.op_type() == "Constant")
-            .then(|| p.attribute.first().and_then(|a| a.t.as_ref()))
-            .flatten()
-    })
-}
-
 impl Quant {
     /// Whether `exclude=` keeps node `n` in float.
     fn excludes(&self, n: &crate::ir::Node) -> bool {
@@ -885,7 +874,7 @@ impl Quant {
                 && n.proto
                     .input
                     .iter()
-                    .any(|i| weight_constant(g, i).is_some_and(is_weight))
+                    .any(|i| g.constant_value(i).is_some_and(is_weight))
         })
     }
 
@@ -927,7 +916,7 @@ impl Quant {
             g.nodes
                 .node_weights()
                 .filter(|n| ops.contains(&n.op()))
-                .filter_map(|n| n.proto.input.get(1).and_then(|w| weight_constant(g, w)))
+                .filter_map(|n| n.proto.input.get(1).and_then(|w| g.constant_value(w)))
                 .filter(|t| tensor::data_type(t) == dt)
                 .map(|t| tensor::numel(&t.dims).unwrap_or(0))
                 .sum()

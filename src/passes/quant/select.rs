@@ -313,7 +313,7 @@ impl Quant {
                     .collect()
             };
             if !super::weight_use::read_as_weight(name, &protos, &|v| g.is_graph_output(v), &|v| {
-                super::weight_constant(g, v).is_some()
+                g.constant_value(v).is_some()
             }) {
                 continue;
             }
