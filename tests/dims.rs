@@ -1227,6 +1227,45 @@ fn waveforms_are_a_second_long_and_their_lengths_whole() {
 /// [1, N, 16]` and a boolean `mask: [1, N]`. `N` is the set's size, which
 /// the mask selects positions of: a sequence of 128, where at 1 element
 /// (before) its attention compared nothing.
+/// An input of any name whose one axis past the batch is named like
+/// samples holds audio (openWakeWord's mel front end: `input:
+/// [batch_size, samples]`); one more axis of its own size, or an axis named
+/// otherwise, does not.
+#[test]
+fn an_axis_named_samples_holds_audio() {
+    use onnx_squeeze::ir::builder::typed_value;
+    let model = |dims: &[&str]| {
+        let mut p = ModelBuilder::new(17)
+            .node("id", "Identity", &["input"], &["y"])
+            .output("y", &[])
+            .proto();
+        let mut vi = typed_value("input", DataType::Float, &vec![1; dims.len()]);
+        set_dims(&mut vi, dims);
+        p.graph.as_mut().unwrap().input.push(vi);
+        Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap()
+    };
+    for (dims, audio) in [
+        (&["batch_size", "samples"][..], true),
+        (&["batch", "1", "num_samples"][..], true),
+        (&["samples"][..], true),
+        (&["batch", "80", "samples"][..], false),
+        (&["batch", "sequence"][..], false),
+        (&["batch", "sample_rate"][..], false),
+    ] {
+        let m = model(dims);
+        assert_eq!(
+            onnx_squeeze::verify::inputs::audio_inputs(&m.graph) == ["input"],
+            audio,
+            "{dims:?}"
+        );
+    }
+    // Sized as a second of audio.
+    let m = model(&["batch_size", "samples"]);
+    let mut opts = VerifyOptions::default();
+    let notes = settle(&m, &mut opts);
+    assert_eq!(opts.dims.get("samples"), Some(&16000), "{notes:?}");
+}
+
 #[test]
 fn a_dim_a_mask_selects_is_a_sequence() {
     use onnx_squeeze::ir::builder::{attr_int, typed_value};

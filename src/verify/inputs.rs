@@ -683,22 +683,43 @@ pub fn audio_inputs(g: &Graph) -> Vec<String> {
 }
 
 /// The samples' axis of input `vi` where it holds audio samples: a float
-/// or 16-bit input named so ([`audio_name`]) whose one axis past a leading
-/// batch (where its rank is 2 or more) is not of size 1: `[N]`,
-/// `[batch, N]`, `[batch, 1, N]`. Features named like audio
-/// (`audio_signal: [batch, 80, T]`, NeMo's mel spectrogram) are not.
+/// or 16-bit input whose one axis past a leading batch (where its rank is
+/// 2 or more) is not of size 1 (`[N]`, `[batch, N]`, `[batch, 1, N]`),
+/// named like audio ([`audio_name`]) or with that axis named like samples
+/// (openWakeWord's mel front end: `input: [batch_size, samples]`).
+/// Features named like audio (`audio_signal: [batch, 80, T]`, NeMo's mel
+/// spectrogram) are not.
 pub fn audio_axis(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<usize> {
     let dt = crate::ir::tensor_type(vi).and_then(|tt| DataType::try_from(tt.elem_type()).ok())?;
-    if !audio_name(vi.name()) || !(is_float(dt) || is_pcm_input(g, vi)) {
+    if !(is_float(dt) || is_pcm_input(g, vi)) {
         return None;
     }
     let dims = fixed_dims(vi)?;
     let first = usize::from(dims.len() >= 2);
     let mut axes = (first..dims.len()).filter(|&a| dims[a] != Some(1));
-    match (axes.next(), axes.next()) {
-        (Some(a), None) => Some(a),
-        _ => None,
-    }
+    let axis = match (axes.next(), axes.next()) {
+        (Some(a), None) => a,
+        _ => return None,
+    };
+    let samples_axis = || {
+        let shape = crate::ir::tensor_type(vi)?.shape.as_ref()?;
+        match &shape.dim.get(axis)?.value {
+            Some(Dim::DimParam(p)) => Some(samples_name(p)),
+            _ => None,
+        }
+    };
+    (audio_name(vi.name()) || samples_axis() == Some(true)).then_some(axis)
+}
+
+/// Whether an axis named `name` counts audio samples: `samples`,
+/// `num_samples`, `n_samples` (not a sample rate or a count of samples
+/// in a batch: `sample_rate`, `batch_samples`).
+fn samples_name(name: &str) -> bool {
+    let l = name.to_lowercase();
+    matches!(
+        l.as_str(),
+        "samples" | "num_samples" | "n_samples" | "nsamples"
+    )
 }
 
 /// Whether a float or 16-bit input named `name` holds audio samples:
