@@ -2298,6 +2298,74 @@ fn weights_inside_if_bodies_are_quantized() {
     assert_ort_matches(&input, &out, &quantized("0.99"));
 }
 
+/// A weight a Loop carries from iteration to iteration, multiplied by in
+/// each (tf2onnx's LSTM: the weights are loop-carried values the body
+/// passes on unchanged), is stored as int8 per column of its MatMul and
+/// expanded before the Loop; onnxruntime runs the result.
+#[test]
+fn a_weight_a_loop_carries_is_stored_as_int8() {
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let mut body = ModelBuilder::new(17)
+        .node("mm", "MatMul", &["h", "w_in"], &["hw"])
+        .node("act", "Tanh", &["hw"], &["h_next"])
+        .node("keep", "Identity", &["cond"], &["cond_out"])
+        .proto()
+        .graph
+        .unwrap();
+    body.input = vec![
+        typed_value("i", DataType::Int64, &[]),
+        typed_value("cond", DataType::Bool, &[]),
+        f32_value("h", &[1, 64]),
+        f32_value("w_in", &[64, 64]),
+    ];
+    body.output = vec![
+        typed_value("cond_out", DataType::Bool, &[]),
+        f32_value("h_next", &[1, 64]),
+        f32_value("w_in", &[64, 64]),
+    ];
+    let m = ModelBuilder::new(17)
+        .input("x", &[1, 64])
+        // Three iterations.
+        .init(onnx_squeeze::ir::tensor::int_scalar(
+            "trips",
+            DataType::Int64,
+            3,
+        ))
+        .init_f32("w", &[64, 64], &weights(64 * 64, 11))
+        .init(onnx_squeeze::ir::tensor::int_scalar(
+            "go",
+            DataType::Bool,
+            1,
+        ))
+        .node_with(
+            "loop",
+            "Loop",
+            &["trips", "go", "x", "w"],
+            &["h_last", "w_last"],
+            vec![attr_graph("body", body)],
+        )
+        .output("h_last", &[1, 64])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-loop-carried");
+    let input = write_model(dir.path(), "loop.onnx", &m);
+    let out = dir.path().join("loop.q.onnx");
+    let s = run_passes_verified("quant", &[], &input, &out);
+    assert!(
+        s.contains("1 x weight stored as int8 (expanded once at load)"),
+        "{s}"
+    );
+    let (q, _) = Model::load(&out).unwrap();
+    let scale = q
+        .graph
+        .initializers
+        .iter()
+        .find(|(n, _)| n.starts_with("w") && n.contains("scale"))
+        .map(|(_, t)| t.dims.clone());
+    assert_eq!(scale, Some(vec![1, 64]), "per column");
+    assert_ort_matches(&input, &out, &quantized("0.99"));
+}
+
 /// Without `clean` first, weights held in Constant nodes are still seen:
 /// quant turns them into initializers, then quantizes them.
 #[test]

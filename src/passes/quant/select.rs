@@ -290,6 +290,7 @@ impl Quant {
                         ("MatMul", 1) if rank == 2 => None,
                         ("Gemm", 1) if !trans_a => None,
                         ("Gemm", 2) => None,
+                        ("Loop", slot) => Some(super::weight_use::loop_carried_axis(n, slot, rank)),
                         (op, slot) => Some(operand_axis(n, op, slot, rank)),
                     })
                     .collect::<Vec<_>>()

@@ -151,13 +151,63 @@ impl<'a> BodyUses<'a> {
     /// [`read_as_weight`] of a value of the body (one it defines, or one it
     /// reads from an outer scope).
     pub(super) fn weight(&self, name: &str) -> bool {
+        self.weight_carried(name, None)
+    }
+
+    /// [`BodyUses::weight`], where reaching the body output `carried` (a
+    /// Loop's loop-carried value, which the next iteration reads as it
+    /// reads `name`) is no use as a value.
+    fn weight_carried(&self, name: &str, carried: Option<&str>) -> bool {
         read_as_weight(
             name,
             &|v| self.readers.get(v).cloned().unwrap_or_default(),
-            &|v| self.outputs.contains(v),
+            &|v| Some(v) != carried && self.outputs.contains(v),
             &|v| self.constants.contains(v),
         )
     }
+}
+
+/// Whether Loop `n` uses what it takes at input `slot` (a loop-carried
+/// value's initial one) as a weight in every iteration: read as one by its
+/// body, which passes it on to the next iteration (tf2onnx writes an
+/// LSTM's weights so, the loop carrying them unchanged).
+fn loop_carried_weight(n: &NodeProto, slot: usize) -> bool {
+    let Some(body) = loop_body(n).filter(|_| slot >= 2) else {
+        return false;
+    };
+    // Body inputs: the iteration, the condition, then the carried values
+    // as the Loop's inputs; body outputs: the condition, then those.
+    match (body.input.get(slot), body.output.get(slot - 1)) {
+        (Some(input), Some(carried)) => {
+            BodyUses::of(body).weight_carried(input.name(), Some(carried.name()))
+        }
+        _ => false,
+    }
+}
+
+/// A Loop's body.
+fn loop_body(n: &NodeProto) -> Option<&GraphProto> {
+    n.attribute
+        .iter()
+        .find(|a| a.name() == "body")
+        .and_then(|a| a.g.as_ref())
+}
+
+/// The axis along which the body of Loop `n` reads the value it carries
+/// from input `slot` as a weight of rank `rank` (a MatMul's columns), where
+/// its readers agree on one.
+pub(super) fn loop_carried_axis(n: &NodeProto, slot: usize, rank: usize) -> Option<i64> {
+    let body = loop_body(n)?;
+    let input = body.input.get(slot)?.name();
+    let mut axes = body.node.iter().flat_map(|r| {
+        r.input
+            .iter()
+            .enumerate()
+            .filter(move |(_, v)| *v == input)
+            .map(move |(s, _)| super::operand_axis(r, r.op_type(), s, rank))
+    });
+    let first = axes.next()??;
+    axes.all(|a| a == Some(first)).then_some(first)
 }
 
 /// The constants body `g` defines: its initializers and the outputs of
@@ -227,6 +277,17 @@ pub(super) fn read_as_weight<'a>(
                     .all(|i| i == &v || seen.contains(i) || is_constant(i));
             if of_constants {
                 todo.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+                continue;
+            }
+            // A Loop's carried value: as its body uses it, and then as
+            // what reads the Loop's last value of it.
+            if matches!(n.domain(), "" | "ai.onnx") && n.op_type() == "Loop" {
+                for &s in &slots {
+                    if s < 2 || !loop_carried_weight(n, s) {
+                        return false;
+                    }
+                    todo.extend(n.output.get(s - 2).filter(|o| !o.is_empty()).cloned());
+                }
                 continue;
             }
             for s in slots {
@@ -352,6 +413,52 @@ mod tests {
         };
         assert!(BodyUses::of(&einsum("bi,ij->bj")).weight("w"));
         assert!(!BodyUses::of(&einsum("bi,i->bi")).weight("w"));
+    }
+
+    #[test]
+    fn a_loop_carrying_a_weight_it_multiplies_by_in_every_iteration() {
+        // tf2onnx's LSTM: the Loop takes `w` as a carried value (its input
+        // 3), its body multiplies by it and passes it on unchanged.
+        let lp = |use_op: &str, carried_out: &str| {
+            let mut body = graph(
+                vec![
+                    node(use_op, &["h", "w_in"], &["h_next"]),
+                    node("Identity", &["cond"], &["cond_out"]),
+                ],
+                &["cond_out", "h_next", carried_out],
+            );
+            body.input = ["i", "cond", "h", "w_in"]
+                .iter()
+                .map(|n| ValueInfoProto {
+                    name: Some(n.to_string()),
+                    ..Default::default()
+                })
+                .collect();
+            let mut n = node("Loop", &["m", "c", "h0", "w"], &["h_last", "w_last"]);
+            n.attribute = vec![crate::proto::AttributeProto {
+                name: Some("body".into()),
+                g: Some(body),
+                ..Default::default()
+            }];
+            n
+        };
+        let g = graph(vec![lp("MatMul", "w_in")], &["h_last"]);
+        assert!(BodyUses::of(&g).weight("w"));
+        // Added in the body: used as it is.
+        let g = graph(vec![lp("Add", "w_in")], &["h_last"]);
+        assert!(!BodyUses::of(&g).weight("w"));
+        // Its last value returned by the model.
+        let g = graph(vec![lp("MatMul", "w_in")], &["h_last", "w_last"]);
+        assert!(!BodyUses::of(&g).weight("w"));
+        // Carried on as something else (the body returns `h_next` there):
+        // `w_in` is read by the MatMul alone, as a weight.
+        let g = graph(vec![lp("MatMul", "h_next")], &["h_last"]);
+        assert!(BodyUses::of(&g).weight("w"));
+        // The trip count and the condition are no weights.
+        let g = graph(vec![lp("MatMul", "w_in")], &["h_last"]);
+        assert!(!BodyUses::of(&g).weight("m"));
+        // The body's MatMul reads its columns: the axis of a rank-2 weight.
+        assert_eq!(loop_carried_axis(&g.node[0], 3, 2), Some(1));
     }
 
     #[test]
