@@ -36,8 +36,10 @@ impl RunReport {
         let structure = |m: &ModelStats| m.bytes.saturating_sub(m.weight_bytes);
         let ratio = o.bytes as f64 / i.bytes.max(1) as f64;
         let share = structure(o) as f64 / o.bytes.max(1) as f64;
-        // Weights quantized: a third of their bytes or less.
-        let quantized = (o.weight_bytes as f64) <= i.weight_bytes as f64 / 3.0;
+        // Weights quantized: a third of their bytes or less (a model
+        // without weights has none to quantize).
+        let quantized =
+            i.weight_bytes > 0 && (o.weight_bytes as f64) <= i.weight_bytes as f64 / 3.0;
         (ratio > SIZE_NOTE_RATIO && share >= STRUCTURE_SHARE && quantized)
             .then(|| {
                 format!(
@@ -271,6 +273,10 @@ mod tests {
         assert!(report(stats(130_000, 125_000)).size_note().is_none());
         // Weights not quantized (clean alone on a small model): no note.
         assert!(report(stats(380_000, 340_000)).size_note().is_none());
+        // A model without weights has none to quantize.
+        let mut empty = report(stats(100, 0));
+        empty.input = stats(100, 0);
+        assert!(empty.size_note().is_none());
         assert!(report(stats(140_000, 100_000))
             .table()
             .contains("(0.35x)\n    note: size: weights"));

@@ -1227,6 +1227,33 @@ fn waveforms_are_a_second_long_and_their_lengths_whole() {
 /// [1, N, 16]` and a boolean `mask: [1, N]`. `N` is the set's size, which
 /// the mask selects positions of: a sequence of 128, where at 1 element
 /// (before) its attention compared nothing.
+/// An op tract knows by name but has no implementation of fails at every
+/// size: the note says so, and not to bind the sizes.
+#[test]
+fn an_op_tract_lacks_is_no_question_of_sizes() {
+    let mut p = ModelBuilder::new(17)
+        .input("x", &[1, 1])
+        .node("m", "Mystery", &["x"], &["y"])
+        .output("y", &[])
+        .proto();
+    p.opset_import
+        .push(onnx_squeeze::proto::OperatorSetIdProto {
+            domain: Some("com.example".into()),
+            version: Some(1),
+        });
+    let g = p.graph.as_mut().unwrap();
+    g.node[0].domain = Some("com.example".into());
+    set_dims(&mut g.input[0], &["1", "len"]);
+    let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut opts = VerifyOptions::default();
+    let notes = settle(&m, &mut opts);
+    assert!(
+        notes.iter().any(|n| n
+            == "tract has no implementation of Mystery, which the model uses, at any input size tried for len: binding them with --dim will not help"),
+        "{notes:?}"
+    );
+}
+
 /// An input of any name whose one axis past the batch is named like
 /// samples holds audio (openWakeWord's mel front end: `input:
 /// [batch_size, samples]`); one more axis of its own size, or an axis named

@@ -716,8 +716,10 @@ fn settle_free_dims(
             reference: built.map(|r| *r),
         }
     };
-    // Whether at every size tried a Loop was left that tract cannot run.
+    // Whether at every size tried a Loop was left that tract cannot run,
+    // and the op tract has no implementation of at every size, if one.
     let mut loop_left = true;
+    let mut unimplemented: Option<Option<String>> = None;
     for set in &tries {
         let o = with(set);
         let tried = if reference {
@@ -739,7 +741,14 @@ fn settle_free_dims(
                 return s;
             }
             Trial::Untyped(why) => {
-                loop_left &= why.is_some();
+                loop_left &= why.loop_left.is_some();
+                let same = match &unimplemented {
+                    None => why.unimplemented,
+                    Some(op) => op
+                        .clone()
+                        .filter(|op| why.unimplemented.as_ref() == Some(op)),
+                };
+                unimplemented = Some(same);
             }
             // Not a question of sizes: tract cannot load the model.
             Trial::Unloadable | Trial::NoInputs => return Settled::default(),
@@ -758,14 +767,19 @@ fn settle_free_dims(
     if big {
         return Settled::default();
     }
-    let note = match loop_left {
+    let note = match (loop_left, unimplemented.flatten()) {
+        // An op tract lacks at every size: no size helps.
+        (_, Some(op)) => format!(
+            "tract has no implementation of {op}, which the model uses, at any input size tried for {}: binding them with --dim will not help",
+            keys.join(", ")
+        ),
         // Verification says why the loop is left; sizes only help where
         // its trip count follows them.
-        true => format!(
+        (true, None) => format!(
             "a Loop is left that tract cannot run at every input size tried for {} (see why above): binding them with --dim helps only where its trip count follows them",
             keys.join(", ")
         ),
-        false => format!(
+        (false, None) => format!(
             "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
             keys.join(", ")
         ),
@@ -969,12 +983,12 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
         Ok(copy) => copy,
         // Specialising folds with tract: a shape it cannot compute is one
         // it cannot type.
-        Err(e) => return Trial::Untyped(super::loop_refusal(&e)),
+        Err(e) => return Trial::Untyped(super::Untyped::of(&e)),
     };
     match tract::analyses(&proto, &run_samples[0]) {
-        Ok(Some(false)) => Trial::Fits(None),
-        Ok(Some(true)) => Trial::Empty(None),
-        Ok(None) => Trial::Untyped(None),
+        Ok(Ok(false)) => Trial::Fits(None),
+        Ok(Ok(true)) => Trial::Empty(None),
+        Ok(Err(e)) => Trial::Untyped(super::Untyped::of(&e)),
         Err(_) => Trial::Unloadable,
     }
 }

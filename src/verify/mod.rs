@@ -524,16 +524,46 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
     h.digest128()
 }
 
+/// Why tract cannot type a model at some input sizes, where sizes are not
+/// the question.
+#[derive(Debug, Default)]
+pub(crate) struct Untyped {
+    /// A Loop is left that tract cannot run ([`loop_refusal`]).
+    pub loop_left: Option<String>,
+    /// tract has no implementation of an op there (its `Unimplemented`).
+    pub unimplemented: Option<String>,
+}
+
+impl Untyped {
+    pub(crate) fn of(e: &anyhow::Error) -> Untyped {
+        Untyped {
+            loop_left: loop_refusal(e),
+            unimplemented: unimplemented_op(e),
+        }
+    }
+}
+
+/// The op tract says it has no implementation of in `e`'s chain
+/// (`Unimplemented(DynamicQuantizeLSTM)`, what it says of an op it knows
+/// the name of but cannot type).
+pub(crate) fn unimplemented_op(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|c| {
+        let m = c.to_string();
+        let at = m.find("Unimplemented(")? + "Unimplemented(".len();
+        let len = m[at..].find(')')?;
+        Some(m[at..at + len].to_string()).filter(|op| !op.is_empty())
+    })
+}
+
 /// What [`Reference::trial`] found at some input sizes.
 pub(crate) enum Trial {
     /// No inputs could be drawn or loaded: sizes are not the question.
     NoInputs,
     /// tract cannot load the model at all (an op it does not know).
     Unloadable,
-    /// tract loads the model but cannot type or plan it at these sizes;
-    /// with the reason where it is a Loop left that tract cannot run
-    /// ([`loop_refusal`]).
-    Untyped(Option<String>),
+    /// tract loads the model but cannot type or plan it at these sizes,
+    /// and why ([`Untyped`]).
+    Untyped(Untyped),
     /// The sizes fit: the reference built there, unless running failed,
     /// planning failed for reasons typing does not show (code generation),
     /// or nothing was built (typing alone); verification then reports.
@@ -804,7 +834,7 @@ impl Reference {
                 }
             }
             Err((Stage::Load, _)) => Trial::Unloadable,
-            Err((Stage::Prepare, e)) => Trial::Untyped(loop_refusal(&e)),
+            Err((Stage::Prepare, e)) => Trial::Untyped(Untyped::of(&e)),
             // Typing and decluttering decide whether the sizes are the
             // question, as where nothing is verified; code generation that
             // fails whatever the sizes is verification's to report.
@@ -1155,7 +1185,7 @@ impl Reference {
             None => result.graph.output_names().chain(res_exposed).collect(),
         };
         for n in res_notes {
-            let n = format!("result: {n}");
+            let n = format!("in the copy of the result tract runs: {n}");
             if !notes.contains(&n) {
                 notes.push(n);
             }

@@ -206,7 +206,7 @@ pub fn cut_as(m: &mut Model, inputs: &[Tensor], mode: CutMode) -> Result<Option<
     }
     let t = tail(m);
     if t.is_empty()
-        || (mode == CutMode::Untyped && super::tract::analyses(&m.to_proto(), inputs)?.is_some())
+        || (mode == CutMode::Untyped && super::tract::analyses(&m.to_proto(), inputs)?.is_ok())
     {
         return Ok(None);
     }

@@ -1080,11 +1080,14 @@ fn with_input_facts(mut model: InferenceModel, inputs: &[Tensor]) -> Result<Infe
 }
 
 /// Whether tract can type and declutter `proto` with inputs shaped and
-/// typed like `inputs` (no code is generated, nothing runs): `None` if not
-/// (a panic there counts as a no), else whether every output is then known
-/// to be empty. An error when it cannot load the model at all (an op it
-/// does not know), whatever the shapes.
-pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<Option<bool>> {
+/// typed like `inputs` (no code is generated, nothing runs): the reason if
+/// not (a panic there counts as a no), else whether every output is then
+/// known to be empty. An error when it cannot load the model at all (an op
+/// it does not know), whatever the shapes.
+pub fn analyses(
+    proto: &ModelProto,
+    inputs: &[Tensor],
+) -> Result<std::result::Result<bool, anyhow::Error>> {
     let model = with_input_facts(
         guarded("loading the model", || inference_model(proto))?,
         inputs,
@@ -1095,8 +1098,9 @@ pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<Option<bool>> {
             .and_then(|t| t.into_decluttered())
             .map_err(to_tract_error)
     });
-    let Ok(typed) = typed else {
-        return Ok(None);
+    let typed = match typed {
+        Ok(typed) => typed,
+        Err(e) => return Ok(Err(e)),
     };
     // Every output of a size known to be 0.
     let empty = typed.output_outlets().is_ok_and(|outs| {
@@ -1109,7 +1113,7 @@ pub fn analyses(proto: &ModelProto, inputs: &[Tensor]) -> Result<Option<bool>> {
                     .unwrap_or(false)
             })
     });
-    Ok(Some(empty))
+    Ok(Ok(empty))
 }
 
 /// Concrete shapes of the node outputs `values` with inputs shaped and
