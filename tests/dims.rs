@@ -152,7 +152,7 @@ fn an_image_height_the_model_fixes_is_found() {
 /// `INPUT:AXIS`.
 #[test]
 fn a_length_the_model_cannot_type_at_1_is_raised() {
-    for (dims, key) in [(["batch", "samples"], "samples"), (["batch", ""], "x:1")] {
+    for (dims, key) in [(["batch", "points"], "points"), (["batch", ""], "x:1")] {
         let m = with_input_dims(reshape_model(2, &[-1, 16]), &dims);
         let mut opts = VerifyOptions::default();
         let notes = settle(&m, &mut opts);
@@ -212,14 +212,15 @@ fn a_length_with_empty_outputs_at_1_is_raised() {
                 vec![attr_ints("strides", &[k])],
             )
             .proto();
-        with_input_dims(proto, &["batch", "1", "samples"])
+        // (An axis named `samples` is audio, a second long.)
+        with_input_dims(proto, &["batch", "1", "points"])
     };
     let m = window(48);
     let mut opts = VerifyOptions::default();
     let notes = settle(&m, &mut opts);
-    assert_eq!(opts.dims.get("samples"), Some(&64), "{notes:?}");
+    assert_eq!(opts.dims.get("points"), Some(&64), "{notes:?}");
     assert!(
-        notes[0].contains("input dim 'samples' set to 64: every output of the model is empty at 1"),
+        notes[0].contains("input dim 'points' set to 64: every output of the model is empty at 1"),
         "{notes:?}"
     );
     let reference = settle_dims(&m, &mut VerifyOptions::default(), true)
@@ -234,7 +235,7 @@ fn a_length_with_empty_outputs_at_1_is_raised() {
     assert!(opts.dims.is_empty(), "{notes:?}");
     assert!(
         notes.iter().any(|n| n
-            .contains("every output of the model is empty at each input size tried for samples")),
+            .contains("every output of the model is empty at each input size tried for points")),
         "{notes:?}"
     );
 }
