@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
@@ -90,6 +90,11 @@ struct RunArgs {
     /// Print the graph after the passes (a readable text dump) to stderr.
     #[arg(long)]
     dump: bool,
+    /// Print each progress message to stderr on a line of its own, after the
+    /// seconds since the passes began (for logs, where the spinner shows
+    /// nothing, and to see where a long run's time goes).
+    #[arg(long)]
+    log_progress: bool,
     input: PathBuf,
     output: PathBuf,
 }
@@ -102,8 +107,10 @@ struct VerifyArgs {
     /// other arrays are the same in every sample. Arrays of another type are cast to the input's.
     /// Default: seeded random inputs that respect each input's type and shape
     /// (floats standard normal; an Ultralytics model's images uniform in [0, 1),
-    /// as its metadata documents them; other images standard normal and uniform
-    /// in [0, 1) in turn, since a model does not say which it takes).
+    /// as its metadata documents them; images a model takes as pixel values
+    /// (it divides them down itself, or its first layer's bias centres
+    /// 0-255 images) uniform in [0, 255); other images standard normal and
+    /// uniform in [0, 1) in turn, since a model does not say which it takes).
     #[arg(long)]
     inputs: Option<PathBuf>,
     /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
@@ -117,7 +124,7 @@ struct VerifyArgs {
     /// like a time or sequence axis (time, seq, len, frame) or that a mask
     /// input has past its first axis 128 long, audio
     /// samples (an input named like waveforms, audio, speech, signal, pcm,
-    /// input_values) 16000 long, other dims 1, each raised where tract cannot analyse the model at it (a
+    /// input_values, or whose axis is named samples) 16000 long, other dims 1, each raised where tract cannot analyse the model at it (a
     /// length also where every output is empty at it); the report says what
     /// was chosen.
     #[arg(long = "dim", value_name = "NAME=N")]
@@ -401,10 +408,11 @@ fn run(args: RunArgs) -> Result<u8> {
         runs,
     };
     let shown = pb.clone();
-    let t0 = std::time::Instant::now();
+    let started = Instant::now();
+    let log = args.log_progress;
     let progress = onnx_squeeze::pass::Progress::new(move |msg| {
-        if std::env::var("TRACE_P").is_ok() {
-            eprintln!("[{:.3}] {msg}", t0.elapsed().as_secs_f64());
+        if log {
+            shown.suspend(|| eprintln!("[{:8.3}] {msg}", started.elapsed().as_secs_f64()));
         }
         shown.set_message(msg.to_string())
     });

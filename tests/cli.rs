@@ -294,6 +294,37 @@ fn help_explains_commands_and_exit_codes() {
     }
 }
 
+/// `--log-progress` prints each progress message on a line of its own,
+/// after the seconds since the passes began.
+#[test]
+fn progress_can_be_logged_line_by_line() {
+    let dir = scratch("cli-log-progress");
+    let out = dir.path().join("out.onnx");
+    let o = run_cli(&[
+        "run",
+        "--log-progress",
+        "--passes",
+        "clean,quant",
+        fixture("tiny_cnn.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    let logged: Vec<&str> = err.lines().filter(|l| l.starts_with('[')).collect();
+    assert!(
+        logged.iter().any(|l| l.ends_with("] pass clean"))
+            && logged
+                .iter()
+                .any(|l| l.contains("] pass quant: calibration: 8 of 8 samples run")),
+        "{err}"
+    );
+    let seconds = |l: &str| -> f64 { l[1..l.find(']').unwrap()].trim().parse().unwrap() };
+    assert!(
+        logged.windows(2).all(|w| seconds(w[0]) <= seconds(w[1])),
+        "{err}"
+    );
+}
+
 #[test]
 fn run_writes_report_and_summary() {
     let dir = scratch("cli-report");

