@@ -395,7 +395,7 @@ fn run(args: RunArgs) -> Result<u8> {
     let runs = verify::RunMemo::default();
     let shared =
         (!args.no_verify && !pipeline.passes.is_empty()).then(|| match settled.reference {
-            Some(r) => verify::SharedReference::built(r, runs.clone()),
+            Some(r) => verify::SharedReference::built(r, original.clone(), runs.clone()),
             None => verify::SharedReference::lazy(original.clone(), vopts.clone(), runs.clone()),
         });
     let mut data = onnx_squeeze::pipeline::DataSource {

@@ -1224,10 +1224,6 @@ fn waveforms_are_a_second_long_and_their_lengths_whole() {
     assert_eq!(r.status, Status::Passed, "{:?}", r.notes);
 }
 
-/// A set transformer's inputs (trueocr's reading-order model): `feats:
-/// [1, N, 16]` and a boolean `mask: [1, N]`. `N` is the set's size, which
-/// the mask selects positions of: a sequence of 128, where at 1 element
-/// (before) its attention compared nothing.
 /// An op tract knows by name but has no implementation of fails at every
 /// size: the note says so, and not to bind the sizes.
 #[test]
@@ -1294,6 +1290,10 @@ fn an_axis_named_samples_holds_audio() {
     assert_eq!(opts.dims.get("samples"), Some(&16000), "{notes:?}");
 }
 
+/// A set transformer's inputs (trueocr's reading-order model): `feats:
+/// [1, N, 16]` and a boolean `mask: [1, N]`. `N` is the set's size, which
+/// the mask selects positions of: a sequence of 128, where at 1 element
+/// (before) its attention compared nothing.
 #[test]
 fn a_dim_a_mask_selects_is_a_sequence() {
     use onnx_squeeze::ir::builder::{attr_int, typed_value};

@@ -3574,7 +3574,11 @@ fn sensitive_auto_compares_with_the_reference_the_pipeline_shares() {
     };
     let missed = "even with everything in float the tolerance is missed";
     let runs = RunMemo::default();
-    let built = SharedReference::built(Reference::new(&other, &opts).unwrap(), runs.clone());
+    let built = SharedReference::built(
+        Reference::new(&other, &opts).unwrap(),
+        other.clone(),
+        runs.clone(),
+    );
     let (notes, kept) = run(&pipeline, data_with(built, runs));
     assert!(notes.contains(missed), "{notes}");
     assert!(kept.is_some());

@@ -495,8 +495,8 @@ fn settle_free_dims(
         /// Named like a time or sequence axis.
         named_sequence: bool,
         leading: bool,
-        /// A length axis of an input named like audio samples
-        /// ([`inputs::audio_name`]).
+        /// The samples' axis of an input that holds audio
+        /// ([`inputs::audio_axis`]).
         audio: bool,
         /// A non-leading axis of an input named like a mask: the positions
         /// of a sequence or set the mask selects.

@@ -1,7 +1,7 @@
 //! Inputs for verification: seeded random tensors that respect each input's
 //! type and shape, or the user's `.npz` / `.npy` samples.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -167,7 +167,7 @@ impl ProducerImages {
                     s.values = FloatValues::Pixels;
                     pixels.push(match why {
                         PixelValues::ScaledDown(k) => {
-                            format!("'{}' (the model divides them by {k:.1})", s.name)
+                            format!("'{}' (the model scales them down by 1/{k:.0} itself)", s.name)
                         }
                         PixelValues::Mean(m) => format!(
                             "'{}' (its first layer's weights and bias fit a mean pixel value of about {m:.0})",
@@ -238,28 +238,42 @@ pub fn pixel_values(model: &crate::ir::Model, input: &str) -> Option<PixelValues
     (x.is_finite() && x >= MIN_PIXEL_MEAN).then_some(PixelValues::Mean(x))
 }
 
-/// The scalar arithmetic from image input `input` to its first Conv as
+/// The arithmetic from image input `input` to its first Conv as
 /// `a * x + b`, and the mean pixel value that Conv's input had in
 /// training, as its weights and bias tell: a layer followed by batch
 /// normalisation (folded or not) centres each channel on its training
 /// data, so its output's mean there is its normalisation's shift `beta_c`,
 /// small beside `bias_c + m * sum(w_c)` away from it. The least-squares `m`
-/// of `bias_c + m * sum(w_c) = 0` over the output channels is the estimate
-/// (`None` where the Conv has no bias). Reached from the input through ops
-/// that move values (Transpose, Slice, Concat, Pad...) and Add, Sub, Mul,
-/// Div by constants (per-channel ones by their mean); the Conv's bias taken
-/// with the BatchNormalization, per-channel Add and Mul after it
-/// (PaddleOCR's exports add the bias in a node of its own). `None` where no
-/// Conv is reached so.
+/// of `bias_c + m * sum(w_c) = 0` over the output channels is the estimate:
+/// `None` where the Conv has no bias, or the fit leaves more than
+/// [`MAX_UNEXPLAINED`] of it unexplained. Reached from the input through
+/// ops that move values (Transpose, Slice, Concat, Pad...; branches joined
+/// by a Concat must agree) and Add, Sub, Mul, Div by constants (per-channel
+/// ones by their mean); the Conv's bias taken with the BatchNormalization,
+/// per-channel Add and Mul after it (PaddleOCR's exports add the bias in a
+/// node of its own). `None` where no Conv is reached so.
 fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option<f64>)> {
     let g = &model.graph;
+    // Constants by value: an initializer (also where an old model lists it
+    // as an input), or a Constant node's value of any form.
     let floats = |v: &str| -> Option<Vec<f64>> {
-        let t = g.constant_value(v)?;
+        let node_value;
+        let t = match g.initializers.get(v) {
+            Some(t) => t,
+            None => {
+                let p = &g.nodes[g.producer(v)?].proto;
+                if p.op_type() != "Constant" {
+                    return None;
+                }
+                node_value = crate::passes::clean::constant_value(p)?;
+                &node_value
+            }
+        };
         let payload = model.payload(t).ok()?;
         let data = crate::ir::tensor::to_f32(t, payload.as_ref()).ok()?;
         Some(data.data.iter().map(|&x| f64::from(x)).collect())
     };
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     const MOVES: &[&str] = &[
         "Transpose",
         "Slice",
@@ -270,46 +284,87 @@ fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option
         "Split",
         "SpaceToDepth",
         "Cast",
+        "Squeeze",
+        "Unsqueeze",
     ];
-    // From the input to the first Conv: what each step does to the mean.
-    let mut affine: Vec<(&str, f64)> = Vec::new();
-    let mut todo = std::collections::VecDeque::from([input.to_string()]);
-    let mut seen = HashSet::new();
-    let conv = 'found: loop {
-        let v = todo.pop_front()?;
-        for id in g.consumers(&v) {
-            if !seen.insert(id) {
-                continue;
-            }
-            let n = &g.nodes[id];
-            let p = &n.proto;
-            match n.op() {
-                "Conv" if p.input.first() == Some(&v) => break 'found id,
-                op if MOVES.contains(&op) => todo.extend(p.output.iter().cloned()),
-                op @ ("Add" | "Sub" | "Mul" | "Div") if p.input.first() == Some(&v) => {
-                    let c = mean(&floats(p.input.get(1)?)?);
-                    affine.push((op, c));
-                    todo.extend(p.output.iter().cloned());
-                }
-                _ => return None,
-            }
+    // Each value computed from the input on the way to the first Conv, as
+    // `a * x + b`; branches that join must agree.
+    let mut affine: HashMap<&str, (f64, f64)> = HashMap::from([(input, (1.0, 0.0))]);
+    let agree = |p: (f64, f64), q: (f64, f64)| {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0);
+        close(p.0, q.0) && close(p.1, q.1)
+    };
+    let mut conv = None;
+    for id in g.topo_order() {
+        let p = &g.nodes[id].proto;
+        let tracked: Vec<Option<(f64, f64)>> = p
+            .input
+            .iter()
+            .map(|i| affine.get(i.as_str()).copied())
+            .collect();
+        if tracked.iter().all(Option::is_none) {
+            continue;
         }
-    };
+        let first = tracked.first().copied().flatten();
+        let out = match p.op_type() {
+            // Its shape only.
+            "Shape" | "Size" => continue,
+            "Conv" if first.is_some() => {
+                conv = Some((id, first?));
+                break;
+            }
+            "Concat" => {
+                let all: Vec<(f64, f64)> = tracked.iter().copied().collect::<Option<_>>()?;
+                all.iter().all(|&q| agree(all[0], q)).then_some(all[0])?
+            }
+            op if MOVES.contains(&op) && tracked.iter().skip(1).all(Option::is_none) => first?,
+            op @ ("Add" | "Sub" | "Mul" | "Div") if tracked.get(1) == Some(&None) => {
+                let (a, b) = first?;
+                let c = mean(&floats(p.input.get(1)?)?)?;
+                match op {
+                    "Add" => (a, b + c),
+                    "Sub" => (a, b - c),
+                    "Mul" => (a * c, b * c),
+                    _ if c != 0.0 => (a / c, b / c),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        for o in &p.output {
+            affine.insert(o.as_str(), out);
+        }
+    }
+    let (conv, (a, b)) = conv?;
     let p = &g.nodes[conv].proto;
-    let w = g.constant_value(p.input.get(1)?)?;
-    let channels = usize::try_from(*w.dims.first()?).ok().filter(|&c| c > 0)?;
     let values = floats(p.input.get(1)?)?;
+    let channels = g
+        .initializers
+        .get(p.input.get(1)?)
+        .and_then(|w| w.dims.first())
+        .and_then(|&c| usize::try_from(c).ok())
+        .or_else(|| {
+            let n = &g.nodes[g.producer(p.input.get(1)?)?].proto;
+            let t = crate::passes::clean::constant_value(n)?;
+            usize::try_from(*t.dims.first()?).ok()
+        })
+        .filter(|&c| c > 0)?;
     let per = values.len() / channels;
-    let mut sums: Vec<f64> = values.chunks(per.max(1)).map(|c| c.iter().sum()).collect();
-    let mut bias: Option<Vec<f64>> = match p.input.get(2).filter(|b| !b.is_empty()) {
-        Some(b) => Some(floats(b)?),
-        None => None,
-    };
+    if per == 0 || per * channels != values.len() {
+        return None;
+    }
+    let mut sums: Vec<f64> = values.chunks(per).map(|c| c.iter().sum()).collect();
     let per_channel = |v: Vec<f64>| match v.len() {
         1 => Some(vec![v[0]; channels]),
         n if n == channels => Some(v),
         _ => None,
     };
+    let mut bias: Option<Vec<f64>> = match p.input.get(2).filter(|b| !b.is_empty()) {
+        Some(b) => Some(per_channel(floats(b)?)?),
+        None => None,
+    };
+    // The batch normalisation, bias and scale after it, while they are
+    // its only reader's.
     let mut v = p.output.first()?.clone();
     loop {
         let readers = g.consumers(&v);
@@ -319,13 +374,16 @@ fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option
         if p.input.first() != Some(&v) {
             break;
         }
-        let b = bias.get_or_insert_with(|| vec![0.0; channels]);
+        let operand = |i: usize| p.input.get(i).and_then(|x| floats(x)).and_then(per_channel);
         match n.op() {
             "BatchNormalization" => {
-                let [scale, shift, mu, var] = [1, 2, 3, 4]
-                    .map(|i| p.input.get(i).and_then(|x| floats(x)).and_then(per_channel));
-                let (scale, shift, mu, var) = (scale?, shift?, mu?, var?);
+                let (Some(scale), Some(shift), Some(mu), Some(var)) =
+                    (operand(1), operand(2), operand(3), operand(4))
+                else {
+                    break;
+                };
                 let eps = f64::from(crate::ir::float_attr(p, "epsilon", 1e-5));
+                let b = bias.get_or_insert_with(|| vec![0.0; channels]);
                 for c in 0..channels {
                     let k = scale[c] / (var[c] + eps).sqrt();
                     sums[c] *= k;
@@ -333,40 +391,50 @@ fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option
                 }
             }
             "Add" => {
-                let add = per_channel(floats(p.input.get(1)?)?)?;
+                let Some(add) = operand(1) else { break };
+                let b = bias.get_or_insert_with(|| vec![0.0; channels]);
                 b.iter_mut().zip(add).for_each(|(b, a)| *b += a);
             }
             "Mul" => {
-                let k = per_channel(floats(p.input.get(1)?)?)?;
+                let Some(k) = operand(1) else { break };
                 for c in 0..channels {
                     sums[c] *= k[c];
-                    b[c] *= k[c];
+                }
+                if let Some(b) = bias.as_mut() {
+                    b.iter_mut().zip(&k).for_each(|(b, k)| *b *= k);
                 }
             }
             _ => break,
         }
         v = p.output.first()?.clone();
     }
-    // y = a * x + b from the input to the Conv.
-    let (mut a, mut b) = (1.0, 0.0);
-    for &(op, c) in &affine {
-        (a, b) = match op {
-            "Add" => (a, b + c),
-            "Sub" => (a, b - c),
-            "Mul" => (a * c, b * c),
-            "Div" if c != 0.0 => (a / c, b / c),
-            _ => return None,
-        };
-    }
+    // The least-squares mean, where it explains most of the bias (the rest
+    // is the shifts; a bias it does not fit tells nothing).
     let m = bias.and_then(|bias| {
         let (num, den) = bias
             .iter()
             .zip(&sums)
             .fold((0.0, 0.0), |(n, d), (b, s)| (n - b * s, d + s * s));
-        Some(num / den).filter(|m| den > 0.0 && m.is_finite())
+        let m = num / den;
+        let total: f64 = bias.iter().map(|b| b * b).sum();
+        let left: f64 = bias
+            .iter()
+            .zip(&sums)
+            .map(|(b, s)| (b + m * s).powi(2))
+            .sum();
+        (den > 0.0 && m.is_finite() && (total == 0.0 || left <= MAX_UNEXPLAINED * total))
+            .then_some(m)
     });
     Some((a, b, m))
 }
+
+/// The most of a first layer's bias (its sum of squares) the mean pixel
+/// value [`pixel_mean`] fits may leave unexplained: the rest is the
+/// normalisation's shifts. YOLOX's (ddddocr), whose images are 0-255
+/// pixels, leaves 0.58; where the fit finds a mean near 0 (normalised
+/// images) it leaves 0.7-1.0; a large mean from a sum of weights near 0
+/// would explain nothing.
+const MAX_UNEXPLAINED: f64 = 0.8;
 
 /// Whether `dt` is a floating-point type.
 pub fn is_float(dt: DataType) -> bool {
@@ -1467,6 +1535,64 @@ mod tests {
         assert_eq!(values(Some(("Mul", 4.0)), 0.0), None);
         // An op the estimate cannot see through: none.
         assert_eq!(pixel_mean(&conv_bn(Some(("Pow", 2.0)), 0.0), "x"), None);
+    }
+
+    #[test]
+    fn odd_first_layers_tell_nothing_and_do_not_panic() {
+        use crate::ir::builder::attr_int;
+        let w: Vec<f32> = (0..4 * 27).map(|i| (i % 5) as f32 / 10.0).collect();
+        // Two branches scaled differently, joined: no one scale.
+        let m = ModelBuilder::new(13)
+            .input("x", &[1, 3, 8, 8])
+            .init_f32("k1", &[], &[255.0])
+            .init_f32("k2", &[], &[2.0])
+            .init_f32("w", &[4, 6, 3, 3], &[w.clone(), w.clone()].concat())
+            .init_f32("b", &[4], &[-100.0; 4])
+            .node("d1", "Div", &["x", "k1"], &["x1"])
+            .node("d2", "Div", &["x", "k2"], &["x2"])
+            .node_with(
+                "cat",
+                "Concat",
+                &["x1", "x2"],
+                &["xc"],
+                vec![attr_int("axis", 1)],
+            )
+            .node("c", "Conv", &["xc", "w", "b"], &["y"])
+            .output("y", &[])
+            .build()
+            .unwrap();
+        assert_eq!(pixel_mean(&m, "x"), None);
+        // A Conv without a bias, a Relu after it: a mean is not told (its
+        // input's shape read on the side changes nothing).
+        let m = ModelBuilder::new(13)
+            .input("x", &[1, 3, 8, 8])
+            .init_f32("w", &[4, 3, 3, 3], &w)
+            .node("s", "Shape", &["x"], &["shape"])
+            .node("c", "Conv", &["x", "w"], &["y"])
+            .node("r", "Relu", &["y"], &["out"])
+            .output("out", &[])
+            .output("shape", &[])
+            .build()
+            .unwrap();
+        assert_eq!(pixel_mean(&m, "x"), Some((1.0, 0.0, None)));
+        // A weight of no values, a bias of the wrong length.
+        for (dims, bias) in [
+            ([4i64, 0, 3, 3], vec![1.0f32; 4]),
+            ([4, 3, 3, 3], vec![1.0; 3]),
+        ] {
+            let n: i64 = dims.iter().product();
+            let m = ModelBuilder::new(13)
+                .input("x", &[1, 3, 8, 8])
+                .init_f32("w", &dims, &w[..n as usize])
+                .init_f32("b", &[bias.len() as i64], &bias)
+                .init_f32("k", &[4], &[1.0; 4])
+                .node("c", "Conv", &["x", "w", "b"], &["y"])
+                .node("m", "Mul", &["y", "k"], &["out"])
+                .output("out", &[])
+                .build()
+                .unwrap();
+            assert_eq!(pixel_mean(&m, "x"), None, "{dims:?}");
+        }
     }
 
     #[test]

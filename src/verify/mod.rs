@@ -320,9 +320,8 @@ pub struct SharedReference(std::sync::Arc<Shared>);
 
 struct Shared {
     opts: VerifyOptions,
-    /// What to build it from (shared with the caller, which keeps the
-    /// original for verification: not a copy of its graph); `None` where
-    /// the size search built it.
+    /// What it is built from (shared with the caller, which keeps the
+    /// original for verification: not a copy of its graph).
     original: Option<std::sync::Arc<Model>>,
     memo: RunMemo,
     built: std::sync::OnceLock<Option<Reference>>,
@@ -339,12 +338,16 @@ impl std::fmt::Debug for SharedReference {
 }
 
 impl SharedReference {
-    /// One already built (by the size search).
-    pub fn built(reference: Reference, memo: RunMemo) -> Self {
+    /// One already built (by the size search) from `original`.
+    pub fn built(
+        reference: Reference,
+        original: impl Into<std::sync::Arc<Model>>,
+        memo: RunMemo,
+    ) -> Self {
         let opts = reference.opts.clone();
         Self(std::sync::Arc::new(Shared {
             opts,
-            original: None,
+            original: Some(original.into()),
             memo: memo.clone(),
             built: std::sync::OnceLock::from(Some(reference.with_memo(memo))),
         }))
@@ -367,6 +370,15 @@ impl SharedReference {
     /// The options it is (or will be) built with.
     pub fn opts(&self) -> &VerifyOptions {
         &self.0.opts
+    }
+
+    /// The original model it is (or was) built from: what decides how
+    /// random inputs are drawn ([`inputs::ProducerImages::apply`]), for a
+    /// pass that draws its own as verification does (calibration), where
+    /// the model the pass sees is no longer the original (`clean` folds
+    /// what tells an image input's scale).
+    pub fn original(&self) -> Option<&Model> {
+        self.0.original.as_deref()
     }
 
     /// The reference, built now if nobody asked before; `None` where it

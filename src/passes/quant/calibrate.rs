@@ -97,7 +97,11 @@ fn calibration_samples(
             samples
         }
         None => {
-            inputs::ProducerImages::apply(model, &mut specs, &mut dim_notes);
+            // Images drawn as verification draws them: decided on the
+            // original where verification runs (`clean` may fold what
+            // tells their scale, a Constant the first layer reads).
+            let original = data.original.as_ref().and_then(|r| r.original());
+            inputs::ProducerImages::apply(original.unwrap_or(model), &mut specs, &mut dim_notes);
             notes.append(&mut dim_notes);
             notes.push(format!(
                 "calibrated on {count} seeded random sample(s): pass --inputs with real data for activation ranges that match use"

@@ -115,7 +115,8 @@ fn einsum_sums_over(equation: &str, slot: usize) -> bool {
 /// reaches, where scanning the body's nodes (and their own bodies' outer
 /// reads) for each made a body of `n` nodes and constants cost `n^2`.
 pub(super) struct BodyUses<'a> {
-    outputs: HashSet<&'a str>,
+    /// The body's outputs, in order.
+    outputs: Vec<&'a str>,
     constants: HashSet<&'a str>,
     /// The nodes reading each value, those holding a body that reads it
     /// from the outer scope included; each node once, in the body's order.
@@ -154,14 +155,20 @@ impl<'a> BodyUses<'a> {
         self.weight_carried(name, None)
     }
 
-    /// [`BodyUses::weight`], where reaching the body output `carried` (a
-    /// Loop's loop-carried value, which the next iteration reads as it
-    /// reads `name`) is no use as a value.
-    fn weight_carried(&self, name: &str, carried: Option<&str>) -> bool {
+    /// [`BodyUses::weight`], where reaching the body output at index
+    /// `carried` (a Loop's loop-carried value, which the next iteration
+    /// reads as it reads `name`) is no use as a value; the same value
+    /// returned at another output too (a scan output) is.
+    fn weight_carried(&self, name: &str, carried: Option<usize>) -> bool {
         read_as_weight(
             name,
             &|v| self.readers.get(v).cloned().unwrap_or_default(),
-            &|v| Some(v) != carried && self.outputs.contains(v),
+            &|v| {
+                self.outputs
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &o)| o == v && Some(i) != carried)
+            },
             &|v| self.constants.contains(v),
         )
     }
@@ -178,9 +185,7 @@ fn loop_carried_weight(n: &NodeProto, slot: usize) -> bool {
     // Body inputs: the iteration, the condition, then the carried values
     // as the Loop's inputs; body outputs: the condition, then those.
     match (body.input.get(slot), body.output.get(slot - 1)) {
-        (Some(input), Some(carried)) => {
-            BodyUses::of(body).weight_carried(input.name(), Some(carried.name()))
-        }
+        (Some(input), Some(_)) => BodyUses::of(body).weight_carried(input.name(), Some(slot - 1)),
         _ => false,
     }
 }
@@ -195,11 +200,12 @@ fn loop_body(n: &NodeProto) -> Option<&GraphProto> {
 
 /// The axis along which the body of Loop `n` reads the value it carries
 /// from input `slot` as a weight of rank `rank` (a MatMul's columns), where
-/// its readers agree on one.
+/// its readers agree on one (an Identity passing it on is no reader).
 pub(super) fn loop_carried_axis(n: &NodeProto, slot: usize, rank: usize) -> Option<i64> {
     let body = loop_body(n)?;
     let input = body.input.get(slot)?.name();
-    let mut axes = body.node.iter().flat_map(|r| {
+    let readers = body.node.iter().filter(|r| r.op_type() != "Identity");
+    let mut axes = readers.flat_map(|r| {
         r.input
             .iter()
             .enumerate()
@@ -459,6 +465,19 @@ mod tests {
         assert!(!BodyUses::of(&g).weight("m"));
         // The body's MatMul reads its columns: the axis of a rank-2 weight.
         assert_eq!(loop_carried_axis(&g.node[0], 3, 2), Some(1));
+        // Passed on through an Identity: the same.
+        let mut g = graph(vec![lp("MatMul", "w_out")], &["h_last"]);
+        if let Some(body) = g.node[0].attribute[0].g.as_mut() {
+            body.node.push(node("Identity", &["w_in"], &["w_out"]));
+        }
+        assert!(BodyUses::of(&g).weight("w"));
+        assert_eq!(loop_carried_axis(&g.node[0], 3, 2), Some(1));
+        // Returned as a scan output as well: used as it is there.
+        let mut g = graph(vec![lp("MatMul", "w_in")], &["h_last"]);
+        if let Some(body) = g.node[0].attribute[0].g.as_mut() {
+            body.output.push(body.output[2].clone());
+        }
+        assert!(!BodyUses::of(&g).weight("w"));
     }
 
     #[test]
