@@ -55,7 +55,7 @@ pub enum FloatValues {
     Mixed,
     /// Uniform in [0, 255): images whose first layer shows that it takes
     /// pixel values as they are, neither normalised nor divided by 255
-    /// ([`pixel_mean`]). YOLOX's detector in ddddocr, calibrated on normal
+    /// ([`pixel_values`]). YOLOX's detector in ddddocr, calibrated on normal
     /// and [0, 1) noise, verified at 0.9998 there and measured 0.947 on
     /// images of its own scale, its objectness column 0.07-0.12.
     Pixels,
@@ -227,7 +227,7 @@ pub enum PixelValues {
 
 /// Whether image input `input` takes pixel values in [0, 255] as they are,
 /// and why ([`PixelValues`]): from the scalar arithmetic between the input
-/// and the first Conv, and the mean pixel value [`pixel_mean`] finds there.
+/// and the first Conv, and the mean pixel value its first layer fits (`pixel_mean`).
 pub fn pixel_values(model: &crate::ir::Model, input: &str) -> Option<PixelValues> {
     let (a, b, m) = pixel_mean(model, input)?;
     if a > 0.0 && a <= 1.0 / MIN_PIXEL_MEAN {
