@@ -1272,6 +1272,54 @@ fn weights_other_nodes_read_keep_their_name_and_biases_stay_float() {
     assert!(!s.contains("QuantizeLinear"), "{s}");
 }
 
+/// A model that divides its images by 255 through a constant `clean`
+/// computes (a Cast of an integer Constant): calibration draws its images
+/// as verification does, both deciding on the original (where the divisor
+/// is not yet a constant), not the one on the model `clean` returns.
+#[test]
+fn calibration_draws_images_as_verification_does() {
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let w = weights(16 * 27, 3);
+    let m = ModelBuilder::new(13)
+        .input("images", &[1, 3, 16, 16])
+        .init_f32("w", &[16, 3, 3, 3], &w)
+        .init_f32("b", &[16], &weights(16, 5))
+        .node_with(
+            "k_int",
+            "Constant",
+            &[],
+            &["k_int"],
+            vec![attr_tensor(
+                "value",
+                onnx_squeeze::ir::tensor::int_scalar("k", DataType::Int64, 255),
+            )],
+        )
+        .node_with("k", "Cast", &["k_int"], &["k"], vec![attr_int("to", 1)])
+        .node("d", "Div", &["images", "k"], &["x"])
+        .node_with("c", "Conv", &["x", "w", "b"], &["y"], conv_attrs(3))
+        .node("r", "Relu", &["y"], &["out"])
+        .output("out", &[1, 16, 16, 16])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-pixels-original");
+    let input = write_model(dir.path(), "m.onnx", &m);
+    let out = dir.path().join("m.q.onnx");
+    let s = run_passes_verified(
+        "clean,quant(activations=static,min_reduction=1,min_out_channels=1)",
+        &[],
+        &input,
+        &out,
+    );
+    assert!(s.contains("1 x constant Cast folded"), "{s}");
+    assert!(!s.contains("[0, 255)"), "{s}");
+    assert_eq!(
+        s.matches("drawn standard normal and uniform in [0, 1) in turn")
+            .count(),
+        2,
+        "{s}"
+    );
+}
+
 /// A detector whose first layer was trained on pixel values as they are
 /// (YOLOX) is calibrated and verified on images in [0, 255), and the
 /// report says why; one trained on normalised images keeps normal and
@@ -1321,6 +1369,11 @@ fn a_model_taking_pixel_values_is_calibrated_on_them() {
     );
     // Within its shifts' error.
     assert!(s.contains("fit a mean pixel value of about 11"), "{s}");
+    // What verification changed in its copy of the result says so.
+    assert!(
+        s.contains("note: in the copy of the result tract runs: 1 constant DequantizeLinear"),
+        "{s}"
+    );
     let s = run(0.0);
     assert!(!s.contains("[0, 255)"), "{s}");
     assert_eq!(

@@ -716,10 +716,9 @@ fn settle_free_dims(
             reference: built.map(|r| *r),
         }
     };
-    // Whether at every size tried a Loop was left that tract cannot run,
-    // and the op tract has no implementation of at every size, if one.
-    let mut loop_left = true;
-    let mut unimplemented: Option<Option<String>> = None;
+    // Why tract could not type the model at each size tried where it
+    // could not.
+    let mut untyped: Vec<super::Untyped> = Vec::new();
     for set in &tries {
         let o = with(set);
         let tried = if reference {
@@ -740,16 +739,7 @@ fn settle_free_dims(
                 *opts = o;
                 return s;
             }
-            Trial::Untyped(why) => {
-                loop_left &= why.loop_left.is_some();
-                let same = match &unimplemented {
-                    None => why.unimplemented,
-                    Some(op) => op
-                        .clone()
-                        .filter(|op| why.unimplemented.as_ref() == Some(op)),
-                };
-                unimplemented = Some(same);
-            }
+            Trial::Untyped(why) => untyped.push(why),
             // Not a question of sizes: tract cannot load the model.
             Trial::Unloadable | Trial::NoInputs => return Settled::default(),
         }
@@ -767,7 +757,13 @@ fn settle_free_dims(
     if big {
         return Settled::default();
     }
-    let note = match (loop_left, unimplemented.flatten()) {
+    // A Loop left at every size; the one op tract lacks at every size.
+    let loop_left = untyped.iter().all(|u| u.loop_left.is_some());
+    let lacked = untyped
+        .first()
+        .and_then(|u| u.unimplemented.clone())
+        .filter(|op| untyped.iter().all(|u| u.unimplemented.as_ref() == Some(op)));
+    let note = match (loop_left, lacked) {
         // An op tract lacks at every size: no size helps.
         (_, Some(op)) => format!(
             "tract has no implementation of {op}, which the model uses, at any input size tried for {}: binding them with --dim will not help",

@@ -254,9 +254,10 @@ pub fn pixel_values(model: &crate::ir::Model, input: &str) -> Option<PixelValues
 /// node of its own). `None` where no Conv is reached so.
 fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option<f64>)> {
     let g = &model.graph;
-    // Constants by value: an initializer (also where an old model lists it
-    // as an input), or a Constant node's value of any form.
-    let floats = |v: &str| -> Option<Vec<f64>> {
+    // A constant: an initializer (also where an old model lists it as an
+    // input), or a Constant node's value of any form; and its dims and
+    // values.
+    let constant = |v: &str| -> Option<(Vec<i64>, Vec<f64>)> {
         let node_value;
         let t = match g.initializers.get(v) {
             Some(t) => t,
@@ -271,8 +272,9 @@ fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option
         };
         let payload = model.payload(t).ok()?;
         let data = crate::ir::tensor::to_f32(t, payload.as_ref()).ok()?;
-        Some(data.data.iter().map(|&x| f64::from(x)).collect())
+        Some((data.dims, data.data.iter().map(|&x| f64::from(x)).collect()))
     };
+    let floats = |v: &str| constant(v).map(|(_, values)| values);
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     const MOVES: &[&str] = &[
         "Transpose",
@@ -337,18 +339,8 @@ fn pixel_mean(model: &crate::ir::Model, input: &str) -> Option<(f64, f64, Option
     }
     let (conv, (a, b)) = conv?;
     let p = &g.nodes[conv].proto;
-    let values = floats(p.input.get(1)?)?;
-    let channels = g
-        .initializers
-        .get(p.input.get(1)?)
-        .and_then(|w| w.dims.first())
-        .and_then(|&c| usize::try_from(c).ok())
-        .or_else(|| {
-            let n = &g.nodes[g.producer(p.input.get(1)?)?].proto;
-            let t = crate::passes::clean::constant_value(n)?;
-            usize::try_from(*t.dims.first()?).ok()
-        })
-        .filter(|&c| c > 0)?;
+    let (dims, values) = constant(p.input.get(1)?)?;
+    let channels = usize::try_from(*dims.first()?).ok().filter(|&c| c > 0)?;
     let per = values.len() / channels;
     if per == 0 || per * channels != values.len() {
         return None;

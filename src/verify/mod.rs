@@ -538,7 +538,7 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
 
 /// Why tract cannot type a model at some input sizes, where sizes are not
 /// the question.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Untyped {
     /// A Loop is left that tract cannot run ([`loop_refusal`]).
     pub loop_left: Option<String>,

@@ -674,7 +674,8 @@ fn plan_of(
 
 /// Plans that run at most this many samples are run as tract types the
 /// model, without code generation, where it has few matrix products
-/// ([`QUICK_PLAN_MAX_PRODUCTS`]). Code generation is most of a plan's cost
+/// ([`QUICK_PLAN_MAX_PRODUCTS`]) and little convolution
+/// ([`QUICK_PLAN_MAX_CONV_MACS`]). Code generation is most of a plan's cost
 /// (tract's optimizer applies hundreds of patches, each over the whole
 /// graph) and pays off over many runs: a typed model runs each op through
 /// its own evaluation (a Conv builds its im2col and product for the call,
