@@ -501,7 +501,10 @@ impl Graph {
 
     /// The constant `value` names: an initializer ([`Graph::constant`]),
     /// or the tensor of the Constant node producing it (`clean` turns those
-    /// into initializers; PaddleOCR exports keep every weight so).
+    /// into initializers; PaddleOCR exports keep every weight so). Only a
+    /// Constant's `value` tensor, borrowed: its scalar and list forms
+    /// (`value_float`...), which no weight takes, are built by
+    /// `clean::constant_value`.
     pub fn constant_value(&self, value: &str) -> Option<&TensorProto> {
         self.constant(value).or_else(|| {
             let p = &self.nodes[self.producer(value)?].proto;
