@@ -91,7 +91,8 @@ struct RunArgs {
     #[arg(long)]
     dump: bool,
     /// Print each progress message to stderr on a line of its own, after the
-    /// seconds since the passes began (for logs, where the spinner shows
+    /// seconds since the run began (loading, choosing input sizes, each
+    /// pass's steps, verifying, writing: for logs, where the spinner shows
     /// nothing, and to see where a long run's time goes).
     #[arg(long)]
     log_progress: bool,
@@ -287,6 +288,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// With `run --log-progress`, `msg` on its own line of standard error with
+/// the seconds since `started`, spinner `pb` hidden while it is printed.
+fn progress_line(pb: &ProgressBar, log: bool, started: Instant, msg: &str) {
+    if log {
+        pb.suspend(|| eprintln!("[{:8.3}] {msg}", started.elapsed().as_secs_f64()));
+    }
+}
+
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(
@@ -356,7 +365,15 @@ fn run(args: RunArgs) -> Result<u8> {
         eprintln!("warning: {e:#}; weights the passes compute stay in memory");
     }
 
+    let started = Instant::now();
+    let log = args.log_progress;
     let pb = spinner("loading");
+    progress_line(
+        &pb,
+        log,
+        started,
+        &format!("loading {}", args.input.display()),
+    );
     let (mut model, in_bytes) = load(&args.input, &pb)?;
     // Shared with verification's reference, built from it on first use.
     let original = std::sync::Arc::new(model.clone());
@@ -372,14 +389,17 @@ fn run(args: RunArgs) -> Result<u8> {
     }
     // Before calibration and verification draw their inputs from them;
     // the original's verification reference comes out of the search.
-    // Sizes matter to verification and to passes that run the model; a
-    // search without them would copy the weights into tract for nothing.
-    let needs_sizes = !args.no_verify || pipeline.passes.iter().any(|p| p.runs_model());
-    let settled = if pipeline.passes.is_empty() || !needs_sizes {
-        verify::Settled::default()
-    } else {
+    // Sizes matter to passes that run the model, and then to verification:
+    // chosen here where a pass runs the model, else after the passes, only
+    // where they changed something (a search for nothing would copy the
+    // weights into tract: seconds and the weights' size as floats).
+    let sizes_first = pipeline.passes.iter().any(|p| p.runs_model(&model));
+    let mut settled = if sizes_first {
         pb.set_message("choosing input sizes");
+        progress_line(&pb, log, started, "choosing input sizes");
         verify::settle_dims(&model, &mut vopts, !args.no_verify)
+    } else {
+        verify::Settled::default()
     };
     let input_stats = ModelStats {
         bytes: in_bytes,
@@ -408,12 +428,8 @@ fn run(args: RunArgs) -> Result<u8> {
         runs,
     };
     let shown = pb.clone();
-    let started = Instant::now();
-    let log = args.log_progress;
     let progress = onnx_squeeze::pass::Progress::new(move |msg| {
-        if log {
-            shown.suspend(|| eprintln!("[{:8.3}] {msg}", started.elapsed().as_secs_f64()));
-        }
+        progress_line(&shown, log, started, msg);
         shown.set_message(msg.to_string())
     });
     let mut passes = pipeline.run(&mut model, &data, &progress)?;
@@ -439,16 +455,19 @@ fn run(args: RunArgs) -> Result<u8> {
             output_ranks: vec![],
         }
     } else {
+        let mut reference = data
+            .original
+            .take()
+            .and_then(verify::SharedReference::into_built);
+        if !sizes_first {
+            pb.set_message("choosing input sizes");
+            progress_line(&pb, log, started, "choosing input sizes");
+            settled = verify::settle_dims(&original, &mut vopts, true);
+            reference = settled.reference.take();
+        }
         pb.set_message("verifying in tract");
-        verify::verify_against(
-            data.original
-                .take()
-                .and_then(verify::SharedReference::into_built),
-            Some(&data.runs),
-            &original,
-            &model,
-            &vopts,
-        )
+        progress_line(&pb, log, started, "verifying in tract");
+        verify::verify_against(reference, Some(&data.runs), &original, &model, &vopts)
     };
     drop(original);
     let mut verify = verify;
@@ -496,6 +515,12 @@ fn run(args: RunArgs) -> Result<u8> {
     };
     if ok || args.force {
         pb.set_message(format!("writing {}", args.output.display()));
+        progress_line(
+            &pb,
+            log,
+            started,
+            &format!("writing {}", args.output.display()),
+        );
         let stats = io::save(
             model.to_proto(),
             &model.external,

@@ -190,9 +190,12 @@ pub trait Pass: Send + Sync {
     fn params(&self) -> serde_json::Value;
     /// Propose patches against the current model. An empty list means done.
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>>;
-    /// Whether, with these parameters, the pass runs the model on samples
-    /// ([`PassInfo::runs_model`] by default).
-    fn runs_model(&self) -> bool {
+    /// Whether, with these parameters, the pass would run `model` on
+    /// samples ([`PassInfo::runs_model`] by default): where none would, the
+    /// driver chooses input sizes only once verification needs them, after
+    /// the passes, and not at all where they changed nothing.
+    fn runs_model(&self, model: &Model) -> bool {
+        let _ = model;
         self.info().runs_model
     }
 }

@@ -3856,9 +3856,11 @@ fn a_loop_model_is_quantized_and_verified() {
 
 /// Only calibration and `sensitive=auto` run the model: weight-only or
 /// dynamic quantization without them needs no input sizes where nothing is
-/// verified.
+/// verified; nor does a model already quantized, which quant leaves alone
+/// (the driver then chooses no input sizes where nothing changed).
 #[test]
 fn quant_runs_the_model_only_to_calibrate_or_measure() {
+    let (model, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
     for (params, runs) in [
         ("", true),
         ("activations = \"static\"\nsensitive = \"off\"", true),
@@ -3868,9 +3870,22 @@ fn quant_runs_the_model_only_to_calibrate_or_measure() {
     ] {
         let table: toml::Table = toml::from_str(params).unwrap();
         assert_eq!(
-            build("quant", table).unwrap().runs_model(),
+            build("quant", table).unwrap().runs_model(&model),
             runs,
             "{params}"
+        );
+    }
+    for params in ["activations = \"static\"", "activations = \"none\""] {
+        let mut quantized = cleaned_copy(&model);
+        let r = quant(
+            &mut quantized,
+            &format!("{params}\nmin_weight_elements = 16"),
+        );
+        assert!(!r.changes.is_empty(), "{params}");
+        let table: toml::Table = toml::from_str("").unwrap();
+        assert!(
+            !build("quant", table).unwrap().runs_model(&quantized),
+            "{params}: already quantized"
         );
     }
 }

@@ -158,6 +158,36 @@ pub(super) fn to_tract_error(e: impl std::fmt::Display) -> anyhow::Error {
 /// Tensors of at least this many bytes reach tract through [`SharedData`].
 const SHARED_MIN_BYTES: usize = 4096;
 
+/// ConstantOfShape nodes without a `value` attribute, in `g` and its
+/// If/Loop/Scan bodies, given the one the spec defaults to, a float32 0:
+/// tract defaults to a float64 0, so that a float layer reading the zeros
+/// failed to type ("Impossible to unify F64 with F32" in a Gemm of a torch
+/// dynamo export, which onnxruntime runs), and `clean` folded a constant
+/// one into a float64 initializer, which onnx.checker and onnxruntime
+/// refuse beside the float32 values it is added to.
+fn constant_of_shape_defaults(g: &mut crate::proto::GraphProto) {
+    for n in &mut g.node {
+        if n.op_type() == "ConstantOfShape"
+            && matches!(n.domain(), "" | "ai.onnx")
+            && !n.attribute.iter().any(|a| a.name() == "value")
+        {
+            let zero = TensorProto {
+                dims: vec![1],
+                data_type: Some(DataType::Float as i32),
+                float_data: vec![0.0],
+                ..Default::default()
+            };
+            n.attribute
+                .push(crate::ir::builder::attr_tensor("value", zero));
+        }
+        for a in &mut n.attribute {
+            a.g.iter_mut()
+                .chain(a.graphs.iter_mut())
+                .for_each(constant_of_shape_defaults);
+        }
+    }
+}
+
 /// Top-level Constant nodes whose value is at least [`SHARED_MIN_BYTES`]
 /// become initializers of the same name and value, so that their payloads
 /// reach tract through [`SharedData`] as the initializers' do: encoded, a
@@ -293,6 +323,7 @@ fn parse(
     if let Some(g) = light.graph.as_mut() {
         unique_node_names(g);
         constants_as_initializers(g);
+        constant_of_shape_defaults(g);
         for t in &mut g.initializer {
             let direct_one = direct_weights && placeholder_for(t);
             if let Some(raw) = t.raw_data.take_if(|_| direct_one) {

@@ -79,6 +79,32 @@ fn image_rank(g: &crate::ir::Graph, v: &str) -> Option<usize> {
     None
 }
 
+/// Why graph `g` is already quantized, where it is: it holds a
+/// quantization op (QuantizeLinear, MatMulInteger, QONNX's Quant...), or
+/// int8 weights cast to float once at load, as quant stores them (a second
+/// run would quantize again what `sensitive=auto` kept in float, against a
+/// reference already rounded). `None` for a model quant may quantize.
+pub(super) fn already_quantized(g: &crate::ir::Graph) -> Option<String> {
+    let quantizer = |n: &&crate::ir::Node| {
+        QUANT_OPS.contains(&n.op()) || (!n.is_onnx() && QONNX_OPS.contains(&n.op()))
+    };
+    if let Some(n) = g.nodes.node_weights().find(quantizer) {
+        return Some(format!("'{}' is a {}", n.label(), n.op()));
+    }
+    let int8_cast = |n: &&crate::ir::Node| {
+        n.op() == "Cast"
+            && n.proto
+                .input
+                .first()
+                .and_then(|i| g.constant(i))
+                .is_some_and(|t| matches!(tensor::data_type(t), DataType::Int8 | DataType::Uint8))
+    };
+    g.nodes
+        .node_weights()
+        .find(int8_cast)
+        .map(|n| format!("'{}' expands int8 weights, as quant stores them", n.label()))
+}
+
 impl Quant {
     /// The rounds before quantization proper: `Some` with what this round
     /// proposes (float16 weights expanded, Constant-node weights turned into
@@ -113,34 +139,9 @@ impl Quant {
         if ctx.round != quantize_round {
             return Ok(Some(vec![]));
         }
-        let quantizer = |n: &&crate::ir::Node| {
-            QUANT_OPS.contains(&n.op()) || (!n.is_onnx() && QONNX_OPS.contains(&n.op()))
-        };
-        if let Some(n) = g.nodes.node_weights().find(quantizer) {
+        if let Some(why) = already_quantized(g) {
             ctx.notes.push(format!(
-                "the model is already quantized ('{}' is a {}): left alone",
-                n.label(),
-                n.op()
-            ));
-            return Ok(Some(vec![]));
-        }
-        // quant's own weight-only form: int8 values cast to float (or
-        // float16) once at load. A second run would quantize again what
-        // sensitive=auto kept in float against a reference already rounded.
-        let int8_cast = |n: &&crate::ir::Node| {
-            n.op() == "Cast"
-                && n.proto
-                    .input
-                    .first()
-                    .and_then(|i| g.constant(i))
-                    .is_some_and(|t| {
-                        matches!(tensor::data_type(t), DataType::Int8 | DataType::Uint8)
-                    })
-        };
-        if let Some(n) = g.nodes.node_weights().find(int8_cast) {
-            ctx.notes.push(format!(
-                "the model is already quantized ('{}' expands int8 weights, as quant stores them): left alone",
-                n.label()
+                "the model is already quantized ({why}): left alone"
             ));
             return Ok(Some(vec![]));
         }
