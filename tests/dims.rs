@@ -1253,8 +1253,8 @@ fn an_op_tract_lacks_is_no_question_of_sizes() {
 
 /// An input of any name whose one axis past the batch is named like
 /// samples holds audio (openWakeWord's mel front end: `input:
-/// [batch_size, samples]`); one more axis of its own size, or an axis named
-/// otherwise, does not.
+/// [batch_size, samples]`), and so does one of 8000 values or more;
+/// one more axis of its own size, or an axis named otherwise, does not.
 #[test]
 fn an_axis_named_samples_holds_audio() {
     use onnx_squeeze::ir::builder::typed_value;
@@ -1275,6 +1275,12 @@ fn an_axis_named_samples_holds_audio() {
         (&["batch", "80", "samples"][..], false),
         (&["batch", "sequence"][..], false),
         (&["batch", "sample_rate"][..], false),
+        // A long signal past a batch, whatever its names (basic-pitch).
+        (&["batch", "43844", "1"][..], true),
+        (&["1", "8000"][..], true),
+        (&["batch", "4000"][..], false),
+        (&["batch", "16000", "2"][..], false),
+        (&["16000"][..], false),
     ] {
         let m = model(dims);
         assert_eq!(
