@@ -283,7 +283,8 @@ fn bind_expressions(original: &Model, opts: &mut VerifyOptions) {
 
 /// What the constant weights of the layers an input reaches say of its
 /// unbound dims. An input's axis is followed, unchanged, through Unsqueeze,
-/// Squeeze (of other axes) and element-wise ops to the layers that read it.
+/// Squeeze (of other axes), Transpose and element-wise ops to the layers
+/// that read it.
 #[derive(Default)]
 struct WeightDims {
     /// Sizes implied, keyed like `--dim`, with the reader named: the
@@ -419,7 +420,7 @@ fn is_sequence_axis(n: &crate::proto::NodeProto, axis: usize, rank: usize) -> bo
 
 /// Where `axis` of the first input of `n` (of rank `rank`) is in its first
 /// output, unchanged, and that output's rank: through an Unsqueeze or a
-/// Squeeze of other axes, and element-wise ops.
+/// Squeeze of other axes, a Transpose, and element-wise ops.
 fn carried_axis(
     model: &Model,
     n: &crate::proto::NodeProto,
@@ -462,6 +463,19 @@ fn carried_axis(
                     rank - a.len(),
                 )
             })
+        }
+        // Where `perm` (reversed axes without one) puts it: tf2onnx writes
+        // a Keras LSTM's `[batch, steps, features]` input transposed to the
+        // ONNX LSTM's `[steps, batch, features]`.
+        "Transpose" => {
+            let perm: Vec<i64> = match n.attribute.iter().find(|a| a.name() == "perm") {
+                Some(a) => a.ints.clone(),
+                None => (0..rank as i64).rev().collect(),
+            };
+            (perm.len() == rank)
+                .then(|| perm.iter().position(|&p| p == axis as i64))
+                .flatten()
+                .map(|to| (to, rank))
         }
         "Identity" | "Cast" | "Relu" | "Abs" | "Neg" | "Sigmoid" | "Tanh" | "Exp" | "Log"
         | "Sqrt" | "Dropout" | "LeakyRelu" | "Elu" | "Clip" => Some((axis, rank)),
@@ -1016,6 +1030,65 @@ mod tests {
             std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
         )
         .unwrap()
+    }
+
+    /// A Keras LSTM as tf2onnx writes it (g2p-id's encoder): `x: [batch,
+    /// steps, feat]` transposed to the LSTM's `[steps, batch, feat]`.
+    /// `steps` is the LSTM's sequence (at 1, verification ran one step and
+    /// checked no recurrence), `feat` its W's input size; the batch stays a
+    /// batch.
+    #[test]
+    fn an_lstm_input_is_followed_through_a_transpose() {
+        let lstm_w = vec![0.1f32; 4 * 2 * 6];
+        let lstm_r = vec![0.1f32; 4 * 2 * 2];
+        let mut p = ModelBuilder::new(17)
+            .init_f32("lw", &[1, 8, 6], &lstm_w)
+            .init_f32("lr", &[1, 8, 2], &lstm_r)
+            .node_with(
+                "t",
+                "Transpose",
+                &["x"],
+                &["xt"],
+                vec![crate::ir::builder::attr_ints("perm", &[1, 0, 2])],
+            )
+            .node_with(
+                "l",
+                "LSTM",
+                &["xt", "lw", "lr"],
+                &["ly"],
+                vec![crate::ir::builder::attr_int("hidden_size", 2)],
+            )
+            .output("ly", &[])
+            .proto();
+        let g = p.graph.as_mut().unwrap();
+        let mut vi = typed_value("x", DataType::Float, &[1, 1, 1]);
+        if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            for (d, v) in t
+                .shape
+                .as_mut()
+                .unwrap()
+                .dim
+                .iter_mut()
+                .zip(["batch", "steps", "feat"])
+            {
+                d.value = Some(Dim::DimParam(v.into()));
+            }
+        }
+        g.input.push(vi);
+        let m = Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .unwrap();
+        let found = WeightDims::of(&m);
+        assert_eq!(found.sequences.iter().collect::<Vec<_>>(), ["steps"]);
+        assert_eq!(found.sizes.get("feat").map(|s| s.0), Some(6));
+        let mut opts = VerifyOptions::default();
+        settle_dims_within(&m, &mut opts, false, u64::MAX);
+        assert_eq!(opts.dims.get("steps"), Some(&128), "{:?}", opts.dims);
+        assert_eq!(opts.dims.get("batch"), None, "{:?}", opts.dims);
     }
 
     /// `x` [1, feat] (and `s` [seq, feat2]) reaching a MatMul's reduction
