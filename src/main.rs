@@ -411,13 +411,13 @@ fn run(args: RunArgs) -> Result<u8> {
     // Verification's reference of the original, built once (by the size
     // search, else on first use) for the passes that measure their effect
     // (`quant(sensitive=auto)`) and for verification; results run through
-    // the memo they share.
+    // the memo they share. Only where a pass runs the model: sizes are
+    // chosen for verification after the passes otherwise.
     let runs = verify::RunMemo::default();
-    let shared =
-        (!args.no_verify && !pipeline.passes.is_empty()).then(|| match settled.reference {
-            Some(r) => verify::SharedReference::built(r, original.clone(), runs.clone()),
-            None => verify::SharedReference::lazy(original.clone(), vopts.clone(), runs.clone()),
-        });
+    let shared = (!args.no_verify && sizes_first).then(|| match settled.reference {
+        Some(r) => verify::SharedReference::built(r, original.clone(), runs.clone()),
+        None => verify::SharedReference::lazy(original.clone(), vopts.clone(), runs.clone()),
+    });
     let mut data = onnx_squeeze::pipeline::DataSource {
         inputs: vopts.inputs.clone(),
         dims: vopts.dims.clone(),

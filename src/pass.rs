@@ -96,14 +96,17 @@ pub struct PassInfo {
     pub promise: &'static str,
     pub tolerance: Tolerance,
     pub idempotent: bool,
-    /// Whether the pass may run the model on samples (calibration), so that
-    /// it needs the input sizes chosen even where nothing is verified.
+    /// Whether the pass may run the model on samples (calibration), or read
+    /// [`DataSource::dims`] or [`DataSource::original`] at all: the driver
+    /// chooses the input sizes before the passes only for such a pass.
     pub runs_model: bool,
     pub params: &'static [ParamInfo],
 }
 
 /// Where passes that need data (calibration) get it: the user's samples or
-/// seeded random inputs, with symbolic dims bound as for verification; and
+/// seeded random inputs, with symbolic dims bound as for verification
+/// (chosen before the passes where one of them [`Pass::runs_model`]; a pass
+/// that says it does not must not read `dims` or `original`); and
 /// the tolerance verification will hold the result to, for passes that
 /// measure their own effect (`quant(sensitive=auto)`).
 #[derive(Debug, Clone, Default)]
@@ -190,10 +193,13 @@ pub trait Pass: Send + Sync {
     fn params(&self) -> serde_json::Value;
     /// Propose patches against the current model. An empty list means done.
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>>;
-    /// Whether, with these parameters, the pass would run `model` on
-    /// samples ([`PassInfo::runs_model`] by default): where none would, the
-    /// driver chooses input sizes only once verification needs them, after
-    /// the passes, and not at all where they changed nothing.
+    /// Whether, with these parameters, the pass may run the model on
+    /// samples ([`PassInfo::runs_model`] by default), asked of the
+    /// pipeline's input `model` before any pass runs: a pass that says no
+    /// must say so of whatever the passes before it make of `model`. Where
+    /// none would, the driver chooses input sizes only once verification
+    /// needs them, after the passes, and not at all where they changed
+    /// nothing.
     fn runs_model(&self, model: &Model) -> bool {
         let _ = model;
         self.info().runs_model

@@ -783,11 +783,11 @@ fn an_output_declared_of_the_wrong_rank_is_redeclared() {
 }
 
 /// A model quant leaves alone (already quantized) and `clean` does not
-/// change is written back without choosing input sizes or building
-/// anything in tract: a 110 MB int8 BERT took 3 s and 438 MB (its weights
-/// as floats in tract) to be written back unchanged.
+/// change is written back without choosing input sizes (which builds the
+/// model in tract) or verifying: a 110 MB int8 BERT took 3 s and 438 MB
+/// (its weights as floats in tract) to be written back unchanged.
 #[test]
-fn an_unchanged_quantized_model_is_written_back_without_tract() {
+fn an_unchanged_quantized_model_is_written_back_without_choosing_sizes() {
     let dir = scratch("cli-requant");
     let once = dir.path().join("once.onnx");
     let twice = dir.path().join("twice.onnx");

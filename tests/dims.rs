@@ -1281,6 +1281,7 @@ fn an_axis_named_samples_holds_audio() {
         (&["batch", "4000"][..], false),
         (&["batch", "16000", "2"][..], false),
         (&["16000"][..], false),
+        (&["3", "16000"][..], false),
     ] {
         let m = model(dims);
         assert_eq!(

@@ -3875,6 +3875,53 @@ fn quant_runs_the_model_only_to_calibrate_or_measure() {
             "{params}"
         );
     }
+    // Quantization `clean` can undo before quant sees it does not count: a
+    // dead QuantizeLinear, a uint8 setting of 4 values cast to float
+    // (folded), a QuantizeLinear of a constant (folded); a live one on the
+    // input does.
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let uint8 = |name: &str, dims: &[i64], v: Vec<u8>| onnx_squeeze::proto::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Uint8 as i32),
+        raw_data: Some(v.into()),
+        ..Default::default()
+    };
+    let small = |extra: &dyn Fn(ModelBuilder) -> ModelBuilder| {
+        let b = ModelBuilder::new(17)
+            .input("x", &[1, 4])
+            .init_f32("s", &[], &[0.1])
+            .init(uint8("z", &[], vec![0]))
+            .init(uint8("k", &[4], vec![1, 2, 3, 4]))
+            .init_f32("c", &[4], &[1.0, 2.0, 3.0, 4.0]);
+        extra(b).output("y", &[1, 4]).build().unwrap()
+    };
+    let dead_q = small(&|b| {
+        b.node("q", "QuantizeLinear", &["x", "s", "z"], &["xq"])
+            .node("r", "Relu", &["x"], &["y"])
+    });
+    let small_cast = small(&|b| {
+        b.node_with("kc", "Cast", &["k"], &["kf"], vec![attr_int("to", 1)])
+            .node("a", "Add", &["x", "kf"], &["y"])
+    });
+    let constant_q = small(&|b| {
+        b.node("cq", "QuantizeLinear", &["c", "s", "z"], &["cq"])
+            .node("cd", "DequantizeLinear", &["cq", "s", "z"], &["cd"])
+            .node("a", "Add", &["x", "cd"], &["y"])
+    });
+    let live_q = small(&|b| {
+        b.node("q", "QuantizeLinear", &["x", "s", "z"], &["xq"])
+            .node("d", "DequantizeLinear", &["xq", "s", "z"], &["y"])
+    });
+    let quant_default = || build("quant", toml::Table::new()).unwrap();
+    for (name, m, runs) in [
+        ("dead QuantizeLinear", &dead_q, true),
+        ("4-value uint8 Cast", &small_cast, true),
+        ("QuantizeLinear of a constant", &constant_q, true),
+        ("QuantizeLinear of the input", &live_q, false),
+    ] {
+        assert_eq!(quant_default().runs_model(m), runs, "{name}");
+    }
     for params in ["activations = \"static\"", "activations = \"none\""] {
         let mut quantized = cleaned_copy(&model);
         let r = quant(

@@ -462,7 +462,7 @@ const STORED_MIN_VALUES: usize = 16;
 /// expand at load, and which folding would only grow (`quant,clean` on
 /// YuNet's face detector: 98.8 -> 104.4 kB, its small weights back in
 /// float).
-fn expands_stored_weight(p: &crate::proto::NodeProto, inputs: &[TensorProto]) -> bool {
+pub(crate) fn expands_stored_weight(p: &crate::proto::NodeProto, inputs: &[TensorProto]) -> bool {
     let [t] = inputs else {
         return false;
     };

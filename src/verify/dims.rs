@@ -1089,6 +1089,33 @@ mod tests {
         settle_dims_within(&m, &mut opts, false, u64::MAX);
         assert_eq!(opts.dims.get("steps"), Some(&128), "{:?}", opts.dims);
         assert_eq!(opts.dims.get("batch"), None, "{:?}", opts.dims);
+        // Without `perm`, the axes reversed: `[feat, batch, steps]` is
+        // `[steps, batch, feat]` to the LSTM.
+        let mut p = m.to_proto();
+        let g = p.graph.as_mut().unwrap();
+        g.node[0].attribute.clear();
+        if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+            g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            for (d, v) in t
+                .shape
+                .as_mut()
+                .unwrap()
+                .dim
+                .iter_mut()
+                .zip(["feat", "batch", "steps"])
+            {
+                d.value = Some(Dim::DimParam(v.into()));
+            }
+        }
+        let m = Model::from_proto(
+            p,
+            std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+        )
+        .unwrap();
+        let found = WeightDims::of(&m);
+        assert_eq!(found.sequences.iter().collect::<Vec<_>>(), ["steps"]);
+        assert_eq!(found.sizes.get("feat").map(|s| s.0), Some(6));
     }
 
     /// `x` [1, feat] (and `s` [seq, feat2]) reaching a MatMul's reduction

@@ -747,10 +747,11 @@ pub fn audio_inputs(g: &Graph) -> Vec<String> {
 /// 2 or more) is not of size 1 (`[N]`, `[batch, N]`, `[batch, 1, N]`),
 /// named like audio ([`audio_name`]), with that axis named like samples
 /// (openWakeWord's mel front end: `input: [batch_size, samples]`), or, past
-/// a batch, of a fixed length of [`AUDIO_MIN_SAMPLES`] or more (Spotify's
-/// basic-pitch, a tf2onnx export: `serving_default_input_2:0: [batch,
-/// 43844, 1]`, two seconds at 22.05 kHz; calibrated static on noise, its
-/// search kept layers in float for 4 s to end as fast as float). Features
+/// a batch (a free leading axis or one of 1), of a fixed length of
+/// [`AUDIO_MIN_SAMPLES`] or more (Spotify's basic-pitch, a tf2onnx export:
+/// `serving_default_input_2:0: [batch, 43844, 1]`, two seconds at 22.05
+/// kHz; calibrated static on noise, its search kept layers in float for 4 s
+/// to end as fast as float). Features
 /// named like audio (`audio_signal: [batch, 80, T]`, NeMo's mel
 /// spectrogram) are not.
 pub fn audio_axis(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<usize> {
@@ -772,13 +773,18 @@ pub fn audio_axis(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<usize>
             _ => None,
         }
     };
-    let long = first == 1 && dims[axis].is_some_and(|n| n >= AUDIO_MIN_SAMPLES as i64);
+    let batch = first == 1 && matches!(dims[0], None | Some(1));
+    let long = batch && dims[axis].is_some_and(|n| n >= AUDIO_MIN_SAMPLES as i64);
     (audio_name(vi.name()) || samples_axis() == Some(true) || long).then_some(axis)
 }
 
 /// The fixed length past a batch from which a float input's one axis holds
 /// samples of a signal whatever its name (see [`audio_axis`]): half a
-/// second at 16 kHz. No image or token input has a single axis so long.
+/// second at 16 kHz. Images and spectrograms have two axes of their own,
+/// token ids are integers; a long vector of features (a flattened image, a
+/// bag of words) is taken for a signal too, which costs a Conv model's
+/// integer kernels (weight-only instead of static without `--inputs`),
+/// never its fidelity.
 pub const AUDIO_MIN_SAMPLES: usize = 8000;
 
 /// Whether an axis named `name` counts audio samples: `samples`,

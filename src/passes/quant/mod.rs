@@ -431,14 +431,15 @@ impl Pass for Quant {
     }
     /// Calibration (static activations, and `auto`'s count of multiply-adds)
     /// and `sensitive=auto` run the model; weight-only and dynamic
-    /// quantization without them do not, nor does a model already quantized,
-    /// which quant leaves alone (choosing input sizes for it built a float
-    /// copy of its weights in tract: a 110 MB int8 BERT took 3 s and 438 MB
-    /// to be written back unchanged).
+    /// quantization without them do not, nor does a model already quantized
+    /// in a form no pass before quant can undo, which quant leaves alone
+    /// (choosing input sizes for it built a float copy of its weights in
+    /// tract: a 110 MB int8 BERT took 3 s and 438 MB to be written back
+    /// unchanged).
     fn runs_model(&self, model: &Model) -> bool {
         (matches!(self.params.activations.as_str(), "auto" | "static")
             || self.params.sensitive == "auto")
-            && prepare::already_quantized(&model.graph).is_none()
+            && !prepare::surely_quantized(&model.graph)
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         self.plan(model, ctx, None)

@@ -4,6 +4,7 @@
 //! weights listed as graph inputs (IR 3) unlisted, BatchNormalizations no
 //! layer absorbs written as depthwise Convs, and the opset raised.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
@@ -103,6 +104,51 @@ pub(super) fn already_quantized(g: &crate::ir::Graph) -> Option<String> {
         .node_weights()
         .find(int8_cast)
         .map(|n| format!("'{}' expands int8 weights, as quant stores them", n.label()))
+}
+
+/// Whether graph `g` is already quantized in a form no `clean` before
+/// quant can undo, so that quant will leave it alone whatever ran first
+/// ([`already_quantized`] is asked after them): a quantization op that
+/// computes from a graph input (a constant one, folding may compute away)
+/// or an int8 weight that a Cast expands as quant stores it (which folding
+/// never computes: [`crate::passes::fold::expands_stored_weight`]), on the
+/// way to a graph output (dead code `clean` removes is none). Where it says
+/// so, the driver chooses no input sizes for quant.
+pub(super) fn surely_quantized(g: &crate::ir::Graph) -> bool {
+    // The nodes a graph output needs, and those a graph input reaches.
+    let mut needed: HashSet<NodeId> = HashSet::new();
+    let mut todo: Vec<String> = g.output_names().collect();
+    while let Some(v) = todo.pop() {
+        if let Some(p) = g.producer(&v).filter(|&p| needed.insert(p)) {
+            let (direct, implicit) = crate::ir::reads(&g.nodes[p].proto);
+            todo.extend(direct.into_iter().chain(implicit));
+        }
+    }
+    let mut fed: HashSet<NodeId> = HashSet::new();
+    for id in g.topo_order() {
+        let (direct, implicit) = crate::ir::reads(&g.nodes[id].proto);
+        if direct.iter().chain(&implicit).any(|v| {
+            (g.is_graph_input(v) && !g.initializers.contains_key(v))
+                || g.producer(v).is_some_and(|p| fed.contains(&p))
+        }) {
+            fed.insert(id);
+        }
+    }
+    needed.iter().any(|&id| {
+        let n = &g.nodes[id];
+        let quantizer =
+            QUANT_OPS.contains(&n.op()) || (!n.is_onnx() && QONNX_OPS.contains(&n.op()));
+        let stored = || {
+            let [input] = &n.proto.input[..] else {
+                return false;
+            };
+            g.constant(input).is_some_and(|t| {
+                matches!(tensor::data_type(t), DataType::Int8 | DataType::Uint8)
+                    && crate::passes::fold::expands_stored_weight(&n.proto, std::slice::from_ref(t))
+            })
+        };
+        (quantizer && fed.contains(&id)) || (n.is_onnx() && stored())
+    })
 }
 
 impl Quant {
