@@ -127,7 +127,7 @@ pub fn tail(m: &Model) -> HashSet<NodeId> {
 /// Nodes whose outputs depend on a graph input (one no initializer
 /// defaults: verification feeds those as constants): a constant computed
 /// before the tail (a threshold, a shape) is no value to compare.
-fn live(m: &Model) -> HashSet<NodeId> {
+pub(crate) fn live(m: &Model) -> HashSet<NodeId> {
     let g = &m.graph;
     let mut live: HashSet<NodeId> = HashSet::new();
     for id in g.topo_order() {

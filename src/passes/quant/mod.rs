@@ -439,7 +439,7 @@ impl Pass for Quant {
     fn runs_model(&self, model: &Model) -> bool {
         (matches!(self.params.activations.as_str(), "auto" | "static")
             || self.params.sensitive == "auto")
-            && !prepare::surely_quantized(&model.graph)
+            && !prepare::surely_quantized(model)
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         self.plan(model, ctx, None)

@@ -114,7 +114,8 @@ pub(super) fn already_quantized(g: &crate::ir::Graph) -> Option<String> {
 /// never computes: [`crate::passes::fold::expands_stored_weight`]), on the
 /// way to a graph output (dead code `clean` removes is none). Where it says
 /// so, the driver chooses no input sizes for quant.
-pub(super) fn surely_quantized(g: &crate::ir::Graph) -> bool {
+pub(super) fn surely_quantized(model: &Model) -> bool {
+    let g = &model.graph;
     // The nodes a graph output needs, and those a graph input reaches.
     let mut needed: HashSet<NodeId> = HashSet::new();
     let mut todo: Vec<String> = g.output_names().collect();
@@ -124,16 +125,7 @@ pub(super) fn surely_quantized(g: &crate::ir::Graph) -> bool {
             todo.extend(direct.into_iter().chain(implicit));
         }
     }
-    let mut fed: HashSet<NodeId> = HashSet::new();
-    for id in g.topo_order() {
-        let (direct, implicit) = crate::ir::reads(&g.nodes[id].proto);
-        if direct.iter().chain(&implicit).any(|v| {
-            (g.is_graph_input(v) && !g.initializers.contains_key(v))
-                || g.producer(v).is_some_and(|p| fed.contains(&p))
-        }) {
-            fed.insert(id);
-        }
-    }
+    let fed = crate::verify::reach::live(model);
     needed.iter().any(|&id| {
         let n = &g.nodes[id];
         let quantizer =
