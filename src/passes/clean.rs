@@ -1217,8 +1217,8 @@ fn affine_patch(
     conv_channel_affine(model, conv, node, scale, shift, &names, taken)
 }
 
-/// Nodes no graph output depends on, and initializers no node reads.
-fn remove_dead_code(g: &Graph) -> Vec<Patch> {
+/// The nodes some graph output depends on (the rest is dead code).
+pub(crate) fn needed_nodes(g: &Graph) -> HashSet<NodeId> {
     let mut live = HashSet::new();
     let mut stack: Vec<NodeId> = g
         .rest
@@ -1235,6 +1235,12 @@ fn remove_dead_code(g: &Graph) -> Vec<Patch> {
             );
         }
     }
+    live
+}
+
+/// Nodes no graph output depends on, and initializers no node reads.
+fn remove_dead_code(g: &Graph) -> Vec<Patch> {
+    let live = needed_nodes(g);
     let mut out = Vec::new();
     // Readers first, so each removal leaves a valid graph.
     for id in g.topo_order().into_iter().rev() {

@@ -4,7 +4,6 @@
 //! weights listed as graph inputs (IR 3) unlisted, BatchNormalizations no
 //! layer absorbs written as depthwise Convs, and the opset raised.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
@@ -80,16 +79,19 @@ fn image_rank(g: &crate::ir::Graph, v: &str) -> Option<usize> {
     None
 }
 
+/// Whether node `n` is a quantization op (QuantizeLinear, MatMulInteger,
+/// QONNX's Quant...).
+fn is_quantizer(n: &crate::ir::Node) -> bool {
+    QUANT_OPS.contains(&n.op()) || (!n.is_onnx() && QONNX_OPS.contains(&n.op()))
+}
+
 /// Why graph `g` is already quantized, where it is: it holds a
 /// quantization op (QuantizeLinear, MatMulInteger, QONNX's Quant...), or
 /// int8 weights cast to float once at load, as quant stores them (a second
 /// run would quantize again what `sensitive=auto` kept in float, against a
 /// reference already rounded). `None` for a model quant may quantize.
 pub(super) fn already_quantized(g: &crate::ir::Graph) -> Option<String> {
-    let quantizer = |n: &&crate::ir::Node| {
-        QUANT_OPS.contains(&n.op()) || (!n.is_onnx() && QONNX_OPS.contains(&n.op()))
-    };
-    if let Some(n) = g.nodes.node_weights().find(quantizer) {
+    if let Some(n) = g.nodes.node_weights().find(|n| is_quantizer(n)) {
         return Some(format!("'{}' is a {}", n.label(), n.op()));
     }
     let int8_cast = |n: &&crate::ir::Node| {
@@ -117,19 +119,10 @@ pub(super) fn already_quantized(g: &crate::ir::Graph) -> Option<String> {
 pub(super) fn surely_quantized(model: &Model) -> bool {
     let g = &model.graph;
     // The nodes a graph output needs, and those a graph input reaches.
-    let mut needed: HashSet<NodeId> = HashSet::new();
-    let mut todo: Vec<String> = g.output_names().collect();
-    while let Some(v) = todo.pop() {
-        if let Some(p) = g.producer(&v).filter(|&p| needed.insert(p)) {
-            let (direct, implicit) = crate::ir::reads(&g.nodes[p].proto);
-            todo.extend(direct.into_iter().chain(implicit));
-        }
-    }
+    let needed = crate::passes::clean::needed_nodes(g);
     let fed = crate::verify::reach::live(model);
     needed.iter().any(|&id| {
         let n = &g.nodes[id];
-        let quantizer =
-            QUANT_OPS.contains(&n.op()) || (!n.is_onnx() && QONNX_OPS.contains(&n.op()));
         let stored = || {
             let [input] = &n.proto.input[..] else {
                 return false;
@@ -139,7 +132,7 @@ pub(super) fn surely_quantized(model: &Model) -> bool {
                     && crate::passes::fold::expands_stored_weight(&n.proto, std::slice::from_ref(t))
             })
         };
-        (quantizer && fed.contains(&id)) || (n.is_onnx() && stored())
+        (is_quantizer(n) && fed.contains(&id)) || (n.is_onnx() && stored())
     })
 }
 
