@@ -3784,6 +3784,85 @@ fn verification_reuses_the_run_quant_checked() {
     assert_eq!(memo.hits(), 1);
 }
 
+/// A reference on more samples that begin with verification's (as
+/// `sensitive=auto`'s wide samples do) leaves a passing result's run on
+/// those in verification's memo: verification then compares it without
+/// running it, and finds what running it finds. A failing result leaves
+/// nothing, and a reference on other samples lends nothing.
+#[test]
+fn a_wider_reference_lends_a_passing_run_on_verifications_samples() {
+    use onnx_squeeze::pass::{DataSource, Progress};
+    use onnx_squeeze::verify::{Reference, RunMemo};
+    let (original, pipeline, opts) = tiny_cnn_checked_quant();
+    let mut m = original.clone();
+    pipeline
+        .run(&mut m, &DataSource::default(), &Progress::default())
+        .unwrap();
+    let wide_opts = VerifyOptions {
+        samples: opts.samples + 3,
+        ..opts.clone()
+    };
+    let memo = RunMemo::default();
+    let narrow = Reference::new(&original, &opts)
+        .unwrap()
+        .with_memo(memo.clone());
+    let ran = Reference::new(&original, &opts).unwrap().check(&m);
+    assert_eq!(ran.status, Status::Passed, "{}", ran.table());
+
+    let wide = Reference::new(&original, &wide_opts)
+        .unwrap()
+        .lending_to(&narrow);
+    assert_eq!(wide.check(&m).status, Status::Passed);
+    let lent = narrow.check(&m);
+    assert_eq!(memo.hits(), 1, "verification ran the result again");
+    assert_eq!(lent.samples, opts.samples);
+    for (a, b) in lent.outputs.iter().zip(&ran.outputs) {
+        assert_eq!(
+            (a.cosine, a.max_abs),
+            (b.cosine, b.max_abs),
+            "{}",
+            lent.table()
+        );
+    }
+    assert!(lent.outputs[0].max_abs > 0.0, "{}", lent.table());
+
+    // A result that fails the wide samples leaves nothing.
+    let strict = VerifyOptions {
+        tolerance: onnx_squeeze::pass::Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+            min_cosine: 1.0,
+        },
+        ..wide_opts.clone()
+    };
+    let fresh = RunMemo::default();
+    let narrow = Reference::new(&original, &opts)
+        .unwrap()
+        .with_memo(fresh.clone());
+    let failing = Reference::new(&original, &strict)
+        .unwrap()
+        .lending_to(&narrow);
+    assert_eq!(failing.check(&m).status, Status::Failed);
+    narrow.check(&m);
+    assert_eq!(fresh.hits(), 0);
+    // Nor do samples of another seed, which verification's are not among
+    // (the narrow reference's own passing run is put aside first).
+    let fresh = RunMemo::default();
+    let narrow = narrow.with_memo(fresh.clone());
+    let other = Reference::new(
+        &original,
+        &VerifyOptions {
+            seed: opts.seed + 1,
+            ..wide_opts
+        },
+    )
+    .unwrap()
+    .lending_to(&narrow);
+    assert_eq!(other.check(&m).status, Status::Passed);
+    narrow.check(&m);
+    assert_eq!(fresh.hits(), 0);
+}
+
 /// `activations=auto` where MatMul/Gemm layers hold more weights than the
 /// Convs: a classifier head, read once per image, leaves the Convs most of
 /// the multiply-adds and the model is quantized static (VGG, the PP-OCRv5

@@ -293,6 +293,18 @@ pub struct Reference {
     seconds: f64,
     /// Where results are run ([`Reference::with_memo`]); none: each runs.
     memo: Option<RunMemo>,
+    /// Where a result's run that passes here serves another reference on
+    /// this one's leading samples ([`Reference::lending_to`]).
+    lend: Option<Lend>,
+}
+
+/// A reference on more samples lends a passing result's run on its
+/// leading ones to the reference that runs on those alone: put in that
+/// one's memo, under the key its comparison of the same copy computes.
+#[derive(Clone)]
+struct Lend {
+    memo: RunMemo,
+    samples: Vec<Vec<Tensor>>,
 }
 
 impl std::fmt::Debug for Reference {
@@ -1044,6 +1056,7 @@ impl Reference {
             notes,
             seconds: start.elapsed().as_secs_f64(),
             memo: None,
+            lend: None,
         })
     }
 
@@ -1051,6 +1064,35 @@ impl Reference {
     /// with other references on the same samples (see [`RunMemo`]).
     pub fn with_memo(mut self, memo: RunMemo) -> Reference {
         self.memo = Some(memo);
+        self
+    }
+
+    /// A result that passes this reference leaves its run on the leading
+    /// samples in `other`'s memo, where those are `other`'s samples (as
+    /// `sensitive=auto`'s wide samples begin with verification's): `other`
+    /// then compares the same copy without planning and running it again.
+    /// Nothing changes where the samples, inputs or outputs differ, or
+    /// `other` has no memo; a copy made otherwise for `other` (an If model
+    /// specialised to other samples) has another key and runs.
+    pub fn lending_to(mut self, other: &Reference) -> Reference {
+        let m = other.run_samples.len();
+        let same = m > 0
+            && self.run_samples.get(..m) == Some(&other.run_samples[..])
+            && self.fixed == other.fixed
+            && self.out_names == other.out_names
+            && self.n_outputs == other.n_outputs
+            && self
+                .specs
+                .iter()
+                .map(|s| &s.name)
+                .eq(other.specs.iter().map(|s| &s.name));
+        self.lend = match (&other.memo, same) {
+            (Some(memo), true) => Some(Lend {
+                memo: memo.clone(),
+                samples: other.run_samples.clone(),
+            }),
+            _ => None,
+        };
         self
     }
 
@@ -1206,6 +1248,10 @@ impl Reference {
             .memo
             .as_ref()
             .map(|_| fingerprint(&res_copy, &self.run_samples));
+        let lend_key = self
+            .lend
+            .as_ref()
+            .map(|l| fingerprint(&res_copy, &l.samples));
         // What running the result cost: what the run found in the memo
         // cost whoever made it, else preparing its copy and running it.
         let (ran, reused_seconds) = match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
@@ -1381,6 +1427,17 @@ impl Reference {
         };
         // A result that passes is the one a search keeps (its last such
         // run is what it returns): that is the run worth remembering.
+        if let (Some(lend), Some(key), Status::Passed) = (&self.lend, lend_key, status) {
+            let m = lend.samples.len();
+            lend.memo.put(
+                key,
+                Ran {
+                    outputs: got[..m.min(got.len())].to_vec(),
+                    half_as_float: ran.half_as_float,
+                },
+                run_seconds * m as f64 / got.len().max(1) as f64,
+            );
+        }
         if let (Some(memo), Some(key), Status::Passed) = (&self.memo, key, status) {
             memo.put(
                 key,
@@ -1438,6 +1495,7 @@ impl Reference {
             seconds: 0.0,
             // Its one-sample runs never serve a verdict.
             memo: None,
+            lend: None,
         }
     }
 

@@ -345,7 +345,10 @@ impl Quant {
                 samples: SEARCH_SAMPLES,
                 ..opts.clone()
             };
-            match Reference::new(model, &wide_opts) {
+            // Verification's samples lead the wide ones: a candidate that
+            // passes there leaves its run on them for the check on
+            // verification's own, which then plans and runs nothing.
+            match Reference::new(model, &wide_opts).map(|w| w.lending_to(reference)) {
                 Ok(w) => {
                     let specialised = w.specialised(model).ok().flatten();
                     Some((w, specialised))
