@@ -167,14 +167,21 @@ impl VerifyReport {
                 "    {:<24} {:>10} {:>10} {:>10} {:>10} {:>6}",
                 "output", "max_abs", "mean_abs", "max_rel", "cosine", "top1"
             );
+            // Where the tolerance does not bound relative error (a lossy
+            // pass's), its largest value, on an element near zero, says
+            // nothing and reads as alarming (2.6e4): the JSON keeps it.
+            let rel = |o: &OutputMetrics| match self.tolerance.rtol.is_finite() {
+                true => format!("{:.3e}", o.max_rel),
+                false => "-".to_string(),
+            };
             for o in &self.outputs {
                 let _ = writeln!(
                     s,
-                    "    {:<24} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.6} {:>6} {}",
+                    "    {:<24} {:>10.3e} {:>10.3e} {:>10} {:>10.6} {:>6} {}",
                     o.name,
                     o.max_abs,
                     o.mean_abs,
-                    o.max_rel,
+                    rel(o),
                     o.cosine,
                     o.top1.map_or("-".into(), |t| format!("{:.0}%", t * 100.0)),
                     match (o.passed, o.vacuous) {
@@ -2227,6 +2234,33 @@ mod tests {
         assert_eq!(fed, [100.0, 101.0, 103.0]);
         let wrong_shape = super::run_stream(&samples, &[(1, 1)], step, first).unwrap();
         assert_eq!(wrong_shape, [100.0, 101.0, 102.0]);
+    }
+
+    /// The table leaves out the largest relative error where the tolerance
+    /// does not bound it.
+    #[test]
+    fn the_table_shows_relative_error_only_where_it_is_checked() {
+        use super::{OutputMetrics, Status, VerifyReport};
+        let mut r = VerifyReport::not_verified("");
+        r.status = Status::Passed;
+        r.reason = None;
+        r.outputs = vec![OutputMetrics {
+            name: "y".into(),
+            max_abs: 0.5,
+            mean_abs: 0.01,
+            max_rel: 26000.0,
+            cosine: 0.995,
+            top1: None,
+            passed: true,
+            vacuous: false,
+        }];
+        r.tolerance.rtol = f64::INFINITY;
+        let row = |t: &str| t.lines().find(|l| l.contains(" y ")).unwrap().to_string();
+        let lossy = row(&r.table());
+        assert!(!lossy.contains("2.600e4"), "{lossy}");
+        assert!(lossy.contains(" - "), "{lossy}");
+        r.tolerance.rtol = 1e-3;
+        assert!(row(&r.table()).contains("2.600e4"));
     }
 
     #[test]
