@@ -553,6 +553,67 @@ pub fn mask_name(name: &str) -> bool {
         .any(|w| w.ends_with("mask") || w.ends_with("masks"))
 }
 
+/// Whether the model reads input `name` as a mask that it turns into an
+/// additive bias, whatever its name: it subtracts it from 1 (through
+/// casts and reshapes), as a BERT export's `(1 - mask) * min_float`. A
+/// TorchScript export may call it `onnx::Unsqueeze_1`: drawn as token ids
+/// (up to 100), `1 - mask` times the float minimum overflows to infinity
+/// and every score the model computes is NaN (an ALBERT tagger's were).
+pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
+    let one = |v: &str| {
+        small_constant(g, v).is_some_and(|x| !x.is_empty() && x.iter().all(|&e| e == 1.0))
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![name.to_string()];
+    while let Some(v) = todo.pop() {
+        if !seen.insert(v.clone()) {
+            continue;
+        }
+        for id in g.consumers(&v) {
+            let n = &g.nodes[id];
+            let p = &n.proto;
+            match p.op_type() {
+                _ if !n.is_onnx() => {}
+                "Sub" if p.input.get(1) == Some(&v) && p.input.first().is_some_and(|a| one(a)) => {
+                    return true;
+                }
+                op if MASK_PASS_THROUGH.contains(&op) && p.input.first() == Some(&v) => {
+                    todo.extend(p.output.first().cloned());
+                }
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
+/// Ops a mask goes through on its way to `1 - mask` (a cast to float and
+/// unsqueezes to the scores' rank).
+const MASK_PASS_THROUGH: &[&str] = &[
+    "Cast",
+    "Identity",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Expand",
+];
+
+/// The values of a small constant (16 elements at most: an initializer or
+/// a Constant node's tensor held in the model), as floats.
+fn small_constant(g: &Graph, v: &str) -> Option<Vec<f64>> {
+    let t = g.constant_value(v)?;
+    if crate::ir::tensor::is_external(t) || t.dims.iter().product::<i64>() > 16 {
+        return None;
+    }
+    let raw = t.raw_data.as_ref();
+    match crate::ir::tensor::to_f32(t, raw) {
+        Ok(f) => Some(f.data.iter().map(|&x| f64::from(x)).collect()),
+        Err(_) => crate::ir::tensor::to_i64(t, raw)
+            .ok()
+            .map(|i| i.iter().map(|&x| x as f64).collect()),
+    }
+}
+
 /// `vi`'s declared dims, each with its size where it has one (`None` for a
 /// named or unnamed dim); `None` where no shape is declared.
 pub fn fixed_dims(vi: &crate::proto::ValueInfoProto) -> Option<Vec<Option<i64>>> {
@@ -642,8 +703,14 @@ pub fn input_specs(
             FloatValues::Zeros
         } else if mask_name(vi.name()) {
             FloatValues::Mask
+        } else if subtracted_from_one(g, vi.name()) {
+            notes.push(format!(
+                "input '{}' is a mask (the model computes 1 minus it): drawn as 1s",
+                vi.name()
+            ));
+            FloatValues::Mask
         } else if let Some(r) = rows.filter(|_| is_float(dtype) && cast_to_integers(g, vi.name())) {
-            let (lo, hi) = id_range(vi.name(), Some(r), as_is, dtype);
+            let (lo, hi) = id_range(vi.name(), false, Some(r), as_is, dtype);
             notes.push(format!(
                 "float input '{}' is cast to integers that index a table: drawn as whole numbers in [{lo}, {hi})",
                 vi.name(),
@@ -850,9 +917,14 @@ const INDEX_ARITHMETIC: &[&str] = &[
 /// and MiniLM with int4 weights measured 0.991 on them, 0.987 on the whole
 /// vocabulary). Never past what `dtype` holds (float16 ids: its integers,
 /// up to 2048, held exactly).
-fn id_range(name: &str, index_rows: Option<i64>, as_is: bool, dtype: DataType) -> (i64, i64) {
+fn id_range(
+    name: &str,
+    mask: bool,
+    index_rows: Option<i64>,
+    as_is: bool,
+    dtype: DataType,
+) -> (i64, i64) {
     let lname = name.to_lowercase();
-    let mask = mask_name(name);
     let kind = lname.contains("token_type") || lname.contains("segment");
     let hi: i64 = if mask {
         1
@@ -1036,7 +1108,8 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 );
                 continue;
             }
-            let (lo, hi) = id_range(&s.name, s.index_rows, s.indexes_as_is, s.dtype);
+            let mask = s.values == FloatValues::Mask;
+            let (lo, hi) = id_range(&s.name, mask, s.index_rows, s.indexes_as_is, s.dtype);
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit: Option<f32> = match s.values {
@@ -1600,6 +1673,51 @@ mod tests {
                 .build()
                 .unwrap();
             assert_eq!(pixel_mean(&m, "x"), None, "{dims:?}");
+        }
+    }
+
+    /// A mask named by nothing but its use (a TorchScript export's
+    /// `onnx::Unsqueeze_1`, cast, subtracted from 1 and scaled to the float
+    /// minimum) is drawn as 1s; ids drawn where it would be make that bias
+    /// overflow to infinity. An input added to 1 is no mask.
+    #[test]
+    fn an_input_the_model_subtracts_from_one_is_drawn_as_a_mask() {
+        use crate::ir::builder::{attr_int, typed_value};
+        let b = ModelBuilder::new(13)
+            .init_f32("one", &[], &[1.0])
+            .init_f32("min", &[], &[f32::MIN])
+            .node_with(
+                "cast",
+                "Cast",
+                &["onnx::Unsqueeze_1"],
+                &["m"],
+                vec![attr_int("to", 1)],
+            )
+            .node("sub", "Sub", &["one", "m"], &["inverted"])
+            .node("bias", "Mul", &["inverted", "min"], &["y"])
+            .node_with("cast2", "Cast", &["other"], &["o"], vec![attr_int("to", 1)])
+            .node("add", "Add", &["one", "o"], &["z"])
+            .output("y", &[1, 8])
+            .output("z", &[1, 8]);
+        let mut p = b.proto();
+        p.graph.as_mut().unwrap().input = vec![
+            typed_value("onnx::Unsqueeze_1", DataType::Int64, &[1, 8]),
+            typed_value("other", DataType::Int64, &[1, 8]),
+        ];
+        let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+        let m = crate::ir::Model::from_proto(p, external).unwrap();
+        let mut notes = vec![];
+        let specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
+        assert_eq!(specs[0].values, FloatValues::Mask, "{notes:?}");
+        assert_eq!(specs[1].values, FloatValues::Normal, "{notes:?}");
+        assert!(notes.iter().any(|n| n
+            == "input 'onnx::Unsqueeze_1' is a mask (the model computes 1 minus it): drawn as 1s"));
+        let drawn = random_samples(&specs, 2, 0).unwrap();
+        for s in &drawn {
+            let mask = crate::verify::tract::to_f64(&s[0]).unwrap();
+            assert!(mask.iter().all(|&v| v == 1.0), "{mask:?}");
+            let other = crate::verify::tract::to_f64(&s[1]).unwrap();
+            assert!(other.iter().any(|&v| v > 1.0), "{other:?}");
         }
     }
 
