@@ -11,7 +11,7 @@
 //!
 //! Outputs that follow a selection by values (`NonMaxSuppression`,
 //! `NonZero`: a detector's kept boxes; `TopK`: an end-to-end detector's best
-//! boxes) cannot be held to a tolerance when the selection itself differs: a
+//! boxes; `ArgMax`, `ArgMin`: a classifier's or a tagger's labels) cannot be held to a tolerance when the selection itself differs: a
 //! score moved by a rounding error crosses a threshold and one box more or
 //! less is kept, or nearly tied scores swap places. The values such a
 //! selection reads (boxes and scores), and the data a Gather picks from by
@@ -608,8 +608,15 @@ pub(crate) enum Trial {
 /// Ops that choose elements by their values: NonMaxSuppression and
 /// NonZero (their output's size depends on the values they read), and TopK
 /// (which elements, and in which order: an end-to-end detector's 300 best
-/// boxes, whose order flips where scores nearly tie, as on random images).
-const SELECTIONS: &[&str] = &["NonMaxSuppression", "NonZero", "TopK"];
+/// boxes, whose order flips where scores nearly tie, as on random images),
+/// and ArgMax and ArgMin (a tagger's label per token: on random tokens an
+/// ALBERT tagger's labels were all 0, in both models, so comparing labels
+/// alone compared nothing, while the scores they are taken from differed).
+const SELECTIONS: &[&str] = &["NonMaxSuppression", "NonZero", "TopK", "ArgMax", "ArgMin"];
+
+/// Selections that may pick inside a network rather than among its final
+/// results: with compute downstream ([`COMPUTE_AFTER`]) they are none.
+const SELECT_INSIDE: &[&str] = &["TopK", "ArgMax", "ArgMin"];
 
 /// Ops that gather the elements their indices (input 1) name from their
 /// data (input 0).
@@ -727,7 +734,7 @@ impl Selections {
                 computes |= d != id && (!dn.is_onnx() || COMPUTE_AFTER.contains(&dn.op()));
                 downstream.extend(dn.proto.output.iter().cloned());
             }
-            if computes && n.op() == "TopK" {
+            if computes && SELECT_INSIDE.contains(&n.op()) {
                 continue;
             }
             let reached: Vec<String> = downstream
@@ -812,6 +819,24 @@ fn expose(proto: &mut crate::proto::ModelProto, values: &[String]) {
 
 /// Whether selection `j` chose the same in both runs of every sample:
 /// `names_a`/`names_b` are the two copies' outputs, `a`/`b` their tensors.
+/// The share of the elements of output `k` that are equal in `a` and `b`,
+/// over every sample (of the same shape in both).
+fn element_agreement(a: &[Vec<Tensor>], b: &[Vec<Tensor>], k: usize) -> Option<f64> {
+    let (mut same, mut all) = (0usize, 0usize);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (
+            tract::to_f64(x.get(k)?).ok()?,
+            tract::to_f64(y.get(k)?).ok()?,
+        );
+        if x.len() != y.len() {
+            return None;
+        }
+        same += x.iter().zip(&y).filter(|(p, q)| p == q).count();
+        all += x.len();
+    }
+    (all > 0).then(|| same as f64 / all as f64)
+}
+
 fn same_choice(
     (names_a, a): (&[String], &[Vec<Tensor>]),
     (names_b, b): (&[String], &[Vec<Tensor>]),
@@ -992,10 +1017,16 @@ impl Reference {
                         v.sort();
                         v.join(", ")
                     };
+                    let read = match selections.read.is_empty() {
+                        true => "nothing else: they choose from the inputs alone".to_string(),
+                        false => format!(
+                            "what they read, {}, is compared too, and decides where they differ",
+                            quoted(&mut selections.read.iter())
+                        ),
+                    };
                     notes.push(format!(
-                        "output(s) {} follow a selection by values (NonMaxSuppression/NonZero/TopK): compared where the selections agree; what they read, {}, is compared too, and decides where they differ",
+                        "output(s) {} follow a selection by values (NonMaxSuppression/NonZero/TopK/ArgMax/ArgMin): compared where the selections agree; {read}",
                         quoted(&mut selections.outputs.keys().filter(|o| copy_outputs.contains(o))),
-                        quoted(&mut selections.read.iter())
                     ));
                 }
                 let remaining = orig_copy
@@ -1231,7 +1262,7 @@ impl Reference {
         let mine = &self.selections;
         anyhow::ensure!(
             res_sel.chosen.len() == mine.chosen.len() && res_sel.read.len() == mine.read.len(),
-            "the original has {} selection(s) (NonMaxSuppression/NonZero/TopK) reading {} value(s), the result {} reading {}",
+            "the original has {} selection(s) (NonMaxSuppression/NonZero/TopK/ArgMax/ArgMin) reading {} value(s), the result {} reading {}",
             mine.chosen.len(),
             mine.read.len(),
             res_sel.chosen.len(),
@@ -1328,6 +1359,13 @@ impl Reference {
                         got[i][k].shape(),
                         i + 1
                     ),
+                    // Labels (an ArgMax's): how many still agree.
+                    None if integer => match element_agreement(&self.expected, &got, k) {
+                        Some(rate) => {
+                            format!("as many elements, {:.1}% of them the same", rate * 100.0)
+                        }
+                        None => "as many elements, not the same ones".to_string(),
+                    },
                     None => "as many elements, not the same ones".to_string(),
                 };
                 let chosen: Vec<&str> = js.iter().map(|&j| mine.chosen[j].as_str()).collect();
