@@ -162,9 +162,16 @@ impl VerifyReport {
         }
         s.push('\n');
         if !self.outputs.is_empty() {
+            // As wide as the longest name (a PyTorch export's run to 40
+            // characters), so that every row's numbers stay under theirs.
+            let w = self
+                .outputs
+                .iter()
+                .map(|o| o.name.chars().count())
+                .fold(24, usize::max);
             let _ = writeln!(
                 s,
-                "    {:<24} {:>10} {:>10} {:>10} {:>10} {:>6}",
+                "    {:<w$} {:>10} {:>10} {:>10} {:>10} {:>6}",
                 "output", "max_abs", "mean_abs", "max_rel", "cosine", "top1"
             );
             // Where the tolerance does not bound relative error (a lossy
@@ -177,7 +184,7 @@ impl VerifyReport {
             for o in &self.outputs {
                 let _ = writeln!(
                     s,
-                    "    {:<24} {:>10.3e} {:>10.3e} {:>10} {:>10.6} {:>6} {}",
+                    "    {:<w$} {:>10.3e} {:>10.3e} {:>10} {:>10.6} {:>6} {}",
                     o.name,
                     o.max_abs,
                     o.mean_abs,
