@@ -555,7 +555,9 @@ pub fn mask_name(name: &str) -> bool {
 
 /// Whether the model reads input `name` as a mask that it turns into an
 /// additive bias, whatever its name: it subtracts it from 1 (through
-/// casts and reshapes), as a BERT export's `(1 - mask) * min_float`. A
+/// casts and reshapes), as a BERT export's `(1 - mask) * min_float`
+/// (asked of integer and boolean inputs only: a float image in [0, 1)
+/// may be inverted so, and float masks are known by their name). A
 /// TorchScript export may call it `onnx::Unsqueeze_1`: drawn as token ids
 /// (up to 100), `1 - mask` times the float minimum overflows to infinity
 /// and every score the model computes is NaN (an ALBERT tagger's were).
@@ -703,7 +705,7 @@ pub fn input_specs(
             FloatValues::Zeros
         } else if mask_name(vi.name()) {
             FloatValues::Mask
-        } else if subtracted_from_one(g, vi.name()) {
+        } else if !is_float(dtype) && subtracted_from_one(g, vi.name()) {
             notes.push(format!(
                 "input '{}' is a mask (the model computes 1 minus it): drawn as 1s",
                 vi.name()
@@ -1679,7 +1681,8 @@ mod tests {
     /// A mask named by nothing but its use (a TorchScript export's
     /// `onnx::Unsqueeze_1`, cast, subtracted from 1 and scaled to the float
     /// minimum) is drawn as 1s; ids drawn where it would be make that bias
-    /// overflow to infinity. An input added to 1 is no mask.
+    /// overflow to infinity. An input added to 1 is no mask, nor is a
+    /// float one subtracted from 1 (an image inverted).
     #[test]
     fn an_input_the_model_subtracts_from_one_is_drawn_as_a_mask() {
         use crate::ir::builder::{attr_int, typed_value};
@@ -1697,12 +1700,15 @@ mod tests {
             .node("bias", "Mul", &["inverted", "min"], &["y"])
             .node_with("cast2", "Cast", &["other"], &["o"], vec![attr_int("to", 1)])
             .node("add", "Add", &["one", "o"], &["z"])
+            .node("invert", "Sub", &["one", "image"], &["inverted_image"])
             .output("y", &[1, 8])
-            .output("z", &[1, 8]);
+            .output("z", &[1, 8])
+            .output("inverted_image", &[1, 8]);
         let mut p = b.proto();
         p.graph.as_mut().unwrap().input = vec![
             typed_value("onnx::Unsqueeze_1", DataType::Int64, &[1, 8]),
             typed_value("other", DataType::Int64, &[1, 8]),
+            typed_value("image", DataType::Float, &[1, 8]),
         ];
         let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
         let m = crate::ir::Model::from_proto(p, external).unwrap();
@@ -1710,6 +1716,7 @@ mod tests {
         let specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
         assert_eq!(specs[0].values, FloatValues::Mask, "{notes:?}");
         assert_eq!(specs[1].values, FloatValues::Normal, "{notes:?}");
+        assert_eq!(specs[2].values, FloatValues::Normal, "{notes:?}");
         assert!(notes.iter().any(|n| n
             == "input 'onnx::Unsqueeze_1' is a mask (the model computes 1 minus it): drawn as 1s"));
         let drawn = random_samples(&specs, 2, 0).unwrap();
