@@ -565,40 +565,46 @@ pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
     let one = |v: &str| {
         small_constant(g, v).is_some_and(|x| !x.is_empty() && x.iter().all(|&e| e == 1.0))
     };
+    let mut found = false;
+    follow_values(g, name, |v, p| match p.op_type() {
+        "Sub"
+            if p.input.get(1).is_some_and(|i| i == v)
+                && p.input.first().is_some_and(|a| one(a)) =>
+        {
+            found = true;
+            None
+        }
+        // On its way: a cast to float, unsqueezes to the scores' rank.
+        op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
+            p.output.first().cloned()
+        }
+        _ => None,
+    });
+    found
+}
+
+/// Walk what `value` flows into: `step` sees each value reached and each
+/// ONNX-domain node reading it, and names the value that node passes on,
+/// if any, to follow further. Each value is visited once.
+fn follow_values(
+    g: &Graph,
+    value: &str,
+    mut step: impl FnMut(&str, &crate::proto::NodeProto) -> Option<String>,
+) {
     let mut seen = std::collections::HashSet::new();
-    let mut todo = vec![name.to_string()];
+    let mut todo = vec![value.to_string()];
     while let Some(v) = todo.pop() {
         if !seen.insert(v.clone()) {
             continue;
         }
         for id in g.consumers(&v) {
             let n = &g.nodes[id];
-            let p = &n.proto;
-            match p.op_type() {
-                _ if !n.is_onnx() => {}
-                "Sub" if p.input.get(1) == Some(&v) && p.input.first().is_some_and(|a| one(a)) => {
-                    return true;
-                }
-                op if MASK_PASS_THROUGH.contains(&op) && p.input.first() == Some(&v) => {
-                    todo.extend(p.output.first().cloned());
-                }
-                _ => {}
+            if n.is_onnx() {
+                todo.extend(step(&v, &n.proto));
             }
         }
     }
-    false
 }
-
-/// Ops a mask goes through on its way to `1 - mask` (a cast to float and
-/// unsqueezes to the scores' rank).
-const MASK_PASS_THROUGH: &[&str] = &[
-    "Cast",
-    "Identity",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Expand",
-];
 
 /// The values of a small constant (16 elements at most: an initializer or
 /// a Constant node's tensor held in the model), as floats.
@@ -1023,47 +1029,32 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
 fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
     let mut as_is = true;
     let mut rows: Option<i64> = None;
-    let mut seen = std::collections::HashSet::new();
-    let mut todo = vec![value.to_string()];
-    while let Some(v) = todo.pop() {
-        if !seen.insert(v.clone()) {
-            continue;
-        }
-        for id in g.consumers(&v) {
-            let n = &g.nodes[id];
-            if !n.is_onnx() {
-                continue;
+    follow_values(g, value, |v, p| match p.op_type() {
+        "Gather" if p.input.get(1).is_some_and(|i| i == v) => {
+            let t = p.input.first().and_then(|d| g.constant(d))?;
+            let rank = t.dims.len() as i64;
+            let axis = crate::ir::int_attr(p, "axis", 0);
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if let Some(&r) = usize::try_from(axis).ok().and_then(|a| t.dims.get(a)) {
+                if r >= 1 {
+                    rows = Some(rows.map_or(r, |m| m.min(r)));
+                }
             }
-            let p = &n.proto;
-            match p.op_type() {
-                "Gather" if p.input.get(1) == Some(&v) => {
-                    let Some(t) = p.input.first().and_then(|d| g.constant(d)) else {
-                        continue;
-                    };
-                    let rank = t.dims.len() as i64;
-                    let axis = crate::ir::int_attr(p, "axis", 0);
-                    let axis = if axis < 0 { axis + rank } else { axis };
-                    if let Some(&r) = usize::try_from(axis).ok().and_then(|a| t.dims.get(a)) {
-                        if r >= 1 {
-                            rows = Some(rows.map_or(r, |m| m.min(r)));
-                        }
-                    }
-                }
-                op if INDEX_PASS_THROUGH.contains(&op) && p.input.first() == Some(&v) => {
-                    todo.extend(p.output.first().cloned());
-                }
-                op if INDEX_ARITHMETIC.contains(&op) => {
-                    as_is = false;
-                    todo.extend(p.output.first().cloned());
-                }
-                "Where" if p.input.iter().skip(1).any(|i| *i == v) => {
-                    as_is = false;
-                    todo.extend(p.output.first().cloned());
-                }
-                _ => {}
-            }
+            None
         }
-    }
+        op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
+            p.output.first().cloned()
+        }
+        op if INDEX_ARITHMETIC.contains(&op) => {
+            as_is = false;
+            p.output.first().cloned()
+        }
+        "Where" if p.input.iter().skip(1).any(|i| i == v) => {
+            as_is = false;
+            p.output.first().cloned()
+        }
+        _ => None,
+    });
     (rows, as_is && rows.is_some())
 }
 
