@@ -1271,12 +1271,16 @@ fn labels_of_an_argmax_are_verified_through_the_scores_it_reads() {
             r#"
 import onnx
 from onnx import helper as h, numpy_helper as nh, TensorProto as T
-def model(w, path):
+import os
+def model(w, path, scores_out=False):
     inits = [nh.from_array(np.asarray(w, np.float32), "w")]
     nodes = [h.make_node("MatMul", ["x", "w"], ["scores"]),
              h.make_node("ArgMax", ["scores"], ["tags"], axis=-1, keepdims=0)]
+    outputs = [h.make_tensor_value_info("tags", T.INT64, [1, 4])]
+    if scores_out:
+        outputs.append(h.make_tensor_value_info("scores", T.FLOAT, [1, 4, 3]))
     g = h.make_graph(nodes, "tagger", [h.make_tensor_value_info("x", T.FLOAT, [1, 4, 3])],
-                     [h.make_tensor_value_info("tags", T.INT64, [1, 4])], inits)
+                     outputs, inits)
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.checker.check_model(m, full_check=True)
@@ -1290,13 +1294,17 @@ model(near, d + "/near.onnx")
 # The same labels everywhere, the scores off by far more than rounding.
 far = w.copy(); far[1, 1] = 0.5; far[2, 2] = -3
 model(far, d + "/far.onnx")
+# A classifier returning its scores beside its labels.
+os.makedirs(d + "/classifier")
+model(w, d + "/classifier/original.onnx", True)
+model(near, d + "/classifier/near.onnx", True)
 np.savez(out, x=np.array([[[1, 0, 0], [1, 0, 0.1], [2, 0.5, 0], [1, 1, 0]]], np.float32))
 "#,
             dir.path().display()
         ),
     );
     let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
-    let (reference, notes) = original_reference(dir.path(), inputs);
+    let (reference, notes) = original_reference(dir.path(), inputs.clone());
     assert!(
         notes.contains("output(s) 'tags' follow a selection")
             && notes.contains("what they read, 'scores', is compared"),
@@ -1311,6 +1319,23 @@ np.savez(out, x=np.array([[[1, 0, 0], [1, 0, 0.1], [2, 0.5, 0], [1, 1, 0]]], np.
     let near = reference.compare(&load("near.onnx")).unwrap();
     assert_eq!(near.status, Status::Passed, "{}", near.table());
     let note = "output 'tags' follows a selection (tags) that chose differently (as many elements, 75.0% of them the same): not compared";
+    assert!(
+        near.notes.iter().any(|n| n.contains(note)),
+        "{note}: {:?}",
+        near.notes
+    );
+    // Scores that are an output are compared as one; the labels likewise.
+    let classifier = dir.path().join("classifier");
+    let (reference, notes) = original_reference(&classifier, inputs);
+    assert!(
+        notes.contains("output(s) 'tags' follow a selection")
+            && notes.contains("what they read is compared as an output"),
+        "{notes}"
+    );
+    let near = reference
+        .compare(&Model::load(&classifier.join("near.onnx")).unwrap().0)
+        .unwrap();
+    assert_eq!(near.status, Status::Passed, "{}", near.table());
     assert!(
         near.notes.iter().any(|n| n.contains(note)),
         "{note}: {:?}",

@@ -1025,7 +1025,10 @@ impl Reference {
                         v.join(", ")
                     };
                     let read = match selections.read.is_empty() {
-                        true => "nothing else: they choose from the inputs alone".to_string(),
+                        true => {
+                            "what they read is compared as an output, or is an input or a constant"
+                                .to_string()
+                        }
                         false => format!(
                             "what they read, {}, is compared too, and decides where they differ",
                             quoted(&mut selections.read.iter())
