@@ -3784,15 +3784,11 @@ fn verification_reuses_the_run_quant_checked() {
     assert_eq!(memo.hits(), 1);
 }
 
-/// A reference on more samples that begin with verification's (as
-/// `sensitive=auto`'s wide samples do) leaves a passing result's run on
-/// those in verification's memo: verification then compares it without
-/// running it, and finds what running it finds. A failing result leaves
-/// nothing, and a reference on other samples lends nothing.
-#[test]
-fn a_wider_reference_lends_a_passing_run_on_verifications_samples() {
+/// The tiny CNN, it quantized by [`tiny_cnn_checked_quant`]'s pipeline,
+/// that pipeline's verification options, and the same on 3 samples more
+/// (which begin with those: a wide reference's, as `sensitive=auto`'s).
+fn tiny_cnn_quantized_and_wide_options() -> (Model, Model, VerifyOptions, VerifyOptions) {
     use onnx_squeeze::pass::{DataSource, Progress};
-    use onnx_squeeze::verify::{Reference, RunMemo};
     let (original, pipeline, opts) = tiny_cnn_checked_quant();
     let mut m = original.clone();
     pipeline
@@ -3802,6 +3798,63 @@ fn a_wider_reference_lends_a_passing_run_on_verifications_samples() {
         samples: opts.samples + 3,
         ..opts.clone()
     };
+    (original, m, opts, wide_opts)
+}
+
+/// While verification keeps plans (`sensitive=auto` checks a candidate on
+/// verification's samples first), a result that passes there is held back
+/// with its plan, not yet in the memo: the reference on more samples that
+/// lends to it takes both, runs only its samples after verification's on
+/// that plan, and reports what running them all reports; passing too, it
+/// puts the run in the memo, where verification finds it.
+#[test]
+fn verification_checked_first_hands_its_plan_and_run_to_the_wider_reference() {
+    use onnx_squeeze::verify::{Reference, RunMemo};
+    let (original, m, opts, wide_opts) = tiny_cnn_quantized_and_wide_options();
+    let alone = Reference::new(&original, &wide_opts).unwrap().check(&m);
+    assert_eq!(alone.status, Status::Passed, "{}", alone.table());
+    let memo = RunMemo::default();
+    let narrow = Reference::new(&original, &opts)
+        .unwrap()
+        .with_memo(memo.clone());
+    let wide = Reference::new(&original, &wide_opts)
+        .unwrap()
+        .lending_to(&narrow);
+    {
+        let _plans = narrow.keeping_plans().unwrap();
+        assert_eq!(narrow.check(&m).status, Status::Passed);
+        assert_eq!((memo.puts(), memo.heads()), (0, 0), "held back");
+        let handed = wide.check(&m);
+        assert_eq!(memo.heads(), 1, "the wide check planned and ran it all");
+        assert_eq!(handed.samples, wide_opts.samples);
+        for (a, b) in handed.outputs.iter().zip(&alone.outputs) {
+            assert_eq!(
+                (a.cosine, a.max_abs),
+                (b.cosine, b.max_abs),
+                "{}",
+                handed.table()
+            );
+        }
+        assert_eq!(memo.puts(), 1);
+    }
+    narrow.check(&m);
+    assert_eq!(memo.hits(), 1, "verification ran the result again");
+    // With the guard gone, a passing run goes to the memo at once.
+    let fresh = RunMemo::default();
+    let narrow = narrow.with_memo(fresh.clone());
+    narrow.check(&m);
+    assert_eq!((fresh.puts(), fresh.heads()), (1, 0));
+}
+
+/// A reference on more samples that begin with verification's (as
+/// `sensitive=auto`'s wide samples do) leaves a passing result's run on
+/// those in verification's memo: verification then compares it without
+/// running it, and finds what running it finds. A failing result leaves
+/// nothing, and a reference on other samples lends nothing.
+#[test]
+fn a_wider_reference_lends_a_passing_run_on_verifications_samples() {
+    use onnx_squeeze::verify::{Reference, RunMemo};
+    let (original, m, opts, wide_opts) = tiny_cnn_quantized_and_wide_options();
     let memo = RunMemo::default();
     let narrow = Reference::new(&original, &opts)
         .unwrap()

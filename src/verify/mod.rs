@@ -33,6 +33,7 @@ pub mod unroll;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -475,6 +476,39 @@ struct Memo {
     last: Option<(u128, Ran, f64)>,
     hits: usize,
     puts: u64,
+    /// Whether a run put here is held back with its plan, pending
+    /// ([`RunMemo::keeping_plans`]), and the last ones so held.
+    keep_plans: bool,
+    pending: Vec<Pending>,
+    heads: usize,
+}
+
+/// The most runs held back with their plans at once: one per candidate a
+/// search checks side by side (one per core, two here), and spares.
+const MAX_PENDING: usize = 4;
+
+/// A passing run held back with its plan until a reference on more
+/// samples, this one's leading ones among them, takes both
+/// ([`RunMemo::head`]): where the result passes there too, that reference
+/// puts the run in the memo ([`Reference::lending_to`]).
+struct Pending {
+    key: u128,
+    ran: Ran,
+    runner: Arc<tract::Runner>,
+}
+
+/// While it lives, a run that passes is held back with its plan for a
+/// reference on more samples to take ([`Reference::keeping_plans`]);
+/// dropped, runs are put in the memo as they pass again.
+pub struct KeepingPlans(RunMemo);
+
+impl Drop for KeepingPlans {
+    fn drop(&mut self) {
+        if let Ok(mut memo) = self.0 .0.lock() {
+            memo.keep_plans = false;
+            memo.pending.clear();
+        }
+    }
 }
 
 impl std::fmt::Debug for RunMemo {
@@ -487,6 +521,12 @@ impl RunMemo {
     /// How many runs the memo answered.
     pub fn hits(&self) -> usize {
         self.0.lock().map_or(0, |m| m.hits)
+    }
+
+    /// How many runs held back with their plans were taken
+    /// ([`Reference::keeping_plans`]).
+    pub fn heads(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.heads)
     }
 
     /// How many runs were remembered: the entry a pass leaves is the one
@@ -506,12 +546,46 @@ impl RunMemo {
         memo.last.take().map(|(_, out, s)| (out, s))
     }
 
-    /// Remember `out` for `key`, run in `seconds`, in place of what was.
-    fn put(&self, key: u128, out: Ran, seconds: f64) {
+    /// Remember `out` for `key`, run in `seconds`, in place of what was;
+    /// held back with its plan `runner` instead where plans are kept.
+    fn put(&self, key: u128, out: Ran, seconds: f64, runner: Option<Arc<tract::Runner>>) {
         if let Ok(mut memo) = self.0.lock() {
-            memo.last = Some((key, out, seconds));
-            memo.puts += 1;
+            match runner.filter(|_| memo.keep_plans) {
+                Some(runner) => {
+                    // Candidates checked side by side each leave theirs.
+                    if memo.pending.len() == MAX_PENDING {
+                        memo.pending.remove(0);
+                    }
+                    memo.pending.push(Pending {
+                        key,
+                        ran: out,
+                        runner,
+                    })
+                }
+                None => {
+                    memo.last = Some((key, out, seconds));
+                    memo.puts += 1;
+                }
+            }
         }
+    }
+
+    /// The run held back for `key` and its plan, taken out.
+    fn head(&self, key: u128) -> Option<(Ran, Arc<tract::Runner>)> {
+        let mut memo = self.0.lock().ok()?;
+        let i = memo.pending.iter().position(|p| p.key == key)?;
+        let p = memo.pending.remove(i);
+        memo.heads += 1;
+        Some((p.ran, p.runner))
+    }
+
+    /// Hold back each run that passes with its plan ([`Pending`]) while
+    /// the guard lives.
+    pub(crate) fn keeping_plans(&self) -> KeepingPlans {
+        if let Ok(mut memo) = self.0.lock() {
+            memo.keep_plans = true;
+        }
+        KeepingPlans(self.clone())
     }
 }
 
@@ -1144,6 +1218,18 @@ impl Reference {
         self
     }
 
+    /// While the guard lives, a result that passes here is held back with
+    /// its plan for the reference that lends to this one
+    /// ([`Reference::lending_to`]): that one, on more samples, this one's
+    /// among them, then runs only the samples after them, on the same
+    /// plan, and puts the run in the memo where the result passes there
+    /// too. Where this one is checked first, a result that fails here
+    /// costs a run on its few samples instead of on all of that one's.
+    /// `None` without a memo.
+    pub fn keeping_plans(&self) -> Option<KeepingPlans> {
+        self.memo.as_ref().map(RunMemo::keeping_plans)
+    }
+
     /// What preparing the reference chose (inputs, specialisation, lowering).
     pub fn notes(&self) -> &[String] {
         &self.notes
@@ -1302,14 +1388,44 @@ impl Reference {
             .map(|l| fingerprint(&res_copy, &l.samples));
         // What running the result cost: what the run found in the memo
         // cost whoever made it, else preparing its copy and running it.
-        let (ran, reused_seconds) = match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
-            Some((ran, seconds)) => (ran, Some(seconds)),
-            None => (
-                run_all(res_copy, &self.run_samples)
-                    .context("the rewritten model does not run in tract")?,
-                None,
-            ),
-        };
+        // Where the reference this one lends to passed the same copy on
+        // its samples (this one's leading ones) and kept its plan, that
+        // run and plan serve: only the samples after them run.
+        let head = self
+            .lend
+            .as_ref()
+            .zip(lend_key)
+            .and_then(|(l, k)| l.memo.head(k));
+        let (ran, reused_seconds, runner) =
+            match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
+                Some((ran, seconds)) => (ran, Some(seconds), None),
+                None => {
+                    let (head, runner) = match head {
+                        Some((ran, runner)) => (ran.outputs, runner),
+                        None => (
+                            vec![],
+                            Arc::new(
+                                tract::Runner::new(
+                                    res_copy,
+                                    &self.run_samples[0],
+                                    self.run_samples.len(),
+                                )
+                                .context("the rewritten model does not run in tract")?,
+                            ),
+                        ),
+                    };
+                    let mut outputs = head;
+                    outputs.extend(
+                        run_on(&runner, &self.run_samples[outputs.len()..], &[])
+                            .context("the rewritten model does not run in tract")?,
+                    );
+                    let ran = Ran {
+                        outputs,
+                        half_as_float: runner.computes_half_as_float(),
+                    };
+                    (ran, None, Some(runner))
+                }
+            };
         if ran.half_as_float {
             notes.push(HALF_AS_FLOAT_NOTE.into());
         }
@@ -1491,6 +1607,7 @@ impl Reference {
                     half_as_float: ran.half_as_float,
                 },
                 run_seconds * m as f64 / got.len().max(1) as f64,
+                None,
             );
         }
         if let (Some(memo), Some(key), Status::Passed) = (&self.memo, key, status) {
@@ -1501,6 +1618,7 @@ impl Reference {
                     half_as_float: ran.half_as_float,
                 },
                 run_seconds,
+                runner,
             );
         }
         Ok(VerifyReport {
@@ -1657,14 +1775,6 @@ struct Ran {
 
 /// The report's words for a run that computed float16 in float32.
 const HALF_AS_FLOAT_NOTE: &str = "float16 values computed in float32, as in every model verification runs (tract's float16 code on x86 is tens to hundreds of times slower than its float32 kernels): the comparison measures what the rewrite changed, not float16's rounding of each activation, and a value that would overflow float16 does not";
-
-fn run_all(proto: crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> Result<Ran> {
-    let runner = tract::Runner::new(proto, &samples[0], samples.len())?;
-    Ok(Ran {
-        outputs: run_on(&runner, samples, &[])?,
-        half_as_float: runner.computes_half_as_float(),
-    })
-}
 
 /// The outputs of `runner` on each sample: in parallel (each run is
 /// single-threaded, samples go to all cores), or, where the model carries a
