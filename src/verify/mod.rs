@@ -11,9 +11,10 @@
 //!
 //! Outputs that follow a selection by values (`NonMaxSuppression`,
 //! `NonZero`: a detector's kept boxes; `TopK`: an end-to-end detector's best
-//! boxes; `ArgMax`, `ArgMin`: a classifier's or a tagger's labels) cannot be held to a tolerance when the selection itself differs: a
-//! score moved by a rounding error crosses a threshold and one box more or
-//! less is kept, or nearly tied scores swap places. The values such a
+//! boxes; `ArgMax`, `ArgMin`: a classifier's or a tagger's labels) cannot be
+//! held to a tolerance when the selection itself differs: a score moved by a
+//! rounding error crosses a threshold and one box more or less is kept, or
+//! nearly tied scores swap places. The values such a
 //! selection reads (boxes and scores), and the data a Gather picks from by
 //! the indices it chose, are compared as well, as outputs of both
 //! verification copies, and so is what it selects: where
@@ -898,8 +899,6 @@ fn expose(proto: &mut crate::proto::ModelProto, values: &[String]) {
     }
 }
 
-/// Whether selection `j` chose the same in both runs of every sample:
-/// `names_a`/`names_b` are the two copies' outputs, `a`/`b` their tensors.
 /// The share of the elements of output `k` that are equal in `a` and `b`,
 /// over every sample (of the same shape in both).
 fn element_agreement(a: &[Vec<Tensor>], b: &[Vec<Tensor>], k: usize) -> Option<f64> {
@@ -918,6 +917,8 @@ fn element_agreement(a: &[Vec<Tensor>], b: &[Vec<Tensor>], k: usize) -> Option<f
     (all > 0).then(|| same as f64 / all as f64)
 }
 
+/// Whether selection `j` chose the same in both runs of every sample:
+/// `names_a`/`names_b` are the two copies' outputs, `a`/`b` their tensors.
 fn same_choice(
     (names_a, a): (&[String], &[Vec<Tensor>]),
     (names_b, b): (&[String], &[Vec<Tensor>]),
@@ -1618,7 +1619,9 @@ impl Reference {
                     half_as_float: ran.half_as_float,
                 },
                 run_seconds,
-                runner,
+                // A plan made for one run, without code generation, would
+                // run the wide samples slowly: that check plans its own.
+                runner.filter(|_| self.run_samples.len() > tract::QUICK_PLAN_MAX_RUNS),
             );
         }
         Ok(VerifyReport {
