@@ -3844,6 +3844,29 @@ fn verification_checked_first_hands_its_plan_and_run_to_the_wider_reference() {
     let narrow = narrow.with_memo(fresh.clone());
     narrow.check(&m);
     assert_eq!((fresh.puts(), fresh.heads()), (1, 0));
+    // A plan made for one sample (no code generation, slow over many)
+    // is not held back: the wide check plans its own.
+    let one = VerifyOptions {
+        samples: 1,
+        ..opts.clone()
+    };
+    let memo = RunMemo::default();
+    let narrow = Reference::new(&original, &one)
+        .unwrap()
+        .with_memo(memo.clone());
+    assert_eq!(narrow.expected().1.len(), 1, "one sample");
+    let wide = Reference::new(&original, &wide_opts)
+        .unwrap()
+        .lending_to(&narrow);
+    let _plans = narrow.keeping_plans().unwrap();
+    assert_eq!(narrow.check(&m).status, Status::Passed);
+    assert_eq!(wide.check(&m).status, Status::Passed);
+    assert_eq!(memo.heads(), 0);
+    assert_eq!(
+        memo.puts(),
+        2,
+        "its own run, then the wide one's on its sample"
+    );
 }
 
 /// A reference on more samples that begin with verification's (as

@@ -965,11 +965,13 @@ fn id_range(
 const PCM16_SIGMA: f32 = 3276.8;
 
 /// Whether an int16 input is a signal (PCM audio samples) rather than ids:
-/// it has samples (rank 1 or more), indexes no table and is not named like
-/// a mask or segment ids.
+/// it has samples (rank 1 or more), indexes no table and is no mask (by
+/// its name, or by its use: [`subtracted_from_one`]) nor named like
+/// segment ids.
 fn is_signal(s: &InputSpec) -> bool {
     s.shape.iter().product::<usize>() >= MIN_SIGNAL_SAMPLES
         && s.index_rows.is_none()
+        && s.values != FloatValues::Mask
         && pcm_like(&s.name, s.dtype)
 }
 
@@ -1002,6 +1004,7 @@ pub(crate) fn is_pcm_input(g: &Graph, vi: &crate::proto::ValueInfoProto) -> bool
     dtype.is_some_and(|dt| pcm_like(vi.name(), dt))
         && crate::ir::declared_rank(vi).is_none_or(|r| r >= 1)
         && index_rows(g, vi.name()).is_none()
+        && !subtracted_from_one(g, vi.name())
 }
 
 /// Whether a consumer of `value` casts it to an integer type.
@@ -1692,6 +1695,16 @@ mod tests {
             .node_with("cast2", "Cast", &["other"], &["o"], vec![attr_int("to", 1)])
             .node("add", "Add", &["one", "o"], &["z"])
             .node("invert", "Sub", &["one", "image"], &["inverted_image"])
+            // An int16 mask long enough to pass for audio samples.
+            .node_with(
+                "cast3",
+                "Cast",
+                &["mask16"],
+                &["m16"],
+                vec![attr_int("to", 1)],
+            )
+            .node("sub16", "Sub", &["one", "m16"], &["y16"])
+            .output("y16", &[1, 32])
             .output("y", &[1, 8])
             .output("z", &[1, 8])
             .output("inverted_image", &[1, 8]);
@@ -1700,6 +1713,7 @@ mod tests {
             typed_value("onnx::Unsqueeze_1", DataType::Int64, &[1, 8]),
             typed_value("other", DataType::Int64, &[1, 8]),
             typed_value("image", DataType::Float, &[1, 8]),
+            typed_value("mask16", DataType::Int16, &[1, 32]),
         ];
         let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
         let m = crate::ir::Model::from_proto(p, external).unwrap();
@@ -1708,6 +1722,8 @@ mod tests {
         assert_eq!(specs[0].values, FloatValues::Mask, "{notes:?}");
         assert_eq!(specs[1].values, FloatValues::Normal, "{notes:?}");
         assert_eq!(specs[2].values, FloatValues::Normal, "{notes:?}");
+        assert_eq!(specs[3].values, FloatValues::Mask, "{notes:?}");
+        assert!(!is_pcm_input(&m.graph, &m.graph.rest.input[3]));
         assert!(notes.iter().any(|n| n
             == "input 'onnx::Unsqueeze_1' is a mask (the model computes 1 minus it): drawn as 1s"));
         let drawn = random_samples(&specs, 2, 0).unwrap();
@@ -1716,6 +1732,8 @@ mod tests {
             assert!(mask.iter().all(|&v| v == 1.0), "{mask:?}");
             let other = crate::verify::tract::to_f64(&s[1]).unwrap();
             assert!(other.iter().any(|&v| v > 1.0), "{other:?}");
+            let mask16 = crate::verify::tract::to_f64(&s[3]).unwrap();
+            assert!(mask16.iter().all(|&v| v == 1.0), "{mask16:?}");
         }
     }
 

@@ -1392,15 +1392,15 @@ impl Reference {
         // Where the reference this one lends to passed the same copy on
         // its samples (this one's leading ones) and kept its plan, that
         // run and plan serve: only the samples after them run.
-        let head = self
-            .lend
-            .as_ref()
-            .zip(lend_key)
-            .and_then(|(l, k)| l.memo.head(k));
         let (ran, reused_seconds, runner) =
             match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
                 Some((ran, seconds)) => (ran, Some(seconds), None),
                 None => {
+                    let head = self
+                        .lend
+                        .as_ref()
+                        .zip(lend_key)
+                        .and_then(|(l, k)| l.memo.head(k));
                     let (head, runner) = match head {
                         Some((ran, runner)) => (ran.outputs, runner),
                         None => (
