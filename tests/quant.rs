@@ -2989,7 +2989,8 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 /// silero branches on its scalar `sr` input: random samples share one value
 /// of it (a scalar integer input is a setting, not data), so the model is
 /// specialised to one branch and verified, where a different `sr` per sample
-/// left it unverifiable (and nothing written). Its audio chunk has no size
+/// left it unverifiable (and nothing written); the report names the value
+/// whose branch went unchecked. Its audio chunk has no size
 /// (a named dim in one export, an unnamed one in the other) and tract cannot
 /// type the model on one sample of audio: with nothing bound, the length is
 /// raised until it can, and said. silero carries its state from call to
@@ -3021,6 +3022,14 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
             "{stdout}"
         );
         assert!(stdout.contains(said), "{stdout}");
+        // One export compares `sr` with 16000 (an Equal the If reads), the
+        // other computes with it: the branch not taken is named where the
+        // model names its value.
+        assert_eq!(
+            stdout.contains("the model compares it with 16000: what it computes for that value was not checked (pass --inputs with 'sr' = 16000 to check it)"),
+            name == "silero_vad.onnx",
+            "{stdout}"
+        );
         for said in [
             "activations: none (weight-only int8): the model carries a recurrent state ('state' <- 'stateN')",
             "recurrent state ('state' <- 'stateN'): the 8 samples are the steps of one stream",

@@ -583,6 +583,48 @@ pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
     found
 }
 
+/// The constants the model compares the integer input `name` with (an
+/// `Equal` to a one-value constant, through casts and reshapes), in the
+/// order of the graph's nodes. silero's VAD computes `sr == 16000` and runs
+/// its 16 kHz network in the If branch that selects; drawn in [0, 100) as
+/// any integer, `sr` takes the 8 kHz branch, which alone is verified, and
+/// the report names 16000 as the value whose branch was not. (Drawing `sr`
+/// as 16000 instead leaves the 8 kHz branch unchecked, which random
+/// integers in other tools select: onnxruntime on random inputs then
+/// measured its state at cosine 0.979. Checking every branch needs one
+/// reference per value.)
+pub fn compared_with(g: &Graph, name: &str) -> Vec<i64> {
+    // (position of the Equal among the graph's nodes, constant)
+    let mut found: Vec<(usize, i64)> = vec![];
+    follow_values(g, name, |v, p| match p.op_type() {
+        "Equal" => {
+            let other = p.input.iter().find(|i| *i != v)?;
+            if let Some(&[c]) = small_constant(g, other).as_deref() {
+                let at = g
+                    .nodes
+                    .node_indices()
+                    .position(|id| std::ptr::eq(&g.nodes[id].proto, p));
+                if c.fract() == 0.0 {
+                    found.push((at.unwrap_or(usize::MAX), c as i64));
+                }
+            }
+            None
+        }
+        op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
+            p.output.first().cloned()
+        }
+        _ => None,
+    });
+    found.sort_unstable();
+    let mut values: Vec<i64> = vec![];
+    for (_, c) in found {
+        if !values.contains(&c) {
+            values.push(c);
+        }
+    }
+    values
+}
+
 /// Walk what `value` flows into: `step` sees each value reached and each
 /// ONNX-domain node reading it, and names the value that node passes on,
 /// if any, to follow further. Each value is visited once.
@@ -1735,6 +1777,47 @@ mod tests {
             let mask16 = crate::verify::tract::to_f64(&s[3]).unwrap();
             assert!(mask16.iter().all(|&v| v == 1.0), "{mask16:?}");
         }
+    }
+
+    /// The constants a scalar integer input is compared with (silero's
+    /// `sr == 16000`), through a Cast, in the order of the graph's nodes,
+    /// each once; a comparison with another input, or with a constant of
+    /// several values, is none.
+    #[test]
+    fn the_constants_a_setting_is_compared_with_are_found() {
+        use crate::ir::builder::{attr_int, typed_value};
+        let b = ModelBuilder::new(13)
+            .init(crate::ir::tensor::int_scalar(
+                "rate",
+                DataType::Int32,
+                16000,
+            ))
+            .init(crate::ir::tensor::int_scalar(
+                "eight",
+                DataType::Int64,
+                8000,
+            ))
+            .init(crate::ir::tensor::from_i64("pair", &[1, 2]))
+            .node_with("cast", "Cast", &["sr"], &["sr32"], vec![attr_int("to", 6)])
+            .node("is16k", "Equal", &["sr32", "rate"], &["c"])
+            .node("is8k", "Equal", &["eight", "sr"], &["c8"])
+            .node("again", "Equal", &["sr", "eight"], &["c8b"])
+            .node("inputs", "Equal", &["sr", "count"], &["cc"])
+            .node("pairs", "Equal", &["sr", "pair"], &["cp"])
+            .output("c", &[])
+            .output("c8", &[])
+            .output("c8b", &[])
+            .output("cc", &[])
+            .output("cp", &[2]);
+        let mut p = b.proto();
+        p.graph.as_mut().unwrap().input = vec![
+            typed_value("sr", DataType::Int64, &[]),
+            typed_value("count", DataType::Int64, &[]),
+        ];
+        let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+        let m = crate::ir::Model::from_proto(p, external).unwrap();
+        assert_eq!(compared_with(&m.graph, "sr"), vec![16000, 8000]);
+        assert_eq!(compared_with(&m.graph, "count"), Vec::<i64>::new());
     }
 
     #[test]

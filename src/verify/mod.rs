@@ -668,6 +668,49 @@ pub(crate) fn unimplemented_op(e: &anyhow::Error) -> Option<String> {
     })
 }
 
+/// For each setting the model was specialised to (`fixed`: a scalar
+/// integer input, the same in every sample) that it compares with other
+/// constants than the value it holds, a note naming them: what the model
+/// computes for those values (silero's `sr == 16000`, its 16 kHz network,
+/// where random samples draw `sr` below 100) was not checked.
+fn unchecked_settings(
+    original: &Model,
+    specs: &[inputs::InputSpec],
+    sample: &[Tensor],
+    fixed: &[usize],
+) -> Vec<String> {
+    let mut notes = vec![];
+    for &i in fixed {
+        let (Some(s), Some(t)) = (specs.get(i), sample.get(i)) else {
+            continue;
+        };
+        if !s.shape.is_empty() || !inputs::is_integer(s.dtype) {
+            continue;
+        }
+        let Some(&value) = tract::to_f64(t).ok().as_deref().and_then(<[f64]>::first) else {
+            continue;
+        };
+        let others: Vec<String> = inputs::compared_with(&original.graph, &s.name)
+            .into_iter()
+            .filter(|&c| c as f64 != value)
+            .map(|c| c.to_string())
+            .collect();
+        if let Some(first) = others.first() {
+            notes.push(format!(
+                "input '{}' is {value} in every sample; the model compares it with {}: what it computes for {} was not checked (pass --inputs with '{}' = {first} to check it)",
+                s.name,
+                others.join(", "),
+                match others.len() {
+                    1 => "that value".to_string(),
+                    _ => "those values".to_string(),
+                },
+                s.name,
+            ));
+        }
+    }
+    notes
+}
+
 /// What [`Reference::trial`] found at some input sizes.
 pub(crate) enum Trial {
     /// No inputs could be drawn or loaded: sizes are not the question.
@@ -1129,6 +1172,7 @@ impl Reference {
                     notes.push(format!(
                         "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
                     ));
+                    notes.extend(unchecked_settings(original, &specs, &samples[0], &fixed));
                 } else if remaining < total {
                     notes.push(format!(
                         "{} If node(s) decided by the shapes of the samples were replaced by the branch they take; only that branch was checked ({remaining} If node(s) left)",
