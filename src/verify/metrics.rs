@@ -23,6 +23,18 @@ pub struct OutputMetrics {
     pub vacuous: bool,
 }
 
+/// The outputs whose rows along their last axis are class scores, where
+/// the share of rows whose top-1 agrees is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreRows {
+    /// Of `[batch, classes]` outputs only: logits of a classifier's head.
+    Rank2,
+    /// A softmax over this axis (negative: from the last): at any rank
+    /// where it is the last (a masked language model's or a recogniser's
+    /// scores per position).
+    Softmax(i64),
+}
+
 /// Running comparison of one output across samples.
 #[derive(Debug, Clone)]
 pub struct Accumulator {
@@ -40,9 +52,9 @@ pub struct Accumulator {
     samples: Vec<(f64, f64)>,
     /// The fewest values a sample held.
     fewest: usize,
-    /// Whether rows of a rank-2 output are scores (float), where top-1
-    /// means something; not for integer outputs (selected indices, labels).
-    scores: bool,
+    /// Where rows along the last axis are class scores, whose top-1 means
+    /// something; none for integer outputs (selected indices, labels).
+    scores: Option<ScoreRows>,
     within: bool,
     /// Values that are NaN or infinite in the original.
     pub nonfinite: usize,
@@ -65,7 +77,7 @@ impl Accumulator {
             top1_rows: 0,
             samples: Vec::new(),
             fewest: usize::MAX,
-            scores: true,
+            scores: Some(ScoreRows::Rank2),
             within: true,
             nonfinite: 0,
             largest: 0.0,
@@ -75,7 +87,15 @@ impl Accumulator {
     /// An output of integers (indices a NonMaxSuppression selected, class
     /// labels): compared element by element, with no top-1.
     pub fn integer(mut self) -> Self {
-        self.scores = false;
+        self.scores = None;
+        self
+    }
+
+    /// Where rows are class scores ([`ScoreRows`]); `None`: no top-1 (an
+    /// LSTM's states, bits read by their sign, independent probabilities).
+    /// `Rank2` where not said.
+    pub fn score_rows(mut self, rows: Option<ScoreRows>) -> Self {
+        self.scores = rows;
         self
     }
 
@@ -123,11 +143,23 @@ impl Accumulator {
         self.count += a.len();
         self.fewest = self.fewest.min(a.len());
         let classes = shape.last().copied().unwrap_or(0);
-        // Top-1 only where the output is a score vector: [batch, classes].
-        if self.scores && shape.len() == 2 && classes >= 2 && a.len() == b.len() && !a.is_empty() {
+        // Top-1 only where the output holds score vectors; rows whose
+        // largest score the original ties (a constant output) have no top-1.
+        let rank_fits = match self.scores {
+            Some(ScoreRows::Rank2) => shape.len() == 2,
+            Some(ScoreRows::Softmax(axis)) => {
+                shape.len() >= 2 && (axis == -1 || axis == shape.len() as i64 - 1)
+            }
+            None => false,
+        };
+        if rank_fits && classes >= 2 && a.len() == b.len() && !a.is_empty() {
             for (ra, rb) in a.chunks(classes).zip(b.chunks(classes)) {
+                let best = argmax(ra);
+                if ra.iter().filter(|&&x| x == ra[best]).count() > 1 {
+                    continue;
+                }
                 self.top1_rows += 1;
-                if argmax(ra) == argmax(rb) {
+                if best == argmax(rb) {
                     self.top1_hits += 1;
                 }
             }
@@ -309,6 +341,39 @@ mod tests {
         let m = acc.finish(0.99, 0.0);
         assert_eq!(m.top1, None);
         assert!(m.passed);
+    }
+
+    /// Rows whose largest score the original ties have no top-1; a
+    /// softmax's scores per position count at any rank, logits at rank 2
+    /// only, and other outputs not at all.
+    #[test]
+    fn top1_counts_rows_of_class_scores_with_one_best() {
+        let rows = |kind: Option<ScoreRows>, shape: &[usize], a: &[f64], b: &[f64]| {
+            let mut acc = Accumulator::new("y").score_rows(kind);
+            acc.add(a, b, shape, 0.0, f64::INFINITY);
+            acc.finish(0.0, 0.0).top1
+        };
+        let (a, b) = ([0.1, 0.9, 0.5, 0.5], [0.2, 0.8, 0.9, 0.1]);
+        // The second row ties: only the first is counted.
+        assert_eq!(rows(Some(ScoreRows::Rank2), &[2, 2], &a, &b), Some(1.0));
+        let (a, b) = ([0.1, 0.9, 0.6, 0.4], [0.2, 0.8, 0.3, 0.7]);
+        assert_eq!(rows(Some(ScoreRows::Rank2), &[2, 2], &a, &b), Some(0.5));
+        assert_eq!(rows(Some(ScoreRows::Rank2), &[1, 2, 2], &a, &b), None);
+        assert_eq!(
+            rows(Some(ScoreRows::Softmax(-1)), &[1, 2, 2], &a, &b),
+            Some(0.5)
+        );
+        assert_eq!(
+            rows(Some(ScoreRows::Softmax(2)), &[1, 2, 2], &a, &b),
+            Some(0.5)
+        );
+        assert_eq!(rows(Some(ScoreRows::Softmax(1)), &[1, 2, 2], &a, &b), None);
+        assert_eq!(rows(None, &[2, 2], &a, &b), None);
+        // Every row tied: no top-1 at all, rather than 100%.
+        assert_eq!(
+            rows(Some(ScoreRows::Rank2), &[1, 3], &[1.0; 3], &[1.0; 3]),
+            None
+        );
     }
 
     #[test]

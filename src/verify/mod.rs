@@ -45,7 +45,7 @@ use crate::ir::Model;
 use crate::pass::Tolerance;
 use crate::passes::fold;
 pub use dims::{check_bound, settle_dims, Settled};
-use metrics::{Accumulator, OutputMetrics, FEW_VALUES};
+use metrics::{Accumulator, OutputMetrics, ScoreRows, FEW_VALUES};
 
 /// Largest model (weight bytes) analysed in tract beyond verification
 /// itself: the search for input sizes and `quant`'s `sensitive=auto` each
@@ -303,6 +303,9 @@ pub struct Reference {
     cut: Option<reach::Cut>,
     /// The original's selections, as its verification copy holds them.
     selections: Selections,
+    /// The outputs of `out_names` whose rows are class scores, where top-1
+    /// agreement is measured ([`score_rows`]).
+    score_rows: HashMap<String, ScoreRows>,
     notes: Vec<String>,
     /// The time preparing it took (the original's plan and runs), part of
     /// a verification's time wherever it was built.
@@ -666,6 +669,66 @@ pub(crate) fn unimplemented_op(e: &anyhow::Error) -> Option<String> {
         let len = m[at..].find(')')?;
         Some(m[at..at + len].to_string()).filter(|op| !op.is_empty())
     })
+}
+
+/// The outputs among `names` whose rows along the last axis are class
+/// scores, where top-1 agreement means something: a Softmax or
+/// LogSoftmax over the last axis (or one written out, `exp` over its sum),
+/// at any rank (a masked language model's or a recogniser's scores per
+/// position), and logits of rank 2 (a Gemm,
+/// a MatMul and its bias, a global average pooling: a classifier's head),
+/// through reshapes, casts and flattening. Not an LSTM's states, bits read
+/// by their sign (a ReduceMean of a Conv), independent probabilities (a
+/// Sigmoid): an argmax over those labels nothing, and a top-1 column of
+/// 100% beside them said otherwise.
+fn score_rows_of<'a>(
+    model: &Model,
+    names: impl IntoIterator<Item = &'a String>,
+) -> HashMap<String, ScoreRows> {
+    let g = &model.graph;
+    let opset = model.opset();
+    let rows = |name: &str| -> Option<ScoreRows> {
+        let mut v = name.to_string();
+        // A head is a few ops from its output.
+        for _ in 0..8 {
+            let n = &g.nodes[g.producer(&v)?];
+            if !n.is_onnx() {
+                return None;
+            }
+            let p = &n.proto;
+            match p.op_type() {
+                "Identity" | "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Cast" => {
+                    v = p.input.first()?.clone();
+                }
+                // A bias: follow the input that is not a constant.
+                "Add" => {
+                    v = p
+                        .input
+                        .iter()
+                        .find(|i| g.constant_value(i).is_none())?
+                        .clone();
+                }
+                // Before opset 13 the axis defaults to 1.
+                "Softmax" | "LogSoftmax" => {
+                    let axis = crate::ir::int_attr(p, "axis", if opset >= 13 { -1 } else { 1 });
+                    return Some(ScoreRows::Softmax(axis));
+                }
+                // A softmax written out (tf2onnx's, magika's): exp(x - max)
+                // over its sum, taken over the last axis.
+                "Div" => {
+                    let e = g.producer(p.input.first()?)?;
+                    return (g.nodes[e].proto.op_type() == "Exp").then_some(ScoreRows::Softmax(-1));
+                }
+                "Gemm" | "MatMul" | "GlobalAveragePool" => return Some(ScoreRows::Rank2),
+                _ => return None,
+            }
+        }
+        None
+    };
+    names
+        .into_iter()
+        .filter_map(|n| Some((n.clone(), rows(n)?)))
+        .collect()
 }
 
 /// For each setting the model was specialised to (`fixed`: a scalar
@@ -1102,7 +1165,7 @@ impl Reference {
         // Nor do those of a model verification may cut.
         let expected = expected
             .filter(|_| Selections::of(original).is_empty() && reach::tail(original).is_empty());
-        let (expected, out_names, selections, n_outputs) = match expected {
+        let (expected, out_names, selections, n_outputs, score_rows) = match expected {
             Some(e) => {
                 if if_model
                     || e.len() != run_samples.len()
@@ -1113,7 +1176,8 @@ impl Reference {
                     )));
                 }
                 let n = out_names.len();
-                (e, out_names, Selections::default(), n)
+                let rows = score_rows_of(original, &out_names);
+                (e, out_names, Selections::default(), n, rows)
             }
             None => {
                 let (copy, mut more, c) =
@@ -1132,6 +1196,7 @@ impl Reference {
                 // reads.
                 let selections = Selections::of(&copy);
                 let exposed = selections.exposed(&copy);
+                let rows = score_rows_of(&copy, out_names.iter().chain(&exposed));
                 let copy_outputs: Vec<String> = copy.graph.output_names().collect();
                 let mut orig_copy = copy.to_proto();
                 drop(copy);
@@ -1193,7 +1258,7 @@ impl Reference {
                 let n = out_names.len();
                 let mut names = out_names;
                 names.extend(exposed);
-                (expected, names, selections, n)
+                (expected, names, selections, n, rows)
             }
         };
         notes.extend(faint_outputs(
@@ -1220,6 +1285,7 @@ impl Reference {
             n_outputs,
             cut,
             selections,
+            score_rows,
             notes,
             seconds: start.elapsed().as_secs_f64(),
             memo: None,
@@ -1496,7 +1562,7 @@ impl Reference {
         let rows = self.n_outputs + mine.read.len();
         let mut compared_floats = false;
         for (k, name) in self.out_names.iter().enumerate().take(rows) {
-            let mut acc = Accumulator::new(name);
+            let mut acc = Accumulator::new(name).score_rows(self.score_rows.get(name).copied());
             let integer = self
                 .expected
                 .first()
@@ -1711,6 +1777,7 @@ impl Reference {
             n_outputs: self.n_outputs,
             cut: self.cut.clone(),
             selections: self.selections.clone(),
+            score_rows: self.score_rows.clone(),
             notes: self.notes.clone(),
             seconds: 0.0,
             // Its one-sample runs never serve a verdict.
