@@ -2486,6 +2486,59 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
 mod tests {
     use super::worst_sample;
 
+    /// Outputs whose rows are class scores: a softmax (at opset 13 its
+    /// axis defaults to the last), one written out as `exp` over its sum,
+    /// a classifier's logits through a bias and a reshape; not a Tanh's
+    /// states or a ReduceMean's bits.
+    #[test]
+    fn class_scores_are_known_by_the_head_that_computes_them() {
+        use super::ScoreRows;
+        use crate::ir::builder::{attr_int, ModelBuilder};
+        let m = ModelBuilder::new(13)
+            .input("x", &[1, 4])
+            .init_f32("w", &[4, 3], &[0.5; 12])
+            .init_f32("b", &[3], &[0.1; 3])
+            .node("mm", "MatMul", &["x", "w"], &["mm_out"])
+            .node("bias", "Add", &["b", "mm_out"], &["logits_pre"])
+            .node("flat", "Flatten", &["logits_pre"], &["logits"])
+            .node("sm", "Softmax", &["mm_out"], &["probs"])
+            .node_with(
+                "sm1",
+                "Softmax",
+                &["mm_out"],
+                &["probs1"],
+                vec![attr_int("axis", 1)],
+            )
+            .node("exp", "Exp", &["mm_out"], &["e"])
+            .node_with(
+                "sum",
+                "ReduceSum",
+                &["e"],
+                &["s"],
+                vec![attr_int("keepdims", 1)],
+            )
+            .node("div", "Div", &["e", "s"], &["written_out"])
+            .node("tanh", "Tanh", &["mm_out"], &["state"])
+            .node("mean", "ReduceMean", &["mm_out"], &["bits"])
+            .output("logits", &[1, 3])
+            .output("probs", &[1, 3])
+            .output("probs1", &[1, 3])
+            .output("written_out", &[1, 3])
+            .output("state", &[1, 3])
+            .output("bits", &[1, 1])
+            .build()
+            .unwrap();
+        let names: Vec<String> = m.graph.output_names().collect();
+        let rows = super::score_rows_of(&m, &names);
+        let get = |n: &str| rows.get(n).copied();
+        assert_eq!(get("logits"), Some(ScoreRows::Rank2));
+        assert_eq!(get("probs"), Some(ScoreRows::Softmax(-1)));
+        assert_eq!(get("probs1"), Some(ScoreRows::Softmax(1)));
+        assert_eq!(get("written_out"), Some(ScoreRows::Softmax(-1)));
+        assert_eq!(get("state"), None);
+        assert_eq!(get("bits"), None);
+    }
+
     /// Each step of a stream starts from the state the step before
     /// returned (the samples' own states are not read after the first),
     /// and a state of another shape is not fed back.
