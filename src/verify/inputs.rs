@@ -769,6 +769,15 @@ pub fn input_specs(
         } else {
             FloatValues::Normal
         };
+        let length = length_of(g, vi);
+        if is_integer(dtype)
+            && !shape.is_empty()
+            && values != FloatValues::Mask
+            && length.is_none()
+            && !is_pcm_input(g, vi)
+        {
+            notes.push(integers_note(vi.name(), rows, as_is, dtype));
+        }
         specs.push(InputSpec {
             name: vi.name().to_string(),
             dtype,
@@ -776,7 +785,7 @@ pub fn input_specs(
             values,
             index_rows: rows,
             indexes_as_is: as_is,
-            length_of: length_of(g, vi),
+            length_of: length,
         });
     }
     for s in &specs {
@@ -974,8 +983,7 @@ fn id_range(
     as_is: bool,
     dtype: DataType,
 ) -> (i64, i64) {
-    let lname = name.to_lowercase();
-    let kind = lname.contains("token_type") || lname.contains("segment");
+    let kind = segment_name(name);
     let hi: i64 = if mask {
         1
     } else if kind {
@@ -1001,6 +1009,26 @@ fn id_range(
     let lo: i64 = if mask { 1 } else { 0 };
     let lo = index_rows.map_or(lo, |r| lo.min(r - 1));
     (lo, hi)
+}
+
+/// How an integer input's random values are drawn ([`id_range`]), for the
+/// report: a user reading a verdict on token ids should know which.
+fn integers_note(name: &str, rows: Option<i64>, as_is: bool, dtype: DataType) -> String {
+    let (lo, hi) = id_range(name, false, rows, as_is, dtype);
+    let why = match rows {
+        _ if segment_name(name) => "token types or segments".to_string(),
+        Some(r) if hi == r && as_is => format!("every row of the table of {r} it indexes"),
+        Some(r) => format!("within the {r} rows of the smallest table it indexes"),
+        None => "it indexes no table".to_string(),
+    };
+    format!("input '{name}' drawn as integers in [{lo}, {hi}): {why}")
+}
+
+/// Whether an integer input named `name` holds token types or segments
+/// (`token_type_ids`, `segment_ids`): drawn as 0s and 1s.
+fn segment_name(name: &str) -> bool {
+    let lname = name.to_lowercase();
+    lname.contains("token_type") || lname.contains("segment")
 }
 
 /// The standard deviation of random 16-bit signals: a tenth of full scale.
@@ -1768,6 +1796,25 @@ mod tests {
         assert!(!is_pcm_input(&m.graph, &m.graph.rest.input[3]));
         assert!(notes.iter().any(|n| n
             == "input 'onnx::Unsqueeze_1' is a mask (the model computes 1 minus it): drawn as 1s"));
+        // How the other integers are drawn is said; the masks' note says theirs.
+        assert!(notes
+            .iter()
+            .any(|n| n == "input 'other' drawn as integers in [0, 100): it indexes no table"));
+        assert!(!notes
+            .iter()
+            .any(|n| n.starts_with("input 'onnx::Unsqueeze_1' drawn")));
+        assert_eq!(
+            integers_note("input_ids", Some(30522), true, DataType::Int64),
+            "input 'input_ids' drawn as integers in [0, 30522): every row of the table of 30522 it indexes"
+        );
+        assert_eq!(
+            integers_note("pos", Some(512), false, DataType::Int64),
+            "input 'pos' drawn as integers in [0, 100): within the 512 rows of the smallest table it indexes"
+        );
+        assert_eq!(
+            integers_note("token_type_ids", Some(2), true, DataType::Int64),
+            "input 'token_type_ids' drawn as integers in [0, 2): token types or segments"
+        );
         let drawn = random_samples(&specs, 2, 0).unwrap();
         for s in &drawn {
             let mask = crate::verify::tract::to_f64(&s[0]).unwrap();
