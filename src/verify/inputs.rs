@@ -1115,6 +1115,26 @@ fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
             }
             None
         }
+        // One-hot rows: the ONNX op's depth, or an Equal with the ramp
+        // 0, 1, ..., N - 1 (jax2tf's one-hot, magika's bytes: drawn in
+        // [0, 100), its lowercase letters, 97-122, and every byte past
+        // them went unchecked).
+        "OneHot" if p.input.first().is_some_and(|i| i == v) => {
+            let depth = p.input.get(1).and_then(|d| small_constant(g, d))?;
+            if let [d] = depth[..] {
+                if d >= 1.0 && d.fract() == 0.0 {
+                    rows = Some(rows.map_or(d as i64, |m| m.min(d as i64)));
+                }
+            }
+            None
+        }
+        "Equal" => {
+            let other = p.input.iter().find(|i| *i != v)?;
+            if let Some(r) = ramp_length(g, other) {
+                rows = Some(rows.map_or(r, |m| m.min(r)));
+            }
+            None
+        }
         op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
             p.output.first().cloned()
         }
@@ -1130,6 +1150,26 @@ fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
     });
     (rows, as_is && rows.is_some())
 }
+
+/// The length `N` of a constant holding 0, 1, ..., N - 1 in order (of any
+/// shape: `[1, 1, 257]`), N at least 2 and at most [`RAMP_MAX`]: what an
+/// index is compared with to make it one-hot.
+fn ramp_length(g: &Graph, v: &str) -> Option<i64> {
+    let t = g.constant_value(v)?;
+    let n: i64 = t.dims.iter().product();
+    if crate::ir::tensor::is_external(t) || !(2..=RAMP_MAX).contains(&n) {
+        return None;
+    }
+    let values = crate::ir::tensor::to_i64(t, t.raw_data.as_ref()).ok()?;
+    values
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == i as i64)
+        .then_some(n)
+}
+
+/// The longest ramp [`ramp_length`] reads: a one-hot over a vocabulary.
+const RAMP_MAX: i64 = 1 << 16;
 
 /// `count` seeded random samples. Floats are standard normal (uniform in
 /// [0, 1) where the spec says [`FloatValues::Unit`], every other sample
@@ -1865,6 +1905,58 @@ mod tests {
         let m = crate::ir::Model::from_proto(p, external).unwrap();
         assert_eq!(compared_with(&m.graph, "sr"), vec![16000, 8000]);
         assert_eq!(compared_with(&m.graph, "count"), Vec::<i64>::new());
+    }
+
+    /// An index made one-hot is drawn over its rows: compared with the
+    /// ramp 0..N (jax2tf's one-hot, magika's bytes: 257) or read by a
+    /// OneHot of depth N; a ramp from 1 is no one-hot.
+    #[test]
+    fn one_hot_indices_are_drawn_over_their_rows() {
+        use crate::ir::builder::typed_value;
+        let ramp: Vec<i64> = (0..257).collect();
+        let shifted: Vec<i64> = (1..258).collect();
+        let b = ModelBuilder::new(13)
+            .init(crate::ir::tensor::from_i64("ramp", &ramp))
+            .init(crate::ir::tensor::from_i64("shifted", &shifted))
+            .init(crate::ir::tensor::from_i64("depth", &[10]))
+            .init(crate::ir::tensor::from_i64("onoff", &[0, 1]))
+            .init(crate::ir::tensor::from_i64("axes", &[2]))
+            .node("u", "Unsqueeze", &["bytes", "axes"], &["b3"])
+            .node("eq", "Equal", &["b3", "ramp"], &["hot"])
+            .node("oh", "OneHot", &["cls", "depth", "onoff"], &["cls_hot"])
+            .node("eq2", "Equal", &["other", "shifted"], &["other_hot"])
+            .output("hot", &[1, 8, 257])
+            .output("cls_hot", &[1, 4, 10])
+            .output("other_hot", &[1, 8, 257]);
+        let mut p = b.proto();
+        p.graph.as_mut().unwrap().input = vec![
+            typed_value("bytes", DataType::Int64, &[1, 8]),
+            typed_value("cls", DataType::Int64, &[1, 4]),
+            typed_value("other", DataType::Int64, &[1, 8]),
+        ];
+        let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+        let m = crate::ir::Model::from_proto(p, external).unwrap();
+        let mut notes = vec![];
+        let specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
+        assert_eq!(
+            (specs[0].index_rows, specs[0].indexes_as_is),
+            (Some(257), true)
+        );
+        assert_eq!(
+            (specs[1].index_rows, specs[1].indexes_as_is),
+            (Some(10), true)
+        );
+        assert_eq!(specs[2].index_rows, None);
+        let drawn = random_samples(&specs, 4, 0).unwrap();
+        let bytes: Vec<f64> = drawn
+            .iter()
+            .flat_map(|s| crate::verify::tract::to_f64(&s[0]).unwrap())
+            .collect();
+        assert!(
+            bytes.iter().all(|&b| (0.0..257.0).contains(&b)),
+            "{bytes:?}"
+        );
+        assert!(bytes.iter().any(|&b| b >= 100.0), "{bytes:?}");
     }
 
     #[test]
