@@ -1252,6 +1252,61 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
     );
 }
 
+/// An output that adds an input to a small term the model computes (a
+/// watermark over a frame) is compared as that term too: the output's
+/// cosine is the input's, whatever the term. A result whose term points the
+/// other way fails there, though its output's cosine is 0.9999; one whose
+/// term is off by rounding passes.
+#[test]
+fn a_term_added_to_an_input_is_compared_alone() {
+    use onnx_squeeze::verify::Status;
+    let dir = scratch("residual");
+    let inputs = dir.path().join("x.npz");
+    write_npz(
+        &inputs,
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+def model(scale, path):
+    inits = [nh.from_array(np.eye(8, dtype=np.float32)[::-1].copy(), "w"),
+             nh.from_array(np.array(scale, np.float32), "s")]
+    nodes = [h.make_node("MatMul", ["x", "w"], ["t"]),
+             h.make_node("Tanh", ["t"], ["th"]),
+             h.make_node("Mul", ["th", "s"], ["term"]),
+             h.make_node("Add", ["x", "term"], ["y"])]
+    g = h.make_graph(nodes, "marker", [h.make_tensor_value_info("x", T.FLOAT, [1, 8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 8])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+d = r"{}"
+model(0.01, d + "/original.onnx")
+model(-0.01, d + "/flipped.onnx")
+model(0.01001, d + "/near.onnx")
+np.savez(out, x=np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 1, 8))
+"#,
+            dir.path().display()
+        ),
+    );
+    let load = |name: &str| Model::load(&dir.path().join(name)).unwrap().0;
+    let (reference, notes) = original_reference(dir.path(), inputs);
+    assert!(
+        notes.contains("output 'y' adds input 'x' to a term the model computes"),
+        "{notes}"
+    );
+    let flipped = assert_fails_on(&reference, &load("flipped.onnx"), "y - x");
+    let y = flipped.outputs.iter().find(|o| o.name == "y").unwrap();
+    assert!(y.cosine > 0.999, "{}", flipped.table());
+    let near = reference.compare(&load("near.onnx")).unwrap();
+    assert_eq!(near.status, Status::Passed, "{}", near.table());
+    assert!(near
+        .outputs
+        .iter()
+        .any(|o| o.name == "y - x" && o.cosine > 0.9999));
+}
+
 /// A tagger whose only output is a label per token (an ArgMax over its
 /// scores) gives labels that flip under rounding where scores nearly tie,
 /// and one label everywhere where the inputs do not reach it (an ALBERT

@@ -304,8 +304,12 @@ pub struct Reference {
     /// The original's selections, as its verification copy holds them.
     selections: Selections,
     /// The outputs of `out_names` whose rows are class scores, where top-1
-    /// agreement is measured ([`score_rows`]).
+    /// agreement is measured ([`score_rows_of`]).
     score_rows: HashMap<String, ScoreRows>,
+    /// Graph outputs that add a run input to a term the model computes:
+    /// (index in `out_names`, index in a run sample), each compared as
+    /// that term too ([`residuals_of`]).
+    residuals: Vec<(usize, usize)>,
     notes: Vec<String>,
     /// The time preparing it took (the original's plan and runs), part of
     /// a verification's time wherever it was built.
@@ -669,6 +673,41 @@ pub(crate) fn unimplemented_op(e: &anyhow::Error) -> Option<String> {
         let len = m[at..].find(')')?;
         Some(m[at..at + len].to_string()).filter(|op| !op.is_empty())
     })
+}
+
+/// The graph outputs among `outputs` that add one of `run_inputs` to a
+/// term the model computes (`output = frame + 0.1 * tanh(...)`: RivaGAN's
+/// watermark; or subtract the term from it: a denoiser's noise estimate),
+/// as (index in `outputs`, index in `run_inputs`). Where the term is small
+/// beside the input, the output's cosine is the input's whatever the
+/// term: RivaGAN's encoder verified at 1.000000 with its watermark, the
+/// only thing it computes, at 0.993.
+fn residuals_of(model: &Model, outputs: &[String], run_inputs: &[&str]) -> Vec<(usize, usize)> {
+    let g = &model.graph;
+    let input = |v: &str| run_inputs.iter().position(|i| *i == v);
+    let mut found = vec![];
+    for (k, o) in outputs.iter().enumerate() {
+        let Some(p) = g.producer(o).map(|id| &g.nodes[id]) else {
+            continue;
+        };
+        if !p.is_onnx() || p.proto.input.len() != 2 {
+            continue;
+        }
+        let (a, b) = (&p.proto.input[0], &p.proto.input[1]);
+        let i = match p.proto.op_type() {
+            "Add" => match (input(a), input(b)) {
+                (Some(i), None) | (None, Some(i)) => i,
+                _ => continue,
+            },
+            "Sub" => match (input(a), input(b)) {
+                (Some(i), None) => i,
+                _ => continue,
+            },
+            _ => continue,
+        };
+        found.push((k, i));
+    }
+    found
 }
 
 /// The outputs among `names` whose rows along the last axis are class
@@ -1165,6 +1204,7 @@ impl Reference {
         // Nor do those of a model verification may cut.
         let expected = expected
             .filter(|_| Selections::of(original).is_empty() && reach::tail(original).is_empty());
+        let mut residuals = vec![];
         let (expected, out_names, selections, n_outputs, score_rows) = match expected {
             Some(e) => {
                 if if_model
@@ -1197,6 +1237,21 @@ impl Reference {
                 let selections = Selections::of(&copy);
                 let exposed = selections.exposed(&copy);
                 let rows = score_rows_of(&copy, out_names.iter().chain(&exposed));
+                if cut.is_none() {
+                    let run_inputs: Vec<&str> = specs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !fixed.contains(i))
+                        .map(|(_, s)| s.name.as_str())
+                        .collect();
+                    residuals = residuals_of(&copy, &out_names, &run_inputs);
+                    for &(k, i) in &residuals {
+                        notes.push(format!(
+                            "output '{}' adds input '{}' to a term the model computes, which the input would dominate in the output's cosine: that term ('{} - {}') is compared too",
+                            out_names[k], run_inputs[i], out_names[k], run_inputs[i]
+                        ));
+                    }
+                }
                 let copy_outputs: Vec<String> = copy.graph.output_names().collect();
                 let mut orig_copy = copy.to_proto();
                 drop(copy);
@@ -1286,6 +1341,7 @@ impl Reference {
             cut,
             selections,
             score_rows,
+            residuals,
             notes,
             seconds: start.elapsed().as_secs_f64(),
             memo: None,
@@ -1679,6 +1735,37 @@ impl Reference {
             compared_floats |= !integer && !m.vacuous && acc.count() > 0;
             outputs.push(m);
         }
+        // Residual terms: the output minus the input it adds, in both.
+        for &(k, i) in &self.residuals {
+            let input = self.specs_run_name(i);
+            let name = format!("{} - {input}", self.out_names[k]);
+            let mut acc = Accumulator::new(&name).score_rows(None);
+            for ((e, g), x) in self.expected.iter().zip(&got).zip(&self.run_samples) {
+                let (a, b, x) = (&e[k], &g[k], &x[i]);
+                if a.shape() != x.shape() || b.shape() != x.shape() {
+                    continue;
+                }
+                let x = tract::to_f64(x)?;
+                let minus = |t: &Tensor| -> Result<Vec<f64>> {
+                    Ok(tract::to_f64(t)?
+                        .iter()
+                        .zip(&x)
+                        .map(|(v, w)| v - w)
+                        .collect())
+                };
+                acc.add(&minus(a)?, &minus(b)?, a.shape(), tol.atol, tol.rtol);
+            }
+            if acc.count() == 0 {
+                continue;
+            }
+            let mut m = acc.finish(tol.min_cosine, tol.atol);
+            m.vacuous = m.passed && acc.largest_original() <= FAINT;
+            let cosines = acc.sample_cosines();
+            if !cosines.is_empty() {
+                sample_cosines.push((!m.passed, cosines));
+            }
+            outputs.push(m);
+        }
         // A cut copy is verified through the floats it compares: where the
         // part cut reads only booleans and indices decided from nothing it
         // compares, or floats the original leaves nearly zero, nothing
@@ -1760,6 +1847,16 @@ impl Reference {
         })
     }
 
+    /// The name of the `i`-th input of a run sample (the inputs not fixed).
+    fn specs_run_name(&self, i: usize) -> &str {
+        self.specs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !self.fixed.contains(j))
+            .nth(i)
+            .map_or("", |(_, s)| s.name.as_str())
+    }
+
     /// The same reference on sample `i` alone (the first where there is no
     /// such sample): a cheaper comparison for ranking candidates
     /// (`sensitive=auto` scores each layer with it), never for a verdict.
@@ -1778,6 +1875,7 @@ impl Reference {
             cut: self.cut.clone(),
             selections: self.selections.clone(),
             score_rows: self.score_rows.clone(),
+            residuals: self.residuals.clone(),
             notes: self.notes.clone(),
             seconds: 0.0,
             // Its one-sample runs never serve a verdict.
