@@ -1064,3 +1064,43 @@ fn repeated_value_info_entries_are_kept_once() {
     assert_eq!(kept, [("t".to_string(), 1), ("u".to_string(), 1)]);
     assert!(clean(&mut m.clone()).changes.is_empty());
 }
+
+/// BatchNormalizations left for one reason are said in one note, naming a
+/// few: a model whose statistics are computed at load (the ONNX backend
+/// tests' "light" ResNet-50) printed one note a layer.
+#[test]
+fn batchnorms_left_for_one_reason_share_one_note() {
+    let mut b = ModelBuilder::new(17)
+        .input("x", &[1, 1, 2, 2])
+        .input("m", &[1])
+        .init_f32("w", &[1, 1, 1, 1], &[2.0])
+        .init_f32("s", &[1], &[1.0])
+        .init_f32("b", &[1], &[0.0])
+        .init_f32("v", &[1], &[1.0]);
+    let mut last = "x".to_string();
+    for i in 0..5 {
+        let (h, y) = (format!("h{i}"), format!("y{i}"));
+        b = b
+            .node(&format!("conv{i}"), "Conv", &[&last, "w"], &[&h])
+            .node(
+                &format!("bn{i}"),
+                "BatchNormalization",
+                &[&h, "s", "b", "m", "v"],
+                &[&y],
+            );
+        last = y;
+    }
+    let mut m = b.output(&last, &[1, 1, 2, 2]).build().unwrap();
+    let r = clean(&mut m);
+    let notes: Vec<&String> = r
+        .notes
+        .iter()
+        .filter(|n| n.contains("did not fold"))
+        .collect();
+    assert_eq!(
+        notes,
+        ["did not fold 5 BatchNormalization nodes whose parameters are not float32 constants (computed when the model runs): 'bn0', 'bn1', 'bn2', and 2 more"],
+        "{:?}",
+        r.notes
+    );
+}

@@ -864,6 +864,8 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
     let mut out = Vec::new();
     // New names of this round's patches (two Convs may share a weight).
     let mut taken = HashSet::new();
+    // Those not folded, by reason.
+    let (mut not_constant, mut not_laid_out) = (Vec::new(), Vec::new());
     for bn in g.nodes.node_indices() {
         let b = &g.nodes[bn];
         if b.op() != "BatchNormalization" || !b.is_onnx() || b.proto.input.len() != 5 {
@@ -884,10 +886,7 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
             .map(|n| f32_const(model, n))
             .collect();
         let Some(params) = params else {
-            ctx.notes.push(format!(
-                "did not fold '{}': its parameters are not float32 constants",
-                b.label()
-            ));
+            not_constant.push(b.label().to_string());
             continue;
         };
         let eps = attr(&b.proto, "epsilon").map_or(1e-5, |a| a.f());
@@ -900,12 +899,32 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         };
         match patch {
             Some(p) => out.push(p),
-            None => ctx.notes.push(format!(
-                "did not fold '{}' into '{}': the layer's weight (or bias) is not a float32 constant laid out by its output channels",
-                b.label(),
-                pn.label()
-            )),
+            None => not_laid_out.push(format!("{}' into '{}", b.label(), pn.label())),
         }
+    }
+    // One note a reason: a model whose weights are computed at load (by
+    // ConstantOfShape) has one such BatchNormalization a layer.
+    match &not_constant[..] {
+        [] => {}
+        [one] => ctx.notes.push(format!(
+            "did not fold '{one}': its parameters are not float32 constants"
+        )),
+        all => ctx.notes.push(format!(
+            "did not fold {} BatchNormalization nodes whose parameters are not float32 constants (computed when the model runs): {}",
+            all.len(),
+            crate::passes::fold::named(all)
+        )),
+    }
+    match &not_laid_out[..] {
+        [] => {}
+        [one] => ctx.notes.push(format!(
+            "did not fold '{one}': the layer's weight (or bias) is not a float32 constant laid out by its output channels"
+        )),
+        all => ctx.notes.push(format!(
+            "did not fold {} BatchNormalization nodes into their layers, whose weight (or bias) is not a float32 constant laid out by its output channels: {}",
+            all.len(),
+            crate::passes::fold::named(all)
+        )),
     }
     Ok(out)
 }

@@ -266,13 +266,6 @@ fn fold(
         patch.exact = exact_fold(p.op_type(), &inputs, &patch.add_initializers);
         patches.push(patch);
     }
-    let named = |labels: &[String]| {
-        let mut s: Vec<String> = labels.iter().take(3).map(|l| format!("'{l}'")).collect();
-        if labels.len() > 3 {
-            s.push(format!("and {} more", labels.len() - 3));
-        }
-        s.join(", ")
-    };
     if !too_large.is_empty() {
         notes.push(format!(
             "did not fold {} constant node(s) whose result exceeds fold_max_bytes ({max_bytes}) and their inputs (runtimes fold them at load): {}",
@@ -478,4 +471,14 @@ pub(crate) fn expands_stored_weight(p: &crate::proto::NodeProto, inputs: &[Tenso
             matches!(to, DataType::Float | DataType::Float16 | DataType::Double)
                 && bits(to) > bits(tensor::data_type(t))
         })
+}
+
+/// Up to three of `labels`, quoted, and how many more: for a note that
+/// names the nodes a reason applies to without listing hundreds.
+pub(crate) fn named(labels: &[String]) -> String {
+    let mut s: Vec<String> = labels.iter().take(3).map(|l| format!("'{l}'")).collect();
+    if labels.len() > 3 {
+        s.push(format!("and {} more", labels.len() - 3));
+    }
+    s.join(", ")
 }
