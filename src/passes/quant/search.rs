@@ -191,6 +191,12 @@ const PARALLEL_CANDIDATES_MAX_BYTES: u64 = 64 << 20;
 /// against 3.6 s and 74 MB one at a time.
 const PARALLEL_CANDIDATES_MIN_BYTES: u64 = 4 << 20;
 
+/// A model under [`PARALLEL_CANDIDATES_MIN_BYTES`] of weights with this many
+/// nodes or more has its candidates measured two at once all the same:
+/// tract's plan of each costs what its nodes cost, not its weights. afis's
+/// fingerprint network (3.8 MB, 1337 nodes, 0.35 s a check).
+const PARALLEL_CANDIDATES_MIN_NODES: usize = 600;
+
 /// While `sensitive=auto` measures candidates two at once, buffers of
 /// 256 KiB up to this size come from the heap ([`crate::io::RaisedMmapThreshold`]):
 /// each candidate's tract plan allocates and frees the same weight copies,
@@ -210,8 +216,11 @@ const SEARCH_MMAP_THRESHOLD: usize = 4 << 20;
 /// [`PARALLEL_CANDIDATES_MIN_BYTES`] to [`PARALLEL_CANDIDATES_MAX_BYTES`]
 /// of weights, unless `one_at_a_time` (the value of
 /// [`super::SEARCH_ONE_AT_A_TIME_ENV`]) is `1`.
-fn measures_in_parallel(weight_bytes: u64, one_at_a_time: Option<&str>) -> bool {
-    (PARALLEL_CANDIDATES_MIN_BYTES..=PARALLEL_CANDIDATES_MAX_BYTES).contains(&weight_bytes)
+fn measures_in_parallel(weight_bytes: u64, nodes: usize, one_at_a_time: Option<&str>) -> bool {
+    let small_but_long =
+        weight_bytes < PARALLEL_CANDIDATES_MIN_BYTES && nodes >= PARALLEL_CANDIDATES_MIN_NODES;
+    ((PARALLEL_CANDIDATES_MIN_BYTES..=PARALLEL_CANDIDATES_MAX_BYTES).contains(&weight_bytes)
+        || small_but_long)
         && one_at_a_time != Some("1")
 }
 
@@ -256,6 +265,7 @@ impl Quant {
         let n = patches.len();
         let parallel = measures_in_parallel(
             model.weight_bytes(),
+            g.nodes.node_count(),
             std::env::var(super::SEARCH_ONE_AT_A_TIME_ENV)
                 .ok()
                 .as_deref(),
@@ -1096,7 +1106,7 @@ mod tests {
 
     use super::{
         accepted_in_runs, measures_in_parallel, PARALLEL_CANDIDATES_MAX_BYTES,
-        PARALLEL_CANDIDATES_MIN_BYTES,
+        PARALLEL_CANDIDATES_MIN_BYTES, PARALLEL_CANDIDATES_MIN_NODES,
     };
 
     /// The search measures on every sample verification will check: chosen
@@ -1121,17 +1131,31 @@ mod tests {
     #[test]
     fn candidates_run_two_at_once_on_mid_sized_models_unless_told_otherwise() {
         for mid in [PARALLEL_CANDIDATES_MIN_BYTES, PARALLEL_CANDIDATES_MAX_BYTES] {
-            assert!(measures_in_parallel(mid, None));
-            assert!(measures_in_parallel(mid, Some("0")));
-            assert!(!measures_in_parallel(mid, Some("1")));
+            assert!(measures_in_parallel(mid, 100, None));
+            assert!(measures_in_parallel(mid, 100, Some("0")));
+            assert!(!measures_in_parallel(mid, 100, Some("1")));
         }
-        assert!(!measures_in_parallel(
+        let (small, big) = (
+            PARALLEL_CANDIDATES_MIN_BYTES - 1,
             PARALLEL_CANDIDATES_MAX_BYTES + 1,
+        );
+        assert!(!measures_in_parallel(big, 100, None));
+        assert!(!measures_in_parallel(
+            big,
+            PARALLEL_CANDIDATES_MIN_NODES,
+            None
+        ));
+        assert!(!measures_in_parallel(small, 100, None));
+        // A small model of many nodes: its plans cost what its nodes do.
+        assert!(measures_in_parallel(
+            small,
+            PARALLEL_CANDIDATES_MIN_NODES,
             None
         ));
         assert!(!measures_in_parallel(
-            PARALLEL_CANDIDATES_MIN_BYTES - 1,
-            None
+            small,
+            PARALLEL_CANDIDATES_MIN_NODES,
+            Some("1")
         ));
     }
 
