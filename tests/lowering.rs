@@ -1256,7 +1256,8 @@ np.savez(out, x=np.array([[1, 0, 0, 1, 0, 0]], np.float32))
 /// watermark over a frame) is compared as that term too: the output's
 /// cosine is the input's, whatever the term. A result whose term points the
 /// other way fails there, though its output's cosine is 0.9999; one whose
-/// term is off by rounding passes.
+/// term is off by rounding passes. An input of another shape added (a bias
+/// broadcast over the batch) is none.
 #[test]
 fn a_term_added_to_an_input_is_compared_alone() {
     use onnx_squeeze::verify::Status;
@@ -1274,9 +1275,12 @@ def model(scale, path):
     nodes = [h.make_node("MatMul", ["x", "w"], ["t"]),
              h.make_node("Tanh", ["t"], ["th"]),
              h.make_node("Mul", ["th", "s"], ["term"]),
-             h.make_node("Add", ["x", "term"], ["y"])]
-    g = h.make_graph(nodes, "marker", [h.make_tensor_value_info("x", T.FLOAT, [1, 8])],
-                     [h.make_tensor_value_info("y", T.FLOAT, [1, 8])], inits)
+             h.make_node("Add", ["x", "term"], ["y"]),
+             h.make_node("Add", ["th", "bias"], ["z"])]
+    g = h.make_graph(nodes, "marker", [h.make_tensor_value_info("x", T.FLOAT, [1, 8]),
+                                       h.make_tensor_value_info("bias", T.FLOAT, [8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 8]),
+                      h.make_tensor_value_info("z", T.FLOAT, [1, 8])], inits)
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.checker.check_model(m, full_check=True)
@@ -1285,7 +1289,8 @@ d = r"{}"
 model(0.01, d + "/original.onnx")
 model(-0.01, d + "/flipped.onnx")
 model(0.01001, d + "/near.onnx")
-np.savez(out, x=np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 1, 8))
+np.savez(out, x=np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 1, 8),
+         bias=np.linspace(0, 1, 16, dtype=np.float32).reshape(2, 8))
 "#,
             dir.path().display()
         ),
@@ -1296,6 +1301,8 @@ np.savez(out, x=np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 1, 8))
         notes.contains("output 'y' adds input 'x' to a term the model computes"),
         "{notes}"
     );
+    // A bias broadcast over the batch is no residual.
+    assert!(!notes.contains("output 'z' adds"), "{notes}");
     let flipped = assert_fails_on(&reference, &load("flipped.onnx"), "y - x");
     let y = flipped.outputs.iter().find(|o| o.name == "y").unwrap();
     assert!(y.cosine > 0.999, "{}", flipped.table());

@@ -1245,12 +1245,6 @@ impl Reference {
                         .map(|(_, s)| s.name.as_str())
                         .collect();
                     residuals = residuals_of(&copy, &out_names, &run_inputs);
-                    for &(k, i) in &residuals {
-                        notes.push(format!(
-                            "output '{}' adds input '{}' to a term the model computes, which the input would dominate in the output's cosine: that term ('{} - {}') is compared too",
-                            out_names[k], run_inputs[i], out_names[k], run_inputs[i]
-                        ));
-                    }
                 }
                 let copy_outputs: Vec<String> = copy.graph.output_names().collect();
                 let mut orig_copy = copy.to_proto();
@@ -1329,6 +1323,29 @@ impl Reference {
             true => run_samples,
             false => teacher_forced(run_samples, &expected, &chain),
         };
+        // Residual terms where the input and the output are floats of one
+        // shape (not a bias broadcast over a batch).
+        let run_names: Vec<&str> = specs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !fixed.contains(i))
+            .map(|(_, s)| s.name.as_str())
+            .collect();
+        residuals.retain(|&(k, i)| {
+            let (Some(o), Some(x)) = (
+                expected.first().and_then(|e| e.get(k)),
+                run_samples.first().and_then(|r| r.get(i)),
+            ) else {
+                return false;
+            };
+            o.datum_type().is_float() && x.datum_type().is_float() && o.shape() == x.shape()
+        });
+        for &(k, i) in &residuals {
+            let (o, x) = (&out_names[k], run_names[i]);
+            notes.push(format!(
+                "output '{o}' adds input '{x}' to a term the model computes, which the input would dominate in the output's cosine: that term ('{o} - {x}') is compared too"
+            ));
+        }
         Ok(Reference {
             opts: opts.clone(),
             specs,
