@@ -2169,9 +2169,50 @@ fn faint_outputs(
                 "{what} '{name}' is the same on every sample (the {} samples give one output): {whose}",
                 expected.len()
             ));
+        } else if let Some(spread) =
+            spread_across_samples(expected, k).filter(|&d| d <= NEARLY_SAME * largest)
+        {
+            // pipecat's turn detector, already quantized: 0.9768 on every
+            // random sample, give or take 4.5e-4.
+            notes.push(format!(
+                "{what} '{name}' barely changes from sample to sample (each value by at most {spread:.1e}, against values up to {largest:.1e}): {whose}"
+            ));
         }
     }
     notes
+}
+
+/// An output whose every value moves across samples by at most this share
+/// of its largest value barely depends on the samples.
+const NEARLY_SAME: f64 = 1e-3;
+
+/// The largest change of any value of output `k` across the samples (of
+/// one shape, finite): `None` with one sample or where shapes differ.
+fn spread_across_samples(expected: &[Vec<Tensor>], k: usize) -> Option<f64> {
+    if expected.len() < 2 {
+        return None;
+    }
+    let values: Vec<Vec<f64>> = expected
+        .iter()
+        .map(|e| e.get(k).and_then(|t| tract::to_f64(t).ok()))
+        .collect::<Option<_>>()?;
+    let n = values[0].len();
+    if values.iter().any(|v| v.len() != n) {
+        return None;
+    }
+    let mut spread = 0f64;
+    for j in 0..n {
+        let (lo, hi) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v[j]), hi.max(v[j]))
+            });
+        if !(lo.is_finite() && hi.is_finite()) {
+            return None;
+        }
+        spread = spread.max(hi - lo);
+    }
+    Some(spread)
 }
 
 /// `samples` as steps of a stream whose states are the ones `expected`
@@ -2600,6 +2641,29 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
 #[cfg(test)]
 mod tests {
     use super::worst_sample;
+
+    /// An output that barely moves from sample to sample (a saturated
+    /// softmax) is said to show little; one that moves is not.
+    #[test]
+    fn an_output_that_barely_changes_across_samples_is_noted() {
+        use tract_onnx::prelude::tensor1;
+        let names = vec!["p".to_string()];
+        let samples = |a: f32, b: f32| {
+            vec![
+                vec![tensor1(&[1.0f32 - a, a])],
+                vec![tensor1(&[1.0f32 - b, b])],
+            ]
+        };
+        let notes = super::faint_outputs(&names, &samples(1e-7, 3e-7), false, false);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "output 'p' barely changes from sample to sample (each value by at most 2.0e-7"
+            ),
+            "{notes:?}"
+        );
+        assert!(super::faint_outputs(&names, &samples(0.1, 0.3), false, false).is_empty());
+    }
 
     /// Outputs whose rows are class scores: a softmax (at opset 13 its
     /// axis defaults to the last), one written out as `exp` over its sum,
