@@ -1099,7 +1099,7 @@ fn batchnorms_left_for_one_reason_share_one_note() {
         .collect();
     assert_eq!(
         notes,
-        ["did not fold 5 BatchNormalization nodes whose parameters are not float32 constants (computed when the model runs): 'bn0', 'bn1', 'bn2', and 2 more"],
+        ["did not fold 5 BatchNormalization nodes whose parameters are not float32 constants (of another type, or computed when the model runs): 'bn0', 'bn1', 'bn2', and 2 more"],
         "{:?}",
         r.notes
     );

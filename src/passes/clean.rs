@@ -910,7 +910,7 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
             "did not fold '{one}': its parameters are not float32 constants"
         )),
         all => ctx.notes.push(format!(
-            "did not fold {} BatchNormalization nodes whose parameters are not float32 constants (computed when the model runs): {}",
+            "did not fold {} BatchNormalization nodes whose parameters are not float32 constants (of another type, or computed when the model runs): {}",
             all.len(),
             crate::passes::fold::named(all)
         )),

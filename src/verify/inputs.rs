@@ -1017,8 +1017,11 @@ fn integers_note(name: &str, rows: Option<i64>, as_is: bool, dtype: DataType) ->
     let (lo, hi) = id_range(name, false, rows, as_is, dtype);
     let why = match rows {
         _ if segment_name(name) => "token types or segments".to_string(),
-        Some(r) if hi == r && as_is => format!("every row of the table of {r} it indexes"),
-        Some(r) => format!("within the {r} rows of the smallest table it indexes"),
+        Some(r) if hi == r && as_is => {
+            format!("every one of the {r} rows it indexes (a table's, or a one-hot's)")
+        }
+        Some(r) if as_is => format!("all its type holds of the {r} rows it indexes"),
+        Some(r) => format!("within the {r} rows it indexes (a table's, or a one-hot's)"),
         None => "it indexes no table".to_string(),
     };
     format!("input '{name}' drawn as integers in [{lo}, {hi}): {why}")
@@ -1088,11 +1091,12 @@ fn cast_to_integers(g: &Graph, value: &str) -> bool {
 }
 
 /// The fewest rows of the constant tables that `value` indexes: each Gather
-/// reading it as its indices, on a constant's axis, directly or through ops
-/// that pass its values on ([`INDEX_PASS_THROUGH`], [`INDEX_ARITHMETIC`],
-/// a Where's branches). Drawing ids below the fewest rows of any of them
-/// only narrows the ids, where an id past a table's end stops the run.
-/// `None` where no such Gather reads it.
+/// reading it as its indices, on a constant's axis, and each one-hot made
+/// of it (a OneHot's depth, an Equal with the ramp 0..N), directly or
+/// through ops that pass its values on ([`INDEX_PASS_THROUGH`],
+/// [`INDEX_ARITHMETIC`], a Where's branches). Drawing ids below the fewest
+/// rows of any of them only narrows the ids, where an id past a table's
+/// end stops the run. `None` where nothing reads it so.
 fn index_rows(g: &Graph, value: &str) -> Option<i64> {
     index_rows_as_is(g, value).0
 }
@@ -1128,7 +1132,14 @@ fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
             }
             None
         }
-        "Equal" => {
+        // Only where the index was given an axis to meet the ramp on (an
+        // Unsqueeze, a Reshape or an Expand made it): `x == arange(N)`
+        // element by element is no one-hot.
+        "Equal"
+            if g.producer(v).is_some_and(|id| {
+                matches!(g.nodes[id].op(), "Unsqueeze" | "Reshape" | "Expand")
+            }) =>
+        {
             let other = p.input.iter().find(|i| *i != v)?;
             if let Some(r) = ramp_length(g, other) {
                 rows = Some(rows.map_or(r, |m| m.min(r)));
@@ -1156,8 +1167,12 @@ fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
 /// index is compared with to make it one-hot.
 fn ramp_length(g: &Graph, v: &str) -> Option<i64> {
     let t = g.constant_value(v)?;
-    let n: i64 = t.dims.iter().product();
-    if crate::ir::tensor::is_external(t) || !(2..=RAMP_MAX).contains(&n) {
+    let n = i64::try_from(crate::ir::tensor::numel(&t.dims).ok()?).ok()?;
+    // One axis holds the ramp.
+    if crate::ir::tensor::is_external(t)
+        || !(2..=RAMP_MAX).contains(&n)
+        || t.dims.iter().filter(|&&d| d != 1).count() != 1
+    {
         return None;
     }
     let values = crate::ir::tensor::to_i64(t, t.raw_data.as_ref()).ok()?;
@@ -1845,11 +1860,11 @@ mod tests {
             .any(|n| n.starts_with("input 'onnx::Unsqueeze_1' drawn")));
         assert_eq!(
             integers_note("input_ids", Some(30522), true, DataType::Int64),
-            "input 'input_ids' drawn as integers in [0, 30522): every row of the table of 30522 it indexes"
+            "input 'input_ids' drawn as integers in [0, 30522): every one of the 30522 rows it indexes (a table's, or a one-hot's)"
         );
         assert_eq!(
             integers_note("pos", Some(512), false, DataType::Int64),
-            "input 'pos' drawn as integers in [0, 100): within the 512 rows of the smallest table it indexes"
+            "input 'pos' drawn as integers in [0, 100): within the 512 rows it indexes (a table's, or a one-hot's)"
         );
         assert_eq!(
             integers_note("token_type_ids", Some(2), true, DataType::Int64),
@@ -1909,7 +1924,8 @@ mod tests {
 
     /// An index made one-hot is drawn over its rows: compared with the
     /// ramp 0..N (jax2tf's one-hot, magika's bytes: 257) or read by a
-    /// OneHot of depth N; a ramp from 1 is no one-hot.
+    /// OneHot of depth N; a ramp from 1 is no one-hot, nor an index compared
+    /// with a ramp element by element.
     #[test]
     fn one_hot_indices_are_drawn_over_their_rows() {
         use crate::ir::builder::typed_value;
@@ -1919,20 +1935,28 @@ mod tests {
             .init(crate::ir::tensor::from_i64("ramp", &ramp))
             .init(crate::ir::tensor::from_i64("shifted", &shifted))
             .init(crate::ir::tensor::from_i64("depth", &[10]))
+            .init(crate::ir::tensor::from_i64(
+                "eight",
+                &(0..8).collect::<Vec<i64>>(),
+            ))
             .init(crate::ir::tensor::from_i64("onoff", &[0, 1]))
             .init(crate::ir::tensor::from_i64("axes", &[2]))
             .node("u", "Unsqueeze", &["bytes", "axes"], &["b3"])
             .node("eq", "Equal", &["b3", "ramp"], &["hot"])
             .node("oh", "OneHot", &["cls", "depth", "onoff"], &["cls_hot"])
             .node("eq2", "Equal", &["other", "shifted"], &["other_hot"])
+            // Element by element: no one-hot.
+            .node("eq3", "Equal", &["flat", "eight"], &["same"])
             .output("hot", &[1, 8, 257])
             .output("cls_hot", &[1, 4, 10])
-            .output("other_hot", &[1, 8, 257]);
+            .output("other_hot", &[1, 8, 257])
+            .output("same", &[1, 8]);
         let mut p = b.proto();
         p.graph.as_mut().unwrap().input = vec![
             typed_value("bytes", DataType::Int64, &[1, 8]),
             typed_value("cls", DataType::Int64, &[1, 4]),
             typed_value("other", DataType::Int64, &[1, 8]),
+            typed_value("flat", DataType::Int64, &[1, 8]),
         ];
         let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
         let m = crate::ir::Model::from_proto(p, external).unwrap();
@@ -1947,6 +1971,7 @@ mod tests {
             (Some(10), true)
         );
         assert_eq!(specs[2].index_rows, None);
+        assert_eq!(specs[3].index_rows, None);
         let drawn = random_samples(&specs, 4, 0).unwrap();
         let bytes: Vec<f64> = drawn
             .iter()

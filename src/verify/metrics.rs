@@ -77,7 +77,7 @@ impl Accumulator {
             top1_rows: 0,
             samples: Vec::new(),
             fewest: usize::MAX,
-            scores: Some(ScoreRows::Rank2),
+            scores: None,
             within: true,
             nonfinite: 0,
             largest: 0.0,
@@ -92,8 +92,8 @@ impl Accumulator {
     }
 
     /// Where rows are class scores ([`ScoreRows`]); `None`: no top-1 (an
-    /// LSTM's states, bits read by their sign, independent probabilities).
-    /// `Rank2` where not said.
+    /// LSTM's states, bits read by their sign, independent probabilities),
+    /// as where not said.
     pub fn score_rows(mut self, rows: Option<ScoreRows>) -> Self {
         self.scores = rows;
         self
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn identical_outputs_are_exact() {
-        let mut acc = Accumulator::new("y");
+        let mut acc = Accumulator::new("y").score_rows(Some(ScoreRows::Rank2));
         acc.add(
             &[1.0, -2.0, 3.0, 0.5],
             &[1.0, -2.0, 3.0, 0.5],
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn known_differences() {
-        let mut acc = Accumulator::new("y");
+        let mut acc = Accumulator::new("y").score_rows(Some(ScoreRows::Rank2));
         // a = [1, 0], b = [0, 1]: orthogonal, max_abs 1, mean_abs 1, top-1 disagrees.
         acc.add(&[1.0, 0.0], &[0.0, 1.0], &[1, 2], 1e-4, 1e-3);
         let m = acc.finish(0.99, 1e-4);

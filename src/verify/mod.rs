@@ -694,6 +694,10 @@ fn residuals_of(model: &Model, outputs: &[String], run_inputs: &[&str]) -> Vec<(
             continue;
         }
         let (a, b) = (&p.proto.input[0], &p.proto.input[1]);
+        // A constant added is no term the model computes.
+        if [a, b].iter().any(|v| g.constant_value(v).is_some()) {
+            continue;
+        }
         let i = match p.proto.op_type() {
             "Add" => match (input(a), input(b)) {
                 (Some(i), None) | (None, Some(i)) => i,
@@ -716,7 +720,8 @@ fn residuals_of(model: &Model, outputs: &[String], run_inputs: &[&str]) -> Vec<(
 /// at any rank (a masked language model's or a recogniser's scores per
 /// position), and logits of rank 2 (a Gemm,
 /// a MatMul and its bias, a global average pooling: a classifier's head),
-/// through reshapes, casts and flattening. Not an LSTM's states, bits read
+/// through reshapes, casts and flattening (a softmax reshaped, only where
+/// it was over axis 1, a classifier's flattened). Not an LSTM's states, bits read
 /// by their sign (a ReduceMean of a Conv), independent probabilities (a
 /// Sigmoid): an argmax over those labels nothing, and a top-1 column of
 /// 100% beside them said otherwise.
@@ -726,8 +731,37 @@ fn score_rows_of<'a>(
 ) -> HashMap<String, ScoreRows> {
     let g = &model.graph;
     let opset = model.opset();
+    // The op making `v`, skipping Identity, Cast, reshapes, broadcasts and
+    // a constant added (an epsilon).
+    let source = |v: &str| -> Option<&crate::proto::NodeProto> {
+        let mut v = v.to_string();
+        for _ in 0..8 {
+            let p = &g.nodes[g.producer(&v)?].proto;
+            v = match p.op_type() {
+                "Identity" | "Cast" | "Reshape" | "Expand" | "Unsqueeze" | "Squeeze" => {
+                    p.input.first()?.clone()
+                }
+                "Add" => p
+                    .input
+                    .iter()
+                    .find(|i| g.constant_value(i).is_none())?
+                    .clone(),
+                _ => return Some(p),
+            };
+        }
+        None
+    };
     let rows = |name: &str| -> Option<ScoreRows> {
         let mut v = name.to_string();
+        // Whether a reshape lies between the head and the output: the
+        // softmax's axis is then the last one only where it was axis 1 of
+        // a classifier's `[N, C, 1, 1]`, flattened.
+        let mut reshaped = false;
+        let softmax = |axis: i64, reshaped: bool| match (reshaped, axis) {
+            (false, _) => Some(ScoreRows::Softmax(axis)),
+            (true, 1) => Some(ScoreRows::Rank2),
+            (true, _) => None,
+        };
         // A head is a few ops from its output.
         for _ in 0..8 {
             let n = &g.nodes[g.producer(&v)?];
@@ -736,7 +770,9 @@ fn score_rows_of<'a>(
             }
             let p = &n.proto;
             match p.op_type() {
-                "Identity" | "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Cast" => {
+                "Identity" | "Cast" => v = p.input.first()?.clone(),
+                "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+                    reshaped = true;
                     v = p.input.first()?.clone();
                 }
                 // A bias: follow the input that is not a constant.
@@ -750,13 +786,19 @@ fn score_rows_of<'a>(
                 // Before opset 13 the axis defaults to 1.
                 "Softmax" | "LogSoftmax" => {
                     let axis = crate::ir::int_attr(p, "axis", if opset >= 13 { -1 } else { 1 });
-                    return Some(ScoreRows::Softmax(axis));
+                    return softmax(axis, reshaped);
                 }
-                // A softmax written out (tf2onnx's, magika's): exp(x - max)
-                // over its sum, taken over the last axis.
+                // A softmax written out (jax2tf's, magika's): exp(x - max)
+                // over a ReduceSum of that exp, taken as over the last
+                // axis. Not exp(x) / (1 + exp(x)), a sigmoid.
                 "Div" => {
-                    let e = g.producer(p.input.first()?)?;
-                    return (g.nodes[e].proto.op_type() == "Exp").then_some(ScoreRows::Softmax(-1));
+                    let e = p.input.first()?;
+                    let exp = source(e).filter(|x| x.op_type() == "Exp")?;
+                    let sum = source(p.input.get(1)?).filter(|x| x.op_type() == "ReduceSum")?;
+                    let summed = source(sum.input.first()?)?;
+                    return std::ptr::eq(summed, exp)
+                        .then(|| softmax(-1, reshaped))
+                        .flatten();
                 }
                 "Gemm" | "MatMul" | "GlobalAveragePool" => return Some(ScoreRows::Rank2),
                 _ => return None,
@@ -1205,6 +1247,14 @@ impl Reference {
         let expected = expected
             .filter(|_| Selections::of(original).is_empty() && reach::tail(original).is_empty());
         let mut residuals = vec![];
+        // The inputs of a run sample (those not fixed).
+        let run_names: Vec<String> = specs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !fixed.contains(i))
+            .map(|(_, s)| s.name.clone())
+            .collect();
+        let run_refs: Vec<&str> = run_names.iter().map(String::as_str).collect();
         let (expected, out_names, selections, n_outputs, score_rows) = match expected {
             Some(e) => {
                 if if_model
@@ -1217,6 +1267,9 @@ impl Reference {
                 }
                 let n = out_names.len();
                 let rows = score_rows_of(original, &out_names);
+                // (Calibration hands `sensitive=auto` these: its search
+                // judges what verification will.)
+                residuals = residuals_of(original, &out_names, &run_refs);
                 (e, out_names, Selections::default(), n, rows)
             }
             None => {
@@ -1238,13 +1291,7 @@ impl Reference {
                 let exposed = selections.exposed(&copy);
                 let rows = score_rows_of(&copy, out_names.iter().chain(&exposed));
                 if cut.is_none() {
-                    let run_inputs: Vec<&str> = specs
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !fixed.contains(i))
-                        .map(|(_, s)| s.name.as_str())
-                        .collect();
-                    residuals = residuals_of(&copy, &out_names, &run_inputs);
+                    residuals = residuals_of(&copy, &out_names, &run_refs);
                 }
                 let copy_outputs: Vec<String> = copy.graph.output_names().collect();
                 let mut orig_copy = copy.to_proto();
@@ -1325,23 +1372,18 @@ impl Reference {
         };
         // Residual terms where the input and the output are floats of one
         // shape (not a bias broadcast over a batch).
-        let run_names: Vec<&str> = specs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !fixed.contains(i))
-            .map(|(_, s)| s.name.as_str())
-            .collect();
         residuals.retain(|&(k, i)| {
-            let (Some(o), Some(x)) = (
-                expected.first().and_then(|e| e.get(k)),
-                run_samples.first().and_then(|r| r.get(i)),
-            ) else {
-                return false;
-            };
-            o.datum_type().is_float() && x.datum_type().is_float() && o.shape() == x.shape()
+            !expected.is_empty()
+                && expected.iter().zip(&run_samples).all(|(e, r)| {
+                    e.get(k).zip(r.get(i)).is_some_and(|(o, x)| {
+                        o.datum_type().is_float()
+                            && x.datum_type().is_float()
+                            && o.shape() == x.shape()
+                    })
+                })
         });
         for &(k, i) in &residuals {
-            let (o, x) = (&out_names[k], run_names[i]);
+            let (o, x) = (&out_names[k], &run_names[i]);
             notes.push(format!(
                 "output '{o}' adds input '{x}' to a term the model computes, which the input would dominate in the output's cosine: that term ('{o} - {x}') is compared too"
             ));
@@ -2697,6 +2739,19 @@ mod tests {
                 vec![attr_int("keepdims", 1)],
             )
             .node("div", "Div", &["e", "s"], &["written_out"])
+            // exp(x) / (1 + exp(x)): a sigmoid.
+            .init_f32("one", &[1], &[1.0])
+            .node("plus", "Add", &["e", "one"], &["e1"])
+            .node("sig", "Div", &["e", "e1"], &["sigmoid"])
+            // A softmax over axis 0, flattened: its classes are no rows.
+            .node_with(
+                "sm2",
+                "Softmax",
+                &["mm_out"],
+                &["p2"],
+                vec![attr_int("axis", 0)],
+            )
+            .node("flat2", "Flatten", &["p2"], &["p2_flat"])
             .node("tanh", "Tanh", &["mm_out"], &["state"])
             .node("mean", "ReduceMean", &["mm_out"], &["bits"])
             .output("logits", &[1, 3])
@@ -2705,6 +2760,8 @@ mod tests {
             .output("written_out", &[1, 3])
             .output("state", &[1, 3])
             .output("bits", &[1, 1])
+            .output("sigmoid", &[1, 3])
+            .output("p2_flat", &[1, 3])
             .build()
             .unwrap();
         let names: Vec<String> = m.graph.output_names().collect();
@@ -2716,6 +2773,8 @@ mod tests {
         assert_eq!(get("written_out"), Some(ScoreRows::Softmax(-1)));
         assert_eq!(get("state"), None);
         assert_eq!(get("bits"), None);
+        assert_eq!(get("sigmoid"), None);
+        assert_eq!(get("p2_flat"), None);
     }
 
     /// Each step of a stream starts from the state the step before

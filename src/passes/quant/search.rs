@@ -206,15 +206,18 @@ const PARALLEL_CANDIDATES_MIN_NODES: usize = 600;
 /// page faults, system time 2.0-2.3 -> 0.55-0.7 s, its run 3.8-4.4 -> 2.8-3.2
 /// s, peak 82-84 -> 93-95 MB (a third of `quantize_static`'s is 118 MB).
 /// Not for the first check of the full result, the peak of models that
-/// pass at once (open-nsfw 87 -> 110 MB with it, magika 34 -> 49), nor for
-/// a model under [`PARALLEL_CANDIDATES_MIN_BYTES`], whose peak is mostly
-/// code and whose plans are small (silero-vad: 0.31 -> 0.24 s, 33 -> 36
-/// MB, near a third of `quantize_static`'s).
+/// pass at once (open-nsfw 87 -> 110 MB with it, magika 34 -> 49), nor
+/// where candidates are measured one at a time (a model under
+/// [`PARALLEL_CANDIDATES_MIN_BYTES`] of fewer than
+/// [`PARALLEL_CANDIDATES_MIN_NODES`] nodes, whose peak is mostly code and
+/// whose plans are small: silero-vad 0.31 -> 0.24 s, 33 -> 36 MB, near a
+/// third of `quantize_static`'s).
 const SEARCH_MMAP_THRESHOLD: usize = 4 << 20;
 
 /// Whether `sensitive=auto` measures two candidates at once: on models of
 /// [`PARALLEL_CANDIDATES_MIN_BYTES`] to [`PARALLEL_CANDIDATES_MAX_BYTES`]
-/// of weights, unless `one_at_a_time` (the value of
+/// of weights, and on smaller ones of [`PARALLEL_CANDIDATES_MIN_NODES`]
+/// nodes or more, unless `one_at_a_time` (the value of
 /// [`super::SEARCH_ONE_AT_A_TIME_ENV`]) is `1`.
 fn measures_in_parallel(weight_bytes: u64, nodes: usize, one_at_a_time: Option<&str>) -> bool {
     let small_but_long =
