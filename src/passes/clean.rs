@@ -904,27 +904,27 @@ fn fold_batchnorms(model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
     }
     // One note a reason: a model whose weights are computed at load (by
     // ConstantOfShape) has one such BatchNormalization a layer.
-    match &not_constant[..] {
-        [] => {}
-        [one] => ctx.notes.push(format!(
-            "did not fold '{one}': its parameters are not float32 constants"
-        )),
-        all => ctx.notes.push(format!(
-            "did not fold {} BatchNormalization nodes whose parameters are not float32 constants (of another type, or computed when the model runs): {}",
-            all.len(),
-            crate::passes::fold::named(all)
-        )),
-    }
-    match &not_laid_out[..] {
-        [] => {}
-        [one] => ctx.notes.push(format!(
-            "did not fold '{one}': the layer's weight (or bias) is not a float32 constant laid out by its output channels"
-        )),
-        all => ctx.notes.push(format!(
-            "did not fold {} BatchNormalization nodes into their layers, whose weight (or bias) is not a float32 constant laid out by its output channels: {}",
-            all.len(),
-            crate::passes::fold::named(all)
-        )),
+    for (left, why_one, why_all) in [
+        (
+            &not_constant,
+            "its parameters are not float32 constants",
+            "whose parameters are not float32 constants (of another type, or computed when the model runs)",
+        ),
+        (
+            &not_laid_out,
+            "the layer's weight (or bias) is not a float32 constant laid out by its output channels",
+            "into their layers, whose weight (or bias) is not a float32 constant laid out by its output channels",
+        ),
+    ] {
+        match &left[..] {
+            [] => {}
+            [one] => ctx.notes.push(format!("did not fold '{one}': {why_one}")),
+            all => ctx.notes.push(format!(
+                "did not fold {} BatchNormalization nodes {why_all}: {}",
+                all.len(),
+                crate::passes::fold::named(all)
+            )),
+        }
     }
     Ok(out)
 }
