@@ -766,13 +766,21 @@ pub fn input_specs(
                 vi.name(),
             ));
             FloatValues::Ids
+        } else if dtype == DataType::Uint8 && rows.is_none() && !image_axes(vi).is_empty() {
+            // TensorFlow's exports take uint8 NHWC images: drawn in [0,
+            // 100) as ids, their pixels were dim, a third of the range.
+            notes.push(format!(
+                "input '{}' is an image of 8-bit pixels: drawn as integers in [0, 256)",
+                vi.name()
+            ));
+            FloatValues::Pixels
         } else {
             FloatValues::Normal
         };
         let length = length_of(g, vi);
         if is_integer(dtype)
             && !shape.is_empty()
-            && values != FloatValues::Mask
+            && !matches!(values, FloatValues::Mask | FloatValues::Pixels)
             && length.is_none()
             && !is_pcm_input(g, vi)
         {
@@ -1230,7 +1238,11 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 continue;
             }
             let mask = s.values == FloatValues::Mask;
-            let (lo, hi) = id_range(&s.name, mask, s.index_rows, s.indexes_as_is, s.dtype);
+            let (lo, hi) = match s.values {
+                // 8-bit pixels: every value.
+                FloatValues::Pixels if !is_float(s.dtype) => (0, 256),
+                _ => id_range(&s.name, mask, s.index_rows, s.indexes_as_is, s.dtype),
+            };
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit: Option<f32> = match s.values {
@@ -1982,6 +1994,32 @@ mod tests {
             "{bytes:?}"
         );
         assert!(bytes.iter().any(|&b| b >= 100.0), "{bytes:?}");
+    }
+
+    /// An image of 8-bit pixels (a TensorFlow export's uint8 NHWC input)
+    /// is drawn over every value, not as ids in [0, 100).
+    #[test]
+    fn uint8_images_are_drawn_over_every_pixel_value() {
+        use crate::ir::builder::{attr_int, typed_value};
+        let b = ModelBuilder::new(13)
+            .node_with("cast", "Cast", &["image"], &["y"], vec![attr_int("to", 1)])
+            .output("y", &[1, 16, 16, 3]);
+        let mut p = b.proto();
+        p.graph.as_mut().unwrap().input =
+            vec![typed_value("image", DataType::Uint8, &[1, 16, 16, 3])];
+        let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+        let m = crate::ir::Model::from_proto(p, external).unwrap();
+        let mut notes = vec![];
+        let specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
+        assert_eq!(specs[0].values, FloatValues::Pixels, "{notes:?}");
+        assert_eq!(
+            notes,
+            ["input 'image' is an image of 8-bit pixels: drawn as integers in [0, 256)"]
+        );
+        let drawn = random_samples(&specs, 2, 0).unwrap();
+        let v = crate::verify::tract::to_f64(&drawn[0][0]).unwrap();
+        assert!(v.iter().any(|&x| x >= 200.0), "{v:?}");
+        assert!(v.iter().all(|&x| (0.0..256.0).contains(&x)));
     }
 
     #[test]
