@@ -566,19 +566,22 @@ pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
         small_constant(g, v).is_some_and(|x| !x.is_empty() && x.iter().all(|&e| e == 1.0))
     };
     let mut found = false;
-    follow_values(g, name, |v, p| match p.op_type() {
-        "Sub"
-            if p.input.get(1).is_some_and(|i| i == v)
-                && p.input.first().is_some_and(|a| one(a)) =>
-        {
-            found = true;
-            None
+    follow_values(g, name, |v, n| {
+        let p = &n.proto;
+        match p.op_type() {
+            "Sub"
+                if p.input.get(1).is_some_and(|i| i == v)
+                    && p.input.first().is_some_and(|a| one(a)) =>
+            {
+                found = true;
+                None
+            }
+            // On its way: a cast to float, unsqueezes to the scores' rank.
+            op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
+                p.output.first().cloned()
+            }
+            _ => None,
         }
-        // On its way: a cast to float, unsqueezes to the scores' rank.
-        op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
-            p.output.first().cloned()
-        }
-        _ => None,
     });
     found
 }
@@ -594,26 +597,24 @@ pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
 /// measured its state at cosine 0.979. Checking every branch needs one
 /// reference per value.)
 pub fn compared_with(g: &Graph, name: &str) -> Vec<i64> {
-    // (position of the Equal among the graph's nodes, constant)
-    let mut found: Vec<(usize, i64)> = vec![];
-    follow_values(g, name, |v, p| match p.op_type() {
-        "Equal" => {
-            let other = p.input.iter().find(|i| *i != v)?;
-            if let Some(&[c]) = small_constant(g, other).as_deref() {
-                let at = g
-                    .nodes
-                    .node_indices()
-                    .position(|id| std::ptr::eq(&g.nodes[id].proto, p));
-                if c.fract() == 0.0 {
-                    found.push((at.unwrap_or(usize::MAX), c as i64));
+    // (the Equal's position in the graph, constant)
+    let mut found: Vec<((u64, u64), i64)> = vec![];
+    follow_values(g, name, |v, n| {
+        let p = &n.proto;
+        match p.op_type() {
+            "Equal" => {
+                let other = p.input.iter().find(|i| *i != v)?;
+                match small_constant(g, other).as_deref() {
+                    Some(&[c]) if c.fract() == 0.0 => found.push((n.order, c as i64)),
+                    _ => {}
                 }
+                None
             }
-            None
+            op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
+                p.output.first().cloned()
+            }
+            _ => None,
         }
-        op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
-            p.output.first().cloned()
-        }
-        _ => None,
     });
     found.sort_unstable();
     let mut values: Vec<i64> = vec![];
@@ -626,12 +627,13 @@ pub fn compared_with(g: &Graph, name: &str) -> Vec<i64> {
 }
 
 /// Walk what `value` flows into: `step` sees each value reached and each
-/// ONNX-domain node reading it, and names the value that node passes on,
-/// if any, to follow further. Each value is visited once.
+/// ONNX-domain node reading it (with its position in the graph), and names
+/// the value that node passes on, if any, to follow further. Each value is
+/// visited once.
 fn follow_values(
     g: &Graph,
     value: &str,
-    mut step: impl FnMut(&str, &crate::proto::NodeProto) -> Option<String>,
+    mut step: impl FnMut(&str, &crate::ir::Node) -> Option<String>,
 ) {
     let mut seen = std::collections::HashSet::new();
     let mut todo = vec![value.to_string()];
@@ -642,7 +644,7 @@ fn follow_values(
         for id in g.consumers(&v) {
             let n = &g.nodes[id];
             if n.is_onnx() {
-                todo.extend(step(&v, &n.proto));
+                todo.extend(step(&v, n));
             }
         }
     }
@@ -652,7 +654,7 @@ fn follow_values(
 /// a Constant node's tensor held in the model), as floats.
 fn small_constant(g: &Graph, v: &str) -> Option<Vec<f64>> {
     let t = g.constant_value(v)?;
-    if crate::ir::tensor::is_external(t) || t.dims.iter().product::<i64>() > 16 {
+    if crate::ir::tensor::is_external(t) || crate::ir::tensor::numel(&t.dims).ok()? > 16 {
         return None;
     }
     let raw = t.raw_data.as_ref();
@@ -1114,58 +1116,63 @@ fn index_rows(g: &Graph, value: &str) -> Option<i64> {
 fn index_rows_as_is(g: &Graph, value: &str) -> (Option<i64>, bool) {
     let mut as_is = true;
     let mut rows: Option<i64> = None;
-    follow_values(g, value, |v, p| match p.op_type() {
-        "Gather" if p.input.get(1).is_some_and(|i| i == v) => {
-            let t = p.input.first().and_then(|d| g.constant(d))?;
-            let rank = t.dims.len() as i64;
-            let axis = crate::ir::int_attr(p, "axis", 0);
-            let axis = if axis < 0 { axis + rank } else { axis };
-            if let Some(&r) = usize::try_from(axis).ok().and_then(|a| t.dims.get(a)) {
-                if r >= 1 {
-                    rows = Some(rows.map_or(r, |m| m.min(r)));
+    // The fewest rows of those read so far, and `r`.
+    let narrowed = |rows: Option<i64>, r: i64| Some(rows.map_or(r, |m| m.min(r)));
+    follow_values(g, value, |v, n| {
+        let p = &n.proto;
+        match p.op_type() {
+            "Gather" if p.input.get(1).is_some_and(|i| i == v) => {
+                let t = p.input.first().and_then(|d| g.constant(d))?;
+                let rank = t.dims.len() as i64;
+                let axis = crate::ir::int_attr(p, "axis", 0);
+                let axis = if axis < 0 { axis + rank } else { axis };
+                if let Some(&r) = usize::try_from(axis).ok().and_then(|a| t.dims.get(a)) {
+                    if r >= 1 {
+                        rows = narrowed(rows, r);
+                    }
                 }
+                None
             }
-            None
-        }
-        // One-hot rows: the ONNX op's depth, or an Equal with the ramp
-        // 0, 1, ..., N - 1 (jax2tf's one-hot, magika's bytes: drawn in
-        // [0, 100), its lowercase letters, 97-122, and every byte past
-        // them went unchecked).
-        "OneHot" if p.input.first().is_some_and(|i| i == v) => {
-            let depth = p.input.get(1).and_then(|d| small_constant(g, d))?;
-            if let [d] = depth[..] {
-                if d >= 1.0 && d.fract() == 0.0 {
-                    rows = Some(rows.map_or(d as i64, |m| m.min(d as i64)));
+            // One-hot rows: the ONNX op's depth, or an Equal with the ramp
+            // 0, 1, ..., N - 1 (jax2tf's one-hot, magika's bytes: drawn in
+            // [0, 100), its lowercase letters, 97-122, and every byte past
+            // them went unchecked).
+            "OneHot" if p.input.first().is_some_and(|i| i == v) => {
+                let depth = p.input.get(1).and_then(|d| small_constant(g, d))?;
+                if let [d] = depth[..] {
+                    if d >= 1.0 && d.fract() == 0.0 {
+                        rows = narrowed(rows, d as i64);
+                    }
                 }
+                None
             }
-            None
-        }
-        // Only where the index was given an axis to meet the ramp on (an
-        // Unsqueeze, a Reshape or an Expand made it): `x == arange(N)`
-        // element by element is no one-hot.
-        "Equal"
-            if g.producer(v).is_some_and(|id| {
-                matches!(g.nodes[id].op(), "Unsqueeze" | "Reshape" | "Expand")
-            }) =>
-        {
-            let other = p.input.iter().find(|i| *i != v)?;
-            if let Some(r) = ramp_length(g, other) {
-                rows = Some(rows.map_or(r, |m| m.min(r)));
+            // Only where the index was given an axis to meet the ramp on (an
+            // Unsqueeze, a Reshape or an Expand made it): `x == arange(N)`
+            // element by element is no one-hot.
+            "Equal"
+                if g.producer(v).is_some_and(|id| {
+                    matches!(g.nodes[id].op(), "Unsqueeze" | "Reshape" | "Expand")
+                }) =>
+            {
+                let other = p.input.iter().find(|i| *i != v)?;
+                if let Some(r) = ramp_length(g, other) {
+                    rows = narrowed(rows, r);
+                }
+                None
             }
-            None
+            op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
+                p.output.first().cloned()
+            }
+            op if INDEX_ARITHMETIC.contains(&op) => {
+                as_is = false;
+                p.output.first().cloned()
+            }
+            "Where" if p.input.iter().skip(1).any(|i| i == v) => {
+                as_is = false;
+                p.output.first().cloned()
+            }
+            _ => None,
         }
-        op if INDEX_PASS_THROUGH.contains(&op) && p.input.first().is_some_and(|i| i == v) => {
-            p.output.first().cloned()
-        }
-        op if INDEX_ARITHMETIC.contains(&op) => {
-            as_is = false;
-            p.output.first().cloned()
-        }
-        "Where" if p.input.iter().skip(1).any(|i| i == v) => {
-            as_is = false;
-            p.output.first().cloned()
-        }
-        _ => None,
     });
     (rows, as_is && rows.is_some())
 }

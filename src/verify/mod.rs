@@ -307,9 +307,9 @@ pub struct Reference {
     /// agreement is measured ([`score_rows_of`]).
     score_rows: HashMap<String, ScoreRows>,
     /// Graph outputs that add a run input to a term the model computes:
-    /// (index in `out_names`, index in a run sample), each compared as
-    /// that term too ([`residuals_of`]).
-    residuals: Vec<(usize, usize)>,
+    /// (index in `out_names`, index in a run sample, the term's row name
+    /// `output - input`), each compared as that term too ([`residuals_of`]).
+    residuals: Vec<(usize, usize, String)>,
     notes: Vec<String>,
     /// The time preparing it took (the original's plan and runs), part of
     /// a verification's time wherever it was built.
@@ -731,23 +731,32 @@ fn score_rows_of<'a>(
 ) -> HashMap<String, ScoreRows> {
     let g = &model.graph;
     let opset = model.opset();
-    // The op making `v`, skipping Identity, Cast, reshapes, broadcasts and
-    // a constant added (an epsilon).
+    // The value a node passes on as it is but for its shape or a constant
+    // added (an epsilon, a bias), and whether it reshapes it.
+    let pass_on = |p: &'_ crate::proto::NodeProto| -> Option<(String, bool)> {
+        let first = || p.input.first().cloned();
+        match p.op_type() {
+            "Identity" | "Cast" => Some((first()?, false)),
+            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Expand" => Some((first()?, true)),
+            "Add" => Some((
+                p.input
+                    .iter()
+                    .find(|i| g.constant_value(i).is_none())?
+                    .clone(),
+                false,
+            )),
+            _ => None,
+        }
+    };
+    // The node making `v`, past those.
     let source = |v: &str| -> Option<&crate::proto::NodeProto> {
         let mut v = v.to_string();
         for _ in 0..8 {
             let p = &g.nodes[g.producer(&v)?].proto;
-            v = match p.op_type() {
-                "Identity" | "Cast" | "Reshape" | "Expand" | "Unsqueeze" | "Squeeze" => {
-                    p.input.first()?.clone()
-                }
-                "Add" => p
-                    .input
-                    .iter()
-                    .find(|i| g.constant_value(i).is_none())?
-                    .clone(),
-                _ => return Some(p),
-            };
+            match pass_on(p) {
+                Some((next, _)) => v = next,
+                None => return Some(p),
+            }
         }
         None
     };
@@ -769,20 +778,12 @@ fn score_rows_of<'a>(
                 return None;
             }
             let p = &n.proto;
+            if let Some((next, reshapes)) = pass_on(p) {
+                reshaped |= reshapes;
+                v = next;
+                continue;
+            }
             match p.op_type() {
-                "Identity" | "Cast" => v = p.input.first()?.clone(),
-                "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
-                    reshaped = true;
-                    v = p.input.first()?.clone();
-                }
-                // A bias: follow the input that is not a constant.
-                "Add" => {
-                    v = p
-                        .input
-                        .iter()
-                        .find(|i| g.constant_value(i).is_none())?
-                        .clone();
-                }
                 // Before opset 13 the axis defaults to 1.
                 "Softmax" | "LogSoftmax" => {
                     let axis = crate::ir::int_attr(p, "axis", if opset >= 13 { -1 } else { 1 });
@@ -845,8 +846,8 @@ fn unchecked_settings(
                 s.name,
                 others.join(", "),
                 match others.len() {
-                    1 => "that value".to_string(),
-                    _ => "those values".to_string(),
+                    1 => "that value",
+                    _ => "those values",
                 },
                 s.name,
             ));
@@ -1382,12 +1383,16 @@ impl Reference {
                     })
                 })
         });
-        for &(k, i) in &residuals {
-            let (o, x) = (&out_names[k], &run_names[i]);
-            notes.push(format!(
-                "output '{o}' adds input '{x}' to a term the model computes, which the input would dominate in the output's cosine: that term ('{o} - {x}') is compared too"
-            ));
-        }
+        let residuals: Vec<(usize, usize, String)> = residuals
+            .into_iter()
+            .map(|(k, i)| {
+                let (o, x) = (&out_names[k], &run_names[i]);
+                notes.push(format!(
+                    "output '{o}' adds input '{x}' to a term the model computes, which the input would dominate in the output's cosine: that term ('{o} - {x}') is compared too"
+                ));
+                (k, i, format!("{o} - {x}"))
+            })
+            .collect();
         Ok(Reference {
             opts: opts.clone(),
             specs,
@@ -1795,10 +1800,9 @@ impl Reference {
             outputs.push(m);
         }
         // Residual terms: the output minus the input it adds, in both.
-        for &(k, i) in &self.residuals {
-            let input = self.specs_run_name(i);
-            let name = format!("{} - {input}", self.out_names[k]);
-            let mut acc = Accumulator::new(&name).score_rows(None);
+        for (k, i, name) in &self.residuals {
+            let (k, i) = (*k, *i);
+            let mut acc = Accumulator::new(name);
             for ((e, g), x) in self.expected.iter().zip(&got).zip(&self.run_samples) {
                 let (a, b, x) = (&e[k], &g[k], &x[i]);
                 if a.shape() != x.shape() || b.shape() != x.shape() {
@@ -1904,16 +1908,6 @@ impl Reference {
                 .map(|(name, t)| (name.clone(), t.rank()))
                 .collect(),
         })
-    }
-
-    /// The name of the `i`-th input of a run sample (the inputs not fixed).
-    fn specs_run_name(&self, i: usize) -> &str {
-        self.specs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| !self.fixed.contains(j))
-            .nth(i)
-            .map_or("", |(_, s)| s.name.as_str())
     }
 
     /// The same reference on sample `i` alone (the first where there is no
