@@ -4598,3 +4598,104 @@ fn quant_leaves_post_processing_tract_cannot_type_as_it_is() {
     assert!(stdout.contains("opset raised from 11 to 13"), "{stdout}");
     assert_ort_matches(&old, &out, &args);
 }
+
+/// Without verification (`--no-verify`) `sensitive=auto` builds its own
+/// reference of its input from the samples calibration ran, and judges
+/// what verification would: a term an output adds to an input (`y = x +
+/// 0.01 * tanh(x W)`) is compared alone. Quantized, that term is off by
+/// about a percent, which the output, dominated by `x`, does not show: the
+/// search must take the MatMul back to float for the term's sake, and the
+/// result then passes `verify` under the same tolerance.
+#[test]
+fn sensitive_auto_without_verification_judges_a_residual_term() {
+    let dir = scratch("own-residual");
+    let (input, data, out) = (
+        dir.path().join("residual.onnx"),
+        dir.path().join("x.npz"),
+        dir.path().join("out.onnx"),
+    );
+    write_npz(
+        &data,
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+rng = np.random.default_rng(0)
+w = rng.standard_normal((64, 64)).astype(np.float32) / 8
+nodes = [h.make_node("MatMul", ["x", "w"], ["t"]),
+         h.make_node("Tanh", ["t"], ["th"]),
+         h.make_node("Mul", ["th", "s"], ["term"]),
+         h.make_node("Add", ["x", "term"], ["y"])]
+g = h.make_graph(nodes, "residual", [h.make_tensor_value_info("x", T.FLOAT, [1, 64])],
+                 [h.make_tensor_value_info("y", T.FLOAT, [1, 64])],
+                 [nh.from_array(w, "w"), nh.from_array(np.array(0.01, np.float32), "s")])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, r"{}")
+np.savez(out, x=rng.standard_normal((4, 1, 64)).astype(np.float32))
+"#,
+            input.display()
+        ),
+    );
+    let t = tolerance("0.999999", "1e-6");
+    let args = |extra: &[&str], out: &std::path::Path| -> Vec<String> {
+        let mut a: Vec<String> = vec!["run".into(), "--passes".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(t.iter().cloned());
+        a.extend([
+            "--inputs".into(),
+            data.display().to_string(),
+            input.display().to_string(),
+            out.display().to_string(),
+        ]);
+        a
+    };
+    let run = |a: Vec<String>, code: i32| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = run_cli(&a);
+        let s = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(code), "{s}");
+        s
+    };
+    // Fully quantized (no search), verification sees the term fail while
+    // the output passes (written anyway: --force, exit status 3): the case
+    // the search must catch on its own.
+    let full = dir.path().join("full.onnx");
+    let s = run(
+        args(
+            &["quant(activations=static,sensitive=off)", "--force"],
+            &full,
+        ),
+        3,
+    );
+    assert!(
+        s.contains("y - x") && s.contains("<- out of tolerance"),
+        "{s}"
+    );
+    let y = s
+        .lines()
+        .find(|l| l.trim_start().starts_with("y "))
+        .unwrap();
+    assert!(!y.contains("out of tolerance"), "{s}");
+
+    let s = run(args(&["quant(activations=static)", "--no-verify"], &out), 0);
+    assert!(
+        s.contains("sensitive=auto: full quantization gave cosine"),
+        "{s}"
+    );
+    assert!(s.contains("computed in float by sensitive=auto"), "{s}");
+    // verify's own rtol is float rounding's; the run's tolerance has none.
+    let mut v: Vec<String> = vec!["verify".into(), "--tolerance".into(), "rtol=inf".into()];
+    v.extend(t.iter().cloned());
+    v.extend([
+        "--inputs".into(),
+        data.display().to_string(),
+        input.display().to_string(),
+        out.display().to_string(),
+    ]);
+    let o = run_cli(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let s = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{s}{}", text(&o.stderr));
+    assert!(s.contains("y - x"), "{s}");
+}
