@@ -955,7 +955,8 @@ pub fn audio_name(name: &str) -> bool {
 const ID_LIMIT: i64 = 100;
 
 /// Ops whose first input's values reach their output unchanged, as far as
-/// their range goes.
+/// their range goes: reshaped, cast, or selected (a Gather of the ids
+/// themselves: a decoder's `prefix[:, -1]` before its embedding).
 const INDEX_PASS_THROUGH: &[&str] = &[
     "Cast",
     "Identity",
@@ -967,6 +968,10 @@ const INDEX_PASS_THROUGH: &[&str] = &[
     "Transpose",
     "Slice",
     "Clip",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Tile",
 ];
 
 /// Ops whose every input's values reach their output through arithmetic:
@@ -2001,6 +2006,45 @@ mod tests {
             "{bytes:?}"
         );
         assert!(bytes.iter().any(|&b| b >= 100.0), "{bytes:?}");
+    }
+
+    /// Ids selected before they index a table (a GRU decoder's last token,
+    /// `prefix[:, -1]`, a Gather of the ids themselves) are drawn over the
+    /// table's rows: the selection passes them on unchanged.
+    #[test]
+    fn ids_selected_before_their_table_are_drawn_over_its_rows() {
+        use crate::ir::builder::{attr_int, typed_value};
+        let b = ModelBuilder::new(13)
+            .init(crate::ir::tensor::from_i64("last", &[3]))
+            .init(crate::ir::tensor::from_f32("emb", &[160, 4], &[0.5; 640]))
+            .node_with(
+                "pick",
+                "Gather",
+                &["prefix", "last"],
+                &["token"],
+                vec![attr_int("axis", 1)],
+            )
+            .node("embed", "Gather", &["emb", "token"], &["e"])
+            .output("e", &[1, 1, 4]);
+        let mut p = b.proto();
+        p.graph.as_mut().unwrap().input = vec![typed_value("prefix", DataType::Int64, &[1, 6])];
+        let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+        let m = crate::ir::Model::from_proto(p, external).unwrap();
+        let specs = input_specs(&m.graph, &HashMap::new(), &mut vec![]).unwrap();
+        assert_eq!(
+            (specs[0].index_rows, specs[0].indexes_as_is),
+            (Some(160), true)
+        );
+        let drawn: Vec<f64> = random_samples(&specs, 8, 0)
+            .unwrap()
+            .iter()
+            .flat_map(|s| crate::verify::tract::to_f64(&s[0]).unwrap())
+            .collect();
+        assert!(
+            drawn.iter().all(|&i| (0.0..160.0).contains(&i)),
+            "{drawn:?}"
+        );
+        assert!(drawn.iter().any(|&i| i >= 100.0), "{drawn:?}");
     }
 
     /// An image of 8-bit pixels (a TensorFlow export's uint8 NHWC input)
