@@ -438,7 +438,13 @@ fn run(args: RunArgs) -> Result<u8> {
     }
     let changed = passes.iter().any(|p| !p.changes.is_empty());
     let verify = if args.no_verify {
-        VerifyReport::not_verified("skipped (--no-verify)")
+        // The tolerance the passes declared (and --tolerance set): what
+        // `sensitive=auto` measured against, and what verification would
+        // have enforced.
+        VerifyReport {
+            tolerance: vopts.tolerance,
+            ..VerifyReport::not_verified("skipped (--no-verify)")
+        }
     } else if !changed {
         VerifyReport {
             status: Status::Passed,

@@ -1640,9 +1640,14 @@ fn loops_with_a_known_trip_count_are_written_out_as_onnxruntime_runs_them() {
             );
             let mut free = VerifyOptions::default();
             let settled = onnx_squeeze::verify::settle_dims(&m, &mut free, true);
-            assert_eq!(
-                settled.notes,
-                ["a Loop is left that tract cannot run at every input size tried for steps (see why above): binding them with --dim helps only where its trip count follows them"],
+            // The note says why, also where verification does not run.
+            assert_eq!(settled.notes.len(), 1, "{:?}", settled.notes);
+            let n = &settled.notes[0];
+            assert!(
+                n.starts_with("a Loop is left that tract cannot run at every input size tried for steps (tract has no Loop; ")
+                    && n.contains("its condition ('cond_out@0') is computed from data")
+                    && n.ends_with("): binding them with --dim helps only where its trip count follows them"),
+                "{n}"
             );
             continue;
         }

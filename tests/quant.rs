@@ -4699,3 +4699,89 @@ np.savez(out, x=rng.standard_normal((4, 1, 64)).astype(np.float32))
     assert_eq!(o.status.code(), Some(0), "{s}{}", text(&o.stderr));
     assert!(s.contains("y - x"), "{s}");
 }
+
+/// A model calibration cannot run (tract has no Loop, and this one's
+/// condition is computed from data) is quantized weight-only, and the
+/// report says so once: the activation mode chosen before calibration is
+/// replaced by what the result is, no note says it was calibrated, and
+/// `sensitive=auto` says it measured nothing. Under `--no-verify` the
+/// report's tolerance is the passes' (what verification would enforce),
+/// not float rounding's. onnxruntime runs the result.
+#[test]
+fn a_model_calibration_cannot_run_is_quantized_weight_only_and_says_so() {
+    let dir = scratch("calib-fails");
+    let (input, out, report) = (
+        dir.path().join("loop.onnx"),
+        dir.path().join("out.onnx"),
+        dir.path().join("r.json"),
+    );
+    write_npz(
+        &dir.path().join("unused.npz"),
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+rng = np.random.default_rng(0)
+w = (rng.standard_normal((64, 64)) / 8).astype(np.float32)
+v = lambda n, t, s: h.make_tensor_value_info(n, t, s)
+body = h.make_graph(
+    [h.make_node("Tanh", ["v_in"], ["v_out"]),
+     h.make_node("ReduceSum", ["v_out"], ["s"], keepdims=0),
+     h.make_node("Less", ["s", "big"], ["cond_out"])],
+    "body", [v("i", T.INT64, []), v("cond_in", T.BOOL, []), v("v_in", T.FLOAT, [1, 64])],
+    [v("cond_out", T.BOOL, []), v("v_out", T.FLOAT, [1, 64])],
+    [nh.from_array(np.array(1e6, np.float32), "big")])
+g = h.make_graph(
+    [h.make_node("MatMul", ["x", "w"], ["t"]),
+     h.make_node("Loop", ["m", "c", "t"], ["y"], body=body)],
+    "loop", [v("x", T.FLOAT, [1, 64])], [v("y", T.FLOAT, [1, 64])],
+    [nh.from_array(w, "w"), nh.from_array(np.array(3, np.int64), "m"),
+     nh.from_array(np.array(True), "c")])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, r"{}")
+np.savez(out, x=np.zeros((1, 64), np.float32))
+"#,
+            input.display()
+        ),
+    );
+    let (i, o, r) = (
+        input.display().to_string(),
+        out.display().to_string(),
+        report.display().to_string(),
+    );
+    let run = run_cli(&[
+        "run",
+        "--no-verify",
+        "--passes",
+        "quant(activations=static)",
+        &i,
+        &o,
+        "--report",
+        &r,
+    ]);
+    let s = format!("{}{}", text(&run.stdout), text(&run.stderr));
+    assert_eq!(run.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains("note: activations: none (weight-only int8), not static: calibration failed (tract has no Loop;"),
+        "{s}"
+    );
+    assert!(
+        s.contains("sensitive=auto could not run the model (tract has no Loop;")
+            && s.contains("no layer taken back to float, the result unmeasured"),
+        "{s}"
+    );
+    for gone in [
+        "activations: static",
+        "calibrated on",
+        "integer-kernel layers",
+    ] {
+        assert!(!s.contains(gone), "'{gone}' in {s}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["verify"]["status"], "not_verified", "{json}");
+    assert_eq!(json["verify"]["tolerance"]["min_cosine"], 0.99, "{json}");
+    assert_ort_matches(&input, &out, &cosine_only("0.999"));
+}

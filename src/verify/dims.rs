@@ -772,7 +772,13 @@ fn settle_free_dims(
         return Settled::default();
     }
     // A Loop left at every size; the one op tract lacks at every size.
-    let loop_left = untyped.iter().all(|u| u.loop_left.is_some());
+    // Why, as tract says it at the first size (verification, where it
+    // runs, says it again at the size it runs; `--no-verify` does not).
+    let loop_left = untyped
+        .iter()
+        .all(|u| u.loop_left.is_some())
+        .then(|| untyped.first().and_then(|u| u.loop_left.clone()))
+        .flatten();
     let lacked = untyped
         .first()
         .and_then(|u| u.unimplemented.clone())
@@ -783,13 +789,12 @@ fn settle_free_dims(
             "tract has no implementation of {op}, which the model uses, at any input size tried for {}: binding them with --dim will not help",
             keys.join(", ")
         ),
-        // Verification says why the loop is left; sizes only help where
-        // its trip count follows them.
-        (true, None) => format!(
-            "a Loop is left that tract cannot run at every input size tried for {} (see why above): binding them with --dim helps only where its trip count follows them",
+        // Sizes only help where its trip count follows them.
+        (Some(why), None) => format!(
+            "a Loop is left that tract cannot run at every input size tried for {} ({why}): binding them with --dim helps only where its trip count follows them",
             keys.join(", ")
         ),
-        (false, None) => format!(
+        (None, None) => format!(
             "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
             keys.join(", ")
         ),

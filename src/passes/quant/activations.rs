@@ -138,8 +138,23 @@ impl Quant {
         let ranges = match calibration {
             Ok(c) => c,
             Err(e) => {
+                // Nothing was calibrated (the notes on what it would have
+                // run go), and the mode said before calibration no longer
+                // holds: the note says what the result is.
+                ctx.notes.truncate(before);
+                // No layer computes in int8 now: their weights' span is moot.
+                ctx.notes
+                    .retain(|n| !n.starts_with("int8 weights of the integer-kernel layers span"));
+                let said = ctx
+                    .notes
+                    .iter()
+                    .position(|n| n.starts_with("activations: static ("));
+                let chosen = said
+                    .map(|i| ctx.notes.remove(i))
+                    .and_then(|n| n.strip_prefix("activations: ").map(str::to_string))
+                    .unwrap_or_else(|| "static".into());
                 ctx.notes.push(format!(
-                    "activations left in float: calibration failed ({e:#})"
+                    "activations: none (weight-only int8), not {chosen}: calibration failed ({e:#})"
                 ));
                 return Ok((vec![], vec![], None, full_range, ValueSizes::new()));
             }

@@ -304,7 +304,7 @@ impl Quant {
                     }
                     Err(e) => {
                         ctx.notes.push(format!(
-                            "sensitive=auto could not run the model ({e:#}): everything quantized"
+                            "sensitive=auto could not run the model ({e:#}): no layer taken back to float, the result unmeasured"
                         ));
                         return Ok(patches);
                     }
@@ -395,7 +395,7 @@ impl Quant {
         let wide = match full.status {
             Status::NotVerified => {
                 ctx.notes.push(format!(
-                    "sensitive=auto could not measure the result ({}): everything quantized",
+                    "sensitive=auto could not measure the result ({}): no layer taken back to float, the result unmeasured",
                     full.reason.unwrap_or_default()
                 ));
                 return Ok(patches);
