@@ -232,18 +232,9 @@ fn folds_that_grow_the_data_are_bounded() {
         .init_f32("ws", &[1, 64], &[0.01; 64])
         .node_with("cast", "Cast", &["wq"], &["wf"], vec![attr_int("to", 1)])
         .node("scale", "Mul", &["wf", "ws"], &["w"])
-        .node("mm", "MatMul", &["x", "w"], &["h0"])
-        .node_with(
-            "shape",
-            "Constant",
-            &[],
-            &["s"],
-            vec![attr_tensor(
-                "value",
-                tensor("s", DataType::Int64, &[1], shape),
-            )],
-        );
+        .node("mm", "MatMul", &["x", "w"], &["h0"]);
     // 40 generated biases of 256 bytes: 10 KB, where 4 KB may be folded.
+    // Each from its own shape (a fold that frees nothing stays anyway).
     for k in 0..40 {
         let value = tensor(
             "v",
@@ -253,9 +244,19 @@ fn folds_that_grow_the_data_are_bounded() {
         );
         b = b
             .node_with(
+                &format!("shape{k}"),
+                "Constant",
+                &[],
+                &[&format!("s{k}")],
+                vec![attr_tensor(
+                    "value",
+                    tensor("s", DataType::Int64, &[1], shape.clone()),
+                )],
+            )
+            .node_with(
                 &format!("gen{k}"),
                 "ConstantOfShape",
-                &["s"],
+                &[&format!("s{k}")],
                 &[&format!("b{k}")],
                 vec![attr_tensor("value", value)],
             )
@@ -296,6 +297,73 @@ fn folds_that_grow_the_data_are_bounded() {
     );
     let v = verify(&original, &m, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// A fold that frees nothing (every input is read by other nodes too) and
+/// whose result is larger than the node it replaces only grows the file:
+/// it stays a node. `quant` writes each int32 bias's scale as such a Mul,
+/// the input's scale times the weight's per-channel scales, both read by
+/// their own DequantizeLinear too; `clean` after `quant` leaves them, and
+/// its result is no larger. A small result folds (a shape computation
+/// reads shared constants too), and so does one whose inputs it frees.
+#[test]
+fn folds_that_free_nothing_and_grow_the_file_are_left() {
+    let v: Vec<f32> = (0..24).map(|i| 0.01 + i as f32 * 1e-3).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 24])
+        .init_f32("sx", &[], &[0.5])
+        .init_f32("sw", &[24], &v)
+        .init_f32("own_a", &[24], &v)
+        .init_f32("own_b", &[24], &v)
+        // Shared: each input is read below too.
+        .node("product", "Mul", &["sx", "sw"], &["bias_scale"])
+        .node("p1", "Mul", &["x", "sx"], &["x1"])
+        .node("p2", "Mul", &["x1", "sw"], &["x2"])
+        .node("add", "Add", &["x2", "bias_scale"], &["x3"])
+        // Read here alone: folding frees both inputs.
+        .node("own", "Mul", &["own_a", "own_b"], &["c"])
+        .node("add2", "Add", &["x3", "c"], &["x4"])
+        // A small result from shared inputs (a scalar) folds.
+        .node("neg", "Neg", &["sx"], &["nsx"])
+        .node("add3", "Add", &["x4", "nsx"], &["y"])
+        .output("y", &[1, 24])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = clean(&mut m);
+    let left: Vec<&str> = m.graph.nodes.node_weights().map(|n| n.name()).collect();
+    assert!(left.contains(&"product"), "{left:?}");
+    assert!(!left.contains(&"own") && !left.contains(&"neg"), "{left:?}");
+    assert!(
+        r.notes.iter().any(|n| n.starts_with(
+            "did not fold 1 constant node(s) whose inputs other nodes read too and whose result is larger than the node"
+        ) && n.ends_with(": 'product'")),
+        "{:?}",
+        r.notes
+    );
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+
+    // clean after quant: every bias scale stays a Mul, nothing grows.
+    let (cnn, _) = Model::load(&fixture("tiny_cnn.onnx")).unwrap();
+    let mut q = cnn.clone();
+    Pipeline::from_spec("quant(sensitive=off)")
+        .unwrap()
+        .run(&mut q, &Default::default(), &Default::default())
+        .unwrap();
+    let scales = |m: &Model| {
+        m.graph
+            .nodes
+            .node_weights()
+            .filter(|n| n.op() == "Mul")
+            .count()
+    };
+    assert!(scales(&q) > 0, "{}", dump(&q.graph));
+    let mut again = q.clone();
+    let r = clean(&mut again);
+    assert_eq!(scales(&again), scales(&q), "{:?}", r.changes);
+    let size = |m: &Model| prost::Message::encoded_len(&m.to_proto());
+    assert!(size(&again) <= size(&q), "{:?}", r.changes);
 }
 
 /// Exporters write one scalar per use (a `0` and a `6` for every Clip):

@@ -157,6 +157,7 @@ fn fold(
     let mut too_large: Vec<String> = Vec::new();
     let mut over_budget: Vec<String> = Vec::new();
     let mut stored: Vec<String> = Vec::new();
+    let mut kept_shared: Vec<String> = Vec::new();
     for id in g.topo_order() {
         let node = &g.nodes[id];
         let p = &node.proto;
@@ -218,6 +219,14 @@ fn fold(
         }
         let mini = mini_model(model, p.clone(), inputs.clone());
         let in_bytes: u64 = inputs.iter().map(tensor::stored_bytes).sum();
+        // What folding frees: the inputs no other node reads. A fold
+        // that frees nothing stores its result beside every input.
+        let named_inputs = p.input.iter().filter(|i| !i.is_empty());
+        let freed: u64 = named_inputs
+            .zip(&inputs)
+            .filter(|(name, _)| g.consumers(name).len() <= 1 && !g.is_graph_output(name))
+            .map(|(_, t)| tensor::stored_bytes(t))
+            .sum();
         let facts = match tr::output_facts(&mini) {
             Ok(f) => f,
             Err(e) => {
@@ -234,6 +243,15 @@ fn fold(
             .sum();
         if out_bytes > max_bytes && out_bytes > in_bytes {
             too_large.push(node.label());
+            continue;
+        }
+        // Freeing nothing, a result larger than the node it replaces only
+        // grows the file: quant's int32 bias scales, the product of the
+        // input's scale and the weight's per-channel scales, both read by
+        // their own DequantizeLinear too (`clean` on a quantized YOLOX
+        // folded 11 and grew it by 1.4 kB). Runtimes fold them at load.
+        if from.is_none() && freed == 0 && out_bytes > prost::Message::encoded_len(p) as u64 {
+            kept_shared.push(node.label());
             continue;
         }
         let growth = out_bytes.saturating_sub(in_bytes);
@@ -278,6 +296,13 @@ fn fold(
             "did not fold {} Cast node(s) that expand weights stored compactly (8- or 4-bit integers, float16) to a wider float type: runtimes expand them at load, and folded they would only grow the file: {}",
             stored.len(),
             named(&stored)
+        ));
+    }
+    if !kept_shared.is_empty() {
+        notes.push(format!(
+            "did not fold {} constant node(s) whose inputs other nodes read too and whose result is larger than the node: folded they would only grow the file (runtimes fold them at load): {}",
+            kept_shared.len(),
+            named(&kept_shared)
         ));
     }
     if !over_budget.is_empty() {
