@@ -325,19 +325,50 @@ fn folds_that_free_nothing_and_grow_the_file_are_left() {
         .node("add2", "Add", &["x3", "c"], &["x4"])
         // A small result from shared inputs (a scalar) folds.
         .node("neg", "Neg", &["sx"], &["nsx"])
-        .node("add3", "Add", &["x4", "nsx"], &["y"])
+        .node("add3", "Add", &["x4", "nsx"], &["x5"])
+        // A ConstantOfShape of a shape other nodes read too stays: its
+        // values would be stored beside the shape.
+        .init(onnx_squeeze::ir::tensor::from_i64("shape", &[1, 24]))
+        .node_with(
+            "generate",
+            "ConstantOfShape",
+            &["shape"],
+            &["ones"],
+            vec![attr_tensor(
+                "value",
+                onnx_squeeze::ir::tensor::from_f32("v", &[1], &[1.0]),
+            )],
+        )
+        .node("add4", "Add", &["x5", "ones"], &["x6"])
+        // Integer results of shared constants (a shape computation) fold.
+        .node_with(
+            "joined",
+            "Concat",
+            &["shape", "shape"],
+            &["shape2"],
+            vec![attr_int("axis", 0)],
+        )
+        .node("reshape", "Reshape", &["x6", "shape"], &["y"])
+        .node("again", "Expand", &["x6", "shape2"], &["y2"])
         .output("y", &[1, 24])
+        .output("y2", &[1, 24, 1, 24])
         .build()
         .unwrap();
     let mut m = original.clone();
     let r = clean(&mut m);
     let left: Vec<&str> = m.graph.nodes.node_weights().map(|n| n.name()).collect();
-    assert!(left.contains(&"product"), "{left:?}");
-    assert!(!left.contains(&"own") && !left.contains(&"neg"), "{left:?}");
+    assert!(
+        left.contains(&"product") && left.contains(&"generate"),
+        "{left:?}"
+    );
+    assert!(
+        !left.contains(&"own") && !left.contains(&"neg") && !left.contains(&"joined"),
+        "{left:?}"
+    );
     assert!(
         r.notes.iter().any(|n| n.starts_with(
-            "did not fold 1 constant node(s) whose inputs other nodes read too and whose result is larger than the node"
-        ) && n.ends_with(": 'product'")),
+            "did not fold 2 constant node(s) whose inputs other nodes read too and whose float result is larger than the node"
+        ) && n.ends_with(": 'product', 'generate'")),
         "{:?}",
         r.notes
     );

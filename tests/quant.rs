@@ -4701,9 +4701,11 @@ np.savez(out, x=rng.standard_normal((4, 1, 64)).astype(np.float32))
 }
 
 /// A model calibration cannot run (tract has no Loop, and this one's
-/// condition is computed from data) is quantized weight-only, and the
-/// report says so once: the activation mode chosen before calibration is
-/// replaced by what the result is, no note says it was calibrated, and
+/// condition is computed from data) is quantized weight-only, in
+/// weight-only's form (int8 expanded once at load, not a DequantizeLinear
+/// on every run), and the report says so once: the activation mode chosen
+/// before calibration is replaced by what the result is and why, no note
+/// says it was calibrated, and
 /// `sensitive=auto` says it measured nothing. Under `--no-verify` the
 /// report's tolerance is the passes' (what verification would enforce),
 /// not float rounding's. onnxruntime runs the result.
@@ -4764,7 +4766,16 @@ np.savez(out, x=np.zeros((1, 64), np.float32))
     let s = format!("{}{}", text(&run.stdout), text(&run.stderr));
     assert_eq!(run.status.code(), Some(0), "{s}");
     assert!(
-        s.contains("note: activations: none (weight-only int8), not static: calibration failed (tract has no Loop;"),
+        s.contains(
+            "note: activations: none (weight-only int8): calibration failed (tract has no Loop;"
+        ),
+        "{s}"
+    );
+    // Weight-only's own form (expanded once at load), not static-form
+    // weights a DequantizeLinear would expand on every run.
+    assert!(
+        s.contains("1 x weight stored as int8 (expanded once at load)")
+            && !s.contains("weight quantized to int8"),
         "{s}"
     );
     assert!(

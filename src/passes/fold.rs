@@ -106,8 +106,10 @@ fn exact_fold(op: &str, inputs: &[TensorProto], outputs: &[TensorProto]) -> bool
 /// model whose weights are all ConstantOfShape nodes grew 4x in 4 KB
 /// steps), when it reads a
 /// constant of more than 256 bytes that other nodes read too (the result
-/// would be a second copy of it), when it produces a graph output, or when
-/// tract cannot evaluate it (noted, not an error).
+/// would be a second copy of it), when it frees nothing (every input read
+/// by other nodes too) and its float result is larger than the node (quant's
+/// int32 bias scales; a ConstantOfShape of a shared shape), when it produces
+/// a graph output, or when tract cannot evaluate it (noted, not an error).
 ///
 /// `grown`: the bytes growing folds have added before (earlier rounds of
 /// the same run); updated.
@@ -245,12 +247,15 @@ fn fold(
             too_large.push(node.label());
             continue;
         }
-        // Freeing nothing, a result larger than the node it replaces only
-        // grows the file: quant's int32 bias scales, the product of the
+        // Freeing nothing, a float result larger than the node it replaces
+        // only grows the file: quant's int32 bias scales, the product of the
         // input's scale and the weight's per-channel scales, both read by
         // their own DequantizeLinear too (`clean` on a quantized YOLOX
         // folded 11 and grew it by 1.4 kB). Runtimes fold them at load.
-        if from.is_none() && freed == 0 && out_bytes > prost::Message::encoded_len(p) as u64 {
+        // Integer results (shape computations on shared constants) fold:
+        // they are what a graph computes its shapes from.
+        let float = facts.iter().any(|(dt, _)| dt.is_float());
+        if from.is_none() && freed == 0 && float && out_bytes > bare_node_bytes(p) {
             kept_shared.push(node.label());
             continue;
         }
@@ -300,7 +305,7 @@ fn fold(
     }
     if !kept_shared.is_empty() {
         notes.push(format!(
-            "did not fold {} constant node(s) whose inputs other nodes read too and whose result is larger than the node: folded they would only grow the file (runtimes fold them at load): {}",
+            "did not fold {} constant node(s) whose inputs other nodes read too and whose float result is larger than the node: folded they would only grow the file (runtimes fold them at load): {}",
             kept_shared.len(),
             named(&kept_shared)
         ));
@@ -314,6 +319,15 @@ fn fold(
         ));
     }
     Ok(patches)
+}
+
+/// The bytes node `p` takes in the file without its doc string and
+/// metadata (an exporter's stack trace, which `clean` strips anyway).
+fn bare_node_bytes(p: &crate::proto::NodeProto) -> u64 {
+    let mut bare = p.clone();
+    bare.doc_string = None;
+    bare.metadata_props.clear();
+    prost::Message::encoded_len(&bare) as u64
 }
 
 /// A one-node model whose inputs are initializers.

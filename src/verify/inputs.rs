@@ -23,7 +23,7 @@ pub struct InputSpec {
     /// How random values of a float input are drawn.
     pub values: FloatValues,
     /// The fewest rows of a constant table the input indexes (a Gather
-    /// reads it as indices, directly or through casts and reshapes):
+    /// reads it as indices, directly or through casts, reshapes and selections):
     /// random integers stay below it, where an id past the table's end
     /// would stop the run.
     pub index_rows: Option<i64>,
@@ -587,7 +587,7 @@ pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
 }
 
 /// The constants the model compares the integer input `name` with (an
-/// `Equal` to a one-value constant, through casts and reshapes), in the
+/// `Equal` to a one-value constant, through casts, reshapes and selections), in the
 /// order of the graph's nodes. silero's VAD computes `sr == 16000` and runs
 /// its 16 kHz network in the If branch that selects; drawn in [0, 100) as
 /// any integer, `sr` takes the 8 kHz branch, which alone is verified, and

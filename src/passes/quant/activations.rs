@@ -42,6 +42,20 @@ fn pair_axis(n: &NodeProto) -> calibrate::PairAxis {
     }
 }
 
+/// Calibration could not run the model (tract cannot run it, or not at
+/// these sizes): [`Quant::static_activations`]' caller quantizes the weights
+/// alone instead, and says why.
+#[derive(Debug)]
+pub(super) struct CalibrationFailed(pub String);
+
+impl std::fmt::Display for CalibrationFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "calibration failed ({})", self.0)
+    }
+}
+
+impl std::error::Error for CalibrationFailed {}
+
 impl Quant {
     /// Calibrated Q/DQ pairs on activations, and int32 biases. With the
     /// reduced weight range chosen by `weight_range=auto`, the int8 weights
@@ -137,26 +151,11 @@ impl Quant {
         ctx.notes = notes;
         let ranges = match calibration {
             Ok(c) => c,
+            // Nothing was calibrated: the caller plans the weights alone
+            // (the notes on what calibration would have run go).
             Err(e) => {
-                // Nothing was calibrated (the notes on what it would have
-                // run go), and the mode said before calibration no longer
-                // holds: the note says what the result is.
                 ctx.notes.truncate(before);
-                // No layer computes in int8 now: their weights' span is moot.
-                ctx.notes
-                    .retain(|n| !n.starts_with("int8 weights of the integer-kernel layers span"));
-                let said = ctx
-                    .notes
-                    .iter()
-                    .position(|n| n.starts_with("activations: static ("));
-                let chosen = said
-                    .map(|i| ctx.notes.remove(i))
-                    .and_then(|n| n.strip_prefix("activations: ").map(str::to_string))
-                    .unwrap_or_else(|| "static".into());
-                ctx.notes.push(format!(
-                    "activations: none (weight-only int8), not {chosen}: calibration failed ({e:#})"
-                ));
-                return Ok((vec![], vec![], None, full_range, ValueSizes::new()));
+                return Err(CalibrationFailed(format!("{e:#}")).into());
             }
         };
         let calibrate::Calibration {

@@ -455,6 +455,39 @@ impl Quant {
     /// takes back ([`Quant::keep_sensitive_in_float`]). Activations are in
     /// `forced` mode where given (`none` where static QDQ would not pay,
     /// see [`static_payoff`]).
+    /// The plan with activations left float (`activations=none`), in
+    /// place of a static one planned up to here (its notes from
+    /// `notes_before` on dropped), `why` in place of the mode's note.
+    fn weight_only_instead(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        notes_before: usize,
+        why: String,
+    ) -> Result<Vec<Patch>> {
+        ctx.notes.truncate(notes_before);
+        let planned = self.plan(model, ctx, Some("none"))?;
+        // The round before raised the opset for static QDQ's per-channel
+        // pairs; weight-only needs no raise.
+        for n in ctx.notes[..notes_before]
+            .iter_mut()
+            .filter(|n| n.starts_with("opset raised from"))
+        {
+            n.push_str(
+                "; not needed in the end: the activations stay float (weight-only), which takes per-channel weights at any opset",
+            );
+        }
+        // In place of the mode's own note.
+        match ctx.notes[notes_before..]
+            .iter()
+            .position(|n| n.starts_with("activations: none"))
+        {
+            Some(i) => ctx.notes[notes_before + i] = why,
+            None => ctx.notes.push(why),
+        }
+        Ok(planned)
+    }
+
     fn plan(
         &self,
         model: &Model,
@@ -526,7 +559,7 @@ impl Quant {
         };
         let mut expected = None;
         if mode == "static" {
-            let (acts, biases, e, full_range, sizes) = self.static_activations(
+            let calibrated = self.static_activations(
                 model,
                 ctx,
                 &uses,
@@ -534,7 +567,22 @@ impl Quant {
                 &weight_axis,
                 &excluded,
                 reference_samples.as_deref(),
-            )?;
+            );
+            let (acts, biases, e, full_range, sizes) = match calibrated {
+                Ok(c) => c,
+                // Weight-only in its own form (stored weights, expanded
+                // once at load, full range): static-form weights with no
+                // pairs beside them would be dequantized on every run.
+                Err(e) => match e.downcast::<activations::CalibrationFailed>() {
+                    Ok(failed) => {
+                        let why = format!(
+                            "activations: none (weight-only int8): {failed}; activations=static needs a model tract can run"
+                        );
+                        return self.weight_only_instead(model, ctx, notes_before, why);
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
             expected = e;
             for (w, p) in full_range {
                 patches[weight_patch[&w]] = p;
@@ -572,26 +620,7 @@ impl Quant {
                         converted as f64 / 1e6,
                         macs as f64 / converted as f64
                     );
-                    let planned = self.plan(model, ctx, Some("none"))?;
-                    // The round before raised the opset for static QDQ's
-                    // per-channel pairs; weight-only needs no raise.
-                    for n in ctx.notes[..notes_before]
-                        .iter_mut()
-                        .filter(|n| n.starts_with("opset raised from"))
-                    {
-                        n.push_str(
-                            "; not needed in the end: the activations stay float (weight-only), which takes per-channel weights at any opset",
-                        );
-                    }
-                    // In place of the mode's own note.
-                    match ctx.notes[notes_before..]
-                        .iter()
-                        .position(|n| n.starts_with("activations: none"))
-                    {
-                        Some(i) => ctx.notes[notes_before + i] = why,
-                        None => ctx.notes.push(why),
-                    }
-                    return Ok(planned);
+                    return self.weight_only_instead(model, ctx, notes_before, why);
                 }
             }
         }
