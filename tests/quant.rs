@@ -4796,3 +4796,37 @@ np.savez(out, x=np.zeros((1, 64), np.float32))
     assert_eq!(json["verify"]["tolerance"]["min_cosine"], 0.99, "{json}");
     assert_ort_matches(&input, &out, &cosine_only("0.999"));
 }
+
+/// The activation mode's note counts each weight once however many layers
+/// read it (an unrolled LSTM's time steps share theirs: counted per
+/// reader, a 4.8M-parameter CRNN was said to hold 67M in MatMul/Gemm).
+#[test]
+fn the_mode_note_counts_a_shared_weight_once() {
+    let dir = scratch("shared-count");
+    let (input, out) = (dir.path().join("shared.onnx"), dir.path().join("out.onnx"));
+    write_npz(
+        &dir.path().join("unused.npz"),
+        &format!(
+            r#"
+import onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+w = (np.random.default_rng(0).standard_normal((64, 64)) / 8).astype(np.float32)
+nodes = [h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Tanh", ["a"], ["t"]),
+         h.make_node("MatMul", ["t", "w"], ["b"]), h.make_node("Tanh", ["b"], ["u"]),
+         h.make_node("MatMul", ["u", "w"], ["y"])]
+g = h.make_graph(nodes, "shared", [h.make_tensor_value_info("x", T.FLOAT, [1, 64])],
+                 [h.make_tensor_value_info("y", T.FLOAT, [1, 64])], [nh.from_array(w, "w")])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.save(m, r"{}")
+np.savez(out, x=np.zeros((1, 64), np.float32))
+"#,
+            input.display()
+        ),
+    );
+    let (i, o) = (input.display().to_string(), out.display().to_string());
+    let run = run_cli(&["run", "--passes", "quant", &i, &o]);
+    let s = format!("{}{}", text(&run.stdout), text(&run.stderr));
+    assert_eq!(run.status.code(), Some(0), "{s}");
+    assert!(s.contains("(0 weights in Conv, 4096 in MatMul/Gemm"), "{s}");
+}
