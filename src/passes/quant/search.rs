@@ -1266,17 +1266,19 @@ mod tests {
         assert_eq!(predicted_groups(&scored, f64::NAN, 0.99), 4);
     }
 
+    /// A check's report that passed or failed, and nothing else.
+    fn report(pass: bool) -> VerifyReport {
+        let mut r = VerifyReport::not_verified("test");
+        r.status = if pass { Status::Passed } else { Status::Failed };
+        r
+    }
+
     /// From any guess, one or two candidates at a time, the search finds
     /// the fewest groups that pass where passing is ordered, or every
     /// group (and its report) where none does, one at a time checking no
     /// count two at once would not; a right guess decides in one step.
     #[test]
     fn fewest_groups_finds_the_fewest_that_pass_from_any_guess() {
-        let report = |pass: bool| {
-            let mut r = VerifyReport::not_verified("test");
-            r.status = if pass { Status::Passed } else { Status::Failed };
-            r
-        };
         let progress = crate::pass::Progress::default();
         for n in 1..=20usize {
             for need in 1..=n + 1 {
@@ -1318,11 +1320,6 @@ mod tests {
     /// up to 8 and with 14, passes with 9 to 13 and 15, 16) keeps 9.
     #[test]
     fn fewest_groups_where_passing_is_not_ordered() {
-        let report = |pass: bool| {
-            let mut r = VerifyReport::not_verified("test");
-            r.status = if pass { Status::Passed } else { Status::Failed };
-            r
-        };
         let progress = crate::pass::Progress::default();
         let cases: [(&[usize], usize, usize); 3] = [
             (&[4, 5, 12, 13, 14, 15, 16], 3, 4),
