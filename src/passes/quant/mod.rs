@@ -447,14 +447,6 @@ impl Pass for Quant {
 }
 
 impl Quant {
-    /// The pass's proposal: what the preparation rounds propose
-    /// ([`Quant::prepare`]), or, in the round that quantizes, the run's
-    /// [`Setup`], the weights chosen ([`Quant::select_weights`]) and
-    /// quantized ([`Quant::quantize_weights`]), the static activations'
-    /// pairs ([`Quant::static_activations`]) and what `sensitive=auto`
-    /// takes back ([`Quant::keep_sensitive_in_float`]). Activations are in
-    /// `forced` mode where given (`none` where static QDQ would not pay,
-    /// see [`static_payoff`]).
     /// The plan with activations left float (`activations=none`), in
     /// place of a static one planned up to here (its notes from
     /// `notes_before` on dropped), `why` in place of the mode's note.
@@ -488,6 +480,15 @@ impl Quant {
         Ok(planned)
     }
 
+    /// The pass's proposal: what the preparation rounds propose
+    /// ([`Quant::prepare`]), or, in the round that quantizes, the run's
+    /// [`Setup`], the weights chosen ([`Quant::select_weights`]) and
+    /// quantized ([`Quant::quantize_weights`]), the static activations'
+    /// pairs ([`Quant::static_activations`]) and what `sensitive=auto`
+    /// takes back ([`Quant::keep_sensitive_in_float`]). Activations are in
+    /// `forced` mode where given (`none` where static QDQ would not pay,
+    /// see [`static_payoff`], or where calibration cannot run:
+    /// [`Quant::weight_only_instead`]).
     fn plan(
         &self,
         model: &Model,

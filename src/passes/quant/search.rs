@@ -893,8 +893,8 @@ fn fewest_groups(
     // passed and of every group taken back.
     let mut seen: std::collections::BTreeMap<usize, bool> = Default::default();
     let mut reports: HashMap<usize, VerifyReport> = HashMap::new();
-    // The same counts one at a time as two at once: both choose the same
-    // wherever passing is not ordered either.
+    // Two counts a step, one at a time or at once: the same choice either
+    // way, wherever passing is not ordered too.
     let mut ks = vec![guess.saturating_sub(1).max(1), guess.max(2)];
     loop {
         ks.retain(|&k| (1..=n_groups).contains(&k) && !seen.contains_key(&k));
