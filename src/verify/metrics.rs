@@ -27,8 +27,14 @@ pub struct OutputMetrics {
 /// the share of rows whose top-1 agrees is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScoreRows {
-    /// Of `[batch, classes]` outputs only: logits of a classifier's head.
+    /// Of `[batch, classes]` outputs only: logits of a classifier's head
+    /// reshaped to them, or a global pooling's channels.
     Rank2,
+    /// A matrix product's output (and its bias), not reshaped: rows along
+    /// the last axis at any rank from 2 (a classifier's `[batch, classes]`,
+    /// a recogniser's or a language model's `[batch, positions, classes]`,
+    /// time-major CTC logits `[positions, batch, classes]`).
+    Logits,
     /// A softmax over this axis (negative: from the last): at any rank
     /// where it is the last (a masked language model's or a recogniser's
     /// scores per position).
@@ -147,6 +153,7 @@ impl Accumulator {
         // largest score the original ties (a constant output) have no top-1.
         let rank_fits = match self.scores {
             Some(ScoreRows::Rank2) => shape.len() == 2,
+            Some(ScoreRows::Logits) => shape.len() >= 2,
             Some(ScoreRows::Softmax(axis)) => {
                 shape.len() >= 2 && (axis == -1 || axis == shape.len() as i64 - 1)
             }
@@ -344,8 +351,9 @@ mod tests {
     }
 
     /// Rows whose largest score the original ties have no top-1; a
-    /// softmax's scores per position count at any rank, logits at rank 2
-    /// only, and other outputs not at all.
+    /// softmax's scores per position and a matrix product's logits count
+    /// at any rank, logits reshaped at rank 2 only, and other outputs not
+    /// at all.
     #[test]
     fn top1_counts_rows_of_class_scores_with_one_best() {
         let rows = |kind: Option<ScoreRows>, shape: &[usize], a: &[f64], b: &[f64]| {
@@ -359,6 +367,9 @@ mod tests {
         let (a, b) = ([0.1, 0.9, 0.6, 0.4], [0.2, 0.8, 0.3, 0.7]);
         assert_eq!(rows(Some(ScoreRows::Rank2), &[2, 2], &a, &b), Some(0.5));
         assert_eq!(rows(Some(ScoreRows::Rank2), &[1, 2, 2], &a, &b), None);
+        // Logits at rank 3 (time-major CTC logits too): rows along the last axis.
+        assert_eq!(rows(Some(ScoreRows::Logits), &[2, 2], &a, &b), Some(0.5));
+        assert_eq!(rows(Some(ScoreRows::Logits), &[1, 2, 2], &a, &b), Some(0.5));
         assert_eq!(
             rows(Some(ScoreRows::Softmax(-1)), &[1, 2, 2], &a, &b),
             Some(0.5)

@@ -718,10 +718,12 @@ fn residuals_of(model: &Model, outputs: &[String], run_inputs: &[&str]) -> Vec<(
 /// scores, where top-1 agreement means something: a Softmax or
 /// LogSoftmax over the last axis (or one written out, `exp` over its sum),
 /// at any rank (a masked language model's or a recogniser's scores per
-/// position), and logits of rank 2 (a Gemm,
-/// a MatMul and its bias, a global average pooling: a classifier's head),
-/// through reshapes, casts and flattening (a softmax reshaped, only where
-/// it was over axis 1, a classifier's flattened). Not an LSTM's states, bits read
+/// position), a Gemm's or a MatMul's logits (and their bias) at any rank
+/// (a classifier's head, a recogniser's or a language model's per
+/// position, time-major CTC logits `[positions, batch, classes]`), and a
+/// global average pooling's channels, through casts and, at rank 2 only,
+/// reshapes and flattening (a softmax reshaped, only where it was over
+/// axis 1, a classifier's flattened). Not an LSTM's states, bits read
 /// by their sign (a ReduceMean of a Conv), independent probabilities (a
 /// Sigmoid): an argmax over those labels nothing, and a top-1 column of
 /// 100% beside them said otherwise.
@@ -801,6 +803,9 @@ fn score_rows_of<'a>(
                         .then(|| softmax(-1, reshaped))
                         .flatten();
                 }
+                // Logits per position at any rank (a recogniser's, time-major
+                // CTC logits too), unless reshaped on the way out.
+                "Gemm" | "MatMul" if !reshaped => return Some(ScoreRows::Logits),
                 "Gemm" | "MatMul" | "GlobalAveragePool" => return Some(ScoreRows::Rank2),
                 _ => return None,
             }
@@ -2703,8 +2708,8 @@ mod tests {
 
     /// Outputs whose rows are class scores: a softmax (at opset 13 its
     /// axis defaults to the last), one written out as `exp` over its sum,
-    /// a classifier's logits through a bias and a reshape; not a Tanh's
-    /// states or a ReduceMean's bits.
+    /// a classifier's logits through a bias and a reshape, logits per
+    /// position at rank 3; not a Tanh's states or a ReduceMean's bits.
     #[test]
     fn class_scores_are_known_by_the_head_that_computes_them() {
         use super::ScoreRows;
@@ -2716,6 +2721,10 @@ mod tests {
             .node("mm", "MatMul", &["x", "w"], &["mm_out"])
             .node("bias", "Add", &["b", "mm_out"], &["logits_pre"])
             .node("flat", "Flatten", &["logits_pre"], &["logits"])
+            // Logits per position, time-major: [steps, batch, classes].
+            .input("seq", &[5, 1, 4])
+            .node("mm3", "MatMul", &["seq", "w"], &["mm3_out"])
+            .node("bias3", "Add", &["mm3_out", "b"], &["logits_3d"])
             .node("sm", "Softmax", &["mm_out"], &["probs"])
             .node_with(
                 "sm1",
@@ -2749,6 +2758,7 @@ mod tests {
             .node("tanh", "Tanh", &["mm_out"], &["state"])
             .node("mean", "ReduceMean", &["mm_out"], &["bits"])
             .output("logits", &[1, 3])
+            .output("logits_3d", &[5, 1, 3])
             .output("probs", &[1, 3])
             .output("probs1", &[1, 3])
             .output("written_out", &[1, 3])
@@ -2762,6 +2772,7 @@ mod tests {
         let rows = super::score_rows_of(&m, &names);
         let get = |n: &str| rows.get(n).copied();
         assert_eq!(get("logits"), Some(ScoreRows::Rank2));
+        assert_eq!(get("logits_3d"), Some(ScoreRows::Logits));
         assert_eq!(get("probs"), Some(ScoreRows::Softmax(-1)));
         assert_eq!(get("probs1"), Some(ScoreRows::Softmax(1)));
         assert_eq!(get("written_out"), Some(ScoreRows::Softmax(-1)));
