@@ -1060,6 +1060,55 @@ np.savez(out, x=np.random.default_rng(0).standard_normal((1, 2, 4, 5)).astype(np
     }
 }
 
+/// A Squeeze without axes (every dim of size 1) before opset 13, which
+/// tract reads only as Squeeze-13 (speechmos' GRU networks, opsets 9 and
+/// 11, were refused), is verified on a copy raised to 13; ai.onnx.ml's
+/// Scaler, which tract does not have (skl2onnx pipelines start with one),
+/// as `(x - offset) * scale`, per feature or one value for all, from an
+/// int64 input too. Both as onnxruntime computes them.
+#[test]
+fn squeeze_without_axes_and_ml_scaler_are_verified_as_onnxruntime_computes_them() {
+    for opset in [9, 11] {
+        let (dir, path, inputs) = python_case(
+            &format!("lower-squeeze-{opset}"),
+            &format!(
+                r#"
+opset = {opset}
+w = nh.from_array(np.random.default_rng(1).standard_normal((4, 3, 1, 3)).astype(np.float32), "w")
+nodes = [h.make_node("Conv", ["x", "w"], ["c"]),
+         h.make_node("Squeeze", ["c"], ["s"]),
+         h.make_node("Scaler", ["s"], ["y"], domain="ai.onnx.ml", offset=[0.5, -1.0, 0.0, 2.0, 1.5], scale=[2.0, 0.5, 1.0, -1.0, 3.0]),
+         h.make_node("Scaler", ["ids"], ["z"], domain="ai.onnx.ml", offset=[3.0], scale=[0.25])]
+g = h.make_graph(nodes, "sq", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 1, 7]),
+                              h.make_tensor_value_info("ids", T.INT64, [2, 5])],
+    [h.make_tensor_value_info("y", T.FLOAT, [4, 5]), h.make_tensor_value_info("z", T.FLOAT, [2, 5])], [w])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", opset), h.make_opsetid("ai.onnx.ml", 1)])
+m.ir_version = 4
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, model)
+rng = np.random.default_rng(0)
+np.savez(out, x=rng.standard_normal((1, 3, 1, 7)).astype(np.float32), ids=rng.integers(0, 9, (2, 5)))
+"#
+            ),
+        );
+        let (reference, ort_out) = reference_and_onnxruntime(
+            dir.path(),
+            &path,
+            inputs,
+            &format!("opset {opset} raised to 13 for tract"),
+        );
+        assert!(
+            reference
+                .notes()
+                .iter()
+                .any(|n| n.contains("2 Scaler node(s)")),
+            "{:?}",
+            reference.notes()
+        );
+        assert_agrees_with_onnxruntime(&reference, &ort_out, |_| 1e-5);
+    }
+}
+
 /// Weights stored compactly (`Cast` of an 8/16-bit integer or float16
 /// constant to float, `Mul` by a float scale, broadcast as numpy does) are
 /// expanded for tract bit for bit as onnxruntime computes them. A `Cast`

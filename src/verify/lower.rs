@@ -106,6 +106,15 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
     if let Some(note) = lower_upsample(model)? {
         notes.push(note);
     }
+    if let Some(note) = raise_for_squeeze_without_axes(model)? {
+        notes.push(note);
+    }
+    let scalers_ml = lower_ml_scalers(model)?;
+    counted(
+        &mut notes,
+        scalers_ml,
+        "Scaler node(s) (ai.onnx.ml, which tract does not have) lowered to Cast, Sub and Mul",
+    );
     let signals = lower_stft_signals(model)?;
     counted(
         &mut notes,
@@ -277,6 +286,102 @@ fn lower_upsample(model: &mut Model) -> Result<Option<String>> {
         }
     }
     Ok(note)
+}
+
+/// A Squeeze without `axes` (every dim of size 1) before opset 13, which
+/// tract refuses ("expected attribute 'axes'": it reads that form only as
+/// Squeeze-13, the same operator with its axes an input): the copy raised
+/// to 13 (speechmos' GRU networks, opsets 9 and 11). Returns a note when
+/// raised; a model that cannot be raised is left for tract to refuse.
+fn raise_for_squeeze_without_axes(model: &mut Model) -> Result<Option<String>> {
+    fn in_graph(g: &crate::proto::GraphProto) -> bool {
+        g.node.iter().any(in_node)
+    }
+    fn in_node(n: &crate::proto::NodeProto) -> bool {
+        let onnx = matches!(n.domain(), "" | "ai.onnx");
+        (onnx
+            && n.op_type() == "Squeeze"
+            && n.input.len() < 2
+            && crate::ir::attr(n, "axes").is_none())
+            || crate::ir::walk::subgraphs(n).any(in_graph)
+    }
+    let from = model.opset();
+    if from >= 13 || !model.graph.nodes.node_weights().any(|n| in_node(&n.proto)) {
+        return Ok(None);
+    }
+    let Ok(p) = crate::passes::opset::upgrade(model, 13) else {
+        return Ok(None);
+    };
+    model.apply(&p)?;
+    Ok(Some(format!(
+        "opset {from} raised to 13 for tract, which reads a Squeeze without axes (every dim of size 1) only from opset 13 on"
+    )))
+}
+
+/// ai.onnx.ml's Scaler, `(x - offset) * scale` along the last axis (one
+/// value or one a feature), written as `Mul(Sub(Cast(x, float), offset),
+/// scale)`: tract does not have it (scikit-learn pipelines converted by
+/// skl2onnx start with one). One whose offset or scale is missing or
+/// empty is left for tract to refuse. Returns how many.
+fn lower_ml_scalers(model: &mut Model) -> Result<usize> {
+    use crate::ir::builder::{attr_int, node_proto};
+    let ids: Vec<crate::ir::NodeId> = model
+        .graph
+        .nodes
+        .node_indices()
+        .filter(|&i| {
+            let n = &model.graph.nodes[i].proto;
+            n.domain() == "ai.onnx.ml" && n.op_type() == "Scaler"
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut used = model.graph.all_names();
+    let mut p = Patch::new("Scaler lowered");
+    for id in ids {
+        let n = &model.graph.nodes[id].proto;
+        let floats = |name: &str| crate::ir::attr(n, name).map(|a| a.floats.clone());
+        let (Some(offset), Some(scale), Some(x), Some(y)) = (
+            floats("offset"),
+            floats("scale"),
+            n.input.first(),
+            n.output.first(),
+        ) else {
+            continue;
+        };
+        if offset.is_empty() || scale.is_empty() {
+            continue;
+        }
+        let mut fresh = |b: &str| crate::ir::walk::unique_name(&mut used, b);
+        let (xf, centred, off, sc) = (
+            fresh(&format!("{y}_float")),
+            fresh(&format!("{y}_centred")),
+            fresh(&format!("{y}_offset")),
+            fresh(&format!("{y}_scale")),
+        );
+        p.add_initializers
+            .push(tensor::from_f32(&off, &[offset.len() as i64], &offset));
+        p.add_initializers
+            .push(tensor::from_f32(&sc, &[scale.len() as i64], &scale));
+        p.add_nodes.push(node_proto(
+            "",
+            "Cast",
+            &[x],
+            &[&xf],
+            vec![attr_int("to", DataType::Float as i64)],
+        ));
+        p.add_nodes
+            .push(node_proto("", "Sub", &[&xf, &off], &[&centred], vec![]));
+        p.add_nodes
+            .push(node_proto("", "Mul", &[&centred, &sc], &[y], vec![]));
+        p.remove_nodes.push(id);
+    }
+    let done = p.remove_nodes.len();
+    if done > 0 {
+        model.apply(&p)?;
+    }
+    Ok(done)
 }
 
 /// BatchNormalization-7's `spatial` attribute, which tract refuses, dropped
