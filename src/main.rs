@@ -20,7 +20,10 @@ const EXIT_HELP: &str = "\
 Exit codes:
   0  done
   1  the tool could not do it (bad input, bad usage, I/O); nothing is written
-  3  verification failed or could not run; nothing is written unless --force";
+  3  verification failed or could not run; nothing is written unless --force
+     (a run whose every change is exact by construction, such as an already
+     quantized model left alone, is written when verification cannot run,
+     and says so)";
 
 /// Make ONNX models smaller and faster, and prove they still compute the same thing.
 ///

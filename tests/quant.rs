@@ -4492,6 +4492,43 @@ fn a_leaky_relu_only_float_ops_read_is_not_quantized() {
     cli_matches_ort(&original, "quant(activations=static,sensitive=off)", "0.99");
 }
 
+/// `weights=int4` on a model where no weight takes the int4 form (a CNN:
+/// int4 is for MatMul weights and embedding tables) says so, rather than
+/// leave its notes on int4 MatMul weights unanswered; with one that does,
+/// no such note.
+#[test]
+fn int4_where_no_weight_takes_it_says_so() {
+    let conv = ModelBuilder::new(21)
+        .input("x", &[1, 8, 8, 8])
+        .init_f32("w", &[32, 8, 3, 3], &weights(32 * 72, 5))
+        .node_with("c", "Conv", &["x", "w"], &["y"], conv_attrs(3))
+        .output("y", &[1, 32, 8, 8])
+        .build()
+        .unwrap();
+    let none = "no weight took the int4 form";
+    let r = quant(&mut conv.clone(), "weights = \"int4\"\nsensitive = \"off\"");
+    let notes = r.notes.join("\n");
+    assert!(notes.contains(none), "{notes}");
+    let matmul = ModelBuilder::new(21)
+        .input("x", &[1, 128])
+        .init_f32("w", &[128, 64], &weights(128 * 64, 3))
+        .node("mm", "MatMul", &["x", "w"], &["y"])
+        .output("y", &[1, 64])
+        .build()
+        .unwrap();
+    let r = quant(
+        &mut matmul.clone(),
+        "weights = \"int4\"\nsensitive = \"off\"",
+    );
+    let notes = r.notes.join("\n");
+    assert!(
+        r.changes.keys().any(|k| k.contains("int4")),
+        "{:?}",
+        r.changes
+    );
+    assert!(!notes.contains("weights=int4:"), "{notes}");
+}
+
 /// Pointwise Convs between depthwise ones, which compute in float: each
 /// int8 island converts its input to uint8 and its output back for few
 /// multiply-adds an element (YuNet's face detector ran 0.77x of float so in

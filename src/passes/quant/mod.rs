@@ -466,7 +466,7 @@ impl Quant {
             .filter(|n| n.starts_with("opset raised from"))
         {
             n.push_str(
-                "; not needed in the end: the activations stay float (weight-only), which takes per-channel weights at any opset",
+                "; not needed in the end: the activations stay float (weight-only), which takes per-channel weights at any opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)",
             );
         }
         // In place of the mode's own note.
@@ -661,6 +661,16 @@ impl Quant {
                     .into(),
             );
         }
+        let int4_count = |patches: &[Patch]| {
+            patches
+                .iter()
+                .filter(|p| {
+                    p.label.starts_with("MatMul weight quantized to int4")
+                        || p.label.starts_with("embedding table quantized to int4")
+                })
+                .count()
+        };
+        let int4_before = int4_count(&patches);
         let patches = if sensitive {
             self.keep_sensitive_in_float(
                 model,
@@ -675,6 +685,29 @@ impl Quant {
         } else {
             patches
         };
+        // The notes above speak of int4 MatMul weights; say where none is
+        // in the result (PP-OCRv6's small recogniser with weights=int4: its
+        // MatMul weights take no int4 form there, its file the int8 one's
+        // size, under the opset raised to 21 for them).
+        if self.params.weights == "int4" && int4_count(&patches) == 0 {
+            // Beside the search's summary, among the notes the printed
+            // report shows.
+            let at = ctx
+                .notes
+                .iter()
+                .position(|n| n.starts_with("sensitive=auto: full quantization"))
+                .map_or(ctx.notes.len(), |i| i + 1);
+            ctx.notes.insert(at, if int4_before > 0 {
+                format!(
+                    "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's"
+                )
+            } else {
+                format!(
+                    "weights=int4: no weight took the int4 form (a MatMul's constant right operand of at least block_size={} rows that only MatMuls read, or an embedding table whose rows divide into blocks): the weights are int8, the result about the size of weights=int8's",
+                    self.params.block_size
+                )
+            });
+        }
         if mode == "static" {
             return expand_unfused(model, patches, &mut ctx.notes);
         }
