@@ -4405,6 +4405,14 @@ fn pooled_and_split_values_share_their_inputs_grid() {
     cli_matches_ort(&original, "quant", "0.99");
 }
 
+/// Whether a QuantizeLinear of `m` reads the value `v`.
+fn quantizes(m: &Model, v: &str) -> bool {
+    m.graph
+        .nodes
+        .node_weights()
+        .any(|n| n.op() == "QuantizeLinear" && n.proto.input.first().is_some_and(|i| i == v))
+}
+
 /// A Sigmoid after an int8 Conv whose output no op of the int8 region reads
 /// (a YOLO head's class scores, concatenated with float boxes) keeps its
 /// output float: a pair there would only round the scores to steps of
@@ -4429,12 +4437,7 @@ fn a_sigmoid_only_float_ops_read_is_not_quantized() {
         .build()
         .unwrap();
     let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
-    let quantized = |v: &str| {
-        m.graph
-            .nodes
-            .node_weights()
-            .any(|n| n.op() == "QuantizeLinear" && n.proto.input[0] == v)
-    };
+    let quantized = |v: &str| quantizes(&m, v);
     assert!(quantized("h"), "{s}");
     assert!(!quantized("scores"), "{s}");
     let v = verify_quant(&original, &m);
@@ -4478,12 +4481,7 @@ fn a_leaky_relu_only_float_ops_read_is_not_quantized() {
         .build()
         .unwrap();
     let (m, s) = snapshot(&original, "activations = \"static\"\nsensitive = \"off\"");
-    let quantized = |v: &str| {
-        m.graph
-            .nodes
-            .node_weights()
-            .any(|n| n.op() == "QuantizeLinear" && n.proto.input[0] == v)
-    };
+    let quantized = |v: &str| quantizes(&m, v);
     assert!(quantized("h1") && quantized("m1"), "{s}");
     assert!(!quantized("a1"), "{s}");
     assert!(quantized("h2") && quantized("a2"), "{s}");
