@@ -153,6 +153,7 @@ impl ProducerImages {
                 .is_some_and(|vi| !image_axes(vi).is_empty())
         };
         let mut images = Vec::new();
+        let mut spectra = Vec::new();
         let mut pixels = Vec::new();
         for s in specs.iter_mut() {
             if !(is_float(s.dtype) && image(&s.name) && s.values == FloatValues::Normal) {
@@ -180,7 +181,10 @@ impl ProducerImages {
                         Some(_) => FloatValues::Unit,
                         None => FloatValues::Mixed,
                     };
-                    images.push(format!("'{}'", s.name));
+                    match producer.is_none() && spectrogram_name(&s.name) {
+                        true => spectra.push(format!("'{}'", s.name)),
+                        false => images.push(format!("'{}'", s.name)),
+                    }
                 }
             }
         }
@@ -188,6 +192,12 @@ impl ProducerImages {
             notes.push(format!(
                 "random images {} drawn uniform in [0, 255): the model takes pixel values as they are; pass --inputs with real images",
                 pixels.join(", ")
+            ));
+        }
+        if !spectra.is_empty() {
+            notes.push(format!(
+                "random inputs {} shaped like images (by their names, spectrograms: [batch, channels, frames, bins]) drawn standard normal and uniform in [0, 1) in turn: the model does not say how they are scaled; pass --inputs with real data",
+                spectra.join(", ")
             ));
         }
         if images.is_empty() {
@@ -205,6 +215,18 @@ impl ProducerImages {
             ),
         });
     }
+}
+
+/// Whether an image-shaped input's name says it holds audio features (a
+/// spectrogram's `[batch, channels, frames, bins]`: speechmos' `degraded_audio`),
+/// for notes that do not call it images.
+fn spectrogram_name(name: &str) -> bool {
+    let n = name.to_lowercase();
+    [
+        "audio", "spec", "mel", "fbank", "stft", "speech", "wav", "sound",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// The least mean pixel value [`pixel_values`] takes for images given as
@@ -2071,6 +2093,37 @@ mod tests {
         let v = crate::verify::tract::to_f64(&drawn[0][0]).unwrap();
         assert!(v.iter().any(|&x| x >= 200.0), "{v:?}");
         assert!(v.iter().all(|&x| (0.0..256.0).contains(&x)));
+    }
+
+    /// An image-shaped input named as audio features is drawn as images
+    /// are, under a note that does not call it images.
+    #[test]
+    fn a_spectrogram_named_so_is_not_called_an_image() {
+        let m = ModelBuilder::new(13)
+            .input("degraded_audio", &[1, 1, 64, 40])
+            .input("picture", &[1, 3, 16, 16])
+            .node("a", "Relu", &["degraded_audio"], &["y"])
+            .node("b", "Relu", &["picture"], &["z"])
+            .output("y", &[1, 1, 64, 40])
+            .output("z", &[1, 3, 16, 16])
+            .build()
+            .unwrap();
+        let mut notes = vec![];
+        let mut specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
+        ProducerImages::apply(&m, &mut specs, &mut notes);
+        assert!(specs.iter().all(|s| s.values == FloatValues::Mixed));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("random inputs 'degraded_audio' shaped like images")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("random images 'picture' drawn")),
+            "{notes:?}"
+        );
     }
 
     #[test]
