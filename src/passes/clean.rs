@@ -143,6 +143,7 @@ fn build(params: toml::Table) -> Result<Box<dyn Pass>> {
     Ok(Box::new(Clean {
         params: parse_params(params, &INFO)?,
         growth: std::sync::atomic::AtomicU64::new(0),
+        unfolded: Default::default(),
     }))
 }
 
@@ -151,6 +152,9 @@ pub struct Clean {
     /// Bytes the folds that grow their data have added in this run, over
     /// every round (see [`super::fold::GROWTH_SHARE`]).
     growth: std::sync::atomic::AtomicU64,
+    /// What constant folding left in this run's rounds so far, and the
+    /// notes last said of it: each round's notes replace the last ones.
+    unfolded: std::sync::Mutex<(super::fold::Unfolded, Vec<String>)>,
 }
 
 impl Pass for Clean {
@@ -195,13 +199,25 @@ impl Pass for Clean {
         }
         if self.params.fold_constants {
             let mut grown = self.growth.load(Ordering::Relaxed);
+            let mut left = super::fold::Unfolded::default();
             let p = super::fold::fold_constants(
                 model,
                 self.params.fold_max_bytes,
                 &mut grown,
-                &mut ctx.notes,
+                &mut left,
             )?;
             self.growth.store(grown, Ordering::Relaxed);
+            if let Ok(mut state) = self.unfolded.lock() {
+                if ctx.round == 1 {
+                    *state = Default::default();
+                }
+                let (all, said) = &mut *state;
+                ctx.notes.retain(|n| !said.contains(n));
+                all.retain_in(&model.graph);
+                all.merge(left);
+                *said = all.notes();
+                ctx.notes.extend(said.iter().cloned());
+            }
             if !p.is_empty() {
                 return Ok(p);
             }

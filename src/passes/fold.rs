@@ -117,13 +117,117 @@ pub fn fold_constants(
     model: &Model,
     max_bytes: u64,
     grown: &mut u64,
-    notes: &mut Vec<String>,
+    unfolded: &mut Unfolded,
 ) -> Result<Vec<Patch>> {
     let budget = max_bytes.max((model.weight_bytes() as f64 * GROWTH_SHARE) as u64);
     let mut left = budget.saturating_sub(*grown);
-    let patches = fold(model, max_bytes, None, &mut left, notes)?;
+    let patches = fold(model, max_bytes, None, &mut left, unfolded)?;
     *grown = budget.saturating_sub(left);
     Ok(patches)
+}
+
+/// Why constant nodes were left unfolded: each node once, under the reason
+/// it was first left for. A pass that folds in rounds merges each round's
+/// into what it has ([`Unfolded::merge`]) and says it once: a node over the
+/// growth budget in one round and left for sharing its inputs in the next
+/// (once `clean` merged the shapes its generators read) was named in both,
+/// and each round's count of the same reason under the same words.
+#[derive(Debug, Default, Clone)]
+pub struct Unfolded {
+    /// Why, the node's label and its first output, in the order found.
+    left: Vec<(Left, String, String)>,
+    /// Notes of one node each (tract could not type or evaluate it), with
+    /// the node's first output.
+    single: Vec<(String, String)>,
+    /// The `max_bytes` the nodes were too large for.
+    max_bytes: u64,
+}
+
+/// Why a constant node was not folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Its result exceeds `max_bytes` and its inputs.
+    TooLarge,
+    /// A Cast that expands a weight stored compactly.
+    Stored,
+    /// It frees nothing and its float result is larger than the node.
+    KeptShared,
+    /// Growing folds have added what the model allows.
+    OverBudget,
+}
+
+impl Unfolded {
+    /// `later`'s nodes that are not here yet added.
+    pub fn merge(&mut self, later: Unfolded) {
+        for e in later.left {
+            if !self.left.iter().any(|x| x.2 == e.2) {
+                self.left.push(e);
+            }
+        }
+        for e in later.single {
+            if !self.single.iter().any(|x| x.0 == e.0) {
+                self.single.push(e);
+            }
+        }
+        self.max_bytes = later.max_bytes;
+    }
+
+    /// Only the nodes `g` still holds (a node left in one round may fold
+    /// in a later one).
+    pub fn retain_in(&mut self, g: &crate::ir::Graph) {
+        self.left.retain(|(_, _, o)| g.producer(o).is_some());
+        self.single.retain(|(o, _)| g.producer(o).is_some());
+    }
+
+    /// The notes: one a node for those of [`Unfolded::single`], then one a
+    /// reason, naming a few of its nodes.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> = self.single.iter().map(|(_, n)| n.clone()).collect();
+        let of = |why: Left| -> Vec<String> {
+            self.left
+                .iter()
+                .filter(|(w, _, _)| *w == why)
+                .map(|(_, l, _)| l.clone())
+                .collect()
+        };
+        let (too_large, stored, kept_shared, over_budget) = (
+            of(Left::TooLarge),
+            of(Left::Stored),
+            of(Left::KeptShared),
+            of(Left::OverBudget),
+        );
+        if !too_large.is_empty() {
+            notes.push(format!(
+                "did not fold {} constant node(s) whose result exceeds fold_max_bytes ({}) and their inputs (runtimes fold them at load): {}",
+                too_large.len(),
+                self.max_bytes,
+                named(&too_large)
+            ));
+        }
+        if !stored.is_empty() {
+            notes.push(format!(
+                "did not fold {} Cast node(s) that expand weights stored compactly (8- or 4-bit integers, float16) to a wider float type: runtimes expand them at load, and folded they would only grow the file: {}",
+                stored.len(),
+                named(&stored)
+            ));
+        }
+        if !kept_shared.is_empty() {
+            notes.push(format!(
+                "did not fold {} constant node(s) whose inputs other nodes read too and whose float result is larger than the node: folded they would only grow the file (runtimes fold them at load): {}",
+                kept_shared.len(),
+                named(&kept_shared)
+            ));
+        }
+        if !over_budget.is_empty() {
+            notes.push(format!(
+                "did not fold {} constant node(s) whose result is larger than their inputs: folds that grow the data have added what the model allows ({:.0}% of its weight bytes, at least fold_max_bytes): {}",
+                over_budget.len(),
+                GROWTH_SHARE * 100.0,
+                named(&over_budget)
+            ));
+        }
+        notes
+    }
 }
 
 /// [`fold_constants`], leaving alone every node that reads a constant of
@@ -139,7 +243,10 @@ pub fn fold_constants_from(
 ) -> Result<Vec<Patch>> {
     // Verification's specialisation folds what it must.
     let mut unlimited = u64::MAX;
-    fold(model, max_bytes, Some(from), &mut unlimited, notes)
+    let mut unfolded = Unfolded::default();
+    let patches = fold(model, max_bytes, Some(from), &mut unlimited, &mut unfolded)?;
+    notes.extend(unfolded.notes());
+    Ok(patches)
 }
 
 /// [`fold_constants`] and [`fold_constants_from`]: growing folds may add
@@ -149,20 +256,19 @@ fn fold(
     max_bytes: u64,
     from: Option<&HashSet<String>>,
     growth_left: &mut u64,
-    notes: &mut Vec<String>,
+    unfolded: &mut Unfolded,
 ) -> Result<Vec<Patch>> {
     let g = &model.graph;
     let mut known: HashMap<String, TensorProto> = HashMap::new();
     let mut patches = Vec::new();
-    // Nodes left because their results would be too large, said once per
-    // reason (a quantized model holds one such expansion per weight).
-    let mut too_large: Vec<String> = Vec::new();
-    let mut over_budget: Vec<String> = Vec::new();
-    let mut stored: Vec<String> = Vec::new();
-    let mut kept_shared: Vec<String> = Vec::new();
+    // Nodes left, said once per reason (a quantized model holds one
+    // expansion per weight).
+    unfolded.max_bytes = max_bytes;
     for id in g.topo_order() {
         let node = &g.nodes[id];
         let p = &node.proto;
+        let first = p.output.first().cloned().unwrap_or_default();
+        let mut leave = |why: Left| unfolded.left.push((why, node.label(), first.clone()));
         if !node.is_onnx()
             || NEVER_FOLD.contains(&p.op_type())
             || p.attribute
@@ -206,7 +312,7 @@ fn fold(
             continue;
         }
         if expands_stored_weight(p, &inputs) {
-            stored.push(node.label());
+            leave(Left::Stored);
             continue;
         }
         // A tensor other nodes read too stays shared: folding this reader
@@ -232,9 +338,12 @@ fn fold(
         let facts = match tr::output_facts(&mini) {
             Ok(f) => f,
             Err(e) => {
-                notes.push(format!(
-                    "did not fold '{}': tract cannot type it ({e})",
-                    node.label()
+                unfolded.single.push((
+                    first.clone(),
+                    format!(
+                        "did not fold '{}': tract cannot type it ({e})",
+                        node.label()
+                    ),
                 ));
                 continue;
             }
@@ -244,7 +353,7 @@ fn fold(
             .map(|(dt, shape)| (dt.size_of() * shape.iter().product::<usize>()) as u64)
             .sum();
         if out_bytes > max_bytes && out_bytes > in_bytes {
-            too_large.push(node.label());
+            leave(Left::TooLarge);
             continue;
         }
         // Freeing nothing, a float result larger than the node it replaces
@@ -256,21 +365,24 @@ fn fold(
         // they are what a graph computes its shapes from.
         let float = facts.iter().any(|(dt, _)| dt.is_float());
         if from.is_none() && freed == 0 && float && out_bytes > bare_node_bytes(p) {
-            kept_shared.push(node.label());
+            leave(Left::KeptShared);
             continue;
         }
         let growth = out_bytes.saturating_sub(in_bytes);
         if growth > *growth_left {
-            over_budget.push(node.label());
+            leave(Left::OverBudget);
             continue;
         }
         *growth_left -= growth;
         let values = match tr::eval_constant(&mini) {
             Ok(v) => v,
             Err(e) => {
-                notes.push(format!(
-                    "did not fold '{}': tract cannot evaluate it ({e:#})",
-                    node.label()
+                unfolded.single.push((
+                    first.clone(),
+                    format!(
+                        "did not fold '{}': tract cannot evaluate it ({e:#})",
+                        node.label()
+                    ),
                 ));
                 continue;
             }
@@ -288,35 +400,6 @@ fn fold(
         }
         patch.exact = exact_fold(p.op_type(), &inputs, &patch.add_initializers);
         patches.push(patch);
-    }
-    if !too_large.is_empty() {
-        notes.push(format!(
-            "did not fold {} constant node(s) whose result exceeds fold_max_bytes ({max_bytes}) and their inputs (runtimes fold them at load): {}",
-            too_large.len(),
-            named(&too_large)
-        ));
-    }
-    if !stored.is_empty() {
-        notes.push(format!(
-            "did not fold {} Cast node(s) that expand weights stored compactly (8- or 4-bit integers, float16) to a wider float type: runtimes expand them at load, and folded they would only grow the file: {}",
-            stored.len(),
-            named(&stored)
-        ));
-    }
-    if !kept_shared.is_empty() {
-        notes.push(format!(
-            "did not fold {} constant node(s) whose inputs other nodes read too and whose float result is larger than the node: folded they would only grow the file (runtimes fold them at load): {}",
-            kept_shared.len(),
-            named(&kept_shared)
-        ));
-    }
-    if !over_budget.is_empty() {
-        notes.push(format!(
-            "did not fold {} constant node(s) whose result is larger than their inputs: folds that grow the data have added what the model allows ({:.0}% of its weight bytes, at least fold_max_bytes): {}",
-            over_budget.len(),
-            GROWTH_SHARE * 100.0,
-            named(&over_budget)
-        ));
     }
     Ok(patches)
 }
