@@ -39,7 +39,11 @@ impl Tolerance {
 
     /// The tolerance as messages give it, `atol 0.0001, rtol 0.001, min
     /// cosine 0.99`; a bound that is not checked (infinite, as a lossy
-    /// pass's element-wise ones) says so.
+    /// pass's element-wise ones) says so. Without a relative bound, atol
+    /// bounds no element: it is what a sample whose cosine misses passes
+    /// on where its largest error stays within it (values too small for a
+    /// direction to mean anything), and says so, where "atol 0.0001" beside
+    /// a passed output 2.5 off read as a bound not enforced.
     pub fn describe(&self) -> String {
         let bound = |name: &str, v: f64| {
             if v.is_finite() {
@@ -48,6 +52,12 @@ impl Tolerance {
                 format!("{name} not checked")
             }
         };
+        if !self.rtol.is_finite() && self.atol.is_finite() {
+            return format!(
+                "min cosine {} a sample, or its largest error within atol {}; rtol not checked: element-wise errors not bounded",
+                self.min_cosine, self.atol
+            );
+        }
         format!(
             "{}, {}, min cosine {}",
             bound("atol", self.atol),
@@ -267,7 +277,7 @@ mod tests {
         };
         assert_eq!(
             t.describe(),
-            "atol 0.0001, rtol not checked, min cosine 0.99"
+            "min cosine 0.99 a sample, or its largest error within atol 0.0001; rtol not checked: element-wise errors not bounded"
         );
         assert_eq!(
             Tolerance::FLOAT_ROUNDING.describe(),
