@@ -296,6 +296,19 @@ pub(super) fn read_as_weight<'a>(
                 }
                 continue;
             }
+            // Added to an activation whose sum only a LayerNormalization
+            // reads (through further sums): an embedding, such as a
+            // transformer's position table once `clean` folded its lookup
+            // of constant positions (an ALBERT tagger's [1, 256, 64], a
+            // fifth of its quantized file in float).
+            if n.op_type() == "Add"
+                && matches!(n.domain(), "" | "ai.onnx")
+                && n.output
+                    .first()
+                    .is_some_and(|o| normalised(o, readers, is_output, 0))
+            {
+                continue;
+            }
             for s in slots {
                 match read(n, s) {
                     Read::Weight => {}
@@ -306,6 +319,37 @@ pub(super) fn read_as_weight<'a>(
         }
     }
     read_at_all
+}
+
+/// Whether value `v` (a sum) is read only as a LayerNormalization's input
+/// (scale and bias aside), directly or through further Adds: what is
+/// added into it is normalised before any layer reads it, and its rounding
+/// does not land on an output as it is.
+fn normalised<'a>(
+    v: &str,
+    readers: &dyn Fn(&str) -> Vec<&'a NodeProto>,
+    is_output: &dyn Fn(&str) -> bool,
+    depth: usize,
+) -> bool {
+    if depth > 4 || is_output(v) {
+        return false;
+    }
+    let rs = readers(v);
+    !rs.is_empty()
+        && rs.iter().all(|r| {
+            matches!(r.domain(), "" | "ai.onnx")
+                && match r.op_type() {
+                    "LayerNormalization" => {
+                        r.input.first().is_some_and(|i| i == v)
+                            && r.input.iter().skip(1).all(|i| i != v)
+                    }
+                    "Add" => r
+                        .output
+                        .first()
+                        .is_some_and(|o| normalised(o, readers, is_output, depth + 1)),
+                    _ => false,
+                }
+        })
 }
 
 #[cfg(test)]
@@ -394,6 +438,35 @@ mod tests {
         assert!(!BodyUses::of(&g).weight("c"));
         // Read by nothing.
         assert!(!BodyUses::of(&g).weight("unread"));
+    }
+
+    /// A table added to an activation whose sum only a LayerNormalization
+    /// reads (a transformer's position embeddings, their lookup folded) is
+    /// an embedding; added where the sum reaches an output or another op,
+    /// it is used as it is.
+    #[test]
+    fn a_table_summed_into_a_normalisation_is_an_embedding() {
+        let g = graph(
+            vec![
+                node("Add", &["tokens", "positions"], &["e1"]),
+                node("Add", &["e1", "types"], &["e2"]),
+                node("LayerNormalization", &["e2", "gamma", "beta"], &["h"]),
+                node("Add", &["h", "offsets"], &["o1"]),
+                node("Relu", &["o1"], &["out"]),
+                node("Add", &["x", "shift"], &["sx"]),
+                node(
+                    "LayerNormalization",
+                    &["sx", "gamma", "beta"],
+                    &["returned_too"],
+                ),
+            ],
+            &["out", "returned_too", "sx"],
+        );
+        let uses = BodyUses::of(&g);
+        assert!(uses.weight("positions") && uses.weight("types"));
+        assert!(!uses.weight("offsets"));
+        // Its sum is an output too.
+        assert!(!uses.weight("shift"));
     }
 
     #[test]
