@@ -1165,6 +1165,9 @@ fn held_out_caveat(
 
 #[cfg(test)]
 mod tests {
+    use super::{fewest_groups, predicted_groups};
+    use crate::verify::{Status, VerifyReport};
+
     /// The score leaves out an output that passed on nearly zero values,
     /// whatever its cosine; a NaN cosine counts as 0.
     #[test]
@@ -1242,12 +1245,6 @@ mod tests {
             Some("1")
         ));
     }
-
-    /// `accepted_in_runs` accepts what checking one item at a time would,
-    /// where failing items make any set fail (here: items that fail, and a
-    /// cap on how many pass together), in fewer checks where most pass.
-    use super::{fewest_groups, predicted_groups};
-    use crate::verify::{Status, VerifyReport};
 
     /// The guess: the losses of the groups left quantized, scaled to the
     /// full result's, within the tolerance's.
@@ -1341,6 +1338,9 @@ mod tests {
         }
     }
 
+    /// `accepted_in_runs` accepts what checking one item at a time would,
+    /// where failing items make any set fail (here: items that fail, and a
+    /// cap on how many pass together), in fewer checks where most pass.
     #[test]
     fn groups_are_accepted_in_runs_as_one_at_a_time() {
         let one_at_a_time = |n: usize, passes: &dyn Fn(&[usize]) -> bool| {
