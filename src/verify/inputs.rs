@@ -218,15 +218,15 @@ impl ProducerImages {
 }
 
 /// Whether an image-shaped input's name says it holds audio features (a
-/// spectrogram's `[batch, channels, frames, bins]`: speechmos' `degraded_audio`),
-/// for notes that do not call it images.
+/// spectrogram's `[batch, channels, frames, bins]`: speechmos'
+/// `degraded_audio`): named as audio ([`audio_name`]) or as a spectrum, for
+/// notes that do not call it images.
 fn spectrogram_name(name: &str) -> bool {
     let n = name.to_lowercase();
-    [
-        "audio", "spec", "mel", "fbank", "stft", "speech", "wav", "sound",
-    ]
-    .iter()
-    .any(|w| n.contains(w))
+    audio_name(name)
+        || ["spec", "mel", "fbank", "stft"]
+            .iter()
+            .any(|w| n.contains(w))
 }
 
 /// The least mean pixel value [`pixel_values`] takes for images given as
