@@ -159,16 +159,17 @@ enum Left {
 impl Unfolded {
     /// `later`'s nodes that are not here yet added.
     pub fn merge(&mut self, later: Unfolded) {
-        for e in later.left {
-            if !self.left.iter().any(|x| x.2 == e.2) {
-                self.left.push(e);
-            }
-        }
-        for e in later.single {
-            if !self.single.iter().any(|x| x.0 == e.0) {
-                self.single.push(e);
-            }
-        }
+        // By first output: a quantized model leaves one Cast a weight.
+        let mut known: HashSet<String> = self.left.iter().map(|x| x.2.clone()).collect();
+        self.left
+            .extend(later.left.into_iter().filter(|e| known.insert(e.2.clone())));
+        let mut known: HashSet<String> = self.single.iter().map(|x| x.0.clone()).collect();
+        self.single.extend(
+            later
+                .single
+                .into_iter()
+                .filter(|e| known.insert(e.0.clone())),
+        );
         self.max_bytes = later.max_bytes;
     }
 
@@ -267,8 +268,10 @@ fn fold(
     for id in g.topo_order() {
         let node = &g.nodes[id];
         let p = &node.proto;
-        let first = p.output.first().cloned().unwrap_or_default();
-        let mut leave = |why: Left| unfolded.left.push((why, node.label(), first.clone()));
+        // What is said of a node left: its label and first output (which
+        // later rounds know it by).
+        let first = || p.output.first().cloned().unwrap_or_default();
+        let mut leave = |why: Left| unfolded.left.push((why, node.label(), first()));
         if !node.is_onnx()
             || NEVER_FOLD.contains(&p.op_type())
             || p.attribute
@@ -339,7 +342,7 @@ fn fold(
             Ok(f) => f,
             Err(e) => {
                 unfolded.single.push((
-                    first.clone(),
+                    first(),
                     format!(
                         "did not fold '{}': tract cannot type it ({e})",
                         node.label()
@@ -378,7 +381,7 @@ fn fold(
             Ok(v) => v,
             Err(e) => {
                 unfolded.single.push((
-                    first.clone(),
+                    first(),
                     format!(
                         "did not fold '{}': tract cannot evaluate it ({e:#})",
                         node.label()
