@@ -4525,6 +4525,17 @@ fn int4_where_no_weight_takes_it_says_so() {
         r.changes
     );
     assert!(!notes.contains("weights=int4:"), "{notes}");
+    // A tolerance its int4 form misses (cosine 0.994 on random weights):
+    // sensitive=auto takes it back, and the note says none is left.
+    let dir = scratch("quant-int4-taken-back");
+    let input = write_model(dir.path(), "model.onnx", &matmul);
+    let out = dir.path().join("model.q.onnx");
+    let tight = ["--tolerance".to_string(), "min_cosine=0.9999".to_string()];
+    let stdout = run_passes_verified("quant(weights=int4)", &tight, &input, &out);
+    assert!(
+        stdout.contains("weights=int4: sensitive=auto took all 1 int4 weight(s) back"),
+        "{stdout}"
+    );
 }
 
 /// Pointwise Convs between depthwise ones, which compute in float: each

@@ -686,9 +686,9 @@ impl Quant {
             patches
         };
         // The notes above speak of int4 MatMul weights; say where none is
-        // in the result (PP-OCRv6's small recogniser with weights=int4: its
-        // MatMul weights take no int4 form there, its file the int8 one's
-        // size, under the opset raised to 21 for them).
+        // in the result (PP-OCRv6's small recogniser with weights=int4:
+        // sensitive=auto took all 9 back, its file the int8 one's size,
+        // under the opset raised to 21 for them).
         if self.params.weights == "int4" && int4_count(&patches) == 0 {
             // Beside the search's summary, among the notes the printed
             // report shows.
