@@ -358,11 +358,24 @@ fn parse_item(item: &str) -> Result<(String, toml::Table)> {
         None => (item, ""),
     };
     let name = name.trim();
-    ensure!(
-        name.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-        "bad pass name '{name}'"
-    );
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        // `quant=weights=int4` or `quant:weights=int4`: parameters written
+        // as on other tools' command lines.
+        let hint = match name.split_once(['=', ':']) {
+            Some((pass, rest)) if rest.contains('=') => {
+                format!(
+                    ": parameters go in parentheses, as in '{}({rest})'",
+                    pass.trim()
+                )
+            }
+            Some(_) => ": parameters go in parentheses, as in 'quant(weights=int4)'".to_string(),
+            None => String::new(),
+        };
+        bail!("bad pass name '{name}'{hint}");
+    }
     let mut table = toml::Table::new();
     if !args.trim().is_empty() {
         for kv in split_top_level(args)? {
@@ -418,6 +431,12 @@ mod tests {
         assert!(split_top_level("quant(exclude=[a)").is_err());
         assert!(split_top_level("quant(exclude=[a)],x)").is_err());
         assert!(parse_item("clean(x)").is_err());
+        // Parameters written as other tools take them are pointed to the
+        // parentheses.
+        let e = parse_item("quant=weights=int4").unwrap_err().to_string();
+        assert!(e.contains("'quant(weights=int4)'"), "{e}");
+        let e = parse_item("quant:int4").unwrap_err().to_string();
+        assert!(e.contains("parameters go in parentheses"), "{e}");
         assert!(parse_item("cl ean").is_err());
     }
 
