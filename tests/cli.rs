@@ -607,6 +607,37 @@ fn verify_command_compares_two_models() {
     assert!(err.starts_with("error: could not verify: "), "{err}");
 }
 
+/// A model whose output random values make NaN everywhere (a square root
+/// of a negative number built from a single-value input, as swift-f0's
+/// pitch is NaN for random `fmin` and `fmax`): verification cannot
+/// compare, exit 3, and the error names the single-value input as a
+/// parameter that may need a real value.
+#[test]
+fn nan_everywhere_names_the_random_single_value_inputs() {
+    use onnx_squeeze::ir::builder::ModelBuilder;
+    let dir = scratch("cli-nan-scalars");
+    let p = ModelBuilder::new(17)
+        .input("x", &[1, 4])
+        .input("bound", &[])
+        .node("sq", "Mul", &["bound", "bound"], &["b2"])
+        .node("neg", "Neg", &["b2"], &["nb"])
+        .node("root", "Sqrt", &["nb"], &["r"])
+        .node("add", "Add", &["x", "r"], &["y"])
+        .output("y", &[1, 4])
+        .proto();
+    let path = dir.path().join("nan.onnx");
+    std::fs::write(&path, prost::Message::encode_to_vec(&p)).unwrap();
+    let m = path.to_str().unwrap();
+    let o = run_cli(&["verify", m, m]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("NaN or infinite everywhere"), "{err}");
+    assert!(
+        err.contains("the random single-value input(s) 'bound' may be parameters"),
+        "{err}"
+    );
+}
+
 /// `verify` of a quantized result at its default tolerance (float
 /// rounding's) fails, and says which tolerance a quantized result is
 /// checked at; at that tolerance it passes.

@@ -1755,7 +1755,7 @@ impl Reference {
                 );
             }
             if acc.count() > 0 && acc.nonfinite == acc.count() {
-                anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data");
+                anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data{}", self.random_scalars_hint());
             }
             if acc.nonfinite > 0 {
                 notes.push(format!(
@@ -1960,6 +1960,32 @@ impl Reference {
         r.tolerance = self.opts.tolerance;
         r.seconds = start.elapsed().as_secs_f64();
         r
+    }
+}
+
+impl Reference {
+    /// Random float inputs of one value each (swift-f0's `fmin` and
+    /// `fmax`, drawn standard normal, made its pitch NaN everywhere): such
+    /// inputs are often a model's parameters, bounds or thresholds, that
+    /// random values make meaningless. Named for an error's end; empty
+    /// where the inputs are the user's or none is a scalar.
+    fn random_scalars_hint(&self) -> String {
+        if self.opts.inputs.is_some() {
+            return String::new();
+        }
+        let scalars: Vec<&str> = self
+            .specs
+            .iter()
+            .filter(|s| inputs::is_float(s.dtype) && s.shape.iter().product::<usize>() == 1)
+            .map(|s| s.name.as_str())
+            .collect();
+        match scalars.as_slice() {
+            [] => String::new(),
+            names => format!(
+                " (the random single-value input(s) '{}' may be parameters, such as bounds or thresholds, that need real values)",
+                names.join("', '")
+            ),
+        }
     }
 }
 
