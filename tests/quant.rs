@@ -2823,8 +2823,9 @@ fn sensitive_auto_stores_outlier_weights_in_blocks() {
         "{s}"
     );
     assert!(s.contains("weights stay stored as int8 in blocks"), "{s}");
-    // The same as a 1x1 Conv (static int8 first): its weight's blocks run
-    // along each output channel's input channels.
+    // The same as a 1x1 Conv (16 output channels, too narrow for an int8
+    // kernel: its weight is stored, and the plan is the weight-only one):
+    // its weight's blocks run along each output channel's input channels.
     let w: Vec<f32> = (0..n * k)
         .map(|i| match i % k {
             0 => 1000.0,
@@ -2841,7 +2842,10 @@ fn sensitive_auto_stores_outlier_weights_in_blocks() {
         .build()
         .unwrap();
     let s = cli_matches_ort(&original, "quant", "0.999");
-    assert!(s.contains("activations: static"), "{s}");
+    assert!(
+        s.contains("static was chosen, but no layer computes faster in int8"),
+        "{s}"
+    );
     assert!(
         s.contains("1 x weight stored as int8 in blocks of 32 (expanded once at load)"),
         "{s}"
@@ -3980,7 +3984,12 @@ fn auto_activations_follow_multiply_adds_where_weight_counts_do_not_settle_it() 
         .unwrap();
     for (original, mode, share) in [(once, "static", 82), (everywhere, "dynamic", 7)] {
         let mut m = original.clone();
-        let r = quant(&mut m, "sensitive = \"off\"");
+        // Layers this small compute in int8 only where the rules for
+        // narrow layers are off (else the plan is the weight-only one).
+        let r = quant(
+            &mut m,
+            "sensitive = \"off\"\nmin_out_channels = 1\nmin_reduction = 1",
+        );
         let expected = format!(
             "activations: {mode} (1152 weights in Conv, 16000 in MatMul/Gemm; at the calibration sizes Convs compute {share}% of their multiply-adds)"
         );
@@ -4535,6 +4544,131 @@ fn int4_where_no_weight_takes_it_says_so() {
     assert!(
         stdout.contains("weights=int4: sensitive=auto took all 1 int4 weight(s) back"),
         "{stdout}"
+    );
+}
+
+/// `weights=int4` on a network of Gemms: no weight takes int4 blocks (a
+/// Gemm's weight is not a MatMul's), so the opset is not raised to 21 for
+/// them, and the Gemms keep the int8 kernels `weights=int8` gives them
+/// (caustic-nmr's 45 Gemms were stored and computed in float under a
+/// model raised from 17 to 21). A MatMul beside them still takes int4.
+#[test]
+fn int4_leaves_gemms_their_int8_kernels_and_raises_the_opset_only_for_int4() {
+    let gemms = |opset: i64, with_matmul: bool| {
+        let mut b = ModelBuilder::new(opset)
+            .input("x", &[1, 128])
+            .init_f32("w1", &[128, 128], &weights(128 * 128, 1))
+            .init_f32("b1", &[128], &weights(128, 2))
+            .node("g1", "Gemm", &["x", "w1", "b1"], &["h"])
+            .init_f32("w2", &[128, 64], &weights(128 * 64, 3))
+            .init_f32("b2", &[64], &weights(64, 4))
+            .node("g2", "Gemm", &["h", "w2", "b2"], &["y"]);
+        if with_matmul {
+            b = b
+                .init_f32("w3", &[64, 64], &weights(64 * 64, 5))
+                .node("mm", "MatMul", &["y", "w3"], &["z"])
+                .output("z", &[1, 64]);
+        } else {
+            b = b.output("y", &[1, 64]);
+        }
+        b.build().unwrap()
+    };
+    let params = "weights = \"int4\"\nsensitive = \"off\"";
+    let mut m = gemms(17, false);
+    let r = quant(&mut m, params);
+    let notes = r.notes.join("\n");
+    assert_eq!(m.opset(), 17, "{notes}");
+    assert!(!notes.contains("opset raised"), "{notes}");
+    assert!(notes.contains("no weight took the int4 form"), "{notes}");
+    let ops: Vec<&str> = m.graph.nodes.node_weights().map(|n| n.op()).collect();
+    assert_eq!(
+        ops.iter().filter(|&&o| o == "MatMulInteger").count(),
+        2,
+        "{ops:?} {:?}",
+        r.changes
+    );
+    // With a MatMul weight int4 can take: raised, the MatMul's weight in
+    // blocks, the Gemms still int8 kernels.
+    let mut m = gemms(17, true);
+    let r = quant(&mut m, params);
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("opset raised from 17 to 21 for INT4"),
+        "{notes}"
+    );
+    let mut m = gemms(21, true);
+    let r = quant(&mut m, params);
+    assert!(
+        r.changes.keys().any(|k| k.contains("int4")),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(
+        r.changes
+            .get("MatMul/Gemm made dynamic int8 (MatMulInteger)")
+            .copied(),
+        Some(2),
+        "{:?}",
+        r.changes
+    );
+}
+
+/// Convs too narrow to gain from int8 kernels (fewer output channels than
+/// `min_out_channels`) compute in float: no activation is quantized, and
+/// the mode's note says weight-only, not "activations: static" above
+/// weights that are all stored (swift-f0's pitch CNN, 12 channels wide).
+#[test]
+fn no_layer_with_an_integer_kernel_is_said_weight_only() {
+    let mut b = ModelBuilder::new(13).input("x", &[1, 8, 16, 16]);
+    let mut last = "x".to_string();
+    for i in 0..3 {
+        let cin = if i == 0 { 8 } else { 12 };
+        b = b
+            .init_f32(
+                &format!("w{i}"),
+                &[12, cin, 3, 3],
+                &weights(12 * cin as usize * 9, i),
+            )
+            .node_with(
+                &format!("c{i}"),
+                "Conv",
+                &[&last, &format!("w{i}")],
+                &[&format!("y{i}")],
+                conv_attrs(3),
+            )
+            .node(
+                &format!("r{i}"),
+                "Relu",
+                &[&format!("y{i}")],
+                &[&format!("a{i}")],
+            );
+        last = format!("a{i}");
+    }
+    let m = b.output(&last, &[1, 12, 16, 16]).build().unwrap();
+    let mut q = m.clone();
+    let r = quant(&mut q, "sensitive = \"off\"");
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("activations: none (weight-only int8): static was chosen, but no layer"),
+        "{notes}"
+    );
+    assert!(!notes.contains("activations: static"), "{notes}");
+    assert!(!notes.contains("integer-kernel layers span"), "{notes}");
+    assert_eq!(
+        r.changes
+            .get("weight stored as int8 (expanded once at load)")
+            .copied(),
+        Some(3),
+        "{:?}",
+        r.changes
+    );
+    // Wide enough, the same network computes in int8.
+    let mut q = m.clone();
+    let r = quant(&mut q, "sensitive = \"off\"\nmin_out_channels = 8");
+    assert!(
+        r.notes.iter().any(|n| n.starts_with("activations: static")),
+        "{:?}",
+        r.notes
     );
 }
 

@@ -510,7 +510,11 @@ impl Quant {
             weight_axis,
             storable,
         } = self.quantize_weights(model, ctx, &uses, &setup)?;
-        let Setup { mode, .. } = setup;
+        let Setup {
+            mode,
+            opset: setup_opset,
+            ..
+        } = setup;
         let g = &model.graph;
         let excluded = |id: NodeId| self.excludes(&g.nodes[id]);
         // Weights defined inside If/Loop/Scan bodies.
@@ -624,6 +628,32 @@ impl Quant {
                     return self.weight_only_instead(model, ctx, notes_before, why);
                 }
             }
+        }
+        // No layer left with an integer kernel (swift-f0's pitch CNN: every
+        // Conv 12 channels wide, each computing faster in float): the plan
+        // is the weight-only one, said so, not "activations: static" beside
+        // weights that are all stored.
+        let kernel = |p: &Patch| {
+            p.label.starts_with("activation quantized") || p.label.contains("made dynamic")
+        };
+        // (int4 blocks, dequantized on every run, are what `weights=int4`
+        // asks for: their note says that no MatMul computes in int8.)
+        let int4_blocks = |p: &Patch| p.label.contains("int4");
+        if forced.is_none()
+            && mode != "none"
+            && !patches.is_empty()
+            && !patches.iter().any(|p| kernel(p) || int4_blocks(p))
+        {
+            let why = match mode {
+                "dynamic" if setup_opset < 11 => format!(
+                    "activations: none (weight-only int8): dynamic quantization needs DynamicQuantizeLinear (opset 11), and the model is at opset {setup_opset} (opset=auto raises it): the weights are stored as int8 and computed in float"
+                ),
+                _ => format!(
+                    "activations: none (weight-only int8): {mode} was chosen, but no layer computes faster in int8 in onnxruntime (Convs of fewer than min_out_channels={} output channels or a reduction under min_reduction={}, MatMul weights of fewer columns or rows, and excluded layers compute in float), so no activation is converted: the weights are stored as int8 and computed in float",
+                    self.params.min_out_channels, self.min_reduction
+                ),
+            };
+            return self.weight_only_instead(model, ctx, notes_before, why);
         }
         if patches.is_empty() {
             // bfloat16 weights of the ops quant would have quantized (float16
@@ -757,7 +787,7 @@ impl Quant {
             ctx.notes.push(format!("opset {opset} has no per-axis QuantizeLinear (needs 13): weights quantized per tensor ({how})"));
         }
         let int4 = self.params.weights == "int4" && opset >= 21;
-        if self.params.weights == "int4" && !int4 && has_weights {
+        if self.params.weights == "int4" && !int4 && has_weights && self.has_int4_candidate(model) {
             ctx.notes.push(format!(
                 "opset {opset} has no INT4 (needs 21): MatMul weights stored as int8 (quant(opset=auto) raises the opset)"
             ));
@@ -803,7 +833,7 @@ impl Quant {
                 ));
             } else {
                 let blocked = match int4 && mode != "none" {
-                    true => "; MatMul weights are blocked int4, which onnxruntime dequantizes and multiplies in float: only Conv and Gemm layers compute in int8",
+                    true => "; MatMul weights are blocked int4, which onnxruntime dequantizes and multiplies in float: only Conv and Gemm layers, and MatMuls whose weight takes no int4 block, compute in int8",
                     false => "",
                 };
                 ctx.notes.push(format!(
@@ -943,6 +973,50 @@ impl Quant {
                     .input
                     .iter()
                     .any(|i| g.constant_value(i).is_some_and(is_weight))
+        })
+    }
+
+    /// Whether a weight could take `weights=int4`'s blocks: a float MatMul
+    /// weight of at least `block_size` rows that only MatMuls read as
+    /// their right operand, or a table only Gathers read whose rows divide
+    /// into blocks (of at least `MIN_EMBEDDING_ROWS` rows). A superset of what [`weights::takes_int4`] and the
+    /// table rule take (no size or exclusion rule): where it holds no
+    /// weight, raising the opset to 21 for INT4 would change the model for
+    /// nothing (caustic-nmr's Gemm-only network was raised from 17).
+    fn has_int4_candidate(&self, model: &Model) -> bool {
+        let g = &model.graph;
+        let bs = self.params.block_size.max(1);
+        let read_only_as = |w: &str, op: &str, at: usize| {
+            g.consumers(w).iter().all(|&c| {
+                let n = &g.nodes[c];
+                n.op() == op
+                    && n.proto.input.iter().position(|i| i == w) == Some(at)
+                    && n.proto.input.iter().filter(|i| *i == w).count() == 1
+            })
+        };
+        g.nodes.node_weights().any(|n| {
+            let (at, op) = match n.op() {
+                "MatMul" => (1, "MatMul"),
+                "Gather" => (0, "Gather"),
+                _ => return false,
+            };
+            let Some(w) = n.proto.input.get(at) else {
+                return false;
+            };
+            g.constant_value(w).is_some_and(|t| {
+                let d = &t.dims;
+                tensor::data_type(t) == DataType::Float
+                    && d.len() == 2
+                    && match op {
+                        "MatMul" => d[0] >= bs as i64,
+                        _ => {
+                            d[0] >= select::MIN_EMBEDDING_ROWS
+                                && d[1] > 0
+                                && (d[1] as usize).is_multiple_of(bs)
+                        }
+                    }
+                    && read_only_as(w, op, at)
+            })
         })
     }
 

@@ -225,7 +225,7 @@ impl Quant {
     /// node converts (`auto` falls back to the current opset with a note).
     fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
         let from = model.opset();
-        let need = if self.params.weights == "int4" {
+        let need = if self.params.weights == "int4" && self.has_int4_candidate(model) {
             21
         } else {
             match self.mode(model, &ctx.data).0 {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::placement::{
     between_qdq, bias_add_of, feeds_q, pair_readers, pools_into_int8, REQUANTIZED_OPS,
 };
-use super::weights::dynamic_layout;
+use super::weights::{dynamic_layout, takes_int4};
 use super::{operand_axis, set_flag, Quant, Setup};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::PassCtx;
@@ -30,7 +30,7 @@ impl Quant {
         self.compute_in_float(g, setup.mode, &mut uses, &short, &excluded);
         self.stored_others(g, &mut uses, &excluded);
         self.half_weights(g, &mut uses, &excluded);
-        store_renamed_if_shared(g, setup, &mut uses, &excluded);
+        store_renamed_if_shared(g, setup, self.params.block_size, &mut uses, &excluded);
         if !tail.is_empty() {
             // Weights the tail reads, which stay float there.
             let kept: std::collections::BTreeSet<&str> = tail
@@ -476,7 +476,7 @@ const MIN_STORED_PER_CHANNEL: usize = 4;
 /// error is added to all of them alike instead of averaging out. Keeping
 /// paraphrase-MiniLM-L3's 3 kB token-type table float raised the cosine of
 /// its pooled output in onnxruntime from 0.99601 to 0.99885 (seq 128).
-const MIN_EMBEDDING_ROWS: i64 = 64;
+pub(super) const MIN_EMBEDDING_ROWS: i64 = 64;
 
 /// How many ops [`one_position`] looks through.
 const ONE_POSITION_DEPTH: usize = 8;
@@ -565,15 +565,20 @@ fn drop_small_tables(g: &crate::ir::Graph, uses: &mut Uses, notes: &mut Vec<Stri
 fn store_renamed_if_shared(
     g: &crate::ir::Graph,
     setup: &Setup,
+    block_size: usize,
     uses: &mut Uses,
     excluded: &dyn Fn(NodeId) -> bool,
 ) {
-    let Setup { mode, int4, .. } = *setup;
-    let dynamic_only =
-        |r: &Vec<(NodeId, Use)>| mode == "dynamic" && !int4 && dynamic_layout(g, r).is_some();
+    let dynamic_only = |w: &str, r: &Vec<(NodeId, Use)>| {
+        setup.mode == "dynamic"
+            && dynamic_layout(g, r).is_some()
+            && !g
+                .constant(w)
+                .is_some_and(|t| takes_int4(setup, block_size, r, &t.dims))
+    };
     let mut left_float = Vec::new();
     for (w, readers) in uses.iter_mut() {
-        if !(readers.iter().all(|(_, u)| *u == Use::Rows) || dynamic_only(readers)) {
+        if !(readers.iter().all(|(_, u)| *u == Use::Rows) || dynamic_only(w, readers)) {
             continue;
         }
         let others: Vec<NodeId> = g
