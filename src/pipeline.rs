@@ -371,7 +371,10 @@ fn parse_item(item: &str) -> Result<(String, toml::Table)> {
                     pass.trim()
                 )
             }
-            Some(_) => ": parameters go in parentheses, as in 'quant(weights=int4)'".to_string(),
+            Some((pass, _)) => format!(
+                ": parameters go in parentheses, as in '{}(key=value)'",
+                pass.trim()
+            ),
             None => String::new(),
         };
         bail!("bad pass name '{name}'{hint}");

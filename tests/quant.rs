@@ -4573,7 +4573,9 @@ fn int4_leaves_gemms_their_int8_kernels_and_raises_the_opset_only_for_int4() {
         }
         b.build().unwrap()
     };
-    let params = "weights = \"int4\"\nsensitive = \"off\"";
+    // min_reduction pinned: without VNNI `auto` is 128, and the 64-row
+    // MatMul weight would be stored as too short for an integer kernel.
+    let params = "weights = \"int4\"\nsensitive = \"off\"\nmin_reduction = 64";
     let mut m = gemms(17, false);
     let r = quant(&mut m, params);
     let notes = r.notes.join("\n");
@@ -4646,7 +4648,7 @@ fn no_layer_with_an_integer_kernel_is_said_weight_only() {
     }
     let m = b.output(&last, &[1, 12, 16, 16]).build().unwrap();
     let mut q = m.clone();
-    let r = quant(&mut q, "sensitive = \"off\"");
+    let r = quant(&mut q, "sensitive = \"off\"\nmin_reduction = 64");
     let notes = r.notes.join("\n");
     assert!(
         notes.contains("activations: none (weight-only int8): static was chosen, but no layer"),
@@ -4664,7 +4666,10 @@ fn no_layer_with_an_integer_kernel_is_said_weight_only() {
     );
     // Wide enough, the same network computes in int8.
     let mut q = m.clone();
-    let r = quant(&mut q, "sensitive = \"off\"\nmin_out_channels = 8");
+    let r = quant(
+        &mut q,
+        "sensitive = \"off\"\nmin_out_channels = 8\nmin_reduction = 64",
+    );
     assert!(
         r.notes.iter().any(|n| n.starts_with("activations: static")),
         "{:?}",

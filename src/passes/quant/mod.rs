@@ -143,7 +143,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses (all of them: --samples multiplies its cost), compute the most damaging layers in float until it is met (their weights stay stored as int8, else as int8 in blocks of up to 32 values, else float16, where that meets it)" },
         ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies), constant operands no integer form takes (a MatMul's left one, a Gemm's with transA, a rank-3 MatMul weight) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load; only what a layer multiplies: a constant used as it is (an anchor grid added to boxes) stays float" },
-        ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 for int4), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
+        ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 where a MatMul weight can take int4 blocks), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
     ],
 };
@@ -466,7 +466,7 @@ impl Quant {
             .filter(|n| n.starts_with("opset raised from"))
         {
             n.push_str(
-                "; not needed in the end: the activations stay float (weight-only), which takes per-channel weights at any opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)",
+                "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)",
             );
         }
         // In place of the mode's own note.
@@ -638,7 +638,7 @@ impl Quant {
         };
         // (int4 blocks, dequantized on every run, are what `weights=int4`
         // asks for: their note says that no MatMul computes in int8.)
-        let int4_blocks = |p: &Patch| p.label.contains("int4");
+        let int4_blocks = |p: &Patch| p.label.starts_with("MatMul weight quantized to int4");
         if forced.is_none()
             && mode != "none"
             && !patches.is_empty()
@@ -646,7 +646,7 @@ impl Quant {
         {
             let why = match mode {
                 "dynamic" if setup_opset < 11 => format!(
-                    "activations: none (weight-only int8): dynamic quantization needs DynamicQuantizeLinear (opset 11), and the model is at opset {setup_opset} (opset=auto raises it): the weights are stored as int8 and computed in float"
+                    "activations: none (weight-only int8): dynamic quantization needs DynamicQuantizeLinear (opset 11), and the model stays at opset {setup_opset} (opset=auto raises it where every operator converts exactly): the weights are stored as int8 and computed in float"
                 ),
                 _ => format!(
                     "activations: none (weight-only int8): {mode} was chosen, but no layer computes faster in int8 in onnxruntime (Convs of fewer than min_out_channels={} output channels or a reduction under min_reduction={}, MatMul weights of fewer columns or rows, and excluded layers compute in float), so no activation is converted: the weights are stored as int8 and computed in float",
@@ -976,46 +976,37 @@ impl Quant {
         })
     }
 
-    /// Whether a weight could take `weights=int4`'s blocks: a float MatMul
-    /// weight of at least `block_size` rows that only MatMuls read as
-    /// their right operand, or a table only Gathers read whose rows divide
-    /// into blocks (of at least `MIN_EMBEDDING_ROWS` rows). A superset of what [`weights::takes_int4`] and the
-    /// table rule take (no size or exclusion rule): where it holds no
-    /// weight, raising the opset to 21 for INT4 would change the model for
-    /// nothing (caustic-nmr's Gemm-only network was raised from 17).
+    /// Whether a weight could take `weights=int4`'s blocks, which need
+    /// opset 21: a float MatMul weight of at least `block_size` rows, wide
+    /// and deep enough for an integer kernel ([`Quant::matmul_pays_in_int8`]:
+    /// shorter ones are stored), that only MatMuls read as their right
+    /// operand. A superset of what [`weights::takes_int4`] takes (no size
+    /// or exclusion rule): where it holds no weight, raising the opset to
+    /// 21 would change the model for nothing (caustic-nmr's Gemm-only
+    /// network was raised from 17). Embedding tables' int4 blocks are
+    /// decoded by float ops and need no opset.
     fn has_int4_candidate(&self, model: &Model) -> bool {
         let g = &model.graph;
-        let bs = self.params.block_size.max(1);
-        let read_only_as = |w: &str, op: &str, at: usize| {
-            g.consumers(w).iter().all(|&c| {
-                let n = &g.nodes[c];
-                n.op() == op
-                    && n.proto.input.iter().position(|i| i == w) == Some(at)
-                    && n.proto.input.iter().filter(|i| *i == w).count() == 1
-            })
-        };
+        let bs = self.params.block_size.max(1) as i64;
         g.nodes.node_weights().any(|n| {
-            let (at, op) = match n.op() {
-                "MatMul" => (1, "MatMul"),
-                "Gather" => (0, "Gather"),
-                _ => return false,
-            };
-            let Some(w) = n.proto.input.get(at) else {
+            if n.op() != "MatMul" {
+                return false;
+            }
+            let Some(w) = n.proto.input.get(1) else {
                 return false;
             };
             g.constant_value(w).is_some_and(|t| {
                 let d = &t.dims;
                 tensor::data_type(t) == DataType::Float
                     && d.len() == 2
-                    && match op {
-                        "MatMul" => d[0] >= bs as i64,
-                        _ => {
-                            d[0] >= select::MIN_EMBEDDING_ROWS
-                                && d[1] > 0
-                                && (d[1] as usize).is_multiple_of(bs)
-                        }
-                    }
-                    && read_only_as(w, op, at)
+                    && d[0] >= bs
+                    && self.matmul_pays_in_int8(d)
+                    && g.consumers(w).iter().all(|&c| {
+                        let r = &g.nodes[c].proto;
+                        r.op_type() == "MatMul"
+                            && r.input.first() != Some(w)
+                            && r.input.get(1) == Some(w)
+                    })
             })
         })
     }

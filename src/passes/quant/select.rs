@@ -448,7 +448,7 @@ impl Quant {
     /// `min_out_channels` columns. A temporal convolution network written
     /// as MatMuls of 16x16 weights (madmom's beat tracker) ran 0.92x of
     /// float with them in int8.
-    fn matmul_pays_in_int8(&self, dims: &[i64]) -> bool {
+    pub(super) fn matmul_pays_in_int8(&self, dims: &[i64]) -> bool {
         dims.len() != 2
             || (dims[0] >= self.min_reduction && dims[1] >= self.params.min_out_channels)
     }
@@ -476,7 +476,7 @@ const MIN_STORED_PER_CHANNEL: usize = 4;
 /// error is added to all of them alike instead of averaging out. Keeping
 /// paraphrase-MiniLM-L3's 3 kB token-type table float raised the cosine of
 /// its pooled output in onnxruntime from 0.99601 to 0.99885 (seq 128).
-pub(super) const MIN_EMBEDDING_ROWS: i64 = 64;
+const MIN_EMBEDDING_ROWS: i64 = 64;
 
 /// How many ops [`one_position`] looks through.
 const ONE_POSITION_DEPTH: usize = 8;

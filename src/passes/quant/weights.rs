@@ -328,11 +328,6 @@ pub(super) fn gemm_factor(n: &NodeProto, name: &str) -> f32 {
     crate::ir::float_attr(n, name, 1.0)
 }
 
-/// The layout every reader of a weight needs in the dynamic int8 form:
-/// `Some(false)` where each reads it as a MatMul's right operand or a
-/// Gemm's B, `Some(true)` where each is a Gemm with transB (the int8 weight
-/// is stored transposed), `None` where a reader has no such form (see
-/// [`dynamic_gemm`]) or they disagree.
 /// Whether `weights=int4` stores this weight in int4 blocks: a MatMul's
 /// constant right operand (only MatMuls read it) of at least `block` rows.
 /// Other weights of the layers that compute in int8 (a Gemm's, a MatMul's
@@ -350,6 +345,11 @@ pub(super) fn takes_int4(
         && dims.first().is_some_and(|&k| k >= 0 && k as usize >= block)
 }
 
+/// The layout every reader of a weight needs in the dynamic int8 form:
+/// `Some(false)` where each reads it as a MatMul's right operand or a
+/// Gemm's B, `Some(true)` where each is a Gemm with transB (the int8 weight
+/// is stored transposed), `None` where a reader has no such form (see
+/// [`dynamic_gemm`]) or they disagree.
 pub(super) fn dynamic_layout(g: &crate::ir::Graph, readers: &[(NodeId, Use)]) -> Option<bool> {
     let mut layout = None;
     for (id, u) in readers {
