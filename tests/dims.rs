@@ -171,14 +171,16 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
 
 /// A float input's dim named like a time or sequence axis starts at 128
 /// steps, as token ids do: a Conv+LSTM model checked at 1 step checks no
-/// recurrence. Where the model cannot be analysed there, smaller lengths
-/// are tried first.
+/// recurrence. Where the model cannot be analysed there, longer and shorter
+/// lengths are tried in turn (a signal's minimum length, a model's fewer
+/// positions).
 #[test]
 fn a_float_sequence_gets_a_real_length() {
     for (name, shape, want) in [
         ("time", vec![-1i64], 128),
         ("seq_len", vec![-1], 128),
         ("frames", vec![2, 32], 64),
+        ("frames", vec![4, 64], 256),
     ] {
         let m = with_input_dims(reshape_model(2, &shape), &["batch", name]);
         let mut opts = VerifyOptions::default();
