@@ -299,6 +299,22 @@ fn inference_model_of(proto: ModelProto) -> Result<InferenceModel> {
     }
 }
 
+/// tract's ONNX front end as every parse uses it (value infos ignored,
+/// GlobalAveragePool widened: [`WideGlobalAvgPool`]), its register of
+/// operators built once: registering them (a few hundred map entries) is
+/// as costly as parsing a small model, and a run parses the model and
+/// each candidate again (silero-vad's run 134 -> 128 ms).
+static ONNX: std::sync::LazyLock<tract_onnx::model::Onnx> = std::sync::LazyLock::new(|| {
+    let mut onnx = tract_onnx::onnx().with_ignore_value_info(true);
+    onnx.op_register.insert("GlobalAveragePool", |_, _| {
+        Ok((
+            tract_onnx::tract_hir::ops::expandable::expand(WideGlobalAvgPool),
+            vec![],
+        ))
+    });
+    onnx
+});
+
 /// [`inference_model`], with the largest weights handed over as
 /// placeholders where `direct`; the model back where tract took a
 /// placeholder for another constant of the same value (it merges those).
@@ -356,13 +372,7 @@ fn parse(
     }
     let buf = light.encode_to_vec();
     drop(light);
-    let mut onnx = tract_onnx::onnx().with_ignore_value_info(true);
-    onnx.op_register.insert("GlobalAveragePool", |_, _| {
-        Ok((
-            tract_onnx::tract_hir::ops::expandable::expand(WideGlobalAvgPool),
-            vec![],
-        ))
-    });
+    let mut onnx = ONNX.clone();
     let pb = onnx
         .proto_model_for_read(&mut &buf[..])
         .map_err(to_tract_error)?;
