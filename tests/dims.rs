@@ -171,9 +171,10 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
 
 /// A float input's dim named like a time or sequence axis starts at 128
 /// steps, as token ids do: a Conv+LSTM model checked at 1 step checks no
-/// recurrence. Where the model cannot be analysed there, longer and shorter
-/// lengths are tried in turn (a signal's minimum length, a model's fewer
-/// positions).
+/// recurrence. Where the model cannot be analysed there, other lengths are
+/// tried, longer and shorter (a model of fewer positions, a signal's
+/// minimum length); their order is the unit test
+/// `sequences_try_longer_lengths_first_and_tokens_shorter`'s.
 #[test]
 fn a_float_sequence_gets_a_real_length() {
     for (name, shape, want) in [

@@ -75,7 +75,8 @@ const TOKEN_LENGTHS: [usize; 7] = [64, 32, 16, 8, 1, 256, 512];
 /// `sequence`, cannot be analysed below 256 samples, and shorter lengths
 /// first took five failed trials before it (its run without `--inputs`
 /// 0.32 -> 0.12 s); a model with fewer positions than 128 costs one trial
-/// more than shorter lengths first would.
+/// more than shorter lengths first would where 64 fits, two where only
+/// shorter ones do.
 const SEQUENCE_LENGTHS: [usize; 7] = [256, 64, 512, 32, 16, 8, 1];
 
 /// Sizes tried for the other dims (not a batch) when the model cannot be

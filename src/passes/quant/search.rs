@@ -478,8 +478,9 @@ impl Quant {
         // per-channel int8 storage alone gives cosine 0.969) with
         // per-channel int8 where no block fits, else with float16 there,
         // else float16 (silero's state output flips saturated values under
-        // int8 weight rounding), else float. Built when the first
-        // comparison fails, and only then (see `storage_ladder`).
+        // int8 weight rounding), else float. Each form is built when its
+        // first rung is checked, one rung ahead where two are checked at
+        // once (see `storage_ladder`).
         let forms = |kind: Form| stored_forms(model, &patches, storable, kind);
         let int8 = forms(Form::Int8)?;
         let storable_any = int8.iter().any(Option::is_some);
@@ -808,7 +809,9 @@ fn forms_of(r: &[Option<Stored>]) -> Vec<Option<Form>> {
 /// (one per core), the same choice as one after the other: a ladder
 /// climbed past int8 takes a step fewer (PP-OCRv4's recogniser, to int8
 /// in blocks: its run 1.61 -> 1.51 s; PP-OCRv6's small one, to float16
-/// and blocks: 3.77 -> 3.55 s, its peak 176 -> 183 MB; the same files).
+/// and blocks: 3.77 -> 3.55 s, its peak 176 -> 183 MB; the same files),
+/// and where int8 passes, the blocks built and checked beside it are
+/// spent for nothing (a second core's check, and the memory of its plan).
 fn storage_ladder(
     int8: &[Option<Stored>],
     forms: &dyn Fn(Form) -> Result<Vec<Option<Stored>>>,
@@ -1094,11 +1097,11 @@ fn back_to_int8(
     // to the tolerance, and one that saves little could leave too little
     // for one that saves much (PP-OCRv6's small recogniser, the last
     // taken first: 13 kB accepted, then 53 kB refused).
-    singles.sort_by_key(|&j| std::cmp::Reverse(saves(j)));
+    singles.sort_by_cached_key(|&j| std::cmp::Reverse(saves(j)));
     // Where candidates run two at once (one per core): all at once
     // and the first group alone; then a group, and it with the next
     // one, so that where the first passes both are decided in one
-    // step (the recogniser: 12 checks in 7 steps). One at a time (past
+    // step (PP-OCRv6's small recogniser: 4 groups in 3 steps). One at a time (past
     // `PARALLEL_CANDIDATES_MAX_BYTES`, where each check of a big model
     // costs seconds, and under `PARALLEL_CANDIDATES_MIN_BYTES`): all at
     // once, then the longest run of the groups left that passes, by
@@ -1261,8 +1264,11 @@ mod tests {
 
     /// The ladder takes the first rung that passes, checked two at once or
     /// one after the other, and measures no rung twice: with two weights,
-    /// one that no block fits, the blocks rung is int8 for it; where every
-    /// weight fits no block, that rung is the int8 one again.
+    /// where a block fits one, the blocks rung is int8 for the other (4
+    /// rungs); where blocks fit both, the rung with float16 where none
+    /// fits is the blocks one again (3 rungs: the last checked alone where
+    /// two are checked at once); where none fits, the blocks rung is the
+    /// int8 one again (2 rungs).
     #[test]
     fn the_storage_ladder_takes_the_first_rung_that_passes_either_way() {
         use super::{forms_of, storage_ladder, Form, Stored};
@@ -1273,25 +1279,27 @@ mod tests {
             })
         };
         let int8 = vec![stored(Form::Int8), stored(Form::Int8)];
-        for blocks_fit in [true, false] {
+        for blocks_fit in [1, 2, 0] {
             let forms = |kind: Form| -> anyhow::Result<Vec<Option<Stored>>> {
                 Ok(match kind {
-                    Form::Blocks => vec![
-                        if blocks_fit {
-                            stored(Form::Blocks)
-                        } else {
-                            None
-                        },
-                        None,
-                    ],
+                    Form::Blocks => (0..2)
+                        .map(|w| {
+                            if w < blocks_fit {
+                                stored(Form::Blocks)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect(),
                     _ => vec![stored(kind), stored(kind)],
                 })
             };
             // The rungs, in order, as forms.
             let (i, b, h) = (Some(Form::Int8), Some(Form::Blocks), Some(Form::Half));
             let rungs = match blocks_fit {
-                true => vec![vec![i, i], vec![b, i], vec![b, h], vec![h, h]],
-                false => vec![vec![i, i], vec![h, h]],
+                1 => vec![vec![i, i], vec![b, i], vec![b, h], vec![h, h]],
+                2 => vec![vec![i, i], vec![b, b], vec![h, h]],
+                _ => vec![vec![i, i], vec![h, h]],
             };
             for first_passing in 0..=rungs.len() {
                 for parallel in [false, true] {
