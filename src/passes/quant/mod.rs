@@ -49,9 +49,9 @@
 //! input's grid (`same_range`), where onnxruntime pools and splits uint8.
 //! Depthwise Convs, Convs with a short reduction (under
 //! `min_reduction`), narrow Convs (under `min_out_channels` output
-//! channels) and Convs reading one spatial position (after a global
-//! pooling, as in squeeze-excite blocks) compute in float with int8-stored
-//! weights, unless they
+//! channels), Convs reading one spatial position (after a global
+//! pooling, as in squeeze-excite blocks) and 3-D Convs of few input
+//! channels compute in float with int8-stored weights, unless they
 //! sit between two int8 layers (see `Quant::conv_pays_in_int8`). A
 //! BatchNormalization over images that no layer absorbs (a pre-activation
 //! one, as DenseNet's after a Concat) is first written as the depthwise

@@ -433,10 +433,17 @@ impl Quant {
     /// within noise; with the 32-channel ones in float too, MTCNN's RNet and
     /// ONet, YOLOv8n and PP-OCRv4's detector ran slower). Their weights are
     /// stored as int8 and expanded at load, so the file shrinks all the same.
+    ///
+    /// A Conv over three spatial axes (a weight of rank 5) also needs
+    /// [`MIN_CONV3D_IN_CHANNELS`] input channels a group: onnxruntime's
+    /// int8 3-D convolution costs about the same whatever its input
+    /// channels, its float one grows with them (see the constant).
     fn conv_pays_in_int8(&self, n: &NodeProto, dims: &[i64]) -> bool {
         let group = crate::ir::int_attr(n, "group", 1);
         let depthwise = group > 1 && dims.get(1) == Some(&1);
+        let thin_3d = dims.len() == 5 && dims[1] < MIN_CONV3D_IN_CHANNELS;
         (!depthwise || self.params.grouped)
+            && !thin_3d
             && dims.len() >= 3
             && dims[0] >= self.params.min_out_channels
             && dims[1..].iter().product::<i64>() >= self.min_reduction
@@ -453,6 +460,16 @@ impl Quant {
             || (dims[0] >= self.min_reduction && dims[1] >= self.params.min_out_channels)
     }
 }
+
+/// The fewest input channels a group of a Conv over three spatial axes
+/// computes in int8 with: onnxruntime 1.32 (1 thread, x86 with VNNI) runs
+/// a lone 3-D Conv of 32 output channels over 128x128 (kernels 1x3x3 and
+/// 1x11x11) in int8 at 0.20-0.22x of float with 3 input channels, 0.58-0.69x
+/// with 8, 0.81-0.99x with 12, 1.05-1.25x with 16, 1.39-1.72x with 24 and
+/// 1.66-2.08x with 32 (2-D ones of 3 input channels and 11x11 kernels
+/// 1.32x). The RivaGAN watermark encoder, whose first Convs read 3 and 4
+/// channels, ran at 0.94-0.96x of float with them in int8.
+pub(super) const MIN_CONV3D_IN_CHANNELS: i64 = 24;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Use {
