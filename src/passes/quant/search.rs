@@ -713,14 +713,13 @@ fn order_by_gain(
     g: &crate::ir::Graph,
     by_bytes: bool,
 ) {
-    let bytes = |p: &Patch| -> u64 { p.add_initializers.iter().map(tensor::stored_bytes).sum() };
     let added: Vec<f64> = groups
         .iter()
         .map(|idxs| {
             idxs.iter()
                 .map(|&i| {
                     let back = match &fallback[i] {
-                        Some(f) => bytes(&f.patch),
+                        Some(f) => stored_bytes(&f.patch),
                         None => patches[i]
                             .remove_initializers
                             .iter()
@@ -728,12 +727,13 @@ fn order_by_gain(
                             .map(tensor::stored_bytes)
                             .sum(),
                     };
-                    back as f64 - bytes(&patches[i]) as f64
+                    back as f64 - stored_bytes(&patches[i]) as f64
                 })
                 .sum()
         })
         .collect();
-    let unit = (patches.iter().map(bytes).sum::<u64>() as f64 / groups.len() as f64).max(1.0);
+    let unit =
+        (patches.iter().map(stored_bytes).sum::<u64>() as f64 / groups.len() as f64).max(1.0);
     let gain = |(s, gi): &(f64, usize)| {
         let cost = if by_bytes {
             added[*gi].max(0.0) / unit
@@ -1007,6 +1007,11 @@ fn fewest_groups(
     }
 }
 
+/// The bytes of the initializers `p` adds, as stored.
+fn stored_bytes(p: &Patch) -> u64 {
+    p.add_initializers.iter().map(tensor::stored_bytes).sum()
+}
+
 /// The share of the weights' stored bytes that [`back_to_int8`] leaves
 /// in a finer form than int8 without checking, the groups that would
 /// save the fewest bytes: each check is a plan of the model in tract.
@@ -1072,32 +1077,32 @@ fn back_to_int8(
     // Those whose int8 storage would save the fewest bytes stay as they
     // are, up to `BACK_TO_INT8_SLACK` of the weights' stored bytes in all:
     // each check costs a plan of the model in tract.
-    let stored = |s: &Stored| -> u64 {
-        s.patch
-            .add_initializers
-            .iter()
-            .map(tensor::stored_bytes)
-            .sum()
-    };
-    let total: u64 = fallback.iter().flatten().map(stored).sum();
-    let saves = |j: usize| -> u64 {
-        taken[j]
-            .iter()
-            .filter_map(|&i| match (&fallback[i], &int8[i]) {
-                (Some(f), Some(q)) if f.form != Form::Int8 => {
-                    Some(stored(f).saturating_sub(stored(q)))
-                }
-                _ => None,
-            })
-            .sum()
-    };
-    let small = least_worth(&singles, saves, total as f64 * BACK_TO_INT8_SLACK);
+    let total: u64 = fallback
+        .iter()
+        .flatten()
+        .map(|s| stored_bytes(&s.patch))
+        .sum();
+    let saves: Vec<u64> = taken
+        .iter()
+        .map(|group| {
+            group
+                .iter()
+                .filter_map(|&i| match (&fallback[i], &int8[i]) {
+                    (Some(f), Some(q)) if f.form != Form::Int8 => {
+                        Some(stored_bytes(&f.patch).saturating_sub(stored_bytes(&q.patch)))
+                    }
+                    _ => None,
+                })
+                .sum()
+        })
+        .collect();
+    let small = least_worth(&singles, |j| saves[j], total as f64 * BACK_TO_INT8_SLACK);
     singles.retain(|j| !small.contains(j));
     // The most bytes first: each group accepted takes some of the margin
     // to the tolerance, and one that saves little could leave too little
     // for one that saves much (PP-OCRv6's small recogniser, the last
     // taken first: 13 kB accepted, then 53 kB refused).
-    singles.sort_by_cached_key(|&j| std::cmp::Reverse(saves(j)));
+    singles.sort_by_key(|&j| std::cmp::Reverse(saves[j]));
     // Where candidates run two at once (one per core): all at once
     // and the first group alone; then a group, and it with the next
     // one, so that where the first passes both are decided in one
