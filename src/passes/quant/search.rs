@@ -1340,6 +1340,60 @@ mod tests {
         }
     }
 
+    /// The groups taken back go back to int8 storage the most bytes saved
+    /// first, either way of checking: where only one group may go back
+    /// (any two fail), the one that saves the most does, whatever order
+    /// they were taken in.
+    #[test]
+    fn groups_go_back_to_int8_the_most_bytes_first() {
+        use super::{back_to_int8, Form, Stored};
+        // Group j's weight: int8 storage of 4 bytes, blocks of 4 + saving.
+        let savings = [400usize, 4_000, 40, 2_000];
+        let stored = |form, bytes: usize| {
+            let mut patch = crate::patch::Patch::new("w");
+            patch.add_initializers.push(crate::ir::tensor::from_f32(
+                "w",
+                &[bytes as i64 / 4],
+                &vec![0.0; bytes / 4],
+            ));
+            Some(Stored { form, patch })
+        };
+        let int8: Vec<_> = savings.iter().map(|_| stored(Form::Int8, 4)).collect();
+        let groups: Vec<Vec<usize>> = (0..savings.len()).map(|j| vec![j]).collect();
+        let taken: Vec<&[usize]> = groups.iter().map(Vec::as_slice).collect();
+        for parallel in [false, true] {
+            let mut fallback: Vec<_> = savings
+                .iter()
+                .map(|&b| stored(Form::Blocks, 4 + b))
+                .collect();
+            let mut r = VerifyReport::not_verified("");
+            back_to_int8(
+                &taken,
+                &int8,
+                &mut fallback,
+                &mut r,
+                parallel,
+                &crate::pass::Progress::default(),
+                &|f| {
+                    let at_int8 = f.iter().flatten().filter(|s| s.form == Form::Int8).count();
+                    let mut r = VerifyReport::not_verified("");
+                    if at_int8 <= 1 {
+                        r.status = Status::Passed;
+                    }
+                    Ok(r)
+                },
+            )
+            .unwrap();
+            let forms: Vec<Form> = fallback.iter().flatten().map(|s| s.form).collect();
+            assert_eq!(
+                forms,
+                [Form::Blocks, Form::Int8, Form::Blocks, Form::Blocks],
+                "parallel: {parallel}"
+            );
+            assert_eq!(r.status, Status::Passed);
+        }
+    }
+
     /// The groups left unchecked are those that save the fewest bytes, as
     /// many as fit in the budget together, whatever their order.
     #[test]
