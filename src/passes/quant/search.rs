@@ -9,7 +9,9 @@ use rayon::prelude::*;
 use super::activations::Expected;
 use super::placement::{idle_pairs, REQUANTIZED_OPS};
 use super::select::Use;
-use super::weights::{gather_rows, stored_f16, stored_weight, stored_weight_blocks};
+use super::weights::{
+    dynamic_matmuls, gather_rows, stored_f16, stored_weight, stored_weight_blocks,
+};
 use super::{Quant, INFO};
 use crate::ir::{tensor, Model, NodeId};
 use crate::pass::PassCtx;
@@ -26,6 +28,11 @@ enum Form {
     Blocks,
     /// float16.
     Half,
+    /// An int4 MatMul weight back in int8 with its integer kernel (the
+    /// dynamic MatMulInteger form `weights=int8` gives it), where the
+    /// activations are dynamic: the same bytes as int8 storage, computed
+    /// in int8 instead of float.
+    Kernel,
 }
 
 impl Form {
@@ -35,7 +42,14 @@ impl Form {
             Form::Int8 => "int8",
             Form::Blocks => "int8 in blocks",
             Form::Half => "float16",
+            Form::Kernel => "int8 (dynamic MatMulInteger)",
         }
+    }
+
+    /// Whether this is the int8 rung (the form [`back_to_int8`] returns
+    /// weights to).
+    fn is_int8(self) -> bool {
+        matches!(self, Form::Int8 | Form::Kernel)
     }
 
     /// The distinct forms among `forms`, for notes: "int8 and int8 in
@@ -126,6 +140,15 @@ pub(super) enum Fallback {
     Stored(Option<usize>),
     /// An int4 embedding table: int8 rows for these Gather readers.
     Rows(Vec<(NodeId, Use)>),
+    /// An int4 MatMul weight where the activations are dynamic: int8 with
+    /// its integer kernel for these MatMul readers (per column where
+    /// `per_channel`, within `qmax`), as `weights=int8` quantizes it; in a
+    /// finer rung than int8, stored per column and computed in float.
+    Kernel {
+        readers: Vec<(NodeId, Use)>,
+        per_channel: bool,
+        qmax: i32,
+    },
 }
 
 /// A comparison's score for `sensitive=auto`: the worst cosine of the
@@ -571,7 +594,7 @@ impl Quant {
             ));
         }
         ctx.notes.push(format!(
-            "sensitive=auto: full quantization gave cosine {:.5}; with {k} layer group(s) in float (each in a note below, where the JSON report has them all) {:.5}",
+            "sensitive=auto: full quantization gave cosine {:.5}; with {k} layer group(s) taken back (each in a note below, where the JSON report has them all) {:.5}",
             score(full_wide.as_ref().unwrap_or(&full)),
             score(&r)
         ));
@@ -774,7 +797,7 @@ fn stored_forms(
             let stored = |form, patch| Stored { form, patch };
             Ok(match (fallback, kind) {
                 (_, Form::Half) => Some(stored(Form::Half, stored_f16(model, w, &data))),
-                (Fallback::Stored(axis), Form::Int8) => {
+                (Fallback::Stored(axis), Form::Int8 | Form::Kernel) => {
                     Some(stored(Form::Int8, stored_weight(model, w, &data, *axis)?))
                 }
                 (Fallback::Stored(axis), Form::Blocks) => {
@@ -782,6 +805,21 @@ fn stored_forms(
                 }
                 (Fallback::Rows(readers), _) => {
                     Some(stored(Form::Int8, gather_rows(model, w, &data, readers)?))
+                }
+                (
+                    Fallback::Kernel {
+                        readers,
+                        per_channel,
+                        qmax,
+                    },
+                    Form::Int8 | Form::Kernel,
+                ) => Some(stored(
+                    Form::Kernel,
+                    dynamic_matmuls(model, w, &data, readers, false, *per_channel, *qmax)?,
+                )),
+                (Fallback::Kernel { per_channel, .. }, Form::Blocks) => {
+                    stored_weight_blocks(model, w, &data, per_channel.then_some(1))?
+                        .map(|p| stored(Form::Blocks, p))
                 }
             })
         })
@@ -856,7 +894,7 @@ fn storage_ladder(
             false => None,
         };
         progress.say(&format!(
-            "the result misses the tolerance; checking every layer in float with weights stored as {}{}",
+            "the result misses the tolerance; checking every layer taken back, with weights as {}{}",
             names(&a),
             b.as_ref()
                 .map(|b| format!(", and as {}", names(b)))
@@ -1063,7 +1101,7 @@ fn back_to_int8(
     let down = |fb: &[Option<Stored>], gs: &[usize]| -> Vec<Option<Stored>> {
         let mut fb = fb.to_vec();
         for &i in gs.iter().flat_map(|&j| taken[j]) {
-            if fb[i].as_ref().is_some_and(|s| s.form != Form::Int8) && int8[i].is_some() {
+            if fb[i].as_ref().is_some_and(|s| !s.form.is_int8()) && int8[i].is_some() {
                 fb[i] = int8[i].clone();
             }
         }
@@ -1088,7 +1126,7 @@ fn back_to_int8(
             group
                 .iter()
                 .filter_map(|&i| match (&fallback[i], &int8[i]) {
-                    (Some(f), Some(q)) if f.form != Form::Int8 => {
+                    (Some(f), Some(q)) if !f.form.is_int8() => {
                         Some(stored_bytes(&f.patch).saturating_sub(stored_bytes(&q.patch)))
                     }
                     _ => None,
@@ -1211,12 +1249,20 @@ fn group_notes(
     }
     for &(s, gi) in taken_back {
         let what: Vec<String> = groups[gi].iter().map(|&i| describe(&patches[i])).collect();
-        let stored = Form::names(
-            groups[gi]
-                .iter()
-                .filter_map(|&i| fallback[i].as_ref())
-                .map(|s| s.form),
-        );
+        let forms: Vec<Form> = groups[gi]
+            .iter()
+            .filter_map(|&i| fallback[i].as_ref())
+            .map(|s| s.form)
+            .collect();
+        // An int4 group back in int8 kernels computes in int8, not float.
+        if !forms.is_empty() && forms.iter().all(|&f| f == Form::Kernel) {
+            details.push(format!(
+                "computed in int8 by sensitive=auto (alone: cosine {s:.5}; dynamic MatMulInteger, as weights=int8 has it), instead of: {}",
+                what.join(", ")
+            ));
+            continue;
+        }
+        let stored = Form::names(forms.into_iter());
         details.push(format!(
             "computed in float by sensitive=auto (alone: cosine {s:.5}{}), instead of: {}",
             if stored.is_empty() {

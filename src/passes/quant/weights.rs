@@ -119,7 +119,19 @@ impl Quant {
                     self.int8_qmax,
                 )?
             } else if int4_blocks {
-                storable.insert(w.clone(), Fallback::Stored(per_channel.then_some(1)));
+                // Taken back where the activations are dynamic, it computes
+                // in int8 as `weights=int8` has it (MiniLM-L3's MatMuls
+                // sensitive=auto took back: 0.18 ms in MatMulInteger, 0.72
+                // in float); else it is stored and computed in float.
+                let fallback = match (dynamic_layout(g, readers), mode, opset >= 11) {
+                    (Some(false), "dynamic", true) => Fallback::Kernel {
+                        readers: readers.clone(),
+                        per_channel,
+                        qmax: self.int8_qmax,
+                    },
+                    _ => Fallback::Stored(per_channel.then_some(1)),
+                };
+                storable.insert(w.clone(), fallback);
                 int4_weight(model, w, &data, self.params.block_size)?
             } else {
                 // One layout for every reader, or per tensor where they disagree.
@@ -372,7 +384,7 @@ pub(super) fn dynamic_layout(g: &crate::ir::Graph, readers: &[(NodeId, Use)]) ->
 /// Cast -> Mul(xs * Ws)`, then a Gemm's `Add` of its bias, which it fuses
 /// into one kernel. `transposed`: the weight is a Gemm's B with transB
 /// (`[N, K]`), stored as int8 `[K, N]`.
-fn dynamic_matmuls(
+pub(super) fn dynamic_matmuls(
     model: &Model,
     w: &str,
     data: &tensor::F32View,
