@@ -841,7 +841,8 @@ fn forms_of(r: &[Option<Stored>]) -> Vec<Option<Form>> {
 
 /// The storage of the weights of layers taken back to float compute: the
 /// first rung that `passes` with every layer in float and every weight so
-/// stored: `int8`; int8 in blocks, per-channel int8 where no block fits;
+/// stored: `int8` (an int4 MatMul's there computing in its int8 kernel,
+/// [`Form::Kernel`]); int8 in blocks, per-channel int8 where no block fits;
 /// the same with float16 there; float16. None of them (every weight float)
 /// where no rung passes. Where `parallel`, two rungs are checked at once
 /// (one per core), the same choice as one after the other: a ladder
