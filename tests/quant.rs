@@ -5121,3 +5121,68 @@ np.savez(out, x=np.zeros((1, 64), np.float32))
     assert_eq!(run.status.code(), Some(0), "{s}");
     assert!(s.contains("(0 weights in Conv, 4096 in MatMul/Gemm"), "{s}");
 }
+
+/// A model whose every output is nearly zero on random inputs (a text
+/// detector's probability map on noise: here a Sigmoid behind a bias of
+/// -30): static activations calibrated on such samples could not be
+/// verified, so `activations=auto` keeps them float (weight-only int8) and
+/// says why; `activations=static` quantizes them anyway, and so does auto
+/// with `--inputs` (the user's data, whose output is not faint).
+#[test]
+fn outputs_faint_on_random_inputs_keep_the_activations_float() {
+    let c = 32usize;
+    let m = ModelBuilder::new(17)
+        .input("x", &[1, 16, 16, 16])
+        .init_f32("w1", &[c as i64, 16, 3, 3], &weights(c * 144, 1))
+        .init_f32("w2", &[c as i64, c as i64, 3, 3], &weights(c * c * 9, 2))
+        .init_f32("w3", &[1, c as i64, 1, 1], &weights(c, 3))
+        .init_f32("b3", &[1], &[-30.0])
+        .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(3))
+        .node("r1", "Relu", &["y1"], &["a1"])
+        .node_with("c2", "Conv", &["a1", "w2"], &["y2"], conv_attrs(3))
+        .node("r2", "Relu", &["y2"], &["a2"])
+        .node_with(
+            "c3",
+            "Conv",
+            &["a2", "w3", "b3"],
+            &["logits"],
+            conv_attrs(1),
+        )
+        .node("s", "Sigmoid", &["logits"], &["map"])
+        .output("map", &[1, 1, 16, 16])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-faint-outputs");
+    let input = write_model(dir.path(), "model.onnx", &m);
+    let out = dir.path().join("auto.onnx");
+    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
+    assert!(
+        s.contains(
+            "activations: none (weight-only int8): on random inputs every output is nearly zero"
+        ) && s.contains("in 'map'")
+            && !s.contains("activation quantized to uint8")
+            && s.contains("weight stored as int8"),
+        "{s}"
+    );
+    let out = dir.path().join("static.onnx");
+    let s = run_passes_verified(
+        "quant(min_reduction=1,activations=static)",
+        &[],
+        &input,
+        &out,
+    );
+    assert!(s.contains("activation quantized to uint8"), "{s}");
+    // The user's data, where the output is not faint: calibrated as usual.
+    let data = dir.path().join("data.npz");
+    write_npz(
+        &data,
+        "np.savez(out, x=(np.random.default_rng(0).standard_normal((4, 1, 16, 16, 16)) * 40).astype(np.float32))",
+    );
+    let out = dir.path().join("inputs.onnx");
+    let args = ["--inputs".to_string(), data.to_string_lossy().into_owned()];
+    let s = run_passes_verified("quant(min_reduction=1)", &args, &input, &out);
+    assert!(
+        !s.contains("every output is nearly zero") && s.contains("activation quantized to uint8"),
+        "{s}"
+    );
+}

@@ -2169,7 +2169,7 @@ pub fn chain_positions<'a>(
 
 /// Below this, an output that is this small everywhere on the samples says
 /// little about the model (see [`faint_outputs`]).
-const FAINT: f64 = 1e-3;
+pub(crate) const FAINT: f64 = 1e-3;
 
 /// A note for each float output the original computes as nearly zero on
 /// every sample, or as one value everywhere: the inputs (random ones, or
