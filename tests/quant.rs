@@ -3194,7 +3194,8 @@ fn an_image_without_a_size_is_calibrated_at_a_real_one() {
     let dir = scratch("quant-image-size");
     let input = asset("ch_PP-OCRv4_rec_infer.onnx");
     let out = dir.path().join("rec.onnx");
-    let stdout = run_passes_verified("clean,quant", &[], &input, &out);
+    // Static: a text recogniser is weight-only on random images by default.
+    let stdout = run_passes_verified("clean,quant(activations=static)", &[], &input, &out);
     assert!(
         stdout.contains("image size not set: '?' = 64, 'p2o.DynamicDimension.1' = 64"),
         "{stdout}"
@@ -3225,14 +3226,21 @@ fn a_search_one_candidate_at_a_time_chooses_as_two_at_once() {
         let out = dir.path().join(name);
         let report = dir.path().join(format!("{name}.json"));
         let mut cmd = std::process::Command::new(bin());
-        cmd.args(["run", "--passes", "clean,quant", "--report"])
-            .arg(&report)
-            .arg(&input)
-            .arg(&out)
-            // The same choices of layers on any CPU (min_reduction and the
-            // weight range follow its int8 sums).
-            .env(onnx_squeeze::passes::quant::INT8_SUMS_ENV, "exact")
-            .env_remove(onnx_squeeze::passes::quant::SEARCH_ONE_AT_A_TIME_ENV);
+        // Static, as with real lines (a text recogniser is weight-only on
+        // random images by default).
+        cmd.args([
+            "run",
+            "--passes",
+            "clean,quant(activations=static)",
+            "--report",
+        ])
+        .arg(&report)
+        .arg(&input)
+        .arg(&out)
+        // The same choices of layers on any CPU (min_reduction and the
+        // weight range follow its int8 sums).
+        .env(onnx_squeeze::passes::quant::INT8_SUMS_ENV, "exact")
+        .env_remove(onnx_squeeze::passes::quant::SEARCH_ONE_AT_A_TIME_ENV);
         if one_at_a_time {
             cmd.env(onnx_squeeze::passes::quant::SEARCH_ONE_AT_A_TIME_ENV, "1");
         }
@@ -5183,6 +5191,77 @@ fn outputs_faint_on_random_inputs_keep_the_activations_float() {
     let s = run_passes_verified("quant(min_reduction=1)", &args, &input, &out);
     assert!(
         !s.contains("every output is nearly zero") && s.contains("activation quantized to uint8"),
+        "{s}"
+    );
+}
+
+/// A text recogniser (an image in, a Softmax over each position of a
+/// sequence out) calibrated on random images: static ranges from noise do
+/// not hold for text lines, so `activations=auto` quantizes the weights
+/// alone and says why; `activations=static`, or `--inputs` with the user's
+/// lines, quantizes the activations.
+#[test]
+fn text_recognisers_keep_their_activations_float_without_real_lines() {
+    let c = 128usize;
+    let m = ModelBuilder::new(11)
+        .input("x", &[1, 3, 1, 32])
+        .init_f32("w1", &[c as i64, 3, 1, 1], &weights(c * 3, 1))
+        .init_f32("w2", &[c as i64, c as i64, 1, 1], &weights(c * c, 2))
+        .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(1))
+        .node("r1", "Relu", &["y1"], &["a1"])
+        .node_with("c2", "Conv", &["a1", "w2"], &["y2"], conv_attrs(1))
+        .node_with(
+            "sq",
+            "Squeeze",
+            &["y2"],
+            &["seq"],
+            vec![attr_ints("axes", &[2])],
+        )
+        .node_with(
+            "t",
+            "Transpose",
+            &["seq"],
+            &["steps"],
+            vec![attr_ints("perm", &[0, 2, 1])],
+        )
+        .node_with(
+            "s",
+            "Softmax",
+            &["steps"],
+            &["scores"],
+            vec![attr_int("axis", 2)],
+        )
+        .output("scores", &[1, 32, c as i64])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-text-recogniser");
+    let input = write_model(dir.path(), "model.onnx", &m);
+    let out = dir.path().join("auto.onnx");
+    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
+    assert!(
+        s.contains("activations: none (weight-only int8): the model reads images and outputs a sequence of class scores")
+            && !s.contains("activation quantized to uint8")
+            && s.contains("weight stored as int8"),
+        "{s}"
+    );
+    let out = dir.path().join("static.onnx");
+    let s = run_passes_verified(
+        "quant(min_reduction=1,activations=static)",
+        &[],
+        &input,
+        &out,
+    );
+    assert!(s.contains("activation quantized to uint8"), "{s}");
+    let data = dir.path().join("lines.npz");
+    write_npz(
+        &data,
+        "np.savez(out, x=np.random.default_rng(0).uniform(-1, 1, (4, 1, 3, 1, 32)).astype(np.float32))",
+    );
+    let out = dir.path().join("inputs.onnx");
+    let args = ["--inputs".to_string(), data.to_string_lossy().into_owned()];
+    let s = run_passes_verified("quant(min_reduction=1)", &args, &input, &out);
+    assert!(
+        !s.contains("a sequence of class scores") && s.contains("activation quantized to uint8"),
         "{s}"
     );
 }
