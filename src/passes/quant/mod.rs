@@ -867,7 +867,7 @@ impl Quant {
                 && ctx.data.inputs.is_none()
             {
                 ctx.notes.push(
-                    "activations: none (weight-only int8): the model reads images and outputs a sequence of class scores (a text recogniser's Softmax over each position), and activation ranges from random images do not hold for text lines (on rendered lines, worst / mean cosine of static QDQ calibrated on noise against weight-only: PP-OCRv4's recogniser 0.73 / 0.84 against 0.99 / 0.997, PP-OCRv5's 0.90 / 0.95 against 0.92 / 0.99); activations=static with --inputs holding real text lines quantizes them".to_string(),
+                    "activations: none (weight-only int8): the model reads images and outputs a sequence of class scores (a text recogniser's Softmax over each position), and activation ranges from random images do not hold for text lines (on rendered lines, worst / mean cosine of static QDQ calibrated on noise against weight-only: PP-OCRv4's recogniser 0.73 / 0.84 against 0.99 / 0.997, PP-OCRv5's 0.90 / 0.95 against 0.92 / 0.985); activations=static with --inputs holding real text lines quantizes them".to_string(),
                 );
             } else if mode == "none" && !pairs.is_empty() && ctx.data.inputs.is_none() {
                 let pairs: Vec<String> = pairs
