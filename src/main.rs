@@ -409,6 +409,7 @@ fn run(args: RunArgs) -> Result<u8> {
         nodes: model.graph.nodes.node_count(),
         params: model.param_count(),
         weight_bytes: model.weight_bytes(),
+        metadata_bytes: model.metadata_bytes(),
     };
 
     // Verification's reference of the original, built once (by the size
@@ -544,6 +545,7 @@ fn run(args: RunArgs) -> Result<u8> {
             nodes: model.graph.nodes.node_count(),
             params: model.param_count(),
             weight_bytes: model.weight_bytes(),
+            metadata_bytes: model.metadata_bytes(),
         });
         report.written = true;
     }

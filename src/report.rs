@@ -15,8 +15,10 @@ pub struct ModelStats {
     pub nodes: usize,
     pub params: u64,
     /// Bytes of its tensor payloads ([`crate::ir::Model::weight_bytes`]);
-    /// the rest of `bytes` is the graph's structure.
+    /// the rest of `bytes` is the graph's structure and the metadata.
     pub weight_bytes: u64,
+    /// Bytes of the model's metadata ([`crate::ir::Model::metadata_bytes`]).
+    pub metadata_bytes: u64,
 }
 
 /// Above this share of the input file, a result whose graph structure
@@ -33,9 +35,22 @@ impl RunReport {
     /// of its result is structure).
     pub fn size_note(&self) -> Option<String> {
         let (i, o) = (&self.input, self.output.as_ref()?);
-        let structure = |m: &ModelStats| m.bytes.saturating_sub(m.weight_bytes);
+        let structure = |m: &ModelStats| {
+            m.bytes
+                .saturating_sub(m.weight_bytes)
+                .saturating_sub(m.metadata_bytes)
+        };
         let ratio = o.bytes as f64 / i.bytes.max(1) as f64;
-        let share = structure(o) as f64 / o.bytes.max(1) as f64;
+        let share = o.bytes.saturating_sub(o.weight_bytes) as f64 / o.bytes.max(1) as f64;
+        // Metadata a packager stored (a character table, a web page) is kept
+        // as it was: said apart from the structure where it weighs.
+        let metadata = match o.metadata_bytes >= 1024 {
+            true => format!(
+                "; the model's metadata (metadata_props, doc string), kept as it was, {}",
+                mb(o.metadata_bytes)
+            ),
+            false => String::new(),
+        };
         // Weights quantized: a third of their bytes or less (a model
         // without weights has none to quantize).
         let quantized =
@@ -43,13 +58,17 @@ impl RunReport {
         (ratio > SIZE_NOTE_RATIO && share >= STRUCTURE_SHARE && quantized)
             .then(|| {
                 format!(
-                    "size: weights {} ({:.2}x of the original's {}); the graph's structure (nodes, names, attributes, with the nodes quantization adds) {}, {} in the original ({:.2}x of its file): in a model this small, structure keeps the result above a quarter",
+                    "size: weights {} ({:.2}x of the original's {}); the graph's structure (nodes, names, attributes, with the nodes quantization adds) {}, {} in the original ({:.2}x of its file){metadata}: {} the result above a quarter",
                     mb(o.weight_bytes),
                     o.weight_bytes as f64 / i.weight_bytes.max(1) as f64,
                     mb(i.weight_bytes),
                     mb(structure(o)),
                     mb(structure(i)),
                     structure(i) as f64 / i.bytes.max(1) as f64,
+                    match metadata.is_empty() {
+                        true => "in a model this small, structure keeps",
+                        false => "metadata and structure, which quantization does not shrink, keep",
+                    },
                 )
             })
     }
@@ -255,6 +274,7 @@ mod tests {
             nodes: 0,
             params: 0,
             weight_bytes,
+            metadata_bytes: 0,
         };
         let report = |out| RunReport {
             input: stats(400_000, 360_000),
@@ -267,6 +287,17 @@ mod tests {
         let note = report(stats(140_000, 100_000)).size_note().unwrap();
         assert!(
             note.starts_with("size: weights 100.0 kB (0.28x of the original's 360.0 kB); the graph's structure (nodes, names, attributes, with the nodes quantization adds) 40.0 kB, 40.0 kB in the original (0.10x of its file)"),
+            "{note}"
+        );
+        assert!(!note.contains("metadata"), "{note}");
+        // Metadata is said apart from the structure (a packager's 320 kB
+        // web page in metadata_props).
+        let mut with_meta = stats(140_000, 100_000);
+        with_meta.metadata_bytes = 30_000;
+        let note = report(with_meta).size_note().unwrap();
+        assert!(
+            note.contains("the graph's structure (nodes, names, attributes, with the nodes quantization adds) 10.0 kB")
+                && note.contains("; the model's metadata (metadata_props, doc string), kept as it was, 30.0 kB: metadata and structure, which quantization does not shrink, keep the result above a quarter"),
             "{note}"
         );
         assert!(report(stats(104_000, 94_000)).size_note().is_none());

@@ -728,6 +728,19 @@ impl Model {
         total
     }
 
+    /// Bytes of the model's own metadata (`metadata_props` and its doc
+    /// string) as encoded: passes keep it as it is.
+    pub fn metadata_bytes(&self) -> u64 {
+        use prost::Message;
+        let props: usize = self
+            .proto
+            .metadata_props
+            .iter()
+            .map(|p| p.encoded_len())
+            .sum();
+        (props + self.proto.doc_string.as_ref().map_or(0, String::len)) as u64
+    }
+
     /// Bytes of all tensor payloads: initializers, sparse initializers and
     /// tensors held by nodes (Constant values, subgraph initializers).
     pub fn weight_bytes(&self) -> u64 {
