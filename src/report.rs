@@ -143,6 +143,17 @@ pub fn mb(b: u64) -> String {
     }
 }
 
+/// A count for people: as it is below a thousand, then with k, M or G
+/// ("37.1 k", "1.0 M").
+pub fn count(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1} k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} M", n as f64 / 1e6),
+        _ => format!("{:.1} G", n as f64 / 1e9),
+    }
+}
+
 /// The notes of a pass the printed summary shows (the JSON report has them
 /// all).
 const SHOWN_NOTES: usize = 10;
@@ -263,6 +274,14 @@ mod tests {
         credit_reused_run(&mut passes, &mut none);
         assert_eq!(passes[1].seconds, 1.25);
         assert!(none.notes.is_empty());
+    }
+
+    #[test]
+    fn counts_read_in_units_people_use() {
+        assert_eq!(count(512), "512");
+        assert_eq!(count(37_120), "37.1 k");
+        assert_eq!(count(1_040_000), "1.0 M");
+        assert_eq!(count(2_500_000_000), "2.5 G");
     }
 
     /// A result above 0.27x whose structure is a tenth or more of it says

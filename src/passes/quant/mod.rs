@@ -631,9 +631,9 @@ impl Quant {
                 if converted > 0 && (macs as f64) < MIN_MACS_PER_CONVERSION * converted as f64 {
                     ctx.notes.truncate(notes_before);
                     let why = format!(
-                        "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {:.1} M multiply-adds for {:.1} M elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones, as in YuNet's face detector, 0.77x of float static, 1.0x weight-only); activations=static quantizes them anyway",
-                        macs as f64 / 1e6,
-                        converted as f64 / 1e6,
+                        "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {} multiply-adds for {} elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones; YuNet's face detector so ran 0.77x of float static, 1.0x weight-only); activations=static quantizes them anyway",
+                        crate::report::count(macs),
+                        crate::report::count(converted),
                         macs as f64 / converted as f64
                     );
                     return self.weight_only_instead(model, ctx, notes_before, why);
