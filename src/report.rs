@@ -209,7 +209,7 @@ impl RunReport {
             let ratio = o.bytes as f64 / self.input.bytes.max(1) as f64;
             let _ = write!(
                 s,
-                "  ->  {} nodes, {} params, {} ({:.2}x)",
+                "  ->  {} nodes, {} params, {} ({:.3}x)",
                 o.nodes,
                 o.params,
                 mb(o.bytes),
@@ -329,7 +329,7 @@ mod tests {
         assert!(empty.size_note().is_none());
         assert!(report(stats(140_000, 100_000))
             .table()
-            .contains("(0.35x)\n    note: size: weights"));
+            .contains("(0.350x)\n    note: size: weights"));
         assert!(!report(stats(104_000, 94_000))
             .table()
             .contains("note: size"));
