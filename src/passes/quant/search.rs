@@ -1264,8 +1264,17 @@ fn group_notes(
             continue;
         }
         let stored = Form::names(forms.into_iter());
+        // A group of weights that computed in float anyway (weight-only):
+        // only their storage changes.
+        let storage_only = groups[gi]
+            .iter()
+            .all(|&i| patches[i].label.starts_with("weight stored as"));
         details.push(format!(
-            "computed in float by sensitive=auto (alone: cosine {s:.5}{}), instead of: {}",
+            "{} by sensitive=auto (alone: cosine {s:.5}{}), instead of: {}",
+            match storage_only && !stored.is_empty() {
+                true => "stored finer",
+                false => "computed in float",
+            },
             if stored.is_empty() {
                 String::new()
             } else {
