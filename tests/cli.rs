@@ -1003,3 +1003,64 @@ fn clean_with_inputs(
         format!("{}{}", text(&o.stdout), text(&o.stderr)),
     )
 }
+
+/// An output of one value a sample is compared by the cosine of all
+/// samples' values together; a score near 4 on every sample keeps that
+/// cosine near 1 whatever the result does with its variation. Where the
+/// result does not follow it (a mean against a max of the same inputs),
+/// the passing verification says so in a note; the same model against
+/// itself gets none.
+#[test]
+fn a_score_that_does_not_follow_the_original_gets_a_note() {
+    use onnx_squeeze::ir::builder::{attr_int, attr_ints, ModelBuilder};
+    let dir = scratch("cli-few-values");
+    let model = |reduce: &str| {
+        ModelBuilder::new(13)
+            .input("x", &[1, 64])
+            .init_f32("tenth", &[], &[0.1])
+            .init_f32("four", &[], &[4.0])
+            .node_with(
+                "r",
+                reduce,
+                &["x"],
+                &["m"],
+                vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)],
+            )
+            .node("s", "Mul", &["m", "tenth"], &["ms"])
+            .node("a", "Add", &["ms", "four"], &["score"])
+            .output("score", &[1, 1])
+            .proto()
+    };
+    let write = |name: &str, reduce: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, prost::Message::encode_to_vec(&model(reduce))).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (mean, max) = (
+        write("mean.onnx", "ReduceMean"),
+        write("max.onnx", "ReduceMax"),
+    );
+    let tol = [
+        "--tolerance",
+        "min_cosine=0.99",
+        "--tolerance",
+        "atol=1",
+        "--tolerance",
+        "rtol=inf",
+    ];
+    let verify = |b: &str| {
+        let mut args = vec!["verify", mean.as_str(), b];
+        args.extend(tol);
+        let o = run_cli(&args);
+        let out = text(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+        out
+    };
+    let note = "output 'score' holds few values a sample, compared by the cosine of all samples' values together";
+    let out = verify(&max);
+    assert!(
+        out.contains(note) && out.contains("correlation of"),
+        "{out}"
+    );
+    assert!(!verify(&mean).contains(note));
+}

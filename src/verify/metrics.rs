@@ -66,6 +66,11 @@ pub struct Accumulator {
     pub nonfinite: usize,
     /// The largest |value| of the original (NaNs left out).
     largest: f64,
+    /// Per position of a sample (up to [`FEW_VALUES`]), over the samples:
+    /// sums of the original's values, the result's, their products and
+    /// squares, and how many (finite pairs only), for how the result
+    /// follows the original's variation from sample to sample.
+    by_position: Vec<[f64; 6]>,
 }
 
 impl Accumulator {
@@ -87,6 +92,7 @@ impl Accumulator {
             within: true,
             nonfinite: 0,
             largest: 0.0,
+            by_position: Vec::new(),
         }
     }
 
@@ -142,6 +148,17 @@ impl Accumulator {
                 lost = true;
             }
         }
+        if a.len() <= FEW_VALUES {
+            if self.by_position.len() < a.len() {
+                self.by_position.resize(a.len(), [0.0; 6]);
+            }
+            for ((&x, &y), p) in a.iter().zip(b).zip(&mut self.by_position) {
+                if x.is_finite() && y.is_finite() {
+                    let add = [x, y, x * y, x * x, y * y, 1.0];
+                    p.iter_mut().zip(add).for_each(|(s, v)| *s += v);
+                }
+            }
+        }
         self.max_abs = self.max_abs.max(sample_max);
         self.dot += dot;
         self.na += na;
@@ -192,6 +209,39 @@ impl Accumulator {
             .filter(|(_, &(c, max))| c < min_cosine && max <= atol)
             .map(|(i, &(c, max))| (i + 1, c, max))
             .collect()
+    }
+
+    /// Where samples hold at most [`FEW_VALUES`] values (compared by the
+    /// cosine of all of them together, which the values' common level can
+    /// dominate: a quality score near 4 on every sample): how the result
+    /// follows the original's variation from sample to sample, the
+    /// correlation of both's deviations from their means at each position,
+    /// and the spread (standard deviation) of the original's values around
+    /// theirs. `None` with fewer than 3 samples, or where the original
+    /// does not vary.
+    pub fn follows_variation(&self) -> Option<(f64, f64)> {
+        if self.fewest > FEW_VALUES || self.samples.len() < 3 {
+            return None;
+        }
+        let (mut cov, mut va, mut vb, mut n) = (0.0, 0.0, 0.0, 0.0);
+        for &[sa, sb, sab, saa, sbb, k] in &self.by_position {
+            if k < 2.0 {
+                continue;
+            }
+            cov += sab - sa * sb / k;
+            va += saa - sa * sa / k;
+            vb += sbb - sb * sb / k;
+            n += k;
+        }
+        if n == 0.0 || va <= 1e-12 * n {
+            return None;
+        }
+        let correlation = if vb > 0.0 {
+            cov / (va * vb).sqrt()
+        } else {
+            0.0
+        };
+        Some((correlation, (va / n).sqrt()))
     }
 
     /// The largest |value| of the original over the samples added (NaNs
@@ -280,6 +330,50 @@ fn cosine_of(dot: f64, na: f64, nb: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A score near 4 on every sample, compared by the cosine of all
+    /// samples together: an error as large as the scores' spread leaves
+    /// that cosine near 1, and the correlation of the deviations shows it.
+    #[test]
+    fn few_values_a_sample_show_how_the_result_follows_their_variation() {
+        let run = |pairs: &[(f64, f64)]| {
+            let mut acc = Accumulator::new("mos");
+            for &(a, b) in pairs {
+                acc.add(&[a], &[b], &[1], f64::INFINITY, f64::INFINITY);
+            }
+            acc
+        };
+        let orig = [4.0, 4.2, 3.9, 4.3, 4.1, 3.8];
+        // Off by as much as the spread, in no relation to it.
+        let off = [0.2, -0.2, 0.15, -0.25, 0.0, 0.2];
+        let acc = run(&orig
+            .iter()
+            .zip(off)
+            .map(|(&a, d)| (a, a + d))
+            .collect::<Vec<_>>());
+        assert!(acc.finish(0.99, f64::INFINITY).cosine > 0.99);
+        let (r, spread) = acc.follows_variation().unwrap();
+        assert!(r < 0.5, "{r}");
+        // The spread of 4.0, 4.2, 3.9, 4.3, 4.1, 3.8 around 4.05.
+        assert!((spread - 0.1708).abs() < 1e-3, "{spread}");
+        // A result that follows the variation closely.
+        let close = run(&orig
+            .iter()
+            .map(|&a| (a, a * 1.01 + 0.01))
+            .collect::<Vec<_>>());
+        assert!(close.follows_variation().unwrap().0 > 0.999);
+        // An original that does not vary, too few samples, or samples of
+        // many values: nothing to say.
+        assert!(run(&[(4.0, 4.1), (4.0, 3.9), (4.0, 4.0)])
+            .follows_variation()
+            .is_none());
+        assert!(run(&[(4.0, 4.1), (4.2, 3.9)]).follows_variation().is_none());
+        let mut many = Accumulator::new("y");
+        for _ in 0..3 {
+            many.add(&[1.0; 16], &[1.0; 16], &[16], 1.0, 1.0);
+        }
+        assert!(many.follows_variation().is_none());
+    }
 
     #[test]
     fn each_sample_returns_its_own_cosine() {

@@ -1802,6 +1802,19 @@ impl Reference {
                 && acc.count() > 0
                 && acc.largest_original() <= FAINT;
             compared_floats |= !integer && !m.vacuous && acc.count() > 0;
+            // A few values a sample, compared together: their common level
+            // can carry the cosine while the result misses how they vary
+            // (a speech-quality score near 4.3 off by 0.2 measured 0.99998).
+            if let (true, false, true, Some((r, spread))) =
+                (m.passed, integer, !m.vacuous, acc.follows_variation())
+            {
+                if r < FOLLOWS_VARIATION {
+                    notes.push(format!(
+                        "output '{name}' holds few values a sample, compared by the cosine of all samples' values together ({:.5}), which their common level dominates: from sample to sample the result follows the original's variation at a correlation of {r:.2} only (off by up to {:.3e}, where the original's values spread by {spread:.3e}); compare them on held-out data before relying on it",
+                        m.cosine, m.max_abs
+                    ));
+                }
+            }
             outputs.push(m);
         }
         // Residual terms: the output minus the input it adds, in both.
@@ -2170,6 +2183,11 @@ pub fn chain_positions<'a>(
 /// Below this, an output that is this small everywhere on the samples says
 /// little about the model (see [`faint_outputs`]).
 pub(crate) const FAINT: f64 = 1e-3;
+
+/// Below this correlation with the original's variation from sample to
+/// sample, an output of few values a sample that passed gets a note (see
+/// [`metrics::Accumulator::follows_variation`]).
+const FOLLOWS_VARIATION: f64 = 0.9;
 
 /// A note for each float output the original computes as nearly zero on
 /// every sample, or as one value everywhere: the inputs (random ones, or
