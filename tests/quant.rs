@@ -5139,28 +5139,48 @@ np.savez(out, x=np.zeros((1, 64), np.float32))
 #[test]
 fn outputs_faint_on_random_inputs_keep_the_activations_float() {
     let c = 32usize;
-    let m = ModelBuilder::new(17)
-        .input("x", &[1, 16, 16, 16])
-        .init_f32("w1", &[c as i64, 16, 3, 3], &weights(c * 144, 1))
-        .init_f32("w2", &[c as i64, c as i64, 3, 3], &weights(c * c * 9, 2))
-        .init_f32("w3", &[1, c as i64, 1, 1], &weights(c, 3))
-        .init_f32("b3", &[1], &[-30.0])
-        .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(3))
-        .node("r1", "Relu", &["y1"], &["a1"])
-        .node_with("c2", "Conv", &["a1", "w2"], &["y2"], conv_attrs(3))
-        .node("r2", "Relu", &["y2"], &["a2"])
-        .node_with(
-            "c3",
-            "Conv",
-            &["a2", "w3", "b3"],
-            &["logits"],
-            conv_attrs(1),
-        )
-        .node("s", "Sigmoid", &["logits"], &["map"])
-        .output("map", &[1, 1, 16, 16])
+    // `map` alone, or beside the logits it is computed from (not faint).
+    let model = |with_logits: bool| {
+        let b = ModelBuilder::new(17)
+            .input("x", &[1, 16, 16, 16])
+            .init_f32("w1", &[c as i64, 16, 3, 3], &weights(c * 144, 1))
+            .init_f32("w2", &[c as i64, c as i64, 3, 3], &weights(c * c * 9, 2))
+            .init_f32("w3", &[1, c as i64, 1, 1], &weights(c, 3))
+            .init_f32("b3", &[1], &[-30.0])
+            .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(3))
+            .node("r1", "Relu", &["y1"], &["a1"])
+            .node_with("c2", "Conv", &["a1", "w2"], &["y2"], conv_attrs(3))
+            .node("r2", "Relu", &["y2"], &["a2"])
+            .node_with(
+                "c3",
+                "Conv",
+                &["a2", "w3", "b3"],
+                &["logits"],
+                conv_attrs(1),
+            )
+            .node("s", "Sigmoid", &["logits"], &["map"])
+            .output("map", &[1, 1, 16, 16]);
+        match with_logits {
+            true => b.output("logits", &[1, 1, 16, 16]),
+            false => b,
+        }
         .build()
-        .unwrap();
+        .unwrap()
+    };
+    let m = model(false);
     let dir = scratch("quant-faint-outputs");
+    // One output that is not faint: calibrated as usual.
+    let both = write_model(dir.path(), "both.onnx", &model(true));
+    let s = run_passes_verified(
+        "quant(min_reduction=1)",
+        &[],
+        &both,
+        &dir.path().join("both.q.onnx"),
+    );
+    assert!(
+        !s.contains("every output is nearly zero") && s.contains("activation quantized to uint8"),
+        "{s}"
+    );
     let input = write_model(dir.path(), "model.onnx", &m);
     let out = dir.path().join("auto.onnx");
     let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);

@@ -211,11 +211,13 @@ impl Quant {
             codes,
             pair_correlation,
             elements,
+            bounds,
         } = ranges;
-        // Every float output measured, and each nearly zero on every sample.
+        // Every float output measured, and each nearly zero on every sample
+        // (its largest |value| as met, not the calibrated range).
         let measured: Vec<(f32, &String)> = float_outputs
             .iter()
-            .filter_map(|o| ranges.get(o).map(|&(lo, hi)| (lo.abs().max(hi.abs()), o)))
+            .filter_map(|o| bounds.get(o).map(|&(lo, hi)| (lo.abs().max(hi.abs()), o)))
             .collect();
         if !measured.is_empty()
             && measured.len() == float_outputs.len()

@@ -59,6 +59,10 @@ pub struct Calibration {
     /// The elements of each measured value in a sample (the largest
     /// sample's): what a Q/DQ pair around it converts per run.
     pub elements: HashMap<String, usize>,
+    /// The least and greatest value of each measured float32 value over
+    /// every sample, as met (`ranges` are what the calibration method
+    /// makes of them).
+    pub bounds: HashMap<String, (f32, f32)>,
 }
 
 /// The axis along which an integer kernel pairs a value's elements (the
@@ -458,6 +462,12 @@ pub fn calibrate(
             (range.0.is_finite() && range.1.is_finite()).then(|| code_shares(&h, lo, hi, range))
         })
         .collect();
+    let bounds: HashMap<String, (f32, f32)> = present
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.clone(), merged_bounds(&per_sample, i)))
+        .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
+        .collect();
     let mut code_map = HashMap::new();
     let mut correlation = HashMap::new();
     let mut range_map = HashMap::new();
@@ -488,6 +498,7 @@ pub fn calibrate(
         codes: code_map,
         pair_correlation: correlation,
         elements,
+        bounds,
     })
 }
 
