@@ -133,7 +133,7 @@ pub static INFO: PassInfo = PassInfo {
     params: &[
         ParamInfo { name: "weights", kind: "string", default: "int8", range: "int8 | int4", doc: "weight type; int4 applies to MatMul weights (blocked, opset >= 21) and embedding tables (4-bit blocks unpacked after the Gather), others stay int8" },
         ParamInfo { name: "per_channel", kind: "bool", default: "true", range: "true|false", doc: "one scale per output channel (needs opset >= 13) instead of one per tensor" },
-        ParamInfo { name: "activations", kind: "string", default: "auto", range: "auto | static | dynamic | none", doc: "static: calibrated QDQ; dynamic: DynamicQuantizeLinear + MatMulInteger; none: weight-only; auto: static for convolutional models, dynamic for MatMul-heavy ones, weight-only where static ranges from random samples do not hold (a recurrent state, audio samples, outputs nearly zero on them) unless --inputs gives real data, and where static QDQ would not pay in onnxruntime (under 64 multiply-adds of its integer kernels per element converted to and from uint8)" },
+        ParamInfo { name: "activations", kind: "string", default: "auto", range: "auto | static | dynamic | none", doc: "static: calibrated QDQ; dynamic: DynamicQuantizeLinear + MatMulInteger; none: weight-only; auto: static for convolutional models, dynamic for MatMul-heavy ones, weight-only where static ranges from random samples do not hold (a recurrent state, audio samples, a text recogniser's lines, outputs nearly zero on them) unless --inputs gives real data, and where static QDQ would not pay in onnxruntime (under 64 multiply-adds of its integer kernels per element converted to and from uint8)" },
         ParamInfo { name: "calibration", kind: "string", default: "percentile", range: "minmax | percentile | mse | entropy", doc: "how activation ranges are taken from the calibration samples" },
         ParamInfo { name: "percentile", kind: "float", default: "99.999", range: "(50, 100]", doc: "share of values the range keeps with calibration=percentile" },
         ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
@@ -699,8 +699,13 @@ impl Quant {
             .any(|p| p.label.starts_with("MatMul weight quantized to int4"))
         {
             ctx.notes.push(
-                "int4 MatMul weights: onnxruntime (1.32) runs each in its 4-bit MatMul kernel (MatMulNBits): the smallest file, much faster than float where a MatMul multiplies one row at a time (a token at a time: 1x1024 by 1024x4096, 6x here) and about as fast as float over a sequence (128x384 by 384x1536: 0.93x), where int8 kernels run 2-3x; the layers sensitive=auto takes back compute in int8 (MiniLM-L3 at 128 tokens: 1.5x of float, weights=int8 2.4x); weights=int8 where speed over sequences matters"
-                    .into(),
+                format!(
+                    "int4 MatMul weights: onnxruntime (1.32) runs each in its 4-bit MatMul kernel (MatMulNBits): the smallest file, much faster than float where a MatMul multiplies one row at a time (a token at a time: 1x1024 by 1024x4096, 6x here) and about as fast as float over a sequence (128x384 by 384x1536: 0.93x), where int8 kernels run 2-3x{}; weights=int8 where speed over sequences matters",
+                    match mode {
+                        "dynamic" => "; the MatMuls sensitive=auto takes back compute in int8 where that meets the tolerance (MiniLM-L3 at 128 tokens: 1.5x of float, weights=int8 2.4x)",
+                        _ => "",
+                    }
+                ),
             );
         }
         let int4_count = |patches: &[Patch]| {
@@ -750,8 +755,9 @@ impl Quant {
                 )
             });
         }
-        // Int4 MatMuls sensitive=auto took back to int8 kernels: the weight
-        // range of those kernels is spoken of now.
+        // Dynamic int8 kernels the note on the mode did not count on (int4
+        // MatMuls sensitive=auto took back to them, MatMuls int4 left in
+        // int8): their weight range is spoken of now.
         let range_said = ctx
             .notes
             .iter()
@@ -880,7 +886,8 @@ impl Quant {
                 ));
             } else {
                 let blocked = match int4 && mode != "none" {
-                    true => "; MatMul weights are blocked int4, which onnxruntime multiplies in its 4-bit kernel: only Conv and Gemm layers, MatMuls whose weight takes no int4 block, and those sensitive=auto takes back compute in int8",
+                    true if mode == "dynamic" => "; MatMul weights are blocked int4, which onnxruntime multiplies in its 4-bit kernel: only Conv and Gemm layers, MatMuls whose weight takes no int4 block, and those sensitive=auto takes back (where int8 meets the tolerance) compute in int8",
+                    true => "; MatMul weights are blocked int4, which onnxruntime multiplies in its 4-bit kernel: only Conv and Gemm layers and MatMuls whose weight takes no int4 block compute in int8",
                     false => "",
                 };
                 ctx.notes.push(format!(
@@ -980,8 +987,6 @@ fn layer_macs(model: &Model, data: &DataSource) -> Result<(u64, u64)> {
     Ok((conv, mm))
 }
 
-/// Whether `n`'s integer attribute `name` is set and not 0 (Gemm's `transA`,
-/// `transB`).
 /// Whether `model` looks like a text recogniser: an image input (rank 4,
 /// 1 or 3 channels) and every output a sequence of class scores, a Softmax
 /// over the last axis of a rank-3 value (CTC heads: `[batch, steps,
@@ -1016,6 +1021,8 @@ fn text_recogniser(model: &Model) -> bool {
     image && !g.rest.output.is_empty() && g.rest.output.iter().all(|o| scores(o.name()))
 }
 
+/// Whether `n`'s integer attribute `name` is set and not 0 (Gemm's `transA`,
+/// `transB`).
 pub(crate) fn set_flag(n: &NodeProto, name: &str) -> bool {
     crate::ir::int_attr(n, name, 0) != 0
 }

@@ -495,7 +495,9 @@ impl Quant {
         // A weight taken back from integer compute is still stored compactly,
         // expanded to float once at load (its error is a small part of
         // quantization's; activations are what costs accuracy): the layer
-        // computes in float and the file keeps most of the saving. The first
+        // computes in float and the file keeps most of the saving (an int4
+        // MatMul where the activations are dynamic: int8, in its kernel,
+        // [`Form::Kernel`]). The first
         // rung whose storage of every such weight at once meets the
         // tolerance is taken: int8, else int8 in blocks (the recogniser:
         // per-channel int8 storage alone gives cosine 0.969) with
@@ -978,7 +980,7 @@ fn fewest_groups(
             break;
         }
         progress.say(&format!(
-            "checking with the {} most damaging layer groups in float",
+            "checking with the {} most damaging layer groups taken back",
             ks.iter()
                 .map(|k| k.to_string())
                 .collect::<Vec<_>>()
@@ -1156,7 +1158,7 @@ fn back_to_int8(
     // checking one group at a time, wherever adding a group that
     // fails to others makes them fail too.
     let passed = |m: &VerifyReport| m.status == Status::Passed;
-    let say = || progress.say("checking the layers in float with int8-stored weights");
+    let say = || progress.say("checking the layers taken back with their weights in int8");
     if parallel {
         let check_pair = |a: &[Option<Stored>],
                           b: Option<&[Option<Stored>]>|
@@ -1255,33 +1257,25 @@ fn group_notes(
             .filter_map(|&i| fallback[i].as_ref())
             .map(|s| s.form)
             .collect();
-        // An int4 group back in int8 kernels computes in int8, not float.
-        if !forms.is_empty() && forms.iter().all(|&f| f == Form::Kernel) {
-            details.push(format!(
-                "computed in int8 by sensitive=auto (alone: cosine {s:.5}; dynamic MatMulInteger, as weights=int8 has it), instead of: {}",
-                what.join(", ")
-            ));
-            continue;
-        }
-        let stored = Form::names(forms.into_iter());
-        // A group of weights that computed in float anyway (weight-only):
-        // only their storage changes.
+        let kernels = forms.iter().filter(|&&f| f == Form::Kernel).count();
+        let stored = Form::names(forms.iter().copied().filter(|&f| f != Form::Kernel));
+        // Weight-only weights computed in float already: only their storage
+        // changes (where it is int8 again, nothing does).
         let storage_only = groups[gi]
             .iter()
             .all(|&i| patches[i].label.starts_with("weight stored as"));
-        details.push(format!(
-            "{} by sensitive=auto (alone: cosine {s:.5}{}), instead of: {}",
-            match storage_only && !stored.is_empty() {
-                true => "stored finer",
-                false => "computed in float",
-            },
-            if stored.is_empty() {
-                String::new()
-            } else {
-                format!("; weights stay stored as {stored}")
-            },
-            what.join(", ")
-        ));
+        if storage_only && !forms.is_empty() && forms.iter().all(|&f| f == Form::Int8) {
+            continue;
+        }
+        // An int4 MatMul back in its int8 kernel computes in int8, not float.
+        let how = match (kernels, stored.is_empty(), storage_only) {
+            (0, false, true) => format!("stored finer by sensitive=auto (alone: cosine {s:.5}; weights stay stored as {stored})"),
+            (0, false, false) => format!("computed in float by sensitive=auto (alone: cosine {s:.5}; weights stay stored as {stored})"),
+            (0, true, _) => format!("computed in float by sensitive=auto (alone: cosine {s:.5})"),
+            (k, true, _) => format!("computed in int8 by sensitive=auto (alone: cosine {s:.5}; {k} MatMul(s) in dynamic MatMulInteger, as weights=int8 has them)"),
+            (k, false, _) => format!("taken back by sensitive=auto (alone: cosine {s:.5}; {k} MatMul(s) compute in int8, dynamic MatMulInteger as weights=int8 has them, the others in float with weights stored as {stored})"),
+        };
+        details.push(format!("{how}, instead of: {}", what.join(", ")));
     }
     details
 }
