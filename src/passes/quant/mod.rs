@@ -869,6 +869,7 @@ impl Quant {
                 ));
             } else if mode == "none"
                 && pairs.is_empty()
+                && conv_w + mm_w > 0
                 && text_recogniser(model)
                 && ctx.data.inputs.is_none()
             {
