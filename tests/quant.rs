@@ -5182,37 +5182,54 @@ fn outputs_faint_on_random_inputs_keep_the_activations_float() {
         "{s}"
     );
     let input = write_model(dir.path(), "model.onnx", &m);
-    let out = dir.path().join("auto.onnx");
-    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
-    assert!(
-        s.contains(
-            "activations: none (weight-only int8): on random inputs every output is nearly zero"
-        ) && s.contains("in 'map'")
-            && !s.contains("activation quantized to uint8")
-            && s.contains("weight stored as int8"),
-        "{s}"
+    // The user's data, where the output is not faint.
+    let s = weight_only_until_real_data(
+        dir.path(),
+        &input,
+        "activations: none (weight-only int8): on random inputs every output is nearly zero",
+        "np.savez(out, x=(np.random.default_rng(0).standard_normal((4, 1, 16, 16, 16)) * 40).astype(np.float32))",
     );
-    let out = dir.path().join("static.onnx");
+    assert!(s.contains("in 'map'"), "{s}");
+}
+
+/// `quant(min_reduction=1)` on `input` without data: weight-only, the
+/// report giving `reason`; with `activations=static`, static; with
+/// `--inputs` (the .npz `data_script` writes), static again, without
+/// `reason`. Returns the first run's report.
+fn weight_only_until_real_data(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    reason: &str,
+    data_script: &str,
+) -> String {
+    let auto = run_passes_verified("quant(min_reduction=1)", &[], input, &dir.join("auto.onnx"));
+    assert!(
+        auto.contains(reason)
+            && !auto.contains("activation quantized to uint8")
+            && auto.contains("weight stored as int8"),
+        "{auto}"
+    );
     let s = run_passes_verified(
         "quant(min_reduction=1,activations=static)",
         &[],
-        &input,
-        &out,
+        input,
+        &dir.join("static.onnx"),
     );
     assert!(s.contains("activation quantized to uint8"), "{s}");
-    // The user's data, where the output is not faint: calibrated as usual.
-    let data = dir.path().join("data.npz");
-    write_npz(
-        &data,
-        "np.savez(out, x=(np.random.default_rng(0).standard_normal((4, 1, 16, 16, 16)) * 40).astype(np.float32))",
-    );
-    let out = dir.path().join("inputs.onnx");
+    let data = dir.join("data.npz");
+    write_npz(&data, data_script);
     let args = ["--inputs".to_string(), data.to_string_lossy().into_owned()];
-    let s = run_passes_verified("quant(min_reduction=1)", &args, &input, &out);
+    let s = run_passes_verified(
+        "quant(min_reduction=1)",
+        &args,
+        input,
+        &dir.join("inputs.onnx"),
+    );
     assert!(
-        !s.contains("every output is nearly zero") && s.contains("activation quantized to uint8"),
+        !s.contains(reason) && s.contains("activation quantized to uint8"),
         "{s}"
     );
+    auto
 }
 
 /// A text recogniser (an image in, a Softmax over each position of a
@@ -5256,32 +5273,10 @@ fn text_recognisers_keep_their_activations_float_without_real_lines() {
         .unwrap();
     let dir = scratch("quant-text-recogniser");
     let input = write_model(dir.path(), "model.onnx", &m);
-    let out = dir.path().join("auto.onnx");
-    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
-    assert!(
-        s.contains("activations: none (weight-only int8): the model reads images and outputs a sequence of class scores")
-            && !s.contains("activation quantized to uint8")
-            && s.contains("weight stored as int8"),
-        "{s}"
-    );
-    let out = dir.path().join("static.onnx");
-    let s = run_passes_verified(
-        "quant(min_reduction=1,activations=static)",
-        &[],
+    weight_only_until_real_data(
+        dir.path(),
         &input,
-        &out,
-    );
-    assert!(s.contains("activation quantized to uint8"), "{s}");
-    let data = dir.path().join("lines.npz");
-    write_npz(
-        &data,
+        "activations: none (weight-only int8): the model reads images and outputs a sequence of class scores",
         "np.savez(out, x=np.random.default_rng(0).uniform(-1, 1, (4, 1, 3, 1, 32)).astype(np.float32))",
-    );
-    let out = dir.path().join("inputs.onnx");
-    let args = ["--inputs".to_string(), data.to_string_lossy().into_owned()];
-    let s = run_passes_verified("quant(min_reduction=1)", &args, &input, &out);
-    assert!(
-        !s.contains("a sequence of class scores") && s.contains("activation quantized to uint8"),
-        "{s}"
     );
 }
