@@ -988,27 +988,15 @@ fn layer_macs(model: &Model, data: &DataSource) -> Result<(u64, u64)> {
     Ok((conv, mm))
 }
 
-/// Whether `model` looks like a text recogniser: an image input (rank 4,
-/// 1 or 3 channels) and every output a sequence of class scores, a Softmax
+/// Whether `model` looks like a text recogniser: an image input (as
+/// verification draws them, [`crate::verify::inputs::image_axes`]) and every output a sequence of class scores, a Softmax
 /// over the last axis of a rank-3 value (CTC heads: `[batch, steps,
 /// classes]`). Static ranges calibrated on random images do not hold for
 /// text lines (see `Quant::mode`).
 fn text_recogniser(model: &Model) -> bool {
     let g = &model.graph;
     let image = g.rest.input.iter().any(|vi| {
-        !g.initializers.contains_key(vi.name())
-            && g.elem_type(vi.name()) == Some(DataType::Float as i32)
-            && crate::ir::tensor_type(vi)
-                .and_then(|t| t.shape.as_ref())
-                .is_some_and(|s| {
-                    s.dim.len() == 4
-                        && matches!(
-                            s.dim[1].value,
-                            Some(
-                                crate::proto::tensor_shape_proto::dimension::Value::DimValue(1 | 3)
-                            )
-                        )
-                })
+        !g.initializers.contains_key(vi.name()) && !crate::verify::inputs::image_axes(vi).is_empty()
     });
     let default_axis = if model.opset() >= 13 { -1 } else { 1 };
     let scores = |o: &str| {
