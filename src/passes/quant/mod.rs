@@ -423,6 +423,9 @@ struct Setup<'a> {
     int4: bool,
     /// The model's default-domain opset.
     opset: i64,
+    /// Whether the notes speak of the int8 kernels' weight range already
+    /// (the mode's layers hold some).
+    range_noted: bool,
 }
 
 impl Pass for Quant {
@@ -516,6 +519,7 @@ impl Quant {
         let Setup {
             mode,
             opset: setup_opset,
+            range_noted,
             ..
         } = setup;
         let g = &model.graph;
@@ -758,11 +762,7 @@ impl Quant {
         // Dynamic int8 kernels the note on the mode did not count on (int4
         // MatMuls sensitive=auto took back to them, MatMuls int4 left in
         // int8): their weight range is spoken of now.
-        let range_said = ctx
-            .notes
-            .iter()
-            .any(|n| n.starts_with("int8 weights of the integer-kernel layers"));
-        if !range_said && patches.iter().any(|p| p.label.contains("made dynamic")) {
+        if !range_noted && patches.iter().any(|p| p.label.contains("made dynamic")) {
             if let Some(note) = self.weight_range_note() {
                 // Beside the mode's note, among those the printed report shows.
                 let at = ctx
@@ -906,7 +906,8 @@ impl Quant {
                     .is_some_and(|w| g.constant(w).is_some())
         });
         let int8_kernels = conv_w > 0 || (mm_w > 0 && (!int4 || gemm));
-        if mode != "none" && int8_kernels {
+        let range_noted = mode != "none" && int8_kernels;
+        if range_noted {
             ctx.notes.extend(self.weight_range_note());
         }
 
@@ -923,6 +924,7 @@ impl Quant {
             per_channel,
             int4,
             opset,
+            range_noted,
         })
     }
 }
