@@ -146,10 +146,11 @@ pub fn mb(b: u64) -> String {
 /// A count for people: as it is below a thousand, then with k, M or G
 /// ("37.1 k", "1.0 M").
 pub fn count(n: u64) -> String {
+    // Each unit up to where its value would read 1000.0 once rounded.
     match n {
         0..1_000 => n.to_string(),
-        1_000..1_000_000 => format!("{:.1} k", n as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} M", n as f64 / 1e6),
+        1_000..999_950 => format!("{:.1} k", n as f64 / 1e3),
+        999_950..999_950_000 => format!("{:.1} M", n as f64 / 1e6),
         _ => format!("{:.1} G", n as f64 / 1e9),
     }
 }
@@ -282,6 +283,9 @@ mod tests {
         assert_eq!(count(37_120), "37.1 k");
         assert_eq!(count(1_040_000), "1.0 M");
         assert_eq!(count(2_500_000_000), "2.5 G");
+        assert_eq!(count(999_949), "999.9 k");
+        assert_eq!(count(999_950), "1.0 M");
+        assert_eq!(count(999_950_000), "1.0 G");
     }
 
     /// A result above 0.27x whose structure is a tenth or more of it says
