@@ -2564,7 +2564,12 @@ fn int4_minilm_meets_the_default_tolerance_at_a_sixth_of_the_size() {
     let dir = scratch("quant-int4-real");
     let input = asset("paraphrase-MiniLM-L3-v2.onnx");
     let out = dir.path().join("minilm_int4.onnx");
-    let stdout = run_passes_verified("clean,quant(weights=int4)", &[], &input, &out);
+    let report = dir.path().join("minilm_int4.json");
+    let args = [
+        "--report".to_string(),
+        report.to_string_lossy().into_owned(),
+    ];
+    let stdout = run_passes_verified("clean,quant(weights=int4)", &args, &input, &out);
     assert!(
         stdout.contains("MatMul weight quantized to int4 in blocks")
             && stdout.contains("embedding table quantized to int4 blocks")
@@ -2581,6 +2586,27 @@ fn int4_minilm_meets_the_default_tolerance_at_a_sixth_of_the_size() {
             && !stdout.contains("computed in float by sensitive=auto")
             && stdout.contains("int8 weights of the integer-kernel layers span"),
         "{stdout}"
+    );
+    // Every group's note, in the JSON report (the printed one shows the
+    // first): no MatMul taken back computes in float.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let taken: Vec<&str> = json["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["notes"].as_array().unwrap())
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.contains("by sensitive=auto (alone"))
+        .collect();
+    assert!(
+        taken
+            .iter()
+            .any(|n| n.starts_with("computed in int8 by sensitive=auto"))
+            && !taken
+                .iter()
+                .any(|n| n.starts_with("computed in float") && n.contains("MatMul weight")),
+        "{taken:?}"
     );
     let ratio = size_ratio(&out, &input);
     assert!(
