@@ -3074,7 +3074,11 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 /// of it (a scalar integer input is a setting, not data), so the model is
 /// specialised to one branch and verified, where a different `sr` per sample
 /// left it unverifiable (and nothing written); the report names the value
-/// whose branch went unchecked. Its audio chunk has no size
+/// whose branch went unchecked. `sr` holds the rate the model compares it
+/// with, and the audio beside it is drawn at a tenth of full scale, as
+/// speech is: on standard normal noise, silero's LSTM cells saturate and
+/// `sensitive=auto` kept three layers in float16 (0.333x, where its int8
+/// weights measure a state cosine of 0.9989 at this level: 0.290x). Its audio chunk has no size
 /// (a named dim in one export, an unnamed one in the other) and tract cannot
 /// type the model on one sample of audio: with nothing bound, the length is
 /// raised until it can, and said. silero carries its state from call to
@@ -3086,15 +3090,13 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
     let dir = scratch("quant-silero-random");
     // A named length (`sequence`) starts at 128 steps, an unnamed one at 1.
-    for (name, dim, said) in [
+    for (name, said) in [
         (
             "silero_vad_16k_op15.onnx",
-            "sequence=256",
             "sequence length not set: 'sequence' = 256",
         ),
         (
             "silero_vad.onnx",
-            "input:1=256",
             "input dim 'input:1' set to 256: tract cannot analyse the model at 1",
         ),
     ] {
@@ -3106,30 +3108,43 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
             "{stdout}"
         );
         assert!(stdout.contains(said), "{stdout}");
-        // One export compares `sr` with 16000 (an Equal the If reads), the
-        // other computes with it: the branch not taken is named where the
-        // model names its value.
+        // One export compares `sr` with 16000 (an Equal the If reads): it
+        // holds that value, and the branch not taken is said; the other
+        // computes with it.
         assert_eq!(
-            stdout.contains("the model compares it with 16000: what it computes for that value was not checked (pass --inputs with 'sr' = 16000 to check it)"),
+            stdout.contains("input 'sr' is 16000 in every sample, the value the model compares it with: what it computes for any other value was not checked (pass --inputs with another 'sr' to check it)"),
             name == "silero_vad.onnx",
             "{stdout}"
         );
         for said in [
             "activations: none (weight-only int8): the model carries a recurrent state ('state' <- 'stateN')",
             "recurrent state ('state' <- 'stateN'): the 8 samples are the steps of one stream",
+            "input 'input' is a waveform (the model takes its sample rate): drawn normal at a tenth of full scale",
         ] {
             assert!(stdout.contains(said), "{stdout}");
         }
         let (m, _) = Model::load(&out).unwrap();
         let text = dump(&m.graph);
         assert!(!text.contains("QuantizeLinear"), "{text}");
-        assert_ort_matches(&input, &out, &{
-            let mut a = quantized("0.98");
-            a.extend(["--dim".to_string(), dim.to_string()]);
-            a
-        });
+        // No layer kept in float16: int8 weights and the graph's names.
+        let ratio = size_ratio(&out, &input);
+        assert!(ratio <= 0.30, "{name}: {ratio:.3}x\n{stdout}");
+        // onnxruntime runs both networks on a chunk at the level verified.
+        // On this 16 kHz chunk of 512 samples from a zero state, one LSTM
+        // cell of 128 turns from 0.76 to -0.97 (the state's cosine 0.974,
+        // the speech probability within 5e-4): noise leaves cells near
+        // their tipping point, where int8 weights tip one in about ten such
+        // chunks (0.9991 and above on the others).
+        make_inputs(dir.path());
+        for (rate, cosine) in [("16k", "0.97"), ("8k", "0.98")] {
+            let npz = dir.path().join(format!("silero_quiet_{rate}.npz"));
+            assert_ort_matches(&input, &out, &{
+                let mut a = quantized(cosine);
+                a.extend(["--inputs".to_string(), npz.to_string_lossy().into_owned()]);
+                a
+            });
+        }
     }
-    make_inputs(dir.path());
     let npz = dir.path().join("silero_vad_16k_op15.npz");
     let args = ["--inputs".to_string(), npz.to_string_lossy().into_owned()];
     let input = asset("silero_vad_16k_op15.onnx");

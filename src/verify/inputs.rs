@@ -34,6 +34,12 @@ pub struct InputSpec {
     /// The input, and its axis, whose length this integer input holds
     /// ([`length_of`]): every value is drawn as that axis's size.
     pub length_of: Option<(String, usize)>,
+    /// The value of a setting (a scalar integer input) that the model
+    /// compares with constants ([`compared_with`]): the first of them, a
+    /// value the model names (silero's `sr == 16000`, its 16 kHz network),
+    /// where a random one selects whatever its comparisons' false side
+    /// computes.
+    pub setting: Option<i64>,
 }
 
 /// How random values of a float input are drawn.
@@ -77,7 +83,19 @@ pub enum FloatValues {
     /// casts to a few ids around 0, and the negative ones, which the model
     /// wraps around, are none it is given.
     Ids,
+    /// A float waveform ([`waveform`]: samples in [-1, 1] of a model that
+    /// takes their sample rate): normal at a tenth of full scale, about -20
+    /// dBFS, as speech is. Standard normal noise puts a third of its
+    /// samples past full scale: on it, silero's LSTM cells saturated, and
+    /// its int8 weights measured a state cosine of 0.93 at 8 kHz, where at
+    /// a tenth of full scale they measure 0.997 (0.93 and 0.9997 for the
+    /// 16 kHz network: random noise of any level is no speech).
+    Waveform,
 }
+
+/// The standard deviation of random float waveforms ([`FloatValues::Waveform`]):
+/// a tenth of full scale, as [`PCM16_SIGMA`] is of 16-bit signals.
+const WAVEFORM_SIGMA: f32 = 0.1;
 
 /// The largest image height or width taken from a model's metadata.
 pub const MAX_DOCUMENTED_IMAGE: usize = 640;
@@ -798,9 +816,18 @@ pub fn input_specs(
                 vi.name()
             ));
             FloatValues::Pixels
+        } else if is_float(dtype) && waveform(g, vi) {
+            notes.push(format!(
+                "input '{}' is a waveform (the model takes its sample rate): drawn normal at a tenth of full scale, about -20 dBFS",
+                vi.name()
+            ));
+            FloatValues::Waveform
         } else {
             FloatValues::Normal
         };
+        let setting = (shape.is_empty() && is_integer(dtype))
+            .then(|| compared_with(g, vi.name()).first().copied())
+            .flatten();
         let length = length_of(g, vi);
         if is_integer(dtype)
             && !shape.is_empty()
@@ -818,6 +845,7 @@ pub fn input_specs(
             index_rows: rows,
             indexes_as_is: as_is,
             length_of: length,
+            setting,
         });
     }
     for s in &specs {
@@ -934,6 +962,43 @@ pub fn audio_axis(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<usize>
     let batch = first == 1 && matches!(dims[0], None | Some(1));
     let long = batch && dims[axis].is_some_and(|n| n >= AUDIO_MIN_SAMPLES as i64);
     (audio_name(vi.name()) || samples_axis() == Some(true) || long).then_some(axis)
+}
+
+/// Whether float input `vi` is a waveform: the model takes a sample rate
+/// ([`takes_sample_rate`]), and `vi` has one axis past a leading batch
+/// (where its rank is 2 or more) that is not of size 1 (`[N]`, `[batch,
+/// N]`, `[batch, 1, N]`). silero's VAD: `input: [batch, sequence]` beside
+/// `sr`. Features of such a model have two axes of their own.
+pub fn waveform(g: &Graph, vi: &crate::proto::ValueInfoProto) -> bool {
+    let Some(dims) = fixed_dims(vi) else {
+        return false;
+    };
+    let first = usize::from(dims.len() >= 2);
+    (first..dims.len()).filter(|&a| dims[a] != Some(1)).count() == 1
+        && (first == 0 || matches!(dims[0], None | Some(1)))
+        && takes_sample_rate(g)
+}
+
+/// Whether the model takes a sample rate: a scalar integer input named
+/// like one (`sr`, `sample_rate`, `sampling_rate`), or that the model
+/// compares with a common audio rate (8 to 48 kHz).
+pub fn takes_sample_rate(g: &Graph) -> bool {
+    const RATES: &[i64] = &[8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000];
+    g.rest.input.iter().any(|vi| {
+        let scalar_integer = crate::ir::declared_rank(vi) == Some(0)
+            && crate::ir::tensor_type(vi)
+                .and_then(|tt| DataType::try_from(tt.elem_type()).ok())
+                .is_some_and(is_integer);
+        let lname = vi.name().to_lowercase();
+        scalar_integer
+            && !g.initializers.contains_key(vi.name())
+            && (matches!(
+                lname.as_str(),
+                "sr" | "sample_rate" | "sampling_rate" | "samplerate"
+            ) || compared_with(g, vi.name())
+                .iter()
+                .any(|c| RATES.contains(c)))
+    })
 }
 
 /// The fixed length past a batch from which a float input's one axis holds
@@ -1254,6 +1319,15 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 sample.push(samples[0][i].clone());
                 continue;
             }
+            if let Some(value) = s.setting.filter(|_| setting) {
+                sample.push(
+                    tract_onnx::prelude::tensor0(value)
+                        .cast_to_dt(crate::verify::tract::datum_type(s.dtype)?)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .into_owned(),
+                );
+                continue;
+            }
             let n: usize = s.shape.iter().product();
             // Lengths: every value the whole length of their input.
             let length = s.length_of.as_ref().and_then(|(of, axis)| {
@@ -1280,9 +1354,11 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
             // Normal values are drawn in the element type (the seeded
             // samples stay what they were); uniform ones in [0, 1).
             let unit: Option<f32> = match s.values {
-                FloatValues::Normal | FloatValues::Mask | FloatValues::Zeros | FloatValues::Ids => {
-                    None
-                }
+                FloatValues::Normal
+                | FloatValues::Mask
+                | FloatValues::Zeros
+                | FloatValues::Ids
+                | FloatValues::Waveform => None,
                 FloatValues::Unit => Some(1.0),
                 FloatValues::Pixels => Some(255.0),
                 FloatValues::Mixed => (k % 2 == 1).then_some(1.0),
@@ -1326,13 +1402,17 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     )?
                 };
             }
+            let sigma = match s.values {
+                FloatValues::Waveform => WAVEFORM_SIGMA,
+                _ => 1.0,
+            };
             let t = match s.dtype {
                 DataType::Float => Tensor::from_shape(
                     &s.shape,
                     &(0..n)
                         .map(|_| match unit {
                             Some(top) => rng.random::<f32>() * top,
-                            None => rng.sample::<f32, _>(StandardNormal),
+                            None => rng.sample::<f32, _>(StandardNormal) * sigma,
                         })
                         .collect::<Vec<_>>(),
                 )?,
@@ -1341,7 +1421,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                     &(0..n)
                         .map(|_| match unit {
                             Some(top) => rng.random::<f64>() * f64::from(top),
-                            None => rng.sample::<f64, _>(StandardNormal),
+                            None => rng.sample::<f64, _>(StandardNormal) * f64::from(sigma),
                         })
                         .collect::<Vec<_>>(),
                 )?,
@@ -1351,7 +1431,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                         .map(|_| {
                             f16::from_f32(match unit {
                                 Some(top) => rng.random::<f32>() * top,
-                                None => rng.sample::<f32, _>(StandardNormal),
+                                None => rng.sample::<f32, _>(StandardNormal) * sigma,
                             })
                         })
                         .collect::<Vec<_>>(),
@@ -1966,6 +2046,64 @@ mod tests {
         let m = crate::ir::Model::from_proto(p, external).unwrap();
         assert_eq!(compared_with(&m.graph, "sr"), vec![16000, 8000]);
         assert_eq!(compared_with(&m.graph, "count"), Vec::<i64>::new());
+    }
+
+    /// A model that takes a sample rate: the setting holds the first value
+    /// the model compares it with (silero's 16 kHz network, where a random
+    /// one selects the comparison's false side), and the float signal
+    /// beside it is a waveform, drawn at a tenth of full scale; a model
+    /// without the rate draws the same input standard normal.
+    #[test]
+    fn a_model_taking_a_sample_rate_gets_that_rate_and_a_quiet_waveform() {
+        use crate::ir::builder::typed_value;
+        let model = |rate: bool| {
+            let mut b = ModelBuilder::new(13).node("id", "Identity", &["input"], &["y"]);
+            if rate {
+                b = b
+                    .init(crate::ir::tensor::int_scalar(
+                        "rate",
+                        DataType::Int64,
+                        16000,
+                    ))
+                    .node("is16k", "Equal", &["sr", "rate"], &["c"])
+                    .output("c", &[]);
+            }
+            let mut p = b.output("y", &[1, 512]).proto();
+            let g = p.graph.as_mut().unwrap();
+            g.input = vec![typed_value("input", DataType::Float, &[1, 512])];
+            if rate {
+                g.input.push(typed_value("sr", DataType::Int64, &[]));
+            }
+            let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+            crate::ir::Model::from_proto(p, external).unwrap()
+        };
+        let rms = |t: &Tensor| {
+            let plain = t.try_as_plain_ram().unwrap();
+            let v = plain.as_slice::<f32>().unwrap();
+            (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt()
+        };
+        let m = model(true);
+        let mut notes = vec![];
+        let specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
+        assert_eq!(specs[0].values, FloatValues::Waveform);
+        assert_eq!(specs[1].setting, Some(16000));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("input 'input' is a waveform")),
+            "{notes:?}"
+        );
+        let samples = random_samples(&specs, 3, 0).unwrap();
+        for s in &samples {
+            assert_eq!(s[1].cast_to_scalar::<i64>().unwrap(), 16000);
+            let r = rms(&s[0]);
+            assert!((0.08..0.12).contains(&r), "{r}");
+        }
+        let m = model(false);
+        let specs = input_specs(&m.graph, &HashMap::new(), &mut vec![]).unwrap();
+        assert_eq!(specs[0].values, FloatValues::Normal);
+        let r = rms(&random_samples(&specs, 1, 0).unwrap()[0][0]);
+        assert!((0.8..1.2).contains(&r), "{r}");
     }
 
     /// An index made one-hot is drawn over its rows: compared with the

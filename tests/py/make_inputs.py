@@ -7,6 +7,12 @@ Writes:
                             512 samples of noise, a zero state and sr=16000 (the
                             model branches on sr; random integers would take the
                             8 kHz branch);
+  silero_quiet_16k.npz, silero_quiet_8k.npz:
+                            a chunk of each rate's length (512 and 256 samples)
+                            drawn normal at a tenth of full scale, as speech is
+                            (the level verification draws random waveforms at),
+                            a zero state and sr=16000 or 8000: each of silero's
+                            two networks;
   ch_PP-OCRv4_det_infer.npz, PP-OCRv6_det_small.npz:
                             a 64x96 image of dark strokes on a light background
                             (on pure noise the detector outputs ~1e-9 everywhere,
@@ -30,6 +36,11 @@ def main(out):
                   sr=np.array(16000, dtype=np.int64))
     for name in ("silero_vad_16k_op15.npz", "silero_vad.npz", "silero_vad_op18_ifless.npz"):
         np.savez(os.path.join(out, name), **silero)
+    for rate, length in ((16000, 512), (8000, 256)):
+        np.savez(os.path.join(out, f"silero_quiet_{rate // 1000}k.npz"),
+                 input=(0.1 * rng.standard_normal((1, length))).astype(np.float32),
+                 state=np.zeros((2, 1, 128), np.float32),
+                 sr=np.array(rate, dtype=np.int64))
     x = np.full((1, 3, 64, 96), 2.0, np.float32)
     for r in range(6):
         y0, x0 = 8 + r % 3 * 18, 6 + (r // 3) * 44
