@@ -169,6 +169,53 @@ fn a_length_the_model_cannot_type_at_1_is_raised() {
     assert!(opts.dims.is_empty());
 }
 
+/// A streaming model that takes a sample rate (silero's VAD: a waveform
+/// `[batch, N]` beside `sr`, a state carried from call to call) is
+/// verified on chunks of 512 samples, 32 ms at 16 kHz, as it is run; the
+/// same waveform without a state is a length like any other, and stays 1
+/// where the model types there.
+#[test]
+fn a_streaming_waveform_is_verified_in_chunks() {
+    use onnx_squeeze::ir::builder::typed_value;
+    for streaming in [true, false] {
+        let mut b = ModelBuilder::new(13)
+            .input("x", &[1, 1])
+            .init(onnx_squeeze::ir::tensor::int_scalar(
+                "rate",
+                DataType::Int64,
+                16000,
+            ))
+            .node("is16k", "Equal", &["sr", "rate"], &["c"])
+            .node("id", "Identity", &["x"], &["y"])
+            .output("y", &[1, 1])
+            .output("c", &[]);
+        if streaming {
+            b = b
+                .input("state", &[2, 1, 8])
+                .node("keep", "Identity", &["state"], &["stateN"])
+                .output("stateN", &[2, 1, 8]);
+        }
+        let mut p = b.proto();
+        p.graph
+            .as_mut()
+            .unwrap()
+            .input
+            .push(typed_value("sr", DataType::Int64, &[]));
+        let m = with_input_dims(p, &["batch", ""]);
+        let mut opts = VerifyOptions::default();
+        let notes = settle(&m, &mut opts);
+        if streaming {
+            assert_eq!(opts.dims.get("x:1"), Some(&512), "{notes:?}");
+            assert!(
+                notes[0].contains("audio chunk (samples) not set: 'x:1' = 512"),
+                "{notes:?}"
+            );
+        } else {
+            assert!(opts.dims.is_empty(), "{notes:?}");
+        }
+    }
+}
+
 /// A float input's dim named like a time or sequence axis starts at 128
 /// steps, as token ids do: a Conv+LSTM model checked at 1 step checks no
 /// recurrence. Where the model cannot be analysed there, other lengths are

@@ -3078,10 +3078,10 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 /// with, and the audio beside it is drawn at a tenth of full scale, as
 /// speech is: on standard normal noise, silero's LSTM cells saturate and
 /// `sensitive=auto` kept three layers in float16 (0.333x, where its int8
-/// weights measure a state cosine of 0.9989 at this level: 0.290x). Its audio chunk has no size
-/// (a named dim in one export, an unnamed one in the other) and tract cannot
-/// type the model on one sample of audio: with nothing bound, the length is
-/// raised until it can, and said. silero carries its state from call to
+/// weights measure a state cosine of 0.9994 at this level: 0.290x). Its
+/// audio chunk has no size (a named dim in one export, an unnamed one in
+/// the other): with nothing bound, a streaming model's waveform is
+/// verified on chunks of 512 samples, its 16 kHz chunk, and said. silero carries its state from call to
 /// call (`state` -> `stateN`): its random samples are the steps of one
 /// stream, and on them its weights alone are quantized (static activation
 /// ranges from noise do not hold over a real stream); with `--inputs`
@@ -3089,15 +3089,14 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 #[test]
 fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
     let dir = scratch("quant-silero-random");
-    // A named length (`sequence`) starts at 128 steps, an unnamed one at 1.
     for (name, said) in [
         (
             "silero_vad_16k_op15.onnx",
-            "sequence length not set: 'sequence' = 256",
+            "audio chunk (samples) not set: 'sequence' = 512",
         ),
         (
             "silero_vad.onnx",
-            "input dim 'input:1' set to 256: tract cannot analyse the model at 1",
+            "audio chunk (samples) not set: 'input:1' = 512",
         ),
     ] {
         let input = asset(name);

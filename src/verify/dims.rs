@@ -91,6 +91,15 @@ const AUDIO_LENGTH: usize = 16000;
 /// analysed at [`AUDIO_LENGTH`] (a model of fixed-size chunks).
 const AUDIO_LENGTHS: [usize; 6] = [8000, 4096, 1024, 512, 256, 32000];
 
+/// The first length of a streaming model's waveform chunk ([`Role::Chunk`]):
+/// 32 ms at 16 kHz, the chunk streaming voice activity detectors take
+/// (silero's at 16 kHz).
+const CHUNK_LENGTH: usize = 512;
+
+/// Lengths of a waveform chunk tried where the model cannot be analysed at
+/// [`CHUNK_LENGTH`]: silero's 8 kHz chunk, then longer.
+const CHUNK_LENGTHS: [usize; 4] = [256, 1024, 4096, 16000];
+
 /// The first size of the other dims of a model holding a Loop: they are the
 /// steps its loops run over (a Keras LSTM's sequence), and verification
 /// writes out as many iterations; at 1 it would check no recurrence.
@@ -121,6 +130,13 @@ enum Role {
     /// (verification compared zeros and passed), and at 128 a Whisper
     /// front end (400-sample windows) has no frame.
     Audio,
+    /// The samples' axis of a waveform ([`inputs::waveform`]: a model that
+    /// takes a sample rate) in a streaming model (a recurrent state,
+    /// [`inputs::state_pairs`]): a chunk of [`CHUNK_LENGTH`] samples, what
+    /// such a model is run on call by call. silero's unnamed axis, taken
+    /// for a length, was tried at 1, 16, 64 and 256 (half of its 0.24 s
+    /// run) and verified at 256, half its 16 kHz chunk.
+    Chunk,
     /// Anything else: a length, a count.
     Length,
 }
@@ -134,6 +150,7 @@ impl Role {
             Role::Tokens => (TOKEN_LENGTH, &TOKEN_LENGTHS),
             Role::Sequence => (TOKEN_LENGTH, &SEQUENCE_LENGTHS),
             Role::Audio => (AUDIO_LENGTH, &AUDIO_LENGTHS),
+            Role::Chunk => (CHUNK_LENGTH, &CHUNK_LENGTHS),
             Role::Length => (1, &LENGTH_SIZES),
         }
     }
@@ -525,6 +542,9 @@ fn settle_free_dims(
         /// The samples' axis of an input that holds audio
         /// ([`inputs::audio_axis`]).
         audio: bool,
+        /// The samples' axis of a streaming model's waveform
+        /// ([`Role::Chunk`]).
+        chunk: bool,
         /// A non-leading axis of an input named like a mask: the positions
         /// of a sequence or set the mask selects.
         masked: bool,
@@ -538,6 +558,7 @@ fn settle_free_dims(
         beside: Option<usize>,
     }
     let producer = inputs::ProducerImages::of(original);
+    let streaming = !inputs::state_pairs(&original.graph).is_empty();
     let documented = producer.as_ref().and_then(|p| p.size);
     let mut seen: Vec<Seen> = Vec::new();
     // The `INPUT:AXIS` keys of names on several axes of one input.
@@ -550,6 +571,7 @@ fn settle_free_dims(
         // A 16-bit signal's samples are a length, as a float signal's.
         let integer = is_integer(vi) && !inputs::is_pcm_input(&original.graph, vi);
         let audio = inputs::audio_axis(&original.graph, vi);
+        let chunk = streaming && inputs::waveform(&original.graph, vi);
         let rank = crate::ir::declared_rank(vi).unwrap_or(0);
         for (key, keys) in inputs::repeated_dims(vi) {
             axes.entry(key).or_default().extend(keys);
@@ -574,6 +596,7 @@ fn settle_free_dims(
                                 .any(|w| lower.contains(w)),
                         leading: true,
                         audio: false,
+                        chunk: false,
                         masked: false,
                         image: false,
                         integer: false,
@@ -592,6 +615,8 @@ fn settle_free_dims(
             // other use says otherwise.
             s.leading &= leading;
             s.audio |= audio == Some(axis);
+            // A waveform's one free axis past its batch is its samples'.
+            s.chunk |= chunk && !leading;
             s.masked |= inputs::mask_name(vi.name()) && !leading;
             s.image |= image_axes.contains(&axis);
             s.integer |= integer;
@@ -640,6 +665,8 @@ fn settle_free_dims(
                 Role::Sequence
             } else if s.named_batch || (s.leading && !s.named_size) {
                 Role::Batch
+            } else if s.chunk {
+                Role::Chunk
             } else if s.audio {
                 Role::Audio
             } else if (s.image && !s.named_sequence) || s.named_size {
@@ -925,6 +952,7 @@ fn notes(
         (Role::Tokens, "token sequence length"),
         (Role::Sequence, "sequence length"),
         (Role::Audio, "audio length (samples)"),
+        (Role::Chunk, "audio chunk (samples)"),
     ] {
         let set = of(role);
         if set.is_empty() {
