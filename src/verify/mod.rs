@@ -618,13 +618,19 @@ fn worst_sample(outputs: &[(bool, Vec<f64>)]) -> Option<usize> {
 }
 
 /// What identifies a run: the model (its large initializers' bytes hashed
-/// where they lie, the rest encoded) and the samples.
+/// where they lie, the rest encoded) and the samples. Initializers count
+/// in the order of their names, not the file's: the copies of one result
+/// that `sensitive=auto` checked and that verification runs list the
+/// constants an If's inlined branch brings in node-index order, which the
+/// graphs' histories of removed nodes make differ (silero's result ran
+/// twice).
 fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u128 {
     use prost::Message;
     use std::hash::Hash;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut light = proto.clone(); // weights are shared `Bytes`: not copied
     if let Some(g) = light.graph.as_mut() {
+        g.initializer.sort_by(|a, b| a.name().cmp(b.name()));
         h.update(&(g.initializer.len() as u64).to_le_bytes());
         for t in &mut g.initializer {
             // Its length first: no two splits of the bytes hash alike.
