@@ -5179,7 +5179,9 @@ np.savez(out, x=np.zeros((1, 64), np.float32))
 /// -30): static activations calibrated on such samples could not be
 /// verified, so `activations=auto` keeps them float (weight-only int8) and
 /// says why; `activations=static` quantizes them anyway, and so does auto
-/// with `--inputs` (the user's data, whose output is not faint).
+/// with `--inputs` (the user's data, whose output is not faint). Outputs
+/// nearly zero by their scale alone, no squashing op saturated, are
+/// calibrated as usual.
 #[test]
 fn outputs_faint_on_random_inputs_keep_the_activations_float() {
     let c = 32usize;
@@ -5234,6 +5236,33 @@ fn outputs_faint_on_random_inputs_keep_the_activations_float() {
         "np.savez(out, x=(np.random.default_rng(0).standard_normal((4, 1, 16, 16, 16)) * 40).astype(np.float32))",
     );
     assert!(s.contains("in 'map'"), "{s}");
+    // Logits nearly zero by their scale, no squashing op before them
+    // (MobileNetV2 of random weights: 3e-9): calibrated as usual.
+    let tiny: Vec<f32> = weights(c, 3).iter().map(|w| w * 1e-7).collect();
+    let scaled = ModelBuilder::new(17)
+        .input("x", &[1, 16, 16, 16])
+        .init_f32("w1", &[c as i64, 16, 3, 3], &weights(c * 144, 1))
+        .init_f32("w2", &[c as i64, c as i64, 3, 3], &weights(c * c * 9, 2))
+        .init_f32("w3", &[1, c as i64, 1, 1], &tiny)
+        .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(3))
+        .node("r1", "Relu", &["y1"], &["a1"])
+        .node_with("c2", "Conv", &["a1", "w2"], &["y2"], conv_attrs(3))
+        .node("r2", "Relu", &["y2"], &["a2"])
+        .node_with("c3", "Conv", &["a2", "w3"], &["logits"], conv_attrs(1))
+        .output("logits", &[1, 1, 16, 16])
+        .build()
+        .unwrap();
+    let scaled = write_model(dir.path(), "scaled.onnx", &scaled);
+    let s = run_passes_verified(
+        "quant(min_reduction=1)",
+        &[],
+        &scaled,
+        &dir.path().join("scaled.q.onnx"),
+    );
+    assert!(
+        !s.contains("every output is nearly zero") && s.contains("activation quantized to uint8"),
+        "{s}"
+    );
 }
 
 /// `quant(min_reduction=1)` on `input` without data: weight-only, the

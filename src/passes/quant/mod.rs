@@ -68,8 +68,9 @@
 //! models (a recurrent state carried from call to call) calibrated on
 //! random samples, text recognisers (image in, a Softmax over each
 //! position out) calibrated on random images, and models whose every
-//! output is nearly zero on random samples (a text detector's map on
-//! noise: nothing there to calibrate on or verify).
+//! output is a squashing op's nearly zero on random samples (a text
+//! detector's Sigmoid map on noise: nothing there to calibrate on or
+//! verify).
 //!
 //! When it does not fire: models that already hold quantization ops (left
 //! alone, with a note); nodes matched by `exclude` (node name, op type, or a
