@@ -3073,22 +3073,24 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 /// silero branches on its scalar `sr` input: random samples share one value
 /// of it (a scalar integer input is a setting, not data), so the model is
 /// specialised to one branch and verified, where a different `sr` per sample
-/// left it unverifiable (and nothing written); the report names the value
-/// whose branch went unchecked. `sr` holds the rate the model compares it
-/// with, and the audio beside it is drawn at a tenth of full scale, as
+/// left it unverifiable (and nothing written). `sr` holds the rate the
+/// model compares it with, and the report says other values went
+/// unchecked; the audio beside it is drawn at a tenth of full scale, as
 /// speech is: on standard normal noise, silero's LSTM cells saturate and
 /// `sensitive=auto` kept three layers in float16 (0.333x, where its int8
 /// weights measure a state cosine of 0.9994 at this level: 0.290x). Its
 /// audio chunk has no size (a named dim in one export, an unnamed one in
 /// the other): with nothing bound, a streaming model's waveform is
-/// verified on chunks of 512 samples, its 16 kHz chunk, and said. silero carries its state from call to
-/// call (`state` -> `stateN`): its random samples are the steps of one
+/// verified on chunks of 512 samples, its 16 kHz chunk, and said. silero
+/// carries its state from call to call (`state` -> `stateN`): its random
+/// samples are the steps of one
 /// stream, and on them its weights alone are quantized (static activation
 /// ranges from noise do not hold over a real stream); with `--inputs`
 /// they are calibrated.
 #[test]
 fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
     let dir = scratch("quant-silero-random");
+    make_inputs(dir.path());
     for (name, said) in [
         (
             "silero_vad_16k_op15.onnx",
@@ -3108,10 +3110,10 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
         );
         assert!(stdout.contains(said), "{stdout}");
         // One export compares `sr` with 16000 (an Equal the If reads): it
-        // holds that value, and the branch not taken is said; the other
+        // holds that value, and the values not checked are said; the other
         // computes with it.
         assert_eq!(
-            stdout.contains("input 'sr' is 16000 in every sample, the value the model compares it with: what it computes for any other value was not checked (pass --inputs with another 'sr' to check it)"),
+            stdout.contains("input 'sr' is a setting the model compares with 16000: held at 16000 in every sample (what the model computes for other values is not checked; pass --inputs to check them)"),
             name == "silero_vad.onnx",
             "{stdout}"
         );
@@ -3129,20 +3131,19 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
         let (m, _) = Model::load(&out).unwrap();
         let text = dump(&m.graph);
         assert!(!text.contains("QuantizeLinear"), "{text}");
-        // No layer kept in float16: int8 weights and the graph's names.
+        // No layer kept in float16: int8 weights and the graph's names
+        // (0.290x and 0.273x; three layers in float16 made 0.333x).
         let ratio = size_ratio(&out, &input);
-        assert!(ratio <= 0.30, "{name}: {ratio:.3}x\n{stdout}");
-        // onnxruntime runs both networks on a chunk at the level verified.
-        // On this 16 kHz chunk of 512 samples from a zero state, one LSTM
-        // cell of 128 turns from 0.76 to -0.97 (the state's cosine 0.974,
-        // the speech probability within 5e-4): noise leaves cells near
-        // their tipping point, where int8 weights tip one in about ten such
-        // chunks (0.9991 and above on the others).
-        make_inputs(dir.path());
-        for (rate, cosine) in [("16k", "0.97"), ("8k", "0.98")] {
+        assert!(ratio <= 0.31, "{name}: {ratio:.3}x\n{stdout}");
+        // onnxruntime runs a chunk of each rate at the level verified (the
+        // If model's two networks; the spox export has the 16 kHz one
+        // only). On noise, LSTM cells sit near their tipping point, and
+        // int8 weights tip one of 128 in about one chunk of twenty (a
+        // state cosine of 0.974 on one: bench/RESULTS.md); these do not.
+        for rate in ["16k", "8k"] {
             let npz = dir.path().join(format!("silero_quiet_{rate}.npz"));
             assert_ort_matches(&input, &out, &{
-                let mut a = quantized(cosine);
+                let mut a = quantized("0.98");
                 a.extend(["--inputs".to_string(), npz.to_string_lossy().into_owned()]);
                 a
             });

@@ -74,7 +74,8 @@ const TOKEN_LENGTHS: [usize; 7] = [64, 32, 16, 8, 1, 256, 512];
 /// window) than a maximum: silero-vad, whose chunk axis is named
 /// `sequence`, cannot be analysed below 256 samples, and shorter lengths
 /// first took five failed trials before it (its run without `--inputs`
-/// 0.32 -> 0.12 s); a model with fewer positions than 128 costs one trial
+/// 0.32 -> 0.12 s; it is now a [`Role::Chunk`], first tried at 512); a
+/// model with fewer positions than 128 costs one trial
 /// more than shorter lengths first would where 64 fits, two where only
 /// shorter ones do.
 const SEQUENCE_LENGTHS: [usize; 7] = [256, 64, 512, 32, 16, 8, 1];
@@ -133,9 +134,11 @@ enum Role {
     /// The samples' axis of a waveform ([`inputs::waveform`]: a model that
     /// takes a sample rate) in a streaming model (a recurrent state,
     /// [`inputs::state_pairs`]): a chunk of [`CHUNK_LENGTH`] samples, what
-    /// such a model is run on call by call. silero's unnamed axis, taken
-    /// for a length, was tried at 1, 16, 64 and 256 (half of its 0.24 s
-    /// run) and verified at 256, half its 16 kHz chunk.
+    /// such a model is run on call by call, also where an LSTM reads the
+    /// samples as its steps. silero's unnamed axis, taken for a length, was
+    /// tried at 1, 16, 64 and 256 (half of its 0.24 s run) and verified at
+    /// 256, half its 16 kHz chunk; its other export's, named `sequence`, at
+    /// 128 then 256.
     Chunk,
     /// Anything else: a length, a count.
     Length,
@@ -661,12 +664,14 @@ fn settle_free_dims(
     let mut free: Vec<(String, Role)> = seen
         .into_iter()
         .map(|s| {
-            let role = if sequences.contains(&s.key) && !s.named_batch {
+            // A streaming waveform's samples are a chunk, even where an
+            // LSTM reads them as its steps.
+            let role = if s.chunk && !s.named_batch {
+                Role::Chunk
+            } else if sequences.contains(&s.key) && !s.named_batch {
                 Role::Sequence
             } else if s.named_batch || (s.leading && !s.named_size) {
                 Role::Batch
-            } else if s.chunk {
-                Role::Chunk
             } else if s.audio {
                 Role::Audio
             } else if (s.image && !s.named_sequence) || s.named_size {

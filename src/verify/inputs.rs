@@ -86,10 +86,10 @@ pub enum FloatValues {
     /// A float waveform ([`waveform`]: samples in [-1, 1] of a model that
     /// takes their sample rate): normal at a tenth of full scale, about -20
     /// dBFS, as speech is. Standard normal noise puts a third of its
-    /// samples past full scale: on it, silero's LSTM cells saturated, and
-    /// its int8 weights measured a state cosine of 0.93 at 8 kHz, where at
-    /// a tenth of full scale they measure 0.997 (0.93 and 0.9997 for the
-    /// 16 kHz network: random noise of any level is no speech).
+    /// samples past full scale, where silero's LSTM cells saturate: in
+    /// onnxruntime, over 20 chunks from a zero state, its int8 weights
+    /// measured a state cosine of 0.82 at worst at 8 kHz (0.956 at 16 kHz),
+    /// and 0.9945 (0.9903) at a tenth of full scale.
     Waveform,
 }
 
@@ -530,6 +530,18 @@ pub fn repeated_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, Vec<Stri
 /// output's dims with other symbols or none). The runs that chain them
 /// ([`crate::verify::chain_sample`]) feed an output back only where its
 /// shape is the input's.
+/// Whether an input's name is a recurrent state's ([`state_pairs`]): `h`,
+/// `c`, `hx`, `cx`, or one holding `state`, `hidden`, `cell`, `cache`,
+/// `mem` or `context`.
+fn state_name(name: &str) -> bool {
+    let l = name.to_lowercase();
+    let stem = l.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
+    matches!(stem, "h" | "c" | "hx" | "cx")
+        || ["state", "hidden", "cell", "cache", "mem", "context"]
+            .iter()
+            .any(|w| l.contains(w))
+}
+
 pub fn state_pairs(g: &Graph) -> Vec<(String, String)> {
     let elem =
         |vi: &crate::proto::ValueInfoProto| crate::ir::tensor_type(vi).map(|t| t.elem_type());
@@ -544,14 +556,6 @@ pub fn state_pairs(g: &Graph) -> Vec<(String, String)> {
                     .all(|(p, q)| p.is_none() || q.is_none() || p == q)
         }
         _ => true,
-    };
-    let state_name = |i: &str| {
-        let l = i.to_lowercase();
-        let stem = l.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
-        matches!(stem, "h" | "c" | "hx" | "cx")
-            || ["state", "hidden", "cell", "cache", "mem", "context"]
-                .iter()
-                .any(|w| l.contains(w))
     };
     let pairs_by_name = |i: &str, o: &str| {
         ["n", "N", "_n", "_out", "out", "_new", "_next"]
@@ -629,13 +633,11 @@ pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
 /// The constants the model compares the integer input `name` with (an
 /// `Equal` to a one-value constant, through casts, reshapes and selections), in the
 /// order of the graph's nodes. silero's VAD computes `sr == 16000` and runs
-/// its 16 kHz network in the If branch that selects; drawn in [0, 100) as
-/// any integer, `sr` takes the 8 kHz branch, which alone is verified, and
-/// the report names 16000 as the value whose branch was not. (Drawing `sr`
-/// as 16000 instead leaves the 8 kHz branch unchecked, which random
-/// integers in other tools select: onnxruntime on random inputs then
-/// measured its state at cosine 0.979. Checking every branch needs one
-/// reference per value.)
+/// its 16 kHz network in the If branch that selects: a setting is held at
+/// the first such value ([`InputSpec::setting`]), so that the network the
+/// model names is verified, and the report says the other branch was not
+/// (drawn in [0, 100) as other integers, `sr` checked the 8 kHz network
+/// alone; checking every branch needs one reference per value).
 pub fn compared_with(g: &Graph, name: &str) -> Vec<i64> {
     // (the Equal's position in the graph, constant)
     let mut found: Vec<((u64, u64), i64)> = vec![];
@@ -825,10 +827,20 @@ pub fn input_specs(
         } else {
             FloatValues::Normal
         };
-        let setting = (shape.is_empty() && is_integer(dtype))
-            .then(|| compared_with(g, vi.name()).first().copied())
-            .flatten();
         let length = length_of(g, vi);
+        let setting = (shape.is_empty() && is_integer(dtype) && length.is_none())
+            .then(|| {
+                compared_with(g, vi.name())
+                    .into_iter()
+                    .find(|&c| holds(dtype, c))
+            })
+            .flatten();
+        if let Some(c) = setting {
+            notes.push(format!(
+                "input '{}' is a setting the model compares with {c}: held at {c} in every sample (what the model computes for other values is not checked; pass --inputs to check them)",
+                vi.name()
+            ));
+        }
         if is_integer(dtype)
             && !shape.is_empty()
             && !matches!(values, FloatValues::Mask | FloatValues::Pixels)
@@ -974,14 +986,27 @@ pub fn waveform(g: &Graph, vi: &crate::proto::ValueInfoProto) -> bool {
         return false;
     };
     let first = usize::from(dims.len() >= 2);
-    (first..dims.len()).filter(|&a| dims[a] != Some(1)).count() == 1
+    let mut axes = (first..dims.len()).filter(|&a| dims[a] != Some(1));
+    let samples = match (axes.next(), axes.next()) {
+        (Some(a), None) => dims[a],
+        _ => return false,
+    };
+    // A chunk of samples: free, or long; a state, a mask or ids are none.
+    samples.is_none_or(|n| n >= WAVEFORM_MIN_SAMPLES)
         && (first == 0 || matches!(dims[0], None | Some(1)))
+        && !state_name(vi.name())
+        && !mask_name(vi.name())
+        && index_rows(g, vi.name()).is_none()
         && takes_sample_rate(g)
 }
 
+/// The fewest samples of a fixed-size waveform chunk: silero's at 8 kHz.
+const WAVEFORM_MIN_SAMPLES: i64 = 256;
+
 /// Whether the model takes a sample rate: a scalar integer input named
-/// like one (`sr`, `sample_rate`, `sampling_rate`), or that the model
-/// compares with a common audio rate (8 to 48 kHz).
+/// like one (`sr`, `fs`, `sample_rate`, `sampling_rate`, `samplerate`), or
+/// named with `rate` and compared with a common audio rate (8 to 48 kHz);
+/// a number compared with 32000 alone can be a vocabulary's size.
 pub fn takes_sample_rate(g: &Graph) -> bool {
     const RATES: &[i64] = &[8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000];
     g.rest.input.iter().any(|vi| {
@@ -994,10 +1019,11 @@ pub fn takes_sample_rate(g: &Graph) -> bool {
             && !g.initializers.contains_key(vi.name())
             && (matches!(
                 lname.as_str(),
-                "sr" | "sample_rate" | "sampling_rate" | "samplerate"
-            ) || compared_with(g, vi.name())
-                .iter()
-                .any(|c| RATES.contains(c)))
+                "sr" | "fs" | "sample_rate" | "sampling_rate" | "samplerate"
+            ) || (lname.contains("rate")
+                && compared_with(g, vi.name())
+                    .iter()
+                    .any(|c| RATES.contains(c))))
     })
 }
 
@@ -1035,6 +1061,24 @@ pub fn audio_name(name: &str) -> bool {
         && !["len", "size", "count", "rate", "num"]
             .iter()
             .any(|w| lname.contains(w))
+}
+
+/// Whether an integer input of type `dtype` can hold `value` (a setting
+/// compared through a Cast with -1 cannot be a uint8's).
+fn holds(dtype: DataType, value: i64) -> bool {
+    let (lo, hi): (i128, i128) = match dtype {
+        DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+        DataType::Uint8 => (0, u8::MAX.into()),
+        DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+        DataType::Uint16 => (0, u16::MAX.into()),
+        DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+        DataType::Uint32 => (0, u32::MAX.into()),
+        DataType::Int64 => (i64::MIN.into(), i64::MAX.into()),
+        DataType::Uint64 => (0, u64::MAX.into()),
+        DataType::Bool => (0, 1),
+        _ => return false,
+    };
+    (lo..=hi).contains(&i128::from(value))
 }
 
 /// The largest random id of an integer input that indexes no table:
@@ -1296,7 +1340,8 @@ const RAMP_MAX: i64 = 1 << 16;
 /// `count` seeded random samples. Floats are standard normal (uniform in
 /// [0, 1) where the spec says [`FloatValues::Unit`], every other sample
 /// where it says [`FloatValues::Mixed`]; in [0, 255) where it says
-/// [`FloatValues::Pixels`]); integers are in
+/// [`FloatValues::Pixels`]; normal at a tenth of full scale where it says
+/// [`FloatValues::Waveform`]); integers are in
 /// [0, 100) (valid token ids and byte values for typical models), over the
 /// rows of the smallest table the input indexes as it is, below them where
 /// it indexes through arithmetic (`id_range`; float ids,
@@ -1306,8 +1351,10 @@ const RAMP_MAX: i64 = 1 << 16;
 /// `segment`), which get 1s (masks, float ones too: [`FloatValues::Mask`])
 /// or 0s and 1s; bools are fair coins. A scalar
 /// integer input is a setting (a sample rate, a count), not data: it is
-/// drawn once and every sample shares it, so a model that branches on it
-/// (silero's `sr`) is checked on one branch rather than not at all.
+/// drawn once, or held at the value the model compares it with
+/// ([`InputSpec::setting`]), and every sample shares it, so a model that
+/// branches on it (silero's `sr`) is checked on one branch rather than not
+/// at all.
 pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Vec<Vec<Tensor>>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut samples: Vec<Vec<Tensor>> = Vec::with_capacity(count);
@@ -2104,6 +2151,69 @@ mod tests {
         assert_eq!(specs[0].values, FloatValues::Normal);
         let r = rms(&random_samples(&specs, 1, 0).unwrap()[0][0]);
         assert!((0.8..1.2).contains(&r), "{r}");
+    }
+
+    /// Which scalar inputs make a model one that takes a sample rate, and
+    /// which settings hold a compared value: a rate by its name alone
+    /// (`sr`, compared with nothing: no value to hold), or named with
+    /// `rate` and compared with a rate; not a number compared with 32000
+    /// (a vocabulary's size) under another name, which still holds it. A
+    /// length compared with 0 (an "is it empty" guard) holds its input's
+    /// length, and a value its type cannot hold (a uint8 compared with -1
+    /// through a Cast) is drawn at random.
+    #[test]
+    fn a_sample_rate_is_told_by_its_name_and_a_setting_holds_what_its_type_can() {
+        use crate::ir::builder::{attr_int, typed_value};
+        // (scalar input, its type, the constant it is compared with)
+        let model = |scalar: &str, dtype: DataType, compared: Option<i64>| {
+            let mut b = ModelBuilder::new(13).node("id", "Identity", &["input"], &["y"]);
+            if let Some(c) = compared {
+                b = b
+                    .init(crate::ir::tensor::int_scalar("k", DataType::Int64, c))
+                    .node_with("cast", "Cast", &[scalar], &["s64"], vec![attr_int("to", 7)])
+                    .node("eq", "Equal", &["s64", "k"], &["c"])
+                    .output("c", &[]);
+            }
+            let mut p = b.output("y", &[1, 512]).proto();
+            let g = p.graph.as_mut().unwrap();
+            g.input = vec![
+                typed_value("input", DataType::Float, &[1, 512]),
+                typed_value(scalar, dtype, &[]),
+            ];
+            let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+            crate::ir::Model::from_proto(p, external).unwrap()
+        };
+        let specs =
+            |m: &crate::ir::Model| input_specs(&m.graph, &HashMap::new(), &mut vec![]).unwrap();
+        for (scalar, dtype, compared, rate, held) in [
+            ("sr", DataType::Int64, None, true, None),
+            (
+                "sample_rate",
+                DataType::Int32,
+                Some(16000),
+                true,
+                Some(16000),
+            ),
+            ("rate_hz", DataType::Int64, Some(8000), true, Some(8000)),
+            ("vocab", DataType::Int64, Some(32000), false, Some(32000)),
+            ("input_length", DataType::Int64, Some(0), false, None),
+            ("mode", DataType::Uint8, Some(-1), false, None),
+        ] {
+            let m = model(scalar, dtype, compared);
+            assert_eq!(takes_sample_rate(&m.graph), rate, "{scalar}");
+            let s = specs(&m);
+            let want = if rate {
+                FloatValues::Waveform
+            } else {
+                FloatValues::Normal
+            };
+            assert_eq!(s[0].values, want, "{scalar}");
+            assert_eq!(s[1].setting, held, "{scalar}");
+        }
+        // A state beside a sample rate is no waveform.
+        let m = model("sr", DataType::Int64, None);
+        let state = typed_value("state", DataType::Float, &[1, 512]);
+        assert!(!waveform(&m.graph, &state));
     }
 
     /// An index made one-hot is drawn over its rows: compared with the

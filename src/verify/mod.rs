@@ -827,10 +827,9 @@ fn score_rows_of<'a>(
 /// For each setting the model was specialised to (`fixed`: a scalar
 /// integer input, the same in every sample) that it compares with other
 /// constants than the value it holds, a note naming them: what the model
-/// computes for those values was not checked (silero's 8 kHz network, where
-/// random samples hold `sr` at 16000: [`inputs::InputSpec::setting`]). A
-/// setting that holds the one value it is compared with gets a note too:
-/// the comparisons' false side was not checked.
+/// computes for those values was not checked (a model comparing `sr` with
+/// 16000 and 8000, where random samples hold it at the first:
+/// [`inputs::InputSpec::setting`], whose note says the rest).
 fn unchecked_settings(
     original: &Model,
     specs: &[inputs::InputSpec],
@@ -848,18 +847,12 @@ fn unchecked_settings(
         let Some(&value) = tract::to_f64(t).ok().as_deref().and_then(<[f64]>::first) else {
             continue;
         };
-        let compared = inputs::compared_with(&original.graph, &s.name);
-        let others: Vec<String> = compared
+        let others: Vec<String> = inputs::compared_with(&original.graph, &s.name)
             .iter()
             .filter(|&&c| c as f64 != value)
             .map(|c| c.to_string())
             .collect();
-        if others.is_empty() && !compared.is_empty() {
-            notes.push(format!(
-                "input '{}' is {value} in every sample, the value the model compares it with: what it computes for any other value was not checked (pass --inputs with another '{}' to check it)",
-                s.name, s.name,
-            ));
-        } else if let Some(first) = others.first() {
+        if let Some(first) = others.first() {
             notes.push(format!(
                 "input '{}' is {value} in every sample; the model compares it with {}: what it computes for {} was not checked (pass --inputs with '{}' = {first} to check it)",
                 s.name,

@@ -36,9 +36,10 @@ def main(out):
                   sr=np.array(16000, dtype=np.int64))
     for name in ("silero_vad_16k_op15.npz", "silero_vad.npz", "silero_vad_op18_ifless.npz"):
         np.savez(os.path.join(out, name), **silero)
+    quiet = np.random.default_rng(1)
     for rate, length in ((16000, 512), (8000, 256)):
         np.savez(os.path.join(out, f"silero_quiet_{rate // 1000}k.npz"),
-                 input=(0.1 * rng.standard_normal((1, length))).astype(np.float32),
+                 input=(0.1 * quiet.standard_normal((1, length))).astype(np.float32),
                  state=np.zeros((2, 1, 128), np.float32),
                  sr=np.array(rate, dtype=np.int64))
     x = np.full((1, 3, 64, 96), 2.0, np.float32)

@@ -84,6 +84,11 @@ impl std::error::Error for FaintOutputs {}
 /// resizes, slices, concatenations, casts): an output that noise can hold
 /// at the squashing op's floor, nearly zero whatever its input's scale.
 fn squashed(g: &crate::ir::Graph, value: &str) -> bool {
+    squashed_within(g, value, 16)
+}
+
+/// [`squashed`], `depth` ops back at most; a Concat's every input.
+fn squashed_within(g: &crate::ir::Graph, value: &str, depth: usize) -> bool {
     const PASS_ON: &[&str] = &[
         "Identity",
         "Reshape",
@@ -94,27 +99,30 @@ fn squashed(g: &crate::ir::Graph, value: &str) -> bool {
         "Resize",
         "Upsample",
         "Slice",
-        "Concat",
         "Cast",
     ];
-    let mut v = value.to_string();
-    for _ in 0..16 {
-        let Some(n) = g.producer(&v).map(|id| &g.nodes[id]) else {
-            return false;
-        };
-        if !n.is_onnx() {
-            return false;
-        }
-        match n.op() {
-            "Sigmoid" | "HardSigmoid" | "Softmax" => return true,
-            op if PASS_ON.contains(&op) => match n.proto.input.first() {
-                Some(i) if !i.is_empty() => v = i.clone(),
-                _ => return false,
-            },
-            _ => return false,
-        }
+    let Some(n) = g.producer(value).map(|id| &g.nodes[id]) else {
+        return false;
+    };
+    if depth == 0 || !n.is_onnx() {
+        return false;
     }
-    false
+    match n.op() {
+        "Sigmoid" | "HardSigmoid" | "Softmax" => true,
+        "Concat" => {
+            !n.proto.input.is_empty()
+                && n.proto
+                    .input
+                    .iter()
+                    .all(|i| squashed_within(g, i, depth - 1))
+        }
+        op if PASS_ON.contains(&op) => n
+            .proto
+            .input
+            .first()
+            .is_some_and(|i| !i.is_empty() && squashed_within(g, i, depth - 1)),
+        _ => false,
+    }
 }
 
 impl Quant {
