@@ -5186,14 +5186,30 @@ np.savez(out, x=np.zeros((1, 64), np.float32))
 #[test]
 fn outputs_faint_on_random_inputs_keep_the_activations_float() {
     let c = 32usize;
-    // `map` alone, or beside the logits it is computed from (not faint).
-    let model = |with_logits: bool| {
+    /// What the model outputs.
+    #[derive(PartialEq)]
+    enum Out {
+        /// `map`, a Sigmoid behind a bias of -30: faint.
+        Map,
+        /// `map` beside the logits it is computed from (not faint).
+        MapAndLogits,
+        /// Logits alone, nearly zero by the scale of their weights (1e-7),
+        /// no squashing op before them (MobileNetV2 of random weights:
+        /// 3e-9): calibrated as usual.
+        TinyLogits,
+    }
+    let model = |out: Out| {
+        let w3: Vec<f32> = match out {
+            Out::TinyLogits => weights(c, 3).iter().map(|w| w * 1e-7).collect(),
+            _ => weights(c, 3),
+        };
+        let bias = if out == Out::TinyLogits { 0.0 } else { -30.0 };
         let b = ModelBuilder::new(17)
             .input("x", &[1, 16, 16, 16])
             .init_f32("w1", &[c as i64, 16, 3, 3], &weights(c * 144, 1))
             .init_f32("w2", &[c as i64, c as i64, 3, 3], &weights(c * c * 9, 2))
-            .init_f32("w3", &[1, c as i64, 1, 1], &weights(c, 3))
-            .init_f32("b3", &[1], &[-30.0])
+            .init_f32("w3", &[1, c as i64, 1, 1], &w3)
+            .init_f32("b3", &[1], &[bias])
             .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(3))
             .node("r1", "Relu", &["y1"], &["a1"])
             .node_with("c2", "Conv", &["a1", "w2"], &["y2"], conv_attrs(3))
@@ -5204,31 +5220,38 @@ fn outputs_faint_on_random_inputs_keep_the_activations_float() {
                 &["a2", "w3", "b3"],
                 &["logits"],
                 conv_attrs(1),
-            )
-            .node("s", "Sigmoid", &["logits"], &["map"])
-            .output("map", &[1, 1, 16, 16]);
-        match with_logits {
-            true => b.output("logits", &[1, 1, 16, 16]),
-            false => b,
+            );
+        match out {
+            Out::TinyLogits => b.output("logits", &[1, 1, 16, 16]),
+            Out::Map => b
+                .node("s", "Sigmoid", &["logits"], &["map"])
+                .output("map", &[1, 1, 16, 16]),
+            Out::MapAndLogits => b
+                .node("s", "Sigmoid", &["logits"], &["map"])
+                .output("map", &[1, 1, 16, 16])
+                .output("logits", &[1, 1, 16, 16]),
         }
         .build()
         .unwrap()
     };
-    let m = model(false);
     let dir = scratch("quant-faint-outputs");
-    // One output that is not faint: calibrated as usual.
-    let both = write_model(dir.path(), "both.onnx", &model(true));
-    let s = run_passes_verified(
-        "quant(min_reduction=1)",
-        &[],
-        &both,
-        &dir.path().join("both.q.onnx"),
-    );
-    assert!(
-        !s.contains("every output is nearly zero") && s.contains("activation quantized to uint8"),
-        "{s}"
-    );
-    let input = write_model(dir.path(), "model.onnx", &m);
+    // One output that is not faint, or outputs faint by their scale alone:
+    // calibrated as usual.
+    for (name, out) in [("both", Out::MapAndLogits), ("tiny", Out::TinyLogits)] {
+        let input = write_model(dir.path(), &format!("{name}.onnx"), &model(out));
+        let s = run_passes_verified(
+            "quant(min_reduction=1)",
+            &[],
+            &input,
+            &dir.path().join(format!("{name}.q.onnx")),
+        );
+        assert!(
+            !s.contains("every output is nearly zero")
+                && s.contains("activation quantized to uint8"),
+            "{name}: {s}"
+        );
+    }
+    let input = write_model(dir.path(), "model.onnx", &model(Out::Map));
     // The user's data, where the output is not faint.
     let s = weight_only_until_real_data(
         dir.path(),
@@ -5237,33 +5260,6 @@ fn outputs_faint_on_random_inputs_keep_the_activations_float() {
         "np.savez(out, x=(np.random.default_rng(0).standard_normal((4, 1, 16, 16, 16)) * 40).astype(np.float32))",
     );
     assert!(s.contains("in 'map'"), "{s}");
-    // Logits nearly zero by their scale, no squashing op before them
-    // (MobileNetV2 of random weights: 3e-9): calibrated as usual.
-    let tiny: Vec<f32> = weights(c, 3).iter().map(|w| w * 1e-7).collect();
-    let scaled = ModelBuilder::new(17)
-        .input("x", &[1, 16, 16, 16])
-        .init_f32("w1", &[c as i64, 16, 3, 3], &weights(c * 144, 1))
-        .init_f32("w2", &[c as i64, c as i64, 3, 3], &weights(c * c * 9, 2))
-        .init_f32("w3", &[1, c as i64, 1, 1], &tiny)
-        .node_with("c1", "Conv", &["x", "w1"], &["y1"], conv_attrs(3))
-        .node("r1", "Relu", &["y1"], &["a1"])
-        .node_with("c2", "Conv", &["a1", "w2"], &["y2"], conv_attrs(3))
-        .node("r2", "Relu", &["y2"], &["a2"])
-        .node_with("c3", "Conv", &["a2", "w3"], &["logits"], conv_attrs(1))
-        .output("logits", &[1, 1, 16, 16])
-        .build()
-        .unwrap();
-    let scaled = write_model(dir.path(), "scaled.onnx", &scaled);
-    let s = run_passes_verified(
-        "quant(min_reduction=1)",
-        &[],
-        &scaled,
-        &dir.path().join("scaled.q.onnx"),
-    );
-    assert!(
-        !s.contains("every output is nearly zero") && s.contains("activation quantized to uint8"),
-        "{s}"
-    );
 }
 
 /// `quant(min_reduction=1)` on `input` without data: weight-only, the
