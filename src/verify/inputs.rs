@@ -35,10 +35,10 @@ pub struct InputSpec {
     /// ([`length_of`]): every value is drawn as that axis's size.
     pub length_of: Option<(String, usize)>,
     /// The value of a setting (a scalar integer input) that the model
-    /// compares with constants ([`compared_with`]): the first of them, a
-    /// value the model names (silero's `sr == 16000`, its 16 kHz network),
-    /// where a random one selects whatever its comparisons' false side
-    /// computes.
+    /// compares with constants ([`compared_with`]): the first of them its
+    /// type can hold, other than 0 and -1 ([`SENTINELS`]), a value the
+    /// model names (silero's `sr == 16000`, its 16 kHz network), where a
+    /// random one selects whatever its comparisons' false side computes.
     pub setting: Option<i64>,
 }
 
@@ -832,7 +832,7 @@ pub fn input_specs(
             .then(|| {
                 compared_with(g, vi.name())
                     .into_iter()
-                    .find(|&c| holds(dtype, c))
+                    .find(|&c| !SENTINELS.contains(&c) && holds(dtype, c))
             })
             .flatten();
         if let Some(c) = setting {
@@ -1063,8 +1063,13 @@ pub fn audio_name(name: &str) -> bool {
             .any(|w| lname.contains(w))
 }
 
+/// Values a setting is compared with to catch the absent or empty case
+/// (`k == 0`, `axis == -1`): not held, where the branch they select does
+/// nothing the model is for.
+const SENTINELS: [i64; 2] = [0, -1];
+
 /// Whether an integer input of type `dtype` can hold `value` (a setting
-/// compared through a Cast with -1 cannot be a uint8's).
+/// compared through a Cast with 300 cannot be a uint8's).
 fn holds(dtype: DataType, value: i64) -> bool {
     let (lo, hi): (i128, i128) = match dtype {
         DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
@@ -2159,8 +2164,8 @@ mod tests {
     /// `rate` and compared with a rate; not a number compared with 32000
     /// (a vocabulary's size) under another name, which still holds it. A
     /// length compared with 0 (an "is it empty" guard) holds its input's
-    /// length, and a value its type cannot hold (a uint8 compared with -1
-    /// through a Cast) is drawn at random.
+    /// length; a count compared with 0 is drawn at random, as is a value its
+    /// type cannot hold (a uint8 compared with 300 through a Cast).
     #[test]
     fn a_sample_rate_is_told_by_its_name_and_a_setting_holds_what_its_type_can() {
         use crate::ir::builder::{attr_int, typed_value};
@@ -2197,7 +2202,9 @@ mod tests {
             ("rate_hz", DataType::Int64, Some(8000), true, Some(8000)),
             ("vocab", DataType::Int64, Some(32000), false, Some(32000)),
             ("input_length", DataType::Int64, Some(0), false, None),
-            ("mode", DataType::Uint8, Some(-1), false, None),
+            ("count", DataType::Int64, Some(0), false, None),
+            ("count", DataType::Int64, Some(3), false, Some(3)),
+            ("mode", DataType::Uint8, Some(300), false, None),
         ] {
             let m = model(scalar, dtype, compared);
             assert_eq!(takes_sample_rate(&m.graph), rate, "{scalar}");
