@@ -2589,14 +2589,8 @@ fn int4_minilm_meets_the_default_tolerance_at_a_sixth_of_the_size() {
     );
     // Every group's note, in the JSON report (the printed one shows the
     // first): no MatMul taken back computes in float.
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let taken: Vec<&str> = json["passes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["notes"].as_array().unwrap())
-        .filter_map(|n| n.as_str())
+    let taken: Vec<String> = report_notes(&report)
+        .into_iter()
         .filter(|n| n.contains("by sensitive=auto (alone"))
         .collect();
     assert!(
@@ -2735,15 +2729,7 @@ fn sensitive_auto_meets_the_user_tolerance_and_keeps_taken_back_weights_int8() {
     let tight = run(&args, &out);
     // Each group taken back has a note (the printed table shows a pass's
     // first notes, the report all of them).
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let notes: Vec<&str> = json["passes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["notes"].as_array().unwrap())
-        .filter_map(|n| n.as_str())
-        .collect();
+    let notes = report_notes(&report);
     assert!(
         notes
             .iter()
@@ -3000,6 +2986,20 @@ fn activation_names_never_meet_the_models_own() {
     assert!(s.contains("QuantizeLinear(a0, a1x0_scale"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// Every pass's notes in the JSON report at `path` (the printed report
+/// shows a pass's first ten).
+fn report_notes(path: &std::path::Path) -> Vec<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["notes"].as_array().unwrap())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
 }
 
 /// `--tolerance` arguments: a minimum cosine and an absolute tolerance.

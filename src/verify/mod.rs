@@ -848,8 +848,8 @@ fn unchecked_settings(
             continue;
         };
         let others: Vec<String> = inputs::compared_with(&original.graph, &s.name)
-            .iter()
-            .filter(|&&c| c as f64 != value)
+            .into_iter()
+            .filter(|&c| c as f64 != value)
             .map(|c| c.to_string())
             .collect();
         if let Some(first) = others.first() {
