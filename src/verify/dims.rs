@@ -1188,6 +1188,79 @@ mod tests {
         assert_eq!(found.sizes.get("feat").map(|s| s.0), Some(6));
     }
 
+    /// A streaming model's waveform that an LSTM reads as its steps
+    /// (`x: [batch, steps]` unsqueezed and transposed to `[steps, batch,
+    /// 1]`, the state `h` -> `hn`): beside a sample rate, `steps` is an
+    /// audio chunk (512 samples); without one, the LSTM's sequence (128).
+    #[test]
+    fn a_streaming_waveform_an_lstm_steps_through_is_a_chunk() {
+        let model = |rate: bool| {
+            let mut p = ModelBuilder::new(17)
+                .init_f32("lw", &[1, 8, 1], &[0.1; 8])
+                .init_f32("lr", &[1, 8, 2], &[0.1; 16])
+                .init(crate::ir::tensor::from_i64("ax", &[2]))
+                .node("u", "Unsqueeze", &["x", "ax"], &["xu"])
+                .node_with(
+                    "t",
+                    "Transpose",
+                    &["xu"],
+                    &["xt"],
+                    vec![crate::ir::builder::attr_ints("perm", &[1, 0, 2])],
+                )
+                .node_with(
+                    "l",
+                    "LSTM",
+                    &["xt", "lw", "lr", "", "", "h"],
+                    &["ly", "hn"],
+                    vec![crate::ir::builder::attr_int("hidden_size", 2)],
+                )
+                .output("ly", &[])
+                .output("hn", &[])
+                .proto();
+            let g = p.graph.as_mut().unwrap();
+            for (name, dims) in [("x", &["batch", "steps"][..]), ("h", &["1", "batch", "2"])] {
+                let mut vi = typed_value(name, DataType::Float, &vec![1; dims.len()]);
+                if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+                    vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+                {
+                    for (d, v) in t.shape.as_mut().unwrap().dim.iter_mut().zip(dims) {
+                        d.value = Some(match v.parse::<i64>() {
+                            Ok(n) => Dim::DimValue(n),
+                            Err(_) => Dim::DimParam(v.to_string()),
+                        });
+                    }
+                }
+                g.input.push(vi);
+            }
+            if rate {
+                g.input.push(typed_value("sr", DataType::Int64, &[]));
+            }
+            Model::from_proto(
+                p,
+                std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+            )
+            .unwrap()
+        };
+        for (rate, role, size) in [
+            (true, "audio chunk (samples)", 512),
+            (false, "sequence length", 128),
+        ] {
+            let m = model(rate);
+            assert!(WeightDims::of(&m).sequences.contains("steps"));
+            let mut opts = VerifyOptions::default();
+            let settled = settle_dims_within(&m, &mut opts, false, u64::MAX);
+            assert_eq!(opts.dims.get("steps"), Some(&size), "{:?}", settled.notes);
+            assert!(
+                settled
+                    .notes
+                    .iter()
+                    .any(|n| n.starts_with(&format!("{role} not set: 'steps' = {size}"))),
+                "{:?}",
+                settled.notes
+            );
+        }
+    }
+
     /// `x` [1, feat] (and `s` [seq, feat2]) reaching a MatMul's reduction
     /// through a Relu (an LSTM's input through an Unsqueeze before the last
     /// axis): `feat` is bound to the weight's 5 rows (`feat2` to its W's
