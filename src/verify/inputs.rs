@@ -40,7 +40,20 @@ pub struct InputSpec {
     /// model names (silero's `sr == 16000`, its 16 kHz network), where a
     /// random one selects whatever its comparisons' false side computes.
     pub setting: Option<i64>,
+    /// Every value of the setting that verification checks, each on
+    /// samples of its own ([`ReferenceInputs::variant`]), `setting` first:
+    /// the compared values, and where the model compares a sample rate
+    /// with one rate alone, another common rate for the comparison's
+    /// false side (silero's 8 kHz network beside its 16 kHz one); at most
+    /// [`SETTING_VALUES_MAX`].
+    ///
+    /// [`ReferenceInputs::variant`]: crate::verify::ReferenceInputs::variant
+    pub setting_values: Vec<i64>,
 }
+
+/// The most values of one setting that verification checks, each on
+/// samples of its own: each costs the model's run on them again.
+pub const SETTING_VALUES_MAX: usize = 3;
 
 /// How random values of a float input are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -635,9 +648,9 @@ pub fn subtracted_from_one(g: &Graph, name: &str) -> bool {
 /// order of the graph's nodes. silero's VAD computes `sr == 16000` and runs
 /// its 16 kHz network in the If branch that selects: a setting is held at
 /// the first such value ([`InputSpec::setting`]), so that the network the
-/// model names is verified, and the report says the other branch was not
-/// (drawn in [0, 100) as other integers, `sr` checked the 8 kHz network
-/// alone; checking every branch needs one reference per value).
+/// model names is verified (drawn in [0, 100) as other integers, `sr`
+/// checked the 8 kHz network alone), and each other value a verification
+/// checks holds it in samples of its own ([`InputSpec::setting_values`]).
 pub fn compared_with(g: &Graph, name: &str) -> Vec<i64> {
     // (the Equal's position in the graph, constant)
     let mut found: Vec<((u64, u64), i64)> = vec![];
@@ -828,18 +841,13 @@ pub fn input_specs(
             FloatValues::Normal
         };
         let length = length_of(g, vi);
-        let setting = (shape.is_empty() && is_integer(dtype) && length.is_none())
-            .then(|| {
-                compared_with(g, vi.name())
-                    .into_iter()
-                    .find(|&c| !SENTINELS.contains(&c) && holds(dtype, c))
-            })
-            .flatten();
+        let setting_values = match shape.is_empty() && is_integer(dtype) && length.is_none() {
+            true => setting_values(g, vi, dtype),
+            false => vec![],
+        };
+        let setting = setting_values.first().copied();
         if let Some(c) = setting {
-            notes.push(format!(
-                "input '{}' is a setting the model compares with {c}: held at {c} in every sample (what the model computes for other values is not checked; pass --inputs to check them)",
-                vi.name()
-            ));
+            notes.push(setting_note(g, vi.name(), &setting_values, c));
         }
         if is_integer(dtype)
             && !shape.is_empty()
@@ -858,6 +866,7 @@ pub fn input_specs(
             indexes_as_is: as_is,
             length_of: length,
             setting,
+            setting_values,
         });
     }
     for s in &specs {
@@ -982,15 +991,11 @@ pub fn audio_axis(g: &Graph, vi: &crate::proto::ValueInfoProto) -> Option<usize>
 /// N]`, `[batch, 1, N]`). silero's VAD: `input: [batch, sequence]` beside
 /// `sr`. Features of such a model have two axes of their own.
 pub fn waveform(g: &Graph, vi: &crate::proto::ValueInfoProto) -> bool {
-    let Some(dims) = fixed_dims(vi) else {
+    let (Some(dims), Some(axis)) = (fixed_dims(vi), samples_axis(vi)) else {
         return false;
     };
     let first = usize::from(dims.len() >= 2);
-    let mut axes = (first..dims.len()).filter(|&a| dims[a] != Some(1));
-    let samples = match (axes.next(), axes.next()) {
-        (Some(a), None) => dims[a],
-        _ => return false,
-    };
+    let samples = dims[axis];
     // A chunk of samples: free, or long; a state, a mask or ids are none.
     samples.is_none_or(|n| n >= WAVEFORM_MIN_SAMPLES)
         && (first == 0 || matches!(dims[0], None | Some(1)))
@@ -998,6 +1003,27 @@ pub fn waveform(g: &Graph, vi: &crate::proto::ValueInfoProto) -> bool {
         && !mask_name(vi.name())
         && index_rows(g, vi.name()).is_none()
         && takes_sample_rate(g)
+}
+
+/// The axis of `vi` that would hold a waveform's samples ([`waveform`]):
+/// its one axis past a leading batch (where its rank is 2 or more) not of
+/// size 1.
+pub fn samples_axis(vi: &crate::proto::ValueInfoProto) -> Option<usize> {
+    let dims = fixed_dims(vi)?;
+    let first = usize::from(dims.len() >= 2);
+    let mut axes = (first..dims.len()).filter(|&a| dims[a] != Some(1));
+    match (axes.next(), axes.next()) {
+        (Some(a), None) => Some(a),
+        _ => None,
+    }
+}
+
+/// Whether the model's input `name` is a sample rate ([`takes_sample_rate`]).
+pub fn is_sample_rate(g: &Graph, name: &str) -> bool {
+    g.rest
+        .input
+        .iter()
+        .any(|vi| vi.name() == name && sample_rate_input(g, vi))
 }
 
 /// The fewest samples of a fixed-size waveform chunk: silero's at 8 kHz.
@@ -1008,23 +1034,90 @@ const WAVEFORM_MIN_SAMPLES: i64 = 256;
 /// named with `rate` and compared with a common audio rate (8 to 48 kHz);
 /// a number compared with 32000 alone can be a vocabulary's size.
 pub fn takes_sample_rate(g: &Graph) -> bool {
-    const RATES: &[i64] = &[8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000];
-    g.rest.input.iter().any(|vi| {
-        let scalar_integer = crate::ir::declared_rank(vi) == Some(0)
-            && crate::ir::tensor_type(vi)
-                .and_then(|tt| DataType::try_from(tt.elem_type()).ok())
-                .is_some_and(is_integer);
-        let lname = vi.name().to_lowercase();
-        scalar_integer
-            && !g.initializers.contains_key(vi.name())
-            && (matches!(
-                lname.as_str(),
-                "sr" | "fs" | "sample_rate" | "sampling_rate" | "samplerate"
-            ) || (lname.contains("rate")
-                && compared_with(g, vi.name())
-                    .iter()
-                    .any(|c| RATES.contains(c))))
-    })
+    g.rest.input.iter().any(|vi| sample_rate_input(g, vi))
+}
+
+/// Common audio sample rates, the most used first (speech models run at
+/// 16 and 8 kHz).
+const RATES: &[i64] = &[16000, 8000, 48000, 44100, 22050, 24000, 32000, 11025];
+
+/// Whether `vi` is a sample rate ([`takes_sample_rate`]).
+fn sample_rate_input(g: &Graph, vi: &crate::proto::ValueInfoProto) -> bool {
+    let scalar_integer = crate::ir::declared_rank(vi) == Some(0)
+        && crate::ir::tensor_type(vi)
+            .and_then(|tt| DataType::try_from(tt.elem_type()).ok())
+            .is_some_and(is_integer);
+    let lname = vi.name().to_lowercase();
+    scalar_integer
+        && !g.initializers.contains_key(vi.name())
+        && (matches!(
+            lname.as_str(),
+            "sr" | "fs" | "sample_rate" | "sampling_rate" | "samplerate"
+        ) || (lname.contains("rate")
+            && compared_with(g, vi.name())
+                .iter()
+                .any(|c| RATES.contains(c))))
+}
+
+/// The values verification checks a setting at ([`InputSpec::setting_values`]):
+/// those the model compares it with that its type can hold, other than 0
+/// and -1 ([`SENTINELS`]), in the graph's order; where that is one rate of
+/// a sample rate, the most used rate besides, which selects what the
+/// comparison's false side computes (silero compares `sr` with 16000 and
+/// runs its 8 kHz network otherwise). A setting compared with one value
+/// of another kind has no value that names its false side: that side is
+/// not checked, and the note says so.
+fn setting_values(g: &Graph, vi: &crate::proto::ValueInfoProto, dtype: DataType) -> Vec<i64> {
+    let mut values: Vec<i64> = compared_with(g, vi.name())
+        .into_iter()
+        .filter(|&c| !SENTINELS.contains(&c) && holds(dtype, c))
+        .collect();
+    if values.len() == 1 && sample_rate_input(g, vi) {
+        values.extend(
+            RATES
+                .iter()
+                .find(|r| !values.contains(r) && holds(dtype, **r))
+                .copied(),
+        );
+    }
+    values.truncate(SETTING_VALUES_MAX);
+    values
+}
+
+/// What verification does with a setting held at `values` (the first,
+/// `held`, in the reference's own samples).
+fn setting_note(g: &Graph, name: &str, values: &[i64], held: i64) -> String {
+    let compared = compared_with(g, name);
+    let list = |v: &[i64]| {
+        let v: Vec<String> = v.iter().map(i64::to_string).collect();
+        match v.as_slice() {
+            [] => String::new(),
+            [one] => one.clone(),
+            [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        }
+    };
+    match values {
+        [_] => format!(
+            "input '{name}' is a setting the model compares with {}: held at {held} in every sample (what the model computes for other values is not checked; pass --inputs to check them)",
+            list(&compared)
+        ),
+        _ => {
+            let unchecked: Vec<i64> = compared
+                .iter()
+                .filter(|c| !values.contains(c))
+                .copied()
+                .collect();
+            let rest = match unchecked.is_empty() {
+                true => "other values are not checked".to_string(),
+                false => format!("{} and other values are not", list(&unchecked)),
+            };
+            format!(
+                "input '{name}' is a setting the model compares with {}: checked at {}, each value on samples of its own ({rest}; pass --inputs to check them)",
+                list(&compared),
+                list(values)
+            )
+        }
+    }
 }
 
 /// The fixed length past a batch from which a float input's one axis holds
@@ -1342,6 +1435,14 @@ fn ramp_length(g: &Graph, v: &str) -> Option<i64> {
 /// The longest ramp [`ramp_length`] reads: a one-hot over a vocabulary.
 const RAMP_MAX: i64 = 1 << 16;
 
+/// A setting's value as the scalar of type `dtype` a sample holds.
+pub fn setting_tensor(value: i64, dtype: DataType) -> Result<Tensor> {
+    Ok(tract_onnx::prelude::tensor0(value)
+        .cast_to_dt(crate::verify::tract::datum_type(dtype)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_owned())
+}
+
 /// `count` seeded random samples. Floats are standard normal (uniform in
 /// [0, 1) where the spec says [`FloatValues::Unit`], every other sample
 /// where it says [`FloatValues::Mixed`]; in [0, 255) where it says
@@ -1359,7 +1460,8 @@ const RAMP_MAX: i64 = 1 << 16;
 /// drawn once, or held at the value the model compares it with
 /// ([`InputSpec::setting`]), and every sample shares it, so a model that
 /// branches on it (silero's `sr`) is checked on one branch rather than not
-/// at all.
+/// at all; its other values get samples of their own
+/// ([`crate::verify::ReferenceInputs::variant`]).
 pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Vec<Vec<Tensor>>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut samples: Vec<Vec<Tensor>> = Vec::with_capacity(count);
@@ -1372,12 +1474,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
                 continue;
             }
             if let Some(value) = s.setting.filter(|_| setting) {
-                sample.push(
-                    tract_onnx::prelude::tensor0(value)
-                        .cast_to_dt(crate::verify::tract::datum_type(s.dtype)?)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .into_owned(),
-                );
+                sample.push(setting_tensor(value, s.dtype)?);
                 continue;
             }
             let n: usize = s.shape.iter().product();
@@ -2139,6 +2236,13 @@ mod tests {
         let specs = input_specs(&m.graph, &HashMap::new(), &mut notes).unwrap();
         assert_eq!(specs[0].values, FloatValues::Waveform);
         assert_eq!(specs[1].setting, Some(16000));
+        assert_eq!(specs[1].setting_values, [16000, 8000]);
+        assert!(
+            notes.iter().any(|n| n.contains(
+                "input 'sr' is a setting the model compares with 16000: checked at 16000 and 8000, each value on samples of its own"
+            )),
+            "{notes:?}"
+        );
         assert!(
             notes
                 .iter()
@@ -2190,22 +2294,31 @@ mod tests {
         };
         let specs =
             |m: &crate::ir::Model| input_specs(&m.graph, &HashMap::new(), &mut vec![]).unwrap();
-        for (scalar, dtype, compared, rate, held) in [
-            ("sr", DataType::Int64, None, true, None),
+        // (scalar input, its type, the constant it is compared with, a
+        // sample rate, the values checked: the first held in the samples)
+        for (scalar, dtype, compared, rate, checked) in [
+            ("sr", DataType::Int64, None, true, vec![]),
             (
                 "sample_rate",
                 DataType::Int32,
                 Some(16000),
                 true,
-                Some(16000),
+                vec![16000, 8000],
             ),
-            ("rate_hz", DataType::Int64, Some(8000), true, Some(8000)),
-            ("vocab", DataType::Int64, Some(32000), false, Some(32000)),
-            ("input_length", DataType::Int64, Some(0), false, None),
-            ("count", DataType::Int64, Some(0), false, None),
-            ("count", DataType::Int64, Some(3), false, Some(3)),
-            ("mode", DataType::Uint8, Some(300), false, None),
+            (
+                "rate_hz",
+                DataType::Int64,
+                Some(8000),
+                true,
+                vec![8000, 16000],
+            ),
+            ("vocab", DataType::Int64, Some(32000), false, vec![32000]),
+            ("input_length", DataType::Int64, Some(0), false, vec![]),
+            ("count", DataType::Int64, Some(0), false, vec![]),
+            ("count", DataType::Int64, Some(3), false, vec![3]),
+            ("mode", DataType::Uint8, Some(300), false, vec![]),
         ] {
+            let held = checked.first().copied();
             let m = model(scalar, dtype, compared);
             assert_eq!(takes_sample_rate(&m.graph), rate, "{scalar}");
             let s = specs(&m);
@@ -2216,6 +2329,7 @@ mod tests {
             };
             assert_eq!(s[0].values, want, "{scalar}");
             assert_eq!(s[1].setting, held, "{scalar}");
+            assert_eq!(s[1].setting_values, checked, "{scalar}");
         }
         // A state beside a sample rate is no waveform.
         let m = model("sr", DataType::Int64, None);

@@ -132,6 +132,29 @@ impl VerifyReport {
         }
     }
 
+    /// Add a variant's comparison ([`Reference::variants`]): its rows,
+    /// each output's name followed by `label`; its notes that this report
+    /// lacks, after `label`; its samples and time; and its verdict where
+    /// this report passed.
+    pub fn add_variant(&mut self, label: &str, other: VerifyReport) {
+        if self.status == Status::Passed && other.status != Status::Passed {
+            self.status = other.status;
+            self.reason = other.reason.map(|r| format!("with {label}: {r}"));
+        }
+        self.samples += other.samples;
+        self.seconds += other.seconds;
+        self.reused_seconds += other.reused_seconds;
+        for mut o in other.outputs {
+            o.name = format!("{} ({label})", o.name);
+            self.outputs.push(o);
+        }
+        for n in other.notes {
+            if !self.notes.contains(&n) {
+                self.notes.push(format!("with {label}: {n}"));
+            }
+        }
+    }
+
     /// Lines for people.
     pub fn table(&self) -> String {
         use std::fmt::Write;
@@ -319,6 +342,20 @@ pub struct Reference {
     /// Where a result's run that passes here serves another reference on
     /// this one's leading samples ([`Reference::lending_to`]).
     lend: Option<Lend>,
+    /// The references of the same samples with a setting at each other
+    /// value verification checks ([`ReferenceInputs::variant`]): a result
+    /// is compared with each, and its report holds their outputs too.
+    variants: Vec<Variant>,
+}
+
+/// A reference of the samples with a setting at another value
+/// ([`Reference::variants`]).
+#[derive(Clone)]
+pub struct Variant {
+    /// What is set (`sr = 8000`): the report's rows from this reference
+    /// carry it after their output's name.
+    pub label: String,
+    pub reference: Reference,
 }
 
 /// A reference on more samples lends a passing result's run on its
@@ -829,12 +866,16 @@ fn score_rows_of<'a>(
 /// constants than the value it holds, a note naming them: what the model
 /// computes for those values was not checked (a model comparing `sr` with
 /// 16000 and 8000, where random samples hold it at the first:
-/// [`inputs::InputSpec::setting`], whose note says the rest).
+/// [`inputs::InputSpec::setting`], whose note says the rest). Where the
+/// samples are random (`variants`), the setting's other values are
+/// checked each by a reference of its own ([`Reference::variants`]), and
+/// only the values beyond them are named.
 fn unchecked_settings(
     original: &Model,
     specs: &[inputs::InputSpec],
     sample: &[Tensor],
     fixed: &[usize],
+    variants: bool,
 ) -> Vec<String> {
     let mut notes = vec![];
     for &i in fixed {
@@ -849,7 +890,7 @@ fn unchecked_settings(
         };
         let others: Vec<String> = inputs::compared_with(&original.graph, &s.name)
             .into_iter()
-            .filter(|&c| c as f64 != value)
+            .filter(|&c| c as f64 != value && !(variants && s.setting_values.contains(&c)))
             .map(|c| c.to_string())
             .collect();
         if let Some(first) = others.first() {
@@ -1190,7 +1231,50 @@ impl Reference {
     /// model with a tail ([`reach`]) that tract types whole but cannot plan
     /// or run whole (a Slice past a selection's rows that tract does not
     /// clamp) is cut as one it cannot type, and verified up to that tail.
+    /// Where a setting has more values than the one the samples hold,
+    /// a reference of each other value is built beside
+    /// ([`Reference::variants`]).
     fn build(
+        original: &Model,
+        opts: &VerifyOptions,
+        inputs: ReferenceInputs,
+        expected: Option<Vec<Vec<Tensor>>>,
+    ) -> std::result::Result<Reference, (Stage, anyhow::Error)> {
+        let start = Instant::now();
+        let count = inputs.variants(opts);
+        let source = (count > 1).then(|| inputs.clone());
+        let mut main = Self::build_one(original, opts, inputs, expected)?;
+        for k in 1..count {
+            let Some(v) = source
+                .as_ref()
+                .map(|s| s.variant(k, original, opts))
+                .transpose()
+                .map_err(|e| (Stage::Prepare, e))?
+                .flatten()
+            else {
+                continue;
+            };
+            let label = v.variant.clone().unwrap_or_default();
+            match Self::build_one(original, opts, v, None) {
+                Ok(mut r) => {
+                    // Its own memo: the last result that passed here.
+                    r.memo = Some(RunMemo::default());
+                    main.variants.push(Variant {
+                        label,
+                        reference: r,
+                    });
+                }
+                Err((_, e)) => main.notes.push(format!(
+                    "with {label}: not checked, the original does not run there in tract ({e:#})"
+                )),
+            }
+        }
+        main.seconds = start.elapsed().as_secs_f64();
+        Ok(main)
+    }
+
+    /// [`Reference::build`] of the samples `inputs` hold alone.
+    fn build_one(
         original: &Model,
         opts: &VerifyOptions,
         inputs: ReferenceInputs,
@@ -1230,6 +1314,7 @@ impl Reference {
             specs,
             samples,
             mut notes,
+            variant: _,
         } = inputs;
         // Specialise If models on inputs that are the same in every sample.
         let if_model = has_if(original);
@@ -1346,7 +1431,13 @@ impl Reference {
                     notes.push(format!(
                         "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
                     ));
-                    notes.extend(unchecked_settings(original, &specs, &samples[0], &fixed));
+                    notes.extend(unchecked_settings(
+                        original,
+                        &specs,
+                        &samples[0],
+                        &fixed,
+                        opts.inputs.is_none(),
+                    ));
                 } else if remaining < total {
                     notes.push(format!(
                         "{} If node(s) decided by the shapes of the samples were replaced by the branch they take; only that branch was checked ({remaining} If node(s) left)",
@@ -1422,6 +1513,7 @@ impl Reference {
             seconds: start.elapsed().as_secs_f64(),
             memo: None,
             lend: None,
+            variants: vec![],
         })
     }
 
@@ -1517,7 +1609,40 @@ impl Reference {
         self.compare_as(result, true)
     }
 
+    /// [`Reference::compare_alone`], and where it passes and `result` is
+    /// not built on the specialised copy, [`Reference::compare_variants`].
     fn compare_as(&self, result: &Model, specialised: bool) -> Result<VerifyReport> {
+        let mut report = self.compare_alone(result, specialised)?;
+        if !specialised {
+            self.compare_variants(result, &mut report);
+        }
+        Ok(report)
+    }
+
+    /// The references of the samples with a setting at each other value
+    /// verification checks (silero's `sr = 8000`, its 8 kHz network), in
+    /// the order of the values. [`Reference::compare`] compares with them
+    /// too; a result built on [`Reference::specialised`] cannot be (it
+    /// holds the setting this reference's samples hold), and is compared
+    /// with each on a copy of its own ([`Reference::compare_variants`]).
+    pub fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+
+    /// While `report` (of this reference, or of all before) passes,
+    /// compare `result` with the next variant and add its rows, named
+    /// with the variant's label, notes and verdict to `report`.
+    pub fn compare_variants(&self, result: &Model, report: &mut VerifyReport) {
+        for v in &self.variants {
+            if report.status != Status::Passed {
+                break;
+            }
+            report.add_variant(&v.label, v.reference.check(result));
+        }
+    }
+
+    /// This reference's own comparison, without its variants'.
+    fn compare_alone(&self, result: &Model, specialised: bool) -> Result<VerifyReport> {
         let start = Instant::now();
         if let Some(why) = untrusted_op(result) {
             anyhow::bail!("{why}; verify with onnxruntime instead");
@@ -1959,6 +2084,17 @@ impl Reference {
             // Its one-sample runs never serve a verdict.
             memo: None,
             lend: None,
+            // Ranked on each value's sample too: a layer only another
+            // value's branch computes (silero's 8 kHz network) changes
+            // nothing on the held one's.
+            variants: self
+                .variants
+                .iter()
+                .map(|v| Variant {
+                    label: v.label.clone(),
+                    reference: v.reference.one_sample(i),
+                })
+                .collect(),
         }
     }
 
@@ -1970,6 +2106,18 @@ impl Reference {
     /// [`Reference::compare_specialised`] as a report.
     pub fn check_specialised(&self, result: &Model) -> VerifyReport {
         self.check_as(result, true)
+    }
+
+    /// [`Reference::check`] without the variants (a caller comparing
+    /// with them on copies of its own: [`Reference::variants`]).
+    pub fn check_alone(&self, result: &Model) -> VerifyReport {
+        let start = Instant::now();
+        let mut r = self
+            .compare_alone(result, false)
+            .unwrap_or_else(|e| VerifyReport::not_verified(format!("{e:#}")));
+        r.tolerance = self.opts.tolerance;
+        r.seconds = start.elapsed().as_secs_f64();
+        r
     }
 
     fn check_as(&self, result: &Model, specialised: bool) -> VerifyReport {
@@ -2016,6 +2164,9 @@ pub struct ReferenceInputs {
     specs: Vec<inputs::InputSpec>,
     samples: Vec<Vec<Tensor>>,
     notes: Vec<String>,
+    /// Where these are a variant of random samples, what sets it apart
+    /// (`sr = 8000`): see [`ReferenceInputs::variant`].
+    variant: Option<String>,
 }
 
 impl ReferenceInputs {
@@ -2058,7 +2209,88 @@ impl ReferenceInputs {
             specs,
             samples,
             notes,
+            variant: None,
         })
+    }
+
+    /// How many variants of the random samples verification checks: one
+    /// per value of the setting with the most ([`inputs::InputSpec::setting_values`]);
+    /// 1 where no setting has more than one, or the samples are the user's.
+    pub fn variants(&self, opts: &VerifyOptions) -> usize {
+        match opts.inputs.is_some() || self.variant.is_some() {
+            true => 1,
+            false => self
+                .specs
+                .iter()
+                .map(|s| s.setting_values.len())
+                .max()
+                .unwrap_or(0)
+                .max(1),
+        }
+    }
+
+    /// Random samples drawn as these were, with each setting at its `k`-th
+    /// value where it has one, named by what is set (`sr = 8000`): what
+    /// the model computes there is checked by a reference of its own
+    /// ([`Reference::variants`]). Where a sample rate changes, each
+    /// waveform whose length the model leaves free keeps its duration
+    /// (silero's 512-sample chunk at 16 kHz is 256 samples at 8 kHz, the
+    /// only length its 8 kHz network runs at). `None` where no setting
+    /// has a `k`-th value.
+    pub fn variant(
+        &self,
+        k: usize,
+        original: &Model,
+        opts: &VerifyOptions,
+    ) -> Result<Option<ReferenceInputs>> {
+        let g = &original.graph;
+        let mut specs = self.specs.clone();
+        let mut set = vec![];
+        let mut rate = None;
+        for s in &mut specs {
+            let (Some(&value), Some(held)) = (s.setting_values.get(k), s.setting) else {
+                continue;
+            };
+            s.setting = Some(value);
+            set.push(format!("{} = {value}", s.name));
+            if inputs::is_sample_rate(g, &s.name) {
+                rate = Some((held, value));
+            }
+        }
+        if set.is_empty() {
+            return Ok(None);
+        }
+        let label = set.join(", ");
+        let mut notes = self.notes.clone();
+        for s in specs.iter_mut() {
+            let (Some((held, value)), inputs::FloatValues::Waveform) = (rate, s.values) else {
+                continue;
+            };
+            let Some(vi) = g.rest.input.iter().find(|vi| vi.name() == s.name) else {
+                continue;
+            };
+            let free = inputs::samples_axis(vi).filter(|&a| {
+                inputs::fixed_dims(vi).is_some_and(|d| d.get(a).is_some_and(Option::is_none))
+            });
+            let Some(len) = free.and_then(|a| s.shape.get_mut(a)) else {
+                continue;
+            };
+            let scaled = ((*len as i64 * value) as f64 / held.max(1) as f64)
+                .round()
+                .max(1.0);
+            notes.push(format!(
+                "input '{}' holds {scaled} samples (the duration of {len} at {held})",
+                s.name
+            ));
+            *len = scaled as usize;
+        }
+        let samples = inputs::random_samples(&specs, self.samples.len(), opts.seed)?;
+        Ok(Some(ReferenceInputs {
+            specs,
+            samples,
+            notes,
+            variant: Some(label),
+        }))
     }
 
     /// The samples as the original runs on them, when the model has no
