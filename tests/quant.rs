@@ -3074,8 +3074,9 @@ fn reference_samples_of_other_types_do_not_break_calibration() {
 /// of it (a scalar integer input is a setting, not data), so the model is
 /// specialised to one branch and verified, where a different `sr` per sample
 /// left it unverifiable (and nothing written). `sr` holds the rate the
-/// model compares it with, and the report says other values went
-/// unchecked; the audio beside it is drawn at a tenth of full scale, as
+/// model compares it with, and then 8000, the comparison's false side (its
+/// 8 kHz network), in samples of its own, each verified (and each one
+/// `sensitive=auto` measures on); the audio beside it is drawn at a tenth of full scale, as
 /// speech is: on standard normal noise, silero's LSTM cells saturate and
 /// `sensitive=auto` kept three layers in float16 (0.333x, where its int8
 /// weights measure a state cosine of 0.9994 at this level: 0.290x). Its
@@ -3110,13 +3111,21 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
         );
         assert!(stdout.contains(said), "{stdout}");
         // One export compares `sr` with 16000 (an Equal the If reads): it
-        // holds that value, and the values not checked are said; the other
-        // computes with it.
-        assert_eq!(
-            stdout.contains("input 'sr' is a setting the model compares with 16000: held at 16000 in every sample (what the model computes for other values is not checked; pass --inputs to check them)"),
-            name == "silero_vad.onnx",
-            "{stdout}"
-        );
+        // holds that value, then 8000 in samples of its own, where the
+        // chunk keeps its 32 ms (256 samples: the 8 kHz network runs at
+        // no other length in tract), and both networks are compared; the
+        // other export computes with it.
+        for said in [
+            "input 'sr' is a setting the model compares with 16000: checked at 16000 and 8000, each value on samples of its own",
+            "with sr = 8000: input 'input' holds 256 samples (the duration of 512 at 16000)",
+            "stateN (sr = 8000)",
+        ] {
+            assert_eq!(
+                stdout.contains(said),
+                name == "silero_vad.onnx",
+                "{said}\n{stdout}"
+            );
+        }
         for said in [
             "activations: none (weight-only int8): the model carries a recurrent state ('state' <- 'stateN')",
             "recurrent state ('state' <- 'stateN'): the 8 samples are the steps of one stream",
@@ -5349,4 +5358,145 @@ fn text_recognisers_keep_their_activations_float_without_real_lines() {
         "activations: none (weight-only int8): the model reads images and outputs a sequence of class scores",
         "np.savez(out, x=np.random.default_rng(0).uniform(-1, 1, (4, 1, 3, 1, 32)).astype(np.float32))",
     );
+}
+
+/// `If(sr == 16000)` over `x: [1, 64]`: the then-branch `x W1`, the else
+/// branch `((x * mask) W3) * out_mask`, where the masks zero element 0 of
+/// `x` and of the product, and W3's row 0 and column 0 hold outliers (8.0)
+/// that therefore count for nothing: stored as int8 per row or per column,
+/// the outlier sets a scale under which the rest (under 0.1) rounds to a
+/// few levels, and the else branch computes little of what it did.
+/// `w3_scale` scales W3 (a copy of the model that differs in the else
+/// branch alone).
+fn rate_branches(w3_scale: f32) -> Model {
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    use onnx_squeeze::proto::GraphProto;
+    let mut w3 = weights(64 * 32, 3);
+    for (i, w) in w3.iter_mut().enumerate() {
+        if i < 32 || i % 32 == 0 {
+            *w = 8.0;
+        }
+    }
+    w3.iter_mut().for_each(|w| *w *= w3_scale);
+    let mut mask = vec![1.0f32; 64];
+    mask[0] = 0.0;
+    let t = onnx_squeeze::ir::tensor::from_f32;
+    let then = GraphProto {
+        name: Some("then".into()),
+        node: vec![node_proto(
+            "then_mm",
+            "MatMul",
+            &["x", "W1"],
+            &["a"],
+            vec![],
+        )],
+        initializer: vec![t("W1", &[64, 32], &weights(64 * 32, 1))],
+        output: vec![f32_value("a", &[1, 32])],
+        ..Default::default()
+    };
+    let other = GraphProto {
+        name: Some("else".into()),
+        node: vec![
+            node_proto("else_mask", "Mul", &["x", "mask"], &["xm"], vec![]),
+            node_proto("else_mm", "MatMul", &["xm", "W3"], &["bm"], vec![]),
+            node_proto("else_out", "Mul", &["bm", "out_mask"], &["b"], vec![]),
+        ],
+        initializer: vec![
+            t("mask", &[1, 64], &mask),
+            t("W3", &[64, 32], &w3),
+            t("out_mask", &[1, 32], &mask[..32]),
+        ],
+        output: vec![f32_value("b", &[1, 32])],
+        ..Default::default()
+    };
+    let mut p = ModelBuilder::new(13)
+        .input("x", &[1, 64])
+        .init(onnx_squeeze::ir::tensor::int_scalar(
+            "rate",
+            DataType::Int64,
+            16000,
+        ))
+        .node("is16k", "Equal", &["sr", "rate"], &["c"])
+        .node_with(
+            "by_rate",
+            "If",
+            &["c"],
+            &["y"],
+            vec![
+                attr_graph("then_branch", then),
+                attr_graph("else_branch", other),
+            ],
+        )
+        .output("y", &[1, 32])
+        .proto();
+    p.graph
+        .as_mut()
+        .unwrap()
+        .input
+        .push(typed_value("sr", DataType::Int64, &[]));
+    let external = std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into()));
+    Model::from_proto(p, external).unwrap()
+}
+
+/// A model that runs one network per sample rate (`If(sr == 16000)`, as
+/// silero's VAD does) is verified on both: random samples hold `sr` at
+/// 16000, the value it is compared with, and again at 8000, the most used
+/// other rate, which selects the comparison's false side, each value on
+/// samples of its own, its rows in the report named after it. A copy that
+/// differs in the 8 kHz branch alone fails verification (it passed when
+/// only the held value was checked), and `sensitive=auto` takes back the
+/// layer int8 breaks there, which changes nothing at 16000.
+#[test]
+fn each_network_a_sample_rate_selects_is_verified_and_searched() {
+    let dir = scratch("quant-rate-branches");
+    let original = write_model(dir.path(), "rates.onnx", &rate_branches(1.0));
+    let tampered = write_model(dir.path(), "tampered.onnx", &rate_branches(1.01));
+    let o = original.to_string_lossy().into_owned();
+    let out = run_cli(&["verify", &o, &o]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    for said in [
+        "input 'sr' is a setting the model compares with 16000: checked at 16000 and 8000, each value on samples of its own",
+        "y (sr = 8000)",
+    ] {
+        assert!(s.contains(said), "{s}");
+    }
+    let out = run_cli(&["verify", &o, &tampered.to_string_lossy()]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{s}{}", text(&out.stderr));
+    assert!(s.contains("y (sr = 8000)"), "{s}");
+    assert!(
+        s.contains("with sr = 8000: outputs out of tolerance"),
+        "{s}"
+    );
+
+    let q = dir.path().join("q.onnx");
+    let s = run_passes_verified(
+        "clean,quant(min_weight_elements=16,min_reduction=1)",
+        &[],
+        &original,
+        &q,
+    );
+    assert!(s.contains("y (sr = 8000)"), "{s}");
+    assert!(
+        s.contains("sensitive=auto: full quantization gave cosine"),
+        "{s}"
+    );
+    let (m, _) = Model::load(&q).unwrap();
+    let body = format!("{:?}", m.to_proto());
+    assert!(body.contains("W1_q"), "the 16 kHz weight is int8");
+    assert!(!body.contains("W3_q"), "the 8 kHz weight is taken back");
+    // Both rates in onnxruntime, on samples of each.
+    for rate in [16000, 8000] {
+        let npz = dir.path().join(format!("sr{rate}.npz"));
+        write_npz(
+            &npz,
+            &format!("np.savez(out, x=np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32), sr=np.array({rate}, np.int64))"),
+        );
+        assert_ort_matches(&original, &q, &{
+            let mut a = quantized("0.99");
+            a.extend(["--inputs".to_string(), npz.to_string_lossy().into_owned()]);
+            a
+        });
+    }
 }

@@ -165,6 +165,27 @@ fn score(r: &VerifyReport) -> f64 {
         .fold(1.0f64, f64::min)
 }
 
+/// An If model specialised as a reference runs it
+/// ([`crate::verify::Reference::specialised`]), and as each of its
+/// variants does, in their order: candidates are built on these copies.
+struct Specialised {
+    main: Option<Model>,
+    variants: Vec<Option<Model>>,
+}
+
+impl Specialised {
+    fn of(reference: &crate::verify::Reference, model: &Model) -> Specialised {
+        Specialised {
+            main: reference.specialised(model).ok().flatten(),
+            variants: reference
+                .variants()
+                .iter()
+                .map(|v| v.reference.specialised(model).ok().flatten())
+                .collect(),
+        }
+    }
+}
+
 /// What `sensitive=auto` compares candidates with.
 pub(super) enum Baseline {
     /// Verification's reference of the original, shared by the pipeline
@@ -336,10 +357,12 @@ impl Quant {
         };
         // An If model the reference specialises (fixed inputs) is specialised
         // once here, and each candidate built on that copy; a candidate whose
-        // patches do not translate to it is specialised on its own.
-        let specialised = reference.specialised(model).ok().flatten();
+        // patches do not translate to it is specialised on its own. Each
+        // variant of the reference (a setting at another value: silero's
+        // 8 kHz network) has its copy.
+        let specialised = Specialised::of(reference, model);
         let eval_on = |reference: &Reference,
-                       specialised: Option<&Model>,
+                       specialised: &Specialised,
                        keep: &[bool],
                        fallback: &[Option<Stored>]|
          -> Result<VerifyReport> {
@@ -349,31 +372,42 @@ impl Quant {
                     false => fallback.get(i).and_then(Option::as_ref).map(|s| &s.patch),
                 })
                 .collect();
-            if let Some(s) = specialised {
-                let translated: Option<Vec<Patch>> = chosen
-                    .iter()
-                    .map(|p| crate::verify::translate_patch(p, g, &s.graph))
-                    .collect();
-                if let Some(t) = translated {
-                    let mut m = s.clone();
-                    for p in &t {
-                        if p.is_applicable(&m.graph) {
-                            m.apply(p)?;
+            // The candidate as `reference` alone judges it.
+            let alone = |reference: &Reference, specialised: Option<&Model>| {
+                if let Some(s) = specialised {
+                    let translated: Option<Vec<Patch>> = chosen
+                        .iter()
+                        .map(|p| crate::verify::translate_patch(p, g, &s.graph))
+                        .collect();
+                    if let Some(t) = translated {
+                        let mut m = s.clone();
+                        for p in &t {
+                            if p.is_applicable(&m.graph) {
+                                m.apply(p)?;
+                            }
                         }
+                        return Ok(reference.check_specialised(&m));
                     }
-                    return Ok(reference.check_specialised(&m));
                 }
-            }
-            let mut m = model.clone();
-            for p in chosen {
-                if p.is_applicable(&m.graph) {
-                    m.apply(p)?;
+                let mut m = model.clone();
+                for p in &chosen {
+                    if p.is_applicable(&m.graph) {
+                        m.apply(p)?;
+                    }
                 }
+                anyhow::Ok(reference.check_alone(&m))
+            };
+            let mut report = alone(reference, specialised.main.as_ref())?;
+            for (v, s) in reference.variants().iter().zip(&specialised.variants) {
+                if report.status != Status::Passed {
+                    break;
+                }
+                report.add_variant(&v.label, alone(&v.reference, s.as_ref())?);
             }
-            Ok(reference.check(&m))
+            Ok(report)
         };
         let on_verification = |keep: &[bool], fallback: &[Option<Stored>]| {
-            eval_on(reference, specialised.as_ref(), keep, fallback)
+            eval_on(reference, &specialised, keep, fallback)
         };
         let all = vec![true; n];
         progress.say("checking the result in tract");
@@ -388,7 +422,7 @@ impl Quant {
         let can_widen = opts.inputs.is_none() && verification_samples < SEARCH_SAMPLES;
         // The wide reference, and the model specialised to its samples
         // (an If model's), once.
-        let widen = |ctx: &mut PassCtx, why: &str| -> Option<(Reference, Option<Model>)> {
+        let widen = |ctx: &mut PassCtx, why: &str| -> Option<(Reference, Specialised)> {
             progress.say(&format!(
                 "{why}; running the model on {SEARCH_SAMPLES} random samples to search on"
             ));
@@ -401,7 +435,7 @@ impl Quant {
             // verification's own, which then plans and runs nothing.
             match Reference::new(model, &wide_opts).map(|w| w.lending_to(reference)) {
                 Ok(w) => {
-                    let specialised = w.specialised(model).ok().flatten();
+                    let specialised = Specialised::of(&w, model);
                     Some((w, specialised))
                 }
                 Err(e) => {
@@ -441,7 +475,7 @@ impl Quant {
                 let Some((w, spec)) = widen(ctx, &why) else {
                     return Ok(patches);
                 };
-                let x = eval_on(&w, spec.as_ref(), &all, &[])?;
+                let x = eval_on(&w, &spec, &all, &[])?;
                 if x.status == Status::Passed {
                     return Ok(patches);
                 }
@@ -477,7 +511,7 @@ impl Quant {
             if v.status != Status::Passed {
                 return Ok(v);
             }
-            let x = eval_on(w, specialised.as_ref(), keep, fallback)?;
+            let x = eval_on(w, specialised, keep, fallback)?;
             Ok(match x.status != Status::Passed || score(&x) <= score(&v) {
                 true => x,
                 false => v,
@@ -531,7 +565,7 @@ impl Quant {
             idxs.iter().for_each(|&i| keep[i] = true);
             // Scored against a float rest (fallbacks would cost a patch
             // per weight in every candidate, and rank the same).
-            let s = score(&eval_on(&ranking, specialised.as_ref(), &keep, &[])?);
+            let s = score(&eval_on(&ranking, &specialised, &keep, &[])?);
             if let Ok(mut done) = measured.lock() {
                 *done += 1;
                 progress.say(&format!(
