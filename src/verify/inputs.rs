@@ -847,7 +847,7 @@ pub fn input_specs(
         };
         let setting = setting_values.first().copied();
         if let Some(c) = setting {
-            notes.push(setting_note(g, vi.name(), &setting_values, c));
+            notes.push(setting_note(g, vi.name(), &[c]));
         }
         if is_integer(dtype)
             && !shape.is_empty()
@@ -1084,9 +1084,10 @@ fn setting_values(g: &Graph, vi: &crate::proto::ValueInfoProto, dtype: DataType)
     values
 }
 
-/// What verification does with a setting held at `values` (the first,
-/// `held`, in the reference's own samples).
-fn setting_note(g: &Graph, name: &str, values: &[i64], held: i64) -> String {
+/// What verification did with a setting checked at `values`, the first
+/// held in every sample of a reference, each other on samples of its own
+/// (a reference's variants: said once they are built).
+pub fn setting_note(g: &Graph, name: &str, values: &[i64]) -> String {
     let compared = compared_with(g, name);
     let list = |v: &[i64]| {
         let v: Vec<String> = v.iter().map(i64::to_string).collect();
@@ -1097,7 +1098,8 @@ fn setting_note(g: &Graph, name: &str, values: &[i64], held: i64) -> String {
         }
     };
     match values {
-        [_] => format!(
+        [] => String::new(),
+        [held] => format!(
             "input '{name}' is a setting the model compares with {}: held at {held} in every sample (what the model computes for other values is not checked; pass --inputs to check them)",
             list(&compared)
         ),
@@ -2237,11 +2239,17 @@ mod tests {
         assert_eq!(specs[0].values, FloatValues::Waveform);
         assert_eq!(specs[1].setting, Some(16000));
         assert_eq!(specs[1].setting_values, [16000, 8000]);
+        // Said of the value the samples hold; the values checked beside it
+        // are said once their references are built.
         assert!(
             notes.iter().any(|n| n.contains(
-                "input 'sr' is a setting the model compares with 16000: checked at 16000 and 8000, each value on samples of its own"
+                "input 'sr' is a setting the model compares with 16000: held at 16000 in every sample"
             )),
             "{notes:?}"
+        );
+        assert_eq!(
+            setting_note(&m.graph, "sr", &[16000, 8000]),
+            "input 'sr' is a setting the model compares with 16000: checked at 16000 and 8000, each value on samples of its own (other values are not checked; pass --inputs to check them)"
         );
         assert!(
             notes

@@ -6,7 +6,8 @@
 //! a model has `If` nodes, inputs that are the same in every sample are made
 //! constant and the taken branch inlined (tract types both branches, and an
 //! untaken branch may not type for the given shapes); the report then says
-//! that only that branch was checked. A model tract cannot run is reported
+//! that only that branch was checked, or, where such an input is a setting
+//! checked at several values (a sample rate), the branch each selects. A model tract cannot run is reported
 //! `not_verified` with the reason: never called verified.
 //!
 //! Outputs that follow a selection by values (`NonMaxSuppression`,
@@ -140,8 +141,10 @@ impl VerifyReport {
         if self.status == Status::Passed && other.status != Status::Passed {
             self.status = other.status;
             self.reason = other.reason.map(|r| format!("with {label}: {r}"));
+            // The sample a search then ranks on: where the result missed.
+            self.worst_sample = other.worst_sample;
         }
-        self.samples += other.samples;
+        // (`samples` stays this report's: each value has as many.)
         self.seconds += other.seconds;
         self.reused_seconds += other.reused_seconds;
         for mut o in other.outputs {
@@ -381,7 +384,8 @@ impl std::fmt::Debug for Reference {
 /// Verification's reference of the original, built once, on first use,
 /// and shared by the passes that compare candidates with the original on
 /// verification's samples (`quant`'s `sensitive=auto`) and by the
-/// verification that follows them: the original is planned and run once.
+/// verification that follows them: the original is planned and run once
+/// (once per value of a setting checked at several: [`Reference::variants`]).
 /// The size search may have built it already ([`SharedReference::built`]);
 /// else the first [`SharedReference::get`] builds it, and a run where
 /// nobody asks (no pass changed the graph) builds none. Comparisons run
@@ -1244,6 +1248,7 @@ impl Reference {
         let count = inputs.variants(opts);
         let source = (count > 1).then(|| inputs.clone());
         let mut main = Self::build_one(original, opts, inputs, expected)?;
+        let mut checked = vec![];
         for k in 1..count {
             let Some(v) = source
                 .as_ref()
@@ -1256,17 +1261,32 @@ impl Reference {
             };
             let label = v.variant.clone().unwrap_or_default();
             match Self::build_one(original, opts, v, None) {
-                Ok(mut r) => {
-                    // Its own memo: the last result that passed here.
-                    r.memo = Some(RunMemo::default());
+                Ok(r) => {
+                    checked.push(k);
                     main.variants.push(Variant {
                         label,
                         reference: r,
                     });
                 }
-                Err((_, e)) => main.notes.push(format!(
-                    "with {label}: not checked, the original does not run there in tract ({e:#})"
-                )),
+                Err((_, e)) => main
+                    .notes
+                    .push(format!("with {label}: not checked ({e:#})")),
+            }
+        }
+        // The settings' notes say the values checked, where any but the
+        // first was.
+        for s in main.specs.iter().filter(|s| s.setting_values.len() > 1) {
+            let held = &s.setting_values[..1];
+            let values: Vec<i64> = s
+                .setting_values
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k == 0 || checked.contains(k))
+                .map(|(_, v)| *v)
+                .collect();
+            let said = inputs::setting_note(&original.graph, &s.name, held);
+            if let Some(n) = main.notes.iter_mut().find(|n| **n == said) {
+                *n = inputs::setting_note(&original.graph, &s.name, &values);
             }
         }
         main.seconds = start.elapsed().as_secs_f64();
@@ -1429,7 +1449,7 @@ impl Reference {
                 if if_model && !fixed.is_empty() {
                     let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
                     notes.push(format!(
-                        "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches they select were checked ({remaining} If node(s) left)"
+                        "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches their values select were checked ({remaining} If node(s) left)"
                     ));
                     notes.extend(unchecked_settings(
                         original,
@@ -1521,6 +1541,10 @@ impl Reference {
     /// with other references on the same samples (see [`RunMemo`]).
     pub fn with_memo(mut self, memo: RunMemo) -> Reference {
         self.memo = Some(memo);
+        // Each variant its own: the last result that passed there.
+        for v in &mut self.variants {
+            v.reference.memo = Some(RunMemo::default());
+        }
         self
     }
 
@@ -2261,7 +2285,16 @@ impl ReferenceInputs {
             return Ok(None);
         }
         let label = set.join(", ");
+        // The note of the value held in the first samples is the main
+        // reference's to say (with the values checked).
+        let held: Vec<String> = self
+            .specs
+            .iter()
+            .filter(|s| s.setting_values.len() > k)
+            .filter_map(|s| Some(inputs::setting_note(g, &s.name, &[s.setting?])))
+            .collect();
         let mut notes = self.notes.clone();
+        notes.retain(|n| !held.contains(n));
         for s in specs.iter_mut() {
             let (Some((held, value)), inputs::FloatValues::Waveform) = (rate, s.values) else {
                 continue;
@@ -3112,6 +3145,57 @@ mod tests {
         assert!(lossy.contains(" - "), "{lossy}");
         r.tolerance.rtol = 1e-3;
         assert!(row(&r.table()).contains("2.600e4"));
+    }
+
+    /// A variant's comparison adds its rows under its value, its notes
+    /// the report lacks after it, and its verdict (with the sample it
+    /// missed most on) where the report passed; a report that failed keeps
+    /// its own verdict. Samples stay the report's: each value has as many.
+    #[test]
+    fn a_variant_adds_its_rows_notes_and_verdict() {
+        use super::{OutputMetrics, Status, VerifyReport};
+        let report = |status: Status, cosine: f64, worst: usize, notes: &[&str]| VerifyReport {
+            status,
+            reason: (status != Status::Passed).then(|| "outputs out of tolerance: y".into()),
+            samples: 8,
+            outputs: vec![OutputMetrics {
+                name: "y".into(),
+                max_abs: 0.1,
+                mean_abs: 0.01,
+                max_rel: 1.0,
+                cosine,
+                top1: None,
+                passed: status == Status::Passed,
+                vacuous: false,
+            }],
+            notes: notes.iter().map(|n| n.to_string()).collect(),
+            worst_sample: Some(worst),
+            ..VerifyReport::not_verified("")
+        };
+        let mut r = report(Status::Passed, 0.999, 1, &["shared", "main only"]);
+        r.add_variant(
+            "sr = 8000",
+            report(Status::Failed, 0.5, 3, &["shared", "its own"]),
+        );
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("with sr = 8000: outputs out of tolerance: y")
+        );
+        assert_eq!(r.worst_sample, Some(3));
+        assert_eq!(r.samples, 8);
+        let rows: Vec<&str> = r.outputs.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(rows, ["y", "y (sr = 8000)"]);
+        assert_eq!(
+            r.notes,
+            ["shared", "main only", "with sr = 8000: its own"].map(String::from)
+        );
+        // A failed report keeps its verdict and worst sample.
+        let mut r = report(Status::Failed, 0.5, 1, &[]);
+        r.add_variant("sr = 8000", report(Status::Passed, 0.999, 3, &[]));
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.worst_sample, Some(1));
+        assert_eq!(r.reason.as_deref(), Some("outputs out of tolerance: y"));
     }
 
     #[test]
