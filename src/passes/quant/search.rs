@@ -361,10 +361,16 @@ impl Quant {
         // variant of the reference (a setting at another value: silero's
         // 8 kHz network) has its copy.
         let specialised = Specialised::of(reference, model);
+        // Each variant is checked before the reference itself: a candidate
+        // that fails on one then leaves no plan held back for the wide
+        // check (`Reference::keeping_plans`). Where `every_value` is false, the
+        // first failure decides; a ranking or the full result's score
+        // takes every value's rows.
         let eval_on = |reference: &Reference,
                        specialised: &Specialised,
                        keep: &[bool],
-                       fallback: &[Option<Stored>]|
+                       fallback: &[Option<Stored>],
+                       every_value: bool|
          -> Result<VerifyReport> {
             let chosen: Vec<&Patch> = (0..n)
                 .filter_map(|i| match keep[i] {
@@ -397,21 +403,34 @@ impl Quant {
                 }
                 anyhow::Ok(reference.check_alone(&m))
             };
-            let mut report = alone(reference, specialised.main.as_ref())?;
+            let mut variants = vec![];
             for (v, s) in reference.variants().iter().zip(&specialised.variants) {
-                if report.status != Status::Passed {
-                    break;
+                let r = alone(&v.reference, s.as_ref())?;
+                if r.status != Status::Passed && !every_value {
+                    // This value's rows alone, under its name.
+                    let mut missed = VerifyReport {
+                        status: Status::Passed,
+                        reason: None,
+                        tolerance: r.tolerance,
+                        ..VerifyReport::not_verified("")
+                    };
+                    missed.add_variant(&v.label, r);
+                    return Ok(missed);
                 }
-                report.add_variant(&v.label, alone(&v.reference, s.as_ref())?);
+                variants.push((&v.label, r));
+            }
+            let mut report = alone(reference, specialised.main.as_ref())?;
+            for (label, r) in variants {
+                report.add_variant(label, r);
             }
             Ok(report)
         };
         let on_verification = |keep: &[bool], fallback: &[Option<Stored>]| {
-            eval_on(reference, &specialised, keep, fallback)
+            eval_on(reference, &specialised, keep, fallback, false)
         };
         let all = vec![true; n];
         progress.say("checking the result in tract");
-        let full = on_verification(&all, &[])?;
+        let full = eval_on(reference, &specialised, &all, &[], true)?;
         // The search's samples: verification's where they are the user's or
         // number SEARCH_SAMPLES already, else SEARCH_SAMPLES random ones
         // from its seed, its own among them (see `SEARCH_SAMPLES`); a
@@ -475,7 +494,7 @@ impl Quant {
                 let Some((w, spec)) = widen(ctx, &why) else {
                     return Ok(patches);
                 };
-                let x = eval_on(&w, &spec, &all, &[])?;
+                let x = eval_on(&w, &spec, &all, &[], true)?;
                 if x.status == Status::Passed {
                     return Ok(patches);
                 }
@@ -511,7 +530,7 @@ impl Quant {
             if v.status != Status::Passed {
                 return Ok(v);
             }
-            let x = eval_on(w, specialised, keep, fallback)?;
+            let x = eval_on(w, specialised, keep, fallback, false)?;
             Ok(match x.status != Status::Passed || score(&x) <= score(&v) {
                 true => x,
                 false => v,
@@ -565,7 +584,7 @@ impl Quant {
             idxs.iter().for_each(|&i| keep[i] = true);
             // Scored against a float rest (fallbacks would cost a patch
             // per weight in every candidate, and rank the same).
-            let s = score(&eval_on(&ranking, &specialised, &keep, &[])?);
+            let s = score(&eval_on(&ranking, &specialised, &keep, &[], true)?);
             if let Ok(mut done) = measured.lock() {
                 *done += 1;
                 progress.say(&format!(
