@@ -7,8 +7,9 @@
 //! constant and the taken branch inlined (tract types both branches, and an
 //! untaken branch may not type for the given shapes); the report then says
 //! that only that branch was checked, or, where such an input is a setting
-//! checked at several values (a sample rate), the branch each selects. A model tract cannot run is reported
-//! `not_verified` with the reason: never called verified.
+//! checked at several values (a sample rate), the branch each selects. A
+//! model tract cannot run is reported `not_verified` with the reason: never
+//! called verified.
 //!
 //! Outputs that follow a selection by values (`NonMaxSuppression`,
 //! `NonZero`: a detector's kept boxes; `TopK`: an end-to-end detector's best
@@ -135,8 +136,8 @@ impl VerifyReport {
 
     /// Add a variant's comparison ([`Reference::variants`]): its rows,
     /// each output's name followed by `label`; its notes that this report
-    /// lacks, after `label`; its samples and time; and its verdict where
-    /// this report passed.
+    /// lacks, after `label`; its time; and its verdict, with the sample it
+    /// missed most on, where this report passed.
     pub fn add_variant(&mut self, label: &str, other: VerifyReport) {
         if self.status == Status::Passed && other.status != Status::Passed {
             self.status = other.status;
@@ -2287,14 +2288,14 @@ impl ReferenceInputs {
         let label = set.join(", ");
         // The note of the value held in the first samples is the main
         // reference's to say (with the values checked).
-        let held: Vec<String> = self
+        let held_notes: Vec<String> = self
             .specs
             .iter()
             .filter(|s| s.setting_values.len() > k)
             .filter_map(|s| Some(inputs::setting_note(g, &s.name, &[s.setting?])))
             .collect();
         let mut notes = self.notes.clone();
-        notes.retain(|n| !held.contains(n));
+        notes.retain(|n| !held_notes.contains(n));
         for s in specs.iter_mut() {
             let (Some((held, value)), inputs::FloatValues::Waveform) = (rate, s.values) else {
                 continue;
