@@ -1438,7 +1438,7 @@ fn ramp_length(g: &Graph, v: &str) -> Option<i64> {
 const RAMP_MAX: i64 = 1 << 16;
 
 /// A setting's value as the scalar of type `dtype` a sample holds.
-pub fn setting_tensor(value: i64, dtype: DataType) -> Result<Tensor> {
+fn setting_tensor(value: i64, dtype: DataType) -> Result<Tensor> {
     Ok(tract_onnx::prelude::tensor0(value)
         .cast_to_dt(crate::verify::tract::datum_type(dtype)?)
         .map_err(|e| anyhow::anyhow!("{e}"))?

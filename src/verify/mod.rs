@@ -1657,7 +1657,7 @@ impl Reference {
     /// While `report` (of this reference, or of all before) passes,
     /// compare `result` with the next variant and add its rows, named
     /// with the variant's label, notes and verdict to `report`.
-    pub fn compare_variants(&self, result: &Model, report: &mut VerifyReport) {
+    fn compare_variants(&self, result: &Model, report: &mut VerifyReport) {
         for v in &self.variants {
             if report.status != Status::Passed {
                 break;
@@ -2136,20 +2136,18 @@ impl Reference {
     /// [`Reference::check`] without the variants (a caller comparing
     /// with them on copies of its own: [`Reference::variants`]).
     pub fn check_alone(&self, result: &Model) -> VerifyReport {
-        let start = Instant::now();
-        let mut r = self
-            .compare_alone(result, false)
-            .unwrap_or_else(|e| VerifyReport::not_verified(format!("{e:#}")));
-        r.tolerance = self.opts.tolerance;
-        r.seconds = start.elapsed().as_secs_f64();
-        r
+        self.report_of(|| self.compare_alone(result, false))
     }
 
     fn check_as(&self, result: &Model, specialised: bool) -> VerifyReport {
+        self.report_of(|| self.compare_as(result, specialised))
+    }
+
+    /// A comparison as a report (errors become `not_verified`), with this
+    /// reference's tolerance and the comparison's time.
+    fn report_of(&self, compare: impl FnOnce() -> Result<VerifyReport>) -> VerifyReport {
         let start = Instant::now();
-        let mut r = self
-            .compare_as(result, specialised)
-            .unwrap_or_else(|e| VerifyReport::not_verified(format!("{e:#}")));
+        let mut r = compare().unwrap_or_else(|e| VerifyReport::not_verified(format!("{e:#}")));
         r.tolerance = self.opts.tolerance;
         r.seconds = start.elapsed().as_secs_f64();
         r
