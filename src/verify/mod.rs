@@ -26,6 +26,7 @@
 
 pub mod contrib;
 pub mod dims;
+mod fake_quant;
 mod grid_sample;
 pub mod inputs;
 pub mod lower;

@@ -683,6 +683,7 @@ fn plan_of(
     }
     softmax_on_last_axis(&mut optimized).context("tract cannot analyse the model")?;
     planar_grid_samples(&mut optimized).context("tract cannot analyse the model")?;
+    super::fake_quant::fuse_pairs(&mut optimized).context("tract cannot analyse the model")?;
     // Watched values are outputs while the plan is made (so that tract
     // computes them as they are, fused into nothing), then no longer:
     // each is freed once its last reader has run, as any other value.
@@ -2129,5 +2130,76 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out[0], theirs[0].clone().into_tensor());
+    }
+
+    /// A plan computes an activation's QuantizeLinear and the
+    /// DequantizeLinear that alone reads its codes with one
+    /// [`super::super::fake_quant::FakeQuant`] (tested against tract's pair
+    /// there), also where the codes are reshaped between them; codes two
+    /// ops read keep tract's ops.
+    #[test]
+    fn plans_fuse_the_quantize_dequantize_pairs_of_activations() {
+        use crate::ir::tensor::{from_i64, int_scalar};
+        use crate::proto::tensor_proto::DataType;
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        enum Codes {
+            ReadOnce,
+            Reshaped,
+            ReadTwice,
+        }
+        let build = |codes: Codes| {
+            let b = ModelBuilder::new(13)
+                .input("x", &[1, 64])
+                .init_f32("s", &[], &[0.05])
+                .init(int_scalar("z", DataType::Uint8, 128))
+                .node("q", "QuantizeLinear", &["x", "s", "z"], &["c"]);
+            let b = match codes {
+                Codes::Reshaped => b
+                    .init(from_i64("shape", &[8, 8]))
+                    .node("reshape", "Reshape", &["c", "shape"], &["c8"])
+                    .node("dq", "DequantizeLinear", &["c8", "s", "z"], &["d"])
+                    .node("relu", "Relu", &["d"], &["y"])
+                    .output("y", &[8, 8]),
+                _ => b
+                    .node("dq", "DequantizeLinear", &["c", "s", "z"], &["d"])
+                    .node("relu", "Relu", &["d"], &["y"])
+                    .output("y", &[1, 64]),
+            };
+            match codes {
+                Codes::ReadTwice => b
+                    .init_f32("s2", &[], &[0.1])
+                    .node("dq2", "DequantizeLinear", &["c", "s2", "z"], &["d2"])
+                    .output("d2", &[1, 64])
+                    .proto(),
+                _ => b.proto(),
+            }
+        };
+        let xs: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) * 0.137).collect();
+        let input = [Tensor::from_shape(&[1, 64], &xs).unwrap()];
+        let want: Vec<f32> = xs
+            .iter()
+            .map(|x| ((x / 0.05).round_ties_even().clamp(-128.0, 127.0) * 0.05).max(0.0))
+            .collect();
+        for codes in [Codes::ReadOnce, Codes::Reshaped, Codes::ReadTwice] {
+            let runner = Runner::new(build(codes), &input, MANY_RUNS).unwrap();
+            let ops: Vec<String> = runner
+                .plan
+                .model()
+                .nodes()
+                .iter()
+                .map(|n| n.op.name().to_string())
+                .collect();
+            assert_eq!(
+                ops.iter().any(|o| o == "FakeQuant"),
+                codes != Codes::ReadTwice,
+                "{codes:?}: {ops:?}"
+            );
+            let y = runner.run(&input).unwrap();
+            let view = y[0].try_as_plain_ram().unwrap();
+            let got = view.as_slice::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "{got:?} against {want:?}");
+            }
+        }
     }
 }
