@@ -347,6 +347,10 @@ pub struct Reference {
     /// Where a result's run that passes here serves another reference on
     /// this one's leading samples ([`Reference::lending_to`]).
     lend: Option<Lend>,
+    /// Where results that differ from one another in their weights' values
+    /// alone are run on one plan, their weights fed as inputs
+    /// ([`Reference::feeding_weights`]).
+    fed: Option<Arc<std::sync::OnceLock<Option<FedWeights>>>>,
     /// The references of the same samples with a setting at each other
     /// value verification checks ([`ReferenceInputs::variant`]): a result
     /// is compared with each, and its report holds their outputs too.
@@ -690,6 +694,66 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
             t.hash(&mut h);
         }
     }
+    h.digest128()
+}
+
+/// The fewest values of a float32 initializer that
+/// [`Reference::feeding_weights`] feeds as an input (`quant`'s
+/// `min_weight_elements` default: smaller ones are not quantized).
+pub const FED_MIN_ELEMENTS: usize = 128;
+
+/// A plan with a model's weights as inputs, and the key of the model's
+/// structure it runs ([`structure_key`]).
+struct FedWeights {
+    key: u128,
+    runner: tract::Runner,
+    /// Results run on it.
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+/// The float32 initializers of `proto`'s main graph of [`FED_MIN_ELEMENTS`]
+/// values or more held in `raw_data`, by name.
+fn fed_weights(proto: &crate::proto::ModelProto) -> Vec<String> {
+    let Some(g) = proto.graph.as_ref() else {
+        return vec![];
+    };
+    let listed: std::collections::HashSet<&str> = g.input.iter().map(|i| i.name()).collect();
+    let mut names: Vec<String> = g
+        .initializer
+        .iter()
+        .filter(|t| {
+            t.data_type() == crate::proto::tensor_proto::DataType::Float as i32
+                && !t.dims.is_empty()
+                && !listed.contains(t.name())
+                && t.raw_data.as_ref().map_or(0, |r| r.len()) >= 4 * FED_MIN_ELEMENTS
+                && t.raw_data.as_ref().map(|r| r.len() as i64)
+                    == Some(4 * t.dims.iter().product::<i64>())
+        })
+        .map(|t| t.name().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// [`fingerprint`] of `proto` without the values of the initializers named
+/// in `fed` (their names, types and shapes count) and without samples: two
+/// models of one key differ in those values alone.
+fn structure_key(proto: &crate::proto::ModelProto, fed: &[String]) -> u128 {
+    use prost::Message;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut light = proto.clone(); // weights are shared `Bytes`: not copied
+    if let Some(g) = light.graph.as_mut() {
+        g.initializer.sort_by(|a, b| a.name().cmp(b.name()));
+        h.update(&(g.initializer.len() as u64).to_le_bytes());
+        for t in &mut g.initializer {
+            let raw = t.raw_data.take().unwrap_or_default();
+            h.update(&(raw.len() as u64).to_le_bytes());
+            if fed.binary_search_by(|f| f.as_str().cmp(t.name())).is_err() {
+                h.update(&raw);
+            }
+        }
+    }
+    h.update(&light.encode_to_vec());
     h.digest128()
 }
 
@@ -1535,6 +1599,7 @@ impl Reference {
             seconds: start.elapsed().as_secs_f64(),
             memo: None,
             lend: None,
+            fed: None,
             variants: vec![],
         })
     }
@@ -1548,6 +1613,107 @@ impl Reference {
             v.reference.memo = Some(RunMemo::default());
         }
         self
+    }
+
+    /// Results compared with this reference that differ from the first one
+    /// compared in their weights' values alone (float32 initializers of
+    /// [`FED_MIN_ELEMENTS`] values or more, once stored weights are
+    /// expanded for tract) run on one plan of that first one, the weights
+    /// fed as inputs, instead of a plan each. For `sensitive=auto`'s
+    /// ranking of weight-only layer groups, one sample each: tract's
+    /// parsing, typing and code generation were three quarters of a
+    /// candidate's cost there, and a run with weights fed takes about twice
+    /// one with constant weights (packed on each run). Where a result
+    /// differs otherwise (or the plan cannot be made), it is planned alone,
+    /// as without this.
+    pub fn feeding_weights(mut self) -> Reference {
+        self.fed = Some(Arc::new(std::sync::OnceLock::new()));
+        self
+    }
+
+    /// The outputs of `copy` (the result as tract runs it) on this
+    /// reference's samples, from the plan that feeds weights (see
+    /// [`Reference::feeding_weights`]); `None` where there is none or
+    /// `copy` differs from its model in more than its weights' values.
+    fn run_fed(&self, copy: &crate::proto::ModelProto) -> Option<Ran> {
+        let cell = self.fed.as_ref()?;
+        let first = self.run_samples.first()?;
+        let weights = fed_weights(copy);
+        if weights.is_empty() {
+            return None;
+        }
+        let key = structure_key(copy, &weights);
+        let values = |copy: &crate::proto::ModelProto| -> Result<Vec<Tensor>> {
+            let inits = &copy
+                .graph
+                .as_ref()
+                .context("a model without a graph")?
+                .initializer;
+            let by_name: HashMap<&str, &crate::proto::TensorProto> =
+                inits.iter().map(|t| (t.name(), t)).collect();
+            weights
+                .iter()
+                .map(|w| {
+                    let t = by_name.get(w.as_str()).context("a weight gone")?;
+                    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+                    tract::tensor_from_bytes(
+                        crate::proto::tensor_proto::DataType::Float,
+                        &dims,
+                        t.raw_data.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
+        let plan = cell.get_or_init(|| {
+            let fed = values(copy).ok()?;
+            let mut proto = copy.clone(); // weights are shared `Bytes`
+            let g = proto.graph.as_mut()?;
+            let moved: std::collections::HashSet<&str> =
+                weights.iter().map(String::as_str).collect();
+            let (inputs, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut g.initializer)
+                .into_iter()
+                .partition(|t| moved.contains(t.name()));
+            g.initializer = kept;
+            let mut inputs = inputs;
+            inputs.sort_by(|a, b| a.name().cmp(b.name()));
+            g.input.extend(inputs.iter().map(|t| {
+                crate::ir::builder::typed_value(
+                    t.name(),
+                    crate::proto::tensor_proto::DataType::Float,
+                    &t.dims,
+                )
+            }));
+            drop(inputs);
+            let feed: Vec<Tensor> = first.iter().cloned().chain(fed).collect();
+            let runner = tract::Runner::new(proto, &feed, usize::MAX).ok()?;
+            Some(FedWeights {
+                key,
+                runner,
+                runs: Default::default(),
+            })
+        });
+        let plan = plan.as_ref().filter(|p| p.key == key)?;
+        // The weights copied once a sample (moved into the last one).
+        let mut fed = Some(values(copy).ok()?);
+        let n = self.run_samples.len();
+        let samples: Vec<Vec<Tensor>> = self
+            .run_samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let weights = match i + 1 == n {
+                    true => fed.take().unwrap_or_default(),
+                    false => fed.clone().unwrap_or_default(),
+                };
+                s.iter().cloned().chain(weights).collect()
+            })
+            .collect();
+        let outputs = run_on(&plan.runner, &samples, &[]).ok()?;
+        plan.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Ran {
+            outputs,
+            half_as_float: plan.runner.computes_half_as_float(),
+        })
     }
 
     /// A result that passes this reference leaves its run on the leading
@@ -1794,30 +1960,43 @@ impl Reference {
                         .as_ref()
                         .zip(lend_key)
                         .and_then(|(l, k)| l.memo.head(k));
-                    let (head, runner) = match head {
-                        Some((ran, runner)) => (ran.outputs, runner),
-                        None => (
-                            vec![],
-                            Arc::new(
-                                tract::Runner::new(
-                                    res_copy,
-                                    &self.run_samples[0],
-                                    self.run_samples.len(),
-                                )
-                                .context("the rewritten model does not run in tract")?,
-                            ),
-                        ),
+                    // A copy that differs from the one a plan feeding
+                    // weights was made for in its weights' values alone
+                    // runs there (see `Reference::feeding_weights`); that
+                    // plan is not kept for other samples.
+                    let fed = match head {
+                        None => self.run_fed(&res_copy),
+                        Some(_) => None,
                     };
-                    let mut outputs = head;
-                    outputs.extend(
-                        run_on(&runner, &self.run_samples[outputs.len()..], &[])
-                            .context("the rewritten model does not run in tract")?,
-                    );
-                    let ran = Ran {
-                        outputs,
-                        half_as_float: runner.computes_half_as_float(),
-                    };
-                    (ran, None, Some(runner))
+                    match (fed, head) {
+                        (Some(ran), _) => (ran, None, None),
+                        (None, head) => {
+                            let (head, runner) = match head {
+                                Some((ran, runner)) => (ran.outputs, runner),
+                                None => (
+                                    vec![],
+                                    Arc::new(
+                                        tract::Runner::new(
+                                            res_copy,
+                                            &self.run_samples[0],
+                                            self.run_samples.len(),
+                                        )
+                                        .context("the rewritten model does not run in tract")?,
+                                    ),
+                                ),
+                            };
+                            let mut outputs = head;
+                            outputs.extend(
+                                run_on(&runner, &self.run_samples[outputs.len()..], &[])
+                                    .context("the rewritten model does not run in tract")?,
+                            );
+                            let ran = Ran {
+                                outputs,
+                                half_as_float: runner.computes_half_as_float(),
+                            };
+                            (ran, None, Some(runner))
+                        }
+                    }
                 }
             };
         if ran.half_as_float {
@@ -2110,6 +2289,7 @@ impl Reference {
             // Its one-sample runs never serve a verdict.
             memo: None,
             lend: None,
+            fed: None,
             // Ranked on each value's sample too: a layer only another
             // value's branch computes (silero's 8 kHz network) changes
             // nothing on the held one's.
@@ -3020,6 +3200,66 @@ mod tests {
             "{notes:?}"
         );
         assert!(super::faint_outputs(&names, &samples(0.1, 0.3), false, false).is_empty());
+    }
+
+    /// A reference feeding weights runs results that differ from the first
+    /// one in their weights' values alone on that one's plan, and judges
+    /// them as a plan of their own would (the same cosines to float
+    /// rounding); a result that differs otherwise is planned alone.
+    #[test]
+    fn results_differing_in_weights_alone_run_on_one_plan() {
+        use super::{Reference, VerifyOptions};
+        use crate::ir::builder::ModelBuilder;
+        let model = |w1: f32, extra: bool| {
+            let w: Vec<f32> = (0..256)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * w1)
+                .collect();
+            let mut b = ModelBuilder::new(13)
+                .input("x", &[1, 16])
+                .init_f32("w", &[16, 16], &w)
+                .init_f32("w2", &[16, 8], &w[..128])
+                .node("mm", "MatMul", &["x", "w"], &["h"])
+                .node("relu", "Relu", &["h"], &["r"]);
+            b = match extra {
+                true => {
+                    b.node("neg", "Neg", &["r"], &["n"])
+                        .node("mm2", "MatMul", &["n", "w2"], &["y"])
+                }
+                false => b.node("mm2", "MatMul", &["r", "w2"], &["y"]),
+            };
+            b.output("y", &[1, 8]).build().unwrap()
+        };
+        let original = model(1.0, false);
+        let opts = VerifyOptions::default();
+        let plain = Reference::new(&original, &opts).unwrap().one_sample(0);
+        let fed = plain.one_sample(0).feeding_weights();
+        let planned = |r: &Reference| {
+            r.fed
+                .as_ref()
+                .and_then(|c| c.get())
+                .is_some_and(|p| p.is_some())
+        };
+        for (w1, extra) in [(1.01, false), (0.98, false), (1.0, true)] {
+            let result = model(w1, extra);
+            let (a, b) = (plain.check_alone(&result), fed.check_alone(&result));
+            assert_eq!(a.status, b.status, "{w1} {extra}");
+            assert!(
+                (a.outputs[0].cosine - b.outputs[0].cosine).abs() < 1e-9,
+                "{w1} {extra}: {} against {}",
+                a.outputs[0].cosine,
+                b.outputs[0].cosine
+            );
+            assert!(planned(&fed));
+        }
+        // The structure differed in the last: it ran on a plan of its own,
+        // and the fed plan is the first result's.
+        let first = super::structure_key(
+            &model(1.01, false).to_proto(),
+            &super::fed_weights(&model(1.01, false).to_proto()),
+        );
+        let plan = fed.fed.as_ref().unwrap().get().unwrap().as_ref().unwrap();
+        assert_eq!(plan.key, first);
+        assert_eq!(plan.runs.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     /// Outputs whose rows are class scores: a softmax (at opset 13 its
