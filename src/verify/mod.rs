@@ -698,15 +698,21 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
 }
 
 /// The fewest values of a float32 initializer that
-/// [`Reference::feeding_weights`] feeds as an input (`quant`'s
-/// `min_weight_elements` default: smaller ones are not quantized).
-pub const FED_MIN_ELEMENTS: usize = 128;
+/// [`Reference::feeding_weights`] feeds as an input: weights (`quant`
+/// quantizes none of fewer than 128 values by default) and the biases
+/// stored beside them (a layer's bias goes to float16 with its scales:
+/// PP-OCRv6's recogniser has biases of 96), not the few values tract reads
+/// while typing the model (a Resize's scales).
+pub const FED_MIN_ELEMENTS: usize = 16;
 
 /// A plan with a model's weights as inputs, and the key of the model's
 /// structure it runs ([`structure_key`]).
 struct FedWeights {
     key: u128,
     runner: tract::Runner,
+    /// The weights it was made with, by [`fed_weights`]' order: their bytes
+    /// and the tensors runs share.
+    base: Vec<(bytes::Bytes, Arc<Tensor>)>,
     /// Results run on it.
     runs: std::sync::atomic::AtomicUsize,
 }
@@ -1636,6 +1642,7 @@ impl Reference {
     /// [`Reference::feeding_weights`]); `None` where there is none or
     /// `copy` differs from its model in more than its weights' values.
     fn run_fed(&self, copy: &crate::proto::ModelProto) -> Option<Ran> {
+        use rayon::prelude::*;
         let cell = self.fed.as_ref()?;
         let first = self.run_samples.first()?;
         let weights = fed_weights(copy);
@@ -1643,38 +1650,35 @@ impl Reference {
             return None;
         }
         let key = structure_key(copy, &weights);
-        let values = |copy: &crate::proto::ModelProto| -> Result<Vec<Tensor>> {
-            let inits = &copy
-                .graph
-                .as_ref()
-                .context("a model without a graph")?
-                .initializer;
-            let by_name: HashMap<&str, &crate::proto::TensorProto> =
-                inits.iter().map(|t| (t.name(), t)).collect();
-            weights
-                .iter()
-                .map(|w| {
-                    let t = by_name.get(w.as_str()).context("a weight gone")?;
-                    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-                    tract::tensor_from_bytes(
-                        crate::proto::tensor_proto::DataType::Float,
-                        &dims,
-                        t.raw_data.as_deref().unwrap_or_default(),
-                    )
-                })
-                .collect()
+        let inits = &copy.graph.as_ref()?.initializer;
+        let by_name: HashMap<&str, &crate::proto::TensorProto> =
+            inits.iter().map(|t| (t.name(), t)).collect();
+        // Each weight's bytes, and its tensor: the plan's own where the
+        // bytes are those it was made with, else a new one.
+        let bytes = |w: &str| by_name.get(w).and_then(|t| t.raw_data.clone());
+        let tensor = |w: &str, raw: &[u8]| -> Option<Arc<Tensor>> {
+            let dims: Vec<usize> = by_name.get(w)?.dims.iter().map(|&d| d as usize).collect();
+            tract::tensor_from_bytes(crate::proto::tensor_proto::DataType::Float, &dims, raw)
+                .ok()
+                .map(Arc::new)
         };
         let plan = cell.get_or_init(|| {
-            let fed = values(copy).ok()?;
+            let base: Vec<(bytes::Bytes, Arc<Tensor>)> = weights
+                .iter()
+                .map(|w| {
+                    let raw = bytes(w)?;
+                    let t = tensor(w, &raw)?;
+                    Some((raw, t))
+                })
+                .collect::<Option<_>>()?;
             let mut proto = copy.clone(); // weights are shared `Bytes`
             let g = proto.graph.as_mut()?;
             let moved: std::collections::HashSet<&str> =
                 weights.iter().map(String::as_str).collect();
-            let (inputs, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut g.initializer)
+            let (mut inputs, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut g.initializer)
                 .into_iter()
                 .partition(|t| moved.contains(t.name()));
             g.initializer = kept;
-            let mut inputs = inputs;
             inputs.sort_by(|a, b| a.name().cmp(b.name()));
             g.input.extend(inputs.iter().map(|t| {
                 crate::ir::builder::typed_value(
@@ -1684,35 +1688,43 @@ impl Reference {
                 )
             }));
             drop(inputs);
-            let feed: Vec<Tensor> = first.iter().cloned().chain(fed).collect();
-            let runner = tract::Runner::new(proto, &feed, usize::MAX).ok()?;
+            let feed: Vec<Tensor> = first
+                .iter()
+                .cloned()
+                .chain(base.iter().map(|(_, t)| (**t).clone()))
+                .collect();
+            let runner = tract::Runner::new(proto, &feed, usize::MAX)
+                .ok()
+                .filter(|r| !r.computes_half_as_float())?;
             Some(FedWeights {
                 key,
                 runner,
+                base,
                 runs: Default::default(),
             })
         });
         let plan = plan.as_ref().filter(|p| p.key == key)?;
-        // The weights copied once a sample (moved into the last one).
-        let mut fed = Some(values(copy).ok()?);
-        let n = self.run_samples.len();
-        let samples: Vec<Vec<Tensor>> = self
-            .run_samples
+        let shared: Vec<Arc<Tensor>> = weights
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let weights = match i + 1 == n {
-                    true => fed.take().unwrap_or_default(),
-                    false => fed.clone().unwrap_or_default(),
-                };
-                s.iter().cloned().chain(weights).collect()
+            .zip(&plan.base)
+            .map(|(w, (base_raw, base))| {
+                let raw = bytes(w)?;
+                match raw == *base_raw {
+                    true => Some(base.clone()),
+                    false => tensor(w, &raw),
+                }
             })
-            .collect();
-        let outputs = run_on(&plan.runner, &samples, &[]).ok()?;
+            .collect::<Option<_>>()?;
+        let outputs = self
+            .run_samples
+            .par_iter()
+            .map(|s| plan.runner.run_with(s, &shared))
+            .collect::<Result<Vec<_>>>()
+            .ok()?;
         plan.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Ran {
             outputs,
-            half_as_float: plan.runner.computes_half_as_float(),
+            half_as_float: false,
         })
     }
 

@@ -630,6 +630,26 @@ impl Runner {
         self.run_first(inputs, usize::MAX)
     }
 
+    /// The outputs on `inputs` followed by `shared`, whose tensors the run
+    /// reads where they are (not copied into it, as `inputs` are). For a
+    /// plan with code generation that computes float16 as it is.
+    pub fn run_with(&self, inputs: &[Tensor], shared: &[Arc<Tensor>]) -> Result<Vec<Tensor>> {
+        ensure!(
+            self.generate.is_none() && self.half.is_none(),
+            "shared inputs go to a generated plan of the model's own types"
+        );
+        let mut fed = self.feed(inputs)?;
+        fed.extend(shared.iter().map(|t| t.clone().into_tvalue()));
+        let out = guarded("running the model", || {
+            self.plan.run(fed).map_err(to_tract_error)
+        })
+        .context("tract failed to run the model")?;
+        out.into_iter()
+            .enumerate()
+            .map(|(k, v)| self.returned(k, v.into_tensor()))
+            .collect()
+    }
+
     /// The plan's first `n` outputs on `inputs`, as the model's types.
     fn run_first(&self, inputs: &[Tensor], n: usize) -> Result<Vec<Tensor>> {
         let fed = self.feed(inputs)?;

@@ -605,6 +605,8 @@ impl Quant {
             }
             Ok((s, gi))
         })?;
+        // Its plan feeding weights goes before the checks plan theirs.
+        drop(ranking);
         order_by_gain(
             &mut scored,
             &groups,
