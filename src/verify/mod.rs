@@ -1639,8 +1639,9 @@ impl Reference {
 
     /// The outputs of `copy` (the result as tract runs it) on this
     /// reference's samples, from the plan that feeds weights (see
-    /// [`Reference::feeding_weights`]); `None` where there is none or
-    /// `copy` differs from its model in more than its weights' values.
+    /// [`Reference::feeding_weights`]); `None` where there is none, `copy`
+    /// differs from its model in more than its weights' values, or the run
+    /// fails (a plan of the copy's own then says why).
     fn run_fed(&self, copy: &crate::proto::ModelProto) -> Option<Ran> {
         use rayon::prelude::*;
         let cell = self.fed.as_ref()?;
