@@ -1213,3 +1213,141 @@ fn batchnorms_left_for_one_reason_share_one_note() {
         r.notes
     );
 }
+
+/// The sizes an input's declared shape fixes fold: a `Gather` that picks
+/// only such dims from its `Shape` (a scalar index and a negative one), and
+/// a `Shape` whose `start` leaves only such dims; a `Gather` of a dim
+/// without a size stays. An `If` those sizes decide is then replaced by its
+/// branch (silero-vad's export reads its state's first axis so).
+#[test]
+fn sizes_an_input_declares_fold_and_decide_an_if() {
+    use onnx_squeeze::ir::tensor::{from_i64, int_scalar};
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let branch = |name: &str, op: &str| onnx_squeeze::proto::GraphProto {
+        name: Some(name.into()),
+        node: vec![node_proto(
+            &format!("{name}_op"),
+            op,
+            &["x", "x"],
+            &[&format!("{name}_out")],
+            vec![],
+        )],
+        output: vec![f32_value(&format!("{name}_out"), &[2, -1, 3])],
+        ..Default::default()
+    };
+    let original = ModelBuilder::new(17)
+        .input("x", &[2, -1, 3])
+        .init(int_scalar("first", DataType::Int64, 0))
+        .init(from_i64("second", &[-2]))
+        .node("shape", "Shape", &["x"], &["s"])
+        .node("g0", "Gather", &["s", "first"], &["d0"])
+        .node("g1", "Gather", &["s", "second"], &["d1"])
+        .node_with("cond", "Cast", &["d0"], &["c"], vec![attr_int("to", 9)])
+        .node_with(
+            "if",
+            "If",
+            &["c"],
+            &["picked"],
+            vec![
+                attr_graph("then_branch", branch("then", "Add")),
+                attr_graph("else_branch", branch("else", "Sub")),
+            ],
+        )
+        .node_with(
+            "last",
+            "Shape",
+            &["x"],
+            &["s2"],
+            vec![attr_int("start", -1)],
+        )
+        .node_with("f1", "Cast", &["d1"], &["d1f"], vec![attr_int("to", 1)])
+        .node_with("f2", "Cast", &["s2"], &["s2f"], vec![attr_int("to", 1)])
+        .node("m", "Mul", &["picked", "d1f"], &["m"])
+        .node("y", "Mul", &["m", "s2f"], &["y"])
+        .output("y", &[2, -1, 3])
+        .build()
+        .unwrap();
+    let mut model = original.clone();
+    let report = clean(&mut model);
+    assert!(clean(&mut model.clone()).changes.is_empty());
+    let v = verify(&original, &model, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    let after = dump_and_changes(&model, &report);
+    assert!(
+        after.contains("Gather(s, second)") && !after.contains("If("),
+        "{after}"
+    );
+    insta::assert_snapshot!(format!(
+        "--- before\n{}--- after\n{after}",
+        dump(&original.graph)
+    ));
+}
+
+/// An inlined branch's names stay as they were where the model uses them
+/// nowhere else, and take the If's name as a prefix where another node's
+/// body uses them too (branches of two Ifs may define the same name).
+#[test]
+fn an_inlined_branch_keeps_its_names_unless_another_body_uses_them() {
+    use onnx_squeeze::ir::tensor::int_scalar;
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let branch = |name: &str, op: &str, out: &str| onnx_squeeze::proto::GraphProto {
+        name: Some(name.into()),
+        node: vec![node_proto(
+            &format!("{name}_op"),
+            op,
+            &["x", "x"],
+            &[out],
+            vec![],
+        )],
+        output: vec![f32_value(out, &[2])],
+        ..Default::default()
+    };
+    let if_node = |b: ModelBuilder, name: &str, cond: &str, out: &str, local: &str| {
+        b.node_with(
+            name,
+            "If",
+            &[cond],
+            &[out],
+            vec![
+                attr_graph("then_branch", branch(&format!("{name}_then"), "Add", local)),
+                attr_graph("else_branch", branch(&format!("{name}_else"), "Sub", local)),
+            ],
+        )
+    };
+    let mut b = ModelBuilder::new(17)
+        .input("x", &[2])
+        .init(int_scalar("yes", DataType::Bool, 1))
+        .node("pos", "Greater", &["x", "x"], &["gt"])
+        .node_with(
+            "any",
+            "ReduceMax",
+            &["gt_i"],
+            &["m"],
+            vec![attr_int("keepdims", 0)],
+        )
+        .node_with("gi", "Cast", &["gt"], &["gt_i"], vec![attr_int("to", 6)])
+        .node_with("flag", "Cast", &["m"], &["f"], vec![attr_int("to", 9)]);
+    b = if_node(b, "a", "yes", "ya", "shared");
+    b = if_node(b, "b", "f", "yb", "shared");
+    b = if_node(b, "c", "yes", "yc", "own");
+    let original = b
+        .node("s1", "Add", &["ya", "yb"], &["s"])
+        .node("y", "Add", &["s", "yc"], &["y"])
+        .output("y", &[2])
+        .build()
+        .unwrap();
+    let mut model = original.clone();
+    clean(&mut model);
+    let after = dump(&model.graph);
+    assert!(
+        after.contains("node   a_then_op: Add(x, x) -> (a/shared)"),
+        "{after}"
+    );
+    assert!(
+        after.contains("node   c_then_op: Add(x, x) -> (own)"),
+        "{after}"
+    );
+    assert!(after.contains("node   b: If(f)"), "{after}");
+    let v = verify(&original, &model, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

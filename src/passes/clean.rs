@@ -36,6 +36,9 @@
 //!    the model's weight bytes (at least `fold_max_bytes`): such folds
 //!    would grow the file (int8 weights a Cast and Mul expand at run time,
 //!    weights ConstantOfShape generates), and runtimes fold them at load.
+//!    Before them, the sizes a graph input's declared shape fixes: a
+//!    `Shape` of it that returns only such dims, and a `Gather` that picks
+//!    only such dims from one (runtimes refuse inputs of other sizes).
 //! 5. **If with a constant condition** replaced by the branch it takes.
 //! 6. **Identical constants merged**: initializers of at most 16
 //!    elements with the same type, shape and bytes (exporters write one
@@ -89,13 +92,13 @@ use crate::proto::{
 pub static INFO: PassInfo = PassInfo {
     name: "clean",
     summary: "remove Identity/Dropout and dead code, turn Constant nodes into initializers, fold BatchNorm, per-channel Muls/Adds after Convs and constant subgraphs, merge identical constants (and identical Constant nodes of a body), drop nodes' debug annotations",
-    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, Conv -> Mul/Add of a per-channel constant, ConvTranspose -> Add of one, nodes with only constant inputs, If with a constant condition, identical constants (Constant nodes of one If/Loop/Scan body too), unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
+    matches: "initializers listed as graph inputs, Constant (also large ones inside If/Loop/Scan bodies), Identity, Dropout (inference), Conv/Gemm -> BatchNormalization, Conv -> Mul/Add of a per-channel constant, ConvTranspose -> Add of one, nodes with only constant inputs, Shape of a graph input (or a Gather from one) that returns only dims its declared shape sizes, If with a constant condition, identical constants (Constant nodes of one If/Loop/Scan body too), unused nodes and initializers, nodes' doc strings and metadata_props (exporters' debug info)",
     promise: "outputs equal to the original within float rounding",
     tolerance: Tolerance::FLOAT_ROUNDING,
     idempotent: true,
     runs_model: false,
     params: &[
-        ParamInfo { name: "fold_constants", kind: "bool", default: "true", range: "true|false", doc: "evaluate nodes whose inputs are all constant and store the results as initializers" },
+        ParamInfo { name: "fold_constants", kind: "bool", default: "true", range: "true|false", doc: "evaluate nodes whose inputs are all constant (and the dims a graph input declares that a Shape or a Gather from one reads) and store the results as initializers" },
         ParamInfo { name: "fold_max_bytes", kind: "integer", default: "4096", range: ">= 0", doc: "do not fold a node whose result is larger than this and larger than its inputs: a fold that grows the data (ConstantOfShape, Expand, a Cast of int8 weights to float) would grow the file; runtimes fold such nodes at load" },
         ParamInfo { name: "fold_batchnorm", kind: "bool", default: "true", range: "true|false", doc: "fold BatchNormalization into the preceding Conv or Gemm" },
         ParamInfo { name: "fold_conv_affine", kind: "bool", default: "true", range: "true|false", doc: "fold a Mul by a per-channel constant after a Conv into its weights and bias, and an Add of one after a Conv/ConvTranspose into its bias (PaddlePaddle's exporters write biases and learnable affine blocks so)" },
@@ -198,6 +201,10 @@ impl Pass for Clean {
             }
         }
         if self.params.fold_constants {
+            let p = super::fold::fold_declared_dims(model);
+            if !p.is_empty() {
+                return Ok(p);
+            }
             let mut grown = self.growth.load(Ordering::Relaxed);
             let mut left = super::fold::Unfolded::default();
             let p = super::fold::fold_constants(

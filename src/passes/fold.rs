@@ -416,6 +416,102 @@ fn bare_node_bytes(p: &crate::proto::NodeProto) -> u64 {
     prost::Message::encoded_len(&bare) as u64
 }
 
+/// The dims of a graph input's declared shape a `Shape` node reads, folded
+/// where they have a size: the whole `Shape` where every dim it returns has
+/// one, else each `Gather` that picks only such dims from it (`state`'s
+/// first axis, 2, in silero-vad's export, which decides an `If` that
+/// `inline_constant_ifs` then replaces by its branch). A runtime refuses an
+/// input of other sizes there (onnxruntime checks every declared size), so
+/// the values are what any run computes.
+pub fn fold_declared_dims(model: &Model) -> Vec<Patch> {
+    let g = &model.graph;
+    let mut patches = Vec::new();
+    for id in g.nodes.node_indices() {
+        let node = &g.nodes[id];
+        let p = &node.proto;
+        if node.op() != "Shape" || !node.is_onnx() || p.input.len() != 1 || p.output.len() != 1 {
+            continue;
+        }
+        let x = &p.input[0];
+        if g.initializers.contains_key(x) {
+            continue;
+        }
+        let Some(dims) = g
+            .rest
+            .input
+            .iter()
+            .find(|i| i.name() == x)
+            .and_then(crate::verify::inputs::fixed_dims)
+        else {
+            continue;
+        };
+        // Shape-15's `start` and `end`, negative from the back, clamped.
+        let rank = dims.len() as i64;
+        let bound = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+        let start = bound(crate::ir::int_attr(p, "start", 0));
+        let end = bound(crate::ir::int_attr(p, "end", rank));
+        let picked: &[Option<i64>] = dims.get(start..end.max(start)).unwrap_or(&[]);
+        let shape = &p.output[0];
+        if g.is_graph_output(shape) {
+            continue;
+        }
+        if let Some(values) = picked.iter().copied().collect::<Option<Vec<i64>>>() {
+            let mut patch = Patch::new("Shape of an input's declared sizes folded");
+            patch.exact = true;
+            patch.anchor = Some(id);
+            patch.remove_nodes.push(id);
+            patch
+                .add_initializers
+                .push(tensor::from_i64(shape, &values));
+            patches.push(patch);
+            continue;
+        }
+        for c in g.consumers(shape) {
+            let cn = &g.nodes[c];
+            let cp = &cn.proto;
+            if cn.op() != "Gather"
+                || !cn.is_onnx()
+                || cp.input.len() != 2
+                || cp.input[0] != *shape
+                || cp.output.len() != 1
+                || crate::ir::int_attr(cp, "axis", 0) != 0
+                || g.is_graph_output(&cp.output[0])
+            {
+                continue;
+            }
+            let Some(idx) = g.constant(&cp.input[1]) else {
+                continue;
+            };
+            let Ok(payload) = model.payload(idx) else {
+                continue;
+            };
+            let Ok(indices) = tensor::to_i64(idx, payload.as_ref()) else {
+                continue;
+            };
+            let n = picked.len() as i64;
+            let values: Option<Vec<i64>> = indices
+                .iter()
+                .map(|&i| {
+                    let i = if i < 0 { i + n } else { i };
+                    (0..n).contains(&i).then(|| picked[i as usize]).flatten()
+                })
+                .collect();
+            let Some(values) = values else {
+                continue;
+            };
+            let mut t = tensor::from_i64(&cp.output[0], &values);
+            t.dims = idx.dims.clone();
+            let mut patch = Patch::new("Gather of an input's declared size folded");
+            patch.exact = true;
+            patch.anchor = Some(c);
+            patch.remove_nodes.push(c);
+            patch.add_initializers.push(t);
+            patches.push(patch);
+        }
+    }
+    patches
+}
+
 /// A one-node model whose inputs are initializers.
 pub(crate) fn mini_model(
     model: &Model,
@@ -456,11 +552,14 @@ fn const_bool(model: &Model, name: &str) -> Option<bool> {
 }
 
 /// Replace each `If` whose condition is a constant by the nodes of the branch
-/// it takes. Branch-local names are prefixed with the If's name so they stay
-/// unique; the If's outputs are rewired to the branch outputs.
+/// it takes. Branch-local names stay as they are where the model uses them
+/// nowhere else, and take the If's name as a prefix where it does, so they
+/// stay unique; the If's outputs are rewired to the branch outputs.
 pub fn inline_constant_ifs(model: &Model) -> Result<Vec<Patch>> {
     let g = &model.graph;
     let mut patches = Vec::new();
+    let mut names = None;
+    let mut taken = HashSet::new();
     for id in g.nodes.node_indices() {
         let node = &g.nodes[id];
         if node.op() != "If" || !node.is_onnx() {
@@ -482,12 +581,76 @@ pub fn inline_constant_ifs(model: &Model) -> Result<Vec<Patch>> {
         if !branch.sparse_initializer.is_empty() || branch.output.len() != node.proto.output.len() {
             continue;
         }
-        patches.push(inline_branch(g, id, branch)?);
+        let names = names.get_or_insert_with(|| ModelNames::of(g));
+        patches.push(inline_branch(g, id, branch, names, &mut taken)?);
     }
     Ok(patches)
 }
 
-fn inline_branch(g: &Graph, id: NodeId, branch: &GraphProto) -> Result<Patch> {
+/// Where a model uses its names, for an inlined branch's: those of the main
+/// graph (its nodes, inputs, outputs, initializers), and how many nodes'
+/// bodies use each.
+struct ModelNames {
+    main: HashSet<String>,
+    bodies: HashMap<String, usize>,
+}
+
+impl ModelNames {
+    fn of(g: &Graph) -> ModelNames {
+        let mut main: HashSet<String> = HashSet::new();
+        for vi in g
+            .rest
+            .input
+            .iter()
+            .chain(&g.rest.output)
+            .chain(&g.rest.value_info)
+        {
+            main.insert(vi.name().to_string());
+        }
+        main.extend(g.initializers.keys().cloned());
+        let mut bodies: HashMap<String, usize> = HashMap::new();
+        for n in g.nodes.node_weights() {
+            let p = &n.proto;
+            main.extend(
+                p.input
+                    .iter()
+                    .chain(&p.output)
+                    .filter(|s| !s.is_empty())
+                    .cloned(),
+            );
+            if !p.name().is_empty() {
+                main.insert(p.name().to_string());
+            }
+            let mut own = HashSet::new();
+            for sg in crate::ir::walk::subgraphs(p) {
+                crate::ir::walk::graph_names(sg, &mut own);
+            }
+            for name in own {
+                *bodies.entry(name).or_default() += 1;
+            }
+        }
+        ModelNames { main, bodies }
+    }
+
+    /// Whether `name`, which the bodies of the If being inlined use, is
+    /// used nowhere else in the model.
+    fn only_in_one_body(&self, name: &str) -> bool {
+        !self.main.contains(name) && self.bodies.get(name).is_none_or(|&n| n <= 1)
+    }
+}
+
+/// The nodes of `branch` in place of If `id`. A name of the branch's own
+/// keeps its name where the model uses it nowhere else (exporters name
+/// every value of a model apart: silero-vad's stay as they were), else
+/// takes the If's name as a prefix; `taken`: the names the branches
+/// inlined before in this round took.
+fn inline_branch(
+    g: &Graph,
+    id: NodeId,
+    branch: &GraphProto,
+    names: &ModelNames,
+    taken: &mut HashSet<String>,
+) -> Result<Patch> {
     let node = &g.nodes[id];
     let prefix = if node.name().is_empty() {
         "if".to_string()
@@ -503,13 +666,23 @@ fn inline_branch(g: &Graph, id: NodeId, branch: &GraphProto) -> Result<Patch> {
         locals.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
     }
     let mut rename: HashMap<String, String> = HashMap::new();
-    let mut taken: HashSet<String> = HashSet::new();
     let mut sorted: Vec<&String> = locals.iter().collect();
     sorted.sort();
+    let keeps = |name: &str, taken: &HashSet<String>| {
+        names.only_in_one_body(name) && !g.is_defined(name) && !taken.contains(name)
+    };
     for l in sorted {
-        let mut candidate = format!("{prefix}/{l}");
+        let mut candidate = match keeps(l, taken) {
+            true => l.clone(),
+            false => format!("{prefix}/{l}"),
+        };
         let mut i = 1;
-        while g.is_defined(&candidate) || taken.contains(&candidate) {
+        while candidate != *l
+            && (g.is_defined(&candidate)
+                || taken.contains(&candidate)
+                || names.main.contains(&candidate)
+                || names.bodies.contains_key(&candidate))
+        {
             candidate = format!("{prefix}/{l}_{i}");
             i += 1;
         }
@@ -554,8 +727,11 @@ fn inline_branch(g: &Graph, id: NodeId, branch: &GraphProto) -> Result<Patch> {
                 }
             }
         }
-        if let Some(name) = &n.name {
-            n.name = Some(format!("{prefix}/{name}"));
+        if let Some(name) = n.name.clone().filter(|m| !m.is_empty()) {
+            if !keeps(&name, taken) {
+                n.name = Some(format!("{prefix}/{name}"));
+            }
+            taken.insert(n.name().to_string());
         }
         patch.add_nodes.push(n);
     }
