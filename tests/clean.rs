@@ -1351,3 +1351,51 @@ fn an_inlined_branch_keeps_its_names_unless_another_body_uses_them() {
     let v = verify(&original, &model, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
+
+/// A `Gather` from an input's `Shape` folds with `axis=-1` (axis 0 of the
+/// shape) and an index tensor of rank 2, its result of the indices' shape.
+#[test]
+fn declared_sizes_fold_through_gathers_of_any_index_shape() {
+    let mut idx = onnx_squeeze::ir::tensor::from_i64("idx", &[0, 1, -2, 0]);
+    idx.dims = vec![2, 2];
+    let original = ModelBuilder::new(17)
+        .input("x", &[2, 3, -1])
+        .init(idx)
+        .node("shape", "Shape", &["x"], &["s"])
+        .node_with(
+            "g",
+            "Gather",
+            &["s", "idx"],
+            &["d"],
+            vec![attr_int("axis", -1)],
+        )
+        .node_with("f", "Cast", &["d"], &["df"], vec![attr_int("to", 1)])
+        .node_with(
+            "sum",
+            "ReduceSum",
+            &["df"],
+            &["k"],
+            vec![attr_int("keepdims", 0)],
+        )
+        .node("y", "Mul", &["x", "k"], &["y"])
+        .output("y", &[2, 3, -1])
+        .build()
+        .unwrap();
+    let mut model = original.clone();
+    let report = clean(&mut model);
+    let after = dump_and_changes(&model, &report);
+    assert!(
+        !after.contains("Shape(") && !after.contains("Gather("),
+        "{after}"
+    );
+    // 2 + 3 + 3 + 2: the sizes picked, summed.
+    let k = model
+        .graph
+        .constant("k")
+        .expect("the sizes folded to a constant");
+    let payload = model.payload(k).unwrap();
+    let sum = onnx_squeeze::ir::tensor::f32_view(k, payload.as_ref()).unwrap();
+    assert_eq!(sum.data.to_vec(), vec![10.0], "{after}");
+    let v = verify(&original, &model, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

@@ -452,10 +452,8 @@ pub fn fold_declared_dims(model: &Model) -> Vec<Patch> {
         let end = bound(crate::ir::int_attr(p, "end", rank));
         let picked: &[Option<i64>] = dims.get(start..end.max(start)).unwrap_or(&[]);
         let shape = &p.output[0];
-        if g.is_graph_output(shape) {
-            continue;
-        }
-        if let Some(values) = picked.iter().copied().collect::<Option<Vec<i64>>>() {
+        let whole = picked.iter().copied().collect::<Option<Vec<i64>>>();
+        if let Some(values) = whole.filter(|_| !g.is_graph_output(shape)) {
             let mut patch = Patch::new("Shape of an input's declared sizes folded");
             patch.exact = true;
             patch.anchor = Some(id);
@@ -474,7 +472,7 @@ pub fn fold_declared_dims(model: &Model) -> Vec<Patch> {
                 || cp.input.len() != 2
                 || cp.input[0] != *shape
                 || cp.output.len() != 1
-                || crate::ir::int_attr(cp, "axis", 0) != 0
+                || !matches!(crate::ir::int_attr(cp, "axis", 0), 0 | -1)
                 || g.is_graph_output(&cp.output[0])
             {
                 continue;
@@ -559,7 +557,7 @@ pub fn inline_constant_ifs(model: &Model) -> Result<Vec<Patch>> {
     let g = &model.graph;
     let mut patches = Vec::new();
     let mut names = None;
-    let mut taken = HashSet::new();
+    let (mut taken, mut taken_nodes) = (HashSet::new(), HashSet::new());
     for id in g.nodes.node_indices() {
         let node = &g.nodes[id];
         if node.op() != "If" || !node.is_onnx() {
@@ -582,7 +580,14 @@ pub fn inline_constant_ifs(model: &Model) -> Result<Vec<Patch>> {
             continue;
         }
         let names = names.get_or_insert_with(|| ModelNames::of(g));
-        patches.push(inline_branch(g, id, branch, names, &mut taken)?);
+        patches.push(inline_branch(
+            g,
+            id,
+            branch,
+            names,
+            &mut taken,
+            &mut taken_nodes,
+        )?);
     }
     Ok(patches)
 }
@@ -642,14 +647,15 @@ impl ModelNames {
 /// The nodes of `branch` in place of If `id`. A name of the branch's own
 /// keeps its name where the model uses it nowhere else (exporters name
 /// every value of a model apart: silero-vad's stay as they were), else
-/// takes the If's name as a prefix; `taken`: the names the branches
-/// inlined before in this round took.
+/// takes the If's name as a prefix; `taken` and `taken_nodes`: the value
+/// and node names the branches inlined before in this round took.
 fn inline_branch(
     g: &Graph,
     id: NodeId,
     branch: &GraphProto,
     names: &ModelNames,
     taken: &mut HashSet<String>,
+    taken_nodes: &mut HashSet<String>,
 ) -> Result<Patch> {
     let node = &g.nodes[id];
     let prefix = if node.name().is_empty() {
@@ -718,7 +724,7 @@ fn inline_branch(
             .map(|o| if o.is_empty() { o.clone() } else { map(o) })
             .collect();
         for a in &mut n.attribute {
-            for (from, to) in &rename {
+            for (from, to) in rename.iter().filter(|(from, to)| from != to) {
                 if let Some(sg) = a.g.as_mut() {
                     crate::ir::walk::rename_outer_reads(sg, from, to);
                 }
@@ -727,11 +733,20 @@ fn inline_branch(
                 }
             }
         }
+        // Node names the same way, apart from value names (an exporter may
+        // name a node as its output).
         if let Some(name) = n.name.clone().filter(|m| !m.is_empty()) {
-            if !keeps(&name, taken) {
-                n.name = Some(format!("{prefix}/{name}"));
+            let free = |m: &str| !names.main.contains(m) && !taken_nodes.contains(m);
+            if !(names.only_in_one_body(&name) && free(&name)) {
+                let mut m = format!("{prefix}/{name}");
+                let mut i = 1;
+                while !free(&m) || names.bodies.contains_key(&m) {
+                    m = format!("{prefix}/{name}_{i}");
+                    i += 1;
+                }
+                n.name = Some(m);
             }
-            taken.insert(n.name().to_string());
+            taken_nodes.insert(n.name().to_string());
         }
         patch.add_nodes.push(n);
     }
