@@ -763,3 +763,41 @@ fn a_spatial_0_batchnorm_over_an_input_of_unknown_rank_is_counted() {
     let said = counted(true);
     assert!(!said.contains("taken as per channel"), "{said}");
 }
+
+/// An old Softmax over an input of unstated rank whose output is a graph
+/// output of declared rank 2 (PaddlePaddle's classifiers end so) normalises
+/// its last axis: it stays one Softmax (`axis=1` now means that axis alone),
+/// with no Flatten/Reshape around it, and computes the same.
+#[test]
+fn an_old_softmax_whose_output_declares_its_rank_stays_one_node() {
+    let original = ModelBuilder::new(11)
+        .input("x", &[1, 4])
+        .init_f32(
+            "w",
+            &[4, 3],
+            &[
+                0.5, -0.25, 1.0, 0.1, 0.2, 0.3, -1.0, 0.0, 2.0, 0.7, 0.6, 0.5,
+            ],
+        )
+        .node("mm", "MatMul", &["x", "w"], &["h"])
+        .node_with("sm", "Softmax", &["h"], &["y"], vec![attr_int("axis", 1)])
+        .output("y", &[-1, 3])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = upgrade(&mut m, 13).unwrap();
+    let s = dump_and_changes(&m, &r);
+    assert!(s.contains("Softmax(h) -> (y) {axis=1}"), "{s}");
+    assert!(!s.contains("Flatten") && !s.contains("Reshape"), "{s}");
+    let v = onnx_squeeze::verify::verify(
+        &original,
+        &m,
+        &onnx_squeeze::verify::VerifyOptions::default(),
+    );
+    assert_eq!(
+        v.status,
+        onnx_squeeze::verify::Status::Passed,
+        "{}",
+        v.table()
+    );
+}

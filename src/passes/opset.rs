@@ -19,7 +19,7 @@
 //! | 12 | Dropout | attribute `ratio` becomes input 1 |
 //! | 13 | ReduceSum, Squeeze, Unsqueeze | attribute `axes` becomes input 1 |
 //! | 13 | Split | attribute `split` becomes input 1 |
-//! | 13 | Softmax, LogSoftmax, Hardmax | they used to flatten the input to 2-D at `axis` (default 1); kept when `axis` is the last axis, else `Flatten -> op(axis=1) -> Reshape(Shape(x))` |
+//! | 13 | Softmax, LogSoftmax, Hardmax | they used to flatten the input to 2-D at `axis` (default 1); kept when `axis` is the last axis (by the rank its input or output declares), else `Flatten -> op(axis=1) -> Reshape(Shape(x))` |
 //! | 14 | BatchNormalization | unused training outputs dropped (used ones: refused) |
 //! | 16 | RoiAlign | `coordinate_transformation_mode=output_half_pixel`, the old behaviour, made explicit |
 //! | 18 | ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceMax, ReduceMean, ReduceMin, ReduceProd, ReduceSumSquare | attribute `axes` becomes input 1 |
@@ -1067,7 +1067,10 @@ impl Cx {
             "Softmax" | "LogSoftmax" | "Hardmax" if crosses(self, 13) => {
                 let axis = attr(&cur, "axis").map_or(1, |a| a.i());
                 let x = cur.input.first().cloned().unwrap_or_default();
-                let last = match self.ranks.get(&x) {
+                // The output's rank is the input's (a graph output's
+                // declared shape: PaddlePaddle's classifiers end so).
+                let y = cur.output.first().cloned().unwrap_or_default();
+                let last = match self.ranks.get(&x).or_else(|| self.ranks.get(&y)) {
                     Some(&r) => axis == -1 || axis == r as i64 - 1,
                     None => axis == -1,
                 };
