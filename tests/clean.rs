@@ -1399,3 +1399,56 @@ fn declared_sizes_fold_through_gathers_of_any_index_shape() {
     let v = verify(&original, &model, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
+
+/// The ONNX conformance tests of `Shape` (every `start`/`end`, clipped and
+/// negative), their output read by a Cast so that it can fold: each input's
+/// declared shape folds to the values the test expects.
+#[test]
+fn declared_shapes_fold_to_what_the_conformance_tests_expect() {
+    use onnx_squeeze::ir::tensor;
+    use prost::Message;
+    let dir = scratch("declared-shapes");
+    let node = assets().join("node");
+    let mut cases: Vec<_> = std::fs::read_dir(&node)
+        .expect("the conformance tests")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+        .filter(|n| n.starts_with("test_shape"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "{cases:?}");
+    for case in &cases {
+        let (m, _) = Model::load(&node.join(case).join("model.onnx")).unwrap();
+        let mut proto = m.to_proto();
+        let g = proto.graph.as_mut().unwrap();
+        let out = g.output[0].name().to_string();
+        for n in &mut g.node {
+            for o in &mut n.output {
+                if *o == out {
+                    *o = "shape".into();
+                }
+            }
+        }
+        g.node.push(node_proto(
+            "f",
+            "Cast",
+            &["shape"],
+            &[&out],
+            vec![attr_int("to", 1)],
+        ));
+        g.output[0] = f32_value(&out, &[-1]);
+        let path = dir.path().join(format!("{case}.onnx"));
+        std::fs::write(&path, proto.encode_to_vec()).unwrap();
+        let (mut m, _) = Model::load(&path).unwrap();
+        clean(&mut m);
+        let folded = m
+            .graph
+            .constant("shape")
+            .unwrap_or_else(|| panic!("{case}: not folded:\n{}", dump(&m.graph)));
+        let payload = m.payload(folded).unwrap();
+        let got = tensor::to_i64(folded, payload.as_ref()).unwrap();
+        let pb = std::fs::read(node.join(case).join("test_data_set_0/output_0.pb")).unwrap();
+        let want = onnx_squeeze::proto::TensorProto::decode(pb.as_slice()).unwrap();
+        let want = tensor::to_i64(&want, want.raw_data.as_ref()).unwrap();
+        assert_eq!(got, want, "{case}");
+    }
+}
