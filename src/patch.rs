@@ -99,6 +99,17 @@ impl Patch {
         p
     }
 
+    /// Replace `node` by the initializer `value`, named as its output: what
+    /// any runtime computes there, bit for bit ([`Patch::exact`]).
+    pub fn node_to_constant(label: impl Into<String>, node: NodeId, value: TensorProto) -> Self {
+        let mut p = Self::new(label);
+        p.exact = true;
+        p.anchor = Some(node);
+        p.remove_nodes.push(node);
+        p.add_initializers.push(value);
+        p
+    }
+
     /// Whether the patch still makes sense on `g`: an earlier patch of the same
     /// batch may have removed what it refers to. Stale patches are dropped and
     /// the pass proposes again on the new graph.

@@ -613,12 +613,11 @@ pub fn constants_to_initializers(g: &Graph) -> Vec<Patch> {
         let Some(t) = constant_value(&n.proto) else {
             continue;
         };
-        let mut p = Patch::new("Constant node turned into an initializer");
-        p.exact = true;
-        p.anchor = Some(id);
-        p.remove_nodes.push(id);
-        p.add_initializers.push(t);
-        out.push(p);
+        out.push(Patch::node_to_constant(
+            "Constant node turned into an initializer",
+            id,
+            t,
+        ));
     }
     out
 }

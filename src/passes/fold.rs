@@ -454,14 +454,11 @@ pub fn fold_declared_dims(model: &Model) -> Vec<Patch> {
         let shape = &p.output[0];
         let whole = picked.iter().copied().collect::<Option<Vec<i64>>>();
         if let Some(values) = whole.filter(|_| !g.is_graph_output(shape)) {
-            let mut patch = Patch::new("Shape of an input's declared sizes folded");
-            patch.exact = true;
-            patch.anchor = Some(id);
-            patch.remove_nodes.push(id);
-            patch
-                .add_initializers
-                .push(tensor::from_i64(shape, &values));
-            patches.push(patch);
+            patches.push(Patch::node_to_constant(
+                "Shape of an input's declared sizes folded",
+                id,
+                tensor::from_i64(shape, &values),
+            ));
             continue;
         }
         for c in g.consumers(shape) {
@@ -499,12 +496,11 @@ pub fn fold_declared_dims(model: &Model) -> Vec<Patch> {
             };
             let mut t = tensor::from_i64(&cp.output[0], &values);
             t.dims = idx.dims.clone();
-            let mut patch = Patch::new("Gather of an input's declared size folded");
-            patch.exact = true;
-            patch.anchor = Some(c);
-            patch.remove_nodes.push(c);
-            patch.add_initializers.push(t);
-            patches.push(patch);
+            patches.push(Patch::node_to_constant(
+                "Gather of an input's declared size folded",
+                c,
+                t,
+            ));
         }
     }
     patches
