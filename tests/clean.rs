@@ -1330,9 +1330,39 @@ fn an_inlined_branch_keeps_its_names_unless_another_body_uses_them() {
     b = if_node(b, "a", "yes", "ya", "shared");
     b = if_node(b, "b", "f", "yb", "shared");
     b = if_node(b, "c", "yes", "yc", "own");
+    // A branch whose node is named as a node of the main graph: node names
+    // are kept apart from value names, and prefixed where the model uses
+    // them elsewhere.
+    let mut named_pos = branch("d_then", "Mul", "own_d");
+    named_pos.node[0].name = Some("pos".into());
+    b = b.node_with(
+        "d",
+        "If",
+        &["yes"],
+        &["yd"],
+        vec![
+            attr_graph("then_branch", named_pos),
+            attr_graph("else_branch", branch("d_else", "Sub", "own_d")),
+        ],
+    );
+    // A branch node named as its own output keeps both names.
+    let mut named_out = branch("e_then", "Add", "own_e");
+    named_out.node[0].name = Some("own_e".into());
+    b = b.node_with(
+        "e",
+        "If",
+        &["yes"],
+        &["ye"],
+        vec![
+            attr_graph("then_branch", named_out),
+            attr_graph("else_branch", branch("e_else", "Sub", "own_e")),
+        ],
+    );
     let original = b
-        .node("s1", "Add", &["ya", "yb"], &["s"])
-        .node("y", "Add", &["s", "yc"], &["y"])
+        .node("s0", "Add", &["ya", "ye"], &["sa"])
+        .node("s1", "Add", &["sa", "yb"], &["s"])
+        .node("s2", "Add", &["s", "yd"], &["t"])
+        .node("y", "Add", &["t", "yc"], &["y"])
         .output("y", &[2])
         .build()
         .unwrap();
@@ -1348,6 +1378,50 @@ fn an_inlined_branch_keeps_its_names_unless_another_body_uses_them() {
         "{after}"
     );
     assert!(after.contains("node   b: If(f)"), "{after}");
+    assert!(
+        after.contains("node   d/pos: Mul(x, x) -> (own_d)"),
+        "{after}"
+    );
+    assert!(
+        after.contains("node   own_e: Add(x, x) -> (own_e)"),
+        "{after}"
+    );
+    assert!(
+        after.contains("node   pos: Greater(x, x) -> (gt)"),
+        "{after}"
+    );
+    let v = verify(&original, &model, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// A `Shape` that is itself a graph output stays (its output is the
+/// model's), and a `Gather` of a declared size from it still folds.
+#[test]
+fn a_shape_the_graph_outputs_stays_and_its_gathers_fold() {
+    use onnx_squeeze::ir::tensor::int_scalar;
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let mut proto = ModelBuilder::new(17)
+        .input("x", &[2, 3])
+        .init(int_scalar("first", DataType::Int64, 0))
+        .node("shape", "Shape", &["x"], &["s"])
+        .node("g", "Gather", &["s", "first"], &["d"])
+        .node_with("f", "Cast", &["d"], &["df"], vec![attr_int("to", 1)])
+        .node("y", "Mul", &["x", "df"], &["y"])
+        .output("y", &[2, 3])
+        .proto();
+    let g = proto.graph.as_mut().unwrap();
+    g.output.push(typed_value("s", DataType::Int64, &[2]));
+    let external = std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into()));
+    let original = Model::from_proto(proto, external).unwrap();
+    let mut model = original.clone();
+    let report = clean(&mut model);
+    let after = dump_and_changes(&model, &report);
+    assert!(after.contains("node   shape: Shape(x) -> (s)"), "{after}");
+    assert!(!after.contains("Gather("), "{after}");
+    assert!(
+        after.contains("1 x Gather of an input's declared size folded"),
+        "{after}"
+    );
     let v = verify(&original, &model, &VerifyOptions::default());
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
