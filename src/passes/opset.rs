@@ -1080,7 +1080,6 @@ impl Cx {
                     changed = true;
                 } else {
                     // Old semantics: flatten to 2-D at `axis`, normalise rows.
-                    let y = cur.output.first().cloned().unwrap_or_default();
                     let flat = self.fresh(&format!("{label}_flat"));
                     let soft = self.fresh(&format!("{label}_2d"));
                     let shape = self.fresh(&format!("{label}_shape"));
