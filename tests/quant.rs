@@ -1418,9 +1418,11 @@ fn a_model_taking_pixel_values_is_calibrated_on_them() {
     );
     // Within its shifts' error.
     assert!(s.contains("fit a mean pixel value of about 11"), "{s}");
-    // What verification changed in its copy of the result says so.
+    // What verification changed in its copy of the result says so: the
+    // weight's DequantizeLinear and the int32 bias's (whose scale, a Mul of
+    // the input's and the weight's, is expanded first).
     assert!(
-        s.contains("note: in the copy of the result tract runs: 1 constant DequantizeLinear"),
+        s.contains("note: in the copy of the result tract runs: 2 constant DequantizeLinear"),
         "{s}"
     );
     let s = run(0.0);

@@ -133,41 +133,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
         loosened,
         "If/Loop/Scan body value(s) declared with named dims left for tract to infer (it cannot bind a body's name, such as 'batch_size', to the size chosen outside)",
     );
-    // Constant DequantizeLinear folded to float.
-    let mut folded = 0;
-    let ids: Vec<_> = model.graph.nodes.node_indices().collect();
-    for id in ids {
-        let n = &model.graph.nodes[id];
-        if n.op() != "DequantizeLinear" || !n.is_onnx() {
-            continue;
-        }
-        let consts: Option<Vec<&TensorProto>> = n
-            .proto
-            .input
-            .iter()
-            .filter(|i| !i.is_empty())
-            .map(|i| model.graph.constant(i))
-            .collect();
-        let Some(consts) = consts else { continue };
-        let axis = crate::ir::int_attr(&n.proto, "axis", 1);
-        let block = crate::ir::int_attr(&n.proto, "block_size", 0);
-        let resolved: Vec<(TensorProto, Option<bytes::Bytes>)> = consts
-            .iter()
-            .map(|t| Ok(((*t).clone(), model.payload(t)?)))
-            .collect::<Result<_>>()?;
-        let refs: Vec<(&TensorProto, Option<&bytes::Bytes>)> =
-            resolved.iter().map(|(t, b)| (t, b.as_ref())).collect();
-        let value = dequantize(&n.proto.output[0], &refs, axis, block)
-            .with_context(|| format!("cannot lower DequantizeLinear '{}'", n.label()))?;
-        replace_with_constant(
-            model,
-            &[id],
-            "constant DequantizeLinear lowered to float",
-            value,
-        )?;
-        folded += 1;
-    }
+    // Constant DequantizeLinear folded to float, before and after the
+    // stored forms are: a static layer's int32 bias reads the product of
+    // its input's and its weight's scales, a constant Mul.
+    let mut folded = fold_constant_dequantize(model)?;
     let expanded = expand_stored_constants(model)?;
+    folded += fold_constant_dequantize(model)?;
     counted(
         &mut notes,
         expanded,
@@ -1077,6 +1048,45 @@ impl<'a> Elements<'a> {
     }
 }
 
+/// Each `DequantizeLinear` of constant inputs replaced by the float
+/// initializer it computes; how many.
+fn fold_constant_dequantize(model: &mut Model) -> Result<usize> {
+    let mut folded = 0;
+    let ids: Vec<_> = model.graph.nodes.node_indices().collect();
+    for id in ids {
+        let n = &model.graph.nodes[id];
+        if n.op() != "DequantizeLinear" || !n.is_onnx() {
+            continue;
+        }
+        let consts: Option<Vec<&TensorProto>> = n
+            .proto
+            .input
+            .iter()
+            .filter(|i| !i.is_empty())
+            .map(|i| model.graph.constant(i))
+            .collect();
+        let Some(consts) = consts else { continue };
+        let axis = crate::ir::int_attr(&n.proto, "axis", 1);
+        let block = crate::ir::int_attr(&n.proto, "block_size", 0);
+        let resolved: Vec<(TensorProto, Option<bytes::Bytes>)> = consts
+            .iter()
+            .map(|t| Ok(((*t).clone(), model.payload(t)?)))
+            .collect::<Result<_>>()?;
+        let refs: Vec<(&TensorProto, Option<&bytes::Bytes>)> =
+            resolved.iter().map(|(t, b)| (t, b.as_ref())).collect();
+        let value = dequantize(&n.proto.output[0], &refs, axis, block)
+            .with_context(|| format!("cannot lower DequantizeLinear '{}'", n.label()))?;
+        replace_with_constant(
+            model,
+            &[id],
+            "constant DequantizeLinear lowered to float",
+            value,
+        )?;
+        folded += 1;
+    }
+    Ok(folded)
+}
+
 /// The constant a `Cast` to float reads, where `id` is one.
 fn cast_source(g: &crate::ir::Graph, id: crate::ir::NodeId) -> Option<&TensorProto> {
     let n = g.nodes.node_weight(id)?;
@@ -1768,5 +1778,52 @@ mod tests {
         let y = run(&x, &scale(&[2], &[0.5, 0.25]), None, 0, 0).unwrap();
         let y = tensor::to_f32(&y, y.raw_data.as_ref()).unwrap();
         assert_eq!(y.data, [0.5, 1.0, 0.75, 1.0]);
+    }
+
+    /// A static layer's int32 bias, whose scale is the product of its
+    /// input's and its weight's scales (a constant `Mul`), is lowered to
+    /// the float bias it stands for, as a DequantizeLinear of constants is:
+    /// no DequantizeLinear or Mul is left for tract to fold, and a plan
+    /// feeding the weight scales as inputs can still be typed.
+    #[test]
+    fn an_int32_bias_at_a_product_of_scales_is_lowered() {
+        use crate::ir::builder::{attr_int, ModelBuilder};
+        use crate::proto::{tensor_proto::DataType, TensorProto};
+        let q = [100i32, -7, 3];
+        let mut m = ModelBuilder::new(13)
+            .input("x", &[1, 2, 4, 4])
+            .init_f32("w", &[3, 2, 1, 1], &[0.5, -0.25, 1.0, 0.75, -1.0, 0.125])
+            .init_f32("sx", &[], &[0.5])
+            .init_f32("sw", &[3], &[0.25, 2.0, 4.0])
+            .init(TensorProto {
+                name: Some("b_q".into()),
+                dims: vec![3],
+                data_type: Some(DataType::Int32 as i32),
+                raw_data: Some(
+                    q.iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
+                ..Default::default()
+            })
+            .node("scale", "Mul", &["sx", "sw"], &["sb"])
+            .node_with(
+                "bias",
+                "DequantizeLinear",
+                &["b_q", "sb"],
+                &["b"],
+                vec![attr_int("axis", 0)],
+            )
+            .node("conv", "Conv", &["x", "w", "b"], &["y"])
+            .output("y", &[1, 3, 4, 4])
+            .build()
+            .unwrap();
+        super::lower(&mut m).unwrap();
+        let ops: Vec<&str> = m.graph.nodes.node_weights().map(|n| n.op()).collect();
+        assert_eq!(ops, ["Conv"]);
+        let b = m.graph.constant("b").expect("the bias is an initializer");
+        let b = tensor::to_f32(b, b.raw_data.as_ref()).unwrap();
+        assert_eq!(b.data, [100.0 * 0.125, -7.0, 3.0 * 2.0]);
     }
 }
