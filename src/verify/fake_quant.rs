@@ -16,6 +16,11 @@
 //! saturates as QuantizeLinear specifies. Pairs per axis (which tract
 //! computes with its own vector ops), other types and codes read by
 //! anything else keep tract's ops.
+//!
+//! A pair a plan switches on or off (`Where(on, pair(x), x)` on a boolean
+//! input, as [`super::fed`] writes it) is one [`FakeQuant`] that reads `on`
+//! too ([`switch_pairs`]): switched off, it passes `x` through and computes
+//! nothing.
 
 use anyhow::Result;
 
@@ -121,9 +126,17 @@ impl EvalOp for FakeQuant {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let n = inputs.len();
         let mut inputs = inputs.into_iter();
-        let (Some(x), None) = (inputs.next(), inputs.next()) else {
-            return Err(TractError::msg(format!("FakeQuant takes 1 input, got {n}")));
+        let (Some(x), on, None) = (inputs.next(), inputs.next(), inputs.next()) else {
+            return Err(TractError::msg(format!(
+                "FakeQuant takes 1 or 2 inputs, got {n}"
+            )));
         };
+        // Switched off: the value as it came ([`switch_pairs`]).
+        if let Some(on) = on {
+            if !on.cast_to_scalar::<bool>()? {
+                return Ok(tvec!(x));
+            }
+        }
         // In place where the plan holds the input nowhere else (as tract's
         // element-wise ops do), else on a copy.
         let mut out = x.into_tensor();
@@ -212,6 +225,55 @@ pub(super) fn fuse_pairs(model: &mut TypedModel) -> Result<usize> {
         fused += 1;
     }
     Ok(fused)
+}
+
+/// Each `Iff(on, FakeQuant(x), x)` whose condition `on` is one boolean (a pair the plan switches: `super::fed`) computed by one
+/// [`FakeQuant`] that reads `on` too and passes `x` through unchanged where
+/// it is false, instead of computing the pair and selecting element by
+/// element; returns how many it replaced.
+pub(super) fn switch_pairs(model: &mut TypedModel) -> Result<usize> {
+    use tract_onnx::tract_core::ops::logic::Iff;
+    let outputs: Vec<OutletId> = model.output_outlets().map_err(to_tract_error)?.to_vec();
+    let mut switched = 0;
+    for id in model.eval_order().map_err(to_tract_error)? {
+        let node = model.node(id);
+        if !node.op_is::<Iff>() {
+            continue;
+        }
+        let [on, t, f] = node.inputs[..] else {
+            continue;
+        };
+        let pair = model.node(t.node);
+        let Some(fq) = pair.op_as::<FakeQuant>() else {
+            continue;
+        };
+        let on_fact = model.outlet_fact(on).map_err(to_tract_error)?;
+        // One value (tract may have given it the pair's rank, of 1s).
+        let scalar_bool = on_fact.datum_type == bool::datum_type()
+            && on_fact
+                .shape
+                .as_concrete()
+                .is_some_and(|d| d.iter().all(|&n| n == 1));
+        let read_once = pair.outputs.len() == 1
+            && pair.outputs[0].successors.len() == 1
+            && !outputs.contains(&t);
+        if !(scalar_bool && read_once && pair.inputs[..] == [f]) {
+            continue;
+        }
+        let (op, name) = (fq.clone(), node.name.clone());
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, f).map_err(to_tract_error)?;
+        let on = patch.tap_model(model, on).map_err(to_tract_error)?;
+        let wire = patch
+            .wire_node(format!("{name}.switched"), op, &[x, on])
+            .map_err(to_tract_error)?[0];
+        patch
+            .shunt_outside(model, OutletId::new(id, 0), wire)
+            .map_err(to_tract_error)?;
+        patch.apply(model).map_err(to_tract_error)?;
+        switched += 1;
+    }
+    Ok(switched)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 pub mod contrib;
 pub mod dims;
 mod fake_quant;
+mod fed;
 mod grid_sample;
 pub mod inputs;
 pub mod lower;
@@ -350,7 +351,7 @@ pub struct Reference {
     /// Where results that differ from one another in their weights' values
     /// alone are run on one plan, their weights fed as inputs
     /// ([`Reference::feeding_weights`]).
-    fed: Option<Arc<std::sync::OnceLock<Option<FedWeights>>>>,
+    fed: Option<Arc<std::sync::OnceLock<Option<fed::FedWeights>>>>,
     /// The references of the same samples with a setting at each other
     /// value verification checks ([`ReferenceInputs::variant`]): a result
     /// is compared with each, and its report holds their outputs too.
@@ -694,72 +695,6 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
             t.hash(&mut h);
         }
     }
-    h.digest128()
-}
-
-/// The fewest values of a float32 initializer that
-/// [`Reference::feeding_weights`] feeds as an input: weights (`quant`
-/// quantizes none of fewer than 128 values by default) and the biases
-/// stored beside them (a layer's bias goes to float16 with its scales:
-/// PP-OCRv6's recogniser has biases of 96), not the few values tract reads
-/// while typing the model (a Resize's scales).
-pub const FED_MIN_ELEMENTS: usize = 16;
-
-/// A plan with a model's weights as inputs, and the key of the model's
-/// structure it runs ([`structure_key`]).
-struct FedWeights {
-    key: u128,
-    runner: tract::Runner,
-    /// The weights it was made with, by [`fed_weights`]' order: their bytes
-    /// and the tensors runs share.
-    base: Vec<(bytes::Bytes, Arc<Tensor>)>,
-    /// Results run on it.
-    runs: std::sync::atomic::AtomicUsize,
-}
-
-/// The float32 initializers of `proto`'s main graph of [`FED_MIN_ELEMENTS`]
-/// values or more held in `raw_data`, by name.
-fn fed_weights(proto: &crate::proto::ModelProto) -> Vec<String> {
-    let Some(g) = proto.graph.as_ref() else {
-        return vec![];
-    };
-    let listed: std::collections::HashSet<&str> = g.input.iter().map(|i| i.name()).collect();
-    let mut names: Vec<String> = g
-        .initializer
-        .iter()
-        .filter(|t| {
-            t.data_type() == crate::proto::tensor_proto::DataType::Float as i32
-                && !t.dims.is_empty()
-                && !listed.contains(t.name())
-                && t.raw_data.as_ref().map_or(0, |r| r.len()) >= 4 * FED_MIN_ELEMENTS
-                && t.raw_data.as_ref().map(|r| r.len() as i64)
-                    == Some(4 * t.dims.iter().product::<i64>())
-        })
-        .map(|t| t.name().to_string())
-        .collect();
-    names.sort();
-    names
-}
-
-/// [`fingerprint`] of `proto` without the values of the initializers named
-/// in `fed` (their names, types and shapes count) and without samples: two
-/// models of one key differ in those values alone.
-fn structure_key(proto: &crate::proto::ModelProto, fed: &[String]) -> u128 {
-    use prost::Message;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut light = proto.clone(); // weights are shared `Bytes`: not copied
-    if let Some(g) = light.graph.as_mut() {
-        g.initializer.sort_by(|a, b| a.name().cmp(b.name()));
-        h.update(&(g.initializer.len() as u64).to_le_bytes());
-        for t in &mut g.initializer {
-            let raw = t.raw_data.take().unwrap_or_default();
-            h.update(&(raw.len() as u64).to_le_bytes());
-            if fed.binary_search_by(|f| f.as_str().cmp(t.name())).is_err() {
-                h.update(&raw);
-            }
-        }
-    }
-    h.update(&light.encode_to_vec());
     h.digest128()
 }
 
@@ -1623,15 +1558,16 @@ impl Reference {
 
     /// Results compared with this reference that differ from the first one
     /// compared in their weights' values alone (float32 initializers of
-    /// [`FED_MIN_ELEMENTS`] values or more, once stored weights are
-    /// expanded for tract) run on one plan of that first one, the weights
-    /// fed as inputs, instead of a plan each. For `sensitive=auto`'s
-    /// ranking of weight-only layer groups, one sample each: tract's
-    /// parsing, typing and code generation were three quarters of a
-    /// candidate's cost there, and a run with weights fed takes about twice
-    /// one with constant weights (packed on each run). Where a result
-    /// differs otherwise (or the plan cannot be made), it is planned alone,
-    /// as without this.
+    /// [`fed::FED_MIN_ELEMENTS`] values or more, once stored weights are
+    /// expanded for tract), and in which of that one's activation Q/DQ
+    /// pairs they hold, run on one plan of that first one, the weights fed
+    /// as inputs and each pair switched by one ([`fed`]), instead of a plan
+    /// each. For `sensitive=auto`'s ranking of layer groups, one sample
+    /// each, the full result compared first: tract's parsing, typing and
+    /// code generation were three quarters of a candidate's cost there, and
+    /// a run with weights fed takes about twice one with constant weights
+    /// (packed on each run). Where a result differs otherwise (or the plan
+    /// cannot be made), it is planned alone, as without this.
     pub fn feeding_weights(mut self) -> Reference {
         self.fed = Some(Arc::new(std::sync::OnceLock::new()));
         self
@@ -1640,89 +1576,11 @@ impl Reference {
     /// The outputs of `copy` (the result as tract runs it) on this
     /// reference's samples, from the plan that feeds weights (see
     /// [`Reference::feeding_weights`]); `None` where there is none, `copy`
-    /// differs from its model in more than its weights' values, or the run
-    /// fails (a plan of the copy's own then says why).
+    /// differs from its model in more than its weights' values and
+    /// activation pairs, or the run fails (a plan of the copy's own then
+    /// says why).
     fn run_fed(&self, copy: &crate::proto::ModelProto) -> Option<Ran> {
-        use rayon::prelude::*;
-        let cell = self.fed.as_ref()?;
-        let first = self.run_samples.first()?;
-        let weights = fed_weights(copy);
-        if weights.is_empty() {
-            return None;
-        }
-        let key = structure_key(copy, &weights);
-        let inits = &copy.graph.as_ref()?.initializer;
-        let by_name: HashMap<&str, &crate::proto::TensorProto> =
-            inits.iter().map(|t| (t.name(), t)).collect();
-        // Each weight's bytes, and its tensor: the plan's own where the
-        // bytes are those it was made with, else a new one.
-        let bytes = |w: &str| by_name.get(w).and_then(|t| t.raw_data.clone());
-        let tensor = |w: &str, raw: &[u8]| -> Option<Arc<Tensor>> {
-            let dims: Vec<usize> = by_name.get(w)?.dims.iter().map(|&d| d as usize).collect();
-            tract::tensor_from_bytes(crate::proto::tensor_proto::DataType::Float, &dims, raw)
-                .ok()
-                .map(Arc::new)
-        };
-        let plan = cell.get_or_init(|| {
-            let base: Vec<(bytes::Bytes, Arc<Tensor>)> = weights
-                .iter()
-                .map(|w| {
-                    let raw = bytes(w)?;
-                    let t = tensor(w, &raw)?;
-                    Some((raw, t))
-                })
-                .collect::<Option<_>>()?;
-            let mut proto = copy.clone(); // weights are shared `Bytes`
-            let g = proto.graph.as_mut()?;
-            let moved: std::collections::HashSet<&str> =
-                weights.iter().map(String::as_str).collect();
-            let (mut inputs, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut g.initializer)
-                .into_iter()
-                .partition(|t| moved.contains(t.name()));
-            g.initializer = kept;
-            inputs.sort_by(|a, b| a.name().cmp(b.name()));
-            g.input.extend(inputs.iter().map(|t| {
-                crate::ir::builder::typed_value(
-                    t.name(),
-                    crate::proto::tensor_proto::DataType::Float,
-                    &t.dims,
-                )
-            }));
-            drop(inputs);
-            let feed: Vec<Tensor> = first
-                .iter()
-                .cloned()
-                .chain(base.iter().map(|(_, t)| (**t).clone()))
-                .collect();
-            let runner = tract::Runner::new(proto, &feed, usize::MAX)
-                .ok()
-                .filter(|r| !r.computes_half_as_float())?;
-            Some(FedWeights {
-                key,
-                runner,
-                base,
-                runs: Default::default(),
-            })
-        });
-        let plan = plan.as_ref().filter(|p| p.key == key)?;
-        let shared: Vec<Arc<Tensor>> = weights
-            .iter()
-            .zip(&plan.base)
-            .map(|(w, (base_raw, base))| {
-                let raw = bytes(w)?;
-                match raw == *base_raw {
-                    true => Some(base.clone()),
-                    false => tensor(w, &raw),
-                }
-            })
-            .collect::<Option<_>>()?;
-        let outputs = self
-            .run_samples
-            .par_iter()
-            .map(|s| plan.runner.run_with(s, &shared))
-            .collect::<Result<Vec<_>>>()
-            .ok()?;
-        plan.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outputs = fed::run(self.fed.as_ref()?, &self.run_samples, copy)?;
         Some(Ran {
             outputs,
             half_as_float: false,
@@ -3266,13 +3124,124 @@ mod tests {
         }
         // The structure differed in the last: it ran on a plan of its own,
         // and the fed plan is the first result's.
-        let first = super::structure_key(
+        let first = super::fed::structure_key(
             &model(1.01, false).to_proto(),
-            &super::fed_weights(&model(1.01, false).to_proto()),
+            &super::fed::fed_weights(&model(1.01, false).to_proto()),
         );
         let plan = fed.fed.as_ref().unwrap().get().unwrap().as_ref().unwrap();
         assert_eq!(plan.key, first);
         assert_eq!(plan.runs.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    /// A reference feeding weights runs results that hold some of the
+    /// first one's activation Q/DQ pairs on that one's plan, each pair
+    /// switched on or off, and judges them as a plan of their own would; a
+    /// pair switched off computes nothing (the original's outputs exactly).
+    /// A pair of other ranges, or on another value, is planned alone.
+    #[test]
+    fn results_holding_some_of_the_first_ones_pairs_run_on_its_plan() {
+        use super::{Reference, VerifyOptions};
+        use crate::ir::builder::ModelBuilder;
+        use crate::proto::{tensor_proto::DataType, TensorProto};
+        let w: Vec<f32> = (0..256)
+            .map(|i| (i * 37 % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        // Pairs (value, scale, zero point) in front of the MatMuls that
+        // read them; `w1` scales the first weight.
+        let model = |w1: f32, pairs: &[(&str, f32, u8)]| {
+            let w: Vec<f32> = w.iter().map(|v| v * w1).collect();
+            let mut b = ModelBuilder::new(13)
+                .input("x", &[1, 16])
+                .init_f32("w", &[16, 16], &w)
+                .init_f32("w2", &[16, 8], &w[..128]);
+            let read = |b: ModelBuilder, v: &str| -> (ModelBuilder, String) {
+                let Some(&(_, scale, zp)) = pairs.iter().find(|p| p.0 == v) else {
+                    return (b, v.to_string());
+                };
+                let b = b
+                    .init_f32(&format!("{v}_scale"), &[], &[scale])
+                    .init(TensorProto {
+                        name: Some(format!("{v}_zp")),
+                        data_type: Some(DataType::Uint8 as i32),
+                        raw_data: Some(vec![zp].into()),
+                        ..Default::default()
+                    })
+                    .node(
+                        &format!("{v}_quantize"),
+                        "QuantizeLinear",
+                        &[v, &format!("{v}_scale"), &format!("{v}_zp")],
+                        &[&format!("{v}_q")],
+                    )
+                    .node(
+                        &format!("{v}_dequantize"),
+                        "DequantizeLinear",
+                        &[&format!("{v}_q"), &format!("{v}_scale"), &format!("{v}_zp")],
+                        &[&format!("{v}_dq")],
+                    );
+                (b, format!("{v}_dq"))
+            };
+            let x;
+            (b, x) = read(b, "x");
+            b = b
+                .node("mm", "MatMul", &[&x, "w"], &["h"])
+                .node("relu", "Relu", &["h"], &["r"]);
+            let r;
+            (b, r) = read(b, "r");
+            b = b.node("mm2", "MatMul", &[&r, "w2"], &["y"]);
+            let h;
+            (b, h) = read(b, "h");
+            b.node("tail", "Add", &["y", "y"], &["z"])
+                .node("head", "Neg", &[&h], &["k"])
+                .output("z", &[1, 8])
+                .output("k", &[1, 16])
+                .build()
+                .unwrap()
+        };
+        let original = model(1.0, &[]);
+        let opts = VerifyOptions::default();
+        let plain = Reference::new(&original, &opts).unwrap().one_sample(0);
+        let fed = plain.one_sample(0).feeding_weights();
+        let runs = |r: &Reference| {
+            r.fed
+                .as_ref()
+                .and_then(|c| c.get())
+                .and_then(|p| p.as_ref())
+                .map(|p| p.runs.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        let (x, r) = (("x", 0.03, 128), ("r", 0.05, 0));
+        let candidates: [(f32, Vec<_>, bool); 6] = [
+            // The plan's: both pairs.
+            (1.01, vec![x, r], true),
+            (1.0, vec![r], true),
+            (0.98, vec![x], true),
+            (1.0, vec![], true),
+            // Another range on r; a pair on h, which the plan has not.
+            (1.0, vec![("r", 0.06, 0)], false),
+            (1.0, vec![("h", 0.05, 128)], false),
+        ];
+        let mut expected_runs = 0;
+        let mut cosines = vec![];
+        for (w1, pairs, on_plan) in &candidates {
+            let result = model(*w1, pairs);
+            let (a, b) = (plain.check_alone(&result), fed.check_alone(&result));
+            assert_eq!(a.status, b.status, "{w1} {pairs:?}");
+            for (oa, ob) in a.outputs.iter().zip(&b.outputs) {
+                assert!(
+                    (oa.cosine - ob.cosine).abs() < 1e-9,
+                    "{w1} {pairs:?}: {} against {}",
+                    oa.cosine,
+                    ob.cosine
+                );
+            }
+            expected_runs += usize::from(*on_plan);
+            assert_eq!(runs(&fed), Some(expected_runs), "{w1} {pairs:?}");
+            cosines.push(b.outputs[0].cosine);
+        }
+        // The pairs count where they are on, and nothing where they are not.
+        assert!(cosines[1] < 1.0 && cosines[1] != cosines[0], "{cosines:?}");
+        let none = fed.check_alone(&model(1.0, &[]));
+        assert!(none.outputs.iter().all(|o| o.max_abs == 0.0));
+        assert_eq!(runs(&fed), Some(expected_runs + 1));
     }
 
     /// Outputs whose rows are class scores: a softmax (at opset 13 its

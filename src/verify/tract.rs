@@ -704,6 +704,7 @@ fn plan_of(
     softmax_on_last_axis(&mut optimized).context("tract cannot analyse the model")?;
     planar_grid_samples(&mut optimized).context("tract cannot analyse the model")?;
     super::fake_quant::fuse_pairs(&mut optimized).context("tract cannot analyse the model")?;
+    super::fake_quant::switch_pairs(&mut optimized).context("tract cannot analyse the model")?;
     // Watched values are outputs while the plan is made (so that tract
     // computes them as they are, fused into nothing), then no longer:
     // each is freed once its last reader has run, as any other value.
@@ -2219,6 +2220,57 @@ mod tests {
             let got = view.as_slice::<f32>().unwrap();
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-6, "{got:?} against {want:?}");
+            }
+        }
+    }
+
+    /// A pair a plan switches (`Where(on, pair(x), x)` on a boolean input,
+    /// as `super::super::fed` writes it) is one FakeQuant reading `on`: the
+    /// pair's values where it is true, `x` itself where it is false, and
+    /// no `Iff` left selecting element by element.
+    #[test]
+    fn plans_switch_pairs_by_one_op() {
+        use crate::ir::builder::typed_value;
+        use crate::ir::tensor::int_scalar;
+        use crate::proto::tensor_proto::DataType;
+        let mut proto = ModelBuilder::new(13)
+            .input("x", &[1, 64])
+            .init_f32("s", &[], &[0.05])
+            .init(int_scalar("z", DataType::Uint8, 128))
+            .node("q", "QuantizeLinear", &["x", "s", "z"], &["c"])
+            .node("dq", "DequantizeLinear", &["c", "s", "z"], &["d"])
+            .node("switch", "Where", &["on", "d", "x"], &["w"])
+            .node("relu", "Relu", &["w"], &["y"])
+            .output("y", &[1, 64])
+            .proto();
+        let g = proto.graph.as_mut().unwrap();
+        g.input.push(typed_value("on", DataType::Bool, &[]));
+        let xs: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) * 0.137).collect();
+        let x = Tensor::from_shape(&[1, 64], &xs).unwrap();
+        let runner = Runner::new(proto, &[x.clone(), tensor0(true)], MANY_RUNS).unwrap();
+        let ops: Vec<String> = runner
+            .plan
+            .model()
+            .eval_order()
+            .unwrap()
+            .into_iter()
+            .map(|n| runner.plan.model().node(n).op.name().to_string())
+            .collect();
+        assert!(ops.iter().any(|o| o == "FakeQuant"), "{ops:?}");
+        assert!(!ops.iter().any(|o| o == "Iff"), "{ops:?}");
+        for on in [true, false] {
+            let want: Vec<f32> = xs
+                .iter()
+                .map(|&x| match on {
+                    true => ((x / 0.05).round_ties_even().clamp(-128.0, 127.0) * 0.05).max(0.0),
+                    false => x.max(0.0),
+                })
+                .collect();
+            let y = runner.run(&[x.clone(), tensor0(on)]).unwrap();
+            let view = y[0].try_as_plain_ram().unwrap();
+            let got = view.as_slice::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "{on}: {got:?} against {want:?}");
             }
         }
     }
