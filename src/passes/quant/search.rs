@@ -545,26 +545,35 @@ impl Quant {
             (Some((w, _)), Some(x)) => w.one_sample(x.worst_sample.unwrap_or(0)),
             _ => reference.one_sample(full.worst_sample.unwrap_or(0)),
         };
-        // Groups, each alone, differ from one another in weight values and
-        // in which activation pairs they hold once tract expands them: one
-        // plan feeds them all, each pair switched on or off
-        // (`Reference::feeding_weights`). It is made from the first result
-        // compared: where there are pairs, every pair with float weights
-        // (the weights most groups leave float are the ones the plan
-        // holds). PP-OCRv4's recogniser: its 47 weight-only groups ranked
-        // in 0.7 s instead of 2.2, its 16 static ones in 0.34 s instead of
-        // 0.52. Not where MatMuls are made dynamic: their lowered forms
-        // differ in structure.
-        let dynamic = patches.iter().any(|p| p.label.contains("made dynamic"));
-        let ranking = match dynamic {
-            true => ranking,
-            false => ranking.feeding_weights(),
-        };
+        // Groups, each alone, differ from one another in weight values, and
+        // in which activation pairs they hold, once tract expands them: one
+        // plan feeds them all (`Reference::feeding_weights`), each pair
+        // switched on or off. It is made from the first result compared:
+        // where there are pairs, every pair with float weights (the weights
+        // most groups leave float are the ones it holds). Weight-only
+        // groups run so on any model (PP-OCRv4's recogniser: its 47 ranked
+        // in 0.7 s instead of 2.2); groups with pairs only on models under
+        // `PARALLEL_CANDIDATES_MIN_BYTES` of weights, whose candidates cost
+        // their plans (silero-vad: 16 ranked in 0.05 s instead of 0.09,
+        // peak 28 -> 29 MB): on larger ones the plan's runs, with their
+        // weights and activations as inputs, added 10-35 MB to the peak
+        // (PP-OCRv4's recogniser 93 -> 106 MB, PP-OCRv6's small detector
+        // 85 -> 108), for 10-15% of the run's time. Not where MatMuls are
+        // made dynamic: their lowered forms differ in structure.
         let pairs: Vec<bool> = patches
             .iter()
             .map(|p| p.label.starts_with("activation quantized"))
             .collect();
-        if pairs.contains(&true) && !dynamic {
+        let dynamic = patches.iter().any(|p| p.label.contains("made dynamic"));
+        let weight_only = !pairs.contains(&true) && !dynamic;
+        let switched = pairs.contains(&true)
+            && !dynamic
+            && model.weight_bytes() < PARALLEL_CANDIDATES_MIN_BYTES;
+        let ranking = match weight_only || switched {
+            true => ranking.feeding_weights(),
+            false => ranking,
+        };
+        if switched {
             eval_on(&ranking, &specialised, &pairs, &[], true)?;
         }
         // A weight taken back from integer compute is still stored compactly,
