@@ -227,10 +227,11 @@ pub(super) fn fuse_pairs(model: &mut TypedModel) -> Result<usize> {
     Ok(fused)
 }
 
-/// Each `Iff(on, FakeQuant(x), x)` whose condition `on` is one boolean (a pair the plan switches: `super::fed`) computed by one
-/// [`FakeQuant`] that reads `on` too and passes `x` through unchanged where
-/// it is false, instead of computing the pair and selecting element by
-/// element; returns how many it replaced.
+/// Each `Iff(on, FakeQuant(x), x)` whose condition `on` is one boolean (a
+/// pair the plan switches: `super::fed`) computed by one [`FakeQuant`]
+/// that reads `on` too and passes `x` through unchanged where it is false,
+/// instead of computing the pair and selecting element by element; returns
+/// how many it replaced.
 pub(super) fn switch_pairs(model: &mut TypedModel) -> Result<usize> {
     use tract_onnx::tract_core::ops::logic::Iff;
     let outputs: Vec<OutletId> = model.output_outlets().map_err(to_tract_error)?.to_vec();

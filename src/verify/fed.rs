@@ -6,10 +6,15 @@
 //!
 //! A switched pair is `Where(on, DequantizeLinear(QuantizeLinear(x)), x)`:
 //! exactly the pair's output where `on`, exactly `x` where not, as the
-//! result without the pair computes it. `sensitive=auto` ranks its layer
+//! result without the pair computes it. The rest of the plan computes what
+//! the result's own plan does, not always bit for bit: weights that are
+//! inputs are packed on each run and not folded into what reads them (the
+//! tests find the same cosines to 1e-9). `sensitive=auto` ranks its layer
 //! groups this way, each alone against a float rest: tract's parsing,
 //! typing and code generation of a plan each were most of a candidate's
-//! cost.
+//! cost. Pairs on pairs' outputs are switched too, but a result runs on the
+//! plan only with the same chain (each pair's value and readers as the
+//! plan's).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -138,8 +143,8 @@ fn node_hash(h: &mut xxhash_rust::xxh3::Xxh3, n: &NodeProto) {
 }
 
 /// `copy` without the activation pairs its main graph holds (their readers
-/// read the quantized value instead, and the constants only they read are
-/// gone), and the pairs, in graph order. A pair counts where its
+/// read the value the pair quantized instead, and the constants only they
+/// read are gone), and the pairs, in graph order. A pair counts where its
 /// QuantizeLinear's output is read by its DequantizeLinear alone, each of
 /// the two reads constants of one value besides (a per-tensor pair), and no
 /// subgraph body or graph output reads either's output.
@@ -178,8 +183,12 @@ pub(super) fn split_pairs(copy: &ModelProto) -> (ModelProto, Vec<Pair>) {
             continue;
         };
         let dq = &g.node[di];
+        if !plain(dq, "DequantizeLinear") {
+            continue;
+        }
         let y = dq.output[0].as_str();
-        if !plain(dq, "DequantizeLinear") || pinned.contains(qo) || pinned.contains(y) {
+        // An empty name is an absent input's, which many nodes read.
+        if qo.is_empty() || y.is_empty() || pinned.contains(qo) || pinned.contains(y) {
             continue;
         }
         let operands: Option<Vec<&TensorProto>> = q.input[1..]
@@ -425,4 +434,73 @@ pub(super) fn run(
         .ok()?;
     plan.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Some(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_pairs;
+    use crate::ir::builder::ModelBuilder;
+    use crate::ir::tensor::int_scalar;
+    use crate::proto::tensor_proto::DataType;
+
+    /// The pairs taken out of a copy: their readers read the value each
+    /// quantized (through a pair on a pair's output too), a zero point two
+    /// pairs share goes with the last of them, and a pair whose output is
+    /// a graph output stays in the structure.
+    #[test]
+    fn pairs_come_out_and_their_readers_read_what_they_quantized() {
+        let proto = ModelBuilder::new(13)
+            .input("x", &[1, 4])
+            .init_f32("s", &[], &[0.05])
+            .init_f32("s2", &[], &[0.1])
+            .init(int_scalar("z", DataType::Uint8, 128))
+            .node("", "QuantizeLinear", &["x", "s", "z"], &["xq"])
+            .node("", "DequantizeLinear", &["xq", "s", "z"], &["xd"])
+            // A pair on the pair's output.
+            .node("", "QuantizeLinear", &["xd", "s2", "z"], &["xdq"])
+            .node("", "DequantizeLinear", &["xdq", "s2", "z"], &["xdd"])
+            .node("relu", "Relu", &["xdd"], &["r"])
+            .node("add", "Add", &["xd", "r"], &["a"])
+            // Its output is the graph's: it stays.
+            .node("", "QuantizeLinear", &["a", "s", "z"], &["aq"])
+            .node("", "DequantizeLinear", &["aq", "s", "z"], &["y"])
+            .output("y", &[1, 4])
+            .proto();
+        let (base, pairs) = split_pairs(&proto);
+        let g = base.graph.as_ref().unwrap();
+        let ops: Vec<(&str, Vec<&str>)> = g
+            .node
+            .iter()
+            .map(|n| (n.op_type(), n.input.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("Relu", vec!["x"]),
+                ("Add", vec!["x", "r"]),
+                ("QuantizeLinear", vec!["a", "s", "z"]),
+                ("DequantizeLinear", vec!["aq", "s", "z"]),
+            ]
+        );
+        // `s2` only the removed pair read; `s` and `z` the pair that stays.
+        let inits: Vec<&str> = g.initializer.iter().map(|t| t.name()).collect();
+        assert_eq!(inits, ["s", "z"]);
+        let described: Vec<(&str, &str, Vec<(String, usize)>)> = pairs
+            .iter()
+            .map(|p| (p.x.as_str(), p.y.as_str(), p.readers.clone()))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                (
+                    "x",
+                    "xd",
+                    vec![("a".to_string(), 0), ("xdq".to_string(), 0)]
+                ),
+                ("xd", "xdd", vec![("r".to_string(), 0)]),
+            ]
+        );
+        // Of other ranges: other parameters.
+        assert_ne!(pairs[0].params, pairs[1].params);
+    }
 }

@@ -1563,11 +1563,13 @@ impl Reference {
     /// pairs they hold, run on one plan of that first one, the weights fed
     /// as inputs and each pair switched by one ([`fed`]), instead of a plan
     /// each. For `sensitive=auto`'s ranking of layer groups, one sample
-    /// each, the full result compared first: tract's parsing, typing and
-    /// code generation were three quarters of a candidate's cost there, and
-    /// a run with weights fed takes about twice one with constant weights
-    /// (packed on each run). Where a result differs otherwise (or the plan
-    /// cannot be made), it is planned alone, as without this.
+    /// each (where there are pairs, a result holding every pair with float
+    /// weights is compared first, and the plan is made from it): tract's
+    /// parsing, typing and code generation were three quarters of a
+    /// candidate's cost there, and a run with weights fed takes about twice
+    /// one with constant weights (packed on each run). Where a result
+    /// differs otherwise, it is planned alone, as without this; where the
+    /// plan cannot be made, every result is.
     pub fn feeding_weights(mut self) -> Reference {
         self.fed = Some(Arc::new(std::sync::OnceLock::new()));
         self

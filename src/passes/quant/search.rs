@@ -556,7 +556,7 @@ impl Quant {
         // `PARALLEL_CANDIDATES_MIN_BYTES` of weights, whose candidates cost
         // their plans (silero-vad: 16 ranked in 0.05 s instead of 0.09,
         // peak 28 -> 29 MB): on larger ones the plan's runs, with their
-        // weights and activations as inputs, added 10-35 MB to the peak
+        // weights as inputs and its pairs switched, added 10-35 MB to the peak
         // (PP-OCRv4's recogniser 93 -> 106 MB, PP-OCRv6's small detector
         // 85 -> 108), for 10-15% of the run's time. Not where MatMuls are
         // made dynamic: their lowered forms differ in structure.
