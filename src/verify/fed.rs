@@ -74,25 +74,14 @@ pub(super) fn fed_weights(proto: &crate::proto::ModelProto) -> Vec<String> {
     names
 }
 
-/// [`fingerprint`] of `proto` without the values of the initializers named
+/// [`super::fingerprint`] of `proto` without the values of the initializers named
 /// in `fed` (their names, types and shapes count) and without samples: two
 /// models of one key differ in those values alone.
 pub(super) fn structure_key(proto: &crate::proto::ModelProto, fed: &[String]) -> u128 {
-    use prost::Message;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut light = proto.clone(); // weights are shared `Bytes`: not copied
-    if let Some(g) = light.graph.as_mut() {
-        g.initializer.sort_by(|a, b| a.name().cmp(b.name()));
-        h.update(&(g.initializer.len() as u64).to_le_bytes());
-        for t in &mut g.initializer {
-            let raw = t.raw_data.take().unwrap_or_default();
-            h.update(&(raw.len() as u64).to_le_bytes());
-            if fed.binary_search_by(|f| f.as_str().cmp(t.name())).is_err() {
-                h.update(&raw);
-            }
-        }
-    }
-    h.update(&light.encode_to_vec());
+    super::hash_model(&mut h, proto, |name| {
+        fed.binary_search_by(|f| f.as_str().cmp(name)).is_err()
+    });
     h.digest128()
 }
 

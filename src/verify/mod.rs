@@ -665,17 +665,15 @@ fn worst_sample(outputs: &[(bool, Vec<f64>)]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// What identifies a run: the model (its large initializers' bytes hashed
-/// where they lie, the rest encoded) and the samples. Initializers count
-/// in the order of their names, not the file's: the copies of one result
-/// that `sensitive=auto` checked and that verification runs list the
-/// constants an If's inlined branch brings in node-index order, which the
-/// graphs' histories of removed nodes make differ (silero's result ran
-/// twice).
-fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u128 {
+/// `proto` into `h`: its initializers in the order of their names, each
+/// one's length, then its bytes where `with_values` says so of its name
+/// (hashed where they lie), then the rest of the model encoded.
+fn hash_model(
+    h: &mut xxhash_rust::xxh3::Xxh3,
+    proto: &crate::proto::ModelProto,
+    with_values: impl Fn(&str) -> bool,
+) {
     use prost::Message;
-    use std::hash::Hash;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut light = proto.clone(); // weights are shared `Bytes`: not copied
     if let Some(g) = light.graph.as_mut() {
         g.initializer.sort_by(|a, b| a.name().cmp(b.name()));
@@ -684,10 +682,25 @@ fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u12
             // Its length first: no two splits of the bytes hash alike.
             let raw = t.raw_data.take().unwrap_or_default();
             h.update(&(raw.len() as u64).to_le_bytes());
-            h.update(&raw);
+            if with_values(t.name()) {
+                h.update(&raw);
+            }
         }
     }
     h.update(&light.encode_to_vec());
+}
+
+/// What identifies a run: the model (its large initializers' bytes hashed
+/// where they lie, the rest encoded) and the samples. Initializers count
+/// in the order of their names, not the file's: the copies of one result
+/// that `sensitive=auto` checked and that verification runs list the
+/// constants an If's inlined branch brings in node-index order, which the
+/// graphs' histories of removed nodes make differ (silero's result ran
+/// twice).
+fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u128 {
+    use std::hash::Hash;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    hash_model(&mut h, proto, |_| true);
     h.update(&(samples.len() as u64).to_le_bytes());
     for s in samples {
         h.update(&(s.len() as u64).to_le_bytes());
