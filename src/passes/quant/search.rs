@@ -674,15 +674,23 @@ impl Quant {
         }
         // The summary first, then what each group is: the printed report
         // shows a pass's first notes, the JSON all of them.
-        let details = group_notes(&scored[..k], &groups, &patches, &fallback, &keep);
+        let (details, changed) = group_notes(&scored[..k], &groups, &patches, &fallback, &keep);
         if r.status != Status::Passed {
             ctx.notes.push(format!(
                 "even with everything in float the tolerance is missed (cosine {:.5})",
                 score(&r)
             ));
         }
+        // Groups whose weights all went back to the int8 storage they had
+        // are not taken back: nothing of them changed.
+        let unchanged = match k - changed {
+            0 => String::new(),
+            u => format!(
+                "; {u} more taken back while searching went back to their int8 storage, unchanged"
+            ),
+        };
         ctx.notes.push(format!(
-            "sensitive=auto: full quantization gave cosine {:.5}; with {k} layer group(s) taken back (each in a note below, where the JSON report has them all) {:.5}",
+            "sensitive=auto: full quantization gave cosine {:.5}; with {changed} layer group(s) taken back (each in a note below, where the JSON report has them all{unchanged}) {:.5}",
             score(full_wide.as_ref().unwrap_or(&full)),
             score(&r)
         ));
@@ -1312,14 +1320,15 @@ fn back_to_int8(
 /// A note per group taken back (`taken_back`: each one's cosine alone and
 /// index in `groups`): what it holds, and the form its weights stay stored
 /// in; first, the activation pairs left out with them (`keep` false
-/// outside the groups).
+/// outside the groups). With them, how many groups changed: one of stored
+/// weights alone, all back in int8 storage, did not (and has no note).
 fn group_notes(
     taken_back: &[(f64, usize)],
     groups: &[Vec<usize>],
     patches: &[Patch],
     fallback: &[Option<Stored>],
     keep: &[bool],
-) -> Vec<String> {
+) -> (Vec<String>, usize) {
     let taken: std::collections::HashSet<usize> = taken_back
         .iter()
         .flat_map(|&(_, gi)| groups[gi].iter().copied())
@@ -1329,6 +1338,8 @@ fn group_notes(
         .map(|i| describe(&patches[i]))
         .collect();
     let mut details = Vec::new();
+    // The groups taken back that changed (each with a note).
+    let mut changed = 0;
     if !idle.is_empty() {
         details.push(format!(
             "left out with the layers in float ({} pair(s) that then serve no integer kernel, or would make onnxruntime pool uint8 after a float layer): {}",
@@ -1362,8 +1373,9 @@ fn group_notes(
             (k, false, _) => format!("taken back by sensitive=auto (alone: cosine {s:.5}; {k} MatMul(s) compute in int8, dynamic MatMulInteger as weights=int8 has them, the others in float with weights stored as {stored})"),
         };
         details.push(format!("{how}, instead of: {}", what.join(", ")));
+        changed += 1;
     }
-    details
+    (details, changed)
 }
 
 /// Where a note says how to check the result on held-out data.
@@ -1528,6 +1540,38 @@ mod tests {
             );
             assert_eq!(r.status, Status::Passed);
         }
+    }
+
+    /// Groups of stored weights alone that all went back to int8 storage
+    /// changed nothing: no note each, and not counted as taken back; a
+    /// group whose layer computes in float is, whatever its storage.
+    #[test]
+    fn groups_back_in_int8_storage_are_not_counted_as_taken_back() {
+        use super::{group_notes, Form, Stored};
+        let patch = |label: &str, w: &str| {
+            let mut p = crate::patch::Patch::new(label);
+            p.remove_initializers.push(w.to_string());
+            p
+        };
+        let patches = [
+            patch("weight stored as int8 (expanded once at load)", "a"),
+            patch("weight stored as int8 (expanded once at load)", "b"),
+            patch("weight quantized to int8 per channel", "c"),
+        ];
+        let stored = |form| {
+            Some(Stored {
+                form,
+                patch: crate::patch::Patch::new("w"),
+            })
+        };
+        let fallback = [stored(Form::Int8), stored(Form::Half), stored(Form::Int8)];
+        let groups: Vec<Vec<usize>> = vec![vec![0], vec![1], vec![2]];
+        let taken = [(0.9, 0), (0.95, 1), (0.97, 2)];
+        let (notes, changed) = group_notes(&taken, &groups, &patches, &fallback, &[false; 3]);
+        assert_eq!(changed, 2);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("stored finer by sensitive=auto") && notes[0].contains("'b'"));
+        assert!(notes[1].starts_with("computed in float") && notes[1].contains("'c'"));
     }
 
     /// The groups left unchecked are those that save the fewest bytes, as
