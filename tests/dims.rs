@@ -1303,6 +1303,39 @@ fn an_op_tract_lacks_is_no_question_of_sizes() {
     );
 }
 
+/// A form of an op tract refuses at every size (a GRU whose sequence
+/// lengths are an input) is no question of sizes either: the note says
+/// what tract refuses, where, without tract's number for the node.
+#[test]
+fn a_form_tract_refuses_is_no_question_of_sizes() {
+    use onnx_squeeze::ir::builder::{attr_int, typed_value};
+    let h = 2usize;
+    let mut p = ModelBuilder::new(17)
+        .input("x", &[1, 1, 4])
+        .init_f32("w", &[1, 3 * h as i64, 4], &vec![0.1; 3 * h * 4])
+        .init_f32("r", &[1, 3 * h as i64, h as i64], &vec![0.1; 3 * h * h])
+        .node_with(
+            "gru",
+            "GRU",
+            &["x", "w", "r", "", "lens"],
+            &["y"],
+            vec![attr_int("hidden_size", h as i64)],
+        )
+        .output("y", &[])
+        .proto();
+    let g = p.graph.as_mut().unwrap();
+    g.input.push(typed_value("lens", DataType::Int32, &[1]));
+    set_dims(&mut g.input[0], &["len", "1", "4"]);
+    let m = Model::from_proto(p, Arc::new(ExternalData::new(".".into()))).unwrap();
+    let mut opts = VerifyOptions::default();
+    let notes = settle(&m, &mut opts);
+    assert!(
+        notes.iter().any(|n| n
+            == "tract does not support a form of an op the model uses, at any input size tried for len (\"gru\" GRU: Non constant seq_len is not supported): binding them with --dim, or passing --inputs, will not help; `--no-verify` writes the result unverified"),
+        "{notes:?}"
+    );
+}
+
 /// An input of any name whose one axis past the batch is named like
 /// samples holds audio (openWakeWord's mel front end: `input:
 /// [batch_size, samples]`), and so does one of 8000 values or more;

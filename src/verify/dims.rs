@@ -816,7 +816,8 @@ fn settle_free_dims(
     if big {
         return Settled::default();
     }
-    // A Loop left at every size; the one op tract lacks at every size.
+    // A Loop left at every size; the one op tract lacks, or the one form of
+    // an op it refuses, at every size.
     // Why, as tract says it at the first size (verification, where it
     // runs, says it again at the size it runs; `--no-verify` does not).
     let loop_left = untyped
@@ -828,18 +829,27 @@ fn settle_free_dims(
         .first()
         .and_then(|u| u.unimplemented.clone())
         .filter(|op| untyped.iter().all(|u| u.unimplemented.as_ref() == Some(op)));
-    let note = match (loop_left, lacked) {
+    let unsupported = untyped
+        .first()
+        .and_then(|u| u.unsupported.clone())
+        .filter(|why| untyped.iter().all(|u| u.unsupported.as_ref() == Some(why)));
+    let note = match (loop_left, lacked, unsupported) {
         // An op tract lacks at every size: no size helps.
-        (_, Some(op)) => format!(
+        (_, Some(op), _) => format!(
             "tract has no implementation of {op}, which the model uses, at any input size tried for {}: binding them with --dim will not help",
             keys.join(", ")
         ),
+        // A form of an op tract refuses at every size: neither does.
+        (None, None, Some(why)) => format!(
+            "tract does not support a form of an op the model uses, at any input size tried for {} ({why}): binding them with --dim, or passing --inputs, will not help; `--no-verify` writes the result unverified",
+            keys.join(", ")
+        ),
         // Sizes only help where its trip count follows them.
-        (Some(why), None) => format!(
+        (Some(why), None, _) => format!(
             "a Loop is left that tract cannot run at every input size tried for {} ({why}): binding them with --dim helps only where its trip count follows them",
             keys.join(", ")
         ),
-        (None, None) => format!(
+        (None, None, None) => format!(
             "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
             keys.join(", ")
         ),

@@ -719,6 +719,8 @@ pub(crate) struct Untyped {
     pub loop_left: Option<String>,
     /// tract has no implementation of an op there (its `Unimplemented`).
     pub unimplemented: Option<String>,
+    /// A form of an op tract says it does not support ([`unsupported_form`]).
+    pub unsupported: Option<String>,
 }
 
 impl Untyped {
@@ -726,8 +728,32 @@ impl Untyped {
         Untyped {
             loop_left: loop_refusal(e),
             unimplemented: unimplemented_op(e),
+            unsupported: unsupported_form(e),
         }
     }
+}
+
+/// What tract says it does not support in `e`'s chain, with the node
+/// where (its name and op) and without tract's number for it, which
+/// differs between the copies it types: `"/gru1/GRU" GRU: Non constant
+/// seq_len is not supported` (a GRU whose sequence lengths are an
+/// input), a form of an op no input size changes.
+pub(crate) fn unsupported_form(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|c| {
+        let m = c.to_string();
+        if !m.contains("is not supported") {
+            return None;
+        }
+        let m = m.trim();
+        // `Translating node #208 "NAME" OP ToTypedTranslator: WHY`
+        let m = match m.strip_prefix("Translating node #") {
+            Some(rest) => rest
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start(),
+            None => m,
+        };
+        Some(m.replace(" ToTypedTranslator:", ":"))
+    })
 }
 
 /// The op tract says it has no implementation of in `e`'s chain
