@@ -448,6 +448,69 @@ fn an_if_decided_by_a_shape_is_verified_on_the_branch_it_takes() {
     }
 }
 
+/// The same If, its condition reading the shape of a MatMul by a weight
+/// tract cannot dequantize (in blocks, as `quant(weights=int4)` stores
+/// MatMul weights; SVTRv2's decoder reads such a shape to decide its If):
+/// the shapes are computed on the copy as lowered for tract, and the If
+/// is decided as before.
+#[test]
+fn an_if_decided_by_the_shape_of_a_lowered_op_is_verified() {
+    use onnx_squeeze::ir::builder::{attr_int, node_proto};
+    use onnx_squeeze::ir::tensor::from_f32;
+    use onnx_squeeze::proto::{tensor_proto::DataType, TensorProto};
+    let (m, _) = Model::load(&fixture("if_on_shape.onnx")).unwrap();
+    let mut p = m.to_proto();
+    p.ir_version = Some(10);
+    p.opset_import[0].version = Some(21);
+    let g = p.graph.as_mut().unwrap();
+    g.initializer.push(TensorProto {
+        name: Some("w".into()),
+        dims: vec![4, 4],
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(
+            (0..16u8)
+                .map(|i| i.wrapping_mul(7))
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
+        ..Default::default()
+    });
+    g.initializer.push(from_f32("w_scale", &[2, 4], &[0.01; 8]));
+    let dq = node_proto(
+        "dq",
+        "DequantizeLinear",
+        &["w", "w_scale"],
+        &["wf"],
+        vec![attr_int("axis", 0), attr_int("block_size", 2)],
+    );
+    let mm = node_proto("mm", "MatMul", &["x", "wf"], &["g"], vec![]);
+    g.node.splice(0..0, [dq, mm]);
+    for n in &mut g.node {
+        if n.op_type() == "Shape" {
+            n.input[0] = "g".into();
+        }
+    }
+    let m = Model::from_proto(p, m.external.clone()).unwrap();
+    let opts = VerifyOptions {
+        dims: [("batch".to_string(), 3)].into(),
+        ..Default::default()
+    };
+    let v = onnx_squeeze::verify::verify(&m, &m, &opts);
+    assert_eq!(
+        v.status,
+        onnx_squeeze::verify::Status::Passed,
+        "{}",
+        v.table()
+    );
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("1 If node(s) decided by the shapes of the samples")),
+        "{:?}",
+        v.notes
+    );
+}
+
 /// An If whose condition reads the shape of a NonZero's output (the count
 /// of boxes in torchvision's Faster R-CNN): tract leaves that count a
 /// symbol, so the samples do not fix it and the If is not specialised; the
