@@ -734,8 +734,7 @@ impl Untyped {
 }
 
 /// What tract says it does not support in `e`'s chain, with the node
-/// where (its name and op) and without tract's number for it, which
-/// differs between the copies it types: `"/gru1/GRU" GRU: Non constant
+/// where (its name and op): `"/gru1/GRU" GRU: Non constant
 /// seq_len is not supported` (a GRU whose sequence lengths are an
 /// input), a form of an op no input size changes.
 pub(crate) fn unsupported_form(e: &anyhow::Error) -> Option<String> {
@@ -744,14 +743,10 @@ pub(crate) fn unsupported_form(e: &anyhow::Error) -> Option<String> {
         if !m.contains("is not supported") {
             return None;
         }
-        let m = m.trim();
-        // `Translating node #208 "NAME" OP ToTypedTranslator: WHY`
-        let m = match m.strip_prefix("Translating node #") {
-            Some(rest) => rest
-                .trim_start_matches(|c: char| c.is_ascii_digit())
-                .trim_start(),
-            None => m,
-        };
+        // `Translating node #208 "NAME" OP ToTypedTranslator: WHY`, tract's
+        // number for the node left out (see `tract::to_tract_error`).
+        let m = tract::without_node_numbers(m.trim());
+        let m = m.strip_prefix("Translating node ").unwrap_or(&m);
         Some(m.replace(" ToTypedTranslator:", ":"))
     })
 }

@@ -151,8 +151,31 @@ fn cast_to(t: &Tensor, dt: DatumType) -> Result<std::borrow::Cow<'_, Tensor>> {
     t.cast_to_dt(dt).map_err(to_tract_error)
 }
 
+/// Without tract's numbers for nodes (`node #245 "NAME"`: its index in the
+/// copy it typed, which differs between the copies of one model that
+/// calibration, the search and verification type), by name alone.
 pub(super) fn to_tract_error(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("{e:#}")
+    anyhow!("{}", without_node_numbers(&format!("{e:#}")))
+}
+
+/// `s` with each `node #N ` written `node `.
+pub(super) fn without_node_numbers(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("node #") {
+        let after = &rest[at + "node #".len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        out.push_str(&rest[..at + "node ".len()]);
+        match (digits, after[digits..].strip_prefix(' ')) {
+            (1.., Some(tail)) => rest = tail,
+            _ => {
+                out.push('#');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Tensors of at least this many bytes reach tract through [`SharedData`].
@@ -1419,6 +1442,22 @@ pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
 
 #[cfg(test)]
 mod tests {
+    /// tract's numbers for nodes go, their names and the rest stay.
+    #[test]
+    fn node_numbers_are_left_out_of_tract_errors() {
+        assert_eq!(
+            super::without_node_numbers(
+                "Translating node #245 \"/gru/GRU\" GRU: x; Failed analyse for node #8 \"if\" If"
+            ),
+            "Translating node \"/gru/GRU\" GRU: x; Failed analyse for node \"if\" If"
+        );
+        assert_eq!(
+            super::without_node_numbers("node #x and node #"),
+            "node #x and node #"
+        );
+        assert_eq!(super::without_node_numbers("no nodes"), "no nodes");
+    }
+
     use super::*;
     use crate::ir::builder::ModelBuilder;
 
