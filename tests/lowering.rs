@@ -429,23 +429,29 @@ fn tract_as_verification_runs_it_agrees_with_onnxruntime_on_real_models() {
 /// and says that only that branch was checked.
 #[test]
 fn an_if_decided_by_a_shape_is_verified_on_the_branch_it_takes() {
-    use onnx_squeeze::verify::{verify, Status};
     let (m, _) = Model::load(&fixture("if_on_shape.onnx")).unwrap();
     for batch in [1usize, 3] {
-        let opts = VerifyOptions {
-            dims: [("batch".to_string(), batch)].into(),
-            ..Default::default()
-        };
-        let v = verify(&m, &m, &opts);
-        assert_eq!(v.status, Status::Passed, "batch {batch}: {}", v.table());
-        assert!(
-            v.notes
-                .iter()
-                .any(|n| n.contains("1 If node(s) decided by the shapes of the samples")),
-            "batch {batch}: {:?}",
-            v.notes
-        );
+        assert_verified_on_the_branch_it_takes(&m, batch);
     }
+}
+
+/// `m`, verified against itself at `batch`, passes with its one If
+/// decided by the samples' shapes.
+fn assert_verified_on_the_branch_it_takes(m: &Model, batch: usize) {
+    use onnx_squeeze::verify::{verify, Status};
+    let opts = VerifyOptions {
+        dims: [("batch".to_string(), batch)].into(),
+        ..Default::default()
+    };
+    let v = verify(m, m, &opts);
+    assert_eq!(v.status, Status::Passed, "batch {batch}: {}", v.table());
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("1 If node(s) decided by the shapes of the samples")),
+        "batch {batch}: {:?}",
+        v.notes
+    );
 }
 
 /// The same If, its condition reading the shape of a MatMul by a weight
@@ -491,24 +497,7 @@ fn an_if_decided_by_the_shape_of_a_lowered_op_is_verified() {
         }
     }
     let m = Model::from_proto(p, m.external.clone()).unwrap();
-    let opts = VerifyOptions {
-        dims: [("batch".to_string(), 3)].into(),
-        ..Default::default()
-    };
-    let v = onnx_squeeze::verify::verify(&m, &m, &opts);
-    assert_eq!(
-        v.status,
-        onnx_squeeze::verify::Status::Passed,
-        "{}",
-        v.table()
-    );
-    assert!(
-        v.notes
-            .iter()
-            .any(|n| n.contains("1 If node(s) decided by the shapes of the samples")),
-        "{:?}",
-        v.notes
-    );
+    assert_verified_on_the_branch_it_takes(&m, 3);
 }
 
 /// An If whose condition reads the shape of a NonZero's output (the count

@@ -3048,16 +3048,17 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
         .collect();
     sub.graph.rest.value_info.clear();
     sub.graph.reindex();
-    // Lowered as the copy tract runs will be, else the shapes an op tract
-    // lacks computes (an int4 MatMul's MatMulNBits, which SVTRv2's decoder
-    // reads the shape of to decide its If) are not specialised; unlowered
-    // where lowering fails (the run then says what tract lacks).
+    // Lowered as the copy tract runs will be, else the shapes computed
+    // from what tract runs only lowered are not specialised (SVTRv2's
+    // decoder decides its Ifs by the shape of a MatMul whose weight is a
+    // DequantizeLinear of int4 blocks); unlowered where lowering fails (the
+    // run then says what tract lacks).
     let mut lowered = sub.clone();
     let proto = match lower::lower(&mut lowered) {
-        Ok(_) => lowered.to_proto(),
-        Err(_) => sub.to_proto(),
-    };
-    std::mem::drop((sub, lowered));
+        Ok(_) => lowered,
+        Err(_) => sub,
+    }
+    .to_proto();
     // Not every prefix is planned or runs on its own (a shape read past a
     // NonZero, whose count tract leaves unknown); then nothing is
     // specialised, and the whole model's run says what tract lacks.

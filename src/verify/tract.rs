@@ -1442,24 +1442,24 @@ pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::ir::builder::ModelBuilder;
+
     /// tract's numbers for nodes go, their names and the rest stay.
     #[test]
     fn node_numbers_are_left_out_of_tract_errors() {
         assert_eq!(
-            super::without_node_numbers(
+            without_node_numbers(
                 "Translating node #245 \"/gru/GRU\" GRU: x; Failed analyse for node #8 \"if\" If"
             ),
             "Translating node \"/gru/GRU\" GRU: x; Failed analyse for node \"if\" If"
         );
         assert_eq!(
-            super::without_node_numbers("node #x and node #"),
+            without_node_numbers("node #x and node #"),
             "node #x and node #"
         );
-        assert_eq!(super::without_node_numbers("no nodes"), "no nodes");
+        assert_eq!(without_node_numbers("no nodes"), "no nodes");
     }
-
-    use super::*;
-    use crate::ir::builder::ModelBuilder;
 
     /// The float32 outputs of `proto` run on `x`, its one input `[1, len]`.
     fn run_f32(proto: ModelProto, x: &[f32]) -> Vec<Vec<f32>> {
