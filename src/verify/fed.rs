@@ -267,6 +267,41 @@ pub(super) fn split_pairs(copy: &ModelProto) -> (ModelProto, Vec<Pair>) {
     (base, pairs)
 }
 
+/// `copy` without the initializers of its main graph that nothing reads
+/// (no node, subgraph body or graph output; the graph's inputs' defaults
+/// stay), or `None` where it holds none. Copies of one result differ in
+/// those alone: a candidate of `sensitive=auto` whose patches do not
+/// translate to the specialised model is specialised on its own, which
+/// drops the constants its folded nodes read (silero's op15 export: 27 of
+/// them, its LSTM's bias Slices and `sr` among them), where the specialised
+/// copy keeps them unread; keyed with them, 8 of its 17 checks were
+/// planned alone.
+fn read_alone(copy: &ModelProto) -> Option<ModelProto> {
+    let g = copy.graph.as_ref()?;
+    let mut read: HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .chain(g.output.iter().map(|o| o.name()))
+        .chain(g.input.iter().map(|i| i.name()))
+        .collect();
+    body_reads(g, &mut read);
+    if g.initializer.iter().all(|t| read.contains(t.name())) {
+        return None;
+    }
+    let unread: HashSet<String> = g
+        .initializer
+        .iter()
+        .filter(|t| !read.contains(t.name()))
+        .map(|t| t.name().to_string())
+        .collect();
+    let mut pruned = copy.clone(); // weights are shared `Bytes`: not copied
+    let pg = pruned.graph.as_mut()?;
+    pg.initializer.retain(|t| !unread.contains(t.name()));
+    pg.value_info.retain(|v| !unread.contains(v.name()));
+    Some(pruned)
+}
+
 /// `copy` with each of `pairs` (its own) switched: the pair's output taken
 /// by a `Where` on a boolean scalar input of its own, one per pair in this
 /// order after the graph's inputs, between the pair's output and `x`.
@@ -340,6 +375,8 @@ pub(super) fn run(
 ) -> Option<Vec<Vec<Tensor>>> {
     use rayon::prelude::*;
     let first = samples.first()?;
+    let pruned = read_alone(copy);
+    let copy = pruned.as_ref().unwrap_or(copy);
     let (base, pairs) = split_pairs(copy);
     let weights = fed_weights(&base);
     if weights.is_empty() {

@@ -1609,6 +1609,37 @@ impl Reference {
         self
     }
 
+    /// This reference judging results on `other`'s plan that feeds weights
+    /// ([`Reference::feeding_weights`]), on its own samples, where a result
+    /// differs from the one that plan was made for in weights' values and
+    /// activation pairs alone (else on a plan of its own). For
+    /// `sensitive=auto`'s verdicts on small models, each of whose plans
+    /// costs more than its run. Its runs are not remembered for
+    /// verification (no memo, nothing lent): a run with weights fed is not
+    /// the result's own bit for bit, so the choice made on them is checked
+    /// again on its own plan.
+    pub fn on_plan_of(&self, other: &Reference) -> Reference {
+        Reference {
+            memo: None,
+            lend: None,
+            fed: other.fed.clone(),
+            variants: self
+                .variants
+                .iter()
+                .map(|v| Variant {
+                    label: v.label.clone(),
+                    reference: Reference {
+                        memo: None,
+                        lend: None,
+                        fed: None,
+                        ..v.reference.clone()
+                    },
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// The outputs of `copy` (the result as tract runs it) on this
     /// reference's samples, from the plan that feeds weights (see
     /// [`Reference::feeding_weights`]); `None` where there is none, `copy`
@@ -3122,12 +3153,13 @@ mod tests {
     /// A reference feeding weights runs results that differ from the first
     /// one in their weights' values alone on that one's plan, and judges
     /// them as a plan of their own would (the same cosines to float
-    /// rounding); a result that differs otherwise is planned alone.
+    /// rounding), initializers that nothing reads aside (a weight's among
+    /// them); a result that differs otherwise is planned alone.
     #[test]
     fn results_differing_in_weights_alone_run_on_one_plan() {
         use super::{Reference, VerifyOptions};
         use crate::ir::builder::ModelBuilder;
-        let model = |w1: f32, extra: bool| {
+        let model = |w1: f32, extra: bool, unread: bool| {
             let w: Vec<f32> = (0..256)
                 .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * w1)
                 .collect();
@@ -3137,6 +3169,11 @@ mod tests {
                 .init_f32("w2", &[16, 8], &w[..128])
                 .node("mm", "MatMul", &["x", "w"], &["h"])
                 .node("relu", "Relu", &["h"], &["r"]);
+            if unread {
+                b = b
+                    .init_f32("spare", &[8, 8], &w[..64])
+                    .init_f32("sr", &[], &[16000.0]);
+            }
             b = match extra {
                 true => {
                     b.node("neg", "Neg", &["r"], &["n"])
@@ -3146,7 +3183,7 @@ mod tests {
             };
             b.output("y", &[1, 8]).build().unwrap()
         };
-        let original = model(1.0, false);
+        let original = model(1.0, false, false);
         let opts = VerifyOptions::default();
         let plain = Reference::new(&original, &opts).unwrap().one_sample(0);
         let fed = plain.one_sample(0).feeding_weights();
@@ -3156,13 +3193,18 @@ mod tests {
                 .and_then(|c| c.get())
                 .is_some_and(|p| p.is_some())
         };
-        for (w1, extra) in [(1.01, false), (0.98, false), (1.0, true)] {
-            let result = model(w1, extra);
+        for (w1, extra, unread) in [
+            (1.01, false, false),
+            (0.98, false, true),
+            (0.99, false, false),
+            (1.0, true, false),
+        ] {
+            let result = model(w1, extra, unread);
             let (a, b) = (plain.check_alone(&result), fed.check_alone(&result));
-            assert_eq!(a.status, b.status, "{w1} {extra}");
+            assert_eq!(a.status, b.status, "{w1} {extra} {unread}");
             assert!(
                 (a.outputs[0].cosine - b.outputs[0].cosine).abs() < 1e-9,
-                "{w1} {extra}: {} against {}",
+                "{w1} {extra} {unread}: {} against {}",
                 a.outputs[0].cosine,
                 b.outputs[0].cosine
             );
@@ -3170,13 +3212,73 @@ mod tests {
         }
         // The structure differed in the last: it ran on a plan of its own,
         // and the fed plan is the first result's.
-        let first = super::fed::structure_key(
-            &model(1.01, false).to_proto(),
-            &super::fed::fed_weights(&model(1.01, false).to_proto()),
-        );
+        let first = model(1.01, false, false).to_proto();
+        let first = super::fed::structure_key(&first, &super::fed::fed_weights(&first));
         let plan = fed.fed.as_ref().unwrap().get().unwrap().as_ref().unwrap();
         assert_eq!(plan.key, first);
-        assert_eq!(plan.runs.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(plan.runs.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    /// A reference judging on another's plan that feeds weights
+    /// ([`Reference::on_plan_of`]) runs there the results that differ in
+    /// weights' values alone, on its own samples, and judges them as its
+    /// own plans would; it remembers none of those runs for verification,
+    /// where the reference it was made from remembers a passing result's.
+    #[test]
+    fn verdicts_on_another_references_plan_are_not_remembered() {
+        use super::{Reference, RunMemo, Status, VerifyOptions};
+        use crate::ir::builder::ModelBuilder;
+        let model = |w1: f32| {
+            let w: Vec<f32> = (0..256)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * w1)
+                .collect();
+            ModelBuilder::new(13)
+                .input("x", &[1, 16])
+                .init_f32("w", &[16, 16], &w)
+                .node("mm", "MatMul", &["x", "w"], &["h"])
+                .node("relu", "Relu", &["h"], &["y"])
+                .output("y", &[1, 16])
+                .build()
+                .unwrap()
+        };
+        let opts = VerifyOptions {
+            samples: 2,
+            ..VerifyOptions::default()
+        };
+        let memo = RunMemo::default();
+        let reference = Reference::new(&model(1.0), &opts)
+            .unwrap()
+            .with_memo(memo.clone());
+        let ranking = reference.one_sample(1).feeding_weights();
+        let verdicts = reference.on_plan_of(&ranking);
+        // The plan is made from the first result the ranking compares.
+        ranking.check_alone(&model(1.001));
+        let runs = || {
+            let plan = ranking
+                .fed
+                .as_ref()
+                .unwrap()
+                .get()
+                .unwrap()
+                .as_ref()
+                .unwrap();
+            plan.runs.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(runs(), 1);
+        let result = model(0.999);
+        let (a, b) = (
+            reference.check_alone(&result),
+            verdicts.check_alone(&result),
+        );
+        assert_eq!((a.status, b.status), (Status::Passed, Status::Passed));
+        assert_eq!(a.samples, 2);
+        assert_eq!(b.samples, 2);
+        assert!((a.outputs[0].cosine - b.outputs[0].cosine).abs() < 1e-9);
+        assert_eq!(runs(), 2);
+        // The reference's own check is remembered, the verdict's not.
+        assert_eq!(memo.puts(), 1);
+        verdicts.check_alone(&model(0.998));
+        assert_eq!((runs(), memo.puts()), (3, 1));
     }
 
     /// A reference feeding weights runs results that hold some of the

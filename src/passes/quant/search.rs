@@ -522,7 +522,7 @@ impl Quant {
         // 47.0 -> 28.5 s; PP-OCRv4's recogniser 2.32 -> 2.02 s; PP-OCRv6's,
         // most of whose candidates pass, 4.9 -> 5.1 s.
         let _plans = wide.as_ref().and_then(|_| reference.keeping_plans());
-        let eval = |keep: &[bool], fallback: &[Option<Stored>]| -> Result<VerifyReport> {
+        let own_plans = |keep: &[bool], fallback: &[Option<Stored>]| -> Result<VerifyReport> {
             let v = on_verification(keep, fallback)?;
             let Some((w, specialised)) = &wide else {
                 return Ok(v);
@@ -576,6 +576,27 @@ impl Quant {
         if switched {
             eval_on(&ranking, &specialised, &pairs, &[], true)?;
         }
+        // On a small model, the verdicts (the storage ladder's, the fewest
+        // groups', the groups back to int8) are judged on that plan too, on
+        // verification's samples: each of them planned alone cost more
+        // than its run (silero-vad's op15 export with `--inputs`: 10
+        // verdicts, the pass 0.25-0.30 -> 0.15-0.17 s, its If export's
+        // 0.15-0.20 -> 0.12-0.13 s, peak 1-3.5 MB more, the same files;
+        // `dist` build). A run there is not the result's own bit for bit, so
+        // the choice is checked again on its own plan (the run
+        // verification then reuses), and made again on their own plans
+        // where that check disagrees. Not where the search widens to random
+        // samples, whose checks keep their plans for those.
+        let verdicts = ((weight_only || switched)
+            && wide.is_none()
+            && model.weight_bytes() < PARALLEL_CANDIDATES_MIN_BYTES)
+            .then(|| reference.on_plan_of(&ranking));
+        let eval = |keep: &[bool], fallback: &[Option<Stored>]| -> Result<VerifyReport> {
+            match &verdicts {
+                Some(v) => eval_on(v, &specialised, keep, fallback, false),
+                None => own_plans(keep, fallback),
+            }
+        };
         // A weight taken back from integer compute is still stored compactly,
         // expanded to float once at load (its error is a small part of
         // quantization's; activations are what costs accuracy): the layer
@@ -625,7 +646,8 @@ impl Quant {
             }
             Ok((s, gi))
         })?;
-        // Its plan feeding weights goes before the checks plan theirs.
+        // Its plan feeding weights goes before the checks plan theirs
+        // (the verdicts hold it where they are judged on it).
         drop(ranking);
         order_by_gain(
             &mut scored,
@@ -652,26 +674,50 @@ impl Quant {
             score(full_wide.as_ref().unwrap_or(&full)),
             opts.tolerance.min_cosine,
         );
-        let (k, mut r) = fewest_groups(groups.len(), guess, parallel, &progress, &|k| {
-            eval(&take(k), &fallback)
-        })?;
-        let keep = take(k);
-        if storable_any && r.status == Status::Passed {
-            let taken: Vec<&[usize]> = scored[..k]
-                .iter()
-                .rev()
-                .map(|&(_, gi)| groups[gi].as_slice())
-                .collect();
-            back_to_int8(
-                &taken,
-                &int8,
-                &mut fallback,
-                &mut r,
-                parallel,
-                &progress,
-                &|f| eval(&keep, f),
-            )?;
+        // The fewest groups taken back that pass, then which of them go back
+        // to int8 storage, each judged by `eval`.
+        let decide = |eval: &(dyn Fn(&[bool], &[Option<Stored>]) -> Result<VerifyReport>
+                            + Sync),
+                      fallback: &mut Vec<Option<Stored>>|
+         -> Result<(usize, VerifyReport)> {
+            let (k, mut r) = fewest_groups(groups.len(), guess, parallel, &progress, &|k| {
+                eval(&take(k), fallback)
+            })?;
+            if storable_any && r.status == Status::Passed {
+                let keep = take(k);
+                let taken: Vec<&[usize]> = scored[..k]
+                    .iter()
+                    .rev()
+                    .map(|&(_, gi)| groups[gi].as_slice())
+                    .collect();
+                back_to_int8(&taken, &int8, fallback, &mut r, parallel, &progress, &|f| {
+                    eval(&keep, f)
+                })?;
+            }
+            Ok((k, r))
+        };
+        let ladder = fallback.clone();
+        let (mut k, mut r) = decide(&eval, &mut fallback)?;
+        if verdicts.is_some() {
+            progress.say("checking the choice on its own plan");
+            let own = own_plans(&take(k), &fallback)?;
+            match own.status == r.status {
+                true => r = own,
+                false => {
+                    drop(verdicts);
+                    progress.say(&format!(
+                        "the choice {} on its own plan: choosing again on the candidates' own plans",
+                        match own.status == Status::Passed {
+                            true => "passes",
+                            false => "misses the tolerance",
+                        }
+                    ));
+                    fallback = ladder;
+                    (k, r) = decide(&own_plans, &mut fallback)?;
+                }
+            }
         }
+        let keep = take(k);
         // The summary first, then what each group is: the printed report
         // shows a pass's first notes, the JSON all of them.
         let (details, changed) = group_notes(&scored[..k], &groups, &patches, &fallback, &keep);
