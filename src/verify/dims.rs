@@ -101,6 +101,13 @@ const CHUNK_LENGTH: usize = 512;
 /// [`CHUNK_LENGTH`]: silero's 8 kHz chunk, then longer.
 const CHUNK_LENGTHS: [usize; 4] = [256, 1024, 4096, 16000];
 
+/// Batch sizes tried, every batch dim at once, where the model cannot be
+/// analysed at batch 1 at any size of its other dims: a model that
+/// reshapes its batch into groups (ICLabel's EEG classifier reads four
+/// augmented copies of each component, and reshapes its scores to
+/// [4, -1]: onnxruntime too runs it at batches 4 and 8, not 1 or 2).
+const BATCH_SIZES: [usize; 3] = [2, 4, 8];
+
 /// The first size of the other dims of a model holding a Loop: they are the
 /// steps its loops run over (a Keras LSTM's sequence), and verification
 /// writes out as many iterations; at 1 it would check no recurrence.
@@ -698,8 +705,14 @@ fn settle_free_dims(
         .filter(|k| DimExpr::of(k, &names, &opts.dims).is_some())
         .cloned()
         .collect();
+    // Batch dims stay at 1, unless nothing fits there.
+    let batches: Vec<String> = free
+        .iter()
+        .filter(|(k, r)| *r == Role::Batch && !derived.contains(k))
+        .map(|(k, _)| k.clone())
+        .collect();
     free.retain(|(k, r)| *r != Role::Batch && !derived.contains(k));
-    if free.is_empty() && derived.is_empty() {
+    if free.is_empty() && derived.is_empty() && (batches.is_empty() || big) {
         return Settled::default();
     }
     let first = |k: &String, r: Role| match r {
@@ -739,6 +752,19 @@ fn settle_free_dims(
                 .map(|&v| lengths.iter().map(|&k| (k, v)).collect()),
         );
     }
+    if !big {
+        tries.extend(
+            BATCH_SIZES
+                .iter()
+                .filter(|_| !batches.is_empty())
+                .map(|&v| batches.iter().map(|k| (k, v)).collect()),
+        );
+    }
+    let batch_of = |set: &[(&String, usize)]| {
+        set.iter()
+            .find(|(k, _)| batches.contains(k))
+            .map(|&(_, v)| v)
+    };
     // Sizes where the model runs but every output is empty (a spectrogram
     // of one audio sample has no frame): verification would compare
     // nothing, and calibration measure nothing. Other lengths are tried;
@@ -794,7 +820,20 @@ fn settle_free_dims(
                 }
             }
             Trial::Fits(built) | Trial::Empty(built) => {
-                let s = settle(&o, built, empty.is_some());
+                let mut s = settle(&o, built, empty.is_some());
+                if let Some(b) = batch_of(set) {
+                    let named: Vec<String> = batches.iter().map(|k| format!("'{k}'")).collect();
+                    s.notes.push(format!(
+                        "batch dim(s) {} set to {b}: tract cannot analyse the model at a batch of {} (bind them with --dim {}=SIZE)",
+                        named.join(", "),
+                        match b {
+                            2 => "1".to_string(),
+                            4 => "1 or 2".to_string(),
+                            b => format!("1, 2 or {}", b / 2),
+                        },
+                        batches[0]
+                    ));
+                }
                 *opts = o;
                 return s;
             }
@@ -803,7 +842,11 @@ fn settle_free_dims(
             Trial::Unloadable | Trial::NoInputs => return Settled::default(),
         }
     }
-    let keys: Vec<&str> = free.iter().map(|(k, _)| k.as_str()).collect();
+    let keys: Vec<&str> = free
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(batches.iter().filter(|_| !big).map(String::as_str))
+        .collect();
     if let Some((o, built)) = empty {
         let mut s = settle(&o, built, false);
         *opts = o;
@@ -1361,6 +1404,64 @@ mod tests {
         settle_dims_within(&m, &mut opts, false, 0);
         assert_eq!(opts.dims.get("z:1"), Some(&5));
         assert_eq!(opts.dims.get("n"), None);
+    }
+
+    /// A model analysed at no batch below 4 (it reshapes its squeezed
+    /// scores into groups of four, as ICLabel's EEG classifier does) gets
+    /// every batch dim raised at once, each input's of its own name, with
+    /// a note naming them; one that fits at 1 keeps 1.
+    #[test]
+    fn batch_dims_are_raised_together_where_nothing_fits_at_1() {
+        let model = |groups: i64| {
+            let mut p = ModelBuilder::new(13)
+                .node("add", "Add", &["a", "b"], &["s"])
+                .node("sq", "Squeeze", &["s"], &["q"])
+                .init(crate::proto::TensorProto {
+                    name: Some("shape".into()),
+                    data_type: Some(DataType::Int64 as i32),
+                    dims: vec![2],
+                    int64_data: vec![groups, -1],
+                    ..Default::default()
+                })
+                .node("rs", "Reshape", &["q", "shape"], &["y"])
+                .output("y", &[groups, 7])
+                .proto();
+            let g = p.graph.as_mut().unwrap();
+            for (name, batch) in [("a", "a_dynamic_axes_1"), ("b", "b_dynamic_axes_1")] {
+                let mut vi = typed_value(name, DataType::Float, &[1, 7]);
+                if let Some(crate::proto::type_proto::Value::TensorType(t)) =
+                    vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+                {
+                    t.shape.as_mut().unwrap().dim[0].value = Some(Dim::DimParam(batch.into()));
+                }
+                g.input.push(vi);
+            }
+            Model::from_proto(
+                p,
+                std::sync::Arc::new(crate::io::ExternalData::new(".".into())),
+            )
+            .unwrap()
+        };
+        let mut opts = VerifyOptions::default();
+        let settled = settle_dims(&model(4), &mut opts, false);
+        assert_eq!(
+            opts.dims.get("a_dynamic_axes_1"),
+            Some(&4),
+            "{:?}",
+            opts.dims
+        );
+        assert_eq!(opts.dims.get("b_dynamic_axes_1"), Some(&4));
+        assert!(
+            settled.notes.iter().any(|n| n.starts_with(
+                "batch dim(s) 'a_dynamic_axes_1', 'b_dynamic_axes_1' set to 4: tract cannot analyse the model at a batch of 1 or 2"
+            )),
+            "{:?}",
+            settled.notes
+        );
+        let mut opts = VerifyOptions::default();
+        let settled = settle_dims(&model(1), &mut opts, false);
+        assert!(opts.dims.is_empty(), "{:?}", opts.dims);
+        assert!(settled.notes.is_empty(), "{:?}", settled.notes);
     }
 
     /// A dim named by an expression of others (a decoder's cache and
