@@ -4664,6 +4664,21 @@ fn int4_where_no_weight_takes_it_says_so() {
         stdout.contains("weights=int4: sensitive=auto took all 1 int4 weight(s) back"),
         "{stdout}"
     );
+    assert!(!stdout.contains("the model stays at opset"), "{stdout}");
+    // Raised from 17 for it, the model stays raised, and the note says so.
+    let older = ModelBuilder::new(17)
+        .input("x", &[1, 128])
+        .init_f32("w", &[128, 64], &weights(128 * 64, 3))
+        .node("mm", "MatMul", &["x", "w"], &["y"])
+        .output("y", &[1, 64])
+        .build()
+        .unwrap();
+    let input = write_model(dir.path(), "older.onnx", &older);
+    let stdout = run_passes_verified("quant(weights=int4)", &tight, &input, &out);
+    assert!(
+        stdout.contains("no int4 weight is left, and the result is about the size of weights=int8's; the model stays at opset 21, raised for them"),
+        "{stdout}"
+    );
 }
 
 /// `weights=int4` on a network of Gemms: no weight takes int4 blocks (a

@@ -749,9 +749,23 @@ impl Quant {
                 .iter()
                 .position(|n| n.starts_with("sensitive=auto: full quantization"))
                 .map_or(ctx.notes.len(), |i| i + 1);
+            // The opset a round before raised for them stays raised: the
+            // model was converted then (nsnet2's denoiser kept opset 21).
+            let raised = ctx
+                .notes
+                .iter()
+                .find_map(|n| n.strip_prefix("opset raised from "))
+                .and_then(|n| n.split_whitespace().nth(2))
+                .map(str::to_string);
             ctx.notes.insert(at, if int4_before > 0 {
                 format!(
-                    "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's"
+                    "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's{}",
+                    match raised {
+                        Some(to) => format!(
+                            "; the model stays at opset {to}, raised for them (its operators converted exactly; quant(weights=int8) or opset=keep leaves the opset as it was)"
+                        ),
+                        None => String::new(),
+                    }
                 )
             } else {
                 format!(
