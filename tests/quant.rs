@@ -1235,6 +1235,70 @@ fn constants_used_as_they_are_stay_float() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// A PReLU's slopes are stored as int8 like a layer's weight: PRelu's,
+/// and tf2onnx's form of Keras' PReLU, a slope per position multiplying
+/// the Relu of the negated input (transposed back to channels-last),
+/// `Relu(x) + Neg(alpha) * Relu(Neg(x))`; a constant multiplying what no
+/// Relu computes (a scale applied to an output) stays float.
+#[test]
+fn prelu_slopes_are_stored_as_int8() {
+    let slope = |seed| -> Vec<f32> {
+        weights(16 * 16 * 8, seed)
+            .iter()
+            .map(|v| 0.25 + v.abs())
+            .collect()
+    };
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 8, 16, 16])
+        .init_f32("neg_alpha", &[16, 16, 8], &slope(3))
+        .init_f32("alpha", &[8, 16, 16], &slope(4))
+        .init_f32("gain", &[16, 16, 8], &slope(5))
+        .node("pos", "Relu", &["x"], &["p"])
+        .node("neg", "Neg", &["x"], &["nx"])
+        .node("negpos", "Relu", &["nx"], &["r"])
+        .node_with(
+            "t",
+            "Transpose",
+            &["r"],
+            &["rt"],
+            vec![attr_ints("perm", &[0, 2, 3, 1])],
+        )
+        .node("slope", "Mul", &["rt", "neg_alpha"], &["m"])
+        .node_with(
+            "back",
+            "Transpose",
+            &["m"],
+            &["mb"],
+            vec![attr_ints("perm", &[0, 3, 1, 2])],
+        )
+        .node("sum", "Add", &["p", "mb"], &["h"])
+        .node("prelu", "PRelu", &["h", "alpha"], &["y"])
+        .node_with(
+            "tg",
+            "Transpose",
+            &["x"],
+            &["xt"],
+            vec![attr_ints("perm", &[0, 2, 3, 1])],
+        )
+        .node("scale", "Mul", &["xt", "gain"], &["z"])
+        .output("y", &[1, 8, 16, 16])
+        .output("z", &[1, 16, 16, 8])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "sensitive = \"off\"");
+    assert!(
+        s.contains("Mul(neg_alpha_int8_values, neg_alpha_scale) -> (neg_alpha)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Mul(alpha_int8_values, alpha_scale) -> (alpha)"),
+        "{s}"
+    );
+    assert!(s.contains("init   gain: float[16,16,8]"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// What the integer forms would take and did not stays float (a Gemm's
 /// bias of rank 2); a weight whose quantized form drops its name (a table
 /// only Gathers were chosen for, a MatMul weight made dynamic) is stored

@@ -313,9 +313,14 @@ impl Quant {
                     .map(|r| &g.nodes[r].proto)
                     .collect()
             };
-            if !super::weight_use::read_as_weight(name, &protos, &|v| g.is_graph_output(v), &|v| {
-                g.constant_value(v).is_some()
-            }) {
+            let producer = |v: &str| g.producer(v).map(|p| &g.nodes[p].proto);
+            if !super::weight_use::read_as_weight(
+                name,
+                &protos,
+                &producer,
+                &|v| g.is_graph_output(v),
+                &|v| g.constant_value(v).is_some(),
+            ) {
                 continue;
             }
             // Per row of what a MatMul or Gemm computes where those
