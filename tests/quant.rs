@@ -3054,6 +3054,70 @@ fn activation_names_never_meet_the_models_own() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// Activations quantized with one scale (a Relu's output and its max
+/// pool's, whose largest value is the Relu's) share one scale tensor, as
+/// they share a zero point: `clean` then finds nothing to merge in the
+/// result (a second run on deepcut's segmenter merged 11 such pairs).
+#[test]
+fn activations_of_one_scale_share_its_tensor() {
+    let original = int8_head()
+        .init_f32("w2", &[16, 16, 3, 3], &weights(16 * 144, 2))
+        .init_f32(
+            "w3",
+            &[16, 16, 3, 3],
+            // Of other scales than w2's (`weights` draws alike).
+            &weights(16 * 144, 3)
+                .iter()
+                .map(|v| v * 0.5)
+                .collect::<Vec<_>>(),
+        )
+        .node_with("c2", "Conv", &["a1", "w2"], &["y"], conv_attrs(3))
+        .node_with(
+            "pool",
+            "MaxPool",
+            &["a1"],
+            &["p"],
+            vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
+            ],
+        )
+        .node_with("c3", "Conv", &["p", "w3"], &["z"], conv_attrs(3))
+        .output("y", &[1, 16, 8, 8])
+        .output("z", &[1, 16, 4, 4])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(
+        &original,
+        "activations = \"static\"\nmin_reduction = 1\nmin_out_channels = 1\nsensitive = \"off\"",
+    );
+    let scale_of = |v: &str| {
+        s.lines()
+            .find(|l| l.contains(&format!("QuantizeLinear({v}, ")))
+            .and_then(|l| l.split(", ").nth(1).map(str::to_string))
+    };
+    let (a1, p) = (scale_of("a1"), scale_of("p"));
+    assert!(a1.is_some() && a1 == p, "{a1:?} {p:?}\n{s}");
+    assert_ne!(scale_of("x"), a1, "{s}");
+    // Nothing for `clean` to merge.
+    let mut cleaned = m.clone();
+    let r = run_pass(
+        build("clean", toml::Table::new()).unwrap().as_ref(),
+        &mut cleaned,
+        Limits::default(),
+    )
+    .unwrap();
+    assert!(
+        !r.changes
+            .keys()
+            .any(|k| k.contains("identical small constant")),
+        "{:?}\n{s}",
+        r.changes
+    );
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 /// Every pass's notes in the JSON report at `path` (the printed report
 /// shows a pass's first ten).
 fn report_notes(path: &std::path::Path) -> Vec<String> {

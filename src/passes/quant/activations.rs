@@ -405,6 +405,7 @@ fn activation_pairs(
             })
         })
         .expect("a free prefix exists");
+    let mut scale_names: HashMap<u32, String> = HashMap::new();
     for (v, rs) in readers {
         let Some(&(lo, hi)) = ranges.get(v) else {
             continue;
@@ -430,7 +431,13 @@ fn activation_pairs(
         // activations (PP-OCRv4 det: 109) names derived from the value's
         // own were 2% of the result. The pair sits right after the value,
         // which its QuantizeLinear reads by name.
-        let sn = g.fresh_name(&format!("{prefix}{k}_scale"));
+        // Activations of one scale share its tensor, as they share a zero
+        // point: `clean` would merge them (a second run on deepcut's
+        // segmenter merged 11 such pairs, the first's result no fixpoint).
+        let sn = scale_names
+            .entry(scale.to_bits())
+            .or_insert_with(|| g.fresh_name(&format!("{prefix}{k}_scale")))
+            .clone();
         act_scale.insert(v.clone(), (scale, sn.clone()));
         // Activations with the same zero point share one tensor (each
         // patch carries it; applying it twice is harmless).
