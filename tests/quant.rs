@@ -1299,6 +1299,37 @@ fn prelu_slopes_are_stored_as_int8() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// Float32 constants quant leaves float where they weigh (here an offset
+/// table added to the output, half the weights) are named in a note with
+/// what reads them, the largest first; where they weigh little (the same
+/// model with a small table), no note.
+#[test]
+fn float_constants_left_where_they_weigh_are_named() {
+    let model = |rows: i64| {
+        ModelBuilder::new(17)
+            .input("x", &[rows, 256])
+            .init_f32("w", &[256, 256], &weights(256 * 256, 3))
+            .init_f32("offsets", &[rows, 256], &weights(rows as usize * 256, 4))
+            .node("mm", "MatMul", &["x", "w"], &["h"])
+            .node("add", "Add", &["h", "offsets"], &["y"])
+            .output("y", &[rows, 256])
+            .build()
+            .unwrap()
+    };
+    let r = quant(&mut model(256), "sensitive = \"off\"");
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("262.1 kB of float32 constants (50% of the model's) stay float, in 1 tensor(s): 'offsets' [256, 256], 262.1 kB (read by Add); quant stores layers' weights as int8"),
+        "{notes}"
+    );
+    let r = quant(&mut model(4), "sensitive = \"off\"");
+    assert!(
+        !r.notes.iter().any(|n| n.contains("stay float, in")),
+        "{:?}",
+        r.notes
+    );
+}
+
 /// What the integer forms would take and did not stays float (a Gemm's
 /// bias of rank 2); a weight whose quantized form drops its name (a table
 /// only Gathers were chosen for, a MatMul weight made dynamic) is stored
