@@ -186,10 +186,13 @@ impl RunReport {
                 let _ = writeln!(s, "    note: {note}");
             }
             if p.notes.len() > SHOWN_NOTES {
+                // Notes, not layers: after a list of layers taken back,
+                // "1 more" read as a fifth layer (nsnet2 with int4).
+                let more = p.notes.len() - SHOWN_NOTES;
                 let _ = writeln!(
                     s,
-                    "    note: ... {} more in the JSON report",
-                    p.notes.len() - SHOWN_NOTES
+                    "    note: ... {more} more note{} in the JSON report",
+                    if more == 1 { "" } else { "s" }
                 );
             }
             if !p.stop.starts_with("fixpoint") {
@@ -286,6 +289,55 @@ mod tests {
         assert_eq!(count(999_949), "999.9 k");
         assert_eq!(count(999_950), "1.0 M");
         assert_eq!(count(999_950_000), "1.0 G");
+    }
+
+    /// The summary shows a pass's first notes, and counts the rest as
+    /// notes (after a list of layers, "1 more" read as one more layer).
+    #[test]
+    fn notes_past_the_shown_ones_are_counted_as_notes() {
+        let stats = ModelStats {
+            bytes: 100,
+            nodes: 0,
+            params: 0,
+            weight_bytes: 0,
+            metadata_bytes: 0,
+        };
+        let report = |notes: usize| RunReport {
+            input: stats.clone(),
+            output: None,
+            passes: vec![PassReport {
+                name: "quant".into(),
+                params: serde_json::Value::Null,
+                seconds: 0.0,
+                nodes_before: 0,
+                nodes_after: 0,
+                bytes_before: 0,
+                bytes_after: 0,
+                params_before: 0,
+                params_after: 0,
+                changes: BTreeMap::new(),
+                exact: false,
+                rounds: 1,
+                stop: "fixpoint".into(),
+                notes: (0..notes).map(|i| format!("n{i}")).collect(),
+                memo_puts: 0,
+            }],
+            verify: VerifyReport::not_verified(""),
+            written: false,
+            warnings: vec![],
+        };
+        let t = report(SHOWN_NOTES + 1).table();
+        assert!(
+            t.contains("note: n9\n    note: ... 1 more note in the JSON report\n"),
+            "{t}"
+        );
+        assert!(!t.contains("note: n10"), "{t}");
+        let t = report(SHOWN_NOTES + 3).table();
+        assert!(
+            t.contains("note: ... 3 more notes in the JSON report"),
+            "{t}"
+        );
+        assert!(!report(SHOWN_NOTES).table().contains("more note"));
     }
 
     /// A result above 0.27x whose structure is a tenth or more of it says
