@@ -123,7 +123,7 @@ struct VerifyArgs {
     /// height and width; it wins over the name, and a name all of whose axes
     /// are bound so is refused). Unbound: a dim a constant weight fixes (the
     /// features a MatMul, Gemm, LSTM, GRU or RNN reads) is that size, a
-    /// batch is 1, an image's height and width 64 (an Ultralytics model's: the
+    /// batch is 1 (2, 4 or 8, every batch at once, where nothing fits at 1), an image's height and width 64 (an Ultralytics model's: the
     /// size in its metadata, at most 640), token ids and float dims named
     /// like a time or sequence axis (time, seq, len, frame) or that a mask
     /// input has past its first axis 128 long, audio
