@@ -3149,6 +3149,48 @@ fn activations_of_one_scale_share_its_tensor() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// A float input taken for audio by its shape alone (one long axis of
+/// samples past its batch) is said to be a signal, audio or like it
+/// (MEGnet's `temporal_input: [batch, 15000, 1]` is a MEG time series),
+/// one named like audio audio samples; either keeps its activations float
+/// without `--inputs`.
+#[test]
+fn a_long_signal_is_said_to_be_one_unless_named_like_audio() {
+    let model = |name: &str| {
+        ModelBuilder::new(17)
+            .input(name, &[1, 1, 16000])
+            .init_f32("w1", &[32, 1, 64], &weights(32 * 64, 1))
+            .init_f32("w2", &[32, 32, 3], &weights(32 * 96, 2))
+            .node_with(
+                "frames",
+                "Conv",
+                &[name, "w1"],
+                &["c1"],
+                vec![attr_ints("strides", &[32])],
+            )
+            .node("relu1", "Relu", &["c1"], &["r1"])
+            .node("mix", "Conv", &["r1", "w2"], &["c2"])
+            .node("pool", "GlobalAveragePool", &["c2"], &["y"])
+            .output("y", &[1, 32, 1])
+            .build()
+            .unwrap()
+    };
+    let r = quant(&mut model("temporal_input"), "sensitive = \"off\"");
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("activations: none (weight-only int8): the model reads a signal (audio samples, or a recording like them: one long axis of samples) ('temporal_input')"),
+        "{notes}"
+    );
+    let r = quant(&mut model("waveform"), "sensitive = \"off\"");
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains(
+            "activations: none (weight-only int8): the model reads audio samples ('waveform')"
+        ),
+        "{notes}"
+    );
+}
+
 /// Every pass's notes in the JSON report at `path` (the printed report
 /// shows a pass's first ten).
 fn report_notes(path: &std::path::Path) -> Vec<String> {

@@ -879,9 +879,21 @@ impl Quant {
             let audio = crate::verify::inputs::audio_inputs(&model.graph);
             if mode == "none" && pairs.is_empty() && !audio.is_empty() && ctx.data.inputs.is_none()
             {
+                // An input taken for audio by its shape alone (one long axis
+                // of samples) may be another signal: MEGnet's
+                // `temporal_input: [batch, 15000, 1]`, a MEG time series.
+                let named = audio.iter().all(|a| crate::verify::inputs::audio_name(a));
                 ctx.notes.push(format!(
-                    "activations: none (weight-only int8): the model reads audio samples ('{}'), whose loudness spans orders of magnitude (speech, quiet passages, silence), so activation ranges from random samples do not hold; activations=static with --inputs holding real audio quantizes them",
-                    audio.join("', '")
+                    "activations: none (weight-only int8): the model reads {} ('{}'), whose loudness spans orders of magnitude (speech, quiet passages, silence), so activation ranges from random samples do not hold; activations=static with --inputs holding real {} quantizes them",
+                    match named {
+                        true => "audio samples",
+                        false => "a signal (audio samples, or a recording like them: one long axis of samples)",
+                    },
+                    audio.join("', '"),
+                    match named {
+                        true => "audio",
+                        false => "signals",
+                    }
                 ));
             } else if mode == "none"
                 && pairs.is_empty()
