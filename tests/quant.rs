@@ -1239,7 +1239,8 @@ fn constants_used_as_they_are_stay_float() {
 /// and tf2onnx's form of Keras' PReLU, a slope per position multiplying
 /// the Relu of the negated input (transposed back to channels-last),
 /// `Relu(x) + Neg(alpha) * Relu(Neg(x))`; a constant multiplying what no
-/// Relu computes (a scale applied to an output) stays float.
+/// Relu computes (a scale applied to an output), or the Relu of what no Neg
+/// computes (a table gating an output), stays float.
 #[test]
 fn prelu_slopes_are_stored_as_int8() {
     let slope = |seed| -> Vec<f32> {
@@ -1281,8 +1282,12 @@ fn prelu_slopes_are_stored_as_int8() {
             vec![attr_ints("perm", &[0, 2, 3, 1])],
         )
         .node("scale", "Mul", &["xt", "gain"], &["z"])
+        .init_f32("table", &[16, 16, 8], &slope(6))
+        .node("relu_t", "Relu", &["xt"], &["rt2"])
+        .node("gate", "Mul", &["rt2", "table"], &["u"])
         .output("y", &[1, 8, 16, 16])
         .output("z", &[1, 16, 16, 8])
+        .output("u", &[1, 16, 16, 8])
         .build()
         .unwrap();
     let (m, s) = snapshot(&original, "sensitive = \"off\"");
@@ -1295,6 +1300,7 @@ fn prelu_slopes_are_stored_as_int8() {
         "{s}"
     );
     assert!(s.contains("init   gain: float[16,16,8]"), "{s}");
+    assert!(s.contains("init   table: float[16,16,8]"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
@@ -1319,7 +1325,7 @@ fn float_constants_left_where_they_weigh_are_named() {
     let r = quant(&mut model(256), "sensitive = \"off\"");
     let notes = r.notes.join("\n");
     assert!(
-        notes.contains("262.1 kB of float32 constants (50% of the model's) stay float, in 1 tensor(s): 'offsets' [256, 256], 262.1 kB (read by Add); quant stores layers' weights as int8"),
+        notes.contains("262.1 kB of float32 constants (50% of the model's float32 constants) stay float, in 1 tensor(s): 'offsets' [256, 256], 262.1 kB (read by Add); quant stores layers' weights as int8"),
         "{notes}"
     );
     let r = quant(&mut model(4), "sensitive = \"off\"");

@@ -805,6 +805,15 @@ fn settle_free_dims(
     // could not.
     let mut untyped: Vec<super::Untyped> = Vec::new();
     for set in &tries {
+        // No batch helps where tract lacks an op, refuses a form of one, or
+        // leaves a Loop (verification says why).
+        if batch_of(set).is_some()
+            && untyped.iter().any(|u| {
+                u.unimplemented.is_some() || u.unsupported.is_some() || u.loop_left.is_some()
+            })
+        {
+            break;
+        }
         let o = with(set);
         let tried = if reference {
             Reference::trial(original, &o)
@@ -823,15 +832,17 @@ fn settle_free_dims(
                 let mut s = settle(&o, built, empty.is_some());
                 if let Some(b) = batch_of(set) {
                     let named: Vec<String> = batches.iter().map(|k| format!("'{k}'")).collect();
+                    let bind: Vec<String> =
+                        batches.iter().map(|k| format!("--dim {k}=SIZE")).collect();
                     s.notes.push(format!(
-                        "batch dim(s) {} set to {b}: tract cannot analyse the model at a batch of {} (bind them with --dim {}=SIZE)",
+                        "batch dim(s) {} set to {b}: tract cannot analyse the model at a batch of {} (bind them with {})",
                         named.join(", "),
                         match b {
                             2 => "1".to_string(),
                             4 => "1 or 2".to_string(),
                             b => format!("1, 2 or {}", b / 2),
                         },
-                        batches[0]
+                        bind.join(" ")
                     ));
                 }
                 *opts = o;

@@ -1889,6 +1889,9 @@ impl Reference {
         // Where the reference this one lends to passed the same copy on
         // its samples (this one's leading ones) and kept its plan, that
         // run and plan serve: only the samples after them run.
+        // A run on the plan feeding weights is not the result's own bit for
+        // bit: it serves no verdict another reference reuses.
+        let mut from_fed = false;
         let (ran, reused_seconds, runner) =
             match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
                 Some((ran, seconds)) => (ran, Some(seconds), None),
@@ -1907,7 +1910,10 @@ impl Reference {
                         Some(_) => None,
                     };
                     match (fed, head) {
-                        (Some(ran), _) => (ran, None, None),
+                        (Some(ran), _) => {
+                            from_fed = true;
+                            (ran, None, None)
+                        }
                         (None, head) => {
                             let (head, runner) = match head {
                                 Some((ran, runner)) => (ran.outputs, runner),
@@ -2152,6 +2158,10 @@ impl Reference {
         };
         // A result that passes is the one a search keeps (its last such
         // run is what it returns): that is the run worth remembering.
+        let (lend_key, key) = match from_fed {
+            true => (None, None),
+            false => (lend_key, key),
+        };
         if let (Some(lend), Some(key), Status::Passed) = (&self.lend, lend_key, status) {
             let m = lend.samples.len();
             lend.memo.put(

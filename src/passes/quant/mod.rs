@@ -763,7 +763,7 @@ impl Quant {
                     "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's{}",
                     match raised {
                         Some(to) => format!(
-                            "; the model stays at opset {to}, raised for them (its operators converted exactly; quant(weights=int8) or opset=keep leaves the opset as it was)"
+                            "; the model stays at opset {to}, raised for them (its operators converted exactly; opset=keep leaves the opset as it was)"
                         ),
                         None => String::new(),
                     }
@@ -1220,10 +1220,6 @@ impl Quant {
     }
 }
 
-/// The axis of a constant operand of rank `rank` at input `slot` of `n`
-/// (an `op` no integer form takes it in) along which the output's rows or
-/// columns run: a MatMul's left operand's rows, its right operand's columns,
-/// a Gemm's A rows or B columns as transposed; `None` for other ops.
 /// Float32 constants of the main graph that no change of the proposal
 /// touches, where they weigh (a tenth of the float32 weights and 64 kB or
 /// more), named the largest first with what reads them: what quant leaves
@@ -1250,7 +1246,7 @@ fn float_left_note(model: &Model, patches: &[Patch]) -> Option<String> {
         .filter(|(n, t)| float(t) && !touched.contains(n.as_str()))
         .collect();
     let bytes: u64 = left.iter().map(|(_, t)| tensor::stored_bytes(t)).sum();
-    if bytes < 64 << 10 || (bytes as f64) < 0.1 * total as f64 {
+    if bytes < 64_000 || (bytes as f64) < 0.1 * total as f64 {
         return None;
     }
     left.sort_by_key(|(n, t)| (std::cmp::Reverse(tensor::stored_bytes(t)), n.as_str()));
@@ -1274,7 +1270,7 @@ fn float_left_note(model: &Model, patches: &[Patch]) -> Option<String> {
         })
         .collect();
     Some(format!(
-        "{} of float32 constants ({:.0}% of the model's) stay float, in {} tensor(s): {}{}; quant stores layers' weights as int8, and leaves float the constants used as they are (added, multiplied into values, compared or returned: their rounding would reach the outputs unaveraged), biases and small tables, and what exclude= names",
+        "{} of float32 constants ({:.0}% of the model's float32 constants) stay float, in {} tensor(s): {}{}; quant stores layers' weights as int8, and leaves float the constants used as they are (added, multiplied into values, compared or returned: their rounding would reach the outputs unaveraged), biases and small tables, and what exclude= names",
         crate::report::mb(bytes),
         100.0 * bytes as f64 / total.max(1) as f64,
         left.len(),
@@ -1286,6 +1282,10 @@ fn float_left_note(model: &Model, patches: &[Patch]) -> Option<String> {
     ))
 }
 
+/// The axis of a constant operand of rank `rank` at input `slot` of `n`
+/// (an `op` no integer form takes it in) along which the output's rows or
+/// columns run: a MatMul's left operand's rows, its right operand's columns,
+/// a Gemm's A rows or B columns as transposed; `None` for other ops.
 pub(crate) fn operand_axis(n: &NodeProto, op: &str, slot: usize, rank: usize) -> Option<i64> {
     let flag = |k: &str| set_flag(n, k);
     match (op, slot) {

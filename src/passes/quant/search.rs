@@ -271,6 +271,10 @@ fn measures_in_parallel(weight_bytes: u64, nodes: usize, one_at_a_time: Option<&
         && one_at_a_time != Some("1")
 }
 
+/// How a candidate is judged: which patches it keeps, and the storage of
+/// the weights of those taken back.
+type Verdict<'a> = dyn Fn(&[bool], &[Option<Stored>]) -> Result<VerifyReport> + Sync + 'a;
+
 /// `f` over `items` (with each one's index), on every core where
 /// `parallel`, else one at a time.
 fn candidates<T: Sync, R: Send>(
@@ -584,13 +588,22 @@ impl Quant {
         // 0.15-0.20 -> 0.12-0.13 s, peak 1-3.5 MB more, the same files;
         // `dist` build). A run there is not the result's own bit for bit, so
         // the choice is checked again on its own plan (the run
-        // verification then reuses), and made again on their own plans
-        // where that check disagrees. Not where the search widens to random
-        // samples, whose checks keep their plans for those.
+        // verification then reuses), and made again (the ladder's rung
+        // too) on their own plans where that check disagrees. Not where
+        // the search widens to random samples, whose checks keep their
+        // plans for those. A variant of the reference (silero's 8 kHz
+        // network) judges on plans of its own.
         let verdicts = ((weight_only || switched)
             && wide.is_none()
             && model.weight_bytes() < PARALLEL_CANDIDATES_MIN_BYTES)
             .then(|| reference.on_plan_of(&ranking));
+        // Weight-only, the plan is made from the model with every weight
+        // float (the structure of every candidate once tract expands the
+        // stored weights) before the ladder's first verdict could make it
+        // from a form that is not (rows a Gather expands, blocks).
+        if verdicts.is_some() && weight_only {
+            eval_on(&ranking, &specialised, &vec![false; n], &[], true)?;
+        }
         let eval = |keep: &[bool], fallback: &[Option<Stored>]| -> Result<VerifyReport> {
             match &verdicts {
                 Some(v) => eval_on(v, &specialised, keep, fallback, false),
@@ -676,27 +689,24 @@ impl Quant {
         );
         // The fewest groups taken back that pass, then which of them go back
         // to int8 storage, each judged by `eval`.
-        let decide = |eval: &(dyn Fn(&[bool], &[Option<Stored>]) -> Result<VerifyReport>
-                            + Sync),
-                      fallback: &mut Vec<Option<Stored>>|
-         -> Result<(usize, VerifyReport)> {
-            let (k, mut r) = fewest_groups(groups.len(), guess, parallel, &progress, &|k| {
-                eval(&take(k), fallback)
-            })?;
-            if storable_any && r.status == Status::Passed {
-                let keep = take(k);
-                let taken: Vec<&[usize]> = scored[..k]
-                    .iter()
-                    .rev()
-                    .map(|&(_, gi)| groups[gi].as_slice())
-                    .collect();
-                back_to_int8(&taken, &int8, fallback, &mut r, parallel, &progress, &|f| {
-                    eval(&keep, f)
+        let decide =
+            |eval: &Verdict, fallback: &mut Vec<Option<Stored>>| -> Result<(usize, VerifyReport)> {
+                let (k, mut r) = fewest_groups(groups.len(), guess, parallel, &progress, &|k| {
+                    eval(&take(k), fallback)
                 })?;
-            }
-            Ok((k, r))
-        };
-        let ladder = fallback.clone();
+                if storable_any && r.status == Status::Passed {
+                    let keep = take(k);
+                    let taken: Vec<&[usize]> = scored[..k]
+                        .iter()
+                        .rev()
+                        .map(|&(_, gi)| groups[gi].as_slice())
+                        .collect();
+                    back_to_int8(&taken, &int8, fallback, &mut r, parallel, &progress, &|f| {
+                        eval(&keep, f)
+                    })?;
+                }
+                Ok((k, r))
+            };
         let (mut k, mut r) = decide(&eval, &mut fallback)?;
         if verdicts.is_some() {
             progress.say("checking the choice on its own plan");
@@ -712,7 +722,13 @@ impl Quant {
                             false => "misses the tolerance",
                         }
                     ));
-                    fallback = ladder;
+                    // The ladder too: its rung was judged on the same plan.
+                    fallback = match storable_any {
+                        true => storage_ladder(&int8, &forms, &progress, parallel, &|f| {
+                            Ok(own_plans(&vec![false; n], f)?.status == Status::Passed)
+                        })?,
+                        false => vec![None; n],
+                    };
                     (k, r) = decide(&own_plans, &mut fallback)?;
                 }
             }

@@ -248,7 +248,8 @@ fn reads_from_outer(g: &GraphProto, v: &str) -> bool {
 
 /// Whether every use of `name` in a graph is as a weight (see the
 /// module's doc): `readers` gives the nodes reading a value (those holding
-/// a body that reads it from the outer scope included), `is_output`
+/// a body that reads it from the outer scope included), `producer` the
+/// node computing one (a PReLU's slope is known by it), `is_output`
 /// whether a value is a graph output, `is_constant` whether it is a
 /// constant. A value no node reads is no weight.
 pub(super) fn read_as_weight<'a>(
@@ -340,7 +341,7 @@ pub(super) fn read_as_weight<'a>(
 }
 
 /// Whether `n` reads `v` as a PReLU's slope: PRelu's second input, or a
-/// Mul's constant factor of a Relu's output (tf2onnx's PReLU, through
+/// Mul's constant factor of the Relu of a Neg (tf2onnx's PReLU, through
 /// ops that only move values), read once.
 fn prelu_slope<'a>(
     n: &NodeProto,
@@ -362,7 +363,13 @@ fn prelu_slope<'a>(
                     return false;
                 };
                 match p.op_type() {
-                    "Relu" => return true,
+                    // Of the negated input: a `Relu(x) * table` (a gate,
+                    // a table returned with it) is no slope.
+                    "Relu" => {
+                        return p.input.first().and_then(|i| producer(i)).is_some_and(|q| {
+                            q.op_type() == "Neg" && matches!(q.domain(), "" | "ai.onnx")
+                        })
+                    }
                     "Transpose" | "Reshape" | "Squeeze" | "Unsqueeze" | "Flatten" | "Identity" => {
                         match p.input.first() {
                             Some(i) => other = i,
