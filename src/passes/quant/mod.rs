@@ -705,7 +705,7 @@ impl Quant {
         {
             ctx.notes.push(
                 format!(
-                    "int4 MatMul weights: onnxruntime (1.32) runs each in its 4-bit MatMul kernel (MatMulNBits): the smallest file, much faster than float where a MatMul multiplies one row at a time (a token at a time: 1x1024 by 1024x4096, 6x here) and about as fast as float over a sequence (128x384 by 384x1536: 0.93x), where int8 kernels run 2-3x{}; weights=int8 where speed over sequences matters",
+                    "int4 MatMul weights: onnxruntime (1.32) runs each in its 4-bit MatMul kernel (MatMulNBits): the smallest file, much faster than float where a MatMul multiplies one row at a time (a token at a time: 1x1024 by 1024x4096, 6x here) and at or below float speed over a sequence (128x384 by 384x1536: 0.93x; SVTRv2's recogniser, whose MatMuls are smaller: 0.75x), where int8 kernels run 2-3x{}; weights=int8 where speed over sequences matters",
                     match mode {
                         "dynamic" => "; the MatMuls sensitive=auto takes back compute in int8 where that meets the tolerance (MiniLM-L3 at 128 tokens: 1.5x of float, weights=int8 2.4x)",
                         _ => "",
