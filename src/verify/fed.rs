@@ -121,6 +121,19 @@ fn body_reads<'a>(g: &'a GraphProto, into: &mut HashSet<&'a str>) {
     }
 }
 
+/// The names `g` reads: its nodes' inputs, its subgraph bodies' reads
+/// from the outer scope ([`body_reads`]) and its outputs.
+fn reads(g: &GraphProto) -> HashSet<&str> {
+    let mut read: HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .chain(g.output.iter().map(|o| o.name()))
+        .collect();
+    body_reads(g, &mut read);
+    read
+}
+
 /// A node's hash, its input and output names aside.
 fn node_hash(h: &mut xxhash_rust::xxh3::Xxh3, n: &NodeProto) {
     use prost::Message;
@@ -251,13 +264,7 @@ pub(super) fn split_pairs(copy: &ModelProto) -> (ModelProto, Vec<Pair>) {
         }
         bg.node.push(n);
     }
-    let mut read: HashSet<&str> = bg
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().map(String::as_str))
-        .collect();
-    body_reads(bg, &mut read);
-    read.extend(bg.output.iter().map(|o| o.name()));
+    let read = reads(bg);
     let unread: HashSet<String> = operands
         .into_iter()
         .filter(|v| !read.contains(v.as_str()))
@@ -278,14 +285,8 @@ pub(super) fn split_pairs(copy: &ModelProto) -> (ModelProto, Vec<Pair>) {
 /// planned alone.
 fn read_alone(copy: &ModelProto) -> Option<ModelProto> {
     let g = copy.graph.as_ref()?;
-    let mut read: HashSet<&str> = g
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().map(String::as_str))
-        .chain(g.output.iter().map(|o| o.name()))
-        .chain(g.input.iter().map(|i| i.name()))
-        .collect();
-    body_reads(g, &mut read);
+    let mut read = reads(g);
+    read.extend(g.input.iter().map(|i| i.name()));
     if g.initializer.iter().all(|t| read.contains(t.name())) {
         return None;
     }

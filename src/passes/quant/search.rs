@@ -627,12 +627,16 @@ impl Quant {
         let forms = |kind: Form| stored_forms(model, &patches, storable, kind);
         let int8 = forms(Form::Int8)?;
         let storable_any = int8.iter().any(Option::is_some);
-        let mut fallback = match storable_any {
-            true => storage_ladder(&int8, &forms, &progress, parallel, &|f| {
-                Ok(eval(&vec![false; n], f)?.status == Status::Passed)
-            })?,
-            false => vec![None; n],
+        // The storage of the weights taken back, each rung judged by `eval`.
+        let climb = |eval: &Verdict| -> Result<Vec<Option<Stored>>> {
+            match storable_any {
+                true => storage_ladder(&int8, &forms, &progress, parallel, &|f| {
+                    Ok(eval(&vec![false; n], f)?.status == Status::Passed)
+                }),
+                false => Ok(vec![None; n]),
+            }
         };
+        let mut fallback = climb(&eval)?;
         let act_of = activation_patches(&patches);
         let groups = layer_groups(g, &patches, &act_of);
         // Each group alone, on every core (each run is single-threaded), or
@@ -723,12 +727,7 @@ impl Quant {
                         }
                     ));
                     // The ladder too: its rung was judged on the same plan.
-                    fallback = match storable_any {
-                        true => storage_ladder(&int8, &forms, &progress, parallel, &|f| {
-                            Ok(own_plans(&vec![false; n], f)?.status == Status::Passed)
-                        })?,
-                        false => vec![None; n],
-                    };
+                    fallback = climb(&own_plans)?;
                     (k, r) = decide(&own_plans, &mut fallback)?;
                 }
             }
