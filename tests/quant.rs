@@ -3791,6 +3791,24 @@ fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
         "a float16 model's activations are left alone: {:?}",
         r.notes
     );
+    // And the note says why, not "0 weights in Conv, 0 in MatMul/Gemm",
+    // nor, where static is asked for, that no layer is wide enough.
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n
+                .starts_with("activations: none (weight-only): the layers' weights are float16")),
+        "{:?}",
+        r.notes
+    );
+    let forced = quant(&mut original.clone(), "activations = \"static\"");
+    assert!(
+        forced.notes.iter().any(|n| n.starts_with(
+            "activations: none (weight-only): static was chosen, but the layers' weights are float16"
+        )),
+        "{:?}",
+        forced.notes
+    );
     let again = quant(&mut m.clone(), "");
     assert!(again.changes.is_empty(), "{:?}", again.changes);
     let v = verify_quant(&original, &m);
@@ -4453,7 +4471,10 @@ fn a_graph_without_weights_gets_no_activation_quantization() {
         .build()
         .unwrap();
     let r = quant(&mut m, "");
-    assert_unchanged_saying(&r, "activations: none (0 weights in Conv, 0 in MatMul/Gemm");
+    assert_unchanged_saying(
+        &r,
+        "activations: none: no Conv, MatMul or Gemm has a constant float32 weight",
+    );
 }
 
 /// In a static model, a MatMul of two activations (attention's scores and

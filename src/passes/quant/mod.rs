@@ -665,6 +665,9 @@ impl Quant {
                 "dynamic" if setup_opset < 11 => format!(
                     "activations: none (weight-only int8): dynamic quantization needs DynamicQuantizeLinear (opset 11), and the model stays at opset {setup_opset} (opset=auto raises it where every operator converts exactly): the weights are stored as int8 and computed in float"
                 ),
+                _ if half_layers(model) => format!(
+                    "activations: none (weight-only): {mode} was chosen, but {HALF_LAYERS}"
+                ),
                 _ => format!(
                     "activations: none (weight-only int8): {mode} was chosen, but no layer computes faster in int8 in onnxruntime (Convs of fewer than min_out_channels={} output channels or a reduction under min_reduction={}, MatMul weights of fewer columns or rows, and excluded layers compute in float), so no activation is converted: the weights are stored as int8 and computed in float",
                     self.params.min_out_channels, self.min_reduction
@@ -913,6 +916,13 @@ impl Quant {
                     "activations: none (weight-only int8): the model carries a recurrent state ({}), a stream's loudness spans orders of magnitude and errors build up through the state, so activation ranges from random samples do not hold; activations=static with --inputs holding real streams (consecutive chunks) quantizes them",
                     pairs.join(", ")
                 ));
+            } else if mode == "none" && conv_w + mm_w == 0 {
+                // Said as what it is: "0 weights in Conv" read as though the
+                // model's Convs had none.
+                ctx.notes.push(match half_layers(model) {
+                    true => format!("activations: none (weight-only): {HALF_LAYERS}"),
+                    false => "activations: none: no Conv, MatMul or Gemm has a constant float32 weight (its MatMuls multiply activations, as an attention block's do): integer kernels would convert activations and shrink no weight".to_string(),
+                });
             } else {
                 let blocked = match int4 && mode != "none" {
                     true if mode == "dynamic" => "; MatMul weights are blocked int4, which onnxruntime multiplies in its 4-bit kernel: only Conv and Gemm layers, MatMuls whose weight takes no int4 block, and those sensitive=auto takes back (where int8 meets the tolerance) compute in int8",
@@ -1320,6 +1330,26 @@ pub fn glob(pattern: &str, name: &str) -> bool {
         }
     }
     true
+}
+
+/// Why a model whose layers compute in float16 keeps its activations
+/// (see [`half_layers`]).
+const HALF_LAYERS: &str = "the layers' weights are float16, and so is what they compute: their weights are stored as int8 and expanded to float16 at load, their activations left in float16 (quant converts float32 activations only)";
+
+/// Whether the Convs, MatMuls and Gemms with a constant weight all have a
+/// float16 one (a half-precision export), and there is one: their
+/// activations are float16, which quant leaves alone.
+fn half_layers(model: &Model) -> bool {
+    let g = &model.graph;
+    let mut types = g
+        .nodes
+        .node_weights()
+        .filter(|n| matches!(n.op(), "Conv" | "MatMul" | "Gemm"))
+        .filter_map(|n| n.proto.input.get(1).and_then(|w| g.constant_value(w)))
+        .map(tensor::data_type)
+        .filter(|&t| matches!(t, DataType::Float | DataType::Float16))
+        .peekable();
+    types.peek().is_some() && types.all(|t| t == DataType::Float16)
 }
 
 #[cfg(test)]
