@@ -3835,6 +3835,61 @@ fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
     assert_eq!(r["optimized_ops"].get("Mul"), None, "{r}");
 }
 
+/// A float16 Gemm with a bias (torchvision's classifier head exported in
+/// float16) is verified: tract's own Gemm multiplies the bias by a float32
+/// `beta` and returns float32, which failed to type, and every float16
+/// ResNet went unverified. The verification copy computes it on float32
+/// operands and casts the result back, and says so.
+#[test]
+fn a_float16_gemm_with_a_bias_is_verified() {
+    use onnx_squeeze::ir::tensor;
+    let w: Vec<half::f16> = (0..160 * 64)
+        .map(|i| half::f16::from_f32(((i * 11) % 29) as f32 * 0.04 - 0.55))
+        .collect();
+    let bias: Vec<half::f16> = (0..160)
+        .map(|i| half::f16::from_f32(i as f32 * 0.01 - 0.8))
+        .collect();
+    let mut b = ModelBuilder::new(17)
+        .input("x", &[2, 64])
+        .node_with("to_half", "Cast", &["x"], &["xh"], vec![attr_int("to", 10)])
+        .node_with(
+            "fc",
+            "Gemm",
+            &["xh", "w", "b"],
+            &["yh"],
+            vec![attr_int("transB", 1)],
+        )
+        .node_with("to_float", "Cast", &["yh"], &["y"], vec![attr_int("to", 1)])
+        .output("y", &[2, 160])
+        .proto();
+    let inits = &mut b.graph.as_mut().unwrap().initializer;
+    inits.push(tensor::from_f16("w", &[160, 64], w));
+    inits.push(tensor::from_f16("b", &[160], bias));
+    let original = Model::from_proto(
+        b,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let mut m = original.clone();
+    let r = quant(&mut m, "");
+    assert_eq!(
+        r.changes
+            .get("float16 weight stored as int8 (expanded to float16 once at load)"),
+        Some(&1),
+        "{:?}",
+        r.changes
+    );
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("1 float16 Gemm node(s) given float32 operands")),
+        "{:?}",
+        v.notes
+    );
+}
+
 /// quant's own weight-only output (int8 values cast to float once at load)
 /// counts as quantized: a second run leaves it alone, including what the
 /// first kept in float, rather than quantize that against a reference

@@ -45,6 +45,8 @@
 //! * `Pad` with negative (cropping) constant pads in `constant` or `edge`
 //!   mode becomes a `Slice` of the crops, then a `Pad` of the rest, as
 //!   onnxruntime computes it (tract panics on them);
+//! * a float16 `Gemm` computes on float32 operands, its result cast back to
+//!   float16 (tract's Gemm returns float32 for a float16 bias);
 //! * onnxruntime's fused ops (`FusedConv`, `FusedMatMul`, `BiasGelu`,
 //!   `QuickGelu`, `SkipLayerNormalization`...) become the standard ops they
 //!   fuse ([`super::contrib`]).
@@ -158,6 +160,12 @@ pub fn lower(model: &mut Model) -> Result<Vec<String>> {
             "{fused} onnxruntime fused op(s) (com.microsoft) lowered to standard ops"
         ));
     }
+    let gemms = widen_half_gemms(model)?;
+    counted(
+        &mut notes,
+        gemms,
+        "float16 Gemm node(s) given float32 operands and their result cast back (tract's Gemm multiplies a float16 bias by a float32 beta, and its float32 result fails to type)",
+    );
     // Noted where the copy is made (`verification_model`): specialisation
     // lowers some of them first.
     lower_reverse_sequences(model)?;
@@ -493,6 +501,65 @@ fn lower_image_scalers(model: &mut Model) -> Result<usize> {
         model.apply(&p)?;
     }
     Ok(done)
+}
+
+/// Gemm nodes on float16 values computed on float32 ones: a Cast to float
+/// on each operand, and one back to float16 on the result. tract's Gemm
+/// multiplies the bias `C` by `beta` as a float32 constant, so that the
+/// result of a float16 Gemm is float32 and fails to type ("Output mismatch
+/// after rewiring expansion ... expected 1,1000,F16 got 1,1000,F32": a
+/// ResNet-50 exported in float16, which onnxruntime runs). Verification
+/// computes float16 models in float32 anyway ([`super::tract`]), where the
+/// casts are no-ops; the values are those of the same products in float32.
+/// A Gemm whose operands' float type is not known is left as it is.
+/// Returns how many.
+fn widen_half_gemms(model: &mut Model) -> Result<usize> {
+    let ids = onnx_nodes_of(model, "Gemm");
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let float_type = crate::passes::opset::float_types_of(model);
+    let half = DataType::Float16 as i32;
+    let ids: Vec<_> = ids
+        .into_iter()
+        .filter(|&id| {
+            let n = &model.graph.nodes[id].proto;
+            n.output.len() == 1
+                && n.input
+                    .iter()
+                    .filter(|i| !i.is_empty())
+                    .any(|i| float_type(i) == Some(half))
+        })
+        .collect();
+    drop(float_type);
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut used = model.graph.all_names();
+    let mut p = Patch::new("float16 Gemm computed in float32");
+    let cast = |x: &str, y: &str, to: DataType| crate::proto::NodeProto {
+        input: vec![x.to_string()],
+        output: vec![y.to_string()],
+        op_type: Some("Cast".to_string()),
+        attribute: vec![crate::ir::builder::attr_int("to", to as i64)],
+        ..Default::default()
+    };
+    for &id in &ids {
+        let mut gemm = model.graph.nodes[id].proto.clone();
+        for x in gemm.input.iter_mut().filter(|x| !x.is_empty()) {
+            let wide = crate::ir::walk::unique_name(&mut used, &format!("{x}_f32"));
+            p.add_nodes.push(cast(x, &wide, DataType::Float));
+            *x = wide;
+        }
+        let y = gemm.output[0].clone();
+        let wide = crate::ir::walk::unique_name(&mut used, &format!("{y}_f32"));
+        gemm.output[0] = wide.clone();
+        p.add_nodes.push(gemm);
+        p.add_nodes.push(cast(&wide, &y, DataType::Float16));
+        p.remove_nodes.push(id);
+    }
+    model.apply(&p)?;
+    Ok(ids.len())
 }
 
 /// STFT signals given as `[batch, length]` reshaped to `[batch, length, 1]`:
