@@ -244,23 +244,41 @@ const MAX_TAIL: usize = 1024;
 /// The largest constant a signature computes to sign it by value.
 const MAX_EVALUATED_BYTES: usize = 16 << 20;
 
+/// Why `m`'s `tail` ([`tail`]) is not cut, where it is not: one holding
+/// subgraphs (what they read from outside and their bodies would need a
+/// canonical form of their own), or one longer than its signature's walk
+/// goes (a recursion per node). torchvision's SSDlite and RetinaNet hold an
+/// If after their NonZero.
+pub fn not_cut(m: &Model, tail: &HashSet<NodeId>) -> Option<String> {
+    let g = &m.graph;
+    if let Some(&id) = tail.iter().find(|&&id| {
+        g.nodes[id]
+            .proto
+            .attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    }) {
+        let n = &g.nodes[id];
+        return Some(format!(
+            "it holds a subgraph ({} '{}'), which verification does not cut",
+            n.op(),
+            n.proto.name()
+        ));
+    }
+    (tail.len() > MAX_TAIL).then(|| {
+        format!(
+            "it is {} nodes long, more than the {MAX_TAIL} verification cuts",
+            tail.len()
+        )
+    })
+}
+
 /// `m` without the nodes of `tail`; its outputs then are [`Cut::outputs`].
 /// `None` (and `m` as it was) where nothing before the tail depends on a
 /// graph input: there is nothing to compare.
 fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     let g = &m.graph;
-    // Not signed: a tail holding subgraphs (what they read from outside
-    // and their bodies would need a canonical form of their own), or one
-    // longer than its signature's walk goes (a recursion per node).
-    if tail.len() > MAX_TAIL
-        || tail.iter().any(|&id| {
-            g.nodes[id]
-                .proto
-                .attribute
-                .iter()
-                .any(|a| a.g.is_some() || !a.graphs.is_empty())
-        })
-    {
+    if not_cut(m, tail).is_some() {
         return Ok(None);
     }
     let live = live(m);
@@ -922,6 +940,7 @@ mod tests {
             );
         });
         let t = tail(&m);
+        assert!(not_cut(&m, &t).is_some_and(|why| why.contains("If 'if'")));
         assert!(cut(&mut m, &t).unwrap().is_none());
     }
 

@@ -45,8 +45,17 @@ impl Quant {
                 })
                 .map(String::as_str)
                 .collect();
+            // Where verification cannot cut it, it says what then happens.
+            let then =
+                match crate::verify::reach::not_cut(model, &crate::verify::reach::tail(model)) {
+                    None => {
+                        "verification compares the values it reads instead and needs it unchanged"
+                            .to_string()
+                    }
+                    Some(why) => format!("the model is not verified: {why}"),
+                };
             ctx.notes.push(format!(
-                "post-processing from {} on ({} node(s), with the constants only it reads) left as it is{}: where tract cannot type or run it, verification compares the values it reads instead and needs it unchanged",
+                "post-processing from {} on ({} node(s), with the constants only it reads) left as it is{}: where tract cannot type or run it, {then}",
                 crate::verify::reach::DATA_DEPENDENT
                     .iter()
                     .filter(|op| tail.iter().any(|&id| g.nodes[id].op() == **op))
