@@ -386,7 +386,7 @@ fn run(args: RunArgs) -> Result<u8> {
     io::spill::write_direct(model.weight_bytes() > verify::ANALYSIS_MAX_BYTES);
     verify::check_bound(&model, &vopts.dims)?;
     if let Some(path) = &vopts.inputs {
-        for w in verify::inputs::check_inputs_file(path, &model.graph)? {
+        for w in verify::inputs::check_inputs_file(path, &model.graph, &vopts.dims)? {
             pb.suspend(|| eprintln!("warning: {w}"));
         }
     }
@@ -612,7 +612,7 @@ fn verify_cmd(a: &Path, b: &Path, args: &VerifyArgs) -> Result<u8> {
     let (mb, _) = load(b, &pb)?;
     verify::check_bound(&ma, &opts.dims)?;
     if let Some(path) = &opts.inputs {
-        for w in verify::inputs::check_inputs_file(path, &ma.graph)? {
+        for w in verify::inputs::check_inputs_file(path, &ma.graph, &opts.dims)? {
             pb.suspend(|| eprintln!("warning: {w}"));
         }
     }

@@ -55,6 +55,10 @@ fn bad_inputs_give_one_line_and_exit_1() {
         "np.savez(out, image=np.zeros((1, 3, 8, 8), np.float32))",
     );
     write_npz(
+        &d.join("fits.npz"),
+        "np.savez(out, image=np.zeros((1, 3, 16, 16), np.float32))",
+    );
+    write_npz(
         &d.join("flat.npz"),
         "np.savez(out, image=np.zeros((768,), np.float32))",
     );
@@ -201,6 +205,22 @@ fn bad_inputs_give_one_line_and_exit_1() {
                 o.clone(),
             ],
             "has shape [1, 3, 8, 8], but input 'image' is [?, 3, 16, 16]: its axis 2 is 16, not 8",
+        ),
+        // The arrays decide the sizes: a --dim saying otherwise was
+        // ignored.
+        (
+            vec![
+                "run".into(),
+                "--inputs".into(),
+                p("fits.npz"),
+                "--dim".into(),
+                "image:0=2".into(),
+                "--passes".into(),
+                "clean,quant".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "--dim image:0=2 disagrees with --inputs",
         ),
         (
             vec![

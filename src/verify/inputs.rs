@@ -1662,7 +1662,11 @@ fn npz_array<'a>(
 /// where onnxruntime refuses it. Returns a warning for each array named
 /// after no input (a typo beside a complete set, saved labels), which is
 /// not read.
-pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<Vec<String>> {
+pub fn check_inputs_file(
+    path: &Path,
+    g: &Graph,
+    bound: &HashMap<String, usize>,
+) -> Result<Vec<String>> {
     let inputs: Vec<&crate::proto::ValueInfoProto> = g
         .rest
         .input
@@ -1738,6 +1742,22 @@ pub fn check_inputs_file(path: &Path, g: &Graph) -> Result<Vec<String>> {
                     vi.name(),
                     show(&declared)
                 );
+            }
+        }
+        // The arrays decide the sizes: a --dim that says otherwise would
+        // be ignored (a `--dim batch=2` beside arrays of batch 1 was).
+        for (key, axis) in free_dims(vi) {
+            let by_axis = axis_dim_key(vi.name(), axis);
+            for k in [&by_axis, &key] {
+                if let (Some(&want), Some(&n)) = (bound.get(k), dims.get(axis)) {
+                    ensure!(
+                        want as u64 == n,
+                        "--dim {k}={want} disagrees with --inputs {}: its array '{}' (shape {shape:?}) gives input '{}' axis {axis} a size of {n}; the arrays' shapes are the sizes a run uses: drop --dim {k}, or pass arrays of that size",
+                        path.display(),
+                        vi.name(),
+                        vi.name()
+                    );
+                }
             }
         }
     }
