@@ -581,7 +581,7 @@ fn drop_small_tables(g: &crate::ir::Graph, uses: &mut Uses, notes: &mut Vec<Stri
             .map(|(w, b)| format!("{w}, {b} bytes"))
             .collect();
         notes.push(format!(
-            "embedding table(s) of fewer than {MIN_EMBEDDING_ROWS} rows kept in float ({}): each row is added to many tokens, so its rounding error would not average out",
+            "embedding table(s) of fewer than {MIN_EMBEDDING_ROWS} rows kept in float ({}): each row is read at many positions (a token type for every token, a relative-position bucket for many pairs of them), so its rounding error would not average out",
             listed.join("; ")
         ));
     }
