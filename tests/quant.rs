@@ -3738,6 +3738,26 @@ fn a_float16_bias_stays_with_a_weight_left_float16() {
     assert!(m.graph.initializers.contains_key("b_f16"));
 }
 
+/// One float16 layer (`op`, its inputs and attributes; the activation it
+/// reads is `xh`) of 160 outputs on `x: [2, 64]`, between Casts to and
+/// from float16, with `inits`.
+fn float16_layer(
+    (op, inputs, attrs): (&str, &[&str], Vec<onnx_squeeze::proto::AttributeProto>),
+    inits: Vec<onnx_squeeze::proto::TensorProto>,
+) -> Model {
+    let b = ModelBuilder::new(17)
+        .input("x", &[2, 64])
+        .node_with("to_half", "Cast", &["x"], &["xh"], vec![attr_int("to", 10)])
+        .node_with("layer", op, inputs, &["yh"], attrs)
+        .node_with("to_float", "Cast", &["yh"], &["y"], vec![attr_int("to", 1)])
+        .output("y", &[2, 160]);
+    inits
+        .into_iter()
+        .fold(b, ModelBuilder::init)
+        .build()
+        .unwrap()
+}
+
 /// A float16 model (a half-precision export): its weights are stored as
 /// int8 with float16 per-column scales and expanded to float16 once at load
 /// (half the bytes, the graph computing in float16 as before); tract (which
@@ -3750,23 +3770,10 @@ fn float16_weights_are_stored_as_int8_and_expanded_to_float16() {
     let w: Vec<half::f16> = (0..64 * 160)
         .map(|i| half::f16::from_f32(((i * 7) % 23) as f32 * 0.05 - 0.5))
         .collect();
-    let mut b = ModelBuilder::new(17)
-        .input("x", &[2, 64])
-        .node_with("to_half", "Cast", &["x"], &["xh"], vec![attr_int("to", 10)])
-        .node("mm", "MatMul", &["xh", "w"], &["yh"])
-        .node_with("to_float", "Cast", &["yh"], &["y"], vec![attr_int("to", 1)])
-        .output("y", &[2, 160])
-        .proto();
-    b.graph
-        .as_mut()
-        .unwrap()
-        .initializer
-        .push(tensor::from_f16("w", &[64, 160], w));
-    let original = Model::from_proto(
-        b,
-        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
-    )
-    .unwrap();
+    let original = float16_layer(
+        ("MatMul", &["xh", "w"], vec![]),
+        vec![tensor::from_f16("w", &[64, 160], w)],
+    );
     let mut m = original.clone();
     let r = quant(&mut m, "");
     assert_eq!(
@@ -3849,27 +3856,13 @@ fn a_float16_gemm_with_a_bias_is_verified() {
     let bias: Vec<half::f16> = (0..160)
         .map(|i| half::f16::from_f32(i as f32 * 0.01 - 0.8))
         .collect();
-    let mut b = ModelBuilder::new(17)
-        .input("x", &[2, 64])
-        .node_with("to_half", "Cast", &["x"], &["xh"], vec![attr_int("to", 10)])
-        .node_with(
-            "fc",
-            "Gemm",
-            &["xh", "w", "b"],
-            &["yh"],
-            vec![attr_int("transB", 1)],
-        )
-        .node_with("to_float", "Cast", &["yh"], &["y"], vec![attr_int("to", 1)])
-        .output("y", &[2, 160])
-        .proto();
-    let inits = &mut b.graph.as_mut().unwrap().initializer;
-    inits.push(tensor::from_f16("w", &[160, 64], w));
-    inits.push(tensor::from_f16("b", &[160], bias));
-    let original = Model::from_proto(
-        b,
-        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
-    )
-    .unwrap();
+    let original = float16_layer(
+        ("Gemm", &["xh", "w", "b"], vec![attr_int("transB", 1)]),
+        vec![
+            tensor::from_f16("w", &[160, 64], w),
+            tensor::from_f16("b", &[160], bias),
+        ],
+    );
     let mut m = original.clone();
     let r = quant(&mut m, "");
     assert_eq!(
