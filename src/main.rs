@@ -344,15 +344,6 @@ fn external_file_bytes(m: &Model, dir: &Path) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-fn external_bytes(m: &Model) -> u64 {
-    m.graph
-        .initializers
-        .values()
-        .filter(|t| onnx_squeeze::ir::tensor::is_external(t))
-        .map(onnx_squeeze::ir::tensor::stored_bytes)
-        .fold(0, u64::saturating_add)
-}
-
 /// Fail early, before any work, if the output cannot be written.
 fn check_output(input: &Path, output: &Path) -> Result<()> {
     if output.is_dir() {
@@ -405,7 +396,11 @@ fn run(args: RunArgs) -> Result<u8> {
     let (mut model, in_bytes) = load(&args.input, &pb)?;
     // Shared with verification's reference, built from it on first use.
     let original = std::sync::Arc::new(model.clone());
-    let input_had_external = external_bytes(&model) > 0;
+    let input_had_external = model
+        .graph
+        .initializers
+        .values()
+        .any(onnx_squeeze::ir::tensor::is_external);
     // Too large for tract to plan: the weights the passes compute are read
     // back once, when the result is written (see `io::spill::write_direct`).
     io::spill::write_direct(model.weight_bytes() > verify::ANALYSIS_MAX_BYTES);
