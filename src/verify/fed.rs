@@ -79,7 +79,7 @@ pub(super) fn fed_weights(proto: &crate::proto::ModelProto) -> Vec<String> {
 /// models of one key differ in those values alone.
 pub(super) fn structure_key(proto: &crate::proto::ModelProto, fed: &[String]) -> u128 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    super::hash_model(&mut h, proto, |name| {
+    super::memo::hash_model(&mut h, proto, |name| {
         fed.binary_search_by(|f| f.as_str().cmp(name)).is_err()
     });
     h.digest128()

@@ -1,0 +1,193 @@
+//! The memo of runs a [`super::Reference`] compares: `quant`'s
+//! `sensitive=auto` checks the result it returns on verification's samples,
+//! and verification finds that run here instead of planning and running the
+//! same copy again. A run is known by a fingerprint of what ran (the
+//! verification copy with its weights, and the samples).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::Tensor;
+
+use super::{tract, Ran};
+
+/// The outputs of the last result that passed a [`super::Reference`]'s
+/// comparison, keyed by a fingerprint (xxh3, 128 bits) of what ran: the
+/// verification copy with its weights, and the samples. `quant`'s
+/// `sensitive=auto` checks the result it returns on verification's samples
+/// (the last candidate that passes is the one it keeps); the pipeline's
+/// verification then finds that run here instead of planning and running
+/// the same copy again. A fingerprint that differs in any byte runs the
+/// model. Cheap to clone: clones share the entry.
+#[derive(Clone, Default)]
+pub struct RunMemo(std::sync::Arc<std::sync::Mutex<Memo>>);
+
+#[derive(Default)]
+struct Memo {
+    /// The key, the run, and the seconds it took.
+    last: Option<(u128, Ran, f64)>,
+    hits: usize,
+    puts: u64,
+    /// Whether a run put here is held back with its plan, pending
+    /// ([`RunMemo::keeping_plans`]), and the last ones so held.
+    keep_plans: bool,
+    pending: Vec<Pending>,
+    heads: usize,
+}
+
+/// The most runs held back with their plans at once: one per candidate a
+/// search checks side by side (one per core, two here), and spares.
+const MAX_PENDING: usize = 4;
+
+/// A passing run held back with its plan until a reference on more
+/// samples, this one's leading ones among them, takes both
+/// ([`RunMemo::head`]): where the result passes there too, that reference
+/// puts the run in the memo ([`super::Reference::lending_to`]).
+struct Pending {
+    key: u128,
+    ran: Ran,
+    runner: Arc<tract::Runner>,
+}
+
+/// While it lives, a run that passes is held back with its plan for a
+/// reference on more samples to take ([`super::Reference::keeping_plans`]);
+/// dropped, runs are put in the memo as they pass again.
+pub struct KeepingPlans(RunMemo);
+
+impl Drop for KeepingPlans {
+    fn drop(&mut self) {
+        if let Ok(mut memo) = self.0 .0.lock() {
+            memo.keep_plans = false;
+            memo.pending.clear();
+        }
+    }
+}
+
+impl std::fmt::Debug for RunMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunMemo({} hits)", self.hits())
+    }
+}
+
+impl RunMemo {
+    /// How many runs the memo answered.
+    pub fn hits(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.hits)
+    }
+
+    /// How many runs held back with their plans were taken
+    /// ([`super::Reference::keeping_plans`]).
+    pub fn heads(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.heads)
+    }
+
+    /// How many runs were remembered: the entry a pass leaves is the one
+    /// it put when this count grew during the pass.
+    pub fn puts(&self) -> u64 {
+        self.0.lock().map_or(0, |m| m.puts)
+    }
+
+    /// The outputs remembered for `key` and the seconds their run took,
+    /// taken out (a comparison that passes puts them back).
+    pub(super) fn take(&self, key: u128) -> Option<(Ran, f64)> {
+        let mut memo = self.0.lock().ok()?;
+        if memo.last.as_ref().is_none_or(|(k, _, _)| *k != key) {
+            return None;
+        }
+        memo.hits += 1;
+        memo.last.take().map(|(_, out, s)| (out, s))
+    }
+
+    /// Remember `out` for `key`, run in `seconds`, in place of what was;
+    /// held back with its plan `runner` instead where plans are kept.
+    pub(super) fn put(
+        &self,
+        key: u128,
+        out: Ran,
+        seconds: f64,
+        runner: Option<Arc<tract::Runner>>,
+    ) {
+        if let Ok(mut memo) = self.0.lock() {
+            match runner.filter(|_| memo.keep_plans) {
+                Some(runner) => {
+                    // Candidates checked side by side each leave theirs.
+                    if memo.pending.len() == MAX_PENDING {
+                        memo.pending.remove(0);
+                    }
+                    memo.pending.push(Pending {
+                        key,
+                        ran: out,
+                        runner,
+                    })
+                }
+                None => {
+                    memo.last = Some((key, out, seconds));
+                    memo.puts += 1;
+                }
+            }
+        }
+    }
+
+    /// The run held back for `key` and its plan, taken out.
+    pub(super) fn head(&self, key: u128) -> Option<(Ran, Arc<tract::Runner>)> {
+        let mut memo = self.0.lock().ok()?;
+        let i = memo.pending.iter().position(|p| p.key == key)?;
+        let p = memo.pending.remove(i);
+        memo.heads += 1;
+        Some((p.ran, p.runner))
+    }
+
+    /// Hold back each run that passes with its plan ([`Pending`]) while
+    /// the guard lives.
+    pub(crate) fn keeping_plans(&self) -> KeepingPlans {
+        if let Ok(mut memo) = self.0.lock() {
+            memo.keep_plans = true;
+        }
+        KeepingPlans(self.clone())
+    }
+}
+
+/// `proto` into `h`: its initializers in the order of their names, each
+/// one's length, then its bytes where `with_values` says so of its name
+/// (hashed where they lie), then the rest of the model encoded.
+pub(super) fn hash_model(
+    h: &mut xxhash_rust::xxh3::Xxh3,
+    proto: &crate::proto::ModelProto,
+    with_values: impl Fn(&str) -> bool,
+) {
+    use prost::Message;
+    let mut light = proto.clone(); // weights are shared `Bytes`: not copied
+    if let Some(g) = light.graph.as_mut() {
+        g.initializer.sort_by(|a, b| a.name().cmp(b.name()));
+        h.update(&(g.initializer.len() as u64).to_le_bytes());
+        for t in &mut g.initializer {
+            // Its length first: no two splits of the bytes hash alike.
+            let raw = t.raw_data.take().unwrap_or_default();
+            h.update(&(raw.len() as u64).to_le_bytes());
+            if with_values(t.name()) {
+                h.update(&raw);
+            }
+        }
+    }
+    h.update(&light.encode_to_vec());
+}
+
+/// What identifies a run: the model (its large initializers' bytes hashed
+/// where they lie, the rest encoded) and the samples. Initializers count
+/// in the order of their names, not the file's: the copies of one result
+/// that `sensitive=auto` checked and that verification runs list the
+/// constants an If's inlined branch brings in node-index order, which the
+/// graphs' histories of removed nodes make differ (silero's result ran
+/// twice).
+pub(super) fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u128 {
+    use std::hash::Hash;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    hash_model(&mut h, proto, |_| true);
+    h.update(&(samples.len() as u64).to_le_bytes());
+    for s in samples {
+        h.update(&(s.len() as u64).to_le_bytes());
+        for t in s {
+            t.hash(&mut h);
+        }
+    }
+    h.digest128()
+}
