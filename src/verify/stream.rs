@@ -106,3 +106,28 @@ pub fn run_stream<T>(
     }
     Ok(kept)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Each step of a stream starts from the state the step before
+    /// returned (the samples' own states are not read after the first),
+    /// and a state of another shape is not fed back.
+    #[test]
+    fn a_stream_feeds_each_step_the_state_the_step_before_returned() {
+        use tract_onnx::prelude::{tensor1, Tensor};
+        let value = |t: &Tensor| crate::verify::tract::to_f64(t).unwrap();
+        let samples: Vec<Vec<Tensor>> = (0..3)
+            .map(|k| vec![tensor1(&[k as f32]), tensor1(&[100f32])])
+            .collect();
+        // Outputs: the state plus the data, and a state of two values.
+        let step = |s: &[Tensor]| -> anyhow::Result<Vec<Tensor>> {
+            let next = (value(&s[1])[0] + value(&s[0])[0]) as f32;
+            Ok(vec![tensor1(&[next]), tensor1(&[next, next])])
+        };
+        let first = |o: Vec<Tensor>| Ok(value(&o[0])[0]);
+        let fed = super::run_stream(&samples, &[(1, 0)], step, first).unwrap();
+        assert_eq!(fed, [100.0, 101.0, 103.0]);
+        let wrong_shape = super::run_stream(&samples, &[(1, 1)], step, first).unwrap();
+        assert_eq!(wrong_shape, [100.0, 101.0, 102.0]);
+    }
+}
