@@ -50,7 +50,7 @@ CMD_TIMEOUT = 3600  # seconds, per quantization command
 #        else CALIB_SAMPLES random samples drawn like our tool draws its own (floats N(0,1),
 #        images N(0,1) and uniform in [0, 1) in turn, an Ultralytics model's uniform,
 #        integers in [0, 100) (token ids over their table's rows), inputs named like
-#        masks all 1; src/verify/inputs.rs).
+#        masks all 1; src/verify/inputs/mod.rs).
 
 def _rng(seed):
     return np.random.default_rng(seed)
