@@ -514,6 +514,7 @@ fn lower_image_scalers(model: &mut Model) -> Result<usize> {
 /// A Gemm whose operands' float type is not known is left as it is.
 /// Returns how many.
 fn widen_half_gemms(model: &mut Model) -> Result<usize> {
+    use crate::ir::builder::{attr_int, node_proto};
     let ids = onnx_nodes_of(model, "Gemm");
     if ids.is_empty() {
         return Ok(0);
@@ -537,12 +538,8 @@ fn widen_half_gemms(model: &mut Model) -> Result<usize> {
     }
     let mut used = model.graph.all_names();
     let mut p = Patch::new("float16 Gemm computed in float32");
-    let cast = |x: &str, y: &str, to: DataType| crate::proto::NodeProto {
-        input: vec![x.to_string()],
-        output: vec![y.to_string()],
-        op_type: Some("Cast".to_string()),
-        attribute: vec![crate::ir::builder::attr_int("to", to as i64)],
-        ..Default::default()
+    let cast = |x: &str, y: &str, to: DataType| {
+        node_proto("", "Cast", &[x], &[y], vec![attr_int("to", to as i64)])
     };
     for &id in &ids {
         let mut gemm = model.graph.nodes[id].proto.clone();
