@@ -251,13 +251,18 @@ const MAX_EVALUATED_BYTES: usize = 16 << 20;
 /// If after their NonZero.
 pub fn not_cut(m: &Model, tail: &HashSet<NodeId>) -> Option<String> {
     let g = &m.graph;
-    if let Some(&id) = tail.iter().find(|&&id| {
-        g.nodes[id]
-            .proto
-            .attribute
-            .iter()
-            .any(|a| a.g.is_some() || !a.graphs.is_empty())
-    }) {
+    // The first in graph order: the note names the same node on every run.
+    if let Some(&id) = tail
+        .iter()
+        .filter(|&&id| {
+            g.nodes[id]
+                .proto
+                .attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty())
+        })
+        .min_by_key(|&&id| g.nodes[id].order)
+    {
         let n = &g.nodes[id];
         return Some(format!(
             "it holds a subgraph ({} '{}'), which verification does not cut",
@@ -919,8 +924,13 @@ mod tests {
                 crate::ir::builder::attr_graph("else_branch", branch),
             ];
             let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
+            // Two, one after the other: the note names the first.
+            nodes.insert(
+                mm,
+                node_proto("if2", "If", &["cond"], &["column_if2"], attrs.clone()),
+            );
             nodes.insert(mm, node_proto("if", "If", &["cond"], &["column_if"], attrs));
-            nodes[mm + 1].input[0] = "column_if".into();
+            nodes[mm + 2].input[0] = "column_if2".into();
             nodes.insert(
                 0,
                 node_proto(
@@ -939,8 +949,12 @@ mod tests {
                 ),
             );
         });
+        // Each tail a set of its own, iterated in an order of its own.
+        for _ in 0..8 {
+            let t = tail(&m);
+            assert!(not_cut(&m, &t).is_some_and(|why| why.contains("If 'if'")));
+        }
         let t = tail(&m);
-        assert!(not_cut(&m, &t).is_some_and(|why| why.contains("If 'if'")));
         assert!(cut(&mut m, &t).unwrap().is_none());
     }
 
