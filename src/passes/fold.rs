@@ -180,7 +180,7 @@ impl Unfolded {
         self.single.retain(|(o, _)| g.producer(o).is_some());
     }
 
-    /// The notes: one a node for those of [`Unfolded::single`], then one a
+    /// The notes: one a node for those of `Unfolded::single`, then one a
     /// reason, naming a few of its nodes.
     pub fn notes(&self) -> Vec<String> {
         let mut notes: Vec<String> = self.single.iter().map(|(_, n)| n.clone()).collect();

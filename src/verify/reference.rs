@@ -482,10 +482,10 @@ impl Reference {
 
     /// Results compared with this reference that differ from the first one
     /// compared in their weights' values alone (float32 initializers of
-    /// [`fed::FED_MIN_ELEMENTS`] values or more, once stored weights are
+    /// `fed::FED_MIN_ELEMENTS` values or more, once stored weights are
     /// expanded for tract), and in which of that one's activation Q/DQ
     /// pairs they hold, run on one plan of that first one, the weights fed
-    /// as inputs and each pair switched by one ([`fed`]), instead of a plan
+    /// as inputs and each pair switched by one (`fed`), instead of a plan
     /// each. For `sensitive=auto`'s ranking of layer groups, one sample
     /// each (where there are pairs, a result holding every pair with float
     /// weights is compared first, and the plan is made from it): tract's
@@ -644,7 +644,7 @@ impl Reference {
     /// the order of the values. [`Reference::compare`] compares with them
     /// too; a result built on [`Reference::specialised`] cannot be (it
     /// holds the setting this reference's samples hold), and is compared
-    /// with each on a copy of its own ([`Reference::compare_variants`]).
+    /// with each on a copy of its own (`Reference::compare_variants`).
     pub fn variants(&self) -> &[Variant] {
         &self.variants
     }

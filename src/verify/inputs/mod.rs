@@ -39,7 +39,7 @@ pub struct InputSpec {
     pub length_of: Option<(String, usize)>,
     /// The value of a setting (a scalar integer input) that the model
     /// compares with constants ([`compared_with`]): the first of them its
-    /// type can hold, other than 0 and -1 ([`SENTINELS`]), a value the
+    /// type can hold, other than 0 and -1 (`SENTINELS`), a value the
     /// model names (silero's `sr == 16000`, its 16 kHz network), where a
     /// random one selects whatever its comparisons' false side computes.
     pub setting: Option<i64>,
