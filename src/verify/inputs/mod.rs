@@ -1,5 +1,5 @@
 //! Inputs for verification: seeded random tensors that respect each input's
-//! type and shape, or the user's `.npz` / `.npy` samples ([`file`]).
+//! type and shape, or the user's `.npz` / `.npy` samples (`file`).
 
 mod file;
 
