@@ -661,15 +661,108 @@ impl Reference {
         }
     }
 
-    /// This reference's own comparison, without its variants'.
+    /// This reference's own comparison, without its variants': the result
+    /// checked against the original's interface, its copy made as the
+    /// original's was, run (or its run found), and each output compared.
     fn compare_alone(&self, result: &Model, specialised: bool) -> Result<VerifyReport> {
         let start = Instant::now();
         if let Some(why) = untrusted_op(result) {
             anyhow::bail!("{why}; verify with onnxruntime instead");
         }
-        let opts = &self.opts;
+        self.check_interface(result, specialised)?;
         let mut notes = self.notes.clone();
-        let result_specs = inputs::input_specs(&result.graph, &opts.dims, &mut Vec::new())?;
+        let copy = self.result_copy(result, specialised, &mut notes)?;
+        let key = self
+            .memo
+            .as_ref()
+            .map(|_| fingerprint(&copy.proto, &self.run_samples));
+        let lend_key = self
+            .lend
+            .as_ref()
+            .map(|l| fingerprint(&copy.proto, &l.samples));
+        let run = self.run_result(copy.proto, key, lend_key)?;
+        if run.ran.half_as_float {
+            notes.push(HALF_AS_FLOAT_NOTE.into());
+        }
+        let got = &run.ran.outputs;
+        let run_seconds = run
+            .reused_seconds
+            .unwrap_or_else(|| start.elapsed().as_secs_f64());
+        let compared = self.compare_outputs(got, &copy.names, &copy.selections, &mut notes)?;
+        let mut outputs = compared.outputs;
+        let mut sample_cosines = compared.sample_cosines;
+        for (m, cosines) in self.compare_residuals(got)? {
+            if !cosines.is_empty() {
+                sample_cosines.push((!m.passed, cosines));
+            }
+            outputs.push(m);
+        }
+        // A cut copy is verified through the floats it compares: where the
+        // part cut reads only booleans and indices decided from nothing it
+        // compares, or floats the original leaves nearly zero, nothing
+        // meaningful was.
+        if let Some(c) = &self.cut {
+            anyhow::ensure!(
+                compared.floats,
+                "the post-processing after {} that tract cannot type or run reads no float value verification can compare (only booleans or indices, or values the original leaves nearly zero on these inputs); pass --inputs with real data, or --no-verify",
+                c.after()
+            );
+        }
+        let tol = self.opts.tolerance;
+        let failed: Vec<&str> = outputs
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| o.name.as_str())
+            .collect();
+        let (status, reason) = if failed.is_empty() {
+            (Status::Passed, None)
+        } else {
+            (
+                Status::Failed,
+                Some(format!(
+                    "outputs out of tolerance ({}): {}",
+                    tol.describe(),
+                    failed.join(", ")
+                )),
+            )
+        };
+        let reused_seconds = run.reused_seconds;
+        // A result that passes is the one a search keeps (its last such
+        // run is what it returns): that is the run worth remembering.
+        if status == Status::Passed {
+            self.remember(run, run_seconds, key, lend_key);
+        }
+        Ok(VerifyReport {
+            status,
+            reason,
+            samples: self.samples.len(),
+            tolerance: tol,
+            outputs,
+            notes,
+            seconds: 0.0,
+            reused_seconds: reused_seconds.unwrap_or(0.0),
+            worst_sample: worst_sample(&sample_cosines),
+            // Where the copy is cut, its outputs are other values than the
+            // graph's, whose ranks it does not know.
+            output_ranks: self
+                .out_names
+                .iter()
+                .take(if self.cut.is_some() {
+                    0
+                } else {
+                    self.n_outputs
+                })
+                .zip(self.expected.first().into_iter().flatten())
+                .map(|(name, t)| (name.clone(), t.rank()))
+                .collect(),
+        })
+    }
+
+    /// Whether `result` takes the original's inputs (less those the
+    /// specialised copy it is, where `specialised`, made constant) and
+    /// returns as many outputs.
+    fn check_interface(&self, result: &Model, specialised: bool) -> Result<()> {
+        let result_specs = inputs::input_specs(&result.graph, &self.opts.dims, &mut Vec::new())?;
         let fixed_names: Vec<&String> = self.fixed.iter().map(|&i| &self.specs[i].name).collect();
         anyhow::ensure!(
             self.specs
@@ -688,7 +781,20 @@ impl Reference {
             outputs == original_outputs,
             "the result has {outputs} outputs, the original {original_outputs}"
         );
-        // The result is cut where the original was, without typing it.
+        Ok(())
+    }
+
+    /// The copy of `result` tract runs, made as the original's was:
+    /// specialised to the samples (unless `specialised` says it is),
+    /// lowered, cut where the original was (without typing it; what is not
+    /// run must be the original's, see `reach`), with what its selections
+    /// read and choose exposed. What lowering did goes to `notes`.
+    fn result_copy(
+        &self,
+        result: &Model,
+        specialised: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<ResultCopy> {
         let cut_mode = match self.cut {
             Some(_) => reach::CutMode::Always,
             None => reach::CutMode::Never,
@@ -711,9 +817,45 @@ impl Reference {
                 cut_mode,
             )?
         };
-        // What is not run must be the original's (see `reach`). A result
-        // whose original was not cut is not cut either (`CutMode::Never`).
-        match (&self.cut, &res_cut) {
+        self.check_cut(result, res_cut.as_ref())?;
+        // The result's selections, paired with the original's by position.
+        let selections = Selections::of(&res_model);
+        let mine = &self.selections;
+        anyhow::ensure!(
+            selections.chosen.len() == mine.chosen.len()
+                && selections.read.len() == mine.read.len(),
+            "the original has {} selection(s) (NonMaxSuppression/NonZero/TopK/ArgMax/ArgMin) reading {} value(s), the result {} reading {}",
+            mine.chosen.len(),
+            mine.read.len(),
+            selections.chosen.len(),
+            selections.read.len()
+        );
+        let res_exposed = selections.exposed(&res_model);
+        let mut proto = res_model.to_proto();
+        drop(res_model);
+        expose(&mut proto, &res_exposed);
+        let names: Vec<String> = match &res_cut {
+            Some(c) => c.outputs.iter().cloned().chain(res_exposed).collect(),
+            None => result.graph.output_names().chain(res_exposed).collect(),
+        };
+        for n in res_notes {
+            let n = format!("in the copy of the result tract runs: {n}");
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        Ok(ResultCopy {
+            proto,
+            names,
+            selections,
+        })
+    }
+
+    /// Whether the result's copy was cut as the original's (`theirs`, of
+    /// `result`): what is not run must be the original's. A result whose
+    /// original was not cut is not cut either (`CutMode::Never`).
+    fn check_cut(&self, result: &Model, theirs: Option<&reach::Cut>) -> Result<()> {
+        match (&self.cut, theirs) {
             (None, _) => {}
             (Some(mine), Some(theirs)) => {
                 let after = mine.after();
@@ -741,114 +883,141 @@ impl Reference {
                 }
             ),
         }
-        // The result's selections, paired with the original's by position.
-        let res_sel = Selections::of(&res_model);
-        let mine = &self.selections;
-        anyhow::ensure!(
-            res_sel.chosen.len() == mine.chosen.len() && res_sel.read.len() == mine.read.len(),
-            "the original has {} selection(s) (NonMaxSuppression/NonZero/TopK/ArgMax/ArgMin) reading {} value(s), the result {} reading {}",
-            mine.chosen.len(),
-            mine.read.len(),
-            res_sel.chosen.len(),
-            res_sel.read.len()
-        );
-        let res_exposed = res_sel.exposed(&res_model);
-        let mut res_copy = res_model.to_proto();
-        drop(res_model);
-        expose(&mut res_copy, &res_exposed);
-        let res_names: Vec<String> = match &res_cut {
-            Some(c) => c.outputs.iter().cloned().chain(res_exposed).collect(),
-            None => result.graph.output_names().chain(res_exposed).collect(),
-        };
-        for n in res_notes {
-            let n = format!("in the copy of the result tract runs: {n}");
-            if !notes.contains(&n) {
-                notes.push(n);
-            }
+        Ok(())
+    }
+
+    /// The outputs of the result's copy `copy` on the run samples: found in
+    /// the memo under `key` (what running it cost whoever made it), else
+    /// run. Where the reference this one lends to passed the same copy on
+    /// its samples (this one's leading ones, under `lend_key`) and kept its
+    /// plan, that run and plan serve: only the samples after them run. A
+    /// copy that differs from the one a plan feeding weights was made for
+    /// in its weights' values alone runs there (see
+    /// `Reference::feeding_weights`); that plan is not kept for other
+    /// samples.
+    fn run_result(
+        &self,
+        copy: crate::proto::ModelProto,
+        key: Option<u128>,
+        lend_key: Option<u128>,
+    ) -> Result<ResultRun> {
+        if let Some((ran, seconds)) = self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
+            return Ok(ResultRun {
+                ran,
+                reused_seconds: Some(seconds),
+                runner: None,
+                from_fed: false,
+            });
         }
-        let key = self
-            .memo
-            .as_ref()
-            .map(|_| fingerprint(&res_copy, &self.run_samples));
-        let lend_key = self
+        let head = self
             .lend
             .as_ref()
-            .map(|l| fingerprint(&res_copy, &l.samples));
-        // What running the result cost: what the run found in the memo
-        // cost whoever made it, else preparing its copy and running it.
-        // Where the reference this one lends to passed the same copy on
-        // its samples (this one's leading ones) and kept its plan, that
-        // run and plan serve: only the samples after them run.
-        // A run on the plan feeding weights is not the result's own bit for
-        // bit: it serves no verdict another reference reuses.
-        let mut from_fed = false;
-        let (ran, reused_seconds, runner) =
-            match self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
-                Some((ran, seconds)) => (ran, Some(seconds), None),
-                None => {
-                    let head = self
-                        .lend
-                        .as_ref()
-                        .zip(lend_key)
-                        .and_then(|(l, k)| l.memo.head(k));
-                    // A copy that differs from the one a plan feeding
-                    // weights was made for in its weights' values alone
-                    // runs there (see `Reference::feeding_weights`); that
-                    // plan is not kept for other samples.
-                    let fed = match head {
-                        None => self.run_fed(&res_copy),
-                        Some(_) => None,
-                    };
-                    match (fed, head) {
-                        (Some(ran), _) => {
-                            from_fed = true;
-                            (ran, None, None)
-                        }
-                        (None, head) => {
-                            let (head, runner) = match head {
-                                Some((ran, runner)) => (ran.outputs, runner),
-                                None => (
-                                    vec![],
-                                    Arc::new(
-                                        tract::Runner::new(
-                                            res_copy,
-                                            &self.run_samples[0],
-                                            self.run_samples.len(),
-                                        )
-                                        .context("the rewritten model does not run in tract")?,
-                                    ),
-                                ),
-                            };
-                            let mut outputs = head;
-                            outputs.extend(
-                                run_on(&runner, &self.run_samples[outputs.len()..], &[])
-                                    .context("the rewritten model does not run in tract")?,
-                            );
-                            let ran = Ran {
-                                outputs,
-                                half_as_float: runner.computes_half_as_float(),
-                            };
-                            (ran, None, Some(runner))
-                        }
-                    }
-                }
-            };
-        if ran.half_as_float {
-            notes.push(HALF_AS_FLOAT_NOTE.into());
+            .zip(lend_key)
+            .and_then(|(l, k)| l.memo.head(k));
+        if head.is_none() {
+            if let Some(ran) = self.run_fed(&copy) {
+                return Ok(ResultRun {
+                    ran,
+                    reused_seconds: None,
+                    runner: None,
+                    from_fed: true,
+                });
+            }
         }
-        let got = ran.outputs;
-        let run_seconds = reused_seconds.unwrap_or_else(|| start.elapsed().as_secs_f64());
+        let (head, runner) = match head {
+            Some((ran, runner)) => (ran.outputs, runner),
+            None => (
+                vec![],
+                Arc::new(
+                    tract::Runner::new(copy, &self.run_samples[0], self.run_samples.len())
+                        .context("the rewritten model does not run in tract")?,
+                ),
+            ),
+        };
+        let mut outputs = head;
+        outputs.extend(
+            run_on(&runner, &self.run_samples[outputs.len()..], &[])
+                .context("the rewritten model does not run in tract")?,
+        );
+        Ok(ResultRun {
+            ran: Ran {
+                outputs,
+                half_as_float: runner.computes_half_as_float(),
+            },
+            reused_seconds: None,
+            runner: Some(runner),
+            from_fed: false,
+        })
+    }
+
+    /// A passing result's run, remembered: in the memo under `key`, and on
+    /// the leading samples in the memo of the reference this one lends to
+    /// under `lend_key`. A run on the plan feeding weights is not the
+    /// result's own bit for bit: it serves no verdict another reference
+    /// reuses.
+    fn remember(
+        &self,
+        run: ResultRun,
+        run_seconds: f64,
+        key: Option<u128>,
+        lend_key: Option<u128>,
+    ) {
+        if run.from_fed {
+            return;
+        }
+        let got = run.ran.outputs;
+        let half_as_float = run.ran.half_as_float;
+        if let (Some(lend), Some(key)) = (&self.lend, lend_key) {
+            let m = lend.samples.len();
+            lend.memo.put(
+                key,
+                Ran {
+                    outputs: got[..m.min(got.len())].to_vec(),
+                    half_as_float,
+                },
+                run_seconds * m as f64 / got.len().max(1) as f64,
+                None,
+            );
+        }
+        if let (Some(memo), Some(key)) = (&self.memo, key) {
+            memo.put(
+                key,
+                Ran {
+                    outputs: got,
+                    half_as_float,
+                },
+                run_seconds,
+                // A plan made for one run, without code generation, would
+                // run the wide samples slowly: that check plans its own.
+                run.runner
+                    .filter(|_| self.run_samples.len() > tract::QUICK_PLAN_MAX_RUNS),
+            );
+        }
+    }
+
+    /// The result's outputs `got` (named `res_names`, its selections
+    /// `res_sel`) compared with the original's: the graph outputs and the
+    /// values selections read, each row's metrics, and what was left
+    /// uncompared and why in `notes`.
+    fn compare_outputs(
+        &self,
+        got: &[Vec<Tensor>],
+        res_names: &[String],
+        res_sel: &Selections,
+        notes: &mut Vec<String>,
+    ) -> Result<Compared> {
+        let mine = &self.selections;
         // Whether each selection chose the same on every sample.
         let agree: Vec<bool> = mine
             .chosen
             .iter()
             .zip(&res_sel.chosen)
             .map(|(a, b)| {
-                same_choice((&self.out_names, &self.expected), (&res_names, &got), a, b)
+                same_choice((&self.out_names, &self.expected), (res_names, got), a, b)
                     .unwrap_or(false)
             })
             .collect();
-        let tol = opts.tolerance;
+        let tol = self.opts.tolerance;
         let mut outputs = Vec::new();
         // Per float output, whether it failed and its cosine on each sample
         // alone (see `Accumulator::add`).
@@ -866,50 +1035,11 @@ impl Reference {
             if integer {
                 acc = acc.integer();
             }
-            if integer && self.cut.as_ref().is_some_and(|c| c.decided.contains(name)) {
-                notes.push(format!(
-                    "value '{name}' (booleans or indices a comparison or an ArgMax decided, which the post-processing verification cannot run reads) not compared: they flip under any rounding; the floats they are decided from are compared"
-                ));
+            if let Some(why) = self.not_compared(k, name, integer, &agree, got) {
+                notes.push(why);
                 continue;
             }
-            if integer && mine.gathered.contains(name) {
-                notes.push(format!(
-                    "value '{name}' (integers a Gather picks from by a selection's indices) not compared: ids such as an ArgMax's over nearly tied scores flip under any rounding"
-                ));
-                continue;
-            }
-            let follows = mine.outputs.get(name);
-            if let Some(js) = follows.filter(|js| js.iter().any(|&j| !agree[j])) {
-                let differ = self
-                    .expected
-                    .iter()
-                    .zip(&got)
-                    .position(|(e, g)| e[k].shape() != g[k].shape());
-                let how = match differ {
-                    Some(i) => format!(
-                        "{:?} in the original, {:?} in the result on sample {}",
-                        self.expected[i][k].shape(),
-                        got[i][k].shape(),
-                        i + 1
-                    ),
-                    // Labels (an ArgMax's): how many still agree.
-                    None if integer => match element_agreement(&self.expected, &got, k) {
-                        Some(rate) => {
-                            format!("as many elements, {:.1}% of them the same", rate * 100.0)
-                        }
-                        None => "as many elements, not the same ones".to_string(),
-                    },
-                    None => "as many elements, not the same ones".to_string(),
-                };
-                let chosen: Vec<&str> = js.iter().map(|&j| mine.chosen[j].as_str()).collect();
-                notes.push(format!(
-                    "{} '{name}' follows a selection ({}) that chose differently ({how}): not compared; what the selection reads decides",
-                    if k < self.n_outputs { "output" } else { "value" },
-                    chosen.join(", ")
-                ));
-                continue;
-            }
-            for (e, g) in self.expected.iter().zip(&got) {
+            for (e, g) in self.expected.iter().zip(got) {
                 let (a, b) = (&e[k], &g[k]);
                 anyhow::ensure!(
                     a.shape() == b.shape(),
@@ -935,39 +1065,14 @@ impl Reference {
                     acc.count()
                 ));
             }
-            let m = acc.finish(tol.min_cosine, tol.atol);
-            if m.passed && m.cosine < tol.min_cosine {
-                let alone = acc.passed_on_atol_alone(tol.min_cosine, tol.atol);
-                notes.push(if alone.is_empty() {
-                    format!(
-                        "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
-                        m.max_abs, tol.atol, m.cosine
-                    )
-                } else {
-                    let each: Vec<String> = alone
-                        .iter()
-                        .map(|(i, c, max)| format!("sample {i}: max error {max:.2e}, cosine {c:.4}"))
-                        .collect();
-                    let rest = match self.expected.len().saturating_sub(alone.len()) {
-                        0 => "no sample met the cosine: nothing meaningful was compared there".to_string(),
-                        k => format!("the other {k} met the cosine"),
-                    };
-                    format!(
-                        "output '{name}' passed on absolute error alone (<= atol {}) on {} of {} sample(s) ({}), whose values are too small for a cosine to mean anything; {rest}; pass --inputs with real data",
-                        tol.atol,
-                        alone.len(),
-                        self.expected.len(),
-                        each.join("; ")
-                    )
-                });
-            }
+            let mut m = acc.finish(tol.min_cosine, tol.atol);
+            notes.extend(self.atol_note(name, &m, &acc));
             let cosines = acc.sample_cosines();
             if !integer && !cosines.is_empty() {
                 sample_cosines.push((!m.passed, cosines));
             }
             // An output the original computes as nearly zero everywhere
             // (see `faint_outputs`) compares nothing that matters either.
-            let mut m = m;
             m.vacuous = m.passed
                 && k < self.n_outputs
                 && acc.count() > 0
@@ -988,11 +1093,118 @@ impl Reference {
             }
             outputs.push(m);
         }
-        // Residual terms: the output minus the input it adds, in both.
+        Ok(Compared {
+            outputs,
+            sample_cosines,
+            floats: compared_floats,
+        })
+    }
+
+    /// Why row `k` (`name`, of integers where `integer`) is not compared,
+    /// where it is not: booleans or indices the cut post-processing reads,
+    /// integers a Gather picks by a selection's indices, or a value that
+    /// follows a selection that chose differently (`agree`: whether each
+    /// selection chose the same; `got`: the result's outputs).
+    fn not_compared(
+        &self,
+        k: usize,
+        name: &str,
+        integer: bool,
+        agree: &[bool],
+        got: &[Vec<Tensor>],
+    ) -> Option<String> {
+        let mine = &self.selections;
+        if integer
+            && self
+                .cut
+                .as_ref()
+                .is_some_and(|c| c.decided.iter().any(|d| d == name))
+        {
+            return Some(format!(
+                "value '{name}' (booleans or indices a comparison or an ArgMax decided, which the post-processing verification cannot run reads) not compared: they flip under any rounding; the floats they are decided from are compared"
+            ));
+        }
+        if integer && mine.gathered.iter().any(|g| g == name) {
+            return Some(format!(
+                "value '{name}' (integers a Gather picks from by a selection's indices) not compared: ids such as an ArgMax's over nearly tied scores flip under any rounding"
+            ));
+        }
+        let js = mine.outputs.get(name)?;
+        if js.iter().all(|&j| agree[j]) {
+            return None;
+        }
+        let differ = self
+            .expected
+            .iter()
+            .zip(got)
+            .position(|(e, g)| e[k].shape() != g[k].shape());
+        let how = match differ {
+            Some(i) => format!(
+                "{:?} in the original, {:?} in the result on sample {}",
+                self.expected[i][k].shape(),
+                got[i][k].shape(),
+                i + 1
+            ),
+            // Labels (an ArgMax's): how many still agree.
+            None if integer => match element_agreement(&self.expected, got, k) {
+                Some(rate) => {
+                    format!("as many elements, {:.1}% of them the same", rate * 100.0)
+                }
+                None => "as many elements, not the same ones".to_string(),
+            },
+            None => "as many elements, not the same ones".to_string(),
+        };
+        let chosen: Vec<&str> = js.iter().map(|&j| mine.chosen[j].as_str()).collect();
+        Some(format!(
+            "{} '{name}' follows a selection ({}) that chose differently ({how}): not compared; what the selection reads decides",
+            if k < self.n_outputs { "output" } else { "value" },
+            chosen.join(", ")
+        ))
+    }
+
+    /// Where output `name` (`m`, of `acc`) passed below the cosine, on
+    /// absolute error: that its cosine means nothing there, on which
+    /// samples.
+    fn atol_note(&self, name: &str, m: &OutputMetrics, acc: &Accumulator) -> Option<String> {
+        let tol = self.opts.tolerance;
+        if !(m.passed && m.cosine < tol.min_cosine) {
+            return None;
+        }
+        let alone = acc.passed_on_atol_alone(tol.min_cosine, tol.atol);
+        Some(if alone.is_empty() {
+            format!(
+                "output '{name}' passed on absolute error only (max {:.2e} <= atol {}): its cosine {:.4} is not meaningful for values this small; pass --inputs with real data",
+                m.max_abs, tol.atol, m.cosine
+            )
+        } else {
+            let each: Vec<String> = alone
+                .iter()
+                .map(|(i, c, max)| format!("sample {i}: max error {max:.2e}, cosine {c:.4}"))
+                .collect();
+            let rest = match self.expected.len().saturating_sub(alone.len()) {
+                0 => "no sample met the cosine: nothing meaningful was compared there".to_string(),
+                k => format!("the other {k} met the cosine"),
+            };
+            format!(
+                "output '{name}' passed on absolute error alone (<= atol {}) on {} of {} sample(s) ({}), whose values are too small for a cosine to mean anything; {rest}; pass --inputs with real data",
+                tol.atol,
+                alone.len(),
+                self.expected.len(),
+                each.join("; ")
+            )
+        })
+    }
+
+    /// Residual terms: each output that adds a run input, minus that input,
+    /// in both (see `residuals_of`), with its cosine on each sample; none
+    /// where no sample has the input's shape.
+    fn compare_residuals(&self, got: &[Vec<Tensor>]) -> Result<Vec<(OutputMetrics, Vec<f64>)>> {
+        let tol = self.opts.tolerance;
+        let mut rows = vec![];
         for (k, i, name) in &self.residuals {
             let (k, i) = (*k, *i);
             let mut acc = Accumulator::new(name);
-            for ((e, g), x) in self.expected.iter().zip(&got).zip(&self.run_samples) {
+            for ((e, g), x) in self.expected.iter().zip(got).zip(&self.run_samples) {
                 let (a, b, x) = (&e[k], &g[k], &x[i]);
                 if a.shape() != x.shape() || b.shape() != x.shape() {
                     continue;
@@ -1012,95 +1224,9 @@ impl Reference {
             }
             let mut m = acc.finish(tol.min_cosine, tol.atol);
             m.vacuous = m.passed && acc.largest_original() <= FAINT;
-            let cosines = acc.sample_cosines();
-            if !cosines.is_empty() {
-                sample_cosines.push((!m.passed, cosines));
-            }
-            outputs.push(m);
+            rows.push((m, acc.sample_cosines()));
         }
-        // A cut copy is verified through the floats it compares: where the
-        // part cut reads only booleans and indices decided from nothing it
-        // compares, or floats the original leaves nearly zero, nothing
-        // meaningful was.
-        if let Some(c) = &self.cut {
-            anyhow::ensure!(
-                compared_floats,
-                "the post-processing after {} that tract cannot type or run reads no float value verification can compare (only booleans or indices, or values the original leaves nearly zero on these inputs); pass --inputs with real data, or --no-verify",
-                c.after()
-            );
-        }
-        let failed: Vec<&str> = outputs
-            .iter()
-            .filter(|o| !o.passed)
-            .map(|o| o.name.as_str())
-            .collect();
-        let (status, reason) = if failed.is_empty() {
-            (Status::Passed, None)
-        } else {
-            (
-                Status::Failed,
-                Some(format!(
-                    "outputs out of tolerance ({}): {}",
-                    tol.describe(),
-                    failed.join(", ")
-                )),
-            )
-        };
-        // A result that passes is the one a search keeps (its last such
-        // run is what it returns): that is the run worth remembering.
-        let (lend_key, key) = match from_fed {
-            true => (None, None),
-            false => (lend_key, key),
-        };
-        if let (Some(lend), Some(key), Status::Passed) = (&self.lend, lend_key, status) {
-            let m = lend.samples.len();
-            lend.memo.put(
-                key,
-                Ran {
-                    outputs: got[..m.min(got.len())].to_vec(),
-                    half_as_float: ran.half_as_float,
-                },
-                run_seconds * m as f64 / got.len().max(1) as f64,
-                None,
-            );
-        }
-        if let (Some(memo), Some(key), Status::Passed) = (&self.memo, key, status) {
-            memo.put(
-                key,
-                Ran {
-                    outputs: got,
-                    half_as_float: ran.half_as_float,
-                },
-                run_seconds,
-                // A plan made for one run, without code generation, would
-                // run the wide samples slowly: that check plans its own.
-                runner.filter(|_| self.run_samples.len() > tract::QUICK_PLAN_MAX_RUNS),
-            );
-        }
-        Ok(VerifyReport {
-            status,
-            reason,
-            samples: self.samples.len(),
-            tolerance: tol,
-            outputs,
-            notes,
-            seconds: 0.0,
-            reused_seconds: reused_seconds.unwrap_or(0.0),
-            worst_sample: worst_sample(&sample_cosines),
-            // Where the copy is cut, its outputs are other values than the
-            // graph's, whose ranks it does not know.
-            output_ranks: self
-                .out_names
-                .iter()
-                .take(if self.cut.is_some() {
-                    0
-                } else {
-                    self.n_outputs
-                })
-                .zip(self.expected.first().into_iter().flatten())
-                .map(|(name, t)| (name.clone(), t.rank()))
-                .collect(),
-        })
+        Ok(rows)
     }
 
     /// The same reference on sample `i` alone (the first where there is no
@@ -1352,6 +1478,34 @@ impl ReferenceInputs {
     pub fn plain(&self, original: &Model) -> Option<Vec<Vec<Tensor>>> {
         (!has_if(original)).then(|| self.samples.clone())
     }
+}
+
+/// The result as tract runs it for a comparison
+/// ([`Reference::result_copy`]): the copy, the names of the values it
+/// returns (in the order of the original's), and its selections.
+struct ResultCopy {
+    proto: crate::proto::ModelProto,
+    names: Vec<String>,
+    selections: Selections,
+}
+
+/// How the result's outputs were had ([`Reference::run_result`]): what
+/// the memo held (and what that run cost whoever made it), a run on the
+/// plan that feeds weights, or a run here on its own plan (the runner).
+struct ResultRun {
+    ran: Ran,
+    reused_seconds: Option<f64>,
+    runner: Option<Arc<tract::Runner>>,
+    from_fed: bool,
+}
+
+/// The rows [`Reference::compare_outputs`] compared: each row's metrics,
+/// each float row's verdict and cosine on each sample, and whether a float
+/// value that means something was compared at all.
+struct Compared {
+    outputs: Vec<OutputMetrics>,
+    sample_cosines: Vec<(bool, Vec<f64>)>,
+    floats: bool,
 }
 
 #[cfg(test)]
