@@ -4598,6 +4598,56 @@ fn assert_unchanged_saying(r: &onnx_squeeze::report::PassReport, note: &str) {
     assert!(r.notes.iter().any(|n| n.contains(note)), "{:?}", r.notes);
 }
 
+/// A model another tool quantized in part (one MatMul's weight int8
+/// behind a DequantizeLinear, the other's float, as onnxruntime's
+/// `op_types_to_quantize` leaves a model) is left alone, and the note says
+/// what stays float and how much of the weights it is.
+#[test]
+fn a_partly_quantized_model_is_left_alone_saying_what_stays_float() {
+    let w: Vec<f32> = (0..64 * 64)
+        .map(|i| ((i % 13) as f32 - 6.0) / 8.0)
+        .collect();
+    // One MatMul of an int8 weight, then one of a float weight where
+    // `float_too`.
+    let model = |float_too: bool| {
+        let int8 = onnx_squeeze::proto::TensorProto {
+            name: Some("wq".into()),
+            dims: vec![64, 64],
+            data_type: Some(onnx_squeeze::proto::tensor_proto::DataType::Int8 as i32),
+            raw_data: Some(vec![1u8; 64 * 64].into()),
+            ..Default::default()
+        };
+        let b = ModelBuilder::new(13)
+            .input("x", &[2, 64])
+            .init(int8)
+            .init_f32("s", &[], &[0.01])
+            .node("dq", "DequantizeLinear", &["wq", "s"], &["w1"]);
+        let b = match float_too {
+            true => b
+                .init_f32("w2", &[64, 64], &w)
+                .node("mm1", "MatMul", &["x", "w1"], &["h"])
+                .node("mm2", "MatMul", &["h", "w2"], &["y"]),
+            false => b.node("mm1", "MatMul", &["x", "w1"], &["y"]),
+        };
+        b.output("y", &[2, 64]).build().unwrap()
+    };
+    let r = quant(&mut model(true), "");
+    assert_unchanged_saying(&r, "already quantized ('dq' is a DequantizeLinear)");
+    // 16,384 float bytes of 20,484.
+    assert_unchanged_saying(
+        &r,
+        "1 float weight(s) of 16.4 kB (80% of the weights; the largest MatMul 'w2', 16.4 kB) are read as float",
+    );
+    // Fully quantized, nothing is said of float weights.
+    let r = quant(&mut model(false), "");
+    assert_unchanged_saying(&r, "already quantized");
+    assert!(
+        !r.notes.iter().any(|n| n.contains("read as float")),
+        "{:?}",
+        r.notes
+    );
+}
+
 /// QONNX and Brevitas exports carry their own quantizers (`Quant` in a
 /// domain of theirs): already quantized, left alone, their weights not
 /// quantized a second time.
