@@ -15,7 +15,7 @@ use tract_onnx::prelude::{Datum, Tensor};
 
 use crate::ir::Model;
 use crate::pass::{DataSource, Progress};
-use crate::proto::ValueInfoProto;
+use crate::proto::{GraphProto, ValueInfoProto};
 use crate::verify::{inputs, tract as tr};
 
 pub use crate::verify::reach::CutMode;
@@ -190,53 +190,7 @@ pub fn calibrate(
     drop(data_samples);
     let graph = proto.graph.as_mut().context("no graph")?;
     let model_outputs = graph.output.len();
-    let defined: std::collections::HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().cloned())
-        .collect();
-    let inputs: std::collections::HashSet<String> =
-        graph.input.iter().map(|i| i.name().to_string()).collect();
-    // Node outputs are read as extra graph outputs; a graph input (the first
-    // Conv's image) through an Identity probe, as tract outputs node values.
-    let mut present: Vec<String> = Vec::new();
-    let mut read_as: Vec<String> = Vec::new();
-    for v in values {
-        if defined.contains(v) {
-            present.push(v.clone());
-            read_as.push(v.clone());
-        } else if inputs.contains(v) {
-            let probe = format!("{v}__calibration_probe");
-            graph.node.push(crate::ir::builder::node_proto(
-                &probe,
-                "Identity",
-                &[v],
-                &[&probe],
-                vec![],
-            ));
-            present.push(v.clone());
-            read_as.push(probe);
-        }
-    }
-    let extra: Vec<ValueInfoProto> = read_as
-        .iter()
-        .filter(|v| !graph.output.iter().any(|o| o.name() == v.as_str()))
-        .map(|v| ValueInfoProto {
-            name: Some(v.clone()),
-            ..Default::default()
-        })
-        .collect();
-    graph.output.extend(extra);
-    let index: Vec<usize> = read_as
-        .iter()
-        .map(|v| {
-            graph
-                .output
-                .iter()
-                .position(|o| o.name() == v.as_str())
-                .expect("added above")
-        })
-        .collect();
+    let (present, index) = expose_values(graph, values);
     // A streaming model's samples are the steps of one stream, each
     // starting from the state the step before computed (as verification
     // runs them): the ranges of what reads the state are those it meets
@@ -376,82 +330,16 @@ pub fn calibrate(
     // Each value's range, and the histogram it was read from where its code
     // shares are asked for (they are taken on the range the value ends up
     // with, below).
-    type Measured = ((f32, f32), Option<Vec<u64>>);
-    let measured: Vec<Measured> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let (lo, hi) = merged_bounds(&per_sample, i);
-            if !(histograms[i] && lo.is_finite() && hi.is_finite()) {
-                return ((lo, hi), None);
-            }
-            let mut h = vec![0u64; BINS];
-            for s in &per_sample {
-                s[i].rebin_into(&mut h, lo, hi);
-            }
-            let range = match method {
-                Method::Minmax => (lo, hi),
-                Method::Mse => search_range(&h, lo, hi, mse_cost),
-                Method::Entropy => search_range(&h, lo, hi, kl_cost),
-                Method::Percentile => percentile_range(&h, lo, hi, percentile),
-            };
-            (range, pair_axis[i].map(|_| h))
-        })
-        .collect();
-    // A value that takes another's range (`same_range`: a MaxPool's or a
-    // Split's output, whose values are some of its input's) is quantized on
-    // that one's grid, which holds each of its values exactly; onnxruntime
-    // then runs the op on uint8 (it drops the Q/DQ pairs around it only
-    // where their scales are equal). The grid spans every range of the
-    // group: a percentile range of pooled values reaches further than the
-    // input's (pooling keeps its large values and drops others), and
-    // open-nsfw's first MaxPool clipped on its input's range (cosine 0.9960
-    // -> 0.9917).
-    let at: HashMap<&str, usize> = present
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.as_str(), i))
-        .collect();
-    // Each value's source: the end of its `same_range` chain.
-    let source: Vec<usize> = (0..n)
-        .map(|i| {
-            let mut k = i;
-            for _ in 0..n {
-                match same_range.get(&present[k]).and_then(|v| at.get(v.as_str())) {
-                    Some(&j) => k = j,
-                    None => break,
-                }
-            }
-            k
-        })
-        .collect();
-    // A member whose range is under half its source's (or over twice it)
-    // keeps its own: one grid would cost it resolution (a fused projection
-    // split into parts of other scales), and onnxruntime then runs the op
-    // in float.
-    let width = |(lo, hi): (f32, f32)| hi - lo;
-    let shares: Vec<bool> = (0..n)
-        .map(|i| {
-            let (own, theirs) = (measured[i].0, measured[source[i]].0);
-            source[i] != i
-                && [own.0, own.1, theirs.0, theirs.1]
-                    .iter()
-                    .all(|v| v.is_finite())
-                && width(own) * 2.0 >= width(theirs)
-                && width(theirs) * 2.0 >= width(own)
-        })
-        .collect();
-    let mut spans: Vec<(f32, f32)> = measured.iter().map(|m| m.0).collect();
-    for i in (0..n).filter(|&i| shares[i]) {
-        let (k, (lo, hi)) = (source[i], measured[i].0);
-        spans[k] = (spans[k].0.min(lo), spans[k].1.max(hi));
-    }
-    // A source keeps the span of its group, a sharing member takes it.
-    let ranges: Vec<(f32, f32)> = (0..n)
-        .map(|i| match shares[i] {
-            true => spans[source[i]],
-            false => spans[i],
-        })
-        .collect();
+    let keep_histogram: Vec<bool> = pair_axis.iter().map(Option::is_some).collect();
+    let measured = measure_ranges(
+        &per_sample,
+        &histograms,
+        &keep_histogram,
+        method,
+        percentile,
+    );
+    let own: Vec<(f32, f32)> = measured.iter().map(|m| m.0).collect();
+    let ranges = group_ranges(&present, &own, same_range);
     // The shares of its codes, where asked for, on the range it takes.
     let codes: Vec<Option<Vec<f64>>> = measured
         .into_par_iter()
@@ -500,6 +388,156 @@ pub fn calibrate(
         elements,
         bounds,
     })
+}
+
+/// Where `values` are read in `graph` (the copy calibration runs): a node
+/// output as an extra graph output, a graph input (the first Conv's image)
+/// through an Identity probe, as tract outputs node values. The values
+/// found, and the index of the graph output each is read from; a value
+/// neither computes nor takes as input is left out.
+fn expose_values(graph: &mut GraphProto, values: &[String]) -> (Vec<String>, Vec<usize>) {
+    let defined: std::collections::HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
+    let inputs: std::collections::HashSet<String> =
+        graph.input.iter().map(|i| i.name().to_string()).collect();
+    let mut present: Vec<String> = Vec::new();
+    let mut read_as: Vec<String> = Vec::new();
+    for v in values {
+        if defined.contains(v) {
+            present.push(v.clone());
+            read_as.push(v.clone());
+        } else if inputs.contains(v) {
+            let probe = format!("{v}__calibration_probe");
+            graph.node.push(crate::ir::builder::node_proto(
+                &probe,
+                "Identity",
+                &[v],
+                &[&probe],
+                vec![],
+            ));
+            present.push(v.clone());
+            read_as.push(probe);
+        }
+    }
+    let mut index = Vec::with_capacity(read_as.len());
+    for v in &read_as {
+        let at = match graph.output.iter().position(|o| o.name() == v.as_str()) {
+            Some(at) => at,
+            None => {
+                graph.output.push(ValueInfoProto {
+                    name: Some(v.clone()),
+                    ..Default::default()
+                });
+                graph.output.len() - 1
+            }
+        };
+        index.push(at);
+    }
+    (present, index)
+}
+
+/// A value's range, and the histogram it was read from where it is kept.
+type Measured = ((f32, f32), Option<Vec<u64>>);
+
+/// Each value's range over the samples (`per_sample`: each sample's
+/// statistics of every value) by `method`, from its histogram where
+/// `histograms` says it has one (the least and greatest value without, or
+/// where they are not finite), with that histogram where `keep_histogram`
+/// asks for it.
+fn measure_ranges(
+    per_sample: &[Vec<Stat>],
+    histograms: &[bool],
+    keep_histogram: &[bool],
+    method: Method,
+    percentile: f64,
+) -> Vec<Measured> {
+    (0..histograms.len())
+        .into_par_iter()
+        .map(|i| {
+            let (lo, hi) = merged_bounds(per_sample, i);
+            if !(histograms[i] && lo.is_finite() && hi.is_finite()) {
+                return ((lo, hi), None);
+            }
+            let mut h = vec![0u64; BINS];
+            for s in per_sample {
+                s[i].rebin_into(&mut h, lo, hi);
+            }
+            let range = match method {
+                Method::Minmax => (lo, hi),
+                Method::Mse => search_range(&h, lo, hi, mse_cost),
+                Method::Entropy => search_range(&h, lo, hi, kl_cost),
+                Method::Percentile => percentile_range(&h, lo, hi, percentile),
+            };
+            (range, keep_histogram[i].then_some(h))
+        })
+        .collect()
+}
+
+/// The range each value of `present` is quantized on, from its own
+/// (`own`, in the same order). A value that takes another's range
+/// (`same_range`: a MaxPool's or a Split's output, whose values are some of
+/// its input's; followed to the end of its chain) is quantized on that
+/// one's grid, which holds each of its values exactly; onnxruntime then
+/// runs the op on uint8 (it drops the Q/DQ pairs around it only where
+/// their scales are equal). The grid spans every range of the group: a
+/// percentile range of pooled values reaches further than the input's
+/// (pooling keeps its large values and drops others), and open-nsfw's
+/// first MaxPool clipped on its input's range (cosine 0.9960 -> 0.9917).
+/// A member whose range is under half its source's (or over twice it)
+/// keeps its own: one grid would cost it resolution (a fused projection
+/// split into parts of other scales), and onnxruntime then runs the op in
+/// float.
+fn group_ranges(
+    present: &[String],
+    own: &[(f32, f32)],
+    same_range: &HashMap<String, String>,
+) -> Vec<(f32, f32)> {
+    let n = present.len();
+    let at: HashMap<&str, usize> = present
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.as_str(), i))
+        .collect();
+    // Each value's source: the end of its `same_range` chain.
+    let source: Vec<usize> = (0..n)
+        .map(|i| {
+            let mut k = i;
+            for _ in 0..n {
+                match same_range.get(&present[k]).and_then(|v| at.get(v.as_str())) {
+                    Some(&j) => k = j,
+                    None => break,
+                }
+            }
+            k
+        })
+        .collect();
+    let width = |(lo, hi): (f32, f32)| hi - lo;
+    let shares: Vec<bool> = (0..n)
+        .map(|i| {
+            let (mine, theirs) = (own[i], own[source[i]]);
+            source[i] != i
+                && [mine.0, mine.1, theirs.0, theirs.1]
+                    .iter()
+                    .all(|v| v.is_finite())
+                && width(mine) * 2.0 >= width(theirs)
+                && width(theirs) * 2.0 >= width(mine)
+        })
+        .collect();
+    let mut spans: Vec<(f32, f32)> = own.to_vec();
+    for i in (0..n).filter(|&i| shares[i]) {
+        let (k, (lo, hi)) = (source[i], own[i]);
+        spans[k] = (spans[k].0.min(lo), spans[k].1.max(hi));
+    }
+    // A source keeps the span of its group, a sharing member takes it.
+    (0..n)
+        .map(|i| match shares[i] {
+            true => spans[source[i]],
+            false => spans[i],
+        })
+        .collect()
 }
 
 /// Sums over the pairs of elements `(2j, 2j + 1)` along an axis, for their
@@ -835,6 +873,41 @@ pub fn percentile_range(h: &[u64], lo: f32, hi: f32, p: f64) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values that take another's range share their group's span where
+    /// their own range is within a factor of two of their source's (a
+    /// MaxPool after a MaxPool: the end of the chain is the source), and
+    /// keep their own otherwise or where nothing of theirs is computed.
+    #[test]
+    fn a_value_takes_its_groups_span_within_a_factor_of_two() {
+        let present: Vec<String> = ["conv", "pool", "pool2", "narrow", "dead", "free"]
+            .map(String::from)
+            .to_vec();
+        let own = [
+            (-1.0, 3.0),
+            (0.0, 4.5),
+            (0.0, 2.0),
+            (0.0, 1.0),
+            (f32::INFINITY, f32::NEG_INFINITY),
+            (5.0, 6.0),
+        ];
+        let same_range: HashMap<String, String> = [
+            ("pool", "conv"),
+            ("pool2", "pool"),
+            ("narrow", "conv"),
+            ("dead", "conv"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let ranges = group_ranges(&present, &own, &same_range);
+        // conv's group: itself, pool (4.5 wide against 4) and pool2 (2
+        // against 4, by the chain); the span -1..4.5.
+        assert_eq!(&ranges[..3], &[(-1.0, 4.5); 3]);
+        // narrow (1 against 4) and dead (nothing measured) keep their own,
+        // as does a value in no group.
+        assert_eq!(&ranges[3..], &own[3..]);
+    }
 
     /// A streaming model's calibration samples are the steps of one stream
     /// from a state of 0s, each fed the state the step before computed:
