@@ -523,53 +523,74 @@ fn carried_axis(
     }
 }
 
-/// [`settle_dims_within`] for the dims nothing implies.
-fn settle_free_dims(
+/// Every use of one unbound dim of the inputs ([`free_dim_uses`]), in
+/// order of first use: a dim shared by several inputs (an image and its
+/// integer mask) takes one role from all of them.
+struct Seen {
+    key: String,
+    named_batch: bool,
+    named_size: bool,
+    /// Named like a time or sequence axis.
+    named_sequence: bool,
+    leading: bool,
+    /// The samples' axis of an input that holds audio
+    /// ([`inputs::audio_axis`]).
+    audio: bool,
+    /// The samples' axis of a streaming model's waveform
+    /// ([`Role::Chunk`]).
+    chunk: bool,
+    /// A non-leading axis of an input named like a mask: the positions
+    /// of a sequence or set the mask selects.
+    masked: bool,
+    image: bool,
+    integer: bool,
+    /// The sizes the producer documents for the image axes it is
+    /// (height, width).
+    documented: Vec<usize>,
+    /// The fixed size of the other image axis of an input, where that
+    /// one has a size ([`LINE_ASPECT`]).
+    beside: Option<usize>,
+}
+
+impl Seen {
+    /// The role of this dim: `sequences` are the dims an LSTM reads as its
+    /// steps, `loops` whether the model holds a Loop.
+    fn role(&self, sequences: &std::collections::HashSet<String>, loops: bool) -> Role {
+        // A streaming waveform's samples are a chunk, even where an
+        // LSTM reads them as its steps.
+        if self.chunk && !self.named_batch {
+            Role::Chunk
+        } else if sequences.contains(&self.key) && !self.named_batch {
+            Role::Sequence
+        } else if self.named_batch || (self.leading && !self.named_size) {
+            Role::Batch
+        } else if self.audio {
+            Role::Audio
+        } else if (self.image && !self.named_sequence) || self.named_size {
+            // A 4-D float input's axis named like a sequence is none of
+            // an image's sides (a decoder's cached keys and values:
+            // [batch, heads, past_sequence_length, head_size]).
+            Role::Image
+        } else if self.integer {
+            Role::Tokens
+        } else if (self.named_sequence || self.masked) && !loops {
+            Role::Sequence
+        } else {
+            Role::Length
+        }
+    }
+}
+
+/// The unbound dims of `original`'s inputs that `opts` does not bind, each
+/// with every use of it (documented image sizes from `producer`), and the
+/// `INPUT:AXIS` keys of names on several axes of one input.
+fn free_dim_uses(
     original: &Model,
-    opts: &mut VerifyOptions,
-    reference: bool,
-    max_bytes: u64,
-    sequences: &std::collections::HashSet<String>,
-) -> Settled {
-    // Analysing a model in tract copies its weights: past this size only the
-    // first sizes are tried, by building the reference verification reuses;
-    // where they do not fit, the dims stay as bound (1 otherwise), and the
-    // report says how to bind them.
-    let big = original.weight_bytes() > max_bytes;
-    if big && !reference {
-        return Settled::default();
-    }
-    // Every use of each unbound dim, in order of first use: a dim shared by
-    // several inputs (an image and its integer mask) takes one role from
-    // all of them.
-    struct Seen {
-        key: String,
-        named_batch: bool,
-        named_size: bool,
-        /// Named like a time or sequence axis.
-        named_sequence: bool,
-        leading: bool,
-        /// The samples' axis of an input that holds audio
-        /// ([`inputs::audio_axis`]).
-        audio: bool,
-        /// The samples' axis of a streaming model's waveform
-        /// ([`Role::Chunk`]).
-        chunk: bool,
-        /// A non-leading axis of an input named like a mask: the positions
-        /// of a sequence or set the mask selects.
-        masked: bool,
-        image: bool,
-        integer: bool,
-        /// The sizes the producer documents for the image axes it is
-        /// (height, width).
-        documented: Vec<usize>,
-        /// The fixed size of the other image axis of an input, where that
-        /// one has a size ([`LINE_ASPECT`]).
-        beside: Option<usize>,
-    }
-    let producer = inputs::ProducerImages::of(original);
+    opts: &VerifyOptions,
+    producer: Option<&inputs::ProducerImages>,
+) -> (Vec<Seen>, std::collections::HashMap<String, Vec<String>>) {
     let streaming = !inputs::state_pairs(&original.graph).is_empty();
-    let documented = producer.as_ref().and_then(|p| p.size);
+    let documented = producer.and_then(|p| p.size);
     let mut seen: Vec<Seen> = Vec::new();
     // The `INPUT:AXIS` keys of names on several axes of one input.
     let mut axes: std::collections::HashMap<String, Vec<String>> = Default::default();
@@ -647,6 +668,69 @@ fn settle_free_dims(
             }
         }
     }
+    (seen, axes)
+}
+
+/// The note where tract typed the model at no size tried (`untyped`: why,
+/// at each; `keys`: the dims tried): a Loop left at every size, the one op
+/// tract lacks, or the one form of an op it refuses, at every size. Why, as
+/// tract says it at the first size (verification, where it runs, says it
+/// again at the size it runs; `--no-verify` does not).
+fn no_size_fits(untyped: &[super::Untyped], keys: &[&str]) -> String {
+    let loop_left = untyped
+        .iter()
+        .all(|u| u.loop_left.is_some())
+        .then(|| untyped.first().and_then(|u| u.loop_left.clone()))
+        .flatten();
+    let lacked = untyped
+        .first()
+        .and_then(|u| u.unimplemented.clone())
+        .filter(|op| untyped.iter().all(|u| u.unimplemented.as_ref() == Some(op)));
+    let unsupported = untyped
+        .first()
+        .and_then(|u| u.unsupported.clone())
+        .filter(|why| untyped.iter().all(|u| u.unsupported.as_ref() == Some(why)));
+    match (loop_left, lacked, unsupported) {
+        // An op tract lacks at every size: no size helps.
+        (_, Some(op), _) => format!(
+            "tract has no implementation of {op}, which the model uses, at any input size tried for {}: binding them with --dim will not help",
+            keys.join(", ")
+        ),
+        // A form of an op tract refuses at every size: neither does.
+        (None, None, Some(why)) => format!(
+            "tract does not support a form of an op the model uses, at any input size tried for {} ({why}): binding them with --dim, or passing --inputs, will not help; `--no-verify` writes the result unverified",
+            keys.join(", ")
+        ),
+        // Sizes only help where its trip count follows them.
+        (Some(why), None, _) => format!(
+            "a Loop is left that tract cannot run at every input size tried for {} ({why}): binding them with --dim helps only where its trip count follows them",
+            keys.join(", ")
+        ),
+        (None, None, None) => format!(
+            "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
+            keys.join(", ")
+        ),
+    }
+}
+
+/// [`settle_dims_within`] for the dims nothing implies.
+fn settle_free_dims(
+    original: &Model,
+    opts: &mut VerifyOptions,
+    reference: bool,
+    max_bytes: u64,
+    sequences: &std::collections::HashSet<String>,
+) -> Settled {
+    // Analysing a model in tract copies its weights: past this size only the
+    // first sizes are tried, by building the reference verification reuses;
+    // where they do not fit, the dims stay as bound (1 otherwise), and the
+    // report says how to bind them.
+    let big = original.weight_bytes() > max_bytes;
+    if big && !reference {
+        return Settled::default();
+    }
+    let producer = inputs::ProducerImages::of(original);
+    let (seen, axes) = free_dim_uses(original, opts, producer.as_ref());
     // An image dim the producer documents one size for starts at it; one
     // beside a fixed side, at a line's width.
     let documents =
@@ -671,28 +755,7 @@ fn settle_free_dims(
     let mut free: Vec<(String, Role)> = seen
         .into_iter()
         .map(|s| {
-            // A streaming waveform's samples are a chunk, even where an
-            // LSTM reads them as its steps.
-            let role = if s.chunk && !s.named_batch {
-                Role::Chunk
-            } else if sequences.contains(&s.key) && !s.named_batch {
-                Role::Sequence
-            } else if s.named_batch || (s.leading && !s.named_size) {
-                Role::Batch
-            } else if s.audio {
-                Role::Audio
-            } else if (s.image && !s.named_sequence) || s.named_size {
-                // A 4-D float input's axis named like a sequence is none of
-                // an image's sides (a decoder's cached keys and values:
-                // [batch, heads, past_sequence_length, head_size]).
-                Role::Image
-            } else if s.integer {
-                Role::Tokens
-            } else if (s.named_sequence || s.masked) && !loops {
-                Role::Sequence
-            } else {
-                Role::Length
-            };
+            let role = s.role(sequences, loops);
             (s.key, role)
         })
         .collect();
@@ -870,44 +933,7 @@ fn settle_free_dims(
     if big {
         return Settled::default();
     }
-    // A Loop left at every size; the one op tract lacks, or the one form of
-    // an op it refuses, at every size.
-    // Why, as tract says it at the first size (verification, where it
-    // runs, says it again at the size it runs; `--no-verify` does not).
-    let loop_left = untyped
-        .iter()
-        .all(|u| u.loop_left.is_some())
-        .then(|| untyped.first().and_then(|u| u.loop_left.clone()))
-        .flatten();
-    let lacked = untyped
-        .first()
-        .and_then(|u| u.unimplemented.clone())
-        .filter(|op| untyped.iter().all(|u| u.unimplemented.as_ref() == Some(op)));
-    let unsupported = untyped
-        .first()
-        .and_then(|u| u.unsupported.clone())
-        .filter(|why| untyped.iter().all(|u| u.unsupported.as_ref() == Some(why)));
-    let note = match (loop_left, lacked, unsupported) {
-        // An op tract lacks at every size: no size helps.
-        (_, Some(op), _) => format!(
-            "tract has no implementation of {op}, which the model uses, at any input size tried for {}: binding them with --dim will not help",
-            keys.join(", ")
-        ),
-        // A form of an op tract refuses at every size: neither does.
-        (None, None, Some(why)) => format!(
-            "tract does not support a form of an op the model uses, at any input size tried for {} ({why}): binding them with --dim, or passing --inputs, will not help; `--no-verify` writes the result unverified",
-            keys.join(", ")
-        ),
-        // Sizes only help where its trip count follows them.
-        (Some(why), None, _) => format!(
-            "a Loop is left that tract cannot run at every input size tried for {} ({why}): binding them with --dim helps only where its trip count follows them",
-            keys.join(", ")
-        ),
-        (None, None, None) => format!(
-            "tract cannot analyse the model at any input size tried for {}: bind them with --dim, or pass --inputs",
-            keys.join(", ")
-        ),
-    };
+    let note = no_size_fits(&untyped, &keys);
     Settled {
         notes: vec![note],
         reference: None,
