@@ -368,6 +368,109 @@ fn check_output(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where `run` says what it is doing: the spinner, and with
+/// `--log-progress` a line per message, after the seconds since the run
+/// began.
+#[derive(Clone)]
+struct Stages {
+    pb: ProgressBar,
+    log: bool,
+    started: Instant,
+}
+
+impl Stages {
+    fn new(log: bool) -> Stages {
+        Stages {
+            pb: spinner("loading"),
+            log,
+            started: Instant::now(),
+        }
+    }
+
+    /// A stage begins: the spinner says it, and the log where asked.
+    fn stage(&self, msg: &str) {
+        self.line(msg);
+        self.pb.set_message(msg.to_string());
+    }
+
+    /// `msg` on a line of its own where `--log-progress` asks for it.
+    fn line(&self, msg: &str) {
+        progress_line(&self.pb, self.log, self.started, msg);
+    }
+}
+
+/// The verification report where no pass changed the graph: nothing to
+/// verify, the input written back as read.
+fn unchanged_report(tolerance: Tolerance) -> VerifyReport {
+    VerifyReport {
+        status: Status::Passed,
+        reason: None,
+        samples: 0,
+        tolerance,
+        outputs: vec![],
+        notes: vec![
+            "no pass changed the graph: the output is the input, written back as read".into(),
+        ],
+        seconds: 0.0,
+        reused_seconds: 0.0,
+        worst_sample: None,
+        output_ranks: vec![],
+    }
+}
+
+/// `model` written to `--output` (atomically, its external data as
+/// `--external-data` and the input say): what was written, and the data
+/// file beside it where there is one.
+fn write_result(
+    model: &Model,
+    args: &RunArgs,
+    input_had_external: bool,
+) -> Result<(ModelStats, Option<PathBuf>)> {
+    let stats = io::save(
+        model.to_proto(),
+        &model.external,
+        &args.output,
+        &io::SaveOptions {
+            external: args.external_data,
+            input_had_external,
+        },
+    )?;
+    Ok((
+        ModelStats {
+            bytes: stats.model_bytes + stats.external_bytes,
+            nodes: model.graph.nodes.node_count(),
+            params: model.param_count(),
+            weight_bytes: model.weight_bytes(),
+            metadata_bytes: model.metadata_bytes(),
+        },
+        stats.external_file,
+    ))
+}
+
+/// `run`'s exit code, and what the error says where the result was not
+/// verified (`ok` false): 0 where it was (or needed not be), 3 otherwise,
+/// whether `--force` wrote it anyway or not.
+fn exit_code(ok: bool, status: Status, force: bool) -> u8 {
+    match (ok, status) {
+        (true, _) => 0,
+        (false, Status::NotVerified) => {
+            eprintln!("error: the result could not be verified, so it was {}; pass --no-verify to skip verification", if force { "written anyway (--force)" } else { "not written" });
+            3
+        }
+        _ => {
+            eprintln!(
+                "error: verification failed, so the result was {}",
+                if force {
+                    "written anyway (--force)"
+                } else {
+                    "not written (--force writes it anyway)"
+                }
+            );
+            3
+        }
+    }
+}
+
 fn run(args: RunArgs) -> Result<u8> {
     let pipeline = match (&args.passes, &args.recipe) {
         (Some(spec), _) => Pipeline::from_spec(spec)?,
@@ -384,16 +487,9 @@ fn run(args: RunArgs) -> Result<u8> {
         eprintln!("warning: {e:#}; weights the passes compute stay in memory");
     }
 
-    let started = Instant::now();
-    let log = args.log_progress;
-    let pb = spinner("loading");
-    progress_line(
-        &pb,
-        log,
-        started,
-        &format!("loading {}", args.input.display()),
-    );
-    let (mut model, in_bytes) = load(&args.input, &pb)?;
+    let stages = Stages::new(args.log_progress);
+    stages.line(&format!("loading {}", args.input.display()));
+    let (mut model, in_bytes) = load(&args.input, &stages.pb)?;
     // Shared with verification's reference, built from it on first use.
     let original = std::sync::Arc::new(model.clone());
     let input_had_external = model
@@ -407,7 +503,7 @@ fn run(args: RunArgs) -> Result<u8> {
     verify::check_bound(&model, &vopts.dims)?;
     if let Some(path) = &vopts.inputs {
         for w in verify::inputs::check_inputs_file(path, &model.graph, &vopts.dims)? {
-            pb.suspend(|| eprintln!("warning: {w}"));
+            stages.pb.suspend(|| eprintln!("warning: {w}"));
         }
     }
     // Before calibration and verification draw their inputs from them;
@@ -418,8 +514,7 @@ fn run(args: RunArgs) -> Result<u8> {
     // weights into tract: seconds and the weights' size as floats).
     let sizes_first = pipeline.passes.iter().any(|p| p.runs_model(&model));
     let mut settled = if sizes_first {
-        pb.set_message("choosing input sizes");
-        progress_line(&pb, log, started, "choosing input sizes");
+        stages.stage("choosing input sizes");
         verify::settle_dims(&model, &mut vopts, !args.no_verify)
     } else {
         verify::Settled::default()
@@ -451,57 +546,40 @@ fn run(args: RunArgs) -> Result<u8> {
         original: shared,
         runs,
     };
-    let shown = pb.clone();
-    let progress = onnx_squeeze::pass::Progress::new(move |msg| {
-        progress_line(&shown, log, started, msg);
-        shown.set_message(msg.to_string())
-    });
+    let shown = stages.clone();
+    let progress = onnx_squeeze::pass::Progress::new(move |msg| shown.stage(msg));
     let mut passes = pipeline.run(&mut model, &data, &progress)?;
     if args.dump {
-        pb.suspend(|| eprint!("{}", onnx_squeeze::ir::dump(&model.graph)));
+        stages
+            .pb
+            .suspend(|| eprint!("{}", onnx_squeeze::ir::dump(&model.graph)));
     }
     let changed = passes.iter().any(|p| !p.changes.is_empty());
-    let verify = if args.no_verify {
+    let mut verify = match (args.no_verify, changed) {
         // The tolerance the passes declared (and --tolerance set): what
         // `sensitive=auto` measured against, and what verification would
         // have enforced.
-        VerifyReport {
+        (true, _) => VerifyReport {
             tolerance: vopts.tolerance,
             ..VerifyReport::not_verified("skipped (--no-verify)")
+        },
+        (false, false) => unchanged_report(vopts.tolerance),
+        (false, true) => {
+            let mut reference = data
+                .original
+                .take()
+                .and_then(verify::SharedReference::into_built);
+            if !sizes_first {
+                stages.stage("choosing input sizes");
+                settled = verify::settle_dims(&original, &mut vopts, true);
+                reference = settled.reference.take();
+            }
+            stages.stage("verifying in tract");
+            verify::verify_against(reference, Some(&data.runs), &original, &model, &vopts)
         }
-    } else if !changed {
-        VerifyReport {
-            status: Status::Passed,
-            reason: None,
-            samples: 0,
-            tolerance: vopts.tolerance,
-            outputs: vec![],
-            notes: vec![
-                "no pass changed the graph: the output is the input, written back as read".into(),
-            ],
-            seconds: 0.0,
-            reused_seconds: 0.0,
-            worst_sample: None,
-            output_ranks: vec![],
-        }
-    } else {
-        let mut reference = data
-            .original
-            .take()
-            .and_then(verify::SharedReference::into_built);
-        if !sizes_first {
-            pb.set_message("choosing input sizes");
-            progress_line(&pb, log, started, "choosing input sizes");
-            settled = verify::settle_dims(&original, &mut vopts, true);
-            reference = settled.reference.take();
-        }
-        pb.set_message("verifying in tract");
-        progress_line(&pb, log, started, "verifying in tract");
-        verify::verify_against(reference, Some(&data.runs), &original, &model, &vopts)
     };
-    drop(original);
-    let mut verify = verify;
     verify.notes.splice(0..0, settled.notes);
+    drop(original);
     onnx_squeeze::report::credit_reused_run(&mut passes, &mut verify);
     // Verification could not run (tract cannot run the model), but nothing
     // needed it: every change is exact by construction (`Patch::exact`).
@@ -545,33 +623,13 @@ fn run(args: RunArgs) -> Result<u8> {
     };
     let mut data_file = None;
     if ok || args.force {
-        pb.set_message(format!("writing {}", args.output.display()));
-        progress_line(
-            &pb,
-            log,
-            started,
-            &format!("writing {}", args.output.display()),
-        );
-        let stats = io::save(
-            model.to_proto(),
-            &model.external,
-            &args.output,
-            &io::SaveOptions {
-                external: args.external_data,
-                input_had_external,
-            },
-        )?;
-        report.output = Some(ModelStats {
-            bytes: stats.model_bytes + stats.external_bytes,
-            nodes: model.graph.nodes.node_count(),
-            params: model.param_count(),
-            weight_bytes: model.weight_bytes(),
-            metadata_bytes: model.metadata_bytes(),
-        });
+        stages.stage(&format!("writing {}", args.output.display()));
+        let (stats, file) = write_result(&model, &args, input_had_external)?;
+        report.output = Some(stats);
         report.written = true;
-        data_file = stats.external_file.clone();
+        data_file = file;
     }
-    pb.finish_and_clear();
+    stages.pb.finish_and_clear();
     print!("{}", report.table());
     if let Some(path) = &args.report {
         write_json(path, &report)?;
@@ -588,24 +646,7 @@ fn run(args: RunArgs) -> Result<u8> {
             None => println!("wrote {}", args.output.display()),
         }
     }
-    Ok(match (ok, report.verify.status) {
-        (true, _) => 0,
-        (false, Status::NotVerified) => {
-            eprintln!("error: the result could not be verified, so it was {}; pass --no-verify to skip verification", if args.force { "written anyway (--force)" } else { "not written" });
-            3
-        }
-        _ => {
-            eprintln!(
-                "error: verification failed, so the result was {}",
-                if args.force {
-                    "written anyway (--force)"
-                } else {
-                    "not written (--force writes it anyway)"
-                }
-            );
-            3
-        }
-    })
+    Ok(exit_code(ok, report.verify.status, args.force))
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
