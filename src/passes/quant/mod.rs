@@ -386,6 +386,47 @@ pub struct Quant {
     macs: std::sync::Mutex<Option<Result<(u64, u64), String>>>,
 }
 
+/// The note where no weight matched: where the weights quant would have
+/// quantized are bfloat16, which it does not read, it says so (float16
+/// ones are stored as int8, see `Quant::half_weights`).
+fn nothing_matched(model: &Model) -> String {
+    let g = &model.graph;
+    let half_bytes: u64 = g
+        .initializers
+        .iter()
+        .filter(|(name, t)| {
+            tensor::data_type(t) == DataType::Bfloat16
+                && g.consumers(name).iter().any(|&c| {
+                    matches!(
+                        g.nodes[c].op(),
+                        "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Gather"
+                    )
+                })
+        })
+        .map(|(_, t)| tensor::stored_bytes(t))
+        .sum();
+    if half_bytes > 0 {
+        format!(
+            "no float32 weight matched: the weights are bfloat16 ({half_bytes} bytes), which quant does not read; quantize the float32 export instead"
+        )
+    } else {
+        "no float32 weight matched".into()
+    }
+}
+
+/// What [`Quant::static_plan`] came to.
+enum StaticPlan {
+    /// Activation pairs and int32 biases added: the model's outputs on
+    /// `sensitive=auto`'s samples where calibration computed them, and the
+    /// sizes of the values it ran at.
+    Planned {
+        expected: activations::Expected,
+        sizes: activations::ValueSizes,
+    },
+    /// Weight-only instead, and why.
+    WeightOnly(String),
+}
+
 /// Ops whose presence means the model is already quantized.
 const QUANT_OPS: &[&str] = &[
     "QuantizeLinear",
@@ -454,6 +495,117 @@ impl Pass for Quant {
 }
 
 impl Quant {
+    /// Where `weights=int4` left no int4 weight (`int4_before`: how many
+    /// the plan held before `sensitive=auto`), a note among `notes` beside
+    /// the search's summary, which the printed report shows: none is left,
+    /// the file is about int8's size, and the opset a round before raised
+    /// for them stays raised (PP-OCRv6's small recogniser: sensitive=auto
+    /// took all 9 back, under the opset raised to 21 for them).
+    fn no_int4_left(&self, notes: &mut Vec<String>, int4_before: usize) {
+        // Beside the search's summary, among the notes the printed
+        // report shows.
+        let at = notes
+            .iter()
+            .position(|n| n.starts_with("sensitive=auto: full quantization"))
+            .map_or(notes.len(), |i| i + 1);
+        // The opset a round before raised for them stays raised: the
+        // model was converted then (nsnet2's denoiser kept opset 21).
+        let raised = notes
+            .iter()
+            .find_map(|n| n.strip_prefix("opset raised from "))
+            .and_then(|n| n.split_whitespace().nth(2))
+            .map(str::to_string);
+        notes.insert(at, if int4_before > 0 {
+            format!(
+                "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's{}",
+                match raised {
+                    Some(to) => format!(
+                        "; the model stays at opset {to}, raised for them (its operators converted exactly; opset=keep leaves the opset as it was)"
+                    ),
+                    None => String::new(),
+                }
+            )
+        } else {
+            format!(
+                "weights=int4: no weight took the int4 form (a MatMul's constant right operand of at least block_size={} rows that only MatMuls read, or an embedding table whose rows divide into blocks): the weights are int8, the result about the size of weights=int8's",
+                self.params.block_size
+            )
+        });
+    }
+
+    /// The static plan's activations: calibrated (on `reference`, the
+    /// samples `sensitive=auto` compares on, where it computes the model's
+    /// outputs too), their Q/DQ pairs added to `quantized`'s patches, each
+    /// int32 bias joined to its weight's patch, and weights quantized again
+    /// on their full range where calibration shows that pays. Weight-only
+    /// instead, and why, where calibration cannot run the model or the
+    /// outputs are nearly zero on its samples.
+    fn static_plan(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        uses: &select::Uses,
+        quantized: &mut Quantized,
+        excluded: &dyn Fn(NodeId) -> bool,
+        reference: Option<&[Vec<tract_onnx::prelude::Tensor>]>,
+    ) -> Result<StaticPlan> {
+        let calibrated = self.static_activations(
+            model,
+            ctx,
+            uses,
+            &mut quantized.weight_scales,
+            &quantized.weight_axis,
+            excluded,
+            reference,
+        );
+        let (acts, biases, e, full_range, sizes) = match calibrated {
+            Ok(c) => c,
+            // Weight-only in its own form (stored weights, expanded
+            // once at load, full range): static-form weights with no
+            // pairs beside them would be dequantized on every run.
+            Err(e) => match e.downcast::<activations::CalibrationFailed>() {
+                Ok(failed) => {
+                    let why = format!(
+                        "activations: none (weight-only int8): {failed}; activations=static needs a model tract can run"
+                    );
+                    return Ok(StaticPlan::WeightOnly(why));
+                }
+                Err(e) => match e.downcast::<activations::FaintOutputs>() {
+                    Ok(faint) => {
+                        let why = format!(
+                            "activations: none (weight-only int8): {faint}: ranges calibrated there do not hold for real data, and verification compares nothing (PP-OCRv4's text detector calibrated on noise: cosine 0.83 on text pages, weight-only 0.997); --inputs with real data calibrates and verifies static activations, activations=static quantizes them anyway"
+                        );
+                        return Ok(StaticPlan::WeightOnly(why));
+                    }
+                    Err(e) => return Err(e),
+                },
+            },
+        };
+        for (w, p) in full_range {
+            quantized.patches[quantized.weight_patch[&w]] = p;
+        }
+        quantized.patches.extend(acts);
+        // A bias goes with its weight: one change, kept in float or
+        // quantized together (an int32 bias is only useful beside an
+        // int8 weight, where runtimes fuse both).
+        for (w, b) in biases {
+            match quantized.weight_patch.get(&w) {
+                Some(&i) => {
+                    let p = &mut quantized.patches[i];
+                    if !p.label.ends_with("its bias to int32") {
+                        p.label = format!("{}, its bias to int32", p.label);
+                    }
+                    p.remove_initializers.extend(b.remove_initializers);
+                    p.add_initializers.extend(b.add_initializers);
+                    p.add_nodes.extend(b.add_nodes);
+                    p.rewires.extend(b.rewires);
+                }
+                None => quantized.patches.push(b),
+            }
+        }
+        Ok(StaticPlan::Planned { expected: e, sizes })
+    }
+
     /// The plan with activations left float (`activations=none`), in
     /// place of a static one planned up to here (its notes from
     /// `notes_before` on dropped), `why` in place of the mode's note.
@@ -510,13 +662,7 @@ impl Quant {
             return Ok(vec![]);
         };
         let uses = self.select_weights(model, ctx, &setup);
-        let Quantized {
-            mut patches,
-            mut weight_scales,
-            weight_patch,
-            weight_axis,
-            storable,
-        } = self.quantize_weights(model, ctx, &uses, &setup)?;
+        let mut quantized = self.quantize_weights(model, ctx, &uses, &setup)?;
         let Setup {
             mode,
             opset: setup_opset,
@@ -527,7 +673,7 @@ impl Quant {
         let excluded = |id: NodeId| self.excludes(&g.nodes[id]);
         // Weights defined inside If/Loop/Scan bodies.
         if self.params.other_weights {
-            patches.extend(subgraph::body_weights(
+            quantized.patches.extend(subgraph::body_weights(
                 model,
                 self.params.per_channel,
                 self.params.min_weight_elements,
@@ -572,67 +718,28 @@ impl Quant {
         };
         let mut expected = None;
         if mode == "static" {
-            let calibrated = self.static_activations(
+            let sizes = match self.static_plan(
                 model,
                 ctx,
                 &uses,
-                &mut weight_scales,
-                &weight_axis,
+                &mut quantized,
                 &excluded,
                 reference_samples.as_deref(),
-            );
-            let (acts, biases, e, full_range, sizes) = match calibrated {
-                Ok(c) => c,
-                // Weight-only in its own form (stored weights, expanded
-                // once at load, full range): static-form weights with no
-                // pairs beside them would be dequantized on every run.
-                Err(e) => match e.downcast::<activations::CalibrationFailed>() {
-                    Ok(failed) => {
-                        let why = format!(
-                            "activations: none (weight-only int8): {failed}; activations=static needs a model tract can run"
-                        );
-                        return self.weight_only_instead(model, ctx, notes_before, why);
-                    }
-                    Err(e) => match e.downcast::<activations::FaintOutputs>() {
-                        Ok(faint) => {
-                            let why = format!(
-                                "activations: none (weight-only int8): {faint}: ranges calibrated there do not hold for real data, and verification compares nothing (PP-OCRv4's text detector calibrated on noise: cosine 0.83 on text pages, weight-only 0.997); --inputs with real data calibrates and verifies static activations, activations=static quantizes them anyway"
-                            );
-                            return self.weight_only_instead(model, ctx, notes_before, why);
-                        }
-                        Err(e) => return Err(e),
-                    },
-                },
-            };
-            expected = e;
-            for (w, p) in full_range {
-                patches[weight_patch[&w]] = p;
-            }
-            patches.extend(acts);
-            // A bias goes with its weight: one change, kept in float or
-            // quantized together (an int32 bias is only useful beside an
-            // int8 weight, where runtimes fuse both).
-            for (w, b) in biases {
-                match weight_patch.get(&w) {
-                    Some(&i) => {
-                        let p = &mut patches[i];
-                        if !p.label.ends_with("its bias to int32") {
-                            p.label = format!("{}, its bias to int32", p.label);
-                        }
-                        p.remove_initializers.extend(b.remove_initializers);
-                        p.add_initializers.extend(b.add_initializers);
-                        p.add_nodes.extend(b.add_nodes);
-                        p.rewires.extend(b.rewires);
-                    }
-                    None => patches.push(b),
+            )? {
+                StaticPlan::Planned { expected: e, sizes } => {
+                    expected = e;
+                    sizes
                 }
-            }
+                StaticPlan::WeightOnly(why) => {
+                    return self.weight_only_instead(model, ctx, notes_before, why)
+                }
+            };
             // Integer kernels between float ops pay for the conversions
             // around them only where they compute enough per element
             // converted; else the weights are stored alone, computed in
             // float as fast as the original.
             if forced.is_none() && self.params.activations == "auto" {
-                let (macs, converted) = static_payoff(model, &patches, &sizes)?;
+                let (macs, converted) = static_payoff(model, &quantized.patches, &sizes)?;
                 if converted > 0 && (macs as f64) < MIN_MACS_PER_CONVERSION * converted as f64 {
                     ctx.notes.truncate(notes_before);
                     let why = format!(
@@ -645,6 +752,9 @@ impl Quant {
                 }
             }
         }
+        let Quantized {
+            patches, storable, ..
+        } = quantized;
         // No layer left with an integer kernel (swift-f0's pitch CNN: every
         // Conv 12 channels wide, each computing faster in float): the plan
         // is the weight-only one, said so, not "activations: static" beside
@@ -676,30 +786,7 @@ impl Quant {
             return self.weight_only_instead(model, ctx, notes_before, why);
         }
         if patches.is_empty() {
-            // bfloat16 weights of the ops quant would have quantized (float16
-            // ones are stored as int8, see `Quant::half_weights`).
-            let g = &model.graph;
-            let half_bytes: u64 = g
-                .initializers
-                .iter()
-                .filter(|(name, t)| {
-                    tensor::data_type(t) == DataType::Bfloat16
-                        && g.consumers(name).iter().any(|&c| {
-                            matches!(
-                                g.nodes[c].op(),
-                                "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Gather"
-                            )
-                        })
-                })
-                .map(|(_, t)| tensor::stored_bytes(t))
-                .sum();
-            ctx.notes.push(if half_bytes > 0 {
-                format!(
-                    "no float32 weight matched: the weights are bfloat16 ({half_bytes} bytes), which quant does not read; quantize the float32 export instead"
-                )
-            } else {
-                "no float32 weight matched".into()
-            });
+            ctx.notes.push(nothing_matched(model));
             return Ok(patches);
         }
         if patches
@@ -741,42 +828,10 @@ impl Quant {
         } else {
             patches
         };
-        // The notes above speak of int4 MatMul weights; say where none is
-        // in the result (PP-OCRv6's small recogniser with weights=int4:
-        // sensitive=auto took all 9 back, its file the int8 one's size,
-        // under the opset raised to 21 for them).
+        // The notes above speak of int4 MatMul weights: say where none is
+        // in the result.
         if self.params.weights == "int4" && int4_count(&patches) == 0 {
-            // Beside the search's summary, among the notes the printed
-            // report shows.
-            let at = ctx
-                .notes
-                .iter()
-                .position(|n| n.starts_with("sensitive=auto: full quantization"))
-                .map_or(ctx.notes.len(), |i| i + 1);
-            // The opset a round before raised for them stays raised: the
-            // model was converted then (nsnet2's denoiser kept opset 21).
-            let raised = ctx
-                .notes
-                .iter()
-                .find_map(|n| n.strip_prefix("opset raised from "))
-                .and_then(|n| n.split_whitespace().nth(2))
-                .map(str::to_string);
-            ctx.notes.insert(at, if int4_before > 0 {
-                format!(
-                    "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's{}",
-                    match raised {
-                        Some(to) => format!(
-                            "; the model stays at opset {to}, raised for them (its operators converted exactly; opset=keep leaves the opset as it was)"
-                        ),
-                        None => String::new(),
-                    }
-                )
-            } else {
-                format!(
-                    "weights=int4: no weight took the int4 form (a MatMul's constant right operand of at least block_size={} rows that only MatMuls read, or an embedding table whose rows divide into blocks): the weights are int8, the result about the size of weights=int8's",
-                    self.params.block_size
-                )
-            });
+            self.no_int4_left(&mut ctx.notes, int4_before);
         }
         // Dynamic int8 kernels the note on the mode did not count on (int4
         // MatMuls sensitive=auto took back to them, MatMuls int4 left in
