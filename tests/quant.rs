@@ -4636,16 +4636,41 @@ fn a_partly_quantized_model_is_left_alone_saying_what_stays_float() {
     // 16,384 float bytes of 20,484.
     assert_unchanged_saying(
         &r,
-        "1 float weight(s) of 16.4 kB (80% of the weights; the largest MatMul 'w2', 16.4 kB) are read as float",
+        "1 float weight(s) of 16.4 kB (80% of the weights; the largest MatMul 'w2', 16.4 kB) are read as float by layers its quantization left float",
     );
+    let says_nothing_of_float = |r: &onnx_squeeze::report::PassReport| {
+        assert_unchanged_saying(r, "already quantized");
+        assert!(
+            !r.notes.iter().any(|n| n.contains("read as float")),
+            "{:?}",
+            r.notes
+        );
+    };
     // Fully quantized, nothing is said of float weights.
-    let r = quant(&mut model(false), "");
-    assert_unchanged_saying(&r, "already quantized");
-    assert!(
-        !r.notes.iter().any(|n| n.contains("read as float")),
-        "{:?}",
-        r.notes
-    );
+    says_nothing_of_float(&quant(&mut model(false), ""));
+    // Nor where no weight is quantized: a float model whose one quantizer
+    // converts its uint8 input.
+    let mut proto = ModelBuilder::new(13)
+        .input("x", &[2, 64])
+        .init_f32("s", &[], &[0.01])
+        .init_f32("w2", &[64, 64], &w)
+        .node("dq", "DequantizeLinear", &["x", "s"], &["h"])
+        .node("mm2", "MatMul", &["h", "w2"], &["y"])
+        .output("y", &[2, 64])
+        .proto();
+    let x = proto.graph.as_mut().unwrap().input[0]
+        .r#type
+        .as_mut()
+        .unwrap();
+    if let Some(onnx_squeeze::proto::type_proto::Value::TensorType(tt)) = x.value.as_mut() {
+        tt.elem_type = Some(onnx_squeeze::proto::tensor_proto::DataType::Uint8 as i32);
+    }
+    let mut m = Model::from_proto(
+        proto,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    says_nothing_of_float(&quant(&mut m, ""));
 }
 
 /// QONNX and Brevitas exports carry their own quantizers (`Quant` in a

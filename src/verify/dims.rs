@@ -523,9 +523,9 @@ fn carried_axis(
     }
 }
 
-/// Every use of one unbound dim of the inputs ([`free_dim_uses`]), in
-/// order of first use: a dim shared by several inputs (an image and its
-/// integer mask) takes one role from all of them.
+/// One unbound dim of the inputs and every use of it ([`free_dim_uses`]
+/// lists them in order of first use): a dim shared by several inputs (an
+/// image and its integer mask) takes one role from all of them.
 struct Seen {
     key: String,
     named_batch: bool,

@@ -112,18 +112,32 @@ pub(super) fn already_quantized(g: &crate::ir::Graph) -> Option<String> {
 /// [`float_weights_left`].
 const WEIGHT_READERS: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"];
 
-/// In a graph quant leaves alone as already quantized, what a partial
+/// In a graph quant leaves alone as already quantized, what its
 /// quantization left in float, said where it is 1% of the weights or
-/// more: the float32 weights (constants of two dimensions or more) that a
-/// Conv, ConvTranspose, MatMul, Gemm or Gather reads directly, their
-/// bytes, and the largest. onnxruntime's `quantize_static` with
+/// more: the float32 weights (constants of two dimensions or more, held in
+/// initializers or Constant nodes) that a Conv, ConvTranspose, MatMul,
+/// Gemm or Gather of the main graph reads directly, their bytes, and the
+/// largest. onnxruntime's `quantize_static` with
 /// `op_types_to_quantize=["Conv"]` leaves MobileNetV2's 5.1 MB classifier
-/// Gemm float, 66% of the file. quant does not quantize around a
-/// quantization already made (its own `sensitive=auto` keeps layers float
-/// on purpose, another tool's choices are not known): the float original
-/// is what to give it.
+/// Gemm float, 68% of its weights. Nothing is said where no weight is
+/// quantized at all (a float model whose only quantizers convert a uint8
+/// image at its input: the model is the float original). quant does not
+/// quantize around a quantization already made (its own `sensitive=auto`
+/// keeps layers float on purpose, another tool's choices are not known):
+/// the float original is what to give it.
 fn float_weights_left(model: &Model) -> Option<String> {
     let g = &model.graph;
+    // A weight stored in 8 or 4 bits (read by a DequantizeLinear, a Cast,
+    // an integer kernel): some layer was quantized.
+    let low_bit = |t: &crate::proto::TensorProto| {
+        matches!(
+            tensor::data_type(t),
+            DataType::Int8 | DataType::Uint8 | DataType::Int4 | DataType::Uint4
+        ) && t.dims.len() >= 2
+    };
+    if !g.initializers.values().any(low_bit) {
+        return None;
+    }
     let mut seen = std::collections::HashSet::new();
     let mut left: Vec<(u64, &str, &str)> = vec![];
     for n in g.nodes.node_weights() {
@@ -131,7 +145,9 @@ fn float_weights_left(model: &Model) -> Option<String> {
             continue;
         }
         for i in &n.proto.input {
-            let Some(t) = g.constant(i) else { continue };
+            let Some(t) = g.constant_value(i) else {
+                continue;
+            };
             if tensor::data_type(t) == DataType::Float && t.dims.len() >= 2 && seen.insert(i) {
                 left.push((tensor::stored_bytes(t), n.op(), i.as_str()));
             }
@@ -143,7 +159,7 @@ fn float_weights_left(model: &Model) -> Option<String> {
         return None;
     }
     Some(format!(
-        "{} float weight(s) of {} ({:.0}% of the weights; the largest {op} '{name}', {}) are read as float by the layers the model's quantization left out: left as they are, as the rest is; to have quant consider them, give it the float original",
+        "{} float weight(s) of {} ({:.0}% of the weights; the largest {op} '{name}', {}) are read as float by layers its quantization left float: left as they are, as the rest is; to have quant consider them, give it the float original",
         left.len(),
         crate::report::mb(bytes),
         100.0 * bytes as f64 / model.weight_bytes().max(1) as f64,

@@ -184,7 +184,8 @@ fn candidates<T: Sync, R: Send>(
 
 /// The search over a proposal: its patches in graph order, checked as
 /// candidates (which patches a candidate keeps, and the stored form of the
-/// weights of those it takes back) against verification's reference.
+/// weights of those it takes back) against a reference: verification's of
+/// the original, else the pass's own of its input.
 struct Search<'a> {
     model: &'a Model,
     /// The proposal, in graph order.
@@ -311,6 +312,9 @@ impl Search<'_> {
     /// alone; one that passes there is checked on the `wide` samples too
     /// (the runs after verification's, its plan kept: see
     /// `Reference::keeping_plans`), and the worse of the two reports it.
+    /// Where it passes both, its run on verification's samples is what the
+    /// memo keeps: the last such run is the kept one's, which verification
+    /// then reuses.
     fn own_plans(
         &self,
         wide: Option<&Wide>,
@@ -365,12 +369,10 @@ impl Search<'_> {
     /// Whether to search, after the full result's check (`full`), and on
     /// which samples: `None` where there is nothing to search, the result
     /// passing (on the wide samples too where its margin was thin) or not
-    /// measured (said in a note). The search's samples: verification's where they are
-    /// the user's or number `SEARCH_SAMPLES` already, else
-    /// `SEARCH_SAMPLES` random ones from its seed, its own among them
-    /// (see `SEARCH_SAMPLES`); a candidate is checked on verification's
-    /// own first, and where it passes both, its run there is what the memo
-    /// keeps: the last such run is the kept one's.
+    /// measured (said in a note). The search's samples: verification's
+    /// where they are the user's or number `SEARCH_SAMPLES` already, else
+    /// `SEARCH_SAMPLES` random ones from its seed, its own among them (see
+    /// `SEARCH_SAMPLES`).
     fn misses(&self, ctx: &mut PassCtx, full: &VerifyReport) -> Result<Option<Misses>> {
         use crate::verify::SEARCH_SAMPLES;
         let verification_samples = self.reference.expected().1.len();
