@@ -332,104 +332,13 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
     }
     match op {
         "FusedConv" | "FusedGemm" => {
-            let plain = if op == "FusedConv" { "Conv" } else { "Gemm" };
-            let kept: Vec<AttributeProto> = n
-                .attribute
-                .iter()
-                .filter(|a| !a.name().starts_with("activation"))
-                .cloned()
-                .collect();
-            let kind = attr(n, "activation").map(|a| String::from_utf8_lossy(a.s()).into_owned());
-            // FusedGemm's parameters are separate attributes (onnxruntime
-            // requires those its activation reads); by position.
-            let params: Vec<f32> = if op == "FusedConv" {
-                attr(n, "activation_params").map_or(vec![], |a| a.floats.clone())
-            } else {
-                let defaults = match kind.as_deref() {
-                    Some("LeakyRelu") => [0.01, 0.0],
-                    Some("HardSigmoid") => [0.2, 0.5],
-                    Some("Clip") => [f32::MIN, f32::MAX],
-                    _ => [0.0, 0.0],
-                };
-                ["activation_alpha", "activation_beta"]
-                    .iter()
-                    .zip(defaults)
-                    .map(|(k, d)| attr(n, k).map_or(d, |a| a.f()))
-                    .collect()
-            };
-            let inputs: Vec<&str> = n.input.iter().take(3).map(String::as_str).collect();
-            let z = (op == "FusedConv").then(|| input(n, 3)).flatten();
-            let mut value = if kind.is_none() && z.is_none() {
-                y.clone()
-            } else {
-                e.fresh(&plain.to_lowercase())
-            };
-            e.to(plain, &inputs, &value, kept);
-            if let Some(z) = z {
-                let sum = if kind.is_none() {
-                    y.clone()
-                } else {
-                    e.fresh("sum")
-                };
-                e.to("Add", &[&value, z], &sum, vec![]);
-                value = sum;
-            }
-            if let Some(kind) = kind {
-                if e.activation(&kind, &params, &value, &y).is_err() {
-                    return Ok(None);
-                }
+            if !fused_conv_or_gemm(n, op, &y, &mut e)? {
+                return Ok(None);
             }
         }
         "FusedMatMul" => {
-            let flag = |k: &str| attr(n, k).is_some_and(|a| a.i() != 0);
-            if flag("transBatchA") || flag("transBatchB") {
+            if !fused_matmul(model, n, &x, &y, &mut e)? {
                 return Ok(None);
-            }
-            let b = input(n, 1).context("FusedMatMul without B")?.to_string();
-            let (ta, tb) = (flag("transA"), flag("transB"));
-            let ranks = [&x, &b].map(|v| model.graph.rank(v));
-            // A transposed operand must be a matrix at least.
-            if (ta && ranks[0].is_some_and(|r| r < 2)) || (tb && ranks[1].is_some_and(|r| r < 2)) {
-                return Ok(None);
-            }
-            let alpha = attr(n, "alpha").map_or(1.0, |a| a.f());
-            let prod = if alpha == 1.0 {
-                y.clone()
-            } else {
-                e.fresh("product")
-            };
-            if (ta && ranks[0].is_none()) || (tb && ranks[1].is_none()) {
-                // Ranks unknown: an Einsum transposes the last two axes of
-                // whatever rank (opset 12).
-                if e.opset < 12 {
-                    return Ok(None);
-                }
-                let lhs = if ta { "...ji" } else { "...ij" };
-                let rhs = if tb { "...kj" } else { "...jk" };
-                let eq = format!("{lhs},{rhs}->...ik");
-                e.to(
-                    "Einsum",
-                    &[&x, &b],
-                    &prod,
-                    vec![attr_string("equation", &eq)],
-                );
-            } else {
-                let mut operands = Vec::new();
-                for ((v, t), r) in [(&x, ta), (&b, tb)].into_iter().zip(ranks) {
-                    match (t, r) {
-                        (true, Some(r)) => {
-                            let mut perm: Vec<i64> = (0..r as i64).collect();
-                            perm.swap(r - 2, r - 1);
-                            operands.push(e.op("Transpose", &[v], vec![attr_ints("perm", &perm)]));
-                        }
-                        _ => operands.push(v.clone()),
-                    }
-                }
-                e.to("MatMul", &[&operands[0], &operands[1]], &prod, vec![]);
-            }
-            if alpha != 1.0 {
-                let a = e.scalar(alpha);
-                e.to("Mul", &[&prod, &a], &y, vec![]);
             }
         }
         "Gelu" => e.gelu_erf(&x, &y),
@@ -438,24 +347,7 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
             let sum = e.op("Add", &[&x, b], vec![]);
             e.gelu_erf(&sum, &y);
         }
-        "FastGelu" => {
-            let v = match input(n, 1) {
-                Some(b) => e.op("Add", &[&x, b], vec![]),
-                None => x.clone(),
-            };
-            let k = e.scalar((2.0 / std::f32::consts::PI).sqrt());
-            let c = e.scalar(0.044715);
-            let (one, half) = (e.scalar(1.0), e.scalar(0.5));
-            let sq = e.op("Mul", &[&v, &v], vec![]);
-            let cube = e.op("Mul", &[&sq, &v], vec![]);
-            let cubic = e.op("Mul", &[&cube, &c], vec![]);
-            let inner = e.op("Add", &[&v, &cubic], vec![]);
-            let arg = e.op("Mul", &[&inner, &k], vec![]);
-            let tanh = e.op("Tanh", &[&arg], vec![]);
-            let plus = e.op("Add", &[&tanh, &one], vec![]);
-            let halved = e.op("Mul", &[&v, &half], vec![]);
-            e.to("Mul", &[&halved, &plus], &y, vec![]);
-        }
+        "FastGelu" => fast_gelu(n, &x, &y, &mut e),
         "QuickGelu" => {
             let alpha = attr(n, "alpha").map_or(1.702, |a| a.f());
             let a = e.scalar(alpha);
@@ -464,114 +356,13 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
             e.to("Mul", &[&x, &sig], &y, vec![]);
         }
         "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" => {
-            // The mean and inverse deviation outputs have no lowering here.
-            if output_used(n, 1).is_some() || output_used(n, 2).is_some() {
+            if !skip_layer_norm(n, op, &x, &y, &mut e)? {
                 return Ok(None);
             }
-            let simplified = op == "SkipSimplifiedLayerNormalization";
-            let skip = input(n, 1).context("no skip input")?;
-            let gamma = input(n, 2).context("no gamma input")?;
-            let (beta, bias) = if simplified {
-                (None, input(n, 3))
-            } else {
-                (input(n, 3), input(n, 4))
-            };
-            let eps = attr(n, "epsilon").map_or(1e-12, |a| a.f());
-            let sum_out = output_used(n, 3).map(str::to_string);
-            let mut s = match (bias, &sum_out) {
-                (None, Some(o)) => {
-                    e.to("Add", &[&x, skip], o, vec![]);
-                    o.clone()
-                }
-                _ => e.op("Add", &[&x, skip], vec![]),
-            };
-            if let Some(b) = bias {
-                s = match &sum_out {
-                    Some(o) => {
-                        e.to("Add", &[&s, b], o, vec![]);
-                        o.clone()
-                    }
-                    None => e.op("Add", &[&s, b], vec![]),
-                };
-            }
-            e.layer_norm(&s, gamma, beta, eps, simplified, &y);
         }
         "EmbedLayerNormalization" => {
-            if e.opset < 11 {
+            if !embed_layer_norm(n, &x, &y, &mut e)? {
                 return Ok(None);
-            }
-            let word = input(n, 2).context("no word embedding")?;
-            let pos = input(n, 3).context("no position embedding")?;
-            let gamma = input(n, 5).context("no gamma")?;
-            let beta = input(n, 6).context("no beta")?;
-            let eps = attr(n, "epsilon").map_or(1e-12, |a| a.f());
-            let words = e.op("Gather", &[word, &x], vec![]);
-            let positions = match input(n, 8) {
-                Some(ids) => e.op("Gather", &[pos, ids], vec![]),
-                None => {
-                    // Rows 0..S of the table, S the ids' second dim.
-                    let shape = e.op("Shape", &[&x], vec![]);
-                    let len = e.slice_last(&shape, 1, 2);
-                    let (zero, axis) = (e.ints(&[0]), e.ints(&[0]));
-                    e.op("Slice", &[pos, &zero, &len, &axis], vec![])
-                }
-            };
-            let mut sum = e.op("Add", &[&words, &positions], vec![]);
-            match (input(n, 1), input(n, 4)) {
-                (Some(seg), Some(table)) => {
-                    let segs = e.op("Gather", &[table, seg], vec![]);
-                    sum = e.op("Add", &[&sum, &segs], vec![]);
-                }
-                // onnxruntime adds the table's row 0 where no ids are given.
-                (None, Some(_)) => return Ok(None),
-                _ => {}
-            }
-            if let Some(o) = output_used(n, 2) {
-                e.to("Identity", &[&sum], o, vec![]);
-            }
-            e.layer_norm(&sum, gamma, Some(beta), eps, false, &y);
-            if let Some(o) = output_used(n, 1) {
-                match input(n, 7) {
-                    Some(mask) => {
-                        // onnxruntime counts the entries equal to 1.
-                        let one = e.fresh("one");
-                        e.patch
-                            .add_initializers
-                            .push(tensor::int_scalar(&one, DataType::Int32, 1));
-                        let is_one = e.op("Equal", &[mask, &one], vec![]);
-                        let ones = e.op(
-                            "Cast",
-                            &[&is_one],
-                            vec![attr_int("to", DataType::Int32 as i64)],
-                        );
-                        if e.opset >= 13 {
-                            let a = e.ints(&[1]);
-                            e.to("ReduceSum", &[&ones, &a], o, vec![attr_int("keepdims", 0)]);
-                        } else {
-                            e.to(
-                                "ReduceSum",
-                                &[&ones],
-                                o,
-                                vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
-                            );
-                        }
-                    }
-                    None => {
-                        // Zeros, one per row.
-                        let shape = e.op("Shape", &[&x], vec![]);
-                        let batch = e.slice_last(&shape, 0, 1);
-                        let zero = crate::proto::TensorProto {
-                            dims: vec![1],
-                            ..tensor::int_scalar("value", DataType::Int32, 0)
-                        };
-                        e.to(
-                            "ConstantOfShape",
-                            &[&batch],
-                            o,
-                            vec![crate::ir::builder::attr_tensor("value", zero)],
-                        );
-                    }
-                }
             }
         }
         "Attention" => {
@@ -582,6 +373,260 @@ fn lowering(model: &Model, id: NodeId) -> Result<Option<Patch>> {
         _ => return Ok(None),
     }
     Ok(Some(e.patch))
+}
+
+/// Lower a `FusedConv` or `FusedGemm` node (`op`): the plain op, the
+/// FusedConv's sum input added, then its activation; `false` where the
+/// activation has no lowering here.
+fn fused_conv_or_gemm(n: &NodeProto, op: &str, y: &str, e: &mut Emit) -> Result<bool> {
+    let plain = if op == "FusedConv" { "Conv" } else { "Gemm" };
+    let kept: Vec<AttributeProto> = n
+        .attribute
+        .iter()
+        .filter(|a| !a.name().starts_with("activation"))
+        .cloned()
+        .collect();
+    let kind = attr(n, "activation").map(|a| String::from_utf8_lossy(a.s()).into_owned());
+    // FusedGemm's parameters are separate attributes (onnxruntime
+    // requires those its activation reads); by position.
+    let params: Vec<f32> = if op == "FusedConv" {
+        attr(n, "activation_params").map_or(vec![], |a| a.floats.clone())
+    } else {
+        let defaults = match kind.as_deref() {
+            Some("LeakyRelu") => [0.01, 0.0],
+            Some("HardSigmoid") => [0.2, 0.5],
+            Some("Clip") => [f32::MIN, f32::MAX],
+            _ => [0.0, 0.0],
+        };
+        ["activation_alpha", "activation_beta"]
+            .iter()
+            .zip(defaults)
+            .map(|(k, d)| attr(n, k).map_or(d, |a| a.f()))
+            .collect()
+    };
+    let inputs: Vec<&str> = n.input.iter().take(3).map(String::as_str).collect();
+    let z = (op == "FusedConv").then(|| input(n, 3)).flatten();
+    let mut value = if kind.is_none() && z.is_none() {
+        y.to_string()
+    } else {
+        e.fresh(&plain.to_lowercase())
+    };
+    e.to(plain, &inputs, &value, kept);
+    if let Some(z) = z {
+        let sum = if kind.is_none() {
+            y.to_string()
+        } else {
+            e.fresh("sum")
+        };
+        e.to("Add", &[&value, z], &sum, vec![]);
+        value = sum;
+    }
+    if let Some(kind) = kind {
+        if e.activation(&kind, &params, &value, y).is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Lower a `FusedMatMul` node: its operands transposed as it says (by an
+/// Einsum where their ranks are unknown), the product scaled by `alpha`;
+/// `false` where it transposes batches or a vector.
+fn fused_matmul(model: &Model, n: &NodeProto, x: &str, y: &str, e: &mut Emit) -> Result<bool> {
+    let flag = |k: &str| attr(n, k).is_some_and(|a| a.i() != 0);
+    if flag("transBatchA") || flag("transBatchB") {
+        return Ok(false);
+    }
+    let b = input(n, 1).context("FusedMatMul without B")?.to_string();
+    let (ta, tb) = (flag("transA"), flag("transB"));
+    let ranks = [x, b.as_str()].map(|v| model.graph.rank(v));
+    // A transposed operand must be a matrix at least.
+    if (ta && ranks[0].is_some_and(|r| r < 2)) || (tb && ranks[1].is_some_and(|r| r < 2)) {
+        return Ok(false);
+    }
+    let alpha = attr(n, "alpha").map_or(1.0, |a| a.f());
+    let prod = if alpha == 1.0 {
+        y.to_string()
+    } else {
+        e.fresh("product")
+    };
+    if (ta && ranks[0].is_none()) || (tb && ranks[1].is_none()) {
+        // Ranks unknown: an Einsum transposes the last two axes of
+        // whatever rank (opset 12).
+        if e.opset < 12 {
+            return Ok(false);
+        }
+        let lhs = if ta { "...ji" } else { "...ij" };
+        let rhs = if tb { "...kj" } else { "...jk" };
+        let eq = format!("{lhs},{rhs}->...ik");
+        e.to(
+            "Einsum",
+            &[x, &b],
+            &prod,
+            vec![attr_string("equation", &eq)],
+        );
+    } else {
+        let mut operands = Vec::new();
+        for ((v, t), r) in [(x, ta), (b.as_str(), tb)].into_iter().zip(ranks) {
+            match (t, r) {
+                (true, Some(r)) => {
+                    let mut perm: Vec<i64> = (0..r as i64).collect();
+                    perm.swap(r - 2, r - 1);
+                    operands.push(e.op("Transpose", &[v], vec![attr_ints("perm", &perm)]));
+                }
+                _ => operands.push(v.to_string()),
+            }
+        }
+        e.to("MatMul", &[&operands[0], &operands[1]], &prod, vec![]);
+    }
+    if alpha != 1.0 {
+        let a = e.scalar(alpha);
+        e.to("Mul", &[&prod, &a], y, vec![]);
+    }
+    Ok(true)
+}
+
+/// Lower a `FastGelu` node: tanh's approximation of GELU, of `x` plus
+/// the bias where there is one.
+fn fast_gelu(n: &NodeProto, x: &str, y: &str, e: &mut Emit) {
+    let v = match input(n, 1) {
+        Some(b) => e.op("Add", &[x, b], vec![]),
+        None => x.to_string(),
+    };
+    let k = e.scalar((2.0 / std::f32::consts::PI).sqrt());
+    let c = e.scalar(0.044715);
+    let (one, half) = (e.scalar(1.0), e.scalar(0.5));
+    let sq = e.op("Mul", &[&v, &v], vec![]);
+    let cube = e.op("Mul", &[&sq, &v], vec![]);
+    let cubic = e.op("Mul", &[&cube, &c], vec![]);
+    let inner = e.op("Add", &[&v, &cubic], vec![]);
+    let arg = e.op("Mul", &[&inner, &k], vec![]);
+    let tanh = e.op("Tanh", &[&arg], vec![]);
+    let plus = e.op("Add", &[&tanh, &one], vec![]);
+    let halved = e.op("Mul", &[&v, &half], vec![]);
+    e.to("Mul", &[&halved, &plus], y, vec![]);
+}
+
+/// Lower a `SkipLayerNormalization` or `SkipSimplifiedLayerNormalization`
+/// node (`op`): the sum of `x`, the skip and the bias (an output where it is
+/// read), normalised; `false` where its mean or deviation output is read.
+fn skip_layer_norm(n: &NodeProto, op: &str, x: &str, y: &str, e: &mut Emit) -> Result<bool> {
+    // The mean and inverse deviation outputs have no lowering here.
+    if output_used(n, 1).is_some() || output_used(n, 2).is_some() {
+        return Ok(false);
+    }
+    let simplified = op == "SkipSimplifiedLayerNormalization";
+    let skip = input(n, 1).context("no skip input")?;
+    let gamma = input(n, 2).context("no gamma input")?;
+    let (beta, bias) = if simplified {
+        (None, input(n, 3))
+    } else {
+        (input(n, 3), input(n, 4))
+    };
+    let eps = attr(n, "epsilon").map_or(1e-12, |a| a.f());
+    let sum_out = output_used(n, 3).map(str::to_string);
+    let mut s = match (bias, &sum_out) {
+        (None, Some(o)) => {
+            e.to("Add", &[x, skip], o, vec![]);
+            o.clone()
+        }
+        _ => e.op("Add", &[x, skip], vec![]),
+    };
+    if let Some(b) = bias {
+        s = match &sum_out {
+            Some(o) => {
+                e.to("Add", &[&s, b], o, vec![]);
+                o.clone()
+            }
+            None => e.op("Add", &[&s, b], vec![]),
+        };
+    }
+    e.layer_norm(&s, gamma, beta, eps, simplified, y);
+    Ok(true)
+}
+
+/// Lower an `EmbedLayerNormalization` node: the word, position and
+/// segment embeddings gathered and summed (an output where it is read),
+/// normalised, and the mask's count of ones per row where it is read;
+/// `false` below opset 11, or where segments are added without ids.
+fn embed_layer_norm(n: &NodeProto, x: &str, y: &str, e: &mut Emit) -> Result<bool> {
+    if e.opset < 11 {
+        return Ok(false);
+    }
+    let word = input(n, 2).context("no word embedding")?;
+    let pos = input(n, 3).context("no position embedding")?;
+    let gamma = input(n, 5).context("no gamma")?;
+    let beta = input(n, 6).context("no beta")?;
+    let eps = attr(n, "epsilon").map_or(1e-12, |a| a.f());
+    let words = e.op("Gather", &[word, x], vec![]);
+    let positions = match input(n, 8) {
+        Some(ids) => e.op("Gather", &[pos, ids], vec![]),
+        None => {
+            // Rows 0..S of the table, S the ids' second dim.
+            let shape = e.op("Shape", &[x], vec![]);
+            let len = e.slice_last(&shape, 1, 2);
+            let (zero, axis) = (e.ints(&[0]), e.ints(&[0]));
+            e.op("Slice", &[pos, &zero, &len, &axis], vec![])
+        }
+    };
+    let mut sum = e.op("Add", &[&words, &positions], vec![]);
+    match (input(n, 1), input(n, 4)) {
+        (Some(seg), Some(table)) => {
+            let segs = e.op("Gather", &[table, seg], vec![]);
+            sum = e.op("Add", &[&sum, &segs], vec![]);
+        }
+        // onnxruntime adds the table's row 0 where no ids are given.
+        (None, Some(_)) => return Ok(false),
+        _ => {}
+    }
+    if let Some(o) = output_used(n, 2) {
+        e.to("Identity", &[&sum], o, vec![]);
+    }
+    e.layer_norm(&sum, gamma, Some(beta), eps, false, y);
+    if let Some(o) = output_used(n, 1) {
+        match input(n, 7) {
+            Some(mask) => {
+                // onnxruntime counts the entries equal to 1.
+                let one = e.fresh("one");
+                e.patch
+                    .add_initializers
+                    .push(tensor::int_scalar(&one, DataType::Int32, 1));
+                let is_one = e.op("Equal", &[mask, &one], vec![]);
+                let ones = e.op(
+                    "Cast",
+                    &[&is_one],
+                    vec![attr_int("to", DataType::Int32 as i64)],
+                );
+                if e.opset >= 13 {
+                    let a = e.ints(&[1]);
+                    e.to("ReduceSum", &[&ones, &a], o, vec![attr_int("keepdims", 0)]);
+                } else {
+                    e.to(
+                        "ReduceSum",
+                        &[&ones],
+                        o,
+                        vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+                    );
+                }
+            }
+            None => {
+                // Zeros, one per row.
+                let shape = e.op("Shape", &[x], vec![]);
+                let batch = e.slice_last(&shape, 0, 1);
+                let zero = crate::proto::TensorProto {
+                    dims: vec![1],
+                    ..tensor::int_scalar("value", DataType::Int32, 0)
+                };
+                e.to(
+                    "ConstantOfShape",
+                    &[&batch],
+                    o,
+                    vec![crate::ir::builder::attr_tensor("value", zero)],
+                );
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Lower an `Attention` node (see the module's list); `false` where its form
