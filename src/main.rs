@@ -45,6 +45,7 @@ enum Command {
     Run(RunArgs),
     /// Describe a model: opsets, inputs/outputs, ops, parameters, bytes by type, where weights live.
     Inspect {
+        /// The ONNX model (its external data is read from beside it).
         model: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -53,7 +54,10 @@ enum Command {
     /// Run two models in tract on the same inputs and compare every output.
     #[command(after_help = EXIT_HELP)]
     Verify {
+        /// The model as it was: the reference.
         original: PathBuf,
+        /// The model to check against it (taking the same inputs, giving as
+        /// many outputs).
         rewritten: PathBuf,
         #[command(flatten)]
         verify: VerifyArgs,
@@ -99,7 +103,11 @@ struct RunArgs {
     /// nothing, and to see where a long run's time goes).
     #[arg(long)]
     log_progress: bool,
+    /// The ONNX model to read (its external data is read from beside it);
+    /// it is never modified.
     input: PathBuf,
+    /// Where to write the result, atomically (a failed run never leaves a
+    /// half-written file); not the input.
     output: PathBuf,
 }
 

@@ -309,6 +309,9 @@ fn help_explains_commands_and_exit_codes() {
         "--report",
         "--force",
         "--no-verify",
+        // What the two paths are.
+        "The ONNX model to read",
+        "Where to write the result",
     ] {
         assert!(h.contains(word), "run --help lacks '{word}'");
     }
