@@ -347,54 +347,16 @@ impl Reference {
                 drop(copy);
                 expose(&mut orig_copy, &exposed);
                 if !selections.is_empty() {
-                    let quoted = |v: &mut dyn Iterator<Item = &String>| {
-                        let mut v: Vec<String> = v.map(|n| format!("'{n}'")).collect();
-                        v.sort();
-                        v.join(", ")
-                    };
-                    let read = match selections.read.is_empty() {
-                        true => {
-                            "what they read is compared as an output, or is an input or a constant"
-                                .to_string()
-                        }
-                        false => format!(
-                            "what they read, {}, is compared too, and decides where they differ",
-                            quoted(&mut selections.read.iter())
-                        ),
-                    };
-                    notes.push(format!(
-                        "output(s) {} follow a selection by values (NonMaxSuppression/NonZero/TopK/ArgMax/ArgMin): compared where the selections agree; {read}",
-                        quoted(&mut selections.outputs.keys().filter(|o| copy_outputs.contains(o))),
-                    ));
+                    notes.push(selections_note(&selections, &copy_outputs));
                 }
-                let remaining = orig_copy
-                    .graph
-                    .as_ref()
-                    .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
-                let total = original
-                    .graph
-                    .nodes
-                    .node_weights()
-                    .filter(|n| n.op() == "If")
-                    .count();
-                if if_model && !fixed.is_empty() {
-                    let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
-                    notes.push(format!(
-                        "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches their values select were checked ({remaining} If node(s) left)"
-                    ));
-                    notes.extend(unchecked_settings(
-                        original,
-                        &specs,
-                        &samples[0],
-                        &fixed,
-                        opts.inputs.is_none(),
-                    ));
-                } else if remaining < total {
-                    notes.push(format!(
-                        "{} If node(s) decided by the shapes of the samples were replaced by the branch they take; only that branch was checked ({remaining} If node(s) left)",
-                        total - remaining
-                    ));
-                }
+                notes.extend(if_notes(
+                    original,
+                    &orig_copy,
+                    opts,
+                    &specs,
+                    &samples[0],
+                    &fixed,
+                ));
                 let does_not_run = "the original model does not run in tract";
                 let runner = tract::Runner::new(orig_copy, &run_samples[0], run_samples.len())
                     .map_err(|e| {
@@ -1478,6 +1440,74 @@ impl ReferenceInputs {
     pub fn plain(&self, original: &Model) -> Option<Vec<Vec<Tensor>>> {
         (!has_if(original)).then(|| self.samples.clone())
     }
+}
+
+/// What the original's selections (NonMaxSuppression/NonZero/TopK/ArgMax/
+/// ArgMin) mean for the comparison: the outputs among `copy_outputs` that
+/// follow them are compared where they agree, and what they read decides
+/// where they differ.
+fn selections_note(selections: &Selections, copy_outputs: &[String]) -> String {
+    let quoted = |v: &mut dyn Iterator<Item = &String>| {
+        let mut v: Vec<String> = v.map(|n| format!("'{n}'")).collect();
+        v.sort();
+        v.join(", ")
+    };
+    let read = match selections.read.is_empty() {
+        true => "what they read is compared as an output, or is an input or a constant".to_string(),
+        false => format!(
+            "what they read, {}, is compared too, and decides where they differ",
+            quoted(&mut selections.read.iter())
+        ),
+    };
+    format!(
+        "output(s) {} follow a selection by values (NonMaxSuppression/NonZero/TopK/ArgMax/ArgMin): compared where the selections agree; {read}",
+        quoted(&mut selections.outputs.keys().filter(|o| copy_outputs.contains(o))),
+    )
+}
+
+/// Which If nodes of `original` its verification copy `copy` checks: where
+/// inputs the same in every sample (`fixed`, of `specs`; their values in
+/// `first`) specialised it, only the branches their values select (and
+/// which other values of theirs go unchecked); else the Ifs the samples'
+/// shapes decided were replaced by their branch.
+fn if_notes(
+    original: &Model,
+    copy: &crate::proto::ModelProto,
+    opts: &VerifyOptions,
+    specs: &[inputs::InputSpec],
+    first: &[Tensor],
+    fixed: &[usize],
+) -> Vec<String> {
+    let remaining = copy
+        .graph
+        .as_ref()
+        .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "If").count());
+    let total = original
+        .graph
+        .nodes
+        .node_weights()
+        .filter(|n| n.op() == "If")
+        .count();
+    let mut notes = vec![];
+    if has_if(original) && !fixed.is_empty() {
+        let names: Vec<&str> = fixed.iter().map(|&i| specs[i].name.as_str()).collect();
+        notes.push(format!(
+            "inputs {names:?} are the same in every sample: the model was specialised to them and only the If branches their values select were checked ({remaining} If node(s) left)"
+        ));
+        notes.extend(unchecked_settings(
+            original,
+            specs,
+            first,
+            fixed,
+            opts.inputs.is_none(),
+        ));
+    } else if remaining < total {
+        notes.push(format!(
+            "{} If node(s) decided by the shapes of the samples were replaced by the branch they take; only that branch was checked ({remaining} If node(s) left)",
+            total - remaining
+        ));
+    }
+    notes
 }
 
 /// The result as tract runs it for a comparison
