@@ -125,7 +125,153 @@ fn squashed_within(g: &crate::ir::Graph, value: &str, depth: usize) -> bool {
     }
 }
 
+/// Where every float output calibration measured (`outputs`, their least
+/// and greatest values in `bounds`) is nearly zero on every sample (its
+/// largest |value| as met, not the calibrated range): the largest, and
+/// whose.
+fn faint_outputs(outputs: &[String], bounds: &HashMap<String, (f32, f32)>) -> Option<FaintOutputs> {
+    let measured: Vec<(f32, &String)> = outputs
+        .iter()
+        .filter_map(|o| bounds.get(o).map(|&(lo, hi)| (lo.abs().max(hi.abs()), o)))
+        .collect();
+    if measured.is_empty()
+        || measured.len() != outputs.len()
+        || !measured
+            .iter()
+            .all(|&(m, _)| f64::from(m) <= crate::verify::FAINT)
+    {
+        return None;
+    }
+    let (largest, output) = measured
+        .iter()
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|&(m, o)| (m, o.clone()))?;
+    Some(FaintOutputs { largest, output })
+}
+
+/// What calibration measured that decides a weight's range
+/// ([`full_range_weights`]): each value's range, the shares of its codes,
+/// the correlation of its neighbouring pairs, and the axis they were
+/// paired along.
+struct Measured<'a> {
+    ranges: &'a HashMap<String, (f32, f32)>,
+    codes: &'a HashMap<String, Vec<f64>>,
+    pair_correlation: &'a HashMap<String, f64>,
+    pair_axes: &'a HashMap<String, calibrate::PairAxis>,
+}
+
+/// Under `weight_range=auto`, the static int8 weights (`weight_axis`: each
+/// one's per-channel axis) whose full range -127..127 pays for every
+/// integer kernel that reads them (an input with a Q/DQ pair: one of
+/// `readers`), on what calibration `measured`: each such weight quantized
+/// again on the full range, its patch pushed to `full_range` and its
+/// scales to `weight_scales`. How many weights kept the full range, and of
+/// how many an integer kernel reads; weights measured in parallel.
+fn full_range_weights(
+    model: &Model,
+    uses: &Uses,
+    weight_axis: &HashMap<String, Option<i64>>,
+    readers: &BTreeMap<String, Vec<(NodeId, usize)>>,
+    measured: &Measured,
+    weight_scales: &mut HashMap<String, (Vec<f32>, String)>,
+    full_range: &mut FullRangePatches,
+) -> Result<(usize, usize)> {
+    let g = &model.graph;
+    let quantized_input = |x: &String| readers.contains_key(x) && measured.ranges.contains_key(x);
+    // Per weight: whether an integer kernel reads it (an input with
+    // a Q/DQ pair), and whether the full range pays for every
+    // reader; weights measured in parallel.
+    let weights: Vec<(&String, &Option<i64>)> = weight_axis.iter().collect();
+    // The full-range values and scales travel with a weight they pay
+    // for: its new patch stores them.
+    type Decided = (bool, Option<(Vec<i64>, Vec<i8>, Vec<f32>)>);
+    let decided: Vec<Decided> = weights
+        .par_iter()
+        .map(|&(w, axis)| -> Result<Decided> {
+            let t = g.constant(w).expect("a weight quantize_weights quantized");
+            let payload = model.payload(t)?;
+            let data = tensor::f32_view(t, payload.as_ref())?;
+            let (q, scales) = symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
+            let mut in_kernel = false;
+            let fits = uses[w].iter().all(|&(id, _)| {
+                let n = &g.nodes[id].proto;
+                // An input without a Q/DQ pair leaves its reader in float.
+                let Some(x) = n.input.first().filter(|x| quantized_input(x)) else {
+                    return true;
+                };
+                in_kernel = true;
+                let (Some(codes), Some(rows)) = (measured.codes.get(x), kernel_rows(n, &data.dims))
+                else {
+                    return false;
+                };
+                let (lo, hi) = measured.ranges[x];
+                let (_, zp) = arith::asymmetric_u8(lo, hi);
+                // The correlation was measured along the axis of the
+                // value's first reader; a depthwise Conv pairs
+                // neighbouring taps, not channels. Otherwise: the
+                // worst case.
+                let axis = pair_axis(n);
+                let depthwise = n.op_type() == "Conv" && data.dims.get(1) == Some(&1);
+                let correlation = match measured.pair_correlation.get(x) {
+                    Some(&c) if !depthwise && measured.pair_axes.get(x) == Some(&axis) => c,
+                    _ => 1.0,
+                };
+                arith::full_range_pays(codes, zp, correlation, &q, rows)
+            });
+            let dims = data.dims.clone();
+            drop(data);
+            drop(payload);
+            model.external.release(t);
+            Ok((in_kernel, fits.then_some((dims, q, scales))))
+        })
+        .collect::<Result<_>>()?;
+    let (mut integer, mut kept) = (0, 0);
+    for (&(w, axis), (in_kernel, full)) in weights.iter().zip(decided) {
+        integer += in_kernel as usize;
+        let Some((dims, q, scales)) = full else {
+            continue;
+        };
+        kept += in_kernel as usize;
+        let patch = int8_weight_patch(model, w, &dims, &q, &scales, *axis, arith::INT8_QMAX);
+        let scale_name = patch.add_initializers[1].name().to_string();
+        weight_scales.insert(w.clone(), (scales, scale_name));
+        full_range.push((w.clone(), patch));
+    }
+    Ok((kept, integer))
+}
+
 impl Quant {
+    /// The model's float outputs calibration measures too, where the
+    /// activations are chosen for the user on random samples: if every one
+    /// is nearly zero there, those samples say nothing of the ranges in use, and
+    /// verification can compare nothing (PP-OCRv4's text detector,
+    /// calibrated on noise: cosine 0.83-0.86 on rendered text pages,
+    /// 0.997 weight-only; PP-OCRv5's 0.19-0.46 against 0.90-0.96).
+    /// Only outputs a squashing op saturates there count
+    /// ([`squashed`]): a detector's Sigmoid map near 0 on noise. Logits
+    /// nearly zero by their scale (MobileNetV2 of random weights: 3e-9)
+    /// calibrate as any other, and static QDQ verified at 0.9991 there.
+    fn outputs_to_judge(&self, model: &Model, ctx: &PassCtx) -> Vec<String> {
+        let g = &model.graph;
+        let judge_outputs = self.params.activations == "auto" && ctx.data.inputs.is_none();
+        let float_outputs: Vec<String> = match judge_outputs {
+            // Undeclared types included: one calibration finds no float
+            // range for (an integer output) leaves the rule out.
+            true => g
+                .rest
+                .output
+                .iter()
+                .map(|o| o.name().to_string())
+                .filter(|o| g.elem_type(o).is_none_or(|t| t == DataType::Float as i32))
+                .collect(),
+            false => vec![],
+        };
+        match float_outputs.iter().all(|o| squashed(g, o)) {
+            true => float_outputs,
+            false => vec![],
+        }
+    }
+
     /// Calibrated Q/DQ pairs on activations, and int32 biases. With the
     /// reduced weight range chosen by `weight_range=auto`, the int8 weights
     /// whose every integer kernel would lose less to 16-bit saturation at
@@ -171,33 +317,8 @@ impl Quant {
             return Ok((vec![], vec![], None, full_range, ValueSizes::new()));
         }
         let mut values: Vec<String> = readers.keys().cloned().collect();
-        // The model's float outputs are measured too, where the activations
-        // are chosen for the user on random samples: if every one is nearly
-        // zero there, those samples say nothing of the ranges in use, and
-        // verification can compare nothing (PP-OCRv4's text detector,
-        // calibrated on noise: cosine 0.83-0.86 on rendered text pages,
-        // 0.997 weight-only; PP-OCRv5's 0.19-0.46 against 0.90-0.96).
-        // Only outputs a squashing op saturates there count
-        // ([`squashed`]): a detector's Sigmoid map near 0 on noise. Logits
-        // nearly zero by their scale (MobileNetV2 of random weights: 3e-9)
-        // calibrate as any other, and static QDQ verified at 0.9991 there.
-        let judge_outputs = self.params.activations == "auto" && ctx.data.inputs.is_none();
-        let float_outputs: Vec<String> = match judge_outputs {
-            // Undeclared types included: one calibration finds no float
-            // range for (an integer output) leaves the rule out.
-            true => g
-                .rest
-                .output
-                .iter()
-                .map(|o| o.name().to_string())
-                .filter(|o| g.elem_type(o).is_none_or(|t| t == DataType::Float as i32))
-                .collect(),
-            false => vec![],
-        };
-        let float_outputs = match float_outputs.iter().all(|o| squashed(g, o)) {
-            true => float_outputs,
-            false => vec![],
-        };
+        // The model's float outputs too, where they judge the samples.
+        let float_outputs = self.outputs_to_judge(model, ctx);
         for o in &float_outputs {
             if !values.contains(o) {
                 values.push(o.clone());
@@ -267,89 +388,26 @@ impl Quant {
             elements,
             bounds,
         } = ranges;
-        // Every float output measured, and each nearly zero on every sample
-        // (its largest |value| as met, not the calibrated range).
-        let measured: Vec<(f32, &String)> = float_outputs
-            .iter()
-            .filter_map(|o| bounds.get(o).map(|&(lo, hi)| (lo.abs().max(hi.abs()), o)))
-            .collect();
-        if !measured.is_empty()
-            && measured.len() == float_outputs.len()
-            && measured
-                .iter()
-                .all(|&(m, _)| f64::from(m) <= crate::verify::FAINT)
-        {
-            let (largest, output) = measured
-                .iter()
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-                .map(|&(m, o)| (m, o.clone()))
-                .expect("not empty");
+        if let Some(faint) = faint_outputs(&float_outputs, &bounds) {
             ctx.notes.truncate(before);
-            return Err(FaintOutputs { largest, output }.into());
+            return Err(faint.into());
         }
         if measure_codes {
-            let quantized_input = |x: &String| readers.contains_key(x) && ranges.contains_key(x);
-            // Per weight: whether an integer kernel reads it (an input with
-            // a Q/DQ pair), and whether the full range pays for every
-            // reader; weights measured in parallel.
-            let weights: Vec<(&String, &Option<i64>)> = weight_axis.iter().collect();
-            // The full-range values and scales travel with a weight they pay
-            // for: its new patch stores them.
-            type Decided = (bool, Option<(Vec<i64>, Vec<i8>, Vec<f32>)>);
-            let decided: Vec<Decided> = weights
-                .par_iter()
-                .map(|&(w, axis)| -> Result<Decided> {
-                    let t = g.constant(w).expect("a weight quantize_weights quantized");
-                    let payload = model.payload(t)?;
-                    let data = tensor::f32_view(t, payload.as_ref())?;
-                    let (q, scales) =
-                        symmetric_int8(&data, axis.map(|a| a as usize), arith::INT8_QMAX);
-                    let mut in_kernel = false;
-                    let fits = uses[w].iter().all(|&(id, _)| {
-                        let n = &g.nodes[id].proto;
-                        // An input without a Q/DQ pair leaves its reader in float.
-                        let Some(x) = n.input.first().filter(|x| quantized_input(x)) else {
-                            return true;
-                        };
-                        in_kernel = true;
-                        let (Some(codes), Some(rows)) = (codes.get(x), kernel_rows(n, &data.dims))
-                        else {
-                            return false;
-                        };
-                        let (lo, hi) = ranges[x];
-                        let (_, zp) = arith::asymmetric_u8(lo, hi);
-                        // The correlation was measured along the axis of the
-                        // value's first reader; a depthwise Conv pairs
-                        // neighbouring taps, not channels. Otherwise: the
-                        // worst case.
-                        let axis = pair_axis(n);
-                        let depthwise = n.op_type() == "Conv" && data.dims.get(1) == Some(&1);
-                        let correlation = match pair_correlation.get(x) {
-                            Some(&c) if !depthwise && pair_axes.get(x) == Some(&axis) => c,
-                            _ => 1.0,
-                        };
-                        arith::full_range_pays(codes, zp, correlation, &q, rows)
-                    });
-                    let dims = data.dims.clone();
-                    drop(data);
-                    drop(payload);
-                    model.external.release(t);
-                    Ok((in_kernel, fits.then_some((dims, q, scales))))
-                })
-                .collect::<Result<_>>()?;
-            let (mut integer, mut kept) = (0, 0);
-            for (&(w, axis), (in_kernel, full)) in weights.iter().zip(decided) {
-                integer += in_kernel as usize;
-                let Some((dims, q, scales)) = full else {
-                    continue;
-                };
-                kept += in_kernel as usize;
-                let patch =
-                    int8_weight_patch(model, w, &dims, &q, &scales, *axis, arith::INT8_QMAX);
-                let scale_name = patch.add_initializers[1].name().to_string();
-                weight_scales.insert(w.clone(), (scales, scale_name));
-                full_range.push((w.clone(), patch));
-            }
+            let measured = Measured {
+                ranges: &ranges,
+                codes: &codes,
+                pair_correlation: &pair_correlation,
+                pair_axes: &pair_axes,
+            };
+            let (kept, integer) = full_range_weights(
+                model,
+                uses,
+                weight_axis,
+                &readers,
+                &measured,
+                weight_scales,
+                &mut full_range,
+            )?;
             if integer > 0 {
                 ctx.notes.push(format!(
                     "{kept} of {integer} int8 weights computed by integer kernels keep the full range -127..127 (on the calibration data, the error of the 16-bit sums their kernels would saturate is below that of the reduced range's rounding); the others span -64..64"
