@@ -128,14 +128,26 @@ const WEIGHT_READERS: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm", "Ga
 fn float_weights_left(model: &Model) -> Option<String> {
     let g = &model.graph;
     // A weight stored in 8 or 4 bits (read by a DequantizeLinear, a Cast,
-    // an integer kernel): some layer was quantized.
+    // an integer kernel), in an initializer or a Constant node: some layer
+    // was quantized.
     let low_bit = |t: &crate::proto::TensorProto| {
         matches!(
             tensor::data_type(t),
             DataType::Int8 | DataType::Uint8 | DataType::Int4 | DataType::Uint4
         ) && t.dims.len() >= 2
     };
-    if !g.initializers.values().any(low_bit) {
+    let in_constant_nodes = g
+        .nodes
+        .node_weights()
+        .filter(|n| n.op() == "Constant")
+        .filter_map(|n| n.proto.output.first())
+        .filter_map(|v| g.constant_value(v));
+    if !g
+        .initializers
+        .values()
+        .chain(in_constant_nodes)
+        .any(low_bit)
+    {
         return None;
     }
     let mut seen = std::collections::HashSet::new();
