@@ -1150,6 +1150,58 @@ mod tests {
     use crate::ir::builder::{typed_value, ModelBuilder};
     use crate::proto::tensor_shape_proto::dimension::Value as Dim;
 
+    /// Where no size types, the note names what every size tried shares:
+    /// the one op tract lacks, the one form it refuses, a Loop left; else
+    /// it asks for sizes or inputs.
+    #[test]
+    fn the_note_where_no_size_types_names_what_every_size_shares() {
+        let untyped =
+            |loop_left: Option<&str>, op: Option<&str>, form: Option<&str>| super::super::Untyped {
+                loop_left: loop_left.map(String::from),
+                unimplemented: op.map(String::from),
+                unsupported: form.map(String::from),
+            };
+        let keys = ["batch", "len"];
+        let lacks = no_size_fits(
+            &[
+                untyped(None, Some("GRU"), None),
+                untyped(None, Some("GRU"), None),
+            ],
+            &keys,
+        );
+        assert!(
+            lacks.starts_with("tract has no implementation of GRU, which the model uses, at any input size tried for batch, len"),
+            "{lacks}"
+        );
+        // Two ops, one at each size: no one op is to blame.
+        let mixed = no_size_fits(
+            &[
+                untyped(None, Some("GRU"), None),
+                untyped(None, Some("Loop"), None),
+            ],
+            &keys,
+        );
+        assert!(
+            mixed.starts_with(
+                "tract cannot analyse the model at any input size tried for batch, len: bind them"
+            ),
+            "{mixed}"
+        );
+        let form = no_size_fits(
+            &[untyped(None, None, Some("sequence_lens from an input"))],
+            &keys,
+        );
+        assert!(
+            form.contains("(sequence_lens from an input)") && form.contains("--no-verify"),
+            "{form}"
+        );
+        let looped = no_size_fits(&[untyped(Some("its trip count"), None, None)], &keys);
+        assert!(
+            looped.starts_with("a Loop is left that tract cannot run"),
+            "{looped}"
+        );
+    }
+
     /// A float sequence that cannot be analysed at 128 tries a longer
     /// length first, then shorter and longer in turn; token ids, shorter
     /// ones first (a model with fewer positions). Both cover the same

@@ -653,3 +653,32 @@ fn int32_biases(
     }
     Ok(biases)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calibration's samples say nothing where every float output it
+    /// measured is nearly zero on every sample: the largest is named; an
+    /// output unmeasured, or one above the bound (or NaN), says otherwise.
+    #[test]
+    fn faint_outputs_need_every_output_nearly_zero() {
+        let outputs: Vec<String> = ["map", "score"].map(String::from).to_vec();
+        let bounds = |score: (f32, f32)| -> HashMap<String, (f32, f32)> {
+            [
+                ("map".to_string(), (-1e-6, 2e-6)),
+                ("score".to_string(), score),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let faint = faint_outputs(&outputs, &bounds((-5e-5, 1e-5))).expect("both faint");
+        assert_eq!((faint.largest, faint.output.as_str()), (5e-5, "score"));
+        assert!(faint_outputs(&outputs, &bounds((0.0, 0.5))).is_none());
+        assert!(faint_outputs(&outputs, &bounds((f32::NAN, f32::NAN))).is_none());
+        let mut one = bounds((0.0, 1e-6));
+        one.remove("score");
+        assert!(faint_outputs(&outputs, &one).is_none());
+        assert!(faint_outputs(&[], &one).is_none());
+    }
+}
