@@ -396,12 +396,9 @@ fn nothing_matched(model: &Model) -> String {
         .iter()
         .filter(|(name, t)| {
             tensor::data_type(t) == DataType::Bfloat16
-                && g.consumers(name).iter().any(|&c| {
-                    matches!(
-                        g.nodes[c].op(),
-                        "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Gather"
-                    )
-                })
+                && g.consumers(name)
+                    .iter()
+                    .any(|&c| WEIGHT_READERS.contains(&g.nodes[c].op()))
         })
         .map(|(_, t)| tensor::stored_bytes(t))
         .sum();
@@ -426,6 +423,10 @@ enum StaticPlan {
     /// Weight-only instead, and why.
     WeightOnly(String),
 }
+
+/// Ops whose constant float operand is a layer's weight quant quantizes
+/// (a Gather's table, the others' second input).
+pub(super) const WEIGHT_READERS: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"];
 
 /// Ops whose presence means the model is already quantized.
 const QUANT_OPS: &[&str] = &[

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 
-use super::{OpsetPolicy, Quant, QONNX_OPS, QUANT_OPS};
+use super::{OpsetPolicy, Quant, QONNX_OPS, QUANT_OPS, WEIGHT_READERS};
 use crate::io::spill::keep_tensor;
 use crate::ir::builder::{attr_int, node_proto as node};
 use crate::ir::{tensor, Model, NodeId};
@@ -107,10 +107,6 @@ pub(super) fn already_quantized(g: &crate::ir::Graph) -> Option<String> {
         .find(int8_cast)
         .map(|n| format!("'{}' expands int8 weights, as quant stores them", n.label()))
 }
-
-/// Ops whose constant float operand is a layer's weight, for
-/// [`float_weights_left`].
-const WEIGHT_READERS: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"];
 
 /// In a graph quant leaves alone as already quantized, what its
 /// quantization left in float, said where it is 1% of the weights or

@@ -381,10 +381,7 @@ impl Quant {
             let weight_of = |r: NodeId| {
                 let n = &g.nodes[r].proto;
                 let slot = if n.op_type() == "Gather" { 0 } else { 1 };
-                matches!(
-                    n.op_type(),
-                    "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "Gather"
-                ) && n.input.get(slot) == Some(name)
+                super::WEIGHT_READERS.contains(&n.op_type()) && n.input.get(slot) == Some(name)
             };
             // Weights only: quant's own float16 scales and fallbacks (read
             // by Mul and Cast) and float16 masks (read by Add, Where) stay,
