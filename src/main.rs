@@ -299,14 +299,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// With `run --log-progress`, `msg` on its own line of standard error with
-/// the seconds since `started`, spinner `pb` hidden while it is printed.
-fn progress_line(pb: &ProgressBar, log: bool, started: Instant, msg: &str) {
-    if log {
-        pb.suspend(|| eprintln!("[{:8.3}] {msg}", started.elapsed().as_secs_f64()));
-    }
-}
-
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(
@@ -401,9 +393,14 @@ impl Stages {
         self.pb.set_message(msg.to_string());
     }
 
-    /// `msg` on a line of its own where `--log-progress` asks for it.
+    /// With `--log-progress`, `msg` on its own line of standard error
+    /// after the seconds since the run began, the spinner hidden while it
+    /// is printed.
     fn line(&self, msg: &str) {
-        progress_line(&self.pb, self.log, self.started, msg);
+        if self.log {
+            let seconds = self.started.elapsed().as_secs_f64();
+            self.pb.suspend(|| eprintln!("[{seconds:8.3}] {msg}"));
+        }
     }
 }
 
