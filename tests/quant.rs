@@ -4609,7 +4609,7 @@ fn a_partly_quantized_model_is_left_alone_saying_what_stays_float() {
         .collect();
     // One MatMul of an int8 weight, then one of a float weight where
     // `float_too`.
-    let model = |float_too: bool| {
+    let proto = |float_too: bool| {
         let int8 = onnx_squeeze::proto::TensorProto {
             name: Some("wq".into()),
             dims: vec![64, 64],
@@ -4629,9 +4629,16 @@ fn a_partly_quantized_model_is_left_alone_saying_what_stays_float() {
                 .node("mm2", "MatMul", &["h", "w2"], &["y"]),
             false => b.node("mm1", "MatMul", &["x", "w1"], &["y"]),
         };
-        b.output("y", &[2, 64]).build().unwrap()
+        b.output("y", &[2, 64]).proto()
     };
-    let r = quant(&mut model(true), "");
+    let load = |p| {
+        Model::from_proto(
+            p,
+            std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+        )
+        .unwrap()
+    };
+    let r = quant(&mut load(proto(true)), "");
     assert_unchanged_saying(&r, "already quantized ('dq' is a DequantizeLinear)");
     // 16,384 float bytes of 20,484.
     assert_unchanged_saying(
@@ -4647,10 +4654,10 @@ fn a_partly_quantized_model_is_left_alone_saying_what_stays_float() {
         );
     };
     // Fully quantized, nothing is said of float weights.
-    says_nothing_of_float(&quant(&mut model(false), ""));
+    says_nothing_of_float(&quant(&mut load(proto(false)), ""));
     // Nor where no weight is quantized: a float model whose one quantizer
     // converts its uint8 input.
-    let mut proto = ModelBuilder::new(13)
+    let mut input_only = ModelBuilder::new(13)
         .input("x", &[2, 64])
         .init_f32("s", &[], &[0.01])
         .init_f32("w2", &[64, 64], &w)
@@ -4658,19 +4665,32 @@ fn a_partly_quantized_model_is_left_alone_saying_what_stays_float() {
         .node("mm2", "MatMul", &["h", "w2"], &["y"])
         .output("y", &[2, 64])
         .proto();
-    let x = proto.graph.as_mut().unwrap().input[0]
+    let x = input_only.graph.as_mut().unwrap().input[0]
         .r#type
         .as_mut()
         .unwrap();
     if let Some(onnx_squeeze::proto::type_proto::Value::TensorType(tt)) = x.value.as_mut() {
         tt.elem_type = Some(onnx_squeeze::proto::tensor_proto::DataType::Uint8 as i32);
     }
-    let mut m = Model::from_proto(
-        proto,
-        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
-    )
-    .unwrap();
-    says_nothing_of_float(&quant(&mut m, ""));
+    says_nothing_of_float(&quant(&mut load(input_only), ""));
+    // The int8 weight held in a Constant node (as PaddleOCR exports hold
+    // their weights) is a quantized layer all the same.
+    let mut in_node = proto(true);
+    let g = in_node.graph.as_mut().unwrap();
+    let at = g.initializer.iter().position(|t| t.name() == "wq").unwrap();
+    let t = g.initializer.remove(at);
+    g.node.insert(
+        0,
+        node_proto(
+            "wq_node",
+            "Constant",
+            &[],
+            &["wq"],
+            vec![attr_tensor("value", t)],
+        ),
+    );
+    let r = quant(&mut load(in_node), "");
+    assert_unchanged_saying(&r, "1 float weight(s) of 16.4 kB (80% of the weights");
 }
 
 /// QONNX and Brevitas exports carry their own quantizers (`Quant` in a
