@@ -1188,19 +1188,25 @@ fn constant_operands_no_integer_form_takes_are_stored_as_int8() {
     cli_matches_ort(&original, "quant", "0.999");
 }
 
-/// A constant whose values are used as they are stays float, though no
+/// A constant whose values are used as they are keeps them, though no
 /// integer form takes it: a detector's anchor grid added to its boxes
 /// (int8 per channel moved YOLOv8's boxes by up to 5 pixels, which a
-/// cosine over them does not show) and a constant returned as an output;
-/// a layer's operand beside them is still stored as int8.
+/// cosine over them does not show), its strides multiplied into them, and
+/// a constant returned as an output; a layer's operand beside them is
+/// still stored as int8. Those a narrower type holds exactly are stored so
+/// and cast back at load (the grid's k + 0.5 in float16, the strides in
+/// int8): the outputs that read them are the same bit for bit, here and
+/// in onnxruntime; the table of values no narrower type holds stays float.
 #[test]
-fn constants_used_as_they_are_stay_float() {
+fn constants_used_as_they_are_keep_their_values() {
     let grid: Vec<f32> = (0..2 * 80).map(|i| 0.5 + (i % 80) as f32).collect();
+    let strides: Vec<f32> = (0..2 * 80).map(|i| [8.0, 16.0, 32.0][i % 3]).collect();
     let original = ModelBuilder::new(17)
         .input("x", &[24, 4])
         .input("boxes", &[2, 80])
         .init_f32("left", &[32, 24], &weights(32 * 24, 7))
         .init_f32("anchors", &[2, 80], &grid)
+        .init_f32("strides", &[2, 80], &strides)
         .init_f32("table", &[16, 8], &weights(16 * 8, 8))
         .node("mm", "MatMul", &["left", "x"], &["h"])
         .node_with(
@@ -1217,7 +1223,8 @@ fn constants_used_as_they_are_stay_float() {
             &["moved"],
             vec![attr_ints("perm", &[1, 0])],
         )
-        .node("add", "Add", &["boxes", "moved"], &["y"])
+        .node("add", "Add", &["boxes", "moved"], &["centred"])
+        .node("scale", "Mul", &["centred", "strides"], &["y"])
         .node("id", "Identity", &["table"], &["kept"])
         .output("h", &[32, 4])
         .output("y", &[2, 80])
@@ -1229,10 +1236,19 @@ fn constants_used_as_they_are_stay_float() {
         s.contains("Mul(left_int8_values, left_scale) -> (left)"),
         "{s}"
     );
-    assert!(s.contains("init   anchors: float[2,80]"), "{s}");
+    assert!(s.contains("init   anchors_exact: float16[2,80]"), "{s}");
+    assert!(s.contains("Cast(anchors_exact) -> (anchors)"), "{s}");
+    assert!(s.contains("init   strides_exact: int8[2,80]"), "{s}");
+    assert!(s.contains("constant stored exactly as float16"), "{s}");
     assert!(s.contains("init   table: float[16,8]"), "{s}");
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
+    for o in &v.outputs {
+        if o.name != "h" {
+            assert_eq!(o.max_abs, 0.0, "{}", v.table());
+        }
+    }
+    cli_matches_ort(&original, "quant", "0.999");
 }
 
 /// A PReLU's slopes are stored as int8 like a layer's weight: PRelu's,

@@ -315,7 +315,8 @@ impl Quant {
                 continue;
             }
             // A constant whose values are used as they are (an anchor grid
-            // added to boxes) stays float: see `weight_use`.
+            // added to boxes) keeps them: see `weight_use` (and `exact`,
+            // which stores it narrower where that loses nothing).
             let protos = |v: &str| {
                 g.consumers(v)
                     .into_iter()
