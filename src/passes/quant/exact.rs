@@ -154,7 +154,7 @@ pub(super) fn exact_storage(
         };
         let stored = g.fresh_name(&format!("{name}_exact"));
         let mut p = Patch::new(format!(
-            "constant stored exactly as {} (every value the same; expanded once at load)",
+            "constant stored exactly as {} (its values unchanged; cast back once at load)",
             type_name(dt)
         ));
         p.remove_initializers.push(name.clone());
