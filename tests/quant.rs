@@ -569,6 +569,42 @@ fn wide_stored_weights_keep_float16_scales_and_bias() {
     cli_matches_ort(&original, "quant", "0.999");
 }
 
+/// A linear layer exported as MatMul -> Add keeps its bias beside its
+/// weight stored as int8 for float compute: the constant added to the
+/// product goes to float16 with the weight, as a Gemm's third input does.
+/// A constant that something else reads too (added to the product and
+/// returned) stays float32. onnx.checker and onnxruntime accept the result
+/// and agree.
+#[test]
+fn a_matmul_bias_added_to_a_stored_weight_goes_to_float16() {
+    let bias: Vec<f32> = weights(96, 6).iter().map(|v| v * 10.0).collect();
+    let shared: Vec<f32> = weights(64, 7).iter().map(|v| v * 10.0).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[4, 64])
+        .init_f32("w", &[64, 96], &weights(64 * 96, 5))
+        .init_f32("b", &[96], &bias)
+        .init_f32("v", &[96, 64], &weights(96 * 64, 8))
+        .init_f32("c", &[64], &shared)
+        .node("mm", "MatMul", &["x", "w"], &["p"])
+        .node("add", "Add", &["b", "p"], &["y"])
+        .node("mm2", "MatMul", &["y", "v"], &["q"])
+        .node("add2", "Add", &["q", "c"], &["z"])
+        .node("id", "Identity", &["c"], &["c_out"])
+        .output("z", &[4, 64])
+        .output("c_out", &[64])
+        .build()
+        .unwrap();
+    let (m, s) = snapshot(&original, "activations = \"none\"\nsensitive = \"off\"");
+    assert!(s.contains("Mul(w_int8_values, w_scale) -> (w)"), "{s}");
+    assert!(s.contains("init   b_f16: float16[96]"), "{s}");
+    assert!(s.contains("Cast(b_f16) -> (b)"), "{s}");
+    assert!(s.contains("Mul(v_int8_values, v_scale) -> (v)"), "{s}");
+    assert!(s.contains("init   c: float[64]"), "{s}");
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    cli_matches_ort(&original, "quant(activations=none)", "0.999");
+}
+
 /// An LSTM's weights are stored as int8 for it (it has no integer kernel),
 /// but its bias `[1, 8H]`, one value a channel, stays float: int8 with a
 /// scale a value would be larger than the float values.

@@ -877,8 +877,8 @@ pub(super) fn cast_to_float(input: &str, output: &str) -> NodeProto {
 }
 
 /// [`stored_int8`] as a patch replacing the initializer `w`. The bias of a
-/// Conv/ConvTranspose/Gemm that computes in float with this weight goes
-/// with it, stored as float16 (expanded once at load) from
+/// Conv/ConvTranspose/Gemm that computes in float with this weight (or of
+/// a MatMul: the constant its product is added to) goes with it, stored as float16 (expanded once at load) from
 /// `F16_SCALES_MIN_CHANNELS` values on: its rounding, 2^-11 relative, is far
 /// below the int8 weight's, and a float16 bias is half the bytes.
 pub(super) fn stored_weight(
@@ -1046,32 +1046,66 @@ fn f16_biases(model: &Model, w: &str, p: &mut Patch) -> Result<()> {
 }
 
 /// The biases only layers reading `w` as their weight read: float32 vectors
-/// of at least `F16_SCALES_MIN_CHANNELS` values that are no graph output.
+/// of at least `F16_SCALES_MIN_CHANNELS` values that are no graph output. A
+/// Conv's, ConvTranspose's or Gemm's third input, or the constant added to
+/// a MatMul's product (a linear layer exported as MatMul -> Add: PP-OCRv6
+/// tiny recogniser's 6906-class head, 27.6 kB of bias beside its 0.57 MB
+/// of int8 weight).
 fn own_float_biases(g: &crate::ir::Graph, w: &str) -> Vec<String> {
+    // The constant `Add` node `a` adds to the product of a MatMul reading
+    // `w` as its weight.
+    let added = |a: NodeId| -> Option<String> {
+        let n = &g.nodes[a].proto;
+        if n.op_type() != "Add" || n.input.len() != 2 {
+            return None;
+        }
+        let product = |v: &str| {
+            g.producer(v).is_some_and(|p| {
+                let m = &g.nodes[p].proto;
+                m.op_type() == "MatMul" && m.input.get(1).map(String::as_str) == Some(w)
+            })
+        };
+        (0..2).find_map(|k| {
+            (product(&n.input[1 - k]) && g.constant(&n.input[k]).is_some())
+                .then(|| n.input[k].clone())
+        })
+    };
     let mut out: Vec<String> = Vec::new();
     for c in g.consumers(w) {
         let n = &g.nodes[c].proto;
-        if !matches!(n.op_type(), "Conv" | "ConvTranspose" | "Gemm")
-            || n.input.get(1).map(String::as_str) != Some(w)
-        {
+        if n.input.get(1).map(String::as_str) != Some(w) {
             continue;
         }
-        let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) else {
+        let b = match n.op_type() {
+            "Conv" | "ConvTranspose" | "Gemm" => n.input.get(2).filter(|b| !b.is_empty()).cloned(),
+            // Its one reader, an Add of a constant.
+            "MatMul" => match &g.consumers(&n.output[0])[..] {
+                [a] => added(*a),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(b) = b else {
             continue;
         };
-        let fits = g.constant(b).is_some_and(|t| {
+        let fits = g.constant(&b).is_some_and(|t| {
             tensor::data_type(t) == DataType::Float
                 && t.dims.len() == 1
                 && t.dims[0] as usize >= F16_SCALES_MIN_CHANNELS
         });
-        let own = g.consumers(b).iter().all(|&r| {
+        let own = g.consumers(&b).iter().all(|&r| {
             let rn = &g.nodes[r].proto;
-            rn.input.get(1).map(String::as_str) == Some(w)
-                && rn.input.get(2) == Some(b)
-                && rn.input.iter().filter(|i| *i == b).count() == 1
+            let once = rn.input.iter().filter(|i| **i == b).count() == 1;
+            match rn.op_type() {
+                "Add" => once && added(r).is_some_and(|a| a == b),
+                _ => {
+                    once && rn.input.get(1).map(String::as_str) == Some(w)
+                        && rn.input.get(2) == Some(&b)
+                }
+            }
         });
-        if fits && own && !g.is_graph_output(b) && !out.contains(b) {
-            out.push(b.clone());
+        if fits && own && !g.is_graph_output(&b) && !out.contains(&b) {
+            out.push(b);
         }
     }
     out
