@@ -1298,7 +1298,7 @@ fn an_op_tract_lacks_is_no_question_of_sizes() {
     let notes = settle(&m, &mut opts);
     assert!(
         notes.iter().any(|n| n
-            == "tract has no implementation of Mystery, which the model uses, at any input size tried for len: binding them with --dim will not help"),
+            == "tract has no implementation of Mystery, which the model uses, at any input size: binding len with --dim will not help"),
         "{notes:?}"
     );
 }
@@ -1331,7 +1331,7 @@ fn a_form_tract_refuses_is_no_question_of_sizes() {
     let notes = settle(&m, &mut opts);
     assert!(
         notes.iter().any(|n| n
-            == "tract does not support a form of an op the model uses, at any input size tried for len (\"gru\" GRU: Non constant seq_len is not supported): binding them with --dim, or passing --inputs, will not help; `--no-verify` writes the result unverified"),
+            == "tract does not support a form of an op the model uses, at any input size (\"gru\" GRU: Non constant seq_len is not supported): binding len with --dim, or passing --inputs, will not help; `--no-verify` writes the result unverified"),
         "{notes:?}"
     );
 }
