@@ -603,6 +603,27 @@ fn a_matmul_bias_added_to_a_stored_weight_goes_to_float16() {
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     cli_matches_ort(&original, "quant(activations=none)", "0.999");
+    // An excluded Add keeps the bias it reads as it is.
+    let (_, s) = snapshot(
+        &original,
+        "activations = \"none\"\nsensitive = \"off\"\nexclude = [\"add\"]",
+    );
+    assert!(s.contains("Mul(w_int8_values, w_scale) -> (w)"), "{s}");
+    assert!(s.contains("init   b: float[96]"), "{s}");
+    // A weight on the left of its MatMul is no linear layer's: the sum
+    // after it is no bias of its.
+    let left = ModelBuilder::new(17)
+        .input("x", &[96, 64])
+        .init_f32("w", &[64, 96], &weights(64 * 96, 5))
+        .init_f32("e", &[64], &weights(64, 9))
+        .node("mm", "MatMul", &["w", "x"], &["p"])
+        .node("add", "Add", &["p", "e"], &["y"])
+        .output("y", &[64, 64])
+        .build()
+        .unwrap();
+    let (_, s) = snapshot(&left, "activations = \"none\"\nsensitive = \"off\"");
+    assert!(s.contains("Mul(w_int8_values, w_scale) -> (w)"), "{s}");
+    assert!(s.contains("init   e: float[64]"), "{s}");
 }
 
 /// An LSTM's weights are stored as int8 for it (it has no integer kernel),
@@ -1285,6 +1306,47 @@ fn constants_used_as_they_are_keep_their_values() {
         }
     }
     cli_matches_ort(&original, "quant", "0.999");
+}
+
+/// What the exact storage leaves float: a constant an excluded node reads,
+/// and a bias no node reads once quantized (two int8 Convs sharing a bias
+/// of zeros each read an int32 bias of their own: the shared one is
+/// removed, not stored again).
+#[test]
+fn the_exact_storage_leaves_excluded_and_unread_constants() {
+    let grid: Vec<f32> = (0..2 * 80).map(|i| 0.5 + (i % 80) as f32).collect();
+    let steps: Vec<f32> = (0..2 * 80).map(|i| [8.0, 16.0][i % 2]).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 4, 4, 4])
+        .input("boxes", &[2, 80])
+        .init_f32("grid", &[2, 80], &grid)
+        .init_f32("steps", &[2, 80], &steps)
+        .init_f32("wa", &[128, 4, 1, 1], &weights(512, 3))
+        .init_f32("wb", &[128, 4, 1, 1], &weights(512, 4))
+        .init_f32("zero", &[128], &[0.0; 128])
+        .node_with("ca", "Conv", &["x", "wa", "zero"], &["ya"], conv_attrs(1))
+        .node_with("cb", "Conv", &["x", "wb", "zero"], &["yb"], conv_attrs(1))
+        .node("add", "Add", &["boxes", "grid"], &["moved"])
+        .node("scale", "Mul", &["moved", "steps"], &["y"])
+        .output("ya", &[1, 128, 4, 4])
+        .output("yb", &[1, 128, 4, 4])
+        .output("y", &[2, 80])
+        .build()
+        .unwrap();
+    let params = "activations = \"static\"\nmin_reduction = 1\nmin_out_channels = 1\ncalibration = \"minmax\"\nsensitive = \"off\"";
+    let (m, s) = snapshot(&original, &format!("{params}\nexclude = [\"add\"]"));
+    assert!(s.contains("init   grid: float[2,80]"), "{s}");
+    assert!(s.contains("init   steps_exact: int8[2,80]"), "{s}");
+    assert!(s.contains("its bias to int32"), "{s}");
+    assert!(
+        !s.contains("zero_exact") && !s.contains("init   zero:"),
+        "{s}"
+    );
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+    // Without the exclusion the grid is stored exactly too.
+    let (_, s) = snapshot(&original, params);
+    assert!(s.contains("init   grid_exact: float16[2,80]"), "{s}");
 }
 
 /// A PReLU's slopes are stored as int8 like a layer's weight: PRelu's,

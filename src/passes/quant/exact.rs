@@ -6,7 +6,7 @@
 //! boxes; see `weight_use`), a bias of a layer computing in float, a table
 //! too small to quantize. Many such constants hold values a narrower type
 //! represents exactly: YOLOv8's anchor centres are k + 0.5 up to 80 (exact
-//! in float16), its strides 8, 16 and 32 (exact in uint8). Stored so and
+//! in float16), its strides 8, 16 and 32 (exact in int8). Stored so and
 //! cast back to float32 once at load (runtimes fold a constant `Cast`, as
 //! they do quant's other stored forms), they compute bit for bit what the
 //! float constant did: YOLOv10n's 101 kB of anchors and strides take 42
@@ -107,6 +107,13 @@ pub(super) fn exact_storage(
     let mut removed: HashSet<NodeId> = HashSet::new();
     for p in patches {
         touched.extend(p.remove_initializers.iter().map(String::as_str));
+        // An initializer a patch adds under an existing name replaces it.
+        touched.extend(p.add_initializers.iter().map(|t| t.name()));
+        touched.extend(
+            p.add_nodes
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        );
         touched.extend(
             p.add_nodes
                 .iter()

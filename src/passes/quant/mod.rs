@@ -147,7 +147,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "grouped", kind: "bool", default: "false", range: "true|false", doc: "compute depthwise Convs (one input channel a group) in int8 too; by default their weights are int8-stored and they compute in float, which is as fast or faster in onnxruntime (other grouped Convs follow min_reduction, per group)" },
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses (all of them: --samples multiplies its cost), compute the most damaging layers in float until it is met (their weights stay stored as int8, else as int8 in blocks of up to 32 values, else float16, where that meets it)" },
-        ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies), constant operands no integer form takes (a MatMul's left one, a Gemm's with transA, a rank-3 MatMul weight) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load; only what a layer multiplies: a constant used as it is (an anchor grid added to boxes) keeps its values (stored as int8, uint8 or float16 only where that type holds every value exactly, as is any float constant left float)" },
+        ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies), constant operands no integer form takes (a MatMul's left one, a Gemm's with transA, a rank-3 MatMul weight) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load; only what a layer multiplies: a constant used as it is (an anchor grid added to boxes) keeps its values" },
         ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 where a MatMul weight can take int4 blocks), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
     ],
@@ -815,7 +815,11 @@ impl Quant {
                 .count()
         };
         let int4_before = int4_count(&patches);
-        ctx.notes.extend(float_left_note(model, &patches));
+        // (Not those the end stores exactly in narrower types, as far as
+        // the proposal before the search tells.)
+        let exact_now = exact::exact_storage(model, &patches, &excluded)?;
+        ctx.notes
+            .extend(float_left_note(model, patches.iter().chain(&exact_now)));
         let patches = if sensitive {
             self.keep_sensitive_in_float(
                 model,
@@ -1299,10 +1303,9 @@ impl Quant {
 /// (MEGnet's PReLU slopes, 6.6 MB of its 12.3 MB result, before they were
 /// stored as int8). What `sensitive=auto` takes back is not counted: its
 /// notes name it.
-fn float_left_note(model: &Model, patches: &[Patch]) -> Option<String> {
+fn float_left_note<'a>(model: &Model, patches: impl Iterator<Item = &'a Patch>) -> Option<String> {
     let g = &model.graph;
     let touched: std::collections::HashSet<&str> = patches
-        .iter()
         .flat_map(|p| p.remove_initializers.iter().map(String::as_str))
         .collect();
     let float = |t: &TensorProto| tensor::data_type(t) == DataType::Float;

@@ -61,6 +61,7 @@ impl Quant {
         let mut weight_patch: HashMap<String, usize> = HashMap::new();
         let mut weight_axis: HashMap<String, Option<i64>> = HashMap::new();
         let mut storable: HashMap<String, Fallback> = HashMap::new();
+        let excluded = |id: NodeId| self.excludes(&g.nodes[id]);
         // On a model of several GB this loop is the pass (weight-only): it
         // says how far it is, by weight and by bytes read.
         let progress = ctx.progress.within("weights");
@@ -101,7 +102,7 @@ impl Quant {
                 if tensor::data_type(t) != DataType::Float16 {
                     storable.insert(w.clone(), Fallback::Stored(axis));
                 }
-                stored_weight(model, w, &data, axis)?
+                stored_weight(model, w, &data, axis, &excluded)?
             } else if let (Some(transposed), "dynamic", false, true) =
                 (dynamic_layout(g, readers), mode, int4_blocks, opset >= 11)
             {
@@ -168,7 +169,7 @@ impl Quant {
                     // around it): stored, expanded once at load, where a
                     // weight-only DequantizeLinear would run on every
                     // inference (slower than the float model).
-                    stored_weight(model, w, &data, stored_axis)?
+                    stored_weight(model, w, &data, stored_axis, &excluded)?
                 }
             };
             patches.push(patch);
@@ -886,6 +887,7 @@ pub(super) fn stored_weight(
     w: &str,
     data: &tensor::F32View,
     axis: Option<usize>,
+    excluded: &dyn Fn(NodeId) -> bool,
 ) -> Result<Patch> {
     let g = &model.graph;
     let half = g
@@ -897,7 +899,7 @@ pub(super) fn stored_weight(
     } else {
         "weight stored as int8 (expanded once at load)"
     });
-    replacing(model, w, p, inits, nodes)
+    replacing(model, w, p, inits, nodes, excluded)
 }
 
 /// `p` replacing the initializer `w` by a stored form (`inits`, `nodes`
@@ -909,12 +911,13 @@ fn replacing(
     mut p: Patch,
     inits: Vec<TensorProto>,
     nodes: Vec<NodeProto>,
+    excluded: &dyn Fn(NodeId) -> bool,
 ) -> Result<Patch> {
     p.remove_initializers.push(w.to_string());
     p.add_initializers = inits;
     p.add_nodes = nodes;
     p.anchor = model.graph.consumers(w).first().copied();
-    f16_biases(model, w, &mut p)?;
+    f16_biases(model, w, &mut p, excluded)?;
     Ok(p)
 }
 
@@ -1003,6 +1006,7 @@ pub(super) fn stored_weight_blocks(
     w: &str,
     data: &tensor::F32View,
     axis: Option<usize>,
+    excluded: &dyn Fn(NodeId) -> bool,
 ) -> Result<Option<Patch>> {
     let g = &model.graph;
     if g.constant(w)
@@ -1018,14 +1022,24 @@ pub(super) fn stored_weight_blocks(
     let p = Patch::new(format!(
         "weight stored as int8 in blocks of {block} (expanded once at load)"
     ));
-    replacing(model, w, p, inits, nodes).map(Some)
+    replacing(model, w, p, inits, nodes, excluded).map(Some)
 }
 
 /// The float32 biases only layers reading `w` read, stored as float16 in
-/// `p` (their rounding, 2^-11 relative, is far below an int8 weight's).
-fn f16_biases(model: &Model, w: &str, p: &mut Patch) -> Result<()> {
+/// `p` (their rounding, 2^-11 relative, is far below an int8 weight's);
+/// not one an `excluded` node reads (a MatMul's bias `Add` that
+/// `exclude=` keeps as it is).
+fn f16_biases(
+    model: &Model,
+    w: &str,
+    p: &mut Patch,
+    excluded: &dyn Fn(NodeId) -> bool,
+) -> Result<()> {
     let g = &model.graph;
     for b in own_float_biases(g, w) {
+        if g.consumers(&b).into_iter().any(excluded) {
+            continue;
+        }
         let t = g.constant(&b).context("a bias is not a constant")?;
         let payload = model.payload(t)?;
         let bias = tensor::f32_view(t, payload.as_ref())?;
@@ -1079,8 +1093,8 @@ fn own_float_biases(g: &crate::ir::Graph, w: &str) -> Vec<String> {
         let b = match n.op_type() {
             "Conv" | "ConvTranspose" | "Gemm" => n.input.get(2).filter(|b| !b.is_empty()).cloned(),
             // Its one reader, an Add of a constant.
-            "MatMul" => match &g.consumers(&n.output[0])[..] {
-                [a] => added(*a),
+            "MatMul" => match n.output.first().map(|o| g.consumers(o)).as_deref() {
+                Some([a]) => added(*a),
                 _ => None,
             },
             _ => None,

@@ -657,7 +657,8 @@ impl Quant {
         // int8 weight rounding), else float. Each form is built when its
         // first rung is checked, one rung ahead where two are checked at
         // once (see `storage_ladder`).
-        let forms = |kind: Form| stored_forms(model, &patches, storable, kind);
+        let excluded = |id: crate::ir::NodeId| self.excludes(&model.graph.nodes[id]);
+        let forms = |kind: Form| stored_forms(model, &patches, storable, kind, &excluded);
         let int8 = forms(Form::Int8)?;
         let storable_any = int8.iter().any(Option::is_some);
         // The storage of the weights taken back, each rung judged by `eval`.

@@ -122,6 +122,7 @@ pub(super) fn stored_forms(
     patches: &[Patch],
     storable: &HashMap<String, Fallback>,
     kind: Form,
+    excluded: &dyn Fn(crate::ir::NodeId) -> bool,
 ) -> Result<Vec<Option<Stored>>> {
     let g = &model.graph;
     patches
@@ -142,11 +143,13 @@ pub(super) fn stored_forms(
             let stored = |form, patch| Stored { form, patch };
             Ok(match (fallback, kind) {
                 (_, Form::Half) => Some(stored(Form::Half, stored_f16(model, w, &data))),
-                (Fallback::Stored(axis), Form::Int8 | Form::Kernel) => {
-                    Some(stored(Form::Int8, stored_weight(model, w, &data, *axis)?))
-                }
+                (Fallback::Stored(axis), Form::Int8 | Form::Kernel) => Some(stored(
+                    Form::Int8,
+                    stored_weight(model, w, &data, *axis, excluded)?,
+                )),
                 (Fallback::Stored(axis), Form::Blocks) => {
-                    stored_weight_blocks(model, w, &data, *axis)?.map(|p| stored(Form::Blocks, p))
+                    stored_weight_blocks(model, w, &data, *axis, excluded)?
+                        .map(|p| stored(Form::Blocks, p))
                 }
                 (Fallback::Rows(readers), _) => {
                     Some(stored(Form::Int8, gather_rows(model, w, &data, readers)?))
@@ -163,7 +166,7 @@ pub(super) fn stored_forms(
                     dynamic_matmuls(model, w, &data, readers, false, *per_channel, *qmax)?,
                 )),
                 (Fallback::Kernel { per_channel, .. }, Form::Blocks) => {
-                    stored_weight_blocks(model, w, &data, per_channel.then_some(1))?
+                    stored_weight_blocks(model, w, &data, per_channel.then_some(1), excluded)?
                         .map(|p| stored(Form::Blocks, p))
                 }
             })
