@@ -6030,3 +6030,57 @@ fn each_network_a_sample_rate_selects_is_verified_and_searched() {
         });
     }
 }
+
+/// A model that arrives with integer ops (onnxruntime's `quantize_dynamic`
+/// of SqueezeNet: ConvInteger) is left alone and verified in tract as it
+/// is. A ConvInteger of 16 to 64 channels over 55x55 crashed the process
+/// in tract's AMX int8 kernel on a CPU with AMX (SIGSEGV: no error, no
+/// report); tract now computes it with its other integer kernels, and the
+/// model verifies against itself. (On a CPU without AMX this runs those
+/// kernels either way.)
+#[test]
+fn a_conv_integer_model_is_verified_without_amx_kernels() {
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let w: Vec<u8> = (0..64 * 16 * 9)
+        .map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8)
+        .collect();
+    let mut b = ModelBuilder::new(17)
+        .init(onnx_squeeze::proto::TensorProto {
+            name: Some("w".into()),
+            dims: vec![64, 16, 3, 3],
+            data_type: Some(DataType::Int8 as i32),
+            raw_data: Some(w.into()),
+            ..Default::default()
+        })
+        .node_with(
+            "conv",
+            "ConvInteger",
+            &["x", "w"],
+            &["acc"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        )
+        .node_with(
+            "cast",
+            "Cast",
+            &["acc"],
+            &["y"],
+            vec![attr_int("to", DataType::Float as i64)],
+        )
+        .output("y", &[1, 64, 55, 55])
+        .proto();
+    b.graph
+        .as_mut()
+        .unwrap()
+        .input
+        .push(typed_value("x", DataType::Uint8, &[1, 16, 55, 55]));
+    let mut m = Model::from_proto(
+        b,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let original = m.clone();
+    let r = quant(&mut m, "");
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}

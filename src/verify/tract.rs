@@ -322,12 +322,28 @@ fn inference_model_of(proto: ModelProto) -> Result<InferenceModel> {
     }
 }
 
+/// Takes tract's AMX int8 matrix kernels out of its choice, before it
+/// first probes the machine (every model tract runs is parsed first, by
+/// [`ONNX`]): tract 0.23.9's `avx512amx_mmm_i32_16x16` crashed the process
+/// (SIGSEGV) on a CPU with AMX, on a ConvInteger of 16 to 64 channels over
+/// 55x55 (onnxruntime's `quantize_dynamic` of SqueezeNet), where its AVX-512
+/// VNNI kernels compute it. Verification computes quant's own integer
+/// layers in float, so only models that arrive with integer ops reach
+/// these kernels. A `TRACT_CPU_ISA` set in the environment is tract's to
+/// apply and wins over this.
+fn without_amx_int8() {
+    // Only fails where a value was set before, which nothing here does.
+    let _ =
+        tract_onnx::tract_hir::tract_core::knobs::set_config_global("TRACT_CPU_ISA", "-amx-int8");
+}
+
 /// tract's ONNX front end as every parse uses it (value infos ignored,
 /// GlobalAveragePool widened: [`WideGlobalAvgPool`]), its register of
 /// operators built once: registering them (a few hundred map entries) is
 /// as costly as parsing a small model, and a run parses the model and
 /// each candidate again (silero-vad's run 134 -> 128 ms).
 static ONNX: std::sync::LazyLock<tract_onnx::model::Onnx> = std::sync::LazyLock::new(|| {
+    without_amx_int8();
     let mut onnx = tract_onnx::onnx().with_ignore_value_info(true);
     onnx.op_register.insert("GlobalAveragePool", |_, _| {
         Ok((
