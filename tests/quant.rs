@@ -6042,7 +6042,7 @@ fn each_network_a_sample_rate_selects_is_verified_and_searched() {
 fn a_conv_integer_model_is_verified_without_amx_kernels() {
     use onnx_squeeze::proto::tensor_proto::DataType;
     let w: Vec<u8> = (0..64 * 16 * 9)
-        .map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8)
+        .map(|i: i32| (i * 37 % 255 - 127) as i8 as u8)
         .collect();
     let mut b = ModelBuilder::new(17)
         .init(onnx_squeeze::proto::TensorProto {
