@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::weights::cast_to_float;
 use crate::io::spill::keep_slice;
@@ -27,12 +27,8 @@ use crate::proto::{tensor_proto::DataType, TensorProto};
 /// (two or three bytes a value).
 pub(super) const EXACT_MIN_VALUES: usize = 128;
 
-/// The narrow types tried, smallest first, each with its element size.
-const NARROW: [(DataType, usize); 3] = [
-    (DataType::Int8, 1),
-    (DataType::Uint8, 1),
-    (DataType::Float16, 2),
-];
+/// The narrow types tried, smallest first.
+const NARROW: [DataType; 3] = [DataType::Int8, DataType::Uint8, DataType::Float16];
 
 /// Whether `x` is exactly an integer within `lo..=hi`, bit for bit: -0.0
 /// is not 0 (an integer type's 0 casts back to +0.0).
@@ -54,7 +50,7 @@ pub(super) fn narrowest_exact(data: &[f32]) -> Option<DataType> {
         DataType::Uint8 => data.iter().all(|&x| exact_integer(x, 0.0, 255.0)),
         _ => data.iter().all(|&x| exact_half(x)),
     };
-    NARROW.iter().map(|&(dt, _)| dt).find(|&dt| fits(dt))
+    NARROW.into_iter().find(|&dt| fits(dt))
 }
 
 /// `data` as a tensor of `dt` (one of [`NARROW`]), named `name`; every
@@ -81,19 +77,19 @@ fn narrow_tensor(name: &str, dims: &[i64], data: &[f32], dt: DataType) -> Tensor
     }
 }
 
-/// The patches that store narrower, exactly, each float32 initializer of
-/// the main graph that `patches` (the quantization chosen) neither
-/// rewrites nor reads, of [`EXACT_MIN_VALUES`] values or more, read only
-/// by ONNX ops that `excluded` does not keep as they are, and whose
-/// values a narrower type holds exactly; every reader reads it after
-/// `patches` too. Initializers that are also graph
-/// inputs (a caller may feed them) stay, and so do those the
-/// post-processing verification needs unchanged reads (`untouchable`).
-pub(super) fn exact_storage(
-    model: &Model,
+/// Each float32 initializer of the main graph that `patches` (the
+/// quantization chosen) neither rewrites nor reads, of
+/// [`EXACT_MIN_VALUES`] values or more, read only by ONNX ops that
+/// `excluded` does not keep as they are, and whose values a narrower type
+/// holds exactly, with that type; every reader reads it after `patches`
+/// too. Initializers that are also graph inputs (a caller may feed them)
+/// stay, and so do those the post-processing verification needs unchanged
+/// reads (`untouchable`). Nothing is copied: the values are read in place.
+pub(super) fn exactly_storable<'m>(
+    model: &'m Model,
     patches: &[Patch],
     excluded: &dyn Fn(NodeId) -> bool,
-) -> Result<Vec<Patch>> {
+) -> Result<Vec<(&'m str, DataType)>> {
     let g = &model.graph;
     // Cast-6 is the first whose `to` is a type number.
     if model.opset() < 6 {
@@ -109,16 +105,9 @@ pub(super) fn exact_storage(
         touched.extend(p.remove_initializers.iter().map(String::as_str));
         // An initializer a patch adds under an existing name replaces it.
         touched.extend(p.add_initializers.iter().map(|t| t.name()));
-        touched.extend(
-            p.add_nodes
-                .iter()
-                .flat_map(|n| n.output.iter().map(String::as_str)),
-        );
-        touched.extend(
-            p.add_nodes
-                .iter()
-                .flat_map(|n| n.input.iter().map(String::as_str)),
-        );
+        for n in &p.add_nodes {
+            touched.extend(n.input.iter().chain(&n.output).map(String::as_str));
+        }
         touched.extend(p.shunts.iter().flat_map(|(a, b)| [a.as_str(), b.as_str()]));
         touched.extend(p.rewires.iter().map(|(_, _, v)| v.as_str()));
         gone.extend(p.rewires.iter().map(|&(id, slot, _)| (id, slot)));
@@ -156,32 +145,42 @@ pub(super) fn exact_storage(
         }
         let payload = model.payload(t)?;
         let data = tensor::f32_view(t, payload.as_ref())?;
-        let Some(dt) = narrowest_exact(&data.data) else {
-            continue;
-        };
-        let stored = g.fresh_name(&format!("{name}_exact"));
-        let mut p = Patch::new(format!(
-            "constant stored exactly as {} (its values unchanged; cast back once at load)",
-            type_name(dt)
-        ));
-        p.remove_initializers.push(name.clone());
-        p.add_initializers
-            .push(narrow_tensor(&stored, &data.dims, &data.data, dt));
-        p.add_nodes.push(cast_to_float(&stored, name));
-        p.anchor = readers.first().copied();
-        p.exact = true;
-        out.push(p);
+        if let Some(dt) = narrowest_exact(&data.data) {
+            out.push((name.as_str(), dt));
+        }
     }
     Ok(out)
 }
 
-/// For the report's labels.
-fn type_name(dt: DataType) -> &'static str {
-    match dt {
-        DataType::Int8 => "int8",
-        DataType::Uint8 => "uint8",
-        _ => "float16",
+/// The patches that store each constant [`exactly_storable`] finds in its
+/// narrower type, cast back to float32 under its own name.
+pub(super) fn exact_storage(
+    model: &Model,
+    patches: &[Patch],
+    excluded: &dyn Fn(NodeId) -> bool,
+) -> Result<Vec<Patch>> {
+    let g = &model.graph;
+    let mut out = Vec::new();
+    for (name, dt) in exactly_storable(model, patches, excluded)? {
+        let t = g
+            .constant(name)
+            .context("a constant to store narrower is not a constant")?;
+        let payload = model.payload(t)?;
+        let data = tensor::f32_view(t, payload.as_ref())?;
+        let stored = g.fresh_name(&format!("{name}_exact"));
+        let mut p = Patch::new(format!(
+            "constant stored exactly as {} (its values unchanged; cast back once at load)",
+            dt.as_str_name().to_lowercase()
+        ));
+        p.remove_initializers.push(name.to_string());
+        p.add_initializers
+            .push(narrow_tensor(&stored, &data.dims, &data.data, dt));
+        p.add_nodes.push(cast_to_float(&stored, name));
+        p.anchor = g.consumers(name).first().copied();
+        p.exact = true;
+        out.push(p);
     }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -817,9 +817,12 @@ impl Quant {
         let int4_before = int4_count(&patches);
         // (Not those the end stores exactly in narrower types, as far as
         // the proposal before the search tells.)
-        let exact_now = exact::exact_storage(model, &patches, &excluded)?;
-        ctx.notes
-            .extend(float_left_note(model, patches.iter().chain(&exact_now)));
+        let exact_now = exact::exactly_storable(model, &patches, &excluded)?;
+        ctx.notes.extend(float_left_note(
+            model,
+            &patches,
+            exact_now.iter().map(|&(name, _)| name),
+        ));
         let patches = if sensitive {
             self.keep_sensitive_in_float(
                 model,
@@ -1303,10 +1306,18 @@ impl Quant {
 /// (MEGnet's PReLU slopes, 6.6 MB of its 12.3 MB result, before they were
 /// stored as int8). What `sensitive=auto` takes back is not counted: its
 /// notes name it.
-fn float_left_note<'a>(model: &Model, patches: impl Iterator<Item = &'a Patch>) -> Option<String> {
+/// Nor are those `stored_exactly` names (stored in narrower types,
+/// [`exact::exactly_storable`]).
+fn float_left_note<'a>(
+    model: &Model,
+    patches: &'a [Patch],
+    stored_exactly: impl Iterator<Item = &'a str>,
+) -> Option<String> {
     let g = &model.graph;
     let touched: std::collections::HashSet<&str> = patches
+        .iter()
         .flat_map(|p| p.remove_initializers.iter().map(String::as_str))
+        .chain(stored_exactly)
         .collect();
     let float = |t: &TensorProto| tensor::data_type(t) == DataType::Float;
     let total: u64 = g

@@ -879,9 +879,10 @@ pub(super) fn cast_to_float(input: &str, output: &str) -> NodeProto {
 
 /// [`stored_int8`] as a patch replacing the initializer `w`. The bias of a
 /// Conv/ConvTranspose/Gemm that computes in float with this weight (or of
-/// a MatMul: the constant its product is added to) goes with it, stored as float16 (expanded once at load) from
-/// `F16_SCALES_MIN_CHANNELS` values on: its rounding, 2^-11 relative, is far
-/// below the int8 weight's, and a float16 bias is half the bytes.
+/// a MatMul: the constant its product is added to) goes with it, stored as
+/// float16 (expanded once at load) from `F16_SCALES_MIN_CHANNELS` values
+/// on: its rounding, 2^-11 relative, is far below the int8 weight's, and a
+/// float16 bias is half the bytes.
 pub(super) fn stored_weight(
     model: &Model,
     w: &str,
