@@ -5454,6 +5454,54 @@ fn quant_leaves_post_processing_tract_cannot_type_as_it_is() {
     assert_ort_matches(&old, &out, &args);
 }
 
+/// Post-processing after a selection that holds an If (torchvision's
+/// detectors guard their NMS so: SSDlite and RetinaNet were refused): the
+/// cut copy outputs what it reads, the branches' reads from the main graph
+/// included, and its signature covers the branches by what they compute.
+/// `clean` moves the then branch's weight to the main graph (the signature
+/// keeps: the same values read), `quant` alone leaves it in the branch,
+/// unquantized (quantized, the signature differs and the result is refused).
+#[test]
+fn quant_leaves_post_processing_holding_an_if_as_it_is() {
+    let dir = scratch("quant_selection_if");
+    py_script("make_selection_models.py", &[dir.path()]);
+    let original = dir.path().join("if.onnx");
+    let inputs = dir.path().join("x.npz").to_string_lossy().into_owned();
+    let args = ["--inputs".to_string(), inputs];
+    let out = dir.path().join("if.q.onnx");
+    let stdout = run_passes_verified("clean,quant", &args, &original, &out);
+    assert!(
+        stdout.contains("post-processing from NonZero on (6 node(s), with the constants only it reads) left as it is (2 float weight(s) among what it reads stay float)")
+            && stdout.contains("verified up to the 2 value(s) that post-processing reads ('mask', 'scores'); its 6 node(s) were not run"),
+        "{stdout}"
+    );
+    assert_ort_matches(&original, &out, &args);
+
+    let out = dir.path().join("if.quant.onnx");
+    run_passes_verified("quant", &args, &original, &out);
+    let branch_weight = |path: &std::path::Path| {
+        let (m, _) = Model::load(path).unwrap();
+        let guard = m
+            .graph
+            .nodes
+            .node_weights()
+            .find(|n| n.name() == "guard")
+            .unwrap()
+            .proto
+            .clone();
+        let then = guard
+            .attribute
+            .iter()
+            .find(|a| a.name() == "then_branch")
+            .and_then(|a| a.g.clone())
+            .unwrap();
+        then.initializer
+    };
+    assert_eq!(branch_weight(&out), branch_weight(&original));
+    assert_eq!(branch_weight(&out)[0].name(), "body_w");
+    assert_ort_matches(&original, &out, &args);
+}
+
 /// Without verification (`--no-verify`) `sensitive=auto` builds its own
 /// reference of its input from the samples calibration ran, and judges
 /// what verification would: a term an output adds to an input (`y = x +

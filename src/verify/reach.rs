@@ -15,21 +15,23 @@
 //! compared through the floats they are decided from). The tail is not
 //! run, so it must compute the same in the result: its canonical
 //! signature ([`Cut::signature`]) must match, which verification checks;
-//! `quant` leaves it alone. A tail holding subgraph bodies, or longer than 1024
-//! nodes, is not cut.
+//! `quant` leaves it alone. Bodies a tail holds (torchvision's detectors
+//! guard their NMS with an If) are signed by what they compute, their
+//! reads from the rest being values it reads too. A tail of more than
+//! 16384 nodes, its bodies' counted, is not cut.
 //!
 //! A model tract types and runs whole is not cut: its selections are
 //! compared as verification compares them anywhere (see the module above).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use prost::Message;
 use tract_onnx::prelude::Tensor;
 
 use crate::ir::{Model, NodeId};
 use crate::passes::opset::{moved_parameters, MovedParameter};
-use crate::proto::NodeProto;
+use crate::proto::{GraphProto, NodeProto};
 
 /// Ops whose output size depends on the values they read.
 pub const DATA_DEPENDENT: &[&str] = &["NonZero", "NonMaxSuppression", "Unique", "Compress"];
@@ -173,7 +175,9 @@ pub fn untouchable(m: &Model) -> HashSet<NodeId> {
     let live = live(m);
     let mut stack: Vec<NodeId> = nodes.iter().copied().collect();
     while let Some(id) = stack.pop() {
-        for i in g.nodes[id].proto.input.iter().filter(|i| !i.is_empty()) {
+        // What its bodies read from the main graph too.
+        let (direct, implicit) = crate::ir::reads(&g.nodes[id].proto);
+        for i in direct.iter().chain(&implicit) {
             if let Some(p) = g.producer(i).filter(|p| !live.contains(p)) {
                 if nodes.insert(p) {
                     stack.push(p);
@@ -237,43 +241,36 @@ const MOVES: &[&str] = &[
 /// removes them; a Dropout only in inference, its first output).
 const TRANSPARENT: &[&str] = &["Identity", "Dropout"];
 
-/// The longest tail cut (its signature recurses once per node, on a
-/// thread's stack).
-const MAX_TAIL: usize = 1024;
+/// The most nodes (bodies' included) a cut tail holds: its signature
+/// recurses once per node on a thread of its own, whose stack is sized for
+/// it ([`STACK_PER_NODE`]).
+const MAX_TAIL: usize = 16384;
+
+/// The signing thread's stack per node of the tail (a node's token and
+/// the value tokens it reads nest a few frames deep; bodies nest more).
+const STACK_PER_NODE: usize = 32 << 10;
 
 /// The largest constant a signature computes to sign it by value.
 const MAX_EVALUATED_BYTES: usize = 16 << 20;
 
-/// Why `m`'s `tail` ([`tail`]) is not cut, where it is not: one holding
-/// subgraphs (what they read from outside and their bodies would need a
-/// canonical form of their own), or one longer than its signature's walk
-/// goes (a recursion per node). torchvision's SSDlite and RetinaNet hold an
-/// If after their NonZero.
-pub fn not_cut(m: &Model, tail: &HashSet<NodeId>) -> Option<String> {
-    let g = &m.graph;
-    // The first in graph order: the note names the same node on every run.
-    if let Some(&id) = tail
-        .iter()
-        .filter(|&&id| {
-            g.nodes[id]
-                .proto
-                .attribute
-                .iter()
-                .any(|a| a.g.is_some() || !a.graphs.is_empty())
-        })
-        .min_by_key(|&&id| g.nodes[id].order)
-    {
-        let n = &g.nodes[id];
-        return Some(format!(
-            "it holds a subgraph ({} '{}'), which verification does not cut",
-            n.op(),
-            n.proto.name()
-        ));
+/// The nodes of `tail` and of the bodies they hold, at any depth.
+fn tail_size(m: &Model, tail: &HashSet<NodeId>) -> usize {
+    fn nodes(n: &NodeProto) -> usize {
+        1 + crate::ir::walk::subgraphs(n)
+            .flat_map(|g| &g.node)
+            .map(nodes)
+            .sum::<usize>()
     }
-    (tail.len() > MAX_TAIL).then(|| {
+    tail.iter().map(|&id| nodes(&m.graph.nodes[id].proto)).sum()
+}
+
+/// Why `m`'s `tail` ([`tail`]) is not cut, where it is not: one longer,
+/// its bodies' nodes counted, than its signature's walk goes.
+pub fn not_cut(m: &Model, tail: &HashSet<NodeId>) -> Option<String> {
+    let n = tail_size(m, tail);
+    (n > MAX_TAIL).then(|| {
         format!(
-            "it is {} nodes long, more than the {MAX_TAIL} verification cuts",
-            tail.len()
+            "it is {n} nodes long (bodies included), more than the {MAX_TAIL} verification cuts"
         )
     })
 }
@@ -282,83 +279,23 @@ pub fn not_cut(m: &Model, tail: &HashSet<NodeId>) -> Option<String> {
 /// `None` (and `m` as it was) where nothing before the tail depends on a
 /// graph input: there is nothing to compare.
 fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
-    let g = &m.graph;
     if not_cut(m, tail).is_some() {
         return Ok(None);
     }
     let live = live(m);
-    let mut sign = Signer {
-        m,
-        tail,
-        live: &live,
-        values: HashMap::new(),
-        constants: HashMap::new(),
-        boundary: Vec::new(),
-    };
-    // The tail from the graph outputs it computes, each node's inputs in
-    // order: the values it reads from the rest come in the order it reads
-    // them, whatever order the file lists its nodes in.
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for o in g.output_names() {
-        if g.producer(&o).is_some_and(|p| tail.contains(&p)) {
-            hasher.update(&sign.token(&o)?.to_le_bytes());
-        }
-    }
-    let boundary = std::mem::take(&mut sign.boundary);
-    let mut outputs: Vec<String> = g
-        .output_names()
-        .filter(|o| g.producer(o).is_none_or(|p| !tail.contains(&p)))
-        .collect();
-    for v in boundary {
-        if !outputs.contains(&v) {
-            outputs.push(v);
-        }
-    }
-    // Booleans and indices the tail reads that a comparison or an ArgMax
-    // decided (a threshold's mask, classes, cast or gathered) flip under
-    // any rounding: they are not compared, the floats they are decided
-    // from are, and what decides them (a threshold, an axis) is signed
-    // with the tail. Other values the tail reads are compared, integers
-    // exactly.
-    let decided_values = decided(m, &live);
-    let mut decided = Vec::new();
-    let mut k = 0;
-    while k < outputs.len() {
-        let v = outputs[k].clone();
-        k += 1;
-        if !decided_values.contains(&v) {
-            continue;
-        }
-        decided.push(v.clone());
-        let mut stack = vec![v];
-        let mut seen = HashSet::new();
-        while let Some(v) = stack.pop() {
-            let Some(p) = g.producer(&v).filter(|p| seen.insert(*p)) else {
-                continue;
-            };
-            let n = &g.nodes[p];
-            if !TRANSPARENT.contains(&n.op()) {
-                hasher.update(&sign.local(p)?.to_le_bytes());
-            }
-            if DECIDES.contains(&n.op()) {
-                for i in n.proto.input.iter() {
-                    if g.producer(i).is_some_and(|q| live.contains(&q)) && !outputs.contains(i) {
-                        outputs.push(i.clone());
-                    }
-                }
-            } else {
-                // What it moves: its decided inputs.
-                stack.extend(
-                    n.proto
-                        .input
-                        .iter()
-                        .filter(|i| decided_values.contains(*i))
-                        .cloned(),
-                );
-            }
-        }
-    }
-    let signature = hasher.digest128();
+    // On a thread whose stack holds the signature's walk, however deep.
+    let stack = (tail_size(m, tail) * STACK_PER_NODE).max(8 << 20);
+    let shared: &Model = m;
+    let (outputs, decided, signature) = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("tail signature".into())
+            .stack_size(stack)
+            .spawn_scoped(s, || signed(shared, tail, &live))
+            .context("starting the thread that signs the post-processing")?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    let g = &m.graph;
     if outputs.is_empty() {
         return Ok(None);
     }
@@ -425,6 +362,88 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     }))
 }
 
+/// What [`cut`] cuts `tail` of `m` into: the cut copy's outputs, those a
+/// comparison decided, and the tail's signature.
+fn signed(
+    m: &Model,
+    tail: &HashSet<NodeId>,
+    live: &HashSet<NodeId>,
+) -> Result<(Vec<String>, Vec<String>, u128)> {
+    let g = &m.graph;
+    let mut sign = Signer {
+        m,
+        tail,
+        live,
+        values: HashMap::new(),
+        constants: HashMap::new(),
+        boundary: Vec::new(),
+    };
+    // The tail from the graph outputs it computes, each node's inputs in
+    // order: the values it reads from the rest come in the order it reads
+    // them, whatever order the file lists its nodes in.
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for o in g.output_names() {
+        if g.producer(&o).is_some_and(|p| tail.contains(&p)) {
+            hasher.update(&sign.token(&o)?.to_le_bytes());
+        }
+    }
+    let boundary = std::mem::take(&mut sign.boundary);
+    let mut outputs: Vec<String> = g
+        .output_names()
+        .filter(|o| g.producer(o).is_none_or(|p| !tail.contains(&p)))
+        .collect();
+    for v in boundary {
+        if !outputs.contains(&v) {
+            outputs.push(v);
+        }
+    }
+    // Booleans and indices the tail reads that a comparison or an ArgMax
+    // decided (a threshold's mask, classes, cast or gathered) flip under
+    // any rounding: they are not compared, the floats they are decided
+    // from are, and what decides them (a threshold, an axis) is signed
+    // with the tail. Other values the tail reads are compared, integers
+    // exactly.
+    let decided_values = decided(m, live);
+    let mut decided = Vec::new();
+    let mut k = 0;
+    while k < outputs.len() {
+        let v = outputs[k].clone();
+        k += 1;
+        if !decided_values.contains(&v) {
+            continue;
+        }
+        decided.push(v.clone());
+        let mut stack = vec![v];
+        let mut seen = HashSet::new();
+        while let Some(v) = stack.pop() {
+            let Some(p) = g.producer(&v).filter(|p| seen.insert(*p)) else {
+                continue;
+            };
+            let n = &g.nodes[p];
+            if !TRANSPARENT.contains(&n.op()) {
+                hasher.update(&sign.local(p)?.to_le_bytes());
+            }
+            if DECIDES.contains(&n.op()) {
+                for i in n.proto.input.iter() {
+                    if g.producer(i).is_some_and(|q| live.contains(&q)) && !outputs.contains(i) {
+                        outputs.push(i.clone());
+                    }
+                }
+            } else {
+                // What it moves: its decided inputs.
+                stack.extend(
+                    n.proto
+                        .input
+                        .iter()
+                        .filter(|i| decided_values.contains(*i))
+                        .cloned(),
+                );
+            }
+        }
+    }
+    Ok((outputs, decided, hasher.digest128()))
+}
+
 /// A tail's canonical form, value by value: what exact rewrites keep (names,
 /// the order nodes are listed in, an Identity, a Dropout or a node nothing
 /// reads removed, a Constant node made an initializer, a constant Cast
@@ -443,12 +462,13 @@ struct Signer<'a> {
     boundary: Vec<String>,
 }
 
-impl Signer<'_> {
+impl<'a> Signer<'a> {
     fn token(&mut self, v: &str) -> Result<u128> {
         if let Some(&t) = self.values.get(v) {
             return Ok(t);
         }
-        let g = &self.m.graph;
+        let m: &'a Model = self.m;
+        let g = &m.graph;
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         match g.producer(v) {
             // A value of the rest: its place among those read.
@@ -474,49 +494,16 @@ impl Signer<'_> {
                 };
                 if let Some(t) = value {
                     h.update(&values_token(self.m, &t)?.to_le_bytes());
-                } else if n.is_onnx()
-                    && TRANSPARENT.contains(&n.op())
-                    && n.proto.output.first().is_some_and(|o| o == v)
-                    && n.proto.input.first().is_some_and(|i| !i.is_empty())
-                    && n.proto.input.get(2).is_none_or(|t| t.is_empty())
-                {
-                    let t = self.token(&n.proto.input[0].clone())?;
+                } else if n.is_onnx() && transparent(&n.proto, v) {
+                    let t = self.token(&n.proto.input[0])?;
                     self.values.insert(v.to_string(), t);
                     return Ok(t);
                 } else {
-                    let proto = n.proto.clone();
-                    h.update(proto.domain().as_bytes());
-                    h.update(b"/");
-                    h.update(proto.op_type().as_bytes());
-                    // Parameters an opset moved from attributes to inputs
-                    // are signed by their values, in either form.
-                    let params = match n.is_onnx() {
-                        true => moved_parameters(proto.op_type()),
-                        false => &[],
-                    };
-                    h.update(&attributes_token(&without_parameters(&proto, params)).to_le_bytes());
-                    let slots = params
-                        .iter()
-                        .map(|p| p.slot + 1)
-                        .fold(proto.input.len(), usize::max);
-                    for k in 0..slots {
-                        h.update(b"<");
-                        let input = proto.input.get(k).filter(|i| !i.is_empty());
-                        match params.iter().find(|p| p.slot == k) {
-                            Some(p) => h.update(&self.parameter(&proto, p, input)?.to_le_bytes()),
-                            None => {
-                                if let Some(i) = input {
-                                    h.update(&self.token(i)?.to_le_bytes());
-                                }
-                            }
-                        }
-                    }
-                    for (slot, o) in proto.output.iter().enumerate() {
-                        if o == v {
-                            h.update(b">");
-                            h.update(&slot.to_le_bytes());
-                        }
-                    }
+                    h.update(
+                        &self
+                            .node_token(&n.proto, n.is_onnx(), v, &mut Vec::new())?
+                            .to_le_bytes(),
+                    );
                 }
             }
             None => match self.constant(v) {
@@ -533,9 +520,207 @@ impl Signer<'_> {
         self.values.insert(v.to_string(), t);
         Ok(t)
     }
+
+    /// Output `v` of `proto` (in the main graph, or in the innermost of
+    /// `scopes`, the bodies being signed) as how it is computed: its op,
+    /// its attributes (its bodies as what they compute), what it reads and
+    /// which of its outputs `v` is.
+    fn node_token(
+        &mut self,
+        proto: &'a NodeProto,
+        onnx: bool,
+        v: &str,
+        scopes: &mut Vec<Scope<'a>>,
+    ) -> Result<u128> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(proto.domain().as_bytes());
+        h.update(b"/");
+        h.update(proto.op_type().as_bytes());
+        // Parameters an opset moved from attributes to inputs are signed
+        // by their values, in either form.
+        let params = match onnx {
+            true => moved_parameters(proto.op_type()),
+            false => &[],
+        };
+        h.update(&attributes_token(&without_parameters(proto, params)).to_le_bytes());
+        let mut bodies: Vec<&'a crate::proto::AttributeProto> = proto
+            .attribute
+            .iter()
+            .filter(|a| a.g.is_some() || !a.graphs.is_empty())
+            .collect();
+        bodies.sort_by_key(|a| a.name());
+        for a in bodies {
+            h.update(b"body ");
+            h.update(a.name().as_bytes());
+            for body in a.g.iter().chain(&a.graphs) {
+                h.update(&self.body_token(body, scopes)?.to_le_bytes());
+            }
+        }
+        let slots = params
+            .iter()
+            .map(|p| p.slot + 1)
+            .fold(proto.input.len(), usize::max);
+        for k in 0..slots {
+            h.update(b"<");
+            let input = proto.input.get(k).filter(|i| !i.is_empty());
+            match params.iter().find(|p| p.slot == k) {
+                Some(p) => h.update(&self.parameter(proto, p, input, scopes)?.to_le_bytes()),
+                None => {
+                    if let Some(i) = input {
+                        h.update(&self.token_in(i, scopes)?.to_le_bytes());
+                    }
+                }
+            }
+        }
+        for (slot, o) in proto.output.iter().enumerate() {
+            if o == v {
+                h.update(b">");
+                h.update(&slot.to_le_bytes());
+            }
+        }
+        Ok(h.digest128())
+    }
+
+    /// A body (an If branch, a Loop or Scan body) as what it computes: its
+    /// outputs' tokens, in order, its inputs by position, what it reads
+    /// from enclosing scopes as those values, so that names, node order
+    /// and exact rewrites inside it keep the token as they keep a tail's.
+    fn body_token(&mut self, body: &'a GraphProto, scopes: &mut Vec<Scope<'a>>) -> Result<u128> {
+        scopes.push(Scope::of(body, scopes.len()));
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(b"graph");
+        h.update(&body.input.len().to_le_bytes());
+        let mut outputs = Ok(());
+        for o in &body.output {
+            match self.token_in(o.name(), scopes) {
+                Ok(t) => h.update(&t.to_le_bytes()),
+                Err(e) => {
+                    outputs = Err(e);
+                    break;
+                }
+            }
+        }
+        scopes.pop();
+        outputs.map(|()| h.digest128())
+    }
+
+    /// Value `v` as read inside the innermost of `scopes`: defined by the
+    /// innermost body that defines it, else by the main graph.
+    fn token_in(&mut self, v: &str, scopes: &mut Vec<Scope<'a>>) -> Result<u128> {
+        let Some(k) = scopes.iter().rposition(|s| s.defines(v)) else {
+            return self.token(v);
+        };
+        if let Some(&t) = scopes[k].tokens.get(v) {
+            return Ok(t);
+        }
+        // Signed where it is defined: the bodies inside that one do not
+        // enclose it.
+        let inner = scopes.split_off(k + 1);
+        let t = self.body_value(v, scopes);
+        scopes.extend(inner);
+        let t = t?;
+        scopes[k].tokens.insert(v.to_string(), t);
+        Ok(t)
+    }
+
+    /// Value `v` defined by the innermost of `scopes`.
+    fn body_value(&mut self, v: &str, scopes: &mut Vec<Scope<'a>>) -> Result<u128> {
+        let s = scopes.last().context("a body's value signed outside it")?;
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        if let Some(&k) = s.inputs.get(v) {
+            h.update(b"body input");
+            h.update(&s.depth.to_le_bytes());
+            h.update(&k.to_le_bytes());
+        } else if let Some(t) = s.initializers.get(v).copied() {
+            h.update(&values_token(self.m, t)?.to_le_bytes());
+        } else if let Some(t) = s.sparse.get(v).copied() {
+            h.update(b"sparse");
+            h.update(&t.encode_to_vec());
+        } else {
+            let n: &'a NodeProto = s
+                .producers
+                .get(v)
+                .copied()
+                .context("a body's value without a producer")?;
+            let onnx = matches!(n.domain(), "" | "ai.onnx");
+            match constant_value(n) {
+                Some(t) if onnx => h.update(&values_token(self.m, t)?.to_le_bytes()),
+                _ if onnx && transparent(n, v) => return self.token_in(&n.input[0], scopes),
+                _ => h.update(&self.node_token(n, onnx, v, scopes)?.to_le_bytes()),
+            }
+        }
+        Ok(h.digest128())
+    }
 }
 
-impl Signer<'_> {
+/// Whether `v` is what `n` passes on unchanged: an Identity's output, an
+/// inference Dropout's first.
+fn transparent(n: &NodeProto, v: &str) -> bool {
+    TRANSPARENT.contains(&n.op_type())
+        && n.output.first().is_some_and(|o| o == v)
+        && n.input.first().is_some_and(|i| !i.is_empty())
+        && n.input.get(2).is_none_or(|t| t.is_empty())
+}
+
+/// A Constant node's tensor (its `value` form).
+fn constant_value(n: &NodeProto) -> Option<&crate::proto::TensorProto> {
+    (n.op_type() == "Constant")
+        .then(|| crate::ir::attr(n, "value"))
+        .flatten()
+        .and_then(|a| a.t.as_ref())
+}
+
+/// A body being signed: the values it defines and their tokens so far.
+struct Scope<'a> {
+    /// How many bodies enclose it: an inner body's inputs are not its
+    /// enclosing body's.
+    depth: usize,
+    inputs: HashMap<&'a str, usize>,
+    initializers: HashMap<&'a str, &'a crate::proto::TensorProto>,
+    sparse: HashMap<&'a str, &'a crate::proto::SparseTensorProto>,
+    producers: HashMap<&'a str, &'a NodeProto>,
+    tokens: HashMap<String, u128>,
+}
+
+impl<'a> Scope<'a> {
+    fn of(g: &'a GraphProto, depth: usize) -> Scope<'a> {
+        Scope {
+            depth,
+            inputs: g
+                .input
+                .iter()
+                .enumerate()
+                .map(|(k, i)| (i.name(), k))
+                .collect(),
+            initializers: g.initializer.iter().map(|t| (t.name(), t)).collect(),
+            sparse: g
+                .sparse_initializer
+                .iter()
+                .filter_map(|s| Some((s.values.as_ref()?.name(), s)))
+                .collect(),
+            producers: g
+                .node
+                .iter()
+                .flat_map(|n| {
+                    n.output
+                        .iter()
+                        .filter(|o| !o.is_empty())
+                        .map(move |o| (o.as_str(), n))
+                })
+                .collect(),
+            tokens: HashMap::new(),
+        }
+    }
+
+    fn defines(&self, v: &str) -> bool {
+        self.inputs.contains_key(v)
+            || self.initializers.contains_key(v)
+            || self.sparse.contains_key(v)
+            || self.producers.contains_key(v)
+    }
+}
+
+impl<'a> Signer<'a> {
     /// Parameter `p` of `node`, read from `input` (its slot) or from its
     /// attribute, as its values: the same in the form before the opset
     /// that made it an input and after (`opset`'s conversions), and a
@@ -545,6 +730,7 @@ impl Signer<'_> {
         node: &NodeProto,
         p: &MovedParameter,
         input: Option<&String>,
+        scopes: &mut Vec<Scope<'a>>,
     ) -> Result<u128> {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(b"parameter");
@@ -559,7 +745,7 @@ impl Signer<'_> {
             return Ok(h.digest128());
         }
         let values = match input {
-            Some(i) => match self.constant(i) {
+            Some(i) => match self.constant_in(i, scopes) {
                 Some(t) => f64_values(self.m, &t)?,
                 None => None,
             },
@@ -579,7 +765,7 @@ impl Signer<'_> {
             // Computed in the tail, or unreadable: as any value.
             (None, Some(i)) => {
                 h.update(b"value");
-                h.update(&self.token(i)?.to_le_bytes());
+                h.update(&self.token_in(i, scopes)?.to_le_bytes());
             }
             (None, None) => h.update(b"none"),
         }
@@ -611,6 +797,20 @@ impl Signer<'_> {
             }
         }
         Ok(h.digest128())
+    }
+
+    /// The value of `v` as read inside the innermost of `scopes`: a body's
+    /// initializer or Constant node's where a body defines it (what it
+    /// computes is signed by how), else the main graph's ([`Self::constant`]).
+    fn constant_in(&mut self, v: &str, scopes: &[Scope<'a>]) -> Option<crate::proto::TensorProto> {
+        match scopes.iter().rev().find(|s| s.defines(v)) {
+            Some(s) => match (s.initializers.get(v), s.producers.get(v)) {
+                (Some(t), _) => Some((*t).clone()),
+                (None, Some(n)) => constant_value(n).cloned(),
+                _ => None,
+            },
+            None => self.constant(v),
+        }
     }
 
     /// The value of `v` where no graph input decides it: an initializer, a
@@ -702,6 +902,9 @@ fn attributes_token(p: &crate::proto::NodeProto) -> u128 {
         .map(|a| {
             let mut a = a.clone();
             a.doc_string = None;
+            // Bodies are signed by what they compute (`Signer::body_token`).
+            a.g = None;
+            a.graphs.clear();
             a.encode_to_vec()
         })
         .collect();
@@ -890,7 +1093,7 @@ mod tests {
     }
 
     #[test]
-    fn an_integer_no_comparison_decided_is_compared_and_a_tail_with_a_body_is_not_cut() {
+    fn an_integer_no_comparison_decided_is_compared() {
         // The tail reads Cast(Floor(scores)): compared (exactly), not
         // skipped as a threshold's mask is.
         let (_, c) = cut_of(selecting(TAIL, |nodes| {
@@ -905,32 +1108,54 @@ mod tests {
         }));
         assert_eq!(c.outputs, ["f", "mask", "k"]);
         assert_eq!(c.decided, ["mask"]);
-        // An If in the tail: what its branches read is not signed.
-        let mut m = selecting(TAIL, |nodes| {
-            let branch = crate::proto::GraphProto {
-                name: Some("branch".into()),
-                node: vec![node_proto(
-                    "id",
-                    "Identity",
-                    &["column"],
-                    &["b_out"],
-                    vec![],
-                )],
-                output: vec![crate::ir::builder::f32_value("b_out", &[-1, 1])],
-                ..Default::default()
-            };
+    }
+
+    /// The branches of an If in the tail, as torchvision's detectors
+    /// guard their NMS: the then branch scales the column by its own
+    /// constant `k` and adds the scores `s`, read from the rest; the else
+    /// branch passes the column on. `edit` changes the branches first.
+    fn guarded(edit: impl FnOnce(&mut GraphProto, &mut GraphProto)) -> Model {
+        guarded_with(edit, vec![])
+    }
+
+    /// [`guarded`] with `extra` nodes in the main graph.
+    fn guarded_with(
+        edit: impl FnOnce(&mut GraphProto, &mut GraphProto),
+        extra: Vec<NodeProto>,
+    ) -> Model {
+        use crate::ir::builder::{attr_graph, f32_value};
+        let mut then_branch = GraphProto {
+            name: Some("then".into()),
+            node: vec![
+                node_proto("t_mul", "Mul", &["column", "k"], &["t_scaled"], vec![]),
+                node_proto("t_add", "Add", &["t_scaled", "s"], &["t_out"], vec![]),
+            ],
+            initializer: vec![crate::ir::tensor::from_f32("k", &[1], &[2.0])],
+            output: vec![f32_value("t_out", &[-1, 1])],
+            ..Default::default()
+        };
+        let mut else_branch = GraphProto {
+            name: Some("else".into()),
+            node: vec![node_proto(
+                "e_id",
+                "Identity",
+                &["column"],
+                &["e_out"],
+                vec![],
+            )],
+            output: vec![f32_value("e_out", &[-1, 1])],
+            ..Default::default()
+        };
+        edit(&mut then_branch, &mut else_branch);
+        selecting(TAIL, |nodes| {
             let attrs = vec![
-                crate::ir::builder::attr_graph("then_branch", branch.clone()),
-                crate::ir::builder::attr_graph("else_branch", branch),
+                attr_graph("then_branch", then_branch),
+                attr_graph("else_branch", else_branch),
             ];
             let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
-            // Two, one after the other: the note names the first.
-            nodes.insert(
-                mm,
-                node_proto("if2", "If", &["cond"], &["column_if2"], attrs.clone()),
-            );
             nodes.insert(mm, node_proto("if", "If", &["cond"], &["column_if"], attrs));
-            nodes[mm + 2].input[0] = "column_if2".into();
+            nodes[mm + 1].input[0] = "column_if".into();
+            nodes.extend(extra);
             nodes.insert(
                 0,
                 node_proto(
@@ -948,14 +1173,97 @@ mod tests {
                     )],
                 ),
             );
-        });
+        })
+    }
+
+    #[test]
+    fn a_tail_holding_bodies_is_cut_and_signed_by_what_they_compute() {
+        let m = guarded(|_, _| {});
         // Each tail a set of its own, iterated in an order of its own.
         for _ in 0..8 {
-            let t = tail(&m);
-            assert!(not_cut(&m, &t).is_some_and(|why| why.contains("If 'if'")));
+            assert_eq!(not_cut(&m, &tail(&m)), None);
         }
+        let (cut_m, c) = cut_of(m);
+        // What the then branch reads from the rest is compared too.
+        assert_eq!(c.outputs, ["f", "mask", "s"]);
+        assert_eq!(c.nodes, 6);
+        assert!(cut_m.graph.validate().is_ok());
+        // Names inside the branches, an Identity there, and the branch's
+        // constant held by the main graph (as `clean` moves it) keep the
+        // signature.
+        let moved = |then: &mut GraphProto, _: &mut GraphProto| {
+            then.initializer.clear();
+            then.node[0].input[1] = "k_main".into();
+            then.node[1].input[0] = "scaled_copy".into();
+            then.node[0].output[0] = "scaled".into();
+            then.node.insert(
+                1,
+                node_proto("copy", "Identity", &["scaled"], &["scaled_copy"], vec![]),
+            );
+            for n in &mut then.node {
+                n.name = Some(format!("{}_renamed", n.name()));
+            }
+        };
+        let k_main = node_proto(
+            "k_main",
+            "Constant",
+            &[],
+            &["k_main"],
+            vec![attr_tensor(
+                "value",
+                crate::ir::tensor::from_f32("", &[1], &[2.0]),
+            )],
+        );
+        let same = guarded_with(moved, vec![k_main]);
+        assert_eq!(cut_of(same).1.signature, c.signature);
+        // What the branches compute changes it: their constant, an op,
+        // the branches swapped.
+        let differs = |edit: fn(&mut GraphProto, &mut GraphProto)| {
+            assert_ne!(cut_of(guarded(edit)).1.signature, c.signature);
+        };
+        differs(|then, _| {
+            then.initializer[0] = crate::ir::tensor::from_f32("k", &[1], &[2.5]);
+        });
+        differs(|then, _| then.node[1].op_type = Some("Sub".into()));
+        differs(std::mem::swap);
+        // Which value of the rest they read is in the cut's outputs, whose
+        // values verification compares.
+        let other = cut_of(guarded(|then, _| then.node[1].input[1] = "y".into())).1;
+        assert_eq!(other.outputs, ["f", "mask", "y"]);
+    }
+
+    #[test]
+    fn constants_a_tails_bodies_read_are_untouchable() {
+        // The branch reads the Transpose of a constant the main graph
+        // computes: that Transpose is left as it is with the tail.
+        let m = guarded(|then, _| then.node[0].input[1] = "proj".into());
+        let mut names: Vec<String> = untouchable(&m)
+            .iter()
+            .map(|&id| m.graph.nodes[id].name().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["c", "col", "if", "mm", "nz", "pick", "t", "wt"]);
+    }
+
+    #[test]
+    fn a_tail_longer_than_its_walk_is_not_cut() {
+        let m = selecting(TAIL, |nodes| {
+            let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
+            nodes[mm].input[0] = format!("column_{MAX_TAIL}");
+            for k in 0..MAX_TAIL {
+                let from = match k {
+                    0 => "column".to_string(),
+                    k => format!("column_{k}"),
+                };
+                let to = format!("column_{}", k + 1);
+                nodes.insert(mm + k, node_proto(&to, "Relu", &[&from], &[&to], vec![]));
+            }
+        });
         let t = tail(&m);
-        assert!(cut(&mut m, &t).unwrap().is_none());
+        assert_eq!(
+            not_cut(&m, &t).as_deref(),
+            Some("it is 16389 nodes long (bodies included), more than the 16384 verification cuts")
+        );
     }
 
     #[test]

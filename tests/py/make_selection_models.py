@@ -17,6 +17,10 @@ Usage: make_selection_models.py OUTDIR
   opset11.onnx       original.onnx at opset 11, its tail's projection read
                      through an Unsqueeze and a Squeeze whose axes are
                      attributes (inputs from opset 13)
+  if.onnx            one selection whose rows an If projects, as torchvision's
+                     detectors guard their NMS: by a weight of its then
+                     branch (`body_w`, a body initializer) where rows were
+                     selected, else by `tw` (read from the main graph)
   x.npz              an input whose scores are far from the threshold
   x_none.npz         an input whose scores are all 0.5: nothing selected
 """
@@ -105,6 +109,41 @@ def sliced(path):
     save(path, nodes, inits)
 
 
+def with_if(path):
+    inits, nodes = scores(0, 1, 0.01)
+    inits.append(nh.from_array(np.array(0, np.int64), "none"))
+    body_w = nh.from_array(np.full((1, 256), 0.03, np.float32), "body_w")
+    then_branch = h.make_graph(
+        [h.make_node("MatMul", ["rowsf", "body_w"], ["t_out"], name="t_project")],
+        "then",
+        [],
+        [h.make_tensor_value_info("t_out", T.FLOAT, ["n", 256])],
+        [body_w],
+    )
+    else_branch = h.make_graph(
+        [h.make_node("MatMul", ["rowsf", "tw"], ["e_out"], name="e_project")],
+        "else",
+        [],
+        [h.make_tensor_value_info("e_out", T.FLOAT, ["n", 256])],
+    )
+    nodes += [
+        h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
+        h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
+        h.make_node("Cast", ["rows"], ["rowsf"], to=T.FLOAT, name="cast"),
+        h.make_node("Size", ["rows"], ["count"], name="count"),
+        h.make_node("Greater", ["count", "none"], ["any"], name="any"),
+        h.make_node(
+            "If",
+            ["any"],
+            ["out"],
+            name="guard",
+            then_branch=then_branch,
+            else_branch=else_branch,
+        ),
+    ]
+    save(path, nodes, inits)
+
+
 def main():
     out = sys.argv[1]
     model(os.path.join(out, "original.onnx"))
@@ -117,6 +156,7 @@ def main():
     x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32) * 5
     np.savez(os.path.join(out, "x.npz"), x=x)
     sliced(os.path.join(out, "slice.onnx"))
+    with_if(os.path.join(out, "if.onnx"))
     np.savez(os.path.join(out, "x_none.npz"), x=np.zeros((1, 64), np.float32))
 
 

@@ -673,13 +673,16 @@ impl Quant {
         } = setup;
         let g = &model.graph;
         let excluded = |id: NodeId| self.excludes(&g.nodes[id]);
-        // Weights defined inside If/Loop/Scan bodies.
+        // Weights defined inside If/Loop/Scan bodies, but for those of
+        // post-processing after a selection by values, which verification
+        // may need unchanged (see `select_weights`).
         if self.params.other_weights {
+            let tail = crate::verify::reach::untouchable(model);
             quantized.patches.extend(subgraph::body_weights(
                 model,
                 self.params.per_channel,
                 self.params.min_weight_elements,
-                &excluded,
+                &|id| excluded(id) || tail.contains(&id),
             )?);
         }
         // sensitive=auto compares candidates with the original on the samples

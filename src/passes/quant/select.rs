@@ -33,9 +33,13 @@ impl Quant {
         store_renamed_if_shared(g, setup, self.params.block_size, &mut uses, &excluded);
         if !tail.is_empty() {
             // Weights the tail reads, which stay float there.
-            let kept: std::collections::BTreeSet<&str> = tail
+            // Weights the tail reads, its bodies' reads included.
+            let kept: std::collections::BTreeSet<String> = tail
                 .iter()
-                .flat_map(|&id| g.nodes[id].proto.input.iter())
+                .flat_map(|&id| {
+                    let (direct, implicit) = crate::ir::reads(&g.nodes[id].proto);
+                    direct.into_iter().chain(implicit)
+                })
                 .filter(|i| {
                     g.constant(i).is_some_and(|t| {
                         tensor::data_type(t) == DataType::Float
@@ -43,7 +47,6 @@ impl Quant {
                                 >= self.params.min_weight_elements.max(1)
                     })
                 })
-                .map(String::as_str)
                 .collect();
             // Where verification cannot cut it, it says what then happens.
             let then =
