@@ -1535,7 +1535,7 @@ fn post_processing_tract_cannot_type_is_cut_and_must_be_left_as_it_is() {
     assert_eq!(compared, ["scores"]);
     assert!(
         same.notes.iter().any(|n| n.starts_with(
-            "value 'mask' (booleans or indices a comparison or an ArgMax decided, which the post-processing verification cannot run reads) not compared"
+            "values 'mask', 'mask2' (booleans or indices comparisons or ArgMaxes decided, which the post-processing verification cannot run reads) not compared"
         )),
         "{:?}",
         same.notes

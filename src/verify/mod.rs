@@ -226,7 +226,19 @@ impl VerifyReport {
                 true => format!("{:.3e}", o.max_rel),
                 false => "-".to_string(),
             };
-            for o in &self.outputs {
+            // Past `TABLE_ROWS`, the rows that failed or compared nothing
+            // and the lowest cosines, in their order; a line for the rest.
+            let mut shown: Vec<usize> = (0..self.outputs.len()).collect();
+            if shown.len() > TABLE_ROWS {
+                shown.sort_by(|&a, &b| {
+                    let key = |o: &OutputMetrics| (o.passed, !o.vacuous);
+                    let (x, y) = (&self.outputs[a], &self.outputs[b]);
+                    key(x).cmp(&key(y)).then(x.cosine.total_cmp(&y.cosine))
+                });
+                shown.truncate(TABLE_ROWS);
+                shown.sort_unstable();
+            }
+            for o in shown.iter().map(|&k| &self.outputs[k]) {
                 let _ = writeln!(
                     s,
                     "    {:<w$} {:>10.3e} {:>10.3e} {:>10} {:>10.6} {:>6} {}",
@@ -243,6 +255,26 @@ impl VerifyReport {
                     }
                 );
             }
+            let hidden: Vec<&OutputMetrics> = (0..self.outputs.len())
+                .filter(|k| !shown.contains(k))
+                .map(|k| &self.outputs[k])
+                .collect();
+            if !hidden.is_empty() {
+                let lowest = hidden
+                    .iter()
+                    .map(|o| o.cosine)
+                    .fold(f64::INFINITY, f64::min);
+                let failed = hidden.iter().filter(|o| !o.passed).count();
+                let how = match failed {
+                    0 => format!("each passed at cosine {lowest:.6} or higher"),
+                    n => format!("{n} of them out of tolerance, the lowest cosine {lowest:.6}"),
+                };
+                let _ = writeln!(
+                    s,
+                    "    ... {} more row(s) in the JSON report, {how}",
+                    hidden.len()
+                );
+            }
         }
         for n in &self.notes {
             let _ = writeln!(s, "    note: {n}");
@@ -250,6 +282,11 @@ impl VerifyReport {
         s
     }
 }
+
+/// The most rows of compared values the report's table shows (a
+/// detector's post-processing can read a hundred): past it, those that
+/// failed or compared nothing and the lowest cosines.
+const TABLE_ROWS: usize = 16;
 
 /// Compare `original` and `result` on the same inputs.
 pub fn verify(original: &Model, result: &Model, opts: &VerifyOptions) -> VerifyReport {
@@ -816,7 +853,13 @@ fn faint_outputs(
         true => "these inputs do not reach what the model computes there, and its comparison shows little; pass inputs that exercise it",
         false => "random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data",
     };
-    let mut notes = Vec::new();
+    // Each kind of faintness, the outputs of that kind with what they
+    // measure: one note a kind (a detector's post-processing reads a
+    // hundred score tables alike).
+    let mut zero: Vec<(&str, f64)> = Vec::new();
+    let mut constant_at: Vec<(&str, f64)> = Vec::new();
+    let mut same: Vec<&str> = Vec::new();
+    let mut barely: Vec<(&str, f64, f64)> = Vec::new();
     for (k, name) in names.iter().enumerate() {
         let mut values = expected
             .iter()
@@ -839,13 +882,9 @@ fn faint_outputs(
             continue;
         };
         if largest <= FAINT {
-            notes.push(format!(
-                "{what} '{name}' is nearly zero on every sample (largest |value| {largest:.1e}): {whose}"
-            ));
+            zero.push((name, largest));
         } else if constant && count > 1 {
-            notes.push(format!(
-                "{what} '{name}' is {first} everywhere on every sample: {whose}"
-            ));
+            constant_at.push((name, first));
         } else if expected.len() > 1
             && expected[1..]
                 .iter()
@@ -854,21 +893,82 @@ fn faint_outputs(
             // A network whose BatchNorm statistics turn every input into
             // one output (torchvision's GoogLeNet and DeepLabV3 as freshly
             // initialised): the comparison checks that constant alone.
-            notes.push(format!(
-                "{what} '{name}' is the same on every sample (the {} samples give one output): {whose}",
-                expected.len()
-            ));
+            same.push(name);
         } else if let Some(spread) =
             spread_across_samples(expected, k).filter(|&d| d <= NEARLY_SAME * largest)
         {
             // pipecat's turn detector, already quantized: 0.9768 on every
             // random sample, give or take 4.5e-4.
-            notes.push(format!(
-                "{what} '{name}' barely changes from sample to sample (each value by at most {spread:.1e}, against values up to {largest:.1e}): {whose}"
-            ));
+            barely.push((name, spread, largest));
         }
     }
+    let many = match cut {
+        true => "values (read by the post-processing not run)",
+        false => "outputs",
+    };
+    let largest = |v: &mut dyn Iterator<Item = f64>| v.fold(0f64, f64::max);
+    let mut notes = Vec::new();
+    match zero.as_slice() {
+        [] => {}
+        [(name, largest)] => notes.push(format!(
+            "{what} '{name}' is nearly zero on every sample (largest |value| {largest:.1e}): {whose}"
+        )),
+        all => notes.push(format!(
+            "{many} {} are nearly zero on every sample (largest |value| {:.1e}): {whose}",
+            name_list(all.iter().map(|(n, _)| *n)),
+            largest(&mut all.iter().map(|&(_, l)| l))
+        )),
+    }
+    match constant_at.as_slice() {
+        [] => {}
+        [(name, first)] => notes.push(format!(
+            "{what} '{name}' is {first} everywhere on every sample: {whose}"
+        )),
+        all => notes.push(format!(
+            "{many} {} are each one value everywhere on every sample: {whose}",
+            name_list(all.iter().map(|(n, _)| *n))
+        )),
+    }
+    match same.as_slice() {
+        [] => {}
+        [name] => notes.push(format!(
+            "{what} '{name}' is the same on every sample (the {} samples give one output): {whose}",
+            expected.len()
+        )),
+        all => notes.push(format!(
+            "{many} {} are the same on every sample (the {} samples give one output): {whose}",
+            name_list(all.iter().copied()),
+            expected.len()
+        )),
+    }
+    match barely.as_slice() {
+        [] => {}
+        [(name, spread, largest)] => notes.push(format!(
+            "{what} '{name}' barely changes from sample to sample (each value by at most {spread:.1e}, against values up to {largest:.1e}): {whose}"
+        )),
+        all => notes.push(format!(
+            "{many} {} barely change from sample to sample (each value of each by at most {:.1e} of its largest |value|): {whose}",
+            name_list(all.iter().map(|(n, _, _)| *n)),
+            largest(&mut all.iter().map(|&(_, s, l)| s / l)),
+        )),
+    }
     notes
+}
+
+/// Names quoted in a note: the first few, then how many there are in all.
+pub(crate) fn name_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 4;
+    let names: Vec<&str> = names.into_iter().collect();
+    let shown = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len() {
+        n if n > SHOWN => format!("{shown}, ... ({n} in all)"),
+        _ => shown,
+    }
 }
 
 /// An output whose every value moves across samples by at most this share
@@ -907,6 +1007,44 @@ fn spread_across_samples(expected: &[Vec<Tensor>], k: usize) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::worst_sample;
+
+    /// Past `TABLE_ROWS` rows, the table shows those that failed and the
+    /// lowest cosines, in their order, and counts the rest.
+    #[test]
+    fn a_long_table_shows_its_worst_rows() {
+        use super::metrics::OutputMetrics;
+        let row = |k: usize, cosine: f64, passed: bool| OutputMetrics {
+            name: format!("v{k}"),
+            max_abs: 0.0,
+            mean_abs: 0.0,
+            max_rel: 0.0,
+            cosine,
+            top1: None,
+            passed,
+            vacuous: false,
+        };
+        let mut report = super::VerifyReport::not_verified("");
+        report.reason = None;
+        report.status = super::Status::Failed;
+        report.outputs = (0..40).map(|k| row(k, 0.9999, true)).collect();
+        report.outputs[30] = row(30, 0.5, false);
+        report.outputs[3] = row(3, 0.99, true);
+        let t = report.table();
+        let rows: Vec<&str> = t
+            .lines()
+            .filter_map(|l| l.strip_prefix("    v"))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(rows.len(), super::TABLE_ROWS, "{t}");
+        assert_eq!(rows[..2], ["0", "1"], "{t}");
+        assert!(rows.contains(&"3") && rows.contains(&"30"), "{t}");
+        assert!(
+            t.contains("    ... 24 more row(s) in the JSON report, each passed at cosine 0.999900 or higher\n"),
+            "{t}"
+        );
+        report.outputs.truncate(super::TABLE_ROWS);
+        assert!(!report.table().contains("more row"));
+    }
 
     /// An output that barely moves from sample to sample (a saturated
     /// softmax) is said to show little; one that moves is not.

@@ -841,7 +841,7 @@ impl Reference {
                 mine.after(),
                 match reach::tail(result).is_empty() {
                     true => "no longer has that part",
-                    false => "has it in a form that cannot be cut (subgraph bodies, over 1024 nodes, or nothing before it to compare)",
+                    false => "has it in a form that cannot be cut (over 16384 nodes with its bodies', or nothing before it to compare)",
                 }
             ),
         }
@@ -988,6 +988,7 @@ impl Reference {
         // is compared above.
         let rows = self.n_outputs + mine.read.len();
         let mut compared_floats = false;
+        let mut decided: Vec<&str> = Vec::new();
         for (k, name) in self.out_names.iter().enumerate().take(rows) {
             let mut acc = Accumulator::new(name).score_rows(self.score_rows.get(name).copied());
             let integer = self
@@ -996,6 +997,17 @@ impl Reference {
                 .is_some_and(|e| !e[k].datum_type().is_float());
             if integer {
                 acc = acc.integer();
+            }
+            // Booleans and indices the cut post-processing reads that a
+            // comparison or an ArgMax decided.
+            if integer
+                && self
+                    .cut
+                    .as_ref()
+                    .is_some_and(|c| c.decided.iter().any(|d| d == name))
+            {
+                decided.push(name.as_str());
+                continue;
             }
             if let Some(why) = self.not_compared(k, name, integer, &agree, got) {
                 notes.push(why);
@@ -1055,6 +1067,16 @@ impl Reference {
             }
             outputs.push(m);
         }
+        match decided.as_slice() {
+            [] => {}
+            [name] => notes.push(format!(
+                "value '{name}' (booleans or indices a comparison or an ArgMax decided, which the post-processing verification cannot run reads) not compared: they flip under any rounding; the floats they are decided from are compared"
+            )),
+            all => notes.push(format!(
+                "values {} (booleans or indices comparisons or ArgMaxes decided, which the post-processing verification cannot run reads) not compared: they flip under any rounding; the floats they are decided from are compared",
+                super::name_list(all.iter().copied())
+            )),
+        }
         Ok(Compared {
             outputs,
             sample_cosines,
@@ -1063,8 +1085,7 @@ impl Reference {
     }
 
     /// Why row `k` (`name`, of integers where `integer`) is not compared,
-    /// where it is not: booleans or indices the cut post-processing reads,
-    /// integers a Gather picks by a selection's indices, or a value that
+    /// where it is not: integers a Gather picks by a selection's indices, or a value that
     /// follows a selection that chose differently (`agree`: whether each
     /// selection chose the same; `got`: the result's outputs).
     fn not_compared(
@@ -1076,16 +1097,6 @@ impl Reference {
         got: &[Vec<Tensor>],
     ) -> Option<String> {
         let mine = &self.selections;
-        if integer
-            && self
-                .cut
-                .as_ref()
-                .is_some_and(|c| c.decided.iter().any(|d| d == name))
-        {
-            return Some(format!(
-                "value '{name}' (booleans or indices a comparison or an ArgMax decided, which the post-processing verification cannot run reads) not compared: they flip under any rounding; the floats they are decided from are compared"
-            ));
-        }
         if integer && mine.gathered.iter().any(|g| g == name) {
             return Some(format!(
                 "value '{name}' (integers a Gather picks from by a selection's indices) not compared: ids such as an ArgMax's over nearly tied scores flip under any rounding"
