@@ -201,7 +201,10 @@ impl VerifyReport {
             let _ = write!(
                 s,
                 ", but {} {} nearly zero on every sample: nothing was compared there (see the notes)",
-                vacuous.join(", "),
+                match vacuous.len() {
+                    n if n > 4 => format!("{}, ... ({n} in all)", vacuous[..4].join(", ")),
+                    _ => vacuous.join(", "),
+                },
                 if vacuous.len() == 1 { "is" } else { "are" }
             );
         }
@@ -226,14 +229,21 @@ impl VerifyReport {
                 true => format!("{:.3e}", o.max_rel),
                 false => "-".to_string(),
             };
-            // Past `TABLE_ROWS`, the rows that failed or compared nothing
-            // and the lowest cosines, in their order; a line for the rest.
+            // Past `TABLE_ROWS`, the rows that failed, then the lowest
+            // cosines (a NaN first), then those that compared nothing, in
+            // their order; a line for the rest.
             let mut shown: Vec<usize> = (0..self.outputs.len()).collect();
             if shown.len() > TABLE_ROWS {
+                let key = |o: &OutputMetrics| {
+                    let cosine = match o.cosine.is_nan() {
+                        true => f64::NEG_INFINITY,
+                        false => o.cosine,
+                    };
+                    ((o.passed, o.vacuous), cosine)
+                };
                 shown.sort_by(|&a, &b| {
-                    let key = |o: &OutputMetrics| (o.passed, !o.vacuous);
-                    let (x, y) = (&self.outputs[a], &self.outputs[b]);
-                    key(x).cmp(&key(y)).then(x.cosine.total_cmp(&y.cosine))
+                    let (x, y) = (key(&self.outputs[a]), key(&self.outputs[b]));
+                    x.0.cmp(&y.0).then(x.1.total_cmp(&y.1))
                 });
                 shown.truncate(TABLE_ROWS);
                 shown.sort_unstable();
@@ -260,15 +270,23 @@ impl VerifyReport {
                 .map(|k| &self.outputs[k])
                 .collect();
             if !hidden.is_empty() {
+                let failed = hidden.iter().filter(|o| !o.passed).count();
+                let vacuous = hidden.iter().filter(|o| o.vacuous).count();
                 let lowest = hidden
                     .iter()
+                    .filter(|o| !o.vacuous)
                     .map(|o| o.cosine)
                     .fold(f64::INFINITY, f64::min);
-                let failed = hidden.iter().filter(|o| !o.passed).count();
-                let how = match failed {
+                let mut how = match failed {
                     0 => format!("each passed at cosine {lowest:.6} or higher"),
                     n => format!("{n} of them out of tolerance, the lowest cosine {lowest:.6}"),
                 };
+                if vacuous > 0 {
+                    how = match vacuous == hidden.len() {
+                        true => "each nearly zero: nothing compared".to_string(),
+                        false => format!("{how}, {vacuous} nearly zero: nothing compared"),
+                    };
+                }
                 let _ = writeln!(
                     s,
                     "    ... {} more row(s) in the JSON report, {how}",
@@ -1044,6 +1062,38 @@ mod tests {
         );
         report.outputs.truncate(super::TABLE_ROWS);
         assert!(!report.table().contains("more row"));
+        // Rows that compared nothing come after the lowest cosines, and
+        // the count says how many of the rest they are.
+        report.outputs = (0..40).map(|k| row(k, 0.9999, true)).collect();
+        for k in 0..20 {
+            report.outputs[k].vacuous = true;
+            report.outputs[k].cosine = 0.1;
+        }
+        report.outputs[25].cosine = 0.99;
+        let t = report.table();
+        assert!(t.contains("    v25 ") && !t.contains("    v0 "), "{t}");
+        assert!(
+            t.contains("    ... 24 more row(s) in the JSON report, each passed at cosine 0.999900 or higher, 20 nearly zero: nothing compared\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(", but v0, v1, v2, v3, ... (20 in all) are nearly zero on every sample"),
+            "{t}"
+        );
+    }
+
+    /// Values alike in how little they show are named in one note a kind.
+    #[test]
+    fn faint_values_of_one_kind_share_a_note() {
+        use tract_onnx::prelude::tensor1;
+        let names: Vec<String> = (0..6).map(|k| format!("p{k}")).collect();
+        let sample = |x: f32| (0..6).map(|_| tensor1(&[x, 1.0 - x])).collect::<Vec<_>>();
+        let notes = super::faint_outputs(&names, &[sample(0.25), sample(0.25)], false, true);
+        assert_eq!(
+            notes,
+            ["values (read by the post-processing not run) 'p0', 'p1', 'p2', 'p3', ... (6 in all) are the same on every sample (the 2 samples give one output): random inputs do not reach what the model computes there, and its comparison shows little; pass --inputs with real data"]
+        );
+        assert_eq!(super::name_list(["a", "b"]), "'a', 'b'");
     }
 
     /// An output that barely moves from sample to sample (a saturated

@@ -17,8 +17,8 @@
 //! signature ([`Cut::signature`]) must match, which verification checks;
 //! `quant` leaves it alone. Bodies a tail holds (torchvision's detectors
 //! guard their NMS with an If) are signed by what they compute, their
-//! reads from the rest being values it reads too. A tail of more than
-//! 16384 nodes, its bodies' counted, is not cut.
+//! reads from the rest being values it reads too. A tail of more nodes
+//! than [`MAX_TAIL`], those of its bodies counted, is not cut.
 //!
 //! A model tract types and runs whole is not cut: its selections are
 //! compared as verification compares them anywhere (see the module above).
@@ -74,9 +74,11 @@ pub struct Cut {
     /// A canonical fingerprint of the tail, from its graph outputs: its
     /// ops, attributes and wiring, every constant it reads by value
     /// (computed ones evaluated), and what decides the booleans and
-    /// indices it reads. Exact rewrites keep it (names, node order, an
-    /// Identity, a Dropout or an unread node removed, constants folded or
-    /// made initializers); any change to what the tail computes changes it.
+    /// indices it reads, the bodies it holds by what they compute. Exact
+    /// rewrites keep it (names, node order, an Identity, a Dropout or an
+    /// unread node removed, constants folded or made initializers, a body's
+    /// constant moved out of it, an If of a constant condition inlined);
+    /// any change to what the tail computes changes it.
     pub signature: u128,
 }
 
@@ -244,7 +246,7 @@ const TRANSPARENT: &[&str] = &["Identity", "Dropout"];
 /// The most nodes (bodies' included) a cut tail holds: its signature
 /// recurses once per node on a thread of its own, whose stack is sized for
 /// it ([`STACK_PER_NODE`]).
-const MAX_TAIL: usize = 16384;
+pub(crate) const MAX_TAIL: usize = 16384;
 
 /// The signing thread's stack per node of the tail (a node's token and
 /// the value tokens it reads nest a few frames deep; bodies nest more).
@@ -284,7 +286,8 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     }
     let live = live(m);
     // On a thread whose stack holds the signature's walk, however deep.
-    let stack = (tail_size(m, tail) * STACK_PER_NODE).max(8 << 20);
+    // It walks the tail and the constants it computes from (`untouchable`).
+    let stack = (tail_size(m, &untouchable(m)) * STACK_PER_NODE).max(8 << 20);
     let shared: &Model = m;
     let (outputs, decided, signature) = std::thread::scope(|s| {
         std::thread::Builder::new()
@@ -377,6 +380,7 @@ fn signed(
         values: HashMap::new(),
         constants: HashMap::new(),
         boundary: Vec::new(),
+        nodes: HashMap::new(),
     };
     // The tail from the graph outputs it computes, each node's inputs in
     // order: the values it reads from the rest come in the order it reads
@@ -448,9 +452,11 @@ fn signed(
 /// the order nodes are listed in, an Identity, a Dropout or a node nothing
 /// reads removed, a Constant node made an initializer, a constant Cast
 /// folded, a parameter an opset raise moved from an attribute to an input:
-/// see [`moved_parameters`]), and what any change to what the tail computes
-/// changes (an op, an attribute, a constant it reads, however small, a
-/// weight behind a constant Transpose, how its nodes are wired).
+/// see [`moved_parameters`]; inside bodies too, a body's constant moved
+/// to the main graph, an If of a constant condition inlined), and what any
+/// change to what the tail computes changes (an op, an attribute, a
+/// constant it reads, however small, a weight behind a constant
+/// Transpose, how its nodes are wired, its bodies' inputs by position).
 struct Signer<'a> {
     m: &'a Model,
     tail: &'a HashSet<NodeId>,
@@ -460,6 +466,9 @@ struct Signer<'a> {
     constants: HashMap<String, Option<crate::proto::TensorProto>>,
     /// The values the tail reads from the rest, in the order first read.
     boundary: Vec<String>,
+    /// Main-graph nodes signed so far, by address, without which output
+    /// was read (a node of several outputs, its bodies, signed once).
+    nodes: HashMap<usize, u128>,
 }
 
 impl<'a> Signer<'a> {
@@ -498,6 +507,11 @@ impl<'a> Signer<'a> {
                     let t = self.token(&n.proto.input[0])?;
                     self.values.insert(v.to_string(), t);
                     return Ok(t);
+                } else if let Some(t) =
+                    self.taken_branch(&n.proto, n.is_onnx(), v, &mut Vec::new())?
+                {
+                    self.values.insert(v.to_string(), t);
+                    return Ok(t);
                 } else {
                     h.update(
                         &self
@@ -530,6 +544,41 @@ impl<'a> Signer<'a> {
         proto: &'a NodeProto,
         onnx: bool,
         v: &str,
+        scopes: &mut Vec<Scope<'a>>,
+    ) -> Result<u128> {
+        let key = std::ptr::from_ref(proto) as usize;
+        let known = match scopes.last() {
+            Some(s) => s.nodes.get(&key),
+            None => self.nodes.get(&key),
+        };
+        let node = match known {
+            Some(&t) => t,
+            None => {
+                let t = self.node_hash(proto, onnx, scopes)?;
+                match scopes.last_mut() {
+                    Some(s) => s.nodes.insert(key, t),
+                    None => self.nodes.insert(key, t),
+                };
+                t
+            }
+        };
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&node.to_le_bytes());
+        for (slot, o) in proto.output.iter().enumerate() {
+            if o == v {
+                h.update(b">");
+                h.update(&slot.to_le_bytes());
+            }
+        }
+        Ok(h.digest128())
+    }
+
+    /// `proto` as how it computes, whichever output is read: its op, its
+    /// attributes, its bodies as what they compute, what it reads.
+    fn node_hash(
+        &mut self,
+        proto: &'a NodeProto,
+        onnx: bool,
         scopes: &mut Vec<Scope<'a>>,
     ) -> Result<u128> {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -572,13 +621,45 @@ impl<'a> Signer<'a> {
                 }
             }
         }
-        for (slot, o) in proto.output.iter().enumerate() {
-            if o == v {
-                h.update(b">");
-                h.update(&slot.to_le_bytes());
-            }
-        }
         Ok(h.digest128())
+    }
+
+    /// Output `v` of an If whose condition is a constant, as the branch it
+    /// takes computes it (`clean` inlines that branch); `None` for any
+    /// other node.
+    fn taken_branch(
+        &mut self,
+        proto: &'a NodeProto,
+        onnx: bool,
+        v: &str,
+        scopes: &mut Vec<Scope<'a>>,
+    ) -> Result<Option<u128>> {
+        if !onnx || proto.op_type() != "If" {
+            return Ok(None);
+        }
+        let Some(cond) = proto.input.first().filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        let Some(cond) = self.constant_in(cond, scopes) else {
+            return Ok(None);
+        };
+        let taken = match crate::ir::tensor::to_i64(&cond, self.m.payload(&cond)?.as_ref()) {
+            Ok(c) if c.len() == 1 => c[0] != 0,
+            _ => return Ok(None),
+        };
+        let branch = crate::ir::attr(proto, if taken { "then_branch" } else { "else_branch" })
+            .and_then(|a| a.g.as_ref());
+        let slot = proto.output.iter().position(|o| o == v);
+        let (Some(branch), Some(slot)) = (branch, slot) else {
+            return Ok(None);
+        };
+        let Some(out) = branch.output.get(slot) else {
+            return Ok(None);
+        };
+        scopes.push(Scope::of(branch, scopes.len()));
+        let t = self.token_in(out.name(), scopes);
+        scopes.pop();
+        t.map(Some)
     }
 
     /// A body (an If branch, a Loop or Scan body) as what it computes: its
@@ -613,12 +694,18 @@ impl<'a> Signer<'a> {
         if let Some(&t) = scopes[k].tokens.get(v) {
             return Ok(t);
         }
+        // Bodies are not checked for cycles where the model is read.
+        anyhow::ensure!(
+            scopes[k].pending.insert(v.to_string()),
+            "value '{v}' of a body depends on itself"
+        );
         // Signed where it is defined: the bodies inside that one do not
         // enclose it.
         let inner = scopes.split_off(k + 1);
         let t = self.body_value(v, scopes);
         scopes.extend(inner);
         let t = t?;
+        scopes[k].pending.remove(v);
         scopes[k].tokens.insert(v.to_string(), t);
         Ok(t)
     }
@@ -643,10 +730,13 @@ impl<'a> Signer<'a> {
                 .copied()
                 .context("a body's value without a producer")?;
             let onnx = matches!(n.domain(), "" | "ai.onnx");
-            match constant_value(n) {
-                Some(t) if onnx => h.update(&values_token(self.m, t)?.to_le_bytes()),
-                _ if onnx && transparent(n, v) => return self.token_in(&n.input[0], scopes),
-                _ => h.update(&self.node_token(n, onnx, v, scopes)?.to_le_bytes()),
+            match constant_value(n).filter(|_| onnx) {
+                Some(t) => h.update(&values_token(self.m, &t)?.to_le_bytes()),
+                None if onnx && transparent(n, v) => return self.token_in(&n.input[0], scopes),
+                None => match self.taken_branch(n, onnx, v, scopes)? {
+                    Some(t) => return Ok(t),
+                    None => h.update(&self.node_token(n, onnx, v, scopes)?.to_le_bytes()),
+                },
             }
         }
         Ok(h.digest128())
@@ -662,12 +752,12 @@ fn transparent(n: &NodeProto, v: &str) -> bool {
         && n.input.get(2).is_none_or(|t| t.is_empty())
 }
 
-/// A Constant node's tensor (its `value` form).
-fn constant_value(n: &NodeProto) -> Option<&crate::proto::TensorProto> {
+/// A Constant node's tensor, in any of its forms (`value`, `value_float`,
+/// `value_ints`...), as `clean` reads it when it moves or merges one.
+fn constant_value(n: &NodeProto) -> Option<crate::proto::TensorProto> {
     (n.op_type() == "Constant")
-        .then(|| crate::ir::attr(n, "value"))
+        .then(|| crate::passes::clean::constant_value(n))
         .flatten()
-        .and_then(|a| a.t.as_ref())
 }
 
 /// A body being signed: the values it defines and their tokens so far.
@@ -680,6 +770,10 @@ struct Scope<'a> {
     sparse: HashMap<&'a str, &'a crate::proto::SparseTensorProto>,
     producers: HashMap<&'a str, &'a NodeProto>,
     tokens: HashMap<String, u128>,
+    /// Values whose tokens are being computed (a cycle meets one again).
+    pending: HashSet<String>,
+    /// Its nodes signed so far, as [`Signer::nodes`].
+    nodes: HashMap<usize, u128>,
 }
 
 impl<'a> Scope<'a> {
@@ -709,6 +803,8 @@ impl<'a> Scope<'a> {
                 })
                 .collect(),
             tokens: HashMap::new(),
+            pending: HashSet::new(),
+            nodes: HashMap::new(),
         }
     }
 
@@ -775,7 +871,8 @@ impl<'a> Signer<'a> {
     /// Node `id` of the rest, which decides or moves a boolean or an index
     /// the tail reads, as itself: its op, its attributes and the constants
     /// it reads (its other inputs are values of the rest, compared or
-    /// traced themselves).
+    /// traced themselves). Those ops (`DECIDES`, `MOVES`) hold no bodies,
+    /// which `attributes_token` leaves out.
     fn local(&mut self, id: NodeId) -> Result<u128> {
         let proto = self.m.graph.nodes[id].proto.clone();
         let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -804,9 +901,12 @@ impl<'a> Signer<'a> {
     /// computes is signed by how), else the main graph's ([`Self::constant`]).
     fn constant_in(&mut self, v: &str, scopes: &[Scope<'a>]) -> Option<crate::proto::TensorProto> {
         match scopes.iter().rev().find(|s| s.defines(v)) {
+            // A body input is what the node holding the body feeds it
+            // (an initializer of its name only a default).
+            Some(s) if s.inputs.contains_key(v) => None,
             Some(s) => match (s.initializers.get(v), s.producers.get(v)) {
                 (Some(t), _) => Some((*t).clone()),
-                (None, Some(n)) => constant_value(n).cloned(),
+                (None, Some(n)) if matches!(n.domain(), "" | "ai.onnx") => constant_value(n),
                 _ => None,
             },
             None => self.constant(v),
@@ -931,8 +1031,8 @@ fn f64_values(m: &Model, t: &crate::proto::TensorProto) -> Result<Option<Vec<f64
     })
 }
 
-/// A constant as its values (as float64, whatever its type: an integer
-/// constant cast to float is the same) and dims.
+/// A constant as its type, dims and values (floats as float64, integers
+/// as int64).
 fn values_token(m: &Model, t: &crate::proto::TensorProto) -> Result<u128> {
     let raw = m.payload(t)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -941,10 +1041,21 @@ fn values_token(m: &Model, t: &crate::proto::TensorProto) -> Result<u128> {
         h.update(&d.to_le_bytes());
     }
     h.update(b":");
-    match f64_values(m, t)? {
+    use crate::ir::tensor;
+    use crate::proto::tensor_proto::DataType;
+    let numbers = match tensor::data_type(t) {
+        DataType::Float | DataType::Float16 | DataType::Bfloat16 => {
+            f64_values(m, t)?.map(|v| v.into_iter().map(|x| x.to_bits()).collect::<Vec<u64>>())
+        }
+        // Integers as themselves: past 2^53 float64 would merge neighbours.
+        _ => tensor::to_i64(t, raw.as_ref())
+            .ok()
+            .map(|v| v.into_iter().map(|x| x as u64).collect()),
+    };
+    match numbers {
         Some(v) => {
             for x in v {
-                h.update(&x.to_bits().to_le_bytes());
+                h.update(&x.to_le_bytes());
             }
         }
         None => {
@@ -1113,14 +1224,17 @@ mod tests {
     /// The branches of an If in the tail, as torchvision's detectors
     /// guard their NMS: the then branch scales the column by its own
     /// constant `k` and adds the scores `s`, read from the rest; the else
-    /// branch passes the column on. `edit` changes the branches first.
+    /// branch passes the column on. The condition is computed in the tail
+    /// (whether any row was selected). `edit` changes the branches first.
     fn guarded(edit: impl FnOnce(&mut GraphProto, &mut GraphProto)) -> Model {
-        guarded_with(edit, vec![])
+        guarded_with(edit, None, vec![])
     }
 
-    /// [`guarded`] with `extra` nodes in the main graph.
+    /// [`guarded`], its condition a constant where `cond` says, with
+    /// `extra` nodes in the main graph.
     fn guarded_with(
         edit: impl FnOnce(&mut GraphProto, &mut GraphProto),
+        cond: Option<bool>,
         extra: Vec<NodeProto>,
     ) -> Model {
         use crate::ir::builder::{attr_graph, f32_value};
@@ -1130,7 +1244,7 @@ mod tests {
                 node_proto("t_mul", "Mul", &["column", "k"], &["t_scaled"], vec![]),
                 node_proto("t_add", "Add", &["t_scaled", "s"], &["t_out"], vec![]),
             ],
-            initializer: vec![crate::ir::tensor::from_f32("k", &[1], &[2.0])],
+            initializer: vec![crate::ir::tensor::from_f32("k", &[], &[2.0])],
             output: vec![f32_value("t_out", &[-1, 1])],
             ..Default::default()
         };
@@ -1155,10 +1269,8 @@ mod tests {
             let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
             nodes.insert(mm, node_proto("if", "If", &["cond"], &["column_if"], attrs));
             nodes[mm + 1].input[0] = "column_if".into();
-            nodes.extend(extra);
-            nodes.insert(
-                0,
-                node_proto(
+            let cond = match cond {
+                Some(c) => vec![node_proto(
                     "c",
                     "Constant",
                     &[],
@@ -1168,11 +1280,19 @@ mod tests {
                         crate::ir::tensor::int_scalar(
                             "",
                             crate::proto::tensor_proto::DataType::Bool,
-                            1,
+                            i64::from(c),
                         ),
                     )],
-                ),
-            );
+                )],
+                None => vec![
+                    node_proto("count", "Size", &["rows"], &["count"], vec![]),
+                    node_proto("any", "Greater", &["count", "axis1"], &["cond"], vec![]),
+                ],
+            };
+            for (k, n) in cond.into_iter().enumerate() {
+                nodes.insert(mm + k, n);
+            }
+            nodes.extend(extra);
         })
     }
 
@@ -1186,14 +1306,13 @@ mod tests {
         let (cut_m, c) = cut_of(m);
         // What the then branch reads from the rest is compared too.
         assert_eq!(c.outputs, ["f", "mask", "s"]);
-        assert_eq!(c.nodes, 6);
+        assert_eq!(c.nodes, 8);
         assert!(cut_m.graph.validate().is_ok());
-        // Names inside the branches, an Identity there, and the branch's
-        // constant held by the main graph (as `clean` moves it) keep the
-        // signature.
-        let moved = |then: &mut GraphProto, _: &mut GraphProto| {
-            then.initializer.clear();
-            then.node[0].input[1] = "k_main".into();
+        // Names inside the branches, an Identity there, the branch's
+        // constant held by the main graph (as `clean` moves it) or by a
+        // Constant node of another form keep the signature.
+        let renamed = |then: &mut GraphProto, k: &str| {
+            then.node[0].input[1] = k.into();
             then.node[1].input[0] = "scaled_copy".into();
             then.node[0].output[0] = "scaled".into();
             then.node.insert(
@@ -1211,18 +1330,38 @@ mod tests {
             &["k_main"],
             vec![attr_tensor(
                 "value",
-                crate::ir::tensor::from_f32("", &[1], &[2.0]),
+                crate::ir::tensor::from_f32("", &[], &[2.0]),
             )],
         );
-        let same = guarded_with(moved, vec![k_main]);
+        let moved = |then: &mut GraphProto, _: &mut GraphProto| {
+            then.initializer.clear();
+            renamed(then, "k_main");
+        };
+        let same = guarded_with(moved, None, vec![k_main]);
         assert_eq!(cut_of(same).1.signature, c.signature);
+        let float_form = |value: f32| {
+            move |then: &mut GraphProto, _: &mut GraphProto| {
+                then.initializer.clear();
+                renamed(then, "k_node");
+                let k = node_proto(
+                    "k_node",
+                    "Constant",
+                    &[],
+                    &["k_node"],
+                    vec![crate::ir::builder::attr_float("value_float", value)],
+                );
+                then.node.insert(0, k);
+            }
+        };
+        assert_eq!(cut_of(guarded(float_form(2.0))).1.signature, c.signature);
+        assert_ne!(cut_of(guarded(float_form(2.5))).1.signature, c.signature);
         // What the branches compute changes it: their constant, an op,
         // the branches swapped.
         let differs = |edit: fn(&mut GraphProto, &mut GraphProto)| {
             assert_ne!(cut_of(guarded(edit)).1.signature, c.signature);
         };
         differs(|then, _| {
-            then.initializer[0] = crate::ir::tensor::from_f32("k", &[1], &[2.5]);
+            then.initializer[0] = crate::ir::tensor::from_f32("k", &[], &[2.5]);
         });
         differs(|then, _| then.node[1].op_type = Some("Sub".into()));
         differs(std::mem::swap);
@@ -1232,33 +1371,147 @@ mod tests {
         assert_eq!(other.outputs, ["f", "mask", "y"]);
     }
 
+    /// An If whose condition is a constant is its taken branch (`clean`
+    /// inlines it): signed so, the same as the branch's nodes in the main
+    /// graph; the other branch differs.
+    #[test]
+    fn an_if_of_a_constant_condition_is_signed_as_the_branch_it_takes() {
+        let (_, taken) = cut_of(guarded_with(|_, _| {}, Some(true), vec![]));
+        let inlined = selecting(TAIL, |nodes| {
+            let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
+            nodes[mm].input[0] = "column_if".into();
+            nodes.insert(
+                mm,
+                node_proto("t_add", "Add", &["t_scaled", "s"], &["column_if"], vec![]),
+            );
+            nodes.insert(
+                mm,
+                node_proto("t_mul", "Mul", &["column", "k"], &["t_scaled"], vec![]),
+            );
+            let k = crate::ir::tensor::from_f32("", &[], &[2.0]);
+            nodes.push(node_proto(
+                "k",
+                "Constant",
+                &[],
+                &["k"],
+                vec![attr_tensor("value", k)],
+            ));
+        });
+        assert_eq!(cut_of(inlined).1.signature, taken.signature);
+        let (_, other) = cut_of(guarded_with(|_, _| {}, Some(false), vec![]));
+        assert_ne!(other.signature, taken.signature);
+    }
+
+    /// A Loop's body reads its inputs by position: the same names listed
+    /// in another order compute something else.
+    #[test]
+    fn a_bodys_inputs_are_signed_by_position() {
+        use crate::ir::builder::{attr_graph, attr_int, f32_value};
+        use crate::proto::tensor_proto::DataType;
+        let looped = |order: [usize; 3]| {
+            let inputs = [
+                crate::ir::builder::typed_value("i", DataType::Int64, &[]),
+                crate::ir::builder::typed_value("go", DataType::Bool, &[]),
+                f32_value("carried", &[-1, 1]),
+            ];
+            let body = GraphProto {
+                name: Some("body".into()),
+                node: vec![
+                    node_proto(
+                        "i_f",
+                        "Cast",
+                        &["i"],
+                        &["i_f"],
+                        vec![attr_int("to", DataType::Float as i64)],
+                    ),
+                    node_proto("next", "Add", &["carried", "i_f"], &["next"], vec![]),
+                    node_proto("go_on", "Identity", &["go"], &["go_out"], vec![]),
+                ],
+                input: order.iter().map(|&k| inputs[k].clone()).collect(),
+                output: vec![
+                    crate::ir::builder::typed_value("go_out", DataType::Bool, &[]),
+                    f32_value("next", &[-1, 1]),
+                ],
+                ..Default::default()
+            };
+            selecting(TAIL, |nodes| {
+                let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
+                nodes[mm].input[0] = "column_loop".into();
+                nodes.insert(
+                    mm,
+                    node_proto(
+                        "loop",
+                        "Loop",
+                        &["axis1", "", "column"],
+                        &["column_loop"],
+                        vec![attr_graph("body", body)],
+                    ),
+                );
+            })
+        };
+        let (_, c) = cut_of(looped([0, 1, 2]));
+        assert_ne!(cut_of(looped([0, 2, 1])).1.signature, c.signature);
+        assert_eq!(cut_of(looped([0, 1, 2])).1.signature, c.signature);
+    }
+
+    /// A body value that depends on itself (bodies are not checked for
+    /// cycles where the model is read) is an error, not a walk without end.
+    #[test]
+    fn a_cycle_inside_a_body_is_an_error() {
+        let mut m = guarded(|then, _| then.node[0].input[0] = "t_out".into());
+        let t = tail(&m);
+        let e = cut(&mut m, &t).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("value 't_scaled' of a body depends on itself")
+                || format!("{e:#}").contains("value 't_out' of a body depends on itself"),
+            "{e:#}"
+        );
+    }
+
     #[test]
     fn constants_a_tails_bodies_read_are_untouchable() {
         // The branch reads the Transpose of a constant the main graph
-        // computes: that Transpose is left as it is with the tail.
-        let m = guarded(|then, _| then.node[0].input[1] = "proj".into());
+        // computes, which nothing else reads: that Transpose is left as it
+        // is with the tail.
+        let wt_b = node_proto("wt_b", "Transpose", &["proj_t"], &["proj_b"], vec![]);
+        let m = guarded_with(
+            |then, _| then.node[0].input[1] = "proj_b".into(),
+            None,
+            vec![wt_b],
+        );
         let mut names: Vec<String> = untouchable(&m)
             .iter()
             .map(|&id| m.graph.nodes[id].name().to_string())
             .collect();
         names.sort();
-        assert_eq!(names, ["c", "col", "if", "mm", "nz", "pick", "t", "wt"]);
+        assert_eq!(
+            names,
+            ["any", "col", "count", "if", "mm", "nz", "pick", "t", "wt", "wt_b"]
+        );
     }
 
+    /// A tail of `MAX_TAIL` nodes is cut (its signature walks them all on
+    /// its thread's stack); one longer is not.
     #[test]
     fn a_tail_longer_than_its_walk_is_not_cut() {
-        let m = selecting(TAIL, |nodes| {
-            let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
-            nodes[mm].input[0] = format!("column_{MAX_TAIL}");
-            for k in 0..MAX_TAIL {
-                let from = match k {
-                    0 => "column".to_string(),
-                    k => format!("column_{k}"),
-                };
-                let to = format!("column_{}", k + 1);
-                nodes.insert(mm + k, node_proto(&to, "Relu", &[&from], &[&to], vec![]));
-            }
-        });
+        let chained = |links: usize| {
+            selecting(TAIL, |nodes| {
+                let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
+                nodes[mm].input[0] = format!("column_{links}");
+                for k in 0..links {
+                    let from = match k {
+                        0 => "column".to_string(),
+                        k => format!("column_{k}"),
+                    };
+                    let to = format!("column_{}", k + 1);
+                    nodes.insert(mm + k, node_proto(&to, "Relu", &[&from], &[&to], vec![]));
+                }
+            })
+        };
+        let longest = chained(MAX_TAIL - 5);
+        assert_eq!(tail(&longest).len(), MAX_TAIL);
+        assert_eq!(cut_of(longest).1.nodes, MAX_TAIL);
+        let m = chained(MAX_TAIL);
         let t = tail(&m);
         assert_eq!(
             not_cut(&m, &t).as_deref(),

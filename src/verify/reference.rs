@@ -840,8 +840,8 @@ impl Reference {
                 "verification runs the original up to what it computes after {}, which tract cannot type or run; the result {}",
                 mine.after(),
                 match reach::tail(result).is_empty() {
-                    true => "no longer has that part",
-                    false => "has it in a form that cannot be cut (over 16384 nodes with its bodies', or nothing before it to compare)",
+                    true => "no longer has that part".to_string(),
+                    false => format!("has it in a form that cannot be cut (over {} nodes, its bodies' counted, or nothing before it to compare)", reach::MAX_TAIL),
                 }
             ),
         }

@@ -32,8 +32,8 @@ impl Quant {
         self.half_weights(g, &mut uses, &excluded);
         store_renamed_if_shared(g, setup, self.params.block_size, &mut uses, &excluded);
         if !tail.is_empty() {
-            // Weights the tail reads, which stay float there.
-            // Weights the tail reads, its bodies' reads included.
+            // Weights the tail reads (its bodies' reads included), which
+            // stay float there.
             let kept: std::collections::BTreeSet<String> = tail
                 .iter()
                 .flat_map(|&id| {
