@@ -5471,8 +5471,14 @@ fn quant_leaves_post_processing_holding_an_if_as_it_is() {
     let out = dir.path().join("if.q.onnx");
     let stdout = run_passes_verified("clean,quant", &args, &original, &out);
     assert!(
-        stdout.contains("post-processing from NonZero on (6 node(s), with the constants only it reads) left as it is (2 float weight(s) among what it reads stay float)")
-            && stdout.contains("verified up to the 2 value(s) that post-processing reads ('mask', 'scores'); its 6 node(s) were not run"),
+        stdout.contains("post-processing from NonZero on (7 node(s), with the constants only it reads) left as it is (3 float weight(s) among what it reads stay float)")
+            && stdout.contains("verified up to the 2 value(s) that post-processing reads ('mask', 'scores'); its 7 node(s) were not run"),
+        "{stdout}"
+    );
+    // The head after the If is what stays float, and the note says why.
+    assert!(
+        stdout.contains("'head' [256, 256], 262.1 kB (read by MatMul after a selection by values)")
+            && stdout.contains("; 264.2 kB of them only the post-processing after a selection by values reads, which quant leaves as it is"),
         "{stdout}"
     );
     assert_ort_matches(&original, &out, &args);

@@ -20,7 +20,8 @@ Usage: make_selection_models.py OUTDIR
   if.onnx            one selection whose rows an If projects, as torchvision's
                      detectors guard their NMS: by a weight of its then
                      branch (`body_w`, a body initializer) where rows were
-                     selected, else by `tw` (read from the main graph)
+                     selected, else by `tw` (read from the main graph); then
+                     a [256, 256] head (`head`) after the If
   x.npz              an input whose scores are far from the threshold
   x_none.npz         an input whose scores are all 0.5: nothing selected
 """
@@ -112,6 +113,8 @@ def sliced(path):
 def with_if(path):
     inits, nodes = scores(0, 1, 0.01)
     inits.append(nh.from_array(np.array(0, np.int64), "none"))
+    head = np.random.default_rng(3).standard_normal((256, 256)).astype(np.float32)
+    inits.append(nh.from_array(head * 0.05, "head"))
     body_w = nh.from_array(np.full((1, 256), 0.03, np.float32), "body_w")
     then_branch = h.make_graph(
         [h.make_node("MatMul", ["rowsf", "body_w"], ["t_out"], name="t_project")],
@@ -135,11 +138,12 @@ def with_if(path):
         h.make_node(
             "If",
             ["any"],
-            ["out"],
+            ["projected"],
             name="guard",
             then_branch=then_branch,
             else_branch=else_branch,
         ),
+        h.make_node("MatMul", ["projected", "head"], ["out"], name="head"),
     ]
     save(path, nodes, inits)
 

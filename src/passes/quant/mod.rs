@@ -1339,6 +1339,18 @@ fn float_left_note<'a>(
         return None;
     }
     left.sort_by_key(|(n, t)| (std::cmp::Reverse(tensor::stored_bytes(t)), n.as_str()));
+    // Read only by the post-processing after a selection by values, which
+    // stays as it is (see `select_weights`): Faster R-CNN's box head.
+    let tail = crate::verify::reach::untouchable(model);
+    let in_tail = |n: &str| {
+        let readers = g.consumers(n);
+        !readers.is_empty() && readers.iter().all(|r| tail.contains(r))
+    };
+    let tail_bytes: u64 = left
+        .iter()
+        .filter(|(n, _)| in_tail(n))
+        .map(|(_, t)| tensor::stored_bytes(t))
+        .sum();
     const NAMED: usize = 3;
     let named: Vec<String> = left
         .iter()
@@ -1348,18 +1360,22 @@ fn float_left_note<'a>(
             ops.sort_unstable();
             ops.dedup();
             format!(
-                "'{n}' {:?}, {} (read by {})",
+                "'{n}' {:?}, {} (read by {}{})",
                 t.dims,
                 crate::report::mb(tensor::stored_bytes(t)),
                 match ops.is_empty() {
                     true => "no node of the main graph".to_string(),
                     false => ops.join(", "),
+                },
+                match in_tail(n) {
+                    true => " after a selection by values",
+                    false => "",
                 }
             )
         })
         .collect();
     Some(format!(
-        "{} of float32 constants ({:.0}% of the model's float32 constants) stay float, in {} tensor(s): {}{}; quant stores layers' weights as int8, and leaves float the constants used as they are (added, multiplied into values, compared or returned: their rounding would reach the outputs unaveraged), biases and small tables, and what exclude= names",
+        "{} of float32 constants ({:.0}% of the model's float32 constants) stay float, in {} tensor(s): {}{}; quant stores layers' weights as int8, and leaves float the constants used as they are (added, multiplied into values, compared or returned: their rounding would reach the outputs unaveraged), biases and small tables, and what exclude= names{}",
         crate::report::mb(bytes),
         100.0 * bytes as f64 / total.max(1) as f64,
         left.len(),
@@ -1367,6 +1383,13 @@ fn float_left_note<'a>(
         match left.len() > NAMED {
             true => format!(", and {} more", left.len() - NAMED),
             false => String::new(),
+        },
+        match tail_bytes {
+            0 => String::new(),
+            b => format!(
+                "; {} of them only the post-processing after a selection by values reads, which quant leaves as it is (verification cannot run it, and compares what it reads instead)",
+                crate::report::mb(b)
+            ),
         }
     ))
 }
