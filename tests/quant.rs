@@ -5461,8 +5461,11 @@ fn quant_leaves_post_processing_tract_cannot_type_as_it_is() {
 /// `clean` moves the then branch's weight to the main graph (the signature
 /// keeps: the same values read), `quant` alone leaves it in the branch,
 /// unquantized (quantized, the signature differs and the result is refused).
+/// A Loop there whose trip count the selection decides (Mask R-CNN pastes
+/// its masks so) goes with that part: tract has none, and it cannot be
+/// written out, but it is not run (the model was refused before).
 #[test]
-fn quant_leaves_post_processing_holding_an_if_as_it_is() {
+fn quant_leaves_post_processing_holding_bodies_as_it_is() {
     let dir = scratch("quant_selection_if");
     py_script("make_selection_models.py", &[dir.path()]);
     let original = dir.path().join("if.onnx");
@@ -5506,6 +5509,15 @@ fn quant_leaves_post_processing_holding_an_if_as_it_is() {
     assert_eq!(branch_weight(&out), branch_weight(&original));
     assert_eq!(branch_weight(&out)[0].name(), "body_w");
     assert_ort_matches(&original, &out, &args);
+
+    let looped = dir.path().join("loop.onnx");
+    let out = dir.path().join("loop.q.onnx");
+    let stdout = run_passes_verified("clean,quant", &args, &looped, &out);
+    assert!(
+        stdout.contains("verified up to the 2 value(s) that post-processing reads ('mask', 'scores'); its 4 node(s) were not run"),
+        "{stdout}"
+    );
+    assert_ort_matches(&looped, &out, &args);
 }
 
 /// Without verification (`--no-verify`) `sensitive=auto` builds its own

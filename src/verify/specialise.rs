@@ -175,7 +175,15 @@ pub(super) fn specialise(
             }
         }
     }
-    if has_loop(&m) {
+    // A loop after a selection by values (torchvision's Mask R-CNN pastes
+    // its masks so) goes with the part verification cuts there (`reach`).
+    let tail = reach::tail(&m);
+    let outside = m
+        .graph
+        .nodes
+        .node_indices()
+        .any(|id| m.graph.nodes[id].op() == "Loop" && !tail.contains(&id));
+    if outside {
         anyhow::bail!(
             "{NO_LOOP}{}",
             match left.is_empty() {

@@ -22,6 +22,10 @@ Usage: make_selection_models.py OUTDIR
                      branch (`body_w`, a body initializer) where rows were
                      selected, else by `tw` (read from the main graph); then
                      a [256, 256] head (`head`) after the If
+  loop.onnx          one selection whose row count is a Loop's trip count (as
+                     torchvision's Mask R-CNN pastes its masks): the loop
+                     adds `tw` to a sum once a row, in its body; tract has
+                     no Loop, and this one cannot be written out
   x.npz              an input whose scores are far from the threshold
   x_none.npz         an input whose scores are all 0.5: nothing selected
 """
@@ -148,6 +152,34 @@ def with_if(path):
     save(path, nodes, inits)
 
 
+def with_loop(path):
+    inits, nodes = scores(0, 1, 0.01)
+    inits.append(nh.from_array(np.zeros((1, 256), np.float32), "zeros"))
+    body = h.make_graph(
+        [
+            h.make_node("Add", ["acc", "tw"], ["next"], name="b_add"),
+            h.make_node("Identity", ["go"], ["go_out"], name="b_go"),
+        ],
+        "body",
+        [
+            h.make_tensor_value_info("i", T.INT64, []),
+            h.make_tensor_value_info("go", T.BOOL, []),
+            h.make_tensor_value_info("acc", T.FLOAT, [1, 256]),
+        ],
+        [
+            h.make_tensor_value_info("go_out", T.BOOL, []),
+            h.make_tensor_value_info("next", T.FLOAT, [1, 256]),
+        ],
+    )
+    nodes += [
+        h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
+        h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
+        h.make_node("Size", ["rows"], ["count"], name="count"),
+        h.make_node("Loop", ["count", "", "zeros"], ["out"], name="sum", body=body),
+    ]
+    save(path, nodes, inits)
+
+
 def main():
     out = sys.argv[1]
     model(os.path.join(out, "original.onnx"))
@@ -161,6 +193,7 @@ def main():
     np.savez(os.path.join(out, "x.npz"), x=x)
     sliced(os.path.join(out, "slice.onnx"))
     with_if(os.path.join(out, "if.onnx"))
+    with_loop(os.path.join(out, "loop.onnx"))
     np.savez(os.path.join(out, "x_none.npz"), x=np.zeros((1, 64), np.float32))
 
 
