@@ -537,12 +537,25 @@ pub(crate) fn mini_model(
 
 /// Value of a boolean scalar constant.
 fn const_bool(model: &Model, name: &str) -> Option<bool> {
-    let t = model.graph.constant(name)?;
+    scalar_bool(model, model.graph.constant(name)?)
+}
+
+/// A one-element constant `t` as a boolean (an If's condition).
+pub(crate) fn scalar_bool(model: &Model, t: &TensorProto) -> Option<bool> {
     if tensor::numel(&t.dims).ok()? != 1 {
         return None;
     }
     let payload = model.payload(t).ok()?;
     tensor::to_i64(t, payload.as_ref()).ok().map(|v| v[0] != 0)
+}
+
+/// The branch If `node` takes where its condition is `cond`.
+pub(crate) fn branch_taken(node: &crate::proto::NodeProto, cond: bool) -> Option<&GraphProto> {
+    let name = if cond { "then_branch" } else { "else_branch" };
+    node.attribute
+        .iter()
+        .find(|a| a.name() == name && a.r#type() == AttributeType::Graph)
+        .and_then(|a| a.g.as_ref())
 }
 
 /// Replace each `If` whose condition is a constant by the nodes of the branch
@@ -562,14 +575,7 @@ pub fn inline_constant_ifs(model: &Model) -> Result<Vec<Patch>> {
         let Some(cond) = node.proto.input.first().and_then(|c| const_bool(model, c)) else {
             continue;
         };
-        let branch_name = if cond { "then_branch" } else { "else_branch" };
-        let Some(branch) = node
-            .proto
-            .attribute
-            .iter()
-            .find(|a| a.name() == branch_name && a.r#type() == AttributeType::Graph)
-            .and_then(|a| a.g.as_ref())
-        else {
+        let Some(branch) = branch_taken(&node.proto, cond) else {
             continue;
         };
         if !branch.sparse_initializer.is_empty() || branch.output.len() != node.proto.output.len() {

@@ -169,12 +169,17 @@ fn decided(m: &Model, live: &HashSet<NodeId>) -> HashSet<String> {
 /// weight's Transpose): what a pass must leave as it is for a cut model's
 /// result to be verified (its signature covers them).
 pub fn untouchable(m: &Model) -> HashSet<NodeId> {
-    let mut nodes = tail(m);
+    let nodes = tail(m);
     if nodes.is_empty() {
         return nodes;
     }
+    reached(m, nodes, &live(m))
+}
+
+/// `tail` and the nodes outside `live` it reads from, its bodies' reads
+/// included (see [`untouchable`]).
+fn reached(m: &Model, mut nodes: HashSet<NodeId>, live: &HashSet<NodeId>) -> HashSet<NodeId> {
     let g = &m.graph;
-    let live = live(m);
     let mut stack: Vec<NodeId> = nodes.iter().copied().collect();
     while let Some(id) = stack.pop() {
         // What its bodies read from the main graph too.
@@ -287,7 +292,7 @@ fn cut(m: &mut Model, tail: &HashSet<NodeId>) -> Result<Option<Cut>> {
     let live = live(m);
     // On a thread whose stack holds the signature's walk, however deep.
     // It walks the tail and the constants it computes from (`untouchable`).
-    let stack = (tail_size(m, &untouchable(m)) * STACK_PER_NODE).max(8 << 20);
+    let stack = (tail_size(m, &reached(m, tail.clone(), &live)) * STACK_PER_NODE).max(8 << 20);
     let shared: &Model = m;
     let (outputs, decided, signature) = std::thread::scope(|s| {
         std::thread::Builder::new()
@@ -640,15 +645,10 @@ impl<'a> Signer<'a> {
         let Some(cond) = proto.input.first().filter(|c| !c.is_empty()) else {
             return Ok(None);
         };
-        let Some(cond) = self.constant_in(cond, scopes) else {
-            return Ok(None);
-        };
-        let taken = match crate::ir::tensor::to_i64(&cond, self.m.payload(&cond)?.as_ref()) {
-            Ok(c) if c.len() == 1 => c[0] != 0,
-            _ => return Ok(None),
-        };
-        let branch = crate::ir::attr(proto, if taken { "then_branch" } else { "else_branch" })
-            .and_then(|a| a.g.as_ref());
+        let taken = self
+            .constant_in(cond, scopes)
+            .and_then(|c| crate::passes::fold::scalar_bool(self.m, &c));
+        let branch = taken.and_then(|c| crate::passes::fold::branch_taken(proto, c));
         let slot = proto.output.iter().position(|o| o == v);
         let (Some(branch), Some(slot)) = (branch, slot) else {
             return Ok(None);
@@ -1143,6 +1143,17 @@ mod tests {
         .expect("a valid model")
     }
 
+    /// A Constant node `name` of `value` into `output`.
+    fn constant(name: &str, output: &str, value: crate::proto::TensorProto) -> NodeProto {
+        node_proto(
+            name,
+            "Constant",
+            &[],
+            &[output],
+            vec![attr_tensor("value", value)],
+        )
+    }
+
     fn cut_of(mut m: Model) -> (Model, Cut) {
         let t = tail(&m);
         let c = cut(&mut m, &t).unwrap().expect("values before the tail");
@@ -1270,19 +1281,14 @@ mod tests {
             nodes.insert(mm, node_proto("if", "If", &["cond"], &["column_if"], attrs));
             nodes[mm + 1].input[0] = "column_if".into();
             let cond = match cond {
-                Some(c) => vec![node_proto(
+                Some(c) => vec![constant(
                     "c",
-                    "Constant",
-                    &[],
-                    &["cond"],
-                    vec![attr_tensor(
-                        "value",
-                        crate::ir::tensor::int_scalar(
-                            "",
-                            crate::proto::tensor_proto::DataType::Bool,
-                            i64::from(c),
-                        ),
-                    )],
+                    "cond",
+                    crate::ir::tensor::int_scalar(
+                        "",
+                        crate::proto::tensor_proto::DataType::Bool,
+                        i64::from(c),
+                    ),
                 )],
                 None => vec![
                     node_proto("count", "Size", &["rows"], &["count"], vec![]),
@@ -1323,15 +1329,10 @@ mod tests {
                 n.name = Some(format!("{}_renamed", n.name()));
             }
         };
-        let k_main = node_proto(
+        let k_main = constant(
             "k_main",
-            "Constant",
-            &[],
-            &["k_main"],
-            vec![attr_tensor(
-                "value",
-                crate::ir::tensor::from_f32("", &[], &[2.0]),
-            )],
+            "k_main",
+            crate::ir::tensor::from_f32("", &[], &[2.0]),
         );
         let moved = |then: &mut GraphProto, _: &mut GraphProto| {
             then.initializer.clear();
@@ -1388,13 +1389,10 @@ mod tests {
                 mm,
                 node_proto("t_mul", "Mul", &["column", "k"], &["t_scaled"], vec![]),
             );
-            let k = crate::ir::tensor::from_f32("", &[], &[2.0]);
-            nodes.push(node_proto(
+            nodes.push(constant(
                 "k",
-                "Constant",
-                &[],
-                &["k"],
-                vec![attr_tensor("value", k)],
+                "k",
+                crate::ir::tensor::from_f32("", &[], &[2.0]),
             ));
         });
         assert_eq!(cut_of(inlined).1.signature, taken.signature);
@@ -1551,13 +1549,7 @@ mod tests {
         let folded = selecting(TAIL, |nodes| {
             let wt = nodes.iter().position(|n| n.name() == "wt").unwrap();
             let value = crate::ir::tensor::from_f32("", &[1, 80], &[1.0; 80]);
-            nodes[wt] = node_proto(
-                "wt",
-                "Constant",
-                &[],
-                &["proj"],
-                vec![attr_tensor("value", value)],
-            );
+            nodes[wt] = constant("wt", "proj", value);
         });
         assert_eq!(cut_of(folded).1.signature, c.signature);
     }
