@@ -24,7 +24,7 @@ use crate::patch::Patch;
 use crate::verify::{Status, VerifyReport};
 use groups::{activation_patches, fewest_groups, layer_groups, order_by_gain, predicted_groups};
 use notes::Choice;
-use storage::{back_to_int8, storage_ladder, stored_forms, Form, Stored};
+use storage::{back_to_int8, storage_ladder, stored_forms, Form, Ladder, Stored};
 
 /// The int8 form a weight keeps when `sensitive=auto` takes its quantized
 /// form back.
@@ -671,6 +671,7 @@ impl Quant {
             }
         };
         let mut fallback = climb(&eval)?;
+        let mut ladder = Ladder::of(storable_any, &fallback);
         let act_of = activation_patches(&patches);
         let groups = layer_groups(g, &patches, &act_of);
         let mut scored = search.measure_alone(&ranking, &groups)?;
@@ -739,6 +740,7 @@ impl Quant {
                     ));
                     // The ladder too: its rung was judged on the same plan.
                     fallback = climb(&own_plans)?;
+                    ladder = Ladder::of(storable_any, &fallback);
                     (k, r) = decide(&own_plans, &mut fallback)?;
                 }
             }
@@ -749,6 +751,7 @@ impl Quant {
             groups: &groups,
             taken_back: &scored[..k],
             fallback: &fallback,
+            ladder,
             keep: &keep,
             report: &r,
             full: score(full_wide.as_ref().unwrap_or(&full)),

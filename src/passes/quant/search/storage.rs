@@ -266,6 +266,34 @@ pub(super) fn storage_ladder(
     Ok(vec![None; int8.len()])
 }
 
+/// Where [`storage_ladder`] stopped, for notes: what storing every weight
+/// taken back, each layer computing in float, met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ladder {
+    /// No weight the search takes back can be stored compactly: no rung.
+    None,
+    /// int8 storage met the tolerance: what weight-only int8 gives.
+    Int8,
+    /// A finer rung than int8 did (blocks, float16).
+    Finer,
+    /// No rung did, float16 included: every weight taken back stays float.
+    Missed,
+}
+
+impl Ladder {
+    /// The rung `fallback` (the ladder's result) stands on; `storable`:
+    /// whether any weight had a stored form to climb with.
+    pub(super) fn of(storable: bool, fallback: &[Option<Stored>]) -> Ladder {
+        let mut forms = fallback.iter().flatten().map(|s| s.form).peekable();
+        match (storable, forms.peek().is_some()) {
+            (false, _) => Ladder::None,
+            (true, false) => Ladder::Missed,
+            (true, true) if forms.all(Form::is_int8) => Ladder::Int8,
+            (true, true) => Ladder::Finer,
+        }
+    }
+}
+
 /// The bytes of the initializers `p` adds, as stored.
 pub(super) fn stored_bytes(p: &Patch) -> u64 {
     p.add_initializers.iter().map(tensor::stored_bytes).sum()
