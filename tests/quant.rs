@@ -3083,9 +3083,10 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
     assert!(!s.contains("x weight stored as"), "{s}");
     assert!(!s.contains("weights stay stored as"), "{s}");
     assert!(
-        s.contains("sensitive=auto: even with every weight taken back stored as float16 (a change of about 1 part in 2000), each layer computing in float, these samples miss the tolerance"),
+        s.contains("sensitive=auto: even with every weight taken back stored as float16 (a change of about 1 part in 2000), each layer computing in float, these samples miss the tolerance (cosine 0.99999"),
         "{s}"
     );
+    assert!(s.contains("at best, against min_cosine 0.99999999)"), "{s}");
     assert!(!s.contains("layers with an integer kernel in int8"), "{s}");
 }
 

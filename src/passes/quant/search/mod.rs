@@ -661,17 +661,25 @@ impl Quant {
         let forms = |kind: Form| stored_forms(model, &patches, storable, kind, &excluded);
         let int8 = forms(Form::Int8)?;
         let storable_any = int8.iter().any(Option::is_some);
-        // The storage of the weights taken back, each rung judged by `eval`.
-        let climb = |eval: &Verdict| -> Result<Vec<Option<Stored>>> {
-            match storable_any {
-                true => storage_ladder(&int8, &forms, &progress, parallel, &|f| {
-                    Ok(eval(&vec![false; n], f)?.status == Status::Passed)
-                }),
-                false => Ok(vec![None; n]),
+        // The storage of the weights taken back, each rung judged by `eval`,
+        // and where the ladder stopped (with the best score of its rungs,
+        // for the note where none passed).
+        let climb = |eval: &Verdict| -> Result<(Vec<Option<Stored>>, Ladder)> {
+            if !storable_any {
+                return Ok((vec![None; n], Ladder::None));
             }
+            let best = std::sync::Mutex::new(f64::NEG_INFINITY);
+            let fallback = storage_ladder(&int8, &forms, &progress, parallel, &|f| {
+                let r = eval(&vec![false; n], f)?;
+                let mut b = best.lock().unwrap_or_else(|e| e.into_inner());
+                *b = b.max(score(&r));
+                Ok(r.status == Status::Passed)
+            })?;
+            let best = best.into_inner().unwrap_or_else(|e| e.into_inner());
+            let ladder = Ladder::of(&fallback, best);
+            Ok((fallback, ladder))
         };
-        let mut fallback = climb(&eval)?;
-        let mut ladder = Ladder::of(storable_any, &fallback);
+        let (mut fallback, mut ladder) = climb(&eval)?;
         let act_of = activation_patches(&patches);
         let groups = layer_groups(g, &patches, &act_of);
         let mut scored = search.measure_alone(&ranking, &groups)?;
@@ -739,8 +747,7 @@ impl Quant {
                         }
                     ));
                     // The ladder too: its rung was judged on the same plan.
-                    fallback = climb(&own_plans)?;
-                    ladder = Ladder::of(storable_any, &fallback);
+                    (fallback, ladder) = climb(&own_plans)?;
                     (k, r) = decide(&own_plans, &mut fallback)?;
                 }
             }

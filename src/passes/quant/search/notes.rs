@@ -82,9 +82,11 @@ impl Choice<'_> {
         // random weights on normal images: outputs up to 6e4, full
         // quantization 0.137, the result the original's size after a 12 s
         // search). Say why, and what would change it.
-        if self.ladder == Ladder::Missed {
+        if let Ladder::Missed(best) = self.ladder {
             notes.push(format!(
-                "sensitive=auto: {MISSED_AT_FLOAT16}, so those weights stay float, except where int8 storage of one group alone meets it. Either the tolerance is tighter than float16 rounding allows, or the model amplifies small changes on these inputs, as models can on inputs unlike the data they were trained on: pass --inputs with real data, or loosen --tolerance"
+                "sensitive=auto: {MISSED_AT_FLOAT16} (cosine {} at best, against min_cosine {}), so those weights stay float, except where int8 storage of one group alone meets it. Either the tolerance is tighter than float16 rounding allows, or the model amplifies small changes on these inputs, as models can on inputs unlike the data they were trained on: pass --inputs with real data, or loosen --tolerance",
+                digits_beside(best, opts.tolerance.min_cosine),
+                opts.tolerance.min_cosine
             ));
         }
         // Most of the model back in float: integer kernels gain little
@@ -119,7 +121,7 @@ impl Choice<'_> {
                 Ladder::Finer => notes.push(format!(
                     "{leaves}: the result may run no faster than the original (weight-only int8, activations=none, misses the tolerance too: every weight stored as int8 did)"
                 )),
-                Ladder::Missed => {}
+                Ladder::Missed(_) => {}
             }
         }
         notes.extend(details);
@@ -193,6 +195,13 @@ fn group_notes(
     (details, changed)
 }
 
+/// `x` with one decimal more than `min` has, five at least: a cosine
+/// beside the tolerance it misses (0.999999995 against 0.99999999).
+fn digits_beside(x: f64, min: f64) -> String {
+    let decimals = min.to_string().split('.').nth(1).map_or(0, str::len);
+    format!("{x:.*}", decimals.max(4) + 1)
+}
+
 /// What the note on a ladder that missed every rung says it measured.
 const MISSED_AT_FLOAT16: &str = "even with every weight taken back stored as float16 (a change of about 1 part in 2000), each layer computing in float, these samples miss the tolerance";
 
@@ -231,6 +240,15 @@ fn held_out_caveat(
 
 #[cfg(test)]
 mod tests {
+    /// A cosine beside the tolerance it misses shows where it differs.
+    #[test]
+    fn a_cosine_is_shown_to_one_decimal_past_its_tolerance() {
+        use super::digits_beside;
+        assert_eq!(digits_beside(0.612341, 0.99), "0.61234");
+        assert_eq!(digits_beside(0.999999995, 0.99999999), "0.999999995");
+        assert_eq!(digits_beside(0.5, 1.0), "0.50000");
+    }
+
     /// Groups of stored weights alone that all went back to int8 storage
     /// changed nothing: no note each, and not counted as taken back; a
     /// group whose layer computes in float is, whatever its storage.

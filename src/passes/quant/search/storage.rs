@@ -268,7 +268,7 @@ pub(super) fn storage_ladder(
 
 /// Where [`storage_ladder`] stopped, for notes: what storing every weight
 /// taken back, each layer computing in float, met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Ladder {
     /// No weight the search takes back can be stored compactly: no rung.
     None,
@@ -277,19 +277,21 @@ pub(super) enum Ladder {
     /// A finer rung than int8 did (blocks, float16).
     Finer,
     /// No rung did, float16 included: every weight taken back stays float.
-    Missed,
+    /// The best score of the rungs checked.
+    Missed(f64),
 }
 
 impl Ladder {
-    /// The rung `fallback` (the ladder's result) stands on; `storable`:
-    /// whether any weight had a stored form to climb with.
-    pub(super) fn of(storable: bool, fallback: &[Option<Stored>]) -> Ladder {
+    /// The rung `fallback` (the ladder's result) stands on; `best`: the
+    /// best score of the rungs checked.
+    pub(super) fn of(fallback: &[Option<Stored>], best: f64) -> Ladder {
         let mut forms = fallback.iter().flatten().map(|s| s.form).peekable();
-        match (storable, forms.peek().is_some()) {
-            (false, _) => Ladder::None,
-            (true, false) => Ladder::Missed,
-            (true, true) if forms.all(Form::is_int8) => Ladder::Int8,
-            (true, true) => Ladder::Finer,
+        if forms.peek().is_none() {
+            return Ladder::Missed(best);
+        }
+        match forms.all(Form::is_int8) {
+            true => Ladder::Int8,
+            false => Ladder::Finer,
         }
     }
 }
