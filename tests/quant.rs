@@ -3090,6 +3090,64 @@ fn sensitive_auto_falls_back_to_float16_storage_then_float() {
     assert!(!s.contains("layers with an integer kernel in int8"), "{s}");
 }
 
+/// A weight beyond float16's range (a row of 1e5s, read behind a mask that
+/// zeroes its input) stays float32 in the float16 rung of the ladder, where
+/// it would become infinities (times the mask's 0: NaN): the other weights
+/// taken back are still stored as float16, where that meets the tolerance.
+/// It sent every weight back to float32 (1.000x), with a note that even
+/// float16 storage missed.
+#[test]
+fn a_weight_beyond_float16s_range_stays_float32_in_the_float16_rung() {
+    let (k, n, m) = (64usize, 32usize, 16usize);
+    let value = |i: usize, j: usize| ((i * 37 + j * 11) % 101) as f32 / 250.0 - 0.2;
+    let w1: Vec<f32> = (0..k * n)
+        .map(|i| match i / n {
+            0 => 1e5,
+            r => value(r, i % n),
+        })
+        .collect();
+    let w2: Vec<f32> = (0..n * m).map(|i| value(i / m, i % m)).collect();
+    let mask: Vec<f32> = (0..k).map(|r| if r == 0 { 0.0 } else { 1.0 }).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, k as i64])
+        .init_f32("mask", &[k as i64], &mask)
+        .init_f32("w1", &[k as i64, n as i64], &w1)
+        .init_f32("w2", &[n as i64, m as i64], &w2)
+        .node("masked", "Mul", &["x", "mask"], &["xm"])
+        .node("mm1", "MatMul", &["xm", "w1"], &["h"])
+        .node("mm2", "MatMul", &["h", "w2"], &["y"])
+        .output("y", &[1, m as i64])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-f16-range");
+    let input = write_model(dir.path(), "m.onnx", &original);
+    let out = dir.path().join("o.onnx");
+    let s = run_passes_verified(
+        "quant(activations=none)",
+        &tolerance("0.99999", "1e-7"),
+        &input,
+        &out,
+    );
+    assert!(
+        s.contains("1 x weight stored as float16 (expanded once at load)"),
+        "{s}"
+    );
+    assert!(!s.contains("even with every weight taken back"), "{s}");
+    let (q, _) = Model::load(&out).unwrap();
+    let ty = |name: &str| q.graph.initializers.get(name).map(|t| t.data_type());
+    assert_eq!(ty("w1"), Some(1), "{}", dump(&q.graph));
+    assert!(ty("w2").is_none(), "{}", dump(&q.graph));
+    assert!(
+        q.graph
+            .initializers
+            .values()
+            .any(|t| t.data_type() == 10 && t.dims == [n as i64, m as i64]),
+        "{}",
+        dump(&q.graph)
+    );
+    assert_ort_matches(&input, &out, &quantized("0.99999"));
+}
+
 /// Where a few large values set a channel's int8 scale, per-channel int8
 /// storage loses the rest, and `sensitive=auto` stores the weight as int8
 /// in blocks (one float16 scale per 32 values) before float16: a MatMul

@@ -848,6 +848,12 @@ pub(super) fn stored_int8(
     (inits, nodes)
 }
 
+/// Whether every value of `data` is a finite float within float16's range
+/// (float16 would turn one beyond it into an infinity).
+pub(super) fn fits_f16(data: &[f32]) -> bool {
+    data.iter().all(|v| v.abs() <= f32::from(half::f16::MAX))
+}
+
 /// A float weight stored as float16 and expanded by a Cast into its own
 /// name, which runtimes fold once at load: half the bytes, rounding 2^-11
 /// relative (where int8 storage costs too much accuracy).
@@ -1044,11 +1050,7 @@ fn f16_biases(
         let t = g.constant(&b).context("a bias is not a constant")?;
         let payload = model.payload(t)?;
         let bias = tensor::f32_view(t, payload.as_ref())?;
-        if !bias
-            .data
-            .iter()
-            .all(|v| v.abs() <= f32::from(half::f16::MAX))
-        {
+        if !fits_f16(&bias.data) {
             continue; // NaN, infinite, or beyond float16's range
         }
         let hn = g.fresh_name(&format!("{b}_f16"));

@@ -84,7 +84,7 @@ impl Choice<'_> {
         // search). Say why, and what would change it.
         if let Ladder::Missed(best) = self.ladder {
             notes.push(format!(
-                "sensitive=auto: {MISSED_AT_FLOAT16} (cosine {} at best, against min_cosine {}), so those weights stay float, except where int8 storage of one group alone meets it. Either the tolerance is tighter than float16 rounding allows, or the model amplifies small changes on these inputs, as models can on inputs unlike the data they were trained on: pass --inputs with real data, or loosen --tolerance",
+                "sensitive=auto: {MISSED_AT_FLOAT16} (cosine {} at best, against min_cosine {}), so those weights stay float. Either the tolerance is tighter than float16 rounding allows, or the model amplifies small changes on these inputs, as models can on inputs unlike the data they were trained on: pass --inputs with real data, or loosen --tolerance",
                 digits_beside(best, opts.tolerance.min_cosine),
                 opts.tolerance.min_cosine
             ));

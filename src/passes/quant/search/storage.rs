@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use super::Fallback;
 use crate::ir::{tensor, Model};
 use crate::passes::quant::weights::{
-    dynamic_matmuls, gather_rows, stored_f16, stored_weight, stored_weight_blocks,
+    dynamic_matmuls, fits_f16, gather_rows, stored_f16, stored_weight, stored_weight_blocks,
 };
 use crate::patch::Patch;
 use crate::verify::{Status, VerifyReport};
@@ -114,8 +114,8 @@ fn accepted_in_runs(
 }
 
 /// Each patch's weight in stored form `kind` (`None` for a patch that
-/// quantizes no weight sensitive=auto can store, and for a weight no block
-/// fits in `Blocks`; an embedding table keeps its int8 rows in `Blocks`, as
+/// quantizes no weight sensitive=auto can store, for a weight no block
+/// fits in `Blocks`, and for one beyond float16's range in `Half`; an embedding table keeps its int8 rows in `Blocks`, as
 /// fine as it gets there). Built once per form, when first needed.
 pub(super) fn stored_forms(
     model: &Model,
@@ -142,7 +142,10 @@ pub(super) fn stored_forms(
             let data = tensor::f32_view(t, payload.as_ref())?;
             let stored = |form, patch| Stored { form, patch };
             Ok(match (fallback, kind) {
-                (_, Form::Half) => Some(stored(Form::Half, stored_f16(model, w, &data))),
+                // A weight float16 cannot hold stays float32 there.
+                (_, Form::Half) => {
+                    fits_f16(&data.data).then(|| stored(Form::Half, stored_f16(model, w, &data)))
+                }
                 (Fallback::Stored(axis), Form::Int8 | Form::Kernel) => Some(stored(
                     Form::Int8,
                     stored_weight(model, w, &data, *axis, excluded)?,
