@@ -177,12 +177,13 @@ pub(super) fn specialise(
     }
     // A loop after a selection by values (torchvision's Mask R-CNN pastes
     // its masks so) goes with the part verification cuts there (`reach`).
-    let tail = reach::tail(&m);
-    let outside = m
-        .graph
-        .nodes
-        .node_indices()
-        .any(|id| m.graph.nodes[id].op() == "Loop" && !tail.contains(&id));
+    let outside = has_loop(&m) && {
+        let tail = reach::tail(&m);
+        m.graph
+            .nodes
+            .node_indices()
+            .any(|id| m.graph.nodes[id].op() == "Loop" && !tail.contains(&id))
+    };
     if outside {
         anyhow::bail!(
             "{NO_LOOP}{}",

@@ -115,8 +115,9 @@ fn accepted_in_runs(
 
 /// Each patch's weight in stored form `kind` (`None` for a patch that
 /// quantizes no weight sensitive=auto can store, for a weight no block
-/// fits in `Blocks`, and for one beyond float16's range in `Half`; an embedding table keeps its int8 rows in `Blocks`, as
-/// fine as it gets there). Built once per form, when first needed.
+/// fits in `Blocks`, and for one beyond float16's range in `Half`; an
+/// embedding table keeps its int8 rows in `Blocks`, as fine as it gets
+/// there). Built once per form, when first needed.
 pub(super) fn stored_forms(
     model: &Model,
     patches: &[Patch],
