@@ -268,14 +268,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line, like every other error; --help has the rest.
-            let msg = e.to_string();
-            let first = msg
-                .lines()
-                .next()
-                .unwrap_or("bad usage")
-                .trim_start_matches("error: ");
-            eprintln!("error: {first} (see --help)");
+            eprintln!("error: {} (see --help)", usage_error(&e));
             return ExitCode::from(1);
         }
     };
@@ -296,6 +289,37 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// A usage error on one line, like every other error, with what clap says
+/// below its first line kept (the arguments missing, the values allowed,
+/// a tip), and `--help` for the rest; no command at all says so, where clap
+/// shows the whole help.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "no command given: run, inspect, verify or passes".to_string();
+    }
+    let msg = e.to_string();
+    let mut lines = msg.lines();
+    let first = lines
+        .next()
+        .unwrap_or("bad usage")
+        .trim_start_matches("error: ")
+        .trim_end()
+        .to_string();
+    // The indented lines before the usage: the missing arguments, the
+    // allowed values, a tip.
+    let details: Vec<&str> = lines
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| l.starts_with(' ') && !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    match (first.strip_suffix(':'), details.is_empty()) {
+        (_, true) => first,
+        (Some(head), false) => format!("{head}: {}", details.join(", ")),
+        (None, false) => format!("{first}; {}", details.join("; ")),
     }
 }
 
@@ -344,27 +368,145 @@ fn external_file_bytes(m: &Model, dir: &Path) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-/// Fail early, before any work, if the output cannot be written.
-fn check_output(input: &Path, output: &Path) -> Result<()> {
-    if output.is_dir() {
-        bail!("cannot write {}: it is a directory", output.display());
+/// Whether `a` and `b` name one file: where both exist, the same file
+/// (through symlinks and hard links); where neither does, the same name
+/// in the same folder.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                x.dev() == y.dev() && x.ino() == y.ino()
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = (x, y);
+                a.canonicalize().ok() == b.canonicalize().ok()
+            }
+        }
+        (Err(_), Err(_)) => {
+            let target = |p: &Path| {
+                let dir = io::model_dir(p).canonicalize().ok()?;
+                Some(dir.join(p.file_name()?))
+            };
+            target(a).is_some_and(|t| Some(t) == target(b))
+        }
+        _ => false,
     }
-    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
+}
+
+/// Fail early, before any work, if `path` cannot take a file written as
+/// `run` writes (a temporary file renamed into place): it is a directory,
+/// or something other than a regular file, which the rename would replace
+/// (`/dev/null` became a regular file), or its folder is missing or
+/// read-only. `what`: "the output", "the report".
+fn check_writable(path: &Path, what: &str) -> Result<()> {
+    if path.is_dir() {
+        bail!("cannot write {what} {}: it is a directory", path.display());
+    }
+    if let Ok(md) = std::fs::metadata(path) {
         ensure!(
-            a != b,
-            "the output {} is the input; choose another path (the input is never modified)",
-            output.display()
+            md.is_file(),
+            "cannot write {what} {}: it is not a regular file (a device, pipe or socket), which writing it (a finished file renamed into place) would replace; write to a file",
+            path.display()
         );
     }
-    let dir = io::model_dir(output);
+    let dir = io::model_dir(path);
     ensure!(
         dir.is_dir(),
-        "cannot write {}: folder {} does not exist",
-        output.display(),
+        "cannot write {what} {}: folder {} does not exist",
+        path.display(),
         dir.display()
     );
     tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("cannot write to folder {}", dir.display()))?;
+        .with_context(|| format!("cannot write {what} to folder {}", dir.display()))?;
+    Ok(())
+}
+
+/// The external data file a result written to `output` may have
+/// ([`io::save`] names it so).
+fn data_file_of(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".data");
+    output.with_file_name(name)
+}
+
+/// Fail early, before any work, if what `run` writes cannot be written,
+/// or would replace a file it reads: the output (and its external data
+/// file) and the report, against the input, `--inputs`, the recipe and
+/// one another. The input is never modified; a report written over the
+/// input (`--report IN.onnx`) replaced it.
+fn check_outputs(args: &RunArgs) -> Result<()> {
+    check_writable(&args.output, "the output")?;
+    if let Some(r) = &args.report {
+        check_writable(r, "the report")?;
+    }
+    let mut read: Vec<(&Path, &str)> = vec![(args.input.as_path(), "the input")];
+    if let Some(i) = &args.verify.inputs {
+        read.push((i.as_path(), "the --inputs file"));
+    }
+    if let Some(r) = &args.recipe {
+        read.push((r.as_path(), "the recipe"));
+    }
+    let data = data_file_of(&args.output);
+    let mut written: Vec<(&Path, &str)> = vec![
+        (args.output.as_path(), "the output"),
+        (data.as_path(), "the output's external data file"),
+    ];
+    if let Some(r) = &args.report {
+        for (w, what) in &written {
+            ensure!(
+                !same_file(r, w),
+                "the report {} would be written over {what}; choose another path",
+                r.display()
+            );
+        }
+        written.push((r.as_path(), "the report"));
+    }
+    for (w, what) in &written {
+        for (r, read_what) in &read {
+            ensure!(
+                !same_file(w, r),
+                "{what} {} is {read_what}, which is never modified; choose another path",
+                w.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fail before any work if what `run` writes is a data file the loaded
+/// input keeps its weights in (its folder `dir`): writing it would change
+/// the input model's weights (an output named after its data file, or
+/// whose own data file is named so).
+fn check_input_data_files(model: &Model, dir: &Path, args: &RunArgs) -> Result<()> {
+    use onnx_squeeze::ir::tensor;
+    let data = data_file_of(&args.output);
+    let mut written: Vec<(&Path, &str)> = vec![
+        (args.output.as_path(), "the output"),
+        (data.as_path(), "the output's external data file"),
+    ];
+    if let Some(r) = &args.report {
+        written.push((r.as_path(), "the report"));
+    }
+    let locations: std::collections::BTreeSet<&str> = model
+        .graph
+        .initializers
+        .values()
+        .filter(|t| tensor::is_external(t))
+        .filter_map(|t| tensor::external_entry(t, "location"))
+        .collect();
+    for location in locations {
+        let file = dir.join(location);
+        for (w, what) in &written {
+            ensure!(
+                !same_file(w, &file),
+                "{what} {} is the data file the input keeps its weights in ({location}), which is never modified; choose another output path",
+                w.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -485,7 +627,7 @@ fn run(args: RunArgs) -> Result<u8> {
     let mut vopts = args
         .verify
         .options(pipeline.tolerance(), &pipeline.verify)?;
-    check_output(&args.input, &args.output)?;
+    check_outputs(&args)?;
     // Weights the passes compute wait on disk beside the output, as the
     // input's own do in its file, not in memory (see `io::spill`).
     if let Err(e) = io::spill::set_scratch_dir(&io::model_dir(&args.output)) {
@@ -495,6 +637,7 @@ fn run(args: RunArgs) -> Result<u8> {
     let stages = Stages::new(args.log_progress);
     stages.line(&format!("loading {}", args.input.display()));
     let (mut model, in_bytes) = load(&args.input, &stages.pb)?;
+    check_input_data_files(&model, &io::model_dir(&args.input), &args)?;
     // Shared with verification's reference, built from it on first use.
     let original = std::sync::Arc::new(model.clone());
     let input_had_external = model

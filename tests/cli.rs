@@ -85,6 +85,18 @@ fn bad_inputs_give_one_line_and_exit_1() {
             "--dim 'batch': the model has no input dim of that name; its dims without a size: N",
         ),
         (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "clean".into(),
+                "--dim".into(),
+                "N=100000000".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "would take 307200.0 MB for one sample",
+        ),
+        (
             vec!["run".into(), p("missing.onnx"), o.clone()],
             "cannot open",
         ),
@@ -237,10 +249,148 @@ fn bad_inputs_give_one_line_and_exit_1() {
             "not a valid ONNX model",
         ),
         (vec!["frobnicate".into()], "unrecognized subcommand"),
+        // What clap says below its first line is kept on the one line.
+        (
+            vec!["run".into(), f("tiny_cnn.onnx")],
+            "were not provided: <OUTPUT>",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--external-data".into(),
+                "maybe".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "[possible values: true, false]",
+        ),
+        (vec![], "no command given: run, inspect, verify or passes"),
     ];
     for (args, expect) in cases {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         assert_clean_failure(&a, &out, expect);
+    }
+}
+
+/// What `run` writes never replaces a file it reads, nor anything but a
+/// regular file: refused before any work, the files as they were. A
+/// report named as the input replaced the input; an output named as the
+/// input's data file, or whose own data file is, changed the input's
+/// weights; an output on a device replaced the device with a file.
+#[test]
+fn what_run_writes_never_replaces_what_it_reads() {
+    let dir = scratch("cli-clash");
+    let d = dir.path();
+    let p = |n: &str| d.join(n).to_string_lossy().into_owned();
+    let tiny = p("tiny.onnx");
+    std::fs::copy(fixture("tiny_cnn.onnx"), &tiny).unwrap();
+    // A model whose weights live in `external_data.onnx.data`, which an
+    // output `external_data.onnx` would write as its own data file.
+    std::fs::copy(fixture("external_data.onnx"), p("ext.onnx")).unwrap();
+    std::fs::copy(
+        fixture("external_data.onnx.data"),
+        p("external_data.onnx.data"),
+    )
+    .unwrap();
+    let fifo = p("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| f.is_file())
+        .map(|f| (f.to_string_lossy().into_owned(), std::fs::read(&f).unwrap()))
+        .collect();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "run".into(),
+                "--report".into(),
+                tiny.clone(),
+                tiny.clone(),
+                p("o.onnx"),
+            ],
+            "the report",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--report".into(),
+                p("o.onnx"),
+                tiny.clone(),
+                p("o.onnx"),
+            ],
+            "would be written over the output",
+        ),
+        (
+            vec!["run".into(), p("ext.onnx"), p("external_data.onnx.data")],
+            "the data file the input keeps its weights in",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--external-data".into(),
+                "true".into(),
+                p("ext.onnx"),
+                p("external_data.onnx"),
+            ],
+            "the output's external data file",
+        ),
+        (
+            vec!["run".into(), tiny.clone(), fifo.clone()],
+            "not a regular file",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--report".into(),
+                p("no/r.json"),
+                tiny.clone(),
+                p("o.onnx"),
+            ],
+            "does not exist",
+        ),
+    ];
+    for (args, expect) in cases {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        assert_clean_failure(&a, &d.join("o.onnx"), expect);
+        assert!(
+            !d.join("external_data.onnx").exists(),
+            "{a:?} wrote external_data.onnx"
+        );
+        for (f, bytes) in &before {
+            assert_eq!(&std::fs::read(f).unwrap(), bytes, "{a:?} changed {f}");
+        }
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    }
+    // The same models are otherwise fine to run: what was refused is the
+    // paths alone.
+    let ok = run_cli(&["run", "--passes", "clean", &p("ext.onnx"), &p("c.onnx")]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+}
+
+/// A model whose external data file is missing is refused at load, by
+/// every command, with the file named: `inspect` described it as fine,
+/// and `run` failed only when it wrote the result.
+#[test]
+fn a_missing_external_data_file_is_refused_at_load() {
+    let dir = scratch("cli-nodata");
+    let d = dir.path();
+    let m = d.join("external_data.onnx");
+    std::fs::copy(fixture("external_data.onnx"), &m).unwrap();
+    let m = m.to_string_lossy().into_owned();
+    let o = d.join("o.onnx");
+    for args in [
+        vec!["inspect", m.as_str()],
+        vec!["run", m.as_str(), o.to_str().unwrap()],
+        vec!["run", "--passes", "clean", m.as_str(), o.to_str().unwrap()],
+        vec!["verify", m.as_str(), m.as_str()],
+    ] {
+        assert_clean_failure(&args, &o, "external data file \"external_data.onnx.data\"");
     }
 }
 

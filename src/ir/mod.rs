@@ -631,18 +631,32 @@ impl Model {
     pub fn from_proto(mut proto: ModelProto, external: Arc<ExternalData>) -> Result<Model> {
         let g = proto.graph.take().context("the model has no graph")?;
         let graph = Graph::from_proto(g)?;
-        let mut sizes: HashMap<String, Option<u64>> = HashMap::new();
+        // Each external data file's size, or why it cannot be read: a model
+        // whose data file is missing is refused here, at load, not when its
+        // first weight is read (`inspect` said nothing, `run` failed while
+        // writing, `verify` as if the model did not run).
+        let mut sizes: HashMap<String, Result<u64, String>> = HashMap::new();
         for t in graph.initializers.values() {
-            let file_len =
-                match tensor::external_entry(t, "location").filter(|_| tensor::is_external(t)) {
-                    Some(loc) => *sizes.entry(loc.to_string()).or_insert_with(|| {
-                        std::fs::metadata(external.dir().join(loc))
-                            .ok()
+            let location = tensor::external_entry(t, "location").filter(|_| tensor::is_external(t));
+            let file_len = location.map(|loc| {
+                sizes
+                    .entry(loc.to_string())
+                    .or_insert_with(|| {
+                        let path = external.dir().join(loc);
+                        std::fs::metadata(&path)
                             .map(|m| m.len())
-                    }),
-                    None => None,
-                };
-            tensor::check_payload(t, file_len).context("the model's initializers are malformed")?;
+                            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                    })
+                    .clone()
+            });
+            tensor::check_payload(t, file_len.clone().and_then(Result::ok))
+                .context("the model's initializers are malformed")?;
+            if let (Some(loc), Some(Err(e))) = (location, file_len) {
+                bail!(
+                    "tensor '{}' keeps its values in the external data file {loc:?} ({e}); keep the model's data files beside it",
+                    t.name()
+                );
+            }
         }
         graph.validate().context("the model's graph is invalid")?;
         Ok(Model {

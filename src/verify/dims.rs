@@ -220,6 +220,29 @@ pub fn check_bound(
                     .join(", ")
             );
         }
+        // One sample at these sizes must fit in memory (unbound dims count 1).
+        for vi in &model.graph.rest.input {
+            let Some(tt) = crate::ir::tensor_type(vi) else {
+                continue;
+            };
+            let dims_of = tt.shape.iter().flat_map(|s| s.dim.iter()).enumerate();
+            let shape: Vec<usize> = dims_of
+                .map(|(axis, d)| {
+                    use crate::proto::tensor_shape_proto::dimension::Value as Dim;
+                    match &d.value {
+                        Some(Dim::DimValue(v)) if *v >= 0 => *v as usize,
+                        Some(Dim::DimParam(p)) if dims.contains_key(p) => dims[p],
+                        _ => dims
+                            .get(&inputs::axis_dim_key(vi.name(), axis))
+                            .copied()
+                            .unwrap_or(1),
+                    }
+                })
+                .collect();
+            let dtype = crate::proto::tensor_proto::DataType::try_from(tt.elem_type())
+                .unwrap_or(crate::proto::tensor_proto::DataType::Undefined);
+            inputs::check_sample_size(vi.name(), &shape, dtype)?;
+        }
         return Ok(());
     }
     unknown.sort();

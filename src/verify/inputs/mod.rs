@@ -761,6 +761,43 @@ pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
 /// The graph inputs that are not initializers, with concrete shapes: dims
 /// without a size from `dims`, by [`axis_dim_key`] first, then by name,
 /// otherwise 1. Every choice made is described in `notes`.
+/// The most bytes one input of one sample may take: a quarter of the
+/// machine's memory (1 GiB where that is unknown). A `--dim` of 1e8 on an
+/// image's side asked for 307 GB and aborted the process.
+fn sample_bytes_limit() -> u64 {
+    // SAFETY: sysconf reads a system setting; it has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    match (u64::try_from(pages), u64::try_from(page)) {
+        (Ok(n), Ok(p)) if n > 0 && p > 0 => n.saturating_mul(p) / 4,
+        _ => 1 << 30,
+    }
+}
+
+/// Refuse input `name` of `shape` and type `dtype` where one sample of it
+/// would not fit in memory ([`sample_bytes_limit`]): the sizes come from
+/// `--dim`, or from the model.
+pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType) -> Result<()> {
+    let bits = crate::ir::tensor::element_bits(dtype).unwrap_or(8) as u64;
+    let bytes = shape
+        .iter()
+        .try_fold(bits, |acc, &d| acc.checked_mul(d as u64))
+        .map(|b| b.div_ceil(8));
+    let limit = sample_bytes_limit();
+    match bytes {
+        Some(b) if b <= limit => Ok(()),
+        _ => bail!(
+            "input '{name}' at shape {shape:?} ({dtype:?}) would take {} for one sample, more than a quarter of this machine's memory ({}); bind its dims to smaller sizes (--dim NAME=SIZE)",
+            bytes.map_or("more than 16 EB".to_string(), crate::report::mb),
+            crate::report::mb(limit)
+        ),
+    }
+}
+
 pub fn input_specs(
     g: &Graph,
     dims: &HashMap<String, usize>,
@@ -808,6 +845,7 @@ pub fn input_specs(
                 });
             }
         }
+        check_sample_size(vi.name(), &shape, dtype)?;
         let (rows, as_is) = index_rows_as_is(g, vi.name());
         let values = if states.iter().any(|s| s == vi.name()) {
             FloatValues::Zeros
