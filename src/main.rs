@@ -113,10 +113,10 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct VerifyArgs {
-    /// Inputs for verification (and for calibration): an .npz with one array per model input, or an
-    /// .npy for a one-input model. An array with one axis more than its input holds several samples,
-    /// one per entry of that first axis (a calibration set for a model whose batch is fixed); the
-    /// other arrays are the same in every sample. Arrays of another type are cast to the input's.
+    /// Inputs for verification (and, with `run`, for the passes that calibrate): an .npz with one
+    /// array per model input, or an .npy for a one-input model. An array with one axis more than its
+    /// input holds several samples, one per entry of that first axis (a model whose batch is fixed
+    /// takes several samples so); the other arrays are the same in every sample. Arrays of another type are cast to the input's.
     /// Default: seeded random inputs that respect each input's type and shape
     /// (floats standard normal; an Ultralytics model's images uniform in [0, 1),
     /// as its metadata documents them; images a model takes as pixel values
@@ -142,7 +142,7 @@ struct VerifyArgs {
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
     /// Override the tolerance: atol=, rtol= or min_cosine=, e.g. --tolerance atol=1e-3
-    /// (rtol=inf: no relative bound, as quant's tolerance). Repeat it for several keys.
+    /// (rtol=inf: no relative bound, as quant's tolerance). Repeat it for several keys, each once.
     #[arg(long = "tolerance", value_name = "KEY=VALUE")]
     tolerance: Vec<String>,
     /// Number of random samples verification draws (default 2; at least 16
@@ -150,7 +150,7 @@ struct VerifyArgs {
     /// for a streaming model).
     #[arg(long)]
     samples: Option<usize>,
-    /// Seed of the random inputs.
+    /// Seed of the random inputs (default 0).
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -171,7 +171,12 @@ impl VerifyArgs {
                 .parse()
                 .with_context(|| format!("--dim {d}: '{v}' is not a positive integer"))?;
             ensure!(n > 0, "--dim {d}: the size must be at least 1");
-            dims.insert(k.trim().to_string(), n);
+            if let Some(before) = dims.insert(k.trim().to_string(), n) {
+                bail!(
+                    "--dim {}: given twice ({before} and {n}); give each dim once",
+                    k.trim()
+                );
+            }
         }
         let mut tol = base;
         if let Some(v) = recipe.atol {
@@ -183,6 +188,7 @@ impl VerifyArgs {
         if let Some(v) = recipe.min_cosine {
             tol.min_cosine = v;
         }
+        let mut given = std::collections::HashSet::new();
         for t in &self.tolerance {
             let (k, v) = t
                 .split_once('=')
@@ -191,17 +197,28 @@ impl VerifyArgs {
                 .trim()
                 .parse()
                 .with_context(|| format!("--tolerance {t}: '{v}' is not a number"))?;
+            let key = match k.trim() {
+                "cosine" => "min_cosine",
+                other => other,
+            };
             ensure!(
-                x >= 0.0,
-                "--tolerance {t}: must be a number >= 0 (inf for no bound)"
+                given.insert(key.to_string()),
+                "--tolerance {key}: given twice; give each key once"
             );
-            match k.trim() {
+            match key {
+                "min_cosine" => ensure!(
+                    (0.0..=1.0).contains(&x),
+                    "--tolerance {t}: a cosine bound is between 0 and 1"
+                ),
+                _ => ensure!(
+                    x >= 0.0,
+                    "--tolerance {t}: must be a number >= 0 (inf for no bound)"
+                ),
+            }
+            match key {
                 "atol" => tol.atol = x,
                 "rtol" => tol.rtol = x,
-                "min_cosine" | "cosine" => {
-                    ensure!(x <= 1.0, "--tolerance {t}: a cosine is at most 1");
-                    tol.min_cosine = x
-                }
+                "min_cosine" => tol.min_cosine = x,
                 other => {
                     bail!("--tolerance: unknown key '{other}'; valid keys: atol, rtol, min_cosine")
                 }

@@ -251,9 +251,12 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(
     info: &PassInfo,
 ) -> Result<T> {
     toml::Value::Table(params).try_into::<T>().map_err(|e| {
+        // serde's own list of the fields ("expected one of ...") is left
+        // out: the parameters follow, with their types and defaults.
+        let msg = e.message().trim();
+        let msg = msg.split(", expected one of").next().unwrap_or(msg);
         anyhow::anyhow!(
-            "{}; parameters of '{}': {}",
-            e.message().trim(),
+            "{msg}; parameters of '{}': {}",
             info.name,
             info.params
                 .iter()

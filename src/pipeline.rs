@@ -323,10 +323,13 @@ fn split_top_level(spec: &str) -> Result<Vec<String>> {
             '(' | '[' if !quote => open.push(c),
             ')' | ']' if !quote => {
                 let want = if c == ')' { '(' } else { '[' };
-                ensure!(
-                    open.pop() == Some(want),
-                    "unbalanced '{c}' in --passes '{spec}'"
-                );
+                match open.pop() {
+                    Some(o) if o == want => {}
+                    Some(o) => {
+                        bail!("'{c}' closes a '{o}' in --passes '{spec}': close the '{o}' first")
+                    }
+                    None => bail!("unbalanced '{c}' in --passes '{spec}'"),
+                }
             }
             ',' if open.is_empty() && !quote => {
                 items.push(std::mem::take(&mut cur));

@@ -191,7 +191,7 @@ impl RunReport {
                 let more = p.notes.len() - SHOWN_NOTES;
                 let _ = writeln!(
                     s,
-                    "    note: ... {more} more note{} in the JSON report",
+                    "    note: ... {more} more note{} in the JSON report (--report FILE)",
                     if more == 1 { "" } else { "s" }
                 );
             }
@@ -316,7 +316,7 @@ mod tests {
         };
         let t = report(SHOWN_NOTES + 1).table();
         assert!(
-            t.contains("note: n9\n    note: ... 1 more note in the JSON report\n"),
+            t.contains("note: n9\n    note: ... 1 more note in the JSON report (--report FILE)\n"),
             "{t}"
         );
         assert!(!t.contains("note: n10"), "{t}");

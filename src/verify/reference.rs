@@ -726,13 +726,18 @@ impl Reference {
     fn check_interface(&self, result: &Model, specialised: bool) -> Result<()> {
         let result_specs = inputs::input_specs(&result.graph, &self.opts.dims, &mut Vec::new())?;
         let fixed_names: Vec<&String> = self.fixed.iter().map(|&i| &self.specs[i].name).collect();
+        let original: Vec<&String> = self
+            .specs
+            .iter()
+            .map(|s| &s.name)
+            .filter(|n| !(specialised && fixed_names.contains(n)))
+            .collect();
+        let names: Vec<&String> = result_specs.iter().map(|s| &s.name).collect();
         anyhow::ensure!(
-            self.specs
-                .iter()
-                .map(|s| &s.name)
-                .filter(|n| !(specialised && fixed_names.contains(n)))
-                .eq(result_specs.iter().map(|s| &s.name)),
-            "the result's inputs differ from the original's"
+            original == names,
+            "the result's inputs differ from the original's: it takes {:?}, the original {:?}; verification feeds both the same inputs, by name and in order",
+            names,
+            original
         );
         let outputs = result.graph.rest.output.len();
         let original_outputs = self

@@ -991,8 +991,14 @@ impl Quant {
             } else if mode == "none" && conv_w + mm_w == 0 {
                 // Said as what it is: "0 weights in Conv" read as though the
                 // model's Convs had none.
+                let in_bodies = body_layers(model);
                 ctx.notes.push(match half_layers(model) {
                     true => format!("activations: none (weight-only): {HALF_LAYERS}"),
+                    // silero-vad's network, in its If's branches, read as
+                    // one of MatMuls over activations.
+                    false if in_bodies > 0 => format!(
+                        "activations: none (weight-only int8): the model's layers are inside If/Loop/Scan bodies ({in_bodies} Conv, MatMul, Gemm or recurrent node(s) there), whose activations quant leaves float; their weights are stored as int8 and expanded once at load"
+                    ),
                     false => "activations: none: no Conv, MatMul or Gemm has a constant float32 weight (its MatMuls multiply activations, as an attention block's do): integer kernels would convert activations and shrink no weight".to_string(),
                 });
             } else {
@@ -1437,6 +1443,31 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 /// Why a model whose layers compute in float16 keeps its activations
 /// (see [`half_layers`]).
 const HALF_LAYERS: &str = "the layers' weights are float16, and so is what they compute: their weights are stored as int8 and expanded to float16 at load, their activations left in float16 (quant converts float32 activations only)";
+
+/// The Conv, ConvTranspose, MatMul, Gemm, LSTM, GRU and RNN nodes inside
+/// the bodies of the main graph's nodes (If branches, Loop and Scan
+/// bodies), at any depth.
+fn body_layers(model: &Model) -> usize {
+    fn count(g: &crate::proto::GraphProto) -> usize {
+        g.node
+            .iter()
+            .map(|n| {
+                let own = matches!(
+                    n.op_type(),
+                    "Conv" | "ConvTranspose" | "MatMul" | "Gemm" | "LSTM" | "GRU" | "RNN"
+                );
+                usize::from(own) + crate::ir::walk::subgraphs(n).map(count).sum::<usize>()
+            })
+            .sum()
+    }
+    model
+        .graph
+        .nodes
+        .node_weights()
+        .flat_map(|n| crate::ir::walk::subgraphs(&n.proto))
+        .map(count)
+        .sum()
+}
 
 /// Whether the Convs, MatMuls and Gemms with a constant weight all have a
 /// float16 one (a half-precision export), and there is one: their
