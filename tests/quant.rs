@@ -2600,6 +2600,14 @@ fn weights_inside_if_bodies_are_quantized() {
         !body.contains("op_type: Some(\"Constant\")"),
         "the Constant weight is replaced"
     );
+    // Said as what it is: layers in bodies, not MatMuls over activations.
+    assert!(
+        r.notes.iter().any(|n| n.starts_with(
+            "activations: none (weight-only int8): the model's layers are inside If/Loop/Scan bodies (2 "
+        )),
+        "{:?}",
+        r.notes
+    );
     let v = verify_quant(&original, &m);
     assert_eq!(v.status, Status::Passed, "{}", v.table());
     // Expanded by Cast -> Mul inside the bodies (folded once at load by runtimes).
