@@ -199,7 +199,10 @@ impl VerifyArgs {
                 .with_context(|| format!("--tolerance {t}: '{v}' is not a number"))?;
             let key = match k.trim() {
                 "cosine" => "min_cosine",
-                other => other,
+                k @ ("atol" | "rtol" | "min_cosine") => k,
+                other => {
+                    bail!("--tolerance: unknown key '{other}'; valid keys: atol, rtol, min_cosine")
+                }
             };
             ensure!(
                 given.insert(key.to_string()),
@@ -218,10 +221,7 @@ impl VerifyArgs {
             match key {
                 "atol" => tol.atol = x,
                 "rtol" => tol.rtol = x,
-                "min_cosine" => tol.min_cosine = x,
-                other => {
-                    bail!("--tolerance: unknown key '{other}'; valid keys: atol, rtol, min_cosine")
-                }
+                _ => tol.min_cosine = x,
             }
         }
         if let Some(p) = &self.inputs {
@@ -419,6 +419,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// (`/dev/null` became a regular file), or its folder is missing or
 /// read-only. `what`: "the output", "the report".
 fn check_writable(path: &Path, what: &str) -> Result<()> {
+    // `OUT.onnx/` names a folder: the rename into place would fail at the
+    // end of the run.
+    let text = path.as_os_str().to_string_lossy();
+    if text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR) {
+        bail!(
+            "cannot write {what} {}: the path ends with a separator; name a file",
+            path.display()
+        );
+    }
     if path.is_dir() {
         bail!("cannot write {what} {}: it is a directory", path.display());
     }
@@ -441,12 +450,14 @@ fn check_writable(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The external data file a result written to `output` may have
-/// ([`io::save`] names it so).
-fn data_file_of(output: &Path) -> PathBuf {
-    let mut name = output.file_name().unwrap_or_default().to_os_string();
-    name.push(".data");
-    output.with_file_name(name)
+/// The external data file `run` may write beside its output: none with
+/// `--external-data false`; otherwise it may, since whether it does
+/// depends on the result's size ([`io::save`]).
+fn output_data_file(args: &RunArgs) -> Option<PathBuf> {
+    match args.external_data {
+        Some(false) => None,
+        _ => io::data_file_of(&args.output),
+    }
 }
 
 /// Fail early, before any work, if what `run` writes cannot be written,
@@ -466,11 +477,11 @@ fn check_outputs(args: &RunArgs) -> Result<()> {
     if let Some(r) = &args.recipe {
         read.push((r.as_path(), "the recipe"));
     }
-    let data = data_file_of(&args.output);
-    let mut written: Vec<(&Path, &str)> = vec![
-        (args.output.as_path(), "the output"),
-        (data.as_path(), "the output's external data file"),
-    ];
+    let mut written: Vec<(&Path, &str)> = vec![(args.output.as_path(), "the output")];
+    let data = output_data_file(args);
+    if let Some(d) = &data {
+        written.push((d.as_path(), "the output's external data file"));
+    }
     if let Some(r) = &args.report {
         for (w, what) in &written {
             ensure!(
@@ -498,24 +509,18 @@ fn check_outputs(args: &RunArgs) -> Result<()> {
 /// the input model's weights (an output named after its data file, or
 /// whose own data file is named so).
 fn check_input_data_files(model: &Model, dir: &Path, args: &RunArgs) -> Result<()> {
-    use onnx_squeeze::ir::tensor;
-    let data = data_file_of(&args.output);
-    let mut written: Vec<(&Path, &str)> = vec![
-        (args.output.as_path(), "the output"),
-        (data.as_path(), "the output's external data file"),
-    ];
+    let mut written: Vec<(&Path, &str)> = vec![(args.output.as_path(), "the output")];
+    let data = output_data_file(args);
+    if let Some(d) = &data {
+        written.push((d.as_path(), "the output's external data file"));
+    }
     if let Some(r) = &args.report {
         written.push((r.as_path(), "the report"));
     }
-    let locations: std::collections::BTreeSet<&str> = model
-        .graph
-        .initializers
-        .values()
-        .filter(|t| tensor::is_external(t))
-        .filter_map(|t| tensor::external_entry(t, "location"))
-        .collect();
-    for location in locations {
-        let file = dir.join(location);
+    // Wherever its tensors are: a Constant node's value, a body's
+    // initializer, as well as the main graph's initializers.
+    for location in model.external_locations() {
+        let file = dir.join(&location);
         for (w, what) in &written {
             ensure!(
                 !same_file(w, &file),

@@ -390,6 +390,15 @@ fn parse_item(item: &str) -> Result<(String, toml::Table)> {
                 .with_context(|| format!("expected key=value in '{item}', got '{kv}'"))?;
             let k = k.trim();
             let v = v.trim();
+            // A number TOML cannot hold would be taken for a string, and
+            // refused as one ("invalid type: string").
+            let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+            ensure!(
+                digits.is_empty()
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                    || v.parse::<i64>().is_ok(),
+                "parameter '{k}' in '{item}': {v} is out of range (a 64-bit integer)"
+            );
             let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
@@ -437,6 +446,13 @@ mod tests {
         assert!(split_top_level("quant(exclude=[a)").is_err());
         assert!(split_top_level("quant(exclude=[a)],x)").is_err());
         assert!(parse_item("clean(x)").is_err());
+        // A number past 64 bits is out of range, not a string.
+        let e = parse_item("quant(samples=99999999999999999999)").unwrap_err();
+        assert!(format!("{e}").contains("is out of range"), "{e}");
+        assert!(parse_item("quant(samples=-9223372036854775808)").is_ok());
+        // The wrong bracket closing a list is named.
+        let e = split_top_level("quant(exclude=[a,b)").unwrap_err();
+        assert!(format!("{e}").contains("')' closes a '['"), "{e}");
         // Parameters written as other tools take them are pointed to the
         // parentheses.
         let e = parse_item("quant=weights=int4").unwrap_err().to_string();

@@ -90,11 +90,11 @@ fn bad_inputs_give_one_line_and_exit_1() {
                 "--passes".into(),
                 "clean".into(),
                 "--dim".into(),
-                "N=100000000".into(),
+                "N=1000000000000".into(),
                 f("tiny_cnn.onnx"),
                 o.clone(),
             ],
-            "would take 307200.0 MB for one sample",
+            "for one sample, more than a quarter of this machine's memory",
         ),
         (
             vec!["run".into(), p("missing.onnx"), o.clone()],
@@ -265,6 +265,41 @@ fn bad_inputs_give_one_line_and_exit_1() {
             "[possible values: true, false]",
         ),
         (vec![], "no command given: run, inspect, verify or passes"),
+        // A key given twice is refused, not decided by the last one.
+        (
+            vec![
+                "run".into(),
+                "--dim".into(),
+                "N=2".into(),
+                "--dim".into(),
+                "N=3".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "--dim N: given twice (2 and 3)",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--tolerance".into(),
+                "cosine=0.9".into(),
+                "--tolerance".into(),
+                "min_cosine=0.99".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "--tolerance min_cosine: given twice",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--tolerance".into(),
+                "min_cosine=-1".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "a cosine bound is between 0 and 1",
+        ),
     ];
     for (args, expect) in cases {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
@@ -272,11 +307,49 @@ fn bad_inputs_give_one_line_and_exit_1() {
     }
 }
 
+/// Writes `constant.onnx` into `dir`: a model whose only external tensor
+/// is a Constant node's value, in `c.bin` (written too, 16 zero bytes).
+#[cfg(unix)]
+fn constant_in_data_file(dir: &std::path::Path) {
+    use onnx_squeeze::ir::builder::{attr_tensor, ModelBuilder};
+    use onnx_squeeze::proto::{
+        tensor_proto::{DataLocation, DataType},
+        StringStringEntryProto, TensorProto,
+    };
+    let entry = |k: &str, v: &str| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    };
+    let value = TensorProto {
+        name: Some("c".into()),
+        dims: vec![4],
+        data_type: Some(DataType::Float as i32),
+        data_location: Some(DataLocation::External as i32),
+        external_data: vec![entry("location", "c.bin"), entry("length", "16")],
+        ..Default::default()
+    };
+    let m = ModelBuilder::new(17)
+        .input("x", &[4])
+        .node_with(
+            "c",
+            "Constant",
+            &[],
+            &["c"],
+            vec![attr_tensor("value", value)],
+        )
+        .node("add", "Add", &["x", "c"], &["y"])
+        .output("y", &[4])
+        .proto();
+    std::fs::write(dir.join("constant.onnx"), prost::Message::encode_to_vec(&m)).unwrap();
+    std::fs::write(dir.join("c.bin"), [0u8; 16]).unwrap();
+}
+
 /// What `run` writes never replaces a file it reads, nor anything but a
 /// regular file: refused before any work, the files as they were. A
 /// report named as the input replaced the input; an output named as the
 /// input's data file, or whose own data file is, changed the input's
 /// weights; an output on a device replaced the device with a file.
+#[cfg(unix)]
 #[test]
 fn what_run_writes_never_replaces_what_it_reads() {
     let dir = scratch("cli-clash");
@@ -292,6 +365,8 @@ fn what_run_writes_never_replaces_what_it_reads() {
         p("external_data.onnx.data"),
     )
     .unwrap();
+    std::fs::write(p("in.npz"), b"not read: refused before").unwrap();
+    constant_in_data_file(d);
     let fifo = p("pipe");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -314,6 +389,36 @@ fn what_run_writes_never_replaces_what_it_reads() {
                 p("o.onnx"),
             ],
             "the report",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--report".into(),
+                tiny.clone(),
+                tiny.clone(),
+                p("o.onnx"),
+            ],
+            "is the input",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--inputs".into(),
+                p("in.npz"),
+                tiny.clone(),
+                p("in.npz"),
+            ],
+            "is the --inputs file",
+        ),
+        (
+            vec!["run".into(), tiny.clone(), format!("{}/", p("o.onnx"))],
+            "ends with a separator",
+        ),
+        // A tensor outside the initializers (a Constant's value) in a data
+        // file is one of the input's data files too.
+        (
+            vec!["run".into(), p("constant.onnx"), p("c.bin")],
+            "the data file the input keeps its weights in (c.bin)",
         ),
         (
             vec![
@@ -376,6 +481,7 @@ fn what_run_writes_never_replaces_what_it_reads() {
 /// A model whose external data file is missing is refused at load, by
 /// every command, with the file named: `inspect` described it as fine,
 /// and `run` failed only when it wrote the result.
+#[cfg(unix)]
 #[test]
 fn a_missing_external_data_file_is_refused_at_load() {
     let dir = scratch("cli-nodata");
@@ -391,6 +497,16 @@ fn a_missing_external_data_file_is_refused_at_load() {
         vec!["verify", m.as_str(), m.as_str()],
     ] {
         assert_clean_failure(&args, &o, "external data file \"external_data.onnx.data\"");
+    }
+    // A Constant node's value in a missing data file, likewise.
+    constant_in_data_file(d);
+    std::fs::remove_file(d.join("c.bin")).unwrap();
+    let m = d.join("constant.onnx").to_string_lossy().into_owned();
+    for args in [
+        vec!["inspect", m.as_str()],
+        vec!["run", m.as_str(), o.to_str().unwrap()],
+    ] {
+        assert_clean_failure(&args, &o, "external data file \"c.bin\"");
     }
 }
 

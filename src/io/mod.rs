@@ -16,7 +16,7 @@ mod save;
 pub mod spill;
 
 pub use external::ExternalData;
-pub use save::{save, set_readable, SaveOptions, SaveStats};
+pub use save::{data_file_of, save, set_readable, SaveOptions, SaveStats};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -37,6 +37,19 @@ pub struct SaveStats {
     pub external_file: Option<PathBuf>,
 }
 
+/// The name of the external data file written beside a model named
+/// `file_name` (its file name, as text).
+pub fn data_file_name(file_name: &str) -> String {
+    format!("{file_name}.data")
+}
+
+/// The external data file a model written to `target` has, where it has
+/// one: [`data_file_name`] of its file name, in its folder.
+pub fn data_file_of(target: &Path) -> Option<std::path::PathBuf> {
+    let name = target.file_name()?.to_string_lossy().into_owned();
+    Some(target.with_file_name(data_file_name(&name)))
+}
+
 /// Write `proto` to `target` atomically. Tensors that are external in `proto`
 /// are read through `source` and copied into a data file beside `target`.
 pub fn save(
@@ -70,7 +83,7 @@ pub fn save(
     let mut stats = SaveStats::default();
     let mut data_tmp = None;
     if external {
-        let data_name = format!("{file_name}.data");
+        let data_name = data_file_name(&file_name);
         let tmp = NamedTempFile::new_in(&dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
         // Past the page cache where it is large (see `direct`).

@@ -616,6 +616,30 @@ pub fn reads(n: &NodeProto) -> (Vec<String>, Vec<String>) {
     (direct, implicit)
 }
 
+/// `f` on every external tensor of a model that is not an initializer of
+/// its main graph: tensors of the main graph's nodes (a Constant's value,
+/// the initializers and nodes of bodies, at any depth) and of the model's
+/// functions (`proto`: the model message, its graph taken out).
+fn external_tensors_outside_initializers(
+    graph: &Graph,
+    proto: &ModelProto,
+    f: &mut dyn FnMut(&TensorProto),
+) {
+    let mut only_external = |t: &TensorProto| {
+        if tensor::is_external(t) {
+            f(t)
+        }
+    };
+    for n in graph.nodes.node_weights() {
+        walk::node_tensors(&n.proto, &mut only_external);
+    }
+    for func in &proto.functions {
+        for n in &func.node {
+            walk::node_tensors(n, &mut only_external);
+        }
+    }
+}
+
 /// A model: the main graph as IR, everything else verbatim.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -658,12 +682,53 @@ impl Model {
                 );
             }
         }
+        // Tensors elsewhere (a Constant node's value, a body's initializer,
+        // a function's constant) may live in data files too.
+        let mut elsewhere = std::collections::BTreeMap::new();
+        external_tensors_outside_initializers(&graph, &proto, &mut |t| {
+            if let Some(loc) = tensor::external_entry(t, "location") {
+                elsewhere
+                    .entry(loc.to_string())
+                    .or_insert_with(|| t.name().to_string());
+            }
+        });
+        for (loc, name) in elsewhere {
+            if sizes.contains_key(&loc) {
+                continue;
+            }
+            let path = external.dir().join(&loc);
+            if let Err(e) = std::fs::metadata(&path) {
+                bail!(
+                    "tensor '{name}' keeps its values in the external data file {loc:?} (cannot read {}: {e}); keep the model's data files beside it",
+                    path.display()
+                );
+            }
+        }
         graph.validate().context("the model's graph is invalid")?;
         Ok(Model {
             proto,
             graph,
             external,
         })
+    }
+
+    /// The external data files the model's tensors live in, wherever the
+    /// tensors are (initializers, Constant nodes, bodies, functions), as
+    /// their locations relative to the model's folder.
+    pub fn external_locations(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut add = |t: &TensorProto| {
+            if let Some(loc) = tensor::external_entry(t, "location") {
+                out.insert(loc.to_string());
+            }
+        };
+        for t in self.graph.initializers.values() {
+            if tensor::is_external(t) {
+                add(t);
+            }
+        }
+        external_tensors_outside_initializers(&self.graph, &self.proto, &mut add);
+        out
     }
 
     /// Load a model file into the IR.

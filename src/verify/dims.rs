@@ -220,28 +220,46 @@ pub fn check_bound(
                     .join(", ")
             );
         }
-        // One sample at these sizes must fit in memory (unbound dims count 1).
+        // One sample at the sizes `--dim` binds must fit in memory
+        // (unbound dims count 1). Inputs the user bound no dim of are left
+        // to where samples are drawn (`inputs::input_specs`): a run that
+        // draws none (--no-verify, passes that do not run the model) takes
+        // any model.
         for vi in &model.graph.rest.input {
+            if model.graph.initializers.contains_key(vi.name()) {
+                continue;
+            }
             let Some(tt) = crate::ir::tensor_type(vi) else {
                 continue;
             };
+            use crate::proto::tensor_shape_proto::dimension::Value as Dim;
+            let mut bound = false;
             let dims_of = tt.shape.iter().flat_map(|s| s.dim.iter()).enumerate();
             let shape: Vec<usize> = dims_of
-                .map(|(axis, d)| {
-                    use crate::proto::tensor_shape_proto::dimension::Value as Dim;
-                    match &d.value {
-                        Some(Dim::DimValue(v)) if *v >= 0 => *v as usize,
-                        Some(Dim::DimParam(p)) if dims.contains_key(p) => dims[p],
-                        _ => dims
-                            .get(&inputs::axis_dim_key(vi.name(), axis))
-                            .copied()
-                            .unwrap_or(1),
+                .map(|(axis, d)| match &d.value {
+                    Some(Dim::DimValue(v)) if *v >= 0 => *v as usize,
+                    // As `input_specs` binds them: the axis's key first.
+                    value => {
+                        let by_axis = dims.get(&inputs::axis_dim_key(vi.name(), axis));
+                        let by_name = match value {
+                            Some(Dim::DimParam(p)) => dims.get(p),
+                            _ => None,
+                        };
+                        match by_axis.or(by_name) {
+                            Some(&n) => {
+                                bound = true;
+                                n
+                            }
+                            None => 1,
+                        }
                     }
                 })
                 .collect();
-            let dtype = crate::proto::tensor_proto::DataType::try_from(tt.elem_type())
-                .unwrap_or(crate::proto::tensor_proto::DataType::Undefined);
-            inputs::check_sample_size(vi.name(), &shape, dtype)?;
+            if bound {
+                let dtype = crate::proto::tensor_proto::DataType::try_from(tt.elem_type())
+                    .unwrap_or(crate::proto::tensor_proto::DataType::Undefined);
+                inputs::check_sample_size(vi.name(), &shape, dtype)?;
+            }
         }
         return Ok(());
     }

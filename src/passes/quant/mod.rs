@@ -997,7 +997,7 @@ impl Quant {
                     // silero-vad's network, in its If's branches, read as
                     // one of MatMuls over activations.
                     false if in_bodies > 0 => format!(
-                        "activations: none (weight-only int8): the model's layers are inside If/Loop/Scan bodies ({in_bodies} Conv, MatMul, Gemm or recurrent node(s) there), whose activations quant leaves float; their weights are stored as int8 and expanded once at load"
+                        "activations: none (weight-only int8): the model's layers are inside If/Loop/Scan bodies ({in_bodies} Conv, MatMul, Gemm or recurrent node(s) there), whose activations quant leaves float; the constant weights it finds there are stored as int8 and expanded once at load"
                     ),
                     false => "activations: none: no Conv, MatMul or Gemm has a constant float32 weight (its MatMuls multiply activations, as an attention block's do): integer kernels would convert activations and shrink no weight".to_string(),
                 });

@@ -765,17 +765,22 @@ pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
 /// machine's memory (1 GiB where that is unknown). A `--dim` of 1e8 on an
 /// image's side asked for 307 GB and aborted the process.
 fn sample_bytes_limit() -> u64 {
-    // SAFETY: sysconf reads a system setting; it has no preconditions.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    match (u64::try_from(pages), u64::try_from(page)) {
-        (Ok(n), Ok(p)) if n > 0 && p > 0 => n.saturating_mul(p) / 4,
-        _ => 1 << 30,
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads a system setting; it has no preconditions.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if let (Ok(n), Ok(p)) = (u64::try_from(pages), u64::try_from(page)) {
+            if n > 0 && p > 0 {
+                return n.saturating_mul(p) / 4;
+            }
+        }
     }
+    1 << 30
 }
 
 /// Refuse input `name` of `shape` and type `dtype` where one sample of it
@@ -792,7 +797,7 @@ pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType) -> Result
         Some(b) if b <= limit => Ok(()),
         _ => bail!(
             "input '{name}' at shape {shape:?} ({dtype:?}) would take {} for one sample, more than a quarter of this machine's memory ({}); bind its dims to smaller sizes (--dim NAME=SIZE)",
-            bytes.map_or("more than 16 EB".to_string(), crate::report::mb),
+            bytes.map_or("more bytes than 64 bits count".to_string(), crate::report::mb),
             crate::report::mb(limit)
         ),
     }
