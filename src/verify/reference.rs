@@ -1333,7 +1333,11 @@ impl ReferenceInputs {
             (true, _) => opts.samples.max(1),
         };
         let samples = match &opts.inputs {
-            Some(p) => inputs::load_samples(p, &specs)?,
+            Some(p) => {
+                let samples = inputs::load_samples(p, &specs)?;
+                notes.extend(inputs::non_finite_note(&specs, &samples));
+                samples
+            }
             None => {
                 if !specs.is_empty() {
                     let why = match few {

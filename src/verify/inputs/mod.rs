@@ -803,6 +803,47 @@ pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType) -> Result
     }
 }
 
+/// A note on the float inputs of `samples` (one `--inputs` file's) that
+/// hold NaN or infinite values: runtimes compute different things from
+/// them (a Relu in tract turned a NaN image into finite outputs, where
+/// onnxruntime gave NaN everywhere), so a comparison on them shows less
+/// than it seems.
+pub fn non_finite_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Option<String> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let n: usize = samples
+            .iter()
+            .filter_map(|sample| sample.get(i))
+            .filter(|t| t.datum_type().is_float())
+            .map(|t| {
+                // As float32 (float16's and float64's NaN and infinities
+                // stay so).
+                t.cast_to::<f32>()
+                    .ok()
+                    .and_then(|t| {
+                        let view = t.try_as_plain_ram().ok()?;
+                        let v = view.as_slice::<f32>().ok()?;
+                        Some(v.iter().filter(|x| !x.is_finite()).count())
+                    })
+                    .unwrap_or(0)
+            })
+            .sum();
+        if n > 0 {
+            counts.push((&s.name, n));
+        }
+    }
+    (!counts.is_empty()).then(|| {
+        let listed: Vec<String> = counts
+            .iter()
+            .map(|(name, n)| format!("'{name}' {n}"))
+            .collect();
+        format!(
+            "--inputs holds NaN or infinite values ({}): runtimes may compute different things from them (tract's kernels can turn a NaN into a finite value where onnxruntime propagates it), so the comparison on them shows less than it seems",
+            listed.join(", ")
+        )
+    })
+}
+
 pub fn input_specs(
     g: &Graph,
     dims: &HashMap<String, usize>,
@@ -2308,5 +2349,38 @@ mod tests {
                 _ => assert!(max < 10.0, "{max}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod non_finite_tests {
+    use super::*;
+
+    /// The inputs of `--inputs` holding NaN or infinities are named with
+    /// their counts, float16 ones included; integers and finite floats
+    /// give no note.
+    #[test]
+    fn nan_and_infinite_inputs_are_counted_by_name() {
+        let g = crate::ir::builder::ModelBuilder::new(17)
+            .input("a", &[3])
+            .input("b", &[2])
+            .node("add", "Identity", &["a"], &["y"])
+            .output("y", &[3])
+            .build()
+            .unwrap()
+            .graph;
+        let specs = input_specs(&g, &HashMap::new(), &mut vec![]).unwrap();
+        let sample = |a: Tensor, b: Tensor| vec![a, b];
+        let finite = tensor1(&[1f32, 2.0, 3.0]);
+        let ints = tensor1(&[1i64, 2]);
+        assert_eq!(
+            non_finite_note(&specs, &[sample(finite.clone(), ints.clone())]),
+            None
+        );
+        let bad = tensor1(&[f32::NAN, 1.0, f32::INFINITY]);
+        let half_bad = tensor1(&[half::f16::NAN, half::f16::ONE]);
+        let note = non_finite_note(&specs, &[sample(bad, half_bad), sample(finite, ints)])
+            .expect("a note");
+        assert!(note.contains("('a' 2, 'b' 1)"), "{note}");
     }
 }
