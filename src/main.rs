@@ -116,7 +116,8 @@ struct VerifyArgs {
     /// Inputs for verification (and, with `run`, for the passes that calibrate): an .npz with one
     /// array per model input, or an .npy for a one-input model. An array with one axis more than its
     /// input holds several samples, one per entry of that first axis (a model whose batch is fixed
-    /// takes several samples so); the other arrays are the same in every sample. Arrays of another type are cast to the input's.
+    /// takes several samples so); the other arrays are the same in every sample. Arrays of another
+    /// type are cast to the input's.
     /// Default: seeded random inputs that respect each input's type and shape
     /// (floats standard normal; an Ultralytics model's images uniform in [0, 1),
     /// as its metadata documents them; images a model takes as pixel values
@@ -450,14 +451,21 @@ fn check_writable(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The external data file `run` may write beside its output: none with
-/// `--external-data false`; otherwise it may, since whether it does
-/// depends on the result's size ([`io::save`]).
-fn output_data_file(args: &RunArgs) -> Option<PathBuf> {
-    match args.external_data {
-        Some(false) => None,
-        _ => io::data_file_of(&args.output),
+/// What `run` writes, and what each is: the output; the external data
+/// file it may write beside it (not with `--external-data false`;
+/// otherwise whether it does depends on the result's size, see
+/// [`io::save`]); the report.
+fn written_paths(args: &RunArgs) -> Vec<(PathBuf, &'static str)> {
+    let mut written = vec![(args.output.clone(), "the output")];
+    if args.external_data != Some(false) {
+        if let Some(d) = io::data_file_of(&args.output) {
+            written.push((d, "the output's external data file"));
+        }
     }
+    if let Some(r) = &args.report {
+        written.push((r.clone(), "the report"));
+    }
+    written
 }
 
 /// Fail early, before any work, if what `run` writes cannot be written,
@@ -477,20 +485,15 @@ fn check_outputs(args: &RunArgs) -> Result<()> {
     if let Some(r) = &args.recipe {
         read.push((r.as_path(), "the recipe"));
     }
-    let mut written: Vec<(&Path, &str)> = vec![(args.output.as_path(), "the output")];
-    let data = output_data_file(args);
-    if let Some(d) = &data {
-        written.push((d.as_path(), "the output's external data file"));
-    }
-    if let Some(r) = &args.report {
-        for (w, what) in &written {
+    let written = written_paths(args);
+    for (j, (later, what_later)) in written.iter().enumerate() {
+        for (earlier, what) in &written[..j] {
             ensure!(
-                !same_file(r, w),
-                "the report {} would be written over {what}; choose another path",
-                r.display()
+                !same_file(later, earlier),
+                "{what_later} {} would be written over {what}; choose another path",
+                later.display()
             );
         }
-        written.push((r.as_path(), "the report"));
     }
     for (w, what) in &written {
         for (r, read_what) in &read {
@@ -509,14 +512,7 @@ fn check_outputs(args: &RunArgs) -> Result<()> {
 /// the input model's weights (an output named after its data file, or
 /// whose own data file is named so).
 fn check_input_data_files(model: &Model, dir: &Path, args: &RunArgs) -> Result<()> {
-    let mut written: Vec<(&Path, &str)> = vec![(args.output.as_path(), "the output")];
-    let data = output_data_file(args);
-    if let Some(d) = &data {
-        written.push((d.as_path(), "the output's external data file"));
-    }
-    if let Some(r) = &args.report {
-        written.push((r.as_path(), "the report"));
-    }
+    let written = written_paths(args);
     // Wherever its tensors are: a Constant node's value, a body's
     // initializer, as well as the main graph's initializers.
     for location in model.external_locations() {
