@@ -1395,3 +1395,34 @@ fn external_data_is_counted_as_written_and_named() {
         "{s}"
     );
 }
+
+/// An input the model fixes at a size no sample of which fits in memory is
+/// not refused up front (only `--dim` sizes are): a run that draws no
+/// sample writes its result, and verification says why it cannot run
+/// instead of aborting the process on the allocation.
+#[test]
+fn a_fixed_input_too_large_to_draw_is_said_by_verification() {
+    use onnx_squeeze::ir::builder::ModelBuilder;
+    let dir = scratch("cli-huge-input");
+    let m = dir.path().join("huge.onnx");
+    let p = ModelBuilder::new(17)
+        .input("x", &[1_000_000_000_000])
+        .node("id", "Identity", &["x"], &["t"])
+        .node("relu", "Relu", &["t"], &["y"])
+        .output("y", &[1_000_000_000_000])
+        .proto();
+    std::fs::write(&m, prost::Message::encode_to_vec(&p)).unwrap();
+    let o = dir.path().join("o.onnx");
+    let (m, o) = (m.to_str().unwrap(), o.to_str().unwrap());
+    let out = run_cli(&["run", "--no-verify", "--passes", "clean", m, o]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run_cli(&["run", "--passes", "clean", m, o]);
+    let said = text(&out.stdout);
+    // Written all the same: removing an Identity is exact.
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains("would take 4000000.0 MB for one sample")
+            && said.contains("the model fixes that shape"),
+        "{said}"
+    );
+}

@@ -258,7 +258,7 @@ pub fn check_bound(
             if bound {
                 let dtype = crate::proto::tensor_proto::DataType::try_from(tt.elem_type())
                     .unwrap_or(crate::proto::tensor_proto::DataType::Undefined);
-                inputs::check_sample_size(vi.name(), &shape, dtype)?;
+                inputs::check_sample_size(vi.name(), &shape, dtype, false)?;
             }
         }
         return Ok(());

@@ -785,8 +785,8 @@ fn sample_bytes_limit() -> u64 {
 
 /// Refuse input `name` of `shape` and type `dtype` where one sample of it
 /// would not fit in memory ([`sample_bytes_limit`]): the sizes come from
-/// `--dim`, or from the model.
-pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType) -> Result<()> {
+/// `--dim`, or from the model (`fixed`: every dim is the model's).
+pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType, fixed: bool) -> Result<()> {
     let bits = crate::ir::tensor::element_bits(dtype).unwrap_or(8) as u64;
     let bytes = shape
         .iter()
@@ -796,9 +796,13 @@ pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType) -> Result
     match bytes {
         Some(b) if b <= limit => Ok(()),
         _ => bail!(
-            "input '{name}' at shape {shape:?} ({dtype:?}) would take {} for one sample, more than a quarter of this machine's memory ({}); bind its dims to smaller sizes (--dim NAME=SIZE)",
+            "input '{name}' at shape {shape:?} ({dtype:?}) would take {} for one sample, more than a quarter of this machine's memory ({}); {}",
             bytes.map_or("more bytes than 64 bits count".to_string(), crate::report::mb),
-            crate::report::mb(limit)
+            crate::report::mb(limit),
+            match fixed {
+                true => "the model fixes that shape: it cannot be run here (--no-verify writes a result unverified)",
+                false => "bind its dims to smaller sizes (--dim NAME=SIZE)",
+            }
         ),
     }
 }
@@ -891,7 +895,12 @@ pub fn input_specs(
                 });
             }
         }
-        check_sample_size(vi.name(), &shape, dtype)?;
+        let fixed = tt.shape.as_ref().is_some_and(|s| {
+            s.dim
+                .iter()
+                .all(|d| matches!(d.value, Some(Dim::DimValue(v)) if v >= 0))
+        });
+        check_sample_size(vi.name(), &shape, dtype, fixed)?;
         let (rows, as_is) = index_rows_as_is(g, vi.name());
         let values = if states.iter().any(|s| s == vi.name()) {
             FloatValues::Zeros
