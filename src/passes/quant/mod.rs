@@ -294,6 +294,7 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
         prepared: AtomicBool::new(false),
         expanded_half: AtomicBool::new(false),
         macs: std::sync::Mutex::new(None),
+        raised: std::sync::Mutex::new(None),
     }))
 }
 
@@ -385,6 +386,10 @@ pub struct Quant {
     /// where their weight counts do not settle it, once per run (an error:
     /// why they could not be counted).
     macs: std::sync::Mutex<Option<Result<(u64, u64), String>>>,
+    /// What the preparation round's opset raise for static QDQ replaced,
+    /// to put back where the activations end up float (weight-only needs
+    /// no newer opset): see [`prepare::Raised`].
+    raised: std::sync::Mutex<Option<prepare::Raised>>,
 }
 
 /// The note where no weight matched: where the weights quant would have
@@ -619,17 +624,28 @@ impl Quant {
         why: String,
     ) -> Result<Vec<Patch>> {
         ctx.notes.truncate(notes_before);
-        let planned = self.plan(model, ctx, Some("none"))?;
+        let mut planned = self.plan(model, ctx, Some("none"))?;
         // The round before raised the opset for static QDQ's per-channel
-        // pairs; weight-only needs no raise.
+        // pairs; weight-only needs no raise: the nodes it converted are put
+        // back, and the opset (the PP-OCR direction classifier and
+        // PP-OCRv6's small detector stayed at 13, out of reach of runtimes
+        // held at 11), where nothing planned since reads what it added.
+        let raised = self.raised.lock().ok().and_then(|mut r| r.take());
+        let restore = raised.and_then(|r| r.restore(model, &planned));
+        let said = match &restore {
+            Some(p) => format!(
+                "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, so the model is put back to opset {} (its operators as they were)",
+                p.set_opset.unwrap_or_default()
+            ),
+            None => "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)".to_string(),
+        };
         for n in ctx.notes[..notes_before]
             .iter_mut()
             .filter(|n| n.starts_with("opset raised from"))
         {
-            n.push_str(
-                "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)",
-            );
+            n.push_str(&said);
         }
+        planned.extend(restore);
         // In place of the mode's own note.
         match ctx.notes[notes_before..]
             .iter()

@@ -203,6 +203,101 @@ pub(super) fn surely_quantized(model: &Model) -> bool {
     })
 }
 
+/// What an opset raise replaced ([`crate::passes::opset::upgrade`]'s
+/// patch), to put back: the opset it came from, the nodes it converted
+/// as they were, what it added in their place, and the model's functions
+/// where it converted them.
+pub(super) struct Raised {
+    from: i64,
+    originals: Vec<crate::proto::NodeProto>,
+    added_outputs: Vec<String>,
+    added_initializers: Vec<String>,
+    functions: Option<Vec<crate::proto::FunctionProto>>,
+}
+
+impl Raised {
+    /// What `raise` (an upgrade patch of `model`) replaces.
+    fn of(model: &Model, raise: &Patch) -> Raised {
+        let g = &model.graph;
+        Raised {
+            from: model.opset(),
+            originals: raise
+                .remove_nodes
+                .iter()
+                .map(|&id| g.nodes[id].proto.clone())
+                .collect(),
+            added_outputs: raise
+                .add_nodes
+                .iter()
+                .flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned())
+                .collect(),
+            added_initializers: raise
+                .add_initializers
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect(),
+            functions: raise
+                .set_functions
+                .as_ref()
+                .map(|_| model.proto.functions.clone()),
+        }
+    }
+
+    /// The patch that puts `model` (raised) back as it was, beside
+    /// `planned` (the round's other patches); `None` where the nodes the
+    /// raise added are not all there as it left them, or where `planned`
+    /// touches them or what they read and write (their conversion would
+    /// then be part of what was planned).
+    pub(super) fn restore(self, model: &Model, planned: &[Patch]) -> Option<Patch> {
+        let g = &model.graph;
+        let mut ids: Vec<crate::ir::NodeId> = Vec::new();
+        for o in &self.added_outputs {
+            let id = g.producer(o)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        // The values the converted nodes read and write, before and after.
+        let mut values: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for n in self
+            .originals
+            .iter()
+            .chain(ids.iter().map(|&id| &g.nodes[id].proto))
+        {
+            values.extend(n.input.iter().chain(&n.output).map(String::as_str));
+        }
+        let touches = planned.iter().any(|p| {
+            p.set_opset.is_some()
+                || p.set_functions.is_some()
+                || p.remove_nodes.iter().any(|id| ids.contains(id))
+                || p.rewires
+                    .iter()
+                    .any(|(id, _, v)| ids.contains(id) || values.contains(v.as_str()))
+                || p.replace_attributes.iter().any(|(id, _)| ids.contains(id))
+                || p.shunts
+                    .iter()
+                    .any(|(a, b)| values.contains(a.as_str()) || values.contains(b.as_str()))
+                || p.remove_initializers
+                    .iter()
+                    .any(|t| values.contains(t.as_str()))
+        });
+        if touches {
+            return None;
+        }
+        let mut p = Patch::new(format!(
+            "opset: put back to {} (weight-only needs no raise)",
+            self.from
+        ));
+        p.remove_nodes = ids;
+        p.remove_initializers = self.added_initializers;
+        p.add_nodes = self.originals;
+        p.set_opset = Some(self.from);
+        p.set_functions = self.functions;
+        p.exact = true;
+        Some(p)
+    }
+}
+
 impl Quant {
     /// The rounds before quantization proper: `Some` with what this round
     /// proposes (float16 weights expanded, Constant-node weights turned into
@@ -228,6 +323,9 @@ impl Quant {
         if ctx.round == 1 && forced.is_none() {
             self.expanded_half.store(false, Ordering::Relaxed);
             self.prepared.store(false, Ordering::Relaxed);
+            if let Ok(mut r) = self.raised.lock() {
+                *r = None;
+            }
             if let Ok(mut m) = self.macs.lock() {
                 *m = None;
             }
@@ -330,6 +428,11 @@ impl Quant {
         };
         match upgraded {
             Ok((p, to)) => {
+                if self.mode(model, &ctx.data).0 == "static" {
+                    if let Ok(mut r) = self.raised.lock() {
+                        *r = Some(Raised::of(model, &p));
+                    }
+                }
                 let why = if to >= 21 && self.params.weights == "int4" {
                     "INT4 weights"
                 } else if to == 10 {
