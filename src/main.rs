@@ -114,8 +114,9 @@ struct RunArgs {
 #[derive(clap::Args)]
 struct VerifyArgs {
     /// Inputs for verification (and, with `run`, for the passes that calibrate): an .npz with one
-    /// array per model input, or an .npy for a one-input model. An array with one axis more than its
-    /// input holds several samples, one per entry of that first axis (a model whose batch is fixed
+    /// array per model input, or an .npy for a one-input model.
+    ///
+    /// An array with one axis more than its input holds several samples, one per entry of that first axis (a model whose batch is fixed
     /// takes several samples so); the other arrays are the same in every sample. Arrays of another
     /// type are cast to the input's.
     /// Default: seeded random inputs that respect each input's type and shape
@@ -126,7 +127,9 @@ struct VerifyArgs {
     /// uniform in [0, 1) in turn, since a model does not say which it takes).
     #[arg(long)]
     inputs: Option<PathBuf>,
-    /// Bind an input dimension without a size: a named one, e.g. --dim batch=4,
+    /// Bind an input dimension without a size: --dim NAME=N or --dim INPUT:AXIS=N.
+    ///
+    /// A named one, e.g. --dim batch=4,
     /// or any one as INPUT:AXIS, e.g. --dim input:1=512 (an unnamed axis, or
     /// one of several axes sharing a name, such as PaddlePaddle's `?` for both
     /// height and width; it wins over the name, and a name all of whose axes
