@@ -5383,17 +5383,16 @@ fn no_layer_with_an_integer_kernel_is_said_weight_only() {
 /// multiply-adds an element (YuNet's face detector ran 0.77x of float so in
 /// onnxruntime). `activations=auto` stores the weights alone there, and
 /// says why; `activations=static` quantizes the activations anyway.
-#[test]
-fn static_qdq_that_would_not_pay_is_weight_only() {
-    let c = 32usize;
+/// Three pointwise Convs of `c` channels, each followed by a depthwise one,
+/// at `opset`: int8 islands whose static QDQ would not pay. The builder,
+/// and the last value.
+fn pointwise_between_depthwise(opset: i64, c: usize) -> (ModelBuilder, String) {
     let w = |k: usize, seed: usize| -> Vec<f32> {
         (0..k)
             .map(|i| (((i * 37 + seed * 11) % 101) as f32 / 101.0 - 0.5) * 0.4)
             .collect()
     };
-    // At opset 12: the round before raises it to 13 for static QDQ's
-    // per-channel pairs, which the weight-only result does not need.
-    let mut b = ModelBuilder::new(12).input("x", &[1, c as i64, 32, 32]);
+    let mut b = ModelBuilder::new(opset).input("x", &[1, c as i64, 32, 32]);
     let mut last = "x".to_string();
     for i in 0..3 {
         let (pw, dw) = (format!("pw{i}"), format!("dw{i}"));
@@ -5428,6 +5427,54 @@ fn static_qdq_that_would_not_pay_is_weight_only() {
             );
         last = format!("{dw}_y");
     }
+    (b, last)
+}
+
+/// The opset raised to 21 for int4 MatMul blocks stays where the plan
+/// ends weight-only: the blocks' DequantizeLinear needs it (put back to
+/// 12 with them, the model failed onnx.checker: "Unrecognized attribute:
+/// axis for operator DequantizeLinear").
+#[test]
+fn an_opset_raised_for_int4_blocks_stays_where_the_plan_ends_weight_only() {
+    let (b, last) = pointwise_between_depthwise(12, 32);
+    let w = |k: usize| -> Vec<f32> {
+        (0..k)
+            .map(|i| (((i * 29) % 97) as f32 / 97.0 - 0.5) * 0.2)
+            .collect()
+    };
+    let m = b
+        .init_f32("w1", &[32, 128], &w(32 * 128))
+        .init_f32("w2", &[128, 64], &w(128 * 64))
+        .node("gap", "GlobalAveragePool", &[&last], &["g"])
+        .node("flat", "Flatten", &["g"], &["f"])
+        .node("mm1", "MatMul", &["f", "w1"], &["m1"])
+        .node("mm2", "MatMul", &["m1", "w2"], &["y"])
+        .output("y", &[1, 64])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-int4-raise-stays");
+    let input = write_model(dir.path(), "model.onnx", &m);
+    let out = dir.path().join("model.q.onnx");
+    let s = run_passes_verified("quant(weights=int4,min_reduction=1)", &[], &input, &out);
+    assert!(
+        s.contains("static QDQ would not pay")
+            && s.contains("MatMul weight quantized to int4 in blocks")
+            && s.contains("opset raised from 12 to 21")
+            && !s.contains("opset: put back")
+            && !s.contains("not needed in the end"),
+        "{s}"
+    );
+    let (q, _) = Model::load(&out).unwrap();
+    assert_eq!(q.opset(), 21);
+    assert_ort_matches(&input, &out, &quantized("0.99"));
+}
+
+#[test]
+fn static_qdq_that_would_not_pay_is_weight_only() {
+    let c = 32usize;
+    // At opset 12: the round before raises it to 13 for static QDQ's
+    // per-channel pairs, which the weight-only result does not need.
+    let (b, last) = pointwise_between_depthwise(12, c);
     let m = Model::from_proto(
         b.output(&last, &[1, c as i64, 32, 32]).proto(),
         std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),

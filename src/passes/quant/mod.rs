@@ -639,9 +639,10 @@ impl Quant {
             ),
             None => "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)".to_string(),
         };
+        // (A raise for int4 blocks is needed by weight-only too.)
         for n in ctx.notes[..notes_before]
             .iter_mut()
-            .filter(|n| n.starts_with("opset raised from"))
+            .filter(|n| n.starts_with("opset raised from") && !n.contains("for INT4 weights"))
         {
             n.push_str(&said);
         }

@@ -245,9 +245,11 @@ impl Raised {
 
     /// The patch that puts `model` (raised) back as it was, beside
     /// `planned` (the round's other patches); `None` where the nodes the
-    /// raise added are not all there as it left them, or where `planned`
+    /// raise added are not all there as it left them, where `planned`
     /// touches them or what they read and write (their conversion would
-    /// then be part of what was planned).
+    /// then be part of what was planned), or where it adds a
+    /// QuantizeLinear or DequantizeLinear (whose forms need the newer
+    /// opset: an int4 block, a per-channel axis).
     pub(super) fn restore(self, model: &Model, planned: &[Patch]) -> Option<Patch> {
         let g = &model.graph;
         let mut ids: Vec<crate::ir::NodeId> = Vec::new();
@@ -268,6 +270,10 @@ impl Raised {
         }
         let touches = planned.iter().any(|p| {
             p.set_opset.is_some()
+                || p.add_nodes.iter().any(|n| {
+                    matches!(n.op_type(), "QuantizeLinear" | "DequantizeLinear")
+                        && matches!(n.domain(), "" | "ai.onnx")
+                })
                 || p.set_functions.is_some()
                 || p.remove_nodes.iter().any(|id| ids.contains(id))
                 || p.rewires
@@ -391,10 +397,11 @@ impl Quant {
     /// node converts (`auto` falls back to the current opset with a note).
     fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
         let from = model.opset();
+        let mode = self.mode(model, &ctx.data).0;
         let need = if self.params.weights == "int4" && self.has_int4_candidate(model) {
             21
         } else {
-            match self.mode(model, &ctx.data).0 {
+            match mode {
                 // Per-axis DequantizeLinear.
                 "static" if self.params.per_channel => 13,
                 // DynamicQuantizeLinear; MatMulInteger takes per-column
@@ -421,14 +428,17 @@ impl Quant {
         // raised to 10 (where QuantizeLinear starts, per tensor) when every
         // operator means the same there.
         let upgraded = match crate::passes::opset::upgrade(model, to) {
-            Err(_) if from < 10 && self.mode(model, &ctx.data).0 == "static" => {
+            Err(_) if from < 10 && mode == "static" => {
                 crate::passes::opset::upgrade(model, 10).map(|p| (p, 10))
             }
             r => r.map(|p| (p, to)),
         };
         match upgraded {
             Ok((p, to)) => {
-                if self.mode(model, &ctx.data).0 == "static" {
+                // A raise for static QDQ's pairs alone is put back where the
+                // plan ends weight-only; one for int4 blocks is needed there
+                // too (blocked DequantizeLinear, opset 21).
+                if mode == "static" && need < 21 {
                     if let Ok(mut r) = self.raised.lock() {
                         *r = Some(Raised::of(model, &p));
                     }
