@@ -659,6 +659,11 @@ impl Model {
         // whose data file is missing is refused here, at load, not when its
         // first weight is read (`inspect` said nothing, `run` failed while
         // writing, `verify` as if the model did not run).
+        let missing = |name: &str, loc: &str, why: &str| {
+            anyhow::anyhow!(
+                "tensor '{name}' keeps its values in the external data file {loc:?} ({why}); keep the model's data files beside it"
+            )
+        };
         let mut sizes: HashMap<String, Result<u64, String>> = HashMap::new();
         for t in graph.initializers.values() {
             let location = tensor::external_entry(t, "location").filter(|_| tensor::is_external(t));
@@ -676,10 +681,7 @@ impl Model {
             tensor::check_payload(t, file_len.clone().and_then(Result::ok))
                 .context("the model's initializers are malformed")?;
             if let (Some(loc), Some(Err(e))) = (location, file_len) {
-                bail!(
-                    "tensor '{}' keeps its values in the external data file {loc:?} ({e}); keep the model's data files beside it",
-                    t.name()
-                );
+                return Err(missing(t.name(), loc, &e));
             }
         }
         // Tensors elsewhere (a Constant node's value, a body's initializer,
@@ -698,10 +700,8 @@ impl Model {
             }
             let path = external.dir().join(&loc);
             if let Err(e) = std::fs::metadata(&path) {
-                bail!(
-                    "tensor '{name}' keeps its values in the external data file {loc:?} (cannot read {}: {e}); keep the model's data files beside it",
-                    path.display()
-                );
+                let why = format!("cannot read {}: {e}", path.display());
+                return Err(missing(&name, &loc, &why));
             }
         }
         graph.validate().context("the model's graph is invalid")?;

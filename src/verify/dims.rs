@@ -232,28 +232,19 @@ pub fn check_bound(
             let Some(tt) = crate::ir::tensor_type(vi) else {
                 continue;
             };
-            use crate::proto::tensor_shape_proto::dimension::Value as Dim;
             let mut bound = false;
             let dims_of = tt.shape.iter().flat_map(|s| s.dim.iter()).enumerate();
             let shape: Vec<usize> = dims_of
-                .map(|(axis, d)| match &d.value {
-                    Some(Dim::DimValue(v)) if *v >= 0 => *v as usize,
-                    // As `input_specs` binds them: the axis's key first.
-                    value => {
-                        let by_axis = dims.get(&inputs::axis_dim_key(vi.name(), axis));
-                        let by_name = match value {
-                            Some(Dim::DimParam(p)) => dims.get(p),
-                            _ => None,
-                        };
-                        match by_axis.or(by_name) {
-                            Some(&n) => {
-                                bound = true;
-                                n
-                            }
-                            None => 1,
+                .map(
+                    |(axis, d)| match inputs::axis_size(vi.name(), axis, d, dims) {
+                        inputs::AxisSize::Fixed(n) => n,
+                        inputs::AxisSize::Bound(n) => {
+                            bound = true;
+                            n
                         }
-                    }
-                })
+                        inputs::AxisSize::Unbound => 1,
+                    },
+                )
                 .collect();
             if bound {
                 let dtype = crate::proto::tensor_proto::DataType::try_from(tt.elem_type())

@@ -758,9 +758,6 @@ pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// The graph inputs that are not initializers, with concrete shapes: dims
-/// without a size from `dims`, by [`axis_dim_key`] first, then by name,
-/// otherwise 1. Every choice made is described in `notes`.
 /// The most bytes one input of one sample may take: a quarter of the
 /// machine's memory (1 GiB where that is unknown). A `--dim` of 1e8 on an
 /// image's side asked for 307 GB and aborted the process.
@@ -848,6 +845,43 @@ pub fn non_finite_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Option<S
     })
 }
 
+/// How one axis of an input is sized.
+pub enum AxisSize {
+    /// The model's own size.
+    Fixed(usize),
+    /// A size `--dim` binds.
+    Bound(usize),
+    /// None: drawn at 1.
+    Unbound,
+}
+
+/// The size of axis `axis` (dim `d`) of input `input`: the model's, else
+/// what `dims` binds by the axis's key ([`axis_dim_key`]) first, then by
+/// the dim's name.
+pub fn axis_size(
+    input: &str,
+    axis: usize,
+    d: &crate::proto::tensor_shape_proto::Dimension,
+    dims: &HashMap<String, usize>,
+) -> AxisSize {
+    match &d.value {
+        Some(Dim::DimValue(v)) if *v >= 0 => AxisSize::Fixed(*v as usize),
+        value => {
+            let by_name = match value {
+                Some(Dim::DimParam(p)) => dims.get(p),
+                _ => None,
+            };
+            match dims.get(&axis_dim_key(input, axis)).or(by_name) {
+                Some(&n) => AxisSize::Bound(n),
+                None => AxisSize::Unbound,
+            }
+        }
+    }
+}
+
+/// The graph inputs that are not initializers, with concrete shapes: dims
+/// without a size from `dims`, by [`axis_dim_key`] first, then by name,
+/// otherwise 1. Every choice made is described in `notes`.
 pub fn input_specs(
     g: &Graph,
     dims: &HashMap<String, usize>,
@@ -867,39 +901,37 @@ pub fn input_specs(
         };
         let dtype = DataType::try_from(tt.elem_type()).unwrap_or(DataType::Undefined);
         let mut shape = Vec::new();
+        let mut fixed = tt.shape.is_some();
         if let Some(s) = &tt.shape {
             for (axis, d) in s.dim.iter().enumerate() {
-                let key = axis_dim_key(vi.name(), axis);
-                shape.push(match (&d.value, dims.get(&key)) {
-                    (Some(Dim::DimValue(v)), _) if *v >= 0 => *v as usize,
-                    (_, Some(&v)) => v,
-                    (Some(Dim::DimParam(p)), None) => match dims.get(p) {
-                        Some(&v) => v,
-                        None => {
-                            let note = format!(
-                                "symbolic dim '{p}' set to 1 (bind it with --dim {p}=SIZE)"
-                            );
-                            if !notes.contains(&note) {
-                                notes.push(note);
+                shape.push(match axis_size(vi.name(), axis, d, dims) {
+                    AxisSize::Fixed(n) => n,
+                    AxisSize::Bound(n) => {
+                        fixed = false;
+                        n
+                    }
+                    AxisSize::Unbound => {
+                        fixed = false;
+                        match &d.value {
+                            Some(Dim::DimParam(p)) => {
+                                let note = format!(
+                                    "symbolic dim '{p}' set to 1 (bind it with --dim {p}=SIZE)"
+                                );
+                                if !notes.contains(&note) {
+                                    notes.push(note);
+                                }
                             }
-                            1
+                            _ => notes.push(format!(
+                                "input '{}' axis {axis} has no size; set to 1 (bind it with --dim {}=SIZE)",
+                                vi.name(),
+                                axis_dim_key(vi.name(), axis)
+                            )),
                         }
-                    },
-                    _ => {
-                        notes.push(format!(
-                            "input '{}' axis {axis} has no size; set to 1 (bind it with --dim {key}=SIZE)",
-                            vi.name()
-                        ));
                         1
                     }
                 });
             }
         }
-        let fixed = tt.shape.as_ref().is_some_and(|s| {
-            s.dim
-                .iter()
-                .all(|d| matches!(d.value, Some(Dim::DimValue(v)) if v >= 0))
-        });
         check_sample_size(vi.name(), &shape, dtype, fixed)?;
         let (rows, as_is) = index_rows_as_is(g, vi.name());
         let values = if states.iter().any(|s| s == vi.name()) {
