@@ -467,6 +467,21 @@ fn what_run_writes_never_replaces_what_it_reads() {
     // paths alone.
     let ok = run_cli(&["run", "--passes", "clean", &p("ext.onnx"), &p("c.onnx")]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    // With --external-data false no data file is written, so a report
+    // of its name is no clash.
+    let ok = run_cli(&[
+        "run",
+        "--external-data",
+        "false",
+        "--report",
+        &p("d.onnx.data"),
+        &tiny,
+        &p("d.onnx"),
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert!(d.join("d.onnx.data").is_file() && d.join("d.onnx").is_file());
+    let refused = run_cli(&["run", "--report", &p("e.onnx.data"), &tiny, &p("e.onnx")]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
 }
 
 /// A model whose external data file is missing is refused at load, by
