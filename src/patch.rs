@@ -24,6 +24,8 @@
 //!   which converts the nodes in the same patch, sets it, and with it
 //!   `set_functions`, the model-local functions with converted bodies
 //!   (`clean` sets that too, to drop their nodes' debug annotations);
+//! * `set_ir_version`: the IR version afterwards, set after `set_opset`
+//!   (at least the one that opset needs): only an opset put back sets it;
 //! * `unlist_inputs`: graph inputs that are also initializers, taken off the
 //!   input list (the initializer stays, now a constant; IR 3 required every
 //!   initializer to be listed, so the IR version is raised to 4 with it);
@@ -50,6 +52,7 @@ pub struct Patch {
     pub replace_attributes: Vec<(NodeId, Vec<AttributeProto>)>,
     pub strip_debug: Vec<NodeId>,
     pub set_opset: Option<i64>,
+    pub set_ir_version: Option<i64>,
     pub set_functions: Option<Vec<FunctionProto>>,
     pub unlist_inputs: Vec<String>,
     pub dedup_value_info: bool,

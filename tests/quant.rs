@@ -5232,7 +5232,8 @@ fn int4_where_no_weight_takes_it_says_so() {
         "{stdout}"
     );
     assert!(!stdout.contains("the model stays at opset"), "{stdout}");
-    // Raised from 17 for it, the model stays raised, and the note says so.
+    // Raised from 17 for it, the model is put back to 17 (and its IR
+    // version with it): what sensitive=auto left needs no newer opset.
     let older = ModelBuilder::new(17)
         .input("x", &[1, 128])
         .init_f32("w", &[128, 64], &weights(128 * 64, 3))
@@ -5243,9 +5244,17 @@ fn int4_where_no_weight_takes_it_says_so() {
     let input = write_model(dir.path(), "older.onnx", &older);
     let stdout = run_passes_verified("quant(weights=int4)", &tight, &input, &out);
     assert!(
-        stdout.contains("no int4 weight is left, and the result is about the size of weights=int8's; the model stays at opset 21, raised for them"),
+        stdout.contains("no int4 weight is left, and the result is about the size of weights=int8's; the opset raised for them is put back")
+            && stdout.contains("opset raised from 17 to 21 for INT4 weights")
+            && stdout.contains("not needed in the end: nothing quant wrote needs more than opset 17, so the model is put back to opset 17")
+            && stdout.contains("opset: put back to 17")
+            && !stdout.contains("stays at opset"),
         "{stdout}"
     );
+    let (q, _) = Model::load(&out).unwrap();
+    assert_eq!(q.opset(), 17);
+    assert_eq!(q.proto.ir_version(), older.proto.ir_version());
+    assert_ort_matches(&input, &out, &quantized("0.99"));
 }
 
 /// `weights=int4` on a network of Gemms: no weight takes int4 blocks (a
@@ -5506,6 +5515,16 @@ fn static_qdq_that_would_not_pay_is_weight_only() {
         .nodes
         .node_weights()
         .any(|n| n.op() == "QuantizeLinear"));
+    // An opset asked for (opset=13) stays, needed or not.
+    let asked = dir.path().join("asked.onnx");
+    let s = run_passes_verified("quant(min_reduction=1,opset=13)", &[], &input, &asked);
+    assert!(
+        s.contains("opset raised from 12 to 13")
+            && !s.contains("put back")
+            && !s.contains("not needed in the end"),
+        "{s}"
+    );
+    assert_eq!(Model::load(&asked).unwrap().0.opset(), 13);
     // `clean` after it leaves the weights stored so (it folded the small
     // ones back to float before: YuNet 98.8 -> 104.4 kB).
     let again = dir.path().join("auto_clean.onnx");

@@ -851,6 +851,10 @@ impl Model {
         if let Some(v) = patch.set_opset {
             self.set_opset(v);
         }
+        if let Some(v) = patch.set_ir_version {
+            let least = crate::passes::opset::min_ir_version(self.opset());
+            self.proto.ir_version = Some(v.max(least));
+        }
         if let Some(f) = &patch.set_functions {
             self.proto.functions = f.clone();
         }

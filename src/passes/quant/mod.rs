@@ -148,7 +148,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "gather", kind: "bool", default: "true", range: "true|false", doc: "store embedding tables (Gather on a constant) as int8 rows" },
         ParamInfo { name: "sensitive", kind: "string", default: "auto", range: "auto | off", doc: "auto: if the result misses the tolerance (the one verification enforces, --tolerance included) on the samples verification uses (all of them: --samples multiplies its cost), compute the most damaging layers in float until it is met (their weights stay stored as int8, else as int8 in blocks of up to 32 values, else float16, where that meets it)" },
         ParamInfo { name: "other_weights", kind: "bool", default: "true", range: "true|false", doc: "store weights read by ops with no integer kernel (LSTM, slices inside If/Loop bodies), constant operands no integer form takes (a MatMul's left one, a Gemm's with transA, a rank-3 MatMul weight) and weights defined inside bodies as int8, expanded by Cast -> Mul that runtimes fold once at load; only what a layer multiplies: a constant used as it is (an anchor grid added to boxes) keeps its values" },
-        ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 where a MatMul weight can take int4 blocks), converting its ops exactly, and say so; keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
+        ParamInfo { name: "opset", kind: "string", default: "auto", range: "auto | keep | 13..=21", doc: "auto: raise an older model's opset to what the weights need (13 for per-channel, 21 where a MatMul weight can take int4 blocks), converting its ops exactly, and say so (put back where the result ends up needing no newer opset); keep: never change it (per tensor below 13, int8 below 21); a number: raise to it" },
         ParamInfo { name: "exclude", kind: "list", default: "[]", range: "names, op types, or patterns with *", doc: "nodes to keep in float" },
     ],
 };
@@ -505,18 +505,18 @@ impl Quant {
     /// Where `weights=int4` left no int4 weight (`int4_before`: how many
     /// the plan held before `sensitive=auto`), a note among `notes` beside
     /// the search's summary, which the printed report shows: none is left,
-    /// the file is about int8's size, and the opset a round before raised
-    /// for them stays raised (PP-OCRv6's small recogniser: sensitive=auto
-    /// took all 9 back, under the opset raised to 21 for them).
-    fn no_int4_left(&self, notes: &mut Vec<String>, int4_before: usize) {
+    /// the file is about int8's size, and what became of the opset a round
+    /// before raised for them: put back (`put_back`), or raised still
+    /// (PP-OCRv6's small recogniser: sensitive=auto took all 9 back, under
+    /// the opset raised to 21 for them); `None`: the caller's note says.
+    fn no_int4_left(&self, notes: &mut Vec<String>, int4_before: usize, put_back: Option<bool>) {
         // Beside the search's summary, among the notes the printed
         // report shows.
         let at = notes
             .iter()
             .position(|n| n.starts_with("sensitive=auto: full quantization"))
             .map_or(notes.len(), |i| i + 1);
-        // The opset a round before raised for them stays raised: the
-        // model was converted then (nsnet2's denoiser kept opset 21).
+        // The opset a round before raised for them.
         let raised = notes
             .iter()
             .find_map(|n| n.strip_prefix("opset raised from "))
@@ -525,7 +525,8 @@ impl Quant {
         notes.insert(at, if int4_before > 0 {
             format!(
                 "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's{}",
-                match raised {
+                match raised.filter(|_| put_back.is_some()) {
+                    Some(_) if put_back == Some(true) => "; the opset raised for them is put back".to_string(),
                     Some(to) => format!(
                         "; the model stays at opset {to}, raised for them (its operators converted exactly; opset=keep leaves the opset as it was)"
                     ),
@@ -630,8 +631,7 @@ impl Quant {
         // back, and the opset (the PP-OCR direction classifier and
         // PP-OCRv6's small detector stayed at 13, out of reach of runtimes
         // held at 11), where nothing planned since reads what it added.
-        let raised = self.raised.lock().ok().and_then(|mut r| r.take());
-        let restore = raised.and_then(|r| r.restore(model, &planned));
+        let restore = self.put_back_opset(model, &planned);
         let said = match &restore {
             Some(p) => format!(
                 "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, so the model is put back to opset {} (its operators as they were)",
@@ -639,10 +639,13 @@ impl Quant {
             ),
             None => "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)".to_string(),
         };
-        // (A raise for int4 blocks is needed by weight-only too.)
+        // (A raise for int4 blocks is needed by weight-only too, unless
+        // none is planned.)
+        // (An opset the user asked for, opset=N, stays without a word.)
         for n in ctx.notes[..notes_before]
             .iter_mut()
-            .filter(|n| n.starts_with("opset raised from") && !n.contains("for INT4 weights"))
+            .filter(|n| n.starts_with("opset raised from") && self.opset == OpsetPolicy::Auto)
+            .filter(|n| restore.is_some() || !n.contains("for INT4 weights"))
         {
             n.push_str(&said);
         }
@@ -656,6 +659,36 @@ impl Quant {
             None => ctx.notes.push(why),
         }
         Ok(planned)
+    }
+
+    /// The patch that puts back the opset the preparation round raised
+    /// (taken: once per run), where nothing `planned` writes needs the
+    /// newer one ([`prepare::Raised::restore`]).
+    fn put_back_opset(&self, model: &Model, planned: &[Patch]) -> Option<Patch> {
+        let raised = self.raised.lock().ok().and_then(|mut r| r.take())?;
+        raised.restore(model, planned)
+    }
+
+    /// [`Quant::put_back_opset`] where the plan is as the mode chose it,
+    /// the raise's note saying so.
+    fn put_back_unneeded_opset(
+        &self,
+        model: &Model,
+        notes: &mut [String],
+        planned: &[Patch],
+    ) -> Option<Patch> {
+        let p = self.put_back_opset(model, planned)?;
+        let said = format!(
+            "; not needed in the end: nothing quant wrote needs more than opset {0}, so the model is put back to opset {0} (its operators as they were)",
+            p.set_opset.unwrap_or_default()
+        );
+        for n in notes
+            .iter_mut()
+            .filter(|n| n.starts_with("opset raised from"))
+        {
+            n.push_str(&said);
+        }
+        Some(p)
     }
 
     /// The pass's proposal: what the preparation rounds propose
@@ -809,7 +842,15 @@ impl Quant {
         }
         if patches.is_empty() {
             ctx.notes.push(nothing_matched(model));
-            return Ok(patches);
+            // An opset raised for nothing (it was raised for weights that
+            // none of the forms took) goes back too.
+            return Ok(match forced {
+                None => self
+                    .put_back_unneeded_opset(model, &mut ctx.notes, &patches)
+                    .into_iter()
+                    .collect(),
+                Some(_) => patches,
+            });
         }
         if patches
             .iter()
@@ -857,11 +898,7 @@ impl Quant {
         } else {
             patches
         };
-        // The notes above speak of int4 MatMul weights: say where none is
-        // in the result.
-        if self.params.weights == "int4" && int4_count(&patches) == 0 {
-            self.no_int4_left(&mut ctx.notes, int4_before);
-        }
+        let no_int4 = self.params.weights == "int4" && int4_count(&patches) == 0;
         // Dynamic int8 kernels the note on the mode did not count on (int4
         // MatMuls sensitive=auto took back to them, MatMuls int4 left in
         // int8): their weight range is spoken of now.
@@ -884,6 +921,20 @@ impl Quant {
         // Lossless: neither the search nor the tolerance needs to see it.
         let exact = exact::exact_storage(model, &patches, &excluded)?;
         patches.extend(exact);
+        // The opset raised for int4 blocks or per-channel pairs the search
+        // took back (the nsnet2 denoiser stayed at 21 with no int4 weight).
+        // (Where the plan is weight-only instead, the caller does.)
+        let put_back = match forced {
+            None => self.put_back_unneeded_opset(model, &mut ctx.notes, &patches),
+            Some(_) => None,
+        };
+        // The notes above speak of int4 MatMul weights: say where none is
+        // in the result.
+        if no_int4 {
+            let put_back = forced.is_none().then_some(put_back.is_some());
+            self.no_int4_left(&mut ctx.notes, int4_before, put_back);
+        }
+        patches.extend(put_back);
         Ok(patches)
     }
 

@@ -204,11 +204,12 @@ pub(super) fn surely_quantized(model: &Model) -> bool {
 }
 
 /// What an opset raise replaced ([`crate::passes::opset::upgrade`]'s
-/// patch), to put back: the opset it came from, the nodes it converted
-/// as they were, what it added in their place, and the model's functions
-/// where it converted them.
+/// patch), to put back: the opset and IR version it came from, the nodes
+/// it converted as they were, what it added in their place, and the
+/// model's functions where it converted them.
 pub(super) struct Raised {
-    from: i64,
+    pub(super) from: i64,
+    from_ir: i64,
     originals: Vec<crate::proto::NodeProto>,
     added_outputs: Vec<String>,
     added_initializers: Vec<String>,
@@ -221,6 +222,7 @@ impl Raised {
         let g = &model.graph;
         Raised {
             from: model.opset(),
+            from_ir: model.proto.ir_version(),
             originals: raise
                 .remove_nodes
                 .iter()
@@ -247,10 +249,13 @@ impl Raised {
     /// `planned` (the round's other patches); `None` where the nodes the
     /// raise added are not all there as it left them, where `planned`
     /// touches them or what they read and write (their conversion would
-    /// then be part of what was planned), or where it adds a
-    /// QuantizeLinear or DequantizeLinear (whose forms need the newer
-    /// opset: an int4 block, a per-channel axis).
+    /// then be part of what was planned), or where what it adds needs a
+    /// newer opset than the original's ([`opset_needed`]: an int4 block,
+    /// a per-channel axis below 13, an op it does not know).
     pub(super) fn restore(self, model: &Model, planned: &[Patch]) -> Option<Patch> {
+        if opset_needed(model, planned)? > self.from {
+            return None;
+        }
         let g = &model.graph;
         let mut ids: Vec<crate::ir::NodeId> = Vec::new();
         for o in &self.added_outputs {
@@ -270,10 +275,6 @@ impl Raised {
         }
         let touches = planned.iter().any(|p| {
             p.set_opset.is_some()
-                || p.add_nodes.iter().any(|n| {
-                    matches!(n.op_type(), "QuantizeLinear" | "DequantizeLinear")
-                        && matches!(n.domain(), "" | "ai.onnx")
-                })
                 || p.set_functions.is_some()
                 || p.remove_nodes.iter().any(|id| ids.contains(id))
                 || p.rewires
@@ -291,17 +292,147 @@ impl Raised {
             return None;
         }
         let mut p = Patch::new(format!(
-            "opset: put back to {} (weight-only needs no raise)",
+            "opset: put back to {} (what quant wrote needs no raise)",
             self.from
         ));
         p.remove_nodes = ids;
         p.remove_initializers = self.added_initializers;
         p.add_nodes = self.originals;
         p.set_opset = Some(self.from);
+        // The IR version the raise took up with it, back too (at least 4:
+        // the preparation round unlisted initializers from IR 3's inputs).
+        p.set_ir_version = Some(self.from_ir.max(4));
         p.set_functions = self.functions;
         p.exact = true;
         Some(p)
     }
+}
+
+/// The least default-domain opset at which what `planned` adds means what
+/// quant meant by it, judged from the forms quant writes: blocked or
+/// 4-bit QuantizeLinear/DequantizeLinear (21), per-axis ones (13),
+/// per-tensor ones (10), DynamicQuantizeLinear (11), the integer kernels
+/// (10) and the ops weights are stored with (Cast, Mul, Reshape,
+/// Gather); the nodes a body rewrite adds count too. `None` where it adds
+/// an op outside these: its form may be the newer opset's.
+pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
+    use crate::proto::{GraphProto, NodeProto, TensorProto};
+    use std::collections::{HashMap, HashSet};
+    // Nodes of `g` (and of its bodies) whose outputs `old` had none of.
+    fn new_nodes<'a>(g: &'a GraphProto, old: &HashSet<&str>, out: &mut Vec<&'a NodeProto>) {
+        for n in &g.node {
+            if n.output
+                .iter()
+                .any(|o| !o.is_empty() && !old.contains(o.as_str()))
+            {
+                out.push(n);
+            }
+            for a in &n.attribute {
+                for b in a.g.iter().chain(&a.graphs) {
+                    new_nodes(b, old, out);
+                }
+            }
+        }
+    }
+    fn outputs<'a>(g: &'a GraphProto, out: &mut HashSet<&'a str>) {
+        for n in &g.node {
+            out.extend(n.output.iter().map(String::as_str));
+            for a in &n.attribute {
+                for b in a.g.iter().chain(&a.graphs) {
+                    outputs(b, out);
+                }
+            }
+        }
+    }
+    fn initializers<'a>(g: &'a GraphProto, out: &mut HashMap<&'a str, &'a TensorProto>) {
+        out.extend(g.initializer.iter().map(|t| (t.name(), t)));
+        for n in &g.node {
+            for a in &n.attribute {
+                for b in a.g.iter().chain(&a.graphs) {
+                    initializers(b, out);
+                }
+            }
+        }
+    }
+    let g = &model.graph;
+    let mut nodes: Vec<&NodeProto> = Vec::new();
+    let mut added: HashMap<&str, &TensorProto> = HashMap::new();
+    for p in planned {
+        nodes.extend(&p.add_nodes);
+        added.extend(p.add_initializers.iter().map(|t| (t.name(), t)));
+        for (id, attrs) in &p.replace_attributes {
+            let mut old = HashSet::new();
+            for a in &g.nodes[*id].proto.attribute {
+                for b in a.g.iter().chain(&a.graphs) {
+                    outputs(b, &mut old);
+                }
+            }
+            for a in attrs {
+                for b in a.g.iter().chain(&a.graphs) {
+                    new_nodes(b, &old, &mut nodes);
+                    initializers(b, &mut added);
+                }
+            }
+        }
+    }
+    let tensor_of = |v: &str| added.get(v).copied().or_else(|| g.constant(v));
+    let type_needs = |t: DataType| match t {
+        DataType::Int4 | DataType::Uint4 => 21,
+        DataType::Float8e4m3fn
+        | DataType::Float8e4m3fnuz
+        | DataType::Float8e5m2
+        | DataType::Float8e5m2fnuz => 19,
+        DataType::Bfloat16 => 13,
+        _ => 1,
+    };
+    let mut need = added
+        .values()
+        .map(|&t| type_needs(tensor::data_type(t)))
+        .max()
+        .unwrap_or(1);
+    for n in nodes {
+        if !matches!(n.domain(), "" | "ai.onnx") {
+            return None;
+        }
+        let attr = |a: &str| crate::ir::attr(n, a).is_some();
+        let own = match n.op_type() {
+            "QuantizeLinear" | "DequantizeLinear" => {
+                // 16-bit integers are 21's too.
+                let wide =
+                    n.input.iter().filter_map(|v| tensor_of(v)).any(|t| {
+                        matches!(tensor::data_type(t), DataType::Int16 | DataType::Uint16)
+                    });
+                // A scale of one element (or one not known here: the
+                // per-axis form, to be safe).
+                let per_axis = attr("axis")
+                    || n.input.get(1).is_none_or(|s| {
+                        tensor_of(s).is_none_or(|t| tensor::numel(&t.dims).map_or(true, |k| k != 1))
+                    });
+                if attr("block_size") || attr("output_dtype") || wide {
+                    21
+                } else if attr("saturate") {
+                    19
+                } else if per_axis {
+                    13
+                } else {
+                    10
+                }
+            }
+            "DynamicQuantizeLinear" => 11,
+            "MatMulInteger" | "ConvInteger" => 10,
+            "Cast" => {
+                let to = crate::ir::int_attr(n, "to", 0) as i32;
+                DataType::try_from(to).map_or(21, type_needs).max(6)
+            }
+            // Numpy-style broadcasting.
+            "Mul" | "Add" => 7,
+            "Reshape" => 5,
+            "Identity" | "Gather" => 1,
+            _ => return None,
+        };
+        need = need.max(own);
+    }
+    Some(need)
 }
 
 impl Quant {
@@ -435,10 +566,10 @@ impl Quant {
         };
         match upgraded {
             Ok((p, to)) => {
-                // A raise for static QDQ's pairs alone is put back where the
-                // plan ends weight-only; one for int4 blocks is needed there
-                // too (blocked DequantizeLinear, opset 21).
-                if mode == "static" && need < 21 {
+                // Put back where the plan ends needing no newer opset
+                // (static QDQ ending weight-only, int4 weights all taken
+                // back by sensitive=auto); not an opset the user asked for.
+                if self.opset == OpsetPolicy::Auto {
                     if let Ok(mut r) = self.raised.lock() {
                         *r = Some(Raised::of(model, &p));
                     }
@@ -661,5 +792,123 @@ impl Quant {
             out.push(patch);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::opset_needed;
+    use crate::ir::builder::{attr_graph, attr_int, node_proto as node, ModelBuilder};
+    use crate::ir::tensor;
+    use crate::patch::Patch;
+    use crate::proto::tensor_proto::DataType;
+    use crate::proto::GraphProto;
+
+    fn with(nodes: Vec<crate::proto::NodeProto>, inits: Vec<crate::proto::TensorProto>) -> Patch {
+        let mut p = Patch::new("t");
+        p.add_nodes = nodes;
+        p.add_initializers = inits;
+        p
+    }
+
+    #[test]
+    fn the_opset_a_plan_needs_follows_the_forms_it_writes() {
+        let m = ModelBuilder::new(21)
+            .input("x", &[1, 4])
+            .init_f32("s1", &[], &[0.5])
+            .node("id", "Identity", &["x"], &["y"])
+            .output("y", &[1, 4])
+            .build()
+            .unwrap();
+        let q = tensor::int_scalar("q", DataType::Int8, 3);
+        let dq = |attrs| node("", "DequantizeLinear", &["q", "s1"], &["w"], attrs);
+        let need = |p: Patch| opset_needed(&m, &[p]);
+        assert_eq!(opset_needed(&m, &[]), Some(1));
+        // Per tensor (a scale of one element, in the model), per axis, blocked.
+        assert_eq!(need(with(vec![dq(vec![])], vec![q.clone()])), Some(10));
+        assert_eq!(
+            need(with(vec![dq(vec![attr_int("axis", 0)])], vec![q.clone()])),
+            Some(13)
+        );
+        assert_eq!(
+            need(with(
+                vec![dq(vec![attr_int("block_size", 32)])],
+                vec![q.clone()]
+            )),
+            Some(21)
+        );
+        // A scale of several elements (added by the plan) is per axis; one
+        // not known here counts as such.
+        let s4 = tensor::from_f32("s4", &[4], &[1.0; 4]);
+        let per_axis = node("", "DequantizeLinear", &["q", "s4"], &["w"], vec![]);
+        assert_eq!(need(with(vec![per_axis], vec![q.clone(), s4])), Some(13));
+        let unknown = node("", "QuantizeLinear", &["x", "nowhere"], &["xq"], vec![]);
+        assert_eq!(need(with(vec![unknown], vec![])), Some(13));
+        // 4-bit storage, a Cast to bfloat16, dynamic quantization.
+        let mut q4 = q.clone();
+        q4.data_type = Some(DataType::Int4 as i32);
+        assert_eq!(need(with(vec![dq(vec![])], vec![q4])), Some(21));
+        let cast = node(
+            "",
+            "Cast",
+            &["x"],
+            &["b"],
+            vec![attr_int("to", DataType::Bfloat16 as i64)],
+        );
+        assert_eq!(need(with(vec![cast], vec![])), Some(13));
+        let dynamic = node(
+            "",
+            "DynamicQuantizeLinear",
+            &["x"],
+            &["a", "b", "c"],
+            vec![],
+        );
+        assert_eq!(need(with(vec![dynamic], vec![])), Some(11));
+        // An op whose form it does not judge: not put back.
+        let split = node("", "Split", &["x"], &["a", "b"], vec![]);
+        assert_eq!(need(with(vec![split], vec![])), None);
+    }
+
+    #[test]
+    fn nodes_a_body_rewrite_adds_count_and_those_it_keeps_do_not() {
+        let body = |nodes| GraphProto {
+            node: nodes,
+            ..Default::default()
+        };
+        let kept = node("lstm", "LSTM", &["a", "w"], &["h"], vec![]);
+        let m = ModelBuilder::new(21)
+            .input("c", &[1])
+            .input("a", &[1, 1, 4])
+            .input("w", &[1, 16, 4])
+            .node_with(
+                "if",
+                "If",
+                &["c"],
+                &["y"],
+                vec![
+                    attr_graph("then_branch", body(vec![kept.clone()])),
+                    attr_graph("else_branch", body(vec![kept.clone()])),
+                ],
+            )
+            .output("y", &[1])
+            .build()
+            .unwrap();
+        let id = m.graph.nodes.node_indices().next().unwrap();
+        let mut p = Patch::new("body");
+        let dq = node(
+            "",
+            "DequantizeLinear",
+            &["wq", "ws"],
+            &["w"],
+            vec![attr_int("axis", 0)],
+        );
+        p.replace_attributes.push((
+            id,
+            vec![
+                attr_graph("then_branch", body(vec![dq, kept.clone()])),
+                attr_graph("else_branch", body(vec![kept])),
+            ],
+        ));
+        assert_eq!(opset_needed(&m, &[p]), Some(13));
     }
 }
