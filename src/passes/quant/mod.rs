@@ -392,6 +392,12 @@ pub struct Quant {
     raised: std::sync::Mutex<Option<prepare::Raised>>,
 }
 
+/// Whether a patch so labelled stores a weight in int4 blocks.
+fn is_int4(label: &str) -> bool {
+    label.starts_with("MatMul weight quantized to int4")
+        || label.starts_with("embedding table quantized to int4")
+}
+
 /// The note where no weight matched: where the weights quant would have
 /// quantized are bfloat16, which it does not read, it says so (float16
 /// ones are stored as int8, see `Quant::half_weights`).
@@ -642,12 +648,16 @@ impl Quant {
         // (A raise for int4 blocks is needed by weight-only too, unless
         // none is planned.)
         // (An opset the user asked for, opset=N, stays without a word.)
+        let int4_left = planned.iter().any(|p| is_int4(&p.label));
         for n in ctx.notes[..notes_before]
             .iter_mut()
             .filter(|n| n.starts_with("opset raised from") && self.opset == OpsetPolicy::Auto)
-            .filter(|n| restore.is_some() || !n.contains("for INT4 weights"))
         {
-            n.push_str(&said);
+            if restore.is_some() || !n.contains("for INT4 weights") {
+                n.push_str(&said);
+            } else if !int4_left {
+                n.push_str("; no int4 weight is left in the end, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)");
+            }
         }
         planned.extend(restore);
         // In place of the mode's own note.
@@ -866,15 +876,7 @@ impl Quant {
                 ),
             );
         }
-        let int4_count = |patches: &[Patch]| {
-            patches
-                .iter()
-                .filter(|p| {
-                    p.label.starts_with("MatMul weight quantized to int4")
-                        || p.label.starts_with("embedding table quantized to int4")
-                })
-                .count()
-        };
+        let int4_count = |patches: &[Patch]| patches.iter().filter(|p| is_int4(&p.label)).count();
         let int4_before = int4_count(&patches);
         // (Not those the end stores exactly in narrower types, as far as
         // the proposal before the search tells.)

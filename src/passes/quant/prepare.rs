@@ -316,33 +316,25 @@ impl Raised {
 /// Gather); the nodes a body rewrite adds count too. `None` where it adds
 /// an op outside these: its form may be the newer opset's.
 pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
-    use crate::proto::{GraphProto, NodeProto, TensorProto};
-    use std::collections::{HashMap, HashSet};
-    // Nodes of `g` (and of its bodies) whose outputs `old` had none of.
-    fn new_nodes<'a>(g: &'a GraphProto, old: &HashSet<&str>, out: &mut Vec<&'a NodeProto>) {
+    use crate::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
+    use std::collections::HashMap;
+    // The nodes of `g` and of its bodies.
+    fn flatten<'a>(g: &'a GraphProto, out: &mut Vec<&'a NodeProto>) {
         for n in &g.node {
-            if n.output
-                .iter()
-                .any(|o| !o.is_empty() && !old.contains(o.as_str()))
-            {
-                out.push(n);
-            }
+            out.push(n);
             for a in &n.attribute {
                 for b in a.g.iter().chain(&a.graphs) {
-                    new_nodes(b, old, out);
+                    flatten(b, out);
                 }
             }
         }
     }
-    fn outputs<'a>(g: &'a GraphProto, out: &mut HashSet<&'a str>) {
-        for n in &g.node {
-            out.extend(n.output.iter().map(String::as_str));
-            for a in &n.attribute {
-                for b in a.g.iter().chain(&a.graphs) {
-                    outputs(b, out);
-                }
-            }
-        }
+    // A node's attributes but its bodies (walked on their own).
+    fn plain(n: &NodeProto) -> Vec<&AttributeProto> {
+        n.attribute
+            .iter()
+            .filter(|a| a.g.is_none() && a.graphs.is_empty())
+            .collect()
     }
     fn initializers<'a>(g: &'a GraphProto, out: &mut HashMap<&'a str, &'a TensorProto>) {
         out.extend(g.initializer.iter().map(|t| (t.name(), t)));
@@ -361,17 +353,42 @@ pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
         nodes.extend(&p.add_nodes);
         added.extend(p.add_initializers.iter().map(|t| (t.name(), t)));
         for (id, attrs) in &p.replace_attributes {
-            let mut old = HashSet::new();
+            // A body rewritten: its nodes are judged but those it kept, the
+            // same op writing the same values with the same attributes (its
+            // inputs may be rewired); another attribute changed is a form
+            // not judged here.
+            let mut old: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+            let mut was = Vec::new();
             for a in &g.nodes[*id].proto.attribute {
                 for b in a.g.iter().chain(&a.graphs) {
-                    outputs(b, &mut old);
+                    flatten(b, &mut was);
                 }
             }
+            for n in was {
+                let key = n.output.first().map_or("", String::as_str);
+                old.entry(key).or_default().push(n);
+            }
             for a in attrs {
+                if a.g.is_none() && a.graphs.is_empty() && !g.nodes[*id].proto.attribute.contains(a)
+                {
+                    return None;
+                }
+                let mut now = Vec::new();
                 for b in a.g.iter().chain(&a.graphs) {
-                    new_nodes(b, &old, &mut nodes);
+                    flatten(b, &mut now);
                     initializers(b, &mut added);
                 }
+                nodes.extend(now.into_iter().filter(|n| {
+                    let key = n.output.first().map_or("", String::as_str);
+                    !old.get(key).is_some_and(|o| {
+                        o.iter().any(|o| {
+                            o.op_type == n.op_type
+                                && o.domain == n.domain
+                                && o.output == n.output
+                                && plain(o) == plain(n)
+                        })
+                    })
+                }));
             }
         }
     }
@@ -408,9 +425,15 @@ pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
                     || n.input.get(1).is_none_or(|s| {
                         tensor_of(s).is_none_or(|t| tensor::numel(&t.dims).map_or(true, |k| k != 1))
                     });
+                // Scales of another type than float32 are 19's.
+                let scale_type = n
+                    .input
+                    .get(1)
+                    .and_then(|s| tensor_of(s))
+                    .map(tensor::data_type);
                 if attr("block_size") || attr("output_dtype") || wide {
                     21
-                } else if attr("saturate") {
+                } else if attr("saturate") || scale_type.is_some_and(|t| t != DataType::Float) {
                     19
                 } else if per_axis {
                     13
@@ -844,6 +867,10 @@ mod tests {
         assert_eq!(need(with(vec![per_axis], vec![q.clone(), s4])), Some(13));
         let unknown = node("", "QuantizeLinear", &["x", "nowhere"], &["xq"], vec![]);
         assert_eq!(need(with(vec![unknown], vec![])), Some(13));
+        // A float16 scale (19).
+        let s16 = tensor::from_f32_as_f16("s16", &[], &[0.5]);
+        let half = node("", "DequantizeLinear", &["q", "s16"], &["w"], vec![]);
+        assert_eq!(need(with(vec![half], vec![q.clone(), s16])), Some(19));
         // 4-bit storage, a Cast to bfloat16, dynamic quantization.
         let mut q4 = q.clone();
         q4.data_type = Some(DataType::Int4 as i32);
@@ -871,44 +898,85 @@ mod tests {
 
     #[test]
     fn nodes_a_body_rewrite_adds_count_and_those_it_keeps_do_not() {
+        use crate::ir::builder::attr_tensor;
         let body = |nodes| GraphProto {
             node: nodes,
             ..Default::default()
         };
-        let kept = node("lstm", "LSTM", &["a", "w"], &["h"], vec![]);
+        let constant = node(
+            "k",
+            "Constant",
+            &[],
+            &["w"],
+            vec![attr_tensor(
+                "value",
+                tensor::from_f32("", &[1, 16, 4], &[0.5; 64]),
+            )],
+        );
+        let kept = node(
+            "lstm",
+            "LSTM",
+            &["a", "w"],
+            &["h"],
+            vec![attr_int("hidden_size", 4)],
+        );
         let m = ModelBuilder::new(21)
             .input("c", &[1])
             .input("a", &[1, 1, 4])
-            .input("w", &[1, 16, 4])
             .node_with(
                 "if",
                 "If",
                 &["c"],
                 &["y"],
                 vec![
-                    attr_graph("then_branch", body(vec![kept.clone()])),
-                    attr_graph("else_branch", body(vec![kept.clone()])),
+                    attr_graph("then_branch", body(vec![constant.clone(), kept.clone()])),
+                    attr_graph("else_branch", body(vec![constant, kept.clone()])),
                 ],
             )
             .output("y", &[1])
             .build()
             .unwrap();
         let id = m.graph.nodes.node_indices().next().unwrap();
-        let mut p = Patch::new("body");
-        let dq = node(
-            "",
-            "DequantizeLinear",
-            &["wq", "ws"],
-            &["w"],
-            vec![attr_int("axis", 0)],
+        let rewrite = |then: Vec<crate::proto::NodeProto>| {
+            let mut p = Patch::new("body");
+            p.replace_attributes.push((
+                id,
+                vec![
+                    attr_graph("then_branch", body(then)),
+                    attr_graph("else_branch", body(vec![kept.clone()])),
+                ],
+            ));
+            opset_needed(&m, &[p])
+        };
+        // The Constant's value written by a per-axis DequantizeLinear under
+        // its name: judged (13); the LSTM kept, not (it would be `None`),
+        // also where it reads another value.
+        let dq = |out: &str| {
+            node(
+                "",
+                "DequantizeLinear",
+                &["wq", "ws"],
+                &[out],
+                vec![attr_int("axis", 0)],
+            )
+        };
+        assert_eq!(rewrite(vec![dq("w"), kept.clone()]), Some(13));
+        let rewired = node(
+            "lstm",
+            "LSTM",
+            &["a", "w2"],
+            &["h"],
+            vec![attr_int("hidden_size", 4)],
         );
-        p.replace_attributes.push((
-            id,
-            vec![
-                attr_graph("then_branch", body(vec![dq, kept.clone()])),
-                attr_graph("else_branch", body(vec![kept])),
-            ],
-        ));
-        assert_eq!(opset_needed(&m, &[p]), Some(13));
+        assert_eq!(rewrite(vec![dq("w2"), rewired]), Some(13));
+        // The LSTM's attributes changed: an op it does not judge.
+        let changed = node(
+            "lstm",
+            "LSTM",
+            &["a", "w"],
+            &["h"],
+            vec![attr_int("hidden_size", 8)],
+        );
+        assert_eq!(rewrite(vec![dq("w"), changed]), None);
     }
 }
