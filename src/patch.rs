@@ -2,7 +2,10 @@
 //!
 //! A pass never mutates the graph while it matches. It returns `Patch` values;
 //! [`crate::ir::Model::apply`] applies one at a time and validates the graph
-//! after each, naming the patch if it broke something.
+//! after each, naming the patch if it broke something. The driver skips a
+//! patch that no longer applies: one naming a node that is gone, or that an
+//! earlier patch of the same round removed (the graph reuses freed node
+//! indices, so two patches removing one node would otherwise act on two).
 //!
 //! A patch holds:
 //! * `add_nodes` / `add_initializers`: new nodes and tensors (an initializer
@@ -116,6 +119,19 @@ impl Patch {
     /// Whether the patch still makes sense on `g`: an earlier patch of the same
     /// batch may have removed what it refers to. Stale patches are dropped and
     /// the pass proposes again on the new graph.
+    /// The existing nodes the patch names (removes, rewires, rewrites the
+    /// attributes of, strips): those of its round's earlier patches that
+    /// removed one make it stale, even where the graph has since reused
+    /// the index for a node they added.
+    pub fn named_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.remove_nodes
+            .iter()
+            .copied()
+            .chain(self.rewires.iter().map(|&(n, _, _)| n))
+            .chain(self.replace_attributes.iter().map(|(n, _)| *n))
+            .chain(self.strip_debug.iter().copied())
+    }
+
     pub fn is_applicable(&self, g: &Graph) -> bool {
         if !self
             .remove_nodes

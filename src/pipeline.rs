@@ -229,14 +229,23 @@ pub fn run_pass_with(
             break;
         }
         let mut progressed = false;
+        // Nodes this round's patches removed: the graph reuses their
+        // indices for the nodes later patches add, so a later patch naming
+        // one would act on another node (an opset raise converting a
+        // BatchNormalization that a patch before it had replaced removed
+        // the depthwise Conv put in its place).
+        let mut removed = std::collections::HashSet::new();
         for patch in patches {
             if applied == limits.max_patches {
                 stop = format!("patch limit ({}) reached", limits.max_patches);
                 break;
             }
-            if !patch.is_applicable(&model.graph) {
+            if patch.named_nodes().any(|n| removed.contains(&n))
+                || !patch.is_applicable(&model.graph)
+            {
                 continue;
             }
+            removed.extend(patch.remove_nodes.iter().copied());
             model
                 .apply(&patch)
                 .with_context(|| format!("pass '{name}' produced an invalid graph"))?;
@@ -415,6 +424,67 @@ fn parse_item(item: &str) -> Result<(String, toml::Table)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pass whose first round proposes two patches that both replace
+    /// the one node `r` (a Relu): by Sigmoid, then by Tanh.
+    struct Twice;
+
+    static TWICE: pass::PassInfo = pass::PassInfo {
+        name: "twice",
+        summary: "",
+        matches: "",
+        promise: "",
+        tolerance: Tolerance::FLOAT_ROUNDING,
+        idempotent: true,
+        runs_model: false,
+        params: &[],
+    };
+
+    impl Pass for Twice {
+        fn info(&self) -> &'static pass::PassInfo {
+            &TWICE
+        }
+        fn params(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<crate::patch::Patch>> {
+            if ctx.round > 1 {
+                return Ok(vec![]);
+            }
+            let g = &model.graph;
+            let id = g.producer("y").context("y")?;
+            let replace = |op: &str| {
+                let mut p = crate::patch::Patch::new(op);
+                p.remove_nodes.push(id);
+                p.add_nodes.push(crate::ir::builder::node_proto(
+                    op,
+                    op,
+                    &["x"],
+                    &["y"],
+                    vec![],
+                ));
+                p
+            };
+            Ok(vec![replace("Sigmoid"), replace("Tanh")])
+        }
+    }
+
+    /// A patch naming a node an earlier patch of its round removed is not
+    /// applied, though the graph gave that node's index to the node the
+    /// earlier patch added.
+    #[test]
+    fn a_patch_naming_a_node_removed_in_its_round_is_not_applied() {
+        let mut m = crate::ir::builder::ModelBuilder::new(13)
+            .input("x", &[1, 4])
+            .node("r", "Relu", &["x"], &["y"])
+            .output("y", &[1, 4])
+            .build()
+            .unwrap();
+        let report = run_pass(&Twice, &mut m, Limits::default()).unwrap();
+        let ops: Vec<&str> = m.graph.nodes.node_weights().map(|n| n.op()).collect();
+        assert_eq!(ops, ["Sigmoid"]);
+        assert_eq!(report.changes.keys().collect::<Vec<_>>(), ["Sigmoid"]);
+    }
 
     #[test]
     fn parses_names_and_parameters() {

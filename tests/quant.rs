@@ -5478,6 +5478,65 @@ fn an_opset_raised_for_int4_blocks_stays_where_the_plan_ends_weight_only() {
     assert_ort_matches(&input, &out, &quantized("0.99"));
 }
 
+/// An opset 8 model whose BatchNormalization no layer absorbs: the
+/// preparation round writes it as a depthwise Conv and raises the opset,
+/// whose conversion of that BatchNormalization (its `spatial` dropped) is
+/// left out. Before, both patches removed it: the raise, applied second,
+/// removed the depthwise Conv (the graph had given it the freed index) and
+/// wrote the BatchNormalization back, leaving the Conv's weights unread in
+/// the file.
+#[test]
+fn a_batchnorm_written_as_a_depthwise_conv_is_left_out_of_the_opset_raise() {
+    let c = 128usize;
+    let positive =
+        |seed: usize| -> Vec<f32> { weights(c, seed).iter().map(|v| v.abs() + 0.5).collect() };
+    let m = ModelBuilder::new(8)
+        .input("x", &[1, c as i64, 8, 8])
+        .init_f32("s", &[c as i64], &positive(1))
+        .init_f32("b", &[c as i64], &weights(c, 2))
+        .init_f32("mean", &[c as i64], &weights(c, 3))
+        .init_f32("var", &[c as i64], &positive(4))
+        .init_f32("w", &[32, c as i64, 1, 1], &weights(32 * c, 5))
+        .node("r1", "Relu", &["x"], &["r"])
+        .node_with(
+            "bn",
+            "BatchNormalization",
+            &["r", "s", "b", "mean", "var"],
+            &["n"],
+            vec![attr_int("spatial", 1)],
+        )
+        .node("r2", "Relu", &["n"], &["r2"])
+        .node_with("conv", "Conv", &["r2", "w"], &["y"], conv_attrs(1))
+        .output("y", &[1, 32, 8, 8])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-bn-raise");
+    let input = write_model(dir.path(), "model.onnx", &m);
+    let out = dir.path().join("model.q.onnx");
+    let s = run_passes_verified("quant(activations=static)", &[], &input, &out);
+    assert!(
+        s.contains("written as the depthwise 1x1 Conv")
+            && s.contains("opset raised from 8 to 13; nodes rewritten: 0"),
+        "{s}"
+    );
+    let (q, _) = Model::load(&out).unwrap();
+    assert_eq!(q.opset(), 13);
+    let ops: Vec<&str> = q.graph.nodes.node_weights().map(|n| n.op()).collect();
+    assert!(!ops.contains(&"BatchNormalization"), "{ops:?}");
+    assert_eq!(ops.iter().filter(|&&o| o == "Conv").count(), 2, "{ops:?}");
+    // Every initializer is read.
+    for name in q.graph.initializers.keys() {
+        assert!(
+            q.graph
+                .nodes
+                .node_weights()
+                .any(|n| n.proto.input.iter().any(|i| i == name)),
+            "{name} is read by no node"
+        );
+    }
+    assert_ort_matches(&input, &out, &quantized("0.99"));
+}
+
 #[test]
 fn static_qdq_that_would_not_pay_is_weight_only() {
     let c = 32usize;

@@ -308,6 +308,42 @@ impl Raised {
     }
 }
 
+/// Leave `taken` (nodes another patch of the round replaces) out of the
+/// raise `p`: not removed, their converted forms (the nodes writing their
+/// outputs) not added, the label's count of rewritten nodes lowered. Both
+/// patches removing one node, the second would name a node index the
+/// first had freed (an opset 8 BatchNormalization written as a depthwise
+/// Conv, which the raise then removed and wrote back as a BatchNormalization).
+fn leave_out(p: &mut Patch, model: &Model, taken: &std::collections::HashSet<NodeId>) {
+    let g = &model.graph;
+    let mut outputs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let before = p.remove_nodes.len();
+    p.remove_nodes.retain(|id| {
+        let keep = !taken.contains(id);
+        if !keep {
+            outputs.extend(
+                g.nodes[*id]
+                    .proto
+                    .output
+                    .iter()
+                    .filter(|o| !o.is_empty())
+                    .map(String::as_str),
+            );
+        }
+        keep
+    });
+    let left = before - p.remove_nodes.len();
+    if left == 0 {
+        return;
+    }
+    p.add_nodes
+        .retain(|n| !n.output.iter().any(|o| outputs.contains(o.as_str())));
+    let count = |n: usize| format!("; nodes rewritten: {n}");
+    p.label = p
+        .label
+        .replace(&count(before), &count(p.remove_nodes.len()));
+}
+
 /// The least default-domain opset at which what `planned` adds means what
 /// quant meant by it, judged from the forms quant writes: blocked or
 /// 4-bit QuantizeLinear/DequantizeLinear (21), per-axis ones (13),
@@ -535,10 +571,17 @@ impl Quant {
                 .collect();
             // Weights listed as graph inputs (IR 3) are constants only off the list.
             prep.extend(crate::passes::clean::unlist_initializer_inputs(g));
-            if matches!(self.params.activations.as_str(), "auto" | "static") {
-                prep.extend(self.batchnorms_as_depthwise(model));
-            }
-            prep.extend(self.raise_opset(model, ctx)?);
+            let depthwise = if matches!(self.params.activations.as_str(), "auto" | "static") {
+                self.batchnorms_as_depthwise(model)
+            } else {
+                vec![]
+            };
+            let taken: std::collections::HashSet<NodeId> = depthwise
+                .iter()
+                .flat_map(|p| p.remove_nodes.iter().copied())
+                .collect();
+            prep.extend(depthwise);
+            prep.extend(self.raise_opset(model, ctx, &taken)?);
             if !prep.is_empty() {
                 self.prepared.store(true, Ordering::Relaxed);
                 return Ok(Some(prep));
@@ -549,7 +592,15 @@ impl Quant {
 
     /// The opset change the preparation round makes, if the policy asks for one and every
     /// node converts (`auto` falls back to the current opset with a note).
-    fn raise_opset(&self, model: &Model, ctx: &mut PassCtx) -> Result<Option<Patch>> {
+    /// `taken`: nodes another preparation patch replaces with a form valid
+    /// at either opset (BatchNormalizations written as depthwise Convs),
+    /// left out of the raise.
+    fn raise_opset(
+        &self,
+        model: &Model,
+        ctx: &mut PassCtx,
+        taken: &std::collections::HashSet<NodeId>,
+    ) -> Result<Option<Patch>> {
         let from = model.opset();
         let mode = self.mode(model, &ctx.data).0;
         let need = if self.params.weights == "int4" && self.has_int4_candidate(model) {
@@ -588,7 +639,8 @@ impl Quant {
             r => r.map(|p| (p, to)),
         };
         match upgraded {
-            Ok((p, to)) => {
+            Ok((mut p, to)) => {
+                leave_out(&mut p, model, taken);
                 // Put back where the plan ends needing no newer opset
                 // (static QDQ ending weight-only, int4 weights all taken
                 // back by sensitive=auto); not an opset the user asked for.
