@@ -116,9 +116,6 @@ impl Patch {
         p
     }
 
-    /// Whether the patch still makes sense on `g`: an earlier patch of the same
-    /// batch may have removed what it refers to. Stale patches are dropped and
-    /// the pass proposes again on the new graph.
     /// The existing nodes the patch names (removes, rewires, rewrites the
     /// attributes of, strips): those of its round's earlier patches that
     /// removed one make it stale, even where the graph has since reused
@@ -132,6 +129,9 @@ impl Patch {
             .chain(self.strip_debug.iter().copied())
     }
 
+    /// Whether the patch still makes sense on `g`: an earlier patch of the same
+    /// batch may have removed what it refers to. Stale patches are dropped and
+    /// the pass proposes again on the new graph.
     pub fn is_applicable(&self, g: &Graph) -> bool {
         if !self
             .remove_nodes

@@ -352,39 +352,30 @@ fn leave_out(p: &mut Patch, model: &Model, taken: &std::collections::HashSet<Nod
 /// Gather); the nodes a body rewrite adds count too. `None` where it adds
 /// an op outside these: its form may be the newer opset's.
 pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
+    use crate::ir::walk::subgraphs;
     use crate::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
     use std::collections::HashMap;
-    // The nodes of `g` and of its bodies.
-    fn flatten<'a>(g: &'a GraphProto, out: &mut Vec<&'a NodeProto>) {
+    type Tensors<'a> = HashMap<&'a str, &'a TensorProto>;
+    // The nodes and initializers of `g` and of its bodies.
+    fn flatten<'a>(g: &'a GraphProto, nodes: &mut Vec<&'a NodeProto>, inits: &mut Tensors<'a>) {
+        inits.extend(g.initializer.iter().map(|t| (t.name(), t)));
         for n in &g.node {
-            out.push(n);
-            for a in &n.attribute {
-                for b in a.g.iter().chain(&a.graphs) {
-                    flatten(b, out);
-                }
+            nodes.push(n);
+            for b in subgraphs(n) {
+                flatten(b, nodes, inits);
             }
         }
+    }
+    fn is_body(a: &AttributeProto) -> bool {
+        a.g.is_some() || !a.graphs.is_empty()
     }
     // A node's attributes but its bodies (walked on their own).
     fn plain(n: &NodeProto) -> Vec<&AttributeProto> {
-        n.attribute
-            .iter()
-            .filter(|a| a.g.is_none() && a.graphs.is_empty())
-            .collect()
-    }
-    fn initializers<'a>(g: &'a GraphProto, out: &mut HashMap<&'a str, &'a TensorProto>) {
-        out.extend(g.initializer.iter().map(|t| (t.name(), t)));
-        for n in &g.node {
-            for a in &n.attribute {
-                for b in a.g.iter().chain(&a.graphs) {
-                    initializers(b, out);
-                }
-            }
-        }
+        n.attribute.iter().filter(|a| !is_body(a)).collect()
     }
     let g = &model.graph;
     let mut nodes: Vec<&NodeProto> = Vec::new();
-    let mut added: HashMap<&str, &TensorProto> = HashMap::new();
+    let mut added: Tensors = HashMap::new();
     for p in planned {
         nodes.extend(&p.add_nodes);
         added.extend(p.add_initializers.iter().map(|t| (t.name(), t)));
@@ -393,39 +384,37 @@ pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
             // same op writing the same values with the same attributes (its
             // inputs may be rewired); another attribute changed is a form
             // not judged here.
-            let mut old: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
-            let mut was = Vec::new();
-            for a in &g.nodes[*id].proto.attribute {
-                for b in a.g.iter().chain(&a.graphs) {
-                    flatten(b, &mut was);
-                }
+            let before = &g.nodes[*id].proto;
+            let (mut was, mut unused) = (Vec::new(), HashMap::new());
+            for b in subgraphs(before) {
+                flatten(b, &mut was, &mut unused);
             }
+            let mut old: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
             for n in was {
                 let key = n.output.first().map_or("", String::as_str);
                 old.entry(key).or_default().push(n);
             }
-            for a in attrs {
-                if a.g.is_none() && a.graphs.is_empty() && !g.nodes[*id].proto.attribute.contains(a)
-                {
-                    return None;
-                }
-                let mut now = Vec::new();
-                for b in a.g.iter().chain(&a.graphs) {
-                    flatten(b, &mut now);
-                    initializers(b, &mut added);
-                }
-                nodes.extend(now.into_iter().filter(|n| {
-                    let key = n.output.first().map_or("", String::as_str);
-                    !old.get(key).is_some_and(|o| {
-                        o.iter().any(|o| {
-                            o.op_type == n.op_type
-                                && o.domain == n.domain
-                                && o.output == n.output
-                                && plain(o) == plain(n)
-                        })
-                    })
-                }));
+            if attrs
+                .iter()
+                .any(|a| !is_body(a) && !before.attribute.contains(a))
+            {
+                return None;
             }
+            let mut now = Vec::new();
+            for b in attrs.iter().flat_map(|a| a.g.iter().chain(&a.graphs)) {
+                flatten(b, &mut now, &mut added);
+            }
+            nodes.extend(now.into_iter().filter(|n| {
+                let key = n.output.first().map_or("", String::as_str);
+                !old.get(key).is_some_and(|o| {
+                    o.iter().any(|o| {
+                        o.op_type == n.op_type
+                            && o.domain == n.domain
+                            && o.output == n.output
+                            && plain(o) == plain(n)
+                    })
+                })
+            }));
         }
     }
     let tensor_of = |v: &str| added.get(v).copied().or_else(|| g.constant(v));
@@ -455,21 +444,16 @@ pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
                     n.input.iter().filter_map(|v| tensor_of(v)).any(|t| {
                         matches!(tensor::data_type(t), DataType::Int16 | DataType::Uint16)
                     });
+                let scale = n.input.get(1).and_then(|s| tensor_of(s));
                 // A scale of one element (or one not known here: the
                 // per-axis form, to be safe).
                 let per_axis = attr("axis")
-                    || n.input.get(1).is_none_or(|s| {
-                        tensor_of(s).is_none_or(|t| tensor::numel(&t.dims).map_or(true, |k| k != 1))
-                    });
+                    || scale.is_none_or(|t| tensor::numel(&t.dims).map_or(true, |k| k != 1));
                 // Scales of another type than float32 are 19's.
-                let scale_type = n
-                    .input
-                    .get(1)
-                    .and_then(|s| tensor_of(s))
-                    .map(tensor::data_type);
+                let narrow_scale = scale.is_some_and(|t| tensor::data_type(t) != DataType::Float);
                 if attr("block_size") || attr("output_dtype") || wide {
                     21
-                } else if attr("saturate") || scale_type.is_some_and(|t| t != DataType::Float) {
+                } else if attr("saturate") || narrow_scale {
                     19
                 } else if per_axis {
                     13
@@ -965,13 +949,17 @@ mod tests {
                 tensor::from_f32("", &[1, 16, 4], &[0.5; 64]),
             )],
         );
-        let kept = node(
-            "lstm",
-            "LSTM",
-            &["a", "w"],
-            &["h"],
-            vec![attr_int("hidden_size", 4)],
-        );
+        // The body's LSTM, reading `w`'s value as `input`, of `hidden` units.
+        let lstm = |input: &str, hidden: i64| {
+            node(
+                "lstm",
+                "LSTM",
+                &["a", input],
+                &["h"],
+                vec![attr_int("hidden_size", hidden)],
+            )
+        };
+        let kept = lstm("w", 4);
         let m = ModelBuilder::new(21)
             .input("c", &[1])
             .input("a", &[1, 1, 4])
@@ -1013,22 +1001,10 @@ mod tests {
             )
         };
         assert_eq!(rewrite(vec![dq("w"), kept.clone()]), Some(13));
-        let rewired = node(
-            "lstm",
-            "LSTM",
-            &["a", "w2"],
-            &["h"],
-            vec![attr_int("hidden_size", 4)],
-        );
+        let rewired = lstm("w2", 4);
         assert_eq!(rewrite(vec![dq("w2"), rewired]), Some(13));
         // The LSTM's attributes changed: an op it does not judge.
-        let changed = node(
-            "lstm",
-            "LSTM",
-            &["a", "w"],
-            &["h"],
-            vec![attr_int("hidden_size", 8)],
-        );
+        let changed = lstm("w", 8);
         assert_eq!(rewrite(vec![dq("w"), changed]), None);
     }
 }
