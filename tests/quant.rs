@@ -5244,7 +5244,7 @@ fn int4_where_no_weight_takes_it_says_so() {
     let input = write_model(dir.path(), "older.onnx", &older);
     let stdout = run_passes_verified("quant(weights=int4)", &tight, &input, &out);
     assert!(
-        stdout.contains("no int4 weight is left, and the result is about the size of weights=int8's; the opset raised for them is put back")
+        stdout.contains("no int4 weight is left, and the result is about the size of weights=int8's; the opset raised for them is put back to 17")
             && stdout.contains("opset raised from 17 to 21 for INT4 weights")
             && stdout.contains("not needed in the end: nothing quant wrote needs more than opset 17, so the model is put back to opset 17")
             && stdout.contains("opset: put back to 17")
@@ -5255,6 +5255,89 @@ fn int4_where_no_weight_takes_it_says_so() {
     assert_eq!(q.opset(), 17);
     assert_eq!(q.proto.ir_version(), older.proto.ir_version());
     assert_ort_matches(&input, &out, &quantized("0.99"));
+}
+
+/// A model raised from 11 to 21 for an int4 weight that sensitive=auto
+/// then takes back, while its Convs keep per-channel pairs (which need
+/// 13): put back to 13, not kept at 21, its ReduceMean (converted at 18)
+/// as it was and its Squeeze converted at 13; the pair quant put in front
+/// of the ReduceMean reads into the node put back.
+#[test]
+fn an_int4_raise_taken_back_is_put_back_to_the_opset_the_rest_needs() {
+    let model = ModelBuilder::new(11)
+        .input("x", &[1, 16, 16, 16])
+        .init_f32("w1", &[64, 16, 3, 3], &weights(64 * 144, 1))
+        .node_with("c1", "Conv", &["x", "w1"], &["c1"], conv_attrs(3))
+        .node("r1", "Relu", &["c1"], &["r1"])
+        .init_f32("w2", &[64, 64, 3, 3], &weights(64 * 576, 2))
+        .node_with("c2", "Conv", &["r1", "w2"], &["c2"], conv_attrs(3))
+        .node("r2", "Relu", &["c2"], &["r2"])
+        .node_with(
+            "rm",
+            "ReduceMean",
+            &["r2"],
+            &["m"],
+            vec![attr_ints("axes", &[2, 3])],
+        )
+        .node_with(
+            "sq",
+            "Squeeze",
+            &["m"],
+            &["s"],
+            vec![attr_ints("axes", &[2, 3])],
+        )
+        .init_f32("w3", &[64, 128], &weights(64 * 128, 3))
+        .node("mm", "MatMul", &["s", "w3"], &["y"])
+        .output("y", &[1, 128])
+        .build()
+        .unwrap();
+    let dir = scratch("quant-int4-put-back-to-13");
+    let input = write_model(dir.path(), "model.onnx", &model);
+    let out = dir.path().join("model.q.onnx");
+    let tight = ["--tolerance".to_string(), "min_cosine=0.9999".to_string()];
+    let stdout = run_passes_verified("quant(weights=int4)", &tight, &input, &out);
+    assert!(
+        stdout.contains("opset raised from 11 to 21 for INT4 weights")
+            && stdout.contains("took all 1 int4 weight(s) back")
+            && stdout.contains(
+                "so the model is put back to opset 13 (its operators converted exactly to 13)"
+            )
+            && stdout.contains("the opset raised for them is put back to 13")
+            && stdout.contains(
+                "opset: put back to 13 (what quant wrote needs 13, not 21; nodes converted: 1)"
+            ),
+        "{stdout}"
+    );
+    let (q, _) = Model::load(&out).unwrap();
+    assert_eq!(q.opset(), 13);
+    // The IR version 13 needs (7), above the original's where that is older.
+    assert_eq!(q.proto.ir_version(), model.proto.ir_version().max(7));
+    let node = |op: &str| {
+        q.graph
+            .nodes
+            .node_weights()
+            .find(|n| n.op() == op)
+            .map(|n| n.proto.clone())
+            .unwrap()
+    };
+    // ReduceMean as it was, reading the pair's DequantizeLinear.
+    let rm = node("ReduceMean");
+    assert!(rm.attribute.iter().any(|a| a.name() == "axes"), "{rm:?}");
+    assert_eq!(rm.input.len(), 1);
+    let read = q
+        .graph
+        .producer(&rm.input[0])
+        .map(|id| q.graph.nodes[id].op().to_string());
+    assert_eq!(read.as_deref(), Some("DequantizeLinear"));
+    // Squeeze as 13 has it: axes as an input.
+    assert_eq!(node("Squeeze").input.len(), 2);
+    assert!(q
+        .graph
+        .nodes
+        .node_weights()
+        .any(|n| n.op() == "DequantizeLinear"
+            && n.proto.attribute.iter().any(|a| a.name() == "axis")));
+    assert_ort_matches(&input, &out, &quantized("0.999"));
 }
 
 /// `weights=int4` on a network of Gemms: no weight takes int4 blocks (a
@@ -5519,8 +5602,15 @@ fn a_batchnorm_written_as_a_depthwise_conv_is_left_out_of_the_opset_raise() {
             && s.contains("opset raised from 8 to 13; nodes rewritten: 0"),
         "{s}"
     );
+    // Its per-channel weights stored as int8 (Cast and Mul), the plan's
+    // one pair per tensor: put back to 10, where QuantizeLinear starts,
+    // the BatchNormalization left out of that conversion too.
+    assert!(
+        s.contains("opset: put back to 10 (what quant wrote needs 10, not 13; nodes converted: 0)"),
+        "{s}"
+    );
     let (q, _) = Model::load(&out).unwrap();
-    assert_eq!(q.opset(), 13);
+    assert_eq!(q.opset(), 10);
     let ops: Vec<&str> = q.graph.nodes.node_weights().map(|n| n.op()).collect();
     assert!(!ops.contains(&"BatchNormalization"), "{ops:?}");
     assert_eq!(ops.iter().filter(|&&o| o == "Conv").count(), 2, "{ops:?}");

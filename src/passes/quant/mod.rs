@@ -512,10 +512,16 @@ impl Quant {
     /// the plan held before `sensitive=auto`), a note among `notes` beside
     /// the search's summary, which the printed report shows: none is left,
     /// the file is about int8's size, and what became of the opset a round
-    /// before raised for them: put back (`put_back`), or raised still
-    /// (PP-OCRv6's small recogniser: sensitive=auto took all 9 back, under
-    /// the opset raised to 21 for them); `None`: the caller's note says.
-    fn no_int4_left(&self, notes: &mut Vec<String>, int4_before: usize, put_back: Option<bool>) {
+    /// before raised for them: put back to the opset in `put_back`, or
+    /// raised still (`Some(None)`: PP-OCRv6's small recogniser before,
+    /// sensitive=auto took all 9 back under the opset raised to 21 for
+    /// them); `None`: the caller's note says.
+    fn no_int4_left(
+        &self,
+        notes: &mut Vec<String>,
+        int4_before: usize,
+        put_back: Option<Option<i64>>,
+    ) {
         // Beside the search's summary, among the notes the printed
         // report shows.
         let at = notes
@@ -531,12 +537,12 @@ impl Quant {
         notes.insert(at, if int4_before > 0 {
             format!(
                 "weights=int4: sensitive=auto took all {int4_before} int4 weight(s) back to meet the tolerance: no int4 weight is left, and the result is about the size of weights=int8's{}",
-                match raised.filter(|_| put_back.is_some()) {
-                    Some(_) if put_back == Some(true) => "; the opset raised for them is put back".to_string(),
-                    Some(to) => format!(
+                match (raised, put_back) {
+                    (Some(_), Some(Some(back))) => format!("; the opset raised for them is put back to {back}"),
+                    (Some(to), Some(None)) => format!(
                         "; the model stays at opset {to}, raised for them (its operators converted exactly; opset=keep leaves the opset as it was)"
                     ),
-                    None => String::new(),
+                    _ => String::new(),
                 }
             )
         } else {
@@ -639,8 +645,11 @@ impl Quant {
         // held at 11), where nothing planned since reads what it added.
         let restore = self.put_back_opset(model, &planned);
         let said = match &restore {
-            Some(p) => format!(
-                "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, so the model is put back to opset {} (its operators as they were)",
+            Some((p, from)) if p.set_opset == Some(*from) => format!(
+                "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, so the model is put back to opset {from} (its operators as they were)"
+            ),
+            Some((p, _)) => format!(
+                "; not needed in the end: the activations stay float (weight-only), and what quant wrote needs no more than opset {0}, so the model is put back to opset {0} (its operators converted exactly to {0})",
                 p.set_opset.unwrap_or_default()
             ),
             None => "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)".to_string(),
@@ -659,7 +668,7 @@ impl Quant {
                 n.push_str("; no int4 weight is left in the end, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)");
             }
         }
-        planned.extend(restore);
+        planned.extend(restore.map(|(p, _)| p));
         // In place of the mode's own note.
         match ctx.notes[notes_before..]
             .iter()
@@ -674,9 +683,12 @@ impl Quant {
     /// The patch that puts back the opset the preparation round raised
     /// (taken: once per run), where nothing `planned` writes needs the
     /// newer one ([`prepare::Raised::restore`]).
-    fn put_back_opset(&self, model: &Model, planned: &[Patch]) -> Option<Patch> {
+    /// Beside the patch, the opset the model came from (where the patch
+    /// puts it back to another, a step between the two).
+    fn put_back_opset(&self, model: &Model, planned: &[Patch]) -> Option<(Patch, i64)> {
         let raised = self.raised.lock().ok().and_then(|mut r| r.take())?;
-        raised.restore(model, planned)
+        let from = raised.from;
+        raised.restore(model, planned).map(|p| (p, from))
     }
 
     /// [`Quant::put_back_opset`] where the plan is as the mode chose it,
@@ -687,11 +699,15 @@ impl Quant {
         notes: &mut [String],
         planned: &[Patch],
     ) -> Option<Patch> {
-        let p = self.put_back_opset(model, planned)?;
-        let said = format!(
-            "; not needed in the end: nothing quant wrote needs more than opset {0}, so the model is put back to opset {0} (its operators as they were)",
-            p.set_opset.unwrap_or_default()
-        );
+        let (p, from) = self.put_back_opset(model, planned)?;
+        let said = match p.set_opset.unwrap_or_default() {
+            to if to == from => format!(
+                "; not needed in the end: nothing quant wrote needs more than opset {to}, so the model is put back to opset {to} (its operators as they were)"
+            ),
+            to => format!(
+                "; not needed in the end: nothing quant wrote needs more than opset {to}, so the model is put back to opset {to} (its operators converted exactly to {to})"
+            ),
+        };
         for n in notes
             .iter_mut()
             .filter(|n| n.starts_with("opset raised from"))
@@ -933,7 +949,9 @@ impl Quant {
         // The notes above speak of int4 MatMul weights: say where none is
         // in the result.
         if no_int4 {
-            let put_back = forced.is_none().then_some(put_back.is_some());
+            let put_back = forced
+                .is_none()
+                .then(|| put_back.as_ref().and_then(|p| p.set_opset));
             self.no_int4_left(&mut ctx.notes, int4_before, put_back);
         }
         patches.extend(put_back);

@@ -206,22 +206,75 @@ pub(super) fn surely_quantized(model: &Model) -> bool {
 /// What an opset raise replaced ([`crate::passes::opset::upgrade`]'s
 /// patch), to put back: the opset and IR version it came from, the nodes
 /// it converted as they were, what it added in their place, and the
-/// model's functions where it converted them.
+/// model's functions where it converted them; and the conversions of the
+/// same model to the opsets between, which a plan that needs less than
+/// the raise gave may be put back to instead ([`Step`]).
 pub(super) struct Raised {
     pub(super) from: i64,
+    to: i64,
     from_ir: i64,
     originals: Vec<crate::proto::NodeProto>,
     added_outputs: Vec<String>,
     added_initializers: Vec<String>,
     functions: Option<Vec<crate::proto::FunctionProto>>,
+    steps: Vec<Step>,
 }
 
+/// The model as [`crate::passes::opset::upgrade`] converts it to an
+/// opset between the one it came from and the one it was raised to: which
+/// of the raise's originals (by their place in [`Raised::originals`])
+/// convert there, into what, and its functions where they convert.
+struct Step {
+    opset: i64,
+    converted: std::collections::HashSet<usize>,
+    nodes: Vec<crate::proto::NodeProto>,
+    initializers: Vec<crate::proto::TensorProto>,
+    functions: Option<Vec<crate::proto::FunctionProto>>,
+}
+
+/// The opsets below a raise's a plan may need and be put back to: where
+/// QuantizeLinear starts (per tensor, and the integer kernels), where
+/// DynamicQuantizeLinear does, per-axis pairs, float16 scales.
+const STEPS: [i64; 4] = [10, 11, 13, 19];
+
 impl Raised {
-    /// What `raise` (an upgrade patch of `model`) replaces.
-    fn of(model: &Model, raise: &Patch) -> Raised {
+    /// What `raise` (an upgrade patch of `model`, with `taken` left out
+    /// of it: see [`leave_out`]) replaces, and the model's conversions to
+    /// the [`STEPS`] between its opset and the raise's (those that convert
+    /// no node the raise does not).
+    fn of(model: &Model, raise: &Patch, taken: &std::collections::HashSet<NodeId>) -> Raised {
         let g = &model.graph;
+        let from = model.opset();
+        let to = raise.set_opset.unwrap_or(from);
+        let place: std::collections::HashMap<NodeId, usize> = raise
+            .remove_nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i))
+            .collect();
+        let steps = STEPS
+            .into_iter()
+            .filter(|&s| from < s && s < to)
+            .filter_map(|s| {
+                let mut p = crate::passes::opset::upgrade(model, s).ok()?;
+                leave_out(&mut p, model, taken);
+                let converted = p
+                    .remove_nodes
+                    .iter()
+                    .map(|id| place.get(id).copied())
+                    .collect::<Option<_>>()?;
+                Some(Step {
+                    opset: s,
+                    converted,
+                    nodes: p.add_nodes,
+                    initializers: p.add_initializers,
+                    functions: p.set_functions,
+                })
+            })
+            .collect();
         Raised {
-            from: model.opset(),
+            from,
+            to,
             from_ir: model.proto.ir_version(),
             originals: raise
                 .remove_nodes
@@ -242,20 +295,31 @@ impl Raised {
                 .set_functions
                 .as_ref()
                 .map(|_| model.proto.functions.clone()),
+            steps,
         }
     }
 
     /// The patch that puts `model` (raised) back as it was, beside
-    /// `planned` (the round's other patches); `None` where the nodes the
-    /// raise added are not all there as it left them, where `planned`
-    /// touches them or what they read and write (their conversion would
-    /// then be part of what was planned), or where what it adds needs a
-    /// newer opset than the original's ([`opset_needed`]: an int4 block,
-    /// a per-channel axis below 13, an op it does not know).
+    /// `planned` (the round's other patches), or, where what `planned`
+    /// adds needs a newer opset than the original's ([`opset_needed`]: a
+    /// per-channel axis below 13), to the least [`Step`] that has it and
+    /// is older than the raise's (an int4 raise to 21 the search took
+    /// back, per-channel pairs left: 13), its operators converted there.
+    /// `None` where the nodes the raise added are not all there as it left
+    /// them, where `planned` touches them or what they read and write
+    /// (their conversion would then be part of what was planned), where
+    /// the plan needs the raise's opset, or holds an op [`opset_needed`]
+    /// does not know.
     pub(super) fn restore(self, model: &Model, planned: &[Patch]) -> Option<Patch> {
-        if opset_needed(model, planned)? > self.from {
-            return None;
-        }
+        let need = opset_needed(model, planned)?;
+        let mut steps = self.steps;
+        let step = match need <= self.from {
+            true => None,
+            false => {
+                steps.retain(|s| s.opset >= need);
+                Some(steps.into_iter().min_by_key(|s| s.opset)?)
+            }
+        };
         let g = &model.graph;
         let mut ids: Vec<crate::ir::NodeId> = Vec::new();
         for o in &self.added_outputs {
@@ -279,7 +343,7 @@ impl Raised {
                 || p.remove_nodes.iter().any(|id| ids.contains(id))
                 || p.rewires
                     .iter()
-                    .any(|(id, _, v)| ids.contains(id) || values.contains(v.as_str()))
+                    .any(|(_, _, v)| values.contains(v.as_str()))
                 || p.replace_attributes.iter().any(|(id, _)| ids.contains(id))
                 || p.shunts
                     .iter()
@@ -291,18 +355,122 @@ impl Raised {
         if touches {
             return None;
         }
-        let mut p = Patch::new(format!(
-            "opset: put back to {} (what quant wrote needs no raise)",
-            self.from
-        ));
+        // What `planned` rewires among the nodes the raise added (a pair in
+        // front of a Squeeze or a ReduceMean it converted): the raised node,
+        // the value it read and the one it reads instead, carried over to
+        // the node that takes its place. Only a read, at one place of the
+        // node, of a value the original model has too (not one of the
+        // conversion's helper constants or intermediate values).
+        let mut carried: Vec<(crate::ir::NodeId, &str, &str)> = Vec::new();
+        for (id, slot, v) in planned.iter().flat_map(|p| &p.rewires) {
+            if !ids.contains(id) {
+                continue;
+            }
+            let n = &g.nodes[*id].proto;
+            let old = n.input.get(*slot)?.as_str();
+            let original = self
+                .originals
+                .iter()
+                .any(|o| o.output.iter().any(|o| o == old));
+            let helper = self.added_initializers.iter().any(|t| t == old)
+                || (!original && self.added_outputs.iter().any(|o| o == old));
+            if helper || n.input.iter().filter(|i| *i == old).count() != 1 {
+                return None;
+            }
+            carried.push((*id, old, v.as_str()));
+        }
+        // The names a step's conversion adds (helper constants, the
+        // outputs of nodes it splits one into) were new in the model
+        // before the raise; they must be in the one put back too: the
+        // raise's own, or unused by it and by `planned`.
+        if let Some(s) = &step {
+            let ours: std::collections::HashSet<&str> = self
+                .added_outputs
+                .iter()
+                .chain(&self.added_initializers)
+                .chain(self.originals.iter().flat_map(|n| &n.output))
+                .map(String::as_str)
+                .collect();
+            let planned_names: std::collections::HashSet<&str> = planned
+                .iter()
+                .flat_map(|p| {
+                    p.add_nodes
+                        .iter()
+                        .flat_map(|n| &n.output)
+                        .map(String::as_str)
+                        .chain(p.add_initializers.iter().map(|t| t.name()))
+                })
+                .collect();
+            let clash = s
+                .nodes
+                .iter()
+                .flat_map(|n| &n.output)
+                .map(String::as_str)
+                .chain(s.initializers.iter().map(|t| t.name()))
+                .filter(|v| !v.is_empty() && !ours.contains(v))
+                .any(|v| g.is_defined(v) || planned_names.contains(v));
+            if clash {
+                return None;
+            }
+        }
+        let mut p = Patch::new(match &step {
+            None => format!(
+                "opset: put back to {} (what quant wrote needs no raise)",
+                self.from
+            ),
+            Some(s) => format!(
+                "opset: put back to {} (what quant wrote needs {}, not {}; nodes converted: {})",
+                s.opset,
+                s.opset,
+                self.to,
+                s.converted.len()
+            ),
+        });
         p.remove_nodes = ids;
         p.remove_initializers = self.added_initializers;
-        p.add_nodes = self.originals;
-        p.set_opset = Some(self.from);
         // The IR version the raise took up with it, back too (at least 4:
-        // the preparation round unlisted initializers from IR 3's inputs).
+        // the preparation round unlisted initializers from IR 3's inputs;
+        // at least what the opset put back to needs, `Model::apply`).
         p.set_ir_version = Some(self.from_ir.max(4));
-        p.set_functions = self.functions;
+        match step {
+            None => {
+                p.add_nodes = self.originals;
+                p.set_opset = Some(self.from);
+                p.set_functions = self.functions;
+            }
+            Some(s) => {
+                // The originals the step leaves as they were, and those it
+                // converts as it converts them.
+                p.add_nodes = self
+                    .originals
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !s.converted.contains(i))
+                    .map(|(_, n)| n)
+                    .chain(s.nodes)
+                    .collect();
+                p.add_initializers = s.initializers;
+                p.set_opset = Some(s.opset);
+                p.set_functions = s.functions.or(self.functions);
+            }
+        }
+        for (id, old, v) in carried {
+            // The one node written in its place: the one writing its outputs.
+            let outputs = &g.nodes[id].proto.output;
+            let mut instead = p.add_nodes.iter_mut().filter(|n| {
+                n.output
+                    .iter()
+                    .any(|o| !o.is_empty() && outputs.contains(o))
+            });
+            let (Some(n), None) = (instead.next(), instead.next()) else {
+                return None;
+            };
+            let mut reads = n.input.iter_mut().filter(|i| *i == old);
+            let (Some(read), None) = (reads.next(), reads.next()) else {
+                return None;
+            };
+            *read = v.to_string();
+        }
         p.exact = true;
         Some(p)
     }
@@ -630,7 +798,7 @@ impl Quant {
                 // back by sensitive=auto); not an opset the user asked for.
                 if self.opset == OpsetPolicy::Auto {
                     if let Ok(mut r) = self.raised.lock() {
-                        *r = Some(Raised::of(model, &p));
+                        *r = Some(Raised::of(model, &p, taken));
                     }
                 }
                 let why = if to >= 21 && self.params.weights == "int4" {
@@ -868,6 +1036,138 @@ mod tests {
         p.add_nodes = nodes;
         p.add_initializers = inits;
         p
+    }
+
+    /// A raise from 11 to 21 is put back to 11 where the plan needs no
+    /// newer opset, to 13 (the Squeeze converted there, the ReduceMean
+    /// as it was) where it writes a per-axis pair, and stays where it
+    /// writes int4 blocks.
+    #[test]
+    fn a_raise_is_put_back_as_far_as_the_plan_allows() {
+        use super::Raised;
+        use crate::ir::builder::attr_ints;
+        let m = ModelBuilder::new(11)
+            .input("x", &[1, 4, 3])
+            .node_with(
+                "sq",
+                "Squeeze",
+                &["x"],
+                &["s"],
+                vec![attr_ints("axes", &[0])],
+            )
+            .node_with(
+                "rm",
+                "ReduceMean",
+                &["s"],
+                &["y"],
+                vec![attr_ints("axes", &[1])],
+            )
+            .output("y", &[4, 1])
+            .build()
+            .unwrap();
+        let raise = crate::passes::opset::upgrade(&m, 21).unwrap();
+        assert_eq!(raise.remove_nodes.len(), 2);
+        let mut raised = m.clone();
+        raised.apply(&raise).unwrap();
+        let put_back = |planned: Vec<Patch>| {
+            let r = Raised::of(&m, &raise, &Default::default());
+            let p = r.restore(&raised, &planned)?;
+            let mut back = raised.clone();
+            for q in planned.iter().chain([&p]) {
+                back.apply(q).unwrap();
+            }
+            let inputs = |op: &str| {
+                let n = back.graph.nodes.node_weights().find(|n| n.op() == op);
+                n.map(|n| {
+                    (
+                        n.proto.input[0].clone(),
+                        n.proto.input.len(),
+                        n.proto.attribute.len(),
+                    )
+                })
+            };
+            Some((
+                back.opset(),
+                inputs("Squeeze"),
+                inputs("ReduceMean"),
+                back.graph.initializers.len(),
+            ))
+        };
+        let read = |v: &str, k, a| Some((v.to_string(), k, a));
+        // Nothing newer needed: as it was.
+        assert_eq!(
+            put_back(vec![]),
+            Some((11, read("x", 1, 1), read("s", 1, 1), 0))
+        );
+        // A per-axis pair: 13, where Squeeze takes its axes as an input (an
+        // initializer beside the pair's two) and ReduceMean keeps its
+        // attribute.
+        let q = tensor::int_scalar("q", DataType::Int8, 3);
+        let s4 = tensor::from_f32("s4", &[4], &[1.0; 4]);
+        let dq = |attrs| node("", "DequantizeLinear", &["q", "s4"], &["w"], attrs);
+        let per_axis = with(
+            vec![dq(vec![attr_int("axis", 0)])],
+            vec![q.clone(), s4.clone()],
+        );
+        assert_eq!(
+            put_back(vec![per_axis.clone()]),
+            Some((13, read("x", 2, 0), read("s", 1, 1), 3))
+        );
+        // A node the plan puts in front of the raised ReduceMean (as a pair
+        // would): the ReduceMean put back reads it.
+        let rm = raised.graph.producer("y").unwrap();
+        let mut front = with(vec![node("", "Identity", &["s"], &["s2"], vec![])], vec![]);
+        front.rewires = vec![(rm, 0, "s2".to_string())];
+        assert_eq!(
+            put_back(vec![per_axis.clone(), front.clone()]),
+            Some((13, read("x", 2, 0), read("s2", 1, 1), 3))
+        );
+        assert_eq!(
+            put_back(vec![front]),
+            Some((11, read("x", 1, 1), read("s2", 1, 1), 0))
+        );
+        // In front of the raised Squeeze, which the step converts too: the
+        // Squeeze 13 has reads it.
+        let sq = raised.graph.producer("s").unwrap();
+        let mut first = with(vec![node("", "Identity", &["x"], &["x2"], vec![])], vec![]);
+        first.rewires = vec![(sq, 0, "x2".to_string())];
+        assert_eq!(
+            put_back(vec![per_axis.clone(), first]),
+            Some((13, read("x2", 2, 0), read("s", 1, 1), 3))
+        );
+        // A read of the raise's helper constant (the Squeeze's axes) is
+        // not carried: the model stays raised.
+        let axes = raised.graph.nodes[sq].proto.input[1].clone();
+        let mut helper = with(
+            vec![node("", "Identity", &[&axes], &["a2"], vec![])],
+            vec![],
+        );
+        helper.rewires = vec![(sq, 1, "a2".to_string())];
+        assert_eq!(put_back(vec![per_axis.clone(), helper]), None);
+        // A name the step's conversion adds that the raise did not (here
+        // renamed so), which the plan adds too: the model stays raised.
+        let renamed = || {
+            let mut r = Raised::of(&m, &raise, &Default::default());
+            let step = r.steps.iter_mut().find(|s| s.opset == 13).unwrap();
+            let old = step.initializers[0].name().to_string();
+            step.initializers[0].name = Some("fresh".into());
+            for i in step.nodes.iter_mut().flat_map(|n| n.input.iter_mut()) {
+                if *i == old {
+                    *i = "fresh".into();
+                }
+            }
+            r
+        };
+        let mut also = per_axis.clone();
+        also.add_initializers
+            .push(tensor::from_f32("fresh", &[1], &[0.0]));
+        assert!(renamed().restore(&raised, &[also]).is_none());
+        assert!(renamed()
+            .restore(&raised, std::slice::from_ref(&per_axis))
+            .is_some());
+        // int4 blocks need the raise's 21.
+        let blocked = with(vec![dq(vec![attr_int("block_size", 32)])], vec![q, s4]);
+        assert_eq!(put_back(vec![blocked]), None);
     }
 
     #[test]
