@@ -759,9 +759,12 @@ pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
 }
 
 /// The most bytes one input of one sample may take: a quarter of the
-/// machine's memory (1 GiB where that is unknown). A `--dim` of 1e8 on an
-/// image's side asked for 307 GB and aborted the process.
+/// memory this process may use, the machine's or, in a container, its
+/// cgroup's limit where that is less ([`cgroup_memory_limit`]); 1 GiB
+/// where neither is known. A `--dim` of 1e8 on an image's side asked for
+/// 307 GB and aborted the process.
 fn sample_bytes_limit() -> u64 {
+    let mut machine = None;
     #[cfg(unix)]
     {
         // SAFETY: sysconf reads a system setting; it has no preconditions.
@@ -773,11 +776,61 @@ fn sample_bytes_limit() -> u64 {
         };
         if let (Ok(n), Ok(p)) = (u64::try_from(pages), u64::try_from(page)) {
             if n > 0 && p > 0 {
-                return n.saturating_mul(p) / 4;
+                machine = Some(n.saturating_mul(p));
             }
         }
     }
-    1 << 30
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|own| cgroup_memory_limit(std::path::Path::new("/sys/fs/cgroup"), &own));
+    match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c) / 4,
+        (Some(m), None) | (None, Some(m)) => m / 4,
+        (None, None) => 1 << 30,
+    }
+}
+
+/// The least memory limit of the cgroups this process is in (`own`: the
+/// text of `/proc/self/cgroup`) and of their parents, read under `root`
+/// (`/sys/fs/cgroup`): `memory.max` of the unified hierarchy (v2), or
+/// `memory/.../memory.limit_in_bytes` (v1). `None` where no limit is set
+/// ("max", or v1's page-rounded 2^63) or none can be read. A cgroup path
+/// that does not exist under `root` (the host's path, seen from a
+/// container without its own cgroup namespace) is walked up to the root.
+fn cgroup_memory_limit(root: &std::path::Path, own: &str) -> Option<u64> {
+    fn limit(text: &str) -> Option<u64> {
+        match text.trim() {
+            "max" => None,
+            v => v.parse::<u64>().ok().filter(|&b| b < 1 << 62),
+        }
+    }
+    let mut least: Option<u64> = None;
+    for line in own.lines() {
+        // hierarchy-id:controllers:path
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (dir, file) = match controllers {
+            "" => (root.to_path_buf(), "memory.max"),
+            c if c.split(',').any(|c| c == "memory") => {
+                (root.join("memory"), "memory.limit_in_bytes")
+            }
+            _ => continue,
+        };
+        let mut at = Some(std::path::Path::new(path.trim_start_matches('/')));
+        while let Some(p) = at {
+            if let Some(b) = std::fs::read_to_string(dir.join(p).join(file))
+                .ok()
+                .and_then(|t| limit(&t))
+            {
+                least = Some(least.map_or(b, |l| l.min(b)));
+            }
+            at = p.parent();
+        }
+    }
+    least
 }
 
 /// Refuse input `name` of `shape` and type `dtype` where one sample of it
@@ -793,7 +846,7 @@ pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType, fixed: bo
     match bytes {
         Some(b) if b <= limit => Ok(()),
         _ => bail!(
-            "input '{name}' at shape {shape:?} ({dtype:?}) would take {} for one sample, more than a quarter of this machine's memory ({}); {}",
+            "input '{name}' at shape {shape:?} ({dtype:?}) would take {} for one sample, more than a quarter of this machine's memory or its container's limit ({}); {}",
             bytes.map_or("more bytes than 64 bits count".to_string(), crate::report::mb),
             crate::report::mb(limit),
             match fixed {
@@ -1798,6 +1851,48 @@ pub fn image_axes(vi: &crate::proto::ValueInfoProto) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::ir::builder::{attr_ints, ModelBuilder};
+
+    /// cgroup limits: v2's `memory.max` along the process's path (the
+    /// least of it and its parents), v1's `memory.limit_in_bytes`, "max"
+    /// and v1's unlimited value as none, a path missing under the root
+    /// walked up to it.
+    #[test]
+    fn a_cgroup_memory_limit_is_the_least_along_the_path() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = root.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let limit = |own: &str| cgroup_memory_limit(root.path(), own);
+        assert_eq!(limit("0::/\n"), None);
+        write("memory.max", "max\n");
+        write("app/memory.max", "8589934592\n");
+        write("app/job/memory.max", "max\n");
+        assert_eq!(limit("0::/app/job\n"), Some(8 << 30));
+        write("app/job/memory.max", "2147483648\n");
+        assert_eq!(limit("0::/app/job\n"), Some(2 << 30));
+        assert_eq!(limit("0::/\n"), None);
+        // A path of the host's, not under this root: its root's limit.
+        write("memory.max", "4294967296\n");
+        assert_eq!(limit("0::/elsewhere/x\n"), Some(4 << 30));
+        // v1: the memory controller's own hierarchy, unlimited as 2^63
+        // rounded to pages.
+        let v1 = tempfile::tempdir().unwrap();
+        let p = v1.path().join("memory/docker/abc");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(
+            v1.path().join("memory/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
+        let own = "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n";
+        assert_eq!(cgroup_memory_limit(v1.path(), own), None);
+        std::fs::write(p.join("memory.limit_in_bytes"), "1073741824\n").unwrap();
+        assert_eq!(cgroup_memory_limit(v1.path(), own), Some(1 << 30));
+        // Unreadable or malformed: none.
+        assert_eq!(cgroup_memory_limit(v1.path(), "garbage"), None);
+    }
 
     /// An image model: `pre` (op and scalar constant) on the input, then a
     /// Conv of 4 channels with batch normalisation centring each channel on
