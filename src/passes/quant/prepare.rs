@@ -506,6 +506,30 @@ fn leave_out(p: &mut Patch, model: &Model, taken: &std::collections::HashSet<Nod
     }
     p.add_nodes
         .retain(|n| !n.output.iter().any(|o| outputs.contains(o.as_str())));
+    // The helpers of the conversions left out (ImageScaler's Mul before
+    // its Add, their constants): the added nodes whose outputs are neither
+    // the model's values nor read by an added node left, and the
+    // constants none of those reads.
+    loop {
+        let read: std::collections::HashSet<String> = p
+            .add_nodes
+            .iter()
+            .flat_map(|n| {
+                let (direct, implicit) = crate::ir::reads(n);
+                direct.into_iter().chain(implicit)
+            })
+            .collect();
+        let n = p.add_nodes.len();
+        p.add_nodes.retain(|n| {
+            n.output
+                .iter()
+                .any(|o| g.is_defined(o) || g.is_graph_output(o) || read.contains(o))
+        });
+        if p.add_nodes.len() == n {
+            p.add_initializers.retain(|t| read.contains(t.name()));
+            break;
+        }
+    }
     let count = |n: usize| format!("; nodes rewritten: {n}");
     p.label = p
         .label
@@ -1168,6 +1192,38 @@ mod tests {
         // int4 blocks need the raise's 21.
         let blocked = with(vec![dq(vec![attr_int("block_size", 32)])], vec![q, s4]);
         assert_eq!(put_back(vec![blocked]), None);
+    }
+
+    /// A node another patch takes, left out of the raise, leaves none of
+    /// its conversion behind: ImageScaler's Mul and Add and their
+    /// constants.
+    #[test]
+    fn a_conversion_left_out_leaves_no_helper_behind() {
+        use crate::ir::builder::{attr_float, attr_floats};
+        let m = ModelBuilder::new(8)
+            .input("x", &[1, 3, 4, 4])
+            .node_with(
+                "is",
+                "ImageScaler",
+                &["x"],
+                &["y"],
+                vec![
+                    attr_float("scale", 2.0),
+                    attr_floats("bias", &[1.0, 2.0, 3.0]),
+                ],
+            )
+            .node("r", "Relu", &["y"], &["z"])
+            .output("z", &[1, 3, 4, 4])
+            .build()
+            .unwrap();
+        let mut p = crate::passes::opset::upgrade(&m, 13).unwrap();
+        assert_eq!(p.add_nodes.len(), 2, "{:?}", p.add_nodes);
+        assert!(!p.add_initializers.is_empty());
+        let taken = std::collections::HashSet::from([m.graph.producer("y").unwrap()]);
+        super::leave_out(&mut p, &m, &taken);
+        assert!(p.remove_nodes.is_empty());
+        assert!(p.add_nodes.is_empty(), "{:?}", p.add_nodes);
+        assert!(p.add_initializers.is_empty(), "{:?}", p.add_initializers);
     }
 
     #[test]
