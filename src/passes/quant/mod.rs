@@ -392,6 +392,20 @@ pub struct Quant {
     raised: std::sync::Mutex<Option<prepare::Raised>>,
 }
 
+/// How a raise's note ends where `p` puts the opset back, from `from`:
+/// to it, the operators as they were, or to a step between, converted
+/// there.
+fn put_back_to(p: &Patch, from: i64) -> String {
+    match p.set_opset.unwrap_or(from) {
+        to if to == from => {
+            format!("so the model is put back to opset {to} (its operators as they were)")
+        }
+        to => format!(
+            "so the model is put back to opset {to} (its operators converted exactly to {to})"
+        ),
+    }
+}
+
 /// Whether a patch so labelled stores a weight in int4 blocks.
 fn is_int4(label: &str) -> bool {
     label.starts_with("MatMul weight quantized to int4")
@@ -645,12 +659,14 @@ impl Quant {
         // held at 11), where nothing planned since reads what it added.
         let restore = self.put_back_opset(model, &planned);
         let said = match &restore {
-            Some((p, from)) if p.set_opset == Some(*from) => format!(
-                "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, so the model is put back to opset {from} (its operators as they were)"
-            ),
-            Some((p, _)) => format!(
-                "; not needed in the end: the activations stay float (weight-only), and what quant wrote needs no more than opset {0}, so the model is put back to opset {0} (its operators converted exactly to {0})",
-                p.set_opset.unwrap_or_default()
+            Some((p, from)) => format!(
+                "; not needed in the end: the activations stay float (weight-only), and {}, {}",
+                match p.set_opset {
+                    Some(to) if to != *from =>
+                        format!("what quant wrote needs no more than opset {to}"),
+                    _ => "weights stored as int8 need no newer opset".to_string(),
+                },
+                put_back_to(p, *from)
             ),
             None => "; not needed in the end: the activations stay float (weight-only), and weights stored as int8 need no newer opset, but the model stays raised (its operators converted exactly; opset=keep leaves it as it was)".to_string(),
         };
@@ -682,9 +698,8 @@ impl Quant {
 
     /// The patch that puts back the opset the preparation round raised
     /// (taken: once per run), where nothing `planned` writes needs the
-    /// newer one ([`prepare::Raised::restore`]).
-    /// Beside the patch, the opset the model came from (where the patch
-    /// puts it back to another, a step between the two).
+    /// newer one ([`prepare::Raised::restore`]), with the opset the model
+    /// came from (where the patch puts it back to a step between, another).
     fn put_back_opset(&self, model: &Model, planned: &[Patch]) -> Option<(Patch, i64)> {
         let raised = self.raised.lock().ok().and_then(|mut r| r.take())?;
         let from = raised.from;
@@ -700,14 +715,11 @@ impl Quant {
         planned: &[Patch],
     ) -> Option<Patch> {
         let (p, from) = self.put_back_opset(model, planned)?;
-        let said = match p.set_opset.unwrap_or_default() {
-            to if to == from => format!(
-                "; not needed in the end: nothing quant wrote needs more than opset {to}, so the model is put back to opset {to} (its operators as they were)"
-            ),
-            to => format!(
-                "; not needed in the end: nothing quant wrote needs more than opset {to}, so the model is put back to opset {to} (its operators converted exactly to {to})"
-            ),
-        };
+        let said = format!(
+            "; not needed in the end: nothing quant wrote needs more than opset {}, {}",
+            p.set_opset.unwrap_or_default(),
+            put_back_to(&p, from)
+        );
         for n in notes
             .iter_mut()
             .filter(|n| n.starts_with("opset raised from"))

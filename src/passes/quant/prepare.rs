@@ -312,13 +312,14 @@ impl Raised {
     /// does not know.
     pub(super) fn restore(self, model: &Model, planned: &[Patch]) -> Option<Patch> {
         let need = opset_needed(model, planned)?;
-        let mut steps = self.steps;
         let step = match need <= self.from {
             true => None,
-            false => {
-                steps.retain(|s| s.opset >= need);
-                Some(steps.into_iter().min_by_key(|s| s.opset)?)
-            }
+            false => Some(
+                self.steps
+                    .into_iter()
+                    .filter(|s| s.opset >= need)
+                    .min_by_key(|s| s.opset)?,
+            ),
         };
         let g = &model.graph;
         let mut ids: Vec<crate::ir::NodeId> = Vec::new();
