@@ -5731,12 +5731,12 @@ fn quant_leaves_post_processing_tract_cannot_type_as_it_is() {
     let inputs = dir.path().join("x.npz").to_string_lossy().into_owned();
     assert_ort_matches(&original, &out, &["--inputs".into(), inputs.clone()]);
 
-    // A model tract types whole but cannot run (its Slice past fewer rows
-    // than selected) is calibrated with the post-processing cut: its
+    // A model tract types whole but cannot run (a TopK whose k depends on
+    // the rows selected) is calibrated with the post-processing cut: its
     // activations are quantized static, not left in float because the
     // whole model's calibration run failed.
-    let sliced = dir.path().join("slice.onnx");
-    let out = dir.path().join("slice.q.onnx");
+    let sliced = dir.path().join("best300.onnx");
+    let out = dir.path().join("best300.q.onnx");
     let args = ["--inputs".to_string(), inputs];
     let stdout = run_passes_verified("clean,quant(activations=static)", &args, &sliced, &out);
     assert!(

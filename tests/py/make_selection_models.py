@@ -11,9 +11,10 @@ Usage: make_selection_models.py OUTDIR
   far.onnx           `w` changed (the scores differ)
   faint.onnx         logits shifted by -20: on x_none.npz every score is
                      about 2e-9, nothing to compare
-  slice.onnx         one selection, its first 300 rows sliced (tract types it,
-                     but fails to run the Slice where fewer rows are selected:
-                     it does not clamp the end)
+  best300.onnx       one selection, at most 300 of its rows kept by a TopK
+                     whose k is min(rows, 300), as detectors keep their best
+                     boxes (tract types it, but fails to run the TopK: it
+                     leaves that k a symbol)
   opset11.onnx       original.onnx at opset 11, its tail's projection read
                      through an Unsqueeze and a Squeeze whose axes are
                      attributes (inputs from opset 13)
@@ -98,16 +99,20 @@ def model(path, w_seed=0, tail=0.01, identity=False, offset=0.0, opset=13):
     save(path, nodes, inits, opset)
 
 
-def sliced(path):
+def best_rows(path):
     inits, nodes = scores(0, 1, 0.01)
     inits += [
         nh.from_array(np.array([0], np.int64), "zero"),
+        nh.from_array(np.array([1], np.int64), "one"),
         nh.from_array(np.array([300], np.int64), "most"),
     ]
     nodes += [
         h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
         h.make_node("Transpose", ["nz"], ["rows"], name="rows"),
-        h.make_node("Slice", ["rows", "zero", "most", "zero"], ["kept"], name="kept"),
+        h.make_node("Shape", ["rows"], ["shape"], name="shape"),
+        h.make_node("Slice", ["shape", "zero", "one"], ["count"], name="count"),
+        h.make_node("Min", ["count", "most"], ["k"], name="k"),
+        h.make_node("TopK", ["rows", "k"], ["kept", "order"], axis=0, name="kept"),
         h.make_node("Cast", ["kept"], ["keptf"], to=T.FLOAT, name="cast"),
         h.make_node("MatMul", ["keptf", "tw"], ["out"], name="project"),
     ]
@@ -191,7 +196,7 @@ def main():
     # Logits of about 40 in size: no score within rounding of the threshold.
     x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32) * 5
     np.savez(os.path.join(out, "x.npz"), x=x)
-    sliced(os.path.join(out, "slice.onnx"))
+    best_rows(os.path.join(out, "best300.onnx"))
     with_if(os.path.join(out, "if.onnx"))
     with_loop(os.path.join(out, "loop.onnx"))
     np.savez(os.path.join(out, "x_none.npz"), x=np.zeros((1, 64), np.float32))
