@@ -534,6 +534,10 @@ fn unique_node_names(g: &mut crate::proto::GraphProto) {
     }
 }
 
+/// What [`Runner::watching_typed`] tells the shapes of a model's outputs
+/// as typed.
+pub type TypedCheck<'a> = dyn Fn(&[Option<Vec<usize>>]) -> Result<()> + 'a;
+
 impl Runner {
     /// Load `proto` and fix each input's type and shape from `inputs`. The
     /// proto is dropped once tract holds its own copy of the weights, before
@@ -542,7 +546,7 @@ impl Runner {
     /// [`QUICK_PLAN_MAX_RUNS`]).
     pub fn new(proto: ModelProto, inputs: &[Tensor], runs: usize) -> Result<Runner> {
         guarded("building a plan of the model", || {
-            Ok(Self::build(proto, inputs, None, runs)?.0)
+            Ok(Self::build(proto, inputs, None, runs, None)?.0)
         })
     }
 
@@ -554,8 +558,22 @@ impl Runner {
         keep: usize,
         runs: usize,
     ) -> Result<Watching> {
+        Self::watching_typed(proto, inputs, keep, runs, None)
+    }
+
+    /// [`Runner::watching`], `typed` told the shapes of the graph outputs
+    /// once tract has typed the model (`None` for one it leaves symbolic),
+    /// before the plan is made: an error it returns is returned as it is,
+    /// the plan not made.
+    pub fn watching_typed(
+        proto: ModelProto,
+        inputs: &[Tensor],
+        keep: usize,
+        runs: usize,
+        typed: Option<&TypedCheck>,
+    ) -> Result<Watching> {
         guarded("building a plan of the model", || {
-            let (runner, outlets) = Self::build(proto, inputs, Some(keep), runs)?;
+            let (runner, outlets) = Self::build(proto, inputs, Some(keep), runs, typed)?;
             Ok(Watching::of(runner, &outlets, keep))
         })
     }
@@ -567,6 +585,7 @@ impl Runner {
         inputs: &[Tensor],
         keep: Option<usize>,
         runs: usize,
+        check: Option<&TypedCheck>,
     ) -> Result<(Runner, Vec<OutletId>)> {
         // A plan is a run's peak: what earlier passes read of the model file
         // goes first (see `io::release_mapped`), and what earlier plans
@@ -578,6 +597,18 @@ impl Runner {
             .into_typed()
             .map_err(to_tract_error)
             .context("tract cannot analyse the model")?;
+        if let Some(check) = check {
+            let shapes = typed
+                .output_outlets()
+                .map_err(to_tract_error)?
+                .iter()
+                .map(|o| {
+                    let fact = typed.outlet_fact(*o).map_err(to_tract_error)?;
+                    Ok(fact.shape.as_concrete().map(|s| s.to_vec()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            check(&shapes)?;
+        }
         let half = match half_as_float(&typed) {
             Some((translated, half)) => {
                 typed = translated;

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use super::placement::{
-    bypass_float_layers, clip_bound, folds_into_quantize, pair_readers, same_range, REQUANTIZED_OPS,
+    bypass_float_layers, clip_bound, folds_into_quantize, not_paying, pair_readers, same_range,
+    REQUANTIZED_OPS,
 };
 use super::select::Uses;
 use super::weights::{int8_weight_patch, kernel_rows, symmetric_int8};
@@ -295,6 +296,7 @@ impl Quant {
         weight_axis: &HashMap<String, Option<i64>>,
         excluded: &dyn Fn(NodeId) -> bool,
         reference: Option<&[Vec<tract_onnx::prelude::Tensor>]>,
+        payoff: Option<&[Patch]>,
     ) -> Result<(
         Vec<Patch>,
         BiasPatches,
@@ -342,6 +344,33 @@ impl Quant {
             }
         }
         let same_range = same_range(g, &readers);
+        // With `payoff` (the weights' patches), calibration stops, as
+        // [`calibrate::Declined`], where static QDQ would not pay: the
+        // pairs placed as they would be after it on each value measured
+        // (a placeholder range: where they go, not what they hold), the
+        // sizes tract types.
+        let (scales, placed_on) = (&*weight_scales, &readers);
+        let gate = payoff.map(|weights| {
+            move |sizes: &ValueSizes| -> Result<Option<String>> {
+                let ranges = placed_on
+                    .keys()
+                    .filter(|v| sizes.contains_key(*v))
+                    .map(|v| (v.clone(), (0.0, 1.0)))
+                    .collect();
+                let (pairs, act_scale) = activation_pairs(g, placed_on, &ranges);
+                let biases = int32_biases(model, uses, scales, &act_scale)?;
+                let placed = weights
+                    .iter()
+                    .chain(&pairs)
+                    .chain(biases.iter().map(|(_, p)| p));
+                not_paying(
+                    model,
+                    placed,
+                    sizes,
+                    "sizes from the model's shapes: not calibrated",
+                )
+            }
+        });
         let before = ctx.notes.len();
         let calibrated = |mode, notes: &mut Vec<String>| {
             calibrate::calibrate(
@@ -357,6 +386,7 @@ impl Quant {
                 notes,
                 &ctx.progress,
                 mode,
+                gate.as_ref().map(|g| g as &calibrate::Gate),
             )
         };
         // A model tract cannot plan or run whole past a data-dependent op
@@ -364,6 +394,7 @@ impl Quant {
         // model's failure is the one to report.
         let mut notes = std::mem::take(&mut ctx.notes);
         let calibration = match calibrated(calibrate::CutMode::Untyped, &mut notes) {
+            Err(e) if e.is::<calibrate::Declined>() => Err(e),
             Err(e) if !crate::verify::reach::tail(model).is_empty() => {
                 notes.truncate(before);
                 calibrated(calibrate::CutMode::Always, &mut notes).map_err(|_| e)
@@ -375,6 +406,10 @@ impl Quant {
             Ok(c) => c,
             // Nothing was calibrated: the caller plans the weights alone
             // (the notes on what calibration would have run go).
+            Err(e) if e.is::<calibrate::Declined>() => {
+                ctx.notes.truncate(before);
+                return Err(e);
+            }
             Err(e) => {
                 ctx.notes.truncate(before);
                 return Err(CalibrationFailed(format!("{e:#}")).into());

@@ -116,6 +116,24 @@ fn calibration_samples(
     Ok((specs, samples))
 }
 
+/// What [`calibrate`] asks before it makes its plan and runs any sample,
+/// told the elements of each value it measures as tract types them (where
+/// it knows every one: the sizes it would measure): `Some(why)` stops it,
+/// with [`Declined`].
+pub type Gate<'a> = dyn Fn(&HashMap<String, usize>) -> Result<Option<String>> + 'a;
+
+/// Calibration stopped by its [`Gate`], before any sample ran, and why.
+#[derive(Debug)]
+pub struct Declined(pub String);
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Declined {}
+
 /// Shapes of the node outputs `values` at the sizes calibration runs the
 /// model at (those of the first of the user's samples, else the settled
 /// dims): tract types the model, nothing runs. `None` where a shape is not
@@ -173,6 +191,7 @@ pub fn calibrate(
     notes: &mut Vec<String>,
     progress: &Progress,
     mode: CutMode,
+    gate: Option<&Gate>,
 ) -> Result<Calibration> {
     let (specs, data_samples) = calibration_samples(model, data, samples, notes)?;
     let (fixed, run_samples) =
@@ -214,8 +233,31 @@ pub fn calibrate(
     // The calibration samples, and the reference samples where they run
     // on this plan too (below).
     let runs = run_samples.len() + reference.map_or(0, <[_]>::len);
-    let runner = tr::Runner::watching(proto, &run_samples[0], model_outputs, runs)
-        .context("tract cannot run the model for calibration")?;
+    // The gate, told the sizes of the values measured once tract has typed
+    // the model, where it knows every one.
+    let check = gate.map(|gate| {
+        |shapes: &[Option<Vec<usize>>]| -> Result<()> {
+            let mut sizes = HashMap::new();
+            for (v, &k) in present.iter().zip(&index) {
+                let Some(Some(shape)) = shapes.get(k) else {
+                    return Ok(());
+                };
+                sizes.insert(v.clone(), shape.iter().product());
+            }
+            match gate(&sizes)? {
+                Some(why) => Err(Declined(why).into()),
+                None => Ok(()),
+            }
+        }
+    });
+    let runner = tr::Runner::watching_typed(
+        proto,
+        &run_samples[0],
+        model_outputs,
+        runs,
+        check.as_ref().map(|c| c as &tr::TypedCheck),
+    )
+    .context("tract cannot run the model for calibration")?;
     let total = run_samples.len();
     // Counted and said under one lock: the last message is the last count.
     let done = std::sync::Mutex::new(0usize);
@@ -941,6 +983,7 @@ mod tests {
             &mut notes,
             &Progress::default(),
             CutMode::Untyped,
+            None,
         )
         .unwrap();
         assert_eq!(c.ranges["hn"], (1.0, 8.0), "{notes:?}");
@@ -982,6 +1025,7 @@ mod tests {
                 &mut notes,
                 &Progress::default(),
                 CutMode::Untyped,
+                None,
             )
             .unwrap()
             .ranges

@@ -118,7 +118,7 @@ use crate::pass::{
 use crate::patch::Patch;
 use crate::proto::{tensor_proto::DataType, NodeProto, TensorProto};
 use calibrate::Method;
-use placement::{expand_unfused, static_payoff, MIN_MACS_PER_CONVERSION};
+use placement::{expand_unfused, not_paying};
 use search::{sensitivity_options, Baseline};
 use weights::Quantized;
 
@@ -573,7 +573,10 @@ impl Quant {
     /// int32 bias joined to its weight's patch, and weights quantized again
     /// on their full range where calibration shows that pays. Weight-only
     /// instead, and why, where calibration cannot run the model or the
-    /// outputs are nearly zero on its samples.
+    /// outputs are nearly zero on its samples, and, with `payoff_decides`,
+    /// where the sizes tract types show static QDQ would not pay (before
+    /// any sample runs).
+    #[allow(clippy::too_many_arguments)]
     fn static_plan(
         &self,
         model: &Model,
@@ -582,6 +585,7 @@ impl Quant {
         quantized: &mut Quantized,
         excluded: &dyn Fn(NodeId) -> bool,
         reference: Option<&[Vec<tract_onnx::prelude::Tensor>]>,
+        payoff_decides: bool,
     ) -> Result<StaticPlan> {
         let calibrated = self.static_activations(
             model,
@@ -591,9 +595,15 @@ impl Quant {
             &quantized.weight_axis,
             excluded,
             reference,
+            payoff_decides.then_some(&quantized.patches[..]),
         );
         let (acts, biases, e, full_range, sizes) = match calibrated {
             Ok(c) => c,
+            // Stopped before its plan: static QDQ would not pay.
+            Err(e) if e.is::<calibrate::Declined>() => {
+                let why = e.downcast_ref::<calibrate::Declined>().map(|d| d.0.clone());
+                return Ok(StaticPlan::WeightOnly(why.unwrap_or_default()));
+            }
             // Weight-only in its own form (stored weights, expanded
             // once at load, full range): static-form weights with no
             // pairs beside them would be dequantized on every run.
@@ -736,7 +746,7 @@ impl Quant {
     /// pairs ([`Quant::static_activations`]) and what `sensitive=auto`
     /// takes back ([`Quant::keep_sensitive_in_float`]). Activations are in
     /// `forced` mode where given (`none` where static QDQ would not pay,
-    /// see [`static_payoff`], or where calibration cannot run:
+    /// see [`placement::static_payoff`], or where calibration cannot run:
     /// [`Quant::weight_only_instead`]).
     fn plan(
         &self,
@@ -810,6 +820,16 @@ impl Quant {
             _ => None,
         };
         let mut expected = None;
+        // Integer kernels between float ops pay for the conversions
+        // around them only where they compute enough per element
+        // converted; else the weights are stored alone, computed in
+        // float as fast as the original. Decided in calibration, once
+        // tract has typed the model, where every size it measures is
+        // known from the shapes (the direction classifier spent half its
+        // time calibrating a plan it then dropped), else after it, on
+        // the sizes measured.
+        let payoff_decides =
+            mode == "static" && forced.is_none() && self.params.activations == "auto";
         if mode == "static" {
             let sizes = match self.static_plan(
                 model,
@@ -818,6 +838,7 @@ impl Quant {
                 &mut quantized,
                 &excluded,
                 reference_samples.as_deref(),
+                payoff_decides,
             )? {
                 StaticPlan::Planned { expected: e, sizes } => {
                     expected = e;
@@ -827,20 +848,10 @@ impl Quant {
                     return self.weight_only_instead(model, ctx, notes_before, why)
                 }
             };
-            // Integer kernels between float ops pay for the conversions
-            // around them only where they compute enough per element
-            // converted; else the weights are stored alone, computed in
-            // float as fast as the original.
-            if forced.is_none() && self.params.activations == "auto" {
-                let (macs, converted) = static_payoff(model, &quantized.patches, &sizes)?;
-                if converted > 0 && (macs as f64) < MIN_MACS_PER_CONVERSION * converted as f64 {
-                    ctx.notes.truncate(notes_before);
-                    let why = format!(
-                        "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {} multiply-adds for {} elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones; YuNet's face detector so ran 0.77x of float static, 1.0x weight-only); activations=static quantizes them anyway",
-                        crate::report::count(macs),
-                        crate::report::count(converted),
-                        macs as f64 / converted as f64
-                    );
+            if payoff_decides {
+                if let Some(why) =
+                    not_paying(model, &quantized.patches, &sizes, "sizes as calibrated")?
+                {
                     return self.weight_only_instead(model, ctx, notes_before, why);
                 }
             }

@@ -55,9 +55,9 @@ pub(super) const MIN_MACS_PER_CONVERSION: f64 = 64.0;
 /// onnxruntime runs on uint8, Add, pooling, reshapes, count as integer).
 /// Sizes are calibration's (`sizes`, by value); a value it did not measure
 /// counts for nothing.
-pub(super) fn static_payoff(
+pub(super) fn static_payoff<'a>(
     model: &Model,
-    patches: &[Patch],
+    patches: impl IntoIterator<Item = &'a Patch>,
     sizes: &ValueSizes,
 ) -> Result<(u64, u64)> {
     let mut m = model.clone();
@@ -185,6 +185,29 @@ pub(super) fn static_payoff(
         }
     }
     Ok((macs, converted))
+}
+
+/// Why static QDQ would not pay for `patches` (a static proposal for
+/// `model`, its activations' sizes `sizes`), measured by
+/// [`static_payoff`]: its integer kernels compute fewer than
+/// [`MIN_MACS_PER_CONVERSION`] multiply-adds per element converted around
+/// them. `None` where it pays, or converts nothing. `how` says where the
+/// sizes come from.
+pub(super) fn not_paying<'a>(
+    model: &Model,
+    patches: impl IntoIterator<Item = &'a Patch>,
+    sizes: &ValueSizes,
+    how: &str,
+) -> Result<Option<String>> {
+    let (macs, converted) = static_payoff(model, patches, sizes)?;
+    Ok((converted > 0 && (macs as f64) < MIN_MACS_PER_CONVERSION * converted as f64).then(|| {
+        format!(
+            "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {} multiply-adds for {} elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones; YuNet's face detector so ran 0.77x of float static, 1.0x weight-only; {how}); activations=static quantizes them anyway",
+            crate::report::count(macs),
+            crate::report::count(converted),
+            macs as f64 / converted as f64
+        )
+    }))
 }
 
 /// The Add of a constant that alone reads the output of MatMul `id` (not a
