@@ -130,8 +130,10 @@ impl Patch {
     }
 
     /// Whether the patch still makes sense on `g`: an earlier patch of the same
-    /// batch may have removed what it refers to. Stale patches are dropped and
-    /// the pass proposes again on the new graph.
+    /// batch may have removed what it refers to (a node it removes, rewires
+    /// or rewrites, an input slot of a node it rewires, an initializer it
+    /// removes, a value its new nodes, shunts or rewires read). Stale
+    /// patches are dropped and the pass proposes again on the new graph.
     pub fn is_applicable(&self, g: &Graph) -> bool {
         if !self
             .remove_nodes
@@ -170,6 +172,12 @@ impl Patch {
             .all(|n| n.input.iter().all(|i| available(i)))
             && self.shunts.iter().all(|(old, new)| {
                 (g.is_defined(old) || local.contains(old.as_str())) && available(new)
+            })
+            && self.rewires.iter().all(|(n, slot, value)| {
+                g.nodes
+                    .node_weight(*n)
+                    .is_some_and(|node| *slot < node.proto.input.len())
+                    && available(value)
             })
     }
 }

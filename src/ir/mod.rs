@@ -1345,6 +1345,38 @@ mod tests {
         assert!(m.graph.consumers("a").contains(&id(&m, "if")));
     }
 
+    /// A rewire is checked as the rest of a patch is: a patch whose rewire
+    /// names a node that is gone, a slot the node does not have, or a value
+    /// no longer defined is stale (dropped, and the pass proposes again),
+    /// not a failed pass.
+    #[test]
+    fn a_patch_whose_rewire_is_stale_is_not_applicable() {
+        let m = model();
+        let add = id(&m, "add");
+        let rewire = |node, slot, value: &str| {
+            let mut p = Patch::new("rewire");
+            p.rewires.push((node, slot, value.to_string()));
+            p
+        };
+        assert!(rewire(add, 1, "x").is_applicable(&m.graph));
+        assert!(!rewire(add, 2, "x").is_applicable(&m.graph));
+        assert!(!rewire(add, 1, "nowhere").is_applicable(&m.graph));
+        // A value the patch adds itself, or one it removes.
+        let mut p = rewire(add, 1, "x2");
+        p.add_nodes
+            .push(node_proto("neg2", "Neg", &["x"], &["x2"], vec![]));
+        assert!(p.is_applicable(&m.graph));
+        let mut p = rewire(add, 1, "x");
+        p.remove_initializers.push("w".into());
+        assert!(p.is_applicable(&m.graph));
+        let mut p = rewire(add, 0, "w");
+        p.remove_initializers.push("w".into());
+        assert!(!p.is_applicable(&m.graph));
+        // A node the graph does not hold.
+        let gone = NodeId::new(m.graph.nodes.node_count() + 10);
+        assert!(!rewire(gone, 0, "x").is_applicable(&m.graph));
+    }
+
     #[test]
     fn patches_that_break_an_invariant_are_refused_by_the_local_check() {
         let err = |p: Patch| {
