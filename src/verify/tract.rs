@@ -598,16 +598,7 @@ impl Runner {
             .map_err(to_tract_error)
             .context("tract cannot analyse the model")?;
         if let Some(check) = check {
-            let shapes = typed
-                .output_outlets()
-                .map_err(to_tract_error)?
-                .iter()
-                .map(|o| {
-                    let fact = typed.outlet_fact(*o).map_err(to_tract_error)?;
-                    Ok(fact.shape.as_concrete().map(|s| s.to_vec()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            check(&shapes)?;
+            check(&output_shapes(&typed)?)?;
         }
         let half = match half_as_float(&typed) {
             Some((translated, half)) => {
@@ -1321,15 +1312,7 @@ pub fn value_shapes(
         let typed = with_input_facts(inference_model(&proto)?, inputs)?
             .into_typed()
             .map_err(to_tract_error)?;
-        typed
-            .output_outlets()
-            .map_err(to_tract_error)?
-            .iter()
-            .map(|o| {
-                let fact = typed.outlet_fact(*o).map_err(to_tract_error)?;
-                Ok(fact.shape.as_concrete().map(|s| s.to_vec()))
-            })
-            .collect::<Result<Vec<_>>>()
+        output_shapes(&typed)
     })?;
     Ok(values
         .iter()
@@ -1338,6 +1321,20 @@ pub fn value_shapes(
                 .and_then(|&i| shapes.get(i).cloned().flatten())
         })
         .collect())
+}
+
+/// The shape of each output of `typed`, where tract knows it (`None` where
+/// it leaves a dim symbolic).
+fn output_shapes(typed: &TypedModel) -> Result<Vec<Option<Vec<usize>>>> {
+    typed
+        .output_outlets()
+        .map_err(to_tract_error)?
+        .iter()
+        .map(|o| {
+            let fact = typed.outlet_fact(*o).map_err(to_tract_error)?;
+            Ok(fact.shape.as_concrete().map(|s| s.to_vec()))
+        })
+        .collect()
 }
 
 /// Shapes and types of a constant subgraph's outputs, without running it.
