@@ -348,7 +348,10 @@ impl Quant {
         // [`calibrate::Declined`], where static QDQ would not pay: the
         // pairs placed as they would be after it on each value measured
         // (a placeholder range: where they go, not what they hold), the
-        // sizes tract types.
+        // sizes tract types. The gate only saves time: where it cannot
+        // decide (an error reading a bias, a patch that does not apply),
+        // calibration goes on, and the check after it, on the patches
+        // calibrated, says what went wrong.
         let (scales, placed_on) = (&*weight_scales, &readers);
         let gate = payoff.map(|weights| {
             move |sizes: &ValueSizes| -> Result<Option<String>> {
@@ -358,17 +361,20 @@ impl Quant {
                     .map(|v| (v.clone(), (0.0, 1.0)))
                     .collect();
                 let (pairs, act_scale) = activation_pairs(g, placed_on, &ranges);
-                let biases = int32_biases(model, uses, scales, &act_scale)?;
+                let Ok(biases) = int32_biases(model, uses, scales, &act_scale) else {
+                    return Ok(None);
+                };
                 let placed = weights
                     .iter()
                     .chain(&pairs)
                     .chain(biases.iter().map(|(_, p)| p));
-                not_paying(
+                Ok(not_paying(
                     model,
                     placed,
                     sizes,
                     "sizes from the model's shapes: not calibrated",
                 )
+                .unwrap_or(None))
             }
         });
         let before = ctx.notes.len();
@@ -397,7 +403,13 @@ impl Quant {
             Err(e) if e.is::<calibrate::Declined>() => Err(e),
             Err(e) if !crate::verify::reach::tail(model).is_empty() => {
                 notes.truncate(before);
-                calibrated(calibrate::CutMode::Always, &mut notes).map_err(|_| e)
+                // (A gate that stops the cut copy's calibration says why.)
+                calibrated(calibrate::CutMode::Always, &mut notes).map_err(|cut| {
+                    match cut.is::<calibrate::Declined>() {
+                        true => cut,
+                        false => e,
+                    }
+                })
             }
             c => c,
         };

@@ -176,7 +176,10 @@ fn merged_bounds(per_sample: &[Vec<Stat>], i: usize) -> (f32, f32) {
 /// `mode`: where the model is cut before what tract cannot type or run
 /// past a data-dependent op, as verification cuts it
 /// ([`crate::verify::reach`]); a caller whose calibration failed on the
-/// whole model tries again cut (`CutMode::Always`).
+/// whole model tries again cut (`CutMode::Always`). `gate`: asked, once
+/// tract has typed the model and before its plan is made, with the size
+/// of every value measured where the shapes give them all; where it says
+/// why not, calibration stops with [`Declined`].
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &Model,

@@ -53,7 +53,8 @@ pub(super) const MIN_MACS_PER_CONVERSION: f64 = 64.0;
 /// convert between them and float ops (a QuantizeLinear after a float op,
 /// a DequantizeLinear read by one or by the graph's outputs; the ops
 /// onnxruntime runs on uint8, Add, pooling, reshapes, count as integer).
-/// Sizes are calibration's (`sizes`, by value); a value it did not measure
+/// Sizes are `sizes`, by value (calibration's, or the shapes tract types
+/// where calibration's gate asks before it runs); a value without one
 /// counts for nothing.
 pub(super) fn static_payoff<'a>(
     model: &Model,
