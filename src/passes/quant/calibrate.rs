@@ -1046,6 +1046,67 @@ mod tests {
         assert_eq!(shared["b"], own["b"]);
     }
 
+    /// The gate is told, before any sample runs, the size of every value
+    /// calibration measures, the graph's input among them: the elements
+    /// calibration measures when it goes on. Where it says why not,
+    /// calibration stops with that reason as [`Declined`].
+    #[test]
+    fn the_gate_is_told_the_sizes_calibration_measures_and_can_stop_it() {
+        use crate::ir::builder::{attr_ints, ModelBuilder};
+        use std::sync::Mutex;
+        let m = ModelBuilder::new(17)
+            .input("x", &[1, 3, 8, 8])
+            .init_f32("w", &[4, 3, 3, 3], &[0.1; 108])
+            .node_with(
+                "conv",
+                "Conv",
+                &["x", "w"],
+                &["y"],
+                vec![attr_ints("strides", &[2, 2])],
+            )
+            .node("relu", "Relu", &["y"], &["r"])
+            .output("r", &[1, 4, 3, 3])
+            .build()
+            .unwrap();
+        let values: Vec<String> = ["x", "y"].iter().map(|v| v.to_string()).collect();
+        let told = Mutex::new(Vec::new());
+        let run = |why: Option<&str>| {
+            let gate = |sizes: &HashMap<String, usize>| {
+                told.lock().unwrap().push(sizes.clone());
+                Ok(why.map(str::to_string))
+            };
+            calibrate(
+                &m,
+                &values,
+                &DataSource::default(),
+                4,
+                Method::Minmax,
+                100.0,
+                None,
+                &HashMap::new(),
+                &HashMap::new(),
+                &mut vec![],
+                &Progress::default(),
+                CutMode::Untyped,
+                Some(&gate),
+            )
+        };
+        let calibrated = run(None).unwrap();
+        let expected: HashMap<String, usize> =
+            [("x".to_string(), 192), ("y".to_string(), 36)].into();
+        assert_eq!(calibrated.elements, expected);
+        assert_eq!(
+            told.lock().unwrap().as_slice(),
+            std::slice::from_ref(&expected)
+        );
+        let Err(e) = run(Some("static QDQ would not pay")) else {
+            panic!("the gate did not stop calibration");
+        };
+        let declined = e.downcast_ref::<Declined>().map(|d| d.0.as_str());
+        assert_eq!(declined, Some("static QDQ would not pay"), "{e:#}");
+        assert_eq!(told.lock().unwrap().len(), 2);
+    }
+
     #[test]
     fn mse_and_entropy_clip_a_lone_outlier() {
         // Decaying mass near 0 and one value far out: both methods shrink the range.
