@@ -954,6 +954,33 @@ mod tests {
         assert_eq!(&ranges[3..], &own[3..]);
     }
 
+    /// [`calibrate`] with `minmax` on `samples` random samples of the
+    /// whole model, with no reference samples and no pair axes.
+    fn minmax(
+        m: &Model,
+        values: &[String],
+        samples: usize,
+        same: &HashMap<String, String>,
+        notes: &mut Vec<String>,
+        gate: Option<&Gate>,
+    ) -> Result<Calibration> {
+        calibrate(
+            m,
+            values,
+            &DataSource::default(),
+            samples,
+            Method::Minmax,
+            100.0,
+            None,
+            &HashMap::new(),
+            same,
+            notes,
+            &Progress::default(),
+            CutMode::Untyped,
+            gate,
+        )
+    }
+
     /// A streaming model's calibration samples are the steps of one stream
     /// from a state of 0s, each fed the state the step before computed:
     /// `hn = h + 1` then reaches 1, 2, .., 8 over the 8 steps (minmax: 8
@@ -973,22 +1000,8 @@ mod tests {
             .build()
             .unwrap();
         let mut notes = vec![];
-        let c = calibrate(
-            &m,
-            &["hn".to_string(), "h".to_string()],
-            &DataSource::default(),
-            8,
-            Method::Minmax,
-            100.0,
-            None,
-            &HashMap::new(),
-            &HashMap::new(),
-            &mut notes,
-            &Progress::default(),
-            CutMode::Untyped,
-            None,
-        )
-        .unwrap();
+        let values = ["hn".to_string(), "h".to_string()];
+        let c = minmax(&m, &values, 8, &HashMap::new(), &mut notes, None).unwrap();
         assert_eq!(c.ranges["hn"], (1.0, 8.0), "{notes:?}");
         assert_eq!(c.ranges["h"], (0.0, 7.0), "{notes:?}");
     }
@@ -1014,24 +1027,9 @@ mod tests {
             .unwrap();
         let values: Vec<String> = ["a", "b", "c"].iter().map(|v| v.to_string()).collect();
         let run = |same: &HashMap<String, String>| {
-            let mut notes = vec![];
-            calibrate(
-                &m,
-                &values,
-                &DataSource::default(),
-                8,
-                Method::Minmax,
-                100.0,
-                None,
-                &HashMap::new(),
-                same,
-                &mut notes,
-                &Progress::default(),
-                CutMode::Untyped,
-                None,
-            )
-            .unwrap()
-            .ranges
+            minmax(&m, &values, 8, same, &mut vec![], None)
+                .unwrap()
+                .ranges
         };
         let own = run(&HashMap::new());
         let (a, c) = (own["a"], own["c"]);
@@ -1075,21 +1073,7 @@ mod tests {
                 told.lock().unwrap().push(sizes.clone());
                 Ok(why.map(str::to_string))
             };
-            calibrate(
-                &m,
-                &values,
-                &DataSource::default(),
-                4,
-                Method::Minmax,
-                100.0,
-                None,
-                &HashMap::new(),
-                &HashMap::new(),
-                &mut vec![],
-                &Progress::default(),
-                CutMode::Untyped,
-                Some(&gate),
-            )
+            minmax(&m, &values, 4, &HashMap::new(), &mut vec![], Some(&gate))
         };
         let calibrated = run(None).unwrap();
         let expected: HashMap<String, usize> =
