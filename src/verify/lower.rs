@@ -1151,7 +1151,10 @@ fn fold_constant_dequantize(model: &mut Model) -> Result<usize> {
     Ok(folded)
 }
 
-/// The constant a `Cast` to float reads, where `id` is one.
+/// The constant a `Cast` to float reads, where `id` is one. An int32 one
+/// is quant's int32 bias of a layer that computes in float
+/// (`placement::expand_unfused`); its conversion rounds past 2^24, as
+/// tract's Cast and DequantizeLinear's lowering ([`dequantize`]) both do.
 fn cast_source(g: &crate::ir::Graph, id: crate::ir::NodeId) -> Option<&TensorProto> {
     let n = g.nodes.node_weight(id)?;
     let to_float = n
@@ -1171,13 +1174,14 @@ fn cast_source(g: &crate::ir::Graph, id: crate::ir::NodeId) -> Option<&TensorPro
             | DataType::Uint8
             | DataType::Int16
             | DataType::Uint16
+            | DataType::Int32
     )
     .then_some(t)
 }
 
 /// The constant behind operand `v` of a constant `Mul`: a float
 /// initializer, or what a `Cast` to float reads (read in place: the cast
-/// is exact, and the product the same).
+/// converts each value as it would, and the product is the same).
 fn mul_operand<'g>(g: &'g crate::ir::Graph, v: &str) -> Option<&'g TensorProto> {
     match g.constant(v) {
         Some(t) => (tensor::data_type(t) == DataType::Float).then_some(t),
@@ -1198,13 +1202,17 @@ fn constant_mul(g: &crate::ir::Graph, id: crate::ir::NodeId) -> bool {
     })
 }
 
-/// Weights stored compactly and expanded at load (`Cast` of an int8 or
-/// float16 initializer to float, `Mul` of two float initializers: quant's
-/// stored forms), computed here once as runtimes do at load. tract would
-/// fold them too, but while analysing the model it copies and compares
-/// these tensors over and over (the recogniser's `clean,quant` runs 10%
-/// faster without). Bit for bit what tract computes: exact conversions, one float
-/// multiplication per element with numpy broadcasting. A `Cast` read only
+/// Weights stored compactly and expanded at load (`Cast` of an int8,
+/// float16 or int32 initializer to float, `Mul` of two float initializers:
+/// quant's stored forms), computed here once as runtimes do at load. tract
+/// would fold them too, but while analysing the model it copies and
+/// compares these tensors over and over (the recogniser's `clean,quant`
+/// runs 10% faster without). Bit for bit what tract computes: conversions
+/// as its Cast makes them, one float multiplication per element with
+/// numpy broadcasting. An int32 bias expanded so is the float initializer
+/// the constant DequantizeLinear it replaced lowers to, bit for bit: the
+/// result `sensitive=auto` checked, and verification then finds its run
+/// ([`super::RunMemo`]). A `Cast` read only
 /// by such `Mul`s is read in place by them and goes with them. Graph
 /// outputs stay.
 fn expand_stored_constants(model: &mut Model) -> Result<usize> {
@@ -1844,24 +1852,22 @@ mod tests {
         assert_eq!(y.data, [0.5, 1.0, 0.75, 1.0]);
     }
 
-    /// A static layer's int32 bias, whose scale is the product of its
-    /// input's and its weight's scales (a constant `Mul`), is lowered to
-    /// the float bias it stands for, as a DequantizeLinear of constants is:
-    /// no DequantizeLinear or Mul is left for tract to fold, and a plan
-    /// feeding the weight scales as inputs can still be typed.
-    #[test]
-    fn an_int32_bias_at_a_product_of_scales_is_lowered() {
+    /// A Conv whose int32 bias `q` has the scale `sx * sw` (a constant
+    /// `Mul` of its input's and its weight's scales), expanded as static
+    /// quantization writes it (a DequantizeLinear) or as a layer that
+    /// computes in float keeps it (`placement::expand_unfused`: a Cast and
+    /// a Mul, folded at load).
+    fn conv_with_int32_bias(q: &[i32], dequantize: bool) -> crate::ir::Model {
         use crate::ir::builder::{attr_int, ModelBuilder};
         use crate::proto::{tensor_proto::DataType, TensorProto};
-        let q = [100i32, -7, 3];
-        let mut m = ModelBuilder::new(13)
+        let b = ModelBuilder::new(13)
             .input("x", &[1, 2, 4, 4])
             .init_f32("w", &[3, 2, 1, 1], &[0.5, -0.25, 1.0, 0.75, -1.0, 0.125])
             .init_f32("sx", &[], &[0.5])
             .init_f32("sw", &[3], &[0.25, 2.0, 4.0])
             .init(TensorProto {
                 name: Some("b_q".into()),
-                dims: vec![3],
+                dims: vec![q.len() as i64],
                 data_type: Some(DataType::Int32 as i32),
                 raw_data: Some(
                     q.iter()
@@ -1871,23 +1877,86 @@ mod tests {
                 ),
                 ..Default::default()
             })
-            .node("scale", "Mul", &["sx", "sw"], &["sb"])
-            .node_with(
+            .node("scale", "Mul", &["sx", "sw"], &["sb"]);
+        let b = match dequantize {
+            true => b.node_with(
                 "bias",
                 "DequantizeLinear",
                 &["b_q", "sb"],
                 &["b"],
                 vec![attr_int("axis", 0)],
-            )
-            .node("conv", "Conv", &["x", "w", "b"], &["y"])
+            ),
+            false => b
+                .node_with(
+                    "values",
+                    "Cast",
+                    &["b_q"],
+                    &["b_values"],
+                    vec![attr_int("to", DataType::Float as i64)],
+                )
+                .node("bias", "Mul", &["b_values", "sb"], &["b"]),
+        };
+        b.node("conv", "Conv", &["x", "w", "b"], &["y"])
             .output("y", &[1, 3, 4, 4])
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The initializers of `m` by name, with their bytes.
+    fn initializer_bytes(m: &crate::ir::Model) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = m
+            .graph
+            .initializers
+            .iter()
+            .map(|(n, t)| (n.clone(), t.raw_data.clone().unwrap_or_default().to_vec()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A static layer's int32 bias, whose scale is the product of its
+    /// input's and its weight's scales (a constant `Mul`), is lowered to
+    /// the float bias it stands for, as a DequantizeLinear of constants is:
+    /// no DequantizeLinear or Mul is left for tract to fold, and a plan
+    /// feeding the weight scales as inputs can still be typed.
+    #[test]
+    fn an_int32_bias_at_a_product_of_scales_is_lowered() {
+        let mut m = conv_with_int32_bias(&[100, -7, 3], true);
         super::lower(&mut m).unwrap();
         let ops: Vec<&str> = m.graph.nodes.node_weights().map(|n| n.op()).collect();
         assert_eq!(ops, ["Conv"]);
         let b = m.graph.constant("b").expect("the bias is an initializer");
         let b = tensor::to_f32(b, b.raw_data.as_ref()).unwrap();
         assert_eq!(b.data, [100.0 * 0.125, -7.0, 3.0 * 2.0]);
+    }
+
+    /// The same bias kept as a Cast and a Mul (its layer computes in float)
+    /// lowers to the same copy, bit for bit, past 2^24 too (where int32 to
+    /// float rounds): the copy `sensitive=auto` checked with the
+    /// DequantizeLinear and the one verification makes of the result
+    /// written are one run ([`super::super::RunMemo`]). The recogniser's
+    /// run planned and ran its result again, 0.1 s, for one such bias.
+    #[test]
+    fn an_int32_bias_kept_as_a_cast_and_mul_lowers_as_its_dequantize_does() {
+        let q = [100, -7, (1 << 24) + 1];
+        let (mut dq, mut cast) = (
+            conv_with_int32_bias(&q, true),
+            conv_with_int32_bias(&q, false),
+        );
+        super::lower(&mut dq).unwrap();
+        let notes = super::lower(&mut cast).unwrap();
+        assert!(
+            notes.iter().any(|n| n.starts_with("3 constant Cast/Mul")),
+            "{notes:?}"
+        );
+        let ops: Vec<&str> = cast.graph.nodes.node_weights().map(|n| n.op()).collect();
+        assert_eq!(ops, ["Conv"]);
+        assert_eq!(initializer_bytes(&cast), initializer_bytes(&dq));
+        let b = cast
+            .graph
+            .constant("b")
+            .expect("the bias is an initializer");
+        let b = tensor::to_f32(b, b.raw_data.as_ref()).unwrap();
+        assert_eq!(b.data[2], 16777216.0 * 2.0);
     }
 }
