@@ -354,27 +354,26 @@ impl Quant {
         // calibrated, says what went wrong.
         let (scales, placed_on) = (&*weight_scales, &readers);
         let gate = payoff.map(|weights| {
-            move |sizes: &ValueSizes| -> Result<Option<String>> {
+            move |sizes: &ValueSizes| -> Option<String> {
                 let ranges = placed_on
                     .keys()
                     .filter(|v| sizes.contains_key(*v))
                     .map(|v| (v.clone(), (0.0, 1.0)))
                     .collect();
                 let (pairs, act_scale) = activation_pairs(g, placed_on, &ranges);
-                let Ok(biases) = int32_biases(model, uses, scales, &act_scale) else {
-                    return Ok(None);
-                };
+                let biases = int32_biases(model, uses, scales, &act_scale).ok()?;
                 let placed = weights
                     .iter()
                     .chain(&pairs)
                     .chain(biases.iter().map(|(_, p)| p));
-                Ok(not_paying(
+                not_paying(
                     model,
                     placed,
                     sizes,
                     "sizes from the model's shapes: not calibrated",
                 )
-                .unwrap_or(None))
+                .ok()
+                .flatten()
             }
         });
         let before = ctx.notes.len();

@@ -599,31 +599,7 @@ impl Quant {
         );
         let (acts, biases, e, full_range, sizes) = match calibrated {
             Ok(c) => c,
-            // Stopped before its plan: static QDQ would not pay.
-            Err(e) if e.is::<calibrate::Declined>() => {
-                let why = e.downcast_ref::<calibrate::Declined>().map(|d| d.0.clone());
-                return Ok(StaticPlan::WeightOnly(why.unwrap_or_default()));
-            }
-            // Weight-only in its own form (stored weights, expanded
-            // once at load, full range): static-form weights with no
-            // pairs beside them would be dequantized on every run.
-            Err(e) => match e.downcast::<activations::CalibrationFailed>() {
-                Ok(failed) => {
-                    let why = format!(
-                        "activations: none (weight-only int8): {failed}; activations=static needs a model tract can run"
-                    );
-                    return Ok(StaticPlan::WeightOnly(why));
-                }
-                Err(e) => match e.downcast::<activations::FaintOutputs>() {
-                    Ok(faint) => {
-                        let why = format!(
-                            "activations: none (weight-only int8): {faint}: ranges calibrated there do not hold for real data, and verification compares nothing (PP-OCRv4's text detector calibrated on noise: cosine 0.83 on text pages, weight-only 0.997); --inputs with real data calibrates and verifies static activations, activations=static quantizes them anyway"
-                        );
-                        return Ok(StaticPlan::WeightOnly(why));
-                    }
-                    Err(e) => return Err(e),
-                },
-            },
+            Err(e) => return weight_only_because(e).map(StaticPlan::WeightOnly),
         };
         for (w, p) in full_range {
             quantized.patches[quantized.weight_patch[&w]] = p;
@@ -1594,6 +1570,32 @@ fn half_layers(model: &Model) -> bool {
         .filter(|&t| matches!(t, DataType::Float | DataType::Float16))
         .peekable();
     types.peek().is_some() && types.all(|t| t == DataType::Float16)
+}
+
+/// Why a static plan is weight-only where its calibration stopped with
+/// `e`; any other error is the pass's own.
+fn weight_only_because(e: anyhow::Error) -> Result<String> {
+    // Stopped before its plan: static QDQ would not pay.
+    let e = match e.downcast::<calibrate::Declined>() {
+        Ok(calibrate::Declined(why)) => return Ok(why),
+        Err(e) => e,
+    };
+    // Weight-only in its own form (stored weights, expanded once at load,
+    // full range): static-form weights with no pairs beside them would be
+    // dequantized on every run.
+    let e = match e.downcast::<activations::CalibrationFailed>() {
+        Ok(failed) => {
+            return Ok(format!(
+                "activations: none (weight-only int8): {failed}; activations=static needs a model tract can run"
+            ))
+        }
+        Err(e) => e,
+    };
+    // (A `downcast` that fails gives the error back as it was.)
+    let faint = e.downcast::<activations::FaintOutputs>()?;
+    Ok(format!(
+        "activations: none (weight-only int8): {faint}: ranges calibrated there do not hold for real data, and verification compares nothing (PP-OCRv4's text detector calibrated on noise: cosine 0.83 on text pages, weight-only 0.997); --inputs with real data calibrates and verifies static activations, activations=static quantizes them anyway"
+    ))
 }
 
 #[cfg(test)]
