@@ -1959,60 +1959,47 @@ mod tests {
                 ..Default::default()
             }
         };
-        // (x type, value range, dims, axis, block size, scale dims, zero point)
-        let i32_max = i32::MAX as i64;
-        let cases: &[(DataType, (i64, i64), &[i64], i64, i64, &[i64], bool)] = &[
-            (DataType::Int8, (-128, 127), &[3, 50, 40], 1, 0, &[], true),
-            (DataType::Int8, (-128, 127), &[3, 50, 40], 0, 0, &[3], true),
-            (DataType::Int8, (-128, 127), &[3, 50, 40], 1, 0, &[50], true),
-            (
-                DataType::Int8,
-                (-128, 127),
-                &[3, 50, 40],
-                -1,
-                0,
-                &[40],
-                true,
-            ),
-            (
-                DataType::Int8,
-                (-128, 127),
-                &[3, 50, 40],
-                1,
-                16,
-                &[3, 4, 40],
-                true,
-            ),
-            (
-                DataType::Int8,
-                (-128, 127),
-                &[3, 50, 40],
-                0,
-                2,
-                &[2, 50, 40],
-                false,
-            ),
-            (
-                DataType::Uint4,
-                (0, 15),
-                &[3, 50, 40],
-                2,
-                32,
-                &[3, 50, 2],
-                true,
-            ),
-            (
+        // x's type, the range of its values and its dims; the axis, the
+        // block size and the scale's dims; whether a zero point is given.
+        struct Case {
+            dt: DataType,
+            range: (i64, i64),
+            dims: &'static [i64],
+            axis: i64,
+            block: i64,
+            sdims: &'static [i64],
+            zp: bool,
+        }
+        let case = |dt, range, dims, axis, block, sdims, zp| Case {
+            dt,
+            range,
+            dims,
+            axis,
+            block,
+            sdims,
+            zp,
+        };
+        let (i8r, u4r, i32m) = ((-128, 127), (0, 15), i32::MAX as i64);
+        let cases = [
+            case(DataType::Int8, i8r, &[3, 50, 40], 1, 0, &[], true),
+            case(DataType::Int8, i8r, &[3, 50, 40], 0, 0, &[3], true),
+            case(DataType::Int8, i8r, &[3, 50, 40], 1, 0, &[50], true),
+            case(DataType::Int8, i8r, &[3, 50, 40], -1, 0, &[40], true),
+            case(DataType::Int8, i8r, &[3, 50, 40], 1, 16, &[3, 4, 40], true),
+            case(DataType::Int8, i8r, &[3, 50, 40], 0, 2, &[2, 50, 40], false),
+            case(DataType::Uint4, u4r, &[3, 50, 40], 2, 32, &[3, 50, 2], true),
+            case(
                 DataType::Int32,
-                (-i32_max, i32_max),
+                (-i32m, i32m),
                 &[5000],
                 0,
                 0,
                 &[5000],
                 false,
             ),
-            (
+            case(
                 DataType::Int32,
-                (-i32_max / 2, i32_max / 2),
+                (-i32m / 2, i32m / 2),
                 &[70, 80],
                 0,
                 0,
@@ -2020,7 +2007,9 @@ mod tests {
                 true,
             ),
         ];
-        for (k, &(dt, (lo, hi), dims, axis, block, sdims, with_zp)) in cases.iter().enumerate() {
+        for (k, c) in cases.iter().enumerate() {
+            let (dt, (lo, hi), dims, axis, block, sdims, with_zp) =
+                (c.dt, c.range, c.dims, c.axis, c.block, c.sdims, c.zp);
             let n: usize = dims.iter().product::<i64>() as usize;
             let ns: usize = sdims.iter().product::<i64>() as usize;
             let xv = values(n, lo, hi, k as u64);
