@@ -5479,13 +5479,23 @@ fn no_layer_with_an_integer_kernel_is_said_weight_only() {
 /// at `opset`: int8 islands whose static QDQ would not pay. The builder,
 /// and the last value.
 fn pointwise_between_depthwise(opset: i64, c: usize) -> (ModelBuilder, String) {
+    let b = ModelBuilder::new(opset).input("x", &[1, c as i64, 32, 32]);
+    pointwise_between_depthwise_from(b, c, "x")
+}
+
+/// [`pointwise_between_depthwise`]'s layers added to `b`, reading `from`
+/// (`c` channels).
+fn pointwise_between_depthwise_from(
+    mut b: ModelBuilder,
+    c: usize,
+    from: &str,
+) -> (ModelBuilder, String) {
     let w = |k: usize, seed: usize| -> Vec<f32> {
         (0..k)
             .map(|i| (((i * 37 + seed * 11) % 101) as f32 / 101.0 - 0.5) * 0.4)
             .collect()
     };
-    let mut b = ModelBuilder::new(opset).input("x", &[1, c as i64, 32, 32]);
-    let mut last = "x".to_string();
+    let mut last = from.to_string();
     for i in 0..3 {
         let (pw, dw) = (format!("pw{i}"), format!("dw{i}"));
         b = b
@@ -5520,6 +5530,82 @@ fn pointwise_between_depthwise(opset: i64, c: usize) -> (ModelBuilder, String) {
         last = format!("{dw}_y");
     }
     (b, last)
+}
+
+/// Where the sizes of the values static QDQ would pair are not known from
+/// the model's shapes (rows counted from their values: tract sizes a Range
+/// of a computed length only when it runs it; a NonZero would make the
+/// layers after it post-processing, left as they are), calibration runs,
+/// and the rule is applied after it, on the sizes it measured: the same
+/// decision as [`static_qdq_that_would_not_pay_is_weight_only`] on the
+/// same layers, said so.
+#[test]
+fn static_qdq_that_would_not_pay_after_a_selection_is_decided_on_the_sizes_calibrated() {
+    use onnx_squeeze::proto::{tensor_proto::DataType, TensorProto};
+    let c = 32usize;
+    // As many of x's rows as have their largest value above -1e30 (every
+    // row of the random samples): x's own size, known only when the model
+    // runs.
+    let int64 = |name: &str, v: i64| TensorProto {
+        name: Some(name.into()),
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: vec![v],
+        ..Default::default()
+    };
+    let b = ModelBuilder::new(13)
+        .input("x", &[1, c as i64, 32, 32])
+        .init_f32("floor", &[], &[-1e30])
+        .init(int64("zero", 0))
+        .init(int64("one", 1))
+        .node_with(
+            "row_max",
+            "ReduceMax",
+            &["x"],
+            &["m"],
+            vec![attr_ints("axes", &[0, 1, 3]), attr_int("keepdims", 0)],
+        )
+        .node("kept", "Greater", &["m", "floor"], &["k"])
+        .node_with(
+            "as_int",
+            "Cast",
+            &["k"],
+            &["ki"],
+            vec![attr_int("to", DataType::Int64 as i64)],
+        )
+        .node_with(
+            "count",
+            "ReduceSum",
+            &["ki"],
+            &["n"],
+            vec![attr_int("keepdims", 0)],
+        )
+        .node("rows", "Range", &["zero", "n", "one"], &["rows"])
+        .node_with(
+            "select",
+            "Gather",
+            &["x", "rows"],
+            &["xs"],
+            vec![attr_int("axis", 2)],
+        );
+    let (b, last) = pointwise_between_depthwise_from(b, c, "xs");
+    let m = Model::from_proto(
+        b.output(&last, &[1, c as i64, -1, 32]).proto(),
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let dir = scratch("quant-payoff-selected");
+    let input = write_model(dir.path(), "model.onnx", &m);
+    let out = dir.path().join("auto.onnx");
+    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
+    assert!(
+        s.contains("activations: none (weight-only int8): static QDQ would not pay in onnxruntime")
+            && s.contains("computing 3.7 M multiply-adds for 65.5 k elements converted to and from uint8 between them and float ops per run (57 per element")
+            && s.contains("; sizes as calibrated)")
+            && !s.contains("activation quantized to uint8")
+            && s.contains("weight stored as int8"),
+        "{s}"
+    );
+    assert_ort_matches(&input, &out, &quantized("0.99"));
 }
 
 /// The opset raised to 21 for int4 MatMul blocks stays where the plan
