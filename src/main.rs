@@ -581,6 +581,7 @@ fn unchanged_report(tolerance: Tolerance) -> VerifyReport {
         ],
         seconds: 0.0,
         reused_seconds: 0.0,
+        reused_put: 0,
         worst_sample: None,
         output_ranks: vec![],
     }

@@ -114,18 +114,16 @@ pub struct RunReport {
 
 /// A run of the result that verification found in the memo
 /// ([`VerifyReport::reused_seconds`]) is verification's work, done early by
-/// the pass that left it there: the first pass to end with the memo's last
-/// count of remembered runs (`quant`'s `sensitive=auto` checking what it
-/// returns). Its time moves from that pass to verification's, which counts
-/// it already, and the report says so.
+/// the pass that left it there: the first pass to end with the memo's
+/// count of remembered runs at that run's number or past it
+/// ([`VerifyReport::reused_put`]; `quant`'s `sensitive=auto` checking what
+/// it returns). Its time moves from that pass to verification's, which
+/// counts it already, and the report says so.
 pub fn credit_reused_run(passes: &mut [PassReport], verify: &mut VerifyReport) {
-    if verify.reused_seconds <= 0.0 {
+    if verify.reused_seconds <= 0.0 || verify.reused_put == 0 {
         return;
     }
-    let Some(last) = passes.last().map(|p| p.memo_puts) else {
-        return;
-    };
-    if let Some(p) = passes.iter_mut().find(|p| p.memo_puts == last) {
+    if let Some(p) = passes.iter_mut().find(|p| p.memo_puts >= verify.reused_put) {
         p.seconds = (p.seconds - verify.reused_seconds).max(0.0);
         verify.notes.push(format!(
             "the result's run on these samples ({:.2} s) was made by pass '{}' checking what it returns, and reused: its time is counted here",
@@ -254,8 +252,10 @@ mod tests {
     }
 
     /// The reused run's time leaves the pass that made it (the first to
-    /// end with the memo's last count), not an earlier one that made
-    /// another nor a later one that made none.
+    /// end with the memo's count at the run's number or past it), not an
+    /// earlier one that made another nor a later one that made none; the
+    /// memo holds more than the last run, and an earlier one is credited
+    /// to its own pass.
     #[test]
     fn a_reused_run_is_credited_to_the_pass_that_made_it() {
         let mut passes = [
@@ -265,6 +265,7 @@ mod tests {
         ];
         let mut verify = VerifyReport::not_verified("");
         verify.reused_seconds = 0.75;
+        verify.reused_put = 2;
         credit_reused_run(&mut passes, &mut verify);
         let seconds: Vec<f64> = passes.iter().map(|p| p.seconds).collect();
         assert_eq!(seconds, [0.5, 1.25, 0.25]);
@@ -278,6 +279,13 @@ mod tests {
         credit_reused_run(&mut passes, &mut none);
         assert_eq!(passes[1].seconds, 1.25);
         assert!(none.notes.is_empty());
+        // The first run remembered: the first pass's.
+        let mut first = VerifyReport::not_verified("");
+        (first.reused_seconds, first.reused_put) = (0.25, 1);
+        credit_reused_run(&mut passes, &mut first);
+        let seconds: Vec<f64> = passes.iter().map(|p| p.seconds).collect();
+        assert_eq!(seconds, [0.25, 1.25, 0.25]);
+        assert!(first.notes[0].contains("made by pass 'clean'"));
     }
 
     #[test]

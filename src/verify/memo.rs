@@ -10,21 +10,22 @@ use tract_onnx::prelude::Tensor;
 
 use super::{tract, Ran};
 
-/// The outputs of the last result that passed a [`super::Reference`]'s
-/// comparison, keyed by a fingerprint (xxh3, 128 bits) of what ran: the
-/// verification copy with its weights, and the samples. `quant`'s
-/// `sensitive=auto` checks the result it returns on verification's samples
-/// (the last candidate that passes is the one it keeps); the pipeline's
-/// verification then finds that run here instead of planning and running
-/// the same copy again. A fingerprint that differs in any byte runs the
-/// model. Cheap to clone: clones share the entry.
+/// The outputs of the last results that passed a [`super::Reference`]'s
+/// comparison ([`RECENT_RUNS`] of them), keyed by a fingerprint (xxh3, 128
+/// bits) of what ran: the verification copy with its weights, and the
+/// samples. `quant`'s `sensitive=auto` checks the result it returns on
+/// verification's samples (the last candidate that passes is the one it
+/// keeps, or one of the last two where it checks two at once); the
+/// pipeline's verification then finds that run here instead of planning
+/// and running the same copy again. A fingerprint that differs in any byte
+/// runs the model. Cheap to clone: clones share the entries.
 #[derive(Clone, Default)]
 pub struct RunMemo(std::sync::Arc<std::sync::Mutex<Memo>>);
 
 #[derive(Default)]
 struct Memo {
-    /// The key, the run, and the seconds it took.
-    last: Option<(u128, Ran, f64)>,
+    /// The latest runs remembered, oldest first.
+    recent: std::collections::VecDeque<Remembered>,
     hits: usize,
     puts: u64,
     /// Whether a run put here is held back with its plan, pending
@@ -37,6 +38,21 @@ struct Memo {
 /// The most runs held back with their plans at once: one per candidate a
 /// search checks side by side (one per core, two here), and spares.
 const MAX_PENDING: usize = 4;
+
+/// The most passing runs remembered: one per candidate a search checks
+/// side by side (two at once), where both pass and either may be the one
+/// it returns (they finish in either order: PP-OCRv4's recogniser with
+/// entropy calibration ran its result again in one run of two).
+pub const RECENT_RUNS: usize = 2;
+
+/// A passing run remembered: its key, its outputs, the seconds it took,
+/// and its number among the runs remembered ([`RunMemo::puts`]).
+struct Remembered {
+    key: u128,
+    ran: Ran,
+    seconds: f64,
+    put: u64,
+}
 
 /// A passing run held back with its plan until a reference on more
 /// samples, this one's leading ones among them, takes both
@@ -80,25 +96,27 @@ impl RunMemo {
         self.0.lock().map_or(0, |m| m.heads)
     }
 
-    /// How many runs were remembered: the entry a pass leaves is the one
-    /// it put when this count grew during the pass.
+    /// How many runs were remembered: a run remembered by a pass has a
+    /// number ([`VerifyReport::reused_put`](super::VerifyReport)) within
+    /// the counts that grew during the pass.
     pub fn puts(&self) -> u64 {
         self.0.lock().map_or(0, |m| m.puts)
     }
 
-    /// The outputs remembered for `key` and the seconds their run took,
-    /// taken out (a comparison that passes puts them back).
-    pub(super) fn take(&self, key: u128) -> Option<(Ran, f64)> {
+    /// The outputs remembered for `key`, the seconds their run took and
+    /// their number among the runs remembered ([`RunMemo::puts`]), taken
+    /// out (a comparison that passes puts them back).
+    pub(super) fn take(&self, key: u128) -> Option<(Ran, f64, u64)> {
         let mut memo = self.0.lock().ok()?;
-        if memo.last.as_ref().is_none_or(|(k, _, _)| *k != key) {
-            return None;
-        }
+        let i = memo.recent.iter().position(|r| r.key == key)?;
+        let r = memo.recent.remove(i)?;
         memo.hits += 1;
-        memo.last.take().map(|(_, out, s)| (out, s))
+        Some((r.ran, r.seconds, r.put))
     }
 
-    /// Remember `out` for `key`, run in `seconds`, in place of what was;
-    /// held back with its plan `runner` instead where plans are kept.
+    /// Remember `out` for `key`, run in `seconds`, in place of the oldest
+    /// of the [`RECENT_RUNS`] remembered; held back with its plan `runner`
+    /// instead where plans are kept.
     pub(super) fn put(
         &self,
         key: u128,
@@ -120,8 +138,18 @@ impl RunMemo {
                     })
                 }
                 None => {
-                    memo.last = Some((key, out, seconds));
                     memo.puts += 1;
+                    let put = memo.puts;
+                    memo.recent.retain(|r| r.key != key);
+                    if memo.recent.len() == RECENT_RUNS {
+                        memo.recent.pop_front();
+                    }
+                    memo.recent.push_back(Remembered {
+                        key,
+                        ran: out,
+                        seconds,
+                        put,
+                    });
                 }
             }
         }
@@ -190,4 +218,40 @@ pub(super) fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tenso
         }
     }
     h.digest128()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ran, RunMemo, RECENT_RUNS};
+
+    fn ran() -> Ran {
+        Ran {
+            outputs: vec![],
+            half_as_float: false,
+        }
+    }
+
+    /// The last [`RECENT_RUNS`] passing runs are remembered, each found by
+    /// its key once (with its time and number), whichever was put last;
+    /// one more forgets the oldest; a key put again is one entry.
+    #[test]
+    fn the_last_runs_are_remembered_each_by_its_key() {
+        assert_eq!(RECENT_RUNS, 2);
+        let memo = RunMemo::default();
+        memo.put(1, ran(), 0.5, None);
+        memo.put(2, ran(), 0.25, None);
+        let (_, seconds, put) = memo.take(1).expect("the older of two");
+        assert_eq!((seconds, put), (0.5, 1));
+        assert!(memo.take(1).is_none(), "taken once");
+        memo.put(3, ran(), 0.125, None);
+        memo.put(4, ran(), 1.0, None);
+        assert!(memo.take(2).is_none(), "forgotten: the oldest of three");
+        assert_eq!(memo.take(3).map(|r| r.2), Some(3));
+        assert_eq!(memo.take(4).map(|r| r.2), Some(4));
+        memo.put(5, ran(), 1.0, None);
+        memo.put(5, ran(), 2.0, None);
+        memo.put(6, ran(), 1.0, None);
+        assert_eq!(memo.take(5).map(|r| (r.1, r.2)), Some((2.0, 6)));
+        assert_eq!((memo.hits(), memo.puts()), (4, 7));
+    }
 }

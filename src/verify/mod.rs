@@ -119,6 +119,10 @@ pub struct VerifyReport {
     /// done early, and counts as verification's, not the pass's.
     #[serde(skip_serializing_if = "is_zero")]
     pub reused_seconds: f64,
+    /// The number of that run among those the memo remembered
+    /// ([`RunMemo::puts`]); 0 where none was reused.
+    #[serde(skip)]
+    pub reused_put: u64,
     /// The sample on which the result is furthest from the original (the
     /// lowest cosine of any float output on that sample alone), where
     /// outputs were compared: the one a search ranks candidates on.
@@ -145,6 +149,7 @@ impl VerifyReport {
             notes: vec![],
             seconds: 0.0,
             reused_seconds: 0.0,
+            reused_put: 0,
             worst_sample: None,
             output_ranks: vec![],
         }
@@ -164,6 +169,7 @@ impl VerifyReport {
         // (`samples` stays this report's: each value has as many.)
         self.seconds += other.seconds;
         self.reused_seconds += other.reused_seconds;
+        self.reused_put = self.reused_put.max(other.reused_put);
         for mut o in other.outputs {
             o.name = format!("{} ({label})", o.name);
             self.outputs.push(o);

@@ -649,7 +649,7 @@ impl Reference {
         let got = &run.ran.outputs;
         let run_seconds = run
             .reused_seconds
-            .unwrap_or_else(|| start.elapsed().as_secs_f64());
+            .map_or_else(|| start.elapsed().as_secs_f64(), |(s, _)| s);
         let compared = self.compare_outputs(got, &copy.names, &copy.selections, &mut notes)?;
         let mut outputs = compared.outputs;
         let mut sample_cosines = compared.sample_cosines;
@@ -702,7 +702,8 @@ impl Reference {
             outputs,
             notes,
             seconds: 0.0,
-            reused_seconds: reused_seconds.unwrap_or(0.0),
+            reused_seconds: reused_seconds.map_or(0.0, |(s, _)| s),
+            reused_put: reused_seconds.map_or(0, |(_, put)| put),
             worst_sample: worst_sample(&sample_cosines),
             // Where the copy is cut, its outputs are other values than the
             // graph's, whose ranks it does not know.
@@ -868,10 +869,11 @@ impl Reference {
         key: Option<u128>,
         lend_key: Option<u128>,
     ) -> Result<ResultRun> {
-        if let Some((ran, seconds)) = self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k)) {
+        if let Some((ran, seconds, put)) = self.memo.as_ref().zip(key).and_then(|(m, k)| m.take(k))
+        {
             return Ok(ResultRun {
                 ran,
-                reused_seconds: Some(seconds),
+                reused_seconds: Some((seconds, put)),
                 runner: None,
                 from_fed: false,
             });
@@ -1544,7 +1546,8 @@ struct ResultCopy {
 /// plan that feeds weights, or a run here on its own plan (the runner).
 struct ResultRun {
     ran: Ran,
-    reused_seconds: Option<f64>,
+    /// The seconds the memo's run took, and its number there.
+    reused_seconds: Option<(f64, u64)>,
     runner: Option<Arc<tract::Runner>>,
     from_fed: bool,
 }
