@@ -5588,24 +5588,45 @@ fn static_qdq_that_would_not_pay_after_a_selection_is_decided_on_the_sizes_calib
             vec![attr_int("axis", 2)],
         );
     let (b, last) = pointwise_between_depthwise_from(b, c, "xs");
+    let b = b.output(&last, &[1, c as i64, -1, 32]);
+    let (_dir, input, out, _) = not_paying(b, "quant-payoff-selected", "sizes as calibrated");
+    assert_ort_matches(&input, &out, &quantized("0.99"));
+}
+
+/// `b`'s model quantized with `quant(min_reduction=1)` (in a scratch
+/// folder `name`): weight-only, as static QDQ would not pay on
+/// [`pointwise_between_depthwise`]'s layers (3.7 M multiply-adds for 65.5
+/// k elements converted), the sizes said so (`sizes`: from the model's
+/// shapes, or as calibrated). The folder, the model, the result and the
+/// run's output.
+fn not_paying(
+    b: ModelBuilder,
+    name: &str,
+    sizes: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    String,
+) {
     let m = Model::from_proto(
-        b.output(&last, &[1, c as i64, -1, 32]).proto(),
+        b.proto(),
         std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
     )
     .unwrap();
-    let dir = scratch("quant-payoff-selected");
+    let dir = scratch(name);
     let input = write_model(dir.path(), "model.onnx", &m);
     let out = dir.path().join("auto.onnx");
     let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
     assert!(
         s.contains("activations: none (weight-only int8): static QDQ would not pay in onnxruntime")
             && s.contains("computing 3.7 M multiply-adds for 65.5 k elements converted to and from uint8 between them and float ops per run (57 per element")
-            && s.contains("; sizes as calibrated)")
+            && s.contains(&format!("; {sizes})"))
             && !s.contains("activation quantized to uint8")
             && s.contains("weight stored as int8"),
         "{s}"
     );
-    assert_ort_matches(&input, &out, &quantized("0.99"));
+    (dir, input, out, s)
 }
 
 /// The opset raised to 21 for int4 MatMul blocks stays where the plan
@@ -5719,25 +5740,12 @@ fn static_qdq_that_would_not_pay_is_weight_only() {
     // At opset 12: the round before raises it to 13 for static QDQ's
     // per-channel pairs, which the weight-only result does not need.
     let (b, last) = pointwise_between_depthwise(12, c);
-    let m = Model::from_proto(
-        b.output(&last, &[1, c as i64, 32, 32]).proto(),
-        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
-    )
-    .unwrap();
-    let dir = scratch("quant-payoff");
-    let input = write_model(dir.path(), "model.onnx", &m);
-    let out = dir.path().join("auto.onnx");
-    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
-    assert!(
-        s.contains("activations: none (weight-only int8): static QDQ would not pay in onnxruntime")
-            // Decided before calibration, on the activations' shapes: the
-            // numbers the check after calibration gave before the gate
-            // (a790571).
-            && s.contains("computing 3.7 M multiply-adds for 65.5 k elements converted to and from uint8 between them and float ops per run (57 per element")
-            && s.contains("; sizes from the model's shapes: not calibrated)")
-            && !s.contains("activation quantized to uint8")
-            && s.contains("weight stored as int8"),
-        "{s}"
+    // Decided before calibration, on the activations' shapes: the numbers
+    // the check after calibration gave before the gate (a790571).
+    let (dir, input, out, s) = not_paying(
+        b.output(&last, &[1, c as i64, 32, 32]),
+        "quant-payoff",
+        "sizes from the model's shapes: not calibrated",
     );
     // The opset raised for static QDQ is put back, its operators as they
     // were: weight-only needs no raise.
