@@ -750,6 +750,9 @@ fn run(args: RunArgs) -> Result<u8> {
     };
     verify.notes.splice(0..0, settled.notes);
     drop(original);
+    // The runs remembered (outputs on every sample) are of no more use
+    // while the result is written.
+    data.runs.clear();
     onnx_squeeze::report::credit_reused_run(&mut passes, &mut verify);
     // Verification could not run (tract cannot run the model), but nothing
     // needed it: every change is exact by construction (`Patch::exact`).

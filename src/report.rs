@@ -96,8 +96,8 @@ pub struct PassReport {
     /// What the pass chose not to do, and why.
     pub notes: Vec<String>,
     /// How many runs the pipeline's memo ([`crate::verify::RunMemo::puts`])
-    /// had remembered when the pass ended: the pass where the count last
-    /// grew left the run verification may reuse.
+    /// had remembered when the pass ended: a run numbered n was left by the
+    /// first pass whose count is n or more.
     #[serde(skip)]
     pub memo_puts: u64,
 }
@@ -119,11 +119,20 @@ pub struct RunReport {
 /// ([`VerifyReport::reused_put`]; `quant`'s `sensitive=auto` checking what
 /// it returns). Its time moves from that pass to verification's, which
 /// counts it already, and the report says so.
+///
+/// A run without a number on the pipeline memo's count (a variant's, on
+/// its own memo: silero's 8 kHz network) is the pass's that ended with the
+/// memo's last count, as every run was when the memo held one.
 pub fn credit_reused_run(passes: &mut [PassReport], verify: &mut VerifyReport) {
-    if verify.reused_seconds <= 0.0 || verify.reused_put == 0 {
+    if verify.reused_seconds <= 0.0 {
         return;
     }
-    if let Some(p) = passes.iter_mut().find(|p| p.memo_puts >= verify.reused_put) {
+    let last = passes.last().map_or(0, |p| p.memo_puts);
+    let made = match verify.reused_put {
+        n if n > 0 && n <= last => n,
+        _ => last,
+    };
+    if let Some(p) = passes.iter_mut().find(|p| p.memo_puts >= made) {
         p.seconds = (p.seconds - verify.reused_seconds).max(0.0);
         verify.notes.push(format!(
             "the result's run on these samples ({:.2} s) was made by pass '{}' checking what it returns, and reused: its time is counted here",
@@ -286,6 +295,16 @@ mod tests {
         let seconds: Vec<f64> = passes.iter().map(|p| p.seconds).collect();
         assert_eq!(seconds, [0.25, 1.25, 0.25]);
         assert!(first.notes[0].contains("made by pass 'clean'"));
+        // A run numbered on another memo's count (a variant's), or none:
+        // the pass that ended with the last count.
+        for put in [0, 9] {
+            let mut other = VerifyReport::not_verified("");
+            (other.reused_seconds, other.reused_put) = (0.125, put);
+            credit_reused_run(&mut passes, &mut other);
+            assert!(other.notes[0].contains("made by pass 'quant'"));
+        }
+        let seconds: Vec<f64> = passes.iter().map(|p| p.seconds).collect();
+        assert_eq!(seconds, [0.25, 1.0, 0.25]);
     }
 
     #[test]

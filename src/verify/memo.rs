@@ -124,6 +124,9 @@ impl RunMemo {
         seconds: f64,
         runner: Option<Arc<tract::Runner>>,
     ) {
+        // Runs forgotten are freed once the lock is let go (their outputs
+        // may be large; the other candidate's check waits on it).
+        let mut forgotten = Vec::new();
         if let Ok(mut memo) = self.0.lock() {
             match runner.filter(|_| memo.keep_plans) {
                 Some(runner) => {
@@ -140,9 +143,11 @@ impl RunMemo {
                 None => {
                     memo.puts += 1;
                     let put = memo.puts;
-                    memo.recent.retain(|r| r.key != key);
+                    if let Some(i) = memo.recent.iter().position(|r| r.key == key) {
+                        forgotten.extend(memo.recent.remove(i));
+                    }
                     if memo.recent.len() == RECENT_RUNS {
-                        memo.recent.pop_front();
+                        forgotten.extend(memo.recent.pop_front());
                     }
                     memo.recent.push_back(Remembered {
                         key,
@@ -153,6 +158,19 @@ impl RunMemo {
                 }
             }
         }
+    }
+
+    /// Forget every run remembered and held back: verification has taken
+    /// what it reuses, and their outputs would stay through the writing
+    /// of the result.
+    pub fn clear(&self) {
+        let forgotten = self.0.lock().map(|mut m| {
+            (
+                std::mem::take(&mut m.recent),
+                std::mem::take(&mut m.pending),
+            )
+        });
+        drop(forgotten);
     }
 
     /// The run held back for `key` and its plan, taken out.
@@ -253,5 +271,8 @@ mod tests {
         memo.put(6, ran(), 1.0, None);
         assert_eq!(memo.take(5).map(|r| (r.1, r.2)), Some((2.0, 6)));
         assert_eq!((memo.hits(), memo.puts()), (4, 7));
+        // Cleared once verification is done: nothing is left.
+        memo.clear();
+        assert!(memo.take(6).is_none());
     }
 }

@@ -169,7 +169,8 @@ impl VerifyReport {
         // (`samples` stays this report's: each value has as many.)
         self.seconds += other.seconds;
         self.reused_seconds += other.reused_seconds;
-        self.reused_put = self.reused_put.max(other.reused_put);
+        // (A variant's run is numbered on its own memo's count: not this
+        // one's.)
         for mut o in other.outputs {
             o.name = format!("{} ({label})", o.name);
             self.outputs.push(o);

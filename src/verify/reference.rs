@@ -435,7 +435,7 @@ impl Reference {
     /// with other references on the same samples (see [`RunMemo`]).
     pub fn with_memo(mut self, memo: RunMemo) -> Reference {
         self.memo = Some(memo);
-        // Each variant its own: the last result that passed there.
+        // Each variant its own: the last results that passed there.
         for v in &mut self.variants {
             v.reference.memo = Some(RunMemo::default());
         }
@@ -648,7 +648,7 @@ impl Reference {
         }
         let got = &run.ran.outputs;
         let run_seconds = run
-            .reused_seconds
+            .reused
             .map_or_else(|| start.elapsed().as_secs_f64(), |(s, _)| s);
         let compared = self.compare_outputs(got, &copy.names, &copy.selections, &mut notes)?;
         let mut outputs = compared.outputs;
@@ -688,9 +688,10 @@ impl Reference {
                 )),
             )
         };
-        let reused_seconds = run.reused_seconds;
+        let reused = run.reused;
         // A result that passes is the one a search keeps (its last such
-        // run is what it returns): that is the run worth remembering.
+        // run is what it returns, or one of the last two where it checks
+        // two at once): that is the run worth remembering.
         if status == Status::Passed {
             self.remember(run, run_seconds, key, lend_key);
         }
@@ -702,8 +703,8 @@ impl Reference {
             outputs,
             notes,
             seconds: 0.0,
-            reused_seconds: reused_seconds.map_or(0.0, |(s, _)| s),
-            reused_put: reused_seconds.map_or(0, |(_, put)| put),
+            reused_seconds: reused.map_or(0.0, |(s, _)| s),
+            reused_put: reused.map_or(0, |(_, put)| put),
             worst_sample: worst_sample(&sample_cosines),
             // Where the copy is cut, its outputs are other values than the
             // graph's, whose ranks it does not know.
@@ -873,7 +874,7 @@ impl Reference {
         {
             return Ok(ResultRun {
                 ran,
-                reused_seconds: Some((seconds, put)),
+                reused: Some((seconds, put)),
                 runner: None,
                 from_fed: false,
             });
@@ -887,7 +888,7 @@ impl Reference {
             if let Some(ran) = self.run_fed(&copy) {
                 return Ok(ResultRun {
                     ran,
-                    reused_seconds: None,
+                    reused: None,
                     runner: None,
                     from_fed: true,
                 });
@@ -913,7 +914,7 @@ impl Reference {
                 outputs,
                 half_as_float: runner.computes_half_as_float(),
             },
-            reused_seconds: None,
+            reused: None,
             runner: Some(runner),
             from_fed: false,
         })
@@ -1547,7 +1548,7 @@ struct ResultCopy {
 struct ResultRun {
     ran: Ran,
     /// The seconds the memo's run took, and its number there.
-    reused_seconds: Option<(f64, u64)>,
+    reused: Option<(f64, u64)>,
     runner: Option<Arc<tract::Runner>>,
     from_fed: bool,
 }

@@ -313,8 +313,8 @@ impl Search<'_> {
     /// (the runs after verification's, its plan kept: see
     /// `Reference::keeping_plans`), and the worse of the two reports it.
     /// Where it passes both, its run on verification's samples is what the
-    /// memo keeps: the last such run is the kept one's, which verification
-    /// then reuses.
+    /// memo keeps: the last such run (or one of the last two, where two are
+    /// checked at once) is the kept one's, which verification then reuses.
     fn own_plans(
         &self,
         wide: Option<&Wide>,
