@@ -2170,29 +2170,34 @@ fn dynamic_matmuls_keep_an_old_opset_and_float16_column_scales() {
     }
 }
 
-/// `clean,quant` through the CLI, every layer in int8 however small, on
-/// `proto` written to a scratch folder named `name`: the folder (kept
-/// while it lives), the input and output paths, and the CLI's report.
-fn clean_quant_small_layers(
-    proto: &onnx_squeeze::proto::ModelProto,
-    name: &str,
-) -> (
+/// A run through the CLI in a scratch folder: the folder (kept while it
+/// lives), the input and output paths, and the CLI's report.
+type ScratchRun = (
     tempfile::TempDir,
     std::path::PathBuf,
     std::path::PathBuf,
     String,
-) {
+);
+
+/// `passes` through the CLI, verified, on `proto` written to a scratch
+/// folder named `name`.
+fn run_in_scratch(proto: &onnx_squeeze::proto::ModelProto, name: &str, passes: &str) -> ScratchRun {
     let dir = scratch(name);
     let input = dir.path().join("m.onnx");
     std::fs::write(&input, prost::Message::encode_to_vec(proto)).unwrap();
     let out = dir.path().join("q.onnx");
-    let s = run_passes_verified(
-        "clean,quant(activations=static,min_weight_elements=16,min_reduction=1,min_out_channels=1)",
-        &[],
-        &input,
-        &out,
-    );
+    let s = run_passes_verified(passes, &[], &input, &out);
     (dir, input, out, s)
+}
+
+/// `clean,quant` through the CLI, every layer in int8 however small, on
+/// `proto` written to a scratch folder named `name`.
+fn clean_quant_small_layers(proto: &onnx_squeeze::proto::ModelProto, name: &str) -> ScratchRun {
+    run_in_scratch(
+        proto,
+        name,
+        "clean,quant(activations=static,min_weight_elements=16,min_reduction=1,min_out_channels=1)",
+    )
 }
 
 /// The ONNX model zoo's classic CNNs are IR 3, opset 7-9: every weight is
@@ -5597,27 +5602,9 @@ fn static_qdq_that_would_not_pay_after_a_selection_is_decided_on_the_sizes_calib
 /// folder `name`): weight-only, as static QDQ would not pay on
 /// [`pointwise_between_depthwise`]'s layers (3.7 M multiply-adds for 65.5
 /// k elements converted), the sizes said so (`sizes`: from the model's
-/// shapes, or as calibrated). The folder, the model, the result and the
-/// run's output.
-fn not_paying(
-    b: ModelBuilder,
-    name: &str,
-    sizes: &str,
-) -> (
-    tempfile::TempDir,
-    std::path::PathBuf,
-    std::path::PathBuf,
-    String,
-) {
-    let m = Model::from_proto(
-        b.proto(),
-        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
-    )
-    .unwrap();
-    let dir = scratch(name);
-    let input = write_model(dir.path(), "model.onnx", &m);
-    let out = dir.path().join("auto.onnx");
-    let s = run_passes_verified("quant(min_reduction=1)", &[], &input, &out);
+/// shapes, or as calibrated).
+fn not_paying(b: ModelBuilder, name: &str, sizes: &str) -> ScratchRun {
+    let (dir, input, out, s) = run_in_scratch(&b.proto(), name, "quant(min_reduction=1)");
     assert!(
         s.contains("activations: none (weight-only int8): static QDQ would not pay in onnxruntime")
             && s.contains("computing 3.7 M multiply-adds for 65.5 k elements converted to and from uint8 between them and float ops per run (57 per element")
