@@ -259,7 +259,31 @@ pub fn to_i64(t: &TensorProto, raw: Option<&Bytes>) -> Result<Vec<i64>> {
 
 /// A float32 `TensorProto` with little-endian `raw_data`.
 pub fn from_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    from_f32_iter(name, dims, data.iter().copied())
+    let mut raw = Vec::with_capacity(data.len() * 4);
+    extend_f32(&mut raw, data);
+    from_f32_raw(name, dims, raw)
+}
+
+/// `values` appended to `raw` as little-endian float32, a slice at a time
+/// (value by value, each append checks the room left).
+pub fn extend_f32(raw: &mut Vec<u8>, values: &[f32]) {
+    let at = raw.len();
+    raw.resize(at + 4 * values.len(), 0);
+    for (d, v) in raw[at..].chunks_exact_mut(4).zip(values) {
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// A float32 `TensorProto` whose `raw_data` is `raw`, little-endian
+/// ([`extend_f32`]).
+pub fn from_f32_raw(name: &str, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    }
 }
 
 /// A float32 `TensorProto` of `values` (as many as `dims` holds), written
@@ -274,13 +298,7 @@ pub fn from_f32_iter(
     for v in values {
         raw.extend_from_slice(&v.to_le_bytes());
     }
-    TensorProto {
-        name: Some(name.to_string()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
-    }
+    from_f32_raw(name, dims, raw)
 }
 
 /// An int64 vector `TensorProto` (`int64_data`), as shapes, axes and

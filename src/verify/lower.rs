@@ -1734,20 +1734,10 @@ pub fn dequantize(
                 }
             }
         }
-        let at = raw.len();
-        raw.resize(at + 4 * len, 0);
-        for (d, v) in raw[at..].chunks_exact_mut(4).zip(b.iter()) {
-            d.copy_from_slice(&v.to_le_bytes());
-        }
+        tensor::extend_f32(&mut raw, b);
         start += len;
     }
-    Ok(TensorProto {
-        name: Some(name.to_string()),
-        dims: x.dims.clone(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(raw.into()),
-        ..Default::default()
-    })
+    Ok(tensor::from_f32_raw(name, &x.dims, raw))
 }
 
 /// Where [`dequantize`] finds an element's scale and zero point.
@@ -1948,11 +1938,13 @@ mod tests {
     }
 
     /// Every form of scale (per tensor, per axis at each position, blocked
-    /// on the first, a middle and the last axis) and of value (int8 with a
-    /// zero point, int32 past 2^24 with and without one, packed uint4)
-    /// dequantizes as the spec's formula, element by element: `(x - zero
-    /// point) * scale`, the difference converted to float once. Tensors
-    /// longer than a block of the lowering's reads (4096) included.
+    /// on the first, a middle and the last axis, blocks dividing the axis
+    /// or not) and of value (int8, int16, uint16 with zero points, packed
+    /// int4 and uint4, int32 past 2^24 with and without one, an int32 zero
+    /// point beside int8 values) dequantizes as the spec's formula, element
+    /// by element: `(x - zero point) * scale`, the difference converted to
+    /// float once. Tensors longer than a block of the lowering's reads
+    /// (4096) included.
     #[test]
     fn dequantize_follows_the_formula_for_every_layout() {
         use crate::proto::{tensor_proto::DataType, TensorProto};

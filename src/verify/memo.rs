@@ -43,7 +43,7 @@ const MAX_PENDING: usize = 4;
 /// side by side (two at once), where both pass and either may be the one
 /// it returns (they finish in either order: PP-OCRv4's recogniser with
 /// entropy calibration ran its result again in one run of two).
-pub const RECENT_RUNS: usize = 2;
+const RECENT_RUNS: usize = 2;
 
 /// A passing run remembered: its key, its outputs, the seconds it took,
 /// and its number among the runs remembered ([`RunMemo::puts`]).
