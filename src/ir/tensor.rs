@@ -277,10 +277,15 @@ pub fn extend_f32(raw: &mut Vec<u8>, values: &[f32]) {
 /// A float32 `TensorProto` whose `raw_data` is `raw`, little-endian
 /// ([`extend_f32`]).
 pub fn from_f32_raw(name: &str, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+    raw_proto(name, dims, DataType::Float, raw)
+}
+
+/// A `TensorProto` of type `dt` whose `raw_data` is `raw`.
+fn raw_proto(name: &str, dims: &[i64], dt: DataType, raw: Vec<u8>) -> TensorProto {
     TensorProto {
         name: Some(name.to_string()),
         dims: dims.to_vec(),
-        data_type: Some(DataType::Float as i32),
+        data_type: Some(dt as i32),
         raw_data: Some(Bytes::from(raw)),
         ..Default::default()
     }
@@ -333,22 +338,12 @@ pub fn from_f16(
     dims: &[i64],
     data: impl IntoIterator<Item = half::f16>,
 ) -> TensorProto {
-    float16_proto(
+    raw_proto(
         name,
         dims,
+        DataType::Float16,
         data.into_iter().flat_map(|v| v.to_le_bytes()).collect(),
     )
-}
-
-/// A float16 `TensorProto` of little-endian `raw` bytes.
-fn float16_proto(name: &str, dims: &[i64], raw: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name: Some(name.to_string()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
-    }
 }
 
 /// A float16 `TensorProto` of float32 `values`, each rounded to the
@@ -363,7 +358,7 @@ pub fn from_f32_as_f16(name: &str, dims: &[i64], values: &[f32]) -> TensorProto 
         h.convert_from_f32_slice(block);
         raw.extend(h.iter().flat_map(|v| v.to_le_bytes()));
     }
-    float16_proto(name, dims, raw)
+    raw_proto(name, dims, DataType::Float16, raw)
 }
 
 /// Bytes a dense payload of `t`'s type and dims takes (`None` for strings
