@@ -11,6 +11,10 @@ use onnx_squeeze::passes::quant::arith;
 use onnx_squeeze::pipeline::{run_pass, Limits};
 use onnx_squeeze::verify::{verify, Status, VerifyOptions};
 
+/// What the report says where verification reuses the run `sensitive=auto`
+/// made of the result.
+const REUSED: &str = "was made by pass 'quant' checking what it returns, and reused";
+
 /// Verify `m` against `original` with the tolerance `quant` declares.
 fn verify_quant(original: &Model, m: &Model) -> onnx_squeeze::verify::VerifyReport {
     verify(
@@ -3543,7 +3547,7 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
             // Verification takes the run `sensitive=auto` made of the result
             // (the constants of the inlined branch listed in another order
             // in its copy made it run again).
-            "was made by pass 'quant' checking what it returns, and reused",
+            REUSED,
         ] {
             assert!(stdout.contains(said), "{stdout}");
         }
@@ -5256,6 +5260,9 @@ fn int4_where_no_weight_takes_it_says_so() {
             && !stdout.contains("stays at opset"),
         "{stdout}"
     );
+    // The search checked its candidates put back as they are written:
+    // verification reuses the run of the one kept.
+    assert!(stdout.contains(REUSED), "{stdout}");
     let (q, _) = Model::load(&out).unwrap();
     assert_eq!(q.opset(), 17);
     assert_eq!(q.proto.ir_version(), older.proto.ir_version());
@@ -5313,6 +5320,7 @@ fn an_int4_raise_taken_back_is_put_back_to_the_opset_the_rest_needs() {
             ),
         "{stdout}"
     );
+    assert!(stdout.contains(REUSED), "{stdout}");
     let (q, _) = Model::load(&out).unwrap();
     assert_eq!(q.opset(), 13);
     // The IR version 13 needs (7), above the original's where that is older.
@@ -5742,6 +5750,9 @@ fn static_qdq_that_would_not_pay_is_weight_only() {
             && s.contains("opset: put back to 12"),
         "{s}"
     );
+    // Put back in the result sensitive=auto checked too: verification
+    // reuses its run.
+    assert!(s.contains(REUSED), "{s}");
     let (q, _) = Model::load(&out).unwrap();
     assert_eq!(q.opset(), 12);
     assert_ort_matches(&input, &out, &quantized("0.99"));

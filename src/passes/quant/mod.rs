@@ -389,7 +389,7 @@ pub struct Quant {
     /// What the preparation round's opset raise for static QDQ replaced,
     /// to put back where the activations end up float (weight-only needs
     /// no newer opset): see [`prepare::Raised`].
-    raised: std::sync::Mutex<Option<prepare::Raised>>,
+    raised: std::sync::Mutex<Option<std::sync::Arc<prepare::Raised>>>,
 }
 
 /// How a raise's note ends where `p` puts the opset back, from `from`:
@@ -901,6 +901,16 @@ impl Quant {
             &patches,
             exact_now.iter().map(|&(name, _)| name),
         ));
+        // The opset a round before raised goes back after the search where
+        // the result needs no raise (below, or in `weight_only_instead`):
+        // each candidate is checked with it put back, as it is written, so
+        // that verification reuses the run of the one kept (the direction
+        // classifier's weight-only result was another copy than the one
+        // checked, planned and run again).
+        let raised = self.raised.lock().ok().and_then(|r| r.clone());
+        let finish = raised
+            .as_deref()
+            .map(|r| move |chosen: &[&Patch]| r.restore(model, chosen));
         let patches = if sensitive {
             self.keep_sensitive_in_float(
                 model,
@@ -911,6 +921,7 @@ impl Quant {
                     Some(r) => Baseline::Shared(r),
                     None => Baseline::Own(reference_inputs, expected),
                 },
+                finish.as_ref().map(|f| f as &search::Finish),
             )?
         } else {
             patches

@@ -4,6 +4,7 @@
 //! weights listed as graph inputs (IR 3) unlisted, BatchNormalizations no
 //! layer absorbs written as depthwise Convs, and the opset raised.
 
+use std::borrow::Borrow;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
@@ -310,13 +311,14 @@ impl Raised {
     /// (their conversion would then be part of what was planned), where
     /// the plan needs the raise's opset, or holds an op [`opset_needed`]
     /// does not know.
-    pub(super) fn restore(self, model: &Model, planned: &[Patch]) -> Option<Patch> {
+    pub(super) fn restore<P: Borrow<Patch>>(&self, model: &Model, planned: &[P]) -> Option<Patch> {
         let need = opset_needed(model, planned)?;
+        let planned = || planned.iter().map(Borrow::borrow);
         let step = match need <= self.from {
             true => None,
             false => Some(
                 self.steps
-                    .into_iter()
+                    .iter()
                     .filter(|s| s.opset >= need)
                     .min_by_key(|s| s.opset)?,
             ),
@@ -338,7 +340,7 @@ impl Raised {
         {
             values.extend(n.input.iter().chain(&n.output).map(String::as_str));
         }
-        let touches = planned.iter().any(|p| {
+        let touches = planned().any(|p: &Patch| {
             p.set_opset.is_some()
                 || p.set_functions.is_some()
                 || p.remove_nodes.iter().any(|id| ids.contains(id))
@@ -363,7 +365,7 @@ impl Raised {
         // node, of a value the original model has too (not one of the
         // conversion's helper constants or intermediate values).
         let mut carried: Vec<(crate::ir::NodeId, &str, &str)> = Vec::new();
-        for (id, slot, v) in planned.iter().flat_map(|p| &p.rewires) {
+        for (id, slot, v) in planned().flat_map(|p| &p.rewires) {
             if !ids.contains(id) {
                 continue;
             }
@@ -392,8 +394,7 @@ impl Raised {
                 .chain(self.originals.iter().flat_map(|n| &n.output))
                 .map(String::as_str)
                 .collect();
-            let planned_names: std::collections::HashSet<&str> = planned
-                .iter()
+            let planned_names: std::collections::HashSet<&str> = planned()
                 .flat_map(|p| {
                     p.add_nodes
                         .iter()
@@ -428,31 +429,32 @@ impl Raised {
             ),
         });
         p.remove_nodes = ids;
-        p.remove_initializers = self.added_initializers;
+        p.remove_initializers = self.added_initializers.clone();
         // The IR version the raise took up with it, back too (at least 4:
         // the preparation round unlisted initializers from IR 3's inputs;
         // at least what the opset put back to needs, `Model::apply`).
         p.set_ir_version = Some(self.from_ir.max(4));
         match step {
             None => {
-                p.add_nodes = self.originals;
+                p.add_nodes = self.originals.clone();
                 p.set_opset = Some(self.from);
-                p.set_functions = self.functions;
+                p.set_functions = self.functions.clone();
             }
             Some(s) => {
                 // The originals the step leaves as they were, and those it
                 // converts as it converts them.
                 p.add_nodes = self
                     .originals
-                    .into_iter()
+                    .iter()
                     .enumerate()
                     .filter(|(i, _)| !s.converted.contains(i))
                     .map(|(_, n)| n)
-                    .chain(s.nodes)
+                    .chain(&s.nodes)
+                    .cloned()
                     .collect();
-                p.add_initializers = s.initializers;
+                p.add_initializers = s.initializers.clone();
                 p.set_opset = Some(s.opset);
-                p.set_functions = s.functions.or(self.functions);
+                p.set_functions = s.functions.clone().or_else(|| self.functions.clone());
             }
         }
         for (id, old, v) in carried {
@@ -544,7 +546,7 @@ fn leave_out(p: &mut Patch, model: &Model, taken: &std::collections::HashSet<Nod
 /// (10) and the ops weights are stored with (Cast, Mul, Reshape,
 /// Gather); the nodes a body rewrite adds count too. `None` where it adds
 /// an op outside these: its form may be the newer opset's.
-pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
+pub(super) fn opset_needed<P: Borrow<Patch>>(model: &Model, planned: &[P]) -> Option<i64> {
     use crate::ir::walk::subgraphs;
     use crate::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
     use std::collections::HashMap;
@@ -569,7 +571,7 @@ pub(super) fn opset_needed(model: &Model, planned: &[Patch]) -> Option<i64> {
     let g = &model.graph;
     let mut nodes: Vec<&NodeProto> = Vec::new();
     let mut added: Tensors = HashMap::new();
-    for p in planned {
+    for p in planned.iter().map(Borrow::borrow) {
         nodes.extend(&p.add_nodes);
         added.extend(p.add_initializers.iter().map(|t| (t.name(), t)));
         for (id, attrs) in &p.replace_attributes {
@@ -823,7 +825,7 @@ impl Quant {
                 // back by sensitive=auto); not an opset the user asked for.
                 if self.opset == OpsetPolicy::Auto {
                     if let Ok(mut r) = self.raised.lock() {
-                        *r = Some(Raised::of(model, &p, taken));
+                        *r = Some(std::sync::Arc::new(Raised::of(model, &p, taken)));
                     }
                 }
                 let why = if to >= 21 && self.params.weights == "int4" {
@@ -1239,7 +1241,7 @@ mod tests {
         let q = tensor::int_scalar("q", DataType::Int8, 3);
         let dq = |attrs| node("", "DequantizeLinear", &["q", "s1"], &["w"], attrs);
         let need = |p: Patch| opset_needed(&m, &[p]);
-        assert_eq!(opset_needed(&m, &[]), Some(1));
+        assert_eq!(opset_needed::<Patch>(&m, &[]), Some(1));
         // Per tensor (a scale of one element, in the model), per axis, blocked.
         assert_eq!(need(with(vec![dq(vec![])], vec![q.clone()])), Some(10));
         assert_eq!(

@@ -169,6 +169,13 @@ fn measures_in_parallel(weight_bytes: u64, nodes: usize, one_at_a_time: Option<&
 /// the weights of those taken back.
 type Verdict<'a> = dyn Fn(&[bool], &[Option<Stored>]) -> Result<VerifyReport> + Sync + 'a;
 
+/// What the pass adds after the search to the patches a candidate keeps
+/// (the opset a round before raised, put back where they need no raise:
+/// [`super::prepare::Raised::restore`]), added to each candidate too: the
+/// one kept is then checked as it is written, and verification finds its
+/// run instead of planning and running the result again.
+pub(super) type Finish<'a> = dyn Fn(&[&Patch]) -> Option<Patch> + Sync + 'a;
+
 /// `f` over `items` (with each one's index), on every core where
 /// `parallel`, else one at a time.
 fn candidates<T: Sync, R: Send>(
@@ -199,6 +206,8 @@ struct Search<'a> {
     reference: &'a crate::verify::Reference,
     /// The model as `reference` (and each of its variants) specialises it.
     specialised: Specialised,
+    /// What the pass adds to the candidate it keeps, added to each.
+    finish: Option<&'a Finish<'a>>,
 }
 
 /// Where the search measures beyond verification's samples:
@@ -235,7 +244,7 @@ impl Search<'_> {
         fallback: &[Option<Stored>],
         every_value: bool,
     ) -> Result<VerifyReport> {
-        let chosen: Vec<&Patch> = self
+        let mut chosen: Vec<&Patch> = self
             .patches
             .iter()
             .zip(keep)
@@ -245,6 +254,8 @@ impl Search<'_> {
                 false => fallback.get(i).and_then(Option::as_ref).map(|s| &s.patch),
             })
             .collect();
+        let finished = self.finish.and_then(|f| f(&chosen));
+        chosen.extend(finished.as_ref());
         let mut variants = vec![];
         for (v, s) in reference.variants().iter().zip(&specialised.variants) {
             let r = self.check_alone(&v.reference, s.as_ref(), &chosen)?;
@@ -479,6 +490,7 @@ impl Quant {
         mut patches: Vec<Patch>,
         storable: &HashMap<String, Fallback>,
         baseline: Baseline,
+        finish: Option<&Finish>,
     ) -> Result<Vec<Patch>> {
         use crate::verify::Reference;
         let progress = ctx.progress.within("sensitive=auto");
@@ -549,6 +561,7 @@ impl Quant {
             parallel,
             reference,
             specialised: Specialised::of(reference, model),
+            finish,
         };
         let all = vec![true; n];
         progress.say("checking the result in tract");
