@@ -1166,6 +1166,7 @@ pub(super) fn types_in_tract(model: &Model, opts: &VerifyOptions) -> Trial {
         &fixed,
         &run_samples,
         super::reach::CutMode::Untyped,
+        None,
     ) {
         Ok(copy) => copy,
         // Specialising folds with tract: a shape it cannot compute is one

@@ -33,7 +33,19 @@ struct Memo {
     keep_plans: bool,
     pending: Vec<Pending>,
     heads: usize,
+    /// The last copies specialised to their samples
+    /// ([`RunMemo::specialised`]), newest last.
+    specialised: std::collections::VecDeque<(u128, Arc<Specialisation>)>,
 }
+
+/// A model specialised to its samples, with the notes of its making
+/// ([`super::specialise`]).
+pub(super) type Specialisation = (crate::ir::Model, Vec<String>);
+
+/// The most specialised copies remembered: calibration's copy of a pass's
+/// input, kept while the original's is made for verification's reference,
+/// until `sensitive=auto` specialises the pass's input again.
+const SPECIALISED: usize = 2;
 
 /// The most runs held back with their plans at once: one per candidate a
 /// search checks side by side (one per core, two here), and spares.
@@ -168,7 +180,31 @@ impl RunMemo {
             (
                 std::mem::take(&mut m.recent),
                 std::mem::take(&mut m.pending),
+                std::mem::take(&mut m.specialised),
             )
+        });
+        drop(forgotten);
+    }
+
+    /// The copy specialised under `key` ([`specialisation_key`]), where one
+    /// of the last [`SPECIALISED`] was.
+    pub(super) fn specialised(&self, key: u128) -> Option<Arc<Specialisation>> {
+        let memo = self.0.lock().ok()?;
+        memo.specialised
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Remember `made`, specialised under `key`; the oldest of more than
+    /// [`SPECIALISED`] is forgotten (outside the lock).
+    pub(super) fn keep_specialised(&self, key: u128, made: Arc<Specialisation>) {
+        let forgotten = self.0.lock().ok().and_then(|mut m| {
+            m.specialised.retain(|(k, _)| *k != key);
+            m.specialised.push_back((key, made));
+            (m.specialised.len() > SPECIALISED)
+                .then(|| m.specialised.pop_front())
+                .flatten()
         });
         drop(forgotten);
     }
@@ -230,6 +266,35 @@ pub(super) fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tenso
     hash_model(&mut h, proto, |_| true);
     h.update(&(samples.len() as u64).to_le_bytes());
     for s in samples {
+        h.update(&(s.len() as u64).to_le_bytes());
+        for t in s {
+            t.hash(&mut h);
+        }
+    }
+    h.digest128()
+}
+
+/// What identifies a specialisation ([`super::specialise`]): the model
+/// (every initializer's bytes), the names of its inputs, which are fixed,
+/// the first sample (the fixed inputs' values) and the samples run (the
+/// shapes the copy is specialised to are computed on them).
+pub(super) fn specialisation_key(
+    model: &crate::ir::Model,
+    names: &[&str],
+    sample: &[Tensor],
+    fixed: &[usize],
+    run_samples: &[Vec<Tensor>],
+) -> u128 {
+    use std::hash::Hash;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    hash_model(&mut h, &model.to_proto(), |_| true);
+    names.hash(&mut h);
+    fixed.hash(&mut h);
+    for &i in fixed {
+        sample.get(i).hash(&mut h);
+    }
+    h.update(&(run_samples.len() as u64).to_le_bytes());
+    for s in run_samples {
         h.update(&(s.len() as u64).to_le_bytes());
         for t in s {
             t.hash(&mut h);

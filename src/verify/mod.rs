@@ -61,7 +61,7 @@ pub use reference::{Reference, ReferenceInputs, Variant};
 use selections::{element_agreement, expose, same_choice, Selections};
 pub use specialise::translate_patch;
 pub(crate) use specialise::{has_if, has_loop, loop_refusal, split_fixed, verification_copy};
-use specialise::{specialise, verification_model};
+use specialise::{specialise_remembered, verification_model};
 use stream::teacher_forced;
 pub use stream::{chain_positions, chain_sample, run_stream, STREAM_STEPS};
 

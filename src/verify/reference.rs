@@ -322,9 +322,16 @@ impl Reference {
                 (e, out_names, Selections::default(), n, rows)
             }
             None => {
-                let (copy, mut more, c) =
-                    verification_model(original, &specs, &samples[0], &fixed, &run_samples, mode)
-                        .map_err(prepare)?;
+                let (copy, mut more, c) = verification_model(
+                    original,
+                    &specs,
+                    &samples[0],
+                    &fixed,
+                    &run_samples,
+                    mode,
+                    None,
+                )
+                .map_err(prepare)?;
                 notes.append(&mut more);
                 if let Some(c) = &c {
                     notes.push(c.note());
@@ -576,7 +583,8 @@ impl Reference {
         if self.fixed.is_empty() {
             return Ok(None);
         }
-        specialise(
+        specialise_remembered(
+            self.memo.as_ref(),
             original,
             &self.specs,
             &self.samples[0],
@@ -784,6 +792,7 @@ impl Reference {
                 &self.fixed,
                 &self.run_samples,
                 cut_mode,
+                None,
             )?
         };
         self.check_cut(result, res_cut.as_ref())?;

@@ -51,6 +51,10 @@ pub(crate) fn split_fixed(has_if: bool, samples: &[Vec<Tensor>]) -> (Vec<usize>,
 /// consequences folded), then lowered, and cut before what tract cannot
 /// type after a data-dependent op ([`reach`]; the copy's outputs are then
 /// the values that part reads, and a note says so).
+///
+/// `memo`, where given, holds the specialised copies made last: one made
+/// again from the same model and samples (calibration's copy of a pass's
+/// input, which `sensitive=auto` specialises again) is taken from it.
 pub(crate) fn verification_copy(
     model: &Model,
     specs: &[inputs::InputSpec],
@@ -58,8 +62,10 @@ pub(crate) fn verification_copy(
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
     mode: reach::CutMode,
+    memo: Option<&super::RunMemo>,
 ) -> Result<(crate::proto::ModelProto, Vec<String>)> {
-    let (m, mut notes, cut) = verification_model(model, specs, sample, fixed, run_samples, mode)?;
+    let (m, mut notes, cut) =
+        verification_model(model, specs, sample, fixed, run_samples, mode, memo)?;
     notes.extend(cut.map(|c| c.note()));
     Ok((m.to_proto(), notes))
 }
@@ -72,8 +78,9 @@ pub(super) fn verification_model(
     fixed: &[usize],
     run_samples: &[Vec<Tensor>],
     mode: reach::CutMode,
+    memo: Option<&super::RunMemo>,
 ) -> Result<(Model, Vec<String>, Option<reach::Cut>)> {
-    let (mut m, mut notes) = specialise(model, specs, sample, fixed, run_samples)?;
+    let (mut m, mut notes) = specialise_remembered(memo, model, specs, sample, fixed, run_samples)?;
     notes.extend(lower::lower(&mut m)?);
     let cut = match run_samples.first() {
         Some(first) => reach::cut_as(&mut m, first, mode)?,
@@ -94,6 +101,32 @@ pub(super) fn verification_model(
         ));
     }
     Ok((m, notes, cut))
+}
+
+/// [`specialise`], taken from `memo` where it made this one last (the
+/// same model, inputs, fixed values and samples: see
+/// [`super::memo::specialisation_key`]), else made and kept there. Only a
+/// copy that is more than a plain one (fixed inputs, or control flow) is
+/// kept.
+pub(super) fn specialise_remembered(
+    memo: Option<&super::RunMemo>,
+    model: &Model,
+    specs: &[inputs::InputSpec],
+    sample: &[Tensor],
+    fixed: &[usize],
+    run_samples: &[Vec<Tensor>],
+) -> Result<(Model, Vec<String>)> {
+    let Some(memo) = memo.filter(|_| !fixed.is_empty() || has_if(model) || has_loop(model)) else {
+        return specialise(model, specs, sample, fixed, run_samples);
+    };
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let key = super::memo::specialisation_key(model, &names, sample, fixed, run_samples);
+    if let Some(made) = memo.specialised(key) {
+        return Ok((made.0.clone(), made.1.clone()));
+    }
+    let made = specialise(model, specs, sample, fixed, run_samples)?;
+    memo.keep_specialised(key, std::sync::Arc::new(made.clone()));
+    Ok(made)
 }
 
 /// The model with its `fixed` inputs made constant and the consequences
@@ -395,4 +428,122 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
         patches.push(p);
     }
     Ok(patches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{attr_graph, f32_value, node_proto, typed_value, ModelBuilder};
+    use crate::proto::tensor_proto::DataType;
+    use crate::proto::GraphProto;
+    use tract_onnx::prelude::tensor1;
+
+    /// x + 1 where input `sr` equals 16000, else x - 1: `sr` is a setting
+    /// the samples fix.
+    fn branching_on_a_setting() -> Model {
+        let branch = |name: &str, op: &str| GraphProto {
+            name: Some(name.into()),
+            node: vec![node_proto(
+                &format!("{name}_op"),
+                op,
+                &["x", "one"],
+                &[name],
+                vec![],
+            )],
+            output: vec![f32_value(name, &[4])],
+            ..Default::default()
+        };
+        let mut proto = ModelBuilder::new(13)
+            .input("x", &[4])
+            .init_f32("one", &[1], &[1.0])
+            .init(crate::ir::tensor::from_i64("rate", &[16000]))
+            .node("is16k", "Equal", &["sr", "rate"], &["c1"])
+            .node_with("squeeze", "Squeeze", &["c1", "axes"], &["c"], vec![])
+            .init(crate::ir::tensor::from_i64("axes", &[0]))
+            .node_with(
+                "choose",
+                "If",
+                &["c"],
+                &["y"],
+                vec![
+                    attr_graph("then_branch", branch("plus", "Add")),
+                    attr_graph("else_branch", branch("minus", "Sub")),
+                ],
+            )
+            .output("y", &[4])
+            .proto();
+        let g = proto.graph.as_mut().unwrap();
+        g.input.push(typed_value("sr", DataType::Int64, &[1]));
+        let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+        Model::from_proto(proto, external).unwrap()
+    }
+
+    /// A specialisation made again from the same model, inputs and samples
+    /// is the one the memo kept (a copy put under its key is what comes
+    /// back); another value of the setting is another key; none is kept
+    /// without fixed inputs or control flow, or once the memo is cleared.
+    #[test]
+    fn a_specialisation_made_again_is_taken_from_the_memo() {
+        let m = branching_on_a_setting();
+        let specs = inputs::input_specs(&m.graph, &Default::default(), &mut vec![]).unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["x", "sr"]);
+        let x = tensor1(&[1.0f32, 2.0, 3.0, 4.0]);
+        let sample = |sr: i64, k: f32| vec![tensor1(&[k, 2.0, 3.0, 4.0]), tensor1(&[sr])];
+        let samples = vec![sample(16000, 1.0), sample(16000, 5.0)];
+        let (fixed, run_samples) = split_fixed(has_if(&m), &samples);
+        assert_eq!(fixed, [1]);
+        let memo = super::super::RunMemo::default();
+        let made = |samples: &[Vec<Tensor>], memo: Option<&super::super::RunMemo>| {
+            specialise_remembered(memo, &m, &specs, &samples[0], &fixed, &run_samples).unwrap()
+        };
+        let plain = specialise(&m, &specs, &samples[0], &fixed, &run_samples).unwrap();
+        let first = made(&samples, Some(&memo));
+        let ops = |m: &Model| -> Vec<String> {
+            m.graph
+                .nodes
+                .node_weights()
+                .map(|n| n.op().to_string())
+                .collect()
+        };
+        assert_eq!(ops(&first.0), ops(&plain.0));
+        assert_eq!(ops(&first.0), ["Add"], "the branch taken, inlined");
+        // What the memo holds under the key is what comes back.
+        let key =
+            super::super::memo::specialisation_key(&m, &names, &samples[0], &fixed, &run_samples);
+        assert!(memo.specialised(key).is_some());
+        let mut marked = first.clone();
+        marked.1.push("from the memo".into());
+        memo.keep_specialised(key, std::sync::Arc::new(marked));
+        assert_eq!(
+            made(&samples, Some(&memo)).1.last().map(String::as_str),
+            Some("from the memo")
+        );
+        // Another value of the setting: another copy, made.
+        let other = vec![sample(8000, 1.0), sample(8000, 5.0)];
+        let second = made(&other, Some(&memo));
+        assert_eq!(ops(&second.0), ["Sub"]);
+        assert!(!second.1.iter().any(|n| n == "from the memo"));
+        // Cleared: made again.
+        memo.clear();
+        assert!(memo.specialised(key).is_none());
+        assert!(!made(&samples, Some(&memo))
+            .1
+            .iter()
+            .any(|n| n == "from the memo"));
+        // Without fixed inputs or control flow there is nothing to keep.
+        let plain_model = ModelBuilder::new(13)
+            .input("x", &[4])
+            .node("r", "Relu", &["x"], &["y"])
+            .output("y", &[4])
+            .build()
+            .unwrap();
+        let specs =
+            inputs::input_specs(&plain_model.graph, &Default::default(), &mut vec![]).unwrap();
+        let memo = super::super::RunMemo::default();
+        let s = vec![vec![x.clone()]];
+        specialise_remembered(Some(&memo), &plain_model, &specs, &s[0], &[], &s).unwrap();
+        let key = super::super::memo::specialisation_key(&plain_model, &["x"], &s[0], &[], &s);
+        assert!(memo.specialised(key).is_none());
+    }
 }

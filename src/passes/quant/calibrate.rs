@@ -153,6 +153,7 @@ pub fn value_shapes(
         &fixed,
         &run_samples,
         CutMode::Untyped,
+        Some(&data.runs),
     )?;
     tr::value_shapes(proto, &run_samples[0], values)
 }
@@ -207,6 +208,7 @@ pub fn calibrate(
         &fixed,
         &run_samples,
         mode,
+        Some(&data.runs),
     )?;
     // The samples as the plan takes them are a copy (YOLOv8n's 8 images:
     // 10 MB at the calibration plan's peak).
