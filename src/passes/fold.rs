@@ -338,19 +338,22 @@ fn fold(
             .filter(|(name, _)| g.consumers(name).len() <= 1 && !g.is_graph_output(name))
             .map(|(_, t)| tensor::stored_bytes(t))
             .sum();
-        let facts = match tr::output_facts(&mini) {
-            Ok(f) => f,
-            Err(e) => {
-                unfolded.single.push((
-                    first(),
-                    format!(
-                        "did not fold '{}': tract cannot type it ({e})",
-                        node.label()
-                    ),
-                ));
-                continue;
-            }
-        };
+        // Typed once: its outputs' sizes decide whether it folds, and it
+        // is evaluated where it does.
+        let (facts, typed) =
+            match tr::typed_constant(&mini).and_then(|c| Ok((c.output_facts()?, c))) {
+                Ok(f) => f,
+                Err(e) => {
+                    unfolded.single.push((
+                        first(),
+                        format!(
+                            "did not fold '{}': tract cannot type it ({e})",
+                            node.label()
+                        ),
+                    ));
+                    continue;
+                }
+            };
         let out_bytes: u64 = facts
             .iter()
             .map(|(dt, shape)| (dt.size_of() * shape.iter().product::<usize>()) as u64)
@@ -377,7 +380,7 @@ fn fold(
             continue;
         }
         *growth_left -= growth;
-        let values = match tr::eval_constant(&mini) {
+        let values = match typed.eval() {
             Ok(v) => v,
             Err(e) => {
                 unfolded.single.push((

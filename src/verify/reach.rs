@@ -959,7 +959,9 @@ impl<'a> Signer<'a> {
                             let mini = crate::passes::fold::mini_model(self.m, node, inputs);
                             // What `clean` would not fold either is signed
                             // by how it is computed.
-                            let bytes: usize = super::tract::output_facts(&mini)
+                            let typed = super::tract::typed_constant(&mini).ok()?;
+                            let bytes: usize = typed
+                                .output_facts()
                                 .ok()?
                                 .iter()
                                 .map(|(dt, shape)| dt.size_of() * shape.iter().product::<usize>())
@@ -967,7 +969,7 @@ impl<'a> Signer<'a> {
                             if bytes > MAX_EVALUATED_BYTES {
                                 return None;
                             }
-                            let out = super::tract::eval_constant(&mini).ok()?;
+                            let out = typed.eval().ok()?;
                             super::tract::to_onnx_tensor(v, out.get(slot)?).ok()
                         })
                     }

@@ -1337,51 +1337,55 @@ fn output_shapes(typed: &TypedModel) -> Result<Vec<Option<Vec<usize>>>> {
         .collect()
 }
 
-/// Shapes and types of a constant subgraph's outputs, without running it.
-pub fn output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> {
+/// A constant subgraph (a model without inputs: typically one node
+/// computing a shape) as tract types it: the types and shapes of its
+/// outputs, known without running it ([`TypedConstant::output_facts`]),
+/// and their values ([`TypedConstant::eval`]). Folding asks both of each
+/// constant node, hundreds of times on some models: the subgraph is parsed
+/// and analysed once for both.
+pub struct TypedConstant(TypedModel);
+
+/// `proto` (a constant subgraph) parsed and typed.
+pub fn typed_constant(proto: &ModelProto) -> Result<TypedConstant> {
     guarded("analysing a constant subgraph", || {
-        typed_output_facts(proto)
+        let model = inference_model(proto)?
+            .into_typed()
+            .map_err(to_tract_error)?;
+        Ok(TypedConstant(model))
     })
 }
 
-fn typed_output_facts(proto: &ModelProto) -> Result<Vec<(DatumType, Vec<usize>)>> {
-    let model = inference_model(proto)?
-        .into_typed()
-        .map_err(to_tract_error)?;
-    let mut out = Vec::new();
-    for o in model.output_outlets().map_err(to_tract_error)? {
-        let fact = model.outlet_fact(*o).map_err(to_tract_error)?;
-        let shape = fact
-            .shape
-            .as_concrete()
-            .ok_or_else(|| anyhow!("output shape {:?} is not concrete", fact.shape))?
-            .to_vec();
-        out.push((fact.datum_type, shape));
+impl TypedConstant {
+    /// Shapes and types of its outputs; an error where a shape is not
+    /// concrete.
+    pub fn output_facts(&self) -> Result<Vec<(DatumType, Vec<usize>)>> {
+        let model = &self.0;
+        let mut out = Vec::new();
+        for o in model.output_outlets().map_err(to_tract_error)? {
+            let fact = model.outlet_fact(*o).map_err(to_tract_error)?;
+            let shape = fact
+                .shape
+                .as_concrete()
+                .ok_or_else(|| anyhow!("output shape {:?} is not concrete", fact.shape))?
+                .to_vec();
+            out.push((fact.datum_type, shape));
+        }
+        Ok(out)
     }
-    Ok(out)
-}
 
-/// Run a model that has no inputs (a constant subgraph, typically one node
-/// computing a shape): evaluated op by op as typed, without code generation,
-/// which for one run of small tensors costs more than it saves (folding
-/// runs this for each constant node, hundreds of times on some models).
-pub fn eval_constant(proto: &ModelProto) -> Result<Vec<Tensor>> {
-    guarded("evaluating a constant subgraph", || eval_typed(proto))
-}
-
-fn eval_typed(proto: &ModelProto) -> Result<Vec<Tensor>> {
-    let plan = inference_model(proto)
-        .context(CannotLoad)?
-        .into_typed()
-        .map_err(to_tract_error)
-        .context("tract cannot analyse the model")?
-        .into_runnable()
-        .map_err(to_tract_error)?;
-    let out = plan
-        .run(tvec![])
-        .map_err(to_tract_error)
-        .context("tract failed to run the model")?;
-    Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+    /// Its outputs' values: evaluated op by op as typed, without code
+    /// generation, which for one run of small tensors costs more than it
+    /// saves.
+    pub fn eval(self) -> Result<Vec<Tensor>> {
+        guarded("evaluating a constant subgraph", || {
+            let plan = self.0.into_runnable().map_err(to_tract_error)?;
+            let out = plan
+                .run(tvec![])
+                .map_err(to_tract_error)
+                .context("tract failed to run the model")?;
+            Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+        })
+    }
 }
 
 /// ONNX element type of a tract datum type.
