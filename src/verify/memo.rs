@@ -2,7 +2,10 @@
 //! `sensitive=auto` checks the result it returns on verification's samples,
 //! and verification finds that run here instead of planning and running the
 //! same copy again. A run is known by a fingerprint of what ran (the
-//! verification copy with its weights, and the samples).
+//! verification copy with its weights, and the samples). The memo also
+//! holds the last copies of a model specialised to its samples
+//! ([`super::specialise`]), which calibration and `sensitive=auto` both
+//! make of a pass's input.
 
 use std::sync::Arc;
 
@@ -18,7 +21,8 @@ use super::{tract, Ran};
 /// keeps, or one of the last two where it checks two at once); the
 /// pipeline's verification then finds that run here instead of planning
 /// and running the same copy again. A fingerprint that differs in any byte
-/// runs the model. Cheap to clone: clones share the entries.
+/// runs the model. It holds the last specialised copies too
+/// ([`RunMemo::specialised`]). Cheap to clone: clones share the entries.
 #[derive(Clone, Default)]
 pub struct RunMemo(std::sync::Arc<std::sync::Mutex<Memo>>);
 
@@ -42,9 +46,10 @@ struct Memo {
 /// ([`super::specialise`]).
 pub(super) type Specialisation = (crate::ir::Model, Vec<String>);
 
-/// The most specialised copies remembered: calibration's copy of a pass's
-/// input, kept while the original's is made for verification's reference,
-/// until `sensitive=auto` specialises the pass's input again.
+/// The most specialised copies remembered: those of a pass's input that
+/// calibration makes (the one-sample copy whose shapes decide whether
+/// static QDQ pays, and its samples' copy), one of which `sensitive=auto`
+/// specialises again.
 const SPECIALISED: usize = 2;
 
 /// The most runs held back with their plans at once: one per candidate a
@@ -172,9 +177,9 @@ impl RunMemo {
         }
     }
 
-    /// Forget every run remembered and held back: verification has taken
-    /// what it reuses, and their outputs would stay through the writing
-    /// of the result.
+    /// Forget every run remembered and held back, and every specialised
+    /// copy: verification has taken what it reuses, and their outputs
+    /// would stay through the writing of the result.
     pub fn clear(&self) {
         let forgotten = self.0.lock().map(|mut m| {
             (
@@ -183,6 +188,17 @@ impl RunMemo {
                 std::mem::take(&mut m.specialised),
             )
         });
+        drop(forgotten);
+    }
+
+    /// Forget the specialised copies: they are of a pass's input, which
+    /// the passes after it no longer see (they hold its weights, some
+    /// computed by the passes before).
+    pub fn forget_specialised(&self) {
+        let forgotten = self
+            .0
+            .lock()
+            .map(|mut m| std::mem::take(&mut m.specialised));
         drop(forgotten);
     }
 

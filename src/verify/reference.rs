@@ -468,6 +468,15 @@ impl Reference {
         self
     }
 
+    /// Whether a result's run that passes here can serve verification
+    /// later: this reference has the pipeline's memo, or lends its runs
+    /// to a reference that has it ([`Reference::lending_to`]). Those of a
+    /// ranking ([`Reference::one_sample`]) and of verdicts on another's
+    /// plan ([`Reference::on_plan_of`]) cannot.
+    pub fn remembers_runs(&self) -> bool {
+        self.memo.is_some() || self.lend.is_some()
+    }
+
     /// This reference judging results on `other`'s plan that feeds weights
     /// ([`Reference::feeding_weights`]), on its own samples, where a result
     /// differs from the one that plan was made for in weights' values and

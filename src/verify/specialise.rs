@@ -519,6 +519,28 @@ mod tests {
             made(&samples, Some(&memo)).1.last().map(String::as_str),
             Some("from the memo")
         );
+        // Other samples run (shapes are computed on them): made.
+        let moved = vec![sample(16000, 1.0), sample(16000, 6.0)];
+        let (_, moved_runs) = split_fixed(true, &moved);
+        let again =
+            specialise_remembered(Some(&memo), &m, &specs, &moved[0], &fixed, &moved_runs).unwrap();
+        assert!(!again.1.iter().any(|n| n == "from the memo"));
+        // Another weight: made.
+        let mut heavier = m.clone();
+        heavier.graph.initializers.insert(
+            "one".into(),
+            crate::ir::tensor::from_f32("one", &[1], &[2.0]),
+        );
+        let again = specialise_remembered(
+            Some(&memo),
+            &heavier,
+            &specs,
+            &samples[0],
+            &fixed,
+            &run_samples,
+        )
+        .unwrap();
+        assert!(!again.1.iter().any(|n| n == "from the memo"));
         // Another value of the setting: another copy, made.
         let other = vec![sample(8000, 1.0), sample(8000, 5.0)];
         let second = made(&other, Some(&memo));

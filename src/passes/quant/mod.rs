@@ -517,7 +517,11 @@ impl Pass for Quant {
             && !prepare::surely_quantized(model)
     }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
-        self.plan(model, ctx, None)
+        let planned = self.plan(model, ctx, None);
+        // The copies of this pass's input that calibration and the search
+        // specialised are of no use past it.
+        ctx.data.runs.forget_specialised();
+        planned
     }
 }
 

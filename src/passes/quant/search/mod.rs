@@ -171,9 +171,14 @@ type Verdict<'a> = dyn Fn(&[bool], &[Option<Stored>]) -> Result<VerifyReport> + 
 
 /// What the pass adds after the search to the patches a candidate keeps
 /// (the opset a round before raised, put back where they need no raise:
-/// [`super::prepare::Raised::restore`]), added to each candidate too: the
-/// one kept is then checked as it is written, and verification finds its
-/// run instead of planning and running the result again.
+/// [`super::prepare::Raised::restore`]), added to each candidate whose run
+/// verification could reuse (checked against a reference that remembers
+/// runs: not a ranking's, nor a verdict on a plan feeding weights, whose
+/// candidates must keep that plan's structure): the one kept is then
+/// checked as it is written, as a rule, and verification finds its run
+/// instead of planning and running the result again. (The put-back
+/// written is computed again on the final patches, the lossless storage
+/// forms among them; where it differs, verification runs the result.)
 pub(super) type Finish<'a> = dyn Fn(&[&Patch]) -> Option<Patch> + Sync + 'a;
 
 /// `f` over `items` (with each one's index), on every core where
@@ -244,7 +249,7 @@ impl Search<'_> {
         fallback: &[Option<Stored>],
         every_value: bool,
     ) -> Result<VerifyReport> {
-        let mut chosen: Vec<&Patch> = self
+        let chosen: Vec<&Patch> = self
             .patches
             .iter()
             .zip(keep)
@@ -254,11 +259,13 @@ impl Search<'_> {
                 false => fallback.get(i).and_then(Option::as_ref).map(|s| &s.patch),
             })
             .collect();
-        let finished = self.finish.and_then(|f| f(&chosen));
-        chosen.extend(finished.as_ref());
+        let finished = self
+            .finish
+            .filter(|_| reference.remembers_runs())
+            .and_then(|f| f(&chosen));
         let mut variants = vec![];
         for (v, s) in reference.variants().iter().zip(&specialised.variants) {
-            let r = self.check_alone(&v.reference, s.as_ref(), &chosen)?;
+            let r = self.check_alone(&v.reference, s.as_ref(), &chosen, finished.as_ref())?;
             if r.status != Status::Passed && !every_value {
                 // This value's rows alone, under its name.
                 let mut missed = VerifyReport {
@@ -272,29 +279,36 @@ impl Search<'_> {
             }
             variants.push((&v.label, r));
         }
-        let mut report = self.check_alone(reference, specialised.main.as_ref(), &chosen)?;
+        let mut report = self.check_alone(
+            reference,
+            specialised.main.as_ref(),
+            &chosen,
+            finished.as_ref(),
+        )?;
         for (label, r) in variants {
             report.add_variant(label, r);
         }
         Ok(report)
     }
 
-    /// The candidate of patches `chosen` as `reference` alone judges it:
-    /// built on `specialised` where its patches translate to that copy, else
+    /// The candidate of patches `chosen`, then `finish`, as `reference`
+    /// alone judges it: built on `specialised` where its patches translate
+    /// to that copy (`finish` left out where it alone does not: the copy
+    /// verification runs is then another, as before it was added), else
     /// on the model, specialised on its own.
     fn check_alone(
         &self,
         reference: &crate::verify::Reference,
         specialised: Option<&Model>,
         chosen: &[&Patch],
+        finish: Option<&Patch>,
     ) -> Result<VerifyReport> {
         let g = &self.model.graph;
         if let Some(s) = specialised {
-            let translated: Option<Vec<Patch>> = chosen
-                .iter()
-                .map(|p| crate::verify::translate_patch(p, g, &s.graph))
-                .collect();
-            if let Some(t) = translated {
+            let translate = |p: &Patch| crate::verify::translate_patch(p, g, &s.graph);
+            let translated: Option<Vec<Patch>> = chosen.iter().map(|p| translate(p)).collect();
+            if let Some(mut t) = translated {
+                t.extend(finish.and_then(translate));
                 let mut m = s.clone();
                 for p in &t {
                     if p.is_applicable(&m.graph) {
@@ -305,7 +319,7 @@ impl Search<'_> {
             }
         }
         let mut m = self.model.clone();
-        for p in chosen {
+        for p in chosen.iter().copied().chain(finish) {
             if p.is_applicable(&m.graph) {
                 m.apply(p)?;
             }
