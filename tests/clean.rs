@@ -1248,10 +1248,7 @@ fn sizes_an_input_declares_fold_and_decide_an_if() {
             "If",
             &["c"],
             &["picked"],
-            vec![
-                attr_graph("then_branch", branch("then", "Add")),
-                attr_graph("else_branch", branch("else", "Sub")),
-            ],
+            if_branches(branch("then", "Add"), branch("else", "Sub")),
         )
         .node_with(
             "last",
@@ -1290,28 +1287,17 @@ fn sizes_an_input_declares_fold_and_decide_an_if() {
 fn an_inlined_branch_keeps_its_names_unless_another_body_uses_them() {
     use onnx_squeeze::ir::tensor::int_scalar;
     use onnx_squeeze::proto::tensor_proto::DataType;
-    let branch = |name: &str, op: &str, out: &str| onnx_squeeze::proto::GraphProto {
-        name: Some(name.into()),
-        node: vec![node_proto(
-            &format!("{name}_op"),
-            op,
-            &["x", "x"],
-            &[out],
-            vec![],
-        )],
-        output: vec![f32_value(out, &[2])],
-        ..Default::default()
-    };
+    let branch = |name: &str, op: &str, out: &str| one_node_graph(name, op, &["x", "x"], out, &[2]);
     let if_node = |b: ModelBuilder, name: &str, cond: &str, out: &str, local: &str| {
         b.node_with(
             name,
             "If",
             &[cond],
             &[out],
-            vec![
-                attr_graph("then_branch", branch(&format!("{name}_then"), "Add", local)),
-                attr_graph("else_branch", branch(&format!("{name}_else"), "Sub", local)),
-            ],
+            if_branches(
+                branch(&format!("{name}_then"), "Add", local),
+                branch(&format!("{name}_else"), "Sub", local),
+            ),
         )
     };
     let mut b = ModelBuilder::new(17)
@@ -1340,10 +1326,7 @@ fn an_inlined_branch_keeps_its_names_unless_another_body_uses_them() {
         "If",
         &["yes"],
         &["yd"],
-        vec![
-            attr_graph("then_branch", named_pos),
-            attr_graph("else_branch", branch("d_else", "Sub", "own_d")),
-        ],
+        if_branches(named_pos, branch("d_else", "Sub", "own_d")),
     );
     // A branch node named as its own output keeps both names.
     let mut named_out = branch("e_then", "Add", "own_e");
@@ -1353,10 +1336,7 @@ fn an_inlined_branch_keeps_its_names_unless_another_body_uses_them() {
         "If",
         &["yes"],
         &["ye"],
-        vec![
-            attr_graph("then_branch", named_out),
-            attr_graph("else_branch", branch("e_else", "Sub", "own_e")),
-        ],
+        if_branches(named_out, branch("e_else", "Sub", "own_e")),
     );
     let original = b
         .node("s0", "Add", &["ya", "ye"], &["sa"])

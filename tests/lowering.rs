@@ -508,21 +508,9 @@ fn an_if_decided_by_the_shape_of_a_lowered_op_is_verified() {
 /// stopped there.
 #[test]
 fn a_shape_tract_leaves_symbolic_is_not_specialised() {
-    use onnx_squeeze::ir::builder::{attr_graph, attr_int, f32_value, node_proto, ModelBuilder};
-    use onnx_squeeze::proto::GraphProto;
+    use onnx_squeeze::ir::builder::{attr_int, if_branches, one_node_graph, ModelBuilder};
     use onnx_squeeze::verify::{verify, Status};
-    let branch = |name: &str, op: &str| GraphProto {
-        name: Some(name.into()),
-        node: vec![node_proto(
-            &format!("{name}_op"),
-            op,
-            &["x", "one"],
-            &[name],
-            vec![],
-        )],
-        output: vec![f32_value(name, &[4])],
-        ..Default::default()
-    };
+    let branch = |name: &str, op: &str| one_node_graph(name, op, &["x", "one"], name, &[4]);
     let int64 = |name: &str, v: i64| onnx_squeeze::ir::tensor::from_i64(name, &[v]);
     let m = ModelBuilder::new(13)
         .input("x", &[4])
@@ -542,10 +530,7 @@ fn a_shape_tract_leaves_symbolic_is_not_specialised() {
             "If",
             &["c"],
             &["y"],
-            vec![
-                attr_graph("then_branch", branch("plus", "Add")),
-                attr_graph("else_branch", branch("minus", "Sub")),
-            ],
+            if_branches(branch("plus", "Add"), branch("minus", "Sub")),
         )
         .init(int64("idx", 1))
         .init(int64("zero", 0))

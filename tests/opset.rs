@@ -130,10 +130,7 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
             "If",
             &["cond"],
             &["y"],
-            vec![
-                attr_graph("then_branch", branch(1.0)),
-                attr_graph("else_branch", branch(-1.0)),
-            ],
+            if_branches(branch(1.0), branch(-1.0)),
         )
         .output("y", &[1])
         .build()

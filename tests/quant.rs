@@ -6397,16 +6397,7 @@ fn rate_branches_with(w3_scale: f32, unknown_else: bool) -> Model {
             16000,
         ))
         .node("is16k", "Equal", &["sr", "rate"], &["c"])
-        .node_with(
-            "by_rate",
-            "If",
-            &["c"],
-            &["y"],
-            vec![
-                attr_graph("then_branch", then),
-                attr_graph("else_branch", other),
-            ],
-        )
+        .node_with("by_rate", "If", &["c"], &["y"], if_branches(then, other))
         .output("y", &[1, 32])
         .proto();
     p.graph

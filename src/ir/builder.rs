@@ -143,6 +143,38 @@ pub fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
     }
 }
 
+/// An If's attributes: its `then` and `otherwise` branches.
+pub fn if_branches(then: GraphProto, otherwise: GraphProto) -> Vec<AttributeProto> {
+    vec![
+        attr_graph("then_branch", then),
+        attr_graph("else_branch", otherwise),
+    ]
+}
+
+/// A body of one node, `{name}_op`, computing `op` of `inputs` (values of
+/// the graph around it) into `out`, a float output of `dims`: an If's
+/// branch in tests.
+pub fn one_node_graph(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    out: &str,
+    dims: &[i64],
+) -> GraphProto {
+    GraphProto {
+        name: Some(name.into()),
+        node: vec![node_proto(
+            &format!("{name}_op"),
+            op,
+            inputs,
+            &[out],
+            vec![],
+        )],
+        output: vec![f32_value(out, dims)],
+        ..Default::default()
+    }
+}
+
 impl ModelBuilder {
     pub fn new(opset: i64) -> Self {
         Self {

@@ -277,17 +277,23 @@ pub(super) fn hash_model(
 /// graphs' histories of removed nodes make differ (silero's result ran
 /// twice).
 pub(super) fn fingerprint(proto: &crate::proto::ModelProto, samples: &[Vec<Tensor>]) -> u128 {
-    use std::hash::Hash;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     hash_model(&mut h, proto, |_| true);
+    hash_samples(&mut h, samples);
+    h.digest128()
+}
+
+/// `samples` into `h`: their count, each one's count of tensors, and each
+/// tensor (type, shape and values).
+fn hash_samples(h: &mut xxhash_rust::xxh3::Xxh3, samples: &[Vec<Tensor>]) {
+    use std::hash::Hash;
     h.update(&(samples.len() as u64).to_le_bytes());
     for s in samples {
         h.update(&(s.len() as u64).to_le_bytes());
         for t in s {
-            t.hash(&mut h);
+            t.hash(h);
         }
     }
-    h.digest128()
 }
 
 /// What identifies a specialisation ([`super::specialise`]): the model
@@ -309,13 +315,7 @@ pub(super) fn specialisation_key(
     for &i in fixed {
         sample.get(i).hash(&mut h);
     }
-    h.update(&(run_samples.len() as u64).to_le_bytes());
-    for s in run_samples {
-        h.update(&(s.len() as u64).to_le_bytes());
-        for t in s {
-            t.hash(&mut h);
-        }
-    }
+    hash_samples(&mut h, run_samples);
     h.digest128()
 }
 

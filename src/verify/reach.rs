@@ -1250,7 +1250,7 @@ mod tests {
         cond: Option<bool>,
         extra: Vec<NodeProto>,
     ) -> Model {
-        use crate::ir::builder::{attr_graph, f32_value};
+        use crate::ir::builder::{f32_value, if_branches};
         let mut then_branch = GraphProto {
             name: Some("then".into()),
             node: vec![
@@ -1275,10 +1275,7 @@ mod tests {
         };
         edit(&mut then_branch, &mut else_branch);
         selecting(TAIL, |nodes| {
-            let attrs = vec![
-                attr_graph("then_branch", then_branch),
-                attr_graph("else_branch", else_branch),
-            ];
+            let attrs = if_branches(then_branch, else_branch);
             let mm = nodes.iter().position(|n| n.name() == "mm").unwrap();
             nodes.insert(mm, node_proto("if", "If", &["cond"], &["column_if"], attrs));
             nodes[mm + 1].input[0] = "column_if".into();

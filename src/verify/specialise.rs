@@ -433,26 +433,14 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::builder::{attr_graph, f32_value, node_proto, typed_value, ModelBuilder};
+    use crate::ir::builder::{if_branches, one_node_graph, typed_value, ModelBuilder};
     use crate::proto::tensor_proto::DataType;
-    use crate::proto::GraphProto;
     use tract_onnx::prelude::tensor1;
 
     /// x + 1 where input `sr` equals 16000, else x - 1: `sr` is a setting
     /// the samples fix.
     fn branching_on_a_setting() -> Model {
-        let branch = |name: &str, op: &str| GraphProto {
-            name: Some(name.into()),
-            node: vec![node_proto(
-                &format!("{name}_op"),
-                op,
-                &["x", "one"],
-                &[name],
-                vec![],
-            )],
-            output: vec![f32_value(name, &[4])],
-            ..Default::default()
-        };
+        let branch = |name: &str, op: &str| one_node_graph(name, op, &["x", "one"], name, &[4]);
         let mut proto = ModelBuilder::new(13)
             .input("x", &[4])
             .init_f32("one", &[1], &[1.0])
@@ -465,10 +453,7 @@ mod tests {
                 "If",
                 &["c"],
                 &["y"],
-                vec![
-                    attr_graph("then_branch", branch("plus", "Add")),
-                    attr_graph("else_branch", branch("minus", "Sub")),
-                ],
+                if_branches(branch("plus", "Add"), branch("minus", "Sub")),
             )
             .output("y", &[4])
             .proto();
@@ -499,13 +484,9 @@ mod tests {
         };
         let plain = specialise(&m, &specs, &samples[0], &fixed, &run_samples).unwrap();
         let first = made(&samples, Some(&memo));
-        let ops = |m: &Model| -> Vec<String> {
-            m.graph
-                .nodes
-                .node_weights()
-                .map(|n| n.op().to_string())
-                .collect()
-        };
+        fn ops(m: &Model) -> Vec<&str> {
+            m.graph.nodes.node_weights().map(|n| n.op()).collect()
+        }
         assert_eq!(ops(&first.0), ops(&plain.0));
         assert_eq!(ops(&first.0), ["Add"], "the branch taken, inlined");
         // What the memo holds under the key is what comes back.
