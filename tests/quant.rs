@@ -4411,6 +4411,29 @@ fn tiny_cnn_quantized_and_wide_options() -> (Model, Model, VerifyOptions, Verify
     (original, m, opts, wide_opts)
 }
 
+/// Which references' runs can serve verification (`sensitive=auto` adds
+/// the opset's put-back to the candidates it checks there, and only
+/// there): one with the pipeline's memo, or lending to one that has it;
+/// not a plain one, a ranking's one sample, nor verdicts on another's
+/// plan.
+#[test]
+fn only_references_whose_runs_verification_can_reuse_remember_them() {
+    use onnx_squeeze::verify::{Reference, RunMemo};
+    let (original, _, opts, wide_opts) = tiny_cnn_quantized_and_wide_options();
+    let plain = Reference::new(&original, &opts).unwrap();
+    assert!(!plain.remembers_runs());
+    let narrow = plain.with_memo(RunMemo::default());
+    assert!(narrow.remembers_runs());
+    assert!(!narrow.one_sample(0).remembers_runs());
+    assert!(!narrow.on_plan_of(&narrow).remembers_runs());
+    let wide = Reference::new(&original, &wide_opts).unwrap();
+    assert!(wide.lending_to(&narrow).remembers_runs());
+    // Lending to a reference without a memo lends nothing.
+    let wide = Reference::new(&original, &wide_opts).unwrap();
+    let other = Reference::new(&original, &opts).unwrap();
+    assert!(!wide.lending_to(&other).remembers_runs());
+}
+
 /// While verification keeps plans (`sensitive=auto` checks a candidate on
 /// verification's samples first), a result that passes there is held back
 /// with its plan, not yet in the memo: the reference on more samples that

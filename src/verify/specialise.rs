@@ -446,7 +446,7 @@ mod tests {
             .init_f32("one", &[1], &[1.0])
             .init(crate::ir::tensor::from_i64("rate", &[16000]))
             .node("is16k", "Equal", &["sr", "rate"], &["c1"])
-            .node_with("squeeze", "Squeeze", &["c1", "axes"], &["c"], vec![])
+            .node("squeeze", "Squeeze", &["c1", "axes"], &["c"])
             .init(crate::ir::tensor::from_i64("axes", &[0]))
             .node_with(
                 "choose",

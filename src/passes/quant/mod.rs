@@ -907,10 +907,11 @@ impl Quant {
         ));
         // The opset a round before raised goes back after the search where
         // the result needs no raise (below, or in `weight_only_instead`):
-        // each candidate is checked with it put back, as it is written, so
-        // that verification reuses the run of the one kept (the direction
-        // classifier's weight-only result was another copy than the one
-        // checked, planned and run again).
+        // the candidates whose runs verification could reuse are checked
+        // with it put back, as they would be written (`search::Finish`),
+        // so that verification reuses the run of the one kept (the
+        // direction classifier's weight-only result was another copy than
+        // the one checked, planned and run again).
         let raised = self.raised.lock().ok().and_then(|r| r.clone());
         let finish = raised
             .as_deref()

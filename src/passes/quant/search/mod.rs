@@ -211,7 +211,8 @@ struct Search<'a> {
     reference: &'a crate::verify::Reference,
     /// The model as `reference` (and each of its variants) specialises it.
     specialised: Specialised,
-    /// What the pass adds to the candidate it keeps, added to each.
+    /// What the pass adds to the candidate it keeps, added to those
+    /// checked against a reference that remembers runs.
     finish: Option<&'a Finish<'a>>,
 }
 
