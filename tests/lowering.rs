@@ -508,9 +508,8 @@ fn an_if_decided_by_the_shape_of_a_lowered_op_is_verified() {
 /// stopped there.
 #[test]
 fn a_shape_tract_leaves_symbolic_is_not_specialised() {
-    use onnx_squeeze::ir::builder::{attr_int, if_branches, one_node_graph, ModelBuilder};
+    use onnx_squeeze::ir::builder::{attr_int, plus_or_minus_one, ModelBuilder};
     use onnx_squeeze::verify::{verify, Status};
-    let branch = |name: &str, op: &str| one_node_graph(name, op, &["x", "one"], name, &[4]);
     let int64 = |name: &str, v: i64| onnx_squeeze::ir::tensor::from_i64(name, &[v]);
     let m = ModelBuilder::new(13)
         .input("x", &[4])
@@ -525,13 +524,7 @@ fn a_shape_tract_leaves_symbolic_is_not_specialised() {
             vec![attr_int("axis", 0)],
         )
         .node("any", "Greater", &["n", "zero"], &["c"])
-        .node_with(
-            "choose",
-            "If",
-            &["c"],
-            &["y"],
-            if_branches(branch("plus", "Add"), branch("minus", "Sub")),
-        )
+        .node_with("choose", "If", &["c"], &["y"], plus_or_minus_one(&[4]))
         .init(int64("idx", 1))
         .init(int64("zero", 0))
         .output("y", &[4])

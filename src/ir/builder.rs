@@ -175,6 +175,14 @@ pub fn one_node_graph(
     }
 }
 
+/// An If's branches computing `x + one` (then) or `x - one` (else) into
+/// values named after them, floats of `dims`: `x` and `one` are values of
+/// the graph around it. The toy If of tests that specialise or lower one.
+pub fn plus_or_minus_one(dims: &[i64]) -> Vec<AttributeProto> {
+    let branch = |name: &str, op: &str| one_node_graph(name, op, &["x", "one"], name, dims);
+    if_branches(branch("plus", "Add"), branch("minus", "Sub"))
+}
+
 impl ModelBuilder {
     pub fn new(opset: i64) -> Self {
         Self {

@@ -433,14 +433,13 @@ fn specialise_shapes(m: &Model, samples: &[Vec<Tensor>]) -> Result<Vec<crate::pa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::builder::{if_branches, one_node_graph, typed_value, ModelBuilder};
+    use crate::ir::builder::{plus_or_minus_one, typed_value, ModelBuilder};
     use crate::proto::tensor_proto::DataType;
     use tract_onnx::prelude::tensor1;
 
     /// x + 1 where input `sr` equals 16000, else x - 1: `sr` is a setting
     /// the samples fix.
     fn branching_on_a_setting() -> Model {
-        let branch = |name: &str, op: &str| one_node_graph(name, op, &["x", "one"], name, &[4]);
         let mut proto = ModelBuilder::new(13)
             .input("x", &[4])
             .init_f32("one", &[1], &[1.0])
@@ -448,13 +447,7 @@ mod tests {
             .node("is16k", "Equal", &["sr", "rate"], &["c1"])
             .node("squeeze", "Squeeze", &["c1", "axes"], &["c"])
             .init(crate::ir::tensor::from_i64("axes", &[0]))
-            .node_with(
-                "choose",
-                "If",
-                &["c"],
-                &["y"],
-                if_branches(branch("plus", "Add"), branch("minus", "Sub")),
-            )
+            .node_with("choose", "If", &["c"], &["y"], plus_or_minus_one(&[4]))
             .output("y", &[4])
             .proto();
         let g = proto.graph.as_mut().unwrap();
