@@ -582,7 +582,9 @@ fn widen_half_gemms(model: &mut Model) -> Result<usize> {
 fn lower_stft_signals(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, node_proto};
     let ids = onnx_nodes_of(model, "STFT");
-    let mut used = model.graph.all_names();
+    // The graph's names, collected when a first node is lowered: every
+    // copy verification and the search run is lowered, most with none.
+    let mut used = None;
     let mut done = 0;
     for id in ids {
         let n = model.graph.nodes[id].proto.clone();
@@ -600,7 +602,8 @@ fn lower_stft_signals(model: &mut Model) -> Result<usize> {
             continue;
         }
         let label = crate::ir::proto_label(&n);
-        let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{label}_{s}"));
+        let used = used.get_or_insert_with(|| model.graph.all_names());
+        let mut fresh = |s: &str| crate::ir::walk::unique_name(used, &format!("{label}_{s}"));
         let (lead, rest, shape, signal) = (
             fresh("signal_lead_dims"),
             fresh("signal_rest"),
@@ -650,7 +653,9 @@ fn lower_negative_pads(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_ints, node_proto};
     let ids = onnx_nodes_of(model, "Pad");
     let opset = model.opset();
-    let mut used = model.graph.all_names();
+    // The graph's names, collected when a first node is lowered: every
+    // copy verification and the search run is lowered, most with none.
+    let mut used = None;
     let mut done = 0;
     for id in ids {
         let n = model.graph.nodes[id].proto.clone();
@@ -691,7 +696,8 @@ fn lower_negative_pads(model: &mut Model) -> Result<usize> {
             .collect();
         let kept: Vec<i64> = pads.iter().map(|&v| v.max(0)).collect();
         let label = crate::ir::proto_label(&n);
-        let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{label}_{s}"));
+        let used = used.get_or_insert_with(|| model.graph.all_names());
+        let mut fresh = |s: &str| crate::ir::walk::unique_name(used, &format!("{label}_{s}"));
         let mut p = Patch::new("Pad with negative pads lowered");
         p.remove_nodes.push(id);
         let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
@@ -756,7 +762,9 @@ fn lower_negative_pads(model: &mut Model) -> Result<usize> {
 pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, node_proto};
     let ids = onnx_nodes_of(model, "ReverseSequence");
-    let mut used = model.graph.all_names();
+    // The graph's names, collected when a first node is lowered: every
+    // copy verification and the search run is lowered, most with none.
+    let mut used = None;
     let mut done = 0;
     for id in ids {
         let n = model.graph.nodes[id].proto.clone();
@@ -776,7 +784,8 @@ pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
         };
         let axis = crate::ir::int_attr(&n, "time_axis", 0);
         let label = crate::ir::proto_label(&n);
-        let mut fresh = |s: &str| crate::ir::walk::unique_name(&mut used, &format!("{label}_{s}"));
+        let used = used.get_or_insert_with(|| model.graph.all_names());
+        let mut fresh = |s: &str| crate::ir::walk::unique_name(used, &format!("{label}_{s}"));
         let mut p = Patch::new("ReverseSequence lowered");
         p.remove_nodes.push(id);
         let consts = [
@@ -846,7 +855,9 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
             n.op() == "MatMulInteger" && n.is_onnx() && n.proto.output.len() == 1
         })
         .collect();
-    let mut used = model.graph.all_names();
+    // The graph's names, collected when a first node is lowered: every
+    // copy verification and the search run is lowered, most with none.
+    let mut used = None;
     let mut done = 0;
     for id in ids {
         let g = &model.graph;
@@ -876,8 +887,8 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
         let mut p = Patch::new("MatMulInteger computed in float");
         p.anchor = Some(id);
         p.remove_nodes.push(id);
-        let mut fresh =
-            |what: &str| crate::ir::walk::unique_name(&mut used, &format!("{base}_{what}"));
+        let used = used.get_or_insert_with(|| g.all_names());
+        let mut fresh = |what: &str| crate::ir::walk::unique_name(used, &format!("{base}_{what}"));
         // One operand minus its zero point, in float.
         let mut operand =
             |p: &mut Patch, x: &str, zp: Option<&String>, which: &str| -> Result<String> {
