@@ -337,6 +337,31 @@ fn without_amx_int8() {
         tract_onnx::tract_hir::tract_core::knobs::set_config_global("TRACT_CPU_ISA", "-amx-int8");
 }
 
+thread_local! {
+    /// [`ONNX`] as this thread's parses use it, cloned once: each parse
+    /// sets its own data provider, and cloning the register of operators
+    /// for each one (and dropping it after) took 1% of silero-vad's run.
+    static THREAD_ONNX: std::cell::RefCell<Option<tract_onnx::model::Onnx>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `f` with [`ONNX`] reading its weights from `provider`: this thread's
+/// copy, taken for the call (a call within it, or one after a panic in
+/// it, clones its own), its provider set back after.
+fn with_onnx<R>(
+    provider: Arc<dyn tract_onnx::data_resolver::ModelDataResolver + Send + Sync>,
+    f: impl FnOnce(&tract_onnx::model::Onnx) -> R,
+) -> R {
+    let mut onnx = THREAD_ONNX
+        .with(|t| t.borrow_mut().take())
+        .unwrap_or_else(|| ONNX.clone());
+    onnx.provider = provider;
+    let r = f(&onnx);
+    onnx.provider = ONNX.provider.clone();
+    THREAD_ONNX.with(|t| *t.borrow_mut() = Some(onnx));
+    r
+}
+
 /// tract's ONNX front end as every parse uses it (value infos ignored,
 /// GlobalAveragePool widened: [`WideGlobalAvgPool`]), its register of
 /// operators built once: registering them (a few hundred map entries) is
@@ -411,15 +436,15 @@ fn parse(
     }
     let buf = light.encode_to_vec();
     drop(light);
-    let mut onnx = ONNX.clone();
-    let pb = onnx
-        .proto_model_for_read(&mut &buf[..])
-        .map_err(to_tract_error)?;
-    drop(buf);
     let shared = Arc::new(SharedData(shared));
-    onnx.provider = shared.clone();
-    // The root: a directory that always exists (tract canonicalizes it).
-    let mut parsed = onnx.parse(&pb, Some("/")).map_err(to_tract_error)?;
+    let mut parsed = with_onnx(shared.clone(), |onnx| {
+        let pb = onnx
+            .proto_model_for_read(&mut &buf[..])
+            .map_err(to_tract_error)?;
+        drop(buf);
+        // The root: a directory that always exists (tract canonicalizes it).
+        onnx.parse(&pb, Some("/")).map_err(to_tract_error)
+    })?;
     let outlets: Vec<Option<OutletId>> = direct
         .iter()
         .map(|(name, _, _)| parsed.outlets_by_name.get(name).copied())
