@@ -114,10 +114,21 @@ impl Accumulator {
     /// Add one sample: `a` from the original, `b` from the result, with the
     /// output's shape (for top-1 over the last axis). Returns the sample's
     /// own cosine (0 where the result is not finite and the original is).
-    pub fn add(&mut self, a: &[f64], b: &[f64], shape: &[usize], atol: f64, rtol: f64) -> f64 {
+    /// Values of either float type are compared in float64 (an output's
+    /// float32 values as they are, where converting them to a float64 copy
+    /// first cost each check two copies of every output).
+    pub fn add<T: Copy + PartialOrd + Into<f64>>(
+        &mut self,
+        a: &[T],
+        b: &[T],
+        shape: &[usize],
+        atol: f64,
+        rtol: f64,
+    ) -> f64 {
         let (mut dot, mut na, mut nb, mut lost) = (0.0, 0.0, 0.0, false);
         let mut sample_max = 0.0f64;
-        for (&x, &y) in a.iter().zip(b) {
+        for (x, y) in a.iter().zip(b) {
+            let (x, y): (f64, f64) = ((*x).into(), (*y).into());
             if !x.is_finite() {
                 self.nonfinite += 1;
             }
@@ -152,7 +163,8 @@ impl Accumulator {
             if self.by_position.len() < a.len() {
                 self.by_position.resize(a.len(), [0.0; 6]);
             }
-            for ((&x, &y), p) in a.iter().zip(b).zip(&mut self.by_position) {
+            for ((x, y), p) in a.iter().zip(b).zip(&mut self.by_position) {
+                let (x, y): (f64, f64) = ((*x).into(), (*y).into());
                 if x.is_finite() && y.is_finite() {
                     let add = [x, y, x * y, x * x, y * y, 1.0];
                     p.iter_mut().zip(add).for_each(|(s, v)| *s += v);
@@ -305,7 +317,7 @@ impl Accumulator {
 /// whatever the result computes within its sign.
 pub const FEW_VALUES: usize = 8;
 
-fn argmax(v: &[f64]) -> usize {
+fn argmax<T: Copy + PartialOrd>(v: &[T]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
         if x > v[best] {

@@ -1047,13 +1047,16 @@ impl Reference {
                     a.shape(),
                     b.shape()
                 );
-                acc.add(
-                    &tract::to_f64(a)?,
-                    &tract::to_f64(b)?,
-                    a.shape(),
-                    tol.atol,
-                    tol.rtol,
-                );
+                match (tract::f32_slice(a), tract::f32_slice(b)) {
+                    (Some(x), Some(y)) => acc.add(x, y, a.shape(), tol.atol, tol.rtol),
+                    _ => acc.add(
+                        &tract::to_f64(a)?,
+                        &tract::to_f64(b)?,
+                        a.shape(),
+                        tol.atol,
+                        tol.rtol,
+                    ),
+                };
             }
             if acc.count() > 0 && acc.nonfinite == acc.count() {
                 anyhow::bail!("output '{name}' of the original is NaN or infinite everywhere on these inputs, so nothing can be compared; pass --inputs with meaningful data{}", self.random_scalars_hint());

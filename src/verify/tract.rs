@@ -1497,6 +1497,15 @@ pub fn datum_type(dt: DataType) -> Result<DatumType> {
     })
 }
 
+/// `t`'s values where it holds float32 in plain memory, read in place
+/// (for metrics, without [`to_f64`]'s copy).
+pub fn f32_slice(t: &Tensor) -> Option<&[f32]> {
+    if t.datum_type() != f32::datum_type() {
+        return None;
+    }
+    t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()
+}
+
 /// Values of a tensor as f64, for metrics.
 pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
     if t.datum_type() == bool::datum_type() {
