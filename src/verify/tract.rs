@@ -347,7 +347,8 @@ thread_local! {
 
 /// `f` with [`ONNX`] reading its weights from `provider`: this thread's
 /// copy, taken for the call (a call within it, or one after a panic in
-/// it, clones its own), its provider set back after.
+/// it, clones its own), its provider set back after (after a panic, the
+/// copy is dropped with it).
 fn with_onnx<R>(
     provider: Arc<dyn tract_onnx::data_resolver::ModelDataResolver + Send + Sync>,
     f: impl FnOnce(&tract_onnx::model::Onnx) -> R,

@@ -848,8 +848,9 @@ pub(super) fn stored_int8(
     (inits, nodes)
 }
 
-/// Whether every value of `data` is a finite float within float16's range
-/// (float16 would turn one beyond it into an infinity). The bound is
+/// Whether every value of `data` is a finite float within float16's largest
+/// value, 65504 (float16 turns one from 65520 on into an infinity; those
+/// just past 65504, which round down to it, are refused too). The bound is
 /// converted once: converted for each value (a call to the `half` crate's
 /// runtime-dispatched conversion every time) it took 5% of the CPU time of
 /// silero-vad's run, which checks every weight for its float16 rung.
@@ -1163,8 +1164,9 @@ mod tests {
         assert!(kernel_rows(&conv, &[2, 3]).is_none());
     }
 
-    /// float16 holds what is finite and within its largest value
-    /// (65504); not beyond it, an infinity, nor NaN.
+    /// What is finite and within float16's largest value (65504) is taken;
+    /// not a value past it (even one that would round down to it), an
+    /// infinity, nor NaN.
     #[test]
     fn what_float16_holds() {
         use super::fits_f16;
