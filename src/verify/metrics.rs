@@ -447,6 +447,28 @@ mod tests {
         assert!(m.passed);
     }
 
+    /// float32 values are compared as their float64 conversions would be,
+    /// bit for bit: errors, cosine, top-1 (ties included), values that are
+    /// not finite, and the few-values path.
+    #[test]
+    fn float32_values_compare_as_their_float64_conversions() {
+        let a: Vec<f32> = vec![0.1, 0.9, 0.5, 0.5, f32::NAN, -3.25, 1e-7, 7.0];
+        let b: Vec<f32> = vec![0.2, 0.8, 0.9, 0.1, f32::NAN, -3.0, 2e-7, f32::INFINITY];
+        let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        for (shape, n) in [(&[4, 2][..], 8), (&[2, 2][..], 4), (&[3][..], 3)] {
+            let mut narrow = Accumulator::new("y").score_rows(Some(ScoreRows::Logits));
+            let mut exact = narrow.clone();
+            let c32 = narrow.add(&a[..n], &b[..n], shape, 1e-3, 0.1);
+            let c64 = exact.add(&wide(&a[..n]), &wide(&b[..n]), shape, 1e-3, 0.1);
+            assert_eq!(c32.to_bits(), c64.to_bits(), "{shape:?}");
+            assert_eq!(
+                narrow.finish(0.99, 1e-3),
+                exact.finish(0.99, 1e-3),
+                "{shape:?}"
+            );
+        }
+    }
+
     #[test]
     fn integer_outputs_have_no_top1() {
         let mut acc = Accumulator::new("selected").integer();
