@@ -472,6 +472,25 @@ fn counted(notes: &mut Vec<String>, n: usize, what: &str) {
     }
 }
 
+/// Names for what a lowering adds, unique in the graph. The graph's names
+/// are collected when a first node is lowered: every copy verification and
+/// the search run is lowered, most with nothing to lower.
+#[derive(Default)]
+struct FreshNames(Option<std::collections::HashSet<String>>);
+
+impl FreshNames {
+    /// A maker of names `{base}_{what}` that `g` (and the names made
+    /// before) does not hold.
+    fn under<'a>(
+        &'a mut self,
+        g: &crate::ir::Graph,
+        base: &'a str,
+    ) -> impl FnMut(&str) -> String + use<'a> {
+        let used = self.0.get_or_insert_with(|| g.all_names());
+        move |what| crate::ir::walk::unique_name(used, &format!("{base}_{what}"))
+    }
+}
+
 /// The main graph's nodes of the default-domain operator `op`.
 fn onnx_nodes_of(model: &Model, op: &str) -> Vec<crate::ir::NodeId> {
     model
@@ -582,9 +601,7 @@ fn widen_half_gemms(model: &mut Model) -> Result<usize> {
 fn lower_stft_signals(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, node_proto};
     let ids = onnx_nodes_of(model, "STFT");
-    // The graph's names, collected when a first node is lowered: every
-    // copy verification and the search run is lowered, most with none.
-    let mut used = None;
+    let mut names = FreshNames::default();
     let mut done = 0;
     for id in ids {
         let n = model.graph.nodes[id].proto.clone();
@@ -602,8 +619,7 @@ fn lower_stft_signals(model: &mut Model) -> Result<usize> {
             continue;
         }
         let label = crate::ir::proto_label(&n);
-        let used = used.get_or_insert_with(|| model.graph.all_names());
-        let mut fresh = |s: &str| crate::ir::walk::unique_name(used, &format!("{label}_{s}"));
+        let mut fresh = names.under(&model.graph, &label);
         let (lead, rest, shape, signal) = (
             fresh("signal_lead_dims"),
             fresh("signal_rest"),
@@ -653,9 +669,7 @@ fn lower_negative_pads(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_ints, node_proto};
     let ids = onnx_nodes_of(model, "Pad");
     let opset = model.opset();
-    // The graph's names, collected when a first node is lowered: every
-    // copy verification and the search run is lowered, most with none.
-    let mut used = None;
+    let mut names = FreshNames::default();
     let mut done = 0;
     for id in ids {
         let n = model.graph.nodes[id].proto.clone();
@@ -696,8 +710,7 @@ fn lower_negative_pads(model: &mut Model) -> Result<usize> {
             .collect();
         let kept: Vec<i64> = pads.iter().map(|&v| v.max(0)).collect();
         let label = crate::ir::proto_label(&n);
-        let used = used.get_or_insert_with(|| model.graph.all_names());
-        let mut fresh = |s: &str| crate::ir::walk::unique_name(used, &format!("{label}_{s}"));
+        let mut fresh = names.under(&model.graph, &label);
         let mut p = Patch::new("Pad with negative pads lowered");
         p.remove_nodes.push(id);
         let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
@@ -762,9 +775,7 @@ fn lower_negative_pads(model: &mut Model) -> Result<usize> {
 pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
     use crate::ir::builder::{attr_int, node_proto};
     let ids = onnx_nodes_of(model, "ReverseSequence");
-    // The graph's names, collected when a first node is lowered: every
-    // copy verification and the search run is lowered, most with none.
-    let mut used = None;
+    let mut names = FreshNames::default();
     let mut done = 0;
     for id in ids {
         let n = model.graph.nodes[id].proto.clone();
@@ -784,8 +795,7 @@ pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
         };
         let axis = crate::ir::int_attr(&n, "time_axis", 0);
         let label = crate::ir::proto_label(&n);
-        let used = used.get_or_insert_with(|| model.graph.all_names());
-        let mut fresh = |s: &str| crate::ir::walk::unique_name(used, &format!("{label}_{s}"));
+        let mut fresh = names.under(&model.graph, &label);
         let mut p = Patch::new("ReverseSequence lowered");
         p.remove_nodes.push(id);
         let consts = [
@@ -855,9 +865,7 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
             n.op() == "MatMulInteger" && n.is_onnx() && n.proto.output.len() == 1
         })
         .collect();
-    // The graph's names, collected when a first node is lowered: every
-    // copy verification and the search run is lowered, most with none.
-    let mut used = None;
+    let mut names = FreshNames::default();
     let mut done = 0;
     for id in ids {
         let g = &model.graph;
@@ -887,8 +895,7 @@ fn lower_integer_matmuls(model: &mut Model) -> Result<usize> {
         let mut p = Patch::new("MatMulInteger computed in float");
         p.anchor = Some(id);
         p.remove_nodes.push(id);
-        let used = used.get_or_insert_with(|| g.all_names());
-        let mut fresh = |what: &str| crate::ir::walk::unique_name(used, &format!("{base}_{what}"));
+        let mut fresh = names.under(g, &base);
         // One operand minus its zero point, in float.
         let mut operand =
             |p: &mut Patch, x: &str, zp: Option<&String>, which: &str| -> Result<String> {
