@@ -1360,6 +1360,7 @@ impl ReferenceInputs {
             Some(p) => {
                 let samples = inputs::load_samples(p, &specs)?;
                 notes.extend(inputs::non_finite_note(&specs, &samples));
+                notes.extend(inputs::past_full_scale_note(&specs, &samples));
                 samples
             }
             None => {

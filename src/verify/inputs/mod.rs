@@ -906,6 +906,46 @@ pub fn non_finite_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Option<S
     })
 }
 
+/// A note on the waveforms of `samples` (one `--inputs` file's inputs
+/// drawn as [`FloatValues::Waveform`] when random) whose samples go past
+/// full scale, [-1, 1]: noise of standard deviation 1, or 16-bit audio not
+/// divided by 32768. silero's LSTM saturates there: on the tests' chunk of
+/// such noise its state came out at 0, +-tanh(1) and 1, and its input
+/// weights rounded to int8 alone flipped an element of it (state cosine
+/// 0.9876, where a chunk at speech level gave 1.0000), which `sensitive=auto`
+/// then keeps in float.
+pub fn past_full_scale_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Option<String> {
+    let mut peaks = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        if s.values != FloatValues::Waveform {
+            continue;
+        }
+        let peak = samples
+            .iter()
+            .filter_map(|sample| sample.get(i))
+            .filter_map(|t| {
+                let t = t.cast_to::<f32>().ok()?;
+                let view = t.try_as_plain_ram().ok()?;
+                let v = view.as_slice::<f32>().ok()?;
+                Some(
+                    v.iter()
+                        .filter(|x| x.is_finite())
+                        .fold(0f32, |m, &x| m.max(x.abs())),
+                )
+            })
+            .fold(0f32, f32::max);
+        if peak > 1.0 {
+            peaks.push(format!("'{}' reaches {peak:.3}", s.name));
+        }
+    }
+    (!peaks.is_empty()).then(|| {
+        format!(
+            "--inputs: waveform {}, past full scale (a float waveform's samples lie in [-1, 1]; 16-bit audio is divided by 32768): there recurrent cells can saturate (silero's LSTM does), rounding the weights then flips them where audio would not, and the comparison and sensitive=auto's choices overstate the damage; pass audio at its level",
+            peaks.join(", ")
+        )
+    })
+}
+
 /// How one axis of an input is sized.
 pub enum AxisSize {
     /// The model's own size.
@@ -2526,5 +2566,47 @@ mod non_finite_tests {
         let note = non_finite_note(&specs, &[sample(bad, half_bad), sample(finite, ints)])
             .expect("a note");
         assert!(note.contains("('a' 2, 'b' 1)"), "{note}");
+    }
+
+    /// A waveform whose samples pass full scale is named with its peak;
+    /// one within [-1, 1], and a float input that is no waveform, give no
+    /// note.
+    #[test]
+    fn waveforms_past_full_scale_are_named_with_their_peak() {
+        use crate::ir::builder::typed_value;
+        let mut p = crate::ir::builder::ModelBuilder::new(17)
+            .node("n", "Identity", &["input"], &["y"])
+            .node("m", "Identity", &["features"], &["z"])
+            .output("y", &[1, 512])
+            .output("z", &[1, 512])
+            .proto();
+        let graph = p.graph.as_mut().unwrap();
+        graph.input = vec![
+            typed_value("input", DataType::Float, &[1, 512]),
+            typed_value("features", DataType::Float, &[1, 512, 2]),
+            typed_value("sr", DataType::Int64, &[]),
+        ];
+        let external = std::sync::Arc::new(crate::io::ExternalData::new(".".into()));
+        let g = crate::ir::Model::from_proto(p, external).unwrap().graph;
+        let specs = input_specs(&g, &HashMap::new(), &mut vec![]).unwrap();
+        assert_eq!(specs[0].values, FloatValues::Waveform, "{specs:?}");
+        assert_ne!(specs[1].values, FloatValues::Waveform);
+        let chunk = |peak: f32, shape: &[usize]| {
+            let mut v = vec![0.25f32; shape.iter().product()];
+            v[7] = -peak;
+            Tensor::from_shape(shape, &v).unwrap()
+        };
+        let sample = |a: f32, b: f32| {
+            vec![
+                chunk(a, &[1, 512]),
+                chunk(b, &[1, 512, 2]),
+                tensor0(16000i64),
+            ]
+        };
+        assert_eq!(past_full_scale_note(&specs, &[sample(1.0, 5.0)]), None);
+        let note =
+            past_full_scale_note(&specs, &[sample(0.5, 5.0), sample(3.9, 5.0)]).expect("a note");
+        assert!(note.contains("'input' reaches 3.900"), "{note}");
+        assert!(!note.contains("features"), "{note}");
     }
 }
