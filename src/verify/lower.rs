@@ -473,8 +473,8 @@ fn counted(notes: &mut Vec<String>, n: usize, what: &str) {
 }
 
 /// Names for what a lowering adds, unique in the graph. The graph's names
-/// are collected when a first node is lowered: every copy verification and
-/// the search run is lowered, most with nothing to lower.
+/// are collected when a first node is lowered: every copy that verification
+/// and the search run is lowered, most with nothing to lower.
 #[derive(Default)]
 struct FreshNames(Option<std::collections::HashSet<String>>);
 
@@ -806,11 +806,11 @@ pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
             ("rest_starts", len),
             ("rest_ends", i64::MAX),
         ];
-        let mut names = std::collections::HashMap::new();
+        let mut made = std::collections::HashMap::new();
         for (k, v) in consts {
             let name = fresh(k);
             p.add_initializers.push(tensor::from_i64(&name, &[v]));
-            names.insert(k, name);
+            made.insert(k, name);
         }
         let (rev, rest) = (fresh("reversed"), fresh("rest"));
         p.add_nodes.push(node_proto(
@@ -818,10 +818,10 @@ pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
             "Slice",
             &[
                 x,
-                &names["rev_starts"],
-                &names["rev_ends"],
-                &names["axis"],
-                &names["rev_step"],
+                &made["rev_starts"],
+                &made["rev_ends"],
+                &made["axis"],
+                &made["rev_step"],
             ],
             &[&rev],
             vec![],
@@ -829,12 +829,7 @@ pub(crate) fn lower_reverse_sequences(model: &mut Model) -> Result<usize> {
         p.add_nodes.push(node_proto(
             &fresh("keep"),
             "Slice",
-            &[
-                x,
-                &names["rest_starts"],
-                &names["rest_ends"],
-                &names["axis"],
-            ],
+            &[x, &made["rest_starts"], &made["rest_ends"], &made["axis"]],
             &[&rest],
             vec![],
         ));

@@ -906,14 +906,20 @@ pub fn non_finite_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Option<S
     })
 }
 
+/// The peak past which a waveform's samples in `--inputs` get a note
+/// ([`past_full_scale_note`]): half again past full scale, a margin for
+/// 16-bit audio divided by 32767 (-32768 gives -1.00003) and resamplers'
+/// overshoot; saturation needs samples of several units.
+const FULL_SCALE_NOTE_PEAK: f32 = 1.5;
+
 /// A note on the waveforms of `samples` (one `--inputs` file's inputs
 /// drawn as [`FloatValues::Waveform`] when random) whose samples go past
-/// full scale, [-1, 1]: noise of standard deviation 1, or 16-bit audio not
-/// divided by 32768. silero's LSTM saturates there: on the tests' chunk of
-/// such noise its state came out at 0, +-tanh(1) and 1, and its input
-/// weights rounded to int8 alone flipped an element of it (state cosine
-/// 0.9876, where a chunk at speech level gave 1.0000), which `sensitive=auto`
-/// then keeps in float.
+/// full scale, [-1, 1], by [`FULL_SCALE_NOTE_PEAK`]: noise of standard
+/// deviation 1, or 16-bit audio not divided by 32768. silero's LSTM
+/// saturates there: on the tests' chunk of such noise its state came out at
+/// 0, +-tanh(1) and 1, and its input weights rounded to int8 alone flipped
+/// an element of it (state cosine 0.9876, where noise at speech level gave
+/// 1.0000), which `sensitive=auto` then kept in float16.
 pub fn past_full_scale_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Option<String> {
     let mut peaks = Vec::new();
     for (i, s) in specs.iter().enumerate() {
@@ -934,13 +940,17 @@ pub fn past_full_scale_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Opt
                 )
             })
             .fold(0f32, f32::max);
-        if peak > 1.0 {
+        if peak > FULL_SCALE_NOTE_PEAK {
             peaks.push(format!("'{}' reaches {peak:.3}", s.name));
         }
     }
     (!peaks.is_empty()).then(|| {
         format!(
-            "--inputs: waveform {}, past full scale (a float waveform's samples lie in [-1, 1]; 16-bit audio is divided by 32768): there recurrent cells can saturate (silero's LSTM does), rounding the weights then flips them where audio would not, and the comparison and sensitive=auto's choices overstate the damage; pass audio at its level",
+            "--inputs: {} {}, past full scale: if the model takes samples in [-1, 1] (16-bit audio divided by 32768), recurrent cells can saturate there (silero's LSTM does), rounding the weights then flips them where audio at its level would not, and the comparison and sensitive=auto's choices can overstate what rounding does; pass audio at the level the model takes",
+            match peaks.len() {
+                1 => "waveform",
+                _ => "waveforms",
+            },
             peaks.join(", ")
         )
     })
@@ -2537,7 +2547,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod non_finite_tests {
+mod file_notes_tests {
     use super::*;
 
     /// The inputs of `--inputs` holding NaN or infinities are named with
@@ -2604,6 +2614,11 @@ mod non_finite_tests {
             ]
         };
         assert_eq!(past_full_scale_note(&specs, &[sample(1.0, 5.0)]), None);
+        // 16-bit audio divided by 32767 passes 1 at its most negative.
+        assert_eq!(
+            past_full_scale_note(&specs, &[sample(32768.0 / 32767.0, 5.0)]),
+            None
+        );
         let note =
             past_full_scale_note(&specs, &[sample(0.5, 5.0), sample(3.9, 5.0)]).expect("a note");
         assert!(note.contains("'input' reaches 3.900"), "{note}");
