@@ -89,12 +89,12 @@ GENERATED_RESNET = "resnet18_random.onnx"
 
 def models(inputs_dir):
     """(file, our extra args, eval feed, calibration feeds, outputs that are [batch, classes])."""
-    # A chunk of speech level (normal at a tenth of full scale, the level our
-    # tool draws waveforms at). The tests' silero_vad_16k_op15.npz is noise of
-    # standard deviation 1, past full scale (+-1): it saturates the LSTM's
-    # gates, whose state then comes out at 0, +-tanh(1) and 1 where any
-    # rounding of its weights flips elements (cosine 0.9876 for its input
-    # weights in int8 alone), which says nothing of speech.
+    # A chunk of noise at speech level (normal at a tenth of full scale, the
+    # level our tool draws waveforms at). The tests' silero_vad_16k_op15.npz is
+    # noise of standard deviation 1, past full scale (+-1): it saturates the
+    # LSTM's gates, whose state then comes out at 0, +-tanh(1) and 1 where int8
+    # rounding of its input weights flips an element (cosine 0.9876), which
+    # says nothing of audio at its level.
     silero = os.path.join(inputs_dir, "silero_quiet_16k.npz")
     ppocr = os.path.join(inputs_dir, "ch_PP-OCRv4_det_infer.npz")
     ocr_rec = os.path.join(inputs_dir, "ch_PP-OCRv4_rec_infer.npz")
