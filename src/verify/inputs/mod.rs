@@ -865,6 +865,18 @@ pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType, fixed: bo
     }
 }
 
+/// `f` of the values of `t`, where it holds floats, as float32 (float16's
+/// and float64's cast, their NaN and infinities staying so; float32's read
+/// in place).
+fn with_float_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !t.datum_type().is_float() {
+        return None;
+    }
+    let t = t.cast_to::<f32>().ok()?;
+    let view = t.try_as_plain_ram().ok()?;
+    Some(f(view.as_slice::<f32>().ok()?))
+}
+
 /// A note on the float inputs of `samples` (one `--inputs` file's) that
 /// hold NaN or infinite values: runtimes compute different things from
 /// them (a Relu in tract turned a NaN image into finite outputs, where
@@ -876,19 +888,7 @@ pub fn non_finite_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Option<S
         let n: usize = samples
             .iter()
             .filter_map(|sample| sample.get(i))
-            .filter(|t| t.datum_type().is_float())
-            .map(|t| {
-                // As float32 (float16's and float64's NaN and infinities
-                // stay so).
-                t.cast_to::<f32>()
-                    .ok()
-                    .and_then(|t| {
-                        let view = t.try_as_plain_ram().ok()?;
-                        let v = view.as_slice::<f32>().ok()?;
-                        Some(v.iter().filter(|x| !x.is_finite()).count())
-                    })
-                    .unwrap_or(0)
-            })
+            .filter_map(|t| with_float_values(t, |v| v.iter().filter(|x| !x.is_finite()).count()))
             .sum();
         if n > 0 {
             counts.push((&s.name, n));
@@ -930,14 +930,11 @@ pub fn past_full_scale_note(specs: &[InputSpec], samples: &[Vec<Tensor>]) -> Opt
             .iter()
             .filter_map(|sample| sample.get(i))
             .filter_map(|t| {
-                let t = t.cast_to::<f32>().ok()?;
-                let view = t.try_as_plain_ram().ok()?;
-                let v = view.as_slice::<f32>().ok()?;
-                Some(
+                with_float_values(t, |v| {
                     v.iter()
                         .filter(|x| x.is_finite())
-                        .fold(0f32, |m, &x| m.max(x.abs())),
-                )
+                        .fold(0f32, |m, &x| m.max(x.abs()))
+                })
             })
             .fold(0f32, f32::max);
         if peak > FULL_SCALE_NOTE_PEAK {
@@ -2623,5 +2620,13 @@ mod file_notes_tests {
             past_full_scale_note(&specs, &[sample(0.5, 5.0), sample(3.9, 5.0)]).expect("a note");
         assert!(note.contains("'input' reaches 3.900"), "{note}");
         assert!(!note.contains("features"), "{note}");
+        // Two waveforms past full scale are named in one note.
+        let mut both = specs.clone();
+        both[1].values = FloatValues::Waveform;
+        let note = past_full_scale_note(&both, &[sample(3.9, 5.0)]).expect("a note");
+        assert!(
+            note.contains("waveforms 'input' reaches 3.900, 'features' reaches 5.000"),
+            "{note}"
+        );
     }
 }
