@@ -135,7 +135,8 @@ pub struct DataSource {
     /// use, its results run through `runs`): a pass that compares
     /// candidates with the original on verification's samples
     /// (`quant(sensitive=auto)`) uses it instead of running the original
-    /// again. `None` where nothing verifies the result.
+    /// again. `None` where nothing verifies the result, unless choosing
+    /// input sizes built it for such a pass ([`Pass::compares_with_original`]).
     pub original: Option<crate::verify::SharedReference>,
 }
 
@@ -213,6 +214,16 @@ pub trait Pass: Send + Sync {
     fn runs_model(&self, model: &Model) -> bool {
         let _ = model;
         self.info().runs_model
+    }
+    /// Whether, with these parameters, the pass compares what it makes
+    /// with the original on verification's samples
+    /// (`quant(sensitive=auto)`), asked as [`Pass::runs_model`] is: the
+    /// driver then builds verification's reference of the original while
+    /// it tries input sizes, with `--no-verify` too, and shares it
+    /// ([`DataSource::original`]). No by default.
+    fn compares_with_original(&self, model: &Model) -> bool {
+        let _ = model;
+        false
     }
 }
 

@@ -6043,6 +6043,43 @@ np.savez(out, x=rng.standard_normal((4, 1, 64)).astype(np.float32))
     assert!(s.contains("y - x"), "{s}");
 }
 
+/// `--no-verify` writes what a verified run writes: where input sizes are
+/// chosen by trying them (`tiny_cnn`'s batch dim), the reference of the
+/// original built there is what `sensitive=auto` compares with either way,
+/// and calibration draws the same samples.
+#[test]
+fn no_verify_writes_what_a_verified_run_writes() {
+    let dir = scratch("no-verify-same");
+    let input = fixture("tiny_cnn.onnx");
+    let i = input.display().to_string();
+    let mut written = vec![];
+    for (name, extra) in [
+        ("verified.onnx", None),
+        ("unverified.onnx", Some("--no-verify")),
+    ] {
+        let out = dir.path().join(name);
+        let o = out.display().to_string();
+        let mut a = vec![
+            "run",
+            "--log-progress",
+            "--passes",
+            "clean,quant(activations=static)",
+        ];
+        a.extend(extra);
+        a.extend([i.as_str(), o.as_str()]);
+        let run = run_cli(&a);
+        let s = format!("{}{}", text(&run.stdout), text(&run.stderr));
+        assert_eq!(run.status.code(), Some(0), "{s}");
+        assert!(s.contains("activation quantized to uint8"), "{s}");
+        assert!(
+            s.contains("sensitive=auto: checking the result in tract"),
+            "{s}"
+        );
+        written.push(std::fs::read(&out).unwrap());
+    }
+    assert!(written[0] == written[1], "--no-verify wrote another model");
+}
+
 /// A model calibration cannot run (tract has no Loop, and this one's
 /// condition is computed from data) is quantized weight-only, in
 /// weight-only's form (int8 expanded once at load, not a DequantizeLinear

@@ -516,6 +516,13 @@ impl Pass for Quant {
             || self.params.sensitive == "auto")
             && !prepare::surely_quantized(model)
     }
+    /// `sensitive=auto` checks the result against the original, but for a
+    /// model too large to measure in the pass (see `plan`).
+    fn compares_with_original(&self, model: &Model) -> bool {
+        self.params.sensitive == "auto"
+            && !prepare::surely_quantized(model)
+            && model.weight_bytes() <= crate::verify::ANALYSIS_MAX_BYTES
+    }
     fn propose(&self, model: &Model, ctx: &mut PassCtx) -> Result<Vec<Patch>> {
         let planned = self.plan(model, ctx, None);
         // The copies of this pass's input that calibration and the search
