@@ -1506,3 +1506,72 @@ fn declared_shapes_fold_to_what_the_conformance_tests_expect() {
         assert_eq!(got, want, "{case}");
     }
 }
+
+/// An inlined branch that returns one value for two outputs of the If
+/// (graph outputs both) defines both: the first takes the value's name,
+/// the second an Identity of it, named apart from every node (a node of
+/// the graph already holds the name it would take: onnxruntime refuses a
+/// model two of whose nodes share one). Before, the second output read the
+/// value under the name the first had taken from it: an invalid graph.
+#[test]
+fn an_inlined_branch_returning_one_value_twice_defines_both_outputs() {
+    use onnx_squeeze::ir::tensor::int_scalar;
+    use onnx_squeeze::proto::tensor_proto::DataType;
+    let twice = |name: &str, op: &str| {
+        let mut g = one_node_graph(name, op, &["x"], "t", &[2]);
+        g.output.push(f32_value("t", &[2]));
+        g
+    };
+    let original = ModelBuilder::new(17)
+        .input("x", &[2])
+        .init(int_scalar("yes", DataType::Bool, 1))
+        .node_with(
+            "branch",
+            "If",
+            &["yes"],
+            &["o1", "o2"],
+            if_branches(twice("then", "Relu"), twice("else", "Neg")),
+        )
+        .node("o2_identity", "Sigmoid", &["x"], &["o3"])
+        .output("o1", &[2])
+        .output("o2", &[2])
+        .output("o3", &[2])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    clean(&mut m);
+    let d = dump(&m.graph);
+    assert!(d.contains("then_op: Relu(x) -> (o1)"), "{d}");
+    assert!(d.contains("o2_identity_1: Identity(o1) -> (o2)"), "{d}");
+    m.graph.validate().unwrap();
+    let v = verify(&original, &m, &VerifyOptions::default());
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
+/// Constant nodes whose result runtimes disagree on stay for the runtime
+/// to compute: an op on a NaN (onnxruntime's Max returns it, tract's the
+/// other operand), a shift past the width, a Resize; ops that only move
+/// bits fold NaN as any value.
+#[test]
+fn folds_runtimes_disagree_on_are_left() {
+    let nan = [f32::NAN, 2.0];
+    let original = ModelBuilder::new(17)
+        .input("x", &[2])
+        .init_f32("n", &[2], &nan)
+        .init_f32("one", &[2], &[1.0, 1.0])
+        .node("max", "Max", &["n", "one"], &["m"])
+        .node("mx", "Add", &["x", "m"], &["y"])
+        .node("copy", "Identity", &["n"], &["n2"])
+        .node_with("flat", "Reshape", &["n2", "shape"], &["n3"], vec![])
+        .node("nx", "Add", &["x", "n3"], &["z"])
+        .init(onnx_squeeze::ir::tensor::from_i64("shape", &[2]))
+        .output("y", &[2])
+        .output("z", &[2])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    clean(&mut m);
+    let d = dump(&m.graph);
+    assert!(d.contains("Max(n, one) -> (m)"), "{d}");
+    assert!(!d.contains("Reshape"), "{d}");
+}

@@ -798,3 +798,28 @@ fn an_old_softmax_whose_output_declares_its_rank_stays_one_node() {
         v.table()
     );
 }
+
+/// The nodes a Softmax's old semantics are written out with take names no
+/// node of the model holds (onnxruntime refuses a model two of whose
+/// nodes share a name; onnx.checker and tract do not).
+#[test]
+fn nodes_written_for_an_old_softmax_take_free_names() {
+    let mut m = ModelBuilder::new(11)
+        .input("x", &[2, 3, 4])
+        .node_with("sm", "Softmax", &["x"], &["y"], vec![attr_int("axis", 1)])
+        .node("sm_shape", "Relu", &["x"], &["z"])
+        .output("y", &[2, 3, 4])
+        .output("z", &[2, 3, 4])
+        .build()
+        .unwrap();
+    upgrade(&mut m, 13).unwrap();
+    let names: Vec<String> = m
+        .graph
+        .nodes
+        .node_weights()
+        .map(|n| n.proto.name().to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    assert!(names.contains(&"sm_shape_1".to_string()), "{names:?}");
+}

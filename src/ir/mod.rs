@@ -1039,7 +1039,12 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
         t.nodes.push(id);
     }
     g.connect_new(&t.added);
+    // A value renamed by a shunt before is read under its new name by the
+    // shunts after (an inlined branch returning one value for two outputs).
+    let mut renamed: HashMap<String, String> = HashMap::new();
     for (old, new) in &patch.shunts {
+        let new = renamed.get(new).unwrap_or(new).clone();
+        let new = &new;
         if g.is_graph_output(old) {
             let renamable = g.producer(new).is_some()
                 && !g.is_graph_output(new)
@@ -1049,12 +1054,17 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
             if renamable {
                 t.nodes.extend(rename_value(g, new, old));
                 t.gone.push(new.clone());
+                renamed.insert(new.clone(), old.clone());
             } else {
                 let order = g.next_order(anchor);
+                let mut labels = HashSet::new();
+                for n in g.nodes.node_weights() {
+                    walk::node_labels(&n.proto, &mut labels);
+                }
                 let identity = NodeProto {
                     input: vec![new.clone()],
                     output: vec![old.clone()],
-                    name: Some(format!("{old}_identity")),
+                    name: Some(walk::unique_name(&mut labels, &format!("{old}_identity"))),
                     op_type: Some("Identity".into()),
                     ..Default::default()
                 };
@@ -1066,6 +1076,7 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
         } else {
             t.nodes.extend(rename_reads(g, old, new));
             t.gone.push(old.clone());
+            renamed.insert(old.clone(), new.clone());
         }
     }
     t.nodes.sort();

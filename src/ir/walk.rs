@@ -225,6 +225,20 @@ pub fn node_names(n: &NodeProto, out: &mut std::collections::HashSet<String>) {
     }
 }
 
+/// The names of `n` and of every node in its subgraphs, into `out`: what a
+/// new node's name must avoid (onnxruntime refuses a model two of whose
+/// nodes share a name; onnx.checker and tract do not).
+pub fn node_labels(n: &NodeProto, out: &mut std::collections::HashSet<String>) {
+    if !n.name().is_empty() {
+        out.insert(n.name().to_string());
+    }
+    for sg in subgraphs(n) {
+        for m in &sg.node {
+            node_labels(m, out);
+        }
+    }
+}
+
 /// `base`, or `base_1`, `base_2`... : the first not in `used`, which then
 /// holds it.
 pub fn unique_name(used: &mut std::collections::HashSet<String>, base: &str) -> String {

@@ -704,6 +704,8 @@ struct Cx {
     to: i64,
     /// Every value name in the model (all graphs), for fresh names.
     used: HashSet<String>,
+    /// Every node name in the model (all graphs), for fresh node names.
+    labels: HashSet<String>,
     /// Every name read anywhere (node inputs, graph outputs of every graph).
     read: HashSet<String>,
     /// Ranks known from value infos (all graphs).
@@ -798,6 +800,7 @@ impl Cx {
             from,
             to,
             used: HashSet::new(),
+            labels: HashSet::new(),
             read: HashSet::new(),
             ranks: HashMap::new(),
             types: HashMap::new(),
@@ -822,6 +825,7 @@ impl Cx {
             cx.small_floats.remove(i.name());
         }
         for n in g.nodes.node_weights() {
+            walk::node_labels(&n.proto, &mut cx.labels);
             collect_node(&n.proto, &mut cx);
         }
         cx
@@ -834,6 +838,7 @@ impl Cx {
         cx.read.extend(f.output.iter().cloned());
         for n in &f.node {
             walk::node_names(n, &mut cx.used);
+            walk::node_labels(n, &mut cx.labels);
             collect_node(n, &mut cx);
         }
         cx
@@ -1088,7 +1093,7 @@ impl Cx {
                     sm.output = vec![soft.clone()];
                     sm.attribute.retain(|a| a.name() != "axis");
                     sm.attribute.push(attr_int("axis", 1));
-                    let nm = |s: &str| format!("{label}_{s}");
+                    let mut nm = |s: &str| walk::unique_name(&mut self.labels, &format!("{label}_{s}"));
                     extra = vec![
                         node_proto(&nm("flatten"), "Flatten", &[&x], &[&flat], vec![attr_int("axis", axis)]),
                         sm,
