@@ -1901,6 +1901,117 @@ fn conv_transpose_between_int8_layers_reads_float() {
 
 /// A Gather `name` of 64-wide rows of `table` at the token input `ids`
 /// ([2, 3], added once) into a new graph output `out`.
+/// A weight the graph also outputs, or one a MatMul reads at both inputs,
+/// stays defined under its name: the forms that rename a weight (a
+/// table's int8 or int4 rows, a dynamic MatMul's int8 weight) store it and
+/// expand it at load instead, where the pass failed ("graph output 'w' is
+/// not defined"), and the results verify.
+#[test]
+fn a_weight_that_is_an_output_or_read_twice_keeps_its_name() {
+    let mut table = ModelBuilder::new(17)
+        .init_f32("table", &[128, 64], &weights(128 * 64, 7))
+        .output("table", &[128, 64])
+        .proto();
+    push_lookup(table.graph.as_mut().unwrap(), "lookup", "table", "vec");
+    let table = Model::from_proto(
+        table,
+        std::sync::Arc::new(onnx_squeeze::io::ExternalData::new(".".into())),
+    )
+    .unwrap();
+    let matmul = ModelBuilder::new(17)
+        .input("x", &[4, 128])
+        .init_f32("w", &[128, 96], &weights(128 * 96, 8))
+        .node("mm", "MatMul", &["x", "w"], &["y"])
+        .output("y", &[4, 96])
+        .output("w", &[128, 96])
+        .build()
+        .unwrap();
+    let square = ModelBuilder::new(17)
+        .input("x", &[4, 128])
+        .init_f32("w", &[128, 128], &weights(128 * 128, 9))
+        .node("sq", "MatMul", &["w", "w"], &["ww"])
+        .node("mm", "MatMul", &["x", "ww"], &["y"])
+        .output("y", &[4, 128])
+        .build()
+        .unwrap();
+    for (model, params, stored) in [
+        (&table, "sensitive = \"off\"", "table"),
+        (&table, "weights = \"int4\"\nsensitive = \"off\"", "table"),
+        (
+            &matmul,
+            "activations = \"dynamic\"\nsensitive = \"off\"",
+            "w",
+        ),
+        (
+            &square,
+            "activations = \"dynamic\"\nsensitive = \"off\"",
+            "w",
+        ),
+        (&square, "weights = \"int4\"\nsensitive = \"off\"", "w"),
+    ] {
+        let (m, s) = snapshot(model, params);
+        assert!(s.contains(&format!("-> ({stored})")), "{params}: {s}");
+        let v = verify_quant(model, &m);
+        assert_eq!(v.status, Status::Passed, "{params}: {}", v.table());
+    }
+}
+
+/// A channel of tiny weights beside an ordinary bias (a BatchNormalization
+/// of scale near 0 folded in) would pass int32's range at input scale x
+/// weight scale and saturate its int32 bias (cosine 0.72 unverified): the
+/// weight scales of such channels are raised until their biases fit, as
+/// onnxruntime's quantizer does, and the result verifies.
+#[test]
+fn an_int32_bias_that_would_saturate_raises_its_weight_scale() {
+    let (cout, cin) = (32usize, 16usize);
+    let mut w = weights(cout * cin * 9, 3);
+    for v in &mut w[..8 * cin * 9] {
+        *v *= 1e-7;
+    }
+    let b: Vec<f32> = (0..cout).map(|c| 0.5 + c as f32 * 0.01).collect();
+    let original = ModelBuilder::new(17)
+        .input("x", &[1, 16, 8, 8])
+        .init_f32("w", &[32, 16, 3, 3], &w)
+        .init_f32("b", &[32], &b)
+        .node_with("c", "Conv", &["x", "w", "b"], &["h"], conv_attrs(3))
+        .node("r", "Relu", &["h"], &["y"])
+        .output("y", &[1, 32, 8, 8])
+        .build()
+        .unwrap();
+    let mut m = original.clone();
+    let r = quant(&mut m, "activations = \"static\"\nsensitive = \"off\"");
+    assert!(
+        r.notes.iter().any(
+            |n| n.contains("weight scales raised until their biases fit") && n.ends_with("'w'")
+        ),
+        "{:?}",
+        r.notes
+    );
+    let bq = m
+        .graph
+        .initializers
+        .values()
+        .find(|t| t.data_type() == onnx_squeeze::proto::tensor_proto::DataType::Int32 as i32)
+        .expect("an int32 bias");
+    let codes: Vec<i32> = bq
+        .raw_data
+        .as_ref()
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(codes.len(), 32);
+    // At 2^30 codes or within float32's rounding of it: none saturated.
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.unsigned_abs() <= (1 << 30) + (1 << 10)),
+        "{codes:?}"
+    );
+    let v = verify_quant(&original, &m);
+    assert_eq!(v.status, Status::Passed, "{}", v.table());
+}
+
 fn push_lookup(g: &mut onnx_squeeze::proto::GraphProto, name: &str, table: &str, out: &str) {
     if !g.input.iter().any(|i| i.name() == "ids") {
         g.input.push(typed_value(

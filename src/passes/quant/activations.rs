@@ -461,6 +461,21 @@ impl Quant {
             }
         }
         let (patches, act_scale) = activation_pairs(g, &readers, &ranges);
+        let fitted = bias_fitted_weights(
+            model,
+            uses,
+            weight_axis,
+            &act_scale,
+            self.int8_qmax,
+            weight_scales,
+            &mut full_range,
+        )?;
+        if !fitted.is_empty() {
+            ctx.notes.push(format!(
+                "int32 bias codes past 2^30 at input scale x weight scale (channels of tiny weights beside an ordinary bias, as a BatchNormalization of scale near 0 folded in leaves): those channels' weight scales raised until their biases fit, as onnxruntime's quantizer does, for {}",
+                fitted.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(", ")
+            ));
+        }
         let biases = int32_biases(model, uses, weight_scales, &act_scale)?;
         Ok((patches, biases, expected, full_range, elements))
     }
@@ -577,6 +592,112 @@ fn activation_pairs(
     (patches, act_scale)
 }
 
+/// The largest magnitude of an int32 bias code: half of int32's range,
+/// the other half left to the sums of products an integer kernel adds to it
+/// (255 x 127 x 4608 for a 3x3 Conv of 512 channels: 1.5e8).
+const BIAS_CODE_MAX: f32 = (1u32 << 30) as f32;
+
+/// The Conv and Gemm layers [`int32_biases`] quantizes, with what it
+/// reads: for each reader of weight `w` (in `uses`) that computes with an
+/// integer kernel, its input's scale (in `act_scale`) and its float bias,
+/// a constant vector read once.
+fn int32_bias_readers<'a>(
+    g: &'a crate::ir::Graph,
+    w: &str,
+    uses: &Uses,
+    act_scale: &'a ActivationScales,
+) -> Vec<(NodeId, &'a (f32, String), &'a String, &'a TensorProto)> {
+    let mut out = Vec::new();
+    for &(id, _) in &uses[w] {
+        let n = &g.nodes[id].proto;
+        if !matches!(n.op_type(), "Conv" | "Gemm") {
+            continue;
+        }
+        let (Some(x), Some(b)) = (n.input.first(), n.input.get(2).filter(|b| !b.is_empty())) else {
+            continue;
+        };
+        let Some(sx) = act_scale.get(x) else {
+            continue;
+        };
+        let Some(bt) = g.constant(b) else { continue };
+        if tensor::data_type(bt) != DataType::Float
+            || bt.dims.len() != 1
+            || n.input.iter().filter(|i| *i == b).count() != 1
+            || g.is_graph_output(b)
+        {
+            continue;
+        }
+        out.push((id, sx, b, bt));
+    }
+    out
+}
+
+/// The weights whose int32 bias would pass [`BIAS_CODE_MAX`] codes at
+/// scale = input scale x weight scale, quantized again with the scales of
+/// those channels raised until it fits (`qmax`: the reduced range, or the
+/// full one for a weight in `full_range`), as onnxruntime's quantizer does:
+/// their patches pushed to `full_range`, their scales to `weight_scales`.
+/// A channel of tiny weights beside an ordinary bias (a BatchNormalization
+/// of scale 1e-6 folded in) saturated its bias instead (cosine 0.92 on a
+/// Conv followed by such a BatchNormalization); its weights, small beside
+/// the bias, then round to fewer codes.
+fn bias_fitted_weights(
+    model: &Model,
+    uses: &Uses,
+    weight_axis: &HashMap<String, Option<i64>>,
+    act_scale: &ActivationScales,
+    qmax: i32,
+    weight_scales: &mut HashMap<String, (Vec<f32>, String)>,
+    full_range: &mut FullRangePatches,
+) -> Result<Vec<String>> {
+    let g = &model.graph;
+    let mut fitted = Vec::new();
+    for (w, (ws, scale_name)) in weight_scales.iter_mut() {
+        let mut need = ws.clone();
+        for (_, &(sx, _), _, bt) in int32_bias_readers(g, w, uses, act_scale) {
+            let payload = model.payload(bt)?;
+            let bias = tensor::to_f32(bt, payload.as_ref())?;
+            let m = bias.data.len();
+            if ws.len() != 1 && ws.len() != m {
+                continue;
+            }
+            for (c, &b) in bias.data.iter().enumerate() {
+                let k = if ws.len() == 1 { 0 } else { c };
+                let least = b.abs() / (sx * BIAS_CODE_MAX);
+                if least.is_finite() && least > need[k] {
+                    need[k] = least;
+                }
+            }
+        }
+        if need == *ws {
+            continue;
+        }
+        let Some(&axis) = weight_axis.get(w) else {
+            continue;
+        };
+        let t = anyhow::Context::context(g.constant(w), "a weight quantize_weights quantized")?;
+        let payload = model.payload(t)?;
+        let data = tensor::f32_view(t, payload.as_ref())?;
+        let (channels, inner) = match axis {
+            Some(a) => {
+                let d = &data.dims[a as usize..];
+                (d[0] as usize, d[1..].iter().product::<i64>() as usize)
+            }
+            None => (1, data.data.len()),
+        };
+        let full = full_range.iter().any(|(f, _)| f == w);
+        let qmax = if full { arith::INT8_QMAX } else { qmax };
+        let q = arith::quantize_with_scales(&data.data, channels, inner, &need, qmax);
+        let patch = super::weights::int8_weight_patch(model, w, &data.dims, &q, &need, axis, qmax);
+        *scale_name = patch.add_initializers[1].name().to_string();
+        *ws = need;
+        full_range.push((w.clone(), patch));
+        fitted.push(w.clone());
+    }
+    fitted.sort();
+    Ok(fitted)
+}
+
 /// The biases of the Conv and Gemm layers whose weight (in `uses`) is
 /// quantized for an integer kernel (`weight_scales`) and whose input is
 /// (`act_scale`), as int32: scale = input scale x weight scale, zero
@@ -589,30 +710,12 @@ fn int32_biases(
 ) -> Result<BiasPatches> {
     let g = &model.graph;
     let mut biases = Vec::new();
-    for (w, rs) in uses {
+    for w in uses.keys() {
         let Some((ws, ws_name)) = weight_scales.get(w) else {
             continue;
         };
-        for &(id, _) in rs {
+        for (id, (sx, sx_name), b, bt) in int32_bias_readers(g, w, uses, act_scale) {
             let n = &g.nodes[id].proto;
-            if !matches!(n.op_type(), "Conv" | "Gemm") {
-                continue;
-            }
-            let (Some(x), Some(b)) = (n.input.first(), n.input.get(2).filter(|b| !b.is_empty()))
-            else {
-                continue;
-            };
-            let Some((sx, sx_name)) = act_scale.get(x) else {
-                continue;
-            };
-            let Some(bt) = g.constant(b) else { continue };
-            if tensor::data_type(bt) != DataType::Float
-                || bt.dims.len() != 1
-                || n.input.iter().filter(|i| *i == b).count() != 1
-                || g.is_graph_output(b)
-            {
-                continue;
-            }
             // A bias several layers read (an unrolled LSTM's 20 time
             // steps share one) gets one int32 copy per layer, each at
             // its input's scale; the float one stays for readers that

@@ -613,12 +613,16 @@ fn store_renamed_if_shared(
         if !(readers.iter().all(|(_, u)| *u == Use::Rows) || dynamic_only(w, readers)) {
             continue;
         }
+        // A reader that reads it at another input too (`MatMul(W, W)`)
+        // counts among the others, and so does the graph's output of that
+        // name: the quantized form no longer defines it.
+        let reads_twice = |c: NodeId| g.nodes[c].proto.input.iter().filter(|i| *i == w).count() > 1;
         let others: Vec<NodeId> = g
             .consumers(w)
             .into_iter()
-            .filter(|c| !readers.iter().any(|(id, _)| id == c))
+            .filter(|&c| !readers.iter().any(|(id, _)| *id == c) || reads_twice(c))
             .collect();
-        if others.is_empty() {
+        if others.is_empty() && !g.is_graph_output(w) {
             continue;
         }
         if others.iter().any(|&c| excluded(c)) {
@@ -634,10 +638,12 @@ fn store_renamed_if_shared(
         } else {
             1
         };
+        let mut seen = std::collections::HashSet::new();
         *readers = readers
             .iter()
             .map(|(id, _)| *id)
             .chain(others)
+            .filter(|id| seen.insert(*id))
             .map(|id| (id, Use::Stored(axis)))
             .collect();
     }
