@@ -52,9 +52,14 @@ impl RunReport {
             false => String::new(),
         };
         // Weights quantized: a third of their bytes or less (a model
-        // without weights has none to quantize).
-        let quantized =
-            i.weight_bytes > 0 && (o.weight_bytes as f64) <= i.weight_bytes as f64 / 3.0;
+        // without weights has none to quantize), by `quant` (`clean` alone
+        // may drop a small model's dead weights).
+        let quantized = i.weight_bytes > 0
+            && (o.weight_bytes as f64) <= i.weight_bytes as f64 / 3.0
+            && self
+                .passes
+                .iter()
+                .any(|p| p.name == "quant" && !p.changes.is_empty());
         (ratio > SIZE_NOTE_RATIO && share >= STRUCTURE_SHARE && quantized)
             .then(|| {
                 format!(
@@ -366,10 +371,12 @@ mod tests {
             weight_bytes,
             metadata_bytes: 0,
         };
+        let mut quant = pass("quant", 0.0, 0);
+        quant.changes.insert("weight stored as int8".into(), 1);
         let report = |out| RunReport {
             input: stats(400_000, 360_000),
             output: Some(out),
-            passes: vec![],
+            passes: vec![quant.clone()],
             verify: VerifyReport::not_verified(""),
             written: true,
             warnings: vec![],
@@ -398,6 +405,10 @@ mod tests {
         let mut empty = report(stats(100, 0));
         empty.input = stats(100, 0);
         assert!(empty.size_note().is_none());
+        // Nor does a run without quant (clean dropping dead weights).
+        let mut cleaned = report(stats(140_000, 100_000));
+        cleaned.passes[0].name = "clean".into();
+        assert!(cleaned.size_note().is_none());
         assert!(report(stats(140_000, 100_000))
             .table()
             .contains("(0.350x)\n    note: size: weights"));
