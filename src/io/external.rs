@@ -99,8 +99,14 @@ impl ExternalData {
     }
 }
 
-/// External locations must stay inside the model's folder.
+/// External locations must stay inside the model's folder: a relative
+/// path, not empty, with no `..` (a symbolic link there is followed: the
+/// Hugging Face cache links a snapshot's files to blobs beside it).
 fn check_location(location: &str) -> Result<()> {
+    ensure!(
+        !location.is_empty(),
+        "an external data location is empty: it must name a file beside the model"
+    );
     let p = Path::new(location);
     if p.is_absolute()
         || p.components()
@@ -111,6 +117,12 @@ fn check_location(location: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// [`check_location`] of tensor `name`'s `location`, checked when the
+/// model is loaded, before any file is looked at.
+pub fn check_external_location(name: &str, location: &str) -> Result<()> {
+    check_location(location).with_context(|| format!("external tensor '{name}'"))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod external;
 mod save;
 pub mod spill;
 
-pub use external::ExternalData;
+pub use external::{check_external_location, ExternalData};
 pub use save::{data_file_of, save, set_readable, SaveOptions, SaveStats};
 
 use std::fs::File;
@@ -73,13 +73,23 @@ impl Drop for Mapped {
 
 /// Memory-map a file and wrap the map in `Bytes` (shared, never copied).
 pub fn map_file(path: &Path) -> Result<Bytes> {
+    // Looked at before it is opened: opening a FIFO waits for a writer
+    // (`inspect` hung), and a pipe or a device maps as empty.
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("{} is a directory, not a model file", path.display());
+    }
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file (a pipe or a device): models are read from files, mapped in place; save it to a file first",
+            path.display()
+        );
+    }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let meta = file
         .metadata()
         .with_context(|| format!("cannot read metadata of {}", path.display()))?;
-    if meta.is_dir() {
-        bail!("{} is a directory, not a model file", path.display());
-    }
     if meta.len() == 0 {
         return Ok(Bytes::new());
     }

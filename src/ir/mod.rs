@@ -667,6 +667,10 @@ impl Model {
         let mut sizes: HashMap<String, Result<u64, String>> = HashMap::new();
         for t in graph.initializers.values() {
             let location = tensor::external_entry(t, "location").filter(|_| tensor::is_external(t));
+            if tensor::is_external(t) {
+                crate::io::check_external_location(t.name(), location.unwrap_or(""))
+                    .context("the model's initializers are malformed")?;
+            }
             let file_len = location.map(|loc| {
                 sizes
                     .entry(loc.to_string())
@@ -687,13 +691,38 @@ impl Model {
         // Tensors elsewhere (a Constant node's value, a body's initializer,
         // a function's constant) may live in data files too.
         let mut elsewhere = std::collections::BTreeMap::new();
+        let mut bad = None;
         external_tensors_outside_initializers(&graph, &proto, &mut |t| {
-            if let Some(loc) = tensor::external_entry(t, "location") {
-                elsewhere
-                    .entry(loc.to_string())
-                    .or_insert_with(|| t.name().to_string());
+            let loc = tensor::external_entry(t, "location").unwrap_or("");
+            if let Err(e) = crate::io::check_external_location(t.name(), loc) {
+                bad.get_or_insert(e);
             }
+            elsewhere
+                .entry(loc.to_string())
+                .or_insert_with(|| t.name().to_string());
         });
+        if let Some(e) = bad {
+            return Err(e.context("the model's tensors are malformed"));
+        }
+        // A Constant node's value (and any tensor a node holds) is checked
+        // as an initializer is: `clean` makes initializers of them (a
+        // 16-byte Constant of dims [1e5, 1e5, 10] was written, and the
+        // result then refused).
+        for n in graph.nodes.node_weights() {
+            let mut first = None;
+            walk::node_tensors(&n.proto, &mut |t| {
+                if first.is_none() && !tensor::is_external(t) {
+                    first = tensor::check_payload(t, None).err();
+                }
+            });
+            if let Some(e) = first {
+                return Err(e.context(format!(
+                    "node '{}' ({}) holds a malformed tensor",
+                    n.proto.name(),
+                    n.proto.op_type()
+                )));
+            }
+        }
         for (loc, name) in elsewhere {
             if sizes.contains_key(&loc) {
                 continue;
