@@ -183,14 +183,29 @@ impl VerifyArgs {
             }
         }
         let mut tol = base;
-        if let Some(v) = recipe.atol {
-            tol.atol = v;
-        }
-        if let Some(v) = recipe.rtol {
-            tol.rtol = v;
-        }
-        if let Some(v) = recipe.min_cosine {
-            tol.min_cosine = v;
+        // The recipe's [verify] bounds, checked as --tolerance's are (a NaN
+        // cosine bound made quant undo everything and the report say null).
+        for (key, v) in [
+            ("atol", recipe.atol),
+            ("rtol", recipe.rtol),
+            ("min_cosine", recipe.min_cosine),
+        ] {
+            let Some(x) = v else { continue };
+            match key {
+                "min_cosine" => ensure!(
+                    (0.0..=1.0).contains(&x),
+                    "recipe [verify] min_cosine = {x}: a cosine bound is between 0 and 1"
+                ),
+                _ => ensure!(
+                    x >= 0.0,
+                    "recipe [verify] {key} = {x}: must be a number >= 0 (inf for no bound)"
+                ),
+            }
+            match key {
+                "atol" => tol.atol = x,
+                "rtol" => tol.rtol = x,
+                _ => tol.min_cosine = x,
+            }
         }
         let mut given = std::collections::HashSet::new();
         for t in &self.tolerance {

@@ -1778,14 +1778,40 @@ fn densify(s: &crate::proto::SparseTensorProto, model: &Model) -> Result<TensorP
     let idx = tensor::to_i64(indices, iraw.as_ref())?;
     let n = tensor::numel(&s.dims)?;
     let nnz = vals.data.len();
-    let mut dense = vec![0f32; n];
     let rank = s.dims.len();
+    let name = values.name();
+    // Indices as the spec has them: [NNZ] linear, or [NNZ, rank]
+    // coordinates (a malformed tensor panicked here).
+    let coordinates = indices.dims.len() == 2;
+    ensure!(
+        match coordinates {
+            true => indices.dims == [nnz as i64, rank as i64],
+            false => indices.dims.len() == 1 && idx.len() == nnz,
+        } && idx.len() == if coordinates { nnz * rank } else { nnz },
+        "sparse initializer '{name}': {nnz} values, but indices of shape {:?} (the spec's are [{nnz}] or [{nnz}, {rank}])",
+        indices.dims
+    );
+    let bytes = (n as u64).saturating_mul(4);
+    let limit = super::inputs::sample_bytes_limit();
+    ensure!(
+        bytes <= limit,
+        "sparse initializer '{name}' of dims {:?} would take {} as the dense tensor verification runs, more than a quarter of this machine's memory or its container's limit ({})",
+        s.dims,
+        crate::report::mb(bytes),
+        crate::report::mb(limit)
+    );
+    let mut dense = vec![0f32; n];
     for k in 0..nnz {
         let lin = if indices.dims.len() == 2 {
             // [NNZ, rank] coordinates.
             let mut lin = 0usize;
             for (d, &size) in s.dims.iter().enumerate() {
-                lin = lin * size as usize + idx[k * rank + d] as usize;
+                let i = idx[k * rank + d];
+                ensure!(
+                    (0..size).contains(&i),
+                    "sparse initializer '{name}': index {i} out of range {size} on axis {d}"
+                );
+                lin = lin * size as usize + i as usize;
             }
             lin
         } else {
@@ -1818,6 +1844,66 @@ mod tests {
             super::Operand::Whole(&b.data),
         )?;
         Some(tensor::to_f32(&p, p.raw_data.as_ref()).unwrap())
+    }
+
+    /// A sparse initializer is made dense where its indices are what the
+    /// spec says, and refused with the reason otherwise (more values than
+    /// indices, coordinates narrower than the rank, one out of range, a
+    /// dense tensor past memory), where it panicked or aborted.
+    #[test]
+    fn sparse_initializers_densify_or_say_why_not() {
+        use crate::proto::SparseTensorProto;
+        let model = crate::ir::builder::ModelBuilder::new(17)
+            .input("x", &[1])
+            .node("n", "Neg", &["x"], &["y"])
+            .output("y", &[1])
+            .build()
+            .unwrap();
+        let sparse = |dims: &[i64], values: &[f32], idims: &[i64], idx: &[i64]| {
+            let mut indices = tensor::from_i64("i", idx);
+            indices.dims = idims.to_vec();
+            SparseTensorProto {
+                values: Some(tensor::from_f32("s", &[values.len() as i64], values)),
+                indices: Some(indices),
+                dims: dims.to_vec(),
+            }
+        };
+        let dense = super::densify(
+            &sparse(&[2, 3], &[1.0, 2.0], &[2, 2], &[0, 1, 1, 2]),
+            &model,
+        )
+        .unwrap();
+        let d = tensor::to_f32(&dense, dense.raw_data.as_ref()).unwrap();
+        assert_eq!(d.data, [0.0, 1.0, 0.0, 0.0, 0.0, 2.0]);
+        let linear = super::densify(&sparse(&[4], &[5.0], &[1], &[3]), &model).unwrap();
+        let d = tensor::to_f32(&linear, linear.raw_data.as_ref()).unwrap();
+        assert_eq!(d.data, [0.0, 0.0, 0.0, 5.0]);
+        for (s, why) in [
+            (
+                sparse(&[4], &[1.0, 2.0, 3.0], &[1], &[0]),
+                "3 values, but indices of shape [1]",
+            ),
+            (
+                sparse(&[2, 3], &[1.0], &[1, 1], &[0]),
+                "indices of shape [1, 1]",
+            ),
+            (
+                sparse(&[2, 3], &[1.0], &[1, 2], &[0, 3]),
+                "index 3 out of range 3 on axis 1",
+            ),
+            (
+                sparse(&[2, 3], &[1.0], &[1, 2], &[-1, 0]),
+                "index -1 out of range 2 on axis 0",
+            ),
+            (sparse(&[4], &[1.0], &[1], &[-1]), "out of range 4"),
+            (
+                sparse(&[100_000, 100_000, 100_000], &[1.0], &[1], &[0]),
+                "as the dense tensor verification runs, more than a quarter",
+            ),
+        ] {
+            let e = format!("{:#}", super::densify(&s, &model).unwrap_err());
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

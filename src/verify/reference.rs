@@ -687,6 +687,12 @@ impl Reference {
                 c.after()
             );
         }
+        // Outputs with no element in any sample (a batch of 0 in --inputs)
+        // compare nothing: a result computing anything at all would pass.
+        anyhow::ensure!(
+            got.is_empty() || got.iter().flatten().any(|t| t.len() > 0),
+            "every output of the model is empty on these inputs (no element in any sample), so nothing was compared; pass --inputs whose samples give outputs (no axis of size 0), or bind the dims that empty them with --dim"
+        );
         let tol = self.opts.tolerance;
         let failed: Vec<&str> = outputs
             .iter()

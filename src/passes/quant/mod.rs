@@ -138,7 +138,7 @@ pub static INFO: PassInfo = PassInfo {
         ParamInfo { name: "activations", kind: "string", default: "auto", range: "auto | static | dynamic | none", doc: "static: calibrated QDQ; dynamic: DynamicQuantizeLinear + MatMulInteger; none: weight-only; auto: static for convolutional models, dynamic for MatMul-heavy ones, weight-only where static ranges from random samples do not hold (a recurrent state, audio samples, a text recogniser's lines, Sigmoid or Softmax outputs nearly zero on them) unless --inputs gives real data, and where static QDQ would not pay in onnxruntime (under 64 multiply-adds of its integer kernels per element converted to and from uint8)" },
         ParamInfo { name: "calibration", kind: "string", default: "percentile", range: "minmax | percentile | mse | entropy", doc: "how activation ranges are taken from the calibration samples" },
         ParamInfo { name: "percentile", kind: "float", default: "99.999", range: "(50, 100]", doc: "share of values the range keeps with calibration=percentile" },
-        ParamInfo { name: "samples", kind: "integer", default: "8", range: ">= 1", doc: "random calibration samples (ignored with --inputs)" },
+        ParamInfo { name: "samples", kind: "integer", default: "8", range: "1..=4096", doc: "random calibration samples (ignored with --inputs)" },
         ParamInfo { name: "block_size", kind: "integer", default: "64", range: ">= 16, power of 2", doc: "int4 block length along the reduction axis (and along an embedding table's rows); onnxruntime's own int4 quantizer uses 128" },
         ParamInfo { name: "weight_range", kind: "string", default: "auto", range: "auto | full | reduced", doc: "int8 weights of the layers integer kernels compute: full spans -127..127; reduced spans -64..64 (7 bits, onnxruntime's reduce_range), which x86 CPUs without VNNI (AVX2 only) never saturate, where full-range weights can saturate their 16-bit sums of products and give wrong results; auto: full on a machine with VNNI or not x86; otherwise reduced, except for static layers whose calibrated inputs show that the error of the sums full-range weights would saturate is below that of the coarser rounding (the report counts them, and labels the reduced weights)" },
         ParamInfo { name: "min_weight_elements", kind: "integer", default: "128", range: ">= 0", doc: "smaller weights stay float" },
@@ -244,7 +244,11 @@ fn build(mut params: toml::Table) -> Result<Box<dyn Pass>> {
         "percentile must be in (50, 100], got {}",
         p.percentile
     );
-    ensure!(p.samples >= 1, "samples must be at least 1");
+    ensure!(
+        (1..=MAX_CALIBRATION_SAMPLES).contains(&p.samples),
+        "samples must be 1 to {MAX_CALIBRATION_SAMPLES}, not {}",
+        p.samples
+    );
     let min_reduction = match &p.min_reduction {
         toml::Value::String(s) if s == "auto" && host_int8_exact() => MIN_REDUCTION_EXACT,
         toml::Value::String(s) if s == "auto" => MIN_REDUCTION_PAIRS16,
@@ -307,6 +311,10 @@ fn integer(v: &toml::Value) -> Option<i64> {
         _ => None,
     }
 }
+
+/// The most random calibration samples: ranges settle long before (and
+/// every sample is held at once while they are drawn).
+const MAX_CALIBRATION_SAMPLES: usize = 4096;
 
 /// `min_reduction=auto` where int8 sums are exact ([`host_int8_exact`]).
 const MIN_REDUCTION_EXACT: i64 = 64;

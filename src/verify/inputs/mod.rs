@@ -765,7 +765,7 @@ pub fn free_dims(vi: &crate::proto::ValueInfoProto) -> Vec<(String, usize)> {
 /// 307 GB and aborted the process. Read once a run: the inputs of every
 /// copy that verification and `sensitive=auto` run are checked against it,
 /// and reading the cgroup's files each time took 1.6% of silero-vad's run.
-fn sample_bytes_limit() -> u64 {
+pub(crate) fn sample_bytes_limit() -> u64 {
     static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(read_sample_bytes_limit)
 }
@@ -1701,6 +1701,25 @@ fn setting_tensor(value: i64, dtype: DataType) -> Result<Tensor> {
 /// at all; its other values get samples of their own
 /// ([`crate::verify::ReferenceInputs::variant`]).
 pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Vec<Vec<Tensor>>> {
+    // All of them are held at once: refused where they would not fit
+    // (`--samples 1000000000000` aborted the process asking for 24 TB).
+    let per_sample = specs.iter().try_fold(0u64, |acc, s| {
+        let bits = crate::ir::tensor::element_bits(s.dtype).unwrap_or(8) as u64;
+        s.shape
+            .iter()
+            .try_fold(bits, |b, &d| b.checked_mul(d as u64))
+            .and_then(|b| acc.checked_add(b.div_ceil(8)))
+    });
+    let total = per_sample.and_then(|b| b.checked_mul(count as u64));
+    let limit = sample_bytes_limit();
+    if total.is_none_or(|t| t > limit) {
+        bail!(
+            "{count} random samples of {} each would take {}, more than a quarter of this machine's memory or its container's limit ({}): ask for fewer (--samples, or quant's samples=)",
+            per_sample.map_or("more bytes than 64 bits count".to_string(), crate::report::mb),
+            total.map_or("more bytes than 64 bits count".to_string(), crate::report::mb),
+            crate::report::mb(limit)
+        );
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut samples: Vec<Vec<Tensor>> = Vec::with_capacity(count);
     for k in 0..count {
