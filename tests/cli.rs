@@ -1450,3 +1450,212 @@ fn a_fixed_input_too_large_to_draw_is_said_by_verification() {
         "{said}"
     );
 }
+
+/// What only reading finds in a model or an `--inputs` file, or a bound
+/// past what memory holds, is refused before any work with exit 1 and one
+/// line, never a panic, an abort or a hang: sample counts that would not
+/// fit (a panic, an abort asking for 24 TB), a recipe's tolerance out of
+/// range (a NaN cosine bound undid every change), a Constant whose bytes
+/// are not its dims' (written, then refused by the next run), external
+/// data locations that are empty or leave the model's folder, a FIFO (the
+/// run waited for a writer), arrays that are Fortran-ordered, truncated,
+/// of objects, or stack no sample (each found after the passes, exit 3).
+#[test]
+fn contents_that_cannot_be_used_are_refused_before_any_work() {
+    use onnx_squeeze::ir::builder::{attr_tensor, ModelBuilder};
+    use onnx_squeeze::proto::{tensor_proto::DataLocation, StringStringEntryProto};
+    let dir = scratch("cli-contents");
+    let d = dir.path();
+    let out = d.join("out.onnx");
+    let o = out.to_string_lossy().into_owned();
+    let p = |n: &str| d.join(n).to_string_lossy().into_owned();
+    let tiny = fixture("tiny_cnn.onnx").to_string_lossy().into_owned();
+    std::fs::write(
+        d.join("nan.toml"),
+        "[[pass]]\nname = \"clean\"\n[verify]\nmin_cosine = nan\n",
+    )
+    .unwrap();
+    // A Constant of 16 bytes for dims [100000, 100000, 10].
+    let mut value = onnx_squeeze::ir::tensor::from_f32("w", &[2, 2], &[1.0; 4]);
+    value.dims = vec![100_000, 100_000, 10];
+    let proto = ModelBuilder::new(17)
+        .input("x", &[2, 2])
+        .node_with(
+            "c",
+            "Constant",
+            &[],
+            &["w"],
+            vec![attr_tensor("value", value)],
+        )
+        .node("add", "Add", &["x", "w"], &["y"])
+        .output("y", &[2, 2])
+        .proto();
+    std::fs::write(
+        d.join("huge_const.onnx"),
+        prost::Message::encode_to_vec(&proto),
+    )
+    .unwrap();
+    // Initializers in external data at an empty location and at "../".
+    for (name, location) in [("empty_loc.onnx", ""), ("up.onnx", "../w.bin")] {
+        let mut proto = ModelBuilder::new(17)
+            .input("x", &[2])
+            .init_f32("w", &[2], &[1.0, 2.0])
+            .node("add", "Add", &["x", "w"], &["y"])
+            .output("y", &[2])
+            .proto();
+        let w = &mut proto.graph.as_mut().unwrap().initializer[0];
+        w.raw_data = None;
+        w.float_data.clear();
+        w.data_location = Some(DataLocation::External as i32);
+        w.external_data = vec![StringStringEntryProto {
+            key: Some("location".into()),
+            value: Some(location.into()),
+        }];
+        std::fs::write(d.join(name), prost::Message::encode_to_vec(&proto)).unwrap();
+    }
+    let fifo = d.join("fifo.onnx");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(
+        made.is_ok_and(|s| s.success()),
+        "mkfifo (coreutils) is needed"
+    );
+    write_npz(
+        &d.join("fortran.npz"),
+        "np.savez(out, image=np.asfortranarray(np.zeros((1, 3, 16, 16), np.float32)))",
+    );
+    write_npz(
+        &d.join("objects.npz"),
+        "np.savez(out, image=np.empty((1, 3, 16, 16), object))",
+    );
+    write_npz(
+        &d.join("no_sample.npz"),
+        "np.savez(out, image=np.zeros((0, 1, 3, 16, 16), np.float32))",
+    );
+    write_npz(
+        &d.join("full.npy"),
+        "np.save(out, np.zeros((1, 3, 16, 16), np.float32))",
+    );
+    let npy = std::fs::read(d.join("full.npy")).unwrap();
+    std::fs::write(d.join("truncated.npy"), &npy[..npy.len() - 100]).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "quant(samples=1000000000000)".into(),
+                tiny.clone(),
+                o.clone(),
+            ],
+            "samples must be 1 to 4096, not 1000000000000",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--recipe".into(),
+                p("nan.toml"),
+                tiny.clone(),
+                o.clone(),
+            ],
+            "recipe [verify] min_cosine = NaN: a cosine bound is between 0 and 1",
+        ),
+        (
+            vec!["run".into(), p("huge_const.onnx"), o.clone()],
+            "holds a malformed tensor: tensor 'w' holds 16 bytes, its dims [100000, 100000, 10]",
+        ),
+        (
+            vec!["inspect".into(), p("empty_loc.onnx")],
+            "an external data location is empty",
+        ),
+        (
+            vec!["inspect".into(), p("up.onnx")],
+            "must be a relative path inside the model's folder",
+        ),
+        (
+            vec!["inspect".into(), fifo.to_string_lossy().into_owned()],
+            "is not a regular file (a pipe or a device)",
+        ),
+    ];
+    let mut cases = cases;
+    for (npz, expect) in [
+        ("fortran.npz", "Fortran-ordered arrays are not supported"),
+        ("objects.npz", "only numeric and boolean arrays are read"),
+        ("no_sample.npz", "stacks no sample"),
+        ("truncated.npy", "the file ends before the values"),
+    ] {
+        cases.push((
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "clean,quant".into(),
+                "--inputs".into(),
+                p(npz),
+                tiny.clone(),
+                o.clone(),
+            ],
+            expect,
+        ));
+    }
+    for (args, expect) in cases {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        assert_clean_failure(&a, &out, expect);
+    }
+    // More random samples than memory holds: said by verification, which
+    // cannot run (exit 3), where it panicked or aborted.
+    let o2 = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        "--samples",
+        "1000000000000",
+        &tiny,
+        &o,
+    ]);
+    let s = format!("{}{}", text(&o2.stdout), text(&o2.stderr));
+    assert_eq!(o2.status.code(), Some(3), "{s}");
+    assert!(
+        s.contains("1000000000000 random samples of 3.1 kB each would take"),
+        "{s}"
+    );
+    // An array no input takes that cannot be read is warned of, not fatal.
+    write_npz(
+        &d.join("labels.npz"),
+        "np.savez(out, image=np.zeros((1, 3, 16, 16), np.float32), labels=np.array([{}, None], object))",
+    );
+    let o3 = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        "--inputs",
+        &p("labels.npz"),
+        &tiny,
+        &o,
+    ]);
+    let s = text(&o3.stderr);
+    assert_eq!(o3.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains("warning: array 'labels' of --inputs") && s.contains("is not read"),
+        "{s}"
+    );
+}
+
+/// Outputs with no element in any sample compare nothing: verification
+/// does not pass them (a batch of 0 passed a model computing something
+/// else at cosine 1).
+#[test]
+fn outputs_empty_on_every_sample_are_not_verified() {
+    let dir = scratch("cli-empty-outputs");
+    let d = dir.path();
+    write_npz(
+        &d.join("none.npz"),
+        "np.savez(out, image=np.zeros((0, 3, 16, 16), np.float32))",
+    );
+    let tiny = fixture("tiny_cnn.onnx").to_string_lossy().into_owned();
+    let inputs = d.join("none.npz").to_string_lossy().into_owned();
+    let o = run_cli(&["verify", "--inputs", &inputs, &tiny, &tiny]);
+    let s = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "{s}");
+    assert!(
+        s.contains("every output of the model is empty on these inputs"),
+        "{s}"
+    );
+}

@@ -1,6 +1,6 @@
 //! The user's samples (`--inputs`): a `.npz` with an array per model input,
 //! or a `.npy` for a model of one input, checked against the graph's inputs
-//! from the arrays' headers before anything runs, then read as tensors.
+//! before anything runs, then read as tensors.
 
 use super::*;
 
@@ -30,7 +30,8 @@ fn npz_array<'a>(
 }
 
 /// Checks an `--inputs` file against the graph's inputs before anything
-/// runs, from the arrays' headers alone: an array named after each input
+/// runs, from the arrays' headers (the arrays an input takes read whole:
+/// their contents can fail too): an array named after each input
 /// (a `.npy` for a model of one input), of the input's rank (or one axis
 /// more: stacked samples) and of the sizes it fixes. A missing array left
 /// calibration off in a note and verification failing at the end; a
@@ -57,6 +58,7 @@ pub fn check_inputs_file(
             .join(", ")
     };
     let mut shapes: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut unread = Vec::new();
     if path.extension().is_some_and(|e| e == "npy") {
         ensure!(
             inputs.len() == 1,
@@ -70,11 +72,38 @@ pub fn check_inputs_file(
         let npy = npyz::NpyFile::new(std::io::BufReader::new(f))
             .with_context(|| format!("--inputs {} is not a valid .npy file", path.display()))?;
         shapes.push((inputs[0].name().to_string(), npy.shape().to_vec()));
+        // Read whole (below for an .npz): what only reading finds (a
+        // truncated file, Fortran order, a type not read) is said now,
+        // not once the passes ran (calibration fell back to weight-only,
+        // verification failed at the end).
+        npy_to_tensor(npy).with_context(|| format!("--inputs {}", path.display()))?;
     } else {
         let (mut npz, names) = open_npz(path)?;
         for name in names {
-            let npy = npz_array(&mut npz, &name, path)?;
-            shapes.push((name, npy.shape().to_vec()));
+            let used = inputs.iter().any(|vi| vi.name() == name);
+            match npz_array(&mut npz, &name, path) {
+                Ok(npy) => {
+                    shapes.push((name.clone(), npy.shape().to_vec()));
+                    if used {
+                        npy_to_tensor(npy).with_context(|| {
+                            format!("array '{name}' of --inputs {}", path.display())
+                        })?;
+                    }
+                }
+                // An array no input takes is not read (saved labels of
+                // Python objects): warned of, not fatal.
+                Err(e) if !used => unread.push(format!(
+                    "array '{name}' of --inputs {} is not read: it names no input the model takes (its inputs: {}), and its header cannot be read ({:#})",
+                    path.display(),
+                    expected(),
+                    e.root_cause()
+                )),
+                Err(e) => {
+                    return Err(e.context(
+                        "only numeric and boolean arrays are read (not objects, strings or records)",
+                    ))
+                }
+            }
         }
     }
     for vi in &inputs {
@@ -100,7 +129,16 @@ pub fn check_inputs_file(
         };
         let dims = match shape.len() {
             n if n == rank => &shape[..],
-            n if n == rank + 1 && rank > 0 => &shape[1..],
+            n if n == rank + 1 && rank > 0 => {
+                ensure!(
+                    shape[0] > 0,
+                    "array '{}' of --inputs {} stacks no sample (its first axis, one more than input '{}' has, is empty)",
+                    vi.name(),
+                    path.display(),
+                    vi.name()
+                );
+                &shape[1..]
+            }
             _ => bail!(
                 "array '{}' of --inputs {} has shape {shape:?}, but input '{}' is {} (rank {rank}; an array of one axis more stacks samples)",
                 vi.name(),
@@ -147,6 +185,7 @@ pub fn check_inputs_file(
                 expected()
             )
         })
+        .chain(unread)
         .collect())
 }
 
@@ -261,6 +300,16 @@ pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>
         .collect()
 }
 
+/// An array's values as read, where the file ends before them: said so.
+fn full<T>(read: std::io::Result<Vec<T>>) -> Result<Vec<T>> {
+    read.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => anyhow::anyhow!(
+            "the file ends before the values its header's shape and type need (truncated?)"
+        ),
+        _ => e.into(),
+    })
+}
+
 fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
     use npyz::{DType, TypeChar};
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
@@ -272,18 +321,18 @@ fn npy_to_tensor<R: std::io::Read>(npy: npyz::NpyFile<R>) -> Result<Tensor> {
         _ => bail!("structured arrays are not supported"),
     };
     Ok(match (tc, size) {
-        (TypeChar::Float, 4) => Tensor::from_shape(&shape, &npy.into_vec::<f32>()?)?,
-        (TypeChar::Float, 8) => Tensor::from_shape(&shape, &npy.into_vec::<f64>()?)?,
-        (TypeChar::Float, 2) => Tensor::from_shape(&shape, &npy.into_vec::<half::f16>()?)?,
-        (TypeChar::Int, 8) => Tensor::from_shape(&shape, &npy.into_vec::<i64>()?)?,
-        (TypeChar::Int, 4) => Tensor::from_shape(&shape, &npy.into_vec::<i32>()?)?,
-        (TypeChar::Int, 2) => Tensor::from_shape(&shape, &npy.into_vec::<i16>()?)?,
-        (TypeChar::Int, 1) => Tensor::from_shape(&shape, &npy.into_vec::<i8>()?)?,
-        (TypeChar::Uint, 8) => Tensor::from_shape(&shape, &npy.into_vec::<u64>()?)?,
-        (TypeChar::Uint, 4) => Tensor::from_shape(&shape, &npy.into_vec::<u32>()?)?,
-        (TypeChar::Uint, 2) => Tensor::from_shape(&shape, &npy.into_vec::<u16>()?)?,
-        (TypeChar::Uint, 1) => Tensor::from_shape(&shape, &npy.into_vec::<u8>()?)?,
-        (TypeChar::Bool, 1) => Tensor::from_shape(&shape, &npy.into_vec::<bool>()?)?,
+        (TypeChar::Float, 4) => Tensor::from_shape(&shape, &full(npy.into_vec::<f32>())?)?,
+        (TypeChar::Float, 8) => Tensor::from_shape(&shape, &full(npy.into_vec::<f64>())?)?,
+        (TypeChar::Float, 2) => Tensor::from_shape(&shape, &full(npy.into_vec::<half::f16>())?)?,
+        (TypeChar::Int, 8) => Tensor::from_shape(&shape, &full(npy.into_vec::<i64>())?)?,
+        (TypeChar::Int, 4) => Tensor::from_shape(&shape, &full(npy.into_vec::<i32>())?)?,
+        (TypeChar::Int, 2) => Tensor::from_shape(&shape, &full(npy.into_vec::<i16>())?)?,
+        (TypeChar::Int, 1) => Tensor::from_shape(&shape, &full(npy.into_vec::<i8>())?)?,
+        (TypeChar::Uint, 8) => Tensor::from_shape(&shape, &full(npy.into_vec::<u64>())?)?,
+        (TypeChar::Uint, 4) => Tensor::from_shape(&shape, &full(npy.into_vec::<u32>())?)?,
+        (TypeChar::Uint, 2) => Tensor::from_shape(&shape, &full(npy.into_vec::<u16>())?)?,
+        (TypeChar::Uint, 1) => Tensor::from_shape(&shape, &full(npy.into_vec::<u8>())?)?,
+        (TypeChar::Bool, 1) => Tensor::from_shape(&shape, &full(npy.into_vec::<bool>())?)?,
         (TypeChar::UnicodeStr | TypeChar::ByteStr, _) => bail!(
             "string arrays are not supported: verification runs numeric inputs only; pass --no-verify to write the result unverified"
         ),
