@@ -294,6 +294,8 @@ fn no_error_backtraces() {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: they inherit the blocked signals.
+    io::interrupt::install();
     no_error_backtraces();
     io::tune_allocator();
     let cli = match Cli::try_parse() {

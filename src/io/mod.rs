@@ -12,6 +12,7 @@
 
 mod direct;
 mod external;
+pub mod interrupt;
 mod save;
 pub mod spill;
 

@@ -86,6 +86,7 @@ pub fn save(
         let data_name = data_file_name(&file_name);
         let tmp = NamedTempFile::new_in(&dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let data_tracked = super::interrupt::Tracked::new(tmp.path());
         // Past the page cache where it is large (see `direct`).
         let mut w = super::direct::Output::new(tmp, payload_total);
         // Computed weights written to the scratch file past the page cache
@@ -137,7 +138,7 @@ pub fn save(
             .context("cannot flush external data to disk")?;
         stats.external_bytes = offset;
         stats.external_file = Some(dir.join(&data_name));
-        data_tmp = Some((tmp, dir.join(&data_name)));
+        data_tmp = Some((tmp, dir.join(&data_name), data_tracked));
     } else if had_external {
         // Bring external payloads inline.
         let mut err = None;
@@ -167,6 +168,7 @@ pub fn save(
     }
     let tmp = NamedTempFile::new_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let _tracked = super::interrupt::Tracked::new(tmp.path());
     let mut sink = FileSink::new(super::direct::Output::new(tmp, len));
     proto.encode(&mut sink).context("cannot encode the model")?;
     let tmp = sink
@@ -177,7 +179,7 @@ pub fn save(
         .sync_all()
         .with_context(|| format!("cannot flush {} to disk", target.display()))?;
     set_readable(tmp.as_file());
-    if let Some((data, data_path)) = data_tmp {
+    if let Some((data, data_path, _data_tracked)) = data_tmp {
         set_readable(data.as_file());
         data.persist(&data_path)
             .map_err(|e| e.error)
