@@ -125,7 +125,7 @@ mod tests {
             .filter(|p| p.starts_with(dir.path()))
             .cloned()
             .collect();
-        assert_eq!(mine, [a.clone()]);
+        assert_eq!(mine, std::slice::from_ref(&a));
         remove_files(&mine);
         assert!(!a.exists() && b.exists());
         drop(ga);

@@ -75,16 +75,24 @@ pub fn check_inputs_file(
         // Read whole (below for an .npz): what only reading finds (a
         // truncated file, Fortran order, a type not read) is said now,
         // not once the passes ran (calibration fell back to weight-only,
-        // verification failed at the end).
-        npy_to_tensor(npy).with_context(|| format!("--inputs {}", path.display()))?;
+        // verification failed at the end). Text is left to verification.
+        if g.elem_type(inputs[0].name())
+            != Some(crate::proto::tensor_proto::DataType::String as i32)
+        {
+            npy_to_tensor(npy).with_context(|| format!("--inputs {}", path.display()))?;
+        }
     } else {
         let (mut npz, names) = open_npz(path)?;
         for name in names {
             let used = inputs.iter().any(|vi| vi.name() == name);
+            // Text is not read (verification says it runs numeric inputs
+            // only, and --no-verify writes such a model unverified).
+            let text =
+                g.elem_type(&name) == Some(crate::proto::tensor_proto::DataType::String as i32);
             match npz_array(&mut npz, &name, path) {
                 Ok(npy) => {
                     shapes.push((name.clone(), npy.shape().to_vec()));
-                    if used {
+                    if used && !text {
                         npy_to_tensor(npy).with_context(|| {
                             format!("array '{name}' of --inputs {}", path.display())
                         })?;
