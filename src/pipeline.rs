@@ -110,8 +110,17 @@ impl Pipeline {
     pub fn from_recipe(path: &Path) -> Result<Pipeline> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read recipe {}", path.display()))?;
+        // One line, with where the parser stopped.
         let recipe: Recipe = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}", e.message().trim()))
+            .map_err(|e| {
+                let at = e.span().map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: ")
+                });
+                anyhow::anyhow!("{}{}", at.unwrap_or_default(), e.message().trim())
+            })
             .with_context(|| format!("bad recipe {}", path.display()))?;
         let mut passes = Vec::new();
         for p in recipe.pass {

@@ -1471,6 +1471,11 @@ fn contents_that_cannot_be_used_are_refused_before_any_work() {
     let p = |n: &str| d.join(n).to_string_lossy().into_owned();
     let tiny = fixture("tiny_cnn.onnx").to_string_lossy().into_owned();
     std::fs::write(
+        d.join("broken.toml"),
+        "[[pass]]\nname = \"clean\"\nparams = { x = \n",
+    )
+    .unwrap();
+    std::fs::write(
         d.join("nan.toml"),
         "[[pass]]\nname = \"clean\"\n[verify]\nmin_cosine = nan\n",
     )
@@ -1537,7 +1542,8 @@ fn contents_that_cannot_be_used_are_refused_before_any_work() {
     );
     let npy = std::fs::read(d.join("full.npy")).unwrap();
     std::fs::write(d.join("truncated.npy"), &npy[..npy.len() - 100]).unwrap();
-    let cases: Vec<(Vec<String>, &str)> = vec![
+    let cases: Vec<(Vec<String>, &str)> =
+        vec![
         (
             vec![
                 "run".into(),
@@ -1557,6 +1563,10 @@ fn contents_that_cannot_be_used_are_refused_before_any_work() {
                 o.clone(),
             ],
             "recipe [verify] min_cosine = NaN: a cosine bound is between 0 and 1",
+        ),
+        (
+            vec!["run".into(), "--recipe".into(), p("broken.toml"), tiny.clone(), o.clone()],
+            "broken.toml: line 3, column",
         ),
         (
             vec!["run".into(), p("huge_const.onnx"), o.clone()],

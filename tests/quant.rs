@@ -2012,6 +2012,49 @@ fn an_int32_bias_that_would_saturate_raises_its_weight_scale() {
     assert_eq!(v.status, Status::Passed, "{}", v.table());
 }
 
+/// A layer `exclude=` names computes as it did, also where it shares its
+/// weight with a layer quant would quantize: that weight stays float for
+/// both (the excluded MatMul computed on the int8 values, 0.03 off), and
+/// the report names it.
+#[test]
+fn a_weight_an_excluded_layer_shares_stays_float() {
+    let original = ModelBuilder::new(17)
+        .input("x", &[6, 128])
+        .input("x2", &[6, 128])
+        .init_f32("w", &[128, 96], &weights(128 * 96, 11))
+        .init_f32("v", &[128, 96], &weights(128 * 96, 12))
+        .node("keep_me", "MatMul", &["x", "w"], &["a"])
+        .node("q", "MatMul", &["x2", "w"], &["b"])
+        .node("other", "MatMul", &["x2", "v"], &["c"])
+        .output("a", &[6, 96])
+        .output("b", &[6, 96])
+        .output("c", &[6, 96])
+        .build()
+        .unwrap();
+    for mode in ["static", "dynamic", "none"] {
+        let mut m = original.clone();
+        let params =
+            format!("activations = \"{mode}\"\nsensitive = \"off\"\nexclude = [\"keep_me\"]");
+        let r = quant(&mut m, &params);
+        assert!(
+            r.notes.iter().any(|n| n
+                .contains("weight(s) kept float, read by nodes exclude= names")
+                && n.ends_with("'w'")),
+            "{mode}: {:?}",
+            r.notes
+        );
+        let w = m.graph.initializers.get("w").expect("w stays");
+        assert_eq!(
+            w.data_type(),
+            onnx_squeeze::proto::tensor_proto::DataType::Float as i32
+        );
+        assert!(
+            m.graph.initializers.get("v").is_none(),
+            "{mode}: v is quantized"
+        );
+    }
+}
+
 fn push_lookup(g: &mut onnx_squeeze::proto::GraphProto, name: &str, table: &str, out: &str) {
     if !g.input.iter().any(|i| i.name() == "ids") {
         g.input.push(typed_value(

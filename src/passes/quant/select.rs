@@ -30,6 +30,26 @@ impl Quant {
         self.compute_in_float(g, setup.mode, &mut uses, &short, &excluded);
         self.stored_others(g, &mut uses, &excluded);
         self.half_weights(g, &mut uses, &excluded);
+        // A weight an excluded node reads too stays float for all its
+        // readers: exclude= promises that node computes as it did, and the
+        // quantized weight keeps the name every reader shares (the
+        // excluded MatMul computed on the int8 values, 0.03 off).
+        let shared: Vec<String> = uses
+            .keys()
+            .filter(|w| g.consumers(w).iter().any(|&c| excluded(c)))
+            .cloned()
+            .collect();
+        for w in &shared {
+            uses.remove(w);
+        }
+        if !shared.is_empty() {
+            let listed: Vec<String> = shared.iter().map(|w| format!("'{w}'")).collect();
+            ctx.notes.push(format!(
+                "{} weight(s) kept float, read by nodes exclude= names (or post-processing left as it is) as well as by layers it would quantize: {}",
+                shared.len(),
+                listed.join(", ")
+            ));
+        }
         store_renamed_if_shared(g, setup, self.params.block_size, &mut uses, &excluded);
         if !tail.is_empty() {
             // Weights the tail reads (its bodies' reads included), which
