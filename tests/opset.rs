@@ -823,3 +823,35 @@ fn nodes_written_for_an_old_softmax_take_free_names() {
     assert_eq!(unique.len(), names.len(), "{names:?}");
     assert!(names.contains(&"sm_shape_1".to_string()), "{names:?}");
 }
+
+/// A Clip whose input a Cast types is converted with that type, in a model
+/// of several float types: its bounds become float16 constants behind a
+/// Cast to float16 (it was refused as of unstated type).
+#[test]
+fn a_clip_behind_a_cast_takes_the_casts_type() {
+    let mut m = ModelBuilder::new(10)
+        .input("x", &[8])
+        .node_with("h", "Cast", &["x"], &["c"], vec![attr_int("to", 10)])
+        .node_with(
+            "clip",
+            "Clip",
+            &["c"],
+            &["d"],
+            vec![attr_float("min", -0.3), attr_float("max", 0.7)],
+        )
+        .node_with("f", "Cast", &["d"], &["y"], vec![attr_int("to", 1)])
+        .output("y", &[8])
+        .build()
+        .unwrap();
+    upgrade(&mut m, 13).unwrap();
+    let clip = m
+        .graph
+        .nodes
+        .node_weights()
+        .find(|n| n.proto.op_type() == "Clip")
+        .unwrap();
+    assert_eq!(clip.proto.input.len(), 3, "{:?}", clip.proto);
+    for bound in &clip.proto.input[1..] {
+        assert_eq!(m.graph.elem_type(bound), Some(10), "{bound}");
+    }
+}

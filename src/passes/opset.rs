@@ -747,11 +747,17 @@ fn collect_graph(g: &GraphProto, cx: &mut Cx) {
 
 fn collect_node(n: &NodeProto, cx: &mut Cx) {
     cx.read.extend(n.input.iter().cloned());
-    // A Cast to another float type makes the model's float type ambiguous.
+    // A Cast to another float type makes the model's float type ambiguous;
+    // its output's type is the one it says (a Clip behind a Cast to
+    // float16 was refused as of unstated type).
     if n.op_type() == "Cast" {
         if let Some(to) = attr(n, "to").map(|a| a.i() as i32) {
-            if FLOAT_TYPES.contains(&to) {
-                cx.float_types.insert(to);
+            match n.output.first().filter(|o| !o.is_empty()) {
+                Some(out) => cx.add_type(out, to),
+                None if FLOAT_TYPES.contains(&to) => {
+                    cx.float_types.insert(to);
+                }
+                None => {}
             }
         }
     }
