@@ -191,21 +191,7 @@ impl VerifyArgs {
             ("min_cosine", recipe.min_cosine),
         ] {
             let Some(x) = v else { continue };
-            match key {
-                "min_cosine" => ensure!(
-                    (0.0..=1.0).contains(&x),
-                    "recipe [verify] min_cosine = {x}: a cosine bound is between 0 and 1"
-                ),
-                _ => ensure!(
-                    x >= 0.0,
-                    "recipe [verify] {key} = {x}: must be a number >= 0 (inf for no bound)"
-                ),
-            }
-            match key {
-                "atol" => tol.atol = x,
-                "rtol" => tol.rtol = x,
-                _ => tol.min_cosine = x,
-            }
+            set_bound(&mut tol, key, x, &format!("recipe [verify] {key} = {x}"))?;
         }
         let mut given = std::collections::HashSet::new();
         for t in &self.tolerance {
@@ -227,21 +213,7 @@ impl VerifyArgs {
                 given.insert(key.to_string()),
                 "--tolerance {key}: given twice; give each key once"
             );
-            match key {
-                "min_cosine" => ensure!(
-                    (0.0..=1.0).contains(&x),
-                    "--tolerance {t}: a cosine bound is between 0 and 1"
-                ),
-                _ => ensure!(
-                    x >= 0.0,
-                    "--tolerance {t}: must be a number >= 0 (inf for no bound)"
-                ),
-            }
-            match key {
-                "atol" => tol.atol = x,
-                "rtol" => tol.rtol = x,
-                _ => tol.min_cosine = x,
-            }
+            set_bound(&mut tol, key, x, &format!("--tolerance {t}"))?;
         }
         if let Some(p) = &self.inputs {
             ensure!(
@@ -291,6 +263,25 @@ fn no_error_backtraces() {
         // Called first thing, before any other thread exists.
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+}
+
+/// Set bound `key` (atol, rtol or min_cosine) of `tol` to `x`, where it is
+/// one (a cosine in [0, 1], the others >= 0, inf for none; never NaN);
+/// `said` is how the user gave it, for the error.
+fn set_bound(tol: &mut Tolerance, key: &str, x: f64, said: &str) -> Result<()> {
+    match key {
+        "min_cosine" => ensure!(
+            (0.0..=1.0).contains(&x),
+            "{said}: a cosine bound is between 0 and 1"
+        ),
+        _ => ensure!(x >= 0.0, "{said}: must be a number >= 0 (inf for no bound)"),
+    }
+    match key {
+        "atol" => tol.atol = x,
+        "rtol" => tol.rtol = x,
+        _ => tol.min_cosine = x,
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
