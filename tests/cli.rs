@@ -1626,6 +1626,19 @@ fn contents_that_cannot_be_used_are_refused_before_any_work() {
         s.contains("1000000000000 random samples of 3.1 kB each would take"),
         "{s}"
     );
+    // A .npy is one whatever the case of its extension (.NPY was read as
+    // an archive).
+    std::fs::write(d.join("upper.NPY"), &npy).unwrap();
+    let o4 = run_cli(&[
+        "run",
+        "--passes",
+        "clean",
+        "--inputs",
+        &p("upper.NPY"),
+        &tiny,
+        &o,
+    ]);
+    assert_eq!(o4.status.code(), Some(0), "{}", text(&o4.stderr));
     // An array no input takes that cannot be read is warned of, not fatal.
     write_npz(
         &d.join("labels.npz"),

@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// Whether `path` names a `.npy` (in any case: `.NPY` was opened as an
+/// archive); anything else is read as a `.npz`.
+fn is_npy(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
 /// The `.npz` at `path`, opened, with the names of its arrays.
 fn open_npz(
     path: &Path,
@@ -59,7 +66,7 @@ pub fn check_inputs_file(
     };
     let mut shapes: Vec<(String, Vec<u64>)> = Vec::new();
     let mut unread = Vec::new();
-    if path.extension().is_some_and(|e| e == "npy") {
+    if is_npy(path) {
         ensure!(
             inputs.len() == 1,
             "--inputs {} is a single array but the model has {} inputs ({}); use an .npz with one array per input, named after it",
@@ -203,7 +210,7 @@ pub fn check_inputs_file(
 /// calibration set of a model whose batch is fixed), the other arrays the
 /// same in every sample. Arrays are cast to their input's type.
 pub fn load_samples(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>> {
-    let is_npy = path.extension().is_some_and(|e| e == "npy");
+    let is_npy = is_npy(path);
     let mut arrays: HashMap<String, Tensor> = HashMap::new();
     let mut all_names: Vec<String> = Vec::new();
     if is_npy {
