@@ -285,9 +285,9 @@ fn set_bound(tol: &mut Tolerance, key: &str, x: f64, said: &str) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    // Before any thread starts: they inherit the blocked signals.
-    io::interrupt::install();
     no_error_backtraces();
+    // Before any other thread starts: they inherit the blocked signals.
+    io::interrupt::install();
     io::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -748,6 +748,11 @@ fn run(args: RunArgs) -> Result<u8> {
     let shown = stages.clone();
     let progress = onnx_squeeze::pass::Progress::new(move |msg| shown.stage(msg));
     let mut passes = pipeline.run(&mut model, &data, &progress)?;
+    if args.no_verify {
+        // The reference the passes compared with (the original's outputs,
+        // its samples) is of no more use.
+        data.original = None;
+    }
     if args.dump {
         stages
             .pb

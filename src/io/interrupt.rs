@@ -8,8 +8,8 @@
 //! GB behind. [`install`] blocks those signals in every thread the process
 //! starts after it and waits for them on a thread of its own (outside a
 //! signal handler, where taking a lock and removing files is safe): there,
-//! the files [`Tracked`] holds are removed and the process exits as the
-//! signal would have ended it (128 + its number).
+//! the files [`Tracked`] holds are removed and the signal is raised again,
+//! to end the process as it would have.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -46,21 +46,30 @@ const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Block [`SIGNALS`] in this thread (and so in every thread it starts
 /// after) and wait for them on a thread of its own. Call first thing in
-/// `main`, before any thread is started. Where the signals cannot be
-/// blocked, nothing changes (an interrupted save may leave its temporary
-/// file, as before).
+/// `main`, before any thread is started. A signal the process was started
+/// ignoring (`nohup`'s SIGHUP, a background job's SIGINT) is left ignored:
+/// blocked, it would be taken. Where the signals cannot be blocked, nothing
+/// changes (an interrupted save may leave its temporary file, as before).
 pub fn install() {
     #[cfg(unix)]
     {
-        // SAFETY: a sigset_t filled by sigemptyset/sigaddset before use;
-        // pthread_sigmask changes this thread's mask only.
+        // SAFETY: sigaction with a null new action only reads the current
+        // one into `old`; a sigset_t is filled by sigemptyset/sigaddset
+        // before use; pthread_sigmask changes this thread's mask only.
         let set = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
+            let mut any = false;
             for s in SIGNALS {
-                libc::sigaddset(&mut set, s);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                let ignored = libc::sigaction(s, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction == libc::SIG_IGN;
+                if !ignored {
+                    libc::sigaddset(&mut set, s);
+                    any = true;
+                }
             }
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            if !any || libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
                 return;
             }
             set
@@ -75,7 +84,19 @@ pub fn install() {
                     continue;
                 }
                 remove_tracked();
-                eprintln!("\ninterrupted: no output written");
+                eprintln!("\ninterrupted");
+                // Ended by the signal, as without this thread: a shell's
+                // loop stops on a child Ctrl-C killed, not on one that
+                // exited 130. SAFETY: the signal's action set back to the
+                // default, then unblocked in this thread and raised here.
+                unsafe {
+                    libc::signal(sig, libc::SIG_DFL);
+                    let mut one: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut one);
+                    libc::sigaddset(&mut one, sig);
+                    libc::pthread_sigmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+                    libc::raise(sig);
+                }
                 std::process::exit(128 + sig);
             });
         if waiter.is_err() {

@@ -1071,9 +1071,18 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
     // A value renamed by a shunt before is read under its new name by the
     // shunts after (an inlined branch returning one value for two outputs).
     let mut renamed: HashMap<String, String> = HashMap::new();
+    // Node names, for an Identity's (gathered once, where one is needed).
+    let mut labels: Option<HashSet<String>> = None;
     for (old, new) in &patch.shunts {
-        let new = renamed.get(new).unwrap_or(new).clone();
-        let new = &new;
+        // Followed to its end (at most once per rename: no cycle holds).
+        let mut new = new;
+        for _ in 0..renamed.len() {
+            match renamed.get(new) {
+                Some(n) if n != new => new = n,
+                _ => break,
+            }
+        }
+        let new = &new.clone();
         if g.is_graph_output(old) {
             let renamable = g.producer(new).is_some()
                 && !g.is_graph_output(new)
@@ -1086,14 +1095,17 @@ fn apply_to(g: &mut Graph, patch: &Patch) -> Result<Touched> {
                 renamed.insert(new.clone(), old.clone());
             } else {
                 let order = g.next_order(anchor);
-                let mut labels = HashSet::new();
-                for n in g.nodes.node_weights() {
-                    walk::node_labels(&n.proto, &mut labels);
-                }
+                let labels = labels.get_or_insert_with(|| {
+                    let mut l = HashSet::new();
+                    for n in g.nodes.node_weights() {
+                        walk::node_labels(&n.proto, &mut l);
+                    }
+                    l
+                });
                 let identity = NodeProto {
                     input: vec![new.clone()],
                     output: vec![old.clone()],
-                    name: Some(walk::unique_name(&mut labels, &format!("{old}_identity"))),
+                    name: Some(walk::unique_name(labels, &format!("{old}_identity"))),
                     op_type: Some("Identity".into()),
                     ..Default::default()
                 };

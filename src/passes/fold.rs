@@ -424,12 +424,13 @@ fn fold(
     Ok(patches)
 }
 
-/// Whether a float tensor holds a NaN (a tensor whose values cannot be
-/// read counts as none: tract then says what is wrong with it).
+/// Whether a float32, float16 or float64 tensor holds a NaN (one whose
+/// values cannot be read counts as none: tract then says what is wrong
+/// with it).
 fn holds_nan(t: &TensorProto) -> bool {
     let float = matches!(
         tensor::data_type(t),
-        DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16
+        DataType::Float | DataType::Float16 | DataType::Double
     );
     float
         && tensor::f32_view(t, t.raw_data.as_ref()).is_ok_and(|v| v.data.iter().any(|x| x.is_nan()))

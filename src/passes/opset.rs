@@ -752,7 +752,8 @@ fn collect_node(n: &NodeProto, cx: &mut Cx) {
     // float16 was refused as of unstated type).
     if n.op_type() == "Cast" {
         if let Some(to) = attr(n, "to").map(|a| a.i() as i32) {
-            match n.output.first().filter(|o| !o.is_empty()) {
+            // (`to` 0: a function's attribute names it, unknown here.)
+            match n.output.first().filter(|o| !o.is_empty() && to > 0) {
                 Some(out) => cx.add_type(out, to),
                 None if FLOAT_TYPES.contains(&to) => {
                     cx.float_types.insert(to);
