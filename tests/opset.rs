@@ -89,11 +89,13 @@ fn what_cannot_be_converted_is_refused_with_the_reason() {
         "{e:#}"
     );
     // A Clip whose input's float type is not stated, in a model of two
-    // float types (a Cast to double): its bounds' type is unknown.
+    // float types (a Cast to double, an Identity of its output): its
+    // bounds' type is unknown (behind the Cast alone it is the Cast's).
     let mut two_floats = ModelBuilder::new(10)
         .input("x", &[1, 4])
         .node_with("wide", "Cast", &["x"], &["d"], vec![attr_int("to", 11)])
-        .node_with("clip", "Clip", &["d"], &["c"], vec![attr_float("min", 0.0)])
+        .node("same", "Identity", &["d"], &["e"])
+        .node_with("clip", "Clip", &["e"], &["c"], vec![attr_float("min", 0.0)])
         .node_with("narrow", "Cast", &["c"], &["y"], vec![attr_int("to", 1)])
         .output("y", &[1, 4])
         .build()
