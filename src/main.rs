@@ -23,7 +23,9 @@ Exit codes:
   3  verification failed or could not run; nothing is written unless --force
      (a run whose every change is exact by construction, such as an already
      quantized model left alone, is written when verification cannot run,
-     and says so)";
+     and says so)
+Interrupted (Ctrl-C, SIGTERM, SIGHUP), it removes the temporary files of a
+save in progress and ends on the signal: nothing is written.";
 
 /// Make ONNX models smaller and faster, and prove they still compute the same thing.
 ///
