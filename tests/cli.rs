@@ -90,6 +90,18 @@ fn bad_inputs_give_one_line_and_exit_1() {
                 "--passes".into(),
                 "clean".into(),
                 "--dim".into(),
+                "image:1=3".into(),
+                f("tiny_cnn.onnx"),
+                o.clone(),
+            ],
+            "--dim image:1=3: input 'image' has a fixed size of 3 on axis 1 (the model fixes it)",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--passes".into(),
+                "clean".into(),
+                "--dim".into(),
                 "N=1000000000000".into(),
                 f("tiny_cnn.onnx"),
                 o.clone(),

@@ -255,6 +255,34 @@ pub fn check_bound(
         return Ok(());
     }
     unknown.sort();
+    // An axis the model fixes, named by axis: said so (it read as a name
+    // the model lacks).
+    for k in &unknown {
+        let Some((input, axis)) = k.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(axis) = axis.parse::<usize>() else {
+            continue;
+        };
+        let size = model
+            .graph
+            .rest
+            .input
+            .iter()
+            .find(|vi| vi.name() == input)
+            .and_then(crate::ir::tensor_type)
+            .and_then(|tt| tt.shape.as_ref()?.dim.get(axis).cloned())
+            .and_then(|d| match d.value {
+                Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                _ => None,
+            });
+        if let Some(v) = size {
+            anyhow::bail!(
+                "--dim {k}={}: input '{input}' has a fixed size of {v} on axis {axis} (the model fixes it); --dim binds only dims without a size",
+                dims[*k]
+            );
+        }
+    }
     let names: Vec<String> = unknown.iter().map(|k| format!("'{k}'")).collect();
     let listed: Vec<String> = free
         .iter()
