@@ -1574,4 +1574,31 @@ fn folds_runtimes_disagree_on_are_left() {
     let d = dump(&m.graph);
     assert!(d.contains("Max(n, one) -> (m)"), "{d}");
     assert!(!d.contains("Reshape"), "{d}");
+    // 1 << 9 on uint8: tract masks the shift to 1, onnxruntime gives 0.
+    let byte = |name: &str, v: u8| onnx_squeeze::proto::TensorProto {
+        name: Some(name.into()),
+        dims: vec![1],
+        data_type: Some(onnx_squeeze::proto::tensor_proto::DataType::Uint8 as i32),
+        raw_data: Some(vec![v].into()),
+        ..Default::default()
+    };
+    let mut shifted = ModelBuilder::new(17)
+        .input("x", &[1])
+        .init(byte("one_u8", 1))
+        .init(byte("nine", 9))
+        .node_with(
+            "shift",
+            "BitShift",
+            &["one_u8", "nine"],
+            &["s"],
+            vec![attr_string("direction", "LEFT")],
+        )
+        .node_with("f", "Cast", &["s"], &["sf"], vec![attr_int("to", 1)])
+        .node("add", "Add", &["x", "sf"], &["y"])
+        .output("y", &[1])
+        .build()
+        .unwrap();
+    clean(&mut shifted);
+    let d = dump(&shifted.graph);
+    assert!(d.contains("BitShift(one_u8, nine) -> (s)"), "{d}");
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use rayon::prelude::*;
 
@@ -12,7 +12,7 @@ use super::placement::{
     REQUANTIZED_OPS,
 };
 use super::select::Uses;
-use super::weights::{int8_weight_patch, kernel_rows, symmetric_int8};
+use super::weights::{int8_weight_patch, kernel_rows, split_dims, symmetric_int8};
 use super::{arith, calibrate, Quant};
 use crate::ir::builder::{attr_int, node_proto as node};
 use crate::ir::{tensor, Model, NodeId};
@@ -675,20 +675,19 @@ fn bias_fitted_weights(
         let Some(&axis) = weight_axis.get(w) else {
             continue;
         };
-        let t = anyhow::Context::context(g.constant(w), "a weight quantize_weights quantized")?;
+        let t = g
+            .constant(w)
+            .context("a weight quantize_weights quantized")?;
         let payload = model.payload(t)?;
         let data = tensor::f32_view(t, payload.as_ref())?;
-        let (channels, inner) = match axis {
-            Some(a) => {
-                let d = &data.dims[a as usize..];
-                (d[0] as usize, d[1..].iter().product::<i64>() as usize)
-            }
-            None => (1, data.data.len()),
+        let (_, channels, inner) = match axis {
+            Some(a) => split_dims(&data.dims, a as usize),
+            None => (1, 1, data.data.len()),
         };
         let full = full_range.iter().any(|(f, _)| f == w);
         let qmax = if full { arith::INT8_QMAX } else { qmax };
         let q = arith::quantize_with_scales(&data.data, channels, inner, &need, qmax);
-        let patch = super::weights::int8_weight_patch(model, w, &data.dims, &q, &need, axis, qmax);
+        let patch = int8_weight_patch(model, w, &data.dims, &q, &need, axis, qmax);
         *scale_name = patch.add_initializers[1].name().to_string();
         *ws = need;
         full_range.push((w.clone(), patch));

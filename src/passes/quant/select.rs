@@ -50,7 +50,7 @@ impl Quant {
                 listed.join(", ")
             ));
         }
-        store_renamed_if_shared(g, setup, self.params.block_size, &mut uses, &excluded);
+        store_renamed_if_shared(g, setup, self.params.block_size, &mut uses);
         if !tail.is_empty() {
             // Weights the tail reads (its bodies' reads included), which
             // stay float there.
@@ -612,14 +612,13 @@ fn drop_small_tables(g: &crate::ir::Graph, uses: &mut Uses, notes: &mut Vec<Stri
 /// dynamic, loses its name in its quantized form: where another node
 /// reads it too (a tied table a Transpose feeds to the output head, a
 /// weight another MatMul reads as its left operand), it is stored and
-/// expanded at load for every reader instead (kept float where that
-/// reader is excluded).
+/// expanded at load for every reader instead. (A weight an excluded node
+/// reads is no longer among `uses`: see `select_weights`.)
 fn store_renamed_if_shared(
     g: &crate::ir::Graph,
     setup: &Setup,
     block_size: usize,
     uses: &mut Uses,
-    excluded: &dyn Fn(NodeId) -> bool,
 ) {
     let dynamic_only = |w: &str, r: &Vec<(NodeId, Use)>| {
         setup.mode == "dynamic"
@@ -628,7 +627,6 @@ fn store_renamed_if_shared(
                 .constant(w)
                 .is_some_and(|t| takes_int4(setup, block_size, r, &t.dims))
     };
-    let mut left_float = Vec::new();
     for (w, readers) in uses.iter_mut() {
         if !(readers.iter().all(|(_, u)| *u == Use::Rows) || dynamic_only(w, readers)) {
             continue;
@@ -643,10 +641,6 @@ fn store_renamed_if_shared(
             .filter(|&c| !readers.iter().any(|(id, _)| *id == c) || reads_twice(c))
             .collect();
         if others.is_empty() && !g.is_graph_output(w) {
-            continue;
-        }
-        if others.iter().any(|&c| excluded(c)) {
-            left_float.push(w.clone());
             continue;
         }
         // Per row of a table; per output channel of a dynamic weight:
@@ -666,8 +660,5 @@ fn store_renamed_if_shared(
             .filter(|id| seen.insert(*id))
             .map(|id| (id, Use::Stored(axis)))
             .collect();
-    }
-    for w in left_float {
-        uses.remove(&w);
     }
 }

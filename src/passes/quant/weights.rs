@@ -238,7 +238,7 @@ pub(super) fn kernel_rows(n: &NodeProto, dims: &[i64]) -> Option<impl Iterator<I
 }
 
 /// `[outer, channels, inner]` sizes of `dims` around `axis`.
-fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
+pub(super) fn split_dims(dims: &[i64], axis: usize) -> (usize, usize, usize) {
     let d: Vec<usize> = dims.iter().map(|&x| x as usize).collect();
     (
         d[..axis].iter().product(),

@@ -841,15 +841,21 @@ fn cgroup_memory_limit(root: &std::path::Path, own: &str) -> Option<u64> {
     least
 }
 
+/// The bytes of one value of `shape` and type `dtype` (a byte an element
+/// where the type's width is unknown); `None` past 64 bits.
+fn sample_bytes(shape: &[usize], dtype: DataType) -> Option<u64> {
+    let bits = crate::ir::tensor::element_bits(dtype).unwrap_or(8) as u64;
+    shape
+        .iter()
+        .try_fold(bits, |acc, &d| acc.checked_mul(d as u64))
+        .map(|b| b.div_ceil(8))
+}
+
 /// Refuse input `name` of `shape` and type `dtype` where one sample of it
 /// would not fit in memory ([`sample_bytes_limit`]): the sizes come from
 /// `--dim`, or from the model (`fixed`: every dim is the model's).
 pub fn check_sample_size(name: &str, shape: &[usize], dtype: DataType, fixed: bool) -> Result<()> {
-    let bits = crate::ir::tensor::element_bits(dtype).unwrap_or(8) as u64;
-    let bytes = shape
-        .iter()
-        .try_fold(bits, |acc, &d| acc.checked_mul(d as u64))
-        .map(|b| b.div_ceil(8));
+    let bytes = sample_bytes(shape, dtype);
     let limit = sample_bytes_limit();
     match bytes {
         Some(b) if b <= limit => Ok(()),
@@ -1704,11 +1710,7 @@ pub fn random_samples(specs: &[InputSpec], count: usize, seed: u64) -> Result<Ve
     // All of them are held at once: refused where they would not fit
     // (`--samples 1000000000000` aborted the process asking for 24 TB).
     let per_sample = specs.iter().try_fold(0u64, |acc, s| {
-        let bits = crate::ir::tensor::element_bits(s.dtype).unwrap_or(8) as u64;
-        s.shape
-            .iter()
-            .try_fold(bits, |b, &d| b.checked_mul(d as u64))
-            .and_then(|b| acc.checked_add(b.div_ceil(8)))
+        sample_bytes(&s.shape, s.dtype).and_then(|b| acc.checked_add(b))
     });
     let total = per_sample.and_then(|b| b.checked_mul(count as u64));
     let limit = sample_bytes_limit();
