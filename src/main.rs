@@ -25,7 +25,9 @@ Exit codes:
      quantized model left alone, is written when verification cannot run,
      and says so)
 Interrupted (Ctrl-C, SIGTERM, SIGHUP), it removes the temporary files of a
-save in progress and ends on the signal: nothing is written.";
+save in progress and ends on the signal: nothing is written (once the
+finished files are being moved into place, the model and its data file
+are moved together, then it ends).";
 
 /// Make ONNX models smaller and faster, and prove they still compute the same thing.
 ///

@@ -10,11 +10,36 @@
 //! signal handler, where taking a lock and removing files is safe): there,
 //! the files [`Tracked`] holds are removed and the signal is raised again,
 //! to end the process as it would have.
+//!
+//! A save that writes a data file moves two files into place, the data
+//! file first: a signal taken between the two renames left the new data
+//! beside the old model, whose offsets then read the wrong bytes. The
+//! renames run inside [`commit`], which the signal thread waits for before
+//! it ends the process: the pair is moved whole or not at all (by a signal;
+//! a power cut or SIGKILL can still fall between them).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 static TRACKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Held while files are moved into place ([`commit`]); the signal thread
+/// takes it before it ends the process.
+static COMMIT: Mutex<()> = Mutex::new(());
+
+/// Run `f` (the renames that put a save's files in place) with the signal
+/// thread kept waiting: a signal taken meanwhile ends the process after
+/// `f` returns, not between its steps.
+pub fn commit<T>(f: impl FnOnce() -> T) -> T {
+    let _held = COMMIT.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// Wait for a [`commit`] under way; none starts while the guard returned
+/// lives (the process ending).
+fn end_commits() -> std::sync::MutexGuard<'static, ()> {
+    COMMIT.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A temporary file removed if the run is interrupted while this lives
 /// (the file itself is the caller's: renamed into place, or removed on
@@ -83,6 +108,7 @@ pub fn install() {
                 if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                     continue;
                 }
+                let _no_commit = end_commits();
                 remove_tracked();
                 eprintln!("\ninterrupted");
                 // Ended by the signal, as without this thread: a shell's
@@ -151,5 +177,36 @@ mod tests {
         assert!(!a.exists() && b.exists());
         drop(ga);
         assert!(!TRACKED.lock().unwrap().contains(&a));
+    }
+
+    /// What the signal thread does waits for a commit under way: the files
+    /// the commit moves are all in place when it runs.
+    #[test]
+    fn an_interruption_waits_for_the_commit_under_way() {
+        use std::sync::mpsc;
+        let dir = tempfile::tempdir().unwrap();
+        let (data, model) = (dir.path().join("m.onnx.data"), dir.path().join("m.onnx"));
+        let (started, wait_started) = mpsc::channel();
+        let (go, wait_go) = mpsc::channel::<()>();
+        let (d, m) = (data.clone(), model.clone());
+        let saver = std::thread::spawn(move || {
+            commit(|| {
+                std::fs::write(&d, b"data").unwrap();
+                started.send(()).unwrap();
+                // The signal thread starts meanwhile (below).
+                wait_go.recv().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::fs::write(&m, b"model").unwrap();
+            })
+        });
+        wait_started.recv().unwrap();
+        let (d, m) = (data.clone(), model.clone());
+        let interrupted = std::thread::spawn(move || {
+            let _held = end_commits();
+            (d.exists(), m.exists())
+        });
+        go.send(()).unwrap();
+        saver.join().unwrap();
+        assert_eq!(interrupted.join().unwrap(), (true, true));
     }
 }

@@ -179,20 +179,24 @@ pub fn save(
         .sync_all()
         .with_context(|| format!("cannot flush {} to disk", target.display()))?;
     set_readable(tmp.as_file());
-    if let Some((data, data_path, _data_tracked)) = data_tmp {
-        set_readable(data.as_file());
-        data.persist(&data_path)
+    // Both renames or neither, where a signal comes between them.
+    super::interrupt::commit(|| -> Result<()> {
+        if let Some((data, data_path, _data_tracked)) = data_tmp {
+            set_readable(data.as_file());
+            data.persist(&data_path)
+                .map_err(|e| e.error)
+                .with_context(|| {
+                    format!(
+                        "cannot move the data file into place at {}",
+                        data_path.display()
+                    )
+                })?;
+        }
+        tmp.persist(target)
             .map_err(|e| e.error)
-            .with_context(|| {
-                format!(
-                    "cannot move the data file into place at {}",
-                    data_path.display()
-                )
-            })?;
-    }
-    tmp.persist(target)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot move the model into place at {}", target.display()))?;
+            .with_context(|| format!("cannot move the model into place at {}", target.display()))?;
+        Ok(())
+    })?;
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();
     }
