@@ -3698,18 +3698,29 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
             "activations: none (weight-only int8): the model carries a recurrent state ('state' <- 'stateN')",
             "recurrent state ('state' <- 'stateN'): the 8 samples are the steps of one stream",
             "input 'input' is a waveform (the model takes its sample rate): drawn normal at a tenth of full scale",
-            // Verification takes the run `sensitive=auto` made of the result
-            // (the constants of the inlined branch listed in another order
-            // in its copy made it run again).
-            REUSED,
         ] {
             assert!(stdout.contains(said), "{stdout}");
+        }
+        // Verification takes the run `sensitive=auto` made of the result
+        // (the constants of the inlined branch listed in another order in
+        // its copy made it run again), where the search kept the full
+        // result: the spox export's. The If model's speech probability, one
+        // value a sample, is about 15% off on one step with every weight int8
+        // (0.98947 against its typical size): the search stores the LSTM's
+        // input weights in blocks, and verification runs that result again.
+        match name {
+            "silero_vad.onnx" => assert!(
+                stdout.contains("stored finer by sensitive=auto")
+                    && stdout.contains("decoder.rnn.weight_ih'"),
+                "{stdout}"
+            ),
+            _ => assert!(stdout.contains(REUSED), "{stdout}"),
         }
         let (m, _) = Model::load(&out).unwrap();
         let text = dump(&m.graph);
         assert!(!text.contains("QuantizeLinear"), "{text}");
         // No layer kept in float16: int8 weights and the graph's names
-        // (0.290x and 0.273x; three layers in float16 made 0.333x).
+        // (0.292x and 0.273x; three layers in float16 made 0.333x).
         let ratio = size_ratio(&out, &input);
         assert!(ratio <= 0.31, "{name}: {ratio:.3}x\n{stdout}");
         // onnxruntime runs a chunk of each rate at the level verified (the
