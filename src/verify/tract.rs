@@ -1747,14 +1747,16 @@ mod tests {
         let rows = i64::try_from(limit / 8).unwrap();
         let err = format!(
             "{:#}",
-            Runner::new(model(rows), &[input.clone()], 1).err().unwrap()
+            Runner::new(model(rows), std::slice::from_ref(&input), 1)
+                .err()
+                .unwrap()
         );
         assert!(
             err.contains("value 0 of node 'grow' (MultiBroadcastTo) would take")
                 && err.contains("more than half the memory this process may use"),
             "{err}"
         );
-        let ran = Runner::new(model(3), &[input.clone()], 1)
+        let ran = Runner::new(model(3), std::slice::from_ref(&input), 1)
             .unwrap()
             .run(&[input])
             .unwrap();
