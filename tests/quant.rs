@@ -3706,12 +3706,15 @@ fn if_model_branching_on_a_scalar_input_verifies_on_random_inputs() {
         // its copy made it run again), where the search kept the full
         // result: the spox export's. The If model's speech probability, one
         // value a sample, is about 15% off on one step with every weight int8
-        // (0.98947 against its typical size): the search stores the LSTM's
-        // input weights in blocks, and verification runs that result again.
+        // (0.98947 against its typical size, on this CPU): the search stores
+        // the LSTM's input weights in blocks, and verification runs that
+        // result again. So near the tolerance, another CPU's rounding may
+        // keep the full result, whose run is then reused.
         match name {
             "silero_vad.onnx" => assert!(
-                stdout.contains("stored finer by sensitive=auto")
-                    && stdout.contains("decoder.rnn.weight_ih'"),
+                (stdout.contains("stored finer by sensitive=auto")
+                    && stdout.contains("decoder.rnn.weight_ih'"))
+                    || stdout.contains(REUSED),
                 "{stdout}"
             ),
             _ => assert!(stdout.contains(REUSED), "{stdout}"),

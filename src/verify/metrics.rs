@@ -10,8 +10,10 @@ pub struct OutputMetrics {
     /// max |a - b| / |a| over elements where |a| > 1e-6.
     pub max_rel: f64,
     /// The lowest cosine of one sample's values, where each sample holds
-    /// more than [`FEW_VALUES`]; else the cosine of all samples' values
-    /// together (a sample's one or two probabilities have no direction).
+    /// more than [`FEW_VALUES`]; else the lowest of the cosine of all
+    /// samples' values together (a sample's one or two probabilities have
+    /// no direction) and each sample's against the output's typical size
+    /// ([`Accumulator::typical_cosines`]).
     pub cosine: f64,
     /// Fraction of rows whose argmax agrees, where the output is a score vector.
     pub top1: Option<f64>,
@@ -213,18 +215,19 @@ impl Accumulator {
     /// The samples (1-based, with their cosine and largest error) whose
     /// cosine misses `min_cosine` and that pass on their largest error
     /// being within `atol` alone: values too small for a direction to mean
-    /// anything. Empty where samples are compared together (see
-    /// [`Accumulator::finish`]) and the whole comparison is then what
-    /// passed so.
+    /// anything; where samples hold at most [`FEW_VALUES`] values, by
+    /// their [`Accumulator::typical_cosines`].
     pub fn passed_on_atol_alone(&self, min_cosine: f64, atol: f64) -> Vec<(usize, f64, f64)> {
-        if self.samples.is_empty() || self.fewest <= FEW_VALUES || !atol.is_finite() {
+        if self.samples.is_empty() || !atol.is_finite() {
             return Vec::new();
         }
+        let cosines = self.sample_cosines();
         self.samples
             .iter()
+            .zip(cosines)
             .enumerate()
-            .filter(|(_, &(c, max, _))| c < min_cosine && max <= atol)
-            .map(|(i, &(c, max, _))| (i + 1, c, max))
+            .filter(|(_, (&(_, max, _), c))| *c < min_cosine && max <= atol)
+            .map(|(i, (&(_, max, _), c))| (i + 1, c, max))
             .collect()
     }
 

@@ -1095,7 +1095,7 @@ impl Reference {
             {
                 if r < FOLLOWS_VARIATION {
                     notes.push(format!(
-                        "output '{name}' holds few values a sample, compared by the cosine of all samples' values together ({:.5}), which their common level dominates: from sample to sample the result follows the original's variation at a correlation of {r:.2} only (off by up to {:.3e}, where the original's values spread by {spread:.3e}); compare them on held-out data before relying on it",
+                        "output '{name}' holds few values a sample, compared by the cosine of all samples' values together and of each against their typical size ({:.5}), which their common level dominates: from sample to sample the result follows the original's variation at a correlation of {r:.2} only (off by up to {:.3e}, where the original's values spread by {spread:.3e}); compare them on held-out data before relying on it",
                         m.cosine, m.max_abs
                     ));
                 }

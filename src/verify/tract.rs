@@ -1353,12 +1353,10 @@ pub fn value_shapes(
         .collect())
 }
 
-/// The shape of each output of `typed`, where tract knows it (`None` where
-/// it leaves a dim symbolic).
 /// Refuse a plan one of whose values (a constant's aside) would take
 /// more than `limit` bytes (half the memory this process may use: see
 /// [`super::inputs::sample_bytes_limit`]), naming it: `--dim batch_size=1e6`
-/// on MiniLM passed the check of each input (400 MB), then ran 46 s and
+/// on MiniLM passed the check of each input (1 GB), then ran 46 s and
 /// took 14 GB before tract failed to allocate 197 GB for one value, and the
 /// message blamed the random inputs.
 fn check_value_sizes(typed: &TypedModel, limit: u64) -> Result<()> {
@@ -1400,6 +1398,8 @@ fn check_value_sizes(typed: &TypedModel, limit: u64) -> Result<()> {
     Ok(())
 }
 
+/// The shape of each output of `typed`, where tract knows it (`None` where
+/// it leaves a dim symbolic).
 fn output_shapes(typed: &TypedModel) -> Result<Vec<Option<Vec<usize>>>> {
     typed
         .output_outlets()
@@ -1726,7 +1726,6 @@ mod tests {
         assert!(watching.generated.get().is_none(), "nothing generated");
     }
 
-    /// A Conv, then `products` MatMuls in a chain, on `[1, 2, 6, 6]`.
     /// A plan one of whose values would take more than half the memory
     /// this process may use is refused before anything is allocated, the
     /// value named; the same model at a size that fits is planned.
@@ -1763,6 +1762,7 @@ mod tests {
         assert_eq!(f32_slice(&ran[0]).unwrap(), &[30.0]);
     }
 
+    /// A Conv, then `products` MatMuls in a chain, on `[1, 2, 6, 6]`.
     fn conv_then_products(products: usize) -> ModelProto {
         use crate::ir::builder::attr_ints;
         let w: Vec<f32> = (0..3 * 2 * 9).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
