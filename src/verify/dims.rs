@@ -270,12 +270,8 @@ pub fn check_bound(
             .input
             .iter()
             .find(|vi| vi.name() == input)
-            .and_then(crate::ir::tensor_type)
-            .and_then(|tt| tt.shape.as_ref()?.dim.get(axis).cloned())
-            .and_then(|d| match d.value {
-                Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
-                _ => None,
-            });
+            .and_then(inputs::fixed_dims)
+            .and_then(|d| d.get(axis).copied().flatten());
         if let Some(v) = size {
             anyhow::bail!(
                 "--dim {k}={}: input '{input}' has a fixed size of {v} on axis {axis} (the model fixes it); --dim binds only dims without a size",

@@ -626,10 +626,6 @@ impl Runner {
         if let Some(check) = check {
             check(&output_shapes(&typed)?)?;
         }
-        check_value_sizes(
-            &typed,
-            super::inputs::sample_bytes_limit().saturating_mul(2),
-        )?;
         let half = match half_as_float(&typed) {
             Some((translated, half)) => {
                 typed = translated;
@@ -637,6 +633,11 @@ impl Runner {
             }
             None => None,
         };
+        // (After float16 is computed as float32: its values' bytes then.)
+        check_value_sizes(
+            &typed,
+            super::inputs::sample_bytes_limit().saturating_mul(2),
+        )?;
         let quick = runs <= QUICK_PLAN_MAX_RUNS
             && matrix_products(&typed).is_some_and(|n| n <= QUICK_PLAN_MAX_PRODUCTS)
             && conv_macs(&typed).is_some_and(|m| m <= QUICK_PLAN_MAX_CONV_MACS);
@@ -1360,40 +1361,28 @@ pub fn value_shapes(
 /// took 14 GB before tract failed to allocate 197 GB for one value, and the
 /// message blamed the random inputs.
 fn check_value_sizes(typed: &TypedModel, limit: u64) -> Result<()> {
-    let mut largest: Option<(u64, usize, usize)> = None;
     for node in typed.nodes() {
         for (slot, outlet) in node.outputs.iter().enumerate() {
             let fact = &outlet.fact;
-            let Some(shape) = fact.shape.as_concrete() else {
+            let Some(shape) = fact.shape.as_concrete().filter(|_| fact.konst.is_none()) else {
                 continue;
             };
-            if fact.konst.is_some() {
-                continue;
-            }
             let bytes = shape
                 .iter()
                 .try_fold(fact.datum_type.size_of() as u64, |b, &d| {
                     b.checked_mul(d as u64)
                 })
                 .unwrap_or(u64::MAX);
-            if largest.is_none_or(|(b, ..)| bytes > b) {
-                largest = Some((bytes, node.id, slot));
-            }
+            ensure!(
+                bytes <= limit,
+                "at these input sizes, value {slot} of node '{}' ({}) would take {:.1} GB ({:?} {shape:?}), more than half the memory this process may use ({:.1} GB): choose smaller sizes (--dim) or smaller --inputs",
+                node.name,
+                node.op().name(),
+                bytes as f64 / 1e9,
+                fact.datum_type,
+                limit as f64 / 1e9
+            );
         }
-    }
-    if let Some((bytes, id, slot)) = largest.filter(|(b, ..)| *b > limit) {
-        let node = typed.node(id);
-        let fact = &node.outputs[slot].fact;
-        bail!(
-            "at these input sizes, value {} of node '{}' ({}) would take {:.1} GB ({:?} {:?}), more than half the memory this process may use ({:.1} GB): choose smaller sizes (--dim) or smaller --inputs",
-            slot,
-            node.name,
-            node.op().name(),
-            bytes as f64 / 1e9,
-            fact.datum_type,
-            fact.shape.as_concrete().unwrap_or(&[]),
-            limit as f64 / 1e9
-        );
     }
     Ok(())
 }
