@@ -52,8 +52,9 @@ pub(super) const MIN_MACS_PER_CONVERSION: f64 = 64.0;
 /// fuses ([`fused_by_onnxruntime`]), and the elements per run its Q/DQ nodes
 /// convert between them and float ops (a QuantizeLinear after a float op,
 /// a DequantizeLinear read by one or by the graph's outputs; the ops
-/// onnxruntime runs on uint8, Add, pooling, reshapes, count as integer).
-/// Sizes are `sizes`, by value (calibration's, or the shapes tract types
+/// onnxruntime runs on uint8, Add, pooling, reshapes, count as integer;
+/// the outputs of a fused Conv [`slow_in_int8`] count as converted three
+/// times). Sizes are `sizes`, by value (calibration's, or the shapes tract types
 /// where calibration's gate asks before it runs); a value without one
 /// counts for nothing.
 pub(super) fn static_payoff<'a>(
@@ -169,6 +170,9 @@ pub(super) fn static_payoff<'a>(
                                 .max()
                                 .unwrap_or(0)
                         });
+                        if slow_in_int8(n, d) {
+                            converted += SLOW_CONV_CONVERSIONS * out;
+                        }
                         out * per_out
                     }
                     // Input elements (rows x reduction) times the columns.
@@ -188,6 +192,30 @@ pub(super) fn static_payoff<'a>(
     Ok((macs, converted))
 }
 
+/// What each output element of a Conv [`slow_in_int8`] costs more in
+/// onnxruntime's int8 kernel, in elements converted between uint8 and float
+/// (a QuantizeLinear converts one in about 0.3 ns): about 0.7-1 ns, measured
+/// as below.
+const SLOW_CONV_CONVERSIONS: u64 = 3;
+
+/// Whether onnxruntime's QLinearConv takes a fixed extra time an output
+/// element for Conv `n` (weight dims `d`): one that is not depthwise, whose
+/// input channels (per group) are not a multiple of 4. onnxruntime 1.32
+/// (one thread, AVX-512 VNNI), a 3x3 Conv to 32 channels, int8 against
+/// float: over 1, 2, 3, 5 and 6 input channels 0.16-0.65x, 9 0.92x, 13
+/// 1.12x; over 4, 8, 12 and 24 channels 0.95x, 1.7x, 2.3x and 3.9x; 7x7
+/// over 3 channels (ResNet's first layer) 0.77x. DNSMOS' first layer (3x3
+/// over 1 channel, 3.5 M outputs) took 5.1 ms in int8 against 1.1 ms in
+/// float, and the model ran 0.95x of float static, 1.00x weight-only.
+/// [`static_payoff`] counts [`SLOW_CONV_CONVERSIONS`] converted elements for
+/// each of such a layer's output elements, besides its multiply-adds.
+fn slow_in_int8(n: &NodeProto, d: &[i64]) -> bool {
+    let group = crate::ir::int_attr(n, "group", 1);
+    let per_group = d.get(1).copied().unwrap_or(0);
+    let depthwise = group > 1 && per_group == 1;
+    !depthwise && per_group % 4 != 0
+}
+
 /// Why static QDQ would not pay for `patches` (a static proposal for
 /// `model`, its activations' sizes `sizes`), measured by
 /// [`static_payoff`]: its integer kernels compute fewer than
@@ -203,7 +231,7 @@ pub(super) fn not_paying<'a>(
     let (macs, converted) = static_payoff(model, patches, sizes)?;
     Ok((converted > 0 && (macs as f64) < MIN_MACS_PER_CONVERSION * converted as f64).then(|| {
         format!(
-            "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {} multiply-adds for {} elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones; YuNet's face detector so ran 0.77x of float static, 1.0x weight-only; {how}); activations=static quantizes them anyway",
+            "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {} multiply-adds for {} elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones, or Convs over input channels not a multiple of 4, which onnxruntime computes slower in int8; YuNet's face detector so ran 0.77x of float static, 1.0x weight-only; {how}); activations=static quantizes them anyway",
             crate::report::count(macs),
             crate::report::count(converted),
             macs as f64 / converted as f64
