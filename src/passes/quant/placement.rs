@@ -53,8 +53,8 @@ pub(super) const MIN_MACS_PER_CONVERSION: f64 = 64.0;
 /// convert between them and float ops (a QuantizeLinear after a float op,
 /// a DequantizeLinear read by one or by the graph's outputs; the ops
 /// onnxruntime runs on uint8, Add, pooling, reshapes, count as integer;
-/// the outputs of a fused Conv [`slow_in_int8`] count as converted three
-/// times). Sizes are `sizes`, by value (calibration's, or the shapes tract types
+/// each output element of a fused Conv [`slow_in_int8`] counts as three
+/// more converted elements). Sizes are `sizes`, by value (calibration's, or the shapes tract types
 /// where calibration's gate asks before it runs); a value without one
 /// counts for nothing.
 pub(super) fn static_payoff<'a>(
@@ -194,25 +194,29 @@ pub(super) fn static_payoff<'a>(
 
 /// What each output element of a Conv [`slow_in_int8`] costs more in
 /// onnxruntime's int8 kernel, in elements converted between uint8 and float
-/// (a QuantizeLinear converts one in about 0.3 ns): about 0.7-1 ns, measured
-/// as below.
+/// (a QuantizeLinear converts one in about 0.3 ns): about 0.7-1.2 ns,
+/// measured as below.
 const SLOW_CONV_CONVERSIONS: u64 = 3;
 
 /// Whether onnxruntime's QLinearConv takes a fixed extra time an output
-/// element for Conv `n` (weight dims `d`): one that is not depthwise, whose
-/// input channels (per group) are not a multiple of 4. onnxruntime 1.32
-/// (one thread, AVX-512 VNNI), a 3x3 Conv to 32 channels, int8 against
-/// float: over 1, 2, 3, 5 and 6 input channels 0.16-0.65x, 9 0.92x, 13
-/// 1.12x; over 4, 8, 12 and 24 channels 0.95x, 1.7x, 2.3x and 3.9x; 7x7
-/// over 3 channels (ResNet's first layer) 0.77x. DNSMOS' first layer (3x3
-/// over 1 channel, 3.5 M outputs) took 5.1 ms in int8 against 1.1 ms in
-/// float, and the model ran 0.95x of float static, 1.00x weight-only.
-/// [`static_payoff`] counts [`SLOW_CONV_CONVERSIONS`] converted elements for
-/// each of such a layer's output elements, besides its multiply-adds.
+/// element for Conv `n` (weight dims `d`): one whose input channels (per
+/// group) are not a multiple of 4, unless it is depthwise as onnxruntime's
+/// depthwise kernel takes it (one input and one output channel a group).
+/// onnxruntime 1.32 (one thread, AVX-512 VNNI), a 3x3 Conv to 32 channels,
+/// int8 against float: over 1, 2, 3, 5 and 6 input channels 0.16-0.65x, 9
+/// 0.92x, 13 1.12x; over 8, 12 and 24 channels 1.7x, 2.3x and 3.9x (over 4,
+/// 0.95x: a reduction of 36, which `min_reduction` and the payoff's own
+/// count weigh); 7x7 over 3 channels (ResNet's first layer) 0.77x. DNSMOS'
+/// first layer (3x3 over 1 channel, 3.5 M outputs) took 5.1 ms in int8
+/// against 1.1 ms in float, and the model ran 0.95x of float static, 1.00x
+/// weight-only. Grouped Convs and those over one spatial axis were not
+/// measured: the rule extends to them. [`static_payoff`] counts
+/// [`SLOW_CONV_CONVERSIONS`] converted elements for each of such a layer's
+/// output elements, besides its multiply-adds.
 fn slow_in_int8(n: &NodeProto, d: &[i64]) -> bool {
     let group = crate::ir::int_attr(n, "group", 1);
     let per_group = d.get(1).copied().unwrap_or(0);
-    let depthwise = group > 1 && per_group == 1;
+    let depthwise = per_group == 1 && d.first() == Some(&group);
     !depthwise && per_group % 4 != 0
 }
 
@@ -231,7 +235,7 @@ pub(super) fn not_paying<'a>(
     let (macs, converted) = static_payoff(model, patches, sizes)?;
     Ok((converted > 0 && (macs as f64) < MIN_MACS_PER_CONVERSION * converted as f64).then(|| {
         format!(
-            "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {} multiply-adds for {} elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones, or Convs over input channels not a multiple of 4, which onnxruntime computes slower in int8; YuNet's face detector so ran 0.77x of float static, 1.0x weight-only; {how}); activations=static quantizes them anyway",
+            "activations: none (weight-only int8): static QDQ would not pay in onnxruntime, its integer kernels computing {} multiply-adds for {} elements converted to and from uint8 between them and float ops per run ({:.0} per element, under {MIN_MACS_PER_CONVERSION}: small or depthwise layers between float ones, or Convs over input channels not a multiple of 4, whose output elements onnxruntime's int8 kernel takes as long as three conversions each, counted so; YuNet's face detector so ran 0.77x of float static, 1.0x weight-only; {how}); activations=static quantizes them anyway",
             crate::report::count(macs),
             crate::report::count(converted),
             macs as f64 / converted as f64
@@ -1097,10 +1101,36 @@ pub(super) fn idle_pairs(
 
 #[cfg(test)]
 mod tests {
-    use super::{fused_by_onnxruntime, idle_pairs};
-    use crate::ir::builder::{node_proto, ModelBuilder};
+    use super::{fused_by_onnxruntime, idle_pairs, slow_in_int8};
+    use crate::ir::builder::{attr_int, node_proto, ModelBuilder};
     use crate::patch::Patch;
     use std::collections::HashMap;
+
+    /// Input channels a group not a multiple of 4 make a Conv slow in
+    /// onnxruntime's int8 kernel, unless onnxruntime takes it as depthwise
+    /// (one input and one output channel a group); a depthwise Conv with a
+    /// channel multiplier goes through its grouped kernel, slow.
+    #[test]
+    fn convs_slow_in_int8_by_their_input_channels() {
+        let conv = |group: i64| {
+            node_proto(
+                "c",
+                "Conv",
+                &["x", "w"],
+                &["y"],
+                vec![attr_int("group", group)],
+            )
+        };
+        let slow = |group: i64, d: &[i64]| slow_in_int8(&conv(group), d);
+        // group 1: over 1, 3, 13 channels, not over 4, 8, 16.
+        assert!(slow(1, &[32, 1, 3, 3]) && slow(1, &[32, 3, 7, 7]) && slow(1, &[32, 13, 3, 3]));
+        assert!(!slow(1, &[32, 4, 3, 3]) && !slow(1, &[32, 8, 3, 3]) && !slow(1, &[32, 16, 3]));
+        // Depthwise (32 groups of one channel in, one out); with a
+        // multiplier of 2 (64 out); grouped over 3 or 4 channels a group.
+        assert!(!slow(32, &[32, 1, 3, 3]));
+        assert!(slow(32, &[64, 1, 3, 3]));
+        assert!(slow(8, &[32, 3, 3, 3]) && !slow(8, &[32, 4, 3, 3]));
+    }
 
     /// vk-captcha's shape: `x -> Conv -> Relu -> MaxPool -> Conv -> Relu ->
     /// MaxPool -> Transpose -> Reshape -> MatMul`, a pair on every value
