@@ -524,7 +524,10 @@ def print_table(rows, a, bin_sha, bin_mtime, ort):
         if method == "float":
             run = f"{'':>7} {'':>7} {'':>8}"
         if "error" in c:
-            print(f"{m:<26} {method:<10} | {run} | FAILED: {c['error'][:160]}")
+            # Paths relative to the repository, so that a pasted table names
+            # no folder of the machine it ran on.
+            err = c["error"].replace(ROOT + os.sep, "")
+            print(f"{m:<26} {method:<10} | {run} | FAILED: {err[:160]}")
             continue
         if method == "rw+calib":
             floor_s = c.get("excl")
