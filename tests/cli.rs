@@ -1694,3 +1694,72 @@ fn outputs_empty_on_every_sample_are_not_verified() {
         "{s}"
     );
 }
+
+/// An Ultralytics detector's `[1, 4 + classes, anchors]` output, its box
+/// rows in pixels: verification compares the class scores on their own
+/// too and says where they miss the tolerance though the output passes
+/// (the box rows carrying its cosine). Original: `y = x * s`; result: the
+/// same with the class rows' factors changed by up to 60%.
+#[test]
+fn a_detectors_class_scores_are_compared_on_their_own() {
+    use onnx_squeeze::ir::builder::ModelBuilder;
+    use onnx_squeeze::proto::StringStringEntryProto;
+    let (rows, anchors) = (6usize, 64usize);
+    let model = |class_factor: &dyn Fn(usize) -> f32| {
+        let s: Vec<f32> = (0..rows * anchors)
+            .map(|i| match i / anchors {
+                r if r < 4 => 300.0,
+                _ => 0.01 * class_factor(i),
+            })
+            .collect();
+        let mut proto = ModelBuilder::new(17)
+            .input("images", &[1, rows as i64, anchors as i64])
+            .init_f32("s", &[1, rows as i64, anchors as i64], &s)
+            .node("scale", "Mul", &["images", "s"], &["output0"])
+            .output("output0", &[1, rows as i64, anchors as i64])
+            .proto();
+        for (k, v) in [
+            ("author", "Ultralytics"),
+            ("task", "detect"),
+            ("names", "{0: 'standing', 1: 'fallen'}"),
+        ] {
+            proto.metadata_props.push(StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v.into()),
+            });
+        }
+        proto
+    };
+    let dir = scratch("verify-class-scores");
+    let write = |name: &str, p: &onnx_squeeze::proto::ModelProto| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, prost::Message::encode_to_vec(p)).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let original = write("original.onnx", &model(&|_| 1.0));
+    let moved = write(
+        "moved.onnx",
+        &model(&|i| 1.0 + 0.6 * ((i * 37 % 11) as f32 / 10.0 - 0.5)),
+    );
+    // quant's tolerance (verify's own is float rounding's).
+    let tol = [
+        "--tolerance",
+        "min_cosine=0.99",
+        "--tolerance",
+        "atol=0.0001",
+        "--tolerance",
+        "rtol=inf",
+    ];
+    let out = run_cli(&[&["verify", &original, &moved][..], &tol].concat());
+    let s = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains("output 'output0' passed, its box rows in pixels carrying its cosine; its class scores (rows 4 on) alone measure 0.9")
+            && s.contains("which detections pass a score threshold can change"),
+        "{s}"
+    );
+    // The same model, its class rows unchanged: no note.
+    let out = run_cli(&[&["verify", &original, &original][..], &tol].concat());
+    let s = text(&out.stdout) + &text(&out.stderr);
+    assert!(!s.contains("class scores"), "{s}");
+}

@@ -34,6 +34,11 @@ pub struct Reference {
     /// The outputs of `out_names` whose rows are class scores, where top-1
     /// agreement is measured ([`score_rows_of`]).
     score_rows: HashMap<String, ScoreRows>,
+    /// Outputs of a detector's boxes and class scores together, with the
+    /// first class row: their class scores are compared on their own too,
+    /// and a note says where they miss the tolerance
+    /// ([`detection_class_rows`]).
+    class_rows: HashMap<String, usize>,
     /// Graph outputs that add a run input to a term the model computes:
     /// (index in `out_names`, index in a run sample, the term's row name
     /// `output - input`), each compared as that term too ([`residuals_of`]).
@@ -304,6 +309,7 @@ impl Reference {
             .map(|(_, s)| s.name.clone())
             .collect();
         let run_refs: Vec<&str> = run_names.iter().map(String::as_str).collect();
+        let class_rows = detection_class_rows(original, &out_names);
         let (expected, out_names, selections, n_outputs, score_rows) = match expected {
             Some(e) => {
                 if if_model
@@ -428,6 +434,7 @@ impl Reference {
             cut,
             selections,
             score_rows,
+            class_rows,
             residuals,
             notes,
             seconds: start.elapsed().as_secs_f64(),
@@ -989,6 +996,53 @@ impl Reference {
         }
     }
 
+    /// Output `k` (`name`, a detector's `[batch, 4 + classes, anchors]`)
+    /// compared on its class rows alone, from row `first` on: its box rows,
+    /// in pixels, carry the whole output's cosine while the scores, under
+    /// 1, can move enough to change which detections pass a threshold (a
+    /// YOLOv8 fall detector: 0.99997 over the output, 0.954-0.977 over its
+    /// two classes' scores). Where they miss the tolerance the verdict
+    /// says so in a note: made a row that must pass, it sent that
+    /// detector's `sensitive=auto` search, calibrated on random images, to
+    /// 35 s (from 6) and 1.5x of float's speed (from 2.5x), its class
+    /// scores no closer on images of shapes (0.90-0.99).
+    fn class_scores(
+        &self,
+        k: usize,
+        name: &str,
+        first: usize,
+        got: &[Vec<Tensor>],
+    ) -> Result<OutputMetrics> {
+        let tol = self.opts.tolerance;
+        let mut acc = Accumulator::new(&format!("{name} (class scores)"));
+        for (e, g) in self.expected.iter().zip(got) {
+            let (a, b) = (&e[k], &g[k]);
+            let &[n, rows, anchors] = a.shape() else {
+                continue;
+            };
+            if rows <= first || b.shape() != a.shape() {
+                continue;
+            }
+            let (x, y) = (tract::to_f64(a)?, tract::to_f64(b)?);
+            let class = |v: &[f64]| -> Vec<f64> {
+                (0..n)
+                    .flat_map(|i| {
+                        let at = i * rows * anchors;
+                        v[at + first * anchors..at + rows * anchors].iter().copied()
+                    })
+                    .collect()
+            };
+            acc.add(
+                &class(&x),
+                &class(&y),
+                &[n, rows - first, anchors],
+                tol.atol,
+                tol.rtol,
+            );
+        }
+        Ok(acc.finish(tol.min_cosine, tol.atol))
+    }
+
     /// The result's outputs `got` (named `res_names`, its selections
     /// `res_sel`) compared with the original's: the graph outputs and the
     /// values selections read, each row's metrics, and what was left
@@ -1100,7 +1154,17 @@ impl Reference {
                     ));
                 }
             }
+            let class = self.class_rows.get(name).filter(|_| !integer && m.passed);
             outputs.push(m);
+            if let Some(&first) = class {
+                let c = self.class_scores(k, name, first, got)?;
+                if !c.passed {
+                    notes.push(format!(
+                        "output '{name}' passed, its box rows in pixels carrying its cosine; its class scores (rows {first} on) alone measure {:.5}, under the tolerance's {}, off by up to {:.3e}: which detections pass a score threshold can change; check on real images (verify ORIGINAL RESULT --inputs), or keep activations float (quant(activations=none))",
+                        c.cosine, tol.min_cosine, c.max_abs
+                    ));
+                }
+            }
         }
         match decided.as_slice() {
             [] => {}
@@ -1255,6 +1319,7 @@ impl Reference {
             cut: self.cut.clone(),
             selections: self.selections.clone(),
             score_rows: self.score_rows.clone(),
+            class_rows: self.class_rows.clone(),
             residuals: self.residuals.clone(),
             notes: self.notes.clone(),
             seconds: 0.0,
@@ -1590,8 +1655,82 @@ struct Compared {
     floats: bool,
 }
 
+/// The graph outputs among `names` of an Ultralytics detector (its
+/// metadata's `task` is `detect`) that hold boxes and class scores
+/// together, `[batch, 4 + classes, anchors]` (the classes counted in its
+/// `names`), each with its first class row, 4: verification compares
+/// their class scores on their own too.
+pub(super) fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<String, usize> {
+    let meta = |k: &str| {
+        model
+            .proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == k)
+            .map(|p| p.value().trim())
+    };
+    let mut rows = HashMap::new();
+    if meta("author") != Some("Ultralytics") || meta("task") != Some("detect") {
+        return rows;
+    }
+    let Some(classes) = meta("names").map(class_count).filter(|&c| c > 0) else {
+        return rows;
+    };
+    for out in model.graph.rest.output.iter() {
+        if !names.iter().any(|n| n == out.name()) {
+            continue;
+        }
+        if let Some([_, Some(c), _]) = inputs::fixed_dims(out).as_deref() {
+            if *c == 4 + classes as i64 {
+                rows.insert(out.name().to_string(), 4);
+            }
+        }
+    }
+    rows
+}
+
+/// How many classes an Ultralytics `names` entry lists: `{0: 'person', 1:
+/// 'bicycle', ...}`, a key being digits after the opening brace or a comma
+/// and before a colon, outside the quoted names.
+fn class_count(names: &str) -> usize {
+    let (mut count, mut quote, mut key) = (0, None, None::<bool>);
+    let mut after_separator = false;
+    for c in names.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '{' | ',') => {
+                after_separator = true;
+                key = None;
+            }
+            (None, d) if d.is_ascii_digit() && after_separator => key = Some(true),
+            (None, ':') => {
+                count += usize::from(key == Some(true));
+                after_separator = false;
+                key = None;
+            }
+            (None, w) if w.is_whitespace() => {}
+            (None, _) => {
+                after_separator = false;
+                key = None;
+            }
+        }
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// An Ultralytics `names` entry's classes: keys after `{` or `,`.
+    #[test]
+    fn class_count_counts_the_keys_of_names() {
+        assert_eq!(super::class_count("{0: 'person', 1: 'bicycle'}"), 2);
+        assert_eq!(super::class_count("{0: 'a:b', 1: 'c, 2: d'}"), 2);
+        assert_eq!(super::class_count("{}"), 0);
+        assert_eq!(super::class_count("{0: 'x'}"), 1);
+    }
     /// A reference feeding weights runs results that differ from the first
     /// one in their weights' values alone on that one's plan, and judges
     /// them as a plan of their own would (the same cosines to float
