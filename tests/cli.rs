@@ -1699,13 +1699,14 @@ fn outputs_empty_on_every_sample_are_not_verified() {
 /// rows in pixels: verification compares the class scores on their own
 /// too and says where they miss the tolerance though the output passes
 /// (the box rows carrying its cosine). Original: `y = x * s`; result: the
-/// same with the class rows' factors changed by up to 60%.
+/// same with the class rows' factors changed by up to 30%; the same
+/// result without the detector's metadata gets no note.
 #[test]
 fn a_detectors_class_scores_are_compared_on_their_own() {
     use onnx_squeeze::ir::builder::ModelBuilder;
     use onnx_squeeze::proto::StringStringEntryProto;
     let (rows, anchors) = (6usize, 64usize);
-    let model = |class_factor: &dyn Fn(usize) -> f32| {
+    let model = |class_factor: &dyn Fn(usize) -> f32, detector: bool| {
         let s: Vec<f32> = (0..rows * anchors)
             .map(|i| match i / anchors {
                 r if r < 4 => 300.0,
@@ -1718,11 +1719,12 @@ fn a_detectors_class_scores_are_compared_on_their_own() {
             .node("scale", "Mul", &["images", "s"], &["output0"])
             .output("output0", &[1, rows as i64, anchors as i64])
             .proto();
-        for (k, v) in [
+        let metadata = [
             ("author", "Ultralytics"),
             ("task", "detect"),
             ("names", "{0: 'standing', 1: 'fallen'}"),
-        ] {
+        ];
+        for (k, v) in metadata.into_iter().filter(|_| detector) {
             proto.metadata_props.push(StringStringEntryProto {
                 key: Some(k.into()),
                 value: Some(v.into()),
@@ -1736,11 +1738,9 @@ fn a_detectors_class_scores_are_compared_on_their_own() {
         std::fs::write(&path, prost::Message::encode_to_vec(p)).unwrap();
         path.to_string_lossy().into_owned()
     };
-    let original = write("original.onnx", &model(&|_| 1.0));
-    let moved = write(
-        "moved.onnx",
-        &model(&|i| 1.0 + 0.6 * ((i * 37 % 11) as f32 / 10.0 - 0.5)),
-    );
+    let moved_by = |i: usize| 1.0 + 0.6 * ((i * 37 % 11) as f32 / 10.0 - 0.5);
+    let original = write("original.onnx", &model(&|_| 1.0, true));
+    let moved = write("moved.onnx", &model(&moved_by, true));
     // quant's tolerance (verify's own is float rounding's).
     let tol = [
         "--tolerance",
@@ -1754,12 +1754,18 @@ fn a_detectors_class_scores_are_compared_on_their_own() {
     let s = text(&out.stdout) + &text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(
-        s.contains("output 'output0' passed, its box rows in pixels carrying its cosine; its class scores (rows 4 on) alone measure 0.9")
-            && s.contains("which detections pass a score threshold can change"),
+        s.contains("output 'output0' passed (cosine 1.00000), but its class scores alone (rows 4-5 of axis 1: 2 classes; its box rows, in pixels, weigh most in its cosine) measure 0.9")
+            && s.contains("which detections pass a score threshold can change; check on real images"),
         "{s}"
     );
-    // The same model, its class rows unchanged: no note.
-    let out = run_cli(&[&["verify", &original, &original][..], &tol].concat());
-    let s = text(&out.stdout) + &text(&out.stderr);
-    assert!(!s.contains("class scores"), "{s}");
+    // The same model, its class rows unchanged: no note; nor without the
+    // detector's metadata.
+    let plain = write("plain.onnx", &model(&|_| 1.0, false));
+    let plain_moved = write("plain_moved.onnx", &model(&moved_by, false));
+    for (a, b) in [(&original, &original), (&plain, &plain_moved)] {
+        let out = run_cli(&[&["verify", a.as_str(), b.as_str()][..], &tol].concat());
+        let s = text(&out.stdout) + &text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{s}");
+        assert!(!s.contains("class scores"), "{s}");
+    }
 }

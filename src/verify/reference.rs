@@ -38,7 +38,7 @@ pub struct Reference {
     /// first class row: their class scores are compared on their own too,
     /// and a note says where they miss the tolerance
     /// ([`detection_class_rows`]).
-    class_rows: HashMap<String, usize>,
+    class_rows: HashMap<String, (usize, usize)>,
     /// Graph outputs that add a run input to a term the model computes:
     /// (index in `out_names`, index in a run sample, the term's row name
     /// `output - input`), each compared as that term too ([`residuals_of`]).
@@ -1011,6 +1011,7 @@ impl Reference {
         k: usize,
         name: &str,
         first: usize,
+        classes: usize,
         got: &[Vec<Tensor>],
     ) -> Result<OutputMetrics> {
         let tol = self.opts.tolerance;
@@ -1020,25 +1021,26 @@ impl Reference {
             let &[n, rows, anchors] = a.shape() else {
                 continue;
             };
-            if rows <= first || b.shape() != a.shape() {
+            if rows != first + classes || b.shape() != a.shape() {
                 continue;
             }
-            let (x, y) = (tract::to_f64(a)?, tract::to_f64(b)?);
-            let class = |v: &[f64]| -> Vec<f64> {
-                (0..n)
-                    .flat_map(|i| {
-                        let at = i * rows * anchors;
-                        v[at + first * anchors..at + rows * anchors].iter().copied()
-                    })
-                    .collect()
+            let shape = [n, classes, anchors];
+            match (tract::f32_slice(a), tract::f32_slice(b)) {
+                (Some(x), Some(y)) => acc.add(
+                    &class_rows_of(x, &shape, first),
+                    &class_rows_of(y, &shape, first),
+                    &shape,
+                    tol.atol,
+                    tol.rtol,
+                ),
+                _ => acc.add(
+                    &class_rows_of(&tract::to_f64(a)?, &shape, first),
+                    &class_rows_of(&tract::to_f64(b)?, &shape, first),
+                    &shape,
+                    tol.atol,
+                    tol.rtol,
+                ),
             };
-            acc.add(
-                &class(&x),
-                &class(&y),
-                &[n, rows - first, anchors],
-                tol.atol,
-                tol.rtol,
-            );
         }
         Ok(acc.finish(tol.min_cosine, tol.atol))
     }
@@ -1154,17 +1156,29 @@ impl Reference {
                     ));
                 }
             }
-            let class = self.class_rows.get(name).filter(|_| !integer && m.passed);
-            outputs.push(m);
-            if let Some(&first) = class {
-                let c = self.class_scores(k, name, first, got)?;
+            let class = self
+                .class_rows
+                .get(name)
+                .filter(|_| !integer && m.passed && !m.vacuous);
+            if let Some(&(first, classes)) = class {
+                let c = self.class_scores(k, name, first, classes, got)?;
                 if !c.passed {
                     notes.push(format!(
-                        "output '{name}' passed, its box rows in pixels carrying its cosine; its class scores (rows {first} on) alone measure {:.5}, under the tolerance's {}, off by up to {:.3e}: which detections pass a score threshold can change; check on real images (verify ORIGINAL RESULT --inputs), or keep activations float (quant(activations=none))",
-                        c.cosine, tol.min_cosine, c.max_abs
+                        "output '{name}' passed (cosine {:.5}), but its class scores alone (rows {first}-{} of axis 1: {classes} classes; its box rows, in pixels, weigh most in its cosine) measure {:.5} on their worst sample, under min_cosine {} (largest difference {:.3e}): which detections pass a score threshold can change; {}where quant made the result, keeping activations float (quant(activations=none)) keeps scores closer",
+                        m.cosine,
+                        first + classes - 1,
+                        c.cosine,
+                        tol.min_cosine,
+                        c.max_abs,
+                        if self.opts.inputs.is_none() {
+                            "check on real images (verify ORIGINAL RESULT --inputs IMAGES); "
+                        } else {
+                            ""
+                        }
                     ));
                 }
             }
+            outputs.push(m);
         }
         match decided.as_slice() {
             [] => {}
@@ -1658,9 +1672,10 @@ struct Compared {
 /// The graph outputs among `names` of an Ultralytics detector (its
 /// metadata's `task` is `detect`) that hold boxes and class scores
 /// together, `[batch, 4 + classes, anchors]` (the classes counted in its
-/// `names`), each with its first class row, 4: verification compares
-/// their class scores on their own too.
-pub(super) fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<String, usize> {
+/// `names`, its axis 1 fixed in the output's declaration), each with its
+/// first class row (4) and its classes: verification compares their class
+/// scores on their own too.
+fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<String, (usize, usize)> {
     let meta = |k: &str| {
         model
             .proto
@@ -1682,39 +1697,66 @@ pub(super) fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<S
         }
         if let Some([_, Some(c), _]) = inputs::fixed_dims(out).as_deref() {
             if *c == 4 + classes as i64 {
-                rows.insert(out.name().to_string(), 4);
+                rows.insert(out.name().to_string(), (4, classes));
             }
         }
     }
     rows
 }
 
+/// Rows `first..first + classes` of each of the `n` items of a
+/// `[n, rows, anchors]` tensor's values `v` (`shape`: `[n, classes,
+/// anchors]`), in order: borrowed where `n` is 1 (one run of values),
+/// copied otherwise.
+fn class_rows_of<'v, T: Copy>(
+    v: &'v [T],
+    shape: &[usize; 3],
+    first: usize,
+) -> std::borrow::Cow<'v, [T]> {
+    let [n, classes, anchors] = *shape;
+    let rows = first + classes;
+    if n == 1 {
+        return std::borrow::Cow::Borrowed(&v[first * anchors..rows * anchors]);
+    }
+    std::borrow::Cow::Owned(
+        (0..n)
+            .flat_map(|i| {
+                let at = i * rows * anchors;
+                v[at + first * anchors..at + rows * anchors].iter().copied()
+            })
+            .collect(),
+    )
+}
+
 /// How many classes an Ultralytics `names` entry lists: `{0: 'person', 1:
 /// 'bicycle', ...}`, a key being digits after the opening brace or a comma
-/// and before a colon, outside the quoted names.
+/// and before a colon, outside the quoted names (Python's repr, whose
+/// backslash escapes a quote).
 fn class_count(names: &str) -> usize {
-    let (mut count, mut quote, mut key) = (0, None, None::<bool>);
-    let mut after_separator = false;
+    let mut count = 0;
+    let (mut quote, mut escaped) = (None, false);
+    // Past a `{` or `,`, and whether digits (only) followed it.
+    let (mut after_separator, mut digits) = (false, false);
     for c in names.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(c),
-            (None, '{' | ',') => {
-                after_separator = true;
-                key = None;
+        if let Some(q) = quote {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                _ if c == q => quote = None,
+                _ => {}
             }
-            (None, d) if d.is_ascii_digit() && after_separator => key = Some(true),
-            (None, ':') => {
-                count += usize::from(key == Some(true));
-                after_separator = false;
-                key = None;
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '{' | ',' => (after_separator, digits) = (true, false),
+            d if d.is_ascii_digit() && after_separator => digits = true,
+            ':' => {
+                count += usize::from(digits);
+                (after_separator, digits) = (false, false);
             }
-            (None, w) if w.is_whitespace() => {}
-            (None, _) => {
-                after_separator = false;
-                key = None;
-            }
+            w if w.is_whitespace() => {}
+            _ => (after_separator, digits) = (false, false),
         }
     }
     count
@@ -1730,6 +1772,19 @@ mod tests {
         assert_eq!(super::class_count("{0: 'a:b', 1: 'c, 2: d'}"), 2);
         assert_eq!(super::class_count("{}"), 0);
         assert_eq!(super::class_count("{0: 'x'}"), 1);
+        assert_eq!(super::class_count("{0: 'a', 10: 'b', 11: 'c'}"), 3);
+        assert_eq!(super::class_count("{0: 'it\\'s \"x\", 1: y', 1: 'b'}"), 2);
+    }
+
+    /// The class rows of each item of a `[n, rows, anchors]` output.
+    #[test]
+    fn class_rows_of_takes_each_items_class_rows() {
+        // Two items of 6 rows of 2 anchors: values 0..24.
+        let v: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let two = super::class_rows_of(&v, &[2, 2, 2], 4);
+        assert_eq!(&two[..], &[8.0, 9.0, 10.0, 11.0, 20.0, 21.0, 22.0, 23.0]);
+        let one = super::class_rows_of(&v[..12], &[1, 2, 2], 4);
+        assert_eq!(&one[..], &[8.0, 9.0, 10.0, 11.0]);
     }
     /// A reference feeding weights runs results that differ from the first
     /// one in their weights' values alone on that one's plan, and judges
