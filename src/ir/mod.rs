@@ -836,6 +836,15 @@ impl Model {
         total
     }
 
+    /// The value of the model's metadata entry `key`, trimmed.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == key)
+            .map(|p| p.value().trim())
+    }
+
     /// Bytes of the model's own metadata (`metadata_props` and its doc
     /// string) as encoded: passes keep it as it is.
     pub fn metadata_bytes(&self) -> u64 {

@@ -1676,14 +1676,7 @@ struct Compared {
 /// first class row (4) and its classes: verification compares their class
 /// scores on their own too.
 fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<String, (usize, usize)> {
-    let meta = |k: &str| {
-        model
-            .proto
-            .metadata_props
-            .iter()
-            .find(|p| p.key() == k)
-            .map(|p| p.value().trim())
-    };
+    let meta = |k: &str| model.metadata(k);
     let mut rows = HashMap::new();
     if meta("author") != Some("Ultralytics") || meta("task") != Some("detect") {
         return rows;

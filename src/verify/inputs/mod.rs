@@ -139,14 +139,7 @@ impl ProducerImages {
     /// dynamic export does not fix in its input shape. `None` for any other
     /// model.
     pub fn of(model: &crate::ir::Model) -> Option<ProducerImages> {
-        let meta = |k: &str| {
-            model
-                .proto
-                .metadata_props
-                .iter()
-                .find(|p| p.key() == k)
-                .map(|p| p.value().trim())
-        };
+        let meta = |k: &str| model.metadata(k);
         if meta("author") != Some("Ultralytics") {
             return None;
         }
