@@ -383,7 +383,8 @@ fn conv_attrs(k: i64) -> Vec<onnx_squeeze::proto::AttributeProto> {
     a
 }
 
-/// A MaxPool's attributes: 2x2 windows, stride 2.
+/// 2x2 windows, stride 2: a MaxPool's that halves, or a ConvTranspose's
+/// that doubles.
 fn pool2_attrs() -> Vec<onnx_squeeze::proto::AttributeProto> {
     vec![
         attr_ints("kernel_shape", &[2, 2]),

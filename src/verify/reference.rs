@@ -34,11 +34,11 @@ pub struct Reference {
     /// The outputs of `out_names` whose rows are class scores, where top-1
     /// agreement is measured ([`score_rows_of`]).
     score_rows: HashMap<String, ScoreRows>,
-    /// Outputs of a detector's boxes and class scores together, with the
-    /// first class row: their class scores are compared on their own too,
-    /// and a note says where they miss the tolerance
+    /// Outputs of a detector's boxes and class scores together, with their
+    /// classes: their class scores (after [`BOX_ROWS`]) are compared on
+    /// their own too, and a note says where they miss the tolerance
     /// ([`detection_class_rows`]).
-    class_rows: HashMap<String, (usize, usize)>,
+    class_rows: HashMap<String, usize>,
     /// Graph outputs that add a run input to a term the model computes:
     /// (index in `out_names`, index in a run sample, the term's row name
     /// `output - input`), each compared as that term too ([`residuals_of`]).
@@ -997,7 +997,7 @@ impl Reference {
     }
 
     /// Output `k` (`name`, a detector's `[batch, 4 + classes, anchors]`)
-    /// compared on its class rows alone, from row `first` on: its box rows,
+    /// compared on its class rows alone: its box rows,
     /// in pixels, carry the whole output's cosine while the scores, under
     /// 1, can move enough to change which detections pass a threshold (a
     /// YOLOv8 fall detector: 0.99997 over the output, 0.954-0.977 over its
@@ -1010,7 +1010,6 @@ impl Reference {
         &self,
         k: usize,
         name: &str,
-        first: usize,
         classes: usize,
         got: &[Vec<Tensor>],
     ) -> Result<OutputMetrics> {
@@ -1021,21 +1020,21 @@ impl Reference {
             let &[n, rows, anchors] = a.shape() else {
                 continue;
             };
-            if rows != first + classes || b.shape() != a.shape() {
+            if rows != BOX_ROWS + classes || b.shape() != a.shape() {
                 continue;
             }
             let shape = [n, classes, anchors];
             match (tract::f32_slice(a), tract::f32_slice(b)) {
                 (Some(x), Some(y)) => acc.add(
-                    &class_rows_of(x, &shape, first),
-                    &class_rows_of(y, &shape, first),
+                    &class_rows_of(x, &shape),
+                    &class_rows_of(y, &shape),
                     &shape,
                     tol.atol,
                     tol.rtol,
                 ),
                 _ => acc.add(
-                    &class_rows_of(&tract::to_f64(a)?, &shape, first),
-                    &class_rows_of(&tract::to_f64(b)?, &shape, first),
+                    &class_rows_of(&tract::to_f64(a)?, &shape),
+                    &class_rows_of(&tract::to_f64(b)?, &shape),
                     &shape,
                     tol.atol,
                     tol.rtol,
@@ -1160,13 +1159,13 @@ impl Reference {
                 .class_rows
                 .get(name)
                 .filter(|_| !integer && m.passed && !m.vacuous);
-            if let Some(&(first, classes)) = class {
-                let c = self.class_scores(k, name, first, classes, got)?;
+            if let Some(&classes) = class {
+                let c = self.class_scores(k, name, classes, got)?;
                 if !c.passed {
                     notes.push(format!(
-                        "output '{name}' passed (cosine {:.5}), but its class scores alone (rows {first}-{} of axis 1: {classes} classes; its box rows, in pixels, weigh most in its cosine) measure {:.5} on their worst sample, under min_cosine {} (largest difference {:.3e}): which detections pass a score threshold can change; {}where quant made the result, keeping activations float (quant(activations=none)) keeps scores closer",
+                        "output '{name}' passed (cosine {:.5}), but its class scores alone (rows {BOX_ROWS}-{} of axis 1: {classes} classes; its box rows, in pixels, weigh most in its cosine) measure {:.5} on their worst sample, under min_cosine {} (largest difference {:.3e}): which detections pass a score threshold can change; {}where quant made the result, keeping activations float (quant(activations=none)) keeps scores closer",
                         m.cosine,
-                        first + classes - 1,
+                        BOX_ROWS + classes - 1,
                         c.cosine,
                         tol.min_cosine,
                         c.max_abs,
@@ -1673,9 +1672,8 @@ struct Compared {
 /// metadata's `task` is `detect`) that hold boxes and class scores
 /// together, `[batch, 4 + classes, anchors]` (the classes counted in its
 /// `names`, its axis 1 fixed in the output's declaration), each with its
-/// first class row (4) and its classes: verification compares their class
-/// scores on their own too.
-fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<String, (usize, usize)> {
+/// classes: verification compares their class scores on their own too.
+fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<String, usize> {
     let meta = |k: &str| model.metadata(k);
     let mut rows = HashMap::new();
     if meta("author") != Some("Ultralytics") || meta("task") != Some("detect") {
@@ -1689,25 +1687,25 @@ fn detection_class_rows(model: &Model, names: &[String]) -> HashMap<String, (usi
             continue;
         }
         if let Some([_, Some(c), _]) = inputs::fixed_dims(out).as_deref() {
-            if *c == 4 + classes as i64 {
-                rows.insert(out.name().to_string(), (4, classes));
+            if *c == (BOX_ROWS + classes) as i64 {
+                rows.insert(out.name().to_string(), classes);
             }
         }
     }
     rows
 }
 
-/// Rows `first..first + classes` of each of the `n` items of a
-/// `[n, rows, anchors]` tensor's values `v` (`shape`: `[n, classes,
-/// anchors]`), in order: borrowed where `n` is 1 (one run of values),
-/// copied otherwise.
-fn class_rows_of<'v, T: Copy>(
-    v: &'v [T],
-    shape: &[usize; 3],
-    first: usize,
-) -> std::borrow::Cow<'v, [T]> {
+/// The rows of a detector's output before its class scores: x, y, width,
+/// height.
+const BOX_ROWS: usize = 4;
+
+/// The class rows (after [`BOX_ROWS`]) of each of the `n` items of a
+/// `[n, BOX_ROWS + classes, anchors]` tensor's values `v` (`shape`: `[n,
+/// classes, anchors]`), in order: borrowed where `n` is 1 (one run of
+/// values), copied otherwise.
+fn class_rows_of<'v, T: Copy>(v: &'v [T], shape: &[usize; 3]) -> std::borrow::Cow<'v, [T]> {
     let [n, classes, anchors] = *shape;
-    let rows = first + classes;
+    let (first, rows) = (BOX_ROWS, BOX_ROWS + classes);
     if n == 1 {
         return std::borrow::Cow::Borrowed(&v[first * anchors..rows * anchors]);
     }
@@ -1774,9 +1772,9 @@ mod tests {
     fn class_rows_of_takes_each_items_class_rows() {
         // Two items of 6 rows of 2 anchors: values 0..24.
         let v: Vec<f32> = (0..24).map(|i| i as f32).collect();
-        let two = super::class_rows_of(&v, &[2, 2, 2], 4);
+        let two = super::class_rows_of(&v, &[2, 2, 2]);
         assert_eq!(&two[..], &[8.0, 9.0, 10.0, 11.0, 20.0, 21.0, 22.0, 23.0]);
-        let one = super::class_rows_of(&v[..12], &[1, 2, 2], 4);
+        let one = super::class_rows_of(&v[..12], &[1, 2, 2]);
         assert_eq!(&one[..], &[8.0, 9.0, 10.0, 11.0]);
     }
     /// A reference feeding weights runs results that differ from the first

@@ -54,9 +54,9 @@ pub(super) const MIN_MACS_PER_CONVERSION: f64 = 64.0;
 /// a DequantizeLinear read by one or by the graph's outputs; the ops
 /// onnxruntime runs on uint8, Add, pooling, reshapes, count as integer;
 /// each output element of a fused Conv [`slow_in_int8`] counts as three
-/// more converted elements). Sizes are `sizes`, by value (calibration's, or the shapes tract types
-/// where calibration's gate asks before it runs); a value without one
-/// counts for nothing.
+/// more converted elements). Sizes are `sizes`, by value (calibration's,
+/// or the shapes tract types where calibration's gate asks before it
+/// runs); a value without one counts for nothing.
 pub(super) fn static_payoff<'a>(
     model: &Model,
     patches: impl IntoIterator<Item = &'a Patch>,
