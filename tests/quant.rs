@@ -3804,11 +3804,6 @@ fn a_recurrent_state_makes_static_weight_only_and_leaves_dynamic() {
 /// 64x64 images, not 1x1 (where padding is all a convolution sees): the
 /// recogniser so quantized keeps cosine 0.98 in onnxruntime on 48x320 lines
 /// (0.91 when calibrated at 1x1).
-///
-/// Its full result passes verification's two random samples close to the
-/// tolerance (0.9916) and misses it on eight (0.974, and 0.907 on 32
-/// others): `sensitive=auto` confirms such a result on eight and searches
-/// there.
 #[test]
 fn an_image_without_a_size_is_calibrated_at_a_real_one() {
     let dir = scratch("quant-image-size");
@@ -3818,11 +3813,6 @@ fn an_image_without_a_size_is_calibrated_at_a_real_one() {
     let stdout = run_passes_verified("clean,quant(activations=static)", &[], &input, &out);
     assert!(
         stdout.contains("image size not set: '?' = 64, 'p2o.DynamicDimension.1' = 64"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("the full result passed verification's 2 random sample(s) at cosine")
-            && stdout.contains("and missed it on 8"),
         "{stdout}"
     );
     let mut args = quantized("0.98");
@@ -3838,6 +3828,10 @@ fn an_image_without_a_size_is_calibrated_at_a_real_one() {
 /// then int8 storage group by group, for the groups that save enough to
 /// be checked); `ONNX_SQUEEZE_SEARCH_ONE_AT_A_TIME=1` sends it down the
 /// big-model path.
+///
+/// Its full result passes verification's two random samples close to the
+/// tolerance (0.9921) and misses it on eight (0.905): `sensitive=auto`
+/// confirms such a result on eight and searches there.
 #[test]
 fn a_search_one_candidate_at_a_time_chooses_as_two_at_once() {
     let dir = scratch("quant-one-at-a-time");
@@ -3880,6 +3874,12 @@ fn a_search_one_candidate_at_a_time_chooses_as_two_at_once() {
             .iter()
             .filter_map(|n| n.as_str().map(String::from))
             .collect();
+        assert!(
+            notes.iter().any(|n| n
+                .contains("the full result passed verification's 2 random sample(s) at cosine")
+                && n.contains("and missed it on 8")),
+            "the full result not checked on eight: {notes:?}"
+        );
         // Every step taken: a finer storage than int8 for all, and a group
         // back to int8 from it.
         for form in ["weights stay stored as int8)", "int8 in blocks"] {

@@ -3,9 +3,11 @@
 //!
 //! Statistics stream: each sample runs once, and each of its activations is
 //! reduced to its range and (for `percentile`, `mse`, `entropy`) a histogram
-//! over that range, then dropped; no sample's activations are kept. The
-//! histograms are merged afterwards into one over the overall range (each
-//! bin's count goes to the bin of its centre). Samples run on all cores.
+//! over that range, then dropped; no sample's activations are kept. Each
+//! sample's statistics are merged into one per value as soon as the samples
+//! before it are (histograms on power-of-two grids merge exactly, see
+//! [`super::histogram`]), so memory does not grow with the samples. Samples
+//! run on all cores.
 
 use std::collections::HashMap;
 
@@ -13,6 +15,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use tract_onnx::prelude::{Datum, Tensor};
 
+use super::histogram::Histogram;
 use crate::ir::Model;
 use crate::pass::{DataSource, Progress};
 use crate::proto::{GraphProto, ValueInfoProto};
@@ -34,10 +37,6 @@ pub enum Method {
     /// one in KL divergence.
     Entropy,
 }
-
-const BINS: usize = 2048;
-// `Stat::of` masks bin numbers with `BINS - 1`.
-const _: () = assert!(BINS.is_power_of_two());
 
 /// What calibration measured.
 pub struct Calibration {
@@ -156,16 +155,6 @@ pub fn value_shapes(
         Some(&data.runs),
     )?;
     tr::value_shapes(proto, &run_samples[0], values)
-}
-
-/// The least and greatest of value `i` over every sample.
-fn merged_bounds(per_sample: &[Vec<Stat>], i: usize) -> (f32, f32) {
-    per_sample
-        .iter()
-        .map(|s| (s[i].lo, s[i].hi))
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |a, b| {
-            (a.0.min(b.0), a.1.max(b.1))
-        })
 }
 
 /// Ranges of `values` over the calibration samples. `reference`: samples
@@ -287,8 +276,12 @@ pub fn calibrate(
             of_watched.entry(w).or_default().push(i);
         }
     }
-    // Value `i`'s range in one sample and, for the histogram methods, a
-    // histogram over that range; merged afterwards.
+    // Each value's histogram over the samples run so far: a sample's is
+    // merged in as soon as it is taken (merging is exact and in any order
+    // gives the same counts), so no more than one a core is held at once.
+    let hists: Vec<std::sync::Mutex<Histogram>> = (0..n).map(|_| Default::default()).collect();
+    // Value `i`'s range in one sample, its histogram merged into `hists`
+    // for the histogram methods.
     let stat = |i: usize, t: &Tensor| -> Result<Stat> {
         // Only float32 activations are quantized.
         if t.datum_type() != f32::datum_type() {
@@ -299,6 +292,12 @@ pub fn calibrate(
         let mut stat = Stat::of(v, histograms[i]);
         if let Some(axis) = pair_axis[i] {
             stat.pairs = PairSums::of(v, t.shape(), axis);
+        }
+        let hist = std::mem::take(&mut stat.hist);
+        if !hist.is_empty() {
+            // A panic elsewhere is reported by the run; the counts are whole.
+            let mut merged = hists[i].lock().unwrap_or_else(|e| e.into_inner());
+            merged.merge(hist);
         }
         Ok(stat)
     };
@@ -329,25 +328,36 @@ pub fn calibrate(
                 .collect(),
         ))
     };
-    let per_sample: Vec<Vec<Stat>> = if chain.is_empty() {
-        run_samples
-            .par_iter()
-            .map(|s| Ok(run(s)?.1))
-            .collect::<Result<_>>()?
+    // Each value's range, sums and size over the samples, merged sample by
+    // sample in their order (the correlation's sums are floats: the same
+    // order gives the same result on any number of cores), a core's worth
+    // of samples at a time.
+    let mut merged: Vec<Stat> = (0..n).map(|_| Stat::empty()).collect();
+    let mut merge = |stats: Vec<Stat>| {
+        for (m, s) in merged.iter_mut().zip(stats) {
+            m.merge(s);
+        }
+    };
+    if chain.is_empty() {
+        for batch in run_samples.chunks(rayon::current_num_threads().max(1)) {
+            let stats = batch
+                .par_iter()
+                .map(|s| Ok(run(s)?.1))
+                .collect::<Result<Vec<_>>>()?;
+            stats.into_iter().for_each(&mut merge);
+        }
     } else {
-        let mut stats = Vec::with_capacity(run_samples.len());
         crate::verify::run_stream(
             &run_samples,
             &chain,
             |s| {
                 let (out, st) = run(s)?;
-                stats.push(st);
+                merge(st);
                 Ok(out)
             },
             |_| Ok(()),
         )?;
-        stats
-    };
+    }
     // The reference samples run on the same plan, whose outputs are the
     // model's own (the calibrated values are watched, not returned).
     // Where they do not run here (inputs of other types than the plan's),
@@ -379,13 +389,10 @@ pub fn calibrate(
     // shares are asked for (they are taken on the range the value ends up
     // with, below).
     let keep_histogram: Vec<bool> = pair_axis.iter().map(Option::is_some).collect();
-    let measured = measure_ranges(
-        &per_sample,
-        &histograms,
-        &keep_histogram,
-        method,
-        percentile,
-    );
+    for (m, h) in merged.iter_mut().zip(hists) {
+        m.hist = h.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
+    let measured = measure_ranges(&merged, &keep_histogram, method, percentile);
     let own: Vec<(f32, f32)> = measured.iter().map(|m| m.0).collect();
     let ranges = group_ranges(&present, &own, same_range);
     // The shares of its codes, where asked for, on the range it takes.
@@ -394,14 +401,15 @@ pub fn calibrate(
         .enumerate()
         .map(|(i, (_, h))| {
             let (h, range) = (h?, ranges[i]);
-            let (lo, hi) = merged_bounds(&per_sample, i);
-            (range.0.is_finite() && range.1.is_finite()).then(|| code_shares(&h, lo, hi, range))
+            let (lo, hi) = h.span();
+            (range.0.is_finite() && range.1.is_finite())
+                .then(|| code_shares(h.counts(), lo as f32, hi as f32, range))
         })
         .collect();
     let bounds: HashMap<String, (f32, f32)> = present
         .iter()
-        .enumerate()
-        .map(|(i, v)| (v.clone(), merged_bounds(&per_sample, i)))
+        .zip(&merged)
+        .map(|(v, m)| (v.clone(), (m.lo, m.hi)))
         .filter(|(_, (lo, hi))| lo.is_finite() && hi.is_finite())
         .collect();
     let mut code_map = HashMap::new();
@@ -418,14 +426,9 @@ pub fn calibrate(
         }
         if let Some(c) = c {
             code_map.insert(v.clone(), c);
-            let mut sums = PairSums::default();
-            per_sample.iter().for_each(|s| sums.merge(&s[i].pairs));
-            correlation.insert(v.clone(), sums.correlation());
+            correlation.insert(v.clone(), merged[i].pairs.correlation());
         }
-        elements.insert(
-            v.clone(),
-            per_sample.iter().map(|s| s[i].elements).max().unwrap_or(0),
-        );
+        elements.insert(v.clone(), merged[i].elements);
         range_map.insert(v, range);
     }
     Ok(Calibration {
@@ -488,38 +491,39 @@ fn expose_values(graph: &mut GraphProto, values: &[String]) -> (Vec<String>, Vec
 }
 
 /// A value's range, and the histogram it was read from where it is kept.
-type Measured = ((f32, f32), Option<Vec<u64>>);
+type Measured = ((f32, f32), Option<Histogram>);
 
-/// Each value's range over the samples (`per_sample`: each sample's
-/// statistics of every value) by `method`, from its histogram where
-/// `histograms` says it has one (the least and greatest value without, or
-/// where they are not finite), with that histogram where `keep_histogram`
-/// asks for it.
+/// Each value's range over the samples (`merged`: its statistics over
+/// every sample) by `method`, from its histogram where it has one (the
+/// least and greatest value without, or where they are not finite), with
+/// that histogram where `keep_histogram` asks for it. A range is never
+/// wider than the values met (the histogram's bins reach past them).
 fn measure_ranges(
-    per_sample: &[Vec<Stat>],
-    histograms: &[bool],
+    merged: &[Stat],
     keep_histogram: &[bool],
     method: Method,
     percentile: f64,
 ) -> Vec<Measured> {
-    (0..histograms.len())
-        .into_par_iter()
-        .map(|i| {
-            let (lo, hi) = merged_bounds(per_sample, i);
-            if !(histograms[i] && lo.is_finite() && hi.is_finite()) {
+    merged
+        .par_iter()
+        .zip(keep_histogram)
+        .map(|(m, &keep)| {
+            let (lo, hi) = (m.lo, m.hi);
+            if m.hist.is_empty() || !(lo.is_finite() && hi.is_finite()) {
                 return ((lo, hi), None);
             }
-            let mut h = vec![0u64; BINS];
-            for s in per_sample {
-                s[i].rebin_into(&mut h, lo, hi);
-            }
+            let (h, (hl, hh)) = (m.hist.counts(), m.hist.span());
+            let (hl, hh) = (hl as f32, hh as f32);
             let range = match method {
                 Method::Minmax => (lo, hi),
-                Method::Mse => search_range(&h, lo, hi, mse_cost),
-                Method::Entropy => search_range(&h, lo, hi, kl_cost),
-                Method::Percentile => percentile_range(&h, lo, hi, percentile),
+                Method::Mse => search_range(h, hl, hh, (lo, hi), mse_cost),
+                Method::Entropy => search_range(h, hl, hh, (lo, hi), kl_cost),
+                Method::Percentile => {
+                    let (a, b) = percentile_range(h, hl, hh, percentile);
+                    (a.clamp(lo, hi), b.clamp(lo, hi))
+                }
             };
-            (range, keep_histogram[i].then_some(h))
+            (range, keep.then(|| m.hist.clone()))
         })
         .collect()
 }
@@ -676,15 +680,15 @@ fn code_shares(h: &[u64], lo: f32, hi: f32, range: (f32, f32)) -> Vec<f64> {
     c
 }
 
-/// One sample's statistics of one value: its range and (for the histogram
-/// methods) a histogram of `BINS` bins over that range.
+/// Statistics of one value, over one sample or merged over several: its
+/// range and (for the histogram methods) its histogram.
 struct Stat {
     lo: f32,
     hi: f32,
-    hist: Vec<u32>,
+    hist: Histogram,
     /// With a pair axis: sums for the correlation of paired elements.
     pairs: PairSums,
-    /// How many elements the value held.
+    /// How many elements the value held (the most in any sample).
     elements: usize,
 }
 
@@ -693,12 +697,13 @@ impl Stat {
         Stat {
             lo: f32::INFINITY,
             hi: f32::NEG_INFINITY,
-            hist: vec![],
+            hist: Histogram::default(),
             pairs: PairSums::default(),
             elements: 0,
         }
     }
 
+    /// One sample's statistics of `v`; NaN and infinities are left out.
     fn of(v: &[f32], histogram: bool) -> Stat {
         // Eight lanes of min/max in plain comparisons, which the compiler
         // vectorises (NaN compares false and is skipped); infinities are
@@ -714,72 +719,31 @@ impl Stat {
             nan8 = std::array::from_fn(|k| nan8[k] + c[k].is_nan() as u32);
         }
         let rest = chunks.remainder();
-        let finite = |x: &&f32| !x.is_nan();
+        let not_nan = |x: &&f32| !x.is_nan();
         let mut lo = lo8
             .iter()
             .chain(rest)
-            .filter(finite)
+            .filter(not_nan)
             .fold(f32::INFINITY, |a, &x| a.min(x));
         let mut hi = hi8
             .iter()
             .chain(rest)
-            .filter(finite)
+            .filter(not_nan)
             .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-        let mut nonfinite = nan8.iter().map(|&n| n as usize).sum::<usize>()
-            + rest.iter().filter(|x| x.is_nan()).count();
+        let mut finite = nan8.iter().all(|&n| n == 0) && rest.iter().all(|x| !x.is_nan());
         if lo == f32::NEG_INFINITY || hi == f32::INFINITY {
+            finite = false;
             (lo, hi) = v
                 .iter()
                 .filter(|x| x.is_finite())
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
                     (lo.min(x), hi.max(x))
                 });
-            nonfinite = 1;
         }
-        let mut hist = vec![];
-        if histogram && lo.is_finite() {
-            // Bins of width (hi - lo) / BINS; the top value goes to the last.
-            // A range too narrow for f32 makes `per` infinite: `lo` itself
-            // then gives NaN, which the cast below sends to bin 0, and the
-            // rest saturate to the last bin.
-            let per = (BINS as f64 / ((hi - lo) as f64).max(f64::MIN_POSITIVE)) as f32;
-            let bin = |x: f32| (((x - lo) * per) as usize).min(BINS - 1);
-            // Four interleaved histograms, summed at the end: after a ReLU
-            // most values fall in one bin, and increments of one counter
-            // wait on each other. Bin numbers are computed 16 at a time (in
-            // vector registers) where every value is finite.
-            let mut four = vec![[0u32; 4]; BINS];
-            let top = (BINS - 1) as f32;
-            let mut rest: &[f32] = v;
-            // With every value finite and `per` finite, `(x - lo) * per` is
-            // never NaN (`x - lo >= 0`, `per > 0`): clamped, it converts to
-            // i32 without the checks of a saturating `as`, which kept the
-            // conversion scalar, and the bin, masked to BINS (a power of
-            // two, so the mask changes nothing), is indexed without bounds
-            // checks: YOLOv8n's run spent 15% of its time here, now 8%.
-            if nonfinite == 0 && per.is_finite() {
-                let mut chunks = v.chunks_exact(16);
-                for c in &mut chunks {
-                    let c: &[f32; 16] = c.try_into().expect("chunks of 16");
-                    let idx: [i32; 16] = std::array::from_fn(|k| {
-                        let t = ((c[k] - lo) * per).clamp(0.0, top);
-                        // SAFETY: `t` is in [0, BINS - 1] and not NaN (above),
-                        // so it is representable as i32.
-                        unsafe { t.to_int_unchecked::<i32>() }
-                    });
-                    for (k, &b) in idx.iter().enumerate() {
-                        four[b as usize & (BINS - 1)][k & 3] += 1;
-                    }
-                }
-                rest = chunks.remainder();
-            }
-            for &x in rest {
-                if x.is_finite() {
-                    four[bin(x)][0] += 1;
-                }
-            }
-            hist = four.iter().map(|f| f.iter().sum()).collect();
-        }
+        let hist = match histogram {
+            true => Histogram::of(v, lo, hi, finite),
+            false => Histogram::default(),
+        };
         Stat {
             lo,
             hi,
@@ -789,38 +753,35 @@ impl Stat {
         }
     }
 
-    /// Add this histogram to `h`, whose bins span `[lo, hi]` (which holds
-    /// this one's range): each bin's count goes to the bin of its centre.
-    fn rebin_into(&self, h: &mut [u64], lo: f32, hi: f32) {
-        let width = ((hi - lo) as f64).max(f64::MIN_POSITIVE);
-        let own = (self.hi - self.lo) as f64 / BINS as f64;
-        for (b, &c) in self.hist.iter().enumerate() {
-            if c > 0 {
-                let centre = self.lo as f64 + (b as f64 + 0.5) * own;
-                let t = (((centre - lo as f64) / width) * BINS as f64) as usize;
-                h[t.min(BINS - 1)] += c as u64;
-            }
-        }
+    /// Merge the statistics of another sample.
+    fn merge(&mut self, o: Stat) {
+        self.lo = self.lo.min(o.lo);
+        self.hi = self.hi.max(o.hi);
+        self.hist.merge(o.hist);
+        self.pairs.merge(&o.pairs);
+        self.elements = self.elements.max(o.elements);
     }
 }
 
-/// Among ranges `[lo, hi]` shrunk towards 0 by a factor in (0, 1], the one
-/// with the least `cost`. `cost(h, lo, hi, a, b)` rates quantizing the
-/// histogram `h` over `[lo, hi]` with the range `[a, b]`.
+/// Among the ranges `bounds` (the values' least and greatest) shrunk
+/// towards 0 by a factor in (0, 1], the one with the least `cost`.
+/// `cost(h, lo, hi, a, b)` rates quantizing the histogram `h`, whose bins
+/// span `[lo, hi]`, with the range `[a, b]`.
 fn search_range(
     h: &[u64],
     lo: f32,
     hi: f32,
+    bounds: (f32, f32),
     cost: fn(&[u64], f32, f32, f32, f32) -> f64,
 ) -> (f32, f32) {
-    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    if hi <= lo || h.iter().all(|&c| c == 0) {
-        return (lo, hi);
+    let (from, to) = (bounds.0.min(0.0), bounds.1.max(0.0));
+    if to <= from || h.iter().all(|&c| c == 0) {
+        return (from, to);
     }
-    let mut best = (f64::INFINITY, lo, hi);
+    let mut best = (f64::INFINITY, from, to);
     for step in 0..100 {
         let f = 1.0 - step as f32 * 0.0099;
-        let (a, b) = (lo * f, hi * f);
+        let (a, b) = (from * f, to * f);
         let c = cost(h, lo, hi, a, b);
         if c < best.0 {
             best = (c, a, b);
@@ -1009,6 +970,67 @@ mod tests {
         assert_eq!(c.ranges["h"], (0.0, 7.0), "{notes:?}");
     }
 
+    /// Calibration gives the same result on any number of cores: the
+    /// histograms merge exactly in any order, the pairs' sums in the
+    /// samples' order. Every range lies within the values met.
+    #[test]
+    fn calibration_gives_the_same_result_on_any_number_of_cores() {
+        use crate::ir::builder::ModelBuilder;
+        let w: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 31.5) / 16.0)
+            .collect();
+        let m = ModelBuilder::new(17)
+            .input("x", &[1, 8])
+            .init_f32("w", &[8, 8], &w)
+            .node("mm", "MatMul", &["x", "w"], &["y"])
+            .node("relu", "Relu", &["y"], &["z"])
+            .output("z", &[1, 8])
+            .build()
+            .unwrap();
+        let values: Vec<String> = ["x", "y", "z"].map(String::from).to_vec();
+        let pair_axes: HashMap<String, PairAxis> = [
+            ("x".to_string(), PairAxis::Last),
+            ("y".to_string(), PairAxis::Last),
+        ]
+        .into();
+        for method in [Method::Percentile, Method::Entropy, Method::Mse] {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    calibrate(
+                        &m,
+                        &values,
+                        &DataSource::default(),
+                        9,
+                        method,
+                        99.9,
+                        None,
+                        &pair_axes,
+                        &HashMap::new(),
+                        &mut vec![],
+                        &Progress::default(),
+                        CutMode::Untyped,
+                        None,
+                    )
+                    .unwrap()
+                })
+            };
+            let (a, b) = (run(1), run(3));
+            assert_eq!(a.ranges, b.ranges, "{method:?}");
+            assert_eq!(a.bounds, b.bounds, "{method:?}");
+            assert_eq!(a.codes, b.codes, "{method:?}");
+            assert_eq!(a.pair_correlation, b.pair_correlation, "{method:?}");
+            assert_eq!(a.codes.len(), 2);
+            for (v, &(lo, hi)) in &a.ranges {
+                let (min, max) = a.bounds[v];
+                assert!(min.min(0.0) <= lo && hi <= max.max(0.0), "{method:?} {v}");
+            }
+        }
+    }
+
     /// Values that take another's range (`same_range`) share one grid
     /// spanning every member's range where their widths are within 2x of
     /// the source's: a member reaching past its source (a percentile range
@@ -1102,13 +1124,19 @@ mod tests {
             *b = (100000.0 * (-(i as f64) / 20.0).exp()) as u64 + 1;
         }
         h[2047] = 1;
-        let (_, hi) = search_range(&h, 0.0, 100.0, mse_cost);
+        let (_, hi) = search_range(&h, 0.0, 100.0, (0.0, 100.0), mse_cost);
         assert!(hi < 100.0, "mse keeps the outlier: {hi}");
-        let (_, hi) = search_range(&h, 0.0, 100.0, kl_cost);
+        let (_, hi) = search_range(&h, 0.0, 100.0, (0.0, 100.0), kl_cost);
         assert!(hi < 100.0, "entropy keeps the outlier: {hi}");
         // Uniform mass: nothing to clip.
         let h = vec![10u64; 2048];
-        assert_eq!(search_range(&h, 0.0, 1.0, mse_cost), (0.0, 1.0));
+        assert_eq!(search_range(&h, 0.0, 1.0, (0.0, 1.0), mse_cost), (0.0, 1.0));
+        // Bins reaching past the values (a power-of-two grid): the range
+        // searched is the values'.
+        assert_eq!(
+            search_range(&h, 0.0, 1.0, (0.0, 0.99), mse_cost),
+            (0.0, 0.99)
+        );
     }
 
     #[test]
@@ -1159,28 +1187,6 @@ mod tests {
     }
 
     #[test]
-    fn stat_bins_each_value_where_the_bin_width_puts_it() {
-        // The 16-wide path against the plain rule: bin floor((x - lo) *
-        // BINS / (hi - lo)), the maximum in the last bin.
-        let mut x = 0x2545_f491u32;
-        let v: Vec<f32> = (0..1000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x as f32 / u32::MAX as f32 - 0.3) * 7.0
-            })
-            .collect();
-        let s = Stat::of(&v, true);
-        let per = (BINS as f64 / (s.hi - s.lo) as f64) as f32;
-        let mut expected = vec![0u32; BINS];
-        for &x in &v {
-            expected[(((x - s.lo) * per) as usize).min(BINS - 1)] += 1;
-        }
-        assert_eq!(s.hist, expected);
-    }
-
-    #[test]
     fn stat_skips_nan_and_infinities_and_bins_every_finite_value() {
         // Lengths below, at and past the 8-lane blocks, NaN and infinities
         // anywhere: the range and the histogram count the finite values only.
@@ -1189,25 +1195,23 @@ mod tests {
             let (lo, hi) = (-7.0f32, (len - 1) as f32 * 0.5 - 7.0);
             let s = Stat::of(&v, true);
             assert_eq!((s.lo, s.hi), (lo, hi), "len {len}");
-            assert_eq!(s.hist.iter().sum::<u32>() as usize, len);
-            assert_eq!(s.hist[0], 1, "the minimum is in the first bin");
-            if len > 1 {
-                assert_eq!(s.hist[BINS - 1], 1, "the maximum is in the last bin");
-            }
+            assert_eq!(s.hist.counts().iter().sum::<u64>() as usize, len);
+            assert_eq!(s.hist.counts()[0], 1, "the minimum is in the first bin");
+            assert_eq!(s.hist.counts().last(), Some(&1), "the maximum in the last");
             v.push(f32::NAN);
             v.insert(len / 2, f32::INFINITY);
             v.insert(0, f32::NEG_INFINITY);
             let s = Stat::of(&v, true);
             assert_eq!((s.lo, s.hi), (lo, hi), "len {len} with non-finite values");
-            assert_eq!(s.hist.iter().sum::<u32>() as usize, len);
+            assert_eq!(s.hist.counts().iter().sum::<u64>() as usize, len);
         }
         let s = Stat::of(&[f32::NAN; 9], true);
         assert!(!s.lo.is_finite() && s.hist.is_empty());
         // A constant value (a range of width 0): every element in bin 0.
         let s = Stat::of(&[3.0; 40], true);
-        assert_eq!((s.lo, s.hi, s.hist[0]), (3.0, 3.0, 40));
+        assert_eq!((s.lo, s.hi, s.hist.counts()), (3.0, 3.0, &[40u64][..]));
         // Without a histogram only the range is kept.
         let s = Stat::of(&[2.0, -1.0], false);
-        assert_eq!((s.lo, s.hi, s.hist.len()), (-1.0, 2.0, 0));
+        assert_eq!((s.lo, s.hi, s.hist.is_empty()), (-1.0, 2.0, true));
     }
 }

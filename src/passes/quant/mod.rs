@@ -96,6 +96,7 @@
 
 pub mod arith;
 pub mod calibrate;
+mod histogram;
 pub mod subgraph;
 
 mod activations;
