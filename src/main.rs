@@ -865,6 +865,8 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let dir = io::model_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)
         .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    // Removed if a signal ends the run before it is renamed into place.
+    let _tracked = io::interrupt::Tracked::new(tmp.path());
     std::io::Write::write_all(&mut tmp, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     io::set_readable(tmp.as_file());
