@@ -18,6 +18,8 @@
 
 /// The most bins a histogram spans.
 pub const BINS: usize = 4096;
+// `Histogram::of` masks bin numbers with `BINS - 1`.
+const _: () = assert!(BINS.is_power_of_two());
 
 /// Counts of values on the grid of exponent `exp`; `counts[k]` is bin
 /// `first + k`, the first and last of them not zero (no counts: empty).
@@ -82,7 +84,13 @@ impl Histogram {
         // each other. Bin numbers are computed 16 at a time (in vector
         // registers) where the grid's origin and scale are exact in f32
         // (else in f64, one by one).
-        let mut four = vec![[0u32; 4]; len];
+        // BINS long whatever `len`: a bin number masked to BINS (a power of
+        // two; the clamp below keeps it under `len`, so the mask changes
+        // nothing) indexes it without a bounds check.
+        let mut four: Box<[[u32; 4]; BINS]> = vec![[0u32; 4]; BINS]
+            .into_boxed_slice()
+            .try_into()
+            .expect("BINS long");
         let inv = (-exp as f64).exp2();
         let inv32 = inv as f32;
         let mut rest: &[f32] = v;
@@ -106,7 +114,7 @@ impl Histogram {
                     (t - first32).clamp(0, top32)
                 });
                 for (k, &b) in idx.iter().enumerate() {
-                    four[b as usize][k & 3] += 1;
+                    four[b as usize & (BINS - 1)][k & 3] += 1;
                 }
             }
             rest = chunks.remainder();
@@ -117,7 +125,7 @@ impl Histogram {
                 four[t as usize][0] += 1;
             }
         }
-        let counts: Vec<u64> = four
+        let counts: Vec<u64> = four[..len]
             .iter()
             .map(|f| f.iter().map(|&c| c as u64).sum())
             .collect();
