@@ -4,10 +4,11 @@
 //! Statistics stream: each sample runs once, and each of its activations is
 //! reduced to its range and (for `percentile`, `mse`, `entropy`) a histogram
 //! over that range, then dropped; no sample's activations are kept. Each
-//! sample's statistics are merged into one per value as soon as the samples
-//! before it are (histograms on power-of-two grids merge exactly, see
-//! [`super::histogram`]), so memory does not grow with the samples. Samples
-//! run on all cores.
+//! histogram is merged into its value's as soon as it is taken (histograms
+//! on power-of-two grids merge exactly, in any order, see
+//! [`super::histogram`]), and the ranges and sums once the samples before
+//! theirs are, so memory does not grow with the samples. Samples run on all
+//! cores.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use tract_onnx::prelude::{Datum, Tensor};
 
-use super::histogram::Histogram;
+use super::histogram::{Histogram, Scan};
 use crate::ir::Model;
 use crate::pass::{DataSource, Progress};
 use crate::proto::{GraphProto, ValueInfoProto};
@@ -403,7 +404,7 @@ pub fn calibrate(
             let (h, range) = (h?, ranges[i]);
             let (lo, hi) = h.span();
             (range.0.is_finite() && range.1.is_finite())
-                .then(|| code_shares(h.counts(), lo as f32, hi as f32, range))
+                .then(|| code_shares(h.counts(), lo, hi, range))
         })
         .collect();
     let bounds: HashMap<String, (f32, f32)> = present
@@ -513,14 +514,16 @@ fn measure_ranges(
                 return ((lo, hi), None);
             }
             let (h, (hl, hh)) = (m.hist.counts(), m.hist.span());
-            let (hl, hh) = (hl as f32, hh as f32);
             let range = match method {
+                // One value: nothing to search.
+                _ if lo == hi => (lo, hi),
                 Method::Minmax => (lo, hi),
                 Method::Mse => search_range(h, hl, hh, (lo, hi), mse_cost),
                 Method::Entropy => search_range(h, hl, hh, (lo, hi), kl_cost),
                 Method::Percentile => {
                     let (a, b) = percentile_range(h, hl, hh, percentile);
-                    (a.clamp(lo, hi), b.clamp(lo, hi))
+                    let (lo64, hi64) = (lo as f64, hi as f64);
+                    (a.clamp(lo64, hi64) as f32, b.clamp(lo64, hi64) as f32)
                 }
             };
             (range, keep.then(|| m.hist.clone()))
@@ -666,7 +669,7 @@ impl PairSums {
 /// The share of each uint8 code among the values of histogram `h` (over
 /// `[lo, hi]`) quantized with the range `range`: each bin's count goes to
 /// the code of its centre.
-fn code_shares(h: &[u64], lo: f32, hi: f32, range: (f32, f32)) -> Vec<f64> {
+fn code_shares(h: &[u64], lo: f64, hi: f64, range: (f32, f32)) -> Vec<f64> {
     let (scale, zp) = super::arith::asymmetric_u8(range.0, range.1);
     let mut c = vec![0f64; 256];
     let total = h.iter().sum::<u64>().max(1) as f64;
@@ -705,43 +708,10 @@ impl Stat {
 
     /// One sample's statistics of `v`; NaN and infinities are left out.
     fn of(v: &[f32], histogram: bool) -> Stat {
-        // Eight lanes of min/max in plain comparisons, which the compiler
-        // vectorises (NaN compares false and is skipped); infinities are
-        // rare enough to take the filtering path when they show up.
-        let mut lo8 = [f32::INFINITY; 8];
-        let mut hi8 = [f32::NEG_INFINITY; 8];
-        let mut nan8 = [0u32; 8];
-        let mut chunks = v.chunks_exact(8);
-        for c in &mut chunks {
-            let c: &[f32; 8] = c.try_into().expect("chunks of 8");
-            lo8 = std::array::from_fn(|k| if c[k] < lo8[k] { c[k] } else { lo8[k] });
-            hi8 = std::array::from_fn(|k| if c[k] > hi8[k] { c[k] } else { hi8[k] });
-            nan8 = std::array::from_fn(|k| nan8[k] + c[k].is_nan() as u32);
-        }
-        let rest = chunks.remainder();
-        let not_nan = |x: &&f32| !x.is_nan();
-        let mut lo = lo8
-            .iter()
-            .chain(rest)
-            .filter(not_nan)
-            .fold(f32::INFINITY, |a, &x| a.min(x));
-        let mut hi = hi8
-            .iter()
-            .chain(rest)
-            .filter(not_nan)
-            .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-        let mut finite = nan8.iter().all(|&n| n == 0) && rest.iter().all(|x| !x.is_nan());
-        if lo == f32::NEG_INFINITY || hi == f32::INFINITY {
-            finite = false;
-            (lo, hi) = v
-                .iter()
-                .filter(|x| x.is_finite())
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                    (lo.min(x), hi.max(x))
-                });
-        }
+        let scan = Scan::of(v);
+        let (lo, hi) = (scan.lo, scan.hi);
         let hist = match histogram {
-            true => Histogram::of(v, lo, hi, finite),
+            true => Histogram::of(&scan),
             false => Histogram::default(),
         };
         Stat {
@@ -769,10 +739,10 @@ impl Stat {
 /// span `[lo, hi]`, with the range `[a, b]`.
 fn search_range(
     h: &[u64],
-    lo: f32,
-    hi: f32,
+    lo: f64,
+    hi: f64,
     bounds: (f32, f32),
-    cost: fn(&[u64], f32, f32, f32, f32) -> f64,
+    cost: fn(&[u64], f64, f64, f32, f32) -> f64,
 ) -> (f32, f32) {
     let (from, to) = (bounds.0.min(0.0), bounds.1.max(0.0));
     if to <= from || h.iter().all(|&c| c == 0) {
@@ -790,12 +760,12 @@ fn search_range(
     (best.1, best.2)
 }
 
-fn bin_center(h: &[u64], lo: f32, hi: f32, i: usize) -> f64 {
-    lo as f64 + (i as f64 + 0.5) * (hi - lo) as f64 / h.len() as f64
+fn bin_center(h: &[u64], lo: f64, hi: f64, i: usize) -> f64 {
+    lo + (i as f64 + 0.5) * (hi - lo) / h.len() as f64
 }
 
 /// Expected squared error: rounding noise inside the range, clipping outside.
-fn mse_cost(h: &[u64], lo: f32, hi: f32, a: f32, b: f32) -> f64 {
+fn mse_cost(h: &[u64], lo: f64, hi: f64, a: f32, b: f32) -> f64 {
     let step = (b - a) as f64 / 255.0;
     let mut e = 0.0;
     for (i, &c) in h.iter().enumerate() {
@@ -819,10 +789,10 @@ fn mse_cost(h: &[u64], lo: f32, hi: f32, a: f32, b: f32) -> f64 {
 /// histogram inside `[a, b]` with the mass outside folded onto its end bins;
 /// Q is the inside histogram (without that mass) merged into 255 levels and
 /// spread back evenly over each level's occupied bins.
-fn kl_cost(h: &[u64], lo: f32, hi: f32, a: f32, b: f32) -> f64 {
-    let width = (hi - lo) as f64 / h.len() as f64;
-    let first = (((a - lo) as f64 / width).floor().max(0.0) as usize).min(h.len() - 1);
-    let last = ((((b - lo) as f64 / width).ceil() as usize).max(first + 1)).min(h.len());
+fn kl_cost(h: &[u64], lo: f64, hi: f64, a: f32, b: f32) -> f64 {
+    let width = (hi - lo) / h.len() as f64;
+    let first = (((a as f64 - lo) / width).floor().max(0.0) as usize).min(h.len() - 1);
+    let last = ((((b as f64 - lo) / width).ceil() as usize).max(first + 1)).min(h.len());
     let slice = &h[first..last];
     let mut p: Vec<f64> = slice.iter().map(|&c| c as f64).collect();
     p[0] += h[..first].iter().sum::<u64>() as f64;
@@ -852,14 +822,15 @@ fn kl_cost(h: &[u64], lo: f32, hi: f32, a: f32, b: f32) -> f64 {
 }
 
 /// The range holding `p`% of a histogram's mass over `[lo, hi]`, clipping
-/// equal tails on both sides.
-pub fn percentile_range(h: &[u64], lo: f32, hi: f32, p: f64) -> (f32, f32) {
+/// equal tails on both sides (in f64, as the span of bins around values
+/// near f32's largest can reach past it).
+pub fn percentile_range(h: &[u64], lo: f64, hi: f64, p: f64) -> (f64, f64) {
     let total: u64 = h.iter().sum();
     if total == 0 || hi <= lo {
         return (lo, hi);
     }
     let tail = ((100.0 - p.clamp(0.0, 100.0)) / 200.0 * total as f64) as u64;
-    let width = (hi - lo) / h.len() as f32;
+    let width = (hi - lo) / h.len() as f64;
     let (mut acc, mut first) = (0u64, 0usize);
     for (i, &c) in h.iter().enumerate() {
         if acc + c > tail {
@@ -876,7 +847,7 @@ pub fn percentile_range(h: &[u64], lo: f32, hi: f32, p: f64) -> (f32, f32) {
         }
         acc += c;
     }
-    (lo + first as f32 * width, lo + (last + 1) as f32 * width)
+    (lo + first as f64 * width, lo + (last + 1) as f64 * width)
 }
 
 #[cfg(test)]
@@ -1137,6 +1108,36 @@ mod tests {
             search_range(&h, 0.0, 1.0, (0.0, 0.99), mse_cost),
             (0.0, 0.99)
         );
+    }
+
+    /// Values reaching f32's largest (attention masks filled with its
+    /// least) get finite ranges by every method, within the values met;
+    /// a constant value its one value.
+    #[test]
+    fn ranges_of_values_near_f32s_limits_are_finite() {
+        let mut v: Vec<f32> = (0..1000).map(|i| (i % 7) as f32 * 0.25).collect();
+        v[10] = f32::MIN;
+        v[20] = f32::MAX;
+        for stat in [Stat::of(&v, true), Stat::of(&[-3.0; 64], true)] {
+            let (lo, hi) = (stat.lo, stat.hi);
+            let merged = [stat];
+            for method in [
+                Method::Minmax,
+                Method::Percentile,
+                Method::Mse,
+                Method::Entropy,
+            ] {
+                let (a, b) = measure_ranges(&merged, &[false], method, 99.9)[0].0;
+                assert!(a.is_finite() && b.is_finite(), "{method:?}: {a} {b}");
+                assert!(
+                    lo.min(0.0) <= a && a <= b && b <= hi.max(0.0),
+                    "{method:?}: {a} {b}"
+                );
+                if lo == hi {
+                    assert_eq!((a, b), (lo, hi), "{method:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!
 //! A histogram spans at most [`BINS`] bins, and at least half as many over
 //! the range of its values (the exponent is the least whose grid holds that
-//! range in `BINS` bins).
+//! range in `BINS` bins). A histogram of one value (a constant activation)
+//! is one bin on a grid finer than any it merges with (2^-52 of the value,
+//! or 2^-1000 for 0): it never coarsens the grid of a merge.
 
 /// The most bins a histogram spans.
 pub const BINS: usize = 4096;
@@ -49,12 +51,13 @@ fn exponent_for(lo: f64, hi: f64) -> i32 {
     let mut e = if span > 0.0 {
         (span / (BINS + 1) as f64).log2().floor() as i32
     } else {
-        // One value: any grid holds it in one bin; one fine for its size.
+        // One value: any grid holds it in one bin; the finest whose bin
+        // numbers stay exact in f64, so that it never coarsens another's.
         let m = lo.abs().max(hi.abs());
         if m > 0.0 {
-            m.log2().floor() as i32 - 20
+            m.log2().floor() as i32 - 52
         } else {
-            0
+            -1000
         }
     };
     e = e.clamp(-1000, 1000);
@@ -64,19 +67,89 @@ fn exponent_for(lo: f64, hi: f64) -> i32 {
     e
 }
 
+/// Values and what one pass over them found: the least and greatest
+/// finite value (infinite, the wrong way round, where there is none), and
+/// whether every value is finite.
+pub struct Scan<'a> {
+    values: &'a [f32],
+    pub lo: f32,
+    pub hi: f32,
+    finite: bool,
+}
+
+impl<'a> Scan<'a> {
+    pub fn of(v: &'a [f32]) -> Scan<'a> {
+        // Eight lanes of min/max in plain comparisons, which the compiler
+        // vectorises (NaN compares false and is skipped); infinities are
+        // rare enough to take the filtering path when they show up.
+        let mut lo8 = [f32::INFINITY; 8];
+        let mut hi8 = [f32::NEG_INFINITY; 8];
+        let mut nan8 = [0u32; 8];
+        let mut chunks = v.chunks_exact(8);
+        for c in &mut chunks {
+            let c: &[f32; 8] = c.try_into().expect("chunks of 8");
+            lo8 = std::array::from_fn(|k| if c[k] < lo8[k] { c[k] } else { lo8[k] });
+            hi8 = std::array::from_fn(|k| if c[k] > hi8[k] { c[k] } else { hi8[k] });
+            nan8 = std::array::from_fn(|k| nan8[k] + c[k].is_nan() as u32);
+        }
+        let rest = chunks.remainder();
+        let not_nan = |x: &&f32| !x.is_nan();
+        let mut lo = lo8
+            .iter()
+            .chain(rest)
+            .filter(not_nan)
+            .fold(f32::INFINITY, |a, &x| a.min(x));
+        let mut hi = hi8
+            .iter()
+            .chain(rest)
+            .filter(not_nan)
+            .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let mut finite = nan8.iter().all(|&n| n == 0) && rest.iter().all(|x| !x.is_nan());
+        if lo == f32::NEG_INFINITY || hi == f32::INFINITY {
+            finite = false;
+            (lo, hi) = v
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    (lo.min(x), hi.max(x))
+                });
+        }
+        Scan {
+            values: v,
+            lo,
+            hi,
+            finite,
+        }
+    }
+}
+
 impl Histogram {
-    /// The histogram of the finite values of `v`, whose finite values lie
-    /// in `[lo, hi]` (finite, `lo <= hi`), on the least grid that holds
-    /// that range in [`BINS`] bins. `finite`: every value of `v` is finite
-    /// (as the caller found while taking the range; else they are checked
-    /// one by one).
-    pub fn of(v: &[f32], lo: f32, hi: f32, finite: bool) -> Histogram {
-        debug_assert!(!finite || v.iter().all(|x| x.is_finite()));
+    /// The histogram of the finite values scanned, on the least grid that
+    /// holds their range in [`BINS`] bins.
+    pub fn of(scan: &Scan) -> Histogram {
+        let Scan {
+            values: v,
+            lo,
+            hi,
+            finite,
+        } = *scan;
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
             return Histogram::default();
         }
         let exp = exponent_for(lo as f64, hi as f64);
         let first = bin_of(lo as f64, exp);
+        if lo == hi {
+            let n = match finite {
+                true => v.len(),
+                false => v.iter().filter(|x| x.is_finite()).count(),
+            };
+            return Histogram {
+                exp,
+                first,
+                counts: vec![n as u64],
+            }
+            .trimmed();
+        }
         let len = (bin_of(hi as f64, exp) - first + 1) as usize;
         let top = (len - 1) as f32;
         // Four interleaved histograms, summed at the end: after a ReLU most
@@ -98,20 +171,27 @@ impl Histogram {
         // exact and every scaled value fits an i32 with room: the bin is
         // floor(x * inv) - first, the floor taken as the truncation less
         // one where that rounded up (a negative value), which vectorises
-        // on any x86-64 (a floor instruction needs SSE4.1).
+        // on any x86-64 (a floor instruction needs SSE4.1). Not where bins
+        // wider than 1 hold negative values: a tiny one scales to -0 there
+        // (-1e-45 over [-1e-45, 1e4]), whose truncation does not round up.
         let fits = |x: f32| ((x as f64) * inv).abs() < (1u64 << 30) as f64;
-        if finite && inv32 as f64 == inv && inv32.is_normal() && fits(lo) && fits(hi) {
+        let unsigned = exp <= 0 || lo >= 0.0;
+        if finite && unsigned && inv32 as f64 == inv && inv32.is_normal() && fits(lo) && fits(hi) {
             let (first32, top32) = (first as i32, (len - 1) as i32);
             let mut chunks = v.chunks_exact(16);
             for c in &mut chunks {
                 let c: &[f32; 16] = c.try_into().expect("chunks of 16");
                 let idx: [i32; 16] = std::array::from_fn(|k| {
+                    // Held to the range's scaled ends (a NaN, which the
+                    // caller said is not there, to its lower end).
                     let y = c[k] * inv32;
-                    // SAFETY: `y` is finite and |y| < 2^30 (checked on the
-                    // range above), so it is representable as i32.
+                    // SAFETY: every value is finite and within [lo, hi]
+                    // (`Scan` found them so), so `y` is finite and |y| <
+                    // 2^30 (checked on lo and hi above): representable as
+                    // i32.
                     let t = unsafe { y.to_int_unchecked::<i32>() };
-                    let t = t - ((t as f32) > y) as i32;
-                    (t - first32).clamp(0, top32)
+                    // The floor: one less where the truncation rounded up.
+                    (t - ((t as f32) > y) as i32 - first32).clamp(0, top32)
                 });
                 for (k, &b) in idx.iter().enumerate() {
                     four[b as usize & (BINS - 1)][k & 3] += 1;
@@ -262,15 +342,37 @@ mod tests {
     fn values_go_to_the_bin_their_grid_puts_them_in() {
         // Ranges across zero, away from it, tiny and huge: the 16-wide path
         // against floor(x / 2^e), every value counted.
-        for (scale, offset) in [(7.0, 1.0), (1.0, 40.0), (1e-6, -3e-6), (3e7, 0.0)] {
+        // (1e-3 around 1e4: bin numbers past 2^30, the f64 path.)
+        let cases = [
+            (7.0, 1.0),
+            (1.0, 40.0),
+            (1e-6, -3e-6),
+            (3e7, 0.0),
+            (1e-3, 1e4),
+        ];
+        for (scale, offset) in cases {
             let v = noise(1003, 0x2545_f491, scale, offset);
             let (lo, hi) = range(&v);
-            let h = Histogram::of(&v, lo, hi, true);
+            let h = Histogram::of(&Scan::of(&v));
             assert_eq!(bins(&h), plain(&v, h.exp), "scale {scale} offset {offset}");
             assert!(h.counts.len() <= BINS && h.counts.len() > BINS / 2);
             let (a, b) = h.span();
             assert!(a <= lo as f64 && b > hi as f64);
         }
+    }
+
+    /// A tiny negative value that scales to -0 in f32 (a grid of bins
+    /// wider than 1) still goes to the bin below 0.
+    #[test]
+    fn a_tiny_negative_value_goes_below_zero() {
+        let mut v = noise(100, 9, 10000.0, 5000.0);
+        v[3] = -f32::from_bits(1);
+        v[50] = -0.0;
+        let (lo, _) = range(&v);
+        let h = Histogram::of(&Scan::of(&v));
+        assert!(h.exp >= 1);
+        assert_eq!(bins(&h), plain(&v, h.exp));
+        assert!(h.span().0 <= lo as f64);
     }
 
     #[test]
@@ -281,29 +383,30 @@ mod tests {
         // [-1, 1] in bins of 2^-11: -2048..=2048 is 4097 bins, so 2^-10.
         assert_eq!(exponent_for(-1.0, 1.0), -10);
         // One value (or zero alone): one bin.
-        let h = Histogram::of(&[3.0; 40], 3.0, 3.0, true);
+        let h = Histogram::of(&Scan::of(&[3.0; 40]));
         assert_eq!(
             (h.counts.as_slice(), h.span().0 <= 3.0),
             (&[40u64][..], true)
         );
-        let h = Histogram::of(&[0.0; 5], 0.0, 0.0, true);
+        let h = Histogram::of(&Scan::of(&[0.0; 5]));
         assert_eq!(h.counts, vec![5]);
+        let h = Histogram::of(&Scan::of(&[1.0, f32::NAN, 1.0]));
+        assert_eq!(h.counts, vec![2]);
     }
 
     #[test]
     fn nan_and_infinities_are_skipped() {
         for len in [1usize, 3, 8, 13, 64, 100] {
             let mut v: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 7.0).collect();
-            let (lo, hi) = range(&v);
-            let clean = Histogram::of(&v, lo, hi, true);
+            let clean = Histogram::of(&Scan::of(&v));
             v.push(f32::NAN);
             v.insert(len / 2, f32::INFINITY);
             v.insert(0, f32::NEG_INFINITY);
-            let h = Histogram::of(&v, lo, hi, false);
+            let h = Histogram::of(&Scan::of(&v));
             assert_eq!(h, clean, "len {len}");
             assert_eq!(h.counts.iter().sum::<u64>() as usize, len);
         }
-        assert!(Histogram::of(&[f32::NAN; 9], f32::NAN, f32::NAN, false).is_empty());
+        assert!(Histogram::of(&Scan::of(&[f32::NAN; 9])).is_empty());
     }
 
     #[test]
@@ -318,10 +421,7 @@ mod tests {
         ];
         let hists: Vec<Histogram> = samples
             .iter()
-            .map(|v| {
-                let (lo, hi) = range(v);
-                Histogram::of(v, lo, hi, true)
-            })
+            .map(|v| Histogram::of(&Scan::of(v)))
             .collect();
         let all: Vec<f32> = samples.concat();
         let (lo, hi) = range(&all);
@@ -338,5 +438,28 @@ mod tests {
             results.push(m);
         }
         assert!(results.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    /// One value (a ReLU's output all 0 on one sample, a constant) merged
+    /// with other samples leaves their grid as fine as their union allows;
+    /// samples 60 orders of magnitude apart merge exactly too.
+    #[test]
+    fn one_value_and_far_apart_samples_merge_on_the_unions_grid() {
+        let cases: [Vec<Vec<f32>>; 4] = [
+            vec![vec![0.0; 8], noise(500, 5, 0.01, 0.005)],
+            vec![noise(500, 6, 0.001, 1.0), vec![1.0; 3]],
+            vec![vec![2.5; 4], vec![-7.0; 2]],
+            vec![noise(300, 7, 1e-30, 1e-30), noise(300, 8, 1e30, 1e30)],
+        ];
+        for samples in cases {
+            let mut m = Histogram::default();
+            for v in &samples {
+                m.merge(Histogram::of(&Scan::of(v)));
+            }
+            let all = samples.concat();
+            let (lo, hi) = range(&all);
+            assert_eq!(m.exp, exponent_for(lo as f64, hi as f64), "{lo} {hi}");
+            assert_eq!(bins(&m), plain(&all, m.exp), "{lo} {hi}");
+        }
     }
 }
